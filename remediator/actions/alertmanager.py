@@ -1,0 +1,89 @@
+"""Alertmanager v2 actions: `alertmanager.silence` and `alertmanager.alert_status`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+
+from ..alerts import Alert
+from .base import Action, ActionContext, ActionError, Param, TransientError
+
+
+async def _call(backends: Any, method: str, path: str, **kwargs: Any) -> Any:
+    url = backends.alertmanager_url.rstrip("/") + path
+    try:
+        async with backends.http().request(method, url, **kwargs) as resp:
+            text = await resp.text()
+            if resp.status == 429 or resp.status >= 500:
+                raise TransientError(f"Alertmanager {method} {path}: {resp.status} {text[:200]}")
+            if resp.status >= 300:
+                raise ActionError(f"Alertmanager {method} {path}: {resp.status} {text[:200]}")
+            return await resp.json(content_type=None) if text else None
+    except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+        raise TransientError(f"Alertmanager at {url} unreachable: {exc}") from None
+
+
+async def alert_firing(backends: Any, alert: Alert) -> bool:
+    """Is this alert (by fingerprint, else by labels) still active at Alertmanager?"""
+    filters = [("filter", f'alertname="{alert.alertname}"'), ("active", "true"),
+               ("silenced", "true"), ("inhibited", "true")]
+    active = await _call(backends, "GET", "/api/v2/alerts", params=filters) or []
+    return any(a.get("fingerprint") == alert.fingerprint or a.get("labels") == alert.labels
+               for a in active)
+
+
+class AlertStatus(Action):
+    name = "alertmanager.alert_status"
+    summary = "Whether this step's alert is still firing at Alertmanager."
+    params = {"alertname": Param("string", required=True),
+              "matchers": Param("mapping", description="label equality filters")}
+
+    def describe(self, params: dict[str, Any]) -> str:
+        return f"ask Alertmanager whether {params['alertname']} is still firing"
+
+    async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+        filters = [("filter", f'alertname="{params["alertname"]}"'), ("active", "true")]
+        filters += [("filter", f'{k}="{v}"') for k, v in (params.get("matchers") or {}).items()]
+        active = await _call(ctx.backends, "GET", "/api/v2/alerts", params=filters) or []
+        return {"firing": bool(active), "count": len(active)}
+
+
+class Silence(Action):
+    name = "alertmanager.silence"
+    summary = "Create a silence (or expire one by id) through the Alertmanager v2 API."
+    mutating = True
+    params = {
+        "matchers": Param("mapping", description="label -> exact value; required to create"),
+        "duration": Param("duration", default=3600.0, minimum=60),
+        "comment": Param("string", default="silenced by remediator"),
+        "expire_id": Param("string", description="expire this silence instead of creating one"),
+    }
+
+    def check(self, params: dict[str, Any]) -> list[str]:
+        if not params.get("expire_id") and not params.get("matchers"):
+            return ["either matchers (to create) or expire_id (to expire) is required"]
+        return []
+
+    def describe(self, params: dict[str, Any]) -> str:
+        if params.get("expire_id"):
+            return f"would expire Alertmanager silence {params['expire_id']}"
+        shown = ",".join(f'{k}="{v}"' for k, v in params["matchers"].items())
+        return f"would silence {{{shown}}} for {params['duration']:g}s: {params['comment']}"
+
+    async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+        if params.get("expire_id"):
+            await _call(ctx.backends, "DELETE", f"/api/v2/silence/{params['expire_id']}")
+            return {"expired": params["expire_id"]}
+        now = datetime.now(UTC)
+        body = {
+            "matchers": [{"name": k, "value": str(v), "isRegex": False, "isEqual": True}
+                         for k, v in params["matchers"].items()],
+            "startsAt": now.isoformat(),
+            "endsAt": (now + timedelta(seconds=params["duration"])).isoformat(),
+            "createdBy": "remediator", "comment": f"{params['comment']} (execution "
+                                                 f"{ctx.execution_id})",
+        }
+        answer = await _call(ctx.backends, "POST", "/api/v2/silences", json=body)
+        return {"silence_id": answer["silenceID"], "ends_at": body["endsAt"]}

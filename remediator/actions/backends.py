@@ -1,0 +1,43 @@
+"""Clients shared by all actions, created lazily and once per process.
+
+Actions never build their own clients: connection pools are reused across steps, and
+configuration (Prometheus/Alertmanager URLs, the kubeconfig, the AWS chain) is read in one
+place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+
+@dataclass
+class Backends:
+    prometheus_url: str = "http://127.0.0.1:9090"
+    alertmanager_url: str = "http://127.0.0.1:9093"
+    http_timeout: float = 10.0
+    _session: aiohttp.ClientSession | None = field(default=None, repr=False)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(total=self.http_timeout)
+            self._session = aiohttp.ClientSession(timeout=timeout)
+        return self._session
+
+    def cached(self, name: str, factory: Any) -> Any:
+        """One client per kind (Kubernetes ApiClient, boto3 S3 client), built on first use."""
+        if name not in self._cache:
+            self._cache[name] = factory()
+        return self._cache[name]
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        for client in self._cache.values():
+            close = getattr(client, "close", None)
+            if callable(close):
+                close()
+        self._cache.clear()

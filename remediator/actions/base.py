@@ -1,0 +1,215 @@
+"""The uniform action interface.
+
+An action is a room of its own: it declares its parameters, whether it mutates the world,
+the permissions it needs, how it describes itself in dry-run, which of its errors are worth
+retrying, and how it runs. The loader, lint, `schema`, the guards and deploy/ RBAC all read
+these declarations; nothing else needs to know an action's internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .. import templating
+
+
+class ActionError(Exception):
+    """An action failed in a way worth reporting as the step's detail.
+
+    `result` keeps what was observed (a status, a checksum) so the record shows it.
+    """
+
+    def __init__(self, message: str, result: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.result = result or {}
+
+
+class TransientError(ActionError):
+    """A failure that may succeed on retry (429, 5xx, timeouts, resets)."""
+
+
+class ParamError(ValueError):
+    """Parameters that do not fit the action's declaration."""
+
+
+@dataclass(frozen=True)
+class Param:
+    type: str  # string | integer | number | boolean | duration | list | mapping | any
+    required: bool = False
+    default: Any = None
+    kind: str | None = None  # a templating.VALIDATORS name, for strings and list items
+    choices: tuple[Any, ...] = ()
+    minimum: float | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Permission:
+    """Kubernetes RBAC (group, resource, verb) or an IAM action (`s3:GetObject`)."""
+
+    kind: str  # "rbac" | "iam"
+    verb: str
+    resource: str = ""
+    group: str = ""
+
+    def __str__(self) -> str:
+        if self.kind == "iam":
+            return self.verb
+        group = self.group or "core"
+        return f"{group}/{self.resource}:{self.verb}"
+
+
+def rbac(group: str, resource: str, *verbs: str) -> tuple[Permission, ...]:
+    return tuple(Permission("rbac", v, resource, group) for v in verbs)
+
+
+def iam(*actions: str) -> tuple[Permission, ...]:
+    return tuple(Permission("iam", a) for a in actions)
+
+
+@dataclass
+class ActionContext:
+    """What a running action may use: shared backends, a logger, and the execution's facts."""
+
+    backends: Any
+    log: logging.Logger
+    execution_id: str = ""
+    fingerprint: str = ""
+    results: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Action:
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    mutating: ClassVar[bool] = False
+    params: ClassVar[dict[str, Param]] = {}
+    permissions: ClassVar[tuple[Permission, ...]] = ()
+
+    def mutates(self, params: dict[str, Any]) -> bool:
+        """Whether this call changes the world; guards and dry-run act on this."""
+        return self.mutating
+
+    def check(self, params: dict[str, Any]) -> list[str]:
+        """Cross-parameter rules beyond the per-parameter declaration (e.g. min <= max)."""
+        return []
+
+    def describe(self, params: dict[str, Any]) -> str:
+        """What this step would do, precise enough for a human to review in dry-run."""
+        shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        return f"would run {self.name}({shown})"
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, TransientError | asyncio.TimeoutError | ConnectionError)
+
+    async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+# --- parameter validation: the one place parameters are checked -------------------------
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a Prometheus-style duration (`90s`, `5m`, `1h30m`) or a number."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"invalid duration {value!r} (use e.g. 30s, 5m, 1h30m)")
+    return sum(float(n) * _UNIT[u] for n, u in parts)
+
+
+def check_params(action: Action, raw: dict[str, Any], *, rendered: bool) -> tuple[dict, list]:
+    """Validate and coerce `raw` against the action's declaration.
+
+    With rendered=False (lint, load time) values that are still templates are accepted as
+    they are; with rendered=True (just before running) every value must be final.
+    Returns (params with defaults applied, list of (param name, message)).
+    """
+    problems: list[tuple[str, str]] = []
+    out: dict[str, Any] = {}
+    for name in raw:
+        if name not in action.params:
+            problems.append((name, f"unknown parameter {name!r} for {action.name}"))
+    for name, spec in action.params.items():
+        if name not in raw or raw[name] is None:
+            if spec.required:
+                problems.append((name, f"missing required parameter {name!r}"))
+            elif spec.default is not None:
+                out[name] = spec.default
+            continue
+        try:
+            out[name] = _coerce(spec, raw[name], rendered)
+        except (ValueError, TypeError) as exc:
+            problems.append((name, f"parameter {name!r}: {exc}"))
+    if not problems and rendered:
+        problems.extend(("", msg) for msg in action.check(out))
+    return out, problems
+
+
+def _coerce(spec: Param, value: Any, rendered: bool) -> Any:
+    if isinstance(value, str) and templating.is_template(value) and not rendered:
+        templating.compile_check(value)
+        return value
+    t = spec.type
+    if t == "string":
+        value = _expect(value, str, t)
+        if spec.kind:
+            templating.validate(spec.kind, value)
+    elif t == "integer":
+        value = int(_numeric(value, t, integral=True))
+    elif t == "number":
+        value = float(_numeric(value, t))
+    elif t == "boolean":
+        value = _boolean(value)
+    elif t == "duration":
+        value = parse_duration(value)
+    elif t == "list":
+        value = _expect(value, list, t)
+        if spec.kind:
+            for item in value:
+                if not (isinstance(item, str) and templating.is_template(item) and not rendered):
+                    templating.validate(spec.kind, _expect(item, str, "string"))
+    elif t == "mapping":
+        value = _expect(value, dict, t)
+    if spec.choices and value not in spec.choices:
+        raise ValueError(f"must be one of {', '.join(map(str, spec.choices))}, got {value!r}")
+    if spec.minimum is not None and isinstance(value, int | float) and value < spec.minimum:
+        raise ValueError(f"must be >= {spec.minimum}, got {value}")
+    return value
+
+
+def _expect(value: Any, typ: type, name: str) -> Any:
+    if not isinstance(value, typ):
+        raise TypeError(f"must be a {name}, got {type(value).__name__}")
+    return value
+
+
+def _numeric(value: Any, name: str, integral: bool = False) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"must be an {name}, got a boolean")
+    if isinstance(value, str):  # rendered templates are strings
+        value = value.strip()
+        try:
+            return int(value) if integral else float(value)
+        except ValueError:
+            raise ValueError(f"must be an {name}, got {value!r}") from None
+    if not isinstance(value, int | float) or (integral and value != int(value)):
+        raise TypeError(f"must be an {name}, got {type(value).__name__}")
+    return value
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise TypeError(f"must be a boolean, got {value!r}")

@@ -1,0 +1,40 @@
+"""Actions that need no backend: `log` and `wait`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .base import Action, ActionContext, Param
+
+
+class Log(Action):
+    name = "log"
+    summary = "Write a message to the execution's log and record it on the step."
+    params = {
+        "message": Param("string", required=True),
+        "level": Param("string", default="info", choices=("debug", "info", "warning", "error")),
+    }
+
+    def describe(self, params: dict[str, Any]) -> str:
+        return f"log {params['level']}: {params['message']}"
+
+    async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+        ctx.log.log(_LEVELS[params["level"]], params["message"])
+        return {"message": params["message"]}
+
+
+class Wait(Action):
+    name = "wait"
+    summary = "Pause the execution, e.g. to let a fix take effect before verifying it."
+    params = {"duration": Param("duration", required=True, minimum=0)}
+
+    def describe(self, params: dict[str, Any]) -> str:
+        return f"wait {params['duration']:g}s"
+
+    async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+        await asyncio.sleep(params["duration"])
+        return {"waited_seconds": params["duration"]}
+
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}

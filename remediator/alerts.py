@@ -1,0 +1,189 @@
+"""Alertmanager webhook (version 4) model: parse, validate, and derive the dedupe key.
+
+Everything in a payload is untrusted. Parsing is strict about shape (a wrong type is a
+400 with the JSON path that is wrong) and lenient about unknown fields, as Alertmanager
+may add fields in later versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+# Alertmanager sends the Go zero time for an unset endsAt.
+_ZERO_TIMES = ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00.000Z")
+MAX_ALERTS = 10_000
+MAX_LABEL_VALUE = 8192
+
+
+class PayloadError(ValueError):
+    """The webhook body is not a valid Alertmanager v4 notification."""
+
+
+@dataclass(frozen=True)
+class Alert:
+    status: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: str
+    ends_at: str | None
+    generator_url: str
+    fingerprint: str
+
+    @property
+    def alertname(self) -> str:
+        return self.labels.get("alertname", "")
+
+    @property
+    def dedupe_key(self) -> str:
+        """Same alert, same episode, same status: Alertmanager retries and HA peers collapse."""
+        return f"{self.fingerprint}:{self.starts_at}:{self.status}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "labels": self.labels,
+            "annotations": self.annotations,
+            "startsAt": self.starts_at,
+            "endsAt": self.ends_at,
+            "generatorURL": self.generator_url,
+            "fingerprint": self.fingerprint,
+        }
+
+
+@dataclass(frozen=True)
+class Group:
+    """The notification-level context shared by the alerts of one webhook call."""
+
+    receiver: str = ""
+    status: str = ""
+    group_key: str = ""
+    group_labels: dict[str, str] = field(default_factory=dict)
+    common_labels: dict[str, str] = field(default_factory=dict)
+    common_annotations: dict[str, str] = field(default_factory=dict)
+    external_url: str = ""
+    truncated_alerts: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "receiver": self.receiver,
+            "status": self.status,
+            "groupKey": self.group_key,
+            "groupLabels": self.group_labels,
+            "commonLabels": self.common_labels,
+            "commonAnnotations": self.common_annotations,
+            "externalURL": self.external_url,
+            "truncatedAlerts": self.truncated_alerts,
+        }
+
+
+@dataclass(frozen=True)
+class Notification:
+    group: Group
+    alerts: list[Alert]
+
+
+def label_fingerprint(labels: dict[str, str]) -> str:
+    """A stable fingerprint from labels, for senders that omit Alertmanager's own."""
+    canonical = json.dumps(sorted(labels.items()), separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def parse_notification(body: bytes) -> Notification:
+    """Parse and validate a webhook body; raise PayloadError saying what is wrong and where."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"body is not valid UTF-8 (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    return notification_from_dict(data)
+
+
+def notification_from_dict(data: Any) -> Notification:
+    if not isinstance(data, dict):
+        raise PayloadError("payload must be a JSON object")
+    version = data.get("version")
+    if version != "4":
+        raise PayloadError(f'unsupported webhook version {version!r}: expected "4"')
+    raw_alerts = data.get("alerts")
+    if not isinstance(raw_alerts, list):
+        raise PayloadError("$.alerts: required, must be a list")
+    if len(raw_alerts) > MAX_ALERTS:
+        raise PayloadError(f"$.alerts: {len(raw_alerts)} alerts exceed the limit of {MAX_ALERTS}")
+    truncated = data.get("truncatedAlerts", 0)
+    if not isinstance(truncated, int) or isinstance(truncated, bool):
+        raise PayloadError("$.truncatedAlerts: must be an integer")
+    group = Group(
+        receiver=_str(data, "receiver", "$"),
+        status=_str(data, "status", "$"),
+        group_key=_str(data, "groupKey", "$"),
+        group_labels=_labels(data, "groupLabels", "$"),
+        common_labels=_labels(data, "commonLabels", "$"),
+        common_annotations=_labels(data, "commonAnnotations", "$"),
+        external_url=_str(data, "externalURL", "$"),
+        truncated_alerts=truncated,
+    )
+    alerts = [_alert(a, f"$.alerts[{i}]") for i, a in enumerate(raw_alerts)]
+    return Notification(group=group, alerts=alerts)
+
+
+def _alert(raw: Any, path: str) -> Alert:
+    if not isinstance(raw, dict):
+        raise PayloadError(f"{path}: must be an object")
+    status = raw.get("status")
+    if status not in ("firing", "resolved"):
+        raise PayloadError(f'{path}.status: must be "firing" or "resolved", got {status!r}')
+    labels = _labels(raw, "labels", path)
+    if not labels.get("alertname"):
+        raise PayloadError(f"{path}.labels.alertname: required")
+    starts_at = _timestamp(raw, "startsAt", path) or ""
+    fingerprint = _str(raw, "fingerprint", path) or label_fingerprint(labels)
+    return Alert(
+        status=status,
+        labels=labels,
+        annotations=_labels(raw, "annotations", path),
+        starts_at=starts_at,
+        ends_at=_timestamp(raw, "endsAt", path),
+        generator_url=_str(raw, "generatorURL", path),
+        fingerprint=fingerprint,
+    )
+
+
+def _str(obj: dict[str, Any], key: str, path: str) -> str:
+    value = obj.get(key, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise PayloadError(f"{path}.{key}: must be a string")
+    return value
+
+
+def _labels(obj: dict[str, Any], key: str, path: str) -> dict[str, str]:
+    value = obj.get(key) or {}
+    if not isinstance(value, dict):
+        raise PayloadError(f"{path}.{key}: must be an object of strings")
+    for name, item in value.items():
+        if not isinstance(item, str):
+            raise PayloadError(f"{path}.{key}.{name}: must be a string")
+        if len(item) > MAX_LABEL_VALUE:
+            raise PayloadError(f"{path}.{key}.{name}: longer than {MAX_LABEL_VALUE} characters")
+    return value
+
+
+def _timestamp(obj: dict[str, Any], key: str, path: str) -> str | None:
+    value = _str(obj, key, path)
+    if not value or value in _ZERO_TIMES:
+        return None
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise PayloadError(f"{path}.{key}: not an RFC 3339 timestamp: {value[:40]!r}") from None
+    return value
+
+
+def utcnow_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

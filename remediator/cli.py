@@ -1,0 +1,265 @@
+"""`remediator` command line: serve | replay | lint | test | history | show | approve | schema."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+from . import __version__
+from .alerts import PayloadError, parse_notification
+from .config import Config, ConfigError, load_config
+from .logs import setup_logging
+from .playbooks.validate import RulesError
+from .report import decision_text, history_text
+
+log = logging.getLogger("remediator")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"remediator: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except RulesError as exc:
+        print("remediator: rules refused:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="remediator", description=__doc__)
+    p.add_argument("--version", action="version", version=f"remediator {__version__}")
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser, store: bool = True) -> None:
+        sp.add_argument("--config", help="YAML config file")
+        sp.add_argument("--rules", action="append", metavar="PATH",
+                        help="playbook file or directory (repeatable; default: rules)")
+        if store:
+            sp.add_argument("--store", help="store URL (sqlite:///path.db, sqlite:// in memory)")
+
+    s = sub.add_parser("serve", help="run the webhook receiver and worker")
+    common(s)
+    s.add_argument("--listen", metavar="HOST:PORT")
+    s.add_argument("--mode", choices=("dry-run", "live"))
+    s.add_argument("--allow-unauthenticated", action="store_true", default=None,
+                   help="accept webhooks without credentials (logged as a warning)")
+    s.set_defaults(func=cmd_serve)
+
+    r = sub.add_parser("replay", help="run a captured webhook payload through the pipeline")
+    common(r)
+    r.add_argument("payload", help="payload JSON file, or - for standard input")
+    r.add_argument("--mode", choices=("dry-run", "live"), default="dry-run")
+    r.add_argument("--format", choices=("text", "json"), default="text")
+    r.set_defaults(func=cmd_replay)
+
+    from .lint import add_lint_parser
+    add_lint_parser(sub)
+
+    h = sub.add_parser("history", help="list recent decisions from the store")
+    h.add_argument("--config")
+    h.add_argument("--store")
+    h.add_argument("--limit", type=int, default=50)
+    h.add_argument("--outcome")
+    h.add_argument("--format", choices=("text", "json"), default="text")
+    h.set_defaults(func=cmd_history)
+
+    sh = sub.add_parser("show", help="show one decision in full")
+    sh.add_argument("id")
+    sh.add_argument("--config")
+    sh.add_argument("--store")
+    sh.add_argument("--format", choices=("text", "json"), default="text")
+    sh.set_defaults(func=cmd_show)
+
+    a = sub.add_parser("approve", help="approve (or reject) a pending step through the API")
+    a.add_argument("id")
+    a.add_argument("--reject", action="store_true")
+    a.add_argument("--url", default="http://127.0.0.1:9095", help="remediator's base URL")
+    a.add_argument("--user", default="cli", help="recorded as the approver")
+    a.set_defaults(func=cmd_approve)
+
+    sc = sub.add_parser("schema", help="print the JSON Schema of playbook files")
+    sc.set_defaults(func=cmd_schema)
+    return p
+
+
+def _config(args: argparse.Namespace, **extra: Any) -> Config:
+    return load_config(getattr(args, "config", None), rules=getattr(args, "rules", None),
+                       store=getattr(args, "store", None), **extra)
+
+
+# --- serve ---------------------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = _config(args, listen=args.listen, mode=args.mode,
+                  allow_unauthenticated=args.allow_unauthenticated)
+    setup_logging(cfg.log_level)
+    if not (cfg.webhook_token or cfg.basic_auth_username or cfg.allow_unauthenticated):
+        print("remediator: no webhook credentials: set REMEDIATOR_WEBHOOK_TOKEN (or _FILE), "
+              "basic auth, or pass --allow-unauthenticated", file=sys.stderr)
+        return 2
+    return asyncio.run(_serve(cfg))
+
+
+async def _serve(cfg: Config) -> int:
+    from aiohttp import web
+
+    from .server import build_app
+    from .service import Service
+
+    service = Service(cfg)
+    await service.start()
+    if cfg.mode == "live":
+        log.warning("MODE: LIVE — remediator WILL change production systems "
+                    "(%d playbooks loaded)", len(service.rules))
+    else:
+        log.warning("MODE: DRY-RUN — remediator records plans and changes nothing "
+                    "(%d playbooks loaded)", len(service.rules))
+    if cfg.allow_unauthenticated:
+        log.warning("webhook authentication is DISABLED (--allow-unauthenticated)")
+    runner = web.AppRunner(build_app(service), handle_signals=False, access_log=None)
+    await runner.setup()
+    host, _, port = cfg.listen.rpartition(":")
+    site = web.TCPSite(runner, host or "0.0.0.0", int(port))
+    await site.start()
+    log.info("listening on %s", cfg.listen)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(service))
+    await stop.wait()
+    log.info("shutting down: intake stopped, letting running steps finish (grace %gs)",
+             cfg.grace_period)
+    service.ready = False
+    await site.stop()
+    await service.stop()
+    await runner.cleanup()
+    return 0
+
+
+def _reload(service: Any) -> None:
+    with contextlib.suppress(RulesError):  # logged by the service; the old rules keep serving
+        service.reload()
+
+
+# --- replay --------------------------------------------------------------------------------
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    setup_logging("warning", json_format=False)
+    text = sys.stdin.read() if args.payload == "-" else _read(args.payload)
+    try:
+        notification = parse_notification(text.encode())
+    except PayloadError as exc:
+        print(f"remediator: invalid payload: {exc}", file=sys.stderr)
+        return 2
+    cfg = _config(args, mode=args.mode)
+    if not args.store:
+        cfg.store = "sqlite://"  # a replay leaves no trace unless asked to
+    decisions = asyncio.run(_replay(cfg, notification))
+    if args.format == "json":
+        print(json.dumps(decisions, indent=2, default=str))
+    else:
+        print("\n\n".join(decision_text(d) for d in decisions))
+    return 0
+
+
+async def _replay(cfg: Config, notification: Any) -> list[dict[str, Any]]:
+    from .service import Service
+
+    service = Service(cfg)
+    await service.start(dispatch=False)
+    try:
+        result = await service.intake(notification)
+        decisions = await service.drain()
+        decisions += [{"alertname": "-", "outcome": "duplicate", "count": result.duplicates}] \
+            if result.duplicates else []
+        return decisions
+    finally:
+        await service.stop()
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise SystemExit(f"remediator: cannot read {path}: {exc.strerror}") from None
+
+
+# --- history / show / approve / schema -----------------------------------------------------
+
+def cmd_history(args: argparse.Namespace) -> int:
+    decisions = asyncio.run(_query(_config(args), lambda s: s.list_executions(
+        args.limit, **({"outcome": args.outcome} if args.outcome else {}))))
+    print(json.dumps(decisions, indent=2) if args.format == "json" else history_text(decisions))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    decision = asyncio.run(_query(_config(args), lambda s: s.get_execution(args.id)))
+    if decision is None:
+        print(f"remediator: no execution {args.id!r}", file=sys.stderr)
+        return 1
+    print(json.dumps(decision, indent=2) if args.format == "json" else decision_text(decision))
+    if args.format == "text" and decision.get("escalation"):
+        print("\n" + decision["escalation"]["note"])
+    return 0
+
+
+async def _query(cfg: Config, fn: Any) -> Any:
+    from .store.sqlite import open_store
+
+    store = open_store(cfg.store)
+    await store.open()
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    cfg = load_config()
+    verb = "reject" if args.reject else "approve"
+    req = urllib.request.Request(f"{args.url.rstrip('/')}/api/v1/executions/{args.id}/{verb}",
+                                 method="POST", data=b"{}")
+    req.add_header("Content-Type", "application/json")
+    req.add_header("X-Remediator-User", args.user)
+    if cfg.webhook_token:
+        req.add_header("Authorization", f"Bearer {cfg.webhook_token}")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            decision = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        print(f"remediator: {verb} failed: {exc.code} {exc.read().decode()[:500]}",
+              file=sys.stderr)
+        return 1
+    except urllib.error.URLError as exc:
+        print(f"remediator: cannot reach {args.url}: {exc.reason}", file=sys.stderr)
+        return 1
+    print(decision_text(decision))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .playbooks.schema import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""The one pipeline: alert → matched playbooks → plan → guards → steps → outcome → note.
+
+`serve`, `replay` and `test` all call `Engine.process`; they differ only in the store, the
+mode, the clock and the runner they hand in. Every step is journaled before the next one
+starts, so after a crash an execution resumes where it stopped and never repeats a
+completed step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import templating
+from .actions.backends import Backends
+from .actions.base import ActionContext, check_params
+from .actions.registry import ACTIONS
+from .alerts import Alert, Group, utcnow_iso
+from .escalation import Escalator
+from .executor import Executor, StepRecord
+from .guards import Block, GuardContext, Guards
+from .metrics import Metrics
+from .playbooks.index import RuleSet
+from .playbooks.models import Playbook, Step
+from .store.base import InboxItem, Store
+
+log = logging.getLogger("remediator.engine")
+
+FINAL = ("no_match", "duplicate", "planned", "succeeded", "failed", "blocked", "escalated",
+         "resolved")
+
+
+@dataclass
+class Engine:
+    rules: RuleSet
+    store: Store
+    mode: str = "dry-run"
+    backends: Backends = field(default_factory=Backends)
+    executor: Executor = field(default_factory=Executor)
+    guards: Guards | None = None
+    escalator: Escalator | None = None
+    metrics: Metrics | None = None
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        if self.guards is None:
+            self.guards = Guards(self.store, clock=self.clock)
+
+    async def process(self, item: InboxItem) -> list[dict[str, Any]]:
+        """All decisions for one acknowledged alert."""
+        alert = _alert(item.alert)
+        group = Group(**_group_kwargs(item.group))
+        playbooks = self.rules.match(alert.labels, alert.status)
+        if not playbooks:
+            decision = self._decision(_execution_id(item.dedupe_key, ""), alert, None)
+            decision.update(outcome="no_match", reason="no playbook matches this alert")
+            await self._finish(decision)
+            return [decision]
+        return [await self.execute(pb, alert, group, item.dedupe_key) for pb in playbooks]
+
+    async def execute(self, pb: Playbook, alert: Alert, group: Group,
+                      dedupe_key: str) -> dict[str, Any]:
+        """Run (or resume) one playbook for one alert; return its decision."""
+        execution_id = _execution_id(dedupe_key, pb.name)
+        existing = await self.store.get_execution(execution_id)
+        if existing and existing["outcome"] in FINAL and existing["outcome"] != "blocked":
+            return existing  # finished before a restart: never run twice
+        decision = self._decision(execution_id, alert, pb, existing)
+        decision["group"] = group.to_dict()
+        ctx = _template_context(alert, group, pb)
+        gc = GuardContext(playbook=pb, alert=alert, execution_id=execution_id, mode=self._mode(pb))
+        try:
+            gc.target = _render_target(pb, ctx)
+        except (templating.TemplateError, ValueError) as exc:
+            decision.update(outcome="failed", reason=f"invalid target: {exc}")
+            return await self._finish(decision, escalate=True)
+        decision["target"] = gc.target
+        ctx["target"] = gc.target
+        steps = pb.steps_for(alert.status)
+        resolving = alert.status == "resolved" and pb.status == "firing"
+        if resolving:
+            await self.guards.on_resolved(gc)  # type: ignore[union-attr]
+        elif block := await self.guards.before_execution(gc):  # type: ignore[union-attr]
+            return await self._blocked(decision, block)
+        outcome = await self._run_steps(decision, steps, ctx, gc)
+        if outcome is None:  # stopped at a guard or an approval; recorded already
+            return decision
+        wants_note = outcome in ("failed", "escalated") or (
+            pb.escalation is not None and pb.escalation.always and not resolving)
+        if outcome == "succeeded":
+            if resolving:
+                outcome = "resolved"
+            elif gc.mode == "dry-run":
+                outcome = "planned"
+            elif wants_note:
+                outcome = "escalated"
+        decision["outcome"] = outcome
+        await self.guards.after_execution(gc, outcome)  # type: ignore[union-attr]
+        return await self._finish(decision, escalate=wants_note)
+
+    async def resume(self, decision: dict[str, Any]) -> dict[str, Any]:
+        """Run a stored execution again (after an approval); its journal skips done steps."""
+        pb = self.rules.get(decision["playbook"] or "")
+        if pb is None:
+            raise KeyError(f"playbook {decision['playbook']!r} is no longer loaded")
+        alert = _alert(decision["alert"])
+        group = Group(**_group_kwargs(decision.get("group") or {}))
+        return await self.execute(pb, alert, group, alert.dedupe_key)
+
+    async def _run_steps(self, decision: dict[str, Any], steps: tuple[Step, ...],
+                         ctx: dict[str, Any], gc: GuardContext) -> str | None:
+        journal = await self.store.completed_steps(decision["id"])
+        records: list[dict[str, Any]] = []
+        decision["steps"] = records
+        outcome = "succeeded"
+        for index, step in enumerate(steps):
+            done = journal.get(index)
+            if done and done["outcome"] != "blocked":
+                records.append(done)
+                ctx["steps"][step.name] = _step_view(done)
+                continue
+            record = await self._run_step(step, ctx, gc)
+            records.append(record.to_dict())
+            await self.store.save_step(decision["id"], index, record.to_dict())
+            ctx["steps"][step.name] = _step_view(record.to_dict())
+            if record.outcome == "blocked":
+                await self._blocked(decision, Block(record.guard, record.detail), step=step.name)
+                return None
+            if record.outcome == "failed":
+                decision["reason"] = f"step {step.name!r} failed: {record.detail}"
+                if step.on_failure == "continue":
+                    continue
+                return "escalated" if step.on_failure == "escalate" else "failed"
+        return outcome
+
+    async def _run_step(self, step: Step, ctx: dict[str, Any], gc: GuardContext) -> StepRecord:
+        action = ACTIONS[step.action]
+        record = StepRecord(name=step.name, action=step.action, params={}, outcome="planned")
+        planning = gc.mode == "dry-run"
+        try:
+            if step.when and not templating.evaluate(step.when, ctx):
+                record.outcome, record.detail = "skipped", f"condition false: {step.when}"
+                return record
+            rendered = templating.render_value(step.params, ctx)
+        except templating.TemplateError as exc:
+            if planning and templating.PENDING in str(exc):
+                record.detail = f"decided at run time: {exc}"
+                return record
+            record.outcome, record.detail = "failed", str(exc)
+            return record
+        params, problems = check_params(action, rendered, rendered=True)
+        record.params = params or rendered
+        if problems:
+            if planning and templating.PENDING in repr(rendered):
+                record.detail = "parameters depend on earlier results: " + action.name
+                return record
+            # A hostile or broken label value stops here, before any call is made.
+            record.outcome = "failed"
+            record.detail = "refused: " + "; ".join(m for _, m in problems)
+            return record
+        record.mutating = action.mutates(params)
+        if record.mutating:
+            block = await self.guards.before_mutation(gc, step, params)  # type: ignore[union-attr]
+            if block is not None:
+                record.outcome, record.guard, record.detail = "blocked", block.guard, block.detail
+                return record
+        if planning:
+            record.detail = action.describe(params)
+            return record
+        actx = ActionContext(backends=self.backends, log=log, execution_id=gc.execution_id,
+                             fingerprint=gc.alert.fingerprint, results=ctx["steps"])
+        await self.executor.run(action, params, actx, record, step.timeout, step.retries)
+        if record.mutating:  # a failed attempt still touched the target: it counts
+            await self.guards.record_mutation(gc, step)  # type: ignore[union-attr]
+        if self.metrics:
+            self.metrics.step_seconds.labels(step.action, record.outcome).observe(
+                record.duration_seconds)
+        return record
+
+    async def _blocked(self, decision: dict[str, Any], block: Block,
+                       step: str | None = None) -> dict[str, Any]:
+        decision.update(outcome="blocked", reason=str(block), blocked_step=step)
+        if self.metrics:
+            self.metrics.guard_blocks.labels(block.guard).inc()
+        return await self._finish(decision, escalate=block.escalate)
+
+    async def _finish(self, decision: dict[str, Any], escalate: bool = False) -> dict[str, Any]:
+        decision["finished_at"] = utcnow_iso()
+        if escalate and self.escalator is not None and decision.get("playbook"):
+            pb = self.rules.get(decision["playbook"])
+            decision["escalation"] = await self.escalator.escalate(
+                decision, pb, deliver=decision["mode"] == "live")
+        await self.store.save_execution(decision)
+        if self.metrics:
+            self.metrics.executions.labels(decision.get("playbook") or "", decision["outcome"]).inc()
+        log.info("decision %s: %s", decision["outcome"], decision.get("reason") or "",
+                 extra={"execution_id": decision["id"], "fingerprint": decision["fingerprint"],
+                        "playbook": decision.get("playbook"), "outcome": decision["outcome"]})
+        return decision
+
+    def _mode(self, pb: Playbook) -> str:
+        return "dry-run" if self.mode != "live" or pb.dry_run else "live"
+
+    def _decision(self, execution_id: str, alert: Alert, pb: Playbook | None,
+                  existing: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "id": execution_id,
+            "created_at": (existing or {}).get("created_at") or utcnow_iso(),
+            "fingerprint": alert.fingerprint,
+            "alertname": alert.alertname,
+            "status": alert.status,
+            "playbook": pb.name if pb else None,
+            "mode": self._mode(pb) if pb else self.mode,
+            "outcome": "planned",
+            "reason": "",
+            "target": None,
+            "steps": [],
+            "escalation": None,
+            "alert": alert.to_dict(),
+        }
+
+
+def _execution_id(dedupe_key: str, playbook: str) -> str:
+    """Deterministic, so a restart finds the execution (and its journal) it interrupted."""
+    return hashlib.sha256(f"{dedupe_key}\x00{playbook}".encode()).hexdigest()[:20]
+
+
+def _alert(data: dict[str, Any]) -> Alert:
+    return Alert(status=data["status"], labels=data["labels"], annotations=data["annotations"],
+                 starts_at=data["startsAt"], ends_at=data.get("endsAt"),
+                 generator_url=data.get("generatorURL", ""), fingerprint=data["fingerprint"])
+
+
+def _group_kwargs(data: dict[str, Any]) -> dict[str, Any]:
+    return {"receiver": data.get("receiver", ""), "status": data.get("status", ""),
+            "group_key": data.get("groupKey", ""), "group_labels": data.get("groupLabels", {}),
+            "common_labels": data.get("commonLabels", {}),
+            "common_annotations": data.get("commonAnnotations", {}),
+            "external_url": data.get("externalURL", ""),
+            "truncated_alerts": data.get("truncatedAlerts", 0)}
+
+
+def _template_context(alert: Alert, group: Group, pb: Playbook) -> dict[str, Any]:
+    return {
+        "labels": dict(alert.labels),
+        "annotations": dict(alert.annotations),
+        "alert": {"fingerprint": alert.fingerprint, "startsAt": alert.starts_at,
+                  "endsAt": alert.ends_at, "generatorURL": alert.generator_url,
+                  "status": alert.status},
+        "group": group.to_dict(),
+        "playbook": {"name": pb.name, "runbook": pb.runbook},
+        "steps": {},
+    }
+
+
+def _render_target(pb: Playbook, ctx: dict[str, Any]) -> str | None:
+    """`namespace/kind/name` with each part validated, or None for a playbook without one."""
+    if pb.target is None:
+        return None
+    kind = templating.render(pb.target.kind, ctx)
+    name = templating.render(pb.target.name, ctx)
+    namespace = templating.render(pb.target.namespace, ctx) if pb.target.namespace else ""
+    templating.validate("namespace", kind.lower())
+    templating.validate("k8s_name" if kind.lower() != "bucket" else "s3_bucket", name)
+    if namespace:
+        templating.validate("namespace", namespace)
+    return f"{namespace}/{kind.lower()}/{name}" if namespace else f"{kind.lower()}/{name}"
+
+
+def _step_view(record: dict[str, Any]) -> dict[str, Any]:
+    """What later templates see of a step: its outcome and result (a placeholder if planned)."""
+    if record["outcome"] == "planned":
+        name = record["name"]
+        return {"outcome": templating.Pending(f"steps.{name}.outcome"),
+                "result": templating.Pending(f"steps.{name}.result")}
+    return {"outcome": record["outcome"], "result": record.get("result") or {},
+            "detail": record.get("detail", "")}

@@ -1,0 +1,99 @@
+"""Escalation: render one note per execution and deliver it to its sinks, never dropping it.
+
+Delivery is retried with backoff; a note a sink still refuses is spooled in the store and
+redelivered by `redeliver()` (called periodically by the service and at start-up).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from ..actions.backends import Backends
+from ..metrics import Metrics
+from ..playbooks.models import Playbook
+from ..store.base import Store
+from .note import render_note, severity_of
+from .sinks import SinkError, build_sink
+
+log = logging.getLogger("remediator.escalation")
+
+__all__ = ["Escalator", "build_sink"]
+
+
+class Escalator:
+    def __init__(self, store: Store, backends: Backends, sinks: dict[str, Any],
+                 default_sinks: list[str], metrics: Metrics | None = None,
+                 external_url: str = "", attempts: int = 3, retry_wait: float = 0.5):
+        self.store, self.backends, self.sinks = store, backends, sinks
+        self.default_sinks = default_sinks
+        self.metrics, self.external_url = metrics, external_url
+        self.attempts, self.retry_wait = attempts, retry_wait
+
+    async def escalate(self, decision: dict[str, Any], pb: Playbook | None,
+                       deliver: bool = True) -> dict[str, Any]:
+        """Render the note, deliver it (live) and return what the decision records of it."""
+        severity, within = severity_of(decision, pb)
+        markdown = render_note(decision, pb, self.external_url)
+        note = {
+            "id": decision["id"], "alertname": decision["alertname"],
+            "playbook": decision.get("playbook"), "severity": severity,
+            "respond_within_seconds": within, "outcome": decision["outcome"],
+            "reason": decision.get("reason") or "", "labels": decision["alert"]["labels"],
+            "title": markdown.splitlines()[0].lstrip("# "), "markdown": markdown,
+        }
+        names = list(pb.escalation.sinks) if pb and pb.escalation and pb.escalation.sinks \
+            else self.default_sinks
+        deliveries = {}
+        for name in names if deliver else []:
+            deliveries[name] = await self._deliver(name, note)
+        return {"severity": severity, "respond_within_seconds": within,
+                "title": note["title"], "deliveries": deliveries, "note": markdown}
+
+    async def _deliver(self, name: str, note: dict[str, Any]) -> str:
+        sink = self.sinks[name]
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.attempts), reraise=True,
+                wait=wait_exponential(multiplier=self.retry_wait, max=10),
+                retry=retry_if_exception_type(SinkError),
+            ):
+                with attempt:
+                    where = await sink.deliver(note, self.backends.http())
+        except SinkError as exc:
+            log.warning("escalation %s not delivered to %s, spooled: %s", note["id"], name, exc,
+                        extra={"execution_id": note["id"]})
+            await self.store.put_state(f"spool:{note['id']}:{name}", note)
+            self._count(name, "spooled")
+            return "spooled"
+        self._count(name, "delivered")
+        return f"delivered: {where}"
+
+    async def redeliver(self) -> int:
+        """Try every spooled note once more; return how many are still waiting."""
+        spooled = await self.store.list_state("spool:")
+        waiting = 0
+        for key, note in spooled.items():
+            name = key.rsplit(":", 1)[1]
+            sink = self.sinks.get(name)
+            if sink is None:
+                waiting += 1
+                continue
+            try:
+                await sink.deliver(note, self.backends.http())
+            except SinkError:
+                waiting += 1
+                continue
+            await self.store.put_state(key, None)
+            self._count(name, "delivered")
+            log.info("spooled escalation %s delivered to %s", note["id"], name,
+                     extra={"execution_id": note["id"]})
+        if self.metrics:
+            self.metrics.escalations_spooled.set(waiting)
+        return waiting
+
+    def _count(self, sink: str, outcome: str) -> None:
+        if self.metrics:
+            self.metrics.escalations.labels(sink, outcome).inc()

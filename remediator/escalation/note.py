@@ -1,0 +1,99 @@
+"""The escalation note: one Markdown page that hands a human everything they need."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..playbooks.models import Playbook
+
+_EVIDENCE_CHARS = 1500
+_SEVERITY_WITHIN = {"info": None, "warning": 1800, "critical": 900, "emergency": 300}
+
+
+def severity_of(decision: dict[str, Any], pb: Playbook | None) -> tuple[str, float | None]:
+    """The playbook's severity; a confirmed mismatch or an open circuit can raise it."""
+    esc = pb.escalation if pb else None
+    severity = esc.severity if esc else "warning"
+    within = esc.respond_within if esc and esc.respond_within else _SEVERITY_WITHIN[severity]
+    return severity, within
+
+
+def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str = "") -> str:
+    alert = decision["alert"]
+    labels, annotations = alert["labels"], alert["annotations"]
+    severity, within = severity_of(decision, pb)
+    title = (pb.escalation.summary if pb and pb.escalation and pb.escalation.summary
+             else annotations.get("summary") or decision["alertname"])
+    lines = [
+        f"# [{severity.upper()}] {decision['alertname']}: {title}",
+        "",
+        f"- **Respond within:** {_minutes(within)}" if within else "- **Respond within:** n/a",
+        f"- **Outcome:** `{decision['outcome']}` — {decision.get('reason') or 'see timeline'}",
+        f"- **Owner:** {pb.escalation.owner}" if pb and pb.escalation and pb.escalation.owner
+        else None,
+        f"- **Playbook:** `{decision.get('playbook')}` ({decision.get('mode')})",
+        f"- **Target:** `{decision.get('target')}`" if decision.get("target") else None,
+        f"- **Execution:** `{decision['id']}`",
+        "",
+        "## Alert",
+        "",
+        f"- **Status:** {alert['status']}, started {alert['startsAt']}",
+        f"- **Summary:** {annotations.get('summary', '')}" if annotations.get("summary") else None,
+        f"- **Description:** {annotations.get('description')}"
+        if annotations.get("description") else None,
+        f"- **Source:** {alert['generatorURL']}" if alert.get("generatorURL") else None,
+        f"- **Runbook:** {pb.runbook if pb and pb.runbook else annotations.get('runbook_url', '')}",
+        "- **Labels:** " + ", ".join(f"`{k}={v}`" for k, v in sorted(labels.items())),
+        "",
+        "## Timeline",
+        "",
+    ]
+    steps = decision.get("steps") or []
+    if not steps:
+        lines.append("No step ran.")
+    for s in steps:
+        took = f" in {s['duration_seconds']:.2f}s" if s.get("duration_seconds") else ""
+        tries = f", {s['attempts']} attempts" if s.get("attempts", 0) > 1 else ""
+        lines.append(f"1. `{s['name']}` ({s['action']}): **{s['outcome']}**{took}{tries} — "
+                     f"{_one_line(s.get('detail', ''))}")
+    evidence = [(s["name"], s["result"]) for s in steps if s.get("result")]
+    if evidence:
+        lines += ["", "## Evidence", ""]
+        for name, result in evidence:
+            lines += [f"### {name}", "", "```", _excerpt(result), "```", ""]
+    lines += ["", "## Why this needs a human", "", _why(decision)]
+    if pb and pb.escalation and pb.escalation.next_steps:
+        lines += ["", "## Next steps", ""]
+        lines += [f"{i}. {step}" for i, step in enumerate(pb.escalation.next_steps, 1)]
+    if decision["outcome"] == "blocked" and decision["reason"].startswith("approval_pending"):
+        lines += ["", "## Approve or reject", "",
+                  f"- `remediator approve {decision['id']}` (or `--reject`)",
+                  f"- `POST {approve_url}/api/v1/executions/{decision['id']}/approve` or "
+                  "`/reject` with the bearer token"]
+    return "\n".join(line for line in lines if line is not None) + "\n"
+
+
+def _why(decision: dict[str, Any]) -> str:
+    outcome, reason = decision["outcome"], decision.get("reason") or ""
+    if outcome == "blocked":
+        return f"A guard stopped automation: {reason}."
+    if outcome == "failed":
+        return f"Remediation failed: {reason}."
+    if reason:
+        return f"The playbook escalates: {reason}."
+    return "The playbook escalates this alert to a human by design (it is not safe to automate)."
+
+
+def _excerpt(result: Any) -> str:
+    text = json.dumps(result, indent=2, default=str, ensure_ascii=False)
+    return text if len(text) <= _EVIDENCE_CHARS else text[:_EVIDENCE_CHARS] + "\n… (truncated)"
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= 300 else text[:300] + "…"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"

@@ -1,0 +1,106 @@
+"""Where escalation notes go. Each sink is one small class with `deliver`.
+
+Sinks are idempotent per execution (a note is keyed by its execution id), so a redelivery
+after a crash or a timeout cannot produce a second page for the same execution.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+
+class SinkError(Exception):
+    """Delivery failed; the note is retried, then spooled."""
+
+
+class DirectorySink:
+    """One Markdown file per execution: `<dir>/<execution id>.md` (written atomically)."""
+
+    def __init__(self, name: str, directory: str):
+        self.name = name
+        self.directory = Path(directory)
+
+    async def deliver(self, note: dict[str, Any], session: aiohttp.ClientSession) -> str:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path = self.directory / f"{note['id']}.md"
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".note-")
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(note["markdown"])
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise SinkError(f"cannot write note to {self.directory}: {exc}") from None
+        return str(path)
+
+
+class WebhookSink:
+    """A generic JSON webhook: the whole note and its facts as one object."""
+
+    def __init__(self, name: str, url: str, headers: dict[str, str] | None = None):
+        self.name, self.url, self.headers = name, url, headers or {}
+
+    def body(self, note: dict[str, Any]) -> Any:
+        return {k: v for k, v in note.items()}
+
+    async def deliver(self, note: dict[str, Any], session: aiohttp.ClientSession) -> str:
+        try:
+            async with session.post(self.url, json=self.body(note), headers=self.headers) as resp:
+                if resp.status >= 300:
+                    text = (await resp.text())[:200]
+                    raise SinkError(f"{self.name}: {self.url} answered {resp.status}: {text}")
+        except aiohttp.ClientError as exc:
+            raise SinkError(f"{self.name}: {self.url}: {exc}") from None
+        return self.url
+
+
+class SlackSink(WebhookSink):
+    """A Slack-compatible incoming webhook (`{"text": …}` in mrkdwn)."""
+
+    def body(self, note: dict[str, Any]) -> Any:
+        text = note["markdown"].replace("**", "*")
+        return {"text": text[:39000]}
+
+
+class AlertmanagerSink(WebhookSink):
+    """Posts a `RemediationEscalation` alert so existing routing pages the right humans."""
+
+    def __init__(self, name: str, url: str, headers: dict[str, str] | None = None):
+        super().__init__(name, url.rstrip("/") + "/api/v2/alerts", headers)
+
+    def body(self, note: dict[str, Any]) -> Any:
+        now = datetime.now(UTC)
+        labels = {k: v for k, v in note["labels"].items()
+                  if k in ("namespace", "deployment", "service", "bucket", "job", "instance")}
+        labels.update(alertname="RemediationEscalation", severity=note["severity"],
+                      original_alertname=note["alertname"], playbook=note["playbook"] or "",
+                      execution_id=note["id"])
+        return [{
+            "labels": labels,
+            "annotations": {"summary": note["title"], "description": note["markdown"][:4000],
+                            "outcome": note["outcome"], "reason": note["reason"][:1000]},
+            "startsAt": now.isoformat(),
+            "endsAt": (now + timedelta(hours=4)).isoformat(),
+        }]
+
+
+SINK_TYPES = {"directory": DirectorySink, "webhook": WebhookSink, "slack": SlackSink,
+              "alertmanager": AlertmanagerSink}
+
+
+def build_sink(name: str, spec: dict[str, Any]) -> Any:
+    """A sink from config: `{type: directory, path: …}` or `{type: webhook, url: …}`."""
+    kind = spec.get("type", "directory")
+    if kind not in SINK_TYPES:
+        raise ValueError(f"escalation sink {name!r}: unknown type {kind!r} "
+                         f"(one of {', '.join(SINK_TYPES)})")
+    if kind == "directory":
+        return DirectorySink(name, spec.get("path", "escalations"))
+    if not spec.get("url"):
+        raise ValueError(f"escalation sink {name!r}: url is required for type {kind}")
+    return SINK_TYPES[kind](name, spec["url"], spec.get("headers"))

@@ -1,0 +1,82 @@
+"""Running one step: retries on transient errors only, a per-step deadline, a record.
+
+The executor never decides what happens next; it returns a StepRecord and the engine reads
+its outcome. Runners are swappable so `remediator test` can feed canned results through the
+very same path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from .actions.base import Action, ActionContext, ActionError
+from .alerts import utcnow_iso
+
+# A runner performs the action call; the default calls the real backend.
+Runner = Callable[[Action, dict[str, Any], ActionContext], Awaitable[dict[str, Any]]]
+
+
+async def live_runner(action: Action, params: dict[str, Any], ctx: ActionContext) -> dict:
+    return await action.run(params, ctx)
+
+
+@dataclass
+class StepRecord:
+    name: str
+    action: str
+    params: dict[str, Any]
+    outcome: str  # succeeded | failed | planned | skipped | blocked
+    detail: str = ""
+    guard: str = ""  # the guard that blocked it
+    mutating: bool = False
+    result: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0
+    started_at: str = ""
+    duration_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Executor:
+    runner: Runner = live_runner
+    retry_wait: float = 0.5  # first backoff; doubles up to retry_wait_max
+    retry_wait_max: float = 10.0
+
+    async def run(self, action: Action, params: dict[str, Any], ctx: ActionContext,
+                  record: StepRecord, timeout: float, attempts: int) -> StepRecord:
+        """Run with retries inside one overall deadline; fill `record` and return it."""
+        record.started_at = utcnow_iso()
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout):
+                async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(attempts),
+                    wait=wait_exponential(multiplier=self.retry_wait, max=self.retry_wait_max),
+                    retry=retry_if_exception(action.is_transient),
+                    reraise=True,
+                ):
+                    with attempt:
+                        record.attempts += 1
+                        record.result = await self.runner(action, params, ctx) or {}
+            record.outcome = "succeeded"
+            record.detail = action.describe(params).replace("would ", "", 1)
+        except TimeoutError:
+            record.outcome = "failed"
+            record.detail = f"timed out after {timeout:g}s ({record.attempts} attempt(s))"
+        except ActionError as exc:
+            record.outcome = "failed"
+            record.detail = str(exc)
+            record.result = exc.result or record.result
+        except Exception as exc:  # an action bug must become a failed step, not a crash
+            record.outcome = "failed"
+            record.detail = f"{type(exc).__name__}: {exc}"
+        record.duration_seconds = round(time.monotonic() - started, 4)
+        return record

@@ -1,0 +1,302 @@
+"""Guards: what stops automation from hurting. Each check has a name and says its numbers.
+
+Execution-level guards run once before any step (pause, time window, circuit breaker, lock,
+precondition); mutation-level guards run before every mutating step (pause, scope, approval,
+rate limit, cooldown, global budget). Counters and circuit/approval state live in the store,
+so they survive restarts. Target locks are process-local on purpose: a lock that outlived a
+crashed process would block its target forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import templating
+from .actions.base import parse_duration
+from .alerts import Alert
+from .playbooks.models import Playbook, Step
+from .store.base import Store
+
+SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class Block:
+    guard: str
+    detail: str
+    escalate: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.guard}: {self.detail}"
+
+
+@dataclass
+class GuardContext:
+    playbook: Playbook
+    alert: Alert
+    execution_id: str
+    mode: str
+    target: str | None = None
+
+    @property
+    def namespace(self) -> str:
+        parts = (self.target or "").split("/")
+        return parts[0] if len(parts) == 3 else ""
+
+
+@dataclass
+class GuardSettings:
+    """Process-wide guard settings (config `guards:`); playbooks add their own."""
+
+    paused: bool = False
+    namespaces_allow: list[str] = field(default_factory=list)  # empty: all but denied
+    namespaces_deny: list[str] = field(default_factory=lambda: list(SYSTEM_NAMESPACES))
+    buckets_allow: list[str] = field(default_factory=list)  # empty: no S3 mutation allowed
+    budget_max: int = 30  # mutating actions across all playbooks ...
+    budget_window: float = 3600.0  # ... per this many seconds
+    approval_ttl: float = 3600.0
+
+
+# Answers a precondition: (promql or None, alert, check it is still firing) -> (holds, why)
+PreconditionCheck = Callable[[str | None, Alert, bool], Awaitable[tuple[bool, str]]]
+
+
+class Guards:
+    def __init__(self, store: Store, settings: GuardSettings | None = None,
+                 clock: Callable[[], float] = time.time,
+                 precondition: PreconditionCheck | None = None):
+        self.store = store
+        self.settings = settings or GuardSettings()
+        self.clock = clock
+        self.precondition = precondition
+        self._locks: dict[str, str] = {}
+
+    # --- execution level ---------------------------------------------------------------
+
+    async def before_execution(self, gc: GuardContext) -> Block | None:
+        for check in (self._paused, self._time_window, self._circuit, self._lock,
+                      self._precondition):
+            block = await check(gc)
+            if block is not None:
+                return block
+        return None
+
+    async def after_execution(self, gc: GuardContext, outcome: str) -> None:
+        if gc.target and self._locks.get(gc.target) == gc.execution_id:
+            del self._locks[gc.target]
+        if outcome == "succeeded" and gc.mode == "live" and gc.target:
+            await self.store.record_event("success", gc.target, self.clock())
+
+    async def on_resolved(self, gc: GuardContext) -> None:
+        """A resolution withdraws approvals still pending for this alert's executions."""
+        key = f"pending-approval:{gc.alert.fingerprint}"
+        pending = await self.store.get_state(key)
+        if pending:
+            for execution_id in pending.get("executions", []):
+                state = await self.store.get_state(f"approval:{execution_id}")
+                if state and state["status"] == "pending":
+                    state.update(status="resolved", decided_at=self.clock())
+                    await self.store.put_state(f"approval:{execution_id}", state)
+            await self.store.put_state(key, None)
+
+    async def _paused(self, gc: GuardContext) -> Block | None:
+        state = await self.store.get_state("paused")
+        if self.settings.paused or (state and state.get("paused")):
+            who = f" by {state['by']}" if state and state.get("by") else ""
+            return Block("paused", f"automation is paused{who}; alerts are recorded, "
+                                   "nothing mutates", escalate=False)
+        return None
+
+    async def _time_window(self, gc: GuardContext) -> Block | None:
+        windows = gc.playbook.guards.get("time_windows")
+        if not windows:
+            return None
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        hhmm, day = now.strftime("%H:%M"), _DAYS[now.weekday()]
+        for w in windows:
+            if day in w.get("days", _DAYS) and w["start"] <= hhmm < w["end"]:
+                return None
+        return Block("time_window", f"{hhmm}Z {day} is outside the playbook's allowed windows "
+                                    f"({_windows_text(windows)}); escalating instead")
+
+    async def _circuit(self, gc: GuardContext) -> Block | None:
+        cfg = gc.playbook.guards.get("circuit_breaker")
+        if not cfg or not gc.target:
+            return None
+        now = self.clock()
+        key = f"circuit:{gc.target}"
+        state = await self.store.get_state(key)
+        if state and now < state["until"]:
+            return Block("circuit_open", f"circuit for {gc.target} open since "
+                                         f"{_iso(state['opened_at'])} until {_iso(state['until'])}"
+                                         "; reset with POST /api/v1/circuits/reset",
+                         escalate=False)
+        window = parse_duration(cfg["window"])
+        successes = await self.store.events_since("success", gc.target, now - window)
+        if len(successes) >= cfg["max_refires"]:
+            until = now + parse_duration(cfg.get("open_for", cfg["window"]))
+            await self.store.put_state(key, {"opened_at": now, "until": until})
+            return Block("circuit_open", f"remediation is not working: {gc.target} alerted again "
+                                         f"after {len(successes)} successful remediations in the "
+                                         f"last {_human(window)} (max {cfg['max_refires']}); "
+                                         f"automation stopped until {_iso(until)}")
+        return None
+
+    async def _lock(self, gc: GuardContext) -> Block | None:
+        if not gc.target or gc.playbook.guards.get("lock") is False:
+            return None
+        holder = self._locks.get(gc.target)
+        if holder and holder != gc.execution_id:
+            return Block("locked", f"coalesced into running execution {holder} for {gc.target}",
+                         escalate=False)
+        self._locks[gc.target] = gc.execution_id
+        return None
+
+    async def _precondition(self, gc: GuardContext) -> Block | None:
+        cfg = gc.playbook.guards.get("precondition")
+        if not cfg or gc.mode != "live" or self.precondition is None:
+            return None
+        if cfg.get("delay"):
+            await asyncio.sleep(parse_duration(cfg["delay"]))
+        promql = cfg.get("promql")
+        if promql:
+            promql = templating.render(promql, {"labels": gc.alert.labels,
+                                                "annotations": gc.alert.annotations})
+        holds, why = await self.precondition(promql, gc.alert, bool(cfg.get("alert_firing")))
+        if not holds:
+            self._release(gc)
+            return Block("precondition_false", why, escalate=False)
+        return None
+
+    def _release(self, gc: GuardContext) -> None:
+        if gc.target and self._locks.get(gc.target) == gc.execution_id:
+            del self._locks[gc.target]
+
+    # --- mutation level ----------------------------------------------------------------
+
+    async def before_mutation(self, gc: GuardContext, step: Step,
+                              params: dict[str, Any]) -> Block | None:
+        for check in (self._paused_mutation, self._scope, self._approval, self._rate_limit,
+                      self._cooldown, self._budget):
+            block = await check(gc, step, params)
+            if block is not None:
+                if gc.mode == "live" and block.guard != "approval_pending":
+                    self._release(gc)
+                return block
+        return None
+
+    async def record_mutation(self, gc: GuardContext, step: Step) -> None:
+        now = self.clock()
+        await self.store.record_event("mutation", self._rate_key(gc), now, {"step": step.name})
+        if gc.target:
+            await self.store.record_event("target", gc.target, now,
+                                          {"step": step.name, "execution": gc.execution_id})
+        await self.store.record_event("budget", "*", now)
+
+    async def _paused_mutation(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
+        return await self._paused(gc)
+
+    async def _scope(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
+        s = self.settings
+        namespace = params.get("namespace") or gc.namespace
+        if namespace:
+            if namespace in s.namespaces_deny and namespace not in s.namespaces_allow:
+                return Block("scope_denied", f"namespace {namespace!r} is denied")
+            if s.namespaces_allow and namespace not in s.namespaces_allow:
+                return Block("scope_denied", f"namespace {namespace!r} is not in the allow list "
+                                             f"({', '.join(s.namespaces_allow)})")
+        bucket = params.get("bucket")
+        if step.action.startswith("s3.") and bucket and bucket not in s.buckets_allow:
+            return Block("scope_denied", f"bucket {bucket!r} is not in the S3 mutation allow list"
+                                         f" ({', '.join(s.buckets_allow) or 'empty'})")
+        return None
+
+    async def _approval(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
+        if not step.approval:
+            return None
+        key = f"approval:{gc.execution_id}"
+        state = await self.store.get_state(key)
+        now = self.clock()
+        if state and state["status"] == "approved":
+            return None
+        if state and state["status"] in ("rejected", "expired", "resolved"):
+            return Block("approval_pending", f"approval {state['status']}"
+                         + (f" by {state['by']}" if state.get("by") else ""))
+        if state is None and gc.mode == "live":
+            ttl = parse_duration(gc.playbook.guards.get("approval_ttl", self.settings.approval_ttl))
+            await self.store.put_state(key, {"status": "pending", "step": step.name,
+                                             "requested_at": now, "expires_at": now + ttl})
+            index_key = f"pending-approval:{gc.alert.fingerprint}"
+            index = await self.store.get_state(index_key) or {"executions": []}
+            index["executions"].append(gc.execution_id)
+            await self.store.put_state(index_key, index)
+            state = {"expires_at": now + ttl}
+        expires = f" (expires {_iso(state['expires_at'])})" if state else ""
+        return Block("approval_pending", f"step {step.name!r} needs approval{expires}: "
+                                         f"remediator approve {gc.execution_id}")
+
+    async def _rate_limit(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
+        cfg = gc.playbook.guards.get("rate_limit")
+        if not cfg:
+            return None
+        window = parse_duration(cfg["window"])
+        now = self.clock()
+        events = await self.store.events_since("mutation", self._rate_key(gc), now - window)
+        if len(events) >= cfg["max"]:
+            next_at = events[len(events) - cfg["max"]][0] + window
+            return Block("rate_limited", f"{len(events)} of max {cfg['max']} mutations of "
+                                         f"{self._rate_key(gc)} in the last {_human(window)}; "
+                                         f"next allowed at {_iso(next_at)}")
+        return None
+
+    async def _cooldown(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
+        cooldown = gc.playbook.guards.get("cooldown")
+        if not cooldown or not gc.target:
+            return None
+        seconds = parse_duration(cooldown)
+        now = self.clock()
+        events = await self.store.events_since("target", gc.target, now - seconds)
+        # Steps of this same execution are one remediation, not a repeat.
+        others = [at for at, data in events if data.get("execution") != gc.execution_id]
+        if others:
+            return Block("cooldown", f"{gc.target} was last changed at {_iso(others[-1])}; "
+                                     f"cooldown {_human(seconds)} ends at {_iso(others[-1] + seconds)}")
+        return None
+
+    async def _budget(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
+        s = self.settings
+        now = self.clock()
+        events = await self.store.events_since("budget", "*", now - s.budget_window)
+        if len(events) >= s.budget_max:
+            return Block("rate_limited", f"global budget spent: {len(events)} of max "
+                                         f"{s.budget_max} mutating actions in the last "
+                                         f"{_human(s.budget_window)}")
+        return None
+
+    def _rate_key(self, gc: GuardContext) -> str:
+        template = gc.playbook.guards.get("rate_limit", {}).get("key")
+        if template:
+            return templating.render(template, {"labels": gc.alert.labels, "target": gc.target})
+        return f"{gc.playbook.name}:{gc.target or '-'}"
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _windows_text(windows: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{','.join(w.get('days', ['daily']))} {w['start']}-{w['end']}Z"
+                     for w in windows)

@@ -1,0 +1,58 @@
+"""Every Prometheus metric, defined in one place, on a registry owned by the process.
+
+Labels stay low-cardinality: playbook, action, outcome, guard, sink — never pod names,
+targets or fingerprints.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from . import __version__
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.alerts_received = Counter(
+            "remediator_alerts_received_total", "Alerts received on the webhook, by status.",
+            ["status"], registry=r)
+        self.alerts_duplicate = Counter(
+            "remediator_alerts_duplicate_total",
+            "Alerts dropped as duplicates (Alertmanager retries, HA peers).", registry=r)
+        self.webhook_requests = Counter(
+            "remediator_webhook_requests_total", "Webhook requests by HTTP status code.",
+            ["code"], registry=r)
+        self.ack_seconds = Histogram(
+            "remediator_webhook_ack_duration_seconds",
+            "Time from request to acknowledgement (alerts durably stored).", registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+        self.executions = Counter(
+            "remediator_executions_total", "Decisions by playbook and outcome.",
+            ["playbook", "outcome"], registry=r)
+        self.step_seconds = Histogram(
+            "remediator_step_duration_seconds", "Duration of executed steps by action and outcome.",
+            ["action", "outcome"], registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300))
+        self.guard_blocks = Counter(
+            "remediator_guard_blocks_total", "Executions or steps stopped by a guard.", ["guard"],
+            registry=r)
+        self.escalations = Counter(
+            "remediator_escalations_total", "Escalation note deliveries by sink and outcome.",
+            ["sink", "outcome"], registry=r)
+        self.inbox_pending = Gauge(
+            "remediator_inbox_pending", "Acknowledged alerts not yet fully processed.", registry=r)
+        self.escalations_spooled = Gauge(
+            "remediator_escalations_spooled", "Escalation notes waiting for redelivery.",
+            registry=r)
+        self.circuits_open = Gauge(
+            "remediator_circuits_open", "Targets whose circuit breaker is open.", registry=r)
+        self.rules_loaded = Gauge(
+            "remediator_rules_loaded", "Playbooks in the active rule set.", registry=r)
+        self.reloads = Counter(
+            "remediator_rules_reloads_total", "Rule reloads by result.", ["result"], registry=r)
+        self.live_mode = Gauge(
+            "remediator_live_mode", "1 when serving in live mode, 0 in dry-run.", registry=r)
+        self.build = Info("remediator_build", "Build information.", registry=r)
+        self.build.info({"version": __version__})

@@ -1,0 +1,124 @@
+"""Typed playbooks, built from data the validator has already accepted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..actions.base import parse_duration
+from .matchers import Matcher, parse_matcher
+
+DEFAULT_STEP_TIMEOUT = 60.0
+DEFAULT_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    action: str
+    params: dict[str, Any]
+    when: str | None = None
+    timeout: float = DEFAULT_STEP_TIMEOUT
+    retries: int = DEFAULT_RETRIES
+    on_failure: str = "abort"
+    approval: bool = False
+
+
+@dataclass(frozen=True)
+class Target:
+    """The object a playbook acts on (templates); the unit of locks, cooldowns, rate limits."""
+
+    kind: str
+    name: str
+    namespace: str = ""
+
+
+@dataclass(frozen=True)
+class Escalation:
+    severity: str = "warning"
+    respond_within: float | None = None
+    owner: str = ""
+    summary: str = ""
+    always: bool = False
+    next_steps: tuple[str, ...] = ()
+    sinks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Playbook:
+    name: str
+    file: str
+    order: int
+    alertnames: tuple[str, ...]
+    matchers: tuple[Matcher, ...] = ()
+    status: str = "firing"
+    continue_: bool = False
+    dry_run: bool = False
+    description: str = ""
+    runbook: str = ""
+    target: Target | None = None
+    guards: dict[str, Any] = field(default_factory=dict)
+    steps: tuple[Step, ...] = ()
+    on_resolved: tuple[Step, ...] = ()
+    escalation: Escalation | None = None
+
+    def matches(self, labels: dict[str, str], status: str) -> bool:
+        # A firing playbook also sees its alert's resolution: it records it, cancels what is
+        # pending, and runs `on_resolved`. A resolved-only playbook never sees firing alerts.
+        if self.status == "resolved" and status == "firing":
+            return False
+        return labels.get("alertname") in self.alertnames and all(
+            m.matches(labels) for m in self.matchers
+        )
+
+    def steps_for(self, status: str) -> tuple[Step, ...]:
+        if status == "resolved" and self.status == "firing":
+            return self.on_resolved
+        return self.steps
+
+
+def build_playbook(data: dict[str, Any], file: str, order: int) -> Playbook:
+    match = data["match"]
+    names = match["alertname"]
+    target = data.get("target")
+    esc = data.get("escalation")
+    return Playbook(
+        name=data["name"],
+        file=file,
+        order=order,
+        alertnames=tuple([names] if isinstance(names, str) else names),
+        matchers=tuple(parse_matcher(m) for m in match.get("matchers", [])),
+        status=match.get("status", "firing"),
+        continue_=data.get("continue", False),
+        dry_run=data.get("dry_run", False),
+        description=data.get("description", ""),
+        runbook=data.get("runbook", ""),
+        target=Target(target["kind"], target["name"], target.get("namespace", ""))
+        if target else None,
+        guards=data.get("guards", {}),
+        steps=tuple(build_step(s) for s in data.get("steps", [])),
+        on_resolved=tuple(build_step(s) for s in data.get("on_resolved", [])),
+        escalation=Escalation(
+            severity=esc.get("severity", "warning"),
+            respond_within=parse_duration(esc["respond_within"]) if "respond_within" in esc
+            else None,
+            owner=esc.get("owner", ""),
+            summary=esc.get("summary", ""),
+            always=esc.get("always", False),
+            next_steps=tuple(esc.get("next_steps", [])),
+            sinks=tuple(esc.get("sinks", [])),
+        ) if esc is not None else None,
+    )
+
+
+def build_step(data: dict[str, Any]) -> Step:
+    return Step(
+        name=data["name"],
+        action=data["action"],
+        params=data.get("params", {}),
+        when=data.get("when"),
+        timeout=parse_duration(data.get("timeout", DEFAULT_STEP_TIMEOUT)),
+        retries=data.get("retries", DEFAULT_RETRIES),
+        on_failure=data.get("on_failure", "abort"),
+        approval=data.get("approval") == "required",
+    )

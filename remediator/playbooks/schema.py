@@ -1,0 +1,227 @@
+"""The playbook file schema: one definition for validation, lint and `remediator schema`.
+
+It is plain JSON Schema (the subset `check_shape` walks), so editors can use the printed
+schema directly; action parameter schemas are added from the actions' own declarations.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any
+
+from ..actions.base import Param
+from ..actions.registry import ACTIONS
+from .source import Path
+
+DURATION = {"type": ["string", "number"], "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"}
+NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$", "maxLength": 128}
+STEP_NAME = {"type": "string", "pattern": r"^[a-z_][a-z0-9_]*$", "maxLength": 64}
+STRINGS = {"type": ["string", "array"], "items": {"type": "string"}}
+
+STEP: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "action"],
+    "additionalProperties": False,
+    "properties": {
+        "name": STEP_NAME,
+        "action": {"type": "string"},
+        "params": {"type": "object"},
+        "when": {"type": "string", "description": "Jinja expression; the step runs if true"},
+        "timeout": DURATION,
+        "retries": {"type": "integer", "minimum": 1, "maximum": 10},
+        "on_failure": {"type": "string", "enum": ["abort", "continue", "escalate"]},
+        "approval": {"type": "string", "enum": ["required", "none"]},
+    },
+}
+
+GUARDS: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "rate_limit": {
+            "type": "object", "required": ["max", "window"], "additionalProperties": False,
+            "properties": {"max": {"type": "integer", "minimum": 1}, "window": DURATION,
+                           "key": {"type": "string"}},
+        },
+        "cooldown": DURATION,
+        "lock": {"type": "boolean"},
+        "circuit_breaker": {
+            "type": "object", "required": ["max_refires", "window"], "additionalProperties": False,
+            "properties": {"max_refires": {"type": "integer", "minimum": 1}, "window": DURATION,
+                           "open_for": DURATION},
+        },
+        "precondition": {
+            "type": "object", "additionalProperties": False,
+            "properties": {"promql": {"type": "string"}, "alert_firing": {"type": "boolean"},
+                           "delay": DURATION},
+        },
+        "time_windows": {
+            "type": "array",
+            "items": {
+                "type": "object", "required": ["start", "end"], "additionalProperties": False,
+                "properties": {
+                    "days": {"type": "array", "items": {
+                        "enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}},
+                    "start": {"type": "string", "pattern": r"^([01]\d|2[0-3]):[0-5]\d$"},
+                    "end": {"type": "string", "pattern": r"^([01]\d|2[0-4]):[0-5]\d$"},
+                },
+            },
+        },
+        "approval_ttl": DURATION,
+    },
+}
+
+ESCALATION: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "severity": {"type": "string", "enum": ["info", "warning", "critical", "emergency"]},
+        "respond_within": DURATION,
+        "owner": {"type": "string"},
+        "summary": {"type": "string"},
+        "always": {"type": "boolean", "description": "escalate even when every step succeeded"},
+        "next_steps": {"type": "array", "items": {"type": "string"}},
+        "sinks": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+PLAYBOOK: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "match"],
+    "additionalProperties": False,
+    "properties": {
+        "name": NAME,
+        "description": {"type": "string"},
+        "runbook": {"type": "string"},
+        "match": {
+            "type": "object", "required": ["alertname"], "additionalProperties": False,
+            "properties": {
+                "alertname": STRINGS,
+                "matchers": {"type": "array", "items": {"type": "string"}},
+                "status": {"type": "string", "enum": ["firing", "resolved", "any"]},
+            },
+        },
+        "continue": {"type": "boolean"},
+        "dry_run": {"type": "boolean"},
+        "target": {
+            "type": "object", "required": ["kind", "name"], "additionalProperties": False,
+            "properties": {"kind": {"type": "string"}, "namespace": {"type": "string"},
+                           "name": {"type": "string"}},
+        },
+        "guards": GUARDS,
+        "steps": {"type": "array", "items": STEP},
+        "on_resolved": {"type": "array", "items": STEP},
+        "escalation": ESCALATION,
+    },
+}
+
+FILE: dict[str, Any] = {
+    "type": "object",
+    "required": ["playbooks"],
+    "additionalProperties": False,
+    "properties": {"playbooks": {"type": "array", "items": PLAYBOOK}},
+}
+
+
+def json_schema() -> dict[str, Any]:
+    """The full JSON Schema, with each action's parameters attached to its `action` value."""
+    step = dict(STEP, properties=dict(STEP["properties"],
+                                      action={"type": "string", "enum": sorted(ACTIONS)}))
+    step["allOf"] = [
+        {"if": {"properties": {"action": {"const": name}}},
+         "then": {"properties": {"params": _params_schema(action.params)}}}
+        for name, action in sorted(ACTIONS.items())
+    ]
+    playbook = dict(PLAYBOOK, properties=dict(
+        PLAYBOOK["properties"],
+        steps={"type": "array", "items": step}, on_resolved={"type": "array", "items": step}))
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "remediator playbook file",
+        **FILE,
+        "properties": {"playbooks": {"type": "array", "items": playbook}},
+    }
+
+
+_PARAM_TYPES = {"string": "string", "integer": ["integer", "string"], "number": ["number", "string"],
+                "boolean": ["boolean", "string"], "duration": DURATION["type"], "list": "array",
+                "mapping": "object"}
+
+
+def _params_schema(params: dict[str, Param]) -> dict[str, Any]:
+    props: dict[str, Any] = {}
+    for name, spec in params.items():
+        prop: dict[str, Any] = {"description": spec.description} if spec.description else {}
+        if spec.type in _PARAM_TYPES:
+            prop["type"] = _PARAM_TYPES[spec.type]
+        if spec.choices:
+            prop["enum"] = list(spec.choices)
+        if spec.default is not None:
+            prop["default"] = spec.default
+        props[name] = prop
+    required = [n for n, s in params.items() if s.required]
+    return {"type": "object", "additionalProperties": False, "properties": props,
+            **({"required": required} if required else {})}
+
+
+# --- the shape walker ------------------------------------------------------------------
+
+_TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float),
+          "boolean": bool}
+
+
+def check_shape(value: Any, schema: dict[str, Any], path: Path) -> list[tuple[Path, str]]:
+    """Check `value` against the schema subset above; return (path, message) problems."""
+    types = schema.get("type")
+    if types is not None:
+        names = types if isinstance(types, list) else [types]
+        if not any(_is(value, t) for t in names):
+            return [(path, f"{_where(path)}: expected {' or '.join(names)}, got {_kind(value)}")]
+    problems: list[tuple[Path, str]] = []
+    if "enum" in schema and value not in schema["enum"]:
+        hint = did_you_mean(str(value), [str(e) for e in schema["enum"]])
+        problems.append((path, f"{_where(path)}: {value!r} is not one of "
+                               f"{', '.join(map(str, schema['enum']))}{hint}"))
+    if isinstance(value, str) and "pattern" in schema and not re.match(schema["pattern"], value):
+        problems.append((path, f"{_where(path)}: {value!r} does not match {schema['pattern']}"))
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            problems.append((path, f"{_where(path)}: must be >= {schema['minimum']}"))
+        if "maximum" in schema and value > schema["maximum"]:
+            problems.append((path, f"{_where(path)}: must be <= {schema['maximum']}"))
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        for key in schema.get("required", []):
+            if key not in value:
+                problems.append((path, f"{_where(path)}: missing required key {key!r}"))
+        for key, item in value.items():
+            if key in props:
+                problems.extend(check_shape(item, props[key], (*path, key)))
+            elif schema.get("additionalProperties") is False:
+                problems.append(((*path, key), f"{_where(path)}: unknown key {key!r}"
+                                               f"{did_you_mean(key, list(props))}"))
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            problems.extend(check_shape(item, schema["items"], (*path, i)))
+    return problems
+
+
+def _is(value: Any, type_name: str) -> bool:
+    if type_name in ("integer", "number") and isinstance(value, bool):
+        return False
+    return isinstance(value, _TYPES[type_name])
+
+
+def _kind(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer",
+            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _where(path: Path) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".") or "file"
+
+
+def did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

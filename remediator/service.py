@@ -1,0 +1,185 @@
+"""The running worker: intake into the inbox, a bounded dispatcher, reload, shutdown.
+
+`serve` and `replay` both build a Service; replay just feeds one payload and drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .actions.backends import Backends
+from .actions.checks import precondition_check
+from .alerts import Notification
+from .config import Config
+from .engine import Engine
+from .escalation import Escalator, build_sink
+from .executor import Executor
+from .guards import Guards
+from .metrics import Metrics
+from .playbooks.index import RuleSet
+from .playbooks.validate import RulesError, load_rules
+from .store.base import Enqueued, InboxItem
+from .store.sqlite import open_store
+
+log = logging.getLogger("remediator.service")
+
+
+class Service:
+    def __init__(self, config: Config, metrics: Metrics | None = None,
+                 clock: Callable[[], float] = time.time, executor: Executor | None = None):
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.store = open_store(config.store)
+        self.backends = Backends(prometheus_url=config.prometheus_url,
+                                 alertmanager_url=config.alertmanager_url)
+        self.sinks = {name: build_sink(name, spec) for name, spec in config.sink_specs().items()}
+        self.rules = RuleSet([])
+        self.executor = executor or Executor()
+        self.engine: Engine | None = None
+        self.ready = False
+        self._wakeup = asyncio.Event()
+        self._running: set[asyncio.Task[Any]] = set()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopping = False
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self, dispatch: bool = True) -> None:
+        self.rules = load_rules(self.config.rules, set(self.sinks))
+        await self.store.open()
+        guards = Guards(self.store, self.config.guards, clock=self.clock,
+                        precondition=precondition_check(self.backends))
+        escalator = Escalator(self.store, self.backends, self.sinks,
+                              self.config.escalation_default_sinks, self.metrics,
+                              external_url=self.config.external_url)
+        self.engine = Engine(rules=self.rules, store=self.store, mode=self.config.mode,
+                             backends=self.backends, executor=self.executor, guards=guards,
+                             escalator=escalator, metrics=self.metrics, clock=self.clock)
+        self.metrics.rules_loaded.set(len(self.rules))
+        self.metrics.live_mode.set(1 if self.config.mode == "live" else 0)
+        resumed = await self.store.release_running()
+        if resumed:
+            log.warning("resuming %d alert(s) interrupted by a previous stop", resumed)
+        if dispatch:
+            self._tasks = [asyncio.create_task(self._dispatch_loop(), name="dispatcher"),
+                           asyncio.create_task(self._redeliver_loop(), name="redeliver")]
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Stop taking work, let running steps finish within the grace period, close."""
+        self._stopping = True
+        self.ready = False
+        self._wakeup.set()
+        for task in self._tasks:
+            task.cancel()
+        if self._running:
+            _done, pending = await asyncio.wait(self._running, timeout=self.config.grace_period)
+            for task in pending:
+                task.cancel()  # its inbox item stays `running` and resumes after restart
+            if pending:
+                log.warning("%d execution(s) still running after the %gs grace period; they "
+                            "resume after restart", len(pending), self.config.grace_period)
+                await asyncio.wait(pending, timeout=5)
+        await self.backends.close()
+        await self.store.close()
+
+    def reload(self) -> str:
+        """Swap in a new rule set if it is valid; otherwise keep serving the old one."""
+        try:
+            rules = load_rules(self.config.rules, set(self.sinks))
+        except RulesError as exc:
+            self.metrics.reloads.labels("failure").inc()
+            log.error("reload refused, keeping %d playbooks: %s", len(self.rules), exc)
+            raise
+        self.rules = rules
+        if self.engine:
+            self.engine.rules = rules
+        self.metrics.rules_loaded.set(len(rules))
+        self.metrics.reloads.labels("success").inc()
+        log.info("rules reloaded: %d playbooks", len(rules))
+        return f"loaded {len(rules)} playbooks"
+
+    # --- intake and dispatch -----------------------------------------------------------
+
+    async def intake(self, notification: Notification) -> Enqueued:
+        group = notification.group.to_dict()
+        rows = [(a.dedupe_key, a.to_dict(), group) for a in notification.alerts]
+        result = await self.store.enqueue(rows)
+        for a in notification.alerts:
+            self.metrics.alerts_received.labels(a.status).inc()
+        self.metrics.alerts_duplicate.inc(result.duplicates)
+        if result.accepted:
+            self._wakeup.set()
+        return result
+
+    async def drain(self) -> list[dict[str, Any]]:
+        """Process everything pending now (replay and tests); return the decisions."""
+        decisions: list[dict[str, Any]] = []
+        while items := await self.store.claim(self.config.workers):
+            for batch in await asyncio.gather(*(self._process(i) for i in items)):
+                decisions.extend(batch)
+        return decisions
+
+    async def _dispatch_loop(self) -> None:
+        while not self._stopping:
+            free = self.config.workers - len(self._running)
+            items = await self.store.claim(free) if free > 0 else []
+            for item in items:
+                task = asyncio.create_task(self._process(item))
+                self._running.add(task)
+                task.add_done_callback(self._done)
+            self.metrics.inbox_pending.set(await self.store.pending_count())
+            if not items or free <= len(items):
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._running.discard(task)
+        self._wakeup.set()  # a slot is free
+
+    async def _process(self, item: InboxItem) -> list[dict[str, Any]]:
+        assert self.engine is not None
+        try:
+            decisions = await self.engine.process(item)
+        except asyncio.CancelledError:
+            raise  # shutdown: the item stays running and resumes after restart
+        except Exception:
+            # A bug must not wedge the inbox: record it, finish the item, keep serving.
+            log.exception("internal error processing alert %s", item.dedupe_key)
+            decisions = []
+        await self.store.finish(item.id)
+        return decisions
+
+    async def _redeliver_loop(self) -> None:
+        escalator = self.engine.escalator if self.engine else None
+        while escalator is not None:
+            try:
+                await escalator.redeliver()
+            except Exception:
+                log.exception("escalation redelivery failed")
+            await asyncio.sleep(10)
+
+    # --- operator actions --------------------------------------------------------------
+
+    async def approve(self, execution_id: str, by: str, approve: bool = True) -> dict[str, Any]:
+        """Record an approval (or rejection) and resume the execution from its journal."""
+        assert self.engine is not None
+        decision = await self.store.get_execution(execution_id)
+        if decision is None:
+            raise KeyError(execution_id)
+        state = await self.store.get_state(f"approval:{execution_id}")
+        if not state or state["status"] != "pending":
+            raise ValueError(f"execution {execution_id} has no pending approval "
+                             f"({state['status'] if state else 'none requested'})")
+        if self.clock() > state["expires_at"]:
+            raise ValueError(f"approval for {execution_id} expired")
+        state.update(status="approved" if approve else "rejected", by=by, decided_at=self.clock())
+        await self.store.put_state(f"approval:{execution_id}", state)
+        return await self.engine.resume(decision)

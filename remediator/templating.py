@@ -1,0 +1,204 @@
+"""Sandboxed templates over untrusted alert data, and validators for what they render.
+
+Alert labels come from whoever can push to Alertmanager. Templates are rendered in a Jinja2
+SandboxedEnvironment with StrictUndefined (a typo is an error, not an empty string), and a
+rendered value that names a Kubernetes object, an S3 key or an env var must pass the
+validator of its kind, so `deployment: "{{ labels.deployment }}"` can never become
+`../kube-system/x` or `a,b`. Label values are data: their own `{{ }}` is never re-rendered.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
+
+# The only names a template may use; lint rejects anything else.
+ROOTS = frozenset({"labels", "annotations", "alert", "group", "steps", "playbook", "target"})
+
+
+class TemplateError(ValueError):
+    """A template that does not compile, uses an unknown name, or renders an invalid value."""
+
+
+# Marks a value that only exists at run time (an earlier step's result, in dry-run).
+PENDING = "\u27e8"
+
+
+class Pending:
+    """Stands for a result not known in dry-run: renders as its path, refuses comparisons."""
+
+    def __init__(self, path: str):
+        self._path = path
+
+    def __getattr__(self, name: str) -> Pending:
+        return Pending(f"{self._path}.{name}")
+
+    def __getitem__(self, key: Any) -> Pending:
+        return Pending(f"{self._path}[{key!r}]")
+
+    def __str__(self) -> str:
+        return f"{PENDING}{self._path}\u27e9"
+
+    def _unknown(self, *_: Any) -> bool:
+        raise TemplateError(f"{self} is only known at run time")
+
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __bool__ = _unknown  # type: ignore
+    __hash__ = None  # type: ignore[assignment]
+
+
+_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+
+def is_template(text: str) -> bool:
+    return "{{" in text or "{%" in text
+
+
+def compile_check(text: str) -> set[str]:
+    """Compile a template; return the root names it reads. Raises TemplateError."""
+    try:
+        ast = _env.parse(text)
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"template syntax error: {exc.message}") from None
+    assigned = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    return {n.name for n in ast.find_all(nodes.Name) if n.ctx == "load"} - assigned
+
+
+def render(text: str, context: dict[str, Any]) -> str:
+    """Render one string template in the sandbox."""
+    if not is_template(text):
+        return text
+    try:
+        return _env.from_string(text).render(context)
+    except UndefinedError as exc:
+        raise TemplateError(f"undefined in template {text!r}: {exc.message}") from None
+    except SecurityError as exc:
+        raise TemplateError(f"template {text!r} refused by the sandbox: {exc}") from None
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"template syntax error in {text!r}: {exc.message}") from None
+    except TemplateError:
+        raise
+    except Exception as exc:  # a template must never crash the pipeline
+        raise TemplateError(f"template {text!r} failed: {type(exc).__name__}: {exc}") from None
+
+
+def render_value(value: Any, context: dict[str, Any]) -> Any:
+    """Render templates inside strings, lists and mappings, keeping other types as they are."""
+    if isinstance(value, str):
+        return render(value, context)
+    if isinstance(value, list):
+        return [render_value(v, context) for v in value]
+    if isinstance(value, dict):
+        return {k: render_value(v, context) for k, v in value.items()}
+    return value
+
+
+def evaluate(expression: str, context: dict[str, Any]) -> bool:
+    """Evaluate a `when:` condition (a bare Jinja expression) to a boolean."""
+    try:
+        compiled = _env.compile_expression(expression, undefined_to_none=False)
+        return bool(compiled(**context))
+    except UndefinedError as exc:
+        raise TemplateError(f"undefined in condition {expression!r}: {exc.message}") from None
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"condition syntax error in {expression!r}: {exc.message}") from None
+    except TemplateError:
+        raise
+    except Exception as exc:
+        raise TemplateError(f"condition {expression!r} failed: {type(exc).__name__}: {exc}") from None
+
+
+# --- validators for rendered values ------------------------------------------------------
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_SELECTOR_TERM = re.compile(
+    r"^\s*!?[A-Za-z0-9][-A-Za-z0-9_./]*\s*((==?|!=)\s*[-A-Za-z0-9_.]*"
+    r"|\s+(in|notin)\s+\([-A-Za-z0-9_., ]*\))?\s*$"
+)
+
+
+def _dns1123_label(v: str) -> None:
+    if len(v) > 63 or not _DNS1123_LABEL.match(v):
+        raise ValueError("must be a DNS-1123 label (lowercase alphanumerics and '-', max 63)")
+
+
+def _dns1123_subdomain(v: str) -> None:
+    if len(v) > 253 or not _DNS1123_SUBDOMAIN.match(v):
+        raise ValueError("must be a DNS-1123 subdomain (lowercase alphanumerics, '-', '.')")
+
+
+def _env_name(v: str) -> None:
+    if not _ENV_NAME.match(v):
+        raise ValueError("must be a C identifier-like env var name")
+
+
+def _s3_key(v: str) -> None:
+    if not v or len(v.encode()) > 1024:
+        raise ValueError("must be 1..1024 bytes")
+    if v.startswith("/") or any(part in ("..", ".") for part in v.split("/")):
+        raise ValueError("must be relative, without '.' or '..' segments")
+    if any(ord(c) < 32 for c in v):
+        raise ValueError("must not contain control characters")
+
+
+def _s3_prefix(v: str) -> None:
+    if v:
+        _s3_key(v)
+
+
+def _s3_bucket(v: str) -> None:
+    if not _BUCKET.match(v) or ".." in v:
+        raise ValueError("must be a valid S3 bucket name")
+
+
+def _label_selector(v: str) -> None:
+    terms = _split_selector(v)
+    if not terms or any(not t.strip() for t in terms):
+        raise ValueError("must be a non-empty label selector")
+    for term in terms:
+        if not _SELECTOR_TERM.match(term):
+            raise ValueError(f"invalid selector term {term.strip()!r}")
+
+
+def _split_selector(v: str) -> list[str]:
+    """Split on commas outside parentheses (`app in (a,b),tier=web`)."""
+    terms, depth, current = [], 0, ""
+    for ch in v:
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            terms.append(current)
+            current = ""
+        else:
+            current += ch
+    terms.append(current)
+    return terms if v.strip() else []
+
+
+def _url(v: str) -> None:
+    if not re.match(r"^https?://[^\s/$.?#][^\s]*$", v):
+        raise ValueError("must be an http(s) URL")
+
+
+VALIDATORS: dict[str, Callable[[str], None]] = {
+    "k8s_name": _dns1123_subdomain,
+    "namespace": _dns1123_label,
+    "container": _dns1123_label,
+    "env_name": _env_name,
+    "s3_key": _s3_key,
+    "s3_prefix": _s3_prefix,
+    "s3_bucket": _s3_bucket,
+    "label_selector": _label_selector,
+    "url": _url,
+}
+
+
+def validate(kind: str, value: str) -> None:
+    """Raise ValueError if `value` is not a valid `kind`."""
+    VALIDATORS[kind](value)
