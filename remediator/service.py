@@ -23,7 +23,7 @@ from .guards import Guards
 from .metrics import Metrics
 from .playbooks.index import RuleSet
 from .playbooks.validate import RulesError, load_rules
-from .store.base import Enqueued, InboxItem
+from .store.base import Enqueued, InboxItem, StoreUnavailable
 from .store.sqlite import open_store
 
 log = logging.getLogger("remediator.service")
@@ -127,18 +127,29 @@ class Service:
         return decisions
 
     async def _dispatch_loop(self) -> None:
+        gauge_at = 0.0
         while not self._stopping:
+            # Clear before looking for work: a wakeup that arrives while we claim is kept.
+            self._wakeup.clear()
             free = self.config.workers - len(self._running)
-            items = await self.store.claim(free) if free > 0 else []
+            try:
+                items = await self.store.claim(free) if free > 0 else []
+            except StoreUnavailable as exc:
+                log.error("cannot claim work from the store: %s", exc)
+                await asyncio.sleep(1)
+                continue
             for item in items:
                 task = asyncio.create_task(self._process(item))
                 self._running.add(task)
                 task.add_done_callback(self._done)
-            self.metrics.inbox_pending.set(await self.store.pending_count())
-            if not items or free <= len(items):
-                self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
+            if time.monotonic() - gauge_at > 1.0:
+                gauge_at = time.monotonic()
+                with contextlib.suppress(StoreUnavailable):
+                    self.metrics.inbox_pending.set(await self.store.pending_count())
+            if items and len(items) < free:
+                continue  # there may be more right away
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._running.discard(task)

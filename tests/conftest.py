@@ -1,0 +1,56 @@
+"""Shared fixtures. Real components come from tests/support (processes) and tests/kubeapi."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from remediator.config import Config
+from tests.support.worker import TOKEN, InProcessWorker
+
+pytest_plugins = ["tests.support.plugin"]
+
+DEMO_RULES = """
+playbooks:
+  - name: demo-restart
+    description: probe then log, the shape of a real remediation
+    runbook: https://runbooks.example/demo
+    match:
+      alertname: DemoDown
+      matchers: ['namespace=~"demo|prod"']
+    target: {kind: deployment, namespace: "{{ labels.namespace }}", name: "{{ labels.deployment }}"}
+    steps:
+      - name: note
+        action: log
+        params: {message: "remediating {{ labels.deployment }} in {{ labels.namespace }}"}
+    escalation: {severity: warning, next_steps: ["check the deployment"]}
+"""
+
+
+def write_rules(directory: Path, text: str, name: str = "rules.yaml") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(textwrap.dedent(text))
+    return directory
+
+
+@pytest.fixture
+def worker_factory(tmp_path):
+    """Start in-process workers on real ports; stopped at teardown."""
+    started: list[InProcessWorker] = []
+
+    def start(rules: str = DEMO_RULES, **settings) -> InProcessWorker:
+        rules_dir = write_rules(tmp_path / f"rules{len(started)}", rules)
+        cfg = Config(rules=[str(rules_dir)], store=f"sqlite:///{tmp_path}/w{len(started)}.db",
+                     webhook_token=TOKEN, escalation_dir=str(tmp_path / "escalations"))
+        for key, value in settings.items():
+            setattr(cfg, key, value)
+        worker = InProcessWorker(cfg).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for w in started:
+        w.stop()

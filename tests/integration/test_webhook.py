@@ -1,0 +1,119 @@
+"""POST /alerts over real HTTP: acknowledgement, idempotency, bad input, and the API around it."""
+
+import json
+
+from tests.conftest import write_rules
+from tests.support.payloads import alert, notification
+from tests.support.worker import TOKEN, http
+
+
+def test_alert_is_acknowledged_stored_and_turned_into_one_decision(worker_factory):
+    w = worker_factory()
+    payload = notification(alert("DemoDown", namespace="demo", deployment="web", fingerprint="a1"))
+    assert w.post_alerts(payload) == (202, {"accepted": 1, "duplicates": 0})
+    [decision] = w.wait_executions(1)
+    assert decision["playbook"] == "demo-restart"
+    assert decision["outcome"] == "planned"  # dry-run by default
+    assert decision["target"] == "demo/deployment/web"
+    assert decision["steps"][0]["params"]["message"] == "remediating web in demo"
+    status, body = http("GET", f"{w.url}/api/v1/executions/{decision['id']}")
+    assert status == 200 and body["id"] == decision["id"]
+
+
+def test_redelivery_and_ha_duplicates_never_start_a_second_execution(worker_factory):
+    w = worker_factory()
+    payload = notification(alert("DemoDown", namespace="demo", deployment="web", fingerprint="a1"))
+    assert w.post_alerts(payload)[1] == {"accepted": 1, "duplicates": 0}
+    assert w.post_alerts(payload)[1] == {"accepted": 0, "duplicates": 1}
+    twice = notification(*payload["alerts"], *payload["alerts"])
+    assert w.post_alerts(twice)[1] == {"accepted": 0, "duplicates": 2}
+    w.wait_executions(1)
+    assert len(w.wait_executions(2, timeout=0.5)) == 1
+    metrics = http("GET", f"{w.url}/metrics")[1]
+    assert "remediator_alerts_duplicate_total 3.0" in metrics
+
+
+def test_resolution_is_a_separate_decision(worker_factory):
+    w = worker_factory()
+    w.post_alerts(notification(alert("DemoDown", namespace="demo", deployment="web", fingerprint="a1")))
+    w.post_alerts(notification(alert("DemoDown", status="resolved", namespace="demo",
+                                     deployment="web", fingerprint="a1")))
+    outcomes = sorted(d["outcome"] for d in w.wait_executions(2))
+    assert outcomes == ["planned", "resolved"]
+
+
+def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(worker_factory):
+    w = worker_factory(max_body_bytes=64 * 1024)
+    url = f"{w.url}/alerts"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    cases = [
+        (b"{not json", auth, 400, "invalid JSON"),
+        (b"\xff\xfe\x00", auth, 400, "UTF-8"),
+        (json.dumps({"version": "4"}).encode(), auth, 400, "$.alerts: required"),
+        (json.dumps({"version": "2", "alerts": []}).encode(), auth, 400, "unsupported webhook version"),
+        (json.dumps({"version": "4", "alerts": [{"status": 1}]}).encode(), auth, 400, "status"),
+        (b"x" * (65 * 1024), auth, 413, "exceeds"),
+        (b"{}", {}, 401, "credentials"),
+        (b"{}", {"Authorization": "Bearer wrong"}, 401, "credentials"),
+    ]
+    for body, headers, status, message in cases:
+        got, answer = http("POST", url, body, headers)
+        assert (got, message in answer["error"]) == (status, True), (body[:40], answer)
+    got, answer = http("POST", url, b"a=b", {**auth, "Content-Type": "application/x-www-form-urlencoded"})
+    assert got == 415 and "application/json" in answer["error"]
+    # Nothing valid was lost: a good alert after all that still goes through.
+    good = notification(alert("DemoDown", namespace="demo", deployment="web", fingerprint="ok"))
+    assert w.post_alerts(good)[0] == 202
+    assert len(w.wait_executions(1)) == 1
+
+
+def test_ten_thousand_alerts_in_one_payload_are_all_recorded(worker_factory):
+    w = worker_factory(max_body_bytes=8 << 20)
+    alerts = [alert("Unrelated", fingerprint=f"f{i}", instance=f"i{i}") for i in range(10_000)]
+    status, body = w.post_alerts(notification(*alerts))
+    assert (status, body) == (202, {"accepted": 10_000, "duplicates": 0})
+    w.wait_idle()
+    decisions = w.call(w.service.store.list_executions(20_000, outcome="no_match"))
+    assert len({d["fingerprint"] for d in decisions}) == 10_000
+
+
+def test_hostile_label_values_become_safe_recorded_decisions(worker_factory):
+    w = worker_factory()
+    hostile = ["{{ 7*7 }}", "{% for x in range(99) %}x{% endfor %}", "../kube-system", "a/b",
+               "x" * 300, "web\nINJECTED: true"]
+    alerts = [alert("DemoDown", namespace="demo", deployment=v, fingerprint=f"h{i}")
+              for i, v in enumerate(hostile)]
+    assert w.post_alerts(notification(*alerts))[0] == 202
+    decisions = w.wait_executions(len(hostile))
+    assert len(decisions) == len(hostile)
+    for d in decisions:
+        assert d["outcome"] == "failed" and d["reason"].startswith("invalid target"), d
+        assert d["steps"] == []  # nothing ran with a hostile value
+    # and a label that is only *text* in a message renders literally, never evaluated
+    w.post_alerts(notification(alert("DemoDown", namespace="demo", deployment="web",
+                                     fingerprint="t", annotations={"summary": "{{ 7*7 }}"})))
+    assert any(d["fingerprint"] == "t" for d in w.wait_executions(len(hostile) + 1))
+
+
+def test_health_ready_metrics_and_reload(worker_factory, tmp_path):
+    w = worker_factory()
+    assert http("GET", f"{w.url}/-/healthy")[0] == 200
+    assert http("GET", f"{w.url}/-/ready")[0] == 200
+    metrics = http("GET", f"{w.url}/metrics")[1]
+    assert "remediator_rules_loaded 1.0" in metrics and "remediator_build_info" in metrics
+    rules_dir = w.config.rules[0]
+    write_rules(tmp_path / "unused", "")  # keep tmp_path used
+    (tmp_path / rules_dir / "rules.yaml").write_text("playbooks:\n  - name: x\n    matchh: {}\n")
+    status, body = http("POST", f"{w.url}/-/reload", b"", {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 400 and "matchh" in " ".join(body["problems"])
+    assert len(w.service.rules) == 1  # the old set keeps serving
+    w.post_alerts(notification(alert("DemoDown", namespace="demo", deployment="web", fingerprint="z")))
+    assert w.wait_executions(1)[0]["playbook"] == "demo-restart"
+    assert http("POST", f"{w.url}/-/reload", b"")[0] == 401
+
+
+def test_store_that_cannot_accept_answers_503_so_alertmanager_retries(worker_factory):
+    w = worker_factory()
+    w.call(w.service.store.close())
+    status, body = w.post_alerts(notification(alert("DemoDown", fingerprint="s")))
+    assert status == 503 and "store" in body["error"]

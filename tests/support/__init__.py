@@ -1,0 +1,1 @@
+"""Real external components (Alertmanager, Prometheus, moto S3, exporters) for tests."""

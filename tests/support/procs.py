@@ -1,0 +1,236 @@
+"""Shared plumbing for running real external programs in integration tests.
+
+Every component helper (Alertmanager, Prometheus, moto) needs the same things: a free
+port on 127.0.0.1, a child process whose output goes to a file we can show when it
+breaks, a readiness poll with a hard deadline, and a shutdown that cannot leak
+processes.  Keeping them here means one place to fix flakiness.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+LOCALHOST = "127.0.0.1"
+
+# Every process we start, so an interpreter exit (e.g. Ctrl-C past the finalizers)
+# still kills them instead of leaving daemons bound to ports.
+_LIVE: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
+
+
+class ProcessError(RuntimeError):
+    """A managed process failed to start or become ready; message carries its log tail."""
+
+
+def free_port(host: str = LOCALHOST) -> int:
+    """Return a currently unused TCP port chosen by the kernel.
+
+    There is a small race between closing this socket and the child binding it;
+    `start_on_free_port` retries on "address already in use" to cover it.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def http_request(
+    method: str,
+    url: str,
+    body: Any = None,
+    *,
+    timeout: float = 5.0,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, bytes]:
+    """Do one HTTP request and return (status, body) without raising on 4xx/5xx.
+
+    Uses only the stdlib so helpers work from sync tests and from worker threads.
+    `body` that is not bytes/str is sent as JSON.
+    """
+    data: bytes | None
+    hdrs = dict(headers or {})
+    if body is None or isinstance(body, bytes):
+        data = body
+    elif isinstance(body, str):
+        data = body.encode()
+    else:
+        data = json.dumps(body).encode()
+        hdrs.setdefault("Content-Type", "application/json")
+    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def http_json(method: str, url: str, body: Any = None, *, timeout: float = 5.0) -> Any:
+    """Like `http_request` but require a 2xx and decode the JSON answer (None if empty)."""
+    status, raw = http_request(method, url, body, timeout=timeout)
+    if not 200 <= status < 300:
+        raise RuntimeError(f"{method} {url} -> HTTP {status}: {raw[:500]!r}")
+    return json.loads(raw) if raw.strip() else None
+
+
+class ManagedProcess:
+    """A child process with its stdout+stderr captured to `log_path`.
+
+    The log file (not a pipe) means a chatty child can never block on a full pipe,
+    and the file survives the test for post-mortem reading.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        name: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.argv = [str(a) for a in argv]
+        self.log_path = Path(log_path)
+        self.name = name or Path(self.argv[0]).name
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ManagedProcess:
+        """Spawn the child in its own session (so terminal signals do not hit it)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        _LIVE.add(self)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self, lines: int = 40) -> str:
+        """Last `lines` lines of the captured output, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "<no log>"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def fail(self, why: str) -> ProcessError:
+        """Build an error that says what went wrong and what the process printed."""
+        rc = self.proc.poll() if self.proc else None
+        return ProcessError(
+            f"{self.name} (pid {self.pid}, exit {rc}): {why}\n"
+            f"--- last lines of {self.log_path} ---\n{self.tail()}"
+        )
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, wait up to `timeout`, then SIGKILL. Safe to call repeatedly."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                proc.wait(timeout=timeout)
+        _LIVE.discard(self)
+
+
+def wait_http_ready(
+    url: str,
+    timeout: float,
+    proc: ManagedProcess | None = None,
+    ok: Callable[[int], bool] = lambda status: status == 200,
+) -> None:
+    """Poll `url` until `ok(status)` or `timeout` seconds pass.
+
+    Fails fast (with the log tail) if `proc` exits, instead of waiting out the deadline.
+    """
+    deadline = time.monotonic() + timeout
+    last = "no response yet"
+    while True:
+        if proc is not None and not proc.alive():
+            raise proc.fail(f"exited before {url} was ready")
+        try:
+            status, body = http_request("GET", url, timeout=1.0)
+            if ok(status):
+                return
+            last = f"HTTP {status}: {body[:200]!r}"
+        except (OSError, urllib.error.URLError) as exc:
+            last = repr(exc)
+        if time.monotonic() > deadline:
+            why = f"not ready after {timeout}s at {url} (last: {last})"
+            raise proc.fail(why) if proc else ProcessError(why)
+        time.sleep(0.05)
+
+
+def start_on_free_port(
+    argv_for_port: Callable[[int], Sequence[str]],
+    ready_path: str,
+    log_path: Path,
+    *,
+    name: str,
+    timeout: float = 20.0,
+    attempts: int = 3,
+    env: Mapping[str, str] | None = None,
+    ok: Callable[[int], bool] = lambda status: status == 200,
+) -> tuple[ManagedProcess, int]:
+    """Start a server on a fresh port and wait for `ready_path`; retry on port races."""
+    for attempt in range(1, attempts + 1):
+        port = free_port()
+        proc = ManagedProcess(argv_for_port(port), log_path, name=name, env=env).start()
+        try:
+            wait_http_ready(f"http://{LOCALHOST}:{port}{ready_path}", timeout, proc, ok)
+            return proc, port
+        except ProcessError:
+            proc.stop()
+            if attempt < attempts and "address already in use" in proc.tail().lower():
+                continue
+            raise
+    raise AssertionError("unreachable")
+
+
+def stop_all(items: Sequence[Any]) -> None:
+    """Call `.stop()` on every item even if some raise, then re-raise the first error.
+
+    Used by fixture finalizers so one stuck process cannot leak the others.
+    """
+    errors: list[BaseException] = []
+    for item in reversed(list(items)):
+        try:
+            item.stop()
+        except BaseException as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for proc in list(_LIVE):
+        with contextlib.suppress(Exception):
+            proc.stop(timeout=2.0)

@@ -1,0 +1,101 @@
+"""A recording HTTP endpoint that stands in for a webhook consumer.
+
+Used to observe what Alertmanager actually sends (payload, headers, timing)
+without depending on the remediator's server being correct.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from tests.support.procs import LOCALHOST
+
+
+@dataclass
+class Delivery:
+    path: str
+    headers: dict[str, str]
+    body: Any  # decoded JSON, or the raw text if not JSON
+    received_at: float  # time.monotonic()
+
+
+class WebhookReceiver:
+    """Records every POST on 127.0.0.1:<ephemeral port>; answers `status` (200)."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.deliveries: list[Delivery] = []
+        self._cond = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    body: Any = json.loads(raw)
+                except ValueError:
+                    body = raw.decode(errors="replace")
+                with receiver._cond:
+                    receiver.deliveries.append(
+                        Delivery(self.path, dict(self.headers.items()), body, time.monotonic())
+                    )
+                    receiver._cond.notify_all()
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:  # keep pytest output clean
+                pass
+
+        self._server = ThreadingHTTPServer((LOCALHOST, 0), Handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOCALHOST}:{self.port}/alerts"
+
+    def start(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def wait_for(
+        self, predicate: Callable[[Delivery], bool] = lambda d: True, timeout: float = 10.0
+    ) -> Delivery:
+        """Block until a delivery matching `predicate` has arrived; return the first such."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for delivery in self.deliveries:
+                    if predicate(delivery):
+                        return delivery
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"no matching webhook within {timeout}s; got {len(self.deliveries)}: "
+                        f"{[d.body for d in self.deliveries]}"
+                    )
+                self._cond.wait(remaining)
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    """A started `WebhookReceiver`, shut down after the test."""
+    receiver = WebhookReceiver().start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()

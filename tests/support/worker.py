@@ -1,0 +1,193 @@
+"""Run remediator for tests: in-process on a real port, or as a real `remediator serve` process.
+
+The in-process worker runs the real aiohttp app and Service on their own event loop in a
+thread, so plain synchronous tests talk to it over real HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from remediator.config import Config
+from remediator.server import build_app
+from remediator.service import Service
+
+TOKEN = "test-token-0123456789"
+
+
+def http(
+    method: str,
+    url: str,
+    body: bytes | dict | list | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10,
+) -> tuple[int, Any]:
+    """One HTTP call; returns (status, parsed JSON or text)."""
+    data = json.dumps(body).encode() if isinstance(body, dict | list) else body
+    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode("utf-8", "replace")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class InProcessWorker:
+    """The real Service + app on 127.0.0.1:<free port>, driven from synchronous tests."""
+
+    def __init__(self, config: Config, **service_kwargs: Any):
+        self.config = config
+        self.loop = asyncio.new_event_loop()
+        self.service = Service(config, **service_kwargs)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    def start(self) -> InProcessWorker:
+        self._thread.start()
+        self.call(self._start())
+        return self
+
+    async def _start(self) -> None:
+        await self.service.start()
+        self._runner = web.AppRunner(build_app(self.service), access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        async def _stop() -> None:
+            await self.service.stop()
+            if self._runner:
+                await self._runner.cleanup()
+
+        self.call(_stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+    def post_alerts(self, payload: Any, token: str | None = TOKEN, **headers: str) -> tuple[int, Any]:
+        hdrs = {"Authorization": f"Bearer {token}"} if token else {}
+        hdrs.update(headers)
+        return http("POST", f"{self.url}/alerts", payload, hdrs)
+
+    def wait_idle(self, timeout: float = 60) -> None:
+        """Until every acknowledged alert has been processed."""
+        deadline = time.monotonic() + timeout
+        while self.call(self.service.store.pending_count()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def wait_executions(self, count: int, timeout: float = 15, **filters: Any) -> list[dict]:
+        """Poll the store until `count` decisions exist (processing is asynchronous)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.call(self.service.store.list_executions(1000, **filters))
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
+
+class WorkerProcess:
+    """`remediator serve` as a real process (for signals, kill -9 and e2e tests)."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        rules: list[str],
+        mode: str = "dry-run",
+        extra_env: dict[str, str] | None = None,
+        store: str | None = None,
+    ):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db = store or f"sqlite:///{tmp / 'remediator.db'}"
+        self.log_path = tmp / f"worker-{self.port}.log"
+        self.args = [
+            sys.executable,
+            "-m",
+            "remediator.cli",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--store",
+            self.db,
+            "--mode",
+            mode,
+        ]
+        for r in rules:
+            self.args += ["--rules", r]
+        self.env = {
+            **os.environ,
+            "REMEDIATOR_WEBHOOK_TOKEN": TOKEN,
+            "REMEDIATOR_ESCALATION_DIR": str(tmp / "escalations"),
+            **(extra_env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20) -> WorkerProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"remediator exited {self.proc.returncode}:\n{self.logs()}")
+            try:
+                if http("GET", f"{self.url}/-/ready", timeout=1)[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"remediator not ready after {timeout}s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def post_alerts(self, payload: Any) -> tuple[int, Any]:
+        return http("POST", f"{self.url}/alerts", payload, {"Authorization": f"Bearer {TOKEN}"})
+
+    def executions(self, **query: str) -> list[dict]:
+        qs = "&".join(f"{k}={v}" for k, v in {"limit": "1000", **query}.items())
+        return http("GET", f"{self.url}/api/v1/executions?{qs}")[1]["executions"]
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)

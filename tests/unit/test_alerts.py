@@ -1,0 +1,78 @@
+import json
+
+import pytest
+
+from remediator.alerts import MAX_ALERTS, PayloadError, label_fingerprint, parse_notification
+from tests.support.payloads import alert, notification
+
+
+def parse(obj) -> object:
+    return parse_notification(json.dumps(obj).encode())
+
+
+def test_parses_every_field_and_treats_zero_end_time_as_unset():
+    n = parse(notification(alert("CodeForgeS3UploadFailureHigh", namespace="neural-hive-pipeline",
+                                 fingerprint="f00")))
+    a = n.alerts[0]
+    assert (a.status, a.alertname, a.fingerprint) == ("firing", "CodeForgeS3UploadFailureHigh", "f00")
+    assert a.labels["namespace"] == "neural-hive-pipeline"
+    assert a.ends_at is None
+    assert a.generator_url.startswith("http://prometheus.example")
+    assert n.group.receiver == "remediator" and n.group.external_url.endswith(":9093")
+    assert n.group.group_labels == {"alertname": "CodeForgeS3UploadFailureHigh"}
+
+
+def test_each_alert_keeps_its_own_status_and_unknown_fields_are_ignored():
+    payload = notification(alert("A"), alert("A", status="resolved", fingerprint="other"),
+                           status="firing")
+    payload["someFutureField"] = {"x": 1}
+    payload["alerts"][0]["newAlertField"] = 1
+    n = parse(payload)
+    assert [a.status for a in n.alerts] == ["firing", "resolved"]
+
+
+def test_missing_fingerprint_is_derived_from_labels_stably():
+    a1 = alert("A", fingerprint="", b="2", a="1")
+    a2 = alert("A", fingerprint="", a="1", b="2")
+    f1, f2 = parse(notification(a1)).alerts[0], parse(notification(a2)).alerts[0]
+    assert f1.fingerprint == f2.fingerprint == label_fingerprint(f1.labels)
+    assert f1.dedupe_key == f2.dedupe_key
+
+
+def test_dedupe_key_separates_episodes_and_statuses():
+    keys = {parse(notification(a)).alerts[0].dedupe_key for a in (
+        alert("A", fingerprint="x"), alert("A", fingerprint="x", status="resolved"),
+        alert("A", fingerprint="x", starts_at="2026-11-21T12:00:00Z"))}
+    assert len(keys) == 3
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"{not json", "invalid JSON"),
+    (b"\xff\xfe{}", "not valid UTF-8"),
+    (b"[]", "must be a JSON object"),
+    (json.dumps({"version": "3", "alerts": []}).encode(), "unsupported webhook version '3'"),
+    (json.dumps({"version": "4"}).encode(), "$.alerts: required"),
+    (json.dumps({"version": "4", "alerts": {}}).encode(), "$.alerts: required, must be a list"),
+    (json.dumps({"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": 5}}]}).encode(),
+     "$.alerts[0].labels.alertname: must be a string"),
+    (json.dumps({"version": "4", "alerts": [{"status": "weird", "labels": {"alertname": "A"}}]}).encode(),
+     '$.alerts[0].status: must be "firing" or "resolved"'),
+    (json.dumps({"version": "4", "alerts": [{"status": "firing", "labels": {}}]}).encode(),
+     "$.alerts[0].labels.alertname: required"),
+    (json.dumps({"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": "A"},
+                                             "startsAt": "yesterday"}]}).encode(),
+     "$.alerts[0].startsAt: not an RFC 3339 timestamp"),
+    (json.dumps({"version": "4", "alerts": [{"status": "firing",
+                                             "labels": {"alertname": "A", "x": "v" * 9000}}]}).encode(),
+     "$.alerts[0].labels.x: longer than 8192"),
+])
+def test_malformed_payloads_say_what_is_wrong(body, message):
+    with pytest.raises(PayloadError) as exc:
+        parse_notification(body)
+    assert message in str(exc.value)
+
+
+def test_alert_count_limit():
+    parse(notification(*[alert("A", fingerprint=str(i)) for i in range(MAX_ALERTS)]))
+    with pytest.raises(PayloadError, match="exceed the limit"):
+        parse(notification(*[alert("A", fingerprint=str(i)) for i in range(MAX_ALERTS + 1)]))

@@ -1,0 +1,63 @@
+import pytest
+
+from remediator import templating
+from remediator.templating import TemplateError, render, validate
+
+CTX = {"labels": {"deployment": "{{ 7*7 }}", "evil": "{% for x in range(10) %}x{% endfor %}"},
+       "annotations": {}, "alert": {}, "group": {}, "steps": {}}
+
+
+def test_label_values_are_data_never_templates():
+    assert render("{{ labels.deployment }}", CTX) == "{{ 7*7 }}"
+    assert render("{{ labels.evil }}", CTX) == CTX["labels"]["evil"]
+
+
+@pytest.mark.parametrize("template", [
+    "{{ ''.__class__.__mro__ }}",
+    "{{ labels.__class__ }}",
+    "{{ cycler.__init__.__globals__ }}",
+])
+def test_sandbox_refuses_reaching_into_python(template):
+    with pytest.raises(TemplateError):
+        render(template, CTX)
+
+
+def test_strict_undefined_is_an_error_not_an_empty_string():
+    with pytest.raises(TemplateError, match="undefined"):
+        render("{{ labels.missing }}", CTX)
+
+
+def test_compile_check_reports_root_names():
+    assert templating.compile_check("{{ labels.a }}/{{ foo.b }}") == {"labels", "foo"}
+    with pytest.raises(TemplateError, match="syntax"):
+        templating.compile_check("{{ labels.a ")
+
+
+@pytest.mark.parametrize("kind, value", [
+    ("k8s_name", "../kube-system"), ("k8s_name", "a/b"), ("k8s_name", "Code-Forge"),
+    ("k8s_name", "{{ 7*7 }}"), ("k8s_name", "a" * 254), ("namespace", "kube_system"),
+    ("namespace", ""), ("env_name", "A=B"), ("env_name", "1ABC"), ("s3_key", "../etc/passwd"),
+    ("s3_key", "/abs/key"), ("s3_key", "a/../../b"), ("s3_key", "x\n"), ("s3_bucket", "Bad_Bucket"),
+    ("label_selector", ""), ("label_selector", " , "), ("label_selector", "*"),
+    ("label_selector", "app=web;rm -rf"), ("url", "file:///etc/passwd"),
+])
+def test_validators_refuse_hostile_values(kind, value):
+    with pytest.raises(ValueError):
+        validate(kind, value)
+
+
+@pytest.mark.parametrize("kind, value", [
+    ("k8s_name", "code-forge"), ("namespace", "neural-hive-pipeline"), ("env_name", "CERT_S3_READ_PRIMARY"),
+    ("s3_key", "sboms/T-1/a1/sbom.cyclonedx.json"), ("s3_bucket", "code-forge-artifacts-prod"),
+    ("label_selector", "app=code-forge"), ("label_selector", "app in (a,b),!canary"),
+    ("url", "http://libervia.libervia.svc:3000/health"),
+])
+def test_validators_accept_real_names(kind, value):
+    validate(kind, value)
+
+
+def test_pending_results_render_as_placeholders_and_refuse_comparison():
+    ctx = {**CTX, "steps": {"ratio": {"result": templating.Pending("steps.ratio.result")}}}
+    assert templating.PENDING in render("{{ steps.ratio.result.value }}", ctx)
+    with pytest.raises(TemplateError, match="only known at run time"):
+        templating.evaluate("steps.ratio.result.value < 0.05", ctx)
