@@ -72,6 +72,8 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None,
             raise ConfigError(f"config {file}: must be a mapping")
         raw = _flatten(data)
     for f in fields(Config):
+        if f.name in ("guards", "escalation_sinks"):
+            continue  # structured: config file only
         for name in (f.name, f"{f.name}_file"):
             value = env.get(f"REMEDIATOR_{name.upper()}")
             if value is not None:
@@ -90,7 +92,11 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None,
             raise ConfigError(f"unknown setting {key!r}")
         setattr(cfg, key, _coerce(key, value, getattr(cfg, key)))
     if guards is not None:
+        if not isinstance(guards, dict):
+            raise ConfigError("guards: must be a mapping")
         cfg.guards = _guard_settings(guards)
+    if str(env.get("REMEDIATOR_PAUSED", "")).lower() in ("1", "true", "yes"):
+        cfg.guards.paused = True  # the kill switch, settable without editing any file
     if cfg.mode not in ("dry-run", "live"):
         raise ConfigError(f"mode must be dry-run or live, got {cfg.mode!r}")
     return cfg

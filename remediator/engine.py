@@ -31,7 +31,7 @@ from .store.base import InboxItem, Store
 log = logging.getLogger("remediator.engine")
 
 FINAL = ("no_match", "duplicate", "planned", "succeeded", "failed", "blocked", "escalated",
-         "resolved")
+         "resolved")  # and "running" while an execution is in flight
 
 
 @dataclass
@@ -86,6 +86,8 @@ class Engine:
             await self.guards.on_resolved(gc)  # type: ignore[union-attr]
         elif block := await self.guards.before_execution(gc):  # type: ignore[union-attr]
             return await self._blocked(decision, block)
+        decision["outcome"] = "running"  # visible in the API while it runs
+        await self.store.save_execution(decision)
         outcome = await self._run_steps(decision, steps, ctx, gc)
         if outcome is None:  # stopped at a guard or an approval; recorded already
             return decision
@@ -119,11 +121,20 @@ class Engine:
         outcome = "succeeded"
         for index, step in enumerate(steps):
             done = journal.get(index)
-            if done and done["outcome"] != "blocked":
+            if done and done["outcome"] == "running" and not ACTIONS[step.action].repeatable(
+                    done["params"]):
+                # A crash interrupted this mutation: it may or may not have happened.
+                done.update(outcome="failed", detail="interrupted by a restart while running; "
+                            "it may or may not have taken effect, so it is not repeated")
+                records.append(done)
+                await self.store.save_step(decision["id"], index, done)
+                decision["reason"] = f"step {step.name!r} was interrupted: verify its effect by hand"
+                return "failed"
+            if done and done["outcome"] not in ("blocked", "running"):
                 records.append(done)
                 ctx["steps"][step.name] = _step_view(done)
                 continue
-            record = await self._run_step(step, ctx, gc)
+            record = await self._run_step(step, ctx, gc, journal=(decision["id"], index))
             records.append(record.to_dict())
             await self.store.save_step(decision["id"], index, record.to_dict())
             ctx["steps"][step.name] = _step_view(record.to_dict())
@@ -137,7 +148,8 @@ class Engine:
                 return "escalated" if step.on_failure == "escalate" else "failed"
         return outcome
 
-    async def _run_step(self, step: Step, ctx: dict[str, Any], gc: GuardContext) -> StepRecord:
+    async def _run_step(self, step: Step, ctx: dict[str, Any], gc: GuardContext,
+                        journal: tuple[str, int]) -> StepRecord:
         action = ACTIONS[step.action]
         record = StepRecord(name=step.name, action=step.action, params={}, outcome="planned")
         planning = gc.mode == "dry-run"
@@ -171,6 +183,8 @@ class Engine:
         if planning:
             record.detail = action.describe(params)
             return record
+        record.outcome = "running"  # the intent, journaled before the call
+        await self.store.save_step(*journal, record.to_dict())
         actx = ActionContext(backends=self.backends, log=log, execution_id=gc.execution_id,
                              fingerprint=gc.alert.fingerprint, results=ctx["steps"])
         await self.executor.run(action, params, actx, record, step.timeout, step.retries)

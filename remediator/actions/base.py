@@ -87,12 +87,18 @@ class Action:
     name: ClassVar[str]
     summary: ClassVar[str] = ""
     mutating: ClassVar[bool] = False
+    # Safe to repeat after a crash left it unfinished (same params, same end state).
+    idempotent: ClassVar[bool] = False
     params: ClassVar[dict[str, Param]] = {}
     permissions: ClassVar[tuple[Permission, ...]] = ()
 
     def mutates(self, params: dict[str, Any]) -> bool:
         """Whether this call changes the world; guards and dry-run act on this."""
         return self.mutating
+
+    def repeatable(self, params: dict[str, Any]) -> bool:
+        """May this call run again after a crash interrupted it? Reads always may."""
+        return self.idempotent or not self.mutates(params)
 
     def check(self, params: dict[str, Any]) -> list[str]:
         """Cross-parameter rules beyond the per-parameter declaration (e.g. min <= max)."""

@@ -32,6 +32,9 @@ class HttpRequest(Action):
     def mutates(self, params: dict[str, Any]) -> bool:
         return params.get("method", "GET") not in _SAFE_METHODS
 
+    def repeatable(self, params: dict[str, Any]) -> bool:
+        return params.get("method", "GET") != "POST"  # PUT and DELETE are idempotent in HTTP
+
     def describe(self, params: dict[str, Any]) -> str:
         expect = f"expect status in {params['expect_status']}"
         if params.get("expect_json"):

@@ -1,0 +1,66 @@
+"""kill -9: acknowledged alerts are executed after restart, exactly once, and journaled steps
+are not repeated. Uses the real `remediator serve` process and a real HTTP peer."""
+
+import time
+
+from tests.conftest import write_rules
+from tests.support.payloads import alert, notification
+from tests.support.worker import WorkerProcess
+
+RULES = """
+playbooks:
+  - name: crash-test
+    match: {alertname: CrashTest}
+    target: {kind: deployment, namespace: demo, name: "{{ labels.deployment }}"}
+    guards: {rate_limit: {max: 100, window: 1h}}
+    steps:
+      - name: first
+        action: http.request
+        params: {url: "%(url)s", method: POST, json: {fp: "{{ alert.fingerprint }}", step: 1}}
+      - name: pause
+        action: wait
+        params: {duration: 2s}
+      - name: second
+        action: http.request
+        params: {url: "%(url)s", method: POST, json: {fp: "{{ alert.fingerprint }}", step: 2}}
+"""
+
+
+def _calls(receiver) -> list[tuple[str, int]]:
+    return sorted((d.body["fp"], d.body["step"]) for d in receiver.deliveries)
+
+
+def test_kill_9_loses_nothing_and_repeats_nothing(tmp_path, webhook_receiver):
+    rules = write_rules(tmp_path / "rules", RULES % {"url": webhook_receiver.url})
+    env = {"REMEDIATOR_WORKERS": "16"}
+    w = WorkerProcess(tmp_path, [str(rules)], mode="live", extra_env=env).start()
+    running = [alert("CrashTest", deployment=f"run{i}", fingerprint=f"run{i}") for i in range(5)]
+    assert w.post_alerts(notification(*running))[0] == 202
+    # Kill while every execution sits in its `wait` step: step 1 is journaled, step 2 is not.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        waiting = [d for d in w.executions(outcome="running")
+                   if [s["outcome"] for s in d["steps"]] == ["succeeded", "running"]]
+        if len(waiting) == 5:
+            break
+        time.sleep(0.05)
+    assert len(waiting) == 5
+    queued = [alert("CrashTest", deployment=f"new{i}", fingerprint=f"new{i}") for i in range(5)]
+    assert w.post_alerts(notification(*queued))[0] == 202  # acknowledged ...
+    w.kill9()  # ... and killed right after
+    assert all(step == 1 for _, step in _calls(webhook_receiver))
+
+    w2 = WorkerProcess(tmp_path, [str(rules)], mode="live", extra_env=env, store=w.db).start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            done = [d for d in w2.executions() if d["outcome"] == "succeeded"]
+            if len(done) == 10:
+                break
+            time.sleep(0.2)
+        assert len(done) == 10, w2.logs()
+        expected = sorted((a["fingerprint"], s) for a in running + queued for s in (1, 2))
+        assert _calls(webhook_receiver) == expected  # every alert once, no step twice
+        assert "resuming" in w2.logs()
+    finally:
+        assert w2.stop() == 0
