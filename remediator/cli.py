@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
 
     from .lint import add_lint_parser
     add_lint_parser(sub)
+    from .playtest import add_test_parser
+    add_test_parser(sub)
 
     h = sub.add_parser("history", help="list recent decisions from the store")
     h.add_argument("--config")

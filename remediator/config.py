@@ -26,13 +26,14 @@ class Config:
     listen: str = "127.0.0.1:9095"
     mode: str = "dry-run"
     store: str = "sqlite:///remediator.db"
+    store_sync: str = "normal"  # "full": fsync every intake commit (survives power loss)
     rules: list[str] = field(default_factory=lambda: ["rules"])
     webhook_token: str = ""
     basic_auth_username: str = ""
     basic_auth_password: str = ""
     allow_unauthenticated: bool = False
     max_body_bytes: int = 1 << 20
-    workers: int = 4
+    workers: int = 4  # executions in flight at once; most of their time is waiting
     grace_period: float = 30.0
     prometheus_url: str = "http://127.0.0.1:9090"
     alertmanager_url: str = "http://127.0.0.1:9093"

@@ -1,41 +1,272 @@
-"""`remediator lint`: the serve-time validator, run offline, with CI-friendly output."""
+"""`remediator lint`: the serve-time validator, run offline, with CI-friendly output.
+
+Playbook problems come from `playbooks.validate` and nowhere else, so a rule set that lints
+clean is a rule set `serve` accepts. What lint adds is what only CI can know: the process
+config it will run with (`--config`), the Prometheus rules that fire the alerts
+(`--alert-rules`), and the permissions the playbooks need (`--permissions`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path as FsPath
 from typing import Any
 
-from .playbooks.source import Problem
-from .playbooks.validate import validate_paths
+from .actions.base import Permission
+from .actions.registry import ACTIONS
+from .config import Config, ConfigError, load_config
+from .guards import SYSTEM_NAMESPACES
+from .playbooks.models import Playbook
+from .playbooks.source import Problem, Source, SourceError, load_source
+from .playbooks.validate import Validation, is_test_file, validate_paths
+
+SEVERITIES = ("error", "warning", "info")
+# Annotations that say "a human has a procedure for this alert", i.e. a playbook candidate.
+RUNBOOK_ANNOTATIONS = ("runbook_url", "remediation")
+_NOT_RULES = "not a Prometheus rule file: expected `groups:`"
 
 
 def add_lint_parser(sub: Any) -> None:
-    p = sub.add_parser("lint", help="validate playbooks (the same validator serve uses)")
-    p.add_argument("paths", nargs="*", default=["rules"], metavar="PATH")
+    p = sub.add_parser("lint", help="validate playbooks (the same validator serve uses)",
+                       description="Validate playbooks with the validator serve uses. "
+                                   "Exit 0 clean, 1 errors (or warnings with --strict), 2 usage.")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="playbook files or directories (default: the config's rules, `rules`)")
+    p.add_argument("--config", metavar="FILE",
+                   help="the process config serve runs with: its escalation sinks and "
+                        "namespace scope are checked too")
+    p.add_argument("--alert-rules", action="append", default=[], metavar="FILE",
+                   help="Prometheus rule file or directory (repeatable): cross-check alert names")
     p.add_argument("--format", choices=("text", "json", "github"), default="text")
     p.add_argument("--strict", action="store_true", help="warnings fail too")
+    p.add_argument("--permissions", action="store_true",
+                   help="print the Kubernetes RBAC rules and IAM actions the playbooks need")
     p.set_defaults(func=cmd_lint)
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    result = validate_paths(args.paths)
-    print_problems(result.problems, args.format)
+    if args.config and not FsPath(args.config).exists():
+        return _usage(f"no such file: {args.config}")
+    problems: list[Problem] = []
+    cfg: Config | None = None
+    if args.config:
+        cfg, problems = check_config(args.config)
+    if cfg is None:
+        cfg = load_config(None)  # what `serve` without --config runs with
+    paths = args.paths or cfg.rules
+    missing = [p for p in [*paths, *args.alert_rules] if not FsPath(p).exists()]
+    if missing:
+        return _usage(f"no such file or directory: {', '.join(missing)}")
+    result = validate_paths(paths, set(cfg.sink_specs()))
+    problems += result.problems
+    if args.alert_rules:
+        problems += check_alert_rules(result, args.alert_rules)
+    problems.sort()
+    if args.permissions:
+        print(json.dumps(required_permissions(result.playbooks), indent=2)
+              if args.format == "json" else permissions_yaml(result.playbooks))
+        print_problems(problems, "text", out=sys.stderr)
+    else:
+        print_problems(problems, args.format)
     failing = {"error", "warning"} if args.strict else {"error"}
-    return 1 if any(p.severity in failing for p in result.problems) else 0
+    return 1 if any(p.severity in failing for p in problems) else 0
 
 
-def print_problems(problems: list[Problem], fmt: str) -> None:
+def _usage(message: str) -> int:
+    print(f"remediator lint: {message}", file=sys.stderr)
+    return 2
+
+
+# --- output --------------------------------------------------------------------------------
+
+def print_problems(problems: list[Problem], fmt: str, out: Any = None) -> None:
+    out = out or sys.stdout
     if fmt == "json":
-        print(json.dumps([p.to_dict() for p in problems], indent=2))
+        print(json.dumps([p.to_dict() for p in problems], indent=2), file=out)
         return
     for p in problems:
-        if fmt == "github":
-            level = {"error": "error", "warning": "warning"}.get(p.severity, "notice")
-            print(f"::{level} file={p.file},line={p.line},col={p.col}::{p.message}")
-        else:
-            print(p)
+        print(github_annotation(p) if fmt == "github" else p, file=out)
     if fmt == "text":
-        errors = sum(p.severity == "error" for p in problems)
-        print(f"{errors} error(s), {len(problems) - errors} other problem(s)", file=sys.stderr)
+        counts = {s: sum(p.severity == s for p in problems) for s in SEVERITIES}
+        print(", ".join(f"{n} {s}(s)" for s, n in counts.items()), file=sys.stderr)
+
+
+def github_annotation(p: Problem) -> str:
+    """A GitHub Actions workflow command, escaped as the runner expects."""
+    level = {"error": "error", "warning": "warning"}.get(p.severity, "notice")
+
+    def prop(v: Any) -> str:
+        return data(str(v)).replace(":", "%3A").replace(",", "%2C")
+
+    def data(v: str) -> str:
+        return v.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+    return (f"::{level} file={prop(p.file)},line={p.line},col={p.col},"
+            f"title={prop('remediator lint')}::{data(p.message)}")
+
+
+# --- the process config ---------------------------------------------------------------------
+
+def check_config(file: str) -> tuple[Config | None, list[Problem]]:
+    """Load the config as serve would; warn where its namespace scope reaches system namespaces."""
+    try:
+        cfg = load_config(file)
+    except ConfigError as exc:
+        return None, [Problem(file, 1, 1, "error", f"config: {exc}")]
+    try:
+        source = load_source(file, FsPath(file).read_text(encoding="utf-8"))
+    except (OSError, SourceError):  # load_config read it already; positions are a bonus
+        source = Source(file, None)
+    allow, deny = cfg.guards.namespaces_allow, cfg.guards.namespaces_deny
+    problems = []
+    for ns in SYSTEM_NAMESPACES:
+        if ns in allow:
+            problems.append(source.problem(
+                ("guards", "namespaces", "allow", allow.index(ns)), "warning",
+                f"guards.namespaces.allow lets remediator change system namespace {ns!r}"))
+        elif not allow and ns not in deny:
+            problems.append(source.problem(
+                ("guards", "namespaces", "deny"), "warning",
+                f"system namespace {ns!r} is not in guards.namespaces.deny and there is no "
+                "allow list: remediator may change it"))
+    return cfg, problems
+
+
+# --- Prometheus alert rules ------------------------------------------------------------------
+
+def check_alert_rules(result: Validation, paths: Iterable[str]) -> list[Problem]:
+    """Playbooks for alerts no rule defines (warning); runbook alerts no playbook handles (info)."""
+    problems: list[Problem] = []
+    defined: dict[str, tuple[Source, tuple[Any, ...], dict[str, Any]]] = {}
+    for file, explicit in _yaml_files(paths):
+        try:
+            source = load_source(file, FsPath(file).read_text(encoding="utf-8"))
+        except SourceError as exc:
+            problems.append(exc.problem)
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem(file, 1, 1, "error", f"cannot read: {exc}"))
+            continue
+        rules, problem = _alert_rules(source)
+        if problem and (explicit or problem.message != _NOT_RULES):
+            problems.append(problem)  # a directory may hold other Prometheus files: skip them
+        for path, rule in rules:
+            defined.setdefault(rule["alert"], (source, path, rule))
+    handled: set[str] = set()
+    for pb in result.playbooks:
+        handled.update(pb.alertnames)
+        for i, name in enumerate(pb.alertnames):
+            if name not in defined:
+                where = ("match", "alertname", i) if _is_list_match(result, pb) else \
+                    ("match", "alertname")
+                problems.append(result.problem_at(pb, where, "warning",
+                                                  f"no alerting rule defines alert {name!r}"))
+    for name, (source, path, rule) in sorted(defined.items()):
+        annotations = rule.get("annotations") or {}
+        marks = [a for a in RUNBOOK_ANNOTATIONS if a in annotations]
+        if marks and name not in handled:
+            problems.append(source.problem((*path, "alert"), "info",
+                                           f"alert {name!r} has a {marks[0]} annotation but no "
+                                           "playbook handles it"))
+    return problems
+
+
+def _alert_rules(source: Source) -> tuple[list[tuple[tuple[Any, ...], dict]], Problem | None]:
+    """(path, rule) of every alerting rule; a PrometheusRule resource works as well."""
+    data = source.data
+    root: tuple[Any, ...] = ()
+    if isinstance(data, dict) and isinstance(data.get("spec"), dict):
+        data, root = data["spec"], ("spec",)
+    if isinstance(data, dict) and "tests" in data and "groups" not in data:
+        return [], None  # a promtool test file
+    groups = data.get("groups") if isinstance(data, dict) else None
+    if not isinstance(groups, list):
+        return [], source.problem(root, "error", _NOT_RULES)
+    found = []
+    for g, group in enumerate(groups):
+        rules = group.get("rules") if isinstance(group, dict) else None
+        if not isinstance(rules, list):
+            return found, source.problem((*root, "groups", g), "error",
+                                         "rule group without a `rules:` list")
+        found.extend(((*root, "groups", g, "rules", r), rule) for r, rule in enumerate(rules)
+                     if isinstance(rule, dict) and isinstance(rule.get("alert"), str))
+    return found, None
+
+
+def _is_list_match(result: Validation, pb: Playbook) -> bool:
+    source, at = result.origins[pb.order]
+    return (*at, "match", "alertname", 0) in source.positions
+
+
+def _yaml_files(paths: Iterable[str]) -> list[tuple[str, bool]]:
+    """(file, named explicitly) for every YAML file; promtool's `*_test.yml` are left out."""
+    files: list[tuple[str, bool]] = []
+    for p in paths:
+        path = FsPath(p)
+        if path.is_dir():
+            files.extend((str(f), False) for f in sorted(path.rglob("*"))
+                         if f.suffix in (".yaml", ".yml") and f.is_file() and not is_test_file(f))
+        else:
+            files.append((str(path), True))
+    return files
+
+
+# --- permissions -------------------------------------------------------------------------------
+
+def required_permissions(playbooks: Iterable[Playbook]) -> dict[str, Any]:
+    """The union of the actions' declared permissions over every step of `playbooks`.
+
+    The shape is stable, deploy/ checks its RBAC against it:
+    `{"rbac": [{"apiGroups": [...], "resources": [...], "verbs": [...]}], "iam": [...]}`,
+    rules merged where one API group's resources need the same verbs.
+    """
+    verbs: dict[tuple[str, str], set[str]] = defaultdict(set)
+    iam: set[str] = set()
+    for _, perm in _uses(playbooks):
+        if perm.kind == "iam":
+            iam.add(perm.verb)
+        else:
+            verbs[(perm.group, perm.resource)].add(perm.verb)
+    merged: dict[tuple[str, tuple[str, ...]], list[str]] = defaultdict(list)
+    for (group, resource), vs in sorted(verbs.items()):
+        merged[(group, tuple(sorted(vs)))].append(resource)
+    rules = [{"apiGroups": [group], "resources": resources, "verbs": list(vs)}
+             for (group, vs), resources in sorted(merged.items())]
+    return {"rbac": rules, "iam": sorted(iam)}
+
+
+def permissions_yaml(playbooks: list[Playbook]) -> str:
+    """The permissions as YAML for review: `rbac:` items paste under a Role's `rules:`."""
+    who: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for step, perm in _uses(playbooks):
+        who[(perm.kind, perm.group, perm.resource if perm.kind == "rbac" else perm.verb)].add(step)
+    perms = required_permissions(playbooks)
+    lines = ["# Kubernetes RBAC rules and IAM actions the playbooks need (remediator lint "
+             "--permissions)", "rbac:" if perms["rbac"] else "rbac: []"]
+    for rule in perms["rbac"]:
+        users = {s for r in rule["resources"] for s in who[("rbac", rule["apiGroups"][0], r)]}
+        lines += [f"  # used by {_short(sorted(users))}",
+                  f"  - apiGroups: {json.dumps(rule['apiGroups'])}",
+                  f"    resources: {json.dumps(rule['resources'])}",
+                  f"    verbs: {json.dumps(rule['verbs'])}"]
+    lines.append("iam:" if perms["iam"] else "iam: []")
+    lines += [f"  - {action}  # used by {_short(sorted(who[('iam', '', action)]))}"
+              for action in perms["iam"]]
+    return "\n".join(lines)
+
+
+def _uses(playbooks: Iterable[Playbook]) -> Iterable[tuple[str, Permission]]:
+    """("playbook/step", permission) for every permission every step declares."""
+    for pb in playbooks:
+        for step in (*pb.steps, *pb.on_resolved):
+            for perm in ACTIONS[step.action].permissions:
+                yield f"{pb.name}/{step.name}", perm
+
+
+def _short(names: list[str], limit: int = 4) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more

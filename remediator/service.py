@@ -35,7 +35,7 @@ class Service:
         self.config = config
         self.metrics = metrics or Metrics()
         self.clock = clock
-        self.store = open_store(config.store)
+        self.store = open_store(config.store, config.store_sync)
         self.backends = Backends(prometheus_url=config.prometheus_url,
                                  alertmanager_url=config.alertmanager_url)
         self.sinks = {name: build_sink(name, spec) for name, spec in config.sink_specs().items()}

@@ -17,7 +17,6 @@ from .source import Path
 DURATION = {"type": ["string", "number"], "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"}
 NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$", "maxLength": 128}
 STEP_NAME = {"type": "string", "pattern": r"^[a-z_][a-z0-9_]*$", "maxLength": 64}
-STRINGS = {"type": ["string", "array"], "items": {"type": "string"}}
 
 STEP: dict[str, Any] = {
     "type": "object",
@@ -97,8 +96,10 @@ PLAYBOOK: dict[str, Any] = {
         "match": {
             "type": "object", "required": ["alertname"], "additionalProperties": False,
             "properties": {
-                "alertname": STRINGS,
-                "matchers": {"type": "array", "items": {"type": "string"}},
+                "alertname": {"type": ["string", "array"], "minItems": 1,
+                              "items": {"type": "string"}},
+                "matchers": {"type": "array", "items": {"type": "string"},
+                             "description": 'Alertmanager matchers: name="v", !=, =~, !~'},
                 "status": {"type": "string", "enum": ["firing", "resolved", "any"]},
             },
         },
@@ -124,29 +125,72 @@ FILE: dict[str, Any] = {
 }
 
 
+# --- playbook test files (`remediator test`, remediator/playtest.py) ---------------------
+# Checked by the same walker, so a typo in a test (`outcom:`) is located like one in a rule.
+
+_OUTCOMES = ["no_match", "duplicate", "planned", "succeeded", "failed", "blocked", "escalated",
+             "resolved"]
+_OBJ = {"type": "object"}
+_STEP_EXPECT = {"type": "object", "additionalProperties": False, "properties": {
+    "name": {"type": "string"}, "action": {"type": "string"}, "params": _OBJ, "result": _OBJ,
+    "outcome": {"enum": ["planned", "succeeded", "failed", "skipped", "blocked"]},
+    "detail": {"type": "string"}, "guard": {"type": "string"}, "mutating": {"type": "boolean"},
+    "attempts": {"type": "integer"}}}
+_EXPECT = {"type": "object", "additionalProperties": False, "properties": {
+    "alertname": {"type": "string"}, "status": {"enum": ["firing", "resolved"]},
+    "playbook": {"type": ["string", "null"]}, "outcome": {"enum": _OUTCOMES},
+    "reason": {"type": "string"}, "guard": {"type": "string"}, "target": {"type": ["string", "null"]},
+    "mode": {"enum": ["live", "dry-run"]}, "steps": {"type": "array", "items": _STEP_EXPECT},
+    "escalation": {"type": ["boolean", "object"], "additionalProperties": False, "properties": {
+        "severity": {"type": "string"}, "respond_within_seconds": {"type": ["number", "null"]},
+        "title": {"type": "string"}, "note": {"type": "string"},
+        "sinks": {"type": "array", "items": {"type": "string"}}}}}}
+_STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+_ALERT = {"type": "object", "required": ["labels"], "additionalProperties": False, "properties": {
+    "at": DURATION, "labels": _STRINGS, "annotations": _STRINGS,
+    "status": {"enum": ["firing", "resolved"]}, "starts_at": DURATION,
+    "repeat": {"type": "integer", "minimum": 1}, "every": DURATION,
+    "expect": {"type": "array", "items": _EXPECT}}}
+_TEST = {"type": "object", "required": ["name", "alerts"], "additionalProperties": False,
+         "properties": {
+             "name": {"type": "string"}, "start": {"type": "string"},
+             "mode": {"enum": ["live", "dry-run"]},
+             "results": {"type": "object", "additionalProperties": {
+                 "type": ["object", "array"], "items": _OBJ}},
+             "precondition": {"type": ["boolean", "array"], "items": {"type": "boolean"}},
+             "alerts": {"type": "array", "minItems": 1, "items": _ALERT}}}
+TEST_FILE: dict[str, Any] = {
+    "type": "object", "required": ["tests"], "additionalProperties": False, "properties": {
+        "rule_files": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+        "config": {"type": ["object", "string"]},
+        "tests": {"type": "array", "minItems": 1, "items": _TEST}}}
+
+
 def json_schema() -> dict[str, Any]:
     """The full JSON Schema, with each action's parameters attached to its `action` value."""
     step = dict(STEP, properties=dict(STEP["properties"],
                                       action={"type": "string", "enum": sorted(ACTIONS)}))
     step["allOf"] = [
-        {"if": {"properties": {"action": {"const": name}}},
-         "then": {"properties": {"params": _params_schema(action.params)}}}
+        {"if": {"properties": {"action": {"const": name}}, "required": ["action"]},
+         "then": {"properties": {"params": _params_schema(action.params)},
+                  **({"description": action.summary} if action.summary else {})}}
         for name, action in sorted(ACTIONS.items())
     ]
     playbook = dict(PLAYBOOK, properties=dict(
         PLAYBOOK["properties"],
         steps={"type": "array", "items": step}, on_resolved={"type": "array", "items": step}))
     return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$schema": "http://json-schema.org/draft-07/schema#",  # what editors support best
         "title": "remediator playbook file",
         **FILE,
         "properties": {"playbooks": {"type": "array", "items": playbook}},
     }
 
 
+# A parameter may always be a template string, rendered (and checked) at run time.
 _PARAM_TYPES = {"string": "string", "integer": ["integer", "string"], "number": ["number", "string"],
-                "boolean": ["boolean", "string"], "duration": DURATION["type"], "list": "array",
-                "mapping": "object"}
+                "boolean": ["boolean", "string"], "duration": DURATION["type"],
+                "list": ["array", "string"], "mapping": ["object", "string"]}
 
 
 def _params_schema(params: dict[str, Param]) -> dict[str, Any]:
@@ -157,6 +201,8 @@ def _params_schema(params: dict[str, Param]) -> dict[str, Any]:
             prop["type"] = _PARAM_TYPES[spec.type]
         if spec.choices:
             prop["enum"] = list(spec.choices)
+        if spec.minimum is not None and spec.type in ("integer", "number"):
+            prop["minimum"] = spec.minimum
         if spec.default is not None:
             prop["default"] = spec.default
         props[name] = prop
@@ -168,6 +214,7 @@ def _params_schema(params: dict[str, Param]) -> dict[str, Any]:
 # --- the shape walker ------------------------------------------------------------------
 
 _TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float),
+          "null": type(None),
           "boolean": bool}
 
 
@@ -177,7 +224,10 @@ def check_shape(value: Any, schema: dict[str, Any], path: Path) -> list[tuple[Pa
     if types is not None:
         names = types if isinstance(types, list) else [types]
         if not any(_is(value, t) for t in names):
-            return [(path, f"{_where(path)}: expected {' or '.join(names)}, got {_kind(value)}")]
+            hint = " (quote it)" if "string" in names and _kind(value) in ("integer", "number",
+                                                                          "boolean") else ""
+            return [(path, f"{_where(path)}: expected {' or '.join(names)}, got {_kind(value)}"
+                           f"{hint}")]
     problems: list[tuple[Path, str]] = []
     if "enum" in schema and value not in schema["enum"]:
         hint = did_you_mean(str(value), [str(e) for e in schema["enum"]])
@@ -201,6 +251,10 @@ def check_shape(value: Any, schema: dict[str, Any], path: Path) -> list[tuple[Pa
             elif schema.get("additionalProperties") is False:
                 problems.append(((*path, key), f"{_where(path)}: unknown key {key!r}"
                                                f"{did_you_mean(key, list(props))}"))
+            elif isinstance(schema.get("additionalProperties"), dict):
+                problems.extend(check_shape(item, schema["additionalProperties"], (*path, key)))
+    if isinstance(value, list) and len(value) < schema.get("minItems", 0):
+        problems.append((path, f"{_where(path)}: must not be empty"))
     if isinstance(value, list) and "items" in schema:
         for i, item in enumerate(value):
             problems.extend(check_shape(item, schema["items"], (*path, i)))

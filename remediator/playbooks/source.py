@@ -75,21 +75,26 @@ def load_source(file: str, text: str) -> Source:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        context = f"{exc.context}: " if exc.context else ""
+        context = ""
+        if exc.context and exc.context_mark:  # where the unfinished construct began
+            context = (f" ({exc.context} started at line {exc.context_mark.line + 1}, "
+                       f"column {exc.context_mark.column + 1})")
         raise SourceError(Problem(file, line, col, "error",
-                                  f"YAML syntax: {context}{exc.problem}")) from None
+                                  f"YAML syntax: {exc.problem}{context}")) from None
     except yaml.YAMLError as exc:
         raise SourceError(Problem(file, 1, 1, "error", f"YAML: {exc}")) from None
     source = Source(file=file, data=None)
     if node is not None:
-        source.data = _Converter(source).convert(node, (), node)
+        source.data = _Converter(source, merges="<<" in text).convert(node, (), node)
     return source
 
 
 class _Converter:
-    def __init__(self, source: Source):
+    def __init__(self, source: Source, merges: bool):
         self.source = source
+        self.merges = merges  # only a file that mentions `<<` can have merge keys
         self.count = 0
+        self.merged: dict[int, int] = {}
 
     def convert(self, node: yaml.Node, path: Path, at: yaml.Node) -> Any:
         """Build plain data from `node`, recording `at` (the key, for mapping values)."""
@@ -100,12 +105,7 @@ class _Converter:
         self.source.positions[path] = (at.start_mark.line + 1, at.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             result: dict[str, Any] = {}
-            own = sum(1 for k, _ in node.value if k.tag != _MERGE)
-            try:
-                _SCALARS.flatten_mapping(node)  # `<<: *defaults` merge keys, as safe_load does
-            except yaml.MarkedYAMLError as exc:
-                raise SourceError(self._problem(node, f"YAML merge: {exc.problem}")) from None
-            merged = len(node.value) - own  # merged entries come first; own keys override them
+            merged = self._flatten(node)  # merged entries come first; own keys override them
             seen: set[str] = set()
             for index, (key_node, value_node) in enumerate(node.value):
                 key = str(self._scalar(key_node))
@@ -122,9 +122,24 @@ class _Converter:
             return [self.convert(item, (*path, i), item) for i, item in enumerate(node.value)]
         return self._scalar(node)
 
+    def _flatten(self, node: yaml.MappingNode) -> int:
+        """Apply `<<: *defaults` merge keys as safe_load does; return how many were merged."""
+        if not self.merges:
+            return 0
+        if id(node) not in self.merged:  # an aliased mapping is flattened once
+            own = sum(1 for k, _ in node.value if k.tag != _MERGE)
+            try:
+                _SCALARS.flatten_mapping(node)
+            except yaml.MarkedYAMLError as exc:
+                raise SourceError(self._problem(node, f"YAML merge: {exc.problem}")) from None
+            self.merged[id(node)] = len(node.value) - own
+        return self.merged[id(node)]
+
     def _scalar(self, node: yaml.Node) -> Any:
         if not isinstance(node, yaml.ScalarNode):
             raise SourceError(self._problem(node, "a mapping key must be a plain value"))
+        if node.tag == _STR:
+            return node.value
         constructor = _CONSTRUCTORS.get(node.tag)
         if constructor is None:
             raise SourceError(self._problem(node, f"unsupported YAML tag {node.tag!r}"))
@@ -138,6 +153,7 @@ class _Converter:
 
 
 _MERGE = "tag:yaml.org,2002:merge"
+_STR = "tag:yaml.org,2002:str"
 # Scalar constructors resolve YAML's implicit types (ints, bools, nulls) like safe_load.
 _SCALARS = yaml.SafeLoader("")
 _CONSTRUCTORS = {tag: fn for tag, fn in yaml.SafeLoader.yaml_constructors.items()

@@ -1,28 +1,40 @@
 """The one validator: `serve` at start-up and on reload, `lint` in CI, `test` and `replay`.
 
-Because every entry point goes through `load_rules`, CI and production cannot disagree
-about whether a rule set is valid.
+Because every entry point goes through `validate_paths` (and `load_rules`, which refuses a
+rule set with errors), CI and production cannot disagree about whether a rule set is valid.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
 
 from .. import templating
-from ..actions.base import check_params
+from ..actions.base import Action, check_params
 from ..actions.registry import ACTIONS, get_action
 from .index import RuleSet
-from .matchers import MatcherError, parse_matcher
+from .matchers import Matcher, MatcherError, parse_matcher
 from .models import Playbook, build_playbook
 from .schema import FILE, check_shape, did_you_mean
 from .source import Path, Problem, Source, SourceError, load_source
 
 _STEP_REF = re.compile(r"\bsteps\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*['\"]([^'\"]+)['\"]\s*\])")
 TEST_FILE_SUFFIXES = ("_test.yaml", "_test.yml")
+
+# What each kind of template is rendered with (engine.py, guards.py); anything else in it
+# would be an undefined name at run time, when it is too late to find out.
+STEP_ROOTS = templating.ROOTS
+TARGET_ROOTS = templating.ROOTS - {"target", "steps"}  # rendered before any step runs
+NOTE_ROOTS = templating.ROOTS - {"steps"}
+PROMQL_ROOTS = frozenset({"labels", "annotations"})
+RATE_KEY_ROOTS = frozenset({"labels", "target"})
+# The alerts a playbook sees, by its `match.status` (a firing playbook sees its resolution).
+_SEES = {"firing": {"firing", "resolved"}, "any": {"firing", "resolved"}, "resolved": {"resolved"}}
 
 
 class RulesError(ValueError):
@@ -38,29 +50,41 @@ class RulesError(ValueError):
 class Validation:
     playbooks: list[Playbook] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-    where: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    # Where each accepted playbook was defined (by its `order`), for later, cross-file checks.
+    origins: dict[int, tuple[Source, Path]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not any(p.severity == "error" for p in self.problems)
 
+    def problem_at(self, pb: Playbook, sub: Path, severity: str, message: str) -> Problem:
+        """A problem located at `sub` (e.g. ("match", "alertname")) inside playbook `pb`."""
+        source, at = self.origins[pb.order]
+        return source.problem((*at, *sub), severity, message)
+
 
 def rule_files(paths: Iterable[str]) -> list[str]:
-    """Playbook files under the given files/directories, sorted, test files excluded."""
+    """Playbook files under the given files/directories, sorted; `*_test.yaml` never count."""
     found: list[str] = []
     for p in paths:
         path = FsPath(p)
         if path.is_dir():
-            found.extend(
-                str(f) for f in sorted(path.rglob("*"))
-                if f.suffix in (".yaml", ".yml") and not f.name.endswith(TEST_FILE_SUFFIXES)
-            )
-        else:
+            found.extend(str(f) for f in sorted(path.rglob("*"))
+                         if f.suffix in (".yaml", ".yml") and f.is_file() and not is_test_file(f))
+        elif not is_test_file(path):
             found.append(str(path))
     return found
 
 
+def is_test_file(path: str | FsPath) -> bool:
+    return FsPath(path).name.endswith(TEST_FILE_SUFFIXES)
+
+
 def validate_paths(paths: Iterable[str], known_sinks: set[str] | None = None) -> Validation:
+    """Every problem in the rule set at `paths`, and the playbooks that have no error.
+
+    `known_sinks`: the configured escalation sinks; None skips that check.
+    """
     result = Validation()
     for file in rule_files(paths):
         try:
@@ -88,6 +112,7 @@ def validate_text(file: str, text: str, into: Validation, known_sinks: set[str] 
     except SourceError as exc:
         into.problems.append(exc.problem)
         return
+    into.problems.extend(source.problems)
     shape = check_shape(source.data, FILE, ())
     into.problems.extend(source.problem(path, "error", msg) for path, msg in shape)
     if shape:
@@ -98,7 +123,7 @@ def validate_text(file: str, text: str, into: Validation, known_sinks: set[str] 
         if not any(p.severity == "error" for p in problems):
             pb = build_playbook(data, file, order=len(into.playbooks))
             into.playbooks.append(pb)
-            into.where[(file, pb.name)] = source.where(("playbooks", i))
+            into.origins[pb.order] = (source, ("playbooks", i))
 
 
 def _check_playbook(src: Source, at: Path, data: dict[str, Any],
@@ -110,116 +135,217 @@ def _check_playbook(src: Source, at: Path, data: dict[str, Any],
         except MatcherError as exc:
             problems.append(src.problem((*at, "match", "matchers", j), "error", str(exc)))
     for key, value in (data.get("target") or {}).items():
-        problems.extend(_check_template(src, (*at, "target", key), value, set()))
-    mutating_steps = []
+        problems.extend(_check_template(src, (*at, "target", key), value, TARGET_ROOTS))
+    mutating: list[Path] = []
     for section in ("steps", "on_resolved"):
-        seen: set[str] = set()
-        for j, step in enumerate(data.get(section, [])):
+        steps = data.get(section, [])
+        names = [s["name"] for s in steps]
+        for j, step in enumerate(steps):
             where = (*at, section, j)
-            if step["name"] in seen:
+            if step["name"] in names[:j]:
                 problems.append(src.problem((*where, "name"), "error",
                                             f"duplicate step name {step['name']!r}"))
-            problems.extend(_check_step(src, where, step, seen))
-            seen.add(step["name"])
+            problems.extend(_check_step(src, where, step, names[:j], (section, names)))
             action = get_action(step["action"])
-            if action is not None and action.mutates(step.get("params", {})):
-                mutating_steps.append(where)
-    guards = data.get("guards", {})
-    if mutating_steps and not (guards.get("rate_limit") or guards.get("cooldown")):
-        problems.append(src.problem(mutating_steps[0], "error",
-                                    f"playbook {data['name']!r} has a mutating step but neither "
-                                    "guards.rate_limit nor guards.cooldown"))
-    if mutating_steps and "target" not in data:
-        problems.append(src.problem(at, "error", f"playbook {data['name']!r} mutates but names no "
-                                                  "target (locks and limits key on it)"))
-    if "promql" in guards.get("precondition", {}):
-        problems.extend(_check_template(src, (*at, "guards", "precondition", "promql"),
-                                        guards["precondition"]["promql"], set()))
+            if action is not None and action.mutates(step.get("params") or {}):
+                mutating.append(where)
+            elif action is not None and step.get("approval") == "required":
+                problems.append(src.problem((*where, "approval"), "warning",
+                                            f"approval is only asked before a mutation; "
+                                            f"{step['action']} does not mutate, so it never is"))
+    problems.extend(_check_guards(src, at, data, mutating))
     esc = data.get("escalation") or {}
     for key in ("summary", "owner"):
         if key in esc:
-            problems.extend(_check_template(src, (*at, "escalation", key), esc[key], None))
+            problems.extend(_check_template(src, (*at, "escalation", key), esc[key], NOTE_ROOTS))
     for j, sink in enumerate(esc.get("sinks", [])):
         if known_sinks is not None and sink not in known_sinks:
             problems.append(src.problem((*at, "escalation", "sinks", j), "error",
-                                        f"escalation sink {sink!r} is not configured"))
+                                        f"escalation sink {sink!r} is not configured "
+                                        f"(configured: {', '.join(sorted(known_sinks)) or 'none'})"
+                                        f"{did_you_mean(sink, sorted(known_sinks))}"))
     return problems
 
 
-def _check_step(src: Source, at: Path, step: dict[str, Any], earlier: set[str]) -> list[Problem]:
+def _check_guards(src: Source, at: Path, data: dict[str, Any], mutating: list[Path]) -> list[Problem]:
+    """Safety: whatever changes the world is limited, and keyed on a named target."""
+    problems: list[Problem] = []
+    guards = data.get("guards") or {}
+    if mutating and not (guards.get("rate_limit") or guards.get("cooldown")):
+        problems.append(src.problem(mutating[0], "error",
+                                    f"playbook {data['name']!r} has a mutating step but neither "
+                                    "guards.rate_limit nor guards.cooldown"))
+    if mutating and "target" not in data:
+        problems.append(src.problem(at, "error", f"playbook {data['name']!r} mutates but names no "
+                                                  "target (locks and limits key on it)"))
+    for j, window in enumerate(guards.get("time_windows", [])):
+        if window["start"] >= window["end"]:
+            problems.append(src.problem((*at, "guards", "time_windows", j), "error",
+                                        f"time window {window['start']}-{window['end']} never "
+                                        "opens: start must be before end (split one that spans "
+                                        "midnight in two)"))
+    if "promql" in guards.get("precondition", {}):
+        problems.extend(_check_template(src, (*at, "guards", "precondition", "promql"),
+                                        guards["precondition"]["promql"], PROMQL_ROOTS))
+    if "key" in guards.get("rate_limit", {}):
+        problems.extend(_check_template(src, (*at, "guards", "rate_limit", "key"),
+                                        guards["rate_limit"]["key"], RATE_KEY_ROOTS))
+    return problems
+
+
+def _check_step(src: Source, at: Path, step: dict[str, Any], earlier: list[str],
+                names: tuple[str, list[str]]) -> list[Problem]:
+    problems: list[Problem] = []
+    if "when" in step:
+        problems.extend(Problem(p.file, p.line, p.col, p.severity, "when: " + p.message)
+                        for p in _check_template(src, (*at, "when"), "{{ " + step["when"] + " }}",
+                                                 STEP_ROOTS, earlier, names))
     action = get_action(step["action"])
     if action is None:
-        return [src.problem((*at, "action"), "error",
-                            f"unknown action {step['action']!r}"
-                            f"{did_you_mean(step['action'], list(ACTIONS))}")]
-    problems: list[Problem] = []
-    raw = step.get("params", {})
+        return [*problems, src.problem((*at, "action"), "error",
+                                       f"unknown action {step['action']!r}"
+                                       f"{did_you_mean(step['action'], list(ACTIONS))}")]
+    raw = step.get("params") or {}
+    broken: set[str] = set()  # parameters whose template is already reported
     for key, value in raw.items():
-        problems.extend(_check_template(src, (*at, "params", key), value, earlier))
-    if problems:
-        return problems
+        found = _check_template(src, (*at, "params", key), value, STEP_ROOTS, earlier, names)
+        if found:
+            broken.add(key)
+            problems.extend(found)
     try:
-        _, param_problems = check_params(action, raw, rendered=False)
-    except templating.TemplateError as exc:  # pragma: no cover - caught per value above
-        return [src.problem((*at, "params"), "error", str(exc))]
+        params, param_problems = check_params(action, raw, rendered=False)
+    except Exception as exc:  # a broken declaration must not take the validator down
+        params, param_problems = {}, [("", f"parameters could not be checked: {exc!r}")]
     for name, message in param_problems:
+        if name in broken:
+            continue
         path = (*at, "params", name) if name in raw else (*at, "params")
         hint = did_you_mean(name, list(action.params)) if "unknown" in message else ""
-        problems.append(src.problem(path, "error", message + hint))
-    if "when" in step:
-        problems.extend(_check_template(src, (*at, "when"), "{{ " + step["when"] + " }}", earlier))
+        prefix = "" if action.name in message else f"{action.name}: "
+        problems.append(src.problem(path, "error", prefix + message + hint))
+    if not param_problems and not _has_template(params):
+        # Cross-parameter rules (min <= max, one of two) can be decided now: say so now.
+        problems.extend(src.problem((*at, "params"), "error", f"{action.name}: {message}")
+                        for message in _cross_check(action, params))
     return problems
 
 
-def _check_template(src: Source, at: Path, value: Any, earlier: set[str] | None) -> list[Problem]:
-    """Compile every template in `value`; allow only known roots and earlier steps' results."""
+def _cross_check(action: Action, params: dict[str, Any]) -> list[str]:
+    try:
+        return action.check(params)
+    except Exception as exc:  # an action's check must not take the validator down
+        return [f"parameters could not be checked: {type(exc).__name__}: {exc}"]
+
+
+def _has_template(value: Any) -> bool:
+    if isinstance(value, str):
+        return templating.is_template(value)
     if isinstance(value, dict):
-        return [p for k, v in value.items() for p in _check_template(src, (*at, k), v, earlier)]
+        return any(_has_template(v) for v in value.values())
     if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in _check_template(src, (*at, i), v, earlier)]
+        return any(_has_template(v) for v in value)
+    return False
+
+
+def _check_template(src: Source, at: Path, value: Any, allowed: frozenset[str],
+                    earlier: list[str] | None = None,
+                    names: tuple[str, list[str]] = ("steps", [])) -> list[Problem]:
+    """Compile every template in `value`; allow only `allowed` roots and earlier steps.
+
+    `names` is (section, its step names), to tell a later step from a missing one.
+    """
+    if isinstance(value, dict):
+        return [p for k, v in value.items()
+                for p in _check_template(src, (*at, k), v, allowed, earlier, names)]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value)
+                for p in _check_template(src, (*at, i), v, allowed, earlier, names)]
     if not isinstance(value, str) or not templating.is_template(value):
         return []
-    try:
-        roots = templating.compile_check(value)
-    except templating.TemplateError as exc:
-        return [src.problem(at, "error", str(exc))]
-    allowed = templating.ROOTS if earlier is not None else templating.ROOTS - {"steps"}
-    problems = [src.problem(at, "error", f"template uses unknown name {name!r}; allowed: "
-                                         f"{', '.join(sorted(allowed))}")
+    roots, error = _roots(value)
+    if error:
+        return [src.problem(at, "error", error)]
+    problems = [src.problem(at, "error", f"template uses unknown name {name!r}; allowed here: "
+                                         f"{', '.join(sorted(allowed))}"
+                                         f"{did_you_mean(name, sorted(allowed))}")
                 for name in sorted(roots - allowed)]
-    for found in _STEP_REF.finditer(value):
-        ref = found.group(1) or found.group(2)
-        if earlier is not None and ref not in earlier:
-            problems.append(src.problem(at, "error",
-                                        f"template refers to step {ref!r}, which does not run "
-                                        "before this one"))
+    if "steps" in roots and "steps" in allowed:
+        problems.extend(src.problem(at, "error", message)
+                        for message in _step_refs(value, earlier or [], *names))
     return problems
 
+
+def _step_refs(text: str, earlier: list[str], section: str, names: list[str]) -> list[str]:
+    messages = []
+    for found in _STEP_REF.finditer(text):
+        ref = found.group(1) or found.group(2)
+        if ref in earlier:
+            continue
+        if ref in names:
+            messages.append(f"template refers to step {ref!r}, which does not run before this "
+                            "one")
+        else:
+            messages.append(f"template refers to step {ref!r}, which is not in {section}"
+                            f"{did_you_mean(ref, earlier)}")
+    return messages
+
+
+@functools.lru_cache(maxsize=4096)
+def _roots(text: str) -> tuple[frozenset[str], str]:
+    """(root names, "") or (empty, error); cached: rule sets repeat the same templates."""
+    try:
+        return frozenset(templating.compile_check(text)), ""
+    except templating.TemplateError as exc:
+        return frozenset(), str(exc)
+
+
+# --- across the whole rule set -----------------------------------------------------------
 
 def _check_across(result: Validation) -> None:
     """Duplicate names and shadowed playbooks: problems only visible across the whole set."""
     seen: dict[str, Playbook] = {}
+    by_alertname: dict[str, list[Playbook]] = defaultdict(list)
     for pb in result.playbooks:
-        line, col = result.where.get((pb.file, pb.name), (1, 1))
         if pb.name in seen:
-            first = seen[pb.name]
-            result.problems.append(Problem(pb.file, line, col, "error",
-                                           f"duplicate playbook name {pb.name!r} (first in "
-                                           f"{first.file})"))
+            result.problems.append(result.problem_at(
+                pb, ("name",), "error",
+                f"duplicate playbook name {pb.name!r} (first at {_origin(result, seen[pb.name])})"))
         seen.setdefault(pb.name, pb)
-        for earlier in result.playbooks[: pb.order]:
+        # Only playbooks that share an alertname can shadow each other.
+        candidates = {p.order: p for name in pb.alertnames for p in by_alertname[name]}
+        for earlier in sorted(candidates.values(), key=lambda p: p.order):
             if _shadows(earlier, pb):
-                result.problems.append(Problem(
-                    pb.file, line, col, "error",
-                    f"playbook {pb.name!r} can never match: {earlier.name!r} ({earlier.file}) "
-                    "matches the same alerts first and has no `continue: true`"))
+                result.problems.append(result.problem_at(
+                    pb, ("match",), "error",
+                    f"playbook {pb.name!r} can never match: {earlier.name!r} "
+                    f"({_origin(result, earlier)}) matches the same alerts first and has no "
+                    "`continue: true`"))
                 break
+        for name in pb.alertnames:
+            by_alertname[name].append(pb)
+
+
+def _origin(result: Validation, pb: Playbook) -> str:
+    source, at = result.origins[pb.order]
+    return f"{pb.file}:{source.where(at)[0]}"
 
 
 def _shadows(first: Playbook, later: Playbook) -> bool:
+    """Does `first` (without `continue`) match every alert `later` could match?"""
     if first.continue_ or not set(later.alertnames) <= set(first.alertnames):
         return False
-    if first.status not in ("any", later.status):
+    if not _SEES[later.status] <= _SEES[first.status]:
         return False
-    # `first` matches at least everything `later` does if its matchers are a subset.
-    return set(map(str, first.matchers)) <= set(map(str, later.matchers))
+    return all(_implied(m, later.matchers) for m in first.matchers)
+
+
+def _implied(matcher: Matcher, given: tuple[Matcher, ...]) -> bool:
+    """Is `matcher` true for every label set that satisfies all of `given`?"""
+    for g in given:
+        if g.name != matcher.name:
+            continue
+        if (g.op, g.value) == (matcher.op, matcher.value):
+            return True
+        if g.op == "=" and matcher.matches({g.name: g.value}):
+            return True  # `given` pins the label to one value, and that value passes
+    return False

@@ -106,10 +106,11 @@ class InProcessWorker:
             time.sleep(0.05)
 
     def wait_executions(self, count: int, timeout: float = 15, **filters: Any) -> list[dict]:
-        """Poll the store until `count` decisions exist (processing is asynchronous)."""
+        """Poll until `count` final decisions exist (processing is asynchronous)."""
         deadline = time.monotonic() + timeout
         while True:
-            found = self.call(self.service.store.list_executions(1000, **filters))
+            found = [d for d in self.call(self.service.store.list_executions(1000, **filters))
+                     if d["outcome"] != "running"]
             if len(found) >= count or time.monotonic() > deadline:
                 return found
             time.sleep(0.05)
