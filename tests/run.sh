@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Sets up everything the test suite needs on a fresh Debian machine, then runs it:
+# Debian packages for the real peers (Prometheus, Alertmanager, kubectl), a virtualenv with
+# the package and its test extras, then lint, the playbook tests and pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
+if ((${#missing[@]})); then
+  echo "== installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if ! command -v kubectl >/dev/null; then
+  echo "== installing kubectl"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubectl \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  python3 -m venv .venv
+fi
+echo "== installing remediator with test extras"
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+export PATH="$PWD/.venv/bin:$PATH"
+
+echo "== ruff"
+ruff check .
+echo "== remediator lint rules/"
+remediator lint rules/
+if compgen -G "rules/*_test.yaml" >/dev/null; then
+  echo "== remediator test rules/*_test.yaml"
+  remediator test rules/*_test.yaml
+fi
+echo "== pytest"
+python -m pytest -q -p no:cacheprovider "$@"
