@@ -113,6 +113,24 @@ class Engine:
         group = Group(**_group_kwargs(decision.get("group") or {}))
         return await self.execute(pb, alert, group, alert.dedupe_key)
 
+    async def expire_approvals(self) -> int:
+        """Approvals left pending past their TTL expire, and the execution escalates."""
+        now = self.clock()
+        expired = 0
+        for key, state in (await self.store.list_state("approval:")).items():
+            if state["status"] != "pending" or now < state["expires_at"]:
+                continue
+            state.update(status="expired", decided_at=now)
+            await self.store.put_state(key, state)
+            decision = await self.store.get_execution(key.split(":", 1)[1])
+            if decision is None:
+                continue
+            decision.update(outcome="escalated", reason=f"approval_pending: step "
+                            f"{state['step']!r} was not approved before it expired; nothing ran")
+            await self._finish(decision, escalate=True)
+            expired += 1
+        return expired
+
     async def _run_steps(self, decision: dict[str, Any], steps: tuple[Step, ...],
                          ctx: dict[str, Any], gc: GuardContext) -> str | None:
         journal = await self.store.completed_steps(decision["id"])

@@ -70,10 +70,12 @@ PreconditionCheck = Callable[[str | None, Alert, bool], Awaitable[tuple[bool, st
 class Guards:
     def __init__(self, store: Store, settings: GuardSettings | None = None,
                  clock: Callable[[], float] = time.time,
-                 precondition: PreconditionCheck | None = None):
+                 precondition: PreconditionCheck | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
         self.store = store
         self.settings = settings or GuardSettings()
         self.clock = clock
+        self.sleep = sleep  # with `clock`, what `remediator test` replaces by a fake clock
         self.precondition = precondition
         self._locks: dict[str, str] = {}
 
@@ -163,7 +165,7 @@ class Guards:
         if not cfg or gc.mode != "live" or self.precondition is None:
             return None
         if cfg.get("delay"):
-            await asyncio.sleep(parse_duration(cfg["delay"]))
+            await self.sleep(parse_duration(cfg["delay"]))
         promql = cfg.get("promql")
         if promql:
             promql = templating.render(promql, {"labels": gc.alert.labels,

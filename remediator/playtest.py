@@ -35,11 +35,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path as FsPath
 from typing import Any
-from unittest import mock
 
 import yaml
 
-from . import guards as guards_module
 from .actions.base import Action, ActionContext, ActionError, TransientError, parse_duration
 from .alerts import PayloadError, notification_from_dict
 from .config import ConfigError, load_config
@@ -79,16 +77,6 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:  # a precondition `delay` passes instantly
         self.now += max(0.0, seconds)
         await asyncio.sleep(0)
-
-
-class _FakeAsyncio:
-    """asyncio as guards.py sees it during a test: `sleep` moves the fake clock."""
-
-    def __init__(self, clock: FakeClock):
-        self.sleep = clock.sleep
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(asyncio, name)
 
 
 _CURRENT_STEP: contextvars.ContextVar[str] = contextvars.ContextVar("playtest_step", default="")
@@ -179,27 +167,25 @@ async def _run_case(source: Source, index: int, rules: list[str], sinks: set[str
         episodes: dict[str, str] = {}
         scheduled = 0.0
         try:
-            # Guards sleep for a precondition `delay`: on the fake clock that is instant.
-            with mock.patch.object(guards_module, "asyncio", _FakeAsyncio(clock)):
-                for i, item in enumerate(case["alerts"]):
-                    at = ("tests", index, "alerts", i)
-                    for n in range(item.get("repeat", 1)):
-                        when = parse_duration(item.get("at", 0)) + n * parse_duration(
-                            item.get("every", 0))
-                        if when < scheduled:
-                            raise PlaytestError([source.problem(
-                                (*at, "at"), "error", "alerts must be listed in time order")])
-                        # A guard's delay may have moved the clock past `at`: time never runs back.
-                        scheduled, clock.now = when, max(clock.now, clock.start + when)
-                        decisions = await _send(service, item, clock, episodes, source, at)
-                        result.decisions += decisions
-                        label = f"alert {i + 1}" + (f" (repeat {n + 1})" if n else "") + \
-                            f" at {_offset(when)}: {_alert_text(item)}"
-                        result.shown.append(label + "\n" + _dump([_summary(d) for d in decisions]))
-                        if "expect" in item:
-                            diff = compare(item["expect"], decisions)
-                            if diff:
-                                result.failures.append(label + "\n" + diff)
+            for i, item in enumerate(case["alerts"]):
+                at = ("tests", index, "alerts", i)
+                for n in range(item.get("repeat", 1)):
+                    when = parse_duration(item.get("at", 0)) + n * parse_duration(
+                        item.get("every", 0))
+                    if when < scheduled:
+                        raise PlaytestError([source.problem(
+                            (*at, "at"), "error", "alerts must be listed in time order")])
+                    # A guard's delay may have moved the clock past `at`: time never runs back.
+                    scheduled, clock.now = when, max(clock.now, clock.start + when)
+                    decisions = await _send(service, item, clock, episodes, source, at)
+                    result.decisions += decisions
+                    label = f"alert {i + 1}" + (f" (repeat {n + 1})" if n else "") + \
+                        f" at {_offset(when)}: {_alert_text(item)}"
+                    result.shown.append(label + "\n" + _dump([_summary(d) for d in decisions]))
+                    if "expect" in item:
+                        diff = compare(item["expect"], decisions)
+                        if diff:
+                            result.failures.append(label + "\n" + diff)
         finally:
             await service.stop()
     return result
@@ -232,7 +218,9 @@ def _service(source: Source, index: int, rules: list[str], sinks: set[str],
         raise PlaytestError([source.problem(("tests", index, "start"), "error",
                                             "start: not an RFC 3339 time")]) from None
     clock = FakeClock(start.timestamp())
-    return Service(cfg, clock=clock, executor=CannedExecutor(case.get("results") or {})), clock
+    # A precondition `delay` sleeps on the fake clock: instant, yet the clock moves.
+    return Service(cfg, clock=clock, sleep=clock.sleep,
+                   executor=CannedExecutor(case.get("results") or {})), clock
 
 
 def _canned_precondition(answers: bool | list[bool]) -> Any:

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .actions.backends import Backends
@@ -31,8 +31,10 @@ log = logging.getLogger("remediator.service")
 
 class Service:
     def __init__(self, config: Config, metrics: Metrics | None = None,
-                 clock: Callable[[], float] = time.time, executor: Executor | None = None):
+                 clock: Callable[[], float] = time.time, executor: Executor | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
         self.config = config
+        self.sleep = sleep
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.store = open_store(config.store, config.store_sync)
@@ -53,7 +55,7 @@ class Service:
     async def start(self, dispatch: bool = True) -> None:
         self.rules = load_rules(self.config.rules, set(self.sinks))
         await self.store.open()
-        guards = Guards(self.store, self.config.guards, clock=self.clock,
+        guards = Guards(self.store, self.config.guards, clock=self.clock, sleep=self.sleep,
                         precondition=precondition_check(self.backends))
         escalator = Escalator(self.store, self.backends, self.sinks,
                               self.config.escalation_default_sinks, self.metrics,
@@ -68,7 +70,7 @@ class Service:
             log.warning("resuming %d alert(s) interrupted by a previous stop", resumed)
         if dispatch:
             self._tasks = [asyncio.create_task(self._dispatch_loop(), name="dispatcher"),
-                           asyncio.create_task(self._redeliver_loop(), name="redeliver")]
+                           asyncio.create_task(self._maintenance_loop(), name="maintenance")]
         self.ready = True
 
     async def stop(self) -> None:
@@ -168,14 +170,23 @@ class Service:
         await self.store.finish(item.id)
         return decisions
 
-    async def _redeliver_loop(self) -> None:
-        escalator = self.engine.escalator if self.engine else None
-        while escalator is not None:
+    async def _maintenance_loop(self, interval: float = 10.0) -> None:
+        """Redeliver spooled notes, expire approvals, refresh gauges: periodic, off the
+        alert path."""
+        while True:
             try:
-                await escalator.redeliver()
+                await self.maintain()
             except Exception:
-                log.exception("escalation redelivery failed")
-            await asyncio.sleep(10)
+                log.exception("maintenance failed; retrying in %gs", interval)
+            await asyncio.sleep(interval)
+
+    async def maintain(self) -> None:
+        assert self.engine is not None and self.engine.escalator is not None
+        await self.engine.escalator.redeliver()
+        await self.engine.expire_approvals()
+        now = self.clock()
+        circuits = await self.store.list_state("circuit:")
+        self.metrics.circuits_open.set(sum(1 for c in circuits.values() if c["until"] > now))
 
     # --- operator actions --------------------------------------------------------------
 

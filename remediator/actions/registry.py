@@ -5,8 +5,11 @@ from __future__ import annotations
 from .alertmanager import AlertStatus, Silence
 from .base import Action
 from .core import Log, Wait
+from .evidence import EvidenceBundle
 from .http import HttpRequest
 from .prometheus import PrometheusQuery, PrometheusWaitUntil
+from .s3 import HeadBucket, HeadObject, ListObjectVersions, ObjectStats, RestoreVersion
+from .s3_integrity import SampleIntegrity, VerifyChecksum
 
 ACTIONS: dict[str, Action] = {
     a.name: a
@@ -14,6 +17,8 @@ ACTIONS: dict[str, Action] = {
         Log(), Wait(), HttpRequest(),
         PrometheusQuery(), PrometheusWaitUntil(),
         AlertStatus(), Silence(),
+        HeadObject(), HeadBucket(), VerifyChecksum(), ListObjectVersions(), RestoreVersion(),
+        SampleIntegrity(), ObjectStats(), EvidenceBundle(),
     )
 }
 

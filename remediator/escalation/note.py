@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .. import templating
 from ..playbooks.models import Playbook
 
 _EVIDENCE_CHARS = 1500
@@ -19,19 +20,32 @@ def severity_of(decision: dict[str, Any], pb: Playbook | None) -> tuple[str, flo
     return severity, within
 
 
+def _render(text: str, decision: dict[str, Any]) -> str:
+    """Render a playbook's note template; a broken one is shown raw, never lost."""
+    alert = decision["alert"]
+    context = {"labels": alert["labels"], "annotations": alert["annotations"], "alert": alert,
+               "group": decision.get("group") or {}, "target": decision.get("target"),
+               "playbook": {"name": decision.get("playbook")},
+               "steps": {s["name"]: s for s in decision.get("steps") or []}}
+    try:
+        return templating.render(text, context)
+    except templating.TemplateError:
+        return text
+
+
 def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str = "") -> str:
     alert = decision["alert"]
     labels, annotations = alert["labels"], alert["annotations"]
     severity, within = severity_of(decision, pb)
-    title = (pb.escalation.summary if pb and pb.escalation and pb.escalation.summary
+    esc = pb.escalation if pb else None
+    title = (_render(esc.summary, decision) if esc and esc.summary
              else annotations.get("summary") or decision["alertname"])
     lines = [
         f"# [{severity.upper()}] {decision['alertname']}: {title}",
         "",
         f"- **Respond within:** {_minutes(within)}" if within else "- **Respond within:** n/a",
         f"- **Outcome:** `{decision['outcome']}` — {decision.get('reason') or 'see timeline'}",
-        f"- **Owner:** {pb.escalation.owner}" if pb and pb.escalation and pb.escalation.owner
-        else None,
+        f"- **Owner:** {_render(esc.owner, decision)}" if esc and esc.owner else None,
         f"- **Playbook:** `{decision.get('playbook')}` ({decision.get('mode')})",
         f"- **Target:** `{decision.get('target')}`" if decision.get("target") else None,
         f"- **Execution:** `{decision['id']}`",

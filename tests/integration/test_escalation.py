@@ -1,0 +1,144 @@
+"""Escalation notes: content worth reading, delivered to real HTTP receivers and a real
+Alertmanager, and a sink that is down then up receives the note exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+
+from remediator.actions.base import ActionError
+from remediator.alerts import parse_notification
+from remediator.config import Config
+from remediator.executor import Executor
+from remediator.service import Service
+from tests.support.alertmanager import webhook_config
+from tests.support.payloads import alert, notification
+from tests.support.webhook import WebhookReceiver
+
+RULES = """
+playbooks:
+  - name: code-forge-s3-upload-failure
+    runbook: https://runbooks.example/code-forge#upload
+    match: {alertname: CodeForgeS3UploadFailureHigh}
+    target: {kind: deployment, namespace: "{{ labels.namespace }}", name: code-forge}
+    guards: {cooldown: 10m}
+    steps:
+      - name: logs
+        action: http.request
+        params: {url: "http://127.0.0.1:9/logs"}
+      - name: restart
+        action: http.request
+        params: {url: "http://127.0.0.1:9/restart", method: POST}
+    escalation:
+      severity: critical
+      respond_within: 15m
+      owner: "#code-forge-team ({{ labels.namespace }})"
+      summary: "S3 uploads failing for {{ target }}"
+      sinks: %(sinks)s
+      next_steps:
+        - "kubectl exec -it deploy/code-forge -n neural-hive-pipeline -- aws sts get-caller-identity"
+        - "aws s3api get-bucket-policy --bucket code-forge-artifacts-prod"
+"""
+
+
+def _service(tmp, sinks: dict, names: list[str], store: str = "sqlite://") -> Service:
+    rules = tmp / "rules"
+    rules.mkdir(exist_ok=True)
+    (rules / "cf.yaml").write_text(textwrap.dedent(RULES % {"sinks": json.dumps(names)}))
+
+    async def runner(action, params, ctx):
+        if params["method"] == "POST":
+            raise ActionError("restart refused: deployments.apps is forbidden", {"status": 403})
+        return {"status": 200, "lines": ["ERROR s3 upload failed: ExpiredToken"]}
+
+    cfg = Config(rules=[str(rules)], store=store, mode="live", escalation_dir=str(tmp / "notes"),
+                 escalation_sinks=sinks)
+    return Service(cfg, executor=Executor(runner=runner, retry_wait=0))
+
+
+def _fire(service: Service) -> dict:
+    async def go() -> dict:
+        await service.start(dispatch=False)
+        await service.intake(parse_notification(json.dumps(notification(alert(
+            "CodeForgeS3UploadFailureHigh", namespace="neural-hive-pipeline", severity="critical",
+            annotations={"summary": "upload failure ratio 12%"}))).encode()))
+        [decision] = await service.drain()
+        return decision
+    return asyncio.new_event_loop().run_until_complete(go())
+
+
+def test_note_has_what_a_human_needs_and_reaches_webhook_and_slack(tmp_path, webhook_receiver):
+    slack = WebhookReceiver().start()
+    try:
+        sinks = {"hook": {"type": "webhook", "url": webhook_receiver.url},
+                 "chat": {"type": "slack", "url": slack.url}}
+        decision = _fire(_service(tmp_path, sinks, ["files", "hook", "chat"]))
+        assert decision["outcome"] == "failed"
+        assert set(decision["escalation"]["deliveries"]) == {"files", "hook", "chat"}
+        note = (tmp_path / "notes" / f"{decision['id']}.md").read_text()
+        for expected in ("# [CRITICAL] CodeForgeS3UploadFailureHigh: S3 uploads failing for "
+                         "neural-hive-pipeline/deployment/code-forge",
+                         "**Respond within:** 15 min", "**Owner:** #code-forge-team (neural-hive-pipeline)",
+                         "https://runbooks.example/code-forge#upload", "`namespace=neural-hive-pipeline`",
+                         "`logs` (http.request): **succeeded**", "`restart` (http.request): **failed**",
+                         "ExpiredToken", "restart refused: deployments.apps is forbidden",
+                         "aws sts get-caller-identity", "## Next steps"):
+            assert expected in note, expected
+        body = webhook_receiver.wait_for().body
+        assert body["id"] == decision["id"] and body["severity"] == "critical"
+        assert body["markdown"] == note
+        assert slack.wait_for().body["text"].startswith("# [CRITICAL] CodeForgeS3UploadFailureHigh")
+    finally:
+        slack.stop()
+
+
+def test_alertmanager_sink_pages_through_existing_routing(tmp_path, alertmanager_factory):
+    receiver = WebhookReceiver().start()
+    try:
+        am = alertmanager_factory(webhook_config(receiver.url))
+        decision = _fire(_service(tmp_path, {"am": {"type": "alertmanager", "url": am.url}}, ["am"]))
+        assert decision["escalation"]["deliveries"]["am"].startswith("delivered")
+        [page] = am.alerts(alertname="RemediationEscalation")
+        assert page["labels"]["original_alertname"] == "CodeForgeS3UploadFailureHigh"
+        assert page["labels"]["severity"] == "critical" and page["labels"]["execution_id"] == decision["id"]
+        assert page["labels"]["namespace"] == "neural-hive-pipeline"
+        delivered = receiver.wait_for(lambda d: any(
+            a["labels"]["alertname"] == "RemediationEscalation" for a in d.body["alerts"]))
+        assert "S3 uploads failing" in delivered.body["alerts"][0]["annotations"]["summary"]
+    finally:
+        receiver.stop()
+
+
+def test_sink_down_then_up_gets_the_note_exactly_once_even_across_a_restart(tmp_path, webhook_receiver):
+    webhook_receiver.status = 503
+    sinks = {"hook": {"type": "webhook", "url": webhook_receiver.url}}
+    store = f"sqlite:///{tmp_path}/spool.db"
+    loop = asyncio.new_event_loop()
+
+    async def while_down() -> None:
+        first = _service(tmp_path, sinks, ["hook"], store)
+        await first.start(dispatch=False)
+        first.engine.escalator.retry_wait = 0
+        await first.intake(parse_notification(json.dumps(notification(alert(
+            "CodeForgeS3UploadFailureHigh", namespace="neural-hive-pipeline"))).encode()))
+        [decision] = await first.drain()
+        assert decision["escalation"]["deliveries"] == {"hook": "spooled"}
+        assert await first.engine.escalator.redeliver() == 1  # still down: kept
+        await first.stop()
+
+    async def after_restart() -> None:
+        second = _service(tmp_path, sinks, ["hook"], store)
+        await second.start(dispatch=False)
+        assert await second.engine.escalator.redeliver() == 0
+        assert await second.engine.escalator.redeliver() == 0  # nothing left to send twice
+        assert await second.store.list_state("spool:") == {}
+        await second.stop()
+
+    loop.run_until_complete(while_down())
+    refused = len(webhook_receiver.deliveries)
+    assert refused == 4  # 3 attempts with backoff, then one redelivery while still down
+    webhook_receiver.status = 200
+    loop.run_until_complete(after_restart())
+    assert len(webhook_receiver.deliveries) == refused + 1  # arrived once
+    assert webhook_receiver.deliveries[-1].body["alertname"] == "CodeForgeS3UploadFailureHigh"

@@ -1,0 +1,248 @@
+"""Every guard at its boundaries, through the real Service and store, on a simulated clock.
+
+Actions are answered by a recording runner (the guards are under test here, not the
+backends); each test counts the mutations that actually reached the runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from remediator.alerts import parse_notification
+from remediator.config import Config
+from remediator.executor import Executor
+from remediator.guards import GuardSettings
+from remediator.playtest import FakeClock
+from remediator.service import Service
+from tests.support.payloads import alert, notification
+
+START = 1_767_607_200.0  # 2026-01-05T10:00:00Z, a Monday
+
+PLAYBOOK = """
+playbooks:
+  - name: restart-web
+    match: {{alertname: WebDown}}
+    target: {{kind: deployment, namespace: "{{{{ labels.namespace }}}}", name: "{{{{ labels.deployment }}}}"}}
+    guards: {guards}
+    steps:
+      - name: restart
+        action: http.request
+        params: {{url: "http://127.0.0.1:9/restart", method: POST}}{approval}
+    escalation: {{severity: critical, next_steps: ["page the web team"]}}
+"""
+
+
+class Harness:
+    """A Service on a file store and a fake clock; `calls` counts mutations that ran."""
+
+    def __init__(self, tmp: Path, guards: str, approval: bool = False, slow: float = 0.0,
+                 settings: GuardSettings | None = None):
+        rules = tmp / "rules"
+        rules.mkdir(exist_ok=True)
+        (rules / "web.yaml").write_text(textwrap.dedent(PLAYBOOK.format(
+            guards=guards, approval="\n        approval: required" if approval else "")))
+        self.cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp}/guards.db", mode="live",
+                          escalation_dir=str(tmp / "notes"), guards=settings or GuardSettings())
+        self.clock = FakeClock(START)
+        self.calls: list[str] = []
+        self.slow = slow
+        self.notes = tmp / "notes"
+        self.service: Service | None = None
+
+    async def _runner(self, action: Any, params: dict, ctx: Any) -> dict:
+        self.calls.append(ctx.execution_id)
+        if self.slow:
+            await asyncio.sleep(self.slow)
+        return {"status": 202}
+
+    async def start(self) -> Harness:
+        self.service = Service(self.cfg, clock=self.clock, sleep=self.clock.sleep,
+                               executor=Executor(runner=self._runner, retry_wait=0))
+        await self.service.start(dispatch=False)
+        return self
+
+    async def restart(self) -> None:
+        assert self.service is not None
+        await self.service.stop()
+        await self.start()
+
+    async def fire(self, *alerts: dict, at: float | None = None) -> list[dict]:
+        assert self.service is not None
+        if at is not None:
+            self.clock.now = START + at
+        await self.service.intake(parse_notification(json.dumps(notification(*alerts)).encode()))
+        return await self.service.drain()
+
+    def note_files(self) -> list[Path]:
+        return sorted(self.notes.glob("*.md")) if self.notes.exists() else []
+
+
+def web(n: int, namespace: str = "prod", deployment: str = "web", fingerprint: str = "",
+        **kw: Any) -> dict:
+    """Episode `n` of the alert: a new startsAt each time it fires again."""
+    return alert("WebDown", namespace=namespace, deployment=deployment,
+                 fingerprint=fingerprint or deployment,
+                 starts_at=f"2026-01-05T{10 + n // 60:02d}:{n % 60:02d}:00Z", **kw)
+
+
+@pytest.fixture
+def run():
+    loop = asyncio.new_event_loop()
+    yield loop.run_until_complete
+    loop.close()
+
+
+def test_rate_limit_at_its_boundary_and_across_a_restart(tmp_path, run):
+    h = run(Harness(tmp_path, "{rate_limit: {max: 3, window: 1h}}").start())
+    for n in range(3):
+        [d] = run(h.fire(web(n), at=n * 60))
+        assert d["outcome"] == "succeeded"
+    run(h.restart())  # counters live in the store
+    [d] = run(h.fire(web(3), at=3 * 60))
+    assert d["outcome"] == "blocked"
+    assert d["reason"].startswith("rate_limited: 3 of max 3 mutations of restart-web:prod/deployment/web")
+    assert "next allowed at 2026-01-05T11:00:00Z" in d["reason"]
+    [d] = run(h.fire(web(4), at=3600 - 1))
+    assert d["outcome"] == "blocked"  # the first event is still inside the window
+    [d] = run(h.fire(web(5), at=3600 + 1))
+    assert d["outcome"] == "succeeded"
+    assert len(h.calls) == 4
+    run(h.service.stop())
+
+
+def test_cooldown_at_its_boundary(tmp_path, run):
+    h = run(Harness(tmp_path, "{cooldown: 10m}").start())
+    assert run(h.fire(web(0), at=0))[0]["outcome"] == "succeeded"
+    [d] = run(h.fire(web(1), at=599))
+    assert (d["outcome"], d["reason"].split(":")[0]) == ("blocked", "cooldown")
+    assert "ends at 2026-01-05T10:10:00Z" in d["reason"]
+    assert run(h.fire(web(2), at=601))[0]["outcome"] == "succeeded"
+    # another target is not cooling down
+    assert run(h.fire(web(3, deployment="api"), at=602))[0]["outcome"] == "succeeded"
+    assert len(h.calls) == 3
+    run(h.service.stop())
+
+
+def test_two_alerts_for_one_target_arriving_together_run_once(tmp_path, run):
+    h = run(Harness(tmp_path, "{cooldown: 1m}", slow=0.2).start())
+    decisions = run(h.fire(web(0, fingerprint="a"), web(0, fingerprint="b", severity="page")))
+    outcomes = sorted(d["outcome"] for d in decisions)
+    assert outcomes == ["blocked", "succeeded"]
+    coalesced = next(d for d in decisions if d["outcome"] == "blocked")
+    assert coalesced["reason"].startswith("locked: coalesced into running execution")
+    assert len(h.calls) == 1
+    run(h.service.stop())
+
+
+def test_circuit_breaker_opens_once_with_one_not_working_note(tmp_path, run):
+    h = run(Harness(tmp_path, "{cooldown: 1m, circuit_breaker: {max_refires: 2, window: 1h}}").start())
+    assert run(h.fire(web(0), at=0))[0]["outcome"] == "succeeded"
+    assert run(h.fire(web(5), at=300))[0]["outcome"] == "succeeded"
+    [opened] = run(h.fire(web(10), at=600))
+    assert opened["outcome"] == "blocked"
+    assert opened["reason"].startswith("circuit_open: remediation is not working")
+    [still] = run(h.fire(web(15), at=900))
+    assert still["reason"].startswith("circuit_open: circuit for prod/deployment/web open")
+    assert len(h.calls) == 2
+    notes = [p.read_text() for p in h.note_files()]
+    assert sum("remediation is not working" in n for n in notes) == 1
+    assert len(notes) == 1  # the repeat was blocked without paging again
+    run(h.service.stop())
+
+
+def test_scope_denies_system_namespaces_and_honours_allow_list(tmp_path, run):
+    settings = GuardSettings(namespaces_allow=["prod", "kube-system"], namespaces_deny=["kube-system"])
+    h = run(Harness(tmp_path, "{cooldown: 1m}", settings=settings).start())
+    [d] = run(h.fire(web(0, namespace="staging")))
+    assert d["reason"] == "scope_denied: namespace 'staging' is not in the allow list (prod, kube-system)"
+    (tmp_path / "defaults").mkdir()
+    h2 = run(Harness(tmp_path / "defaults", "{cooldown: 1m}").start())
+    [d2] = run(h2.fire(web(0, namespace="kube-system")))
+    assert d2["reason"] == "scope_denied: namespace 'kube-system' is denied"
+    assert h.calls == [] and h2.calls == []
+    run(h.service.stop())
+    run(h2.service.stop())
+
+
+def test_global_budget_spans_targets(tmp_path, run):
+    h = run(Harness(tmp_path, "{cooldown: 1m}", settings=GuardSettings(budget_max=2)).start())
+    outcomes = [run(h.fire(web(0, deployment=f"d{i}"), at=i))[0]["outcome"] for i in range(3)]
+    assert outcomes == ["succeeded", "succeeded", "blocked"]
+    [d] = run(h.fire(web(0, deployment="d9"), at=3))
+    assert "global budget spent: 2 of max 2" in d["reason"]
+    run(h.service.stop())
+
+
+def test_pause_records_but_never_mutates(tmp_path, run):
+    h = run(Harness(tmp_path, "{cooldown: 1m}").start())
+    run(h.service.store.put_state("paused", {"paused": True, "by": "alice"}))
+    [d] = run(h.fire(web(0)))
+    assert d["outcome"] == "blocked" and d["reason"].startswith("paused: automation is paused by alice")
+    run(h.service.store.put_state("paused", {"paused": False}))
+    assert run(h.fire(web(1), at=120))[0]["outcome"] == "succeeded"
+    assert len(h.calls) == 1
+    run(h.service.stop())
+
+
+def test_precondition_rechecked_after_delay(tmp_path, run):
+    h = run(Harness(tmp_path, "{cooldown: 1m, precondition: {alert_firing: true, delay: 5m}}").start())
+    answers = iter([(False, "WebDown is no longer firing at Alertmanager"), (True, "")])
+
+    async def canned(promql, alert, check_firing):
+        assert check_firing
+        return next(answers)
+    h.service.engine.guards.precondition = canned
+    [d] = run(h.fire(web(0), at=0))
+    assert d["reason"] == "precondition_false: WebDown is no longer firing at Alertmanager"
+    assert h.clock.now == START + 300  # it waited the delay before re-checking
+    assert run(h.fire(web(10), at=600))[0]["outcome"] == "succeeded"
+    assert len(h.calls) == 1
+    run(h.service.stop())
+
+
+def test_time_window_only_escalates_outside_hours(tmp_path, run):
+    windows = "{cooldown: 1m, time_windows: [{days: [mon, tue, wed, thu, fri], start: '09:00', end: '17:00'}]}"  # noqa: E501
+    h = run(Harness(tmp_path, windows).start())
+    assert run(h.fire(web(0), at=0))[0]["outcome"] == "succeeded"  # Monday 10:00Z
+    [d] = run(h.fire(web(1), at=8 * 3600))  # Monday 18:00Z
+    assert d["reason"].startswith("time_window: 18:00Z mon is outside")
+    assert d["escalation"] is not None and len(h.note_files()) == 1
+    run(h.service.stop())
+
+
+def test_approval_pauses_then_resumes_once_approved(tmp_path, run):
+    h = run(Harness(tmp_path, "{cooldown: 1m, approval_ttl: 30m}", approval=True).start())
+    [d] = run(h.fire(web(0)))
+    assert d["outcome"] == "blocked" and d["reason"].startswith("approval_pending: step 'restart'")
+    note = h.note_files()[0].read_text()
+    assert f"remediator approve {d['id']}" in note and "/approve" in note
+    assert h.calls == []
+    resumed = run(h.service.approve(d["id"], by="alice"))
+    assert resumed["outcome"] == "succeeded" and h.calls == [d["id"]]
+    with pytest.raises(ValueError, match="no pending approval"):
+        run(h.service.approve(d["id"], by="bob"))
+    run(h.service.stop())
+
+
+def test_rejected_expired_and_resolved_approvals_never_run(tmp_path, run):
+    h = run(Harness(tmp_path, "{cooldown: 1m, approval_ttl: 30m}", approval=True).start())
+    [rejected] = run(h.fire(web(0, deployment="a")))
+    assert run(h.service.approve(rejected["id"], by="bob", approve=False))["reason"] == \
+        "approval_pending: approval rejected by bob"
+    [expiring] = run(h.fire(web(0, deployment="b")))
+    h.clock.now += 31 * 60
+    assert run(h.service.engine.expire_approvals()) == 1
+    expired = run(h.service.store.get_execution(expiring["id"]))
+    assert expired["outcome"] == "escalated" and "not approved before it expired" in expired["reason"]
+    [resolving] = run(h.fire(web(0, deployment="c")))
+    run(h.fire(web(0, deployment="c", status="resolved")))
+    with pytest.raises(ValueError, match="resolved"):
+        run(h.service.approve(resolving["id"], by="carol"))
+    assert h.calls == []
+    run(h.service.stop())
