@@ -206,8 +206,6 @@ class Engine:
         actx = ActionContext(backends=self.backends, log=log, execution_id=gc.execution_id,
                              fingerprint=gc.alert.fingerprint, results=ctx["steps"])
         await self.executor.run(action, params, actx, record, step.timeout, step.retries)
-        if record.mutating:  # a failed attempt still touched the target: it counts
-            await self.guards.record_mutation(gc, step)  # type: ignore[union-attr]
         if self.metrics:
             self.metrics.step_seconds.labels(step.action, record.outcome).observe(
                 record.duration_seconds)

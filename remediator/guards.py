@@ -78,6 +78,7 @@ class Guards:
         self.sleep = sleep  # with `clock`, what `remediator test` replaces by a fake clock
         self.precondition = precondition
         self._locks: dict[str, str] = {}
+        self._admission = asyncio.Lock()
 
     # --- execution level ---------------------------------------------------------------
 
@@ -184,16 +185,22 @@ class Guards:
 
     async def before_mutation(self, gc: GuardContext, step: Step,
                               params: dict[str, Any]) -> Block | None:
-        for check in (self._paused_mutation, self._scope, self._approval, self._rate_limit,
-                      self._cooldown, self._budget):
-            block = await check(gc, step, params)
-            if block is not None:
-                if gc.mode == "live" and block.guard != "approval_pending":
-                    self._release(gc)
-                return block
+        """Admit a mutation or say why not. Admission checks the limits and, in live mode,
+        reserves its place in them in one critical section: executions running at the same
+        time can never both take the last slot of a rate limit or budget."""
+        async with self._admission:
+            for check in (self._paused_mutation, self._scope, self._approval, self._rate_limit,
+                          self._cooldown, self._budget):
+                block = await check(gc, step, params)
+                if block is not None:
+                    if gc.mode == "live" and block.guard != "approval_pending":
+                        self._release(gc)
+                    return block
+            if gc.mode == "live":  # an attempt counts even if it fails: it touched the target
+                await self._record_mutation(gc, step)
         return None
 
-    async def record_mutation(self, gc: GuardContext, step: Step) -> None:
+    async def _record_mutation(self, gc: GuardContext, step: Step) -> None:
         now = self.clock()
         await self.store.record_event("mutation", self._rate_key(gc), now, {"step": step.name})
         if gc.target:
