@@ -8,6 +8,7 @@ completed step.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -47,6 +48,10 @@ class Engine:
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
+        # Executions waiting in a read-only step, by alert fingerprint, so that the alert's
+        # resolution can cancel the wait; and those a resolution has cancelled.
+        self._waiting: dict[str, dict[str, asyncio.Task[Any]]] = {}
+        self._resolved: set[str] = set()
         if self.guards is None:
             self.guards = Guards(self.store, clock=self.clock)
 
@@ -83,6 +88,7 @@ class Engine:
         steps = pb.steps_for(alert.status)
         resolving = alert.status == "resolved" and pb.status == "firing"
         if resolving:
+            self._cancel_waits(alert.fingerprint)
             await self.guards.on_resolved(gc)  # type: ignore[union-attr]
         elif block := await self.guards.before_execution(gc):  # type: ignore[union-attr]
             return await self._blocked(decision, block)
@@ -159,6 +165,9 @@ class Engine:
             if record.outcome == "blocked":
                 await self._blocked(decision, Block(record.guard, record.detail), step=step.name)
                 return None
+            if record.outcome == "cancelled":
+                decision["reason"] = f"the alert resolved while step {step.name!r} waited"
+                return "resolved"
             if record.outcome == "failed":
                 decision["reason"] = f"step {step.name!r} failed: {record.detail}"
                 if step.on_failure == "continue":
@@ -205,11 +214,39 @@ class Engine:
         await self.store.save_step(*journal, record.to_dict())
         actx = ActionContext(backends=self.backends, log=log, execution_id=gc.execution_id,
                              fingerprint=gc.alert.fingerprint, results=ctx["steps"])
-        await self.executor.run(action, params, actx, record, step.timeout, step.retries)
+        if record.mutating:  # a change in flight is never interrupted by a resolution
+            await self.executor.run(action, params, actx, record, step.timeout, step.retries)
+        else:
+            await self._run_cancellable(gc, action, params, actx, record, step)
         if self.metrics:
             self.metrics.step_seconds.labels(step.action, record.outcome).observe(
                 record.duration_seconds)
         return record
+
+    async def _run_cancellable(self, gc: GuardContext, action: Any, params: dict[str, Any],
+                               actx: ActionContext, record: StepRecord, step: Step) -> None:
+        """A read-only step (a wait, a poll) that the alert's resolution may cut short."""
+        task = asyncio.current_task()
+        assert task is not None
+        waiting = self._waiting.setdefault(gc.alert.fingerprint, {})
+        waiting[gc.execution_id] = task
+        try:
+            await self.executor.run(action, params, actx, record, step.timeout, step.retries)
+        except asyncio.CancelledError:
+            if gc.execution_id not in self._resolved:
+                raise  # shutdown, not a resolution
+            self._resolved.discard(gc.execution_id)
+            task.uncancel()
+            record.outcome, record.detail = "cancelled", "the alert resolved while this step waited"
+        finally:
+            waiting.pop(gc.execution_id, None)
+            if not waiting:
+                self._waiting.pop(gc.alert.fingerprint, None)
+
+    def _cancel_waits(self, fingerprint: str) -> None:
+        for execution_id, task in self._waiting.get(fingerprint, {}).items():
+            self._resolved.add(execution_id)
+            task.cancel()
 
     async def _blocked(self, decision: dict[str, Any], block: Block,
                        step: str | None = None) -> dict[str, Any]:

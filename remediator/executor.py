@@ -31,7 +31,7 @@ class StepRecord:
     name: str
     action: str
     params: dict[str, Any]
-    outcome: str  # succeeded | failed | planned | skipped | blocked
+    outcome: str  # succeeded | failed | planned | skipped | blocked | cancelled | running
     detail: str = ""
     guard: str = ""  # the guard that blocked it
     mutating: bool = False

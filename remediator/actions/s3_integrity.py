@@ -57,10 +57,13 @@ def hash_object(s3: Any, bucket: str, key: str, version_id: str | None = None) -
     extra = {"VersionId": version_id} if version_id else {}
     response = s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED", **extra)
     digest, size = hashlib.sha256(), 0
-    with response["Body"] as body:
+    body = response["Body"]
+    try:
         for chunk in body.iter_chunks(CHUNK):
             digest.update(chunk)
             size += len(chunk)
+    finally:
+        body.close()
     return {"digest": digest.digest(), "bytes": size, "response": response}
 
 
