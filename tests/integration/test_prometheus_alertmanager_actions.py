@@ -1,0 +1,130 @@
+"""prometheus.* and alertmanager.* actions against a real Prometheus (scraping a test exporter)
+and a real Alertmanager."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+import pytest
+
+from remediator.actions.backends import Backends
+from remediator.actions.base import ActionContext, check_params
+from remediator.actions.registry import ACTIONS
+from remediator.executor import Executor, StepRecord
+from tests.support.alertmanager import make_alert, webhook_config
+from tests.support.exporter import Exporter
+from tests.support.prometheus import Prometheus, prometheus_config
+
+
+def run_action(name: str, raw: dict, backends: Backends, attempts: int = 1,
+               timeout: float = 30) -> StepRecord:
+    action = ACTIONS[name]
+    params, problems = check_params(action, raw, rendered=True)
+    assert not problems, problems
+    ctx = ActionContext(backends=backends, log=logging.getLogger("test"), execution_id="e1")
+    record = StepRecord(name="s", action=name, params=params, outcome="planned")
+
+    async def go() -> StepRecord:
+        try:
+            return await Executor(retry_wait=0.01).run(action, params, ctx, record, timeout, attempts)
+        finally:
+            await backends.close()
+    return asyncio.run(go())
+
+
+@pytest.fixture(scope="module")
+def scraped(tmp_path_factory):
+    """One Prometheus scraping one exporter for the module (first scrape takes ~5 s)."""
+    exporter = Exporter().start()
+    prom = Prometheus(tmp_path_factory.mktemp("prometheus"))
+    try:
+        prom.start(prometheus_config([exporter.target]))
+        prom.wait_for_targets()
+        yield prom, exporter
+    finally:
+        prom.stop()
+        exporter.stop()
+
+
+@pytest.fixture
+def prometheus(scraped):
+    prom, exporter = scraped
+    exporter.set("code_forge_s3_upload_failure_ratio", 0.12, namespace="neural-hive-pipeline")
+    prom.wait_for("code_forge_s3_upload_failure_ratio > 0.1", lambda r: bool(r))
+    return prom
+
+
+@pytest.fixture
+def exporter(scraped):
+    return scraped[1]
+
+
+def test_query_returns_the_sample_and_its_labels(prometheus):
+    rec = run_action("prometheus.query", {"query": "code_forge_s3_upload_failure_ratio"},
+                     Backends(prometheus_url=prometheus.url))
+    assert rec.outcome == "succeeded"
+    assert rec.result["value"] == pytest.approx(0.12)
+    assert rec.result["series"][0]["labels"]["namespace"] == "neural-hive-pipeline"
+
+
+def test_bad_promql_fails_without_retry(prometheus):
+    rec = run_action("prometheus.query", {"query": "rate(x[5m"}, Backends(prometheus_url=prometheus.url),
+                     attempts=3)
+    assert rec.outcome == "failed" and rec.attempts == 1 and "bad_data" in rec.detail
+
+
+def test_wait_until_sees_the_fix_take_effect(prometheus, exporter):
+    # The remediation "works" 2 s into the wait: the ratio drops below 5 %.
+    threading.Timer(2.0, lambda: exporter.set("code_forge_s3_upload_failure_ratio", 0.01,
+                                              namespace="neural-hive-pipeline")).start()
+    started = time.monotonic()
+    rec = run_action("prometheus.wait_until",
+                     {"query": "code_forge_s3_upload_failure_ratio < 0.05", "timeout": "30s",
+                      "interval": "0.5s"}, Backends(prometheus_url=prometheus.url))
+    assert rec.outcome == "succeeded", rec.detail
+    assert rec.result["met"] is True and rec.result["value"] == pytest.approx(0.01)
+    assert rec.result["polls"] > 1 and time.monotonic() - started >= 2
+
+
+def test_wait_until_times_out_with_the_last_value(prometheus):
+    rec = run_action("prometheus.wait_until",
+                     {"query": "code_forge_s3_upload_failure_ratio < 0.05", "timeout": "2s",
+                      "interval": "0.5s"}, Backends(prometheus_url=prometheus.url))
+    assert rec.outcome == "failed" and "condition not met within 2s" in rec.detail
+    assert rec.result["met"] is False and rec.result["polls"] >= 3
+
+
+def test_unreachable_prometheus_is_transient_and_retried():
+    rec = run_action("prometheus.query", {"query": "up"}, Backends(prometheus_url="http://127.0.0.1:9"),
+                     attempts=3)
+    assert rec.outcome == "failed" and rec.attempts == 3 and "unreachable" in rec.detail
+
+
+def test_silence_created_and_expired_and_alert_status(alertmanager_factory, webhook_receiver):
+    am = alertmanager_factory(webhook_config(webhook_receiver.url))
+    backends = Backends(alertmanager_url=am.url)
+    am.post_alerts([make_alert({"alertname": "API_DOWN", "namespace": "libervia"})])
+    status = run_action("alertmanager.alert_status", {"alertname": "API_DOWN",
+                                                      "matchers": {"namespace": "libervia"}}, backends)
+    assert status.result == {"firing": True, "count": 1}
+    other = run_action("alertmanager.alert_status", {"alertname": "API_DOWN",
+                                                     "matchers": {"namespace": "other"}}, backends)
+    assert other.result["firing"] is False
+
+    created = run_action("alertmanager.silence", {"matchers": {"alertname": "API_DOWN"},
+                                                  "duration": "30m", "comment": "restarting"}, backends)
+    assert created.outcome == "succeeded"
+    [silence] = [s for s in am.silences() if s["id"] == created.result["silence_id"]]
+    assert silence["status"]["state"] == "active" and "restarting (execution e1)" in silence["comment"]
+    expired = run_action("alertmanager.silence", {"expire_id": created.result["silence_id"]}, backends)
+    assert expired.outcome == "succeeded"
+    [silence] = [s for s in am.silences() if s["id"] == created.result["silence_id"]]
+    assert silence["status"]["state"] == "expired"
+
+
+def test_silence_needs_matchers_or_an_id():
+    _, problems = check_params(ACTIONS["alertmanager.silence"], {}, rendered=True)
+    assert problems == [("", "either matchers (to create) or expire_id (to expire) is required")]
