@@ -39,10 +39,10 @@ FINAL = ("no_match", "duplicate", "planned", "succeeded", "failed", "blocked", "
 class Engine:
     rules: RuleSet
     store: Store
+    guards: Guards
     mode: str = "dry-run"
     backends: Backends = field(default_factory=Backends)
     executor: Executor = field(default_factory=Executor)
-    guards: Guards | None = None
     escalator: Escalator | None = None
     metrics: Metrics | None = None
     clock: Callable[[], float] = time.time
@@ -52,8 +52,6 @@ class Engine:
         # resolution can cancel the wait; and those a resolution has cancelled.
         self._waiting: dict[str, dict[str, asyncio.Task[Any]]] = {}
         self._resolved: set[str] = set()
-        if self.guards is None:
-            self.guards = Guards(self.store, clock=self.clock)
 
     async def process(self, item: InboxItem) -> list[dict[str, Any]]:
         """All decisions for one acknowledged alert."""
@@ -89,8 +87,8 @@ class Engine:
         resolving = alert.status == "resolved" and pb.status == "firing"
         if resolving:
             self._cancel_waits(alert.fingerprint)
-            await self.guards.on_resolved(gc)  # type: ignore[union-attr]
-        elif block := await self.guards.before_execution(gc):  # type: ignore[union-attr]
+            await self.guards.on_resolved(gc)
+        elif block := await self.guards.before_execution(gc):
             return await self._blocked(decision, block)
         decision["outcome"] = "running"  # visible in the API while it runs
         await self.store.save_execution(decision)
@@ -107,7 +105,7 @@ class Engine:
             elif wants_note:
                 outcome = "escalated"
         decision["outcome"] = outcome
-        await self.guards.after_execution(gc, outcome)  # type: ignore[union-attr]
+        await self.guards.after_execution(gc, outcome)
         return await self._finish(decision, escalate=wants_note)
 
     async def resume(self, decision: dict[str, Any]) -> dict[str, Any]:
@@ -203,7 +201,7 @@ class Engine:
             return record
         record.mutating = action.mutates(params)
         if record.mutating:
-            block = await self.guards.before_mutation(gc, step, params)  # type: ignore[union-attr]
+            block = await self.guards.before_mutation(gc, step, params)
             if block is not None:
                 record.outcome, record.guard, record.detail = "blocked", block.guard, block.detail
                 return record
