@@ -26,6 +26,7 @@ T = TypeVar("T")
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 MAX_COPY_BYTES = 5 * 1024**3  # CopyObject's limit; larger objects need a multipart copy
+HISTORY = 1000  # versions of one key a restore looks through (one ListObjectVersions page)
 
 _TRANSIENT_CODES = frozenset({
     "SlowDown", "ServiceUnavailable", "RequestTimeout", "RequestTimeoutException", "InternalError",
@@ -316,9 +317,13 @@ class RestoreVersion(S3Action):
                               "the current object with no way back",
                               {"versioning": versioning.get("Status", "off")})
         history, _ = await call(f"ListObjectVersions {where}", versions_of, s3, bucket, key,
-                                1000, exact=True)
+                                HISTORY, exact=True)
         current = next((v for v in history if v["is_latest"]), None)
         target = _restore_target(history, current, params.get("version_id"), where)
+        if target is current:  # already current: a repeat changes nothing, not even the history
+            return {"restored_version": target["version_id"], "new_version_id": None,
+                    "previous_current": target["version_id"], "was_deleted": False,
+                    "bytes": target["size"], "changed": False}
         if (target["size"] or 0) > MAX_COPY_BYTES:
             raise ActionError(f"{where} version {target['version_id']} is {target['size']} bytes; "
                               "CopyObject stops at 5 GiB: restore it by hand with a multipart copy")
@@ -327,7 +332,8 @@ class RestoreVersion(S3Action):
                                         "VersionId": target["version_id"]})
         return {"restored_version": target["version_id"], "new_version_id": copied.get("VersionId"),
                 "previous_current": current["version_id"] if current else None,
-                "was_deleted": bool(current and current["delete_marker"]), "bytes": target["size"]}
+                "was_deleted": bool(current and current["delete_marker"]), "bytes": target["size"],
+                "changed": True}
 
 
 def _restore_target(history: list[dict], current: dict | None, wanted: str | None,
