@@ -69,8 +69,11 @@ def rule_files(paths: Iterable[str]) -> list[str]:
     for p in paths:
         path = FsPath(p)
         if path.is_dir():
+            # Hidden entries are skipped: a Kubernetes ConfigMap volume holds every file a
+            # second time under `..<timestamp>/` (behind the `..data` link).
             found.extend(str(f) for f in sorted(path.rglob("*"))
-                         if f.suffix in (".yaml", ".yml") and f.is_file() and not is_test_file(f))
+                         if f.suffix in (".yaml", ".yml") and f.is_file() and not is_test_file(f)
+                         and not any(part.startswith(".") for part in f.relative_to(path).parts))
         elif not is_test_file(path):
             found.append(str(path))
     return found

@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 
 def path_from_url(url: str) -> str:
-    """`sqlite:///abs/path.db` → `/abs/path.db`, `sqlite:///rel.db` → `rel.db`, `sqlite://` → memory."""
+    """As in SQLAlchemy: `sqlite:////abs/path.db` (four slashes) is absolute,
+    `sqlite:///rel/path.db` relative to the working directory, `sqlite://` in memory."""
     if not url.startswith("sqlite://"):
         raise ValueError(f"unsupported store URL {url!r}: expected sqlite:///path or sqlite://")
     rest = url[len("sqlite://"):]
