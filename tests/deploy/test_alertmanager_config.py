@@ -1,0 +1,87 @@
+"""deploy/alertmanager: valid for amtool, routes playbook alerts to remediator *and* humans."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import yaml
+
+from remediator.playbooks.validate import load_rules
+from tests.deploy.conftest import DEPLOY, ROOT, require_tool, run
+
+CONFIG = DEPLOY / "alertmanager" / "alertmanager.yml"
+HUMANS = "oncall"
+
+
+def config() -> dict:
+    return yaml.safe_load(CONFIG.read_text())
+
+
+def receivers_for(**labels: str) -> list[str]:
+    amtool = require_tool("amtool")
+    result = run(amtool, "config", "routes", "test", f"--config.file={CONFIG}",
+                 *(f"{k}={v}" for k, v in labels.items()))
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().split(",")
+
+
+def remediator_receiver() -> dict:
+    found = [r for r in config()["receivers"] if r["name"] == "remediator"]
+    assert len(found) == 1
+    return found[0]
+
+
+def test_amtool_accepts_the_config():
+    result = run(require_tool("amtool"), "check-config", str(CONFIG))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_webhook_reaches_the_service_with_resolved_alerts_untruncated():
+    hooks = remediator_receiver()["webhook_configs"]
+    assert len(hooks) == 1
+    hook = hooks[0]
+    service = yaml.safe_load((DEPLOY / "kubernetes" / "service.yaml").read_text())
+    url = urlsplit(hook["url"])
+    meta = service["metadata"]
+    assert url.hostname in (f"{meta['name']}.{meta['namespace']}.svc",
+                            f"{meta['name']}.{meta['namespace']}.svc.cluster.local")
+    assert url.port in [p["port"] for p in service["spec"]["ports"]]
+    assert url.path == "/alerts"
+    assert hook["send_resolved"] is True
+    assert hook["max_alerts"] == 0
+
+
+def test_bearer_token_comes_from_a_file():
+    auth = remediator_receiver()["webhook_configs"][0]["http_config"]["authorization"]
+    assert auth.get("type", "Bearer") == "Bearer"
+    assert auth["credentials_file"].startswith("/")
+    assert "credentials" not in auth, "no inline token in the config"
+
+
+def test_remediator_route_continues_and_groups_sensibly():
+    routes = [r for r in config()["route"]["routes"] if r["receiver"] == "remediator"]
+    assert len(routes) == 1
+    route = routes[0]
+    assert route["continue"] is True
+    assert "..." not in route["group_by"] and "alertname" in route["group_by"]
+    assert route["group_wait"] in ("0s", "5s", "10s", "15s", "30s")
+
+
+def test_shipped_playbook_alerts_reach_remediator_and_humans():
+    names = {n for pb in load_rules([str(ROOT / "rules")]).playbooks for n in pb.alertnames}
+    names.add("CodeForgeS3UploadFailureHigh")  # the runbooks' own alert, with or without playbooks
+    for name in sorted(names):
+        got = receivers_for(alertname=name, namespace="neural-hive-pipeline", severity="critical")
+        assert "remediator" in got, f"{name}: no route to remediator"
+        assert HUMANS in got, f"{name}: humans are no longer notified"
+
+
+def test_other_alerts_reach_humans_only():
+    assert receivers_for(alertname="KubePodCrashLooping", namespace="default") == [HUMANS]
+
+
+def test_remediator_alerts_about_itself_go_to_humans_only():
+    groups = yaml.safe_load((DEPLOY / "prometheus" / "remediator.rules.yml").read_text())["groups"]
+    for rule in (r for g in groups for r in g["rules"] if "alert" in r):
+        labels = {"alertname": rule["alert"], "job": "remediator", **rule.get("labels", {})}
+        assert receivers_for(**labels) == [HUMANS], rule["alert"]
