@@ -263,7 +263,7 @@ def _uses(playbooks: Iterable[Playbook]) -> Iterable[tuple[str, Permission]]:
     """("playbook/step", permission) for every permission every step declares."""
     for pb in playbooks:
         for step in (*pb.steps, *pb.on_resolved):
-            for perm in ACTIONS[step.action].permissions:
+            for perm in ACTIONS[step.action].permissions_for(step.params):
                 yield f"{pb.name}/{step.name}", perm
 
 

@@ -8,7 +8,7 @@
   Kustomize refuses files outside the kustomization root, so the base carries a copy
   instead of needing `--load-restrictor LoadRestrictionsNone`.
 - rbac/: one Role + RoleBinding per namespace the playbooks act in, granting exactly the
-  (apiGroup, resource, verb) triples their actions declare (`Action.permissions`, the
+  (apiGroup, resource, verb) triples their actions declare (`Action.permissions_for(step.params)`, the
   same data `remediator lint --permissions` prints), and a ClusterRole only for
   cluster-scoped resources. No wildcards, never Secrets.
 
@@ -74,7 +74,8 @@ def required_grants(rule_paths: Iterable[str], allow: list[str]) -> dict[str, se
     needed: dict[str, set[Grant]] = defaultdict(set)
     for pb in load_rules(rule_paths).playbooks:
         for step in (*pb.steps, *pb.on_resolved):
-            perms = [p for p in ACTIONS[step.action].permissions if p.kind == "rbac"]
+            perms = [p for p in ACTIONS[step.action].permissions_for(step.params)
+                     if p.kind == "rbac"]
             if not perms:
                 continue
             where = f"playbook {pb.name!r} step {step.name!r} ({step.action})"

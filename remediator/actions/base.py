@@ -96,6 +96,12 @@ class Action:
         """Whether this call changes the world; guards and dry-run act on this."""
         return self.mutating
 
+    def permissions_for(self, params: dict[str, Any]) -> tuple[Permission, ...]:
+        """What one step needs. `permissions` is everything the action may need; an action
+        narrows it by the step's literal parameters (its kind, its resource), so deploy/
+        RBAC grants what the shipped playbooks use and nothing more."""
+        return self.permissions
+
     def repeatable(self, params: dict[str, Any]) -> bool:
         """May this call run again after a crash interrupted it? Reads always may."""
         return self.idempotent or not self.mutates(params)

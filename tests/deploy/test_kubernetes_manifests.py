@@ -93,7 +93,7 @@ def needed_grants(rule_paths: Iterable[str], allow: list[str]) -> set[Grant]:
         for step in (*pb.steps, *pb.on_resolved):
             namespace = step.params.get("namespace") or (pb.target.namespace if pb.target else "")
             fixed = isinstance(namespace, str) and namespace and not templating.is_template(namespace)
-            for perm in ACTIONS[step.action].permissions:
+            for perm in ACTIONS[step.action].permissions_for(step.params):
                 if perm.kind != "rbac":
                     continue
                 if perm.resource.split("/")[0] in CLUSTER_SCOPED:
