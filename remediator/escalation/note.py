@@ -13,22 +13,34 @@ _SEVERITY_WITHIN = {"info": None, "warning": 1800, "critical": 900, "emergency":
 
 
 def severity_of(decision: dict[str, Any], pb: Playbook | None) -> tuple[str, float | None]:
-    """The playbook's severity; a confirmed mismatch or an open circuit can raise it."""
+    """The playbook's severity, raised by the first `raise` rule whose condition holds on
+    the steps' results (a confirmed checksum mismatch is an emergency)."""
     esc = pb.escalation if pb else None
     severity = esc.severity if esc else "warning"
-    within = esc.respond_within if esc and esc.respond_within else _SEVERITY_WITHIN[severity]
-    return severity, within
+    within = esc.respond_within if esc else None
+    for raised, when, raised_within in esc.raise_to if esc else ():
+        try:
+            holds = templating.evaluate(when, _context(decision))
+        except templating.TemplateError:
+            continue  # a condition on a step that did not run does not hold
+        if holds:
+            severity, within = raised, raised_within
+            break
+    return severity, within or _SEVERITY_WITHIN[severity]
+
+
+def _context(decision: dict[str, Any]) -> dict[str, Any]:
+    alert = decision["alert"]
+    return {"labels": alert["labels"], "annotations": alert["annotations"], "alert": alert,
+            "group": decision.get("group") or {}, "target": decision.get("target"),
+            "playbook": {"name": decision.get("playbook")},
+            "steps": {s["name"]: s for s in decision.get("steps") or []}}
 
 
 def _render(text: str, decision: dict[str, Any]) -> str:
     """Render a playbook's note template; a broken one is shown raw, never lost."""
-    alert = decision["alert"]
-    context = {"labels": alert["labels"], "annotations": alert["annotations"], "alert": alert,
-               "group": decision.get("group") or {}, "target": decision.get("target"),
-               "playbook": {"name": decision.get("playbook")},
-               "steps": {s["name"]: s for s in decision.get("steps") or []}}
     try:
-        return templating.render(text, context)
+        return templating.render(text, _context(decision))
     except templating.TemplateError:
         return text
 

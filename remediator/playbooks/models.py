@@ -42,6 +42,8 @@ class Escalation:
     always: bool = False
     next_steps: tuple[str, ...] = ()
     sinks: tuple[str, ...] = ()
+    # (severity, `when` expression, respond_within or None): the first that holds wins.
+    raise_to: tuple[tuple[str, str, float | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ def build_playbook(data: dict[str, Any], file: str, order: int) -> Playbook:
             always=esc.get("always", False),
             next_steps=tuple(esc.get("next_steps", [])),
             sinks=tuple(esc.get("sinks", [])),
+            raise_to=tuple((r["severity"], r["when"], parse_duration(r["respond_within"])
+                            if "respond_within" in r else None) for r in esc.get("raise", [])),
         ) if esc is not None else None,
     )
 

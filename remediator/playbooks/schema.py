@@ -82,6 +82,18 @@ ESCALATION: dict[str, Any] = {
         "always": {"type": "boolean", "description": "escalate even when every step succeeded"},
         "next_steps": {"type": "array", "items": {"type": "string"}},
         "sinks": {"type": "array", "items": {"type": "string"}},
+        "raise": {
+            "type": "array",
+            "description": "a higher severity when a condition on the steps' results holds",
+            "items": {
+                "type": "object", "required": ["severity", "when"], "additionalProperties": False,
+                "properties": {
+                    "severity": {"type": "string", "enum": ["warning", "critical", "emergency"]},
+                    "when": {"type": "string"},
+                    "respond_within": DURATION,
+                },
+            },
+        },
     },
 }
 

@@ -30,7 +30,6 @@ TEST_FILE_SUFFIXES = ("_test.yaml", "_test.yml")
 # would be an undefined name at run time, when it is too late to find out.
 STEP_ROOTS = templating.ROOTS
 TARGET_ROOTS = templating.ROOTS - {"target", "steps"}  # rendered before any step runs
-NOTE_ROOTS = templating.ROOTS - {"steps"}
 PROMQL_ROOTS = frozenset({"labels", "annotations"})
 RATE_KEY_ROOTS = frozenset({"labels", "target"})
 # The alerts a playbook sees, by its `match.status` (a firing playbook sees its resolution).
@@ -158,9 +157,15 @@ def _check_playbook(src: Source, at: Path, data: dict[str, Any],
                                             f"{step['action']} does not mutate, so it never is"))
     problems.extend(_check_guards(src, at, data, mutating))
     esc = data.get("escalation") or {}
+    # A note is written after the steps: it may read any step's result.
+    all_steps = [s["name"] for s in (*data.get("steps", []), *data.get("on_resolved", []))]
     for key in ("summary", "owner"):
         if key in esc:
-            problems.extend(_check_template(src, (*at, "escalation", key), esc[key], NOTE_ROOTS))
+            problems.extend(_check_template(src, (*at, "escalation", key), esc[key],
+                                            templating.ROOTS, all_steps))
+    for j, rule in enumerate(esc.get("raise", [])):
+        problems.extend(_check_template(src, (*at, "escalation", "raise", j, "when"),
+                                        "{{ " + rule["when"] + " }}", templating.ROOTS, all_steps))
     for j, sink in enumerate(esc.get("sinks", [])):
         if known_sinks is not None and sink not in known_sinks:
             problems.append(src.problem((*at, "escalation", "sinks", j), "error",
