@@ -45,6 +45,11 @@ class GuardContext:
     target: str | None = None
 
     @property
+    def episode(self) -> str:
+        """The alert episode: the same for its firing and its resolution."""
+        return f"{self.alert.fingerprint}:{self.alert.starts_at}"
+
+    @property
     def namespace(self) -> str:
         parts = (self.target or "").split("/")
         return parts[0] if len(parts) == 3 else ""
@@ -205,7 +210,8 @@ class Guards:
         await self.store.record_event("mutation", self._rate_key(gc), now, {"step": step.name})
         if gc.target:
             await self.store.record_event("target", gc.target, now,
-                                          {"step": step.name, "execution": gc.execution_id})
+                                          {"step": step.name, "execution": gc.execution_id,
+                                           "episode": gc.episode})
         await self.store.record_event("budget", "*", now)
 
     async def _paused_mutation(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
@@ -271,8 +277,10 @@ class Guards:
         seconds = parse_duration(cooldown)
         now = self.clock()
         events = await self.store.events_since("target", gc.target, now - seconds)
-        # Steps of this same execution are one remediation, not a repeat.
-        others = [at for at, data in events if data.get("execution") != gc.execution_id]
+        # One alert episode is one remediation: its own earlier steps, and the revert its
+        # resolution runs (`on_resolved`), are not a second mutation to cool down from.
+        others = [at for at, data in events if data.get("execution") != gc.execution_id
+                  and data.get("episode") != gc.episode]
         if others:
             return Block("cooldown", f"{gc.target} was last changed at {_iso(others[-1])}; "
                                      f"cooldown {_human(seconds)} ends at {_iso(others[-1] + seconds)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .base import Action, ActionContext, Param
+from .base import Action, ActionContext, ActionError, Param
 
 
 class Log(Action):
@@ -35,6 +35,24 @@ class Wait(Action):
     async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         await asyncio.sleep(params["duration"])
         return {"waited_seconds": params["duration"]}
+
+
+class Check(Action):
+    name = "check"
+    summary = ("Fail unless a condition holds, so a playbook stops (and escalates, with "
+               "on_failure: escalate) on a result, e.g. a validation that did not pass.")
+    params = {
+        "that": Param("boolean", required=True, description="a template rendering to true/false"),
+        "message": Param("string", default="the condition does not hold"),
+    }
+
+    def describe(self, params: dict[str, Any]) -> str:
+        return f"check: {params['message']}"
+
+    async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+        if not params["that"]:
+            raise ActionError(params["message"], {"that": False})
+        return {"that": True}
 
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
