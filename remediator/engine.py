@@ -178,22 +178,26 @@ class Engine:
         action = ACTIONS[step.action]
         record = StepRecord(name=step.name, action=step.action, params={}, outcome="planned")
         planning = gc.mode == "dry-run"
+        condition = ""  # in dry-run, a `when` that depends on results not known yet
         try:
             if step.when and not templating.evaluate(step.when, ctx):
                 record.outcome, record.detail = "skipped", f"condition false: {step.when}"
                 return record
+        except templating.TemplateError as exc:
+            if not (planning and templating.PENDING in str(exc)):
+                record.outcome, record.detail = "failed", str(exc)
+                return record
+            condition = f"if {step.when} (decided at run time): "
+        try:
             rendered = templating.render_value(step.params, ctx)
         except templating.TemplateError as exc:
-            if planning and templating.PENDING in str(exc):
-                record.detail = f"decided at run time: {exc}"
-                return record
             record.outcome, record.detail = "failed", str(exc)
             return record
         params, problems = check_params(action, rendered, rendered=True)
         record.params = params or rendered
         if problems:
             if planning and templating.PENDING in repr(rendered):
-                record.detail = "parameters depend on earlier results: " + action.name
+                record.detail = condition + f"{action.name} with parameters from earlier results"
                 return record
             # A hostile or broken label value stops here, before any call is made.
             record.outcome = "failed"
@@ -206,7 +210,8 @@ class Engine:
                 record.outcome, record.guard, record.detail = "blocked", block.guard, block.detail
                 return record
         if planning:
-            record.detail = action.describe(params)
+            approval = " (after approval)" if step.approval and record.mutating else ""
+            record.detail = condition + action.describe(params) + approval
             return record
         record.outcome = "running"  # the intent, journaled before the call
         await self.store.save_step(*journal, record.to_dict())
