@@ -10,7 +10,7 @@ import pytest
 from remediator.config import Config
 from tests.support.worker import TOKEN, InProcessWorker
 
-pytest_plugins = ["tests.support.plugin"]
+pytest_plugins = ["tests.support.plugin", "tests.kubeapi.fixtures"]
 
 DEMO_RULES = """
 playbooks:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from .alertmanager import AlertStatus, Silence
 from .base import Action
-from .core import Log, Wait
+from .core import Check, Log, Wait
 from .evidence import EvidenceBundle
 from .http import HttpRequest
+from .kubernetes import DeletePods, Get, Logs, RolloutRestart, RolloutStatus, RolloutUndo, Scale, SetEnv
 from .prometheus import PrometheusQuery, PrometheusWaitUntil
 from .s3 import HeadBucket, HeadObject, ListObjectVersions, ObjectStats, RestoreVersion
 from .s3_integrity import SampleIntegrity, VerifyChecksum
@@ -14,8 +15,10 @@ from .s3_integrity import SampleIntegrity, VerifyChecksum
 ACTIONS: dict[str, Action] = {
     a.name: a
     for a in (
-        Log(), Wait(), HttpRequest(),
+        Log(), Wait(), Check(), HttpRequest(),
         PrometheusQuery(), PrometheusWaitUntil(),
+        RolloutRestart(), RolloutStatus(), RolloutUndo(), Scale(), SetEnv(), DeletePods(), Logs(),
+        Get(),
         AlertStatus(), Silence(),
         HeadObject(), HeadBucket(), VerifyChecksum(), ListObjectVersions(), RestoreVersion(),
         SampleIntegrity(), ObjectStats(), EvidenceBundle(),

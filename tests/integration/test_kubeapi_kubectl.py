@@ -21,8 +21,6 @@ if TYPE_CHECKING:
     from tests.kubeapi import KubeAPIServer
     from tests.kubeapi.fixtures import Kubectl
 
-pytest_plugins = ["tests.kubeapi.fixtures"]
-
 NS = "neural-hive-pipeline"
 REVISION = "deployment.kubernetes.io/revision"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"

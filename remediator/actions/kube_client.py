@@ -1,0 +1,195 @@
+"""What every Kubernetes action shares: the client, one call path, error classification.
+
+The official client blocks, so every call runs in a worker thread (`asyncio.to_thread`) and
+the event loop keeps taking webhooks. urllib3's own retries are off: the executor retries, on
+`is_transient` only and inside the step's deadline, so every backend follows one policy and the
+record counts the real attempts. Responses are read raw (`_preload_content=False`) and decoded
+as JSON: actions see exactly what the apiserver stored (the models drop unknown fields, and
+kubernetes 36.x garbles pod logs as "b'...'"), in the same camelCase as kubectl's output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from .base import Action, ActionError, Param, TransientError
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT = 5.0
+
+FIELD_MANAGER = "remediator"  # who changed it, in the object's managedFields
+STRATEGIC = "application/strategic-merge-patch+json"
+MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+_TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+# Network failures that say nothing about the request. Not SSL or proxy errors: those are
+# configuration and fail the same way every time.
+_TRANSIENT_ERRORS = (
+    urllib3.exceptions.ProtocolError, urllib3.exceptions.TimeoutError,
+    urllib3.exceptions.NewConnectionError, ConnectionError, TimeoutError,
+)
+_APIS = {"core": k8s.CoreV1Api, "apps": k8s.AppsV1Api, "autoscaling": k8s.AutoscalingV2Api}
+
+
+class KubeClient:
+    """An ApiClient built from its own Configuration, never the process-global default."""
+
+    def __init__(self) -> None:
+        cfg = k8s.Configuration()
+        kubeconfig = os.environ.get("KUBECONFIG")
+        try:
+            # An explicit KUBECONFIG wins over the pod's service account, as in kubectl: a
+            # test run or an operator's shell inside a pod must never act on that cluster.
+            if not kubeconfig and os.environ.get("KUBERNETES_SERVICE_HOST"):
+                k8s_config.load_incluster_config(client_configuration=cfg)
+            else:
+                # The path is passed explicitly: the library reads $KUBECONFIG at import time.
+                k8s_config.load_kube_config(config_file=kubeconfig or "~/.kube/config",
+                                            client_configuration=cfg, persist_config=False)
+        except (ConfigException, OSError) as exc:
+            raise ActionError(f"no Kubernetes configuration (in-cluster or KUBECONFIG): {exc}",
+                              {"error": "config"}) from exc
+        cfg.retries = 0  # the executor is the one place retries happen
+        self.api = k8s.ApiClient(cfg)
+
+    def close(self) -> None:
+        self.api.close()
+        self.api.rest_client.pool_manager.clear()
+
+
+def client(backends: Any) -> KubeClient:
+    """The process's Kubernetes client (thread-safe: worker threads share its pool)."""
+    return backends.cached("kubernetes", KubeClient)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth another attempt: throttling, 5xx, timeouts, resets. Never 4xx (denied, missing,
+    conflict, invalid): those fail the same way on every attempt."""
+    if isinstance(exc, TransientError):
+        return True
+    if isinstance(exc, ActionError):
+        return False
+    if isinstance(exc, ApiException):
+        return exc.status in _TRANSIENT_STATUS
+    if isinstance(exc, urllib3.exceptions.MaxRetryError):
+        return exc.reason is not None and is_transient(exc.reason)
+    return isinstance(exc, _TRANSIENT_ERRORS)
+
+
+def status_of(exc: ActionError) -> int | None:
+    """The HTTP status behind a failed call (None for network errors)."""
+    return exc.result.get("status")
+
+
+async def call(backends: Any, what: str, api: str, method: str, *args: Any,
+               text: bool = False, **kwargs: Any) -> Any:
+    """Run one API call in a thread; the decoded JSON body (or text, for logs).
+
+    `what` names the operation and object for the step's detail (`patch deployment ns/x`).
+    ApiExceptions and connection errors become TransientError or ActionError carrying the
+    apiserver's Status message.
+    """
+    fn = getattr(_APIS[api](client(backends).api), method)
+    # The read timeout is the one every HTTP backend uses; the step's own deadline is longer.
+    timeout = (CONNECT_TIMEOUT, backends.http_timeout)
+
+    def blocking() -> bytes:
+        resp = fn(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
+        try:
+            return resp.data
+        finally:
+            resp.release_conn()
+
+    try:
+        data = await asyncio.to_thread(blocking)
+    except ApiException as exc:
+        raise _api_error(what, exc) from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        error = TransientError if is_transient(exc) else ActionError
+        cause = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+        raise error(f"{what}: {type(cause).__name__}: {cause}",
+                    {"error": type(cause).__name__, "status": None}) from exc
+    return data.decode("utf-8", "replace") if text else json.loads(data)
+
+
+def _api_error(what: str, exc: ApiException) -> ActionError:
+    body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else exc.body or ""
+    status = json_status(body)
+    reason = status.get("reason") or exc.reason or ""
+    message = status.get("message") or body[:500]
+    error = TransientError if is_transient(exc) else ActionError
+    return error(f"{what}: {reason} (HTTP {exc.status}): {message}".rstrip(": "),
+                 {"error": reason, "status": exc.status})
+
+
+def json_status(body: Any) -> dict[str, Any]:
+    """The apiserver's Status object from an error body ({} when it is not one)."""
+    try:
+        doc = json.loads(body) if body else {}
+    except (ValueError, TypeError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+class KubeAction(Action):
+    """What every Kubernetes action shares: the error classification above."""
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return is_transient(exc)
+
+
+# --- shared declarations, so every action validates the same way ------------------------------
+
+NAMESPACE = Param("string", required=True, kind="namespace")
+NAME = Param("string", required=True, kind="k8s_name")
+WORKLOADS = ("deployment", "statefulset", "daemonset")
+# kind -> the method-name stem in AppsV1Api (read_namespaced_<stem>, patch_namespaced_<stem>)
+STEM = {"deployment": "deployment", "statefulset": "stateful_set", "daemonset": "daemon_set"}
+PLURAL = {"deployment": "deployments", "statefulset": "statefulsets", "daemonset": "daemonsets"}
+
+
+def workload_kind(*kinds: str, default: str = "deployment") -> Param:
+    return Param("string", default=default, choices=kinds, description="the workload's kind")
+
+
+def ref(params: dict[str, Any]) -> str:
+    """`deployment ns/name`, as steps and messages name their object."""
+    return f"{params.get('kind', 'deployment')} {params['namespace']}/{params['name']}"
+
+
+async def read_workload(backends: Any, kind: str, namespace: str, name: str) -> dict[str, Any]:
+    return await call(backends, f"get {kind} {namespace}/{name}", "apps",
+                      f"read_namespaced_{STEM[kind]}", name, namespace)
+
+
+async def patch_workload(backends: Any, kind: str, namespace: str, name: str, body: Any,
+                         content_type: str = STRATEGIC) -> dict[str, Any]:
+    return await call(backends, f"patch {kind} {namespace}/{name}", "apps",
+                      f"patch_namespaced_{STEM[kind]}", name, namespace, body,
+                      _content_type=content_type, field_manager=FIELD_MANAGER)
+
+
+async def reread_on_conflict(attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run a read-compute-write once more from a fresh read if the write conflicted (409).
+
+    Writes computed from a read carry its resourceVersion, so a change that lands in between
+    makes them fail instead of overwriting it; one fresh attempt settles the usual race.
+    """
+    try:
+        return await attempt()
+    except ActionError as exc:
+        if status_of(exc) != 409:
+            raise
+    return await attempt()
