@@ -22,7 +22,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from .base import Action, ActionError, Param, TransientError
+from .base import Action, ActionError, Param, Permission, TransientError
 
 T = TypeVar("T")
 
@@ -144,10 +144,19 @@ def json_status(body: Any) -> dict[str, Any]:
 
 
 class KubeAction(Action):
-    """What every Kubernetes action shares: the error classification above."""
+    """What every Kubernetes action shares: the error classification above, and RBAC
+    narrowed to the workload kind a step names."""
 
     def is_transient(self, exc: BaseException) -> bool:
         return is_transient(exc)
+
+    def permissions_for(self, params: dict[str, Any]) -> tuple[Permission, ...]:
+        spec = self.params.get("kind")
+        kind = params.get("kind", spec.default if spec else None)
+        if not isinstance(kind, str) or kind not in PLURAL:  # templated or absent: all kinds
+            return self.permissions
+        others = {PLURAL[k] for k in WORKLOADS if k != kind}
+        return tuple(p for p in self.permissions if p.resource.split("/")[0] not in others)
 
 
 # --- shared declarations, so every action validates the same way ------------------------------

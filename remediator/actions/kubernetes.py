@@ -333,6 +333,12 @@ class Get(KubeAction):
     permissions = tuple(p for plural, r in READABLE.items()
                         for p in rbac(r.group, plural, "get", "list"))
 
+    def permissions_for(self, params: dict[str, Any]) -> tuple[Permission, ...]:
+        plural = _ALIASES.get(str(params.get("resource", "")).lower())
+        if plural is None:  # templated: whatever it may name
+            return self.permissions
+        return rbac(READABLE[plural].group, plural, "get", "list")
+
     def check(self, params: dict[str, Any]) -> list[str]:
         resource = params["resource"].lower()
         if resource in ("secrets", "secret"):

@@ -519,7 +519,9 @@ def fake_project(tmp_path, monkeypatch):
     here.parent.mkdir()
     subprocess.run(["cp", "-r", str(KUSTOMIZE_DIR), str(here.parent)], check=True)
     config = here / "config.yaml"
-    config.write_text(config.read_text().replace("      - neural-hive-pipeline\n      - deltacrown\n      - libervia\n      - hackathon\n      - 3dpot\n",
+    systems = "".join(f"      - {ns}\n" for ns in
+                      ("neural-hive-pipeline", "deltacrown", "libervia", "hackathon", "3dpot"))
+    config.write_text(config.read_text().replace(systems,
                                                  "      - shop\n      - blog\n"))
     gen = load_generator()
     gen.write(gen.render(root, here), here)

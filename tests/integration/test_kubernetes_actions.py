@@ -44,13 +44,6 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 PLURALS = {"deployment": "deployments", "statefulset": "statefulsets", "daemonset": "daemonsets"}
 
 
-@pytest.fixture(autouse=True)
-def _kubectl_can_authenticate(kubeapi_server: KubeAPIServer) -> None:
-    """KubeAPIServer.reset() keeps `require_token` from an earlier test, and kubectl never
-    sends its token over plain http: turn it off so results do not depend on test order."""
-    kubeapi_server.require_token = False
-
-
 @pytest.fixture
 def run():
     loop = asyncio.new_event_loop()

@@ -130,6 +130,7 @@ class KubeAPIServer:
             self.faults.clear()
             self.requests.clear()
             self.logs.clear()
+            self.require_token = False  # kubectl never sends its token over plain http
             self._seed()
 
     def _seed(self) -> None:
