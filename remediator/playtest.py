@@ -84,7 +84,8 @@ _CURRENT_STEP: contextvars.ContextVar[str] = contextvars.ContextVar("playtest_st
 
 class CannedExecutor(Executor):
     """The real executor (retries, timeouts, records), with the action call answered from
-    the test's `results:` by step name, then action name; `{}` when none is given."""
+    the test's `results:` by step name, then action name; `{}` when none is given, except
+    for local actions (`check`, `log`), which run for real."""
 
     def __init__(self, results: dict[str, Any]):
         super().__init__(runner=self._answer, retry_wait=0)
@@ -102,7 +103,9 @@ class CannedExecutor(Executor):
     async def _answer(self, action: Action, params: dict[str, Any], ctx: ActionContext) -> dict:
         key = next((k for k in (_CURRENT_STEP.get(), action.name) if k in self.results), None)
         if key is None:
-            return {}
+            # A local action (a `check` on earlier results) is part of the playbook's logic,
+            # not a backend: it runs for real. Anything else answers `{}`.
+            return await action.run(params, ctx) if action.local else {}
         answers = self.results[key]
         answer = answers[min(self.calls[key], len(answers) - 1)]  # the last one repeats
         self.calls[key] += 1

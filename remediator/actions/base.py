@@ -89,6 +89,8 @@ class Action:
     mutating: ClassVar[bool] = False
     # Safe to repeat after a crash left it unfinished (same params, same end state).
     idempotent: ClassVar[bool] = False
+    # Touches no backend and no clock (`check`, `log`): `remediator test` runs it for real.
+    local: ClassVar[bool] = False
     params: ClassVar[dict[str, Param]] = {}
     permissions: ClassVar[tuple[Permission, ...]] = ()
 

@@ -10,6 +10,7 @@ from .base import Action, ActionContext, ActionError, Param
 
 class Log(Action):
     name = "log"
+    local = True
     summary = "Write a message to the execution's log and record it on the step."
     params = {
         "message": Param("string", required=True),
@@ -39,6 +40,7 @@ class Wait(Action):
 
 class Check(Action):
     name = "check"
+    local = True
     summary = ("Fail unless a condition holds, so a playbook stops (and escalates, with "
                "on_failure: escalate) on a result, e.g. a validation that did not pass.")
     params = {
