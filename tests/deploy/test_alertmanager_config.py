@@ -68,12 +68,15 @@ def test_remediator_route_continues_and_groups_sensibly():
 
 
 def test_shipped_playbook_alerts_reach_remediator_and_humans():
-    names = {n for pb in load_rules([str(ROOT / "rules")]).playbooks for n in pb.alertnames}
-    names.add("CodeForgeS3UploadFailureHigh")  # the runbooks' own alert, with or without playbooks
-    for name in sorted(names):
-        got = receivers_for(alertname=name, namespace="neural-hive-pipeline", severity="critical")
-        assert "remediator" in got, f"{name}: no route to remediator"
-        assert HUMANS in got, f"{name}: humans are no longer notified"
+    """Each playbook's alerts, with the labels its matchers require, are routed to both."""
+    playbooks = load_rules([str(ROOT / "rules")]).playbooks
+    assert playbooks
+    for pb in playbooks:
+        labels = {m.name: m.value for m in pb.matchers if m.op == "="}
+        for name in pb.alertnames:
+            got = receivers_for(**{**labels, "alertname": name, "severity": "critical"})
+            assert "remediator" in got, f"{pb.name} ({name}, {labels}): no route to remediator"
+            assert HUMANS in got, f"{pb.name} ({name}): humans are no longer notified"
 
 
 def test_other_alerts_reach_humans_only():
