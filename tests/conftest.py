@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from pathlib import Path
 
@@ -34,6 +35,14 @@ def write_rules(directory: Path, text: str, name: str = "rules.yaml") -> Path:
     path = directory / name
     path.write_text(textwrap.dedent(text))
     return directory
+
+
+@pytest.fixture
+def run():
+    """Run coroutines from a synchronous test on one event loop for the whole test."""
+    loop = asyncio.new_event_loop()
+    yield loop.run_until_complete
+    loop.close()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -12,8 +11,6 @@ import sys
 import textwrap
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext, check_params
@@ -29,13 +26,6 @@ RESULTS = {
              "result": {"lines": ["boot ok", "OOMKilled: limit 256Mi"], "container": "web"}},
     "probe": {"outcome": "skipped", "detail": "condition false: x", "result": {}},
 }
-
-
-@pytest.fixture
-def run():
-    loop = asyncio.new_event_loop()
-    yield loop.run_until_complete
-    loop.close()
 
 
 def context(results: dict[str, Any] | None = None) -> ActionContext:

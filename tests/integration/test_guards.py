@@ -91,13 +91,6 @@ def web(n: int, namespace: str = "prod", deployment: str = "web", fingerprint: s
                  starts_at=f"2026-01-05T{10 + n // 60:02d}:{n % 60:02d}:00Z", **kw)
 
 
-@pytest.fixture
-def run():
-    loop = asyncio.new_event_loop()
-    yield loop.run_until_complete
-    loop.close()
-
-
 def test_rate_limit_at_its_boundary_and_across_a_restart(tmp_path, run):
     h = run(Harness(tmp_path, "{rate_limit: {max: 3, window: 1h}}").start())
     for n in range(3):

@@ -9,7 +9,6 @@ same. Actions are driven the way the engine drives them: params through `check_p
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import logging
@@ -27,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from remediator.actions.backends import Backends
-from remediator.actions.base import Action, ActionContext, ActionError, check_params
+from remediator.actions.base import ActionContext, ActionError
 from remediator.actions.kube_client import client
 from remediator.actions.registry import ACTIONS
 from remediator.executor import Executor, StepRecord
+from tests.support.actions import params, problems
 from tests.support.payloads import alert, notification
 
 if TYPE_CHECKING:
@@ -45,28 +45,11 @@ PLURALS = {"deployment": "deployments", "statefulset": "statefulsets", "daemonse
 
 
 @pytest.fixture
-def run():
-    loop = asyncio.new_event_loop()
-    yield loop.run_until_complete
-    loop.close()
-
-
-@pytest.fixture
 def ctx(kubeconfig: Path, run):
     """A fresh Backends per test: the cached client reads KUBECONFIG when it is built."""
     backends = Backends()
     yield ActionContext(backends=backends, log=logging.getLogger("t"), execution_id="e1")
     run(backends.close())
-
-
-def params(action: Action, **raw: Any) -> dict[str, Any]:
-    checked, problems = check_params(action, raw, rendered=True)
-    assert not problems, problems
-    return checked
-
-
-def problems(action: str, /, **raw: Any) -> list[str]:
-    return [m for _, m in check_params(ACTIONS[action], raw, rendered=True)[1]]
 
 
 def act(run, action_name: str, ctx: ActionContext, /, **raw: Any) -> dict[str, Any]:

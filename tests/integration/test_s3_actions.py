@@ -22,19 +22,13 @@ from typing import Any
 import pytest
 
 from remediator.actions.backends import Backends
-from remediator.actions.base import Action, ActionContext, ActionError, check_params
+from remediator.actions.base import ActionContext, ActionError, check_params
 from remediator.actions.registry import ACTIONS
 from remediator.executor import Executor, StepRecord
+from tests.support.actions import params
 from tests.support.payloads import alert, notification
 
 BUCKET = "sboms-prod"
-
-
-@pytest.fixture
-def run():
-    loop = asyncio.new_event_loop()
-    yield loop.run_until_complete
-    loop.close()
 
 
 @pytest.fixture
@@ -43,12 +37,6 @@ def ctx(s3_env, run):
     backends = Backends()
     yield ActionContext(backends=backends, log=logging.getLogger("t"), execution_id="e1")
     run(backends.close())
-
-
-def params(action: Action, **raw: Any) -> dict[str, Any]:
-    checked, problems = check_params(action, raw, rendered=True)
-    assert not problems, problems
-    return checked
 
 
 def act(run, name: str, ctx: ActionContext, **raw: Any) -> dict[str, Any]:
