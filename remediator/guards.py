@@ -18,6 +18,7 @@ from typing import Any
 
 from . import templating
 from .actions.base import parse_duration
+from .actions.registry import ACTIONS
 from .alerts import Alert
 from .playbooks.models import Playbook, Step
 from .store.base import Store
@@ -45,6 +46,12 @@ class GuardContext:
     target: str | None = None
 
     @property
+    def circuit(self) -> str:
+        """A circuit is one playbook on one target: another playbook's repeated successes
+        on the same object say nothing about whether this one works."""
+        return f"{self.playbook.name}:{self.target}"
+
+    @property
     def episode(self) -> str:
         """The alert episode: the same for its firing and its resolution."""
         return f"{self.alert.fingerprint}:{self.alert.starts_at}"
@@ -68,8 +75,9 @@ class GuardSettings:
     approval_ttl: float = 3600.0
 
 
-# Answers a precondition: (promql or None, alert, check it is still firing) -> (holds, why)
-PreconditionCheck = Callable[[str | None, Alert, bool], Awaitable[tuple[bool, str]]]
+# Answers a precondition: (promql or None, alert, check it is still firing) -> (holds, why);
+# holds is None when it could not be checked.
+PreconditionCheck = Callable[[str | None, Alert, bool], Awaitable[tuple[bool | None, str]]]
 
 
 class Guards:
@@ -99,7 +107,7 @@ class Guards:
         if gc.target and self._locks.get(gc.target) == gc.execution_id:
             del self._locks[gc.target]
         if outcome == "succeeded" and gc.mode == "live" and gc.target:
-            await self.store.record_event("success", gc.target, self.clock())
+            await self.store.record_event("success", gc.circuit, self.clock())
 
     async def on_resolved(self, gc: GuardContext) -> None:
         """A resolution withdraws approvals still pending for this alert's executions."""
@@ -138,15 +146,16 @@ class Guards:
         if not cfg or not gc.target:
             return None
         now = self.clock()
-        key = f"circuit:{gc.target}"
+        key = f"circuit:{gc.circuit}"
         state = await self.store.get_state(key)
         if state and now < state["until"]:
-            return Block("circuit_open", f"circuit for {gc.target} open since "
-                                         f"{_iso(state['opened_at'])} until {_iso(state['until'])}"
-                                         "; reset with POST /api/v1/circuits/reset",
+            return Block("circuit_open", f"circuit for {gc.playbook.name} on {gc.target} open "
+                                         f"since {_iso(state['opened_at'])} until "
+                                         f"{_iso(state['until'])}; reset with POST "
+                                         f"/api/v1/circuits/reset?target={gc.target}",
                          escalate=False)
         window = parse_duration(cfg["window"])
-        successes = await self.store.events_since("success", gc.target, now - window)
+        successes = await self.store.events_since("success", gc.circuit, now - window)
         if len(successes) >= cfg["max_refires"]:
             until = now + parse_duration(cfg.get("open_for", cfg["window"]))
             await self.store.put_state(key, {"opened_at": now, "until": until})
@@ -157,7 +166,9 @@ class Guards:
         return None
 
     async def _lock(self, gc: GuardContext) -> Block | None:
-        if not gc.target or gc.playbook.guards.get("lock") is False:
+        # Only changes are serialised: evidence gathering never waits for, nor is coalesced
+        # into, another execution on the same target.
+        if not gc.target or gc.playbook.guards.get("lock") is False or not _mutates(gc.playbook):
             return None
         holder = self._locks.get(gc.target)
         if holder and holder != gc.execution_id:
@@ -179,7 +190,9 @@ class Guards:
         holds, why = await self.precondition(promql, gc.alert, bool(cfg.get("alert_firing")))
         if not holds:
             self._release(gc)
-            return Block("precondition_false", why, escalate=False)
+            # Known false: the problem went away, nobody needs paging. Unknown (Prometheus or
+            # Alertmanager unreachable): nothing was done, and a human must hear of it.
+            return Block("precondition_false", why, escalate=holds is None)
         return None
 
     def _release(self, gc: GuardContext) -> None:
@@ -301,6 +314,10 @@ class Guards:
         if template:
             return templating.render(template, {"labels": gc.alert.labels, "target": gc.target})
         return f"{gc.playbook.name}:{gc.target or '-'}"
+
+
+def _mutates(pb: Playbook) -> bool:
+    return any(ACTIONS[s.action].mutates(s.params) for s in (*pb.steps, *pb.on_resolved))
 
 
 def _iso(ts: float) -> str:

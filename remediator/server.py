@@ -159,9 +159,14 @@ async def reset_circuit(request: web.Request) -> web.Response:
     target = request.query.get("target", "")
     if not target:
         return _error(400, "target query parameter is required (namespace/kind/name)")
-    await request.app[SERVICE].store.put_state(f"circuit:{target}", None)
-    log.warning("circuit for %s reset by %s", target, _caller(request))
-    return web.json_response({"reset": target})
+    playbook = request.query.get("playbook", "")
+    store = request.app[SERVICE].store
+    circuits = [key for key in await store.list_state("circuit:")
+                if key.endswith(f":{target}") and (not playbook or key == f"circuit:{playbook}:{target}")]
+    for key in circuits:
+        await store.put_state(key, None)
+    log.warning("circuits %s reset by %s", circuits, _caller(request))
+    return web.json_response({"reset": [key.split(":", 1)[1] for key in circuits]})
 
 
 async def metrics(request: web.Request) -> web.Response:

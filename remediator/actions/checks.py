@@ -11,9 +11,11 @@ from .prometheus import instant_query
 
 
 def precondition_check(backends: Any) -> Any:
-    """A callable (promql, alert, check_firing) -> (holds, why) for guards.Guards."""
+    """A callable (promql, alert, check_firing) -> (holds, why) for guards.Guards;
+    holds is None when a backend could not answer."""
 
-    async def check(promql: str | None, alert: Alert, check_firing: bool) -> tuple[bool, str]:
+    async def check(promql: str | None, alert: Alert,
+                    check_firing: bool) -> tuple[bool | None, str]:
         try:
             if promql is not None:
                 result = await instant_query(backends, promql)
@@ -22,7 +24,7 @@ def precondition_check(backends: Any) -> Any:
             if check_firing and not await alert_firing(backends, alert):
                 return False, f"{alert.alertname} is no longer firing at Alertmanager"
         except ActionError as exc:
-            return False, f"precondition could not be checked: {exc}"
+            return None, f"precondition could not be checked, so nothing was done: {exc}"
         return True, ""
 
     return check

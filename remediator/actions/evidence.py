@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .base import Action, ActionContext, ActionError, Param, iam
+from .base import Action, ActionContext, ActionError, Param, Permission, iam
 from .s3 import call, client, is_transient, url
 
 # Step names as the playbook schema allows them; they become file names, so nothing else.
@@ -46,6 +46,9 @@ class EvidenceBundle(Action):
                         description="key prefix in `bucket`"),
     }
     permissions = iam("s3:PutObject")
+
+    def permissions_for(self, params: dict[str, Any]) -> tuple[Permission, ...]:
+        return self.permissions if params.get("bucket") else ()  # a directory needs no IAM
 
     def check(self, params: dict[str, Any]) -> list[str]:
         problems = []

@@ -91,7 +91,8 @@ def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str 
     lines += ["", "## Why this needs a human", "", _why(decision)]
     if pb and pb.escalation and pb.escalation.next_steps:
         lines += ["", "## Next steps", ""]
-        lines += [f"{i}. {step}" for i, step in enumerate(pb.escalation.next_steps, 1)]
+        lines += [f"{i}. {_render(step, decision)}"
+                  for i, step in enumerate(pb.escalation.next_steps, 1)]
     if decision["outcome"] == "blocked" and decision["reason"].startswith("approval_pending"):
         lines += ["", "## Approve or reject", "",
                   f"- `remediator approve {decision['id']}` (or `--reject`)",

@@ -163,6 +163,9 @@ def _check_playbook(src: Source, at: Path, data: dict[str, Any],
         if key in esc:
             problems.extend(_check_template(src, (*at, "escalation", key), esc[key],
                                             templating.ROOTS, all_steps))
+    for j, text in enumerate(esc.get("next_steps", [])):
+        problems.extend(_check_template(src, (*at, "escalation", "next_steps", j), text,
+                                        templating.ROOTS, all_steps))
     for j, rule in enumerate(esc.get("raise", [])):
         problems.extend(_check_template(src, (*at, "escalation", "raise", j, "when"),
                                         "{{ " + rule["when"] + " }}", templating.ROOTS, all_steps))

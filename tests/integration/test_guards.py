@@ -141,7 +141,7 @@ def test_circuit_breaker_opens_once_with_one_not_working_note(tmp_path, run):
     assert opened["outcome"] == "blocked"
     assert opened["reason"].startswith("circuit_open: remediation is not working")
     [still] = run(h.fire(web(15), at=900))
-    assert still["reason"].startswith("circuit_open: circuit for prod/deployment/web open")
+    assert still["reason"].startswith("circuit_open: circuit for restart-web on prod/deployment/web open")
     assert len(h.calls) == 2
     notes = [p.read_text() for p in h.note_files()]
     assert sum("remediation is not working" in n for n in notes) == 1
@@ -193,9 +193,22 @@ def test_precondition_rechecked_after_delay(tmp_path, run):
     h.service.engine.guards.precondition = canned
     [d] = run(h.fire(web(0), at=0))
     assert d["reason"] == "precondition_false: WebDown is no longer firing at Alertmanager"
+    assert d["escalation"] is None  # the problem went away: nobody is paged
     assert h.clock.now == START + 300  # it waited the delay before re-checking
     assert run(h.fire(web(10), at=600))[0]["outcome"] == "succeeded"
     assert len(h.calls) == 1
+
+
+def test_a_precondition_that_cannot_be_checked_blocks_and_escalates(tmp_path, run):
+    h = run(Harness(tmp_path, "{cooldown: 1m, precondition: {promql: 'up == 0'}}").start())
+
+    async def unreachable(promql, alert, check_firing):
+        return None, "precondition could not be checked, so nothing was done: Prometheus unreachable"
+    h.service.engine.guards.precondition = unreachable
+    [d] = run(h.fire(web(0)))
+    assert d["outcome"] == "blocked" and d["escalation"] is not None
+    assert "could not be checked" in h.note_files()[0].read_text()
+    assert h.calls == []
     run(h.service.stop())
 
 

@@ -24,3 +24,8 @@ def test_a_snapshot_needs_only_its_resource():
     assert perms("kubernetes.get", resource="deploy", namespace="x") == {
         "apps/deployments:get", "apps/deployments:list"}
     assert "core/namespaces:list" in perms("kubernetes.get", resource="{{ labels.kind }}")
+
+
+def test_evidence_written_to_a_directory_needs_no_iam():
+    assert perms("evidence.bundle", directory="/var/lib/remediator/evidence") == set()
+    assert perms("evidence.bundle", bucket="evidence-bucket") == {"s3:PutObject"}
