@@ -164,6 +164,11 @@ class Engine:
                 await self._blocked(decision, Block(record.guard, record.detail), step=step.name)
                 return None
             if record.outcome == "cancelled":
+                changed = [r for r in records if r.get("mutating") and r["outcome"] == "succeeded"]
+                if changed:  # the fix was applied and the alert cleared: that is the verification
+                    decision["reason"] = (f"verified by the alert's resolution while step "
+                                          f"{step.name!r} waited")
+                    return "succeeded"
                 decision["reason"] = f"the alert resolved while step {step.name!r} waited"
                 return "resolved"
             if record.outcome == "failed":

@@ -24,7 +24,8 @@ class Backends:
     def http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             timeout = aiohttp.ClientTimeout(total=self.http_timeout)
-            self._session = aiohttp.ClientSession(timeout=timeout)
+            # trust_env: HTTP(S)_PROXY / NO_PROXY are honoured, as every HTTP tool does.
+            self._session = aiohttp.ClientSession(timeout=timeout, trust_env=True)
         return self._session
 
     def cached(self, name: str, factory: Any) -> Any:

@@ -49,12 +49,12 @@ class Check(Action):
     }
 
     def describe(self, params: dict[str, Any]) -> str:
-        return f"check: {params['message']}"
+        return f"check a condition (if it does not hold: {params['message']})"
 
     async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         if not params["that"]:
             raise ActionError(params["message"], {"that": False})
-        return {"that": True}
+        return {"that": True, "detail": "the condition holds"}
 
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}

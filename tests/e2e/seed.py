@@ -1,0 +1,196 @@
+"""The five systems as the e2e stack seeds them: names from docs/runbooks.md.
+
+Kubernetes workloads (with pod logs a playbook greps), S3 objects with the sha256 in the
+`checksum` metadata key that `s3.verify_checksum` and `s3.sample_integrity` read, and the
+metric series the alert rules select, exported at 0 so a rule's first `rate()` sees the
+first increase.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from tests.kubeapi.server import KubeAPIServer
+
+CODE_FORGE_NS, CODE_FORGE = "neural-hive-pipeline", "code-forge"
+DELTACROWN_NS, DELTACROWN = "deltacrown", "deltacrown"
+LIBERVIA_NS, LIBERVIA = "libervia", "libervia-gateway"
+HACKATHON_NS, HACKATHON = "hackathon", "hackathon-file-processor"
+THREEDPOT_NS, THREEDPOT = "3dpot", "3dpot-backend"
+NAMESPACES = (CODE_FORGE_NS, DELTACROWN_NS, LIBERVIA_NS, HACKATHON_NS, THREEDPOT_NS)
+
+SBOM_BUCKET = "code-forge-artifacts-prod"
+CERT_BUCKET = "deltacrown-certificates"
+BUCKETS = (SBOM_BUCKET, CERT_BUCKET)
+CHECKSUM_KEY = "checksum"  # remediator.actions.s3.METADATA_KEY's default
+SBOMS = [f"sboms/TICKET-{100 + i}/artifact-{i}/sbom.cyclonedx.json" for i in range(12)]
+CERTS = [f"certificates/{i:04d}.pem" for i in range(20)]
+DELTACROWN_ENV = {"CERT_S3_READ_PRIMARY": "true", "CERT_S3_DUAL_WRITE": "true", "LOG_LEVEL": "INFO"}
+
+CODE_FORGE_LOGS = [
+    "2026-11-21T10:00:01Z INFO  sbom generated ticket=TICKET-100 artifact=artifact-0",
+    "2026-11-21T10:00:02Z ERROR S3ArtifactClient upload failed key=sboms/TICKET-100/artifact-0/"
+    "sbom.cyclonedx.json: ExpiredToken: The provided token has expired",
+    "2026-11-21T10:00:03Z WARN  retrying s3 upload (attempt 2/3)",
+    "2026-11-21T10:00:04Z ERROR S3ArtifactClient integrity check failed: checksum mismatch",
+    "2026-11-21T10:00:05Z INFO  healthz ok",
+]
+DELTACROWN_LOGS = [
+    "2026-11-21T10:00:01Z WARNING cert_storage: S3 read failed, falling back to local: "
+    "EndpointConnectionError",
+    "2026-11-21T10:00:02Z ERROR cert_storage: S3 save failed: SlowDown (HTTP 503)",
+    "2026-11-21T10:00:03Z INFO  certificate issued id=0007",
+]
+LIBERVIA_LOGS = [
+    '{"level":50,"msg":"EventLog write failed","tenantId":"acme","err":"ENOSPC"}',
+    '{"level":30,"msg":"request completed","statusCode":200}',
+]
+HACKATHON_LOGS = [
+    "2026-11-21T10:00:01Z INFO  processing file uploads/big.csv from SQS",
+    "2026-11-21T10:00:02Z ERROR MongoDB write timeout after 30000ms",
+]
+THREEDPOT_LOGS = [
+    '{"level":"error","request_id":"r-1","trace_id":"t-9f2","path":"/api/v1/projects",'
+    '"status_code":500,"duration_ms":812,"error":"psycopg2.OperationalError"}',
+    '{"level":"INFO","request_id":"r-2","trace_id":"t-a01","path":"/health","status_code":200}',
+    '{"level":"error","request_id":"r-3","trace_id":"t-b77","path":"/api/v1/models/upload",'
+    '"status_code":503,"duration_ms":30001,"error":"storage timeout"}',
+]
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sbom(key: str, generation: int = 1) -> bytes:
+    """A small CycloneDX document, distinct per key and generation."""
+    return json.dumps({"bomFormat": "CycloneDX", "specVersion": "1.5", "serialNumber": key,
+                       "version": generation, "components": [{"name": "libfoo", "version": "1.2"}]},
+                      sort_keys=True).encode()
+
+
+def certificate(key: str) -> bytes:
+    return f"-----BEGIN CERTIFICATE-----\n{sha256(key.encode())}\n-----END CERTIFICATE-----\n".encode()
+
+
+# --- Kubernetes ----------------------------------------------------------------------------
+
+def _service(kube: KubeAPIServer, namespace: str, name: str, port: int, app: str) -> None:
+    kube.add({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
+              "spec": {"selector": {"app": app},
+                       "ports": [{"name": "http", "port": port, "targetPort": port}]}})
+
+
+def pod_names(kube: KubeAPIServer, namespace: str, app: str) -> list[str]:
+    return sorted(p["metadata"]["name"] for p in kube.list("pods", namespace, f"app={app}"))
+
+
+def set_logs(kube: KubeAPIServer, namespace: str, app: str, lines: list[str]) -> None:
+    for pod in pod_names(kube, namespace, app):
+        kube.set_logs(namespace, pod, lines)
+
+
+def kubernetes(kube: KubeAPIServer) -> None:
+    kube.add({"apiVersion": "v1", "kind": "ServiceAccount",
+              "metadata": {"name": CODE_FORGE, "namespace": CODE_FORGE_NS, "annotations": {
+                  "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/code-forge"}}})
+    kube.add_deployment(CODE_FORGE, CODE_FORGE_NS, replicas=2)
+    kube.add_deployment(DELTACROWN, DELTACROWN_NS, replicas=2, env=DELTACROWN_ENV)
+    kube.add_deployment(LIBERVIA, LIBERVIA_NS, replicas=2)
+    _service(kube, LIBERVIA_NS, LIBERVIA, 3000, LIBERVIA)
+    kube.add_deployment(HACKATHON, HACKATHON_NS, replicas=4)
+    _service(kube, HACKATHON_NS, HACKATHON, 3000, HACKATHON)
+    kube.add_deployment(THREEDPOT, THREEDPOT_NS, replicas=2)
+    _service(kube, THREEDPOT_NS, THREEDPOT, 8000, THREEDPOT)
+    for sts, port in (("3dpot-db", 5432), ("3dpot-redis", 6379)):
+        kube.add_statefulset(sts, THREEDPOT_NS)
+        _service(kube, THREEDPOT_NS, sts, port, sts)
+    set_logs(kube, CODE_FORGE_NS, CODE_FORGE, CODE_FORGE_LOGS)
+    set_logs(kube, DELTACROWN_NS, DELTACROWN, DELTACROWN_LOGS)
+    set_logs(kube, LIBERVIA_NS, LIBERVIA, LIBERVIA_LOGS)
+    set_logs(kube, HACKATHON_NS, HACKATHON, HACKATHON_LOGS)
+    set_logs(kube, THREEDPOT_NS, THREEDPOT, THREEDPOT_LOGS)
+
+
+def env_of(kube: KubeAPIServer, namespace: str, name: str) -> dict[str, str]:
+    """The first container's env of a deployment, as a dict."""
+    dep = kube.get("deployments", namespace, name)
+    assert dep is not None, f"deployment {namespace}/{name} is gone"
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", "") for e in container.get("env") or []}
+
+
+def restarted_at(kube: KubeAPIServer, namespace: str, name: str, kind: str = "deployments") -> str | None:
+    obj = kube.get(kind, namespace, name) or {}
+    annotations = obj.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations") or {}
+    return annotations.get("kubectl.kubernetes.io/restartedAt")
+
+
+# --- S3 ------------------------------------------------------------------------------------
+
+def put_checksummed(s3: Any, bucket: str, key: str, body: bytes, checksum: str | None = None) -> str:
+    """Store `body` with `checksum` (its own sha256 unless given: a corrupt object keeps the
+    checksum of what it should be); returns the new version id."""
+    response = s3.put_object(Bucket=bucket, Key=key, Body=body,
+                             Metadata={CHECKSUM_KEY: checksum or sha256(body)})
+    return response.get("VersionId", "")
+
+
+def s3(client: Any) -> None:
+    for bucket in BUCKETS:
+        client.create_bucket(Bucket=bucket)
+        client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    for key in SBOMS:
+        put_checksummed(client, SBOM_BUCKET, key, sbom(key))
+    for key in CERTS:
+        put_checksummed(client, CERT_BUCKET, key, certificate(key))
+
+
+def read(client: Any, bucket: str, key: str) -> bytes:
+    return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+UPLOADS = "code_forge_s3_upload_total"
+UPLOAD_OK = {"status": "success", "operation": "upload"}
+UPLOAD_FAILED = {"status": "failure", "operation": "upload"}
+INTEGRITY = "code_forge_s3_integrity_check_total"
+LATENCY = "code_forge_s3_upload_duration_seconds_bucket"
+LATENCY_BUCKETS = ("1", "5", "10", "30", "+Inf")
+CERT_READS, CERT_FALLBACKS = "cert_s3_read_total", "cert_s3_read_fallback_total"
+HTTP_3DPOT = "http_requests_total"
+HTTP_3DPOT_OK = {"job": "3dpot-backend", "method": "GET", "endpoint": "/api/v1/projects", "status": "200"}
+HTTP_3DPOT_5XX = {**HTTP_3DPOT_OK, "status": "500"}
+CPU = "container_cpu_usage_seconds_total"
+CPU_REQUESTS = "kube_pod_container_resource_requests"
+
+
+def hackathon_pods(kube: KubeAPIServer) -> list[str]:
+    return pod_names(kube, HACKATHON_NS, HACKATHON)
+
+
+def cpu_labels(pod: str) -> dict[str, str]:
+    return {"namespace": HACKATHON_NS, "pod": pod, "container": HACKATHON}
+
+
+def metrics(traffic: Any, kube: KubeAPIServer) -> list[str]:
+    """Export every series the scenarios drive, at 0; returns the hackathon pods with CPU series."""
+    traffic.declare(UPLOADS, **UPLOAD_OK)
+    traffic.declare(UPLOADS, **UPLOAD_FAILED)
+    traffic.declare(INTEGRITY, status="success")
+    for le in LATENCY_BUCKETS:
+        traffic.declare(LATENCY, le=le, operation="upload")
+    traffic.declare(CERT_READS)
+    traffic.declare(CERT_FALLBACKS)
+    traffic.declare(HTTP_3DPOT, **HTTP_3DPOT_OK)
+    traffic.declare(HTTP_3DPOT, **HTTP_3DPOT_5XX)
+    traffic.exporter.set("pg_up", 1, job="3dpot-db")
+    traffic.exporter.set("redis_up", 1, job="3dpot-redis")
+    pods = hackathon_pods(kube)
+    for pod in pods:
+        traffic.declare(CPU, **cpu_labels(pod))
+        traffic.exporter.set(CPU_REQUESTS, 0.5, resource="cpu", unit="core", **cpu_labels(pod))
+    return pods
