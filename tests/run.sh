@@ -32,8 +32,8 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 echo "== ruff"
 ruff check .
-echo "== remediator lint rules/"
-remediator lint rules/
+echo "== remediator lint (strict, with the production config and the alert rules)"
+remediator lint --strict --config deploy/kubernetes/config.yaml --alert-rules deploy/prometheus rules/
 if compgen -G "rules/*_test.yaml" >/dev/null; then
   echo "== remediator test rules/*_test.yaml"
   remediator test rules/*_test.yaml
