@@ -186,4 +186,5 @@ def _timestamp(obj: dict[str, Any], key: str, path: str) -> str | None:
 
 
 def utcnow_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 UTC with microseconds and a Z (isoformat is C; strftime was measurably slow)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"

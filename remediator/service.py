@@ -113,8 +113,10 @@ class Service:
         group = notification.group.to_dict()
         rows = [(a.dedupe_key, a.to_dict(), group) for a in notification.alerts]
         result = await self.store.enqueue(rows)
-        for a in notification.alerts:
-            self.metrics.alerts_received.labels(a.status).inc()
+        firing = sum(a.status == "firing" for a in notification.alerts)
+        for status, count in (("firing", firing), ("resolved", len(rows) - firing)):
+            if count:
+                self.metrics.alerts_received.labels(status).inc(count)
         self.metrics.alerts_duplicate.inc(result.duplicates)
         if result.accepted:
             self._wakeup.set()

@@ -13,14 +13,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
-
-import urllib3
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .base import Action, ActionError, Param, Permission, TransientError
 
@@ -34,19 +29,22 @@ MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
-# Network failures that say nothing about the request. Not SSL or proxy errors: those are
-# configuration and fail the same way every time.
-_TRANSIENT_ERRORS = (
-    urllib3.exceptions.ProtocolError, urllib3.exceptions.TimeoutError,
-    urllib3.exceptions.NewConnectionError, ConnectionError, TimeoutError,
-)
-_APIS = {"core": k8s.CoreV1Api, "apps": k8s.AppsV1Api, "autoscaling": k8s.AutoscalingV2Api}
+_APIS = {"core": "CoreV1Api", "apps": "AppsV1Api", "autoscaling": "AutoscalingV2Api"}
+
+if TYPE_CHECKING:
+    from kubernetes.client.exceptions import ApiException
 
 
 class KubeClient:
     """An ApiClient built from its own Configuration, never the process-global default."""
 
     def __init__(self) -> None:
+        # Imported here, on first use: the client's models cost ~55 MB, which a process
+        # whose playbooks never touch Kubernetes should not pay.
+        from kubernetes import client as k8s
+        from kubernetes import config as k8s_config
+        from kubernetes.config.config_exception import ConfigException
+
         cfg = k8s.Configuration()
         kubeconfig = os.environ.get("KUBECONFIG")
         try:
@@ -63,6 +61,7 @@ class KubeClient:
                               {"error": "config"}) from exc
         cfg.retries = 0  # the executor is the one place retries happen
         self.api = k8s.ApiClient(cfg)
+        self.apis = {name: getattr(k8s, cls) for name, cls in _APIS.items()}
 
     def close(self) -> None:
         self.api.close()
@@ -81,11 +80,19 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, ActionError):
         return False
-    if isinstance(exc, ApiException):
+    # An exception can only be one of these if its module was imported: no need to load it.
+    kube = sys.modules.get("kubernetes.client.exceptions")
+    if kube is not None and isinstance(exc, kube.ApiException):
         return exc.status in _TRANSIENT_STATUS
-    if isinstance(exc, urllib3.exceptions.MaxRetryError):
-        return exc.reason is not None and is_transient(exc.reason)
-    return isinstance(exc, _TRANSIENT_ERRORS)
+    u3 = sys.modules.get("urllib3.exceptions")
+    if u3 is not None:
+        if isinstance(exc, u3.MaxRetryError):
+            return exc.reason is not None and is_transient(exc.reason)
+        # Network failures that say nothing about the request. Not SSL or proxy errors:
+        # those are configuration and fail the same way every time.
+        if isinstance(exc, u3.ProtocolError | u3.TimeoutError | u3.NewConnectionError):
+            return True
+    return isinstance(exc, ConnectionError | TimeoutError)
 
 
 def status_of(exc: ActionError) -> int | None:
@@ -101,7 +108,10 @@ async def call(backends: Any, what: str, api: str, method: str, *args: Any,
     ApiExceptions and connection errors become TransientError or ActionError carrying the
     apiserver's Status message.
     """
-    fn = getattr(_APIS[api](client(backends).api), method)
+    kube = client(backends)
+    fn = getattr(kube.apis[api](kube.api), method)
+    import urllib3  # loaded with the client above
+    from kubernetes.client.exceptions import ApiException
     # The read timeout is the one every HTTP backend uses; the step's own deadline is longer.
     timeout = (CONNECT_TIMEOUT, backends.http_timeout)
 

@@ -15,8 +15,6 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import boto3
-import botocore.config
 import botocore.exceptions as bce
 
 from .base import Action, ActionContext, ActionError, Param, TransientError, iam
@@ -49,6 +47,10 @@ def client(backends: Any) -> Any:
     """The process's S3 client (thread-safe, so worker threads share its connection pool)."""
 
     def build() -> Any:
+        # Imported on first use: boto3 costs ~20 MB a process without S3 steps need not pay.
+        import boto3
+        import botocore.config
+
         config = botocore.config.Config(
             retries={"total_max_attempts": 1, "mode": "standard"},
             connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT, max_pool_connections=20,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -76,25 +77,31 @@ Write = Callable[[sqlite3.Connection], Any]
 class _Checkpointer:
     """Copies the WAL into the database file off the event loop, once a second.
 
-    PASSIVE checkpoints never block the writer; the loop keeps committing meanwhile.
+    PASSIVE checkpoints never block the writer, but under a sustained burst they never
+    complete either, and SQLite only restarts a WAL after a complete checkpoint: the file
+    would grow without bound. Past `limit` bytes, one TRUNCATE checkpoint (which waits for
+    the writer briefly: the passive passes have already copied nearly everything) resets it.
     """
 
-    def __init__(self, path: str, interval: float = 1.0):
+    def __init__(self, path: str, interval: float = 1.0, limit: int = 64 << 20):
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(path, interval),
+        self._thread = threading.Thread(target=self._run, args=(path, interval, limit),
                                         name="sqlite-checkpoint", daemon=True)
         self._thread.start()
 
-    def _run(self, path: str, interval: float) -> None:
+    def _run(self, path: str, interval: float, limit: int) -> None:
         db = sqlite3.connect(path, isolation_level=None)
         db.execute("PRAGMA busy_timeout=1000")
+        wal = path + "-wal"
         try:
             while not self._stop.wait(interval):
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                with contextlib.suppress(sqlite3.Error, OSError):
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    if os.path.getsize(wal) > limit:
+                        db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         finally:
             with contextlib.suppress(sqlite3.Error):
-                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             db.close()
 
     def stop(self) -> None:
@@ -112,6 +119,7 @@ class SQLiteStore:
         self._pending: list[tuple[Write, asyncio.Future[Any], bool]] = []
         self._flush_scheduled = False
         self._finished: list[int] = []
+        self._full = False  # the connection's current synchronous=FULL setting
         self._checkpointer: _Checkpointer | None = None
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -146,22 +154,24 @@ class SQLiteStore:
             # A WAL commit survives a process crash; with sync=full an intake commit is also
             # fsynced before the 202, surviving a power cut.
             full = self.intake_sync == "FULL" and any(intake for _, _, intake in batch)
-            db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
+            if full != self._full:
+                db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
+                self._full = full
             db.execute("BEGIN IMMEDIATE")
             try:
                 self._mark_done(db)
                 for fn, future, _ in batch:
-                    db.execute("SAVEPOINT w")  # one failing write does not undo the others
+                    # A failing statement is rolled back alone; the others still commit.
                     try:
                         results.append((future, fn(db), None))
-                        db.execute("RELEASE w")
                     except sqlite3.Error as exc:
-                        db.execute("ROLLBACK TO w")
-                        db.execute("RELEASE w")
                         results.append((future, None, StoreUnavailable(f"store write failed: {exc}")))
+                    if not db.in_transaction:  # disk full, I/O error: SQLite rolled back all
+                        raise sqlite3.OperationalError("transaction rolled back")
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
         except (sqlite3.Error, StoreUnavailable) as exc:
             results = [(f, None, StoreUnavailable(f"store commit failed: {exc}")) for _, f, _ in batch]
@@ -270,8 +280,7 @@ class SQLiteStore:
         return await self._run(self._get_execution, execution_id)
 
     def _get_execution(self, execution_id: str) -> dict[str, Any] | None:
-        row = self._conn().execute("SELECT body FROM executions WHERE id=?",
-                                   (execution_id,)).fetchone()
+        row = self._one("SELECT body FROM executions WHERE id=?", (execution_id,))
         if row is None:
             return None
         decision = json.loads(row[0])
@@ -317,8 +326,7 @@ class SQLiteStore:
         return [(at, json.loads(data)) for at, data in rows]
 
     async def get_state(self, key: str) -> dict[str, Any] | None:
-        row = await self._run(lambda: self._conn().execute(
-            "SELECT value FROM state WHERE key=?", (key,)).fetchone())
+        row = await self._run(self._one, "SELECT value FROM state WHERE key=?", (key,))
         return json.loads(row[0]) if row else None
 
     async def put_state(self, key: str, value: dict[str, Any] | None) -> None:
@@ -345,7 +353,14 @@ class SQLiteStore:
         await self._write(lambda db: db.execute(sql, args))
 
     async def _scalar(self, sql: str, args: tuple = ()) -> int:
-        return await self._run(lambda: self._conn().execute(sql, args).fetchone()[0])
+        return (await self._run(self._one, sql, args))[0]
+
+    def _one(self, sql: str, args: tuple = ()) -> tuple | None:
+        """The first row, with the statement run to its end. A half-read cursor (fetchone)
+        keeps a read snapshot open, and a snapshot held on the WAL stops every checkpoint
+        from resetting it: the WAL then grows without bound."""
+        rows = self._conn().execute(sql, args).fetchall()
+        return rows[0] if rows else None
 
 
 def open_store(url: str, sync: str = "normal") -> SQLiteStore:
