@@ -89,7 +89,7 @@ class Engine:
             self._cancel_waits(alert.fingerprint)
             await self.guards.on_resolved(gc)
         elif block := await self.guards.before_execution(gc):
-            return await self._blocked(decision, block)
+            return await self._blocked(decision, block, gc)
         decision["outcome"] = "running"  # visible in the API while it runs
         await self.store.save_execution(decision)
         outcome = await self._run_steps(decision, steps, ctx, gc)
@@ -161,7 +161,8 @@ class Engine:
             await self.store.save_step(decision["id"], index, record.to_dict())
             ctx["steps"][step.name] = _step_view(record.to_dict())
             if record.outcome == "blocked":
-                await self._blocked(decision, Block(record.guard, record.detail), step=step.name)
+                await self._blocked(decision, Block(record.guard, record.detail), gc,
+                                    step=step.name)
                 return None
             if record.outcome == "cancelled":
                 changed = [r for r in records if r.get("mutating") and r["outcome"] == "succeeded"]
@@ -256,9 +257,10 @@ class Engine:
             self._resolved.add(execution_id)
             task.cancel()
 
-    async def _blocked(self, decision: dict[str, Any], block: Block,
+    async def _blocked(self, decision: dict[str, Any], block: Block, gc: GuardContext,
                        step: str | None = None) -> dict[str, Any]:
         decision.update(outcome="blocked", reason=str(block), blocked_step=step)
+        self.guards.release(gc)  # a blocked execution holds nothing (an approval resumes it)
         if self.metrics:
             self.metrics.guard_blocks.labels(block.guard).inc()
         return await self._finish(decision, escalate=block.escalate)

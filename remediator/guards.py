@@ -104,8 +104,7 @@ class Guards:
         return None
 
     async def after_execution(self, gc: GuardContext, outcome: str) -> None:
-        if gc.target and self._locks.get(gc.target) == gc.execution_id:
-            del self._locks[gc.target]
+        self.release(gc)
         if outcome == "succeeded" and gc.mode == "live" and gc.target:
             await self.store.record_event("success", gc.circuit, self.clock())
 
@@ -189,13 +188,14 @@ class Guards:
                                                 "annotations": gc.alert.annotations})
         holds, why = await self.precondition(promql, gc.alert, bool(cfg.get("alert_firing")))
         if not holds:
-            self._release(gc)
+            self.release(gc)
             # Known false: the problem went away, nobody needs paging. Unknown (Prometheus or
             # Alertmanager unreachable): nothing was done, and a human must hear of it.
             return Block("precondition_false", why, escalate=holds is None)
         return None
 
-    def _release(self, gc: GuardContext) -> None:
+    def release(self, gc: GuardContext) -> None:
+        """Give up the target lock: the execution stopped (finished, or blocked)."""
         if gc.target and self._locks.get(gc.target) == gc.execution_id:
             del self._locks[gc.target]
 
@@ -211,8 +211,6 @@ class Guards:
                           self._cooldown, self._budget):
                 block = await check(gc, step, params)
                 if block is not None:
-                    if gc.mode == "live" and block.guard != "approval_pending":
-                        self._release(gc)
                     return block
             if gc.mode == "live":  # an attempt counts even if it fails: it touched the target
                 await self._record_mutation(gc, step)

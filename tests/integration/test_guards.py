@@ -241,9 +241,12 @@ def test_rejected_expired_and_resolved_approvals_never_run(tmp_path, run):
     [rejected] = run(h.fire(web(0, deployment="a")))
     assert run(h.service.approve(rejected["id"], by="bob", approve=False))["reason"] == \
         "approval_pending: approval rejected by bob"
+    # The rejected execution no longer holds its target: a new episode is not coalesced.
+    [again] = run(h.fire(web(5, deployment="a"), at=300))
+    assert again["reason"].startswith("approval_pending: step 'restart' needs approval")
     [expiring] = run(h.fire(web(0, deployment="b")))
     h.clock.now += 31 * 60
-    assert run(h.service.engine.expire_approvals()) == 1
+    assert run(h.service.engine.expire_approvals()) == 2  # b, and the second episode of a
     expired = run(h.service.store.get_execution(expiring["id"]))
     assert expired["outcome"] == "escalated" and "not approved before it expired" in expired["reason"]
     [resolving] = run(h.fire(web(0, deployment="c")))
