@@ -7,9 +7,7 @@ So tests run the real binary on 127.0.0.1 with a throwaway storage dir and gossi
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -21,10 +19,9 @@ import yaml
 
 from tests.support.procs import (
     LOCALHOST,
-    ManagedProcess,
+    LocalServer,
     http_json,
     http_request,
-    start_on_free_port,
     stop_all,
 )
 
@@ -88,7 +85,7 @@ def make_alert(
     return alert
 
 
-class Alertmanager:
+class Alertmanager(LocalServer):
     """One Alertmanager process plus thin wrappers around its v2 HTTP API.
 
     Helpers are synchronous (stdlib HTTP). From an async test that also serves the
@@ -96,21 +93,12 @@ class Alertmanager:
     can keep answering Alertmanager.
     """
 
+    name = "alertmanager"
+
     def __init__(self, workdir: Path | None = None) -> None:
-        # A dir we made ourselves is deleted on stop(); a caller's dir is kept (logs).
-        self._owns_workdir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="alertmanager-"))
+        super().__init__(workdir)
         self.config_path = self.workdir / "alertmanager.yml"
         self.storage = self.workdir / "data"
-        self.proc: ManagedProcess | None = None
-        self.port: int | None = None
-
-    @property
-    def url(self) -> str:
-        if self.port is None:
-            raise RuntimeError("Alertmanager not started")
-        return f"http://{LOCALHOST}:{self.port}"
-
     def start(self, config_yaml: str, timeout: float = 20.0) -> Alertmanager:
         """Write the config, launch, and block until `/-/ready` answers 200."""
         self.config_path.write_text(config_yaml)
@@ -128,20 +116,8 @@ class Alertmanager:
                 "--log.level=debug",
             ]
 
-        self.proc, self.port = start_on_free_port(
-            argv,
-            "/-/ready",
-            self.workdir / "alertmanager.log",
-            name="alertmanager",
-            timeout=timeout,
-        )
+        self._launch(argv, "/-/ready", timeout)
         return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-        if self._owns_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def reload(self, config_yaml: str) -> None:
         """Rewrite the config file and hot-reload; raises with Alertmanager's reason."""

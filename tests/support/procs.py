@@ -11,8 +11,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -234,3 +236,36 @@ def _kill_leftovers() -> None:
     for proc in list(_LIVE):
         with contextlib.suppress(Exception):
             proc.stop(timeout=2.0)
+
+
+class LocalServer:
+    """A real server process of ours on 127.0.0.1: its working directory, its URL, stop().
+
+    A directory we made ourselves is deleted on stop(); a caller's is kept (for its logs).
+    """
+
+    name = "server"
+
+    def __init__(self, workdir: Path | None = None) -> None:
+        self._owns_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"{self.name}-"))
+        self.proc: ManagedProcess | None = None
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise RuntimeError(f"{self.name} not started")
+        return f"http://{LOCALHOST}:{self.port}"
+
+    def _launch(self, argv: Callable[[int], list[str]], ready_path: str, timeout: float,
+                **kwargs: Any) -> None:
+        self.proc, self.port = start_on_free_port(argv, ready_path,
+                                                  self.workdir / f"{self.name}.log",
+                                                  name=self.name, timeout=timeout, **kwargs)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)

@@ -7,8 +7,6 @@ semantics (staleness, `for:`, rate windows) are not something to fake.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,10 +18,9 @@ import yaml
 
 from tests.support.procs import (
     LOCALHOST,
-    ManagedProcess,
+    LocalServer,
     http_json,
     http_request,
-    start_on_free_port,
     stop_all,
 )
 
@@ -72,26 +69,17 @@ def prometheus_config(
     return yaml.safe_dump(config, sort_keys=False)
 
 
-class Prometheus:
+class Prometheus(LocalServer):
     """One Prometheus process plus wrappers around its query/rules/alerts API.
 
     Helpers are synchronous; from async tests use `asyncio.to_thread`.
     """
 
+    name = "prometheus"
+
     def __init__(self, workdir: Path | None = None) -> None:
-        # A dir we made ourselves is deleted on stop(); a caller's dir is kept (logs).
-        self._owns_workdir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="prometheus-"))
+        super().__init__(workdir)
         self.config_path = self.workdir / "prometheus.yml"
-        self.proc: ManagedProcess | None = None
-        self.port: int | None = None
-
-    @property
-    def url(self) -> str:
-        if self.port is None:
-            raise RuntimeError("Prometheus not started")
-        return f"http://{LOCALHOST}:{self.port}"
-
     def _write(self, config_yaml: str, files: Mapping[str, str] | None) -> None:
         for name, content in (files or {}).items():
             path = self.workdir / name
@@ -121,20 +109,8 @@ class Prometheus:
                 "--log.level=debug",
             ]
 
-        self.proc, self.port = start_on_free_port(
-            argv,
-            "/-/ready",
-            self.workdir / "prometheus.log",
-            name="prometheus",
-            timeout=timeout,
-        )
+        self._launch(argv, "/-/ready", timeout)
         return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-        if self._owns_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def reload(self, config_yaml: str, files: Mapping[str, str] | None = None) -> None:
         """Rewrite config/rule files and POST `/-/reload` (needs --web.enable-lifecycle)."""

@@ -9,9 +9,7 @@ works for code under test that runs in another process or thread.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +20,8 @@ from botocore.config import Config
 
 from tests.support.procs import (
     LOCALHOST,
-    ManagedProcess,
+    LocalServer,
     http_request,
-    start_on_free_port,
 )
 from tests.support.s3proxy import S3FaultProxy
 
@@ -52,43 +49,19 @@ UNSET_ENV = (
 )
 
 
-class MotoServer:
+class MotoServer(LocalServer):
     """`python -m moto.server` bound to 127.0.0.1 on a free port."""
 
-    def __init__(self, workdir: Path | None = None) -> None:
-        # A dir we made ourselves is deleted on stop(); a caller's dir is kept (logs).
-        self._owns_workdir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="moto-"))
-        self.proc: ManagedProcess | None = None
-        self.port: int | None = None
-
-    @property
-    def url(self) -> str:
-        if self.port is None:
-            raise RuntimeError("moto not started")
-        return f"http://{LOCALHOST}:{self.port}"
+    name = "moto"
 
     def start(self, timeout: float = 30.0) -> MotoServer:
         def argv(port: int) -> list[str]:
             return [sys.executable, "-m", "moto.server", "-H", LOCALHOST, "-p", str(port)]
 
         env = {**_clean_environ(), **FAKE_ENV}
-        self.proc, self.port = start_on_free_port(
-            argv,
-            "/moto-api/config",
-            self.workdir / "moto.log",
-            name="moto",
-            timeout=timeout,
-            env=env,
-            ok=lambda status: 200 <= status < 300,  # /moto-api/config answers 201
-        )
+        self._launch(argv, "/moto-api/config", timeout, env=env,
+                     ok=lambda status: 200 <= status < 300)  # /moto-api/config answers 201
         return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-        if self._owns_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def reset(self) -> None:
         """Drop all buckets/objects (POST /moto-api/reset) so tests don't share state."""
