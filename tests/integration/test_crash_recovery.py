@@ -64,3 +64,40 @@ def test_kill_9_loses_nothing_and_repeats_nothing(tmp_path, webhook_receiver):
         assert "resuming" in w2.logs()
     finally:
         assert w2.stop() == 0
+
+
+SLOW = """
+playbooks:
+  - name: slow
+    match: {alertname: Slow}
+    steps:
+      - name: pause
+        action: wait
+        params: {duration: "{{ labels.seconds }}s"}
+        timeout: 60s
+"""
+
+
+def test_sigterm_lets_running_steps_finish_within_the_grace_period(tmp_path):
+    rules = write_rules(tmp_path / "rules", SLOW)
+    env = {"REMEDIATOR_GRACE_PERIOD": "3s"}
+    w = WorkerProcess(tmp_path, [str(rules)], mode="live", extra_env=env).start()
+    w.post_alerts(notification(alert("Slow", seconds="1", fingerprint="quick"),
+                               alert("Slow", seconds="30", fingerprint="long")))
+    deadline = time.monotonic() + 10
+    while len(w.executions(outcome="running")) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    started = time.monotonic()
+    assert w.stop() == 0
+    assert time.monotonic() - started < 10  # the grace period, not the 30 s step
+    assert "still running after the 3s grace period" in w.logs()
+
+    w2 = WorkerProcess(tmp_path, [str(rules)], mode="live", extra_env=env, store=w.db).start()
+    try:
+        done = {d["fingerprint"]: d["outcome"] for d in w2.executions()}
+        assert done["quick"] == "succeeded"  # finished during the grace period
+        assert done["long"] == "running"  # cut off: resumed after the restart, not lost
+        assert "resuming 1 alert(s)" in w2.logs()
+    finally:
+        w2.stop(timeout=5)
