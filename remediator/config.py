@@ -35,6 +35,7 @@ class Config:
     max_body_bytes: int = 1 << 20
     workers: int = 4  # executions in flight at once; most of their time is waiting
     grace_period: float = 30.0
+    inbox_retention: float = 7 * 86400.0  # how long finished alerts are kept for dedupe
     prometheus_url: str = "http://127.0.0.1:9090"
     alertmanager_url: str = "http://127.0.0.1:9093"
     external_url: str = ""

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from .actions.backends import Backends
@@ -49,6 +50,7 @@ class Service:
         self._running: set[asyncio.Task[Any]] = set()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
+        self._pruned_at = 0.0
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -189,6 +191,16 @@ class Service:
         now = self.clock()
         circuits = await self.store.list_state("circuit:")
         self.metrics.circuits_open.set(sum(1 for c in circuits.values() if c["until"] > now))
+        if now - self._pruned_at >= 3600:
+            # Finished inbox items only serve deduplication. Past the retention a redelivery
+            # is enqueued again, finds its execution already final (deterministic ids), and
+            # runs nothing: forgetting them is safe, keeping them forever is not.
+            self._pruned_at = now
+            cutoff = datetime.fromtimestamp(now - self.config.inbox_retention, UTC)
+            pruned = await self.store.prune_inbox(cutoff.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+            if pruned:
+                log.info("pruned %d finished inbox item(s) older than %gs", pruned,
+                         self.config.inbox_retention)
 
     # --- operator actions --------------------------------------------------------------
 

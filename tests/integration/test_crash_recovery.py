@@ -1,8 +1,14 @@
 """kill -9: acknowledged alerts are executed after restart, exactly once, and journaled steps
 are not repeated. Uses the real `remediator serve` process and a real HTTP peer."""
 
+import json
 import time
 
+from remediator.alerts import parse_notification
+from remediator.config import Config
+from remediator.executor import Executor
+from remediator.playtest import FakeClock
+from remediator.service import Service
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
 from tests.support.worker import WorkerProcess
@@ -101,3 +107,39 @@ def test_sigterm_lets_running_steps_finish_within_the_grace_period(tmp_path):
         assert "resuming 1 alert(s)" in w2.logs()
     finally:
         w2.stop(timeout=5)
+
+
+def test_pruned_inbox_items_never_run_twice(tmp_path, run):
+    """Finished alerts leave the inbox after the retention; a redelivery then is enqueued
+    again but finds its execution final and runs nothing."""
+    calls: list[str] = []
+
+    async def runner(action, params, ctx):
+        calls.append(ctx.execution_id)
+        return {}
+
+    rules = write_rules(tmp_path / "rules", RULES % {"url": "http://127.0.0.1:9/x"})
+    cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/p.db", mode="live",
+                 escalation_dir=str(tmp_path / "notes"), inbox_retention=3600)
+    clock = FakeClock(time.time())  # the inbox records real receive times
+    service = Service(cfg, clock=clock, executor=Executor(runner=runner, retry_wait=0),
+                      sleep=clock.sleep)
+    payload = notification(alert("CrashTest", deployment="web", fingerprint="p1",
+                                 starts_at="2026-01-05T09:00:00Z"))
+
+    async def scenario() -> None:
+        await service.start(dispatch=False)
+        n = parse_notification(json.dumps(payload).encode())
+        assert (await service.intake(n)).accepted == 1
+        await service.drain()
+        await service.store.close()  # flushes the lazily marked `done`
+        await service.store.open()
+        assert (await service.intake(n)).duplicates == 1
+        clock.now += 2 * 3600  # past the one-hour retention
+        await service.maintain()
+        assert (await service.intake(n)).accepted == 1  # forgotten: enqueued again ...
+        assert [d["outcome"] for d in await service.drain()] == ["succeeded"]  # ... but final
+        await service.stop()
+
+    run(scenario())
+    assert len(calls) == 3 and len(set(calls)) == 1  # one execution, its three steps once each
