@@ -274,7 +274,8 @@ class Engine:
         await self.store.save_execution(decision)
         if self.metrics:
             self.metrics.executions.labels(decision.get("playbook") or "", decision["outcome"]).inc()
-        log.info("decision %s: %s", decision["outcome"], decision.get("reason") or "",
+        log.info("decision %s%s", decision["outcome"],
+                 f": {decision['reason']}" if decision.get("reason") else "",
                  extra={"execution_id": decision["id"], "fingerprint": decision["fingerprint"],
                         "playbook": decision.get("playbook"), "outcome": decision["outcome"]})
         return decision
