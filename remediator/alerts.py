@@ -42,6 +42,13 @@ class Alert:
         """Same alert, same episode, same status: Alertmanager retries and HA peers collapse."""
         return f"{self.fingerprint}:{self.starts_at}:{self.status}"
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Alert:
+        """The inverse of to_dict (stored alerts, already validated)."""
+        return cls(status=data["status"], labels=data["labels"], annotations=data["annotations"],
+                   starts_at=data["startsAt"], ends_at=data.get("endsAt"),
+                   generator_url=data.get("generatorURL", ""), fingerprint=data["fingerprint"])
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "status": self.status,
@@ -100,6 +107,8 @@ def parse_notification(body: bytes) -> Notification:
         raise PayloadError(f"body is not valid UTF-8 (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise PayloadError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise PayloadError("invalid JSON: nested too deeply") from None
     return notification_from_dict(data)
 
 

@@ -24,15 +24,13 @@ from .alerts import Alert, Group, utcnow_iso
 from .escalation import Escalator
 from .executor import Executor, StepRecord
 from .guards import Block, GuardContext, Guards
+from .inflight import InFlight
 from .metrics import Metrics
 from .playbooks.index import RuleSet
 from .playbooks.models import Playbook, Step
-from .store.base import InboxItem, Store
+from .store.base import InboxItem, Store, StoreUnavailable
 
 log = logging.getLogger("remediator.engine")
-
-FINAL = ("no_match", "duplicate", "planned", "succeeded", "failed", "blocked", "escalated",
-         "resolved")  # and "running" while an execution is in flight
 
 
 @dataclass
@@ -46,16 +44,11 @@ class Engine:
     escalator: Escalator | None = None
     metrics: Metrics | None = None
     clock: Callable[[], float] = time.time
-
-    def __post_init__(self) -> None:
-        # Executions waiting in a read-only step, by alert fingerprint, so that the alert's
-        # resolution can cancel the wait; and those a resolution has cancelled.
-        self._waiting: dict[str, dict[str, asyncio.Task[Any]]] = {}
-        self._resolved: set[str] = set()
+    inflight: InFlight = field(default_factory=InFlight)
 
     async def process(self, item: InboxItem) -> list[dict[str, Any]]:
         """All decisions for one acknowledged alert."""
-        alert = _alert(item.alert)
+        alert = Alert.from_dict(item.alert)
         group = Group(**_group_kwargs(item.group))
         playbooks = self.rules.match(alert.labels, alert.status)
         if not playbooks:
@@ -70,8 +63,27 @@ class Engine:
         """Run (or resume) one playbook for one alert; return its decision."""
         execution_id = _execution_id(dedupe_key, pb.name)
         existing = await self.store.get_execution(execution_id)
-        if existing and existing["outcome"] in FINAL and existing["outcome"] != "blocked":
-            return existing  # finished before a restart: never run twice
+        if existing and not _resumable(existing):
+            return existing  # finished (possibly before a restart): never run twice
+        if not self.inflight.start(execution_id, f"{alert.fingerprint}:{alert.starts_at}"):
+            return existing or {"id": execution_id, "outcome": "running",
+                                "reason": "already running in this process"}
+        try:
+            return await self._execute(pb, alert, group, execution_id, existing)
+        except StoreUnavailable:
+            raise  # nothing can be recorded now: the inbox item is retried, not finished
+        except Exception as exc:  # a bug must not leave an execution running, unrecorded
+            log.exception("execution %s failed unexpectedly", execution_id)
+            decision = self._decision(execution_id, alert, pb, existing)
+            decision.update(outcome="failed", reason=f"internal error: {type(exc).__name__}: "
+                            f"{exc}; nothing further was done")
+            return await self._finish(decision, escalate=True)
+        finally:
+            self.guards.release_all(execution_id)
+            self.inflight.finish(execution_id)
+
+    async def _execute(self, pb: Playbook, alert: Alert, group: Group, execution_id: str,
+                       existing: dict[str, Any] | None) -> dict[str, Any]:
         decision = self._decision(execution_id, alert, pb, existing)
         decision["group"] = group.to_dict()
         ctx = _template_context(alert, group, pb)
@@ -86,7 +98,8 @@ class Engine:
         steps = pb.steps_for(alert.status)
         resolving = alert.status == "resolved" and pb.status == "firing"
         if resolving:
-            self._cancel_waits(alert.fingerprint)
+            # Cut the firing run's waits short, and let it stop before reverting anything.
+            await self.inflight.resolve(gc.episode, execution_id, timeout=600)
             await self.guards.on_resolved(gc)
         elif block := await self.guards.before_execution(gc):
             return await self._blocked(decision, block, gc)
@@ -97,6 +110,9 @@ class Engine:
             return decision
         wants_note = outcome in ("failed", "escalated") or (
             pb.escalation is not None and pb.escalation.always and not resolving)
+        # The guards judge the steps (a circuit counts successful remediations), not the
+        # label the decision gets (`escalated` when the playbook always escalates).
+        await self.guards.after_execution(gc, "resolved" if resolving else outcome)
         if outcome == "succeeded":
             if resolving:
                 outcome = "resolved"
@@ -105,7 +121,6 @@ class Engine:
             elif wants_note:
                 outcome = "escalated"
         decision["outcome"] = outcome
-        await self.guards.after_execution(gc, outcome)
         return await self._finish(decision, escalate=wants_note)
 
     async def resume(self, decision: dict[str, Any]) -> dict[str, Any]:
@@ -113,7 +128,7 @@ class Engine:
         pb = self.rules.get(decision["playbook"] or "")
         if pb is None:
             raise KeyError(f"playbook {decision['playbook']!r} is no longer loaded")
-        alert = _alert(decision["alert"])
+        alert = Alert.from_dict(decision["alert"])
         group = Group(**_group_kwargs(decision.get("group") or {}))
         return await self.execute(pb, alert, group, alert.dedupe_key)
 
@@ -143,6 +158,11 @@ class Engine:
         outcome = "succeeded"
         for index, step in enumerate(steps):
             done = journal.get(index)
+            if done and (done["name"], done["action"]) != (step.name, step.action):
+                decision["reason"] = (f"the playbook changed since this execution started (step "
+                                      f"{index + 1} was {done['name']!r}, now {step.name!r}); "
+                                      "not resumed against different steps")
+                return "failed"
             if done and done["outcome"] == "running" and not ACTIONS[step.action].repeatable(
                     done["params"]):
                 # A crash interrupted this mutation: it may or may not have happened.
@@ -223,7 +243,8 @@ class Engine:
         await self.store.save_step(*journal, record.to_dict())
         actx = ActionContext(backends=self.backends, log=log, execution_id=gc.execution_id,
                              fingerprint=gc.alert.fingerprint, results=ctx["steps"])
-        if record.mutating:  # a change in flight is never interrupted by a resolution
+        if record.mutating or gc.alert.status == "resolved":
+            # A change in flight is never interrupted; nor is the resolution's own work.
             await self.executor.run(action, params, actx, record, step.timeout, step.retries)
         else:
             await self._run_cancellable(gc, action, params, actx, record, step)
@@ -235,27 +256,19 @@ class Engine:
     async def _run_cancellable(self, gc: GuardContext, action: Any, params: dict[str, Any],
                                actx: ActionContext, record: StepRecord, step: Step) -> None:
         """A read-only step (a wait, a poll) that the alert's resolution may cut short."""
-        task = asyncio.current_task()
-        assert task is not None
-        waiting = self._waiting.setdefault(gc.alert.fingerprint, {})
-        waiting[gc.execution_id] = task
-        try:
-            await self.executor.run(action, params, actx, record, step.timeout, step.retries)
-        except asyncio.CancelledError:
-            if gc.execution_id not in self._resolved:
-                raise  # shutdown, not a resolution
-            self._resolved.discard(gc.execution_id)
-            task.uncancel()
-            record.outcome, record.detail = "cancelled", "the alert resolved while this step waited"
-        finally:
-            waiting.pop(gc.execution_id, None)
-            if not waiting:
-                self._waiting.pop(gc.alert.fingerprint, None)
-
-    def _cancel_waits(self, fingerprint: str) -> None:
-        for execution_id, task in self._waiting.get(fingerprint, {}).items():
-            self._resolved.add(execution_id)
-            task.cancel()
+        if not self.inflight.resolved(gc.episode):
+            task = asyncio.current_task()
+            try:
+                with self.inflight.waiting(gc.execution_id):
+                    await self.executor.run(action, params, actx, record, step.timeout,
+                                            step.retries)
+                return
+            except asyncio.CancelledError:
+                if not self.inflight.resolved(gc.episode):
+                    raise  # shutdown, not a resolution
+                if task is not None:
+                    task.uncancel()
+        record.outcome, record.detail = "cancelled", "the alert resolved while this step waited"
 
     async def _blocked(self, decision: dict[str, Any], block: Block, gc: GuardContext,
                        step: str | None = None) -> dict[str, Any]:
@@ -302,15 +315,16 @@ class Engine:
         }
 
 
+def _resumable(decision: dict[str, Any]) -> bool:
+    """Interrupted (`running`), or waiting for an approval that may have come: everything
+    else is final, including every other block."""
+    return decision["outcome"] == "running" or (
+        decision["outcome"] == "blocked" and decision["reason"].startswith("approval_pending"))
+
+
 def _execution_id(dedupe_key: str, playbook: str) -> str:
     """Deterministic, so a restart finds the execution (and its journal) it interrupted."""
     return hashlib.sha256(f"{dedupe_key}\x00{playbook}".encode()).hexdigest()[:20]
-
-
-def _alert(data: dict[str, Any]) -> Alert:
-    return Alert(status=data["status"], labels=data["labels"], annotations=data["annotations"],
-                 starts_at=data["startsAt"], ends_at=data.get("endsAt"),
-                 generator_url=data.get("generatorURL", ""), fingerprint=data["fingerprint"])
 
 
 def _group_kwargs(data: dict[str, Any]) -> dict[str, Any]:

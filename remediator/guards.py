@@ -24,6 +24,10 @@ from .playbooks.models import Playbook, Step
 from .store.base import Store
 
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+# An approval that will never come: the guard that says so, and why.
+_DECIDED = {"rejected": ("approval_denied", "approval rejected"),
+            "expired": ("approval_expired", "approval expired before anyone approved"),
+            "resolved": ("approval_withdrawn", "the alert resolved before anyone approved")}
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -196,8 +200,11 @@ class Guards:
 
     def release(self, gc: GuardContext) -> None:
         """Give up the target lock: the execution stopped (finished, or blocked)."""
-        if gc.target and self._locks.get(gc.target) == gc.execution_id:
-            del self._locks[gc.target]
+        self.release_all(gc.execution_id)
+
+    def release_all(self, execution_id: str) -> None:
+        for target in [t for t, holder in self._locks.items() if holder == execution_id]:
+            del self._locks[target]
 
     # --- mutation level ----------------------------------------------------------------
 
@@ -244,16 +251,17 @@ class Guards:
         return None
 
     async def _approval(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
-        if not step.approval:
-            return None
+        if not step.approval or gc.mode != "live":
+            return None  # dry-run plans through it ("after approval"): nothing would run
         key = f"approval:{gc.execution_id}"
         state = await self.store.get_state(key)
         now = self.clock()
         if state and state["status"] == "approved":
             return None
-        if state and state["status"] in ("rejected", "expired", "resolved"):
-            return Block("approval_pending", f"approval {state['status']}"
-                         + (f" by {state['by']}" if state.get("by") else ""))
+        if state and state["status"] in _DECIDED:
+            # Decided, and final: the execution is never resumed again.
+            guard, what = _DECIDED[state["status"]]
+            return Block(guard, what + (f" by {state['by']}" if state.get("by") else ""))
         if state is None and gc.mode == "live":
             ttl = parse_duration(gc.playbook.guards.get("approval_ttl", self.settings.approval_ttl))
             await self.store.put_state(key, {"status": "pending", "step": step.name,

@@ -15,7 +15,7 @@ from typing import Any
 
 from .actions.backends import Backends
 from .actions.checks import precondition_check
-from .alerts import Notification
+from .alerts import Alert, Notification
 from .config import Config
 from .engine import Engine
 from .escalation import Escalator, build_sink
@@ -51,6 +51,7 @@ class Service:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
         self._pruned_at = 0.0
+        self._approvals = asyncio.Lock()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -167,6 +168,10 @@ class Service:
             decisions = await self.engine.process(item)
         except asyncio.CancelledError:
             raise  # shutdown: the item stays running and resumes after restart
+        except StoreUnavailable:
+            log.error("store unavailable while processing %s; it resumes after restart",
+                      item.dedupe_key)
+            return []  # left `running`, not finished: nothing acknowledged is lost
         except Exception:
             # A bug must not wedge the inbox: record it, finish the item, keep serving.
             log.exception("internal error processing alert %s", item.dedupe_key)
@@ -205,17 +210,25 @@ class Service:
     # --- operator actions --------------------------------------------------------------
 
     async def approve(self, execution_id: str, by: str, approve: bool = True) -> dict[str, Any]:
-        """Record an approval (or rejection) and resume the execution from its journal."""
+        """Record an approval (or rejection) and resume the execution from its journal.
+
+        Approvals are serialised, and the alert's inbox item is queued again before the
+        resume starts: if the process dies mid-resume, the dispatcher finishes the work
+        after restart, and the engine never runs one execution twice at once.
+        """
         assert self.engine is not None
-        decision = await self.store.get_execution(execution_id)
-        if decision is None:
-            raise KeyError(execution_id)
-        state = await self.store.get_state(f"approval:{execution_id}")
-        if not state or state["status"] != "pending":
-            raise ValueError(f"execution {execution_id} has no pending approval "
-                             f"({state['status'] if state else 'none requested'})")
-        if self.clock() > state["expires_at"]:
-            raise ValueError(f"approval for {execution_id} expired")
-        state.update(status="approved" if approve else "rejected", by=by, decided_at=self.clock())
-        await self.store.put_state(f"approval:{execution_id}", state)
+        async with self._approvals:
+            decision = await self.store.get_execution(execution_id)
+            if decision is None:
+                raise KeyError(execution_id)
+            state = await self.store.get_state(f"approval:{execution_id}")
+            if not state or state["status"] != "pending":
+                raise ValueError(f"execution {execution_id} has no pending approval "
+                                 f"({state['status'] if state else 'none requested'})")
+            if self.clock() > state["expires_at"]:
+                raise ValueError(f"approval for {execution_id} expired")
+            state.update(status="approved" if approve else "rejected", by=by,
+                         decided_at=self.clock())
+            await self.store.put_state(f"approval:{execution_id}", state)
+            await self.store.requeue(Alert.from_dict(decision["alert"]).dedupe_key)
         return await self.engine.resume(decision)

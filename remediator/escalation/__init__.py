@@ -62,7 +62,7 @@ class Escalator:
             ):
                 with attempt:
                     where = await sink.deliver(note, self.backends.http())
-        except SinkError as exc:
+        except Exception as exc:  # a note is never dropped: whatever failed, it is spooled
             log.warning("escalation %s not delivered to %s, spooled: %s", note["id"], name, exc,
                         extra={"execution_id": note["id"]})
             await self.store.put_state(f"spool:{note['id']}:{name}", note)
@@ -83,10 +83,13 @@ class Escalator:
                 continue
             try:
                 await sink.deliver(note, self.backends.http())
-            except SinkError:
+            except Exception as exc:  # any failure keeps it spooled; never stops maintenance
+                log.warning("spooled escalation %s still not delivered to %s: %s", note["id"],
+                            name, exc, extra={"execution_id": note["id"]})
                 waiting += 1
                 continue
-            await self.store.put_state(key, None)
+            if await self.store.get_state(key) == note:  # a newer note may have replaced it
+                await self.store.put_state(key, None)
             self._count(name, "delivered")
             log.info("spooled escalation %s delivered to %s", note["id"], name,
                      extra={"execution_id": note["id"]})

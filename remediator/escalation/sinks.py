@@ -54,7 +54,7 @@ class WebhookSink:
                 if resp.status >= 300:
                     text = (await resp.text())[:200]
                     raise SinkError(f"{self.name}: {self.url} answered {resp.status}: {text}")
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:  # refused, reset, timed out
             raise SinkError(f"{self.name}: {self.url}: {exc}") from None
         return self.url
 

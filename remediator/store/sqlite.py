@@ -164,7 +164,7 @@ class SQLiteStore:
                     # A failing statement is rolled back alone; the others still commit.
                     try:
                         results.append((future, fn(db), None))
-                    except sqlite3.Error as exc:
+                    except Exception as exc:  # its caller gets the error; nobody waits forever
                         results.append((future, None, StoreUnavailable(f"store write failed: {exc}")))
                     if not db.in_transaction:  # disk full, I/O error: SQLite rolled back all
                         raise sqlite3.OperationalError("transaction rolled back")
@@ -246,6 +246,10 @@ class SQLiteStore:
             "received_at", (limit,)).fetchall())
         rows.sort()
         return [InboxItem(r[0], r[1], json.loads(r[2]), json.loads(r[3]), r[4]) for r in rows]
+
+    async def requeue(self, dedupe_key: str) -> None:
+        """Queue an acknowledged alert again (its approved execution has work to do)."""
+        await self._exec("UPDATE inbox SET state='pending' WHERE dedupe_key=?", (dedupe_key,))
 
     async def finish(self, item_id: int) -> None:
         self._finished.append(item_id)
