@@ -2,6 +2,7 @@
 
 import json
 
+from remediator.guards import GuardSettings
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
 from tests.support.worker import TOKEN, http
@@ -117,3 +118,50 @@ def test_store_that_cannot_accept_answers_503_so_alertmanager_retries(worker_fac
     w.call(w.service.store.close())
     status, body = w.post_alerts(notification(alert("DemoDown", fingerprint="s")))
     assert status == 503 and "store" in body["error"]
+
+
+PAUSABLE = """
+playbooks:
+  - name: restart-web
+    match: {alertname: WebDown}
+    target: {kind: deployment, namespace: prod, name: web}
+    guards: {cooldown: 1m}
+    steps:
+      - name: restart
+        action: http.request
+        params: {url: "%(url)s", method: POST}
+  - name: restore-sbom
+    match: {alertname: SbomCorrupt}
+    target: {kind: bucket, name: "{{ labels.bucket }}"}
+    guards: {cooldown: 1m}
+    steps:
+      - name: restore
+        action: s3.restore_version
+        params: {bucket: "{{ labels.bucket }}", key: sboms/a.json}
+"""
+
+
+def test_kill_switch_over_the_api_records_alerts_and_mutates_nothing(worker_factory, webhook_receiver):
+    w = worker_factory(PAUSABLE % {"url": webhook_receiver.url}, mode="live")
+    auth = {"Authorization": f"Bearer {TOKEN}", "X-Remediator-User": "alice"}
+    assert http("POST", f"{w.url}/api/v1/pause", b"")[0] == 401
+    assert http("POST", f"{w.url}/api/v1/pause", b"", auth) == (200, {"paused": True})
+    w.post_alerts(notification(alert("WebDown", fingerprint="p1")))
+    [paused] = w.wait_executions(1)
+    assert paused["outcome"] == "blocked" and paused["reason"].startswith("paused: automation is paused")
+    assert http("POST", f"{w.url}/api/v1/resume", b"", auth) == (200, {"paused": False})
+    w.post_alerts(notification(alert("WebDown", fingerprint="p2")))
+    assert {d["outcome"] for d in w.wait_executions(2)} == {"blocked", "succeeded"}
+    assert len(webhook_receiver.deliveries) == 1
+    assert "remediator_guard_blocks_total{guard=\"paused\"} 1.0" in http("GET", f"{w.url}/metrics")[1]
+
+
+def test_s3_mutations_only_touch_allowed_buckets(worker_factory):
+    w = worker_factory(PAUSABLE % {"url": "http://127.0.0.1:9/"},
+                       guards=GuardSettings(buckets_allow=["code-forge-artifacts-prod"]))
+    w.post_alerts(notification(alert("SbomCorrupt", fingerprint="b1", bucket="someone-elses-bucket"),
+                               alert("SbomCorrupt", fingerprint="b2", bucket="code-forge-artifacts-prod")))
+    decisions = {d["fingerprint"]: d for d in w.wait_executions(2)}
+    assert decisions["b1"]["reason"] == ("scope_denied: bucket 'someone-elses-bucket' is not in the "
+                                         "S3 mutation allow list (code-forge-artifacts-prod)")
+    assert decisions["b2"]["outcome"] == "planned"  # dry-run: allowed, described, not called
