@@ -1,0 +1,64 @@
+"""The operator's commands against a real `remediator serve`: approve, history, show."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from tests.conftest import write_rules
+from tests.support.payloads import alert, notification
+from tests.support.worker import TOKEN, WorkerProcess
+
+RULES = """
+playbooks:
+  - name: restart-web
+    match: {alertname: WebDown}
+    target: {kind: deployment, namespace: prod, name: web}
+    guards: {cooldown: 1m}
+    steps:
+      - name: restart
+        action: http.request
+        approval: required
+        params: {url: "%(url)s", method: POST}
+    escalation: {severity: critical}
+"""
+
+
+def cli(*args: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "REMEDIATOR_WEBHOOK_TOKEN": token}
+    return subprocess.run([sys.executable, "-m", "remediator.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_approve_history_and_show(tmp_path, webhook_receiver):
+    rules = write_rules(tmp_path / "rules", RULES % {"url": webhook_receiver.url})
+    w = WorkerProcess(tmp_path, [str(rules)], mode="live").start()
+    try:
+        w.post_alerts(notification(alert("WebDown", fingerprint="w1")))
+        deadline = time.monotonic() + 15
+        while not (pending := w.executions(outcome="blocked")):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        execution_id = pending[0]["id"]
+
+        refused = cli("approve", execution_id, "--url", w.url, token="wrong")
+        assert refused.returncode == 1 and "401" in refused.stderr
+        assert webhook_receiver.deliveries == []
+
+        approved = cli("approve", execution_id, "--url", w.url, "--user", "alice")
+        assert approved.returncode == 0, approved.stderr
+        assert "→ SUCCEEDED" in approved.stdout
+        assert len(webhook_receiver.deliveries) == 1
+        again = cli("approve", execution_id, "--url", w.url)
+        assert again.returncode == 1 and "no pending approval (approved)" in again.stderr
+    finally:
+        assert w.stop() == 0
+
+    history = cli("history", "--store", w.db)
+    assert history.returncode == 0 and execution_id in history.stdout
+    assert "succeeded" in history.stdout and "restart-web" in history.stdout
+    show = cli("show", execution_id, "--store", w.db)
+    assert show.returncode == 0 and "restart — http.request (mutating): succeeded" in show.stdout
+    assert cli("show", "nope", "--store", w.db).returncode == 1
