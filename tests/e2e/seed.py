@@ -101,6 +101,11 @@ def kubernetes(kube: KubeAPIServer) -> None:
     kube.add_deployment(LIBERVIA, LIBERVIA_NS, replicas=2)
     _service(kube, LIBERVIA_NS, LIBERVIA, 3000, LIBERVIA)
     kube.add_deployment(HACKATHON, HACKATHON_NS, replicas=4)
+    kube.add({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+              "metadata": {"name": HACKATHON, "namespace": HACKATHON_NS},
+              "spec": {"minReplicas": 4, "maxReplicas": 16,
+                       "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                          "name": HACKATHON}}})
     _service(kube, HACKATHON_NS, HACKATHON, 3000, HACKATHON)
     kube.add_deployment(THREEDPOT, THREEDPOT_NS, replicas=2)
     _service(kube, THREEDPOT_NS, THREEDPOT, 8000, THREEDPOT)

@@ -241,6 +241,7 @@ def test_hackathon_high_cpu_scales_out_within_the_hpa_bounds(stack):
     assert decision["outcome"] == "succeeded", decision["reason"]
     scale = steps_of(decision)["scale"]["result"]
     assert scale["changed"] is True
+    assert steps_of(decision)["hpa"]["result"]["object"]["spec"]["maxReplicas"] == 16  # evidence
     assert 4 < _replicas(stack) <= 16 and _replicas(stack) == scale["applied"]
     dep = stack.kube.get("deployments", seed.HACKATHON_NS, seed.HACKATHON)
     assert dep["status"].get("readyReplicas") == scale["applied"]  # the rollout step saw them up

@@ -87,6 +87,8 @@ RESOURCES: tuple[Resource, ...] = (
              subresources=("scale", "status")),
     Resource("apps", "v1", "daemonsets", "DaemonSet", short_names=("ds",),
              subresources=("status",)),
+    Resource("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler",
+             short_names=("hpa",), subresources=("status",)),
     Resource("apps", "v1", "replicasets", "ReplicaSet", short_names=("rs",),
              subresources=("scale", "status"), field_labels=("status.replicas",)),
 )
