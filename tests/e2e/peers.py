@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from tests.support.exporter import Exporter
-from tests.support.procs import LOCALHOST
+from tests.support.procs import LOCALHOST, serve_http
 from tests.support.worker import http
 
 
@@ -66,10 +66,8 @@ class ClusterServices:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((LOCALHOST, 0), Handler)
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # Bound (and so its port known) now; serving from the moment it is created.
+        self._server, self.port = serve_http(Handler)
 
     @property
     def target(self) -> str:
@@ -83,7 +81,6 @@ class ClusterServices:
         return (host, path) in self.hits
 
     def start(self) -> ClusterServices:
-        self._thread.start()
         return self
 
     def stop(self) -> None:

@@ -10,14 +10,11 @@ same. Actions are driven the way the engine drives them: params through `check_p
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import re
 import socket
 import subprocess
-import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -32,6 +29,7 @@ from remediator.actions.registry import ACTIONS
 from remediator.executor import Executor, StepRecord
 from tests.support.actions import params, problems
 from tests.support.payloads import alert, notification
+from tests.support.worker import replay_cli
 
 if TYPE_CHECKING:
     from tests.kubeapi import KubeAPIServer
@@ -655,17 +653,8 @@ playbooks:
 
 
 def replay(tmp_path: Path, *args: str) -> dict[str, Any]:
-    (tmp_path / "rules.yaml").write_text(textwrap.dedent(RULES))
-    payload = tmp_path / "payload.json"
-    payload.write_text(json.dumps(notification(alert("CodeForgeS3UploadFailureHigh",
-                                                     namespace=NS))))
-    proc = subprocess.run(
-        [sys.executable, "-m", "remediator.cli", "replay", str(payload), "--rules",
-         str(tmp_path / "rules.yaml"), "--format", "json", *args],
-        capture_output=True, text=True, timeout=60, env=dict(os.environ), check=False)
-    assert proc.returncode == 0, proc.stderr
-    [decision] = json.loads(proc.stdout)
-    return decision
+    return replay_cli(tmp_path, RULES, notification(alert("CodeForgeS3UploadFailureHigh",
+                                                           namespace=NS)), *args)
 
 
 def test_replay_dry_run_then_live(tmp_path: Path, kubeapi: KubeAPIServer,

@@ -12,11 +12,7 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import random
-import subprocess
-import sys
-import textwrap
 from typing import Any
 
 import pytest
@@ -27,6 +23,7 @@ from remediator.actions.registry import ACTIONS
 from remediator.executor import Executor, StepRecord
 from tests.support.actions import params
 from tests.support.payloads import alert, notification
+from tests.support.worker import replay_cli
 
 BUCKET = "sboms-prod"
 
@@ -380,16 +377,8 @@ playbooks:
 
 
 def replay(tmp_path, *args: str, **labels: str) -> dict[str, Any]:
-    (tmp_path / "rules.yaml").write_text(textwrap.dedent(RULES))
-    payload = tmp_path / "payload.json"
-    payload.write_text(json.dumps(notification(alert("CodeForgeS3IntegrityFailure", **labels))))
-    proc = subprocess.run(
-        [sys.executable, "-m", "remediator.cli", "replay", str(payload), "--rules",
-         str(tmp_path / "rules.yaml"), "--format", "json", *args],
-        capture_output=True, text=True, timeout=60, env=dict(os.environ), check=False)
-    assert proc.returncode == 0, proc.stderr
-    [decision] = json.loads(proc.stdout)
-    return decision
+    return replay_cli(tmp_path, RULES, notification(alert("CodeForgeS3IntegrityFailure", **labels)),
+                      *args)
 
 
 def test_replay_live_and_dry_run(tmp_path, versioned, s3_client, s3_proxy) -> None:

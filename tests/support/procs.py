@@ -15,11 +15,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -269,3 +271,11 @@ class LocalServer:
             self.proc.stop()
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def serve_http(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, int]:
+    """A threaded HTTP server for a test double on 127.0.0.1:<free port>, serving already."""
+    server = ThreadingHTTPServer((LOCALHOST, 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, int(server.server_address[1])

@@ -11,12 +11,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
-from tests.support.procs import LOCALHOST
+from tests.support.procs import LOCALHOST, serve_http
 
 
 @dataclass
@@ -55,17 +55,14 @@ class WebhookReceiver:
             def log_message(self, *args: Any) -> None:  # keep pytest output clean
                 pass
 
-        self._server = ThreadingHTTPServer((LOCALHOST, 0), Handler)
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # Bound (and so its port known) now; serving from the moment it is created.
+        self._server, self.port = serve_http(Handler)
 
     @property
     def url(self) -> str:
         return f"http://{LOCALHOST}:{self.port}/alerts"
 
     def start(self) -> WebhookReceiver:
-        self._thread.start()
         return self
 
     def stop(self) -> None:

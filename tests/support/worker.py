@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import urllib.error
@@ -192,3 +193,16 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait(5)
+
+
+def replay_cli(tmp: Path, rules: str, payload: dict[str, Any], *args: str) -> dict[str, Any]:
+    """`remediator replay --format json` as a user runs it; the single decision it prints."""
+    (tmp / "rules.yaml").write_text(textwrap.dedent(rules))
+    (tmp / "payload.json").write_text(json.dumps(payload))
+    proc = subprocess.run(
+        [sys.executable, "-m", "remediator.cli", "replay", str(tmp / "payload.json"), "--rules",
+         str(tmp / "rules.yaml"), "--format", "json", *args],
+        capture_output=True, text=True, timeout=60, env=dict(os.environ), check=False)
+    assert proc.returncode == 0, proc.stderr
+    [decision] = json.loads(proc.stdout)
+    return decision
