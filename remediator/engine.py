@@ -102,6 +102,8 @@ class Engine:
             await self.inflight.resolve(gc.episode, execution_id, timeout=600)
             await self.guards.on_resolved(gc)
         elif block := await self.guards.before_execution(gc):
+            if block.escalate:  # the human who takes over sees what automation would do
+                decision["would_run"] = _plan(steps, ctx)
             return await self._blocked(decision, block, gc)
         decision["outcome"] = "running"  # visible in the API while it runs
         await self.store.save_execution(decision)
@@ -361,6 +363,23 @@ def _render_target(pb: Playbook, ctx: dict[str, Any]) -> str | None:
     if namespace:
         templating.validate("namespace", namespace)
     return f"{namespace}/{kind.lower()}/{name}" if namespace else f"{kind.lower()}/{name}"
+
+
+def _plan(steps: tuple[Step, ...], ctx: dict[str, Any]) -> list[str]:
+    """What each step would do, rendered where its parameters are already known."""
+    plan = []
+    for step in steps:
+        action = ACTIONS[step.action]
+        when = f"if {step.when}: " if step.when else ""
+        try:
+            params, problems = check_params(action, templating.render_value(step.params, ctx),
+                                            rendered=True)
+            what = action.describe(params) if params and not problems else ""
+        except templating.TemplateError:
+            what = ""
+        plan.append(f"`{step.name}`: {when}{what or step.action + ' (parameters known at run time)'}"
+                    + (" (after approval)" if step.approval else ""))
+    return plan
 
 
 def _step_view(record: dict[str, Any]) -> dict[str, Any]:

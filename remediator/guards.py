@@ -128,8 +128,9 @@ class Guards:
         state = await self.store.get_state("paused")
         if self.settings.paused or (state and state.get("paused")):
             who = f" by {state['by']}" if state and state.get("by") else ""
+            # Paused automation must not silence humans: the note says so and what would run.
             return Block("paused", f"automation is paused{who}; alerts are recorded, "
-                                   "nothing mutates", escalate=False)
+                                   "nothing runs")
         return None
 
     async def _time_window(self, gc: GuardContext) -> Block | None:

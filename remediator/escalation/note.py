@@ -50,8 +50,9 @@ def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str 
     labels, annotations = alert["labels"], alert["annotations"]
     severity, within = severity_of(decision, pb)
     esc = pb.escalation if pb else None
-    title = (_render(esc.summary, decision) if esc and esc.summary
-             else annotations.get("summary") or decision["alertname"])
+    summary = (_render(esc.summary, decision) if esc and esc.summary
+               else annotations.get("summary") or "")
+    title = " — ".join(t for t in (summary, outcome_phrase(decision)) if t)
     lines = [
         f"# [{severity.upper()}] {decision['alertname']}: {title}",
         "",
@@ -84,6 +85,9 @@ def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str 
         lines.append(f"1. `{s['name']}` ({s['action']}): **{s['outcome']}**{took}{tries} — "
                      f"{_one_line(s.get('detail', ''))}")
     evidence = [(s["name"], s["result"]) for s in steps if s.get("result")]
+    if decision.get("would_run"):
+        lines += ["", "## What would have run", ""]
+        lines += [f"1. {_one_line(what)}" for what in decision["would_run"]]
     if evidence:
         lines += ["", "## Evidence", ""]
         for name, result in evidence:
@@ -99,6 +103,32 @@ def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str 
                   f"- `POST {approve_url}/api/v1/executions/{decision['id']}/approve` or "
                   "`/reject` with the bearer token"]
     return "\n".join(line for line in lines if line is not None) + "\n"
+
+
+def outcome_phrase(decision: dict[str, Any]) -> str:
+    """What happened, for the title: the playbook's summary describes the alert, this says
+    which guard stopped it, which step failed, or which change was made before escalating."""
+    outcome = decision["outcome"]
+    steps = decision.get("steps") or []
+    changed = [s["name"] for s in steps if s.get("mutating") and s["outcome"] == "succeeded"]
+    after = f" after {', '.join(changed)}" if changed else ""
+    failed = [s["name"] for s in steps if s["outcome"] == "failed"]
+    if outcome == "blocked":
+        guard = (decision.get("reason") or "").split(":", 1)[0] or "a guard"
+        if guard == "approval_pending":
+            return f"waiting for approval of step {decision.get('blocked_step')!r}{after}"
+        return f"blocked by {guard}{after}" + ("" if changed else ", nothing was changed")
+    if outcome == "failed":
+        where = f"failed at step {failed[-1]!r}" if failed else "failed before any step ran"
+        return where + (after or ", nothing was changed")
+    if outcome == "escalated":
+        if failed:
+            return f"escalated{after}: step {failed[-1]!r} failed" + (
+                "" if changed else ", nothing was changed")
+        return f"escalated{after}" if changed else "escalated with evidence, nothing was changed"
+    if outcome in ("succeeded", "resolved"):
+        return f"{outcome}{after}"
+    return outcome
 
 
 def _why(decision: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from remediator.alerts import parse_notification
 from remediator.config import Config
 from remediator.executor import Executor
 from remediator.service import Service
+from tests.integration.test_guards import Harness, web
 from tests.support.alertmanager import webhook_config
 from tests.support.payloads import alert, notification
 from tests.support.webhook import WebhookReceiver
@@ -78,7 +79,8 @@ def test_note_has_what_a_human_needs_and_reaches_webhook_and_slack(tmp_path, web
         assert set(decision["escalation"]["deliveries"]) == {"files", "hook", "chat"}
         note = (tmp_path / "notes" / f"{decision['id']}.md").read_text()
         for expected in ("# [CRITICAL] CodeForgeS3UploadFailureHigh: S3 uploads failing for "
-                         "neural-hive-pipeline/deployment/code-forge",
+                         "neural-hive-pipeline/deployment/code-forge — failed at step 'restart', "
+                         "nothing was changed\n",
                          "**Respond within:** 15 min", "**Owner:** #code-forge-team (neural-hive-pipeline)",
                          "https://runbooks.example/code-forge#upload", "`namespace=neural-hive-pipeline`",
                          "`logs` (http.request): **succeeded**", "`restart` (http.request): **failed**",
@@ -142,3 +144,16 @@ def test_sink_down_then_up_gets_the_note_exactly_once_even_across_a_restart(tmp_
     loop.run_until_complete(after_restart())
     assert len(webhook_receiver.deliveries) == refused + 1  # arrived once
     assert webhook_receiver.deliveries[-1].body["alertname"] == "CodeForgeS3UploadFailureHigh"
+
+
+def test_note_titles_state_the_outcome_not_a_fix_that_did_not_happen(tmp_path, run):
+    h = run(Harness(tmp_path, "{cooldown: 10m}", always=True).start())
+    [fixed] = run(h.fire(web(0)))
+    [cooling] = run(h.fire(web(1), at=60))
+    assert (fixed["outcome"], cooling["outcome"]) == ("escalated", "blocked")
+    titles = {d["outcome"]: d["escalation"]["title"] for d in (fixed, cooling)}
+    assert titles == {"escalated": "[CRITICAL] WebDown: WebDown summary — escalated after restart",
+                      "blocked": "[CRITICAL] WebDown: WebDown summary — blocked by cooldown, "
+                                 "nothing was changed"}
+    assert len(h.calls) == 1
+    run(h.service.stop())

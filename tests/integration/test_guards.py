@@ -178,6 +178,12 @@ def test_pause_records_but_never_mutates(tmp_path, run):
     run(h.service.store.put_state("paused", {"paused": True, "by": "alice"}))
     [d] = run(h.fire(web(0)))
     assert d["outcome"] == "blocked" and d["reason"].startswith("paused: automation is paused by alice")
+    # Paused automation still tells a human, and shows what it would have done.
+    [note] = [f.read_text() for f in h.note_files()]
+    assert note.startswith("# [CRITICAL] WebDown: ") and "blocked by paused, nothing was changed" \
+        in note.splitlines()[0]
+    assert "automation is paused by alice" in note
+    assert "## What would have run\n\n1. `restart`: would send POST http://127.0.0.1:9/restart" in note
     run(h.service.store.put_state("paused", {"paused": False}))
     assert run(h.fire(web(1), at=120))[0]["outcome"] == "succeeded"
     assert len(h.calls) == 1
