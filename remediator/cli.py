@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -88,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("approve", help="approve (or reject) a pending step through the API")
     a.add_argument("id")
     a.add_argument("--reject", action="store_true")
+    a.add_argument("--step", help="the gated step to decide (default: the one pending)")
     a.add_argument("--url", default="http://127.0.0.1:9095", help="remediator's base URL")
     a.add_argument("--user", default="cli", help="recorded as the approver")
     a.set_defaults(func=cmd_approve)
@@ -236,8 +238,9 @@ async def _query(cfg: Config, fn: Any) -> Any:
 def cmd_approve(args: argparse.Namespace) -> int:
     cfg = load_config()
     verb = "reject" if args.reject else "approve"
-    req = urllib.request.Request(f"{args.url.rstrip('/')}/api/v1/executions/{args.id}/{verb}",
-                                 method="POST", data=b"{}")
+    query = f"?{urllib.parse.urlencode({'step': args.step})}" if args.step else ""
+    req = urllib.request.Request(f"{args.url.rstrip('/')}/api/v1/executions/{args.id}/{verb}"
+                                 f"{query}", method="POST", data=b"{}")
     req.add_header("Content-Type", "application/json")
     req.add_header("X-Remediator-User", args.user)
     if cfg.webhook_token:

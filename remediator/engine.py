@@ -23,7 +23,7 @@ from .actions.registry import ACTIONS
 from .alerts import Alert, Group, utcnow_iso
 from .escalation import Escalator
 from .executor import Executor, StepRecord
-from .guards import Block, GuardContext, Guards
+from .guards import PENDING, Block, GuardContext, Guards, decide_approval
 from .inflight import InFlight
 from .metrics import Metrics
 from .playbooks.index import RuleSet
@@ -135,19 +135,19 @@ class Engine:
         return await self.execute(pb, alert, group, alert.dedupe_key)
 
     async def expire_approvals(self) -> int:
-        """Approvals left pending past their TTL expire, and the execution escalates."""
+        """Approvals left pending past their TTL expire, and the execution escalates. Only
+        the pending index is read, never the approval history."""
         now = self.clock()
         expired = 0
-        for key, state in (await self.store.list_state("approval:")).items():
-            if state["status"] != "pending" or now < state["expires_at"]:
+        for key, pending in (await self.store.list_state(PENDING)).items():
+            if now < pending["expires_at"]:
                 continue
-            state.update(status="expired", decided_at=now)
-            await self.store.put_state(key, state)
-            decision = await self.store.get_execution(key.split(":", 1)[1])
-            if decision is None:
+            state = await decide_approval(self.store, key[len(PENDING):], "expired", now)
+            decision = await self.store.get_execution(key[len(PENDING):].split(":", 1)[0])
+            if state is None or decision is None or not _resumable(decision):
                 continue
             decision.update(outcome="escalated", reason=f"approval_pending: step "
-                            f"{state['step']!r} was not approved before it expired; nothing ran")
+                            f"{state['step']!r} was not approved before it expired; it did not run")
             await self._finish(decision, escalate=True)
             expired += 1
         return expired

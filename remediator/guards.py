@@ -28,6 +28,9 @@ SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 _DECIDED = {"rejected": ("approval_denied", "approval rejected"),
             "expired": ("approval_expired", "approval expired before anyone approved"),
             "resolved": ("approval_withdrawn", "the alert resolved before anyone approved")}
+# Approval state per step, `<prefix><execution_id>:<step>`; the pending ones are also indexed
+# under their own prefix, so expiry and withdrawal never read the history.
+APPROVAL, PENDING = "approval:", "approval-pending:"
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -114,15 +117,9 @@ class Guards:
 
     async def on_resolved(self, gc: GuardContext) -> None:
         """A resolution withdraws approvals still pending for this alert's executions."""
-        key = f"pending-approval:{gc.alert.fingerprint}"
-        pending = await self.store.get_state(key)
-        if pending:
-            for execution_id in pending.get("executions", []):
-                state = await self.store.get_state(f"approval:{execution_id}")
-                if state and state["status"] == "pending":
-                    state.update(status="resolved", decided_at=self.clock())
-                    await self.store.put_state(f"approval:{execution_id}", state)
-            await self.store.put_state(key, None)
+        for key, pending in (await self.store.list_state(PENDING)).items():
+            if pending.get("fingerprint") == gc.alert.fingerprint:
+                await decide_approval(self.store, key[len(PENDING):], "resolved", self.clock())
 
     async def _paused(self, gc: GuardContext) -> Block | None:
         state = await self.store.get_state("paused")
@@ -252,29 +249,30 @@ class Guards:
         return None
 
     async def _approval(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
+        """One approval admits one step: each gated step waits for its own, with its own TTL."""
         if not step.approval or gc.mode != "live":
             return None  # dry-run plans through it ("after approval"): nothing would run
-        key = f"approval:{gc.execution_id}"
-        state = await self.store.get_state(key)
-        now = self.clock()
+        name = f"{gc.execution_id}:{step.name}"
+        state = await self.store.get_state(APPROVAL + name)
         if state and state["status"] == "approved":
             return None
         if state and state["status"] in _DECIDED:
             # Decided, and final: the execution is never resumed again.
             guard, what = _DECIDED[state["status"]]
-            return Block(guard, what + (f" by {state['by']}" if state.get("by") else ""))
-        if state is None and gc.mode == "live":
+            return Block(guard, f"step {step.name!r}: {what}" +
+                         (f" by {state['by']}" if state.get("by") else ""))
+        if state is None:
+            now = self.clock()
             ttl = parse_duration(gc.playbook.guards.get("approval_ttl", self.settings.approval_ttl))
-            await self.store.put_state(key, {"status": "pending", "step": step.name,
-                                             "requested_at": now, "expires_at": now + ttl})
-            index_key = f"pending-approval:{gc.alert.fingerprint}"
-            index = await self.store.get_state(index_key) or {"executions": []}
-            index["executions"].append(gc.execution_id)
-            await self.store.put_state(index_key, index)
-            state = {"expires_at": now + ttl}
-        expires = f" (expires {_iso(state['expires_at'])})" if state else ""
-        return Block("approval_pending", f"step {step.name!r} needs approval{expires}: "
-                                         f"remediator approve {gc.execution_id}")
+            state = {"status": "pending", "step": step.name, "requested_at": now,
+                     "expires_at": now + ttl}
+            await self.store.put_state(APPROVAL + name, state)
+            # What expiry and withdrawal scan: only approvals still pending, never history.
+            await self.store.put_state(PENDING + name, {"expires_at": now + ttl,
+                                                        "fingerprint": gc.alert.fingerprint})
+        return Block("approval_pending", f"step {step.name!r} needs approval (expires "
+                                         f"{_iso(state['expires_at'])}): remediator approve "
+                                         f"{gc.execution_id} --step {step.name}")
 
     async def _rate_limit(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
         cfg = gc.playbook.guards.get("rate_limit")
@@ -321,6 +319,18 @@ class Guards:
         if template:
             return templating.render(template, {"labels": gc.alert.labels, "target": gc.target})
         return f"{gc.playbook.name}:{gc.target or '-'}"
+
+
+async def decide_approval(store: Store, name: str, status: str, at: float,
+                          by: str = "") -> dict[str, Any] | None:
+    """Decide the pending approval `execution_id:step` once; None if it was not pending."""
+    state = await store.get_state(APPROVAL + name)
+    if not state or state["status"] != "pending":
+        return None
+    state.update(status=status, decided_at=at, **({"by": by} if by else {}))
+    await store.put_state(APPROVAL + name, state)
+    await store.put_state(PENDING + name, None)
+    return state
 
 
 def _mutates(pb: Playbook) -> bool:

@@ -135,7 +135,8 @@ async def approve(request: web.Request) -> web.Response:
     approving = request.path.endswith("/approve")
     try:
         decision = await request.app[SERVICE].approve(request.match_info["id"], _caller(request),
-                                                      approve=approving)
+                                                      approve=approving,
+                                                      step=request.query.get("step") or None)
     except KeyError as exc:
         return _error(404, f"no execution {exc}")
     except ValueError as exc:

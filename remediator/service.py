@@ -20,7 +20,7 @@ from .config import Config
 from .engine import Engine
 from .escalation import Escalator, build_sink
 from .executor import Executor
-from .guards import Guards
+from .guards import APPROVAL, PENDING, Guards, decide_approval
 from .metrics import Metrics
 from .playbooks.index import RuleSet
 from .playbooks.validate import RulesError, load_rules
@@ -209,8 +209,10 @@ class Service:
 
     # --- operator actions --------------------------------------------------------------
 
-    async def approve(self, execution_id: str, by: str, approve: bool = True) -> dict[str, Any]:
-        """Record an approval (or rejection) and resume the execution from its journal.
+    async def approve(self, execution_id: str, by: str, approve: bool = True,
+                      step: str | None = None) -> dict[str, Any]:
+        """Decide the pending approval of one step (default: the one pending) and resume
+        the execution from its journal; a later gated step waits for its own approval.
 
         Approvals are serialised, and the alert's inbox item is queued again before the
         resume starts: if the process dies mid-resume, the dispatcher finishes the work
@@ -221,14 +223,21 @@ class Service:
             decision = await self.store.get_execution(execution_id)
             if decision is None:
                 raise KeyError(execution_id)
-            state = await self.store.get_state(f"approval:{execution_id}")
-            if not state or state["status"] != "pending":
-                raise ValueError(f"execution {execution_id} has no pending approval "
-                                 f"({state['status'] if state else 'none requested'})")
-            if self.clock() > state["expires_at"]:
-                raise ValueError(f"approval for {execution_id} expired")
-            state.update(status="approved" if approve else "rejected", by=by,
-                         decided_at=self.clock())
-            await self.store.put_state(f"approval:{execution_id}", state)
+            pending = {key.rsplit(":", 1)[1]: value for key, value in
+                       (await self.store.list_state(f"{PENDING}{execution_id}:")).items()}
+            if step is None and len(pending) == 1:
+                step = next(iter(pending))
+            if step not in pending:
+                decided = {key.rsplit(":", 1)[1]: value["status"] for key, value in
+                           (await self.store.list_state(f"{APPROVAL}{execution_id}:")).items()
+                           if step is None or key.rsplit(":", 1)[1] == step}
+                raise ValueError(f"{f'step {step!r}' if step else execution_id} has no pending "
+                                 "approval (" + ("; ".join(f"step {name!r} {status}" for name,
+                                                 status in decided.items()) or "none requested")
+                                 + ")")
+            if self.clock() > pending[step]["expires_at"]:
+                raise ValueError(f"approval of step {step!r} of {execution_id} expired")
+            await decide_approval(self.store, f"{execution_id}:{step}",
+                                  "approved" if approve else "rejected", self.clock(), by)
             await self.store.requeue(Alert.from_dict(decision["alert"]).dedupe_key)
         return await self.engine.resume(decision)

@@ -98,10 +98,12 @@ def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str 
         lines += [f"{i}. {_render(step, decision)}"
                   for i, step in enumerate(pb.escalation.next_steps, 1)]
     if decision["outcome"] == "blocked" and decision["reason"].startswith("approval_pending"):
-        lines += ["", "## Approve or reject", "",
-                  f"- `remediator approve {decision['id']}` (or `--reject`)",
-                  f"- `POST {approve_url}/api/v1/executions/{decision['id']}/approve` or "
-                  "`/reject` with the bearer token"]
+        step = decision.get("blocked_step") or ""
+        lines += ["", f"## Approve or reject step `{step}`", "",
+                  f"- `remediator approve {decision['id']} --step {step}` (or `--reject`)",
+                  f"- `POST {approve_url}/api/v1/executions/{decision['id']}/approve?step={step}`"
+                  " or `/reject?step=…` with the bearer token",
+                  "- One approval admits this step only; a later gated step asks again."]
     return "\n".join(line for line in lines if line is not None) + "\n"
 
 

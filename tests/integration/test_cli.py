@@ -47,12 +47,13 @@ def test_approve_history_and_show(tmp_path, webhook_receiver):
         assert refused.returncode == 1 and "401" in refused.stderr
         assert webhook_receiver.deliveries == []
 
-        approved = cli("approve", execution_id, "--url", w.url, "--user", "alice")
+        approved = cli("approve", execution_id, "--step", "restart", "--url", w.url,
+                       "--user", "alice")
         assert approved.returncode == 0, approved.stderr
         assert "→ SUCCEEDED" in approved.stdout
         assert len(webhook_receiver.deliveries) == 1
         again = cli("approve", execution_id, "--url", w.url)
-        assert again.returncode == 1 and "no pending approval (approved)" in again.stderr
+        assert again.returncode == 1 and "no pending approval (step 'restart' approved)" in again.stderr
     finally:
         assert w.stop() == 0
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
+
 from remediator.guards import GuardSettings
 from tests.integration.test_guards import Harness, web
 
@@ -21,7 +23,7 @@ def test_two_approvals_at_once_run_the_mutation_once(tmp_path, run):
                                     return_exceptions=True)
     first, second = run(both())
     assert first["outcome"] == "succeeded"
-    assert isinstance(second, ValueError) and "no pending approval (approved)" in str(second)
+    assert isinstance(second, ValueError) and "no pending approval (step 'restart' approved)" in str(second)
     assert h.calls == [pending["id"]]
     run(h.service.stop())
 
@@ -109,3 +111,45 @@ def test_a_note_sink_that_hangs_spools_the_note_and_the_run_is_recorded(tmp_path
     finally:
         run(h.service.stop())
         silent.close()
+
+
+TWO_GATES = """
+playbooks:
+  - name: restart-web
+    match: {alertname: WebDown}
+    target: {kind: deployment, namespace: prod, name: web}
+    guards: {cooldown: 1m, approval_ttl: 30m}
+    steps:
+      - name: drain
+        action: http.request
+        approval: required
+        params: {url: "http://127.0.0.1:9/drain", method: POST}
+      - name: restart
+        action: http.request
+        approval: required
+        params: {url: "http://127.0.0.1:9/restart", method: POST}
+"""
+
+
+def test_one_approval_admits_one_gated_step(tmp_path, run):
+    h = Harness(tmp_path, "{}")
+    (tmp_path / "rules" / "web.yaml").write_text(TWO_GATES)
+    run(h.start())
+    [pending] = run(h.fire(web(0)))
+    assert pending["blocked_step"] == "drain" and h.calls == []
+    with pytest.raises(ValueError, match="step 'restart' has no pending approval"):
+        run(h.service.approve(pending["id"], by="alice", step="restart"))
+    h.clock.now += 20 * 60
+    first = run(h.service.approve(pending["id"], by="alice"))  # the pending one: drain
+    # The second gated step waits for its own approval, with its own TTL.
+    assert first["outcome"] == "blocked" and first["blocked_step"] == "restart"
+    assert first["reason"].startswith("approval_pending: step 'restart' needs approval")
+    assert len(h.calls) == 1
+    h.clock.now += 25 * 60  # 45 min after the first request, 25 after the second
+    assert run(h.service.engine.expire_approvals()) == 0
+    done = run(h.service.approve(pending["id"], by="bob", step="restart"))
+    assert done["outcome"] == "succeeded" and len(h.calls) == 2
+    approvals = run(h.service.store.list_state(f"approval:{pending['id']}:"))
+    assert {k.rsplit(":", 1)[1]: (v["status"], v["by"]) for k, v in approvals.items()} == {
+        "drain": ("approved", "alice"), "restart": ("approved", "bob")}
+    run(h.service.stop())

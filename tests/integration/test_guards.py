@@ -247,7 +247,7 @@ def test_rejected_expired_and_resolved_approvals_never_run(tmp_path, run):
     h = run(Harness(tmp_path, "{cooldown: 1m, approval_ttl: 30m}", approval=True).start())
     [rejected] = run(h.fire(web(0, deployment="a")))
     assert run(h.service.approve(rejected["id"], by="bob", approve=False))["reason"] == \
-        "approval_denied: approval rejected by bob"
+        "approval_denied: step 'restart': approval rejected by bob"
     # The rejected execution no longer holds its target: a new episode is not coalesced.
     # (The approval re-queued its alert, so this drain also returns the final rejection.)
     [again] = [d for d in run(h.fire(web(5, deployment="a"), at=300)) if d["id"] != rejected["id"]]
