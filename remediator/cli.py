@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import signal
+import sqlite3
 import sys
 import urllib.error
 import urllib.parse
@@ -225,10 +226,15 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 async def _query(cfg: Config, fn: Any) -> Any:
+    from .store.base import StoreUnavailable
     from .store.sqlite import open_store
 
-    store = open_store(cfg.store)
-    await store.open()
+    # Read-only beside a running server: never creates a store, writes or checkpoints.
+    store = open_store(cfg.store, read_only=True)
+    try:
+        await store.open()
+    except (StoreUnavailable, sqlite3.Error) as exc:
+        raise SystemExit(f"remediator: cannot open the store {cfg.store}: {exc}") from None
     try:
         return await fn(store)
     finally:

@@ -6,6 +6,11 @@ this removed the thread handoffs and GIL convoy that tripled acknowledgement lat
 Intake uses group commit: all webhook calls parsed in one loop iteration share one
 transaction. A WAL commit survives a crash of the process (kill -9); `sync: full` also
 fsyncs each intake commit so it survives a power cut, at a measured cost in throughput.
+
+Nothing on the loop waits on a lock: the loop's connection has busy_timeout=0, so a write
+lock held by another connection (the checkpointer's TRUNCATE, a backup tool, another
+process) makes `BEGIN IMMEDIATE` fail at once, and the transaction is retried from a timer
+with backoff while the loop keeps serving. Callers wait on their future, not on SQLite.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ..alerts import utcnow_iso
@@ -73,6 +80,16 @@ def path_from_url(url: str) -> str:
 
 Write = Callable[[sqlite3.Connection], Any]
 
+# How long a write waits, off the loop, for another connection's write lock before its
+# callers get StoreUnavailable (intake then answers 503 and Alertmanager retries).
+LOCK_WAIT = 5.0
+_RETRY_FIRST, _RETRY_MAX = 0.002, 0.05
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY (5) and SQLITE_LOCKED (6), extended codes included."""
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF in (5, 6)
+
 
 class _Checkpointer:
     """Copies the WAL into the database file off the event loop, once a second.
@@ -110,8 +127,11 @@ class _Checkpointer:
 
 
 class SQLiteStore:
-    def __init__(self, url: str = "sqlite://", sync: str = "normal"):
+    def __init__(self, url: str = "sqlite://", sync: str = "normal", read_only: bool = False):
         self.path = path_from_url(url)
+        # read_only (the CLI's history/show): mode=ro, no schema, no checkpointer, and a
+        # missing file is an error rather than a new empty store.
+        self.read_only = read_only
         if sync.lower() not in ("normal", "full"):
             raise ValueError(f"store sync must be normal or full, got {sync!r}")
         self.intake_sync = sync.upper()
@@ -121,12 +141,21 @@ class SQLiteStore:
         self._finished: list[int] = []
         self._full = False  # the connection's current synchronous=FULL setting
         self._checkpointer: _Checkpointer | None = None
+        self._retry_at: float | None = None  # first BUSY of the batch waiting to commit
+        self._retry_delay = _RETRY_FIRST
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return fn(*args)
-        except sqlite3.OperationalError as exc:  # disk full, I/O error, locked
-            raise StoreUnavailable(str(exc)) from exc
+        """A read. WAL readers do not wait for writers, but a reader can still meet BUSY
+        briefly (WAL recovery, a TRUNCATE checkpoint resetting the log): retry from the loop."""
+        delay, deadline = _RETRY_FIRST, time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                return fn(*args)
+            except sqlite3.OperationalError as exc:  # disk full, I/O error, locked
+                if not _busy(exc) or time.monotonic() > deadline:
+                    raise StoreUnavailable(str(exc)) from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX)
 
     async def _write(self, fn: Write, intake: bool = False) -> Any:
         """Run `fn(db)` in the transaction this loop iteration commits; return after COMMIT.
@@ -157,7 +186,13 @@ class SQLiteStore:
             if full != self._full:
                 db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
                 self._full = full
-            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("BEGIN IMMEDIATE")  # busy_timeout=0: fails at once when locked
+            except sqlite3.OperationalError as exc:
+                if _busy(exc) and self._retry_later(batch):
+                    return
+                raise
+            self._retry_at, self._retry_delay = None, _RETRY_FIRST
             try:
                 self._mark_done(db)
                 for fn, future, _ in batch:
@@ -183,18 +218,49 @@ class SQLiteStore:
             else:
                 future.set_exception(error)
 
+    def _retry_later(self, batch: list[tuple[Write, asyncio.Future[Any], bool]]) -> bool:
+        """Another connection holds the write lock: put the batch back (ahead of writes
+        issued meanwhile, which join it) and try again from a timer, with backoff, until
+        LOCK_WAIT has passed since the first refusal. False when the wait is over."""
+        now = time.monotonic()
+        if self._retry_at is None:
+            self._retry_at = now
+        if now - self._retry_at > LOCK_WAIT:
+            self._retry_at, self._retry_delay = None, _RETRY_FIRST
+            return False
+        self._pending = batch + self._pending
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_later(self._retry_delay, self._flush)
+            self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
+        return True
+
     async def open(self) -> None:
-        await self._run(self._open)
+        # Opening may wait for a lock (WAL recovery, creating the schema): off the loop.
+        await asyncio.to_thread(self._open)
 
     def _open(self) -> None:
+        if self.read_only:
+            if self.path == ":memory:" or not os.path.exists(self.path):
+                raise StoreUnavailable(f"no store at {self.path!r}")
+            # mode=ro: no write, no schema, no checkpoint; the WAL is still read, so what the
+            # server committed is seen. The server's process owns the -wal and -shm files.
+            uri = Path(self.path).resolve().as_uri() + "?mode=ro"
+            db = sqlite3.connect(uri, uri=True,
+                                 check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA busy_timeout=5000")  # a CLI may wait; it has no loop to stall
+            self._db = db
+            return
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA busy_timeout=5000")  # in a thread: waiting here stalls nothing
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")
         # No checkpoint inside a commit on the event loop: copying the WAL into the database
         # file (and its fsync) stalled acknowledgements. A background thread does it.
         db.execute("PRAGMA wal_autocheckpoint=0")
         db.executescript(_SCHEMA)
+        # From here on the connection is used on the loop: never wait inside SQLite.
+        db.execute("PRAGMA busy_timeout=0")
         self._db = db
         if self.path != ":memory:":
             self._checkpointer = _Checkpointer(self.path)
@@ -205,14 +271,14 @@ class SQLiteStore:
 
     async def close(self) -> None:
         if self._db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("BEGIN IMMEDIATE")
-                self._mark_done(self._db)
-                self._db.execute("COMMIT")
+            if self._finished and not self.read_only:
+                with contextlib.suppress(StoreUnavailable):
+                    await self._write(lambda db: None)  # marks finished items done
             db, self._db = self._db, None
             db.close()
         if self._checkpointer is not None:
-            self._checkpointer.stop()
+            # Its last TRUNCATE checkpoint may wait for a lock: not on the loop.
+            await asyncio.to_thread(self._checkpointer.stop)
             self._checkpointer = None
 
     # --- inbox ---------------------------------------------------------------------------
@@ -367,6 +433,7 @@ class SQLiteStore:
         return rows[0] if rows else None
 
 
-def open_store(url: str, sync: str = "normal") -> SQLiteStore:
-    """The store for a URL; the one place a new backend is plugged in."""
-    return SQLiteStore(url, sync)
+def open_store(url: str, sync: str = "normal", read_only: bool = False) -> SQLiteStore:
+    """The store for a URL; the one place a new backend is plugged in. `read_only` is for
+    readers beside a running server (the CLI): they never write, create nor checkpoint."""
+    return SQLiteStore(url, sync, read_only)

@@ -1,0 +1,100 @@
+"""Nothing on the event loop waits on a SQLite lock, and the CLI only ever reads the store."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tests.conftest import write_rules
+from tests.integration.test_cli import cli
+from tests.support.payloads import alert, notification
+from tests.support.worker import WorkerProcess, http
+
+RULES = """
+playbooks:
+  - name: log-only
+    match: {alertname: Anything}
+    steps:
+      - {name: note, action: log, params: {message: seen}}
+"""
+
+# Another real process takes the write lock and keeps it until told (a line on stdin).
+HOLDER = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+db.execute("BEGIN IMMEDIATE")
+print("held", flush=True)
+sys.stdin.readline()
+db.execute("COMMIT")
+"""
+
+
+def hold_write_lock(path: str) -> subprocess.Popen[str]:
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, path], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    return holder
+
+
+def test_healthy_answers_while_another_process_holds_the_write_lock(tmp_path):
+    w = WorkerProcess(tmp_path, [str(write_rules(tmp_path / "rules", RULES))]).start()
+    holder = None
+    try:
+        holder = hold_write_lock(w.db.removeprefix("sqlite:///"))
+        posted: list[tuple[int, object]] = []
+        post = threading.Thread(target=lambda: posted.append(
+            w.post_alerts(notification(alert("Anything", fingerprint="lock")))))
+        post.start()
+        time.sleep(1.0)  # the webhook's write is now waiting for the lock
+        started = time.monotonic()
+        status, _ = http("GET", f"{w.url}/-/healthy", timeout=30)
+        latency = time.monotonic() - started
+        print(f"/-/healthy answered in {latency * 1000:.1f} ms with the write lock held")
+        # Still held, and the webhook still waiting for it: healthy did not wait for SQLite.
+        assert status == 200 and holder.poll() is None and post.is_alive()
+        holder.communicate("release\n", timeout=10)
+        post.join(30)
+        assert posted and posted[0][0] == 202  # acknowledged once the lock was free
+    finally:
+        if holder is not None and holder.poll() is None:
+            holder.kill()
+        assert w.stop() == 0
+
+
+WRITER = """
+import os, sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA journal_mode=WAL")
+db.execute("PRAGMA wal_autocheckpoint=0")
+from remediator.store.sqlite import _SCHEMA
+db.executescript(_SCHEMA)
+db.execute("INSERT INTO executions VALUES ('e1', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z',"
+           " 'A', 'p', 'succeeded', 'f', '{\\"id\\": \\"e1\\", \\"outcome\\": \\"succeeded\\"}')")
+os.kill(os.getpid(), 9)  # a crash leaves the WAL as it is
+"""
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_history_and_show_only_read_the_store(tmp_path):
+    missing = tmp_path / "missing.db"
+    refused = cli("history", "--store", f"sqlite:///{missing}")
+    assert refused.returncode != 0 and "cannot open the store" in refused.stderr
+    assert not missing.exists()  # a typo does not create an empty store
+
+    db = tmp_path / "r.db"
+    subprocess.run([sys.executable, "-c", WRITER, str(db)], check=False, timeout=30)
+    wal = Path(f"{db}-wal")
+    before = (_digest(db), _digest(wal))
+    assert wal.stat().st_size > 0
+    history = cli("history", "--format", "json", "--store", f"sqlite:///{db}")
+    assert history.returncode == 0 and "e1" in history.stdout, history.stderr
+    assert cli("show", "e1", "--format", "json", "--store", f"sqlite:///{db}").returncode == 0
+    # Nothing checkpointed nor written: the WAL and the database file are as the crash left them.
+    assert (_digest(db), _digest(wal)) == before
