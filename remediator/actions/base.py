@@ -46,6 +46,9 @@ class Param:
     choices: tuple[Any, ...] = ()
     minimum: float | None = None
     description: str = ""
+    # Written in the playbook as is: a template is refused at load (lint, serve), so nothing
+    # an alert carries can reach it (a command's argv).
+    literal: bool = False
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,9 @@ def check_params(action: Action, raw: dict[str, Any], *, rendered: bool) -> tupl
 
 
 def _coerce(spec: Param, value: Any, rendered: bool) -> Any:
+    if spec.literal and has_template(value):
+        raise ValueError("must be written literally in the playbook; a template is refused "
+                         "here, so alert data can never build it")
     if isinstance(value, str) and templating.is_template(value) and not rendered:
         templating.compile_check(value)
         return value
@@ -199,6 +205,17 @@ def _coerce(spec: Param, value: Any, rendered: bool) -> Any:
     if spec.minimum is not None and isinstance(value, int | float) and value < spec.minimum:
         raise ValueError(f"must be >= {spec.minimum}, got {value}")
     return value
+
+
+def has_template(value: Any) -> bool:
+    """Whether a parameter value (or anything inside it) is still a template."""
+    if isinstance(value, str):
+        return templating.is_template(value)
+    if isinstance(value, list | tuple):
+        return any(has_template(v) for v in value)
+    if isinstance(value, dict):
+        return any(has_template(v) for v in value.values())
+    return False
 
 
 def _expect(value: Any, typ: type, name: str) -> Any:

@@ -60,6 +60,7 @@ class KubeClient:
             raise ActionError(f"no Kubernetes configuration (in-cluster or KUBECONFIG): {exc}",
                               {"error": "config"}) from exc
         cfg.retries = 0  # the executor is the one place retries happen
+        self.configuration = cfg
         self.api = k8s.ApiClient(cfg)
         self.apis = {name: getattr(k8s, cls) for name, cls in _APIS.items()}
 

@@ -135,7 +135,7 @@ class Logs(KubeAction):
                                 "core", "list_namespaced_pod", ns,
                                 label_selector=params["selector"])
             # the unready pods first: they are usually the evidence
-            pods = sorted(listed["items"], key=lambda p: (_ready(p), p["metadata"]["name"]))
+            pods = sorted(listed["items"], key=lambda p: (pod_ready(p), p["metadata"]["name"]))
         chosen = pods[: params["max_pods"]]
         texts = await asyncio.gather(*(self._read(ctx, p, params) for p in chosen))
         grep = re.compile(params["grep"]) if params.get("grep") else None
@@ -169,8 +169,7 @@ class Logs(KubeAction):
         """(kubectl --prefix label, text, error): a pod whose container has not started
         (400) is noted, not fatal; denial or a missing pod still fails the step."""
         meta, ns = pod["metadata"], params["namespace"]
-        container = params.get("container") or (meta.get("annotations") or {}).get(
-            DEFAULT_CONTAINER) or pod["spec"]["containers"][0]["name"]
+        container = params.get("container") or default_container(pod)
         options: dict[str, Any] = {"container": container, "tail_lines": params["tail"],
                                    "limit_bytes": params["max_bytes"]}
         if params.get("since"):
@@ -188,6 +187,12 @@ class Logs(KubeAction):
         return prefix, text, ""
 
 
-def _ready(pod: dict[str, Any]) -> bool:
+def default_container(pod: dict[str, Any]) -> str:
+    """kubectl's choice: the default-container annotation, else the first container."""
+    annotations = pod["metadata"].get("annotations") or {}
+    return annotations.get(DEFAULT_CONTAINER) or pod["spec"]["containers"][0]["name"]
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in (pod.get("status") or {}).get("conditions") or [])

@@ -7,6 +7,7 @@ from .base import Action
 from .core import Check, Log, Wait
 from .evidence import EvidenceBundle
 from .http import HttpRequest
+from .kube_exec import Exec
 from .kubernetes import DeletePods, Get, Logs, RolloutRestart, RolloutStatus, RolloutUndo, Scale, SetEnv
 from .prometheus import PrometheusQuery, PrometheusWaitUntil
 from .s3 import HeadBucket, HeadObject, ListObjectVersions, ObjectStats, RestoreVersion
@@ -18,7 +19,7 @@ ACTIONS: dict[str, Action] = {
         Log(), Wait(), Check(), HttpRequest(),
         PrometheusQuery(), PrometheusWaitUntil(),
         RolloutRestart(), RolloutStatus(), RolloutUndo(), Scale(), SetEnv(), DeletePods(), Logs(),
-        Get(),
+        Get(), Exec(),
         AlertStatus(), Silence(),
         HeadObject(), HeadBucket(), VerifyChecksum(), ListObjectVersions(), RestoreVersion(),
         SampleIntegrity(), ObjectStats(), EvidenceBundle(),

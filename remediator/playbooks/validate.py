@@ -15,7 +15,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from .. import templating
-from ..actions.base import Action, check_params
+from ..actions.base import Action, check_params, has_template
 from ..actions.registry import ACTIONS, get_action
 from .index import RuleSet
 from .matchers import Matcher, MatcherError, parse_matcher
@@ -234,7 +234,7 @@ def _check_step(src: Source, at: Path, step: dict[str, Any], earlier: list[str],
         hint = did_you_mean(name, list(action.params)) if "unknown" in message else ""
         prefix = "" if action.name in message else f"{action.name}: "
         problems.append(src.problem(path, "error", prefix + message + hint))
-    if not param_problems and not _has_template(params):
+    if not param_problems and not has_template(params):
         # Cross-parameter rules (min <= max, one of two) can be decided now: say so now.
         problems.extend(src.problem((*at, "params"), "error", f"{action.name}: {message}")
                         for message in _cross_check(action, params))
@@ -246,16 +246,6 @@ def _cross_check(action: Action, params: dict[str, Any]) -> list[str]:
         return action.check(params)
     except Exception as exc:  # an action's check must not take the validator down
         return [f"parameters could not be checked: {type(exc).__name__}: {exc}"]
-
-
-def _has_template(value: Any) -> bool:
-    if isinstance(value, str):
-        return templating.is_template(value)
-    if isinstance(value, dict):
-        return any(_has_template(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_template(v) for v in value)
-    return False
 
 
 def _check_template(src: Source, at: Path, value: Any, allowed: frozenset[str],

@@ -132,6 +132,8 @@ class App:
                                            target.namespace, target.sub, self.server.user))
         if verb == "watch":
             return await self._watch(request, target, query)
+        if target.sub == "exec":
+            return await self.server.execs.handle(self.server, request, target)
         with self.server.store.lock:
             status, result = handle(self.server, request.method, target, query, body, ctype)
             if isinstance(result, str):

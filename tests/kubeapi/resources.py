@@ -71,7 +71,7 @@ _EVENT_FIELDS = (
 )
 
 RESOURCES: tuple[Resource, ...] = (
-    Resource("", "v1", "pods", "Pod", short_names=("po",), subresources=("log", "status"),
+    Resource("", "v1", "pods", "Pod", short_names=("po",), subresources=("log", "status", "exec"),
              field_labels=_POD_FIELDS),
     Resource("", "v1", "namespaces", "Namespace", namespaced=False, short_names=("ns",),
              subresources=("status",), categories=(), field_labels=("status.phase",),
@@ -133,6 +133,8 @@ def _api_resource(r: Resource) -> list[dict[str, Any]]:
             entry.update(group="autoscaling", version="v1", kind="Scale")
         elif sub == "log":
             entry["verbs"] = ["get"]
+        elif sub == "exec":
+            entry.update(kind="PodExecOptions", verbs=["create", "get"])
         subs.append(entry)
     return [main, *subs]
 

@@ -63,6 +63,8 @@ def truthy(value: str | None) -> bool:
 
 
 def k8s_verb(method: str, target: Target, query: dict[str, str]) -> str:
+    if target.sub == "exec":  # a WebSocket exec is a GET, authorized as create (1.30+)
+        return "create"
     if method == "GET":
         if truthy(query.get("watch")):
             return "watch"

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from .app import App
 from .controller import Controller
+from .execs import PodExec
 from .faults import Fault, FaultTable, RecordedRequest
 from .patch import merge_patch
 from .pods import NODE, pod_status
@@ -56,6 +57,7 @@ class KubeAPIServer:
         self.controller = Controller(self.store, self._schedule)
         self.requests: list[RecordedRequest] = []
         self.logs: dict[tuple[str, str, str | None, bool], list[LogLine]] = {}
+        self.execs = PodExec()  # pods/exec runs real local processes (see execs.py)
         self.stopping = False
         self._epoch = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -114,6 +116,7 @@ class KubeAPIServer:
             self._thread.join(10)
         self._loop.close()
         self._loop = self._runner = self._thread = None
+        self.execs.close()
 
     def __enter__(self) -> KubeAPIServer:
         return self.start()
@@ -130,6 +133,7 @@ class KubeAPIServer:
             self.faults.clear()
             self.requests.clear()
             self.logs.clear()
+            self.execs.reset()
             self.require_token = False  # kubectl never sends its token over plain http
             self._seed()
 
@@ -293,6 +297,22 @@ class KubeAPIServer:
             else:
                 out.append((now - dt.timedelta(milliseconds=len(items) - i), line))
         self.logs[(namespace, pod, container, previous)] = out
+
+    def add_image_files(self, image: str, files: dict[str, str | bytes] | Path) -> None:
+        """What exec finds in the working directory of containers running ``image``: a
+        directory to copy, or {relative path: content}. Set it before the first exec."""
+        if isinstance(files, Path):
+            self.execs.images[image] = files
+            return
+        root = self.execs.root / ".images" / image.replace("/", "_").replace(":", "_")
+        for rel, content in files.items():
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content)
+        self.execs.images[image] = root
 
     def logs_for(self, namespace: str, pod: str, container: str,
                  previous: bool = False) -> list[LogLine]:

@@ -1,0 +1,216 @@
+"""Fixed commands: the core `kubernetes.exec` and `docker.exec` share.
+
+A command is an argv list written literally in the playbook (`Param(literal=True)`: lint and
+serve refuse a template there), so nothing an alert carries can choose a program, an argument
+or a shell. Nothing is run through a shell unless the playbook itself writes `sh -c ...`.
+
+Every command counts as a mutation (guards, approval, dry-run, no repeat after a crash)
+unless the step says `read_only: true`, and that is accepted only for the probes in `PROBES`:
+commands known to change nothing, matched word by word with fixed options. The list is
+documented in docs/runbooks.md; extending it is a code review, not a playbook edit.
+
+Output is bounded (`max_output` bytes per stream, the rest counted and dropped) and the result
+has one shape for every backend: {exit_code, stdout, stderr, truncated, json}.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .base import Action, ActionError, Param
+
+MAX_WORDS = 64
+MAX_WORD = 4096
+
+COMMAND_PARAMS: dict[str, Param] = {
+    "command": Param("list", required=True, literal=True,
+                     description="argv, written literally (no templates, no shell)"),
+    "read_only": Param("boolean", default=False,
+                       description="a documented probe that changes nothing (else: a mutation)"),
+    "timeout": Param("duration", default=60.0, minimum=1,
+                     description="the command's deadline; it is stopped after it"),
+    "max_output": Param("integer", default=65536, minimum=1,
+                        description="bytes kept of stdout and of stderr, each"),
+    "parse": Param("string", choices=("json",), description="json: parse stdout into `json`"),
+    "ok_exit_codes": Param("list", default=[0],
+                           description="exit codes that count as success (default [0])"),
+}
+
+# --- the probes `read_only: true` accepts -------------------------------------------------------
+
+_HOST = r"[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?"
+_PORT = r"\d{1,5}"
+_WORD = r"[A-Za-z0-9_][-A-Za-z0-9_.]*"
+_RATE = r"0?\.\d*[1-9]\d*|1(\.0*)?"  # 0 < rate <= 1
+_PATH = r"/[-A-Za-z0-9_./]*"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A read-only command shape: leading words, options (value regex, None for a flag),
+    required options, then operands (regexes, the last `optional` of them may be left out)."""
+
+    usage: str
+    program: tuple[str, ...]
+    options: Mapping[str, str | None] = field(default_factory=dict)
+    required: frozenset[str] = frozenset()
+    operands: tuple[str, ...] = ()
+    optional: int = 0
+
+    def matches(self, argv: Sequence[str]) -> bool:
+        n = len(self.program)
+        if len(argv) < n or not all(re.fullmatch(p, a) for p, a in zip(self.program, argv,
+                                                                         strict=False)):
+            return False
+        seen: set[str] = set()
+        operands: list[str] = []
+        words = list(argv[n:])
+        while words:
+            word = words.pop(0)
+            name, eq, inline = word.partition("=") if word.startswith("--") else (word, "", "")
+            if name in self.options and not operands:
+                pattern = self.options[name]
+                if pattern is None:
+                    if eq:
+                        return False
+                else:
+                    if not eq:
+                        if not words:
+                            return False
+                        inline = words.pop(0)
+                    if not re.fullmatch(pattern, inline):
+                        return False
+                seen.add(name)
+            elif word.startswith("-"):
+                return False  # an option not on the list (or after an operand)
+            else:
+                operands.append(word)
+        if not self.required <= seen:
+            return False
+        if not len(self.operands) - self.optional <= len(operands) <= len(self.operands):
+            return False
+        return all(re.fullmatch(p, o) for p, o in zip(self.operands, operands, strict=False))
+
+
+_REDIS = {"-h": _HOST, "-p": _PORT, "-n": r"\d{1,2}"}
+_PG = {"-h": _HOST, "-p": _PORT, "-d": _WORD, "-U": _WORD}
+
+PROBES: tuple[Probe, ...] = (
+    Probe("redis-cli [-h HOST] [-p PORT] [-n DB] PING", ("redis-cli",), _REDIS,
+          operands=(r"(?i)ping",)),
+    Probe("redis-cli [-h HOST] [-p PORT] [-n DB] INFO [SECTION]", ("redis-cli",), _REDIS,
+          operands=(r"(?i)info", r"[A-Za-z]+"), optional=1),
+    Probe("pg_isready [-h HOST] [-p PORT] [-d DB] [-U USER] [-t SECONDS] [-q]", ("pg_isready",),
+          {**_PG, "-t": r"\d{1,4}", "-q": None}),
+    Probe("psql [-h HOST] [-p PORT] [-d DB] [-U USER] [-X] [-A] [-t] [-q] -c 'SELECT 1'",
+          ("psql",), {**_PG, "-X": None, "-A": None, "-t": None, "-q": None,
+                      "-c": r"(?i)\s*select\s+1\s*;?\s*"}, required=frozenset({"-c"})),
+    Probe("aws sts get-caller-identity [--output json|text] [--region REGION]",
+          ("aws", "sts", "get-caller-identity"),
+          {"--output": r"json|text", "--region": r"[a-z]{2}(-[a-z]+)+-\d", "--no-cli-pager": None}),
+    # DeltaCrown's validator reads S3 and the local copy and prints its report; with --output
+    # it also writes a file, so only the printing form is a probe.
+    Probe("python|python3 scripts/s3_backfill_validator.py --sample-rate RATE",
+          (r"python3?", r"scripts/s3_backfill_validator\.py"), {"--sample-rate": _RATE},
+          required=frozenset({"--sample-rate"})),
+    Probe("df [-h] [-P] [-k] PATH", ("df",), {"-h": None, "-P": None, "-k": None},
+          operands=(_PATH,)),
+)
+
+
+def probe_for(argv: Sequence[str]) -> Probe | None:
+    return next((p for p in PROBES if p.matches(argv)), None)
+
+
+# --- the shared parameter rules, description and result ----------------------------------------
+
+
+def check_command(params: dict[str, Any]) -> list[str]:
+    argv = params.get("command")
+    if not isinstance(argv, list) or not argv:
+        return ["command must be a non-empty list of words (argv)"]
+    problems = []
+    if len(argv) > MAX_WORDS:
+        problems.append(f"command has {len(argv)} words, more than {MAX_WORDS}")
+    for i, word in enumerate(argv):
+        if not isinstance(word, str):
+            problems.append(f"command[{i}] must be a string, got {type(word).__name__}")
+        elif "\x00" in word or len(word) > MAX_WORD:
+            problems.append(f"command[{i}] contains NUL or is longer than {MAX_WORD} characters")
+    if not problems and params.get("read_only") and probe_for(argv) is None:
+        problems.append(f"read_only: true is accepted only for the documented read-only probes "
+                        f"(docs/runbooks.md#read-only-probes), and {shlex.join(argv)!r} is not "
+                        "one: without read_only it runs as a mutation")
+    codes = params.get("ok_exit_codes") or [0]
+    if not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in codes):
+        problems.append("ok_exit_codes must be integers 0..255")
+    return problems
+
+
+class CommandAction(Action):
+    """What every fixed-command action shares; a backend adds where the command runs."""
+
+    def mutates(self, params: dict[str, Any]) -> bool:
+        return not params.get("read_only")
+
+    def check(self, params: dict[str, Any]) -> list[str]:
+        return check_command(params)
+
+    def describe_command(self, params: dict[str, Any], where: str) -> str:
+        kind = "read-only probe" if params.get("read_only") else "command"
+        return (f"would run the {kind} {shlex.join(params['command'])!r} in {where} "
+                f"(timeout {params['timeout']:g}s)")
+
+
+class Capture:
+    """One stream's output up to `limit` bytes; what comes after is counted, not kept."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.data = bytearray()
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        room = max(self.limit - len(self.data), 0)
+        self.data += chunk[:room]
+        self.dropped += max(len(chunk) - room, 0)
+
+    @property
+    def truncated(self) -> bool:
+        return self.dropped > 0
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", "replace")
+
+
+def command_result(params: dict[str, Any], exit_code: int | None, out: Capture, err: Capture,
+                   *, timed_out: bool = False) -> dict[str, Any]:
+    """The uniform result; an ActionError (carrying it) on a timeout, an exit code not in
+    ok_exit_codes, or stdout that `parse: json` cannot parse."""
+    shown = shlex.join(params["command"])
+    result: dict[str, Any] = {"exit_code": exit_code, "stdout": out.text(), "stderr": err.text(),
+                              "truncated": out.truncated or err.truncated, "json": None}
+    if timed_out:
+        raise ActionError(f"{shown!r} did not finish within {params['timeout']:g}s "
+                          "and was stopped", {**result, "timed_out": True})
+    parse_error = ""
+    if params.get("parse") == "json":
+        if out.truncated:
+            parse_error = f"stdout is longer than max_output ({out.limit} bytes)"
+        else:
+            try:
+                result["json"] = json.loads(result["stdout"])
+            except ValueError as exc:
+                parse_error = f"stdout is not JSON ({exc})"
+    if exit_code not in (params.get("ok_exit_codes") or [0]):
+        last = (result["stderr"].strip().splitlines() or [""])[-1][:300]
+        raise ActionError(f"{shown!r} exited with code {exit_code}" + (f": {last}" if last else ""),
+                          result)
+    if parse_error:
+        raise ActionError(f"{shown!r}: {parse_error}", result)
+    return result

@@ -1,0 +1,147 @@
+"""`kubernetes.exec`: a fixed command in a pod's container, like `kubectl exec pod -- argv`.
+
+The command core (literal argv, probes, bounded output, the result shape) is command.py's;
+this module picks the pod and container and speaks the exec WebSocket (channel.k8s.io v5/v4)
+through the official client. Once the command has started nothing is retried: a repeat could
+run it twice. Only a failure to open the stream (5xx, 429, a refused connection) is transient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from typing import Any
+
+from .base import ActionContext, ActionError, Param, Permission, TransientError, rbac
+from .command import COMMAND_PARAMS, Capture, CommandAction, command_result
+from .kube_client import NAMESPACE, KubeAction, call, client, json_status
+from .kube_pods import SELECTOR, default_container, pod_ready
+
+STDOUT, STDERR, ERROR = 1, 2, 3
+_TRANSIENT = {429, 500, 502, 503, 504}
+
+
+class Exec(CommandAction, KubeAction):
+    name = "kubernetes.exec"
+    summary = ("Run a command written in the playbook in a pod's container (kubectl exec); "
+               "a mutation unless it is a documented read-only probe.")
+    params = {
+        "namespace": NAMESPACE,
+        "pod": Param("string", kind="k8s_name", description="one pod (or use selector)"),
+        "selector": replace(SELECTOR, description="the first ready pod matching it, by name"),
+        "container": Param("string", kind="container",
+                           description="default: the pod's default container, else its first"),
+        **COMMAND_PARAMS,
+    }
+    permissions = (*rbac("", "pods", "get", "list"), *rbac("", "pods/exec", "create"))
+
+    def permissions_for(self, params: dict[str, Any]) -> tuple[Permission, ...]:
+        verb = "get" if params.get("pod") and not params.get("selector") else "list"
+        return (*rbac("", "pods", verb), *rbac("", "pods/exec", "create"))
+
+    def check(self, params: dict[str, Any]) -> list[str]:
+        given = [n for n in ("pod", "selector") if params.get(n)]
+        where = [] if len(given) == 1 else ["give exactly one of pod or selector"]
+        return where + super().check(params)
+
+    def describe(self, params: dict[str, Any]) -> str:
+        ns = params["namespace"]
+        where = f"pod {ns}/{params['pod']}" if params.get("pod") else \
+            f"the first ready pod in {ns} matching {params['selector']}"
+        if params.get("container"):
+            where += f" (container {params['container']})"
+        return self.describe_command(params, where)
+
+    async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+        ns = params["namespace"]
+        pod = await self._pod(ctx, params)
+        name = pod["metadata"]["name"]
+        container = params.get("container") or default_container(pod)
+        if container not in [c["name"] for c in pod["spec"].get("containers") or []]:
+            raise ActionError(f"pod {ns}/{name} has no container {container!r}")
+        kube = client(ctx.backends)
+        out, err = Capture(params["max_output"]), Capture(params["max_output"])
+        exit_code, timed_out = await asyncio.to_thread(
+            _stream, kube.configuration, ns, name, container, params, out, err)
+        result = command_result(params, exit_code, out, err, timed_out=timed_out)
+        return {**result, "pod": name, "container": container}
+
+    async def _pod(self, ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
+        ns = params["namespace"]
+        if params.get("pod"):
+            pod = await call(ctx.backends, f"get pod {ns}/{params['pod']}", "core",
+                             "read_namespaced_pod", params["pod"], ns)
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                raise ActionError(f"pod {ns}/{params['pod']} has completed: cannot exec into it")
+            return pod
+        listed = await call(ctx.backends, f"list pods in {ns} matching {params['selector']}",
+                            "core", "list_namespaced_pod", ns, label_selector=params["selector"])
+        ready = sorted((p for p in listed["items"] if pod_ready(p)),
+                       key=lambda p: p["metadata"]["name"])
+        if not ready:
+            raise ActionError(f"no ready pod in {ns} matches {params['selector']!r} "
+                              f"({len(listed['items'])} pod(s) match, none ready)",
+                              {"matched": len(listed["items"])})
+        return ready[0]
+
+
+def _stream(configuration: Any, ns: str, pod: str, container: str, params: dict[str, Any],
+            out: Capture, err: Capture) -> tuple[int | None, bool]:
+    """(exit code, timed out): run the command over the exec WebSocket, in a worker thread."""
+    from kubernetes.stream.ws_client import WSClient, get_websocket_url
+    from websocket import WebSocketBadStatusException, WebSocketException
+
+    what = f"exec in pod {ns}/{pod}"
+    url = get_websocket_url(
+        f"{configuration.host}/api/v1/namespaces/{ns}/pods/{pod}/exec",
+        [("command", list(params["command"])), ("container", container), ("stdin", "false"),
+         ("stdout", "true"), ("stderr", "true"), ("tty", "false")])
+    headers = {s["key"].lower(): s["value"] for s in configuration.auth_settings().values()
+               if s["in"] == "header" and s["value"]}
+    try:  # capture_all=False: the client would otherwise keep all output in memory
+        ws = WSClient(configuration, url, headers, capture_all=False, binary=True)
+    except WebSocketBadStatusException as exc:  # refused before anything ran
+        message = json_status(exc.resp_body).get("message") or str(exc).split(" -+-+- ")[0]
+        error = TransientError if exc.status_code in _TRANSIENT else ActionError
+        raise error(f"{what}: {message} (HTTP {exc.status_code})",
+                    {"error": "handshake", "status": exc.status_code}) from None
+    except (OSError, WebSocketException) as exc:
+        raise TransientError(f"{what}: {type(exc).__name__}: {exc}",
+                             {"error": type(exc).__name__, "status": None}) from exc
+    deadline = time.monotonic() + params["timeout"]
+    status_text = b""
+    try:
+        while True:
+            for channel, sink in ((STDOUT, out), (STDERR, err)):
+                data = ws.read_channel(channel)
+                if data:
+                    sink.add(data)
+            status_text += ws.read_channel(ERROR) or b""
+            if not ws.is_open():
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None, True
+            ws.update(timeout=min(remaining, 1.0))
+    except Exception as exc:  # the command may have run: report, never retry
+        raise ActionError(f"{what}: the stream broke: {type(exc).__name__}: {exc}") from exc
+    finally:
+        ws.close()
+    return _exit_code(what, status_text), False
+
+
+def _exit_code(what: str, status_text: bytes) -> int:
+    """The exit code from the final Status on the error channel."""
+    if not status_text:
+        raise ActionError(f"{what}: the stream closed before the command reported its exit "
+                          "status", {"exit_code": None})
+    status = json_status(status_text)
+    if not status:
+        raise ActionError(f"{what}: {status_text[:300].decode('utf-8', 'replace')}")
+    if status.get("status") == "Success":
+        return 0
+    for cause in (status.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode":
+            return int(cause.get("message", "1"))
+    raise ActionError(f"{what}: {status.get('message') or status}", {"exit_code": None})

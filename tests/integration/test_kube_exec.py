@@ -1,0 +1,165 @@
+"""`kubernetes.exec` and the fixed-command core, against the Kubernetes API test server.
+
+The server's pods/exec speaks the real channel.k8s.io WebSocket protocol and runs each command
+as a real local process in its pod model; real kubectl proves the endpoint, then remediator's
+action runs the same commands through the official client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from remediator.actions.backends import Backends
+from remediator.actions.base import ActionContext, ActionError
+from remediator.actions.command import PROBES, probe_for
+from remediator.actions.registry import ACTIONS
+from remediator.executor import Executor, StepRecord
+from tests.support.actions import params, problems
+
+if TYPE_CHECKING:
+    from tests.kubeapi import KubeAPIServer
+    from tests.kubeapi.fixtures import Kubectl
+
+NS = "shop"
+EXEC = ACTIONS["kubernetes.exec"]
+# Prints where it runs, one env var, and a line on stderr; exits with its first argument.
+SCRIPT = ("import os, sys; print(os.getcwd().split(os.sep)[-2:], os.environ.get('MODE')); "
+          "print('to stderr', file=sys.stderr); sys.exit(int(sys.argv[1]))")
+
+
+@pytest.fixture
+def ctx(kubeconfig: Path, run):
+    backends = Backends()
+    yield ActionContext(backends=backends, log=logging.getLogger("t"), execution_id="e1")
+    run(backends.close())
+
+
+@pytest.fixture
+def cart(kubeapi: KubeAPIServer) -> KubeAPIServer:
+    kubeapi.add_deployment("cart", NS, replicas=2,
+                           containers=[{"name": "app", "image": "shop/cart:1",
+                                        "env": [{"name": "MODE", "value": "prod"}]},
+                                       {"name": "sidecar", "image": "proxy:1"}])
+    return kubeapi
+
+
+def pods(kube: KubeAPIServer) -> list[str]:
+    return sorted(p["metadata"]["name"] for p in kube.list("pods", NS))
+
+
+def test_kubectl_exec_runs_a_real_process_in_the_pod_model(cart: KubeAPIServer,
+                                                            kubectl: Kubectl) -> None:
+    first, second = pods(cart)
+    ok = kubectl("exec", "-n", NS, first, "-c", "app", "--", "python", "-c", SCRIPT, "0")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == f"['{first}', 'app'] prod\n"  # its own directory, its container's env
+    assert "to stderr" in ok.stderr
+    failed = kubectl("exec", "-n", NS, second, "-c", "app", "--", "python", "-c", SCRIPT, "3")
+    assert failed.returncode == 3  # kubectl exits with the command's code
+    assert failed.stdout == f"['{second}', 'app'] prod\n"
+    missing = kubectl("exec", "-n", NS, first, "-c", "app", "--", "/bin/sh", "-c", "id")
+    assert missing.returncode != 0 and "executable file not found" in missing.stderr
+    assert [argv[0] for *_, argv in cart.execs.started] == ["python", "python", "/bin/sh"]
+
+
+def test_exec_result_matches_kubectl_and_picks_the_first_ready_pod(
+        run, ctx, cart: KubeAPIServer, kubectl: Kubectl) -> None:
+    first, second = pods(cart)
+    cart.set_pod_state(NS, first, ready=False)
+    result = run(EXEC.run(params(EXEC, namespace=NS, selector="app=cart", container="app",
+                                 command=["python", "-c", SCRIPT, "0"]), ctx))
+    by_kubectl = kubectl("exec", "-n", NS, second, "-c", "app", "--", "python", "-c", SCRIPT, "0")
+    assert result == {"exit_code": 0, "stdout": by_kubectl.stdout, "stderr": "to stderr\n",
+                      "truncated": False, "json": None, "pod": second, "container": "app"}
+    cart.set_pod_state(NS, second, ready=False)
+    with pytest.raises(ActionError, match="no ready pod in shop matches 'app=cart'"):
+        run(EXEC.run(params(EXEC, namespace=NS, selector="app=cart", command=["python"]), ctx))
+
+
+def test_exit_codes_json_and_bounded_output(run, ctx, cart: KubeAPIServer) -> None:
+    pod = pods(cart)[0]
+
+    def exec_(**raw):
+        return run(EXEC.run(params(EXEC, namespace=NS, pod=pod, **raw), ctx))
+
+    with pytest.raises(ActionError, match=r"exited with code 3: to stderr") as failed:
+        exec_(command=["python", "-c", SCRIPT, "3"])
+    assert failed.value.result["exit_code"] == 3  # the record keeps what was seen
+    report = {"status": "FAIL", "mismatch_rate_percent": 1.5}
+    printed = ["python", "-c", f"print({json.dumps(json.dumps(report))}); raise SystemExit(1)"]
+    # a non-zero exit the playbook accepts, with the report parsed
+    assert exec_(command=printed, parse="json", ok_exit_codes=[0, 1])["json"] == report
+    with pytest.raises(ActionError, match="stdout is not JSON"):
+        exec_(command=["python", "-c", "print('no')"], parse="json")
+    # the default container is the first; output is cut at max_output and counted
+    big = exec_(command=["python", "-c", "import sys; sys.stdout.write('x' * 200000)"],
+                max_output=1000)
+    assert (big["container"], len(big["stdout"]), big["truncated"]) == ("app", 1000, True)
+    with pytest.raises(ActionError, match="stdout is longer than max_output"):
+        exec_(command=["python", "-c", "print('[' + '1,' * 900 + '1]')"], max_output=100,
+              parse="json")
+
+
+def test_a_command_past_its_timeout_is_stopped_and_not_retried(run, ctx,
+                                                               cart: KubeAPIServer) -> None:
+    p = params(EXEC, namespace=NS, pod=pods(cart)[0], timeout=1,
+               command=["python", "-c", "import time; print('started', flush=True); "
+                                        "time.sleep(30)"])
+    record = StepRecord(name="s", action=EXEC.name, params=p, outcome="planned")
+    run(Executor(retry_wait=0.01).run(EXEC, p, ctx, record, timeout=20, attempts=3))
+    assert (record.outcome, record.attempts) == ("failed", 1)
+    assert "did not finish within 1s" in record.detail
+    assert record.result["stdout"] == "started\n" and record.result["timed_out"]
+
+
+def test_denied_exec_fails_at_once_and_a_5xx_on_open_is_retried(run, ctx,
+                                                                cart: KubeAPIServer) -> None:
+    pod = pods(cart)[0]
+    p = params(EXEC, namespace=NS, pod=pod, command=["python", "-c", "print(1)"])
+
+    def execute() -> StepRecord:
+        record = StepRecord(name="s", action=EXEC.name, params=p, outcome="planned")
+        return run(Executor(retry_wait=0.01).run(EXEC, p, ctx, record, timeout=20, attempts=3))
+
+    cart.forbid("create", "pods/exec", NS)
+    denied = execute()
+    assert (denied.outcome, denied.attempts) == ("failed", 1)
+    assert "pods/exec" in denied.detail and "HTTP 403" in denied.detail
+    cart.clear_faults()
+    cart.inject("GET", r"/pods/.*/exec$", status=503, times=1)
+    retried = execute()
+    assert (retried.outcome, retried.attempts, retried.result["stdout"]) == ("succeeded", 2, "1\n")
+    assert len(cart.execs.started) == 1  # the refused attempt ran nothing
+
+
+def test_declarations_probes_and_permissions() -> None:
+    base = {"namespace": NS, "pod": "cart-0"}
+    assert EXEC.mutates(params(EXEC, **base, command=["redis-cli", "ping"]))
+    probe = params(EXEC, **base, command=["redis-cli", "-h", "cache", "PING"], read_only=True)
+    assert not EXEC.mutates(probe)
+    assert problems("kubernetes.exec", **base, command=["redis-cli", "FLUSHALL"],
+                    read_only=True)[0].startswith("read_only: true is accepted only for")
+    assert problems("kubernetes.exec", namespace=NS, command=["x"]) == [
+        "give exactly one of pod or selector"]
+    for argv in (["redis-cli", "INFO", "memory"], ["pg_isready", "-h", "db", "-p", "5432"],
+                 ["psql", "-h", "db", "-U", "app", "-X", "-c", "SELECT 1"],
+                 ["aws", "sts", "get-caller-identity", "--output", "json"],
+                 ["python", "scripts/s3_backfill_validator.py", "--sample-rate", "0.01"],
+                 ["df", "-h", "/mnt/media/certificates"]):
+        assert probe_for(argv) is not None, argv
+    for argv in (["psql", "-c", "DROP TABLE x"], ["psql", "-f", "x.sql", "-c", "SELECT 1"],
+                 ["redis-cli", "-a", "secret", "ping"], ["redis-cli", "ping", "extra"],
+                 ["python", "scripts/s3_backfill_validator.py", "--sample-rate", "0"],
+                 ["python", "scripts/s3_backfill_validator.py", "--sample-rate", "0.1",
+                  "--output", "x.json"], ["aws", "s3", "rm", "s3://b/k"], ["sh", "-c", "ping"]):
+        assert probe_for(argv) is None, argv
+    assert len(PROBES) == 7
+    by_pod = {str(p) for p in EXEC.permissions_for(base)}
+    by_selector = {str(p) for p in EXEC.permissions_for({"namespace": NS, "selector": "a=b"})}
+    assert by_pod == {"core/pods:get", "core/pods/exec:create"}
+    assert by_selector == {"core/pods:list", "core/pods/exec:create"}
