@@ -36,6 +36,7 @@ class Config:
     workers: int = 4  # executions in flight at once; most of their time is waiting
     grace_period: float = 30.0
     inbox_retention: float = 7 * 86400.0  # how long finished alerts are kept for dedupe
+    history_retention: float = 90 * 86400.0  # executions, steps, guard events, approvals
     prometheus_url: str = "http://127.0.0.1:9090"
     alertmanager_url: str = "http://127.0.0.1:9093"
     external_url: str = ""
@@ -99,6 +100,9 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None,
         cfg.guards = _guard_settings(guards)
     if str(env.get("REMEDIATOR_PAUSED", "")).lower() in ("1", "true", "yes"):
         cfg.guards.paused = True  # the kill switch, settable without editing any file
+    if cfg.history_retention < 86400:
+        raise ConfigError("history_retention must be at least 1d: guard windows count the "
+                          "events it prunes")
     if cfg.mode not in ("dry-run", "live"):
         raise ConfigError(f"mode must be dry-run or live, got {cfg.mode!r}")
     return cfg

@@ -206,6 +206,10 @@ class Service:
             if pruned:
                 log.info("pruned %d finished inbox item(s) older than %gs", pruned,
                          self.config.inbox_retention)
+            pruned = await self.store.prune_history(now - self.config.history_retention)
+            if pruned:
+                log.info("pruned %d execution(s) older than %gs", pruned,
+                         self.config.history_retention)
 
     # --- operator actions --------------------------------------------------------------
 

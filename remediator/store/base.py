@@ -52,6 +52,17 @@ class Store(Protocol):
 
     async def pending_count(self) -> int: ...
 
+    async def prune_inbox(self, before_iso: str) -> int:
+        """Forget finished inbox items (and so their dedupe keys) received before then."""
+        ...
+
+    async def prune_history(self, before: float) -> int:
+        """Forget what is older than `before` (epoch seconds): executions that are final
+        and were last updated before then (never one still `running` or with an approval
+        pending), with their steps and approval states, and guard events. Return how many
+        executions went."""
+        ...
+
     # executions: the audit trail, shaped as the contract's decision JSON
     async def save_execution(self, decision: dict[str, Any]) -> None: ...
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None: ...

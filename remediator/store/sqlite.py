@@ -23,6 +23,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,6 +55,7 @@ CREATE TABLE IF NOT EXISTS executions (
 );
 CREATE INDEX IF NOT EXISTS executions_created ON executions(created_at);
 CREATE INDEX IF NOT EXISTS executions_outcome ON executions(outcome, created_at);
+CREATE INDEX IF NOT EXISTS executions_updated ON executions(updated_at);
 CREATE TABLE IF NOT EXISTS steps (
     execution_id TEXT NOT NULL,
     idx INTEGER NOT NULL,
@@ -63,6 +65,7 @@ CREATE TABLE IF NOT EXISTS steps (
 CREATE TABLE IF NOT EXISTS events (kind TEXT NOT NULL, key TEXT NOT NULL, at REAL NOT NULL,
                                    data TEXT NOT NULL DEFAULT '{}');
 CREATE INDEX IF NOT EXISTS events_key ON events(kind, key, at);
+CREATE INDEX IF NOT EXISTS events_at ON events(at);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -332,6 +335,24 @@ class SQLiteStore:
         """Forget finished items (and so their dedupe keys) received before `before_iso`."""
         return await self._write(lambda db: db.execute(
             "DELETE FROM inbox WHERE state='done' AND received_at < ?", (before_iso,)).rowcount)
+
+    async def prune_history(self, before: float) -> int:
+        cutoff = datetime.fromtimestamp(before, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return await self._write(lambda db: self._prune(db, cutoff, before))
+
+    @staticmethod
+    def _prune(db: sqlite3.Connection, cutoff: str, before: float) -> int:
+        # ';' sorts right after ':', so each range is exactly one execution's keys.
+        ids = [(i,) for (i,) in db.execute(
+            "SELECT id FROM executions WHERE updated_at < ? AND outcome != 'running' AND NOT "
+            "EXISTS (SELECT 1 FROM state WHERE key >= 'approval-pending:' || id || ':' AND "
+            "key < 'approval-pending:' || id || ';')", (cutoff,))]
+        db.executemany("DELETE FROM steps WHERE execution_id=?", ids)
+        db.executemany("DELETE FROM state WHERE key >= 'approval:' || ? || ':' AND "
+                       "key < 'approval:' || ? || ';'", [(i, i) for (i,) in ids])
+        db.executemany("DELETE FROM executions WHERE id=?", ids)
+        db.execute("DELETE FROM events WHERE at < ?", (before,))
+        return len(ids)
 
     # --- executions ----------------------------------------------------------------------
 

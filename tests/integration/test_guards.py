@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from remediator.alerts import parse_notification
-from remediator.config import Config
+from remediator.config import Config, ConfigError, load_config
 from remediator.executor import Executor
 from remediator.guards import GuardSettings
 from remediator.playtest import FakeClock
@@ -263,3 +264,31 @@ def test_rejected_expired_and_resolved_approvals_never_run(tmp_path, run):
         run(h.service.approve(resolving["id"], by="carol"))
     assert h.calls == []
     run(h.service.stop())
+
+
+def test_history_is_pruned_after_its_retention_but_pending_approvals_are_kept(tmp_path, run):
+    h = run(Harness(tmp_path, "{rate_limit: {max: 5, window: 1h}, approval_ttl: 1000d}",
+                    approval=True).start())
+    [old] = run(h.fire(web(0, deployment="a")))
+    assert run(h.service.approve(old["id"], by="alice"))["outcome"] == "succeeded"
+    # (The approval re-queued a's alert: this drain also returns a's final decision.)
+    [waiting] = [d for d in run(h.fire(web(0, deployment="b"))) if d["id"] != old["id"]]
+    store = h.service.store
+    # Decided approvals leave the index that expiry scans every 10 s.
+    assert list(run(store.list_state("approval-pending:"))) == [f"approval-pending:{waiting['id']}:restart"]
+    h.clock.now = time.time() + 91 * 86400  # past the default 90 days (the store's times are real)
+    run(h.service.maintain())
+    assert run(store.get_execution(old["id"])) is None
+    assert run(store.completed_steps(old["id"])) == {}
+    assert run(store.list_state(f"approval:{old['id']}:")) == {}
+    assert run(store.events_since("mutation", "restart-web:prod/deployment/a", 0)) == []
+    kept = run(store.get_execution(waiting["id"]))  # its approval is still pending
+    assert kept["outcome"] == "blocked" and run(store.get_state(f"approval:{waiting['id']}:restart"))
+    run(h.service.stop())
+
+
+def test_history_retention_is_configurable_and_at_least_a_day():
+    assert load_config(env={}).history_retention == 90 * 86400
+    assert load_config(env={"REMEDIATOR_HISTORY_RETENTION": "30d"}).history_retention == 30 * 86400
+    with pytest.raises(ConfigError, match="history_retention must be at least 1d"):
+        load_config(env={"REMEDIATOR_HISTORY_RETENTION": "1h"})
