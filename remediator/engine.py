@@ -168,8 +168,9 @@ class Engine:
             if done and done["outcome"] == "running" and not ACTIONS[step.action].repeatable(
                     done["params"]):
                 # A crash interrupted this mutation: it may or may not have happened.
-                done.update(outcome="failed", detail="interrupted by a restart while running; "
-                            "it may or may not have taken effect, so it is not repeated")
+                done.update(outcome="failed", uncertain=True,
+                            detail="interrupted by a restart while running; it may or may "
+                            "not have taken effect, so it is not repeated")
                 records.append(done)
                 await self.store.save_step(decision["id"], index, done)
                 decision["reason"] = f"step {step.name!r} was interrupted: verify its effect by hand"
@@ -196,6 +197,8 @@ class Engine:
                 return "resolved"
             if record.outcome == "failed":
                 decision["reason"] = f"step {step.name!r} failed: {record.detail}"
+                if record.uncertain:  # a change in an unknown state: a human must look
+                    return "failed"
                 if step.on_failure == "continue":
                     continue
                 return "escalated" if step.on_failure == "escalate" else "failed"

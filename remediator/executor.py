@@ -1,5 +1,9 @@
 """Running one step: retries on transient errors only, a per-step deadline, a record.
 
+A call that must not run twice (`Action.repeatable` is false) is retried only when its error
+proves the request changed nothing (`actions.base.maybe_applied`); otherwise the step fails as
+`uncertain`: it may or may not have taken effect, and the record says what to check.
+
 The executor never decides what happens next; it returns a StepRecord and the engine reads
 its outcome. Runners are swappable so `remediator test` can feed canned results through the
 very same path.
@@ -15,7 +19,7 @@ from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from .actions.base import Action, ActionContext, ActionError
+from .actions.base import Action, ActionContext, ActionError, maybe_applied
 from .alerts import utcnow_iso
 
 # A runner performs the action call; the default calls the real backend.
@@ -35,6 +39,7 @@ class StepRecord:
     detail: str = ""
     guard: str = ""  # the guard that blocked it
     mutating: bool = False
+    uncertain: bool = False  # failed mid-change: it may or may not have taken effect
     result: dict[str, Any] = field(default_factory=dict)
     attempts: int = 0
     started_at: str = ""
@@ -55,22 +60,34 @@ class Executor:
         """Run with retries inside one overall deadline; fill `record` and return it."""
         record.started_at = utcnow_iso()
         started = time.monotonic()
+        calling = False  # the deadline can strike inside a call or in a backoff sleep
+        failure: BaseException | None = None
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout) as deadline:
                 async for attempt in AsyncRetrying(
                     stop=stop_after_attempt(attempts),
                     wait=wait_exponential(multiplier=self.retry_wait, max=self.retry_wait_max),
-                    retry=retry_if_exception(action.is_transient),
+                    retry=retry_if_exception(lambda exc: action.may_retry(params, exc)),
                     reraise=True,
                 ):
                     with attempt:
                         record.attempts += 1
-                        record.result = await self.runner(action, params, ctx) or {}
+                        calling = True  # stays set if the deadline cancels the call
+                        try:
+                            record.result = await self.runner(action, params, ctx) or {}
+                        except Exception as exc:
+                            failure, calling = exc, False
+                            raise
+                        calling = False
             record.outcome = "succeeded"
             record.detail = action.describe(params).replace("would ", "", 1)
-        except TimeoutError:
+        except TimeoutError as exc:
             record.outcome = "failed"
-            record.detail = f"timed out after {timeout:g}s ({record.attempts} attempt(s))"
+            if deadline.expired():
+                record.detail = f"timed out after {timeout:g}s ({record.attempts} attempt(s))"
+                failure = exc if calling else failure
+            else:  # the action's own timeout, surfaced as a bare TimeoutError
+                record.detail = f"TimeoutError: {exc}".rstrip(": ")
         except ActionError as exc:
             record.outcome = "failed"
             record.detail = str(exc)
@@ -78,5 +95,11 @@ class Executor:
         except Exception as exc:  # an action bug must become a failed step, not a crash
             record.outcome = "failed"
             record.detail = f"{type(exc).__name__}: {exc}"
+        if (record.outcome == "failed" and failure is not None
+                and not action.repeatable(params) and maybe_applied(failure)):
+            record.uncertain = True
+            record.detail += ("; it may or may not have taken effect, so it was not retried: "
+                              "check by hand whether this happened: "
+                              + action.describe(params).replace("would ", "", 1))
         record.duration_seconds = round(time.monotonic() - started, 4)
         return record

@@ -110,8 +110,11 @@ class CannedExecutor(Executor):
         answer = answers[min(self.calls[key], len(answers) - 1)]  # the last one repeats
         self.calls[key] += 1
         if "fail" in answer:
-            error = TransientError if answer.get("transient") else ActionError
-            raise error(str(answer["fail"]), answer.get("result"))
+            if answer.get("transient"):
+                # `sent: false`: the connection was refused, so even a change is retried
+                raise TransientError(str(answer["fail"]), answer.get("result"),
+                                     unapplied=answer.get("sent") is False)
+            raise ActionError(str(answer["fail"]), answer.get("result"))
         return dict(answer)
 
 

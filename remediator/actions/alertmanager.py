@@ -61,6 +61,9 @@ class Silence(Action):
         "expire_id": Param("string", description="expire this silence instead of creating one"),
     }
 
+    def repeatable(self, params: dict[str, Any]) -> bool:
+        return bool(params.get("expire_id"))  # expiring twice is harmless; creating is not
+
     def check(self, params: dict[str, Any]) -> list[str]:
         if not params.get("expire_id") and not params.get("matchers"):
             return ["either matchers (to create) or expire_id (to expire) is required"]

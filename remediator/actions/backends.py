@@ -17,7 +17,8 @@ import aiohttp
 class Backends:
     prometheus_url: str = "http://127.0.0.1:9090"
     alertmanager_url: str = "http://127.0.0.1:9093"
-    http_timeout: float = 10.0
+    http_timeout: float = 10.0  # read timeout of HTTP and Kubernetes calls
+    s3_read_timeout: float = 30.0  # per socket read: a large GetObject streams for longer
     _session: aiohttp.ClientSession | None = field(default=None, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 

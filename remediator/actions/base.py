@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -30,7 +31,16 @@ class ActionError(Exception):
 
 
 class TransientError(ActionError):
-    """A failure that may succeed on retry (429, 5xx, timeouts, resets)."""
+    """A failure that may succeed on retry (429, 5xx, timeouts, resets).
+
+    `unapplied` says the failed call changed nothing for sure (it was a read); a backend's
+    call path sets it, so `maybe_applied` needs no knowledge of the action.
+    """
+
+    def __init__(self, message: str, result: dict[str, Any] | None = None, *,
+                 unapplied: bool = False):
+        super().__init__(message, result)
+        self.unapplied = unapplied
 
 
 class ParamError(ValueError):
@@ -123,8 +133,57 @@ class Action:
     def is_transient(self, exc: BaseException) -> bool:
         return isinstance(exc, TransientError | asyncio.TimeoutError | ConnectionError)
 
+    def may_retry(self, params: dict[str, Any], exc: BaseException) -> bool:
+        """Another attempt is safe and worth it: a transient error, and either the call may
+        be repeated or the error proves the request changed nothing."""
+        return self.is_transient(exc) and (self.repeatable(params) or not maybe_applied(exc))
+
     async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         raise NotImplementedError
+
+
+# --- did a failed call reach the server? The one place that tells ---------------------------
+
+# Failures to open a connection, per client library: the request was never sent. Looked up
+# by name, so classifying an error never imports a client the process does not use.
+_NOT_SENT = {
+    "aiohttp.client_exceptions": ("ClientConnectorError", "ConnectionTimeoutError"),
+    "urllib3.exceptions": ("NewConnectionError", "ConnectTimeoutError"),
+    "botocore.exceptions": ("EndpointConnectionError", "ConnectTimeoutError"),
+}
+
+
+def never_sent(exc: BaseException) -> bool:
+    """Does the error (or what caused it) prove the request never left this process?
+
+    Only a connection that was never established proves it: refused, unresolvable, or a
+    connect timeout. A read timeout, a reset or a 5xx may come after the server acted.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError):
+            return True
+        for module, names in _NOT_SENT.items():
+            mod = sys.modules.get(module)
+            if mod is not None and isinstance(current, tuple(getattr(mod, n) for n in names
+                                                             if hasattr(mod, n))):
+                return True
+        # urllib3 wraps the connection failure in MaxRetryError.reason
+        current = getattr(current, "reason", None) if isinstance(
+            getattr(current, "reason", None), BaseException) else current.__cause__
+    return False
+
+
+def maybe_applied(exc: BaseException) -> bool:
+    """Could the failed call have changed something? Yes unless it provably did not: it was
+    never sent, it was a read, or the server refused it outright (not transient: a 4xx)."""
+    if isinstance(exc, TransientError) and exc.unapplied:
+        return False
+    if isinstance(exc, ActionError) and not isinstance(exc, TransientError):
+        return False  # the action or the server said what happened
+    return not never_sent(exc)
 
 
 # --- parameter validation: the one place parameters are checked -------------------------

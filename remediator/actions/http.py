@@ -33,7 +33,8 @@ class HttpRequest(Action):
         return params.get("method", "GET") not in _SAFE_METHODS
 
     def repeatable(self, params: dict[str, Any]) -> bool:
-        return params.get("method", "GET") != "POST"  # PUT and DELETE are idempotent in HTTP
+        # PUT and DELETE are idempotent in HTTP (RFC 9110 9.2.2); POST and PATCH are not.
+        return params.get("method", "GET") not in ("POST", "PATCH")
 
     def describe(self, params: dict[str, Any]) -> str:
         expect = f"expect status in {params['expect_status']}"

@@ -123,26 +123,30 @@ async def call(backends: Any, what: str, api: str, method: str, *args: Any,
         finally:
             resp.release_conn()
 
+    read = method.startswith(("read_", "list_"))  # a failed read changed nothing
     try:
         data = await asyncio.to_thread(blocking)
     except ApiException as exc:
-        raise _api_error(what, exc) from exc
+        raise _api_error(what, exc, read) from exc
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        error = TransientError if is_transient(exc) else ActionError
         cause = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
-        raise error(f"{what}: {type(cause).__name__}: {cause}",
-                    {"error": type(cause).__name__, "status": None}) from exc
+        message = f"{what}: {type(cause).__name__}: {cause}"
+        result = {"error": type(cause).__name__, "status": None}
+        if is_transient(exc):
+            raise TransientError(message, result, unapplied=read) from exc
+        raise ActionError(message, result) from exc
     return data.decode("utf-8", "replace") if text else json.loads(data)
 
 
-def _api_error(what: str, exc: ApiException) -> ActionError:
+def _api_error(what: str, exc: ApiException, read: bool) -> ActionError:
     body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else exc.body or ""
     status = json_status(body)
     reason = status.get("reason") or exc.reason or ""
-    message = status.get("message") or body[:500]
-    error = TransientError if is_transient(exc) else ActionError
-    return error(f"{what}: {reason} (HTTP {exc.status}): {message}".rstrip(": "),
-                 {"error": reason, "status": exc.status})
+    text = f"{what}: {reason} (HTTP {exc.status}): {status.get('message') or body[:500]}"
+    result = {"error": reason, "status": exc.status}
+    if is_transient(exc):
+        return TransientError(text.rstrip(": "), result, unapplied=read)
+    return ActionError(text.rstrip(": "), result)
 
 
 def json_status(body: Any) -> dict[str, Any]:

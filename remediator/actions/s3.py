@@ -22,7 +22,6 @@ from .base import Action, ActionContext, ActionError, Param, TransientError, iam
 T = TypeVar("T")
 
 CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 30.0
 MAX_COPY_BYTES = 5 * 1024**3  # CopyObject's limit; larger objects need a multipart copy
 HISTORY = 1000  # versions of one key a restore looks through (one ListObjectVersions page)
 
@@ -53,7 +52,7 @@ def client(backends: Any) -> Any:
 
         config = botocore.config.Config(
             retries={"total_max_attempts": 1, "mode": "standard"},
-            connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT, max_pool_connections=20,
+            connect_timeout=CONNECT_TIMEOUT, read_timeout=backends.s3_read_timeout, max_pool_connections=20,
         )
         return boto3.session.Session().client("s3", config=config)
 
@@ -94,14 +93,17 @@ async def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     except ActionError:
         raise
     except (bce.BotoCoreError, bce.ClientError, OSError) as exc:
-        error = TransientError if is_transient(exc) else ActionError
         if isinstance(exc, bce.ClientError):
             message = f"{what}: {_code(exc)} (HTTP {_status(exc)}): " \
                       f"{exc.response.get('Error', {}).get('Message', '')}".rstrip(": ")
         else:
             message = f"{what}: {type(exc).__name__}: {exc}"
-        raise error(message, {"error": _code(exc) if isinstance(exc, bce.ClientError)
-                              else type(exc).__name__, "status": _status(exc)}) from exc
+        result = {"error": _code(exc) if isinstance(exc, bce.ClientError)
+                  else type(exc).__name__, "status": _status(exc)}
+        if is_transient(exc):  # `what` starts with the S3 operation: Get/Head/List only read
+            raise TransientError(message, result,
+                                 unapplied=what.startswith(("Get", "Head", "List"))) from exc
+        raise ActionError(message, result) from exc
 
 
 def url(bucket: str, key: str = "") -> str:

@@ -80,11 +80,19 @@ class App:
         if srv.require_token and request.path not in _PUBLIC and auth != f"Bearer {srv.token}":
             return _error(errors.ApiError(401, "Unauthorized"))
         fault = srv.faults.take_http(request.method, request.path)
+        if fault is not None and fault.applied:
+            response = await self._serve_checked(request, query, body, ctype)
+            await self._sleep(fault.delay)
+            return response if fault.status is None else self._fault_response(fault)
         if fault is not None:
             if fault.delay:
                 await self._sleep(fault.delay)
             if fault.status is not None:
                 return self._fault_response(fault)
+        return await self._serve_checked(request, query, body, ctype)
+
+    async def _serve_checked(self, request: web.Request, query: dict[str, str], body: Any,
+                             ctype: str) -> web.StreamResponse:
         if isinstance(body, bytes):
             return _error(errors.ApiError(
                 415, f"the body of the request was in an unknown format - accepted media types "

@@ -39,6 +39,7 @@ class Fault:
     status: int | None = 500
     times: int | None = 1
     delay: float = 0.0
+    applied: bool = False
     message: str | None = None
     reason: str | None = None
     body: Any = None

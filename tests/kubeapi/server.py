@@ -369,12 +369,15 @@ class KubeAPIServer:
     def inject(self, method: str | None = None, path_regex: str = ".*", *,
                status: int | None = 500, times: int | None = 1, delay: float = 0.0,
                message: str | None = None, reason: str | None = None, body: Any = None,
-               headers: dict[str, str] | None = None) -> Fault:
+               headers: dict[str, str] | None = None, applied: bool = False) -> Fault:
         """Answer the next ``times`` matching requests with ``status`` (a proper Status
         body unless ``body`` is given), after sleeping ``delay`` seconds.
-        ``status=None`` only delays. ``path_regex`` is searched in the URL path."""
+        ``status=None`` only delays. ``path_regex`` is searched in the URL path.
+        ``applied=True`` performs the request first, then delays and answers: a write that
+        lands but is answered late (past a client's read timeout) or with an error."""
         return self.faults.add(Fault(method=method, path_regex=path_regex, status=status,
-                                     times=times, delay=delay, message=message, reason=reason,
+                                     times=times, delay=delay, applied=applied,
+                                     message=message, reason=reason,
                                      body=body, headers=dict(headers or {})))
 
     def forbid(self, verb: str, resource: str, namespace: str | None = None,

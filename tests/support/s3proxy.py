@@ -42,11 +42,12 @@ class Fault:
 
     method: str
     path: re.Pattern[str]
-    status: int
+    status: int | None
     code: str
     message: str
     times: int | None
     delay: float = 0.0
+    applied: bool = False
 
     def matches(self, method: str, path: str) -> bool:
         return self.method in ("*", method) and bool(self.path.search(path))
@@ -99,14 +100,19 @@ class S3FaultProxy:
         times: int | None = 1,
         message: str = "Please reduce your request rate.",
         delay: float = 0.0,
+        applied: bool = False,
     ) -> Fault:
         """Fail the next `times` requests whose method and path match.
 
         `method="*"` matches any method; the regex is `re.search`ed against the
         URL path (e.g. r"^/my-bucket/" or r"\\.tar\\.gz$").  `delay` sleeps first,
         which is handy for client timeout tests.  Faults apply in insertion order.
+        `applied=True` forwards the request to moto first (a write lands), then sleeps
+        `delay` and answers with `status`, or with moto's own answer when `status` is None:
+        a change that is made but answered late or with an error.
         """
-        fault = Fault(method.upper(), re.compile(path_regex), status, code, message, times, delay)
+        fault = Fault(method.upper(), re.compile(path_regex), status, code, message, times, delay,
+                      applied)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -145,11 +151,17 @@ class S3FaultProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         fault = self._take_fault(request.method, request.path)
-        if fault is not None:
-            if fault.delay:
-                await asyncio.sleep(fault.delay)
+        if fault is not None and fault.applied:  # logged once, as injected, with moto's status
+            resp = await self._forward(request, body, injected=True)
+            await asyncio.sleep(fault.delay)
+            if fault.status is None:
+                return resp
+        elif fault is not None and fault.delay:
+            await asyncio.sleep(fault.delay)
+        if fault is not None and fault.status is not None:
             rid = uuid.uuid4().hex[:16].upper()
-            self._record(request, fault.status, True)
+            if not fault.applied:
+                self._record(request, fault.status, True)
             return web.Response(
                 status=fault.status,
                 body=None
@@ -157,6 +169,10 @@ class S3FaultProxy:
                 else error_xml(fault.code, fault.message, request.path, rid),
                 headers={"Content-Type": "application/xml", "x-amz-request-id": rid},
             )
+        return await self._forward(request, body)
+
+    async def _forward(self, request: web.Request, body: bytes,
+                       injected: bool = False) -> web.Response:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         assert self._session is not None
         async with self._session.request(
@@ -176,7 +192,7 @@ class S3FaultProxy:
                 resp = web.Response(status=upstream.status, headers=CIMultiDict(out))
             else:
                 resp = web.Response(status=upstream.status, body=payload, headers=CIMultiDict(out))
-        self._record(request, upstream.status, False)
+        self._record(request, upstream.status, injected)
         return resp
 
     async def _setup(self) -> None:

@@ -58,7 +58,8 @@ def test_offline_fake_clock_and_canned_results(tmp_path):
         tests:
           - name: everything offline
             results:
-              restart: [{fail: "reset by peer", transient: true}, {status: 202}]
+              restart: [{fail: "connection refused", transient: true, sent: false},
+                        {status: 202}]
               prometheus.query: {value: 1.0}
             alerts:
               - labels: {alertname: Down, env: prod, namespace: shop, app: web}

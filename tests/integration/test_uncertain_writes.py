@@ -1,0 +1,204 @@
+"""A write the server applied but answered too late is never sent again (issue 10, item 5).
+
+The Kubernetes API test server and moto (behind its proxy) apply the write, then hold the
+answer past the client's read timeout: the client sees a timeout although the change landed.
+A call that must not run twice (`repeatable` false) then fails as "may or may not have taken
+effect", names what to check, and is not retried; a repeatable one is retried as before, and
+a request that provably never left (connection refused) is retried even when it mutates.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from remediator.actions.backends import Backends
+from remediator.actions.base import ActionContext, maybe_applied, never_sent
+from remediator.actions.registry import ACTIONS
+from remediator.executor import Executor, StepRecord
+from tests.conftest import write_rules
+from tests.support.actions import params
+from tests.support.payloads import alert, notification
+from tests.support.worker import WorkerProcess
+
+if TYPE_CHECKING:
+    from tests.kubeapi import KubeAPIServer
+
+NS = "neural-hive-pipeline"
+LATE = 1.5  # seconds the answer is held after the write landed
+READ_TIMEOUT = 0.4  # the client gives up long before that
+BUCKET = "sboms-prod"
+
+
+def execute(run, ctx: ActionContext, name: str, /, **raw: Any) -> StepRecord:
+    action = ACTIONS[name]
+    p = params(action, **raw)
+    record = StepRecord(name="step", action=name, params=p, outcome="planned",
+                        mutating=action.mutates(p))
+    return run(Executor(retry_wait=0.01).run(action, p, ctx, record, timeout=20, attempts=3))
+
+
+@pytest.fixture
+def kctx(kubeconfig: Path, run):
+    backends = Backends(http_timeout=READ_TIMEOUT)
+    yield ActionContext(backends=backends, log=logging.getLogger("t"), execution_id="e1")
+    run(backends.close())
+
+
+def assert_uncertain(record: StepRecord, check: str) -> None:
+    assert (record.outcome, record.uncertain, record.attempts) == ("failed", True, 1), record
+    assert "it may or may not have taken effect, so it was not retried" in record.detail
+    assert f"check by hand whether this happened: {check}" in record.detail
+
+
+def test_scale_by_delta_answered_late_is_not_added_twice(run, kctx, kubeapi: KubeAPIServer) -> None:
+    kubeapi.add_deployment("code-forge", NS, replicas=4)
+    kubeapi.inject("PATCH", r"/deployments/code-forge/scale$", status=None, delay=LATE,
+                   applied=True)
+    record = execute(run, kctx, "kubernetes.scale", namespace=NS, name="code-forge", delta=2,
+                     min=1, max=10)
+    assert_uncertain(record, f"scale deployment {NS}/code-forge by +2 replicas")
+    assert "ReadTimeoutError" in record.detail
+    assert kubeapi.get("deployments", NS, "code-forge")["spec"]["replicas"] == 6  # not 8
+    assert len(kubeapi.requests_matching("PATCH", "/scale$")) == 1
+
+    # the same late answer to an absolute count: repeating it is harmless, so it is retried
+    kubeapi.inject("PATCH", r"/deployments/code-forge/scale$", status=None, delay=LATE,
+                   applied=True)
+    record = execute(run, kctx, "kubernetes.scale", namespace=NS, name="code-forge",
+                     replicas=3, min=1, max=10)
+    assert (record.outcome, record.attempts, record.uncertain) == ("succeeded", 2, False)
+    assert kubeapi.get("deployments", NS, "code-forge")["spec"]["replicas"] == 3
+
+
+def test_rollout_undo_to_previous_answered_late_is_not_undone_again(
+        run, kctx, kubeapi: KubeAPIServer) -> None:
+    kubeapi.add_deployment("libervia", NS, env={"LOG_LEVEL": "info"})
+    original = kubeapi.get("deployments", NS, "libervia")["spec"]["template"]
+    run(ACTIONS["kubernetes.set_env"].run(
+        params(ACTIONS["kubernetes.set_env"], namespace=NS, name="libervia",
+               env={"LOG_LEVEL": "debug"}), kctx))
+    kubeapi.inject("PATCH", r"/deployments/libervia$", status=None, delay=LATE, applied=True)
+    record = execute(run, kctx, "kubernetes.rollout_undo", namespace=NS, name="libervia")
+    assert_uncertain(record, f"roll back deployment {NS}/libervia to its previous revision")
+    # rolled back once; a retry would have rolled the rollback back (to LOG_LEVEL=debug)
+    assert kubeapi.get("deployments", NS, "libervia")["spec"]["template"] == original
+    assert len(kubeapi.requests_matching("PATCH", "/deployments/libervia$")) == 2  # set_env, undo
+
+
+def test_rollout_restart_answered_with_a_server_error_after_applying_is_not_repeated(
+        run, kctx, kubeapi: KubeAPIServer) -> None:
+    kubeapi.add_deployment("code-forge", NS)
+    kubeapi.inject("PATCH", r"/deployments/code-forge$", status=503, applied=True)
+    record = execute(run, kctx, "kubernetes.rollout_restart", namespace=NS, name="code-forge")
+    assert_uncertain(record, f"restart deployment {NS}/code-forge")
+    assert "(HTTP 503)" in record.detail
+    assert kubeapi.get("deployments", NS, "code-forge")["metadata"]["generation"] == 2  # once
+    assert len(kubeapi.requests_matching("PATCH")) == 1
+
+
+def test_delete_pods_by_selector_answered_late_spares_the_replacement(
+        run, kctx, kubeapi: KubeAPIServer) -> None:
+    kubeapi.add_deployment("code-forge", NS, replicas=2)
+    first, second = sorted(p["metadata"]["name"] for p in kubeapi.list("pods", NS))
+    kubeapi.inject("DELETE", rf"/pods/{first}$", status=None, delay=LATE, applied=True)
+    record = execute(run, kctx, "kubernetes.delete_pods", namespace=NS,
+                     selector="app=code-forge", max=2)
+    assert_uncertain(record, f"delete the pods in {NS} matching app=code-forge")
+    pods = {p["metadata"]["name"] for p in kubeapi.list("pods", NS)}
+    assert first not in pods and second in pods and len(pods) == 2  # the replacement lives
+    assert [r.path.rsplit("/", 1)[1] for r in kubeapi.requests_matching("DELETE")] == [first]
+
+
+def test_http_patch_answered_late_is_sent_once(run, kctx, kubeapi: KubeAPIServer) -> None:
+    kubeapi.add_deployment("code-forge", NS)
+    url = f"{kubeapi.url}/apis/apps/v1/namespaces/{NS}/deployments/code-forge"
+    kubeapi.inject("PATCH", r"/deployments/code-forge$", status=None, delay=LATE, applied=True)
+    record = execute(run, kctx, "http.request", url=url, method="PATCH", timeout=READ_TIMEOUT,
+                     headers={"Content-Type": "application/merge-patch+json"},
+                     json={"metadata": {"annotations": {"paged": "yes"}}})
+    assert_uncertain(record, f"send PATCH {url}")
+    assert kubeapi.get("deployments", NS, "code-forge")["metadata"]["annotations"]["paged"] == "yes"
+    assert len(kubeapi.requests_matching("PATCH")) == 1
+    http = ACTIONS["http.request"]
+    assert [m for m in ("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "POST", "PATCH")
+            if http.repeatable({"method": m})] == ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]
+
+
+def test_restore_previous_version_answered_late_leaves_the_good_copy_current(
+        run, s3_env, s3_client, s3_proxy) -> None:
+    s3_client.create_bucket(Bucket=BUCKET)
+    s3_client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    s3_client.put_object(Bucket=BUCKET, Key="sbom.json", Body=b"good")
+    s3_client.put_object(Bucket=BUCKET, Key="sbom.json", Body=b"corrupt")
+    puts = len(s3_proxy.requests("PUT"))
+    s3_proxy.inject("PUT", rf"^/{BUCKET}/sbom\.json$", status=None, delay=LATE, applied=True)
+    backends = Backends(s3_read_timeout=READ_TIMEOUT)
+    ctx = ActionContext(backends=backends, log=logging.getLogger("t"), execution_id="e1")
+    try:
+        record = execute(run, ctx, "s3.restore_version", bucket=BUCKET, key="sbom.json")
+    finally:
+        run(backends.close())
+    assert_uncertain(record, f"restore s3://{BUCKET}/sbom.json to the previous version")
+    assert "ReadTimeoutError" in record.detail
+    # copied once: a retry would have "restored the previous version" again, i.e. the corrupt one
+    assert s3_client.get_object(Bucket=BUCKET, Key="sbom.json")["Body"].read() == b"good"
+    assert len(s3_proxy.requests("PUT")) == puts + 1
+    assert len(s3_client.list_object_versions(Bucket=BUCKET)["Versions"]) == 3
+
+
+def test_only_a_connection_never_made_proves_nothing_was_sent() -> None:
+    # (a refused connection retrying a restart, end to end: test_kubernetes_actions.py's
+    # test_an_unreachable_apiserver_is_transient)
+    assert never_sent(ConnectionRefusedError()) and not maybe_applied(ConnectionRefusedError())
+    assert maybe_applied(TimeoutError()) and maybe_applied(ConnectionResetError())
+
+
+CRASH = """
+playbooks:
+  - name: annotate
+    match: {alertname: Annotate}
+    target: {kind: deployment, namespace: %(ns)s, name: code-forge}
+    guards: {rate_limit: {max: 10, window: 1h}}
+    steps:
+      - name: patch
+        action: http.request
+        params:
+          url: "%(url)s"
+          method: PATCH
+          headers: {Content-Type: application/merge-patch+json}
+          json: {metadata: {annotations: {paged: "yes"}}}
+          timeout: 60s
+"""
+
+
+def test_an_http_patch_interrupted_by_a_crash_is_not_sent_again(
+        tmp_path: Path, kubeapi: KubeAPIServer) -> None:
+    kubeapi.add_deployment("code-forge", NS)
+    url = f"{kubeapi.url}/apis/apps/v1/namespaces/{NS}/deployments/code-forge"
+    rules = write_rules(tmp_path / "rules", CRASH % {"ns": NS, "url": url})
+    kubeapi.inject("PATCH", r"/deployments/code-forge$", status=None, delay=60, applied=True)
+    w = WorkerProcess(tmp_path, [str(rules)], mode="live").start()
+    assert w.post_alerts(notification(alert("Annotate", fingerprint="p1")))[0] == 202
+    deadline = time.monotonic() + 15
+    while not kubeapi.requests_matching("PATCH"):
+        assert time.monotonic() < deadline, w.logs()
+        time.sleep(0.05)
+    w.kill9()  # the PATCH has landed; its answer never arrives
+    kubeapi.clear_faults()
+    w2 = WorkerProcess(tmp_path, [str(rules)], mode="live", store=w.db).start()
+    try:
+        deadline = time.monotonic() + 15
+        while not (done := [d for d in w2.executions() if d["outcome"] != "running"]):
+            assert time.monotonic() < deadline, w2.logs()
+            time.sleep(0.1)
+        assert done[0]["outcome"] == "failed"
+        assert "interrupted" in done[0]["reason"]
+        assert done[0]["steps"][0]["uncertain"] is True
+        assert len(kubeapi.requests_matching("PATCH")) == 1
+    finally:
+        w2.stop()
