@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sqlite3
 import sys
@@ -57,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--listen", metavar="HOST:PORT")
     s.add_argument("--mode", choices=("dry-run", "live"))
     s.add_argument("--allow-unauthenticated", action="store_true", default=None,
-                   help="accept webhooks without credentials (logged as a warning)")
+                   help="serve without credentials: anyone may post alerts and use the whole API "
+                   "(for a laptop; logged as a warning)")
     s.set_defaults(func=cmd_serve)
 
     r = sub.add_parser("replay", help="run a captured webhook payload through the pipeline")
@@ -92,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--reject", action="store_true")
     a.add_argument("--step", help="the gated step to decide (default: the one pending)")
     a.add_argument("--url", default="http://127.0.0.1:9095", help="remediator's base URL")
-    a.add_argument("--user", default="cli", help="recorded as the approver")
+    a.add_argument("--token-file", help="the operator's token (default: REMEDIATOR_OPERATOR_TOKEN "
+                   "or REMEDIATOR_OPERATOR_TOKEN_FILE); the server records its owner")
     a.set_defaults(func=cmd_approve)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of playbook files")
@@ -133,7 +136,11 @@ async def _serve(cfg: Config) -> int:
         log.warning("MODE: DRY-RUN — remediator records plans and changes nothing "
                     "(%d playbooks loaded)", len(service.rules))
     if cfg.allow_unauthenticated:
-        log.warning("webhook authentication is DISABLED (--allow-unauthenticated)")
+        log.warning("authentication is DISABLED (--allow-unauthenticated): anyone who reaches "
+                    "%s may post alerts, read decisions, approve, pause and reset circuits",
+                    cfg.listen)
+    elif not cfg.operators:
+        log.warning("no operators configured: the /api/v1 endpoints refuse everyone")
     runner = web.AppRunner(build_app(service), handle_signals=False, access_log=None)
     await runner.setup()
     host, _, port = cfg.listen.rpartition(":")
@@ -242,15 +249,14 @@ async def _query(cfg: Config, fn: Any) -> Any:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    cfg = load_config()
+    token = _operator_token(args.token_file)
     verb = "reject" if args.reject else "approve"
     query = f"?{urllib.parse.urlencode({'step': args.step})}" if args.step else ""
     req = urllib.request.Request(f"{args.url.rstrip('/')}/api/v1/executions/{args.id}/{verb}"
                                  f"{query}", method="POST", data=b"{}")
     req.add_header("Content-Type", "application/json")
-    req.add_header("X-Remediator-User", args.user)
-    if cfg.webhook_token:
-        req.add_header("Authorization", f"Bearer {cfg.webhook_token}")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             decision = json.load(resp)
@@ -263,6 +269,14 @@ def cmd_approve(args: argparse.Namespace) -> int:
         return 1
     print(decision_text(decision))
     return 0
+
+
+def _operator_token(path: str | None) -> str:
+    """An operator's own credential, never the webhook's: --token-file, else the environment."""
+    path = path or os.environ.get("REMEDIATOR_OPERATOR_TOKEN_FILE")
+    if path:
+        return _read(path).strip()
+    return os.environ.get("REMEDIATOR_OPERATOR_TOKEN", "").strip()
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from .actions.base import parse_duration
+from .auth import Operator, check_distinct, parse_operators
 from .guards import GuardSettings
 
 
@@ -32,6 +33,7 @@ class Config:
     basic_auth_username: str = ""
     basic_auth_password: str = ""
     allow_unauthenticated: bool = False
+    operators: list[Operator] = field(default_factory=list)  # API users: viewer | operator
     max_body_bytes: int = 1 << 20
     workers: int = 4  # executions in flight at once; most of their time is waiting
     grace_period: float = 30.0
@@ -75,7 +77,7 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None,
             raise ConfigError(f"config {file}: must be a mapping")
         raw = _flatten(data)
     for f in fields(Config):
-        if f.name in ("guards", "escalation_sinks"):
+        if f.name in ("guards", "escalation_sinks", "operators"):
             continue  # structured: config file only
         for name in (f.name, f"{f.name}_file"):
             value = env.get(f"REMEDIATOR_{name.upper()}")
@@ -90,6 +92,10 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None,
             except OSError as exc:
                 raise ConfigError(f"{name}_file: {exc}") from None
     guards = raw.pop("guards", None)
+    try:
+        cfg.operators = parse_operators(raw.pop("operators", None), _read_secret)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     for key, value in raw.items():
         if not hasattr(cfg, key) or key == "guards":
             raise ConfigError(f"unknown setting {key!r}")
@@ -103,9 +109,20 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None,
     if cfg.history_retention < 86400:
         raise ConfigError("history_retention must be at least 1d: guard windows count the "
                           "events it prunes")
+    try:
+        check_distinct(cfg.operators, cfg.webhook_token, cfg.basic_auth_username)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if cfg.mode not in ("dry-run", "live"):
         raise ConfigError(f"mode must be dry-run or live, got {cfg.mode!r}")
     return cfg
+
+
+def _read_secret(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def _flatten(data: dict[str, Any]) -> dict[str, Any]:

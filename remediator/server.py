@@ -7,15 +7,15 @@ when the store cannot accept the alerts — which is exactly when Alertmanager s
 
 from __future__ import annotations
 
-import base64
-import hmac
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .alerts import PayloadError, parse_notification
+from .auth import Principal, Users
 from .playbooks.validate import RulesError
 from .service import Service
 from .store.base import StoreUnavailable
@@ -23,12 +23,20 @@ from .store.base import StoreUnavailable
 log = logging.getLogger("remediator.server")
 
 SERVICE = web.AppKey("service", Service)
+USERS = web.AppKey("users", Users)
+PRINCIPAL = web.RequestKey("principal", Principal)  # who is calling (set by `authenticate`)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def build_app(service: Service) -> web.Application:
     # aiohttp enforces the body limit itself (413) before the handler reads anything.
-    app = web.Application(client_max_size=service.config.max_body_bytes)
+    cfg = service.config
+    app = web.Application(client_max_size=cfg.max_body_bytes,
+                          middlewares=[count_webhook_requests, authenticate])
     app[SERVICE] = service
+    app[USERS] = Users(cfg.operators, cfg.webhook_token, cfg.basic_auth_username,
+                       cfg.basic_auth_password, cfg.allow_unauthenticated)
+    app.on_cleanup.append(_close_users)
     app.router.add_post("/alerts", receive_alerts)
     app.router.add_get("/api/v1/executions", list_executions)
     app.router.add_get("/api/v1/executions/{id}", get_execution)
@@ -44,52 +52,70 @@ def build_app(service: Service) -> web.Application:
     return app
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+async def _close_users(app: web.Application) -> None:
+    app[USERS].close()
 
 
-def authorized(request: web.Request) -> bool:
-    """Bearer token or basic auth, compared in constant time, as Alertmanager sends them."""
-    cfg = request.app[SERVICE].config
-    if cfg.allow_unauthenticated:
-        return True
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and cfg.webhook_token:
-        return hmac.compare_digest(value.strip().encode(), cfg.webhook_token.encode())
-    if scheme.lower() == "basic" and cfg.basic_auth_username:
-        try:
-            user, _, password = base64.b64decode(value).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        return hmac.compare_digest(user.encode(), cfg.basic_auth_username.encode()) & \
-            hmac.compare_digest(password.encode(), cfg.basic_auth_password.encode())
-    return False
+def _error(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers or None)
 
 
-def _caller(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
-    if header.lower().startswith("basic "):
-        try:
-            return base64.b64decode(header[6:]).decode().partition(":")[0]
-        except (ValueError, UnicodeDecodeError):
-            pass
-    return request.headers.get("X-Remediator-User") or request.remote or "api"
+# Who may call what. Routes not listed need an operator: a new route is closed by default.
+_OPEN = {"/metrics", "/-/healthy", "/-/ready"}  # Prometheus convention; nothing secret in them
+_WEBHOOK = {"/alerts"}
+
+
+def _needs(request: web.Request) -> str | None:
+    resource = request.match_info.route.resource
+    if resource is None or resource.canonical in _OPEN:
+        return None  # unknown routes fall through to 404/405
+    if resource.canonical in _WEBHOOK:
+        return "webhook"
+    if request.method in ("GET", "HEAD") and resource.canonical.startswith("/api/v1/"):
+        return "viewer"
+    return "operator"
+
+
+@web.middleware
+async def count_webhook_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`remediator_webhook_requests_total{code}` for every answer to POST /alerts, 401s included."""
+    if request.path != "/alerts":
+        return await handler(request)
+    metrics = request.app[SERVICE].metrics
+    started = time.perf_counter()
+    response = await handler(request)
+    metrics.webhook_requests.labels(str(response.status)).inc()
+    if response.status == 202:
+        metrics.ack_seconds.observe(time.perf_counter() - started)
+    return response
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """401 without valid credentials, 403 with credentials that lack the role."""
+    need = _needs(request)
+    if need is None:
+        return await handler(request)
+    principal = await request.app[USERS].authenticate(request.headers.get("Authorization", ""))
+    if principal is None:
+        return _error(401, "missing or invalid credentials (bearer token or basic auth)",
+                      **{"WWW-Authenticate": 'Bearer realm="remediator"'})
+    if not principal.may(need):
+        if principal.role == "webhook":
+            return _error(403, "the webhook credential may only POST /alerts")
+        return _error(403, f"{principal.name} is a {principal.role}; "
+                      f"{request.method} {request.path} needs the {need} role")
+    request[PRINCIPAL] = principal
+    return await handler(request)
+
+
+def _actor(request: web.Request) -> str:
+    """The authenticated caller's name: what approvals, pauses and resets record."""
+    return request[PRINCIPAL].name
 
 
 async def receive_alerts(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    started = time.perf_counter()
-    response = await _receive(request, service)
-    service.metrics.webhook_requests.labels(str(response.status)).inc()
-    if response.status == 202:
-        service.metrics.ack_seconds.observe(time.perf_counter() - started)
-    return response
-
-
-async def _receive(request: web.Request, service: Service) -> web.Response:
-    if not authorized(request):
-        return _error(401, "missing or invalid credentials (bearer token or basic auth)")
     if request.content_type != "application/json":
         return _error(415, f"content type must be application/json, got {request.content_type!r}")
     if not service.ready:
@@ -114,9 +140,11 @@ async def _receive(request: web.Request, service: Service) -> web.Response:
 async def list_executions(request: web.Request) -> web.Response:
     q = request.query
     try:
-        limit = min(int(q.get("limit", "100")), 1000)
+        limit = int(q.get("limit", "100"))
     except ValueError:
-        return _error(400, "limit must be an integer")
+        limit = 0
+    if not 1 <= limit <= 1000:
+        return _error(400, f"limit must be an integer from 1 to 1000, got {q['limit']!r}")
     filters = {k: q[k] for k in ("outcome", "playbook", "alertname", "fingerprint") if k in q}
     items = await request.app[SERVICE].store.list_executions(limit, **filters)
     return web.json_response({"executions": items})
@@ -130,11 +158,9 @@ async def get_execution(request: web.Request) -> web.Response:
 
 
 async def approve(request: web.Request) -> web.Response:
-    if not authorized(request):
-        return _error(401, "missing or invalid credentials")
     approving = request.path.endswith("/approve")
     try:
-        decision = await request.app[SERVICE].approve(request.match_info["id"], _caller(request),
+        decision = await request.app[SERVICE].approve(request.match_info["id"], _actor(request),
                                                       approve=approving,
                                                       step=request.query.get("step") or None)
     except KeyError as exc:
@@ -145,18 +171,14 @@ async def approve(request: web.Request) -> web.Response:
 
 
 async def pause(request: web.Request) -> web.Response:
-    if not authorized(request):
-        return _error(401, "missing or invalid credentials")
-    paused = request.path.endswith("/pause")
+    paused, by = request.path.endswith("/pause"), _actor(request)
     store = request.app[SERVICE].store
-    await store.put_state("paused", {"paused": paused, "by": _caller(request), "at": time.time()})
-    log.warning("automation %s by %s", "PAUSED" if paused else "resumed", _caller(request))
+    await store.put_state("paused", {"paused": paused, "by": by, "at": time.time()})
+    log.warning("automation %s by %s", "PAUSED" if paused else "resumed", by)
     return web.json_response({"paused": paused})
 
 
 async def reset_circuit(request: web.Request) -> web.Response:
-    if not authorized(request):
-        return _error(401, "missing or invalid credentials")
     target = request.query.get("target", "")
     if not target:
         return _error(400, "target query parameter is required (namespace/kind/name)")
@@ -166,7 +188,7 @@ async def reset_circuit(request: web.Request) -> web.Response:
                 if key.endswith(f":{target}") and (not playbook or key == f"circuit:{playbook}:{target}")]
     for key in circuits:
         await store.put_state(key, None)
-    log.warning("circuits %s reset by %s", circuits, _caller(request))
+    log.warning("circuits %s reset by %s", circuits, _actor(request))
     return web.json_response({"reset": [key.split(":", 1)[1] for key in circuits]})
 
 
@@ -188,8 +210,6 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def reload(request: web.Request) -> web.Response:
-    if not authorized(request):
-        return _error(401, "missing or invalid credentials")
     try:
         message = request.app[SERVICE].reload()
     except RulesError as exc:

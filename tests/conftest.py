@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from remediator.config import Config
-from tests.support.worker import TOKEN, InProcessWorker
+from tests.support.worker import OPERATORS, TOKEN, InProcessWorker
 
 pytest_plugins = ["tests.support.plugin", "tests.kubeapi.fixtures"]
 
@@ -53,7 +53,8 @@ def worker_factory(tmp_path):
     def start(rules: str = DEMO_RULES, **settings) -> InProcessWorker:
         rules_dir = write_rules(tmp_path / f"rules{len(started)}", rules)
         cfg = Config(rules=[str(rules_dir)], store=f"sqlite:///{tmp_path}/w{len(started)}.db",
-                     webhook_token=TOKEN, escalation_dir=str(tmp_path / "escalations"))
+                     webhook_token=TOKEN, escalation_dir=str(tmp_path / "escalations"),
+                     operators=list(OPERATORS))
         for key, value in settings.items():
             setattr(cfg, key, value)
         worker = InProcessWorker(cfg).start()

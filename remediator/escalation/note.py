@@ -102,7 +102,7 @@ def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str 
         lines += ["", f"## Approve or reject step `{step}`", "",
                   f"- `remediator approve {decision['id']} --step {step}` (or `--reject`)",
                   f"- `POST {approve_url}/api/v1/executions/{decision['id']}/approve?step={step}`"
-                  " or `/reject?step=…` with the bearer token",
+                  " or `/reject?step=…` with an operator's token",
                   "- One approval admits this step only; a later gated step asks again."]
     return "\n".join(line for line in lines if line is not None) + "\n"
 

@@ -57,7 +57,7 @@ from tests.support.procs import LOCALHOST, free_port
 from tests.support.prometheus import Prometheus
 from tests.support.s3 import FAKE_ENV, UNSET_ENV, MotoServer, make_s3_client
 from tests.support.webhook import WebhookReceiver
-from tests.support.worker import TOKEN, http
+from tests.support.worker import OPERATOR, TOKEN, VIEWER, http, operators_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -291,6 +291,7 @@ class Stack:
             "guards": {"namespaces": {"allow": list(seed.NAMESPACES)},
                        "buckets": {"allow": list(seed.BUCKETS)}},
             "log_level": "debug",
+            "operators": operators_config(self.root),
         }
 
     def _worker_env(self) -> dict[str, str]:
@@ -323,7 +324,7 @@ class Stack:
 
     def executions(self, **filters: str) -> list[dict[str, Any]]:
         query = "&".join(f"{k}={v}" for k, v in {"limit": "1000", **filters}.items())
-        status, body = http("GET", f"{self.worker.url}/api/v1/executions?{query}")
+        status, body = http("GET", f"{self.worker.url}/api/v1/executions?{query}", headers=VIEWER)
         assert status == 200, body
         return body["executions"]
 
@@ -362,7 +363,7 @@ class Stack:
 
     def approve(self, execution_id: str) -> tuple[int, Any]:
         return http("POST", f"{self.worker.url}/api/v1/executions/{execution_id}/approve", b"",
-                    {"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+                    OPERATOR, timeout=60)
 
     def metric(self, name: str, **labels: str) -> float:
         """The sum of remediator's /metrics samples `name` whose labels include `labels`."""

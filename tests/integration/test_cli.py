@@ -9,7 +9,7 @@ import time
 
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
-from tests.support.worker import TOKEN, WorkerProcess
+from tests.support.worker import OPERATOR_TOKEN, TOKEN, VIEWER_TOKEN, WorkerProcess
 
 RULES = """
 playbooks:
@@ -26,8 +26,9 @@ playbooks:
 """
 
 
-def cli(*args: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "REMEDIATOR_WEBHOOK_TOKEN": token}
+def cli(*args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")}
+    env.update({f"REMEDIATOR_{k.upper()}": v for k, v in env_vars.items()})
     return subprocess.run([sys.executable, "-m", "remediator.cli", *args], env=env,
                           capture_output=True, text=True, timeout=60)
 
@@ -43,16 +44,22 @@ def test_approve_history_and_show(tmp_path, webhook_receiver):
             time.sleep(0.05)
         execution_id = pending[0]["id"]
 
-        refused = cli("approve", execution_id, "--url", w.url, token="wrong")
+        refused = cli("approve", execution_id, "--url", w.url, operator_token="wrong")
         assert refused.returncode == 1 and "401" in refused.stderr
+        # Alertmanager's token and a viewer's are real credentials, but not an operator's.
+        for token in (TOKEN, VIEWER_TOKEN):
+            refused = cli("approve", execution_id, "--url", w.url, operator_token=token)
+            assert refused.returncode == 1 and "403" in refused.stderr, refused.stderr
         assert webhook_receiver.deliveries == []
 
+        token_file = tmp_path / "my-token"
+        token_file.write_text(OPERATOR_TOKEN + "\n")
         approved = cli("approve", execution_id, "--step", "restart", "--url", w.url,
-                       "--user", "alice")
+                       operator_token_file=str(token_file))
         assert approved.returncode == 0, approved.stderr
         assert "→ SUCCEEDED" in approved.stdout
         assert len(webhook_receiver.deliveries) == 1
-        again = cli("approve", execution_id, "--url", w.url)
+        again = cli("approve", execution_id, "--url", w.url, "--token-file", str(token_file))
         assert again.returncode == 1 and "no pending approval (step 'restart' approved)" in again.stderr
     finally:
         assert w.stop() == 0

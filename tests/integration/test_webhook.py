@@ -5,7 +5,7 @@ import json
 from remediator.guards import GuardSettings
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
-from tests.support.worker import TOKEN, http
+from tests.support.worker import OPERATOR, TOKEN, VIEWER, http
 
 
 def test_alert_is_acknowledged_stored_and_turned_into_one_decision(worker_factory):
@@ -17,7 +17,7 @@ def test_alert_is_acknowledged_stored_and_turned_into_one_decision(worker_factor
     assert decision["outcome"] == "planned"  # dry-run by default
     assert decision["target"] == "demo/deployment/web"
     assert decision["steps"][0]["params"]["message"] == "remediating web in demo"
-    status, body = http("GET", f"{w.url}/api/v1/executions/{decision['id']}")
+    status, body = http("GET", f"{w.url}/api/v1/executions/{decision['id']}", headers=VIEWER)
     assert status == 200 and body["id"] == decision["id"]
 
 
@@ -105,7 +105,7 @@ def test_health_ready_metrics_and_reload(worker_factory, tmp_path):
     rules_dir = w.config.rules[0]
     write_rules(tmp_path / "unused", "")  # keep tmp_path used
     (tmp_path / rules_dir / "rules.yaml").write_text("playbooks:\n  - name: x\n    matchh: {}\n")
-    status, body = http("POST", f"{w.url}/-/reload", b"", {"Authorization": f"Bearer {TOKEN}"})
+    status, body = http("POST", f"{w.url}/-/reload", b"", OPERATOR)
     assert status == 400 and "matchh" in " ".join(body["problems"])
     assert len(w.service.rules) == 1  # the old set keeps serving
     w.post_alerts(notification(alert("DemoDown", namespace="demo", deployment="web", fingerprint="z")))
@@ -143,7 +143,7 @@ playbooks:
 
 def test_kill_switch_over_the_api_records_alerts_and_mutates_nothing(worker_factory, webhook_receiver):
     w = worker_factory(PAUSABLE % {"url": webhook_receiver.url}, mode="live")
-    auth = {"Authorization": f"Bearer {TOKEN}", "X-Remediator-User": "alice"}
+    auth = OPERATOR
     assert http("POST", f"{w.url}/api/v1/pause", b"")[0] == 401
     assert http("POST", f"{w.url}/api/v1/pause", b"", auth) == (200, {"paused": True})
     w.post_alerts(notification(alert("WebDown", fingerprint="p1")))

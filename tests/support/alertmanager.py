@@ -38,19 +38,24 @@ def webhook_config(
     send_resolved: bool = True,
     group_by: Sequence[str] = ("alertname",),
     max_alerts: int = 0,
+    basic_auth: tuple[str, str | Path] | None = None,
 ) -> str:
     """Alertmanager YAML that routes every alert to one webhook receiver at `url`.
 
     Timings default to "as fast as Alertmanager allows" so tests do not sleep.
     `token_file` becomes `http_config.authorization.credentials_file`: Alertmanager
     reads it per request and sends `Authorization: Bearer <file contents>`.
-    `group_by=["..."]` means "every distinct label set is its own group".
+    `basic_auth=(username, password_file)` sends basic auth instead, the password read from
+    the file. `group_by=["..."]` means "every distinct label set is its own group".
     """
     webhook: dict[str, Any] = {"url": url, "send_resolved": send_resolved}
     if max_alerts:
         webhook["max_alerts"] = max_alerts
     if token_file is not None:
         webhook["http_config"] = {"authorization": {"type": "Bearer", "credentials_file": str(token_file)}}
+    if basic_auth is not None:
+        webhook["http_config"] = {"basic_auth": {"username": basic_auth[0],
+                                                 "password_file": str(basic_auth[1])}}
     config = {
         "global": {"resolve_timeout": "5m"},
         "route": {

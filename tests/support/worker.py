@@ -22,13 +22,31 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+import yaml
 from aiohttp import web
 
+from remediator.auth import Operator
 from remediator.config import Config
 from remediator.server import build_app
 from remediator.service import Service
 
-TOKEN = "test-token-0123456789"
+TOKEN = "test-token-0123456789"  # the webhook's: may only POST /alerts
+OPERATOR_TOKEN = "operator-token-alice-0123456789"  # alice, role operator
+VIEWER_TOKEN = "viewer-token-victor-0123456789"  # victor, role viewer
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+VIEWER = {"Authorization": f"Bearer {VIEWER_TOKEN}"}
+OPERATORS = [Operator("alice", "operator", token=OPERATOR_TOKEN),
+             Operator("victor", "viewer", token=VIEWER_TOKEN)]
+
+
+def operators_config(directory: Path) -> list[dict[str, str]]:
+    """The same users as `OPERATORS`, as a config file's `operators:` with token files."""
+    entries = []
+    for user in OPERATORS:
+        path = directory / f"token-{user.name}"
+        path.write_text(user.token + "\n")
+        entries.append({"name": user.name, "role": user.role, "token_file": str(path)})
+    return entries
 
 
 def http(
@@ -146,6 +164,9 @@ class WorkerProcess:
         ]
         for r in rules:
             self.args += ["--rules", r]
+        config = tmp / f"worker-{self.port}.yaml"
+        config.write_text(yaml.safe_dump({"operators": operators_config(tmp)}))
+        self.args += ["--config", str(config)]
         self.env = {
             **os.environ,
             "REMEDIATOR_WEBHOOK_TOKEN": TOKEN,
@@ -177,7 +198,7 @@ class WorkerProcess:
 
     def executions(self, **query: str) -> list[dict]:
         qs = "&".join(f"{k}={v}" for k, v in {"limit": "1000", **query}.items())
-        return http("GET", f"{self.url}/api/v1/executions?{qs}")[1]["executions"]
+        return http("GET", f"{self.url}/api/v1/executions?{qs}", headers=VIEWER)[1]["executions"]
 
     def kill9(self) -> None:
         assert self.proc is not None

@@ -1,0 +1,181 @@
+"""Who may call what, over real HTTP: the webhook, viewers and operators, and what is recorded."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import bcrypt
+import pytest
+import yaml
+
+from remediator.auth import Operator
+from remediator.config import ConfigError, load_config
+from tests.conftest import DEMO_RULES, write_rules
+from tests.support.alertmanager import make_alert, webhook_config
+from tests.support.payloads import alert, notification
+from tests.support.worker import (
+    OPERATOR,
+    TOKEN,
+    VIEWER,
+    WorkerProcess,
+    http,
+)
+
+WEBHOOK = {"Authorization": f"Bearer {TOKEN}"}
+
+APPROVAL = """
+playbooks:
+  - name: restart-web
+    match: {alertname: WebDown}
+    target: {kind: deployment, namespace: prod, name: web}
+    guards: {cooldown: 1m}
+    steps:
+      - name: restart
+        action: http.request
+        approval: required
+        params: {url: "http://127.0.0.1:9/", method: POST}
+"""
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def test_each_credential_reaches_only_what_its_role_allows(worker_factory):
+    w = worker_factory()
+    w.post_alerts(notification(alert("DemoDown", namespace="demo", deployment="web", fingerprint="a")))
+    [decision] = w.wait_executions(1)
+    reads = ["/api/v1/executions", f"/api/v1/executions/{decision['id']}"]
+    controls = ["/api/v1/pause", "/api/v1/resume", "/api/v1/circuits/reset?target=demo/deployment/web",
+                "/-/reload", f"/api/v1/executions/{decision['id']}/approve"]
+    for path in reads:
+        status, body = http("GET", w.url + path)
+        assert status == 401 and "credentials" in body["error"], path
+        assert http("GET", w.url + path, headers=WEBHOOK)[0] == 403, path
+        assert http("GET", w.url + path, headers={"Authorization": "Bearer nope"})[0] == 401
+        assert http("GET", w.url + path, headers=VIEWER)[0] == 200, path
+        assert http("GET", w.url + path, headers=OPERATOR)[0] == 200, path
+    for path in controls:
+        assert http("POST", w.url + path, b"")[0] == 401, path
+        status, body = http("POST", w.url + path, b"", WEBHOOK)
+        assert (status, body["error"]) == (403, "the webhook credential may only POST /alerts")
+        status, body = http("POST", w.url + path, b"", VIEWER)
+        assert status == 403 and "victor is a viewer" in body["error"], path
+        assert http("POST", w.url + path, b"", OPERATOR)[0] != 403, path  # 200, 400, 409...
+    # The webhook is Alertmanager's alone; users read and act, they do not inject alerts.
+    assert w.post_alerts(notification(alert("DemoDown", fingerprint="b")), token=None,
+                         **OPERATOR)[0] == 403
+    # Open by Prometheus convention, and nothing in them needs a credential.
+    for path in ("/metrics", "/-/healthy", "/-/ready"):
+        assert http("GET", w.url + path)[0] == 200, path
+
+
+def test_the_recorded_actor_is_the_authenticated_user_never_a_header(worker_factory):
+    w = worker_factory(APPROVAL, mode="live")
+    w.post_alerts(notification(alert("WebDown", fingerprint="w1")))
+    [pending] = w.wait_executions(1)
+    assert pending["reason"].startswith("approval_pending")
+    claims = {"X-Remediator-User": "mallory", **OPERATOR}
+    url = f"{w.url}/api/v1/executions/{pending['id']}/reject"
+    status, rejected = http("POST", url, b"", claims)
+    assert status == 200 and rejected["reason"].endswith("by alice"), rejected["reason"]
+    assert http("POST", f"{w.url}/api/v1/pause", b"", claims)[0] == 200
+    assert w.call(w.service.store.get_state("paused"))["by"] == "alice"
+
+
+def test_limit_is_validated(worker_factory):
+    w = worker_factory()
+    w.post_alerts(notification(*(alert("DemoDown", namespace="demo", deployment=f"d{i}",
+                                       fingerprint=f"f{i}") for i in range(3))))
+    w.wait_executions(3)
+    for bad in ("-1", "0", "1001", "abc", ""):
+        status, body = http("GET", f"{w.url}/api/v1/executions?limit={bad}", headers=VIEWER)
+        assert status == 400 and "limit must be an integer from 1 to 1000" in body["error"], bad
+    status, body = http("GET", f"{w.url}/api/v1/executions?limit=2", headers=VIEWER)
+    assert status == 200 and len(body["executions"]) == 2
+
+
+def test_operators_with_bcrypt_passwords_use_basic_auth(worker_factory):
+    hashed = bcrypt.hashpw(b"correct horse", bcrypt.gensalt(rounds=4)).decode()
+    w = worker_factory(operators=[Operator("olga", "operator", password_hash=hashed),
+                                  Operator("vera", "viewer", password_hash=hashed)])
+    executions = f"{w.url}/api/v1/executions"
+    assert http("GET", executions, headers=basic("vera", "correct horse"))[0] == 200
+    assert http("GET", executions, headers=basic("vera", "correct horse"))[0] == 200  # cached
+    assert http("GET", executions, headers=basic("vera", "wrong"))[0] == 401
+    assert http("GET", executions, headers=basic("nobody", "correct horse"))[0] == 401
+    assert http("POST", f"{w.url}/api/v1/pause", b"", basic("vera", "correct horse"))[0] == 403
+    assert http("POST", f"{w.url}/api/v1/pause", b"", basic("olga", "correct horse"))[0] == 200
+    assert w.call(w.service.store.get_state("paused"))["by"] == "olga"
+    for garbage in ("Basic !!!", "Basic " + base64.b64encode(b"no-colon").decode(), "Digest x"):
+        assert http("GET", executions, headers={"Authorization": garbage})[0] == 401, garbage
+
+
+def test_allow_unauthenticated_opens_everything_as_anonymous(worker_factory):
+    w = worker_factory(allow_unauthenticated=True, operators=[])
+    assert w.post_alerts(notification(alert("DemoDown", fingerprint="u")), token=None)[0] == 202
+    assert http("GET", f"{w.url}/api/v1/executions")[0] == 200
+    assert http("POST", f"{w.url}/api/v1/pause", b"")[0] == 200
+    assert w.call(w.service.store.get_state("paused"))["by"] == "anonymous"
+    # A credential that is presented is still checked: a wrong one is not "anonymous".
+    assert http("GET", f"{w.url}/api/v1/executions", headers={"Authorization": "Bearer x"})[0] == 401
+
+
+def test_operator_config_is_validated_with_a_clear_message(tmp_path):
+    good = tmp_path / "alice"
+    good.write_text("a-long-enough-token-0123\n")
+    short = tmp_path / "short"
+    short.write_text("abc")
+    cases = [
+        ([{"name": "alice", "role": "admin", "token_file": str(good)}], "role must be viewer or operator"),
+        ([{"name": "alice", "role": "viewer"}], "exactly one of token_file, password_hash"),
+        ([{"name": "alice", "role": "viewer", "token_file": str(short)}], "shorter than 16"),
+        ([{"name": "alice", "role": "viewer", "token_file": str(tmp_path / "absent")}], "cannot read"),
+        ([{"name": "alice", "role": "viewer", "password_hash": "plaintext"}], "bcrypt hash"),
+        ([{"name": "a:b", "role": "viewer", "token_file": str(good)}], "name 'a:b'"),
+        ([{"name": "alice", "role": "viewer", "token_file": str(good)},
+          {"name": "bob", "role": "operator", "token_file": str(good)}], "share a token"),
+        ([{"name": "alice", "role": "viewer", "token_file": str(good), "tokn": 1}], "unknown key"),
+    ]
+    for operators, message in cases:
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump({"operators": operators}))
+        with pytest.raises(ConfigError, match=message):
+            load_config(str(config), env={})
+    config.write_text(yaml.safe_dump({"operators": [
+        {"name": "alice", "role": "operator", "token_file": str(good)}]}))
+    with pytest.raises(ConfigError, match="is the webhook token"):
+        load_config(str(config), env={"REMEDIATOR_WEBHOOK_TOKEN": "a-long-enough-token-0123"})
+    assert load_config(str(config), env={}).operators == [
+        Operator("alice", "operator", token="a-long-enough-token-0123")]
+
+
+def test_alertmanager_basic_auth_with_password_file(tmp_path, alertmanager_factory):
+    """The webhook's basic auth password from a `_FILE`, sent by a real Alertmanager from its
+    own password_file; the same credential is refused on the API."""
+    password = tmp_path / "webhook-password"
+    password.write_text("s3cret-basic-password\n")
+    rules = write_rules(tmp_path / "rules", DEMO_RULES)
+    w = WorkerProcess(tmp_path, [str(rules)], extra_env={
+        "REMEDIATOR_WEBHOOK_TOKEN": "",
+        "REMEDIATOR_BASIC_AUTH_USERNAME": "alertmanager",
+        "REMEDIATOR_BASIC_AUTH_PASSWORD_FILE": str(password)}).start()
+    try:
+        am = alertmanager_factory(webhook_config(f"{w.url}/alerts",
+                                                 basic_auth=("alertmanager", password)))
+        am.post_alerts([make_alert({"alertname": "DemoDown", "namespace": "demo",
+                                    "deployment": "web"})])
+        deadline = time.monotonic() + 20
+        while not w.executions(alertname="DemoDown"):
+            assert time.monotonic() < deadline, w.logs()
+            time.sleep(0.1)
+        assert w.post_alerts(notification(alert("DemoDown", fingerprint="x")))[0] == 401  # no token
+        creds = basic("alertmanager", "s3cret-basic-password")
+        assert http("GET", f"{w.url}/api/v1/executions", headers=creds)[0] == 403
+        assert http("POST", f"{w.url}/alerts", notification(alert("DemoDown", fingerprint="y")),
+                    creds)[0] == 202
+        assert http("POST", f"{w.url}/alerts", b"{}", basic("alertmanager", "s3cret"))[0] == 401
+    finally:
+        assert w.stop() == 0
+
