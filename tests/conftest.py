@@ -29,6 +29,21 @@ playbooks:
     escalation: {severity: warning, next_steps: ["check the deployment"]}
 """
 
+# One restart behind a human approval; `%(url)s` is what the restart POSTs to.
+APPROVAL_RULES = """
+playbooks:
+  - name: restart-web
+    match: {alertname: WebDown}
+    target: {kind: deployment, namespace: prod, name: web}
+    guards: {cooldown: 1m}
+    steps:
+      - name: restart
+        action: http.request
+        approval: required
+        params: {url: "%(url)s", method: POST}
+    escalation: {severity: critical}
+"""
+
 
 def write_rules(directory: Path, text: str, name: str = "rules.yaml") -> Path:
     directory.mkdir(parents=True, exist_ok=True)

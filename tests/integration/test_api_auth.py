@@ -11,7 +11,7 @@ import yaml
 
 from remediator.auth import Operator
 from remediator.config import ConfigError, load_config
-from tests.conftest import DEMO_RULES, write_rules
+from tests.conftest import APPROVAL_RULES, DEMO_RULES, write_rules
 from tests.support.alertmanager import make_alert, webhook_config
 from tests.support.payloads import alert, notification
 from tests.support.worker import (
@@ -23,19 +23,6 @@ from tests.support.worker import (
 )
 
 WEBHOOK = {"Authorization": f"Bearer {TOKEN}"}
-
-APPROVAL = """
-playbooks:
-  - name: restart-web
-    match: {alertname: WebDown}
-    target: {kind: deployment, namespace: prod, name: web}
-    guards: {cooldown: 1m}
-    steps:
-      - name: restart
-        action: http.request
-        approval: required
-        params: {url: "http://127.0.0.1:9/", method: POST}
-"""
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -72,7 +59,7 @@ def test_each_credential_reaches_only_what_its_role_allows(worker_factory):
 
 
 def test_the_recorded_actor_is_the_authenticated_user_never_a_header(worker_factory):
-    w = worker_factory(APPROVAL, mode="live")
+    w = worker_factory(APPROVAL_RULES % {"url": "http://127.0.0.1:9/"}, mode="live")
     w.post_alerts(notification(alert("WebDown", fingerprint="w1")))
     [pending] = w.wait_executions(1)
     assert pending["reason"].startswith("approval_pending")

@@ -7,23 +7,9 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import write_rules
+from tests.conftest import APPROVAL_RULES, write_rules
 from tests.support.payloads import alert, notification
 from tests.support.worker import OPERATOR_TOKEN, TOKEN, VIEWER_TOKEN, WorkerProcess
-
-RULES = """
-playbooks:
-  - name: restart-web
-    match: {alertname: WebDown}
-    target: {kind: deployment, namespace: prod, name: web}
-    guards: {cooldown: 1m}
-    steps:
-      - name: restart
-        action: http.request
-        approval: required
-        params: {url: "%(url)s", method: POST}
-    escalation: {severity: critical}
-"""
 
 
 def cli(*args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
@@ -34,7 +20,7 @@ def cli(*args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_approve_history_and_show(tmp_path, webhook_receiver):
-    rules = write_rules(tmp_path / "rules", RULES % {"url": webhook_receiver.url})
+    rules = write_rules(tmp_path / "rules", APPROVAL_RULES % {"url": webhook_receiver.url})
     w = WorkerProcess(tmp_path, [str(rules)], mode="live").start()
     try:
         w.post_alerts(notification(alert("WebDown", fingerprint="w1")))
