@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 from typing import Any
 
+from ..untrusted_regex import RegexError, compile_regex
 from .base import ActionContext, ActionError, Param, TransientError, rbac
 from .kube_client import NAMESPACE, KubeAction, call, status_of
 
@@ -101,7 +101,7 @@ class Logs(KubeAction):
         "tail": Param("integer", default=100, minimum=1, description="last N lines per pod"),
         "since": Param("duration", minimum=1, description="only lines newer than this"),
         "previous": Param("boolean", default=False, description="the last terminated container"),
-        "grep": Param("string", description="regex; keep matching lines, e.g. (?i)s3|upload|error"),
+        "grep": Param("string", description="RE2 regex; keep matching lines, e.g. (?i)s3|upload|error"),
         "max_pods": Param("integer", default=5, minimum=1),
         "max_lines": Param("integer", default=200, minimum=1, description="lines kept in total"),
         "max_bytes": Param("integer", default=65536, minimum=1, description="bytes kept in total"),
@@ -112,9 +112,9 @@ class Logs(KubeAction):
         problems = _one_of(params, "selector", "pod")
         if params.get("grep"):
             try:
-                re.compile(params["grep"])
-            except re.error as exc:
-                problems.append(f"grep is not a valid regular expression: {exc}")
+                compile_regex(params["grep"])
+            except RegexError as exc:
+                problems.append(f"grep: {exc}")
         return problems
 
     def describe(self, params: dict[str, Any]) -> str:
@@ -138,7 +138,7 @@ class Logs(KubeAction):
             pods = sorted(listed["items"], key=lambda p: (pod_ready(p), p["metadata"]["name"]))
         chosen = pods[: params["max_pods"]]
         texts = await asyncio.gather(*(self._read(ctx, p, params) for p in chosen))
-        grep = re.compile(params["grep"]) if params.get("grep") else None
+        grep = compile_regex(params["grep"]) if params.get("grep") else None
         lines: list[str] = []
         matched, size, errors = 0, 0, {}
         truncated = len(pods) > len(chosen)

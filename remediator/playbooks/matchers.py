@@ -1,6 +1,7 @@
 """Label matchers in Alertmanager syntax: `name="value"`, `name!="v"`, `name=~"re"`, `name!~"re"`.
 
-Regexes are fully anchored, as in Alertmanager, so `env=~"prod"` does not match `preprod`.
+Regexes are RE2 and fully anchored, as in Alertmanager, so `env=~"prod"` matches neither
+`preprod` nor `prod\n`, and no label value can make matching slow (untrusted_regex.py).
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ import json
 import re
 from dataclasses import dataclass
 
-_MATCHER = re.compile(r"^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.S)
+from ..untrusted_regex import RegexError, compile_regex
+
+_MATCHER = re.compile(r"\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*", re.S)
 
 
 class MatcherError(ValueError):
@@ -25,8 +28,8 @@ class Matcher:
     def __post_init__(self) -> None:
         if self.op in ("=~", "!~"):
             try:
-                object.__setattr__(self, "_regex", re.compile(f"^(?:{self.value})$", re.S))
-            except re.error as exc:
+                object.__setattr__(self, "_regex", compile_regex(self.value, anchored=True))
+            except RegexError as exc:
                 raise MatcherError(f"invalid regex in {self}: {exc}") from None
 
     def matches(self, labels: dict[str, str]) -> bool:
@@ -36,7 +39,7 @@ class Matcher:
             return actual == self.value
         if self.op == "!=":
             return actual != self.value
-        hit = self._regex.match(actual) is not None  # type: ignore[attr-defined]
+        hit = self._regex.search(actual) is not None  # type: ignore[attr-defined]
         return hit if self.op == "=~" else not hit
 
     @property
@@ -49,7 +52,7 @@ class Matcher:
 
 def parse_matcher(text: str) -> Matcher:
     """Parse one matcher; values may be double-quoted (with JSON escapes) or bare."""
-    found = _MATCHER.match(text)
+    found = _MATCHER.fullmatch(text)
     if not found:
         raise MatcherError(f'bad matcher {text!r}: expected name="value" with =, !=, =~ or !~')
     name, op, raw = found.groups()

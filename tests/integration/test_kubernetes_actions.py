@@ -497,8 +497,10 @@ def test_logs_of_one_pod_since_and_container(run, ctx, kubeapi: KubeAPIServer) -
     (req,) = kubeapi.requests_matching("GET", "/pods/multi/log$")
     assert req.query["sinceSeconds"] == "60" and req.query["container"] == "sidecar"
     assert problems("kubernetes.logs", namespace=NS, pod="multi", grep="(") == [
-        "grep is not a valid regular expression: missing ), unterminated subpattern at "
-        "position 0"]
+        "grep: '(' is not a valid RE2 regex: missing ): ("]
+    # RE2, as for matchers: what cannot run in linear time is refused
+    assert problems("kubernetes.logs", namespace=NS, pod="multi", grep=r"(a+)\1") == [
+        r"grep: '(a+)\\1' is not a valid RE2 regex: invalid escape sequence: \1"]
 
 
 # --- get -----------------------------------------------------------------------------------------

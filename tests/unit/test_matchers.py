@@ -16,6 +16,12 @@ from remediator.playbooks.matchers import MatcherError, parse_matcher
     ('env=""', {}, True),  # a missing label is the empty string
     ('severity=~"critical|warning"', {"severity": "info"}, False),
     ('path="a\\"b"', {"path": 'a"b'}, True),
+    # RE2, as Alertmanager's Go regexp: `$` is the end of the text, `.` stops at a newline,
+    # classes are ASCII
+    ('env=~"prod"', {"env": "prod\n"}, False),
+    ('env=~".*"', {"env": "a\nb"}, False),
+    (r"n=~\d+", {"n": "\u0663"}, False),
+    (r"n=~\w+", {"n": "\u00e9"}, False),
 ])
 def test_matchers_behave_like_alertmanager(text, labels, expected):
     assert parse_matcher(text).matches(labels) is expected
@@ -27,6 +33,8 @@ def test_matchers_behave_like_alertmanager(text, labels, expected):
     ('env="unterminated', "unterminated quoted value"),
     ("9env=x", "expected name"),
     ("env=a,b", "quote a value"),
+    ('env=~"(?=prod)"', "not a valid RE2 regex"),  # lookarounds and backreferences: RE2 refuses
+    (r"x=~(a)\1", "not a valid RE2 regex"),
 ])
 def test_bad_matchers_are_refused(text, message):
     with pytest.raises(MatcherError, match=message.replace("(", r"\(")):

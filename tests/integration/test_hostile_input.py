@@ -1,0 +1,30 @@
+"""Hostile alert input over real HTTP: what an attacker who can push alerts can and cannot do."""
+
+from tests.support.payloads import alert, notification
+from tests.support.worker import http
+
+NODE_RULES = r"""
+playbooks:
+  - name: node-exporter
+    match:
+      alertname: NodeDown
+      matchers: ['instance=~"(\\w+\\.?)+:9100"']
+    steps:
+      - name: note
+        action: log
+        params: {message: "node {{ labels.instance }}"}
+"""
+
+
+def test_a_hostile_label_cannot_stall_the_server_through_a_regex_matcher(worker_factory):
+    # With backtracking regexes this label costs 2**28 steps on the event loop (tens of
+    # seconds, doubling per character); RE2 matches in linear time.
+    w = worker_factory(NODE_RULES)
+    hostile = "a" * 28 + "!"
+    payload = notification(alert("NodeDown", instance=hostile, fingerprint="evil"),
+                           alert("NodeDown", instance="node1.example:9100", fingerprint="good"))
+    assert w.post_alerts(payload)[0] == 202
+    for _ in range(3):  # while the dispatcher matches, health checks are answered
+        assert http("GET", f"{w.url}/-/healthy", timeout=5)[0] == 200
+    outcomes = {d["fingerprint"]: d["outcome"] for d in w.wait_executions(2)}
+    assert outcomes == {"evil": "no_match", "good": "planned"}
