@@ -62,12 +62,18 @@ class Engine:
                       dedupe_key: str) -> dict[str, Any]:
         """Run (or resume) one playbook for one alert; return its decision."""
         execution_id = _execution_id(dedupe_key, pb.name)
-        existing = await self.store.get_execution(execution_id)
-        if existing and not _resumable(existing):
-            return existing  # finished (possibly before a restart): never run twice
-        if not self.inflight.start(execution_id, f"{alert.fingerprint}:{alert.starts_at}"):
-            return existing or {"id": execution_id, "outcome": "running",
-                                "reason": "already running in this process"}
+        while True:
+            existing = await self.store.get_execution(execution_id)
+            if existing and not _resumable(existing):
+                return existing  # finished (possibly before a restart): never run twice
+            if self.inflight.start(execution_id, f"{alert.fingerprint}:{alert.starts_at}"):
+                break
+            # Already running here (an approval resumed it while its alert was queued again):
+            # wait for it rather than report it done, so its inbox item stays unfinished, and
+            # a crash meanwhile resumes it from the journal after restart.
+            log.info("execution %s is already running; waiting for it", execution_id,
+                     extra={"execution_id": execution_id})
+            await self.inflight.wait(execution_id)
         try:
             return await self._execute(pb, alert, group, execution_id, existing)
         except StoreUnavailable:

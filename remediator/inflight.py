@@ -34,6 +34,12 @@ class InFlight:
         self._runs[execution_id] = _Run(episode)
         return True
 
+    async def wait(self, execution_id: str) -> None:
+        """Until the execution running in this process (if any) has stopped."""
+        run = self._runs.get(execution_id)
+        if run is not None:
+            await run.done.wait()
+
     def finish(self, execution_id: str) -> None:
         run = self._runs.pop(execution_id, None)
         if run is not None:

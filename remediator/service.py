@@ -69,6 +69,13 @@ class Service:
         self.metrics.rules_loaded.set(len(self.rules))
         self.metrics.live_mode.set(1 if self.config.mode == "live" else 0)
         resumed = await self.store.release_running()
+        # An execution recorded `running` is resumed from its journal even if its inbox item
+        # was finished or pruned: after a restart nothing stays `running`.
+        for decision in await self.store.list_executions(100_000, outcome="running"):
+            alert = Alert.from_dict(decision["alert"])
+            await self.store.enqueue([(alert.dedupe_key, alert.to_dict(), decision.get("group")
+                                       or {})])
+            await self.store.requeue(alert.dedupe_key)
         if resumed:
             log.warning("resuming %d alert(s) interrupted by a previous stop", resumed)
         if dispatch:

@@ -1,7 +1,9 @@
 """kill -9: acknowledged alerts are executed after restart, exactly once, and journaled steps
 are not repeated. Uses the real `remediator serve` process and a real HTTP peer."""
 
+import contextlib
 import json
+import threading
 import time
 
 from remediator.alerts import parse_notification
@@ -11,7 +13,7 @@ from remediator.playtest import FakeClock
 from remediator.service import Service
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
-from tests.support.worker import WorkerProcess
+from tests.support.worker import TOKEN, WorkerProcess, http
 
 RULES = """
 playbooks:
@@ -143,3 +145,64 @@ def test_pruned_inbox_items_never_run_twice(tmp_path, run):
 
     run(scenario())
     assert len(calls) == 3 and len(set(calls)) == 1  # one execution, its three steps once each
+
+
+APPROVED = """
+playbooks:
+  - name: approved-restart
+    match: {alertname: NeedsHuman}
+    target: {kind: deployment, namespace: demo, name: web}
+    guards: {cooldown: 1m}
+    steps:
+      - name: restart
+        action: http.request
+        approval: required
+        params: {url: "%(url)s", method: POST, json: {fp: "{{ alert.fingerprint }}", step: 1}}
+      - name: verify
+        action: wait
+        params: {duration: 6s}
+"""
+
+
+def test_kill_9_during_an_approved_resume_resumes_it_after_restart(tmp_path, webhook_receiver):
+    """The approval re-queues the alert; the dispatcher must not mark it done while the
+    approved resume still runs, or a kill -9 leaves the execution `running` forever."""
+    rules = write_rules(tmp_path / "rules", APPROVED % {"url": webhook_receiver.url})
+    w = WorkerProcess(tmp_path, [str(rules)], mode="live").start()
+    assert w.post_alerts(notification(alert("NeedsHuman", fingerprint="h1")))[0] == 202
+    deadline = time.monotonic() + 15
+    while not (blocked := w.executions(outcome="blocked")):
+        assert time.monotonic() < deadline, w.logs()
+        time.sleep(0.05)
+    url = f"{w.url}/api/v1/executions/{blocked[0]['id']}/approve"
+    # The API answers when the resume ends; this test kills the process before that.
+    def approve() -> None:
+        with contextlib.suppress(OSError):  # the connection dies with the process
+            http("POST", url, b"", {"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+    threading.Thread(target=approve, daemon=True).start()
+    deadline = time.monotonic() + 15
+    while "is already running; waiting for it" not in w.logs():  # the dispatcher saw it
+        assert time.monotonic() < deadline, w.logs()
+        time.sleep(0.05)
+    [running] = w.executions(outcome="running")
+    assert [s["outcome"] for s in running["steps"]] == ["succeeded", "running"]
+    # Any later write commits what the dispatcher decided about the re-queued alert.
+    assert w.post_alerts(notification(alert("Unrelated", fingerprint="u1")))[0] == 202
+    while len(w.executions()) < 2:
+        time.sleep(0.05)
+    w.kill9()
+
+    w2 = WorkerProcess(tmp_path, [str(rules)], mode="live", store=w.db).start()
+    try:
+        deadline = time.monotonic() + 30
+        while (d := w2.executions(fingerprint="h1")[0])["outcome"] == "running":
+            assert time.monotonic() < deadline, w2.logs()
+            time.sleep(0.2)
+        # Resumed from its journal: the approved restart is not repeated, the verification
+        # (read-only) runs again to its end.
+        assert d["outcome"] == "succeeded", d["reason"]
+        assert [s["outcome"] for s in d["steps"]] == ["succeeded", "succeeded"]
+        assert _calls(webhook_receiver) == [("h1", 1)]
+        assert w2.executions(outcome="running") == []
+    finally:
+        assert w2.stop() == 0
