@@ -113,28 +113,30 @@ def evaluate(expression: str, context: dict[str, Any]) -> bool:
 
 # --- validators for rendered values ------------------------------------------------------
 
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_SELECTOR_TERM = re.compile(
-    r"^\s*!?[A-Za-z0-9][-A-Za-z0-9_./]*\s*((==?|!=)\s*[-A-Za-z0-9_.]*"
-    r"|\s+(in|notin)\s+\([-A-Za-z0-9_., ]*\))?\s*$"
+# Matched with fullmatch: `$` would accept a trailing newline (`kube-system\n`), and every
+# pattern is linear (no nested or adjacent ambiguous repeats) because it runs on label values.
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_SELECTOR_TERM = re.compile(  # one stripped term: key, key=value, key!=value, key in (a,b), !key
+    r"!?[A-Za-z0-9][-A-Za-z0-9_./]*( *(==?|!=) *[-A-Za-z0-9_.]*|[ \t]+(in|notin)[ \t]+\([-A-Za-z0-9_., ]*\))?"
 )
+_MAX_SELECTOR = 4096
 
 
 def _dns1123_label(v: str) -> None:
-    if len(v) > 63 or not _DNS1123_LABEL.match(v):
+    if len(v) > 63 or not _DNS1123_LABEL.fullmatch(v):
         raise ValueError("must be a DNS-1123 label (lowercase alphanumerics and '-', max 63)")
 
 
 def _dns1123_subdomain(v: str) -> None:
-    if len(v) > 253 or not _DNS1123_SUBDOMAIN.match(v):
+    if len(v) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(v):
         raise ValueError("must be a DNS-1123 subdomain (lowercase alphanumerics, '-', '.')")
 
 
 def _env_name(v: str) -> None:
-    if not _ENV_NAME.match(v):
+    if len(v) > 256 or not _ENV_NAME.fullmatch(v):
         raise ValueError("must be a C identifier-like env var name")
 
 
@@ -153,16 +155,18 @@ def _s3_prefix(v: str) -> None:
 
 
 def _s3_bucket(v: str) -> None:
-    if not _BUCKET.match(v) or ".." in v:
+    if not _BUCKET.fullmatch(v) or ".." in v:
         raise ValueError("must be a valid S3 bucket name")
 
 
 def _label_selector(v: str) -> None:
+    if len(v) > _MAX_SELECTOR:
+        raise ValueError(f"must be a label selector of at most {_MAX_SELECTOR} characters")
     terms = _split_selector(v)
     if not terms or any(not t.strip() for t in terms):
         raise ValueError("must be a non-empty label selector")
     for term in terms:
-        if not _SELECTOR_TERM.match(term):
+        if not _SELECTOR_TERM.fullmatch(term.strip(" \t")):
             raise ValueError(f"invalid selector term {term.strip()!r}")
 
 

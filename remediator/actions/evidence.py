@@ -26,8 +26,8 @@ from .base import Action, ActionContext, ActionError, Param, Permission, iam
 from .s3 import call, client, is_transient, url
 
 # Step names as the playbook schema allows them; they become file names, so nothing else.
-_STEP_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-_EXECUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_STEP_NAME = re.compile(r"[a-z_][a-z0-9_]*")  # fullmatch: `$` accepts a trailing newline
+_EXECUTION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 MANIFEST = "manifest.json"
 
 
@@ -59,7 +59,7 @@ class EvidenceBundle(Action):
                                       or any(ord(c) < 32 for c in directory)):
             problems.append(f"directory {directory!r} must be a plain path without '..' segments")
         bad = [n for n in params.get("include") or [] if not isinstance(n, str)
-               or not _STEP_NAME.match(n)]
+               or not _STEP_NAME.fullmatch(n)]
         if bad:
             problems.append(f"include must list step names, got {bad}")
         return problems
@@ -73,9 +73,9 @@ class EvidenceBundle(Action):
 
     async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         execution_id = ctx.execution_id or "adhoc"
-        if not _EXECUTION_ID.match(execution_id):
+        if not _EXECUTION_ID.fullmatch(execution_id):
             raise ActionError(f"execution id {execution_id!r} can't name a bundle directory")
-        wanted = params.get("include") or [n for n in ctx.results if _STEP_NAME.match(n)]
+        wanted = params.get("include") or [n for n in ctx.results if _STEP_NAME.fullmatch(n)]
         present = [n for n in wanted if n in ctx.results]
         missing = [n for n in wanted if n not in ctx.results]
         if missing:

@@ -314,8 +314,8 @@ READABLE: dict[str, _Readable] = {
                                           "autoscaling", aliases=("horizontalpodautoscaler", "hpa")),
 }
 _ALIASES = {alias: plural for plural, r in READABLE.items() for alias in (plural, *r.aliases)}
-_FIELD_SELECTOR = re.compile(r"^[A-Za-z0-9.]+\s*(==?|!=)\s*[-A-Za-z0-9_.:/]*"
-                             r"(,[A-Za-z0-9.]+\s*(==?|!=)\s*[-A-Za-z0-9_.:/]*)*$")
+_FIELD_SELECTOR = re.compile(r"[A-Za-z0-9.]+ *(==?|!=) *[-A-Za-z0-9_.:/]*"  # fullmatch
+                             r"(,[A-Za-z0-9.]+ *(==?|!=) *[-A-Za-z0-9_.:/]*)*")
 
 
 class Get(KubeAction):
@@ -353,7 +353,7 @@ class Get(KubeAction):
             problems.append(f"{plural} are cluster-scoped: drop namespace")
         if params.get("name") and (params.get("selector") or params.get("field_selector")):
             problems.append("give name or selectors, not both")
-        if params.get("field_selector") and not _FIELD_SELECTOR.match(params["field_selector"]):
+        if params.get("field_selector") and not _FIELD_SELECTOR.fullmatch(params["field_selector"]):
             problems.append(f"invalid field selector {params['field_selector']!r}")
         return problems
 

@@ -245,7 +245,9 @@ def check_shape(value: Any, schema: dict[str, Any], path: Path) -> list[tuple[Pa
         hint = did_you_mean(str(value), [str(e) for e in schema["enum"]])
         problems.append((path, f"{_where(path)}: {value!r} is not one of "
                                f"{', '.join(map(str, schema['enum']))}{hint}"))
-    if isinstance(value, str) and "pattern" in schema and not re.match(schema["pattern"], value):
+    # The whole value, in ASCII: `$` accepts a trailing newline, and `\d` Unicode digits.
+    if isinstance(value, str) and "pattern" in schema and \
+            not re.fullmatch(schema["pattern"], value, re.ASCII):
         problems.append((path, f"{_where(path)}: {value!r} does not match {schema['pattern']}"))
     if isinstance(value, int | float) and not isinstance(value, bool):
         if "minimum" in schema and value < schema["minimum"]:

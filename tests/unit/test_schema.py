@@ -80,6 +80,14 @@ def test_check_shape_messages():
     ]
 
 
+@pytest.mark.parametrize("value", ["restart\n", "1\u0662:00"])
+def test_patterns_match_whole_ascii_values(value):
+    # `$` accepts a trailing newline and Python's `\d` Unicode digits; a pattern is the whole value
+    schema = {"type": "string", "pattern": r"^([a-z_][a-z0-9_]*|[0-2]\d:\d\d)$"}
+    assert check_shape(value, schema, ()) != []
+    assert check_shape("restart", schema, ()) == check_shape("12:00", schema, ()) == []
+
+
 # --- the loader ---------------------------------------------------------------------------------
 
 def test_positions_point_at_keys_and_items():

@@ -40,6 +40,10 @@ def test_compile_check_reports_root_names():
     ("s3_key", "/abs/key"), ("s3_key", "a/../../b"), ("s3_key", "x\n"), ("s3_bucket", "Bad_Bucket"),
     ("label_selector", ""), ("label_selector", " , "), ("label_selector", "*"),
     ("label_selector", "app=web;rm -rf"), ("url", "file:///etc/passwd"),
+    # a trailing newline: `$` accepts it, a full match does not
+    ("namespace", "kube-system\n"), ("k8s_name", "web\n"), ("container", "web\n"),
+    ("env_name", "PATH\n"), ("s3_bucket", "code-forge-artifacts\n"), ("label_selector", "app=web\n"),
+    ("label_selector", "app\nin\n(a)"),
 ])
 def test_validators_refuse_hostile_values(kind, value):
     with pytest.raises(ValueError):
@@ -56,8 +60,27 @@ def test_validators_accept_real_names(kind, value):
     validate(kind, value)
 
 
+def test_validators_stay_linear_on_hostile_label_values():
+    # 8 KiB is the longest label value intake accepts; the selector pattern backtracked
+    # quadratically on runs of spaces (2 s on the event loop for this one value).
+    with pytest.raises(ValueError):
+        validate("label_selector", "a" + " " * 8000 + "x")
+    with pytest.raises(ValueError):
+        validate("label_selector", "a=" + "b" * 5000)
+    validate("label_selector", "app = web, tier in (a, b)")
+
+
 def test_pending_results_render_as_placeholders_and_refuse_comparison():
     ctx = {**CTX, "steps": {"ratio": {"result": templating.Pending("steps.ratio.result")}}}
     assert templating.PENDING in render("{{ steps.ratio.result.value }}", ctx)
     with pytest.raises(TemplateError, match="only known at run time"):
         templating.evaluate("steps.ratio.result.value < 0.05", ctx)
+
+
+def test_action_patterns_refuse_a_trailing_newline():
+    from tests.support.actions import problems
+    assert problems("kubernetes.get", resource="events", namespace="shop",
+                    field_selector="involvedObject.name=web\n") == [
+        "invalid field selector 'involvedObject.name=web\\n'"]
+    assert problems("evidence.bundle", directory="evidence", include=["restart\n"]) == [
+        "include must list step names, got ['restart\\n']"]
