@@ -13,7 +13,7 @@ from remediator.playtest import FakeClock
 from remediator.service import Service
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
-from tests.support.worker import TOKEN, WorkerProcess, http
+from tests.support.worker import OPERATOR, WorkerProcess, http
 
 RULES = """
 playbooks:
@@ -178,7 +178,7 @@ def test_kill_9_during_an_approved_resume_resumes_it_after_restart(tmp_path, web
     # The API answers when the resume ends; this test kills the process before that.
     def approve() -> None:
         with contextlib.suppress(OSError):  # the connection dies with the process
-            http("POST", url, b"", {"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+            http("POST", url, b"", OPERATOR, timeout=60)
     threading.Thread(target=approve, daemon=True).start()
     deadline = time.monotonic() + 15
     while "is already running; waiting for it" not in w.logs():  # the dispatcher saw it
