@@ -160,6 +160,8 @@ def _guard_settings(data: dict[str, Any]) -> GuardSettings:
     s.namespaces_allow = list(namespaces.get("allow", s.namespaces_allow))
     s.namespaces_deny = list(namespaces.get("deny", s.namespaces_deny))
     s.buckets_allow = list(data.get("buckets", {}).get("allow", s.buckets_allow))
+    s.compose_projects_allow = list(data.get("compose_projects", {}).get(
+        "allow", s.compose_projects_allow))
     budget = data.get("budget", {})
     s.budget_max = int(budget.get("max", s.budget_max))
     s.budget_window = parse_duration(budget.get("window", s.budget_window))

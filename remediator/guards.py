@@ -77,6 +77,7 @@ class GuardSettings:
     namespaces_allow: list[str] = field(default_factory=list)  # empty: all but denied
     namespaces_deny: list[str] = field(default_factory=lambda: list(SYSTEM_NAMESPACES))
     buckets_allow: list[str] = field(default_factory=list)  # empty: no S3 mutation allowed
+    compose_projects_allow: list[str] = field(default_factory=list)  # empty: no Docker change
     budget_max: int = 30  # mutating actions across all playbooks ...
     budget_window: float = 3600.0  # ... per this many seconds
     approval_ttl: float = 3600.0
@@ -246,6 +247,14 @@ class Guards:
         if step.action.startswith("s3.") and bucket and bucket not in s.buckets_allow:
             return Block("scope_denied", f"bucket {bucket!r} is not in the S3 mutation allow list"
                                          f" ({', '.join(s.buckets_allow) or 'empty'})")
+        if step.action.startswith("docker."):
+            # The Docker socket is root on the host: every change names its compose project
+            # (the action checks it against the container's label), and only listed ones pass.
+            project = params.get("project")
+            if not project or project not in s.compose_projects_allow:
+                return Block("scope_denied", f"compose project {project!r} is not in the Docker "
+                                             "mutation allow list (guards.compose_projects.allow:"
+                                             f" {', '.join(s.compose_projects_allow) or 'empty'})")
         return None
 
     async def _approval(self, gc: GuardContext, step: Step, params: dict) -> Block | None:

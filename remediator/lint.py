@@ -226,9 +226,12 @@ def required_permissions(playbooks: Iterable[Playbook]) -> dict[str, Any]:
     """
     verbs: dict[tuple[str, str], set[str]] = defaultdict(set)
     iam: set[str] = set()
+    docker: set[str] = set()
     for _, perm in _uses(playbooks):
         if perm.kind == "iam":
             iam.add(perm.verb)
+        elif perm.kind == "docker":
+            docker.add(str(perm))
         else:
             verbs[(perm.group, perm.resource)].add(perm.verb)
     merged: dict[tuple[str, tuple[str, ...]], list[str]] = defaultdict(list)
@@ -236,17 +239,19 @@ def required_permissions(playbooks: Iterable[Playbook]) -> dict[str, Any]:
         merged[(group, tuple(sorted(vs)))].append(resource)
     rules = [{"apiGroups": [group], "resources": resources, "verbs": list(vs)}
              for (group, vs), resources in sorted(merged.items())]
-    return {"rbac": rules, "iam": sorted(iam)}
+    return {"rbac": rules, "iam": sorted(iam),
+            "docker": sorted(docker, key=lambda e: (e.split(" ", 1)[1], e))}
 
 
 def permissions_yaml(playbooks: list[Playbook]) -> str:
     """The permissions as YAML for review: `rbac:` items paste under a Role's `rules:`."""
     who: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     for step, perm in _uses(playbooks):
-        who[(perm.kind, perm.group, perm.resource if perm.kind == "rbac" else perm.verb)].add(step)
+        key = perm.resource if perm.kind == "rbac" else perm.verb if perm.kind == "iam" else str(perm)
+        who[(perm.kind, perm.group, key)].add(step)
     perms = required_permissions(playbooks)
-    lines = ["# Kubernetes RBAC rules and IAM actions the playbooks need (remediator lint "
-             "--permissions)", "rbac:" if perms["rbac"] else "rbac: []"]
+    lines = ["# Kubernetes RBAC rules, IAM actions and Docker Engine API endpoints the playbooks "
+             "need (remediator lint --permissions)", "rbac:" if perms["rbac"] else "rbac: []"]
     for rule in perms["rbac"]:
         users = {s for r in rule["resources"] for s in who[("rbac", rule["apiGroups"][0], r)]}
         lines += [f"  # used by {_short(sorted(users))}",
@@ -256,6 +261,10 @@ def permissions_yaml(playbooks: list[Playbook]) -> str:
     lines.append("iam:" if perms["iam"] else "iam: []")
     lines += [f"  - {action}  # used by {_short(sorted(who[('iam', '', action)]))}"
               for action in perms["iam"]]
+    # Engine API endpoints: what a socket proxy in front of the Docker socket must allow
+    lines.append("docker:" if perms["docker"] else "docker: []")
+    lines += [f"  - {json.dumps(endpoint)}  # used by "
+              f"{_short(sorted(who[('docker', '', endpoint)]))}" for endpoint in perms["docker"]]
     return "\n".join(lines)
 
 

@@ -119,6 +119,9 @@ _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_COMPOSE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")  # compose's project/service names
+_CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{1,127}")  # the Engine's rule
+_PATH_SEGMENT = re.compile(r"[A-Za-z0-9_@%+=:,.-]+")
 _SELECTOR_TERM = re.compile(  # one stripped term: key, key=value, key!=value, key in (a,b), !key
     r"!?[A-Za-z0-9][-A-Za-z0-9_./]*( *(==?|!=) *[-A-Za-z0-9_.]*|[ \t]+(in|notin)[ \t]+\([-A-Za-z0-9_., ]*\))?"
 )
@@ -185,6 +188,26 @@ def _split_selector(v: str) -> list[str]:
     return terms if v.strip() else []
 
 
+def _compose_name(v: str) -> None:
+    if not _COMPOSE_NAME.fullmatch(v):
+        raise ValueError("must be a compose project or service name (lowercase alphanumerics, "
+                         "'-' and '_')")
+
+
+def _docker_container(v: str) -> None:
+    if not _CONTAINER_NAME.fullmatch(v):
+        raise ValueError("must be a container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)")
+
+
+def _container_path(v: str) -> None:
+    """An absolute, normalised path: a label may name a file, never climb out of a directory."""
+    parts = v.split("/")
+    if not v.startswith("/") or len(v) > 4096 or any(
+            p in (".", "..") or (p and not _PATH_SEGMENT.fullmatch(p)) for p in parts[1:]):
+        raise ValueError("must be an absolute path without '.' or '..' segments, of "
+                         "letters, digits and _@%+=:,.-")
+
+
 def _url(v: str) -> None:
     if not re.match(r"^https?://[^\s/$.?#][^\s]*$", v):
         raise ValueError("must be an http(s) URL")
@@ -200,6 +223,9 @@ VALIDATORS: dict[str, Callable[[str], None]] = {
     "s3_bucket": _s3_bucket,
     "label_selector": _label_selector,
     "url": _url,
+    "compose_name": _compose_name,
+    "docker_container": _docker_container,
+    "container_path": _container_path,
 }
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything the test suite needs on a fresh Debian machine, then runs it:
-# Debian packages for the real peers (Prometheus, Alertmanager, kubectl), a virtualenv with
+# Debian packages for the real peers (Prometheus, Alertmanager, kubectl, dockerd and the static
+# busybox its test images are made of), a virtualenv with
 # the package and its test extras, then lint, the playbook tests and pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,8 @@ command -v prometheus >/dev/null || missing+=(prometheus)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
+command -v dockerd >/dev/null || missing+=(docker.io)
+[ -x /bin/busybox ] || missing+=(busybox-static)
 if ((${#missing[@]})); then
   echo "== installing Debian packages: ${missing[*]}"
   apt-get update -qq

@@ -63,9 +63,10 @@ class Param:
 
 @dataclass(frozen=True)
 class Permission:
-    """Kubernetes RBAC (group, resource, verb) or an IAM action (`s3:GetObject`)."""
+    """Kubernetes RBAC (group, resource, verb), an IAM action (`s3:GetObject`) or a Docker
+    Engine API endpoint (method, path: `POST /containers/{id}/restart`)."""
 
-    kind: str  # "rbac" | "iam"
+    kind: str  # "rbac" | "iam" | "docker"
     verb: str
     resource: str = ""
     group: str = ""
@@ -73,6 +74,8 @@ class Permission:
     def __str__(self) -> str:
         if self.kind == "iam":
             return self.verb
+        if self.kind == "docker":
+            return f"{self.verb} {self.resource}"
         group = self.group or "core"
         return f"{group}/{self.resource}:{self.verb}"
 

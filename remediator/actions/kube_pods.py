@@ -12,7 +12,7 @@ import asyncio
 import math
 from typing import Any
 
-from ..untrusted_regex import RegexError, compile_regex
+from . import loglines
 from .base import ActionContext, ActionError, Param, TransientError, rbac
 from .kube_client import NAMESPACE, KubeAction, call, status_of
 
@@ -109,13 +109,7 @@ class Logs(KubeAction):
     permissions = (*rbac("", "pods", "get", "list"), *rbac("", "pods/log", "get"))
 
     def check(self, params: dict[str, Any]) -> list[str]:
-        problems = _one_of(params, "selector", "pod")
-        if params.get("grep"):
-            try:
-                compile_regex(params["grep"])
-            except RegexError as exc:
-                problems.append(f"grep: {exc}")
-        return problems
+        return _one_of(params, "selector", "pod") + loglines.grep_problems(params.get("grep"))
 
     def describe(self, params: dict[str, Any]) -> str:
         ns = params["namespace"]
@@ -138,26 +132,17 @@ class Logs(KubeAction):
             pods = sorted(listed["items"], key=lambda p: (pod_ready(p), p["metadata"]["name"]))
         chosen = pods[: params["max_pods"]]
         texts = await asyncio.gather(*(self._read(ctx, p, params) for p in chosen))
-        grep = compile_regex(params["grep"]) if params.get("grep") else None
-        lines: list[str] = []
-        matched, size, errors = 0, 0, {}
+        errors, read = {}, []
         truncated = len(pods) > len(chosen)
         for (prefix, text, error), pod in zip(texts, chosen, strict=True):
             if error:
                 errors[pod["metadata"]["name"]] = error
                 continue
             truncated |= len(text.encode()) >= params["max_bytes"]  # the server cut it
-            for line in text.splitlines():
-                if grep and not grep.search(line):
-                    continue
-                matched += 1
-                shown = f"{prefix} {line}"
-                cost = len(shown.encode())
-                if len(lines) >= params["max_lines"] or size + cost > params["max_bytes"]:
-                    truncated = True
-                    continue
-                lines.append(shown)
-                size += cost
+            read.append((prefix, text))
+        lines, matched, cut = loglines.keep(read, params.get("grep"), params["max_lines"],
+                                            params["max_bytes"])
+        truncated |= cut
         result = {"pods": len(chosen), "pods_matched": len(pods), "lines": lines,
                   "matched": matched, "truncated": truncated}
         if errors:

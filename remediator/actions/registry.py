@@ -5,6 +5,8 @@ from __future__ import annotations
 from .alertmanager import AlertStatus, Silence
 from .base import Action
 from .core import Check, Log, Wait
+from .docker import CopyOut, Inspect, Restart, Stats, WaitHealthy
+from .docker import Logs as DockerLogs
 from .evidence import EvidenceBundle
 from .http import HttpRequest
 from .kube_exec import Exec
@@ -23,6 +25,7 @@ ACTIONS: dict[str, Action] = {
         AlertStatus(), Silence(),
         HeadObject(), HeadBucket(), VerifyChecksum(), ListObjectVersions(), RestoreVersion(),
         SampleIntegrity(), ObjectStats(), EvidenceBundle(),
+        Restart(), DockerLogs(), Inspect(), WaitHealthy(), Stats(), CopyOut(),
     )
 }
 

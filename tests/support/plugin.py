@@ -5,6 +5,7 @@ or import `*` from here in a single test module.
 """
 
 from tests.support.alertmanager import alertmanager_factory
+from tests.support.docker import docker_engine, docker_env
 from tests.support.exporter import exporter
 from tests.support.prometheus import prometheus_factory
 from tests.support.s3 import moto_server, s3_client, s3_env, s3_proxy, s3_server
@@ -12,6 +13,8 @@ from tests.support.webhook import webhook_receiver
 
 __all__ = [
     "alertmanager_factory",
+    "docker_engine",
+    "docker_env",
     "exporter",
     "moto_server",
     "prometheus_factory",

@@ -281,6 +281,7 @@ PERMISSION_RULES = """
         guards: {cooldown: 10m}
         steps:
           - {name: up, action: test.scale, params: {namespace: shop, name: web, replicas: 3, min: 1, max: 5}}
+          - {name: bounce, action: docker.restart, params: {project: shop, service: web}}
 """
 
 
@@ -294,6 +295,8 @@ def test_permissions_json_shape(tmp_path, capsys):
             {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch"]},
         ],
         "iam": ["s3:GetObject", "s3:ListBucket"],
+        "docker": ["GET /containers/json", "GET /containers/{id}/json",
+                   "POST /containers/{id}/restart", "GET /version"],
     }
 
 
@@ -303,13 +306,14 @@ def test_permissions_yaml_is_the_same_data_with_reasons(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "# used by delete/fetch, scale/up\n  - apiGroups: [\"apps\"]" in text
     assert "  - s3:GetObject  # used by delete/fetch" in text
+    assert '  - "POST /containers/{id}/restart"  # used by scale/bounce' in text
     result = validate_paths([str(rules)])
     assert yaml.safe_load(text) == required_permissions(result.playbooks)
 
 
 def test_no_permissions_for_read_only_rules():
     result = validate_paths([str(CORPUS.parent / "playtest" / "rules")])
-    assert required_permissions(result.playbooks) == {"rbac": [], "iam": []}
+    assert required_permissions(result.playbooks) == {"rbac": [], "iam": [], "docker": []}
 
 
 # --- output formats and exit codes ---------------------------------------------------------------------

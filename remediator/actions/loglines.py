@@ -1,0 +1,42 @@
+"""Log lines kept as evidence, bounded and filtered with RE2: one rule for every backend's
+`logs` action."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..untrusted_regex import RegexError, compile_regex
+
+
+def grep_problems(pattern: str | None) -> list[str]:
+    if not pattern:
+        return []
+    try:
+        compile_regex(pattern)
+    except RegexError as exc:
+        return [f"grep: {exc}"]
+    return []
+
+
+def keep(texts: Iterable[tuple[str, str]], grep: str | None, max_lines: int,
+         max_bytes: int) -> tuple[list[str], int, bool]:
+    """(kept lines, lines matched, truncated) from (prefix, text) pairs: each line that
+    matches `grep` (all when None) is kept as `<prefix> <line>` until `max_lines` lines or
+    `max_bytes` bytes are kept; the rest is only counted."""
+    pattern = compile_regex(grep) if grep else None  # RE2: linear time over hostile lines
+    lines: list[str] = []
+    matched = size = 0
+    truncated = False
+    for prefix, text in texts:
+        for line in text.splitlines():
+            if pattern and not pattern.search(line):
+                continue
+            matched += 1
+            shown = f"{prefix} {line}"
+            cost = len(shown.encode())
+            if len(lines) >= max_lines or size + cost > max_bytes:
+                truncated = True
+                continue
+            lines.append(shown)
+            size += cost
+    return lines, matched, truncated

@@ -1,0 +1,244 @@
+"""Docker actions against a real Docker Engine (tests/support/docker.py: a private dockerd per
+session, busybox containers labelled as docker compose labels them, `--network none`).
+
+Actions are driven as the engine drives them: params through `check_params`, then `run` or the
+Executor; the playbook-level tests go through a worker, with its guards.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tarfile
+from typing import Any
+
+import pytest
+
+from remediator.actions.backends import Backends
+from remediator.actions.base import ActionContext, ActionError
+from remediator.actions.registry import ACTIONS
+from remediator.config import load_config
+from remediator.executor import Executor, StepRecord
+from remediator.guards import GuardSettings
+from tests.support.actions import params, problems
+from tests.support.payloads import alert, notification
+
+# Starts healthy only on its second start: the first start's state is "unhealthy".
+SECOND_START_HEALTHY = ("if [ -f /state/started ]; then touch /state/ok; fi; touch /state/started; "
+                        "echo started; exec sleep 100000")
+HEALTH = "test -f /state/ok"
+CRASH_ONCE = ("if [ -f /state/started ]; then echo started again; exec sleep 100000; fi; "
+              "touch /state/started; echo crashing; exit 1")
+
+
+@pytest.fixture
+def ctx(docker_env, run):
+    backends = Backends()
+    yield ActionContext(backends=backends, log=logging.getLogger("t"), execution_id="e1")
+    run(backends.close())
+
+
+def act(run, name: str, ctx: ActionContext, /, **raw: Any) -> dict[str, Any]:
+    action = ACTIONS[name]
+    return run(action.run(params(action, **raw), ctx))
+
+
+def execute(run, name: str, ctx: ActionContext, /, attempts: int = 3, **raw: Any) -> StepRecord:
+    action = ACTIONS[name]
+    p = params(action, **raw)
+    record = StepRecord(name="step", action=name, params=p, outcome="planned")
+    return run(Executor(retry_wait=0.01).run(action, p, ctx, record, timeout=60, attempts=attempts))
+
+
+def started_at(engine, name: str) -> str:
+    return engine.api.inspect_container(name)["State"]["StartedAt"]
+
+
+def test_a_killed_gateway_is_started_again_once(docker_env, ctx, run):
+    gw = docker_env.service("libervia", "gateway", name="libervia-gateway")
+    gw.kill()
+    docker_env.wait_for("libervia-gateway", lambda s: s["Status"] == "exited")
+    before = act(run, "docker.inspect", ctx, container="libervia-gateway")
+    assert before["exited"] == ["libervia-gateway"] and before["containers"][0]["exit_code"] == 137
+    result = act(run, "docker.restart", ctx, project="libervia", service="gateway")
+    assert result == {"restarted": [{"name": "libervia-gateway", "was": "exited",
+                                     "exit_code": 137}], "count": 1}
+    after = act(run, "docker.inspect", ctx, project="libervia", service="gateway")
+    assert after["all_ready"] and after["containers"][0]["running"]
+    # the container's log shows exactly one more start
+    assert gw.logs().decode().count("started") == 2
+
+
+def test_an_unhealthy_service_is_restarted_and_waited_healthy(docker_env, ctx, run):
+    docker_env.service("3dpot", "redis", name="3dpot-redis", command=SECOND_START_HEALTHY,
+                       health=HEALTH)
+    docker_env.wait_for("3dpot-redis", lambda s: s["Health"]["Status"] == "unhealthy")
+    waited = execute(run, "docker.wait_healthy", ctx, attempts=1, project="3dpot",
+                     service="redis", timeout="1s", interval="0.2s")
+    assert waited.outcome == "failed" and "3dpot-redis running/unhealthy" in waited.detail
+    inspected = act(run, "docker.inspect", ctx, project="3dpot", service="redis")
+    assert inspected["unhealthy"] == ["3dpot-redis"]
+    assert inspected["containers"][0]["failing_streak"] >= 1
+    act(run, "docker.restart", ctx, project="3dpot", container="3dpot-redis", timeout=1)
+    healthy = act(run, "docker.wait_healthy", ctx, project="3dpot", service="redis",
+                  timeout="60s", interval="0.2s")
+    assert healthy["ready"] and healthy["containers"][0]["health"] == "healthy"
+
+
+def test_logs_of_a_stopped_container_with_grep_and_bounds(docker_env, ctx, run):
+    lines = "; ".join(f"echo 'line {i} {'ERROR boom' if i % 3 == 0 else 'ok'}'" for i in range(30))
+    docker_env.service("libervia", "gateway", name="libervia-gateway",
+                       command=f"echo 'on stderr ERROR' >&2; sleep 1; {lines}; exit 3")
+    docker_env.wait_for("libervia-gateway", lambda s: s["Status"] == "exited")
+    # the Engine copies the last output to the log shortly after the exit
+    docker_env.wait_logs("libervia-gateway", "line 29")
+    result = act(run, "docker.logs", ctx, project="libervia", service="gateway", tail=11,
+                 grep="ERROR", max_lines=2)
+    assert result["states"] == {"libervia-gateway": "exited"}
+    # the last 11 lines: 19..29; ERROR in 21, 24, 27; 2 kept of 3
+    assert result["lines"] == ["[libervia-gateway] line 21 ERROR boom",
+                               "[libervia-gateway] line 24 ERROR boom"]
+    assert result["matched"] == 3 and result["truncated"], result
+    everything = act(run, "docker.logs", ctx, container="libervia-gateway", tail=1000,
+                     grep="stderr")
+    assert everything["lines"] == ["[libervia-gateway] on stderr ERROR"]
+    state = act(run, "docker.inspect", ctx, container="libervia-gateway")["containers"][0]
+    assert (state["status"], state["exit_code"], state["oom_killed"]) == ("exited", 3, False)
+
+
+def test_copy_out_lands_in_the_evidence_store_byte_identical(docker_env, ctx, run, tmp_path):
+    docker_env.service("libervia", "gateway", name="libervia-gateway")
+    events = os.urandom(300_000) + b'{"broken json\n'
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        info = tarfile.TarInfo("events.jsonl")
+        info.size = len(events)
+        tar.addfile(info, io.BytesIO(events))
+    assert docker_env.client.containers.get("libervia-gateway").exec_run(
+        ["mkdir", "-p", "/data/libervia/tenants/acme/eventlog"]).exit_code == 0
+    assert docker_env.api.put_archive("libervia-gateway", "/data/libervia/tenants/acme/eventlog",
+                                      archive.getvalue())
+    result = act(run, "docker.copy_out", ctx, project="libervia", service="gateway",
+                 path="/data/libervia/tenants/acme", directory=str(tmp_path / "evidence"))
+    assert result["file"] == str(tmp_path / "evidence" / "e1" / "data_libervia_tenants_acme.tar")
+    with tarfile.open(result["file"]) as tar:
+        copied = tar.extractfile("acme/eventlog/events.jsonl").read()
+    assert copied == events
+    assert result["stat"]["name"] == "acme" and result["bytes"] > len(events)
+    # bounded: past max_bytes nothing is kept
+    with pytest.raises(ActionError, match="larger than max_bytes"):
+        act(run, "docker.copy_out", ctx, container="libervia-gateway",
+            path="/data/libervia/tenants/acme", directory=str(tmp_path / "small"),
+            max_bytes=1000)
+    assert not list((tmp_path / "small").rglob("*.tar*"))
+    # a missing path is the Engine's 404, not retried
+    record = execute(run, "docker.copy_out", ctx, container="libervia-gateway",
+                     path="/data/libervia/tenants/nobody", directory=str(tmp_path / "e"))
+    assert record.outcome == "failed" and record.attempts == 1 and "HTTP 404" in record.detail
+
+
+def test_stats_samples_running_containers_only(docker_env, ctx, run):
+    docker_env.service("3dpot", "backend", name="3dpot-backend")
+    docker_env.service("3dpot", "db", name="3dpot-db", command="exit 0")
+    docker_env.wait_for("3dpot-db", lambda s: s["Status"] == "exited")
+    result = act(run, "docker.stats", ctx, project="3dpot")
+    assert [c["name"] for c in result["containers"]] == ["3dpot-backend"]
+    assert result["not_running"] == ["3dpot-db"]
+    sample = result["containers"][0]
+    assert sample["memory_bytes"] > 0 and sample["pids"] >= 1 and sample["cpu_percent"] >= 0
+
+
+def test_a_container_of_another_compose_project_is_never_touched(docker_env, ctx, run):
+    other = docker_env.service("other", "gateway", name="libervia-gateway")
+    mine = docker_env.service("libervia", "gateway", name="libervia-gateway-1")
+    oneoff = docker_env.service("libervia", "gateway", name="libervia-gateway-run-1", oneoff=True)
+    stamps = {c.name: started_at(docker_env, c.name) for c in (other, mine, oneoff)}
+    # by name: the container's own label must name the project the guard admitted
+    with pytest.raises(ActionError, match="not part of project 'libervia'"):
+        act(run, "docker.restart", ctx, project="libervia", container="libervia-gateway")
+    # by service: only the project's own, never a one-off `compose run` container
+    result = act(run, "docker.restart", ctx, project="libervia", service="gateway", timeout=1)
+    assert [r["name"] for r in result["restarted"]] == ["libervia-gateway-1"]
+    assert started_at(docker_env, "libervia-gateway") == stamps["libervia-gateway"]
+    assert started_at(docker_env, "libervia-gateway-run-1") == stamps["libervia-gateway-run-1"]
+    assert started_at(docker_env, "libervia-gateway-1") != stamps["libervia-gateway-1"]
+    # more containers than the playbook allows: none restarted
+    docker_env.service("libervia", "gateway", name="libervia-gateway-2", number=2)
+    with pytest.raises(ActionError, match="more than max_containers 1: restarted none"):
+        act(run, "docker.restart", ctx, project="libervia", service="gateway", max_containers=1)
+
+
+def test_parameters_are_validated_before_anything_runs():
+    assert problems("docker.restart", service="gateway") == ["missing required parameter 'project'"]
+    assert problems("docker.restart", project="libervia") == ["give container or service"]
+    assert problems("docker.logs", container="x; rm -rf /") == [
+        "parameter 'container': must be a container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)"]
+    assert problems("docker.copy_out", container="gw", directory="/e",
+                    path="/data/tenants/../../etc") == [
+        "parameter 'path': must be an absolute path without '.' or '..' segments, of letters, "
+        "digits and _@%+=:,.-"]
+    assert problems("docker.logs", project="Libervia") == [
+        "parameter 'project': must be a compose project or service name (lowercase "
+        "alphanumerics, '-' and '_')"]
+
+
+def test_engine_api_down_is_transient_and_retried(monkeypatch, tmp_path, run):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing-listens.sock")
+    backends = Backends()
+    ctx = ActionContext(backends=backends, log=logging.getLogger("t"), execution_id="e1")
+    record = execute(run, "docker.inspect", ctx, project="libervia", service="gateway")
+    # three attempts: an error that is not transient is tried once
+    assert record.outcome == "failed" and record.attempts == 3
+    assert record.detail.startswith("Docker Engine: Error while fetching server API version")
+    run(backends.close())
+
+
+DOWN_RULES = """
+playbooks:
+  - name: gateway-down
+    match: {alertname: API_DOWN}
+    target: {kind: container, name: libervia-gateway}
+    guards: {rate_limit: {max: 5, window: 1h}}
+    steps:
+      - name: state
+        action: docker.inspect
+        params: {project: libervia, service: gateway}
+        retries: 3              # attempts, on transient errors only
+      - name: restart
+        action: docker.restart
+        when: steps.state.result.exited
+        params: {project: "{{ labels.project }}", service: gateway}
+    escalation: {severity: critical, next_steps: ["docker compose ps"]}
+"""
+
+
+def test_playbook_guards_scope_by_compose_project(docker_env, worker_factory, tmp_path):
+    docker_env.service("libervia", "gateway", name="libervia-gateway", command=CRASH_ONCE)
+    docker_env.wait_for("libervia-gateway", lambda s: s["Status"] == "exited")
+    (tmp_path / "config.yaml").write_text("guards: {compose_projects: {allow: [libervia]}}\n")
+    w = worker_factory(DOWN_RULES, mode="live",
+                       guards=load_config(str(tmp_path / "config.yaml"), env={}).guards)
+    w.post_alerts(notification(alert("API_DOWN", fingerprint="a1", project="other")))
+    [denied] = w.wait_executions(1)
+    assert denied["reason"] == ("scope_denied: compose project 'other' is not in the Docker "
+                                "mutation allow list (guards.compose_projects.allow: libervia)")
+    assert docker_env.api.inspect_container("libervia-gateway")["State"]["Status"] == "exited"
+    w.post_alerts(notification(alert("API_DOWN", fingerprint="a2", project="libervia")))
+    decisions = {d["fingerprint"]: d for d in w.wait_executions(2)}
+    assert decisions["a2"]["outcome"] == "succeeded", decisions["a2"]
+    assert [s["name"] for s in decisions["a2"]["steps"]] == ["state", "restart"]
+    assert docker_env.api.inspect_container("libervia-gateway")["State"]["Running"]
+
+
+def test_engine_down_retries_then_escalates(worker_factory, monkeypatch, tmp_path):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/down.sock")
+    w = worker_factory(DOWN_RULES, mode="live",
+                       guards=GuardSettings(compose_projects_allow=["libervia"]))
+    w.post_alerts(notification(alert("API_DOWN", fingerprint="d1", project="libervia")))
+    [decision] = w.wait_executions(1, timeout=60)
+    assert decision["outcome"] == "failed", decision
+    [state] = [s for s in decision["steps"] if s["name"] == "state"]
+    assert state["attempts"] == 3 and "Docker Engine" in state["detail"]
+    note = (tmp_path / "escalations" / f"{decision['id']}.md").read_text()
+    assert note.startswith("# [CRITICAL] API_DOWN") and "step 'state' failed" in note
