@@ -256,8 +256,8 @@ def _sample(s: dict[str, Any]) -> dict[str, Any]:
 
 # --- docker.copy_out -------------------------------------------------------------------------
 
-_FILE_STEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-_EXECUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_FILE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # fullmatch: no trailing newline
+_EXECUTION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 class CopyOut(DockerAction):
@@ -285,7 +285,7 @@ class CopyOut(DockerAction):
         directory = params["directory"]
         if not directory or ".." in Path(directory).parts or any(ord(c) < 32 for c in directory):
             problems.append(f"directory {directory!r} must be a plain path without '..' segments")
-        if params.get("name") and not _FILE_STEM.match(params["name"]):
+        if params.get("name") and not _FILE_STEM.fullmatch(params["name"]):
             problems.append(f"name {params['name']!r} must be a plain file name")
         return problems
 
@@ -295,7 +295,7 @@ class CopyOut(DockerAction):
 
     async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         execution_id = ctx.execution_id or "adhoc"
-        if not _EXECUTION_ID.match(execution_id):
+        if not _EXECUTION_ID.fullmatch(execution_id):
             raise ActionError(f"execution id {execution_id!r} can't name an evidence directory")
         infos, _ = await select(ctx.backends, params, 1)
         if not infos:

@@ -178,6 +178,8 @@ def test_parameters_are_validated_before_anything_runs():
                     path="/data/tenants/../../etc") == [
         "parameter 'path': must be an absolute path without '.' or '..' segments, of letters, "
         "digits and _@%+=:,.-"]
+    assert problems("docker.inspect", container="libervia-gateway\n") == [
+        "parameter 'container': must be a container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)"]
     assert problems("docker.logs", project="Libervia") == [
         "parameter 'project': must be a compose project or service name (lowercase "
         "alphanumerics, '-' and '_')"]
