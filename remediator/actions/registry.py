@@ -7,6 +7,7 @@ from .base import Action
 from .core import Check, Log, Wait
 from .docker import CopyOut, Inspect, Restart, Stats, WaitHealthy
 from .docker import Logs as DockerLogs
+from .docker_exec import Exec as DockerExec
 from .evidence import EvidenceBundle
 from .http import HttpRequest
 from .kube_exec import Exec
@@ -25,7 +26,7 @@ ACTIONS: dict[str, Action] = {
         AlertStatus(), Silence(),
         HeadObject(), HeadBucket(), VerifyChecksum(), ListObjectVersions(), RestoreVersion(),
         SampleIntegrity(), ObjectStats(), EvidenceBundle(),
-        Restart(), DockerLogs(), Inspect(), WaitHealthy(), Stats(), CopyOut(),
+        Restart(), DockerLogs(), Inspect(), WaitHealthy(), Stats(), CopyOut(), DockerExec(),
     )
 }
 

@@ -244,3 +244,49 @@ def test_engine_down_retries_then_escalates(worker_factory, monkeypatch, tmp_pat
     assert state["attempts"] == 3 and "Docker Engine" in state["detail"]
     note = (tmp_path / "escalations" / f"{decision['id']}.md").read_text()
     assert note.startswith("# [CRITICAL] API_DOWN") and "step 'state' failed" in note
+
+
+def test_exec_probe_output_is_parsed_and_bounded(docker_env, ctx, run):
+    docker_env.service("3dpot", "redis", name="3dpot-redis")
+    docker_env.service("libervia", "gateway", name="libervia-gateway")
+    ping = act(run, "docker.exec", ctx, project="3dpot", service="redis",
+               command=["redis-cli", "ping"], read_only=True)
+    assert (ping["exit_code"], ping["stdout"], ping["container"]) == (0, "PONG\n", "3dpot-redis")
+    health = act(run, "docker.exec", ctx, container="libervia-gateway", read_only=False,
+                 project="libervia", command=["health-json"], parse="json")
+    assert health["json"] == {"status": "ok", "uptime": 12}
+    # the probe's answer is the container's: a failing Redis fails the step, with its output
+    docker_env.set_state("3dpot-redis", "redis-cli",
+                         "1\nCould not connect to Redis at 127.0.0.1:6379: Connection refused")
+    failed = execute(run, "docker.exec", ctx, container="3dpot-redis",
+                     command=["redis-cli", "ping"], read_only=True)
+    assert failed.outcome == "failed" and failed.attempts == 1
+    assert failed.result["exit_code"] == 1 and "Connection refused" in failed.result["stdout"]
+    # bounded output, stderr kept apart
+    big = act(run, "docker.exec", ctx, project="libervia", service="gateway", max_output=1000,
+              command=["sh", "-c", "head -c 200000 /dev/zero | tr '\\0' x; echo oops >&2"])
+    assert len(big["stdout"]) == 1000 and big["truncated"] and big["stderr"] == "oops\n"
+
+
+def test_exec_stops_waiting_at_its_timeout_and_needs_a_running_container(docker_env, ctx, run):
+    docker_env.service("libervia", "gateway", name="libervia-gateway")
+    slow = execute(run, "docker.exec", ctx, project="libervia", container="libervia-gateway",
+                   command=["sleep", "30"], timeout="1s")
+    assert slow.outcome == "failed" and slow.attempts == 1
+    assert slow.result["timed_out"] and "did not finish within 1s" in slow.detail
+    docker_env.service("3dpot", "db", name="3dpot-db", command="exit 2")
+    docker_env.wait_for("3dpot-db", lambda s: s["Status"] == "exited")
+    with pytest.raises(ActionError, match=r"no running container of service db .*3dpot-db exited"):
+        act(run, "docker.exec", ctx, project="3dpot", service="db", read_only=True,
+            command=["pg_isready", "-q"])
+
+
+def test_exec_parameters():
+    assert problems("docker.exec", container="3dpot-redis", command=["redis-cli", "FLUSHALL"]) \
+        == ["project is required: the scope guard admits changes by compose project "
+            "(guards.compose_projects.allow), and the container must carry it"]
+    [refused] = problems("docker.exec", container="3dpot-redis", read_only=True,
+                         command=["redis-cli", "FLUSHALL"])
+    assert refused.startswith("read_only: true is accepted only for the documented read-only")
+    assert problems("docker.exec", container="3dpot-db", read_only=True,
+                    command=["psql", "-U", "postgres", "-c", "SELECT 1"]) == []
