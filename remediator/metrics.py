@@ -43,6 +43,9 @@ class Metrics:
             ["sink", "outcome"], registry=r)
         self.inbox_pending = Gauge(
             "remediator_inbox_pending", "Acknowledged alerts not yet fully processed.", registry=r)
+        self.inbox_retries = Counter(
+            "remediator_inbox_retries_total", "Alerts processed again after a store error.",
+            registry=r)
         self.escalations_spooled = Gauge(
             "remediator_escalations_spooled", "Escalation notes waiting for redelivery.",
             registry=r)

@@ -31,6 +31,9 @@ log = logging.getLogger("remediator.service")
 
 
 class Service:
+    # Backoff between attempts at an alert whose processing met a store error.
+    store_retry_first, store_retry_max = 1.0, 60.0
+
     def __init__(self, config: Config, metrics: Metrics | None = None,
                  clock: Callable[[], float] = time.time, executor: Executor | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
@@ -171,18 +174,26 @@ class Service:
 
     async def _process(self, item: InboxItem) -> list[dict[str, Any]]:
         assert self.engine is not None
-        try:
-            decisions = await self.engine.process(item)
-        except asyncio.CancelledError:
-            raise  # shutdown: the item stays running and resumes after restart
-        except StoreUnavailable:
-            log.error("store unavailable while processing %s; it resumes after restart",
-                      item.dedupe_key)
-            return []  # left `running`, not finished: nothing acknowledged is lost
-        except Exception:
-            # A bug must not wedge the inbox: record it, finish the item, keep serving.
-            log.exception("internal error processing alert %s", item.dedupe_key)
-            decisions = []
+        delay = self.store_retry_first
+        while True:
+            try:
+                decisions = await self.engine.process(item)
+                break
+            except asyncio.CancelledError:
+                raise  # shutdown: the item stays running and resumes after restart
+            except StoreUnavailable as exc:
+                # Nothing could be recorded: process the alert again once the store answers
+                # (its journal skips what was done). Never dropped, never left for a restart.
+                self.metrics.inbox_retries.inc()
+                log.error("store unavailable while processing %s: %s; retrying in %gs",
+                          item.dedupe_key, exc, delay)
+                await self.sleep(delay)
+                delay = min(delay * 2, self.store_retry_max)
+            except Exception:
+                # A bug must not wedge the inbox: record it, finish the item, keep serving.
+                log.exception("internal error processing alert %s", item.dedupe_key)
+                decisions = []
+                break
         await self.store.finish(item.id)
         return decisions
 

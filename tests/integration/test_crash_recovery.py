@@ -3,6 +3,8 @@ are not repeated. Uses the real `remediator serve` process and a real HTTP peer.
 
 import contextlib
 import json
+import re
+import sqlite3
 import threading
 import time
 
@@ -206,3 +208,51 @@ def test_kill_9_during_an_approved_resume_resumes_it_after_restart(tmp_path, web
         assert w2.executions(outcome="running") == []
     finally:
         assert w2.stop() == 0
+
+
+WAITS = """
+playbooks:
+  - name: waits
+    match: {alertname: Waits}
+    target: {kind: deployment, namespace: demo, name: web}
+    guards: {rate_limit: {max: 100, window: 1h}}
+    steps:
+      - name: pause
+        action: wait
+        params: {duration: 2s}
+      - name: notify
+        action: http.request
+        params: {url: "%(url)s", method: POST, json: {fp: "{{ alert.fingerprint }}", step: 2}}
+"""
+
+
+def test_a_store_locked_mid_run_is_retried_not_stranded(tmp_path, webhook_receiver):
+    """Another process holds SQLite's write lock past the store's patience while a step
+    runs: recording fails, and the alert is processed again with backoff, not left
+    `running` until someone restarts remediator."""
+    rules = write_rules(tmp_path / "rules", WAITS % {"url": webhook_receiver.url})
+    w = WorkerProcess(tmp_path, [str(rules)], mode="live").start()
+    try:
+        assert w.post_alerts(notification(alert("Waits", fingerprint="s1")))[0] == 202
+        deadline = time.monotonic() + 15
+        while not w.executions(outcome="running"):
+            assert time.monotonic() < deadline, w.logs()
+            time.sleep(0.05)
+        locker = sqlite3.connect(w.db.removeprefix("sqlite:///"), isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")  # a backup tool, say: every write now waits
+        deadline = time.monotonic() + 30
+        while "store unavailable while processing" not in w.logs():
+            assert time.monotonic() < deadline, w.logs()
+            time.sleep(0.1)
+        locker.execute("COMMIT")
+        locker.close()
+        deadline = time.monotonic() + 30
+        while (d := w.executions(fingerprint="s1")[0])["outcome"] == "running":
+            assert time.monotonic() < deadline, w.logs()
+            time.sleep(0.1)
+        assert d["outcome"] == "succeeded", d["reason"]
+        assert _calls(webhook_receiver) == [("s1", 2)]
+        metrics = http("GET", f"{w.url}/metrics")[1]
+        assert re.search(r"^remediator_inbox_retries_total [1-9]", metrics, re.M), metrics
+    finally:
+        assert w.stop() == 0
