@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--rules", action="append", metavar="PATH",
                         help="playbook file or directory (repeatable; default: rules)")
         if store:
-            sp.add_argument("--store", help="store URL (sqlite:///path.db, sqlite:// in memory)")
+            sp.add_argument("--store", help="store URL (sqlite:///path.db, sqlite:// in memory, "
+                                                 "postgresql://user@host:port/db)")
 
     s = sub.add_parser("serve", help="run the webhook receiver and worker")
     common(s)
@@ -233,15 +234,15 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 async def _query(cfg: Config, fn: Any) -> Any:
-    from .store.base import StoreUnavailable
-    from .store.sqlite import open_store
+    from .store import open_store
+    from .store.base import StoreUnavailable, redact
 
     # Read-only beside a running server: never creates a store, writes or checkpoints.
-    store = open_store(cfg.store, read_only=True)
+    store = open_store(cfg.store, read_only=True, password=cfg.store_password)
     try:
         await store.open()
     except (StoreUnavailable, sqlite3.Error) as exc:
-        raise SystemExit(f"remediator: cannot open the store {cfg.store}: {exc}") from None
+        raise SystemExit(f"remediator: cannot open the store {redact(cfg.store)}: {exc}") from None
     try:
         return await fn(store)
     finally:

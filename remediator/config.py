@@ -28,6 +28,8 @@ class Config:
     mode: str = "dry-run"
     store: str = "sqlite:///remediator.db"
     store_sync: str = "normal"  # "full": fsync every intake commit (survives power loss)
+    store_password: str = ""  # PostgreSQL; else libpq's environment (PGPASSWORD, PGPASSFILE)
+    store_lease: float = 30.0  # PostgreSQL: a dead replica's work is taken over after this
     rules: list[str] = field(default_factory=lambda: ["rules"])
     webhook_token: str = ""
     basic_auth_username: str = ""
@@ -54,7 +56,7 @@ class Config:
                 **self.escalation_sinks}
 
 
-_SECRETS = ("webhook_token", "basic_auth_password")
+_SECRETS = ("webhook_token", "basic_auth_password", "store_password")
 # Nested config-file keys flattened onto Config fields.
 _NESTED = {("prometheus", "url"): "prometheus_url", ("alertmanager", "url"): "alertmanager_url",
            ("escalation", "dir"): "escalation_dir", ("escalation", "sinks"): "escalation_sinks",

@@ -85,7 +85,7 @@ class Engine:
                             f"{exc}; nothing further was done")
             return await self._finish(decision, escalate=True)
         finally:
-            self.guards.release_all(execution_id)
+            await self.guards.release_all(execution_id)
             self.inflight.finish(execution_id)
 
     async def _execute(self, pb: Playbook, alert: Alert, group: Group, execution_id: str,
@@ -284,7 +284,7 @@ class Engine:
     async def _blocked(self, decision: dict[str, Any], block: Block, gc: GuardContext,
                        step: str | None = None) -> dict[str, Any]:
         decision.update(outcome="blocked", reason=str(block), blocked_step=step)
-        self.guards.release(gc)  # a blocked execution holds nothing (an approval resumes it)
+        await self.guards.release(gc)  # a blocked execution holds nothing (an approval resumes it)
         if self.metrics:
             self.metrics.guard_blocks.labels(block.guard).inc()
         return await self._finish(decision, escalate=block.escalate)

@@ -2,9 +2,10 @@
 
 Execution-level guards run once before any step (pause, time window, circuit breaker, lock,
 precondition); mutation-level guards run before every mutating step (pause, scope, approval,
-rate limit, cooldown, global budget). Counters and circuit/approval state live in the store,
-so they survive restarts. Target locks are process-local on purpose: a lock that outlived a
-crashed process would block its target forever.
+rate limit, cooldown, global budget). Counters, circuit/approval state and target locks live
+in the store, so they survive restarts and hold across replicas; a target lock lasts only
+while its process lives (in memory on SQLite, a lease on PostgreSQL), because a lock that
+outlived a crashed process would block its target forever.
 """
 
 from __future__ import annotations
@@ -98,8 +99,6 @@ class Guards:
         self.clock = clock
         self.sleep = sleep  # with `clock`, what `remediator test` replaces by a fake clock
         self.precondition = precondition
-        self._locks: dict[str, str] = {}
-        self._admission = asyncio.Lock()
 
     # --- execution level ---------------------------------------------------------------
 
@@ -112,7 +111,7 @@ class Guards:
         return None
 
     async def after_execution(self, gc: GuardContext, outcome: str) -> None:
-        self.release(gc)
+        await self.release(gc)
         if outcome == "succeeded" and gc.mode == "live" and gc.target:
             await self.store.record_event("success", gc.circuit, self.clock())
 
@@ -172,11 +171,10 @@ class Guards:
         # into, another execution on the same target.
         if not gc.target or gc.playbook.guards.get("lock") is False or not _mutates(gc.playbook):
             return None
-        holder = self._locks.get(gc.target)
-        if holder and holder != gc.execution_id:
+        holder = await self.store.acquire_lock(gc.target, gc.execution_id)
+        if holder is not None:
             return Block("locked", f"coalesced into running execution {holder} for {gc.target}",
                          escalate=False)
-        self._locks[gc.target] = gc.execution_id
         return None
 
     async def _precondition(self, gc: GuardContext) -> Block | None:
@@ -191,19 +189,18 @@ class Guards:
                                                 "annotations": gc.alert.annotations})
         holds, why = await self.precondition(promql, gc.alert, bool(cfg.get("alert_firing")))
         if not holds:
-            self.release(gc)
+            await self.release(gc)
             # Known false: the problem went away, nobody needs paging. Unknown (Prometheus or
             # Alertmanager unreachable): nothing was done, and a human must hear of it.
             return Block("precondition_false", why, escalate=holds is None)
         return None
 
-    def release(self, gc: GuardContext) -> None:
+    async def release(self, gc: GuardContext) -> None:
         """Give up the target lock: the execution stopped (finished, or blocked)."""
-        self.release_all(gc.execution_id)
+        await self.release_all(gc.execution_id)
 
-    def release_all(self, execution_id: str) -> None:
-        for target in [t for t, holder in self._locks.items() if holder == execution_id]:
-            del self._locks[target]
+    async def release_all(self, execution_id: str) -> None:
+        await self.store.release_locks(execution_id)
 
     # --- mutation level ----------------------------------------------------------------
 
@@ -211,8 +208,8 @@ class Guards:
                               params: dict[str, Any]) -> Block | None:
         """Admit a mutation or say why not. Admission checks the limits and, in live mode,
         reserves its place in them in one critical section: executions running at the same
-        time can never both take the last slot of a rate limit or budget."""
-        async with self._admission:
+        time, on any replica, can never both take the last slot of a rate limit or budget."""
+        async with self.store.critical("admission"):
             for check in (self._paused_mutation, self._scope, self._approval, self._rate_limit,
                           self._cooldown, self._budget):
                 block = await check(gc, step, params)

@@ -57,5 +57,13 @@ class Metrics:
             "remediator_rules_reloads_total", "Rule reloads by result.", ["result"], registry=r)
         self.live_mode = Gauge(
             "remediator_live_mode", "1 when serving in live mode, 0 in dry-run.", registry=r)
+        self.store_seconds = Histogram(
+            "remediator_store_operation_duration_seconds",
+            "Round trips to a shared (PostgreSQL) store by operation.", ["operation"], registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0))
+        self.lease_takeovers = Counter(
+            "remediator_store_lease_takeovers_total",
+            "Alerts taken over from a replica whose lease expired (it died or lost the store).",
+            registry=r)
         self.build = Info("remediator_build", "Build information.", registry=r)
         self.build.info({"version": __version__})

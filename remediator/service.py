@@ -24,8 +24,8 @@ from .guards import APPROVAL, PENDING, Guards, decide_approval
 from .metrics import Metrics
 from .playbooks.index import RuleSet
 from .playbooks.validate import RulesError, load_rules
+from .store import open_store
 from .store.base import Enqueued, InboxItem, StoreUnavailable
-from .store.sqlite import open_store
 
 log = logging.getLogger("remediator.service")
 
@@ -41,7 +41,9 @@ class Service:
         self.sleep = sleep
         self.metrics = metrics or Metrics()
         self.clock = clock
-        self.store = open_store(config.store, config.store_sync)
+        self.store = open_store(config.store, config.store_sync, lease=config.store_lease,
+                                password=config.store_password)
+        self.store.instrument(self.metrics)
         self.backends = Backends(prometheus_url=config.prometheus_url,
                                  alertmanager_url=config.alertmanager_url)
         self.sinks = {name: build_sink(name, spec) for name, spec in config.sink_specs().items()}
@@ -209,8 +211,10 @@ class Service:
 
     async def maintain(self) -> None:
         assert self.engine is not None and self.engine.escalator is not None
-        await self.engine.escalator.redeliver()
-        await self.engine.expire_approvals()
+        # One replica at a time: a spooled note is delivered once, an approval expires once.
+        async with self.store.critical("maintenance"):
+            await self.engine.escalator.redeliver()
+            await self.engine.expire_approvals()
         now = self.clock()
         circuits = await self.store.list_state("circuit:")
         self.metrics.circuits_open.set(sum(1 for c in circuits.values() if c["until"] > now))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up everything the test suite needs on a fresh Debian machine, then runs it:
-# Debian packages for the real peers (Prometheus, Alertmanager, kubectl, dockerd and the static
+# Debian packages for the real peers (Prometheus, Alertmanager, PostgreSQL, kubectl, dockerd and the static
 # busybox its test images are made of), a virtualenv with
 # the package and its test extras, then lint, the playbook tests and pytest.
 set -euo pipefail
@@ -13,6 +13,7 @@ command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanag
 command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
 command -v dockerd >/dev/null || missing+=(docker.io)
 [ -x /bin/busybox ] || missing+=(busybox-static)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 if ((${#missing[@]})); then
   echo "== installing Debian packages: ${missing[*]}"
   apt-get update -qq

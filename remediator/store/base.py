@@ -1,13 +1,27 @@
 """The Store interface: everything that must survive a restart goes through it.
 
-The engine and the server only see this interface, so a shared backend for several
-replicas can be added later without touching them.
+The engine and the server only see this interface; what differs between one replica on a
+file (sqlite.py) and several on one database (postgres.py) stays behind it: claims with
+leases, target locks and critical sections across replicas.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+
+def redact(url: str) -> str:
+    """A store URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class StoreUnavailable(RuntimeError):
@@ -34,6 +48,11 @@ class Enqueued:
 class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
+
+    @property
+    def is_open(self) -> bool:
+        """Open and able to serve now (readiness)."""
+        ...
 
     # inbox: durable intake and crash recovery
     async def enqueue(self, items: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> Enqueued:
@@ -80,3 +99,47 @@ class Store(Protocol):
     async def get_state(self, key: str) -> dict[str, Any] | None: ...
     async def put_state(self, key: str, value: dict[str, Any] | None) -> None: ...
     async def list_state(self, prefix: str) -> dict[str, dict[str, Any]]: ...
+
+    # coordination: what several replicas share (one process on an embedded store)
+    async def acquire_lock(self, name: str, holder: str) -> str | None:
+        """Take lock `name` for `holder` (kept while the holder's process lives); None when
+        taken or already held by `holder`, else the other holder."""
+        ...
+
+    async def release_locks(self, holder: str) -> None: ...
+
+    def critical(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """A section one caller at a time runs, across every process sharing the store."""
+        ...
+
+    def instrument(self, metrics: Any) -> None:
+        """Report store latency and lease takeovers to these metrics."""
+        ...
+
+
+class LocalCoordination:
+    """Coordination for a store only one process uses: locks and sections in memory.
+
+    A lock that outlived its process would block its target forever, so process-local
+    is what a single replica wants.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, str] = {}
+        self._sections: dict[str, asyncio.Lock] = {}
+
+    async def acquire_lock(self, name: str, holder: str) -> str | None:
+        current = self._locks.setdefault(name, holder)
+        return None if current == holder else current
+
+    async def release_locks(self, holder: str) -> None:
+        for name in [n for n, h in self._locks.items() if h == holder]:
+            del self._locks[name]
+
+    @contextlib.asynccontextmanager
+    async def critical(self, name: str) -> AsyncIterator[None]:
+        async with self._sections.setdefault(name, asyncio.Lock()):
+            yield
+
+    def instrument(self, metrics: Any) -> None:
+        """Nothing beyond the existing metrics: no leases, and latency is the ack's."""

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..alerts import utcnow_iso
-from .base import Enqueued, InboxItem, StoreUnavailable
+from .base import Enqueued, InboxItem, LocalCoordination, StoreUnavailable
 
 T = TypeVar("T")
 Rows = list[tuple[str, dict[str, Any], dict[str, Any]]]
@@ -129,8 +129,9 @@ class _Checkpointer:
         self._thread.join(10)
 
 
-class SQLiteStore:
+class SQLiteStore(LocalCoordination):
     def __init__(self, url: str = "sqlite://", sync: str = "normal", read_only: bool = False):
+        super().__init__()
         self.path = path_from_url(url)
         # read_only (the CLI's history/show): mode=ro, no schema, no checkpointer, and a
         # missing file is an error rather than a new empty store.
@@ -452,9 +453,3 @@ class SQLiteStore:
         from resetting it: the WAL then grows without bound."""
         rows = self._conn().execute(sql, args).fetchall()
         return rows[0] if rows else None
-
-
-def open_store(url: str, sync: str = "normal", read_only: bool = False) -> SQLiteStore:
-    """The store for a URL; the one place a new backend is plugged in. `read_only` is for
-    readers beside a running server (the CLI): they never write, create nor checkpoint."""
-    return SQLiteStore(url, sync, read_only)

@@ -1,0 +1,511 @@
+"""The shared store: PostgreSQL, for several replicas acting as one.
+
+Driver: asyncpg (native asyncio, its own pool, binary protocol, no libpq to install).
+What several replicas need, and where it lives here:
+
+- one execution per alert: the inbox dedupe key is UNIQUE, so of two replicas that receive
+  the same alert only the first commit inserts it; the other counts a duplicate;
+- claims with leases: a replica claims inbox items with `FOR UPDATE SKIP LOCKED` and a
+  lease (`store_lease`) that a heartbeat renews while the item is worked on; an item whose
+  lease expired (its replica died) is claimed again by another replica, which resumes the
+  execution from its journal;
+- fencing: a replica that could not renew its leases in time stops writing for the work it
+  claimed (its in-flight executions get StoreUnavailable), because another may have taken
+  it over; nothing it held is journaled or mutated after that;
+- target locks are rows with a lease, renewed by the same heartbeat; critical sections
+  (guard admission, maintenance) are PostgreSQL advisory locks, so limits hold across
+  replicas.
+The schema is versioned and migrated at open under an advisory lock, so replicas that
+start together migrate once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import asyncpg
+
+from ..alerts import utcnow_iso
+from .base import Enqueued, InboxItem, StoreUnavailable, redact
+
+log = logging.getLogger("remediator.store")
+T = TypeVar("T")
+Rows = list[tuple[str, dict[str, Any], dict[str, Any]]]
+
+_MIGRATION_LOCK = 0x72656D6564  # advisory lock key held while migrating ("remed")
+# Each entry migrates from version i to i+1; never edit a released entry, append one.
+MIGRATIONS = [
+    """
+    CREATE TABLE inbox (
+        id BIGSERIAL PRIMARY KEY,
+        dedupe_key TEXT NOT NULL UNIQUE,
+        alert TEXT NOT NULL,
+        grp TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        owner TEXT,
+        lease_until TIMESTAMPTZ
+    );
+    CREATE INDEX inbox_todo ON inbox (id) WHERE state IN ('pending', 'running');
+    CREATE INDEX inbox_done ON inbox (received_at) WHERE state = 'done';
+    CREATE TABLE executions (
+        id TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        alertname TEXT NOT NULL,
+        playbook TEXT,
+        outcome TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX executions_created ON executions (created_at);
+    CREATE INDEX executions_outcome ON executions (outcome, created_at);
+    CREATE TABLE steps (
+        execution_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (execution_id, idx)
+    );
+    CREATE TABLE events (kind TEXT NOT NULL, key TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
+                         data TEXT NOT NULL DEFAULT '{}');
+    CREATE INDEX events_key ON events (kind, key, at);
+    CREATE TABLE state (key TEXT COLLATE "C" PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE locks (name TEXT PRIMARY KEY, holder TEXT NOT NULL, owner TEXT NOT NULL,
+                        lease_until TIMESTAMPTZ NOT NULL);
+    """,
+]
+
+# The claim epoch of the task that claimed work; its child tasks inherit it. A write from
+# an older epoch belongs to work this replica no longer holds.
+_claim_epoch: contextvars.ContextVar[int | None] = contextvars.ContextVar("claim_epoch",
+                                                                         default=None)
+_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+class PostgresStore:
+    def __init__(self, url: str, lease: float = 30.0, password: str | None = None,
+                 read_only: bool = False):
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"unsupported store URL {redact(url)!r}: expected postgresql://...")
+        if lease < 3:
+            raise ValueError(f"store_lease must be at least 3s, got {lease:g}s")
+        self.url = url
+        self.lease = lease
+        self.read_only = read_only  # the CLI: no migration, no claims, no heartbeat
+        self._password = password or None  # else libpq's environment (PGPASSWORD, PGPASSFILE)
+        self.replica = uuid.uuid4().hex[:12]  # this process; owner of its claims and locks
+        self._pool: asyncpg.Pool | None = None
+        self._healthy = False
+        self._held: set[int] = set()  # inbox items claimed here and not finished
+        self._holders: set[str] = set()  # executions holding target locks here
+        self._epoch = 0
+        self._valid_until = 0.0  # monotonic time until which our leases certainly hold
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._intake: list[tuple[Rows, asyncio.Future[Enqueued]]] = []
+        self._flushing = False
+        self._local: dict[str, asyncio.Lock] = {}
+        self._metrics: Any = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def instrument(self, metrics: Any) -> None:
+        self._metrics = metrics
+
+    @property
+    def is_open(self) -> bool:
+        """Open and reachable: readiness is false while the database cannot be reached."""
+        return self._pool is not None and self._healthy
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.url, password=self._password, min_size=1, max_size=10, timeout=10,
+                command_timeout=30, server_settings={"application_name": "remediator"})
+            async with self._pool.acquire() as db, db.transaction():
+                if self.read_only:
+                    await db.execute("SET TRANSACTION READ ONLY")
+                else:
+                    await db.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+                await _migrate(db, self.read_only)
+        except _ERRORS as exc:
+            if self._pool is not None:
+                await self._pool.close()
+                self._pool = None
+            raise StoreUnavailable(f"cannot open store {redact(self.url)}: {exc}") from exc
+        self._healthy = True
+        self._valid_until = time.monotonic() + self.lease
+        if not self.read_only:
+            self._heartbeat = asyncio.create_task(self._renew_loop(), name="store-leases")
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+        if self._pool is None:
+            return
+        # Hand back what we still hold, so another replica resumes it now, not at expiry.
+        with contextlib.suppress(*_ERRORS):
+            if self.read_only:
+                raise OSError("nothing to hand back")
+            await self._pool.execute(
+                "UPDATE inbox SET state='pending', owner=NULL, lease_until=NULL "
+                "WHERE owner=$1 AND state='running'", self.replica)
+            await self._pool.execute("DELETE FROM locks WHERE owner=$1", self.replica)
+        pool, self._pool = self._pool, None
+        self._held.clear()
+        self._healthy = False
+        with contextlib.suppress(*_ERRORS):
+            await asyncio.wait_for(pool.close(), 10)
+
+    # --- leases ------------------------------------------------------------------------
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            await self.renew()
+
+    async def renew(self) -> None:
+        """Extend the leases of everything held here; notice what was taken over."""
+        sent = time.monotonic()
+        try:
+            held = sorted(self._held)
+            kept = await self._call("lease", lambda db: db.fetch(
+                "UPDATE inbox SET lease_until = now() + make_interval(secs => $3) "
+                "WHERE id = ANY($1::bigint[]) AND owner=$2 AND state='running' RETURNING id",
+                held, self.replica, self.lease), fenced=False)
+            await self._call("lease", lambda db: db.execute(
+                "UPDATE locks SET lease_until = now() + make_interval(secs => $3) "
+                "WHERE owner=$1 AND holder = ANY($2::text[])",
+                self.replica, sorted(self._holders), self.lease), fenced=False)
+        except StoreUnavailable as exc:
+            log.error("cannot renew store leases: %s", exc)
+            self._check_leases()
+            return
+        self._valid_until = sent + self.lease
+        lost = set(held) - {r["id"] for r in kept}
+        if lost:  # finished meanwhile, or taken over after our lease ran out
+            self._held -= lost
+
+    def _check_leases(self) -> None:
+        """Past our last renewal plus the lease, another replica may own our work: fence it."""
+        if self._held and time.monotonic() > self._valid_until - 1.0:
+            log.error("store leases of %d item(s) may have expired; their executions stop "
+                      "here and another replica resumes them", len(self._held))
+            self._held.clear()
+            self._epoch += 1
+
+    def _fence(self) -> None:
+        self._check_leases()
+        epoch = _claim_epoch.get()
+        if epoch is not None and epoch != self._epoch:
+            raise StoreUnavailable("this replica lost the lease on this work; another "
+                                   "replica resumes it")
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    async def _call(self, op: str, fn: Callable[[asyncpg.Connection], Awaitable[T]],
+                    fenced: bool = True) -> T:
+        if self._pool is None:
+            raise StoreUnavailable("store is not open")
+        if fenced:
+            self._fence()
+        started = time.perf_counter()
+        try:
+            async with self._pool.acquire(timeout=10) as db:
+                result = await fn(db)
+        except _ERRORS as exc:
+            if isinstance(exc, asyncpg.PostgresError) and not _transient(exc):
+                raise  # a bug in a statement, not an outage
+            self._healthy = False
+            raise StoreUnavailable(f"store unavailable: {type(exc).__name__}: {exc}") from exc
+        self._healthy = True
+        if self._metrics is not None:
+            self._metrics.store_seconds.labels(op).observe(time.perf_counter() - started)
+        return result
+
+    async def _exec(self, op: str, sql: str, *args: Any) -> None:
+        await self._call(op, lambda db: db.execute(sql, *args))
+
+    @contextlib.asynccontextmanager
+    async def critical(self, name: str) -> AsyncIterator[None]:
+        """One holder at a time across every replica (a session advisory lock)."""
+        local = self._local.setdefault(name, asyncio.Lock())
+        async with local:
+            if self._pool is None:
+                raise StoreUnavailable("store is not open")
+            try:
+                db = await self._pool.acquire(timeout=10)
+            except _ERRORS as exc:
+                raise StoreUnavailable(f"store unavailable: {exc}") from exc
+            try:
+                await db.execute("SELECT pg_advisory_lock(hashtext($1))", name)
+                try:
+                    yield
+                finally:
+                    await db.execute("SELECT pg_advisory_unlock(hashtext($1))", name)
+            except _ERRORS as exc:
+                raise StoreUnavailable(f"store unavailable: {exc}") from exc
+            finally:
+                # A broken connection is discarded by the pool, which also drops the lock.
+                with contextlib.suppress(*_ERRORS):
+                    await self._pool.release(db)
+
+    # --- inbox ---------------------------------------------------------------------------
+
+    async def enqueue(self, items: Rows) -> Enqueued:
+        """Group commit: requests arriving while a commit runs share the next one; each
+        caller resumes only after its rows are committed."""
+        future: asyncio.Future[Enqueued] = asyncio.get_running_loop().create_future()
+        self._intake.append((items, future))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush_intake())
+        return await future
+
+    async def _flush_intake(self) -> None:
+        try:
+            while self._intake:
+                batch, self._intake = self._intake, []
+                try:
+                    inserted = await self._insert([row for rows, _ in batch for row in rows])
+                except (StoreUnavailable, asyncpg.PostgresError) as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(StoreUnavailable(str(exc)))
+                    continue
+                for rows, future in batch:
+                    accepted = 0
+                    for key, _, _ in rows:
+                        if key in inserted:
+                            inserted.discard(key)
+                            accepted += 1
+                    if not future.done():
+                        future.set_result(Enqueued(accepted, len(rows) - accepted))
+        finally:
+            self._flushing = False
+
+    async def _insert(self, rows: Rows) -> set[str]:
+        if not rows:
+            return set()
+        now = utcnow_iso()
+        # Sorted keys: two replicas inserting overlapping batches lock rows in one order.
+        ordered = sorted(rows, key=lambda r: r[0])
+        args = ([r[0] for r in ordered], [json.dumps(r[1]) for r in ordered],
+                [json.dumps(r[2]) for r in ordered])
+
+        async def insert(db: asyncpg.Connection) -> list[asyncpg.Record]:
+            for attempt in range(3):
+                try:
+                    return await db.fetch(
+                        "INSERT INTO inbox (dedupe_key, alert, grp, received_at) SELECT k, a, g, $4 "
+                        "FROM unnest($1::text[], $2::text[], $3::text[]) AS t(k, a, g) "
+                        "ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key", *args, now)
+                except asyncpg.DeadlockDetectedError:
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
+
+        return {r["dedupe_key"] for r in await self._call("intake", insert, fenced=False)}
+
+    async def claim(self, limit: int) -> list[InboxItem]:
+        """Pending items, and items whose lease expired (their replica died)."""
+        _claim_epoch.set(self._epoch)
+        if limit <= 0:
+            return []
+        rows = await self._call("claim", lambda db: db.fetch(
+            "WITH c AS (SELECT id, state FROM inbox WHERE state IN ('pending', 'running') "
+            "AND (state = 'pending' OR lease_until < now()) ORDER BY id LIMIT $2 "
+            "FOR UPDATE SKIP LOCKED) "
+            "UPDATE inbox i SET state='running', owner=$1, "
+            "lease_until = now() + make_interval(secs => $3) FROM c WHERE i.id = c.id "
+            "RETURNING i.id, i.dedupe_key, i.alert, i.grp, i.received_at, c.state AS was",
+            self.replica, limit, self.lease))
+        rows = sorted(rows, key=lambda r: r["id"])
+        taken = [r["dedupe_key"] for r in rows if r["was"] == "running"]
+        if taken:
+            log.warning("took over %d alert(s) whose replica's lease expired", len(taken))
+            if self._metrics is not None:
+                self._metrics.lease_takeovers.inc(len(taken))
+        self._held.update(r["id"] for r in rows)
+        return [InboxItem(r["id"], r["dedupe_key"], json.loads(r["alert"]), json.loads(r["grp"]),
+                          r["received_at"]) for r in rows]
+
+    async def finish(self, item_id: int) -> None:
+        self._held.discard(item_id)
+        await self._exec("claim", "UPDATE inbox SET state='done', owner=NULL, lease_until=NULL "
+                                  "WHERE id=$1 AND (owner=$2 OR owner IS NULL)", item_id, self.replica)
+
+    async def requeue(self, dedupe_key: str) -> None:
+        await self._exec("claim", "UPDATE inbox SET state='pending', owner=NULL, lease_until=NULL "
+                                  "WHERE dedupe_key=$1", dedupe_key)
+
+    async def release_running(self) -> int:
+        """Nothing to release at start: a new process holds no claims, and the claims of a
+        dead one are taken over once their lease expires. Reports how many that is."""
+        return await self._call("read", lambda db: db.fetchval(
+            "SELECT count(*) FROM inbox WHERE state='running' AND lease_until < now()"))
+
+    async def pending_count(self) -> int:
+        return await self._call("read", lambda db: db.fetchval(
+            "SELECT count(*) FROM inbox WHERE state IN ('pending', 'running')"))
+
+    async def prune_inbox(self, before_iso: str) -> int:
+        status = await self._call("prune", lambda db: db.execute(
+            "DELETE FROM inbox WHERE state='done' AND received_at < $1", before_iso))
+        return int(status.split()[-1])
+
+    async def prune_history(self, before: float) -> int:
+        """As on SQLite: final executions last updated before `before` (none `running`, none
+        with an approval pending), their steps and approval states, and old guard events."""
+        cutoff = datetime.fromtimestamp(before, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+        async def prune(db: asyncpg.Connection) -> int:
+            async with db.transaction():
+                ids = [r["id"] for r in await db.fetch(
+                    "DELETE FROM executions e WHERE updated_at < $1 AND outcome <> 'running' "
+                    "AND NOT EXISTS (SELECT 1 FROM state WHERE "
+                    "starts_with(key, 'approval-pending:' || e.id || ':')) RETURNING id", cutoff)]
+                await db.execute("DELETE FROM steps WHERE execution_id = ANY($1::text[])", ids)
+                await db.execute("DELETE FROM state WHERE starts_with(key, 'approval:') AND "
+                                 "split_part(key, ':', 2) = ANY($1::text[])", ids)
+                await db.execute("DELETE FROM events WHERE at < $1", before)
+                return len(ids)
+
+        return await self._call("prune", prune)
+
+    # --- executions ----------------------------------------------------------------------
+
+    async def save_execution(self, decision: dict[str, Any]) -> None:
+        body = {k: v for k, v in decision.items() if k != "steps"}
+        await self._exec(
+            "journal",
+            "INSERT INTO executions (id, created_at, updated_at, alertname, playbook, outcome, "
+            "fingerprint, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE "
+            "SET updated_at=excluded.updated_at, outcome=excluded.outcome, body=excluded.body",
+            decision["id"], decision["created_at"], utcnow_iso(), decision["alertname"],
+            decision.get("playbook"), decision["outcome"], decision["fingerprint"],
+            json.dumps(body))
+
+    async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
+        found = await self._decisions("id = $1", [execution_id], 1)
+        return found[0] if found else None
+
+    async def list_executions(self, limit: int = 100, **filters: Any) -> list[dict[str, Any]]:
+        where, args = [], []
+        for column in ("outcome", "playbook", "alertname", "fingerprint"):
+            if filters.get(column):
+                args.append(filters[column])
+                where.append(f"{column} = ${len(args)}")
+        return await self._decisions(" AND ".join(where) or "TRUE", args, limit)
+
+    async def _decisions(self, where: str, args: list[Any], limit: int) -> list[dict[str, Any]]:
+        n = len(args) + 1
+        rows = await self._call("read", lambda db: db.fetch(
+            f"SELECT e.id, e.body, coalesce((SELECT array_agg(s.body ORDER BY s.idx) FROM steps s "
+            f"WHERE s.execution_id = e.id), '{{}}') AS steps FROM executions e WHERE {where} "
+            f"ORDER BY e.created_at DESC, e.id DESC LIMIT ${n}", *args, limit))
+        out = []
+        for row in rows:
+            decision = json.loads(row["body"])
+            decision["steps"] = [json.loads(s) for s in row["steps"]]
+            out.append(decision)
+        return out
+
+    async def save_step(self, execution_id: str, index: int, step: dict[str, Any]) -> None:
+        await self._exec("journal", "INSERT INTO steps (execution_id, idx, body) VALUES ($1, $2, $3) "
+                                    "ON CONFLICT (execution_id, idx) DO UPDATE SET body=excluded.body",
+                         execution_id, index, json.dumps(step, default=str))
+
+    async def completed_steps(self, execution_id: str) -> dict[int, dict[str, Any]]:
+        rows = await self._call("read", lambda db: db.fetch(
+            "SELECT idx, body FROM steps WHERE execution_id=$1 ORDER BY idx", execution_id))
+        return {r["idx"]: json.loads(r["body"]) for r in rows}
+
+    # --- guard state ---------------------------------------------------------------------
+
+    async def record_event(self, kind: str, key: str, at: float, data: dict | None = None) -> None:
+        await self._exec("journal", "INSERT INTO events (kind, key, at, data) VALUES ($1, $2, $3, $4)",
+                         kind, key, at, json.dumps(data or {}))
+
+    async def events_since(self, kind: str, key: str, since: float) -> list[tuple[float, dict]]:
+        rows = await self._call("read", lambda db: db.fetch(
+            "SELECT at, data FROM events WHERE kind=$1 AND key=$2 AND at>=$3 ORDER BY at",
+            kind, key, since))
+        return [(r["at"], json.loads(r["data"])) for r in rows]
+
+    async def get_state(self, key: str) -> dict[str, Any] | None:
+        value = await self._call("read", lambda db: db.fetchval(
+            "SELECT value FROM state WHERE key=$1", key))
+        return json.loads(value) if value is not None else None
+
+    async def put_state(self, key: str, value: dict[str, Any] | None) -> None:
+        if value is None:
+            await self._exec("journal", "DELETE FROM state WHERE key=$1", key)
+        else:
+            await self._exec("journal", "INSERT INTO state (key, value) VALUES ($1, $2) "
+                                        "ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+                             key, json.dumps(value))
+
+    async def list_state(self, prefix: str) -> dict[str, dict[str, Any]]:
+        rows = await self._call("read", lambda db: db.fetch(
+            "SELECT key, value FROM state WHERE starts_with(key, $1) ORDER BY key", prefix))
+        return {r["key"]: json.loads(r["value"]) for r in rows}
+
+    # --- target locks: rows with a lease, renewed by the heartbeat ---------------------------
+
+    async def acquire_lock(self, name: str, holder: str) -> str | None:
+        """Take `name` for `holder`; None if taken (or already held), else who holds it."""
+        row = await self._call("lock", lambda db: db.fetchrow(
+            "INSERT INTO locks AS l (name, holder, owner, lease_until) "
+            "VALUES ($1, $2, $3, now() + make_interval(secs => $4)) ON CONFLICT (name) DO UPDATE "
+            "SET holder=excluded.holder, owner=excluded.owner, lease_until=excluded.lease_until "
+            "WHERE l.lease_until < now() OR l.holder = excluded.holder RETURNING holder",
+            name, holder, self.replica, self.lease))
+        if row is not None:
+            self._holders.add(holder)
+            return None
+        current = await self._call("lock", lambda db: db.fetchval(
+            "SELECT holder FROM locks WHERE name=$1", name))
+        return current or await self.acquire_lock(name, holder)
+
+    async def release_locks(self, holder: str) -> None:
+        # Forgotten first: if the delete fails, the row is no longer renewed and expires.
+        self._holders.discard(holder)
+        await self._call("lock", lambda db: db.execute("DELETE FROM locks WHERE holder=$1", holder),
+                         fenced=False)
+
+
+async def _migrate(db: asyncpg.Connection, read_only: bool) -> None:
+    exists = await db.fetchval("SELECT to_regclass('remediator_schema') IS NOT NULL")
+    if not exists and read_only:
+        raise StoreUnavailable("no remediator schema in this database (no server has run on it)")
+    if not exists:
+        await db.execute("CREATE TABLE remediator_schema (version INTEGER NOT NULL)")
+    version = await db.fetchval("SELECT coalesce(max(version), 0) FROM remediator_schema")
+    if read_only:
+        return
+    if version > len(MIGRATIONS):
+        raise StoreUnavailable(f"the database schema (version {version}) is newer than this "
+                               f"remediator supports ({len(MIGRATIONS)}); upgrade remediator")
+    for number, sql in enumerate(MIGRATIONS[version:], version + 1):
+        await db.execute(sql)
+        await db.execute("INSERT INTO remediator_schema (version) VALUES ($1)", number)
+        log.info("store schema migrated to version %d", number)
+
+
+def _transient(exc: asyncpg.PostgresError) -> bool:
+    """Outages and overload (connection, resources, shutdown), not a wrong statement."""
+    state = getattr(exc, "sqlstate", "") or ""
+    return state[:2] in ("08", "53", "57", "58", "40") or isinstance(
+        exc, asyncpg.exceptions.InterfaceError)

@@ -1,0 +1,246 @@
+"""The Store contract, against both backends: the embedded SQLite file and a real PostgreSQL.
+
+Then what only a shared store must do, with several store instances (replicas) on one
+PostgreSQL database: one acceptance per dedupe key, disjoint claims, leases that a dead
+replica's work is taken over after, locks and critical sections across replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from remediator.metrics import Metrics
+from remediator.store import open_store
+from remediator.store.base import Enqueued, redact
+from remediator.store.postgres import PostgresStore
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/contract.db"
+    return request.getfixturevalue("postgres_url")
+
+
+def _alert(n: int, status: str = "firing") -> dict:
+    return {"status": status, "labels": {"alertname": "A", "n": str(n)}, "annotations": {},
+            "startsAt": "2026-01-01T00:00:00Z", "endsAt": "", "fingerprint": f"f{n}"}
+
+
+def _rows(*numbers: int) -> list:
+    return [(f"k{n}", _alert(n), {"receiver": "r"}) for n in numbers]
+
+
+def _decision(i: str, outcome: str = "succeeded", playbook: str = "pb") -> dict:
+    return {"id": i, "created_at": f"2026-01-01T00:00:0{i[-1]}Z", "alertname": "A",
+            "playbook": playbook, "outcome": outcome, "fingerprint": "f1", "reason": "",
+            "alert": _alert(1), "steps": []}
+
+
+async def _opened(url: str, lease: float = 30.0):
+    store = open_store(url, lease=lease)
+    await store.open()
+    return store
+
+
+def test_inbox_dedupes_claims_finishes_and_resumes_after_a_restart(run, store_url):
+    async def scenario():
+        store = await _opened(store_url)
+        assert await store.enqueue(_rows(1, 2, 3)) == Enqueued(3, 0)
+        assert await store.enqueue(_rows(2, 3, 4)) == Enqueued(1, 2)  # a retry, an HA peer
+        assert await store.pending_count() == 4
+        first = await store.claim(2)
+        assert [i.dedupe_key for i in first] == ["k1", "k2"]
+        assert first[0].alert == _alert(1) and first[0].group == {"receiver": "r"}
+        rest = await store.claim(10)
+        assert [i.dedupe_key for i in rest] == ["k3", "k4"]
+        assert await store.claim(10) == []  # running items are not handed out twice
+        await store.finish(first[0].id)
+        await store.close()  # k2, k3, k4 were running: the process stopped
+        store = await _opened(store_url)
+        await store.release_running()
+        again = await store.claim(10)
+        assert [i.dedupe_key for i in again] == ["k2", "k3", "k4"]
+        for item in again:
+            await store.finish(item.id)
+        await store.requeue("k1")  # an approval queues a finished alert again
+        assert [i.dedupe_key for i in await store.claim(10)] == ["k1"]
+        assert await store.enqueue(_rows(1)) == Enqueued(0, 1)  # still a duplicate after finishing
+        await store.close()
+
+    run(scenario())
+
+
+def test_executions_steps_events_and_state(run, store_url):
+    async def scenario():
+        store = await _opened(store_url)
+        await store.save_execution(_decision("e1", "running"))
+        await store.save_step("e1", 0, {"name": "s", "outcome": "running"})
+        await store.save_step("e1", 0, {"name": "s", "outcome": "succeeded"})
+        await store.save_step("e1", 1, {"name": "t", "outcome": "failed"})
+        await store.save_execution(_decision("e1", "failed"))
+        await store.save_execution(_decision("e2", "succeeded", playbook="other"))
+        got = await store.get_execution("e1")
+        assert got["outcome"] == "failed"
+        assert [s["outcome"] for s in got["steps"]] == ["succeeded", "failed"]
+        assert await store.get_execution("nope") is None
+        assert (await store.completed_steps("e1"))[1]["name"] == "t"
+        assert [d["id"] for d in await store.list_executions(10)] == ["e2", "e1"]
+        assert [d["id"] for d in await store.list_executions(10, outcome="failed")] == ["e1"]
+        assert [d["id"] for d in await store.list_executions(10, playbook="other")] == ["e2"]
+        assert [d["id"] for d in await store.list_executions(1)] == ["e2"]
+
+        await store.record_event("mutation", "pb:t", 100.0, {"step": "s"})
+        await store.record_event("mutation", "pb:t", 200.0)
+        await store.record_event("mutation", "pb:u", 300.0)
+        assert await store.events_since("mutation", "pb:t", 150.0) == [(200.0, {})]
+        await store.put_state("approval:e1", {"status": "pending"})
+        await store.put_state("approval:e2", {"status": "approved"})
+        await store.put_state("approvalx", {"status": "other"})
+        assert await store.get_state("approval:e1") == {"status": "pending"}
+        assert list(await store.list_state("approval:")) == ["approval:e1", "approval:e2"]
+        await store.put_state("approval:e1", None)
+        assert await store.get_state("approval:e1") is None
+        await store.close()
+
+    run(scenario())
+
+
+def test_locks_and_critical_sections(run, store_url):
+    async def scenario():
+        store = await _opened(store_url)
+        assert await store.acquire_lock("ns/deployment/web", "e1") is None
+        assert await store.acquire_lock("ns/deployment/web", "e1") is None  # re-entrant
+        assert await store.acquire_lock("ns/deployment/web", "e2") == "e1"
+        await store.release_locks("e1")
+        assert await store.acquire_lock("ns/deployment/web", "e2") is None
+        inside, most = 0, 0
+
+        async def section():
+            nonlocal inside, most
+            async with store.critical("admission"):
+                inside += 1
+                most = max(most, inside)
+                await asyncio.sleep(0.01)
+                inside -= 1
+
+        await asyncio.gather(*(section() for _ in range(5)))
+        assert most == 1
+        await store.close()
+
+    run(scenario())
+
+
+def test_prune_forgets_only_finished_items(run, store_url):
+    async def scenario():
+        store = await _opened(store_url)
+        await store.enqueue(_rows(1, 2))
+        items = await store.claim(1)
+        await store.finish(items[0].id)
+        await store.close()  # SQLite marks finished items lazily, at its next write or close
+        store = await _opened(store_url)
+        assert await store.prune_inbox("9999-01-01T00:00:00Z") == 1
+        assert await store.enqueue(_rows(1, 2)) == Enqueued(1, 1)  # k1 forgotten, k2 still pending
+        await store.close()
+
+    run(scenario())
+
+
+# --- PostgreSQL: several replicas on one database ------------------------------------------
+
+
+def test_replicas_migrate_once_and_accept_each_alert_once(run, postgres_url):
+    async def scenario():
+        replicas = [PostgresStore(postgres_url) for _ in range(3)]
+        await asyncio.gather(*(r.open() for r in replicas))  # concurrent first start
+        # Every alert delivered to every replica at once, in overlapping batches.
+        batches = [_rows(*range(i, i + 50)) for i in range(0, 200, 25)]
+        results = await asyncio.gather(*(r.enqueue(b) for b in batches for r in replicas))
+        assert sum(r.accepted for r in results) == 225
+        assert sum(r.duplicates for r in results) == 3 * 8 * 50 - 225
+        claims = await asyncio.gather(*(r.claim(100) for r in replicas for _ in range(3)))
+        keys = [item.dedupe_key for batch in claims for item in batch]
+        assert len(keys) == len(set(keys)) == 225  # disjoint: SKIP LOCKED, never twice
+        versions = await replicas[0]._pool.fetchval("SELECT count(*) FROM remediator_schema")
+        assert versions == 1
+        for r in replicas:
+            await r.close()
+
+    run(scenario())
+
+
+def test_a_dead_replicas_claims_and_locks_are_taken_over_after_its_lease(run, postgres_url):
+    async def scenario():
+        alive = PostgresStore(postgres_url, lease=3)
+        dying = PostgresStore(postgres_url, lease=3)
+        metrics = Metrics()
+        alive.instrument(metrics)
+        await alive.open()
+        await dying.open()
+        await alive.enqueue(_rows(1, 2))
+        held = await dying.claim(1)
+        assert await dying.acquire_lock("ns/deployment/web", "e1") is None
+        # While the holder renews, nobody else gets its work or its lock.
+        await asyncio.sleep(4)
+        assert [i.dedupe_key for i in await alive.claim(10)] == ["k2"]
+        assert await alive.acquire_lock("ns/deployment/web", "e2") == "e1"
+        dying._heartbeat.cancel()  # the process dies: nothing renews its leases any more
+        await asyncio.sleep(3.5)
+        taken = await alive.claim(10)
+        assert [i.id for i in taken] == [held[0].id]
+        assert metrics.lease_takeovers._value.get() == 1
+        assert await alive.acquire_lock("ns/deployment/web", "e2") is None
+        await alive.close()
+
+    run(scenario())
+
+
+def test_critical_sections_exclude_across_replicas(run, postgres_url):
+    async def scenario():
+        a, b = PostgresStore(postgres_url), PostgresStore(postgres_url)
+        await a.open()
+        await b.open()
+        order: list[str] = []
+
+        async def hold(store, name):
+            async with store.critical("admission"):
+                order.append(f"{name} in")
+                await asyncio.sleep(0.3)
+                order.append(f"{name} out")
+
+        await asyncio.gather(hold(a, "a"), hold(b, "b"))
+        assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
+        await a.close()
+        await b.close()
+
+    run(scenario())
+
+
+def test_unreachable_database_is_unavailable_not_an_error(run, postgres_cluster, postgres_url):
+    from remediator.store.base import StoreUnavailable
+
+    async def scenario():
+        store = PostgresStore(postgres_url)
+        await store.open()
+        assert store.is_open
+        postgres_cluster.stop()
+        try:
+            with pytest.raises(StoreUnavailable):
+                await store.enqueue(_rows(1))
+            assert not store.is_open  # readiness turns false
+        finally:
+            postgres_cluster.start()
+        assert await store.enqueue(_rows(1)) == Enqueued(1, 0)  # the pool reconnects
+        assert store.is_open
+        await store.close()
+
+    run(scenario())
+
+
+def test_urls_never_show_a_password():
+    assert redact("postgresql://u:s3cret@db:5432/r") == "postgresql://u:***@db:5432/r"
+    with pytest.raises(ValueError) as err:
+        PostgresStore("mysql://u:s3cret@db/r")
+    assert "s3cret" not in str(err.value)
