@@ -56,7 +56,6 @@ class Service:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
         self._pruned_at = 0.0
-        self._approvals = asyncio.Lock()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -240,12 +239,14 @@ class Service:
         """Decide the pending approval of one step (default: the one pending) and resume
         the execution from its journal; a later gated step waits for its own approval.
 
-        Approvals are serialised, and the alert's inbox item is queued again before the
-        resume starts: if the process dies mid-resume, the dispatcher finishes the work
-        after restart, and the engine never runs one execution twice at once.
+        Approvals are serialised across replicas, and the alert's inbox item is claimed
+        for this resume before the decision is recorded: no dispatcher (here or on another
+        replica) runs the execution meanwhile, and if the process dies mid-resume the claim
+        is released (after restart, or when its lease expires) and the work is finished
+        from the journal.
         """
         assert self.engine is not None
-        async with self._approvals:
+        async with self.store.critical("approvals"):
             decision = await self.store.get_execution(execution_id)
             if decision is None:
                 raise KeyError(execution_id)
@@ -263,7 +264,28 @@ class Service:
                                  + ")")
             if self.clock() > pending[step]["expires_at"]:
                 raise ValueError(f"approval of step {step!r} of {execution_id} expired")
+            item = await self._claim_for_resume(decision)
             await decide_approval(self.store, f"{execution_id}:{step}",
                                   "approved" if approve else "rejected", self.clock(), by)
-            await self.store.requeue(Alert.from_dict(decision["alert"]).dedupe_key)
-        return await self.engine.resume(decision)
+        try:
+            result = await self.engine.resume(decision)
+        except (StoreUnavailable, asyncio.CancelledError):
+            raise  # still claimed: resumed from the journal after restart or lease expiry
+        except Exception:
+            await self.store.finish(item.id)
+            raise
+        await self.store.finish(item.id)
+        return result
+
+    async def _claim_for_resume(self, decision: dict[str, Any]) -> InboxItem:
+        """The alert's inbox item, claimed here; a run in progress (here or on another
+        replica) is waited for, briefly."""
+        alert = Alert.from_dict(decision["alert"])
+        await self.store.enqueue([(alert.dedupe_key, alert.to_dict(), decision.get("group") or {})])
+        for _ in range(50):
+            item = await self.store.claim_key(alert.dedupe_key)
+            if item is not None:
+                return item
+            await asyncio.sleep(0.2)
+        raise ValueError(f"the alert of {decision['id']} is being processed right now; "
+                         "approve again in a moment")

@@ -347,8 +347,23 @@ class PostgresStore:
                                   "WHERE id=$1 AND (owner=$2 OR owner IS NULL)", item_id, self.replica)
 
     async def requeue(self, dedupe_key: str) -> None:
+        """Never from under a live replica: its lease says it is working on it."""
         await self._exec("claim", "UPDATE inbox SET state='pending', owner=NULL, lease_until=NULL "
-                                  "WHERE dedupe_key=$1", dedupe_key)
+                                  "WHERE dedupe_key=$1 AND NOT (state='running' AND "
+                                  "lease_until >= now())", dedupe_key)
+
+    async def claim_key(self, dedupe_key: str) -> InboxItem | None:
+        row = await self._call("claim", lambda db: db.fetchrow(
+            "UPDATE inbox SET state='running', owner=$2, "
+            "lease_until = now() + make_interval(secs => $3) WHERE dedupe_key=$1 "
+            "AND NOT (state='running' AND lease_until >= now()) "
+            "RETURNING id, dedupe_key, alert, grp, received_at", dedupe_key, self.replica,
+            self.lease))
+        if row is None:
+            return None
+        self._held.add(row["id"])
+        return InboxItem(row["id"], row["dedupe_key"], json.loads(row["alert"]),
+                         json.loads(row["grp"]), row["received_at"])
 
     async def release_running(self) -> int:
         """Nothing to release at start: a new process holds no claims, and the claims of a

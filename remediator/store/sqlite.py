@@ -321,6 +321,13 @@ class SQLiteStore(LocalCoordination):
         """Queue an acknowledged alert again (its approved execution has work to do)."""
         await self._exec("UPDATE inbox SET state='pending' WHERE dedupe_key=?", (dedupe_key,))
 
+    async def claim_key(self, dedupe_key: str) -> InboxItem | None:
+        rows = await self._write(lambda db: db.execute(
+            "UPDATE inbox SET state='running' WHERE dedupe_key=? AND state != 'running' "
+            "RETURNING id, dedupe_key, alert, grp, received_at", (dedupe_key,)).fetchall())
+        return InboxItem(rows[0][0], rows[0][1], json.loads(rows[0][2]), json.loads(rows[0][3]),
+                         rows[0][4]) if rows else None
+
     async def finish(self, item_id: int) -> None:
         self._finished.append(item_id)
 

@@ -167,8 +167,9 @@ playbooks:
 
 
 def test_kill_9_during_an_approved_resume_resumes_it_after_restart(tmp_path, webhook_receiver):
-    """The approval re-queues the alert; the dispatcher must not mark it done while the
-    approved resume still runs, or a kill -9 leaves the execution `running` forever."""
+    """The approval claims the alert's inbox item for its resume: nothing marks it done
+    while the approved resume still runs, or a kill -9 would leave the execution `running`
+    forever."""
     rules = write_rules(tmp_path / "rules", APPROVED % {"url": webhook_receiver.url})
     w = WorkerProcess(tmp_path, [str(rules)], mode="live").start()
     assert w.post_alerts(notification(alert("NeedsHuman", fingerprint="h1")))[0] == 202
@@ -183,11 +184,10 @@ def test_kill_9_during_an_approved_resume_resumes_it_after_restart(tmp_path, web
             http("POST", url, b"", OPERATOR, timeout=60)
     threading.Thread(target=approve, daemon=True).start()
     deadline = time.monotonic() + 15
-    while "is already running; waiting for it" not in w.logs():  # the dispatcher saw it
+    while not (running := w.executions(outcome="running")) or [
+            s["outcome"] for s in running[0]["steps"]] != ["succeeded", "running"]:
         assert time.monotonic() < deadline, w.logs()
         time.sleep(0.05)
-    [running] = w.executions(outcome="running")
-    assert [s["outcome"] for s in running["steps"]] == ["succeeded", "running"]
     # Any later write commits what the dispatcher decided about the re-queued alert.
     assert w.post_alerts(notification(alert("Unrelated", fingerprint="u1")))[0] == 202
     while len(w.executions()) < 2:
