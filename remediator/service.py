@@ -25,7 +25,7 @@ from .metrics import Metrics
 from .playbooks.index import RuleSet
 from .playbooks.validate import RulesError, load_rules
 from .store import open_store
-from .store.base import Enqueued, InboxItem, StoreUnavailable
+from .store.base import Enqueued, InboxItem, LeaseLost, StoreUnavailable
 
 log = logging.getLogger("remediator.service")
 
@@ -182,6 +182,9 @@ class Service:
                 break
             except asyncio.CancelledError:
                 raise  # shutdown: the item stays running and resumes after restart
+            except LeaseLost as exc:
+                log.error("stopped processing %s: %s", item.dedupe_key, exc)
+                return []  # not ours any more: neither retried nor finished here
             except StoreUnavailable as exc:
                 # Nothing could be recorded: process the alert again once the store answers
                 # (its journal skips what was done). Never dropped, never left for a restart.

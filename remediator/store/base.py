@@ -28,6 +28,11 @@ class StoreUnavailable(RuntimeError):
     """The store cannot accept writes now; intake answers 503 so Alertmanager retries."""
 
 
+class LeaseLost(StoreUnavailable):
+    """This process no longer holds the work it claimed (its lease may have expired while
+    it could not reach a shared store): another replica resumes it, so it must stop."""
+
+
 @dataclass(frozen=True)
 class InboxItem:
     """One acknowledged alert waiting to be processed, with its notification's context."""

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from ..alerts import utcnow_iso
-from .base import Enqueued, InboxItem, StoreUnavailable, redact
+from .base import Enqueued, InboxItem, LeaseLost, StoreUnavailable, redact
 
 log = logging.getLogger("remediator.store")
 T = TypeVar("T")
@@ -209,8 +209,8 @@ class PostgresStore:
         self._check_leases()
         epoch = _claim_epoch.get()
         if epoch is not None and epoch != self._epoch:
-            raise StoreUnavailable("this replica lost the lease on this work; another "
-                                   "replica resumes it")
+            raise LeaseLost("this replica lost the lease on this work; another replica "
+                            "resumes it")
 
     # --- plumbing ----------------------------------------------------------------------
 
