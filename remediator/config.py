@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from . import redact
 from .actions.base import parse_duration
 from .auth import Operator, check_distinct, parse_operators
 from .guards import GuardSettings
@@ -115,6 +116,7 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None,
         check_distinct(cfg.operators, cfg.webhook_token, cfg.basic_auth_username)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    redact.remember(cfg.webhook_token, cfg.basic_auth_password, *(u.token for u in cfg.operators))
     if cfg.mode not in ("dry-run", "live"):
         raise ConfigError(f"mode must be dry-run or live, got {cfg.mode!r}")
     return cfg

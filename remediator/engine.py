@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import templating
+from . import redact, templating
 from .actions.backends import Backends
 from .actions.base import ActionContext, check_params
 from .actions.registry import ACTIONS
@@ -291,6 +291,7 @@ class Engine:
 
     async def _finish(self, decision: dict[str, Any], escalate: bool = False) -> dict[str, Any]:
         decision["finished_at"] = utcnow_iso()
+        decision["reason"] = redact.text(decision.get("reason") or "")
         if escalate and self.escalator is not None and decision.get("playbook"):
             pb = self.rules.get(decision["playbook"])
             decision["escalation"] = await self.escalator.escalate(

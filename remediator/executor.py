@@ -19,6 +19,7 @@ from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from . import redact
 from .actions.base import Action, ActionContext, ActionError, maybe_applied
 from .alerts import utcnow_iso
 
@@ -46,7 +47,8 @@ class StepRecord:
     duration_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """What is journaled, shown and templated: secrets (headers, URL credentials) redacted."""
+        return redact.value(asdict(self))
 
 
 @dataclass

@@ -7,6 +7,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from . import redact
+
 _EXTRA = ("execution_id", "fingerprint", "playbook", "outcome")
 
 
@@ -16,21 +18,26 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact.text(record.getMessage()),
         }
         for key in _EXTRA:
             value = getattr(record, key, None)
             if value is not None:
                 entry[key] = value
         if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
+            entry["error"] = redact.text(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact.text(super().format(record))
 
 
 def setup_logging(level: str = "info", json_format: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_format else
-                         logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+                         TextFormatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

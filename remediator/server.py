@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from . import redact
 from .alerts import PayloadError, parse_notification
 from .auth import Principal, Users
 from .playbooks.validate import RulesError
@@ -109,6 +110,11 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
+def _json(data: object) -> web.Response:
+    """Decisions as the API serves them: redacted again, whatever an older version stored."""
+    return web.json_response(redact.value(data))
+
+
 def _actor(request: web.Request) -> str:
     """The authenticated caller's name: what approvals, pauses and resets record."""
     return request[PRINCIPAL].name
@@ -147,14 +153,14 @@ async def list_executions(request: web.Request) -> web.Response:
         return _error(400, f"limit must be an integer from 1 to 1000, got {q['limit']!r}")
     filters = {k: q[k] for k in ("outcome", "playbook", "alertname", "fingerprint") if k in q}
     items = await request.app[SERVICE].store.list_executions(limit, **filters)
-    return web.json_response({"executions": items})
+    return _json({"executions": items})
 
 
 async def get_execution(request: web.Request) -> web.Response:
     decision = await request.app[SERVICE].store.get_execution(request.match_info["id"])
     if decision is None:
         return _error(404, f"no execution {request.match_info['id']!r}")
-    return web.json_response(decision)
+    return _json(decision)
 
 
 async def approve(request: web.Request) -> web.Response:
@@ -167,7 +173,7 @@ async def approve(request: web.Request) -> web.Response:
         return _error(404, f"no execution {exc}")
     except ValueError as exc:
         return _error(409, str(exc))
-    return web.json_response(decision)
+    return _json(decision)
 
 
 async def pause(request: web.Request) -> web.Response:

@@ -128,6 +128,10 @@ class Action:
         """Cross-parameter rules beyond the per-parameter declaration (e.g. min <= max)."""
         return []
 
+    def advise(self, params: dict[str, Any]) -> list[tuple[str, str]]:
+        """Lint warnings on a step's parameters as written: (parameter, message)."""
+        return []
+
     def describe(self, params: dict[str, Any]) -> str:
         """What this step would do, precise enough for a human to review in dry-run."""
         shown = ", ".join(f"{k}={v!r}" for k, v in params.items())

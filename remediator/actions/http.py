@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from .. import redact
+from ..templating import is_template
 from .base import Action, ActionContext, ActionError, Param, TransientError
 
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 _BODY_EXCERPT = 2048
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+# A header with one of these names, written literally in a playbook, is a credential in git.
+_CREDENTIAL_HEADER = re.compile(r"(?i)authorization|cookie|.*(token|secret|api-?key|password).*")
 
 
 class HttpRequest(Action):
@@ -25,6 +33,9 @@ class HttpRequest(Action):
         "expect_status": Param("list", default=[200], description="acceptable status codes"),
         "expect_json": Param("mapping", description="dotted JSON path -> expected value"),
         "headers": Param("mapping"),
+        "headers_from": Param("mapping", literal=True,
+                              description="secret headers read at call time, never stored: "
+                              "{Authorization: {file: PATH | env: NAME, prefix: 'Bearer '}}"),
         "json": Param("any", description="request body, sent as JSON"),
         "timeout": Param("duration", default=10.0, minimum=0.1),
     }
@@ -45,7 +56,26 @@ class HttpRequest(Action):
 
     def check(self, params: dict[str, Any]) -> list[str]:
         bad = [s for s in params["expect_status"] if not isinstance(s, int) or not 100 <= s <= 599]
-        return [f"expect_status must hold HTTP status codes, got {bad}"] if bad else []
+        problems = [f"expect_status must hold HTTP status codes, got {bad}"] if bad else []
+        for name, ref in (params.get("headers_from") or {}).items():
+            where = f"headers_from.{name}"
+            if not _HEADER_NAME.fullmatch(str(name)):
+                problems.append(f"{where}: not a valid header name")
+            if not isinstance(ref, dict) or len({"file", "env"} & set(ref)) != 1 \
+                    or set(ref) - {"file", "env", "prefix"}:
+                problems.append(f"{where}: must be {{file: PATH}} or {{env: NAME}}, "
+                                "optionally with prefix")
+            elif not all(isinstance(v, str) and v for v in ref.values() if v != ref.get("prefix")):
+                problems.append(f"{where}: file or env must be a non-empty string")
+            if name.lower() in {h.lower() for h in params.get("headers") or {}}:
+                problems.append(f"{where}: also set in headers; set it in one place")
+        return problems
+
+    def advise(self, params: dict[str, Any]) -> list[tuple[str, str]]:
+        return [("headers", f"header {name!r} looks like a credential written in the playbook; "
+                            f"read it at call time instead: headers_from: {{{name}: {{file: PATH}}}}")
+                for name, value in (params.get("headers") or {}).items()
+                if _CREDENTIAL_HEADER.fullmatch(str(name)) and not is_template(str(value))]
 
     def is_transient(self, exc: BaseException) -> bool:
         return isinstance(exc, TransientError | asyncio.TimeoutError | aiohttp.ClientConnectionError)
@@ -53,8 +83,9 @@ class HttpRequest(Action):
     async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         started = time.monotonic()
         timeout = aiohttp.ClientTimeout(total=params["timeout"])
+        headers = {**(params.get("headers") or {}), **_secret_headers(params.get("headers_from"))}
         async with ctx.backends.http().request(
-            params["method"], params["url"], headers=params.get("headers"),
+            params["method"], params["url"], headers=headers or None,
             json=params.get("json"), timeout=timeout, allow_redirects=False,
         ) as resp:
             raw = await resp.content.read(_BODY_EXCERPT * 64)
@@ -77,6 +108,26 @@ class HttpRequest(Action):
                 raise ActionError(f"{params['url']}: JSON {path} is {actual!r}, "
                                   f"expected {expected!r}", result)
         return result
+
+
+def _secret_headers(spec: dict[str, dict[str, str]] | None) -> dict[str, str]:
+    """Read `headers_from` now, for this call only: the values are never stored or shown."""
+    out: dict[str, str] = {}
+    for name, ref in (spec or {}).items():
+        if "file" in ref:
+            try:
+                secret = Path(ref["file"]).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ActionError(f"headers_from {name}: cannot read {ref['file']}: "
+                                  f"{exc.strerror}") from None
+        else:
+            secret = os.environ.get(ref["env"], "").strip()
+        if not secret:
+            raise ActionError(f"headers_from {name}: {ref.get('file') or ref['env']} is empty "
+                              "or not set")
+        redact.remember(secret)
+        out[name] = ref.get("prefix", "") + secret
+    return out
 
 
 def _dig(data: Any, path: str) -> Any:

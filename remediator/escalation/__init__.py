@@ -11,6 +11,7 @@ from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from .. import redact
 from ..actions.backends import Backends
 from ..metrics import Metrics
 from ..playbooks.models import Playbook
@@ -37,20 +38,20 @@ class Escalator:
         """Render the note, deliver it (live) and return what the decision records of it."""
         severity, within = severity_of(decision, pb)
         markdown = render_note(decision, pb, self.external_url)
-        note = {
+        note = redact.value({
             "id": decision["id"], "alertname": decision["alertname"],
             "playbook": decision.get("playbook"), "severity": severity,
             "respond_within_seconds": within, "outcome": decision["outcome"],
             "reason": decision.get("reason") or "", "labels": decision["alert"]["labels"],
             "title": markdown.splitlines()[0].lstrip("# "), "markdown": markdown,
-        }
+        })
         names = list(pb.escalation.sinks) if pb and pb.escalation and pb.escalation.sinks \
             else self.default_sinks
         deliveries = {}
         for name in names if deliver else []:
             deliveries[name] = await self._deliver(name, note)
         return {"severity": severity, "respond_within_seconds": within,
-                "title": note["title"], "deliveries": deliveries, "note": markdown}
+                "title": note["title"], "deliveries": deliveries, "note": note["markdown"]}
 
     async def _deliver(self, name: str, note: dict[str, Any]) -> str:
         sink = self.sinks[name]

@@ -14,6 +14,8 @@ from typing import Any
 
 import aiohttp
 
+from .. import redact
+
 
 class SinkError(Exception):
     """Delivery failed; the note is retried, then spooled."""
@@ -44,6 +46,10 @@ class WebhookSink:
 
     def __init__(self, name: str, url: str, headers: dict[str, str] | None = None):
         self.name, self.url, self.headers = name, url, headers or {}
+        # The URL of a Slack or webhook receiver is itself the credential: it and the headers
+        # never appear anywhere; `display` (scheme and host) stands for it.
+        self.display = redact.url(url, whole=True)
+        redact.remember(url, *(str(v) for v in self.headers.values()))
 
     def body(self, note: dict[str, Any]) -> Any:
         return {k: v for k, v in note.items()}
@@ -53,10 +59,11 @@ class WebhookSink:
             async with session.post(self.url, json=self.body(note), headers=self.headers) as resp:
                 if resp.status >= 300:
                     text = (await resp.text())[:200]
-                    raise SinkError(f"{self.name}: {self.url} answered {resp.status}: {text}")
+                    raise SinkError(f"{self.name}: {self.display} answered {resp.status}: "
+                                    f"{redact.text(text)}")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:  # refused, reset, timed out
-            raise SinkError(f"{self.name}: {self.url}: {exc}") from None
-        return self.url
+            raise SinkError(f"{self.name}: {self.display}: {redact.text(str(exc))}") from None
+        return self.display
 
 
 class SlackSink(WebhookSink):

@@ -234,6 +234,9 @@ def _check_step(src: Source, at: Path, step: dict[str, Any], earlier: list[str],
         hint = did_you_mean(name, list(action.params)) if "unknown" in message else ""
         prefix = "" if action.name in message else f"{action.name}: "
         problems.append(src.problem(path, "error", prefix + message + hint))
+    if not param_problems:
+        problems.extend(src.problem((*at, "params", name), "warning", f"{action.name}: {message}")
+                        for name, message in action.advise(params))
     if not param_problems and not has_template(params):
         # Cross-parameter rules (min <= max, one of two) can be decided now: say so now.
         problems.extend(src.problem((*at, "params"), "error", f"{action.name}: {message}")

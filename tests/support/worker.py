@@ -145,6 +145,7 @@ class WorkerProcess:
         mode: str = "dry-run",
         extra_env: dict[str, str] | None = None,
         store: str | None = None,
+        config: dict[str, Any] | None = None,
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -164,9 +165,9 @@ class WorkerProcess:
         ]
         for r in rules:
             self.args += ["--rules", r]
-        config = tmp / f"worker-{self.port}.yaml"
-        config.write_text(yaml.safe_dump({"operators": operators_config(tmp)}))
-        self.args += ["--config", str(config)]
+        config_file = tmp / f"worker-{self.port}.yaml"
+        config_file.write_text(yaml.safe_dump({"operators": operators_config(tmp), **(config or {})}))
+        self.args += ["--config", str(config_file)]
         self.env = {
             **os.environ,
             "REMEDIATOR_WEBHOOK_TOKEN": TOKEN,

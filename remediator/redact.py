@@ -1,0 +1,89 @@
+"""The one place secrets are taken out of what remediator writes: logs, decisions, notes, API.
+
+Two mechanisms, because a secret reaches an output two ways:
+
+- by shape: request headers (`headers` mappings), `user:pass@` in any URL, credential-looking
+  query parameters (`?token=…`), wherever they sit in a value;
+- by value: secrets remediator knows (sink URLs and headers, its own tokens, headers read
+  from `headers_from` at call time) are `remember`ed, and any text that still carries one,
+  such as an error message quoting a Slack URL, has it replaced.
+
+Every output path calls in here: the log formatter, step records and decisions before they
+are stored, notes, sinks describing themselves, and the API's JSON.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+REDACTED = "<redacted>"
+# Headers whose values say nothing secret; every other header value is redacted.
+_HARMLESS_HEADERS = frozenset({"accept", "accept-encoding", "accept-language", "cache-control",
+                               "content-type", "user-agent", "x-request-id"})
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s]+@")
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&](?:access_token|api_key|apikey|key|token|secret|password|passwd|signature|sig|"
+    r"x-amz-signature|x-amz-credential|x-amz-security-token)=)[^&#\s]*")
+_MIN_SECRET = 8  # shorter values would blank out ordinary words
+
+_known: set[str] = set()
+_pattern: re.Pattern[str] | None = None
+_lock = threading.Lock()
+
+
+def remember(*secrets: str | None) -> None:
+    """Values that must never appear in any output (a sink URL, a token, a header)."""
+    global _pattern
+    new = {s.strip() for s in secrets if s and len(s.strip()) >= _MIN_SECRET} - _known
+    if not new:
+        return
+    with _lock:
+        _known.update(new)
+        # Longest first, so a URL is replaced whole before a token inside it.
+        _pattern = re.compile("|".join(re.escape(s) for s in sorted(_known, key=len, reverse=True)))
+
+
+def text(value: str) -> str:
+    """`value` with known secrets, URL user info and credential query values replaced."""
+    pattern = _pattern
+    if pattern is not None and _known:
+        value = pattern.sub(REDACTED, value)
+    if "://" in value:
+        value = _USERINFO.sub(rf"\1{REDACTED}@", value)
+    if "=" in value:
+        value = _SECRET_QUERY.sub(rf"\1{REDACTED}", value)
+    return value
+
+
+def url(value: str, *, whole: bool = False) -> str:
+    """A URL fit to show. `whole=True` for URLs that are themselves the credential (Slack and
+    webhook sinks): only the scheme and host remain."""
+    if not whole:
+        return text(value)
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return REDACTED
+    return f"{parts.scheme}://{host}{port}/{REDACTED}" if host else REDACTED
+
+
+def headers(value: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v if str(k).lower() in _HARMLESS_HEADERS else REDACTED for k, v in value.items()}
+
+
+def value(data: Any) -> Any:
+    """A copy of `data` (decisions, step records, API answers) with every secret redacted."""
+    if isinstance(data, str):
+        return text(data)
+    if isinstance(data, Mapping):
+        return {k: headers(v) if str(k).lower() == "headers" and isinstance(v, Mapping)
+                else value(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [value(v) for v in data]
+    return data
