@@ -13,7 +13,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import redact, templating
@@ -103,11 +103,25 @@ class Engine:
         ctx["target"] = gc.target
         steps = pb.steps_for(alert.status)
         resolving = alert.status == "resolved" and pb.status == "firing"
+        block = None
         if resolving:
             # Cut the firing run's waits short, and let it stop before reverting anything.
             await self.inflight.resolve(gc.episode, execution_id, timeout=600)
             await self.guards.on_resolved(gc)
-        elif block := await self.guards.before_execution(gc):
+            reverts = any(ACTIONS[s.action].mutates(s.params) for s in steps)
+            if (reverts and gc.mode == "live" and pb.on_resolved_when != "always"
+                    and not await self._changed(pb, alert)):
+                decision.update(outcome="resolved", reason="the firing run changed nothing, "
+                                "so on_resolved has nothing to revert")
+                return await self._finish(decision)
+            if steps:  # a revert is a change like any other: the same guards hold
+                block = await self.guards.before_execution(gc, resolving=True)
+        else:
+            block = await self.guards.before_execution(gc)
+        if block and resolving:  # the change it would revert stays: a human must know
+            block = replace(block, detail=f"{block.detail}; what the firing run changed stays "
+                            "in place", escalate=True)
+        if block:
             if block.escalate:  # the human who takes over sees what automation would do
                 decision["would_run"] = _plan(steps, ctx)
             return await self._blocked(decision, block, gc)
@@ -130,6 +144,20 @@ class Engine:
                 outcome = "escalated"
         decision["outcome"] = outcome
         return await self._finish(decision, escalate=wants_note)
+
+    async def _episode_resolved(self, gc: GuardContext) -> bool:
+        """The alert's resolution is in (being processed here, or acknowledged and queued,
+        as when a backlog is drained after an outage): the problem went away."""
+        return self.inflight.resolved(gc.episode) or await self.store.received(
+            replace(gc.alert, status="resolved").dedupe_key)
+
+    async def _changed(self, pb: Playbook, alert: Alert) -> bool:
+        """Whether this episode's firing run made a change (a mutation that succeeded, or
+        one interrupted that may have)."""
+        firing = replace(alert, status="firing").dedupe_key
+        run = await self.store.get_execution(_execution_id(firing, pb.name))
+        return any(s.get("mutating") and s["outcome"] in ("succeeded", "running")
+                   for s in (run or {}).get("steps") or [])
 
     async def resume(self, decision: dict[str, Any]) -> dict[str, Any]:
         """Run a stored execution again (after an approval); its journal skips done steps."""
@@ -195,11 +223,13 @@ class Engine:
                 return None
             if record.outcome == "cancelled":
                 changed = [r for r in records if r.get("mutating") and r["outcome"] == "succeeded"]
+                when = "before" if record.mutating else "while"
+                what = "; it was not run" if record.mutating else " waited"
                 if changed:  # the fix was applied and the alert cleared: that is the verification
-                    decision["reason"] = (f"verified by the alert's resolution while step "
-                                          f"{step.name!r} waited")
+                    decision["reason"] = (f"verified by the alert's resolution {when} step "
+                                          f"{step.name!r}{what}")
                     return "succeeded"
-                decision["reason"] = f"the alert resolved while step {step.name!r} waited"
+                decision["reason"] = f"the alert resolved {when} step {step.name!r}{what}"
                 return "resolved"
             if record.outcome == "failed":
                 decision["reason"] = f"step {step.name!r} failed: {record.detail}"
@@ -241,6 +271,10 @@ class Engine:
             record.detail = "refused: " + "; ".join(m for _, m in problems)
             return record
         record.mutating = action.mutates(params)
+        if record.mutating and gc.alert.status == "firing" and await self._episode_resolved(gc):
+            record.outcome = "cancelled"
+            record.detail = "not run: the alert's resolution had already been received"
+            return record
         if record.mutating:
             block = await self.guards.before_mutation(gc, step, params)
             if block is not None:

@@ -102,9 +102,13 @@ class Guards:
 
     # --- execution level ---------------------------------------------------------------
 
-    async def before_execution(self, gc: GuardContext) -> Block | None:
-        for check in (self._paused, self._time_window, self._circuit, self._lock,
-                      self._precondition):
+    async def before_execution(self, gc: GuardContext, resolving: bool = False) -> Block | None:
+        """The run-level guards; a resolution's revert passes them all but the precondition
+        (which asks whether the alert still fires: it no longer does, by definition)."""
+        checks = (self._paused, self._time_window, self._circuit, self._lock, self._precondition)
+        if resolving:  # nor does a revert trip the circuit: only a new firing counts
+            checks = (self._paused, self._time_window, self._circuit_open, self._lock)
+        for check in checks:
             block = await check(gc)
             if block is not None:
                 return block
@@ -142,19 +146,27 @@ class Guards:
         return Block("time_window", f"{hhmm}Z {day} is outside the playbook's allowed windows "
                                     f"({_windows_text(windows)}); escalating instead")
 
-    async def _circuit(self, gc: GuardContext) -> Block | None:
+    async def _circuit_open(self, gc: GuardContext) -> Block | None:
         cfg = gc.playbook.guards.get("circuit_breaker")
         if not cfg or not gc.target:
             return None
-        now = self.clock()
-        key = f"circuit:{gc.circuit}"
-        state = await self.store.get_state(key)
-        if state and now < state["until"]:
+        state = await self.store.get_state(f"circuit:{gc.circuit}")
+        if state and self.clock() < state["until"]:
             return Block("circuit_open", f"circuit for {gc.playbook.name} on {gc.target} open "
                                          f"since {_iso(state['opened_at'])} until "
                                          f"{_iso(state['until'])}; reset with POST "
                                          f"/api/v1/circuits/reset?target={gc.target}",
                          escalate=False)
+        return None
+
+    async def _circuit(self, gc: GuardContext) -> Block | None:
+        cfg = gc.playbook.guards.get("circuit_breaker")
+        if not cfg or not gc.target:
+            return None
+        if block := await self._circuit_open(gc):
+            return block
+        now = self.clock()
+        key = f"circuit:{gc.circuit}"
         window = parse_duration(cfg["window"])
         successes = await self.store.events_since("success", gc.circuit, now - window)
         if len(successes) >= cfg["max_refires"]:

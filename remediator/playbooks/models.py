@@ -62,6 +62,8 @@ class Playbook:
     guards: dict[str, Any] = field(default_factory=dict)
     steps: tuple[Step, ...] = ()
     on_resolved: tuple[Step, ...] = ()
+    # "changed": on_resolved reverts only what the firing run changed; "always": regardless.
+    on_resolved_when: str = "changed"
     escalation: Escalation | None = None
 
     def matches(self, labels: dict[str, str], status: str) -> bool:
@@ -100,6 +102,7 @@ def build_playbook(data: dict[str, Any], file: str, order: int) -> Playbook:
         guards=data.get("guards", {}),
         steps=tuple(build_step(s) for s in data.get("steps", [])),
         on_resolved=tuple(build_step(s) for s in data.get("on_resolved", [])),
+        on_resolved_when=data.get("on_resolved_when", "changed"),
         escalation=Escalation(
             severity=esc.get("severity", "warning"),
             respond_within=parse_duration(esc["respond_within"]) if "respond_within" in esc

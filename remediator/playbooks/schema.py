@@ -125,6 +125,11 @@ PLAYBOOK: dict[str, Any] = {
         "guards": GUARDS,
         "steps": {"type": "array", "items": STEP},
         "on_resolved": {"type": "array", "items": STEP},
+        "on_resolved_when": {
+            "type": "string", "enum": ["changed", "always"],
+            "description": "changed (default): on_resolved, if it mutates, runs only when the "
+                           "firing run changed something; always: also after a run that "
+                           "changed nothing"},
         "escalation": ESCALATION,
     },
 }

@@ -156,6 +156,13 @@ def _check_playbook(src: Source, at: Path, data: dict[str, Any],
                                             f"approval is only asked before a mutation; "
                                             f"{step['action']} does not mutate, so it never is"))
     problems.extend(_check_guards(src, at, data, mutating))
+    if "on_resolved_when" in data and not data.get("on_resolved"):
+        problems.append(src.problem((*at, "on_resolved_when"), "warning",
+                                    "on_resolved_when without on_resolved steps does nothing"))
+    elif data.get("on_resolved_when") == "always":
+        problems.append(src.problem((*at, "on_resolved_when"), "info",
+                                    "on_resolved runs on every resolution, even when the firing "
+                                    "run was blocked and changed nothing"))
     esc = data.get("escalation") or {}
     # A note is written after the steps: it may read any step's result.
     all_steps = [s["name"] for s in (*data.get("steps", []), *data.get("on_resolved", []))]

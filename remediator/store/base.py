@@ -84,6 +84,11 @@ class Store(Protocol):
 
     async def pending_count(self) -> int: ...
 
+    async def received(self, dedupe_key: str) -> bool:
+        """Whether an alert with this dedupe key was acknowledged (processed or not): a
+        firing run asks it of its own resolution before each change."""
+        ...
+
     async def prune_inbox(self, before_iso: str) -> int:
         """Forget finished inbox items (and so their dedupe keys) received before then."""
         ...

@@ -339,6 +339,10 @@ class SQLiteStore(LocalCoordination):
         return await self._scalar("SELECT count(*) FROM inbox WHERE state != 'done'") - len(
             self._finished)
 
+    async def received(self, dedupe_key: str) -> bool:
+        return await self._run(self._one, "SELECT 1 FROM inbox WHERE dedupe_key=?",
+                               (dedupe_key,)) is not None
+
     async def prune_inbox(self, before_iso: str) -> int:
         """Forget finished items (and so their dedupe keys) received before `before_iso`."""
         return await self._write(lambda db: db.execute(
