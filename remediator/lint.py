@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path as FsPath
 from typing import Any
 
+from . import templating
 from .actions.base import Permission
 from .actions.registry import ACTIONS
 from .config import Config, ConfigError, load_config
@@ -221,26 +222,48 @@ def required_permissions(playbooks: Iterable[Playbook]) -> dict[str, Any]:
     """The union of the actions' declared permissions over every step of `playbooks`.
 
     The shape is stable, deploy/ checks its RBAC against it:
-    `{"rbac": [{"apiGroups": [...], "resources": [...], "verbs": [...]}], "iam": [...]}`,
-    rules merged where one API group's resources need the same verbs.
+    `{"rbac": [{"apiGroups": [...], "resources": [...], "verbs": [...],
+    "resourceNames": [...]}], "iam": [...], "wide": [...]}`: `resourceNames` where every step
+    names its object literally; `wide` lists the grants that cover every object because a
+    step's name is a template (e.g. `apps/deployments:patch ({{ labels.deployment }})`).
     """
-    verbs: dict[tuple[str, str], set[str]] = defaultdict(set)
-    iam: set[str] = set()
-    docker: set[str] = set()
-    for _, perm in _uses(playbooks):
-        if perm.kind == "iam":
-            iam.add(perm.verb)
-        elif perm.kind == "docker":
-            docker.add(str(perm))
-        else:
-            verbs[(perm.group, perm.resource)].add(perm.verb)
-    merged: dict[tuple[str, tuple[str, ...]], list[str]] = defaultdict(list)
-    for (group, resource), vs in sorted(verbs.items()):
-        merged[(group, tuple(sorted(vs)))].append(resource)
-    rules = [{"apiGroups": [group], "resources": resources, "verbs": list(vs)}
-             for (group, vs), resources in sorted(merged.items())]
-    return {"rbac": rules, "iam": sorted(iam),
-            "docker": sorted(docker, key=lambda e: (e.split(" ", 1)[1], e))}
+    uses = list(_uses(playbooks))
+    rbac = [perm for _, perm in uses if perm.kind == "rbac"]
+    wide = sorted({f"{perm} used by {step}" for step, perm in uses
+                   if perm.kind == "rbac" and templating.is_template(perm.name)})
+    docker = {str(p) for _, p in uses if p.kind == "docker"}
+    return {"rbac": rbac_rules(rbac), "iam": sorted({p.verb for _, p in uses if p.kind == "iam"}),
+            "docker": sorted(docker, key=lambda e: (e.split(" ", 1)[1], e)), "wide": wide}
+
+
+def rbac_rules(perms: Iterable[Permission]) -> list[dict[str, Any]]:
+    """Role rules granting `perms`: one rule per API group, verb set and resourceNames.
+
+    A call on a literally named object is granted with resourceNames; a call on a
+    collection, or on a name only known at run time (a template), covers every object and
+    makes named grants of the same (resource, verb) redundant."""
+    perms = list(perms)
+    wide = {(p.group, p.resource, p.verb) for p in perms
+            if not p.name or templating.is_template(p.name)}
+    names: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for p in perms:
+        if (p.group, p.resource, p.verb) not in wide:
+            names[(p.group, p.resource, p.verb)].add(p.name)
+    verbs: dict[tuple[str, str, tuple[str, ...]], set[str]] = defaultdict(set)
+    for group, resource, verb in wide:
+        verbs[(group, resource, ())].add(verb)
+    for (group, resource, verb), named in names.items():
+        verbs[(group, resource, tuple(sorted(named)))].add(verb)
+    merged: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[str]] = defaultdict(list)
+    for (group, resource, named), vs in sorted(verbs.items()):
+        merged[(group, tuple(sorted(vs)), named)].append(resource)
+    rules = []
+    for (group, vs, named), resources in sorted(merged.items()):
+        rule: dict[str, Any] = {"apiGroups": [group], "resources": resources, "verbs": list(vs)}
+        if named:
+            rule["resourceNames"] = list(named)
+        rules.append(rule)
+    return rules
 
 
 def permissions_yaml(playbooks: list[Playbook]) -> str:
@@ -258,6 +281,8 @@ def permissions_yaml(playbooks: list[Playbook]) -> str:
                   f"  - apiGroups: {json.dumps(rule['apiGroups'])}",
                   f"    resources: {json.dumps(rule['resources'])}",
                   f"    verbs: {json.dumps(rule['verbs'])}"]
+        if "resourceNames" in rule:
+            lines.append(f"    resourceNames: {json.dumps(rule['resourceNames'])}")
     lines.append("iam:" if perms["iam"] else "iam: []")
     lines += [f"  - {action}  # used by {_short(sorted(who[('iam', '', action)]))}"
               for action in perms["iam"]]
@@ -265,6 +290,10 @@ def permissions_yaml(playbooks: list[Playbook]) -> str:
     lines.append("docker:" if perms["docker"] else "docker: []")
     lines += [f"  - {json.dumps(endpoint)}  # used by "
               f"{_short(sorted(who[('docker', '', endpoint)]))}" for endpoint in perms["docker"]]
+    lines += ["# grants that cover every object of their resource because a step's name is a",
+              "# template (only run time knows it); name the object literally to grant it alone",
+              "wide:" if perms["wide"] else "wide: []"]
+    lines += [f"  - {json.dumps(w)}" for w in perms["wide"]]
     return "\n".join(lines)
 
 

@@ -70,6 +70,9 @@ class Permission:
     verb: str
     resource: str = ""
     group: str = ""
+    # The one object the call touches (RBAC resourceNames), as the step wrote it: "" when
+    # the call is on a collection, a template when only run time knows (a wide grant).
+    name: str = ""
 
     def __str__(self) -> str:
         if self.kind == "iam":
@@ -77,7 +80,8 @@ class Permission:
         if self.kind == "docker":
             return f"{self.verb} {self.resource}"
         group = self.group or "core"
-        return f"{group}/{self.resource}:{self.verb}"
+        named = f" ({self.name})" if self.name else ""
+        return f"{group}/{self.resource}:{self.verb}{named}"
 
 
 def rbac(group: str, resource: str, *verbs: str) -> tuple[Permission, ...]:

@@ -11,6 +11,7 @@ kubernetes 36.x garbles pod logs as "b'...'"), in the same camelCase as kubectl'
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -168,10 +169,26 @@ class KubeAction(Action):
     def permissions_for(self, params: dict[str, Any]) -> tuple[Permission, ...]:
         spec = self.params.get("kind")
         kind = params.get("kind", spec.default if spec else None)
-        if not isinstance(kind, str) or kind not in PLURAL:  # templated or absent: all kinds
-            return self.permissions
-        others = {PLURAL[k] for k in WORKLOADS if k != kind}
-        return tuple(p for p in self.permissions if p.resource.split("/")[0] not in others)
+        perms = self.permissions
+        if isinstance(kind, str) and kind in PLURAL:  # else templated or absent: all kinds
+            others = {PLURAL[k] for k in WORKLOADS if k != kind}
+            perms = tuple(p for p in perms if p.resource.split("/")[0] not in others)
+        return named(perms, params, {PLURAL[k] for k in WORKLOADS})
+
+
+_NAMED_VERBS = frozenset({"get", "patch", "update", "delete"})
+
+
+def named(perms: tuple[Permission, ...], params: dict[str, Any],
+          resources: set[str]) -> tuple[Permission, ...]:
+    """Narrow the calls on the step's one object (`params.name`: a workload, its /scale) to
+    that name, so RBAC can grant them with resourceNames; lists stay collection-wide."""
+    name = params.get("name")
+    if not isinstance(name, str) or not name:
+        return perms
+    return tuple(dataclasses.replace(p, name=name)
+                 if p.verb in _NAMED_VERBS and p.resource.split("/")[0] in resources else p
+                 for p in perms)
 
 
 # --- shared declarations, so every action validates the same way ------------------------------

@@ -32,6 +32,7 @@ from .kube_client import (
     WORKLOADS,
     KubeAction,
     call,
+    named,
     patch_workload,
     read_workload,
     ref,
@@ -337,7 +338,7 @@ class Get(KubeAction):
         plural = _ALIASES.get(str(params.get("resource", "")).lower())
         if plural is None:  # templated: whatever it may name
             return self.permissions
-        return rbac(READABLE[plural].group, plural, "get", "list")
+        return named(rbac(READABLE[plural].group, plural, "get", "list"), params, {plural})
 
     def check(self, params: dict[str, Any]) -> list[str]:
         resource = params["resource"].lower()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import subprocess
@@ -12,6 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.kubeapi.rbac import generator
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -38,11 +39,7 @@ def render_kustomize(directory: Path = KUSTOMIZE_DIR) -> list[dict[str, Any]]:
 
 def load_generator() -> ModuleType:
     """deploy/kubernetes/generate.py, which is a script rather than a package module."""
-    spec = importlib.util.spec_from_file_location("deploy_generate", KUSTOMIZE_DIR / "generate.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return generator()
 
 
 @pytest.fixture(scope="session")

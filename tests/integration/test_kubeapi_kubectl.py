@@ -9,13 +9,19 @@ fails here before it silently weakens the remediator's own tests.
 from __future__ import annotations
 
 import json
+import ssl
+import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from kubernetes import client, config, watch
+
+from tests.kubeapi.tls import certificate
 
 if TYPE_CHECKING:
     from tests.kubeapi import KubeAPIServer
@@ -255,6 +261,44 @@ def test_not_found_and_forbidden_errors(kubeapi: KubeAPIServer, kubectl: Kubectl
     assert kubeapi.get("deployments", NS, "code-forge")["metadata"]["generation"] == 1
 
 
+def test_a_token_is_required_and_the_service_account_has_only_its_rbac(
+        kubeapi: KubeAPIServer, kubectl: Kubectl, kubeconfig: Path) -> None:
+    """kubectl as the remediator's service account (kubeconfig), against the RBAC in
+    deploy/kubernetes/rbac/: what a Role grants works, anything else is 403, no token 401."""
+    kubeapi.add_deployment("code-forge", NS)
+    kubeapi.add_deployment("other", NS)
+
+    def as_remediator(*args: str, token: str | None = None) -> subprocess.CompletedProcess:
+        auth = ["--token", token] if token is not None else []
+        return kubectl("--kubeconfig", str(kubeconfig), *auth, *args)
+
+    # No credentials at all (kubectl would prompt for a username before asking the server).
+    tls = ssl.create_default_context(cafile=str(certificate()[0]))
+    with pytest.raises(urllib.error.HTTPError) as anonymous:
+        urllib.request.urlopen(f"{kubeapi.url}/apis/apps/v1/namespaces/{NS}/deployments",
+                               context=tls, timeout=10)
+    assert anonymous.value.code == 401
+    wrong = as_remediator("get", "deployments", "-n", NS, token="not-the-token")
+    assert wrong.returncode != 0 and "You must be logged in to the server" in wrong.stderr
+
+    pods = as_remediator("get", "pods", "-n", NS, "-o", "name")
+    assert pods.returncode == 0 and len(pods.stdout.split()) == 2, pods.stderr
+    named = as_remediator("get", "deployment", "code-forge", "-n", NS, "-o", "name")
+    assert named.stdout.strip() == "deployment.apps/code-forge", named.stderr
+    listed = as_remediator("get", "deployments", "-n", NS)  # the Role names its objects
+    assert listed.returncode != 0 and 'cannot list resource "deployments"' in listed.stderr
+    restarted = as_remediator("rollout", "restart", "deployment/code-forge", "-n", NS)
+    assert restarted.returncode == 0, restarted.stderr
+    # The Role names code-forge (resourceNames): another deployment is not patchable...
+    other = as_remediator("rollout", "restart", "deployment/other", "-n", NS)
+    assert other.returncode != 0 and 'deployments.apps "other" is forbidden' in other.stderr
+    # ...nor is anything in a namespace the playbooks never act in.
+    kubeapi.add_deployment("code-forge", "default")
+    elsewhere = as_remediator("get", "deployment", "code-forge", "-n", "default")
+    assert elsewhere.returncode != 0 and "(Forbidden)" in elsewhere.stderr
+    assert kubeapi.get("deployments", NS, "other")["metadata"]["generation"] == 1
+
+
 def test_injected_server_error_fails_once_then_recovers(kubeapi: KubeAPIServer,
                                                         kubectl: Kubectl) -> None:
     kubeapi.add_deployment("code-forge", NS, replicas=1)
@@ -273,10 +317,10 @@ def test_injected_server_error_fails_once_then_recovers(kubeapi: KubeAPIServer,
 
 
 def test_python_client_read_patch_scale_and_logs(kubeapi: KubeAPIServer,
-                                                 kubeconfig: Path) -> None:
-    kubeapi.require_token = True  # the python client, unlike kubectl, sends it over http
+                                                 tmp_path: Path) -> None:
     kubeapi.add_deployment("code-forge", NS, replicas=2, env={"A": "1"})
-    config.load_kube_config(config_file=str(kubeconfig))
+    config.load_kube_config(config_file=str(kubeapi.write_kubeconfig(tmp_path / "admin",
+                                                                      admin=True)))
     apps, core = client.AppsV1Api(), client.CoreV1Api()
 
     dep = apps.read_namespaced_deployment("code-forge", NS)

@@ -27,6 +27,7 @@ from remediator.actions.base import ActionContext, ActionError
 from remediator.actions.kube_client import client
 from remediator.actions.registry import ACTIONS
 from remediator.executor import Executor, StepRecord
+from tests.kubeapi.rbac import Policy, generator, step_documents
 from tests.support.actions import params, problems
 from tests.support.payloads import alert, notification
 from tests.support.worker import replay_cli
@@ -42,6 +43,29 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 PLURALS = {"deployment": "deployments", "statefulset": "statefulsets", "daemonset": "daemonsets"}
 
 
+_server: list[KubeAPIServer] = []  # the server of the running test, for `act`'s grants
+
+
+@pytest.fixture(autouse=True)
+def least_privilege(request: pytest.FixtureRequest):
+    """remediator's service account starts with no permission at all; each step run through
+    `act`/`execute` is granted exactly the RBAC deploy/kubernetes/generate.py emits for it
+    (its action's declared permissions), so an undeclared call fails with 403."""
+    if "kubeapi" not in request.fixturenames:
+        yield
+        return
+    kube = request.getfixturevalue("kubeapi")
+    kube.rbac = Policy([])
+    _server.append(kube)
+    yield
+    _server.remove(kube)
+
+
+def grant(action: Any, p: dict[str, Any]) -> None:
+    if _server:
+        _server[-1].grant(step_documents(action.name, p, p.get("namespace") or ""))
+
+
 @pytest.fixture
 def ctx(kubeconfig: Path, run):
     """A fresh Backends per test: the cached client reads KUBECONFIG when it is built."""
@@ -52,7 +76,9 @@ def ctx(kubeconfig: Path, run):
 
 def act(run, action_name: str, ctx: ActionContext, /, **raw: Any) -> dict[str, Any]:
     action = ACTIONS[action_name]
-    return run(action.run(params(action, **raw), ctx))
+    p = params(action, **raw)
+    grant(action, p)
+    return run(action.run(p, ctx))
 
 
 def execute(run, action_name: str, ctx: ActionContext, /, attempts: int = 3,
@@ -60,6 +86,7 @@ def execute(run, action_name: str, ctx: ActionContext, /, attempts: int = 3,
     """Through the Executor: retries on transient errors only, inside the step's deadline."""
     action = ACTIONS[action_name]
     p = params(action, **raw)
+    grant(action, p)
     record = StepRecord(name="step", action=action_name, params=p, outcome="planned")
     return run(Executor(retry_wait=0.01).run(action, p, ctx, record, timeout=step_timeout,
                                              attempts=attempts))
@@ -670,6 +697,11 @@ def test_replay_dry_run_then_live(tmp_path: Path, kubeapi: KubeAPIServer,
                                   kubeconfig: Path) -> None:
     assert os.environ["KUBECONFIG"] == str(kubeconfig)
     kubeapi.add_deployment("code-forge", NS, replicas=2)
+    (tmp_path / "rules.yaml").write_text(RULES)
+    gen = generator()  # what the deploy would grant these rules, the namespace allowed
+    kubeapi.grant(doc for ns, perms in gen.required_grants([str(tmp_path / "rules.yaml")],
+                                                            [NS]).items()
+                  for doc in gen.rbac_documents(ns, perms))
 
     planned = replay(tmp_path)
     assert planned["outcome"] == "planned"

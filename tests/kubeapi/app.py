@@ -19,6 +19,7 @@ from aiohttp import web
 
 from . import errors, resources
 from .faults import RecordedRequest
+from .rbac import ADMIN
 from .rest import Target, handle, k8s_verb, parse_path, truthy
 from .selectors import SelectorError, parse_field_selector, parse_label_selector
 from .table import to_table, wants_table
@@ -76,8 +77,8 @@ class App:
         query = dict(request.query)
         body = _decode(raw, ctype)
         srv.requests.append(RecordedRequest(request.method, request.path, ctype, body, query))
-        auth = request.headers.get("Authorization")
-        if srv.require_token and request.path not in _PUBLIC and auth != f"Bearer {srv.token}":
+        user = srv.user_for(request.headers.get("Authorization"))
+        if user is None and srv.require_token and request.path not in _PUBLIC:
             return _error(errors.ApiError(401, "Unauthorized"))
         fault = srv.faults.take_http(request.method, request.path)
         if fault is not None and fault.applied:
@@ -99,7 +100,7 @@ class App:
                 f"include: application/json, application/yaml (this test server cannot decode "
                 f"{ctype})", "UnsupportedMediaType"))
         try:
-            return await self._serve(request, query, body, ctype)
+            return await self._serve(request, query, body, ctype, user)
         except errors.ApiError as exc:
             return _error(exc)
         except SelectorError as exc:
@@ -124,7 +125,7 @@ class App:
         return _error(errors.generic(fault.status, fault.message, fault.reason), headers)
 
     async def _serve(self, request: web.Request, query: dict[str, str], body: Any,
-                     ctype: str) -> web.StreamResponse:
+                     ctype: str, user: str | None) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
         discovery = self._discovery(path, request)
         if discovery is not None:
@@ -135,9 +136,14 @@ class App:
         verb = k8s_verb(request.method, target, query)
         resource = f"{target.res.plural}/{target.sub}" if target.sub else target.res.plural
         denied = self.server.faults.take_rbac(verb, resource, target.namespace, target.name)
+        if denied is None and user not in (ADMIN, None):
+            allowed = self.server.rbac.allows(user, verb, target.res.group, resource,
+                                              target.namespace, target.name)
+            denied = None if allowed else verb
         if denied is not None:
             return _error(errors.forbidden(target.res, target.name or "", verb,
-                                           target.namespace, target.sub, self.server.user))
+                                           target.namespace, target.sub,
+                                           user or "system:anonymous"))
         if verb == "watch":
             return await self._watch(request, target, query)
         if target.sub == "exec":

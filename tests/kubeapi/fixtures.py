@@ -47,7 +47,8 @@ def kubeapi(kubeapi_server: KubeAPIServer) -> KubeAPIServer:
 @pytest.fixture
 def kubeconfig(kubeapi: KubeAPIServer, tmp_path: Path, kube_cache_dir: Path,
                monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Path to a kubeconfig for ``kubeapi``; also exported as ``$KUBECONFIG``
+    """Path to a kubeconfig for ``kubeapi`` with the remediator's service account token
+    (authorized by RBAC, see ``KubeAPIServer.rbac``); also exported as ``$KUBECONFIG``
     (and ``$KUBECACHEDIR``) so code under test and kubectl pick it up."""
     path = kubeapi.write_kubeconfig(tmp_path / "kubeconfig")
     monkeypatch.setenv("KUBECONFIG", str(path))
@@ -56,15 +57,17 @@ def kubeconfig(kubeapi: KubeAPIServer, tmp_path: Path, kube_cache_dir: Path,
 
 
 @pytest.fixture
-def kubectl(kubeconfig: Path, kube_cache_dir: Path) -> Kubectl:
-    """Run the real kubectl against ``kubeapi``: ``kubectl("get", "pods", check=True)``.
+def kubectl(kubeapi: KubeAPIServer, kubeconfig: Path, kube_cache_dir: Path) -> Kubectl:
+    """Run the real kubectl against ``kubeapi``, as the cluster admin:
+    ``kubectl("get", "pods", check=True)``.
 
     Returns the CompletedProcess (text mode); ``check=True`` raises on non-zero exit
     with stderr in the message.
     """
+    admin = kubeapi.write_kubeconfig(kubeconfig.with_name("kubeconfig-admin"), admin=True)
 
     def run(*args: str, check: bool = False, timeout: float = 30) -> subprocess.CompletedProcess:
-        cmd = [KUBECTL, "--kubeconfig", str(kubeconfig), "--cache-dir", str(kube_cache_dir),
+        cmd = [KUBECTL, "--kubeconfig", str(admin), "--cache-dir", str(kube_cache_dir),
                *args]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         if check and proc.returncode != 0:
@@ -75,11 +78,13 @@ def kubectl(kubeconfig: Path, kube_cache_dir: Path) -> Kubectl:
 
 
 @pytest.fixture
-def kube_api_client(kubeconfig: Path) -> Iterator[object]:
-    """An official-client ``kubernetes.client.ApiClient`` for ``kubeapi`` (no global state)."""
+def kube_api_client(kubeapi: KubeAPIServer, kubeconfig: Path) -> Iterator[object]:
+    """An official-client ``kubernetes.client.ApiClient`` for ``kubeapi``, as the cluster
+    admin (no global state)."""
     from kubernetes import config
 
-    client = config.new_client_from_config(config_file=str(kubeconfig))
+    admin = kubeapi.write_kubeconfig(kubeconfig.with_name("kubeconfig-admin"), admin=True)
+    client = config.new_client_from_config(config_file=str(admin))
     try:
         yield client
     finally:

@@ -9,6 +9,7 @@ fault injection, the request journal, rollout control -- is a plain method here.
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import datetime as dt
 import re
@@ -20,12 +21,14 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from . import tls
 from .app import App
 from .controller import Controller
 from .execs import PodExec
 from .faults import Fault, FaultTable, RecordedRequest
 from .patch import merge_patch
 from .pods import NODE, pod_status
+from .rbac import ADMIN, Policy, shipped_documents
 from .resources import BY_PLURAL, RESOURCES, Resource
 from .selectors import parse_label_selector
 from .store import Store
@@ -41,17 +44,25 @@ def resolve(name: str) -> Resource:
     raise KeyError(f"unknown resource {name!r}")
 
 
+ADMIN_TOKEN = "kubeapi-admin-token"
+
+
 class KubeAPIServer:
-    """A Kubernetes API test server on ``http://127.0.0.1:<ephemeral port>``."""
+    """A Kubernetes API test server on ``https://127.0.0.1:<ephemeral port>``.
+
+    Like a real apiserver it requires a bearer token on every resource request and
+    authorizes the remediator's service account with RBAC (``rbac``: the documents in
+    deploy/kubernetes/rbac/ unless a test sets others); the admin token (kubectl in tests)
+    is system:masters.
+    """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0,
-                 token: str | None = "kubeapi-test-token") -> None:
+                 token: str = "kubeapi-test-token") -> None:
         self.host, self.port = host, port
-        self.token = token  # bearer token written into kubeconfigs
-        # client-go never sends credentials over plain http (clientcmd only applies auth
-        # info to TLS transports), so kubectl can't authenticate: enforcement is opt-in.
-        self.require_token = False
-        self.user = "system:serviceaccount:remediator:remediator"  # named in 403 messages
+        self.token = token  # the service account's bearer token, written into kubeconfigs
+        self.require_token = True
+        self.user = "system:serviceaccount:remediator:remediator"  # the token's identity
+        self.rbac = Policy(shipped_documents())
         self.store = Store()
         self.faults = FaultTable()
         self.controller = Controller(self.store, self._schedule)
@@ -69,7 +80,16 @@ class KubeAPIServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"https://{self.host}:{self.port}"
+
+    def user_for(self, authorization: str | None) -> str | None:
+        """The authenticated user for an Authorization header, None if unauthenticated."""
+        return {f"Bearer {self.token}": self.user,
+                f"Bearer {ADMIN_TOKEN}": ADMIN}.get(authorization or "")
+
+    def grant(self, documents: Iterable[dict[str, Any]]) -> None:
+        """Add RBAC documents (Role/ClusterRole and their bindings) to the policy."""
+        self.rbac = Policy([*self.rbac.documents, *documents])
 
     def start(self) -> KubeAPIServer:
         """Start serving in a daemon thread; returns self once the port is bound."""
@@ -81,7 +101,8 @@ class KubeAPIServer:
             self._runner = web.AppRunner(App(self).build(), access_log=None,
                                          shutdown_timeout=1.0)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.host, self.port)
+            site = web.TCPSite(self._runner, self.host, self.port,
+                               ssl_context=tls.server_context())
             await site.start()
             self.port = self._runner.addresses[0][1]
 
@@ -134,7 +155,8 @@ class KubeAPIServer:
             self.requests.clear()
             self.logs.clear()
             self.execs.reset()
-            self.require_token = False  # kubectl never sends its token over plain http
+            self.require_token = True
+            self.rbac = Policy(shipped_documents())
             self._seed()
 
     def _seed(self) -> None:
@@ -155,14 +177,17 @@ class KubeAPIServer:
         else:
             threading.Timer(delay, fire).start()
 
-    def write_kubeconfig(self, path: str | Path, namespace: str = "default") -> Path:
-        """Write a kubeconfig for this server (token user, context namespace) to ``path``."""
+    def write_kubeconfig(self, path: str | Path, namespace: str = "default",
+                         admin: bool = False) -> Path:
+        """Write a kubeconfig for this server to ``path``: the service account's token (or
+        the admin's), the server's CA, the context namespace."""
         path = Path(path)
-        user: dict[str, Any] = {"token": self.token} if self.token else {}
+        user: dict[str, Any] = {"token": ADMIN_TOKEN if admin else self.token}
+        ca = base64.b64encode(tls.certificate()[0].read_bytes()).decode()
         config = {
             "apiVersion": "v1", "kind": "Config", "preferences": {},
             "clusters": [{"name": "kubeapi-test", "cluster": {
-                "server": self.url, "insecure-skip-tls-verify": True}}],
+                "server": self.url, "certificate-authority-data": ca}}],
             "users": [{"name": "kubeapi-test", "user": user}],
             "contexts": [{"name": "kubeapi-test", "context": {
                 "cluster": "kubeapi-test", "user": "kubeapi-test", "namespace": namespace}}],

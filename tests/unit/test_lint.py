@@ -297,6 +297,7 @@ def test_permissions_json_shape(tmp_path, capsys):
         "iam": ["s3:GetObject", "s3:ListBucket"],
         "docker": ["GET /containers/json", "GET /containers/{id}/json",
                    "POST /containers/{id}/restart", "GET /version"],
+        "wide": [],
     }
 
 
@@ -313,7 +314,42 @@ def test_permissions_yaml_is_the_same_data_with_reasons(tmp_path, capsys):
 
 def test_no_permissions_for_read_only_rules():
     result = validate_paths([str(CORPUS.parent / "playtest" / "rules")])
-    assert required_permissions(result.playbooks) == {"rbac": [], "iam": [], "docker": []}
+    assert required_permissions(result.playbooks) == {"rbac": [], "iam": [], "docker": [],
+                                                      "wide": []}
+
+
+WIDE_RULES = """
+playbooks:
+  - name: restart
+    match: {alertname: A}
+    target: {kind: deployment, namespace: shop, name: web}
+    guards: {cooldown: 10m}
+    steps:
+      - {name: web, action: kubernetes.rollout_restart, params: {namespace: shop, name: web}}
+  - name: restart-any
+    match: {alertname: B}
+    target: {kind: deployment, namespace: shop, name: "{{ labels.deployment }}"}
+    guards: {cooldown: 10m}
+    steps:
+      - {name: any, action: kubernetes.rollout_restart,
+         params: {namespace: shop, name: "{{ labels.deployment }}"}}
+"""
+
+
+def test_permissions_grant_literal_names_only_and_say_which_are_wide(tmp_path, capsys):
+    literal = write(tmp_path, "literal.yaml", WIDE_RULES.split("  - name: restart-any")[0])
+    assert main(["lint", "--permissions", "--format", "json", str(literal)]) == 0
+    assert json.loads(capsys.readouterr().out)["rbac"] == [
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "patch"],
+         "resourceNames": ["web"]}]
+    both = write(tmp_path, "both.yaml", WIDE_RULES)
+    assert main(["lint", "--permissions", str(both)]) == 0
+    out = yaml.safe_load(capsys.readouterr().out)
+    assert out["rbac"] == [{"apiGroups": ["apps"], "resources": ["deployments"],
+                            "verbs": ["get", "patch"]}]  # a templated name: every deployment
+    assert out["wide"] == ["apps/deployments:get ({{ labels.deployment }}) used by restart-any/any",
+                           "apps/deployments:patch ({{ labels.deployment }}) used by "
+                           "restart-any/any"]
 
 
 # --- output formats and exit codes ---------------------------------------------------------------------
