@@ -19,6 +19,7 @@ from remediator.actions.base import ActionContext, ActionError
 from remediator.actions.command import PROBES, probe_for
 from remediator.actions.registry import ACTIONS
 from remediator.executor import Executor, StepRecord
+from tests.kubeapi.rbac import Policy, step_documents
 from tests.support.actions import params, problems
 
 if TYPE_CHECKING:
@@ -33,7 +34,11 @@ SCRIPT = ("import os, sys; print(os.getcwd().split(os.sep)[-2:], os.environ.get(
 
 
 @pytest.fixture
-def ctx(kubeconfig: Path, run):
+def ctx(kubeapi: KubeAPIServer, kubeconfig: Path, run):
+    # remediator's service account holds what deploy/kubernetes/generate.py grants an exec
+    # step in NS (by pod name or by selector), and nothing else.
+    kubeapi.rbac = Policy([*step_documents("kubernetes.exec", {"namespace": NS, "pod": "p"}, NS),
+                           *step_documents("kubernetes.exec", {"namespace": NS}, NS)])
     backends = Backends()
     yield ActionContext(backends=backends, log=logging.getLogger("t"), execution_id="e1")
     run(backends.close())

@@ -82,7 +82,7 @@ class App:
             return _error(errors.ApiError(401, "Unauthorized"))
         fault = srv.faults.take_http(request.method, request.path)
         if fault is not None and fault.applied:
-            response = await self._serve_checked(request, query, body, ctype)
+            response = await self._serve_checked(request, query, body, ctype, user)
             await self._sleep(fault.delay)
             return response if fault.status is None else self._fault_response(fault)
         if fault is not None:
@@ -90,10 +90,10 @@ class App:
                 await self._sleep(fault.delay)
             if fault.status is not None:
                 return self._fault_response(fault)
-        return await self._serve_checked(request, query, body, ctype)
+        return await self._serve_checked(request, query, body, ctype, user)
 
     async def _serve_checked(self, request: web.Request, query: dict[str, str], body: Any,
-                             ctype: str) -> web.StreamResponse:
+                             ctype: str, user: str | None) -> web.StreamResponse:
         if isinstance(body, bytes):
             return _error(errors.ApiError(
                 415, f"the body of the request was in an unknown format - accepted media types "

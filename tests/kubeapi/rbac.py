@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
@@ -51,9 +52,12 @@ class Policy:
         self.documents = list(documents)
 
     def rules_for(self, user: str, namespace: str | None) -> list[dict[str, Any]]:
-        roles = {(d["kind"], (d["metadata"].get("namespace") if d["kind"] == "Role" else None),
-                  d["metadata"]["name"]): d.get("rules") or [] for d in self.documents
-                 if d.get("kind") in ("Role", "ClusterRole")}
+        # Roles granted one after another under the same name add up (see `grant`).
+        roles: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+        for d in self.documents:
+            if d.get("kind") in ("Role", "ClusterRole"):
+                ns = d["metadata"].get("namespace") if d["kind"] == "Role" else None
+                roles[(d["kind"], ns, d["metadata"]["name"])] += d.get("rules") or []
         rules: list[dict[str, Any]] = []
         for d in self.documents:
             kind = d.get("kind")
