@@ -173,6 +173,11 @@ def _reload(service: Any) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     setup_logging("warning", json_format=False)
+    if args.mode == "live" and not args.store:
+        # A throwaway store has no kill switch, cooldowns, rate limits, circuits or budget.
+        print("remediator replay: --mode live needs --store (the store serve uses), so its "
+              "pause, cooldowns, rate limits, circuits and budget apply", file=sys.stderr)
+        return 2
     text = sys.stdin.read() if args.payload == "-" else _read(args.payload)
     try:
         notification = parse_notification(text.encode())

@@ -251,7 +251,8 @@ class Engine:
                 record.outcome, record.detail = "skipped", f"condition false: {step.when}"
                 return record
         except templating.TemplateError as exc:
-            if not (planning and templating.PENDING in str(exc)):
+            if not (planning and templating.PENDING in str(exc)
+                    and _reads_results("{{ " + step.when + " }}")):
                 record.outcome, record.detail = "failed", str(exc)
                 return record
             condition = f"if {step.when} (decided at run time): "
@@ -263,7 +264,11 @@ class Engine:
         params, problems = check_params(action, rendered, rendered=True)
         record.params = params or rendered
         if problems:
-            if planning and templating.PENDING in repr(rendered):
+            # Only a template that reads an earlier step's result can hold a placeholder;
+            # a label that merely looks like one is refused like any other bad value.
+            if planning and all(_reads_results(step.params.get(n) if n else step.params)
+                                and templating.PENDING in repr(rendered.get(n, rendered))
+                                for n, _ in problems):
                 record.detail = condition + f"{action.name} with parameters from earlier results"
                 return record
             # A hostile or broken label value stops here, before any call is made.
@@ -424,6 +429,20 @@ def _plan(steps: tuple[Step, ...], ctx: dict[str, Any]) -> list[str]:
         plan.append(f"`{step.name}`: {when}{what or step.action + ' (parameters known at run time)'}"
                     + (" (after approval)" if step.approval else ""))
     return plan
+
+
+def _reads_results(value: Any) -> bool:
+    """Does a template in `value` read `steps` (results only known at run time)?"""
+    if isinstance(value, dict):
+        return any(_reads_results(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_reads_results(v) for v in value)
+    if not isinstance(value, str) or not templating.is_template(value):
+        return False
+    try:
+        return "steps" in templating.compile_check(value)
+    except templating.TemplateError:
+        return False
 
 
 def _step_view(record: dict[str, Any]) -> dict[str, Any]:

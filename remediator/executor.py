@@ -58,8 +58,10 @@ class Executor:
     retry_wait_max: float = 10.0
 
     async def run(self, action: Action, params: dict[str, Any], ctx: ActionContext,
-                  record: StepRecord, timeout: float, attempts: int) -> StepRecord:
-        """Run with retries inside one overall deadline; fill `record` and return it."""
+                  record: StepRecord, timeout: float | None, attempts: int) -> StepRecord:
+        """Run with retries inside one overall deadline (`timeout`, else the action's own
+        `deadline`); fill `record` and return it."""
+        timeout = action.deadline(params) if timeout is None else timeout
         record.started_at = utcnow_iso()
         started = time.monotonic()
         calling = False  # the deadline can strike inside a call or in a backoff sleep

@@ -93,7 +93,7 @@ class CannedExecutor(Executor):
         self.calls: dict[str, int] = defaultdict(int)
 
     async def run(self, action: Action, params: dict[str, Any], ctx: ActionContext,
-                  record: StepRecord, timeout: float, attempts: int) -> StepRecord:
+                  record: StepRecord, timeout: float | None, attempts: int) -> StepRecord:
         token = _CURRENT_STEP.set(record.name)
         try:
             return await super().run(action, params, ctx, record, timeout, attempts)

@@ -103,6 +103,12 @@ class ActionContext:
     results: Mapping[str, Any] = field(default_factory=dict)
 
 
+# A step's overall deadline, unless the step sets `timeout:`: this, or the action's own
+# timeout (a wait, a poll, a request) plus a margin for its last call, whichever is longer.
+DEFAULT_DEADLINE = 60.0
+DEADLINE_MARGIN = 30.0
+
+
 class Action:
     name: ClassVar[str]
     summary: ClassVar[str] = ""
@@ -112,6 +118,9 @@ class Action:
     # Touches no backend and no clock (`check`, `log`): `remediator test` runs it for real.
     local: ClassVar[bool] = False
     params: ClassVar[dict[str, Param]] = {}
+    # (low, high) parameter pairs that must be ordered; checked wherever both are literal,
+    # so lint catches `min: 10, max: 2` even when another parameter is a template.
+    ordered: ClassVar[tuple[tuple[str, str], ...]] = ()
     permissions: ClassVar[tuple[Permission, ...]] = ()
 
     def mutates(self, params: dict[str, Any]) -> bool:
@@ -127,6 +136,21 @@ class Action:
     def repeatable(self, params: dict[str, Any]) -> bool:
         """May this call run again after a crash interrupted it? Reads always may."""
         return self.idempotent or not self.mutates(params)
+
+    def own_timeout(self, params: dict[str, Any]) -> float | None:
+        """How long one call may take by its own parameters (its `timeout` duration); None
+        when it has none, or it is still a template."""
+        value = params.get("timeout")
+        spec = self.params.get("timeout")
+        if spec is None or spec.type != "duration" or isinstance(value, bool):
+            return None
+        return float(value) if isinstance(value, int | float) else None
+
+    def deadline(self, params: dict[str, Any]) -> float:
+        """The step's deadline when the playbook sets none: never shorter than the action's
+        own timeout, so a `wait_until` of 10m is not cut off at a default 60 s."""
+        own = self.own_timeout(params)
+        return DEFAULT_DEADLINE if own is None else max(DEFAULT_DEADLINE, own + DEADLINE_MARGIN)
 
     def check(self, params: dict[str, Any]) -> list[str]:
         """Cross-parameter rules beyond the per-parameter declaration (e.g. min <= max)."""
@@ -237,9 +261,17 @@ def check_params(action: Action, raw: dict[str, Any], *, rendered: bool) -> tupl
             out[name] = _coerce(spec, raw[name], rendered)
         except (ValueError, TypeError) as exc:
             problems.append((name, f"parameter {name!r}: {exc}"))
+    for low, high in action.ordered:
+        a, b = out.get(low), out.get(high)
+        if _is_number(a) and _is_number(b) and a > b:
+            problems.append((low, f"{low} ({a}) must not exceed {high} ({b})"))
     if not problems and rendered:
         problems.extend(("", msg) for msg in action.check(out))
     return out, problems
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _coerce(spec: Param, value: Any, rendered: bool) -> Any:

@@ -30,6 +30,10 @@ class Wait(Action):
     summary = "Pause the execution, e.g. to let a fix take effect before verifying it."
     params = {"duration": Param("duration", required=True, minimum=0)}
 
+    def own_timeout(self, params: dict[str, Any]) -> float | None:
+        value = params.get("duration")
+        return float(value) if isinstance(value, int | float) else None
+
     def describe(self, params: dict[str, Any]) -> str:
         return f"wait {params['duration']:g}s"
 

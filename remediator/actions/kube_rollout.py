@@ -134,6 +134,10 @@ def revision(obj: dict[str, Any]) -> int:
         return 0
 
 
+def _has_revision(obj: dict[str, Any]) -> bool:
+    return str((obj["metadata"].get("annotations") or {}).get(REVISION, "")).isdigit()
+
+
 def owned_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:
     uid = owner["metadata"]["uid"]
     return any(r.get("uid") == uid and r.get("controller")
@@ -149,7 +153,10 @@ def undo_plan(deployment: dict[str, Any], replicasets: list[dict[str, Any]],
     if (deployment.get("spec") or {}).get("paused"):
         raise UndoRefused(f"you cannot rollback a paused deployment; resume it first with "
                           f"kubectl rollout resume deployment/{name} and try again")
-    history = {revision(rs): rs for rs in replicasets if owned_by(rs, deployment)}
+    # A ReplicaSet without a (numeric) revision annotation is no revision at all: kubectl
+    # leaves it out of the history rather than calling it revision 0.
+    history = {revision(rs): rs for rs in replicasets
+               if owned_by(rs, deployment) and _has_revision(rs)}
     if to_revision:
         if to_revision not in history:
             raise UndoRefused(f"unable to find specified revision {to_revision} in history")

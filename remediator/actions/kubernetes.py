@@ -180,6 +180,7 @@ class Scale(KubeAction):
         "min": Param("integer", required=True, minimum=0, description="never scale below"),
         "max": Param("integer", required=True, minimum=0, description="never scale above"),
     }
+    ordered = (("min", "max"),)
     permissions = tuple(p for kind in ("deployment", "statefulset")
                         for p in rbac("apps", f"{PLURAL[kind]}/scale", "get", "patch"))
 
@@ -190,8 +191,8 @@ class Scale(KubeAction):
         problems = []
         if (params.get("replicas") is None) == (params.get("delta") is None):
             problems.append("give exactly one of replicas (absolute) or delta (relative)")
-        if params["min"] > params["max"]:
-            problems.append(f"min ({params['min']}) must not exceed max ({params['max']})")
+        if params.get("delta") == 0:
+            problems.append("delta 0 changes nothing")
         return problems
 
     def describe(self, params: dict[str, Any]) -> str:
@@ -209,12 +210,12 @@ class Scale(KubeAction):
             scale = await call(ctx.backends, f"get {what} scale", "apps",
                                f"read_namespaced_{stem}_scale", name, ns)
             current = scale["spec"].get("replicas", 0)
-            requested = params["replicas"] if params.get("replicas") is not None \
-                else current + params["delta"]
-            applied = min(max(requested, params["min"]), params["max"])
+            applied, requested, reason = _scale_plan(current, params)
             result = {"kind": kind, "namespace": ns, "name": name, "previous": current,
                       "requested": requested, "applied": applied, "clamped": applied != requested,
                       "changed": applied != current}
+            if reason:
+                result["reason"] = reason
             if result["changed"]:
                 body = {"metadata": {"resourceVersion": scale["metadata"]["resourceVersion"]},
                         "spec": {"replicas": applied}}
@@ -223,6 +224,25 @@ class Scale(KubeAction):
             return result
 
         return await reread_on_conflict(attempt)
+
+
+def _scale_plan(current: int, params: dict[str, Any]) -> tuple[int, int, str]:
+    """(replicas to set, replicas asked for, why they differ). An absolute count is clamped
+    into min..max. A delta only ever moves the way it points, and never past a bound: from
+    outside the bounds, or already at the bound it points to, it changes nothing."""
+    low, high = params["min"], params["max"]
+    if params.get("replicas") is not None:
+        requested = params["replicas"]
+        applied = min(max(requested, low), high)
+        return applied, requested, "" if applied == requested else f"kept within {low}..{high}"
+    delta = params["delta"]
+    requested = current + delta
+    if delta > 0 and current >= high:
+        return current, requested, f"not scaled up: {current} replicas, at or above max {high}"
+    if delta < 0 and current <= low:
+        return current, requested, f"not scaled down: {current} replicas, at or below min {low}"
+    applied = min(requested, high) if delta > 0 else max(requested, low)
+    return applied, requested, "" if applied == requested else f"kept within {low}..{high}"
 
 
 class SetEnv(KubeAction):

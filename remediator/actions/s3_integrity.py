@@ -122,20 +122,23 @@ class SampleIntegrity(S3Action):
         "compare_dir": Param("string", description="local directory with the same relative keys"),
         "metadata_key": METADATA_KEY,
         "max_mismatch_rate": Param("number", minimum=0,
-                                   description="adds pass = mismatch_rate <= this (a fraction)"),
+                                   description="adds pass: with `confidence`, the true mismatch "
+                                   "rate is at most this (a fraction); sizes the sample"),
+        "confidence": Param("number", default=0.95, description="of pass, 0.5 <= c < 1"),
         "max_keys": Param("integer", default=100_000, minimum=1, description="listing bound"),
         "concurrency": Param("integer", default=8, minimum=1),
     }
+    ordered = (("min_sample", "max_sample"),)
     permissions = iam("s3:ListBucket", "s3:GetObject")
 
     def check(self, params: dict[str, Any]) -> list[str]:
         problems = []
         if not 0 < params["rate"] <= 1:
             problems.append(f"rate must be in (0, 1], got {params['rate']}")
-        if params["min_sample"] > params["max_sample"]:
-            problems.append("min_sample must be <= max_sample")
         if params.get("compare_bucket") and params.get("compare_dir"):
             problems.append("give at most one of compare_bucket, compare_dir")
+        if not 0.5 <= params["confidence"] < 1:
+            problems.append(f"confidence must be in [0.5, 1), got {params['confidence']}")
         if params["concurrency"] > 16:
             problems.append("concurrency must be <= 16 (the client's connection pool)")
         return problems
@@ -147,7 +150,10 @@ class SampleIntegrity(S3Action):
         text = (f"hash {params['rate']:.2%} (min {params['min_sample']}, max {params['max_sample']}) "
                 f"of {url(params['bucket'], params['prefix'])} and compare with {against}")
         if params.get("max_mismatch_rate") is not None:
-            text += f"; pass if at most {params['max_mismatch_rate']:.2%} mismatch"
+            text += (f"; pass if, with {params['confidence']:.0%} confidence, at most "
+                     f"{params['max_mismatch_rate']:.2%} mismatch ("
+                     f"{_keys(required_sample(params['max_mismatch_rate'], params['confidence']))}"
+                     " sampled, or all)")
         return text
 
     async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
@@ -158,8 +164,12 @@ class SampleIntegrity(S3Action):
         if not objects:
             raise ActionError(f"no objects under {where} to sample", {"listed": 0})
         keys = sorted(o["Key"] for o in objects)
-        size = min(len(keys), params["max_sample"],
-                   max(params["min_sample"], math.ceil(round(params["rate"] * len(keys), 6))))
+        threshold, confidence = params.get("max_mismatch_rate"), params["confidence"]
+        wanted = max(params["min_sample"], math.ceil(round(params["rate"] * len(keys), 6)))
+        if threshold is not None:
+            wanted = max(wanted, required_sample(threshold, confidence))
+        size = int(min(len(keys), params["max_sample"], wanted))
+        # Uniform over every listed key; a truncated listing is reported and never passes.
         sample = sorted(random.Random(params.get("seed")).sample(keys, size))
         found = await _compare_all(s3, params, sample)
         rate = len(found) / len(sample)
@@ -168,9 +178,76 @@ class SampleIntegrity(S3Action):
             "mismatches": len(found), "mismatch_keys": [m["key"] for m in found[:MAX_LISTED]],
             "mismatch_details": found[:MAX_LISTED], "mismatch_rate": round(rate, 6),
             "mismatch_rate_percent": round(rate * 100, 4)}
-        if params.get("max_mismatch_rate") is not None:
-            result["pass"] = rate <= params["max_mismatch_rate"]
+        if threshold is not None:
+            result.update(_verdict(threshold, confidence, len(found), len(sample),
+                                   census=size == len(keys) and not truncated,
+                                   truncated=truncated, max_keys=params["max_keys"]))
         return result
+
+
+def _keys(needed: float) -> str:
+    return "every key" if math.isinf(needed) else f"{needed} keys"
+
+
+def required_sample(threshold: float, confidence: float) -> float:
+    """Keys to sample so that finding no mismatch shows, with `confidence`, that the true
+    rate is at most `threshold`: the zero-failure bound n >= ln(1 - c) / ln(1 - p).
+    (0.5 % at 95 %: 598 keys.) A threshold of 0 can only be shown by checking every key."""
+    if threshold <= 0:
+        return math.inf
+    if threshold >= 1:
+        return 1
+    return math.ceil(math.log(1 - confidence) / math.log1p(-threshold) - 1e-9)
+
+
+def upper_bound(mismatches: int, sampled: int, confidence: float) -> float:
+    """One-sided Clopper-Pearson upper bound on the true rate: the largest p for which seeing
+    at most `mismatches` in `sampled` draws still has probability 1 - confidence."""
+    if mismatches >= sampled:
+        return 1.0
+    low, high = mismatches / sampled, 1.0
+    for _ in range(60):  # bisection: the binomial CDF falls as p grows
+        mid = (low + high) / 2
+        if _binomial_cdf(mismatches, sampled, mid) > 1 - confidence:
+            low = mid
+        else:
+            high = mid
+    return high
+
+
+def _binomial_cdf(k: int, n: int, p: float) -> float:
+    if p <= 0:
+        return 1.0
+    if p >= 1:
+        return 0.0 if k < n else 1.0
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+            + i * math.log(p) + (n - i) * math.log1p(-p) for i in range(k + 1)]
+    top = max(logs)
+    return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
+
+
+def _verdict(threshold: float, confidence: float, mismatches: int, sampled: int, *,
+             census: bool, truncated: bool, max_keys: int) -> dict[str, Any]:
+    """pass, the bound it rests on, and the reason when it does not pass."""
+    out: dict[str, Any] = {"confidence": confidence}
+    if truncated:
+        return {**out, "pass": False, "reason": f"the listing stopped at max_keys ({max_keys}): "
+                "keys past it were never sampled, so nothing is shown about them"}
+    if census:  # every key checked: the rate is exact
+        ok = mismatches / sampled <= threshold
+        return {**out, "pass": ok, "upper_bound": round(mismatches / sampled, 6),
+                **({} if ok else {"reason": f"{mismatches} of all {sampled} keys mismatch"})}
+    bound = upper_bound(mismatches, sampled, confidence)
+    out.update({"pass": bound <= threshold, "upper_bound": round(bound, 6)})
+    if not out["pass"]:
+        needed = required_sample(threshold, confidence)
+        out["reason"] = (f"{mismatches} mismatch(es) in {sampled} sampled keys only bound the "
+                         f"true rate below {bound:.3%} at {confidence:.0%} confidence, above "
+                         f"{threshold:.3%}")
+        if sampled < needed:
+            out["reason"] += (f"; under-powered: {_keys(needed)} must be sampled, "
+                              "max_sample allows fewer")
+    return out
 
 
 async def _compare_all(s3: Any, params: dict[str, Any], sample: list[str]) -> list[dict]:

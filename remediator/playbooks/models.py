@@ -8,7 +8,6 @@ from typing import Any
 from ..actions.base import parse_duration
 from .matchers import Matcher, parse_matcher
 
-DEFAULT_STEP_TIMEOUT = 60.0
 DEFAULT_RETRIES = 3
 
 
@@ -18,7 +17,7 @@ class Step:
     action: str
     params: dict[str, Any]
     when: str | None = None
-    timeout: float = DEFAULT_STEP_TIMEOUT
+    timeout: float | None = None  # None: derived from the action (`Action.deadline`)
     retries: int = DEFAULT_RETRIES
     on_failure: str = "abort"
     approval: bool = False
@@ -124,7 +123,7 @@ def build_step(data: dict[str, Any]) -> Step:
         action=data["action"],
         params=data.get("params", {}),
         when=data.get("when"),
-        timeout=parse_duration(data.get("timeout", DEFAULT_STEP_TIMEOUT)),
+        timeout=parse_duration(data["timeout"]) if "timeout" in data else None,
         retries=data.get("retries", DEFAULT_RETRIES),
         on_failure=data.get("on_failure", "abort"),
         approval=data.get("approval") == "required",

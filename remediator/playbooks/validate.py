@@ -15,7 +15,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from .. import templating
-from ..actions.base import Action, check_params, has_template
+from ..actions.base import Action, check_params, has_template, parse_duration
 from ..actions.registry import ACTIONS, get_action
 from .index import RuleSet
 from .matchers import Matcher, MatcherError, parse_matcher
@@ -248,6 +248,12 @@ def _check_step(src: Source, at: Path, step: dict[str, Any], earlier: list[str],
         # Cross-parameter rules (min <= max, one of two) can be decided now: say so now.
         problems.extend(src.problem((*at, "params"), "error", f"{action.name}: {message}")
                         for message in _cross_check(action, params))
+    own = action.own_timeout(params) if not param_problems else None
+    if own is not None and "timeout" in step and parse_duration(step["timeout"]) < own:
+        problems.append(src.problem((*at, "timeout"), "error", (
+            f"step timeout {parse_duration(step['timeout']):g}s cuts {action.name} off before "
+            f"its own {own:g}s; drop `timeout:` (the deadline is then derived: "
+            f"{action.deadline(params):g}s) or make it longer")))
     return problems
 
 

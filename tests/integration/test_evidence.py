@@ -153,7 +153,8 @@ def test_bundle_through_the_engine(tmp_path, s3_client) -> None:
     payload.write_text(json.dumps(notification(alert("SbomLatencyHigh", bucket="code-forge-artifacts"))))
     proc = subprocess.run(
         [sys.executable, "-m", "remediator.cli", "replay", str(payload), "--rules",
-         str(tmp_path / "rules.yaml"), "--format", "json", "--mode", "live"],
+         str(tmp_path / "rules.yaml"), "--format", "json", "--mode", "live",
+         "--store", f"sqlite:///{tmp_path / 'r.db'}"],
         capture_output=True, text=True, timeout=60, env=dict(os.environ), check=False)
     assert proc.returncode == 0, proc.stderr
     [decision] = json.loads(proc.stdout)

@@ -710,7 +710,7 @@ def test_replay_dry_run_then_live(tmp_path: Path, kubeapi: KubeAPIServer,
         "annotation kubectl.kubernetes.io/restartedAt to now (kubectl rollout restart)")
     assert kubeapi.requests_matching("PATCH") == []
 
-    live = replay(tmp_path, "--mode", "live")
+    live = replay(tmp_path, "--mode", "live", "--store", f"sqlite:///{tmp_path / 'r.db'}")
     (step,) = live["steps"]
     assert live["outcome"] == "succeeded" and step["outcome"] == "succeeded", live
     assert step["mutating"] is True and step["attempts"] == 1

@@ -392,7 +392,8 @@ def test_replay_live_and_dry_run(tmp_path, versioned, s3_client, s3_proxy) -> No
         "(else S3's ChecksumSHA256)")
     assert s3_proxy.requests("GET") == []  # dry-run touched nothing
 
-    live = replay(tmp_path, "--mode", "live", **labels)
+    store = f"sqlite:///{tmp_path / 'r.db'}"
+    live = replay(tmp_path, "--mode", "live", "--store", store, **labels)
     verify, note = live["steps"]
     assert live["outcome"] == "succeeded" and verify["outcome"] == "succeeded"
     assert verify["result"]["result"] == "mismatch"
@@ -400,7 +401,8 @@ def test_replay_live_and_dry_run(tmp_path, versioned, s3_client, s3_proxy) -> No
     assert note["outcome"] == "succeeded"  # the `when:` branch on the mismatch ran
     assert len(s3_proxy.requests("GET")) == 1
 
-    hostile = replay(tmp_path, "--mode", "live", bucket=BUCKET, key="../x")
+    hostile = replay(tmp_path, "--mode", "live", "--store", store + "-2", bucket=BUCKET,
+                     key="../x")
     assert hostile["steps"][0]["outcome"] == "failed"
     assert hostile["steps"][0]["detail"].startswith("refused:")
     assert len(s3_proxy.requests("GET")) == 1  # refused before any call
