@@ -103,12 +103,15 @@ def _stream(configuration: Any, ns: str, pod: str, container: str, params: dict[
         ws = WSClient(configuration, url, headers, capture_all=False, binary=True)
     except WebSocketBadStatusException as exc:  # refused before anything ran
         message = json_status(exc.resp_body).get("message") or str(exc).split(" -+-+- ")[0]
-        error = TransientError if exc.status_code in _TRANSIENT else ActionError
-        raise error(f"{what}: {message} (HTTP {exc.status_code})",
-                    {"error": "handshake", "status": exc.status_code}) from None
-    except (OSError, WebSocketException) as exc:
+        text, result = f"{what}: {message} (HTTP {exc.status_code})", \
+            {"error": "handshake", "status": exc.status_code}
+        if exc.status_code in _TRANSIENT:  # nothing ran: even a mutating command may retry
+            raise TransientError(text, result, unapplied=True) from None
+        raise ActionError(text, result) from None
+    except (OSError, WebSocketException) as exc:  # no stream, so no command either
         raise TransientError(f"{what}: {type(exc).__name__}: {exc}",
-                             {"error": type(exc).__name__, "status": None}) from exc
+                             {"error": type(exc).__name__, "status": None},
+                             unapplied=True) from exc
     deadline = time.monotonic() + params["timeout"]
     status_text = b""
     try:
