@@ -1,7 +1,12 @@
 """Where escalation notes go. Each sink is one small class with `deliver`.
 
-Sinks are idempotent per execution (a note is keyed by its execution id), so a redelivery
-after a crash or a timeout cannot produce a second page for the same execution.
+A note can be delivered twice: a crash between a sink's acceptance and the store's record of
+it, or a timeout after the receiver acted, makes the note go out again. Every delivery
+therefore carries the execution id as its idempotency key, and what a second delivery does
+depends on the receiver: the directory sink rewrites the same file; the Alertmanager sink
+posts the same label set, which Alertmanager merges into the alert it already has (no second
+notification); a webhook gets `Idempotency-Key` and `idempotency_key` to drop it; Slack has
+no such key and shows it twice (the execution id is in the message, so humans can tell).
 """
 
 from __future__ import annotations
@@ -52,11 +57,12 @@ class WebhookSink:
         redact.remember(url, *(str(v) for v in self.headers.values()))
 
     def body(self, note: dict[str, Any]) -> Any:
-        return {k: v for k, v in note.items()}
+        return {**note, "idempotency_key": note["id"]}
 
     async def deliver(self, note: dict[str, Any], session: aiohttp.ClientSession) -> str:
+        headers = {**self.headers, "Idempotency-Key": note["id"]}
         try:
-            async with session.post(self.url, json=self.body(note), headers=self.headers) as resp:
+            async with session.post(self.url, json=self.body(note), headers=headers) as resp:
                 if resp.status >= 300:
                     text = (await resp.text())[:200]
                     raise SinkError(f"{self.name}: {self.display} answered {resp.status}: "
@@ -67,7 +73,8 @@ class WebhookSink:
 
 
 class SlackSink(WebhookSink):
-    """A Slack-compatible incoming webhook (`{"text": …}` in mrkdwn)."""
+    """A Slack-compatible incoming webhook (`{"text": …}` in mrkdwn). Slack does not
+    deduplicate: the note's own `Execution:` line names the id a repeat shares."""
 
     def body(self, note: dict[str, Any]) -> Any:
         text = note["markdown"].replace("**", "*")
@@ -75,7 +82,10 @@ class SlackSink(WebhookSink):
 
 
 class AlertmanagerSink(WebhookSink):
-    """Posts a `RemediationEscalation` alert so existing routing pages the right humans."""
+    """Posts a `RemediationEscalation` alert so existing routing pages the right humans.
+
+    Idempotent by construction: one execution's note always has the same labels (its
+    `execution_id` among them), so a repeat updates the alert Alertmanager holds."""
 
     def __init__(self, name: str, url: str, headers: dict[str, str] | None = None):
         super().__init__(name, url.rstrip("/") + "/api/v2/alerts", headers)

@@ -256,3 +256,48 @@ def test_a_store_locked_mid_run_is_retried_not_stranded(tmp_path, webhook_receiv
         assert re.search(r"^remediator_inbox_retries_total [1-9]", metrics, re.M), metrics
     finally:
         assert w.stop() == 0
+
+
+NEEDS_HUMAN = """
+playbooks:
+  - name: always-escalates
+    match: {alertname: NeedsHuman}
+    steps:
+      - name: note
+        action: log
+        params: {message: "a human decides"}
+    escalation: {severity: critical, always: true, sinks: [hook]}
+"""
+
+
+def test_a_crash_between_delivery_and_record_repeats_the_note_under_the_same_key(
+        tmp_path, webhook_receiver):
+    """kill -9 while the sink holds the note, before remediator records the delivery: after the
+    restart the note goes out again, and the receiver can tell it is the same one."""
+    rules = write_rules(tmp_path / "rules", NEEDS_HUMAN)
+    config = {"escalation": {"sinks": {"hook": {"type": "webhook", "url": webhook_receiver.url}}}}
+    w = WorkerProcess(tmp_path, [str(rules)], mode="live", config=config).start()
+
+    def crash_once(delivery) -> None:
+        webhook_receiver.on_post = None
+        w.kill9()  # the note has arrived; its answer and its record never will
+
+    webhook_receiver.on_post = crash_once
+    assert w.post_alerts(notification(alert("NeedsHuman", fingerprint="h1")))[0] == 202
+    webhook_receiver.wait_for(timeout=20)
+    assert w.proc is not None and w.proc.wait(10) == -9
+
+    w2 = WorkerProcess(tmp_path, [str(rules)], mode="live", store=w.db, config=config).start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (done := w2.executions(outcome="escalated")):
+            assert time.monotonic() < deadline, w2.logs()
+            time.sleep(0.1)
+        [decision] = done
+        assert decision["escalation"]["deliveries"]["hook"].startswith("delivered")
+    finally:
+        assert w2.stop() == 0
+    first, again = webhook_receiver.deliveries
+    for delivery in (first, again):
+        assert delivery.headers["Idempotency-Key"] == decision["id"]
+        assert delivery.body["idempotency_key"] == decision["id"] == delivery.body["id"]

@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import textwrap
+import time
+
+import aiohttp
 
 from remediator.actions.base import ActionError
 from remediator.alerts import parse_notification
 from remediator.config import Config
+from remediator.escalation import build_sink
 from remediator.executor import Executor
 from remediator.service import Service
 from tests.integration.test_guards import Harness, web
@@ -108,6 +112,32 @@ def test_alertmanager_sink_pages_through_existing_routing(tmp_path, alertmanager
         delivered = receiver.wait_for(lambda d: any(
             a["labels"]["alertname"] == "RemediationEscalation" for a in d.body["alerts"]))
         assert "S3 uploads failing" in delivered.body["alerts"][0]["annotations"]["summary"]
+    finally:
+        receiver.stop()
+
+
+def test_alertmanager_sink_is_idempotent_a_repeated_note_pages_once(alertmanager_factory):
+    """The same note twice (as after a crash between delivery and record): one alert in
+    Alertmanager, one notification."""
+    receiver = WebhookReceiver().start()
+    try:
+        am = alertmanager_factory(webhook_config(receiver.url, group_by=["..."]))
+        sink = build_sink("am", {"type": "alertmanager", "url": am.url})
+        note = {"id": "e1", "alertname": "WebDown", "playbook": "restart-web", "severity": "critical",
+                "labels": {"namespace": "prod"}, "title": "t", "markdown": "m", "outcome": "failed",
+                "reason": "r"}
+
+        async def deliver_twice() -> None:
+            async with aiohttp.ClientSession() as session:
+                await sink.deliver(note, session)
+                receiver.wait_for()  # notified once...
+                await sink.deliver(note, session)  # ...and the repeat arrives after that
+
+        asyncio.new_event_loop().run_until_complete(deliver_twice())
+        [page] = am.alerts(alertname="RemediationEscalation")
+        assert page["labels"]["execution_id"] == "e1"
+        time.sleep(1.0)  # ten group intervals: a second notification would have gone out
+        assert len(receiver.deliveries) == 1
     finally:
         receiver.stop()
 

@@ -32,6 +32,8 @@ class WebhookReceiver:
 
     def __init__(self, status: int = 200) -> None:
         self.status = status
+        # Called with each delivery before it is answered (e.g. to crash the sender mid-call).
+        self.on_post: Callable[[Delivery], None] | None = None
         self.deliveries: list[Delivery] = []
         self._cond = threading.Condition()
         receiver = self
@@ -48,6 +50,8 @@ class WebhookReceiver:
                         Delivery(self.path, dict(self.headers.items()), body, time.monotonic())
                     )
                     receiver._cond.notify_all()
+                if receiver.on_post is not None:
+                    receiver.on_post(receiver.deliveries[-1])
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
