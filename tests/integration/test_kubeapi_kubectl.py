@@ -413,3 +413,48 @@ def test_python_client_watch_and_timeout_fault(kubeapi: KubeAPIServer,
     kubeapi.inject("GET", r"/deployments/code-forge$", status=None, delay=1.0, times=None)
     with pytest.raises(Exception, match=r"(?i)read timed out"):
         apps.read_namespaced_deployment("code-forge", NS, _request_timeout=0.1)
+
+
+def test_unknown_fields_wrong_types_and_an_immutable_selector_are_refused(
+        kubeapi: KubeAPIServer, kubectl: Kubectl, tmp_path: Path) -> None:
+    """What a real apiserver refuses, refused the same way, proven with kubectl."""
+    kubeapi.add_deployment("code-forge", NS)
+
+    def patch(doc: dict) -> subprocess.CompletedProcess:
+        return kubectl("patch", "deployment/code-forge", "-n", NS, "--type", "merge",
+                       "-p", json.dumps(doc))
+
+    # kubectl patch sends no fieldValidation: the default, Warn, drops the field and says so
+    warned = patch({"spec": {"replicaz": 3}})
+    assert warned.returncode == 0
+    assert 'Warning: unknown field "spec.replicaz"' in warned.stderr
+    assert "replicaz" not in kubeapi.get("deployments", NS, "code-forge")["spec"]
+
+    number = patch({"metadata": {"annotations": {"owner": 7}}})
+    assert number.returncode != 0
+    assert "cannot unmarshal number into Go struct field" in number.stderr
+    assert "of type string" in number.stderr
+    assert "owner" not in (kubeapi.get("deployments", NS, "code-forge")["metadata"]
+                           .get("annotations") or {})
+
+    manifest = kubeapi.get("deployments", NS, "code-forge")
+    for key in ("uid", "resourceVersion", "creationTimestamp", "generation"):
+        manifest["metadata"].pop(key)
+    manifest["metadata"]["name"] = "typo"
+    manifest.pop("status")
+    manifest["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    (tmp_path / "typo.json").write_text(json.dumps(manifest))
+    created = kubectl("create", "-f", str(tmp_path / "typo.json"))  # --validate=strict
+    assert kubeapi.requests[-1].query.get("fieldValidation") == "Strict"
+    assert created.returncode != 0 and (
+        'Deployment in version "v1" cannot be handled as a Deployment: strict decoding error: '
+        'unknown field "spec.template.spec.containers[0].imagePullPolicyy"' in created.stderr)
+    assert kubeapi.get("deployments", NS, "typo") is None
+
+    moved = patch({"spec": {"selector": {"matchLabels": {"app": "other"}},
+                            "template": {"metadata": {"labels": {"app": "other"}}}}})
+    assert moved.returncode != 0
+    assert 'The Deployment "code-forge" is invalid: spec.selector: Invalid value' in moved.stderr
+    assert "field is immutable" in moved.stderr
+    assert kubeapi.get("deployments", NS, "code-forge")["spec"]["selector"] == {
+        "matchLabels": {"app": "code-forge"}}

@@ -28,6 +28,7 @@ from remediator.actions.kube_client import client
 from remediator.actions.registry import ACTIONS
 from remediator.executor import Executor, StepRecord
 from tests.kubeapi.rbac import Policy, generator, step_documents
+from tests.kubeapi.tls import certificate
 from tests.support.actions import params, problems
 from tests.support.payloads import alert, notification
 from tests.support.worker import replay_cli
@@ -661,6 +662,45 @@ def test_no_kubeconfig_is_a_clear_failure(run, tmp_path: Path,
     assert record.outcome == "failed" and record.attempts == 1
     assert record.detail.startswith("no Kubernetes configuration (in-cluster or KUBECONFIG)")
     run(backends.close())
+
+
+def test_in_cluster_configuration(run, tmp_path: Path, kubeapi: KubeAPIServer,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a pod: no KUBECONFIG, KUBERNETES_SERVICE_HOST/PORT, the service account's token and
+    CA mounted as files. Only the mount's directory is moved (tests cannot write /var/run)."""
+    from kubernetes.config import incluster_config
+
+    mount = tmp_path / "serviceaccount"
+    mount.mkdir()
+    (mount / "token").write_text(kubeapi.token)
+    (mount / "ca.crt").write_bytes(certificate()[0].read_bytes())
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(mount / "token"))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(mount / "ca.crt"))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", kubeapi.host)
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(kubeapi.port))
+    kubeapi.add_deployment("code-forge", NS)
+
+    def restart() -> StepRecord:
+        backends = Backends()
+        ctx = ActionContext(backends=backends, log=logging.getLogger("t"), execution_id="e1")
+        try:
+            return execute(run, "kubernetes.rollout_restart", ctx, kind="deployment",
+                           namespace=NS, name="code-forge")
+        finally:
+            run(backends.close())
+
+    record = restart()  # over TLS, verified with the mounted CA, as the service account
+    assert record.outcome == "succeeded", record.detail
+    assert kubeapi.get("deployments", NS, "code-forge")["metadata"]["generation"] == 2
+
+    (mount / "token").write_text("a-revoked-token")
+    denied = restart()
+    assert (denied.outcome, denied.attempts) == ("failed", 1)  # 401 is not transient
+    assert "HTTP 401" in denied.detail
+    (mount / "ca.crt").write_text("")  # an unusable mount is a clear configuration error
+    broken = restart()
+    assert broken.outcome == "failed" and "no Kubernetes configuration" in broken.detail
 
 
 def test_the_client_leaves_the_global_configuration_alone(run, ctx, kubeapi: KubeAPIServer) -> None:

@@ -148,15 +148,17 @@ class App:
             return await self._watch(request, target, query)
         if target.sub == "exec":
             return await self.server.execs.handle(self.server, request, target)
+        warnings: list[str] = []
         with self.server.store.lock:
-            status, result = handle(self.server, request.method, target, query, body, ctype)
+            status, result = handle(self.server, request.method, target, query, body, ctype,
+                                    warnings)
             if isinstance(result, str):
                 return web.Response(status=status, text=result, content_type="text/plain")
             if (request.method == "GET" and target.sub is None
                     and wants_table(request.headers.get("Accept", ""))):
                 objects = result.get("items", [result])
                 result = to_table(target.res.plural, objects, str(self.server.store.rv))
-            return _json(status, result)
+            return _json(status, result, {"Warning": ", ".join(warnings)} if warnings else None)
 
     def _discovery(self, path: str, request: web.Request) -> web.Response | None:
         if path == "/version":
@@ -167,6 +169,11 @@ class App:
             return _json(200, resources.api_versions(request.host))
         if path == "/apis":
             return _json(200, resources.api_group_list())
+        if path == "/openapi/v3":
+            return _json(200, resources.openapi_v3_paths())
+        if path.startswith("/openapi/v3/"):
+            doc = resources.openapi_v3(path.removeprefix("/openapi/v3/"))
+            return _json(200, doc) if doc else web.Response(status=404, text="404 page not found\n")
         parts = path.strip("/").split("/")
         if parts[0] == "api" and len(parts) == 2:
             doc = resources.resource_list("", parts[1])

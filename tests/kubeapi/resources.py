@@ -171,3 +171,33 @@ def api_versions(server_address: str) -> dict[str, Any]:
     return {"kind": "APIVersions", "versions": ["v1"],
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0",
                                             "serverAddress": server_address}]}
+
+
+def openapi_v3_paths() -> dict[str, Any]:
+    """`/openapi/v3`: where each group-version's document is (kubectl reads it to learn that
+    the server validates fields itself, then sends `fieldValidation=Strict`)."""
+    paths = {}
+    for r in RESOURCES:
+        gv = f"apis/{r.group}/{r.version}" if r.group else f"api/{r.version}"
+        paths[gv] = {"serverRelativeURL": f"/openapi/v3/{gv}?hash=kubeapi-test"}
+    return {"paths": paths}
+
+
+def openapi_v3(gv: str) -> dict[str, Any] | None:
+    """A group-version's OpenAPI v3 document, reduced to what kubectl's field-validation
+    check reads: each kind's PATCH operation, its GVK and its `fieldValidation` parameter."""
+    found = [r for r in RESOURCES
+             if (f"apis/{r.group}/{r.version}" if r.group else f"api/{r.version}") == gv]
+    if not found:
+        return None
+    paths = {}
+    for r in found:
+        ns = "/namespaces/{namespace}" if r.namespaced else ""
+        paths[f"/{gv}{ns}/{r.plural}/{{name}}"] = {"patch": {
+            "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version,
+                                                "kind": r.kind},
+            "parameters": [{"name": "fieldValidation", "in": "query",
+                            "schema": {"type": "string", "uniqueItems": True}}],
+            "responses": {"200": {"description": "OK"}}}}
+    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.4"},
+            "paths": paths, "components": {}}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import errors
+from .decoding import decode
 from .patch import PatchError, apply_patch
 from .resources import Resource, lookup
 from .selectors import parse_field_selector, parse_label_selector, selector_to_string
@@ -197,9 +198,16 @@ def _body_object(body: Any, res: Resource | None = None) -> dict[str, Any]:
 
 
 def handle(server: KubeAPIServer, method: str, target: Target, query: dict[str, str],
-           body: Any, content_type: str) -> tuple[int, Any]:
-    """Serve one non-watch resource request."""
+           body: Any, content_type: str, warnings: list[str] | None = None) -> tuple[int, Any]:
+    """Serve one non-watch resource request; `warnings` collects Warning header values."""
     store, res, ns, name = server.store, target.res, target.namespace, target.name
+    warnings = [] if warnings is None else warnings
+
+    def decoded(obj: dict[str, Any], verb: str) -> dict[str, Any]:
+        warnings.extend(decode(obj, query.get("fieldValidation"), res.kind, res.api_version,
+                               verb))
+        return obj
+
     dry_run = query.get("dryRun") == "All"
     if res.namespaced and ns is None and method != "GET":
         raise errors.ApiError(405, "the server does not allow this method on the requested "
@@ -208,7 +216,7 @@ def handle(server: KubeAPIServer, method: str, target: Target, query: dict[str, 
         if method == "GET":
             return 200, list_objects(server, target, query)
         if method == "POST":
-            obj = _body_object(body, res)
+            obj = decoded(_body_object(body, res), "create")
             if (obj.get("metadata") or {}).get("resourceVersion"):
                 # etcd3 storage refuses this before checking existence -> a 500
                 raise errors.ApiError(500, "resourceVersion should not be set on objects to "
@@ -261,12 +269,16 @@ def handle(server: KubeAPIServer, method: str, target: Target, query: dict[str, 
                      else _delete_status(res, old))
     if method == "PUT":
         obj = _body_object(body, res)
+        if target.sub is None:
+            decoded(obj, "update")
         result = store.update(obj, ns, name, subresource=target.sub, dry_run=dry_run)
     elif method == "PATCH":
         try:
             patched = apply_patch(content_type, copy.deepcopy(current), body)
         except PatchError as exc:
             raise errors.ApiError(exc.code, str(exc)) from exc
+        if target.sub is None:
+            decoded(patched, "patch")
         result = store.update(patched, ns, name, subresource=target.sub, dry_run=dry_run)
     else:
         raise errors.ApiError(405, "method not allowed", "MethodNotAllowed")

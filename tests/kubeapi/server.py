@@ -84,8 +84,10 @@ class KubeAPIServer:
 
     def user_for(self, authorization: str | None) -> str | None:
         """The authenticated user for an Authorization header, None if unauthenticated."""
-        return {f"Bearer {self.token}": self.user,
-                f"Bearer {ADMIN_TOKEN}": ADMIN}.get(authorization or "")
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer":  # the scheme is case-insensitive (in-cluster: "bearer")
+            return None
+        return {self.token: self.user, ADMIN_TOKEN: ADMIN}.get(token.strip())
 
     def grant(self, documents: Iterable[dict[str, Any]]) -> None:
         """Add RBAC documents (Role/ClusterRole and their bindings) to the policy."""

@@ -29,6 +29,14 @@ _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # k8s rand.String alphabet
 _GENERATION_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"}
 
 
+def _go_selector(selector: Any) -> str:
+    """How the apiserver prints a LabelSelector in a 422 (Go's %#v)."""
+    selector = selector if isinstance(selector, dict) else {}
+    labels = ", ".join(f'"{k}":"{v}"' for k, v in (selector.get("matchLabels") or {}).items())
+    return (f"v1.LabelSelector{{MatchLabels:map[string]string{{{labels}}}, "
+            "MatchExpressions:[]v1.LabelSelectorRequirement(nil)}")
+
+
 def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -174,6 +182,12 @@ class Store:
                 else:
                     new.pop("status", None)
             self._check(res, new)
+            if (res.group == "apps" and subresource is None
+                    and (new.get("spec") or {}).get("selector")
+                    != (old.get("spec") or {}).get("selector")):
+                raise errors.invalid(res, old["kind"], name, [(
+                    "spec.selector", f"Invalid value: {_go_selector(new['spec'].get('selector'))}"
+                    ": field is immutable")])
             if new == old:
                 return old  # the apiserver elides no-op writes: no new resourceVersion
             if "generation" in meta and new.get("spec") != old.get("spec"):
