@@ -1,7 +1,8 @@
 """Sandboxed templates over untrusted alert data, and validators for what they render.
 
-Alert labels come from whoever can push to Alertmanager. Templates are rendered in a Jinja2
-SandboxedEnvironment with StrictUndefined (a typo is an error, not an empty string), and a
+Alert labels come from whoever can push to Alertmanager. Templates are rendered in an immutable,
+size-bounded Jinja2 sandbox (sandbox.py) with StrictUndefined (a typo is an error, not an
+empty string), their output is bounded, and a
 rendered value that names a Kubernetes object, an S3 key or an env var must pass the
 validator of its kind, so `deployment: "{{ labels.deployment }}"` can never become
 `../kube-system/x` or `a,b`. Label values are data: their own `{{ }}` is never re-rendered.
@@ -14,7 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.sandbox import SecurityError
+
+from .sandbox import MAX_SIZE, BoundedSandbox
 
 # The only names a template may use; lint rejects anything else.
 ROOTS = frozenset({"labels", "annotations", "alert", "group", "steps", "playbook", "target"})
@@ -50,7 +53,7 @@ class Pending:
     __hash__ = None  # type: ignore[assignment]
 
 
-_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+_env = BoundedSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
 def is_template(text: str) -> bool:
@@ -72,7 +75,7 @@ def render(text: str, context: dict[str, Any]) -> str:
     if not is_template(text):
         return text
     try:
-        return _env.from_string(text).render(context)
+        return _bounded_render(text, context)
     except UndefinedError as exc:
         raise TemplateError(f"undefined in template {text!r}: {exc.message}") from None
     except SecurityError as exc:
@@ -83,6 +86,17 @@ def render(text: str, context: dict[str, Any]) -> str:
         raise
     except Exception as exc:  # a template must never crash the pipeline
         raise TemplateError(f"template {text!r} failed: {type(exc).__name__}: {exc}") from None
+
+
+def _bounded_render(text: str, context: dict[str, Any]) -> str:
+    """Render, stopping as soon as the output passes MAX_SIZE (a loop cannot fill memory)."""
+    parts, size = [], 0
+    for part in _env.from_string(text).generate(context):
+        size += len(part)
+        if size > MAX_SIZE:
+            raise TemplateError(f"template {text[:80]!r} renders more than {MAX_SIZE} characters")
+        parts.append(part)
+    return "".join(parts)
 
 
 def render_value(value: Any, context: dict[str, Any]) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -30,6 +31,7 @@ def severity_of(decision: dict[str, Any], pb: Playbook | None) -> tuple[str, flo
 
 
 def _context(decision: dict[str, Any]) -> dict[str, Any]:
+    decision = copy.deepcopy(decision)  # templates see a copy, never the decision being recorded
     alert = decision["alert"]
     return {"labels": alert["labels"], "annotations": alert["annotations"], "alert": alert,
             "group": decision.get("group") or {}, "target": decision.get("target"),

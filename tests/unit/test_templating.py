@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from remediator import templating
@@ -84,3 +86,43 @@ def test_action_patterns_refuse_a_trailing_newline():
         "invalid field selector 'involvedObject.name=web\\n'"]
     assert problems("evidence.bundle", directory="evidence", include=["restart\n"]) == [
         "include must list step names, got ['restart\\n']"]
+
+
+@pytest.mark.parametrize("template", [
+    "{{ labels.clear() }}", "{{ labels.update({'deployment': 'x'}) }}",
+    "{{ steps.check.result.pop('value') }}", "{{ steps.check.result.lines.append(1) }}",
+])
+def test_templates_cannot_change_what_they_read(template):
+    ctx = {"labels": {"deployment": "web"},
+           "steps": {"check": {"result": {"value": 1, "lines": [0]}}}}
+    with pytest.raises(TemplateError, match="unsafe"):
+        render(template, ctx)
+    assert ctx == {"labels": {"deployment": "web"},
+                   "steps": {"check": {"result": {"value": 1, "lines": [0]}}}}
+
+
+@pytest.mark.parametrize("template, message", [
+    ("{{ '%300000000d' % 1 }}", "width or precision 300000000 refused"),
+    ("{{ '%.300000000f' % 1 }}", "width or precision 300000000 refused"),
+    ("{{ '%300000000d' | format(1) }}", "width or precision 300000000 refused"),
+    ("{{ '{:>300000000}'.format(1) }}", "spec '>300000000' refused"),
+    ("{{ 'x'.center(300000000) }}", "center width 300000000"),
+    ("{{ labels.big * 1000 }}", "multiplication would build 8192000 items"),
+    ("{{ labels.big.replace('x', labels.big) }}", "replace would build 67108864 items"),
+    ("{{ labels.big | replace('x', labels.big) }}", "replace would build 67108864 items"),
+    ("{{ 7 ** 100000000 }}", "would exceed 65536 bits"),
+    ("{% for i in range(100000) %}x{% endfor %}", "range of 100000 items exceeds 10000"),
+    ("{% for c in labels.big %}{{ labels.big }}{% endfor %}", "renders more than 1048576"),
+])
+def test_templates_cannot_build_huge_values(template, message):
+    # '%300000000d' % 1 built a 300 MB string in 4.4 s on the event loop: now it fails first
+    with pytest.raises(TemplateError, match=re.escape(message)):
+        render(template, {"labels": {"big": "x" * 8192}})
+
+
+def test_ordinary_formatting_still_works():
+    ctx = {"labels": {"deployment": "web", "n": "3"}}
+    assert render("{{ '%s-%05.1f' % (labels.deployment, 2.5) }}|{{ '{}/{}'.format(1, 2) }}|"
+                  "{{ labels.deployment * 2 }}|{{ (labels.n|int) ** 2 }}|{{ 'ab'|center(6) }}|"
+                  "{{ labels.deployment|replace('w', 'W') }}", ctx) == \
+        "web-002.5|1/2|webweb|9|  ab  |Web"
