@@ -38,7 +38,9 @@ class Config:
     allow_unauthenticated: bool = False
     operators: list[Operator] = field(default_factory=list)  # API users: viewer | operator
     max_body_bytes: int = 1 << 20
-    workers: int = 4  # executions in flight at once; most of their time is waiting
+    workers: int = 4  # action calls at once; a step that sleeps between polls holds none
+    backend_concurrency: int = 4  # calls at once to one backend (kubernetes, s3, ...)
+    max_executions: int = 256  # executions in flight at once, most of them asleep
     grace_period: float = 30.0
     inbox_retention: float = 7 * 86400.0  # how long finished alerts are kept for dedupe
     history_retention: float = 90 * 86400.0  # executions, steps, guard events, approvals

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -22,6 +22,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from . import redact
 from .actions.base import Action, ActionContext, ActionError, maybe_applied
 from .alerts import utcnow_iso
+from .slots import Slots
 
 # A runner performs the action call; the default calls the real backend.
 Runner = Callable[[Action, dict[str, Any], ActionContext], Awaitable[dict[str, Any]]]
@@ -56,6 +57,7 @@ class Executor:
     runner: Runner = live_runner
     retry_wait: float = 0.5  # first backoff; doubles up to retry_wait_max
     retry_wait_max: float = 10.0
+    slots: Slots | None = None  # bounds concurrent calls; None: unbounded (tests, replay)
 
     async def run(self, action: Action, params: dict[str, Any], ctx: ActionContext,
                   record: StepRecord, timeout: float | None, attempts: int) -> StepRecord:
@@ -78,7 +80,7 @@ class Executor:
                         record.attempts += 1
                         calling = True  # stays set if the deadline cancels the call
                         try:
-                            record.result = await self.runner(action, params, ctx) or {}
+                            record.result = await self._call(action, params, ctx)
                         except Exception as exc:
                             failure, calling = exc, False
                             raise
@@ -107,3 +109,9 @@ class Executor:
                               + action.describe(params).replace("would ", "", 1))
         record.duration_seconds = round(time.monotonic() - started, 4)
         return record
+
+    async def _call(self, action: Action, params: dict[str, Any], ctx: ActionContext) -> dict:
+        if self.slots is None:
+            return await self.runner(action, params, ctx) or {}
+        async with self.slots.hold(action.name) as slot:
+            return await self.runner(action, params, replace(ctx, sleep=slot.sleep)) or {}

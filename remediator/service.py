@@ -24,6 +24,7 @@ from .guards import APPROVAL, PENDING, Guards, decide_approval
 from .metrics import Metrics
 from .playbooks.index import RuleSet
 from .playbooks.validate import RulesError, load_rules
+from .slots import Slots
 from .store import open_store
 from .store.base import Enqueued, InboxItem, LeaseLost, StoreUnavailable
 
@@ -49,6 +50,8 @@ class Service:
         self.sinks = {name: build_sink(name, spec) for name, spec in config.sink_specs().items()}
         self.rules = RuleSet([])
         self.executor = executor or Executor()
+        if self.executor.slots is None:
+            self.executor.slots = Slots(config.workers, config.backend_concurrency)
         self.engine: Engine | None = None
         self.ready = False
         self._wakeup = asyncio.Event()
@@ -139,7 +142,7 @@ class Service:
     async def drain(self) -> list[dict[str, Any]]:
         """Process everything pending now (replay and tests); return the decisions."""
         decisions: list[dict[str, Any]] = []
-        while items := await self.store.claim(self.config.workers):
+        while items := await self.store.claim(self.config.max_executions):
             for batch in await asyncio.gather(*(self._process(i) for i in items)):
                 decisions.extend(batch)
         return decisions
@@ -149,7 +152,7 @@ class Service:
         while not self._stopping:
             # Clear before looking for work: a wakeup that arrives while we claim is kept.
             self._wakeup.clear()
-            free = self.config.workers - len(self._running)
+            free = self.config.max_executions - len(self._running)
             try:
                 items = await self.store.claim(free) if free > 0 else []
             except StoreUnavailable as exc:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -101,6 +101,8 @@ class ActionContext:
     execution_id: str = ""
     fingerprint: str = ""
     results: Mapping[str, Any] = field(default_factory=dict)
+    # How an action waits between polls: the executor's version gives its call slot back.
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 
 # A step's overall deadline, unless the step sets `timeout:`: this, or the action's own

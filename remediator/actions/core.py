@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from .base import Action, ActionContext, ActionError, Param
@@ -38,7 +37,7 @@ class Wait(Action):
         return f"wait {params['duration']:g}s"
 
     async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
-        await asyncio.sleep(params["duration"])
+        await ctx.sleep(params["duration"])
         return {"waited_seconds": params["duration"]}
 
 

@@ -199,7 +199,7 @@ class WaitHealthy(DockerAction):
             if time.monotonic() + params["interval"] > deadline:
                 raise ActionError(f"{ref(params)} not ready after {params['timeout']:g}s: {last}",
                                   {"ready": False, "polls": polls, "containers": states})
-            await asyncio.sleep(params["interval"])
+            await ctx.sleep(params["interval"])
 
 
 class Stats(DockerAction):

@@ -12,7 +12,6 @@ kube_pods.py.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import re
 import time
@@ -112,7 +111,7 @@ class RolloutStatus(KubeAction):
                 raise ActionError(f"rollout of {ref(params)} not complete after "
                                   f"{params['timeout']:g}s: {last}",
                                   {**result, "polls": polls, "done": False})
-            await asyncio.sleep(params["interval"])
+            await ctx.sleep(params["interval"])
 
 
 class RolloutUndo(KubeAction):

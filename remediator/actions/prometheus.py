@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -86,4 +85,4 @@ class PrometheusWaitUntil(Action):
                 raise ActionError(f"condition not met within {params['timeout']:g}s "
                                   f"({polls} polls): {params['query']}",
                                   {**last, "polls": polls, "met": False})
-            await asyncio.sleep(params["interval"])
+            await ctx.sleep(params["interval"])
