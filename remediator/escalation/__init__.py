@@ -36,11 +36,11 @@ class Escalator:
     async def escalate(self, decision: dict[str, Any], pb: Playbook | None,
                        deliver: bool = True) -> dict[str, Any]:
         """Render the note, deliver it (live) and return what the decision records of it."""
-        severity, within = severity_of(decision, pb)
+        severity, within, team = severity_of(decision, pb)
         markdown = render_note(decision, pb, self.external_url)
         note = redact.value({
             "id": decision["id"], "alertname": decision["alertname"],
-            "playbook": decision.get("playbook"), "severity": severity,
+            "playbook": decision.get("playbook"), "severity": severity, "team": team,
             "respond_within_seconds": within, "outcome": decision["outcome"],
             "reason": decision.get("reason") or "", "labels": decision["alert"]["labels"],
             "title": markdown.splitlines()[0].lstrip("# "), "markdown": markdown,
@@ -50,7 +50,7 @@ class Escalator:
         deliveries = {}
         for name in names if deliver else []:
             deliveries[name] = await self._deliver(name, note)
-        return {"severity": severity, "respond_within_seconds": within,
+        return {"severity": severity, "respond_within_seconds": within, "team": team,
                 "title": note["title"], "deliveries": deliveries, "note": note["markdown"]}
 
     async def _deliver(self, name: str, note: dict[str, Any]) -> str:

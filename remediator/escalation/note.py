@@ -13,21 +13,24 @@ _EVIDENCE_CHARS = 1500
 _SEVERITY_WITHIN = {"info": None, "warning": 1800, "critical": 900, "emergency": 300}
 
 
-def severity_of(decision: dict[str, Any], pb: Playbook | None) -> tuple[str, float | None]:
-    """The playbook's severity, raised by the first `raise` rule whose condition holds on
-    the steps' results (a confirmed checksum mismatch is an emergency)."""
+def severity_of(decision: dict[str, Any],
+                pb: Playbook | None) -> tuple[str, float | None, str]:
+    """(severity, respond within, team): the playbook's, raised by the first `raise` rule
+    whose condition holds on the steps' results (a confirmed checksum mismatch is an
+    emergency; a missing bucket is the platform team's)."""
     esc = pb.escalation if pb else None
     severity = esc.severity if esc else "warning"
     within = esc.respond_within if esc else None
-    for raised, when, raised_within in esc.raise_to if esc else ():
+    team = esc.team if esc else ""
+    for raised, when, raised_within, raised_team in esc.raise_to if esc else ():
         try:
             holds = templating.evaluate(when, _context(decision))
         except templating.TemplateError:
             continue  # a condition on a step that did not run does not hold
         if holds:
-            severity, within = raised, raised_within
+            severity, within, team = raised, raised_within, raised_team or team
             break
-    return severity, within or _SEVERITY_WITHIN[severity]
+    return severity, within or _SEVERITY_WITHIN[severity], team
 
 
 def _context(decision: dict[str, Any]) -> dict[str, Any]:
@@ -50,7 +53,7 @@ def _render(text: str, decision: dict[str, Any]) -> str:
 def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str = "") -> str:
     alert = decision["alert"]
     labels, annotations = alert["labels"], alert["annotations"]
-    severity, within = severity_of(decision, pb)
+    severity, within, team = severity_of(decision, pb)
     esc = pb.escalation if pb else None
     summary = (_render(esc.summary, decision) if esc and esc.summary
                else annotations.get("summary") or "")
@@ -61,6 +64,7 @@ def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str 
         f"- **Respond within:** {_minutes(within)}" if within else "- **Respond within:** n/a",
         f"- **Outcome:** `{decision['outcome']}` — {decision.get('reason') or 'see timeline'}",
         f"- **Owner:** {_render(esc.owner, decision)}" if esc and esc.owner else None,
+        f"- **Team:** `{team}`" if team else None,
         f"- **Playbook:** `{decision.get('playbook')}` ({decision.get('mode')})",
         f"- **Target:** `{decision.get('target')}`" if decision.get("target") else None,
         f"- **Execution:** `{decision['id']}`",

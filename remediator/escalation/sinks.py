@@ -82,7 +82,9 @@ class SlackSink(WebhookSink):
 
 
 class AlertmanagerSink(WebhookSink):
-    """Posts a `RemediationEscalation` alert so existing routing pages the right humans.
+    """Posts a `RemediationEscalation` alert so existing routing pages the right humans:
+    `team` (the playbook's escalation.team), `severity` and `respond_within` are labels,
+    so Alertmanager routes by them (deploy/alertmanager/alertmanager.yml).
 
     Idempotent by construction: one execution's note always has the same labels (its
     `execution_id` among them), so a repeat updates the alert Alertmanager holds."""
@@ -97,6 +99,10 @@ class AlertmanagerSink(WebhookSink):
         labels.update(alertname="RemediationEscalation", severity=note["severity"],
                       original_alertname=note["alertname"], playbook=note["playbook"] or "",
                       execution_id=note["id"])
+        if note.get("team"):
+            labels["team"] = note["team"]
+        if note.get("respond_within_seconds"):
+            labels["respond_within"] = _duration(note["respond_within_seconds"])
         return [{
             "labels": labels,
             "annotations": {"summary": note["title"], "description": note["markdown"][:4000],
@@ -104,6 +110,16 @@ class AlertmanagerSink(WebhookSink):
             "startsAt": now.isoformat(),
             "endsAt": (now + timedelta(hours=4)).isoformat(),
         }]
+
+
+def _duration(seconds: float) -> str:
+    """Prometheus style, as playbooks write it: 900 -> 15m, 5400 -> 1h30m."""
+    whole, out = int(seconds), ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if whole >= size:
+            out += f"{whole // size}{unit}"
+            whole %= size
+    return out or "0s"
 
 
 SINK_TYPES = {"directory": DirectorySink, "webhook": WebhookSink, "slack": SlackSink,

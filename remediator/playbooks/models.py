@@ -37,12 +37,14 @@ class Escalation:
     severity: str = "warning"
     respond_within: float | None = None
     owner: str = ""
+    team: str = ""  # routable: the Alertmanager sink's `team` label
     summary: str = ""
     always: bool = False
     next_steps: tuple[str, ...] = ()
     sinks: tuple[str, ...] = ()
-    # (severity, `when` expression, respond_within or None): the first that holds wins.
-    raise_to: tuple[tuple[str, str, float | None], ...] = ()
+    # (severity, `when` expression, respond_within or None, team or ""): the first that
+    # holds wins.
+    raise_to: tuple[tuple[str, str, float | None, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,12 +109,14 @@ def build_playbook(data: dict[str, Any], file: str, order: int) -> Playbook:
             respond_within=parse_duration(esc["respond_within"]) if "respond_within" in esc
             else None,
             owner=esc.get("owner", ""),
+            team=esc.get("team", ""),
             summary=esc.get("summary", ""),
             always=esc.get("always", False),
             next_steps=tuple(esc.get("next_steps", [])),
             sinks=tuple(esc.get("sinks", [])),
             raise_to=tuple((r["severity"], r["when"], parse_duration(r["respond_within"])
-                            if "respond_within" in r else None) for r in esc.get("raise", [])),
+                            if "respond_within" in r else None, r.get("team", ""))
+                           for r in esc.get("raise", [])),
         ) if esc is not None else None,
     )
 

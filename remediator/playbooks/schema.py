@@ -78,6 +78,10 @@ ESCALATION: dict[str, Any] = {
         "severity": {"type": "string", "enum": ["info", "warning", "critical", "emergency"]},
         "respond_within": DURATION,
         "owner": {"type": "string"},
+        "team": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                 "maxLength": 63,
+                 "description": "the owning team, a routable label (Alertmanager sink `team`): "
+                                "its contact, e.g. sre-oncall for #sre-oncall"},
         "summary": {"type": "string"},
         "always": {"type": "boolean", "description": "escalate even when every step succeeded"},
         "next_steps": {"type": "array", "items": {"type": "string"}},
@@ -91,6 +95,8 @@ ESCALATION: dict[str, Any] = {
                     "severity": {"type": "string", "enum": ["warning", "critical", "emergency"]},
                     "when": {"type": "string"},
                     "respond_within": DURATION,
+                    "team": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                             "description": "route to this team instead"},
                 },
             },
         },
@@ -160,6 +166,7 @@ _EXPECT = {"type": "object", "additionalProperties": False, "properties": {
     "mode": {"enum": ["live", "dry-run"]}, "steps": {"type": "array", "items": _STEP_EXPECT},
     "escalation": {"type": ["boolean", "object"], "additionalProperties": False, "properties": {
         "severity": {"type": "string"}, "respond_within_seconds": {"type": ["number", "null"]},
+        "team": {"type": "string"},
         "title": {"type": "string"}, "note": {"type": "string"},
         "sinks": {"type": "array", "items": {"type": "string"}}}}}}
 _STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}

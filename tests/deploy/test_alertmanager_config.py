@@ -60,11 +60,11 @@ def test_bearer_token_comes_from_a_file():
 
 def test_remediator_route_continues_and_groups_sensibly():
     routes = [r for r in config()["route"]["routes"] if r["receiver"] == "remediator"]
-    assert len(routes) == 1
-    route = routes[0]
-    assert route["continue"] is True
-    assert "..." not in route["group_by"] and "alertname" in route["group_by"]
-    assert route["group_wait"] in ("0s", "5s", "10s", "15s", "30s")
+    assert len(routes) == 2  # the systems' namespaces, and the Hackathon's in `default`
+    for route in routes:
+        assert route["continue"] is True
+        assert "..." not in route["group_by"] and "alertname" in route["group_by"]
+        assert route["group_wait"] in ("0s", "5s", "10s", "15s", "30s")
 
 
 def test_shipped_playbook_alerts_reach_remediator_and_humans():
@@ -81,6 +81,8 @@ def test_shipped_playbook_alerts_reach_remediator_and_humans():
 
 def test_other_alerts_reach_humans_only():
     assert receivers_for(alertname="KubePodCrashLooping", namespace="default") == [HUMANS]
+    assert receivers_for(alertname="KubePodCrashLooping", namespace="default",
+                         deployment="hackathon-file-processor") == ["remediator", HUMANS]
 
 
 def test_remediator_alerts_about_itself_go_to_humans_only():
@@ -88,3 +90,20 @@ def test_remediator_alerts_about_itself_go_to_humans_only():
     for rule in (r for g in groups for r in g["rules"] if "alert" in r):
         labels = {"alertname": rule["alert"], "job": "remediator", **rule.get("labels", {})}
         assert receivers_for(**labels) == [HUMANS], rule["alert"]
+
+
+def test_escalations_route_by_team_to_the_runbooks_contacts_and_never_to_remediator():
+    """Every team a shipped playbook escalates to (escalation.team, raise[].team) has a
+    receiver of that name; a note without a team goes to the on-call receiver."""
+    teams = set()
+    for pb in load_rules([str(ROOT / "rules")]).playbooks:
+        if pb.escalation:
+            teams |= {pb.escalation.team} | {r[3] for r in pb.escalation.raise_to}
+    teams.discard("")
+    assert {"sre-oncall", "platform-eng", "code-forge-team", "hackathon-oncall"} <= teams
+    for team in sorted(teams):
+        for severity in ("warning", "critical"):
+            got = receivers_for(alertname="RemediationEscalation", team=team, severity=severity,
+                                namespace="deltacrown", respond_within="15m")
+            assert got == [team], (team, got)
+    assert receivers_for(alertname="RemediationEscalation", severity="critical") == [HUMANS]

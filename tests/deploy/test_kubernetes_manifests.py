@@ -520,7 +520,7 @@ def fake_project(tmp_path, monkeypatch):
     subprocess.run(["cp", "-r", str(KUSTOMIZE_DIR), str(here.parent)], check=True)
     config = here / "config.yaml"
     systems = "".join(f"      - {ns}\n" for ns in
-                      ("neural-hive-pipeline", "deltacrown", "libervia", "hackathon", "3dpot"))
+                      ("neural-hive-pipeline", "deltacrown", "libervia", "default", "3dpot"))
     config.write_text(config.read_text().replace(systems,
                                                  "      - shop\n      - blog\n"))
     gen = load_generator()

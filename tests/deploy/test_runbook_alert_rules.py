@@ -59,7 +59,7 @@ SYSTEMS = [
            frozenset({"API_DOWN", "HIGH_LATENCY", "ERROR_RATE_SPIKE", "AUTH_FAILURE_SPIKE",
                       "TENANT_CONFLICT_SPIKE", "RATE_LIMIT_ABUSE", "EVENTLOG_INTEGRITY_FAILURE",
                       "TENANT_SUSPENSION_CASCADE"})),
-    System("hackathon", "hackathon-file-processor", "hackathon", "hackathon-file-processor",
+    System("hackathon", "hackathon-file-processor", "default", "hackathon-file-processor",
            frozenset({"HackathonFileProcessorDown", "HackathonFileProcessorHighErrorRate",
                       "HackathonFileProcessorHighCPU", "HackathonFileProcessorHighMemory"})),
     System("3dpot", "3dpot", "3dpot", "3dpot-backend",

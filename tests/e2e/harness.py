@@ -27,7 +27,8 @@ Everything listens on 127.0.0.1. What is rewritten for the test, and why (nothin
   `REMEDIATOR_WEBHOOK_TOKEN_FILE`), and every other receiver becomes a webhook to a local
   recorder (`humans`), path `/<receiver name>`.
 * **remediator**: the project's `rules/` unchanged, `--mode live`, a config file with the
-  test peers' URLs, an escalation directory in the temp dir, guards allowing the five
+  test peers' URLs, an escalation directory in the temp dir and the Alertmanager sink (as
+  shipped: notes reach the team's receiver, `humans` path `/<team>`), guards allowing the five
   namespaces and the two buckets; `KUBECONFIG` to the test server, `AWS_ENDPOINT_URL` to moto.
   It keeps its port across restarts (Prometheus and Alertmanager keep pointing at it).
 * **Cluster Services** the playbooks probe by DNS name (Libervia's and 3dPot's `/health`) are
@@ -188,6 +189,8 @@ class Stack:
         self.worker: Worker
         self.am_config = ""
         self.cpu_pods: list[str] = []
+        self.worker_port = 0
+        self.rule_files: dict[str, str] = {}
 
     # lifecycle
 
@@ -218,7 +221,7 @@ class Stack:
         self.services = self._own(ClusterServices().start())
         self.humans = self._own(WebhookReceiver().start())
 
-        worker_port = free_port()
+        worker_port = self.worker_port = free_port()
         worker_url = f"http://{LOCALHOST}:{worker_port}"
         self.say("Alertmanager: deploy/alertmanager/alertmanager.yml, test timings and receivers")
         self.am_config = rewrite_alertmanager(
@@ -237,8 +240,8 @@ class Stack:
         self.worker.start()
 
         self.prometheus.wait_for_targets(timeout=30)
-        files = {f"rules/{p.name}": rewrite_alert_rules(p.read_text())
-                 for p in sorted((DEPLOY / "prometheus").glob("*.rules.yml"))}
+        files = self.rule_files = {f"rules/{p.name}": rewrite_alert_rules(p.read_text())
+                                   for p in sorted((DEPLOY / "prometheus").glob("*.rules.yml"))}
         self.prometheus.reload(self._prometheus_config(worker_port, rules=True), files)
         eventually(lambda: self.prometheus.rules(), "Prometheus to load the alert rules", 10)
         self.say(f"loaded {len(files)} rule files ({', '.join(sorted(files))}), `for:` -> {TEST_FOR}")
@@ -257,6 +260,15 @@ class Stack:
         path = self.root / name
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def reload_prometheus(self, misconfigure_job: str = "") -> None:
+        """Reload Prometheus; `misconfigure_job` scrapes a port nobody listens on (a wrong
+        target after a config change): its `up` is 0 while the service is fine."""
+        config = yaml.safe_load(self._prometheus_config(self.worker_port, rules=True))
+        for job in config["scrape_configs"]:
+            if job["job_name"] == misconfigure_job:
+                job["static_configs"] = [{"targets": [f"{LOCALHOST}:{free_port()}"]}]
+        self.prometheus.reload(yaml.safe_dump(config, sort_keys=False), self.rule_files)
 
     def _prometheus_config(self, worker_port: int, rules: bool) -> str:
         static = lambda target: [{"targets": [target]}]  # noqa: E731
@@ -287,7 +299,11 @@ class Stack:
             "prometheus": {"url": self.prometheus.url},
             "alertmanager": {"url": self.alertmanager.url},
             "external_url": worker_url,
-            "escalation": {"dir": str(self.escalation_dir)},
+            # As deploy/kubernetes/config.yaml: notes on disk and, routed by team, Alertmanager.
+            "escalation": {"dir": str(self.escalation_dir),
+                           "sinks": {"alertmanager": {"type": "alertmanager",
+                                                      "url": self.alertmanager.url}},
+                           "default_sinks": ["files", "alertmanager"]},
             "guards": {"namespaces": {"allow": list(seed.NAMESPACES)},
                        "buckets": {"allow": list(seed.BUCKETS)}},
             "log_level": "debug",

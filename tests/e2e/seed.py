@@ -17,7 +17,7 @@ from tests.kubeapi.server import KubeAPIServer
 CODE_FORGE_NS, CODE_FORGE = "neural-hive-pipeline", "code-forge"
 DELTACROWN_NS, DELTACROWN = "deltacrown", "deltacrown"
 LIBERVIA_NS, LIBERVIA = "libervia", "libervia-gateway"
-HACKATHON_NS, HACKATHON = "hackathon", "hackathon-file-processor"
+HACKATHON_NS, HACKATHON = "default", "hackathon-file-processor"  # its runbook's namespace
 THREEDPOT_NS, THREEDPOT = "3dpot", "3dpot-backend"
 NAMESPACES = (CODE_FORGE_NS, DELTACROWN_NS, LIBERVIA_NS, HACKATHON_NS, THREEDPOT_NS)
 

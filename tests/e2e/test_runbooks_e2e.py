@@ -31,7 +31,7 @@ from tests.support.worker import http
 
 HEADLINE_ALERTS = ["CodeForgeS3UploadFailureHigh", "CodeForgeS3IntegrityFailure",
                    "DeltaCrownCertS3ReadFallbackHigh", "HackathonFileProcessorHighCPU",
-                   "API_DOWN", "ThreeDPotHigh5xxRate"]
+                   "HackathonFileProcessorDown", "API_DOWN", "ThreeDPotHigh5xxRate"]
 
 
 def steps_of(decision: dict) -> dict[str, dict]:
@@ -231,46 +231,48 @@ def _replicas(stack: Stack) -> int:
     return stack.kube.get("deployments", seed.HACKATHON_NS, seed.HACKATHON)["spec"]["replicas"]
 
 
-def test_hackathon_high_cpu_scales_out_within_the_hpa_bounds(stack):
+def test_hackathon_high_cpu_escalates_with_the_hpa_status_and_never_scales(stack):
     alertname = "HackathonFileProcessorHighCPU"
     stack.require_route(alertname)
     assert _replicas(stack) == 4
 
     _cpu(stack, HOT, 0.5)
     decision = stack.wait_decision(alertname)
-    assert decision["outcome"] == "succeeded", decision["reason"]
-    scale = steps_of(decision)["scale"]["result"]
-    assert scale["changed"] is True
-    assert steps_of(decision)["hpa"]["result"]["object"]["spec"]["maxReplicas"] == 16  # evidence
-    assert 4 < _replicas(stack) <= 16 and _replicas(stack) == scale["applied"]
-    dep = stack.kube.get("deployments", seed.HACKATHON_NS, seed.HACKATHON)
-    assert dep["status"].get("readyReplicas") == scale["applied"]  # the rollout step saw them up
-    assert not (stack.escalation_dir / f"{decision['id']}.md").exists()
-
-    _cpu(stack, 0.0, 1000.0)  # the extra replicas absorb the load
-    stack.wait_decision(alertname, status="resolved")
-    assert len(firing_decisions(stack, alertname)) == 1
-
-
-def test_hackathon_high_cpu_at_the_hpa_maximum_changes_nothing_and_escalates(stack):
-    alertname = "HackathonFileProcessorHighCPU"
-    stack.require_route(alertname)
-    stack.worker.restart()  # the scale-out's 10-minute cooldown would block this episode
-    stack.kube.patch("deployments", seed.HACKATHON_NS, seed.HACKATHON, {"spec": {"replicas": 16}})
-
-    _cpu(stack, HOT, 0.5)
-    decision = stack.wait_decision(alertname)
     assert decision["outcome"] == "escalated", decision["reason"]
-    assert decision["reason"].startswith("step 'at_max' failed: already at 16 replicas")
-    assert steps_of(decision)["scale"]["result"]["changed"] is False
-    assert _replicas(stack) == 16
+    steps = steps_of(decision)
+    assert steps["hpa"]["result"]["object"]["spec"]["maxReplicas"] == 16  # the evidence
+    assert not any(s["mutating"] for s in decision["steps"])
+    assert _replicas(stack) == 4  # the HPA owns the replica count
+    assert not stack.kube.requests_matching("PATCH", f"/deployments/{seed.HACKATHON}")
     note = stack.note(decision)
-    assert note.startswith(f"# [WARNING] {alertname}: file processor CPU above 80 % for 10 minutes, "
-                           "at 16 replicas")
-    assert "Respond within:** 30 min" in note and "raising maxReplicas" in note
+    assert note.startswith(f"# [WARNING] {alertname}: file processor CPU above 80 % for 10 minutes")
+    assert "do not scale the deployment by hand" in note
 
     _cpu(stack, 0.0, 1000.0)
     stack.wait_decision(alertname, status="resolved")
+
+
+def test_hackathon_service_down_with_ready_pods_does_not_restart(stack):
+    """The scrape job is misconfigured: up == 0 fires, but every pod is ready, so a restart
+    would only drop in-flight files. The note reaches the team's receiver."""
+    alertname = "HackathonFileProcessorDown"
+    stack.require_route(alertname)
+    stack.reload_prometheus(misconfigure_job="hackathon-file-processor")
+    try:
+        decision = stack.wait_decision(alertname, timeout=60)
+    finally:
+        stack.reload_prometheus()
+    assert decision["outcome"] == "escalated", decision["reason"]
+    assert decision["reason"].startswith("step 'pods_not_ready' failed: every pod is ready (4 of 4)")
+    assert seed.restarted_at(stack.kube, seed.HACKATHON_NS, seed.HACKATHON) is None
+    assert not stack.kube.requests_matching("PATCH", f"/deployments/{seed.HACKATHON}")
+    assert stack.note(decision).startswith(f"# [CRITICAL] {alertname}: hackathon-file-processor is down")
+    pages = eventually(lambda: [a["labels"] for d in stack.human_deliveries("RemediationEscalation")
+                                for a in d.body["alerts"] if d.path == "/hackathon-oncall"
+                                and a["labels"]["original_alertname"] == alertname],
+                       "the team's receiver to be paged", 20)
+    assert (pages[0]["team"], pages[0]["severity"]) == ("hackathon-oncall", "critical")
+    stack.wait_decision(alertname, status="resolved", timeout=60)
 
 
 def test_libervia_api_down_restarts_the_gateway_and_verifies_health(stack):

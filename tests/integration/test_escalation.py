@@ -9,6 +9,7 @@ import textwrap
 import time
 
 import aiohttp
+import yaml
 
 from remediator.actions.base import ActionError
 from remediator.alerts import parse_notification
@@ -16,6 +17,7 @@ from remediator.config import Config
 from remediator.escalation import build_sink
 from remediator.executor import Executor
 from remediator.service import Service
+from tests.deploy.test_alertmanager_config import CONFIG as SHIPPED_AM_CONFIG
 from tests.integration.test_guards import Harness, web
 from tests.support.alertmanager import webhook_config
 from tests.support.payloads import alert, notification
@@ -39,6 +41,7 @@ playbooks:
       severity: critical
       respond_within: 15m
       owner: "#code-forge-team ({{ labels.namespace }})"
+      team: code-forge-team
       summary: "S3 uploads failing for {{ target }}"
       sinks: %(sinks)s
       next_steps:
@@ -138,6 +141,35 @@ def test_alertmanager_sink_is_idempotent_a_repeated_note_pages_once(alertmanager
         assert page["labels"]["execution_id"] == "e1"
         time.sleep(1.0)  # ten group intervals: a second notification would have gone out
         assert len(receiver.deliveries) == 1
+    finally:
+        receiver.stop()
+
+
+def test_a_critical_note_reaches_its_team_through_the_shipped_alertmanager_routes(
+        tmp_path, alertmanager_factory):
+    """The shipped routing tree, unchanged, in a real Alertmanager; only the receivers' Slack
+    integrations are swapped for a local endpoint per receiver, so the path tells who got it."""
+    receiver = WebhookReceiver().start()
+    try:
+        shipped = yaml.safe_load(SHIPPED_AM_CONFIG.read_text())
+        base = receiver.url.rsplit("/", 1)[0]
+        config = {"route": shipped["route"], "receivers": [
+            {"name": r["name"], "webhook_configs": [{"url": f"{base}/{r['name']}"}]}
+            for r in shipped["receivers"]]}
+        am = alertmanager_factory(yaml.safe_dump(config))
+        decision = _fire(_service(tmp_path, {"am": {"type": "alertmanager", "url": am.url}}, ["am"]))
+        assert decision["escalation"]["team"] == "code-forge-team"
+        [page] = am.alerts(alertname="RemediationEscalation")
+        assert {k: page["labels"][k] for k in ("team", "severity", "respond_within")} == {
+            "team": "code-forge-team", "severity": "critical", "respond_within": "15m"}
+        delivered = receiver.wait_for(lambda d: any(
+            a["labels"]["alertname"] == "RemediationEscalation" for a in d.body["alerts"]))
+        assert delivered.path == "/code-forge-team"
+        assert delivered.body["receiver"] == "code-forge-team"
+        assert "**Team:** `code-forge-team`" in delivered.body["alerts"][0]["annotations"][
+            "description"]
+        time.sleep(1)  # nobody else is paged for it (group_wait 0s: it would be there by now)
+        assert {d.path for d in receiver.deliveries} == {"/code-forge-team"}
     finally:
         receiver.stop()
 
