@@ -9,6 +9,7 @@ same. Actions are driven the way the engine drives them: params through `check_p
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import os
@@ -293,11 +294,18 @@ def test_a_change_landing_mid_scale_is_reread_not_overwritten(run, ctx,
     """The scale PATCH carries the resourceVersion its delta was computed from: a change
     landing in between makes the apiserver answer 409, and the action starts over from it."""
     kubeapi.add_deployment("deltacrown", NS, replicas=2)
-    kubeapi.inject("PATCH", r"/deployments/deltacrown/scale$", status=None, delay=0.5)
-    threading.Timer(0.2, kubeapi.patch, ("deployments", NS, "deltacrown",
-                                         {"spec": {"replicas": 5}})).start()
-    result = act(run, "kubernetes.scale", ctx, namespace=NS, name="deltacrown", delta=1, min=1,
-                 max=9)
+    # The first PATCH is held at the server; the change lands once it has arrived (not after
+    # a timer that would race the client's start-up), before the server answers it.
+    kubeapi.inject("PATCH", r"/deployments/deltacrown/scale$", status=None, delay=3)
+
+    async def change_while_the_patch_is_held(scale: Any) -> Any:
+        task = asyncio.ensure_future(scale)
+        while not kubeapi.requests_matching("PATCH", "/deltacrown/scale$") and not task.done():
+            await asyncio.sleep(0.01)
+        kubeapi.patch("deployments", NS, "deltacrown", {"spec": {"replicas": 5}})
+        return await task
+    result = act(lambda scale: run(change_while_the_patch_is_held(scale)), "kubernetes.scale",
+                 ctx, namespace=NS, name="deltacrown", delta=1, min=1, max=9)
     assert (result["previous"], result["applied"]) == (5, 6)
     assert kubeapi.get("deployments", NS, "deltacrown")["spec"]["replicas"] == 6
     first, second = kubeapi.requests_matching("PATCH", "/scale$")
