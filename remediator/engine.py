@@ -18,7 +18,7 @@ from typing import Any
 
 from . import redact, templating
 from .actions.backends import Backends
-from .actions.base import ActionContext, check_params
+from .actions.base import ActionContext, check_params, render_params
 from .actions.registry import ACTIONS
 from .alerts import Alert, Group, utcnow_iso
 from .escalation import Escalator
@@ -257,7 +257,7 @@ class Engine:
                 return record
             condition = f"if {step.when} (decided at run time): "
         try:
-            rendered = templating.render_value(step.params, ctx)
+            rendered = render_params(action, step.params, ctx)
         except templating.TemplateError as exc:
             record.outcome, record.detail = "failed", str(exc)
             return record
@@ -421,7 +421,7 @@ def _plan(steps: tuple[Step, ...], ctx: dict[str, Any]) -> list[str]:
         action = ACTIONS[step.action]
         when = f"if {step.when}: " if step.when else ""
         try:
-            params, problems = check_params(action, templating.render_value(step.params, ctx),
+            params, problems = check_params(action, render_params(action, step.params, ctx),
                                             rendered=True)
             what = action.describe(params) if params and not problems else ""
         except templating.TemplateError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.sandbox import SecurityError
@@ -56,6 +57,23 @@ class Pending:
 _env = BoundedSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
+def _percent_encode(value: Any) -> str:
+    """Every `{{ }}` in a URL is data: '/', '?', '#', '@', ':' are encoded, so a label cannot
+    leave its path segment or query value (`../admin`, `x?y=1`, `@evil.example`)."""
+    if isinstance(value, Pending):
+        return str(value)
+    encoded = quote(str(value), safe="")
+    if encoded in (".", ".."):  # a dot segment would climb the path
+        raise TemplateError(f"{encoded!r} cannot be a value in a URL")
+    return encoded
+
+
+_url_env = BoundedSandbox(undefined=StrictUndefined, autoescape=False,
+                          keep_trailing_newline=False, finalize=_percent_encode)
+# The literal start of a URL template must reach past its authority (scheme, host, port).
+_LITERAL_AUTHORITY = re.compile(r"https?://[^/?#\s{}]+[/?#]", re.ASCII)
+
+
 def is_template(text: str) -> bool:
     return "{{" in text or "{%" in text
 
@@ -70,12 +88,24 @@ def compile_check(text: str) -> set[str]:
     return {n.name for n in ast.find_all(nodes.Name) if n.ctx == "load"} - assigned
 
 
-def render(text: str, context: dict[str, Any]) -> str:
+def templated_authority(text: str) -> bool:
+    """Could a template choose this URL's scheme, host or port? (Only its path and query may
+    be templated, unless the step lists the hosts it may reach.)"""
+    starts = [i for i in (text.find("{{"), text.find("{%")) if i >= 0]
+    return bool(starts) and not _LITERAL_AUTHORITY.match(text[:min(starts)])
+
+
+def render_url(text: str, context: dict[str, Any]) -> str:
+    """Render a URL template: every interpolated value is percent-encoded."""
+    return render(text, context, _url_env)
+
+
+def render(text: str, context: dict[str, Any], env: BoundedSandbox = _env) -> str:
     """Render one string template in the sandbox."""
     if not is_template(text):
         return text
     try:
-        return _bounded_render(text, context)
+        return _bounded_render(env, text, context)
     except UndefinedError as exc:
         raise TemplateError(f"undefined in template {text!r}: {exc.message}") from None
     except SecurityError as exc:
@@ -88,10 +118,10 @@ def render(text: str, context: dict[str, Any]) -> str:
         raise TemplateError(f"template {text!r} failed: {type(exc).__name__}: {exc}") from None
 
 
-def _bounded_render(text: str, context: dict[str, Any]) -> str:
+def _bounded_render(env: BoundedSandbox, text: str, context: dict[str, Any]) -> str:
     """Render, stopping as soon as the output passes MAX_SIZE (a loop cannot fill memory)."""
     parts, size = [], 0
-    for part in _env.from_string(text).generate(context):
+    for part in env.from_string(text).generate(context):
         size += len(part)
         if size > MAX_SIZE:
             raise TemplateError(f"template {text[:80]!r} renders more than {MAX_SIZE} characters")
@@ -223,8 +253,15 @@ def _container_path(v: str) -> None:
 
 
 def _url(v: str) -> None:
-    if not re.match(r"^https?://[^\s/$.?#][^\s]*$", v):
-        raise ValueError("must be an http(s) URL")
+    if len(v) > 8192 or any(c.isspace() or not c.isprintable() for c in v):
+        raise ValueError("must be an http(s) URL without spaces or control characters")
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http(s) URL with a host")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError as exc:
+        raise ValueError(f"must be an http(s) URL: {exc}") from None
 
 
 VALIDATORS: dict[str, Callable[[str], None]] = {

@@ -240,6 +240,13 @@ def parse_duration(value: Any) -> float:
     return sum(float(n) * _UNIT[u] for n, u in parts)
 
 
+def render_params(action: Action, raw: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """Render a step's parameters; values interpolated into a URL are percent-encoded."""
+    return {name: templating.render_url(value, context)
+            if isinstance(value, str) and name in action.params and action.params[name].kind == "url"
+            else templating.render_value(value, context) for name, value in raw.items()}
+
+
 def check_params(action: Action, raw: dict[str, Any], *, rendered: bool) -> tuple[dict, list]:
     """Validate and coerce `raw` against the action's declaration.
 
@@ -263,6 +270,12 @@ def check_params(action: Action, raw: dict[str, Any], *, rendered: bool) -> tupl
             out[name] = _coerce(spec, raw[name], rendered)
         except (ValueError, TypeError) as exc:
             problems.append((name, f"parameter {name!r}: {exc}"))
+    for name, spec in action.params.items():
+        value = raw.get(name)
+        if spec.kind == "url" and isinstance(value, str) and templating.templated_authority(value) \
+                and not raw.get("allow_hosts"):
+            problems.append((name, f"parameter {name!r}: a template may fill only a URL's path and "
+                                   "query; list the hosts it may reach in allow_hosts"))
     for low, high in action.ordered:
         a, b = out.get(low), out.get(high)
         if _is_number(a) and _is_number(b) and a > b:

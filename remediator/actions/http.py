@@ -9,6 +9,7 @@ import re
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -37,6 +38,9 @@ class HttpRequest(Action):
                               description="secret headers read at call time, never stored: "
                               "{Authorization: {file: PATH | env: NAME, prefix: 'Bearer '}}"),
         "json": Param("any", description="request body, sent as JSON"),
+        "allow_hosts": Param("list", literal=True,
+                             description="the hosts (host or host:port) a URL whose host is "
+                             "templated may reach; without it only the path and query may be"),
         "timeout": Param("duration", default=10.0, minimum=0.1),
     }
 
@@ -69,7 +73,7 @@ class HttpRequest(Action):
                 problems.append(f"{where}: file or env must be a non-empty string")
             if name.lower() in {h.lower() for h in params.get("headers") or {}}:
                 problems.append(f"{where}: also set in headers; set it in one place")
-        return problems
+        return problems + _host_problems(params["url"], params.get("allow_hosts"))
 
     def advise(self, params: dict[str, Any]) -> list[tuple[str, str]]:
         return [("headers", f"header {name!r} looks like a credential written in the playbook; "
@@ -128,6 +132,17 @@ def _secret_headers(spec: dict[str, dict[str, str]] | None) -> dict[str, str]:
         redact.remember(secret)
         out[name] = ref.get("prefix", "") + secret
     return out
+
+
+def _host_problems(url: str, allowed: list[Any] | None) -> list[str]:
+    """A URL whose host a template chose must name one of the listed hosts."""
+    if not allowed:
+        return []
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if host in allowed or (parts.port and f"{host}:{parts.port}" in allowed):
+        return []
+    return [f"{url!r}: host {host!r} is not in allow_hosts ({', '.join(map(str, allowed))})"]
 
 
 def _dig(data: Any, path: str) -> Any:

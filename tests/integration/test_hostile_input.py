@@ -28,3 +28,32 @@ def test_a_hostile_label_cannot_stall_the_server_through_a_regex_matcher(worker_
         assert http("GET", f"{w.url}/-/healthy", timeout=5)[0] == 200
     outcomes = {d["fingerprint"]: d["outcome"] for d in w.wait_executions(2)}
     assert outcomes == {"evil": "no_match", "good": "planned"}
+
+
+PROBE_RULES = """
+playbooks:
+  - name: probe
+    match: {alertname: ServiceDown}
+    steps:
+      - name: health
+        action: http.request
+        params:
+          url: "http://{{ labels.service }}.prod.svc/v1/{{ labels.path }}?env={{ labels.env }}"
+          allow_hosts: [web.prod.svc]
+"""
+
+
+def test_a_label_cannot_choose_the_host_or_leave_its_path_segment(worker_factory):
+    w = worker_factory(PROBE_RULES)
+    ssrf = "169.254.169.254/latest/meta-data/iam/?"
+    payload = notification(
+        alert("ServiceDown", service=ssrf, path="x", env="prod", fingerprint="ssrf"),
+        alert("ServiceDown", service="web", path="../admin", env="a&b=c", fingerprint="path"),
+        alert("ServiceDown", service="web", path="..", env="prod", fingerprint="dots"))
+    assert w.post_alerts(payload)[0] == 202
+    decisions = {d["fingerprint"]: d for d in w.wait_executions(3)}
+    assert decisions["ssrf"]["outcome"] == "failed"
+    assert "is not in allow_hosts (web.prod.svc)" in decisions["ssrf"]["reason"]
+    assert decisions["dots"]["outcome"] == "failed" and "'..' cannot be" in decisions["dots"]["reason"]
+    [step] = decisions["path"]["steps"]  # dry-run: planned with the encoded URL
+    assert step["params"]["url"] == "http://web.prod.svc/v1/..%2Fadmin?env=a%26b%3Dc"
