@@ -375,6 +375,10 @@ class PostgresStore:
         return await self._call("read", lambda db: db.fetchval(
             "SELECT count(*) FROM inbox WHERE state IN ('pending', 'running')"))
 
+    async def received(self, dedupe_key: str) -> bool:
+        return await self._call("read", lambda db: db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM inbox WHERE dedupe_key=$1)", dedupe_key))
+
     async def prune_inbox(self, before_iso: str) -> int:
         status = await self._call("prune", lambda db: db.execute(
             "DELETE FROM inbox WHERE state='done' AND received_at < $1", before_iso))

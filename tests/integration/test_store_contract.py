@@ -68,6 +68,8 @@ def test_inbox_dedupes_claims_finishes_and_resumes_after_a_restart(run, store_ur
         await store.requeue("k1")  # an approval queues a finished alert again
         assert [i.dedupe_key for i in await store.claim(10)] == ["k1"]
         assert await store.enqueue(_rows(1)) == Enqueued(0, 1)  # still a duplicate after finishing
+        # A firing run asks whether its resolution was acknowledged, processed or not.
+        assert await store.received("k4") and not await store.received("k9")
         await store.close()
 
     run(scenario())
