@@ -25,6 +25,7 @@ from remediator.actions.base import ActionContext, ActionError
 from remediator.actions.registry import ACTIONS
 from remediator.actions.s3_integrity import required_sample, upper_bound
 from remediator.playbooks.models import build_step
+from tests.kubeapi.rbac import step_documents
 from tests.support.actions import params
 from tests.support.payloads import alert, notification
 from tests.support.worker import replay_cli
@@ -43,8 +44,12 @@ def ctx(run):
     run(backends.close())
 
 
-def act(run, ctx: ActionContext, name: str, /, **raw: Any) -> dict[str, Any]:
-    return run(ACTIONS[name].run(params(ACTIONS[name], **raw), ctx))
+def act(run, ctx: ActionContext, name: str, /, kube: KubeAPIServer | None = None,
+        **raw: Any) -> dict[str, Any]:
+    p = params(ACTIONS[name], **raw)
+    if kube is not None:  # exactly the RBAC deploy/kubernetes/generate.py grants this step
+        kube.grant(step_documents(name, p, p.get("namespace") or ""))
+    return run(ACTIONS[name].run(p, ctx))
 
 
 # --- kubernetes.scale ----------------------------------------------------------------------------
@@ -52,19 +57,20 @@ def act(run, ctx: ActionContext, name: str, /, **raw: Any) -> dict[str, Any]:
 def test_a_delta_never_moves_replicas_the_other_way(run, kubeconfig, ctx,
                                                     kubeapi: KubeAPIServer) -> None:
     kubeapi.add_deployment("code-forge", NS, replicas=20)
-    up = act(run, ctx, "kubernetes.scale", namespace=NS, name="code-forge", delta=2, min=2, max=16)
+    up = act(run, ctx, "kubernetes.scale", kube=kubeapi, namespace=NS, name="code-forge",
+             delta=2, min=2, max=16)
     assert (up["previous"], up["applied"], up["changed"]) == (20, 20, False)  # not down to 16
     assert up["reason"] == "not scaled up: 20 replicas, at or above max 16"
     assert kubeapi.requests_matching("PATCH") == []
 
     kubeapi.patch("deployments", NS, "code-forge", {"spec": {"replicas": 1}})
-    down = act(run, ctx, "kubernetes.scale", namespace=NS, name="code-forge", delta=-1, min=3,
+    down = act(run, ctx, "kubernetes.scale", kube=kubeapi, namespace=NS, name="code-forge", delta=-1, min=3,
                max=16)
     assert (down["applied"], down["changed"]) == (1, False)  # not up to 3
     assert down["reason"] == "not scaled down: 1 replicas, at or below min 3"
 
     kubeapi.patch("deployments", NS, "code-forge", {"spec": {"replicas": 14}})
-    capped = act(run, ctx, "kubernetes.scale", namespace=NS, name="code-forge", delta=5, min=3,
+    capped = act(run, ctx, "kubernetes.scale", kube=kubeapi, namespace=NS, name="code-forge", delta=5, min=3,
                  max=16)
     assert (capped["requested"], capped["applied"], capped["clamped"]) == (19, 16, True)
     assert capped["reason"] == "kept within 3..16"
@@ -92,7 +98,7 @@ def test_a_replicaset_without_a_revision_is_not_history(run, kubeconfig, ctx,
     kubeapi.add(stray)
     before = kubeapi.get("deployments", NS, "libervia")["spec"]["template"]
     with pytest.raises(ActionError, match="no rollout history found for deployment 'libervia'"):
-        act(run, ctx, "kubernetes.rollout_undo", namespace=NS, name="libervia")
+        act(run, ctx, "kubernetes.rollout_undo", kube=kubeapi, namespace=NS, name="libervia")
     assert kubeapi.get("deployments", NS, "libervia")["spec"]["template"] == before
     assert kubeapi.requests_matching("PATCH") == []
 

@@ -9,8 +9,11 @@ a request that provably never left (connection refused) is retried even when it 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import time
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +24,10 @@ from remediator.actions.base import ActionContext, maybe_applied, never_sent
 from remediator.actions.registry import ACTIONS
 from remediator.executor import Executor, StepRecord
 from tests.conftest import write_rules
+from tests.kubeapi.rbac import step_documents
 from tests.support.actions import params
 from tests.support.payloads import alert, notification
+from tests.support.procs import LOCALHOST, serve_http
 from tests.support.worker import WorkerProcess
 
 if TYPE_CHECKING:
@@ -34,9 +39,12 @@ READ_TIMEOUT = 0.4  # the client gives up long before that
 BUCKET = "sboms-prod"
 
 
-def execute(run, ctx: ActionContext, name: str, /, **raw: Any) -> StepRecord:
+def execute(run, ctx: ActionContext, name: str, /, kube: KubeAPIServer | None = None,
+            **raw: Any) -> StepRecord:
     action = ACTIONS[name]
     p = params(action, **raw)
+    if kube is not None:  # exactly the RBAC deploy/kubernetes/generate.py grants this step
+        kube.grant(step_documents(action.name, p, p.get("namespace") or ""))
     record = StepRecord(name="step", action=name, params=p, outcome="planned",
                         mutating=action.mutates(p))
     return run(Executor(retry_wait=0.01).run(action, p, ctx, record, timeout=20, attempts=3))
@@ -59,8 +67,8 @@ def test_scale_by_delta_answered_late_is_not_added_twice(run, kctx, kubeapi: Kub
     kubeapi.add_deployment("code-forge", NS, replicas=4)
     kubeapi.inject("PATCH", r"/deployments/code-forge/scale$", status=None, delay=LATE,
                    applied=True)
-    record = execute(run, kctx, "kubernetes.scale", namespace=NS, name="code-forge", delta=2,
-                     min=1, max=10)
+    record = execute(run, kctx, "kubernetes.scale", kube=kubeapi, namespace=NS,
+                     name="code-forge", delta=2, min=1, max=10)
     assert_uncertain(record, f"scale deployment {NS}/code-forge by +2 replicas")
     assert "ReadTimeoutError" in record.detail
     assert kubeapi.get("deployments", NS, "code-forge")["spec"]["replicas"] == 6  # not 8
@@ -69,8 +77,8 @@ def test_scale_by_delta_answered_late_is_not_added_twice(run, kctx, kubeapi: Kub
     # the same late answer to an absolute count: repeating it is harmless, so it is retried
     kubeapi.inject("PATCH", r"/deployments/code-forge/scale$", status=None, delay=LATE,
                    applied=True)
-    record = execute(run, kctx, "kubernetes.scale", namespace=NS, name="code-forge",
-                     replicas=3, min=1, max=10)
+    record = execute(run, kctx, "kubernetes.scale", kube=kubeapi, namespace=NS,
+                     name="code-forge", replicas=3, min=1, max=10)
     assert (record.outcome, record.attempts, record.uncertain) == ("succeeded", 2, False)
     assert kubeapi.get("deployments", NS, "code-forge")["spec"]["replicas"] == 3
 
@@ -79,11 +87,11 @@ def test_rollout_undo_to_previous_answered_late_is_not_undone_again(
         run, kctx, kubeapi: KubeAPIServer) -> None:
     kubeapi.add_deployment("libervia", NS, env={"LOG_LEVEL": "info"})
     original = kubeapi.get("deployments", NS, "libervia")["spec"]["template"]
-    run(ACTIONS["kubernetes.set_env"].run(
-        params(ACTIONS["kubernetes.set_env"], namespace=NS, name="libervia",
-               env={"LOG_LEVEL": "debug"}), kctx))
+    assert execute(run, kctx, "kubernetes.set_env", kube=kubeapi, namespace=NS, name="libervia",
+                   env={"LOG_LEVEL": "debug"}).outcome == "succeeded"
     kubeapi.inject("PATCH", r"/deployments/libervia$", status=None, delay=LATE, applied=True)
-    record = execute(run, kctx, "kubernetes.rollout_undo", namespace=NS, name="libervia")
+    record = execute(run, kctx, "kubernetes.rollout_undo", kube=kubeapi, namespace=NS,
+                     name="libervia")
     assert_uncertain(record, f"roll back deployment {NS}/libervia to its previous revision")
     # rolled back once; a retry would have rolled the rollback back (to LOG_LEVEL=debug)
     assert kubeapi.get("deployments", NS, "libervia")["spec"]["template"] == original
@@ -94,7 +102,8 @@ def test_rollout_restart_answered_with_a_server_error_after_applying_is_not_repe
         run, kctx, kubeapi: KubeAPIServer) -> None:
     kubeapi.add_deployment("code-forge", NS)
     kubeapi.inject("PATCH", r"/deployments/code-forge$", status=503, applied=True)
-    record = execute(run, kctx, "kubernetes.rollout_restart", namespace=NS, name="code-forge")
+    record = execute(run, kctx, "kubernetes.rollout_restart", kube=kubeapi, namespace=NS,
+                     name="code-forge")
     assert_uncertain(record, f"restart deployment {NS}/code-forge")
     assert "(HTTP 503)" in record.detail
     assert kubeapi.get("deployments", NS, "code-forge")["metadata"]["generation"] == 2  # once
@@ -106,7 +115,7 @@ def test_delete_pods_by_selector_answered_late_spares_the_replacement(
     kubeapi.add_deployment("code-forge", NS, replicas=2)
     first, second = sorted(p["metadata"]["name"] for p in kubeapi.list("pods", NS))
     kubeapi.inject("DELETE", rf"/pods/{first}$", status=None, delay=LATE, applied=True)
-    record = execute(run, kctx, "kubernetes.delete_pods", namespace=NS,
+    record = execute(run, kctx, "kubernetes.delete_pods", kube=kubeapi, namespace=NS,
                      selector="app=code-forge", max=2)
     assert_uncertain(record, f"delete the pods in {NS} matching app=code-forge")
     pods = {p["metadata"]["name"] for p in kubeapi.list("pods", NS)}
@@ -114,16 +123,46 @@ def test_delete_pods_by_selector_answered_late_spares_the_replacement(
     assert [r.path.rsplit("/", 1)[1] for r in kubeapi.requests_matching("DELETE")] == [first]
 
 
-def test_http_patch_answered_late_is_sent_once(run, kctx, kubeapi: KubeAPIServer) -> None:
-    kubeapi.add_deployment("code-forge", NS)
-    url = f"{kubeapi.url}/apis/apps/v1/namespaces/{NS}/deployments/code-forge"
-    kubeapi.inject("PATCH", r"/deployments/code-forge$", status=None, delay=LATE, applied=True)
-    record = execute(run, kctx, "http.request", url=url, method="PATCH", timeout=READ_TIMEOUT,
-                     headers={"Content-Type": "application/merge-patch+json"},
-                     json={"metadata": {"annotations": {"paged": "yes"}}})
-    assert_uncertain(record, f"send PATCH {url}")
-    assert kubeapi.get("deployments", NS, "code-forge")["metadata"]["annotations"]["paged"] == "yes"
-    assert len(kubeapi.requests_matching("PATCH")) == 1
+class SlowPeer:
+    """An HTTP service that applies a PATCH at once and answers it `late` seconds later."""
+
+    def __init__(self, late: float) -> None:
+        self.patches: list[Any] = []
+        peer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_PATCH(self) -> None:
+                size = int(self.headers["Content-Length"])
+                peer.patches.append(json.loads(self.rfile.read(size)))
+                time.sleep(late)
+                with contextlib.suppress(OSError):  # the client may have given up
+                    self.send_response(200)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"{}")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server, port = serve_http(Handler)
+        self.url = f"http://{LOCALHOST}:{port}/api/flags/paged"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_http_patch_answered_late_is_sent_once(run) -> None:
+    peer = SlowPeer(LATE)
+    ctx = ActionContext(backends=Backends(), log=logging.getLogger("t"), execution_id="e1")
+    try:
+        record = execute(run, ctx, "http.request", url=peer.url, method="PATCH",
+                         timeout=READ_TIMEOUT, json={"paged": "yes"})
+    finally:
+        run(ctx.backends.close())
+        peer.close()
+    assert_uncertain(record, f"send PATCH {peer.url}")
+    assert peer.patches == [{"paged": "yes"}]  # applied, and only once
     http = ACTIONS["http.request"]
     assert [m for m in ("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "POST", "PATCH")
             if http.repeatable({"method": m})] == ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]
@@ -162,43 +201,37 @@ CRASH = """
 playbooks:
   - name: annotate
     match: {alertname: Annotate}
-    target: {kind: deployment, namespace: %(ns)s, name: code-forge}
+    target: {kind: deployment, namespace: shop, name: web}
     guards: {rate_limit: {max: 10, window: 1h}}
     steps:
       - name: patch
         action: http.request
-        params:
-          url: "%(url)s"
-          method: PATCH
-          headers: {Content-Type: application/merge-patch+json}
-          json: {metadata: {annotations: {paged: "yes"}}}
-          timeout: 60s
+        params: {url: "%s", method: PATCH, json: {paged: "yes"}, timeout: 60s}
 """
 
 
-def test_an_http_patch_interrupted_by_a_crash_is_not_sent_again(
-        tmp_path: Path, kubeapi: KubeAPIServer) -> None:
-    kubeapi.add_deployment("code-forge", NS)
-    url = f"{kubeapi.url}/apis/apps/v1/namespaces/{NS}/deployments/code-forge"
-    rules = write_rules(tmp_path / "rules", CRASH % {"ns": NS, "url": url})
-    kubeapi.inject("PATCH", r"/deployments/code-forge$", status=None, delay=60, applied=True)
-    w = WorkerProcess(tmp_path, [str(rules)], mode="live").start()
-    assert w.post_alerts(notification(alert("Annotate", fingerprint="p1")))[0] == 202
-    deadline = time.monotonic() + 15
-    while not kubeapi.requests_matching("PATCH"):
-        assert time.monotonic() < deadline, w.logs()
-        time.sleep(0.05)
-    w.kill9()  # the PATCH has landed; its answer never arrives
-    kubeapi.clear_faults()
-    w2 = WorkerProcess(tmp_path, [str(rules)], mode="live", store=w.db).start()
+def test_an_http_patch_interrupted_by_a_crash_is_not_sent_again(tmp_path: Path) -> None:
+    peer = SlowPeer(60)  # applies the PATCH, then holds the answer past the crash
+    rules = write_rules(tmp_path / "rules", CRASH % peer.url)
     try:
+        w = WorkerProcess(tmp_path, [str(rules)], mode="live").start()
+        assert w.post_alerts(notification(alert("Annotate", fingerprint="p1")))[0] == 202
         deadline = time.monotonic() + 15
-        while not (done := [d for d in w2.executions() if d["outcome"] != "running"]):
-            assert time.monotonic() < deadline, w2.logs()
-            time.sleep(0.1)
-        assert done[0]["outcome"] == "failed"
-        assert "interrupted" in done[0]["reason"]
-        assert done[0]["steps"][0]["uncertain"] is True
-        assert len(kubeapi.requests_matching("PATCH")) == 1
+        while not peer.patches:
+            assert time.monotonic() < deadline, w.logs()
+            time.sleep(0.05)
+        w.kill9()  # the PATCH has landed; its answer never arrives
+        w2 = WorkerProcess(tmp_path, [str(rules)], mode="live", store=w.db).start()
+        try:
+            deadline = time.monotonic() + 15
+            while not (done := [d for d in w2.executions() if d["outcome"] != "running"]):
+                assert time.monotonic() < deadline, w2.logs()
+                time.sleep(0.1)
+            assert done[0]["outcome"] == "failed"
+            assert "interrupted" in done[0]["reason"]
+            assert done[0]["steps"][0]["uncertain"] is True
+            assert peer.patches == [{"paged": "yes"}]
+        finally:
+            w2.stop()
     finally:
-        w2.stop()
+        peer.close()
