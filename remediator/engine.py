@@ -103,7 +103,7 @@ class Engine:
         ctx["target"] = gc.target
         steps = pb.steps_for(alert.status)
         resolving = alert.status == "resolved" and pb.status == "firing"
-        block = None
+        block, reverts = None, False
         if resolving:
             # Cut the firing run's waits short, and let it stop before reverting anything.
             await self.inflight.resolve(gc.episode, execution_id, timeout=600)
@@ -118,9 +118,11 @@ class Engine:
                 block = await self.guards.before_execution(gc, resolving=True)
         else:
             block = await self.guards.before_execution(gc)
-        if block and resolving:  # the change it would revert stays: a human must know
+        if block and resolving and reverts:  # the change it would revert stays: tell a human
             block = replace(block, detail=f"{block.detail}; what the firing run changed stays "
                             "in place", escalate=True)
+        elif block and resolving:  # only notes or evidence after recovery: nobody to page
+            block = replace(block, escalate=False)
         if block:
             if block.escalate:  # the human who takes over sees what automation would do
                 decision["would_run"] = _plan(steps, ctx)
