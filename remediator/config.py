@@ -168,6 +168,8 @@ def _guard_settings(data: dict[str, Any]) -> GuardSettings:
     s.buckets_allow = list(data.get("buckets", {}).get("allow", s.buckets_allow))
     s.compose_projects_allow = list(data.get("compose_projects", {}).get(
         "allow", s.compose_projects_allow))
+    s.evidence_directories = list(data.get("evidence", {}).get(
+        "directories", s.evidence_directories))
     budget = data.get("budget", {})
     s.budget_max = int(budget.get("max", s.budget_max))
     s.budget_window = parse_duration(budget.get("window", s.budget_window))

@@ -282,8 +282,9 @@ class Engine:
             record.outcome = "cancelled"
             record.detail = "not run: the alert's resolution had already been received"
             return record
-        if record.mutating:
-            block = await self.guards.before_mutation(gc, step, params)
+        if record.mutating or action.scope(params):  # evidence writes, not mutating
+            block = (await self.guards.before_mutation(gc, step, params) if record.mutating
+                     else self.guards.scope(step, params))
             if block is not None:
                 record.outcome, record.guard, record.detail = "blocked", block.guard, block.detail
                 return record
@@ -294,6 +295,7 @@ class Engine:
         record.outcome = "running"  # the intent, journaled before the call
         await self.store.save_step(*journal, record.to_dict())
         actx = ActionContext(backends=self.backends, log=log, execution_id=gc.execution_id,
+                             step=step.name,
                              fingerprint=gc.alert.fingerprint, results=ctx["steps"])
         if record.mutating or gc.alert.status == "resolved":
             # A change in flight is never interrupted; nor is the resolution's own work.

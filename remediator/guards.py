@@ -11,6 +11,7 @@ outlived a crashed process would block its target forever.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -79,6 +80,9 @@ class GuardSettings:
     namespaces_deny: list[str] = field(default_factory=lambda: list(SYSTEM_NAMESPACES))
     buckets_allow: list[str] = field(default_factory=list)  # empty: no S3 mutation allowed
     compose_projects_allow: list[str] = field(default_factory=list)  # empty: no Docker change
+    # Roots under which evidence.bundle may write a directory (empty: none).
+    evidence_directories: list[str] = field(
+        default_factory=lambda: ["/var/lib/remediator/evidence"])
     budget_max: int = 30  # mutating actions across all playbooks ...
     budget_window: float = 3600.0  # ... per this many seconds
     approval_ttl: float = 3600.0
@@ -252,19 +256,29 @@ class Guards:
             if s.namespaces_allow and namespace not in s.namespaces_allow:
                 return Block("scope_denied", f"namespace {namespace!r} is not in the allow list "
                                              f"({', '.join(s.namespaces_allow)})")
-        bucket = params.get("bucket")
-        if step.action.startswith("s3.") and bucket and bucket not in s.buckets_allow:
-            return Block("scope_denied", f"bucket {bucket!r} is not in the S3 mutation allow list"
-                                         f" ({', '.join(s.buckets_allow) or 'empty'})")
-        if step.action.startswith("docker."):
-            # The Docker socket is root on the host: every change names its compose project
-            # (the action checks it against the container's label), and only listed ones pass.
-            project = params.get("project")
-            if not project or project not in s.compose_projects_allow:
-                return Block("scope_denied", f"compose project {project!r} is not in the Docker "
-                                             "mutation allow list (guards.compose_projects.allow:"
-                                             f" {', '.join(s.compose_projects_allow) or 'empty'})")
+        return self.scope(step, params)
+
+    def scope(self, step: Step, params: dict[str, Any]) -> Block | None:
+        """Every place the step writes (`Action.scope`) is in its kind's allow list. Also
+        run for a step that writes without mutating what is remediated (evidence)."""
+        for kind, name in ACTIONS[step.action].scope(params):
+            allowed, setting, what = self._allowed(kind)
+            if not any(name == a or (kind == "evidence_directory" and _under(name, a))
+                       for a in allowed if name):
+                return Block("scope_denied", f"{kind.replace('_', ' ')} {name!r} is not in the "
+                                             f"{what} allow list ({setting}: "
+                                             f"{', '.join(allowed) or 'empty'})")
         return None
+
+    def _allowed(self, kind: str) -> tuple[list[str], str, str]:
+        """(allow list, its setting, what it allows) for a kind of `Action.scope`."""
+        s = self.settings
+        return {"bucket": (s.buckets_allow, "guards.buckets.allow", "S3 write"),
+                "compose_project": (s.compose_projects_allow, "guards.compose_projects.allow",
+                                    "Docker mutation"),
+                "evidence_directory": (s.evidence_directories, "guards.evidence.directories",
+                                       "evidence directory (roots)"),
+                }.get(kind, ([], f"guards.{kind}", kind))
 
     async def _approval(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
         """One approval admits one step: each gated step waits for its own, with its own TTL."""
@@ -349,6 +363,12 @@ async def decide_approval(store: Store, name: str, status: str, at: float,
     await store.put_state(APPROVAL + name, state)
     await store.put_state(PENDING + name, None)
     return state
+
+
+def _under(path: str, root: str) -> bool:
+    """`path` is `root` or inside it, compared lexically (`..` is refused before this)."""
+    path, root = os.path.normpath(path), os.path.normpath(root)
+    return os.path.isabs(path) and (path == root or path.startswith(root.rstrip("/") + "/"))
 
 
 def _mutates(pb: Playbook) -> bool:

@@ -103,6 +103,7 @@ class ActionContext:
     results: Mapping[str, Any] = field(default_factory=dict)
     # How an action waits between polls: the executor's version gives its call slot back.
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    step: str = ""  # the step's name: what it writes is kept apart from its siblings'
 
 
 # A step's overall deadline, unless the step sets `timeout:`: this, or the action's own
@@ -134,6 +135,13 @@ class Action:
         narrows it by the step's literal parameters (its kind, its resource), so deploy/
         RBAC grants what the shipped playbooks use and nothing more."""
         return self.permissions
+
+    def scope(self, params: dict[str, Any]) -> list[tuple[str, str]]:
+        """Where this call writes, for the scope guard: (kind, name) pairs such as
+        ("bucket", b), ("http_host", h), ("compose_project", p), ("evidence_directory", d);
+        each kind has its allow list in guards (empty: nothing of that kind is written).
+        Namespaces are checked for every mutation, from the step or its target."""
+        return []
 
     def repeatable(self, params: dict[str, Any]) -> bool:
         """May this call run again after a crash interrupted it? Reads always may."""

@@ -148,6 +148,11 @@ class DockerAction(Action):
     def is_transient(self, exc: BaseException) -> bool:
         return is_transient(exc)
 
+    def scope(self, params: dict[str, Any]) -> list[tuple[str, str]]:
+        # The Docker socket is root on the host: every change names its compose project
+        # (the action checks it against the container's label), and only listed ones pass.
+        return [("compose_project", params.get("project") or "")] if self.mutates(params) else []
+
 
 async def select(backends: Any, params: dict[str, Any], limit: int | None = None
                  ) -> tuple[list[dict[str, Any]], int]:

@@ -6,10 +6,13 @@ with the sha256 and size of every file, in a local directory or an S3 prefix.
 
 It declares itself non-mutating on purpose: it only writes new evidence, never the system being
 remediated, so it still runs when guards block mutations (that is when evidence matters most)
-and needs no rate limit or approval. An S3 upload is still a write, so `s3:PutObject` is
-declared. The bundle lives under `<location>/<execution id>/`, so a re-run (a retry, a resume
-after a crash) rewrites the same bundle instead of scattering copies; the manifest, written
-last, is the authority on what the bundle holds.
+and needs no rate limit or approval. It still writes, so it is scoped like any write: the
+bucket must be in `guards.buckets.allow`, the directory under one of
+`guards.evidence.directories`, and both are written literally in the playbook (no label picks
+where evidence goes). An S3 upload declares `s3:PutObject`. The bundle lives under
+`<location>/<execution id>/<step>/`, so a re-run (a retry, a resume after a crash) rewrites the
+same bundle instead of scattering copies, and two bundles of one execution never overwrite
+each other; the manifest, written last, is the authority on what the bundle holds.
 """
 
 from __future__ import annotations
@@ -39,16 +42,23 @@ class EvidenceBundle(Action):
     idempotent = True
     params = {
         "include": Param("list", description="earlier step names; default all earlier steps"),
-        "directory": Param("string", description="local directory (the bundle goes in "
-                           "<directory>/<execution id>/)"),
-        "bucket": Param("string", kind="s3_bucket", description="upload to this bucket instead"),
-        "prefix": Param("string", default="evidence/", kind="s3_prefix",
+        "directory": Param("string", literal=True,
+                           description="local directory under guards.evidence.directories (the "
+                           "bundle goes in <directory>/<execution id>/<step>/)"),
+        "bucket": Param("string", kind="s3_bucket", literal=True,
+                        description="upload to this bucket (in guards.buckets.allow) instead"),
+        "prefix": Param("string", default="evidence/", kind="s3_prefix", literal=True,
                         description="key prefix in `bucket`"),
     }
     permissions = iam("s3:PutObject")
 
     def permissions_for(self, params: dict[str, Any]) -> tuple[Permission, ...]:
         return self.permissions if params.get("bucket") else ()  # a directory needs no IAM
+
+    def scope(self, params: dict[str, Any]) -> list[tuple[str, str]]:
+        if params.get("bucket"):
+            return [("bucket", params["bucket"])]
+        return [("evidence_directory", params.get("directory") or "")]
 
     def check(self, params: dict[str, Any]) -> list[str]:
         problems = []
@@ -66,7 +76,8 @@ class EvidenceBundle(Action):
 
     def describe(self, params: dict[str, Any]) -> str:
         steps = ", ".join(params["include"]) if params.get("include") else "all earlier steps"
-        return f"bundle the results of {steps} with a sha256 manifest into {_location(params, '<id>')}"
+        where = _location(params, "<id>", "<step>")
+        return f"bundle the results of {steps} with a sha256 manifest into {where}"
 
     def is_transient(self, exc: BaseException) -> bool:
         return is_transient(exc)
@@ -90,7 +101,10 @@ class EvidenceBundle(Action):
                       for n, d in files.items()],
         })
         files[MANIFEST] = manifest  # last: once it exists, every file it lists is complete
-        location = _location(params, execution_id)
+        step = ctx.step or "evidence"
+        if not _STEP_NAME.fullmatch(step):
+            raise ActionError(f"step name {step!r} can't name a bundle directory")
+        location = _location(params, execution_id, step)
         if params.get("bucket"):
             await _upload(ctx, params["bucket"], location, files)
         else:
@@ -102,12 +116,12 @@ class EvidenceBundle(Action):
                 "manifest_sha256": hashlib.sha256(manifest).hexdigest()}
 
 
-def _location(params: dict[str, Any], execution_id: str) -> str:
+def _location(params: dict[str, Any], execution_id: str, step: str) -> str:
     if params.get("bucket"):
         prefix = params.get("prefix") or ""
         prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-        return url(params["bucket"], f"{prefix}{execution_id}/")
-    return os.path.join(params.get("directory") or ".", execution_id)
+        return url(params["bucket"], f"{prefix}{execution_id}/{step}/")
+    return os.path.join(params.get("directory") or ".", execution_id, step)
 
 
 def _step_files(step: str, view: Any) -> dict[str, bytes]:

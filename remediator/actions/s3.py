@@ -137,10 +137,13 @@ def list_objects(s3: Any, bucket: str, prefix: str, limit: int) -> tuple[list[di
 
 
 class S3Action(Action):
-    """What every S3 action shares: the error classification above."""
+    """What every S3 action shares: the error classification above, and a write's scope."""
 
     def is_transient(self, exc: BaseException) -> bool:
         return is_transient(exc)
+
+    def scope(self, params: dict[str, Any]) -> list[tuple[str, str]]:
+        return [("bucket", params.get("bucket") or "")] if self.mutates(params) else []
 
 
 BUCKET = Param("string", required=True, kind="s3_bucket")

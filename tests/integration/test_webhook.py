@@ -163,5 +163,6 @@ def test_s3_mutations_only_touch_allowed_buckets(worker_factory):
                                alert("SbomCorrupt", fingerprint="b2", bucket="code-forge-artifacts-prod")))
     decisions = {d["fingerprint"]: d for d in w.wait_executions(2)}
     assert decisions["b1"]["reason"] == ("scope_denied: bucket 'someone-elses-bucket' is not in the "
-                                         "S3 mutation allow list (code-forge-artifacts-prod)")
+                                         "S3 write allow list (guards.buckets.allow: "
+                                         "code-forge-artifacts-prod)")
     assert decisions["b2"]["outcome"] == "planned"  # dry-run: allowed, described, not called
