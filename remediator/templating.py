@@ -10,6 +10,7 @@ validator of its kind, so `deployment: "{{ labels.deployment }}"` can never beco
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -70,6 +71,22 @@ def _percent_encode(value: Any) -> str:
 
 _url_env = BoundedSandbox(undefined=StrictUndefined, autoescape=False,
                           keep_trailing_newline=False, finalize=_percent_encode)
+
+
+def promql_str(value: Any) -> str:
+    """The value escaped for a double-quoted PromQL string: `job="{{ labels.job | promql_str }}"`.
+
+    Without it a label such as `x"} or vector(1) or up{job="` rewrites the query."""
+    return json.dumps(str(value), ensure_ascii=False)[1:-1]  # Go's escapes: \" \\ \n \uXXXX
+
+
+for _e in (_env, _url_env):
+    _e.filters["promql_str"] = promql_str
+
+# Roots whose values come from the alert's sender, and the filters that make them safe in PromQL.
+UNTRUSTED_ROOTS = frozenset({"labels", "annotations", "group", "alert"})
+_PROMQL_SAFE = {'"': {"promql_str", "int", "float"}, "": {"int", "float"}}
+_INTERPOLATION = re.compile(r"\{\{(.*?)\}\}|\{%.*?%\}", re.S)
 # The literal start of a URL template must reach past its authority (scheme, host, port).
 _LITERAL_AUTHORITY = re.compile(r"https?://[^/?#\s{}]+[/?#]", re.ASCII)
 
@@ -86,6 +103,45 @@ def compile_check(text: str) -> set[str]:
         raise TemplateError(f"template syntax error: {exc.message}") from None
     assigned = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
     return {n.name for n in ast.find_all(nodes.Name) if n.ctx == "load"} - assigned
+
+
+def unescaped_promql(text: str) -> list[str]:
+    """Each `{{ }}` in a PromQL template that splices an alert's value unescaped."""
+    problems, quote_char, pos = [], "", 0
+    for found in _INTERPOLATION.finditer(text):
+        quote_char = _quote_state(text[pos:found.start()], quote_char)
+        pos = found.end()
+        if found.group(1) is None:  # {% ... %}
+            continue
+        try:
+            expr = _env.parse(found.group(0)).body[0].nodes[0]  # type: ignore[attr-defined]
+        except (TemplateSyntaxError, AttributeError, IndexError):
+            continue  # reported as a template error elsewhere
+        reads = {n.name for n in expr.find_all(nodes.Name)} | (
+            {expr.name} if isinstance(expr, nodes.Name) else set())
+        safe = isinstance(expr, nodes.Filter) and expr.name in _PROMQL_SAFE.get(quote_char, ())
+        if reads & UNTRUSTED_ROOTS and not safe:
+            where = "inside a string" if quote_char else "outside a string"
+            problems.append(f"{found.group(0).strip()} splices an alert's value into PromQL "
+                            f"{where} unescaped: a label such as `\"}} or vector(1)` can rewrite "
+                            'the query; write it as "{{ ... | promql_str }}" inside double '
+                            "quotes (or | int, | float for a number)")
+    return problems
+
+
+def _quote_state(literal: str, quote_char: str) -> str:
+    """The PromQL string (its quote character, or "") open at the end of `literal`."""
+    escaped = False
+    for ch in literal:
+        if quote_char and escaped:
+            escaped = False
+        elif quote_char and ch == "\\" and quote_char != "`":
+            escaped = True
+        elif ch == quote_char:
+            quote_char = ""
+        elif not quote_char and ch in "\"'`":
+            quote_char = ch
+    return quote_char
 
 
 def templated_authority(text: str) -> bool:
@@ -264,7 +320,13 @@ def _url(v: str) -> None:
         raise ValueError(f"must be an http(s) URL: {exc}") from None
 
 
+def _promql(v: str) -> None:
+    if not v.strip() or len(v) > 65536:
+        raise ValueError("must be a PromQL expression of at most 65536 characters")
+
+
 VALIDATORS: dict[str, Callable[[str], None]] = {
+    "promql": _promql,
     "k8s_name": _dns1123_subdomain,
     "namespace": _dns1123_label,
     "container": _dns1123_label,

@@ -46,7 +46,7 @@ def _number(text: str) -> float | str:
 class PrometheusQuery(Action):
     name = "prometheus.query"
     summary = "Instant PromQL query; `value` is the first sample (None when empty)."
-    params = {"query": Param("string", required=True)}
+    params = {"query": Param("string", required=True, kind="promql")}
 
     def describe(self, params: dict[str, Any]) -> str:
         return f"query Prometheus: {params['query']}"
@@ -59,7 +59,7 @@ class PrometheusWaitUntil(Action):
     name = "prometheus.wait_until"
     summary = "Poll a PromQL condition until it returns a sample (true) or time runs out."
     params = {
-        "query": Param("string", required=True,
+        "query": Param("string", required=True, kind="promql",
                        description="a filtering expression, e.g. ratio < 0.05; true = non-empty"),
         "timeout": Param("duration", default=300.0, minimum=1),
         "interval": Param("duration", default=15.0, minimum=0.1),

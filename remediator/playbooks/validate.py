@@ -203,8 +203,9 @@ def _check_guards(src: Source, at: Path, data: dict[str, Any], mutating: list[Pa
                                         "opens: start must be before end (split one that spans "
                                         "midnight in two)"))
     if "promql" in guards.get("precondition", {}):
-        problems.extend(_check_template(src, (*at, "guards", "precondition", "promql"),
-                                        guards["precondition"]["promql"], PROMQL_ROOTS))
+        where, promql = (*at, "guards", "precondition", "promql"), guards["precondition"]["promql"]
+        problems.extend(_check_template(src, where, promql, PROMQL_ROOTS)
+                        or _check_promql(src, where, promql))
     if "key" in guards.get("rate_limit", {}):
         problems.extend(_check_template(src, (*at, "guards", "rate_limit", "key"),
                                         guards["rate_limit"]["key"], RATE_KEY_ROOTS))
@@ -224,6 +225,9 @@ def _check_step(src: Source, at: Path, step: dict[str, Any], earlier: list[str],
                                        f"unknown action {step['action']!r}"
                                        f"{did_you_mean(step['action'], list(ACTIONS))}")]
     raw = step.get("params") or {}
+    for key, spec in action.params.items():
+        if spec.kind == "promql" and key in raw:
+            problems.extend(_check_promql(src, (*at, "params", key), raw[key]))
     broken: set[str] = set()  # parameters whose template is already reported
     for key, value in raw.items():
         found = _check_template(src, (*at, "params", key), value, STEP_ROOTS, earlier, names)
@@ -255,6 +259,13 @@ def _check_step(src: Source, at: Path, step: dict[str, Any], earlier: list[str],
             f"its own {own:g}s; drop `timeout:` (the deadline is then derived: "
             f"{action.deadline(params):g}s) or make it longer")))
     return problems
+
+
+def _check_promql(src: Source, at: Path, text: Any) -> list[Problem]:
+    """A label spliced into PromQL unescaped can rewrite the query (`"} or vector(1)`)."""
+    if not isinstance(text, str) or not templating.is_template(text):
+        return []
+    return [src.problem(at, "warning", message) for message in templating.unescaped_promql(text)]
 
 
 def _cross_check(action: Action, params: dict[str, Any]) -> list[str]:

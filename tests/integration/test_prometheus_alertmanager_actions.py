@@ -128,3 +128,22 @@ def test_silence_created_and_expired_and_alert_status(alertmanager_factory, webh
 def test_silence_needs_matchers_or_an_id():
     _, problems = check_params(ACTIONS["alertmanager.silence"], {}, rendered=True)
     assert problems == [("", "either matchers (to create) or expire_id (to expire) is required")]
+
+
+def test_promql_str_keeps_a_label_inside_its_string(prometheus, exporter):
+    from remediator import templating
+    exporter.set("hostile_label_probe", 7, namespace='a"b\\c\nd')
+    prometheus.wait_for("hostile_label_probe", lambda r: bool(r))
+    query = 'hostile_label_probe{namespace="%s"}'
+
+    def value(labels: dict, expr: str) -> object:
+        rendered = templating.render(query % expr, {"labels": labels})
+        rec = run_action("prometheus.query", {"query": rendered},
+                         Backends(prometheus_url=prometheus.url))
+        assert rec.outcome == "succeeded", rec.detail
+        return rec.result["value"]
+
+    attack = {"namespace": 'x"} or vector(1) or up{namespace="'}
+    assert value(attack, "{{ labels.namespace }}") == 1.0  # spliced, the label rewrites the query
+    assert value(attack, "{{ labels.namespace | promql_str }}") is None  # escaped: no such series
+    assert value({"namespace": 'a"b\\c\nd'}, "{{ labels.namespace | promql_str }}") == 7.0
