@@ -56,7 +56,9 @@ def started_at(engine, name: str) -> str:
 
 
 def test_a_killed_gateway_is_started_again_once(docker_env, ctx, run):
-    gw = docker_env.service("libervia", "gateway", name="libervia-gateway")
+    gw = docker_env.service("libervia", "gateway", name="libervia-gateway",
+                            env={"NODE_ENV": "production", "ADMIN_TOKEN": "s3cr3t-admin",
+                                 "LIBERVIA_AUTH_PEPPER": "s3cr3t-pepper", "BASE_DIR": "/data"})
     gw.kill()
     docker_env.wait_for("libervia-gateway", lambda s: s["Status"] == "exited")
     before = act(run, "docker.inspect", ctx, container="libervia-gateway")
@@ -64,8 +66,13 @@ def test_a_killed_gateway_is_started_again_once(docker_env, ctx, run):
     result = act(run, "docker.restart", ctx, project="libervia", service="gateway")
     assert result == {"restarted": [{"name": "libervia-gateway", "was": "exited",
                                      "exit_code": 137}], "count": 1}
-    after = act(run, "docker.inspect", ctx, project="libervia", service="gateway")
+    after = act(run, "docker.inspect", ctx, project="libervia", service="gateway",
+                environment=True)
     assert after["all_ready"] and after["containers"][0]["running"]
+    # the runbook's `env | grep -v TOKEN | grep -v PEPPER`: names kept, secret values never
+    env = after["containers"][0]
+    assert env["environment"]["NODE_ENV"] == "production" and "s3cr3t" not in str(after)
+    assert env["environment_withheld"] == ["ADMIN_TOKEN", "LIBERVIA_AUTH_PEPPER"]
     # the container's log shows exactly one more start
     assert gw.logs().decode().count("started") == 2
 
