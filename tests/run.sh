@@ -38,6 +38,8 @@ echo "== ruff"
 ruff check .
 echo "== remediator lint (strict, with the production config and the alert rules)"
 remediator lint --strict --config deploy/kubernetes/config.yaml --alert-rules deploy/prometheus rules/
+echo "== remediator lint (the compose systems, with the compose host's config)"
+remediator lint --strict --config deploy/compose/config.yaml rules/libervia.yaml rules/3dpot.yaml
 if compgen -G "rules/*_test.yaml" >/dev/null; then
   echo "== remediator test rules/*_test.yaml"
   remediator test rules/*_test.yaml

@@ -6,7 +6,9 @@
 
 - rules/: a copy of the playbook files plus a configMapGenerator (`remediator-rules`).
   Kustomize refuses files outside the kustomization root, so the base carries a copy
-  instead of needing `--load-restrictor LoadRestrictionsNone`.
+  instead of needing `--load-restrictor LoadRestrictionsNone`. Files whose playbooks act
+  through Docker (docker.* steps: systems on docker-compose, Libervia and 3dPot) are left out:
+  a remediator next to their compose stack runs them (deploy/compose/).
 - rbac/: one Role + RoleBinding per namespace the playbooks act in, granting exactly the
   (apiGroup, resource, verb) triples their actions declare (`Action.permissions_for(step.params)`, the
   same data `remediator lint --permissions` prints), and a ClusterRole only for
@@ -70,6 +72,13 @@ def step_namespaces(namespace: object, allow: list[str], where: str) -> list[str
     return list(allow)
 
 
+def kubernetes_rule_files(rules_dir: Path) -> list[Path]:
+    """The playbook files a remediator in the cluster carries: all but the compose systems'."""
+    return [Path(f) for f in rule_files([str(rules_dir)])
+            if not any(s.action.startswith("docker.")
+                       for pb in load_rules([f]).playbooks for s in (*pb.steps, *pb.on_resolved))]
+
+
 def required_grants(rule_paths: Iterable[str], allow: list[str]) -> dict[str, set[Permission]]:
     """{namespace (CLUSTER for cluster-scoped): {RBAC permission}}."""
     needed: dict[str, set[Permission]] = defaultdict(set)
@@ -127,7 +136,7 @@ def render(root: Path = ROOT, here: Path = HERE) -> dict[Path, str]:
     config = load_config(str(here / "config.yaml"), env={})
     out: dict[Path, str] = {}
 
-    files = [Path(f) for f in rule_files([str(rules_dir)])]
+    files = kubernetes_rule_files(rules_dir)
     keys: dict[str, Path] = {}
     for f in files:
         key = configmap_key(rules_dir, f)
@@ -140,7 +149,7 @@ def render(root: Path = ROOT, here: Path = HERE) -> dict[Path, str]:
                                          "files": sorted(keys)}]}
     out[here / "rules" / "kustomization.yaml"] = HEADER + yaml.safe_dump(generator, sort_keys=False)
 
-    needed = required_grants([str(rules_dir)], config.guards.namespaces_allow)
+    needed = required_grants([str(f) for f in files], config.guards.namespaces_allow)
     resources = []
     for namespace in sorted(needed):
         name = "cluster.yaml" if namespace == CLUSTER else f"{namespace}.yaml"

@@ -26,12 +26,13 @@ SEVERITIES = {"warning", "critical", "emergency"}
 class System:
     name: str  # <name>.rules.yml, tests/<name>_test.yml
     anchor: str  # its section in docs/runbooks.md
-    namespace: str
+    namespace: str  # Kubernetes systems: the namespace and deployment every alert names
     deployment: str
     alerts: frozenset[str]  # the runbook's conditions, by the alert name given to each
     recording: frozenset[str] = frozenset()
     bucket: str | None = None  # on every alert but those in `no_bucket`
     no_bucket: frozenset[str] = frozenset()
+    compose_project: str | None = None  # docker-compose systems: the project every alert names
 
     @property
     def rules_file(self) -> Path:
@@ -55,18 +56,19 @@ SYSTEMS = [
            recording=frozenset({"deltacrown:cert_s3_read_fallback_ratio:rate10m"}),
            bucket="deltacrown-certificates",
            no_bucket=frozenset({"DeltaCrownCertLocalStorageLow"})),
-    System("libervia", "libervia-gateway", "libervia", "libervia-gateway",
+    System("libervia", "libervia-gateway", "", "",
            frozenset({"API_DOWN", "HIGH_LATENCY", "ERROR_RATE_SPIKE", "AUTH_FAILURE_SPIKE",
                       "TENANT_CONFLICT_SPIKE", "RATE_LIMIT_ABUSE", "EVENTLOG_INTEGRITY_FAILURE",
-                      "TENANT_SUSPENSION_CASCADE"})),
+                      "TENANT_SUSPENSION_CASCADE"}), compose_project="libervia"),
     System("hackathon", "hackathon-file-processor", "default", "hackathon-file-processor",
            frozenset({"HackathonFileProcessorDown", "HackathonFileProcessorHighErrorRate",
                       "HackathonFileProcessorHighCPU", "HackathonFileProcessorHighMemory"})),
-    System("3dpot", "3dpot", "3dpot", "3dpot-backend",
+    System("3dpot", "3dpot", "", "",
            frozenset({"ThreeDPotHigh5xxRate", "ThreeDPotHighLatency", "ThreeDPotRateLimitHitsHigh",
                       "ThreeDPotAuthFailuresHigh", "ThreeDPotMFAFailuresHigh",
                       "ThreeDPotPermissionDeniedHigh", "ThreeDPotDatabaseConnectionFailed",
-                      "ThreeDPotRedisConnectionFailed", "ThreeDPotStorageFull", "ThreeDPotHighCPU"})),
+                      "ThreeDPotRedisConnectionFailed", "ThreeDPotStorageFull", "ThreeDPotHighCPU"}),
+           compose_project="3dpot"),
 ]
 
 by_system = pytest.mark.parametrize("system", SYSTEMS, ids=[s.name for s in SYSTEMS])
@@ -140,11 +142,18 @@ def test_alerts_carry_severity_target_and_annotations(system):
     for rule in alert_rules(system):
         name, labels, annotations = rule["alert"], rule["labels"], rule["annotations"]
         assert labels["severity"] in SEVERITIES, name
-        assert labels["namespace"] == system.namespace, name
-        assert labels["deployment"] == system.deployment, name
         # What a playbook renders from these labels must pass the validator of its kind.
-        VALIDATORS["namespace"](labels["namespace"])
-        VALIDATORS["k8s_name"](labels["deployment"])
+        if system.compose_project:
+            assert labels["compose_project"] == system.compose_project, name
+            assert not {"namespace", "deployment"} & set(labels), name
+            if "compose_service" in labels:
+                VALIDATORS["compose_name"](labels["compose_service"])
+                VALIDATORS["docker_container"](labels["container"])
+        else:
+            assert labels["namespace"] == system.namespace, name
+            assert labels["deployment"] == system.deployment, name
+            VALIDATORS["namespace"](labels["namespace"])
+            VALIDATORS["k8s_name"](labels["deployment"])
         for kind in ("service", "statefulset"):
             if kind in labels:
                 VALIDATORS["k8s_name"](labels[kind])

@@ -13,13 +13,19 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.harness import Stack
+from tests.support.docker import start_dockerd
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     also = [n.strip() for n in os.environ.get("E2E_ROUTE_ALSO", "").split(",") if n.strip()]
-    started = Stack(tmp_path_factory.mktemp("e2e"), route_also=also).start()
+    # Its own dockerd: the integration tests' engine removes every container after each test.
+    engine = start_dockerd()
     try:
-        yield started
+        started = Stack(tmp_path_factory.mktemp("e2e"), engine, route_also=also).start()
+        try:
+            yield started
+        finally:
+            started.stop()
     finally:
-        started.stop()
+        engine.stop()

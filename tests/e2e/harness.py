@@ -2,7 +2,8 @@
 
     exporter ──scrape 1s──▶ Prometheus (deploy/prometheus/*.rules.yml) ──▶ Alertmanager
     (deploy/alertmanager/alertmanager.yml) ──webhook──▶ `remediator serve --mode live` (rules/)
-    ──▶ Kubernetes API test server, moto S3, Service doubles (peers.py); notes in a temp dir
+    ──▶ Kubernetes API test server, a real Docker Engine (Libervia's and 3dPot's compose
+    containers), moto S3, Service doubles (peers.py); notes in a temp dir
 
 Everything listens on 127.0.0.1. What is rewritten for the test, and why (nothing else is):
 
@@ -25,11 +26,13 @@ Everything listens on 127.0.0.1. What is rewritten for the test, and why (nothin
   seconds, which is what proves deduplication), the remediator receiver's URL (the worker's
   `/alerts`) and `credentials_file` (a temp token file, also the worker's
   `REMEDIATOR_WEBHOOK_TOKEN_FILE`), and every other receiver becomes a webhook to a local
-  recorder (`humans`), path `/<receiver name>`.
+  recorder (`humans`), path `/<receiver name>`. The two remediator receivers (the cluster's and
+  the one next to docker-compose) both become the worker, which runs every system's rules.
 * **remediator**: the project's `rules/` unchanged, `--mode live`, a config file with the
   test peers' URLs, an escalation directory in the temp dir and the Alertmanager sink (as
-  shipped: notes reach the team's receiver, `humans` path `/<team>`), guards allowing the five
-  namespaces and the two buckets; `KUBECONFIG` to the test server, `AWS_ENDPOINT_URL` to moto.
+  shipped: notes reach the team's receiver, `humans` path `/<team>`), guards allowing the
+  namespaces, the two buckets and the two compose projects; `KUBECONFIG` to the test server,
+  `AWS_ENDPOINT_URL` to moto, `DOCKER_HOST` to the session's private dockerd.
   It keeps its port across restarts (Prometheus and Alertmanager keep pointing at it).
 * **Cluster Services** the playbooks probe by DNS name (Libervia's and 3dPot's `/health`) are
   played by `ClusterServices`, reached through the standard `HTTP_PROXY` / `NO_PROXY`
@@ -64,6 +67,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 RULES = ROOT / "rules"
 REMEDIATOR_RECEIVER = "remediator"
+REMEDIATOR_RECEIVERS = (REMEDIATOR_RECEIVER, "remediator-compose")
 TEST_FOR = "1s"
 TEST_TIMINGS = {"group_wait": "0s", "group_interval": "1s", "repeat_interval": "2s"}
 
@@ -118,7 +122,7 @@ def rewrite_alertmanager(text: str, *, remediator_url: str, token_file: Path,
 
     retime(data["route"], True)
     for receiver in data.get("receivers", []):
-        if receiver["name"] == REMEDIATOR_RECEIVER:
+        if receiver["name"] in REMEDIATOR_RECEIVERS:
             for hook in receiver.get("webhook_configs", []):
                 hook["url"] = remediator_url
                 auth = hook.setdefault("http_config", {}).setdefault("authorization", {})
@@ -157,7 +161,7 @@ def unrouted(alertname: str, config: Path | None = None) -> list[dict[str, str]]
     missing = []
     for rule in alert_rules()[alertname]:
         labels = {"alertname": alertname, **rule.get("labels", {})}
-        if REMEDIATOR_RECEIVER not in receivers_for(labels, config):
+        if not set(REMEDIATOR_RECEIVERS) & set(receivers_for(labels, config)):
             missing.append(labels)
     return missing
 
@@ -167,9 +171,10 @@ def unrouted(alertname: str, config: Path | None = None) -> list[dict[str, str]]
 class Stack:
     """Start with `Stack(tmp).start()`; every part is reachable as an attribute."""
 
-    def __init__(self, root: Path, rules: Iterable[str | Path] = (RULES,),
+    def __init__(self, root: Path, docker: Any, rules: Iterable[str | Path] = (RULES,),
                  log: Callable[[str], None] | None = None, route_also: Iterable[str] = ()) -> None:
         self.root = Path(root)
+        self.docker = docker  # tests/support/docker.py's DockerEngine
         self.route_also = list(route_also)
         self.rules = [str(r) for r in rules]
         self.say = log or (lambda _msg: None)
@@ -209,6 +214,9 @@ class Stack:
         self.kube = self._own(KubeAPIServer().start())
         seed.kubernetes(self.kube)
         self.kube.write_kubeconfig(self.kubeconfig)
+
+        self.say("Docker Engine: Libervia's and 3dPot's compose containers")
+        seed.docker(self.docker)
 
         self.say("S3 (moto): versioned buckets with checksummed SBOMs and certificates")
         self.moto = self._own(MotoServer(self._dir("moto")).start())
@@ -305,7 +313,8 @@ class Stack:
                                                       "url": self.alertmanager.url}},
                            "default_sinks": ["files", "alertmanager"]},
             "guards": {"namespaces": {"allow": list(seed.NAMESPACES)},
-                       "buckets": {"allow": list(seed.BUCKETS)}},
+                       "buckets": {"allow": list(seed.BUCKETS)},
+                       "compose_projects": {"allow": list(seed.COMPOSE_PROJECTS)}},
             "log_level": "debug",
             "operators": operators_config(self.root),
         }
@@ -319,6 +328,7 @@ class Stack:
             "AWS_CONFIG_FILE": str(self.root / "aws-config-absent"),
             "AWS_SHARED_CREDENTIALS_FILE": str(self.root / "aws-credentials-absent"),
             "KUBECONFIG": str(self.kubeconfig),
+            "DOCKER_HOST": self.docker.host,
             "REMEDIATOR_WEBHOOK_TOKEN_FILE": str(self.token_file),
             # Cluster DNS names (http://<svc>.<ns>.svc) reach ClusterServices; all else is direct.
             "HTTP_PROXY": self.services.proxy_url, "http_proxy": self.services.proxy_url,

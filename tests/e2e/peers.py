@@ -30,8 +30,8 @@ class ClusterServices:
     everywhere: its health endpoints and, for the gateway, its scrape (`up == 0`).
     """
 
-    LIBERVIA = "libervia-gateway.libervia.svc:3000"
-    THREEDPOT = "3dpot-backend.3dpot.svc:8000"
+    LIBERVIA = "libervia-gateway:3000"  # compose: container names on the stack's network
+    THREEDPOT = "3dpot-backend:8000"
     HEALTH = {LIBERVIA: ({"status": "ok"}, {"status": "error"}),
               THREEDPOT: ({"status": "healthy", "service": "3dpot-backend"},
                           {"status": "unhealthy", "service": "3dpot-backend"})}

@@ -11,6 +11,14 @@ Then it plays Code Forge's headline incident and narrates every hop:
     deployment/code-forge, waits for the rollout, verifies the failure ratio → the alert
     resolves → a duplicate delivery changes nothing.
 
+`--system libervia` plays Libervia's PROC-001 on docker-compose instead, against a private
+dockerd (Debian's docker.io, started in the temporary directory, no network changes):
+
+    the gateway container dies → up == 0 → Prometheus fires API_DOWN → Alertmanager routes it
+    to the compose remediator → the Engine confirms the container exited → remediator reads its
+    logs, restarts it (docker-compose restart gateway), waits for it, verifies /health → the
+    alert resolves → a duplicate delivery changes nothing.
+
 Needs prometheus, prometheus-alertmanager and amtool on PATH and the test extras
 (`bash tests/run.sh` installs all of it). `--keep` leaves the stack running afterwards, with
 its URLs printed, until Ctrl-C. Timings are shortened for the demo; what exactly is
@@ -32,6 +40,7 @@ from tests.e2e import seed
 from tests.e2e.harness import Stack, eventually
 from tests.support.alertmanager import AMTOOL
 from tests.support.alertmanager import BINARY as ALERTMANAGER
+from tests.support.docker import start_dockerd
 from tests.support.prometheus import BINARY as PROMETHEUS
 
 ALERT = "CodeForgeS3UploadFailureHigh"
@@ -48,9 +57,15 @@ def ratio(stack: Stack) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
-def watch_steps(stack: Stack, seen: dict[str, str]) -> dict[str, Any] | None:
+def say_routed(stack: Stack, alert: str) -> None:
+    routed = eventually(lambda: [r["name"] for a in stack.alertmanager.alerts(alertname=alert)
+                                 for r in a.get("receivers", [])], "Alertmanager to route it", 20)
+    say("Alertmanager", f"routes it to {' and '.join(routed)} (deploy/alertmanager/alertmanager.yml)")
+
+
+def watch_steps(stack: Stack, seen: dict[str, str], alert: str = ALERT) -> dict[str, Any] | None:
     """Print each step of the execution as it starts and ends; the decision once final."""
-    found = [d for d in stack.executions(alertname=ALERT) if d["status"] == "firing"]
+    found = [d for d in stack.executions(alertname=alert) if d["status"] == "firing"]
     if not found:
         return None
     decision = found[0]
@@ -72,9 +87,7 @@ def play(stack: Stack) -> dict[str, Any]:
     say("Prometheus", f"{RATIO} = {value:.2f} (> 0.05)")
     eventually(lambda: stack.prometheus_alert(ALERT), f"{ALERT} to fire", 20)
     say("Prometheus", f"alert {ALERT} is firing → sent to Alertmanager")
-    routed = eventually(lambda: [r["name"] for a in stack.alertmanager.alerts(alertname=ALERT)
-                                 for r in a.get("receivers", [])], "Alertmanager to route it", 20)
-    say("Alertmanager", f"routes it to {' and '.join(routed)} (deploy/alertmanager/alertmanager.yml)")
+    say_routed(stack, ALERT)
 
     seen: dict[str, str] = {}
     stamp = None
@@ -108,22 +121,64 @@ def play(stack: Stack) -> dict[str, Any]:
     return decision
 
 
+def play_libervia(stack: Stack) -> dict[str, Any]:
+    alert, gateway, services = "API_DOWN", seed.LIBERVIA, stack.services
+    engine = stack.docker
+    stack.require_route(alert)
+    started = engine.api.inspect_container(gateway)["State"]["StartedAt"]
+    say("you", "the Libervia gateway's node process dies (docker kill libervia-gateway)")
+    engine.client.containers.get(gateway).kill()
+    services.healthy[services.LIBERVIA] = False
+    say("Docker", f"{gateway}: {engine.api.inspect_container(gateway)['State']['Status']}")
+    eventually(lambda: stack.prometheus_alert(alert), f"{alert} to fire", 30)
+    say("Prometheus", f'up{{job="libervia-gateway"}} == 0 → alert {alert} is firing')
+    say_routed(stack, alert)
+    seen: dict[str, str] = {}
+    while engine.api.inspect_container(gateway)["State"]["StartedAt"] == started:
+        watch_steps(stack, seen, alert)
+        time.sleep(0.1)
+    state = engine.api.inspect_container(gateway)["State"]
+    say("Docker", f"{gateway} {state['Status']} again, started at {state['StartedAt']}")
+    services.healthy[services.LIBERVIA] = True
+    say("you", "the restarted gateway answers /health")
+    decision = eventually(lambda: watch_steps(stack, seen, alert), "the decision", 90)
+    say("remediator", f"decision {decision['outcome']}: {decision['reason'] or 'all steps succeeded'}")
+    resolved = stack.wait_decision(alert, status="resolved")
+    say("remediator", f"resolution recorded (decision {resolved['id']}: {resolved['outcome']})")
+    status, body = stack.redeliver(decision)
+    say("you", f"POST the same notification again → HTTP {status} {json.dumps(body)}")
+    firing = [d for d in stack.executions(alertname=alert) if d["status"] == "firing"]
+    say("remediator", f"still {len(firing)} execution; {gateway} restarted once")
+    steps = {s["name"]: s for s in decision["steps"]}
+    print("\nEvidence (steps `state` and `logs`):")
+    print("   ", json.dumps({k: steps["state"]["result"]["containers"][0][k]
+                            for k in ("name", "status", "exit_code", "oom_killed",
+                                      "environment_withheld")}))
+    for line in steps["logs"]["result"]["lines"][:6]:
+        print("   ", line)
+    return decision
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.e2e.see_it_work", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", action="store_true", help="keep the stack running until Ctrl-C")
+    parser.add_argument("--system", choices=("code-forge", "libervia"), default="code-forge",
+                        help="the incident to play (default: Code Forge's)")
     args = parser.parse_args(argv)
     missing = [b for b in (PROMETHEUS, ALERTMANAGER, AMTOOL) if not shutil.which(b)]
     if missing:
         print(f"missing {', '.join(missing)}: run `bash tests/run.sh` once (it installs them)")
         return 2
     root = Path(tempfile.mkdtemp(prefix="remediator-see-it-work-"))
-    stack = Stack(root, log=lambda text: say("setup", text))
+    say("setup", "a private dockerd (no bridge, no iptables) for the compose systems")
+    engine = start_dockerd()
+    stack = Stack(root, engine, log=lambda text: say("setup", text))
     ok = False
     try:
         stack.start()
         say("setup", f"ready; everything lives in {root}")
-        decision = play(stack)
+        decision = play_libervia(stack) if args.system == "libervia" else play(stack)
         ok = True
         db = f"sqlite:///{stack.worker.root / f'remediator-{stack.worker.generation}.db'}"
         print(f"\nremediator's log:  {stack.worker.log_path}\nescalation notes:  {stack.escalation_dir}"
@@ -142,9 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         stack.stop()
+        engine.stop()
     if ok:
-        print("\nOK: alert → Alertmanager → remediator → restart on Kubernetes → failures gone in "
-              "Prometheus → resolution recorded → duplicate ignored.")
+        where = "docker-compose" if args.system == "libervia" else "Kubernetes"
+        print(f"\nOK: alert → Alertmanager → remediator → restart on {where} → Prometheus sees it "
+              "fixed → resolution recorded → duplicate ignored.")
     return 0 if ok else 1
 
 

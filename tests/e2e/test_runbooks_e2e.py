@@ -11,6 +11,7 @@ resolved, and the few that need guard state forgotten (cooldowns) restart remedi
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -31,7 +32,8 @@ from tests.support.worker import http
 
 HEADLINE_ALERTS = ["CodeForgeS3UploadFailureHigh", "CodeForgeS3IntegrityFailure",
                    "DeltaCrownCertS3ReadFallbackHigh", "HackathonFileProcessorHighCPU",
-                   "HackathonFileProcessorDown", "API_DOWN", "ThreeDPotHigh5xxRate"]
+                   "HackathonFileProcessorDown", "API_DOWN", "ThreeDPotHigh5xxRate",
+                   "ThreeDPotRedisConnectionFailed"]
 
 
 def steps_of(decision: dict) -> dict[str, dict]:
@@ -275,27 +277,73 @@ def test_hackathon_service_down_with_ready_pods_does_not_restart(stack):
     stack.wait_decision(alertname, status="resolved", timeout=60)
 
 
-def test_libervia_api_down_restarts_the_gateway_and_verifies_health(stack):
+def started_at(stack: Stack, container: str) -> str:
+    return stack.docker.api.inspect_container(container)["State"]["StartedAt"]
+
+
+def test_libervia_api_down_restarts_the_dead_gateway_container_once(stack):
+    """PROC-001 on compose: the gateway's container dies, the scrape fails (up == 0), the Engine
+    confirms the container exited, remediator restarts it once and verifies /health."""
     alertname = "API_DOWN"
     stack.require_route(alertname)
-    services = stack.services
-    ns, name = seed.LIBERVIA_NS, seed.LIBERVIA
+    services, gateway = stack.services, seed.LIBERVIA
+    before = started_at(stack, gateway)
 
-    services.healthy[services.LIBERVIA] = False  # /health 503, scrape 503: up == 0
-    stamp = eventually(lambda: seed.restarted_at(stack.kube, ns, name),
-                       "remediator to restart deployment/libervia-gateway", 30, why=stack.diagnostics)
-    services.healthy[services.LIBERVIA] = True  # the new pods serve
+    stack.docker.client.containers.get(gateway).kill()  # the process dies ...
+    services.healthy[services.LIBERVIA] = False  # ... so nothing answers on :3000: up == 0
+    eventually(lambda: started_at(stack, gateway) != before,
+               "remediator to start the gateway container again", 60, why=stack.diagnostics)
+    services.healthy[services.LIBERVIA] = True  # the restarted gateway serves
     decision = stack.wait_decision(alertname, timeout=90)
-    stack.wait_decision(alertname, status="resolved")
     steps = steps_of(decision)
     assert decision["playbook"] == "libervia-api-down"
-    assert steps["restart"]["result"]["restarted_at"] == stamp
-    assert services.probed(services.LIBERVIA), steps["health"]["detail"]
-    assert steps["health"]["outcome"] == "failed" and "503" in steps["health"]["detail"]
-    assert steps["rollout"]["outcome"] == "succeeded"
     assert decision["outcome"] == "succeeded", decision["reason"]
-    assert steps["verify"]["outcome"] == "cancelled" or steps["verify"]["result"]["json"] == {
-        "status": "ok"}  # or up == 1 again resolved the alert first: verified either way
+    assert decision["group"]["receiver"] == "remediator-compose"
+    state = steps["state"]["result"]
+    assert state["exited"] == [gateway] and state["containers"][0]["exit_code"] == 137
+    assert state["containers"][0]["environment_withheld"] == ["ADMIN_TOKEN"]
+    assert "e2e-admin-secret" not in json.dumps(decision)
+    assert steps["restart"]["result"]["restarted"] == [
+        {"name": gateway, "was": "exited", "exit_code": 137}]
+    assert steps["healthy"]["outcome"] == "succeeded"
+    assert any("EventLog write failed" in line for line in steps["logs"]["result"]["lines"])
+    assert stack.docker.api.inspect_container(gateway)["State"]["Running"]
+    stack.wait_decision(alertname, status="resolved")
+
+    # Alertmanager re-sent the firing alert meanwhile, and a duplicate delivery changes nothing
+    assert stack.redeliver(decision)[0] == 202
+    stamp = started_at(stack, gateway)
+    time.sleep(2)
+    assert [d["id"] for d in firing_decisions(stack, alertname)] == [decision["id"]]
+    assert started_at(stack, gateway) == stamp
+
+
+def test_3dpot_redis_failure_is_confirmed_by_ping_then_redis_is_restarted(stack):
+    """redis_exporter reports redis_up == 0; `redis-cli ping` inside 3dpot-redis fails too, so
+    remediator restarts the redis service once and verifies PONG."""
+    alertname = "ThreeDPotRedisConnectionFailed"
+    stack.require_route(alertname)
+    redis = "3dpot-redis"
+    before = started_at(stack, redis)
+    stack.docker.set_state(redis, "redis-cli",
+                           "1\nCould not connect to Redis at 127.0.0.1:6379: Connection refused")
+    stack.traffic.exporter.set("redis_up", 0, job="3dpot-redis")
+
+    eventually(lambda: started_at(stack, redis) != before, "remediator to restart 3dpot-redis", 60,
+               why=stack.diagnostics)
+    decision = stack.wait_decision(alertname, timeout=90)
+    steps = steps_of(decision)
+    assert decision["playbook"] == "3dpot-redis-connection"
+    assert decision["outcome"] == "succeeded", decision["reason"]
+    assert steps["ping"]["outcome"] == "failed"
+    assert "Connection refused" in steps["ping"]["result"]["stdout"]
+    assert steps["redis_answers"]["outcome"] == "skipped"
+    assert [r["name"] for r in steps["restart"]["result"]["restarted"]] == [redis]
+    assert steps["verify"]["result"]["stdout"] == "PONG\n"
+    stack.traffic.exporter.set("redis_up", 1, job="3dpot-redis")
+    stack.wait_decision(alertname, status="resolved")
+    # one restart for the whole episode, whatever Alertmanager re-sent
+    assert len(firing_decisions(stack, alertname)) == 1
 
 
 def test_3dpot_5xx_escalates_with_the_evidence_and_next_steps(stack):
@@ -315,7 +363,7 @@ def test_3dpot_5xx_escalates_with_the_evidence_and_next_steps(stack):
     assert note.startswith(f"# [CRITICAL] {alertname}: 3dPot API answers 5xx to more than 5 %")
     assert "Respond within:** 15 min" in note
     assert "t-9f2" in note and "psycopg2.OperationalError" in note  # the evidence
-    assert "kubectl rollout undo deployment/3dpot-backend -n 3dpot" in note  # the next steps
+    assert "BACKEND_IMAGE_TAG=<previous> docker-compose up -d backend" in note  # the next steps
 
     stack.traffic.mix([(seed.HTTP_3DPOT, ok, 1.0), (seed.HTTP_3DPOT, failed, 0.0)])
     stack.wait_decision(alertname, status="resolved")
