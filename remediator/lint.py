@@ -57,7 +57,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
     if args.config:
         cfg, problems = check_config(args.config)
     if cfg is None:
-        cfg = load_config(None)  # what `serve` without --config runs with
+        cfg = load_config(None, secrets=False)  # what `serve` without --config runs with
     paths = args.paths or cfg.rules
     missing = [p for p in [*paths, *args.alert_rules] if not FsPath(p).exists()]
     if missing:
@@ -115,7 +115,7 @@ def github_annotation(p: Problem) -> str:
 def check_config(file: str) -> tuple[Config | None, list[Problem]]:
     """Load the config as serve would; warn where its namespace scope reaches system namespaces."""
     try:
-        cfg = load_config(file)
+        cfg = load_config(file, secrets=False)  # CI has the config, not the mounted Secrets
     except ConfigError as exc:
         return None, [Problem(file, 1, 1, "error", f"config: {exc}")]
     try:

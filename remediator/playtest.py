@@ -208,7 +208,7 @@ def _service(source: Source, index: int, rules: list[str], sinks: set[str],
         config_file = tmp / "config.yaml"
         config_file.write_text(yaml.safe_dump(settings), encoding="utf-8")
     try:
-        cfg = load_config(str(config_file), env={})  # hermetic: no REMEDIATOR_* leaks in
+        cfg = load_config(str(config_file), env={}, secrets=False)  # hermetic: no REMEDIATOR_* leaks in
     except ConfigError as exc:
         raise PlaytestError([source.problem(("config",), "error", f"config: {exc}")]) from None
     cfg.rules, cfg.store = rules, "sqlite://"

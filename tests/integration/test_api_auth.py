@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from remediator.auth import Operator
+from remediator.cli import main
 from remediator.config import ConfigError, load_config
 from tests.conftest import APPROVAL_RULES, DEMO_RULES, write_rules
 from tests.support.alertmanager import make_alert, webhook_config
@@ -136,6 +137,22 @@ def test_operator_config_is_validated_with_a_clear_message(tmp_path):
         load_config(str(config), env={"REMEDIATOR_WEBHOOK_TOKEN": "a-long-enough-token-0123"})
     assert load_config(str(config), env={}).operators == [
         Operator("alice", "operator", token="a-long-enough-token-0123")]
+
+
+
+def test_lint_checks_operators_without_the_mounted_secrets(tmp_path, capsys):
+    """CI lints the production config where no Secret is mounted; serve still needs them."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "webhook_token_file": str(tmp_path / "absent-webhook-token"),
+        "operators": [{"name": "alice", "role": "operator", "token_file": str(tmp_path / "absent")}]}))
+    rules = write_rules(tmp_path / "rules", DEMO_RULES)
+    assert main(["lint", "--config", str(config), str(rules)]) == 0, capsys.readouterr()
+    with pytest.raises(ConfigError, match="No such file"):
+        load_config(str(config), env={})  # serve: the webhook token file first
+    config.write_text(yaml.safe_dump({"operators": [{"name": "alice", "role": "admin"}]}))
+    assert main(["lint", "--config", str(config), str(rules)]) == 1
+    assert "role must be viewer or operator" in capsys.readouterr().out
 
 
 def test_alertmanager_basic_auth_with_password_file(tmp_path, alertmanager_factory):
