@@ -57,6 +57,11 @@ def test_each_credential_reaches_only_what_its_role_allows(worker_factory):
     # Open by Prometheus convention, and nothing in them needs a credential.
     for path in ("/metrics", "/-/healthy", "/-/ready"):
         assert http("GET", w.url + path)[0] == 200, path
+    # Refused webhooks still count, so RemediatorWebhookRejected sees a wrong token.
+    assert w.post_alerts(notification(alert("DemoDown", fingerprint="c")), token="wrong")[0] == 401
+    metrics = http("GET", f"{w.url}/metrics")[1]
+    assert 'remediator_webhook_requests_total{code="401"} 1.0' in metrics
+    assert 'remediator_webhook_requests_total{code="403"} 1.0' in metrics
 
 
 def test_the_recorded_actor_is_the_authenticated_user_never_a_header(worker_factory):
