@@ -173,6 +173,9 @@ async def approve(request: web.Request) -> web.Response:
         return _error(404, f"no execution {exc}")
     except ValueError as exc:
         return _error(409, str(exc))
+    log.warning("execution %s %s by %s", request.match_info["id"],
+                "approved" if approving else "rejected", _actor(request),
+                extra={"execution_id": request.match_info["id"]})
     return _json(decision)
 
 

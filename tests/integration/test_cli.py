@@ -47,6 +47,7 @@ def test_approve_history_and_show(tmp_path, webhook_receiver):
         assert len(webhook_receiver.deliveries) == 1
         again = cli("approve", execution_id, "--url", w.url, "--token-file", str(token_file))
         assert again.returncode == 1 and "no pending approval (step 'restart' approved)" in again.stderr
+        assert f"execution {execution_id} approved by alice" in w.logs()  # the audit trail
     finally:
         assert w.stop() == 0
 
