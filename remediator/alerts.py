@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 _ZERO_TIMES = ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00.000Z")
 MAX_ALERTS = 10_000
 MAX_LABEL_VALUE = 8192
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class PayloadError(ValueError):
@@ -109,6 +111,8 @@ def parse_notification(body: bytes) -> Notification:
         raise PayloadError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise PayloadError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # an integer beyond Python's digit limit for int()
+        raise PayloadError(f"invalid JSON: {str(exc).split(':')[0]}") from None
     return notification_from_dict(data)
 
 
@@ -168,6 +172,15 @@ def _str(obj: dict[str, Any], key: str, path: str) -> str:
         return ""
     if not isinstance(value, str):
         raise PayloadError(f"{path}.{key}: must be a string")
+    return _text(value, f"{path}.{key}")
+
+
+def _text(value: str, path: str) -> str:
+    # JSON's \ud800 escape decodes to a lone surrogate: not a character, so no file, UTF-8
+    # body or log line can hold it. Refused here, every sink can write every accepted string.
+    if _SURROGATE.search(value):
+        raise PayloadError(f"{path}: contains a lone UTF-16 surrogate (\\ud800-\\udfff), "
+                           "which is not valid Unicode")
     return value
 
 
@@ -176,10 +189,12 @@ def _labels(obj: dict[str, Any], key: str, path: str) -> dict[str, str]:
     if not isinstance(value, dict):
         raise PayloadError(f"{path}.{key}: must be an object of strings")
     for name, item in value.items():
+        where = f"{path}.{key}.{_text(name, f'{path}.{key} (a name)')}"
         if not isinstance(item, str):
-            raise PayloadError(f"{path}.{key}.{name}: must be a string")
+            raise PayloadError(f"{where}: must be a string")
         if len(item) > MAX_LABEL_VALUE:
-            raise PayloadError(f"{path}.{key}.{name}: longer than {MAX_LABEL_VALUE} characters")
+            raise PayloadError(f"{where}: longer than {MAX_LABEL_VALUE} characters")
+        _text(item, where)
     return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -17,12 +18,17 @@ async def instant_query(backends: Any, promql: str) -> dict[str, Any]:
     url = backends.prometheus_url.rstrip("/") + "/api/v1/query"
     try:
         async with backends.http().post(url, data={"query": promql}) as resp:
-            body = await resp.json(content_type=None)
-            status = resp.status
+            status, raw = resp.status, await resp.read()
     except (TimeoutError, aiohttp.ClientConnectionError) as exc:
         raise TransientError(f"Prometheus at {url} unreachable: {exc}") from None
-    except ValueError:
-        raise TransientError(f"Prometheus at {url} answered {status} without JSON") from None
+    try:
+        body = json.loads(raw)
+        if not isinstance(body, dict):
+            raise ValueError("not an object")
+    except ValueError:  # a proxy's HTML error page, a truncated answer
+        excerpt = raw[:120].decode("utf-8", "replace").strip()
+        raise TransientError(f"Prometheus at {url} answered {status} without JSON (a proxy in "
+                             f"between?): {excerpt!r}") from None
     if status == 429 or status >= 500:
         raise TransientError(f"Prometheus answered {status}: {body.get('error', '')}")
     if body.get("status") != "success":

@@ -7,9 +7,10 @@ redelivered by `redeliver()` (called periodically by the service and at start-up
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from .. import redact
 from ..actions.backends import Backends
@@ -17,11 +18,29 @@ from ..metrics import Metrics
 from ..playbooks.models import Playbook
 from ..store.base import Store
 from .note import render_note, severity_of
-from .sinks import SinkError, build_sink
+from .sinks import NoteRefused, SinkError, build_sink
 
 log = logging.getLogger("remediator.escalation")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 __all__ = ["Escalator", "build_sink"]
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Only a sink's own transient failure is worth another try; anything else (the note
+    refused, a note that cannot be encoded, a bug) fails the same way every time."""
+    return isinstance(exc, SinkError) and not isinstance(exc, NoteRefused)
+
+
+def _valid_unicode(value: Any) -> Any:
+    """Lone surrogates (a step result may carry one) replaced, so every sink can write it."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_valid_unicode(k): _valid_unicode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_valid_unicode(v) for v in value]
+    return value
 
 
 class Escalator:
@@ -38,13 +57,13 @@ class Escalator:
         """Render the note, deliver it (live) and return what the decision records of it."""
         severity, within, team = severity_of(decision, pb)
         markdown = render_note(decision, pb, self.external_url)
-        note = redact.value({
+        note = _valid_unicode(redact.value({
             "id": decision["id"], "alertname": decision["alertname"],
             "playbook": decision.get("playbook"), "severity": severity, "team": team,
             "respond_within_seconds": within, "outcome": decision["outcome"],
             "reason": decision.get("reason") or "", "labels": decision["alert"]["labels"],
             "title": markdown.splitlines()[0].lstrip("# "), "markdown": markdown,
-        })
+        }))
         names = list(pb.escalation.sinks) if pb and pb.escalation and pb.escalation.sinks \
             else self.default_sinks
         deliveries = {}
@@ -59,11 +78,13 @@ class Escalator:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self.attempts), reraise=True,
                 wait=wait_exponential(multiplier=self.retry_wait, max=10),
-                retry=retry_if_exception_type(SinkError),
+                retry=retry_if_exception(_retryable),
             ):
                 with attempt:
                     where = await sink.deliver(note, self.backends.http())
-        except Exception as exc:  # a note is never dropped: whatever failed, it is spooled
+        except Exception as exc:  # a note is never dropped: spooled, or refused and alerted on
+            if not _retryable(exc):
+                return self._refused(name, note, exc)
             log.warning("escalation %s not delivered to %s, spooled: %s", note["id"], name, exc,
                         extra={"execution_id": note["id"]})
             await self.store.put_state(f"spool:{note['id']}:{name}", note)
@@ -85,6 +106,10 @@ class Escalator:
             try:
                 await sink.deliver(note, self.backends.http())
             except Exception as exc:  # any failure keeps it spooled; never stops maintenance
+                if not _retryable(exc):
+                    self._refused(name, note, exc)
+                    await self.store.put_state(key, None)
+                    continue
                 log.warning("spooled escalation %s still not delivered to %s: %s", note["id"],
                             name, exc, extra={"execution_id": note["id"]})
                 waiting += 1
@@ -97,6 +122,16 @@ class Escalator:
         if self.metrics:
             self.metrics.escalations_spooled.set(waiting)
         return waiting
+
+    def _refused(self, name: str, note: dict[str, Any], exc: BaseException) -> str:
+        """A note the sink can never take (it refused this very note, or the sink failed in a
+        way retrying cannot change): counted, logged and alerted on (the note itself stays in
+        the decision), instead of being retried forever."""
+        reason = redact.text(f"{type(exc).__name__}: {exc}")[:300]
+        log.error("escalation %s cannot be delivered to %s, not retried: %s", note["id"], name,
+                  reason, extra={"execution_id": note["id"]})
+        self._count(name, "undeliverable")
+        return f"undeliverable: {reason}"
 
     def _count(self, sink: str, outcome: str) -> None:
         if self.metrics:

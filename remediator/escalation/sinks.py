@@ -11,6 +11,7 @@ no such key and shows it twice (the execution id is in the message, so humans ca
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,16 @@ class SinkError(Exception):
     """Delivery failed; the note is retried, then spooled."""
 
 
+class NoteRefused(SinkError):
+    """The receiver refused this note itself (400, 413, 415, 422): sending it again cannot
+    help, so it is not retried; the failure is counted, logged and alerted on instead."""
+
+
+# Answers that judge the note, not the receiver's state (401/403/404: fix the config, then the
+# spooled note goes out).
+_REFUSED = (400, 413, 415, 422)
+
+
 class DirectorySink:
     """One Markdown file per execution: `<dir>/<execution id>.md` (written atomically)."""
 
@@ -34,6 +45,7 @@ class DirectorySink:
         self.directory = Path(directory)
 
     async def deliver(self, note: dict[str, Any], session: aiohttp.ClientSession) -> str:
+        tmp = ""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             path = self.directory / f"{note['id']}.md"
@@ -41,8 +53,15 @@ class DirectorySink:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.write(note["markdown"])
             os.replace(tmp, path)
+            tmp = ""
+        except UnicodeError as exc:
+            raise NoteRefused(f"cannot encode note for {self.directory}: {exc}") from None
         except OSError as exc:
             raise SinkError(f"cannot write note to {self.directory}: {exc}") from None
+        finally:
+            if tmp:  # a failed write leaves no half-written temporary file behind
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
         return str(path)
 
 
@@ -64,9 +83,10 @@ class WebhookSink:
         try:
             async with session.post(self.url, json=self.body(note), headers=headers) as resp:
                 if resp.status >= 300:
-                    text = (await resp.text())[:200]
-                    raise SinkError(f"{self.name}: {self.display} answered {resp.status}: "
-                                    f"{redact.text(text)}")
+                    text = (await resp.text(errors="replace"))[:200]
+                    error = NoteRefused if resp.status in _REFUSED else SinkError
+                    raise error(f"{self.name}: {self.display} answered {resp.status}: "
+                                f"{redact.text(text)}")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:  # refused, reset, timed out
             raise SinkError(f"{self.name}: {self.display}: {redact.text(str(exc))}") from None
         return self.display

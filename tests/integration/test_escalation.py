@@ -219,3 +219,62 @@ def test_note_titles_state_the_outcome_not_a_fix_that_did_not_happen(tmp_path, r
                                  "nothing was changed"}
     assert len(h.calls) == 1
     run(h.service.stop())
+
+
+def test_a_note_the_sink_refuses_is_surfaced_not_retried_forever(tmp_path, webhook_receiver, caplog):
+    webhook_receiver.status = 400  # the receiver judges this very note: retrying cannot help
+    service = _service(tmp_path, {"hook": {"type": "webhook", "url": webhook_receiver.url}},
+                       ["hook"])
+    decision = _fire(service)
+    assert decision["escalation"]["deliveries"]["hook"].startswith("undeliverable: NoteRefused")
+    assert len(webhook_receiver.deliveries) == 1  # tried once, not three times, not spooled
+    assert asyncio.new_event_loop().run_until_complete(service.store.list_state("spool:")) == {}
+    assert service.metrics.registry.get_sample_value(
+        "remediator_escalations_total", {"sink": "hook", "outcome": "undeliverable"}) == 1
+    assert any(r.levelname == "ERROR" and "cannot be delivered to hook" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_every_sink_writes_every_string_intake_accepts(tmp_path, webhook_receiver):
+    hostile = {"nul": "a\x00b", "separators": "\u2028\u2029\x85", "rtl": "\u202etxt.exe",
+               "noncharacters": "\ufffe\uffff", "astral": "\U0001f525\U000e0001", "long": "é" * 8192,
+               "quotes": "\"'`\\", "markdown": "**x** `y` [z](javascript:alert(1))"}
+    slack = WebhookReceiver().start()
+    try:
+        sinks = {"hook": {"type": "webhook", "url": webhook_receiver.url},
+                 "chat": {"type": "slack", "url": slack.url}}
+        service = _service(tmp_path, sinks, ["files", "hook", "chat"])
+
+        async def go() -> dict:
+            await service.start(dispatch=False)
+            body = json.dumps(notification(alert("CodeForgeS3UploadFailureHigh",
+                                                 namespace="neural-hive-pipeline", **hostile)))
+            await service.intake(parse_notification(body.encode()))
+            [decision] = await service.drain()
+            return decision
+
+        decision = asyncio.new_event_loop().run_until_complete(go())
+        deliveries = decision["escalation"]["deliveries"]
+        assert all(v.startswith("delivered") for v in deliveries.values()), deliveries
+        assert webhook_receiver.wait_for().body["labels"] == {
+            "alertname": "CodeForgeS3UploadFailureHigh", "namespace": "neural-hive-pipeline",
+            **hostile}
+        assert "\u202etxt.exe" in (tmp_path / "notes" / f"{decision['id']}.md").read_text()
+        slack.wait_for()
+    finally:
+        slack.stop()
+
+
+def test_a_failed_note_write_leaves_no_temporary_file(tmp_path):
+    from remediator.escalation.sinks import DirectorySink, NoteRefused, SinkError
+    sink = DirectorySink("files", str(tmp_path))
+    (tmp_path / "blocked.md").mkdir()  # the note's path is taken by a directory: replace fails
+    loop = asyncio.new_event_loop()
+    for note_id, text, error in (("blocked", "note", SinkError), ("bad", "\ud800", NoteRefused)):
+        try:
+            loop.run_until_complete(sink.deliver({"id": note_id, "markdown": text}, None))
+        except error:
+            pass
+        else:
+            raise AssertionError(f"{note_id}: delivered")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked.md"]

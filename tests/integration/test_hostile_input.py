@@ -1,5 +1,7 @@
 """Hostile alert input over real HTTP: what an attacker who can push alerts can and cannot do."""
 
+import json
+
 from tests.support.payloads import alert, notification
 from tests.support.worker import http
 
@@ -57,3 +59,19 @@ def test_a_label_cannot_choose_the_host_or_leave_its_path_segment(worker_factory
     assert decisions["dots"]["outcome"] == "failed" and "'..' cannot be" in decisions["dots"]["reason"]
     [step] = decisions["path"]["steps"]  # dry-run: planned with the encoded URL
     assert step["params"]["url"] == "http://web.prod.svc/v1/..%2Fadmin?env=a%26b%3Dc"
+
+
+def test_bodies_python_cannot_hold_are_400_naming_the_path(worker_factory):
+    w = worker_factory()
+    good = notification(alert("DemoDown", namespace="demo", deployment="web", fingerprint="ok"))
+    good["commonLabels"] = {"alertname": "DemoDown"}
+    huge_int = json.dumps(good).replace('"truncatedAlerts": 0', '"truncatedAlerts": ' + "9" * 5000)
+    surrogate_value = json.dumps(good).replace('"deployment": "web"', '"deployment": "\\ud800"')
+    surrogate_name = json.dumps(good).replace('"deployment": "web"', '"\\udfff": "web"')
+    for body, message in ((huge_int, "invalid JSON: Exceeds the limit (4300 digits)"),
+                          (surrogate_value, "$.alerts[0].labels.deployment: contains a lone"),
+                          (surrogate_name, "$.alerts[0].labels (a name): contains a lone")):
+        status, answer = w.post_alerts(body.encode())
+        assert (status, answer["error"].startswith(message)) == (400, True), answer
+    assert w.post_alerts(good)[0] == 202  # nothing valid lost
+    assert [d["fingerprint"] for d in w.wait_executions(1)] == ["ok"]

@@ -147,3 +147,32 @@ def test_promql_str_keeps_a_label_inside_its_string(prometheus, exporter):
     assert value(attack, "{{ labels.namespace }}") == 1.0  # spliced, the label rewrites the query
     assert value(attack, "{{ labels.namespace | promql_str }}") is None  # escaped: no such series
     assert value({"namespace": 'a"b\\c\nd'}, "{{ labels.namespace | promql_str }}") == 7.0
+
+
+def test_a_proxy_error_page_instead_of_prometheus_is_a_transient_error():
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.support.procs import serve_http
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+            self.send_response(502)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server, port = serve_http(Proxy)
+    try:
+        rec = run_action("prometheus.query", {"query": "up"},
+                         Backends(prometheus_url=f"http://127.0.0.1:{port}"), attempts=2)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert rec.outcome == "failed" and rec.attempts == 2  # transient: retried
+    assert "answered 502 without JSON" in rec.detail and "502 Bad Gateway" in rec.detail
