@@ -339,9 +339,9 @@ class Guards:
     async def _budget(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
         s = self.settings
         now = self.clock()
-        events = await self.store.events_since("budget", "*", now - s.budget_window)
-        if len(events) >= s.budget_max:
-            return Block("rate_limited", f"global budget spent: {len(events)} of max "
+        spent = await self.store.count_events("budget", "*", now - s.budget_window)
+        if spent >= s.budget_max:
+            return Block("rate_limited", f"global budget spent: {spent} of max "
                                          f"{s.budget_max} mutating actions in the last "
                                          f"{_human(s.budget_window)}")
         return None

@@ -12,7 +12,8 @@ def open_store(url: str, sync: str = "normal", lease: float = 30.0, password: st
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore  # the driver is only imported when used
 
-        return PostgresStore(url, lease=lease, password=password, read_only=read_only)
+        return PostgresStore(url, lease=lease, password=password, read_only=read_only,
+                             sync=sync)
     from .sqlite import SQLiteStore
 
     return SQLiteStore(url, sync, read_only)

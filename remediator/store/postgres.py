@@ -88,18 +88,28 @@ MIGRATIONS = [
 # an older epoch belongs to work this replica no longer holds.
 _claim_epoch: contextvars.ContextVar[int | None] = contextvars.ContextVar("claim_epoch",
                                                                          default=None)
+# The connection holding the current task's critical section: statements inside the
+# section run on it (one connection per section, nothing waits for the pool meanwhile).
+_section_db: contextvars.ContextVar[asyncpg.Connection | None] = contextvars.ContextVar(
+    "section_db", default=None)
 _ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 class PostgresStore:
     def __init__(self, url: str, lease: float = 30.0, password: str | None = None,
-                 read_only: bool = False):
+                 read_only: bool = False, sync: str = "normal"):
         if not url.startswith(("postgresql://", "postgres://")):
             raise ValueError(f"unsupported store URL {redact(url)!r}: expected postgresql://...")
         if lease < 3:
             raise ValueError(f"store_lease must be at least 3s, got {lease:g}s")
         self.url = url
         self.lease = lease
+        if sync.lower() not in ("normal", "full"):
+            raise ValueError(f"store sync must be normal or full, got {sync!r}")
+        # As SQLite's `normal`: intake commits wait for the WAL flush (an acknowledged alert
+        # survives a database crash); journal and guard writes do not wait for it, so they
+        # survive a replica's crash, not the database server's. `full`: everything waits.
+        self._sync_commit = "on" if sync.lower() == "full" else "off"
         self.read_only = read_only  # the CLI: no migration, no claims, no heartbeat
         self._password = password or None  # else libpq's environment (PGPASSWORD, PGPASSFILE)
         self.replica = uuid.uuid4().hex[:12]  # this process; owner of its claims and locks
@@ -129,7 +139,9 @@ class PostgresStore:
         try:
             self._pool = await asyncpg.create_pool(
                 self.url, password=self._password, min_size=1, max_size=10, timeout=10,
-                command_timeout=30, server_settings={"application_name": "remediator"})
+                command_timeout=30,
+                server_settings={"application_name": "remediator",
+                                 "synchronous_commit": self._sync_commit})
             async with self._pool.acquire() as db, db.transaction():
                 if self.read_only:
                     await db.execute("SET TRANSACTION READ ONLY")
@@ -222,8 +234,12 @@ class PostgresStore:
             self._fence()
         started = time.perf_counter()
         try:
-            async with self._pool.acquire(timeout=10) as db:
-                result = await fn(db)
+            section = _section_db.get()
+            if section is not None:  # inside a critical section: its connection, no pool wait
+                result = await fn(section)
+            else:
+                async with self._pool.acquire(timeout=10) as db:
+                    result = await fn(db)
         except _ERRORS as exc:
             if isinstance(exc, asyncpg.PostgresError) and not _transient(exc):
                 raise  # a bug in a statement, not an outage
@@ -250,9 +266,11 @@ class PostgresStore:
                 raise StoreUnavailable(f"store unavailable: {exc}") from exc
             try:
                 await db.execute("SELECT pg_advisory_lock(hashtext($1))", name)
+                token = _section_db.set(db)
                 try:
                     yield
                 finally:
+                    _section_db.reset(token)
                     await db.execute("SELECT pg_advisory_unlock(hashtext($1))", name)
             except _ERRORS as exc:
                 raise StoreUnavailable(f"store unavailable: {exc}") from exc
@@ -270,7 +288,9 @@ class PostgresStore:
         self._intake.append((items, future))
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush_intake())
+            # A context of its own: not a caller's critical-section connection or claim.
+            asyncio.get_running_loop().create_task(self._flush_intake(),
+                                                   context=contextvars.Context())
         return await future
 
     async def _flush_intake(self) -> None:
@@ -307,10 +327,13 @@ class PostgresStore:
         async def insert(db: asyncpg.Connection) -> list[asyncpg.Record]:
             for attempt in range(3):
                 try:
-                    return await db.fetch(
-                        "INSERT INTO inbox (dedupe_key, alert, grp, received_at) SELECT k, a, g, $4 "
-                        "FROM unnest($1::text[], $2::text[], $3::text[]) AS t(k, a, g) "
-                        "ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key", *args, now)
+                    async with db.transaction():  # acknowledged: durable before the 202
+                        await db.execute("SET LOCAL synchronous_commit = on")
+                        return await db.fetch(
+                            "INSERT INTO inbox (dedupe_key, alert, grp, received_at) "
+                            "SELECT k, a, g, $4 FROM unnest($1::text[], $2::text[], $3::text[]) "
+                            "AS t(k, a, g) ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key",
+                            *args, now)
                 except asyncpg.DeadlockDetectedError:
                     if attempt == 2:
                         raise
@@ -462,6 +485,10 @@ class PostgresStore:
             "SELECT at, data FROM events WHERE kind=$1 AND key=$2 AND at>=$3 ORDER BY at",
             kind, key, since))
         return [(r["at"], json.loads(r["data"])) for r in rows]
+
+    async def count_events(self, kind: str, key: str, since: float) -> int:
+        return await self._call("read", lambda db: db.fetchval(
+            "SELECT count(*) FROM events WHERE kind=$1 AND key=$2 AND at>=$3", kind, key, since))
 
     async def get_state(self, key: str) -> dict[str, Any] | None:
         value = await self._call("read", lambda db: db.fetchval(

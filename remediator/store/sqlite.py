@@ -428,6 +428,10 @@ class SQLiteStore(LocalCoordination):
             (kind, key, since)).fetchall())
         return [(at, json.loads(data)) for at, data in rows]
 
+    async def count_events(self, kind: str, key: str, since: float) -> int:
+        return await self._scalar("SELECT count(*) FROM events WHERE kind=? AND key=? AND at>=?",
+                                  (kind, key, since))
+
     async def get_state(self, key: str) -> dict[str, Any] | None:
         row = await self._run(self._one, "SELECT value FROM state WHERE key=?", (key,))
         return json.loads(row[0]) if row else None

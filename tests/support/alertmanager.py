@@ -104,8 +104,11 @@ class Alertmanager(LocalServer):
         super().__init__(workdir)
         self.config_path = self.workdir / "alertmanager.yml"
         self.storage = self.workdir / "data"
-    def start(self, config_yaml: str, timeout: float = 20.0) -> Alertmanager:
-        """Write the config, launch, and block until `/-/ready` answers 200."""
+    def start(self, config_yaml: str, timeout: float = 20.0,
+              cluster: Sequence[str] = ("--cluster.listen-address=",)) -> Alertmanager:
+        """Write the config, launch, and block until `/-/ready` answers 200. By default
+        alone (`--cluster.listen-address=`: no gossip, no second port); `cluster` gives
+        the flags of an HA pair instead."""
         self.config_path.write_text(config_yaml)
         self.storage.mkdir(parents=True, exist_ok=True)
 
@@ -117,7 +120,7 @@ class Alertmanager(LocalServer):
                 f"--web.listen-address={LOCALHOST}:{port}",
                 # Links in payloads (externalURL, generatorURL) must not use the hostname.
                 f"--web.external-url=http://{LOCALHOST}:{port}",
-                "--cluster.listen-address=",  # empty: no gossip, no second port
+                *cluster,
                 "--log.level=debug",
             ]
 

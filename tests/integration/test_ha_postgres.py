@@ -1,0 +1,280 @@
+"""Several `remediator serve --mode live` processes on one real PostgreSQL, as in production
+behind an Alertmanager HA pair: one execution per alert, a SIGKILLed replica's work finished
+by the others without repeating an interrupted mutation, limits shared by every replica.
+
+Mutations are counted where they land: an HTTP receiver the playbooks POST to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+import pytest
+
+from remediator.store.postgres import PostgresStore
+from tests.conftest import write_rules
+from tests.support.alertmanager import Alertmanager, make_alert, webhook_config
+from tests.support.procs import LOCALHOST, free_port, serve_http
+from tests.support.worker import OPERATOR, TOKEN, WorkerProcess, http
+
+PLAYBOOK = """
+playbooks:
+  - name: restart
+    match: {alertname: %(alertname)s}
+    target: {kind: deployment, namespace: demo, name: "{{ labels.deployment }}"}
+    guards: %(guards)s
+    steps:
+      - name: restart
+        action: http.request
+        %(approval)s
+        params: {url: "%(url)s", method: POST, json: {fp: "{{ alert.fingerprint }}"}}
+"""
+CONFIG = {"guards": {"budget": {"max": 100_000, "window": "1h"}}}
+
+
+class Receiver:
+    """Counts the POSTs (mutations) per alert fingerprint; each takes `delay` seconds, so a
+    replica killed mid-storm dies with mutations in flight."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.calls: Counter[str] = Counter()
+        lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with lock:
+                    receiver.calls[body["fp"]] += 1
+                time.sleep(delay)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server, port = serve_http(Handler)
+        self.url = f"http://{LOCALHOST}:{port}/restart"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def receiver():
+    made: list[Receiver] = []
+
+    def make(delay: float = 0.0) -> Receiver:
+        made.append(Receiver(delay))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+@pytest.fixture
+def replicas(tmp_path, postgres_url):
+    """`start(n, rules, **env)`: n live replicas on the test's database; stopped after."""
+    started: list[WorkerProcess] = []
+
+    def start(n: int, rules: str, **env: str) -> list[WorkerProcess]:
+        rules_dir = write_rules(tmp_path / f"rules{len(started)}", rules)
+        new = [WorkerProcess(tmp_path, [str(rules_dir)], mode="live", store=postgres_url,
+                             config=CONFIG, extra_env={"REMEDIATOR_STORE_LEASE": "5s", **env})
+               for _ in range(n)]
+        started.extend(new)
+        with ThreadPoolExecutor(n) as pool:  # all at once: they migrate the schema together
+            return list(pool.map(lambda w: w.start(), new))
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+def _rules(url: str, alertname: str = "Storm",
+           guards: str = "{rate_limit: {max: 1000, window: 1h}}", approval: str = "") -> str:
+    return PLAYBOOK % {"url": url, "alertname": alertname, "guards": guards,
+                       "approval": approval}
+
+
+def _alert(fp: str, alertname: str = "Storm", deployment: str | None = None) -> dict:
+    return {"status": "firing", "fingerprint": fp, "startsAt": "2026-01-01T00:00:00Z",
+            "labels": {"alertname": alertname, "deployment": deployment or f"d-{fp}"},
+            "annotations": {}}
+
+
+def _notification(*alerts: dict) -> dict:
+    return {"version": "4", "status": "firing", "receiver": "remediator", "groupKey": "{}:{}",
+            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+            "externalURL": "http://am", "alerts": list(alerts)}
+
+
+def _decisions(url: str) -> list[dict]:
+    """Every decision in the shared database, read with the store's own code."""
+    async def read() -> list[dict]:
+        store = PostgresStore(url, read_only=True)
+        await store.open()
+        try:
+            return await store.list_executions(100_000)
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def _settled(url: str, expected: int, timeout: float = 120) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        decisions = _decisions(url)
+        final = [d for d in decisions if d["outcome"] not in ("running",)]
+        if len(final) >= expected and len(final) == len(decisions):
+            return decisions
+        assert time.monotonic() < deadline, f"{len(final)} of {expected} decided"
+        time.sleep(0.5)
+
+
+def _post(w: WorkerProcess, payload: dict) -> int:
+    try:
+        return http("POST", f"{w.url}/alerts", payload, {"Authorization": f"Bearer {TOKEN}"})[0]
+    except OSError:
+        return 0  # the replica is dead: Alertmanager's delivery to it fails
+
+
+def _metric(w: WorkerProcess, name: str) -> float:
+    text = http("GET", f"{w.url}/metrics")[1]
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_storm_over_three_replicas_with_one_killed_executes_each_alert_once(
+        replicas, receiver, postgres_url):
+    sink = receiver(delay=0.2)  # mutations take a while: the kill catches some in flight
+    workers = replicas(3, _rules(sink.url), REMEDIATOR_WORKERS="16")
+    alerts = [_alert(f"s{i:04d}") for i in range(2100)]
+    batches = [alerts[i:i + 20] for i in range(0, len(alerts), 20)]
+    acked: set[str] = set()
+
+    def storm() -> None:
+        for index, batch in enumerate(batches):
+            # Like an Alertmanager pair: each notification goes to two replicas.
+            payload = _notification(*batch)
+            targets = (workers[index % 3], workers[(index + 1) % 3])
+            if any([_post(w, payload) == 202 for w in targets]):
+                acked.update(a["fingerprint"] for a in batch)
+            time.sleep(0.1)  # alerts keep arriving while the first are remediated
+
+    sender = threading.Thread(target=storm)
+    sender.start()
+    deadline = time.monotonic() + 60
+    while sum(sink.calls.values()) < 300:  # remediation well under way, alerts arriving
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    workers[0].kill9()  # mid-storm, with mutations in flight; never restarted
+    sender.join()
+    decisions = _settled(postgres_url, len(acked))
+
+    per_alert = Counter(d["fingerprint"] for d in decisions)
+    assert set(per_alert) == acked and set(per_alert.values()) == {1}  # one execution each
+    assert max(sink.calls.values()) == 1  # no mutation ever repeated
+    outcomes = Counter(d["outcome"] for d in decisions)
+    assert set(outcomes) <= {"succeeded", "failed"}, outcomes
+    for d in decisions:
+        if d["outcome"] == "succeeded":
+            assert sink.calls[d["fingerprint"]] == 1
+        else:  # the dead replica's mutation in flight: maybe done, so not done again
+            assert "interrupted" in d["reason"], d["reason"]
+            assert d["escalation"] is not None
+    assert 1 <= outcomes["failed"] <= 16  # in flight at the kill: at most its workers
+    assert sum(_metric(w, "remediator_store_lease_takeovers_total") for w in workers[1:]) >= 1
+    print(f"\nstorm: {len(acked)} alerts acknowledged, {dict(outcomes)}, "
+          f"{sum(sink.calls.values())} mutations")
+
+
+def test_a_rate_limit_holds_across_replicas(replicas, receiver, postgres_url):
+    sink = receiver()
+    workers = replicas(2, _rules(sink.url, "Flap", guards="{rate_limit: {max: 2, window: 1h}, "
+                                                          "lock: false}"))
+    firings = [_alert(f"f{i}", "Flap", deployment="web") for i in range(10)]
+    with ThreadPoolExecutor(10) as pool:  # all at once, spread over the replicas
+        codes = list(pool.map(lambda i: _post(workers[i % 2], _notification(firings[i])),
+                              range(10)))
+    assert codes == [202] * 10
+    decisions = _settled(postgres_url, 10)
+    assert sum(sink.calls.values()) == 2
+    assert sorted(d["outcome"] for d in decisions) == ["blocked"] * 8 + ["succeeded"] * 2
+    assert all("rate_limited" in d["reason"] for d in decisions if d["outcome"] == "blocked")
+
+
+def test_pause_on_one_replica_stops_every_replica(replicas, receiver, postgres_url):
+    sink = receiver()
+    a, b = replicas(2, _rules(sink.url))
+    assert http("POST", f"{a.url}/api/v1/pause", {}, OPERATOR)[0] == 200
+    assert _post(b, _notification(_alert("p1"))) == 202
+    [decision] = _settled(postgres_url, 1)
+    assert decision["outcome"] == "blocked" and "paused" in decision["reason"]
+    assert sink.calls == {}
+    assert http("POST", f"{b.url}/api/v1/resume", {}, OPERATOR)[0] == 200
+    assert _post(a, _notification(_alert("p2"))) == 202
+    _settled(postgres_url, 2)
+    assert sink.calls == {"p2": 1}
+
+
+def test_an_approval_given_on_any_replica_runs_the_step_once(replicas, receiver, postgres_url):
+    sink = receiver(delay=0.2)
+    a, b = replicas(2, _rules(sink.url, "Gated", approval="approval: required"))
+    payload = _notification(_alert("g1", "Gated"))
+    assert _post(a, payload) == 202 and _post(b, payload) == 202
+    [blocked] = _settled(postgres_url, 1)
+    assert "approval_pending" in blocked["reason"]
+    # The same approval, sent to both replicas at once (two operators, two clicks).
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(
+            lambda w: http("POST", f"{w.url}/api/v1/executions/{blocked['id']}/approve", {},
+                           OPERATOR, timeout=60)[0], (a, b)))
+    assert sorted(answers) == [200, 409]
+    [done] = _settled(postgres_url, 1)
+    assert done["outcome"] == "succeeded"
+    assert sink.calls == {"g1": 1}
+
+
+def test_an_alertmanager_ha_pair_routing_to_different_replicas_executes_once(
+        tmp_path, replicas, receiver, postgres_url):
+    sink = receiver()
+    workers = replicas(2, _rules(sink.url, "PairDown"))
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    ports = [free_port(), free_port()]
+    pair: list[Alertmanager] = []
+    try:
+        for i, w in enumerate(workers):
+            (tmp_path / f"am{i}").mkdir()
+            am = Alertmanager(tmp_path / f"am{i}")
+            pair.append(am)
+            am.start(webhook_config(f"{w.url}/alerts", token_file=token, group_by=["..."]),
+                     cluster=(f"--cluster.listen-address={LOCALHOST}:{ports[i]}",
+                              f"--cluster.advertise-address={LOCALHOST}:{ports[i]}",
+                              f"--cluster.peer={LOCALHOST}:{ports[1 - i]}",
+                              # Peers do not wait for each other: both deliver every alert.
+                              "--cluster.peer-timeout=10ms"))
+        alerts = [make_alert({"alertname": "PairDown", "deployment": f"web{i}"})
+                  for i in range(20)]
+        for am in pair:  # Prometheus sends every alert to every Alertmanager of the pair
+            am.post_alerts(alerts)
+        decisions = _settled(postgres_url, 20, timeout=60)
+        assert len(decisions) == 20
+        assert Counter(d["target"] for d in decisions) == {
+            f"demo/deployment/web{i}": 1 for i in range(20)}
+        assert sum(sink.calls.values()) == 20 and max(sink.calls.values()) == 1
+        received = sum(_metric(w, "remediator_alerts_received_total") for w in workers)
+        print(f"\nHA pair: {received:g} alerts delivered to the replicas, 20 executed")
+    finally:
+        for am in pair:
+            am.stop()
