@@ -37,7 +37,9 @@ class Config:
     basic_auth_password: str = ""
     allow_unauthenticated: bool = False
     operators: list[Operator] = field(default_factory=list)  # API users: viewer | operator
-    max_body_bytes: int = 1 << 20
+    # Alertmanager does not retry a 413: room for the receiver's max_alerts (1000, shipped in
+    # deploy/alertmanager/alertmanager.yml) alerts of up to 16 KiB of JSON each.
+    max_body_bytes: int = 16 << 20
     workers: int = 4  # action calls at once; a step that sleeps between polls holds none
     backend_concurrency: int = 4  # calls at once to one backend (kubernetes, s3, ...)
     max_executions: int = 256  # executions in flight at once, most of them asleep

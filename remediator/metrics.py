@@ -18,6 +18,10 @@ class Metrics:
         self.alerts_received = Counter(
             "remediator_alerts_received_total", "Alerts received on the webhook, by status.",
             ["status"], registry=r)
+        self.alerts_truncated = Counter(
+            "remediator_alerts_truncated_total",
+            "Alerts Alertmanager left out of a notification (the receiver's max_alerts).",
+            registry=r)
         self.alerts_duplicate = Counter(
             "remediator_alerts_duplicate_total",
             "Alerts dropped as duplicates (Alertmanager retries, HA peers).", registry=r)

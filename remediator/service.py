@@ -135,6 +135,11 @@ class Service:
             if count:
                 self.metrics.alerts_received.labels(status).inc(count)
         self.metrics.alerts_duplicate.inc(result.duplicates)
+        if notification.group.truncated_alerts > 0:  # never sent to us: humans must know
+            self.metrics.alerts_truncated.inc(notification.group.truncated_alerts)
+            log.warning("Alertmanager left %d alert(s) of group %s out of its notification "
+                        "(max_alerts); they are not remediated", notification.group.truncated_alerts,
+                        notification.group.group_key)
         if result.accepted:
             self._wakeup.set()
         return result

@@ -75,3 +75,28 @@ def test_bodies_python_cannot_hold_are_400_naming_the_path(worker_factory):
         assert (status, answer["error"].startswith(message)) == (400, True), answer
     assert w.post_alerts(good)[0] == 202  # nothing valid lost
     assert [d["fingerprint"] for d in w.wait_executions(1)] == ["ok"]
+
+
+def test_a_full_group_of_large_alerts_fits_the_default_body_limit(worker_factory):
+    # Alertmanager sends at most max_alerts (1000 shipped) alerts per notification and does
+    # not retry a 413: with the default max_body_bytes a full group of large alerts (4 KiB of
+    # labels and annotations each) is accepted whole. The old 1 MiB limit refused it.
+    w = worker_factory()
+    alerts = [alert("Unrelated", fingerprint=f"big{i}", pod=f"web-{i}", namespace="prod",
+                    annotations={"description": "d" * 4000, "runbook_url": "https://r.example/x"})
+              for i in range(1000)]
+    payload = notification(*alerts)
+    assert len(json.dumps(payload)) > 4 << 20  # four times the old limit
+    assert w.post_alerts(payload) == (202, {"accepted": 1000, "duplicates": 0})
+    oversized = json.dumps(payload).encode() + b" " * (w.config.max_body_bytes)
+    assert w.post_alerts(oversized)[0] == 413
+    metrics = http("GET", f"{w.url}/metrics")[1]
+    assert 'remediator_webhook_requests_total{code="413"} 1.0' in metrics
+
+
+def test_alerts_alertmanager_left_out_are_counted(worker_factory):
+    w = worker_factory()
+    payload = notification(alert("Unrelated", fingerprint="t1"))
+    payload["truncatedAlerts"] = 250
+    assert w.post_alerts(payload)[0] == 202
+    assert "remediator_alerts_truncated_total 250.0" in http("GET", f"{w.url}/metrics")[1]
