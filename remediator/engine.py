@@ -155,10 +155,11 @@ class Engine:
 
     async def _changed(self, pb: Playbook, alert: Alert) -> bool:
         """Whether this episode's firing run made a change (a mutation that succeeded, or
-        one interrupted that may have)."""
+        one interrupted or failed `uncertain` that may have)."""
         firing = replace(alert, status="firing").dedupe_key
         run = await self.store.get_execution(_execution_id(firing, pb.name))
-        return any(s.get("mutating") and s["outcome"] in ("succeeded", "running")
+        return any(s.get("mutating") and (s["outcome"] in ("succeeded", "running")
+                                          or s.get("uncertain"))
                    for s in (run or {}).get("steps") or [])
 
     async def resume(self, decision: dict[str, Any]) -> dict[str, Any]:
