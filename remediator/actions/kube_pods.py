@@ -102,6 +102,8 @@ class Logs(KubeAction):
         "since": Param("duration", minimum=1, description="only lines newer than this"),
         "previous": Param("boolean", default=False, description="the last terminated container"),
         "grep": Param("string", description="RE2 regex; keep matching lines, e.g. (?i)s3|upload|error"),
+        "extract": Param("string", description="RE2 regex with one group: its distinct values "
+                                               "in the kept lines, as `extracted` (e.g. keys)"),
         "max_pods": Param("integer", default=5, minimum=1),
         "max_lines": Param("integer", default=200, minimum=1, description="lines kept in total"),
         "max_bytes": Param("integer", default=65536, minimum=1, description="bytes kept in total"),
@@ -109,7 +111,8 @@ class Logs(KubeAction):
     permissions = (*rbac("", "pods", "get", "list"), *rbac("", "pods/log", "get"))
 
     def check(self, params: dict[str, Any]) -> list[str]:
-        return _one_of(params, "selector", "pod") + loglines.grep_problems(params.get("grep"))
+        return (_one_of(params, "selector", "pod") + loglines.grep_problems(params.get("grep"))
+                + loglines.extract_problems(params.get("extract")))
 
     def describe(self, params: dict[str, Any]) -> str:
         ns = params["namespace"]
@@ -145,6 +148,8 @@ class Logs(KubeAction):
         truncated |= cut
         result = {"pods": len(chosen), "pods_matched": len(pods), "lines": lines,
                   "matched": matched, "truncated": truncated}
+        if params.get("extract"):
+            result["extracted"] = loglines.extract(lines, params["extract"])
         if errors:
             result["errors"] = errors
         return result

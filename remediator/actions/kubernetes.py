@@ -325,6 +325,8 @@ READABLE: dict[str, _Readable] = {
     "daemonsets": _Readable("apps", "daemon_set", "apps", aliases=("daemonset", "ds")),
     "replicasets": _Readable("apps", "replica_set", "apps", aliases=("replicaset", "rs")),
     "pods": _Readable("core", "pod", "", aliases=("pod", "po")),
+    # IRSA evidence (the role-arn annotation); a ServiceAccount names its token Secrets at most
+    "serviceaccounts": _Readable("core", "service_account", "", aliases=("serviceaccount", "sa")),
     "services": _Readable("core", "service", "", aliases=("service", "svc")),
     "configmaps": _Readable("core", "config_map", "", aliases=("configmap", "cm")),
     "events": _Readable("core", "event", "", aliases=("event", "ev")),

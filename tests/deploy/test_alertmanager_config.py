@@ -108,7 +108,8 @@ def test_escalations_route_by_team_to_the_runbooks_contacts_and_never_to_remedia
         if pb.escalation:
             teams |= {pb.escalation.team} | {r[3] for r in pb.escalation.raise_to}
     teams.discard("")
-    assert {"sre-oncall", "platform-eng", "code-forge-team", "hackathon-oncall"} <= teams
+    assert {"sre-oncall", "platform-eng", "code-forge-team", "platform-team",
+            "hackathon-oncall"} <= teams
     for team in sorted(teams):
         for severity in ("warning", "critical"):
             got = receivers_for(alertname="RemediationEscalation", team=team, severity=severity,

@@ -2,8 +2,9 @@
 
     exporter ──scrape 1s──▶ Prometheus (deploy/prometheus/*.rules.yml) ──▶ Alertmanager
     (deploy/alertmanager/alertmanager.yml) ──webhook──▶ `remediator serve --mode live` (rules/)
-    ──▶ Kubernetes API test server, a real Docker Engine (Libervia's and 3dPot's compose
-    containers), moto S3, Service doubles (peers.py); notes in a temp dir
+    ──▶ Kubernetes API test server (pods/exec runs real processes), a real Docker Engine
+    (Libervia's and 3dPot's compose containers), moto S3 behind a fault proxy, Service doubles
+    (peers.py); notes in a temp dir
 
 Everything listens on 127.0.0.1. What is rewritten for the test, and why (nothing else is):
 
@@ -60,6 +61,7 @@ from tests.support.exporter import Exporter
 from tests.support.procs import LOCALHOST, free_port
 from tests.support.prometheus import Prometheus
 from tests.support.s3 import FAKE_ENV, UNSET_ENV, MotoServer, make_s3_client
+from tests.support.s3proxy import S3FaultProxy
 from tests.support.webhook import WebhookReceiver
 from tests.support.worker import OPERATOR, TOKEN, VIEWER, http, operators_config
 
@@ -184,6 +186,7 @@ class Stack:
         self._parts: list[Any] = []
         self.kube: KubeAPIServer
         self.moto: MotoServer
+        self.s3_proxy: S3FaultProxy
         self.s3: Any
         self.exporter: Exporter
         self.traffic: Traffic
@@ -210,18 +213,20 @@ class Stack:
     def _start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.token_file.write_text(TOKEN + "\n")
+        self.say("S3 (moto, behind a proxy that can fail like S3): versioned buckets with "
+                 "checksummed SBOMs and certificates")
+        self.moto = self._own(MotoServer(self._dir("moto")).start())
+        self.s3_proxy = self._own(S3FaultProxy(self.moto.url).start())
+        self.s3 = make_s3_client(self.moto.url)
+        seed.s3(self.s3)
+
         self.say("Kubernetes API test server: seeding the five systems' workloads")
         self.kube = self._own(KubeAPIServer().start())
-        seed.kubernetes(self.kube)
+        seed.kubernetes(self.kube, s3_url=self.s3_proxy.url, media=self._dir("deltacrown-media"))
         self.kube.write_kubeconfig(self.kubeconfig)
 
         self.say("Docker Engine: Libervia's and 3dPot's compose containers")
         seed.docker(self.docker)
-
-        self.say("S3 (moto): versioned buckets with checksummed SBOMs and certificates")
-        self.moto = self._own(MotoServer(self._dir("moto")).start())
-        self.s3 = make_s3_client(self.moto.url)
-        seed.s3(self.s3)
 
         self.exporter = self._own(Exporter().start())
         self.traffic = self._own(Traffic(self.exporter).start())
@@ -324,7 +329,7 @@ class Stack:
                if k not in UNSET_ENV and not k.startswith("REMEDIATOR_")}
         env.update(FAKE_ENV)
         env.update({
-            "AWS_ENDPOINT_URL": self.moto.url,
+            "AWS_ENDPOINT_URL": self.s3_proxy.url,
             "AWS_CONFIG_FILE": str(self.root / "aws-config-absent"),
             "AWS_SHARED_CREDENTIALS_FILE": str(self.root / "aws-credentials-absent"),
             "KUBECONFIG": str(self.kubeconfig),

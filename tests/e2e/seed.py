@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from tests.kubeapi.server import KubeAPIServer
+from tests.support.s3 import FAKE_ENV
 
 CODE_FORGE_NS, CODE_FORGE = "neural-hive-pipeline", "code-forge"
 DELTACROWN_NS, DELTACROWN = "deltacrown", "deltacrown"
@@ -27,7 +29,11 @@ BUCKETS = (SBOM_BUCKET, CERT_BUCKET)
 CHECKSUM_KEY = "checksum"  # remediator.actions.s3.METADATA_KEY's default
 SBOMS = [f"sboms/TICKET-{100 + i}/artifact-{i}/sbom.cyclonedx.json" for i in range(12)]
 CERTS = [f"certificates/{i:04d}.pem" for i in range(20)]
+CANARY = "test.txt"  # the runbook's S3 test object, DeltaCrown's canary read
 DELTACROWN_ENV = {"CERT_S3_READ_PRIMARY": "true", "CERT_S3_DUAL_WRITE": "true", "LOG_LEVEL": "INFO"}
+DELTACROWN_IMAGE = "registry.example.com/deltacrown:1.0"
+# The application's files in that image: scripts/s3_backfill_validator.py (run through exec).
+DELTACROWN_APP = Path(__file__).parent / "apps" / "deltacrown"
 
 CODE_FORGE_LOGS = [
     "2026-11-21T10:00:01Z INFO  sbom generated ticket=TICKET-100 artifact=artifact-0",
@@ -36,6 +42,10 @@ CODE_FORGE_LOGS = [
     "2026-11-21T10:00:03Z WARN  retrying s3 upload (attempt 2/3)",
     "2026-11-21T10:00:04Z ERROR S3ArtifactClient integrity check failed: checksum mismatch",
     "2026-11-21T10:00:05Z INFO  healthz ok",
+]
+CODE_FORGE_NO_BUCKET_LOGS = [
+    "2026-11-21T11:00:01Z ERROR S3ArtifactClient upload failed key=sboms/TICKET-100/artifact-0/"
+    "sbom.cyclonedx.json: NoSuchBucket: The specified bucket does not exist",
 ]
 DELTACROWN_LOGS = [
     "2026-11-21T10:00:01Z WARNING cert_storage: S3 read failed, falling back to local: "
@@ -92,12 +102,28 @@ def set_logs(kube: KubeAPIServer, namespace: str, app: str, lines: list[str]) ->
         kube.set_logs(namespace, pod, lines)
 
 
-def kubernetes(kube: KubeAPIServer) -> None:
+def aws_env(s3_url: str) -> dict[str, str]:
+    """What a pod needs to reach S3 in the test: the endpoint and fake credentials."""
+    return {**FAKE_ENV, "AWS_ENDPOINT_URL": s3_url}
+
+
+def local_copy(media: Path) -> None:
+    """DeltaCrown's local dual-write copy (the volume at /mnt/media): every certificate."""
+    for key in CERTS:
+        path = media / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(certificate(key))
+
+
+def kubernetes(kube: KubeAPIServer, s3_url: str, media: Path) -> None:
     kube.add({"apiVersion": "v1", "kind": "ServiceAccount",
               "metadata": {"name": CODE_FORGE, "namespace": CODE_FORGE_NS, "annotations": {
                   "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/code-forge"}}})
-    kube.add_deployment(CODE_FORGE, CODE_FORGE_NS, replicas=2)
-    kube.add_deployment(DELTACROWN, DELTACROWN_NS, replicas=2, env=DELTACROWN_ENV)
+    kube.add_deployment(CODE_FORGE, CODE_FORGE_NS, replicas=2, env=aws_env(s3_url))
+    local_copy(media)
+    kube.add_image_files(DELTACROWN_IMAGE, DELTACROWN_APP)
+    kube.add_deployment(DELTACROWN, DELTACROWN_NS, replicas=2, image=DELTACROWN_IMAGE,
+                        env={**DELTACROWN_ENV, **aws_env(s3_url), "CERT_LOCAL_ROOT": str(media)})
     kube.add_deployment(HACKATHON, HACKATHON_NS, replicas=4)
     kube.add({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
               "metadata": {"name": HACKATHON, "namespace": HACKATHON_NS},
@@ -160,6 +186,7 @@ def s3(client: Any) -> None:
         put_checksummed(client, SBOM_BUCKET, key, sbom(key))
     for key in CERTS:
         put_checksummed(client, CERT_BUCKET, key, certificate(key))
+    client.put_object(Bucket=CERT_BUCKET, Key=CANARY, Body=b"deltacrown canary\n")
 
 
 def read(client: Any, bucket: str, key: str) -> bytes:
@@ -175,6 +202,7 @@ INTEGRITY = "code_forge_s3_integrity_check_total"
 LATENCY = "code_forge_s3_upload_duration_seconds_bucket"
 LATENCY_BUCKETS = ("1", "5", "10", "30", "+Inf")
 CERT_READS, CERT_FALLBACKS = "cert_s3_read_total", "cert_s3_read_fallback_total"
+CERT_SAVES, CERT_SAVE_FAILS = "cert_s3_save_total", "cert_s3_save_fail_total"
 HTTP_3DPOT = "http_requests_total"
 HTTP_3DPOT_OK = {"job": "3dpot-backend", "method": "GET", "endpoint": "/api/v1/projects", "status": "200"}
 HTTP_3DPOT_5XX = {**HTTP_3DPOT_OK, "status": "500"}
@@ -199,6 +227,8 @@ def metrics(traffic: Any, kube: KubeAPIServer) -> list[str]:
         traffic.declare(LATENCY, le=le, operation="upload")
     traffic.declare(CERT_READS)
     traffic.declare(CERT_FALLBACKS)
+    traffic.declare(CERT_SAVES)
+    traffic.declare(CERT_SAVE_FAILS)
     traffic.declare(HTTP_3DPOT, **HTTP_3DPOT_OK)
     traffic.declare(HTTP_3DPOT, **HTTP_3DPOT_5XX)
     traffic.exporter.set("pg_up", 1, job="3dpot-db")

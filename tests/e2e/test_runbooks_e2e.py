@@ -97,6 +97,11 @@ def test_code_forge_upload_failures_restart_once_and_verify(stack):
     decision = stack.wait_decision(alertname, where=lambda d: d["id"] == running["id"], timeout=60)
     steps = steps_of(decision)
     assert "ExpiredToken" in json.dumps(steps["logs"]["result"])  # the evidence, from the pods
+    assert steps["irsa"]["result"]["object"]["metadata"]["annotations"][
+        "eks.amazonaws.com/role-arn"] == "arn:aws:iam::123456789012:role/code-forge"
+    # `aws sts get-caller-identity` really ran in a code-forge pod (the test server's pod model)
+    assert json.loads(steps["identity"]["result"]["stdout"])["Account"] == "123456789012"
+    assert [s["name"] for s in decision["steps"] if s["outcome"] == "failed"] == []
     assert steps["restart"]["result"]["restarted_at"] == stamp
     assert [steps[n]["outcome"] for n in ("logs", "bucket", "restart", "rollout")] == ["succeeded"] * 4
     # verify polls every 30 s; the alert's resolution (its complement: ratio back under 5 %)
@@ -124,63 +129,153 @@ def _fallback(stack: Stack, share: float) -> None:
     stack.traffic.mix([(CERT_READS, {}, 1.0), (CERT_FALLBACKS, {}, share)])
 
 
-def test_deltacrown_read_fallback_reads_locally_then_flips_back(stack):
+def _saves(stack: Stack, failing: float) -> None:
+    stack.traffic.mix([(seed.CERT_SAVES, {}, 1.0), (seed.CERT_SAVE_FAILS, {}, failing)])
+
+
+def _flags(stack: Stack) -> dict[str, str]:
+    env = seed.env_of(stack.kube, DELTACROWN_NS, DELTACROWN)
+    return {k: env[k] for k in seed.DELTACROWN_ENV}
+
+
+def _s3_down(stack: Stack) -> None:
+    """S3 answers 503 to everything on the certificates bucket, for everyone (pods too)."""
+    stack.s3_proxy.inject("*", rf"^/{seed.CERT_BUCKET}(/|$)", status=503, code="ServiceUnavailable",
+                          message="Service Unavailable", times=None)
+
+
+def test_deltacrown_s3_outage_reads_locally_then_flips_back_once_s3_and_the_validator_agree(stack):
+    """Scenario 1: outage -> reads local -> recovery -> the application's validator -> S3."""
     alertname = "DeltaCrownCertS3ReadFallbackHigh"
     stack.require_route(alertname)
-    assert seed.env_of(stack.kube, DELTACROWN_NS, DELTACROWN) == seed.DELTACROWN_ENV
+    assert _flags(stack) == seed.DELTACROWN_ENV
 
-    _fallback(stack, 0.5)  # S3 outage: half the reads fall back to local storage
+    _s3_down(stack)
+    _saves(stack, 1.0)   # every save fails (dual-write keeps the local copy)
+    _fallback(stack, 1.0)  # every read falls back
     decision = stack.wait_decision(alertname)
     assert decision["playbook"] == "deltacrown-read-fallback"
     assert decision["outcome"] == "escalated"  # acted, and tells a human S3 is down
-    env = seed.env_of(stack.kube, DELTACROWN_NS, DELTACROWN)
-    assert env == {**seed.DELTACROWN_ENV, "CERT_S3_READ_PRIMARY": "false"}
+    steps = steps_of(decision)
+    assert steps["s3_canary"]["outcome"] == "failed" and steps["outage"]["outcome"] == "succeeded"
+    assert _flags(stack) == {**seed.DELTACROWN_ENV, "CERT_S3_READ_PRIMARY": "false"}
     note = stack.note(decision)
-    assert note.startswith(f"# [CRITICAL] {alertname}: S3 outage likely")
+    assert note.startswith(f"# [CRITICAL] {alertname}: S3 outage: deltacrown reads moved to local")
     assert "AWS Status Dashboard" in note
 
-    _fallback(stack, 0.0)  # S3 is back
-    resolved = stack.wait_decision(alertname, status="resolved", timeout=60)
+    stack.s3_proxy.clear_faults()  # S3 is back
+    _saves(stack, 0.0)
+    _fallback(stack, 0.0)
+    resolved = stack.wait_decision(alertname, status="resolved", timeout=90)
     assert resolved["outcome"] == "resolved", resolved["reason"]
     steps = steps_of(resolved)
-    assert steps["validate"]["result"]["mismatches"] == 0 and steps["validate"]["result"]["pass"]
-    assert steps["read_s3"]["outcome"] == "succeeded" and steps["verify"]["outcome"] == "succeeded"
-    assert seed.env_of(stack.kube, DELTACROWN_NS, DELTACROWN) == seed.DELTACROWN_ENV
+    assert [steps[n]["outcome"] for n in ("flag", "s3_recovered", "canary", "validate", "gate",
+                                          "read_s3", "verify")] == ["succeeded"] * 7
+    report = steps["validate"]["result"]["json"]  # printed by the script the pod ran
+    assert report["status"] == "PASS" and report["mismatch_rate_percent"] == 0.0
+    assert report["total_objects"] == len(seed.CERTS) and report["total_sampled"] == 1
+    assert [argv for *_, argv in stack.kube.execs.started if "--sample-rate" in argv][-1] == [
+        "python", "scripts/s3_backfill_validator.py", "--sample-rate", "0.01"]
+    assert _flags(stack) == seed.DELTACROWN_ENV
 
     # The firing notification once more (202 means stored or found a duplicate, so nothing
     # is queued behind it): reads are not moved to local storage again.
     assert stack.redeliver(decision) == (202, {"accepted": 0, "duplicates": 1})
     assert len(firing_decisions(stack, alertname)) == 1
-    assert seed.env_of(stack.kube, DELTACROWN_NS, DELTACROWN) == seed.DELTACROWN_ENV
+    assert _flags(stack) == seed.DELTACROWN_ENV
 
 
-def test_deltacrown_keeps_local_reads_when_the_sample_mismatches(stack):
+def test_deltacrown_read_fallback_without_an_outage_does_not_flip(stack):
+    """Scenario 4: 20 % of reads fall back but S3 answers and saves succeed: diagnose only."""
     alertname = "DeltaCrownCertS3ReadFallbackHigh"
     stack.require_route(alertname)
-    stack.worker.restart()  # the previous episode's 10-minute cooldown would block the flip
-    corrupted = seed.CERTS[:15]  # 15 of 20: any sample of 10 holds at least 5 of them
-    for key in corrupted:
-        good = seed.read(stack.s3, seed.CERT_BUCKET, key)
-        seed.put_checksummed(stack.s3, seed.CERT_BUCKET, key, b"truncated", checksum=seed.sha256(good))
+    stack.worker.restart()  # a new episode, guard state forgotten: only the evidence decides
+    patches = len(stack.kube.requests_matching("PATCH", f"/deployments/{DELTACROWN}$"))
+    known = {d["id"] for d in stack.executions(alertname=alertname)}
 
-    _fallback(stack, 0.5)
-    eventually(lambda: seed.env_of(stack.kube, DELTACROWN_NS, DELTACROWN)["CERT_S3_READ_PRIMARY"]
-               == "false", "reads to move to local storage", 30, why=stack.diagnostics)
+    _saves(stack, 0.0)
+    _fallback(stack, 0.2)
+    decision = stack.wait_decision(alertname, where=lambda d: d["id"] not in known)
+    steps = steps_of(decision)
+    assert decision["outcome"] == "escalated"
+    assert steps["s3_canary"]["outcome"] == "succeeded" and steps["outage"]["outcome"] == "failed"
+    assert steps["read_local"]["outcome"] == "skipped"
+    assert _flags(stack) == seed.DELTACROWN_ENV
+    note = stack.note(decision)
+    assert "reads stay on S3, diagnose" in note and "get-bucket-location" in note
+
     _fallback(stack, 0.0)
-    resolved = stack.wait_decision(alertname, status="resolved", timeout=60)
+    resolved = stack.wait_decision(alertname, status="resolved", where=lambda d: d["id"] not in known)
+    assert resolved["outcome"] == "resolved" and resolved["steps"] == []
+    assert len(stack.kube.requests_matching("PATCH", f"/deployments/{DELTACROWN}$")) == patches
+
+
+def test_deltacrown_keeps_local_reads_when_the_validator_finds_objects_missing_in_s3(stack):
+    alertname = "DeltaCrownCertS3ReadFallbackHigh"
+    stack.require_route(alertname)
+    stack.worker.restart()  # the first episode's 10-minute cooldown would block the flip
+    known = {d["id"] for d in stack.executions(alertname=alertname)}
+    # The validator's 1 % sample of 20 local certificates is the first key: it never reached
+    # S3 (a write during the outage). An object-to-own-checksum comparison cannot see that.
+    missing = seed.CERTS[0]
+    versions = stack.s3.list_object_versions(Bucket=seed.CERT_BUCKET, Prefix=missing)["Versions"]
+    for v in versions:
+        stack.s3.delete_object(Bucket=seed.CERT_BUCKET, Key=missing, VersionId=v["VersionId"])
+
+    _s3_down(stack)
+    _saves(stack, 1.0)
+    _fallback(stack, 1.0)
+    eventually(lambda: _flags(stack)["CERT_S3_READ_PRIMARY"] == "false",
+               "reads to move to local storage", 30, why=stack.diagnostics)
+    stack.s3_proxy.clear_faults()
+    _saves(stack, 0.0)
+    _fallback(stack, 0.0)
+    resolved = stack.wait_decision(alertname, status="resolved", timeout=90,
+                                   where=lambda d: d["id"] not in known)
     assert resolved["outcome"] == "escalated", resolved["reason"]
-    validate = steps_of(resolved)["validate"]["result"]
-    assert validate["pass"] is False and validate["mismatches"] >= 5
-    assert set(validate["mismatch_keys"]) <= set(corrupted)
-    assert "read_s3" not in {s["name"] for s in resolved["steps"] if s["outcome"] == "succeeded"}
-    env = seed.env_of(stack.kube, DELTACROWN_NS, DELTACROWN)
-    assert env["CERT_S3_READ_PRIMARY"] == "false" and env["CERT_S3_DUAL_WRITE"] == "true"
+    report = steps_of(resolved)["validate"]["result"]["json"]
+    assert report["status"] == "FAIL" and report["mismatch_rate_percent"] == 100.0
+    assert report["mismatch_details"] == [{"key": missing, "reason": "missing_in_s3",
+                                           "local_sha256": seed.sha256(seed.certificate(missing)),
+                                           "s3_sha256": None}]
+    assert "read_s3" not in steps_of(resolved)  # the gate stopped it
+    assert _flags(stack)["CERT_S3_READ_PRIMARY"] == "false"
+    assert _flags(stack)["CERT_S3_DUAL_WRITE"] == "true"
 
     note = stack.note(resolved)
     assert note.startswith(f"# [CRITICAL] {alertname}: S3 reads not restored for deltacrown")
-    assert "not under 0.5 %: reads stay local" in note
-    assert validate["mismatch_keys"][0] in note  # the report names the objects
-    assert "backfill_report.json" in note
+    assert "not under 0.5 %: reads stay local" in note and missing in note
+
+
+def test_code_forge_missing_bucket_escalates_to_the_platform_team_without_a_restart(stack):
+    alertname = "CodeForgeS3UploadFailureHigh"
+    stack.require_route(alertname)
+    stack.worker.restart()  # the earlier restart's guard state (cooldown) is not what decides
+    before = seed.restarted_at(stack.kube, CODE_FORGE_NS, CODE_FORGE)
+    known = {d["id"] for d in stack.executions(alertname=alertname)}
+    seed.set_logs(stack.kube, CODE_FORGE_NS, CODE_FORGE, seed.CODE_FORGE_NO_BUCKET_LOGS)
+    # S3 itself says the bucket is gone (remediator's own HEAD, through the S3 endpoint)
+    stack.s3_proxy.inject("HEAD", rf"^/{seed.SBOM_BUCKET}/?$", status=404, code="NoSuchBucket",
+                          message="The specified bucket does not exist", times=None)
+    try:
+        stack.traffic.mix([(UPLOADS, UPLOAD_OK, 0.5), (UPLOADS, UPLOAD_FAILED, 0.5)])
+        decision = stack.wait_decision(alertname, where=lambda d: d["id"] not in known)
+    finally:
+        stack.s3_proxy.clear_faults()
+        seed.set_logs(stack.kube, CODE_FORGE_NS, CODE_FORGE, seed.CODE_FORGE_LOGS)
+    assert decision["reason"].startswith("step 'not_bucket_or_iam' failed: the bucket is missing")
+    steps = steps_of(decision)
+    assert steps["bucket"]["outcome"] == "failed" and "restart" not in steps
+    assert seed.restarted_at(stack.kube, CODE_FORGE_NS, CODE_FORGE) == before
+    assert decision["escalation"]["team"] == "platform-team"
+    page = eventually(lambda: [a for d in stack.human_deliveries("RemediationEscalation")
+                               for a in d.body["alerts"] if d.path == "/platform-team"
+                               and a["labels"]["execution_id"] == decision["id"]],
+                      "the platform team's receiver to be paged", 20)
+    assert page[0]["labels"]["severity"] == "critical"
+
+    stack.traffic.mix([(UPLOADS, UPLOAD_OK, 1.0), (UPLOADS, UPLOAD_FAILED, 0.0)])
+    stack.wait_inactive(alertname)
 
 
 def test_code_forge_integrity_failure_restores_the_object_after_approval(stack):

@@ -539,6 +539,20 @@ def test_logs_of_one_pod_since_and_container(run, ctx, kubeapi: KubeAPIServer) -
         r"grep: '(a+)\\1' is not a valid RE2 regex: invalid escape sequence: \1"]
 
 
+def test_logs_extract_the_keys_failing_lines_name(run, ctx, kubeapi: KubeAPIServer) -> None:
+    kubeapi.add_pod("cf", NS)
+    kubeapi.set_logs(NS, "cf", ["INFO ok key=sboms/T-0/a.json",
+                                "ERROR integrity check failed key=sboms/T-1/b.json: mismatch",
+                                "ERROR integrity check failed key=sboms/T-2/c.json: mismatch",
+                                "ERROR integrity check failed key=sboms/T-1/b.json: mismatch"])
+    result = act(run, "kubernetes.logs", ctx, namespace=NS, pod="cf", grep="(?i)integrity",
+                 extract=r"key=(sboms/[A-Za-z0-9._/-]+)")
+    # only kept (grep-matching) lines, each value once, first seen first
+    assert result["extracted"] == ["sboms/T-1/b.json", "sboms/T-2/c.json"]
+    assert problems("kubernetes.logs", namespace=NS, pod="cf", extract="key=sboms") == [
+        "extract: needs exactly one capture group, has 0"]
+
+
 # --- get -----------------------------------------------------------------------------------------
 
 

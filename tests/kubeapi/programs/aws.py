@@ -1,14 +1,17 @@
 """`aws` in the test pod model: the AWS CLI's `sts get-caller-identity`, a real STS call.
 
-It goes to the endpoint the container's env names (AWS_ENDPOINT_URL: a moto server in
-tests) with the container's credentials, and prints and fails the way the AWS CLI v2 does
-(JSON on stdout; `An error occurred (Code) when calling ...` on stderr, exit 254; no
-endpoint, exit 255; a usage error, exit 252). Nothing else of the CLI is modelled.
+It goes to the endpoint the container's env names (AWS_ENDPOINT_URL: a moto server in tests;
+anything but a loopback endpoint is refused, so no test reaches AWS) with the container's
+credentials, and prints and fails the way the AWS CLI v2 does (JSON on stdout; `An error
+occurred (Code) when calling ...` on stderr, exit 254; no endpoint, exit 255; a usage error,
+exit 252). Nothing else of the CLI is modelled.
 """
 
 import argparse
 import json
+import os
 import sys
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.exceptions
@@ -29,6 +32,11 @@ def main(argv: list[str]) -> int:
         print(f"aws: [ERROR]: argument operation: Found invalid choice '{args.operation}'",
               file=sys.stderr)
         return 252
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_STS") or os.environ.get("AWS_ENDPOINT_URL", "")
+    if urlsplit(endpoint).hostname not in ("127.0.0.1", "localhost"):  # tests stay on loopback
+        print(f"\nCould not connect to the endpoint URL: {endpoint!r} is not a local endpoint",
+              file=sys.stderr)
+        return 255
     sts = boto3.client("sts", region_name=args.region or "us-east-1")
     try:
         identity = sts.get_caller_identity()
