@@ -448,6 +448,18 @@ def test_rbac_has_no_wildcards_no_secrets_no_escalation(objects):
         assert binding["roleRef"]["name"].startswith("remediator")
 
 
+def test_exec_is_granted_only_in_the_namespaces_whose_playbooks_exec(objects):
+    """pods/exec create: DeltaCrown's validator and Code Forge's sts probe; nowhere else."""
+    execs = {role["metadata"].get("namespace", "") for role in objects.all("Role")
+             + objects.all("ClusterRole") for rule in role.get("rules", [])
+             if "pods/exec" in rule["resources"]}
+    assert execs == {"deltacrown", "neural-hive-pipeline"}
+    for role in objects.all("Role"):
+        for rule in role.get("rules", []):
+            if "pods/exec" in rule["resources"]:
+                assert rule["verbs"] == ["create"], role["metadata"]
+
+
 def test_rbac_grants_exactly_what_the_playbooks_need(objects, tmp_path):
     cfg = deployed_config(objects, tmp_path)
     needed = needed_grants([str(ROOT / "rules")], cfg.guards.namespaces_allow)
