@@ -77,19 +77,20 @@ class Exec(CommandAction, DockerAction):
                              target["Id"], list(params["command"]), stdout=True, stderr=True,
                              tty=False)
         out, err = Capture(params["max_output"]), Capture(params["max_output"])
-        api = client(ctx.backends).api
         exit_code, timed_out = await asyncio.to_thread(
-            _stream, api, created["Id"], name_of(target), params["timeout"], out, err)
+            _stream, ctx.backends, created["Id"], name_of(target), params["timeout"], out, err)
         result = command_result(params, exit_code, out, err, timed_out=timed_out)
         return {**result, "container": name_of(target)}
 
 
-def _stream(api: Any, exec_id: str, container: str, timeout: float, out: Capture,
+def _stream(backends: Any, exec_id: str, container: str, timeout: float, out: Capture,
             err: Capture) -> tuple[int | None, bool]:
-    """(exit code, timed out): start the exec and demultiplex its stream, in a worker thread."""
+    """(exit code, timed out): start the exec and demultiplex its stream, in a worker thread
+    (where the client is fetched too: building it asks the Engine its version)."""
     what = f"exec in container {container}"
     deadline = time.monotonic() + timeout
     try:
+        api = client(backends).api
         sock = api.exec_start(exec_id, socket=True)
     except Exception as exc:  # it may have started: report, never retry
         raise ActionError(f"{what}: starting failed, the command may have run: "
