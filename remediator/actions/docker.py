@@ -294,13 +294,17 @@ class CopyOut(DockerAction):
         "project": PROJECT, "service": SERVICE, "container": CONTAINER,
         "path": Param("string", required=True, kind="container_path",
                       description="absolute path inside the container"),
-        "directory": Param("string", required=True, description="evidence directory (the "
-                           "archive goes in <directory>/<execution id>/)"),
+        "directory": Param("string", required=True, literal=True,
+                           description="evidence directory under guards.evidence.directories "
+                           "(the archive goes in <directory>/<execution id>/)"),
         "name": Param("string", description="archive file name without .tar (default: from path)"),
         "max_bytes": Param("integer", default=256 << 20, minimum=1,
                            description="refuse (keep nothing) past this many bytes"),
     }
     permissions = (*DISCOVER, engine("GET", "/containers/{id}/archive"))
+
+    def scope(self, params: dict[str, Any]) -> list[tuple[str, str]]:
+        return [("evidence_directory", params.get("directory") or "")]  # written, like a bundle
 
     def check(self, params: dict[str, Any]) -> list[str]:
         problems = selection_problems(params, one=True)

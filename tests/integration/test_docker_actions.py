@@ -297,3 +297,39 @@ def test_exec_parameters():
     assert refused.startswith("read_only: true is accepted only for the documented read-only")
     assert problems("docker.exec", container="3dpot-db", read_only=True,
                     command=["psql", "-U", "postgres", "-c", "SELECT 1"]) == []
+
+
+COPY_RULES = """
+playbooks:
+  - name: eventlog-backup
+    match: {alertname: EVENTLOG_INTEGRITY_FAILURE}
+    steps:
+      - name: backup
+        action: docker.copy_out
+        params: {project: libervia, service: gateway, directory: "%s",
+                 path: "/data/libervia/tenants/{{ labels.tenant_id }}"}
+    escalation: {severity: critical, always: true}
+"""
+
+
+def test_copy_out_writes_only_under_the_evidence_roots(docker_env, worker_factory, tmp_path):
+    gw = docker_env.service("libervia", "gateway", name="libervia-gateway")
+    assert gw.exec_run(["sh", "-c", "mkdir -p /data/libervia/tenants/acme && echo ev > "
+                        "/data/libervia/tenants/acme/events.jsonl"]).exit_code == 0
+    roots = GuardSettings(evidence_directories=[str(tmp_path / "evidence")])
+    outside = worker_factory(COPY_RULES % (tmp_path / "elsewhere"), mode="live", guards=roots)
+    outside.post_alerts(notification(alert("EVENTLOG_INTEGRITY_FAILURE", fingerprint="c1",
+                                           tenant_id="acme")))
+    [denied] = outside.wait_executions(1)
+    assert denied["steps"][0]["outcome"] == "blocked", denied
+    assert "evidence directory" in denied["steps"][0]["detail"]
+    assert not (tmp_path / "elsewhere").exists()
+    inside = worker_factory(COPY_RULES % (tmp_path / "evidence" / "libervia"), mode="live",
+                            guards=roots)
+    inside.post_alerts(notification(alert("EVENTLOG_INTEGRITY_FAILURE", fingerprint="c2",
+                                          tenant_id="acme")))
+    [copied] = inside.wait_executions(1)
+    [step] = copied["steps"]
+    assert step["outcome"] == "succeeded", copied
+    with tarfile.open(step["result"]["file"]) as tar:
+        assert tar.extractfile("acme/events.jsonl").read() == b"ev\n"
