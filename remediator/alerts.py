@@ -128,8 +128,8 @@ def notification_from_dict(data: Any) -> Notification:
     if len(raw_alerts) > MAX_ALERTS:
         raise PayloadError(f"$.alerts: {len(raw_alerts)} alerts exceed the limit of {MAX_ALERTS}")
     truncated = data.get("truncatedAlerts", 0)
-    if not isinstance(truncated, int) or isinstance(truncated, bool):
-        raise PayloadError("$.truncatedAlerts: must be an integer")
+    if not isinstance(truncated, int) or isinstance(truncated, bool) or not 0 <= truncated < 2**31:
+        raise PayloadError("$.truncatedAlerts: must be an integer from 0 to 2^31-1")
     group = Group(
         receiver=_str(data, "receiver", "$"),
         status=_str(data, "status", "$"),

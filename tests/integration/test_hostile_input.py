@@ -66,9 +66,11 @@ def test_bodies_python_cannot_hold_are_400_naming_the_path(worker_factory):
     good = notification(alert("DemoDown", namespace="demo", deployment="web", fingerprint="ok"))
     good["commonLabels"] = {"alertname": "DemoDown"}
     huge_int = json.dumps(good).replace('"truncatedAlerts": 0', '"truncatedAlerts": ' + "9" * 5000)
+    huge_count = json.dumps(good).replace('"truncatedAlerts": 0', '"truncatedAlerts": ' + "9" * 400)
     surrogate_value = json.dumps(good).replace('"deployment": "web"', '"deployment": "\\ud800"')
     surrogate_name = json.dumps(good).replace('"deployment": "web"', '"\\udfff": "web"')
     for body, message in ((huge_int, "invalid JSON: Exceeds the limit (4300 digits)"),
+                          (huge_count, "$.truncatedAlerts: must be an integer from 0"),
                           (surrogate_value, "$.alerts[0].labels.deployment: contains a lone"),
                           (surrogate_name, "$.alerts[0].labels (a name): contains a lone")):
         status, answer = w.post_alerts(body.encode())
