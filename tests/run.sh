@@ -13,6 +13,7 @@ command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanag
 command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
 command -v dockerd >/dev/null || missing+=(docker.io)
 [ -x /bin/busybox ] || missing+=(busybox-static)
+command -v haproxy >/dev/null || missing+=(haproxy)  # deploy/compose's socket proxy, run for real
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 if ((${#missing[@]})); then
   echo "== installing Debian packages: ${missing[*]}"

@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 import logging
 import os
+import shutil
 import tarfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from remediator.executor import Executor, StepRecord
 from remediator.guards import GuardSettings
 from tests.support.actions import params, problems
 from tests.support.payloads import alert, notification
+from tests.support.procs import LOCALHOST, start_on_free_port
 
 # Starts healthy only on its second start: the first start's state is "unhealthy".
 SECOND_START_HEALTHY = ("if [ -f /state/started ]; then touch /state/ok; fi; touch /state/started; "
@@ -333,3 +336,66 @@ def test_copy_out_writes_only_under_the_evidence_roots(docker_env, worker_factor
     assert step["outcome"] == "succeeded", copied
     with tarfile.open(step["result"]["file"]) as tar:
         assert tar.extractfile("acme/events.jsonl").read() == b"ev\n"
+
+
+PROXY_CFG = Path(__file__).resolve().parents[2] / "deploy" / "compose" / "socket-proxy.cfg"
+
+
+@pytest.fixture
+def socket_proxy(docker_env, tmp_path, monkeypatch):
+    """deploy/compose's HAProxy in front of the test dockerd; DOCKER_HOST points at it. Only
+    its listening address and the socket path are rewritten."""
+    haproxy = shutil.which("haproxy")
+    assert haproxy, "haproxy is not installed (tests/run.sh installs Debian's haproxy)"
+    text = PROXY_CFG.read_text()
+    bind, server = "bind :2375", "server engine /var/run/docker.sock"
+    assert bind in text and server in text
+
+    def argv(port: int) -> list[str]:
+        cfg = tmp_path / f"haproxy-{port}.cfg"
+        cfg.write_text(text.replace(bind, f"bind {LOCALHOST}:{port}").replace(
+            server, f"server engine {docker_env.host.removeprefix('unix://')}"))
+        return [haproxy, "-db", "-f", str(cfg)]
+
+    proc, port = start_on_free_port(argv, "/version", tmp_path / "haproxy.log", name="haproxy")
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://{LOCALHOST}:{port}")
+    yield f"tcp://{LOCALHOST}:{port}"
+    proc.stop()
+
+
+def test_the_shipped_socket_proxy_lets_the_playbooks_work_and_nothing_else(docker_env, socket_proxy,
+                                                                          run, tmp_path):
+    import docker
+
+    docker_env.service("3dpot", "redis", name="3dpot-redis", command=SECOND_START_HEALTHY,
+                       health=HEALTH)
+    ctx = ActionContext(backends=Backends(), log=logging.getLogger("t"), execution_id="e1")
+    try:
+        assert act(run, "docker.inspect", ctx, project="3dpot", environment=True)["count"] == 1
+        assert act(run, "docker.logs", ctx, container="3dpot-redis")["lines"] == [
+            "[3dpot-redis] started"]
+        assert act(run, "docker.stats", ctx, project="3dpot")["containers"][0]["pids"] >= 1
+        copied = act(run, "docker.copy_out", ctx, container="3dpot-redis", path="/state",
+                     directory=str(tmp_path / "evidence"))
+        assert copied["bytes"] > 0
+        ping = act(run, "docker.exec", ctx, container="3dpot-redis", read_only=True,
+                   command=["redis-cli", "ping"])  # exec create, the upgraded stream, inspect
+        assert ping["stdout"] == "PONG\n"
+        act(run, "docker.restart", ctx, project="3dpot", service="redis", timeout=1)
+        assert act(run, "docker.wait_healthy", ctx, project="3dpot", service="redis",
+                   timeout="60s", interval="0.2s")["ready"]
+    finally:
+        run(ctx.backends.close())
+    # anything else through the proxy: refused, and the Engine unchanged
+    api = docker.APIClient(base_url=socket_proxy, version="auto")
+    refused = [lambda: api.kill("3dpot-redis"), lambda: api.stop("3dpot-redis"),
+               lambda: api.remove_container("3dpot-redis", force=True),
+               lambda: api.create_container("remediator-test/busybox:1", "true"),
+               lambda: api.images(), lambda: api.prune_containers(),
+               lambda: api.put_archive("3dpot-redis", "/tmp", b"")]
+    for call in refused:
+        with pytest.raises(docker.errors.APIError) as denied:
+            call()
+        assert denied.value.status_code == 403
+    api.close()
+    assert docker_env.api.inspect_container("3dpot-redis")["State"]["Running"]
