@@ -204,18 +204,25 @@ class PostgresStore:
             log.error("cannot renew store leases: %s", exc)
             self._check_leases()
             return
+        # Still held here but not renewed: another replica took it over while this process
+        # could not renew (frozen, partitioned). Its executions here must stop.
+        lost = (set(held) - {r["id"] for r in kept}) & self._held
+        if lost:
+            self._fence_all(f"{len(lost)} item(s) were taken over by another replica")
         self._valid_until = sent + self.lease
-        lost = set(held) - {r["id"] for r in kept}
-        if lost:  # finished meanwhile, or taken over after our lease ran out
-            self._held -= lost
 
     def _check_leases(self) -> None:
         """Past our last renewal plus the lease, another replica may own our work: fence it."""
         if self._held and time.monotonic() > self._valid_until - 1.0:
-            log.error("store leases of %d item(s) may have expired; their executions stop "
-                      "here and another replica resumes them", len(self._held))
-            self._held.clear()
-            self._epoch += 1
+            self._fence_all(f"the leases of {len(self._held)} item(s) may have expired")
+
+    def _fence_all(self, why: str) -> None:
+        """Every execution claimed so far stops at its next write (LeaseLost); what is not
+        another replica's yet is left to expire and be claimed again, from its journal."""
+        log.error("%s: the executions this replica claimed stop here; the work resumes from "
+                  "the journal wherever it is claimed next", why)
+        self._held.clear()
+        self._epoch += 1
 
     def _fence(self) -> None:
         self._check_leases()
@@ -384,6 +391,7 @@ class PostgresStore:
             self.lease))
         if row is None:
             return None
+        _claim_epoch.set(self._epoch)  # the resume that follows is fenced like a claim
         self._held.add(row["id"])
         return InboxItem(row["id"], row["dedupe_key"], json.loads(row["alert"]),
                          json.loads(row["grp"]), row["received_at"])

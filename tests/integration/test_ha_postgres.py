@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -24,6 +26,22 @@ from tests.support.alertmanager import Alertmanager, make_alert, webhook_config
 from tests.support.procs import LOCALHOST, free_port, serve_http
 from tests.support.worker import OPERATOR, TOKEN, WorkerProcess, http
 
+SLOW = """
+playbooks:
+  - name: slow
+    match: {alertname: Slow}
+    target: {kind: deployment, namespace: demo, name: "{{ labels.deployment }}"}
+    guards: {rate_limit: {max: 10, window: 1h}}
+    steps:%(steps)s
+"""
+MUTATE = """
+      - name: restart
+        action: http.request
+        params: {url: "%s", method: POST, json: {fp: "{{ alert.fingerprint }}"}}"""
+WAIT = """
+      - name: %s
+        action: wait
+        params: {duration: %s}"""
 PLAYBOOK = """
 playbooks:
   - name: restart
@@ -278,3 +296,71 @@ def test_an_alertmanager_ha_pair_routing_to_different_replicas_executes_once(
     finally:
         for am in pair:
             am.stop()
+
+
+def _running_step(w: WorkerProcess, name: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(s["name"] == name and s["outcome"] == "running"
+                  for d in w.executions(outcome="running") for s in d["steps"]):
+        assert time.monotonic() < deadline, w.logs()
+        time.sleep(0.1)
+
+
+def test_a_long_verification_keeps_its_lease(replicas, receiver, postgres_url):
+    """A verification far longer than the lease: the heartbeat renews it, nobody takes over."""
+    sink = receiver()
+    a, b = replicas(2, SLOW % {"steps": MUTATE % sink.url + WAIT % ("verify", "10s")},
+                    REMEDIATOR_STORE_LEASE="3s")
+    payload = _notification(_alert("v1", "Slow"))
+    assert _post(a, payload) == 202 and _post(b, payload) == 202
+    [done] = _settled(postgres_url, 1, timeout=60)
+    assert done["outcome"] == "succeeded"
+    assert sink.calls == {"v1": 1}
+    assert sum(_metric(w, "remediator_store_lease_takeovers_total") for w in (a, b)) == 0
+
+
+def test_a_replica_cut_off_past_its_lease_stops_and_another_finishes_once(
+        replicas, receiver, postgres_url):
+    """A replica frozen (as if partitioned from the database) for longer than its lease: the
+    other takes its work over from the journal; when the frozen one wakes up, its execution
+    is fenced at its next write and never reaches the mutation."""
+    sink = receiver()
+    a, b = replicas(2, SLOW % {"steps": WAIT % ("settle", "3s") + MUTATE % sink.url},
+                    REMEDIATOR_STORE_LEASE="3s")
+    assert _post(a, _notification(_alert("c1", "Slow"))) == 202
+    _running_step(a, "settle")
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        [done] = _settled(postgres_url, 1, timeout=60)  # b resumed it: the wait ran again
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    assert done["outcome"] == "succeeded" and sink.calls == {"c1": 1}
+    assert _metric(b, "remediator_store_lease_takeovers_total") == 1
+    deadline = time.monotonic() + 30
+    while "this replica lost the lease" not in a.logs():
+        assert time.monotonic() < deadline, a.logs()
+        time.sleep(0.2)
+    assert sink.calls == {"c1": 1}
+    assert _decisions(postgres_url)[0]["outcome"] == "succeeded"
+
+
+def test_a_database_restart_is_unready_then_503_then_recovers(
+        replicas, receiver, postgres_cluster, postgres_url):
+    sink = receiver()
+    [w] = replicas(1, _rules(sink.url), REMEDIATOR_STORE_LEASE="3s")
+    postgres_cluster.stop()
+    try:
+        deadline = time.monotonic() + 30
+        while http("GET", f"{w.url}/-/ready")[0] != 503:  # the heartbeat notices
+            assert time.monotonic() < deadline, w.logs()
+            time.sleep(0.2)
+        assert _post(w, _notification(_alert("r1"))) == 503  # Alertmanager retries
+    finally:
+        postgres_cluster.start()
+    deadline = time.monotonic() + 30
+    while http("GET", f"{w.url}/-/ready")[0] != 200:
+        assert time.monotonic() < deadline, w.logs()
+        time.sleep(0.2)
+    assert _post(w, _notification(_alert("r1"))) == 202
+    [done] = _settled(postgres_url, 1)
+    assert done["outcome"] == "succeeded" and sink.calls == {"r1": 1}

@@ -1,0 +1,150 @@
+"""Several replicas: intake and end-to-end decisions/s on PostgreSQL against SQLite and a bare
+aiohttp handler, with one and two replicas, in the same run. Printed, not a test.
+
+- intake: alerts acknowledged per second (8 connections, 2 alerts per request), spread
+  evenly over the replicas;
+- end to end: alerts posted, matched, guarded, journaled and executed (`--mode live`, one
+  mutating `http.request` step against a local aiohttp receiver) per second, until every
+  replica's `remediator_executions_total` adds up to the alerts sent.
+
+PostgreSQL is a throwaway cluster (`initdb` in a temporary directory, as in the tests).
+Usage: python bench/ha_bench.py [--alerts 20000] [--decisions 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from webhook_bench import drive, payloads, start  # noqa: E402
+
+from tests.support.postgres import PostgresCluster  # noqa: E402
+from tests.support.worker import TOKEN, free_port  # noqa: E402
+
+RULES = """
+playbooks:
+  - name: bench-restart
+    match:
+      alertname: [CodeForgeS3UploadFailureHigh, DeltaCrownCertS3ReadFallbackHigh, LiberviaApiDown,
+                  HackathonHighErrorRate, ThreeDPotHigh5xxRate, NodeFilesystemAlmostFull]
+    target: {kind: deployment, namespace: neural-hive-pipeline, name: "{{ labels.deployment }}"}
+    guards: {rate_limit: {max: 1000000, window: 1h}, lock: false}
+    steps:
+      - name: restart
+        action: http.request
+        params: {url: "%s", method: POST, json: {alerts: []}}
+"""
+CONFIG = "guards:\n  budget: {max: 1000000, window: 1h}\n"
+
+
+def replicas(n: int, store: str, tmp: Path, mode: str = "dry-run") -> list[tuple[subprocess.Popen, int]]:
+    out = []
+    for _ in range(n):
+        port = free_port()
+        proc = start([sys.executable, "-m", "remediator.cli", "serve", "--listen",
+                      f"127.0.0.1:{port}", "--store", store, "--rules", str(tmp / "rules"),
+                      "--mode", mode, "--config", str(tmp / "config.yaml")], port,
+                     {"REMEDIATOR_WEBHOOK_TOKEN": TOKEN, "REMEDIATOR_LOG_LEVEL": "warning",
+                      "REMEDIATOR_WORKERS": "16"})
+        out.append((proc, port))
+    return out
+
+
+def stop(servers: list[tuple[subprocess.Popen, int]]) -> None:
+    for proc, _ in servers:
+        proc.terminate()
+    for proc, _ in servers:
+        proc.wait(60)
+
+
+async def _intake(ports: list[int], bodies: list[bytes]) -> float:
+    shares = [bodies[i::len(ports)] for i in range(len(ports))]
+    started = time.perf_counter()
+    await asyncio.gather(*(drive(f"http://127.0.0.1:{p}/alerts", share)
+                           for p, share in zip(ports, shares, strict=True)))
+    return time.perf_counter() - started
+
+
+def executions(port: int) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("remediator_executions_total{"))
+
+
+def end_to_end(ports: list[int], count: int, tag: str) -> float:
+    bodies = payloads(count, tag)
+    started = time.perf_counter()
+    asyncio.run(_intake(ports, bodies))
+    while sum(executions(p) for p in ports) < count:
+        time.sleep(0.05)
+    return count / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--alerts", type=int, default=20_000, help="per intake measurement")
+    parser.add_argument("--decisions", type=int, default=2_000, help="per end-to-end measurement")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="remediator-ha-bench-"))
+    (tmp / "rules").mkdir()
+    (tmp / "config.yaml").write_text(CONFIG)
+    pg = PostgresCluster().init()
+    sink_port = free_port()
+    sink = start([sys.executable, str(ROOT / "bench" / "bare_server.py"), str(sink_port)], sink_port)
+    (tmp / "rules" / "bench.yaml").write_text(RULES % f"http://127.0.0.1:{sink_port}/alerts")
+    intake: dict[str, float] = {}
+    e2e: dict[str, float] = {}
+    try:
+        intake["bare aiohttp handler"] = args.alerts / asyncio.run(
+            _intake([sink_port], payloads(args.alerts, "bare")))
+        setups = [("SQLite, 1 replica", 1, lambda: f"sqlite:///{tmp}/{time.time_ns()}.db"),
+                  ("PostgreSQL, 1 replica", 1, pg.create_database),
+                  ("PostgreSQL, 2 replicas", 2, pg.create_database)]
+        for name, n, store in setups:
+            servers = replicas(n, store(), tmp)
+            try:
+                ports = [p for _, p in servers]
+                asyncio.run(_intake(ports, payloads(2000, f"warm{name}")))
+                intake[name] = args.alerts / asyncio.run(
+                    _intake(ports, payloads(args.alerts, f"i{name}")))
+            finally:
+                stop(servers)
+            servers = replicas(n, store(), tmp, mode="live")
+            try:
+                e2e[name] = end_to_end([p for _, p in servers], args.decisions, f"e{name}")
+            finally:
+                stop(servers)
+            print(f"{name}: intake {intake[name]:.0f} alerts/s, end to end {e2e[name]:.0f} "
+                  f"decisions/s", flush=True)
+    finally:
+        sink.terminate()
+        sink.wait(30)
+        pg.destroy()
+    print(f"\nintake: {args.alerts} alerts per setup, 8 connections; end to end: {args.decisions} "
+          f"alerts, live, one mutating step each; {os.cpu_count()} CPUs")
+    print(f"{'':28} {'intake alerts/s':>16} {'decisions/s':>12}")
+    for name, rate in intake.items():
+        print(f"{name:28} {rate:16.0f} {e2e.get(name, float('nan')):12.0f}")
+    sqlite, one, two = (intake["SQLite, 1 replica"], intake["PostgreSQL, 1 replica"],
+                        intake["PostgreSQL, 2 replicas"])
+    e_sqlite, e_one, e_two = (e2e["SQLite, 1 replica"], e2e["PostgreSQL, 1 replica"],
+                              e2e["PostgreSQL, 2 replicas"])
+    print(f"PostgreSQL 1 replica / SQLite: intake {one / sqlite:.2f}, end to end "
+          f"{e_one / e_sqlite:.2f} (floor 0.5)")
+    print(f"PostgreSQL 2 replicas / 1: intake {two / one:.2f}, end to end {e_two / e_one:.2f} "
+          f"(floor 1.5)")
+
+
+if __name__ == "__main__":
+    main()
