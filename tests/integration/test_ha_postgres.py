@@ -22,6 +22,7 @@ import pytest
 
 from remediator.store.postgres import PostgresStore
 from tests.conftest import write_rules
+from tests.integration.test_cli import cli
 from tests.support.alertmanager import Alertmanager, make_alert, webhook_config
 from tests.support.procs import LOCALHOST, free_port, serve_http
 from tests.support.worker import OPERATOR, TOKEN, WorkerProcess, http
@@ -243,6 +244,13 @@ def test_pause_on_one_replica_stops_every_replica(replicas, receiver, postgres_u
     assert _post(a, _notification(_alert("p2"))) == 202
     _settled(postgres_url, 2)
     assert sink.calls == {"p2": 1}
+    # The CLI reads the shared database like the SQLite file, read-only.
+    history = cli("history", "--store", postgres_url)
+    assert history.returncode == 0, history.stderr
+    assert decision["id"] in history.stdout and "blocked" in history.stdout
+    assert "succeeded" in history.stdout
+    show = cli("show", decision["id"], "--store", postgres_url)
+    assert show.returncode == 0 and "paused" in show.stdout
 
 
 def test_an_approval_given_on_any_replica_runs_the_step_once(replicas, receiver, postgres_url):
