@@ -109,7 +109,8 @@ def test_escalations_route_by_team_to_the_runbooks_contacts_and_never_to_remedia
             teams |= {pb.escalation.team} | {r[3] for r in pb.escalation.raise_to}
     teams.discard("")
     assert {"sre-oncall", "platform-eng", "code-forge-team", "platform-team",
-            "hackathon-oncall"} <= teams
+            "hackathon-oncall", "libervia-sre", "libervia-dev", "libervia-security",
+            "3dpot-devops", "3dpot-backend", "3dpot-security"} <= teams
     for team in sorted(teams):
         for severity in ("warning", "critical"):
             got = receivers_for(alertname="RemediationEscalation", team=team, severity=severity,
