@@ -91,6 +91,19 @@ _INTERPOLATION = re.compile(r"\{\{(.*?)\}\}|\{%.*?%\}", re.S)
 _LITERAL_AUTHORITY = re.compile(r"https?://[^/?#\s{}]+[/?#]", re.ASCII)
 
 
+_REGEX_META = re.compile(r"([\\.+*?()|\[\]{}^$])")
+
+
+def re_escape(value: Any) -> str:
+    """`grep: "{{ labels.tenant | re_escape }}"`: an alert's value matched literally (its RE2
+    metacharacters backslashed; `acme-corp` stays readable)."""
+    return _REGEX_META.sub(r"\\\1", str(value))
+
+
+for _sandbox in (_env, _url_env):  # every environment knows the same filters (lint checks them)
+    _sandbox.filters["re_escape"] = re_escape
+
+
 def is_template(text: str) -> bool:
     return "{{" in text or "{%" in text
 
@@ -101,6 +114,13 @@ def compile_check(text: str) -> set[str]:
         ast = _env.parse(text)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"template syntax error: {exc.message}") from None
+    # Jinja defers an unknown filter or test inside {% if %} to run time: find them all now.
+    unknown = sorted({f"filter {n.name!r}" for n in ast.find_all(nodes.Filter)
+                      if n.name not in _env.filters}
+                     | {f"test {n.name!r}" for n in ast.find_all(nodes.Test)
+                        if n.name not in _env.tests})
+    if unknown:
+        raise TemplateError(f"template uses unknown {', '.join(unknown)}")
     assigned = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
     return {n.name for n in ast.find_all(nodes.Name) if n.ctx == "load"} - assigned
 

@@ -59,6 +59,9 @@ class Param:
     # Written in the playbook as is: a template is refused at load (lint, serve), so nothing
     # an alert carries can reach it (a command's argv).
     literal: bool = False
+    # A regular expression: an alert's value templated into it must go through `re_escape`
+    # (lint warns otherwise), or a label such as `.*` matches every line.
+    regex: bool = False
 
 
 @dataclass(frozen=True)

@@ -101,9 +101,11 @@ class Logs(KubeAction):
         "tail": Param("integer", default=100, minimum=1, description="last N lines per pod"),
         "since": Param("duration", minimum=1, description="only lines newer than this"),
         "previous": Param("boolean", default=False, description="the last terminated container"),
-        "grep": Param("string", description="RE2 regex; keep matching lines, e.g. (?i)s3|upload|error"),
-        "extract": Param("string", description="RE2 regex with one group: its distinct values "
-                                               "in the kept lines, as `extracted` (e.g. keys)"),
+        "grep": Param("string", regex=True,
+                      description="RE2 regex; keep matching lines, e.g. (?i)s3|upload|error"),
+        "extract": Param("string", regex=True,
+                         description="RE2 regex with one group: its distinct values in the kept "
+                                     "lines, as `extracted` (e.g. keys)"),
         "max_pods": Param("integer", default=5, minimum=1),
         "max_lines": Param("integer", default=200, minimum=1, description="lines kept in total"),
         "max_bytes": Param("integer", default=65536, minimum=1, description="bytes kept in total"),

@@ -8,6 +8,7 @@ from typing import Any
 
 from .. import templating
 from ..playbooks.models import Playbook
+from ..playbooks.validate import step_references
 
 _EVIDENCE_CHARS = 1500
 _SEVERITY_WITHIN = {"info": None, "warning": 1800, "critical": 900, "emergency": 300}
@@ -18,19 +19,35 @@ def severity_of(decision: dict[str, Any],
     """(severity, respond within, team): the playbook's, raised by the first `raise` rule
     whose condition holds on the steps' results (a confirmed checksum mismatch is an
     emergency; a missing bucket is the platform team's)."""
+    return _severity(decision, pb)[:3]  # type: ignore[return-value]
+
+
+def _severity(decision: dict[str, Any],
+              pb: Playbook | None) -> tuple[str, float | None, str, list[str]]:
+    """severity_of, and the `raise` conditions that could not be evaluated. A condition on a
+    step that did not succeed does not hold; any other failure (a type error, a result of
+    another shape) is an error the note reports, and the rule is applied: an emergency is
+    never downgraded because its condition broke."""
     esc = pb.escalation if pb else None
     severity = esc.severity if esc else "warning"
     within = esc.respond_within if esc else None
     team = esc.team if esc else ""
-    for raised, when, raised_within, raised_team in esc.raise_to if esc else ():
+    errors: list[str] = []
+    steps = {s["name"]: s for s in decision.get("steps") or []}
+    for j, (raised, when, raised_within, raised_team) in enumerate(esc.raise_to if esc else ()):
         try:
             holds = templating.evaluate(when, _context(decision))
-        except templating.TemplateError:
-            continue  # a condition on a step that did not run does not hold
+        except templating.TemplateError as exc:
+            if any(steps.get(name, {}).get("outcome") != "succeeded"
+                   for name in step_references(when)):
+                continue
+            errors.append(f"escalation.raise[{j}].when `{when}` could not be evaluated, so it "
+                          f"was applied ({raised}): {exc}")
+            holds = True
         if holds:
             severity, within, team = raised, raised_within, raised_team or team
             break
-    return severity, within or _SEVERITY_WITHIN[severity], team
+    return severity, within or _SEVERITY_WITHIN[severity], team, errors
 
 
 def _context(decision: dict[str, Any]) -> dict[str, Any]:
@@ -53,7 +70,7 @@ def _render(text: str, decision: dict[str, Any]) -> str:
 def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str = "") -> str:
     alert = decision["alert"]
     labels, annotations = alert["labels"], alert["annotations"]
-    severity, within, team = severity_of(decision, pb)
+    severity, within, team, errors = _severity(decision, pb)
     esc = pb.escalation if pb else None
     summary = (_render(esc.summary, decision) if esc and esc.summary
                else annotations.get("summary") or "")
@@ -82,6 +99,9 @@ def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str 
         "## Timeline",
         "",
     ]
+    if errors:  # said before the timeline: the severity above rests on them
+        at = lines.index("## Timeline")
+        lines[at:at] = ["## Playbook errors", "", *(f"- {e}" for e in errors), ""]
     steps = decision.get("steps") or []
     if not steps:
         lines.append("No step ran.")
@@ -105,7 +125,11 @@ def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str 
                   for i, step in enumerate(pb.escalation.next_steps, 1)]
     if decision["outcome"] == "blocked" and decision["reason"].startswith("approval_pending"):
         step = decision.get("blocked_step") or ""
+        gated = next((s for s in (*pb.steps, *pb.on_resolved) if s.name == step), None) \
+            if pb else None
         lines += ["", f"## Approve or reject step `{step}`", "",
+                  f"- **What it does:** {gated.description}" if gated and gated.description
+                  else None,
                   f"- `remediator approve {decision['id']} --step {step}` (or `--reject`)",
                   f"- `POST {approve_url}/api/v1/executions/{decision['id']}/approve?step={step}`"
                   " or `/reject?step=…` with an operator's token",

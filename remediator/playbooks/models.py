@@ -21,6 +21,7 @@ class Step:
     retries: int = DEFAULT_RETRIES
     on_failure: str = "abort"
     approval: bool = False
+    description: str = ""  # shown to whoever approves the step
 
 
 @dataclass(frozen=True)
@@ -131,4 +132,5 @@ def build_step(data: dict[str, Any]) -> Step:
         retries=data.get("retries", DEFAULT_RETRIES),
         on_failure=data.get("on_failure", "abort"),
         approval=data.get("approval") == "required",
+        description=data.get("description", ""),
     )

@@ -31,6 +31,8 @@ STEP: dict[str, Any] = {
         "retries": {"type": "integer", "minimum": 1, "maximum": 10},
         "on_failure": {"type": "string", "enum": ["abort", "continue", "escalate"]},
         "approval": {"type": "string", "enum": ["required", "none"]},
+        "description": {"type": "string",
+                        "description": "what the step does, shown to whoever approves it"},
     },
 }
 

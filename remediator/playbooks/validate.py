@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
 
+from jinja2 import Environment, TemplateSyntaxError, nodes
+
 from .. import templating
 from ..actions.base import Action, check_params, has_template, parse_duration
 from ..actions.registry import ACTIONS, get_action
@@ -32,6 +34,8 @@ STEP_ROOTS = templating.ROOTS
 TARGET_ROOTS = templating.ROOTS - {"target", "steps"}  # rendered before any step runs
 PROMQL_ROOTS = frozenset({"labels", "annotations"})
 RATE_KEY_ROOTS = frozenset({"labels", "target"})
+ALERT_ROOTS = frozenset({"labels", "annotations", "group", "alert"})  # whoever sends the alert
+_PARSER = Environment()  # parsing only: what a template reads, whatever it renders with
 # The alerts a playbook sees, by its `match.status` (a firing playbook sees its resolution).
 _SEES = {"firing": {"firing", "resolved"}, "any": {"firing", "resolved"}, "resolved": {"resolved"}}
 
@@ -156,13 +160,20 @@ def _check_playbook(src: Source, at: Path, data: dict[str, Any],
                                             f"approval is only asked before a mutation; "
                                             f"{step['action']} does not mutate, so it never is"))
     problems.extend(_check_guards(src, at, data, mutating))
+    gated = [w for w in mutating if _step_at(data, w).get("approval") == "required"]
+    if len(gated) > 1:  # each approval admits one step: the approver must know which
+        problems.extend(src.problem((*w, "approval"), "warning", (
+            f"{len(gated)} steps of {data['name']!r} need approval, one approval each; give "
+            f"step {_step_at(data, w)['name']!r} a `description` saying what approving it "
+            "admits")) for w in gated if not _step_at(data, w).get("description"))
     if "on_resolved_when" in data and not data.get("on_resolved"):
         problems.append(src.problem((*at, "on_resolved_when"), "warning",
                                     "on_resolved_when without on_resolved steps does nothing"))
     elif data.get("on_resolved_when") == "always":
-        problems.append(src.problem((*at, "on_resolved_when"), "info",
+        problems.append(src.problem((*at, "on_resolved_when"), "warning",
                                     "on_resolved runs on every resolution, even when the firing "
-                                    "run was blocked and changed nothing"))
+                                    "run was blocked and changed nothing: it may revert a change "
+                                    "that was never made"))
     esc = data.get("escalation") or {}
     # A note is written after the steps: it may read any step's result.
     all_steps = [s["name"] for s in (*data.get("steps", []), *data.get("on_resolved", []))]
@@ -183,6 +194,11 @@ def _check_playbook(src: Source, at: Path, data: dict[str, Any],
                                         f"(configured: {', '.join(sorted(known_sinks)) or 'none'})"
                                         f"{did_you_mean(sink, sorted(known_sinks))}"))
     return problems
+
+
+def _step_at(data: dict[str, Any], where: Path) -> dict[str, Any]:
+    """The step at `where` (…, section, index) inside one playbook's data."""
+    return data[where[-2]][where[-1]]
 
 
 def _check_guards(src: Source, at: Path, data: dict[str, Any], mutating: list[Path]) -> list[Problem]:
@@ -248,6 +264,11 @@ def _check_step(src: Source, at: Path, step: dict[str, Any], earlier: list[str],
     if not param_problems:
         problems.extend(src.problem((*at, "params", name), "warning", f"{action.name}: {message}")
                         for name, message in action.advise(params))
+    problems.extend(src.problem((*at, "params", name), "warning", (
+        f"{action.name}: {name} {raw[name]!r} puts an alert's value into a regular expression, "
+        "where a label such as `.*` matches every line; add `| re_escape` to match it literally"))
+        for name, spec in action.params.items()
+        if spec.regex and name not in broken and _unescaped_regex(raw.get(name)))
     if not param_problems and not has_template(params):
         # Cross-parameter rules (min <= max, one of two) can be decided now: say so now.
         problems.extend(src.problem((*at, "params"), "error", f"{action.name}: {message}")
@@ -266,6 +287,19 @@ def _check_promql(src: Source, at: Path, text: Any) -> list[Problem]:
     if not isinstance(text, str) or not templating.is_template(text):
         return []
     return [src.problem(at, "warning", message) for message in templating.unescaped_promql(text)]
+
+
+def _unescaped_regex(text: Any) -> bool:
+    """Does a regex template read the alert in a `{{ }}` whose last filter is not re_escape?"""
+    if not isinstance(text, str) or not templating.is_template(text):
+        return False
+    try:
+        ast = _PARSER.parse(text)
+    except TemplateSyntaxError:
+        return False  # reported as a syntax error already
+    return any({n.name for n in expr.find_all(nodes.Name)} & ALERT_ROOTS
+               for output in ast.find_all(nodes.Output) for expr in output.nodes
+               if not (isinstance(expr, nodes.Filter) and expr.name == "re_escape"))
 
 
 def _cross_check(action: Action, params: dict[str, Any]) -> list[str]:
@@ -301,6 +335,11 @@ def _check_template(src: Source, at: Path, value: Any, allowed: frozenset[str],
         problems.extend(src.problem(at, "error", message)
                         for message in _step_refs(value, earlier or [], *names))
     return problems
+
+
+def step_references(text: str) -> set[str]:
+    """The step names a template or `when` expression reads (`steps.x`, `steps['x']`)."""
+    return {found.group(1) or found.group(2) for found in _STEP_REF.finditer(text)}
 
 
 def _step_refs(text: str, earlier: list[str], section: str, names: list[str]) -> list[str]:
