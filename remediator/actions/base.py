@@ -208,8 +208,11 @@ def never_sent(exc: BaseException) -> bool:
     connect timeout. A read timeout, a reset or a 5xx may come after the server acted.
     """
     seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
         seen.add(id(current))
         if isinstance(current, ConnectionRefusedError):
             return True
@@ -218,9 +221,11 @@ def never_sent(exc: BaseException) -> bool:
             if mod is not None and isinstance(current, tuple(getattr(mod, n) for n in names
                                                              if hasattr(mod, n))):
                 return True
-        # urllib3 wraps the connection failure in MaxRetryError.reason
-        current = getattr(current, "reason", None) if isinstance(
-            getattr(current, "reason", None), BaseException) else current.__cause__
+        # What wrapped what: `raise ... from`, an implicit chain (requests), urllib3's
+        # MaxRetryError.reason, requests' ConnectionError(MaxRetryError(...)).
+        implicit = None if current.__suppress_context__ else current.__context__
+        pending.extend(e for e in (current.__cause__, implicit, getattr(current, "reason", None),
+                                   *current.args) if isinstance(e, BaseException))
     return False
 
 

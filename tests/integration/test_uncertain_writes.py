@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from remediator.actions.backends import Backends
-from remediator.actions.base import ActionContext, maybe_applied, never_sent
+from remediator.actions.base import ActionContext, TransientError, maybe_applied, never_sent
 from remediator.actions.registry import ACTIONS
 from remediator.executor import Executor, StepRecord
 from tests.conftest import write_rules
 from tests.kubeapi.rbac import step_documents
 from tests.support.actions import params
 from tests.support.payloads import alert, notification
-from tests.support.procs import LOCALHOST, serve_http
+from tests.support.procs import LOCALHOST, free_port, serve_http
 from tests.support.worker import WorkerProcess
 
 if TYPE_CHECKING:
@@ -190,11 +190,23 @@ def test_restore_previous_version_answered_late_leaves_the_good_copy_current(
     assert len(s3_client.list_object_versions(Bucket=BUCKET)["Versions"]) == 3
 
 
-def test_only_a_connection_never_made_proves_nothing_was_sent() -> None:
+def test_only_a_connection_never_made_proves_nothing_was_sent(
+        run, monkeypatch: pytest.MonkeyPatch) -> None:
     # (a refused connection retrying a restart, end to end: test_kubernetes_actions.py's
     # test_an_unreachable_apiserver_is_transient)
     assert never_sent(ConnectionRefusedError()) and not maybe_applied(ConnectionRefusedError())
     assert maybe_applied(TimeoutError()) and maybe_applied(ConnectionResetError())
+    # requests (the Docker SDK) wraps the refusal implicitly, three levels down
+    from remediator.actions import docker_client
+
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://{LOCALHOST}:{free_port()}")
+    backends = Backends()
+    try:
+        with pytest.raises(TransientError) as refused:
+            run(docker_client.call(backends, "inspect web", "inspect_container", "web"))
+    finally:
+        run(backends.close())
+    assert never_sent(refused.value) and not maybe_applied(refused.value)
 
 
 CRASH = """
