@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
-        print(f"remediator: configuration error: {exc}", file=sys.stderr)
+        for problem in exc.problems or [exc]:
+            print(f"remediator: configuration error: {str(problem).replace(': error: ', ': ', 1)}",
+                  file=sys.stderr)
         return 2
     except RulesError as exc:
         print("remediator: rules refused:", file=sys.stderr)
@@ -99,7 +101,10 @@ def _parser() -> argparse.ArgumentParser:
                    "or REMEDIATOR_OPERATOR_TOKEN_FILE); the server records its owner")
     a.set_defaults(func=cmd_approve)
 
-    sc = sub.add_parser("schema", help="print the JSON Schema of playbook files")
+    sc = sub.add_parser("schema", help="print the JSON Schema of playbook files (or, with "
+                        "--config, of the config file)")
+    sc.add_argument("--config", action="store_true",
+                    help="the config file's schema instead of the playbooks'")
     sc.set_defaults(func=cmd_schema)
     return p
 
@@ -286,9 +291,10 @@ def _operator_token(path: str | None) -> str:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from .config_schema import config_schema
     from .playbooks.schema import json_schema
 
-    print(json.dumps(json_schema(), indent=2))
+    print(json.dumps(config_schema() if args.config else json_schema(), indent=2))
     return 0
 
 

@@ -11,16 +11,25 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import redact
 from .actions.base import parse_duration
 from .auth import Operator, check_distinct, parse_operators
+from .config_schema import NESTED, SECRETS, check_config_source, config_schema
 from .guards import GuardSettings
+from .playbooks.schema import check_shape, did_you_mean
+from .playbooks.source import Problem, Source, SourceError, load_source
 
 
 class ConfigError(ValueError):
-    """A setting that cannot be used; the message names it."""
+    """A setting that cannot be used; the message names it (and, from the file, where)."""
+
+    def __init__(self, problems: str | list[Problem]):
+        self.problems = [] if isinstance(problems, str) else problems
+        if isinstance(problems, list):
+            first = str(problems[0]).replace(": error: ", ": ", 1)
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            problems = first + more
+        super().__init__(problems)
 
 
 @dataclass
@@ -61,30 +70,28 @@ class Config:
                 **self.escalation_sinks}
 
 
-_SECRETS = ("webhook_token", "basic_auth_password", "store_password")
-# Nested config-file keys flattened onto Config fields.
-_NESTED = {("prometheus", "url"): "prometheus_url", ("alertmanager", "url"): "alertmanager_url",
-           ("escalation", "dir"): "escalation_dir", ("escalation", "sinks"): "escalation_sinks",
-           ("escalation", "default_sinks"): "escalation_default_sinks",
-           ("basic_auth", "username"): "basic_auth_username",
-           ("basic_auth", "password"): "basic_auth_password",
-           ("basic_auth", "password_file"): "basic_auth_password_file"}
+_BOOLS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+# Checked on the effective value, whether it came from the file, the environment or a flag.
+_EFFECTIVE = ("listen", "mode", "store", "store_sync", "log_level", "prometheus_url",
+              "alertmanager_url")
 
 
 def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
                 secrets: bool = True, **flags: Any) -> Config:
     """`secrets=False` (lint, playbook tests: CI, where no Secret is mounted) checks the
-    settings without reading any secret file."""
+    settings without reading any secret file.
+
+    The file is checked against the one config schema (config_schema.py) first: unknown
+    keys, types, value sets, durations, each reported at its `file:line`."""
     env = dict(os.environ if env is None else env)
     raw: dict[str, Any] = {}
+    source = Source(file or "", None)
     if file:
-        try:
-            data = yaml.safe_load(Path(file).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read config {file}: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config {file}: must be a mapping")
-        raw = _flatten(data)
+        source = read_config_source(file)
+        problems = [p for p in check_config_source(source) if p.severity == "error"]
+        if problems:
+            raise ConfigError(problems)
+        raw = _flatten(source.data or {})
     for f in fields(Config):
         if f.name in ("guards", "escalation_sinks", "operators"):
             continue  # structured: config file only
@@ -94,7 +101,7 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
                 raw[name] = value
     raw.update({k: v for k, v in flags.items() if v is not None})
     cfg = Config()
-    for name in _SECRETS:
+    for name in SECRETS:
         if raw.get(f"{name}_file") and not secrets:
             raw.pop(f"{name}_file")
         elif raw.get(f"{name}_file"):
@@ -102,6 +109,8 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
                 raw[name] = Path(raw.pop(f"{name}_file")).read_text().strip()
             except OSError as exc:
                 raise ConfigError(f"{name}_file: {exc}") from None
+        else:
+            raw.pop(f"{name}_file", None)
     guards = raw.pop("guards", None)
     try:
         cfg.operators = parse_operators(raw.pop("operators", None),
@@ -113,11 +122,14 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
             raise ConfigError(f"unknown setting {key!r}")
         setattr(cfg, key, _coerce(key, value, getattr(cfg, key)))
     if guards is not None:
-        if not isinstance(guards, dict):
-            raise ConfigError("guards: must be a mapping")
         cfg.guards = _guard_settings(guards)
-    if str(env.get("REMEDIATOR_PAUSED", "")).lower() in ("1", "true", "yes"):
+    paused = env.get("REMEDIATOR_PAUSED", "").strip().lower()
+    if paused and paused not in _BOOLS:
+        raise ConfigError(f"REMEDIATOR_PAUSED: {paused!r} is not a boolean (true or false)")
+    if _BOOLS.get(paused):
         cfg.guards.paused = True  # the kill switch, settable without editing any file
+    _check_effective(cfg)
+    _check_sinks(cfg, source)
     if cfg.history_retention < 86400:
         raise ConfigError("history_retention must be at least 1d: guard windows count the "
                           "events it prunes")
@@ -126,9 +138,47 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     redact.remember(cfg.webhook_token, cfg.basic_auth_password, *(u.token for u in cfg.operators))
-    if cfg.mode not in ("dry-run", "live"):
-        raise ConfigError(f"mode must be dry-run or live, got {cfg.mode!r}")
     return cfg
+
+
+def read_config_source(file: str) -> Source:
+    """The config file parsed with every key's position; ConfigError if unreadable."""
+    try:
+        return load_source(file, Path(file).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {file}: "
+                          f"{getattr(exc, 'strerror', None) or exc}") from None
+    except SourceError as exc:
+        raise ConfigError([exc.problem]) from None
+
+
+def _check_effective(cfg: Config) -> None:
+    """Settings from the environment or a flag meet the file's schema too."""
+    schema = config_schema()["properties"]
+    for name in _EFFECTIVE:
+        for _, message in check_shape(getattr(cfg, name), schema[name], (name,)):
+            raise ConfigError(message)
+
+
+def _check_sinks(cfg: Config, source: Source) -> None:
+    """Every sink named is configured, and every sink can be built: a typo here would fail
+    each escalation at run time, so it fails the start instead."""
+    specs = cfg.sink_specs()
+    for i, name in enumerate(cfg.escalation_default_sinks):
+        if name not in specs:
+            raise _at(source, ("escalation", "default_sinks", i),
+                      f"escalation.default_sinks: sink {name!r} is not configured (configured: "
+                      f"{', '.join(sorted(specs))}){did_you_mean(name, sorted(specs))}")
+    for name, spec in cfg.escalation_sinks.items():
+        if spec.get("type", "directory") != "directory" and not spec.get("url"):
+            raise _at(source, ("escalation", "sinks", name),
+                      f"escalation.sinks.{name}: url is required for type {spec['type']}")
+
+
+def _at(source: Source, path: tuple[str | int, ...], message: str) -> ConfigError:
+    """A ConfigError located in the file when the setting came from one."""
+    in_file = source.data is not None and source.where(path) != (1, 1)
+    return ConfigError([source.problem(path, "error", message)] if in_file else message)
 
 
 def _read_secret(path: str) -> str:
@@ -139,13 +189,12 @@ def _read_secret(path: str) -> str:
 
 
 def _flatten(data: dict[str, Any]) -> dict[str, Any]:
+    """`prometheus: {url: …}` onto `prometheus_url` (the schema has checked every key)."""
     out: dict[str, Any] = {}
+    sections = {section for section, _ in NESTED}
     for key, value in data.items():
-        if isinstance(value, dict) and key in {k for k, _ in _NESTED}:
-            for sub, item in value.items():
-                if (key, sub) not in _NESTED:
-                    raise ConfigError(f"unknown setting {key}.{sub}")
-                out[_NESTED[(key, sub)]] = item
+        if key in sections and isinstance(value, dict):
+            out.update({NESTED[(key, sub)]: item for sub, item in value.items()})
         else:
             out[key] = value
     return out
@@ -153,14 +202,16 @@ def _flatten(data: dict[str, Any]) -> dict[str, Any]:
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
     try:
-        if isinstance(default, bool):
-            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        if isinstance(default, bool):  # a file's value is a boolean already (the schema)
+            return value if isinstance(value, bool) else _BOOLS[str(value).strip().lower()]
         if isinstance(default, int):
             return int(value)
         if isinstance(default, float):
             return parse_duration(value)
         if isinstance(default, list) and isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
+    except KeyError:
+        raise ConfigError(f"setting {key}: {value!r} is not a boolean (true or false)") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {key}: {exc}") from None
     return value
@@ -169,7 +220,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
 def _guard_settings(data: dict[str, Any]) -> GuardSettings:
     s = GuardSettings()
     namespaces = data.get("namespaces", {})
-    s.paused = bool(data.get("paused", False))
+    s.paused = data.get("paused", False)  # a boolean: the schema refused "false"
     s.namespaces_allow = list(namespaces.get("allow", s.namespaces_allow))
     s.namespaces_deny = list(namespaces.get("deny", s.namespaces_deny))
     s.buckets_allow = list(data.get("buckets", {}).get("allow", s.buckets_allow))

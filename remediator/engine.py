@@ -338,8 +338,17 @@ class Engine:
         decision["reason"] = redact.text(decision.get("reason") or "")
         if escalate and self.escalator is not None and decision.get("playbook"):
             pb = self.rules.get(decision["playbook"])
-            decision["escalation"] = await self.escalator.escalate(
-                decision, pb, deliver=decision["mode"] == "live")
+            try:
+                decision["escalation"] = await self.escalator.escalate(
+                    decision, pb, deliver=decision["mode"] == "live")
+            except StoreUnavailable:
+                raise  # nothing can be recorded now: the inbox item is retried
+            except Exception as exc:  # a broken note must not leave the decision `running`
+                log.exception("escalation of %s failed", decision["id"],
+                              extra={"execution_id": decision["id"]})
+                decision["escalation"] = {"severity": "warning", "deliveries": {},
+                                          "error": redact.text(f"{type(exc).__name__}: {exc}"),
+                                          "note": ""}
         await self.store.save_execution(decision)
         if self.metrics:
             self.metrics.executions.labels(decision.get("playbook") or "", decision["outcome"]).inc()

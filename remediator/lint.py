@@ -19,7 +19,8 @@ from typing import Any
 from . import templating
 from .actions.base import Permission
 from .actions.registry import ACTIONS
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, read_config_source
+from .config_schema import check_config_source
 from .guards import SYSTEM_NAMESPACES
 from .playbooks.models import Playbook
 from .playbooks.source import Problem, Source, SourceError, load_source
@@ -117,13 +118,10 @@ def check_config(file: str) -> tuple[Config | None, list[Problem]]:
     try:
         cfg = load_config(file, secrets=False)  # CI has the config, not the mounted Secrets
     except ConfigError as exc:
-        return None, [Problem(file, 1, 1, "error", f"config: {exc}")]
-    try:
-        source = load_source(file, FsPath(file).read_text(encoding="utf-8"))
-    except (OSError, SourceError):  # load_config read it already; positions are a bonus
-        source = Source(file, None)
+        return None, exc.problems or [Problem(file, 1, 1, "error", f"config: {exc}")]
+    source = read_config_source(file)  # load_config has just read it
+    problems = [p for p in check_config_source(source) if p.severity != "error"]
     allow, deny = cfg.guards.namespaces_allow, cfg.guards.namespaces_deny
-    problems = []
     for ns in SYSTEM_NAMESPACES:
         if ns in allow:
             problems.append(source.problem(

@@ -73,7 +73,9 @@ class Escalator:
                 "title": note["title"], "deliveries": deliveries, "note": note["markdown"]}
 
     async def _deliver(self, name: str, note: dict[str, Any]) -> str:
-        sink = self.sinks[name]
+        sink = self.sinks.get(name)
+        if sink is None:  # refused at load (config and rules); kept harmless regardless
+            return self._refused(name, note, KeyError(f"sink {name!r} is not configured"))
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self.attempts), reraise=True,

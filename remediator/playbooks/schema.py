@@ -14,9 +14,13 @@ from ..actions.base import Param
 from ..actions.registry import ACTIONS
 from .source import Path
 
-DURATION = {"type": ["string", "number"], "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"}
-NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$", "maxLength": 128}
-STEP_NAME = {"type": "string", "pattern": r"^[a-z_][a-z0-9_]*$", "maxLength": 64}
+DURATION = {"type": ["string", "number"], "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$",
+            "errorMessage": "not a duration: use e.g. 1h, 30m, 1h30m (or seconds as a number)"}
+NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$", "maxLength": 128,
+        "errorMessage": "not a name: use lowercase letters, digits, - _ . (e.g. restart-web)"}
+STEP_NAME = {"type": "string", "pattern": r"^[a-z_][a-z0-9_]*$", "maxLength": 64,
+             "errorMessage": "not a step name: use lowercase letters, digits and _ "
+                             "(e.g. restart_web)"}
 
 STEP: dict[str, Any] = {
     "type": "object",
@@ -252,6 +256,8 @@ def check_shape(value: Any, schema: dict[str, Any], path: Path) -> list[tuple[Pa
         if not any(_is(value, t) for t in names):
             hint = " (quote it)" if "string" in names and _kind(value) in ("integer", "number",
                                                                           "boolean") else ""
+            if "boolean" in names and str(value).lower() in ("true", "false"):
+                hint = f" (write {str(value).lower()}, unquoted)"
             return [(path, f"{_where(path)}: expected {' or '.join(names)}, got {_kind(value)}"
                            f"{hint}")]
     problems: list[tuple[Path, str]] = []
@@ -262,7 +268,9 @@ def check_shape(value: Any, schema: dict[str, Any], path: Path) -> list[tuple[Pa
     # The whole value, in ASCII: `$` accepts a trailing newline, and `\d` Unicode digits.
     if isinstance(value, str) and "pattern" in schema and \
             not re.fullmatch(schema["pattern"], value, re.ASCII):
-        problems.append((path, f"{_where(path)}: {value!r} does not match {schema['pattern']}"))
+        # `errorMessage` (the ajv-errors keyword) says what to write instead of the regex.
+        problems.append((path, f"{_where(path)}: {value!r}: "
+                               + schema.get("errorMessage", f"does not match {schema['pattern']}")))
     if isinstance(value, int | float) and not isinstance(value, bool):
         if "minimum" in schema and value < schema["minimum"]:
             problems.append((path, f"{_where(path)}: must be >= {schema['minimum']}"))
@@ -281,6 +289,10 @@ def check_shape(value: Any, schema: dict[str, Any], path: Path) -> list[tuple[Pa
                                                f"{did_you_mean(key, list(props))}"))
             elif isinstance(schema.get("additionalProperties"), dict):
                 problems.extend(check_shape(item, schema["additionalProperties"], (*path, key)))
+    if isinstance(value, dict) and "oneOf" in schema and not problems and \
+            sum(not check_shape(value, alt, path) for alt in schema["oneOf"]) != 1:
+        message = schema.get("oneOfMessage", "matches none or several of its alternatives")
+        problems.append((path, f"{_where(path)}: {message}"))
     if isinstance(value, list) and len(value) < schema.get("minItems", 0):
         problems.append((path, f"{_where(path)}: must not be empty"))
     if isinstance(value, list) and "items" in schema:

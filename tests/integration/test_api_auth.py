@@ -121,12 +121,12 @@ def test_operator_config_is_validated_with_a_clear_message(tmp_path):
     short = tmp_path / "short"
     short.write_text("abc")
     cases = [
-        ([{"name": "alice", "role": "admin", "token_file": str(good)}], "role must be viewer or operator"),
+        ([{"name": "alice", "role": "admin", "token_file": str(good)}], "'admin' is not one of viewer"),
         ([{"name": "alice", "role": "viewer"}], "exactly one of token_file, password_hash"),
         ([{"name": "alice", "role": "viewer", "token_file": str(short)}], "shorter than 16"),
         ([{"name": "alice", "role": "viewer", "token_file": str(tmp_path / "absent")}], "cannot read"),
         ([{"name": "alice", "role": "viewer", "password_hash": "plaintext"}], "bcrypt hash"),
-        ([{"name": "a:b", "role": "viewer", "token_file": str(good)}], "name 'a:b'"),
+        ([{"name": "a:b", "role": "viewer", "token_file": str(good)}], "name: 'a:b': must be 1-64"),
         ([{"name": "alice", "role": "viewer", "token_file": str(good)},
           {"name": "bob", "role": "operator", "token_file": str(good)}], "share a token"),
         ([{"name": "alice", "role": "viewer", "token_file": str(good), "tokn": 1}], "unknown key"),
@@ -155,9 +155,10 @@ def test_lint_checks_operators_without_the_mounted_secrets(tmp_path, capsys):
     assert main(["lint", "--config", str(config), str(rules)]) == 0, capsys.readouterr()
     with pytest.raises(ConfigError, match="No such file"):
         load_config(str(config), env={})  # serve: the webhook token file first
-    config.write_text(yaml.safe_dump({"operators": [{"name": "alice", "role": "admin"}]}))
+    config.write_text(yaml.safe_dump({"operators": [{"name": "alice", "role": "admin",
+                                                      "token_file": "/absent"}]}))
     assert main(["lint", "--config", str(config), str(rules)]) == 1
-    assert "role must be viewer or operator" in capsys.readouterr().out
+    assert "role: 'admin' is not one of viewer, operator" in capsys.readouterr().out
 
 
 def test_alertmanager_basic_auth_with_password_file(tmp_path, alertmanager_factory):

@@ -195,7 +195,7 @@ def test_config_deny_list_without_system_namespaces(tmp_path):
     assert check_config(str(default))[1] == []
     broken = write(tmp_path, "broken.yaml", "mode: yolo\n")
     assert [str(p) for p in check_config(str(broken))[1]] == [
-        f"{broken}:1:1: error: config: mode must be dry-run or live, got 'yolo'"]
+        f"{broken}:1:1: error: mode: 'yolo' is not one of dry-run, live"]
 
 
 def test_config_rules_are_the_default_paths(tmp_path, capsys, monkeypatch):

@@ -1,0 +1,148 @@
+"""The config file schema: one definition for `serve`, `lint --config`, `test` and
+`remediator schema --config`, checked by the playbooks' walker (playbooks/schema.py) so a
+typo in the config is located (`file:line`, "did you mean") exactly like one in a rule.
+
+Plain settings are derived from the `Config` dataclass (a new field is covered, typed, the
+moment it exists); structured ones and value sets are declared below.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import MISSING, fields
+from typing import Any
+
+from .playbooks.schema import DURATION, check_shape
+from .playbooks.source import Problem, Source
+
+# Settings with a value set or a shape beyond their Python type.
+STORE_URL = {"type": "string", "pattern": r"^(sqlite://.*|postgres(ql)?://.+)$",
+             "errorMessage": "not a store URL: use sqlite:///path.db, sqlite:// (in memory) "
+                             "or postgresql://user@host:port/db"}
+LISTEN = {"type": "string", "pattern": r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):[0-9]{1,5}$",
+          "errorMessage": "not HOST:PORT: use e.g. 127.0.0.1:9095, or 0.0.0.0:9095 for every "
+                          "interface"}
+URL = {"type": "string", "pattern": r"^https?://.+",
+       "errorMessage": "not an http(s) URL: use e.g. http://127.0.0.1:9090"}
+STRINGS = {"type": "array", "items": {"type": "string"}}
+_ALLOW = {"type": "object", "additionalProperties": False, "properties": {"allow": STRINGS}}
+
+SINK = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "type": {"enum": ["directory", "webhook", "slack", "alertmanager"],
+                 "description": "directory (default): Markdown files; webhook: JSON POST; "
+                                "slack: incoming webhook; alertmanager: a RemediationEscalation "
+                                "alert routed by team/severity"},
+        "path": {"type": "string", "description": "directory sinks: where notes are written"},
+        "url": URL,
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
+GUARDS = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "paused": {"type": "boolean", "description": "the kill switch: nothing mutates"},
+        "namespaces": {"type": "object", "additionalProperties": False,
+                       "properties": {"allow": STRINGS, "deny": STRINGS}},
+        "buckets": _ALLOW,
+        "compose_projects": _ALLOW,
+        "evidence": {"type": "object", "additionalProperties": False,
+                     "properties": {"directories": STRINGS}},
+        "budget": {"type": "object", "additionalProperties": False,
+                   "properties": {"max": {"type": "integer", "minimum": 0}, "window": DURATION}},
+        "approval_ttl": DURATION,
+    },
+}
+
+OPERATOR = {
+    "type": "object", "required": ["name", "role"], "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$",
+                 "errorMessage": "must be 1-64 of A-Z a-z 0-9 . _ @ - (no ':' nor spaces)"},
+        "role": {"enum": ["viewer", "operator"]},
+        "token_file": {"type": "string", "description": "a file holding the bearer token"},
+        "password_hash": {"type": "string", "pattern": r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$",
+                          "errorMessage": "must be a bcrypt hash ($2b$…, e.g. from "
+                                          "`htpasswd -nbBC 12 '' PASSWORD`)"},
+    },
+    "oneOf": [{"required": ["token_file"]}, {"required": ["password_hash"]}],
+    "oneOfMessage": "give exactly one of token_file, password_hash",
+}
+
+# Config fields that live under a section of the file (`prometheus: {url: …}`); the flat
+# name (`prometheus_url:`) is accepted too, as the environment variable spells it.
+NESTED = {("prometheus", "url"): "prometheus_url", ("alertmanager", "url"): "alertmanager_url",
+          ("escalation", "dir"): "escalation_dir", ("escalation", "sinks"): "escalation_sinks",
+          ("escalation", "default_sinks"): "escalation_default_sinks",
+          ("basic_auth", "username"): "basic_auth_username",
+          ("basic_auth", "password"): "basic_auth_password",
+          ("basic_auth", "password_file"): "basic_auth_password_file"}
+SECRETS = ("webhook_token", "basic_auth_password", "store_password")
+
+_DECLARED: dict[str, dict[str, Any]] = {
+    "mode": {"enum": ["dry-run", "live"]},
+    "store": STORE_URL,
+    "store_sync": {"enum": ["normal", "full"],
+                   "description": "full: fsync every intake commit (survives a power cut)"},
+    "log_level": {"enum": ["debug", "info", "warning", "error"]},
+    "listen": LISTEN,
+    "prometheus_url": URL,
+    "alertmanager_url": URL,
+    "external_url": {"type": "string"},
+    "escalation_sinks": {"type": "object", "additionalProperties": SINK},
+    "guards": GUARDS,
+    "operators": {"type": "array", "items": OPERATOR},
+    "history_retention": {**DURATION, "description": "at least 1d"},
+}
+
+
+def _field_schema(name: str, annotation: Any, default: Any) -> dict[str, Any]:
+    if name in _DECLARED:
+        schema = dict(_DECLARED[name])
+    elif annotation in (bool, "bool"):
+        schema = {"type": "boolean"}
+    elif annotation in (int, "int"):
+        schema = {"type": "integer", "minimum": 1}
+    elif annotation in (float, "float"):
+        schema = dict(DURATION)  # every float setting is a duration (seconds or 30s, 1h)
+    elif str(annotation).startswith("list"):
+        schema = STRINGS
+    else:
+        schema = {"type": "string"}
+    if default is not MISSING and isinstance(default, str | int | float | bool) and default != "":
+        schema = {**schema, "default": default}
+    return schema
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of the config file (`remediator schema --config`)."""
+    from .config import Config  # config.py imports this module
+
+    hints = typing.get_type_hints(Config)
+    flat = {f.name: _field_schema(f.name, hints.get(f.name, f.type), f.default)
+            for f in fields(Config)}
+    for name in SECRETS:
+        flat[f"{name}_file"] = {"type": "string",
+                                "description": f"a file holding {name} (e.g. a mounted Secret)"}
+    sections: dict[str, dict[str, Any]] = {}
+    for (section, key), name in NESTED.items():
+        sections.setdefault(section, {"type": "object", "additionalProperties": False,
+                                      "properties": {}})["properties"][key] = flat[name]
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "remediator config file",
+        "type": "object", "additionalProperties": False,
+        "properties": {**flat, **sections},
+    }
+
+
+def check_config_source(source: Source) -> list[Problem]:
+    """Shape problems (and duplicate keys) of a parsed config file, each at its line."""
+    problems = [p for p in source.problems]
+    if source.data is None:
+        return problems
+    problems += [source.problem(path, "error", message)
+                 for path, message in check_shape(source.data, config_schema(), ())]
+    return problems

@@ -1,0 +1,178 @@
+"""The config file is checked as strictly as playbooks: a typo is refused, located, at start.
+
+And an escalation that breaks never leaves its decision `running` (a real serve process)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from http.server import BaseHTTPRequestHandler
+
+import jsonschema
+import pytest
+import yaml
+
+from remediator.alerts import parse_notification
+from remediator.config import Config, ConfigError, load_config
+from remediator.service import Service
+from tests.conftest import write_rules
+from tests.support.payloads import alert, notification
+from tests.support.procs import http_request, serve_http
+from tests.support.worker import WorkerProcess
+
+
+def serve(config: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")}
+    return subprocess.run([sys.executable, "-m", "remediator.cli", "serve", "--config", config,
+                           "--allow-unauthenticated", *args], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("escalation:\n  default_sinks: [files, oncal]\n",
+     "2:26: escalation.default_sinks: sink 'oncal' is not configured (configured: files)"),
+    ("escalation:\n  sinks:\n    oncall: {type: slack, url: 'http://127.0.0.1:1/x'}\n"
+     "  default_sinks: [files, oncal]\n",
+     "sink 'oncal' is not configured (configured: files, oncall) (did you mean 'oncall'?)"),
+    ("guards:\n  namespaces:\n    alow: [shop]\n",
+     "3:5: guards.namespaces: unknown key 'alow' (did you mean 'allow'?)"),
+    ("guards:\n  paused: \"false\"\n",
+     "2:3: guards.paused: expected boolean, got string (write false, unquoted)"),
+    ("guards: {namespace: {allow: [shop]}}\n",
+     "1:10: guards: unknown key 'namespace' (did you mean 'namespaces'?)"),
+    ("guards:\n  budgets: {max: 3}\n", "2:3: guards: unknown key 'budgets' (did you mean 'budget'?)"),
+    ("store_sync: ful\n", "1:1: store_sync: 'ful' is not one of normal, full (did you mean 'full'?)"),
+    ("log_level: verbose\n", "log_level: 'verbose' is not one of debug, info, warning, error"),
+    ("store: mysql://db\n", "store: 'mysql://db': not a store URL: use sqlite:///path.db"),
+    ("grace_period: 30 s\n", "grace_period: '30 s': not a duration: use e.g. 1h, 30m, 1h30m"),
+    ("workers: four\n", "workers: expected integer, got string"),
+    ("allow_unauthenticated: \"true\"\n", "expected boolean, got string (write true, unquoted)"),
+    ("escalation:\n  sinks:\n    pager: {type: pagerduty}\n",
+     "3:13: escalation.sinks.pager.type: 'pagerduty' is not one of directory, webhook"),
+    ("escalation:\n  sinks:\n    pager: {type: webhook}\n",
+     "escalation.sinks.pager: url is required for type webhook"),
+    ("prometheus:\n  ulr: http://x:9090\n", "2:3: prometheus: unknown key 'ulr' (did you mean 'url'?)"),
+    ("modes: live\n", "1:1: file: unknown key 'modes' (did you mean 'mode'?)"),
+    ("operators:\n  - {name: alice, role: admin, token_file: /x}\n",
+     "operators[0].role: 'admin' is not one of viewer, operator"),
+])
+def test_a_config_typo_is_refused_at_start_with_its_line(tmp_path, text, message):
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    done = serve(str(config))
+    assert done.returncode == 2, done
+    assert f"remediator: configuration error: {config}:" in done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    lint = subprocess.run([sys.executable, "-m", "remediator.cli", "lint", "--config",
+                           str(config), str(write_rules(tmp_path / "rules", "playbooks: []\n"))],
+                          capture_output=True, text=True, timeout=60)
+    assert lint.returncode == 1 and message in lint.stdout.replace(" error:", ""), lint
+
+
+def test_booleans_from_the_environment_are_booleans_too():
+    assert load_config(env={"REMEDIATOR_PAUSED": "false"}).guards.paused is False
+    assert load_config(env={"REMEDIATOR_PAUSED": "TRUE"}).guards.paused is True
+    with pytest.raises(ConfigError, match="REMEDIATOR_PAUSED: 'flase' is not a boolean"):
+        load_config(env={"REMEDIATOR_PAUSED": "flase"})
+    with pytest.raises(ConfigError, match="allow_unauthenticated: 'maybe' is not a boolean"):
+        load_config(env={"REMEDIATOR_ALLOW_UNAUTHENTICATED": "maybe"})
+    with pytest.raises(ConfigError, match="listen: '9095': not HOST:PORT"):
+        load_config(env={}, listen="9095")
+    with pytest.raises(ConfigError, match="sink 'oncal' is not configured"):
+        load_config(env={"REMEDIATOR_ESCALATION_DEFAULT_SINKS": "files,oncal"})
+
+
+# An answer nested deeper than Python's recursion limit allows to copy: a probed service
+# (untrusted) can send it, and the note about the failed step must still be written.
+DEEP = ("[" * 600 + "]" * 600).encode()
+
+ESCALATING = """
+playbooks:
+  - name: probe
+    match: {alertname: ProbeDeep}
+    steps:
+      - name: probe
+        action: http.request
+        params: {url: "http://127.0.0.1:%(port)d/deep", expect_status: [200]}
+    escalation: {always: true, severity: warning}
+"""
+
+
+def test_no_error_inside_escalation_leaves_a_decision_running(tmp_path):
+    class Deep(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(DEEP)))
+            self.end_headers()
+            self.wfile.write(DEEP)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server, port = serve_http(Deep)
+    rules = write_rules(tmp_path / "rules", ESCALATING % {"port": port})
+    w = WorkerProcess(tmp_path, [str(rules)], mode="live").start()
+    try:
+        assert w.post_alerts(notification(alert("ProbeDeep", fingerprint="d1")))[0] == 202
+        deadline = time.monotonic() + 20
+        while not (done := [e for e in w.executions() if e["outcome"] != "running"]):
+            assert time.monotonic() < deadline, (w.executions(), w.logs())
+            time.sleep(0.1)
+        [decision] = done
+        assert decision["outcome"] in ("failed", "escalated"), decision
+        assert decision["escalation"], decision
+        # Counted, so the self-monitoring alerts on failed executions can fire.
+        metrics = http_request("GET", f"{w.url}/metrics")[1].decode()
+        assert f'remediator_executions_total{{outcome="{decision["outcome"]}",playbook="probe"}} 1.0' \
+            in metrics, metrics
+    finally:
+        w.stop()
+        server.shutdown()
+
+
+def test_a_sink_missing_at_run_time_fails_the_delivery_not_the_decision(tmp_path):
+    """load_config refuses an unknown default sink; built without it, the escalation still
+    finishes its decision (it stayed `running` forever on a KeyError)."""
+    rules = write_rules(tmp_path / "rules", ESCALATING % {"port": 9})
+    cfg = Config(rules=[str(rules)], store="sqlite://", mode="live",
+                 escalation_dir=str(tmp_path / "notes"), escalation_default_sinks=["oncal", "files"])
+    service = Service(cfg)
+
+    async def go() -> dict:
+        await service.start(dispatch=False)
+        try:
+            await service.intake(parse_notification(json.dumps(notification(
+                alert("ProbeDeep", fingerprint="m1"))).encode()))
+            [decision] = await service.drain()
+            return await service.store.get_execution(decision["id"])
+        finally:
+            await service.stop()
+
+    stored = asyncio.run(go())
+    assert stored["outcome"] == "failed", stored
+    deliveries = stored["escalation"]["deliveries"]
+    assert deliveries["oncal"].startswith("undeliverable: KeyError")
+    assert deliveries["files"].startswith("delivered")
+
+
+def test_schema_config_is_a_json_schema_that_accepts_the_shipped_configs():
+    """`remediator schema --config` is what editors and CI validators read: the shipped
+    configs pass it (with a real JSON Schema validator) and a typo does not."""
+    done = subprocess.run([sys.executable, "-m", "remediator.cli", "schema", "--config"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    schema = json.loads(done.stdout)
+    jsonschema.Draft7Validator.check_schema(schema)
+    for shipped in ("deploy/kubernetes/config.yaml", "deploy/compose/config.yaml"):
+        with open(shipped, encoding="utf-8") as f:
+            jsonschema.validate(yaml.safe_load(f), schema)
+    with pytest.raises(jsonschema.ValidationError, match="alow"):
+        jsonschema.validate({"guards": {"namespaces": {"alow": ["shop"]}}}, schema)
+    # Every setting the process has is in the file's schema (a new one cannot be missed).
+    assert {f for f in Config.__dataclass_fields__} - {"escalation_dir", "escalation_sinks",
+                                                       "escalation_default_sinks"} \
+        <= set(schema["properties"])
