@@ -1,0 +1,87 @@
+"""Every YAML block in README.md and docs/ is checked by the tool that will read it.
+
+An Alertmanager config goes through `amtool check-config` and a routing test (humans still
+receive what remediator receives), Prometheus rules through `promtool check rules`, playbooks
+through remediator's own validator, a remediator config through its loader, a Kubernetes
+object must parse as one. Anything else must be marked, just above the block, with
+`<!-- snippet: fragment (why) -->`, so a block cannot silently escape its check.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from remediator.config import load_config
+from remediator.playbooks.validate import validate_paths
+from tests.deploy.conftest import ROOT, require_tool, run
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+_BLOCK = re.compile(r"^(<!-- snippet: (?P<mark>[^>]*?) -->\n)?```ya?ml\n(?P<body>.*?)^```", re.M | re.S)
+_CONFIG_KEYS = {"listen", "mode", "store", "rules", "guards", "escalation", "operators"}
+
+
+def snippets() -> list[tuple[str, str, str]]:
+    found = []
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        for m in _BLOCK.finditer(text):
+            line = text[:m.start("body")].count("\n") + 1
+            found.append((f"{doc.relative_to(ROOT)}:{line}", m.group("mark") or "", m.group("body")))
+    return found
+
+
+SNIPPETS = snippets()
+
+
+@pytest.mark.parametrize("where, mark, body", SNIPPETS, ids=[w for w, _, _ in SNIPPETS])
+def test_doc_snippet_passes_its_tool(tmp_path: Path, where: str, mark: str, body: str) -> None:
+    data = yaml.safe_load(body)
+    file = tmp_path / "snippet.yml"
+    file.write_text(body, encoding="utf-8")
+    if mark.startswith("fragment"):
+        return  # parsed above: that is all a fragment can promise
+    assert isinstance(data, dict), f"{where}: not a mapping; mark it <!-- snippet: fragment -->"
+    if "route" in data:
+        check_alertmanager(where, file, data)
+    elif "playbooks" in data:
+        result = validate_paths([str(file)])
+        assert result.ok, f"{where}: " + "; ".join(map(str, result.problems))
+    elif "groups" in data:
+        done = run(require_tool("promtool"), "check", "rules", str(file))
+        assert done.returncode == 0, f"{where}: {done.stdout}{done.stderr}"
+    elif "apiVersion" in data:
+        assert data.get("kind"), f"{where}: a Kubernetes object without kind"
+    elif set(data) & _CONFIG_KEYS:  # a remediator config: its loader refuses any unknown key
+        load_config(str(file), env={}, secrets=False)
+    else:
+        pytest.fail(f"{where}: no tool checks this block; mark it <!-- snippet: fragment (why) -->")
+
+
+def check_alertmanager(where: str, file: Path, data: dict) -> None:
+    amtool = require_tool("amtool")
+    done = run(amtool, "check-config", str(file))
+    assert done.returncode == 0, f"{where}: {done.stdout}{done.stderr}"
+    humans = data["route"].get("receiver")
+    assert humans and humans != "remediator", f"{where}: the root route must keep the humans'"
+    for alertname in _routed_alertnames(data) or ["Anything"]:
+        done = run(amtool, "config", "routes", "test", f"--config.file={file}",
+                   f"alertname={alertname}")
+        assert done.returncode == 0, done.stderr
+        receivers = done.stdout.strip().split(",")
+        assert "remediator" in receivers and humans in receivers, (
+            f"{where}: {alertname} reaches {receivers}: humans ({humans}) must still be notified")
+
+
+def _routed_alertnames(data: dict) -> list[str]:
+    """The names a `alertname=~"A|B"` matcher of the remediator route lists."""
+    names: list[str] = []
+    for route in data["route"].get("routes", []):
+        if route.get("receiver") == "remediator":
+            for matcher in route.get("matchers", []):
+                m = re.fullmatch(r'alertname=~?"([A-Za-z0-9_|]+)"', matcher)
+                names += m.group(1).split("|") if m else []
+    return names
