@@ -26,11 +26,18 @@ from .report import decision_text, history_text
 log = logging.getLogger("remediator")
 
 
+class Fatal(Exception):
+    """Cannot start or go on (a port in use, no store): one line, exit 2, no traceback."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except Fatal as exc:
+        print(f"remediator: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         for problem in exc.problems or [exc]:
             print(f"remediator: configuration error: {str(problem).replace(': error: ', ': ', 1)}",
@@ -124,6 +131,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("remediator: no webhook credentials: set REMEDIATOR_WEBHOOK_TOKEN (or _FILE), "
               "basic auth, or pass --allow-unauthenticated", file=sys.stderr)
         return 2
+    missing = [p for p in cfg.rules if not os.path.exists(p)]
+    if missing:
+        kind = "directory" if not missing[0].endswith((".yaml", ".yml")) else "file"
+        raise Fatal(f"no playbooks: {kind} {missing[0]!r} not found in {os.getcwd()}; "
+                    "pass --rules PATH")
     return asyncio.run(_serve(cfg))
 
 
@@ -132,9 +144,14 @@ async def _serve(cfg: Config) -> int:
 
     from .server import build_app
     from .service import Service
+    from .store.base import StoreUnavailable, redact
 
     service = Service(cfg)
-    await service.start()
+    try:
+        await service.start()
+    except (StoreUnavailable, sqlite3.Error) as exc:
+        await service.stop()
+        raise Fatal(f"cannot open the store {redact(cfg.store)}: {exc}") from None
     if cfg.mode == "live":
         log.warning("MODE: LIVE — remediator WILL change production systems "
                     "(%d playbooks loaded)", len(service.rules))
@@ -151,7 +168,12 @@ async def _serve(cfg: Config) -> int:
     await runner.setup()
     host, _, port = cfg.listen.rpartition(":")
     site = web.TCPSite(runner, host or "0.0.0.0", int(port))
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # in use, not an address of this host, a name that does not resolve
+        await service.stop()
+        await runner.cleanup()
+        raise Fatal(f"cannot listen on {cfg.listen}: {exc.strerror or exc}") from None
     log.info("listening on %s", cfg.listen)
 
     stop = asyncio.Event()
@@ -252,7 +274,7 @@ async def _query(cfg: Config, fn: Any) -> Any:
     try:
         await store.open()
     except (StoreUnavailable, sqlite3.Error) as exc:
-        raise SystemExit(f"remediator: cannot open the store {redact(cfg.store)}: {exc}") from None
+        raise Fatal(f"cannot open the store {redact(cfg.store)}: {exc}") from None
     try:
         return await fn(store)
     finally:

@@ -246,7 +246,8 @@ class SQLiteStore(LocalCoordination):
     def _open(self) -> None:
         if self.read_only:
             if self.path == ":memory:" or not os.path.exists(self.path):
-                raise StoreUnavailable(f"no store at {self.path!r}")
+                raise StoreUnavailable(f"no store at {self.path!r}: it does not exist (pass "
+                                       "--store, or the --config serve runs with)")
             # mode=ro: no write, no schema, no checkpoint; the WAL is still read, so what the
             # server committed is seen. The server's process owns the -wal and -shm files.
             uri = Path(self.path).resolve().as_uri() + "?mode=ro"
@@ -255,6 +256,10 @@ class SQLiteStore(LocalCoordination):
             db.execute("PRAGMA busy_timeout=5000")  # a CLI may wait; it has no loop to stall
             self._db = db
             return
+        directory = os.path.dirname(self.path) or "."
+        if self.path != ":memory:" and not os.path.isdir(directory):
+            raise StoreUnavailable(f"directory {directory!r} does not exist (remediator creates "
+                                   "the database file, not its directory)")
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA busy_timeout=5000")  # in a thread: waiting here stalls nothing
         db.execute("PRAGMA journal_mode=WAL")

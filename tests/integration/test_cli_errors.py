@@ -1,0 +1,63 @@
+"""What cannot work is said in one line, exit 2, never a traceback, and touches nothing."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_rules
+
+
+def remediator(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")}
+    env["REMEDIATOR_WEBHOOK_TOKEN"] = "a-webhook-token-of-some-length"
+    return subprocess.run([sys.executable, "-m", "remediator.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def one_line(done: subprocess.CompletedProcess[str], expected: str) -> None:
+    assert done.returncode == 2, done
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("{")]  # JSON logs
+    assert lines == [expected], done.stderr
+
+
+def test_serve_refuses_what_cannot_work_in_one_line(tmp_path):
+    one_line(remediator(tmp_path, "serve"),
+             f"remediator: no playbooks: directory 'rules' not found in {tmp_path}; pass --rules PATH")
+    rules = str(write_rules(tmp_path / "rules", "playbooks: []\n"))
+    one_line(remediator(tmp_path, "serve", "--listen", "9095"),
+             "remediator: configuration error: listen: '9095': not HOST:PORT: use e.g. "
+             "127.0.0.1:9095, or 0.0.0.0:9095 for every interface")
+    one_line(remediator(tmp_path, "serve", "--store", "mysql://db"),
+             "remediator: configuration error: store: 'mysql://db': not a store URL: use "
+             "sqlite:///path.db, sqlite:// (in memory) or postgresql://user@host:port/db")
+    one_line(remediator(tmp_path, "serve", "--store", "sqlite:///absent/remediator.db",
+                        "--listen", "127.0.0.1:0"),
+             "remediator: cannot open the store sqlite:///absent/remediator.db: directory "
+             "'absent' does not exist (remediator creates the database file, not its directory)")
+    assert not (tmp_path / "absent").exists()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = remediator(tmp_path, "serve", "--rules", rules, "--store", "sqlite://",
+                          "--listen", f"127.0.0.1:{port}")
+    one_line(done, f"remediator: cannot listen on 127.0.0.1:{port}: error while attempting to "
+                   f"bind on address ('127.0.0.1', {port}): address already in use")
+    done = remediator(tmp_path, "serve", "--rules", rules, "--store", "sqlite://",
+                      "--listen", "no-such-host.invalid:9095")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "remediator: cannot listen on no-such-host.invalid:9095: " in done.stderr
+
+
+@pytest.mark.parametrize("command", [["history"], ["show", "abc"]])
+def test_history_and_show_never_create_a_store(tmp_path, command):
+    one_line(remediator(tmp_path, *command),
+             "remediator: cannot open the store sqlite:///remediator.db: no store at "
+             "'remediator.db': it does not exist (pass --store, or the --config serve runs with)")
+    assert list(tmp_path.iterdir()) == []
