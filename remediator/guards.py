@@ -301,6 +301,7 @@ class Guards:
             await self.store.put_state(APPROVAL + name, state)
             # What expiry and withdrawal scan: only approvals still pending, never history.
             await self.store.put_state(PENDING + name, {"expires_at": now + ttl,
+                                                        "requested_at": now,
                                                         "fingerprint": gc.alert.fingerprint})
         return Block("approval_pending", f"step {step.name!r} needs approval (expires "
                                          f"{_iso(state['expires_at'])}): remediator approve "

@@ -28,6 +28,10 @@ class Metrics:
         self.webhook_requests = Counter(
             "remediator_webhook_requests_total", "Webhook requests by HTTP status code.",
             ["code"], registry=r)
+        # Present at 0 from the start: `increase()` sees the first 401 of a fresh process
+        # (a series that appears at 1 has increased by nothing).
+        for code in ("202", "400", "401", "403", "405", "413", "415", "500", "503"):
+            self.webhook_requests.labels(code)
         self.ack_seconds = Histogram(
             "remediator_webhook_ack_duration_seconds",
             "Time from request to acknowledgement (alerts durably stored).", registry=r,
@@ -69,5 +73,17 @@ class Metrics:
             "remediator_store_lease_takeovers_total",
             "Alerts taken over from a replica whose lease expired (it died or lost the store).",
             registry=r)
+        self.paused = Gauge(
+            "remediator_paused", "1 while the kill switch is on (config or API), else 0.",
+            registry=r)
+        self.paused_seconds = Gauge(
+            "remediator_paused_seconds", "How long the kill switch has been on (0: off).",
+            registry=r)
+        self.oldest_running = Gauge(
+            "remediator_oldest_running_execution_age_seconds",
+            "Age of the oldest execution still running (0: none).", registry=r)
+        self.oldest_approval = Gauge(
+            "remediator_oldest_pending_approval_age_seconds",
+            "Age of the oldest approval still waiting for an operator (0: none).", registry=r)
         self.build = Info("remediator_build", "Build information.", registry=r)
         self.build.info({"version": __version__})

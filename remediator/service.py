@@ -59,6 +59,7 @@ class Service:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
         self._pruned_at = 0.0
+        self._started_at = clock()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -209,6 +210,21 @@ class Service:
         await self.store.finish(item.id)
         return decisions
 
+    async def _age_gauges(self, now: float) -> None:
+        """What the self-monitoring rules alert on: something left waiting for hours."""
+        pause = await self.store.get_state("paused") or {}
+        paused_at = pause.get("at", now) if pause.get("paused") else None
+        if self.config.guards.paused:
+            paused_at = min(paused_at or self._started_at, self._started_at)
+        self.metrics.paused.set(paused_at is not None)
+        self.metrics.paused_seconds.set(now - paused_at if paused_at is not None else 0)
+        running = await self.store.list_executions(limit=1000, outcome="running")
+        started = [_epoch(e["created_at"]) for e in running if e.get("created_at")]
+        self.metrics.oldest_running.set(now - min(started) if started else 0)
+        pending = await self.store.list_state(PENDING)
+        asked = [p["requested_at"] for p in pending.values() if "requested_at" in p]
+        self.metrics.oldest_approval.set(now - min(asked) if asked else 0)
+
     async def _maintenance_loop(self, interval: float = 10.0) -> None:
         """Redeliver spooled notes, expire approvals, refresh gauges: periodic, off the
         alert path."""
@@ -228,6 +244,7 @@ class Service:
         now = self.clock()
         circuits = await self.store.list_state("circuit:")
         self.metrics.circuits_open.set(sum(1 for c in circuits.values() if c["until"] > now))
+        await self._age_gauges(now)
         if now - self._pruned_at >= 3600:
             # Finished inbox items only serve deduplication. Past the retention a redelivery
             # is enqueued again, finds its execution already final (deterministic ids), and
@@ -300,3 +317,7 @@ class Service:
             await asyncio.sleep(0.2)
         raise ValueError(f"the alert of {decision['id']} is being processed right now; "
                          "approve again in a moment")
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
