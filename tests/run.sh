@@ -33,6 +33,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "== installing remediator with test extras"
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+# The example action plugin (docs/plugins.md): tests prove it is treated like a built-in.
+.venv/bin/pip install -q --disable-pip-version-check -e tests/action_plugin
 export PATH="$PWD/.venv/bin:$PATH"
 
 echo "== ruff"

@@ -18,7 +18,7 @@ from jinja2 import Environment, TemplateSyntaxError, nodes
 
 from .. import templating
 from ..actions.base import Action, check_params, has_template, parse_duration
-from ..actions.registry import ACTIONS, get_action
+from ..actions.registry import ACTIONS, PLUGIN_PROBLEMS, get_action
 from .index import RuleSet
 from .matchers import Matcher, MatcherError, parse_matcher
 from .models import Playbook, build_playbook
@@ -92,6 +92,10 @@ def validate_paths(paths: Iterable[str], known_sinks: set[str] | None = None) ->
     `known_sinks`: the configured escalation sinks; None skips that check.
     """
     result = Validation()
+    # A broken plugin refuses the rule set: running without an action someone installed
+    # would fail every playbook that uses it, later and less clearly.
+    result.problems.extend(Problem("<plugins>", 1, 1, "error", message)
+                           for message in PLUGIN_PROBLEMS)
     for file in rule_files(paths):
         try:
             text = FsPath(file).read_text(encoding="utf-8")

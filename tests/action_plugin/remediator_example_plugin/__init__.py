@@ -1,0 +1,44 @@
+"""`example.open_ticket`: files a ticket in an HTTP issue tracker.
+
+A complete plugin action: declared parameters (one literal: no alert label picks the tracker),
+it mutates (so lint demands a guard and the guards and budget apply), it is not repeatable
+after a crash (a second ticket), it describes itself for dry-run and says which errors are
+worth a retry. It uses remediator's shared HTTP session, as the built-ins do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from remediator.actions.base import Action, ActionContext, ActionError, Param, TransientError
+
+
+class OpenTicket(Action):
+    name = "example.open_ticket"
+    summary = "Open a ticket in the team's tracker (POST JSON to its API)."
+    mutating = True
+    params = {
+        "tracker": Param("string", required=True, literal=True,
+                         description="the tracker's API URL, written in the playbook"),
+        "title": Param("string", required=True, description="the ticket's title"),
+        "priority": Param("string", default="p3", choices=("p1", "p2", "p3", "p4")),
+    }
+
+    def describe(self, params: dict[str, Any]) -> str:
+        return f"would open a {params['priority']} ticket {params['title']!r} at {params['tracker']}"
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, TransientError | aiohttp.ClientConnectionError)
+
+    async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+        body = {"title": params["title"], "priority": params["priority"],
+                "execution": ctx.execution_id}
+        async with ctx.backends.http().post(params["tracker"], json=body) as resp:
+            if resp.status >= 500:
+                raise TransientError(f"tracker answered {resp.status}", {"status": resp.status})
+            if resp.status >= 300:
+                raise ActionError(f"tracker refused the ticket: {resp.status}",
+                                  {"status": resp.status})
+            return {"status": resp.status}
