@@ -235,25 +235,29 @@ def test_a_note_the_sink_refuses_is_surfaced_not_retried_forever(tmp_path, webho
                for r in caplog.records)
 
 
-def test_every_sink_writes_every_string_intake_accepts(tmp_path, webhook_receiver):
-    hostile = {"nul": "a\x00b", "separators": "\u2028\u2029\x85", "rtl": "\u202etxt.exe",
+HOSTILE_STRINGS = {"nul": "a\x00b", "separators": "\u2028\u2029\x85", "rtl": "\u202etxt.exe",
                "noncharacters": "\ufffe\uffff", "astral": "\U0001f525\U000e0001", "long": "é" * 8192,
                "quotes": "\"'`\\", "markdown": "**x** `y` [z](javascript:alert(1))"}
+
+
+def _fire_hostile(service: Service, **labels: str) -> dict:
+    async def go() -> dict:
+        await service.start(dispatch=False)
+        body = json.dumps(notification(alert("CodeForgeS3UploadFailureHigh",
+                                             namespace="neural-hive-pipeline", **labels)))
+        await service.intake(parse_notification(body.encode()))
+        [decision] = await service.drain()
+        return decision
+    return asyncio.new_event_loop().run_until_complete(go())
+
+
+def test_every_sink_writes_every_string_intake_accepts(tmp_path, webhook_receiver):
+    hostile = HOSTILE_STRINGS
     slack = WebhookReceiver().start()
     try:
         sinks = {"hook": {"type": "webhook", "url": webhook_receiver.url},
                  "chat": {"type": "slack", "url": slack.url}}
-        service = _service(tmp_path, sinks, ["files", "hook", "chat"])
-
-        async def go() -> dict:
-            await service.start(dispatch=False)
-            body = json.dumps(notification(alert("CodeForgeS3UploadFailureHigh",
-                                                 namespace="neural-hive-pipeline", **hostile)))
-            await service.intake(parse_notification(body.encode()))
-            [decision] = await service.drain()
-            return decision
-
-        decision = asyncio.new_event_loop().run_until_complete(go())
+        decision = _fire_hostile(_service(tmp_path, sinks, ["files", "hook", "chat"]), **hostile)
         deliveries = decision["escalation"]["deliveries"]
         assert all(v.startswith("delivered") for v in deliveries.values()), deliveries
         assert webhook_receiver.wait_for().body["labels"] == {
@@ -278,3 +282,18 @@ def test_a_failed_note_write_leaves_no_temporary_file(tmp_path):
         else:
             raise AssertionError(f"{note_id}: delivered")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked.md"]
+
+
+def test_the_alertmanager_sink_carries_any_accepted_label(tmp_path, alertmanager_factory):
+    receiver = WebhookReceiver().start()
+    try:
+        am = alertmanager_factory(webhook_config(receiver.url))
+        # the sink copies `instance` into its page
+        instance = "".join(v for k, v in HOSTILE_STRINGS.items() if k != "long")
+        decision = _fire_hostile(_service(tmp_path, {"am": {"type": "alertmanager", "url": am.url}},
+                                          ["am"]), instance=instance)
+        assert decision["escalation"]["deliveries"]["am"].startswith("delivered")
+        [page] = am.alerts(alertname="RemediationEscalation")
+        assert page["labels"]["instance"] == instance
+    finally:
+        receiver.stop()
