@@ -247,6 +247,7 @@ def _fire_hostile(service: Service, **labels: str) -> dict:
                                              namespace="neural-hive-pipeline", **labels)))
         await service.intake(parse_notification(body.encode()))
         [decision] = await service.drain()
+        await service.stop()
         return decision
     return asyncio.new_event_loop().run_until_complete(go())
 
