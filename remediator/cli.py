@@ -51,12 +51,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="remediator", description=__doc__)
+    p = argparse.ArgumentParser(prog="remediator", description=__doc__,
+                                formatter_class=HelpFormatter)
     p.add_argument("--version", action="version", version=f"remediator {__version__}")
-    sub = p.add_subparsers(required=True, metavar="COMMAND")
+    sub = p.add_subparsers(required=True, metavar="COMMAND", parser_class=_Parser)
 
     def common(sp: argparse.ArgumentParser, store: bool = True) -> None:
-        sp.add_argument("--config", help="YAML config file")
+        sp.add_argument("--config", metavar="FILE", help="YAML config file (README: Configuration)")
         sp.add_argument("--rules", action="append", metavar="PATH",
                         help="playbook file or directory (repeatable; default: rules)")
         if store:
@@ -65,8 +66,11 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run the webhook receiver and worker")
     common(s)
-    s.add_argument("--listen", metavar="HOST:PORT")
-    s.add_argument("--mode", choices=("dry-run", "live"))
+    s.add_argument("--listen", metavar="HOST:PORT",
+                   help="address to serve on (default: 127.0.0.1:9095; 0.0.0.0:9095 for every "
+                        "interface)")
+    s.add_argument("--mode", choices=("dry-run", "live"),
+                   help="live acts on systems (default: dry-run, which only records plans)")
     s.add_argument("--allow-unauthenticated", action="store_true", default=None,
                    help="serve without credentials: anyone may post alerts and use the whole API "
                    "(for a laptop; logged as a warning)")
@@ -75,8 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("replay", help="run a captured webhook payload through the pipeline")
     common(r)
     r.add_argument("payload", help="payload JSON file, or - for standard input")
-    r.add_argument("--mode", choices=("dry-run", "live"), default="dry-run")
-    r.add_argument("--format", choices=("text", "json"), default="text")
+    r.add_argument("--mode", choices=("dry-run", "live"), default="dry-run",
+                   help="live acts on systems and needs --store (the store serve uses)")
+    r.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     r.set_defaults(func=cmd_replay)
 
     from .lint import add_lint_parser
@@ -85,23 +90,28 @@ def _parser() -> argparse.ArgumentParser:
     add_test_parser(sub)
 
     h = sub.add_parser("history", help="list recent decisions from the store")
-    h.add_argument("--config")
-    h.add_argument("--store")
-    h.add_argument("--limit", type=int, default=50)
-    h.add_argument("--outcome")
-    h.add_argument("--format", choices=("text", "json"), default="text")
+    h.add_argument("--config", metavar="FILE", help="the config serve runs with (its store)")
+    h.add_argument("--store", help="store URL, opened read-only (default: sqlite:///remediator.db)")
+    h.add_argument("--limit", type=int, default=50, help="most recent decisions to list")
+    h.add_argument("--outcome", help="only this outcome (e.g. failed, blocked, running)")
+    h.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     h.set_defaults(func=cmd_history)
 
     sh = sub.add_parser("show", help="show one decision in full")
-    sh.add_argument("id")
-    sh.add_argument("--config")
-    sh.add_argument("--store")
-    sh.add_argument("--format", choices=("text", "json"), default="text")
+    sh.add_argument("id", help="the decision's id (history lists them)")
+    sh.add_argument("--config", metavar="FILE", help="the config serve runs with (its store)")
+    sh.add_argument("--store", help="store URL, opened read-only (default: sqlite:///remediator.db)")
+    sh.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     sh.set_defaults(func=cmd_show)
 
-    a = sub.add_parser("approve", help="approve (or reject) a pending step through the API")
-    a.add_argument("id")
-    a.add_argument("--reject", action="store_true")
+    a = sub.add_parser("approve", help="approve (or reject) a pending step through the API",
+                       description="Approve (or reject) a step waiting for approval, through "
+                       "the HTTP API of a running server. The credential is an operator's token "
+                       "(config `operators:`), read from --token-file, else "
+                       "REMEDIATOR_OPERATOR_TOKEN_FILE, else REMEDIATOR_OPERATOR_TOKEN; the "
+                       "server records its owner as the approver.")
+    a.add_argument("id", help="the blocked execution's id")
+    a.add_argument("--reject", action="store_true", help="reject instead: the step never runs")
     a.add_argument("--step", help="the gated step to decide (default: the one pending)")
     a.add_argument("--url", default="http://127.0.0.1:9095", help="remediator's base URL")
     a.add_argument("--token-file", help="the operator's token (default: REMEDIATOR_OPERATOR_TOKEN "
@@ -113,7 +123,34 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--config", action="store_true",
                     help="the config file's schema instead of the playbooks'")
     sc.set_defaults(func=cmd_schema)
+    for choice in sub._choices_actions:  # each command's help is its description too
+        parser = sub.choices[choice.dest]
+        parser.description = parser.description or choice.help
     return p
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Each flag's help ends with its default and, for a setting, its environment variable."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and \
+                "default" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        if action.dest in _SETTINGS and action.default is None and action.option_strings:
+            text += f" [env REMEDIATOR_{action.dest.upper()}]"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """Subcommands: their help is their description, formatted like the main parser."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(**kwargs)
+
+
+_SETTINGS = frozenset(Config.__dataclass_fields__) - {"guards", "operators"}
 
 
 def _config(args: argparse.Namespace, **extra: Any) -> Config:

@@ -43,7 +43,8 @@ def add_lint_parser(sub: Any) -> None:
                         "namespace scope are checked too")
     p.add_argument("--alert-rules", action="append", default=[], metavar="FILE",
                    help="Prometheus rule file or directory (repeatable): cross-check alert names")
-    p.add_argument("--format", choices=("text", "json", "github"), default="text")
+    p.add_argument("--format", choices=("text", "json", "github"), default="text",
+                   help="github: workflow annotations on the lines at fault")
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     p.add_argument("--permissions", action="store_true",
                    help="print the Kubernetes RBAC rules and IAM actions the playbooks need")
