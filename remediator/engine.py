@@ -265,6 +265,8 @@ class Engine:
             record.outcome, record.detail = "failed", str(exc)
             return record
         params, problems = check_params(action, rendered, rendered=True)
+        if params and not problems:
+            problems = [(None, m) for m in action.check_for_alert(params, gc.alert.labels)]
         record.params = params or rendered
         if problems:
             # Only a template that reads an earlier step's result can hold a placeholder;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,6 +10,8 @@ import aiohttp
 
 from ..alerts import Alert
 from .base import Action, ActionContext, ActionError, Param, TransientError
+
+MAX_SILENCE = 86400.0  # a silence remediator sets ends within a day: then a human decides
 
 
 async def _call(backends: Any, method: str, path: str, **kwargs: Any) -> Any:
@@ -56,7 +59,7 @@ class Silence(Action):
     mutating = True
     params = {
         "matchers": Param("mapping", description="label -> exact value; required to create"),
-        "duration": Param("duration", default=3600.0, minimum=60),
+        "duration": Param("duration", default=3600.0, minimum=60, description="at most 24h"),
         "comment": Param("string", default="silenced by remediator"),
         "expire_id": Param("string", description="expire this silence instead of creating one"),
     }
@@ -67,6 +70,21 @@ class Silence(Action):
     def check(self, params: dict[str, Any]) -> list[str]:
         if not params.get("expire_id") and not params.get("matchers"):
             return ["either matchers (to create) or expire_id (to expire) is required"]
+        if not params.get("expire_id") and params["duration"] > MAX_SILENCE:
+            return [f"duration {params['duration']:g}s is longer than a silence may last "
+                    f"({MAX_SILENCE:g}s); a problem that outlasts it needs a human"]
+        return []
+
+    def check_for_alert(self, params: dict[str, Any], labels: Mapping[str, str]) -> list[str]:
+        """A silence covers the alert being remediated and nothing wider: its matchers hold
+        every label of that alert, with the alert's values (more labels only narrow it)."""
+        if params.get("expire_id"):
+            return []
+        matchers = {k: str(v) for k, v in (params.get("matchers") or {}).items()}
+        wider = sorted(k for k, v in labels.items() if matchers.get(k) != v)
+        if wider:
+            return [f"the silence must match the alert's own labels; it does not pin "
+                    f"{', '.join(wider)} to the alert's values, so it could hide other alerts"]
         return []
 
     def describe(self, params: dict[str, Any]) -> str:

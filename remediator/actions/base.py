@@ -169,6 +169,11 @@ class Action:
         """Cross-parameter rules beyond the per-parameter declaration (e.g. min <= max)."""
         return []
 
+    def check_for_alert(self, params: dict[str, Any], labels: Mapping[str, str]) -> list[str]:
+        """Rules that depend on the alert being remediated (a silence covers that alert
+        only); checked on the rendered step, before any guard or call."""
+        return []
+
     def advise(self, params: dict[str, Any]) -> list[tuple[str, str]]:
         """Lint warnings on a step's parameters as written: (parameter, message)."""
         return []

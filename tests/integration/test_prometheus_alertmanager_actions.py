@@ -16,7 +16,9 @@ from remediator.actions.registry import ACTIONS
 from remediator.executor import Executor, StepRecord
 from tests.support.alertmanager import make_alert, webhook_config
 from tests.support.exporter import Exporter
+from tests.support.payloads import alert, notification
 from tests.support.prometheus import Prometheus, prometheus_config
+from tests.support.worker import replay_cli
 
 
 def run_action(name: str, raw: dict, backends: Backends, attempts: int = 1,
@@ -176,3 +178,29 @@ def test_a_proxy_error_page_instead_of_prometheus_is_a_transient_error():
         server.server_close()
     assert rec.outcome == "failed" and rec.attempts == 2  # transient: retried
     assert "answered 502 without JSON" in rec.detail and "502 Bad Gateway" in rec.detail
+
+
+SILENCE_RULES = """
+playbooks:
+  - name: quiet
+    match: {alertname: API_DOWN}
+    target: {kind: service, namespace: libervia, name: api}
+    guards: {cooldown: 1m}
+    steps:
+      - name: silence
+        action: alertmanager.silence
+        params: {matchers: %s, duration: 30m}
+"""
+
+
+def test_a_silence_covers_only_the_alert_and_ends_within_a_day(tmp_path):
+    payload = notification(alert("API_DOWN", namespace="libervia"))
+    wide = replay_cli(tmp_path, SILENCE_RULES % "{alertname: API_DOWN}", payload)
+    [step] = wide["steps"]
+    assert step["outcome"] == "failed" and "does not pin namespace" in step["detail"]
+    own = replay_cli(tmp_path, SILENCE_RULES % "{alertname: API_DOWN, namespace: "
+                                               '"{{ labels.namespace }}"}', payload)
+    assert own["steps"][0]["outcome"] == "planned", own["steps"][0]["detail"]
+    _, problems = check_params(ACTIONS["alertmanager.silence"],
+                               {"matchers": {"alertname": "A"}, "duration": "48h"}, rendered=True)
+    assert problems and "longer than a silence may last" in problems[0][1]
