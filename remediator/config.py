@@ -228,6 +228,7 @@ def _guard_settings(data: dict[str, Any]) -> GuardSettings:
         "allow", s.compose_projects_allow))
     s.evidence_directories = list(data.get("evidence", {}).get(
         "directories", s.evidence_directories))
+    s.http_allow = [str(h).lower() for h in data.get("http", {}).get("allow", s.http_allow)]
     budget = data.get("budget", {})
     s.budget_max = int(budget.get("max", s.budget_max))
     s.budget_window = parse_duration(budget.get("window", s.budget_window))

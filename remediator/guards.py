@@ -80,6 +80,8 @@ class GuardSettings:
     namespaces_deny: list[str] = field(default_factory=lambda: list(SYSTEM_NAMESPACES))
     buckets_allow: list[str] = field(default_factory=list)  # empty: no S3 mutation allowed
     compose_projects_allow: list[str] = field(default_factory=list)  # empty: no Docker change
+    http_allow: list[str] = field(default_factory=list)  # hosts (host or host:port) for a
+    # mutating http.request (empty: none; reads go anywhere the URL validator lets them)
     # Roots under which evidence.bundle may write a directory (empty: none).
     evidence_directories: list[str] = field(
         default_factory=lambda: ["/var/lib/remediator/evidence"])
@@ -264,6 +266,7 @@ class Guards:
         for kind, name in ACTIONS[step.action].scope(params):
             allowed, setting, what = self._allowed(kind)
             if not any(name == a or (kind == "evidence_directory" and _under(name, a))
+                       or (kind == "http_host" and name.rsplit(":", 1)[0] == a.lower())
                        for a in allowed if name):
                 return Block("scope_denied", f"{kind.replace('_', ' ')} {name!r} is not in the "
                                              f"{what} allow list ({setting}: "
@@ -278,6 +281,7 @@ class Guards:
                                     "Docker mutation"),
                 "evidence_directory": (s.evidence_directories, "guards.evidence.directories",
                                        "evidence directory (roots)"),
+                "http_host": (s.http_allow, "guards.http.allow", "HTTP mutation"),
                 }.get(kind, ([], f"guards.{kind}", kind))
 
     async def _approval(self, gc: GuardContext, step: Step, params: dict) -> Block | None:

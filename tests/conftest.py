@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from remediator.config import Config
-from tests.support.worker import OPERATORS, TOKEN, InProcessWorker
+from tests.support.worker import OPERATORS, TOKEN, InProcessWorker, loopback_guards
 
 pytest_plugins = ["tests.support.plugin", "tests.kubeapi.fixtures"]
 
@@ -69,7 +69,7 @@ def worker_factory(tmp_path):
         rules_dir = write_rules(tmp_path / f"rules{len(started)}", rules)
         cfg = Config(rules=[str(rules_dir)], store=f"sqlite:///{tmp_path}/w{len(started)}.db",
                      webhook_token=TOKEN, escalation_dir=str(tmp_path / "escalations"),
-                     operators=list(OPERATORS))
+                     operators=list(OPERATORS), guards=loopback_guards())
         for key, value in settings.items():
             setattr(cfg, key, value)
         worker = InProcessWorker(cfg).start()

@@ -47,6 +47,14 @@ class HttpRequest(Action):
     def mutates(self, params: dict[str, Any]) -> bool:
         return params.get("method", "GET") not in _SAFE_METHODS
 
+    def scope(self, params: dict[str, Any]) -> list[tuple[str, str]]:
+        """A mutating request names its host:port, which guards.http.allow must list."""
+        if not self.mutates(params):
+            return []
+        parts = urlsplit(params["url"])
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return [("http_host", f"{(parts.hostname or '').lower()}:{port}")]
+
     def repeatable(self, params: dict[str, Any]) -> bool:
         # PUT and DELETE are idempotent in HTTP (RFC 9110 9.2.2); POST and PATCH are not.
         return params.get("method", "GET") not in ("POST", "PATCH")

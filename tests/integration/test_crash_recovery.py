@@ -15,7 +15,7 @@ from remediator.playtest import FakeClock
 from remediator.service import Service
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
-from tests.support.worker import OPERATOR, WorkerProcess, http
+from tests.support.worker import OPERATOR, WorkerProcess, http, loopback_guards
 
 RULES = """
 playbooks:
@@ -124,7 +124,8 @@ def test_pruned_inbox_items_never_run_twice(tmp_path, run):
 
     rules = write_rules(tmp_path / "rules", RULES % {"url": "http://127.0.0.1:9/x"})
     cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/p.db", mode="live",
-                 escalation_dir=str(tmp_path / "notes"), inbox_retention=3600)
+                 escalation_dir=str(tmp_path / "notes"), inbox_retention=3600,
+                 guards=loopback_guards())
     clock = FakeClock(time.time())  # the inbox records real receive times
     service = Service(cfg, clock=clock, executor=Executor(runner=runner, retry_wait=0),
                       sleep=clock.sleep)

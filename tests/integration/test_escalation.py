@@ -22,6 +22,7 @@ from tests.integration.test_guards import Harness, web
 from tests.support.alertmanager import webhook_config
 from tests.support.payloads import alert, notification
 from tests.support.webhook import WebhookReceiver
+from tests.support.worker import loopback_guards
 
 RULES = """
 playbooks:
@@ -61,7 +62,7 @@ def _service(tmp, sinks: dict, names: list[str], store: str = "sqlite://") -> Se
         return {"status": 200, "lines": ["ERROR s3 upload failed: ExpiredToken"]}
 
     cfg = Config(rules=[str(rules)], store=store, mode="live", escalation_dir=str(tmp / "notes"),
-                 escalation_sinks=sinks)
+                 escalation_sinks=sinks, guards=loopback_guards())
     return Service(cfg, executor=Executor(runner=runner, retry_wait=0))
 
 

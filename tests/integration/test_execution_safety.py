@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
-from remediator.guards import GuardSettings
 from tests.integration.test_guards import Harness, web
+from tests.support.worker import loopback_guards
 
 
 def test_two_approvals_at_once_run_the_mutation_once(tmp_path, run):
@@ -95,7 +95,7 @@ def test_a_note_sink_that_hangs_spools_the_note_and_the_run_is_recorded(tmp_path
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)  # accepts connections, never answers
     url = f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
-    h = Harness(tmp_path, "{cooldown: 1m}", settings=GuardSettings(), always=True)
+    h = Harness(tmp_path, "{cooldown: 1m}", settings=loopback_guards(), always=True)
     h.cfg.escalation_sinks = {"hook": {"type": "webhook", "url": url}}
     h.cfg.escalation_default_sinks = ["hook"]
     run(h.start())

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from remediator.config import Config
 from remediator.executor import Executor
-from remediator.guards import GuardSettings
 from remediator.playtest import FakeClock
 from tests.conftest import write_rules
 from tests.integration.test_guards import START
 from tests.support.payloads import alert, notification
-from tests.support.worker import TOKEN, InProcessWorker
+from tests.support.worker import TOKEN, InProcessWorker, loopback_guards
 
 RULES = """
 playbooks:
@@ -38,7 +37,7 @@ def _worker(tmp_path, per_target: int, budget: int = 30) -> tuple[InProcessWorke
     rules = write_rules(tmp_path / "rules", RULES % {"per_target": per_target})
     cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", mode="live",
                  webhook_token=TOKEN, escalation_dir=str(tmp_path / "notes"), workers=8,
-                 guards=GuardSettings(budget_max=budget))
+                 guards=loopback_guards(budget_max=budget))
     clock = FakeClock(START)
     worker = InProcessWorker(cfg, clock=clock, executor=Executor(runner=runner, retry_wait=0))
     return worker.start(), calls, clock

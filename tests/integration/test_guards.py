@@ -22,6 +22,7 @@ from remediator.guards import GuardSettings
 from remediator.playtest import FakeClock
 from remediator.service import Service
 from tests.support.payloads import alert, notification
+from tests.support.worker import loopback_guards
 
 START = 1_767_607_200.0  # 2026-01-05T10:00:00Z, a Monday
 
@@ -50,7 +51,8 @@ class Harness:
             guards=guards, approval="\n        approval: required" if approval else "",
             always=str(always).lower())))
         self.cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp}/guards.db", mode="live",
-                          escalation_dir=str(tmp / "notes"), guards=settings or GuardSettings())
+                          escalation_dir=str(tmp / "notes"),
+                          guards=settings or loopback_guards())
         self.clock = FakeClock(START)
         self.calls: list[str] = []
         self.slow = slow
@@ -152,7 +154,8 @@ def test_circuit_breaker_opens_once_with_one_not_working_note(tmp_path, run):
 
 
 def test_scope_denies_system_namespaces_and_honours_allow_list(tmp_path, run):
-    settings = GuardSettings(namespaces_allow=["prod", "kube-system"], namespaces_deny=["kube-system"])
+    settings = loopback_guards(namespaces_allow=["prod", "kube-system"],
+                               namespaces_deny=["kube-system"])
     h = run(Harness(tmp_path, "{cooldown: 1m}", settings=settings).start())
     [d] = run(h.fire(web(0, namespace="staging")))
     assert d["reason"] == "scope_denied: namespace 'staging' is not in the allow list (prod, kube-system)"
@@ -166,7 +169,7 @@ def test_scope_denies_system_namespaces_and_honours_allow_list(tmp_path, run):
 
 
 def test_global_budget_spans_targets(tmp_path, run):
-    h = run(Harness(tmp_path, "{cooldown: 1m}", settings=GuardSettings(budget_max=2)).start())
+    h = run(Harness(tmp_path, "{cooldown: 1m}", settings=loopback_guards(budget_max=2)).start())
     outcomes = [run(h.fire(web(0, deployment=f"d{i}"), at=i))[0]["outcome"] for i in range(3)]
     assert outcomes == ["succeeded", "succeeded", "blocked"]
     [d] = run(h.fire(web(0, deployment="d9"), at=3))

@@ -166,3 +166,18 @@ def test_s3_mutations_only_touch_allowed_buckets(worker_factory):
                                          "S3 write allow list (guards.buckets.allow: "
                                          "code-forge-artifacts-prod)")
     assert decisions["b2"]["outcome"] == "planned"  # dry-run: allowed, described, not called
+
+
+def test_mutating_http_only_reaches_allowed_hosts(worker_factory, webhook_receiver):
+    rules = PAUSABLE % {"url": webhook_receiver.url}
+    closed = worker_factory(rules, mode="live", guards=GuardSettings())  # http.allow: empty
+    closed.post_alerts(notification(alert("WebDown", fingerprint="h1")))
+    [denied] = closed.wait_executions(1)
+    assert (denied["outcome"], denied["steps"][0]["guard"]) == ("blocked", "scope_denied")
+    assert denied["reason"] == (f"scope_denied: http host '127.0.0.1:{webhook_receiver.port}' is "
+                                "not in the HTTP mutation allow list (guards.http.allow: empty)")
+    assert webhook_receiver.deliveries == []  # nothing was sent
+    opened = worker_factory(rules, mode="live", guards=GuardSettings(http_allow=["127.0.0.1"]))
+    opened.post_alerts(notification(alert("WebDown", fingerprint="h2")))
+    [allowed] = opened.wait_executions(1)
+    assert allowed["outcome"] == "succeeded" and len(webhook_receiver.deliveries) == 1

@@ -27,10 +27,14 @@ from aiohttp import web
 
 from remediator.auth import Operator
 from remediator.config import Config
+from remediator.guards import GuardSettings
 from remediator.server import build_app
 from remediator.service import Service
 
 TOKEN = "test-token-0123456789"  # the webhook's: may only POST /alerts
+# Where the tests' HTTP doubles (deploy APIs, receivers) listen: the one host a mutating
+# http.request may reach in tests (guards.http.allow; empty would allow none).
+HTTP_ALLOW = ["127.0.0.1"]
 OPERATOR_TOKEN = "operator-token-alice-0123456789"  # alice, role operator
 VIEWER_TOKEN = "viewer-token-victor-0123456789"  # victor, role viewer
 OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
@@ -47,6 +51,11 @@ def operators_config(directory: Path) -> list[dict[str, str]]:
         path.write_text(user.token + "\n")
         entries.append({"name": user.name, "role": user.role, "token_file": str(path)})
     return entries
+
+
+def loopback_guards(**settings: Any) -> GuardSettings:
+    """Guard settings for tests: as given, with mutating HTTP allowed to the loopback doubles."""
+    return GuardSettings(**{"http_allow": HTTP_ALLOW, **settings})
 
 
 def http(
@@ -166,7 +175,9 @@ class WorkerProcess:
         for r in rules:
             self.args += ["--rules", r]
         config_file = tmp / f"worker-{self.port}.yaml"
-        config_file.write_text(yaml.safe_dump({"operators": operators_config(tmp), **(config or {})}))
+        config = dict(config or {})
+        config["guards"] = {"http": {"allow": HTTP_ALLOW}, **config.get("guards", {})}
+        config_file.write_text(yaml.safe_dump({"operators": operators_config(tmp), **config}))
         self.args += ["--config", str(config_file)]
         self.env = {
             **os.environ,

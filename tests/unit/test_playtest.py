@@ -55,6 +55,7 @@ def test_offline_fake_clock_and_canned_results(tmp_path):
     file = write(tmp_path, "down_test.yaml", """
         config:
           escalation: {sinks: {pager: {type: slack, url: "https://hooks.slack.invalid/x"}}}
+          guards: {http: {allow: [unreachable.invalid]}}
         tests:
           - name: everything offline
             results:
@@ -83,6 +84,7 @@ def test_offline_fake_clock_and_canned_results(tmp_path):
 def test_failure_prints_a_readable_diff(tmp_path, capsys):
     write(tmp_path, "down.yaml", RULES)
     file = write(tmp_path, "down_test.yaml", """
+        config: {guards: {http: {allow: [unreachable.invalid]}}}
         tests:
           - name: wrong expectations
             results: {restart: {fail: "409 conflict"}}
