@@ -4,6 +4,10 @@
     python deploy/kubernetes/generate.py           # rewrite rules/ and rbac/ here
     python deploy/kubernetes/generate.py --check   # exit 1 if either is stale (CI)
 
+- networkpolicy.yaml: ingress only from Alertmanager and Prometheus; egress only to DNS and
+  to what config.yaml and the playbooks name (Prometheus, Alertmanager, sinks, in-cluster
+  services by namespace and port, HTTPS for the Kubernetes API, S3 and external sinks), never
+  to the cloud metadata endpoint 169.254.169.254.
 - rules/: a copy of the playbook files plus a configMapGenerator (`remediator-rules`).
   Kustomize refuses files outside the kustomization root, so the base carries a copy
   instead of needing `--load-restrictor LoadRestrictionsNone`. Files whose playbooks act
@@ -31,6 +35,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -159,7 +164,76 @@ def render(root: Path = ROOT, here: Path = HERE) -> dict[Path, str]:
                      "resources": resources}
     out[here / "rbac" / "kustomization.yaml"] = HEADER + yaml.safe_dump(kustomization,
                                                                         sort_keys=False)
+    urls = [config.prometheus_url, config.alertmanager_url,
+            *(s.get("url", "") for s in config.escalation_sinks.values()),
+            *(u for pb in load_rules([str(f) for f in files]).playbooks
+              for step in (*pb.steps, *pb.on_resolved) for u in _urls(step.params))]
+    out[here / "networkpolicy.yaml"] = NETPOL_HEADER + yaml.safe_dump(network_policy(urls),
+                                                                      sort_keys=False)
     return out
+
+
+METADATA = "169.254.169.254/32"  # the cloud metadata endpoint: instance credentials
+NETPOL_HEADER = HEADER.replace("or config.yaml guards.namespaces.allow", "or config.yaml") + """\
+# Ingress only from Alertmanager (POST /alerts) and Prometheus (GET /metrics), namespace
+# `monitoring` (kube-prometheus-stack labels: adjust to your installation). Kubelet probes
+# and `kubectl port-forward` are not subject to NetworkPolicy on common CNIs.
+# Egress only to DNS, to the in-cluster services config.yaml and the playbooks name (by
+# namespace and port), and to HTTPS (443, and 6443 where the Kubernetes API's endpoints
+# listen) for the Kubernetes API, S3 and external sinks: never to 169.254.169.254.
+"""
+_POD = {"app.kubernetes.io/name": "remediator", "app.kubernetes.io/component": "webhook"}
+_NAMESPACE = "kubernetes.io/metadata.name"
+
+
+def _urls(value: object) -> list[str]:
+    """Literal http(s) URLs in a step's parameters (a templated host is refused elsewhere)."""
+    if isinstance(value, dict):
+        return [u for v in value.values() for u in _urls(v)]
+    if isinstance(value, list):
+        return [u for v in value for u in _urls(v)]
+    if isinstance(value, str) and value.startswith(("http://", "https://")):
+        return [value]
+    return []
+
+
+def network_policy(urls: Iterable[str]) -> dict:
+    """The NetworkPolicy for these destinations (see the module docstring)."""
+    in_cluster: dict[str, set[int]] = defaultdict(set)
+    external = {443, 6443}  # the Kubernetes API (service 443, endpoints often 6443), S3
+    for url in urls:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if not host or templating.is_template(host) or host in ("localhost", "127.0.0.1", "::1"):
+            continue
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            continue
+        labels = host.removesuffix(".cluster.local").split(".")
+        if labels[-1] == "svc" and len(labels) == 3:  # <service>.<namespace>.svc
+            in_cluster[labels[1]].add(port)
+        elif len(labels) == 1:  # a short name resolves in remediator's own namespace
+            in_cluster[SERVICE_ACCOUNT[0]].add(port)
+        else:
+            external.add(port)
+    tcp = lambda ports: [{"port": p, "protocol": "TCP"} for p in sorted(ports)]  # noqa: E731
+    egress = [{"to": [{"namespaceSelector": {"matchLabels": {_NAMESPACE: "kube-system"}},
+                       "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+               "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}]
+    egress += [{"to": [{"namespaceSelector": {"matchLabels": {_NAMESPACE: ns}}}],
+                "ports": tcp(ports)} for ns, ports in sorted(in_cluster.items())]
+    egress.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [METADATA]}}],
+                   "ports": tcp(external)})
+    ingress = [{"from": [{"namespaceSelector": {"matchLabels": {_NAMESPACE: "monitoring"}},
+                          "podSelector": {"matchLabels": {"app.kubernetes.io/name": app}}}
+                         for app in ("alertmanager", "prometheus")],
+                "ports": [{"port": "http", "protocol": "TCP"}]}]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "remediator", "namespace": SERVICE_ACCOUNT[0]},
+            "spec": {"podSelector": {"matchLabels": dict(_POD)},
+                     "policyTypes": ["Ingress", "Egress"], "ingress": ingress,
+                     "egress": egress}}
 
 
 def stale(generated: dict[Path, str], here: Path = HERE) -> list[str]:
@@ -207,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         return 1 if problems else 0
     write(generated)
-    print(f"wrote {len(generated)} files under {HERE.relative_to(ROOT)}/rules and /rbac")
+    print(f"wrote {len(generated)} files under {HERE.relative_to(ROOT)}")
     return 0
 
 

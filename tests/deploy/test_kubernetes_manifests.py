@@ -267,6 +267,27 @@ def test_network_policy_admits_only_alertmanager_and_prometheus(objects):
     assert sources == {"alertmanager", "prometheus"}
 
 
+def test_network_policy_egress_reaches_only_what_the_config_names(objects, tmp_path):
+    spec = objects.one("NetworkPolicy")["spec"]
+    assert "Egress" in spec["policyTypes"], "egress left open reaches the metadata endpoint"
+    allowed: set[tuple[str, int]] = set()
+    for rule in spec["egress"]:
+        assert rule.get("ports"), f"an egress rule without ports opens every port: {rule}"
+        for peer in rule["to"]:
+            if "ipBlock" in peer:  # the wide rule: HTTPS only, never the metadata endpoint
+                assert peer["ipBlock"]["except"] == ["169.254.169.254/32"]
+                assert {p["port"] for p in rule["ports"]} <= {80, 443, 6443}
+                where = "*"
+            else:
+                where = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            allowed |= {(where, p["port"]) for p in rule["ports"]}
+    assert {("kube-system", 53), ("*", 443)} <= allowed  # DNS, the Kubernetes API and S3
+    cfg = deployed_config(objects, tmp_path)
+    for url in (cfg.prometheus_url, cfg.alertmanager_url):
+        host, port = url.split("//")[1].split(":")
+        assert (host.split(".")[1], int(port)) in allowed, url
+
+
 # --- configuration and secrets -----------------------------------------------------------------
 
 def test_config_loads_and_starts_in_dry_run(objects, tmp_path):
