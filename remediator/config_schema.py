@@ -48,6 +48,7 @@ GUARDS = {
                        "properties": {"allow": STRINGS, "deny": STRINGS}},
         "buckets": _ALLOW,
         "compose_projects": _ALLOW,
+        "http": _ALLOW,
         "evidence": {"type": "object", "additionalProperties": False,
                      "properties": {"directories": STRINGS}},
         "budget": {"type": "object", "additionalProperties": False,
