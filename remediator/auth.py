@@ -164,6 +164,21 @@ class Users:
         self._verified[key] = principal
         return principal
 
+    async def login(self, name: str, secret: str) -> Principal | None:
+        """The console's login form: a viewer or operator by name, with their password or
+        their token; never the webhook's credential."""
+        principal = await self.check_password(name, secret) or self.check_token(secret)
+        if principal is None or principal.name != name or principal.role not in ROLES:
+            return None
+        return principal
+
+    def lookup(self, name: str) -> Principal | None:
+        """The configured user `name` as the config says now (a session outlives neither
+        its user's removal nor a change of role)."""
+        if name in self._hashes:
+            return self._hashes[name][1]
+        return next((p for _, p in self._tokens if p.name == name and p.role in ROLES), None)
+
     def close(self) -> None:
         self._bcrypt.shutdown(wait=False)
 

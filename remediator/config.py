@@ -58,6 +58,12 @@ class Config:
     prometheus_url: str = "http://127.0.0.1:9090"
     alertmanager_url: str = "http://127.0.0.1:9093"
     external_url: str = ""
+    # The browser console (/ui): a shared secret signs session cookies (set it when several
+    # replicas serve one URL, else each process picks its own); Secure cookies behind HTTPS.
+    console_session_secret: str = ""
+    console_session_ttl: float = 12 * 3600.0
+    console_cookie_secure: bool = False
+    console_graph_timeout: float = 3.0  # a Prometheus query_range for a graph, at most
     escalation_dir: str = "escalations"
     escalation_sinks: dict[str, dict[str, Any]] = field(default_factory=dict)
     escalation_default_sinks: list[str] = field(default_factory=lambda: ["files"])
@@ -137,7 +143,8 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
         check_distinct(cfg.operators, cfg.webhook_token, cfg.basic_auth_username)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    redact.remember(cfg.webhook_token, cfg.basic_auth_password, *(u.token for u in cfg.operators))
+    redact.remember(cfg.webhook_token, cfg.basic_auth_password, cfg.console_session_secret,
+                    *(u.token for u in cfg.operators))
     return cfg
 
 

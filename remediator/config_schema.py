@@ -79,8 +79,12 @@ NESTED = {("prometheus", "url"): "prometheus_url", ("alertmanager", "url"): "ale
           ("escalation", "default_sinks"): "escalation_default_sinks",
           ("basic_auth", "username"): "basic_auth_username",
           ("basic_auth", "password"): "basic_auth_password",
-          ("basic_auth", "password_file"): "basic_auth_password_file"}
-SECRETS = ("webhook_token", "basic_auth_password", "store_password")
+          ("basic_auth", "password_file"): "basic_auth_password_file",
+          ("console", "session_secret_file"): "console_session_secret_file",
+          ("console", "session_ttl"): "console_session_ttl",
+          ("console", "cookie_secure"): "console_cookie_secure",
+          ("console", "graph_timeout"): "console_graph_timeout"}
+SECRETS = ("webhook_token", "basic_auth_password", "store_password", "console_session_secret")
 
 _DECLARED: dict[str, dict[str, Any]] = {
     "mode": {"enum": ["dry-run", "live"]},

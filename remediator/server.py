@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import redact
+from . import console, redact
 from .alerts import PayloadError, parse_notification
 from .auth import Principal, Users
 from .playbooks.validate import RulesError
@@ -50,6 +50,7 @@ def build_app(service: Service) -> web.Application:
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", reload)
+    console.setup(app, service, app[USERS])
     return app
 
 
@@ -72,6 +73,8 @@ def _needs(request: web.Request) -> str | None:
         return None  # unknown routes fall through to 404/405
     if resource.canonical in _WEBHOOK:
         return "webhook"
+    if resource.canonical == "/" or resource.canonical.startswith(console.PREFIX):
+        return None  # the console checks its session itself (console.py: `_who`)
     if request.method in ("GET", "HEAD") and resource.canonical.startswith("/api/v1/"):
         return "viewer"
     return "operator"
@@ -180,10 +183,8 @@ async def approve(request: web.Request) -> web.Response:
 
 
 async def pause(request: web.Request) -> web.Response:
-    paused, by = request.path.endswith("/pause"), _actor(request)
-    store = request.app[SERVICE].store
-    await store.put_state("paused", {"paused": paused, "by": by, "at": time.time()})
-    log.warning("automation %s by %s", "PAUSED" if paused else "resumed", by)
+    paused = request.path.endswith("/pause")
+    await request.app[SERVICE].pause(paused, _actor(request))
     return web.json_response({"paused": paused})
 
 
@@ -191,14 +192,9 @@ async def reset_circuit(request: web.Request) -> web.Response:
     target = request.query.get("target", "")
     if not target:
         return _error(400, "target query parameter is required (namespace/kind/name)")
-    playbook = request.query.get("playbook", "")
-    store = request.app[SERVICE].store
-    circuits = [key for key in await store.list_state("circuit:")
-                if key.endswith(f":{target}") and (not playbook or key == f"circuit:{playbook}:{target}")]
-    for key in circuits:
-        await store.put_state(key, None)
-    log.warning("circuits %s reset by %s", circuits, _actor(request))
-    return web.json_response({"reset": [key.split(":", 1)[1] for key in circuits]})
+    reset = await request.app[SERVICE].reset_circuits(target, request.query.get("playbook", ""),
+                                                      _actor(request))
+    return web.json_response({"reset": reset})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -60,6 +60,7 @@ class Service:
         self._stopping = False
         self._pruned_at = 0.0
         self._started_at = clock()
+        self.last_reload: dict[str, Any] = {}  # {"at", "ok", "error"}: shown by the console
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -70,7 +71,8 @@ class Service:
                         precondition=precondition_check(self.backends))
         escalator = Escalator(self.store, self.backends, self.sinks,
                               self.config.escalation_default_sinks, self.metrics,
-                              external_url=self.config.external_url)
+                              external_url=self.config.external_url,
+                              graph_timeout=self.config.console_graph_timeout)
         self.engine = Engine(rules=self.rules, store=self.store, mode=self.config.mode,
                              backends=self.backends, executor=self.executor, guards=guards,
                              escalator=escalator, metrics=self.metrics, clock=self.clock)
@@ -114,6 +116,7 @@ class Service:
         try:
             rules = load_rules(self.config.rules, set(self.sinks))
         except RulesError as exc:
+            self.last_reload = {"at": self.clock(), "ok": False, "error": str(exc)}
             self.metrics.reloads.labels("failure").inc()
             log.error("reload refused, keeping %d playbooks: %s", len(self.rules), exc)
             raise
@@ -122,6 +125,7 @@ class Service:
             self.engine.rules = rules
         self.metrics.rules_loaded.set(len(rules))
         self.metrics.reloads.labels("success").inc()
+        self.last_reload = {"at": self.clock(), "ok": True, "error": ""}
         log.info("rules reloaded: %d playbooks", len(rules))
         return f"loaded {len(rules)} playbooks"
 
@@ -261,6 +265,22 @@ class Service:
                          self.config.history_retention)
 
     # --- operator actions --------------------------------------------------------------
+
+    async def pause(self, paused: bool, by: str) -> None:
+        """The kill switch, shared by every replica through the store."""
+        await self.store.put_state("paused", {"paused": paused, "by": by, "at": self.clock()})
+        log.warning("automation %s by %s", "PAUSED" if paused else "resumed", by)
+
+    async def reset_circuits(self, target: str, playbook: str, by: str) -> list[str]:
+        """Close the circuits open on `target` (namespace/kind/name), of one playbook or all;
+        return the `playbook:target` names reset."""
+        circuits = [key for key in await self.store.list_state("circuit:")
+                    if key.endswith(f":{target}")
+                    and (not playbook or key == f"circuit:{playbook}:{target}")]
+        for key in circuits:
+            await self.store.put_state(key, None)
+        log.warning("circuits %s reset by %s", circuits, by)
+        return [key.split(":", 1)[1] for key in circuits]
 
     async def approve(self, execution_id: str, by: str, approve: bool = True,
                       step: str | None = None) -> dict[str, Any]:

@@ -15,6 +15,8 @@ command -v dockerd >/dev/null || missing+=(docker.io)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v haproxy >/dev/null || missing+=(haproxy)  # deploy/compose's socket proxy, run for real
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+command -v chromium >/dev/null || missing+=(chromium)  # the console's browser tests (Selenium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if ((${#missing[@]})); then
   echo "== installing Debian packages: ${missing[*]}"
   apt-get update -qq

@@ -6,13 +6,15 @@ redelivered by `redeliver()` (called periodically by the service and at start-up
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from .. import redact
+from .. import graphs, redact
 from ..actions.backends import Backends
 from ..metrics import Metrics
 from ..playbooks.models import Playbook
@@ -46,23 +48,31 @@ def _valid_unicode(value: Any) -> Any:
 class Escalator:
     def __init__(self, store: Store, backends: Backends, sinks: dict[str, Any],
                  default_sinks: list[str], metrics: Metrics | None = None,
-                 external_url: str = "", attempts: int = 3, retry_wait: float = 0.5):
+                 external_url: str = "", attempts: int = 3, retry_wait: float = 0.5,
+                 graph_timeout: float = 3.0):
         self.store, self.backends, self.sinks = store, backends, sinks
         self.default_sinks = default_sinks
         self.metrics, self.external_url = metrics, external_url
         self.attempts, self.retry_wait = attempts, retry_wait
+        self.graph_timeout = graph_timeout  # a note waits at most this for Prometheus
+        self._probed: tuple[float, str] = (-1e9, "")  # (when, problem): one probe per 30 s
+        self._probe_lock = asyncio.Lock()
 
     async def escalate(self, decision: dict[str, Any], pb: Playbook | None,
                        deliver: bool = True) -> dict[str, Any]:
         """Render the note, deliver it (live) and return what the decision records of it."""
         severity, within, team = severity_of(decision, pb)
-        markdown = render_note(decision, pb, self.external_url)
+        expr = graphs.alert_expr(decision["alert"].get("generatorURL", ""))
+        problem = await self._prometheus_problem() if expr else ""
+        markdown = render_note(decision, pb, self.external_url, problem)
         note = _valid_unicode(redact.value({
             "id": decision["id"], "alertname": decision["alertname"],
             "playbook": decision.get("playbook"), "severity": severity, "team": team,
             "respond_within_seconds": within, "outcome": decision["outcome"],
             "reason": decision.get("reason") or "", "labels": decision["alert"]["labels"],
             "title": markdown.splitlines()[0].lstrip("# "), "markdown": markdown,
+            "graph_url": graphs.graph_url(self.external_url, decision["id"])
+            if expr and self.external_url and not problem else "",
         }))
         names = list(pb.escalation.sinks) if pb and pb.escalation and pb.escalation.sinks \
             else self.default_sinks
@@ -71,6 +81,17 @@ class Escalator:
             deliveries[name] = await self._deliver(name, note)
         return {"severity": severity, "respond_within_seconds": within, "team": team,
                 "title": note["title"], "deliveries": deliveries, "note": note["markdown"]}
+
+    async def _prometheus_problem(self) -> str:
+        """Whether Prometheus answers, so a note can say plainly that its graph cannot be
+        had; checked at most every 30 s, so a storm of notes does not wait on it."""
+        async with self._probe_lock:
+            at, problem = self._probed
+            if time.monotonic() - at > 30:
+                problem = await graphs.probe(self.backends.http(), self.backends.prometheus_url,
+                                             self.graph_timeout)
+                self._probed = (time.monotonic(), problem)
+            return problem
 
     async def _deliver(self, name: str, note: dict[str, Any]) -> str:
         sink = self.sinks.get(name)

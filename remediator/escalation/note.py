@@ -6,7 +6,7 @@ import copy
 import json
 from typing import Any
 
-from .. import templating
+from .. import graphs, templating
 from ..playbooks.models import Playbook
 from ..playbooks.validate import step_references
 
@@ -67,7 +67,8 @@ def _render(text: str, decision: dict[str, Any]) -> str:
         return text
 
 
-def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str = "") -> str:
+def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str = "",
+                graph_problem: str = "") -> str:
     alert = decision["alert"]
     labels, annotations = alert["labels"], alert["annotations"]
     severity, within, team, errors = _severity(decision, pb)
@@ -118,6 +119,7 @@ def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str 
         lines += ["", "## Evidence", ""]
         for name, result in evidence:
             lines += [f"### {name}", "", "```", _excerpt(result), "```", ""]
+    lines += ["", "## Graph", "", _graph(decision, approve_url, graph_problem)]
     lines += ["", "## Why this needs a human", "", _why(decision)]
     if pb and pb.escalation and pb.escalation.next_steps:
         lines += ["", "## Next steps", ""]
@@ -135,6 +137,20 @@ def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str 
                   " or `/reject?step=…` with an operator's token",
                   "- One approval admits this step only; a later gated step asks again."]
     return "\n".join(line for line in lines if line is not None) + "\n"
+
+
+def _graph(decision: dict[str, Any], external_url: str, problem: str) -> str:
+    """A link to the alert's graph, or plainly why there is none."""
+    expr = graphs.alert_expr(decision["alert"].get("generatorURL", ""))
+    if not expr:
+        return "No graph: the alert carries no expression (its generatorURL has no `g0.expr`)."
+    if problem:
+        return f"No graph now: {problem}. The expression was `{_one_line(expr)}`."
+    if not external_url:
+        return (f"The console shows `{_one_line(expr)}` at `/ui/executions/{decision['id']}` "
+                "(set `external_url` to link it here).")
+    url = graphs.graph_url(external_url, decision["id"])
+    return f"[Graph of `{_one_line(expr)}`]({url}) — the hour before the alert until now."
 
 
 def outcome_phrase(decision: dict[str, Any]) -> str:

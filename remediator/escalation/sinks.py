@@ -98,7 +98,13 @@ class SlackSink(WebhookSink):
 
     def body(self, note: dict[str, Any]) -> Any:
         text = note["markdown"].replace("**", "*")
-        return {"text": text[:39000]}
+        body: dict[str, Any] = {"text": text[:39000]}
+        if note.get("graph_url"):  # the graph as an image link under the message
+            body["attachments"] = [{"fallback": f"Graph: {note['graph_url']}",
+                                    "title": f"{note['alertname']}: graph",
+                                    "title_link": note["graph_url"],
+                                    "image_url": note["graph_url"]}]
+        return body
 
 
 class AlertmanagerSink(WebhookSink):
@@ -126,7 +132,8 @@ class AlertmanagerSink(WebhookSink):
         return [{
             "labels": labels,
             "annotations": {"summary": note["title"], "description": note["markdown"][:4000],
-                            "outcome": note["outcome"], "reason": note["reason"][:1000]},
+                            "outcome": note["outcome"], "reason": note["reason"][:1000],
+                            **({"graph_url": note["graph_url"]} if note.get("graph_url") else {})},
             "startsAt": now.isoformat(),
             "endsAt": (now + timedelta(hours=4)).isoformat(),
         }]

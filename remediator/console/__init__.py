@@ -1,0 +1,390 @@
+"""The operator console under /ui: server-rendered pages over the same Service the API uses.
+
+Reading works with JavaScript off; `console.js` only adds live updates (server-sent events)
+and a confirmation dialog. Who may do what comes from the one user store (`auth.Users`): a
+login form issues a signed session cookie (session.py); viewers read, operators act, and
+every form carries the session's CSRF token. Every value shown passes through `redact` and
+Jinja's autoescaping; notes are rendered from Markdown with raw HTML disabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import jinja2
+from aiohttp import web
+from markdown_it import MarkdownIt
+
+from .. import graphs, redact
+from ..auth import Principal, Users
+from ..guards import APPROVAL, PENDING
+from ..playbooks.validate import RulesError
+from ..service import Service
+from .session import COOKIE, Sessions
+
+log = logging.getLogger("remediator.console")
+
+SESSIONS = web.AppKey("console_sessions", Sessions)
+PREFIX = "/ui"
+OUTCOMES = ("running", "planned", "succeeded", "failed", "blocked", "escalated", "resolved",
+            "no_match", "duplicate")
+SINCE = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
+LIST_LIMIT = 1000
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+_env = jinja2.Environment(loader=jinja2.PackageLoader("remediator.console", "templates"),
+                          autoescape=True)  # a missing optional field shows empty
+# CommonMark with raw HTML off: a note quotes alert text, which must stay text. markdown-it
+# also refuses javascript:/vbscript:/data: links.
+_markdown = MarkdownIt("commonmark", {"html": False})
+
+
+def _when(value: Any) -> str:
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return str(value or "").replace("T", " ").split(".")[0].rstrip("Z") + (" UTC" if value else "")
+
+
+_env.filters["when"] = _when
+_env.filters["pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
+
+
+def setup(app: web.Application, service: Service, users: Users) -> None:
+    cfg = service.config
+    app[SESSIONS] = Sessions(users, cfg.console_session_secret, cfg.console_session_ttl,
+                             cfg.console_cookie_secure)
+    r = app.router
+    r.add_get("/", home)
+    r.add_get(f"{PREFIX}/login", login_form)
+    r.add_post(f"{PREFIX}/login", login)
+    r.add_post(f"{PREFIX}/logout", logout)
+    r.add_get(f"{PREFIX}/", decisions)
+    r.add_get(f"{PREFIX}/events", events)
+    r.add_get(f"{PREFIX}/executions/{{id}}", decision_page)
+    r.add_get(f"{PREFIX}/executions/{{id}}/graph.svg", graph_svg)
+    r.add_get(f"{PREFIX}/executions/{{id}}/{{verb:approve|reject}}", confirm)
+    r.add_post(f"{PREFIX}/executions/{{id}}/{{verb:approve|reject}}", decide)
+    r.add_get(f"{PREFIX}/approvals", approvals)
+    r.add_get(f"{PREFIX}/control", control)
+    r.add_post(f"{PREFIX}/control/{{verb:pause|resume|reload|reset}}", control_action)
+    r.add_static(f"{PREFIX}/static", str(resources.files(__package__) / "static"),
+                 append_version=True)
+    app.on_response_prepare.append(_security_headers)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if request.path == "/" or request.path.startswith(PREFIX):
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "same-origin"
+        if not request.path.startswith(f"{PREFIX}/static"):
+            response.headers["Cache-Control"] = "no-store"
+
+
+# --- who is asking ---------------------------------------------------------------------
+
+def _service(request: web.Request) -> Service:
+    from ..server import SERVICE  # the app's key; server imports this module
+
+    return request.app[SERVICE]
+
+
+async def _who(request: web.Request, need: str = "viewer") -> Principal:
+    """The session's user (or a bearer/basic credential: a graph fetched by a script);
+    a browser without one goes to the login form, a viewer acting gets 403."""
+    sessions = request.app[SESSIONS]
+    principal = sessions.principal(request.cookies.get(COOKIE, ""))
+    if principal is None and request.headers.get("Authorization"):
+        found = await sessions.users.authenticate(request.headers["Authorization"])
+        principal = found if found and found.role in ("viewer", "operator") else None
+    if principal is None and sessions.users.allow_unauthenticated:
+        principal = Principal("anonymous", "anonymous")
+    if principal is None:
+        raise web.HTTPSeeOther(f"{PREFIX}/login?next={request.path_qs}" if request.method == "GET"
+                               else f"{PREFIX}/login")
+    if not principal.may(need):
+        raise _page_error(request, 403, f"{principal.name} is a {principal.role}; this needs "
+                          f"the {need} role", principal)
+    return principal
+
+
+async def _operator_post(request: web.Request) -> tuple[Principal, web.MultiDictProxy]:
+    principal = await _who(request, "operator")
+    form = await request.post()
+    if not request.app[SESSIONS].check_csrf(request.cookies.get(COOKIE, ""),
+                                            str(form.get("csrf", ""))):
+        raise _page_error(request, 403, "the form's CSRF token does not match your session; "
+                          "reload the page and try again", principal)
+    return principal, form
+
+
+def _page(request: web.Request, template: str, principal: Principal | None, status: int = 200,
+          **context: Any) -> web.Response:
+    service = _service(request)
+    cookie = request.cookies.get(COOKIE, "")
+    body = _env.get_template(template).render(
+        me=principal, mode=service.config.mode, prefix=PREFIX, path=request.path,
+        csrf=request.app[SESSIONS].csrf(cookie) if cookie else "",
+        can_act=bool(principal and principal.may("operator")), **context)
+    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+
+
+def _page_error(request: web.Request, status: int, message: str,
+                principal: Principal | None) -> web.HTTPException:
+    error = {403: web.HTTPForbidden, 404: web.HTTPNotFound, 409: web.HTTPConflict,
+             400: web.HTTPBadRequest}[status]
+    page = _page(request, "error.html", principal, status=status, status_code=status,
+                 message=redact.text(message))
+    return error(text=page.text, content_type="text/html")
+
+
+async def home(request: web.Request) -> web.Response:
+    raise web.HTTPFound(f"{PREFIX}/")
+
+
+# --- login -------------------------------------------------------------------------------
+
+def _safe_next(target: str) -> str:
+    """Only a path of this console: never another site (an open redirect)."""
+    return target if target.startswith(f"{PREFIX}/") and not target.startswith("//") \
+        and "\\" not in target else f"{PREFIX}/"
+
+
+async def login_form(request: web.Request) -> web.Response:
+    return _page(request, "login.html", None, next=_safe_next(request.query.get("next", "")),
+                 error="")
+
+
+async def login(request: web.Request) -> web.Response:
+    form = await request.post()
+    name, secret = str(form.get("name", "")), str(form.get("password", ""))
+    sessions = request.app[SESSIONS]
+    principal = await sessions.users.login(name, secret) if name and secret else None
+    target = _safe_next(str(form.get("next", "")))
+    if principal is None:
+        log.warning("console login refused for %r", name[:64])
+        return _page(request, "login.html", None, status=401, next=target,
+                     error="Unknown user or wrong password/token.")
+    response = web.HTTPSeeOther(target)
+    response.set_cookie(COOKIE, sessions.issue(principal), max_age=int(sessions.ttl),
+                        path=PREFIX, httponly=True, samesite="Strict", secure=sessions.secure)
+    log.info("console login: %s (%s)", principal.name, principal.role)
+    raise response
+
+
+async def logout(request: web.Request) -> web.Response:
+    sessions = request.app[SESSIONS]
+    cookie = request.cookies.get(COOKIE, "")
+    form = await request.post()
+    if sessions.check_csrf(cookie, str(form.get("csrf", ""))):
+        sessions.revoke(cookie)
+    response = web.HTTPSeeOther(f"{PREFIX}/login")
+    response.del_cookie(COOKIE, path=PREFIX)
+    raise response
+
+
+# --- decisions -----------------------------------------------------------------------------
+
+def _row(d: dict[str, Any]) -> dict[str, Any]:
+    """What the list shows of a decision (and what the live stream sends)."""
+    labels = (d.get("alert") or {}).get("labels") or {}
+    return redact.value({"id": d["id"], "created_at": d.get("created_at", ""),
+                         "alertname": d.get("alertname", ""), "playbook": d.get("playbook") or "",
+                         "outcome": d.get("outcome", ""), "reason": (d.get("reason") or "")[:160],
+                         "mode": d.get("mode", ""), "target": d.get("target") or "",
+                         "namespace": labels.get("namespace", "")})
+
+
+async def decisions(request: web.Request) -> web.Response:
+    principal = await _who(request)
+    q = request.query
+    filters = {k: q[k] for k in ("outcome", "playbook", "alertname") if q.get(k)}
+    since = q.get("since", "")
+    items = await _service(request).store.list_executions(LIST_LIMIT, **filters)
+    if since in SINCE:
+        cutoff = datetime.fromtimestamp(time.time() - SINCE[since], UTC).isoformat()
+        items = [d for d in items if str(d.get("created_at", "")) >= cutoff[:19]]
+    counts = Counter(d.get("outcome", "") for d in items)
+    service = _service(request)
+    return _page(request, "decisions.html", principal, rows=[_row(d) for d in items],
+                 counts=sorted(counts.items()), outcomes=OUTCOMES, filters=filters, since=since,
+                 playbooks=sorted(pb.name for pb in service.rules.playbooks), limit=LIST_LIMIT)
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: each decision created or changed, as JSON, newest state."""
+    await _who(request)
+    store = _service(request).store
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-store"})
+    await response.prepare(request)
+    seen = {d["id"]: d.get("outcome") for d in await store.list_executions(50)}
+    try:
+        while True:
+            await asyncio.sleep(1.0)
+            for d in reversed(await store.list_executions(50)):
+                if seen.get(d["id"]) != d.get("outcome"):
+                    seen[d["id"]] = d.get("outcome")
+                    data = json.dumps(_row(d))
+                    await response.write(f"event: decision\ndata: {data}\n\n".encode())
+            await response.write(b": keep-alive\n\n")
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    return response
+
+
+async def decision_page(request: web.Request) -> web.Response:
+    principal = await _who(request)
+    service = _service(request)
+    decision = await service.store.get_execution(request.match_info["id"])
+    if decision is None:
+        raise _page_error(request, 404, f"no execution {request.match_info['id']!r}", principal)
+    decision = redact.value(decision)
+    pending = await _pending_steps(service, decision["id"])
+    escalation = decision.get("escalation") or {}
+    note_html = _markdown.render(escalation["note"]) if escalation.get("note") else ""
+    alert = decision.get("alert") or {}
+    expr = graphs.alert_expr(alert.get("generatorURL", ""))
+    return _page(request, "decision.html", principal, d=decision, alert=alert,
+                 labels=sorted((alert.get("labels") or {}).items()),
+                 annotations=sorted((alert.get("annotations") or {}).items()),
+                 steps=decision.get("steps") or [], note_html=note_html, pending=pending,
+                 deliveries=sorted((escalation.get("deliveries") or {}).items()),
+                 has_alert_graph=bool(expr), verify=graphs.verify_query(decision))
+
+
+async def graph_svg(request: web.Request) -> web.Response:
+    """`?q=alert` (default): the alert's own expression; `?q=verify`: the playbook's check."""
+    principal = await _who(request)
+    service = _service(request)
+    decision = await service.store.get_execution(request.match_info["id"])
+    if decision is None:
+        raise _page_error(request, 404, f"no execution {request.match_info['id']!r}", principal)
+    g = await build_graph(service, decision, request.query.get("q", "alert"))
+    return web.Response(text=graphs.render(g), content_type="image/svg+xml",
+                        headers={"Cache-Control": "no-store"})
+
+
+async def build_graph(service: Service, decision: dict[str, Any], which: str) -> graphs.Graph:
+    if which == "verify":
+        expr, title = graphs.verify_query(decision), "Verification query"
+        missing = "the playbook has no prometheus.wait_until step to verify with"
+    else:
+        expr = graphs.alert_expr((decision.get("alert") or {}).get("generatorURL", ""))
+        title = f"{decision.get('alertname', '')}: the alert's expression"
+        missing = "the alert carries no expression (its generatorURL has no g0.expr)"
+    series_expr, threshold = graphs.split_threshold(expr)
+    start, end = graphs.window(decision)
+    g = graphs.Graph(title=title, expr=series_expr, threshold=threshold, start=start, end=end,
+                     markers=graphs.markers(decision), problem="" if expr else missing)
+    return await graphs.fetch(service.backends.http(), service.config.prometheus_url, g,
+                              service.config.console_graph_timeout)
+
+
+# --- approvals -----------------------------------------------------------------------------
+
+async def _pending_steps(service: Service, execution_id: str) -> dict[str, dict[str, Any]]:
+    return {key.rsplit(":", 1)[1]: value for key, value in
+            (await service.store.list_state(f"{PENDING}{execution_id}:")).items()}
+
+
+def _what_runs(decision: dict[str, Any], step: str) -> dict[str, Any]:
+    """The gated step as it was rendered for this alert (its journaled, blocked record)."""
+    for record in decision.get("steps") or []:
+        if record.get("name") == step:
+            return redact.value({"action": record.get("action"), "params": record.get("params"),
+                                 "detail": record.get("detail", "")})
+    return {}
+
+
+async def approvals(request: web.Request) -> web.Response:
+    principal = await _who(request)
+    service = _service(request)
+    store = service.store
+    pending, decided = [], []
+    for key, state in (await store.list_state(APPROVAL)).items():
+        execution_id, _, step = key[len(APPROVAL):].rpartition(":")
+        decision = await store.get_execution(execution_id)
+        if decision is None:
+            continue
+        item = {"id": execution_id, "step": step, "state": redact.value(state),
+                "decision": _row(decision), "runs": _what_runs(decision, step),
+                "target": redact.value(decision.get("target") or "")}
+        (pending if state.get("status") == "pending" else decided).append(item)
+    pending.sort(key=lambda i: i["state"].get("expires_at", 0))
+    decided.sort(key=lambda i: -i["state"].get("decided_at", 0))
+    return _page(request, "approvals.html", principal, pending=pending, decided=decided[:50],
+                 now=time.time())
+
+
+async def confirm(request: web.Request) -> web.Response:
+    """The confirmation page (works without JavaScript): what will run, then one button."""
+    principal = await _who(request, "operator")
+    service = _service(request)
+    decision = await service.store.get_execution(request.match_info["id"])
+    step = request.query.get("step", "")
+    if decision is None:
+        raise _page_error(request, 404, f"no execution {request.match_info['id']!r}", principal)
+    return _page(request, "confirm.html", principal, d=_row(decision), step=step,
+                 verb=request.match_info["verb"], runs=_what_runs(decision, step),
+                 pending=(await _pending_steps(service, decision["id"])).get(step))
+
+
+async def decide(request: web.Request) -> web.Response:
+    principal, form = await _operator_post(request)
+    approving = request.match_info["verb"] == "approve"
+    execution_id = request.match_info["id"]
+    try:
+        await _service(request).approve(execution_id, principal.name, approve=approving,
+                                        step=str(form.get("step", "")) or None)
+    except KeyError:
+        raise _page_error(request, 404, f"no execution {execution_id!r}", principal) from None
+    except ValueError as exc:
+        raise _page_error(request, 409, str(exc), principal) from None
+    log.warning("execution %s %s by %s (console)", execution_id,
+                "approved" if approving else "rejected", principal.name,
+                extra={"execution_id": execution_id})
+    raise web.HTTPSeeOther(f"{PREFIX}/executions/{execution_id}")
+
+
+# --- control -------------------------------------------------------------------------------
+
+async def control(request: web.Request) -> web.Response:
+    principal = await _who(request)
+    service = _service(request)
+    now = time.time()
+    circuits = [{"name": key.split(":", 1)[1], "playbook": key.split(":")[1],
+                 "target": key.split(":", 2)[2], **redact.value(value)}
+                for key, value in (await service.store.list_state("circuit:")).items()
+                if value.get("until", 0) > now]
+    paused = await service.store.get_state("paused") or {}
+    return _page(request, "control.html", principal, circuits=circuits,
+                 paused=paused, paused_by_config=service.config.guards.paused,
+                 rules=sorted(pb.name for pb in service.rules.playbooks),
+                 last_reload=redact.value(service.last_reload))
+
+
+async def control_action(request: web.Request) -> web.Response:
+    principal, form = await _operator_post(request)
+    service, verb = _service(request), request.match_info["verb"]
+    if verb in ("pause", "resume"):
+        await service.pause(verb == "pause", principal.name)
+    elif verb == "reset":
+        target = str(form.get("target", ""))
+        if not target:
+            raise _page_error(request, 400, "target is required (namespace/kind/name)", principal)
+        await service.reset_circuits(target, str(form.get("playbook", "")), principal.name)
+    else:
+        with contextlib.suppress(RulesError):  # recorded in service.last_reload, shown
+            service.reload()
+    raise web.HTTPSeeOther(f"{PREFIX}/control")

@@ -1,0 +1,71 @@
+// remediator console: live decisions (server-sent events) and confirmations. Pages work
+// without this file; it only adds. Data is inserted with textContent, never as HTML.
+"use strict";
+
+function cell(text, cls) {
+  const td = document.createElement("td");
+  if (cls) td.className = cls;
+  td.textContent = text;
+  return td;
+}
+
+function pill(outcome) {
+  const span = document.createElement("span");
+  span.className = "pill o-" + outcome.replace(/[^a-z_]/g, "");
+  span.textContent = outcome;
+  return span;
+}
+
+function when(iso) {
+  return iso ? iso.replace("T", " ").split(".")[0].replace(/Z$/, "") + " UTC" : "";
+}
+
+function row(d, prefix) {
+  const tr = document.createElement("tr");
+  tr.dataset.id = d.id;
+  tr.className = "fresh";
+  tr.appendChild(cell(when(d.created_at), "nowrap"));
+  const name = cell("");
+  const a = document.createElement("a");
+  a.href = prefix + "/executions/" + encodeURIComponent(d.id);
+  a.textContent = d.alertname;
+  name.appendChild(a);
+  tr.appendChild(name);
+  tr.appendChild(cell(d.playbook || "\u2014", "nowrap"));
+  const outcome = cell("");
+  outcome.appendChild(pill(d.outcome));
+  tr.appendChild(outcome);
+  tr.appendChild(cell(typeof d.target === "string" ? d.target : JSON.stringify(d.target), "mono"));
+  tr.appendChild(cell(d.reason, "reason"));
+  return tr;
+}
+
+function live() {
+  const table = document.getElementById("decisions");
+  if (!table || table.dataset.live !== "on" || !window.EventSource) return;
+  const prefix = document.querySelector("a.brand").getAttribute("href").replace(/\/$/, "");
+  const body = table.tBodies[0];
+  const source = new EventSource(prefix + "/events");
+  source.addEventListener("decision", (event) => {
+    const d = JSON.parse(event.data);
+    const fresh = row(d, prefix);
+    const old = body.querySelector('tr[data-id="' + CSS.escape(d.id) + '"]');
+    const empty = body.querySelector("tr.empty");
+    if (empty) empty.remove();
+    if (old) old.replaceWith(fresh);
+    else body.insertBefore(fresh, body.firstChild);
+  });
+}
+
+function confirmations() {
+  for (const form of document.querySelectorAll("form[data-confirm]")) {
+    form.addEventListener("submit", (event) => {
+      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+    });
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  live();
+  confirmations();
+});

@@ -1,0 +1,129 @@
+"""The console over real HTTP (no browser): sessions on the one user store, roles, CSRF,
+escaping, security headers, and a console that stays up when Prometheus is down."""
+
+from __future__ import annotations
+
+import re
+
+import bcrypt
+import requests
+
+from remediator.auth import Operator
+from tests.conftest import APPROVAL_RULES
+from tests.support.payloads import alert, notification
+from tests.support.worker import OPERATOR_TOKEN, TOKEN, VIEWER_TOKEN
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def login(url: str, name: str, secret: str) -> requests.Session:
+    s = requests.Session()
+    r = s.post(f"{url}/ui/login", data={"name": name, "password": secret, "next": "/ui/"})
+    assert r.status_code == 200 and r.url == f"{url}/ui/", (r.status_code, r.text[-300:])
+    return s
+
+
+def csrf(page: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+
+def test_login_uses_the_configured_users_and_sets_a_strict_cookie(worker_factory):
+    hashed = bcrypt.hashpw(b"correct horse", bcrypt.gensalt(rounds=4)).decode()
+    w = worker_factory(operators=[Operator("olga", "operator", password_hash=hashed),
+                                  Operator("victor", "viewer", token=VIEWER_TOKEN)],
+                       console_cookie_secure=True)
+    anonymous = requests.get(f"{w.url}/ui/", allow_redirects=False)
+    assert anonymous.status_code == 303 and anonymous.headers["Location"].startswith("/ui/login")
+    for name, secret in (("olga", "wrong"), ("nobody", "correct horse"), ("victor", OPERATOR_TOKEN),
+                         ("alertmanager", TOKEN), ("olga", VIEWER_TOKEN)):
+        r = requests.post(f"{w.url}/ui/login", data={"name": name, "password": secret},
+                          allow_redirects=False)
+        assert r.status_code == 401 and "remediator_session" not in r.headers.get("Set-Cookie", "")
+    r = requests.post(f"{w.url}/ui/login", data={"name": "olga", "password": "correct horse",
+                                                 "next": "//evil.example/x"}, allow_redirects=False)
+    assert r.status_code == 303 and r.headers["Location"] == "/ui/"  # no open redirect
+    cookie = r.headers["Set-Cookie"]
+    for attribute in ("HttpOnly", "SameSite=Strict", "Secure", "Path=/ui"):
+        assert attribute in cookie, cookie
+    value = r.cookies["remediator_session"]
+    page = requests.get(f"{w.url}/ui/control", cookies={"remediator_session": value}).text
+    assert "olga <small" in page and "Pause automation" in page
+    # A forged or altered cookie is nobody.
+    value = value.replace("olga", "victor")
+    forged = requests.get(f"{w.url}/ui/", cookies={"remediator_session": value}, allow_redirects=False)
+    assert forged.status_code == 303
+
+
+def test_viewer_sees_operator_acts_with_csrf_and_is_recorded(worker_factory):
+    w = worker_factory(APPROVAL_RULES % {"url": "http://127.0.0.1:9/"}, mode="live")
+    w.post_alerts(notification(alert("WebDown", fingerprint="w1")))
+    [pending] = w.wait_executions(1)
+    first = pending["id"]
+    viewer, operator = login(w.url, "victor", VIEWER_TOKEN), login(w.url, "alice", OPERATOR_TOKEN)
+    page = viewer.get(f"{w.url}/ui/approvals").text
+    assert page.count('class="card attention approval"') == 1 and "Approve…" not in page
+    assert "http.request" in page  # what will run
+    vtoken = csrf(viewer.get(f"{w.url}/ui/").text)
+    r = viewer.post(f"{w.url}/ui/executions/{first}/reject", data={"csrf": vtoken, "step": "restart"})
+    assert r.status_code == 403 and "victor is a viewer" in r.text
+    assert viewer.get(f"{w.url}/ui/executions/{first}/approve?step=restart").status_code == 403
+    confirm = operator.get(f"{w.url}/ui/executions/{first}/reject?step=restart")
+    assert confirm.status_code == 200 and "Reject as alice" in confirm.text
+    # No token, another session's token, or a cross-site form: refused, nothing decided.
+    for data in ({"step": "restart"}, {"step": "restart", "csrf": vtoken}):
+        assert operator.post(f"{w.url}/ui/executions/{first}/reject", data=data).status_code == 403
+    assert w.call(w.service.store.get_state(f"approval:{first}:restart"))["status"] == "pending"
+    r = operator.post(f"{w.url}/ui/executions/{first}/reject",
+                      data={"step": "restart", "csrf": csrf(confirm.text)})
+    assert r.status_code == 200 and r.url.endswith(f"/ui/executions/{first}")
+    state = w.call(w.service.store.get_state(f"approval:{first}:restart"))
+    assert (state["status"], state["by"]) == ("rejected", "alice")
+    # Deciding twice is a clear 409, not a 500.
+    again = operator.post(f"{w.url}/ui/executions/{first}/reject",
+                          data={"step": "restart", "csrf": csrf(confirm.text)})
+    assert again.status_code == 409 and "no pending approval" in again.text
+    # Pause and resume through the same Service method the API uses.
+    token = csrf(operator.get(f"{w.url}/ui/control").text)
+    assert viewer.post(f"{w.url}/ui/control/pause", data={"csrf": vtoken}).status_code == 403
+    page = operator.post(f"{w.url}/ui/control/pause", data={"csrf": token}).text
+    assert "Paused</strong> by alice" in page
+    assert w.call(w.service.store.get_state("paused"))["by"] == "alice"
+    page = operator.post(f"{w.url}/ui/control/resume", data={"csrf": token}).text
+    assert "Running</strong>" in page and not w.call(w.service.store.get_state("paused"))["paused"]
+    assert "rejected" in operator.get(f"{w.url}/ui/approvals").text
+    # Logging out ends the session, even for someone who kept the cookie.
+    kept = dict(operator.cookies)
+    operator.post(f"{w.url}/ui/logout", data={"csrf": token})
+    assert requests.get(f"{w.url}/ui/", cookies=kept, allow_redirects=False).status_code == 303
+
+
+def test_hostile_labels_are_text_and_pages_carry_a_strict_policy(worker_factory):
+    # Nothing listens on port 9: Prometheus is down.
+    w = worker_factory(APPROVAL_RULES % {"url": "http://127.0.0.1:9/"}, mode="live",
+                       prometheus_url="http://127.0.0.1:9")
+    hostile = alert("WebDown", fingerprint="h")
+    hostile["labels"].update(evil=HOSTILE, template="{{ 7*7 }}")
+    hostile["annotations"]["description"] = '<img src=x onerror="alert(2)"> [x](javascript:alert(3))'
+    w.post_alerts(notification(hostile))
+    [decision] = w.wait_executions(1)
+    s = login(w.url, "victor", VIEWER_TOKEN)
+    r = s.get(f"{w.url}/ui/executions/{decision['id']}")
+    assert r.status_code == 200
+    page = r.text
+    assert HOSTILE not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "{{ 7*7 }}" in page and ">49<" not in page
+    assert "<img src=x" not in page and 'href="javascript:' not in page
+    assert "onerror=" not in page.replace("onerror=&#34;", "").replace("onerror=&quot;", "")
+    assert "Escalation note" in page  # the note, rendered from Markdown
+    policy = r.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert "unsafe-inline" not in policy and r.headers["X-Frame-Options"] == "DENY"
+    assert "<script>" not in page.replace('<script src="/ui/static/console.js', "")
+    assert "LIVE" in page
+    # Prometheus is down: the graph says so, the page did not fail, the note says so.
+    svg = s.get(f"{w.url}/ui/executions/{decision['id']}/graph.svg")
+    assert svg.status_code == 200 and svg.headers["Content-Type"].startswith("image/svg+xml")
+    assert "Prometheus did not answer" in svg.text
+    assert "No graph now: Prometheus did not answer" in decision["escalation"]["note"]
+    js = s.get(f"{w.url}/ui/static/console.js")
+    assert js.status_code == 200 and "textContent" in js.text and "innerHTML" not in js.text
