@@ -43,7 +43,7 @@ from .alerts import PayloadError, notification_from_dict
 from .config import ConfigError, load_config
 from .executor import Executor, StepRecord
 from .logs import setup_logging
-from .playbooks.schema import TEST_FILE, check_shape
+from .playbooks.schema import TEST_FILE, check_shape, did_you_mean
 from .playbooks.source import Problem, Source, SourceError, load_source
 from .playbooks.validate import RulesError, is_test_file, validate_paths
 from .service import Service
@@ -158,8 +158,23 @@ def run_file(file: str) -> list[CaseResult]:
     if not found.ok:
         raise PlaytestError([p for p in found.problems if p.severity == "error"])
     sinks = {s for pb in found.playbooks for s in (pb.escalation.sinks if pb.escalation else ())}
+    _check_results(source, found.playbooks)
     return [asyncio.run(_run_case(source, i, rules, sinks))
             for i in range(len(source.data["tests"]))]
+
+
+def _check_results(source: Source, playbooks: list[Any]) -> None:
+    """A canned result for a step (or action) the rule files do not have would never be
+    used: the test would pass while checking nothing. Refuse it, where it is written."""
+    steps = sorted({s.name for pb in playbooks for s in (*pb.steps, *pb.on_resolved)})
+    actions = {s.action for pb in playbooks for s in (*pb.steps, *pb.on_resolved)}
+    problems = [source.problem(("tests", i, "results", key), "error",
+                               f"results: no step or action {key!r} in the rule files"
+                               f"{did_you_mean(key, steps + sorted(actions))}")
+                for i, case in enumerate(source.data["tests"])
+                for key in case.get("results") or {} if key not in steps and key not in actions]
+    if problems:
+        raise PlaytestError(problems)
 
 
 async def _run_case(source: Source, index: int, rules: list[str], sinks: set[str]) -> CaseResult:

@@ -2,7 +2,8 @@
 
 An Alertmanager config goes through `amtool check-config` and a routing test (humans still
 receive what remediator receives), Prometheus rules through `promtool check rules`, playbooks
-through remediator's own validator, a remediator config through its loader, a Kubernetes
+through remediator's own validator, playbook tests through their schema, a remediator config
+through its loader, a Kubernetes
 object must parse as one. Anything else must be marked, just above the block, with
 `<!-- snippet: fragment (why) -->`, so a block cannot silently escape its check.
 """
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from remediator.config import load_config
+from remediator.playbooks.schema import TEST_FILE, check_shape
 from remediator.playbooks.validate import validate_paths
 from tests.deploy.conftest import ROOT, require_tool, run
 
@@ -50,6 +52,9 @@ def test_doc_snippet_passes_its_tool(tmp_path: Path, where: str, mark: str, body
     elif "playbooks" in data:
         result = validate_paths([str(file)])
         assert result.ok, f"{where}: " + "; ".join(map(str, result.problems))
+    elif "tests" in data:  # a playbook test file: the shape `remediator test` requires
+        problems = check_shape(data, TEST_FILE, ())
+        assert not problems, f"{where}: {problems}"
     elif "groups" in data:
         done = run(require_tool("promtool"), "check", "rules", str(file))
         assert done.returncode == 0, f"{where}: {done.stdout}{done.stderr}"

@@ -138,6 +138,18 @@ def test_test_file_problems_are_located(tmp_path, capsys):
                                                  "[{labels: {alertname: A}}]}]\n")
     with pytest.raises(PlaytestError, match=r"other_test.yaml:1:14: error: rule file nope.yaml not found"):
         run_file(missing)
+    unused = write(tmp_path, "unused_test.yaml", """
+        rule_files: [down.yaml]
+        tests:
+          - name: a canned result nothing uses
+            results: {restart: {}, prometheus.query: {}, restrat: {fail: boom}}
+            alerts: [{labels: {alertname: Down}}]
+    """)
+    with pytest.raises(PlaytestError) as error:
+        run_file(unused)
+    assert [str(p) for p in error.value.problems] == [
+        f"{unused}:4:50: error: results: no step or action 'restrat' in the rule files (did you "
+        "mean 'restart'?)"]
     broken = tmp_path / "broken"
     broken.mkdir()
     write(broken, "x.yaml",
