@@ -238,8 +238,8 @@ async def events(request: web.Request) -> web.StreamResponse:
                     data = json.dumps(_row(d))
                     await response.write(f"event: decision\ndata: {data}\n\n".encode())
             await response.write(b": keep-alive\n\n")
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
+    except ConnectionResetError:
+        pass  # the browser went away (a disconnect while sleeping cancels this handler)
     return response
 
 
