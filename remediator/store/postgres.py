@@ -534,6 +534,8 @@ class PostgresStore:
         return current or await self.acquire_lock(name, holder)
 
     async def release_locks(self, holder: str) -> None:
+        if holder not in self._holders:
+            return  # took no lock here (re-taking one keeps the same holder, and so it here)
         # Forgotten first: if the delete fails, the row is no longer renewed and expires.
         self._holders.discard(holder)
         await self._call("lock", lambda db: db.execute("DELETE FROM locks WHERE holder=$1", holder),
