@@ -192,13 +192,13 @@ def test_storm_over_three_replicas_with_one_killed_executes_each_alert_once(
 
     sender = threading.Thread(target=storm)
     sender.start()
-    deadline = time.monotonic() + 60
-    while sum(sink.calls.values()) < 300:  # remediation well under way, alerts arriving
+    deadline = time.monotonic() + 300  # liveness only: a loaded machine is slow, not wrong
+    while sum(sink.calls.values()) < 150:  # remediation well under way, alerts arriving
         assert time.monotonic() < deadline
         time.sleep(0.05)
     workers[0].kill9()  # mid-storm, with mutations in flight; never restarted
     sender.join()
-    decisions = _settled(postgres_url, len(acked))
+    decisions = _settled(postgres_url, len(acked), timeout=600)
 
     per_alert = Counter(d["fingerprint"] for d in decisions)
     assert set(per_alert) == acked and set(per_alert.values()) == {1}  # one execution each
