@@ -16,16 +16,20 @@ MAX_SILENCE = 86400.0  # a silence remediator sets ends within a day: then a hum
 
 async def _call(backends: Any, method: str, path: str, **kwargs: Any) -> Any:
     url = backends.alertmanager_url.rstrip("/") + path
+    read = method == "GET"  # a failed read changed nothing
     try:
         async with backends.http().request(method, url, **kwargs) as resp:
             text = await resp.text()
             if resp.status == 429 or resp.status >= 500:
-                raise TransientError(f"Alertmanager {method} {path}: {resp.status} {text[:200]}")
+                raise TransientError(f"Alertmanager {method} {path}: {resp.status} {text[:200]}",
+                                     unapplied=read)
             if resp.status >= 300:
                 raise ActionError(f"Alertmanager {method} {path}: {resp.status} {text[:200]}")
             return await resp.json(content_type=None) if text else None
     except (TimeoutError, aiohttp.ClientConnectionError) as exc:
-        raise TransientError(f"Alertmanager at {url} unreachable: {exc}") from None
+        # chained: whether the request was ever sent is read from the cause
+        raise TransientError(f"Alertmanager {method} {path} at {url} failed: "
+                             f"{type(exc).__name__}: {exc}", unapplied=read) from exc
 
 
 async def alert_firing(backends: Any, alert: Alert) -> bool:

@@ -26,8 +26,10 @@ from remediator.executor import Executor, StepRecord
 from tests.conftest import write_rules
 from tests.kubeapi.rbac import step_documents
 from tests.support.actions import params
+from tests.support.alertmanager import webhook_config
 from tests.support.payloads import alert, notification
 from tests.support.procs import LOCALHOST, free_port, serve_http
+from tests.support.s3proxy import S3FaultProxy
 from tests.support.worker import WorkerProcess
 
 if TYPE_CHECKING:
@@ -188,6 +190,23 @@ def test_restore_previous_version_answered_late_leaves_the_good_copy_current(
     assert s3_client.get_object(Bucket=BUCKET, Key="sbom.json")["Body"].read() == b"good"
     assert len(s3_proxy.requests("PUT")) == puts + 1
     assert len(s3_client.list_object_versions(Bucket=BUCKET)["Versions"]) == 3
+
+
+def test_a_silence_answered_late_is_created_once(run, alertmanager_factory,
+                                                webhook_receiver) -> None:
+    am = alertmanager_factory(webhook_config(webhook_receiver.url))
+    proxy = S3FaultProxy(am.url).start()  # a plain reverse proxy that can hold an answer
+    proxy.inject("POST", r"^/api/v2/silences$", status=None, delay=LATE, applied=True)
+    backends = Backends(alertmanager_url=proxy.url, http_timeout=READ_TIMEOUT)
+    ctx = ActionContext(backends=backends, log=logging.getLogger("t"), execution_id="e1")
+    try:
+        record = execute(run, ctx, "alertmanager.silence", matchers={"alertname": "API_DOWN"},
+                         duration="1h")
+    finally:
+        run(backends.close())
+        proxy.stop()
+    assert_uncertain(record, 'silence {alertname="API_DOWN"} for 3600s')
+    assert len([s for s in am.silences() if s["status"]["state"] == "active"]) == 1
 
 
 def test_only_a_connection_never_made_proves_nothing_was_sent(
