@@ -18,6 +18,9 @@ from typing import Any
 _ZERO_TIMES = ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00.000Z")
 MAX_ALERTS = 10_000
 MAX_LABEL_VALUE = 8192
+# The fingerprint is an identifier (Alertmanager's is 16 hex digits) and becomes the inbox's
+# unique key: PostgreSQL can index at most ~2700 bytes of it and no text there holds a NUL.
+MAX_FINGERPRINT = 512
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -155,6 +158,9 @@ def _alert(raw: Any, path: str) -> Alert:
         raise PayloadError(f"{path}.labels.alertname: required")
     starts_at = _timestamp(raw, "startsAt", path) or ""
     fingerprint = _str(raw, "fingerprint", path) or label_fingerprint(labels)
+    if len(fingerprint) > MAX_FINGERPRINT or "\x00" in fingerprint:
+        raise PayloadError(f"{path}.fingerprint: must be at most {MAX_FINGERPRINT} characters "
+                           "without NUL")
     return Alert(
         status=status,
         labels=labels,

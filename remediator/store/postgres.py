@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import hashlib
 import json
 import logging
 import time
@@ -443,8 +444,8 @@ class PostgresStore:
             "INSERT INTO executions (id, created_at, updated_at, alertname, playbook, outcome, "
             "fingerprint, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE "
             "SET updated_at=excluded.updated_at, outcome=excluded.outcome, body=excluded.body",
-            decision["id"], decision["created_at"], utcnow_iso(), decision["alertname"],
-            decision.get("playbook"), decision["outcome"], decision["fingerprint"],
+            decision["id"], decision["created_at"], utcnow_iso(), _searched(decision["alertname"]),
+            decision.get("playbook"), decision["outcome"], _searched(decision["fingerprint"]),
             json.dumps(body))
 
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
@@ -455,7 +456,7 @@ class PostgresStore:
         where, args = [], []
         for column in ("outcome", "playbook", "alertname", "fingerprint"):
             if filters.get(column):
-                args.append(filters[column])
+                args.append(_searched(filters[column]))
                 where.append(f"{column} = ${len(args)}")
         return await self._decisions(" AND ".join(where) or "TRUE", args, limit)
 
@@ -486,17 +487,18 @@ class PostgresStore:
 
     async def record_event(self, kind: str, key: str, at: float, data: dict | None = None) -> None:
         await self._exec("journal", "INSERT INTO events (kind, key, at, data) VALUES ($1, $2, $3, $4)",
-                         kind, key, at, json.dumps(data or {}))
+                         kind, _searched(key), at, json.dumps(data or {}))
 
     async def events_since(self, kind: str, key: str, since: float) -> list[tuple[float, dict]]:
         rows = await self._call("read", lambda db: db.fetch(
             "SELECT at, data FROM events WHERE kind=$1 AND key=$2 AND at>=$3 ORDER BY at",
-            kind, key, since))
+            kind, _searched(key), since))
         return [(r["at"], json.loads(r["data"])) for r in rows]
 
     async def count_events(self, kind: str, key: str, since: float) -> int:
         return await self._call("read", lambda db: db.fetchval(
-            "SELECT count(*) FROM events WHERE kind=$1 AND key=$2 AND at>=$3", kind, key, since))
+            "SELECT count(*) FROM events WHERE kind=$1 AND key=$2 AND at>=$3", kind,
+            _searched(key), since))
 
     async def get_state(self, key: str) -> dict[str, Any] | None:
         value = await self._call("read", lambda db: db.fetchval(
@@ -558,6 +560,17 @@ async def _migrate(db: asyncpg.Connection, read_only: bool) -> None:
         await db.execute(sql)
         await db.execute("INSERT INTO remediator_schema (version) VALUES ($1)", number)
         log.info("store schema migrated to version %d", number)
+
+
+def _searched(text: str) -> str:
+    """A column only searched, never read back (the JSON body holds the value itself), for
+    text an alert chose (an alertname, a rate-limit key from labels): PostgreSQL text holds no
+    NUL, and an index entry at most ~2700 bytes, so such values are mapped, the same way when
+    written and when searched for."""
+    text = text.replace("\x00", "\ufffd")
+    if len(text.encode()) > 1024:
+        return text[:200] + "\u2026sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return text
 
 
 def _transient(exc: asyncpg.PostgresError) -> bool:

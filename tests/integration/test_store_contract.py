@@ -98,6 +98,10 @@ def test_executions_steps_events_and_state(run, store_url):
         await store.record_event("mutation", "pb:t", 200.0)
         await store.record_event("mutation", "pb:u", 300.0)
         assert await store.events_since("mutation", "pb:t", 150.0) == [(200.0, {})]
+        # a rate-limit key rendered from labels: any string intake accepts, any length
+        for key in ("a\x00b", "é" * 8192 + "x", "é" * 8192 + "y"):
+            await store.record_event("mutation", key, 400.0)
+            assert await store.count_events("mutation", key, 0.0) == 1
         await store.put_state("approval:e1", {"status": "pending"})
         await store.put_state("approval:e2", {"status": "approved"})
         await store.put_state("approvalx", {"status": "other"})

@@ -1,5 +1,6 @@
 """POST /alerts over real HTTP: acknowledgement, idempotency, bad input, and the API around it."""
 
+import hashlib
 import json
 
 from remediator.guards import GuardSettings
@@ -181,3 +182,20 @@ def test_mutating_http_only_reaches_allowed_hosts(worker_factory, webhook_receiv
     opened.post_alerts(notification(alert("WebDown", fingerprint="h2")))
     [allowed] = opened.wait_executions(1)
     assert allowed["outcome"] == "succeeded" and len(webhook_receiver.deliveries) == 1
+
+
+def test_hostile_identifiers_on_postgresql_are_refused_or_recorded(worker_factory, postgres_url):
+    """What PostgreSQL text cannot hold (NUL) or index (over ~2700 bytes): a fingerprint, the
+    inbox's unique key, is refused with 400 naming it, never a 503 that Alertmanager retries
+    forever (and that fails the other requests sharing its commit); a NUL in a label is
+    acknowledged and its decision recorded, not lost after the 202."""
+    w = worker_factory(store=postgres_url)
+    digests = "".join(hashlib.sha256(bytes([i])).hexdigest() for i in range(60))  # incompressible
+    for fingerprint in ("a\x00b", digests):
+        status, answer = w.post_alerts(notification(alert("DemoDown", fingerprint=fingerprint,
+                                                          namespace="demo", deployment="web")))
+        assert (status, "fingerprint" in answer["error"]) == (400, True), answer
+    name = "Demo\x00Down"
+    assert w.post_alerts(notification(alert(name, fingerprint="nul", namespace="demo")))[0] == 202
+    [decision] = w.wait_executions(1, alertname=name)
+    assert (decision["alertname"], decision["outcome"]) == (name, "no_match")
