@@ -7,6 +7,7 @@ place.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ class Backends:
     s3_read_timeout: float = 30.0  # per socket read: a large GetObject streams for longer
     _session: aiohttp.ClientSession | None = field(default=None, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    _building: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -32,7 +34,11 @@ class Backends:
     def cached(self, name: str, factory: Any) -> Any:
         """One client per kind (Kubernetes ApiClient, boto3 S3 client), built on first use."""
         if name not in self._cache:
-            self._cache[name] = factory()
+            # Built in worker threads (building imports a library and reads credentials,
+            # never on the event loop), so two first uses may race: one client is built.
+            with self._building:
+                if name not in self._cache:
+                    self._cache[name] = factory()
         return self._cache[name]
 
     async def close(self) -> None:

@@ -110,7 +110,9 @@ async def call(backends: Any, what: str, api: str, method: str, *args: Any,
     ApiExceptions and connection errors become TransientError or ActionError carrying the
     apiserver's Status message.
     """
-    kube = client(backends)
+    # Built in a thread: loading the kubeconfig runs its credential plugin (`aws eks
+    # get-token`...) and imports the client, seconds the event loop must not wait.
+    kube = await asyncio.to_thread(client, backends)
     fn = getattr(kube.apis[api](kube.api), method)
     import urllib3  # loaded with the client above
     from kubernetes.client.exceptions import ApiException
