@@ -153,7 +153,7 @@ def _write(directory: Path, files: dict[str, bytes]) -> None:
 
 
 async def _upload(ctx: ActionContext, bucket: str, location: str, files: dict[str, bytes]) -> None:
-    s3, base = client(ctx.backends), location.removeprefix(f"s3://{bucket}/")
+    s3, base = await client(ctx.backends), location.removeprefix(f"s3://{bucket}/")
     for name, data in files.items():
         digest = hashlib.sha256(data).hexdigest()
         # The checksum metadata lets s3.verify_checksum check the evidence itself later.

@@ -42,8 +42,10 @@ _TRANSIENT_ERRORS = (
 )
 
 
-def client(backends: Any) -> Any:
-    """The process's S3 client (thread-safe, so worker threads share its connection pool)."""
+async def client(backends: Any) -> Any:
+    """The process's S3 client (thread-safe, so worker threads share its connection pool),
+    built in a worker thread: the AWS chain may run a `credential_process` or ask the instance
+    metadata service, and boto3 loads its models, seconds the event loop must not wait."""
 
     def build() -> Any:
         # Imported on first use: boto3 costs ~20 MB a process without S3 steps need not pay.
@@ -56,7 +58,7 @@ def client(backends: Any) -> Any:
         )
         return boto3.session.Session().client("s3", config=config)
 
-    return backends.cached("s3", build)
+    return await asyncio.to_thread(backends.cached, "s3", build)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -176,7 +178,7 @@ class HeadObject(S3Action):
         extra = {"VersionId": params["version_id"]} if params.get("version_id") else {}
         where = url(params["bucket"], params["key"])
         try:
-            head = await call(f"HeadObject {where}", client(ctx.backends).head_object,
+            head = await call(f"HeadObject {where}", (await client(ctx.backends)).head_object,
                               Bucket=params["bucket"], Key=params["key"], ChecksumMode="ENABLED",
                               **extra)
         except ActionError as exc:
@@ -205,7 +207,7 @@ class HeadBucket(S3Action):
         return f"check that bucket {params['bucket']} exists and is reachable"
 
     async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
-        head = await call(f"HeadBucket {params['bucket']}", client(ctx.backends).head_bucket,
+        head = await call(f"HeadBucket {params['bucket']}", (await client(ctx.backends)).head_bucket,
                           Bucket=params["bucket"])
         headers = head.get("ResponseMetadata", {}).get("HTTPHeaders", {})
         return {"exists": True, "region": head.get("BucketRegion") or headers.get("x-amz-bucket-region")}
@@ -231,7 +233,7 @@ class ListObjectVersions(S3Action):
         key = params.get("key")
         where = url(params["bucket"], key or params.get("prefix", ""))
         versions, truncated = await call(f"ListObjectVersions {where}", versions_of,
-                                         client(ctx.backends), params["bucket"],
+                                         await client(ctx.backends), params["bucket"],
                                          key if key is not None else params["prefix"],
                                          params["max_items"], exact=key is not None)
         latest = next((v for v in versions if v["is_latest"]), None)
@@ -280,7 +282,7 @@ class ObjectStats(S3Action):
 
     async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         where = url(params["bucket"], params["prefix"])
-        objects, truncated = await call(f"ListObjectsV2 {where}", list_objects, client(ctx.backends),
+        objects, truncated = await call(f"ListObjectsV2 {where}", list_objects, await client(ctx.backends),
                                         params["bucket"], params["prefix"], params["max_keys"])
         sizes = [o["Size"] for o in objects]
         largest = max(objects, key=lambda o: o["Size"], default=None)
@@ -315,7 +317,7 @@ class RestoreVersion(S3Action):
         return f"would restore {url(params['bucket'], params['key'])} to {to}"
 
     async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
-        s3, bucket, key = client(ctx.backends), params["bucket"], params["key"]
+        s3, bucket, key = await client(ctx.backends), params["bucket"], params["key"]
         where = url(bucket, key)
         versioning = await call(f"GetBucketVersioning {bucket}", s3.get_bucket_versioning, Bucket=bucket)
         if versioning.get("Status") != "Enabled":

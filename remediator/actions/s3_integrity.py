@@ -91,7 +91,7 @@ class VerifyChecksum(S3Action):
 
     async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         where = url(params["bucket"], params["key"])
-        got = await call(f"GetObject {where}", hash_object, client(ctx.backends), params["bucket"],
+        got = await call(f"GetObject {where}", hash_object, await client(ctx.backends), params["bucket"],
                          params["key"], params.get("version_id"))
         source, stored = ("param", params["expected"]) if params.get("expected") else \
             stored_checksum(got["response"], params["metadata_key"])
@@ -157,7 +157,7 @@ class SampleIntegrity(S3Action):
         return text
 
     async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
-        s3, bucket = client(ctx.backends), params["bucket"]
+        s3, bucket = await client(ctx.backends), params["bucket"]
         where = url(bucket, params["prefix"])
         objects, truncated = await call(f"ListObjectsV2 {where}", list_objects, s3, bucket,
                                         params["prefix"], params["max_keys"])
