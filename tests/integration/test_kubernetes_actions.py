@@ -31,6 +31,7 @@ from remediator.executor import Executor, StepRecord
 from tests.kubeapi.rbac import Policy, generator, step_documents
 from tests.kubeapi.tls import certificate
 from tests.support.actions import params, problems
+from tests.support.loop_probe import LoopProbe
 from tests.support.payloads import alert, notification
 from tests.support.worker import replay_cli
 
@@ -783,59 +784,32 @@ def test_replay_dry_run_then_live(tmp_path: Path, kubeapi: KubeAPIServer,
     assert len(kubeapi.requests_matching("PATCH", "/deployments/code-forge$")) == 1
 
 
-PLUGIN = """
-import json, os, pathlib, sys, time
-started, release, token = sys.argv[1:4]
-pathlib.Path(started).touch()
-deadline = time.monotonic() + 30
-while not os.path.exists(release) and time.monotonic() < deadline:
-    time.sleep(0.02)
-if not os.path.exists(release):
-    sys.exit("the event loop never ran while this credential plugin did")
-print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1beta1",
-                  "kind": "ExecCredential", "status": {"token": token}}))
-"""
-
 
 def test_building_the_client_never_blocks_the_event_loop(run, tmp_path: Path,
                                                          kubeapi: KubeAPIServer,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Loading the kubeconfig runs its credential plugin (EKS, GKE: `aws eks get-token`...,
-    seconds) and imports the client: off the loop, which keeps acknowledging webhooks. The
-    plugin here only answers once a coroutine on the loop has run meanwhile."""
-    import sys
-
+    seconds) and imports the client: off the loop, which keeps acknowledging webhooks."""
     import yaml
 
-    script, started, release = tmp_path / "plugin.py", tmp_path / "started", tmp_path / "release"
-    script.write_text(PLUGIN)
+    probe = LoopProbe(tmp_path, {"apiVersion": "client.authentication.k8s.io/v1beta1",
+                                 "kind": "ExecCredential", "status": {"token": kubeapi.token}})
     path = kubeapi.write_kubeconfig(tmp_path / "exec-kubeconfig")
     config = yaml.safe_load(path.read_text())
     config["users"][0]["user"] = {"exec": {
-        "apiVersion": "client.authentication.k8s.io/v1beta1", "command": sys.executable,
-        "args": [str(script), str(started), str(release), kubeapi.token]}}
+        "apiVersion": "client.authentication.k8s.io/v1beta1", "command": probe.argv[0],
+        "args": probe.argv[1:]}}
     path.write_text(yaml.safe_dump(config))
     monkeypatch.setenv("KUBECONFIG", str(path))
+    kubeapi.add_namespace(NS)
     backends = Backends()
     ctx = ActionContext(backends=backends, log=logging.getLogger("t"), execution_id="e1")
-    kubeapi.add_namespace(NS)
-
-    async def scenario() -> StepRecord:
-        async def on_the_loop() -> None:
-            while not started.exists():
-                await asyncio.sleep(0.02)
-            release.touch()
-
-        helper = asyncio.create_task(on_the_loop())
-        try:
-            action = ACTIONS["kubernetes.get"]
-            p = params(action, resource="pods", namespace=NS)
-            grant(action, p)
-            record = StepRecord(name="step", action=action.name, params=p, outcome="planned")
-            return await Executor().run(action, p, ctx, record, timeout=60, attempts=1)
-        finally:
-            helper.cancel()
-            await backends.close()
-
-    record = run(scenario())
+    action = ACTIONS["kubernetes.get"]
+    p = params(action, resource="pods", namespace=NS)
+    grant(action, p)
+    record = StepRecord(name="step", action=action.name, params=p, outcome="planned")
+    try:
+        run(probe.run(Executor().run(action, p, ctx, record, timeout=60, attempts=1)))
+    finally:
+        run(backends.close())
     assert record.outcome == "succeeded", record.detail

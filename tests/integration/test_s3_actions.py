@@ -22,6 +22,7 @@ from remediator.actions.base import ActionContext, ActionError, check_params
 from remediator.actions.registry import ACTIONS
 from remediator.executor import Executor, StepRecord
 from tests.support.actions import params
+from tests.support.loop_probe import LoopProbe
 from tests.support.payloads import alert, notification
 from tests.support.worker import replay_cli
 
@@ -408,52 +409,25 @@ def test_replay_live_and_dry_run(tmp_path, versioned, s3_client, s3_proxy) -> No
     assert len(s3_proxy.requests("GET")) == 1  # refused before any call
 
 
-CREDENTIAL_PROCESS = """
-import json, os, pathlib, sys, time
-started, release = sys.argv[1:3]
-pathlib.Path(started).touch()
-deadline = time.monotonic() + 30
-while not os.path.exists(release) and time.monotonic() < deadline:
-    time.sleep(0.02)
-if not os.path.exists(release):
-    sys.exit("the event loop never ran while this credential process did")
-print(json.dumps({"Version": 1, "AccessKeyId": "testing", "SecretAccessKey": "testing"}))
-"""
-
 
 def test_building_the_client_never_blocks_the_event_loop(run, tmp_path, monkeypatch, s3_env,
                                                          versioned, s3_client) -> None:
     """The AWS chain may run a `credential_process` (SSO helpers, vaults) or ask the instance
-    metadata service when the client is built: in a worker thread, not on the event loop. The
-    process here only answers once a coroutine on the loop has run meanwhile."""
-    import sys
-
+    metadata service when the client is built: in a worker thread, not on the event loop."""
     put(s3_client, "a", b"x")
-    script, started, release = tmp_path / "cred.py", tmp_path / "started", tmp_path / "release"
-    script.write_text(CREDENTIAL_PROCESS)
-    (tmp_path / "aws-config").write_text(
-        f"[default]\ncredential_process = {sys.executable} {script} {started} {release}\n")
+    probe = LoopProbe(tmp_path, {"Version": 1, "AccessKeyId": "testing",
+                                 "SecretAccessKey": "testing"})
+    (tmp_path / "aws-config").write_text(f"[default]\ncredential_process = {' '.join(probe.argv)}\n")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     backends = Backends()
     ctx = ActionContext(backends=backends, log=logging.getLogger("t"), execution_id="e1")
-
-    async def scenario() -> StepRecord:
-        async def on_the_loop() -> None:
-            while not started.exists():
-                await asyncio.sleep(0.02)
-            release.touch()
-
-        helper = asyncio.create_task(on_the_loop())
-        try:
-            action = ACTIONS["s3.head_object"]
-            p = params(action, bucket=BUCKET, key="a")
-            record = StepRecord(name="step", action=action.name, params=p, outcome="planned")
-            return await Executor().run(action, p, ctx, record, timeout=60, attempts=1)
-        finally:
-            helper.cancel()
-            await backends.close()
-
-    record = run(scenario())
+    action = ACTIONS["s3.head_object"]
+    p = params(action, bucket=BUCKET, key="a")
+    record = StepRecord(name="step", action=action.name, params=p, outcome="planned")
+    try:
+        run(probe.run(Executor().run(action, p, ctx, record, timeout=60, attempts=1)))
+    finally:
+        run(backends.close())
     assert record.outcome == "succeeded", record.detail
