@@ -32,9 +32,17 @@ async def _call(backends: Any, method: str, path: str, **kwargs: Any) -> Any:
                              f"{type(exc).__name__}: {exc}", unapplied=read) from exc
 
 
+def _matcher(name: str, value: Any) -> str:
+    """`name="value"` for Alertmanager's `filter`, the value escaped as its matcher parser
+    reads it: a label value holding a quote or a backslash is matched as itself, not refused
+    with a 400 (which failed the step whatever the alert's state)."""
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'{name}="{escaped}"'
+
+
 async def alert_firing(backends: Any, alert: Alert) -> bool:
     """Is this alert (by fingerprint, else by labels) still active at Alertmanager?"""
-    filters = [("filter", f'alertname="{alert.alertname}"'), ("active", "true"),
+    filters = [("filter", _matcher("alertname", alert.alertname)), ("active", "true"),
                ("silenced", "true"), ("inhibited", "true")]
     active = await _call(backends, "GET", "/api/v2/alerts", params=filters) or []
     return any(a.get("fingerprint") == alert.fingerprint or a.get("labels") == alert.labels
@@ -51,8 +59,8 @@ class AlertStatus(Action):
         return f"ask Alertmanager whether {params['alertname']} is still firing"
 
     async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
-        filters = [("filter", f'alertname="{params["alertname"]}"'), ("active", "true")]
-        filters += [("filter", f'{k}="{v}"') for k, v in (params.get("matchers") or {}).items()]
+        filters = [("filter", _matcher("alertname", params["alertname"])), ("active", "true")]
+        filters += [("filter", _matcher(k, v)) for k, v in (params.get("matchers") or {}).items()]
         active = await _call(ctx.backends, "GET", "/api/v2/alerts", params=filters) or []
         return {"firing": bool(active), "count": len(active)}
 

@@ -127,6 +127,23 @@ def test_silence_created_and_expired_and_alert_status(alertmanager_factory, webh
     assert silence["status"]["state"] == "expired"
 
 
+def test_alert_status_matches_label_values_with_quotes_and_backslashes(alertmanager_factory,
+                                                                       webhook_receiver):
+    """Alertmanager's matcher syntax quotes values: a value holding `"` or `\\` is escaped,
+    so it matches exactly its own alert (it was refused with a 400, failing the step), and a
+    value written to close the quote cannot add a matcher of its own."""
+    am = alertmanager_factory(webhook_config(webhook_receiver.url))
+    backends = Backends(alertmanager_url=am.url)
+    values = ('web", namespace="zzz', 'C:\\tmp\\"x"', "a\nb", 'web", namespace="other')
+    am.post_alerts([make_alert({"alertname": "API_DOWN", "deployment": v}) for v in values[:3]])
+    for value in values:
+        status = run_action("alertmanager.alert_status", {"alertname": "API_DOWN",
+                                                          "matchers": {"deployment": value}},
+                            backends)
+        assert status.outcome == "succeeded", status.detail
+        assert status.result == {"firing": value in values[:3], "count": int(value in values[:3])}
+
+
 def test_silence_needs_matchers_or_an_id():
     _, problems = check_params(ACTIONS["alertmanager.silence"], {}, rendered=True)
     assert problems == [("", "either matchers (to create) or expire_id (to expire) is required")]
