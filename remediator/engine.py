@@ -27,7 +27,7 @@ from .guards import PENDING, Block, GuardContext, Guards, decide_approval
 from .inflight import InFlight
 from .metrics import Metrics
 from .playbooks.index import RuleSet
-from .playbooks.models import Playbook, Step
+from .playbooks.models import Playbook, Step, Target
 from .store.base import InboxItem, Store, StoreUnavailable
 
 log = logging.getLogger("remediator.engine")
@@ -95,7 +95,7 @@ class Engine:
         ctx = _template_context(alert, group, pb)
         gc = GuardContext(playbook=pb, alert=alert, execution_id=execution_id, mode=self._mode(pb))
         try:
-            gc.target = _render_target(pb, ctx)
+            gc.target = _render_target(pb.target, ctx)
         except (templating.TemplateError, ValueError) as exc:
             decision.update(outcome="failed", reason=f"invalid target: {exc}")
             return await self._finish(decision, escalate=True)
@@ -285,6 +285,14 @@ class Engine:
             record.outcome = "cancelled"
             record.detail = "not run: the alert's resolution had already been received"
             return record
+        if record.mutating and step.target is not None:
+            # The step changes its own object: its lock, cooldown and rate limit are that
+            # object's, not the playbook target's.
+            try:
+                gc = replace(gc, target=_render_target(step.target, ctx))
+            except (templating.TemplateError, ValueError) as exc:
+                record.outcome, record.detail = "failed", f"refused: invalid step target: {exc}"
+                return record
         if record.mutating or action.scope(params):  # evidence writes, not mutating
             block = (await self.guards.before_mutation(gc, step, params) if record.mutating
                      else self.guards.scope(step, params))
@@ -416,13 +424,13 @@ def _template_context(alert: Alert, group: Group, pb: Playbook) -> dict[str, Any
     }
 
 
-def _render_target(pb: Playbook, ctx: dict[str, Any]) -> str | None:
-    """`namespace/kind/name` with each part validated, or None for a playbook without one."""
-    if pb.target is None:
+def _render_target(target: Target | None, ctx: dict[str, Any]) -> str | None:
+    """`namespace/kind/name` with each part validated, or None without a target."""
+    if target is None:
         return None
-    kind = templating.render(pb.target.kind, ctx)
-    name = templating.render(pb.target.name, ctx)
-    namespace = templating.render(pb.target.namespace, ctx) if pb.target.namespace else ""
+    kind = templating.render(target.kind, ctx)
+    name = templating.render(target.name, ctx)
+    namespace = templating.render(target.namespace, ctx) if target.namespace else ""
     templating.validate("namespace", kind.lower())
     templating.validate("k8s_name" if kind.lower() != "bucket" else "s3_bucket", name)
     if namespace:

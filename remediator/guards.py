@@ -14,7 +14,7 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -226,7 +226,10 @@ class Guards:
                               params: dict[str, Any]) -> Block | None:
         """Admit a mutation or say why not. Admission checks the limits and, in live mode,
         reserves its place in them in one critical section: executions running at the same
-        time, on any replica, can never both take the last slot of a rate limit or budget."""
+        time, on any replica, can never both take the last slot of a rate limit or budget.
+        A step with its own target (`gc.target` is then that object) also takes its lock."""
+        if step.target is not None and (block := await self._lock(gc)) is not None:
+            return replace(block, escalate=True)  # stopped halfway: a human must know
         async with self.store.critical("admission"):
             for check in (self._paused_mutation, self._scope, self._approval, self._rate_limit,
                           self._cooldown, self._budget):

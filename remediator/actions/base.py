@@ -146,6 +146,13 @@ class Action:
         Namespaces are checked for every mutation, from the step or its target."""
         return []
 
+    def touches(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The object a mutating call changes, as far as the step names it: any of `kind`,
+        `namespace`, `name` (values as written, templates included). Lint compares it with
+        the step's target (the step's own, else the playbook's), so locks, cooldowns and
+        rate limits key on the object actually touched. Empty: not one named object."""
+        return {}
+
     def repeatable(self, params: dict[str, Any]) -> bool:
         """May this call run again after a crash interrupted it? Reads always may."""
         return self.idempotent or not self.mutates(params)

@@ -153,6 +153,12 @@ class DockerAction(Action):
         # (the action checks it against the container's label), and only listed ones pass.
         return [("compose_project", params.get("project") or "")] if self.mutates(params) else []
 
+    def touches(self, params: dict[str, Any]) -> dict[str, Any]:
+        # One container by name is one object (`target: {kind: container, name: ...}`); a
+        # compose service's containers are named by the Engine at run time, so not compared.
+        container = params.get("container")
+        return {"kind": "container", "name": container} if container else {}
+
 
 async def select(backends: Any, params: dict[str, Any], limit: int | None = None
                  ) -> tuple[list[dict[str, Any]], int]:

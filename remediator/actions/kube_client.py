@@ -177,6 +177,15 @@ class KubeAction(Action):
             perms = tuple(p for p in perms if p.resource.split("/")[0] not in others)
         return named(perms, params, {PLURAL[k] for k in WORKLOADS})
 
+    def touches(self, params: dict[str, Any]) -> dict[str, Any]:
+        # A workload action names its object (kind, namespace, name); one on pods (by
+        # name or selector) names only their namespace.
+        out = {"namespace": params.get("namespace")}
+        if "kind" in self.params and "name" in self.params:
+            out.update(kind=params.get("kind", self.params["kind"].default),
+                       name=params.get("name"))
+        return {k: v for k, v in out.items() if v is not None}
+
 
 _NAMED_VERBS = frozenset({"get", "patch", "update", "delete"})
 

@@ -147,6 +147,10 @@ class S3Action(Action):
     def scope(self, params: dict[str, Any]) -> list[tuple[str, str]]:
         return [("bucket", params.get("bucket") or "")] if self.mutates(params) else []
 
+    def touches(self, params: dict[str, Any]) -> dict[str, Any]:
+        bucket = params.get("bucket")  # `target: {kind: bucket, name: ...}`
+        return {"kind": "bucket", "name": bucket} if bucket else {}
+
 
 BUCKET = Param("string", required=True, kind="s3_bucket")
 KEY = Param("string", required=True, kind="s3_key")

@@ -22,15 +22,21 @@ class Step:
     on_failure: str = "abort"
     approval: bool = False
     description: str = ""  # shown to whoever approves the step
+    target: Target | None = None  # the object it changes, when not the playbook's
 
 
 @dataclass(frozen=True)
 class Target:
-    """The object a playbook acts on (templates); the unit of locks, cooldowns, rate limits."""
+    """The object a playbook (or one step) acts on (templates); the unit of locks,
+    cooldowns, rate limits."""
 
     kind: str
     name: str
     namespace: str = ""
+
+
+def build_target(data: dict[str, Any] | None) -> Target | None:
+    return Target(data["kind"], data["name"], data.get("namespace", "")) if data else None
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,6 @@ class Playbook:
 def build_playbook(data: dict[str, Any], file: str, order: int) -> Playbook:
     match = data["match"]
     names = match["alertname"]
-    target = data.get("target")
     esc = data.get("escalation")
     return Playbook(
         name=data["name"],
@@ -99,8 +104,7 @@ def build_playbook(data: dict[str, Any], file: str, order: int) -> Playbook:
         dry_run=data.get("dry_run", False),
         description=data.get("description", ""),
         runbook=data.get("runbook", ""),
-        target=Target(target["kind"], target["name"], target.get("namespace", ""))
-        if target else None,
+        target=build_target(data.get("target")),
         guards=data.get("guards", {}),
         steps=tuple(build_step(s) for s in data.get("steps", [])),
         on_resolved=tuple(build_step(s) for s in data.get("on_resolved", [])),
@@ -133,4 +137,5 @@ def build_step(data: dict[str, Any]) -> Step:
         on_failure=data.get("on_failure", "abort"),
         approval=data.get("approval") == "required",
         description=data.get("description", ""),
+        target=build_target(data.get("target")),
     )

@@ -22,6 +22,12 @@ STEP_NAME = {"type": "string", "pattern": r"^[a-z_][a-z0-9_]*$", "maxLength": 64
              "errorMessage": "not a step name: use lowercase letters, digits and _ "
                              "(e.g. restart_web)"}
 
+TARGET: dict[str, Any] = {
+    "type": "object", "required": ["kind", "name"], "additionalProperties": False,
+    "properties": {"kind": {"type": "string"}, "namespace": {"type": "string"},
+                   "name": {"type": "string"}},
+}
+
 STEP: dict[str, Any] = {
     "type": "object",
     "required": ["name", "action"],
@@ -37,6 +43,8 @@ STEP: dict[str, Any] = {
         "approval": {"type": "string", "enum": ["required", "none"]},
         "description": {"type": "string",
                         "description": "what the step does, shown to whoever approves it"},
+        "target": dict(TARGET, description="the object this step changes, when it is not the "
+                                           "playbook's target (its locks and limits key on it)"),
     },
 }
 
@@ -129,11 +137,7 @@ PLAYBOOK: dict[str, Any] = {
         },
         "continue": {"type": "boolean"},
         "dry_run": {"type": "boolean"},
-        "target": {
-            "type": "object", "required": ["kind", "name"], "additionalProperties": False,
-            "properties": {"kind": {"type": "string"}, "namespace": {"type": "string"},
-                           "name": {"type": "string"}},
-        },
+        "target": TARGET,
         "guards": GUARDS,
         "steps": {"type": "array", "items": STEP},
         "on_resolved": {"type": "array", "items": STEP},

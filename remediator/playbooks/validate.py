@@ -156,9 +156,13 @@ def _check_playbook(src: Source, at: Path, data: dict[str, Any],
                 problems.append(src.problem((*where, "name"), "error",
                                             f"duplicate step name {step['name']!r}"))
             problems.extend(_check_step(src, where, step, names[:j], (section, names)))
+            for key, value in (step.get("target") or {}).items():
+                problems.extend(_check_template(src, (*where, "target", key), value,
+                                                TARGET_ROOTS))
             action = get_action(step["action"])
             if action is not None and action.mutates(step.get("params") or {}):
                 mutating.append(where)
+                problems.extend(_check_touched(src, where, step, action, data.get("target")))
             elif action is not None and step.get("approval") == "required":
                 problems.append(src.problem((*where, "approval"), "warning",
                                             f"approval is only asked before a mutation; "
@@ -230,6 +234,39 @@ def _check_guards(src: Source, at: Path, data: dict[str, Any], mutating: list[Pa
         problems.extend(_check_template(src, (*at, "guards", "rate_limit", "key"),
                                         guards["rate_limit"]["key"], RATE_KEY_ROOTS))
     return problems
+
+
+def _check_touched(src: Source, at: Path, step: dict[str, Any], action: Action,
+                   playbook_target: dict[str, Any] | None) -> list[Problem]:
+    """A mutation of another object than the target would lock, cool down and rate-limit
+    the wrong one: compare what the step names (literal, or the same template) with its
+    target, the step's own or else the playbook's."""
+    target = step.get("target") or playbook_target
+    if not target:
+        return []  # no target at all is reported once, for the playbook
+    raw = step.get("params") or {}
+    try:
+        touched = action.touches(raw)
+    except Exception:  # an action's declaration must not take the validator down
+        return []
+    wanted = {"kind": target["kind"], "namespace": target.get("namespace", ""),
+              "name": target["name"]}
+    differ = []
+    for part, have in wanted.items():
+        value = touched.get(part)
+        if not isinstance(value, str) or not isinstance(have, str):
+            continue
+        if templating.is_template(value) or templating.is_template(have):
+            continue  # the same template is the same object; different ones: run time knows
+        if (value.lower() != have.lower()) if part == "kind" else value != have:
+            differ.append(f"{part} {value!r} (target: {have!r})")
+    if not differ:
+        return []
+    own = "its own target" if step.get("target") else "the playbook's target"
+    return [src.problem((*at, "action"), "error", (
+        f"step {step['name']!r} changes another object than {own}: "
+        f"{', '.join(differ)}; give the step a `target:` naming what it changes, so locks, "
+        "cooldowns and rate limits key on it"))]
 
 
 def _check_step(src: Source, at: Path, step: dict[str, Any], earlier: list[str],

@@ -126,6 +126,40 @@ def test_cooldown_at_its_boundary(tmp_path, run):
     run(h.service.stop())
 
 
+STEP_TARGET = """
+playbooks:
+  - name: proxy-web
+    match: {alertname: ProxyDown}
+    target: {kind: deployment, namespace: prod, name: proxy}
+    guards: {rate_limit: {max: 1, window: 1h}}
+    steps:
+      - name: restart_web
+        action: http.request
+        target: {kind: deployment, namespace: prod, name: "{{ labels.deployment }}"}
+        params: {url: "http://127.0.0.1:9/restart", method: POST}
+"""
+
+
+def test_a_step_with_its_own_target_takes_that_objects_cooldown_and_rate_limit(tmp_path, run):
+    h = Harness(tmp_path, "{cooldown: 10m}")
+    (tmp_path / "rules" / "proxy.yaml").write_text(STEP_TARGET)
+    run(h.start())
+    proxy = alert("ProxyDown", namespace="prod", deployment="web", fingerprint="proxy")
+    assert run(h.fire(proxy, at=0))[0]["outcome"] == "succeeded"
+    # web was changed by proxy-web's step: web's own playbook is cooling down
+    [d] = run(h.fire(web(1), at=60))
+    assert (d["outcome"], d["reason"].split(":")[0]) == ("blocked", "cooldown")
+    assert d["reason"].startswith("cooldown: prod/deployment/web was last changed at "
+                                  "2026-01-05T10:00:00Z")
+    # the step's rate limit is counted on web, not on the playbook's target (proxy)
+    [d] = run(h.fire(dict(proxy, startsAt="2026-01-05T10:02:00Z"), at=120))
+    assert d["outcome"] == "blocked"
+    assert d["reason"].startswith("rate_limited: 1 of max 1 mutations of "
+                                  "proxy-web:prod/deployment/web")
+    assert len(h.calls) == 1
+    run(h.service.stop())
+
+
 def test_two_alerts_for_one_target_arriving_together_run_once(tmp_path, run):
     h = run(Harness(tmp_path, "{cooldown: 1m}", slow=0.2).start())
     decisions = run(h.fire(web(0, fingerprint="a"), web(0, fingerprint="b", severity="page")))
