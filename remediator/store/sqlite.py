@@ -22,6 +22,7 @@ import os
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -381,7 +382,7 @@ class SQLiteStore(LocalCoordination):
             "updated_at=excluded.updated_at, outcome=excluded.outcome, body=excluded.body",
             (decision["id"], decision["created_at"], utcnow_iso(), decision["alertname"],
              decision.get("playbook"), decision["outcome"], decision["fingerprint"],
-             json.dumps(body)),
+             _pack(body)),
         )
 
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
@@ -391,7 +392,7 @@ class SQLiteStore(LocalCoordination):
         row = self._one("SELECT body FROM executions WHERE id=?", (execution_id,))
         if row is None:
             return None
-        decision = json.loads(row[0])
+        decision = _unpack(row[0])
         decision["steps"] = list(self._steps(execution_id).values())
         return decision
 
@@ -411,7 +412,7 @@ class SQLiteStore(LocalCoordination):
 
     async def save_step(self, execution_id: str, index: int, step: dict[str, Any]) -> None:
         await self._exec("INSERT OR REPLACE INTO steps (execution_id, idx, body) VALUES (?, ?, ?)",
-                         (execution_id, index, json.dumps(step, default=str)))
+                         (execution_id, index, _pack(step, default=str)))
 
     async def completed_steps(self, execution_id: str) -> dict[int, dict[str, Any]]:
         return await self._run(self._steps, execution_id)
@@ -419,7 +420,7 @@ class SQLiteStore(LocalCoordination):
     def _steps(self, execution_id: str) -> dict[int, dict[str, Any]]:
         rows = self._conn().execute(
             "SELECT idx, body FROM steps WHERE execution_id=? ORDER BY idx", (execution_id,))
-        return {idx: json.loads(body) for idx, body in rows}
+        return {idx: _unpack(body) for idx, body in rows}
 
     # --- guard state ---------------------------------------------------------------------
 
@@ -473,3 +474,19 @@ class SQLiteStore(LocalCoordination):
         from resetting it: the WAL then grows without bound."""
         rows = self._conn().execute(sql, args).fetchall()
         return rows[0] if rows else None
+
+
+# Decisions and step records are kept for the audit trail and read rarely; most of a routine
+# decision is its alert and escalation note, text that zlib (fastest level) takes to under
+# half. Short bodies stay JSON text: below this, the header costs more than it saves.
+_PACK_OVER = 256
+
+
+def _pack(value: Any, default: Callable[[Any], Any] | None = None) -> str | bytes:
+    text = json.dumps(value, default=default)
+    return zlib.compress(text.encode(), 1) if len(text) > _PACK_OVER else text
+
+
+def _unpack(stored: str | bytes) -> Any:
+    """A body as stored: JSON text (short, or written before compression) or a zlib BLOB."""
+    return json.loads(zlib.decompress(stored) if isinstance(stored, bytes) else stored)

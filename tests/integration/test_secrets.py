@@ -3,7 +3,9 @@ then every log line, note, API answer, metric and stored byte is searched for th
 
 from __future__ import annotations
 
+import sqlite3
 import time
+import zlib
 from pathlib import Path
 
 from tests.conftest import write_rules
@@ -94,6 +96,12 @@ def test_no_secret_reaches_logs_notes_api_metrics_or_the_store(tmp_path: Path, w
         assert w.stop() == 0
     for db in tmp_path.glob("remediator.db*"):  # the store, WAL included
         outputs[f"store {db.name}"] = db.read_bytes().decode("utf-8", "replace")
+    with sqlite3.connect(tmp_path / "remediator.db") as conn:  # long bodies are compressed
+        for table in ("executions", "steps"):
+            outputs[f"store {table}"] = "\n".join(
+                zlib.decompress(b).decode() if isinstance(b, bytes) else b
+                for (b,) in conn.execute(f"SELECT body FROM {table}"))
+    assert "<redacted>" in outputs["store steps"]  # the bodies were read
 
     leaks = [(name, where) for name, secret in SECRETS.items()
              for where, text in outputs.items() if secret in text]

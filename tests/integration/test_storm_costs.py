@@ -1,9 +1,12 @@
 """What a storm costs per alert, counted (never timed): the info log stays one line per
-decision, and a duplicate or a retry costs no decision and no line."""
+decision, a duplicate or a retry costs no decision and no line, and a decision's stored
+bytes are compressed where it pays."""
 
 from __future__ import annotations
 
+import json
 import logging
+import sqlite3
 
 from remediator.config import Config
 from tests.conftest import write_rules
@@ -20,6 +23,8 @@ playbooks:
       - name: restart
         action: http.request
         params: {url: "http://127.0.0.1:9/restart", method: POST}
+    escalation: {severity: critical, always: true, owner: team-web,
+                 next_steps: [check the rollout, roll back the last deploy]}
 """
 
 
@@ -58,3 +63,28 @@ def test_one_info_line_per_decision_and_none_for_duplicates(tmp_path, caplog):
         assert len(caplog.records) == before  # duplicates: not a line
     finally:
         w.stop()
+
+
+def test_decisions_are_stored_compressed_and_read_back_whole(tmp_path):
+    rules = write_rules(tmp_path / "rules", RULES)
+    db = tmp_path / "w.db"
+    cfg = Config(rules=[str(rules)], store=f"sqlite:///{db}", webhook_token=TOKEN,
+                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    w = InProcessWorker(cfg).start()
+    try:
+        body = notification(*(alert("WebDown", deployment=f"web{i % 3}", fingerprint=f"f{i}")
+                              for i in range(20)))
+        assert w.post_alerts(body)[0] == 202
+        w.wait_idle()
+        decisions = w.call(w.service.store.list_executions(100))
+    finally:
+        w.stop()
+    assert len(decisions) == 20
+    assert any((d.get("escalation") or {}).get("note", "").startswith("# ") for d in decisions)
+    as_json = sum(len(json.dumps({k: v for k, v in d.items() if k != "steps"})) for d in decisions)
+    steps_json = sum(len(json.dumps(s)) for d in decisions for s in d["steps"])
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT sum(length(body)) FROM executions").fetchone()[0]
+        stored_steps = conn.execute("SELECT sum(length(body)) FROM steps").fetchone()[0]
+    assert stored < 0.6 * as_json, (stored, as_json)
+    assert stored_steps < 0.8 * steps_json, (stored_steps, steps_json)
