@@ -323,7 +323,9 @@ def main() -> None:
             runs.sort(key=lambda r: r["rps"])
             rows.append({**runs[len(runs) // 2], "name": f"{name}, {args.alerts} alerts"})
             print(f"{name}: " + ", ".join(f"{r['rps']:.0f} req/s p99 {r['p99']:.1f} ms "
-                                          f"{r['e2e']:.0f} decisions/s" for r in runs), flush=True)
+                                          f"{r['e2e']:.0f} decisions/s "
+                                          f"{r['bytes_per_decision']:.0f} B/decision"
+                                          for r in runs), flush=True)
         if not args.quick:
             soak = storm("SQLite soak", f"sqlite:///{tmp}/soak.db", pg, tmp, script, args.soak,
                          bare_rps)
