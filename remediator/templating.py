@@ -183,7 +183,8 @@ def render(text: str, context: dict[str, Any], env: BoundedSandbox = _env) -> st
     try:
         return _bounded_render(env, text, context)
     except UndefinedError as exc:
-        raise TemplateError(f"undefined in template {text!r}: {exc.message}") from None
+        raise TemplateError(f"undefined in template {text!r}: {_undefined(exc, text, context)}") \
+            from None
     except SecurityError as exc:
         raise TemplateError(f"template {text!r} refused by the sandbox: {exc}") from None
     except TemplateSyntaxError as exc:
@@ -192,6 +193,22 @@ def render(text: str, context: dict[str, Any], env: BoundedSandbox = _env) -> st
         raise
     except Exception as exc:  # a template must never crash the pipeline
         raise TemplateError(f"template {text!r} failed: {type(exc).__name__}: {exc}") from None
+
+
+_MISSING = re.compile(r"has no attribute '([A-Za-z_][A-Za-z0-9_]*)'")
+
+
+def _undefined(exc: UndefinedError, text: str, context: dict[str, Any]) -> str:
+    """Jinja's "'dict object' has no attribute 'pod'", said as what is missing: the alert's
+    label, and the labels it does have (their names only)."""
+    found = _MISSING.search(exc.message or "")
+    labels = context.get("labels")
+    if found and isinstance(labels, dict) and found.group(1) not in labels:
+        name = re.escape(found.group(1))
+        if re.search(rf"labels\s*(\.\s*{name}\b|\[\s*['\"]{name}['\"])", text):
+            return (f"alert has no label {found.group(1)!r} "
+                    f"(labels: {', '.join(sorted(labels)) or 'none'})")
+    return str(exc.message)
 
 
 def _bounded_render(env: BoundedSandbox, text: str, context: dict[str, Any]) -> str:
@@ -222,7 +239,8 @@ def evaluate(expression: str, context: dict[str, Any]) -> bool:
         compiled = _env.compile_expression(expression, undefined_to_none=False)
         return bool(compiled(**context))
     except UndefinedError as exc:
-        raise TemplateError(f"undefined in condition {expression!r}: {exc.message}") from None
+        raise TemplateError(f"undefined in condition {expression!r}: "
+                            f"{_undefined(exc, expression, context)}") from None
     except TemplateSyntaxError as exc:
         raise TemplateError(f"condition syntax error in {expression!r}: {exc.message}") from None
     except TemplateError:

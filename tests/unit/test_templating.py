@@ -29,6 +29,17 @@ def test_strict_undefined_is_an_error_not_an_empty_string():
         render("{{ labels.missing }}", CTX)
 
 
+def test_a_missing_label_is_named_with_the_labels_present():
+    message = "alert has no label 'pod' (labels: deployment, evil)"
+    for template in ("{{ labels.pod }}", "{{ labels['pod'] | lower }}"):
+        with pytest.raises(TemplateError, match=re.escape(message)):
+            render(template, CTX)
+    with pytest.raises(TemplateError, match=re.escape(message)):
+        templating.evaluate("labels.pod == 'x'", CTX)
+    with pytest.raises(TemplateError, match="'str object' has no attribute 'pod'"):
+        render("{{ labels.deployment.pod }}", CTX)  # not a missing label: said as Jinja says it
+
+
 def test_compile_check_reports_root_names():
     assert templating.compile_check("{{ labels.a }}/{{ foo.b }}") == {"labels", "foo"}
     with pytest.raises(TemplateError, match="syntax"):
