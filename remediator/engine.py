@@ -83,6 +83,7 @@ class Engine:
             decision = self._decision(execution_id, alert, pb, existing)
             decision.update(outcome="failed", reason=f"internal error: {type(exc).__name__}: "
                             f"{exc}; nothing further was done")
+            await self._fail_running_steps(decision, exc)
             return await self._finish(decision, escalate=True)
         finally:
             await self.guards.release_all(execution_id)
@@ -188,6 +189,22 @@ class Engine:
             await self._finish(decision, escalate=True)
             expired += 1
         return expired
+
+    async def _fail_running_steps(self, decision: dict[str, Any], exc: Exception) -> None:
+        """After an internal error, the journaled steps, none left `running` in a final
+        decision: the one that was running failed (uncertain if it was a change), named."""
+        journal = await self.store.completed_steps(decision["id"])
+        decision["steps"] = [journal[i] for i in sorted(journal)]
+        for index, step in sorted(journal.items()):
+            if step["outcome"] != "running":
+                continue
+            step.update(outcome="failed", uncertain=bool(step.get("mutating")),
+                        detail=redact.text(f"internal error while running or recording it: "
+                                           f"{type(exc).__name__}: {exc}"))
+            if step["uncertain"]:
+                step["detail"] += "; it may or may not have taken effect: check by hand"
+            await self.store.save_step(decision["id"], index, step)
+            decision["reason"] = f"step {step['name']!r} failed: {decision['reason']}"
 
     async def _run_steps(self, decision: dict[str, Any], steps: tuple[Step, ...],
                          ctx: dict[str, Any], gc: GuardContext) -> str | None:

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 
 from ..alerts import Alert
-from .base import Action, ActionContext, ActionError, Param, TransientError
+from .base import Action, ActionContext, ActionError, Param, TransientError, UnsafeJSON, parse_json
 
 MAX_SILENCE = 86400.0  # a silence remediator sets ends within a day: then a human decides
 
@@ -25,7 +25,10 @@ async def _call(backends: Any, method: str, path: str, **kwargs: Any) -> Any:
                                      unapplied=read)
             if resp.status >= 300:
                 raise ActionError(f"Alertmanager {method} {path}: {resp.status} {text[:200]}")
-            return await resp.json(content_type=None) if text else None
+            try:
+                return parse_json(text) if text else None
+            except UnsafeJSON as exc:
+                raise ActionError(f"Alertmanager {method} {path}: answer refused: {exc}") from None
     except (TimeoutError, aiohttp.ClientConnectionError) as exc:
         # chained: whether the request was ever sent is read from the cause
         raise TransientError(f"Alertmanager {method} {path} at {url} failed: "

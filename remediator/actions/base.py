@@ -9,6 +9,7 @@ these declarations; nothing else needs to know an action's internals.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import sys
@@ -252,6 +253,38 @@ def maybe_applied(exc: BaseException) -> bool:
 
 
 # --- parameter validation: the one place parameters are checked -------------------------
+
+# A remote answer becomes part of a step record, which is journaled, templated and encoded
+# recursively: one nested hundreds of levels deep would exhaust the interpreter's stack there
+# (after the call, leaving the step `running`). Every action parses a remote answer here.
+MAX_JSON_DEPTH = 64
+MAX_JSON_BYTES = 8 * 1024 * 1024
+
+
+class UnsafeJSON(ValueError):
+    """Parsed JSON too deep or too large to keep in a step record (a ValueError, so a caller
+    that treats unparsable text as "not JSON" still can; most say why instead)."""
+
+
+def parse_json(raw: str | bytes) -> Any:
+    """`json.loads`, refusing (UnsafeJSON) a document over MAX_JSON_BYTES or nested deeper than
+    MAX_JSON_DEPTH; a document that is not JSON is a plain ValueError, as from json.loads."""
+    if len(raw) > MAX_JSON_BYTES:
+        raise UnsafeJSON(f"JSON of {len(raw)} bytes is over the {MAX_JSON_BYTES}-byte limit")
+    try:
+        value = json.loads(raw)
+    except RecursionError:  # deeper than the parser's own stack allows
+        raise UnsafeJSON(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    # level by level, without recursion of its own (the recursion is what is being bounded)
+    level, depth = [value] if isinstance(value, dict | list) else [], 0
+    while level:
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            raise UnsafeJSON(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+        level = [child for node in level for child in (node.values() if isinstance(node, dict)
+                                                       else node) if isinstance(child, dict | list)]
+    return value
+
 
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")  # ASCII digits only
 _UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}

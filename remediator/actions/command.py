@@ -15,14 +15,13 @@ has one shape for every backend: {exit_code, stdout, stderr, truncated, json}.
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import Action, ActionError, Param
+from .base import Action, ActionError, Param, UnsafeJSON, parse_json
 
 MAX_WORDS = 64
 MAX_WORD = 4096
@@ -204,7 +203,9 @@ def command_result(params: dict[str, Any], exit_code: int | None, out: Capture, 
             parse_error = f"stdout is longer than max_output ({out.limit} bytes)"
         else:
             try:
-                result["json"] = json.loads(result["stdout"])
+                result["json"] = parse_json(result["stdout"])
+            except UnsafeJSON as exc:
+                parse_error = f"stdout refused: {exc}"
             except ValueError as exc:
                 parse_error = f"stdout is not JSON ({exc})"
     if exit_code not in (params.get("ok_exit_codes") or [0]):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import time
@@ -15,7 +14,7 @@ import aiohttp
 
 from .. import redact
 from ..templating import is_template
-from .base import Action, ActionContext, ActionError, Param, TransientError
+from .base import Action, ActionContext, ActionError, Param, TransientError, UnsafeJSON, parse_json
 
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 _BODY_EXCERPT = 2048
@@ -107,7 +106,11 @@ class HttpRequest(Action):
             "body": raw[:_BODY_EXCERPT].decode("utf-8", "replace"),
         }
         try:
-            result["json"] = json.loads(raw)
+            result["json"] = parse_json(raw)
+        except UnsafeJSON as exc:  # kept out of the record; the body excerpt stays
+            result["json"] = None
+            raise ActionError(f"{params['method']} {params['url']}: reply refused: {exc}",
+                              result) from None
         except ValueError:
             result["json"] = None
         if resp.status not in params["expect_status"]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import aiohttp
 
-from .base import Action, ActionContext, ActionError, Param, TransientError
+from .base import Action, ActionContext, ActionError, Param, TransientError, UnsafeJSON, parse_json
 
 _MAX_SERIES = 50
 
@@ -22,9 +21,11 @@ async def instant_query(backends: Any, promql: str) -> dict[str, Any]:
     except (TimeoutError, aiohttp.ClientConnectionError) as exc:
         raise TransientError(f"Prometheus at {url} unreachable: {exc}") from None
     try:
-        body = json.loads(raw)
+        body = parse_json(raw)
         if not isinstance(body, dict):
             raise ValueError("not an object")
+    except UnsafeJSON as exc:
+        raise ActionError(f"Prometheus at {url} answered {status}, refused: {exc}") from None
     except ValueError:  # a proxy's HTML error page, a truncated answer
         excerpt = raw[:120].decode("utf-8", "replace").strip()
         raise TransientError(f"Prometheus at {url} answered {status} without JSON (a proxy in "

@@ -1,8 +1,12 @@
 """Hostile alert input over real HTTP: what an attacker who can push alerts can and cannot do."""
 
 import json
+from http.server import BaseHTTPRequestHandler
 
+from remediator.actions.base import MAX_JSON_DEPTH, Action, ActionContext, Param
+from remediator.actions.registry import ACTIONS
 from tests.support.payloads import alert, notification
+from tests.support.procs import serve_http
 from tests.support.worker import http
 
 NODE_RULES = r"""
@@ -102,3 +106,79 @@ def test_alerts_alertmanager_left_out_are_counted(worker_factory):
     payload["truncatedAlerts"] = 250
     assert w.post_alerts(payload)[0] == 202
     assert "remediator_alerts_truncated_total 250.0" in http("GET", f"{w.url}/metrics")[1]
+
+
+DEEP = 500  # levels: encoding a step record this deep exhausts the interpreter's stack
+
+
+class _DeepJSON(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = ("[" * DEEP + "]" * DEEP).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+DEEP_RULES = """
+playbooks:
+  - name: probe
+    match: {alertname: ServiceDown}
+    steps:
+      - name: health
+        action: %s
+        params: {url: "%s"}
+"""
+
+
+def _one_final_decision(w):
+    w.post_alerts(notification(alert("ServiceDown", fingerprint="deep")))
+    [decision] = w.wait_executions(1)
+    stored = w.call(w.service.store.get_execution(decision["id"]))
+    assert [s["outcome"] for s in stored["steps"]] == ["failed"]  # none left `running`
+    assert "failed at step 'health'" in stored["escalation"]["note"]
+    return stored
+
+
+def test_a_reply_nested_too_deep_fails_its_step_saying_why(worker_factory):
+    server, port = serve_http(_DeepJSON)
+    try:
+        w = worker_factory(DEEP_RULES % ("http.request", f"http://127.0.0.1:{port}/health"),
+                           mode="live")
+        stored = _one_final_decision(w)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert stored["outcome"] == "failed" and "internal error" not in stored["reason"]
+    [step] = stored["steps"]
+    assert f"reply refused: JSON is nested deeper than {MAX_JSON_DEPTH} levels" in step["detail"]
+    assert step["result"]["status"] == 200 and step["result"]["json"] is None
+
+
+class _DeepResult(Action):
+    """A plugin's bug: a result no record can hold (not parsed through `parse_json`)."""
+    name = "test.deep_result"
+    summary = "returns a result nested too deep to record"
+    params = {"url": Param("string", required=True)}
+
+    def describe(self, params: dict) -> str:
+        return "return a deep result"
+
+    async def run(self, params: dict, ctx: ActionContext) -> dict:
+        deep: list = []
+        for _ in range(DEEP * 4):
+            deep = [deep]
+        return {"deep": deep}
+
+
+def test_an_internal_error_mid_step_fails_that_step_and_names_it(worker_factory, monkeypatch):
+    monkeypatch.setitem(ACTIONS, _DeepResult.name, _DeepResult())
+    w = worker_factory(DEEP_RULES % (_DeepResult.name, "unused"), mode="live")
+    stored = _one_final_decision(w)
+    assert stored["outcome"] == "failed"
+    assert stored["reason"].startswith("step 'health' failed: internal error: RecursionError")
+    assert "internal error while running or recording it" in stored["steps"][0]["detail"]
