@@ -139,6 +139,11 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
     if cfg.history_retention < 86400:
         raise ConfigError("history_retention must be at least 1d: guard windows count the "
                           "events it prunes")
+    if cfg.history_retention < cfg.inbox_retention:
+        # A still-firing alert is re-sent with its old startsAt; once both its inbox row and its
+        # execution are pruned, that re-send would look new and run the playbook again.
+        raise ConfigError("history_retention must be at least inbox_retention: an execution "
+                          "pruned before its alert's inbox row would let a re-sent alert run again")
     try:
         check_distinct(cfg.operators, cfg.webhook_token, cfg.basic_auth_username)
     except ValueError as exc:

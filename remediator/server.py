@@ -33,7 +33,7 @@ def build_app(service: Service) -> web.Application:
     # aiohttp enforces the body limit itself (413) before the handler reads anything.
     cfg = service.config
     app = web.Application(client_max_size=cfg.max_body_bytes,
-                          middlewares=[count_webhook_requests, authenticate])
+                          middlewares=[count_webhook_requests, store_outage_is_503, authenticate])
     app[SERVICE] = service
     app[USERS] = Users(cfg.operators, cfg.webhook_token, cfg.basic_auth_username,
                        cfg.basic_auth_password, cfg.allow_unauthenticated)
@@ -92,6 +92,17 @@ async def count_webhook_requests(request: web.Request, handler: Handler) -> web.
     if response.status == 202:
         metrics.ack_seconds.observe(time.perf_counter() - started)
     return response
+
+
+@web.middleware
+async def store_outage_is_503(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A store that cannot answer is a 503 on every endpoint (approve, API reads, console),
+    never a 500: the work is not lost, the caller should retry."""
+    try:
+        return await handler(request)
+    except StoreUnavailable as exc:
+        log.error("store unavailable answering %s %s: %s", request.method, request.path, exc)
+        return _error(503, f"store unavailable, retry: {exc}")
 
 
 @web.middleware

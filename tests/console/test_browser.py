@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -116,7 +116,9 @@ def no_dialog(driver: webdriver.Chrome) -> bool:
 
 def test_console_in_a_real_browser(chromium, worker_factory, exporter, kubeapi, kubeconfig,
                                    tmp_path):
-    driver, wait = chromium, WebDriverWait(chromium, 30)
+    # Live updates re-render the page: an element read mid-refresh is stale, so look again.
+    driver, wait = chromium, WebDriverWait(chromium, 60,
+                                           ignored_exceptions=(StaleElementReferenceException,))
     now = time.time()
     exporter.set("shop_error_ratio", 0.013)  # after the restart: below the verify threshold
     prom = Prometheus(tmp_path / "prometheus")

@@ -69,7 +69,7 @@ def test_latency_alert_travels_the_whole_pipeline_and_escalates(stack):
     note = stack.note(decision)
     assert note.startswith(f"# [WARNING] {alertname}")
     assert "Respond within:** 30 min" in note and "Syft" in note
-    eventually(lambda: stack.human_deliveries(alertname), "the on-call receiver to get it too", 10)
+    eventually(lambda: stack.human_deliveries(alertname), "the on-call receiver to get it too", 30)
 
     fast = [("1", 1.0), ("5", 1.0), ("10", 1.0), ("30", 1.0), ("+Inf", 1.0)]
     stack.traffic.mix((seed.LATENCY, {"le": le, "operation": "upload"}, share) for le, share in fast)
@@ -85,10 +85,10 @@ def test_code_forge_upload_failures_restart_once_and_verify(stack):
 
     stack.traffic.mix([(UPLOADS, UPLOAD_OK, 0.6), (UPLOADS, UPLOAD_FAILED, 0.4)])
     stamp = eventually(lambda: seed.restarted_at(kube, CODE_FORGE_NS, CODE_FORGE),
-                       "remediator to restart deployment/code-forge", 30, why=stack.diagnostics)
+                       "remediator to restart deployment/code-forge", 90, why=stack.diagnostics)
     # While remediation is under way Alertmanager re-sends the firing alert: deduplicated.
     eventually(lambda: stack.metric("remediator_alerts_duplicate_total") > duplicates_before,
-               "Alertmanager to re-send the firing alert", 15)
+               "Alertmanager to re-send the firing alert", 45)
     running = stack.wait_decision(alertname, final=False, where=lambda d: any(
         s["name"] == "verify" and s["outcome"] == "running" for s in d["steps"]))
 
@@ -226,7 +226,7 @@ def test_deltacrown_keeps_local_reads_when_the_validator_finds_objects_missing_i
     _saves(stack, 1.0)
     _fallback(stack, 1.0)
     eventually(lambda: _flags(stack)["CERT_S3_READ_PRIMARY"] == "false",
-               "reads to move to local storage", 30, why=stack.diagnostics)
+               "reads to move to local storage", 90, why=stack.diagnostics)
     stack.s3_proxy.clear_faults()
     _saves(stack, 0.0)
     _fallback(stack, 0.0)
@@ -271,7 +271,7 @@ def test_code_forge_missing_bucket_escalates_to_the_platform_team_without_a_rest
     page = eventually(lambda: [a for d in stack.human_deliveries("RemediationEscalation")
                                for a in d.body["alerts"] if d.path == "/platform-team"
                                and a["labels"]["execution_id"] == decision["id"]],
-                      "the platform team's receiver to be paged", 20)
+                      "the platform team's receiver to be paged", 60)
     assert page[0]["labels"]["severity"] == "critical"
 
     stack.traffic.mix([(UPLOADS, UPLOAD_OK, 1.0), (UPLOADS, UPLOAD_FAILED, 0.0)])
@@ -367,7 +367,7 @@ def test_hackathon_service_down_with_ready_pods_does_not_restart(stack):
     pages = eventually(lambda: [a["labels"] for d in stack.human_deliveries("RemediationEscalation")
                                 for a in d.body["alerts"] if d.path == "/hackathon-oncall"
                                 and a["labels"]["original_alertname"] == alertname],
-                       "the team's receiver to be paged", 20)
+                       "the team's receiver to be paged", 60)
     assert (pages[0]["team"], pages[0]["severity"]) == ("hackathon-oncall", "critical")
     stack.wait_decision(alertname, status="resolved", timeout=60)
 

@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -372,6 +373,11 @@ def test_the_shipped_socket_proxy_lets_the_playbooks_work_and_nothing_else(docke
     ctx = ActionContext(backends=Backends(), log=logging.getLogger("t"), execution_id="e1")
     try:
         assert act(run, "docker.inspect", ctx, project="3dpot", environment=True)["count"] == 1
+        # the container prints its line once its shell runs: wait for it, then read it through the proxy
+        deadline = time.monotonic() + 30
+        while "started" not in docker_env.client.containers.get("3dpot-redis").logs().decode():
+            assert time.monotonic() < deadline, "the container never printed its start line"
+            time.sleep(0.1)
         assert act(run, "docker.logs", ctx, container="3dpot-redis")["lines"] == [
             "[3dpot-redis] started"]
         assert act(run, "docker.stats", ctx, project="3dpot")["containers"][0]["pids"] >= 1

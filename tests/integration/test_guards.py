@@ -329,3 +329,5 @@ def test_history_retention_is_configurable_and_at_least_a_day():
     assert load_config(env={"REMEDIATOR_HISTORY_RETENTION": "30d"}).history_retention == 30 * 86400
     with pytest.raises(ConfigError, match="history_retention must be at least 1d"):
         load_config(env={"REMEDIATOR_HISTORY_RETENTION": "1h"})
+    with pytest.raises(ConfigError, match="history_retention must be at least inbox_retention"):
+        load_config(env={"REMEDIATOR_HISTORY_RETENTION": "2d", "REMEDIATOR_INBOX_RETENTION": "7d"})

@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.conftest import write_rules
 from tests.integration.test_cli import cli
 from tests.support.payloads import alert, notification
-from tests.support.worker import WorkerProcess, http
+from tests.support.worker import OPERATOR, WorkerProcess, http
 
 RULES = """
 playbooks:
@@ -59,6 +59,23 @@ def test_healthy_answers_while_another_process_holds_the_write_lock(tmp_path):
         holder.communicate("release\n", timeout=10)
         post.join(30)
         assert posted and posted[0][0] == 202  # acknowledged once the lock was free
+    finally:
+        if holder is not None and holder.poll() is None:
+            holder.kill()
+        assert w.stop() == 0
+
+
+def test_a_store_that_stays_locked_is_a_503_for_control_calls_never_a_500(tmp_path):
+    w = WorkerProcess(tmp_path, [str(write_rules(tmp_path / "rules", RULES))]).start()
+    holder = None
+    try:
+        holder = hold_write_lock(w.db.removeprefix("sqlite:///"))
+        # pause writes to the store; the lock outlives the store's 5 s of retries
+        status, body = http("POST", f"{w.url}/api/v1/pause", headers=OPERATOR, timeout=60)
+        assert status == 503 and "store unavailable" in body["error"], (status, body)
+        holder.communicate("release\n", timeout=10)
+        status, _ = http("POST", f"{w.url}/api/v1/pause", headers=OPERATOR, timeout=60)
+        assert status == 200  # the same call succeeds once the store answers again
     finally:
         if holder is not None and holder.poll() is None:
             holder.kill()
