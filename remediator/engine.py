@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -320,30 +320,35 @@ class Engine:
             approval = " (after approval)" if step.approval and record.mutating else ""
             record.detail = condition + action.describe(params) + approval
             return record
-        record.outcome = "running"  # the intent, journaled before the call
-        await self.store.save_step(*journal, record.to_dict())
+        record.outcome = "running"  # the intent, journaled once a call slot is held
+
+        async def intent() -> None:
+            await self.store.save_step(*journal, record.to_dict())
+
         actx = ActionContext(backends=self.backends, log=log, execution_id=gc.execution_id,
                              step=step.name,
                              fingerprint=gc.alert.fingerprint, results=ctx["steps"])
         if record.mutating or gc.alert.status == "resolved":
             # A change in flight is never interrupted; nor is the resolution's own work.
-            await self.executor.run(action, params, actx, record, step.timeout, step.retries)
+            await self.executor.run(action, params, actx, record, step.timeout, step.retries,
+                                    intent)
         else:
-            await self._run_cancellable(gc, action, params, actx, record, step)
+            await self._run_cancellable(gc, action, params, actx, record, step, intent)
         if self.metrics:
             self.metrics.step_seconds.labels(step.action, record.outcome).observe(
                 record.duration_seconds)
         return record
 
     async def _run_cancellable(self, gc: GuardContext, action: Any, params: dict[str, Any],
-                               actx: ActionContext, record: StepRecord, step: Step) -> None:
+                               actx: ActionContext, record: StepRecord, step: Step,
+                               intent: Callable[[], Awaitable[None]]) -> None:
         """A read-only step (a wait, a poll) that the alert's resolution may cut short."""
         if not self.inflight.resolved(gc.episode):
             task = asyncio.current_task()
             try:
                 with self.inflight.waiting(gc.execution_id):
                     await self.executor.run(action, params, actx, record, step.timeout,
-                                            step.retries)
+                                            step.retries, intent)
                 return
             except asyncio.CancelledError:
                 if not self.inflight.resolved(gc.episode):

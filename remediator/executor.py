@@ -60,14 +60,25 @@ class Executor:
     slots: Slots | None = None  # bounds concurrent calls; None: unbounded (tests, replay)
 
     async def run(self, action: Action, params: dict[str, Any], ctx: ActionContext,
-                  record: StepRecord, timeout: float | None, attempts: int) -> StepRecord:
+                  record: StepRecord, timeout: float | None, attempts: int,
+                  intent: Callable[[], Awaitable[None]] | None = None) -> StepRecord:
         """Run with retries inside one overall deadline (`timeout`, else the action's own
-        `deadline`); fill `record` and return it."""
+        `deadline`); fill `record` and return it. `intent` (the journal entry saying the call
+        is under way) is awaited once, when a call slot is held, right before the first call:
+        a step still queued for a slot when the process dies never started, so it is simply
+        run after a restart instead of being reported as interrupted."""
         timeout = action.deadline(params) if timeout is None else timeout
         record.started_at = utcnow_iso()
         started = time.monotonic()
         calling = False  # the deadline can strike inside a call or in a backoff sleep
         failure: BaseException | None = None
+
+        async def ready() -> None:
+            nonlocal calling, intent
+            if intent is not None:
+                await intent()
+                intent = None
+            calling = True  # stays set if the deadline cancels the call
         try:
             async with asyncio.timeout(timeout) as deadline:
                 async for attempt in AsyncRetrying(
@@ -78,9 +89,8 @@ class Executor:
                 ):
                     with attempt:
                         record.attempts += 1
-                        calling = True  # stays set if the deadline cancels the call
                         try:
-                            record.result = await self._call(action, params, ctx)
+                            record.result = await self._call(action, params, ctx, ready)
                         except Exception as exc:
                             failure, calling = exc, False
                             raise
@@ -110,8 +120,11 @@ class Executor:
         record.duration_seconds = round(time.monotonic() - started, 4)
         return record
 
-    async def _call(self, action: Action, params: dict[str, Any], ctx: ActionContext) -> dict:
+    async def _call(self, action: Action, params: dict[str, Any], ctx: ActionContext,
+                    ready: Callable[[], Awaitable[None]]) -> dict:
         if self.slots is None:
+            await ready()
             return await self.runner(action, params, ctx) or {}
         async with self.slots.hold(action.name) as slot:
+            await ready()
             return await self.runner(action, params, replace(ctx, sleep=slot.sleep)) or {}

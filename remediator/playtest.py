@@ -30,7 +30,7 @@ import difflib
 import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path as FsPath
@@ -93,10 +93,11 @@ class CannedExecutor(Executor):
         self.calls: dict[str, int] = defaultdict(int)
 
     async def run(self, action: Action, params: dict[str, Any], ctx: ActionContext,
-                  record: StepRecord, timeout: float | None, attempts: int) -> StepRecord:
+                  record: StepRecord, timeout: float | None, attempts: int,
+                  intent: Callable[[], Awaitable[None]] | None = None) -> StepRecord:
         token = _CURRENT_STEP.set(record.name)
         try:
-            return await super().run(action, params, ctx, record, timeout, attempts)
+            return await super().run(action, params, ctx, record, timeout, attempts, intent)
         finally:
             _CURRENT_STEP.reset(token)
 

@@ -81,7 +81,13 @@ def test_console_graph_of_a_decision_from_the_real_prometheus(worker_factory, ex
     assert f"[Graph of `graph_test_ratio > 0.5`]({url})" in note
     s = requests.Session()
     s.post(f"{w.url}/ui/login", data={"name": "victor", "password": VIEWER_TOKEN})
-    svg = s.get(f"{w.url}/ui/executions/{decision['id']}/graph.svg?q=alert").text
+    # query_range evaluates on steps aligned to the window's start: a series younger than one
+    # step has no point yet, so wait (bounded) until the graph has one.
+    deadline = time.monotonic() + 60
+    while '<path class="series"' not in (
+            svg := s.get(f"{w.url}/ui/executions/{decision['id']}/graph.svg?q=alert").text):
+        assert time.monotonic() < deadline, svg
+        time.sleep(1)
     assert '<path class="series"' in svg and 'class="threshold"' in svg and 'data-value="0.5"' in svg
     # The playbook has no verify query: said plainly, not an error.
     svg = s.get(f"{w.url}/ui/executions/{decision['id']}/graph.svg?q=verify").text
