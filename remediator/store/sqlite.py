@@ -82,6 +82,15 @@ def path_from_url(url: str) -> str:
     return rest[1:] if rest.startswith("/") and not rest.startswith("//") else rest
 
 
+def _absolute_hint(path: str) -> str:
+    """`sqlite:///tmp/x.db` is the relative `tmp/x.db`: when the absolute one was plainly
+    meant (its directory exists), say how to write it."""
+    directory = os.path.dirname(path)
+    if not os.path.isabs(path) and directory and os.path.isdir("/" + directory):
+        return f"; for the absolute path write sqlite:////{path} (four slashes)"
+    return ""
+
+
 Write = Callable[[sqlite3.Connection], Any]
 
 # How long a write waits, off the loop, for another connection's write lock before its
@@ -248,7 +257,8 @@ class SQLiteStore(LocalCoordination):
         if self.read_only:
             if self.path == ":memory:" or not os.path.exists(self.path):
                 raise StoreUnavailable(f"no store at {self.path!r}: it does not exist (pass "
-                                       "--store, or the --config serve runs with)")
+                                       "--store, or the --config serve runs with)"
+                                       + _absolute_hint(self.path))
             # mode=ro: no write, no schema, no checkpoint; the WAL is still read, so what the
             # server committed is seen. The server's process owns the -wal and -shm files.
             uri = Path(self.path).resolve().as_uri() + "?mode=ro"
@@ -260,7 +270,8 @@ class SQLiteStore(LocalCoordination):
         directory = os.path.dirname(self.path) or "."
         if self.path != ":memory:" and not os.path.isdir(directory):
             raise StoreUnavailable(f"directory {directory!r} does not exist (remediator creates "
-                                   "the database file, not its directory)")
+                                   "the database file, not its directory)"
+                                   + _absolute_hint(self.path))
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA busy_timeout=5000")  # in a thread: waiting here stalls nothing
         db.execute("PRAGMA journal_mode=WAL")

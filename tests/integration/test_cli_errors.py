@@ -41,6 +41,13 @@ def test_serve_refuses_what_cannot_work_in_one_line(tmp_path):
              "remediator: cannot open the store sqlite:///absent/remediator.db: directory "
              "'absent' does not exist (remediator creates the database file, not its directory)")
     assert not (tmp_path / "absent").exists()
+    # The SQLAlchemy convention trips newcomers: three slashes is relative to the directory.
+    one_line(remediator(tmp_path, "serve", "--store", f"sqlite://{tmp_path}/r.db",
+                        "--listen", "127.0.0.1:0"),
+             f"remediator: cannot open the store sqlite://{tmp_path}/r.db: directory "
+             f"'{str(tmp_path)[1:]}' does not exist (remediator creates the database file, not "
+             f"its directory); for the absolute path write sqlite:///{tmp_path}/r.db (four "
+             "slashes)")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
