@@ -6,13 +6,19 @@ The plugin is tests/action_plugin, a real installed package (tests/run.sh instal
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
+import pytest
+
+from remediator.actions.backends import Backends
+from remediator.actions.base import ActionContext, ActionError, check_params
 from remediator.actions.registry import ACTIONS, BUILTIN, PLUGIN_GROUP, load_plugins
+from tests.kubeapi.rbac import Policy, step_documents
 from tests.support.payloads import alert, notification
 
 PLAYBOOK = """
@@ -98,6 +104,52 @@ def test_dry_run_plans_it_live_runs_it_and_the_guards_hold(tmp_path, webhook_rec
     body = webhook_receiver.wait_for().body
     assert body == {"title": "cart crash-looping in shop", "priority": "p2",
                     "execution": ran["id"]}
+
+
+ANNOTATE = """
+playbooks:
+  - name: note-on-crashloop
+    match: {alertname: KubePodCrashLooping}
+    target: {kind: deployment, namespace: shop, name: web}
+    guards: {cooldown: 1h}
+    steps:
+      - name: note
+        action: example.annotate
+        params: {namespace: shop, name: web, note: "crash-looping: {{ labels.reason }}"}
+"""
+
+
+def test_a_plugins_declared_permission_is_listed_and_is_exactly_what_its_call_needs(
+        tmp_path, run, kubeapi, kubeconfig):
+    (tmp_path / "rules.yaml").write_text(ANNOTATE)
+    done = cli(tmp_path, "lint", "--permissions", "--format", "json", "rules.yaml")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rbac"] == [{"apiGroups": ["apps"], "resources": ["deployments"],
+                                                "verbs": ["patch"], "resourceNames": ["web"]}]
+    text = cli(tmp_path, "lint", "--permissions", "rules.yaml").stdout
+    assert "# used by note-on-crashloop/note" in text and '"patch"' in text, text
+
+    # The Kubernetes test server enforces RBAC: granted only what generate.py derives from the
+    # declaration, the call succeeds on the named deployment and is refused on any other.
+    action = ACTIONS["example.annotate"]
+    kubeapi.rbac = Policy([])
+    kubeapi.add_deployment("web", "shop")
+    kubeapi.add_deployment("api", "shop")
+    backends = Backends()
+    ctx = ActionContext(backends=backends, log=logging.getLogger("t"), execution_id="e1")
+    params, problems = check_params(action, {"namespace": "shop", "name": "web", "note": "n"},
+                                    rendered=True)
+    assert not problems
+    kubeapi.grant(step_documents(action.name, params, "shop"))
+    try:
+        assert run(action.run(params, ctx)) == {"annotation": "example.com/remediation",
+                                                "note": "n"}
+        assert kubeapi.get("deployments", "shop", "web")["metadata"]["annotations"][
+            "example.com/remediation"] == "n"
+        with pytest.raises(ActionError, match="HTTP 403"):
+            run(action.run(dict(params, name="api"), ctx))
+    finally:
+        run(backends.close())
 
 
 def test_a_broken_plugin_is_reported_not_loaded():

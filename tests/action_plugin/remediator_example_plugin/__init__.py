@@ -1,9 +1,11 @@
-"""`example.open_ticket`: files a ticket in an HTTP issue tracker.
+"""Two example actions: `example.open_ticket` files a ticket in an HTTP issue tracker, and
+`example.annotate` records a note on a Deployment (it declares the RBAC it needs).
 
-A complete plugin action: declared parameters (one literal: no alert label picks the tracker),
-it mutates (so lint demands a guard and the guards and budget apply), it is not repeatable
-after a crash (a second ticket), it describes itself for dry-run and says which errors are
-worth a retry. It uses remediator's shared HTTP session, as the built-ins do.
+`example.open_ticket` is a complete plugin action: declared parameters (one literal: no
+alert label picks the tracker), it mutates (so lint demands a guard and the guards and
+budget apply), it is not repeatable after a crash (a second ticket), it describes itself for
+dry-run and says which errors are worth a retry. It uses remediator's shared HTTP session, as
+the built-ins do.
 """
 
 from __future__ import annotations
@@ -12,7 +14,16 @@ from typing import Any
 
 import aiohttp
 
-from remediator.actions.base import Action, ActionContext, ActionError, Param, TransientError
+from remediator.actions.base import (
+    Action,
+    ActionContext,
+    ActionError,
+    Param,
+    Permission,
+    TransientError,
+    rbac,
+)
+from remediator.actions.kube_client import MERGE, NAME, NAMESPACE, KubeAction, named, patch_workload
 
 
 class OpenTicket(Action):
@@ -42,3 +53,39 @@ class OpenTicket(Action):
                 raise ActionError(f"tracker refused the ticket: {resp.status}",
                                   {"status": resp.status})
             return {"status": resp.status}
+
+
+class Annotate(KubeAction):
+    """`kubectl annotate deployment NAME example.com/remediation=NOTE --overwrite`.
+
+    It declares its permission: `lint --permissions` and deploy/kubernetes/generate.py grant
+    it `patch` on the deployment the step names (resourceNames when the name is literal), and
+    nothing else, so the call fails with 403 if the declaration is wrong. Setting the same
+    annotation twice leaves the same object: it is safe to repeat after a crash.
+    """
+
+    name = "example.annotate"
+    summary = "Record a note on a Deployment as its example.com/remediation annotation."
+    mutating = True
+    idempotent = True
+    params = {"namespace": NAMESPACE, "name": NAME,
+              "note": Param("string", required=True, description="the annotation's value")}
+    permissions = rbac("apps", "deployments", "patch")
+    KEY = "example.com/remediation"
+
+    def permissions_for(self, params: dict[str, Any]) -> tuple[Permission, ...]:
+        return named(self.permissions, params, {"deployments"})
+
+    def touches(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"kind": "deployment", "namespace": params.get("namespace"),
+                "name": params.get("name")}
+
+    def describe(self, params: dict[str, Any]) -> str:
+        return (f"would annotate deployment {params['namespace']}/{params['name']} with "
+                f"{self.KEY}={params['note']!r}")
+
+    async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+        body = {"metadata": {"annotations": {self.KEY: params["note"]}}}
+        await patch_workload(ctx.backends, "deployment", params["namespace"], params["name"],
+                             body, MERGE)
+        return {"annotation": self.KEY, "note": params["note"]}
