@@ -43,6 +43,9 @@ def add_lint_parser(sub: Any) -> None:
                         "namespace scope are checked too")
     p.add_argument("--alert-rules", action="append", default=[], metavar="FILE",
                    help="Prometheus rule file or directory (repeatable): cross-check alert names")
+    p.add_argument("--external-alert", action="append", default=[], metavar="NAME",
+                   help="with --alert-rules: an alert defined by rules lint is not given, e.g. "
+                        "kube-prometheus-stack's KubePodCrashLooping (repeatable)")
     p.add_argument("--format", choices=("text", "json", "github"), default="text",
                    help="github: workflow annotations on the lines at fault")
     p.add_argument("--strict", action="store_true", help="warnings fail too")
@@ -67,7 +70,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
     result = validate_paths(paths, set(cfg.sink_specs()))
     problems += result.problems
     if args.alert_rules:
-        problems += check_alert_rules(result, args.alert_rules)
+        problems += check_alert_rules(result, args.alert_rules, args.external_alert)
     problems.sort()
     if args.permissions:
         print(json.dumps(required_permissions(result.playbooks), indent=2)
@@ -138,8 +141,11 @@ def check_config(file: str) -> tuple[Config | None, list[Problem]]:
 
 # --- Prometheus alert rules ------------------------------------------------------------------
 
-def check_alert_rules(result: Validation, paths: Iterable[str]) -> list[Problem]:
-    """Playbooks for alerts no rule defines (warning); runbook alerts no playbook handles (info)."""
+def check_alert_rules(result: Validation, paths: Iterable[str],
+                      external: Iterable[str] = ()) -> list[Problem]:
+    """Playbooks for alerts no rule defines (warning); runbook alerts no playbook handles (info).
+
+    `external`: alerts defined by rules lint is not given (kube-prometheus-stack's)."""
     problems: list[Problem] = []
     defined: dict[str, tuple[Source, tuple[Any, ...], dict[str, Any]]] = {}
     for file, explicit in _yaml_files(paths):
@@ -157,14 +163,16 @@ def check_alert_rules(result: Validation, paths: Iterable[str]) -> list[Problem]
         for path, rule in rules:
             defined.setdefault(rule["alert"], (source, path, rule))
     handled: set[str] = set()
+    elsewhere = set(external)
     for pb in result.playbooks:
         handled.update(pb.alertnames)
         for i, name in enumerate(pb.alertnames):
-            if name not in defined:
+            if name not in defined and name not in elsewhere:
                 where = ("match", "alertname", i) if _is_list_match(result, pb) else \
                     ("match", "alertname")
-                problems.append(result.problem_at(pb, where, "warning",
-                                                  f"no alerting rule defines alert {name!r}"))
+                problems.append(result.problem_at(pb, where, "warning", (
+                    f"no alerting rule defines alert {name!r} (defined by rules not linted "
+                    f"here, e.g. kube-prometheus-stack's? pass --external-alert {name})")))
     for name, (source, path, rule) in sorted(defined.items()):
         annotations = rule.get("annotations") or {}
         marks = [a for a in RUNBOOK_ANNOTATIONS if a in annotations]
