@@ -253,39 +253,16 @@ class Guards:
         return await self._paused(gc)
 
     async def _scope(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
-        s = self.settings
-        namespace = params.get("namespace") or gc.namespace
-        if namespace:
-            if namespace in s.namespaces_deny and namespace not in s.namespaces_allow:
-                return Block("scope_denied", f"namespace {namespace!r} is denied")
-            if s.namespaces_allow and namespace not in s.namespaces_allow:
-                return Block("scope_denied", f"namespace {namespace!r} is not in the allow list "
-                                             f"({', '.join(s.namespaces_allow)})")
-        return self.scope(step, params)
+        return namespace_denied(self.settings, params.get("namespace") or gc.namespace) or \
+            self.scope(step, params)
 
     def scope(self, step: Step, params: dict[str, Any]) -> Block | None:
         """Every place the step writes (`Action.scope`) is in its kind's allow list. Also
         run for a step that writes without mutating what is remediated (evidence)."""
         for kind, name in ACTIONS[step.action].scope(params):
-            allowed, setting, what = self._allowed(kind)
-            if not any(name == a or (kind == "evidence_directory" and _under(name, a))
-                       or (kind == "http_host" and name.rsplit(":", 1)[0] == a.lower())
-                       for a in allowed if name):
-                return Block("scope_denied", f"{kind.replace('_', ' ')} {name!r} is not in the "
-                                             f"{what} allow list ({setting}: "
-                                             f"{', '.join(allowed) or 'empty'})")
+            if block := write_denied(self.settings, kind, name):
+                return block
         return None
-
-    def _allowed(self, kind: str) -> tuple[list[str], str, str]:
-        """(allow list, its setting, what it allows) for a kind of `Action.scope`."""
-        s = self.settings
-        return {"bucket": (s.buckets_allow, "guards.buckets.allow", "S3 write"),
-                "compose_project": (s.compose_projects_allow, "guards.compose_projects.allow",
-                                    "Docker mutation"),
-                "evidence_directory": (s.evidence_directories, "guards.evidence.directories",
-                                       "evidence directory (roots)"),
-                "http_host": (s.http_allow, "guards.http.allow", "HTTP mutation"),
-                }.get(kind, ([], f"guards.{kind}", kind))
 
     async def _approval(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
         """One approval admits one step: each gated step waits for its own, with its own TTL."""
@@ -359,6 +336,42 @@ class Guards:
         if template:
             return templating.render(template, {"labels": gc.alert.labels, "target": gc.target})
         return f"{gc.playbook.name}:{gc.target or '-'}"
+
+
+# The scope rules, shared by the guard (run time) and lint (`--config`, literal names only).
+
+def namespace_denied(s: GuardSettings, namespace: str) -> Block | None:
+    """Why a mutation in `namespace` is out of scope, or None ("" names no namespace)."""
+    if namespace:
+        if namespace in s.namespaces_deny and namespace not in s.namespaces_allow:
+            return Block("scope_denied", f"namespace {namespace!r} is denied")
+        if s.namespaces_allow and namespace not in s.namespaces_allow:
+            return Block("scope_denied", f"namespace {namespace!r} is not in the allow list "
+                                         f"({', '.join(s.namespaces_allow)})")
+    return None
+
+
+def write_denied(s: GuardSettings, kind: str, name: str) -> Block | None:
+    """Why a write to `name`, one of `Action.scope`'s (kind, name), is out of scope."""
+    allowed, setting, what = allow_list(s, kind)
+    if not any(name == a or (kind == "evidence_directory" and _under(name, a))
+               or (kind == "http_host" and name.rsplit(":", 1)[0] == a.lower())
+               for a in allowed if name):
+        return Block("scope_denied", f"{kind.replace('_', ' ')} {name!r} is not in the "
+                                     f"{what} allow list ({setting}: "
+                                     f"{', '.join(allowed) or 'empty'})")
+    return None
+
+
+def allow_list(s: GuardSettings, kind: str) -> tuple[list[str], str, str]:
+    """(allow list, its setting, what it allows) for a kind of `Action.scope`."""
+    return {"bucket": (s.buckets_allow, "guards.buckets.allow", "S3 write"),
+            "compose_project": (s.compose_projects_allow, "guards.compose_projects.allow",
+                                "Docker mutation"),
+            "evidence_directory": (s.evidence_directories, "guards.evidence.directories",
+                                   "evidence directory (roots)"),
+            "http_host": (s.http_allow, "guards.http.allow", "HTTP mutation"),
+            }.get(kind, ([], f"guards.{kind}", kind))
 
 
 async def decide_approval(store: Store, name: str, status: str, at: float,

@@ -9,6 +9,7 @@ config it will run with (`--config`), the Prometheus rules that fire the alerts
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections import defaultdict
@@ -17,12 +18,12 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from . import templating
-from .actions.base import Permission
+from .actions.base import Permission, check_params
 from .actions.registry import ACTIONS
 from .config import Config, ConfigError, load_config, read_config_source
 from .config_schema import check_config_source
-from .guards import SYSTEM_NAMESPACES
-from .playbooks.models import Playbook
+from .guards import SYSTEM_NAMESPACES, GuardSettings, allow_list, namespace_denied, write_denied
+from .playbooks.models import Playbook, Step
 from .playbooks.source import Problem, Source, SourceError, load_source
 from .playbooks.validate import Validation, is_test_file, validate_paths
 
@@ -39,8 +40,9 @@ def add_lint_parser(sub: Any) -> None:
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="playbook files or directories (default: the config's rules, `rules`)")
     p.add_argument("--config", metavar="FILE",
-                   help="the process config serve runs with: its escalation sinks and "
-                        "namespace scope are checked too")
+                   help="the process config serve runs with: its escalation sinks are "
+                        "checked, and a step acting outside its allow lists (namespaces, "
+                        "buckets, compose projects, HTTP hosts) is an error")
     p.add_argument("--alert-rules", action="append", default=[], metavar="FILE",
                    help="Prometheus rule file or directory (repeatable): cross-check alert names")
     p.add_argument("--external-alert", action="append", default=[], metavar="NAME",
@@ -69,6 +71,8 @@ def cmd_lint(args: argparse.Namespace) -> int:
         return _usage(f"no such file or directory: {', '.join(missing)}")
     result = validate_paths(paths, set(cfg.sink_specs()))
     problems += result.problems
+    if args.config and not any(p.file == args.config and p.severity == "error" for p in problems):
+        problems += check_scope(result, cfg.guards, args.config)
     if args.alert_rules:
         problems += check_alert_rules(result, args.alert_rules, args.external_alert)
     problems.sort()
@@ -137,6 +141,52 @@ def check_config(file: str) -> tuple[Config | None, list[Problem]]:
                 f"system namespace {ns!r} is not in guards.namespaces.deny and there is no "
                 "allow list: remediator may change it"))
     return cfg, problems
+
+
+def check_scope(result: Validation, settings: GuardSettings, config: str) -> list[Problem]:
+    """What the config's scope guard would refuse at run time (`scope_denied`), said now: the
+    namespace of each mutating step (its own parameter, else its target's) and every place a
+    step writes (`Action.scope`: buckets, compose projects, HTTP hosts, evidence directories),
+    wherever the playbook names it literally. The rules are the guard's own functions.
+
+    Against an allow list that is empty (the config allows no change of that kind at all) it
+    is only info: one config often runs part of the rules (deploy/kubernetes leaves the
+    compose playbooks to deploy/compose)."""
+    problems: list[Problem] = []
+    for pb in result.playbooks:
+        for section in ("steps", "on_resolved"):
+            for j, step in enumerate(getattr(pb, section)):
+                for kind, name in _written(pb, step):
+                    block = namespace_denied(settings, name) if kind == "namespace" else \
+                        write_denied(settings, kind, name)
+                    if block is None:
+                        continue
+                    off = kind != "namespace" and not allow_list(settings, kind)[0]
+                    message = (f"step {step.name!r} would be refused at run time with {config} "
+                               f"(scope_denied): {block.detail}")
+                    if off:
+                        message += (f"; this config allows no {allow_list(settings, kind)[2]} at "
+                                    "all: lint this playbook with the config that runs it")
+                    problems.append(result.problem_at(pb, (section, j, "action"),
+                                                      "info" if off else "error", message))
+    return problems
+
+
+def _written(pb: Playbook, step: Step) -> list[tuple[str, str]]:
+    """(kind, name) of every place the step acts in that the playbook names literally: the
+    namespace of a mutation, and `Action.scope`."""
+    action = ACTIONS[step.action]
+    params, bad = check_params(action, step.params, rendered=False)
+    if bad:
+        return []  # the validator has said why
+    places: list[tuple[str, str]] = []
+    if action.mutates(params):
+        target = step.target or pb.target
+        places.append(("namespace", params.get("namespace") or (target.namespace if target else "")))
+    with contextlib.suppress(Exception):  # an action's declaration must not take lint down
+        places += action.scope(params)
+    return [(kind, name) for kind, name in places if isinstance(name, str) and name
+            and "{{" not in name and "{%" not in name]  # a template: only run time knows
 
 
 # --- Prometheus alert rules ------------------------------------------------------------------

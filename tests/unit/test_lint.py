@@ -179,6 +179,64 @@ def test_config_sinks_and_scope(tmp_path, capsys):
     assert main(["lint", "--strict", "--config", str(config), str(rules)]) == 1
 
 
+SCOPED = """
+    playbooks:
+      - name: restart-shop
+        match: {alertname: A}
+        target: {kind: deployment, namespace: shop, name: web}
+        guards: {cooldown: 10m}
+        steps:
+          - {name: restart, action: kubernetes.rollout_restart, params: {namespace: shop, name: web}}
+      - name: restart-anywhere
+        match: {alertname: B}
+        target: {kind: deployment, namespace: "{{ labels.namespace }}", name: web}
+        guards: {cooldown: 10m}
+        steps:
+          - name: restart
+            action: kubernetes.rollout_restart
+            params: {namespace: "{{ labels.namespace }}", name: web}
+      - name: restore
+        match: {alertname: C}
+        target: {kind: bucket, name: other-bucket}
+        guards: {cooldown: 10m}
+        steps:
+          - {name: restore, action: s3.restore_version, params: {bucket: other-bucket, key: a}}
+        on_resolved:
+          - {name: bounce, action: docker.restart, params: {project: shop, service: web}}
+"""
+
+
+def test_config_scope_refusals_are_lint_errors_where_the_playbook_names_the_place(tmp_path, capsys):
+    """What replay would block as scope_denied (with the guard's own words) is a lint error at
+    the step, wherever its namespace or bucket is literal; a templated one only run time knows.
+    A kind of change the config switches off entirely (an empty allow list) is info."""
+    rules = write(tmp_path, "rules.yaml", SCOPED)
+    config = write(tmp_path, "config.yaml", """
+        guards:
+          namespaces: {allow: [payments]}
+          buckets: {allow: [artifacts]}
+    """)
+    assert main(["lint", str(rules)]) == 0  # no config: nothing to compare with
+    capsys.readouterr()
+    assert main(["lint", "--config", str(config), str(rules)]) == 1
+    refused = f"would be refused at run time with {config} (scope_denied)"
+    assert capsys.readouterr().out.splitlines() == [
+        f"{rules}:7:25: error: step 'restart' {refused}: namespace 'shop' is not in the allow "
+        "list (payments)",
+        f"{rules}:21:25: error: step 'restore' {refused}: bucket 'other-bucket' is not in the S3 "
+        "write allow list (guards.buckets.allow: artifacts)",
+        f"{rules}:23:24: info: step 'bounce' {refused}: compose project 'shop' is not in the "
+        "Docker mutation allow list (guards.compose_projects.allow: empty); this config allows "
+        "no Docker mutation at all: lint this playbook with the config that runs it"]
+    allowed = write(tmp_path, "allowed.yaml", """
+        guards:
+          namespaces: {allow: [shop]}
+          buckets: {allow: [other-bucket]}
+          compose_projects: {allow: [shop]}
+    """)
+    assert main(["lint", "--strict", "--config", str(allowed), str(rules)]) == 0
+
+
 def test_config_deny_list_without_system_namespaces(tmp_path):
     from remediator.lint import check_config
 
