@@ -23,6 +23,7 @@ from .actions.registry import ACTIONS
 from .config import Config, ConfigError, load_config, read_config_source
 from .config_schema import check_config_source
 from .guards import SYSTEM_NAMESPACES, GuardSettings, allow_list, namespace_denied, write_denied
+from .lint_promql import check_promql
 from .playbooks.models import Playbook, Step
 from .playbooks.source import Problem, Source, SourceError, load_source
 from .playbooks.validate import Validation, is_test_file, validate_paths
@@ -53,6 +54,8 @@ def add_lint_parser(sub: Any) -> None:
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     p.add_argument("--permissions", action="store_true",
                    help="print the Kubernetes RBAC rules and IAM actions the playbooks need")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="say on stderr which optional checks ran (promtool over the PromQL)")
     p.set_defaults(func=cmd_lint)
 
 
@@ -75,6 +78,10 @@ def cmd_lint(args: argparse.Namespace) -> int:
         problems += check_scope(result, cfg.guards, args.config)
     if args.alert_rules:
         problems += check_alert_rules(result, args.alert_rules, args.external_alert)
+    notes: list[str] = []
+    problems += check_promql(result, notes)
+    for note in notes if args.verbose else ():
+        print(f"remediator lint: {note}", file=sys.stderr)
     problems.sort()
     if args.permissions:
         print(json.dumps(required_permissions(result.playbooks), indent=2)
