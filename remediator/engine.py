@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import redact, templating
+from . import redact, template_context, templating
 from .actions.backends import Backends
 from .actions.base import ActionContext, check_params, render_params
 from .actions.registry import ACTIONS
@@ -93,7 +93,7 @@ class Engine:
                        existing: dict[str, Any] | None) -> dict[str, Any]:
         decision = self._decision(execution_id, alert, pb, existing)
         decision["group"] = group.to_dict()
-        ctx = _template_context(alert, group, pb)
+        ctx = template_context.build(alert.to_dict(), group.to_dict(), pb)
         gc = GuardContext(playbook=pb, alert=alert, execution_id=execution_id, mode=self._mode(pb))
         try:
             gc.target = _render_target(pb.target, ctx)
@@ -231,12 +231,12 @@ class Engine:
                 return "failed"
             if done and done["outcome"] not in ("blocked", "running"):
                 records.append(done)
-                ctx["steps"][step.name] = _step_view(done)
+                ctx["steps"][step.name] = template_context.step_view(done)
                 continue
             record = await self._run_step(step, ctx, gc, journal=(decision["id"], index))
             records.append(record.to_dict())
             await self.store.save_step(decision["id"], index, record.to_dict())
-            ctx["steps"][step.name] = _step_view(record.to_dict())
+            ctx["steps"][step.name] = template_context.step_view(record.to_dict())
             if record.outcome == "blocked":
                 await self._blocked(decision, Block(record.guard, record.detail), gc,
                                     step=step.name)
@@ -433,19 +433,6 @@ def _group_kwargs(data: dict[str, Any]) -> dict[str, Any]:
             "truncated_alerts": data.get("truncatedAlerts", 0)}
 
 
-def _template_context(alert: Alert, group: Group, pb: Playbook) -> dict[str, Any]:
-    return {
-        "labels": dict(alert.labels),
-        "annotations": dict(alert.annotations),
-        "alert": {"fingerprint": alert.fingerprint, "startsAt": alert.starts_at,
-                  "endsAt": alert.ends_at, "generatorURL": alert.generator_url,
-                  "status": alert.status},
-        "group": group.to_dict(),
-        "playbook": {"name": pb.name, "runbook": pb.runbook},
-        "steps": {},
-    }
-
-
 def _render_target(target: Target | None, ctx: dict[str, Any]) -> str | None:
     """`namespace/kind/name` with each part validated, or None without a target."""
     if target is None:
@@ -457,7 +444,7 @@ def _render_target(target: Target | None, ctx: dict[str, Any]) -> str | None:
     templating.validate("k8s_name" if kind.lower() != "bucket" else "s3_bucket", name)
     if namespace:
         templating.validate("namespace", namespace)
-    return f"{namespace}/{kind.lower()}/{name}" if namespace else f"{kind.lower()}/{name}"
+    return template_context.make_target(kind.lower(), namespace, name)
 
 
 def _plan(steps: tuple[Step, ...], ctx: dict[str, Any]) -> list[str]:
@@ -491,11 +478,3 @@ def _reads_results(value: Any) -> bool:
         return False
 
 
-def _step_view(record: dict[str, Any]) -> dict[str, Any]:
-    """What later templates see of a step: its outcome and result (a placeholder if planned)."""
-    if record["outcome"] == "planned":
-        name = record["name"]
-        return {"outcome": templating.Pending(f"steps.{name}.outcome"),
-                "result": templating.Pending(f"steps.{name}.result")}
-    return {"outcome": record["outcome"], "result": record.get("result") or {},
-            "detail": record.get("detail", "")}

@@ -6,7 +6,7 @@ import copy
 import json
 from typing import Any
 
-from .. import graphs, templating
+from .. import graphs, template_context, templating
 from ..playbooks.models import Playbook
 from ..playbooks.validate import step_references
 
@@ -36,7 +36,7 @@ def _severity(decision: dict[str, Any],
     steps = {s["name"]: s for s in decision.get("steps") or []}
     for j, (raised, when, raised_within, raised_team) in enumerate(esc.raise_to if esc else ()):
         try:
-            holds = templating.evaluate(when, _context(decision))
+            holds = templating.evaluate(when, _context(decision, pb))
         except templating.TemplateError as exc:
             if any(steps.get(name, {}).get("outcome") != "succeeded"
                    for name in step_references(when)):
@@ -50,19 +50,19 @@ def _severity(decision: dict[str, Any],
     return severity, within or _SEVERITY_WITHIN[severity], team, errors
 
 
-def _context(decision: dict[str, Any]) -> dict[str, Any]:
+def _context(decision: dict[str, Any], pb: Playbook | None) -> dict[str, Any]:
     decision = copy.deepcopy(decision)  # templates see a copy, never the decision being recorded
-    alert = decision["alert"]
-    return {"labels": alert["labels"], "annotations": alert["annotations"], "alert": alert,
-            "group": decision.get("group") or {}, "target": decision.get("target"),
-            "playbook": {"name": decision.get("playbook")},
-            "steps": {s["name"]: s for s in decision.get("steps") or []}}
+    ctx = template_context.build(decision["alert"], decision.get("group"), pb,
+                                 decision.get("target"))
+    ctx["steps"] = {s["name"]: template_context.step_view(s, pending=False)
+                    for s in decision.get("steps") or []}
+    return ctx
 
 
-def _render(text: str, decision: dict[str, Any]) -> str:
+def _render(text: str, decision: dict[str, Any], pb: Playbook | None) -> str:
     """Render a playbook's note template; a broken one is shown raw, never lost."""
     try:
-        return templating.render(text, _context(decision))
+        return templating.render(text, _context(decision, pb))
     except templating.TemplateError:
         return text
 
@@ -73,7 +73,7 @@ def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str 
     labels, annotations = alert["labels"], alert["annotations"]
     severity, within, team, errors = _severity(decision, pb)
     esc = pb.escalation if pb else None
-    summary = (_render(esc.summary, decision) if esc and esc.summary
+    summary = (_render(esc.summary, decision, pb) if esc and esc.summary
                else annotations.get("summary") or "")
     title = " — ".join(t for t in (summary, outcome_phrase(decision)) if t)
     lines = [
@@ -81,7 +81,7 @@ def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str 
         "",
         f"- **Respond within:** {_minutes(within)}" if within else "- **Respond within:** n/a",
         f"- **Outcome:** `{decision['outcome']}` — {decision.get('reason') or 'see timeline'}",
-        f"- **Owner:** {_render(esc.owner, decision)}" if esc and esc.owner else None,
+        f"- **Owner:** {_render(esc.owner, decision, pb)}" if esc and esc.owner else None,
         f"- **Team:** `{team}`" if team else None,
         f"- **Playbook:** `{decision.get('playbook')}` ({decision.get('mode')})",
         f"- **Target:** `{decision.get('target')}`" if decision.get("target") else None,
@@ -123,7 +123,7 @@ def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str 
     lines += ["", "## Why this needs a human", "", _why(decision)]
     if pb and pb.escalation and pb.escalation.next_steps:
         lines += ["", "## Next steps", ""]
-        lines += [f"{i}. {_render(step, decision)}"
+        lines += [f"{i}. {_render(step, decision, pb)}"
                   for i, step in enumerate(pb.escalation.next_steps, 1)]
     if decision["outcome"] == "blocked" and decision["reason"].startswith("approval_pending"):
         step = decision.get("blocked_step") or ""
