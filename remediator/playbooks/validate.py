@@ -16,7 +16,7 @@ from typing import Any
 
 from jinja2 import Environment, TemplateSyntaxError, nodes
 
-from .. import templating
+from .. import template_context, templating
 from ..actions.base import Action, check_params, has_template, parse_duration
 from ..actions.registry import ACTIONS, PLUGIN_PROBLEMS, get_action
 from .index import RuleSet
@@ -375,6 +375,7 @@ def _check_template(src: Source, at: Path, value: Any, allowed: frozenset[str],
     if "steps" in roots and "steps" in allowed:
         problems.extend(src.problem(at, "error", message)
                         for message in _step_refs(value, earlier or [], *names))
+    problems.extend(src.problem(at, "error", message) for message in _unknown_attributes(value))
     return problems
 
 
@@ -396,6 +397,53 @@ def _step_refs(text: str, earlier: list[str], section: str, names: list[str]) ->
             messages.append(f"template refers to step {ref!r}, which is not in {section}"
                             f"{did_you_mean(ref, earlier)}")
     return messages
+
+
+# What a template may read of each fixed-shape value besides its fields (docs/templates.md):
+# the methods of its type the immutable sandbox allows (`alert.get('x')`, `target.split('/')`).
+_METHODS = {path: template_context.methods(template_context.Target("k/n") if path == "target"
+                                           else {})
+            for path in template_context.FIELDS}
+
+
+@functools.lru_cache(maxsize=4096)
+def _unknown_attributes(text: str) -> tuple[str, ...]:
+    """`target.nmae`, `alert.foo`, `steps.x.outcom`: attributes no value of that name has,
+    which would be undefined at run time. Open maps (labels, a step's result) are not checked."""
+    try:
+        ast = _PARSER.parse(text)
+    except TemplateSyntaxError:
+        return ()  # reported as a syntax error already
+    local = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    messages = []
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        attr, owner = _attribute(node), node.node
+        if isinstance(owner, nodes.Name) and owner.ctx == "load" and owner.name not in local:
+            path = key = owner.name
+        elif (isinstance(owner, (nodes.Getattr, nodes.Getitem)) and _attribute(owner)
+              and isinstance(owner.node, nodes.Name) and owner.node.name == "steps"
+              and "steps" not in local):
+            path, key = f"steps.{_attribute(owner)}", "steps.<step>"
+        else:
+            continue
+        fields = template_context.FIELDS.get(key)
+        if attr is None or fields is None or attr in fields or attr in _METHODS[key]:
+            continue
+        why = ("which templates may not call (they cannot change what they read)"
+               if hasattr(dict, attr) else "which does not exist")
+        messages.append(f"template reads {path}.{attr}, {why}: {path} has "
+                        f"{', '.join(fields)}{did_you_mean(attr, list(fields))}")
+    return tuple(dict.fromkeys(messages))
+
+
+def _attribute(node: nodes.Node) -> str | None:
+    """The attribute `x.name` or `x['name']` reads (None for `x[0]`, `x[y]`)."""
+    if isinstance(node, nodes.Getattr):
+        return node.attr
+    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) \
+            and isinstance(node.arg.value, str):
+        return node.arg.value
+    return None
 
 
 @functools.lru_cache(maxsize=4096)

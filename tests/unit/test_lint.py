@@ -100,8 +100,8 @@ def test_corpus(path: Path, monkeypatch):
 def test_corpus_covers_every_check():
     names = {p.stem for p in CORPUS.glob("*.yaml")}
     assert {"yaml_syntax", "unknown_key", "wrong_type", "unknown_action", "unknown_param",
-            "param_value", "template_syntax", "template_names", "step_refs", "matchers",
-            "duplicate_name", "shadowed", "mutating_unguarded", "delete_pods_no_max",
+            "param_value", "template_syntax", "template_names", "template_attributes", "step_refs",
+            "matchers", "duplicate_name", "shadowed", "mutating_unguarded", "delete_pods_no_max",
             "scale_no_bounds", "selectors", "sinks", "unknown_filters", "scale_bounds_templated",
             "regex_from_label", "approvals_wording", "on_resolved_always", "step_timeout"} <= names
 
