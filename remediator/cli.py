@@ -119,9 +119,14 @@ def _parser() -> argparse.ArgumentParser:
     a.set_defaults(func=cmd_approve)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of playbook files (or, with "
-                        "--config, of the config file)")
+                        "--config, of the config file; with --actions, a reference of the "
+                        "actions)")
     sc.add_argument("--config", action="store_true",
                     help="the config file's schema instead of the playbooks'")
+    sc.add_argument("--actions", nargs="?", const="all", choices=("all", "builtin"),
+                    help="instead, a readable reference of the actions (Markdown): every "
+                         "installed one (all, the default), or the built-ins only (builtin: "
+                         "docs/actions.md)")
     sc.set_defaults(func=cmd_schema)
     for choice in sub._choices_actions:  # each command's help is its description too
         parser = sub.choices[choice.dest]
@@ -353,6 +358,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from .config_schema import config_schema
     from .playbooks.schema import json_schema
 
+    if args.actions:
+        from .actions.reference import reference
+        from .actions.registry import ACTIONS, BUILTIN
+
+        print(reference(BUILTIN if args.actions == "builtin" else ACTIONS), end="")
+        return 0
     print(json.dumps(config_schema() if args.config else json_schema(), indent=2))
     return 0
 

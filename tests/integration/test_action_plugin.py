@@ -128,6 +128,9 @@ def test_a_plugins_declared_permission_is_listed_and_is_exactly_what_its_call_ne
                                                 "verbs": ["patch"], "resourceNames": ["web"]}]
     text = cli(tmp_path, "lint", "--permissions", "rules.yaml").stdout
     assert "# used by note-on-crashloop/note" in text and '"patch"' in text, text
+    reference = cli(tmp_path, "schema", "--actions").stdout.split("## example.annotate", 1)[1]
+    assert "*A plugin action, from `remediator_example_plugin`.*" in reference
+    assert "- **Permissions**: RBAC `apps/deployments`: patch\n" in reference
 
     # The Kubernetes test server enforces RBAC: granted only what generate.py derives from the
     # declaration, the call succeeds on the named deployment and is refused on any other.
