@@ -475,10 +475,22 @@ def _check_across(result: Validation) -> None:
                     pb, ("match",), "error",
                     f"playbook {pb.name!r} can never match: {earlier.name!r} "
                     f"({_origin(result, earlier)}) matches the same alerts first and has no "
-                    "`continue: true`"))
+                    "`continue: true`" + _resolutions_hint(earlier, pb)))
                 break
         for name in pb.alertnames:
             by_alertname[name].append(pb)
+
+
+def _resolutions_hint(first: Playbook, later: Playbook) -> str:
+    """Why a resolved-only playbook is shadowed by one that looks like it only fires."""
+    if later.status != "resolved" or first.status == "resolved":
+        return ""
+    if first.status == "any":
+        return f"; {first.name!r} (status: any) runs its steps on resolutions too"
+    return (f"; a firing playbook also receives its alerts' resolutions and runs its "
+            f"`on_resolved` steps then: move these steps into the `on_resolved` of "
+            f"{first.name!r} (they run once its firing run has stopped), or give it "
+            "`continue: true`")
 
 
 def _origin(result: Validation, pb: Playbook) -> str:
