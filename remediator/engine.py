@@ -234,9 +234,10 @@ class Engine:
                 ctx["steps"][step.name] = template_context.step_view(done)
                 continue
             record = await self._run_step(step, ctx, gc, journal=(decision["id"], index))
-            records.append(record.to_dict())
-            await self.store.save_step(decision["id"], index, record.to_dict())
-            ctx["steps"][step.name] = template_context.step_view(record.to_dict())
+            journaled = record.to_dict()  # redacted once: recorded, shown and templated
+            records.append(journaled)
+            await self.store.save_step(decision["id"], index, journaled)
+            ctx["steps"][step.name] = template_context.step_view(journaled)
             if record.outcome == "blocked":
                 await self._blocked(decision, Block(record.guard, record.detail), gc,
                                     step=step.name)

@@ -10,6 +10,7 @@ validator of its kind, so `deployment: "{{ labels.deployment }}"` can never beco
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -211,10 +212,26 @@ def _undefined(exc: UndefinedError, text: str, context: dict[str, Any]) -> str:
     return str(exc.message)
 
 
+# Compiled once per text: Jinja's `from_string` and `compile_expression` compile on every call
+# (no cache), and compiling was a third of a storm's processing. The texts are the playbooks'
+# (labels are data, never compiled), so the set is small; the bound covers reloads.
+_COMPILED_MAX = 4096
+
+
+@functools.lru_cache(maxsize=_COMPILED_MAX)
+def _template(env: BoundedSandbox, text: str) -> Any:
+    return env.from_string(text)
+
+
+@functools.lru_cache(maxsize=_COMPILED_MAX)
+def _expression(expression: str) -> Any:
+    return _env.compile_expression(expression, undefined_to_none=False)
+
+
 def _bounded_render(env: BoundedSandbox, text: str, context: dict[str, Any]) -> str:
     """Render, stopping as soon as the output passes MAX_SIZE (a loop cannot fill memory)."""
     parts, size = [], 0
-    for part in env.from_string(text).generate(context):
+    for part in _template(env, text).generate(context):
         size += len(part)
         if size > MAX_SIZE:
             raise TemplateError(f"template {text[:80]!r} renders more than {MAX_SIZE} characters")
@@ -236,8 +253,7 @@ def render_value(value: Any, context: dict[str, Any]) -> Any:
 def evaluate(expression: str, context: dict[str, Any]) -> bool:
     """Evaluate a `when:` condition (a bare Jinja expression) to a boolean."""
     try:
-        compiled = _env.compile_expression(expression, undefined_to_none=False)
-        return bool(compiled(**context))
+        return bool(_expression(expression)(**context))
     except UndefinedError as exc:
         raise TemplateError(f"undefined in condition {expression!r}: "
                             f"{_undefined(exc, expression, context)}") from None

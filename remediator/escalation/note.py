@@ -19,11 +19,11 @@ def severity_of(decision: dict[str, Any],
     """(severity, respond within, team): the playbook's, raised by the first `raise` rule
     whose condition holds on the steps' results (a confirmed checksum mismatch is an
     emergency; a missing bucket is the platform team's)."""
-    return _severity(decision, pb)[:3]  # type: ignore[return-value]
+    return _severity(decision, pb, _context(decision, pb))[:3]  # type: ignore[return-value]
 
 
-def _severity(decision: dict[str, Any],
-              pb: Playbook | None) -> tuple[str, float | None, str, list[str]]:
+def _severity(decision: dict[str, Any], pb: Playbook | None,
+              ctx: dict[str, Any]) -> tuple[str, float | None, str, list[str]]:
     """severity_of, and the `raise` conditions that could not be evaluated. A condition on a
     step that did not succeed does not hold; any other failure (a type error, a result of
     another shape) is an error the note reports, and the rule is applied: an emergency is
@@ -36,7 +36,7 @@ def _severity(decision: dict[str, Any],
     steps = {s["name"]: s for s in decision.get("steps") or []}
     for j, (raised, when, raised_within, raised_team) in enumerate(esc.raise_to if esc else ()):
         try:
-            holds = templating.evaluate(when, _context(decision, pb))
+            holds = templating.evaluate(when, ctx)
         except templating.TemplateError as exc:
             if any(steps.get(name, {}).get("outcome") != "succeeded"
                    for name in step_references(when)):
@@ -51,7 +51,9 @@ def _severity(decision: dict[str, Any],
 
 
 def _context(decision: dict[str, Any], pb: Playbook | None) -> dict[str, Any]:
-    decision = copy.deepcopy(decision)  # templates see a copy, never the decision being recorded
+    """What a note's templates see: a copy, never the decision being recorded. One copy
+    serves all of a note's templates (the sandbox is immutable: none can change it)."""
+    decision = copy.deepcopy(decision)
     ctx = template_context.build(decision["alert"], decision.get("group"), pb,
                                  decision.get("target"))
     ctx["steps"] = {s["name"]: template_context.step_view(s, pending=False)
@@ -59,10 +61,10 @@ def _context(decision: dict[str, Any], pb: Playbook | None) -> dict[str, Any]:
     return ctx
 
 
-def _render(text: str, decision: dict[str, Any], pb: Playbook | None) -> str:
+def _render(text: str, ctx: dict[str, Any]) -> str:
     """Render a playbook's note template; a broken one is shown raw, never lost."""
     try:
-        return templating.render(text, _context(decision, pb))
+        return templating.render(text, ctx)
     except templating.TemplateError:
         return text
 
@@ -71,9 +73,10 @@ def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str 
                 graph_problem: str = "") -> str:
     alert = decision["alert"]
     labels, annotations = alert["labels"], alert["annotations"]
-    severity, within, team, errors = _severity(decision, pb)
+    ctx = _context(decision, pb)
+    severity, within, team, errors = _severity(decision, pb, ctx)
     esc = pb.escalation if pb else None
-    summary = (_render(esc.summary, decision, pb) if esc and esc.summary
+    summary = (_render(esc.summary, ctx) if esc and esc.summary
                else annotations.get("summary") or "")
     title = " — ".join(t for t in (summary, outcome_phrase(decision)) if t)
     lines = [
@@ -81,7 +84,7 @@ def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str 
         "",
         f"- **Respond within:** {_minutes(within)}" if within else "- **Respond within:** n/a",
         f"- **Outcome:** `{decision['outcome']}` — {decision.get('reason') or 'see timeline'}",
-        f"- **Owner:** {_render(esc.owner, decision, pb)}" if esc and esc.owner else None,
+        f"- **Owner:** {_render(esc.owner, ctx)}" if esc and esc.owner else None,
         f"- **Team:** `{team}`" if team else None,
         f"- **Playbook:** `{decision.get('playbook')}` ({decision.get('mode')})",
         f"- **Target:** `{decision.get('target')}`" if decision.get("target") else None,
@@ -123,7 +126,7 @@ def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str 
     lines += ["", "## Why this needs a human", "", _why(decision)]
     if pb and pb.escalation and pb.escalation.next_steps:
         lines += ["", "## Next steps", ""]
-        lines += [f"{i}. {_render(step, decision, pb)}"
+        lines += [f"{i}. {_render(step, ctx)}"
                   for i, step in enumerate(pb.escalation.next_steps, 1)]
     if decision["outcome"] == "blocked" and decision["reason"].startswith("approval_pending"):
         step = decision.get("blocked_step") or ""
