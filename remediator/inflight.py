@@ -26,12 +26,14 @@ class InFlight:
     def __init__(self) -> None:
         self._runs: dict[str, _Run] = {}
         self._resolved: set[str] = set()  # episodes; bounded by the runs that saw them
+        self._episodes: dict[str, int] = {}  # runs per episode: `finish` without a scan
 
     def start(self, execution_id: str, episode: str) -> bool:
         """Claim an execution; False if it is already running in this process."""
         if execution_id in self._runs:
             return False
         self._runs[execution_id] = _Run(episode)
+        self._episodes[episode] = self._episodes.get(episode, 0) + 1
         return True
 
     async def wait(self, execution_id: str) -> None:
@@ -44,7 +46,10 @@ class InFlight:
         run = self._runs.pop(execution_id, None)
         if run is not None:
             run.done.set()
-            if not any(r.episode == run.episode for r in self._runs.values()):
+            left = self._episodes.pop(run.episode) - 1
+            if left:
+                self._episodes[run.episode] = left
+            else:
                 self._resolved.discard(run.episode)
 
     def resolved(self, episode: str) -> bool:

@@ -34,6 +34,9 @@ log = logging.getLogger("remediator.service")
 class Service:
     # Backoff between attempts at an alert whose processing met a store error.
     store_retry_first, store_retry_max = 1.0, 60.0
+    # Items claimed at once. Each starts its work in the same loop iteration: claiming
+    # hundreds at once made webhooks wait behind all of it (intake has priority).
+    claim_batch = 4
 
     def __init__(self, config: Config, metrics: Metrics | None = None,
                  clock: Callable[[], float] = time.time, executor: Executor | None = None,
@@ -162,7 +165,7 @@ class Service:
         while not self._stopping:
             # Clear before looking for work: a wakeup that arrives while we claim is kept.
             self._wakeup.clear()
-            free = self.config.max_executions - len(self._running)
+            free = min(self.config.max_executions - len(self._running), self.claim_batch)
             try:
                 items = await self.store.claim(free) if free > 0 else []
             except StoreUnavailable as exc:
@@ -177,7 +180,7 @@ class Service:
                 gauge_at = time.monotonic()
                 with contextlib.suppress(StoreUnavailable):
                     self.metrics.inbox_pending.set(await self.store.pending_count())
-            if items and len(items) < free:
+            if items and len(self._running) < self.config.max_executions:
                 continue  # there may be more right away
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
