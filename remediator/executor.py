@@ -2,7 +2,8 @@
 
 A call that must not run twice (`Action.repeatable` is false) is retried only when its error
 proves the request changed nothing (`actions.base.maybe_applied`); otherwise the step fails as
-`uncertain`: it may or may not have taken effect, and the record says what to check.
+`uncertain`: it may or may not have taken effect, and the record says what to check. So does
+any change whose final failure may have come after it landed (an unexpected answer to it).
 
 The executor never decides what happens next; it returns a StepRecord and the engine reads
 its outcome. Runners are swappable so `remediator test` can feed canned results through the
@@ -111,10 +112,14 @@ class Executor:
         except Exception as exc:  # an action bug must become a failed step, not a crash
             record.outcome = "failed"
             record.detail = f"{type(exc).__name__}: {exc}"
-        if (record.outcome == "failed" and failure is not None
-                and not action.repeatable(params) and maybe_applied(failure)):
+        # A change whose last attempt may have landed is in an unknown state, repeatable or
+        # not (an idempotent write answered unexpectedly may still have been applied): the run
+        # escalates and its `on_resolved` revert stays eligible.
+        if (record.outcome == "failed" and failure is not None and action.mutates(params)
+                and maybe_applied(failure)):
             record.uncertain = True
-            record.detail += ("; it may or may not have taken effect, so it was not retried: "
+            retried = "" if action.repeatable(params) else ", so it was not retried"
+            record.detail += (f"; it may or may not have taken effect{retried}: "
                               "check by hand whether this happened: "
                               + action.describe(params).replace("would ", "", 1))
         record.duration_seconds = round(time.monotonic() - started, 4)

@@ -115,7 +115,10 @@ class CannedExecutor(Executor):
                 # `sent: false`: the connection was refused, so even a change is retried
                 raise TransientError(str(answer["fail"]), answer.get("result"),
                                      unapplied=answer.get("sent") is False)
-            raise ActionError(str(answer["fail"]), answer.get("result"))
+            # a refusal, unless `sent: true` says the change reached the server (an
+            # unexpected answer to it): then it may have taken effect
+            raise ActionError(str(answer["fail"]), answer.get("result"),
+                              unapplied=answer.get("sent") is not True)
         return dict(answer)
 
 

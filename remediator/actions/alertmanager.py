@@ -23,12 +23,14 @@ async def _call(backends: Any, method: str, path: str, **kwargs: Any) -> Any:
             if resp.status == 429 or resp.status >= 500:
                 raise TransientError(f"Alertmanager {method} {path}: {resp.status} {text[:200]}",
                                      unapplied=read)
-            if resp.status >= 300:
-                raise ActionError(f"Alertmanager {method} {path}: {resp.status} {text[:200]}")
+            if resp.status >= 300:  # a 4xx refused it; anything else may follow a change
+                raise ActionError(f"Alertmanager {method} {path}: {resp.status} {text[:200]}",
+                                  unapplied=read or 400 <= resp.status < 500)
             try:
                 return parse_json(text) if text else None
             except UnsafeJSON as exc:
-                raise ActionError(f"Alertmanager {method} {path}: answer refused: {exc}") from None
+                raise ActionError(f"Alertmanager {method} {path}: answer refused: {exc}",
+                                  unapplied=read) from None
     except (TimeoutError, aiohttp.ClientConnectionError) as exc:
         # chained: whether the request was ever sent is read from the cause
         raise TransientError(f"Alertmanager {method} {path} at {url} failed: "

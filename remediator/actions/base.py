@@ -24,24 +24,21 @@ class ActionError(Exception):
     """An action failed in a way worth reporting as the step's detail.
 
     `result` keeps what was observed (a status, a checksum) so the record shows it.
-    """
-
-    def __init__(self, message: str, result: dict[str, Any] | None = None):
-        super().__init__(message)
-        self.result = result or {}
-
-
-class TransientError(ActionError):
-    """A failure that may succeed on retry (429, 5xx, timeouts, resets).
-
-    `unapplied` says the failed call changed nothing for sure (it was a read); a backend's
-    call path sets it, so `maybe_applied` needs no knowledge of the action.
+    `unapplied` says the failed call changed nothing for sure: it failed before any write
+    was sent (a check, a read), or the server refused the write outright (a 4xx). Unset, the
+    error may have come after a write landed (an unexpected answer to it), so `maybe_applied`
+    counts it as a change in an unknown state; the raising code knows, nothing else does.
     """
 
     def __init__(self, message: str, result: dict[str, Any] | None = None, *,
                  unapplied: bool = False):
-        super().__init__(message, result)
+        super().__init__(message)
+        self.result = result or {}
         self.unapplied = unapplied
+
+
+class TransientError(ActionError):
+    """A failure that may succeed on retry (429, 5xx, timeouts, resets)."""
 
 
 class ParamError(ValueError):
@@ -243,12 +240,12 @@ def never_sent(exc: BaseException) -> bool:
 
 
 def maybe_applied(exc: BaseException) -> bool:
-    """Could the failed call have changed something? Yes unless it provably did not: it was
-    never sent, it was a read, or the server refused it outright (not transient: a 4xx)."""
-    if isinstance(exc, TransientError) and exc.unapplied:
+    """Could the failed call have changed something? Yes unless it provably did not: the
+    error says so (`ActionError.unapplied`: a read, a check before the write, a refusal), or
+    the request was never sent. An error about the answer to a write (an unexpected status
+    or body) comes after the server may have acted on it."""
+    if isinstance(exc, ActionError) and exc.unapplied:
         return False
-    if isinstance(exc, ActionError) and not isinstance(exc, TransientError):
-        return False  # the action or the server said what happened
     return not never_sent(exc)
 
 

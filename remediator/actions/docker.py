@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import loglines
-from .base import ActionContext, ActionError, Param, TransientError
+from .base import ActionContext, ActionError, Param
 from .docker_client import (
     CONTAINER,
     DISCOVER,
@@ -116,21 +116,22 @@ class Restart(DockerAction):
         infos, matched = await select(ctx.backends, params)
         if not infos:
             raise ActionError(f"no container of {ref(params)} exists (docker compose up "
-                              "creates them): nothing to restart", {"matched": 0})
+                              "creates them): nothing to restart", {"matched": 0}, unapplied=True)
         if matched > params["max_containers"]:
             raise ActionError(f"{matched} containers of {ref(params)}, more than max_containers "
-                              f"{params['max_containers']}: restarted none", {"matched": matched})
+                              f"{params['max_containers']}: restarted none", {"matched": matched},
+                              unapplied=True)
         restarted: list[dict[str, Any]] = []
         for info in infos:
             before = state_of(info)
             try:
                 await call(ctx.backends, f"restart container {before['name']}", "restart",
                            info["Id"], timeout=params["timeout"])
-            except TransientError as exc:
-                if restarted:  # a retry would restart these again: report, don't repeat
+            except ActionError as exc:
+                if restarted:  # these restarted: a retry would restart them again
                     raise ActionError(f"{exc} (after restarting "
                                       f"{', '.join(r['name'] for r in restarted)})",
-                                      {**exc.result, "restarted": restarted}) from exc
+                                      {**exc.result, "restarted": restarted}) from None
                 raise
             restarted.append({"name": before["name"], "was": before["status"],
                               "exit_code": before["exit_code"]})

@@ -93,7 +93,9 @@ def error_of(what: str, exc: BaseException) -> ActionError:
         if isinstance(message, bytes):
             message = message.decode("utf-8", "replace")
         error = TransientError if is_transient(exc) else ActionError
-        return error(f"{what}: {message} (HTTP {status})", {"error": "api", "status": status})
+        # the Engine refuses a request (4xx) before doing anything
+        return error(f"{what}: {message} (HTTP {status})", {"error": "api", "status": status},
+                     unapplied=status is not None and 400 <= status < 500)
     if is_transient(exc):
         return TransientError(f"{what}: Docker Engine unreachable: {type(exc).__name__}: {exc}",
                               {"error": type(exc).__name__, "status": None})
@@ -173,7 +175,7 @@ async def select(backends: Any, params: dict[str, Any], limit: int | None = None
             if want and labels.get(label) != want:
                 raise ActionError(f"container {name} is not part of {label.split('.')[-1]} "
                                   f"{want!r} (its label: {labels.get(label)!r}): not touched",
-                                  {"container": name, label: labels.get(label)})
+                                  {"container": name, label: labels.get(label)}, unapplied=True)
         return [info], 1
     filters = [f"{PROJECT_LABEL}={project}"] + ([f"{SERVICE_LABEL}={service}"] if service else [])
     listed = await call(backends, f"list containers of {ref(params)}", "containers", all=True,

@@ -70,7 +70,7 @@ class Exec(CommandAction, DockerAction):
             states = ", ".join(f"{name_of(i)} {(i.get('State') or {}).get('Status')}"
                                for i in infos) or "none exists"
             raise ActionError(f"no running container of {ref(params)} to exec in ({states})",
-                              {"matched": len(infos)})
+                              {"matched": len(infos)}, unapplied=True)
         target = running[0]
         # Creating runs nothing yet: its errors are classified (and retried) like any call.
         created = await call(ctx.backends, f"exec in container {name_of(target)}", "exec_create",

@@ -105,23 +105,26 @@ class HttpRequest(Action):
             "elapsed_seconds": round(time.monotonic() - started, 4),
             "body": raw[:_BODY_EXCERPT].decode("utf-8", "replace"),
         }
+        # From here on the server has answered: only a refusal (4xx) proves it did nothing;
+        # any other unexpected answer may follow a change it made.
+        refused = 400 <= resp.status < 500
         try:
             result["json"] = parse_json(raw)
         except UnsafeJSON as exc:  # kept out of the record; the body excerpt stays
             result["json"] = None
             raise ActionError(f"{params['method']} {params['url']}: reply refused: {exc}",
-                              result) from None
+                              result, unapplied=refused) from None
         except ValueError:
             result["json"] = None
         if resp.status not in params["expect_status"]:
             error = TransientError if resp.status == 429 or resp.status >= 500 else ActionError
             raise error(f"{params['method']} {params['url']} returned {resp.status}, "
-                        f"expected {params['expect_status']}", result)
+                        f"expected {params['expect_status']}", result, unapplied=refused)
         for path, expected in (params.get("expect_json") or {}).items():
             actual = _dig(result["json"], path)
             if actual != expected:
                 raise ActionError(f"{params['url']}: JSON {path} is {actual!r}, "
-                                  f"expected {expected!r}", result)
+                                  f"expected {expected!r}", result, unapplied=refused)
         return result
 
 
@@ -134,12 +137,12 @@ def _secret_headers(spec: dict[str, dict[str, str]] | None) -> dict[str, str]:
                 secret = Path(ref["file"]).read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise ActionError(f"headers_from {name}: cannot read {ref['file']}: "
-                                  f"{exc.strerror}") from None
+                                  f"{exc.strerror}", unapplied=True) from None
         else:
             secret = os.environ.get(ref["env"], "").strip()
         if not secret:
             raise ActionError(f"headers_from {name}: {ref.get('file') or ref['env']} is empty "
-                              "or not set")
+                              "or not set", unapplied=True)
         redact.remember(secret)
         out[name] = ref.get("prefix", "") + secret
     return out

@@ -59,7 +59,7 @@ class KubeClient:
                                             client_configuration=cfg, persist_config=False)
         except (ConfigException, OSError) as exc:
             raise ActionError(f"no Kubernetes configuration (in-cluster or KUBECONFIG): {exc}",
-                              {"error": "config"}) from exc
+                              {"error": "config"}, unapplied=True) from exc
         cfg.retries = 0  # the executor is the one place retries happen
         self.configuration = cfg
         self.api = k8s.ApiClient(cfg)
@@ -137,7 +137,7 @@ async def call(backends: Any, what: str, api: str, method: str, *args: Any,
         result = {"error": type(cause).__name__, "status": None}
         if is_transient(exc):
             raise TransientError(message, result, unapplied=read) from exc
-        raise ActionError(message, result) from exc
+        raise ActionError(message, result, unapplied=read) from exc
     return data.decode("utf-8", "replace") if text else json.loads(data)
 
 
@@ -149,7 +149,9 @@ def _api_error(what: str, exc: ApiException, read: bool) -> ActionError:
     result = {"error": reason, "status": exc.status}
     if is_transient(exc):
         return TransientError(text.rstrip(": "), result, unapplied=read)
-    return ActionError(text.rstrip(": "), result)
+    # the apiserver refuses a request (4xx) before changing anything
+    refused = exc.status is not None and 400 <= exc.status < 500
+    return ActionError(text.rstrip(": "), result, unapplied=read or refused)
 
 
 def json_status(body: Any) -> dict[str, Any]:

@@ -59,7 +59,7 @@ class Exec(CommandAction, KubeAction):
         name = pod["metadata"]["name"]
         container = params.get("container") or default_container(pod)
         if container not in [c["name"] for c in pod["spec"].get("containers") or []]:
-            raise ActionError(f"pod {ns}/{name} has no container {container!r}")
+            raise ActionError(f"pod {ns}/{name} has no container {container!r}", unapplied=True)
         kube = client(ctx.backends)
         out, err = Capture(params["max_output"]), Capture(params["max_output"])
         exit_code, timed_out = await asyncio.to_thread(
@@ -73,7 +73,8 @@ class Exec(CommandAction, KubeAction):
             pod = await call(ctx.backends, f"get pod {ns}/{params['pod']}", "core",
                              "read_namespaced_pod", params["pod"], ns)
             if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-                raise ActionError(f"pod {ns}/{params['pod']} has completed: cannot exec into it")
+                raise ActionError(f"pod {ns}/{params['pod']} has completed: cannot exec into it",
+                                  unapplied=True)
             return pod
         listed = await call(ctx.backends, f"list pods in {ns} matching {params['selector']}",
                             "core", "list_namespaced_pod", ns, label_selector=params["selector"])
@@ -82,7 +83,7 @@ class Exec(CommandAction, KubeAction):
         if not ready:
             raise ActionError(f"no ready pod in {ns} matches {params['selector']!r} "
                               f"({len(listed['items'])} pod(s) match, none ready)",
-                              {"matched": len(listed["items"])})
+                              {"matched": len(listed["items"])}, unapplied=True)
         return ready[0]
 
 
@@ -107,7 +108,7 @@ def _stream(configuration: Any, ns: str, pod: str, container: str, params: dict[
             {"error": "handshake", "status": exc.status_code}
         if exc.status_code in _TRANSIENT:  # nothing ran: even a mutating command may retry
             raise TransientError(text, result, unapplied=True) from None
-        raise ActionError(text, result) from None
+        raise ActionError(text, result, unapplied=True) from None
     except (OSError, WebSocketException) as exc:  # no stream, so no command either
         raise TransientError(f"{what}: {type(exc).__name__}: {exc}",
                              {"error": type(exc).__name__, "status": None},

@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from . import loglines
-from .base import ActionContext, ActionError, Param, TransientError, rbac
+from .base import ActionContext, ActionError, Param, rbac
 from .kube_client import NAMESPACE, KubeAction, call, status_of
 
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
@@ -64,7 +64,8 @@ class DeletePods(KubeAction):
             if len(targets) > params["max"]:
                 raise ActionError(
                     f"{len(targets)} pods in {ns} match {selector!r}, more than max "
-                    f"{params['max']}: deleted none", {"matched": len(targets), "max": params["max"]})
+                    f"{params['max']}: deleted none", {"matched": len(targets), "max": params["max"]},
+                    unapplied=True)
         deleted: list[str] = []
         gone: list[str] = []
         for name, uid in targets:
@@ -80,10 +81,9 @@ class DeletePods(KubeAction):
                 if status_of(exc) in (404, 409):  # already gone, or already replaced
                     gone.append(name)
                     continue
-                if deleted and isinstance(exc, TransientError):
-                    # a retry would list the replacements too: report, don't repeat
+                if deleted:  # these are gone: a retry would list their replacements too
                     raise ActionError(f"{exc} (after deleting {', '.join(deleted)})",
-                                      {**exc.result, "deleted": deleted}) from exc
+                                      {**exc.result, "deleted": deleted}) from None
                 raise
             deleted.append(name)
         return {"matched": len(targets), "deleted": deleted, "gone": gone}

@@ -66,7 +66,7 @@ class RolloutRestart(KubeAction):
         obj = await read_workload(ctx.backends, kind, ns, name)
         if kind == "deployment" and (obj.get("spec") or {}).get("paused"):
             raise ActionError(f"{ref(params)}: can't restart paused deployment "
-                              "(run rollout resume first)", {"paused": True})
+                              "(run rollout resume first)", {"paused": True}, unapplied=True)
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # RFC 3339, like kubectl
         patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}}
         patched = await patch_workload(ctx.backends, kind, ns, name, patch)
@@ -146,7 +146,7 @@ class RolloutUndo(KubeAction):
             try:
                 plan = undo_plan(dep, listed["items"], params.get("to_revision"))
             except UndoRefused as exc:
-                raise ActionError(f"deployment {ns}/{name}: {exc}") from None
+                raise ActionError(f"deployment {ns}/{name}: {exc}", unapplied=True) from None
             result = {"namespace": ns, "name": name, "from_revision": plan.from_revision,
                       "to_revision": plan.to_revision, "changed": plan.patch is not None}
             if plan.patch is None:
@@ -292,7 +292,7 @@ class SetEnv(KubeAction):
                 plan = env_plan(obj["spec"]["template"]["spec"], params.get("container"), env,
                                 params.get("unset") or [])
             except LookupError as exc:
-                raise ActionError(f"{ref(params)}: {exc}") from None
+                raise ActionError(f"{ref(params)}: {exc}", unapplied=True) from None
             result = {"previous": plan.previous, "changed": plan.patch is not None,
                       "containers": plan.changed}
             if plan.patch is not None:

@@ -102,10 +102,11 @@ async def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             message = f"{what}: {type(exc).__name__}: {exc}"
         result = {"error": _code(exc) if isinstance(exc, bce.ClientError)
                   else type(exc).__name__, "status": _status(exc)}
-        if is_transient(exc):  # `what` starts with the S3 operation: Get/Head/List only read
-            raise TransientError(message, result,
-                                 unapplied=what.startswith(("Get", "Head", "List"))) from exc
-        raise ActionError(message, result) from exc
+        read = what.startswith(("Get", "Head", "List"))  # `what` starts with the S3 operation
+        if is_transient(exc):
+            raise TransientError(message, result, unapplied=read) from exc
+        refused = isinstance(exc, bce.ClientError) and 400 <= (result["status"] or 0) < 500
+        raise ActionError(message, result, unapplied=read or refused) from exc
 
 
 def url(bucket: str, key: str = "") -> str:
@@ -328,7 +329,7 @@ class RestoreVersion(S3Action):
             raise ActionError(f"refusing to restore {where}: versioning on {bucket} is "
                               f"{versioning.get('Status', 'off')}, so the copy would overwrite "
                               "the current object with no way back",
-                              {"versioning": versioning.get("Status", "off")})
+                              {"versioning": versioning.get("Status", "off")}, unapplied=True)
         history, _ = await call(f"ListObjectVersions {where}", versions_of, s3, bucket, key,
                                 HISTORY, exact=True)
         current = next((v for v in history if v["is_latest"]), None)
@@ -339,7 +340,8 @@ class RestoreVersion(S3Action):
                     "bytes": target["size"], "changed": False}
         if (target["size"] or 0) > MAX_COPY_BYTES:
             raise ActionError(f"{where} version {target['version_id']} is {target['size']} bytes; "
-                              "CopyObject stops at 5 GiB: restore it by hand with a multipart copy")
+                              "CopyObject stops at 5 GiB: restore it by hand with a multipart copy",
+                              unapplied=True)
         copied = await call(f"CopyObject {where}", s3.copy_object, Bucket=bucket, Key=key,
                             CopySource={"Bucket": bucket, "Key": key,
                                         "VersionId": target["version_id"]})
@@ -356,14 +358,14 @@ def _restore_target(history: list[dict], current: dict | None, wanted: str | Non
         found = next((v for v in history if v["version_id"] == wanted), None)
         if found is None or found["delete_marker"]:
             raise ActionError(f"{where} has no version {wanted!r} to restore"
-                              + (" (it is a delete marker)" if found else ""))
+                              + (" (it is a delete marker)" if found else ""), unapplied=True)
         return found
     if current is None or not real:
-        raise ActionError(f"{where} has no earlier version to restore")
+        raise ActionError(f"{where} has no earlier version to restore", unapplied=True)
     if current["delete_marker"]:
         return real[0]
     older = real[real.index(current) + 1:]
     if not older:
         raise ActionError(f"{where} has only its current version; nothing older to restore",
-                          {"current": current["version_id"]})
+                          {"current": current["version_id"]}, unapplied=True)
     return older[0]

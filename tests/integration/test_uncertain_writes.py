@@ -9,15 +9,18 @@ a request that provably never left (connection refused) is retried even when it 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from aiohttp import web
 
 from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext, TransientError, maybe_applied, never_sent
@@ -264,5 +267,80 @@ def test_an_http_patch_interrupted_by_a_crash_is_not_sent_again(tmp_path: Path) 
             assert peer.patches == [{"paged": "yes"}]
         finally:
             w2.stop()
+    finally:
+        peer.close()
+
+
+
+class FlagService:
+    """A real aiohttp service, on a loop of its own: POST or PUT /flag sets the flag, then
+    the first write is answered `answer` (status, JSON body), one the step does not expect."""
+
+    def __init__(self, answer: tuple[int, dict[str, Any]]) -> None:
+        self.answer = answer
+        self.flags: list[Any] = []  # every value set, in order
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self._runner = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+        port = self._runner.addresses[0][1]
+        self.url = f"http://{LOCALHOST}:{port}/flag"
+
+    async def _start(self) -> web.AppRunner:
+        async def flag(request: web.Request) -> web.Response:
+            self.flags.append(await request.json())
+            status, body = self.answer if len(self.flags) == 1 else (200, {"status": "done"})
+            return web.json_response(body, status=status)
+
+        app = web.Application()
+        app.router.add_route("*", "/flag", flag)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, LOCALHOST, 0).start()
+        return runner
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+FLAG = """
+playbooks:
+  - name: debug-logging
+    match: {alertname: CertS3Degraded}
+    target: {kind: deployment, namespace: deltacrown, name: deltacrown}
+    guards: {rate_limit: {max: 10, window: 1h}}
+    steps:
+      - name: enable_debug
+        action: http.request
+        params: {url: "%(url)s", method: %(method)s, json: {LOG_LEVEL: DEBUG},
+                 expect_json: {status: done}}
+    on_resolved:
+      - name: back_to_info
+        action: http.request
+        params: {url: "%(url)s", method: %(method)s, json: {LOG_LEVEL: INFO}}
+"""
+
+
+@pytest.mark.parametrize("method, answer", [
+    ("POST", (201, {"status": "done"})),  # a status it did not expect
+    ("PUT", (200, {"status": "queued"})),  # a repeatable write; a body it did not expect
+])
+def test_a_write_answered_unexpectedly_may_have_applied_so_it_escalates_and_is_reverted(
+        worker_factory, method: str, answer: tuple[int, dict[str, Any]]) -> None:
+    peer = FlagService(answer)
+    try:
+        w = worker_factory(FLAG % {"url": peer.url, "method": method}, mode="live")
+        w.post_alerts(notification(alert("CertS3Degraded", fingerprint="c3")))
+        [firing] = w.wait_executions(1)
+        step = firing["steps"][0]
+        # the server set the flag: the step failed, and its change may have taken effect
+        assert (firing["outcome"], step["outcome"], step["uncertain"]) == \
+            ("failed", "failed", True), firing
+        assert "it may or may not have taken effect" in step["detail"]
+        assert firing["escalation"] is not None
+        w.post_alerts(notification(alert("CertS3Degraded", status="resolved", fingerprint="c3")))
+        resolved = [d for d in w.wait_executions(2) if d["alert"]["status"] == "resolved"]
+        assert resolved[0]["outcome"] == "resolved", resolved
+        assert peer.flags == [{"LOG_LEVEL": "DEBUG"}, {"LOG_LEVEL": "INFO"}]  # reverted
     finally:
         peer.close()

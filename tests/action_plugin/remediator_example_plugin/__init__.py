@@ -51,7 +51,7 @@ class OpenTicket(Action):
                 raise TransientError(f"tracker answered {resp.status}", {"status": resp.status})
             if resp.status >= 300:
                 raise ActionError(f"tracker refused the ticket: {resp.status}",
-                                  {"status": resp.status})
+                                  {"status": resp.status}, unapplied=resp.status >= 400)
             return {"status": resp.status}
 
 
