@@ -60,8 +60,8 @@ _env.filters["pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, defau
 
 def setup(app: web.Application, service: Service, users: Users) -> None:
     cfg = service.config
-    app[SESSIONS] = Sessions(users, cfg.console_session_secret, cfg.console_session_ttl,
-                             cfg.console_cookie_secure)
+    app[SESSIONS] = Sessions(users, service.store, cfg.console_session_secret,
+                             cfg.console_session_ttl, cfg.console_cookie_secure)
     r = app.router
     r.add_get("/", home)
     r.add_get(f"{PREFIX}/login", login_form)
@@ -99,16 +99,22 @@ def _service(request: web.Request) -> Service:
     return request.app[SERVICE]
 
 
-async def _who(request: web.Request, need: str = "viewer") -> Principal:
-    """The session's user (or a bearer/basic credential: a graph fetched by a script);
-    a browser without one goes to the login form, a viewer acting gets 403."""
+async def _principal(request: web.Request) -> Principal | None:
+    """The session's user (or a bearer/basic credential: a graph fetched by a script), as
+    of now: None once the session is logged out or expired, or its user is gone."""
     sessions = request.app[SESSIONS]
-    principal = sessions.principal(request.cookies.get(COOKIE, ""))
+    principal = await sessions.principal(request.cookies.get(COOKIE, ""))
     if principal is None and request.headers.get("Authorization"):
         found = await sessions.users.authenticate(request.headers["Authorization"])
         principal = found if found and found.role in ("viewer", "operator") else None
     if principal is None and sessions.users.allow_unauthenticated:
         principal = Principal("anonymous", "anonymous")
+    return principal
+
+
+async def _who(request: web.Request, need: str = "viewer") -> Principal:
+    """`_principal`; a browser without one goes to the login form, a viewer acting gets 403."""
+    principal = await _principal(request)
     if principal is None:
         raise web.HTTPSeeOther(f"{PREFIX}/login?next={request.path_qs}" if request.method == "GET"
                                else f"{PREFIX}/login")
@@ -187,7 +193,7 @@ async def logout(request: web.Request) -> web.Response:
     cookie = request.cookies.get(COOKIE, "")
     form = await request.post()
     if sessions.check_csrf(cookie, str(form.get("csrf", ""))):
-        sessions.revoke(cookie)
+        await sessions.revoke(cookie)
     response = web.HTTPSeeOther(f"{PREFIX}/login")
     response.del_cookie(COOKIE, path=PREFIX)
     raise response
@@ -232,6 +238,11 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         while True:
             await asyncio.sleep(1.0)
+            # Checked before every tick: a stream ends with its session (logged out on any
+            # replica, expired, its user removed or demoted), as the next page load would.
+            principal = await _principal(request)
+            if principal is None or not principal.may("viewer"):
+                break
             for d in reversed(await store.list_executions(50)):
                 if seen.get(d["id"]) != d.get("outcome"):
                     seen[d["id"]] = d.get("outcome")

@@ -4,7 +4,8 @@ store on every request, and the CSRF token bound to it.
 The cookie holds `name|issued|expires|nonce|signature` (HMAC-SHA256 under the console's
 secret): no server-side table, so any replica sharing `console.session_secret_file` accepts
 it. The role is never taken from the cookie: `Users.lookup` says what the user is now, so
-removing a user or demoting them takes effect on their next click.
+removing a user or demoting them takes effect on their next click. A logout is kept in the
+store until the cookie would have expired, so every replica refuses the cookie after it.
 """
 
 from __future__ import annotations
@@ -14,20 +15,21 @@ import hashlib
 import hmac
 import secrets
 import time
+from typing import Any
 
 from ..auth import Principal, Users
 
 COOKIE = "remediator_session"
+LOGGED_OUT = "console-logout:"  # + the session's nonce -> {"until": its expiry}
 
 
 class Sessions:
-    def __init__(self, users: Users, secret: str = "", ttl: float = 12 * 3600.0,
+    def __init__(self, users: Users, store: Any, secret: str = "", ttl: float = 12 * 3600.0,
                  secure: bool = False):
         # Without a configured secret each process signs with its own: sessions then end at
         # a restart, and several replicas need sticky routing or the shared secret.
         self._key = hashlib.sha256((secret or secrets.token_hex(32)).encode()).digest()
-        self.users, self.ttl, self.secure = users, ttl, secure
-        self._revoked: dict[str, float] = {}  # nonce -> expiry: logged out before expiring
+        self.users, self.store, self.ttl, self.secure = users, store, ttl, secure
 
     def _sign(self, payload: str) -> str:
         mac = hmac.new(self._key, payload.encode(), hashlib.sha256).digest()
@@ -38,14 +40,15 @@ class Sessions:
         payload = f"{principal.name}|{int(now)}|{int(now + self.ttl)}|{secrets.token_urlsafe(16)}"
         return f"{payload}|{self._sign(payload)}"
 
-    def principal(self, cookie: str, now: float | None = None) -> Principal | None:
+    async def principal(self, cookie: str, now: float | None = None) -> Principal | None:
         """Who a cookie proves now, or None (forged, expired, logged out, user gone)."""
         payload, _, mac = cookie.rpartition("|")
         if not payload or not hmac.compare_digest(mac, self._sign(payload)):
             return None
         name, _issued, expires, nonce = [*payload.split("|"), "", "", ""][:4]
         now = time.time() if now is None else now
-        if not expires.isdigit() or int(expires) < now or nonce in self._revoked:
+        if not expires.isdigit() or int(expires) < now \
+                or await self.store.get_state(LOGGED_OUT + nonce) is not None:
             return None
         return self.users.lookup(name)
 
@@ -56,9 +59,13 @@ class Sessions:
     def check_csrf(self, cookie: str, token: str) -> bool:
         return bool(cookie) and hmac.compare_digest(token, self.csrf(cookie))
 
-    def revoke(self, cookie: str) -> None:
+    async def revoke(self, cookie: str) -> None:
+        """Log a (signed) session out, on every replica; the logouts of cookies that have
+        expired meanwhile are dropped."""
         parts = cookie.split("|")
         if len(parts) == 5 and parts[2].isdigit():
             now = time.time()
-            self._revoked = {n: t for n, t in self._revoked.items() if t > now}
-            self._revoked[parts[3]] = float(parts[2])
+            for key, value in (await self.store.list_state(LOGGED_OUT)).items():
+                if value.get("until", 0) < now:
+                    await self.store.put_state(key, None)
+            await self.store.put_state(LOGGED_OUT + parts[3], {"until": float(parts[2])})

@@ -3,6 +3,7 @@ escaping, security headers, and a console that stays up when Prometheus is down.
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import bcrypt
@@ -127,3 +128,20 @@ def test_hostile_labels_are_text_and_pages_carry_a_strict_policy(worker_factory)
     assert "No graph now: Prometheus did not answer" in decision["escalation"]["note"]
     js = s.get(f"{w.url}/ui/static/console.js")
     assert js.status_code == 200 and "textContent" in js.text and "innerHTML" not in js.text
+
+
+def test_the_live_stream_ends_with_its_session_logged_out_on_another_replica(
+        worker_factory, postgres_url):
+    secret = "console-secret-the-replicas-share-0123456789"
+    a, b = (worker_factory(store=postgres_url, console_session_secret=secret) for _ in range(2))
+    session = login(a.url, "alice", OPERATOR_TOKEN)
+    stream = session.get(f"{b.url}/ui/events", stream=True, timeout=30)  # the other replica
+    assert stream.status_code == 200
+    lines = stream.iter_lines()
+    assert next(lines) == b": keep-alive"  # it runs
+    session.post(f"{a.url}/ui/logout", data={"csrf": csrf(session.get(f"{a.url}/ui/").text)})
+    # The stream ends at its next tick (one more may have been under way); it used to run on.
+    # Ticks are counted, not seconds.
+    rest = list(itertools.islice(lines, 10))
+    assert rest.count(b": keep-alive") <= 1, rest
+    assert session.get(f"{b.url}/ui/", allow_redirects=False).status_code == 303
