@@ -180,7 +180,9 @@ class Engine:
         for key, pending in (await self.store.list_state(PENDING)).items():
             if now < pending["expires_at"]:
                 continue
-            state = await decide_approval(self.store, key[len(PENDING):], "expired", now)
+            # In the section `Service.approve` decides in: at the TTL, one of them wins.
+            async with self.store.critical("approvals"):
+                state = await decide_approval(self.store, key[len(PENDING):], "expired", now)
             decision = await self.store.get_execution(key[len(PENDING):].split(":", 1)[0])
             if state is None or decision is None or not _resumable(decision):
                 continue

@@ -28,6 +28,32 @@ def test_two_approvals_at_once_run_the_mutation_once(tmp_path, run):
     run(h.service.stop())
 
 
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_an_approval_at_its_expiry_is_approved_or_expired_never_both(tmp_path, run, store,
+                                                                     request):
+    h = Harness(tmp_path, "{cooldown: 1m}", approval=True, slow=0.2)
+    if store == "postgresql":
+        h.cfg.store = request.getfixturevalue("postgres_url")
+    run(h.start())
+    [pending] = run(h.fire(web(0)))
+    h.clock.now += 3600  # the approval's TTL: an operator approves as maintenance expires it
+
+    async def both():
+        return await asyncio.gather(h.service.approve(pending["id"], by="alice"),
+                                    h.service.maintain(), return_exceptions=True)
+    approved, _ = run(both())
+    state = run(h.service.store.get_state(f"approval:{pending['id']}:restart"))
+    final = run(h.service.store.get_execution(pending["id"]))
+    # Exactly one decided it: approved and run once, or expired, escalated and never run
+    if isinstance(approved, ValueError):
+        assert "expired" in str(approved) and state["status"] == "expired"
+        assert (final["outcome"], h.calls) == ("escalated", [])
+    else:
+        assert approved["outcome"] == "succeeded" and state["status"] == "approved", state
+        assert (final["outcome"], h.calls) == ("succeeded", [pending["id"]])
+    run(h.service.stop())
+
+
 def test_an_approved_resume_cut_off_by_a_crash_finishes_after_restart(tmp_path, run):
     h = run(Harness(tmp_path, "{cooldown: 1m}", approval=True, slow=5).start())
     [pending] = run(h.fire(web(0)))
