@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
 from . import redact
 from .actions.base import Action, ActionContext, ActionError, maybe_applied
@@ -80,13 +80,22 @@ class Executor:
                 await intent()
                 intent = None
             calling = True  # stays set if the deadline cancels the call
+        backoff = wait_exponential(multiplier=self.retry_wait, max=self.retry_wait_max)
+
+        def wait(state: RetryCallState) -> float:  # never sooner than the server asked
+            return max(backoff(state), _asked(state) or 0.0)
+
+        def stop(state: RetryCallState) -> bool:
+            # A Retry-After reaching past the deadline: fail now rather than sleep into it.
+            asked = _asked(state)
+            return state.attempt_number >= attempts or (
+                asked is not None and loop.time() + asked >= deadline.when())
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout) as deadline:
                 async for attempt in AsyncRetrying(
-                    stop=stop_after_attempt(attempts),
-                    wait=wait_exponential(multiplier=self.retry_wait, max=self.retry_wait_max),
+                    stop=stop, wait=wait, reraise=True,
                     retry=retry_if_exception(lambda exc: action.may_retry(params, exc)),
-                    reraise=True,
                 ):
                     with attempt:
                         record.attempts += 1
@@ -108,6 +117,8 @@ class Executor:
         except ActionError as exc:
             record.outcome = "failed"
             record.detail = str(exc)
+            if getattr(exc, "retry_after", None) is not None:
+                record.detail += f" (the server asked to retry after {exc.retry_after:g}s)"
             record.result = exc.result or record.result
         except Exception as exc:  # an action bug must become a failed step, not a crash
             record.outcome = "failed"
@@ -133,3 +144,9 @@ class Executor:
         async with self.slots.hold(action.name) as slot:
             await ready()
             return await self.runner(action, params, replace(ctx, sleep=slot.sleep)) or {}
+
+
+def _asked(state: RetryCallState) -> float | None:
+    """The delay the failed attempt's server asked for (Retry-After), if it did."""
+    exc = state.outcome.exception() if state.outcome else None
+    return getattr(exc, "retry_after", None)

@@ -9,7 +9,16 @@ from typing import Any
 import aiohttp
 
 from ..alerts import Alert
-from .base import Action, ActionContext, ActionError, Param, TransientError, UnsafeJSON, parse_json
+from .base import (
+    Action,
+    ActionContext,
+    ActionError,
+    Param,
+    TransientError,
+    UnsafeJSON,
+    parse_json,
+    retry_after,
+)
 
 MAX_SILENCE = 86400.0  # a silence remediator sets ends within a day: then a human decides
 
@@ -22,7 +31,8 @@ async def _call(backends: Any, method: str, path: str, **kwargs: Any) -> Any:
             text = await resp.text()
             if resp.status == 429 or resp.status >= 500:
                 raise TransientError(f"Alertmanager {method} {path}: {resp.status} {text[:200]}",
-                                     unapplied=read)
+                                     unapplied=read or resp.status == 429,  # 429: refused
+                                     retry_after=retry_after(resp.headers.get("Retry-After")))
             if resp.status >= 300:  # a 4xx refused it; anything else may follow a change
                 raise ActionError(f"Alertmanager {method} {path}: {resp.status} {text[:200]}",
                                   unapplied=read or 400 <= resp.status < 500)

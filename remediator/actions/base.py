@@ -9,10 +9,12 @@ these declarations; nothing else needs to know an action's internals.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -38,7 +40,30 @@ class ActionError(Exception):
 
 
 class TransientError(ActionError):
-    """A failure that may succeed on retry (429, 5xx, timeouts, resets)."""
+    """A failure that may succeed on retry (429, 5xx, timeouts, resets). `retry_after`: the
+    seconds the server asked to wait before trying again (`Retry-After`), if it said."""
+
+    def __init__(self, message: str, result: dict[str, Any] | None = None, *,
+                 unapplied: bool = False, retry_after: float | None = None):
+        super().__init__(message, result, unapplied=unapplied)
+        self.retry_after = retry_after
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a `Retry-After` header (delay-seconds or an HTTP date); None without one.
+    A 429 carrying it was refused before processing (RFC 6585), so even a change may retry."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 class ParamError(ValueError):

@@ -14,7 +14,16 @@ import aiohttp
 
 from .. import redact
 from ..templating import is_template
-from .base import Action, ActionContext, ActionError, Param, TransientError, UnsafeJSON, parse_json
+from .base import (
+    Action,
+    ActionContext,
+    ActionError,
+    Param,
+    TransientError,
+    UnsafeJSON,
+    parse_json,
+    retry_after,
+)
 
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 _BODY_EXCERPT = 2048
@@ -117,9 +126,12 @@ class HttpRequest(Action):
         except ValueError:
             result["json"] = None
         if resp.status not in params["expect_status"]:
-            error = TransientError if resp.status == 429 or resp.status >= 500 else ActionError
-            raise error(f"{params['method']} {params['url']} returned {resp.status}, "
-                        f"expected {params['expect_status']}", result, unapplied=refused)
+            message = (f"{params['method']} {params['url']} returned {resp.status}, "
+                       f"expected {params['expect_status']}")
+            if resp.status == 429 or resp.status >= 500:  # a 429 was refused: never applied
+                raise TransientError(message, result, unapplied=refused,
+                                     retry_after=retry_after(resp.headers.get("Retry-After")))
+            raise ActionError(message, result, unapplied=refused)
         for path, expected in (params.get("expect_json") or {}).items():
             actual = _dig(result["json"], path)
             if actual != expected:

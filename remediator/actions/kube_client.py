@@ -18,7 +18,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .base import Action, ActionError, Param, Permission, TransientError
+from .base import Action, ActionError, Param, Permission, TransientError, retry_after
 
 T = TypeVar("T")
 
@@ -148,7 +148,11 @@ def _api_error(what: str, exc: ApiException, read: bool) -> ActionError:
     text = f"{what}: {reason} (HTTP {exc.status}): {status.get('message') or body[:500]}"
     result = {"error": reason, "status": exc.status}
     if is_transient(exc):
-        return TransientError(text.rstrip(": "), result, unapplied=read)
+        # A 429 (API priority and fairness, or a webhook's throttle) is refused before the
+        # request is processed: even a change may retry, after the delay it asks for.
+        headers = exc.headers or {}
+        return TransientError(text.rstrip(": "), result, unapplied=read or exc.status == 429,
+                              retry_after=retry_after(headers.get("Retry-After")))
     # the apiserver refuses a request (4xx) before changing anything
     refused = exc.status is not None and 400 <= exc.status < 500
     return ActionError(text.rstrip(": "), result, unapplied=read or refused)

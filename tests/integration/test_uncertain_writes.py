@@ -128,6 +128,42 @@ def test_delete_pods_by_selector_answered_late_spares_the_replacement(
     assert [r.path.rsplit("/", 1)[1] for r in kubeapi.requests_matching("DELETE")] == [first]
 
 
+def test_a_change_refused_with_429_is_retried_after_the_delay_it_asks_for(
+        run, kctx, kubeapi: KubeAPIServer) -> None:
+    # A 429 (API priority and fairness) is refused before the request is processed: even a
+    # scale by delta, never repeated after a doubtful failure, may retry, after Retry-After
+    kubeapi.add_deployment("code-forge", NS, replicas=4)
+    kubeapi.inject("PATCH", r"/deployments/code-forge/scale$", status=429,
+                   headers={"Retry-After": "1"})
+    record = execute(run, kctx, "kubernetes.scale", kube=kubeapi, namespace=NS,
+                     name="code-forge", delta=2, min=1, max=10)
+    assert (record.outcome, record.attempts, record.uncertain) == ("succeeded", 2, False), record
+    assert record.duration_seconds >= 1.0  # waited as asked (the backoff alone is 0.01 s)
+    assert kubeapi.get("deployments", NS, "code-forge")["spec"]["replicas"] == 6
+    # A delay past the step's deadline fails now, as a refusal: nothing changed
+    kubeapi.inject("PATCH", r"/deployments/code-forge/scale$", status=429,
+                   headers={"Retry-After": "120"})
+    record = execute(run, kctx, "kubernetes.scale", kube=kubeapi, namespace=NS,
+                     name="code-forge", delta=2, min=1, max=10)
+    assert (record.outcome, record.attempts, record.uncertain) == ("failed", 1, False), record
+    assert "(HTTP 429)" in record.detail and "asked to retry after 120s" in record.detail
+    assert kubeapi.get("deployments", NS, "code-forge")["spec"]["replicas"] == 6
+
+
+def test_an_http_post_refused_with_429_is_retried_after_the_delay_it_asks_for(run) -> None:
+    peer = FlagService((429, {"status": "slow down"}), headers={"Retry-After": "1"})
+    ctx = ActionContext(backends=Backends(), log=logging.getLogger("t"), execution_id="e1")
+    try:
+        record = execute(run, ctx, "http.request", url=peer.url, method="POST",
+                         json={"paged": "yes"})
+    finally:
+        run(ctx.backends.close())
+        peer.close()
+    assert (record.outcome, record.attempts, record.uncertain) == ("succeeded", 2, False), record
+    assert record.duration_seconds >= 1.0
+    assert peer.flags == [{"paged": "yes"}] * 2  # the refused one, then the one answered
+
+
 class SlowPeer:
     """An HTTP service that applies a PATCH at once and answers it `late` seconds later."""
 
@@ -273,11 +309,13 @@ def test_an_http_patch_interrupted_by_a_crash_is_not_sent_again(tmp_path: Path) 
 
 
 class FlagService:
-    """A real aiohttp service, on a loop of its own: POST or PUT /flag sets the flag, then
-    the first write is answered `answer` (status, JSON body), one the step does not expect."""
+    """A real aiohttp service, on a loop of its own: POST or PUT /flag records the flag, then
+    the first write is answered `answer` (status, JSON body, `headers`), one the step does not
+    expect."""
 
-    def __init__(self, answer: tuple[int, dict[str, Any]]) -> None:
-        self.answer = answer
+    def __init__(self, answer: tuple[int, dict[str, Any]],
+                 headers: dict[str, str] | None = None) -> None:
+        self.answer, self.headers = answer, headers
         self.flags: list[Any] = []  # every value set, in order
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
@@ -288,8 +326,10 @@ class FlagService:
     async def _start(self) -> web.AppRunner:
         async def flag(request: web.Request) -> web.Response:
             self.flags.append(await request.json())
-            status, body = self.answer if len(self.flags) == 1 else (200, {"status": "done"})
-            return web.json_response(body, status=status)
+            if len(self.flags) > 1:
+                return web.json_response({"status": "done"})
+            status, body = self.answer
+            return web.json_response(body, status=status, headers=self.headers)
 
         app = web.Application()
         app.router.add_route("*", "/flag", flag)
