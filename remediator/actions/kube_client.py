@@ -12,13 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .base import Action, ActionError, Param, Permission, TransientError, retry_after
+from .base import (
+    Action,
+    ActionError,
+    Param,
+    Permission,
+    TransientError,
+    parse_json,
+    retry_after,
+)
 
 T = TypeVar("T")
 
@@ -138,7 +145,13 @@ async def call(backends: Any, what: str, api: str, method: str, *args: Any,
         if is_transient(exc):
             raise TransientError(message, result, unapplied=read) from exc
         raise ActionError(message, result, unapplied=read) from exc
-    return data.decode("utf-8", "replace") if text else json.loads(data)
+    if text:
+        return data.decode("utf-8", "replace")
+    try:
+        return parse_json(data)
+    except ValueError as exc:  # after a write was answered: it may have been applied
+        raise ActionError(f"{what}: reply refused: {exc}", {"error": "reply"},
+                          unapplied=read) from None
 
 
 def _api_error(what: str, exc: ApiException, read: bool) -> ActionError:
@@ -161,7 +174,7 @@ def _api_error(what: str, exc: ApiException, read: bool) -> ActionError:
 def json_status(body: Any) -> dict[str, Any]:
     """The apiserver's Status object from an error body ({} when it is not one)."""
     try:
-        doc = json.loads(body) if body else {}
+        doc = parse_json(body) if body else {}
     except (ValueError, TypeError):
         return {}
     return doc if isinstance(doc, dict) else {}

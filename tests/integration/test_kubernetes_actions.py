@@ -554,6 +554,22 @@ def test_logs_extract_the_keys_failing_lines_name(run, ctx, kubeapi: KubeAPIServ
         "extract: needs exactly one capture group, has 0"]
 
 
+def test_an_apiserver_reply_nested_too_deep_is_refused_like_every_remote_answer(
+        run, ctx, kubeapi: KubeAPIServer) -> None:
+    # A reply becomes a step record, journaled and templated recursively: the one bounded
+    # parser refuses it (the same 64 levels as any other backend), and says why
+    kubeapi.add_deployment("code-forge", NS)
+    deep = '{"kind": "Deployment", "a": ' + "[" * 100 + "]" * 100 + "}"
+    kubeapi.inject("GET", r"/deployments/code-forge$", status=200, body=deep)
+    record = execute(run, "kubernetes.get", ctx, resource="deploy", namespace=NS,
+                     name="code-forge")
+    assert (record.outcome, record.attempts) == ("failed", 1), record
+    assert record.detail == (f"get deployments in {NS} code-forge: reply refused: JSON is "
+                             "nested deeper than 64 levels")
+    assert record.result == {"error": "reply"}
+
+
+
 # --- get -----------------------------------------------------------------------------------------
 
 
