@@ -128,6 +128,7 @@ def compile_check(text: str) -> set[str]:
 
 def unescaped_promql(text: str) -> list[str]:
     """Each `{{ }}` in a PromQL template that splices an alert's value unescaped."""
+    untrusted = _tainted(text)
     problems, quote_char, pos = [], "", 0
     for found in _INTERPOLATION.finditer(text):
         quote_char = _quote_state(text[pos:found.start()], quote_char)
@@ -141,13 +142,47 @@ def unescaped_promql(text: str) -> list[str]:
         reads = {n.name for n in expr.find_all(nodes.Name)} | (
             {expr.name} if isinstance(expr, nodes.Name) else set())
         safe = isinstance(expr, nodes.Filter) and expr.name in _PROMQL_SAFE.get(quote_char, ())
-        if reads & UNTRUSTED_ROOTS and not safe:
+        if reads & untrusted and not safe:
             where = "inside a string" if quote_char else "outside a string"
             problems.append(f"{found.group(0).strip()} splices an alert's value into PromQL "
                             f"{where} unescaped: a label such as `\"}} or vector(1)` can rewrite "
                             'the query; write it as "{{ ... | promql_str }}" inside double '
                             "quotes (or | int, | float for a number)")
     return problems
+
+
+def _tainted(text: str) -> set[str]:
+    """UNTRUSTED_ROOTS, and every name the template binds from them (`{% set %}`, a `set`
+    block, `{% for %}`, `{% with %}`, transitively): `{% set ns = labels.namespace %}` and
+    then `{{ ns }}` splices the label all the same."""
+    tainted = set(UNTRUSTED_ROOTS)
+    try:
+        tree = _env.parse(text)
+    except TemplateSyntaxError:
+        return tainted  # reported as a template error elsewhere
+    bindings: list[tuple[set[str], set[str]]] = []  # (names bound, names read)
+    for node in tree.find_all((nodes.Assign, nodes.AssignBlock, nodes.For, nodes.With)):
+        if isinstance(node, nodes.With):
+            bindings.extend((_names(t), _names(v)) for t, v in zip(node.targets, node.values,
+                                                                   strict=False))
+        else:
+            read = node.iter if isinstance(node, nodes.For) else \
+                nodes.Output(node.body) if isinstance(node, nodes.AssignBlock) else node.node
+            bindings.append((_names(node.target), _names(read)))
+    grown = True
+    while grown:
+        grown = False
+        for bound, read in bindings:
+            if read & tainted and not bound <= tainted:
+                tainted |= bound
+                grown = True
+    return tainted
+
+
+def _names(node: nodes.Node) -> set[str]:
+    """The variable names in an expression or assignment target (`ns.x` binds `ns`)."""
+    found = {n.name for n in node.find_all((nodes.Name, nodes.NSRef))}
+    return found | ({node.name} if isinstance(node, nodes.Name | nodes.NSRef) else set())
 
 
 def _quote_state(literal: str, quote_char: str) -> str:
