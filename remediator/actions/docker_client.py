@@ -82,10 +82,16 @@ async def call(backends: Any, what: str, method: str, *args: Any, **kwargs: Any)
     except ActionError:
         raise
     except Exception as exc:
-        raise error_of(what, exc) from exc
+        raise error_of(what, exc, read=method in _READS) from exc
 
 
-def error_of(what: str, exc: BaseException) -> ActionError:
+# Calls that change nothing (creating an exec runs nothing yet): a failed one is retried even
+# inside a step that must not run twice.
+_READS = frozenset({"containers", "inspect_container", "logs", "stats", "get_archive",
+                    "exec_create", "exec_inspect", "version"})
+
+
+def error_of(what: str, exc: BaseException, read: bool = False) -> ActionError:
     errors = sys.modules.get("docker.errors")
     if errors is not None and isinstance(exc, errors.APIError):
         status = exc.status_code
@@ -95,11 +101,12 @@ def error_of(what: str, exc: BaseException) -> ActionError:
         error = TransientError if is_transient(exc) else ActionError
         # the Engine refuses a request (4xx) before doing anything
         return error(f"{what}: {message} (HTTP {status})", {"error": "api", "status": status},
-                     unapplied=status is not None and 400 <= status < 500)
+                     unapplied=read or (status is not None and 400 <= status < 500))
     if is_transient(exc):
         return TransientError(f"{what}: Docker Engine unreachable: {type(exc).__name__}: {exc}",
-                              {"error": type(exc).__name__, "status": None})
-    return ActionError(f"{what}: {type(exc).__name__}: {exc}", {"error": type(exc).__name__})
+                              {"error": type(exc).__name__, "status": None}, unapplied=read)
+    return ActionError(f"{what}: {type(exc).__name__}: {exc}", {"error": type(exc).__name__},
+                       unapplied=read)
 
 
 # --- shared declarations and selection -------------------------------------------------------
