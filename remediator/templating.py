@@ -109,27 +109,48 @@ def is_template(text: str) -> bool:
     return "{{" in text or "{%" in text
 
 
-def compile_check(text: str) -> set[str]:
+# What lint and load learn from a template's text (its names, its PromQL splices) is computed
+# once per text: a rule set repeats the same few templates in every playbook, and parsing
+# them was most of loading 1 000 files. Bounded (reloads bring new texts); playbook text only.
+_CACHE = 4096
+
+
+def compile_check(text: str) -> frozenset[str]:
     """Compile a template; return the root names it reads. Raises TemplateError."""
+    roots, error = _analyse(text)
+    if error:
+        raise TemplateError(error)
+    return roots
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def _analyse(text: str) -> tuple[frozenset[str], str]:
+    """(root names, "") or (empty, the error), for compile_check."""
     try:
         ast = _env.parse(text)
     except TemplateSyntaxError as exc:
-        raise TemplateError(f"template syntax error: {exc.message}") from None
+        return frozenset(), f"template syntax error: {exc.message}"
     # Jinja defers an unknown filter or test inside {% if %} to run time: find them all now.
     unknown = sorted({f"filter {n.name!r}" for n in ast.find_all(nodes.Filter)
                       if n.name not in _env.filters}
                      | {f"test {n.name!r}" for n in ast.find_all(nodes.Test)
                         if n.name not in _env.tests})
     if unknown:
-        raise TemplateError(f"template uses unknown {', '.join(unknown)}")
+        return frozenset(), f"template uses unknown {', '.join(unknown)}"
     assigned = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
-    return {n.name for n in ast.find_all(nodes.Name) if n.ctx == "load"} - assigned
+    return frozenset({n.name for n in ast.find_all(nodes.Name) if n.ctx == "load"} - assigned), ""
 
 
 def unescaped_promql(text: str) -> list[str]:
     """Each `{{ }}` in a PromQL template that splices an alert's value unescaped."""
+    return list(_unescaped_promql(text))
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def _unescaped_promql(text: str) -> tuple[str, ...]:
     untrusted = _tainted(text)
-    problems, quote_char, pos = [], "", 0
+    problems: list[str] = []
+    quote_char, pos = "", 0
     for found in _INTERPOLATION.finditer(text):
         quote_char = _quote_state(text[pos:found.start()], quote_char)
         pos = found.end()
@@ -148,7 +169,7 @@ def unescaped_promql(text: str) -> list[str]:
                             f"{where} unescaped: a label such as `\"}} or vector(1)` can rewrite "
                             'the query; write it as "{{ ... | promql_str }}" inside double '
                             "quotes (or | int, | float for a number)")
-    return problems
+    return tuple(problems)
 
 
 def _tainted(text: str) -> set[str]:

@@ -6,6 +6,7 @@ Regexes are RE2 and fully anchored, as in Alertmanager, so `env=~"prod"` matches
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -50,8 +51,12 @@ class Matcher:
         return f"{self.name}{self.op}{json.dumps(self.value)}"
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_matcher(text: str) -> Matcher:
-    """Parse one matcher; values may be double-quoted (with JSON escapes) or bare."""
+    """Parse one matcher; values may be double-quoted (with JSON escapes) or bare.
+
+    Cached (a Matcher is immutable): validation and the built playbook parse the same text,
+    and rule sets repeat matchers; an error is raised again each time, never cached."""
     found = _MATCHER.fullmatch(text)
     if not found:
         raise MatcherError(f'bad matcher {text!r}: expected name="value" with =, !=, =~ or !~')

@@ -7,6 +7,7 @@ schema directly; action parameter schemas are added from the actions' own declar
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from typing import Any
 
@@ -255,54 +256,62 @@ _TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number"
 def check_shape(value: Any, schema: dict[str, Any], path: Path) -> list[tuple[Path, str]]:
     """Check `value` against the schema subset above; return (path, message) problems."""
     types = schema.get("type")
-    if types is not None:
+    if types is not None and not (_is(value, types) if isinstance(types, str)
+                                  else any(_is(value, t) for t in types)):
         names = types if isinstance(types, list) else [types]
-        if not any(_is(value, t) for t in names):
-            hint = " (quote it)" if "string" in names and _kind(value) in ("integer", "number",
-                                                                          "boolean") else ""
-            if "boolean" in names and str(value).lower() in ("true", "false"):
-                hint = f" (write {str(value).lower()}, unquoted)"
-            return [(path, f"{_where(path)}: expected {' or '.join(names)}, got {_kind(value)}"
-                           f"{hint}")]
+        hint = " (quote it)" if "string" in names and _kind(value) in ("integer", "number",
+                                                                      "boolean") else ""
+        if "boolean" in names and str(value).lower() in ("true", "false"):
+            hint = f" (write {str(value).lower()}, unquoted)"
+        return [(path, f"{_where(path)}: expected {' or '.join(names)}, got {_kind(value)}"
+                       f"{hint}")]
     problems: list[tuple[Path, str]] = []
     if "enum" in schema and value not in schema["enum"]:
         hint = did_you_mean(str(value), [str(e) for e in schema["enum"]])
         problems.append((path, f"{_where(path)}: {value!r} is not one of "
                                f"{', '.join(map(str, schema['enum']))}{hint}"))
-    # The whole value, in ASCII: `$` accepts a trailing newline, and `\d` Unicode digits.
-    if isinstance(value, str) and "pattern" in schema and \
-            not re.fullmatch(schema["pattern"], value, re.ASCII):
-        # `errorMessage` (the ajv-errors keyword) says what to write instead of the regex.
-        problems.append((path, f"{_where(path)}: {value!r}: "
-                               + schema.get("errorMessage", f"does not match {schema['pattern']}")))
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, str):
+        # The whole value, in ASCII: `$` accepts a trailing newline, and `\d` Unicode digits.
+        if "pattern" in schema and not _pattern(schema["pattern"]).fullmatch(value):
+            # `errorMessage` (the ajv-errors keyword) says what to write instead of the regex.
+            problems.append((path, f"{_where(path)}: {value!r}: " + schema.get(
+                "errorMessage", f"does not match {schema['pattern']}")))
+    elif isinstance(value, int | float) and not isinstance(value, bool):
         if "minimum" in schema and value < schema["minimum"]:
             problems.append((path, f"{_where(path)}: must be >= {schema['minimum']}"))
         if "maximum" in schema and value > schema["maximum"]:
             problems.append((path, f"{_where(path)}: must be <= {schema['maximum']}"))
-    if isinstance(value, dict):
+    elif isinstance(value, dict):
         props = schema.get("properties", {})
-        for key in schema.get("required", []):
+        for key in schema.get("required", ()):
             if key not in value:
                 problems.append((path, f"{_where(path)}: missing required key {key!r}"))
+        extra = schema.get("additionalProperties")
         for key, item in value.items():
             if key in props:
                 problems.extend(check_shape(item, props[key], (*path, key)))
-            elif schema.get("additionalProperties") is False:
+            elif extra is False:
                 problems.append(((*path, key), f"{_where(path)}: unknown key {key!r}"
                                                f"{did_you_mean(key, list(props))}"))
-            elif isinstance(schema.get("additionalProperties"), dict):
-                problems.extend(check_shape(item, schema["additionalProperties"], (*path, key)))
-    if isinstance(value, dict) and "oneOf" in schema and not problems and \
-            sum(not check_shape(value, alt, path) for alt in schema["oneOf"]) != 1:
-        message = schema.get("oneOfMessage", "matches none or several of its alternatives")
-        problems.append((path, f"{_where(path)}: {message}"))
-    if isinstance(value, list) and len(value) < schema.get("minItems", 0):
-        problems.append((path, f"{_where(path)}: must not be empty"))
-    if isinstance(value, list) and "items" in schema:
-        for i, item in enumerate(value):
-            problems.extend(check_shape(item, schema["items"], (*path, i)))
+            elif isinstance(extra, dict):
+                problems.extend(check_shape(item, extra, (*path, key)))
+        if "oneOf" in schema and not problems and \
+                sum(not check_shape(value, alt, path) for alt in schema["oneOf"]) != 1:
+            message = schema.get("oneOfMessage", "matches none or several of its alternatives")
+            problems.append((path, f"{_where(path)}: {message}"))
+    elif isinstance(value, list):
+        if len(value) < schema.get("minItems", 0):
+            problems.append((path, f"{_where(path)}: must not be empty"))
+        if "items" in schema:
+            items = schema["items"]
+            for i, item in enumerate(value):
+                problems.extend(check_shape(item, items, (*path, i)))
     return problems
+
+
+@functools.lru_cache(maxsize=256)
+def _pattern(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.ASCII)
 
 
 def _is(value: Any, type_name: str) -> bool:

@@ -16,7 +16,27 @@ import yaml
 Path = tuple[str | int, ...]
 
 # libyaml's composer keeps the marks we need; fall back to the Python one without it.
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BASE: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_RESOLVED: dict[str, str] = {}  # plain scalar text -> its implicit tag
+
+
+class _Loader(_BASE):  # type: ignore[misc,valid-type]
+    """Resolving a plain scalar's implicit type (int, bool, null...) runs PyYAML's regexes in
+    Python for every scalar, even under libyaml; the tag depends on the text alone, and
+    playbooks repeat the same keys and values, so it is looked up once per text."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is not yaml.ScalarNode or not implicit[0]:
+            return super().resolve(kind, value, implicit)
+        tag = _RESOLVED.get(value)
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)
+            if len(value) <= 64 and len(_RESOLVED) < 65536:  # bounded: reloads, odd files
+                _RESOLVED[value] = tag
+        return tag
+
+
+_LOADER: Any = _Loader
 # Alias expansion can turn a small file into a huge tree ("billion laughs"); a playbook
 # file never needs anywhere near this many nodes.
 MAX_NODES = 200_000
