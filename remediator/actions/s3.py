@@ -12,12 +12,14 @@ standard AWS chain (including AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3) on first u
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
-
-import botocore.exceptions as bce
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .base import Action, ActionContext, ActionError, Param, TransientError, iam
+
+if TYPE_CHECKING:
+    import botocore.exceptions as bce
 
 T = TypeVar("T")
 
@@ -32,14 +34,25 @@ _TRANSIENT_CODES = frozenset({
 })
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 _PERMANENT_STATUS = frozenset({400, 401, 403, 404, 405, 409, 412, 422})
-# Network failures that say nothing about the request itself. Not SSLError or proxy errors:
-# those are configuration and would fail the same way on every attempt.
-_TRANSIENT_ERRORS = (
-    bce.EndpointConnectionError, bce.ConnectTimeoutError, bce.ReadTimeoutError,
-    bce.ConnectionClosedError, bce.ResponseStreamingError, bce.IncompleteReadError,
-    bce.FlexibleChecksumError,  # the body's stored CRC did not match: corrupted in transit
-    ConnectionError, TimeoutError,  # builtins: resets, refused, asyncio timeouts
-)
+
+
+def _bce() -> Any:
+    """botocore's exceptions, imported on first use like boto3 (start-up need not pay)."""
+    import botocore.exceptions
+    return botocore.exceptions
+
+
+@functools.cache
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """Network failures that say nothing about the request itself. Not SSLError or proxy
+    errors: those are configuration and would fail the same way on every attempt."""
+    bce = _bce()
+    return (
+        bce.EndpointConnectionError, bce.ConnectTimeoutError, bce.ReadTimeoutError,
+        bce.ConnectionClosedError, bce.ResponseStreamingError, bce.IncompleteReadError,
+        bce.FlexibleChecksumError,  # the body's stored CRC did not match: corrupted in transit
+        ConnectionError, TimeoutError,  # builtins: resets, refused, asyncio timeouts
+    )
 
 
 async def client(backends: Any) -> Any:
@@ -67,12 +80,13 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, ActionError):
         return False
+    bce = _bce()
     if isinstance(exc, bce.ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if status in _PERMANENT_STATUS:
             return False
         return _code(exc) in _TRANSIENT_CODES or status in _TRANSIENT_STATUS
-    return isinstance(exc, _TRANSIENT_ERRORS) and not isinstance(exc, bce.SSLError)
+    return isinstance(exc, _transient_errors()) and not isinstance(exc, bce.SSLError)
 
 
 def _code(exc: bce.ClientError) -> str:
@@ -80,7 +94,7 @@ def _code(exc: bce.ClientError) -> str:
 
 
 def _status(exc: BaseException) -> int | None:
-    if isinstance(exc, bce.ClientError):
+    if isinstance(exc, _bce().ClientError):
         return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return None
 
@@ -90,6 +104,7 @@ async def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
     `what` names the operation and object for the step's detail (`GetObject s3://b/k`).
     """
+    bce = _bce()  # boto3 is loaded by now: `fn` is one of its client's methods
     try:
         return await asyncio.to_thread(fn, *args, **kwargs)
     except ActionError:
@@ -191,7 +206,7 @@ class HeadObject(S3Action):
                 # S3 marks a HEAD on a deleted key; a playbook can branch to a restore on it.
                 cause = exc.__cause__
                 headers = cause.response["ResponseMetadata"].get("HTTPHeaders", {}) \
-                    if isinstance(cause, bce.ClientError) else {}
+                    if isinstance(cause, _bce().ClientError) else {}
                 return {"exists": False, "deleted": headers.get("x-amz-delete-marker") == "true"}
             raise
         source, checksum = stored_checksum(head, params["metadata_key"])

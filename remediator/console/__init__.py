@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -21,7 +22,6 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
-from markdown_it import MarkdownIt
 
 from .. import graphs, redact
 from ..auth import Principal, Users
@@ -43,9 +43,15 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
 
 _env = jinja2.Environment(loader=jinja2.PackageLoader("remediator.console", "templates"),
                           autoescape=True)  # a missing optional field shows empty
-# CommonMark with raw HTML off: a note quotes alert text, which must stay text. markdown-it
-# also refuses javascript:/vbscript:/data: links.
-_markdown = MarkdownIt("commonmark", {"html": False})
+
+
+@functools.cache
+def _markdown() -> Any:
+    """CommonMark with raw HTML off: a note quotes alert text, which must stay text.
+    markdown-it also refuses javascript:/vbscript:/data: links. Imported on the first note
+    shown, not at start-up."""
+    from markdown_it import MarkdownIt
+    return MarkdownIt("commonmark", {"html": False})
 
 
 def _when(value: Any) -> str:
@@ -263,7 +269,7 @@ async def decision_page(request: web.Request) -> web.Response:
     decision = redact.value(decision)
     pending = await _pending_steps(service, decision["id"])
     escalation = decision.get("escalation") or {}
-    note_html = _markdown.render(escalation["note"]) if escalation.get("note") else ""
+    note_html = _markdown().render(escalation["note"]) if escalation.get("note") else ""
     alert = decision.get("alert") or {}
     expr = graphs.alert_expr(alert.get("generatorURL", ""))
     return _page(request, "decision.html", principal, d=decision, alert=alert,
