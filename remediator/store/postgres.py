@@ -115,6 +115,9 @@ class PostgresStore:
         self._password = password or None  # else libpq's environment (PGPASSWORD, PGPASSFILE)
         self.replica = uuid.uuid4().hex[:12]  # this process; owner of its claims and locks
         self._pool: asyncpg.Pool | None = None
+        # Intake's own connection: a webhook's commit never queues for the pool behind
+        # processing's statements (hundreds of executions in a storm share `_pool`).
+        self._intake_pool: asyncpg.Pool | None = None
         self._healthy = False
         self._held: set[int] = set()  # inbox items claimed here and not finished
         self._holders: set[str] = set()  # executions holding target locks here
@@ -138,11 +141,9 @@ class PostgresStore:
 
     async def open(self) -> None:
         try:
-            self._pool = await asyncpg.create_pool(
-                self.url, password=self._password, min_size=1, max_size=10, timeout=10,
-                command_timeout=30,
-                server_settings={"application_name": "remediator",
-                                 "synchronous_commit": self._sync_commit})
+            self._pool = await self._create_pool(10)
+            if not self.read_only:
+                self._intake_pool = await self._create_pool(1)
             async with self._pool.acquire() as db, db.transaction():
                 if self.read_only:
                     await db.execute("SET TRANSACTION READ ONLY")
@@ -150,14 +151,22 @@ class PostgresStore:
                     await db.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
                 await _migrate(db, self.read_only)
         except _ERRORS as exc:
-            if self._pool is not None:
-                await self._pool.close()
-                self._pool = None
+            for pool in (self._pool, self._intake_pool):
+                if pool is not None:
+                    await pool.close()
+            self._pool = self._intake_pool = None
             raise StoreUnavailable(f"cannot open store {redact(self.url)}: {exc}") from exc
         self._healthy = True
         self._valid_until = time.monotonic() + self.lease
         if not self.read_only:
             self._heartbeat = asyncio.create_task(self._renew_loop(), name="store-leases")
+
+    async def _create_pool(self, size: int) -> asyncpg.Pool:
+        return await asyncpg.create_pool(
+            self.url, password=self._password, min_size=1, max_size=size, timeout=10,
+            command_timeout=30, connection_class=_Connection, reset=_Connection.reset_if_needed,
+            server_settings={"application_name": "remediator",
+                             "synchronous_commit": self._sync_commit})
 
     async def close(self) -> None:
         if self._heartbeat is not None:
@@ -175,11 +184,14 @@ class PostgresStore:
                 "UPDATE inbox SET state='pending', owner=NULL, lease_until=NULL "
                 "WHERE owner=$1 AND state='running'", self.replica)
             await self._pool.execute("DELETE FROM locks WHERE owner=$1", self.replica)
-        pool, self._pool = self._pool, None
+        pools = (self._pool, self._intake_pool)
+        self._pool = self._intake_pool = None
         self._held.clear()
         self._healthy = False
-        with contextlib.suppress(*_ERRORS):
-            await asyncio.wait_for(pool.close(), 10)
+        for pool in pools:
+            with contextlib.suppress(*_ERRORS):
+                if pool is not None:
+                    await asyncio.wait_for(pool.close(), 10)
 
     # --- leases ------------------------------------------------------------------------
 
@@ -235,8 +247,9 @@ class PostgresStore:
     # --- plumbing ----------------------------------------------------------------------
 
     async def _call(self, op: str, fn: Callable[[asyncpg.Connection], Awaitable[T]],
-                    fenced: bool = True) -> T:
-        if self._pool is None:
+                    fenced: bool = True, pool: asyncpg.Pool | None = None) -> T:
+        pool = pool or self._pool
+        if pool is None:
             raise StoreUnavailable("store is not open")
         if fenced:
             self._fence()
@@ -246,7 +259,7 @@ class PostgresStore:
             if section is not None:  # inside a critical section: its connection, no pool wait
                 result = await fn(section)
             else:
-                async with self._pool.acquire(timeout=10) as db:
+                async with pool.acquire(timeout=10) as db:
                     result = await fn(db)
         except _ERRORS as exc:
             if isinstance(exc, asyncpg.PostgresError) and not _transient(exc):
@@ -272,6 +285,7 @@ class PostgresStore:
                 db = await self._pool.acquire(timeout=10)
             except _ERRORS as exc:
                 raise StoreUnavailable(f"store unavailable: {exc}") from exc
+            db.holds_session_state()  # reset (advisory locks released) when handed back
             try:
                 await db.execute("SELECT pg_advisory_lock(hashtext($1))", name)
                 token = _section_db.set(db)
@@ -347,7 +361,8 @@ class PostgresStore:
                         raise
             raise AssertionError("unreachable")
 
-        return {r["dedupe_key"] for r in await self._call("intake", insert, fenced=False)}
+        return {r["dedupe_key"] for r in await self._call("intake", insert, fenced=False,
+                                                          pool=self._intake_pool)}
 
     async def claim(self, limit: int) -> list[InboxItem]:
         """Pending items, and items whose lease expired (their replica died)."""
@@ -542,6 +557,25 @@ class PostgresStore:
         self._holders.discard(holder)
         await self._call("lock", lambda db: db.execute("DELETE FROM locks WHERE holder=$1", holder),
                          fenced=False)
+
+
+class _Connection(asyncpg.Connection):
+    """A pooled connection that knows whether it holds session state. asyncpg's default
+    reset on release (advisory unlock all, CLOSE ALL, UNLISTEN, RESET ALL) is a round trip
+    per statement run from the pool: a fifth of a storm's processing. Only a critical
+    section's connection holds session state (its advisory lock, should the unlock have
+    failed); other statements run in single statements or transactions, which asyncpg
+    still rolls back if left open."""
+
+    _session_state = False
+
+    def holds_session_state(self) -> None:
+        self._session_state = True
+
+    async def reset_if_needed(self) -> None:
+        if self._session_state:
+            self._session_state = False
+            await self.execute(self.get_reset_query())
 
 
 async def _migrate(db: asyncpg.Connection, read_only: bool) -> None:

@@ -10,6 +10,7 @@ import re
 from remediator import templating
 from remediator.config import Config
 from remediator.service import Service
+from remediator.store import open_store
 from remediator.store.sqlite import PROCESSING_PER_COMMIT, SQLiteStore
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
@@ -114,3 +115,35 @@ def test_the_dispatcher_claims_a_bounded_batch_and_templates_compile_once(tmp_pa
 
 async def _trace(service: Service, statements: list[str]) -> None:
     service.store._db.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+
+
+def test_postgres_hands_a_connection_back_without_a_reset_unless_it_held_a_section(run,
+                                                                                 postgres_url):
+    """asyncpg resets every connection it takes back (advisory unlock all, CLOSE ALL,
+    UNLISTEN, RESET ALL): a second round trip for each statement. Only a critical section's
+    connection, which held a session advisory lock, needs it; and intake has a connection
+    of its own, so a webhook's commit never queues behind processing for the pool."""
+    async def scenario():
+        store = open_store(postgres_url)
+        await store.open()
+        try:
+            queries: list[str] = []
+            async with store._pool.acquire() as db:  # the pool's one connection so far
+                db.add_query_logger(lambda q: queries.append(q.query))
+            for i in range(5):
+                await store.get_state(f"k{i}")
+            assert len(queries) == 5, queries
+            async with store.critical("x"):
+                await store.get_state("inside")
+            await store.get_state("after")
+            assert sum("pg_advisory_unlock_all" in q for q in queries) == 1, queries
+            assert len(queries) == 5 + 4 + 1  # lock, read, unlock, reset; one read after
+            intake: list[str] = []
+            async with store._intake_pool.acquire() as db:
+                db.add_query_logger(lambda q: intake.append(q.query))
+            await store.enqueue([("a1", {"n": 1}, {})])
+            assert any(q.startswith("INSERT INTO inbox") for q in intake), intake
+            assert not any(q.startswith("INSERT INTO inbox") for q in queries)
+        finally:
+            await store.close()
+    run(scenario())
