@@ -186,6 +186,10 @@ def _check_playbook(src: Source, at: Path, data: dict[str, Any],
                                             f"approval is only asked before a mutation; "
                                             f"{step['action']} does not mutate, so it never is"))
     problems.extend(_check_guards(src, at, data, mutating))
+    if "target" not in data:  # `target` is None: `{{ target.name }}` fails, `{{ target }}` is "None"
+        problems.extend(src.problem(where, "error", f"template reads target, but playbook "
+                                    f"{data['name']!r} has no `target:`; add one")
+                        for where, text in _templates(data, at) if "target" in _roots(text)[0])
     gated = [w for w in mutating if _step_at(data, w).get("approval") == "required"]
     if len(gated) > 1:  # each approval admits one step: the approver must know which
         problems.extend(src.problem((*w, "approval"), "warning", (
@@ -220,6 +224,21 @@ def _check_playbook(src: Source, at: Path, data: dict[str, Any],
                                         f"(configured: {', '.join(sorted(known_sinks)) or 'none'})"
                                         f"{did_you_mean(sink, sorted(known_sinks))}"))
     return problems
+
+
+def _templates(value: Any, at: Path) -> Iterable[tuple[Path, str]]:
+    """Every template in a playbook's data, a bare `when` expression as `{{ when }}`."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "when" and isinstance(item, str):
+                yield (*at, key), "{{ " + item + " }}"
+            else:
+                yield from _templates(item, (*at, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _templates(item, (*at, i))
+    elif isinstance(value, str) and templating.is_template(value):
+        yield at, value
 
 
 def _step_at(data: dict[str, Any], where: Path) -> dict[str, Any]:

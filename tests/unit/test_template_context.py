@@ -132,3 +132,7 @@ def test_target_is_its_old_string_with_parts():
     assert (bucket, bucket.kind, bucket.namespace, bucket.name) == \
         ("bucket/backups", "bucket", "", "backups")
     assert json.dumps({"target": bucket}) == '{"target": "bucket/backups"}'
+    for hostile in ("{{ target * 100000000 }}", "{{ target.center(100000000) }}",
+                    "{{ target.__class__ }}", "{{ target.kind.__class__.__mro__ }}"):
+        with pytest.raises(templating.TemplateError, match="refused by the sandbox"):
+            templating.render(hostile, {"target": bucket})
