@@ -238,7 +238,8 @@ class Engine:
             record = await self._run_step(step, ctx, gc, journal=(decision["id"], index))
             journaled = record.to_dict()  # redacted once: recorded, shown and templated
             records.append(journaled)
-            await self.store.save_step(decision["id"], index, journaled)
+            if gc.mode != "dry-run":  # a plan runs nothing: it is stored with its decision
+                await self.store.save_step(decision["id"], index, journaled)
             ctx["steps"][step.name] = template_context.step_view(journaled)
             if record.outcome == "blocked":
                 await self._blocked(decision, Block(record.guard, record.detail), gc,

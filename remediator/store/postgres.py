@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from ..alerts import utcnow_iso
+from . import packing
 from .base import Enqueued, InboxItem, LeaseLost, StoreUnavailable, redact
 
 log = logging.getLogger("remediator.store")
@@ -83,6 +84,17 @@ MIGRATIONS = [
     CREATE TABLE locks (name TEXT PRIMARY KEY, holder TEXT NOT NULL, owner TEXT NOT NULL,
                         lease_until TIMESTAMPTZ NOT NULL);
     """,
+    # 2: compressed (packing.py): decisions and inbox items against shared references,
+    # step records alone past 256 bytes; rows written before keep their JSON text
+    """
+    ALTER TABLE inbox ADD COLUMN packed BYTEA, ADD COLUMN ref BIGINT,
+        ALTER COLUMN alert DROP NOT NULL, ALTER COLUMN grp DROP NOT NULL;
+    ALTER TABLE executions ADD COLUMN ref BIGINT, ADD COLUMN packed BYTEA,
+        ALTER COLUMN body DROP NOT NULL;
+    ALTER TABLE steps ADD COLUMN packed BYTEA, ALTER COLUMN body DROP NOT NULL;
+    CREATE TABLE refs (id BIGINT PRIMARY KEY, created DOUBLE PRECISION NOT NULL,
+                       data BYTEA NOT NULL);
+    """,
 ]
 
 # The claim epoch of the task that claimed work; its child tasks inherit it. A write from
@@ -128,6 +140,8 @@ class PostgresStore:
         self._flushing = False
         self._local: dict[str, asyncio.Lock] = {}
         self._metrics: Any = None
+        self._refs = packing.Refs()
+        self._version = len(MIGRATIONS)  # an older schema opened read-only reads as it is
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -149,7 +163,7 @@ class PostgresStore:
                     await db.execute("SET TRANSACTION READ ONLY")
                 else:
                     await db.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-                await _migrate(db, self.read_only)
+                self._version = await _migrate(db, self.read_only)
         except _ERRORS as exc:
             for pool in (self._pool, self._intake_pool):
                 if pool is not None:
@@ -342,27 +356,54 @@ class PostgresStore:
             return set()
         now = utcnow_iso()
         # Sorted keys: two replicas inserting overlapping batches lock rows in one order.
-        ordered = sorted(rows, key=lambda r: r[0])
-        args = ([r[0] for r in ordered], [json.dumps(r[1]) for r in ordered],
-                [json.dumps(r[2]) for r in ordered])
+        keys, packed, ids, refs = [], [], [], {}
+        for key, alert, group in sorted(rows, key=lambda r: r[0]):
+            text = packing.item_text(alert, group)
+            ref = self._refs.for_alert(alert, text)
+            keys.append(key)
+            packed.append(packing.pack_ref(text, ref.data))
+            ids.append(ref.id)
+            if not ref.stored:
+                refs[ref.id] = ref
 
         async def insert(db: asyncpg.Connection) -> list[asyncpg.Record]:
             for attempt in range(3):
                 try:
                     async with db.transaction():  # acknowledged: durable before the 202
                         await db.execute("SET LOCAL synchronous_commit = on")
+                        if refs:  # new references go in with their first users
+                            await db.executemany(
+                                "INSERT INTO refs (id, created, data) VALUES ($1, $2, $3) "
+                                "ON CONFLICT DO NOTHING",
+                                [(r.id, r.created, r.data) for r in refs.values()])
                         return await db.fetch(
-                            "INSERT INTO inbox (dedupe_key, alert, grp, received_at) "
-                            "SELECT k, a, g, $4 FROM unnest($1::text[], $2::text[], $3::text[]) "
-                            "AS t(k, a, g) ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key",
-                            *args, now)
+                            "INSERT INTO inbox (dedupe_key, packed, ref, received_at) "
+                            "SELECT k, p, r, $4 FROM unnest($1::text[], $2::bytea[], $3::bigint[]) "
+                            "AS t(k, p, r) ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key",
+                            keys, packed, ids, now)
                 except asyncpg.DeadlockDetectedError:
                     if attempt == 2:
                         raise
             raise AssertionError("unreachable")
 
-        return {r["dedupe_key"] for r in await self._call("intake", insert, fenced=False,
-                                                          pool=self._intake_pool)}
+        inserted = {r["dedupe_key"] for r in await self._call("intake", insert, fenced=False,
+                                                              pool=self._intake_pool)}
+        for ref in refs.values():
+            ref.stored = True
+        return inserted
+
+    async def _items(self, rows: list[asyncpg.Record]) -> list[InboxItem]:
+        """Claimed rows as items, in order, once the references they are packed against are
+        known here."""
+        refs, missing = self._refs.known(r["ref"] for r in rows)
+        if missing:
+            for r in await self._call("read", lambda db: db.fetch(
+                    "SELECT id, data FROM refs WHERE id = ANY($1::bigint[])", missing)):
+                refs[r["id"]] = r["data"]
+                self._refs.remember(r["id"], r["data"])
+        return [InboxItem(r["id"], r["dedupe_key"], *packing.unpack_item(
+            r["packed"] if r["ref"] is not None else r["alert"], r["grp"], refs.get(r["ref"])),
+            r["received_at"]) for r in sorted(rows, key=lambda r: r["id"])]
 
     async def claim(self, limit: int) -> list[InboxItem]:
         """Pending items, and items whose lease expired (their replica died)."""
@@ -375,7 +416,8 @@ class PostgresStore:
             "FOR UPDATE SKIP LOCKED) "
             "UPDATE inbox i SET state='running', owner=$1, "
             "lease_until = now() + make_interval(secs => $3) FROM c WHERE i.id = c.id "
-            "RETURNING i.id, i.dedupe_key, i.alert, i.grp, i.received_at, c.state AS was",
+            "RETURNING i.id, i.dedupe_key, i.alert, i.grp, i.packed, i.ref, i.received_at, "
+            "c.state AS was",
             self.replica, limit, self.lease))
         rows = sorted(rows, key=lambda r: r["id"])
         taken = [r["dedupe_key"] for r in rows if r["was"] == "running"]
@@ -384,8 +426,7 @@ class PostgresStore:
             if self._metrics is not None:
                 self._metrics.lease_takeovers.inc(len(taken))
         self._held.update(r["id"] for r in rows)
-        return [InboxItem(r["id"], r["dedupe_key"], json.loads(r["alert"]), json.loads(r["grp"]),
-                          r["received_at"]) for r in rows]
+        return await self._items(rows)
 
     async def finish(self, item_id: int) -> None:
         self._held.discard(item_id)
@@ -403,14 +444,13 @@ class PostgresStore:
             "UPDATE inbox SET state='running', owner=$2, "
             "lease_until = now() + make_interval(secs => $3) WHERE dedupe_key=$1 "
             "AND NOT (state='running' AND lease_until >= now()) "
-            "RETURNING id, dedupe_key, alert, grp, received_at", dedupe_key, self.replica,
-            self.lease))
+            "RETURNING id, dedupe_key, alert, grp, packed, ref, received_at", dedupe_key,
+            self.replica, self.lease))
         if row is None:
             return None
         _claim_epoch.set(self._epoch)  # the resume that follows is fenced like a claim
         self._held.add(row["id"])
-        return InboxItem(row["id"], row["dedupe_key"], json.loads(row["alert"]),
-                         json.loads(row["grp"]), row["received_at"])
+        return (await self._items([row]))[0]
 
     async def release_running(self) -> int:
         """Nothing to release at start: a new process holds no claims, and the claims of a
@@ -446,6 +486,11 @@ class PostgresStore:
                 await db.execute("DELETE FROM state WHERE starts_with(key, 'approval:') AND "
                                  "split_part(key, ':', 2) = ANY($1::text[])", ids)
                 await db.execute("DELETE FROM events WHERE at < $1", before)
+                # What still uses an old reference was kept past the cutoff (packing.py).
+                await db.execute("DELETE FROM refs WHERE created < $1 AND id NOT IN (SELECT ref "
+                                 "FROM executions WHERE updated_at < $2 AND ref IS NOT NULL) AND "
+                                 "id NOT IN (SELECT ref FROM inbox WHERE received_at < $2 AND "
+                                 "ref IS NOT NULL)", before - packing.WINDOW, cutoff)
                 return len(ids)
 
         return await self._call("prune", prune)
@@ -453,15 +498,22 @@ class PostgresStore:
     # --- executions ----------------------------------------------------------------------
 
     async def save_execution(self, decision: dict[str, Any]) -> None:
-        body = {k: v for k, v in decision.items() if k != "steps"}
+        text = packing.body_text(decision)
+        ref = self._refs.for_body(decision, text)
+        args = [decision["id"], decision["created_at"], utcnow_iso(),
+                _searched(decision["alertname"]), decision.get("playbook"), decision["outcome"],
+                _searched(decision["fingerprint"]), packing.pack_ref(text, ref.data), ref.id]
+        # Until it is committed, the reference is inserted with its first users (one statement).
+        new = "" if ref.stored else ("WITH r AS (INSERT INTO refs (id, created, data) VALUES "
+                                     "($9, $10, $11) ON CONFLICT DO NOTHING) ")
         await self._exec(
             "journal",
-            "INSERT INTO executions (id, created_at, updated_at, alertname, playbook, outcome, "
-            "fingerprint, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE "
-            "SET updated_at=excluded.updated_at, outcome=excluded.outcome, body=excluded.body",
-            decision["id"], decision["created_at"], utcnow_iso(), _searched(decision["alertname"]),
-            decision.get("playbook"), decision["outcome"], _searched(decision["fingerprint"]),
-            json.dumps(body))
+            new + "INSERT INTO executions (id, created_at, updated_at, alertname, playbook, "
+            "outcome, fingerprint, packed, ref) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+            "ON CONFLICT (id) DO UPDATE SET updated_at=excluded.updated_at, "
+            "outcome=excluded.outcome, body=NULL, packed=excluded.packed, ref=excluded.ref",
+            *args, *(() if ref.stored else (ref.created, ref.data)))
+        ref.stored = True
 
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
         found = await self._decisions("id = $1", [execution_id], 1)
@@ -477,26 +529,39 @@ class PostgresStore:
 
     async def _decisions(self, where: str, args: list[Any], limit: int) -> list[dict[str, Any]]:
         n = len(args) + 1
+        steps = "(SELECT array_agg(s.{} ORDER BY s.idx) FROM steps s WHERE s.execution_id = e.id)"
+        packed = (f"e.packed, (SELECT data FROM refs WHERE id = e.ref) AS ref, "
+                  f"{steps.format('packed')} AS psteps" if self._version >= 2 else
+                  "NULL AS packed, NULL AS ref, NULL AS psteps")
         rows = await self._call("read", lambda db: db.fetch(
-            f"SELECT e.id, e.body, coalesce((SELECT array_agg(s.body ORDER BY s.idx) FROM steps s "
-            f"WHERE s.execution_id = e.id), '{{}}') AS steps FROM executions e WHERE {where} "
-            f"ORDER BY e.created_at DESC, e.id DESC LIMIT ${n}", *args, limit))
+            f"SELECT e.id, e.body, {packed}, {steps.format('body')} AS steps FROM executions e "
+            f"WHERE {where} ORDER BY e.created_at DESC, e.id DESC LIMIT ${n}", *args, limit))
         out = []
         for row in rows:
-            decision = json.loads(row["body"])
-            decision["steps"] = [json.loads(s) for s in row["steps"]]
+            decision = packing.unpack(row["packed"], row["ref"]) if row["packed"] else json.loads(
+                row["body"])
+            steps = decision.pop("steps", None)  # a dry-run's, stored with it
+            if steps is None:
+                bodies = row["steps"] or []
+                steps = [_step(b, p) for b, p in zip(bodies, row["psteps"] or [None] * len(bodies),
+                                                     strict=True)]
+            decision["steps"] = steps
             out.append(decision)
         return out
 
     async def save_step(self, execution_id: str, index: int, step: dict[str, Any]) -> None:
-        await self._exec("journal", "INSERT INTO steps (execution_id, idx, body) VALUES ($1, $2, $3) "
-                                    "ON CONFLICT (execution_id, idx) DO UPDATE SET body=excluded.body",
-                         execution_id, index, json.dumps(step, default=str))
+        stored = packing.pack(step, default=str)
+        body, packed = (stored, None) if isinstance(stored, str) else (None, stored)
+        await self._exec("journal", "INSERT INTO steps (execution_id, idx, body, packed) VALUES "
+                                    "($1, $2, $3, $4) ON CONFLICT (execution_id, idx) DO UPDATE "
+                                    "SET body=excluded.body, packed=excluded.packed",
+                         execution_id, index, body, packed)
 
     async def completed_steps(self, execution_id: str) -> dict[int, dict[str, Any]]:
         rows = await self._call("read", lambda db: db.fetch(
-            "SELECT idx, body FROM steps WHERE execution_id=$1 ORDER BY idx", execution_id))
-        return {r["idx"]: json.loads(r["body"]) for r in rows}
+            "SELECT idx, body, packed FROM steps WHERE execution_id=$1 ORDER BY idx",
+            execution_id))
+        return {r["idx"]: _step(r["body"], r["packed"]) for r in rows}
 
     # --- guard state ---------------------------------------------------------------------
 
@@ -578,7 +643,7 @@ class _Connection(asyncpg.Connection):
             await self.execute(self.get_reset_query())
 
 
-async def _migrate(db: asyncpg.Connection, read_only: bool) -> None:
+async def _migrate(db: asyncpg.Connection, read_only: bool) -> int:
     exists = await db.fetchval("SELECT to_regclass('remediator_schema') IS NOT NULL")
     if not exists and read_only:
         raise StoreUnavailable("no remediator schema in this database (no server has run on it)")
@@ -586,7 +651,7 @@ async def _migrate(db: asyncpg.Connection, read_only: bool) -> None:
         await db.execute("CREATE TABLE remediator_schema (version INTEGER NOT NULL)")
     version = await db.fetchval("SELECT coalesce(max(version), 0) FROM remediator_schema")
     if read_only:
-        return
+        return version
     if version > len(MIGRATIONS):
         raise StoreUnavailable(f"the database schema (version {version}) is newer than this "
                                f"remediator supports ({len(MIGRATIONS)}); upgrade remediator")
@@ -594,6 +659,12 @@ async def _migrate(db: asyncpg.Connection, read_only: bool) -> None:
         await db.execute(sql)
         await db.execute("INSERT INTO remediator_schema (version) VALUES ($1)", number)
         log.info("store schema migrated to version %d", number)
+    return len(MIGRATIONS)
+
+
+def _step(body: str | None, packed: bytes | None) -> dict[str, Any]:
+    """A step record: JSON text (short, or written before compression) or compressed."""
+    return packing.unpack(packed if packed is not None else body or "")
 
 
 def _searched(text: str) -> str:

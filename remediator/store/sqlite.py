@@ -22,13 +22,13 @@ import os
 import sqlite3
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..alerts import utcnow_iso
+from . import packing
 from .base import Enqueued, InboxItem, LocalCoordination, StoreUnavailable
 
 T = TypeVar("T")
@@ -69,6 +69,16 @@ CREATE INDEX IF NOT EXISTS events_key ON events(kind, key, at);
 CREATE INDEX IF NOT EXISTS events_at ON events(at);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Each entry migrates the schema above from `PRAGMA user_version` i to i+1, as MIGRATIONS
+# does on PostgreSQL; never edit a released entry, append one.
+MIGRATIONS = [
+    # 1: decisions and inbox items compressed against shared references (packing.py)
+    """
+    ALTER TABLE executions ADD COLUMN ref INTEGER;
+    ALTER TABLE inbox ADD COLUMN ref INTEGER;
+    CREATE TABLE refs (id INTEGER PRIMARY KEY, created REAL NOT NULL, data BLOB NOT NULL);
+    """,
+]
 
 
 def path_from_url(url: str) -> str:
@@ -159,6 +169,8 @@ class SQLiteStore(LocalCoordination):
         self._checkpointer: _Checkpointer | None = None
         self._retry_at: float | None = None  # first BUSY of the batch waiting to commit
         self._retry_delay = _RETRY_FIRST
+        self._refs = packing.Refs()
+        self._version = len(MIGRATIONS)  # an older file opened read-only reads as it is
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         """A read. WAL readers do not wait for writers, but a reader can still meet BUSY
@@ -287,6 +299,7 @@ class SQLiteStore(LocalCoordination):
             db = sqlite3.connect(uri, uri=True,
                                  check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA busy_timeout=5000")  # a CLI may wait; it has no loop to stall
+            self._version = db.execute("PRAGMA user_version").fetchone()[0]
             self._db = db
             return
         directory = os.path.dirname(self.path) or "."
@@ -302,6 +315,7 @@ class SQLiteStore(LocalCoordination):
         # file (and its fsync) stalled acknowledgements. A background thread does it.
         db.execute("PRAGMA wal_autocheckpoint=0")
         db.executescript(_SCHEMA)
+        _migrate(db)
         # From here on the connection is used on the loop: never wait inside SQLite.
         db.execute("PRAGMA busy_timeout=0")
         self._db = db
@@ -327,18 +341,42 @@ class SQLiteStore(LocalCoordination):
     # --- inbox ---------------------------------------------------------------------------
 
     async def enqueue(self, items: Rows) -> Enqueued:
-        return await self._write(lambda db: self._insert(db, items), intake=True)
+        rows, refs = [], {}
+        for key, alert, group in items:
+            text = packing.item_text(alert, group)
+            ref = self._refs.for_alert(alert, text)
+            rows.append((key, packing.pack_ref(text, ref.data), ref.id))
+            if not ref.stored:
+                refs[ref.id] = ref
+        result = await self._write(lambda db: self._insert(db, rows, list(refs.values())),
+                                   intake=True)
+        for ref in refs.values():
+            ref.stored = True
+        return result
 
     @staticmethod
-    def _insert(db: sqlite3.Connection, rows: Rows) -> Enqueued:
+    def _insert(db: sqlite3.Connection, rows: list[tuple[str, bytes, int]],
+                refs: list[packing.Ref]) -> Enqueued:
         now = utcnow_iso()
-        group = json.dumps(rows[0][2]) if rows else "{}"
+        db.executemany("INSERT OR IGNORE INTO refs (id, created, data) VALUES (?, ?, ?)",
+                       [(r.id, r.created, r.data) for r in refs])
         cur = db.executemany(
-            "INSERT OR IGNORE INTO inbox (dedupe_key, alert, grp, received_at) VALUES (?, ?, ?, ?)",
-            [(key, json.dumps(alert), group, now) for key, alert, _ in rows],
-        )
+            "INSERT OR IGNORE INTO inbox (dedupe_key, alert, grp, received_at, ref) "
+            "VALUES (?, ?, '', ?, ?)", [(key, blob, now, ref) for key, blob, ref in rows])
         accepted = max(cur.rowcount, 0)
         return Enqueued(accepted=accepted, duplicates=len(rows) - accepted)
+
+    def _items(self, db: sqlite3.Connection, rows: list[tuple]) -> list[InboxItem]:
+        """Claimed rows (id, key, alert, group, received_at, ref) as items, in order."""
+        refs, missing = self._refs.known(r[5] for r in rows)
+        if missing:
+            for ref_id, data in db.execute(
+                    f"SELECT id, data FROM refs WHERE id IN ({','.join('?' * len(missing))})",
+                    missing):
+                refs[ref_id] = data
+                self._refs.remember(ref_id, data)
+        return [InboxItem(r[0], r[1], *packing.unpack_item(r[2], r[3], refs.get(r[5])), r[4])
+                for r in sorted(rows)]
 
     def _mark_done(self, db: sqlite3.Connection) -> None:
         """Finished items are marked inside the next write transaction, not in one of their
@@ -349,23 +387,20 @@ class SQLiteStore(LocalCoordination):
             db.executemany("UPDATE inbox SET state='done' WHERE id=?", [(i,) for i in done])
 
     async def claim(self, limit: int) -> list[InboxItem]:
-        rows = await self._write(lambda db: db.execute(
+        return await self._write(lambda db: self._items(db, db.execute(
             "UPDATE inbox SET state='running' WHERE id IN (SELECT id FROM inbox WHERE "
             "state='pending' ORDER BY id LIMIT ?) RETURNING id, dedupe_key, alert, grp, "
-            "received_at", (limit,)).fetchall())
-        rows.sort()
-        return [InboxItem(r[0], r[1], json.loads(r[2]), json.loads(r[3]), r[4]) for r in rows]
+            "received_at, ref", (limit,)).fetchall()))
 
     async def requeue(self, dedupe_key: str) -> None:
         """Queue an acknowledged alert again (its approved execution has work to do)."""
         await self._exec("UPDATE inbox SET state='pending' WHERE dedupe_key=?", (dedupe_key,))
 
     async def claim_key(self, dedupe_key: str) -> InboxItem | None:
-        rows = await self._write(lambda db: db.execute(
+        items = await self._write(lambda db: self._items(db, db.execute(
             "UPDATE inbox SET state='running' WHERE dedupe_key=? AND state != 'running' "
-            "RETURNING id, dedupe_key, alert, grp, received_at", (dedupe_key,)).fetchall())
-        return InboxItem(rows[0][0], rows[0][1], json.loads(rows[0][2]), json.loads(rows[0][3]),
-                         rows[0][4]) if rows else None
+            "RETURNING id, dedupe_key, alert, grp, received_at, ref", (dedupe_key,)).fetchall()))
+        return items[0] if items else None
 
     async def finish(self, item_id: int) -> None:
         self._finished.append(item_id)
@@ -403,30 +438,47 @@ class SQLiteStore(LocalCoordination):
                        "key < 'approval:' || ? || ';'", [(i, i) for (i,) in ids])
         db.executemany("DELETE FROM executions WHERE id=?", ids)
         db.execute("DELETE FROM events WHERE at < ?", (before,))
+        # What still uses an old reference was kept past the cutoff (packing.py).
+        db.execute("DELETE FROM refs WHERE created < ? AND id NOT IN (SELECT ref FROM "
+                   "executions WHERE updated_at < ? AND ref IS NOT NULL) AND id NOT IN (SELECT "
+                   "ref FROM inbox WHERE received_at < ? AND ref IS NOT NULL)",
+                   (before - packing.WINDOW, cutoff, cutoff))
         return len(ids)
 
     # --- executions ----------------------------------------------------------------------
 
     async def save_execution(self, decision: dict[str, Any]) -> None:
-        body = {k: v for k, v in decision.items() if k != "steps"}
-        await self._exec(
-            "INSERT INTO executions (id, created_at, updated_at, alertname, playbook, outcome, "
-            "fingerprint, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-            "updated_at=excluded.updated_at, outcome=excluded.outcome, body=excluded.body",
-            (decision["id"], decision["created_at"], utcnow_iso(), decision["alertname"],
-             decision.get("playbook"), decision["outcome"], decision["fingerprint"],
-             _pack(body)),
-        )
+        text = packing.body_text(decision)
+        ref = self._refs.for_body(decision, text)
+        row = (decision["id"], decision["created_at"], utcnow_iso(), decision["alertname"],
+               decision.get("playbook"), decision["outcome"], decision["fingerprint"],
+               packing.pack_ref(text, ref.data), ref.id)
+
+        def write(db: sqlite3.Connection) -> None:
+            if not ref.stored:
+                db.execute("INSERT OR IGNORE INTO refs (id, created, data) VALUES (?, ?, ?)",
+                           (ref.id, ref.created, ref.data))
+            db.execute(
+                "INSERT INTO executions (id, created_at, updated_at, alertname, playbook, "
+                "outcome, fingerprint, body, ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON "
+                "CONFLICT(id) DO UPDATE SET updated_at=excluded.updated_at, "
+                "outcome=excluded.outcome, body=excluded.body, ref=excluded.ref", row)
+
+        await self._write(write)
+        ref.stored = True
 
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
         return await self._run(self._get_execution, execution_id)
 
     def _get_execution(self, execution_id: str) -> dict[str, Any] | None:
-        row = self._one("SELECT body FROM executions WHERE id=?", (execution_id,))
+        row = self._one("SELECT e.body, r.data FROM executions e LEFT JOIN refs r ON r.id = e.ref "
+                        "WHERE e.id=?" if self._version >= 1 else
+                        "SELECT body, NULL FROM executions WHERE id=?", (execution_id,))
         if row is None:
             return None
-        decision = _unpack(row[0])
-        decision["steps"] = list(self._steps(execution_id).values())
+        decision = packing.unpack(*row)
+        steps = decision.pop("steps", None)  # a dry-run's, stored with it
+        decision["steps"] = list(self._steps(execution_id).values()) if steps is None else steps
         return decision
 
     async def list_executions(self, limit: int = 100, **filters: Any) -> list[dict[str, Any]]:
@@ -445,7 +497,7 @@ class SQLiteStore(LocalCoordination):
 
     async def save_step(self, execution_id: str, index: int, step: dict[str, Any]) -> None:
         await self._exec("INSERT OR REPLACE INTO steps (execution_id, idx, body) VALUES (?, ?, ?)",
-                         (execution_id, index, _pack(step, default=str)))
+                         (execution_id, index, packing.pack(step, default=str)))
 
     async def completed_steps(self, execution_id: str) -> dict[int, dict[str, Any]]:
         return await self._run(self._steps, execution_id)
@@ -453,7 +505,7 @@ class SQLiteStore(LocalCoordination):
     def _steps(self, execution_id: str) -> dict[int, dict[str, Any]]:
         rows = self._conn().execute(
             "SELECT idx, body FROM steps WHERE execution_id=? ORDER BY idx", (execution_id,))
-        return {idx: _unpack(body) for idx, body in rows}
+        return {idx: packing.unpack(body) for idx, body in rows}
 
     # --- guard state ---------------------------------------------------------------------
 
@@ -509,23 +561,21 @@ class SQLiteStore(LocalCoordination):
         return rows[0] if rows else None
 
 
-# Decisions and step records are kept for the audit trail and read rarely; most of a routine
-# decision is its alert and escalation note, text that zlib (fastest level) takes to under
-# half. Short bodies stay JSON text: below this, the header costs more than it saves.
-_PACK_OVER = 256
-
-
-def _pack(value: Any, default: Callable[[Any], Any] | None = None) -> str | bytes:
-    text = json.dumps(value, default=default)
-    if len(text) <= _PACK_OVER:
-        return text
-    # A 4 KiB window and small hash tables: bodies are a few KiB, and zlib.compress's
-    # defaults spent 80 us clearing 256 KiB of state per body for the same size within 1 %.
-    # Still a zlib stream: zlib.decompress reads the window size from its header.
-    packer = zlib.compressobj(1, zlib.DEFLATED, 12, 4)
-    return packer.compress(text.encode()) + packer.flush()
-
-
-def _unpack(stored: str | bytes) -> Any:
-    """A body as stored: JSON text (short, or written before compression) or a zlib BLOB."""
-    return json.loads(zlib.decompress(stored) if isinstance(stored, bytes) else stored)
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring the schema to this version's, one step per transaction (a second process
+    opening the file meanwhile waits, then finds it done)."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise StoreUnavailable(f"the store's schema (version {version}) is newer than this "
+                               f"remediator supports ({len(MIGRATIONS)}); upgrade remediator")
+    for number, sql in enumerate(MIGRATIONS[version:], version + 1):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute("PRAGMA user_version").fetchone()[0] < number:
+                for statement in filter(str.strip, sql.split(";")):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={number}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise

@@ -3,11 +3,12 @@ then every log line, note, API answer, metric and stored byte is searched for th
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
-import zlib
 from pathlib import Path
 
+from remediator.store import packing
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
 from tests.support.worker import OPERATOR, VIEWER, WorkerProcess, free_port, http
@@ -97,10 +98,13 @@ def test_no_secret_reaches_logs_notes_api_metrics_or_the_store(tmp_path: Path, w
     for db in tmp_path.glob("remediator.db*"):  # the store, WAL included
         outputs[f"store {db.name}"] = db.read_bytes().decode("utf-8", "replace")
     with sqlite3.connect(tmp_path / "remediator.db") as conn:  # long bodies are compressed
-        for table in ("executions", "steps"):
+        for table, sql in (("executions", "SELECT e.body, r.data FROM executions e LEFT JOIN "
+                                          "refs r ON r.id = e.ref"),
+                           ("steps", "SELECT body, NULL FROM steps"),
+                           ("refs", "SELECT data, NULL FROM refs")):
             outputs[f"store {table}"] = "\n".join(
-                zlib.decompress(b).decode() if isinstance(b, bytes) else b
-                for (b,) in conn.execute(f"SELECT body FROM {table}"))
+                json.dumps(packing.unpack(b, r)) if isinstance(b, bytes) and table != "refs"
+                else b.decode() if isinstance(b, bytes) else b for b, r in conn.execute(sql))
     assert "<redacted>" in outputs["store steps"]  # the bodies were read
 
     leaks = [(name, where) for name, secret in SECRETS.items()

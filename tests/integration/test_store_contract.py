@@ -8,13 +8,17 @@ replica's work is taken over after, locks and critical sections across replicas.
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
+import time
+import zlib
 
 import pytest
 
 from remediator.metrics import Metrics
-from remediator.store import open_store
+from remediator.store import open_store, packing, sqlite
 from remediator.store.base import Enqueued, redact
-from remediator.store.postgres import PostgresStore
+from remediator.store.postgres import MIGRATIONS, PostgresStore
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -114,6 +118,117 @@ def test_executions_steps_events_and_state(run, store_url):
     run(scenario())
 
 
+def test_decisions_compressed_against_a_reference_read_back_whole_and_pruned(run, store_url):
+    """Decisions of one kind share a reference stored once; a reference goes when its
+    rows are pruned, and stays while an execution kept past the cutoff uses it."""
+    note = "# [WARNING] A: summary\n\n## Next steps\n\n1. look at the dashboards\n" * 8
+
+    def decision(i: str, outcome: str) -> dict:
+        return {**_decision(i, outcome), "mode": "dry-run", "escalation": {"note": note + i},
+                "steps": [{"name": "s", "outcome": "planned", "detail": f"plan {i}"}]}
+
+    async def scenario():
+        store = await _opened(store_url)
+        saved = [decision(f"p{n}", "planned") for n in range(20)] + [decision("r1", "running")]
+        for d in saved:
+            await store.save_execution(d)
+        for d in saved:  # a dry-run's steps are stored with it, none journaled
+            assert await store.get_execution(d["id"]) == d
+            assert await store.completed_steps(d["id"]) == {}
+        raw = [len(packing.body_text(d)) for d in saved]
+        stored = await _column_sum(store, "executions")
+        assert stored < sum(raw) / 5, (stored, sum(raw))  # each body far under its JSON
+        assert await _count(store, "refs") == 2  # one per kind (planned, running)
+        # Long after: the planned ones are pruned with their reference; the running one and
+        # the reference it uses are kept, and it still reads back.
+        # Inbox items of one alertname share theirs, and claims read them back whole.
+        assert await store.enqueue(_rows(*range(30))) == Enqueued(30, 0)
+        assert await _count(store, "refs") == 3
+        later = await _opened(store_url)  # a restart: nothing cached
+        claimed = {i.dedupe_key: (i.alert, i.group) for i in await later.claim(40)}
+        assert claimed == {f"k{n}": (_alert(n), {"receiver": "r"}) for n in range(30)}
+        await later.close()
+        # Long after: the planned ones are pruned with their reference; the running one, the
+        # unfinished items and the references they use are kept, and still read back.
+        assert await store.prune_history(time.time() + packing.WINDOW + 60) == 20
+        assert await _count(store, "refs") == 2
+        assert await store.get_execution("r1") == saved[-1]
+        await store.release_running()
+        assert len(await store.claim(40)) == 30
+        await store.close()
+
+    run(scenario())
+
+
+async def _column_sum(store, table: str) -> int:
+    if isinstance(store, PostgresStore):
+        return await store._pool.fetchval(f"SELECT sum(octet_length(packed)) FROM {table}")
+    return store._db.execute(f"SELECT sum(length(body)) FROM {table}").fetchone()[0]
+
+
+async def _count(store, table: str) -> int:
+    if isinstance(store, PostgresStore):
+        return await store._pool.fetchval(f"SELECT count(*) FROM {table}")
+    return store._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def test_a_store_of_the_previous_schema_opens_migrated_and_reads_its_rows(run, store_url):
+    """Rows written before compression (JSON text, and on SQLite zlib bodies without a
+    reference) read back; the schema is migrated once; new rows are written packed."""
+    old = {**_decision("e1", "failed"), "steps": [{"name": "s", "outcome": "failed"}]}
+    body = {k: v for k, v in old.items() if k != "steps"}
+
+    async def scenario():
+        if store_url.startswith("sqlite"):
+            path = sqlite.path_from_url(store_url)
+            with sqlite3.connect(path) as db:  # version 0: the schema without `ref`
+                db.executescript(sqlite._SCHEMA)
+                db.execute("INSERT INTO executions VALUES ('e1', ?, ?, 'A', 'pb', 'failed', "
+                           "'f1', ?)", (old["created_at"], old["created_at"],
+                                        zlib.compress(json.dumps(body).encode())))
+                db.execute("INSERT INTO steps VALUES ('e1', 0, ?)", (json.dumps(old["steps"][0]),))
+                db.execute("INSERT INTO inbox (dedupe_key, alert, grp, received_at) VALUES "
+                           "('k1', ?, ?, '2026-01-01T00:00:00Z')",
+                           (json.dumps(_alert(1)), json.dumps({"receiver": "r"})))
+            reader = open_store(store_url, read_only=True)  # the CLI, before any server ran
+            await reader.open()
+            assert await reader.get_execution("e1") == old
+            await reader.close()
+        else:
+            import asyncpg
+            db = await asyncpg.connect(store_url)
+            await db.execute(MIGRATIONS[0])
+            await db.execute("CREATE TABLE remediator_schema (version INTEGER NOT NULL);"
+                             "INSERT INTO remediator_schema VALUES (1)")
+            await db.execute("INSERT INTO executions VALUES ('e1', $1, $1, 'A', 'pb', 'failed', "
+                             "'f1', $2)", old["created_at"], json.dumps(body))
+            await db.execute("INSERT INTO steps VALUES ('e1', 0, $1)", json.dumps(old["steps"][0]))
+            await db.execute("INSERT INTO inbox (dedupe_key, alert, grp, received_at) VALUES "
+                             "('k1', $1, $2, '2026-01-01T00:00:00Z')", json.dumps(_alert(1)),
+                             json.dumps({"receiver": "r"}))
+            await db.close()
+            reader = open_store(store_url, read_only=True)
+            await reader.open()
+            assert await reader.get_execution("e1") == old
+            await reader.close()
+        store = await _opened(store_url)  # migrates
+        assert await store.get_execution("e1") == old
+        assert await store.completed_steps("e1") == {0: old["steps"][0]}
+        assert await store.enqueue(_rows(1, 2)) == Enqueued(1, 1)  # k1: acknowledged before
+        items = await store.claim(10)
+        assert [(i.dedupe_key, i.alert, i.group) for i in items] == [
+            ("k1", _alert(1), {"receiver": "r"}), ("k2", _alert(2), {"receiver": "r"})]
+        await store.save_execution(_decision("e2", "failed"))
+        assert (await store.get_execution("e2"))["outcome"] == "failed"
+        assert [d["id"] for d in await store.list_executions(10)] == ["e2", "e1"]
+        await store.close()
+        store = await _opened(store_url)  # a second start finds nothing to migrate
+        assert await store.get_execution("e1") == old
+        await store.close()
+
+    run(scenario())
+
+
 def test_locks_and_critical_sections(run, store_url):
     async def scenario():
         store = await _opened(store_url)
@@ -170,7 +285,7 @@ def test_replicas_migrate_once_and_accept_each_alert_once(run, postgres_url):
         keys = [item.dedupe_key for batch in claims for item in batch]
         assert len(keys) == len(set(keys)) == 225  # disjoint: SKIP LOCKED, never twice
         versions = await replicas[0]._pool.fetchval("SELECT count(*) FROM remediator_schema")
-        assert versions == 1
+        assert versions == len(MIGRATIONS)  # each migration once
         for r in replicas:
             await r.close()
 
