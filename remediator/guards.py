@@ -126,10 +126,13 @@ class Guards:
             await self.store.record_event("success", gc.circuit, self.clock())
 
     async def on_resolved(self, gc: GuardContext) -> None:
-        """A resolution withdraws approvals still pending for this alert's executions."""
-        for key, pending in (await self.store.list_state(PENDING)).items():
-            if pending.get("fingerprint") == gc.alert.fingerprint:
-                await decide_approval(self.store, key[len(PENDING):], "resolved", self.clock())
+        """A resolution withdraws approvals still pending for this alert's executions, in the
+        section approve decides in: an approval is approved or withdrawn, never both."""
+        async with self.store.critical("approvals"):
+            for key, pending in (await self.store.list_state(PENDING)).items():
+                if pending.get("fingerprint") == gc.alert.fingerprint:
+                    await decide_approval(self.store, key[len(PENDING):], "resolved",
+                                          self.clock())
 
     async def _paused(self, gc: GuardContext) -> Block | None:
         state = await self.store.get_state("paused")

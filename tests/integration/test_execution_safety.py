@@ -54,6 +54,26 @@ def test_an_approval_at_its_expiry_is_approved_or_expired_never_both(tmp_path, r
     run(h.service.stop())
 
 
+def test_a_resolution_withdraws_a_pending_approval_only_between_approvals(tmp_path, run):
+    h = run(Harness(tmp_path, "{cooldown: 1m}", approval=True).start())
+    [pending] = run(h.fire(web(0)))
+    key = f"approval:{pending['id']}:restart"
+
+    async def resolve_while_an_approval_is_decided():
+        async with h.service.store.critical("approvals"):  # as approve() holds it
+            resolving = asyncio.ensure_future(h.fire(web(0, status="resolved")))
+            await asyncio.sleep(0.5)
+            during = (await h.service.store.get_state(key))["status"]
+        await resolving
+        return during, (await h.service.store.get_state(key))["status"]
+    # The withdrawal waited for the section: it cannot decide under an approve deciding too.
+    assert run(resolve_while_an_approval_is_decided()) == ("pending", "resolved")
+    with pytest.raises(ValueError, match="resolved"):
+        run(h.service.approve(pending["id"], by="alice"))
+    assert h.calls == []
+    run(h.service.stop())
+
+
 def test_an_approved_resume_cut_off_by_a_crash_finishes_after_restart(tmp_path, run):
     h = run(Harness(tmp_path, "{cooldown: 1m}", approval=True, slow=5).start())
     [pending] = run(h.fire(web(0)))
