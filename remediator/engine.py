@@ -129,7 +129,8 @@ class Engine:
                 decision["would_run"] = _plan(steps, ctx)
             return await self._blocked(decision, block, gc)
         decision["outcome"] = "running"  # visible in the API while it runs
-        await self.store.save_execution(decision)
+        if gc.mode == "live":  # a dry run calls and waits for nothing: one record, the last
+            await self.store.save_execution(decision)
         outcome = await self._run_steps(decision, steps, ctx, gc)
         if outcome is None:  # stopped at a guard or an approval; recorded already
             return decision

@@ -111,6 +111,8 @@ def test_the_dispatcher_claims_a_bounded_batch_and_templates_compile_once(tmp_pa
               if (m := re.search(r"state='pending' ORDER BY id LIMIT (\d+)", s))]
     assert claims and max(claims) <= Service.claim_batch, claims
     assert len(claims) >= 60 // Service.claim_batch
+    # a dry run's decision is written once (no `running` record first: nothing is called)
+    assert sum(s.startswith("INSERT INTO executions") for s in statements) == 60
 
 
 async def _trace(service: Service, statements: list[str]) -> None:
