@@ -28,6 +28,15 @@ playbooks:
         params: {url: "http://127.0.0.1:9/restart", method: POST}
     escalation: {severity: critical, always: true, owner: team-web,
                  next_steps: [check the rollout, roll back the last deploy]}
+  - name: restart-slow-web
+    match: {alertname: WebSlow}
+    target: {kind: deployment, namespace: prod, name: "{{ labels.deployment }}"}
+    guards: {rate_limit: {max: 2, window: 1h},
+             time_windows: [{days: [], start: "00:00", end: "23:59"}]}  # never: blocked
+    steps:
+      - name: restart
+        action: http.request
+        params: {url: "http://127.0.0.1:9/restart", method: POST}
 """
 
 
@@ -37,13 +46,15 @@ def test_one_info_line_per_decision_and_none_for_duplicates(tmp_path, caplog):
                  escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
     w = InProcessWorker(cfg).start()
     try:
-        # planned, rate-limited (blocked), no_match and resolved decisions, then every
+        # planned, blocked (outside its time window), no_match and resolved decisions, then every
         # notification again: Alertmanager retrying, duplicates all
         batches = [notification(*(alert(name, deployment=f"web{i % 3}", fingerprint=f"{name}{i}")
                                   for i in range(10)))
                    for name in ("WebDown", "Unrelated")]
         batches.append(notification(*(alert("WebDown", status="resolved", deployment=f"web{i % 3}",
                                             fingerprint=f"WebDown{i}") for i in range(5))))
+        batches.append(notification(*(alert("WebSlow", deployment=f"web{i}", fingerprint=f"s{i}")
+                                      for i in range(5))))
         with caplog.at_level(logging.INFO, logger="remediator"):
             for body in batches:
                 assert w.post_alerts(body)[0] == 202
@@ -58,7 +69,7 @@ def test_one_info_line_per_decision_and_none_for_duplicates(tmp_path, caplog):
                  and r.levelno >= logging.INFO]
         outcomes = {d["outcome"] for d in decisions}
         assert {"planned", "blocked", "no_match"} <= outcomes, outcomes
-        assert len(decisions) == 25 == len(again)  # the retries decided nothing
+        assert len(decisions) == 30 == len(again)  # the retries decided nothing
         per_decision = [r for r in lines if r.getMessage().startswith("decision ")]
         assert len(per_decision) == len(decisions)
         assert all("\n" not in r.getMessage() for r in per_decision)
@@ -76,7 +87,7 @@ def store_url(request, tmp_path):
 
 
 def test_routine_decisions_cost_a_few_hundred_bytes_and_read_back_whole(tmp_path, store_url):
-    """Planned (dry-run, with a rendered note), rate-limited and unmatched decisions: what the
+    """Planned (dry-run, with a rendered note), blocked and unmatched decisions: what the
     store keeps of each (body, steps, its inbox item, shared references) is counted, on both
     stores."""
     rules = write_rules(tmp_path / "rules", RULES)
@@ -84,9 +95,9 @@ def test_routine_decisions_cost_a_few_hundred_bytes_and_read_back_whole(tmp_path
                  escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
     w = InProcessWorker(cfg).start()
     try:
-        for name in ("WebDown", "Unrelated"):
+        for name, count in (("WebDown", 40), ("Unrelated", 40), ("WebSlow", 4)):
             body = notification(*(alert(name, deployment=f"web{i % 3}", fingerprint=f"{name}{i}")
-                                  for i in range(40)))
+                                  for i in range(count)))
             assert w.post_alerts(body)[0] == 202
         w.wait_idle()
         decisions = w.call(w.service.store.list_executions(1000))
@@ -94,7 +105,7 @@ def test_routine_decisions_cost_a_few_hundred_bytes_and_read_back_whole(tmp_path
         again = {d["id"]: d for d in w.call(w.service.store.list_executions(1000))}
     finally:
         w.stop()
-    assert len(decisions) == 80
+    assert len(decisions) == 84
     assert {d["outcome"] for d in decisions} == {"planned", "blocked", "no_match"}
     assert sum(bool((d.get("escalation") or {}).get("note")) for d in decisions) >= 2
     assert all(again[d["id"]] == d for d in decisions)  # read back whole, steps included
