@@ -187,10 +187,11 @@ def _written(pb: Playbook, step: Step) -> list[tuple[str, str]]:
     if bad:
         return []  # the validator has said why
     places: list[tuple[str, str]] = []
-    if action.mutates(params):
-        target = step.target or pb.target
-        places.append(("namespace", params.get("namespace") or (target.namespace if target else "")))
     with contextlib.suppress(Exception):  # an action's declaration must not take lint down
+        if action.mutates(params):
+            target = step.target or pb.target
+            places.append(("namespace", params.get("namespace")
+                           or (target.namespace if target else "")))
         places += action.scope(params)
     return [(kind, name) for kind, name in places if isinstance(name, str) and name
             and "{{" not in name and "{%" not in name]  # a template: only run time knows
