@@ -82,13 +82,48 @@ def executions(port: int) -> float:
                if line.startswith("remediator_executions_total{"))
 
 
-def end_to_end(ports: list[int], count: int, tag: str) -> float:
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_pids(pg: PostgresCluster) -> list[int]:
+    """The postmaster and its children (one backend per connection)."""
+    main = int((pg.data / "postmaster.pid").read_text().split()[0])
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == main:
+                children.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return [main, *children]
+
+
+def end_to_end(servers: list[tuple[subprocess.Popen, int]], count: int, tag: str,
+               pg: PostgresCluster) -> tuple[float, str]:
+    """Decisions/s, and the share of a CPU each process used meanwhile."""
+    ports = [p for _, p in servers]
     bodies = payloads(count, tag)
+    procs = {f"replica {i + 1}": [proc.pid] for i, (proc, _) in enumerate(servers)}
+    procs["postgres"] = _postgres_pids(pg)
+    before = {pid: _cpu(pid) for pids in procs.values() for pid in pids}
+    me = os.times()
     started = time.perf_counter()
     asyncio.run(_intake(ports, bodies))
     while sum(executions(p) for p in ports) < count:
         time.sleep(0.05)
-    return count / (time.perf_counter() - started)
+    took = time.perf_counter() - started
+    procs["postgres"] = _postgres_pids(pg)  # backends opened meanwhile count from zero
+    used = {name: sum(_cpu(pid) - before.get(pid, 0.0) for pid in pids) / took
+            for name, pids in procs.items()}
+    now = os.times()
+    used["load generator"] = (now.user + now.system - me.user - me.system) / took
+    return count / took, ", ".join(f"{name} {share:.0%}" for name, share in used.items())
 
 
 def main() -> None:
@@ -122,11 +157,12 @@ def main() -> None:
                 stop(servers)
             servers = replicas(n, store(), tmp, mode="live")
             try:
-                e2e[name] = end_to_end([p for _, p in servers], args.decisions, f"e{name}")
+                e2e[name], cpu = end_to_end(servers, args.decisions, f"e{name}", pg)
             finally:
                 stop(servers)
             print(f"{name}: intake {intake[name]:.0f} alerts/s, end to end {e2e[name]:.0f} "
-                  f"decisions/s", flush=True)
+                  f"decisions/s; CPU during end to end: {cpu}; load average "
+                  f"{os.getloadavg()[0]:.1f}", flush=True)
     finally:
         sink.terminate()
         sink.wait(30)

@@ -23,7 +23,7 @@ from .actions.base import parse_duration
 from .actions.registry import ACTIONS
 from .alerts import Alert
 from .playbooks.models import Playbook, Step
-from .store.base import Store
+from .store.base import Event, Limit, Store
 
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 # An approval that will never come: the guard that says so, and why.
@@ -227,30 +227,51 @@ class Guards:
 
     async def before_mutation(self, gc: GuardContext, step: Step,
                               params: dict[str, Any]) -> Block | None:
-        """Admit a mutation or say why not. Admission checks the limits and, in live mode,
-        reserves its place in them in one critical section: executions running at the same
-        time, on any replica, can never both take the last slot of a rate limit or budget.
-        A step with its own target (`gc.target` is then that object) also takes its lock."""
+        """Admit a mutation or say why not. In live mode the counted limits (rate limit,
+        cooldown, budget) are checked and the mutation reserved in them by one atomic
+        `Store.admit`: executions running at the same time, on any replica, can never both
+        take the last place of a limit, and admissions on unrelated targets never wait for
+        each other. A step with its own target (`gc.target` is then that object) also
+        takes its lock."""
         if step.target is not None and (block := await self._lock(gc)) is not None:
             return replace(block, escalate=True)  # stopped halfway: a human must know
-        async with self.store.critical("admission"):
-            for check in (self._paused_mutation, self._scope, self._approval, self._rate_limit,
-                          self._cooldown, self._budget):
-                block = await check(gc, step, params)
-                if block is not None:
-                    return block
+        for check in (self._paused_mutation, self._scope, self._approval):
+            if (block := await check(gc, step, params)) is not None:
+                return block
+        counted = (self._rate_limit, self._cooldown, self._budget)
+        for _ in range(3):
             if gc.mode == "live":  # an attempt counts even if it fails: it touched the target
-                await self._record_mutation(gc, step)
-        return None
+                limits, events = self._reservation(gc, step)
+                if await self.store.admit(limits, events) is None:
+                    return None
+            # Refused (or dry-run): the checks say which limit, with its numbers.
+            for check in counted:
+                if (block := await check(gc, step, params)) is not None:
+                    return block
+            if gc.mode != "live":
+                return None
+        # A limit was reached and freed again three times in a row (its window moving on).
+        return Block("rate_limited", "a limit was reached at admission and free again when "
+                                     "checked, three times in a row; not admitted")
 
-    async def _record_mutation(self, gc: GuardContext, step: Step) -> None:
-        now = self.clock()
-        await self.store.record_event("mutation", self._rate_key(gc), now, {"step": step.name})
+    def _reservation(self, gc: GuardContext, step: Step) -> tuple[list[Limit], list[Event]]:
+        """What `before_mutation` reserves, and the limits the reservation must respect: the
+        same numbers `_rate_limit`, `_cooldown` and `_budget` check."""
+        now, pb, s = self.clock(), gc.playbook, self.settings
+        limits = [Limit("budget", "*", now - s.budget_window, s.budget_max)]
+        events: list[Event] = [("mutation", self._rate_key(gc), now, {"step": step.name}),
+                               ("budget", "*", now, {})]
+        if cfg := pb.guards.get("rate_limit"):
+            limits.append(Limit("mutation", self._rate_key(gc), now - parse_duration(cfg["window"]),
+                                cfg["max"]))
         if gc.target:
-            await self.store.record_event("target", gc.target, now,
-                                          {"step": step.name, "execution": gc.execution_id,
-                                           "episode": gc.episode})
-        await self.store.record_event("budget", "*", now)
+            if cooldown := pb.guards.get("cooldown"):
+                limits.append(Limit("target", gc.target, now - parse_duration(cooldown), 1,
+                                    unless={"execution": gc.execution_id, "episode": gc.episode}))
+            events.append(("target", gc.target, now, {"step": step.name,
+                                                      "execution": gc.execution_id,
+                                                      "episode": gc.episode}))
+        return limits, events
 
     async def _paused_mutation(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
         return await self._paused(gc)

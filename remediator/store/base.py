@@ -45,6 +45,22 @@ class InboxItem:
 
 
 @dataclass(frozen=True)
+class Limit:
+    """At most `max - 1` events (kind, key) since `since` may exist for an admission to pass;
+    events whose data matches any item of `unless` (an execution's own) do not count."""
+
+    kind: str
+    key: str
+    since: float
+    max: int
+    unless: dict[str, str] | None = None
+
+
+# An event to record: (kind, key, at, data).
+Event = tuple[str, str, float, dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class Enqueued:
     accepted: int
     duplicates: int
@@ -116,6 +132,12 @@ class Store(Protocol):
 
     async def count_events(self, kind: str, key: str, since: float) -> int:
         """How many events `events_since` would return, without reading them all."""
+        ...
+
+    async def admit(self, limits: list[Limit], events: list[Event]) -> int | None:
+        """Record `events` if every limit holds, atomically across every process sharing the
+        store (two admissions can never both take a limit's last place); else record
+        nothing and return the index of the first limit reached."""
         ...
 
     async def get_state(self, key: str) -> dict[str, Any] | None: ...

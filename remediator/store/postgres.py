@@ -37,7 +37,7 @@ import asyncpg
 
 from ..alerts import utcnow_iso
 from . import packing
-from .base import Enqueued, InboxItem, LeaseLost, StoreUnavailable, redact
+from .base import Enqueued, Event, InboxItem, LeaseLost, Limit, StoreUnavailable, redact
 
 log = logging.getLogger("remediator.store")
 T = TypeVar("T")
@@ -94,6 +94,38 @@ MIGRATIONS = [
     ALTER TABLE steps ADD COLUMN packed BYTEA, ALTER COLUMN body DROP NOT NULL;
     CREATE TABLE refs (id BIGINT PRIMARY KEY, created DOUBLE PRECISION NOT NULL,
                        data BYTEA NOT NULL);
+    """,
+    # 3: guard admission in one round trip (Store.admit). A transaction-scoped advisory lock
+    # per limited (kind, key), taken in one order, so admissions on unrelated targets never
+    # wait for each other; each statement after the locks takes a new snapshot, so it sees
+    # what the previous holder committed. Returns the 0-based index of the limit reached.
+    """
+    CREATE FUNCTION remediator_admit(l_kind TEXT[], l_key TEXT[], l_since DOUBLE PRECISION[],
+                                     l_max INTEGER[], l_unless TEXT[], e_kind TEXT[],
+                                     e_key TEXT[], e_at DOUBLE PRECISION[], e_data TEXT[])
+    RETURNS INTEGER LANGUAGE plpgsql AS $$
+    DECLARE
+        lock_key INTEGER;
+        counted INTEGER;
+    BEGIN
+        FOR lock_key IN SELECT DISTINCT hashtext(k || chr(31) || y)
+                        FROM unnest(l_kind, l_key) AS t(k, y) ORDER BY 1 LOOP
+            PERFORM pg_advisory_xact_lock(1919771762, lock_key);
+        END LOOP;
+        FOR i IN 1 .. coalesce(array_length(l_kind, 1), 0) LOOP
+            SELECT count(*) INTO counted FROM (
+                SELECT 1 FROM events e WHERE e.kind = l_kind[i] AND e.key = l_key[i]
+                AND e.at >= l_since[i] AND NOT EXISTS (
+                    SELECT 1 FROM jsonb_each_text(coalesce(l_unless[i], '{}')::jsonb) u
+                    WHERE e.data::jsonb ->> u.key = u.value)
+                LIMIT l_max[i]) c;
+            IF counted >= l_max[i] THEN
+                RETURN i - 1;
+            END IF;
+        END LOOP;
+        INSERT INTO events (kind, key, at, data) SELECT * FROM unnest(e_kind, e_key, e_at, e_data);
+        RETURN NULL;
+    END $$;
     """,
 ]
 
@@ -579,6 +611,16 @@ class PostgresStore:
         return await self._call("read", lambda db: db.fetchval(
             "SELECT count(*) FROM events WHERE kind=$1 AND key=$2 AND at>=$3", kind,
             _searched(key), since))
+
+    async def admit(self, limits: list[Limit], events: list[Event]) -> int | None:
+        """One statement (`remediator_admit`): its locks are held only while it runs."""
+        args = ([x.kind for x in limits], [_searched(x.key) for x in limits],
+                [x.since for x in limits], [x.max for x in limits],
+                [json.dumps(x.unless) if x.unless else None for x in limits],
+                [e[0] for e in events], [_searched(e[1]) for e in events],
+                [e[2] for e in events], [json.dumps(e[3]) for e in events])
+        return await self._call("admission", lambda db: db.fetchval(
+            "SELECT remediator_admit($1, $2, $3, $4, $5, $6, $7, $8, $9)", *args))
 
     async def get_state(self, key: str) -> dict[str, Any] | None:
         value = await self._call("read", lambda db: db.fetchval(

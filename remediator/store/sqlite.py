@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from ..alerts import utcnow_iso
 from . import packing
-from .base import Enqueued, InboxItem, LocalCoordination, StoreUnavailable
+from .base import Enqueued, Event, InboxItem, Limit, LocalCoordination, StoreUnavailable
 
 T = TypeVar("T")
 Rows = list[tuple[str, dict[str, Any], dict[str, Any]]]
@@ -523,6 +523,11 @@ class SQLiteStore(LocalCoordination):
         return await self._scalar("SELECT count(*) FROM events WHERE kind=? AND key=? AND at>=?",
                                   (kind, key, since))
 
+    async def admit(self, limits: list[Limit], events: list[Event]) -> int | None:
+        # One write callback: checked and recorded in the one connection's transaction,
+        # which nothing else writes to meanwhile.
+        return await self._write(lambda db: _admit(db, limits, events))
+
     async def get_state(self, key: str) -> dict[str, Any] | None:
         row = await self._run(self._one, "SELECT value FROM state WHERE key=?", (key,))
         return json.loads(row[0]) if row else None
@@ -579,3 +584,19 @@ def _migrate(db: sqlite3.Connection) -> None:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+
+def _admit(db: sqlite3.Connection, limits: list[Limit], events: list[Event]) -> int | None:
+    for index, limit in enumerate(limits):
+        rows = db.execute("SELECT data FROM events WHERE kind=? AND key=? AND at>=?" +
+                          ("" if limit.unless else " LIMIT ?"),
+                          (limit.kind, limit.key, limit.since,
+                           *(() if limit.unless else (limit.max,)))).fetchall()
+        unless = (limit.unless or {}).items()
+        counted = sum(not any(json.loads(data).get(k) == v for k, v in unless)
+                      for data, in rows) if unless else len(rows)
+        if counted >= limit.max:
+            return index
+    db.executemany("INSERT INTO events (kind, key, at, data) VALUES (?, ?, ?, ?)",
+                   [(kind, key, at, json.dumps(data)) for kind, key, at, data in events])
+    return None

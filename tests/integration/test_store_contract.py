@@ -17,7 +17,7 @@ import pytest
 
 from remediator.metrics import Metrics
 from remediator.store import open_store, packing, sqlite
-from remediator.store.base import Enqueued, redact
+from remediator.store.base import Enqueued, Limit, redact
 from remediator.store.postgres import MIGRATIONS, PostgresStore
 
 
@@ -254,6 +254,32 @@ def test_locks_and_critical_sections(run, store_url):
     run(scenario())
 
 
+def _admit(store, target: str, execution: str, at: float = 100.0):
+    """A mutation of `target` within a budget of 2 and a cooldown on the target that the
+    execution's own earlier changes do not count toward."""
+    return store.admit([Limit("budget", "*", 0.0, 2),
+                        Limit("target", target, 50.0, 1, unless={"execution": execution})],
+                       [("budget", "*", at, {}), ("target", target, at, {"execution": execution})])
+
+
+def test_admission_checks_and_records_atomically(run, store_url):
+    async def scenario():
+        store = await _opened(store_url)
+        # Ten executions at once on one target: exactly one passes the cooldown.
+        got = await asyncio.gather(*(_admit(store, "ns/d/web", f"e{i}") for i in range(10)))
+        assert sorted(got, key=str) == [1] * 9 + [None]
+        assert await store.count_events("target", "ns/d/web", 0.0) == 1
+        winner = f"e{got.index(None)}"
+        assert await _admit(store, "ns/d/web", winner) is None  # its own change: no cooldown
+        assert await _admit(store, "ns/d/api", "e1") == 0  # the budget of 2 is spent
+        assert await store.count_events("budget", "*", 0.0) == 2  # a refusal records nothing
+        assert await store.count_events("target", "ns/d/api", 0.0) == 0
+        assert await store.admit([Limit("budget", "*", 100.5, 1)], []) is None  # window
+        await store.close()
+
+    run(scenario())
+
+
 def test_prune_forgets_only_finished_items(run, store_url):
     async def scenario():
         store = await _opened(store_url)
@@ -335,6 +361,24 @@ def test_critical_sections_exclude_across_replicas(run, postgres_url):
         assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
         await a.close()
         await b.close()
+
+    run(scenario())
+
+
+def test_admission_limits_hold_across_replicas(run, postgres_url):
+    async def scenario():
+        replicas = [PostgresStore(postgres_url) for _ in range(3)]
+        for r in replicas:
+            await r.open()
+        # 30 admissions on 30 targets from three replicas at once: the shared budget of 3
+        # admits exactly 3, and the cooldowns of unrelated targets never interfere.
+        got = await asyncio.gather(*(replicas[i % 3].admit(
+            [Limit("budget", "*", 0.0, 3), Limit("target", f"t{i}", 0.0, 1)],
+            [("budget", "*", 1.0, {}), ("target", f"t{i}", 1.0, {})]) for i in range(30)))
+        assert got.count(None) == 3 and got.count(0) == 27
+        assert await replicas[0].count_events("budget", "*", 0.0) == 3
+        for r in replicas:
+            await r.close()
 
     run(scenario())
 
