@@ -108,6 +108,7 @@ class Engine:
         if resolving:
             # Cut the firing run's waits short, and let it stop before reverting anything.
             await self.inflight.resolve(gc.episode, execution_id, timeout=600)
+            await self._firing_stopped(alert, timeout=600)
             await self.guards.on_resolved(gc)
             reverts = any(ACTIONS[s.action].mutates(s.params) for s in steps)
             if (reverts and gc.mode == "live" and pb.on_resolved_when != "always"
@@ -154,6 +155,20 @@ class Engine:
         as when a backlog is drained after an outage): the problem went away."""
         return self.inflight.resolved(gc.episode) or await self.store.received(
             replace(gc.alert, status="resolved").dedupe_key)
+
+    async def _firing_stopped(self, alert: Alert, timeout: float) -> None:
+        """Until the episode's firing alert is no longer processed anywhere: a firing run on
+        another replica may have passed its last resolution check and not yet journaled the
+        change it is about to make. The store knows (its inbox item is held under a live
+        claim), so what the run changed is journaled before `_changed` reads it."""
+        firing = replace(alert, status="firing").dedupe_key
+        deadline = time.monotonic() + timeout
+        while await self.store.held(firing):
+            if time.monotonic() > deadline:
+                log.warning("the firing run of %s is still in progress after %gs; deciding "
+                            "its revert without waiting longer", firing, timeout)
+                return
+            await asyncio.sleep(0.2)
 
     async def _changed(self, pb: Playbook, alert: Alert) -> bool:
         """Whether this episode's firing run made a change (a mutation that succeeded, or

@@ -105,6 +105,11 @@ class Store(Protocol):
         firing run asks it of its own resolution before each change."""
         ...
 
+    async def held(self, dedupe_key: str) -> bool:
+        """Whether a live worker, in this process or another replica, is processing this
+        acknowledged alert now (a resolution waits for its firing run to stop)."""
+        ...
+
     async def prune_inbox(self, before_iso: str) -> int:
         """Forget finished inbox items (and so their dedupe keys) received before then."""
         ...

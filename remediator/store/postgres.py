@@ -498,6 +498,12 @@ class PostgresStore:
         return await self._call("read", lambda db: db.fetchval(
             "SELECT EXISTS (SELECT 1 FROM inbox WHERE dedupe_key=$1)", dedupe_key))
 
+    async def held(self, dedupe_key: str) -> bool:
+        """Claimed under a lease still running: a replica that died holds nothing."""
+        return await self._call("read", lambda db: db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM inbox WHERE dedupe_key=$1 AND state='running' "
+            "AND lease_until >= now())", dedupe_key))
+
     async def prune_inbox(self, before_iso: str) -> int:
         status = await self._call("prune", lambda db: db.execute(
             "DELETE FROM inbox WHERE state='done' AND received_at < $1", before_iso))

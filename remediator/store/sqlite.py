@@ -417,6 +417,11 @@ class SQLiteStore(LocalCoordination):
         return await self._run(self._one, "SELECT 1 FROM inbox WHERE dedupe_key=?",
                                (dedupe_key,)) is not None
 
+    async def held(self, dedupe_key: str) -> bool:
+        row = await self._run(self._one, "SELECT id FROM inbox WHERE dedupe_key=? AND "
+                                         "state='running'", (dedupe_key,))
+        return row is not None and row[0] not in self._finished
+
     async def prune_inbox(self, before_iso: str) -> int:
         """Forget finished items (and so their dedupe keys) received before `before_iso`."""
         return await self._write(lambda db: db.execute(

@@ -64,6 +64,7 @@ class Receiver:
 
     def __init__(self, delay: float = 0.0) -> None:
         self.calls: Counter[str] = Counter()
+        self.order: list[str] = []
         lock = threading.Lock()
         receiver = self
 
@@ -72,6 +73,7 @@ class Receiver:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with lock:
                     receiver.calls[body["fp"]] += 1
+                    receiver.order.append(body["fp"])
                 time.sleep(delay)
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
@@ -269,6 +271,67 @@ def test_an_approval_given_on_any_replica_runs_the_step_once(replicas, receiver,
     [done] = _settled(postgres_url, 1)
     assert done["outcome"] == "succeeded"
     assert sink.calls == {"g1": 1}
+
+
+REVERT = """
+playbooks:
+  - name: hold
+    match: {alertname: Hold}
+    target: {kind: deployment, namespace: demo, name: "{{ labels.deployment }}"}
+    guards: {rate_limit: {max: 10, window: 1h}}
+    steps:
+      - name: slow
+        action: http.request
+        params: {url: "%(slow)s", method: POST, json: {fp: "{{ alert.fingerprint }}"}}
+  - name: scale
+    match: {alertname: Scale}
+    target: {kind: deployment, namespace: demo, name: "{{ labels.deployment }}"}
+    guards: {rate_limit: {max: 10, window: 1h}}
+    steps:
+      - name: scale_up
+        action: http.request
+        params: {url: "%(url)s", method: POST, json: {fp: "{{ alert.fingerprint }}"}}
+    on_resolved:
+      - name: scale_down
+        action: http.request
+        params: {url: "%(url)s", method: POST, json: {fp: "revert-{{ alert.fingerprint }}"}}
+"""
+
+
+def test_a_resolution_on_another_replica_waits_for_the_firing_run_and_reverts(
+        replicas, receiver, postgres_url):
+    """The firing run on A is admitted and waits for a call slot when its resolution reaches
+    B: B must not decide that nothing changed (it would skip the revert while A goes on to
+    change the target); it waits for A's run to stop, then reverts what it changed."""
+    sink, slow = receiver(), receiver(delay=5)
+    a, b = replicas(2, REVERT % {"url": sink.url, "slow": slow.url}, REMEDIATOR_WORKERS="1")
+    assert _post(a, _notification(_alert("h1", "Hold"))) == 202
+    deadline = time.monotonic() + 60
+    while not slow.calls:  # A's only call slot is taken for 5s
+        assert time.monotonic() < deadline, a.logs()
+        time.sleep(0.05)
+    firing = _alert("s1", "Scale", deployment="web")
+    assert _post(a, _notification(firing)) == 202
+
+    async def admitted() -> int:  # A passed its resolution check and its guards
+        store = PostgresStore(postgres_url, read_only=True)
+        await store.open()
+        try:
+            return await store.count_events("target", "demo/deployment/web", 0.0)
+        finally:
+            await store.close()
+
+    while not asyncio.run(admitted()):
+        assert time.monotonic() < deadline, a.logs()
+        time.sleep(0.05)
+    assert not sink.calls  # ... and its change is not made yet
+    resolved = {**firing, "status": "resolved", "endsAt": "2026-01-01T01:00:00Z"}
+    assert _post(b, {**_notification(resolved), "status": "resolved"}) == 202
+    decisions = {(d["alertname"], d["alert"]["status"]): d for d in _settled(postgres_url, 3)}
+    assert sink.order == ["s1", "revert-s1"]  # changed, then reverted, each once
+    revert = decisions[("Scale", "resolved")]
+    assert revert["outcome"] == "resolved", revert["reason"]
+    assert [s["outcome"] for s in revert["steps"]] == ["succeeded"]
 
 
 def test_an_alertmanager_ha_pair_routing_to_different_replicas_executes_once(

@@ -61,7 +61,9 @@ def test_inbox_dedupes_claims_finishes_and_resumes_after_a_restart(run, store_ur
         rest = await store.claim(10)
         assert [i.dedupe_key for i in rest] == ["k3", "k4"]
         assert await store.claim(10) == []  # running items are not handed out twice
+        assert await store.held("k1") and not await store.held("k9")
         await store.finish(first[0].id)
+        assert not await store.held("k1")  # finished: its run stopped
         await store.close()  # k2, k3, k4 were running: the process stopped
         store = await _opened(store_url)
         await store.release_running()
@@ -333,8 +335,10 @@ def test_a_dead_replicas_claims_and_locks_are_taken_over_after_its_lease(run, po
         await asyncio.sleep(4)
         assert [i.dedupe_key for i in await alive.claim(10)] == ["k2"]
         assert await alive.acquire_lock("ns/deployment/web", "e2") == "e1"
+        assert await alive.held(held[0].dedupe_key)
         dying._heartbeat.cancel()  # the process dies: nothing renews its leases any more
         await asyncio.sleep(3.5)
+        assert not await alive.held(held[0].dedupe_key)  # a dead replica holds nothing
         taken = await alive.claim(10)
         assert [i.id for i in taken] == [held[0].id]
         assert metrics.lease_takeovers._value.get() == 1
