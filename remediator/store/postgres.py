@@ -12,9 +12,10 @@ What several replicas need, and where it lives here:
 - fencing: a replica that could not renew its leases in time stops writing for the work it
   claimed (its in-flight executions get StoreUnavailable), because another may have taken
   it over; nothing it held is journaled or mutated after that;
-- target locks are rows with a lease, renewed by the same heartbeat; critical sections
-  (guard admission, maintenance) are PostgreSQL advisory locks, so limits hold across
-  replicas.
+- target locks are rows with a lease, renewed by the same heartbeat; guard admission is
+  one statement taking a transaction advisory lock per limited key, so limits hold across
+  replicas and unrelated targets never wait; critical sections (maintenance, approvals)
+  are session advisory locks.
 The schema is versioned and migrated at open under an advisory lock, so replicas that
 start together migrate once.
 """
