@@ -149,6 +149,7 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     redact.remember(cfg.webhook_token, cfg.basic_auth_password, cfg.console_session_secret,
+                    cfg.store_password,
                     *(u.token for u in cfg.operators))
     return cfg
 

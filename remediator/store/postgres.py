@@ -728,7 +728,8 @@ def _searched(text: str) -> str:
 
 
 def _transient(exc: asyncpg.PostgresError) -> bool:
-    """Outages and overload (connection, resources, shutdown), not a wrong statement."""
+    """Outages and overload (connection, resources, shutdown), and a login refused (28: a
+    password rotated under a running replica), not a wrong statement."""
     state = getattr(exc, "sqlstate", "") or ""
-    return state[:2] in ("08", "53", "57", "58", "40") or isinstance(
+    return state[:2] in ("08", "28", "53", "57", "58", "40") or isinstance(
         exc, asyncpg.exceptions.InterfaceError)

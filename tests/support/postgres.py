@@ -81,6 +81,18 @@ class PostgresCluster:
         self.sql(f"CREATE DATABASE {name}")
         return self.url(name)
 
+    def password_role(self, role: str, password: str) -> str:
+        """A role that must log in with its password over loopback (scram-sha-256 in
+        pg_hba.conf, for that role only: the others keep trust), owning a new database whose
+        URL (without the password) is returned."""
+        self.sql(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        database = "p_" + uuid.uuid4().hex[:12]
+        self.sql(f"CREATE DATABASE {database} OWNER {role}")
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(f"host all {role} {LOCALHOST}/32 scram-sha-256\n" + hba.read_text())
+        self.sql("SELECT pg_reload_conf()")
+        return f"postgresql://{role}@{LOCALHOST}:{self.port}/{database}"
+
     def sql(self, statement: str, database: str = "postgres") -> str:
         out = subprocess.run([str(self.bindir / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
                               "-h", LOCALHOST, "-p", str(self.port), "-U", "postgres",
