@@ -163,6 +163,9 @@ class PostgresStore:
         # Intake's own connection: a webhook's commit never queues for the pool behind
         # processing's statements (hundreds of executions in a storm share `_pool`).
         self._intake_pool: asyncpg.Pool | None = None
+        # The heartbeat's too: queued behind hundreds of busy executions, renewals came late
+        # on a loaded machine, replicas fenced themselves and their work churned between them.
+        self._lease_pool: asyncpg.Pool | None = None
         self._healthy = False
         self._held: set[int] = set()  # inbox items claimed here and not finished
         self._holders: set[str] = set()  # executions holding target locks here
@@ -191,6 +194,7 @@ class PostgresStore:
             self._pool = await self._create_pool(10)
             if not self.read_only:
                 self._intake_pool = await self._create_pool(1)
+                self._lease_pool = await self._create_pool(1)
             async with self._pool.acquire() as db, db.transaction():
                 if self.read_only:
                     await db.execute("SET TRANSACTION READ ONLY")
@@ -198,10 +202,10 @@ class PostgresStore:
                     await db.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
                 self._version = await _migrate(db, self.read_only)
         except _ERRORS as exc:
-            for pool in (self._pool, self._intake_pool):
+            for pool in (self._pool, self._intake_pool, self._lease_pool):
                 if pool is not None:
                     await pool.close()
-            self._pool = self._intake_pool = None
+            self._pool = self._intake_pool = self._lease_pool = None
             raise StoreUnavailable(f"cannot open store {redact(self.url)}: {exc}") from exc
         self._healthy = True
         self._valid_until = time.monotonic() + self.lease
@@ -231,8 +235,8 @@ class PostgresStore:
                 "UPDATE inbox SET state='pending', owner=NULL, lease_until=NULL "
                 "WHERE owner=$1 AND state='running'", self.replica)
             await self._pool.execute("DELETE FROM locks WHERE owner=$1", self.replica)
-        pools = (self._pool, self._intake_pool)
-        self._pool = self._intake_pool = None
+        pools = (self._pool, self._intake_pool, self._lease_pool)
+        self._pool = self._intake_pool = self._lease_pool = None
         self._held.clear()
         self._healthy = False
         for pool in pools:
@@ -255,11 +259,12 @@ class PostgresStore:
             kept = await self._call("lease", lambda db: db.fetch(
                 "UPDATE inbox SET lease_until = now() + make_interval(secs => $3) "
                 "WHERE id = ANY($1::bigint[]) AND owner=$2 AND state='running' RETURNING id",
-                held, self.replica, self.lease), fenced=False)
+                held, self.replica, self.lease), fenced=False, pool=self._lease_pool)
             await self._call("lease", lambda db: db.execute(
                 "UPDATE locks SET lease_until = now() + make_interval(secs => $3) "
                 "WHERE owner=$1 AND holder = ANY($2::text[])",
-                self.replica, sorted(self._holders), self.lease), fenced=False)
+                self.replica, sorted(self._holders), self.lease), fenced=False,
+                pool=self._lease_pool)
         except StoreUnavailable as exc:
             log.error("cannot renew store leases: %s", exc)
             self._check_leases()
