@@ -42,7 +42,9 @@ def _calls(receiver) -> list[tuple[str, int]]:
 
 def test_kill_9_loses_nothing_and_repeats_nothing(tmp_path, webhook_receiver):
     rules = write_rules(tmp_path / "rules", RULES % {"url": webhook_receiver.url})
-    env = {"REMEDIATOR_WORKERS": "16"}
+    # Five executions in flight at most: the five queued alerts stay queued (acknowledged,
+    # not started) until the kill, however fast the first steps are admitted.
+    env = {"REMEDIATOR_WORKERS": "16", "REMEDIATOR_MAX_EXECUTIONS": "5"}
     w = WorkerProcess(tmp_path, [str(rules)], mode="live", extra_env=env).start()
     running = [alert("CrashTest", deployment=f"run{i}", fingerprint=f"run{i}") for i in range(5)]
     assert w.post_alerts(notification(*running))[0] == 202
