@@ -34,6 +34,9 @@ _DECIDED = {"rejected": ("approval_denied", "approval rejected"),
 # under their own prefix, so expiry and withdrawal never read the history.
 APPROVAL, PENDING = "approval:", "approval-pending:"
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# How long a run waits for another playbook's run to finish changing its target, before it
+# escalates instead (the holder's own steps are bounded by their deadlines).
+LOCK_WAIT = 600.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,9 @@ class Guards:
         self.clock = clock
         self.sleep = sleep  # with `clock`, what `remediator test` replaces by a fake clock
         self.precondition = precondition
+        # The playbook of each run holding a target lock in this process: another alert of
+        # the same playbook is coalesced into it; another playbook's waits its turn.
+        self._locked_by: dict[str, str] = {}
 
     # --- execution level ---------------------------------------------------------------
 
@@ -187,15 +193,29 @@ class Guards:
                                          f"automation stopped until {_iso(until)}")
         return None
 
-    async def _lock(self, gc: GuardContext) -> Block | None:
+    async def _lock(self, gc: GuardContext, wait: bool = True) -> Block | None:
         # Only changes are serialised: evidence gathering never waits for, nor is coalesced
         # into, another execution on the same target.
         if not gc.target or gc.playbook.guards.get("lock") is False or not _mutates(gc.playbook):
             return None
-        holder = await self.store.acquire_lock(gc.target, gc.execution_id)
-        if holder is not None:
-            return Block("locked", f"coalesced into running execution {holder} for {gc.target}",
-                         escalate=False)
+        # Real time, even under `remediator test`'s fake clock: the wait is for another run
+        # in this world to finish, not a span of the simulated one.
+        since, pause = time.monotonic(), 0.05
+        while (holder := await self.store.acquire_lock(gc.target, gc.execution_id)) is not None:
+            if not wait or self._locked_by.get(holder) == gc.playbook.name:
+                return Block("locked", f"coalesced into running execution {holder} for "
+                                       f"{gc.target}", escalate=False)
+            # Another playbook (or a replica's run we cannot tell apart) is changing the
+            # target: a different remedy, so this alert is not dropped into it but waits.
+            if gc.mode != "live":
+                return None  # nothing changes in a dry run: plan what would run after it
+            if time.monotonic() - since >= LOCK_WAIT:
+                return Block("locked", f"{gc.target} is still being changed by execution "
+                                       f"{holder} after {LOCK_WAIT:g}s; this playbook did not "
+                                       "run", escalate=True)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
+        self._locked_by[gc.execution_id] = gc.playbook.name
         return None
 
     async def _precondition(self, gc: GuardContext) -> Block | None:
@@ -221,6 +241,7 @@ class Guards:
         await self.release_all(gc.execution_id)
 
     async def release_all(self, execution_id: str) -> None:
+        self._locked_by.pop(execution_id, None)
         await self.store.release_locks(execution_id)
 
     # --- mutation level ----------------------------------------------------------------
@@ -233,7 +254,7 @@ class Guards:
         take the last place of a limit, and admissions on unrelated targets never wait for
         each other. A step with its own target (`gc.target` is then that object) also
         takes its lock."""
-        if step.target is not None and (block := await self._lock(gc)) is not None:
+        if step.target is not None and (block := await self._lock(gc, wait=False)) is not None:
             return replace(block, escalate=True)  # stopped halfway: a human must know
         for check in (self._paused_mutation, self._scope, self._approval):
             if (block := await check(gc, step, params)) is not None:

@@ -224,6 +224,10 @@ def test_deltacrown_keeps_local_reads_when_the_validator_finds_objects_missing_i
 
     _s3_down(stack)
     _saves(stack, 1.0)
+    # The earlier scenarios left minutes of successful saves in the 10-minute window: the
+    # save-failure ratio climbs slower than the fallback alert fires, and the playbook would
+    # rightly see no outage yet. An outage shows in the saves first, as it does in production.
+    stack.prometheus.wait_for("deltacrown:cert_s3_save_fail_ratio:rate10m > 0.2", timeout=300)
     _fallback(stack, 1.0)
     eventually(lambda: _flags(stack)["CERT_S3_READ_PRIMARY"] == "false",
                "reads to move to local storage", 90, why=stack.diagnostics)

@@ -171,6 +171,27 @@ def test_two_alerts_for_one_target_arriving_together_run_once(tmp_path, run):
     run(h.service.stop())
 
 
+def test_another_playbooks_alert_waits_for_the_target_instead_of_being_coalesced(tmp_path, run):
+    # DeltaCrown: the save-failure playbook is still diagnosing the deployment when the
+    # read-fallback alert arrives; it is a different remedy, so it must run after, not vanish.
+    h = Harness(tmp_path, "{cooldown: 1m}", slow=0.3)
+    (tmp_path / "rules" / "slow.yaml").write_text(PLAYBOOK.format(
+        guards="{rate_limit: {max: 3, window: 1h}}", approval="", always="false")
+        .replace("restart-web", "scale-web")
+        .replace("WebDown", "WebSlow"))
+    run(h.start())
+    slow = web(0, fingerprint="slow")
+    decisions = run(h.fire(web(0), dict(slow, labels={**slow["labels"], "alertname": "WebSlow"})))
+    assert sorted((d["playbook"], d["outcome"]) for d in decisions) == [
+        ("restart-web", "succeeded"), ("scale-web", "succeeded")]
+    assert len(h.calls) == 2
+    # Another alert of a playbook already changing the target is still coalesced into it.
+    decisions = run(h.fire(dict(web(5), fingerprint="x"), dict(web(5), fingerprint="y"),
+                           at=600))
+    assert sorted(d["outcome"] for d in decisions) == ["blocked", "succeeded"]
+    run(h.service.stop())
+
+
 def test_circuit_breaker_opens_once_with_one_not_working_note(tmp_path, run):
     h = run(Harness(tmp_path, "{cooldown: 1m, circuit_breaker: {max_refires: 2, window: 1h}}").start())
     assert run(h.fire(web(0), at=0))[0]["outcome"] == "succeeded"
