@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import sys
 from collections import defaultdict
 from collections.abc import Iterable
@@ -193,8 +194,21 @@ def _written(pb: Playbook, step: Step) -> list[tuple[str, str]]:
             places.append(("namespace", params.get("namespace")
                            or (target.namespace if target else "")))
         places += action.scope(params)
-    return [(kind, name) for kind, name in places if isinstance(name, str) and name
+    places = [(kind, _pinned(pb, name)) for kind, name in places if isinstance(name, str)]
+    return [(kind, name) for kind, name in places if name
             and "{{" not in name and "{%" not in name]  # a template: only run time knows
+
+
+_LABEL = re.compile(r"\{\{\s*labels\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def _pinned(pb: Playbook, value: str) -> str:
+    """`{{ labels.namespace }}` in a playbook matching only `namespace="shop"` is `shop`."""
+    if (label := _LABEL.fullmatch(value.strip())) is not None:
+        for m in pb.matchers:
+            if m.name == label[1] and m.op == "=":
+                return m.value
+    return value
 
 
 # --- Prometheus alert rules ------------------------------------------------------------------

@@ -208,7 +208,8 @@ SCOPED = """
 
 def test_config_scope_refusals_are_lint_errors_where_the_playbook_names_the_place(tmp_path, capsys):
     """What replay would block as scope_denied (with the guard's own words) is a lint error at
-    the step, wherever its namespace or bucket is literal; a templated one only run time knows.
+    the step, wherever its namespace or bucket is literal or a label the matchers pin to one
+    value; another template only run time knows.
     A kind of change the config switches off entirely (an empty allow list) is info."""
     rules = write(tmp_path, "rules.yaml", SCOPED)
     config = write(tmp_path, "config.yaml", """
@@ -228,6 +229,22 @@ def test_config_scope_refusals_are_lint_errors_where_the_playbook_names_the_plac
         f"{rules}:23:24: info: step 'bounce' {refused}: compose project 'shop' is not in the "
         "Docker mutation allow list (guards.compose_projects.allow: empty); this config allows "
         "no Docker mutation at all: lint this playbook with the config that runs it"]
+    # A template of a label the playbook's matchers pin to one value names that value.
+    pinned = write(tmp_path, "pinned.yaml", """
+        playbooks:
+          - name: restart-pinned
+            match: {alertname: D, matchers: ['namespace="shop"']}
+            target: {kind: deployment, namespace: "{{ labels.namespace }}", name: web}
+            guards: {cooldown: 10m}
+            steps:
+              - name: restart
+                action: kubernetes.rollout_restart
+                params: {namespace: "{{ labels.namespace }}", name: web}
+    """)
+    assert main(["lint", "--config", str(config), str(pinned)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"{pinned}:8:9: error: step 'restart' {refused}: namespace 'shop' is not in the allow "
+        "list (payments)"]
     allowed = write(tmp_path, "allowed.yaml", """
         guards:
           namespaces: {allow: [shop]}
