@@ -111,6 +111,7 @@ class Guards:
         # The playbook of each run holding a target lock in this process: another alert of
         # the same playbook is coalesced into it; another playbook's waits its turn.
         self._locked_by: dict[str, str] = {}
+        self._waiting: dict[tuple[str, str], str] = {}  # (target, playbook) -> its one waiter
 
     # --- execution level ---------------------------------------------------------------
 
@@ -200,21 +201,31 @@ class Guards:
             return None
         # Real time, even under `remediator test`'s fake clock: the wait is for another run
         # in this world to finish, not a span of the simulated one.
-        since, pause = time.monotonic(), 0.05
-        while (holder := await self.store.acquire_lock(gc.target, gc.execution_id)) is not None:
-            if not wait or self._locked_by.get(holder) == gc.playbook.name:
-                return Block("locked", f"coalesced into running execution {holder} for "
-                                       f"{gc.target}", escalate=False)
-            # Another playbook (or a replica's run we cannot tell apart) is changing the
-            # target: a different remedy, so this alert is not dropped into it but waits.
-            if gc.mode != "live":
-                return None  # nothing changes in a dry run: plan what would run after it
-            if time.monotonic() - since >= LOCK_WAIT:
-                return Block("locked", f"{gc.target} is still being changed by execution "
-                                       f"{holder} after {LOCK_WAIT:g}s; this playbook did not "
-                                       "run", escalate=True)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 2.0)
+        since, pause, queue = time.monotonic(), 0.05, (gc.target, gc.playbook.name)
+        try:
+            while (holder := await self.store.acquire_lock(gc.target, gc.execution_id)):
+                if not wait or self._locked_by.get(holder) == gc.playbook.name:
+                    return Block("locked", f"coalesced into running execution {holder} for "
+                                           f"{gc.target}", escalate=False)
+                # Another playbook (or a replica's run we cannot tell apart) is changing the
+                # target: a different remedy, so this alert is not dropped into it but waits.
+                if gc.mode != "live":
+                    return None  # nothing changes in a dry run: plan what would run after it
+                # One waiter per playbook and target: a storm of its alerts cannot fill every
+                # execution slot with waits.
+                if self._waiting.setdefault(queue, gc.execution_id) != gc.execution_id:
+                    return Block("locked", f"coalesced into execution "
+                                           f"{self._waiting[queue]} waiting for {gc.target}",
+                                 escalate=False)
+                if time.monotonic() - since >= LOCK_WAIT:
+                    return Block("locked", f"{gc.target} is still being changed by execution "
+                                           f"{holder} after {LOCK_WAIT:g}s; this playbook did "
+                                           "not run", escalate=True)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+        finally:
+            if self._waiting.get(queue) == gc.execution_id:
+                del self._waiting[queue]
         self._locked_by[gc.execution_id] = gc.playbook.name
         return None
 

@@ -185,9 +185,18 @@ def test_another_playbooks_alert_waits_for_the_target_instead_of_being_coalesced
     assert sorted((d["playbook"], d["outcome"]) for d in decisions) == [
         ("restart-web", "succeeded"), ("scale-web", "succeeded")]
     assert len(h.calls) == 2
+    # While one waits, more alerts of its playbook join it rather than each taking a slot.
+    more = [dict(slow, fingerprint=f"slow{i}", startsAt="2026-01-05T10:01:00Z",
+                 labels={**slow["labels"], "alertname": "WebSlow", "n": str(i)})
+            for i in range(3)]
+    decisions = run(h.fire(dict(web(1), fingerprint="w1"), *more, at=300))
+    waiting = [d for d in decisions if d["outcome"] == "blocked"]
+    assert [(d["playbook"], " waiting for prod/deployment/web" in d["reason"])
+            for d in waiting] == [("scale-web", True)] * 2, waiting
+    assert len(h.calls) == 4
     # Another alert of a playbook already changing the target is still coalesced into it.
     decisions = run(h.fire(dict(web(5), fingerprint="x"), dict(web(5), fingerprint="y"),
-                           at=600))
+                           at=900))
     assert sorted(d["outcome"] for d in decisions) == ["blocked", "succeeded"]
     run(h.service.stop())
 
