@@ -62,18 +62,23 @@ class Engine:
                       dedupe_key: str) -> dict[str, Any]:
         """Run (or resume) one playbook for one alert; return its decision."""
         execution_id = _execution_id(dedupe_key, pb.name)
-        while True:
-            existing = await self.store.get_execution(execution_id)
-            if existing and not _resumable(existing):
-                return existing  # finished (possibly before a restart): never run twice
-            if self.inflight.start(execution_id, f"{alert.fingerprint}:{alert.starts_at}"):
-                break
+        while not self.inflight.start(execution_id, f"{alert.fingerprint}:{alert.starts_at}"):
             # Already running here (an approval resumed it while its alert was queued again):
             # wait for it rather than report it done, so its inbox item stays unfinished, and
             # a crash meanwhile resumes it from the journal after restart.
             log.info("execution %s is already running; waiting for it", execution_id,
                      extra={"execution_id": execution_id})
             await self.inflight.wait(execution_id)
+        # Read once it runs nowhere else (this process holds it, the claim holds it across
+        # replicas): what it says stays true, so no record means no journal to read either.
+        try:
+            existing = await self.store.get_execution(execution_id)
+        except BaseException:
+            self.inflight.finish(execution_id)
+            raise
+        if existing and not _resumable(existing):
+            self.inflight.finish(execution_id)
+            return existing  # finished (possibly before a restart): never run twice
         try:
             return await self._execute(pb, alert, group, execution_id, existing)
         except StoreUnavailable:
@@ -132,7 +137,7 @@ class Engine:
         decision["outcome"] = "running"  # visible in the API while it runs
         if gc.mode == "live":  # a dry run calls and waits for nothing: one record, the last
             await self.store.save_execution(decision)
-        outcome = await self._run_steps(decision, steps, ctx, gc)
+        outcome = await self._run_steps(decision, steps, ctx, gc, resumed=existing is not None)
         if outcome is None:  # stopped at a guard or an approval; recorded already
             return decision
         wants_note = outcome in ("failed", "escalated") or (
@@ -225,8 +230,9 @@ class Engine:
             decision["reason"] = f"step {step['name']!r} failed: {decision['reason']}"
 
     async def _run_steps(self, decision: dict[str, Any], steps: tuple[Step, ...],
-                         ctx: dict[str, Any], gc: GuardContext) -> str | None:
-        journal = await self.store.completed_steps(decision["id"])
+                         ctx: dict[str, Any], gc: GuardContext, resumed: bool) -> str | None:
+        # A live run records its execution before any step: none recorded, nothing journaled.
+        journal = await self.store.completed_steps(decision["id"]) if resumed else {}
         records: list[dict[str, Any]] = []
         decision["steps"] = records
         outcome = "succeeded"

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+
+from aiohttp import web
 
 from remediator import templating
 from remediator.config import Config
@@ -14,7 +17,7 @@ from remediator.store import open_store
 from remediator.store.sqlite import PROCESSING_PER_COMMIT, SQLiteStore
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
-from tests.support.worker import TOKEN, InProcessWorker, loopback_guards
+from tests.support.worker import TOKEN, InProcessWorker, free_port, loopback_guards
 
 RULES = """
 playbooks:
@@ -150,3 +153,99 @@ def test_postgres_hands_a_connection_back_without_a_reset_unless_it_held_a_secti
         finally:
             await store.close()
     run(scenario())
+
+
+LIVE_RULES = """
+playbooks:
+  - name: restart
+    match: {alertname: WebDown}
+    target: {kind: deployment, namespace: prod, name: "{{ labels.deployment }}"}
+    guards: {rate_limit: {max: 1000, window: 1h}, lock: false}
+    steps:
+      - name: restart
+        action: http.request
+        params: {url: "%s", method: POST, expect_status: [202]}
+"""
+
+
+
+def _statements(log: str) -> list[str]:
+    """Each statement the server ran (log_statement = all), on one line."""
+    return [" ".join(m.group(1).split()) for m in re.finditer(
+        r"LOG:  (?:statement|execute [^:]*): (.*?)(?=\n\S|\Z)", log, re.S)]
+
+
+def test_a_live_decision_on_postgres_takes_a_counted_number_of_statements(tmp_path,
+                                                                          postgres_cluster):
+    """The statements PostgreSQL runs for one live decision with one mutation, counted at the
+    server (CPU per decision is what limits two replicas on a small machine). A first run
+    has no journal to read: its execution was not recorded, so none of its steps were."""
+    calls: list[int] = []
+
+    async def sink(request: web.Request) -> web.Response:
+        calls.append(1)
+        return web.Response(status=202)
+
+    url = postgres_cluster.create_database()
+    postgres_cluster.sql(f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET log_statement = 'all'")
+    log = postgres_cluster.dir / "server.log"
+    port = free_port()
+    rules = write_rules(tmp_path / "rules", LIVE_RULES % f"http://127.0.0.1:{port}/restart")
+    cfg = Config(rules=[str(rules)], store=url, webhook_token=TOKEN, mode="live",
+                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards(budget_max=100))
+    w = InProcessWorker(cfg).start()
+    runner: list[web.AppRunner] = []
+
+    async def serve() -> None:
+        app = web.Application()
+        app.router.add_post("/restart", sink)
+        runner.append(web.AppRunner(app, access_log=None))
+        await runner[0].setup()
+        await web.TCPSite(runner[0], "127.0.0.1", port).start()
+
+    n = 20
+
+    def storm(tag: str) -> None:
+        body = notification(*(alert("WebDown", deployment=f"{tag}{i}", fingerprint=f"{tag}{i}")
+                              for i in range(n)))
+        done = len(calls) + n
+        assert w.post_alerts(body)[0] == 202
+        deadline = time.monotonic() + 60
+        while len(calls) < done and time.monotonic() < deadline:
+            time.sleep(0.05)
+        w.wait_idle()
+
+    try:
+        w.call(serve())
+        storm("warm")  # connections opened and their types introspected, startup work done
+        offset = log.stat().st_size
+        storm("counted")
+        ran = _statements(log.read_bytes()[offset:].decode(errors="replace"))
+        decisions = w.call(w.service.store.list_executions(100))
+        assert len(decisions) == 2 * n and {d["outcome"] for d in decisions} == {"succeeded"}
+        assert len(calls) == 2 * n
+    finally:
+        if runner:
+            w.call(runner[0].cleanup())
+        w.stop()
+
+    def per(prefix: str) -> float:
+        return sum(s.startswith(prefix) for s in ran) / n
+
+    assert per("SELECT e.id, e.body") == 1  # the execution: none yet
+    assert per("SELECT idx, body, packed FROM steps") == 0  # so no journal to read
+    assert per("SELECT value FROM state WHERE key=") == 2  # paused: before the run, the change
+    assert per("SELECT EXISTS (SELECT 1 FROM inbox") == 1  # the resolution arrived?
+    assert per("SELECT remediator_admit(") == 1
+    assert per("INSERT INTO executions") == 2  # `running`, then final
+    assert per("INSERT INTO steps") == 2  # the intent, then the result
+    assert per("INSERT INTO events") == 1  # the circuit's success
+    assert per("UPDATE inbox SET state='done'") == 1
+    claims = per("WITH c AS (SELECT id, state FROM inbox")
+    assert 0 < claims <= 1
+    decision_path = [s for s in ran if not s.startswith(("SELECT count(*)", "UPDATE locks",
+                                                          "UPDATE inbox SET lease_until"))]
+    # the intake's transaction, shared by the notification's alerts, and the claims aside:
+    # 11 statements per decision (12 before the journal read of a first run was skipped)
+    assert sum(not s.startswith(("WITH c AS", "BEGIN", "SET LOCAL", "INSERT INTO inbox",
+                                 "COMMIT")) for s in decision_path) == 11 * n, ran
