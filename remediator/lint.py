@@ -206,7 +206,7 @@ def _pinned(pb: Playbook, value: str) -> str:
     """`{{ labels.namespace }}` in a playbook matching only `namespace="shop"` is `shop`."""
     if (label := _LABEL.fullmatch(value.strip())) is not None:
         for m in pb.matchers:
-            if m.name == label[1] and m.op == "=":
+            if m.name == label[1] and m.is_equality:
                 return m.value
     return value
 
