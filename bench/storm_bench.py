@@ -7,9 +7,13 @@ playbook tests of rules/ use), a new fingerprint per alert, 10 % duplicates (ret
 10 % resolutions, 2 alerts per request. Targets, one after the other:
   - bench/bare_server.py, the ceiling (parse, 202); its CPU share shows wrk is not the limit;
   - `remediator serve`, dry-run, the shipped rules and production config, on SQLite and on a
-    throwaway PostgreSQL cluster (tests/support/postgres.py), log level info to a file.
+    throwaway PostgreSQL cluster (tests/support/postgres.py), log level info to a file;
+  - the same, `--mode live` against the e2e tests' peers (bench/live_peers.py: the Kubernetes
+    API test server, moto S3, a private dockerd, Prometheus, Alertmanager), a fresh set per
+    storm; it prints what the decisions did: mutations executed, blocked, coalesced.
 
-    python bench/storm_bench.py --quick     # ~2-3 min: one 20 000-alert storm per store
+    python bench/storm_bench.py --quick     # one 20 000-alert storm per store dry-run, one live
+                                            # on SQLite (--live-postgres: on PostgreSQL too)
     python bench/storm_bench.py             # full: 3 storms per store, a 100 000-alert soak
 """
 
@@ -29,6 +33,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from debian import ensure  # noqa: E402
 from lint_bench import generate  # noqa: E402
+from live_peers import LivePeers, live_config, production_config  # noqa: E402
 from webhook_bench import peak_rss_mb, start  # noqa: E402
 
 from remediator.playbooks.validate import load_rules, validate_paths  # noqa: E402
@@ -82,33 +89,11 @@ def lua_script(label_sets: list[dict[str, str]]) -> str:
     return head + (ROOT / "bench" / "storm.lua").read_text()
 
 
-def bench_config(tmp: Path, sink_url: str) -> Path:
-    """The production config with every peer pointed at a local bare handler."""
-    cfg = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "config.yaml").read_text())
-    for key in ("listen", "store", "rules", "log_level"):
-        cfg.pop(key, None)
-    cfg["prometheus"] = {"url": sink_url}
-    cfg["alertmanager"] = {"url": sink_url}
-    cfg["escalation"]["dir"] = str(tmp / "escalations")
-    for sink in cfg["escalation"].get("sinks", {}).values():
-        if "url" in sink:
-            sink["url"] = sink_url
-    path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
 # --- measuring -------------------------------------------------------------------------------
 
 def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if not found:
-        sudo = [] if os.geteuid() == 0 else ["sudo"]
-        subprocess.run([*sudo, "apt-get", "install", "-y", "-q", "wrk"], check=True)
-        found = shutil.which("wrk")
-    if not found:
-        raise SystemExit("wrk is not installed (apt-get install wrk)")
-    return found
+    ensure({"wrk": "wrk"})
+    return str(shutil.which("wrk"))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -141,29 +126,58 @@ def run_wrk(script: Path, port: int, requests: int, tag: str, seconds: int = 600
     return result
 
 
-def metrics(port: int) -> dict[str, float]:
+def metrics(port: int, by: tuple[str, str] | None = None) -> dict[str, float]:
+    """Each remediator_ metric summed over its labels; with `by` = (metric, label), that
+    metric's samples summed per value of the label instead."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
     sums: dict[str, float] = {}
     for line in text.splitlines():
-        m = re.match(r"(remediator_[a-z_]+?)(?:\{.*\})? (\S+)$", line)
-        if m:
-            sums[m[1]] = sums.get(m[1], 0.0) + float(m[2])
+        m = re.match(r"(remediator_[a-z_]+?)(?:\{(.*)\})? (\S+)$", line)
+        if m and by is None:
+            sums[m[1]] = sums.get(m[1], 0.0) + float(m[3])
+        elif m and m[1] == by[0] and (v := re.search(rf'{by[1]}="([^"]*)"', m[2] or "")):
+            sums[v[1]] = sums.get(v[1], 0.0) + float(m[3])
     return sums
 
 
-def drain(port: int, started: float) -> tuple[float, float]:
-    """Wait until nothing is pending and the decision count stops moving; returns
-    (decisions, seconds from `started` to the last decision seen)."""
-    last, last_at, quiet = -1.0, time.perf_counter(), 0
-    while quiet < 3:
+def drain(port: int, started: float, timeout: float) -> tuple[float, float, float]:
+    """Wait until nothing is pending and the decision count stops moving, or `timeout`
+    seconds; returns (decisions, seconds from `started` to the last decision seen, alerts
+    still pending)."""
+    last, last_at, quiet, pending = -1.0, time.perf_counter(), 0, 1.0
+    while quiet < 3 and time.perf_counter() - started < timeout:
         m = metrics(port)
-        decided = m.get("remediator_executions_total", 0.0)
+        decided, pending = (m.get("remediator_executions_total", 0.0),
+                            m.get("remediator_inbox_pending", 1.0))
         if decided != last:
             last, last_at, quiet = decided, time.perf_counter(), 0
-        elif m.get("remediator_inbox_pending", 1.0) == 0:
+        elif pending == 0:
             quiet += 1
         time.sleep(0.5)
-    return last, last_at - started
+    return last, last_at - started, pending
+
+
+def tally(store: str, accepted: float) -> dict[str, Any]:
+    """What the decisions did, read back with `remediator history` (the store, read-only):
+    mutating steps by outcome (blocked ones by guard), runs that called a backend, and the
+    acknowledged alerts that have a final decision."""
+    out = subprocess.run([sys.executable, "-m", "remediator.cli", "history", "--store", store,
+                          "--limit", str(10**9), "--format", "json"],
+                         capture_output=True, check=True)
+    decisions = json.loads(out.stdout)
+    steps = [s for d in decisions for s in d.get("steps") or []]
+    mutations = Counter(f"blocked by {s.get('guard')}" if s["outcome"] == "blocked" else s["outcome"]
+                        for s in steps if s.get("mutating"))
+    final = [d for d in decisions if d["outcome"] != "running"]
+    decided = {(d["alert"].get("fingerprint"), d["alert"].get("startsAt"), d["alert"]["status"])
+               for d in final}
+    called = sum(1 for d in final if any(s["outcome"] in ("succeeded", "failed")
+                                         for s in d.get("steps") or []))
+    failed = Counter(f"{d['playbook']}/{s['name']}" for d in final for s in d.get("steps") or []
+                     if s["outcome"] == "failed")
+    return {"mutations": dict(mutations), "called": called, "failed_steps": dict(failed),
+            "running": len(decisions) - len(final),
+            "decided_alerts": len(decided), "accepted": int(accepted)}
 
 
 def store_bytes(store: str, pg: Any) -> int:
@@ -182,23 +196,29 @@ def store_bytes(store: str, pg: Any) -> int:
 
 
 def storm(name: str, store: str, pg: Any, tmp: Path, script: Path, alerts: int,
-          bare_rps: float) -> dict[str, Any]:
+          bare_rps: float, config: Path, env: dict[str, str], live: bool = False,
+          drain_timeout: float = 1800.0) -> dict[str, Any]:
     port = free_port()
-    log = tmp / f"{name.replace(' ', '_')}.log"
+    log = tmp / f"{re.sub(r'[^a-zA-Z-]+', '_', name)}-{time.time_ns()}.log"
     with log.open("wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "remediator.cli", "serve", "--listen", f"127.0.0.1:{port}",
-             "--store", store, "--rules", str(ROOT / "rules"), "--config", str(tmp / "config.yaml")],
-            env={**os.environ, "REMEDIATOR_WEBHOOK_TOKEN": TOKEN, "REMEDIATOR_LOG_LEVEL": "info"},
-            stdout=err, stderr=err)
+             "--store", store, "--rules", str(ROOT / "rules"), "--config", str(config),
+             *(["--mode", "live"] if live else [])],
+            env={**env, "REMEDIATOR_LOG_LEVEL": "info"}, stdout=err, stderr=err)
         try:
             start_wait(port, proc)
-            started = time.perf_counter()
+            cpu0, started = cpu_seconds(proc.pid), time.perf_counter()
             w = run_wrk(script, port, alerts // PER_REQUEST, f"{name[:2]}{time.time_ns()}")
             intake_done = time.perf_counter() - started
-            decisions, elapsed = drain(port, started)
+            decisions, elapsed, pending = drain(port, started, drain_timeout)
             m = metrics(port)
+            outcomes = metrics(port, by=("remediator_executions_total", "outcome"))
+            guards = metrics(port, by=("remediator_guard_blocks_total", "guard"))
+            calls = metrics(port, by=("remediator_step_duration_seconds_count", "action"))
+            call_seconds = metrics(port, by=("remediator_step_duration_seconds_sum", "action"))
             rss = peak_rss_mb(proc.pid)
+            cores = (cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - started)
         finally:
             proc.terminate()
             proc.wait(120)
@@ -213,7 +233,11 @@ def storm(name: str, store: str, pg: Any, tmp: Path, script: Path, alerts: int,
             "rss": rss, "duplicates": m.get("remediator_alerts_duplicate_total", 0.0),
             "bytes_per_decision": store_bytes(store, pg) / max(decisions, 1),
             "log_bytes_per_decision": log_bytes / max(decisions, 1),
-            "log_lines_per_decision": log_lines / max(decisions, 1)}
+            "log_lines_per_decision": log_lines / max(decisions, 1),
+            "pending": pending, "outcomes": outcomes, "cores": cores,
+            "calls": {a: (n, call_seconds.get(a, 0.0) / n) for a, n in calls.items() if n}, "guards": guards,
+            **(tally(store, m.get("remediator_alerts_received_total", 0.0)
+                     - m.get("remediator_alerts_duplicate_total", 0.0)) if live else {})}
 
 
 def start_wait(port: int, proc: subprocess.Popen, timeout: float = 60) -> float:
@@ -281,6 +305,25 @@ def matching(tmp: Path, label_sets: list[dict[str, str]]) -> dict[int, float]:
     return out
 
 
+def what_decisions_did(r: dict[str, Any]) -> str:
+    """One line per storm: outcomes, guard blocks, and for a live one what ran and changed."""
+    def counts(c: dict[str, float]) -> str:
+        return ", ".join(f"{k} {v:.0f}" for k, v in sorted(c.items(), key=lambda kv: -kv[1]) if v)
+    text = (f"{r['name']}: {r['decisions']:.0f} decisions ({counts(r['outcomes'])}); "
+            f"guard blocks: {counts(r['guards']) or 'none'} (locked: coalesced into a running "
+            f"execution); still pending after the drain: {r['pending']:.0f}; the server used "
+            f"{r['cores']:.2f} cores from the first request to the end of the drain")
+    if "mutations" in r:
+        text += (f"\n    {r['called']} runs called a peer; mutating steps: "
+                 f"{counts(r['mutations']) or 'none'}; acknowledged alerts with a final decision: "
+                 f"{r['decided_alerts']} of {r['accepted']} ({r['running']} still running)"
+                 f"\n    failed steps (playbook/step): {counts(r['failed_steps']) or 'none'}"
+                 "\n    steps by action, count x mean ms (with the wait for one of `workers` call slots): "
+                 + ", ".join(f"{a} {n:.0f} x {mean * 1000:.0f}" for a, (n, mean)
+                             in sorted(r["calls"].items(), key=lambda kv: -kv[1][0] * kv[1][1])))
+    return text
+
+
 # --- the run ---------------------------------------------------------------------------------
 
 def main() -> None:
@@ -289,6 +332,11 @@ def main() -> None:
     parser.add_argument("--alerts", type=int, default=20_000, help="alerts per storm")
     parser.add_argument("--soak", type=int, default=100_000, help="alerts in the RSS soak (full)")
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-live", action="store_true", help="dry-run storms only")
+    parser.add_argument("--live-postgres", action="store_true",
+                        help="with --quick: a live storm on PostgreSQL too (the full run has it)")
+    parser.add_argument("--drain-timeout", type=float, default=1800.0,
+                        help="seconds a storm may take to drain before it is reported unfinished")
     args = parser.parse_args()
     rounds = 1 if args.quick else 3
     ensure_wrk()
@@ -298,12 +346,16 @@ def main() -> None:
     script.write_text(lua_script(labels))
     bare_port = free_port()
     bare = start([sys.executable, str(ROOT / "bench" / "bare_server.py"), str(bare_port)], bare_port)
-    bench_config(tmp, f"http://127.0.0.1:{bare_port}")
-    pg = None
+    # Dry-run calls no peer: the production config with every peer at the bare handler.
+    bare_url = f"http://127.0.0.1:{bare_port}"
+    dry_config = production_config(tmp / "config.yaml", bare_url, bare_url, tmp / "escalations")
+    dry_env = {**os.environ, "REMEDIATOR_WEBHOOK_TOKEN": TOKEN}
+    pg = peers = None
     if not args.no_postgres:
         from tests.support.postgres import PostgresCluster
         pg = PostgresCluster().init()
     rows: list[dict[str, Any]] = []
+    peer_seconds: list[float] = []
     try:
         run_wrk(script, bare_port, 2000, "warm")
         cpu0 = cpu_seconds(bare.pid)
@@ -317,18 +369,38 @@ def main() -> None:
         setups = [("SQLite", lambda i: f"sqlite:///{tmp}/storm{i}.db")]
         if pg is not None:
             setups.append(("PostgreSQL", lambda i: pg.create_database()))
-        for name, store in setups:
-            runs = [storm(name, store(i), pg, tmp, script, args.alerts, bare_rps)
-                    for i in range(rounds)]
+
+        def live_storm(name: str, store: str) -> dict[str, Any]:
+            nonlocal peers
+            peers = peers or LivePeers(tmp / "peers")
+            stack, seconds = peers.fresh()
+            peer_seconds.append(seconds)
+            try:
+                return storm(name, store, pg, tmp, script, args.alerts, bare_rps,
+                             live_config(stack, tmp / "live.yaml"), peers.env(), live=True,
+                             drain_timeout=args.drain_timeout)
+            finally:
+                peers.stop_stack()  # idle peers must not weigh on the next storm
+
+        def dry_storm(name: str, store: str) -> dict[str, Any]:
+            return storm(name, store, pg, tmp, script, args.alerts, bare_rps, dry_config,
+                         dry_env, drain_timeout=args.drain_timeout)
+
+        plan = [("dry-run", dry_storm, *setup) for setup in setups]
+        if not args.no_live:  # a live storm takes minutes to drain: --quick runs one
+            live_setups = setups if args.live_postgres or not args.quick else setups[:1]
+            plan += [("live", live_storm, *setup) for setup in live_setups]
+        for mode, run, name, store in plan:
+            runs = [run(f"{name}, {mode}", store(f"{mode}{i}")) for i in range(rounds)]
             runs.sort(key=lambda r: r["rps"])
-            rows.append({**runs[len(runs) // 2], "name": f"{name}, {args.alerts} alerts"})
-            print(f"{name}: " + ", ".join(f"{r['rps']:.0f} req/s p99 {r['p99']:.1f} ms "
-                                          f"{r['e2e']:.0f} decisions/s "
-                                          f"{r['bytes_per_decision']:.0f} B/decision"
-                                          for r in runs), flush=True)
+            rows.append(runs[len(runs) // 2])
+            print(f"{name}, {mode}: " + ", ".join(f"{r['rps']:.0f} req/s p99 {r['p99']:.1f} ms "
+                                                  f"{r['e2e']:.0f} decisions/s "
+                                                  f"{r['bytes_per_decision']:.0f} B/decision"
+                                                  for r in runs), flush=True)
         if not args.quick:
             soak = storm("SQLite soak", f"sqlite:///{tmp}/soak.db", pg, tmp, script, args.soak,
-                         bare_rps)
+                         bare_rps, dry_config, dry_env, drain_timeout=args.drain_timeout)
             rows.append({**soak, "name": f"SQLite, {args.soak} alerts"})
         up, loaded = startup(tmp, rounds)
         lint = lint_time(tmp, rounds)
@@ -336,11 +408,14 @@ def main() -> None:
     finally:
         bare.terminate()
         bare.wait(30)
+        if peers is not None:
+            peers.stop()
         if pg is not None:
             pg.destroy()
-    print(f"\nstorm: wrk 1 thread 8 connections, {PER_REQUEST} alerts/request, {len(labels)} "
-          f"label sets of the five systems, 10 % duplicates, 10 % resolutions; dry-run, shipped "
-          f"rules and config, log level info; {os.cpu_count()} CPUs, "
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\nstorm: {args.alerts} alerts, wrk 1 thread 8 connections, {PER_REQUEST} alerts/request, "
+          f"{len(labels)} label sets of the five systems, 10 % duplicates, 10 % resolutions; "
+          f"shipped rules and config, log level info; {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}; median of {rounds}")
     print(f"{'':24}{'req/s':>8}{'alerts/s':>10}{'x bare':>8}{'p50 ms':>8}{'p99 ms':>8}"
           f"{'decisions/s':>13}{'x bare':>8}{'drain s':>9}{'RSS MB':>8}{'B/decision':>11}"
@@ -354,6 +429,11 @@ def main() -> None:
               f"{r['bytes_per_decision']:11.0f}{r['log_bytes_per_decision']:10.0f}")
     print(f"wrk is not the bottleneck: the bare handler used {bare_cpu:.0%} of a core, wrk "
           f"{wrk_cpu:.0%}")
+    for r in rows:
+        print(what_decisions_did(r))
+    if peer_seconds:
+        print(f"live peers (bench/live_peers.py) started in {statistics.median(peer_seconds):.0f} s "
+              "each, outside the measured storms")
     print(f"start-up to ready, {loaded} playbooks in 1000 files: {up:.2f} s (floor < 0.5 s)")
     print(f"lint (validate_paths) of 1000 files: {lint:.2f} s (floor < 1 s)")
     print("matching, microseconds per alert: " + ", ".join(

@@ -249,7 +249,7 @@ class Stack:
 
         self.say("remediator serve --mode live with the project's rules/")
         self.worker = self._own(Worker(self._dir("worker"), worker_port,
-                                       self._worker_settings(worker_url), self._worker_env()))
+                                       self._worker_settings(worker_url), self.worker_env()))
         self.worker.start()
 
         self.prometheus.wait_for_targets(timeout=30)
@@ -328,7 +328,9 @@ class Stack:
             "operators": operators_config(self.root),
         }
 
-    def _worker_env(self) -> dict[str, str]:
+    def worker_env(self) -> dict[str, str]:
+        """What `remediator serve` needs to reach the peers (also bench/storm_bench.py's live
+        storm): kubeconfig, S3 endpoint, DOCKER_HOST, the Services proxy, the token file."""
         env = {k: v for k, v in os.environ.items()
                if k not in UNSET_ENV and not k.startswith("REMEDIATOR_")}
         env.update(FAKE_ENV)
