@@ -255,27 +255,39 @@ def start_wait(port: int, proc: subprocess.Popen, timeout: float = 60) -> float:
     raise SystemExit("server did not become ready")
 
 
-def startup(tmp: Path, runs: int) -> tuple[float, int]:
+def startup(tmp: Path, runs: int) -> tuple[float, float, int]:
+    """Seconds to ready with the rules parse cache (`rules_cache`, beside the store) and
+    without it. Bytecode is compiled beforehand, as in an installed package (pip compiles
+    it; PYTHONDONTWRITEBYTECODE, if set here, would make every start compile the sources)."""
     rules = tmp / "startup-rules"
-    rules.mkdir()
+    rules.mkdir(exist_ok=True)
     generate(rules, 1000)
-    cfg = tmp / "startup.yaml"
-    cfg.write_text("guards: {namespaces: {allow: [shop, pay]}}\n")
-    samples = []
-    for i in range(runs):
-        port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "remediator.cli", "serve", "--listen", f"127.0.0.1:{port}",
-             "--store", f"sqlite:///{tmp}/startup{i}.db", "--rules", str(rules), "--config", str(cfg)],
-            env={**os.environ, "REMEDIATOR_WEBHOOK_TOKEN": TOKEN, "REMEDIATOR_LOG_LEVEL": "warning"},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            samples.append(start_wait(port, proc))
-            loaded = int(metrics(port).get("remediator_rules_loaded", 0))
-        finally:
-            proc.terminate()
-            proc.wait(60)
-    return statistics.median(samples), loaded
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(REMEDIATOR_WEBHOOK_TOKEN=TOKEN, REMEDIATOR_LOG_LEVEL="warning",
+               PYTHONPYCACHEPREFIX=str(tmp / "pycache"))
+    settings = {"cache": "auto", "none": "''"}  # rules_cache: beside the store, or none
+    samples: dict[str, list[float]] = {name: [] for name in settings}
+    loaded = 0
+    for i in range(runs + 1):  # the first start of each compiles bytecode, fills the cache
+        for name, setting in settings.items():
+            cfg = tmp / f"startup-{name}.yaml"
+            cfg.write_text(f"guards: {{namespaces: {{allow: [shop, pay]}}}}\n"
+                           f"rules_cache: {setting}\n")
+            port = free_port()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "remediator.cli", "serve", "--listen", f"127.0.0.1:{port}",
+                 "--store", f"sqlite:///{tmp}/startup-{name}{i}.db", "--rules", str(rules),
+                 "--config", str(cfg)],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                took = start_wait(port, proc)
+                if i:
+                    samples[name].append(took)
+                loaded = int(metrics(port).get("remediator_rules_loaded", 0))
+            finally:
+                proc.terminate()
+                proc.wait(60)
+    return statistics.median(samples["cache"]), statistics.median(samples["none"]), loaded
 
 
 def lint_time(tmp: Path, runs: int) -> float:
@@ -326,6 +338,11 @@ def what_decisions_did(r: dict[str, Any]) -> str:
 
 # --- the run ---------------------------------------------------------------------------------
 
+def startup_line(up: float, cold: float, loaded: int) -> str:
+    return (f"start-up to ready, {loaded} playbooks in 1000 files: {up:.2f} s (floor < 0.5 s; "
+            f"without the parse cache {cold:.2f} s; load average {os.getloadavg()[0]:.1f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one storm per store, no soak")
@@ -337,8 +354,13 @@ def main() -> None:
                         help="with --quick: a live storm on PostgreSQL too (the full run has it)")
     parser.add_argument("--drain-timeout", type=float, default=1800.0,
                         help="seconds a storm may take to drain before it is reported unfinished")
+    parser.add_argument("--only", choices=["startup"], help="measure start-up only")
     args = parser.parse_args()
     rounds = 1 if args.quick else 3
+    if args.only == "startup":
+        up, cold, loaded = startup(Path(tempfile.mkdtemp(prefix="remediator-storm-")), 5)
+        print(startup_line(up, cold, loaded))
+        return
     ensure_wrk()
     tmp = Path(tempfile.mkdtemp(prefix="remediator-storm-"))
     labels = alert_label_sets()
@@ -402,7 +424,7 @@ def main() -> None:
             soak = storm("SQLite soak", f"sqlite:///{tmp}/soak.db", pg, tmp, script, args.soak,
                          bare_rps, dry_config, dry_env, drain_timeout=args.drain_timeout)
             rows.append({**soak, "name": f"SQLite, {args.soak} alerts"})
-        up, loaded = startup(tmp, rounds)
+        up, cold, loaded = startup(tmp, rounds)
         lint = lint_time(tmp, rounds)
         match = matching(tmp, labels)
     finally:
@@ -434,7 +456,7 @@ def main() -> None:
     if peer_seconds:
         print(f"live peers (bench/live_peers.py) started in {statistics.median(peer_seconds):.0f} s "
               "each, outside the measured storms")
-    print(f"start-up to ready, {loaded} playbooks in 1000 files: {up:.2f} s (floor < 0.5 s)")
+    print(startup_line(up, cold, loaded))
     print(f"lint (validate_paths) of 1000 files: {lint:.2f} s (floor < 1 s)")
     print("matching, microseconds per alert: " + ", ".join(
         f"{n} playbooks {us:.1f}" for n, us in match.items()) + " (floor: flat)")

@@ -41,6 +41,7 @@ class Config:
     store_password: str = ""  # PostgreSQL; else libpq's environment (PGPASSWORD, PGPASSFILE)
     store_lease: float = 30.0  # PostgreSQL: a dead replica's work is taken over after this
     rules: list[str] = field(default_factory=lambda: ["rules"])
+    rules_cache: str = "auto"  # parsed rule files between start-ups (playbooks/parse_cache.py)
     webhook_token: str = ""
     basic_auth_username: str = ""
     basic_auth_password: str = ""

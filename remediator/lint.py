@@ -279,7 +279,7 @@ def _alert_rules(source: Source) -> tuple[list[tuple[tuple[Any, ...], dict]], Pr
 
 def _is_list_match(result: Validation, pb: Playbook) -> bool:
     source, at = result.origins[pb.order]
-    return (*at, "match", "alertname", 0) in source.positions
+    return source.has((*at, "match", "alertname", 0))
 
 
 def _yaml_files(paths: Iterable[str]) -> list[tuple[str, bool]]:

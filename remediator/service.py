@@ -23,6 +23,7 @@ from .executor import Executor
 from .guards import APPROVAL, PENDING, Guards, decide_approval
 from .metrics import Metrics
 from .playbooks.index import RuleSet
+from .playbooks.parse_cache import ParseCache, cache_directory
 from .playbooks.validate import RulesError, load_rules
 from .slots import Slots
 from .store import open_store
@@ -68,7 +69,7 @@ class Service:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def start(self, dispatch: bool = True) -> None:
-        self.rules = load_rules(self.config.rules, set(self.sinks))
+        self.rules = load_rules(self.config.rules, set(self.sinks), self._parse_cache())
         await self.store.open()
         guards = Guards(self.store, self.config.guards, clock=self.clock, sleep=self.sleep,
                         precondition=precondition_check(self.backends))
@@ -117,7 +118,7 @@ class Service:
     def reload(self) -> str:
         """Swap in a new rule set if it is valid; otherwise keep serving the old one."""
         try:
-            rules = load_rules(self.config.rules, set(self.sinks))
+            rules = load_rules(self.config.rules, set(self.sinks), self._parse_cache())
         except RulesError as exc:
             self.last_reload = {"at": self.clock(), "ok": False, "error": str(exc)}
             self.metrics.reloads.labels("failure").inc()
@@ -131,6 +132,10 @@ class Service:
         self.last_reload = {"at": self.clock(), "ok": True, "error": ""}
         log.info("rules reloaded: %d playbooks", len(rules))
         return f"loaded {len(rules)} playbooks"
+
+    def _parse_cache(self) -> ParseCache | None:
+        directory = cache_directory(self.config.rules_cache, self.config.store)
+        return ParseCache(directory) if directory else None
 
     # --- intake and dispatch -----------------------------------------------------------
 

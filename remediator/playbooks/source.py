@@ -58,6 +58,13 @@ class Problem:
                 "severity": self.severity, "message": self.message}
 
 
+def position_key(path: Path) -> str:
+    """A path as the key of `Source.positions`: a string, so that positions are plain JSON
+    (playbooks/parse_cache.py) and cost no tuple per node. (A key holding these separators
+    could share a path with another; that would only misplace a problem's line.)"""
+    return "".join(f"\x1e{p}" if isinstance(p, int) else f"\x1f{p}" for p in path)
+
+
 @dataclass
 class Source:
     """One parsed YAML file: its data and the (line, col) of every path in it.
@@ -68,14 +75,21 @@ class Source:
 
     file: str
     data: Any
-    positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    positions: dict[str, int] = field(default_factory=dict)  # position_key -> line << 32 | col
     problems: list[Problem] = field(default_factory=list)  # found while loading (duplicate keys)
+
+    def has(self, path: Path) -> bool:
+        return position_key(path) in self.positions
 
     def where(self, path: Path) -> tuple[int, int]:
         # Fall back to the nearest ancestor that has a position.
-        while path not in self.positions and path:
+        while True:
+            found = self.positions.get(position_key(path))
+            if found is not None:
+                return found >> 32, found & 0xFFFFFFFF
+            if not path:
+                return 1, 1
             path = path[:-1]
-        return self.positions.get(path, (1, 1))
 
     def problem(self, path: Path, severity: str, message: str) -> Problem:
         line, col = self.where(path)
@@ -105,7 +119,7 @@ def load_source(file: str, text: str) -> Source:
         raise SourceError(Problem(file, 1, 1, "error", f"YAML: {exc}")) from None
     source = Source(file=file, data=None)
     if node is not None:
-        source.data = _Converter(source, merges="<<" in text).convert(node, (), node)
+        source.data = _Converter(source, merges="<<" in text).convert(node, (), "", node)
     return source
 
 
@@ -116,30 +130,33 @@ class _Converter:
         self.count = 0
         self.merged: dict[int, int] = {}
 
-    def convert(self, node: yaml.Node, path: Path, at: yaml.Node) -> Any:
-        """Build plain data from `node`, recording `at` (the key, for mapping values)."""
+    def convert(self, node: yaml.Node, path: Path, key: str, at: yaml.Node) -> Any:
+        """Build plain data from `node` at `path` (`key`: its position_key), recording `at`
+        (the key, for mapping values)."""
         self.count += 1
         if self.count > MAX_NODES:
             raise SourceError(self._problem(node, f"more than {MAX_NODES} YAML nodes "
                                                   "(alias expansion?)"))
-        self.source.positions[path] = (at.start_mark.line + 1, at.start_mark.column + 1)
+        self.source.positions[key] = (at.start_mark.line + 1) << 32 | (at.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             result: dict[str, Any] = {}
             merged = self._flatten(node)  # merged entries come first; own keys override them
             seen: set[str] = set()
             for index, (key_node, value_node) in enumerate(node.value):
-                key = str(self._scalar(key_node))
-                if index >= merged and key in seen:
-                    first = self.source.where((*path, key))
+                name = str(self._scalar(key_node))
+                if index >= merged and name in seen:
+                    first = self.source.where((*path, name))
                     self.source.problems.append(self._problem(
-                        key_node, f"duplicate key {key!r} (first at line {first[0]}); "
+                        key_node, f"duplicate key {name!r} (first at line {first[0]}); "
                                   "YAML keeps only the last one"))
                 if index >= merged:
-                    seen.add(key)
-                result[key] = self.convert(value_node, (*path, key), key_node)
+                    seen.add(name)
+                result[name] = self.convert(value_node, (*path, name), f"{key}\x1f{name}",
+                                            key_node)
             return result
         if isinstance(node, yaml.SequenceNode):
-            return [self.convert(item, (*path, i), item) for i, item in enumerate(node.value)]
+            return [self.convert(item, (*path, i), f"{key}\x1e{i}", item)
+                    for i, item in enumerate(node.value)]
         return self._scalar(node)
 
     def _flatten(self, node: yaml.MappingNode) -> int:

@@ -24,6 +24,7 @@ from ..actions.registry import ACTIONS, PLUGIN_PROBLEMS, get_action
 from .index import RuleSet
 from .matchers import Matcher, MatcherError, parse_matcher
 from .models import Playbook, build_playbook
+from .parse_cache import ParseCache
 from .schema import FILE, check_shape, did_you_mean
 from .source import Path, Problem, Source, SourceError, load_source
 
@@ -88,10 +89,12 @@ def is_test_file(path: str | FsPath) -> bool:
     return FsPath(path).name.endswith(TEST_FILE_SUFFIXES)
 
 
-def validate_paths(paths: Iterable[str], known_sinks: set[str] | None = None) -> Validation:
+def validate_paths(paths: Iterable[str], known_sinks: set[str] | None = None,
+                   cache: ParseCache | None = None) -> Validation:
     """Every problem in the rule set at `paths`, and the playbooks that have no error.
 
-    `known_sinks`: the configured escalation sinks; None skips that check.
+    `known_sinks`: the configured escalation sinks; None skips that check. `cache`: where
+    files parsed before are found (parsing only: every file is validated).
     """
     result = Validation()
     # A broken plugin refuses the rule set: running without an action someone installed
@@ -105,7 +108,9 @@ def validate_paths(paths: Iterable[str], known_sinks: set[str] | None = None) ->
             except (OSError, UnicodeDecodeError) as exc:
                 result.problems.append(Problem(file, 1, 1, "error", f"cannot read: {exc}"))
                 continue
-            validate_text(file, text, result, known_sinks)
+            validate_text(file, text, result, known_sinks, cache)
+    if cache is not None:
+        cache.save()
     _check_across(result)
     result.problems.sort()
     return result
@@ -126,17 +131,23 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def load_rules(paths: Iterable[str], known_sinks: set[str] | None = None) -> RuleSet:
+def load_rules(paths: Iterable[str], known_sinks: set[str] | None = None,
+               cache: ParseCache | None = None) -> RuleSet:
     """Validate and index; raise RulesError if anything is an error."""
-    result = validate_paths(paths, known_sinks)
+    with _collector_paused():
+        result = validate_paths(paths, known_sinks, cache)
+        # The parsed sources are garbage now; freed before the collector resumes, its
+        # catching up walks the rule set only, not a million objects already dead.
+        result.origins.clear()
     if not result.ok:
         raise RulesError(result.problems)
     return RuleSet(result.playbooks, warnings=result.problems)
 
 
-def validate_text(file: str, text: str, into: Validation, known_sinks: set[str] | None) -> None:
+def validate_text(file: str, text: str, into: Validation, known_sinks: set[str] | None,
+                  cache: ParseCache | None = None) -> None:
     try:
-        source = load_source(file, text)
+        source = cache.load(file, text) if cache is not None else load_source(file, text)
     except SourceError as exc:
         into.problems.append(exc.problem)
         return

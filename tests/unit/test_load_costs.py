@@ -4,12 +4,14 @@ same templates and matchers (speed itself is measured in bench/, never asserted 
 from __future__ import annotations
 
 import gc
+import os
 from pathlib import Path
 
 from remediator import templating
 from remediator.playbooks import source
 from remediator.playbooks.matchers import parse_matcher
-from remediator.playbooks.validate import validate_paths
+from remediator.playbooks.parse_cache import ParseCache, cache_directory
+from remediator.playbooks.validate import Validation, validate_paths
 
 PLAYBOOK = """\
 playbooks:
@@ -68,3 +70,82 @@ def test_a_failed_load_leaves_the_garbage_collector_running(tmp_path):
     (tmp_path / "worse.yaml").write_bytes(b"\xff\xfe not utf-8")
     assert not validate_paths([str(tmp_path)]).ok
     assert gc.isenabled()
+
+
+# --- the parse cache (serve's `rules_cache`) ------------------------------------------------
+
+def _load(paths: list[Path], cache_dir: Path, make: bool = True) -> tuple[ParseCache, Validation]:
+    if make:
+        cache_dir.mkdir(exist_ok=True, parents=True)
+    cache = ParseCache(str(cache_dir))
+    return cache, validate_paths([str(p) for p in paths], cache=cache)
+
+
+def _same(a: Validation, b: Validation) -> None:
+    assert a.problems == b.problems  # the same warnings at the same file:line:col
+    assert a.playbooks == b.playbooks
+
+
+def test_a_second_load_parses_nothing_and_still_validates_everything(tmp_path):
+    rules = _write(tmp_path / "rules", 20)
+    (rules / "warns.yaml").write_text(PLAYBOOK.format(i=99).replace(" | promql_str", ""))
+    fresh = validate_paths([str(rules)])
+    first, one = _load([rules], tmp_path / "cache")
+    assert (first.hits, first.misses) == (0, 21)
+    assert _parses([rules]) > 0
+    templating._analyse.cache_clear()
+    second, two = _load([rules], tmp_path / "cache")
+    assert (second.hits, second.misses) == (21, 0)
+    assert templating._analyse.cache_info().misses > 0  # validated again, from cached data
+    _same(fresh, one)
+    _same(fresh, two)
+    assert [p.line for p in fresh.problems] == [9, 13]  # located from the cache too
+
+
+def test_a_changed_file_is_parsed_again_and_an_invalid_change_refused(tmp_path):
+    rules = _write(tmp_path / "rules", 3)
+    _load([rules], tmp_path / "cache")
+    (rules / "pb001.yaml").write_text(PLAYBOOK.format(i=1).replace("cooldown: 10m", "cooldown: 1h"))
+    cache, result = _load([rules], tmp_path / "cache")
+    assert (cache.hits, cache.misses) == (2, 1)
+    assert result.ok and result.playbooks[1].guards["cooldown"] == "1h"
+    (rules / "pb001.yaml").write_text(PLAYBOOK.format(i=1).replace("    guards:\n", "    gaurds:\n"))
+    cache, result = _load([rules], tmp_path / "cache")
+    assert cache.misses == 1 and not result.ok
+    assert any("gaurds" in p.message for p in result.problems)
+
+
+def test_a_cache_another_user_could_write_is_not_read(tmp_path):
+    rules = _write(tmp_path / "rules", 2)
+    cache, _ = _load([rules], tmp_path / "cache")
+    os.chmod(cache.path, 0o666)
+    again, result = _load([rules], tmp_path / "cache")
+    assert (again.hits, again.misses) == (0, 2) and result.ok
+
+
+def test_a_damaged_or_foreign_cache_costs_a_parse_never_the_rule_set(tmp_path):
+    rules = _write(tmp_path / "rules", 2)
+    cache, _ = _load([rules], tmp_path / "cache")
+    header, first, second = Path(cache.path).read_text().splitlines()
+    Path(cache.path).write_text(f"{header}\n{first[:70]}\n{second}\n")  # one line cut short
+    again, result = _load([rules], tmp_path / "cache")
+    assert (again.hits, again.misses) == (1, 1) and result.ok
+    Path(cache.path).write_text(f"another-parser\n{first}\n{second}\n")
+    other, result = _load([rules], tmp_path / "cache")
+    assert (other.hits, other.misses) == (0, 2) and result.ok
+
+
+def test_a_missing_cache_directory_loads_as_without_one_and_is_not_made(tmp_path):
+    rules = _write(tmp_path / "rules", 2)
+    cache, result = _load([rules], tmp_path / "missing", make=False)
+    assert result.ok and cache.misses == 2
+    assert not (tmp_path / "missing").exists()
+
+
+def test_the_cache_lives_beside_a_sqlite_store_unless_told_otherwise():
+    assert cache_directory("auto", "sqlite:///data/r.db") == "data"
+    assert cache_directory("auto", "sqlite:///r.db") == "."
+    assert cache_directory("auto", "sqlite://") is None
+    assert cache_directory("auto", "postgresql://db/remediator") is None
+    assert cache_directory("", "sqlite:///r.db") is None
+    assert cache_directory("/cache", "postgresql://db/remediator") == "/cache"
