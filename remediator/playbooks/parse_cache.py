@@ -96,12 +96,13 @@ class ParseCache:
         body = "".join([self.version, "\n", *(f"{k} {v}\n" for k, v in new.items())])
         tmp = f"{self.path}.{os.getpid()}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(body)
             os.replace(tmp, self.path)
             for name in os.listdir(self.directory):  # another version's: never read again
-                if name.startswith(PREFIX) and os.path.join(self.directory, name) != self.path:
+                if name.startswith(PREFIX) and name.endswith(".jsonl") \
+                        and os.path.join(self.directory, name) != self.path:
                     os.unlink(os.path.join(self.directory, name))
         except OSError as exc:  # no such directory, read-only: start-up as before
             log.debug("rules parse cache not written: %s", exc)
