@@ -10,8 +10,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.request import getproxies
 
 import aiohttp
+from aiohttp.helpers import netrc_from_env
 
 
 @dataclass
@@ -28,7 +30,7 @@ class Backends:
         if self._session is None or self._session.closed:
             timeout = aiohttp.ClientTimeout(total=self.http_timeout)
             # trust_env: HTTP(S)_PROXY / NO_PROXY are honoured, as every HTTP tool does.
-            self._session = aiohttp.ClientSession(timeout=timeout, trust_env=True)
+            self._session = aiohttp.ClientSession(timeout=timeout, trust_env=_env_configures_http())
         return self._session
 
     def cached(self, name: str, factory: Any) -> Any:
@@ -49,3 +51,13 @@ class Backends:
             if callable(close):
                 close()
         self._cache.clear()
+
+
+def _env_configures_http() -> bool:
+    """Whether aiohttp's `trust_env` can change a request here: a proxy variable or a netrc
+    file. Without either (the usual case) it changes nothing and only costs: aiohttp then
+    looks both up again in a worker thread for every request, two thread round trips that
+    were most of the CPU of an `http.request` call."""
+    proxies = getproxies()
+    return any(scheme in proxies for scheme in ("http", "https", "ws", "wss")) \
+        or netrc_from_env() is not None
