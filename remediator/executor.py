@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
@@ -49,8 +49,13 @@ class StepRecord:
     duration_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """What is journaled, shown and templated: secrets (headers, URL credentials) redacted."""
-        return redact.value(asdict(self))
+        """What is journaled, shown and templated: secrets (headers, URL credentials) redacted.
+        The redaction copies every container already (`dataclasses.asdict` deep-copied each
+        value first, every leaf string included, for a copy thrown away)."""
+        return redact.value({name: getattr(self, name) for name in _RECORD_FIELDS})
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(StepRecord))
 
 
 @dataclass
