@@ -5,12 +5,18 @@ playbook's templates are compiled once, not per decision."""
 from __future__ import annotations
 
 import asyncio
+import copy
+import logging
 import re
 import time
 
+import aiohttp
 from aiohttp import web
 
 from remediator import templating
+from remediator.actions.backends import Backends
+from remediator.actions.base import ActionContext, check_params
+from remediator.actions.registry import ACTIONS
 from remediator.config import Config
 from remediator.service import Service
 from remediator.store import open_store
@@ -180,54 +186,16 @@ def test_a_live_decision_on_postgres_takes_a_counted_number_of_statements(tmp_pa
     """The statements PostgreSQL runs for one live decision with one mutation, counted at the
     server (CPU per decision is what limits two replicas on a small machine). A first run
     has no journal to read: its execution was not recorded, so none of its steps were."""
-    calls: list[int] = []
-
-    async def sink(request: web.Request) -> web.Response:
-        calls.append(1)
-        return web.Response(status=202)
-
     url = postgres_cluster.create_database()
     postgres_cluster.sql(f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET log_statement = 'all'")
     log = postgres_cluster.dir / "server.log"
-    port = free_port()
-    rules = write_rules(tmp_path / "rules", LIVE_RULES % f"http://127.0.0.1:{port}/restart")
-    cfg = Config(rules=[str(rules)], store=url, webhook_token=TOKEN, mode="live",
-                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards(budget_max=100))
-    w = InProcessWorker(cfg).start()
-    runner: list[web.AppRunner] = []
-
-    async def serve() -> None:
-        app = web.Application()
-        app.router.add_post("/restart", sink)
-        runner.append(web.AppRunner(app, access_log=None))
-        await runner[0].setup()
-        await web.TCPSite(runner[0], "127.0.0.1", port).start()
-
     n = 20
-
-    def storm(tag: str) -> None:
-        body = notification(*(alert("WebDown", deployment=f"{tag}{i}", fingerprint=f"{tag}{i}")
-                              for i in range(n)))
-        done = len(calls) + n
-        assert w.post_alerts(body)[0] == 202
-        deadline = time.monotonic() + 60
-        while len(calls) < done and time.monotonic() < deadline:
-            time.sleep(0.05)
-        w.wait_idle()
-
-    try:
-        w.call(serve())
+    with _LiveStorm(tmp_path, url, n) as storm:
         storm("warm")  # connections opened and their types introspected, startup work done
         offset = log.stat().st_size
         storm("counted")
         ran = _statements(log.read_bytes()[offset:].decode(errors="replace"))
-        decisions = w.call(w.service.store.list_executions(100))
-        assert len(decisions) == 2 * n and {d["outcome"] for d in decisions} == {"succeeded"}
-        assert len(calls) == 2 * n
-    finally:
-        if runner:
-            w.call(runner[0].cleanup())
-        w.stop()
+        assert len(storm.decided()) == 2 * n
 
     def per(prefix: str) -> float:
         return sum(s.startswith(prefix) for s in ran) / n
@@ -243,9 +211,144 @@ def test_a_live_decision_on_postgres_takes_a_counted_number_of_statements(tmp_pa
     assert per("UPDATE inbox SET state='done'") == 1
     claims = per("WITH c AS (SELECT id, state FROM inbox")
     assert 0 < claims <= 1
+    # (and a new pooled connection's type introspection, once per connection)
     decision_path = [s for s in ran if not s.startswith(("SELECT count(*)", "UPDATE locks",
-                                                          "UPDATE inbox SET lease_until"))]
+                                                          "UPDATE inbox SET lease_until",
+                                                          "WITH RECURSIVE typeinfo_tree"))
+                     and "set_config('jit'" not in s]
     # the intake's transaction, shared by the notification's alerts, and the claims aside:
     # 11 statements per decision (12 before the journal read of a first run was skipped)
     assert sum(not s.startswith(("WITH c AS", "BEGIN", "SET LOCAL", "INSERT INTO inbox",
                                  "COMMIT")) for s in decision_path) == 11 * n, ran
+
+
+def test_a_live_decision_calls_over_one_session_without_thread_trips_or_deep_copies(
+        tmp_path, monkeypatch):
+    """What a live decision costs in remediator's own code beyond a dry run's, counted: its
+    call goes over the one shared session (its pooled connection), with no trip to a worker
+    thread (aiohttp's `trust_env` looked the proxy and netrc up in one for every request,
+    though the environment configured neither: most of the call's CPU), and its step
+    records are copied once, by the redaction (`dataclasses.asdict` deep-copied each first)."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "WS_PROXY", "WSS_PROXY", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    sessions: list[object] = []
+    trips: list[object] = []
+    copies: list[object] = []
+    _count(monkeypatch, aiohttp.ClientSession, "__init__", sessions)
+    _count(monkeypatch, asyncio.BaseEventLoop, "run_in_executor", trips)
+    _count(monkeypatch, copy, "deepcopy", copies)
+    n = 10
+    with _LiveStorm(tmp_path, f"sqlite:///{tmp_path}/l.db", n) as storm:
+        storm("warm")  # the session is made on first use
+        del sessions[:], trips[:], copies[:]
+        storm("counted")
+        assert sessions == [] and trips == [] and copies == []
+        decisions = storm.decided()
+        assert len(decisions) == 2 * n
+        journal = storm.worker.call(storm.worker.service.store.completed_steps(decisions[0]["id"]))
+        assert journal[0]["result"]["status"] == 202
+
+
+class _LiveStorm:
+    """A live `serve` (in process) whose playbook makes one mutating call per alert to a
+    real receiver; calling it posts `n` alerts and waits until they are decided."""
+
+    def __init__(self, tmp_path, store: str, n: int):
+        self.n, self.port, self.calls = n, free_port(), 0
+        rules = write_rules(tmp_path / "rules", LIVE_RULES % f"http://127.0.0.1:{self.port}/restart")
+        self.config = Config(rules=[str(rules)], store=store, webhook_token=TOKEN, mode="live",
+                             escalation_dir=str(tmp_path / "notes"),
+                             guards=loopback_guards(budget_max=100))
+
+    def __enter__(self) -> _LiveStorm:
+        self.worker = InProcessWorker(self.config).start()
+        self.runner: web.AppRunner | None = None
+        try:
+            self.worker.call(self._serve())
+        except BaseException:
+            self.worker.stop()
+            raise
+        return self
+
+    async def _serve(self) -> None:
+        async def receive(request: web.Request) -> web.Response:
+            self.calls += 1
+            return web.Response(status=202)
+
+        app = web.Application()
+        app.router.add_post("/restart", receive)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    def __call__(self, tag: str) -> None:
+        body = notification(*(alert("WebDown", deployment=f"{tag}{i}", fingerprint=f"{tag}{i}")
+                              for i in range(self.n)))
+        done = self.calls + self.n
+        assert self.worker.post_alerts(body)[0] == 202
+        deadline = time.monotonic() + 60
+        while self.calls < done and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.worker.wait_idle()
+        assert self.calls == done
+
+    def decided(self) -> list[dict]:
+        """Every decision so far, each of which made its call and succeeded."""
+        decisions = self.worker.call(self.worker.service.store.list_executions(1000))
+        assert len(decisions) == self.calls and {d["outcome"] for d in decisions} == {"succeeded"}
+        return decisions
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.runner is not None:
+                self.worker.call(self.runner.cleanup())
+        finally:
+            self.worker.stop()
+
+
+def _count(monkeypatch, owner: object, name: str, into: list[object]) -> None:
+    """Record each call of `owner.name`, which still runs."""
+    real = getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        into.append(args[:1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+
+
+def test_an_http_proxy_in_the_environment_is_still_used(run, tmp_path, monkeypatch):
+    """The shared session honours HTTP_PROXY as every HTTP tool does (the environment is
+    read when the session is made, not on every request)."""
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    seen: list[str] = []
+
+    async def proxy(request: web.Request) -> web.Response:  # a forward proxy's side of it
+        seen.append(f"{request.method} {request.url}")
+        return web.json_response({"ok": True})
+
+    async def scenario() -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", proxy)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        backends = Backends()
+        try:
+            ctx = ActionContext(backends=backends, log=logging.getLogger("t"), execution_id="e")
+            params, problems = check_params(ACTIONS["http.request"], {
+                "url": "http://upstream.invalid:8080/check", "expect_json": {"ok": True}},
+                rendered=True)
+            assert not problems
+            result = await ACTIONS["http.request"].run(params, ctx)
+        finally:
+            await backends.close()
+            await runner.cleanup()
+        assert result["status"] == 200
+        assert seen == ["GET http://upstream.invalid:8080/check"]
+    run(scenario())
