@@ -228,7 +228,8 @@ def test_a_live_decision_calls_over_one_session_without_thread_trips_or_deep_cop
     call goes over the one shared session (its pooled connection), with no trip to a worker
     thread (aiohttp's `trust_env` looked the proxy and netrc up in one for every request,
     though the environment configured neither: most of the call's CPU), and its step
-    records are copied once, by the redaction (`dataclasses.asdict` deep-copied each first)."""
+    records are copied once, by the redaction (`dataclasses.asdict` deep-copied each first);
+    its admission counts the limits in the store's index, however many events they hold."""
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "WS_PROXY", "WSS_PROXY", "NETRC"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
@@ -243,8 +244,13 @@ def test_a_live_decision_calls_over_one_session_without_thread_trips_or_deep_cop
     with _LiveStorm(tmp_path, f"sqlite:///{tmp_path}/l.db", n) as storm:
         storm("warm")  # the session is made on first use
         del sessions[:], trips[:], copies[:]
+        statements: list[str] = []
+        storm.worker.call(_trace(storm.worker.service, statements))
         storm("counted")
         assert sessions == [] and trips == [] and copies == []
+        # the rate limit and the budget are counted in their index, no event read into Python
+        admissions = [s for s in statements if "FROM events WHERE kind=" in s]
+        assert len(admissions) == 2 * n and all(s.startswith("SELECT count(*)") for s in admissions)
         decisions = storm.decided()
         assert len(decisions) == 2 * n
         journal = storm.worker.call(storm.worker.service.store.completed_steps(decisions[0]["id"]))
