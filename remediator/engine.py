@@ -9,6 +9,7 @@ completed step.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import logging
 import time
@@ -22,15 +23,19 @@ from .actions.base import ActionContext, check_params, render_params
 from .actions.registry import ACTIONS
 from .alerts import Alert, Group, utcnow_iso
 from .escalation import Escalator
-from .executor import Executor, StepRecord
-from .guards import PENDING, Block, GuardContext, Guards, decide_approval
+from .executor import Executor, Refused, StepRecord
+from .guards import PENDING, RESOLVED_BLOCK, Block, GuardContext, Guards, decide_approval
 from .inflight import InFlight
 from .metrics import Metrics
 from .playbooks.index import RuleSet
 from .playbooks.models import Playbook, Step, Target
-from .store.base import InboxItem, Store, StoreUnavailable
+from .store.base import Event, InboxItem, Store, StoreUnavailable
 
 log = logging.getLogger("remediator.engine")
+# (execution id, inbox item id) of the alert this task processes: that execution's final
+# record also marks the item done, in one write; None once it has.
+_finishing: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
+    "finishing", default=None)
 
 
 @dataclass
@@ -47,16 +52,26 @@ class Engine:
     inflight: InFlight = field(default_factory=InFlight)
 
     async def process(self, item: InboxItem) -> list[dict[str, Any]]:
-        """All decisions for one acknowledged alert."""
+        """All decisions for one acknowledged alert; the item is done once they are final
+        (its last decision's final record marks it done, in the same write)."""
         alert = Alert.from_dict(item.alert)
         group = Group(**_group_kwargs(item.group))
         playbooks = self.rules.match(alert.labels, alert.status)
-        if not playbooks:
-            decision = self._decision(_execution_id(item.dedupe_key, ""), alert, None)
-            decision.update(outcome="no_match", reason="no playbook matches this alert")
-            await self._finish(decision)
-            return [decision]
-        return [await self.execute(pb, alert, group, item.dedupe_key) for pb in playbooks]
+        last = _execution_id(item.dedupe_key, playbooks[-1].name if playbooks else "")
+        token = _finishing.set((last, item.id))
+        try:
+            if playbooks:
+                decisions = [await self.execute(pb, alert, group, item.dedupe_key)
+                             for pb in playbooks]
+            else:
+                decision = self._decision(last, alert, None)
+                decision.update(outcome="no_match", reason="no playbook matches this alert")
+                decisions = [await self._finish(decision)]
+            if _finishing.get() is not None:  # its last execution was final already
+                await self.store.finish(item.id)
+            return decisions
+        finally:
+            _finishing.reset(token)
 
     async def execute(self, pb: Playbook, alert: Alert, group: Group,
                       dedupe_key: str) -> dict[str, Any]:
@@ -144,7 +159,7 @@ class Engine:
             pb.escalation is not None and pb.escalation.always and not resolving)
         # The guards judge the steps (a circuit counts successful remediations), not the
         # label the decision gets (`escalated` when the playbook always escalates).
-        await self.guards.after_execution(gc, "resolved" if resolving else outcome)
+        events = await self.guards.after_execution(gc, "resolved" if resolving else outcome)
         if outcome == "succeeded":
             if resolving:
                 outcome = "resolved"
@@ -153,13 +168,7 @@ class Engine:
             elif wants_note:
                 outcome = "escalated"
         decision["outcome"] = outcome
-        return await self._finish(decision, escalate=wants_note)
-
-    async def _episode_resolved(self, gc: GuardContext) -> bool:
-        """The alert's resolution is in (being processed here, or acknowledged and queued,
-        as when a backlog is drained after an outage): the problem went away."""
-        return self.inflight.resolved(gc.episode) or await self.store.received(
-            replace(gc.alert, status="resolved").dedupe_key)
+        return await self._finish(decision, escalate=wants_note, events=events)
 
     async def _firing_stopped(self, alert: Alert, timeout: float) -> None:
         """Until the episode's firing alert is no longer processed anywhere: a firing run on
@@ -324,9 +333,10 @@ class Engine:
             record.detail = "refused: " + "; ".join(m for _, m in problems)
             return record
         record.mutating = action.mutates(params)
-        if record.mutating and gc.alert.status == "firing" and await self._episode_resolved(gc):
-            record.outcome = "cancelled"
-            record.detail = "not run: the alert's resolution had already been received"
+        # The alert's resolution is in (being processed here; acknowledged and queued, as when
+        # a backlog is drained after an outage, the admission says): the problem went away.
+        if record.mutating and gc.alert.status == "firing" and self.inflight.resolved(gc.episode):
+            record.outcome, record.detail = "cancelled", RESOLVED_BLOCK.detail
             return record
         if record.mutating and step.target is not None:
             # The step changes its own object: its lock, cooldown and rate limit are that
@@ -339,6 +349,9 @@ class Engine:
         if record.mutating or action.scope(params):  # evidence writes, not mutating
             block = (await self.guards.before_mutation(gc, step, params) if record.mutating
                      else self.guards.scope(step, params))
+            if block is RESOLVED_BLOCK:
+                record.outcome, record.detail = "cancelled", block.detail
+                return record
             if block is not None:
                 record.outcome, record.guard, record.detail = "blocked", block.guard, block.detail
                 return record
@@ -349,7 +362,11 @@ class Engine:
         record.outcome = "running"  # the intent, journaled once a call slot is held
 
         async def intent() -> None:
-            await self.store.save_step(*journal, record.to_dict())
+            # A change is journaled only while automation is not paused, checked in that very
+            # write: a pause thrown on any replica since the admission stops it here.
+            if not await self.store.save_step(*journal, record.to_dict(),
+                                              unless_paused=record.mutating):
+                raise Refused(await self.guards.paused_since_admission(gc))
 
         actx = ActionContext(backends=self.backends, log=log, execution_id=gc.execution_id,
                              step=step.name,
@@ -391,7 +408,8 @@ class Engine:
             self.metrics.guard_blocks.labels(block.guard).inc()
         return await self._finish(decision, escalate=block.escalate)
 
-    async def _finish(self, decision: dict[str, Any], escalate: bool = False) -> dict[str, Any]:
+    async def _finish(self, decision: dict[str, Any], escalate: bool = False,
+                      events: list[Event] | None = None) -> dict[str, Any]:
         decision["finished_at"] = utcnow_iso()
         decision["reason"] = redact.text(decision.get("reason") or "")
         if escalate and self.escalator is not None and decision.get("playbook"):
@@ -407,7 +425,12 @@ class Engine:
                 decision["escalation"] = {"severity": "warning", "deliveries": {},
                                           "error": redact.text(f"{type(exc).__name__}: {exc}"),
                                           "note": ""}
-        await self.store.save_execution(decision)
+        finishing = _finishing.get()
+        if finishing is not None and finishing[0] == decision["id"]:
+            await self.store.save_execution(decision, events, finishes=finishing[1])
+            _finishing.set(None)
+        else:
+            await self.store.save_execution(decision, events)
         if self.metrics:
             self.metrics.executions.labels(decision.get("playbook") or "", decision["outcome"]).inc()
         log.info("decision %s%s", decision["outcome"],

@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
@@ -25,8 +25,19 @@ from .actions.base import Action, ActionContext, ActionError, maybe_applied
 from .alerts import utcnow_iso
 from .slots import Slots
 
+if TYPE_CHECKING:
+    from .guards import Block
+
 # A runner performs the action call; the default calls the real backend.
 Runner = Callable[[Action, dict[str, Any], ActionContext], Awaitable[dict[str, Any]]]
+
+
+class Refused(Exception):
+    """The intent was refused at the last moment (a guard's `block`): the call is not made."""
+
+    def __init__(self, block: Block):
+        super().__init__(str(block))
+        self.block = block
 
 
 async def live_runner(action: Action, params: dict[str, Any], ctx: ActionContext) -> dict:
@@ -100,7 +111,8 @@ class Executor:
             async with asyncio.timeout(timeout) as deadline:
                 async for attempt in AsyncRetrying(
                     stop=stop, wait=wait, reraise=True,
-                    retry=retry_if_exception(lambda exc: action.may_retry(params, exc)),
+                    retry=retry_if_exception(lambda exc: not isinstance(exc, Refused)
+                                             and action.may_retry(params, exc)),
                 ):
                     with attempt:
                         record.attempts += 1
@@ -112,6 +124,10 @@ class Executor:
                         calling = False
             record.outcome = "succeeded"
             record.detail = action.describe(params).replace("would ", "", 1)
+        except Refused as exc:  # at the first attempt, before its call: nothing happened
+            record.outcome, record.guard, record.detail = "blocked", exc.block.guard, \
+                exc.block.detail
+            record.attempts, failure = 0, None
         except TimeoutError as exc:
             record.outcome = "failed"
             if deadline.expired():

@@ -23,7 +23,7 @@ from .actions.base import parse_duration
 from .actions.registry import ACTIONS
 from .alerts import Alert
 from .playbooks.models import Playbook, Step
-from .store.base import Event, Limit, Store
+from .store.base import PAUSE, PAUSED, RESOLVED, Event, Limit, Store
 
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 # An approval that will never come: the guard that says so, and why.
@@ -47,6 +47,11 @@ class Block:
 
     def __str__(self) -> str:
         return f"{self.guard}: {self.detail}"
+
+
+# Not a guard: the alert resolved before its mutation could start, so it is not run.
+RESOLVED_BLOCK = Block("resolved", "not run: the alert's resolution had already been received",
+                       escalate=False)
 
 
 @dataclass
@@ -127,10 +132,14 @@ class Guards:
                 return block
         return None
 
-    async def after_execution(self, gc: GuardContext, outcome: str) -> None:
+    async def after_execution(self, gc: GuardContext, outcome: str) -> list[Event]:
+        """Release the target; return the events to record with the final decision (a
+        success, which the circuit counts): in the same write, so a crash never counts one
+        twice."""
         await self.release(gc)
         if outcome == "succeeded" and gc.mode == "live" and gc.target:
-            await self.store.record_event("success", gc.circuit, self.clock())
+            return [("success", gc.circuit, self.clock(), {})]
+        return []
 
     async def on_resolved(self, gc: GuardContext) -> None:
         """A resolution withdraws approvals still pending for this alert's executions, in the
@@ -142,13 +151,18 @@ class Guards:
                                           self.clock())
 
     async def _paused(self, gc: GuardContext) -> Block | None:
-        state = await self.store.get_state("paused")
+        state = await self.store.get_state(PAUSE)
         if self.settings.paused or (state and state.get("paused")):
             who = f" by {state['by']}" if state and state.get("by") else ""
             # Paused automation must not silence humans: the note says so and what would run.
             return Block("paused", f"automation is paused{who}; alerts are recorded, "
                                    "nothing runs")
         return None
+
+    async def paused_since_admission(self, gc: GuardContext) -> Block:
+        """The block when the store found automation paused at a mutation's last moment."""
+        return await self._paused(gc) or Block("paused", "automation was paused before this "
+                                                         "change could start; it did not run")
 
     async def _time_window(self, gc: GuardContext) -> Block | None:
         windows = gc.playbook.guards.get("time_windows")
@@ -259,22 +273,38 @@ class Guards:
 
     async def before_mutation(self, gc: GuardContext, step: Step,
                               params: dict[str, Any]) -> Block | None:
-        """Admit a mutation or say why not. In live mode the counted limits (rate limit,
-        cooldown, budget) are checked and the mutation reserved in them by one atomic
-        `Store.admit`: executions running at the same time, on any replica, can never both
-        take the last place of a limit, and admissions on unrelated targets never wait for
-        each other. A step with its own target (`gc.target` is then that object) also
-        takes its lock."""
-        if step.target is not None and (block := await self._lock(gc, wait=False)) is not None:
-            return replace(block, escalate=True)  # stopped halfway: a human must know
-        for check in (self._paused_mutation, self._scope, self._approval):
-            if (block := await check(gc, step, params)) is not None:
-                return block
+        """Admit a mutation or say why not (a firing alert's resolution already received:
+        RESOLVED_BLOCK). In live mode the counted limits (rate limit, cooldown, budget) are
+        checked and the mutation reserved in them by one atomic `Store.admit`: executions
+        running at the same time, on any replica, can never both take the last place of a
+        limit, and admissions on unrelated targets never wait for each other. A step with
+        its own target (`gc.target` is then that object) also takes its lock."""
+        resolution = (replace(gc.alert, status="resolved").dedupe_key
+                      if gc.alert.status == "firing" else None)
+        # Live, with no lock to take or approval to ask and nothing configured against it:
+        # the admission itself reads the resolution and the pause, in the same statement
+        # and in the same order as the checks below, which otherwise read them one by one.
+        folded = (gc.mode == "live" and step.target is None and not step.approval
+                  and not self.settings.paused and await self._scope(gc, step, params) is None)
+        if not folded:
+            if resolution is not None and await self.store.received(resolution):
+                return RESOLVED_BLOCK
+            if step.target is not None and (block := await self._lock(gc, wait=False)):
+                return replace(block, escalate=True)  # stopped halfway: a human must know
+            for check in (self._paused_mutation, self._scope, self._approval):
+                if (block := await check(gc, step, params)) is not None:
+                    return block
         counted = (self._rate_limit, self._cooldown, self._budget)
         for _ in range(3):
             if gc.mode == "live":  # an attempt counts even if it fails: it touched the target
                 limits, events = self._reservation(gc, step)
-                if await self.store.admit(limits, events) is None:
+                admitted = await self.store.admit(limits, events, unless_paused=folded,
+                                                  unless_received=resolution if folded else None)
+                if admitted == RESOLVED:
+                    return RESOLVED_BLOCK
+                if admitted == PAUSED:
+                    return await self.paused_since_admission(gc)
+                if admitted is None:
                     return None
             # Refused (or dry-run): the checks say which limit, with its numbers.
             for check in counted:

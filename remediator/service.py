@@ -27,7 +27,7 @@ from .playbooks.parse_cache import ParseCache, cache_directory
 from .playbooks.validate import RulesError, load_rules
 from .slots import Slots
 from .store import open_store
-from .store.base import Enqueued, InboxItem, LeaseLost, StoreUnavailable
+from .store.base import PAUSE, Enqueued, InboxItem, LeaseLost, StoreUnavailable
 
 log = logging.getLogger("remediator.service")
 
@@ -199,8 +199,7 @@ class Service:
         delay = self.store_retry_first
         while True:
             try:
-                decisions = await self.engine.process(item)
-                break
+                return await self.engine.process(item)  # it finishes the item
             except asyncio.CancelledError:
                 raise  # shutdown: the item stays running and resumes after restart
             except LeaseLost as exc:
@@ -217,14 +216,12 @@ class Service:
             except Exception:
                 # A bug must not wedge the inbox: record it, finish the item, keep serving.
                 log.exception("internal error processing alert %s", item.dedupe_key)
-                decisions = []
-                break
-        await self.store.finish(item.id)
-        return decisions
+                await self.store.finish(item.id)
+                return []
 
     async def _age_gauges(self, now: float) -> None:
         """What the self-monitoring rules alert on: something left waiting for hours."""
-        pause = await self.store.get_state("paused") or {}
+        pause = await self.store.get_state(PAUSE) or {}
         paused_at = pause.get("at", now) if pause.get("paused") else None
         if self.config.guards.paused:
             paused_at = min(paused_at or self._started_at, self._started_at)
@@ -276,7 +273,7 @@ class Service:
 
     async def pause(self, paused: bool, by: str) -> None:
         """The kill switch, shared by every replica through the store."""
-        await self.store.put_state("paused", {"paused": paused, "by": by, "at": self.clock()})
+        await self.store.put_state(PAUSE, {"paused": paused, "by": by, "at": self.clock()})
         log.warning("automation %s by %s", "PAUSED" if paused else "resumed", by)
 
     async def reset_circuits(self, target: str, playbook: str, by: str) -> list[str]:

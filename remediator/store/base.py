@@ -58,6 +58,10 @@ class Limit:
 
 # An event to record: (kind, key, at, data).
 Event = tuple[str, str, float, dict[str, Any]]
+# The kill switch's state key: its value's `paused` says whether automation is paused.
+PAUSE = "paused"
+# Why `Store.admit` refused before counting any limit.
+PAUSED, RESOLVED = "paused", "resolved"
 
 
 @dataclass(frozen=True)
@@ -122,10 +126,21 @@ class Store(Protocol):
         ...
 
     # executions: the audit trail, shaped as the contract's decision JSON
-    async def save_execution(self, decision: dict[str, Any]) -> None: ...
+    async def save_execution(self, decision: dict[str, Any], events: list[Event] | None = None,
+                             finishes: int | None = None) -> None:
+        """Record the decision, with `events`, and mark inbox item `finishes` done (as
+        `finish`), in one atomic write: a final decision and its item's completion are
+        recorded together or not at all."""
+        ...
+
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None: ...
     async def list_executions(self, limit: int = 100, **filters: Any) -> list[dict[str, Any]]: ...
-    async def save_step(self, execution_id: str, index: int, step: dict[str, Any]) -> None: ...
+    async def save_step(self, execution_id: str, index: int, step: dict[str, Any],
+                        unless_paused: bool = False) -> bool:
+        """Journal a step record; with `unless_paused`, only if automation is not paused
+        (`PAUSE`) when it is written, checked in the same write. False if not written."""
+        ...
+
     async def completed_steps(self, execution_id: str) -> dict[int, dict[str, Any]]: ...
 
     # guard state: events (timestamps per key) and key/value state
@@ -139,10 +154,13 @@ class Store(Protocol):
         """How many events `events_since` would return, without reading them all."""
         ...
 
-    async def admit(self, limits: list[Limit], events: list[Event]) -> int | None:
+    async def admit(self, limits: list[Limit], events: list[Event], unless_paused: bool = False,
+                    unless_received: str | None = None) -> int | str | None:
         """Record `events` if every limit holds, atomically across every process sharing the
         store (two admissions can never both take a limit's last place); else record
-        nothing and return the index of the first limit reached."""
+        nothing and return the index of the first limit reached. Before the limits, in the
+        same write: RESOLVED if an alert with the dedupe key `unless_received` was
+        acknowledged, then PAUSED if `unless_paused` and automation is paused (`PAUSE`)."""
         ...
 
     async def get_state(self, key: str) -> dict[str, Any] | None: ...

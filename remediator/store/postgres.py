@@ -38,7 +38,18 @@ import asyncpg
 
 from ..alerts import utcnow_iso
 from . import packing
-from .base import Enqueued, Event, InboxItem, LeaseLost, Limit, StoreUnavailable, redact
+from .base import (
+    PAUSE,
+    PAUSED,
+    RESOLVED,
+    Enqueued,
+    Event,
+    InboxItem,
+    LeaseLost,
+    Limit,
+    StoreUnavailable,
+    redact,
+)
 
 log = logging.getLogger("remediator.store")
 T = TypeVar("T")
@@ -126,6 +137,28 @@ MIGRATIONS = [
         END LOOP;
         INSERT INTO events (kind, key, at, data) SELECT * FROM unnest(e_kind, e_key, e_at, e_data);
         RETURN NULL;
+    END $$;
+    """,
+    # 4: what a mutation's admission must also know, read in the same statement: the alert's
+    # resolution was acknowledged (-2), automation is paused (-1). An overload: replicas of the
+    # previous version, still running during a rolling update, keep calling the one above.
+    """
+    CREATE FUNCTION remediator_admit(l_kind TEXT[], l_key TEXT[], l_since DOUBLE PRECISION[],
+                                     l_max INTEGER[], l_unless TEXT[], e_kind TEXT[],
+                                     e_key TEXT[], e_at DOUBLE PRECISION[], e_data TEXT[],
+                                     pause_key TEXT, resolution TEXT)
+    RETURNS INTEGER LANGUAGE plpgsql AS $$
+    BEGIN
+        IF resolution IS NOT NULL AND EXISTS (SELECT 1 FROM inbox WHERE dedupe_key = resolution)
+        THEN
+            RETURN -2;
+        END IF;
+        IF pause_key IS NOT NULL AND EXISTS (SELECT 1 FROM state WHERE key = pause_key
+                                             AND (value::jsonb ->> 'paused') = 'true') THEN
+            RETURN -1;
+        END IF;
+        RETURN remediator_admit(l_kind, l_key, l_since, l_max, l_unless, e_kind, e_key, e_at,
+                                e_data);
     END $$;
     """,
 ]
@@ -541,23 +574,41 @@ class PostgresStore:
 
     # --- executions ----------------------------------------------------------------------
 
-    async def save_execution(self, decision: dict[str, Any]) -> None:
+    async def save_execution(self, decision: dict[str, Any], events: list[Event] | None = None,
+                             finishes: int | None = None) -> None:
+        """One statement: what goes with the decision in data-modifying CTEs."""
         text = packing.body_text(decision)
         ref = self._refs.for_body(decision, text)
-        args = [decision["id"], decision["created_at"], utcnow_iso(),
-                _searched(decision["alertname"]), decision.get("playbook"), decision["outcome"],
-                _searched(decision["fingerprint"]), packing.pack_ref(text, ref.data), ref.id]
-        # Until it is committed, the reference is inserted with its first users (one statement).
-        new = "" if ref.stored else ("WITH r AS (INSERT INTO refs (id, created, data) VALUES "
-                                     "($9, $10, $11) ON CONFLICT DO NOTHING) ")
+        args: list[Any] = [decision["id"], decision["created_at"], utcnow_iso(),
+                           _searched(decision["alertname"]), decision.get("playbook"),
+                           decision["outcome"], _searched(decision["fingerprint"]),
+                           packing.pack_ref(text, ref.data), ref.id]
+        with_ = []
+        if not ref.stored:  # until committed, a reference goes in with its first users
+            args += [ref.created, ref.data]
+            with_.append(f"r AS (INSERT INTO refs (id, created, data) VALUES ($9, ${len(args) - 1}, "
+                         f"${len(args)}) ON CONFLICT DO NOTHING)")
+        if events:
+            args += [[e[0] for e in events], [_searched(e[1]) for e in events],
+                     [e[2] for e in events], [json.dumps(e[3]) for e in events]]
+            n = len(args)
+            with_.append(f"ev AS (INSERT INTO events (kind, key, at, data) SELECT * FROM "
+                         f"unnest(${n - 3}::text[], ${n - 2}::text[], "
+                         f"${n - 1}::double precision[], ${n}::text[]))")
+        if finishes is not None:
+            args += [finishes, self.replica]
+            with_.append(f"done AS (UPDATE inbox SET state='done', owner=NULL, lease_until=NULL "
+                         f"WHERE id=${len(args) - 1} AND (owner=${len(args)} OR owner IS NULL))")
         await self._exec(
-            "journal",
-            new + "INSERT INTO executions (id, created_at, updated_at, alertname, playbook, "
+            "journal", ("WITH " + ", ".join(with_) + " " if with_ else "") +
+            "INSERT INTO executions (id, created_at, updated_at, alertname, playbook, "
             "outcome, fingerprint, packed, ref) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
             "ON CONFLICT (id) DO UPDATE SET updated_at=excluded.updated_at, "
             "outcome=excluded.outcome, body=NULL, packed=excluded.packed, ref=excluded.ref",
-            *args, *(() if ref.stored else (ref.created, ref.data)))
+            *args)
         ref.stored = True
+        if finishes is not None:
+            self._held.discard(finishes)
 
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
         found = await self._decisions("id = $1", [execution_id], 1)
@@ -593,13 +644,18 @@ class PostgresStore:
             out.append(decision)
         return out
 
-    async def save_step(self, execution_id: str, index: int, step: dict[str, Any]) -> None:
+    async def save_step(self, execution_id: str, index: int, step: dict[str, Any],
+                        unless_paused: bool = False) -> bool:
         stored = packing.pack(step, default=str)
         body, packed = (stored, None) if isinstance(stored, str) else (None, stored)
-        await self._exec("journal", "INSERT INTO steps (execution_id, idx, body, packed) VALUES "
-                                    "($1, $2, $3, $4) ON CONFLICT (execution_id, idx) DO UPDATE "
-                                    "SET body=excluded.body, packed=excluded.packed",
-                         execution_id, index, body, packed)
+        unless = (" WHERE NOT EXISTS (SELECT 1 FROM state WHERE key=$5 AND "
+                  "(value::jsonb ->> 'paused') = 'true')") if unless_paused else ""
+        status = await self._call("journal", lambda db: db.execute(
+            "INSERT INTO steps (execution_id, idx, body, packed) SELECT $1::text, $2::integer, "
+            f"$3::text, $4::bytea{unless} ON CONFLICT (execution_id, idx) DO UPDATE "
+            "SET body=excluded.body, packed=excluded.packed",
+            execution_id, index, body, packed, *((PAUSE,) if unless_paused else ())))
+        return status != "INSERT 0 0"
 
     async def completed_steps(self, execution_id: str) -> dict[int, dict[str, Any]]:
         rows = await self._call("read", lambda db: db.fetch(
@@ -624,15 +680,18 @@ class PostgresStore:
             "SELECT count(*) FROM events WHERE kind=$1 AND key=$2 AND at>=$3", kind,
             _searched(key), since))
 
-    async def admit(self, limits: list[Limit], events: list[Event]) -> int | None:
+    async def admit(self, limits: list[Limit], events: list[Event], unless_paused: bool = False,
+                    unless_received: str | None = None) -> int | str | None:
         """One statement (`remediator_admit`): its locks are held only while it runs."""
         args = ([x.kind for x in limits], [_searched(x.key) for x in limits],
                 [x.since for x in limits], [x.max for x in limits],
                 [json.dumps(x.unless) if x.unless else None for x in limits],
                 [e[0] for e in events], [_searched(e[1]) for e in events],
-                [e[2] for e in events], [json.dumps(e[3]) for e in events])
-        return await self._call("admission", lambda db: db.fetchval(
-            "SELECT remediator_admit($1, $2, $3, $4, $5, $6, $7, $8, $9)", *args))
+                [e[2] for e in events], [json.dumps(e[3]) for e in events],
+                PAUSE if unless_paused else None, unless_received)
+        got = await self._call("admission", lambda db: db.fetchval(
+            "SELECT remediator_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", *args))
+        return {-1: PAUSED, -2: RESOLVED}.get(got, got)
 
     async def get_state(self, key: str) -> dict[str, Any] | None:
         value = await self._call("read", lambda db: db.fetchval(

@@ -29,7 +29,17 @@ from typing import Any, TypeVar
 
 from ..alerts import utcnow_iso
 from . import packing
-from .base import Enqueued, Event, InboxItem, Limit, LocalCoordination, StoreUnavailable
+from .base import (
+    PAUSE,
+    PAUSED,
+    RESOLVED,
+    Enqueued,
+    Event,
+    InboxItem,
+    Limit,
+    LocalCoordination,
+    StoreUnavailable,
+)
 
 T = TypeVar("T")
 Rows = list[tuple[str, dict[str, Any], dict[str, Any]]]
@@ -452,7 +462,8 @@ class SQLiteStore(LocalCoordination):
 
     # --- executions ----------------------------------------------------------------------
 
-    async def save_execution(self, decision: dict[str, Any]) -> None:
+    async def save_execution(self, decision: dict[str, Any], events: list[Event] | None = None,
+                             finishes: int | None = None) -> None:
         text = packing.body_text(decision)
         ref = self._refs.for_body(decision, text)
         row = (decision["id"], decision["created_at"], utcnow_iso(), decision["alertname"],
@@ -468,6 +479,9 @@ class SQLiteStore(LocalCoordination):
                 "outcome, fingerprint, body, ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON "
                 "CONFLICT(id) DO UPDATE SET updated_at=excluded.updated_at, "
                 "outcome=excluded.outcome, body=excluded.body, ref=excluded.ref", row)
+            _insert_events(db, events or [])
+            if finishes is not None:
+                db.execute("UPDATE inbox SET state='done' WHERE id=?", (finishes,))
 
         await self._write(write)
         ref.stored = True
@@ -500,9 +514,18 @@ class SQLiteStore(LocalCoordination):
                                    (*args, limit)).fetchall()
         return [d for (i,) in ids if (d := self._get_execution(i)) is not None]
 
-    async def save_step(self, execution_id: str, index: int, step: dict[str, Any]) -> None:
-        await self._exec("INSERT OR REPLACE INTO steps (execution_id, idx, body) VALUES (?, ?, ?)",
-                         (execution_id, index, packing.pack(step, default=str)))
+    async def save_step(self, execution_id: str, index: int, step: dict[str, Any],
+                        unless_paused: bool = False) -> bool:
+        body = packing.pack(step, default=str)
+
+        def write(db: sqlite3.Connection) -> bool:
+            if unless_paused and _paused(db):
+                return False
+            db.execute("INSERT OR REPLACE INTO steps (execution_id, idx, body) VALUES (?, ?, ?)",
+                       (execution_id, index, body))
+            return True
+
+        return await self._write(write)
 
     async def completed_steps(self, execution_id: str) -> dict[int, dict[str, Any]]:
         return await self._run(self._steps, execution_id)
@@ -528,10 +551,12 @@ class SQLiteStore(LocalCoordination):
         return await self._scalar("SELECT count(*) FROM events WHERE kind=? AND key=? AND at>=?",
                                   (kind, key, since))
 
-    async def admit(self, limits: list[Limit], events: list[Event]) -> int | None:
+    async def admit(self, limits: list[Limit], events: list[Event], unless_paused: bool = False,
+                    unless_received: str | None = None) -> int | str | None:
         # One write callback: checked and recorded in the one connection's transaction,
         # which nothing else writes to meanwhile.
-        return await self._write(lambda db: _admit(db, limits, events))
+        return await self._write(lambda db: _admit(db, limits, events, unless_paused,
+                                                   unless_received))
 
     async def get_state(self, key: str) -> dict[str, Any] | None:
         row = await self._run(self._one, "SELECT value FROM state WHERE key=?", (key,))
@@ -591,7 +616,13 @@ def _migrate(db: sqlite3.Connection) -> None:
             raise
 
 
-def _admit(db: sqlite3.Connection, limits: list[Limit], events: list[Event]) -> int | None:
+def _admit(db: sqlite3.Connection, limits: list[Limit], events: list[Event],
+           unless_paused: bool = False, unless_received: str | None = None) -> int | str | None:
+    if unless_received is not None and db.execute(
+            "SELECT 1 FROM inbox WHERE dedupe_key=?", (unless_received,)).fetchall():
+        return RESOLVED
+    if unless_paused and _paused(db):
+        return PAUSED
     for index, limit in enumerate(limits):
         if limit.unless:
             rows = db.execute("SELECT data FROM events WHERE kind=? AND key=? AND at>=?",
@@ -606,6 +637,16 @@ def _admit(db: sqlite3.Connection, limits: list[Limit], events: list[Event]) -> 
                                                               limit.since, limit.max)).fetchall()[0][0]
         if counted >= limit.max:
             return index
+    _insert_events(db, events)
+    return None
+
+
+def _insert_events(db: sqlite3.Connection, events: list[Event]) -> None:
     db.executemany("INSERT INTO events (kind, key, at, data) VALUES (?, ?, ?, ?)",
                    [(kind, key, at, json.dumps(data)) for kind, key, at, data in events])
-    return None
+
+
+def _paused(db: sqlite3.Connection) -> bool:
+    """The kill switch as the guards read it (`Guards._paused`), inside a write."""
+    rows = db.execute("SELECT value FROM state WHERE key=?", (PAUSE,)).fetchall()
+    return bool(rows and json.loads(rows[0][0]).get("paused"))

@@ -17,7 +17,7 @@ import pytest
 
 from remediator.metrics import Metrics
 from remediator.store import open_store, packing, sqlite
-from remediator.store.base import Enqueued, Limit, redact
+from remediator.store.base import PAUSE, PAUSED, RESOLVED, Enqueued, Limit, redact
 from remediator.store.postgres import MIGRATIONS, PostgresStore
 
 
@@ -277,6 +277,58 @@ def test_admission_checks_and_records_atomically(run, store_url):
         assert await store.count_events("budget", "*", 0.0) == 2  # a refusal records nothing
         assert await store.count_events("target", "ns/d/api", 0.0) == 0
         assert await store.admit([Limit("budget", "*", 100.5, 1)], []) is None  # window
+        await store.close()
+
+    run(scenario())
+
+
+def test_the_last_checks_before_a_change_are_made_in_its_own_write(run, store_url):
+    """A mutation's admission refuses, reserving nothing, once the alert's resolution was
+    acknowledged (checked first) or automation is paused; its intent is not journaled
+    while paused. Each is checked inside the write it guards."""
+    async def scenario():
+        store = await _opened(store_url)
+        await store.enqueue([*_rows(1), ("k1-resolved", _alert(1, "resolved"), {})])
+        reserve = ([Limit("budget", "*", 0.0, 10)], [("budget", "*", 100.0, {})])
+        assert await store.admit(*reserve, unless_paused=True, unless_received="k9") is None
+        await store.put_state(PAUSE, {"paused": True, "by": "alice"})
+        assert await store.admit(*reserve, unless_paused=True, unless_received="k1-resolved") \
+            == RESOLVED
+        assert await store.admit(*reserve, unless_paused=True, unless_received="k9") == PAUSED
+        assert await store.count_events("budget", "*", 0.0) == 1  # refusals reserved nothing
+        assert await store.save_step("e1", 0, {"name": "s", "outcome": "running"},
+                                     unless_paused=True) is False
+        assert await store.completed_steps("e1") == {}
+        assert await store.save_step("e1", 0, {"name": "s", "outcome": "succeeded"})  # a result
+        await store.put_state(PAUSE, {"paused": False, "by": "alice"})
+        assert await store.save_step("e1", 1, {"name": "t", "outcome": "running"},
+                                     unless_paused=True) is True
+        assert sorted(await store.completed_steps("e1")) == [0, 1]
+        assert await store.admit(*reserve, unless_paused=True) is None
+        await store.close()
+
+    run(scenario())
+
+
+def test_a_final_decision_finishes_its_inbox_item_in_the_same_write(run, store_url):
+    """The final record, its events (a circuit's success) and the inbox item done: written
+    together, so a decision is recorded if and only if its alert is done."""
+    async def scenario():
+        store = await _opened(store_url)
+        await store.enqueue(_rows(1, 2))
+        first, _ = await store.claim(2)
+        await store.save_execution(_decision("e1", "running"))
+        assert await store.held("k1")
+        await store.save_execution(_decision("e1"), [("success", "pb:t", 100.0, {})],
+                                   finishes=first.id)
+        assert (await store.get_execution("e1"))["outcome"] == "succeeded"
+        assert await store.events_since("success", "pb:t", 0.0) == [(100.0, {})]
+        assert not await store.held("k1") and await store.held("k2")
+        assert await store.pending_count() == 1
+        await store.close()  # k2 was running: the process stopped; k1 is done
+        store = await _opened(store_url)
+        await store.release_running()
+        assert [i.dedupe_key for i in await store.claim(10)] == ["k2"]
         await store.close()
 
     run(scenario())

@@ -1,0 +1,110 @@
+"""The kill switch stops a change admitted before it was thrown, on either store.
+
+A mutation is admitted (its rate-limit and budget places reserved), then waits for a call
+slot; meanwhile another replica (on SQLite: an operator through this one) pauses automation.
+The change must not start: its intent is journaled only while automation is not paused,
+checked in the very write that journals it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+import pytest
+
+from remediator.config import Config
+from remediator.store import open_store
+from remediator.store.base import PAUSE
+from tests.conftest import write_rules
+from tests.support.payloads import alert, notification
+from tests.support.procs import LOCALHOST, serve_http
+from tests.support.worker import TOKEN, InProcessWorker, loopback_guards
+
+RULES = """
+playbooks:
+  - name: restart
+    match: {alertname: WebDown}
+    target: {kind: deployment, namespace: prod, name: "{{ labels.deployment }}"}
+    guards: {rate_limit: {max: 10, window: 1h}, lock: false}
+    steps:
+      - name: restart
+        action: http.request
+        params: {url: "%s", method: POST, json: {d: "{{ labels.deployment }}"}}
+"""
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/pause.db"
+    return request.getfixturevalue("postgres_url")
+
+
+def _until(condition: Any, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_pause_after_admission_stops_the_change_before_it_starts(tmp_path, store_url):
+    calls: list[bytes] = []
+    release = threading.Event()
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            calls.append(self.rfile.read(int(self.headers["Content-Length"])))
+            release.wait(30)  # the first change holds the only call slot until released
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server, port = serve_http(Sink)
+    rules = write_rules(tmp_path / "rules", RULES % f"http://{LOCALHOST}:{port}/restart")
+    cfg = Config(rules=[str(rules)], store=store_url, webhook_token=TOKEN, mode="live",
+                 workers=1, escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    w = InProcessWorker(cfg).start()
+    store = w.service.store
+    other = None
+    try:
+        assert w.post_alerts(notification(alert("WebDown", deployment="a",
+                                                fingerprint="a")))[0] == 202
+        _until(lambda: calls, "the first change to start")
+        assert w.post_alerts(notification(alert("WebDown", deployment="b",
+                                                fingerprint="b")))[0] == 202
+        # The second change is admitted (its places reserved), and waits for the call slot.
+        _until(lambda: w.call(store.count_events("mutation", "restart:prod/deployment/b", 0)),
+               "the second change's admission")
+        if store_url.startswith("postgresql"):  # another replica throws the switch
+            other = open_store(store_url)
+            asyncio.run(_pause(other))
+        else:
+            w.call(w.service.pause(True, "alice"))
+        release.set()
+        decisions = {d["target"]: d for d in w.wait_executions(2)}
+    finally:
+        release.set()
+        w.stop()
+        server.shutdown()
+    assert len(calls) == 1 and b'"a"' in calls[0]  # only the change started before the pause
+    assert decisions["prod/deployment/a"]["outcome"] == "succeeded"
+    paused = decisions["prod/deployment/b"]
+    assert paused["outcome"] == "blocked"
+    assert paused["reason"].startswith("paused: automation is paused by alice")
+    [step] = paused["steps"]
+    assert step["outcome"] == "blocked" and step["guard"] == "paused" and step["attempts"] == 0
+
+
+async def _pause(store: Any) -> None:
+    await store.open()
+    try:
+        await store.put_state(PAUSE, {"paused": True, "by": "alice", "at": time.time()})
+    finally:
+        await store.close()
