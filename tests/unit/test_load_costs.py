@@ -149,3 +149,37 @@ def test_the_cache_lives_beside_a_sqlite_store_unless_told_otherwise():
     assert cache_directory("auto", "postgresql://db/remediator") is None
     assert cache_directory("", "sqlite:///r.db") is None
     assert cache_directory("/cache", "postgresql://db/remediator") == "/cache"
+
+
+# YAML keys that are not strings (ints, bools, nulls, floats), and keys equal only once made
+# strings: JSON could hold them differently, so each is checked against a fresh parse.
+ODD_KEYS = """\
+playbooks:
+  - name: odd-keys
+    match:
+      alertname: Odd
+      200: "x"
+      true: "y"
+    steps:
+      - name: call
+        action: http.request
+        params:
+          url: "https://deploy.example/restart"
+          headers: {1: a, "1": b, null: c, 1.5: d, 0x10: e}
+          json: {when: ~, ratio: .inf, neg: -0.0, big: 123456789012345678901234567890}
+"""
+
+
+def test_a_cached_file_validates_like_a_fresh_one_whatever_its_keys(tmp_path):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "odd.yaml").write_text(ODD_KEYS, encoding="utf-8")
+    (rules / "ok.yaml").write_text(PLAYBOOK.format(i=1).replace(
+        "cooldown: 10m", "cooldown: 10m\n      true: 1\n      200: 2"), encoding="utf-8")
+    fresh = validate_paths([str(rules)])
+    assert not fresh.ok and any("duplicate key '1'" in p.message for p in fresh.problems)
+    first, one = _load([rules], tmp_path / "cache")
+    second, two = _load([rules], tmp_path / "cache")
+    assert first.misses == 2 and second.hits == 2  # both were written, both read back
+    _same(fresh, one)
+    _same(fresh, two)
