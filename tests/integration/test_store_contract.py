@@ -277,6 +277,9 @@ def test_admission_checks_and_records_atomically(run, store_url):
         assert await store.count_events("budget", "*", 0.0) == 2  # a refusal records nothing
         assert await store.count_events("target", "ns/d/api", 0.0) == 0
         assert await store.admit([Limit("budget", "*", 100.5, 1)], []) is None  # window
+        # the window's edge: an event at `since` counts; `max` is the first refused count
+        assert await store.admit([Limit("budget", "*", 100.0, 2)], []) == 0
+        assert await store.admit([Limit("budget", "*", 100.0, 3)], []) is None
         await store.close()
 
     run(scenario())
