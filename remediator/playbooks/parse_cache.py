@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import stat
+import tempfile
 
 import yaml
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 PREFIX = "rules-parse-cache."
+TMP_SUFFIX = ".tmp"
 MAX_BYTES = 256 << 20  # read no cache file larger than this
 
 
@@ -94,20 +96,23 @@ class ParseCache:
         if not self.misses and new.keys() == old.keys():
             return
         body = "".join([self.version, "\n", *(f"{k} {v}\n" for k, v in new.items())])
-        tmp = f"{self.path}.{os.getpid()}.tmp"
+        tmp = ""
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            # A name no other start can hold: in a container serve is PID 1 every time, and
+            # a start killed mid-write must not block the next one's (mkstemp: O_EXCL, 0600).
+            fd, tmp = tempfile.mkstemp(TMP_SUFFIX, PREFIX, self.directory)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(body)
             os.replace(tmp, self.path)
-            for name in os.listdir(self.directory):  # another version's: never read again
-                if name.startswith(PREFIX) and name.endswith(".jsonl") \
-                        and os.path.join(self.directory, name) != self.path:
+            for name in os.listdir(self.directory):  # another version's: never read again;
+                if name.startswith(PREFIX) and name.endswith((".jsonl", TMP_SUFFIX)) \
+                        and os.path.join(self.directory, name) != self.path:  # or cut short
                     os.unlink(os.path.join(self.directory, name))
         except OSError as exc:  # no such directory, read-only: start-up as before
             log.debug("rules parse cache not written: %s", exc)
             with contextlib.suppress(OSError):
-                os.unlink(tmp)
+                if tmp:
+                    os.unlink(tmp)
 
     def _read(self) -> dict[str, str]:
         try:

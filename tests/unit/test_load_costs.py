@@ -183,3 +183,18 @@ def test_a_cached_file_validates_like_a_fresh_one_whatever_its_keys(tmp_path):
     assert first.misses == 2 and second.hits == 2  # both were written, both read back
     _same(fresh, one)
     _same(fresh, two)
+
+
+def test_a_write_cut_short_does_not_disable_the_cache(tmp_path):
+    """In a container serve is PID 1 at every start: a start killed while writing the cache
+    left a temporary file under the very name the next start would create."""
+    rules = _write(tmp_path / "rules", 2)
+    cache, _ = _load([rules], tmp_path / "cache")
+    Path(f"{cache.path}.{os.getpid()}.tmp").write_text("cut short")
+    for name in os.listdir(tmp_path / "cache"):  # as if no start had finished its write
+        if name.endswith(".jsonl"):
+            os.unlink(tmp_path / "cache" / name)
+    _load([rules], tmp_path / "cache")
+    again, result = _load([rules], tmp_path / "cache")
+    assert (again.hits, again.misses) == (2, 0) and result.ok
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [Path(cache.path).name]
