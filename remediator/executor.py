@@ -18,8 +18,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
-
 from . import redact
 from .actions.base import Action, ActionContext, ActionError, maybe_applied
 from .alerts import utcnow_iso
@@ -96,32 +94,27 @@ class Executor:
                 await intent()
                 intent = None
             calling = True  # stays set if the deadline cancels the call
-        backoff = wait_exponential(multiplier=self.retry_wait, max=self.retry_wait_max)
-
-        def wait(state: RetryCallState) -> float:  # never sooner than the server asked
-            return max(backoff(state), _asked(state) or 0.0)
-
-        def stop(state: RetryCallState) -> bool:
-            # A Retry-After reaching past the deadline: fail now rather than sleep into it.
-            asked = _asked(state)
-            return state.attempt_number >= attempts or (
-                asked is not None and loop.time() + asked >= deadline.when())
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout) as deadline:
-                async for attempt in AsyncRetrying(
-                    stop=stop, wait=wait, reraise=True,
-                    retry=retry_if_exception(lambda exc: not isinstance(exc, Refused)
-                                             and action.may_retry(params, exc)),
-                ):
-                    with attempt:
-                        record.attempts += 1
-                        try:
-                            record.result = await self._call(action, params, ctx, ready)
-                        except Exception as exc:
-                            failure, calling = exc, False
+                while True:
+                    record.attempts += 1
+                    try:
+                        record.result = await self._call(action, params, ctx, ready)
+                        break
+                    except Exception as exc:
+                        failure, calling = exc, False
+                        # Retried only while it may be, never sooner than the server asked
+                        # (Retry-After); an ask reaching past the deadline fails now rather
+                        # than sleep into it.
+                        asked = getattr(exc, "retry_after", None)
+                        if (isinstance(exc, Refused) or not action.may_retry(params, exc)
+                                or record.attempts >= attempts
+                                or (asked is not None
+                                    and loop.time() + asked >= deadline.when())):
                             raise
-                        calling = False
+                    await asyncio.sleep(max(self._backoff(record.attempts), asked or 0.0))
+                calling = False
             record.outcome = "succeeded"
             record.detail = action.describe(params).replace("would ", "", 1)
         except Refused as exc:  # at the first attempt, before its call: nothing happened
@@ -157,6 +150,10 @@ class Executor:
         record.duration_seconds = round(time.monotonic() - started, 4)
         return record
 
+    def _backoff(self, attempts: int) -> float:
+        """The wait after `attempts` failed attempts: retry_wait, doubling, at most retry_wait_max."""
+        return min(self.retry_wait * 2 ** (attempts - 1), self.retry_wait_max)
+
     async def _call(self, action: Action, params: dict[str, Any], ctx: ActionContext,
                     ready: Callable[[], Awaitable[None]]) -> dict:
         if self.slots is None:
@@ -166,8 +163,3 @@ class Executor:
             await ready()
             return await self.runner(action, params, replace(ctx, sleep=slot.sleep)) or {}
 
-
-def _asked(state: RetryCallState) -> float | None:
-    """The delay the failed attempt's server asked for (Retry-After), if it did."""
-    exc = state.outcome.exception() if state.outcome else None
-    return getattr(exc, "retry_after", None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import copy
+import inspect
 import logging
 import re
 import time
@@ -238,7 +239,9 @@ def test_a_live_decision_calls_over_one_session_without_thread_trips_or_deep_cop
     though the environment configured neither: most of the call's CPU), and its step
     records are copied once, by the redaction (`dataclasses.asdict` deep-copied each first);
     its admission counts the limits in the store's index, however many events they hold; its
-    templates render without merging the sandbox's globals again (half of a render's CPU)."""
+    templates render without merging the sandbox's globals again (half of a render's CPU);
+    its call is retried by a plain loop (tenacity inspected and wrapped its callbacks on
+    every attempt)."""
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "WS_PROXY", "WSS_PROXY", "NETRC"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
@@ -251,14 +254,17 @@ def test_a_live_decision_calls_over_one_session_without_thread_trips_or_deep_cop
     _count(monkeypatch, copy, "deepcopy", copies)
     merges: list[object] = []  # Jinja's globals, merged per render (its ChainMap) before
     _count(monkeypatch, collections.ChainMap, "__iter__", merges)
+    inspections: list[object] = []  # a retry library's, wrapping its callbacks per attempt
+    _count(monkeypatch, inspect, "iscoroutinefunction", inspections)
     n = 10
     with _LiveStorm(tmp_path, f"sqlite:///{tmp_path}/l.db", n) as storm:
         storm("warm")  # the session is made on first use
-        del sessions[:], trips[:], copies[:], merges[:]
+        del sessions[:], trips[:], copies[:], merges[:], inspections[:]
         statements: list[str] = []
         storm.worker.call(_trace(storm.worker.service, statements))
         storm("counted")
         assert sessions == [] and trips == [] and copies == [] and merges == []
+        assert inspections == []
         # the rate limit and the budget are counted in their index, no event read into Python
         admissions = [s for s in statements if "FROM events WHERE kind=" in s]
         assert len(admissions) == 2 * n and all(s.startswith("SELECT count(*)") for s in admissions)
