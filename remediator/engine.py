@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import redact, template_context, templating
+from . import redact, template_context, templating, turns
 from .actions.backends import Backends
 from .actions.base import ActionContext, check_params, render_params
 from .actions.registry import ACTIONS
@@ -266,6 +266,7 @@ class Engine:
                 records.append(done)
                 ctx["steps"][step.name] = template_context.step_view(done)
                 continue
+            await turns.take()  # a step is a chunk of its own (dry-run: no write between)
             record = await self._run_step(step, ctx, gc, journal=(decision["id"], index))
             journaled = record.to_dict()  # redacted once: recorded, shown and templated
             records.append(journaled)
@@ -413,6 +414,7 @@ class Engine:
         decision["finished_at"] = utcnow_iso()
         decision["reason"] = redact.text(decision.get("reason") or "")
         if escalate and self.escalator is not None and decision.get("playbook"):
+            await turns.take()  # rendering the note is a chunk of its own
             pb = self.rules.get(decision["playbook"])
             try:
                 decision["escalation"] = await self.escalator.escalate(

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from . import turns
 from .actions.backends import Backends
 from .actions.checks import precondition_check
 from .alerts import Alert, Notification
@@ -196,6 +197,7 @@ class Service:
 
     async def _process(self, item: InboxItem) -> list[dict[str, Any]]:
         assert self.engine is not None
+        await turns.take()  # an alert's first chunk waits for processing's turn too
         delay = self.store_retry_first
         while True:
             try:

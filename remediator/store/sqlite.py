@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .. import turns
 from ..alerts import utcnow_iso
 from . import packing
 from .base import (
@@ -201,6 +202,7 @@ class SQLiteStore(LocalCoordination):
         Group commit: every write issued in the same loop iteration (webhook requests,
         journal entries, guard events) shares one transaction, yet no caller continues
         before its write is committed, so a step's intent is on disk before the step runs.
+        Any caller but intake then waits for processing's turn (turns.py).
         """
         if self._db is None:
             raise StoreUnavailable("store is not open")
@@ -210,7 +212,10 @@ class SQLiteStore(LocalCoordination):
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
-        return await future
+        result = await future
+        if not intake:
+            await turns.take()
+        return result
 
     def _flush(self) -> None:
         self._flush_scheduled = False

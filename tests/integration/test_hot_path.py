@@ -1,6 +1,7 @@
 """The storm's hot path, counted (never timed): intake has priority over processing in the
-store's group commit, the dispatcher starts a bounded number of executions at once, and a
-playbook's templates are compiled once, not per decision."""
+store's group commit and on the event loop (processing takes turns: one chunk per loop
+iteration), the dispatcher starts a bounded number of
+executions at once, and a playbook's templates are compiled once, not per decision."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import time
 import aiohttp
 from aiohttp import web
 
-from remediator import templating
+from remediator import templating, turns
 from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext, check_params
 from remediator.actions.registry import ACTIONS
@@ -124,6 +125,74 @@ def test_the_dispatcher_claims_a_bounded_batch_and_templates_compile_once(tmp_pa
     assert len(claims) >= 60 // Service.claim_batch
     # a dry run's decision is written once (no `running` record first: nothing is called)
     assert sum(s.startswith("INSERT INTO executions") for s in statements) == 60
+
+
+def _iterations() -> list[int]:
+    """A counter of the running loop's iterations (a callback that runs once in each)."""
+    loop, count = asyncio.get_running_loop(), [0]
+
+    def tick() -> None:
+        count[0] += 1
+        loop.call_soon(tick)
+
+    loop.call_soon(tick)
+    return count
+
+
+def test_processing_takes_one_chunk_per_loop_iteration(run):
+    async def scenario():
+        iteration = _iterations()
+        ran: list[int] = []
+
+        async def execution() -> None:
+            for _ in range(3):
+                await turns.take()
+                ran.append(iteration[0])
+
+        tasks = [asyncio.ensure_future(execution()) for _ in range(10)]
+        await asyncio.sleep(0)
+        tasks[3].cancel()  # a waiter cancelled (shutdown) passes its turn on
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert len(ran) == 27 and len(set(ran)) == 27  # every chunk ran, each in an iteration of its own
+    run(scenario())
+
+
+def test_a_webhooks_loop_iterations_carry_at_most_one_decision_each(tmp_path, monkeypatch):
+    """A storm's backlog being processed while webhooks arrive: no two decisions start in
+    one loop iteration (before, the dispatcher started a claim's batch of 4 in one, and a
+    commit resumed 4 more, so each of a 202's iterations waited behind several decisions'
+    CPU). Every alert is still decided."""
+    rules = write_rules(tmp_path / "rules", RULES)
+    cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
+                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    w = InProcessWorker(cfg).start()
+    engine = w.service.engine
+    assert engine is not None
+    process, started = engine.process, []
+    iteration = w.call(_count_iterations())
+
+    async def counted_process(item):  # type: ignore[no-untyped-def]
+        started.append(iteration[0])
+        return await process(item)
+
+    monkeypatch.setattr(engine, "process", counted_process)
+    try:
+        backlog = notification(*(alert("WebDown", deployment=f"web{i}", team="a",
+                                       fingerprint=f"b{i}") for i in range(200)))
+        assert w.post_alerts(backlog)[0] == 202
+        for i in range(20):
+            assert w.post_alerts(notification(alert("WebDown", deployment=f"x{i}", team="a",
+                                                    fingerprint=f"x{i}")))[0] == 202
+        w.wait_idle()
+        assert len(w.wait_executions(220)) == 220  # nothing lost, the backlog drained
+    finally:
+        w.stop()
+    assert len(started) == 220
+    assert collections.Counter(started).most_common(1)[0][1] == 1, started
+
+
+async def _count_iterations() -> list[int]:
+    return _iterations()
 
 
 async def _trace(service: Service, statements: list[str]) -> None:
