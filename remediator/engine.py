@@ -414,6 +414,11 @@ class Engine:
         decision["finished_at"] = utcnow_iso()
         decision["reason"] = redact.text(decision.get("reason") or "")
         if escalate and self.escalator is not None and decision.get("playbook"):
+            # The target is released already: a success the circuit counts is recorded
+            # before the note goes out, or a slow sink lets the playbook run on it again.
+            for kind, key, at, data in events or ():
+                await self.store.record_event(kind, key, at, data)
+            events = None
             await turns.take()  # rendering the note is a chunk of its own
             pb = self.rules.get(decision["playbook"])
             try:

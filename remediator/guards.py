@@ -135,7 +135,7 @@ class Guards:
     async def after_execution(self, gc: GuardContext, outcome: str) -> list[Event]:
         """Release the target; return the events to record with the final decision (a
         success, which the circuit counts): in the same write, so a crash never counts one
-        twice."""
+        twice (before it, when a note is delivered first: Engine._finish)."""
         await self.release(gc)
         if outcome == "succeeded" and gc.mode == "live" and gc.target:
             return [("success", gc.circuit, self.clock(), {})]

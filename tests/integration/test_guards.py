@@ -361,3 +361,34 @@ def test_history_retention_is_configurable_and_at_least_a_day():
         load_config(env={"REMEDIATOR_HISTORY_RETENTION": "1h"})
     with pytest.raises(ConfigError, match="history_retention must be at least inbox_retention"):
         load_config(env={"REMEDIATOR_HISTORY_RETENTION": "2d", "REMEDIATOR_INBOX_RETENTION": "7d"})
+
+
+def test_a_success_counts_for_the_circuit_while_its_note_goes_out(tmp_path, run):
+    """The target is released once the steps are done; a success the circuit must count is
+    recorded before a note is delivered, not after (a slow sink must not let the same
+    playbook run again on the target past its circuit breaker meanwhile)."""
+    h = Harness(tmp_path, "{rate_limit: {max: 10, window: 1h}, "
+                          "circuit_breaker: {max_refires: 1, window: 1h}}", always=True)
+    run(h.start())
+    escalator = h.service.engine.escalator
+    deliver, sending, delivered = escalator.escalate, asyncio.Event(), asyncio.Event()
+
+    async def slow_sink(decision: dict, pb: Any, deliver_: bool = True) -> dict:
+        if not sending.is_set():  # the first note: held until the second alert is decided
+            sending.set()
+            await delivered.wait()
+        return await deliver(decision, pb, deliver=deliver_)
+
+    escalator.escalate = lambda decision, pb, deliver=True: slow_sink(decision, pb, deliver)
+
+    async def scenario() -> tuple[list[dict], list[dict]]:
+        first = asyncio.create_task(h.fire(web(0), at=0))
+        await sending.wait()
+        again = await h.fire(web(5), at=300)  # the alert fires again while the note goes out
+        delivered.set()
+        return await first, again
+
+    [one], [two] = run(scenario())
+    assert one["outcome"] == "escalated" and len(h.calls) == 1
+    assert two["outcome"] == "blocked" and two["reason"].startswith("circuit_open"), two
+    run(h.service.stop())
