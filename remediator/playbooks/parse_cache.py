@@ -2,8 +2,8 @@
 a thousand files, and between two start-ups almost none of them change.
 
 It caches parsing only. An entry is found by the SHA-256 of a file's text, in a cache file
-whose name and header carry the parser's version (this module's format, the code that
-parses and PyYAML's version and C extension), so a stale entry cannot be found: a changed
+whose name and header carry the parser's version (this module's and source.py's code,
+PyYAML's version and C extension), so a stale entry cannot be found: a changed
 file is a different key, a changed parser a different cache. Everything taken from it goes
 through the whole validator, exactly like a freshly parsed file (the validator's result
 depends on plugins and configuration, so it is never cached). The cache is JSON, never
@@ -24,22 +24,23 @@ import tempfile
 import yaml
 
 from . import source as _source
-from .source import Problem, Source, load_source
+from .source import Problem, Source, load_source, packed_positions
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
 PREFIX = "rules-parse-cache."
 TMP_SUFFIX = ".tmp"
 MAX_BYTES = 256 << 20  # read no cache file larger than this
 
 
 def _parser_version() -> str:
-    with open(_source.__file__, "rb") as f:
-        code = f.read()
+    """What a cached parse depends on: this module's and source.py's code, and PyYAML."""
+    code = []
+    for module in (__file__, _source.__file__):
+        with open(module, "rb") as f:
+            code.append(f.read())
     return hashlib.sha256(b"\0".join([
-        str(FORMAT).encode(), code, yaml.__version__.encode(),
-        str(getattr(yaml, "__with_libyaml__", False)).encode(),
+        *code, yaml.__version__.encode(), str(getattr(yaml, "__with_libyaml__", False)).encode(),
     ])).hexdigest()[:16]
 
 
@@ -136,8 +137,8 @@ def _encode(found: Source) -> str | None:
     """One line of JSON, or None for data JSON cannot hold exactly (a date, binary)."""
     problems = [[p.line, p.col, p.severity, p.message] for p in found.problems]
     try:
-        return json.dumps([found.data, found.positions, problems], separators=(",", ":"),
-                          allow_nan=True)
+        return json.dumps([found.data, packed_positions(found.positions), problems],
+                          separators=(",", ":"), allow_nan=True)
     except (TypeError, ValueError):
         return None
 
@@ -145,7 +146,7 @@ def _encode(found: Source) -> str | None:
 def _decode(file: str, line: str) -> Source | None:
     try:
         data, positions, problems = json.loads(line)
-        if not isinstance(positions, dict):
+        if not isinstance(positions, str):
             return None
         return Source(file, data, positions, [Problem(file, *p) for p in problems])
     except (TypeError, ValueError):  # not a line this code wrote: parse the file instead

@@ -58,6 +58,11 @@ class Problem:
                 "severity": self.severity, "message": self.message}
 
 
+def packed_positions(positions: dict[str, int]) -> str:
+    """`Source.positions` as one string, which costs the parse cache one object per file."""
+    return "".join(f"\n{key}\t{at}" for key, at in positions.items()) + "\n"
+
+
 def position_key(path: Path) -> str:
     """A path as the key of `Source.positions`: a string, so that positions are plain JSON
     (playbooks/parse_cache.py) and cost no tuple per node. (A key holding these separators
@@ -75,21 +80,32 @@ class Source:
 
     file: str
     data: Any
-    positions: dict[str, int] = field(default_factory=dict)  # position_key -> line << 32 | col
+    # position_key -> line << 32 | col; or, from the parse cache, the same as one string
+    # ("\n" key "\t" position, ...), searched only when a problem is located.
+    positions: dict[str, int] | str = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)  # found while loading (duplicate keys)
 
     def has(self, path: Path) -> bool:
-        return position_key(path) in self.positions
+        return self._position(position_key(path)) is not None
 
     def where(self, path: Path) -> tuple[int, int]:
         # Fall back to the nearest ancestor that has a position.
         while True:
-            found = self.positions.get(position_key(path))
+            found = self._position(position_key(path))
             if found is not None:
                 return found >> 32, found & 0xFFFFFFFF
             if not path:
                 return 1, 1
             path = path[:-1]
+
+    def _position(self, key: str) -> int | None:
+        if isinstance(self.positions, dict):
+            return self.positions.get(key)
+        at = self.positions.find(f"\n{key}\t")
+        if at < 0:
+            return None
+        start = at + len(key) + 2
+        return int(self.positions[start:self.positions.find("\n", start)])
 
     def problem(self, path: Path, severity: str, message: str) -> Problem:
         line, col = self.where(path)
