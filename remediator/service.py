@@ -136,7 +136,10 @@ class Service:
 
     def _parse_cache(self) -> ParseCache | None:
         directory = cache_directory(self.config.rules_cache, self.config.store)
-        return ParseCache(directory) if directory else None
+        try:
+            return ParseCache(directory) if directory else None
+        except OSError:  # its version cannot be told (the parser's source is unreadable)
+            return None
 
     # --- intake and dispatch -----------------------------------------------------------
 
