@@ -276,6 +276,9 @@ def check_shape(value: Any, schema: dict[str, Any], path: Path) -> list[tuple[Pa
             # `errorMessage` (the ajv-errors keyword) says what to write instead of the regex.
             problems.append((path, f"{_where(path)}: {value!r}: " + schema.get(
                 "errorMessage", f"does not match {schema['pattern']}")))
+        if len(value) > schema.get("maxLength", len(value)):
+            problems.append((path, f"{_where(path)}: {len(value)} characters, at most "
+                                   f"{schema['maxLength']}"))
     elif isinstance(value, int | float) and not isinstance(value, bool):
         if "minimum" in schema and value < schema["minimum"]:
             problems.append((path, f"{_where(path)}: must be >= {schema['minimum']}"))
