@@ -134,10 +134,15 @@ class ParseCache:
 
 
 def _encode(found: Source) -> str | None:
-    """One line of JSON, or None for data JSON cannot hold exactly (a date, binary)."""
+    """One line of JSON, or None for data JSON cannot hold exactly (a date, binary) or
+    positions that one string cannot (a key holding its separators, a tab or a newline)."""
     problems = [[p.line, p.col, p.severity, p.message] for p in found.problems]
+    positions = packed_positions(found.positions)
+    if positions.count("\t") != len(found.positions) or \
+            positions.count("\n") != len(found.positions) + 1:
+        return None
     try:
-        return json.dumps([found.data, packed_positions(found.positions), problems],
+        return json.dumps([found.data, positions, problems],
                           separators=(",", ":"), allow_nan=True)
     except (TypeError, ValueError):
         return None

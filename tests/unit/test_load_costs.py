@@ -198,3 +198,18 @@ def test_a_write_cut_short_does_not_disable_the_cache(tmp_path):
     again, result = _load([rules], tmp_path / "cache")
     assert (again.hits, again.misses) == (2, 0) and result.ok
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [Path(cache.path).name]
+
+
+def test_a_key_holding_the_position_separators_is_located_like_a_fresh_parse(tmp_path):
+    """Cached positions are one string of "\\n" path "\\t" position: a key holding a tab made
+    a problem at its sibling `name` read another entry's text as its position."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "tab.yaml").write_text('playbooks:\n  - "name\\tx": 1\n    "a\\nb": 2\n'
+                                    '    name: "Bad Name!"\n    match: {alertname: A}\n'
+                                    '    steps: []\n', encoding="utf-8")
+    fresh = validate_paths([str(rules)])
+    assert [p.line for p in fresh.problems if "not a name" in p.message] == [4]
+    for _ in range(2):
+        _, cached = _load([rules], tmp_path / "cache")
+        _same(fresh, cached)
