@@ -23,7 +23,7 @@ import yaml
 from debian import ensure
 
 from tests.e2e import seed
-from tests.e2e.harness import DEPLOY, Stack
+from tests.e2e.harness import DEPLOY, TEST_TIMINGS, Stack
 from tests.support.docker import start_dockerd
 
 PACKAGES = {"prometheus": "prometheus", "prometheus-alertmanager": "prometheus-alertmanager",
@@ -43,6 +43,29 @@ def healthy(stack: Stack) -> None:
     t.mix([(seed.HTTP_3DPOT, seed.HTTP_3DPOT_OK, 1.0), (seed.HTTP_3DPOT, seed.HTTP_3DPOT_5XX, 0.0)])
     for pod in stack.cpu_pods:  # 0.1 of a 0.5-core request: 20 %
         stack.traffic.rate(seed.CPU, 0.1, **seed.cpu_labels(pod))
+
+
+def project_timings(stack: Stack) -> None:
+    """Alertmanager back on deploy/alertmanager's own group_wait, group_interval and
+    repeat_interval (the stack's receivers kept). The e2e timings (1-2 s) exist so that tests
+    need not wait; in a storm they make it re-send every escalation group, thousands of
+    alerts, every second to the humans' recorder, which keeps each delivery: load and memory
+    that no deployment sees and that the measured server would compete with."""
+    ours = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.yml").read_text())
+    config = yaml.safe_load(stack.am_config)
+
+    def restore(route: dict[str, Any], project: dict[str, Any]) -> None:
+        for key in TEST_TIMINGS:
+            if key in project:
+                route[key] = project[key]
+            else:
+                route.pop(key, None)
+        for child, theirs in zip(route.get("routes") or [], project.get("routes") or [],
+                                 strict=True):
+            restore(child, theirs)
+
+    restore(config["route"], ours["route"])
+    stack.alertmanager.reload(yaml.safe_dump(config, sort_keys=False))
 
 
 def production_config(path: Path, prometheus: str, alertmanager: str, escalation_dir: Path,
@@ -95,6 +118,7 @@ class LivePeers:
         self.started += 1
         self.stack = Stack(self.root / f"stack{self.started}", self.engine).start()
         self.stack.worker.stop()
+        project_timings(self.stack)
         healthy(self.stack)
         return self.stack, time.perf_counter() - t0
 

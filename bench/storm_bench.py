@@ -356,6 +356,10 @@ def main() -> None:
                         help="seconds a storm may take to drain before it is reported unfinished")
     parser.add_argument("--only", choices=["startup"], help="measure start-up only")
     args = parser.parse_args()
+    # Stopped by SIGTERM, or by SIGINT when started in the background (which ignores it), the
+    # bench still stops what it started: the servers, the peers, the PostgreSQL cluster.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     rounds = 1 if args.quick else 3
     if args.only == "startup":
         up, cold, loaded = startup(Path(tempfile.mkdtemp(prefix="remediator-storm-")), 5)
