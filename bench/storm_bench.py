@@ -317,6 +317,11 @@ def matching(tmp: Path, label_sets: list[dict[str, str]]) -> dict[int, float]:
     return out
 
 
+def drained(r: dict[str, Any]) -> str:
+    """The drain time, or `>N` when alerts were still pending at the drain's timeout."""
+    return f">{r['drain']:.0f}" if r["pending"] else f"{r['drain']:.1f}"
+
+
 def what_decisions_did(r: dict[str, Any]) -> str:
     """One line per storm: outcomes, guard blocks, and for a live one what ran and changed."""
     def counts(c: dict[str, float]) -> str:
@@ -451,7 +456,7 @@ def main() -> None:
           f"{bare_rss:8.0f}")
     for r in rows:
         print(f"{r['name']:24}{r['rps']:8.0f}{r['alerts_s']:10.0f}{r['ratio']:8.2f}{r['p50']:8.2f}"
-              f"{r['p99']:8.2f}{r['e2e']:13.0f}{r['e2e_ratio']:8.2f}{r['drain']:9.1f}{r['rss']:8.0f}"
+              f"{r['p99']:8.2f}{r['e2e']:13.0f}{r['e2e_ratio']:8.2f}{drained(r):>9}{r['rss']:8.0f}"
               f"{r['bytes_per_decision']:11.0f}{r['log_bytes_per_decision']:10.0f}")
     print(f"wrk is not the bottleneck: the bare handler used {bare_cpu:.0%} of a core, wrk "
           f"{wrk_cpu:.0%}")
