@@ -493,6 +493,10 @@ class PostgresStore:
             "RETURNING i.id, i.dedupe_key, i.alert, i.grp, i.packed, i.ref, i.received_at, "
             "c.state AS was",
             self.replica, limit, self.lease))
+        # Fenced while the claim ran (a late renewal): these rows are ours all the same (owner,
+        # fresh lease). Held under the old epoch, their first write raised LeaseLost while the
+        # renewals kept their leases for ever: claimed under the current one, they run.
+        _claim_epoch.set(self._epoch)
         rows = sorted(rows, key=lambda r: r["id"])
         taken = [r["dedupe_key"] for r in rows if r["was"] == "running"]
         if taken:
