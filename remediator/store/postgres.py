@@ -36,7 +36,6 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from .. import turns
 from ..alerts import utcnow_iso
 from . import packing
 from .base import (
@@ -334,7 +333,7 @@ class PostgresStore:
 
     async def _call(self, op: str, fn: Callable[[asyncpg.Connection], Awaitable[T]],
                     fenced: bool = True, pool: asyncpg.Pool | None = None) -> T:
-        processing, pool = pool is None, pool or self._pool
+        pool = pool or self._pool
         if pool is None:
             raise StoreUnavailable("store is not open")
         if fenced:
@@ -355,8 +354,6 @@ class PostgresStore:
         self._healthy = True
         if self._metrics is not None:
             self._metrics.store_seconds.labels(op).observe(time.perf_counter() - started)
-        if processing:
-            await turns.take()  # intake and lease renewals have pools of their own, no turn
         return result
 
     async def _exec(self, op: str, sql: str, *args: Any) -> None:
