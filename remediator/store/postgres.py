@@ -161,6 +161,17 @@ MIGRATIONS = [
                                 e_data);
     END $$;
     """,
+    # 5: smaller indexes, measured on the storm bench (bytes per decision): decisions were
+    # indexed by outcome for one query that needs it, the age gauge's `running` (100 -> 0:
+    # the entries of five outcomes, each inserted in ascending order in the middle of the
+    # index, left its pages half full); done inbox items by time for the retention prune, a
+    # range a block range index finds as well (17 -> 0).
+    """
+    DROP INDEX executions_outcome;
+    CREATE INDEX executions_running ON executions (created_at) WHERE outcome = 'running';
+    DROP INDEX inbox_done;
+    CREATE INDEX inbox_received ON inbox USING brin (received_at);
+    """,
 ]
 
 # The claim epoch of the task that claimed work; its child tasks inherit it. A write from
@@ -621,7 +632,11 @@ class PostgresStore:
     async def list_executions(self, limit: int = 100, **filters: Any) -> list[dict[str, Any]]:
         where, args = [], []
         for column in ("outcome", "playbook", "alertname", "fingerprint"):
-            if filters.get(column):
+            if column == "outcome" and filters.get(column) == "running":
+                # A literal: a prepared statement's generic plan can then use the partial
+                # index of running executions (the age gauge asks every few seconds).
+                where.append("outcome = 'running'")
+            elif filters.get(column):
                 args.append(_searched(filters[column]))
                 where.append(f"{column} = ${len(args)}")
         return await self._decisions(" AND ".join(where) or "TRUE", args, limit)
