@@ -6,7 +6,7 @@
 -- Arguments: <requests> (stop after this many answers; 0: run for wrk's -d) <tag>
 
 local threads, counter, answered, bad = {}, 0, 0, 0
-local limit, tag = 0, "s"
+local limit, tag, seed = 0, "s", 5381
 
 function setup(thread)
   thread:set("tid", #threads)
@@ -16,6 +16,21 @@ end
 function init(args)
   limit = tonumber(args[1]) or 0
   tag = (args[2] or "s") .. "-" .. tostring(tid)
+  for i = 1, #tag do seed = bit.tobit(seed * 33 + tag:byte(i)) end
+end
+
+-- Alertmanager's fingerprint: 16 hex digits of a hash of the label set, spread uniformly
+-- (as keys in the store's indexes: an ascending counter fills them otherwise). Xorshift
+-- steps are a bijection of 32-bit integers, so distinct alerts never share one.
+local function scramble(x)
+  x = bit.bxor(x, bit.lshift(x, 13))
+  x = bit.bxor(x, bit.rshift(x, 17))
+  return bit.bxor(x, bit.lshift(x, 5))
+end
+
+local function fingerprint(n, j)
+  local x = n * 8 + j  -- PER_REQUEST < 8
+  return bit.tohex(bit.bxor(seed, scramble(bit.bnot(x)))) .. bit.tohex(scramble(x))
 end
 
 local function body(n, status)
@@ -23,7 +38,7 @@ local function body(n, status)
   local ends = status == "firing" and "0001-01-01T00:00:00Z" or "2026-11-21T11:00:00Z"
   local alerts = {}
   for j = 1, PER_REQUEST do
-    local fp = tag .. "-" .. n .. "-" .. j
+    local fp = fingerprint(n, j)
     alerts[j] = template:gsub("@(%u+)@", {FP = fp, STATUS = status, ENDS = ends})
   end
   return '{"version":"4","groupKey":"{}:{alertname=\\"bench\\"}","truncatedAlerts":0,'
