@@ -173,7 +173,8 @@ async def _physical_bytes_per_decision(url: str) -> None:
 
 async def _decide(store: PostgresStore, rng: random.Random, count: int) -> None:
     """`count` alerts acknowledged, claimed, decided (planned, with a note; blocked;
-    no_match) and finished, as the engine does, in batches as a storm brings them."""
+    no_match) and finished in the decision's write, as the engine does, in batches as a
+    storm brings them."""
     for _ in range(count // 100):
         batch = []
         for i in range(100):
@@ -184,8 +185,8 @@ async def _decide(store: PostgresStore, rng: random.Random, count: int) -> None:
             batch.append((f"{fp}:{a['startsAt']}:firing", a, group))
         assert (await store.enqueue(batch)).accepted == 100
         for item in await store.claim(100):
-            await store.save_execution(_routine_decision(item.alert, item.group, rng))
-            await store.finish(item.id)
+            await store.save_execution(_routine_decision(item.alert, item.group, rng),
+                                       finishes=item.id)
 
 
 def _routine_decision(a: dict, group: dict, rng: random.Random) -> dict:
