@@ -118,7 +118,7 @@ Write = Callable[[sqlite3.Connection], Any]
 # callers get StoreUnavailable (intake then answers 503 and Alertmanager retries).
 LOCK_WAIT = 5.0
 _RETRY_FIRST, _RETRY_MAX = 0.002, 0.05
-# Writes other than intake that one commit takes (see `_take_batch`).
+# Writes other than priority ones (intake, state) that one commit takes (`_take_batch`).
 PROCESSING_PER_COMMIT = 4
 
 
@@ -196,24 +196,26 @@ class SQLiteStore(LocalCoordination):
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX)
 
-    async def _write(self, fn: Write, intake: bool = False) -> Any:
+    async def _write(self, fn: Write, priority: bool = False) -> Any:
         """Run `fn(db)` in the transaction this loop iteration commits; return after COMMIT.
 
         Group commit: every write issued in the same loop iteration (webhook requests,
         journal entries, guard events) shares one transaction, yet no caller continues
         before its write is committed, so a step's intent is on disk before the step runs.
-        Any caller but intake then waits for processing's turn (turns.py).
+        `priority` writes (intake, the operator's state: pause is the kill switch) join the
+        next commit ahead of queued processing writes and take no turn after it; any other
+        caller then waits for processing's turn (turns.py).
         """
         if self._db is None:
             raise StoreUnavailable("store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((fn, future, intake))
+        self._pending.append((fn, future, priority))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
         result = await future
-        if not intake:
+        if not priority:
             await turns.take()
         return result
 
@@ -225,7 +227,7 @@ class SQLiteStore(LocalCoordination):
             db = self._conn()
             # A WAL commit survives a process crash; with sync=full an intake commit is also
             # fsynced before the 202, surviving a power cut.
-            full = self.intake_sync == "FULL" and any(intake for _, _, intake in batch)
+            full = self.intake_sync == "FULL" and any(first for _, _, first in batch)
             if full != self._full:
                 db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
                 self._full = full
@@ -262,8 +264,8 @@ class SQLiteStore(LocalCoordination):
                 future.set_exception(error)
 
     def _take_batch(self) -> list[tuple[Write, asyncio.Future[Any], bool]]:
-        """Every intake write, and at most PROCESSING_PER_COMMIT others (in order); the rest
-        wait for the next commit, scheduled at once. A commit resumes its callers in the next
+        """Every priority write (intake, state), and at most PROCESSING_PER_COMMIT others (in
+        order); the rest wait for the next commit, scheduled at once. A commit resumes its callers in the next
         loop iteration: resuming hundreds of executions at once made a webhook's few loop
         iterations wait behind all their work (p99 ack 70-200 ms in a storm). Bounded, an
         acknowledgement waits behind a few; processing still moves on every iteration."""
@@ -364,7 +366,7 @@ class SQLiteStore(LocalCoordination):
             if not ref.stored:
                 refs[ref.id] = ref
         result = await self._write(lambda db: self._insert(db, rows, list(refs.values())),
-                                   intake=True)
+                                   priority=True)
         for ref in refs.values():
             ref.stored = True
         return result
@@ -568,11 +570,12 @@ class SQLiteStore(LocalCoordination):
         return json.loads(row[0]) if row else None
 
     async def put_state(self, key: str, value: dict[str, Any] | None) -> None:
+        # The operator's writes (pause, approvals, sessions) never queue behind a storm's.
         if value is None:
-            await self._exec("DELETE FROM state WHERE key=?", (key,))
+            await self._exec("DELETE FROM state WHERE key=?", (key,), priority=True)
         else:
             await self._exec("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)",
-                             (key, json.dumps(value)))
+                             (key, json.dumps(value)), priority=True)
 
     async def list_state(self, prefix: str) -> dict[str, dict[str, Any]]:
         rows = await self._run(lambda: self._conn().execute(
@@ -587,8 +590,8 @@ class SQLiteStore(LocalCoordination):
             raise StoreUnavailable("store is not open")
         return self._db
 
-    async def _exec(self, sql: str, args: tuple = ()) -> None:
-        await self._write(lambda db: db.execute(sql, args))
+    async def _exec(self, sql: str, args: tuple = (), priority: bool = False) -> None:
+        await self._write(lambda db: db.execute(sql, args), priority)
 
     async def _scalar(self, sql: str, args: tuple = ()) -> int:
         return (await self._run(self._one, sql, args))[0]

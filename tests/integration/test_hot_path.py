@@ -63,27 +63,29 @@ def _transactions(statements: list[str]) -> list[list[str]]:
 
 
 def test_intake_joins_the_next_commit_ahead_of_queued_processing_writes(run, tmp_path):
-    """A commit takes every webhook's rows and a bounded share of processing's writes; the
-    rest follow in the next commits. (Before, one commit took them all and resumed every
-    waiting execution at once: a webhook's 202 waited behind all of their work.)"""
+    """A commit takes every webhook's rows, the operator's state (pause, the kill switch)
+    and a bounded share of processing's writes; the rest follow in the next commits.
+    (Before, one commit took them all and resumed every waiting execution at once: a
+    webhook's 202 waited behind all of their work; and a pause queued behind a storm's.)"""
     async def scenario():
         store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
         await store.open()
         statements: list[str] = []
         store._db.set_trace_callback(statements.append)  # type: ignore[union-attr]
         try:
-            processing = [store.put_state(f"k{i}", {"i": i}) for i in range(3 * PROCESSING_PER_COMMIT)]
+            processing = [store.record_event("k", f"k{i}", i) for i in range(3 * PROCESSING_PER_COMMIT)]
             intake = [store.enqueue([(f"a{i}", {"n": i}, {})]) for i in range(3)]
-            tasks = [asyncio.ensure_future(c) for c in [*processing, *intake]]
+            pause = store.put_state("paused", {"paused": True})
+            tasks = [asyncio.ensure_future(c) for c in [*processing, *intake, pause]]
             await asyncio.gather(*tasks)
-            assert len(await store.list_state("k")) == 3 * PROCESSING_PER_COMMIT  # all committed
+            assert await store._scalar("SELECT count(*) FROM events") == 3 * PROCESSING_PER_COMMIT
         finally:
             await store.close()
         commits = _transactions(statements)
         first = commits[0]
         assert sum(s.startswith("INSERT OR IGNORE INTO inbox") for s in first) == 3
-        assert sum(s.startswith("INSERT OR REPLACE INTO state") for s in first) == \
-            PROCESSING_PER_COMMIT
+        assert sum(s.startswith("INSERT INTO events") for s in first) == PROCESSING_PER_COMMIT
+        assert sum(s.startswith("INSERT OR REPLACE INTO state") for s in first) == 1
         assert len(commits) >= 3
     run(scenario())
 
