@@ -225,9 +225,9 @@ class SQLiteStore(LocalCoordination):
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
             db = self._conn()
-            # A WAL commit survives a process crash; with sync=full an intake commit is also
-            # fsynced before the 202, surviving a power cut.
-            full = self.intake_sync == "FULL" and any(first for _, _, first in batch)
+            # A WAL commit survives a process crash; with sync=full a commit carrying priority
+            # writes (intake, before its 202; the operator's state) also survives a power cut.
+            full = self.intake_sync == "FULL" and any(priority for _, _, priority in batch)
             if full != self._full:
                 db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
                 self._full = full
