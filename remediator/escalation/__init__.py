@@ -19,7 +19,7 @@ from ..actions.backends import Backends
 from ..metrics import Metrics
 from ..playbooks.models import Playbook
 from ..store.base import Store
-from .note import render_note, severity_of
+from .note import note_for
 from .sinks import NoteRefused, SinkError, build_sink
 
 log = logging.getLogger("remediator.escalation")
@@ -61,10 +61,9 @@ class Escalator:
     async def escalate(self, decision: dict[str, Any], pb: Playbook | None,
                        deliver: bool = True) -> dict[str, Any]:
         """Render the note, deliver it (live) and return what the decision records of it."""
-        severity, within, team = severity_of(decision, pb)
         expr = graphs.alert_expr(decision["alert"].get("generatorURL", ""))
         problem = await self._prometheus_problem() if expr else ""
-        markdown = render_note(decision, pb, self.external_url, problem)
+        severity, within, team, markdown = note_for(decision, pb, self.external_url, problem)
         note = _valid_unicode(redact.value({
             "id": decision["id"], "alertname": decision["alertname"],
             "playbook": decision.get("playbook"), "severity": severity, "team": team,

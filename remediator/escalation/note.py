@@ -51,13 +51,18 @@ def _severity(decision: dict[str, Any], pb: Playbook | None,
 
 
 def _context(decision: dict[str, Any], pb: Playbook | None) -> dict[str, Any]:
-    """What a note's templates see: a copy, never the decision being recorded. One copy
-    serves all of a note's templates (the sandbox is immutable: none can change it)."""
-    decision = copy.deepcopy(decision)
-    ctx = template_context.build(decision["alert"], decision.get("group"), pb,
-                                 decision.get("target"))
-    ctx["steps"] = {s["name"]: template_context.step_view(s, pending=False)
-                    for s in decision.get("steps") or []}
+    """What a note's templates see: copies, never the decision being recorded. One context
+    serves all of a note's templates and its severity (the sandbox is immutable: none can
+    change it). Only what it holds is copied: `build` copies the alert's maps of strings, the
+    group's maps are copied here, and a step's result (any shape) deeply, when it has one (a
+    deep copy of the whole decision, parameters and plan included, was a tenth of a storm's
+    processing CPU, and was made twice per note)."""
+    group = {k: dict(v) if isinstance(v, dict) else v
+             for k, v in (decision.get("group") or {}).items()}
+    ctx = template_context.build(decision["alert"], group, pb, decision.get("target"))
+    ctx["steps"] = {s["name"]: template_context.step_view(
+        {**s, "result": copy.deepcopy(s["result"]) if s.get("result") else {}}, pending=False)
+        for s in decision.get("steps") or []}
     return ctx
 
 
@@ -71,6 +76,12 @@ def _render(text: str, ctx: dict[str, Any]) -> str:
 
 def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str = "",
                 graph_problem: str = "") -> str:
+    return note_for(decision, pb, approve_url, graph_problem)[3]
+
+
+def note_for(decision: dict[str, Any], pb: Playbook | None, approve_url: str = "",
+             graph_problem: str = "") -> tuple[str, float | None, str, str]:
+    """(severity, respond within, team, the note's Markdown), from one template context."""
     alert = decision["alert"]
     labels, annotations = alert["labels"], alert["annotations"]
     ctx = _context(decision, pb)
@@ -139,7 +150,7 @@ def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str 
                   f"- `POST {approve_url}/api/v1/executions/{decision['id']}/approve?step={step}`"
                   " or `/reject?step=…` with an operator's token",
                   "- One approval admits this step only; a later gated step asks again."]
-    return "\n".join(line for line in lines if line is not None) + "\n"
+    return severity, within, team, "\n".join(line for line in lines if line is not None) + "\n"
 
 
 def _graph(decision: dict[str, Any], external_url: str, problem: str) -> str:

@@ -1,0 +1,171 @@
+"""CPU per decision of processing, in-process: a storm's alerts are acknowledged first, then
+the dispatcher drains them as `serve` does (dry-run, the shipped rules and production config,
+log level info to a file, the collector frozen after start-up). Printed, not a test.
+
+What is counted is this process's CPU time (all threads: the checkpointer's too) from the
+first claim until the inbox is empty, divided by the decisions made, so a loaded machine
+changes it far less than it changes decisions per second. Traffic is bench/storm.lua's
+(storm_bench.py's label sets; 2 alerts per request; of every 10 requests 8 new, 1 retry of
+the one before: duplicates, 1 resolution of the one 5 before) and, for the cost of each
+kind of decision, the same alerts split by kind: matched (planned, or coalesced into a run
+on the same target), no_match, resolutions.
+
+    python bench/drain_bench.py                    # 20 000 alerts, mixed, then by kind
+    python bench/drain_bench.py --profile out.prof # cProfile of the mixed drain
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import logging
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from storm_bench import PER_REQUEST, alert_label_sets  # noqa: E402
+
+from remediator.alerts import parse_notification  # noqa: E402
+from remediator.config import load_config  # noqa: E402
+from remediator.logs import setup_logging  # noqa: E402
+from remediator.service import Service  # noqa: E402
+
+CONFIG = ROOT / "deploy" / "kubernetes" / "config.yaml"
+
+
+def requests(alerts: int, label_sets: list[dict[str, str]]) -> list[bytes]:
+    """storm.lua's request sequence, as webhook bodies."""
+    import json
+
+    def body(n: int, status: str) -> bytes:
+        labels = label_sets[n % len(label_sets)]
+        ends = "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-21T11:00:00Z"
+        return json.dumps({
+            "version": "4", "groupKey": '{}:{alertname="bench"}', "truncatedAlerts": 0,
+            "status": status, "receiver": "remediator", "groupLabels": {}, "commonLabels": {},
+            "commonAnnotations": {}, "externalURL": "http://alertmanager.example:9093",
+            "alerts": [{"status": status, "labels": labels,
+                        "annotations": {"summary": f"{labels['alertname']} summary"},
+                        "startsAt": "2026-11-21T10:00:00Z", "endsAt": ends,
+                        "generatorURL": "http://prometheus.example/graph?g0.expr=up",
+                        "fingerprint": f"{n:08x}{j:08x}"} for j in range(PER_REQUEST)]}).encode()
+
+    out = []
+    for counter in range(1, alerts // PER_REQUEST + 1):
+        k = counter % 10
+        out.append(body(counter - 1, "firing") if k == 7 else
+                   body(counter - 5, "resolved") if k == 9 else body(counter, "firing"))
+    return out
+
+
+async def drain(bodies: list[bytes], tmp: Path, profile: str | None) -> dict[str, Any]:
+    store = tmp / f"d{time.time_ns()}.db"
+    cfg = load_config(str(CONFIG), env={}, secrets=False, rules=[str(ROOT / "rules")],
+                      store=f"sqlite:///{store}", escalation_dir=str(tmp / "notes"),
+                      rules_cache="")
+    cfg.escalation_default_sinks = ["files"]  # no network: the note is rendered and written
+    cfg.escalation_sinks = {}
+    service = Service(cfg)
+    await service.start(dispatch=False)
+    intake0 = time.process_time()
+    accepted = duplicates = 0
+    for b in bodies:
+        result = await service.intake(parse_notification(b))
+        accepted += result.accepted
+        duplicates += result.duplicates
+    intake_cpu = time.process_time() - intake0
+    gc.collect()
+    gc.freeze()
+    counted = Counter[str]()
+    engine = service.engine
+    assert engine is not None
+    finish = engine._finish
+
+    async def counting(decision: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        result = await finish(decision, *args, **kwargs)
+        reason = result.get("reason") or ""
+        counted["coalesced" if reason.startswith("locked: coalesced") else result["outcome"]] += 1
+        return result
+
+    engine._finish = counting  # type: ignore[method-assign]
+    profiler = cProfile.Profile() if profile else None
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    if profiler:
+        profiler.enable()
+    task = asyncio.create_task(service._dispatch_loop())
+    while await service.store.pending_count() or service._running:
+        await asyncio.sleep(0.05)
+    if profiler:
+        profiler.disable()
+        profiler.dump_stats(profile)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    task.cancel()
+    await service.stop()
+    gc.unfreeze()
+    decisions = sum(counted.values())
+    return {"alerts": accepted, "duplicates": duplicates, "decisions": decisions,
+            "cpu_us": cpu / max(decisions, 1) * 1e6, "wall": wall, "cpu": cpu,
+            "intake_us": intake_cpu / max(accepted + duplicates, 1) * 1e6,
+            "outcomes": dict(counted)}
+
+
+def by_kind(bodies: list[bytes], rules_match: Any) -> dict[str, list[bytes]]:
+    """The same requests split by what their alerts make: a resolution, a firing alert a
+    playbook matches, one none does (a request's alerts share their labels)."""
+    import json
+    kinds: dict[str, list[bytes]] = {"matched": [], "no_match": [], "resolved": []}
+    seen = set()
+    for b in bodies:
+        doc = json.loads(b)
+        a = doc["alerts"][0]
+        if a["fingerprint"] in seen:
+            continue  # the retries: duplicates, counted at intake
+        seen.update(x["fingerprint"] for x in doc["alerts"])
+        kind = ("resolved" if doc["status"] == "resolved" else
+                "matched" if rules_match(a["labels"]) else "no_match")
+        kinds[kind].append(b)
+    return kinds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--alerts", type=int, default=20000)
+    parser.add_argument("--profile", help="write a cProfile of the mixed drain here")
+    parser.add_argument("--mixed-only", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        log = (tmp / "serve.log").open("w")
+        setup_logging("info")
+        logging.getLogger().handlers[0].setStream(log)  # type: ignore[attr-defined]
+        bodies = requests(args.alerts, alert_label_sets())
+        mixed = asyncio.run(drain(bodies, tmp, args.profile))
+        log.flush()
+        lines = sum(1 for _ in (tmp / "serve.log").open())
+        print(f"mixed storm: {mixed['alerts']} alerts acknowledged ({mixed['duplicates']} "
+              f"duplicates, {mixed['intake_us']:.0f} us CPU each at intake), "
+              f"{mixed['decisions']} decisions {mixed['outcomes']}")
+        print(f"  processing: {mixed['cpu_us']:.0f} us CPU per decision "
+              f"({mixed['decisions'] / mixed['wall']:.0f} decisions/s in {mixed['wall']:.1f} s "
+              f"wall, {mixed['cpu'] / mixed['wall']:.0%} of a core); {lines} log lines")
+        if args.mixed_only:
+            return
+        from remediator.playbooks.validate import load_rules
+        rules = load_rules([str(ROOT / "rules")], {"files", "alertmanager"})
+        for kind, part in by_kind(bodies, lambda labels: rules.match(labels, "firing")).items():
+            r = asyncio.run(drain(part, tmp, None))
+            print(f"  {kind:9} {r['decisions']:6} decisions {r['outcomes']}: "
+                  f"{r['cpu_us']:.0f} us CPU per decision")
+
+
+if __name__ == "__main__":
+    main()
