@@ -38,6 +38,7 @@ from remediator.alerts import parse_notification  # noqa: E402
 from remediator.config import load_config  # noqa: E402
 from remediator.logs import setup_logging  # noqa: E402
 from remediator.service import Service  # noqa: E402
+from tests.support.worker import TOKEN  # noqa: E402
 
 CONFIG = ROOT / "deploy" / "kubernetes" / "config.yaml"
 
@@ -67,10 +68,13 @@ def requests(alerts: int, label_sets: list[dict[str, str]]) -> list[bytes]:
     return out
 
 
-async def drain(bodies: list[bytes], tmp: Path, profile: str | None) -> dict[str, Any]:
+async def drain(bodies: list[bytes], tmp: Path, profile: str | None,
+                trace: bool = False) -> dict[str, Any]:
     store = tmp / f"d{time.time_ns()}.db"
-    cfg = load_config(str(CONFIG), env={}, secrets=False, rules=[str(ROOT / "rules")],
-                      store=f"sqlite:///{store}", escalation_dir=str(tmp / "notes"),
+    # the webhook token is one of the secrets every output is redacted of, as in `serve`
+    cfg = load_config(str(CONFIG), env={"REMEDIATOR_WEBHOOK_TOKEN": TOKEN}, secrets=False,
+                      rules=[str(ROOT / "rules")], store=f"sqlite:///{store}",
+                      escalation_dir=str(tmp / "notes"),
                       rules_cache="")
     cfg.escalation_default_sinks = ["files"]  # no network: the note is rendered and written
     cfg.escalation_sinks = {}
@@ -97,6 +101,9 @@ async def drain(bodies: list[bytes], tmp: Path, profile: str | None) -> dict[str
         return result
 
     engine._finish = counting  # type: ignore[method-assign]
+    statements: list[str] = []
+    if trace:
+        service.store._db.set_trace_callback(statements.append)  # type: ignore[attr-defined]
     profiler = cProfile.Profile() if profile else None
     cpu0, wall0 = time.process_time(), time.perf_counter()
     if profiler:
@@ -115,7 +122,8 @@ async def drain(bodies: list[bytes], tmp: Path, profile: str | None) -> dict[str
     return {"alerts": accepted, "duplicates": duplicates, "decisions": decisions,
             "cpu_us": cpu / max(decisions, 1) * 1e6, "wall": wall, "cpu": cpu,
             "intake_us": intake_cpu / max(accepted + duplicates, 1) * 1e6,
-            "outcomes": dict(counted)}
+            "outcomes": dict(counted),
+            "statements": Counter(" ".join(s.split()[:4]) for s in statements)}
 
 
 def by_kind(bodies: list[bytes], rules_match: Any) -> dict[str, list[bytes]]:
@@ -127,9 +135,9 @@ def by_kind(bodies: list[bytes], rules_match: Any) -> dict[str, list[bytes]]:
     for b in bodies:
         doc = json.loads(b)
         a = doc["alerts"][0]
-        if a["fingerprint"] in seen:
+        if (a["fingerprint"], a["status"]) in seen:
             continue  # the retries: duplicates, counted at intake
-        seen.update(x["fingerprint"] for x in doc["alerts"])
+        seen.update((x["fingerprint"], x["status"]) for x in doc["alerts"])
         kind = ("resolved" if doc["status"] == "resolved" else
                 "matched" if rules_match(a["labels"]) else "no_match")
         kinds[kind].append(b)
@@ -141,6 +149,8 @@ def main() -> None:
     parser.add_argument("--alerts", type=int, default=20000)
     parser.add_argument("--profile", help="write a cProfile of the mixed drain here")
     parser.add_argument("--mixed-only", action="store_true")
+    parser.add_argument("--statements", action="store_true",
+                        help="count the store's statements per decision (kind by kind)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -162,9 +172,11 @@ def main() -> None:
         from remediator.playbooks.validate import load_rules
         rules = load_rules([str(ROOT / "rules")], {"files", "alertmanager"})
         for kind, part in by_kind(bodies, lambda labels: rules.match(labels, "firing")).items():
-            r = asyncio.run(drain(part, tmp, None))
+            r = asyncio.run(drain(part, tmp, None, args.statements))
             print(f"  {kind:9} {r['decisions']:6} decisions {r['outcomes']}: "
                   f"{r['cpu_us']:.0f} us CPU per decision")
+            for sql, count in r["statements"].most_common():
+                print(f"      {count / r['decisions']:5.2f} {sql}")
 
 
 if __name__ == "__main__":

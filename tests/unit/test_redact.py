@@ -1,0 +1,51 @@
+"""Redaction's patterns run only where they can match (every decision's note and step
+records pass through it), and what it returns is what running them all always returned."""
+
+from __future__ import annotations
+
+import re
+
+from remediator import redact
+
+SAMPLES = [
+    "",
+    "short",
+    "- **Owner:** on-call (oncall@example.com)\n- **Source:** http://prom:9090/graph?g0.expr=up",
+    "curl https://ops:hunter22@example.com/x and mail a@b.c",
+    "two: http://a:b@h1/ then ftp://c@h2/ and x.y+svn://u@h3",
+    "no scheme ://user@host, 9x://n@h, a://b@c://d@e",
+    "https://h/p?token=abc&sig=def#frag and ?Password=x",
+    "http://u @h/ spaces stop user info: http://u/x@h",
+    "the secret sekret-value-123 inside, twice sekret-value-123",
+]
+
+
+def _reference(value: str) -> str:
+    """Every pattern, unconditionally."""
+    value = redact._pattern.sub(redact.REDACTED, value) if redact._pattern else value
+    value = redact._USERINFO.sub(rf"\1{redact.REDACTED}@", value)
+    return redact._SECRET_QUERY.sub(rf"\1{redact.REDACTED}", value)
+
+
+class _Counted:
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern, self.calls = pattern, 0
+
+    def sub(self, *args: object) -> str:
+        self.calls += 1
+        return self.pattern.sub(*args)  # type: ignore[arg-type]
+
+
+def test_redaction_scans_only_where_a_pattern_can_match_and_returns_the_same(monkeypatch):
+    redact.remember("sekret-value-123")
+    for sample in SAMPLES:
+        assert redact.text(sample) == _reference(sample), sample
+    assert "hunter22" not in redact.text(SAMPLES[3])
+    userinfo = _Counted(redact._USERINFO)
+    monkeypatch.setattr(redact, "_USERINFO", userinfo)
+    # A note's Markdown: a link and an e-mail address, no user info in any URL. The
+    # user-info pattern tries a scheme at every word: 70 us for a 2 KB note.
+    redact.text(SAMPLES[2])
+    assert userinfo.calls == 0
+    redact.text(SAMPLES[3])
+    assert userinfo.calls == 1
