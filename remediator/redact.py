@@ -83,11 +83,19 @@ def headers(value: Mapping[str, Any]) -> dict[str, Any]:
 
 def value(data: Any) -> Any:
     """A copy of `data` (decisions, step records, API answers) with every secret redacted."""
-    if isinstance(data, str):
+    kind = type(data)  # the JSON types first, by identity: every step record comes here
+    if kind is str:
         return text(data)
-    if isinstance(data, Mapping):
+    if kind in _LEAVES:
+        return data
+    if kind is dict or isinstance(data, Mapping):
         return {k: headers(v) if str(k).lower() == "headers" and isinstance(v, Mapping)
                 else value(v) for k, v in data.items()}
+    if isinstance(data, str):
+        return text(data)
     if isinstance(data, list | tuple):
         return [value(v) for v in data]
     return data
+
+
+_LEAVES = frozenset({int, float, bool, type(None)})

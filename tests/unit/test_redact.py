@@ -4,8 +4,11 @@ records pass through it), and what it returns is what running them all always re
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
+from collections.abc import Mapping
 
 from remediator import redact
+from remediator.template_context import Target
 
 SAMPLES = [
     "",
@@ -49,3 +52,30 @@ def test_redaction_scans_only_where_a_pattern_can_match_and_returns_the_same(mon
     assert userinfo.calls == 0
     redact.text(SAMPLES[3])
     assert userinfo.calls == 1
+
+
+def _reference_value(data: object) -> object:
+    """The recursion by abstract types, as it was."""
+    if isinstance(data, str):
+        return _reference(data)
+    if isinstance(data, Mapping):
+        return {k: redact.headers(v) if str(k).lower() == "headers" and isinstance(v, Mapping)
+                else _reference_value(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_reference_value(v) for v in data]
+    return data
+
+
+def test_a_record_is_redacted_as_by_the_abstract_types():
+    redact.remember("sekret-value-123")
+    record = {"name": "call", "params": {"url": SAMPLES[3], "Headers": {"Authorization": "x",
+                                                                         "Accept": "y"},
+                                         "n": 3, "f": 0.5, "on": True, "none": None,
+                                         "args": ("a", "sekret-value-123", ["b", {1: "c"}])},
+              "result": OrderedDict(headers={"X-Token": "t"}, body=SAMPLES[6]),
+              "target": Target("ns/deployment/web"), 7: "sekret-value-123"}
+    assert redact.value(record) == _reference_value(record)
+    redacted = redact.value(record)
+    assert redacted["params"]["Headers"] == {"Authorization": "<redacted>", "Accept": "y"}
+    assert redacted["result"]["headers"] == {"X-Token": "<redacted>"}
+    assert redacted[7] == "<redacted>" and "sekret" not in str(redacted)
