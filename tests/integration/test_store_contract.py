@@ -13,6 +13,7 @@ import sqlite3
 import time
 import zlib
 
+import asyncpg
 import pytest
 
 from remediator.metrics import Metrics
@@ -285,6 +286,33 @@ def test_admission_checks_and_records_atomically(run, store_url):
     run(scenario())
 
 
+def test_a_limit_counts_its_window_exactly_wherever_it_starts_in_a_minute(run, store_url):
+    """Every event of the window and none before it, whichever write recorded it (an
+    admission, a recorded event, a final decision's), wherever `since` falls in a minute;
+    after old events are pruned, windows that start after the cutoff are still exact."""
+    times = [59.0, 60.0, 61.5, 119.999, 120.0, 150.0, 179.0, 3600.0, 3661.0]
+
+    async def check(store, sinces, kept) -> None:
+        for since in sinces:
+            n = sum(t >= since for t in kept)
+            assert await store.admit([Limit("budget", "*", since, n)], []) == 0, since
+            assert await store.admit([Limit("budget", "*", since, n + 1)], []) is None, since
+
+    async def scenario():
+        store = await _opened(store_url)
+        assert await store.admit([], [("budget", "*", t, {}) for t in times[:3]]) is None
+        for t in times[3:6]:
+            await store.record_event("budget", "*", t, {})
+        await store.save_execution(_decision("e1"), [("budget", "*", t, {}) for t in times[6:]])
+        await check(store, [0.0, 59.0, 59.5, 60.0, 61.5, 61.6, 119.999, 120.0, 120.5, 179.0,
+                            179.5, 3600.0, 3600.5, 3661.0, 3661.5], times)
+        await store.prune_history(120.5)
+        await check(store, [120.5, 150.0, 179.0, 3599.0, 3661.0], [t for t in times if t >= 120.5])
+        await store.close()
+
+    run(scenario())
+
+
 def test_the_last_checks_before_a_change_are_made_in_its_own_write(run, store_url):
     """A mutation's admission refuses, reserving nothing, once the alert's resolution was
     acknowledged (checked first) or automation is paused; its intent is not journaled
@@ -438,6 +466,38 @@ def test_admission_limits_hold_across_replicas(run, postgres_url):
         assert await replicas[0].count_events("budget", "*", 0.0) == 3
         for r in replicas:
             await r.close()
+
+    run(scenario())
+
+
+def test_a_limit_without_unless_reads_only_its_first_minute_of_events(run, postgres_url):
+    """A budget of thousands an hour is counted per minute: an admission reads the events of
+    its window's first minute, not every event of the window (each admission read them all,
+    every replica's admissions waiting meanwhile on the budget's lock)."""
+
+    async def read(db) -> int:  # index entries read from `events` so far
+        await db.execute("SELECT pg_stat_force_next_flush()")
+        await db.execute("SELECT pg_stat_clear_snapshot()")
+        return await db.fetchval("SELECT idx_tup_read FROM pg_stat_user_indexes "
+                                 "WHERE indexrelname = 'events_key'")
+
+    async def scenario():
+        store = await _opened(postgres_url)
+        budget = Limit("budget", "*", 1000.0, 1_000_000)
+        for i in range(50):
+            assert await store.admit([budget], [("budget", "*", 2000.0 + j, {})
+                                                for j in range(20 * i, 20 * i + 20)]) is None
+        db = await asyncpg.connect(postgres_url)  # the admission's statement, on a connection
+        before = await read(db)                   # whose statistics are flushed here
+        assert await db.fetchval(
+            "SELECT remediator_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)",
+            ["budget"], ["*"], [1000.0], [1_000_000], [None], ["budget"], ["*"], [5000.0],
+            ["{}"]) is None
+        assert await read(db) - before < 10
+        assert await store.admit([Limit("budget", "*", 1000.0, 1001)], []) == 0  # all counted
+        assert await store.admit([Limit("budget", "*", 1000.0, 1002)], []) is None
+        await db.close()
+        await store.close()
 
     run(scenario())
 
