@@ -8,6 +8,7 @@ raises: a graph that cannot be had says why, in the picture itself.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -40,6 +41,7 @@ class Graph:
     problem: str = ""  # why there is no graph, said plainly
 
 
+@functools.lru_cache(maxsize=256)  # a storm's alerts come from a few rules: parsed once each
 def alert_expr(generator_url: str) -> str:
     """The alert rule's expression, from its Prometheus `generatorURL` (`g0.expr`)."""
     try:

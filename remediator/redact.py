@@ -52,15 +52,28 @@ def text(value: str) -> str:
     """`value` with known secrets, URL user info and credential query values replaced."""
     # Each pattern runs only where it can match: most strings are short, and none but a URL
     # with user info has `://` followed by it (the user-info pattern, which tries a scheme
-    # at every word, alone took 70 us to scan a note's Markdown; this search, 2).
+    # at every word, alone took 70 us to scan a note's Markdown; this search, 2), nor a
+    # credential query value anywhere but after a `?` or `&`.
     pattern = _pattern
     if pattern is not None and _known and len(value) >= _MIN_SECRET:
         value = pattern.sub(REDACTED, value)
     if "://" in value and _USERINFO_AFTER.search(value):
         value = _USERINFO.sub(rf"\1{REDACTED}@", value)
-    if "=" in value:
+    if "=" in value and _secret_query(value):
         value = _SECRET_QUERY.sub(rf"\1{REDACTED}", value)
     return value
+
+
+def _secret_query(value: str) -> bool:
+    """Whether `_SECRET_QUERY` matches anywhere: tried only at each `?` and `&` (a scan of a
+    note's Markdown by the pattern took 15 us; a note has a few of them, or none)."""
+    for separator in "?&":
+        at = value.find(separator)
+        while at >= 0:
+            if _SECRET_QUERY.match(value, at):
+                return True
+            at = value.find(separator, at + 1)
+    return False
 
 
 def url(value: str, *, whole: bool = False) -> str:

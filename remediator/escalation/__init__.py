@@ -37,7 +37,11 @@ def _retryable(exc: BaseException) -> bool:
 def _valid_unicode(value: Any) -> Any:
     """Lone surrogates (a step result may carry one) replaced, so every sink can write it."""
     if isinstance(value, str):
-        return _SURROGATE.sub("\ufffd", value)
+        try:  # only a lone surrogate cannot be encoded: checked in C, not by the pattern's scan
+            value.encode()
+            return value
+        except UnicodeEncodeError:
+            return _SURROGATE.sub("\ufffd", value)
     if isinstance(value, dict):
         return {_valid_unicode(k): _valid_unicode(v) for k, v in value.items()}
     if isinstance(value, list):

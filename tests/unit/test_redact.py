@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 
 from remediator import redact
+from remediator.escalation import _valid_unicode
 from remediator.template_context import Target
 
 SAMPLES = [
@@ -20,6 +21,8 @@ SAMPLES = [
     "https://h/p?token=abc&sig=def#frag and ?Password=x",
     "http://u @h/ spaces stop user info: http://u/x@h",
     "the secret sekret-value-123 inside, twice sekret-value-123",
+    "a&token=1 b?y=1&password=p&ok=2 ?? &&sig= and no query = here, ? token=x",
+    "x=1 without a separator, then a tail ?",
 ]
 
 
@@ -38,20 +41,26 @@ class _Counted:
         self.calls += 1
         return self.pattern.sub(*args)  # type: ignore[arg-type]
 
+    def match(self, *args: object) -> re.Match[str] | None:
+        return self.pattern.match(*args)  # type: ignore[arg-type]
+
 
 def test_redaction_scans_only_where_a_pattern_can_match_and_returns_the_same(monkeypatch):
     redact.remember("sekret-value-123")
     for sample in SAMPLES:
         assert redact.text(sample) == _reference(sample), sample
     assert "hunter22" not in redact.text(SAMPLES[3])
-    userinfo = _Counted(redact._USERINFO)
+    userinfo, query = _Counted(redact._USERINFO), _Counted(redact._SECRET_QUERY)
     monkeypatch.setattr(redact, "_USERINFO", userinfo)
-    # A note's Markdown: a link and an e-mail address, no user info in any URL. The
-    # user-info pattern tries a scheme at every word: 70 us for a 2 KB note.
+    monkeypatch.setattr(redact, "_SECRET_QUERY", query)
+    # A note's Markdown: a link with a query and an e-mail address, no user info in any URL
+    # and no credential in the query. The user-info pattern tries a scheme at every word:
+    # 70 us for a 2 KB note; the query pattern 15.
     redact.text(SAMPLES[2])
-    assert userinfo.calls == 0
+    assert userinfo.calls == query.calls == 0
     redact.text(SAMPLES[3])
-    assert userinfo.calls == 1
+    redact.text(SAMPLES[6])
+    assert userinfo.calls == query.calls == 1
 
 
 def _reference_value(data: object) -> object:
@@ -79,3 +88,9 @@ def test_a_record_is_redacted_as_by_the_abstract_types():
     assert redacted["params"]["Headers"] == {"Authorization": "<redacted>", "Accept": "y"}
     assert redacted["result"]["headers"] == {"X-Token": "<redacted>"}
     assert redacted[7] == "<redacted>" and "sekret" not in str(redacted)
+
+
+def test_a_lone_surrogate_is_replaced_and_valid_text_kept_as_it_is():
+    note = {"markdown": "# title — ok \U0001f525", "labels": {"a\ud800": ["x\udfff", 1]}}
+    assert _valid_unicode(note) == {"markdown": note["markdown"],
+                                    "labels": {"a\ufffd": ["x\ufffd", 1]}}
