@@ -343,7 +343,8 @@ class PostgresStore:
         try:
             self._pool = await self._create_pool(10)
             if not self.read_only:
-                self._intake_pool = await self._create_pool(1)
+                # Its commits acknowledge alerts: durable (WAL flushed) before the 202.
+                self._intake_pool = await self._create_pool(1, sync_commit="on")
                 self._lease_pool = await self._create_pool(1)
             async with self._pool.acquire() as db, db.transaction():
                 if self.read_only:
@@ -362,12 +363,12 @@ class PostgresStore:
         if not self.read_only:
             self._heartbeat = asyncio.create_task(self._renew_loop(), name="store-leases")
 
-    async def _create_pool(self, size: int) -> asyncpg.Pool:
+    async def _create_pool(self, size: int, sync_commit: str | None = None) -> asyncpg.Pool:
         return await asyncpg.create_pool(
             self.url, password=self._password, min_size=1, max_size=size, timeout=10,
             command_timeout=30, connection_class=_Connection, reset=_Connection.reset_if_needed,
             server_settings={"application_name": "remediator",
-                             "synchronous_commit": self._sync_commit})
+                             "synchronous_commit": sync_commit or self._sync_commit})
 
     async def close(self) -> None:
         if self._heartbeat is not None:
@@ -554,21 +555,22 @@ class PostgresStore:
             if not ref.stored:
                 refs[ref.id] = ref
 
+        new = list(refs.values())
+
         async def insert(db: asyncpg.Connection) -> list[asyncpg.Record]:
+            # One statement, committed on its own (one round trip, not four): new references
+            # go in with their first users; the intake connection's commits are durable.
             for attempt in range(3):
                 try:
-                    async with db.transaction():  # acknowledged: durable before the 202
-                        await db.execute("SET LOCAL synchronous_commit = on")
-                        if refs:  # new references go in with their first users
-                            await db.executemany(
-                                "INSERT INTO refs (id, created, data) VALUES ($1, $2, $3) "
-                                "ON CONFLICT DO NOTHING",
-                                [(r.id, r.created, r.data) for r in refs.values()])
-                        return await db.fetch(
-                            "INSERT INTO inbox (dedupe_key, packed, ref, received_at) "
-                            "SELECT k, p, r, $4 FROM unnest($1::text[], $2::bytea[], $3::bigint[]) "
-                            "AS t(k, p, r) ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key",
-                            keys, packed, ids, now)
+                    return await db.fetch(
+                        "WITH new_refs AS (INSERT INTO refs (id, created, data) SELECT * FROM "
+                        "unnest($5::bigint[], $6::double precision[], $7::bytea[]) "
+                        "ON CONFLICT DO NOTHING) "
+                        "INSERT INTO inbox (dedupe_key, packed, ref, received_at) "
+                        "SELECT k, p, r, $4 FROM unnest($1::text[], $2::bytea[], $3::bigint[]) "
+                        "AS t(k, p, r) ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key",
+                        keys, packed, ids, now, [r.id for r in new], [r.created for r in new],
+                        [r.data for r in new])
                 except asyncpg.DeadlockDetectedError:
                     if attempt == 2:
                         raise
@@ -576,7 +578,7 @@ class PostgresStore:
 
         inserted = {r["dedupe_key"] for r in await self._call("intake", insert, fenced=False,
                                                               pool=self._intake_pool)}
-        for ref in refs.values():
+        for ref in new:
             ref.stored = True
         return inserted
 
