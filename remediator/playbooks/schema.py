@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
+from collections.abc import Callable
 from typing import Any
 
 from ..actions.base import Param
@@ -252,75 +253,116 @@ _TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number"
           "null": type(None),
           "boolean": bool}
 
+Problems = list[tuple[Path, str]]
+_Check = Callable[[Any, Path, Problems], None]
 
-def check_shape(value: Any, schema: dict[str, Any], path: Path) -> list[tuple[Path, str]]:
+
+def check_shape(value: Any, schema: dict[str, Any], path: Path) -> Problems:
     """Check `value` against the schema subset above; return (path, message) problems."""
+    return compile_shape(schema)(value, path)
+
+
+def compile_shape(schema: dict[str, Any]) -> Callable[[Any, Path], Problems]:
+    """`check_shape` for one schema, its keywords read once: the validator checks every file
+    with the same schema, and reading each keyword of each node again for each value was a
+    third of a start-up's validation."""
+    check = _compile(schema, {})
+
+    def checker(value: Any, path: Path) -> Problems:
+        problems: Problems = []
+        check(value, path, problems)
+        return problems
+    return checker
+
+
+def _compile(schema: dict[str, Any], done: dict[int, _Check]) -> _Check:
+    """One node's check, appending its problems (in the walker's order) to `out`. `done`
+    holds the nodes compiled so far: a node used twice (STEP) is compiled once."""
+    if id(schema) in done:
+        return done[id(schema)]
     types = schema.get("type")
-    if types is not None and not (_is(value, types) if isinstance(types, str)
-                                  else any(_is(value, t) for t in types)):
-        names = types if isinstance(types, list) else [types]
-        hint = " (quote it)" if "string" in names and _kind(value) in ("integer", "number",
-                                                                      "boolean") else ""
-        if "boolean" in names and str(value).lower() in ("true", "false"):
-            hint = f" (write {str(value).lower()}, unquoted)"
-        return [(path, f"{_where(path)}: expected {' or '.join(names)}, got {_kind(value)}"
-                       f"{hint}")]
-    problems: list[tuple[Path, str]] = []
-    if "enum" in schema and value not in schema["enum"]:
-        hint = did_you_mean(str(value), [str(e) for e in schema["enum"]])
-        problems.append((path, f"{_where(path)}: {value!r} is not one of "
-                               f"{', '.join(map(str, schema['enum']))}{hint}"))
-    if isinstance(value, str):
-        # The whole value, in ASCII: `$` accepts a trailing newline, and `\d` Unicode digits.
-        if "pattern" in schema and not _pattern(schema["pattern"]).fullmatch(value):
-            # `errorMessage` (the ajv-errors keyword) says what to write instead of the regex.
-            problems.append((path, f"{_where(path)}: {value!r}: " + schema.get(
-                "errorMessage", f"does not match {schema['pattern']}")))
-        if len(value) > schema.get("maxLength", len(value)):
-            problems.append((path, f"{_where(path)}: {len(value)} characters, at most "
-                                   f"{schema['maxLength']}"))
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        if "minimum" in schema and value < schema["minimum"]:
-            problems.append((path, f"{_where(path)}: must be >= {schema['minimum']}"))
-        if "maximum" in schema and value > schema["maximum"]:
-            problems.append((path, f"{_where(path)}: must be <= {schema['maximum']}"))
-    elif isinstance(value, dict):
-        props = schema.get("properties", {})
-        for key in schema.get("required", ()):
-            if key not in value:
-                problems.append((path, f"{_where(path)}: missing required key {key!r}"))
-        extra = schema.get("additionalProperties")
-        for key, item in value.items():
-            if key in props:
-                problems.extend(check_shape(item, props[key], (*path, key)))
-            elif extra is False:
-                problems.append(((*path, key), f"{_where(path)}: unknown key {key!r}"
-                                               f"{did_you_mean(key, list(props))}"))
-            elif isinstance(extra, dict):
-                problems.extend(check_shape(item, extra, (*path, key)))
-        if "oneOf" in schema and not problems and \
-                sum(not check_shape(value, alt, path) for alt in schema["oneOf"]) != 1:
-            message = schema.get("oneOfMessage", "matches none or several of its alternatives")
-            problems.append((path, f"{_where(path)}: {message}"))
-    elif isinstance(value, list):
-        if len(value) < schema.get("minItems", 0):
-            problems.append((path, f"{_where(path)}: must not be empty"))
-        if "items" in schema:
-            items = schema["items"]
-            for i, item in enumerate(value):
-                problems.extend(check_shape(item, items, (*path, i)))
-    return problems
+    names = None if types is None else types if isinstance(types, list) else [types]
+    accepted = None if names is None else tuple(
+        t for name in names for t in (_TYPES[name] if isinstance(_TYPES[name], tuple)
+                                      else (_TYPES[name],)))
+    bools = names is not None and "boolean" in names  # bool is an int: only if named
+    enum = schema.get("enum")
+    pattern = _pattern(schema["pattern"]) if "pattern" in schema else None
+    max_length = schema.get("maxLength")
+    minimum, maximum = schema.get("minimum"), schema.get("maximum")
+    props = {key: _compile(sub, done) for key, sub in schema.get("properties", {}).items()}
+    required = tuple(schema.get("required", ()))
+    extra = schema.get("additionalProperties")
+    closed = extra is False
+    extra_check = _compile(extra, done) if isinstance(extra, dict) else None
+    alternatives = [compile_shape(alt) for alt in schema.get("oneOf", ())]
+    min_items = schema.get("minItems", 0)
+    items = _compile(schema["items"], done) if "items" in schema else None
+
+    def check(value: Any, path: Path, out: Problems) -> None:
+        if accepted is not None and not (isinstance(value, accepted) and
+                                         (bools or not isinstance(value, bool))):
+            out.append(_wrong_type(value, names, path))
+            return
+        start = len(out)
+        if enum is not None and value not in enum:
+            hint = did_you_mean(str(value), [str(e) for e in enum])
+            out.append((path, f"{_where(path)}: {value!r} is not one of "
+                              f"{', '.join(map(str, enum))}{hint}"))
+        if isinstance(value, str):
+            # The whole value, in ASCII: `$` accepts a trailing newline, and `\d` Unicode digits.
+            if pattern is not None and not pattern.fullmatch(value):
+                # `errorMessage` (the ajv-errors keyword) says what to write instead of the regex.
+                out.append((path, f"{_where(path)}: {value!r}: " + schema.get(
+                    "errorMessage", f"does not match {schema['pattern']}")))
+            if max_length is not None and len(value) > max_length:
+                out.append((path, f"{_where(path)}: {len(value)} characters, at most "
+                                  f"{max_length}"))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            if minimum is not None and value < minimum:
+                out.append((path, f"{_where(path)}: must be >= {minimum}"))
+            if maximum is not None and value > maximum:
+                out.append((path, f"{_where(path)}: must be <= {maximum}"))
+        elif isinstance(value, dict):
+            for key in required:
+                if key not in value:
+                    out.append((path, f"{_where(path)}: missing required key {key!r}"))
+            for key, item in value.items():
+                sub = props.get(key)
+                if sub is not None:
+                    sub(item, (*path, key), out)
+                elif closed:
+                    out.append(((*path, key), f"{_where(path)}: unknown key {key!r}"
+                                              f"{did_you_mean(key, list(props))}"))
+                elif extra_check is not None:
+                    extra_check(item, (*path, key), out)
+            if alternatives and len(out) == start and \
+                    sum(not alt(value, path) for alt in alternatives) != 1:
+                message = schema.get("oneOfMessage", "matches none or several of its "
+                                                     "alternatives")
+                out.append((path, f"{_where(path)}: {message}"))
+        elif isinstance(value, list):
+            if len(value) < min_items:
+                out.append((path, f"{_where(path)}: must not be empty"))
+            if items is not None:
+                for i, item in enumerate(value):
+                    items(item, (*path, i), out)
+
+    done[id(schema)] = check
+    return check
+
+
+def _wrong_type(value: Any, names: list[str], path: Path) -> tuple[Path, str]:
+    hint = " (quote it)" if "string" in names and _kind(value) in ("integer", "number",
+                                                                  "boolean") else ""
+    if "boolean" in names and str(value).lower() in ("true", "false"):
+        hint = f" (write {str(value).lower()}, unquoted)"
+    return (path, f"{_where(path)}: expected {' or '.join(names)}, got {_kind(value)}{hint}")
 
 
 @functools.lru_cache(maxsize=256)
 def _pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern, re.ASCII)
-
-
-def _is(value: Any, type_name: str) -> bool:
-    if type_name in ("integer", "number") and isinstance(value, bool):
-        return False
-    return isinstance(value, _TYPES[type_name])
 
 
 def _kind(value: Any) -> str:

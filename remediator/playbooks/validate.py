@@ -25,7 +25,7 @@ from .index import RuleSet
 from .matchers import Matcher, MatcherError, parse_matcher
 from .models import Playbook, build_playbook
 from .parse_cache import ParseCache
-from .schema import FILE, check_shape, did_you_mean
+from .schema import FILE, compile_shape, did_you_mean
 from .source import Path, Problem, Source, SourceError, load_source
 
 _STEP_REF = re.compile(r"\bsteps\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*['\"]([^'\"]+)['\"]\s*\])")
@@ -38,6 +38,7 @@ TARGET_ROOTS = templating.ROOTS - {"target", "steps"}  # rendered before any ste
 PROMQL_ROOTS = frozenset({"labels", "annotations"})
 RATE_KEY_ROOTS = frozenset({"labels", "target"})
 ALERT_ROOTS = frozenset({"labels", "annotations", "group", "alert"})  # whoever sends the alert
+_FILE_SHAPE = compile_shape(FILE)
 _PARSER = Environment()  # parsing only: what a template reads, whatever it renders with
 # The alerts a playbook sees, by its `match.status` (a firing playbook sees its resolution).
 _SEES = {"firing": {"firing", "resolved"}, "any": {"firing", "resolved"}, "resolved": {"resolved"}}
@@ -152,7 +153,7 @@ def validate_text(file: str, text: str, into: Validation, known_sinks: set[str] 
         into.problems.append(exc.problem)
         return
     into.problems.extend(source.problems)
-    shape = check_shape(source.data, FILE, ())
+    shape = _FILE_SHAPE(source.data, ())
     into.problems.extend(source.problem(path, "error", msg) for path, msg in shape)
     if shape:
         return
