@@ -255,6 +255,11 @@ _TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number"
 
 Problems = list[tuple[Path, str]]
 _Check = Callable[[Any, Path, Problems], None]
+# A node's check, and the classes of value it is known to accept without being called: a
+# node with nothing to check but its type (most leaves) costs its parent a set lookup.
+_Node = tuple[_Check, frozenset[type]]
+_KEYWORDS = frozenset({"enum", "pattern", "maxLength", "minimum", "maximum", "properties",
+                       "required", "additionalProperties", "oneOf", "minItems", "items"})
 
 
 def check_shape(value: Any, schema: dict[str, Any], path: Path) -> Problems:
@@ -266,7 +271,7 @@ def compile_shape(schema: dict[str, Any]) -> Callable[[Any, Path], Problems]:
     """`check_shape` for one schema, its keywords read once: the validator checks every file
     with the same schema, and reading each keyword of each node again for each value was a
     third of a start-up's validation."""
-    check = _compile(schema, {})
+    check, _ = _compile(schema, {})
 
     def checker(value: Any, path: Path) -> Problems:
         problems: Problems = []
@@ -275,7 +280,7 @@ def compile_shape(schema: dict[str, Any]) -> Callable[[Any, Path], Problems]:
     return checker
 
 
-def _compile(schema: dict[str, Any], done: dict[int, _Check]) -> _Check:
+def _compile(schema: dict[str, Any], done: dict[int, _Node]) -> _Node:
     """One node's check, appending its problems (in the walker's order) to `out`. `done`
     holds the nodes compiled so far: a node used twice (STEP) is compiled once."""
     if id(schema) in done:
@@ -285,6 +290,8 @@ def _compile(schema: dict[str, Any], done: dict[int, _Check]) -> _Check:
     accepted = None if names is None else tuple(
         t for name in names for t in (_TYPES[name] if isinstance(_TYPES[name], tuple)
                                       else (_TYPES[name],)))
+    # The exact classes (not subclasses: bool is an int) a node without keywords accepts.
+    fine = frozenset(accepted or ()) if not _KEYWORDS & schema.keys() else frozenset()
     bools = names is not None and "boolean" in names  # bool is an int: only if named
     enum = schema.get("enum")
     pattern = _pattern(schema["pattern"]) if "pattern" in schema else None
@@ -294,10 +301,10 @@ def _compile(schema: dict[str, Any], done: dict[int, _Check]) -> _Check:
     required = tuple(schema.get("required", ()))
     extra = schema.get("additionalProperties")
     closed = extra is False
-    extra_check = _compile(extra, done) if isinstance(extra, dict) else None
+    extra_check, extra_fine = _compile(extra, done) if isinstance(extra, dict) else (None, ())
     alternatives = [compile_shape(alt) for alt in schema.get("oneOf", ())]
     min_items = schema.get("minItems", 0)
-    items = _compile(schema["items"], done) if "items" in schema else None
+    items, items_fine = _compile(schema["items"], done) if "items" in schema else (None, ())
 
     def check(value: Any, path: Path, out: Problems) -> None:
         if accepted is not None and not (isinstance(value, accepted) and
@@ -330,11 +337,12 @@ def _compile(schema: dict[str, Any], done: dict[int, _Check]) -> _Check:
             for key, item in value.items():
                 sub = props.get(key)
                 if sub is not None:
-                    sub(item, (*path, key), out)
+                    if item.__class__ not in sub[1]:
+                        sub[0](item, (*path, key), out)
                 elif closed:
                     out.append(((*path, key), f"{_where(path)}: unknown key {key!r}"
                                               f"{did_you_mean(key, list(props))}"))
-                elif extra_check is not None:
+                elif extra_check is not None and item.__class__ not in extra_fine:
                     extra_check(item, (*path, key), out)
             if alternatives and len(out) == start and \
                     sum(not alt(value, path) for alt in alternatives) != 1:
@@ -346,10 +354,11 @@ def _compile(schema: dict[str, Any], done: dict[int, _Check]) -> _Check:
                 out.append((path, f"{_where(path)}: must not be empty"))
             if items is not None:
                 for i, item in enumerate(value):
-                    items(item, (*path, i), out)
+                    if item.__class__ not in items_fine:
+                        items(item, (*path, i), out)
 
-    done[id(schema)] = check
-    return check
+    done[id(schema)] = check, fine
+    return check, fine
 
 
 def _wrong_type(value: Any, names: list[str], path: Path) -> tuple[Path, str]:
