@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -76,14 +77,26 @@ def rule_files(paths: Iterable[str]) -> list[str]:
     for p in paths:
         path = FsPath(p)
         if path.is_dir():
-            # Hidden entries are skipped: a Kubernetes ConfigMap volume holds every file a
-            # second time under `..<timestamp>/` (behind the `..data` link).
-            found.extend(str(f) for f in sorted(path.rglob("*"))
-                         if f.suffix in (".yaml", ".yml") and f.is_file() and not is_test_file(f)
-                         and not any(part.startswith(".") for part in f.relative_to(path).parts))
+            found.extend(str(path.joinpath(*parts)) for parts in sorted(_yaml_below(str(path))))
         elif not is_test_file(path):
             found.append(str(path))
     return found
+
+
+def _yaml_below(top: str) -> Iterator[tuple[str, ...]]:
+    """The path, as parts relative to `top`, of each playbook file below it (in any order).
+
+    Hidden entries are skipped: a Kubernetes ConfigMap volume holds every file a second time
+    under `..<timestamp>/` (behind the `..data` link). Like `Path.rglob`, linked directories
+    are not entered and linked files count (os.walk: a thousand files in a fifth of the time)."""
+    for root, dirs, files in os.walk(top):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        rel = () if root == top else tuple(os.path.relpath(root, top).split(os.sep))
+        for name in files:
+            if name.endswith((".yaml", ".yml")) and not name.startswith(".") \
+                    and not name.endswith(TEST_FILE_SUFFIXES) \
+                    and os.path.isfile(os.path.join(root, name)):
+                yield (*rel, name)
 
 
 def is_test_file(path: str | FsPath) -> bool:
@@ -105,7 +118,8 @@ def validate_paths(paths: Iterable[str], known_sinks: set[str] | None = None,
     with _collector_paused():
         for file in rule_files(paths):
             try:
-                text = FsPath(file).read_text(encoding="utf-8")
+                with open(file, encoding="utf-8") as f:
+                    text = f.read()
             except (OSError, UnicodeDecodeError) as exc:
                 result.problems.append(Problem(file, 1, 1, "error", f"cannot read: {exc}"))
                 continue
