@@ -115,7 +115,7 @@ def validate_paths(paths: Iterable[str], known_sinks: set[str] | None = None,
     # would fail every playbook that uses it, later and less clearly.
     result.problems.extend(Problem("<plugins>", 1, 1, "error", message)
                            for message in PLUGIN_PROBLEMS)
-    with _collector_paused():
+    with collector_paused():
         for file in rule_files(paths):
             try:
                 with open(file, encoding="utf-8") as f:
@@ -132,7 +132,7 @@ def validate_paths(paths: Iterable[str], known_sinks: set[str] | None = None,
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """Loading a rule set allocates a million objects that all stay alive until it is done;
     each batch of them set off a garbage collection that walked every one of them again (a
     fifth of the time of 1 000 files). Nothing made here is cyclic garbage worth chasing
@@ -149,7 +149,7 @@ def _collector_paused() -> Iterator[None]:
 def load_rules(paths: Iterable[str], known_sinks: set[str] | None = None,
                cache: ParseCache | None = None) -> RuleSet:
     """Validate and index; raise RulesError if anything is an error."""
-    with _collector_paused():
+    with collector_paused():
         result = validate_paths(paths, known_sinks, cache)
         # The parsed sources are garbage now; freed before the collector resumes, its
         # catching up walks the rule set only, not a million objects already dead.
