@@ -194,8 +194,8 @@ async def _serve(cfg: Config) -> int:
     # builds. Nothing start-up builds is garbage worth chasing meanwhile (collector_paused
     # says why): collected once, not in passes over all of it as it grows.
     gc.freeze()
-    service = Service(cfg)
     with collector_paused():
+        service = Service(cfg)
         try:
             await service.start()
         except (StoreUnavailable, sqlite3.Error) as exc:

@@ -1,12 +1,16 @@
 """What `serve` does before it is ready: no backend client is imported until a step uses
-it, and a second start finds its rule files parsed (counts, not times: bench/storm_bench.py
-times start-up)."""
+it, a second start finds its rule files parsed, and the collector runs once (counts, not
+times: bench/storm_bench.py times start-up)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-from tests.support.worker import WorkerProcess
+from tests.support.worker import TOKEN, WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 # Imported only by the actions and sinks that use them, at their first use.
@@ -38,3 +42,42 @@ def test_a_second_start_reads_the_parse_cache_beside_the_store(tmp_path):
     second = WorkerProcess(tmp_path, [str(ROOT / "rules")]).start()
     assert second.stop() == 0
     assert cache.stat().st_ino == written  # every file found in it: nothing written again
+
+
+# `serve` up to the point it would listen, in its own interpreter; the collector's counters
+# are read at each freeze: the imported modules', then what start-up built.
+_COUNT_COLLECTIONS = """
+import gc, json, sys
+from aiohttp import web
+import remediator.cli as cli
+
+seen = []
+freeze = gc.freeze
+def counted_freeze():
+    seen.append([s["collections"] for s in gc.get_stats()])
+    freeze()
+gc.freeze = counted_freeze
+async def instead_of_listening(site):
+    print(json.dumps({"freezes": seen, "frozen": gc.get_freeze_count(),
+                      "unfrozen": len(gc.get_objects())}))
+    raise SystemExit(0)
+web.TCPSite.start = instead_of_listening
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_start_up_collects_once_and_freezes_what_it_built(tmp_path):
+    """From the imports to ready the collector runs once, the full collection before the
+    freeze: not in passes over the rule set as it loads. What start-up built is then frozen,
+    so a storm's full collections walk none of it."""
+    (tmp_path / "c.yaml").write_text("guards: {namespaces: {allow: [shop]}}\n")
+    done = subprocess.run(
+        [sys.executable, "-c", _COUNT_COLLECTIONS, "serve", "--rules", str(ROOT / "rules"),
+         "--store", f"sqlite:///{tmp_path}/r.db", "--config", str(tmp_path / "c.yaml")],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "REMEDIATOR_WEBHOOK_TOKEN": TOKEN, "REMEDIATOR_LOG_LEVEL": "error"})
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout)
+    imported, built = counts["freezes"]
+    assert [b - a for a, b in zip(imported, built, strict=True)] == [0, 0, 1]  # by generation
+    assert counts["unfrozen"] < counts["frozen"] // 20

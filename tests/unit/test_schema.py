@@ -80,6 +80,20 @@ def test_check_shape_messages():
     ]
 
 
+def test_leaves_checked_by_their_type_alone_still_tell_a_bool_from_a_number():
+    # Such leaves are checked by the exact class of the value (bool is a subclass of int).
+    schema = {"type": "object", "additionalProperties": {"type": "integer"},
+              "properties": {"n": {"type": "number"}, "b": {"type": "boolean"},
+                             "items": {"type": "array", "items": {"type": "integer"}}}}
+    assert check_shape({"n": True, "b": 1, "x": False, "items": [1, True]}, schema, ()) == [
+        (("n",), "n: expected number, got boolean"),
+        (("b",), "b: expected boolean, got integer"),
+        (("x",), "x: expected integer, got boolean"),
+        (("items", 1), "items[1]: expected integer, got boolean"),
+    ]
+    assert check_shape({"n": 1.5, "b": False, "x": 2, "items": [3]}, schema, ()) == []
+
+
 @pytest.mark.parametrize("value", ["restart\n", "1\u0662:00"])
 def test_patterns_match_whole_ascii_values(value):
     # `$` accepts a trailing newline and Python's `\d` Unicode digits; a pattern is the whole value
