@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import console, redact
+from . import console, redact, turns
 from .alerts import PayloadError, parse_notification
 from .auth import Principal, Users
 from .playbooks.validate import RulesError
@@ -82,12 +82,14 @@ def _needs(request: web.Request) -> str | None:
 
 @web.middleware
 async def count_webhook_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """`remediator_webhook_requests_total{code}` for every answer to POST /alerts, 401s included."""
+    """`remediator_webhook_requests_total{code}` for every answer to POST /alerts, 401s
+    included; processing keeps to its share of the loop while one is in flight (turns.py)."""
     if request.path != "/alerts":
         return await handler(request)
     metrics = request.app[SERVICE].metrics
     started = time.perf_counter()
-    response = await handler(request)
+    with turns.intake():
+        response = await handler(request)
     metrics.webhook_requests.labels(str(response.status)).inc()
     if response.status == 202:
         metrics.ack_seconds.observe(time.perf_counter() - started)

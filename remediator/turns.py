@@ -1,5 +1,6 @@
 """Processing takes turns: one chunk of it per event-loop iteration, so intake never waits
-behind more than one.
+behind more than one; and while a webhook is being answered, at most a share of the loop's
+time.
 
 Everything runs on one event loop, and a webhook's 202 needs a few iterations of it (read,
 commit, answer), each of which runs every callback ready in it. A decision is ~1 ms of CPU,
@@ -8,26 +9,49 @@ and the dispatcher to start a handful more, so an acknowledgement waited behind 
 chunks in each of its iterations (p99 25 ms in a storm). Now processing code takes a turn
 (`await take()`) after each of its store calls and before it starts an alert, and one turn
 is granted per iteration: an iteration carries intake's work and at most one chunk of
-processing's, whatever the backlog. Processing still moves on every iteration (a storm
-never starves it); when intake is idle, the extra iterations cost microseconds a chunk.
-Intake never takes a turn.
+processing's, whatever the backlog. Intake never takes a turn.
+
+One chunk per iteration still gave processing most of the loop in a storm: an intake
+iteration is ~0.1 ms, a chunk up to a millisecond, so webhooks were answered at 0.2x a bare
+handler's rate, and each waited behind several chunks. So each chunk is timed (callbacks
+scheduled right before and after its task's step: nothing runs between them), and while a
+webhook is in flight (`intake()`) the next turn waits until the rest of the loop's work has
+had its share of the CPU: processing's is at most `SHARE` of it (a 1 ms chunk is followed by
+3 ms for intake), unless the loop idles meanwhile. Processing still moves in a storm (it is
+never starved) and, once no webhook is in flight, takes a turn per iteration again: what the
+storm deferred is decided right after it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 import weakref
 from collections import deque
+from collections.abc import Callable, Iterator
+
+# Processing's share of the loop's time while webhooks are in flight.
+SHARE = 0.25
 
 
 class Turns:
-    """A FIFO of processing chunks, released one per loop iteration."""
+    """A FIFO of processing chunks, released one per loop iteration, and paced to `SHARE`
+    of the loop's time while intake is busy."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 clock: Callable[[], float] = time.perf_counter,
+                 cpu: Callable[[], float] = time.thread_time) -> None:
         self._loop = loop
+        self._clock, self._cpu = clock, cpu  # wall time; the loop's thread's CPU time
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._scheduled = False
+        self._chunk = (0.0, 0.0, 0.0)  # the last chunk: its length, when it ended (both clocks)
+        self._timer: asyncio.TimerHandle | None = None  # a turn deferred for intake
+        self.intake = 0  # webhooks being answered now
+        self.answered_at = 0.0  # when the last one was answered (wall clock)
         self.granted = 0  # turns granted so far (tests count them)
+        self.deferred = 0  # turns put off for intake (tests count them)
 
     async def take(self) -> None:
         future = self._loop.create_future()
@@ -37,17 +61,60 @@ class Turns:
             self._loop.call_soon(self._grant)
         await future
 
+    def quiet(self, seconds: float) -> bool:
+        """No webhook in flight, nor answered for `seconds`."""
+        return not self.intake and self._clock() - self.answered_at >= seconds
+
+    @contextlib.contextmanager
+    def intake_busy(self) -> Iterator[None]:
+        self.intake += 1
+        try:
+            yield
+        finally:
+            self.intake -= 1
+            self.answered_at = self._clock()
+            if not self.intake and self._timer is not None:  # intake is done: go on now
+                self._timer.cancel()
+                self._timer = None
+                self._loop.call_soon(self._grant)
+
     def _grant(self) -> None:
-        # The waiter resumes in the next iteration, when this runs again for the one after.
+        self._timer = None
+        wait = self._intake_time() if self.intake else 0.0
+        if wait > 0:  # ask again once intake had its time, or the loop idled
+            self.deferred += 1
+            self._timer = self._loop.call_later(min(wait, 0.001), self._grant)
+            return
+        # The waiter resumes in the next iteration, when this runs again for the one after;
+        # its step is timed by the callbacks queued around its wakeup.
         while self._waiting:
             future = self._waiting.popleft()
             if not future.done():  # a waiter cancelled meanwhile (shutdown) gives its turn on
+                self._loop.call_soon(self._begin)
                 future.set_result(None)
+                self._loop.call_soon(self._end)
                 self.granted += 1
                 break
         self._scheduled = bool(self._waiting)
         if self._scheduled:
             self._loop.call_soon(self._grant)
+
+    def _intake_time(self) -> float:
+        """How much more of the loop's CPU the other work (intake) is due before the next
+        chunk; 0 if it had that, or if the loop idled as long as the chunk took (webhooks
+        waiting for a PostgreSQL commit leave it idle: holding processing back then only
+        lost its time, a third of its decisions per second)."""
+        took, wall, cpu = self._chunk
+        busy, idle = self._cpu() - cpu, self._clock() - wall
+        idle -= busy
+        return 0.0 if idle >= took else max(0.0, took * (1 - SHARE) / SHARE - busy)
+
+    def _begin(self) -> None:
+        self._chunk = (0.0, self._clock(), self._cpu())
+
+    def _end(self) -> None:
+        cpu = self._cpu()
+        self._chunk = (cpu - self._chunk[2], self._clock(), cpu)
 
 
 _turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Turns] = weakref.WeakKeyDictionary()
@@ -65,3 +132,9 @@ def turns() -> Turns:
 async def take() -> None:
     """Wait for processing's turn; call it before each chunk of processing work."""
     await turns().take()
+
+
+def intake() -> contextlib.AbstractContextManager[None]:
+    """Mark a webhook in flight (from its handler's start to its answer): processing's turns
+    keep to their share of the loop meanwhile."""
+    return turns().intake_busy()

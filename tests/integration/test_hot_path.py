@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import copy
+import gc
 import inspect
 import json
 import logging
@@ -17,7 +18,7 @@ import time
 import aiohttp
 from aiohttp import web
 
-from remediator import template_context, templating, turns
+from remediator import cli, template_context, templating, turns
 from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext, check_params
 from remediator.actions.registry import ACTIONS
@@ -198,6 +199,79 @@ def test_processing_takes_one_chunk_per_loop_iteration(run):
         await asyncio.gather(*tasks, return_exceptions=True)
         assert len(ran) == 27 and len(set(ran)) == 27  # every chunk ran, each in an iteration of its own
     run(scenario())
+
+
+def test_while_a_webhook_is_in_flight_processing_keeps_to_its_share_of_the_loop(run):
+    """Each chunk is timed (here by clocks that move only when a chunk or the test says so),
+    and while a webhook is in flight the next turn waits until the rest of the loop's work
+    had its share of the CPU (processing's is at most `turns.SHARE`), or the loop idled as
+    long as the chunk took. (Before, one chunk per iteration gave processing most of the loop
+    in a storm: webhooks were answered at 0.2x a bare handler's rate.) With no webhook in
+    flight, a turn per iteration again."""
+    async def scenario():
+        wall, cpu = [0.0], [0.0]
+        chunk = 0.001
+        t = turns.Turns(asyncio.get_running_loop(), clock=lambda: wall[0], cpu=lambda: cpu[0])
+        ran: list[float] = []
+
+        def spend(seconds: float, idle: bool = False) -> None:
+            wall[0] += seconds
+            cpu[0] += 0 if idle else seconds
+
+        async def execution() -> None:
+            for _ in range(4):
+                await t.take()
+                ran.append(wall[0])
+                spend(chunk)  # the chunk's work
+
+        async def until(count: int) -> None:
+            while len(ran) < count:
+                await asyncio.sleep(0)
+
+        with t.intake_busy():
+            tasks = [asyncio.ensure_future(execution()) for _ in range(2)]
+            for _ in range(50):
+                await asyncio.sleep(0)
+            assert len(ran) == 1 and t.deferred >= 1  # the clocks stood still: intake's time
+            spend(chunk * (1 - turns.SHARE) / turns.SHARE * 0.9)
+            for _ in range(50):
+                await asyncio.sleep(0)
+            assert len(ran) == 1  # not quite its share yet
+            spend(chunk * (1 - turns.SHARE) / turns.SHARE * 0.2)  # intake had its share
+            await until(2)
+            spend(chunk, idle=True)  # the loop waited (a PostgreSQL commit) as long
+            await until(3)
+            assert t.granted == 3
+        deferred = t.deferred
+        iteration = _iterations()
+        await until(8)  # no webhook in flight: a turn per iteration, none deferred
+        assert t.deferred == deferred and iteration[0] <= 2 * 5 + 1
+        await asyncio.gather(*tasks)
+    run(scenario())
+
+
+def test_a_webhook_is_in_flight_for_the_turns_while_it_is_handled(tmp_path, monkeypatch):
+    rules = write_rules(tmp_path / "rules", RULES)
+    cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
+                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    w = InProcessWorker(cfg).start()
+    intake, seen = w.service.intake, []
+
+    async def counted_intake(notification):  # type: ignore[no-untyped-def]
+        seen.append(turns.turns().intake)
+        return await intake(notification)
+
+    monkeypatch.setattr(w.service, "intake", counted_intake)
+    try:
+        assert w.post_alerts(notification(alert("WebDown", deployment="a", team="a")))[0] == 202
+        assert seen == [1]
+        assert w.call(_intake_now()) == 0  # and no longer once answered
+    finally:
+        w.stop()
+
+
+async def _intake_now() -> int:
+    return turns.turns().intake
 
 
 def test_a_webhooks_loop_iterations_carry_at_most_one_decision_each(tmp_path, monkeypatch):
@@ -492,4 +566,33 @@ def test_an_http_proxy_in_the_environment_is_still_used(run, tmp_path, monkeypat
             await runner.cleanup()
         assert result["status"] == 200
         assert seen == ["GET http://upstream.invalid:8080/check"]
+    run(scenario())
+
+
+def test_serve_runs_full_collections_between_webhooks(run):
+    """`serve` turns the collector's automatic full passes off (in a storm they walked the
+    whole heap every few seconds, 20-30 ms of the loop with webhooks waiting) and runs them
+    once no webhook was in flight for a second, or once too many young passes piled up."""
+    async def scenario():
+        full: list[int] = []
+
+        def seen(phase: str, info: dict) -> None:
+            if phase == "start" and info["generation"] == 2:
+                full.append(1)
+
+        gc.callbacks.append(seen)
+        try:
+            gc.collect(1)  # something reached the oldest generation
+            with turns.intake():
+                assert not cli.collect_between_webhooks() and not full
+            assert not cli.collect_between_webhooks() and not full  # one was just answered
+            turns.turns().answered_at -= 1.0  # a second ago
+            assert cli.collect_between_webhooks() and len(full) == 1
+            assert not cli.collect_between_webhooks()  # nothing new since
+            with turns.intake():
+                for _ in range(cli.FULL_GC_FORCED):
+                    gc.collect(1)
+                assert cli.collect_between_webhooks() and len(full) == 2
+        finally:
+            gc.callbacks.remove(seen)
     run(scenario())
