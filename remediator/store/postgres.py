@@ -278,6 +278,14 @@ MIGRATIONS = [
         RETURN NULL;
     END $$;
     """,
+    # 8: a claim finds pending items and expired leases each in an index of its own: walking
+    # the items to do in id order, it read every item still running (each replica's claimed
+    # work, leases valid) from the table to skip it, on every claim.
+    """
+    CREATE INDEX inbox_pending ON inbox (id) WHERE state = 'pending';
+    CREATE INDEX inbox_leased ON inbox (lease_until) WHERE state = 'running';
+    DROP INDEX inbox_todo;
+    """,
 ]
 
 # The claim epoch of the task that claimed work; its child tasks inherit it. A write from
@@ -596,14 +604,16 @@ class PostgresStore:
             r["received_at"]) for r in sorted(rows, key=lambda r: r["id"])]
 
     async def claim(self, limit: int) -> list[InboxItem]:
-        """Pending items, and items whose lease expired (their replica died)."""
+        """Items whose lease expired (their replica died) first, then pending items."""
         _claim_epoch.set(self._epoch)
         if limit <= 0:
             return []
         rows = await self._call("claim", lambda db: db.fetch(
-            "WITH c AS (SELECT id, state FROM inbox WHERE state IN ('pending', 'running') "
-            "AND (state = 'pending' OR lease_until < now()) ORDER BY id LIMIT $2 "
-            "FOR UPDATE SKIP LOCKED) "
+            "WITH t AS (SELECT id, state FROM inbox WHERE state = 'running' "
+            "AND lease_until < now() ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED), "
+            "p AS (SELECT id, state FROM inbox WHERE state = 'pending' ORDER BY id "
+            "LIMIT $2 - (SELECT count(*) FROM t) FOR UPDATE SKIP LOCKED), "
+            "c AS (SELECT * FROM t UNION ALL SELECT * FROM p) "
             "UPDATE inbox i SET state='running', owner=$1, "
             "lease_until = now() + make_interval(secs => $3) FROM c WHERE i.id = c.id "
             "RETURNING i.id, i.dedupe_key, i.alert, i.grp, i.packed, i.ref, i.received_at, "

@@ -407,7 +407,7 @@ def test_a_live_decision_on_postgres_takes_a_counted_number_of_statements(tmp_pa
     assert sum(s.startswith("WITH") and "INSERT INTO events" in s and "UPDATE inbox SET "
                "state='done'" in s and "INSERT INTO executions" in s for s in ran) == n
     assert per("INSERT INTO events") == per("UPDATE inbox SET state='done'") == 0
-    claims = per("WITH c AS (SELECT id, state FROM inbox")
+    claims = per("WITH t AS (SELECT id, state FROM inbox")
     assert 0 < claims <= 1
     # (and a new pooled connection's type introspection, once per connection)
     decision_path = [s for s in ran if not s.startswith(("SELECT count(*)", "UPDATE locks",
@@ -419,7 +419,7 @@ def test_a_live_decision_on_postgres_takes_a_counted_number_of_statements(tmp_pa
     # pause and resolution reads went into the admission and the final writes into one
     # statement; 12 before a first run read no journal)
     assert not any(s.startswith(("BEGIN", "SET LOCAL", "COMMIT")) for s in decision_path)
-    assert sum(not s.startswith(("WITH c AS", "WITH new_refs")) for s in decision_path) == 7 * n, \
+    assert sum(not s.startswith(("WITH t AS", "WITH new_refs")) for s in decision_path) == 7 * n, \
         collections.Counter(s[:60] for s in decision_path)
 
 

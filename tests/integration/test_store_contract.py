@@ -412,19 +412,21 @@ def test_a_dead_replicas_claims_and_locks_are_taken_over_after_its_lease(run, po
         await alive.open()
         await dying.open()
         await alive.enqueue(_rows(1, 2))
-        held = await dying.claim(1)
+        held = [await dying.claim_key("k2")]
         assert await dying.acquire_lock("ns/deployment/web", "e1") is None
         # While the holder renews, nobody else gets its work or its lock.
         await asyncio.sleep(4)
-        assert [i.dedupe_key for i in await alive.claim(10)] == ["k2"]
+        assert await alive.claim_key("k2") is None
         assert await alive.acquire_lock("ns/deployment/web", "e2") == "e1"
         assert await alive.held(held[0].dedupe_key)
         dying._heartbeat.cancel()  # the process dies: nothing renews its leases any more
         await asyncio.sleep(3.5)
         assert not await alive.held(held[0].dedupe_key)  # a dead replica holds nothing
-        taken = await alive.claim(10)
+        # Its work is taken over first, before work still pending (which waits its turn).
+        taken = await alive.claim(1)
         assert [i.id for i in taken] == [held[0].id]
         assert metrics.lease_takeovers._value.get() == 1
+        assert [i.dedupe_key for i in await alive.claim(10)] == ["k1"]
         assert await alive.acquire_lock("ns/deployment/web", "e2") is None
         await alive.close()
 
