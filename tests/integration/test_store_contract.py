@@ -19,7 +19,7 @@ import pytest
 from remediator.metrics import Metrics
 from remediator.store import open_store, packing, sqlite
 from remediator.store.base import PAUSE, PAUSED, RESOLVED, Enqueued, Limit, redact
-from remediator.store.postgres import MIGRATIONS, PostgresStore
+from remediator.store.postgres import MIGRATIONS, PostgresStore, _section_db
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -499,6 +499,37 @@ def test_a_limit_without_unless_reads_only_its_first_minute_of_events(run, postg
         assert await store.admit([Limit("budget", "*", 1000.0, 1001)], []) == 0  # all counted
         assert await store.admit([Limit("budget", "*", 1000.0, 1002)], []) is None
         await db.close()
+        await store.close()
+
+    run(scenario())
+
+
+def test_the_pending_gauge_reads_the_items_to_do_not_the_whole_inbox(run, postgres_url):
+    """`pending_count` (each replica's gauge, every second) counts pending and running items
+    from their partial indexes: done items stay in the inbox for the retention period, and a
+    sequential scan of all of them every second grew with every storm."""
+
+    async def seq_scans(db) -> int:  # sequential scans of `inbox` so far
+        await db.execute("SELECT pg_stat_force_next_flush()")
+        await db.execute("SELECT pg_stat_clear_snapshot()")
+        return await db.fetchval("SELECT seq_scan FROM pg_stat_user_tables "
+                                 "WHERE relname = 'inbox'")
+
+    async def scenario():
+        store = await _opened(postgres_url)
+        await store.enqueue(_rows(1, 2, 3))
+        assert len(await store.claim(1)) == 1
+        db = await asyncpg.connect(postgres_url)
+        await db.execute("INSERT INTO inbox (dedupe_key, alert, grp, received_at, state) "
+                         "SELECT 'done' || g, '{}', '{}', '2026-01-01T00:00:00Z', 'done' "
+                         "FROM generate_series(1, 20000) g")
+        await db.execute("ANALYZE inbox")
+        await db.close()
+        async with store.critical("gauge"):  # the store's statements run on its connection
+            section = _section_db.get()
+            before = await seq_scans(section)
+            assert await store.pending_count() == 3  # one running, two pending
+            assert await seq_scans(section) == before
         await store.close()
 
     run(scenario())
