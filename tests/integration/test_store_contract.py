@@ -472,16 +472,21 @@ def test_admission_limits_hold_across_replicas(run, postgres_url):
     run(scenario())
 
 
+async def _statistic(db, query: str) -> int:
+    """A cumulative statistic, including what this connection ran so far (flushed first)."""
+    await db.execute("SELECT pg_stat_force_next_flush()")
+    await db.execute("SELECT pg_stat_clear_snapshot()")
+    return await db.fetchval(query)
+
+
 def test_a_limit_without_unless_reads_only_its_first_minute_of_events(run, postgres_url):
     """A budget of thousands an hour is counted per minute: an admission reads the events of
     its window's first minute, not every event of the window (each admission read them all,
     every replica's admissions waiting meanwhile on the budget's lock)."""
 
     async def read(db) -> int:  # index entries read from `events` so far
-        await db.execute("SELECT pg_stat_force_next_flush()")
-        await db.execute("SELECT pg_stat_clear_snapshot()")
-        return await db.fetchval("SELECT idx_tup_read FROM pg_stat_user_indexes "
-                                 "WHERE indexrelname = 'events_key'")
+        return await _statistic(db, "SELECT idx_tup_read FROM pg_stat_user_indexes "
+                                    "WHERE indexrelname = 'events_key'")
 
     async def scenario():
         store = await _opened(postgres_url)
@@ -510,10 +515,8 @@ def test_the_pending_gauge_reads_the_items_to_do_not_the_whole_inbox(run, postgr
     sequential scan of all of them every second grew with every storm."""
 
     async def seq_scans(db) -> int:  # sequential scans of `inbox` so far
-        await db.execute("SELECT pg_stat_force_next_flush()")
-        await db.execute("SELECT pg_stat_clear_snapshot()")
-        return await db.fetchval("SELECT seq_scan FROM pg_stat_user_tables "
-                                 "WHERE relname = 'inbox'")
+        return await _statistic(db, "SELECT seq_scan FROM pg_stat_user_tables "
+                                    "WHERE relname = 'inbox'")
 
     async def scenario():
         store = await _opened(postgres_url)
