@@ -254,8 +254,13 @@ async def _serve(cfg: Config) -> int:
 # grow fast, and the collector walked all of it every few seconds: 20-30 ms of the loop, with
 # webhooks waiting. Its automatic passes are off in `serve`; this runs them once no webhook
 # was in flight for a second (a storm's 8 connections leave gaps shorter than that), or after
-# FULL_GC_FORCED young passes whatever happens (a storm that never pauses frees its cycles).
-FULL_GC_INTERVAL, FULL_GC_FORCED = 10.0, 1000
+# FULL_GC_FORCED young passes whatever happens (a storm that never pauses frees its cycles),
+# or once the oldest generation doubled since the last (past FULL_GC_OBJECTS): a storm of
+# failing live steps leaves ~90 objects of cycles per decision there (exceptions and their
+# frames) and only one young pass per ~20 decisions; counting passes alone, 2 million objects
+# piled up before one full pass of seconds.
+FULL_GC_INTERVAL, FULL_GC_FORCED, FULL_GC_OBJECTS = 10.0, 1000, 50_000
+_survived = [0]  # the oldest generation's size after the last full collection
 
 
 def collect_between_webhooks() -> bool:
@@ -264,9 +269,11 @@ def collect_between_webhooks() -> bool:
     from . import turns
 
     pending = gc.get_count()[2]  # young (generation 1) passes since the last full one
-    if not pending or (not turns.turns().quiet(1.0) and pending < FULL_GC_FORCED):
+    if not pending or (not turns.turns().quiet(1.0) and pending < FULL_GC_FORCED and
+                       len(gc.get_objects(2)) < max(2 * _survived[0], FULL_GC_OBJECTS)):
         return False
     gc.collect()
+    _survived[0] = len(gc.get_objects(2))
     return True
 
 

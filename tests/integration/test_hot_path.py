@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import copy
 import gc
 import inspect
@@ -14,6 +15,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Iterator
 
 import aiohttp
 from aiohttp import web
@@ -595,4 +597,47 @@ def test_serve_runs_full_collections_between_webhooks(run):
                 assert cli.collect_between_webhooks() and len(full) == 2
         finally:
             gc.callbacks.remove(seen)
-    run(scenario())
+    with _as_serve():
+        run(scenario())
+
+
+
+def test_garbage_reaching_the_oldest_generation_is_collected_while_webhooks_keep_coming(run):
+    """Webhooks always in flight (a storm of failing live remediations: each failure's
+    exception and traceback frames are cycles, ~90 objects per decision that outlive young
+    passes) and few young passes: a full collection still runs once the oldest generation
+    doubled since the last one (past FULL_GC_OBJECTS), not only after FULL_GC_FORCED young
+    passes (~20 000 such decisions: ~2 million objects, then one pass of seconds)."""
+    async def scenario():
+        gc.collect(1)
+        assert cli.collect_between_webhooks()  # no webhook yet: what survived, counted
+        peak = 0
+        with turns.intake():
+            for _ in range(100):
+                cycles = [{"self": {}} for _ in range(2_000)]
+                for c in cycles:
+                    c["self"]["back"] = c
+                gc.collect(1)
+                gc.collect(1)  # promoted: alive through two young passes
+                del cycles, c  # now garbage that only a full collection frees
+                cli.collect_between_webhooks()
+                peak = max(peak, len(gc.get_objects(2)))
+        assert gc.get_count()[2] < cli.FULL_GC_FORCED  # not forced by young passes
+        assert peak < cli.FULL_GC_OBJECTS + 20_000, peak  # of 400 000 made
+    with _as_serve():
+        run(scenario())
+
+
+@contextlib.contextmanager
+def _as_serve() -> Iterator[None]:
+    """The collector as `serve` leaves it: what start-up built frozen, full passes not
+    automatic."""
+    threshold = gc.get_threshold()
+    gc.set_threshold(*threshold[:2], 1 << 30)
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
