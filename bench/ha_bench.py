@@ -127,9 +127,11 @@ def end_to_end(servers: list[tuple[subprocess.Popen, int]], count: int, tag: str
     now = os.times()
     used["load generator"] = (now.user + now.system - me.user - me.system) / took
     per = sum(share for name, share in used.items() if name != "load generator") * took / count
+    database = used["postgres"] * took / count
     # CPU time per decision does not depend on how much CPU other processes left us.
     return count / took, (", ".join(f"{name} {share:.0%}" for name, share in used.items())
-                          + f"; {per * 1000:.1f} CPU ms per decision (replicas + PostgreSQL)")
+                          + f"; {per * 1000:.1f} CPU ms per decision (replicas + PostgreSQL), "
+                          f"of which PostgreSQL {database * 1000:.2f}")
 
 
 def main() -> None:
