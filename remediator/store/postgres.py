@@ -280,11 +280,12 @@ MIGRATIONS = [
     """,
     # 8: a claim finds pending items and expired leases each in an index of its own: walking
     # the items to do in id order, it read every item still running (each replica's claimed
-    # work, leases valid) from the table to skip it, on every claim.
+    # work, leases valid) from the table to skip it, on every claim. `inbox_todo` stays: the
+    # replicas of the previous version a rolling update still runs claim from it (without it,
+    # each of their claims read every done item the inbox retains); a later migration drops it.
     """
     CREATE INDEX inbox_pending ON inbox (id) WHERE state = 'pending';
     CREATE INDEX inbox_leased ON inbox (lease_until) WHERE state = 'running';
-    DROP INDEX inbox_todo;
     """,
 ]
 
