@@ -181,14 +181,24 @@ class Service:
                 log.error("cannot claim work from the store: %s", exc)
                 await asyncio.sleep(1)
                 continue
+            except Exception:
+                # A statement the store refused (not an outage) must not end the dispatcher:
+                # this replica would stay ready and never decide an acknowledged alert again.
+                log.exception("cannot claim work from the store; retrying in 1s")
+                await asyncio.sleep(1)
+                continue
             for item in items:
                 task = asyncio.create_task(self._process(item))
                 self._running.add(task)
                 task.add_done_callback(self._done)
             if time.monotonic() - gauge_at > 1.0:
                 gauge_at = time.monotonic()
-                with contextlib.suppress(StoreUnavailable):
+                try:
                     self.metrics.inbox_pending.set(await self.store.pending_count())
+                except StoreUnavailable:
+                    pass
+                except Exception:  # a gauge is not worth the dispatcher
+                    log.exception("cannot count the pending alerts")
             if items and len(self._running) < self.config.max_executions:
                 continue  # there may be more right away
             with contextlib.suppress(TimeoutError):

@@ -435,3 +435,27 @@ def test_a_database_restart_is_unready_then_503_then_recovers(
     assert _post(w, _notification(_alert("r1"))) == 202
     [done] = _settled(postgres_url, 1)
     assert done["outcome"] == "succeeded" and sink.calls == {"r1": 1}
+
+
+def test_a_claim_the_database_refuses_is_retried_not_the_end_of_processing(
+        replicas, receiver, postgres_cluster, postgres_url):
+    """Not an outage: a statement error (here a trigger that refuses every claim). The
+    dispatcher ended on it, so the replica stayed ready and acknowledged alerts that it never
+    decided; it must log, retry, and decide them once the database accepts claims again."""
+    sink = receiver()
+    [w] = replicas(1, _rules(sink.url))
+    database = postgres_url.rsplit("/", 1)[1]
+    postgres_cluster.sql(
+        "CREATE FUNCTION refuse_claims() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "RAISE EXCEPTION 'claims refused by the test'; END $$; "
+        "CREATE TRIGGER refuse_claims BEFORE UPDATE OF state ON inbox FOR EACH ROW "
+        "WHEN (NEW.state = 'running') EXECUTE FUNCTION refuse_claims()", database)
+    assert _post(w, _notification(_alert("c1"))) == 202
+    deadline = time.monotonic() + 30
+    while w.logs().count("claims refused by the test") < 2:  # refused, and tried again
+        assert time.monotonic() < deadline, w.logs()
+        time.sleep(0.2)
+    assert http("GET", f"{w.url}/-/ready")[0] == 200 and not _decisions(postgres_url)
+    postgres_cluster.sql("DROP TRIGGER refuse_claims ON inbox", database)
+    [done] = _settled(postgres_url, 1, timeout=30)
+    assert done["outcome"] == "succeeded" and sink.calls == {"c1": 1}
