@@ -20,6 +20,7 @@ Ids are random: each process makes its own, and replicas never contend on one ro
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 import zlib
@@ -27,6 +28,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from .base import InboxItem
+
+log = logging.getLogger(__name__)
 
 WINDOW = 6 * 3600.0
 _REF_MAX = 16 << 10  # a dictionary's first 16 KiB (zlib's window is 32)
@@ -96,6 +101,23 @@ def unpack_item(alert: str | bytes, group: str, ref: bytes | None) -> tuple[dict
         both = unpack_ref(alert if isinstance(alert, bytes) else alert.encode(), ref)
         return both[0], both[1]
     return json.loads(alert), json.loads(group)
+
+
+def unpack_items(rows: Iterable[tuple[int, str, str | bytes, str, str, bytes | None]]
+                 ) -> tuple[list[InboxItem], list[int]]:
+    """Claimed rows (id, dedupe key, alert or packed, group, received_at, the reference's
+    data) as items in id order, and the ids of rows that cannot be read (corrupt, or their
+    reference gone). Such a row can never be processed; left claimable, it came first in
+    every claim and held back every alert acknowledged after it, for ever."""
+    items, unreadable = [], []
+    for item_id, key, alert, group, received_at, ref in sorted(rows, key=lambda r: r[0]):
+        try:
+            items.append(InboxItem(item_id, key, *unpack_item(alert, group, ref), received_at))
+        except Exception as exc:  # whatever the bytes make the decoder raise
+            log.error("acknowledged alert %s (inbox item %d) cannot be read, so it is not "
+                      "processed: %s: %s", key, item_id, type(exc).__name__, exc)
+            unreadable.append(item_id)
+    return items, unreadable
 
 
 def body_text(decision: dict[str, Any]) -> bytes:

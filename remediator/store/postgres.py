@@ -593,16 +593,19 @@ class PostgresStore:
 
     async def _items(self, rows: list[asyncpg.Record]) -> list[InboxItem]:
         """Claimed rows as items, in order, once the references they are packed against are
-        known here."""
+        known here; rows that cannot be read are finished (packing.unpack_items)."""
         refs, missing = self._refs.known(r["ref"] for r in rows)
         if missing:
             for r in await self._call("read", lambda db: db.fetch(
                     "SELECT id, data FROM refs WHERE id = ANY($1::bigint[])", missing)):
                 refs[r["id"]] = r["data"]
                 self._refs.remember(r["id"], r["data"])
-        return [InboxItem(r["id"], r["dedupe_key"], *packing.unpack_item(
-            r["packed"] if r["ref"] is not None else r["alert"], r["grp"], refs.get(r["ref"])),
-            r["received_at"]) for r in sorted(rows, key=lambda r: r["id"])]
+        items, unreadable = packing.unpack_items(
+            (r["id"], r["dedupe_key"], r["packed"] if r["ref"] is not None else r["alert"],
+             r["grp"], r["received_at"], refs.get(r["ref"])) for r in rows)
+        for item_id in unreadable:
+            await self.finish(item_id)
+        return items
 
     async def claim(self, limit: int) -> list[InboxItem]:
         """Items whose lease expired (their replica died) first, then pending items."""
@@ -631,7 +634,13 @@ class PostgresStore:
             if self._metrics is not None:
                 self._metrics.lease_takeovers.inc(len(taken))
         self._held.update(r["id"] for r in rows)
-        return await self._items(rows)
+        try:
+            return await self._items(rows)
+        except BaseException:
+            # Not handed to processing (the store failed reading their references): renewed
+            # for ever they were held for ever; lapsed, a replica (this one too) claims them.
+            self._held.difference_update(r["id"] for r in rows)
+            raise
 
     async def finish(self, item_id: int) -> None:
         self._held.discard(item_id)

@@ -392,8 +392,10 @@ class SQLiteStore(LocalCoordination):
                     missing):
                 refs[ref_id] = data
                 self._refs.remember(ref_id, data)
-        return [InboxItem(r[0], r[1], *packing.unpack_item(r[2], r[3], refs.get(r[5])), r[4])
-                for r in sorted(rows)]
+        items, unreadable = packing.unpack_items(
+            (r[0], r[1], r[2], r[3], r[4], refs.get(r[5])) for r in rows)
+        self._finished.extend(unreadable)  # marked done in the next write
+        return items
 
     def _mark_done(self, db: sqlite3.Connection) -> None:
         """Finished items are marked inside the next write transaction, not in one of their

@@ -82,6 +82,33 @@ def test_inbox_dedupes_claims_finishes_and_resumes_after_a_restart(run, store_ur
     run(scenario())
 
 
+def test_an_item_that_cannot_be_read_is_finished_not_claimed_before_the_rest_for_ever(
+        run, store_url, caplog, request):
+    """A stored alert that no longer decodes (corrupt bytes, a reference gone) came first in
+    every claim and failed it: nothing acknowledged after it was ever processed."""
+    async def scenario():
+        store = await _opened(store_url)
+        await store.enqueue(_rows(1, 2, 3))
+        garbage = "UPDATE inbox SET alert = 'x', grp = 'x', %s WHERE dedupe_key = 'k2'"
+        if store_url.startswith("sqlite"):
+            with sqlite3.connect(sqlite.path_from_url(store_url)) as db:
+                db.execute(garbage % "ref = ref")  # packed into `alert` against its ref
+        else:
+            cluster = request.getfixturevalue("postgres_cluster")
+            cluster.sql(garbage % "packed = '\\x00ff'::bytea", store_url.rsplit("/", 1)[1])
+        items = await store.claim(10)
+        assert [i.dedupe_key for i in items] == ["k1", "k3"]
+        assert await store.claim(10) == []  # k2 is finished, not claimable again
+        assert not await store.held("k2")
+        assert "k2 (inbox item" in caplog.text and "cannot be read" in caplog.text
+        for item in items:
+            await store.finish(item.id)
+        assert await store.pending_count() == 0
+        await store.close()
+
+    run(scenario())
+
+
 def test_executions_steps_events_and_state(run, store_url):
     async def scenario():
         store = await _opened(store_url)
