@@ -606,6 +606,32 @@ def test_urls_never_show_a_password():
     assert "s3cret" not in str(err.value)
 
 
+def test_a_claimed_batch_not_handed_to_processing_is_not_held_forever(
+        run, postgres_url, postgres_cluster):
+    """The claim took the rows, then reading their references failed: no item reached
+    processing, yet the heartbeat renewed their leases for as long as the replica lived."""
+    async def scenario():
+        first = await _opened(postgres_url)
+        await first.enqueue(_rows(1))
+        other = await _opened(postgres_url, lease=3.0)  # knows no reference yet
+        database = postgres_url.rsplit("/", 1)[1]
+        postgres_cluster.sql("ALTER TABLE refs RENAME TO refs_away", database)
+        try:
+            with pytest.raises(asyncpg.UndefinedTableError):
+                await other.claim(10)
+        finally:
+            postgres_cluster.sql("ALTER TABLE refs_away RENAME TO refs", database)
+        deadline = time.monotonic() + 30  # many of `other`'s renewals (every lease / 3)
+        while not (items := await first.claim(10)):
+            assert time.monotonic() < deadline, "the batch is still leased"
+            await asyncio.sleep(0.2)
+        assert [i.dedupe_key for i in items] == ["k1"]
+        await first.close()
+        await other.close()
+
+    run(scenario())
+
+
 def test_a_claim_fenced_while_it_runs_is_processed_not_held_forever(run, postgres_url):
     """A renewal that came too late fences what was claimed before (`_fence_all`); items
     whose claim was under way meanwhile are this replica's (owner, fresh lease) and must be
