@@ -17,11 +17,11 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from . import __version__
+from . import __version__, collector
 from .alerts import PayloadError, parse_notification
 from .config import Config, ConfigError, load_config
 from .logs import setup_logging
-from .playbooks.validate import RulesError, collector_paused
+from .playbooks.validate import RulesError
 from .report import decision_text, history_text
 
 log = logging.getLogger("remediator")
@@ -191,10 +191,10 @@ async def _serve(cfg: Config) -> int:
 
     # The imported modules live as long as the process (and hold a few dozen objects of
     # cyclic garbage at most): frozen now, the collection below walks only what start-up
-    # builds. Nothing start-up builds is garbage worth chasing meanwhile (collector_paused
+    # builds. Nothing start-up builds is garbage worth chasing meanwhile (collector.paused
     # says why): collected once, not in passes over all of it as it grows.
     gc.freeze()
-    with collector_paused():
+    with collector.paused():
         service = Service(cfg)
         try:
             await service.start()
@@ -207,9 +207,7 @@ async def _serve(cfg: Config) -> int:
         # 100s of ms).
         gc.collect()
         gc.freeze()
-    # Nor do full collections come at random: between webhooks (turns.py), or after many.
-    gc.set_threshold(*gc.get_threshold()[:2], 1 << 30)
-    collector = asyncio.create_task(_collect_between_webhooks(), name="gc")
+    full_collections = collector.between_webhooks()
     if cfg.mode == "live":
         log.warning("MODE: LIVE — remediator WILL change production systems "
                     "(%d playbooks loaded)", len(service.rules))
@@ -244,43 +242,10 @@ async def _serve(cfg: Config) -> int:
              cfg.grace_period)
     service.ready = False
     await site.stop()
-    collector.cancel()
+    full_collections.cancel()
     await service.stop()
     await runner.cleanup()
     return 0
-
-
-# In a storm what outlives young collections (executions in flight) made the oldest generation
-# grow fast, and the collector walked all of it every few seconds: 20-30 ms of the loop, with
-# webhooks waiting. Its automatic passes are off in `serve`; this runs them once no webhook
-# was in flight for a second (a storm's 8 connections leave gaps shorter than that), or after
-# FULL_GC_FORCED young passes whatever happens (a storm that never pauses frees its cycles),
-# or once the oldest generation doubled since the last (past FULL_GC_OBJECTS): a storm of
-# failing live steps leaves ~90 objects of cycles per decision there (exceptions and their
-# frames) and only one young pass per ~20 decisions; counting passes alone, 2 million objects
-# piled up before one full pass of seconds.
-FULL_GC_INTERVAL, FULL_GC_FORCED, FULL_GC_OBJECTS = 10.0, 1000, 50_000
-_survived = [0]  # the oldest generation's size after the last full collection
-
-
-def collect_between_webhooks() -> bool:
-    """A full collection if anything reached the oldest generation since the last and no
-    webhook was in flight for a second (or too much did); True if it ran."""
-    from . import turns
-
-    pending = gc.get_count()[2]  # young (generation 1) passes since the last full one
-    if not pending or (not turns.turns().quiet(1.0) and pending < FULL_GC_FORCED and
-                       len(gc.get_objects(2)) < max(2 * _survived[0], FULL_GC_OBJECTS)):
-        return False
-    gc.collect()
-    _survived[0] = len(gc.get_objects(2))
-    return True
-
-
-async def _collect_between_webhooks() -> None:
-    while True:
-        await asyncio.sleep(FULL_GC_INTERVAL)
-        collect_between_webhooks()
 
 
 def _reload(service: Any) -> None:

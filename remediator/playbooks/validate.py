@@ -6,9 +6,7 @@ rule set with errors), CI and production cannot disagree about whether a rule se
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import os
 import re
 from collections import defaultdict
@@ -19,7 +17,7 @@ from typing import Any
 
 from jinja2 import Environment, TemplateSyntaxError, nodes
 
-from .. import template_context, templating
+from .. import collector, template_context, templating
 from ..actions.base import Action, check_params, has_template, parse_duration
 from ..actions.registry import ACTIONS, PLUGIN_PROBLEMS, get_action
 from .index import RuleSet
@@ -115,7 +113,7 @@ def validate_paths(paths: Iterable[str], known_sinks: set[str] | None = None,
     # would fail every playbook that uses it, later and less clearly.
     result.problems.extend(Problem("<plugins>", 1, 1, "error", message)
                            for message in PLUGIN_PROBLEMS)
-    with collector_paused():
+    with collector.paused():
         for file in rule_files(paths):
             try:
                 with open(file, encoding="utf-8") as f:
@@ -131,25 +129,10 @@ def validate_paths(paths: Iterable[str], known_sinks: set[str] | None = None,
     return result
 
 
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Loading a rule set allocates a million objects that all stay alive until it is done;
-    each batch of them set off a garbage collection that walked every one of them again (a
-    fifth of the time of 1 000 files). Nothing made here is cyclic garbage worth chasing
-    meanwhile; the collector resumes (and catches up) when the files are read."""
-    paused = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if paused:
-            gc.enable()
-
-
 def load_rules(paths: Iterable[str], known_sinks: set[str] | None = None,
                cache: ParseCache | None = None) -> RuleSet:
     """Validate and index; raise RulesError if anything is an error."""
-    with collector_paused():
+    with collector.paused():
         result = validate_paths(paths, known_sinks, cache)
         # The parsed sources are garbage now; freed before the collector resumes, its
         # catching up walks the rule set only, not a million objects already dead.

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import aiohttp
 from aiohttp import web
 
-from remediator import cli, template_context, templating, turns
+from remediator import collector, template_context, templating, turns
 from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext, check_params
 from remediator.actions.registry import ACTIONS
@@ -586,15 +586,15 @@ def test_serve_runs_full_collections_between_webhooks(run):
         try:
             gc.collect(1)  # something reached the oldest generation
             with turns.intake():
-                assert not cli.collect_between_webhooks() and not full
-            assert not cli.collect_between_webhooks() and not full  # one was just answered
+                assert not collector.collect_between_webhooks() and not full
+            assert not collector.collect_between_webhooks() and not full  # one was just answered
             turns.turns().answered_at -= 1.0  # a second ago
-            assert cli.collect_between_webhooks() and len(full) == 1
-            assert not cli.collect_between_webhooks()  # nothing new since
+            assert collector.collect_between_webhooks() and len(full) == 1
+            assert not collector.collect_between_webhooks()  # nothing new since
             with turns.intake():
-                for _ in range(cli.FULL_GC_FORCED):
+                for _ in range(collector.FULL_GC_FORCED):
                     gc.collect(1)
-                assert cli.collect_between_webhooks() and len(full) == 2
+                assert collector.collect_between_webhooks() and len(full) == 2
         finally:
             gc.callbacks.remove(seen)
     with _as_serve():
@@ -610,7 +610,7 @@ def test_garbage_reaching_the_oldest_generation_is_collected_while_webhooks_keep
     passes (~20 000 such decisions: ~2 million objects, then one pass of seconds)."""
     async def scenario():
         gc.collect(1)
-        assert cli.collect_between_webhooks()  # no webhook yet: what survived, counted
+        assert collector.collect_between_webhooks()  # no webhook yet: what survived, counted
         peak = 0
         with turns.intake():
             for _ in range(100):
@@ -620,10 +620,10 @@ def test_garbage_reaching_the_oldest_generation_is_collected_while_webhooks_keep
                 gc.collect(1)
                 gc.collect(1)  # promoted: alive through two young passes
                 del cycles, c  # now garbage that only a full collection frees
-                cli.collect_between_webhooks()
+                collector.collect_between_webhooks()
                 peak = max(peak, len(gc.get_objects(2)))
-        assert gc.get_count()[2] < cli.FULL_GC_FORCED  # not forced by young passes
-        assert peak < cli.FULL_GC_OBJECTS + 20_000, peak  # of 400 000 made
+        assert gc.get_count()[2] < collector.FULL_GC_FORCED  # not forced by young passes
+        assert peak < collector.FULL_GC_OBJECTS + 20_000, peak  # of 400 000 made
     with _as_serve():
         run(scenario())
 
