@@ -104,11 +104,18 @@ def test_rollout_undo_to_previous_answered_late_is_not_undone_again(
 
 
 def test_rollout_restart_answered_with_a_server_error_after_applying_is_not_repeated(
-        run, kctx, kubeapi: KubeAPIServer) -> None:
+        run, kubeconfig: Path, kubeapi: KubeAPIServer) -> None:
+    # The 503 comes at once: no short read timeout here (on a busy CI machine even an
+    # immediate answer can take longer than READ_TIMEOUT, and a timeout is not this case).
+    backends = Backends()
+    ctx = ActionContext(backends=backends, log=logging.getLogger("t"), execution_id="e1")
     kubeapi.add_deployment("code-forge", NS)
     kubeapi.inject("PATCH", r"/deployments/code-forge$", status=503, applied=True)
-    record = execute(run, kctx, "kubernetes.rollout_restart", kube=kubeapi, namespace=NS,
-                     name="code-forge")
+    try:
+        record = execute(run, ctx, "kubernetes.rollout_restart", kube=kubeapi, namespace=NS,
+                         name="code-forge")
+    finally:
+        run(backends.close())
     assert_uncertain(record, f"restart deployment {NS}/code-forge")
     assert "(HTTP 503)" in record.detail
     assert kubeapi.get("deployments", NS, "code-forge")["metadata"]["generation"] == 2  # once
