@@ -19,7 +19,7 @@ from jinja2 import Environment, TemplateSyntaxError, nodes
 
 from .. import collector, template_context, templating
 from ..actions.base import Action, check_params, has_template, parse_duration
-from ..actions.registry import ACTIONS, PLUGIN_PROBLEMS, get_action
+from ..actions.registry import ACTIONS, BUILTIN, PLUGIN_PROBLEMS, get_action
 from .index import RuleSet
 from .matchers import Matcher, MatcherError, parse_matcher
 from .models import Playbook, build_playbook
@@ -29,6 +29,7 @@ from .source import Path, Problem, Source, SourceError, load_source
 
 _STEP_REF = re.compile(r"\bsteps\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*['\"]([^'\"]+)['\"]\s*\])")
 TEST_FILE_SUFFIXES = ("_test.yaml", "_test.yml")
+Finding = tuple[Path, str, str]  # a problem not yet located in its file: path, severity, message
 
 # What each kind of template is rendered with (engine.py, guards.py); anything else in it
 # would be an undefined name at run time, when it is too late to find out.
@@ -58,6 +59,8 @@ class Validation:
     problems: list[Problem] = field(default_factory=list)
     # Where each accepted playbook was defined (by its `order`), for later, cross-file checks.
     origins: dict[int, tuple[Source, Path]] = field(default_factory=dict)
+    # What each distinct step was found to have (`_check_step`), for this rule set only.
+    checked_steps: dict[str, list[Finding]] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -137,6 +140,7 @@ def load_rules(paths: Iterable[str], known_sinks: set[str] | None = None,
         # The parsed sources are garbage now; freed before the collector resumes, its
         # catching up walks the rule set only, not a million objects already dead.
         result.origins.clear()
+        result.checked_steps.clear()
     if not result.ok:
         raise RulesError(result.problems)
     return RuleSet(result.playbooks, warnings=result.problems)
@@ -155,7 +159,7 @@ def validate_text(file: str, text: str, into: Validation, known_sinks: set[str] 
     if shape:
         return
     for i, data in enumerate(source.data["playbooks"]):
-        problems = _check_playbook(source, ("playbooks", i), data, known_sinks)
+        problems = _check_playbook(source, ("playbooks", i), data, known_sinks, into)
         into.problems.extend(problems)
         if not any(p.severity == "error" for p in problems):
             pb = build_playbook(data, file, order=len(into.playbooks))
@@ -164,7 +168,7 @@ def validate_text(file: str, text: str, into: Validation, known_sinks: set[str] 
 
 
 def _check_playbook(src: Source, at: Path, data: dict[str, Any],
-                    known_sinks: set[str] | None) -> list[Problem]:
+                    known_sinks: set[str] | None, into: Validation) -> list[Problem]:
     problems: list[Problem] = []
     for j, text in enumerate(data["match"].get("matchers", [])):
         try:
@@ -182,7 +186,7 @@ def _check_playbook(src: Source, at: Path, data: dict[str, Any],
             if step["name"] in names[:j]:
                 problems.append(src.problem((*where, "name"), "error",
                                             f"duplicate step name {step['name']!r}"))
-            problems.extend(_check_step(src, where, step, names[:j], (section, names)))
+            problems.extend(_check_step(src, where, step, names[:j], (section, names), into))
             for key, value in (step.get("target") or {}).items():
                 problems.extend(_check_template(src, (*where, "target", key), value,
                                                 TARGET_ROOTS))
@@ -316,24 +320,40 @@ def _check_touched(src: Source, at: Path, step: dict[str, Any], action: Action,
 
 
 def _check_step(src: Source, at: Path, step: dict[str, Any], earlier: list[str],
-                names: tuple[str, list[str]]) -> list[Problem]:
-    problems: list[Problem] = []
+                names: tuple[str, list[str]], into: Validation) -> list[Problem]:
+    """A step's problems. A thousand files repeat the same few steps: a built-in action's
+    step is checked once per distinct content (and the step names it may refer to), its
+    findings placed in each file; a plugin's is checked every time (its checks are not ours
+    to call pure)."""
+    if step["action"] not in BUILTIN:
+        return [src.problem((*at, *sub), severity, message)
+                for sub, severity, message in _step_findings(step, earlier, names)]
+    key = repr((step, earlier, names))
+    found = into.checked_steps.get(key)
+    if found is None:
+        found = into.checked_steps[key] = _step_findings(step, earlier, names)
+    return [src.problem((*at, *sub), severity, message) for sub, severity, message in found]
+
+
+def _step_findings(step: dict[str, Any], earlier: list[str],
+                   names: tuple[str, list[str]]) -> list[Finding]:
+    """A step's problems, at paths relative to the step."""
+    problems: list[Finding] = []
     if "when" in step:
-        problems.extend(Problem(p.file, p.line, p.col, p.severity, "when: " + p.message)
-                        for p in _check_template(src, (*at, "when"), "{{ " + step["when"] + " }}",
-                                                 STEP_ROOTS, earlier, names))
+        problems.extend((sub, severity, "when: " + message)
+                        for sub, severity, message in _template_findings(
+                            ("when",), "{{ " + step["when"] + " }}", STEP_ROOTS, earlier, names))
     action = get_action(step["action"])
     if action is None:
-        return [*problems, src.problem((*at, "action"), "error",
-                                       f"unknown action {step['action']!r}"
-                                       f"{did_you_mean(step['action'], list(ACTIONS))}")]
+        return [*problems, (("action",), "error", f"unknown action {step['action']!r}"
+                                                  f"{did_you_mean(step['action'], list(ACTIONS))}")]
     raw = step.get("params") or {}
     for key, spec in action.params.items():
         if spec.kind == "promql" and key in raw:
-            problems.extend(_check_promql(src, (*at, "params", key), raw[key]))
+            problems.extend(_promql_findings(("params", key), raw[key]))
     broken: set[str] = set()  # parameters whose template is already reported
     for key, value in raw.items():
-        found = _check_template(src, (*at, "params", key), value, STEP_ROOTS, earlier, names)
+        found = _template_findings(("params", key), value, STEP_ROOTS, earlier, names)
         if found:
             broken.add(key)
             problems.extend(found)
@@ -344,25 +364,25 @@ def _check_step(src: Source, at: Path, step: dict[str, Any], earlier: list[str],
     for name, message in param_problems:
         if name in broken:
             continue
-        path = (*at, "params", name) if name in raw else (*at, "params")
+        path = ("params", name) if name in raw else ("params",)
         hint = did_you_mean(name, list(action.params)) if "unknown" in message else ""
         prefix = "" if action.name in message else f"{action.name}: "
-        problems.append(src.problem(path, "error", prefix + message + hint))
+        problems.append((path, "error", prefix + message + hint))
     if not param_problems:
-        problems.extend(src.problem((*at, "params", name), "warning", f"{action.name}: {message}")
+        problems.extend((("params", name), "warning", f"{action.name}: {message}")
                         for name, message in action.advise(params))
-    problems.extend(src.problem((*at, "params", name), "warning", (
+    problems.extend((("params", name), "warning", (
         f"{action.name}: {name} {raw[name]!r} puts an alert's value into a regular expression, "
         "where a label such as `.*` matches every line; add `| re_escape` to match it literally"))
         for name, spec in action.params.items()
         if spec.regex and name not in broken and _unescaped_regex(raw.get(name)))
     if not param_problems and not has_template(params):
         # Cross-parameter rules (min <= max, one of two) can be decided now: say so now.
-        problems.extend(src.problem((*at, "params"), "error", f"{action.name}: {message}")
+        problems.extend((("params",), "error", f"{action.name}: {message}")
                         for message in _cross_check(action, params))
     own = action.own_timeout(params) if not param_problems else None
     if own is not None and "timeout" in step and parse_duration(step["timeout"]) < own:
-        problems.append(src.problem((*at, "timeout"), "error", (
+        problems.append((("timeout",), "error", (
             f"step timeout {parse_duration(step['timeout']):g}s cuts {action.name} off before "
             f"its own {own:g}s; drop `timeout:` (the deadline is then derived: "
             f"{action.deadline(params):g}s) or make it longer")))
@@ -370,10 +390,14 @@ def _check_step(src: Source, at: Path, step: dict[str, Any], earlier: list[str],
 
 
 def _check_promql(src: Source, at: Path, text: Any) -> list[Problem]:
+    return [src.problem(*found) for found in _promql_findings(at, text)]
+
+
+def _promql_findings(at: Path, text: Any) -> list[Finding]:
     """A label spliced into PromQL unescaped can rewrite the query (`"} or vector(1)`)."""
     if not isinstance(text, str) or not templating.is_template(text):
         return []
-    return [src.problem(at, "warning", message) for message in templating.unescaped_promql(text)]
+    return [(at, "warning", message) for message in templating.unescaped_promql(text)]
 
 
 def _unescaped_regex(text: Any) -> bool:
@@ -399,29 +423,36 @@ def _cross_check(action: Action, params: dict[str, Any]) -> list[str]:
 def _check_template(src: Source, at: Path, value: Any, allowed: frozenset[str],
                     earlier: list[str] | None = None,
                     names: tuple[str, list[str]] = ("steps", [])) -> list[Problem]:
+    return [src.problem(*found) for found in _template_findings(at, value, allowed, earlier,
+                                                                 names)]
+
+
+def _template_findings(at: Path, value: Any, allowed: frozenset[str],
+                       earlier: list[str] | None = None,
+                       names: tuple[str, list[str]] = ("steps", [])) -> list[Finding]:
     """Compile every template in `value`; allow only `allowed` roots and earlier steps.
 
     `names` is (section, its step names), to tell a later step from a missing one.
     """
     if isinstance(value, dict):
         return [p for k, v in value.items()
-                for p in _check_template(src, (*at, k), v, allowed, earlier, names)]
+                for p in _template_findings((*at, k), v, allowed, earlier, names)]
     if isinstance(value, list):
         return [p for i, v in enumerate(value)
-                for p in _check_template(src, (*at, i), v, allowed, earlier, names)]
+                for p in _template_findings((*at, i), v, allowed, earlier, names)]
     if not isinstance(value, str) or not templating.is_template(value):
         return []
     roots, error = _roots(value)
     if error:
-        return [src.problem(at, "error", error)]
-    problems = [src.problem(at, "error", f"template uses unknown name {name!r}; allowed here: "
-                                         f"{', '.join(sorted(allowed))}"
-                                         f"{did_you_mean(name, sorted(allowed))}")
-                for name in sorted(roots - allowed)]
+        return [(at, "error", error)]
+    problems: list[Finding] = [
+        (at, "error", f"template uses unknown name {name!r}; allowed here: "
+                      f"{', '.join(sorted(allowed))}{did_you_mean(name, sorted(allowed))}")
+        for name in sorted(roots - allowed)]
     if "steps" in roots and "steps" in allowed:
-        problems.extend(src.problem(at, "error", message)
+        problems.extend((at, "error", message)
                         for message in _step_refs(value, earlier or [], *names))
-    problems.extend(src.problem(at, "error", message) for message in _unknown_attributes(value))
+    problems.extend((at, "error", message) for message in _unknown_attributes(value))
     return problems
 
 

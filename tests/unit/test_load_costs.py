@@ -213,3 +213,27 @@ def test_a_key_holding_the_position_separators_is_located_like_a_fresh_parse(tmp
     for _ in range(2):
         _, cached = _load([rules], tmp_path / "cache")
         _same(fresh, cached)
+
+
+def test_a_step_repeated_across_files_is_checked_once_and_located_in_each(tmp_path, monkeypatch):
+    from remediator.playbooks import validate
+
+    checked = []
+    real = validate.check_params
+    monkeypatch.setattr(validate, "check_params",
+                        lambda *a, **k: checked.append(a[1]) or real(*a, **k))
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    for i in range(3):  # the same steps, at other lines; one splicing a label into PromQL
+        (rules / f"pb{i}.yaml").write_text("#\n" * i + PLAYBOOK.format(i=i).replace(
+            "namespace | promql_str", "namespace"), encoding="utf-8")
+    result = validate_paths([str(rules)])
+    assert len(checked) == 2  # check and restart, once each
+    assert [(p.file[-8:], p.line) for p in result.problems if "PromQL" in p.message] == [
+        ("pb0.yaml", 13), ("pb1.yaml", 14), ("pb2.yaml", 15)]
+    # The same step, where the step it reads does not run before it: checked again, refused.
+    (rules / "pb3.yaml").write_text(PLAYBOOK.format(i=3).replace("name: check", "name: probe"),
+                                    encoding="utf-8")
+    result = validate_paths([str(rules)])
+    assert [p.file[-8:] for p in result.problems if "'check', which is not" in p.message] == [
+        "pb3.yaml"]
