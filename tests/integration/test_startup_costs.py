@@ -5,6 +5,7 @@ times: bench/storm_bench.py times start-up)."""
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import subprocess
 import sys
@@ -34,10 +35,10 @@ def test_serve_becomes_ready_without_importing_a_backend_client(tmp_path):
 def test_a_second_start_reads_the_parse_cache_beside_the_store(tmp_path):
     first = WorkerProcess(tmp_path, [str(ROOT / "rules")]).start()
     assert first.stop() == 0
-    [cache] = tmp_path.glob("rules-parse-cache.*.jsonl")
-    lines = cache.read_text().splitlines()
-    assert len(lines) == 1 + len([f for f in (ROOT / "rules").glob("*.yaml")
-                                  if not f.name.endswith("_test.yaml")])
+    [cache] = tmp_path.glob("rules-parse-cache.*.marshal")
+    entries = marshal.loads(cache.read_bytes().split(b"\n", 2)[2])
+    assert len(entries) == len([f for f in (ROOT / "rules").glob("*.yaml")
+                                if not f.name.endswith("_test.yaml")])
     written = cache.stat().st_ino
     second = WorkerProcess(tmp_path, [str(ROOT / "rules")]).start()
     assert second.stop() == 0

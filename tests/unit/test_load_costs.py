@@ -4,6 +4,8 @@ same templates and matchers (speed itself is measured in bench/, never asserted 
 from __future__ import annotations
 
 import gc
+import hashlib
+import marshal
 import os
 from pathlib import Path
 
@@ -123,16 +125,32 @@ def test_a_cache_another_user_could_write_is_not_read(tmp_path):
     assert (again.hits, again.misses) == (0, 2) and result.ok
 
 
-def test_a_damaged_or_foreign_cache_costs_a_parse_never_the_rule_set(tmp_path):
+def test_a_damaged_or_foreign_cache_is_never_unmarshalled_and_is_rebuilt(tmp_path):
     rules = _write(tmp_path / "rules", 2)
     cache, _ = _load([rules], tmp_path / "cache")
-    header, first, second = Path(cache.path).read_text().splitlines()
-    Path(cache.path).write_text(f"{header}\n{first[:70]}\n{second}\n")  # one line cut short
-    again, result = _load([rules], tmp_path / "cache")
-    assert (again.hits, again.misses) == (1, 1) and result.ok
-    Path(cache.path).write_text(f"another-parser\n{first}\n{second}\n")
-    other, result = _load([rules], tmp_path / "cache")
-    assert (other.hits, other.misses) == (0, 2) and result.ok
+    written = Path(cache.path).read_bytes()
+    header, digest, body = written.split(b"\n", 2)
+    flipped = bytearray(body)
+    flipped[len(body) // 2] ^= 1
+    for damaged in (written[:-7],  # a write cut short
+                    b"\n".join([header, digest, bytes(flipped)]),  # a bit flipped
+                    b"\n".join([b"another-parser", digest, body]),
+                    b"\n".join([header, hashlib.sha256(b"[]").hexdigest().encode(), b"[]"]),
+                    written.replace(b"\n", b" ", 1)):
+        Path(cache.path).write_bytes(damaged)
+        again, result = _load([rules], tmp_path / "cache")
+        assert (again.hits, again.misses) == (0, 2) and result.ok
+        rebuilt, result = _load([rules], tmp_path / "cache")
+        assert (rebuilt.hits, rebuilt.misses) == (2, 0) and result.ok
+    # Checksummed, unmarshalled, but not what this code writes: those files are parsed.
+    entries = marshal.loads(body)
+    first = next(iter(entries))
+    for entry in (b"\xff", marshal.dumps([1, 2]), marshal.dumps(("data", 1, []))):
+        body = marshal.dumps({**entries, first: entry})
+        Path(cache.path).write_bytes(b"\n".join([
+            header, hashlib.sha256(body).hexdigest().encode(), body]))
+        again, result = _load([rules], tmp_path / "cache")
+        assert (again.hits, again.misses) == (1, 1) and result.ok
 
 
 def test_a_missing_cache_directory_loads_as_without_one_and_is_not_made(tmp_path):
@@ -192,7 +210,7 @@ def test_a_write_cut_short_does_not_disable_the_cache(tmp_path):
     cache, _ = _load([rules], tmp_path / "cache")
     Path(f"{cache.path}.{os.getpid()}.tmp").write_text("cut short")
     for name in os.listdir(tmp_path / "cache"):  # as if no start had finished its write
-        if name.endswith(".jsonl"):
+        if name.endswith(".marshal"):
             os.unlink(tmp_path / "cache" / name)
     _load([rules], tmp_path / "cache")
     again, result = _load([rules], tmp_path / "cache")
@@ -237,3 +255,19 @@ def test_a_step_repeated_across_files_is_checked_once_and_located_in_each(tmp_pa
     result = validate_paths([str(rules)])
     assert [p.file[-8:] for p in result.problems if "'check', which is not" in p.message] == [
         "pb3.yaml"]
+
+
+def test_what_marshal_cannot_hold_is_parsed_at_every_start(tmp_path):
+    """A date (YAML's implicit timestamp) is not plain data to marshal: that file is parsed
+    every time; binary is kept like any other value."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    for i, (name, value) in enumerate((("date", "2026-11-29"), ("binary", "!!binary aGVsbG8="))):
+        (rules / f"{name}.yaml").write_text(PLAYBOOK.format(i=i).replace(
+            "method: POST", f"method: POST, json: {{v: {value}}}"), encoding="utf-8")
+    fresh = validate_paths([str(rules)])
+    assert fresh.ok, fresh.problems
+    _load([rules], tmp_path / "cache")
+    cache, cached = _load([rules], tmp_path / "cache")
+    assert (cache.hits, cache.misses) == (1, 1)
+    _same(fresh, cached)
