@@ -17,7 +17,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from . import __version__, collector
+from . import __version__, ca_bundle, collector  # noqa: F401  (ca_bundle: before aiohttp)
 from .alerts import PayloadError, parse_notification
 from .config import Config, ConfigError, load_config
 from .logs import setup_logging

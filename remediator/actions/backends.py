@@ -15,6 +15,8 @@ from urllib.request import getproxies
 import aiohttp
 from aiohttp.helpers import netrc_from_env
 
+from .. import ca_bundle
+
 
 @dataclass
 class Backends:
@@ -28,6 +30,7 @@ class Backends:
 
     def http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            ca_bundle.loaded()  # at once, but for the first session after a quick start
             timeout = aiohttp.ClientTimeout(total=self.http_timeout)
             # trust_env: HTTP(S)_PROXY / NO_PROXY are honoured, as every HTTP tool does.
             self._session = aiohttp.ClientSession(timeout=timeout, trust_env=_env_configures_http())

@@ -82,3 +82,33 @@ def test_start_up_collects_once_and_freezes_what_it_built(tmp_path):
     imported, built = counts["freezes"]
     assert [b - a for a, b in zip(imported, built, strict=True)] == [0, 0, 1]  # by generation
     assert counts["unfrozen"] < counts["frozen"] // 20
+
+
+# The command line's process: aiohttp imported through remediator.ca_bundle.
+_CA_BUNDLE = """
+import asyncio, json, ssl
+import remediator.cli
+from aiohttp import connector
+from remediator import ca_bundle
+from remediator.actions.backends import Backends
+
+deferred = ca_bundle._deferred == [connector._SSL_CONTEXT_VERIFIED, connector._SSL_CONTEXT_UNVERIFIED]
+async def session():
+    backends = Backends()
+    backends.http()
+    await backends.close()
+asyncio.run(session())
+print(json.dumps({"deferred": deferred, "system": ssl.create_default_context().cert_store_stats(),
+                  "aiohttp": connector._SSL_CONTEXT_VERIFIED.cert_store_stats()}))
+"""
+
+
+def test_aiohttps_ca_bundle_loads_beside_start_up_and_before_any_client_session():
+    """aiohttp loads the CA bundle into its two default contexts as it is imported (a tenth of
+    start-up): in the command line it is loaded in a thread instead, and a client session is
+    only made once its contexts trust what a default context trusts."""
+    done = subprocess.run([sys.executable, "-c", _CA_BUNDLE], capture_output=True, text=True,
+                          timeout=60, check=True)
+    found = json.loads(done.stdout)
+    assert found["deferred"]
+    assert found["system"]["x509_ca"] > 0 and found["aiohttp"] == found["system"]

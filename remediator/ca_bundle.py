@@ -1,0 +1,49 @@
+"""aiohttp imported with its CA bundle loaded in a thread (the command line imports this first).
+
+aiohttp builds its two default client SSL contexts as it is imported, and each loads the
+system's CA bundle: two loads of ~20 ms, a tenth of `serve`'s start-up, before anything else
+can run. Imported from here, aiohttp is imported with those loads put aside, and they run in
+a thread (OpenSSL releases the GIL while it reads certificates) while start-up goes on. Until
+they are done, the verified context trusts no CA (a TLS call would fail, never succeed
+unverified); `loaded()` waits for them, and the one place that makes client sessions
+(actions/backends.py) calls it first. A process that imported aiohttp before this module
+loads them at import as usual.
+"""
+
+from __future__ import annotations
+
+import ssl
+import sys
+import threading
+
+_deferred: list[ssl.SSLContext] = []  # aiohttp's contexts, their CA bundle not loaded yet
+_failed: list[BaseException] = []
+
+
+def _defer(context: ssl.SSLContext) -> None:
+    _deferred.append(context)
+
+
+def _load() -> None:
+    try:
+        for context in _deferred:
+            context.set_default_verify_paths()
+    except BaseException as exc:  # raised to whoever waits for it, as the import would have
+        _failed.append(exc)
+
+
+def loaded() -> None:
+    """Wait until aiohttp's default contexts hold the CA bundle (at once, after the first)."""
+    _thread.join()
+    if _failed:
+        raise _failed[0]
+
+
+if "aiohttp" not in sys.modules:
+    ssl.SSLContext.set_default_verify_paths = _defer  # type: ignore[method-assign,assignment]
+    try:
+        import aiohttp  # noqa: F401
+    finally:
+        del ssl.SSLContext.set_default_verify_paths  # the C method again
+_thread = threading.Thread(target=_load, name="ca-bundle", daemon=True)
+_thread.start()
