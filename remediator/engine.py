@@ -50,6 +50,11 @@ class Engine:
     metrics: Metrics | None = None
     clock: Callable[[], float] = time.time
     inflight: InFlight = field(default_factory=InFlight)
+    # Live runs whose `running` record is still to be written (with their first journal
+    # entry), and the step result of each to be journaled with what follows (id -> entry).
+    _unrecorded: set[str] = field(default_factory=set, init=False, repr=False)
+    _unsaved: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict, init=False,
+                                                           repr=False)
 
     async def process(self, item: InboxItem) -> list[dict[str, Any]]:
         """All decisions for one acknowledged alert; the item is done once they are final
@@ -87,7 +92,7 @@ class Engine:
         # Read once it runs nowhere else (this process holds it, the claim holds it across
         # replicas): what it says stays true, so no record means no journal to read either.
         try:
-            existing = await self.store.get_execution(execution_id)
+            existing, pause = await self.store.get_execution_and_pause(execution_id)
         except BaseException:
             self.inflight.finish(execution_id)
             raise
@@ -95,7 +100,7 @@ class Engine:
             self.inflight.finish(execution_id)
             return existing  # finished (possibly before a restart): never run twice
         try:
-            return await self._execute(pb, alert, group, execution_id, existing)
+            return await self._execute(pb, alert, group, execution_id, existing, pause)
         except StoreUnavailable:
             raise  # nothing can be recorded now: the inbox item is retried, not finished
         except Exception as exc:  # a bug must not leave an execution running, unrecorded
@@ -106,11 +111,14 @@ class Engine:
             await self._fail_running_steps(decision, exc)
             return await self._finish(decision, escalate=True)
         finally:
+            self._unsaved.pop(execution_id, None)
+            self._unrecorded.discard(execution_id)
             await self.guards.release_all(execution_id)
             self.inflight.finish(execution_id)
 
     async def _execute(self, pb: Playbook, alert: Alert, group: Group, execution_id: str,
-                       existing: dict[str, Any] | None) -> dict[str, Any]:
+                       existing: dict[str, Any] | None,
+                       pause: dict[str, Any] | None = None) -> dict[str, Any]:
         decision = self._decision(execution_id, alert, pb, existing)
         decision["group"] = group.to_dict()
         ctx = template_context.build(alert.to_dict(), group.to_dict(), pb)
@@ -139,6 +147,7 @@ class Engine:
             if steps:  # a revert is a change like any other: the same guards hold
                 block = await self.guards.before_execution(gc, resolving=True)
         else:
+            gc.pause = (pause,)  # read with the execution, just now: nothing waited since
             block = await self.guards.before_execution(gc)
         if block and resolving and reverts:  # the change it would revert stays: tell a human
             block = replace(block, detail=f"{block.detail}; what the firing run changed stays "
@@ -151,7 +160,8 @@ class Engine:
             return await self._blocked(decision, block, gc)
         decision["outcome"] = "running"  # visible in the API while it runs
         if gc.mode == "live":  # a dry run calls and waits for nothing: one record, the last
-            await self.store.save_execution(decision)
+            # Recorded with the run's first journal entry (no record, no journal), in its write.
+            self._unrecorded.add(execution_id)
         outcome = await self._run_steps(decision, steps, ctx, gc, resumed=existing is not None)
         if outcome is None:  # stopped at a guard or an approval; recorded already
             return decision
@@ -226,6 +236,8 @@ class Engine:
         """After an internal error, the journaled steps, none left `running` in a final
         decision: the one that was running failed (uncertain if it was a change), named."""
         journal = await self.store.completed_steps(decision["id"])
+        if unsaved := self._unsaved.get(decision["id"]):  # journaled with the final record
+            journal[unsaved[0]] = unsaved[1]
         decision["steps"] = [journal[i] for i in sorted(journal)]
         for index, step in sorted(journal.items()):
             if step["outcome"] != "running":
@@ -259,19 +271,23 @@ class Engine:
                             detail="interrupted by a restart while running; it may or may "
                             "not have taken effect, so it is not repeated")
                 records.append(done)
-                await self.store.save_step(decision["id"], index, done)
+                await self._journal(decision, index, done)
                 decision["reason"] = f"step {step.name!r} was interrupted: verify its effect by hand"
                 return "failed"
             if done and done["outcome"] not in ("blocked", "running"):
                 records.append(done)
                 ctx["steps"][step.name] = template_context.step_view(done)
                 continue
+            if unsaved := self._unsaved.pop(decision["id"], None):  # before the next step
+                await self._journal(decision, *unsaved)
             await turns.take()  # a step is a chunk of its own (dry-run: no write between)
-            record = await self._run_step(step, ctx, gc, journal=(decision["id"], index))
+            record = await self._run_step(step, ctx, gc, journal=(decision, index))
             journaled = record.to_dict()  # redacted once: recorded, shown and templated
             records.append(journaled)
             if gc.mode != "dry-run":  # a plan runs nothing: it is stored with its decision
-                await self.store.save_step(decision["id"], index, journaled)
+                # Journaled with what follows: the next step's start, or the final record
+                # (before the note, if one goes out: `_finish`).
+                self._unsaved[decision["id"]] = (index, journaled)
             ctx["steps"][step.name] = template_context.step_view(journaled)
             if record.outcome == "blocked":
                 await self._blocked(decision, Block(record.guard, record.detail), gc,
@@ -297,7 +313,7 @@ class Engine:
         return outcome
 
     async def _run_step(self, step: Step, ctx: dict[str, Any], gc: GuardContext,
-                        journal: tuple[str, int]) -> StepRecord:
+                        journal: tuple[dict[str, Any], int]) -> StepRecord:
         action = ACTIONS[step.action]
         record = StepRecord(name=step.name, action=step.action, params={}, outcome="planned")
         planning = gc.mode == "dry-run"
@@ -365,8 +381,7 @@ class Engine:
         async def intent() -> None:
             # A change is journaled only while automation is not paused, checked in that very
             # write: a pause thrown on any replica since the admission stops it here.
-            if not await self.store.save_step(*journal, record.to_dict(),
-                                              unless_paused=record.mutating):
+            if not await self._journal(*journal, record.to_dict(), unless_paused=record.mutating):
                 raise Refused(await self.guards.paused_since_admission(gc))
 
         actx = ActionContext(backends=self.backends, log=log, execution_id=gc.execution_id,
@@ -419,6 +434,8 @@ class Engine:
             for kind, key, at, data in events or ():
                 await self.store.record_event(kind, key, at, data)
             events = None
+            if unsaved := self._unsaved.pop(decision["id"], None):  # so is the journal
+                await self._journal(decision, *unsaved)
             await turns.take()  # rendering the note is a chunk of its own
             pb = self.rules.get(decision["playbook"])
             try:
@@ -433,11 +450,14 @@ class Engine:
                                           "error": redact.text(f"{type(exc).__name__}: {exc}"),
                                           "note": ""}
         finishing = _finishing.get()
-        if finishing is not None and finishing[0] == decision["id"]:
-            await self.store.save_execution(decision, events, finishes=finishing[1])
+        finishes = finishing[1] if finishing is not None and finishing[0] == decision["id"] else None
+        unsaved = self._unsaved.get(decision["id"])
+        await self.store.save_execution(decision, events, finishes=finishes,
+                                        steps=dict([unsaved]) if unsaved else None)
+        self._unsaved.pop(decision["id"], None)
+        self._unrecorded.discard(decision["id"])
+        if finishes is not None:
             _finishing.set(None)
-        else:
-            await self.store.save_execution(decision, events)
         if self.metrics:
             self.metrics.executions.labels(decision.get("playbook") or "", decision["outcome"]).inc()
         log.info("decision %s%s", decision["outcome"],
@@ -445,6 +465,17 @@ class Engine:
                  extra={"execution_id": decision["id"], "fingerprint": decision["fingerprint"],
                         "playbook": decision.get("playbook"), "outcome": decision["outcome"]})
         return decision
+
+    async def _journal(self, decision: dict[str, Any], index: int, record: dict[str, Any],
+                       unless_paused: bool = False) -> bool:
+        """Journal a step record; a live run's first carries its `running` record (still
+        running even when journaled just before its note: a crash then resumes the run)."""
+        first = dict(decision, outcome="running") if decision["id"] in self._unrecorded else None
+        written = await self.store.save_step(decision["id"], index, record, unless_paused,
+                                             execution=first)
+        if written:
+            self._unrecorded.discard(decision["id"])
+        return written
 
     def _mode(self, pb: Playbook) -> str:
         return "dry-run" if self.mode != "live" or pb.dry_run else "live"

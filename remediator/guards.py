@@ -61,6 +61,9 @@ class GuardContext:
     execution_id: str
     mode: str
     target: str | None = None
+    # (the PAUSE state,) as read with the execution's record: the run-level pause check
+    # uses it once instead of reading it again (nothing waited in between)
+    pause: tuple[dict[str, Any] | None] | None = None
 
     @property
     def circuit(self) -> str:
@@ -151,7 +154,8 @@ class Guards:
                                           self.clock())
 
     async def _paused(self, gc: GuardContext) -> Block | None:
-        state = await self.store.get_state(PAUSE)
+        known, gc.pause = gc.pause, None
+        state = known[0] if known is not None else await self.store.get_state(PAUSE)
         if self.settings.paused or (state and state.get("paused")):
             who = f" by {state['by']}" if state and state.get("by") else ""
             # Paused automation must not silence humans: the note says so and what would run.

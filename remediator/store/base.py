@@ -127,18 +127,28 @@ class Store(Protocol):
 
     # executions: the audit trail, shaped as the contract's decision JSON
     async def save_execution(self, decision: dict[str, Any], events: list[Event] | None = None,
-                             finishes: int | None = None) -> None:
-        """Record the decision, with `events`, and mark inbox item `finishes` done (as
-        `finish`), in one atomic write: a final decision and its item's completion are
-        recorded together or not at all."""
+                             finishes: int | None = None,
+                             steps: dict[int, dict[str, Any]] | None = None) -> None:
+        """Record the decision, with `events`, its journal entries `steps` (index -> record,
+        as `save_step`), and mark inbox item `finishes` done (as `finish`), in one atomic
+        write: a final decision and its item's completion are recorded together or not at
+        all."""
         ...
 
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None: ...
+    async def get_execution_and_pause(self, execution_id: str
+                                      ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """`get_execution` and `get_state(PAUSE)`, read together: what a run reads first."""
+        ...
+
     async def list_executions(self, limit: int = 100, **filters: Any) -> list[dict[str, Any]]: ...
     async def save_step(self, execution_id: str, index: int, step: dict[str, Any],
-                        unless_paused: bool = False) -> bool:
-        """Journal a step record; with `unless_paused`, only if automation is not paused
-        (`PAUSE`) when it is written, checked in the same write. False if not written."""
+                        unless_paused: bool = False,
+                        execution: dict[str, Any] | None = None) -> bool:
+        """Journal a step record, with `execution`'s record (as `save_execution`: a run's
+        first entry carries its `running` record) in the same write; with `unless_paused`,
+        neither is written if automation is paused (`PAUSE`) when it is, checked in that
+        write. False if not written."""
         ...
 
     async def completed_steps(self, execution_id: str) -> dict[int, dict[str, Any]]: ...

@@ -723,19 +723,11 @@ class PostgresStore:
     # --- executions ----------------------------------------------------------------------
 
     async def save_execution(self, decision: dict[str, Any], events: list[Event] | None = None,
-                             finishes: int | None = None) -> None:
+                             finishes: int | None = None,
+                             steps: dict[int, dict[str, Any]] | None = None) -> None:
         """One statement: what goes with the decision in data-modifying CTEs."""
-        text = packing.body_text(decision)
-        ref = self._refs.for_body(decision, text)
-        args: list[Any] = [decision["id"], decision["created_at"], utcnow_iso(),
-                           _searched(decision["alertname"]), decision.get("playbook"),
-                           decision["outcome"], _searched(decision["fingerprint"]),
-                           packing.pack_ref(text, ref.data), ref.id]
-        with_ = []
-        if not ref.stored:  # until committed, a reference goes in with its first users
-            args += [ref.created, ref.data]
-            with_.append(f"r AS (INSERT INTO refs (id, created, data) VALUES ($9, ${len(args) - 1}, "
-                         f"${len(args)}) ON CONFLICT DO NOTHING)")
+        args: list[Any] = []
+        record, with_, ref = self._record(decision, args)
         if events:
             args += [[e[0] for e in events], [_searched(e[1]) for e in events],
                      [e[2] for e in events], [json.dumps(e[3]) for e in events]]
@@ -743,20 +735,46 @@ class PostgresStore:
             with_.append(f"ev AS (INSERT INTO events (kind, key, at, data) SELECT * FROM "
                          f"unnest(${n - 3}::text[], ${n - 2}::text[], "
                          f"${n - 1}::double precision[], ${n}::text[]))")
+        if steps:
+            stored = [_stored(step) for step in steps.values()]
+            args += [list(steps), [b for b, _ in stored], [p for _, p in stored]]
+            n = len(args)
+            with_.append(f"st AS (INSERT INTO steps (execution_id, idx, body, packed) SELECT $1, * "
+                         f"FROM unnest(${n - 2}::integer[], ${n - 1}::text[], ${n}::bytea[]) "
+                         f"{_STEP_UPSERT})")
         if finishes is not None:
             args += [finishes, self.replica]
             with_.append(f"done AS (UPDATE inbox SET state='done', owner=NULL, lease_until=NULL "
                          f"WHERE id=${len(args) - 1} AND (owner=${len(args)} OR owner IS NULL))")
-        await self._exec(
-            "journal", ("WITH " + ", ".join(with_) + " " if with_ else "") +
-            "INSERT INTO executions (id, created_at, updated_at, alertname, playbook, "
-            "outcome, fingerprint, packed, ref) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
-            "ON CONFLICT (id) DO UPDATE SET updated_at=excluded.updated_at, "
-            "outcome=excluded.outcome, body=NULL, packed=excluded.packed, ref=excluded.ref",
-            *args)
+        await self._exec("journal", ("WITH " + ", ".join(with_) + " " if with_ else "") + record,
+                         *args)
         ref.stored = True
         if finishes is not None:
             self._held.discard(finishes)
+
+    def _record(self, decision: dict[str, Any], args: list[Any],
+                where: str = "") -> tuple[str, list[str], packing.Ref]:
+        """A decision's record: its INSERT (values appended to `args`, written only `where`
+        holds) and the CTE that inserts its reference with it until that is committed."""
+        text = packing.body_text(decision)
+        ref = self._refs.for_body(decision, text)
+        n = len(args)
+        args += [decision["id"], decision["created_at"], utcnow_iso(),
+                 _searched(decision["alertname"]), decision.get("playbook"),
+                 decision["outcome"], _searched(decision["fingerprint"]),
+                 packing.pack_ref(text, ref.data), ref.id]
+        with_ = []
+        if not ref.stored:  # until committed, a reference goes in with its first users
+            args += [ref.created, ref.data]
+            with_.append(f"r AS (INSERT INTO refs (id, created, data) VALUES (${n + 9}::bigint, "
+                         f"${n + 10}::double precision, ${n + 11}::bytea) ON CONFLICT DO NOTHING)")
+        values = ", ".join(f"${n + i}::{t}" for i, t in enumerate(
+            ("text",) * 7 + ("bytea", "bigint"), 1))
+        return ("INSERT INTO executions (id, created_at, updated_at, alertname, playbook, "
+                f"outcome, fingerprint, packed, ref) SELECT {values}{where} "
+                "ON CONFLICT (id) DO UPDATE SET updated_at=excluded.updated_at, "
+                "outcome=excluded.outcome, body=NULL, packed=excluded.packed, ref=excluded.ref",
+                with_, ref)
 
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
         found = await self._decisions("id = $1", [execution_id], 1)
@@ -774,39 +792,50 @@ class PostgresStore:
                 where.append(f"{column} = ${len(args)}")
         return await self._decisions(" AND ".join(where) or "TRUE", args, limit)
 
-    async def _decisions(self, where: str, args: list[Any], limit: int) -> list[dict[str, Any]]:
-        n = len(args) + 1
+    def _columns(self) -> str:
+        """A decision's columns (`e`: executions), its journal included."""
         steps = "(SELECT array_agg(s.{} ORDER BY s.idx) FROM steps s WHERE s.execution_id = e.id)"
         packed = (f"e.packed, (SELECT data FROM refs WHERE id = e.ref) AS ref, "
                   f"{steps.format('packed')} AS psteps" if self._version >= 2 else
                   "NULL AS packed, NULL AS ref, NULL AS psteps")
+        return f"e.id, e.body, {packed}, {steps.format('body')} AS steps"
+
+    async def _decisions(self, where: str, args: list[Any], limit: int) -> list[dict[str, Any]]:
         rows = await self._call("read", lambda db: db.fetch(
-            f"SELECT e.id, e.body, {packed}, {steps.format('body')} AS steps FROM executions e "
-            f"WHERE {where} ORDER BY e.created_at DESC, e.id DESC LIMIT ${n}", *args, limit))
-        out = []
-        for row in rows:
-            decision = packing.unpack(row["packed"], row["ref"]) if row["packed"] else json.loads(
-                row["body"])
-            steps = decision.pop("steps", None)  # a dry-run's, stored with it
-            if steps is None:
-                bodies = row["steps"] or []
-                steps = [_step(b, p) for b, p in zip(bodies, row["psteps"] or [None] * len(bodies),
-                                                     strict=True)]
-            decision["steps"] = steps
-            out.append(decision)
-        return out
+            f"SELECT {self._columns()} FROM executions e WHERE {where} "
+            f"ORDER BY e.created_at DESC, e.id DESC LIMIT ${len(args) + 1}", *args, limit))
+        return [_decision(row) for row in rows]
+
+    async def get_execution_and_pause(self, execution_id: str
+                                      ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """One statement: the pause's row and the execution's, each there or not."""
+        row = await self._call("read", lambda db: db.fetchrow(
+            f"SELECT p.value AS pause, {self._columns()} FROM (SELECT 1) AS one "
+            "LEFT JOIN state p ON p.key = $2 LEFT JOIN executions e ON e.id = $1",
+            execution_id, PAUSE))
+        return (_decision(row) if row["id"] is not None else None,
+                json.loads(row["pause"]) if row["pause"] is not None else None)
 
     async def save_step(self, execution_id: str, index: int, step: dict[str, Any],
-                        unless_paused: bool = False) -> bool:
-        stored = packing.pack(step, default=str)
-        body, packed = (stored, None) if isinstance(stored, str) else (None, stored)
-        unless = (" WHERE NOT EXISTS (SELECT 1 FROM state WHERE key=$5 AND "
-                  "(value::jsonb ->> 'paused') = 'true')") if unless_paused else ""
+                        unless_paused: bool = False,
+                        execution: dict[str, Any] | None = None) -> bool:
+        """One statement: with `execution`, its record in a data-modifying CTE, under the
+        same pause test as the step (one snapshot: both are written or neither)."""
+        args: list[Any] = [execution_id, index, *_stored(step)]
+        unless = ""
+        if unless_paused:
+            args.append(PAUSE)
+            unless = (" WHERE NOT EXISTS (SELECT 1 FROM state WHERE key=$5 AND "
+                      "(value::jsonb ->> 'paused') = 'true')")
+        with_, ref = "", None
+        if execution is not None:
+            record, ctes, ref = self._record(execution, args, unless)
+            with_ = "WITH " + ", ".join([*ctes, f"x AS ({record})"]) + " "
         status = await self._call("journal", lambda db: db.execute(
-            "INSERT INTO steps (execution_id, idx, body, packed) SELECT $1::text, $2::integer, "
-            f"$3::text, $4::bytea{unless} ON CONFLICT (execution_id, idx) DO UPDATE "
-            "SET body=excluded.body, packed=excluded.packed",
-            execution_id, index, body, packed, *((PAUSE,) if unless_paused else ())))
+            with_ + "INSERT INTO steps (execution_id, idx, body, packed) SELECT $1::text, "
+            f"$2::integer, $3::text, $4::bytea{unless} {_STEP_UPSERT}", *args))
+        if ref is not None:
+            ref.stored = True  # inserted with it, paused or not
         return status != "INSERT 0 0"
 
     async def completed_steps(self, execution_id: str) -> dict[int, dict[str, Any]]:
@@ -925,6 +954,29 @@ async def _migrate(db: asyncpg.Connection, read_only: bool) -> int:
         await db.execute("INSERT INTO remediator_schema (version) VALUES ($1)", number)
         log.info("store schema migrated to version %d", number)
     return len(MIGRATIONS)
+
+
+def _decision(row: asyncpg.Record) -> dict[str, Any]:
+    """A decision as read (`PostgresStore._columns`), its journaled steps in it."""
+    decision = packing.unpack(row["packed"], row["ref"]) if row["packed"] else json.loads(
+        row["body"])
+    steps = decision.pop("steps", None)  # a dry-run's, stored with it
+    if steps is None:
+        bodies = row["steps"] or []
+        steps = [_step(b, p) for b, p in zip(bodies, row["psteps"] or [None] * len(bodies),
+                                             strict=True)]
+    decision["steps"] = steps
+    return decision
+
+
+_STEP_UPSERT = ("ON CONFLICT (execution_id, idx) DO UPDATE SET body=excluded.body, "
+                "packed=excluded.packed")
+
+
+def _stored(step: dict[str, Any]) -> tuple[str | None, bytes | None]:
+    """A step record as (body, packed): JSON text if short, else compressed."""
+    stored = packing.pack(step, default=str)
+    return (stored, None) if isinstance(stored, str) else (None, stored)
 
 
 def _step(body: str | None, packed: bytes | None) -> dict[str, Any]:

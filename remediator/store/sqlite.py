@@ -472,7 +472,24 @@ class SQLiteStore(LocalCoordination):
     # --- executions ----------------------------------------------------------------------
 
     async def save_execution(self, decision: dict[str, Any], events: list[Event] | None = None,
-                             finishes: int | None = None) -> None:
+                             finishes: int | None = None,
+                             steps: dict[int, dict[str, Any]] | None = None) -> None:
+        record, ref = self._record(decision)
+        bodies = [(decision["id"], i, packing.pack(s, default=str)) for i, s in (steps or {}).items()]
+
+        def write(db: sqlite3.Connection) -> None:
+            record(db)
+            db.executemany("INSERT OR REPLACE INTO steps (execution_id, idx, body) VALUES "
+                           "(?, ?, ?)", bodies)
+            _insert_events(db, events or [])
+            if finishes is not None:
+                db.execute("UPDATE inbox SET state='done' WHERE id=?", (finishes,))
+
+        await self._write(write)
+        ref.stored = True
+
+    def _record(self, decision: dict[str, Any]) -> tuple[Write, packing.Ref]:
+        """The write of a decision's record (with its reference, until that is stored)."""
         text = packing.body_text(decision)
         ref = self._refs.for_body(decision, text)
         row = (decision["id"], decision["created_at"], utcnow_iso(), decision["alertname"],
@@ -488,15 +505,15 @@ class SQLiteStore(LocalCoordination):
                 "outcome, fingerprint, body, ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON "
                 "CONFLICT(id) DO UPDATE SET updated_at=excluded.updated_at, "
                 "outcome=excluded.outcome, body=excluded.body, ref=excluded.ref", row)
-            _insert_events(db, events or [])
-            if finishes is not None:
-                db.execute("UPDATE inbox SET state='done' WHERE id=?", (finishes,))
 
-        await self._write(write)
-        ref.stored = True
+        return write, ref
 
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
         return await self._run(self._get_execution, execution_id)
+
+    async def get_execution_and_pause(self, execution_id: str
+                                      ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        return await self._run(lambda: (self._get_execution(execution_id), self._state(PAUSE)))
 
     def _get_execution(self, execution_id: str) -> dict[str, Any] | None:
         row = self._one("SELECT e.body, r.data FROM executions e LEFT JOIN refs r ON r.id = e.ref "
@@ -524,17 +541,24 @@ class SQLiteStore(LocalCoordination):
         return [d for (i,) in ids if (d := self._get_execution(i)) is not None]
 
     async def save_step(self, execution_id: str, index: int, step: dict[str, Any],
-                        unless_paused: bool = False) -> bool:
+                        unless_paused: bool = False,
+                        execution: dict[str, Any] | None = None) -> bool:
         body = packing.pack(step, default=str)
+        record, ref = self._record(execution) if execution is not None else (None, None)
 
         def write(db: sqlite3.Connection) -> bool:
             if unless_paused and _paused(db):
                 return False
+            if record is not None:
+                record(db)
             db.execute("INSERT OR REPLACE INTO steps (execution_id, idx, body) VALUES (?, ?, ?)",
                        (execution_id, index, body))
             return True
 
-        return await self._write(write)
+        written = await self._write(write)
+        if written and ref is not None:
+            ref.stored = True
+        return written
 
     async def completed_steps(self, execution_id: str) -> dict[int, dict[str, Any]]:
         return await self._run(self._steps, execution_id)
@@ -568,7 +592,10 @@ class SQLiteStore(LocalCoordination):
                                                    unless_received))
 
     async def get_state(self, key: str) -> dict[str, Any] | None:
-        row = await self._run(self._one, "SELECT value FROM state WHERE key=?", (key,))
+        return await self._run(self._state, key)
+
+    def _state(self, key: str) -> dict[str, Any] | None:
+        row = self._one("SELECT value FROM state WHERE key=?", (key,))
         return json.loads(row[0]) if row else None
 
     async def put_state(self, key: str, value: dict[str, Any] | None) -> None:

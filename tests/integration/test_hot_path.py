@@ -395,20 +395,23 @@ def test_a_live_decision_on_postgres_takes_a_counted_number_of_statements(tmp_pa
     def per(prefix: str) -> float:
         return sum(s.startswith(prefix) for s in ran) / n
 
-    assert per("SELECT e.id, e.body") == 1  # the execution: none yet
+    # 1. the execution (none yet) and the pause before the run, read together
+    assert per("SELECT p.value AS pause, e.id, e.body") == 1
+    assert per("SELECT e.id") == per("SELECT value FROM state WHERE key=") == 0
     assert per("SELECT idx, body, packed FROM steps") == 0  # so no journal to read
-    assert per("SELECT value FROM state WHERE key=") == 1  # paused? before the run
-    # the admission also reads whether the resolution arrived and, again, the pause
+    # 2. the admission, which also reads whether the resolution arrived and, again, the pause
     assert per("SELECT remediator_admit(") == 1
     assert per("SELECT EXISTS (SELECT 1 FROM inbox") == 0
-    assert per("INSERT INTO executions") == 1  # `running`
-    # the intent (written only while not paused, in the same statement), then the result
-    assert per("INSERT INTO steps") == 2
-    assert sum(s.startswith("INSERT INTO steps") and "'paused'" in s for s in ran) == n
-    # the final record, the circuit's success and the inbox item done: one statement
+    # 3. the intent, with the `running` record (the run's first journal entry carries it),
+    # both written only while not paused, checked in that statement
+    assert sum(s.startswith("WITH") and "x AS (INSERT INTO executions" in s
+               and "INSERT INTO steps" in s and "'paused'" in s for s in ran) == n
+    # 4. the step's result, the final record, the circuit's success and the inbox item done
     assert sum(s.startswith("WITH") and "INSERT INTO events" in s and "UPDATE inbox SET "
-               "state='done'" in s and "INSERT INTO executions" in s for s in ran) == n
+               "state='done'" in s and "st AS (INSERT INTO steps" in s
+               and "INSERT INTO executions" in s for s in ran) == n
     assert per("INSERT INTO events") == per("UPDATE inbox SET state='done'") == 0
+    assert per("INSERT INTO steps") == per("INSERT INTO executions") == 0
     claims = per("WITH t AS (SELECT id, state FROM inbox")
     assert 0 < claims <= 1
     # (and a new pooled connection's type introspection, once per connection)
@@ -417,11 +420,13 @@ def test_a_live_decision_on_postgres_takes_a_counted_number_of_statements(tmp_pa
                                                           "WITH RECURSIVE typeinfo_tree"))
                      and "set_config('jit'" not in s]
     # the intake's one statement (no transaction block: 4 round trips before), shared by the
-    # notification's alerts, and the claims aside: 7 statements per decision (11 before the
-    # pause and resolution reads went into the admission and the final writes into one
-    # statement; 12 before a first run read no journal)
+    # notification's alerts, and the claims aside: 4 statements per decision (7 before the
+    # pause was read with the execution, the `running` record written with the intent and
+    # the result with the final record; 11 before the pause and resolution reads went into
+    # the admission and the final writes into one statement; 12 before a first run read no
+    # journal)
     assert not any(s.startswith(("BEGIN", "SET LOCAL", "COMMIT")) for s in decision_path)
-    assert sum(not s.startswith(("WITH t AS", "WITH new_refs")) for s in decision_path) == 7 * n, \
+    assert sum(not s.startswith(("WITH t AS", "WITH new_refs")) for s in decision_path) == 4 * n, \
         collections.Counter(s[:60] for s in decision_path)
 
 

@@ -368,6 +368,39 @@ def test_the_last_checks_before_a_change_are_made_in_its_own_write(run, store_ur
     run(scenario())
 
 
+def test_a_run_reads_its_record_with_the_pause_and_writes_it_with_its_journal(run, store_url):
+    """What a live run's hot path writes together: its `running` record with its first
+    journal entry (neither while paused, when that entry is a change's intent: no record,
+    no journal), its last step's result with its final record; and what it reads together:
+    its record (and journal) with the kill switch."""
+    async def scenario():
+        store = await _opened(store_url)
+        assert await store.get_execution_and_pause("e1") == (None, None)
+        await store.put_state(PAUSE, {"paused": True, "by": "alice"})
+        running = _decision("e1", "running")
+        assert await store.save_step("e1", 0, {"name": "s", "outcome": "running"},
+                                     unless_paused=True, execution=running) is False
+        assert await store.get_execution_and_pause("e1") == (
+            None, {"paused": True, "by": "alice"})
+        assert await store.completed_steps("e1") == {}
+        await store.put_state(PAUSE, {"paused": False})
+        assert await store.save_step("e1", 0, {"name": "s", "outcome": "running"},
+                                     unless_paused=True, execution=running) is True
+        got, pause = await store.get_execution_and_pause("e1")
+        assert pause == {"paused": False}
+        assert got["outcome"] == "running" and got["steps"] == [{"name": "s",
+                                                                 "outcome": "running"}]
+        result = {"name": "s", "outcome": "succeeded", "detail": "x" * 600}  # compressed
+        await store.save_execution(_decision("e1"), steps={0: result, 1: {"name": "t"}})
+        assert await store.get_execution_and_pause("e1") == (
+            {**_decision("e1"), "steps": [result, {"name": "t"}]}, {"paused": False})
+        assert await store.save_step("e2", 0, {"name": "u"}, execution=_decision("e2", "running"))
+        assert (await store.get_execution("e2"))["steps"] == [{"name": "u"}]
+        await store.close()
+
+    run(scenario())
+
+
 def test_a_final_decision_finishes_its_inbox_item_in_the_same_write(run, store_url):
     """The final record, its events (a circuit's success) and the inbox item done: written
     together, so a decision is recorded if and only if its alert is done."""
