@@ -252,7 +252,7 @@ class Engine:
 
     async def _run_steps(self, decision: dict[str, Any], steps: tuple[Step, ...],
                          ctx: dict[str, Any], gc: GuardContext, resumed: bool) -> str | None:
-        # A live run records its execution before any step: none recorded, nothing journaled.
+        # A live run's first journal entry carries its record: none recorded, nothing journaled.
         journal = await self.store.completed_steps(decision["id"]) if resumed else {}
         records: list[dict[str, Any]] = []
         decision["steps"] = records
