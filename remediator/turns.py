@@ -61,6 +61,10 @@ class Turns:
             self._loop.call_soon(self._grant)
         await future
 
+    def ready(self) -> bool:
+        """Chunks are queued and granted in the coming iterations (not held back for intake)."""
+        return bool(self._waiting) and self._timer is None
+
     def quiet(self, seconds: float) -> bool:
         """No webhook in flight, nor answered for `seconds`."""
         return not self.intake and self._clock() - self.answered_at >= seconds
