@@ -306,10 +306,60 @@ def _compile(schema: dict[str, Any], done: dict[int, _Node]) -> _Node:
     min_items = schema.get("minItems", 0)
     items, items_fine = _compile(schema["items"], done) if "items" in schema else (None, ())
 
+    # One body per kind of value, each usable alone: a node of one type without `enum` (most
+    # of them) is checked by its body directly, not by the general check's chain of tests.
+    def check_text(value: Any, path: Path, out: Problems) -> None:
+        if not isinstance(value, str):
+            out.append(_wrong_type(value, names or [], path))
+            return
+        # The whole value, in ASCII: `$` accepts a trailing newline, and `\d` Unicode digits.
+        if pattern is not None and not pattern.fullmatch(value):
+            # `errorMessage` (the ajv-errors keyword) says what to write instead of the regex.
+            out.append((path, f"{_where(path)}: {value!r}: " + schema.get(
+                "errorMessage", f"does not match {schema['pattern']}")))
+        if max_length is not None and len(value) > max_length:
+            out.append((path, f"{_where(path)}: {len(value)} characters, at most "
+                              f"{max_length}"))
+
+    def check_object(value: Any, path: Path, out: Problems, start: int | None = None) -> None:
+        if not isinstance(value, dict):
+            out.append(_wrong_type(value, names or [], path))
+            return
+        start = len(out) if start is None else start
+        for key in required:
+            if key not in value:
+                out.append((path, f"{_where(path)}: missing required key {key!r}"))
+        for key, item in value.items():
+            sub = props.get(key)
+            if sub is not None:
+                if item.__class__ not in sub[1]:
+                    sub[0](item, (*path, key), out)
+            elif closed:
+                out.append(((*path, key), f"{_where(path)}: unknown key {key!r}"
+                                          f"{did_you_mean(key, list(props))}"))
+            elif extra_check is not None and item.__class__ not in extra_fine:
+                extra_check(item, (*path, key), out)
+        if alternatives and len(out) == start and \
+                sum(not alt(value, path) for alt in alternatives) != 1:
+            message = schema.get("oneOfMessage", "matches none or several of its "
+                                                 "alternatives")
+            out.append((path, f"{_where(path)}: {message}"))
+
+    def check_array(value: Any, path: Path, out: Problems) -> None:
+        if not isinstance(value, list):
+            out.append(_wrong_type(value, names or [], path))
+            return
+        if len(value) < min_items:
+            out.append((path, f"{_where(path)}: must not be empty"))
+        if items is not None:
+            for i, item in enumerate(value):
+                if item.__class__ not in items_fine:
+                    items(item, (*path, i), out)
+
     def check(value: Any, path: Path, out: Problems) -> None:
         if accepted is not None and not (isinstance(value, accepted) and
                                          (bools or not isinstance(value, bool))):
-            out.append(_wrong_type(value, names, path))
+            out.append(_wrong_type(value, names or [], path))
             return
         start = len(out)
         if enum is not None and value not in enum:
@@ -317,46 +367,19 @@ def _compile(schema: dict[str, Any], done: dict[int, _Node]) -> _Node:
             out.append((path, f"{_where(path)}: {value!r} is not one of "
                               f"{', '.join(map(str, enum))}{hint}"))
         if isinstance(value, str):
-            # The whole value, in ASCII: `$` accepts a trailing newline, and `\d` Unicode digits.
-            if pattern is not None and not pattern.fullmatch(value):
-                # `errorMessage` (the ajv-errors keyword) says what to write instead of the regex.
-                out.append((path, f"{_where(path)}: {value!r}: " + schema.get(
-                    "errorMessage", f"does not match {schema['pattern']}")))
-            if max_length is not None and len(value) > max_length:
-                out.append((path, f"{_where(path)}: {len(value)} characters, at most "
-                                  f"{max_length}"))
+            check_text(value, path, out)
         elif isinstance(value, int | float) and not isinstance(value, bool):
             if minimum is not None and value < minimum:
                 out.append((path, f"{_where(path)}: must be >= {minimum}"))
             if maximum is not None and value > maximum:
                 out.append((path, f"{_where(path)}: must be <= {maximum}"))
         elif isinstance(value, dict):
-            for key in required:
-                if key not in value:
-                    out.append((path, f"{_where(path)}: missing required key {key!r}"))
-            for key, item in value.items():
-                sub = props.get(key)
-                if sub is not None:
-                    if item.__class__ not in sub[1]:
-                        sub[0](item, (*path, key), out)
-                elif closed:
-                    out.append(((*path, key), f"{_where(path)}: unknown key {key!r}"
-                                              f"{did_you_mean(key, list(props))}"))
-                elif extra_check is not None and item.__class__ not in extra_fine:
-                    extra_check(item, (*path, key), out)
-            if alternatives and len(out) == start and \
-                    sum(not alt(value, path) for alt in alternatives) != 1:
-                message = schema.get("oneOfMessage", "matches none or several of its "
-                                                     "alternatives")
-                out.append((path, f"{_where(path)}: {message}"))
+            check_object(value, path, out, start)
         elif isinstance(value, list):
-            if len(value) < min_items:
-                out.append((path, f"{_where(path)}: must not be empty"))
-            if items is not None:
-                for i, item in enumerate(value):
-                    if item.__class__ not in items_fine:
-                        items(item, (*path, i), out)
+            check_array(value, path, out)
 
+    if enum is None and names in (["string"], ["object"], ["array"]):
+        check = {"string": check_text, "object": check_object, "array": check_array}[names[0]]
     done[id(schema)] = check, fine
     return check, fine
 
