@@ -12,8 +12,6 @@ import re
 import time
 from typing import Any
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
-
 from .. import graphs, redact
 from ..actions.backends import Backends
 from ..metrics import Metrics
@@ -100,6 +98,9 @@ class Escalator:
         sink = self.sinks.get(name)
         if sink is None:  # refused at load (config and rules); kept harmless regardless
             return self._refused(name, note, KeyError(f"sink {name!r} is not configured"))
+        # At the first note, not before serve is ready (~5 ms of start-up).
+        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self.attempts), reraise=True,

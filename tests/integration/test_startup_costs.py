@@ -15,7 +15,7 @@ from tests.support.worker import TOKEN, WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 # Imported only by the actions and sinks that use them, at their first use.
-CLIENTS = ("kubernetes", "docker", "boto3", "botocore", "markdown_it")
+CLIENTS = ("kubernetes", "docker", "boto3", "botocore", "markdown_it", "tenacity")
 
 
 def _imported(log: str) -> set[str]:
