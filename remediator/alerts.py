@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -107,7 +108,8 @@ def label_fingerprint(labels: dict[str, str]) -> str:
 def parse_notification(body: bytes) -> Notification:
     """Parse and validate a webhook body; raise PayloadError saying what is wrong and where."""
     try:
-        data = json.loads(body.decode("utf-8"))
+        text = body.decode("utf-8")
+        data = json.loads(text)
     except UnicodeDecodeError as exc:
         raise PayloadError(f"body is not valid UTF-8 (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
@@ -116,10 +118,15 @@ def parse_notification(body: bytes) -> Notification:
         raise PayloadError("invalid JSON: nested too deeply") from None
     except ValueError as exc:  # an integer beyond Python's digit limit for int()
         raise PayloadError(f"invalid JSON: {str(exc).split(':')[0]}") from None
-    return notification_from_dict(data)
+    # Valid UTF-8 holds no surrogate: only a JSON escape (\ud800-\udfff, either case) makes
+    # one, so a body without such an escape skips looking in every string (~40 % of a parse).
+    return notification_from_dict(data, surrogates="\\ud" in text or "\\uD" in text)
 
 
-def notification_from_dict(data: Any) -> Notification:
+def notification_from_dict(data: Any, surrogates: bool = True) -> Notification:
+    """Validate a decoded payload; `surrogates=False` when none of its strings can hold a
+    lone surrogate (parse_notification knows from the JSON text)."""
+    text = _text if surrogates else _as_is
     if not isinstance(data, dict):
         raise PayloadError("payload must be a JSON object")
     version = data.get("version")
@@ -134,51 +141,54 @@ def notification_from_dict(data: Any) -> Notification:
     if not isinstance(truncated, int) or isinstance(truncated, bool) or not 0 <= truncated < 2**31:
         raise PayloadError("$.truncatedAlerts: must be an integer from 0 to 2^31-1")
     group = Group(
-        receiver=_str(data, "receiver", "$"),
-        status=_str(data, "status", "$"),
-        group_key=_str(data, "groupKey", "$"),
-        group_labels=_labels(data, "groupLabels", "$"),
-        common_labels=_labels(data, "commonLabels", "$"),
-        common_annotations=_labels(data, "commonAnnotations", "$"),
-        external_url=_str(data, "externalURL", "$"),
+        receiver=_str(data, "receiver", "$", text),
+        status=_str(data, "status", "$", text),
+        group_key=_str(data, "groupKey", "$", text),
+        group_labels=_labels(data, "groupLabels", "$", text),
+        common_labels=_labels(data, "commonLabels", "$", text),
+        common_annotations=_labels(data, "commonAnnotations", "$", text),
+        external_url=_str(data, "externalURL", "$", text),
         truncated_alerts=truncated,
     )
-    alerts = [_alert(a, f"$.alerts[{i}]") for i, a in enumerate(raw_alerts)]
+    alerts = [_alert(a, f"$.alerts[{i}]", text) for i, a in enumerate(raw_alerts)]
     return Notification(group=group, alerts=alerts)
 
 
-def _alert(raw: Any, path: str) -> Alert:
+Text = Callable[[str, str], str]
+
+
+def _alert(raw: Any, path: str, text: Text) -> Alert:
     if not isinstance(raw, dict):
         raise PayloadError(f"{path}: must be an object")
     status = raw.get("status")
     if status not in ("firing", "resolved"):
         raise PayloadError(f'{path}.status: must be "firing" or "resolved", got {status!r}')
-    labels = _labels(raw, "labels", path)
+    labels = _labels(raw, "labels", path, text)
     if not labels.get("alertname"):
         raise PayloadError(f"{path}.labels.alertname: required")
-    starts_at = _timestamp(raw, "startsAt", path) or ""
-    fingerprint = _str(raw, "fingerprint", path) or label_fingerprint(labels)
+    starts_at = _timestamp(raw, "startsAt", path, text) or ""
+    fingerprint = _str(raw, "fingerprint", path, text) or label_fingerprint(labels)
     if len(fingerprint) > MAX_FINGERPRINT or "\x00" in fingerprint:
         raise PayloadError(f"{path}.fingerprint: must be at most {MAX_FINGERPRINT} characters "
                            "without NUL")
     return Alert(
         status=status,
         labels=labels,
-        annotations=_labels(raw, "annotations", path),
+        annotations=_labels(raw, "annotations", path, text),
         starts_at=starts_at,
-        ends_at=_timestamp(raw, "endsAt", path),
-        generator_url=_str(raw, "generatorURL", path),
+        ends_at=_timestamp(raw, "endsAt", path, text),
+        generator_url=_str(raw, "generatorURL", path, text),
         fingerprint=fingerprint,
     )
 
 
-def _str(obj: dict[str, Any], key: str, path: str) -> str:
+def _str(obj: dict[str, Any], key: str, path: str, text: Text) -> str:
     value = obj.get(key, "")
     if value is None:
         return ""
     if not isinstance(value, str):
         raise PayloadError(f"{path}.{key}: must be a string")
-    return _text(value, f"{path}.{key}")
+    return text(value, f"{path}.{key}")
 
 
 def _text(value: str, path: str) -> str:
@@ -190,22 +200,28 @@ def _text(value: str, path: str) -> str:
     return value
 
 
-def _labels(obj: dict[str, Any], key: str, path: str) -> dict[str, str]:
+def _as_is(value: str, path: str) -> str:
+    return value
+
+
+def _labels(obj: dict[str, Any], key: str, path: str, text: Text) -> dict[str, str]:
     value = obj.get(key) or {}
     if not isinstance(value, dict):
         raise PayloadError(f"{path}.{key}: must be an object of strings")
     for name, item in value.items():
-        where = f"{path}.{key}.{_text(name, f'{path}.{key} (a name)')}"
+        if text is _as_is and isinstance(item, str) and len(item) <= MAX_LABEL_VALUE:
+            continue  # valid: no path to build
+        where = f"{path}.{key}.{text(name, f'{path}.{key} (a name)')}"
         if not isinstance(item, str):
             raise PayloadError(f"{where}: must be a string")
         if len(item) > MAX_LABEL_VALUE:
             raise PayloadError(f"{where}: longer than {MAX_LABEL_VALUE} characters")
-        _text(item, where)
+        text(item, where)
     return value
 
 
-def _timestamp(obj: dict[str, Any], key: str, path: str) -> str | None:
-    value = _str(obj, key, path)
+def _timestamp(obj: dict[str, Any], key: str, path: str, text: Text) -> str | None:
+    value = _str(obj, key, path, text)
     if not value or value in _ZERO_TIMES:
         return None
     try:

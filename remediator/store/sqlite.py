@@ -395,8 +395,9 @@ class SQLiteStore(LocalCoordination):
     def _insert(db: sqlite3.Connection, rows: list[tuple[str, bytes, int]],
                 refs: list[packing.Ref]) -> Enqueued:
         now = utcnow_iso()
-        db.executemany("INSERT OR IGNORE INTO refs (id, created, data) VALUES (?, ?, ?)",
-                       [(r.id, r.created, r.data) for r in refs])
+        if refs:
+            db.executemany("INSERT OR IGNORE INTO refs (id, created, data) VALUES (?, ?, ?)",
+                           [(r.id, r.created, r.data) for r in refs])
         cur = db.executemany(
             "INSERT OR IGNORE INTO inbox (dedupe_key, alert, grp, received_at, ref) "
             "VALUES (?, ?, '', ?, ?)", [(key, blob, now, ref) for key, blob, ref in rows])
