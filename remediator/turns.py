@@ -33,6 +33,9 @@ from collections.abc import Callable, Iterator
 
 # Processing's share of the loop's time while webhooks are in flight.
 SHARE = 0.25
+# How long after an answer intake still counts as busy: a storm's connections send their next
+# request at once, but between answers none is in flight (turns taken there went unpaced).
+RECENT = 0.002
 
 
 class Turns:
@@ -48,6 +51,7 @@ class Turns:
         self._scheduled = False
         self._chunk = (0.0, 0.0, 0.0)  # the last chunk: its length, when it ended (both clocks)
         self._timer: asyncio.TimerHandle | None = None  # a turn deferred for intake
+        self._charged = 0.0  # processing's work outside its chunks since the last one ended
         self.intake = 0  # webhooks being answered now
         self.answered_at = 0.0  # when the last one was answered (wall clock)
         self.granted = 0  # turns granted so far (tests count them)
@@ -65,6 +69,11 @@ class Turns:
         """Chunks are queued and granted in the coming iterations (not held back for intake)."""
         return bool(self._waiting) and self._timer is None
 
+    def charge(self, seconds: float) -> None:
+        """Processing's work done outside its chunks (its statements in a group commit):
+        it counts toward processing's share, not intake's."""
+        self._charged += seconds
+
     def quiet(self, seconds: float) -> bool:
         """No webhook in flight, nor answered for `seconds`."""
         return not self.intake and self._clock() - self.answered_at >= seconds
@@ -77,14 +86,14 @@ class Turns:
         finally:
             self.intake -= 1
             self.answered_at = self._clock()
-            if not self.intake and self._timer is not None:  # intake is done: go on now
+            if not self.intake and self._timer is not None:  # look again now, not at the timer
                 self._timer.cancel()
                 self._timer = None
                 self._loop.call_soon(self._grant)
 
     def _grant(self) -> None:
         self._timer = None
-        wait = self._intake_time() if self.intake else 0.0
+        wait = self._intake_time() if self._busy() else 0.0
         if wait > 0:  # ask again once intake had its time, or the loop idled
             self.deferred += 1
             self._timer = self._loop.call_later(min(wait, 0.001), self._grant)
@@ -103,6 +112,9 @@ class Turns:
         if self._scheduled:
             self._loop.call_soon(self._grant)
 
+    def _busy(self) -> bool:
+        return bool(self.intake) or self._clock() - self.answered_at < RECENT
+
     def _intake_time(self) -> float:
         """How much more of the loop's CPU the other work (intake) is due before the next
         chunk; 0 if it had that, or if the loop idled as long as the chunk took (webhooks
@@ -111,6 +123,7 @@ class Turns:
         took, wall, cpu = self._chunk
         busy, idle = self._cpu() - cpu, self._clock() - wall
         idle -= busy
+        took, busy = took + self._charged, busy - self._charged
         return 0.0 if idle >= took else max(0.0, took * (1 - SHARE) / SHARE - busy)
 
     def _begin(self) -> None:
@@ -119,6 +132,7 @@ class Turns:
     def _end(self) -> None:
         cpu = self._cpu()
         self._chunk = (cpu - self._chunk[2], self._clock(), cpu)
+        self._charged = 0.0
 
 
 _turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Turns] = weakref.WeakKeyDictionary()

@@ -258,9 +258,11 @@ class SQLiteStore(LocalCoordination):
                     return
                 raise
             self._retry_at, self._retry_delay = None, _RETRY_FIRST
+            began, intake = time.perf_counter(), 0.0
             try:
                 self._mark_done(db)
-                for fn, future, _ in batch:
+                for fn, future, priority in batch:
+                    at = time.perf_counter() if priority else 0.0
                     # A failing statement is rolled back alone; the others still commit.
                     try:
                         results.append((future, fn(db), None))
@@ -268,7 +270,13 @@ class SQLiteStore(LocalCoordination):
                         results.append((future, None, StoreUnavailable(f"store write failed: {exc}")))
                     if not db.in_transaction:  # disk full, I/O error: SQLite rolled back all
                         raise sqlite3.OperationalError("transaction rolled back")
+                    if priority:
+                        intake += time.perf_counter() - at
                 db.execute("COMMIT")
+                if not all(priority for _, _, priority in batch):
+                    # All of a commit that carries processing's writes but intake's own
+                    # statements is processing's time (its share of the loop: turns.py).
+                    turns.turns().charge(time.perf_counter() - began - intake)
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")

@@ -299,11 +299,94 @@ def test_while_a_webhook_is_in_flight_processing_keeps_to_its_share_of_the_loop(
             spend(chunk, idle=True)  # the loop waited (a PostgreSQL commit) as long
             await until(3)
             assert t.granted == 3
+        wall[0] += turns.RECENT  # no webhook answered for a moment: intake is not busy
         deferred = t.deferred
         iteration = _iterations()
         await until(8)  # no webhook in flight: a turn per iteration, none deferred
         assert t.deferred == deferred and iteration[0] <= 2 * 5 + 1
         await asyncio.gather(*tasks)
+    run(scenario())
+
+
+class _Clocks:
+    """Turns on clocks that move only when a chunk or the test says so."""
+
+    def __init__(self, chunk: float = 0.001) -> None:
+        self.wall = self.cpu = 0.0
+        self.chunk = chunk
+        self.ran: list[float] = []
+        self.turns = turns.Turns(asyncio.get_running_loop(), clock=lambda: self.wall,
+                                 cpu=lambda: self.cpu)
+
+    def spend(self, seconds: float) -> None:
+        self.wall += seconds
+        self.cpu += seconds
+
+    async def execution(self, chunks: int) -> None:
+        for _ in range(chunks):
+            await self.turns.take()
+            self.ran.append(self.wall)
+            self.spend(self.chunk)
+
+
+def test_between_answers_intake_is_busy_for_a_moment(run):
+    """A storm's connections each send their next request as soon as they are answered: it
+    is read, then handled an iteration or two later, and between answers no webhook is in
+    flight. Processing took a turn per iteration in those gaps, so its share went unpaced
+    (in a storm 9 of 10 turns were taken in them). Intake counts as busy for `RECENT` after
+    an answer; then a turn per iteration again."""
+    async def scenario():
+        c = _Clocks()
+        with c.turns.intake_busy():
+            pass  # a webhook answered just now; none in flight
+        task = asyncio.ensure_future(c.execution(3))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert len(c.ran) == 1 and c.turns.deferred >= 1  # the next chunk waits for intake
+        assert c.chunk * (1 - turns.SHARE) / turns.SHARE > turns.RECENT  # only its lapse frees it
+        c.spend(turns.RECENT)  # the loop busy all along, but with no answer since
+        await asyncio.wait_for(task, 5)
+        assert len(c.ran) == 3
+    run(scenario())
+
+
+def test_processing_statements_in_a_commit_count_toward_its_share(run, tmp_path):
+    """A commit that carries processing's writes charges processing's turns with all of it
+    but intake's statements (before, that time counted as intake's: processing earned more
+    turns by writing); a commit of intake's writes alone charges nothing."""
+    async def scenario():
+        store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
+        await store.open()
+        t = turns.turns()
+        charged: list[float] = []
+        charge = t.charge
+        t.charge = lambda seconds: (charged.append(seconds), charge(seconds))  # type: ignore[method-assign]
+        try:
+            await store.enqueue([("a0", {"n": 0}, {})])
+            assert charged == []
+            await store.record_event("k", "k0", 0)
+            assert len(charged) == 1 and charged[0] > 0
+            await asyncio.gather(store.enqueue([("a1", {"n": 1}, {})]),
+                                 store.record_event("k", "k1", 1))
+            assert len(charged) == 2
+        finally:
+            await store.close()
+
+        c = _Clocks()
+        intake = c.chunk * (1 - turns.SHARE) / turns.SHARE  # intake's time for one chunk
+        with c.turns.intake_busy():
+            task = asyncio.ensure_future(c.execution(2))
+            while not c.ran:
+                await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            c.spend(c.chunk)  # processing's statements in a commit, after its chunk
+            c.turns.charge(c.chunk)
+            c.spend(intake)  # enough for one chunk, not for the chunk and the commit
+            for _ in range(50):
+                await asyncio.sleep(0)
+            assert len(c.ran) == 1
+            c.spend(intake)
+            await asyncio.wait_for(task, 5)
     run(scenario())
 
 
