@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from . import redact
@@ -60,11 +60,14 @@ class StepRecord:
     def to_dict(self) -> dict[str, Any]:
         """What is journaled, shown and templated: secrets (headers, URL credentials) redacted.
         The redaction copies every container already (`dataclasses.asdict` deep-copied each
-        value first, every leaf string included, for a copy thrown away)."""
-        return redact.value({name: getattr(self, name) for name in _RECORD_FIELDS})
-
-
-_RECORD_FIELDS = tuple(f.name for f in fields(StepRecord))
+        value first, every leaf string included, for a copy thrown away). What the engine
+        itself sets (the action's registered name, outcome, guard, time, counts) holds none."""
+        return {"name": redact.text(self.name), "action": self.action,
+                "params": redact.value(self.params), "outcome": self.outcome,
+                "detail": redact.text(self.detail), "guard": self.guard,
+                "mutating": self.mutating, "uncertain": self.uncertain,
+                "result": redact.value(self.result), "attempts": self.attempts,
+                "started_at": self.started_at, "duration_seconds": self.duration_seconds}
 
 
 @dataclass

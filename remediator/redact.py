@@ -102,13 +102,29 @@ def value(data: Any) -> Any:
     if kind in _LEAVES:
         return data
     if kind is dict or isinstance(data, Mapping):
-        return {k: headers(v) if str(k).lower() == "headers" and isinstance(v, Mapping)
-                else value(v) for k, v in data.items()}
+        return _mapping(data)
     if isinstance(data, str):
         return text(data)
     if isinstance(data, list | tuple):
         return [value(v) for v in data]
     return data
+
+
+def _mapping(data: Mapping[Any, Any]) -> dict[Any, Any]:
+    # A mapping's leaves are handled here, without a call each, and only a container's key
+    # is compared with `headers` (a str() and lower() of every key were half of the work).
+    out = {}
+    for k, v in data.items():
+        kind = type(v)
+        if kind is str:
+            out[k] = text(v)
+        elif kind in _LEAVES:
+            out[k] = v
+        elif (kind is dict or isinstance(v, Mapping)) and str(k).lower() == "headers":
+            out[k] = headers(v)
+        else:
+            out[k] = value(v)
+    return out
 
 
 _LEAVES = frozenset({int, float, bool, type(None)})

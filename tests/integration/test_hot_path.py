@@ -15,12 +15,13 @@ import json
 import logging
 import re
 import time
+import types
 from collections.abc import Iterator
 
 import aiohttp
 from aiohttp import web
 
-from remediator import collector, template_context, templating, turns
+from remediator import collector, escalation, template_context, templating, turns
 from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext, check_params
 from remediator.actions.registry import ACTIONS
@@ -193,26 +194,36 @@ def test_a_dry_run_decision_with_a_note_is_encoded_once_and_copied_only_where_ne
     """What a routine dry-run decision with an escalation note costs, counted: its note's
     templates and its severity share one context, built from copies of what it holds and no
     deep copy of the decision (two were made per note, of the plan and parameters too: a
-    tenth of a storm's processing CPU); the decision is JSON-encoded once, when stored."""
+    tenth of a storm's processing CPU); the decision is JSON-encoded once, when stored. Its
+    note is recorded, not sent: only the Markdown is redacted (the whole note was, labels
+    and all, for a dict thrown away), and it still is."""
     rules = write_rules(tmp_path / "rules", RULES)
     cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
                  escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
     w = InProcessWorker(cfg).start()
     n = 20
+    secret = "http://prometheus.example/graph?g0.expr=up&token=sekret-in-the-url"
     try:
         def storm(tag: str) -> None:
-            body = notification(*(alert("WebDown", deployment=f"{tag}{i}", team="a",
-                                        fingerprint=f"{tag}{i}") for i in range(n)))
-            assert w.post_alerts(body)[0] == 202
+            alerts = [alert("WebDown", deployment=f"{tag}{i}", team="a", fingerprint=f"{tag}{i}")
+                      for i in range(n)]
+            for a in alerts:
+                a["generatorURL"] = secret  # shown in the note's "Source"
+            assert w.post_alerts(notification(*alerts))[0] == 202
             w.wait_idle()
 
         storm("warm")
         copies: list[object] = []
         contexts: list[object] = []
         encodings: list[object] = []
+        redactions: list[object] = []
         _count(monkeypatch, copy, "deepcopy", copies)
         _count(monkeypatch, template_context, "build", contexts)
         _count(monkeypatch, json, "dumps", encodings)
+        note_redaction = types.SimpleNamespace(text=escalation.redact.text,
+                                               value=escalation.redact.value)
+        _count(monkeypatch, note_redaction, "value", redactions)
+        monkeypatch.setattr(escalation, "redact", note_redaction)
         storm("counted")
         monkeypatch.undo()
         decisions = w.call(w.service.store.list_executions(1000))
@@ -221,6 +232,10 @@ def test_a_dry_run_decision_with_a_note_is_encoded_once_and_copied_only_where_ne
     counted = [d for d in decisions if d["fingerprint"].startswith("counted")]
     assert len(counted) == n and {d["outcome"] for d in counted} == {"planned"}
     assert all("team a" in d["escalation"]["note"] for d in counted)
+    assert all("token=<redacted>" in d["escalation"]["note"]
+               and "sekret" not in d["escalation"]["note"] + d["escalation"]["title"]
+               for d in counted)
+    assert redactions == []
     assert copies == []
     assert len(contexts) == 2 * n  # the steps' and the note's
     # the test's request body, then one per alert at intake (its inbox item) and one per

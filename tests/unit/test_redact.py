@@ -94,3 +94,21 @@ def test_a_lone_surrogate_is_replaced_and_valid_text_kept_as_it_is():
     note = {"markdown": "# title — ok \U0001f525", "labels": {"a\ud800": ["x\udfff", 1]}}
     assert _valid_unicode(note) == {"markdown": note["markdown"],
                                     "labels": {"a\ufffd": ["x\ufffd", 1]}}
+
+
+def test_a_step_record_is_journaled_whole_and_redacted_as_a_mapping_would_be():
+    """StepRecord.to_dict names its fields (no generic walk over engine-set values): it
+    still carries every field, redacted exactly as the redaction of all of it would be."""
+    from dataclasses import asdict
+
+    from remediator.executor import StepRecord
+    redact.remember("sekret-value-123")
+    record = StepRecord(name="call", action="http.request",
+                        params={"url": SAMPLES[3], "headers": {"Authorization": "x"}},
+                        outcome="failed", detail="refused by sekret-value-123: " + SAMPLES[6],
+                        guard="scope_denied", mutating=True, uncertain=True,
+                        result={"body": ["sekret-value-123", {"Headers": {"Cookie": "c"}}]},
+                        attempts=2, started_at="2026-11-21T10:00:00Z", duration_seconds=0.5)
+    journaled = record.to_dict()
+    assert journaled == _reference_value(asdict(record))
+    assert "sekret" not in str(journaled) and "hunter22" not in str(journaled)
