@@ -280,7 +280,10 @@ class Engine:
                 continue
             if unsaved := self._unsaved.pop(decision["id"], None):  # before the next step
                 await self._journal(decision, *unsaved)
-            await turns.take()  # a step is a chunk of its own (dry-run: no write between)
+            if gc.mode != "dry-run" or not records:
+                # A step is a chunk of its own; a plan's steps (nothing called, nothing written
+                # between, tens of us each) are one: a turn costs the loop ~8 us.
+                await turns.take()
             record = await self._run_step(step, ctx, gc, journal=(decision, index))
             journaled = record.to_dict()  # redacted once: recorded, shown and templated
             records.append(journaled)

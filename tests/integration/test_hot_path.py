@@ -196,7 +196,7 @@ def test_a_dry_run_decision_with_a_note_is_encoded_once_and_copied_only_where_ne
     deep copy of the decision (two were made per note, of the plan and parameters too: a
     tenth of a storm's processing CPU); the decision is JSON-encoded once, when stored. Its
     note is recorded, not sent: only the Markdown is redacted (the whole note was, labels
-    and all, for a dict thrown away), and it still is."""
+    and all, for a dict thrown away), and it still is. A plan's steps take one turn."""
     rules = write_rules(tmp_path / "rules", RULES)
     cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
                  escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
@@ -224,7 +224,9 @@ def test_a_dry_run_decision_with_a_note_is_encoded_once_and_copied_only_where_ne
                                                value=escalation.redact.value)
         _count(monkeypatch, note_redaction, "value", redactions)
         monkeypatch.setattr(escalation, "redact", note_redaction)
+        granted = w.call(_granted())
         storm("counted")
+        granted = w.call(_granted()) - granted
         monkeypatch.undo()
         decisions = w.call(w.service.store.list_executions(1000))
     finally:
@@ -237,10 +239,17 @@ def test_a_dry_run_decision_with_a_note_is_encoded_once_and_copied_only_where_ne
                for d in counted)
     assert redactions == []
     assert copies == []
+    # processing's turns: a decision's start, its plan (its steps together: nothing is
+    # called or written between them), its note, after its one write; and the claims
+    assert granted <= 4 * n + 3 * (n // Service.claim_batch), granted
     assert len(contexts) == 2 * n  # the steps' and the note's
     # the test's request body, then one per alert at intake (its inbox item) and one per
     # decision (its stored body)
     assert len(encodings) == 1 + 2 * n, encodings
+
+
+async def _granted() -> int:
+    return turns.turns().granted
 
 
 def _iterations() -> list[int]:
