@@ -155,8 +155,9 @@ async def receive_alerts(request: web.Request) -> web.Response:
     except StoreUnavailable as exc:
         log.error("store cannot accept alerts: %s", exc)
         return _error(503, f"store cannot accept alerts now: {exc}")
-    return web.json_response({"accepted": result.accepted, "duplicates": result.duplicates},
-                             status=202)
+    # Two integers: written directly (json_response's encoding was ~5 us of each webhook).
+    return web.Response(text=f'{{"accepted": {result.accepted:d}, "duplicates": '
+                        f'{result.duplicates:d}}}', status=202, content_type="application/json")
 
 
 async def list_executions(request: web.Request) -> web.Response:

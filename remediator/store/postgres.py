@@ -555,8 +555,8 @@ class PostgresStore:
         now = utcnow_iso()
         # Sorted keys: two replicas inserting overlapping batches lock rows in one order.
         keys, packed, ids, refs = [], [], [], {}
-        for key, alert, group in sorted(rows, key=lambda r: r[0]):
-            text = packing.item_text(alert, group)
+        rows = sorted(rows, key=lambda r: r[0])
+        for (key, alert, _), text in zip(rows, packing.item_texts(rows), strict=True):
             ref = self._refs.for_alert(alert, text)
             keys.append(key)
             packed.append(packing.pack_ref(text, ref.data))

@@ -387,8 +387,7 @@ class SQLiteStore(LocalCoordination):
 
     async def enqueue(self, items: Rows) -> Enqueued:
         rows, refs = [], {}
-        for key, alert, group in items:
-            text = packing.item_text(alert, group)
+        for (key, alert, _), text in zip(items, packing.item_texts(items), strict=True):
             ref = self._refs.for_alert(alert, text)
             rows.append((key, packing.pack_ref(text, ref.data), ref.id))
             if not ref.stored:

@@ -27,7 +27,7 @@ from remediator.actions.base import ActionContext, check_params
 from remediator.actions.registry import ACTIONS
 from remediator.config import Config
 from remediator.service import Service
-from remediator.store import open_store
+from remediator.store import open_store, packing
 from remediator.store.sqlite import PROCESSING_PER_COMMIT, SQLiteStore
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
@@ -189,6 +189,23 @@ def test_the_dispatcher_claims_a_bounded_batch_and_templates_compile_once(tmp_pa
     assert sum(s.startswith("INSERT INTO executions") for s in statements) == 60
 
 
+def test_a_notifications_alerts_share_one_encoding_of_its_group(monkeypatch):
+    """Intake packs each alert with its notification's group; the group is encoded once per
+    notification, not once per alert (half of packing's time), and the stored text is the
+    same as before: `json.dumps([alert, group])`."""
+    group, other = {"receiver": "r", "commonLabels": {"a": "b"}}, {"receiver": "s"}
+    rows = [(f"k{i}", {"labels": {"alertname": "X", "n": str(i)}}, group) for i in range(3)]
+    rows.append(("k9", {"labels": {"alertname": "Y"}}, other))
+    encoded: list[object] = []
+    dumps = json.dumps
+    monkeypatch.setattr(json, "dumps", lambda value, **kw: (encoded.append(value), dumps(value, **kw))[1])
+    texts = packing.item_texts(rows)
+    monkeypatch.undo()
+    assert texts == [json.dumps([alert, g]).encode() for _, alert, g in rows]
+    assert sum(value is group for value in encoded) == 1
+    assert sum(value is other for value in encoded) == 1
+
+
 def test_a_dry_run_decision_with_a_note_is_encoded_once_and_copied_only_where_needed(
         tmp_path, monkeypatch):
     """What a routine dry-run decision with an escalation note costs, counted: its note's
@@ -243,9 +260,9 @@ def test_a_dry_run_decision_with_a_note_is_encoded_once_and_copied_only_where_ne
     # called or written between them), its note, after its one write; and the claims
     assert granted <= 4 * n + 3 * (n // Service.claim_batch), granted
     assert len(contexts) == 2 * n  # the steps' and the note's
-    # the test's request body, then one per alert at intake (its inbox item) and one per
-    # decision (its stored body)
-    assert len(encodings) == 1 + 2 * n, encodings
+    # the test's request body, then at intake the notification's group once and each alert
+    # (its inbox item), and one per decision (its stored body)
+    assert len(encodings) == 2 + 2 * n, encodings
 
 
 async def _granted() -> int:
