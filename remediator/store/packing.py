@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from .base import InboxItem
 
 log = logging.getLogger(__name__)
@@ -91,17 +93,29 @@ class Refs:
         return found, sorted(wanted - found.keys())
 
 
+def dumps(value: Any) -> bytes:
+    """JSON as UTF-8 for an inbox item or a decision's body: orjson (a decision's body in
+    ~5 us, against 25-40 with json), or json for what orjson refuses (a lone surrogate, an
+    integer past 64 bits, a key that is not a string). Not for what may hold a non-finite
+    float (a step's result: a Prometheus value of NaN), which orjson writes as null where
+    json wrote NaN."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(value).encode()
+
+
 def item_texts(rows: Iterable[tuple[str, dict[str, Any], dict[str, Any]]]) -> list[bytes]:
-    """Each inbox row's alert and group as stored: `json.dumps([alert, group])`. The alerts
+    """Each inbox row's alert and group as stored: the JSON of `[alert, group]`. The alerts
     of a notification share its group, encoded here once (encoding it again for each alert
     was half of packing's time at intake)."""
-    groups: dict[int, str] = {}  # by identity: every group is alive for the whole call
+    groups: dict[int, bytes] = {}  # by identity: every group is alive for the whole call
     texts = []
     for _, alert, group in rows:
         text = groups.get(id(group))
         if text is None:
-            text = groups[id(group)] = json.dumps(group)
-        texts.append(f"[{json.dumps(alert)}, {text}]".encode())
+            text = groups[id(group)] = dumps(group)
+        texts.append(b"[" + dumps(alert) + b"," + text + b"]")
     return texts
 
 
@@ -133,9 +147,11 @@ def unpack_items(rows: Iterable[tuple[int, str, str | bytes, str, str, bytes | N
 def body_text(decision: dict[str, Any]) -> bytes:
     """What is stored of a decision: all of it but its journaled steps. A dry-run decision
     keeps its steps (nothing ran, so nothing was journaled)."""
-    if decision.get("mode") == "dry-run":
-        return json.dumps(decision).encode()
-    return json.dumps({k: v for k, v in decision.items() if k != "steps"}).encode()
+    body = decision if decision.get("mode") == "dry-run" else {
+        k: v for k, v in decision.items() if k != "steps"}
+    if any(s.get("result") for s in body.get("steps") or ()):  # a run's, resumed as a plan
+        return json.dumps(body).encode()
+    return dumps(body)
 
 
 def pack_ref(text: bytes, ref: bytes) -> bytes:

@@ -191,17 +191,17 @@ def test_the_dispatcher_claims_a_bounded_batch_and_templates_compile_once(tmp_pa
 
 def test_a_notifications_alerts_share_one_encoding_of_its_group(monkeypatch):
     """Intake packs each alert with its notification's group; the group is encoded once per
-    notification, not once per alert (half of packing's time), and the stored text is the
-    same as before: `json.dumps([alert, group])`."""
+    notification, not once per alert (half of packing's time), and the stored text reads
+    back as `[alert, group]`."""
     group, other = {"receiver": "r", "commonLabels": {"a": "b"}}, {"receiver": "s"}
     rows = [(f"k{i}", {"labels": {"alertname": "X", "n": str(i)}}, group) for i in range(3)]
     rows.append(("k9", {"labels": {"alertname": "Y"}}, other))
     encoded: list[object] = []
-    dumps = json.dumps
-    monkeypatch.setattr(json, "dumps", lambda value, **kw: (encoded.append(value), dumps(value, **kw))[1])
+    _count(monkeypatch, packing, "dumps", encoded)
     texts = packing.item_texts(rows)
     monkeypatch.undo()
-    assert texts == [json.dumps([alert, g]).encode() for _, alert, g in rows]
+    assert [json.loads(text) for text in texts] == [[alert, g] for _, alert, g in rows]
+    encoded = [value for (value,) in encoded]  # type: ignore[misc]
     assert sum(value is group for value in encoded) == 1
     assert sum(value is other for value in encoded) == 1
 
@@ -237,6 +237,7 @@ def test_a_dry_run_decision_with_a_note_is_encoded_once_and_copied_only_where_ne
         _count(monkeypatch, copy, "deepcopy", copies)
         _count(monkeypatch, template_context, "build", contexts)
         _count(monkeypatch, json, "dumps", encodings)
+        _count(monkeypatch, packing, "dumps", encodings)
         note_redaction = types.SimpleNamespace(text=escalation.redact.text,
                                                value=escalation.redact.value)
         _count(monkeypatch, note_redaction, "value", redactions)
