@@ -39,3 +39,17 @@ def test_matchers_behave_like_alertmanager(text, labels, expected):
 def test_bad_matchers_are_refused(text, message):
     with pytest.raises(MatcherError, match=message.replace("(", r"\(")):
         parse_matcher(text)
+
+
+def test_a_pattern_is_compiled_once_and_a_refused_one_every_time():
+    """A `logs` step's `grep` is checked for every decision that plans it: compiled once
+    (the same immutable RE2 object), while a pattern RE2 refuses is refused each time."""
+    from remediator import untrusted_regex
+    first = untrusted_regex.compile_regex("(timeout|refused) [0-9]+")
+    misses = untrusted_regex._compile.cache_info().misses
+    assert untrusted_regex.compile_regex("(timeout|refused) [0-9]+") is first
+    assert untrusted_regex._compile.cache_info().misses == misses
+    assert untrusted_regex.compile_regex("(timeout|refused) [0-9]+", anchored=True) is not first
+    for _ in range(2):
+        with pytest.raises(untrusted_regex.RegexError, match="not a valid RE2"):
+            untrusted_regex.compile_regex("(?=lookahead)")
