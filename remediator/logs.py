@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import UTC, datetime
+import time
+
+import orjson
 
 from . import redact
 
@@ -13,9 +15,19 @@ _EXTRA = ("execution_id", "fingerprint", "playbook", "outcome")
 
 
 class JsonFormatter(logging.Formatter):
+    _second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+
+    def _timestamp(self, created: float) -> str:
+        """UTC, to the microsecond; the second's text made once per second (a datetime
+        formatted per line was a third of the formatter's time)."""
+        second = int(created)
+        if self._second[0] != second:
+            self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        return f"{self._second[1]}.{min(round((created - second) * 1e6), 999999):06d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "ts": self._timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": redact.text(record.getMessage()),
@@ -26,7 +38,10 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["error"] = redact.text(self.formatException(record.exc_info))
-        return json.dumps(entry, ensure_ascii=False)
+        try:  # compact, and ~5x faster than json
+            return orjson.dumps(entry).decode()
+        except TypeError:  # a lone surrogate (orjson.JSONEncodeError)
+            return json.dumps(entry, ensure_ascii=False)
 
 
 class TextFormatter(logging.Formatter):

@@ -31,3 +31,17 @@ def test_a_log_line_is_json_redacted_and_collects_no_caller_frame(monkeypatch):
     assert line["msg"] == "decision failed: http://<redacted>@h/ refused"
     assert line["execution_id"] == "e1" and line["level"] == "info"
     assert frames == []
+
+
+def test_a_log_lines_time_is_utc_to_the_microsecond_and_a_lone_surrogate_still_logs():
+    from datetime import UTC, datetime
+    formatter = logs.JsonFormatter()
+    for created in (1764460886.502847, 1764460886.9999996, 1764460887.0, 0.25):
+        record = logging.LogRecord("remediator", logging.INFO, "", 0, "m", (), None)
+        record.created = created
+        line = json.loads(formatter.format(record))
+        expected = datetime.fromtimestamp(created, UTC)
+        assert abs(datetime.strptime(line["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+                   - expected).total_seconds() < 2e-6, (line["ts"], expected)
+    record = logging.LogRecord("remediator", logging.INFO, "", 0, "half %s", ("\ud800",), None)
+    assert "\ud800" in formatter.format(record)  # json writes it: the stream's errors= decides
