@@ -40,20 +40,29 @@ def compile_regex(pattern: str, *, anchored: bool = False) -> Regex:
     Raises RegexError with RE2's reason for a pattern it refuses. The pattern must also be
     valid on its own, so that `a)|(b` cannot escape the anchors. Compiled once per pattern
     (a `logs` step's `grep` was compiled for every decision that planned it: 2 % of a
-    storm's processing); a compiled RE2 regex is immutable, and the cache bounded.
+    storm's processing); a compiled RE2 regex is immutable. Only a short pattern is kept:
+    a compiled one holds ~250 bytes per character of its text, and a pattern may be
+    rendered from a label (`grep: "{{ labels.tenant_id | re_escape }}"`), so a thousand
+    alerts with distinct 4 000-character labels kept ~1 GB alive in a cache of any length.
     """
-    if not isinstance(pattern, str):  # unhashable values are refused, not cached
+    if not isinstance(pattern, str) or len(pattern) > CACHED_PATTERN:  # compiled, not kept
         return _compile.__wrapped__(pattern, anchored)
     return _compile(pattern, anchored)
 
 
-@functools.lru_cache(maxsize=1024)
+# What the cache may hold: at most CACHED_ENTRIES patterns of at most CACHED_PATTERN
+# characters each (~8 MB of compiled RE2 programs at worst).
+CACHED_PATTERN, CACHED_ENTRIES = 128, 256
+
+
+@functools.lru_cache(maxsize=CACHED_ENTRIES)
 def _compile(pattern: str, anchored: bool) -> Regex:
     if len(pattern) > MAX_PATTERN:
         raise RegexError(f"regex longer than {MAX_PATTERN} characters")
     try:
-        compiled = re2.compile(pattern, _OPTIONS)
-        return re2.compile(f"^(?:{pattern})$", _OPTIONS) if anchored else compiled
+        # Made directly: `re2.compile` keeps its last 128 patterns alive in a cache of its own.
+        compiled = Regex(pattern, _OPTIONS)
+        return Regex(f"^(?:{pattern})$", _OPTIONS) if anchored else compiled
     except re2.error as exc:
         reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(
             exc.args[0], bytes) else str(exc)

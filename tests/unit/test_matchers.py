@@ -53,3 +53,19 @@ def test_a_pattern_is_compiled_once_and_a_refused_one_every_time():
     for _ in range(2):
         with pytest.raises(untrusted_regex.RegexError, match="not a valid RE2"):
             untrusted_regex.compile_regex("(?=lookahead)")
+
+
+def test_a_long_pattern_from_a_label_is_not_kept_alive():
+    """A `grep` rendered from a label (`{{ labels.tenant_id | re_escape }}`, shipped in
+    rules/libervia.yaml) makes a distinct pattern per alert: a compiled RE2 regex holds ~250
+    bytes per character, so caching every such pattern kept ~1 MB alive per 4 000-character
+    label, a thousand of them ~1 GB. What the cache can hold stays small whatever labels say."""
+    from remediator import untrusted_regex
+    long = "tenant-" + "x" * 3990  # a literal under MAX_PATTERN, as re_escape leaves a label
+    assert untrusted_regex.compile_regex(long) is not untrusted_regex.compile_regex(long)
+    assert untrusted_regex.compile_regex(long).search("... tenant-" + "x" * 3990 + " ...")
+    for i in range(untrusted_regex.CACHED_ENTRIES * 2):  # a storm of distinct short ones
+        untrusted_regex.compile_regex(f"tenant-{i}")
+    info = untrusted_regex._compile.cache_info()
+    assert info.currsize <= untrusted_regex.CACHED_ENTRIES
+    assert untrusted_regex.CACHED_ENTRIES * untrusted_regex.CACHED_PATTERN <= 64 << 10
