@@ -382,10 +382,12 @@ class Engine:
         record.outcome = "running"  # the intent, journaled once a call slot is held
 
         async def intent() -> None:
-            # A change is journaled only while automation is not paused, checked in that very
-            # write: a pause thrown on any replica since the admission stops it here.
-            if not await self._journal(*journal, record.to_dict(), unless_paused=record.mutating):
-                raise Refused(await self.guards.paused_since_admission(gc))
+            # A change is admitted in the very write that journals its intent, once its call
+            # slot is held: a pause thrown on any replica until then stops it here.
+            block = await self._journal(*journal, record.to_dict(),
+                                        admit=(gc, step, params) if record.mutating else None)
+            if block is not None:
+                raise Refused(block, cancelled=block is RESOLVED_BLOCK)
 
         actx = ActionContext(backends=self.backends, log=log, execution_id=gc.execution_id,
                              step=step.name,
@@ -470,15 +472,21 @@ class Engine:
         return decision
 
     async def _journal(self, decision: dict[str, Any], index: int, record: dict[str, Any],
-                       unless_paused: bool = False) -> bool:
+                       admit: tuple[GuardContext, Step, dict[str, Any]] | None = None
+                       ) -> Block | None:
         """Journal a step record; a live run's first carries its `running` record (still
-        running even when journaled just before its note: a crash then resumes the run)."""
+        running even when journaled just before its note: a crash then resumes the run).
+        With `admit` (a change's intent), only if the change is admitted in that write;
+        else the block that says why not, and nothing is written."""
         first = dict(decision, outcome="running") if decision["id"] in self._unrecorded else None
-        written = await self.store.save_step(decision["id"], index, record, unless_paused,
-                                             execution=first)
-        if written:
-            self._unrecorded.discard(decision["id"])
-        return written
+        entry = (decision["id"], index, record, first)
+        if admit is not None:
+            if block := await self.guards.admit(*admit, entry):
+                return block
+        else:
+            await self.store.save_step(*entry)
+        self._unrecorded.discard(decision["id"])
+        return None
 
     def _mode(self, pb: Playbook) -> str:
         return "dry-run" if self.mode != "live" or pb.dry_run else "live"

@@ -31,11 +31,13 @@ Runner = Callable[[Action, dict[str, Any], ActionContext], Awaitable[dict[str, A
 
 
 class Refused(Exception):
-    """The intent was refused at the last moment (a guard's `block`): the call is not made."""
+    """The intent was refused at the last moment: the call is not made. The step is
+    `blocked` by the guard's `block`, or `cancelled` (the alert resolved: no guard)."""
 
-    def __init__(self, block: Block):
+    def __init__(self, block: Block, cancelled: bool = False):
         super().__init__(str(block))
         self.block = block
+        self.cancelled = cancelled
 
 
 async def live_runner(action: Action, params: dict[str, Any], ctx: ActionContext) -> dict:
@@ -90,12 +92,22 @@ class Executor:
         started = time.monotonic()
         calling = False  # the deadline can strike inside a call or in a backoff sleep
         failure: BaseException | None = None
+        # What made the intent fail (the store, a guard), not the call, which was never made:
+        # raised to the caller, never a step failed `uncertain` (a store outage: the alert is
+        # processed again; a broken guard: an internal error).
+        unjournaled: BaseException | None = None
 
         async def ready() -> None:
-            nonlocal calling, intent
+            nonlocal calling, intent, unjournaled
             if intent is not None:
-                await intent()
-                intent = None
+                journal, intent = intent, None
+                try:
+                    await journal()
+                except Refused:
+                    raise
+                except Exception as exc:
+                    unjournaled = exc
+                    raise
             calling = True  # stays set if the deadline cancels the call
         loop = asyncio.get_running_loop()
         try:
@@ -111,7 +123,8 @@ class Executor:
                         # (Retry-After); an ask reaching past the deadline fails now rather
                         # than sleep into it.
                         asked = getattr(exc, "retry_after", None)
-                        if (isinstance(exc, Refused) or not action.may_retry(params, exc)
+                        if (isinstance(exc, Refused) or exc is unjournaled
+                                or not action.may_retry(params, exc)
                                 or record.attempts >= attempts
                                 or (asked is not None
                                     and loop.time() + asked >= deadline.when())):
@@ -121,8 +134,9 @@ class Executor:
             record.outcome = "succeeded"
             record.detail = action.describe(params).replace("would ", "", 1)
         except Refused as exc:  # at the first attempt, before its call: nothing happened
-            record.outcome, record.guard, record.detail = "blocked", exc.block.guard, \
-                exc.block.detail
+            record.outcome = "cancelled" if exc.cancelled else "blocked"
+            record.guard = "" if exc.cancelled else exc.block.guard
+            record.detail = exc.block.detail
             record.attempts, failure = 0, None
         except TimeoutError as exc:
             record.outcome = "failed"
@@ -138,6 +152,8 @@ class Executor:
                 record.detail += f" (the server asked to retry after {exc.retry_after:g}s)"
             record.result = exc.result or record.result
         except Exception as exc:  # an action bug must become a failed step, not a crash
+            if exc is unjournaled:
+                raise
             record.outcome = "failed"
             record.detail = f"{type(exc).__name__}: {exc}"
         # A change whose last attempt may have landed is in an unknown state, repeatable or

@@ -23,7 +23,7 @@ from .actions.base import parse_duration
 from .actions.registry import ACTIONS
 from .alerts import Alert
 from .playbooks.models import Playbook, Step
-from .store.base import PAUSE, PAUSED, RESOLVED, Event, Limit, Store
+from .store.base import PAUSE, PAUSED, RESOLVED, Entry, Event, Limit, Store
 
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 # An approval that will never come: the guard that says so, and why.
@@ -277,51 +277,63 @@ class Guards:
 
     async def before_mutation(self, gc: GuardContext, step: Step,
                               params: dict[str, Any]) -> Block | None:
-        """Admit a mutation or say why not (a firing alert's resolution already received:
-        RESOLVED_BLOCK). In live mode the counted limits (rate limit, cooldown, budget) are
-        checked and the mutation reserved in them by one atomic `Store.admit`: executions
-        running at the same time, on any replica, can never both take the last place of a
-        limit, and admissions on unrelated targets never wait for each other. A step with
-        its own target (`gc.target` is then that object) also takes its lock."""
-        resolution = (replace(gc.alert, status="resolved").dedupe_key
-                      if gc.alert.status == "firing" else None)
-        # Live, with no lock to take or approval to ask and nothing configured against it:
-        # the admission itself reads the resolution and the pause, in the same statement
-        # and in the same order as the checks below, which otherwise read them one by one.
-        folded = (gc.mode == "live" and step.target is None and not step.approval
-                  and not self.settings.paused and await self._scope(gc, step, params) is None)
-        if not folded:
-            if resolution is not None and await self.store.received(resolution):
+        """The checks before a mutation, or why not (a firing alert's resolution already
+        received: RESOLVED_BLOCK). Live, the mutation is then admitted by `admit`, in the
+        write that journals its intent; in a dry run the counted limits are checked here.
+        A step with its own target (`gc.target` is then that object) also takes its lock."""
+        if not await self._folded(gc, step, params):
+            if gc.alert.status == "firing" and await self.store.received(_resolution(gc)):
                 return RESOLVED_BLOCK
             if step.target is not None and (block := await self._lock(gc, wait=False)):
                 return replace(block, escalate=True)  # stopped halfway: a human must know
             for check in (self._paused_mutation, self._scope, self._approval):
                 if (block := await check(gc, step, params)) is not None:
                     return block
-        counted = (self._rate_limit, self._cooldown, self._budget)
-        for _ in range(3):
-            if gc.mode == "live":  # an attempt counts even if it fails: it touched the target
-                limits, events = self._reservation(gc, step)
-                admitted = await self.store.admit(limits, events, unless_paused=folded,
-                                                  unless_received=resolution if folded else None)
-                if admitted == RESOLVED:
-                    return RESOLVED_BLOCK
-                if admitted == PAUSED:
-                    return await self.paused_since_admission(gc)
-                if admitted is None:
-                    return None
-            # Refused (or dry-run): the checks say which limit, with its numbers.
-            for check in counted:
+        if gc.mode != "live":
+            for check in (self._rate_limit, self._cooldown, self._budget):
                 if (block := await check(gc, step, params)) is not None:
                     return block
-            if gc.mode != "live":
+        return None
+
+    async def admit(self, gc: GuardContext, step: Step, params: dict[str, Any],
+                    intent: Entry) -> Block | None:
+        """Admit a live mutation in the write that journals its `intent`, once its call
+        slot is held, or say why not: the pause, then the counted limits (rate limit,
+        cooldown, budget) are checked and the mutation reserved in them by one atomic
+        `Store.admit`, so executions running at the same time, on any replica, can never
+        both take the last place of a limit, admissions on unrelated targets never wait for
+        each other, and a pause thrown anywhere before the call stops it."""
+        # With no lock to take or approval to ask and nothing configured against it, the
+        # same write also reads the resolution, in the order of `before_mutation`'s checks,
+        # which otherwise read it (and the pause) one by one.
+        resolution = (_resolution(gc) if gc.alert.status == "firing"
+                      and await self._folded(gc, step, params) else None)
+        for _ in range(3):  # an attempt counts even if it fails: it touched the target
+            limits, events = self._reservation(gc, step)
+            admitted = await self.store.admit(limits, events, unless_paused=True,
+                                              unless_received=resolution, journal=intent)
+            if admitted == RESOLVED:
+                return RESOLVED_BLOCK
+            if admitted == PAUSED:
+                return await self.paused_since_admission(gc)
+            if admitted is None:
                 return None
+            # Refused: the checks say which limit, with its numbers.
+            for check in (self._rate_limit, self._cooldown, self._budget):
+                if (block := await check(gc, step, params)) is not None:
+                    return block
         # A limit was reached and freed again three times in a row (its window moving on).
         return Block("rate_limited", "a limit was reached at admission and free again when "
                                      "checked, three times in a row; not admitted")
 
+    async def _folded(self, gc: GuardContext, step: Step, params: dict[str, Any]) -> bool:
+        """Live, with no lock to take or approval to ask and nothing configured against it:
+        the admission reads the resolution and the pause itself."""
+        return (gc.mode == "live" and step.target is None and not step.approval
+                and not self.settings.paused and await self._scope(gc, step, params) is None)
+
     def _reservation(self, gc: GuardContext, step: Step) -> tuple[list[Limit], list[Event]]:
-        """What `before_mutation` reserves, and the limits the reservation must respect: the
+        """What `admit` reserves, and the limits the reservation must respect: the
         same numbers `_rate_limit`, `_cooldown` and `_budget` check."""
         now, pb, s = self.clock(), gc.playbook, self.settings
         limits = [Limit("budget", "*", now - s.budget_window, s.budget_max)]
@@ -474,6 +486,11 @@ async def decide_approval(store: Store, name: str, status: str, at: float,
     await store.put_state(APPROVAL + name, state)
     await store.put_state(PENDING + name, None)
     return state
+
+
+def _resolution(gc: GuardContext) -> str:
+    """The dedupe key of a firing alert's resolution."""
+    return replace(gc.alert, status="resolved").dedupe_key
 
 
 def _under(path: str, root: str) -> bool:

@@ -58,6 +58,9 @@ class Limit:
 
 # An event to record: (kind, key, at, data).
 Event = tuple[str, str, float, dict[str, Any]]
+# A journal entry: (execution id, step index, step record, the execution's record to write
+# with it or None: a live run's first entry carries its `running` record).
+Entry = tuple[str, int, dict[str, Any], dict[str, Any] | None]
 # The kill switch's state key: its value's `paused` says whether automation is paused.
 PAUSE = "paused"
 # Why `Store.admit` refused before counting any limit.
@@ -143,12 +146,9 @@ class Store(Protocol):
 
     async def list_executions(self, limit: int = 100, **filters: Any) -> list[dict[str, Any]]: ...
     async def save_step(self, execution_id: str, index: int, step: dict[str, Any],
-                        unless_paused: bool = False,
-                        execution: dict[str, Any] | None = None) -> bool:
+                        execution: dict[str, Any] | None = None) -> None:
         """Journal a step record, with `execution`'s record (as `save_execution`: a run's
-        first entry carries its `running` record) in the same write; with `unless_paused`,
-        neither is written if automation is paused (`PAUSE`) when it is, checked in that
-        write. False if not written."""
+        first entry carries its `running` record) in the same write."""
         ...
 
     async def completed_steps(self, execution_id: str) -> dict[int, dict[str, Any]]: ...
@@ -165,12 +165,14 @@ class Store(Protocol):
         ...
 
     async def admit(self, limits: list[Limit], events: list[Event], unless_paused: bool = False,
-                    unless_received: str | None = None) -> int | str | None:
-        """Record `events` if every limit holds, atomically across every process sharing the
-        store (two admissions can never both take a limit's last place); else record
-        nothing and return the index of the first limit reached. Before the limits, in the
-        same write: RESOLVED if an alert with the dedupe key `unless_received` was
-        acknowledged, then PAUSED if `unless_paused` and automation is paused (`PAUSE`)."""
+                    unless_received: str | None = None,
+                    journal: Entry | None = None) -> int | str | None:
+        """Record `events`, and journal `journal` (a change's intent: as `save_step`), if
+        every limit holds, atomically across every process sharing the store (two
+        admissions can never both take a limit's last place); else record nothing and
+        return the index of the first limit reached. Before the limits, in the same write:
+        RESOLVED if an alert with the dedupe key `unless_received` was acknowledged, then
+        PAUSED if `unless_paused` and automation is paused (`PAUSE`)."""
         ...
 
     async def get_state(self, key: str) -> dict[str, Any] | None: ...

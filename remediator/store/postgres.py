@@ -43,6 +43,7 @@ from .base import (
     PAUSED,
     RESOLVED,
     Enqueued,
+    Entry,
     Event,
     InboxItem,
     LeaseLost,
@@ -817,26 +818,29 @@ class PostgresStore:
                 json.loads(row["pause"]) if row["pause"] is not None else None)
 
     async def save_step(self, execution_id: str, index: int, step: dict[str, Any],
-                        unless_paused: bool = False,
-                        execution: dict[str, Any] | None = None) -> bool:
-        """One statement: with `execution`, its record in a data-modifying CTE, under the
-        same pause test as the step (one snapshot: both are written or neither)."""
-        args: list[Any] = [execution_id, index, *_stored(step)]
-        unless = ""
-        if unless_paused:
-            args.append(PAUSE)
-            unless = (" WHERE NOT EXISTS (SELECT 1 FROM state WHERE key=$5 AND "
-                      "(value::jsonb ->> 'paused') = 'true')")
-        with_, ref = "", None
-        if execution is not None:
-            record, ctes, ref = self._record(execution, args, unless)
-            with_ = "WITH " + ", ".join([*ctes, f"x AS ({record})"]) + " "
-        status = await self._call("journal", lambda db: db.execute(
-            with_ + "INSERT INTO steps (execution_id, idx, body, packed) SELECT $1::text, "
-            f"$2::integer, $3::text, $4::bytea{unless} {_STEP_UPSERT}", *args))
+                        execution: dict[str, Any] | None = None) -> None:
+        """One statement: with `execution`, its record in a data-modifying CTE."""
+        args: list[Any] = []
+        ctes, insert, ref = self._entry((execution_id, index, step, execution), args)
+        await self._exec("journal", ("WITH " + ", ".join(ctes) + " " if ctes else "") + insert,
+                         *args)
         if ref is not None:
-            ref.stored = True  # inserted with it, paused or not
-        return status != "INSERT 0 0"
+            ref.stored = True
+
+    def _entry(self, entry: Entry, args: list[Any], where: str = ""
+               ) -> tuple[list[str], str, packing.Ref | None]:
+        """A journal entry's statement: the CTEs its execution's record needs and the INSERT
+        of its step (values appended to `args`; both written only `where` holds)."""
+        execution_id, index, step, execution = entry
+        n = len(args)
+        args += [execution_id, index, *_stored(step)]
+        ctes, ref = [], None
+        if execution is not None:
+            record, ctes, ref = self._record(execution, args, where)
+            ctes.append(f"x AS ({record})")
+        return ctes, ("INSERT INTO steps (execution_id, idx, body, packed) SELECT "
+                      f"${n + 1}::text, ${n + 2}::integer, ${n + 3}::text, ${n + 4}::bytea"
+                      f"{where} {_STEP_UPSERT}"), ref
 
     async def completed_steps(self, execution_id: str) -> dict[int, dict[str, Any]]:
         rows = await self._call("read", lambda db: db.fetch(
@@ -862,16 +866,25 @@ class PostgresStore:
             _searched(key), since))
 
     async def admit(self, limits: list[Limit], events: list[Event], unless_paused: bool = False,
-                    unless_received: str | None = None) -> int | str | None:
-        """One statement (`remediator_admit`): its locks are held only while it runs."""
-        args = ([x.kind for x in limits], [_searched(x.key) for x in limits],
+                    unless_received: str | None = None,
+                    journal: Entry | None = None) -> int | str | None:
+        """One statement (`remediator_admit`): its locks are held only while it runs. A
+        journal entry goes in with it, in data-modifying CTEs written only if it admitted."""
+        args = [[x.kind for x in limits], [_searched(x.key) for x in limits],
                 [x.since for x in limits], [x.max for x in limits],
                 [json.dumps(x.unless) if x.unless else None for x in limits],
                 [e[0] for e in events], [_searched(e[1]) for e in events],
                 [e[2] for e in events], [json.dumps(e[3]) for e in events],
-                PAUSE if unless_paused else None, unless_received)
-        got = await self._call("admission", lambda db: db.fetchval(
-            "SELECT remediator_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", *args))
+                PAUSE if unless_paused else None, unless_received]
+        admit = "SELECT remediator_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        ref = None
+        if journal is not None:
+            ctes, insert, ref = self._entry(journal, args, " WHERE (SELECT got FROM a) IS NULL")
+            admit = ("WITH " + ", ".join([f"a AS MATERIALIZED ({admit} AS got)", *ctes,
+                                          f"j AS ({insert})"]) + " SELECT got FROM a")
+        got = await self._call("admission", lambda db: db.fetchval(admit, *args))
+        if ref is not None:
+            ref.stored = True
         return {-1: PAUSED, -2: RESOLVED}.get(got, got)
 
     async def get_state(self, key: str) -> dict[str, Any] | None:

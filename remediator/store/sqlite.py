@@ -35,6 +35,7 @@ from .base import (
     PAUSED,
     RESOLVED,
     Enqueued,
+    Entry,
     Event,
     InboxItem,
     Limit,
@@ -571,24 +572,28 @@ class SQLiteStore(LocalCoordination):
         return [d for (i,) in ids if (d := self._get_execution(i)) is not None]
 
     async def save_step(self, execution_id: str, index: int, step: dict[str, Any],
-                        unless_paused: bool = False,
-                        execution: dict[str, Any] | None = None) -> bool:
+                        execution: dict[str, Any] | None = None) -> None:
+        write, stored = self._entry((execution_id, index, step, execution))
+        await self._write(write)
+        stored()
+
+    def _entry(self, entry: Entry) -> tuple[Write, Callable[[], None]]:
+        """The write of a journal entry, and what to call once it is committed."""
+        execution_id, index, step, execution = entry
         body = packing.pack(step, default=str)
         record, ref = self._record(execution) if execution is not None else (None, None)
 
-        def write(db: sqlite3.Connection) -> bool:
-            if unless_paused and _paused(db):
-                return False
+        def write(db: sqlite3.Connection) -> None:
             if record is not None:
                 record(db)
             db.execute("INSERT OR REPLACE INTO steps (execution_id, idx, body) VALUES (?, ?, ?)",
                        (execution_id, index, body))
-            return True
 
-        written = await self._write(write)
-        if written and ref is not None:
-            ref.stored = True
-        return written
+        def stored() -> None:
+            if ref is not None:
+                ref.stored = True
+
+        return write, stored
 
     async def completed_steps(self, execution_id: str) -> dict[int, dict[str, Any]]:
         return await self._run(self._steps, execution_id)
@@ -615,11 +620,22 @@ class SQLiteStore(LocalCoordination):
                                   (kind, key, since))
 
     async def admit(self, limits: list[Limit], events: list[Event], unless_paused: bool = False,
-                    unless_received: str | None = None) -> int | str | None:
+                    unless_received: str | None = None,
+                    journal: Entry | None = None) -> int | str | None:
         # One write callback: checked and recorded in the one connection's transaction,
         # which nothing else writes to meanwhile.
-        return await self._write(lambda db: _admit(db, limits, events, unless_paused,
-                                                   unless_received))
+        entry, stored = self._entry(journal) if journal is not None else (None, None)
+
+        def write(db: sqlite3.Connection) -> int | str | None:
+            got = _admit(db, limits, events, unless_paused, unless_received)
+            if got is None and entry is not None:
+                entry(db)
+            return got
+
+        admitted = await self._write(write)
+        if admitted is None and stored is not None:
+            stored()
+        return admitted
 
     async def get_state(self, key: str) -> dict[str, Any] | None:
         return await self._run(self._state, key)

@@ -64,7 +64,7 @@ class Receiver:
 
     def __init__(self, delay: float = 0.0) -> None:
         self.calls: Counter[str] = Counter()
-        self.order: list[str] = []
+        self.order: list[str] = []  # each as it arrives, then as it is answered
         lock = threading.Lock()
         receiver = self
 
@@ -75,6 +75,8 @@ class Receiver:
                     receiver.calls[body["fp"]] += 1
                     receiver.order.append(body["fp"])
                 time.sleep(delay)
+                with lock:
+                    receiver.order.append(f"answered {body['fp']}")
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -300,9 +302,32 @@ playbooks:
 
 def test_a_resolution_on_another_replica_waits_for_the_firing_run_and_reverts(
         replicas, receiver, postgres_url):
-    """The firing run on A is admitted and waits for a call slot when its resolution reaches
-    B: B must not decide that nothing changed (it would skip the revert while A goes on to
-    change the target); it waits for A's run to stop, then reverts what it changed."""
+    """The firing run on A is admitted and its change in flight when its resolution reaches
+    B: B waits for A's run to stop, then reverts what it changed (not while the change may
+    still land after the revert)."""
+    sink = receiver(delay=3)
+    a, b = replicas(2, REVERT % {"url": sink.url, "slow": sink.url})
+    firing = _alert("s1", "Scale", deployment="web")
+    assert _post(a, _notification(firing)) == 202
+    deadline = time.monotonic() + 60
+    while not sink.calls:  # A's change is under way (it takes 3 s)
+        assert time.monotonic() < deadline, a.logs()
+        time.sleep(0.05)
+    resolved = {**firing, "status": "resolved", "endsAt": "2026-01-01T01:00:00Z"}
+    assert _post(b, {**_notification(resolved), "status": "resolved"}) == 202
+    decisions = {(d["alertname"], d["alert"]["status"]): d for d in _settled(postgres_url, 2)}
+    # changed, then reverted, each once: the revert sent once the change was answered
+    assert sink.order == ["s1", "answered s1", "revert-s1", "answered revert-s1"]
+    revert = decisions[("Scale", "resolved")]
+    assert revert["outcome"] == "resolved", revert["reason"]
+    assert [s["outcome"] for s in revert["steps"]] == ["succeeded"]
+
+
+def test_a_change_waiting_for_its_call_slot_when_its_resolution_arrives_never_starts(
+        replicas, receiver, postgres_url):
+    """The firing run on A passed its guards and waits for a call slot when its resolution
+    reaches B. Its admission, once the slot is free, finds the resolution acknowledged (in
+    the write that would journal its intent): nothing changes, so nothing is reverted."""
     sink, slow = receiver(), receiver(delay=5)
     a, b = replicas(2, REVERT % {"url": sink.url, "slow": slow.url}, REMEDIATOR_WORKERS="1")
     assert _post(a, _notification(_alert("h1", "Hold"))) == 202
@@ -312,26 +337,15 @@ def test_a_resolution_on_another_replica_waits_for_the_firing_run_and_reverts(
         time.sleep(0.05)
     firing = _alert("s1", "Scale", deployment="web")
     assert _post(a, _notification(firing)) == 202
-
-    async def admitted() -> int:  # A passed its resolution check and its guards
-        store = PostgresStore(postgres_url, read_only=True)
-        await store.open()
-        try:
-            return await store.count_events("target", "demo/deployment/web", 0.0)
-        finally:
-            await store.close()
-
-    while not asyncio.run(admitted()):
-        assert time.monotonic() < deadline, a.logs()
-        time.sleep(0.05)
-    assert not sink.calls  # ... and its change is not made yet
     resolved = {**firing, "status": "resolved", "endsAt": "2026-01-01T01:00:00Z"}
     assert _post(b, {**_notification(resolved), "status": "resolved"}) == 202
     decisions = {(d["alertname"], d["alert"]["status"]): d for d in _settled(postgres_url, 3)}
-    assert sink.order == ["s1", "revert-s1"]  # changed, then reverted, each once
+    assert not sink.calls  # neither the change nor a revert
+    fired = decisions[("Scale", "firing")]
+    assert fired["outcome"] == "resolved", fired["reason"]
+    assert [s["outcome"] for s in fired["steps"]] == ["cancelled"]
     revert = decisions[("Scale", "resolved")]
-    assert revert["outcome"] == "resolved", revert["reason"]
-    assert [s["outcome"] for s in revert["steps"]] == ["succeeded"]
+    assert revert["outcome"] == "resolved" and "changed nothing" in revert["reason"]
 
 
 def test_an_alertmanager_ha_pair_routing_to_different_replicas_executes_once(
@@ -435,6 +449,32 @@ def test_a_database_restart_is_unready_then_503_then_recovers(
     assert _post(w, _notification(_alert("r1"))) == 202
     [done] = _settled(postgres_url, 1)
     assert done["outcome"] == "succeeded" and sink.calls == {"r1": 1}
+
+
+def test_a_change_the_database_cannot_admit_is_retried_not_failed_as_uncertain(
+        replicas, receiver, postgres_cluster, postgres_url):
+    """The store fails in the write that admits a change and journals its intent (here a
+    trigger refusing its guard events as an overloaded server would): the call was never
+    made, so the alert is processed again once the store answers, and changed once (not a
+    step failed `may or may not have taken effect`, final and escalated)."""
+    sink = receiver()
+    [w] = replicas(1, _rules(sink.url))
+    database = postgres_url.rsplit("/", 1)[1]
+    postgres_cluster.sql(
+        "CREATE FUNCTION refuse_events() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "RAISE EXCEPTION 'admission refused by the test' USING ERRCODE = "
+        "'serialization_failure'; END $$; "
+        "CREATE TRIGGER refuse_events BEFORE INSERT ON events FOR EACH ROW "
+        "EXECUTE FUNCTION refuse_events()", database)
+    assert _post(w, _notification(_alert("u1"))) == 202
+    deadline = time.monotonic() + 30
+    while w.logs().count("admission refused by the test") < 2:  # refused, and tried again
+        assert time.monotonic() < deadline, w.logs()
+        time.sleep(0.2)
+    assert not _decisions(postgres_url) and not sink.calls
+    postgres_cluster.sql("DROP TRIGGER refuse_events ON events", database)
+    [done] = _settled(postgres_url, 1, timeout=30)
+    assert done["outcome"] == "succeeded" and sink.calls == {"u1": 1}
 
 
 def test_a_claim_the_database_refuses_is_retried_not_the_end_of_processing(

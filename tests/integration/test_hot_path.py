@@ -579,14 +579,14 @@ def test_a_live_decision_on_postgres_takes_a_counted_number_of_statements(tmp_pa
     assert per("SELECT p.value AS pause, e.id, e.body") == 1
     assert per("SELECT e.id") == per("SELECT value FROM state WHERE key=") == 0
     assert per("SELECT idx, body, packed FROM steps") == 0  # so no journal to read
-    # 2. the admission, which also reads whether the resolution arrived and, again, the pause
-    assert per("SELECT remediator_admit(") == 1
-    assert per("SELECT EXISTS (SELECT 1 FROM inbox") == 0
-    # 3. the intent, with the `running` record (the run's first journal entry carries it),
-    # both written only while not paused, checked in that statement
-    assert sum(s.startswith("WITH") and "x AS (INSERT INTO executions" in s
-               and "INSERT INTO steps" in s and "'paused'" in s for s in ran) == n
-    # 4. the step's result, the final record, the circuit's success and the inbox item done
+    # 2. the admission, which also reads whether the resolution arrived and, again, the pause,
+    # with the intent and the `running` record (the run's first journal entry carries it),
+    # both written only if it admitted, once the call slot is held
+    assert sum(s.startswith("WITH a AS MATERIALIZED (SELECT remediator_admit(")
+               and "x AS (INSERT INTO executions" in s and "INSERT INTO steps" in s
+               for s in ran) == n
+    assert per("SELECT remediator_admit(") == per("SELECT EXISTS (SELECT 1 FROM inbox") == 0
+    # 3. the step's result, the final record, the circuit's success and the inbox item done
     assert sum(s.startswith("WITH") and "INSERT INTO events" in s and "UPDATE inbox SET "
                "state='done'" in s and "st AS (INSERT INTO steps" in s
                and "INSERT INTO executions" in s for s in ran) == n
@@ -600,13 +600,13 @@ def test_a_live_decision_on_postgres_takes_a_counted_number_of_statements(tmp_pa
                                                           "WITH RECURSIVE typeinfo_tree"))
                      and "set_config('jit'" not in s]
     # the intake's one statement (no transaction block: 4 round trips before), shared by the
-    # notification's alerts, and the claims aside: 4 statements per decision (7 before the
-    # pause was read with the execution, the `running` record written with the intent and
-    # the result with the final record; 11 before the pause and resolution reads went into
-    # the admission and the final writes into one statement; 12 before a first run read no
-    # journal)
+    # notification's alerts, and the claims aside: 3 statements per decision (7 before the
+    # pause was read with the execution, the admission, the `running` record and the intent
+    # written together and the result with the final record; 11 before the pause and
+    # resolution reads went into the admission and the final writes into one statement; 12
+    # before a first run read no journal)
     assert not any(s.startswith(("BEGIN", "SET LOCAL", "COMMIT")) for s in decision_path)
-    assert sum(not s.startswith(("WITH t AS", "WITH new_refs")) for s in decision_path) == 4 * n, \
+    assert sum(not s.startswith(("WITH t AS", "WITH new_refs")) for s in decision_path) == 3 * n, \
         collections.Counter(s[:60] for s in decision_path)
 
 

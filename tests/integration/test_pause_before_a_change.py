@@ -1,14 +1,15 @@
-"""The kill switch stops a change admitted before it was thrown, on either store.
+"""The kill switch stops a change that passed its guards before it was thrown, on either store.
 
-A mutation is admitted (its rate-limit and budget places reserved), then waits for a call
-slot; meanwhile another replica (on SQLite: an operator through this one) pauses automation.
-The change must not start: its intent is journaled only while automation is not paused,
-checked in the very write that journals it.
+A mutation passes the checks before it, then waits for a call slot; meanwhile another replica
+(on SQLite: an operator through this one) pauses automation. The change must not start: it is
+admitted (the pause checked, its rate-limit and budget places reserved) in the very write
+that journals its intent, once the slot is held.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from remediator.config import Config
+from remediator.slots import Slots
 from remediator.store import open_store
 from remediator.store.base import PAUSE
 from tests.conftest import write_rules
@@ -40,7 +42,22 @@ def _until(condition: Any, what: str, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
-def test_a_pause_after_admission_stops_the_change_before_it_starts(tmp_path, store_url):
+class _Watched(Slots):
+    """The real slots, telling which calls asked for one (a change waits in `hold`)."""
+
+    def __init__(self, calls: int, per_backend: int):
+        super().__init__(calls, per_backend)
+        self.asked: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def hold(self, action: str):  # type: ignore[override]
+        self.asked.append(action)
+        async with super().hold(action) as slot:
+            yield slot
+
+
+def test_a_pause_while_a_change_waits_for_its_call_slot_stops_it_before_it_starts(
+        tmp_path, store_url):
     calls: list[str] = []
     release = threading.Event()
 
@@ -61,6 +78,7 @@ def test_a_pause_after_admission_stops_the_change_before_it_starts(tmp_path, sto
                  workers=1, escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
     w = InProcessWorker(cfg).start()
     store = w.service.store
+    slots = w.service.executor.slots = _Watched(1, cfg.backend_concurrency)
     other = None
     try:
         assert w.post_alerts(notification(alert("WebDown", deployment="a",
@@ -68,9 +86,8 @@ def test_a_pause_after_admission_stops_the_change_before_it_starts(tmp_path, sto
         _until(lambda: calls, "the first change to start")
         assert w.post_alerts(notification(alert("WebDown", deployment="b",
                                                 fingerprint="b")))[0] == 202
-        # The second change is admitted (its places reserved), and waits for the call slot.
-        _until(lambda: w.call(store.count_events("mutation", "restart:prod/deployment/b", 0)),
-               "the second change's admission")
+        # The second change passed its guards and waits for the call slot.
+        _until(lambda: len(slots.asked) == 2, "the second change to wait for the call slot")
         if store_url.startswith("postgresql"):  # another replica throws the switch
             other = open_store(store_url)
             asyncio.run(_pause(other))
@@ -78,6 +95,7 @@ def test_a_pause_after_admission_stops_the_change_before_it_starts(tmp_path, sto
             w.call(w.service.pause(True, "alice"))
         release.set()
         decisions = {d["target"]: d for d in w.wait_executions(2)}
+        reserved = w.call(store.count_events("mutation", "restart:prod/deployment/b", 0))
     finally:
         release.set()
         w.stop()
@@ -89,6 +107,7 @@ def test_a_pause_after_admission_stops_the_change_before_it_starts(tmp_path, sto
     assert paused["reason"].startswith("paused: automation is paused by alice")
     [step] = paused["steps"]
     assert step["outcome"] == "blocked" and step["guard"] == "paused" and step["attempts"] == 0
+    assert reserved == 0  # refused in its admission: no place of a limit taken
 
 
 async def _pause(store: Any) -> None:

@@ -341,9 +341,9 @@ def test_a_limit_counts_its_window_exactly_wherever_it_starts_in_a_minute(run, s
 
 
 def test_the_last_checks_before_a_change_are_made_in_its_own_write(run, store_url):
-    """A mutation's admission refuses, reserving nothing, once the alert's resolution was
-    acknowledged (checked first) or automation is paused; its intent is not journaled
-    while paused. Each is checked inside the write it guards."""
+    """A mutation's admission refuses, reserving and journaling nothing, once the alert's
+    resolution was acknowledged (checked first) or automation is paused, or a limit is
+    reached; admitted, its intent is journaled in the same write."""
     async def scenario():
         store = await _opened(store_url)
         await store.enqueue([*_rows(1), ("k1-resolved", _alert(1, "resolved"), {})])
@@ -353,16 +353,21 @@ def test_the_last_checks_before_a_change_are_made_in_its_own_write(run, store_ur
         assert await store.admit(*reserve, unless_paused=True, unless_received="k1-resolved") \
             == RESOLVED
         assert await store.admit(*reserve, unless_paused=True, unless_received="k9") == PAUSED
+        intent = ("e1", 0, {"name": "s", "outcome": "running"}, None)
+        assert await store.admit(*reserve, unless_paused=True, journal=intent) == PAUSED
         assert await store.count_events("budget", "*", 0.0) == 1  # refusals reserved nothing
-        assert await store.save_step("e1", 0, {"name": "s", "outcome": "running"},
-                                     unless_paused=True) is False
-        assert await store.completed_steps("e1") == {}
-        assert await store.save_step("e1", 0, {"name": "s", "outcome": "succeeded"})  # a result
+        assert await store.completed_steps("e1") == {}  # nor journaled anything
+        await store.save_step("e1", 0, {"name": "s", "outcome": "succeeded"})  # a result
         await store.put_state(PAUSE, {"paused": False, "by": "alice"})
-        assert await store.save_step("e1", 1, {"name": "t", "outcome": "running"},
-                                     unless_paused=True) is True
+        assert await store.admit([Limit("budget", "*", 0.0, 1)], reserve[1], unless_paused=True,
+                                 journal=("e1", 1, {"name": "t", "outcome": "running"},
+                                          None)) == 0
+        assert sorted(await store.completed_steps("e1")) == [0]
+        assert await store.admit(*reserve, unless_paused=True,
+                                 journal=("e1", 1, {"name": "t", "outcome": "running"},
+                                          None)) is None
         assert sorted(await store.completed_steps("e1")) == [0, 1]
-        assert await store.admit(*reserve, unless_paused=True) is None
+        assert await store.count_events("budget", "*", 0.0) == 2
         await store.close()
 
     run(scenario())
@@ -370,22 +375,21 @@ def test_the_last_checks_before_a_change_are_made_in_its_own_write(run, store_ur
 
 def test_a_run_reads_its_record_with_the_pause_and_writes_it_with_its_journal(run, store_url):
     """What a live run's hot path writes together: its `running` record with its first
-    journal entry (neither while paused, when that entry is a change's intent: no record,
+    journal entry (a change's intent: only if admitted, so neither while paused: no record,
     no journal), its last step's result with its final record; and what it reads together:
     its record (and journal) with the kill switch."""
     async def scenario():
         store = await _opened(store_url)
         assert await store.get_execution_and_pause("e1") == (None, None)
         await store.put_state(PAUSE, {"paused": True, "by": "alice"})
-        running = _decision("e1", "running")
-        assert await store.save_step("e1", 0, {"name": "s", "outcome": "running"},
-                                     unless_paused=True, execution=running) is False
+        intent = ("e1", 0, {"name": "s", "outcome": "running"}, _decision("e1", "running"))
+        reserve = ([Limit("budget", "*", 0.0, 10)], [("budget", "*", 100.0, {})])
+        assert await store.admit(*reserve, unless_paused=True, journal=intent) == PAUSED
         assert await store.get_execution_and_pause("e1") == (
             None, {"paused": True, "by": "alice"})
         assert await store.completed_steps("e1") == {}
         await store.put_state(PAUSE, {"paused": False})
-        assert await store.save_step("e1", 0, {"name": "s", "outcome": "running"},
-                                     unless_paused=True, execution=running) is True
+        assert await store.admit(*reserve, unless_paused=True, journal=intent) is None
         got, pause = await store.get_execution_and_pause("e1")
         assert pause == {"paused": False}
         assert got["outcome"] == "running" and got["steps"] == [{"name": "s",
@@ -394,7 +398,7 @@ def test_a_run_reads_its_record_with_the_pause_and_writes_it_with_its_journal(ru
         await store.save_execution(_decision("e1"), steps={0: result, 1: {"name": "t"}})
         assert await store.get_execution_and_pause("e1") == (
             {**_decision("e1"), "steps": [result, {"name": "t"}]}, {"paused": False})
-        assert await store.save_step("e2", 0, {"name": "u"}, execution=_decision("e2", "running"))
+        await store.save_step("e2", 0, {"name": "u"}, execution=_decision("e2", "running"))
         assert (await store.get_execution("e2"))["steps"] == [{"name": "u"}]
         await store.close()
 
