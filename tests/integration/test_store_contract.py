@@ -350,11 +350,11 @@ def test_the_last_checks_before_a_change_are_made_in_its_own_write(run, store_ur
         reserve = ([Limit("budget", "*", 0.0, 10)], [("budget", "*", 100.0, {})])
         assert await store.admit(*reserve, unless_paused=True, unless_received="k9") is None
         await store.put_state(PAUSE, {"paused": True, "by": "alice"})
-        assert await store.admit(*reserve, unless_paused=True, unless_received="k1-resolved") \
-            == RESOLVED
-        assert await store.admit(*reserve, unless_paused=True, unless_received="k9") == PAUSED
         intent = ("e1", 0, {"name": "s", "outcome": "running"}, None)
-        assert await store.admit(*reserve, unless_paused=True, journal=intent) == PAUSED
+        assert await store.admit(*reserve, unless_paused=True, unless_received="k1-resolved",
+                                 journal=intent) == RESOLVED
+        assert await store.admit(*reserve, unless_paused=True, unless_received="k9",
+                                 journal=intent) == PAUSED
         assert await store.count_events("budget", "*", 0.0) == 1  # refusals reserved nothing
         assert await store.completed_steps("e1") == {}  # nor journaled anything
         await store.save_step("e1", 0, {"name": "s", "outcome": "succeeded"})  # a result
