@@ -8,12 +8,14 @@ Mutations are counted where they land: an HTTP receiver the playbooks POST to.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -24,6 +26,7 @@ from remediator.store.postgres import PostgresStore
 from tests.conftest import write_rules
 from tests.integration.test_cli import cli
 from tests.support.alertmanager import Alertmanager, make_alert, webhook_config
+from tests.support.postgres import PostgresCluster
 from tests.support.procs import LOCALHOST, free_port, serve_http
 from tests.support.worker import OPERATOR, TOKEN, WorkerProcess, http
 
@@ -163,6 +166,27 @@ def _settled(url: str, expected: int, timeout: float = 120) -> list[dict]:
             return decisions
         assert time.monotonic() < deadline, f"{len(final)} of {expected} decided"
         time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def _refused(cluster: PostgresCluster, url: str, when: str, message: str,
+             sqlstate: str = "raise_exception") -> Iterator[None]:
+    """The database refuses statements (a trigger `when` raising `message`), then no more."""
+    database = url.rsplit("/", 1)[1]
+    cluster.sql("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE "
+                f"EXCEPTION '{message}' USING ERRCODE = '{sqlstate}'; END $$; CREATE TRIGGER "
+                f"refuse {when} EXECUTE FUNCTION refuse()", database)
+    try:
+        yield
+    finally:
+        cluster.sql("DROP FUNCTION refuse() CASCADE", database)
+
+
+def _logged_twice(w: WorkerProcess, text: str) -> None:
+    deadline = time.monotonic() + 30
+    while w.logs().count(text) < 2:
+        assert time.monotonic() < deadline, w.logs()
+        time.sleep(0.2)
 
 
 def _post(w: WorkerProcess, payload: dict) -> int:
@@ -459,20 +483,11 @@ def test_a_change_the_database_cannot_admit_is_retried_not_failed_as_uncertain(
     step failed `may or may not have taken effect`, final and escalated)."""
     sink = receiver()
     [w] = replicas(1, _rules(sink.url))
-    database = postgres_url.rsplit("/", 1)[1]
-    postgres_cluster.sql(
-        "CREATE FUNCTION refuse_events() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "RAISE EXCEPTION 'admission refused by the test' USING ERRCODE = "
-        "'serialization_failure'; END $$; "
-        "CREATE TRIGGER refuse_events BEFORE INSERT ON events FOR EACH ROW "
-        "EXECUTE FUNCTION refuse_events()", database)
-    assert _post(w, _notification(_alert("u1"))) == 202
-    deadline = time.monotonic() + 30
-    while w.logs().count("admission refused by the test") < 2:  # refused, and tried again
-        assert time.monotonic() < deadline, w.logs()
-        time.sleep(0.2)
-    assert not _decisions(postgres_url) and not sink.calls
-    postgres_cluster.sql("DROP TRIGGER refuse_events ON events", database)
+    with _refused(postgres_cluster, postgres_url, "BEFORE INSERT ON events FOR EACH ROW",
+                  "admission refused by the test", "serialization_failure"):
+        assert _post(w, _notification(_alert("u1"))) == 202
+        _logged_twice(w, "admission refused by the test")  # refused, and tried again
+        assert not _decisions(postgres_url) and not sink.calls
     [done] = _settled(postgres_url, 1, timeout=30)
     assert done["outcome"] == "succeeded" and sink.calls == {"u1": 1}
 
@@ -484,18 +499,10 @@ def test_a_claim_the_database_refuses_is_retried_not_the_end_of_processing(
     decided; it must log, retry, and decide them once the database accepts claims again."""
     sink = receiver()
     [w] = replicas(1, _rules(sink.url))
-    database = postgres_url.rsplit("/", 1)[1]
-    postgres_cluster.sql(
-        "CREATE FUNCTION refuse_claims() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "RAISE EXCEPTION 'claims refused by the test'; END $$; "
-        "CREATE TRIGGER refuse_claims BEFORE UPDATE OF state ON inbox FOR EACH ROW "
-        "WHEN (NEW.state = 'running') EXECUTE FUNCTION refuse_claims()", database)
-    assert _post(w, _notification(_alert("c1"))) == 202
-    deadline = time.monotonic() + 30
-    while w.logs().count("claims refused by the test") < 2:  # refused, and tried again
-        assert time.monotonic() < deadline, w.logs()
-        time.sleep(0.2)
-    assert http("GET", f"{w.url}/-/ready")[0] == 200 and not _decisions(postgres_url)
-    postgres_cluster.sql("DROP TRIGGER refuse_claims ON inbox", database)
+    with _refused(postgres_cluster, postgres_url, "BEFORE UPDATE OF state ON inbox FOR EACH "
+                  "ROW WHEN (NEW.state = 'running')", "claims refused by the test"):
+        assert _post(w, _notification(_alert("c1"))) == 202
+        _logged_twice(w, "claims refused by the test")  # refused, and tried again
+        assert http("GET", f"{w.url}/-/ready")[0] == 200 and not _decisions(postgres_url)
     [done] = _settled(postgres_url, 1, timeout=30)
     assert done["outcome"] == "succeeded" and sink.calls == {"c1": 1}
