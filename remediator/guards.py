@@ -303,11 +303,10 @@ class Guards:
         `Store.admit`, so executions running at the same time, on any replica, can never
         both take the last place of a limit, admissions on unrelated targets never wait for
         each other, and a pause thrown anywhere before the call stops it."""
-        # With no lock to take or approval to ask and nothing configured against it, the
-        # same write also reads the resolution, in the order of `before_mutation`'s checks,
-        # which otherwise read it (and the pause) one by one.
-        resolution = (_resolution(gc) if gc.alert.status == "firing"
-                      and await self._folded(gc, step, params) else None)
+        # The same write reads the firing alert's resolution, whatever the step: one
+        # acknowledged while the change waited for its slot stops it (`before_mutation`
+        # read it before that wait, and only for a step it did not fold into this write).
+        resolution = _resolution(gc) if gc.alert.status == "firing" else None
         for _ in range(3):  # an attempt counts even if it fails: it touched the target
             limits, events = self._reservation(gc, step)
             admitted = await self.store.admit(limits, events, unless_paused=True,

@@ -116,3 +116,69 @@ async def _pause(store: Any) -> None:
         await store.put_state(PAUSE, {"paused": True, "by": "alice", "at": time.time()})
     finally:
         await store.close()
+
+
+STEP_TARGET_RULES = """
+playbooks:
+  - name: restart
+    match: {alertname: WebDown}
+    target: {kind: namespace, name: prod}
+    guards: {rate_limit: {max: 1000, window: 1h}, lock: false}
+    steps:
+      - name: restart
+        action: http.request
+        target: {kind: deployment, namespace: prod, name: "{{ labels.deployment }}"}
+        params: {url: "%s", method: POST, expect_status: [202]}
+"""
+
+
+def test_a_resolution_while_a_change_of_its_own_target_waits_for_its_slot_stops_it(
+        tmp_path, store_url):
+    """As a pause: a change whose step names its own target (it takes that object's lock, so
+    its admission is not the one-statement kind) waits for the call slot when its alert's
+    resolution is acknowledged. Once the slot is free its admission must find the
+    resolution, as it does for a step without a target: the problem went away, so nothing
+    is changed after the alert resolved."""
+    calls: list[str] = []
+    release = threading.Event()
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            calls.append(self.path)
+            release.wait(30)  # the first change holds the only call slot until released
+            self.send_response(202)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server, port = serve_http(Sink)
+    rules = write_rules(tmp_path / "rules",
+                        STEP_TARGET_RULES % f"http://{LOCALHOST}:{port}/restart")
+    cfg = Config(rules=[str(rules)], store=store_url, webhook_token=TOKEN, mode="live",
+                 workers=1, escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    w = InProcessWorker(cfg).start()
+    slots = w.service.executor.slots = _Watched(1, cfg.backend_concurrency)
+    try:
+        assert w.post_alerts(notification(alert("WebDown", deployment="a",
+                                                fingerprint="a")))[0] == 202
+        _until(lambda: calls, "the first change to start")
+        firing = alert("WebDown", deployment="b", fingerprint="b")
+        assert w.post_alerts(notification(firing))[0] == 202
+        _until(lambda: len(slots.asked) == 2, "the second change to wait for the call slot")
+        resolved = {**firing, "status": "resolved", "endsAt": "2026-11-21T11:00:00Z"}
+        assert w.post_alerts({**notification(resolved), "status": "resolved"})[0] == 202
+        release.set()
+        _until(lambda: any(d["alert"]["status"] == "firing" and d["fingerprint"] == "b"
+                           for d in w.wait_executions(2, timeout=0)), "b's firing decision")
+        decisions = {(d["fingerprint"], d["alert"]["status"]): d
+                     for d in w.wait_executions(2, timeout=0)}
+    finally:
+        release.set()
+        w.stop()
+        server.shutdown()
+    assert calls == ["/restart"]  # only the change that started before the resolution
+    stopped = decisions[("b", "firing")]
+    assert stopped["outcome"] == "resolved", stopped["reason"]
+    assert [s["outcome"] for s in stopped["steps"]] == ["cancelled"]
