@@ -42,6 +42,27 @@ def _until(condition: Any, what: str, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
+def _held_sink() -> tuple[Any, int, list[str], threading.Event]:
+    """A receiver whose calls are answered once `release` is set: the first change holds
+    the only call slot until then."""
+    calls: list[str] = []
+    release = threading.Event()
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            calls.append(self.path)
+            release.wait(30)
+            self.send_response(202)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server, port = serve_http(Sink)
+    return server, port, calls, release
+
+
 class _Watched(Slots):
     """The real slots, telling which calls asked for one (a change waits in `hold`)."""
 
@@ -58,21 +79,7 @@ class _Watched(Slots):
 
 def test_a_pause_while_a_change_waits_for_its_call_slot_stops_it_before_it_starts(
         tmp_path, store_url):
-    calls: list[str] = []
-    release = threading.Event()
-
-    class Sink(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            calls.append(self.path)
-            release.wait(30)  # the first change holds the only call slot until released
-            self.send_response(202)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server, port = serve_http(Sink)
+    server, port, calls, release = _held_sink()
     rules = write_rules(tmp_path / "rules", LIVE_RULES % f"http://{LOCALHOST}:{port}/restart")
     cfg = Config(rules=[str(rules)], store=store_url, webhook_token=TOKEN, mode="live",
                  workers=1, escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
@@ -139,21 +146,7 @@ def test_a_resolution_while_a_change_of_its_own_target_waits_for_its_slot_stops_
     resolution is acknowledged. Once the slot is free its admission must find the
     resolution, as it does for a step without a target: the problem went away, so nothing
     is changed after the alert resolved."""
-    calls: list[str] = []
-    release = threading.Event()
-
-    class Sink(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            calls.append(self.path)
-            release.wait(30)  # the first change holds the only call slot until released
-            self.send_response(202)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server, port = serve_http(Sink)
+    server, port, calls, release = _held_sink()
     rules = write_rules(tmp_path / "rules",
                         STEP_TARGET_RULES % f"http://{LOCALHOST}:{port}/restart")
     cfg = Config(rules=[str(rules)], store=store_url, webhook_token=TOKEN, mode="live",
