@@ -32,6 +32,8 @@ from .playbooks.models import Playbook, Step, Target
 from .store.base import Event, InboxItem, Store, StoreUnavailable
 
 log = logging.getLogger("remediator.engine")
+# A dry run's planned steps taken in one turn at most (every shipped playbook's fit in one).
+PLAN_CHUNK = 16
 # (execution id, inbox item id) of the alert this task processes: that execution's final
 # record also marks the item done, in one write; None once it has.
 _finishing: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
@@ -280,9 +282,10 @@ class Engine:
                 continue
             if unsaved := self._unsaved.pop(decision["id"], None):  # before the next step
                 await self._journal(decision, *unsaved)
-            if gc.mode != "dry-run" or not records:
+            if gc.mode != "dry-run" or not len(records) % PLAN_CHUNK:
                 # A step is a chunk of its own; a plan's steps (nothing called, nothing written
-                # between, tens of us each) are one: a turn costs the loop ~8 us.
+                # between, tens of us each) are one, up to PLAN_CHUNK of them: a turn costs
+                # the loop ~8 us, and a plan of any length in one chunk stalled intake for it.
                 await turns.take()
             record = await self._run_step(step, ctx, gc, journal=(decision, index))
             journaled = record.to_dict()  # redacted once: recorded, shown and templated

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import aiohttp
 from aiohttp import web
 
-from remediator import collector, escalation, template_context, templating, turns
+from remediator import collector, engine, escalation, template_context, templating, turns
 from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext, check_params
 from remediator.actions.registry import ACTIONS
@@ -264,6 +264,46 @@ def test_a_dry_run_decision_with_a_note_is_encoded_once_and_copied_only_where_ne
     # the test's request body, then at intake the notification's group once and each alert
     # (its inbox item), and one per decision (its stored body)
     assert len(encodings) == 2 + 2 * n, encodings
+
+
+def test_a_long_plan_takes_a_turn_every_few_steps(tmp_path, monkeypatch):
+    """A dry run's steps share a turn (nothing is called or written between them), but a
+    plan of any length in one turn stalled intake for all of it: a playbook has no bound
+    on its steps, and each renders templates over the alert. Every `PLAN_CHUNK` steps,
+    processing takes a turn again (the engine's turns counted, for a one-step plan and a
+    long one)."""
+    steps = "".join(f"      - {{name: s{i}, action: log, params: {{message: '{{{{ labels.x }}}}'}}}}\n"
+                    for i in range(2 * engine.PLAN_CHUNK + 1))
+    rules = write_rules(tmp_path / "rules", f"""
+playbooks:
+  - name: short
+    match: {{alertname: Short}}
+    steps:
+      - {{name: s0, action: log, params: {{message: '{{{{ labels.x }}}}'}}}}
+  - name: long
+    match: {{alertname: Long}}
+    steps:
+{steps}""")
+    cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
+                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    taken: list[object] = []
+    counted = types.SimpleNamespace(take=turns.take)
+    _count(monkeypatch, counted, "take", taken)
+    monkeypatch.setattr(engine, "turns", counted)  # the engine's turns only
+    w = InProcessWorker(cfg).start()
+    try:
+        plans = []
+        for name in ("Short", "Long"):
+            before = len(taken)
+            assert w.post_alerts(notification(alert(name, x="y", fingerprint=name)))[0] == 202
+            w.wait_idle()
+            plans.append(len(taken) - before)
+        decisions = w.call(w.service.store.list_executions(10))
+    finally:
+        w.stop()
+    assert {d["playbook"]: len(d["steps"]) for d in decisions} == {
+        "short": 1, "long": 2 * engine.PLAN_CHUNK + 1}
+    assert plans[1] - plans[0] == 2, plans  # a turn again at steps PLAN_CHUNK and twice that
 
 
 async def _granted() -> int:
