@@ -160,7 +160,7 @@ class Engine:
             if block.escalate:  # the human who takes over sees what automation would do
                 decision["would_run"] = _plan(steps, ctx)
             return await self._blocked(decision, block, gc)
-        decision["outcome"] = "running"  # visible in the API while it runs
+        decision["outcome"] = "running"  # visible in the API from its first journal entry
         if gc.mode == "live":  # a dry run calls and waits for nothing: one record, the last
             # Recorded with the run's first journal entry (no record, no journal), in its write.
             self._unrecorded.add(execution_id)
