@@ -288,6 +288,68 @@ MIGRATIONS = [
     CREATE INDEX inbox_pending ON inbox (id) WHERE state = 'pending';
     CREATE INDEX inbox_leased ON inbox (lease_until) WHERE state = 'running';
     """,
+    # 9: `event_counts` counts only the kinds the admission reads from it, those of a limit
+    # without `unless` (the budget, rate limits' `mutation`; any other kind it counts in
+    # `events`), by a row trigger whose condition the server tests before calling it: the
+    # statement trigger ran for every insert into `events` (the final write's circuit
+    # `success` too), built a table of its rows and upserted a count per kind, nobody reading
+    # those of `success` and `target` (left behind, they age out with the prune). Locked as
+    # migration 7 was, so no insert is counted by both triggers or by neither; replicas of
+    # the previous version insert through the same trigger and call the same function.
+    """
+    LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE;
+    DROP TRIGGER events_counted ON events;
+    DROP FUNCTION remediator_count_events();
+    CREATE FUNCTION remediator_count_event() RETURNS TRIGGER LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO event_counts AS c (kind, key, minute, n)
+        VALUES (NEW.kind, NEW.key, floor(NEW.at / 60)::bigint, 1)
+        ON CONFLICT (kind, key, minute) DO UPDATE SET n = c.n + 1;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER events_counted AFTER INSERT ON events FOR EACH ROW
+        WHEN (NEW.kind IN ('budget', 'mutation')) EXECUTE FUNCTION remediator_count_event();
+    CREATE OR REPLACE FUNCTION remediator_admit(l_kind TEXT[], l_key TEXT[],
+                                                l_since DOUBLE PRECISION[], l_max INTEGER[],
+                                                l_unless TEXT[], e_kind TEXT[], e_key TEXT[],
+                                                e_at DOUBLE PRECISION[], e_data TEXT[])
+    RETURNS INTEGER LANGUAGE plpgsql AS $$
+    DECLARE
+        lock_key INTEGER;
+        counted INTEGER;
+        first BIGINT;
+    BEGIN
+        FOR lock_key IN SELECT DISTINCT hashtext(k || chr(31) || y)
+                        FROM unnest(l_kind, l_key) AS t(k, y) ORDER BY 1 LOOP
+            PERFORM pg_advisory_xact_lock(1919771762, lock_key);
+        END LOOP;
+        FOR i IN 1 .. coalesce(array_length(l_kind, 1), 0) LOOP
+            IF l_unless[i] IS NULL AND l_kind[i] IN ('budget', 'mutation') THEN
+                -- the window's first minute: its events from `since` on (the same minute
+                -- expression as the trigger's: an event is in the sum or here, never both)
+                first := floor(l_since[i] / 60)::bigint;
+                SELECT count(*) INTO counted FROM events e WHERE e.kind = l_kind[i]
+                    AND e.key = l_key[i] AND e.at >= l_since[i]
+                    AND e.at < ((first + 2) * 60)::double precision
+                    AND floor(e.at / 60)::bigint <= first;
+                counted := counted + coalesce((SELECT sum(c.n) FROM event_counts c
+                    WHERE c.kind = l_kind[i] AND c.key = l_key[i] AND c.minute > first), 0);
+            ELSE
+                SELECT count(*) INTO counted FROM (
+                    SELECT 1 FROM events e WHERE e.kind = l_kind[i] AND e.key = l_key[i]
+                    AND e.at >= l_since[i] AND NOT EXISTS (
+                        SELECT 1 FROM jsonb_each_text(coalesce(l_unless[i], '{}')::jsonb) u
+                        WHERE e.data::jsonb ->> u.key = u.value)
+                    LIMIT l_max[i]) c;
+            END IF;
+            IF counted >= l_max[i] THEN
+                RETURN i - 1;
+            END IF;
+        END LOOP;
+        INSERT INTO events (kind, key, at, data) SELECT * FROM unnest(e_kind, e_key, e_at, e_data);
+        RETURN NULL;
+    END $$;
+    """,
 ]
 
 # The claim epoch of the task that claimed work; its child tasks inherit it. A write from

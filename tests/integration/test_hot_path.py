@@ -611,6 +611,17 @@ def test_a_live_decision_on_postgres_takes_a_counted_number_of_statements(tmp_pa
         storm("counted")
         ran = _statements(log.read_bytes()[offset:].decode(errors="replace"))
         assert len(storm.decided()) == 2 * n
+    # the rows the server writes per decision beyond the statements: four events (the
+    # mutation, the budget, the target and the circuit's success), of which `event_counts`
+    # counts only the two kinds a limit without `unless` reads (all four before)
+    counted = postgres_cluster.sql("SELECT string_agg(kind || '=' || n, ' ' ORDER BY kind) FROM "
+                                   "(SELECT kind, sum(n) n FROM event_counts GROUP BY kind) c",
+                                   url.rsplit("/", 1)[1])
+    assert counted == f"budget={2 * n} mutation={2 * n}"
+    kinds = postgres_cluster.sql("SELECT string_agg(kind || '=' || n, ' ' ORDER BY kind) FROM "
+                                 "(SELECT kind, count(*) n FROM events GROUP BY kind) e",
+                                 url.rsplit("/", 1)[1])
+    assert kinds == " ".join(f"{k}={2 * n}" for k in ("budget", "mutation", "success", "target"))
 
     def per(prefix: str) -> float:
         return sum(s.startswith(prefix) for s in ran) / n
