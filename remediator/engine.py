@@ -457,6 +457,7 @@ class Engine:
                 decision["escalation"] = {"severity": "warning", "deliveries": {},
                                           "error": redact.text(f"{type(exc).__name__}: {exc}"),
                                           "note": ""}
+            await turns.take()  # recording the decision (encoding it) is another
         finishing = _finishing.get()
         finishes = finishing[1] if finishing is not None and finishing[0] == decision["id"] else None
         unsaved = self._unsaved.get(decision["id"])

@@ -258,8 +258,9 @@ def test_a_dry_run_decision_with_a_note_is_encoded_once_and_copied_only_where_ne
     assert redactions == []
     assert copies == []
     # processing's turns: a decision's start, its plan (its steps together: nothing is
-    # called or written between them), its note, after its one write; and the claims
-    assert granted <= 4 * n + 3 * (n // Service.claim_batch), granted
+    # called or written between them), its note, its record, after its one write; and the
+    # claims
+    assert granted <= 5 * n + 3 * (n // Service.claim_batch), granted
     assert len(contexts) == 2 * n  # the steps' and the note's
     # the test's request body, then at intake the notification's group once and each alert
     # (its inbox item), and one per decision (its stored body)
@@ -304,6 +305,43 @@ playbooks:
     assert {d["playbook"]: len(d["steps"]) for d in decisions} == {
         "short": 1, "long": 2 * engine.PLAN_CHUNK + 1}
     assert plans[1] - plans[0] == 2, plans  # a turn again at steps PLAN_CHUNK and twice that
+
+
+def test_a_decisions_note_and_its_record_are_chunks_of_their_own(tmp_path, monkeypatch):
+    """Rendering a note (its templates, its redaction) and recording the decision (encoding
+    it) were one chunk of processing, the longest a storm held the loop for: a webhook
+    arriving meanwhile waited for both. A turn is taken before the note and again before
+    the record (the engine's turns and the two pieces of work, in order)."""
+    rules = write_rules(tmp_path / "rules", RULES)
+    cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
+                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    events: list[object] = []
+
+    def logged(owner: object, name: str, tag: str) -> None:
+        real = getattr(owner, name)
+
+        def call(*args, **kwargs):
+            events.append(tag)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, call)
+
+    counted = types.SimpleNamespace(take=turns.take)
+    logged(counted, "take", "turn")
+    monkeypatch.setattr(engine, "turns", counted)  # the engine's turns only
+    logged(escalation, "note_for", "note")
+    logged(packing, "body_text", "record")
+    w = InProcessWorker(cfg).start()
+    try:
+        assert w.post_alerts(notification(alert("WebDown", deployment="web", team="a",
+                                                fingerprint="f")))[0] == 202
+        w.wait_idle()
+        decisions = w.call(w.service.store.list_executions(10))
+    finally:
+        w.stop()
+    assert [d["outcome"] for d in decisions] == ["planned"]
+    assert "team a" in decisions[0]["escalation"]["note"]
+    assert events[-4:] == ["turn", "note", "turn", "record"], events
 
 
 async def _granted() -> int:
