@@ -12,6 +12,7 @@ import asyncio
 import email.utils
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -315,12 +316,12 @@ _UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 def parse_duration(value: Any) -> float:
     """Seconds from a Prometheus-style duration (`90s`, `5m`, `1h30m`) or a number."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        return _finite(float(value), "duration")
     text = str(value).strip()
     parts = _DURATION.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError(f"invalid duration {value!r} (use e.g. 30s, 5m, 1h30m)")
-    return sum(float(n) * _UNIT[u] for n, u in parts)
+    return _finite(sum(float(n) * _UNIT[u] for n, u in parts), "duration")
 
 
 def render_params(action: Action, raw: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
@@ -430,11 +431,24 @@ def _numeric(value: Any, name: str, integral: bool = False) -> float:
     if isinstance(value, str):  # rendered templates are strings
         value = value.strip()
         try:
-            return int(value) if integral else float(value)
+            value = int(value) if integral else float(value)
         except ValueError:
             raise ValueError(f"must be an {name}, got {value!r}") from None
-    if not isinstance(value, int | float) or (integral and value != int(value)):
+    if not isinstance(value, int | float):
         raise TypeError(f"must be an {name}, got {type(value).__name__}")
+    if isinstance(value, float):
+        _finite(value, name)
+    if integral and value != int(value):
+        raise TypeError(f"must be an {name}, got {type(value).__name__}")
+    return value
+
+
+def _finite(value: float, name: str) -> float:
+    # NaN passes every `minimum` (all its comparisons are false) and infinity every maximum
+    # a check forgets; neither is a meaningful count, rate or time. A label can spell both
+    # ("nan", "inf", 400 digits).
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite {name}, got {value!r}")
     return value
 
 

@@ -65,6 +65,46 @@ def test_a_label_cannot_choose_the_host_or_leave_its_path_segment(worker_factory
     assert step["params"]["url"] == "http://web.prod.svc/v1/..%2Fadmin?env=a%26b%3Dc"
 
 
+HOLD_RULES = """
+playbooks:
+  - name: hold
+    match: {alertname: Hold}
+    steps:
+      - name: hold
+        action: wait
+        params: {duration: "{{ labels.hold }}"}
+  - name: sample
+    match: {alertname: Sample}
+    steps:
+      - name: sample
+        action: s3.sample_integrity
+        params: {bucket: certs, max_mismatch_rate: "{{ labels.rate }}"}
+"""
+
+
+def test_a_label_cannot_make_a_number_nan_or_infinite(worker_factory):
+    # NaN passes every `minimum` (its comparisons are all false); infinity is a wait that
+    # never ends. A label spells either, also as digits past a float's range.
+    w = worker_factory(HOLD_RULES)
+    holds = {"nan": "nan", "inf": "inf", "digits": "9" * 400 + "s", "ok": "30s"}
+    rates = {"rate-nan": "nan", "rate-inf": "inf", "rate-ok": "0.01"}
+    payload = notification(*(alert("Hold", hold=v, fingerprint=k) for k, v in holds.items()),
+                           *(alert("Sample", rate=v, fingerprint=k) for k, v in rates.items()))
+    assert w.post_alerts(payload)[0] == 202
+    decisions = {d["fingerprint"]: d for d in w.wait_executions(len(holds) + len(rates))}
+    for name in ("rate-nan", "rate-inf"):
+        assert decisions[name]["outcome"] == "failed"
+        assert f"must be a finite number, got {rates[name]}" in decisions[name]["reason"]
+    assert decisions["rate-ok"]["outcome"] == "planned"
+    for name in ("nan", "inf"):
+        assert decisions[name]["outcome"] == "failed"
+        assert "invalid duration" in decisions[name]["reason"]
+    assert decisions["digits"]["outcome"] == "failed"
+    assert "must be a finite duration, got inf" in decisions["digits"]["reason"]
+    assert decisions["ok"]["outcome"] == "planned"
+    assert decisions["ok"]["steps"][0]["params"]["duration"] == 30.0
+
+
 def test_bodies_python_cannot_hold_are_400_naming_the_path(worker_factory):
     w = worker_factory()
     good = notification(alert("DemoDown", namespace="demo", deployment="web", fingerprint="ok"))
