@@ -426,20 +426,21 @@ def _expect(value: Any, typ: type, name: str) -> Any:
 
 
 def _numeric(value: Any, name: str, integral: bool = False) -> float:
+    a = "an" if integral else "a"  # name is "integer" or "number"
     if isinstance(value, bool):
-        raise TypeError(f"must be an {name}, got a boolean")
+        raise TypeError(f"must be {a} {name}, got a boolean")
     if isinstance(value, str):  # rendered templates are strings
         value = value.strip()
         try:
             value = int(value) if integral else float(value)
         except ValueError:
-            raise ValueError(f"must be an {name}, got {value!r}") from None
+            raise ValueError(f"must be {a} {name}, got {value!r}") from None
     if not isinstance(value, int | float):
-        raise TypeError(f"must be an {name}, got {type(value).__name__}")
+        raise TypeError(f"must be {a} {name}, got {type(value).__name__}")
     if isinstance(value, float):
         _finite(value, name)
     if integral and value != int(value):
-        raise TypeError(f"must be an {name}, got {type(value).__name__}")
+        raise TypeError(f"must be {a} {name}, got {type(value).__name__}")
     return value
 
 
