@@ -19,7 +19,7 @@ from typing import Any
 
 from . import redact, template_context, templating, turns
 from .actions.backends import Backends
-from .actions.base import ActionContext, check_params, render_params
+from .actions.base import ActionContext, check_params, has_template, render_params
 from .actions.registry import ACTIONS
 from .alerts import Alert, Group, utcnow_iso
 from .escalation import Escalator
@@ -34,6 +34,9 @@ from .store.base import Event, InboxItem, Store, StoreUnavailable
 log = logging.getLogger("remediator.engine")
 # A dry run's planned steps taken in one turn at most (every shipped playbook's fit in one).
 PLAN_CHUNK = 16
+# Literal steps whose checked parameters are kept (Engine._checked): every loaded one, bounded
+# across reloads.
+_LITERAL_MAX = 4096
 # (execution id, inbox item id) of the alert this task processes: that execution's final
 # record also marks the item done, in one write; None once it has.
 _finishing: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
@@ -57,6 +60,10 @@ class Engine:
     _unrecorded: set[str] = field(default_factory=set, init=False, repr=False)
     _unsaved: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict, init=False,
                                                            repr=False)
+    # The checked parameters of steps written without a template (id(step) -> the step,
+    # its params and problems): they depend on no alert (`_checked`).
+    _literal: dict[int, tuple[Step, dict[str, Any], list[tuple[str, str]]]] = field(
+        default_factory=dict, init=False, repr=False)
 
     async def process(self, item: InboxItem) -> list[dict[str, Any]]:
         """All decisions for one acknowledged alert; the item is done once they are final
@@ -335,11 +342,10 @@ class Engine:
                 return record
             condition = f"if {step.when} (decided at run time): "
         try:
-            rendered = render_params(action, step.params, ctx)
+            params, problems, rendered = self._checked(action, step, ctx)
         except templating.TemplateError as exc:
             record.outcome, record.detail = "failed", str(exc)
             return record
-        params, problems = check_params(action, rendered, rendered=True)
         if params and not problems:
             problems = [(None, m) for m in action.check_for_alert(params, gc.alert.labels)]
         record.params = params or rendered
@@ -405,6 +411,25 @@ class Engine:
             self.metrics.step_seconds.labels(step.action, record.outcome).observe(
                 record.duration_seconds)
         return record
+
+    def _checked(self, action: Any, step: Step, ctx: dict[str, Any]
+                 ) -> tuple[dict[str, Any], list[tuple[str, str]], dict[str, Any]]:
+        """(params, problems, rendered): a step's parameters rendered and validated. A step
+        whose parameters hold no template renders the same whatever the alert, so it is
+        checked once per playbook version (per Step: a reload makes new ones) and copied
+        out (render and check were a tenth of a storm's processing; most steps are
+        literal). Every templated value is still rendered and checked for each alert."""
+        cached = self._literal.get(id(step))
+        if cached is not None and cached[0] is step:
+            return dict(cached[1]), list(cached[2]), step.params
+        rendered = render_params(action, step.params, ctx)
+        params, problems = check_params(action, rendered, rendered=True)
+        if not has_template(step.params):
+            if len(self._literal) >= _LITERAL_MAX:  # old versions' steps, after reloads
+                self._literal.clear()
+            self._literal[id(step)] = (step, params, problems)
+            params, problems = dict(params), list(problems)
+        return params, problems, rendered
 
     async def _run_cancellable(self, gc: GuardContext, action: Any, params: dict[str, Any],
                                actx: ActionContext, record: StepRecord, step: Step,

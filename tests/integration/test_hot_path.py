@@ -915,3 +915,48 @@ def _as_serve() -> Iterator[None]:
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+def test_a_literal_steps_parameters_are_checked_once_and_a_templated_one_per_alert(
+        tmp_path, monkeypatch):
+    """A step written without a template has the same parameters whatever the alert: they
+    are rendered and checked once per playbook version (checking every step of every
+    decision was a tenth of a storm's processing), handed out as a copy; a templated step is
+    rendered and checked for each alert, so a hostile label is still refused (check_params
+    calls counted; the kubernetes reads, dry-run, call nothing)."""
+    rules = write_rules(tmp_path / "rules", """
+playbooks:
+  - name: look
+    match: {alertname: PodDown}
+    steps:
+      - name: literal
+        action: kubernetes.get
+        params: {resource: pods, namespace: prod, name: web, limit: 5}
+      - name: templated
+        action: kubernetes.get
+        params: {resource: pods, namespace: prod, name: "{{ labels.pod }}"}
+""")
+    cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
+                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    checked: list[object] = []
+    _count(monkeypatch, engine, "check_params", checked)
+    w = InProcessWorker(cfg).start()
+    n = 10
+    try:
+        pods = [f"web-{i}" for i in range(n)] + ["Web_Bad!"]
+        assert w.post_alerts(notification(*(alert("PodDown", pod=p, fingerprint=p)
+                                            for p in pods)))[0] == 202
+        w.wait_idle()
+        decisions = {d["fingerprint"]: d for d in w.call(w.service.store.list_executions(100))}
+    finally:
+        w.stop()
+    assert len(checked) == 1 + n + 1, len(checked)  # the literal step once, the other per alert
+    for p in pods[:n]:
+        literal, templated = decisions[p]["steps"]
+        assert (literal["outcome"], templated["outcome"]) == ("planned", "planned"), decisions[p]
+        assert literal["params"] == {"resource": "pods", "namespace": "prod", "name": "web",
+                                     "limit": 5}
+        assert templated["params"]["name"] == p
+    bad = decisions["Web_Bad!"]
+    assert bad["outcome"] == "failed" and bad["steps"][1]["outcome"] == "failed"
+    assert "refused" in bad["steps"][1]["detail"], bad["steps"][1]
