@@ -1,16 +1,19 @@
 """Parsed rule files, kept between start-ups: parsing YAML is most of the cost of loading
 a thousand files, and between two start-ups almost none of them change.
 
-It caches parsing only. An entry is found by the SHA-256 of a file's text, in a cache file
-whose name and header carry the parser's version (this module's and source.py's code,
-PyYAML's version and C extension), so a stale entry cannot be found: a changed
-file is a different key, a changed parser a different cache. Everything taken from it goes
-through the whole validator, exactly like a freshly parsed file (the validator's result
-depends on plugins and configuration, so it is never cached). The cache is `marshal`ed plain
-data, never pickle (unmarshalling builds values and never runs code; unpickling can call
-anything); it is read only if this process's user owns it and nobody else may write it
-(whoever could write it can already write the store beside it, docs/architecture.md), and
-only if its checksum matches: a file cut short or damaged is never unmarshalled.
+An entry is found by the SHA-256 of a file's text, in a cache file whose name and header
+carry the parser's version (this module's and source.py's code, PyYAML's version and C
+extension), so a stale entry cannot be found: a changed file is a different key, a changed
+parser a different cache. Beside what parsing produced it keeps what validating it found
+(its problems, which of its playbooks have none) under the validator's context
+(`validate.validation_context`: the code of the whole package, the configured sinks, the
+installed actions), so the validator's work is skipped too for a file whose text and
+context are the same; a file with a plugin's step is validated at every load. The cache is
+`marshal`ed plain data, never pickle (unmarshalling builds values and never runs code;
+unpickling can call anything); it is read only if this process's user owns it and nobody
+else may write it (whoever could write it can already write the store beside it, and the
+rules that would pass validation, docs/architecture.md), and only if its checksum matches:
+a file cut short or damaged is never unmarshalled.
 """
 
 from __future__ import annotations
@@ -64,13 +67,19 @@ def cache_directory(setting: str, store_url: str) -> str | None:
     return None if path == ":memory:" else os.path.dirname(path) or "."
 
 
+# What validating a file found: its problems as (line, col, severity, message), and the
+# index of each of its playbooks that has no error.
+Checked = tuple[list[tuple[int, int, str, str]], list[int]]
+
+
 class ParseCache:
     """`load` instead of `source.load_source`; `save` once a rule set has been read.
 
     The file is a line naming the parser's version, a line holding the SHA-256 of the rest,
-    and the rest: a marshalled dict from the SHA-256 of each rule file's text to what parsing
-    it produced, marshalled when it was parsed (whatever the validator does with the data
-    afterwards is never written back)."""
+    and the rest: a marshalled tuple (entries, context, checked). `entries` maps the SHA-256
+    of each rule file's text to what parsing it produced, marshalled when it was parsed
+    (whatever the validator does with the data afterwards is never written back); `checked`
+    maps it to what validating it found under `context` (`validated`)."""
 
     def __init__(self, directory: str):
         self.version = _parser_version()
@@ -78,9 +87,17 @@ class ParseCache:
         self.path = os.path.join(directory, f"{PREFIX}{self.version}{SUFFIX}")
         self._old: dict[str, bytes] | None = None  # read at the first file (while the rule
         self._new: dict[str, bytes] = {}  # set loads, with the garbage collector paused)
+        # What validation depends on besides a file's text (set by the validator); None:
+        # validation results are neither read nor kept.
+        self.context: str | None = None
+        self._old_context = ""
+        self._old_checked: dict[str, Checked] = {}
+        self._new_checked: dict[str, Checked] = {}
         self.hits = self.misses = 0
+        self.checked_hits = self.checked_misses = 0  # validation results found, kept anew
 
-    def load(self, file: str, text: str) -> Source:
+    def load(self, file: str, text: str) -> tuple[Source, str]:
+        """What parsing `text` produces, and the key of its validation (`validated`)."""
         if self._old is None:
             self._old = self._read()
         digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
@@ -94,15 +111,35 @@ class ParseCache:
             self.hits += 1
         if entry is not None:
             self._new[digest] = entry
-        return found
+        return found, digest
+
+    def validated(self, key: str, source: Source) -> Checked | None:
+        """What validating the file of `key` (parsed as `source`) found under this
+        `context`, if it was kept."""
+        if self.context is None or self.context != self._old_context:
+            return None
+        found = self._old_checked.get(key)
+        if not _is_checked(found, source):  # absent, or not what this code writes: validate
+            return None
+        self.checked_hits += 1
+        self._new_checked[key] = found
+        return found  # type: ignore[return-value]
+
+    def keep(self, key: str, checked: Checked) -> None:
+        """Keep what validating the file of `key` found under this `context`."""
+        if self.context is not None:
+            self.checked_misses += 1
+            self._new_checked[key] = checked
 
     def save(self) -> None:
-        """Keep the entries of the files just read, if any of them was parsed anew (a rule
-        set's cache holds that rule set: removed files leave with the next change)."""
+        """Keep the entries of the files just read, if any of them was parsed or validated
+        anew (a rule set's cache holds that rule set: removed files leave with the next
+        change)."""
         old, new, self._old, self._new = self._old or {}, self._new, {}, {}  # garbage now
-        if not self.misses and new.keys() == old.keys():
+        checked, self._old_checked, self._new_checked = self._new_checked, {}, {}
+        if not self.misses and new.keys() == old.keys() and not self.checked_misses:
             return
-        body = marshal.dumps(new)
+        body = marshal.dumps((new, self.context or "", checked))
         tmp = ""
         try:
             # A name no other start can hold: in a container serve is PID 1 every time, and
@@ -124,6 +161,7 @@ class ParseCache:
                     os.unlink(tmp)
 
     def _read(self) -> dict[str, bytes]:
+        """The parse entries; the validation results and their context are kept aside."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
@@ -140,10 +178,27 @@ class ParseCache:
                 parts[1] != hashlib.sha256(parts[2]).hexdigest().encode():
             return {}  # another parser's, or damaged: not one byte of it is unmarshalled
         try:
-            entries = marshal.loads(parts[2])
+            entries, context, checked = marshal.loads(parts[2])
         except (EOFError, ValueError, TypeError):
             return {}
-        return entries if isinstance(entries, dict) else {}
+        if not (isinstance(entries, dict) and isinstance(context, str)
+                and isinstance(checked, dict)):
+            return {}
+        self._old_context, self._old_checked = context, checked
+        return entries
+
+
+def _is_checked(found: object, source: Source) -> bool:
+    """Is `found` a validation result of the kind `keep` is given, for this file's data?"""
+    if not (isinstance(found, tuple) and len(found) == 2 and isinstance(found[0], list)
+            and isinstance(found[1], list)):
+        return False
+    playbooks = source.data.get("playbooks") if isinstance(source.data, dict) else None
+    return all(isinstance(p, tuple) and len(p) == 4 and isinstance(p[0], int)
+               and isinstance(p[1], int) and isinstance(p[2], str) and isinstance(p[3], str)
+               for p in found[0]) and \
+        all(isinstance(i, int) and isinstance(playbooks, list) and 0 <= i < len(playbooks)
+            for i in found[1])
 
 
 def _encode(found: Source) -> bytes | None:

@@ -7,8 +7,10 @@ rule set with errors), CI and production cannot disagree about whether a rule se
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -129,6 +131,8 @@ def validate_paths(paths: Iterable[str], known_sinks: set[str] | None = None,
     # would fail every playbook that uses it, later and less clearly.
     result.problems.extend(Problem("<plugins>", 1, 1, "error", message)
                            for message in PLUGIN_PROBLEMS)
+    if cache is not None:
+        cache.context = validation_context(known_sinks)
     with collector.paused():
         for file in rule_files(paths):
             try:
@@ -143,6 +147,46 @@ def validate_paths(paths: Iterable[str], known_sinks: set[str] | None = None,
     _check_across(result)
     result.problems.sort()
     return result
+
+
+def validation_context(known_sinks: set[str] | None) -> str | None:
+    """What validating a file depends on besides its text, as a digest: the configured
+    sinks, the installed actions' names (the file schema lists them), Jinja's version, and
+    the code of this whole package (each module's path, size and modification time: what
+    the interpreter itself trusts to tell whether its compiled code is current; read once,
+    when the process first validates: the code it runs). None if the code cannot be read."""
+    code = _code_stamp()
+    if code is None:
+        return None
+    import jinja2
+
+    return hashlib.sha256(repr((
+        code, sorted(known_sinks) if known_sinks is not None else None, sorted(ACTIONS),
+        jinja2.__version__, getattr(sys.modules.get("re2"), "__file__", ""),
+    )).encode()).hexdigest()
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@functools.cache
+def _code_stamp(top: str = _PACKAGE) -> str | None:
+    stamp = []
+    try:
+        for directory, dirs, files in os.walk(top, onerror=_raise):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    st = os.stat(os.path.join(directory, name))
+                    stamp.append(f"{os.path.relpath(directory, top)}/{name}:{st.st_size}:"
+                                 f"{st.st_mtime_ns}")
+    except OSError:
+        return None
+    return hashlib.sha256("\n".join(stamp).encode()).hexdigest()
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
 
 
 def load_rules(paths: Iterable[str], known_sinks: set[str] | None = None,
@@ -161,23 +205,60 @@ def load_rules(paths: Iterable[str], known_sinks: set[str] | None = None,
 
 def validate_text(file: str, text: str, into: Validation, known_sinks: set[str] | None,
                   cache: ParseCache | None = None) -> None:
+    """Validate one file into `into`. With a cache whose `context` is set, what validating
+    the same text under the same context found before is taken from it instead."""
     try:
-        source = cache.load(file, text) if cache is not None else load_source(file, text)
+        source, key = cache.load(file, text) if cache is not None else \
+            (load_source(file, text), "")
     except SourceError as exc:
         into.problems.append(exc.problem)
         return
+    known = cache.validated(key, source) if cache is not None else None
+    if known is not None:
+        into.problems.extend(Problem(file, *p) for p in known[0])
+        for i in known[1]:
+            _accept(source, i, into)
+        return
+    start = len(into.problems)
+    accepted = _validate_source(source, into, known_sinks)
+    found = into.problems[start:]
+    if cache is not None and _own_checks_only(source.data) and \
+            all(p.file == file for p in found):
+        cache.keep(key, ([(p.line, p.col, p.severity, p.message) for p in found], accepted))
+
+
+def _validate_source(source: Source, into: Validation, known_sinks: set[str] | None) -> list[int]:
+    """Add the file's problems to `into`, and its playbooks that have none; their indexes."""
     into.problems.extend(source.problems)
     shape = _FILE_SHAPE(source.data, ())
     into.problems.extend(source.problem(path, "error", msg) for path, msg in shape)
     if shape:
-        return
+        return []
+    accepted = []
     for i, data in enumerate(source.data["playbooks"]):
         problems = _check_playbook(source, ("playbooks", i), data, known_sinks, into)
         into.problems.extend(problems)
         if not any(p.severity == "error" for p in problems):
-            pb = build_playbook(data, file, order=len(into.playbooks))
-            into.playbooks.append(pb)
-            into.origins[pb.order] = (source, ("playbooks", i))
+            _accept(source, i, into)
+            accepted.append(i)
+    return accepted
+
+
+def _accept(source: Source, i: int, into: Validation) -> None:
+    pb = build_playbook(source.data["playbooks"][i], source.file, order=len(into.playbooks))
+    into.playbooks.append(pb)
+    into.origins[pb.order] = (source, ("playbooks", i))
+
+
+def _own_checks_only(data: Any) -> bool:
+    """Is what validating this file finds ours to keep? Not when a step is a plugin's (its
+    checks are not ours to call pure: checked at every load, as `_check_step` does)."""
+    if not isinstance(data, dict) or not isinstance(data.get("playbooks"), list):
+        return True  # refused by the file's shape, which is ours
+    return all(isinstance(pb, dict) and isinstance(step, dict) and step.get("action") in BUILTIN
+               for pb in data["playbooks"]
+               for section in ("steps", "on_resolved") if isinstance(pb.get(section), list)
+               for step in pb[section])
 
 
 def _check_playbook(src: Source, at: Path, data: dict[str, Any],

@@ -33,12 +33,13 @@ def test_serve_becomes_ready_without_importing_a_backend_client(tmp_path):
 
 
 def test_a_second_start_reads_the_parse_cache_beside_the_store(tmp_path):
+    """Each file parsed and validated, kept; the second start finds every one of them."""
     first = WorkerProcess(tmp_path, [str(ROOT / "rules")]).start()
     assert first.stop() == 0
     [cache] = tmp_path.glob("rules-parse-cache.*.marshal")
-    entries = marshal.loads(cache.read_bytes().split(b"\n", 2)[2])
-    assert len(entries) == len([f for f in (ROOT / "rules").glob("*.yaml")
-                                if not f.name.endswith("_test.yaml")])
+    entries, _, checked = marshal.loads(cache.read_bytes().split(b"\n", 2)[2])
+    assert len(entries) == len(checked) == len([f for f in (ROOT / "rules").glob("*.yaml")
+                                                if not f.name.endswith("_test.yaml")])
     written = cache.stat().st_ino
     second = WorkerProcess(tmp_path, [str(ROOT / "rules")]).start()
     assert second.stop() == 0

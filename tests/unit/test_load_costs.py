@@ -88,20 +88,97 @@ def _same(a: Validation, b: Validation) -> None:
     assert a.playbooks == b.playbooks
 
 
-def test_a_second_load_parses_nothing_and_still_validates_everything(tmp_path):
+def _checks(monkeypatch) -> list[str]:
+    """The names of the playbooks the validator checks from now on."""
+    from remediator.playbooks import validate
+
+    checked: list[str] = []
+    real = validate._check_playbook
+    monkeypatch.setattr(validate, "_check_playbook",
+                        lambda src, at, data, *a: checked.append(data["name"]) or real(
+                            src, at, data, *a))
+    return checked
+
+
+def test_a_second_load_parses_and_validates_nothing_and_finds_the_same(tmp_path, monkeypatch):
     rules = _write(tmp_path / "rules", 20)
     (rules / "warns.yaml").write_text(PLAYBOOK.format(i=99).replace(" | promql_str", ""))
     fresh = validate_paths([str(rules)])
+    checked = _checks(monkeypatch)
     first, one = _load([rules], tmp_path / "cache")
-    assert (first.hits, first.misses) == (0, 21)
-    assert _parses([rules]) > 0
+    assert (first.hits, first.misses, first.checked_hits, first.checked_misses) == (0, 21, 0, 21)
+    assert len(checked) == 21
     templating._analyse.cache_clear()
     second, two = _load([rules], tmp_path / "cache")
-    assert (second.hits, second.misses) == (21, 0)
-    assert templating._analyse.cache_info().misses > 0  # validated again, from cached data
+    assert (second.hits, second.misses, second.checked_hits, second.checked_misses) == (
+        21, 0, 21, 0)
+    assert len(checked) == 21 and templating._analyse.cache_info().misses == 0  # not again
     _same(fresh, one)
     _same(fresh, two)
     assert [p.line for p in fresh.problems] == [9, 13]  # located from the cache too
+
+
+def test_a_validation_result_is_kept_only_for_its_context(tmp_path, monkeypatch):
+    """What the validator found is reused only for the same text under the same sinks,
+    installed actions and code: each change validates every file again."""
+    from remediator.playbooks import validate
+
+    rules = _write(tmp_path / "rules", 2)
+    (rules / "pb000.yaml").write_text(PLAYBOOK.format(i=0).replace(
+        "    guards:", "    escalation: {sinks: [files]}\n    guards:"))
+    checked = _checks(monkeypatch)
+
+    def load(sinks: set[str] | None) -> Validation:
+        cache = ParseCache(str(tmp_path / "cache"))
+        return validate_paths([str(rules)], sinks, cache)
+
+    (tmp_path / "cache").mkdir()
+    assert load({"files"}).ok and len(checked) == 2
+    assert load({"files"}).ok and len(checked) == 2
+    refused = load(set())  # the sink is no longer configured
+    assert len(checked) == 4 and [p.message[:35] for p in refused.problems] == [
+        "escalation sink 'files' is not conf"]
+    assert load(None).ok and len(checked) == 6  # lint's: sinks not checked
+    assert load(None).ok and len(checked) == 6
+    monkeypatch.setitem(validate.ACTIONS, "example.other", validate.ACTIONS["log"])
+    assert load(None).ok and len(checked) == 8  # another action installed
+    monkeypatch.setattr(validate, "_code_stamp", lambda: "other code")
+    assert load(None).ok and len(checked) == 10
+
+
+def test_the_code_stamp_changes_with_any_module_of_the_package(tmp_path):
+    from remediator.playbooks import validate
+
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    for name in ("a.py", "sub/b.py", "sub/data.txt"):
+        (package / name).write_text("x = 1\n")
+    stamp = validate._code_stamp.__wrapped__
+    first = stamp(str(package))
+    (package / "sub/data.txt").write_text("not code")
+    assert stamp(str(package)) == first
+    (package / "sub/b.py").write_text("x = 2\n")  # the same size
+    os.utime(package / "sub/b.py", ns=(1, 1))
+    assert stamp(str(package)) not in (first, None)
+    (package / "sub/c.py").write_text("")
+    assert len({first, stamp(str(package)), stamp(str(package / "sub"))}) == 3
+    assert stamp(str(tmp_path / "missing")) is None
+
+
+def test_a_file_with_a_plugins_step_is_validated_at_every_load(tmp_path, monkeypatch):
+    """A plugin's checks are not ours to call pure (as `_check_step` says): its files'
+    results are never kept."""
+    rules = _write(tmp_path / "rules", 2)
+    (rules / "plugin.yaml").write_text(PLAYBOOK.format(i=7).replace(
+        "action: http.request", "action: example.open_ticket").replace(
+        '{url: "https://deploy.example/restart/{{ labels.app }}", method: POST}',
+        '{tracker: "https://tickets.example/new", title: down}'))
+    checked = _checks(monkeypatch)
+    for _ in range(3):
+        cache, result = _load([rules], tmp_path / "cache")
+        assert result.ok, result.problems
+    assert checked == ["restart-0", "restart-1", "restart-7", "restart-7", "restart-7"]
+    assert cache.checked_hits == 2
 
 
 def test_a_changed_file_is_parsed_again_and_an_invalid_change_refused(tmp_path):
@@ -142,15 +219,24 @@ def test_a_damaged_or_foreign_cache_is_never_unmarshalled_and_is_rebuilt(tmp_pat
         assert (again.hits, again.misses) == (0, 2) and result.ok
         rebuilt, result = _load([rules], tmp_path / "cache")
         assert (rebuilt.hits, rebuilt.misses) == (2, 0) and result.ok
-    # Checksummed, unmarshalled, but not what this code writes: those files are parsed.
-    entries = marshal.loads(body)
+    # Checksummed, unmarshalled, but not what this code writes: those files are parsed,
+    # and validated.
+    entries, context, checked = marshal.loads(body)
     first = next(iter(entries))
-    for entry in (b"\xff", marshal.dumps([1, 2]), marshal.dumps(("data", 1, []))):
-        body = marshal.dumps({**entries, first: entry})
+    for entry, found in ((b"\xff", None), (marshal.dumps([1, 2]), [[], [0]]),
+                         (marshal.dumps(("data", 1, [])), ([(1, 1, "error")], [0])),
+                         (entries[first], ([], ["0"])), (entries[first], ([], [7]))):
+        body = marshal.dumps(({**entries, first: entry}, context, {**checked, first: found}))
         Path(cache.path).write_bytes(b"\n".join([
             header, hashlib.sha256(body).hexdigest().encode(), body]))
         again, result = _load([rules], tmp_path / "cache")
-        assert (again.hits, again.misses) == (1, 1) and result.ok
+        assert (again.hits, again.checked_hits) in ((1, 1), (2, 1)) and result.ok
+        assert len(result.playbooks) == 2
+    for body in (marshal.dumps(entries), marshal.dumps((entries, None, checked))):
+        Path(cache.path).write_bytes(b"\n".join([
+            header, hashlib.sha256(body).hexdigest().encode(), body]))
+        again, result = _load([rules], tmp_path / "cache")
+        assert (again.hits, again.checked_hits) == (0, 0) and result.ok
 
 
 def test_a_missing_cache_directory_loads_as_without_one_and_is_not_made(tmp_path):
