@@ -6,14 +6,14 @@ carry the parser's version (this module's and source.py's code, PyYAML's version
 extension), so a stale entry cannot be found: a changed file is a different key, a changed
 parser a different cache. Beside what parsing produced it keeps what validating it found
 (its problems, which of its playbooks have none) under the validator's context
-(`validate.validation_context`: the code of the whole package, the configured sinks, the
-installed actions), so the validator's work is skipped too for a file whose text and
-context are the same; a file with a plugin's step is validated at every load. The cache is
-`marshal`ed plain data, never pickle (unmarshalling builds values and never runs code;
-unpickling can call anything); it is read only if this process's user owns it and nobody
-else may write it (whoever could write it can already write the store beside it, and the
-rules that would pass validation, docs/architecture.md), and only if its checksum matches:
-a file cut short or damaged is never unmarshalled.
+(`validate.validation_context`: the configured sinks, the installed actions, the code of
+the whole package and of the libraries it validates with), so the validator's work is
+skipped too for a file whose text and context are the same; a file with a plugin's step is
+validated at every load. The cache is `marshal`ed plain data, never pickle (unmarshalling
+builds values and never runs code; unpickling can call anything); it is read only if this
+process's user owns it and nobody else may write it (whoever could write it can already
+write the store beside it, and the rules that would pass validation,
+docs/architecture.md), and only if its checksum matches: a file cut short or damaged is never unmarshalled.
 """
 
 from __future__ import annotations

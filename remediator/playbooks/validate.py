@@ -151,18 +151,17 @@ def validate_paths(paths: Iterable[str], known_sinks: set[str] | None = None,
 
 def validation_context(known_sinks: set[str] | None) -> str | None:
     """What validating a file depends on besides its text, as a digest: the configured
-    sinks, the installed actions' names (the file schema lists them), Jinja's version, and
-    the code of this whole package (each module's path, size and modification time: what
-    the interpreter itself trusts to tell whether its compiled code is current; read once,
-    when the process first validates: the code it runs). None if the code cannot be read."""
-    code = _code_stamp()
-    if code is None:
+    sinks, the installed actions' names (the file schema lists them), and the code that
+    validates, this whole package's and the libraries' it asks (Jinja parses templates, RE2
+    compiles regexes): each module's path, size and modification time, what the interpreter
+    itself trusts to tell whether its compiled code is current, read once, when the process
+    first validates (the code it runs). None if that code cannot be read."""
+    code, libraries = _code_stamp(), _library_stamp()
+    if code is None or libraries is None:
         return None
-    import jinja2
-
     return hashlib.sha256(repr((
-        code, sorted(known_sinks) if known_sinks is not None else None, sorted(ACTIONS),
-        jinja2.__version__, getattr(sys.modules.get("re2"), "__file__", ""),
+        code, libraries, sorted(known_sinks) if known_sinks is not None else None,
+        sorted(ACTIONS),
     )).encode()).hexdigest()
 
 
@@ -183,6 +182,23 @@ def _code_stamp(top: str = _PACKAGE) -> str | None:
     except OSError:
         return None
     return hashlib.sha256("\n".join(stamp).encode()).hexdigest()
+
+
+@functools.cache
+def _library_stamp() -> str | None:
+    import jinja2
+    import re2
+
+    stamp = []
+    try:
+        for module in (jinja2, re2, sys.modules.get("re2._re2")):
+            path = getattr(module, "__file__", None) or ""
+            st = os.stat(path) if path else None
+            stamp.append((getattr(module, "__version__", ""), path, st and st.st_size,
+                          st and st.st_mtime_ns))
+    except OSError:
+        return None
+    return repr(stamp)
 
 
 def _raise(exc: OSError) -> None:

@@ -120,7 +120,7 @@ def test_a_second_load_parses_and_validates_nothing_and_finds_the_same(tmp_path,
 
 def test_a_validation_result_is_kept_only_for_its_context(tmp_path, monkeypatch):
     """What the validator found is reused only for the same text under the same sinks,
-    installed actions and code: each change validates every file again."""
+    installed actions, code and libraries: each change validates every file again."""
     from remediator.playbooks import validate
 
     rules = _write(tmp_path / "rules", 2)
@@ -144,6 +144,9 @@ def test_a_validation_result_is_kept_only_for_its_context(tmp_path, monkeypatch)
     assert load(None).ok and len(checked) == 8  # another action installed
     monkeypatch.setattr(validate, "_code_stamp", lambda: "other code")
     assert load(None).ok and len(checked) == 10
+    monkeypatch.setattr(validate, "_library_stamp", lambda: "another Jinja or RE2")
+    assert load(None).ok and len(checked) == 12
+    assert load(None).ok and len(checked) == 12
 
 
 def test_the_code_stamp_changes_with_any_module_of_the_package(tmp_path):
