@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import sqlite3
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from remediator.store.sqlite import PROCESSING_PER_COMMIT, SQLiteStore
+from remediator.store.sqlite import PROCESSING_PER_COMMIT, SQLiteStore, _Checkpointer
 from tests.conftest import write_rules
 from tests.integration.test_cli import cli
 from tests.support.payloads import alert, notification
@@ -93,6 +94,64 @@ def test_a_locked_store_is_tried_again_from_a_timer_whatever_is_queued(run, tmp_
             await store.close()
         assert 2 <= attempts <= 15, attempts
     run(scenario())
+
+
+def test_a_commit_refused_by_the_checkpointer_is_tried_again_as_soon_as_it_lets_go(run, tmp_path):
+    """The checkpointer's RESTART holds the write lock for a few ms; the loop's commit it
+    refused waited for its backoff timer (up to 50 ms more), now for the lock's release."""
+    async def scenario():
+        store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
+        await store.open()
+        statements: list[str] = []
+        store._db.set_trace_callback(statements.append)  # type: ignore[union-attr]
+        store._retry_delay = 3600.0  # a retry from the timer would come in an hour
+        holder = sqlite3.connect(f"{tmp_path}/s.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # as the checkpointer's RESTART does
+        try:
+            write = asyncio.ensure_future(store.record_event("k", "k", 1.0))
+            while "BEGIN IMMEDIATE" not in statements:
+                await asyncio.sleep(0)
+            holder.execute("COMMIT")
+            await asyncio.to_thread(store._released)  # what the checkpointer calls
+            await asyncio.wait_for(write, 60)
+            assert await store._scalar("SELECT count(*) FROM events") == 1
+        finally:
+            holder.close()
+            await store.close()
+        assert statements.count("BEGIN IMMEDIATE") == 2  # refused once, then done
+    run(scenario())
+
+
+def test_a_wal_written_past_its_limit_starts_over_and_is_truncated_only_once_idle(tmp_path):
+    """Past its limit, a WAL still written to is RESTARTed (the writer starts over; the file
+    keeps its size) rather than TRUNCATEd (which held the write lock 65-230 ms in a storm);
+    once nothing is written for an interval, it is truncated. Each checkpoint that held the
+    write lock tells the store when it lets go."""
+    path, limit = str(tmp_path / "w.db"), 2 << 20
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    db.execute("CREATE TABLE t (x BLOB)")
+    released: list[int] = []
+    checkpointer = _Checkpointer(path, interval=0.5, limit=limit,
+                                 released=lambda: released.append(1))
+    sizes: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while checkpointer.restarts < 3 and time.monotonic() < deadline:
+            db.execute("INSERT INTO t VALUES (randomblob(500))")  # a commit each
+            sizes.append(os.path.getsize(path + "-wal"))
+            time.sleep(0.001)
+        assert checkpointer.restarts >= 3
+        assert sizes == sorted(sizes)  # never truncated while written to
+        assert max(sizes) < 4 * limit  # yet bounded: the writer started over
+        while not checkpointer.truncates and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert os.path.getsize(path + "-wal") == 0  # idle: the space given back
+    finally:
+        checkpointer.stop()
+        db.close()
+    assert len(released) == checkpointer.restarts + checkpointer.truncates + 1  # + stop's
 
 
 def test_a_store_that_stays_locked_is_a_503_for_control_calls_never_a_500(tmp_path):
