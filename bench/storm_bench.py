@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -99,6 +100,16 @@ def ensure_wrk() -> str:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_wait(pid: int) -> float:
+    """Seconds the process's threads have waited, runnable, for a CPU (schedstat's run
+    delay): the part of its latency that other jobs on the machine made."""
+    waited = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            waited += int(stat.read_text().split()[1])
+    return waited / 1e9
 
 
 def run_wrk(script: Path, port: int, requests: int, tag: str, seconds: int = 600) -> dict[str, Any]:
@@ -208,10 +219,11 @@ def storm(name: str, store: str, pg: Any, tmp: Path, script: Path, alerts: int,
             env={**env, "REMEDIATOR_LOG_LEVEL": "info"}, stdout=err, stderr=err)
         try:
             start_wait(port, proc)
-            cpu0, started = cpu_seconds(proc.pid), time.perf_counter()
+            cpu0, wait0, started = cpu_seconds(proc.pid), cpu_wait(proc.pid), time.perf_counter()
             w = run_wrk(script, port, alerts // PER_REQUEST, f"{name[:2]}{time.time_ns()}")
             intake_done = time.perf_counter() - started
             intake_cpu = cpu_seconds(proc.pid) - cpu0
+            intake_wait = (cpu_wait(proc.pid) - wait0) / intake_done
             decisions, elapsed, pending = drain(port, started, drain_timeout)
             m = metrics(port)
             outcomes = metrics(port, by=("remediator_executions_total", "outcome"))
@@ -236,7 +248,7 @@ def storm(name: str, store: str, pg: Any, tmp: Path, script: Path, alerts: int,
             "log_bytes_per_decision": log_bytes / max(decisions, 1),
             "log_lines_per_decision": log_lines / max(decisions, 1),
             "pending": pending, "outcomes": outcomes, "cores": cores,
-            "intake_cpu_us": intake_cpu / w["requests"] * 1e6,
+            "intake_cpu_us": intake_cpu / w["requests"] * 1e6, "intake_wait": intake_wait,
             "calls": {a: (n, call_seconds.get(a, 0.0) / n) for a, n in calls.items() if n}, "guards": guards,
             **(tally(store, m.get("remediator_alerts_received_total", 0.0)
                      - m.get("remediator_alerts_duplicate_total", 0.0)) if live else {})}
@@ -339,7 +351,9 @@ def what_decisions_did(r: dict[str, Any]) -> str:
             f"execution); still pending after the drain: {r['pending']:.0f}; the server used "
             f"{r['cores']:.2f} cores from the first request to the end of the drain, and "
             f"{r['intake_cpu_us']:.0f} us of CPU per request while wrk ran (intake and the "
-            "processing done meanwhile; less sensitive to other jobs than the rates)")
+            f"processing done meanwhile; less sensitive to other jobs than the rates); its threads "
+            f"waited for a CPU {r['intake_wait']:.0%} of that time (other jobs on the machine: "
+            "a p99 made by them as much as by the server)")
     if "mutations" in r:
         text += (f"\n    {r['called']} runs called a peer; mutating steps: "
                  f"{counts(r['mutations']) or 'none'}; acknowledged alerts with a final decision: "
