@@ -13,8 +13,9 @@ processing's, whatever the backlog. Intake never takes a turn.
 
 One chunk per iteration still gave processing most of the loop in a storm: an intake
 iteration is ~0.1 ms, a chunk up to a millisecond, so webhooks were answered at 0.2x a bare
-handler's rate, and each waited behind several chunks. So each chunk is timed (callbacks
-scheduled right before and after its task's step: nothing runs between them), and while a
+handler's rate, and each waited behind several chunks. So each chunk is timed (from its
+task's resumption in `take` to a callback scheduled right after its step, which grants the
+next turn: nothing runs between them), and while a
 webhook is in flight (`intake()`) the next turn waits until the rest of the loop's work has
 had its share of the CPU: processing's is at most `SHARE` of it (a 1 ms chunk is followed by
 3 ms for intake), unless the loop idles meanwhile. Processing still moves in a storm (it is
@@ -63,7 +64,11 @@ class Turns:
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._grant)
-        await future
+        try:
+            await future
+        finally:
+            if not future.cancelled():  # granted: the chunk starts now, its task resumed
+                self._begin()
 
     def ready(self) -> bool:
         """Chunks are queued and granted in the coming iterations (not held back for intake)."""
@@ -98,19 +103,24 @@ class Turns:
             self.deferred += 1
             self._timer = self._loop.call_later(min(wait, 0.001), self._grant)
             return
-        # The waiter resumes in the next iteration, when this runs again for the one after;
-        # its step is timed by the callbacks queued around its wakeup.
+        # The waiter resumes in the next iteration, and `_after` runs right after its step:
+        # the chunk is timed from its resumption (in `take`) to there, where the next turn
+        # is granted, for the iteration after (one callback per turn, besides the wakeup).
         while self._waiting:
             future = self._waiting.popleft()
             if not future.done():  # a waiter cancelled meanwhile (shutdown) gives its turn on
-                self._loop.call_soon(self._begin)
                 future.set_result(None)
-                self._loop.call_soon(self._end)
+                self._loop.call_soon(self._after)
                 self.granted += 1
-                break
-        self._scheduled = bool(self._waiting)
-        if self._scheduled:
-            self._loop.call_soon(self._grant)
+                return
+        self._scheduled = False
+
+    def _after(self) -> None:
+        self._end()
+        if self._waiting:
+            self._grant()
+        else:
+            self._scheduled = False
 
     def _busy(self) -> bool:
         return bool(self.intake) or self._clock() - self.answered_at < RECENT
@@ -138,12 +148,19 @@ class Turns:
 _turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Turns] = weakref.WeakKeyDictionary()
 
 
+_last: Turns | None = None  # the last one looked up (a weak mapping's lookup, per take, cost)
+
+
 def turns() -> Turns:
     """The running loop's turns (one queue per loop: tests run many loops)."""
+    global _last
     loop = asyncio.get_running_loop()
+    if _last is not None and _last._loop is loop:
+        return _last
     found = _turns.get(loop)
     if found is None:
         found = _turns[loop] = Turns(loop)
+    _last = found
     return found
 
 

@@ -378,6 +378,52 @@ def test_processing_takes_one_chunk_per_loop_iteration(run):
     run(scenario())
 
 
+def test_a_turn_costs_one_callback_besides_its_wakeup(run):
+    """A turn is paid for on every chunk of every decision (five for a dry-run decision with
+    a note): its chunk is timed from its task's resumption to one callback right after it,
+    which also grants the next turn (a callback before the chunk and another to grant were
+    a tenth of processing's loop overhead). Callbacks counted; each chunk still timed alone,
+    without the other work of its iteration (here a callback spending CPU in every one)."""
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        wall, cpu = [1.0], [0.0]  # no webhook answered lately: no turn is deferred
+        t = turns.Turns(loop, clock=lambda: wall[0], cpu=lambda: cpu[0])
+        took: list[float] = []
+        end = t._end
+        t._end = lambda: (end(), took.append(t._chunk[0]))  # type: ignore[method-assign]
+        busy = [True]
+
+        def intake() -> None:  # other work in every iteration
+            cpu[0] += 0.01
+            if busy[0]:
+                loop.call_soon(intake)
+
+        async def execution() -> None:
+            for _ in range(5):
+                await t.take()
+                cpu[0] += 0.001  # the chunk's CPU
+
+        scheduled: list[object] = []
+        call_soon = loop.call_soon
+
+        def counted(callback, *args, **kwargs):  # type: ignore[no-untyped-def]
+            scheduled.append(callback)
+            return call_soon(callback, *args, **kwargs)
+
+        loop.call_soon(intake)
+        loop.call_soon = counted  # type: ignore[method-assign]
+        try:
+            await asyncio.gather(*(execution() for _ in range(4)))
+        finally:
+            del loop.call_soon
+            busy[0] = False
+        assert t.granted == 20
+        # per turn its wakeup and one callback; and the tasks' start and end
+        assert len([c for c in scheduled if c is not intake]) <= 2 * 20 + 10, scheduled
+        assert len(took) == 20 and all(abs(x - 0.001) < 1e-9 for x in took), took
+    run(scenario())
+
+
 def test_while_a_webhook_is_in_flight_processing_keeps_to_its_share_of_the_loop(run):
     """Each chunk is timed (here by clocks that move only when a chunk or the test says so),
     and while a webhook is in flight the next turn waits until the rest of the loop's work
