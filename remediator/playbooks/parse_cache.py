@@ -12,8 +12,8 @@ skipped too for a file whose text and context are the same; a file with a plugin
 validated at every load. The cache is `marshal`ed plain data, never pickle (unmarshalling
 builds values and never runs code; unpickling can call anything); it is read only if this
 process's user owns it and nobody else may write it (whoever could write it can already
-write the store beside it, and the rules that would pass validation,
-docs/architecture.md), and only if its checksum matches: a file cut short or damaged is never unmarshalled.
+write the store beside it, and rules that would pass validation, docs/architecture.md),
+and only if its checksum matches: a file cut short or damaged is never unmarshalled.
 """
 
 from __future__ import annotations
