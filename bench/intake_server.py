@@ -2,8 +2,8 @@
 
 INTAKE_ONLY=1 replaces the dispatcher with one that never claims, so the process does what
 a webhook needs and nothing else (the inbox fills); PROFILE=out.prof writes a cProfile of the
-whole run at exit (the main thread's CPU time). The remediator imported is whichever PYTHONPATH names first (the bench
-compares two checkouts this way).
+whole run at exit (the main thread's CPU time). The remediator imported is whichever
+PYTHONPATH names first (the bench compares two checkouts this way).
 """
 
 import asyncio

@@ -108,3 +108,26 @@ def test_strings_are_searched_for_lone_surrogates_only_when_an_escape_can_make_o
         body = json.dumps(good).replace('"deployment": "web"', lone)
         with pytest.raises(PayloadError, match=re.escape(where) + ": contains a lone"):
             parse_notification(body.encode())
+
+
+def test_a_body_is_decoded_once_and_json_reads_only_what_orjson_refuses(monkeypatch):
+    """orjson decodes a storm's body in a third of json's time; json reads again only what
+    orjson refuses, so those bodies are accepted or refused, with the same message, as before."""
+    import remediator.alerts as alerts_module
+
+    slow: list[bytes] = []
+    json_loads = alerts_module._json_loads
+    monkeypatch.setattr(alerts_module, "_json_loads", lambda b: slow.append(b) or json_loads(b))
+    good = notification(alert("DemoDown", deployment="web", fingerprint="ok"),
+                        alert("DemoDown", deployment="api"))
+    assert len(parse_notification(json.dumps(good).encode()).alerts) == 2
+    assert slow == []
+    lone = json.dumps(good).replace('"web"', '"\\ud800"').encode()
+    with pytest.raises(PayloadError, match="deployment: contains a lone"):
+        parse_notification(lone)
+    nan = json.dumps({**good, "truncatedAlerts": float("nan")}).encode()  # NaN: json reads it
+    with pytest.raises(PayloadError, match=re.escape("$.truncatedAlerts: must be an integer")):
+        parse_notification(nan)
+    with pytest.raises(PayloadError, match="invalid JSON: Expecting value at line 1 column 2"):
+        parse_notification(b"[,]")
+    assert slow == [lone, nan, b"[,]"]
