@@ -30,8 +30,11 @@ class Metrics:
             ["code"], registry=r)
         # Present at 0 from the start: `increase()` sees the first 401 of a fresh process
         # (a series that appears at 1 has increased by nothing).
-        for code in ("202", "400", "401", "403", "405", "413", "415", "500", "503"):
-            self.webhook_requests.labels(code)
+        # Every webhook counts its answer and its alerts: their children are looked up once
+        # (`labels()` takes a lock and builds its key at each call).
+        self.webhook_codes = {int(code): self.webhook_requests.labels(code) for code in (
+            "202", "400", "401", "403", "405", "413", "415", "500", "503")}
+        self.alerts_by_status = {s: self.alerts_received.labels(s) for s in ("firing", "resolved")}
         self.ack_seconds = Histogram(
             "remediator_webhook_ack_duration_seconds",
             "Time from request to acknowledgement (alerts durably stored).", registry=r,

@@ -90,7 +90,8 @@ async def count_webhook_requests(request: web.Request, handler: Handler) -> web.
     started = time.perf_counter()
     with turns.intake():
         response = await handler(request)
-    metrics.webhook_requests.labels(str(response.status)).inc()
+    counter = metrics.webhook_codes.get(response.status)
+    (counter or metrics.webhook_requests.labels(str(response.status))).inc()
     if response.status == 202:
         metrics.ack_seconds.observe(time.perf_counter() - started)
     return response

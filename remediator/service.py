@@ -150,7 +150,7 @@ class Service:
         firing = sum(a.status == "firing" for a in notification.alerts)
         for status, count in (("firing", firing), ("resolved", len(rows) - firing)):
             if count:
-                self.metrics.alerts_received.labels(status).inc(count)
+                self.metrics.alerts_by_status[status].inc(count)
         self.metrics.alerts_duplicate.inc(result.duplicates)
         if notification.group.truncated_alerts > 0:  # never sent to us: humans must know
             self.metrics.alerts_truncated.inc(notification.group.truncated_alerts)

@@ -1006,3 +1006,38 @@ playbooks:
     bad = decisions["Web_Bad!"]
     assert bad["outcome"] == "failed" and bad["steps"][1]["outcome"] == "failed"
     assert "refused" in bad["steps"][1]["detail"], bad["steps"][1]
+
+
+def test_a_webhook_counts_its_answer_and_alerts_without_looking_up_a_metric(tmp_path, monkeypatch):
+    """The children a webhook counts (its answer's code, its alerts' statuses) are looked up
+    once, not on every webhook (`labels()` takes a lock and builds its key: two of them were
+    ~2 us of each webhook); the counts are the same."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    rules = write_rules(tmp_path / "rules", RULES)
+    cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
+                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    w = InProcessWorker(cfg).start()
+    looked_up: list[str] = []
+    labels = MetricWrapperBase.labels
+
+    def counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        looked_up.append(self._name)
+        return labels(self, *args, **kwargs)
+
+    monkeypatch.setattr(MetricWrapperBase, "labels", counted)
+    try:
+        payload = notification(alert("WebDown", deployment="a", fingerprint="f1"),
+                               alert("WebDown", deployment="b", fingerprint="f2", status="resolved"))
+        assert w.post_alerts(payload)[0] == 202
+        assert w.post_alerts(payload)[0] == 202  # duplicates
+        assert w.post_alerts({"version": "4"})[0] == 400
+        metrics = w.service.metrics
+        assert [n for n in looked_up if n.startswith(("remediator_webhook", "remediator_alerts"))] == []
+        assert metrics.webhook_requests.labels("202")._value.get() == 2
+        assert metrics.webhook_requests.labels("400")._value.get() == 1
+        assert metrics.alerts_received.labels("firing")._value.get() == 2
+        assert metrics.alerts_received.labels("resolved")._value.get() == 2
+        assert metrics.alerts_duplicate._value.get() == 2
+    finally:
+        w.stop()
