@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+SERVER = os.environ.get("INTAKE_SERVER", str(ROOT / "bench" / "intake_server.py"))
 
 from live_peers import production_config  # noqa: E402
 from storm_bench import (  # noqa: E402
@@ -50,20 +51,21 @@ def measure(proc: subprocess.Popen, script: Path, port: int, requests: int, tag:
     return w["requests"] / w["seconds"], (cpu_seconds(proc.pid) - cpu0) / w["requests"] * 1e6
 
 
-def serve(code: Path, tmp: Path, config: Path, script: Path, requests: int, intake_only: bool,
+def serve(code: str, tmp: Path, config: Path, script: Path, requests: int, intake_only: bool,
           profile: str | None = None) -> tuple[float, float]:
     port = free_port()
+    code, *settings = code.split(",")  # DIR[,VAR=VALUE...]: a checkout, and its environment
     env = {**os.environ, "REMEDIATOR_WEBHOOK_TOKEN": TOKEN, "REMEDIATOR_LOG_LEVEL": "info",
-           "PYTHONPATH": str(code)}
+           "PYTHONPATH": str(Path(code).resolve()), **dict(s.split("=", 1) for s in settings)}
     if intake_only:
         env["INTAKE_ONLY"] = "1"
     if profile:
         env["PROFILE"] = profile
     with (tmp / "serve.log").open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "intake_server.py"), "serve", "--listen",
+            [sys.executable, SERVER, "serve", "--listen",
              f"127.0.0.1:{port}", "--store", f"sqlite:///{tmp}/{time.time_ns()}.db",
-             "--rules", str(code / "rules"), "--config", str(config)],
+             "--rules", str(Path(code) / "rules"), "--config", str(config)],
             env=env, stdout=log, stderr=log)
         try:
             start_wait(port, proc)
@@ -77,14 +79,14 @@ def serve(code: Path, tmp: Path, config: Path, script: Path, requests: int, inta
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--code", action="append", default=[], metavar="NAME=DIR",
-                        help="a checkout to measure (default: this one)")
+                        help="a checkout to measure (default: this one); DIR,VAR=VALUE,... sets "
+                        "variables in its server's environment")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--no-storm", action="store_true", help="intake alone only")
     parser.add_argument("--profile", metavar="OUT", help="profile intake alone once, then stop")
     args = parser.parse_args()
-    codes = [(c.split("=", 1)[0], Path(c.split("=", 1)[1]).resolve()) for c in args.code] or [
-        ("this", ROOT)]
+    codes = [(c.split("=", 1)[0], c.split("=", 1)[1]) for c in args.code] or [("this", str(ROOT))]
     tmp = Path(tempfile.mkdtemp(prefix="remediator-intake-"))
     script = tmp / "storm.lua"
     script.write_text(lua_script(alert_label_sets()))
