@@ -114,13 +114,16 @@ def main() -> None:
     finally:
         bare.terminate()
         bare.wait(30)
-    bare_rps = statistics.median(r for r, _ in results["bare"])
+    # Each run's ratio is to the bare handler's run of the same round: the machine's speed
+    # changes from minute to minute.
+    bare = [r for r, _ in results["bare"]]
     print(f"\n{args.requests} requests of {PER_REQUEST} alerts per run, median of {args.rounds}; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print(f"{'':16}{'req/s':>8}{'x bare':>8}{'CPU us/req':>12}")
     for name, runs in results.items():
-        rps = statistics.median(r for r, _ in runs)
-        print(f"{name:16}{rps:8.0f}{rps / bare_rps:8.2f}{statistics.median(c for _, c in runs):12.0f}")
+        ratio = statistics.median(r / b for (r, _), b in zip(runs, bare, strict=True))
+        print(f"{name:16}{statistics.median(r for r, _ in runs):8.0f}{ratio:8.2f}"
+              f"{statistics.median(c for _, c in runs):12.0f}")
 
 
 if __name__ == "__main__":
