@@ -675,14 +675,19 @@ class PostgresStore:
         _claim_epoch.set(self._epoch)
         if limit <= 0:
             return []
+        # The rows locked are updated where they are (their ctid), whatever the statistics:
+        # joined by id, the plan prepared while the inbox was small (a new database) read
+        # all of it on every claim as it grew, until the next ANALYZE. A row another
+        # transaction changed after this statement began is locked but not updated (its
+        # version is newer than the statement's snapshot): claimed next time.
         rows = await self._call("claim", lambda db: db.fetch(
-            "WITH t AS (SELECT id, state FROM inbox WHERE state = 'running' "
+            "WITH t AS (SELECT ctid AS tid, state FROM inbox WHERE state = 'running' "
             "AND lease_until < now() ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED), "
-            "p AS (SELECT id, state FROM inbox WHERE state = 'pending' ORDER BY id "
+            "p AS (SELECT ctid AS tid, state FROM inbox WHERE state = 'pending' ORDER BY id "
             "LIMIT $2 - (SELECT count(*) FROM t) FOR UPDATE SKIP LOCKED), "
             "c AS (SELECT * FROM t UNION ALL SELECT * FROM p) "
             "UPDATE inbox i SET state='running', owner=$1, "
-            "lease_until = now() + make_interval(secs => $3) FROM c WHERE i.id = c.id "
+            "lease_until = now() + make_interval(secs => $3) FROM c WHERE i.ctid = c.tid "
             "RETURNING i.id, i.dedupe_key, i.alert, i.grp, i.packed, i.ref, i.received_at, "
             "c.state AS was",
             self.replica, limit, self.lease))

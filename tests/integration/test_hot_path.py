@@ -727,7 +727,7 @@ def test_a_live_decision_on_postgres_takes_a_counted_number_of_statements(tmp_pa
                and "INSERT INTO executions" in s for s in ran) == n
     assert per("INSERT INTO events") == per("UPDATE inbox SET state='done'") == 0
     assert per("INSERT INTO steps") == per("INSERT INTO executions") == 0
-    claims = per("WITH t AS (SELECT id, state FROM inbox")
+    claims = per("WITH t AS (SELECT ctid AS tid, state FROM inbox")
     assert 0 < claims <= 1
     # (and a new pooled connection's type introspection, once per connection)
     decision_path = [s for s in ran if not s.startswith(("SELECT count(*)", "UPDATE locks",

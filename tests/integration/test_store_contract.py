@@ -615,6 +615,39 @@ def test_the_pending_gauge_reads_the_items_to_do_not_the_whole_inbox(run, postgr
     run(scenario())
 
 
+def test_a_claim_planned_on_a_small_inbox_reads_no_more_of_it_once_it_grew(run, postgres_url):
+    """A connection plans a claim once and keeps the plan: planned while the inbox was small
+    (a new database: each of a benchmark's), the update joined to the rows it locked by id
+    read the whole inbox on every claim as it grew, until the next ANALYZE. They are
+    updated where they were locked instead, whatever the statistics."""
+
+    async def read(db) -> tuple[int, int]:  # `inbox` rows read by sequential scans, claimed
+        return await _statistic(db, "SELECT seq_tup_read FROM pg_stat_user_tables "
+                                    "WHERE relname = 'inbox'"), await db.fetchval(
+            "SELECT count(*) FROM inbox WHERE state = 'running'")
+
+    async def scenario():
+        store = await _opened(postgres_url)
+        await store.enqueue(_rows(*range(1, 11)))
+        async with store.critical("claims"):  # the store's statements run on its connection
+            section = _section_db.get()
+            for _ in range(8):  # custom plans first, then the one kept (plan_cache_mode auto)
+                assert len(await store.claim(1)) == 1
+            db = await asyncpg.connect(postgres_url)
+            await db.execute("INSERT INTO inbox (dedupe_key, alert, grp, received_at, state) "
+                             "SELECT 'done' || g, '{}', '{}', '2026-01-01T00:00:00Z', 'done' "
+                             "FROM generate_series(1, 20000) g")  # a storm's, not analyzed yet
+            await db.close()
+            before, claimed = await read(section)
+            assert [i.dedupe_key for i in await store.claim(2)] == ["k8", "k9"]  # (by id)
+            after, now_claimed = await read(section)
+            assert now_claimed == claimed + 2 == 10
+            assert after - before < 100, after - before
+        await store.close()
+
+    run(scenario())
+
+
 def test_unreachable_database_is_unavailable_not_an_error(run, postgres_cluster, postgres_url):
     from remediator.store.base import StoreUnavailable
 
