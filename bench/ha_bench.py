@@ -134,11 +134,9 @@ def end_to_end(servers: list[tuple[subprocess.Popen, int]], count: int, tag: str
                           f"of which PostgreSQL {database * 1000:.2f}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--alerts", type=int, default=20_000, help="per intake measurement")
-    parser.add_argument("--decisions", type=int, default=2_000, help="per end-to-end measurement")
-    args = parser.parse_args()
+def setting() -> tuple[Path, PostgresCluster, subprocess.Popen, int]:
+    """The rules and config `replicas` run, a throwaway cluster, and the receiver of the
+    playbook's calls (a bare aiohttp handler) with its port."""
     tmp = Path(tempfile.mkdtemp(prefix="remediator-ha-bench-"))
     (tmp / "rules").mkdir()
     (tmp / "config.yaml").write_text(CONFIG)
@@ -146,6 +144,15 @@ def main() -> None:
     sink_port = free_port()
     sink = start([sys.executable, str(ROOT / "bench" / "bare_server.py"), str(sink_port)], sink_port)
     (tmp / "rules" / "bench.yaml").write_text(RULES % f"http://127.0.0.1:{sink_port}/alerts")
+    return tmp, pg, sink, sink_port
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--alerts", type=int, default=20_000, help="per intake measurement")
+    parser.add_argument("--decisions", type=int, default=2_000, help="per end-to-end measurement")
+    args = parser.parse_args()
+    tmp, pg, sink, sink_port = setting()
     intake: dict[str, float] = {}
     e2e: dict[str, float] = {}
     try:
