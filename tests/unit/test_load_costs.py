@@ -168,6 +168,22 @@ def test_the_code_stamp_changes_with_any_module_of_the_package(tmp_path):
     assert stamp(str(tmp_path / "missing")) is None
 
 
+def test_the_code_stamp_changes_with_a_module_rewritten_at_its_size_and_mtime(tmp_path):
+    """A reproducible build (SOURCE_DATE_EPOCH, Nix) gives every module of every release
+    the same mtime, and its hash-checked .pyc files still load the new code: a validator
+    changed in place (`<` to `>`) must not find the old validator's results."""
+    from remediator.playbooks import validate
+
+    module = tmp_path / "pkg" / "a.py"
+    module.parent.mkdir()
+    module.write_text("ok = n < 3\n")
+    os.utime(module, ns=(315532800 * 10**9,) * 2)
+    first = validate._code_stamp.__wrapped__(str(module.parent))
+    module.write_text("ok = n > 3\n")
+    os.utime(module, ns=(315532800 * 10**9,) * 2)
+    assert validate._code_stamp.__wrapped__(str(module.parent)) not in (first, None)
+
+
 def test_a_file_with_a_plugins_step_is_validated_at_every_load(tmp_path, monkeypatch):
     """A plugin's checks are not ours to call pure (as `_check_step` says): its files'
     results are never kept."""
