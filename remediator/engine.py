@@ -421,14 +421,14 @@ class Engine:
         literal). Every templated value is still rendered and checked for each alert."""
         cached = self._literal.get(id(step))
         if cached is not None and cached[0] is step:
-            return dict(cached[1]), list(cached[2]), step.params
+            return _copied(cached[1]), list(cached[2]), step.params
         rendered = render_params(action, step.params, ctx)
         params, problems = check_params(action, rendered, rendered=True)
         if not has_template(step.params):
             if len(self._literal) >= _LITERAL_MAX:  # old versions' steps, after reloads
                 self._literal.clear()
             self._literal[id(step)] = (step, params, problems)
-            params, problems = dict(params), list(problems)
+            params, problems = _copied(params), list(problems)
         return params, problems, rendered
 
     async def _run_cancellable(self, gc: GuardContext, action: Any, params: dict[str, Any],
@@ -558,6 +558,18 @@ def _group_kwargs(data: dict[str, Any]) -> dict[str, Any]:
             "common_annotations": data.get("commonAnnotations", {}),
             "external_url": data.get("externalURL", ""),
             "truncated_alerts": data.get("truncatedAlerts", 0)}
+
+
+def _copied(params: dict[str, Any]) -> dict[str, Any]:
+    """Checked parameters sharing no list or mapping with `params`: an action may change
+    what it is given, and the kept ones are handed to every decision, never checked again."""
+    return {k: _copy(v) if isinstance(v, list | dict) else v for k, v in params.items()}
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    return [_copy(v) for v in value] if isinstance(value, list) else value
 
 
 def _render_target(target: Target | None, ctx: dict[str, Any]) -> str | None:

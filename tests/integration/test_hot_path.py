@@ -1041,3 +1041,32 @@ def test_a_webhook_counts_its_answer_and_alerts_without_looking_up_a_metric(tmp_
         assert metrics.alerts_duplicate._value.get() == 2
     finally:
         w.stop()
+
+
+def test_a_literal_steps_parameters_are_handed_out_sharing_nothing(tmp_path):
+    """Each decision gets its own copy of a literal step's checked parameters, lists and
+    mappings inside included: an action that changes what it was given (a plugin's run
+    appending to a list) changes neither the next decision's parameters nor the kept ones,
+    which are never checked again."""
+    from remediator.playbooks.validate import load_rules
+
+    rules = load_rules([str(write_rules(tmp_path / "rules", """
+playbooks:
+  - name: env
+    match: {alertname: WebDown}
+    target: {kind: deployment, namespace: prod, name: web}
+    guards: {cooldown: 10m}
+    steps:
+      - name: set
+        action: kubernetes.set_env
+        params: {namespace: prod, name: web, env: {MODE: safe}, unset: [DEBUG]}
+"""))])
+    step = rules.playbooks[0].steps[0]
+    e = engine.Engine(rules=rules, store=None, guards=None)  # type: ignore[arg-type]
+    action = ACTIONS[step.action]
+    first, problems, _ = e._checked(action, step, {})
+    assert not problems and first["env"] == {"MODE": "safe"}, problems
+    first["env"]["MODE"] = "$(reboot)"  # as an action might, running the first decision
+    first["unset"].append("PATH")
+    second, problems, _ = e._checked(action, step, {})
+    assert (second["env"], second["unset"], problems) == ({"MODE": "safe"}, ["DEBUG"], [])
