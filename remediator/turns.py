@@ -170,8 +170,9 @@ def turns() -> Turns:
     """The running loop's turns (one queue per loop: tests run many loops)."""
     global _last
     loop = asyncio.get_running_loop()
-    if _last is not None and _last._loop is loop:
-        return _last
+    last = _last  # read once: another thread's loop may rebind it meanwhile
+    if last is not None and last._loop is loop:
+        return last
     found = _turns.get(loop)
     if found is None:
         found = _turns[loop] = Turns(loop)

@@ -1070,3 +1070,27 @@ playbooks:
     first["unset"].append("PATH")
     second, problems, _ = e._checked(action, step, {})
     assert (second["env"], second["unset"], problems) == ({"MODE": "safe"}, ["DEBUG"], [])
+
+
+def test_a_loop_finds_its_own_turns_while_another_threads_loop_looks_up_its_own(run):
+    """The last Turns looked up is one global for every thread's loop (tests run workers'
+    loops in threads): another thread rebinding it between the check that it is this loop's
+    and its return must not hand this loop the other's (futures of another loop)."""
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        other = turns.Turns(asyncio.new_event_loop())
+        mine = turns.Turns(loop)
+
+        class Racing:  # this loop's, until another thread looks its own up
+            def __getattr__(self, name: str) -> object:
+                turns._last = other
+                return getattr(mine, name)
+
+        racing = Racing()
+        turns._last = racing  # type: ignore[assignment]
+        try:
+            assert turns.turns() is racing
+        finally:
+            other._loop.close()
+            turns._last = None
+    run(scenario())
