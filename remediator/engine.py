@@ -20,7 +20,7 @@ from typing import Any
 from . import redact, template_context, templating, turns
 from .actions.backends import Backends
 from .actions.base import ActionContext, check_params, has_template, render_params
-from .actions.registry import ACTIONS
+from .actions.registry import ACTIONS, BUILTIN
 from .alerts import Alert, Group, utcnow_iso
 from .escalation import Escalator
 from .executor import Executor, Refused, StepRecord
@@ -418,13 +418,14 @@ class Engine:
         whose parameters hold no template renders the same whatever the alert, so it is
         checked once per playbook version (per Step: a reload makes new ones) and copied
         out (render and check were a tenth of a storm's processing; most steps are
-        literal). Every templated value is still rendered and checked for each alert."""
+        literal). Every templated value is still rendered and checked for each alert, and
+        every plugin's step: its checks are not ours to call pure (as the validator says)."""
         cached = self._literal.get(id(step))
         if cached is not None and cached[0] is step:
             return _copied(cached[1]), list(cached[2]), step.params
         rendered = render_params(action, step.params, ctx)
         params, problems = check_params(action, rendered, rendered=True)
-        if not has_template(step.params):
+        if step.action in BUILTIN and not has_template(step.params):  # a plugin's checks
             if len(self._literal) >= _LITERAL_MAX:  # old versions' steps, after reloads
                 self._literal.clear()
             self._literal[id(step)] = (step, params, problems)

@@ -1094,3 +1094,30 @@ def test_a_loop_finds_its_own_turns_while_another_threads_loop_looks_up_its_own(
             other._loop.close()
             turns._last = None
     run(scenario())
+
+
+def test_a_plugins_literal_step_is_checked_for_every_alert(tmp_path, monkeypatch):
+    """A plugin's checks are not ours to call pure (the validator checks its steps at every
+    load, as it does): its literal step is checked for each alert, so a check that refuses
+    now (a tracker in maintenance, read at each call) is not answered by an earlier pass."""
+    from remediator.playbooks.validate import load_rules
+
+    rules = load_rules([str(write_rules(tmp_path / "rules", """
+playbooks:
+  - name: ticket
+    match: {alertname: WebDown}
+    target: {kind: deployment, namespace: prod, name: web}
+    guards: {cooldown: 10m}
+    steps:
+      - name: open
+        action: example.open_ticket
+        params: {tracker: "https://tickets.example/new", title: web is down}
+"""))])
+    step = rules.playbooks[0].steps[0]
+    action = ACTIONS[step.action]
+    closed = [False]
+    monkeypatch.setattr(action, "check", lambda params: ["in maintenance"] if closed[0] else [])
+    e = engine.Engine(rules=rules, store=None, guards=None)  # type: ignore[arg-type]
+    assert e._checked(action, step, {})[1] == []
+    closed[0] = True
+    assert e._checked(action, step, {})[1] == [("", "in maintenance")]
