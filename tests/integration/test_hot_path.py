@@ -189,6 +189,67 @@ def test_the_dispatcher_claims_a_bounded_batch_and_templates_compile_once(tmp_pa
     assert sum(s.startswith("INSERT INTO executions") for s in statements) == 60
 
 
+class _CountingConnection:
+    """The store's SQLite connection, counting the calls made into SQLite by statement (an
+    executemany of no rows is a call too: its statement is looked up and reset)."""
+
+    def __init__(self, db: object) -> None:
+        self._db, self.calls = db, collections.Counter[str]()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._db, name)
+
+    def execute(self, sql: str, *args: object) -> object:
+        self.calls[" ".join(sql.split())[:40]] += 1
+        return self._db.execute(sql, *args)  # type: ignore[attr-defined]
+
+    def executemany(self, sql: str, *args: object) -> object:
+        self.calls[" ".join(sql.split())[:40]] += 1
+        return self._db.executemany(sql, *args)  # type: ignore[attr-defined]
+
+
+def test_a_routine_decision_takes_a_counted_number_of_sqlite_calls(tmp_path):
+    """Besides the claims and commits a batch shares, a planned dry-run decision reads its
+    execution and the pause in one statement, writes its record and marks its inbox item
+    done: 3 calls into SQLite (6 before: the pause was read on its own, and steps and events
+    were written by executemany calls of no rows); a no_match writes and marks: 2 (4)."""
+    rules = write_rules(tmp_path / "rules", """
+playbooks:
+  - name: look-at-web
+    match: {alertname: WebDown}
+    steps:
+      - {name: look, action: log, params: {message: "{{ labels.deployment }} is down"}}
+    escalation: {severity: warning, always: true, summary: "{{ labels.deployment }} down"}
+""")
+    cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
+                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    w = InProcessWorker(cfg).start()
+    try:
+        async def count() -> _CountingConnection:
+            store = w.service.store
+            store._db = _CountingConnection(store._db)  # type: ignore[attr-defined]
+            return store._db  # type: ignore[attr-defined]
+
+        db = w.call(count())
+        body = notification(*(alert("WebDown", deployment=f"web{i}", team="a",
+                                    fingerprint=f"w{i}") for i in range(20)),
+                            *(alert("Unknown", fingerprint=f"u{i}") for i in range(10)))
+        assert w.post_alerts(body)[0] == 202
+        w.wait_idle()
+        outcomes = collections.Counter(
+            d["outcome"] for d in w.call(w.service.store.list_executions(1000)))
+        assert outcomes == {"planned": 20, "no_match": 10}
+    finally:
+        w.stop()
+    calls = {sql: n for sql, n in db.calls.items() if not sql.startswith((
+        "BEGIN", "COMMIT", "UPDATE inbox SET state='running'", "SELECT count(*) FROM inbox",
+        "INSERT OR IGNORE INTO refs", "INSERT OR IGNORE INTO inbox", "SELECT id FROM executions",
+        "SELECT e.body, r.data FROM"))}  # (those: intake, claims, the gauge, listing)
+    assert calls == {"SELECT e.body, r.data, s.value FROM (SEL": 20,
+                     "INSERT INTO executions (id, created_at, ": 30,
+                     "UPDATE inbox SET state='done' WHERE id=?": 30}, calls
+
+
 def test_a_notifications_alerts_share_one_encoding_of_its_group(monkeypatch):
     """Intake packs each alert with its notification's group; the group is encoded once per
     notification, not once per alert (half of packing's time), and the stored text reads
