@@ -67,8 +67,6 @@ CREATE TABLE IF NOT EXISTS executions (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS executions_created ON executions(created_at);
-CREATE INDEX IF NOT EXISTS executions_outcome ON executions(outcome, created_at);
-CREATE INDEX IF NOT EXISTS executions_updated ON executions(updated_at);
 CREATE TABLE IF NOT EXISTS steps (
     execution_id TEXT NOT NULL,
     idx INTEGER NOT NULL,
@@ -89,6 +87,16 @@ MIGRATIONS = [
     ALTER TABLE executions ADD COLUMN ref INTEGER;
     ALTER TABLE inbox ADD COLUMN ref INTEGER;
     CREATE TABLE refs (id INTEGER PRIMARY KEY, created REAL NOT NULL, data BLOB NOT NULL);
+    """,
+    # 2: a decision's record updates the indexes a statement needs (as PostgreSQL's 5):
+    # by outcome only where `running` (the age gauge, a restart's resume; other outcome
+    # filters read history backwards), and none by `updated_at` (pruning reads the creation
+    # index: a row is updated after its creation). Two index entries less a decision: ~7 us
+    # of its CPU, and two pages less in its commit.
+    """
+    DROP INDEX IF EXISTS executions_outcome;
+    DROP INDEX IF EXISTS executions_updated;
+    CREATE INDEX executions_running ON executions(created_at) WHERE outcome = 'running';
     """,
 ]
 
@@ -530,20 +538,22 @@ class SQLiteStore(LocalCoordination):
     @staticmethod
     def _prune(db: sqlite3.Connection, cutoff: str, before: float) -> int:
         # ';' sorts right after ':', so each range is exactly one execution's keys.
+        # `created_at < ?` as well: an execution is updated after its creation, and
+        # executions are indexed by creation only.
         ids = [(i,) for (i,) in db.execute(
-            "SELECT id FROM executions WHERE updated_at < ? AND outcome != 'running' AND NOT "
-            "EXISTS (SELECT 1 FROM state WHERE key >= 'approval-pending:' || id || ':' AND "
-            "key < 'approval-pending:' || id || ';')", (cutoff,))]
+            "SELECT id FROM executions WHERE created_at < ?1 AND updated_at < ?1 AND outcome "
+            "!= 'running' AND NOT EXISTS (SELECT 1 FROM state WHERE key >= 'approval-pending:' "
+            "|| id || ':' AND key < 'approval-pending:' || id || ';')", (cutoff,))]
         db.executemany("DELETE FROM steps WHERE execution_id=?", ids)
         db.executemany("DELETE FROM state WHERE key >= 'approval:' || ? || ':' AND "
                        "key < 'approval:' || ? || ';'", [(i, i) for (i,) in ids])
         db.executemany("DELETE FROM executions WHERE id=?", ids)
         db.execute("DELETE FROM events WHERE at < ?", (before,))
         # What still uses an old reference was kept past the cutoff (packing.py).
-        db.execute("DELETE FROM refs WHERE created < ? AND id NOT IN (SELECT ref FROM "
-                   "executions WHERE updated_at < ? AND ref IS NOT NULL) AND id NOT IN (SELECT "
-                   "ref FROM inbox WHERE received_at < ? AND ref IS NOT NULL)",
-                   (before - packing.WINDOW, cutoff, cutoff))
+        db.execute("DELETE FROM refs WHERE created < ?1 AND id NOT IN (SELECT ref FROM "
+                   "executions WHERE created_at < ?2 AND updated_at < ?2 AND ref IS NOT NULL) "
+                   "AND id NOT IN (SELECT ref FROM inbox WHERE received_at < ?2 AND ref IS NOT "
+                   "NULL)", (before - packing.WINDOW, cutoff))
         return len(ids)
 
     # --- executions ----------------------------------------------------------------------
@@ -596,7 +606,7 @@ class SQLiteStore(LocalCoordination):
     def _execution_and_pause(self, execution_id: str
                              ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """One statement, one row whether the execution exists or not: what every decision
-        reads first (two statements were a tenth of a routine decision's)."""
+        reads first."""
         if self._version < 1:
             return self._get_execution(execution_id), self._state(PAUSE)
         body, ref, pause = self._conn().execute(
@@ -625,7 +635,9 @@ class SQLiteStore(LocalCoordination):
     def _list(self, limit: int, filters: dict[str, Any]) -> list[dict[str, Any]]:
         where, args = [], []
         for column in ("outcome", "playbook", "alertname", "fingerprint"):
-            if filters.get(column):
+            if column == "outcome" and filters.get(column) == "running":
+                where.append("outcome='running'")  # a literal: the partial index's condition
+            elif filters.get(column):
                 where.append(f"{column}=?")
                 args.append(filters[column])
         sql = "SELECT id FROM executions" + (" WHERE " + " AND ".join(where) if where else "")

@@ -259,6 +259,48 @@ def test_a_store_of_the_previous_schema_opens_migrated_and_reads_its_rows(run, s
     run(scenario())
 
 
+def test_sqlite_decisions_are_indexed_only_as_a_query_needs_and_a_version_1_file_migrates(
+        run, tmp_path):
+    """A decision's record updates the creation index and, while `running`, a partial one
+    (version 1 also indexed every outcome and `updated_at`: two entries more per decision).
+    A file of version 1 reads as it is (the CLI, before a server opened it), then migrates;
+    each query still searches an index."""
+    url = f"sqlite:///{tmp_path}/v1.db"
+    with sqlite3.connect(sqlite.path_from_url(url)) as db:  # as version 1 left it
+        db.executescript(sqlite._SCHEMA + "CREATE INDEX executions_outcome ON executions("
+                         "outcome, created_at); CREATE INDEX executions_updated ON executions("
+                         "updated_at);" + sqlite.MIGRATIONS[0] + "; PRAGMA user_version=1;")
+        for i, outcome in (("e1", "failed"), ("e2", "running"), ("e3", "planned")):
+            d = _decision(i, outcome)
+            db.execute("INSERT INTO executions VALUES (?, ?, ?, 'A', 'pb', ?, 'f1', ?, NULL)",
+                       (i, d["created_at"], d["created_at"], outcome, json.dumps(d)))
+
+    def plans(store, sql: str, *args: object) -> list[str]:
+        return [r[3] for r in store._db.execute("EXPLAIN QUERY PLAN " + sql, args)]
+
+    async def scenario():
+        reader = open_store(url, read_only=True)
+        await reader.open()
+        assert [d["id"] for d in await reader.list_executions(10, outcome="running")] == ["e2"]
+        await reader.close()
+        store = await _opened(url)
+        assert {name for (name,) in store._db.execute(
+            "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='executions'")} == {
+            "sqlite_autoindex_executions_1", "executions_created", "executions_running"}
+        assert [d["id"] for d in await store.list_executions(10, outcome="running")] == ["e2"]
+        assert [d["id"] for d in await store.list_executions(10, outcome="failed")] == ["e1"]
+        assert [d["id"] for d in await store.list_executions(10)] == ["e3", "e2", "e1"]
+        assert plans(store, "SELECT id FROM executions WHERE outcome='running' ORDER BY "
+                     "created_at DESC")[0] == "SCAN executions USING INDEX executions_running"
+        assert "SEARCH executions USING INDEX executions_created (created_at<?)" in plans(
+            store, "SELECT id FROM executions WHERE created_at < ?1 AND updated_at < ?1", "x")
+        assert await store.prune_history(time.time()) == 2  # the final ones
+        assert [d["id"] for d in await store.list_executions(10)] == ["e2"]
+        await store.close()
+
+    run(scenario())
+
+
 def test_locks_and_critical_sections(run, store_url):
     async def scenario():
         store = await _opened(store_url)
