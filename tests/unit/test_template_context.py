@@ -136,3 +136,23 @@ def test_target_is_its_old_string_with_parts():
                     "{{ target.__class__ }}", "{{ target.kind.__class__.__mro__ }}"):
         with pytest.raises(templating.TemplateError, match="refused by the sandbox"):
             templating.render(hostile, {"target": bucket})
+
+
+def test_a_context_is_built_without_making_a_group(monkeypatch):
+    """Every decision builds two contexts (its steps' and its note's); a Group made and
+    converted for its defaults was half of the cost. The group's missing fields still get
+    their defaults, a fresh map each (counted: Group constructions)."""
+    from remediator import alerts, template_context
+
+    made: list[object] = []
+    real = alerts.Group.__init__
+    monkeypatch.setattr(alerts.Group, "__init__",
+                        lambda self, *a, **k: (made.append(a), real(self, *a, **k))[1])
+    labels = {"labels": {"alertname": "X"}, "annotations": {}}
+    one = template_context.build(labels, {"receiver": "r"}, None)
+    other = template_context.build(labels, None, None)
+    assert made == []
+    monkeypatch.undo()
+    assert one["group"] == {**alerts.Group().to_dict(), "receiver": "r"}
+    assert other["group"] == alerts.Group().to_dict()
+    assert one["group"]["commonLabels"] is not other["group"]["commonLabels"]
