@@ -119,10 +119,22 @@ def item_texts(rows: Iterable[tuple[str, dict[str, Any], dict[str, Any]]]) -> li
     return texts
 
 
+def _item_loads(text: bytes) -> Any:
+    """An inbox item's JSON, read by orjson (half json's time) or, where orjson refuses, by
+    json. Both read an item alike: it holds what the webhook's validation let through,
+    strings and bounded integers (orjson reads an integer past 64 bits as a float, and a
+    decision's body may hold one: bodies are read by json)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def unpack_item(alert: str | bytes, group: str, ref: bytes | None) -> tuple[dict, dict]:
     """An inbox item's alert and group: packed together, or (before packing) JSON text each."""
     if ref is not None:
-        both = unpack_ref(alert if isinstance(alert, bytes) else alert.encode(), ref)
+        both = unpack_ref(alert if isinstance(alert, bytes) else alert.encode(), ref,
+                          _item_loads)
         return both[0], both[1]
     return json.loads(alert), json.loads(group)
 
@@ -170,9 +182,9 @@ def pack_ref(text: bytes, ref: bytes) -> bytes:
     return z.compress(text) + z.flush()
 
 
-def unpack_ref(blob: bytes, ref: bytes) -> dict[str, Any]:
+def unpack_ref(blob: bytes, ref: bytes, loads: Callable[[bytes], Any] = json.loads) -> Any:
     z = zlib.decompressobj(zdict=ref)
-    return json.loads(z.decompress(blob) + z.flush())
+    return loads(z.decompress(blob) + z.flush())
 
 
 def pack(value: Any, default: Callable[[Any], Any] | None = None) -> str | bytes:
