@@ -758,3 +758,35 @@ def test_a_claim_fenced_while_it_runs_is_processed_not_held_forever(run, postgre
         await store.close()
 
     run(scenario())
+
+
+def test_sqlite_inbox_ids_keep_no_sequence_and_follow_the_migrated_ones(run, tmp_path):
+    """Inbox ids without AUTOINCREMENT (its sqlite_sequence row was updated at every insert:
+    a fifth of intake's statements' time): a migrated store keeps its items, their ids and
+    states; new ids come after them, claims keep their order, and an acknowledged key is
+    still a duplicate."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    path = sqlite.path_from_url(url)
+    with sqlite3.connect(path) as db:  # version 1: the inbox with AUTOINCREMENT
+        db.executescript(sqlite._SCHEMA)
+        db.executescript(sqlite.MIGRATIONS[0])
+        db.execute("PRAGMA user_version=1")
+        for i, state in ((7, "done"), (9, "pending")):
+            db.execute("INSERT INTO inbox (id, dedupe_key, alert, grp, received_at, state) "
+                       "VALUES (?, ?, ?, ?, '2026-01-01T00:00:00Z', ?)",
+                       (i, f"k{i}", json.dumps(_alert(i)), json.dumps({"receiver": "r"}), state))
+
+    async def scenario():
+        store = await _opened(url)  # migrates
+        assert await store.enqueue(_rows(9, 10, 11)) == Enqueued(2, 1)  # k9: acknowledged before
+        items = await store.claim(10)
+        assert [(i.id, i.dedupe_key) for i in items] == [(9, "k9"), (10, "k10"), (11, "k11")]
+        db = store._db
+        assert db.execute("SELECT id, state FROM inbox WHERE dedupe_key='k7'").fetchone() == (
+            7, "done")
+        assert db.execute("SELECT count(*) FROM sqlite_sequence WHERE name='inbox'").fetchone() == (0,)
+        assert "AUTOINCREMENT" not in db.execute(
+            "SELECT sql FROM sqlite_master WHERE name='inbox'").fetchone()[0]
+        await store.close()
+
+    run(scenario())
