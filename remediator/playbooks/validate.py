@@ -273,10 +273,13 @@ def _own_checks_only(data: Any) -> bool:
     checks are not ours to call pure: checked at every load, as `_check_step` does)."""
     if not isinstance(data, dict) or not isinstance(data.get("playbooks"), list):
         return True  # refused by the file's shape, which is ours
-    return all(isinstance(pb, dict) and isinstance(step, dict) and step.get("action") in BUILTIN
-               for pb in data["playbooks"]
-               for section in ("steps", "on_resolved") if isinstance(pb.get(section), list)
-               for step in pb[section])
+    playbooks = data["playbooks"]
+    return all(isinstance(pb, dict) for pb in playbooks) and \
+        all(isinstance(step, dict) and isinstance(step.get("action"), str)
+            and step["action"] in BUILTIN
+            for pb in playbooks
+            for section in ("steps", "on_resolved") if isinstance(pb.get(section), list)
+            for step in pb[section])
 
 
 def _check_playbook(src: Source, at: Path, data: dict[str, Any],

@@ -376,3 +376,19 @@ def test_what_marshal_cannot_hold_is_parsed_at_every_start(tmp_path):
     cache, cached = _load([rules], tmp_path / "cache")
     assert (cache.hits, cache.misses) == (1, 1)
     _same(fresh, cached)
+
+
+def test_a_file_of_the_wrong_shape_is_a_problem_with_the_cache_too(tmp_path):
+    """Whether a file's result may be kept is asked of whatever it holds: an action written
+    as a list, a playbook that is not a mapping are the shape's errors, as without the
+    cache, never a TypeError or AttributeError out of the validator (serve's start or
+    reload)."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "bad.yaml").write_text(PLAYBOOK.format(i=1).replace(
+        "action: http.request", "action: [http.request]"))
+    (rules / "worse.yaml").write_text("playbooks:\n  - just a string\n")
+    expected = validate_paths([str(rules)]).problems
+    assert {p.file for p in expected} == {str(rules / "bad.yaml"), str(rules / "worse.yaml")}
+    for _ in range(2):
+        assert _load([rules], tmp_path / "cache")[1].problems == expected
