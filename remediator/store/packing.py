@@ -171,14 +171,13 @@ def pack_ref(text: bytes, ref: bytes) -> bytes:
     # fast to set up and as small. A long one compresses better with more; the window must
     # hold the dictionary. zlib's header says which, so one decompressor reads every size.
     # A long one (a decision) at zlib's default level: on the storm bench's decisions 36 %
-    # smaller than at level 1 (185 against 290 bytes). Its dictionary and text, ~9 KiB
-    # together, fit a 16 KiB window: with zlib's default 32 KiB window and memLevel 8 the
-    # set-up alone (clearing and loading the state) took ~80 us a decision, 30 with these,
-    # for the same size within a byte (a copy of a compressor primed with the dictionary
-    # took longer than a new one: it copies the whole state).
+    # smaller than at level 1 (185 against 290 bytes), ~30 us a decision. A smaller state
+    # (a 16 KiB window, memLevel 5: the same size) was measured no faster in `serve`'s
+    # process, only in a loop whose freed state the allocator handed back to the system
+    # each time; a copy of a compressor primed with the dictionary was slower.
     small = len(text) + len(ref) <= 2048
-    z = zlib.compressobj(1 if small else 6, zlib.DEFLATED, 12 if small else 14,
-                         1 if small else 5, zlib.Z_DEFAULT_STRATEGY, ref)
+    z = zlib.compressobj(1 if small else 6, zlib.DEFLATED, 12 if small else zlib.MAX_WBITS,
+                         1 if small else 8, zlib.Z_DEFAULT_STRATEGY, ref)
     return z.compress(text) + z.flush()
 
 
