@@ -2,7 +2,7 @@
 
 Most of a routine decision repeats the previous decision of its playbook: the escalation
 note's boilerplate, owner and next steps, the step descriptions, the labels. So a decision
-body is zlib-compressed (fastest level) with a preset dictionary, its *reference*: the body
+body is zlib-compressed (level 3) with a preset dictionary, its *reference*: the body
 of the first decision this process stored for the same playbook, alert status, mode and
 outcome, kept once in the store's `refs` table. On the storm bench's traffic a decision body
 takes ~1.2 KB compressed alone and ~0.2 KB against its reference. An inbox item (the alert
@@ -170,13 +170,14 @@ def pack_ref(text: bytes, ref: bytes) -> bytes:
     # Small state for small records (an inbox item, on the intake path): measured twice as
     # fast to set up and as small. A long one compresses better with more; the window must
     # hold the dictionary. zlib's header says which, so one decompressor reads every size.
-    # A long one (a decision) at zlib's default level: on the storm bench's decisions 36 %
-    # smaller than at level 1 (185 against 290 bytes), ~30 us a decision. A smaller state
-    # (a 16 KiB window, memLevel 5: the same size) was measured no faster in `serve`'s
+    # A long one (a decision) at level 3, the last without lazy matching: on the storm
+    # bench's decisions 29 % smaller than at level 1 (205 against 288 bytes) and within 10 %
+    # of the default level 6 (187) for two thirds of its time (20 against 29 us). A smaller
+    # state (a 16 KiB window, memLevel 5: the same size) was measured no faster in `serve`'s
     # process, only in a loop whose freed state the allocator handed back to the system
     # each time; a copy of a compressor primed with the dictionary was slower.
     small = len(text) + len(ref) <= 2048
-    z = zlib.compressobj(1 if small else 6, zlib.DEFLATED, 12 if small else zlib.MAX_WBITS,
+    z = zlib.compressobj(1 if small else 3, zlib.DEFLATED, 12 if small else zlib.MAX_WBITS,
                          1 if small else 8, zlib.Z_DEFAULT_STRATEGY, ref)
     return z.compress(text) + z.flush()
 
