@@ -91,6 +91,21 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _ready_wait(pid: int) -> float:
+    """Seconds the process's main thread (a replica's event loop) has spent runnable but
+    waiting for a CPU (/proc/PID/schedstat); 0 once it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _machine() -> tuple[int, int]:
+    """All CPUs' ticks so far: (total, idle + iowait), from /proc/stat."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(ticks), ticks[3] + ticks[4]
+
+
 def _postgres_pids(pg: PostgresCluster) -> list[int]:
     """The postmaster and its children (one backend per connection)."""
     main = int((pg.data / "postmaster.pid").read_text().split()[0])
@@ -105,13 +120,19 @@ def _postgres_pids(pg: PostgresCluster) -> list[int]:
 
 
 def end_to_end(servers: list[tuple[subprocess.Popen, int]], count: int, tag: str,
-               pg: PostgresCluster) -> tuple[float, str]:
-    """Decisions/s, and the share of a CPU each process used meanwhile."""
+               pg: PostgresCluster, sink: subprocess.Popen) -> tuple[float, str]:
+    """Decisions/s; the share of a CPU each process used meanwhile, how long each replica
+    waited for a CPU (runnable, not running), and how busy the whole machine was (other
+    jobs included): replicas that wait for a CPU on a busy machine are CPU-bound, not
+    waiting for each other."""
     ports = [p for _, p in servers]
     bodies = payloads(count, tag)
     procs = {f"replica {i + 1}": [proc.pid] for i, (proc, _) in enumerate(servers)}
     procs["postgres"] = _postgres_pids(pg)
+    procs["receiver"] = [sink.pid]
     before = {pid: _cpu(pid) for pids in procs.values() for pid in pids}
+    waited = {proc.pid: _ready_wait(proc.pid) for proc, _ in servers}
+    machine = _machine()
     me = os.times()
     started = time.perf_counter()
     asyncio.run(_intake(ports, bodies))
@@ -124,14 +145,18 @@ def end_to_end(servers: list[tuple[subprocess.Popen, int]], count: int, tag: str
     procs["postgres"] = _postgres_pids(pg)  # backends opened meanwhile count from zero
     used = {name: sum(_cpu(pid) - before.get(pid, 0.0) for pid in pids) / took
             for name, pids in procs.items()}
+    waits = "/".join(f"{(_ready_wait(pid) - since) / took:.0%}" for pid, since in waited.items())
+    total, idle = (b - a for a, b in zip(machine, _machine(), strict=True))
     now = os.times()
     used["load generator"] = (now.user + now.system - me.user - me.system) / took
-    per = sum(share for name, share in used.items() if name != "load generator") * took / count
+    per = sum(share for name, share in used.items()
+              if name not in ("load generator", "receiver")) * took / count
     database = used["postgres"] * took / count
     # CPU time per decision does not depend on how much CPU other processes left us.
     return count / took, (", ".join(f"{name} {share:.0%}" for name, share in used.items())
                           + f"; {per * 1000:.1f} CPU ms per decision (replicas + PostgreSQL), "
-                          f"of which PostgreSQL {database * 1000:.2f}")
+                          f"of which PostgreSQL {database * 1000:.2f}; replicas waiting for a "
+                          f"CPU {waits} of the time; machine busy {1 - idle / total:.0%}")
 
 
 def setting() -> tuple[Path, PostgresCluster, subprocess.Popen, int]:
@@ -172,7 +197,7 @@ def main() -> None:
                 stop(servers)
             servers = replicas(n, store(), tmp, mode="live")
             try:
-                e2e[name], cpu = end_to_end(servers, args.decisions, f"e{name}", pg)
+                e2e[name], cpu = end_to_end(servers, args.decisions, f"e{name}", pg, sink)
             finally:
                 stop(servers)
             print(f"{name}: intake {intake[name]:.0f} alerts/s, end to end {e2e[name]:.0f} "
