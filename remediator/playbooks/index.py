@@ -17,7 +17,11 @@ class RuleSet:
         self.playbooks = sorted(playbooks, key=lambda p: p.order)
         self.warnings = warnings or []
         self._by_alertname: dict[str, list[Playbook]] = defaultdict(list)
+        # By name, the first in order (as a scan found it): a decision with a note looks its
+        # playbook up, and a scan grew with unrelated playbooks (~9 us a note with 1 000).
+        self._by_name: dict[str, Playbook] = {}
         for pb in self.playbooks:
+            self._by_name.setdefault(pb.name, pb)
             for name in pb.alertnames:
                 self._by_alertname[name].append(pb)
 
@@ -25,7 +29,7 @@ class RuleSet:
         return len(self.playbooks)
 
     def get(self, name: str) -> Playbook | None:
-        return next((p for p in self.playbooks if p.name == name), None)
+        return self._by_name.get(name)
 
     def match(self, labels: dict[str, str], status: str) -> list[Playbook]:
         """Playbooks for this alert in order; like Alertmanager routes, the first match

@@ -69,3 +69,24 @@ def test_a_long_pattern_from_a_label_is_not_kept_alive():
     info = untrusted_regex._compile.cache_info()
     assert info.currsize <= untrusted_regex.CACHED_ENTRIES
     assert untrusted_regex.CACHED_ENTRIES * untrusted_regex.CACHED_PATTERN <= 64 << 10
+
+
+class _Unscannable(list):
+    def __iter__(self):
+        raise AssertionError("the rule set was scanned")
+
+
+def test_a_playbook_is_found_by_name_without_scanning_the_rule_set():
+    """A decision with a note looks its playbook up by name: a scan of every loaded playbook
+    per note grew with unrelated playbooks. The first of a name in order is the one found."""
+    from remediator.playbooks.index import RuleSet
+    from remediator.playbooks.models import Playbook
+
+    playbooks = [Playbook(name=f"pb{i}", file="r.yaml", order=1000 - i, alertnames=(f"A{i}",))
+                 for i in range(1000)]
+    twin = Playbook(name="pb500", file="r.yaml", order=2000, alertnames=("B",))
+    rules = RuleSet([*playbooks, twin])
+    rules.playbooks = _Unscannable(rules.playbooks)
+    assert rules.get("pb999") is playbooks[999]
+    assert rules.get("pb500") is playbooks[500]
+    assert rules.get("nope") is None
