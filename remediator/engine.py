@@ -64,6 +64,10 @@ class Engine:
     # its params and problems): they depend on no alert (`_checked`).
     _literal: dict[int, tuple[Step, dict[str, Any], list[tuple[str, str]]]] = field(
         default_factory=dict, init=False, repr=False)
+    # The planned record of each literal step that a dry run only describes (id(step) -> the
+    # step, the secrets redaction knew, the record): it depends on no alert (`_planned`).
+    _plans: dict[int, tuple[Step, object, dict[str, Any]]] = field(
+        default_factory=dict, init=False, repr=False)
 
     async def process(self, item: InboxItem) -> list[dict[str, Any]]:
         """All decisions for one acknowledged alert; the item is done once they are final
@@ -294,8 +298,15 @@ class Engine:
                 # between, tens of us each) are one, up to PLAN_CHUNK of them: a turn costs
                 # the loop ~8 us, and a plan of any length in one chunk stalled intake for it.
                 await turns.take()
+            journaled = self._planned(step, gc) if gc.mode == "dry-run" else None
+            if journaled is not None:
+                records.append(journaled)
+                ctx["steps"][step.name] = template_context.step_view(journaled)
+                continue
             record = await self._run_step(step, ctx, gc, journal=(decision, index))
             journaled = record.to_dict()  # redacted once: recorded, shown and templated
+            if gc.mode == "dry-run":
+                self._plan_once(step, record, journaled)
             records.append(journaled)
             if gc.mode != "dry-run":  # a plan runs nothing: it is stored with its decision
                 # Journaled with what follows: the next step's start, or the final record
@@ -431,6 +442,35 @@ class Engine:
             self._literal[id(step)] = (step, params, problems)
             params, problems = _copied(params), list(problems)
         return params, problems, rendered
+
+    def _planned(self, step: Step, gc: GuardContext) -> dict[str, Any] | None:
+        """A dry run's record of a step that only describes what it would do, the same for
+        every alert (`_plan_once`), copied; None if it must be planned for this alert. The
+        alert's own check still runs (a silence must pin its labels), and a secret
+        remembered since it was kept makes it planned (and redacted) again."""
+        kept = self._plans.get(id(step))
+        if kept is None or kept[0] is not step or kept[1] is not redact.known():
+            return None
+        record = kept[2]
+        if ACTIONS[step.action].check_for_alert(record["params"], gc.alert.labels):
+            return None  # refused for this alert: planned as such, with its reason
+        return {**record, "params": _copied(record["params"]), "result": {}}
+
+    def _plan_once(self, step: Step, record: StepRecord, journaled: dict[str, Any]) -> None:
+        """Keep a planned step's record for every alert when nothing in it depends on the
+        alert: a built-in's literal step (checked once already, `_checked`) without a `when`,
+        that changes nothing and writes nowhere (no guard to ask), planned without a problem.
+        Its record (described, redacted: a tenth of a dry run's processing) is then copied."""
+        kept = self._literal.get(id(step))
+        if (kept is None or kept[0] is not step or kept[2] or step.when
+                or record.outcome != "planned" or record.mutating or record.detail
+                != ACTIONS[step.action].describe(record.params)
+                or ACTIONS[step.action].scope(record.params)):
+            return
+        if len(self._plans) >= _LITERAL_MAX:  # old versions' steps, after reloads
+            self._plans.clear()
+        self._plans[id(step)] = (step, redact.known(), {**journaled,
+                                                         "params": _copied(journaled["params"])})
 
     async def _run_cancellable(self, gc: GuardContext, action: Any, params: dict[str, Any],
                                actx: ActionContext, record: StepRecord, step: Step,

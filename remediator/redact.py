@@ -36,6 +36,12 @@ _pattern: re.Pattern[str] | None = None
 _lock = threading.Lock()
 
 
+def known() -> object:
+    """What output redaction knows now: a new value whenever a secret is remembered, so
+    what was redacted before can be told from what must be redacted again."""
+    return _pattern
+
+
 def remember(*secrets: str | None) -> None:
     """Values that must never appear in any output (a sink URL, a token, a header)."""
     global _pattern

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import aiohttp
 from aiohttp import web
 
-from remediator import collector, engine, escalation, template_context, templating, turns
+from remediator import collector, engine, escalation, redact, template_context, templating, turns
 from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext, check_params
 from remediator.actions.registry import ACTIONS
@@ -326,6 +326,57 @@ def test_a_dry_run_decision_with_a_note_is_encoded_once_and_copied_only_where_ne
     # the test's request body, then at intake the notification's group once and each alert
     # (its inbox item), and one per decision (its stored body)
     assert len(encodings) == 2 + 2 * n, encodings
+
+
+def test_a_literal_steps_plan_is_made_once_and_again_after_a_new_secret(tmp_path, monkeypatch):
+    """A dry run only describes its steps: one written without a template, a `when`, a change
+    or a place it writes is planned alike for every alert, so its record (described,
+    redacted: a tenth of a dry run's processing) is made once per playbook version and
+    copied (describe counted; a templated step is still planned per alert). A secret
+    remembered since makes it planned, and redacted, again."""
+    secret = "plan-secret-4f1c9a7e"
+    rules = write_rules(tmp_path / "rules", f"""
+playbooks:
+  - name: look
+    match: {{alertname: Look}}
+    steps:
+      - {{name: fixed, action: log, params: {{message: "see the {secret} board"}}}}
+      - {{name: which, action: log, params: {{message: "{{{{ labels.x }}}} is down"}}}}
+""")
+    cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
+                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    described: list[object] = []
+    _count(monkeypatch, ACTIONS["log"], "describe", described)
+    n = 10
+    w = InProcessWorker(cfg).start()
+    try:
+        def storm(tag: str) -> None:
+            alerts = [alert("Look", x=f"{tag}{i}", fingerprint=f"{tag}{i}") for i in range(n)]
+            assert w.post_alerts(notification(*alerts))[0] == 202
+            w.wait_idle()
+
+        storm("a")
+        first = len(described)
+        redact.remember(secret)
+        storm("b")
+        second = len(described) - first
+        decisions = w.call(w.service.store.list_executions(100))
+    finally:
+        w.stop()
+    steps = {d["fingerprint"]: {s["name"]: s for s in d["steps"]} for d in decisions}
+    assert len(steps) == 2 * n and {d["outcome"] for d in decisions} == {"planned"}
+    assert first == 1 + 1 + n, first  # the literal step once (and checked once as kept)
+    assert second == 1 + 1 + n, second  # again once, under the new secret
+    for fingerprint, by_name in steps.items():
+        assert by_name["which"]["detail"] == f"log info: {fingerprint} is down"
+        fixed = by_name["fixed"]
+        assert fixed["outcome"] == "planned" and fixed["params"]["level"] == "info"
+        if fingerprint.startswith("b"):
+            assert secret not in json.dumps(fixed) and "<redacted>" in fixed["detail"]
+        else:  # planned before remediator knew it for a secret
+            assert fixed["detail"] == f"log info: see the {secret} board"
+    copies = [by_name["fixed"] for by_name in steps.values()]
+    assert len({id(c) for c in copies}) == len({id(c["params"]) for c in copies}) == 2 * n
 
 
 def test_a_long_plan_takes_a_turn_every_few_steps(tmp_path, monkeypatch):
