@@ -428,6 +428,12 @@ class SQLiteStore(LocalCoordination):
                                    + _absolute_hint(self.path))
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA busy_timeout=5000")  # in a thread: waiting here stalls nothing
+        # A new file's pages are 2 KiB (an existing file keeps its own): a commit writes each
+        # page it changed to the WAL whole, and an alert or decision changes a few hundred
+        # bytes on each of a few pages far apart (random keys), so half SQLite's default page
+        # halves those bytes; drain_bench measured ~10 % less CPU per decision and ~25 % less
+        # per alert at intake (1 KiB: no better than 4 KiB for decisions).
+        db.execute("PRAGMA page_size=2048")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         # No checkpoint inside a commit on the event loop: copying the WAL into the database
