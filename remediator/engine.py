@@ -460,7 +460,7 @@ class Engine:
         """Keep a planned step's record for every alert when nothing in it depends on the
         alert: a built-in's literal step (checked once already, `_checked`) without a `when`,
         that changes nothing and writes nowhere (no guard to ask), planned without a problem.
-        Its record (described, redacted: a tenth of a dry run's processing) is then copied."""
+        Its record (described and redacted for each alert before) is then copied."""
         kept = self._literal.get(id(step))
         if (kept is None or kept[0] is not step or kept[2] or step.when
                 or record.outcome != "planned" or record.mutating or record.detail

@@ -331,7 +331,7 @@ def test_a_dry_run_decision_with_a_note_is_encoded_once_and_copied_only_where_ne
 def test_a_literal_steps_plan_is_made_once_and_again_after_a_new_secret(tmp_path, monkeypatch):
     """A dry run only describes its steps: one written without a template, a `when`, a change
     or a place it writes is planned alike for every alert, so its record (described,
-    redacted: a tenth of a dry run's processing) is made once per playbook version and
+    redacted, for each alert before) is made once per playbook version and
     copied (describe counted; a templated step is still planned per alert). A secret
     remembered since makes it planned, and redacted, again."""
     secret = "plan-secret-4f1c9a7e"
