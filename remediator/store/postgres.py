@@ -383,8 +383,11 @@ class PostgresStore:
         self.replica = uuid.uuid4().hex[:12]  # this process; owner of its claims and locks
         self._pool: asyncpg.Pool | None = None
         # Intake's own connection: a webhook's commit never queues for the pool behind
-        # processing's statements (hundreds of executions in a storm share `_pool`).
-        self._intake_pool: asyncpg.Pool | None = None
+        # processing's statements (hundreds of executions in a storm share `_pool`). Held,
+        # not pooled: the pool's acquire (under a timeout) and its release (shielded, in a
+        # task of its own) were loop iterations more before every acknowledgement, and each
+        # iteration may carry a chunk of processing.
+        self._intake_db: asyncpg.Connection | None = None
         # The heartbeat's too: queued behind hundreds of busy executions, renewals came late
         # on a loaded machine, replicas fenced themselves and their work churned between them.
         self._lease_pool: asyncpg.Pool | None = None
@@ -415,8 +418,7 @@ class PostgresStore:
         try:
             self._pool = await self._create_pool(10)
             if not self.read_only:
-                # Its commits acknowledge alerts: durable (WAL flushed) before the 202.
-                self._intake_pool = await self._create_pool(1, sync_commit="on")
+                await self._intake_connection()
                 self._lease_pool = await self._create_pool(1)
             async with self._pool.acquire() as db, db.transaction():
                 if self.read_only:
@@ -425,22 +427,40 @@ class PostgresStore:
                     await db.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
                 self._version = await _migrate(db, self.read_only)
         except _ERRORS as exc:
-            for pool in (self._pool, self._intake_pool, self._lease_pool):
+            for pool in (self._pool, self._lease_pool):
                 if pool is not None:
                     await pool.close()
-            self._pool = self._intake_pool = self._lease_pool = None
+            self._pool = self._lease_pool = None
+            self._drop_intake()
             raise StoreUnavailable(f"cannot open store {redact(self.url)}: {exc}") from exc
         self._healthy = True
         self._valid_until = time.monotonic() + self.lease
         if not self.read_only:
             self._heartbeat = asyncio.create_task(self._renew_loop(), name="store-leases")
 
-    async def _create_pool(self, size: int, sync_commit: str | None = None) -> asyncpg.Pool:
+    async def _create_pool(self, size: int) -> asyncpg.Pool:
         return await asyncpg.create_pool(
             self.url, password=self._password, min_size=1, max_size=size, timeout=10,
             command_timeout=30, connection_class=_Connection, reset=_Connection.reset_if_needed,
             server_settings={"application_name": "remediator",
-                             "synchronous_commit": sync_commit or self._sync_commit})
+                             "synchronous_commit": self._sync_commit})
+
+    async def _intake_connection(self) -> asyncpg.Connection:
+        """Intake's connection, connected again if it was lost (or dropped after an error)."""
+        if self._intake_db is None or self._intake_db.is_closed():
+            self._intake_db = None
+            # Its commits acknowledge alerts: durable (WAL flushed) before the 202.
+            self._intake_db = await asyncpg.connect(
+                self.url, password=self._password, timeout=10, command_timeout=30,
+                server_settings={"application_name": "remediator", "synchronous_commit": "on"})
+        return self._intake_db
+
+    def _drop_intake(self) -> None:
+        """After an outage or a timeout the connection may be broken or still cancelling
+        its statement: the next commit opens another."""
+        db, self._intake_db = self._intake_db, None
+        if db is not None:
+            db.terminate()
 
     async def close(self) -> None:
         if self._heartbeat is not None:
@@ -458,8 +478,12 @@ class PostgresStore:
                 "UPDATE inbox SET state='pending', owner=NULL, lease_until=NULL "
                 "WHERE owner=$1 AND state='running'", self.replica)
             await self._pool.execute("DELETE FROM locks WHERE owner=$1", self.replica)
-        pools = (self._pool, self._intake_pool, self._lease_pool)
-        self._pool = self._intake_pool = self._lease_pool = None
+        pools = (self._pool, self._lease_pool)
+        self._pool = self._lease_pool = None
+        if self._intake_db is not None:
+            with contextlib.suppress(*_ERRORS):
+                await asyncio.wait_for(self._intake_db.close(), 10)
+        self._drop_intake()
         self._held.clear()
         self._healthy = False
         for pool in pools:
@@ -522,7 +546,8 @@ class PostgresStore:
     # --- plumbing ----------------------------------------------------------------------
 
     async def _call(self, op: str, fn: Callable[[asyncpg.Connection], Awaitable[T]],
-                    fenced: bool = True, pool: asyncpg.Pool | None = None) -> T:
+                    fenced: bool = True, pool: asyncpg.Pool | None = None,
+                    intake: bool = False) -> T:
         pool = pool or self._pool
         if pool is None:
             raise StoreUnavailable("store is not open")
@@ -531,7 +556,9 @@ class PostgresStore:
         started = time.perf_counter()
         try:
             section = _section_db.get()
-            if section is not None:  # inside a critical section: its connection, no pool wait
+            if intake:
+                result = await fn(await self._intake_connection())
+            elif section is not None:  # inside a critical section: its connection, no pool wait
                 result = await fn(section)
             else:
                 async with pool.acquire(timeout=10) as db:
@@ -539,6 +566,8 @@ class PostgresStore:
         except _ERRORS as exc:
             if isinstance(exc, asyncpg.PostgresError) and not _transient(exc):
                 raise  # a bug in a statement, not an outage
+            if intake:
+                self._drop_intake()
             self._healthy = False
             raise StoreUnavailable(f"store unavailable: {type(exc).__name__}: {exc}") from exc
         self._healthy = True
@@ -649,7 +678,7 @@ class PostgresStore:
             raise AssertionError("unreachable")
 
         inserted = {r["dedupe_key"] for r in await self._call("intake", insert, fenced=False,
-                                                              pool=self._intake_pool)}
+                                                              intake=True)}
         for ref in new:
             ref.stored = True
         return inserted
