@@ -7,8 +7,19 @@ aiohttp handler, with one and two replicas, in the same run. Printed, not a test
   mutating `http.request` step against a local aiohttp receiver) per second, until every
   replica's `remediator_executions_total` adds up to the alerts sent.
 
+Each setup runs twice: unconstrained, then with each replica held to `--replica-cpu` of a CPU
+(a cgroup CFS quota, as a pod's `resources.limits.cpu` sets it; PostgreSQL, the receiver and
+the load generator stay unconstrained). Unconstrained, one replica with its PostgreSQL already
+uses about 1.45 cores, so on a 2-core machine two replicas cannot reach 1.5x one whatever the
+code does: that ratio measures the machine. In production replicas run on separate nodes, each
+under its limit; the quota models that, and its PG2/PG1 ratio says whether replicas scale
+(do not wait on each other in the database). The default, half a core, keeps two replicas
+(1 core), the PostgreSQL work they cause (about 0.65 of a replica's CPU) and the receiver and
+load generator (about 0.15) within 2 cores. The quota needs root and a writable cgroup `cpu`
+controller; without them the bench says so and runs the unconstrained setups only.
+
 PostgreSQL is a throwaway cluster (`initdb` in a temporary directory, as in the tests).
-Usage: python bench/ha_bench.py [--alerts 20000] [--decisions 2000]
+Usage: python bench/ha_bench.py [--alerts 20000] [--decisions 2000] [--replica-cpu 0.5]
 """
 
 from __future__ import annotations
@@ -21,12 +32,14 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from cpu_quota import CpuQuota  # noqa: E402
 from webhook_bench import drive, payloads, start  # noqa: E402
 
 from tests.support.postgres import PostgresCluster  # noqa: E402
@@ -48,24 +61,54 @@ playbooks:
 CONFIG = "guards:\n  budget: {max: 1000000, window: 1h}\n  http: {allow: [127.0.0.1]}\n"
 
 
-def replicas(n: int, store: str, tmp: Path, mode: str = "dry-run") -> list[tuple[subprocess.Popen, int]]:
-    out = []
-    for _ in range(n):
-        port = free_port()
-        proc = start([sys.executable, "-m", "remediator.cli", "serve", "--listen",
-                      f"127.0.0.1:{port}", "--store", store, "--rules", str(tmp / "rules"),
-                      "--mode", mode, "--config", str(tmp / "config.yaml")], port,
-                     {"REMEDIATOR_WEBHOOK_TOKEN": TOKEN, "REMEDIATOR_LOG_LEVEL": "warning",
-                      "REMEDIATOR_WORKERS": "16"})
-        out.append((proc, port))
+def replicas(n: int, store: str, tmp: Path, mode: str = "dry-run",
+             quota: CpuQuota | None = None) -> list[tuple[subprocess.Popen, int]]:
+    """`n` replicas on `store`, each in its own CPU quota group if `quota` is given (after
+    start-up: the quota binds what is measured, not the imports)."""
+    out: list[tuple[subprocess.Popen, int]] = []
+    try:
+        for _ in range(n):
+            port = free_port()
+            proc = start([sys.executable, "-m", "remediator.cli", "serve", "--listen",
+                          f"127.0.0.1:{port}", "--store", store, "--rules", str(tmp / "rules"),
+                          "--mode", mode, "--config", str(tmp / "config.yaml")], port,
+                         {"REMEDIATOR_WEBHOOK_TOKEN": TOKEN, "REMEDIATOR_LOG_LEVEL": "warning",
+                          "REMEDIATOR_WORKERS": "16"})
+            out.append((proc, port))
+            if quota:
+                quota.hold(proc.pid)
+    except BaseException:
+        stop(out, quota)  # a replica that did not start must not leave the others running
+        raise
     return out
 
 
-def stop(servers: list[tuple[subprocess.Popen, int]]) -> None:
+def stop(servers: list[tuple[subprocess.Popen, int]], quota: CpuQuota | None = None) -> None:
     for proc, _ in servers:
         proc.terminate()
     for proc, _ in servers:
         proc.wait(60)
+    if quota:
+        quota.release(*(proc.pid for proc, _ in servers))
+
+
+def _throttling(quota: CpuQuota | None, servers: list[tuple[subprocess.Popen, int]]
+                ) -> list[tuple[int, int, float]]:
+    return [quota.throttling(proc.pid) for proc, _ in servers] if quota else []
+
+
+def _throttled(before: list[tuple[int, int, float]], after: list[tuple[int, int, float]],
+               took: float) -> tuple[str, float]:
+    """Each replica's throttling meanwhile, and the least throttled replica's share of CFS
+    periods throttled: a replica throttled in most periods used all its quota, so the quota,
+    not the database, the other replica or the machine's other jobs, is what bound it."""
+    if not before:
+        return "", float("nan")
+    periods = [(t1 - t0) / max(p1 - p0, 1) for (p0, t0, _), (p1, t1, _) in zip(before, after, strict=True)]
+    seconds = [s1 - s0 for (_, _, s0), (_, _, s1) in zip(before, after, strict=True)]
+    return ("replicas throttled in " + " / ".join(
+        f"{p:.0%} of periods, {s / took:.0%} of the time" for p, s in zip(periods, seconds, strict=True)),
+        min(periods))
 
 
 async def _intake(ports: list[int], bodies: list[bytes]) -> float:
@@ -76,10 +119,14 @@ async def _intake(ports: list[int], bodies: list[bytes]) -> float:
     return time.perf_counter() - started
 
 
-def executions(port: int, outcome: str = "") -> float:
+def metric(port: int, prefix: str) -> float:
+    """The sum of a replica's samples whose line starts with `prefix`."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith(f'remediator_executions_total{{outcome="{outcome}'))
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def executions(port: int, outcome: str = "") -> float:
+    return metric(port, f'remediator_executions_total{{outcome="{outcome}')
 
 
 def _cpu(pid: int) -> float:
@@ -120,11 +167,12 @@ def _postgres_pids(pg: PostgresCluster) -> list[int]:
 
 
 def end_to_end(servers: list[tuple[subprocess.Popen, int]], count: int, tag: str,
-               pg: PostgresCluster, sink: subprocess.Popen) -> tuple[float, str]:
+               pg: PostgresCluster, sink: subprocess.Popen,
+               quota: CpuQuota | None = None) -> tuple[float, str, float]:
     """Decisions/s; the share of a CPU each process used meanwhile, how long each replica
     waited for a CPU (runnable, not running), and how busy the whole machine was (other
     jobs included): replicas that wait for a CPU on a busy machine are CPU-bound, not
-    waiting for each other."""
+    waiting for each other. Under a quota the kernel counts time throttled as waiting too."""
     ports = [p for _, p in servers]
     bodies = payloads(count, tag)
     procs = {f"replica {i + 1}": [proc.pid] for i, (proc, _) in enumerate(servers)}
@@ -133,19 +181,25 @@ def end_to_end(servers: list[tuple[subprocess.Popen, int]], count: int, tag: str
     before = {pid: _cpu(pid) for pids in procs.values() for pid in pids}
     waited = {proc.pid: _ready_wait(proc.pid) for proc, _ in servers}
     machine = _machine()
+    throttled = _throttling(quota, servers)
     me = os.times()
     started = time.perf_counter()
     asyncio.run(_intake(ports, bodies))
     while sum(executions(p) for p in ports) < count:
         time.sleep(0.2)  # a scrape costs the replica CPU: not too often
     took = time.perf_counter() - started
+    throttled_text, bound = _throttled(throttled, _throttling(quota, servers), took)
     succeeded = sum(executions(p, "succeeded") for p in ports)
+    # Replicas taking each other's alerts over would be churn, not scaling.
+    takeovers = sum(metric(p, "remediator_store_lease_takeovers_total ") for p in ports)
     if succeeded != count:  # a blocked decision is not the path measured here
         raise SystemExit(f"only {succeeded:g} of {count} decisions succeeded")
     procs["postgres"] = _postgres_pids(pg)  # backends opened meanwhile count from zero
     used = {name: sum(_cpu(pid) - before.get(pid, 0.0) for pid in pids) / took
             for name, pids in procs.items()}
     waits = "/".join(f"{(_ready_wait(pid) - since) / took:.0%}" for pid, since in waited.items())
+    if quota:
+        waits += " (throttled included)"
     total, idle = (b - a for a, b in zip(machine, _machine(), strict=True))
     now = os.times()
     used["load generator"] = (now.user + now.system - me.user - me.system) / took
@@ -155,8 +209,10 @@ def end_to_end(servers: list[tuple[subprocess.Popen, int]], count: int, tag: str
     # CPU time per decision does not depend on how much CPU other processes left us.
     return count / took, (", ".join(f"{name} {share:.0%}" for name, share in used.items())
                           + f"; {per * 1000:.1f} CPU ms per decision (replicas + PostgreSQL), "
-                          f"of which PostgreSQL {database * 1000:.2f}; replicas waiting for a "
-                          f"CPU {waits} of the time; machine busy {1 - idle / total:.0%}")
+                          f"of which PostgreSQL {database * 1000:.2f}; {takeovers:g} lease "
+                          f"takeovers; replicas waiting for a "
+                          f"CPU {waits} of the time; machine busy {1 - idle / total:.0%}"
+                          + (f"; {throttled_text}" if throttled_text else "")), bound
 
 
 def setting() -> tuple[Path, PostgresCluster, subprocess.Popen, int]:
@@ -172,54 +228,97 @@ def setting() -> tuple[Path, PostgresCluster, subprocess.Popen, int]:
     return tmp, pg, sink, sink_port
 
 
+def _quota(fraction: float) -> CpuQuota | None:
+    """The replicas' CPU quota groups, or None (saying why) when they cannot be made."""
+    if fraction <= 0:
+        return None
+    try:
+        return CpuQuota(fraction)
+    except OSError as exc:
+        print(f"NO CPU QUOTA: cannot hold replicas to {fraction} CPU ({exc}); measuring "
+              "unconstrained replicas only", flush=True)
+        return None
+
+
+def measure(name: str, n: int, store: Callable[[], str],
+            setting_: tuple[Path, PostgresCluster, subprocess.Popen],
+            args: argparse.Namespace, quota: CpuQuota | None) -> tuple[float, float, float]:
+    """One setup's intake and end-to-end rates, printing what each process used meanwhile."""
+    tmp, pg, sink = setting_
+    label = f"{name}, {quota.fraction:g} CPU each" if quota else name
+    servers = replicas(n, store(), tmp, quota=quota)  # a fresh store for each measurement
+    try:
+        ports = [p for _, p in servers]
+        asyncio.run(_intake(ports, payloads(2000, f"warm{label}")))
+        before = _throttling(quota, servers)
+        took = asyncio.run(_intake(ports, payloads(args.alerts, f"i{label}")))
+        intake = args.alerts / took
+        intake_throttled = _throttled(before, _throttling(quota, servers), took)[0]
+    finally:
+        stop(servers, quota)
+    servers = replicas(n, store(), tmp, mode="live", quota=quota)
+    try:
+        e2e, cpu, bound = end_to_end(servers, args.decisions, f"e{label}", pg, sink, quota)
+    finally:
+        stop(servers, quota)
+    throttled = f" ({intake_throttled})" if quota else ""
+    print(f"{label}: intake {intake:.0f} alerts/s{throttled}; end to end {e2e:.0f} decisions/s; "
+          f"CPU during end to end: {cpu}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    return intake, e2e, bound
+
+
+def report(args: argparse.Namespace, bare: float,
+           rates: dict[str, dict[str, tuple[float, float, float]]]) -> None:
+    """The rates side by side, unconstrained and under the quota, and their ratios."""
+    print(f"\nintake: {args.alerts} alerts per setup, 8 connections; end to end: {args.decisions} "
+          f"alerts, live, one mutating step each; {os.cpu_count()} CPUs")
+    print(f"{'bare aiohttp handler':28} {'intake ' + format(bare, '.0f') + ' alerts/s':>24}")
+    print(f"{'':28}" + "".join(f" {v + ' intake/s':>24} {'decisions/s':>12}" for v in rates))
+    for name in next(iter(rates.values())):
+        print(f"{name:28}" + "".join(f" {r[name][0]:24.0f} {r[name][1]:12.0f}"
+                                     for r in rates.values()))
+    for variant, r in rates.items():
+        sqlite, one, two = (r["SQLite, 1 replica"], r["PostgreSQL, 1 replica"],
+                            r["PostgreSQL, 2 replicas"])
+        print(f"{variant}: PostgreSQL 1 replica / SQLite: intake {one[0] / sqlite[0]:.2f}, end to "
+              f"end {one[1] / sqlite[1]:.2f} (floor 0.5); 2 replicas / 1: intake "
+              f"{two[0] / one[0]:.2f}, end to end {two[1] / one[1]:.2f} (floor 1.5)")
+        bound = [r[name][2] for name in r]
+        if variant != "unconstrained":
+            print(f"  least throttled replica, in end to end: {' / '.join(f'{b:.0%}' for b in bound)} "
+                  "of CFS periods" + (" -- below half: there the quota did not bind, the CPU "
+                                      "other processes left did" if min(bound) < 0.5 else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--alerts", type=int, default=20_000, help="per intake measurement")
     parser.add_argument("--decisions", type=int, default=2_000, help="per end-to-end measurement")
+    parser.add_argument("--replica-cpu", type=float, default=0.5, metavar="FRACTION",
+                        help="CPU quota per replica in the constrained runs (0: none)")
     args = parser.parse_args()
+    quota = _quota(args.replica_cpu)
     tmp, pg, sink, sink_port = setting()
-    intake: dict[str, float] = {}
-    e2e: dict[str, float] = {}
+    variants = {"unconstrained": None}
+    if quota:
+        variants[f"{quota.fraction:g} CPU per replica"] = quota
+    rates: dict[str, dict[str, tuple[float, float, float]]] = {v: {} for v in variants}
     try:
-        intake["bare aiohttp handler"] = args.alerts / asyncio.run(
-            _intake([sink_port], payloads(args.alerts, "bare")))
+        bare = args.alerts / asyncio.run(_intake([sink_port], payloads(args.alerts, "bare")))
+        print(f"bare aiohttp handler: intake {bare:.0f} alerts/s", flush=True)
         setups = [("SQLite, 1 replica", 1, lambda: f"sqlite:///{tmp}/{time.time_ns()}.db"),
                   ("PostgreSQL, 1 replica", 1, pg.create_database),
                   ("PostgreSQL, 2 replicas", 2, pg.create_database)]
         for name, n, store in setups:
-            servers = replicas(n, store(), tmp)
-            try:
-                ports = [p for _, p in servers]
-                asyncio.run(_intake(ports, payloads(2000, f"warm{name}")))
-                intake[name] = args.alerts / asyncio.run(
-                    _intake(ports, payloads(args.alerts, f"i{name}")))
-            finally:
-                stop(servers)
-            servers = replicas(n, store(), tmp, mode="live")
-            try:
-                e2e[name], cpu = end_to_end(servers, args.decisions, f"e{name}", pg, sink)
-            finally:
-                stop(servers)
-            print(f"{name}: intake {intake[name]:.0f} alerts/s, end to end {e2e[name]:.0f} "
-                  f"decisions/s; CPU during end to end: {cpu}; load average "
-                  f"{os.getloadavg()[0]:.1f}", flush=True)
+            for variant, held in variants.items():  # alternated: the machine's speed drifts
+                rates[variant][name] = measure(name, n, store, (tmp, pg, sink), args, held)
     finally:
+        if quota:
+            quota.release()
         sink.terminate()
         sink.wait(30)
         pg.destroy()
-    print(f"\nintake: {args.alerts} alerts per setup, 8 connections; end to end: {args.decisions} "
-          f"alerts, live, one mutating step each; {os.cpu_count()} CPUs")
-    print(f"{'':28} {'intake alerts/s':>16} {'decisions/s':>12}")
-    for name, rate in intake.items():
-        print(f"{name:28} {rate:16.0f} {e2e.get(name, float('nan')):12.0f}")
-    sqlite, one, two = (intake["SQLite, 1 replica"], intake["PostgreSQL, 1 replica"],
-                        intake["PostgreSQL, 2 replicas"])
-    e_sqlite, e_one, e_two = (e2e["SQLite, 1 replica"], e2e["PostgreSQL, 1 replica"],
-                              e2e["PostgreSQL, 2 replicas"])
-    print(f"PostgreSQL 1 replica / SQLite: intake {one / sqlite:.2f}, end to end "
-          f"{e_one / e_sqlite:.2f} (floor 0.5)")
-    print(f"PostgreSQL 2 replicas / 1: intake {two / one:.2f}, end to end {e_two / e_one:.2f} "
-          f"(floor 1.5)")
+    report(args, bare, rates)
 
 
 if __name__ == "__main__":
