@@ -13,13 +13,16 @@ the load generator stay unconstrained). Unconstrained, one replica with its Post
 uses about 1.45 cores, so on a 2-core machine two replicas cannot reach 1.5x one whatever the
 code does: that ratio measures the machine. In production replicas run on separate nodes, each
 under its limit; the quota models that, and its PG2/PG1 ratio says whether replicas scale
-(do not wait on each other in the database). The default, half a core, keeps two replicas
-(1 core), the PostgreSQL work they cause (about 0.65 of a replica's CPU) and the receiver and
-load generator (about 0.15) within 2 cores. The quota needs root and a writable cgroup `cpu`
-controller; without them the bench says so and runs the unconstrained setups only.
+(do not wait on each other in the database). The default, 0.4 of a core, keeps two replicas
+(0.8), the PostgreSQL work they cause (0.7-0.8 of a replica's CPU per decision: 0.6) and the
+receiver and load generator (about 0.15) within 1.6 of the 2 cores; at half a core they would
+need all of both. The quota binds only where the CPU is there: each replica's throttling is
+printed, and a replica throttled in less than half of its periods is flagged. The quota needs
+root and a writable cgroup `cpu` controller; without them the bench says so and runs the
+unconstrained setups only.
 
 PostgreSQL is a throwaway cluster (`initdb` in a temporary directory, as in the tests).
-Usage: python bench/ha_bench.py [--alerts 20000] [--decisions 2000] [--replica-cpu 0.5]
+Usage: python bench/ha_bench.py [--alerts 20000] [--decisions 2000] [--replica-cpu 0.4] [--sample-waits]
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -166,9 +171,46 @@ def _postgres_pids(pg: PostgresCluster) -> list[int]:
     return [main, *children]
 
 
+class WaitSampler(threading.Thread):
+    """What the replicas' PostgreSQL backends are doing, sampled every 10 ms from
+    pg_stat_activity (`--sample-waits`): replicas waiting on each other show as backends
+    waiting on a `Lock` (row or advisory locks) or an `LWLock`. The sampling costs the load
+    generator CPU, so it is off by default."""
+
+    SQL = ("SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
+           "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.done, self.seen = url, threading.Event(), Counter[str]()
+
+    def run(self) -> None:
+        asyncio.run(self._sample())
+
+    async def _sample(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.url)
+        try:
+            while not self.done.is_set():
+                for state, kind, event in await conn.fetch(self.SQL):
+                    self.seen[f"{state} {kind}:{event}" if kind else state] += 1
+                await asyncio.sleep(0.01)
+        finally:
+            await conn.close()
+
+    def summary(self) -> str:
+        self.done.set()
+        self.join(10)
+        total = sum(self.seen.values()) or 1
+        return "; backends sampled: " + ", ".join(
+            f"{what} {n / total:.1%}" for what, n in self.seen.most_common(6))
+
+
 def end_to_end(servers: list[tuple[subprocess.Popen, int]], count: int, tag: str,
                pg: PostgresCluster, sink: subprocess.Popen,
-               quota: CpuQuota | None = None) -> tuple[float, str, float]:
+               quota: CpuQuota | None = None, sampler: WaitSampler | None = None
+               ) -> tuple[float, str, float, float]:
     """Decisions/s; the share of a CPU each process used meanwhile, how long each replica
     waited for a CPU (runnable, not running), and how busy the whole machine was (other
     jobs included): replicas that wait for a CPU on a busy machine are CPU-bound, not
@@ -183,11 +225,14 @@ def end_to_end(servers: list[tuple[subprocess.Popen, int]], count: int, tag: str
     machine = _machine()
     throttled = _throttling(quota, servers)
     me = os.times()
+    if sampler:
+        sampler.start()
     started = time.perf_counter()
     asyncio.run(_intake(ports, bodies))
     while sum(executions(p) for p in ports) < count:
         time.sleep(0.2)  # a scrape costs the replica CPU: not too often
     took = time.perf_counter() - started
+    waits_text = sampler.summary() if sampler else ""
     throttled_text, bound = _throttled(throttled, _throttling(quota, servers), took)
     succeeded = sum(executions(p, "succeeded") for p in ports)
     # Replicas taking each other's alerts over would be churn, not scaling.
@@ -206,13 +251,14 @@ def end_to_end(servers: list[tuple[subprocess.Popen, int]], count: int, tag: str
     per = sum(share for name, share in used.items()
               if name not in ("load generator", "receiver")) * took / count
     database = used["postgres"] * took / count
+    replica = sum(share for name, share in used.items() if name.startswith("replica")) * took / count
     # CPU time per decision does not depend on how much CPU other processes left us.
     return count / took, (", ".join(f"{name} {share:.0%}" for name, share in used.items())
                           + f"; {per * 1000:.1f} CPU ms per decision (replicas + PostgreSQL), "
                           f"of which PostgreSQL {database * 1000:.2f}; {takeovers:g} lease "
                           f"takeovers; replicas waiting for a "
                           f"CPU {waits} of the time; machine busy {1 - idle / total:.0%}"
-                          + (f"; {throttled_text}" if throttled_text else "")), bound
+                          + (f"; {throttled_text}" if throttled_text else "") + waits_text), bound, replica
 
 
 def setting() -> tuple[Path, PostgresCluster, subprocess.Popen, int]:
@@ -242,7 +288,7 @@ def _quota(fraction: float) -> CpuQuota | None:
 
 def measure(name: str, n: int, store: Callable[[], str],
             setting_: tuple[Path, PostgresCluster, subprocess.Popen],
-            args: argparse.Namespace, quota: CpuQuota | None) -> tuple[float, float, float]:
+            args: argparse.Namespace, quota: CpuQuota | None) -> tuple[float, float, float, float]:
     """One setup's intake and end-to-end rates, printing what each process used meanwhile."""
     tmp, pg, sink = setting_
     label = f"{name}, {quota.fraction:g} CPU each" if quota else name
@@ -258,17 +304,18 @@ def measure(name: str, n: int, store: Callable[[], str],
         stop(servers, quota)
     servers = replicas(n, store(), tmp, mode="live", quota=quota)
     try:
-        e2e, cpu, bound = end_to_end(servers, args.decisions, f"e{label}", pg, sink, quota)
+        sampler = WaitSampler(pg.url()) if args.sample_waits and "PostgreSQL" in name else None
+        e2e, cpu, bound, replica = end_to_end(servers, args.decisions, f"e{label}", pg, sink, quota, sampler)
     finally:
         stop(servers, quota)
     throttled = f" ({intake_throttled})" if quota else ""
     print(f"{label}: intake {intake:.0f} alerts/s{throttled}; end to end {e2e:.0f} decisions/s; "
           f"CPU during end to end: {cpu}; load average {os.getloadavg()[0]:.1f}", flush=True)
-    return intake, e2e, bound
+    return intake, e2e, bound, replica
 
 
 def report(args: argparse.Namespace, bare: float,
-           rates: dict[str, dict[str, tuple[float, float, float]]]) -> None:
+           rates: dict[str, dict[str, tuple[float, float, float, float]]]) -> None:
     """The rates side by side, unconstrained and under the quota, and their ratios."""
     print(f"\nintake: {args.alerts} alerts per setup, 8 connections; end to end: {args.decisions} "
           f"alerts, live, one mutating step each; {os.cpu_count()} CPUs")
@@ -283,6 +330,11 @@ def report(args: argparse.Namespace, bare: float,
         print(f"{variant}: PostgreSQL 1 replica / SQLite: intake {one[0] / sqlite[0]:.2f}, end to "
               f"end {one[1] / sqlite[1]:.2f} (floor 0.5); 2 replicas / 1: intake "
               f"{two[0] / one[0]:.2f}, end to end {two[1] / one[1]:.2f} (floor 1.5)")
+        # CPU per decision hardly depends on the CPU other jobs leave: what each replica held
+        # to the same quota would make, two against one, once the quota binds.
+        print(f"  replicas' CPU ms per decision {sqlite[3] * 1000:.2f} / {one[3] * 1000:.2f} / "
+              f"{two[3] * 1000:.2f}: two replicas at the same CPU each would make "
+              f"{2 * one[3] / two[3]:.2f} times one's decisions")
         bound = [r[name][2] for name in r]
         if variant != "unconstrained":
             print(f"  least throttled replica, in end to end: {' / '.join(f'{b:.0%}' for b in bound)} "
@@ -294,15 +346,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--alerts", type=int, default=20_000, help="per intake measurement")
     parser.add_argument("--decisions", type=int, default=2_000, help="per end-to-end measurement")
-    parser.add_argument("--replica-cpu", type=float, default=0.5, metavar="FRACTION",
+    parser.add_argument("--replica-cpu", type=float, default=0.4, metavar="FRACTION",
                         help="CPU quota per replica in the constrained runs (0: none)")
+    parser.add_argument("--sample-waits", action="store_true",
+                        help="sample pg_stat_activity during PostgreSQL end to end")
     args = parser.parse_args()
     quota = _quota(args.replica_cpu)
     tmp, pg, sink, sink_port = setting()
     variants = {"unconstrained": None}
     if quota:
         variants[f"{quota.fraction:g} CPU per replica"] = quota
-    rates: dict[str, dict[str, tuple[float, float, float]]] = {v: {} for v in variants}
+    rates: dict[str, dict[str, tuple[float, float, float, float]]] = {v: {} for v in variants}
     try:
         bare = args.alerts / asyncio.run(_intake([sink_port], payloads(args.alerts, "bare")))
         print(f"bare aiohttp handler: intake {bare:.0f} alerts/s", flush=True)
