@@ -14,15 +14,16 @@ uses about 1.45 cores, so on a 2-core machine two replicas cannot reach 1.5x one
 code does: that ratio measures the machine. In production replicas run on separate nodes, each
 under its limit; the quota models that, and its PG2/PG1 ratio says whether replicas scale
 (do not wait on each other in the database). The default, 0.4 of a core, keeps two replicas
-(0.8), the PostgreSQL work they cause (0.7-0.8 of a replica's CPU per decision: 0.6) and the
-receiver and load generator (about 0.15) within 1.6 of the 2 cores; at half a core they would
-need all of both. The quota binds only where the CPU is there: each replica's throttling is
-printed, and a replica throttled in less than half of its periods is flagged. The quota needs
-root and a writable cgroup `cpu` controller; without them the bench says so and runs the
-unconstrained setups only.
+(0.8), the PostgreSQL work they cause (about 0.7 of a replica's CPU per decision: 0.55) and
+the receiver and load generator (about 0.15) within 1.5 of the 2 cores, leaving some to other
+jobs; at half a core they would need about 1.85. The quota binds only where the CPU is
+there: each replica's throttling is printed, and a replica throttled in less than half of its
+periods is flagged. The quota needs root and a writable cgroup `cpu` controller; without them
+the bench says so and runs the unconstrained setups only.
 
 PostgreSQL is a throwaway cluster (`initdb` in a temporary directory, as in the tests).
-Usage: python bench/ha_bench.py [--alerts 20000] [--decisions 2000] [--replica-cpu 0.4] [--sample-waits]
+Usage: python bench/ha_bench.py [--alerts 20000] [--decisions 2000] [--replica-cpu 0.4]
+       [--sample-waits]
 """
 
 from __future__ import annotations
