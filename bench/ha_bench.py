@@ -325,6 +325,8 @@ def report(args: argparse.Namespace, bare: float,
     for name in next(iter(rates.values())):
         print(f"{name:28}" + "".join(f" {r[name][0]:24.0f} {r[name][1]:12.0f}"
                                      for r in rates.values()))
+    if len(rates) == 1 and args.replica_cpu > 0:
+        print("NO CPU QUOTA could be set (see the first line): unconstrained replicas only")
     for variant, r in rates.items():
         sqlite, one, two = (r["SQLite, 1 replica"], r["PostgreSQL, 1 replica"],
                             r["PostgreSQL, 2 replicas"])
@@ -334,8 +336,8 @@ def report(args: argparse.Namespace, bare: float,
         # CPU per decision hardly depends on the CPU other jobs leave: what each replica held
         # to the same quota would make, two against one, once the quota binds.
         print(f"  replicas' CPU ms per decision {sqlite[3] * 1000:.2f} / {one[3] * 1000:.2f} / "
-              f"{two[3] * 1000:.2f}: two replicas at the same CPU each would make "
-              f"{2 * one[3] / two[3]:.2f} times one's decisions")
+              f"{two[3] * 1000:.2f}: two replicas with the same CPU each would make "
+              f"{2 * one[3] / two[3]:.2f} times one's decisions, if nothing else bound them")
         bound = [r[name][2] for name in r]
         if variant != "unconstrained":
             print(f"  least throttled replica, in end to end: {' / '.join(f'{b:.0%}' for b in bound)} "
