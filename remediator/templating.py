@@ -306,19 +306,27 @@ def render_value(value: Any, context: dict[str, Any]) -> Any:
     return value
 
 
-def evaluate(expression: str, context: dict[str, Any]) -> bool:
-    """Evaluate a `when:` condition (a bare Jinja expression) to a boolean."""
+def evaluate(expression: str, context: dict[str, Any], explain: bool = True) -> bool:
+    """Evaluate a `when:` condition (a bare Jinja expression) to a boolean. Unless `explain`,
+    a failure's TemplateError does not say why (for a caller that will not show it: saying
+    why was half of a failing condition's cost)."""
     try:
         return bool(_expression(expression)(**context))
-    except UndefinedError as exc:
-        raise TemplateError(f"undefined in condition {expression!r}: "
-                            f"{_undefined(exc, expression, context)}") from None
-    except TemplateSyntaxError as exc:
-        raise TemplateError(f"condition syntax error in {expression!r}: {exc.message}") from None
     except TemplateError:
         raise
     except Exception as exc:
-        raise TemplateError(f"condition {expression!r} failed: {type(exc).__name__}: {exc}") from None
+        if not explain:
+            raise TemplateError(f"condition {expression!r} failed") from None
+        raise _explained(exc, expression, context) from None
+
+
+def _explained(exc: Exception, expression: str, context: dict[str, Any]) -> TemplateError:
+    if isinstance(exc, UndefinedError):
+        return TemplateError(f"undefined in condition {expression!r}: "
+                             f"{_undefined(exc, expression, context)}")
+    if isinstance(exc, TemplateSyntaxError):
+        return TemplateError(f"condition syntax error in {expression!r}: {exc.message}")
+    return TemplateError(f"condition {expression!r} failed: {type(exc).__name__}: {exc}")
 
 
 # --- validators for rendered values ------------------------------------------------------

@@ -47,6 +47,12 @@ def _valid_unicode(value: Any) -> Any:
     return value
 
 
+def _title(markdown: str) -> str:
+    """The note's first line (its title), without splitting all of it into lines: the
+    first line ends at the first newline or before."""
+    return markdown.partition("\n")[0].splitlines()[0].lstrip("# ")
+
+
 class Escalator:
     def __init__(self, store: Store, backends: Backends, sinks: dict[str, Any],
                  default_sinks: list[str], metrics: Metrics | None = None,
@@ -70,14 +76,14 @@ class Escalator:
             # show (the whole note's redaction, labels and all, was a fifth of its cost)
             markdown = _valid_unicode(redact.text(markdown))
             return {"severity": severity, "respond_within_seconds": within, "team": team,
-                    "title": markdown.splitlines()[0].lstrip("# "), "deliveries": {},
+                    "title": _title(markdown), "deliveries": {},
                     "note": markdown}
         note = _valid_unicode(redact.value({
             "id": decision["id"], "alertname": decision["alertname"],
             "playbook": decision.get("playbook"), "severity": severity, "team": team,
             "respond_within_seconds": within, "outcome": decision["outcome"],
             "reason": decision.get("reason") or "", "labels": decision["alert"]["labels"],
-            "title": markdown.splitlines()[0].lstrip("# "), "markdown": markdown,
+            "title": _title(markdown), "markdown": markdown,
             "graph_url": graphs.graph_url(self.external_url, decision["id"])
             if expr and self.external_url and not problem else "",
         }))

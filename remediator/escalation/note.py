@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from typing import Any
 
@@ -19,11 +20,26 @@ def severity_of(decision: dict[str, Any],
     """(severity, respond within, team): the playbook's, raised by the first `raise` rule
     whose condition holds on the steps' results (a confirmed checksum mismatch is an
     emergency; a missing bucket is the platform team's)."""
-    return _severity(decision, pb, _context(decision, pb))[:3]  # type: ignore[return-value]
+    return _severity(decision, pb, _Context(decision, pb))[:3]  # type: ignore[return-value]
+
+
+class _Context:
+    """A note's template context, built once at its first use: most notes render nothing
+    but literal text and have no `raise` rule, and then need none."""
+
+    __slots__ = ("_args", "_ctx")
+
+    def __init__(self, decision: dict[str, Any], pb: Playbook | None) -> None:
+        self._args, self._ctx = (decision, pb), None
+
+    def __call__(self) -> dict[str, Any]:
+        if self._ctx is None:
+            self._ctx = _context(*self._args)
+        return self._ctx
 
 
 def _severity(decision: dict[str, Any], pb: Playbook | None,
-              ctx: dict[str, Any]) -> tuple[str, float | None, str, list[str]]:
+              ctx: _Context) -> tuple[str, float | None, str, list[str]]:
     """severity_of, and the `raise` conditions that could not be evaluated. A condition on a
     step that did not succeed does not hold; any other failure (a type error, a result of
     another shape) is an error the note reports, and the rule is applied: an emergency is
@@ -35,11 +51,14 @@ def _severity(decision: dict[str, Any], pb: Playbook | None,
     errors: list[str] = []
     steps = {s["name"]: s for s in decision.get("steps") or []}
     for j, (raised, when, raised_within, raised_team) in enumerate(esc.raise_to if esc else ()):
+        # A failure about a step that did not succeed is not reported: its message (most of
+        # a failing condition's cost, and a dry run's conditions all fail) is not made.
+        unsettled = any(steps.get(name, {}).get("outcome") != "succeeded"
+                        for name in _step_references(when))
         try:
-            holds = templating.evaluate(when, ctx)
+            holds = templating.evaluate(when, ctx(), explain=not unsettled)
         except templating.TemplateError as exc:
-            if any(steps.get(name, {}).get("outcome") != "succeeded"
-                   for name in step_references(when)):
+            if unsettled:
                 continue
             errors.append(f"escalation.raise[{j}].when `{when}` could not be evaluated, so it "
                           f"was applied ({raised}): {exc}")
@@ -66,10 +85,17 @@ def _context(decision: dict[str, Any], pb: Playbook | None) -> dict[str, Any]:
     return ctx
 
 
-def _render(text: str, ctx: dict[str, Any]) -> str:
+@functools.lru_cache(maxsize=1024)  # a playbook's conditions: a few texts
+def _step_references(when: str) -> frozenset[str]:
+    return frozenset(step_references(when))
+
+
+def _render(text: str, ctx: _Context) -> str:
     """Render a playbook's note template; a broken one is shown raw, never lost."""
+    if not templating.is_template(text):
+        return text
     try:
-        return templating.render(text, ctx)
+        return templating.render(text, ctx())
     except templating.TemplateError:
         return text
 
@@ -84,7 +110,7 @@ def note_for(decision: dict[str, Any], pb: Playbook | None, approve_url: str = "
     """(severity, respond within, team, the note's Markdown), from one template context."""
     alert = decision["alert"]
     labels, annotations = alert["labels"], alert["annotations"]
-    ctx = _context(decision, pb)
+    ctx = _Context(decision, pb)
     severity, within, team, errors = _severity(decision, pb, ctx)
     esc = pb.escalation if pb else None
     summary = (_render(esc.summary, ctx) if esc and esc.summary

@@ -53,3 +53,31 @@ def test_a_condition_on_a_step_that_did_not_succeed_does_not_hold() -> None:
     clean = decision(step("succeeded", {"mismatches": 0}))
     assert severity_of(clean, pb)[0] == "warning"
     assert severity_of(decision(step("succeeded", {"mismatches": 2})), pb)[0] == "emergency"
+
+
+def test_a_note_builds_its_context_only_for_what_reads_it_and_explains_only_reported_failures(
+        monkeypatch) -> None:
+    """Counted: a note whose texts are literal and which has no `raise` rule builds no
+    template context; one with a rule builds it once; and a condition that fails about a step
+    that did not succeed (every condition of a dry run's note) is not explained: its message
+    was half of its cost and was thrown away."""
+    from remediator import template_context, templating
+
+    built: list[object] = []
+    explained: list[object] = []
+    real_build, real_explained = template_context.build, templating._explained
+    monkeypatch.setattr(template_context, "build",
+                        lambda *a, **k: built.append(a) or real_build(*a, **k))
+    monkeypatch.setattr(templating, "_explained",
+                        lambda *a, **k: explained.append(a) or real_explained(*a, **k))
+    literal = build_playbook({**PLAYBOOK, "escalation": {
+        "severity": "warning", "owner": "team a", "next_steps": ["look"]}}, "rules.yaml", 0)
+    note = render_note(decision(step("planned", {})), literal)
+    assert "- **Owner:** team a" in note and "1. look" in note
+    assert built == []
+    pb = build_playbook(PLAYBOOK, "rules.yaml", 0)
+    assert severity_of(decision(step("planned", {})), pb)[0] == "warning"
+    assert len(built) == 1 and explained == []
+    broken = decision(step("succeeded", {"mismatches": "three"}))
+    assert "could not be evaluated" in render_note(broken, pb)  # reported: explained
+    assert len(explained) == 1
