@@ -205,14 +205,20 @@ class LocalCoordination:
 
     def __init__(self) -> None:
         self._locks: dict[str, str] = {}
+        # Each holder's locks: an execution releases its own without reading every lock held
+        # (each of its two or three releases scanned all of them: up to `max_executions`).
+        self._held: dict[str, set[str]] = {}
         self._sections: dict[str, asyncio.Lock] = {}
 
     async def acquire_lock(self, name: str, holder: str) -> str | None:
         current = self._locks.setdefault(name, holder)
-        return None if current == holder else current
+        if current != holder:
+            return current
+        self._held.setdefault(holder, set()).add(name)
+        return None
 
     async def release_locks(self, holder: str) -> None:
-        for name in [n for n, h in self._locks.items() if h == holder]:
+        for name in self._held.pop(holder, ()):
             del self._locks[name]
 
     @contextlib.asynccontextmanager

@@ -1243,3 +1243,35 @@ playbooks:
     assert e._checked(action, step, {})[1] == []
     closed[0] = True
     assert e._checked(action, step, {})[1] == [("", "in maintenance")]
+
+
+class _Unscanned(dict):
+    def items(self):
+        raise AssertionError("every lock was read")
+
+    __iter__ = keys = values = items
+
+
+def test_an_execution_releases_its_locks_without_reading_every_lock_held(run):
+    """A single replica's target locks are in memory; an execution releases its own two or
+    three times as it ends (blocked, finished, and once more whatever happened), and each
+    release read every lock held, one per execution in flight (up to `max_executions`).
+    Counted: a release reads none of the others' locks, and frees only its own."""
+    from remediator.store.base import LocalCoordination
+
+    async def main() -> None:
+        store = LocalCoordination()
+        store._locks = _Unscanned()
+        for i in range(1000):
+            assert await store.acquire_lock(f"deployment/prod/web{i}", f"e{i}") is None
+        assert await store.acquire_lock("deployment/prod/web7", "mine") == "e7"
+        assert await store.acquire_lock("bucket/b", "mine") is None
+        await store.release_locks("mine")
+        await store.release_locks("mine")  # again: nothing left to release
+        await store.release_locks("e7")
+        assert await store.acquire_lock("bucket/b", "other") is None
+        assert await store.acquire_lock("deployment/prod/web7", "mine") is None
+        assert await store.acquire_lock("deployment/prod/web8", "mine") == "e8"
+        assert dict.__len__(store._locks) == 1001
+
+    run(main())
