@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from .. import turns
 from ..alerts import utcnow_iso
 from . import packing
 from .base import (
@@ -547,7 +548,14 @@ class PostgresStore:
 
     async def _call(self, op: str, fn: Callable[[asyncpg.Connection], Awaitable[T]],
                     fenced: bool = True, pool: asyncpg.Pool | None = None,
-                    intake: bool = False) -> T:
+                    intake: bool = False, turn: bool = True) -> T:
+        """One statement, or a function of a connection. A fenced call (processing's, and
+        the API's reads) then waits for processing's turn (turns.py), as after a SQLite
+        write: its caller's work up to its next call ran unpaced in whatever loop iteration
+        the answer came in, webhooks waiting in it (the storm's p99 on PostgreSQL). Not
+        intake, the heartbeat, a claim (its items are registered for renewal once it
+        returns), the operator's state (the pause is the kill switch), nor a critical
+        section's statements (its lock would be held meanwhile)."""
         pool = pool or self._pool
         if pool is None:
             raise StoreUnavailable("store is not open")
@@ -573,6 +581,8 @@ class PostgresStore:
         self._healthy = True
         if self._metrics is not None:
             self._metrics.store_seconds.labels(op).observe(time.perf_counter() - started)
+        if fenced and turn and section is None and not turns.turns().quiet(turns.RECENT):
+            await turns.take()
         return result
 
     async def _exec(self, op: str, sql: str, *args: Any) -> None:
@@ -719,7 +729,7 @@ class PostgresStore:
             "lease_until = now() + make_interval(secs => $3) FROM c WHERE i.ctid = c.tid "
             "RETURNING i.id, i.dedupe_key, i.alert, i.grp, i.packed, i.ref, i.received_at, "
             "c.state AS was",
-            self.replica, limit, self.lease))
+            self.replica, limit, self.lease), turn=False)
         # Fenced while the claim ran (a late renewal): these rows are ours all the same (owner,
         # fresh lease). Held under the old epoch, their first write raised LeaseLost while the
         # renewals kept their leases for ever: claimed under the current one, they run.
@@ -756,7 +766,7 @@ class PostgresStore:
             "lease_until = now() + make_interval(secs => $3) WHERE dedupe_key=$1 "
             "AND NOT (state='running' AND lease_until >= now()) "
             "RETURNING id, dedupe_key, alert, grp, packed, ref, received_at", dedupe_key,
-            self.replica, self.lease))
+            self.replica, self.lease), turn=False)
         if row is None:
             return None
         _claim_epoch.set(self._epoch)  # the resume that follows is fenced like a claim
@@ -990,11 +1000,13 @@ class PostgresStore:
 
     async def put_state(self, key: str, value: dict[str, Any] | None) -> None:
         if value is None:
-            await self._exec("journal", "DELETE FROM state WHERE key=$1", key)
+            await self._call("journal", lambda db: db.execute(
+                "DELETE FROM state WHERE key=$1", key), turn=False)
         else:
-            await self._exec("journal", "INSERT INTO state (key, value) VALUES ($1, $2) "
-                                        "ON CONFLICT (key) DO UPDATE SET value=excluded.value",
-                             key, json.dumps(value))
+            await self._call("journal", lambda db: db.execute(
+                "INSERT INTO state (key, value) VALUES ($1, $2) "
+                "ON CONFLICT (key) DO UPDATE SET value=excluded.value", key, json.dumps(value)),
+                turn=False)
 
     async def list_state(self, prefix: str) -> dict[str, dict[str, Any]]:
         rows = await self._call("read", lambda db: db.fetch(

@@ -734,6 +734,39 @@ async def _trace(service: Service, statements: list[str]) -> None:
     service.store._db.set_trace_callback(statements.append)  # type: ignore[attr-defined]
 
 
+def test_postgres_processing_calls_take_a_turn_intake_and_claims_do_not(run, postgres_url):
+    """As after a SQLite write, processing's PostgreSQL calls are followed by its turn: the
+    caller's work up to its next call ran unpaced in whatever loop iteration the answer came
+    in, webhooks waiting in it. Intake, a claim (its items are registered for lease renewal
+    when it returns), the operator's state, the heartbeat and a critical section's
+    statements (its lock held meanwhile) take none; nor does anything once intake is quiet."""
+    async def scenario():
+        store = open_store(postgres_url)
+        await store.open()
+        t = turns.turns()
+        try:
+            with turns.intake():  # a webhook in flight: processing is paced
+                await store.enqueue([("a1", {"n": 1}, {}), ("a2", {"n": 2}, {})])
+                [item, _] = await store.claim(10)
+                await store.claim_key("a2")
+                await store.put_state("pause", {"paused": False})
+                await store.renew()
+                async with store.critical("maintenance"):
+                    await store.get_state("inside")
+                assert t.granted == 0
+                await store.get_state("k")
+                await store.record_event("budget", "global", 1.0)
+                await store.finish(item.id)
+                assert t.granted == 3
+            await asyncio.sleep(turns.RECENT * 2)
+            await store.get_state("k")  # intake quiet: nothing to make room for
+            await store.record_event("budget", "global", 2.0)
+            assert t.granted == 3
+        finally:
+            await store.close()
+    run(scenario())
+
+
 def test_postgres_hands_a_connection_back_without_a_reset_unless_it_held_a_section(run,
                                                                                  postgres_url):
     """asyncpg resets every connection it takes back (advisory unlock all, CLOSE ALL,
