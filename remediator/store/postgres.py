@@ -451,9 +451,13 @@ class PostgresStore:
         if self._intake_db is None or self._intake_db.is_closed():
             self._intake_db = None
             # Its commits acknowledge alerts: durable (WAL flushed) before the 202.
-            self._intake_db = await asyncpg.connect(
+            db = await asyncpg.connect(
                 self.url, password=self._password, timeout=10, command_timeout=30,
                 server_settings={"application_name": "remediator", "synchronous_commit": "on"})
+            if self._pool is None:  # closed while connecting: nobody else would close it
+                db.terminate()
+                raise StoreUnavailable("store is not open")
+            self._intake_db = db
         return self._intake_db
 
     def _drop_intake(self) -> None:

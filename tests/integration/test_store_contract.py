@@ -18,7 +18,15 @@ import pytest
 
 from remediator.metrics import Metrics
 from remediator.store import open_store, packing, sqlite
-from remediator.store.base import PAUSE, PAUSED, RESOLVED, Enqueued, Limit, redact
+from remediator.store.base import (
+    PAUSE,
+    PAUSED,
+    RESOLVED,
+    Enqueued,
+    Limit,
+    StoreUnavailable,
+    redact,
+)
 from remediator.store.postgres import MIGRATIONS, PostgresStore, _section_db
 
 
@@ -789,4 +797,33 @@ def test_sqlite_inbox_ids_keep_no_sequence_and_follow_the_migrated_ones(run, tmp
             "SELECT sql FROM sqlite_master WHERE name='inbox'").fetchone()[0]
         await store.close()
 
+    run(scenario())
+
+
+def test_a_store_closed_while_intake_reconnects_leaves_no_connection_open(run, postgres_url,
+                                                                          monkeypatch):
+    """Intake's held connection, lost, is opened again by the next commit; a store closed
+    meanwhile terminates the new one and the commit fails as unavailable (503)."""
+    async def scenario():
+        store = open_store(postgres_url)
+        await store.open()
+        store._drop_intake()  # as after an outage: the next commit reconnects
+        connecting, proceed, opened = asyncio.Event(), asyncio.Event(), []
+        connect = asyncpg.connect
+
+        async def slow_connect(*args, **kwargs):  # the real connection, handed over late
+            connecting.set()
+            await proceed.wait()
+            opened.append(await connect(*args, **kwargs))
+            return opened[-1]
+
+        monkeypatch.setattr(asyncpg, "connect", slow_connect)
+        commit = asyncio.ensure_future(store.enqueue([("k1", {"n": 1}, {})]))
+        await connecting.wait()
+        await store.close()
+        proceed.set()
+        with pytest.raises(StoreUnavailable):
+            await commit
+        assert opened and opened[0].is_closed()
+        assert store._intake_db is None
     run(scenario())
