@@ -554,8 +554,8 @@ class PostgresStore:
                     fenced: bool = True, pool: asyncpg.Pool | None = None,
                     intake: bool = False, turn: bool = True) -> T:
         """One statement, or a function of a connection. A fenced call (processing's, and
-        the API's reads) then waits for processing's turn (turns.py), as after a SQLite
-        write: its caller's work up to its next call ran unpaced in whatever loop iteration
+        the API's reads) then waits for processing's turn (turns.py) while intake is busy,
+        as after a SQLite write: its caller's work up to its next call ran unpaced in whatever loop iteration
         the answer came in, webhooks waiting in it (the storm's p99 on PostgreSQL). Not
         intake, the heartbeat, a claim (its items are registered for renewal once it
         returns), the operator's state (the pause is the kill switch), nor a critical
@@ -589,8 +589,8 @@ class PostgresStore:
             await turns.take()
         return result
 
-    async def _exec(self, op: str, sql: str, *args: Any) -> None:
-        await self._call(op, lambda db: db.execute(sql, *args))
+    async def _exec(self, op: str, sql: str, *args: Any, turn: bool = True) -> None:
+        await self._call(op, lambda db: db.execute(sql, *args), turn=turn)
 
     @contextlib.asynccontextmanager
     async def critical(self, name: str) -> AsyncIterator[None]:
@@ -1004,13 +1004,11 @@ class PostgresStore:
 
     async def put_state(self, key: str, value: dict[str, Any] | None) -> None:
         if value is None:
-            await self._call("journal", lambda db: db.execute(
-                "DELETE FROM state WHERE key=$1", key), turn=False)
+            await self._exec("journal", "DELETE FROM state WHERE key=$1", key, turn=False)
         else:
-            await self._call("journal", lambda db: db.execute(
-                "INSERT INTO state (key, value) VALUES ($1, $2) "
-                "ON CONFLICT (key) DO UPDATE SET value=excluded.value", key, json.dumps(value)),
-                turn=False)
+            await self._exec("journal", "INSERT INTO state (key, value) VALUES ($1, $2) "
+                                        "ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+                             key, json.dumps(value), turn=False)
 
     async def list_state(self, prefix: str) -> dict[str, dict[str, Any]]:
         rows = await self._call("read", lambda db: db.fetch(

@@ -431,8 +431,8 @@ class SQLiteStore(LocalCoordination):
         # A new file's pages are 2 KiB (an existing file keeps its own): a commit writes each
         # page it changed to the WAL whole, and an alert or decision changes a few hundred
         # bytes on each of a few pages far apart (random keys), so half SQLite's default page
-        # halves those bytes; drain_bench measured ~10 % less CPU per decision and ~25 % less
-        # per alert at intake (1 KiB: no better than 4 KiB for decisions).
+        # halves those bytes; drain_bench, alternated, measured ~10 % less CPU per decision
+        # (intake's gain did not hold in calmer runs; 1 KiB pages: no better for decisions).
         db.execute("PRAGMA page_size=2048")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
