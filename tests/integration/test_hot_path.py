@@ -1198,14 +1198,23 @@ def test_a_webhook_counts_its_answer_and_alerts_without_looking_up_a_metric(tmp_
         w.stop()
 
 
+def _engine_for_one_step(tmp_path, text: str):
+    """An engine over `text`'s rules (its steps checked as processing checks them), the
+    first playbook's first step and its action."""
+    from remediator.playbooks.validate import load_rules
+
+    rules = load_rules([str(write_rules(tmp_path / "rules", text))])
+    step = rules.playbooks[0].steps[0]
+    return (engine.Engine(rules=rules, store=None, guards=None),  # type: ignore[arg-type]
+            step, ACTIONS[step.action])
+
+
 def test_a_literal_steps_parameters_are_handed_out_sharing_nothing(tmp_path):
     """Each decision gets its own copy of a literal step's checked parameters, lists and
     mappings inside included: an action that changes what it was given (a plugin's run
     appending to a list) changes neither the next decision's parameters nor the kept ones,
     which are never checked again."""
-    from remediator.playbooks.validate import load_rules
-
-    rules = load_rules([str(write_rules(tmp_path / "rules", """
+    e, step, action = _engine_for_one_step(tmp_path, """
 playbooks:
   - name: env
     match: {alertname: WebDown}
@@ -1215,10 +1224,7 @@ playbooks:
       - name: set
         action: kubernetes.set_env
         params: {namespace: prod, name: web, env: {MODE: safe}, unset: [DEBUG]}
-"""))])
-    step = rules.playbooks[0].steps[0]
-    e = engine.Engine(rules=rules, store=None, guards=None)  # type: ignore[arg-type]
-    action = ACTIONS[step.action]
+""")
     first, problems, _ = e._checked(action, step, {})
     assert not problems and first["env"] == {"MODE": "safe"}, problems
     first["env"]["MODE"] = "$(reboot)"  # as an action might, running the first decision
@@ -1255,9 +1261,7 @@ def test_a_plugins_literal_step_is_checked_for_every_alert(tmp_path, monkeypatch
     """A plugin's checks are not ours to call pure (the validator checks its steps at every
     load, as it does): its literal step is checked for each alert, so a check that refuses
     now (a tracker in maintenance, read at each call) is not answered by an earlier pass."""
-    from remediator.playbooks.validate import load_rules
-
-    rules = load_rules([str(write_rules(tmp_path / "rules", """
+    e, step, action = _engine_for_one_step(tmp_path, """
 playbooks:
   - name: ticket
     match: {alertname: WebDown}
@@ -1267,12 +1271,9 @@ playbooks:
       - name: open
         action: example.open_ticket
         params: {tracker: "https://tickets.example/new", title: web is down}
-"""))])
-    step = rules.playbooks[0].steps[0]
-    action = ACTIONS[step.action]
+""")
     closed = [False]
     monkeypatch.setattr(action, "check", lambda params: ["in maintenance"] if closed[0] else [])
-    e = engine.Engine(rules=rules, store=None, guards=None)  # type: ignore[arg-type]
     assert e._checked(action, step, {})[1] == []
     closed[0] = True
     assert e._checked(action, step, {})[1] == [("", "in maintenance")]
