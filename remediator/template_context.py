@@ -8,12 +8,12 @@ open maps (whatever the alert or the action carries); everything else has fixed 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from jinja2.sandbox import modifies_known_mutable
 
-from . import templating
+from . import template_memo, templating
 from .alerts import Group
 
 ALERT_FIELDS = ("fingerprint", "status", "startsAt", "endsAt", "generatorURL")
@@ -47,6 +47,9 @@ class Target(str):
         return self.split("/")[-1]
 
 
+template_memo.FROZEN[Target] = str  # its parts are read from its text
+
+
 def make_target(kind: str, namespace: str, name: str) -> Target:
     """The target of validated parts (no template can reach a constructor)."""
     return Target(f"{namespace}/{kind}/{name}" if namespace else f"{kind}/{name}")
@@ -71,17 +74,23 @@ def build(alert: Mapping[str, Any], group: Mapping[str, Any] | None, playbook: A
     """The context of every template: `alert` in Alert.to_dict()'s shape, `playbook` a
     Playbook (or None). `steps` starts empty; the engine adds each step's `step_view`."""
     group = group or {}
-    return {
-        "labels": dict(alert["labels"]),
-        "annotations": dict(alert["annotations"]),
-        "alert": {k: alert.get(k, "") for k in ALERT_FIELDS},
-        "group": {k: group[k] if k in group else dict(default) if isinstance(default, dict)
-                  else default for k, default in _GROUP_DEFAULTS},
-        "playbook": {"name": getattr(playbook, "name", None),
-                     "runbook": getattr(playbook, "runbook", "")},
-        "target": Target(target) if target else None,
-        "steps": {},
-    }
+    return {name: make(alert, group, playbook, target) for name, make in ROOT_MAKERS.items()}
+
+
+# How each of the context's roots is made (`build` makes them all; a note only those its
+# templates read: escalation/note.py).
+ROOT_MAKERS: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any], Any, str | None], Any]] = {
+    "labels": lambda alert, group, playbook, target: dict(alert["labels"]),
+    "annotations": lambda alert, group, playbook, target: dict(alert["annotations"]),
+    "alert": lambda alert, group, playbook, target: {k: alert.get(k, "") for k in ALERT_FIELDS},
+    "group": lambda alert, group, playbook, target: {
+        k: group[k] if k in group else dict(default) if isinstance(default, dict) else default
+        for k, default in _GROUP_DEFAULTS},
+    "playbook": lambda alert, group, playbook, target: {
+        "name": getattr(playbook, "name", None), "runbook": getattr(playbook, "runbook", "")},
+    "target": lambda alert, group, playbook, target: Target(target) if target else None,
+    "steps": lambda alert, group, playbook, target: {},
+}
 
 
 def step_view(record: Mapping[str, Any], pending: bool = True) -> dict[str, Any]:

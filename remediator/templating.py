@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.sandbox import SecurityError
 
+from . import template_memo
 from .sandbox import MAX_SIZE, BoundedSandbox
 
 # The only names a template may use; lint rejects anything else.
@@ -54,6 +55,9 @@ class Pending:
 
     __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __bool__ = _unknown  # type: ignore
     __hash__ = None  # type: ignore[assignment]
+
+
+template_memo.FROZEN[Pending] = lambda pending: pending._path  # all a placeholder holds
 
 
 _env = BoundedSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
@@ -237,8 +241,15 @@ def render(text: str, context: dict[str, Any], env: BoundedSandbox = _env) -> st
     """Render one string template in the sandbox."""
     if not is_template(text):
         return text
+    entry = _memo_entry(env, text, "render", context)
+    if entry is not None and (kept := template_memo.get(entry)) is not None:
+        return _replayed(kept)
     try:
-        return _bounded_render(env, text, context)
+        rendered = _bounded_render(env, text, context)
+    except TemplateError as exc:  # the template's own (a result only known at run time)
+        if entry is not None:
+            template_memo.put(entry, False, str(exc))
+        raise
     except UndefinedError as exc:
         raise TemplateError(f"undefined in template {text!r}: {_undefined(exc, text, context)}") \
             from None
@@ -246,10 +257,25 @@ def render(text: str, context: dict[str, Any], env: BoundedSandbox = _env) -> st
         raise TemplateError(f"template {text!r} refused by the sandbox: {exc}") from None
     except TemplateSyntaxError as exc:
         raise TemplateError(f"template syntax error in {text!r}: {exc.message}") from None
-    except TemplateError:
-        raise
     except Exception as exc:  # a template must never crash the pipeline
         raise TemplateError(f"template {text!r} failed: {type(exc).__name__}: {exc}") from None
+    if entry is not None:
+        template_memo.put(entry, True, rendered)
+    return rendered
+
+
+def _memo_entry(env: BoundedSandbox, text: str, kind: str, context: dict[str, Any]
+                ) -> tuple[Any, ...] | None:
+    """What a render or a condition is kept under (template_memo), or None. Errors that
+    describe the context (an undefined label lists the alert's labels) are never kept: only
+    results and the template's own errors (a result only known at run time)."""
+    return template_memo.entry(env, text, kind, context, ROOTS)
+
+
+def _replayed(kept: tuple[bool, Any]) -> Any:
+    if kept[0]:
+        return kept[1]
+    raise TemplateError(kept[1])
 
 
 _MISSING = re.compile(r"has no attribute '([A-Za-z_][A-Za-z0-9_]*)'")
@@ -310,14 +336,24 @@ def evaluate(expression: str, context: dict[str, Any], explain: bool = True) -> 
     """Evaluate a `when:` condition (a bare Jinja expression) to a boolean. Unless `explain`,
     a failure's TemplateError does not say why (for a caller that will not show it: saying
     why was half of a failing condition's cost)."""
+    entry = _memo_entry(_env, expression, "when" if explain else "when, unexplained", context)
+    if entry is not None and (kept := template_memo.get(entry)) is not None:
+        return _replayed(kept)
     try:
-        return bool(_expression(expression)(**context))
-    except TemplateError:
+        holds = bool(_expression(expression)(**context))
+    except TemplateError as exc:
+        if entry is not None:
+            template_memo.put(entry, False, str(exc))
         raise
     except Exception as exc:
         if not explain:
+            if entry is not None:
+                template_memo.put(entry, False, f"condition {expression!r} failed")
             raise TemplateError(f"condition {expression!r} failed") from None
         raise _explained(exc, expression, context) from None
+    if entry is not None:
+        template_memo.put(entry, True, holds)
+    return holds
 
 
 def _explained(exc: Exception, expression: str, context: dict[str, Any]) -> TemplateError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .. import graphs, template_context, templating
@@ -23,19 +24,43 @@ def severity_of(decision: dict[str, Any],
     return _severity(decision, pb, _Context(decision, pb))[:3]  # type: ignore[return-value]
 
 
-class _Context:
-    """A note's template context, built once at its first use: most notes render nothing
-    but literal text and have no `raise` rule, and then need none."""
+class _Context(Mapping[str, Any]):
+    """What a note's templates see: copies, never the decision being recorded. One context
+    serves all of a note's templates and its severity (the sandbox is immutable: none can
+    change it), each of its roots made at its first read: most notes render nothing but
+    literal text and have no `raise` rule, and a render kept for the values it reads
+    (templating's memo) reads only those. Only what it holds is copied: the alert's maps
+    of strings and the group's, and a step's result (any shape) deeply, when it has one (a
+    deep copy of the whole decision, parameters and plan included, was a tenth of a storm's
+    processing CPU, and was made twice per note)."""
 
-    __slots__ = ("_args", "_ctx")
+    __slots__ = ("_decision", "_pb", "_roots")
 
     def __init__(self, decision: dict[str, Any], pb: Playbook | None) -> None:
-        self._args, self._ctx = (decision, pb), None
+        self._decision, self._pb = decision, pb
+        self._roots: dict[str, Any] = {}
 
-    def __call__(self) -> dict[str, Any]:
-        if self._ctx is None:
-            self._ctx = _context(*self._args)
-        return self._ctx
+    def __getitem__(self, name: str) -> Any:
+        if name in self._roots:
+            return self._roots[name]
+        decision = self._decision
+        if name == "steps":
+            value = {s["name"]: template_context.step_view(
+                {**s, "result": copy.deepcopy(s["result"]) if s.get("result") else {}},
+                pending=False) for s in decision.get("steps") or []}
+        else:
+            group = {k: dict(v) if isinstance(v, dict) else v
+                     for k, v in (decision.get("group") or {}).items()} if name == "group" else {}
+            value = template_context.ROOT_MAKERS[name](decision["alert"], group, self._pb,
+                                                        decision.get("target"))
+        self._roots[name] = value
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(template_context.ROOT_MAKERS)
+
+    def __len__(self) -> int:
+        return len(template_context.ROOT_MAKERS)
 
 
 def _severity(decision: dict[str, Any], pb: Playbook | None,
@@ -56,7 +81,7 @@ def _severity(decision: dict[str, Any], pb: Playbook | None,
         unsettled = any(steps.get(name, {}).get("outcome") != "succeeded"
                         for name in _step_references(when))
         try:
-            holds = templating.evaluate(when, ctx(), explain=not unsettled)
+            holds = templating.evaluate(when, ctx, explain=not unsettled)
         except templating.TemplateError as exc:
             if unsettled:
                 continue
@@ -69,22 +94,6 @@ def _severity(decision: dict[str, Any], pb: Playbook | None,
     return severity, within or _SEVERITY_WITHIN[severity], team, errors
 
 
-def _context(decision: dict[str, Any], pb: Playbook | None) -> dict[str, Any]:
-    """What a note's templates see: copies, never the decision being recorded. One context
-    serves all of a note's templates and its severity (the sandbox is immutable: none can
-    change it). Only what it holds is copied: `build` copies the alert's maps of strings, the
-    group's maps are copied here, and a step's result (any shape) deeply, when it has one (a
-    deep copy of the whole decision, parameters and plan included, was a tenth of a storm's
-    processing CPU, and was made twice per note)."""
-    group = {k: dict(v) if isinstance(v, dict) else v
-             for k, v in (decision.get("group") or {}).items()}
-    ctx = template_context.build(decision["alert"], group, pb, decision.get("target"))
-    ctx["steps"] = {s["name"]: template_context.step_view(
-        {**s, "result": copy.deepcopy(s["result"]) if s.get("result") else {}}, pending=False)
-        for s in decision.get("steps") or []}
-    return ctx
-
-
 @functools.lru_cache(maxsize=1024)  # a playbook's conditions: a few texts
 def _step_references(when: str) -> frozenset[str]:
     return frozenset(step_references(when))
@@ -95,7 +104,7 @@ def _render(text: str, ctx: _Context) -> str:
     if not templating.is_template(text):
         return text
     try:
-        return templating.render(text, ctx())
+        return templating.render(text, ctx)
     except templating.TemplateError:
         return text
 

@@ -58,16 +58,19 @@ def test_a_condition_on_a_step_that_did_not_succeed_does_not_hold() -> None:
 def test_a_note_builds_its_context_only_for_what_reads_it_and_explains_only_reported_failures(
         monkeypatch) -> None:
     """Counted: a note whose texts are literal and which has no `raise` rule builds no
-    template context; one with a rule builds it once; and a condition that fails about a step
-    that did not succeed (every condition of a dry run's note) is not explained: its message
-    was half of its cost and was thrown away."""
+    template context; one with a rule builds what the rule reads (its steps), once; and a
+    condition that fails about a step that did not succeed (every condition of a dry run's
+    note) is not explained: its message was half of its cost and was thrown away."""
     from remediator import template_context, templating
 
-    built: list[object] = []
+    built: list[str] = []
     explained: list[object] = []
-    real_build, real_explained = template_context.build, templating._explained
-    monkeypatch.setattr(template_context, "build",
-                        lambda *a, **k: built.append(a) or real_build(*a, **k))
+    for name, make in template_context.ROOT_MAKERS.items():
+        monkeypatch.setitem(template_context.ROOT_MAKERS, name,
+                            lambda *a, _n=name, _m=make: built.append(_n) or _m(*a))
+    real_view, real_explained = template_context.step_view, templating._explained
+    monkeypatch.setattr(template_context, "step_view",
+                        lambda *a, **k: built.append("steps") or real_view(*a, **k))
     monkeypatch.setattr(templating, "_explained",
                         lambda *a, **k: explained.append(a) or real_explained(*a, **k))
     literal = build_playbook({**PLAYBOOK, "escalation": {
@@ -77,7 +80,9 @@ def test_a_note_builds_its_context_only_for_what_reads_it_and_explains_only_repo
     assert built == []
     pb = build_playbook(PLAYBOOK, "rules.yaml", 0)
     assert severity_of(decision(step("planned", {})), pb)[0] == "warning"
-    assert len(built) == 1 and explained == []
+    assert built == ["steps"] and explained == []
     broken = decision(step("succeeded", {"mismatches": "three"}))
     assert "could not be evaluated" in render_note(broken, pb)  # reported: explained
     assert len(explained) == 1
+    assert "could not be evaluated" in render_note(broken, pb)  # and again: never kept
+    assert len(explained) == 2

@@ -1,0 +1,193 @@
+"""What a template rendered, kept for the exact values it read (templating.render, evaluate).
+
+A storm's alerts share most of what a playbook's templates read (`labels.namespace`, a step's
+outcome): rendering the same template over the same values again, and building a note's
+context to do it, was most of a note's CPU, and a condition on a result not known yet (a dry
+run's) raised and caught an error in Jinja each time. A template is a pure function of what
+it reads when it reads the context only through names (Jinja has no other way in), calls
+nothing impure (`random`, `lipsum`), tests no identity (`sameas`) and imports nothing. Each
+name it reads is followed down its constant attributes and items (`labels.namespace`,
+`steps.logs.result`) through plain dicts, where the sandbox finds a dict's keys, and the value
+found is the key: typed, in order, and whole (below a dict's method such as `result.get`, a
+string, a list or a placeholder, what the template finds is a function of that value). So a
+render is shared only by contexts that give the template exactly the same values: one alert's
+labels never reach another's output unless its own would have rendered the same. Anything
+else (a value of another type, a big one, an unknown name) is rendered as before, and so is
+an error that describes the context (an undefined label lists the alert's labels). Outputs
+are kept before redaction: every output path redacts what it is given, after this. (An
+object's address, which `{{ labels.items }}` would show, is not a value: a kept render shows
+the first one's.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from jinja2 import TemplateError, nodes
+from jinja2.parser import Parser
+
+# The names a template may read, besides its context's roots: pure functions (Jinja's
+# `lipsum` is random, and is not one of them).
+_PURE_GLOBALS = frozenset({"range", "dict", "namespace", "cycler", "joiner"})
+# Texts naming these are never kept: `random` (a filter), `lipsum` (a global), `sameas` (a
+# test of identity: equal values need not be the same object); a test or filter may also be
+# named by a string (`select('sameas', x)`), so the text is searched, not the tree.
+_IMPURE = ("random", "lipsum", "sameas")
+_ENTRIES = 2048  # renders kept; all forgotten at once when full (reloads, unique values)
+_KEY_LEAVES = 64  # values in a key, and characters of its strings: past them a context is
+_KEY_CHARS = 2048  # not worth keeping (a result's log lines): rendered as before
+_OUTPUT_CHARS = 4096
+
+# How values of other types than the JSON ones are keyed (registered by their modules:
+# `Pending` by its path, `Target` by its text); any other type is not kept.
+FROZEN: dict[type, Callable[[Any], Any]] = {}
+
+_kept: dict[tuple[Any, ...], tuple[bool, Any]] = {}
+_plans: dict[tuple[Any, str, str], tuple[tuple[str, tuple], ...] | bool] = {}
+_PLANS = 4096
+_UNDEFINED = ("undefined",)
+
+
+class _Unkeyable(Exception):
+    pass
+
+
+def entry(env: Any, text: str, kind: str, context: Mapping[str, Any], roots: frozenset[str]
+          ) -> tuple[Any, ...] | None:
+    """What a render (kind "render") or a condition (a bare expression, as
+    `compile_expression` parses it: any other kind) is kept under: the text and the
+    values it reads; None if it may not be kept."""
+    plan = _plans.get((env, text, kind))
+    if plan is None:
+        if len(_plans) >= _PLANS:  # old texts, after reloads
+            _plans.clear()
+        plan = _plans[env, text, kind] = _reads(env, text, kind != "render", roots)
+    if plan is False:
+        return None
+    budget = [_KEY_LEAVES, _KEY_CHARS]
+    try:
+        return (kind, env, text, *[_read(root, path, context, budget) for root, path in plan])
+    except _Unkeyable:
+        return None
+
+
+def _reads(env: Any, text: str, expression: bool, roots: frozenset[str]
+           ) -> tuple[tuple[str, tuple], ...] | bool:
+    """The chains of constant attributes and items a template reads from its context
+    (`("labels", ((False, "namespace"),))`), or False if what it renders may not be kept."""
+    if any(word in text for word in _IMPURE):
+        return False
+    try:
+        if expression:
+            parser = Parser(env, text, state="variable")
+            tree = nodes.Template([nodes.Output([parser.parse_expression()])])
+            if not parser.stream.eos:
+                return False
+            tree.set_environment(env)
+        else:
+            tree = env.parse(text)
+    except TemplateError:
+        return False  # rendered as before, which says why
+    # Every name it reads is a root, a pure global or one it binds itself (read before it is
+    # bound, such a name is undefined: a context holds only the roots).
+    names = [(n.name, n.ctx) for n in tree.find_all(nodes.Name)]
+    bound = {name for name, ctx in names if ctx != "load"}
+    if not {name for name, _ in names} <= roots | _PURE_GLOBALS | bound or any(True for _ in tree.find_all(
+            (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport))):
+        return False
+    found: dict[tuple[str, tuple], None] = {}
+
+    def visit(node: nodes.Node) -> None:
+        chain = _chain(node)
+        if chain is not None:  # read through its root, whatever binds that name
+            if chain[0] in roots:
+                found[chain] = None
+            return
+        for child in node.iter_child_nodes():
+            visit(child)
+
+    visit(tree)
+    return tuple(found)
+
+
+def _chain(node: nodes.Node) -> tuple[str, tuple] | None:
+    """`labels.a['b']` as ("labels", ((False, "a"), (True, "b"))); None if not such a chain."""
+    path = []
+    while True:
+        if isinstance(node, nodes.Getattr):
+            path.append((False, node.attr))
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) \
+                and type(node.arg.value) in (str, int):
+            path.append((True, node.arg.value))
+        elif isinstance(node, nodes.Name) and node.ctx == "load":
+            return node.name, tuple(reversed(path))
+        else:
+            return None
+        node = node.node
+
+
+def _read(root: str, path: tuple, context: Mapping[str, Any], budget: list[int]) -> Any:
+    """The value a chain reads, frozen, and how far down it was followed. Only plain dicts
+    are followed (as the sandbox's getattr and getitem find their keys); any other value is
+    kept whole, since what the template finds below it is a function of it: a string's or a
+    list's items and methods, a placeholder's path, a dict's methods (`result.get`)."""
+    if root not in context:
+        return _UNDEFINED
+    value = context[root]
+    for depth, (item, name) in enumerate(path):
+        if type(value) is not dict or (not item and _attribute(name)):
+            return depth, _frozen(value, budget)
+        if name not in value:  # undefined, unless an item's name is an attribute of it
+            return depth, _frozen(value, budget) if item and _attribute(name) else _UNDEFINED
+        value = value[name]
+    return len(path), _frozen(value, budget)
+
+
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+def _attribute(name: Any) -> bool:
+    """Might the sandbox find this as an attribute of a dict (`items`; `_x` it refuses)?"""
+    return isinstance(name, str) and (name in _DICT_ATTRIBUTES or name.startswith("_"))
+
+
+def _frozen(value: Any, budget: list[int]) -> Any:
+    kind = type(value)
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _Unkeyable
+    if kind is str:
+        budget[1] -= len(value)
+        if budget[1] < 0:
+            raise _Unkeyable
+        return value  # the only bare value: every other is tagged with its type
+    if kind is int or kind is bool or value is None:
+        return kind, value
+    if kind is float:
+        return kind, repr(value)  # 0.0 and -0.0 are equal, and render apart
+    if kind is dict:
+        return kind, tuple((_frozen(k, budget), _frozen(v, budget)) for k, v in value.items())
+    if kind is list or kind is tuple:
+        return kind, tuple(_frozen(v, budget) for v in value)
+    freeze = FROZEN.get(kind)
+    if freeze is None:
+        raise _Unkeyable
+    return kind, _frozen(freeze(value), budget)
+
+
+def get(entry: tuple[Any, ...]) -> tuple[bool, Any] | None:
+    """(True, what it rendered) or (False, the TemplateError's message), if kept."""
+    return _kept.get(entry)
+
+
+def put(entry: tuple[Any, ...], ok: bool, value: Any) -> None:
+    if ok and isinstance(value, str) and len(value) > _OUTPUT_CHARS:
+        return
+    if len(_kept) >= _ENTRIES:
+        _kept.clear()
+    _kept[entry] = (ok, value)
+
+
+def clear() -> None:
+    _kept.clear()

@@ -1,0 +1,132 @@
+"""A render kept for the values it read (template_memo) is exactly what rendering again would
+give: for every way a template reads its context, over contexts that differ in what it reads
+(a value, its type, a key's order, a missing key, a placeholder) or only in what it does not;
+and it is kept only when that is provable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from remediator import template_context, template_memo, templating
+
+TEMPLATES = [
+    "{{ labels.x }}",
+    "{{ labels['x'] }}",
+    "{{ labels.get('x', 'none') }}",
+    "{{ 'x' in labels }}",
+    "{{ labels | tojson }}",
+    "{{ labels }}",
+    "{% for k, v in labels.items() %}{{ k }}={{ v }};{% endfor %}",
+    "{{ labels.x | default('?') }}",
+    "{% if labels.x is defined %}[{{ labels.x }}]{% endif %}",
+    "{% set ns = labels %}{{ ns.x }}{% set labels = {'x': 'shadow'} %}{{ labels.x }}",
+    "{{ labels.x ~ annotations.summary }}",
+    "{{ labels.pod }}",  # undefined: its error lists the labels there are
+    "{{ steps.a.result.n }}",
+    "{{ steps.a.result.n == 1 }}",
+    "{{ steps.a.result.n + 1 }}",
+    "{{ steps.a.result }}",
+    "{{ steps.a.result.get('n') }}",
+    "{{ steps.a.outcome }}",
+    "{{ steps.b is defined }}",
+    "{{ target }} {{ target.name if target else '' }}",
+    "{{ alert.status }} {{ playbook.name }}",
+    "{{ group.commonLabels.x | default('-') }}",
+    "{{ labels.x | int * 3 }}",
+]
+CONDITIONS = ["labels.x == '1'", "steps.a.result.n > 0", "steps.a.outcome == 'failed'",
+              "labels.pod is defined and labels.pod.startswith('a')", "'x' in labels"]
+
+
+def contexts() -> list[dict[str, Any]]:
+    results: list[Any] = [1, True, 1.0, -0.0, 0.0, "1", None, [1], {"n": 1}, {"n": "1"}]
+    out = []
+    for labels in ({"x": "1", "y": "a"}, {"x": "1", "y": "b"}, {"y": "a", "x": "1"},
+                   {"x": "2"}, {}, {"x": "{{ labels.y }}"}, {"pod": "a1", "x": "1"}):
+        for result in (*({"n": r} for r in results), {}, None):
+            ctx = template_context.build(
+                {"labels": labels, "annotations": {"summary": "s"}, "status": "firing"},
+                {"commonLabels": dict(labels)}, None, "ns/deployment/web" if labels else None)
+            ctx["steps"] = {"a": template_context.step_view(
+                {"name": "a", "outcome": "planned"}) if result is None else
+                {"outcome": "succeeded", "result": result, "detail": ""}}
+            out.append(ctx)
+    return out
+
+
+def outcome(call: Any) -> tuple[str, Any]:
+    try:
+        return "ok", call()
+    except templating.TemplateError as exc:
+        return "error", str(exc)
+
+
+@pytest.fixture
+def memo_off(monkeypatch: pytest.MonkeyPatch) -> Any:
+    def switch(off: bool) -> None:
+        template_memo.clear()
+        template_memo._plans.clear()
+        if off:
+            monkeypatch.setattr(template_memo, "_reads", lambda *a: False)
+        else:
+            monkeypatch.undo()
+    yield switch
+    switch(False)
+
+
+def test_a_kept_render_is_what_rendering_again_gives(memo_off: Any) -> None:
+    ctxs = contexts()
+    calls = [(t, c) for t in TEMPLATES for c in ctxs]
+
+    def run(order: list[tuple[str, dict[str, Any]]]) -> dict[tuple[str, int], Any]:
+        return {(t, id(c)): outcome(lambda t=t, c=c: templating.render(t, c)) for t, c in order} | {
+            (e, id(c)): (outcome(lambda e=e, c=c: templating.evaluate(e, c)),
+                          outcome(lambda e=e, c=c: templating.evaluate(e, c, explain=False)))
+            for e in CONDITIONS for c in ctxs}
+
+    memo_off(True)
+    expected = run(calls)
+    memo_off(False)
+    assert run(calls) == expected
+    assert run(calls[::-1]) == expected  # another context's render first
+    assert template_memo._kept  # and it was kept
+
+
+def test_only_different_values_render_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted: a template renders once per distinct value it reads, whatever else differs;
+    an impure one, a big value or an error that describes the context renders every time."""
+    template_memo.clear()
+    rendered: list[str] = []
+    real = templating._bounded_render
+    monkeypatch.setattr(templating, "_bounded_render",
+                        lambda env, text, ctx: rendered.append(text) or real(env, text, ctx))
+
+    def render(text: str, **labels: str) -> str:
+        return templating.render(text, template_context.build(
+            {"labels": labels, "annotations": {}}, None, None))
+
+    text = "{{ labels.namespace }}/{{ labels.deployment }}"
+    for pod in ("a", "b", "c"):
+        assert render(text, namespace="prod", deployment="web", pod=pod) == "prod/web"
+    assert render(text, namespace="prod", deployment="api") == "prod/api"
+    assert rendered == [text, text]
+    rendered.clear()
+    for text, labels in (("{{ [1, 2, 3] | random }}", {}), ("{{ labels.x }}", {"x": "v" * 3000}),
+                         ("{{ labels.pod }}", {"x": "1"})):
+        for _ in range(2):
+            outcome(lambda text=text, labels=labels: render(text, **labels))
+    assert len(rendered) == 6
+
+
+def test_a_template_that_may_not_be_kept_is_known_by_what_it_reads() -> None:
+    env, roots = templating._env, templating.ROOTS
+    assert template_memo._reads(env, "{{ labels.a.b }} {{ labels['c'] }} {{ steps.x.result.get('y') }}",
+                                False, roots) == (
+        ("labels", ((False, "a"), (False, "b"))), ("labels", ((True, "c"),)),
+        ("steps", ((False, "x"), (False, "result"), (False, "get"))))
+    for text in ("{{ lipsum() }}", "{{ labels | select('sameas', 1) | list }}",
+                 "{{ unknown_name }}", "{% include 'x' %}", "{{ x | nosuchfilter }}"):
+        assert template_memo._reads(env, text, False, roots) is False, text
+    assert template_memo._reads(env, "labels.x == '1' }}{{ 1", True, roots) is False
