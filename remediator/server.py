@@ -7,6 +7,7 @@ when the store cannot accept the alerts — which is exactly when Alertmanager s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -25,7 +26,7 @@ log = logging.getLogger("remediator.server")
 
 SERVICE = web.AppKey("service", Service)
 USERS = web.AppKey("users", Users)
-PRINCIPAL = web.RequestKey("principal", Principal)  # who is calling (set by `authenticate`)
+PRINCIPAL = web.RequestKey("principal", Principal)  # who is calling (set by `guard`)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -33,7 +34,7 @@ def build_app(service: Service) -> web.Application:
     # aiohttp enforces the body limit itself (413) before the handler reads anything.
     cfg = service.config
     app = web.Application(client_max_size=cfg.max_body_bytes,
-                          middlewares=[count_webhook_requests, store_outage_is_503, authenticate])
+                          middlewares=[guard])
     app[SERVICE] = service
     app[USERS] = Users(cfg.operators, cfg.webhook_token, cfg.basic_auth_username,
                        cfg.basic_auth_password, cfg.allow_unauthenticated)
@@ -81,40 +82,47 @@ def _needs(request: web.Request) -> str | None:
 
 
 @web.middleware
-async def count_webhook_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """`remediator_webhook_requests_total{code}` for every answer to POST /alerts, 401s
-    included; processing keeps to its share of the loop while one is in flight (turns.py)."""
-    if request.path != "/alerts":
-        return await handler(request)
-    metrics = request.app[SERVICE].metrics
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request's one middleware. 401 without valid credentials, 403 with credentials
+    that lack the role; a store that cannot answer is a 503 on every endpoint (approve, API
+    reads, console), never a 500: the work is not lost, the caller should retry. For
+    /alerts also `remediator_webhook_requests_total{code}` for every answer, 401s included,
+    and processing keeps to its share of the loop while one is in flight (turns.py).
+
+    One coroutine: three middlewares were three more, each behind aiohttp's wrapper, that
+    every webhook entered and left (`test_hot_path.py` counts them)."""
+    webhook = request.path == "/alerts"
     started = time.perf_counter()
-    with turns.intake():
-        response = await handler(request)
-    counter = metrics.webhook_codes.get(response.status)
-    (counter or metrics.webhook_requests.labels(str(response.status))).inc()
-    if response.status == 202:
-        metrics.ack_seconds.observe(time.perf_counter() - started)
+    with turns.intake() if webhook else _NOT_A_WEBHOOK:
+        need = _needs(request)
+        try:
+            principal = None if need is None else \
+                await request.app[USERS].authenticate(request.headers.get("Authorization", ""))
+            response = _refusal(request, principal, need)
+            if response is None:
+                if principal is not None:
+                    request[PRINCIPAL] = principal
+                response = await handler(request)
+        except StoreUnavailable as exc:
+            log.error("store unavailable answering %s %s: %s", request.method, request.path, exc)
+            response = _error(503, f"store unavailable, retry: {exc}")
+    if webhook:
+        metrics = request.app[SERVICE].metrics
+        counter = metrics.webhook_codes.get(response.status)
+        (counter or metrics.webhook_requests.labels(str(response.status))).inc()
+        if response.status == 202:
+            metrics.ack_seconds.observe(time.perf_counter() - started)
     return response
 
 
-@web.middleware
-async def store_outage_is_503(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A store that cannot answer is a 503 on every endpoint (approve, API reads, console),
-    never a 500: the work is not lost, the caller should retry."""
-    try:
-        return await handler(request)
-    except StoreUnavailable as exc:
-        log.error("store unavailable answering %s %s: %s", request.method, request.path, exc)
-        return _error(503, f"store unavailable, retry: {exc}")
+_NOT_A_WEBHOOK = contextlib.nullcontext()
 
 
-@web.middleware
-async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """401 without valid credentials, 403 with credentials that lack the role."""
-    need = _needs(request)
+def _refusal(request: web.Request, principal: Principal | None, need: str | None
+             ) -> web.Response | None:
+    """The 401 or 403 a caller who needs `need` gets, or None (`need` None: anyone)."""
     if need is None:
-        return await handler(request)
-    principal = await request.app[USERS].authenticate(request.headers.get("Authorization", ""))
+        return None
     if principal is None:
         return _error(401, "missing or invalid credentials (bearer token or basic auth)",
                       **{"WWW-Authenticate": 'Bearer realm="remediator"'})
@@ -123,8 +131,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             return _error(403, "the webhook credential may only POST /alerts")
         return _error(403, f"{principal.name} is a {principal.role}; "
                       f"{request.method} {request.path} needs the {need} role")
-    request[PRINCIPAL] = principal
-    return await handler(request)
+    return None
 
 
 def _json(data: object) -> web.Response:

@@ -14,6 +14,7 @@ import inspect
 import json
 import logging
 import re
+import sys
 import time
 import types
 from collections.abc import Iterator
@@ -702,6 +703,36 @@ def test_a_webhook_is_in_flight_for_the_turns_while_it_is_handled(tmp_path, monk
         assert w.post_alerts(notification(alert("WebDown", deployment="a", team="a")))[0] == 202
         assert seen == [1]
         assert w.call(_intake_now()) == 0  # and no longer once answered
+    finally:
+        w.stop()
+
+
+def test_a_webhook_passes_one_middleware_of_ours(tmp_path, monkeypatch):
+    """Authentication, the store's 503 and the webhook's count and turns are one middleware:
+    three were three coroutines more, each behind aiohttp's wrapper, on every webhook's way
+    in and out. Counted: the coroutine frames between aiohttp's app and the route's handler
+    (ours, and aiohttp's own that sets the request's current app)."""
+    rules = write_rules(tmp_path / "rules", RULES)
+    cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
+                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    w = InProcessWorker(cfg).start()
+    intake, between = w.service.intake, []
+
+    async def counted_intake(notification):  # type: ignore[no-untyped-def]
+        frame, names = sys._getframe(1), []
+        while frame.f_code.co_name != "receive_alerts":
+            frame = frame.f_back
+        frame = frame.f_back
+        while frame.f_code is not web.Application._handle.__code__:
+            names.append(frame.f_code.co_name)
+            frame = frame.f_back
+        between.append(names)
+        return await intake(notification)
+
+    monkeypatch.setattr(w.service, "intake", counted_intake)
+    try:
+        assert w.post_alerts(notification(alert("WebDown", deployment="a", team="a")))[0] == 202
+        assert between == [["guard", "impl"]], between
     finally:
         w.stop()
 
