@@ -151,7 +151,8 @@ class Service:
         for status, count in (("firing", firing), ("resolved", len(rows) - firing)):
             if count:
                 self.metrics.alerts_by_status[status].inc(count)
-        self.metrics.alerts_duplicate.inc(result.duplicates)
+        if result.duplicates:
+            self.metrics.alerts_duplicate.inc(result.duplicates)
         if notification.group.truncated_alerts > 0:  # never sent to us: humans must know
             self.metrics.alerts_truncated.inc(notification.group.truncated_alerts)
             log.warning("Alertmanager left %d alert(s) of group %s out of its notification "
