@@ -688,23 +688,10 @@ def test_processing_statements_in_a_commit_count_toward_its_share(run, tmp_path)
 
 
 def test_a_webhook_is_in_flight_for_the_turns_while_it_is_handled(tmp_path, monkeypatch):
-    rules = write_rules(tmp_path / "rules", RULES)
-    cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
-                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
-    w = InProcessWorker(cfg).start()
-    intake, seen = w.service.intake, []
-
-    async def counted_intake(notification):  # type: ignore[no-untyped-def]
-        seen.append(turns.turns().intake)
-        return await intake(notification)
-
-    monkeypatch.setattr(w.service, "intake", counted_intake)
-    try:
-        assert w.post_alerts(notification(alert("WebDown", deployment="a", team="a")))[0] == 202
+    seen: list[int] = []
+    with _one_webhook(tmp_path, monkeypatch, lambda: seen.append(turns.turns().intake)) as w:
         assert seen == [1]
         assert w.call(_intake_now()) == 0  # and no longer once answered
-    finally:
-        w.stop()
 
 
 def test_a_webhook_passes_one_middleware_of_ours(tmp_path, monkeypatch):
@@ -712,14 +699,10 @@ def test_a_webhook_passes_one_middleware_of_ours(tmp_path, monkeypatch):
     three were three coroutines more, each behind aiohttp's wrapper, on every webhook's way
     in and out. Counted: the coroutine frames between aiohttp's app and the route's handler
     (ours, and aiohttp's own that sets the request's current app)."""
-    rules = write_rules(tmp_path / "rules", RULES)
-    cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
-                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
-    w = InProcessWorker(cfg).start()
-    intake, between = w.service.intake, []
+    between: list[list[str]] = []
 
-    async def counted_intake(notification):  # type: ignore[no-untyped-def]
-        frame, names = sys._getframe(1), []
+    def frames() -> None:
+        frame, names = sys._getframe(2), []
         while frame.f_code.co_name != "receive_alerts":
             frame = frame.f_back
         frame = frame.f_back
@@ -727,12 +710,28 @@ def test_a_webhook_passes_one_middleware_of_ours(tmp_path, monkeypatch):
             names.append(frame.f_code.co_name)
             frame = frame.f_back
         between.append(names)
+
+    with _one_webhook(tmp_path, monkeypatch, frames):
+        assert between == [["guard", "impl"]], between
+
+
+@contextlib.contextmanager
+def _one_webhook(tmp_path, monkeypatch, look) -> Iterator[InProcessWorker]:  # type: ignore[no-untyped-def]
+    """A worker that answers one webhook, calling `look()` from its intake."""
+    rules = write_rules(tmp_path / "rules", RULES)
+    cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
+                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    w = InProcessWorker(cfg).start()
+    intake = w.service.intake
+
+    async def looked_at(notification):  # type: ignore[no-untyped-def]
+        look()
         return await intake(notification)
 
-    monkeypatch.setattr(w.service, "intake", counted_intake)
+    monkeypatch.setattr(w.service, "intake", looked_at)
     try:
         assert w.post_alerts(notification(alert("WebDown", deployment="a", team="a")))[0] == 202
-        assert between == [["guard", "impl"]], between
+        yield w
     finally:
         w.stop()
 
