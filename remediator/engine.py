@@ -75,14 +75,15 @@ class Engine:
         alert = Alert.from_dict(item.alert)
         group = Group(**_group_kwargs(item.group))
         playbooks = self.rules.match(alert.labels, alert.status)
-        last = _execution_id(item.dedupe_key, playbooks[-1].name if playbooks else "")
-        token = _finishing.set((last, item.id))
+        ids = [_execution_id(item.dedupe_key, pb.name) for pb in playbooks] or [
+            _execution_id(item.dedupe_key, "")]
+        token = _finishing.set((ids[-1], item.id))
         try:
             if playbooks:
-                decisions = [await self.execute(pb, alert, group, item.dedupe_key)
-                             for pb in playbooks]
+                decisions = [await self.execute(pb, alert, group, item.dedupe_key, execution_id)
+                             for pb, execution_id in zip(playbooks, ids, strict=True)]
             else:
-                decision = self._decision(last, alert, None)
+                decision = self._decision(ids[-1], alert, None)
                 decision.update(outcome="no_match", reason="no playbook matches this alert")
                 decisions = [await self._finish(decision)]
             if _finishing.get() is not None:  # its last execution was final already
@@ -91,10 +92,11 @@ class Engine:
         finally:
             _finishing.reset(token)
 
-    async def execute(self, pb: Playbook, alert: Alert, group: Group,
-                      dedupe_key: str) -> dict[str, Any]:
-        """Run (or resume) one playbook for one alert; return its decision."""
-        execution_id = _execution_id(dedupe_key, pb.name)
+    async def execute(self, pb: Playbook, alert: Alert, group: Group, dedupe_key: str,
+                      execution_id: str | None = None) -> dict[str, Any]:
+        """Run (or resume) one playbook for one alert; return its decision (`execution_id`:
+        its id, when the caller computed it already)."""
+        execution_id = execution_id or _execution_id(dedupe_key, pb.name)
         while not self.inflight.start(execution_id, f"{alert.fingerprint}:{alert.starts_at}"):
             # Already running here (an approval resumed it while its alert was queued again):
             # wait for it rather than report it done, so its inbox item stays unfinished, and
@@ -419,7 +421,7 @@ class Engine:
         else:
             await self._run_cancellable(gc, action, params, actx, record, step, intent)
         if self.metrics:
-            self.metrics.step_seconds.labels(step.action, record.outcome).observe(
+            self.metrics.child(self.metrics.step_seconds, step.action, record.outcome).observe(
                 record.duration_seconds)
         return record
 
@@ -495,7 +497,7 @@ class Engine:
         decision.update(outcome="blocked", reason=str(block), blocked_step=step)
         await self.guards.release(gc)  # a blocked execution holds nothing (an approval resumes it)
         if self.metrics:
-            self.metrics.guard_blocks.labels(block.guard).inc()
+            self.metrics.child(self.metrics.guard_blocks, block.guard).inc()
         return await self._finish(decision, escalate=block.escalate)
 
     async def _finish(self, decision: dict[str, Any], escalate: bool = False,
@@ -534,7 +536,8 @@ class Engine:
         if finishes is not None:
             _finishing.set(None)
         if self.metrics:
-            self.metrics.executions.labels(decision.get("playbook") or "", decision["outcome"]).inc()
+            self.metrics.child(self.metrics.executions, decision.get("playbook") or "",
+                               decision["outcome"]).inc()
         log.info("decision %s%s", decision["outcome"],
                  f": {decision['reason']}" if decision.get("reason") else "",
                  extra={"execution_id": decision["id"], "fingerprint": decision["fingerprint"],

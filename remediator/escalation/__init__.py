@@ -174,4 +174,4 @@ class Escalator:
 
     def _count(self, sink: str, outcome: str) -> None:
         if self.metrics:
-            self.metrics.escalations.labels(sink, outcome).inc()
+            self.metrics.child(self.metrics.escalations, sink, outcome).inc()

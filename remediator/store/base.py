@@ -135,7 +135,8 @@ class Store(Protocol):
         """Record the decision, with `events`, its journal entries `steps` (index -> record,
         as `save_step`), and mark inbox item `finishes` done (as `finish`), in one atomic
         write: a final decision and its item's completion are recorded together or not at
-        all."""
+        all. That write takes no turn after it (turns.py): only the decision's log line and
+        its task's end follow it."""
         ...
 
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None: ...

@@ -858,7 +858,7 @@ class PostgresStore:
             with_.append(f"done AS (UPDATE inbox SET state='done', owner=NULL, lease_until=NULL "
                          f"WHERE id=${len(args) - 1} AND (owner=${len(args)} OR owner IS NULL))")
         await self._exec("journal", ("WITH " + ", ".join(with_) + " " if with_ else "") + record,
-                         *args)
+                         *args, turn=finishes is None)
         ref.stored = True
         if finishes is not None:
             self._held.discard(finishes)

@@ -255,7 +255,7 @@ class SQLiteStore(LocalCoordination):
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX)
 
-    async def _write(self, fn: Write, priority: bool = False) -> Any:
+    async def _write(self, fn: Write, priority: bool = False, turn: bool = True) -> Any:
         """Run `fn(db)` in the transaction this loop iteration commits; return after COMMIT.
 
         Group commit: every write issued in the same loop iteration (webhook requests,
@@ -263,7 +263,8 @@ class SQLiteStore(LocalCoordination):
         before its write is committed, so a step's intent is on disk before the step runs.
         `priority` writes (intake, the operator's state: pause is the kill switch) join the
         next commit ahead of queued processing writes and take no turn after it; any other
-        caller then waits for processing's turn (turns.py).
+        caller then waits for processing's turn (turns.py), unless `turn` is False (the write
+        that finishes an inbox item: what follows it is the decision's log line).
         """
         if self._db is None:
             raise StoreUnavailable("store is not open")
@@ -272,7 +273,7 @@ class SQLiteStore(LocalCoordination):
         self._pending.append((fn, future, priority))
         self._schedule(loop)
         result = await future
-        if not priority:
+        if turn and not priority:
             await turns.take()
         return result
 
@@ -598,7 +599,7 @@ class SQLiteStore(LocalCoordination):
             if finishes is not None:
                 db.execute("UPDATE inbox SET state='done' WHERE id=?", (finishes,))
 
-        await self._write(write)
+        await self._write(write, turn=finishes is None)
         ref.stored = True
 
     def _record(self, decision: dict[str, Any]) -> tuple[Write, packing.Ref]:

@@ -268,6 +268,54 @@ playbooks:
                      "UPDATE inbox SET state='done' WHERE id=?": 30}, calls
 
 
+def test_a_decisions_final_write_takes_no_turn_after_it(tmp_path, monkeypatch):
+    """A processing write is followed by processing's turn, but the one that finishes an
+    inbox item (the alert's last decision, with its item's done mark) is followed only by
+    the decision's log line and its task's end: it takes none (a turn is ~7 us of the loop,
+    and an iteration of it, per decision). The store's turns taken in alerts' tasks
+    counted: one after an alert's first decision when a second playbook's follows it, none
+    after the others."""
+    from remediator.store import sqlite
+
+    rules = write_rules(tmp_path / "rules", """
+playbooks:
+  - name: look-again
+    match: {alertname: WebDown, matchers: [team="twice"]}
+    continue: true
+    steps:
+      - {name: look, action: log, params: {message: "{{ labels.deployment }} still down"}}
+  - name: look-at-web
+    match: {alertname: WebDown}
+    steps:
+      - {name: look, action: log, params: {message: "{{ labels.deployment }} is down"}}
+""")
+    cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
+                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    taken: list[str] = []
+
+    async def take() -> None:
+        taken.append(asyncio.current_task().get_coro().__name__)  # type: ignore[union-attr]
+        await turns.take()
+
+    monkeypatch.setattr(sqlite, "turns", types.SimpleNamespace(take=take, turns=turns.turns))
+    w = InProcessWorker(cfg).start()
+    try:
+        body = notification(*(alert("WebDown", deployment=f"web{i}", fingerprint=f"w{i}")
+                              for i in range(8)),
+                            *(alert("Unknown", fingerprint=f"u{i}") for i in range(4)),
+                            *(alert("WebDown", deployment=f"two{i}", team="twice",
+                                    fingerprint=f"t{i}") for i in range(3)))
+        assert w.post_alerts(body)[0] == 202
+        w.wait_idle()
+        outcomes = collections.Counter(
+            d["outcome"] for d in w.call(w.service.store.list_executions(1000)))
+    finally:
+        w.stop()
+    assert outcomes == {"planned": 8 + 2 * 3, "no_match": 4}
+    assert "_dispatch_loop" in taken  # its claims are followed by a turn
+    assert taken.count("_process") == 3, taken  # 18 before
+
+
 def test_a_notifications_alerts_share_one_encoding_of_its_group(monkeypatch):
     """Intake packs each alert with its notification's group; the group is encoded once per
     notification, not once per alert (half of packing's time), and the stored text reads
@@ -337,9 +385,9 @@ def test_a_dry_run_decision_with_a_note_is_encoded_once_and_copied_only_where_ne
     assert redactions == []
     assert copies == []
     # processing's turns: a decision's start, its plan (its steps together: nothing is
-    # called or written between them), its note, its record, after its one write; and the
-    # claims
-    assert granted <= 5 * n + 3 * (n // Service.claim_batch), granted
+    # called or written between them), its note, its record, none after its one write (its
+    # last: test_a_decisions_final_write_takes_no_turn_after_it); and the claims
+    assert granted <= 4 * n + 3 * (n // Service.claim_batch), granted
     # the steps' context; a note makes only the roots its templates read, as they read them
     assert len(contexts) == n
     # the test's request body, then at intake the notification's group once and each alert
@@ -786,8 +834,9 @@ def test_postgres_processing_calls_take_a_turn_intake_and_claims_do_not(run, pos
     """As after a SQLite write, processing's PostgreSQL calls are followed by its turn: the
     caller's work up to its next call ran unpaced in whatever loop iteration the answer came
     in, webhooks waiting in it. Intake, a claim (its items are registered for lease renewal
-    when it returns), the operator's state, the heartbeat and a critical section's
-    statements (its lock held meanwhile) take none; nor does anything once intake is quiet."""
+    when it returns), the operator's state, the heartbeat, a critical section's statements
+    (its lock held meanwhile) and the record that finishes an item (its decision's log line
+    follows) take none; nor does anything once intake is quiet."""
     async def scenario():
         store = open_store(postgres_url)
         await store.open()
@@ -806,10 +855,17 @@ def test_postgres_processing_calls_take_a_turn_intake_and_claims_do_not(run, pos
                 await store.record_event("budget", "global", 1.0)
                 await store.finish(item.id)
                 assert t.granted == 3
+                decision = {"id": "e1", "created_at": "2026-11-30T00:00:00.000000Z",
+                            "alertname": "A", "playbook": "p", "outcome": "planned",
+                            "fingerprint": "f", "steps": [], "alert": {"labels": {}}}
+                await store.save_execution(decision)
+                assert t.granted == 4
+                await store.save_execution(decision, finishes=item.id)  # its item's last
+                assert t.granted == 4
             await asyncio.sleep(turns.RECENT * 2)
             await store.get_state("k")  # intake quiet: nothing to make room for
             await store.record_event("budget", "global", 2.0)
-            assert t.granted == 3
+            assert t.granted == 4
         finally:
             await store.close()
     run(scenario())
@@ -1244,6 +1300,48 @@ def test_a_webhook_counts_its_answer_and_alerts_without_looking_up_a_metric(tmp_
         assert metrics.alerts_duplicate._value.get() == 2
     finally:
         w.stop()
+
+
+def test_a_decision_hashes_its_id_once_and_counts_itself_without_looking_up_a_metric(
+        tmp_path, monkeypatch):
+    """A decision's execution id is hashed once (twice before: the alert's last one was
+    hashed again to know which record finishes its item, ~1.5 us), and the children it
+    counts (its outcome, a guard's block, a step's duration) are looked up once per label
+    values, not at every decision (~3 us); the counts are the same."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    rules = write_rules(tmp_path / "rules", RULES)
+    cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
+                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    w = InProcessWorker(cfg).start()
+    try:
+        def storm(tag: str) -> None:
+            body = notification(*(alert("WebDown", deployment=f"{tag}{i}", team="a",
+                                        fingerprint=f"{tag}{i}") for i in range(5)),
+                                alert("Unknown", fingerprint=f"{tag}u"))
+            assert w.post_alerts(body)[0] == 202
+            w.wait_idle()
+
+        storm("warm")
+        looked_up: list[str] = []
+        labels = MetricWrapperBase.labels
+
+        def counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            looked_up.append(self._name)
+            return labels(self, *args, **kwargs)
+
+        monkeypatch.setattr(MetricWrapperBase, "labels", counted)
+        hashed: list[object] = []
+        _count(monkeypatch, engine, "_execution_id", hashed)
+        storm("counted")
+        monkeypatch.undo()
+        metrics = w.service.metrics
+        assert metrics.executions.labels("restart-web", "planned")._value.get() == 10
+        assert metrics.executions.labels("", "no_match")._value.get() == 2
+    finally:
+        w.stop()
+    assert looked_up == []
+    assert len(hashed) == 6  # one per decision (11 before)
 
 
 def _engine_for_one_step(tmp_path, text: str):
