@@ -512,7 +512,8 @@ class Engine:
             events = None
             if unsaved := self._unsaved.pop(decision["id"], None):  # so is the journal
                 await self._journal(decision, *unsaved)
-            await turns.take()  # rendering the note is a chunk of its own
+            if decision["mode"] != "dry-run":  # rendering the note is a chunk of its own,
+                await turns.take()  # but a plan's: nothing was called or written since it
             pb = self.rules.get(decision["playbook"])
             try:
                 decision["escalation"] = await self.escalator.escalate(

@@ -207,6 +207,42 @@ def test_the_dispatcher_claims_a_bounded_batch_and_templates_compile_once(tmp_pa
     assert sum(s.startswith("INSERT INTO executions") for s in statements) == 60
 
 
+def test_processing_writes_fill_their_commits_in_a_backlog(tmp_path):
+    """A backlog's decisions share their commits (a commit's own cost, ~30 us, is paid per
+    commit): the dispatcher claims enough items at once (`Service.claim_batch`) for other
+    chunks to be queued while a decision's record waits to commit, so its commit carries
+    up to `PROCESSING_PER_COMMIT` writes. With a turn or two less per decision (none after
+    its final write, a dry run's note in its plan's chunk), claiming 4 at a time left too
+    few queued: a backlog's commits carried two writes each (50 for 96 decisions, 34 before
+    with more turns; 30-38 now)."""
+    rules = write_rules(tmp_path / "rules", """
+playbooks:
+  - name: look-at-web
+    match: {alertname: WebDown}
+    steps:
+      - {name: look, action: log, params: {message: "{{ labels.deployment }} is down"}}
+""")
+    cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
+                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    w = InProcessWorker(cfg).start()
+    statements: list[str] = []
+    n = 96
+    try:
+        w.call(_trace(w.service, statements))
+        body = notification(*(alert("WebDown", deployment=f"web{i}", fingerprint=f"w{i}")
+                              for i in range(n)))
+        assert w.post_alerts(body)[0] == 202
+        w.wait_idle()
+        w.call(_trace(w.service, []))
+    finally:
+        w.stop()
+    commits = _transactions(statements)
+    records = sum(s.startswith("INSERT INTO executions") for c in commits for s in c)
+    assert records == n
+    processing = [c for c in commits if not any("INTO inbox" in s for s in c)]
+    assert len(processing) <= 0.42 * n, (len(processing), n)
+
+
 class _CountingConnection:
     """The store's SQLite connection, counting the calls made into SQLite by statement (an
     executemany of no rows is a call too: its statement is looked up and reset)."""
@@ -489,8 +525,10 @@ playbooks:
 def test_a_decisions_note_and_its_record_are_chunks_of_their_own(tmp_path, monkeypatch):
     """Rendering a note (its templates, its redaction) and recording the decision (encoding
     it) were one chunk of processing, the longest a storm held the loop for: a webhook
-    arriving meanwhile waited for both. A turn is taken before the note and again before
-    the record (the engine's turns and the two pieces of work, in order)."""
+    arriving meanwhile waited for both. A turn is taken before the record; a dry run's note
+    continues its plan's chunk (nothing was called or written since: a turn less per noted
+    decision), and takes a turn of its own after a live run's steps (the engine's turns and
+    the pieces of work, in order)."""
     rules = write_rules(tmp_path / "rules", RULES)
     cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
                  escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
@@ -510,17 +548,23 @@ def test_a_decisions_note_and_its_record_are_chunks_of_their_own(tmp_path, monke
     monkeypatch.setattr(engine, "turns", counted)  # the engine's turns only
     logged(escalation, "note_for", "note")
     logged(packing, "body_text", "record")
-    w = InProcessWorker(cfg).start()
-    try:
-        assert w.post_alerts(notification(alert("WebDown", deployment="web", team="a",
-                                                fingerprint="f")))[0] == 202
-        w.wait_idle()
-        decisions = w.call(w.service.store.list_executions(10))
-    finally:
-        w.stop()
-    assert [d["outcome"] for d in decisions] == ["planned"]
-    assert "team a" in decisions[0]["escalation"]["note"]
-    assert events[-4:] == ["turn", "note", "turn", "record"], events
+    logged(engine.Engine, "_run_step", "step")
+    tails = []
+    for mode in ("dry-run", "live"):
+        cfg.mode, cfg.store = mode, f"sqlite:///{tmp_path}/{mode}.db"
+        w = InProcessWorker(cfg).start()
+        try:
+            assert w.post_alerts(notification(alert("WebDown", deployment="web", team="a",
+                                                    fingerprint="f")))[0] == 202
+            w.wait_idle()
+            decisions = w.call(w.service.store.list_executions(10))
+        finally:
+            w.stop()
+        assert "team a" in decisions[0]["escalation"]["note"]
+        tails.append((decisions[0]["outcome"], events[-6:]))
+    assert tails == [("planned", ["turn", "step", "step", "note", "turn", "record"]),
+                     # its last step called, journaled (the store's turn), then its note
+                     ("failed", ["turn", "step", "turn", "note", "turn", "record"])], tails
 
 
 async def _granted() -> int:
