@@ -532,6 +532,7 @@ class Engine:
         unsaved = self._unsaved.get(decision["id"])
         await self.store.save_execution(decision, events, finishes=finishes,
                                         steps=dict([unsaved]) if unsaved else None)
+        resumed = time.perf_counter()
         self._unsaved.pop(decision["id"], None)
         self._unrecorded.discard(decision["id"])
         if finishes is not None:
@@ -543,6 +544,9 @@ class Engine:
                  f": {decision['reason']}" if decision.get("reason") else "",
                  extra={"execution_id": decision["id"], "fingerprint": decision["fingerprint"],
                         "playbook": decision.get("playbook"), "outcome": decision["outcome"]})
+        if finishes is not None:  # no turn since its write (it finished the item): this
+            # tail is still processing's time, not intake's, for processing's share
+            turns.turns().charge(time.perf_counter() - resumed)
         return decision
 
     async def _journal(self, decision: dict[str, Any], index: int, record: dict[str, Any],

@@ -310,7 +310,8 @@ def test_a_decisions_final_write_takes_no_turn_after_it(tmp_path, monkeypatch):
     the decision's log line and its task's end: it takes none (a turn is ~7 us of the loop,
     and an iteration of it, per decision). The store's turns taken in alerts' tasks
     counted: one after an alert's first decision when a second playbook's follows it, none
-    after the others."""
+    after the others. What follows a final write is charged to processing's share of the
+    loop (turns.py), as a chunk's time is."""
     from remediator.store import sqlite
 
     rules = write_rules(tmp_path / "rules", """
@@ -334,6 +335,9 @@ playbooks:
         await turns.take()
 
     monkeypatch.setattr(sqlite, "turns", types.SimpleNamespace(take=take, turns=turns.turns))
+    charged: list[float] = []  # the engine's: what follows a final write, no turn between
+    monkeypatch.setattr(engine, "turns", types.SimpleNamespace(
+        take=turns.take, turns=lambda: types.SimpleNamespace(charge=charged.append)))
     w = InProcessWorker(cfg).start()
     try:
         body = notification(*(alert("WebDown", deployment=f"web{i}", fingerprint=f"w{i}")
@@ -350,6 +354,8 @@ playbooks:
     assert outcomes == {"planned": 8 + 2 * 3, "no_match": 4}
     assert "_dispatch_loop" in taken  # its claims are followed by a turn
     assert taken.count("_process") == 3, taken  # 18 before
+    # ...but what follows it (its log line) counts toward processing's share all the same
+    assert len(charged) == 8 + 4 + 3 and all(seconds > 0 for seconds in charged)
 
 
 def test_a_notifications_alerts_share_one_encoding_of_its_group(monkeypatch):
@@ -503,7 +509,7 @@ playbooks:
     cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
                  escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
     taken: list[object] = []
-    counted = types.SimpleNamespace(take=turns.take)
+    counted = types.SimpleNamespace(take=turns.take, turns=turns.turns)
     _count(monkeypatch, counted, "take", taken)
     monkeypatch.setattr(engine, "turns", counted)  # the engine's turns only
     w = InProcessWorker(cfg).start()
@@ -543,7 +549,7 @@ def test_a_decisions_note_and_its_record_are_chunks_of_their_own(tmp_path, monke
 
         monkeypatch.setattr(owner, name, call)
 
-    counted = types.SimpleNamespace(take=turns.take)
+    counted = types.SimpleNamespace(take=turns.take, turns=turns.turns)
     logged(counted, "take", "turn")
     monkeypatch.setattr(engine, "turns", counted)  # the engine's turns only
     logged(escalation, "note_for", "note")
