@@ -62,6 +62,14 @@ playbooks:
                  next_steps: ["check {{ labels.deployment }}", roll back the last deploy]}
 """
 
+# One dry-run playbook of one literal step: the least a decision does.
+LOOK = """
+  - name: look-at-web
+    match: {alertname: WebDown}
+    steps:
+      - {name: look, action: log, params: {message: "{{ labels.deployment }} is down"}}
+"""
+
 
 def _transactions(statements: list[str]) -> list[list[str]]:
     """The statements of each committed transaction, in order."""
@@ -215,13 +223,7 @@ def test_processing_writes_fill_their_commits_in_a_backlog(tmp_path):
     its final write, a dry run's note in its plan's chunk), claiming 4 at a time left too
     few queued: a backlog's commits carried two writes each (50 for 96 decisions, 34 before
     with more turns; 30-38 now)."""
-    rules = write_rules(tmp_path / "rules", """
-playbooks:
-  - name: look-at-web
-    match: {alertname: WebDown}
-    steps:
-      - {name: look, action: log, params: {message: "{{ labels.deployment }} is down"}}
-""")
+    rules = write_rules(tmp_path / "rules", "playbooks:\n" + LOOK)
     cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
                  escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
     w = InProcessWorker(cfg).start()
@@ -321,11 +323,7 @@ playbooks:
     continue: true
     steps:
       - {name: look, action: log, params: {message: "{{ labels.deployment }} still down"}}
-  - name: look-at-web
-    match: {alertname: WebDown}
-    steps:
-      - {name: look, action: log, params: {message: "{{ labels.deployment }} is down"}}
-""")
+""" + LOOK)
     cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
                  escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
     taken: list[str] = []
@@ -1321,20 +1319,11 @@ def test_a_webhook_counts_its_answer_and_alerts_without_looking_up_a_metric(tmp_
     """The children a webhook counts (its answer's code, its alerts' statuses) are looked up
     once, not on every webhook (`labels()` takes a lock and builds its key: two of them were
     ~2 us of each webhook); the counts are the same."""
-    from prometheus_client.metrics import MetricWrapperBase
-
     rules = write_rules(tmp_path / "rules", RULES)
     cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
                  escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
     w = InProcessWorker(cfg).start()
-    looked_up: list[str] = []
-    labels = MetricWrapperBase.labels
-
-    def counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        looked_up.append(self._name)
-        return labels(self, *args, **kwargs)
-
-    monkeypatch.setattr(MetricWrapperBase, "labels", counted)
+    looked_up = _metric_lookups(monkeypatch)
     try:
         payload = notification(alert("WebDown", deployment="a", fingerprint="f1"),
                                alert("WebDown", deployment="b", fingerprint="f2", status="resolved"))
@@ -1352,14 +1341,27 @@ def test_a_webhook_counts_its_answer_and_alerts_without_looking_up_a_metric(tmp_
         w.stop()
 
 
+def _metric_lookups(monkeypatch) -> list[str]:
+    """The names of the metrics whose children are looked up (`labels()`) from now on."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    looked_up: list[str] = []
+    labels = MetricWrapperBase.labels
+
+    def counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        looked_up.append(self._name)
+        return labels(self, *args, **kwargs)
+
+    monkeypatch.setattr(MetricWrapperBase, "labels", counted)
+    return looked_up
+
+
 def test_a_decision_hashes_its_id_once_and_counts_itself_without_looking_up_a_metric(
         tmp_path, monkeypatch):
     """A decision's execution id is hashed once (twice before: the alert's last one was
     hashed again to know which record finishes its item, ~1.5 us), and the children it
     counts (its outcome, a guard's block, a step's duration) are looked up once per label
     values, not at every decision (~3 us); the counts are the same."""
-    from prometheus_client.metrics import MetricWrapperBase
-
     rules = write_rules(tmp_path / "rules", RULES)
     cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
                  escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
@@ -1373,14 +1375,7 @@ def test_a_decision_hashes_its_id_once_and_counts_itself_without_looking_up_a_me
             w.wait_idle()
 
         storm("warm")
-        looked_up: list[str] = []
-        labels = MetricWrapperBase.labels
-
-        def counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            looked_up.append(self._name)
-            return labels(self, *args, **kwargs)
-
-        monkeypatch.setattr(MetricWrapperBase, "labels", counted)
+        looked_up = _metric_lookups(monkeypatch)
         hashed: list[object] = []
         _count(monkeypatch, engine, "_execution_id", hashed)
         storm("counted")
