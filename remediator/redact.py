@@ -32,7 +32,11 @@ _SECRET_QUERY = re.compile(
 _MIN_SECRET = 8  # shorter values would blank out ordinary words
 
 _known: set[str] = set()
-_pattern: re.Pattern[str] | None = None
+# The pattern of every known secret, and the secrets themselves while they are few: a text
+# that holds none of them (nearly every one) is told by a substring search each, in C,
+# without the pattern's scan (15 us over a note's Markdown, against 1). Set together.
+_pattern: tuple[re.Pattern[str], tuple[str, ...]] | None = None
+_FEW = 16
 _lock = threading.Lock()
 
 
@@ -51,7 +55,9 @@ def remember(*secrets: str | None) -> None:
     with _lock:
         _known.update(new)
         # Longest first, so a URL is replaced whole before a token inside it.
-        _pattern = re.compile("|".join(re.escape(s) for s in sorted(_known, key=len, reverse=True)))
+        ordered = sorted(_known, key=len, reverse=True)
+        _pattern = (re.compile("|".join(re.escape(s) for s in ordered)),
+                    tuple(ordered) if len(ordered) <= _FEW else ())
 
 
 def text(value: str) -> str:
@@ -60,9 +66,11 @@ def text(value: str) -> str:
     # with user info has `://` followed by it (the user-info pattern, which tries a scheme
     # at every word, alone took 70 us to scan a note's Markdown; this search, 2), nor a
     # credential query value anywhere but after a `?` or `&`.
-    pattern = _pattern
-    if pattern is not None and _known and len(value) >= _MIN_SECRET:
-        value = pattern.sub(REDACTED, value)
+    known_now = _pattern
+    if known_now is not None and len(value) >= _MIN_SECRET:
+        pattern, few = known_now
+        if not few or any(secret in value for secret in few):
+            value = pattern.sub(REDACTED, value)
     if "://" in value and _USERINFO_AFTER.search(value):
         value = _USERINFO.sub(rf"\1{REDACTED}@", value)
     if "=" in value and _secret_query(value):

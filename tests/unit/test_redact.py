@@ -28,7 +28,7 @@ SAMPLES = [
 
 def _reference(value: str) -> str:
     """Every pattern, unconditionally."""
-    value = redact._pattern.sub(redact.REDACTED, value) if redact._pattern else value
+    value = redact._pattern[0].sub(redact.REDACTED, value) if redact._pattern else value
     value = redact._USERINFO.sub(rf"\1{redact.REDACTED}@", value)
     return redact._SECRET_QUERY.sub(rf"\1{redact.REDACTED}", value)
 
@@ -61,6 +61,21 @@ def test_redaction_scans_only_where_a_pattern_can_match_and_returns_the_same(mon
     redact.text(SAMPLES[3])
     redact.text(SAMPLES[6])
     assert userinfo.calls == query.calls == 1
+    # Known secrets: their pattern scans only a text that holds one (15 us over a note).
+    expected = _reference(SAMPLES[8])
+    secrets = _Counted(redact._pattern[0])
+    monkeypatch.setattr(redact, "_pattern", (secrets, redact._pattern[1]))
+    redact.text(SAMPLES[2])
+    assert secrets.calls == 0
+    assert redact.text(SAMPLES[8]) == expected and secrets.calls == 1
+
+
+def test_many_known_secrets_are_all_redacted():
+    many = [f"many-secret-{i:03d}-value" for i in range(redact._FEW + 4)]
+    redact.remember(*many)
+    text = " ".join(many[::-3]) + " and sekret-value-123"
+    assert redact.text(text) == _reference(text)
+    assert "many-secret" not in redact.text(text)
 
 
 def _reference_value(data: object) -> object:
