@@ -93,10 +93,22 @@ ROOT_MAKERS: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any], Any, str 
 }
 
 
+_PLANNED: dict[str, dict[str, Any]] = {}
+
+
 def step_view(record: Mapping[str, Any], pending: bool = True) -> dict[str, Any]:
     """What later templates see of a step: its outcome, result and detail; a step only
     planned (dry-run) shows placeholders unless `pending` is False (notes show `planned`)."""
     if pending and record["outcome"] == "planned":
-        return {k: templating.Pending(f"steps.{record['name']}.{k}") for k in STEP_FIELDS}
+        # The same placeholders for every plan of a step of this name: made once (three
+        # objects per step per decision), and shared, as nothing writes them (the sandbox
+        # is immutable; a plan calls no action).
+        view = _PLANNED.get(record["name"])
+        if view is None:
+            if len(_PLANNED) >= 4096:  # steps of old versions, after reloads
+                _PLANNED.clear()
+            view = _PLANNED[record["name"]] = {
+                k: templating.Pending(f"steps.{record['name']}.{k}") for k in STEP_FIELDS}
+        return view
     return {"outcome": record["outcome"], "result": record.get("result") or {},
             "detail": record.get("detail", "")}

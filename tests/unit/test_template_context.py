@@ -156,3 +156,20 @@ def test_a_context_is_built_without_making_a_group(monkeypatch):
     assert one["group"] == {**alerts.Group().to_dict(), "receiver": "r"}
     assert other["group"] == alerts.Group().to_dict()
     assert one["group"]["commonLabels"] is not other["group"]["commonLabels"]
+
+
+def test_a_planned_steps_placeholders_are_made_once_per_step_name(monkeypatch):
+    """Counted: a dry run's plan shows each planned step as placeholders; those of a step of
+    the same name are the same for every decision, made once (three per step per decision
+    before)."""
+    from remediator import template_context
+
+    made: list[object] = []
+    real = templating.Pending.__init__
+    monkeypatch.setattr(templating.Pending, "__init__",
+                        lambda self, path: (made.append(path), real(self, path))[1])
+    views = [template_context.step_view({"name": "once-a-name", "outcome": "planned"})
+             for _ in range(3)]
+    assert len(made) == 3 and all(view is views[0] for view in views)
+    assert {k: str(v) for k, v in views[0].items()} == {
+        k: f"\u27e8steps.once-a-name.{k}\u27e9" for k in ("outcome", "result", "detail")}
