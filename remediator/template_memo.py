@@ -44,8 +44,11 @@ _OUTPUT_CHARS = 4096
 FROZEN: dict[type, Callable[[Any], Any]] = {}
 
 _kept: dict[tuple[Any, ...], tuple[bool, Any]] = {}
-_plans: dict[tuple[Any, str, str], tuple[tuple[str, tuple], ...] | bool] = {}
+# Per text: [its chains (or False), renders looked up, of them found kept].
+_plans: dict[tuple[Any, str, str], list[Any]] = {}
 _PLANS = 4096
+_TRIAL, _REST = 64, 1024  # looked up before judging how often a text's renders are shared,
+# and then not kept for as many renders when under a quarter were
 _UNDEFINED = ("undefined",)
 
 
@@ -53,23 +56,35 @@ class _Unkeyable(Exception):
     pass
 
 
-def entry(env: Any, text: str, kind: str, context: Mapping[str, Any], roots: frozenset[str]
-          ) -> tuple[Any, ...] | None:
-    """What a render (kind "render") or a condition (a bare expression, as
-    `compile_expression` parses it: any other kind) is kept under: the text and the
-    values it reads; None if it may not be kept."""
+def lookup(env: Any, text: str, kind: str, context: Mapping[str, Any], roots: frozenset[str]
+           ) -> tuple[tuple[Any, ...] | None, tuple[bool, Any] | None]:
+    """(what a render (kind "render") or a condition (a bare expression, as
+    `compile_expression` parses it: any other kind) is kept under, or None if it may not be;
+    what was kept under it, or None). A text whose renders are rarely shared (a label that
+    differs in every alert: keying and keeping cost a third of such a render) is rendered
+    as before for a while, then tried again."""
     plan = _plans.get((env, text, kind))
     if plan is None:
         if len(_plans) >= _PLANS:  # old texts, after reloads
             _plans.clear()
-        plan = _plans[env, text, kind] = _reads(env, text, kind != "render", roots)
-    if plan is False:
-        return None
+        plan = _plans[env, text, kind] = [_reads(env, text, kind != "render", roots), 0, 0]
+    chains, tried, shared = plan
+    if chains is False:
+        return None, None
+    plan[1] = tried + 1
+    if tried >= _TRIAL and shared * 4 < tried:
+        if tried < _TRIAL + _REST:
+            return None, None
+        plan[1] = plan[2] = 0
     budget = [_KEY_LEAVES, _KEY_CHARS]
     try:
-        return (kind, env, text, *[_read(root, path, context, budget) for root, path in plan])
+        entry = (kind, env, text, *[_read(root, path, context, budget) for root, path in chains])
     except _Unkeyable:
-        return None
+        return None, None
+    kept = get(entry)
+    if kept is not None:
+        plan[2] += 1
+    return entry, kept
 
 
 def _reads(env: Any, text: str, expression: bool, roots: frozenset[str]

@@ -241,8 +241,8 @@ def render(text: str, context: dict[str, Any], env: BoundedSandbox = _env) -> st
     """Render one string template in the sandbox."""
     if not is_template(text):
         return text
-    entry = _memo_entry(env, text, "render", context)
-    if entry is not None and (kept := template_memo.get(entry)) is not None:
+    entry, kept = _memo_lookup(env, text, "render", context)
+    if kept is not None:
         return _replayed(kept)
     try:
         rendered = _bounded_render(env, text, context)
@@ -264,12 +264,12 @@ def render(text: str, context: dict[str, Any], env: BoundedSandbox = _env) -> st
     return rendered
 
 
-def _memo_entry(env: BoundedSandbox, text: str, kind: str, context: dict[str, Any]
-                ) -> tuple[Any, ...] | None:
-    """What a render or a condition is kept under (template_memo), or None. Errors that
-    describe the context (an undefined label lists the alert's labels) are never kept: only
-    results and the template's own errors (a result only known at run time)."""
-    return template_memo.entry(env, text, kind, context, ROOTS)
+def _memo_lookup(env: BoundedSandbox, text: str, kind: str, context: dict[str, Any]
+                 ) -> tuple[tuple[Any, ...] | None, tuple[bool, Any] | None]:
+    """What a render or a condition is kept under (template_memo), and what was kept. Errors
+    that describe the context (an undefined label lists the alert's labels) are never kept:
+    only results and the template's own errors (a result only known at run time)."""
+    return template_memo.lookup(env, text, kind, context, ROOTS)
 
 
 def _replayed(kept: tuple[bool, Any]) -> Any:
@@ -336,8 +336,9 @@ def evaluate(expression: str, context: dict[str, Any], explain: bool = True) -> 
     """Evaluate a `when:` condition (a bare Jinja expression) to a boolean. Unless `explain`,
     a failure's TemplateError does not say why (for a caller that will not show it: saying
     why was half of a failing condition's cost)."""
-    entry = _memo_entry(_env, expression, "when" if explain else "when, unexplained", context)
-    if entry is not None and (kept := template_memo.get(entry)) is not None:
+    entry, kept = _memo_lookup(_env, expression, "when" if explain else "when, unexplained",
+                               context)
+    if kept is not None:
         return _replayed(kept)
     try:
         holds = bool(_expression(expression)(**context))

@@ -130,3 +130,20 @@ def test_a_template_that_may_not_be_kept_is_known_by_what_it_reads() -> None:
                  "{{ unknown_name }}", "{% include 'x' %}", "{{ x | nosuchfilter }}"):
         assert template_memo._reads(env, text, False, roots) is False, text
     assert template_memo._reads(env, "labels.x == '1' }}{{ 1", True, roots) is False
+
+
+def test_a_text_whose_renders_are_rarely_shared_is_rendered_as_before_for_a_while(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted: a label that differs in every alert makes every render a new one; after a
+    trial such a text is not keyed (a third of its cost) for a while, then tried again."""
+    template_memo.clear()
+    template_memo._plans.clear()
+    kept: list[object] = []
+    real_put = template_memo.put
+    monkeypatch.setattr(template_memo, "put",
+                        lambda entry, ok, value: kept.append(entry) or real_put(entry, ok, value))
+    trial, rest = template_memo._TRIAL, template_memo._REST
+    for i in range(trial + rest + 10):
+        ctx = template_context.build({"labels": {"pod": f"p{i}"}, "annotations": {}}, None, None)
+        assert templating.render("{{ labels.pod }} is new", ctx) == f"p{i} is new"
+    assert len(kept) == trial + 10
