@@ -245,6 +245,57 @@ def test_processing_writes_fill_their_commits_in_a_backlog(tmp_path):
     assert len(processing) <= 0.42 * n, (len(processing), n)
 
 
+def test_a_backlogs_decisions_take_a_counted_number_of_loop_callbacks_and_tasks(tmp_path):
+    """The event loop's own work per decision of a backlog, counted: the callbacks it
+    schedules (each a handle to make and run: a turn's wakeup and its end, a commit's
+    wakeups, a flush looked at again, a task's start and its end) and the tasks made. A
+    routine dry-run decision takes ~10 callbacks (13.2 before: a turn after its final
+    write, claims of 4) and one task (its alert's)."""
+    from remediator.alerts import parse_notification
+
+    rules = write_rules(tmp_path / "rules", "playbooks:\n" + LOOK)
+    cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
+                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    w = InProcessWorker(cfg).start()
+    n = 96
+    body = json.dumps(notification(*(alert("WebDown", deployment=f"web{i}", fingerprint=f"w{i}")
+                                     for i in range(n)))).encode()
+
+    async def backlog() -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        callbacks, tasks = 0, 0
+        call_soon, create_task = loop.call_soon, loop.create_task
+
+        def counted(callback, *args, **kwargs):  # type: ignore[no-untyped-def]
+            nonlocal callbacks
+            callbacks += 1
+            return call_soon(callback, *args, **kwargs)
+
+        def task(*args, **kwargs):  # type: ignore[no-untyped-def]
+            nonlocal tasks
+            tasks += 1
+            return create_task(*args, **kwargs)
+
+        loop.call_soon, loop.create_task = counted, task  # type: ignore[method-assign]
+        try:
+            await w.service.intake(parse_notification(body))
+            while await w.service.store.pending_count():
+                await asyncio.sleep(0.01)
+        finally:
+            del loop.call_soon, loop.create_task
+        return callbacks, tasks
+
+    try:
+        callbacks, tasks = w.call(backlog())
+        outcomes = collections.Counter(
+            d["outcome"] for d in w.call(w.service.store.list_executions(1000)))
+    finally:
+        w.stop()
+    assert outcomes == {"planned": n}
+    assert tasks <= 1.1 * n, tasks
+    assert callbacks <= 11 * n, callbacks / n  # 13.2 before
+
+
 class _CountingConnection:
     """The store's SQLite connection, counting the calls made into SQLite by statement (an
     executemany of no rows is a call too: its statement is looked up and reset)."""
