@@ -15,6 +15,9 @@ playbook tests of rules/ use), a new fingerprint per alert, 10 % duplicates (ret
     python bench/storm_bench.py --quick     # one 20 000-alert storm per store dry-run, one live
                                             # on SQLite (--live-postgres: on PostgreSQL too)
     python bench/storm_bench.py             # full: 3 storms per store, a 100 000-alert soak
+    python bench/storm_bench.py --quick --no-live --no-sqlite --only storms
+                                            # one PostgreSQL storm and the bare handler's run
+                                            # (its ratios' base), nothing else (~1.5 min)
 """
 
 from __future__ import annotations
@@ -379,18 +382,23 @@ def main() -> None:
     parser.add_argument("--alerts", type=int, default=20_000, help="alerts per storm")
     parser.add_argument("--soak", type=int, default=100_000, help="alerts in the RSS soak (full)")
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-sqlite", action="store_true",
+                        help="storms on PostgreSQL only (with the bare handler's, its ratios' base)")
     parser.add_argument("--no-live", action="store_true", help="dry-run storms only")
     parser.add_argument("--live-postgres", action="store_true",
                         help="with --quick: a live storm on PostgreSQL too (the full run has it)")
     parser.add_argument("--drain-timeout", type=float, default=1800.0,
                         help="seconds a storm may take to drain before it is reported unfinished")
-    parser.add_argument("--only", choices=["startup"], help="measure start-up only")
+    parser.add_argument("--only", choices=["startup", "storms"],
+                        help="measure start-up only, or the storms only (no soak, start-up, lint "
+                             "or matching)")
+    parser.add_argument("--rounds", type=int, help="storms per store (default 3, --quick 1)")
     args = parser.parse_args()
     # Stopped by SIGTERM, or by SIGINT when started in the background (which ignores it), the
     # bench still stops what it started: the servers, the peers, the PostgreSQL cluster.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    rounds = 1 if args.quick else 3
+    rounds = args.rounds or (1 if args.quick else 3)
     if args.only == "startup":
         print(startup_line(*startup(Path(tempfile.mkdtemp(prefix="remediator-storm-")), 5)))
         return
@@ -421,7 +429,7 @@ def main() -> None:
         bare_rps = statistics.median(r["requests"] / r["seconds"] for r in bare_runs)
         b = bare_runs[len(bare_runs) // 2]
         bare_rss = peak_rss_mb(bare.pid)
-        setups = [("SQLite", lambda i: f"sqlite:///{tmp}/storm{i}.db")]
+        setups = [] if args.no_sqlite else [("SQLite", lambda i: f"sqlite:///{tmp}/storm{i}.db")]
         if pg is not None:
             setups.append(("PostgreSQL", lambda i: pg.create_database()))
 
@@ -453,13 +461,14 @@ def main() -> None:
                                                   f"{r['e2e']:.0f} decisions/s "
                                                   f"{r['bytes_per_decision']:.0f} B/decision"
                                                   for r in runs), flush=True)
-        if not args.quick:
+        if not args.quick and args.only != "storms":
             soak = storm("SQLite soak", f"sqlite:///{tmp}/soak.db", pg, tmp, script, args.soak,
                          bare_rps, dry_config, dry_env, drain_timeout=args.drain_timeout)
             rows.append({**soak, "name": f"SQLite, {args.soak} alerts"})
-        up = startup(tmp, rounds)
-        lint = lint_time(tmp, rounds)
-        match = matching(tmp, labels)
+        if args.only != "storms":
+            up = startup(tmp, rounds)
+            lint = lint_time(tmp, rounds)
+            match = matching(tmp, labels)
     finally:
         bare.terminate()
         bare.wait(30)
@@ -489,10 +498,11 @@ def main() -> None:
     if peer_seconds:
         print(f"live peers (bench/live_peers.py) started in {statistics.median(peer_seconds):.0f} s "
               "each, outside the measured storms")
-    print(startup_line(*up))
-    print(f"lint (validate_paths) of 1000 files: {lint:.2f} s (floor < 1 s)")
-    print("matching, microseconds per alert: " + ", ".join(
-        f"{n} playbooks {us:.1f}" for n, us in match.items()) + " (floor: flat)")
+    if args.only != "storms":
+        print(startup_line(*up))
+        print(f"lint (validate_paths) of 1000 files: {lint:.2f} s (floor < 1 s)")
+        print("matching, microseconds per alert: " + ", ".join(
+            f"{n} playbooks {us:.1f}" for n, us in match.items()) + " (floor: flat)")
     print("floors: intake >= 0.5 x bare, p99 ack < 10 ms, end to end >= 0.3 x bare, "
           "RSS < 100 MB after 100 000 alerts, <= 1 KB per routine decision")
 

@@ -827,3 +827,47 @@ def test_a_store_closed_while_intake_reconnects_leaves_no_connection_open(run, p
         assert opened and opened[0].is_closed()
         assert store._intake_db is None
     run(scenario())
+
+
+def test_a_postgres_webhook_is_packed_while_the_commit_before_it_is_on_its_way(
+        run, postgres_url, monkeypatch):
+    """A webhook's rows are packed (compressed against their reference) when it arrives, as
+    it waits for the commit in flight, not by the next commit once that one came back: a
+    batch was sent that much later (every alert of it packed at once, the acknowledgements
+    waiting)."""
+    async def scenario():
+        store = open_store(postgres_url)
+        await store.open()
+        packed: list[bytes] = []
+        pack_ref = packing.pack_ref
+        monkeypatch.setattr(packing, "pack_ref", lambda text, ref: packed.append(text) or
+                            pack_ref(text, ref))
+        blocker = await asyncpg.connect(postgres_url)
+        try:
+            # Another transaction holds the dedupe key k1 uncommitted: a commit of it waits
+            # (the unique index), as a slow flush would hold it.
+            tx = blocker.transaction()
+            await tx.start()
+            await blocker.execute("INSERT INTO inbox (dedupe_key, alert, grp, received_at) "
+                                  "VALUES ('k1', '{}', '{}', '')")
+            first = asyncio.ensure_future(store.enqueue([("k1", {"n": 1}, {})]))
+            await asyncio.sleep(0.05)
+            second = asyncio.ensure_future(store.enqueue([("k2", {"n": 2}, {}),
+                                                          ("k3", {"n": 3}, {})]))
+            await asyncio.sleep(0.05)
+            assert not first.done() and not second.done()
+            assert len(packed) == 3  # the waiting webhook's two alerts too
+            await tx.rollback()
+            assert await asyncio.wait_for(first, 30) == Enqueued(1, 0)
+            assert await asyncio.wait_for(second, 30) == Enqueued(2, 0)
+            assert len(packed) == 3  # and not again by its commit
+            rows = await blocker.fetch("SELECT dedupe_key, packed, ref FROM inbox ORDER BY 1")
+            assert [r["dedupe_key"] for r in rows] == ["k1", "k2", "k3"]
+            assert all(r["packed"] is not None and r["ref"] is not None for r in rows)
+            items = await store.claim(10)
+            assert [(i.dedupe_key, i.alert) for i in items] == [
+                ("k1", {"n": 1}), ("k2", {"n": 2}), ("k3", {"n": 3})]
+        finally:
+            await blocker.close()
+            await store.close()
+    run(scenario())
