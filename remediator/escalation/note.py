@@ -74,7 +74,7 @@ def _severity(decision: dict[str, Any], pb: Playbook | None,
     within = esc.respond_within if esc else None
     team = esc.team if esc else ""
     errors: list[str] = []
-    steps = {s["name"]: s for s in decision.get("steps") or []}
+    steps = {s["name"]: s for s in decision.get("steps") or []} if esc and esc.raise_to else {}
     for j, (raised, when, raised_within, raised_team) in enumerate(esc.raise_to if esc else ()):
         # A failure about a step that did not succeed is not reported: its message (most of
         # a failing condition's cost, and a dry run's conditions all fail) is not made.
@@ -185,7 +185,7 @@ def note_for(decision: dict[str, Any], pb: Playbook | None, approve_url: str = "
                   f"- `POST {approve_url}/api/v1/executions/{decision['id']}/approve?step={step}`"
                   " or `/reject?step=…` with an operator's token",
                   "- One approval admits this step only; a later gated step asks again."]
-    return severity, within, team, "\n".join(line for line in lines if line is not None) + "\n"
+    return severity, within, team, "\n".join([line for line in lines if line is not None]) + "\n"
 
 
 def _graph(decision: dict[str, Any], external_url: str, problem: str) -> str:
