@@ -34,10 +34,13 @@ _PURE_GLOBALS = frozenset({"range", "dict", "namespace", "cycler", "joiner"})
 # test of identity: equal values need not be the same object); a test or filter may also be
 # named by a string (`select('sameas', x)`), so the text is searched, not the tree.
 _IMPURE = ("random", "lipsum", "sameas")
+# Filters that take a filter or test by name (the position of that argument): named by an
+# expression (`'same' ~ 'as'`, `labels.f`), it may be one of _IMPURE where the text shows none.
+_BY_NAME = {"map": 0, "select": 0, "reject": 0, "selectattr": 1, "rejectattr": 1}
 _ENTRIES = 2048  # renders kept; all forgotten at once when full (reloads, unique values)
-_KEY_LEAVES = 64  # values in a key, and characters of its strings: past them a context is
+_KEY_LEAVES = 64  # values in a key, and bytes of its strings: past them a context is
 _KEY_CHARS = 2048  # not worth keeping (a result's log lines): rendered as before
-_OUTPUT_CHARS = 4096
+_OUTPUT_CHARS = 4096  # (bytes, as _size counts them: what 2048 entries hold stays ~13 MiB)
 
 # How values of other types than the JSON ones are keyed (registered by their modules:
 # `Pending` by its path, `Target` by its text); any other type is not kept.
@@ -111,6 +114,11 @@ def _reads(env: Any, text: str, expression: bool, roots: frozenset[str]
     if not {name for name, _ in names} <= roots | _PURE_GLOBALS | bound or any(True for _ in tree.find_all(
             (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport))):
         return False
+    for f in tree.find_all(nodes.Filter):
+        at = _BY_NAME.get(f.name)
+        if at is not None and (f.dyn_args is not None or (
+                len(f.args) > at and not isinstance(f.args[at], nodes.Const))):
+            return False
     found: dict[tuple[str, tuple], None] = {}
 
     def visit(node: nodes.Node) -> None:
@@ -173,7 +181,7 @@ def _frozen(value: Any, budget: list[int]) -> Any:
     if budget[0] < 0:
         raise _Unkeyable
     if kind is str:
-        budget[1] -= len(value)
+        budget[1] -= _size(value)
         if budget[1] < 0:
             raise _Unkeyable
         return value  # the only bare value: every other is tagged with its type
@@ -196,8 +204,14 @@ def get(entry: tuple[Any, ...]) -> tuple[bool, Any] | None:
     return _kept.get(entry)
 
 
+def _size(text: str) -> int:
+    """A string's size in bytes, at most: a character takes 4 in a string that holds one
+    outside Latin-1's range (an alert's sender can fill a label with emoji)."""
+    return len(text) if text.isascii() else 4 * len(text)
+
+
 def put(entry: tuple[Any, ...], ok: bool, value: Any) -> None:
-    if ok and isinstance(value, str) and len(value) > _OUTPUT_CHARS:
+    if isinstance(value, str) and _size(value) > _OUTPUT_CHARS:
         return
     if len(_kept) >= _ENTRIES:
         _kept.clear()
