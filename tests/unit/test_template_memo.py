@@ -63,19 +63,6 @@ def outcome(call: Any) -> tuple[str, Any]:
         return "error", str(exc)
 
 
-@pytest.fixture
-def memo_off(monkeypatch: pytest.MonkeyPatch) -> Any:
-    def switch(off: bool) -> None:
-        template_memo.clear()
-        template_memo._plans.clear()
-        if off:
-            monkeypatch.setattr(template_memo, "_reads", lambda *a: False)
-        else:
-            monkeypatch.undo()
-    yield switch
-    switch(False)
-
-
 def test_a_kept_render_is_what_rendering_again_gives(memo_off: Any) -> None:
     ctxs = contexts()
     calls = [(t, c) for t in TEMPLATES for c in ctxs]

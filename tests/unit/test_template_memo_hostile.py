@@ -114,24 +114,11 @@ def run(ctxs: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.fixture
-def memo(monkeypatch: pytest.MonkeyPatch) -> Any:
-    def switch(on: bool) -> None:
-        template_memo.clear()
-        template_memo._plans.clear()
-        if on:
-            monkeypatch.undo()
-        else:
-            monkeypatch.setattr(template_memo, "_reads", lambda *a: False)
-    yield switch
-    switch(True)
-
-
-def test_kept_renders_equal_fresh_renders_for_hostile_templates(memo: Any) -> None:
+def test_kept_renders_equal_fresh_renders_for_hostile_templates(memo_off: Any) -> None:
     ctxs = contexts()
-    memo(False)
+    memo_off(True)
     fresh = run(ctxs)
-    memo(True)
+    memo_off(False)
     for order in (ctxs, ctxs[::-1]):
         template_memo.clear()
         kept = run(order)
@@ -143,11 +130,11 @@ def test_kept_renders_equal_fresh_renders_for_hostile_templates(memo: Any) -> No
         assert not diffs, diffs[:5]
 
 
-def test_a_test_or_filter_named_by_an_expression_is_not_kept(memo: Any) -> None:
+def test_a_test_or_filter_named_by_an_expression_is_not_kept(memo_off: Any) -> None:
     """`_IMPURE` is looked for in the text, but `select`, `map`... take the test or filter
     name as a value: `'same' ~ 'as'` (or `labels.t`) names `sameas`, whose answer is not a
     function of the values the key holds (equal values need not be the same object)."""
-    memo(True)
+    memo_off(False)
     text = "{{ [steps.a.result.n] | select('same' ~ 'as', steps.a.result.m) | list }}"
     value = "".join(["v"] * 20)
 
@@ -163,9 +150,9 @@ def test_a_test_or_filter_named_by_an_expression_is_not_kept(memo: Any) -> None:
     assert templating.render(text, equal) == "[]"
 
 
-def test_a_filter_named_by_a_label_renders_as_it_would_again(memo: Any) -> None:
+def test_a_filter_named_by_a_label_renders_as_it_would_again(memo_off: Any) -> None:
     """`map(labels.f)` with `f: random` (the sender's choice): each render draws again."""
-    memo(True)
+    memo_off(False)
     ctx = template_context.build({"labels": {"f": "random", "x": "abcdefgh,ijklmnop,qrstuvwx"},
                                   "annotations": {}}, None, None)
     text = "{{ labels.x.split(',') | map(labels.f) | join }}"
@@ -173,7 +160,7 @@ def test_a_filter_named_by_a_label_renders_as_it_would_again(memo: Any) -> None:
 
 
 @pytest.mark.parametrize("chars", [2000, 480])  # past the key's limit in bytes, and within it
-def test_kept_renders_hold_a_bounded_size_of_alert_data(memo: Any, chars: int) -> None:
+def test_kept_renders_hold_a_bounded_size_of_alert_data(memo_off: Any, chars: int) -> None:
     """Unique label values (a storm, or a sender filling `pod` with 4-byte characters): what
     the memo holds is bounded in entries (2048) and characters (2048 of a key, 4096 of an
     output), not in bytes: 4-byte characters make each entry 24 KiB, ~48 MiB in all, half
@@ -181,7 +168,7 @@ def test_kept_renders_hold_a_bounded_size_of_alert_data(memo: Any, chars: int) -
     import gc
     import tracemalloc
 
-    memo(True)
+    memo_off(False)
     text = "{{ labels.pod }} restarted: {{ labels.pod }}"
     tracemalloc.start()
     try:
