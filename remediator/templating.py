@@ -241,7 +241,10 @@ def render(text: str, context: dict[str, Any], env: BoundedSandbox = _env) -> st
     """Render one string template in the sandbox."""
     if not is_template(text):
         return text
-    entry, kept = _memo_lookup(env, text, "render", context)
+    # Kept (template_memo): results and the template's own errors (a result only known at
+    # run time), never an error that describes the context (an undefined label lists the
+    # alert's labels).
+    entry, kept = template_memo.lookup(env, text, "render", context, ROOTS)
     if kept is not None:
         return _replayed(kept)
     try:
@@ -262,14 +265,6 @@ def render(text: str, context: dict[str, Any], env: BoundedSandbox = _env) -> st
     if entry is not None:
         template_memo.put(entry, True, rendered)
     return rendered
-
-
-def _memo_lookup(env: BoundedSandbox, text: str, kind: str, context: dict[str, Any]
-                 ) -> tuple[tuple[Any, ...] | None, tuple[bool, Any] | None]:
-    """What a render or a condition is kept under (template_memo), and what was kept. Errors
-    that describe the context (an undefined label lists the alert's labels) are never kept:
-    only results and the template's own errors (a result only known at run time)."""
-    return template_memo.lookup(env, text, kind, context, ROOTS)
 
 
 def _replayed(kept: tuple[bool, Any]) -> Any:
@@ -336,8 +331,8 @@ def evaluate(expression: str, context: dict[str, Any], explain: bool = True) -> 
     """Evaluate a `when:` condition (a bare Jinja expression) to a boolean. Unless `explain`,
     a failure's TemplateError does not say why (for a caller that will not show it: saying
     why was half of a failing condition's cost)."""
-    entry, kept = _memo_lookup(_env, expression, "when" if explain else "when, unexplained",
-                               context)
+    entry, kept = template_memo.lookup(_env, expression, "when" if explain else "when, unexplained",
+                                       context, ROOTS)
     if kept is not None:
         return _replayed(kept)
     try:
