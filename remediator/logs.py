@@ -5,29 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 
 import orjson
 
 from . import redact
+from .alerts import rfc3339
 
 _EXTRA = ("execution_id", "fingerprint", "playbook", "outcome")
 
 
 class JsonFormatter(logging.Formatter):
-    _second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
-
-    def _timestamp(self, created: float) -> str:
-        """UTC, to the microsecond; the second's text made once per second (a datetime
-        formatted per line was a third of the formatter's time)."""
-        second = int(created)
-        if self._second[0] != second:
-            self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-        return f"{self._second[1]}.{min(round((created - second) * 1e6), 999999):06d}Z"
-
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": self._timestamp(record.created),
+            "ts": rfc3339(record.created),  # UTC, to the microsecond, as decisions' times
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": redact.text(record.getMessage()),

@@ -23,6 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from remediator import (
+    alerts,
     collector,
     engine,
     escalation,
@@ -431,7 +432,9 @@ def test_a_dry_run_decision_with_a_note_is_encoded_once_and_copied_only_where_ne
     deep copy of the decision (two were made per note, of the plan and parameters too: a
     tenth of a storm's processing CPU); the decision is JSON-encoded once, when stored. Its
     note is recorded, not sent: only the Markdown is redacted (the whole note was, labels
-    and all, for a dict thrown away), and it still is. A plan's steps take one turn."""
+    and all, for a dict thrown away), and it still is. A plan's steps take one turn. Its
+    timestamps (created, finished, stored) share the second's text, formatted once a second
+    (a datetime was made and formatted for each)."""
     rules = write_rules(tmp_path / "rules", RULES)
     cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
                  escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
@@ -460,8 +463,20 @@ def test_a_dry_run_decision_with_a_note_is_encoded_once_and_copied_only_where_ne
                                                value=escalation.redact.value)
         _count(monkeypatch, note_redaction, "value", redactions)
         monkeypatch.setattr(escalation, "redact", note_redaction)
+        formats: list[object] = []
+        _count(monkeypatch, time, "strftime", formats)
+
+        class Datetime(alerts.datetime):  # type: ignore[name-defined]
+            @classmethod
+            def now(cls, tz=None):  # type: ignore[no-untyped-def]
+                formats.append(tz)
+                return super().now(tz)
+
+        monkeypatch.setattr(alerts, "datetime", Datetime)
         granted = w.call(_granted())
+        started = time.monotonic()
         storm("counted")
+        seconds = time.monotonic() - started
         granted = w.call(_granted()) - granted
         monkeypatch.undo()
         decisions = w.call(w.service.store.list_executions(1000))
@@ -484,6 +499,7 @@ def test_a_dry_run_decision_with_a_note_is_encoded_once_and_copied_only_where_ne
     # the test's request body, then at intake the notification's group once and each alert
     # (its inbox item), and one per decision (its stored body)
     assert len(encodings) == 2 + 2 * n, encodings
+    assert len(formats) <= seconds + 2, (len(formats), seconds)  # 3 per decision before
 
 
 def test_a_literal_steps_plan_is_made_once_and_again_after_a_new_secret(tmp_path, monkeypatch):
