@@ -61,7 +61,7 @@ class _Unkeyable(Exception):
 
 def lookup(env: Any, text: str, kind: str, context: Mapping[str, Any], roots: frozenset[str]
            ) -> tuple[tuple[Any, ...] | None, tuple[bool, Any] | None]:
-    """(what a render (kind "render") or a condition (a bare expression, as
+    """(what a render (a kind "render…") or a condition (a bare expression, as
     `compile_expression` parses it: any other kind) is kept under, or None if it may not be;
     what was kept under it, or None). A text whose renders are rarely shared (a label that
     differs in every alert: keying and keeping cost a third of such a render) is rendered
@@ -70,7 +70,7 @@ def lookup(env: Any, text: str, kind: str, context: Mapping[str, Any], roots: fr
     if plan is None:
         if len(_plans) >= _PLANS:  # old texts, after reloads
             _plans.clear()
-        plan = _plans[env, text, kind] = [_reads(env, text, kind != "render", roots), 0, 0]
+        plan = _plans[env, text, kind] = [_reads(env, text, not kind.startswith("render"), roots), 0, 0]
     chains, tried, shared = plan
     if chains is False:
         return None, None

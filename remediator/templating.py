@@ -237,14 +237,19 @@ def render_url(text: str, context: dict[str, Any]) -> str:
     return render(text, context, _url_env)
 
 
-def render(text: str, context: dict[str, Any], env: BoundedSandbox = _env) -> str:
-    """Render one string template in the sandbox."""
+def render(text: str, context: dict[str, Any], env: BoundedSandbox = _env,
+           explain: bool = True) -> str:
+    """Render one string template in the sandbox. Unless `explain`, a failure's TemplateError
+    does not say why (for a caller that shows the text instead: a note's template)."""
     if not is_template(text):
         return text
     # Kept (template_memo): results and the template's own errors (a result only known at
     # run time), never an error that describes the context (an undefined label lists the
-    # alert's labels).
-    entry, kept = template_memo.lookup(env, text, "render", context, ROOTS)
+    # alert's labels), unless it is not explained: that a render fails is a function of the
+    # values it read, as what it renders is (a note's template reading a label its alert
+    # lacks failed in Jinja, and was explained, at every note).
+    entry, kept = template_memo.lookup(env, text, "render" if explain else "render, unexplained",
+                                       context, ROOTS)
     if kept is not None:
         return _replayed(kept)
     try:
@@ -253,18 +258,26 @@ def render(text: str, context: dict[str, Any], env: BoundedSandbox = _env) -> st
         if entry is not None:
             template_memo.put(entry, False, str(exc))
         raise
-    except UndefinedError as exc:
-        raise TemplateError(f"undefined in template {text!r}: {_undefined(exc, text, context)}") \
-            from None
-    except SecurityError as exc:
-        raise TemplateError(f"template {text!r} refused by the sandbox: {exc}") from None
-    except TemplateSyntaxError as exc:
+    except (UndefinedError, SecurityError, TemplateSyntaxError) as exc:
+        if not explain:
+            if entry is not None:
+                template_memo.put(entry, False, _failed(text))
+            raise TemplateError(_failed(text)) from None
+        if isinstance(exc, UndefinedError):
+            raise TemplateError(f"undefined in template {text!r}: "
+                                f"{_undefined(exc, text, context)}") from None
+        if isinstance(exc, SecurityError):
+            raise TemplateError(f"template {text!r} refused by the sandbox: {exc}") from None
         raise TemplateError(f"template syntax error in {text!r}: {exc.message}") from None
     except Exception as exc:  # a template must never crash the pipeline
         raise TemplateError(f"template {text!r} failed: {type(exc).__name__}: {exc}") from None
     if entry is not None:
         template_memo.put(entry, True, rendered)
     return rendered
+
+
+def _failed(text: str) -> str:
+    return f"template {text!r} failed"
 
 
 def _replayed(kept: tuple[bool, Any]) -> Any:

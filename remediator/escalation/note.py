@@ -100,11 +100,12 @@ def _step_references(when: str) -> frozenset[str]:
 
 
 def _render(text: str, ctx: _Context) -> str:
-    """Render a playbook's note template; a broken one is shown raw, never lost."""
+    """Render a playbook's note template; a broken one is shown raw, never lost (so why it
+    broke is not asked: its failure is kept like a result, see templating.render)."""
     if not templating.is_template(text):
         return text
     try:
-        return templating.render(text, ctx)
+        return templating.render(text, ctx, explain=False)
     except templating.TemplateError:
         return text
 

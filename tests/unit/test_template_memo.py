@@ -68,7 +68,9 @@ def test_a_kept_render_is_what_rendering_again_gives(memo_off: Any) -> None:
     calls = [(t, c) for t in TEMPLATES for c in ctxs]
 
     def run(order: list[tuple[str, dict[str, Any]]]) -> dict[tuple[str, int], Any]:
-        return {(t, id(c)): outcome(lambda t=t, c=c: templating.render(t, c)) for t, c in order} | {
+        return {(t, id(c)): (outcome(lambda t=t, c=c: templating.render(t, c)),
+                             outcome(lambda t=t, c=c: templating.render(t, c, explain=False)))
+                for t, c in order} | {
             (e, id(c)): (outcome(lambda e=e, c=c: templating.evaluate(e, c)),
                           outcome(lambda e=e, c=c: templating.evaluate(e, c, explain=False)))
             for e in CONDITIONS for c in ctxs}
@@ -83,7 +85,8 @@ def test_a_kept_render_is_what_rendering_again_gives(memo_off: Any) -> None:
 
 def test_only_different_values_render_again(monkeypatch: pytest.MonkeyPatch) -> None:
     """Counted: a template renders once per distinct value it reads, whatever else differs;
-    an impure one, a big value or an error that describes the context renders every time."""
+    an impure one, a big value or an error that describes the context renders every time;
+    the same error not explained (a note's template, shown raw when it fails) is kept."""
     template_memo.clear()
     rendered: list[str] = []
     real = templating._bounded_render
@@ -105,6 +108,13 @@ def test_only_different_values_render_again(monkeypatch: pytest.MonkeyPatch) -> 
         for _ in range(2):
             outcome(lambda text=text, labels=labels: render(text, **labels))
     assert len(rendered) == 6
+    rendered.clear()
+    for labels in ({"x": "1"}, {"x": "2"}, {"y": "3"}):  # none has the pod it reads
+        with pytest.raises(templating.TemplateError,
+                           match=r"^template '\{\{ labels\.pod \}\}' failed$"):
+            templating.render("{{ labels.pod }}", template_context.build(
+                {"labels": labels, "annotations": {}}, None, None), explain=False)
+    assert rendered == ["{{ labels.pod }}"]
 
 
 def test_a_template_that_may_not_be_kept_is_known_by_what_it_reads() -> None:
@@ -134,3 +144,34 @@ def test_a_text_whose_renders_are_rarely_shared_is_rendered_as_before_for_a_whil
         ctx = template_context.build({"labels": {"pod": f"p{i}"}, "annotations": {}}, None, None)
         assert templating.render("{{ labels.pod }} is new", ctx) == f"p{i} is new"
     assert len(kept) == trial + 10
+
+
+def test_a_note_template_failing_on_a_missing_label_renders_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted: a note's template that reads a label its alerts lack is shown raw; that it
+    fails is kept like a result (a storm's notes rendered it and explained why, each time),
+    and a label's value still reaches only notes whose alert has it."""
+    from remediator.escalation.note import render_note
+    from remediator.playbooks.models import build_playbook
+    template_memo.clear()
+    template_memo._plans.clear()
+    rendered: list[str] = []
+    real = templating._bounded_render
+    monkeypatch.setattr(templating, "_bounded_render",
+                        lambda env, text, ctx: rendered.append(text) or real(env, text, ctx))
+    pb = build_playbook({"name": "p", "match": {"alertname": "A"},
+                         "steps": [{"name": "s", "action": "log", "params": {"message": "x"}}],
+                         "escalation": {"severity": "warning",
+                                        "owner": "on-call {{ labels.pod }}"}}, "rules.yaml", 0)
+
+    def note(n: int, **labels: str) -> str:
+        return render_note({"id": f"e{n}", "alertname": "A", "playbook": "p", "mode": "dry-run",
+                            "outcome": "planned", "reason": "", "target": None, "steps": [],
+                            "alert": {"labels": {"alertname": "A", **labels}, "annotations": {},
+                                      "status": "firing", "startsAt": "2026-01-01T00:00:00Z",
+                                      "generatorURL": ""}}, pb)
+
+    for n in range(20):
+        assert "- **Owner:** on-call {{ labels.pod }}\n" in note(n, node=f"n{n}")
+    assert rendered == ["on-call {{ labels.pod }}"]
+    assert "- **Owner:** on-call web-1\n" in note(99, pod="web-1")
