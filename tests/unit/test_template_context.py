@@ -54,9 +54,9 @@ def _replay(tmp_path: Path, playbook: dict[str, Any], monkeypatch) -> set[str]:
     seen: set[str] = set()
     render, evaluate = templating.render, templating.evaluate
 
-    def spy_render(text: str, context: dict[str, Any], *env: Any) -> str:
+    def spy_render(text: str, context: dict[str, Any], *env: Any, **how: Any) -> str:
         seen.update(_names(context))
-        return render(text, context, *env)
+        return render(text, context, *env, **how)
 
     def spy_evaluate(expression: str, context: dict[str, Any]) -> bool:
         seen.update(_names(context))
