@@ -83,15 +83,22 @@ def test_a_kept_render_is_what_rendering_again_gives(memo_off: Any) -> None:
     assert template_memo._kept  # and it was kept
 
 
-def test_only_different_values_render_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Counted: a template renders once per distinct value it reads, whatever else differs;
-    an impure one, a big value or an error that describes the context renders every time;
-    the same error not explained (a note's template, shown raw when it fails) is kept."""
+def _rendered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The texts rendered in Jinja from now on, each time; nothing kept before."""
     template_memo.clear()
+    template_memo._plans.clear()
     rendered: list[str] = []
     real = templating._bounded_render
     monkeypatch.setattr(templating, "_bounded_render",
                         lambda env, text, ctx: rendered.append(text) or real(env, text, ctx))
+    return rendered
+
+
+def test_only_different_values_render_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted: a template renders once per distinct value it reads, whatever else differs;
+    an impure one, a big value or an error that describes the context renders every time;
+    the same error not explained (a note's template, shown raw when it fails) is kept."""
+    rendered = _rendered(monkeypatch)
 
     def render(text: str, **labels: str) -> str:
         return templating.render(text, template_context.build(
@@ -153,12 +160,7 @@ def test_a_note_template_failing_on_a_missing_label_renders_once(
     and a label's value still reaches only notes whose alert has it."""
     from remediator.escalation.note import render_note
     from remediator.playbooks.models import build_playbook
-    template_memo.clear()
-    template_memo._plans.clear()
-    rendered: list[str] = []
-    real = templating._bounded_render
-    monkeypatch.setattr(templating, "_bounded_render",
-                        lambda env, text, ctx: rendered.append(text) or real(env, text, ctx))
+    rendered = _rendered(monkeypatch)
     pb = build_playbook({"name": "p", "match": {"alertname": "A"},
                          "steps": [{"name": "s", "action": "log", "params": {"message": "x"}}],
                          "escalation": {"severity": "warning",
