@@ -1006,6 +1006,14 @@ class PostgresStore:
             "SELECT value FROM state WHERE key=$1", key))
         return json.loads(value) if value is not None else None
 
+    async def state_and_count(self, key: str, kind: str, event_key: str, since: float
+                              ) -> tuple[dict[str, Any] | None, int]:
+        row = await self._call("read", lambda db: db.fetchrow(
+            "SELECT (SELECT value FROM state WHERE key=$1) AS value, (SELECT count(*) FROM "
+            "events WHERE kind=$2 AND key=$3 AND at>=$4) AS n", key, kind, _searched(event_key),
+            since))
+        return (None if row["value"] is None else json.loads(row["value"])), row["n"]
+
     async def put_state(self, key: str, value: dict[str, Any] | None) -> None:
         if value is None:
             await self._exec("journal", "DELETE FROM state WHERE key=$1", key, turn=False)

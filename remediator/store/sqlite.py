@@ -233,6 +233,7 @@ class SQLiteStore(LocalCoordination):
         self._pending: list[tuple[Write, asyncio.Future[Any], bool]] = []
         self._flush_scheduled = False
         self._finished: list[int] = []
+        self._finishing: list[int] = []  # items the writes of the open transaction finished
         self._full = False  # the connection's current synchronous=FULL setting
         self._checkpointer: _Checkpointer | None = None
         self._retry_at: float | None = None  # first BUSY of the batch waiting to commit
@@ -319,8 +320,8 @@ class SQLiteStore(LocalCoordination):
                 raise
             self._retry_at, self._retry_delay = None, _RETRY_FIRST
             began, intake = time.perf_counter(), 0.0
+            self._finishing = []
             try:
-                self._mark_done(db)
                 for fn, future, priority in batch:
                     at = time.perf_counter() if priority else 0.0
                     # A failing statement is rolled back alone; the others still commit.
@@ -332,6 +333,7 @@ class SQLiteStore(LocalCoordination):
                         raise sqlite3.OperationalError("transaction rolled back")
                     if priority:
                         intake += time.perf_counter() - at
+                self._mark_done(db)
                 db.execute("COMMIT")
                 if not all(priority for _, _, priority in batch):
                     # All of a commit that carries processing's writes but intake's own
@@ -507,11 +509,14 @@ class SQLiteStore(LocalCoordination):
         return items
 
     def _mark_done(self, db: sqlite3.Connection) -> None:
-        """Finished items are marked inside the next write transaction, not in one of their
-        own: an item a crash leaves unmarked is processed again, and finds its execution
-        already final (execution ids are deterministic), so nothing runs twice."""
-        if self._finished:
-            done, self._finished = self._finished, []
+        """The items finished by this transaction's writes (a decision's final record), and
+        those finished since the last one (`finish`), are marked done by one statement at
+        its end: one call into SQLite per commit rather than one per decision. An item a
+        crash leaves unmarked is processed again, and finds its execution already final
+        (execution ids are deterministic), so nothing runs twice."""
+        done = self._finishing + self._finished if self._finished else self._finishing
+        if done:
+            self._finished, self._finishing = [], []
             db.executemany("UPDATE inbox SET state='done' WHERE id=?", [(i,) for i in done])
 
     async def claim(self, limit: int) -> list[InboxItem]:
@@ -596,8 +601,8 @@ class SQLiteStore(LocalCoordination):
                 db.executemany("INSERT OR REPLACE INTO steps (execution_id, idx, body) VALUES "
                                "(?, ?, ?)", bodies)
             _insert_events(db, events or [])
-            if finishes is not None:
-                db.execute("UPDATE inbox SET state='done' WHERE id=?", (finishes,))
+            if finishes is not None:  # marked done at the end of this transaction
+                self._finishing.append(finishes)
 
         await self._write(write, turn=finishes is None)
         ref.stored = True
@@ -743,6 +748,13 @@ class SQLiteStore(LocalCoordination):
     def _state(self, key: str) -> dict[str, Any] | None:
         row = self._one("SELECT value FROM state WHERE key=?", (key,))
         return json.loads(row[0]) if row else None
+
+    async def state_and_count(self, key: str, kind: str, event_key: str, since: float
+                              ) -> tuple[dict[str, Any] | None, int]:
+        value, count = (await self._run(self._one, "SELECT (SELECT value FROM state WHERE "
+                                        "key=?), (SELECT count(*) FROM events WHERE kind=? AND "
+                                        "key=? AND at>=?)", (key, kind, event_key, since)))
+        return (None if value is None else json.loads(value)), count
 
     async def put_state(self, key: str, value: dict[str, Any] | None) -> None:
         # The operator's writes (pause, approvals, sessions) never queue behind a storm's.

@@ -455,6 +455,30 @@ def test_a_run_reads_its_record_with_the_pause_and_writes_it_with_its_journal(ru
     run(scenario())
 
 
+def test_a_state_and_a_count_of_events_are_read_together(run, store_url):
+    """What a circuit breaker reads, in one statement: its state and its successes since
+    the window's start, the same as `get_state` and `count_events` each answer."""
+    async def scenario():
+        store = await _opened(store_url)
+        long = "k" * 2000  # a key PostgreSQL maps before it searches (an alert chose it)
+        for at in (10.0, 20.0, 30.0):
+            await store.record_event("success", "pb:t", at)
+            await store.record_event("success", long, at)
+        await store.record_event("target", "pb:t", 40.0)  # another kind
+        await store.record_event("success", "pb:u", 40.0)  # another key
+        await store.put_state("circuit:pb:t", {"until": 99.0})
+        assert await store.state_and_count("circuit:pb:t", "success", "pb:t", 15.0) == (
+            {"until": 99.0}, 2)
+        assert await store.state_and_count("circuit:pb:t", "success", "pb:t", 10.0) == (
+            {"until": 99.0}, await store.count_events("success", "pb:t", 10.0)) == (
+            {"until": 99.0}, 3)
+        assert await store.state_and_count("circuit:none", "success", long, 20.0) == (None, 2)
+        assert await store.state_and_count("circuit:none", "success", "none", 0.0) == (None, 0)
+        await store.close()
+
+    run(scenario())
+
+
 def test_a_final_decision_finishes_its_inbox_item_in_the_same_write(run, store_url):
     """The final record, its events (a circuit's success) and the inbox item done: written
     together, so a decision is recorded if and only if its alert is done."""
