@@ -1,13 +1,20 @@
 """A decision's log line: one compact JSON object, secrets redacted, and nothing collected
-for it that no format shows (the caller's frame was looked up for every record)."""
+for it that no format shows (the caller's frame was looked up for every record); lines on a
+pipe or a file are flushed together, never lost at exit."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from remediator import logs, redact
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_log_line_is_json_redacted_and_collects_no_caller_frame(monkeypatch):
@@ -45,3 +52,70 @@ def test_a_log_lines_time_is_utc_to_the_microsecond_and_a_lone_surrogate_still_l
                    - expected).total_seconds() < 2e-6, (line["ts"], expected)
     record = logging.LogRecord("remediator", logging.INFO, "", 0, "half %s", ("\ud800",), None)
     assert "\ud800" in formatter.format(record)  # json writes it: the stream's errors= decides
+
+
+class _Stream(io.StringIO):
+    """A stream that counts its flushes: a pipe or a file, or a terminal."""
+
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty, self.flushes, self.flushed = tty, 0, ""
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def flush(self) -> None:
+        self.flushes += 1
+        self.flushed = self.getvalue()
+
+
+def _lines(text: str) -> list[str]:
+    return [json.loads(line)["msg"] for line in text.splitlines()]
+
+
+def test_info_lines_on_a_pipe_are_flushed_together_and_a_warning_at_once(monkeypatch):
+    """Counted: a line per record, but not a flush (a write(2)) per line on a pipe or a
+    file; a warning is flushed at once with the lines before it, and the rest within
+    FLUSH_EVERY, by the handler's thread. On a terminal every line is flushed."""
+    monkeypatch.setattr(logs, "FLUSH_EVERY", 0.01, raising=False)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    logs.setup_logging("info")
+    pipe, tty = _Stream(tty=False), _Stream(tty=True)
+    root.handlers[0].setStream(pipe)  # type: ignore[attr-defined]
+    root.addHandler(type(root.handlers[0])(tty))  # type: ignore[call-arg]
+    root.handlers[1].setFormatter(logs.JsonFormatter())
+    log = logging.getLogger("remediator.engine")
+    try:
+        for i in range(100):
+            log.info("decision %d", i)
+        assert pipe.flushes <= 2, pipe.flushes  # (its thread may have flushed meanwhile)
+        assert tty.flushes == 100
+        log.warning("store slow")
+        assert _lines(pipe.flushed) == [*(f"decision {i}" for i in range(100)), "store slow"]
+        log.info("after")
+        deadline = time.monotonic() + 30
+        while not pipe.flushed.endswith('"msg":"after"}\n') and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _lines(pipe.flushed)[-1] == "after"
+    finally:
+        for handler in root.handlers:
+            handler.close()
+
+
+def test_no_line_is_lost_when_the_process_exits(tmp_path):
+    """What the buffer holds at exit is written: a clean exit, or one by an exception."""
+    script = ("import logging, sys\n"
+              "from remediator import logs\n"
+              "logs.setup_logging('info')\n"
+              "for i in range(3000):\n"
+              "    logging.getLogger('remediator.engine').info('decision %d', i)\n"
+              "if sys.argv[1] == 'raise':\n"
+              "    raise RuntimeError('boom')\n")
+    for how in ("exit", "raise"):
+        done = subprocess.run([sys.executable, "-c", script, how], capture_output=True,
+                              text=True, timeout=120, cwd=ROOT)
+        lines = [line for line in done.stderr.splitlines() if line.startswith("{")]
+        assert _lines("\n".join(lines)) == [f"decision {i}" for i in range(3000)], how
+        assert ("RuntimeError: boom" in done.stderr) == (how == "raise")
