@@ -103,10 +103,11 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return
         self._closed = True
         self._waiting.set()
-        self.flush()
-        if self._owned:
-            with self.lock:  # type: ignore[union-attr]
-                self.stream.close()
+        with contextlib.suppress(OSError, ValueError):  # a stream closed already
+            self.flush()
+            if self._owned:
+                with self.lock:  # type: ignore[union-attr]
+                    self.stream.close()
         super().close()
 
 
