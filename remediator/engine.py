@@ -512,8 +512,14 @@ class Engine:
             events = None
             if unsaved := self._unsaved.pop(decision["id"], None):  # so is the journal
                 await self._journal(decision, *unsaved)
-            if decision["mode"] != "dry-run":  # rendering the note is a chunk of its own,
-                await turns.take()  # but a plan's: nothing was called or written since it
+            # Rendering the note is a chunk of its own, recording the decision (encoding it)
+            # another; but a dry run's continue its plan's chunk unless something waited
+            # since (nothing was called or written: a turn is a loop iteration, a wakeup and
+            # a resumption of the whole await chain). The plan's turn stays: the target lock
+            # is held across it, where another alert of the playbook is coalesced.
+            dry = decision["mode"] == "dry-run"
+            if not (dry and turns.held()):
+                await turns.take()
             pb = self.rules.get(decision["playbook"])
             try:
                 decision["escalation"] = await self.escalator.escalate(
@@ -526,7 +532,8 @@ class Engine:
                 decision["escalation"] = {"severity": "warning", "deliveries": {},
                                           "error": redact.text(f"{type(exc).__name__}: {exc}"),
                                           "note": ""}
-            await turns.take()  # recording the decision (encoding it) is another
+            if not (dry and turns.held()):
+                await turns.take()
         finishing = _finishing.get()
         finishes = finishing[1] if finishing is not None and finishing[0] == decision["id"] else None
         unsaved = self._unsaved.get(decision["id"])

@@ -191,10 +191,8 @@ class Service:
                 log.exception("cannot claim work from the store; retrying in 1s")
                 await asyncio.sleep(1)
                 continue
-            for item in items:
-                task = asyncio.create_task(self._process(item))
-                self._running.add(task)
-                task.add_done_callback(self._done)
+            for item in items:  # each task leaves `_running` as it ends (`_process`)
+                self._running.add(asyncio.create_task(self._process(item)))
             if time.monotonic() - gauge_at > 1.0:
                 gauge_at = time.monotonic()
                 try:
@@ -208,35 +206,37 @@ class Service:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
 
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._running.discard(task)
-        self._wakeup.set()  # a slot is free
-
     async def _process(self, item: InboxItem) -> list[dict[str, Any]]:
         assert self.engine is not None
-        await turns.take()  # an alert's first chunk waits for processing's turn too
-        delay = self.store_retry_first
-        while True:
-            try:
-                return await self.engine.process(item)  # it finishes the item
-            except asyncio.CancelledError:
-                raise  # shutdown: the item stays running and resumes after restart
-            except LeaseLost as exc:
-                log.error("stopped processing %s: %s", item.dedupe_key, exc)
-                return []  # not ours any more: neither retried nor finished here
-            except StoreUnavailable as exc:
-                # Nothing could be recorded: process the alert again once the store answers
-                # (its journal skips what was done). Never dropped, never left for a restart.
-                self.metrics.inbox_retries.inc()
-                log.error("store unavailable while processing %s: %s; retrying in %gs",
-                          item.dedupe_key, exc, delay)
-                await self.sleep(delay)
-                delay = min(delay * 2, self.store_retry_max)
-            except Exception:
-                # A bug must not wedge the inbox: record it, finish the item, keep serving.
-                log.exception("internal error processing alert %s", item.dedupe_key)
-                await self.store.finish(item.id)
-                return []
+        try:
+            await turns.take()  # an alert's first chunk waits for processing's turn too
+            delay = self.store_retry_first
+            while True:
+                try:
+                    return await self.engine.process(item)  # it finishes the item
+                except asyncio.CancelledError:
+                    raise  # shutdown: the item stays running and resumes after restart
+                except LeaseLost as exc:
+                    log.error("stopped processing %s: %s", item.dedupe_key, exc)
+                    return []  # not ours any more: neither retried nor finished here
+                except StoreUnavailable as exc:
+                    # Nothing could be recorded: process the alert again once the store
+                    # answers (its journal skips what was done). Never dropped, never left for
+                    # a restart.
+                    self.metrics.inbox_retries.inc()
+                    log.error("store unavailable while processing %s: %s; retrying in %gs",
+                              item.dedupe_key, exc, delay)
+                    await self.sleep(delay)
+                    delay = min(delay * 2, self.store_retry_max)
+                except Exception:
+                    # A bug must not wedge the inbox: record it, finish the item, keep serving.
+                    log.exception("internal error processing alert %s", item.dedupe_key)
+                    await self.store.finish(item.id)
+                    return []
+        finally:  # its dispatcher slot is free: said here, where a done callback was one
+            # loop callback more per alert
+            self._running.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._wakeup.set()
 
     async def _age_gauges(self, now: float) -> None:
         """What the self-monitoring rules alert on: something left waiting for hours."""

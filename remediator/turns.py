@@ -53,6 +53,7 @@ class Turns:
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._scheduled = False
         self._chunk = (0.0, 0.0, 0.0)  # the last chunk: its length, when it ended (both clocks)
+        self._open = False  # a chunk is running: from its task's resumption to `_after`
         self._timer: asyncio.TimerHandle | None = None  # a turn deferred for intake
         self._charged = 0.0  # processing's work outside its chunks since the last one ended
         self.intake = 0  # webhooks being answered now
@@ -60,6 +61,7 @@ class Turns:
         self.granted = 0  # turns granted so far (tests count them)
         self.deferred = 0  # turns put off for intake (tests count them)
         self._webhook = _IntakeBusy(self)
+        self._idle: list[Callable[[], None]] = []  # called once none is `ready()`
 
     async def take(self) -> None:
         future = self._loop.create_future()
@@ -73,9 +75,20 @@ class Turns:
             if not future.cancelled():  # granted: the chunk starts now, its task resumed
                 self._begin()
 
+    def held(self) -> bool:
+        """The code running now is still in the chunk its turn began: its task has not
+        yielded to the loop since `take` returned (`_after` ends the chunk right after that
+        task's step, and nothing else runs between them)."""
+        return self._open
+
     def ready(self) -> bool:
         """Chunks are queued and granted in the coming iterations (not held back for intake)."""
         return bool(self._waiting) and self._timer is None
+
+    def when_idle(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once, when no chunk is `ready()` any more (none queued, or turns
+        held back for intake): the store's processing writes wait for more until then."""
+        self._idle.append(callback)
 
     def charge(self, seconds: float) -> None:
         """Processing's work done outside its chunks (its statements in a group commit):
@@ -103,6 +116,7 @@ class Turns:
         if wait > 0:  # ask again once intake had its time, or the loop idled
             self.deferred += 1
             self._timer = self._loop.call_later(min(wait, 0.001), self._grant)
+            self._idled()
             return
         # The waiter resumes in the next iteration, and `_after` runs right after its step:
         # the chunk is timed from its resumption (in `take`) to there, where the next turn
@@ -115,6 +129,7 @@ class Turns:
                 self.granted += 1
                 return
         self._scheduled = False
+        self._idled()
 
     def _after(self) -> None:
         self._end()
@@ -122,6 +137,13 @@ class Turns:
             self._grant()
         else:
             self._scheduled = False
+            self._idled()
+
+    def _idled(self) -> None:
+        if self._idle:
+            callbacks, self._idle = self._idle, []
+            for callback in callbacks:
+                callback()
 
     def _busy(self) -> bool:
         return bool(self.intake) or self._clock() - self.answered_at < RECENT
@@ -139,11 +161,13 @@ class Turns:
 
     def _begin(self) -> None:
         self._chunk = (0.0, self._clock(), self._cpu())
+        self._open = True
 
     def _end(self) -> None:
         cpu = self._cpu()
         self._chunk = (cpu - self._chunk[2], self._clock(), cpu)
         self._charged = 0.0
+        self._open = False
 
 
 _turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Turns] = weakref.WeakKeyDictionary()
@@ -186,6 +210,12 @@ def take() -> Coroutine[Any, Any, None]:
     """Wait for processing's turn (`await take()`); call it before each chunk of processing
     work. Turns.take's own coroutine: one frame less to create and resume at every turn."""
     return turns().take()
+
+
+def held() -> bool:
+    """Still in the chunk a turn began (`Turns.held`): a turn taken now would only split
+    work that nothing waited between."""
+    return turns()._open
 
 
 def intake() -> contextlib.AbstractContextManager[None]:

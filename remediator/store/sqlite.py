@@ -232,6 +232,7 @@ class SQLiteStore(LocalCoordination):
         self._db: sqlite3.Connection | None = None
         self._pending: list[tuple[Write, asyncio.Future[Any], bool]] = []
         self._flush_scheduled = False
+        self._hooked: turns.Turns | None = None  # to call `_turns_idle` once none is ready
         self._finished: list[int] = []
         self._finishing: list[int] = []  # items the writes of the open transaction finished
         self._full = False  # the connection's current synchronous=FULL setting
@@ -280,8 +281,25 @@ class SQLiteStore(LocalCoordination):
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self._flush_scheduled:
+            if self._retry_at is None and self._wait_for_more():
+                self._wait_idle()
+                return
             self._flush_scheduled = True
             loop.call_soon(self._flush)
+
+    def _wait_idle(self) -> None:
+        """Processing's writes wait for more to join them: the next write looks again, and
+        so do the turns once no chunk is ready (`Turns.when_idle`); a flush looked again at
+        every loop iteration (a callback, and a look at the writes, per iteration)."""
+        current = turns.turns()
+        if self._hooked is not current:  # (another loop's, in tests, never calls it)
+            self._hooked = current
+            current.when_idle(self._turns_idle)
+
+    def _turns_idle(self) -> None:
+        self._hooked = None
+        if self._pending and self._db is not None:
+            self._schedule(asyncio.get_running_loop())
 
     def _wait_for_more(self) -> bool:
         """Whether processing's writes wait for more to join their commit: a commit's own
@@ -300,7 +318,7 @@ class SQLiteStore(LocalCoordination):
     def _flush(self) -> None:
         self._flush_scheduled, self._retry_timer = False, None
         if self._retry_at is None and self._wait_for_more():
-            self._schedule(asyncio.get_running_loop())  # looked at again next iteration
+            self._wait_idle()  # chunks were queued meanwhile: looked at again
             return
         batch = self._take_batch()
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
