@@ -146,7 +146,14 @@ class Guards:
 
     async def on_resolved(self, gc: GuardContext) -> None:
         """A resolution withdraws approvals still pending for this alert's executions, in the
-        section approve decides in: an approval is approved or withdrawn, never both."""
+        section approve decides in: an approval is approved or withdrawn, never both.
+        With none pending for it, the section is not taken: only a decision (in it)
+        removes a pending approval, and none created after this read was withdrawn before
+        either (a section's lock, read and unlock were three round trips on PostgreSQL)."""
+        fingerprint = gc.alert.fingerprint
+        if not any(p.get("fingerprint") == fingerprint
+                   for p in (await self.store.list_state(PENDING)).values()):
+            return
         async with self.store.critical("approvals"):
             for key, pending in (await self.store.list_state(PENDING)).items():
                 if pending.get("fingerprint") == gc.alert.fingerprint:

@@ -1031,16 +1031,22 @@ class PostgresStore:
 
     async def acquire_lock(self, name: str, holder: str) -> str | None:
         """Take `name` for `holder`; None if taken (or already held), else who holds it."""
+        # Taken by the INSERT alone; if not, the holder is read by the same statement (a
+        # round trip less for each alert coalesced into a run). That read sees the rows
+        # committed before the statement began: a holder that took the lock since is
+        # asked for again, as is a lock let go meanwhile (tried once more).
         row = await self._call("lock", lambda db: db.fetchrow(
-            "INSERT INTO locks AS l (name, holder, owner, lease_until) "
+            "WITH ins AS (INSERT INTO locks AS l (name, holder, owner, lease_until) "
             "VALUES ($1, $2, $3, now() + make_interval(secs => $4)) ON CONFLICT (name) DO UPDATE "
             "SET holder=excluded.holder, owner=excluded.owner, lease_until=excluded.lease_until "
-            "WHERE l.lease_until < now() OR l.holder = excluded.holder RETURNING holder",
+            "WHERE l.lease_until < now() OR l.holder = excluded.holder RETURNING holder) "
+            "SELECT (SELECT holder FROM ins) AS taken, "
+            "(SELECT holder FROM locks WHERE name=$1) AS current",
             name, holder, self.replica, self.lease))
-        if row is not None:
+        if row["taken"] is not None:
             self._holders.add(holder)
             return None
-        current = await self._call("lock", lambda db: db.fetchval(
+        current = row["current"] or await self._call("lock", lambda db: db.fetchval(
             "SELECT holder FROM locks WHERE name=$1", name))
         return current or await self.acquire_lock(name, holder)
 
