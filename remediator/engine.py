@@ -514,9 +514,10 @@ class Engine:
                 await self._journal(decision, *unsaved)
             # Rendering the note is a chunk of its own, recording the decision (encoding it)
             # another; but a dry run's continue its plan's chunk unless something waited
-            # since (nothing was called or written: a turn is a loop iteration, a wakeup and
-            # a resumption of the whole await chain). The plan's turn stays: the target lock
-            # is held across it, where another alert of the playbook is coalesced.
+            # since or it ran for `turns.SLICE` already (nothing was called or written: a turn
+            # is a loop iteration, a wakeup and a resumption of the whole await chain). The
+            # plan's turn stays: the target lock is held across it, where another alert of
+            # the playbook is coalesced.
             dry = decision["mode"] == "dry-run"
             if not (dry and turns.held()):
                 await turns.take()

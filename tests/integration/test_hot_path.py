@@ -444,6 +444,7 @@ def test_a_dry_run_decision_with_a_note_is_encoded_once_and_copied_only_where_ne
     rules = write_rules(tmp_path / "rules", RULES)
     cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
                  escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    monkeypatch.setattr(turns, "SLICE", 60.0)  # turns counted by structure, not by CPU time
     w = InProcessWorker(cfg).start()
     n = 20
     secret = "http://prometheus.example/graph?g0.expr=up&token=sekret-in-the-url"
@@ -608,8 +609,9 @@ def test_a_decisions_note_and_its_record_are_chunks_of_their_own(tmp_path, monke
     (nothing was called, written or waited for since: a turn, a loop iteration and a
     resumption of the whole await chain less; the record took one before), unless something
     did wait (the note's first probe of Prometheus, once per 30 s: then the record takes a
-    turn). The engine's turns and the pieces of work, in order, for a second alert (the
-    first one probed)."""
+    turn) or the chunk ran for `turns.SLICE` already (a long chunk is what a webhook waits
+    behind). The engine's turns and the pieces of work, in order, for a second alert (the
+    first one probed); the slice's clock made long (no chunk reaches it) or none."""
     rules = write_rules(tmp_path / "rules", RULES)
     cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
                  escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
@@ -631,8 +633,9 @@ def test_a_decisions_note_and_its_record_are_chunks_of_their_own(tmp_path, monke
     logged(packing, "body_text", "record")
     logged(engine.Engine, "_run_step", "step")
     tails = []
-    for mode in ("dry-run", "live"):
-        cfg.mode, cfg.store = mode, f"sqlite:///{tmp_path}/{mode}.db"
+    for mode, slice_ in (("dry-run", 60.0), ("dry-run", 0.0), ("live", 60.0)):
+        monkeypatch.setattr(turns, "SLICE", slice_)
+        cfg.mode, cfg.store = mode, f"sqlite:///{tmp_path}/{mode}{slice_}.db"
         w = InProcessWorker(cfg).start()
         try:
             for n in range(2):
@@ -648,6 +651,9 @@ def test_a_decisions_note_and_its_record_are_chunks_of_their_own(tmp_path, monke
         tails.append((decisions[0]["outcome"], first, events[-6:]))
     assert tails == [("planned", ["turn", "record"],  # the first note probed Prometheus
                       ["record", "turn", "step", "step", "note", "record"]),
+                     # its plan ran for the slice (all of it, here: none), and its note
+                     ("planned", ["turn", "record"],
+                      ["step", "step", "turn", "note", "turn", "record"]),
                      # its last step called, journaled (the store's turn), then its note
                      ("failed", ["turn", "record"],
                       ["turn", "step", "turn", "note", "turn", "record"])], tails
