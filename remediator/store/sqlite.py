@@ -119,8 +119,9 @@ MIGRATIONS = [
     CREATE INDEX inbox_state ON inbox(state, id);
     """,
     # 4: the dedupe key unique by its 16-byte hash (`dedupe_hash`), not by its text (a
-    # fingerprint, a timestamp and a status: ~50 bytes): the unique index, written at every
-    # intake, holds a third of the bytes. The text stays in the row, unindexed.
+    # fingerprint, a timestamp and a status: ~50 bytes): the unique index, a random leaf of
+    # which every alert's commit writes, takes less than half the pages, and a commit of 8
+    # alerts 14.8 WAL frames, not 17.1 (`test_storm_costs.py`). The text stays, unindexed.
     """
     CREATE TABLE inbox_hashed (
         id INTEGER PRIMARY KEY,
@@ -576,7 +577,8 @@ class SQLiteStore(LocalCoordination):
     async def claim_key(self, dedupe_key: str) -> InboxItem | None:
         items = await self._write(lambda db: self._items(db, db.execute(
             "UPDATE inbox SET state='running' WHERE dedupe=? AND state != 'running' "
-            "RETURNING id, dedupe_key, alert, grp, received_at, ref", (dedupe_hash(dedupe_key),)).fetchall()))
+            "RETURNING id, dedupe_key, alert, grp, received_at, ref",
+            (dedupe_hash(dedupe_key),)).fetchall()))
         return items[0] if items else None
 
     async def finish(self, item_id: int) -> None:
