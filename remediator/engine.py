@@ -513,13 +513,13 @@ class Engine:
             if unsaved := self._unsaved.pop(decision["id"], None):  # so is the journal
                 await self._journal(decision, *unsaved)
             # Rendering the note is a chunk of its own, recording the decision (encoding it)
-            # another; but a dry run's continue its plan's chunk unless something waited
-            # since or it ran for `turns.SLICE` already (nothing was called or written: a turn
-            # is a loop iteration, a wakeup and a resumption of the whole await chain). The
-            # plan's turn stays: the target lock is held across it, where another alert of
-            # the playbook is coalesced.
+            # another; but a dry run's note continues its plan's chunk (nothing was called or
+            # written since), and so does its record unless something waited since or the
+            # chunk ran for `turns.SLICE` already (a turn is a loop iteration, a wakeup and a
+            # resumption of the whole await chain). The plan's turn stays: the target lock is
+            # held across it, where another alert of the playbook is coalesced.
             dry = decision["mode"] == "dry-run"
-            if not (dry and turns.held()):
+            if not dry:
                 await turns.take()
             pb = self.rules.get(decision["playbook"])
             try:

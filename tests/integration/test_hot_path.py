@@ -605,13 +605,14 @@ def test_a_decisions_note_and_its_record_are_chunks_of_their_own(tmp_path, monke
     """Rendering a note (its templates, its redaction) and recording the decision (encoding
     it) were one chunk of processing, the longest a storm held the loop for: a webhook
     arriving meanwhile waited for both. After a live run's steps, the note takes a turn of
-    its own and the record another; a dry run's note and record continue its plan's chunk
-    (nothing was called, written or waited for since: a turn, a loop iteration and a
-    resumption of the whole await chain less; the record took one before), unless something
-    did wait (the note's first probe of Prometheus, once per 30 s: then the record takes a
-    turn) or the chunk ran for `turns.SLICE` already (a long chunk is what a webhook waits
-    behind). The engine's turns and the pieces of work, in order, for a second alert (the
-    first one probed); the slice's clock made long (no chunk reaches it) or none."""
+    its own and the record another; a dry run's note continues its plan's chunk, and its
+    record too (nothing was called, written or waited for since: a turn, a loop iteration
+    and a resumption of the whole await chain less; it took one before), unless something
+    did wait (the note's first probe of Prometheus, once per 30 s; on PostgreSQL, every
+    store call) or the chunk ran for `turns.SLICE` already (a long chunk is what a webhook
+    waits behind): then the record takes a turn. The engine's turns and the pieces of work,
+    in order, for a second alert (the first one probed); the slice made long (no chunk
+    reaches it) or none."""
     rules = write_rules(tmp_path / "rules", RULES)
     cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
                  escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
@@ -651,9 +652,9 @@ def test_a_decisions_note_and_its_record_are_chunks_of_their_own(tmp_path, monke
         tails.append((decisions[0]["outcome"], first, events[-6:]))
     assert tails == [("planned", ["turn", "record"],  # the first note probed Prometheus
                       ["record", "turn", "step", "step", "note", "record"]),
-                     # its plan ran for the slice (all of it, here: none), and its note
+                     # its plan and note ran for the slice (all of it, here: none)
                      ("planned", ["turn", "record"],
-                      ["step", "step", "turn", "note", "turn", "record"]),
+                      ["turn", "step", "step", "note", "turn", "record"]),
                      # its last step called, journaled (the store's turn), then its note
                      ("failed", ["turn", "record"],
                       ["turn", "step", "turn", "note", "turn", "record"])], tails
