@@ -509,6 +509,30 @@ def test_a_final_decision_finishes_its_inbox_item_in_the_same_write(run, store_u
     run(scenario())
 
 
+def test_a_sqlite_commit_rolled_back_marks_none_of_its_items_done(run, tmp_path):
+    """The items a commit's writes finish are marked done by one statement at its end, in
+    the same transaction: rolled back (disk full, an I/O error), neither the final record nor
+    the item done is kept, and the decision written again finishes it."""
+    async def scenario():
+        store = await _opened(f"sqlite:///{tmp_path}/s.db")
+        await store.enqueue(_rows(1, 2))
+        first, second = await store.claim(2)
+        final = store.save_execution(_decision("e1"), finishes=first.id)
+        # SQLite ends the transaction under the batch's feet, as after an I/O error
+        results = await asyncio.gather(final, store._write(lambda db: db.execute("ROLLBACK")),
+                                       return_exceptions=True)
+        assert all(isinstance(r, StoreUnavailable) for r in results), results
+        await store.record_event("k", "k", 1.0)  # the next commit marks nothing left over
+        assert await store.held("k1") and await store.get_execution("e1") is None
+        await store.save_execution(_decision("e1"), finishes=first.id)
+        await store.save_execution(_decision("e2"), finishes=second.id)
+        assert not await store.held("k1") and not await store.held("k2")
+        assert await store.pending_count() == 0
+        await store.close()
+
+    run(scenario())
+
+
 def test_prune_forgets_only_finished_items(run, store_url):
     async def scenario():
         store = await _opened(store_url)
