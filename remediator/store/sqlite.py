@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import sqlite3
@@ -116,27 +115,6 @@ MIGRATIONS = [
     INSERT INTO inbox_ids SELECT id, dedupe_key, alert, grp, received_at, state, ref FROM inbox;
     DROP TABLE inbox;
     ALTER TABLE inbox_ids RENAME TO inbox;
-    CREATE INDEX inbox_state ON inbox(state, id);
-    """,
-    # 4: the dedupe key unique by its 16-byte hash (`dedupe_hash`), not by its text (a
-    # fingerprint, a timestamp and a status: ~50 bytes): the unique index, a random leaf of
-    # which every alert's commit writes, takes less than half the pages, and a commit of 8
-    # alerts 14.8 WAL frames, not 17.1 (`test_storm_costs.py`). The text stays, unindexed.
-    """
-    CREATE TABLE inbox_hashed (
-        id INTEGER PRIMARY KEY,
-        dedupe BLOB NOT NULL UNIQUE,
-        dedupe_key TEXT NOT NULL,
-        alert TEXT NOT NULL,
-        grp TEXT NOT NULL,
-        received_at TEXT NOT NULL,
-        state TEXT NOT NULL DEFAULT 'pending',
-        ref INTEGER
-    );
-    INSERT INTO inbox_hashed SELECT id, remediator_dedupe_hash(dedupe_key), dedupe_key, alert,
-        grp, received_at, state, ref FROM inbox;
-    DROP TABLE inbox;
-    ALTER TABLE inbox_hashed RENAME TO inbox;
     CREATE INDEX inbox_state ON inbox(state, id);
     """,
 ]
@@ -486,7 +464,6 @@ class SQLiteStore(LocalCoordination):
         # file (and its fsync) stalled acknowledgements. A background thread does it.
         db.execute("PRAGMA wal_autocheckpoint=0")
         db.executescript(_SCHEMA)
-        db.create_function("remediator_dedupe_hash", 1, dedupe_hash, deterministic=True)
         _migrate(db)
         # From here on the connection is used on the loop: never wait inside SQLite.
         db.execute("PRAGMA busy_timeout=0")
@@ -516,7 +493,7 @@ class SQLiteStore(LocalCoordination):
         rows, refs = [], {}
         for (key, alert, _), text in zip(items, packing.item_texts(items), strict=True):
             ref = self._refs.for_alert(alert, text)
-            rows.append((dedupe_hash(key), key, packing.pack_ref(text, ref.data), ref.id))
+            rows.append((key, packing.pack_ref(text, ref.data), ref.id))
             if not ref.stored:
                 refs[ref.id] = ref
         result = await self._write(lambda db: self._insert(db, rows, list(refs.values())),
@@ -526,15 +503,15 @@ class SQLiteStore(LocalCoordination):
         return result
 
     @staticmethod
-    def _insert(db: sqlite3.Connection, rows: list[tuple[bytes, str, bytes, int]],
+    def _insert(db: sqlite3.Connection, rows: list[tuple[str, bytes, int]],
                 refs: list[packing.Ref]) -> Enqueued:
         now = utcnow_iso()
         if refs:
             db.executemany("INSERT OR IGNORE INTO refs (id, created, data) VALUES (?, ?, ?)",
                            [(r.id, r.created, r.data) for r in refs])
         cur = db.executemany(
-            "INSERT OR IGNORE INTO inbox (dedupe, dedupe_key, alert, grp, received_at, ref) "
-            "VALUES (?, ?, ?, '', ?, ?)", [(h, key, blob, now, ref) for h, key, blob, ref in rows])
+            "INSERT OR IGNORE INTO inbox (dedupe_key, alert, grp, received_at, ref) "
+            "VALUES (?, ?, '', ?, ?)", [(key, blob, now, ref) for key, blob, ref in rows])
         accepted = max(cur.rowcount, 0)
         return Enqueued(accepted=accepted, duplicates=len(rows) - accepted)
 
@@ -571,14 +548,12 @@ class SQLiteStore(LocalCoordination):
 
     async def requeue(self, dedupe_key: str) -> None:
         """Queue an acknowledged alert again (its approved execution has work to do)."""
-        await self._exec("UPDATE inbox SET state='pending' WHERE dedupe=?",
-                         (dedupe_hash(dedupe_key),))
+        await self._exec("UPDATE inbox SET state='pending' WHERE dedupe_key=?", (dedupe_key,))
 
     async def claim_key(self, dedupe_key: str) -> InboxItem | None:
         items = await self._write(lambda db: self._items(db, db.execute(
-            "UPDATE inbox SET state='running' WHERE dedupe=? AND state != 'running' "
-            "RETURNING id, dedupe_key, alert, grp, received_at, ref",
-            (dedupe_hash(dedupe_key),)).fetchall()))
+            "UPDATE inbox SET state='running' WHERE dedupe_key=? AND state != 'running' "
+            "RETURNING id, dedupe_key, alert, grp, received_at, ref", (dedupe_key,)).fetchall()))
         return items[0] if items else None
 
     async def finish(self, item_id: int) -> None:
@@ -595,12 +570,12 @@ class SQLiteStore(LocalCoordination):
             self._finished)
 
     async def received(self, dedupe_key: str) -> bool:
-        return await self._run(self._one, "SELECT 1 FROM inbox WHERE dedupe=?",
-                               (dedupe_hash(dedupe_key),)) is not None
+        return await self._run(self._one, "SELECT 1 FROM inbox WHERE dedupe_key=?",
+                               (dedupe_key,)) is not None
 
     async def held(self, dedupe_key: str) -> bool:
-        row = await self._run(self._one, "SELECT id FROM inbox WHERE dedupe=? AND "
-                                         "state='running'", (dedupe_hash(dedupe_key),))
+        row = await self._run(self._one, "SELECT id FROM inbox WHERE dedupe_key=? AND "
+                                         "state='running'", (dedupe_key,))
         return row is not None and row[0] not in self._finished
 
     async def prune_inbox(self, before_iso: str) -> int:
@@ -837,14 +812,6 @@ class SQLiteStore(LocalCoordination):
         return rows[0] if rows else None
 
 
-def dedupe_hash(key: str) -> bytes:
-    """What the inbox's unique index holds of a dedupe key: its 16-byte BLAKE2b digest. The
-    same alerts are duplicates as with the text: the chance that any two of 2**40 keys (a
-    thousand alerts a second for 35 years) collide is ~2**-49, and finding a collision on
-    purpose takes ~2**64 hashes."""
-    return hashlib.blake2b(key.encode(), digest_size=16).digest()
-
-
 def _migrate(db: sqlite3.Connection) -> None:
     """Bring the schema to this version's, one step per transaction (a second process
     opening the file meanwhile waits, then finds it done)."""
@@ -868,7 +835,7 @@ def _migrate(db: sqlite3.Connection) -> None:
 def _admit(db: sqlite3.Connection, limits: list[Limit], events: list[Event],
            unless_paused: bool = False, unless_received: str | None = None) -> int | str | None:
     if unless_received is not None and db.execute(
-            "SELECT 1 FROM inbox WHERE dedupe=?", (dedupe_hash(unless_received),)).fetchall():
+            "SELECT 1 FROM inbox WHERE dedupe_key=?", (unless_received,)).fetchall():
         return RESOLVED
     if unless_paused and _paused(db):
         return PAUSED

@@ -16,10 +16,7 @@ import zlib
 import asyncpg
 import pytest
 
-from remediator.alerts import parse_notification
-from remediator.config import Config
 from remediator.metrics import Metrics
-from remediator.service import Service
 from remediator.store import open_store, packing, sqlite
 from remediator.store.base import (
     PAUSE,
@@ -31,9 +28,6 @@ from remediator.store.base import (
     redact,
 )
 from remediator.store.postgres import MIGRATIONS, PostgresStore, _section_db
-from tests.conftest import write_rules
-from tests.support.payloads import alert as payload_alert
-from tests.support.payloads import notification
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -924,58 +918,4 @@ def test_a_postgres_webhook_is_packed_while_the_commit_before_it_is_on_its_way(
         finally:
             await blocker.close()
             await store.close()
-    run(scenario())
-
-
-def test_sqlite_dedupe_keys_are_unique_by_hash_and_a_version_3_inbox_migrates(run, tmp_path):
-    """The inbox's unique index holds each dedupe key's 16-byte hash, not its ~50 bytes of
-    text (a third of the index, written at every intake). A version-3 file's acknowledged
-    alerts (one processed, one not) migrate: the unprocessed one is processed, the processed
-    one is still a duplicate when redelivered, and every lookup by key answers as before."""
-    url = f"sqlite:///{tmp_path}/v3.db"
-    rules = write_rules(tmp_path / "rules", """
-        playbooks:
-          - name: restart
-            match: {alertname: Down}
-            target: {kind: deployment, namespace: demo, name: "{{ labels.deployment }}"}
-            steps:
-              - {name: settle, action: wait, params: {duration: 1s}}
-        """)
-    done, pending = (payload_alert("Down", deployment=d, fingerprint=f"fp-{d}")
-                     for d in ("api", "web"))
-    key = {a["labels"]["deployment"]: f"{a['fingerprint']}:{a['startsAt']}:firing"
-           for a in (done, pending)}
-    group = {"receiver": "r", "status": "firing"}
-    with sqlite3.connect(sqlite.path_from_url(url)) as db:  # as version 3 left it
-        db.executescript(sqlite._SCHEMA + ";".join(sqlite.MIGRATIONS[:3]) +
-                         "; PRAGMA user_version=3;")
-        ref = json.dumps([done, group]).encode()
-        db.execute("INSERT INTO refs VALUES (5, 0, ?)", (ref,))
-        for i, (a, state) in enumerate(((done, "done"), (pending, "pending")), 1):
-            db.execute("INSERT INTO inbox (id, dedupe_key, alert, grp, received_at, state, "
-                       "ref) VALUES (?, ?, ?, '', '2026-01-01T00:00:00Z', ?, 5)",
-                       (i, key[a["labels"]["deployment"]],
-                        packing.pack_ref(json.dumps([a, group]).encode(), ref), state))
-    service = Service(Config(rules=[str(rules)], store=url, escalation_dir=str(tmp_path)))
-
-    async def scenario():
-        await service.start(dispatch=False)
-        db = service.store._db
-        assert db.execute("PRAGMA user_version").fetchone() == (len(sqlite.MIGRATIONS),)
-        assert db.execute("SELECT id, length(dedupe), dedupe_key, state FROM inbox ORDER BY id"
-                          ).fetchall() == [(1, 16, key["api"], "done"),
-                                           (2, 16, key["web"], "pending")]
-        unique = [name for _, name, is_unique, *_ in db.execute("PRAGMA index_list(inbox)")
-                  if is_unique]
-        assert [[c[2] for c in db.execute(f"PRAGMA index_info({name})")] for name in unique
-                ] == [["dedupe"]]
-        assert [(d["outcome"], d["alert"]["labels"]["deployment"])
-                for d in await service.drain()] == [("planned", "web")]
-        both = parse_notification(json.dumps(notification(done, pending)).encode())
-        assert await service.intake(both) == Enqueued(0, 2)  # both acknowledged before
-        assert await service.store.received(key["api"]) and not await service.store.received(
-            key["api"].replace("firing", "resolved"))
-        assert await service.store.admit([], [], unless_received=key["web"]) == RESOLVED
-        await service.stop()
-
     run(scenario())
