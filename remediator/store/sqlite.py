@@ -482,6 +482,12 @@ class SQLiteStore(LocalCoordination):
                     await self._write(lambda db: None)  # marks finished items done
             db, self._db = self._db, None
             db.close()
+            # Writes still waiting for more to join their commit (`_wait_idle`) are refused
+            # now: the turns' idle call finds no connection, and would leave them waiting.
+            pending, self._pending = self._pending, []
+            for _, future, _ in pending:
+                if not future.done():
+                    future.set_exception(StoreUnavailable("store is closed"))
         if self._checkpointer is not None:
             # Its last TRUNCATE checkpoint may wait for a lock: not on the loop.
             await asyncio.to_thread(self._checkpointer.stop)

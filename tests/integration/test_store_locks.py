@@ -96,6 +96,33 @@ def test_a_locked_store_is_tried_again_from_a_timer_whatever_is_queued(run, tmp_
     run(scenario())
 
 
+def test_a_write_waiting_for_its_commit_when_the_store_closes_is_refused(run, tmp_path):
+    """A processing write waits for more to join its commit while chunks of processing are
+    queued (`Turns.when_idle`); the store closing meanwhile (shutdown, an API request still
+    in flight) refuses it (StoreUnavailable: a 503, retried), never leaves its caller
+    waiting for ever."""
+    from remediator import turns
+    from remediator.store.base import StoreUnavailable
+
+    async def scenario():
+        store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
+        await store.open()
+        queued = [asyncio.create_task(turns.take()) for _ in range(3)]
+        await asyncio.sleep(0)
+        write = asyncio.create_task(store.record_event("k", "k", 1.0))
+        await asyncio.sleep(0)
+        assert store._pending and turns.turns().ready()  # waiting for more to join it
+        await store.close()
+        try:
+            await asyncio.wait_for(write, 10)
+        except StoreUnavailable:
+            pass
+        else:
+            raise AssertionError("a write after close was committed")
+        await asyncio.gather(*queued)
+    run(scenario())
+
+
 def test_a_commit_refused_by_the_checkpointer_is_tried_again_as_soon_as_it_lets_go(run, tmp_path):
     """The checkpointer's RESTART holds the write lock for a few ms; the loop's commit it
     refused waited for its backoff timer (up to 50 ms more), now for the lock's release."""
