@@ -356,6 +356,7 @@ class SQLiteStore(LocalCoordination):
                         intake += time.perf_counter() - at
                 self._mark_done(db)
                 db.execute("COMMIT")
+                self._finished = []  # marked: kept until then, for the next commit to mark
                 if not all(priority for _, _, priority in batch):
                     # All of a commit that carries processing's writes but intake's own
                     # statements is processing's time (its share of the loop: turns.py).
@@ -540,10 +541,10 @@ class SQLiteStore(LocalCoordination):
         those finished since the last one (`finish`), are marked done by one statement at
         its end: one call into SQLite per commit rather than one per decision. An item a
         crash leaves unmarked is processed again, and finds its execution already final
-        (execution ids are deterministic), so nothing runs twice."""
+        (execution ids are deterministic), so nothing runs twice. Those finished since the
+        last are forgotten once this one commits (a COMMIT that fails leaves them to the next)."""
         done = self._finishing + self._finished if self._finished else self._finishing
         if done:
-            self._finished, self._finishing = [], []
             db.executemany("UPDATE inbox SET state='done' WHERE id=?", [(i,) for i in done])
 
     async def claim(self, limit: int) -> list[InboxItem]:

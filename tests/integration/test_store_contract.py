@@ -527,6 +527,33 @@ def test_a_sqlite_commit_rolled_back_marks_none_of_its_items_done(run, tmp_path)
     run(scenario())
 
 
+def test_items_finished_before_a_sqlite_commit_that_fails_are_marked_by_the_next(run, tmp_path):
+    """Items finished without a write of their own (`finish`) are marked done in the next
+    commit; that commit failing at its COMMIT (here a deferred constraint, as a full disk or
+    an I/O error would) leaves them to the commit after it, not `running` until a restart
+    (held: a resolution waits 600 s for its firing run; the pending gauge counts them)."""
+    async def scenario():
+        store = await _opened(f"sqlite:///{tmp_path}/s.db")
+        db = store._db
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        db.execute("CREATE TABLE child (p INTEGER REFERENCES parent(id) "
+                   "DEFERRABLE INITIALLY DEFERRED)")
+        await store.enqueue(_rows(1))
+        item, = await store.claim(1)
+        await store.finish(item.id)
+        assert not await store.held("k1")
+        with pytest.raises(StoreUnavailable):  # the statement passes; its COMMIT fails
+            await store._write(lambda db: db.execute("INSERT INTO child VALUES (7)"))
+        await store.record_event("k", "k", 1.0)
+        assert db.execute("SELECT state FROM inbox WHERE id=?", (item.id,)).fetchone() == (
+            "done",)
+        assert not await store.held("k1") and await store.pending_count() == 0
+        await store.close()
+
+    run(scenario())
+
+
 def test_prune_forgets_only_finished_items(run, store_url):
     async def scenario():
         store = await _opened(store_url)
