@@ -108,6 +108,13 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             if self._owned:
                 with self.lock:  # type: ignore[union-attr]
                     self.stream.close()
+        # A record logged after this (at exit, past logging's own exit handler: asyncio's
+        # task destroyed while pending, an unclosed session) is still written, line by line:
+        # to stderr itself where the stream closed was the handler's own.
+        with self.lock:  # type: ignore[union-attr]
+            self._buffered = False
+            if self._owned:
+                self.stream, self._owned = sys.stderr, False
         super().close()
 
 

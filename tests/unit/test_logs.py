@@ -119,3 +119,25 @@ def test_no_line_is_lost_when_the_process_exits(tmp_path):
         lines = [line for line in done.stderr.splitlines() if line.startswith("{")]
         assert _lines("\n".join(lines)) == [f"decision {i}" for i in range(3000)], how
         assert ("RuntimeError: boom" in done.stderr) == (how == "raise")
+
+
+def test_a_record_logged_after_logging_shut_down_is_still_written(tmp_path):
+    """At interpreter exit, after logging's own exit handler flushed and closed the handler,
+    asyncio still logs what it finds (a task destroyed while pending, an unclosed session):
+    written as a JSON line, as before lines were buffered, not lost to a "Logging error"."""
+    script = ("import asyncio, logging\n"
+              "from remediator import logs\n"
+              "logs.setup_logging('info')\n"
+              "logging.getLogger('remediator').info('started')\n"
+              "async def forever():\n"
+              "    await asyncio.Event().wait()\n"
+              "loop = asyncio.new_event_loop()\n"
+              "task = loop.create_task(forever())\n"
+              "loop.run_until_complete(asyncio.sleep(0))\n")  # exits with the task pending
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert "Logging error" not in done.stderr, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [(line["logger"], line["level"], line["msg"].split("\n")[0]) for line in lines] == [
+        ("remediator", "info", "started"),
+        ("asyncio", "error", "Task was destroyed but it is pending!")], done.stderr
