@@ -45,10 +45,12 @@ playbooks:
       - {name: restart, action: http.request, params: {url: "http://192.0.2.1/r", method: POST}}
 """
 
-# Statements of a commit or a claim, shared by the decisions of a batch, and intake's.
+# Statements of a commit or a claim, shared by the decisions of a batch, and intake's; and
+# PostgreSQL's lease renewals (every `store_lease` / 3: a slow run meets one).
 SHARED = ("BEGIN", "COMMIT", "UPDATE inbox SET state='done'", "UPDATE inbox SET state='running'",
           "SELECT count(*) FROM inbox", "INSERT OR IGNORE INTO refs", "SELECT id, data FROM refs",
-          "WITH t AS (SELECT ctid", "SELECT id, data FROM refs")
+          "WITH t AS (SELECT ctid", "SELECT id, data FROM refs", "UPDATE inbox SET lease_until",
+          "UPDATE locks SET lease_until")
 
 
 class _Counting:
