@@ -137,7 +137,7 @@ def test_a_record_logged_after_logging_shut_down_is_still_written(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120, cwd=ROOT)
     assert "Logging error" not in done.stderr, done.stderr
-    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
     assert [(line["logger"], line["level"], line["msg"].split("\n")[0]) for line in lines] == [
         ("remediator", "info", "started"),
         ("asyncio", "error", "Task was destroyed but it is pending!")], done.stderr
