@@ -82,10 +82,11 @@ class Turns:
                 self._begin()
 
     def held(self) -> bool:
-        """The code running now is still in the chunk its turn began: its task has not
-        yielded to the loop since `take` returned (`_after` ends the chunk right after that
-        task's step, and nothing else runs between them)."""
-        return self._open
+        """The code running now is still in the chunk its turn began (its task has not
+        yielded to the loop since `take` returned: `_after` ends the chunk right after that
+        task's step, and nothing else runs between them), and it has run for less than
+        `SLICE` of CPU: a turn taken now would only split work that nothing waited between."""
+        return self._open and self._cpu() - self._chunk[2] < SLICE
 
     def ready(self) -> bool:
         """Chunks are queued and granted in the coming iterations (not held back for intake)."""
@@ -219,10 +220,8 @@ def take() -> Coroutine[Any, Any, None]:
 
 
 def held() -> bool:
-    """Still in the chunk a turn began (`Turns.held`), and it has run for less than `SLICE`
-    of CPU: a turn taken now would only split work that nothing waited between."""
-    current = turns()
-    return current._open and current._cpu() - current._chunk[2] < SLICE
+    """The running loop's `Turns.held`."""
+    return turns().held()
 
 
 def intake() -> contextlib.AbstractContextManager[None]:
