@@ -940,3 +940,58 @@ def test_a_postgres_webhook_is_packed_while_the_commit_before_it_is_on_its_way(
             await blocker.close()
             await store.close()
     run(scenario())
+
+
+def test_decisions_of_a_populated_version_10_database_are_listed_newest_first_by_8_bytes(
+        run, postgres_url):
+    """Migration 11 indexes creation times as integers (8 bytes, where the text took 28) on
+    a database that already holds decisions: listed in the order of their text, before and
+    after, by that index (not a sort of the whole table) and by the text among the times
+    remediator never writes."""
+    times = ["2025-12-31T23:59:59.999999Z", "2026-01-01T00:00:00.000000Z",
+             "2026-01-01T00:00:00.000001Z", "2026-01-31T23:00:00.5Z", "2026-02-01T00:00:00Z",
+             "2026-02-01T00:00:01.000000Z", "2026-10-09T08:07:06.543210Z",
+             "2026-10-10T00:00:00.000000Z", "2027-01-01T00:00:00Z", "not a time"]
+
+    def decision(n: int) -> dict:
+        return {**_decision(f"e{n:02d}"), "created_at": times[n % len(times)]}
+
+    async def scenario():
+        db = await asyncpg.connect(postgres_url)
+        await db.execute("CREATE TABLE remediator_schema (version INTEGER NOT NULL)")
+        for number, sql in enumerate(MIGRATIONS[:10], 1):
+            await db.execute(sql)
+            await db.execute("INSERT INTO remediator_schema VALUES ($1)", number)
+        await db.close()
+        old = PostgresStore(postgres_url)  # the previous version, its schema and its list
+        migration_11 = MIGRATIONS.pop()
+        try:
+            await old.open()
+            for n in range(0, 20, 2):
+                await old.save_execution(decision(n))
+            before = [d["id"] for d in await old.list_executions(100)]
+            await old.close()
+        finally:
+            MIGRATIONS.append(migration_11)
+        store = await _opened(postgres_url)  # migrates the populated database
+        for n in range(1, 20, 2):
+            await store.save_execution(decision(n))
+        listed = [d["id"] for d in await store.list_executions(100)]
+        expected = [f"e{n:02d}" for n in sorted(
+            range(20), key=lambda n: (times[n % len(times)] == "not a time",
+                                      times[n % len(times)], f"e{n:02d}"), reverse=True)]
+        assert listed == expected  # others (none is written) first, as no integer
+        assert [i for i in listed if int(i[1:]) % 2 == 0] == [
+            i for i in expected if i in before]
+        db = await asyncpg.connect(postgres_url)
+        await db.execute("SET enable_seqscan = off")  # a table of 20 rows: as if it held more
+        plan = "\n".join(r[0] for r in await db.fetch(
+            "EXPLAIN SELECT id FROM executions e ORDER BY remediator_instant(e.created_at) DESC, "
+            "e.created_at DESC, e.id DESC LIMIT 5"))
+        assert "Index Scan Backward using executions_newest" in plan, plan
+        assert await db.fetchval("SELECT count(*) FROM pg_indexes WHERE indexname = "
+                                 "'executions_created'") == 0
+        await db.close()
+        await store.close()
+
+    run(scenario())
