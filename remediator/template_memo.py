@@ -68,9 +68,40 @@ def lookup(env: Any, text: str, kind: str, context: Mapping[str, Any], roots: fr
     as before for a while, then tried again."""
     plan = _plans.get((env, text, kind))
     if plan is None:
-        if len(_plans) >= _PLANS:  # old texts, after reloads
-            _plans.clear()
-        plan = _plans[env, text, kind] = [_reads(env, text, not kind.startswith("render"), roots), 0, 0]
+        plan = _plan((env, text, kind), _reads(env, text, not kind.startswith("render"), roots))
+    return _lookup(plan, (kind, env, text), context)
+
+
+def lookup_all(env: Any, name: str, texts: tuple[tuple[str, bool], ...],
+               also: tuple[tuple[str, tuple], ...], context: Mapping[str, Any],
+               roots: frozenset[str]) -> tuple[tuple[Any, ...] | None, tuple[bool, Any] | None]:
+    """`lookup` for what several texts make together (a note's severity and its templates,
+    each of which built a key of its own over the same few values): kept under what any of
+    them reads (`texts`: (text, is it a bare expression)), and the chains `also`. `name`
+    stands for all of it (the caller's: it decides the texts and what is made of them)."""
+    plan = _plans.get((env, name, "all"))
+    if plan is None:
+        found: dict[tuple[str, tuple], None] = dict.fromkeys(also)
+        for text, expression in texts:
+            chains = _reads(env, text, expression, roots)
+            if chains is False:
+                break
+            found.update(dict.fromkeys(chains))  # type: ignore[arg-type]
+        else:
+            chains = tuple(found)
+        plan = _plan((env, name, "all"), chains)
+    return _lookup(plan, ("all", env, name), context)
+
+
+def _plan(key: tuple[Any, str, str], chains: tuple[tuple[str, tuple], ...] | bool) -> list[Any]:
+    if len(_plans) >= _PLANS:  # old texts, after reloads
+        _plans.clear()
+    plan = _plans[key] = [chains, 0, 0]
+    return plan
+
+
+def _lookup(plan: list[Any], head: tuple[Any, ...], context: Mapping[str, Any]
+            ) -> tuple[tuple[Any, ...] | None, tuple[bool, Any] | None]:
     chains, tried, shared = plan
     if chains is False:
         return None, None
@@ -81,7 +112,7 @@ def lookup(env: Any, text: str, kind: str, context: Mapping[str, Any], roots: fr
         plan[1] = plan[2] = 0
     budget = [_KEY_LEAVES, _KEY_CHARS]
     try:
-        entry = (kind, env, text, *[_read(root, path, context, budget) for root, path in chains])
+        entry = (*head, *[_read(root, path, context, budget) for root, path in chains])
     except _Unkeyable:
         return None, None
     kept = get(entry)
@@ -211,11 +242,19 @@ def _size(text: str) -> int:
 
 
 def put(entry: tuple[Any, ...], ok: bool, value: Any) -> None:
-    if isinstance(value, str) and _size(value) > _OUTPUT_CHARS:
+    """Keep what a render made (a string, or a tuple of them and of tuples of them: what
+    several texts made together, `lookup_all`), unless it is big."""
+    if _output_size(value) > _OUTPUT_CHARS:
         return
     if len(_kept) >= _ENTRIES:
         _kept.clear()
     _kept[entry] = (ok, value)
+
+
+def _output_size(value: Any) -> int:
+    if isinstance(value, str):
+        return _size(value)
+    return sum(_output_size(v) for v in value) if isinstance(value, tuple) else 0
 
 
 def clear() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -274,6 +274,16 @@ def render(text: str, context: dict[str, Any], env: BoundedSandbox = _env,
     if entry is not None:
         template_memo.put(entry, True, rendered)
     return rendered
+
+
+def lookup_together(name: str, texts: tuple[tuple[str, bool], ...],
+                    also: tuple[tuple[str, tuple], ...], context: Mapping[str, Any]
+                    ) -> tuple[tuple[Any, ...] | None, tuple[bool, Any] | None]:
+    """(key, kept) of what several texts (templates, or bare expressions: (text, True))
+    make together over `context`, for a caller whose result is a function of the values
+    they read and the chains `also`, and of nothing else `name` does not stand for (a
+    note: template_memo.lookup_all). Keep a result with `template_memo.put(key, True, it)`."""
+    return template_memo.lookup_all(_env, name, texts, also, context, ROOTS)
 
 
 def _failed(text: str) -> str:

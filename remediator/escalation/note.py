@@ -8,8 +8,8 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .. import graphs, template_context, templating
-from ..playbooks.models import Playbook
+from .. import graphs, template_context, template_memo, templating
+from ..playbooks.models import Escalation, Playbook
 from ..playbooks.validate import step_references
 
 _EVIDENCE_CHARS = 1500
@@ -56,6 +56,9 @@ class _Context(Mapping[str, Any]):
         self._roots[name] = value
         return value
 
+    def __contains__(self, name: object) -> bool:  # Mapping's made the root to tell
+        return name in template_context.ROOT_MAKERS
+
     def __iter__(self) -> Iterator[str]:
         return iter(template_context.ROOT_MAKERS)
 
@@ -99,6 +102,58 @@ def _step_references(when: str) -> frozenset[str]:
     return frozenset(step_references(when))
 
 
+class _Shape:
+    """What a note's templates are, once per version of a playbook's escalation (per
+    Escalation object: a reload makes new ones): the texts its severity and its renders
+    read, a name for all of them, and the outcome of each step its `raise` rules are about
+    (whether a failing condition is reported depends on it)."""
+
+    __slots__ = ("also", "esc", "name", "texts")
+
+    def __init__(self, esc: Escalation) -> None:
+        self.esc = esc
+        self.name = repr(("note", esc.severity, esc.respond_within, esc.team, esc.raise_to,
+                          esc.summary, esc.owner, esc.next_steps))
+        self.texts = tuple((when, True) for _, when, _, _ in esc.raise_to) + tuple(
+            (text, False) for text in (esc.summary, esc.owner, *esc.next_steps)
+            if templating.is_template(text))
+        self.also = tuple(dict.fromkeys(
+            ("steps", ((False, name), (False, "outcome")))
+            for _, when, _, _ in esc.raise_to for name in sorted(_step_references(when))))
+
+
+_SHAPES: dict[int, _Shape] = {}
+
+
+def _made(decision: dict[str, Any], pb: Playbook | None, ctx: _Context
+          ) -> tuple[str, float | None, str, tuple[str, ...], str | None, str | None,
+                     tuple[str, ...]]:
+    """(severity, respond within, team, playbook errors, summary, owner, next steps): what
+    a note makes of its playbook's templates (summary and owner None if it has none). Kept
+    together for the values all of them read (templating.lookup_together): each render and
+    condition looked its own key up over the same few values (`labels.severity`), most of a
+    storm's notes' CPU; never with errors, whose messages may describe the context."""
+    esc = pb.escalation if pb else None
+    shape, key = None, None
+    if esc is not None:
+        shape = _SHAPES.get(id(esc))
+        if shape is None or shape.esc is not esc:
+            if len(_SHAPES) >= 1024:  # old versions, after reloads
+                _SHAPES.clear()
+            shape = _SHAPES[id(esc)] = _Shape(esc)
+        key, kept = templating.lookup_together(shape.name, shape.texts, shape.also, ctx)
+        if kept is not None:
+            return kept[1]  # type: ignore[no-any-return]
+    severity, within, team, errors = _severity(decision, pb, ctx)
+    made = (severity, within, team, tuple(errors),
+            _render(esc.summary, ctx) if esc and esc.summary else None,
+            _render(esc.owner, ctx) if esc and esc.owner else None,
+            tuple(_render(step, ctx) for step in esc.next_steps) if esc else ())
+    if shape is not None and key is not None and not errors:
+        template_memo.put(key, True, made)
+    return made
+
+
 def _render(text: str, ctx: _Context) -> str:
     """Render a playbook's note template; a broken one is shown raw, never lost (so why it
     broke is not asked: its failure is kept like a result, see templating.render)."""
@@ -120,18 +175,17 @@ def note_for(decision: dict[str, Any], pb: Playbook | None, approve_url: str = "
     """(severity, respond within, team, the note's Markdown), from one template context."""
     alert = decision["alert"]
     labels, annotations = alert["labels"], alert["annotations"]
-    ctx = _Context(decision, pb)
-    severity, within, team, errors = _severity(decision, pb, ctx)
-    esc = pb.escalation if pb else None
-    summary = (_render(esc.summary, ctx) if esc and esc.summary
-               else annotations.get("summary") or "")
+    severity, within, team, errors, summary, owner, next_steps = _made(
+        decision, pb, _Context(decision, pb))
+    if summary is None:
+        summary = annotations.get("summary") or ""
     title = " — ".join(t for t in (summary, outcome_phrase(decision)) if t)
     lines = [
         f"# [{severity.upper()}] {decision['alertname']}: {title}",
         "",
         f"- **Respond within:** {_minutes(within)}" if within else "- **Respond within:** n/a",
         f"- **Outcome:** `{decision['outcome']}` — {decision.get('reason') or 'see timeline'}",
-        f"- **Owner:** {_render(esc.owner, ctx)}" if esc and esc.owner else None,
+        f"- **Owner:** {owner}" if owner is not None else None,
         f"- **Team:** `{team}`" if team else None,
         f"- **Playbook:** `{decision.get('playbook')}` ({decision.get('mode')})",
         f"- **Target:** `{decision.get('target')}`" if decision.get("target") else None,
@@ -171,10 +225,9 @@ def note_for(decision: dict[str, Any], pb: Playbook | None, approve_url: str = "
             lines += [f"### {name}", "", "```", _excerpt(result), "```", ""]
     lines += ["", "## Graph", "", _graph(decision, approve_url, graph_problem)]
     lines += ["", "## Why this needs a human", "", _why(decision)]
-    if pb and pb.escalation and pb.escalation.next_steps:
+    if next_steps:
         lines += ["", "## Next steps", ""]
-        lines += [f"{i}. {_render(step, ctx)}"
-                  for i, step in enumerate(pb.escalation.next_steps, 1)]
+        lines += [f"{i}. {step}" for i, step in enumerate(next_steps, 1)]
     if decision["outcome"] == "blocked" and decision["reason"].startswith("approval_pending"):
         step = decision.get("blocked_step") or ""
         gated = next((s for s in (*pb.steps, *pb.on_resolved) if s.name == step), None) \
@@ -245,6 +298,7 @@ def _excerpt(result: Any) -> str:
     return text if len(text) <= _EVIDENCE_CHARS else text[:_EVIDENCE_CHARS] + "\n… (truncated)"
 
 
+@functools.lru_cache(maxsize=4096)  # a storm's steps say the same few things in every note
 def _one_line(text: str) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= 300 else text[:300] + "…"

@@ -177,3 +177,56 @@ def test_a_note_template_failing_on_a_missing_label_renders_once(
         assert "- **Owner:** on-call {{ labels.pod }}\n" in note(n, node=f"n{n}")
     assert rendered == ["on-call {{ labels.pod }}"]
     assert "- **Owner:** on-call web-1\n" in note(99, pod="web-1")
+
+
+def test_a_notes_templates_are_looked_up_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted: a note's `raise` conditions, summary, owner and next steps are kept together
+    for the values they read (one key for the note, where each of them built its own over
+    the same `labels.severity`), and a kept note is exactly the note rendered afresh: over
+    alerts that differ in what they read, and decisions whose step the `raise` rule is about
+    succeeded or not (a failure to evaluate it is reported only then, and never kept)."""
+    from remediator.escalation.note import render_note
+    from remediator.playbooks.models import build_playbook
+    pb = build_playbook({
+        "name": "p", "match": {"alertname": "A"},
+        "steps": [{"name": "s", "action": "log", "params": {"message": "x"}}],
+        "escalation": {
+            "severity": "warning", "summary": "{{ labels.severity }} latency",
+            "owner": "{{ 'SRE' if labels.severity == 'critical' else 'ops' }}",
+            "next_steps": ["look", "page {{ 'SRE' if labels.severity == 'critical' else 'nobody' }}"],
+            "raise": [{"severity": "critical", "when": "labels.severity == 'critical'"},
+                      {"severity": "emergency", "when": "steps.s.result.n > 0"}]}},
+        "rules.yaml", 0)
+
+    def note(n: int, severity: str, outcome: str, result: Any) -> str:
+        return render_note({
+            "id": f"e{n}", "alertname": "A", "playbook": "p", "mode": "dry-run",
+            "outcome": "planned", "reason": "", "target": None,
+            "steps": [{"name": "s", "action": "log", "outcome": outcome, "result": result,
+                       "detail": "logs x"}],
+            "alert": {"labels": {"alertname": "A", "severity": severity},
+                      "annotations": {}, "status": "firing",
+                      "startsAt": "2026-01-01T00:00:00Z", "generatorURL": ""}}, pb)
+
+    cases = [(n, severity, outcome, result) for n, (severity, outcome, result) in enumerate(
+        (s, o, r) for s in ("critical", "warning") for o, r in (
+            ("planned", {}), ("succeeded", {"n": 0}), ("succeeded", {"n": "three"}),
+            ("failed", {"n": "three"})))]
+    fresh = []
+    for case in cases:
+        template_memo.clear()
+        fresh.append(note(*case))
+    looked: list[object] = []
+    real = template_memo._lookup
+    monkeypatch.setattr(template_memo, "_lookup",
+                        lambda *args: looked.append(args[1]) or real(*args))
+    rendered = _rendered(monkeypatch)
+    for _ in range(3):
+        assert [note(*case) for case in cases] == fresh
+    assert ["could not be evaluated" in text for text in fresh] == [False] * 6 + [True, False]
+    assert "- **Owner:** SRE\n" in fresh[0] and "1. look\n2. page nobody\n" in fresh[4]
+    rendered.clear()
+    looked.clear()
+    for n in range(10, 20):  # kept: one lookup per note, nothing rendered
+        assert note(n, "critical", "succeeded", {"n": 0}) == fresh[1].replace("e1", f"e{n}")
+    assert len(looked) == 10 and rendered == []
