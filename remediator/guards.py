@@ -20,7 +20,7 @@ from typing import Any
 
 from . import templating
 from .actions.base import parse_duration
-from .actions.registry import ACTIONS
+from .actions.registry import ACTIONS, BUILTIN
 from .alerts import Alert
 from .playbooks.models import Playbook, Step
 from .store.base import PAUSE, PAUSED, RESOLVED, Entry, Event, Limit, Store
@@ -511,7 +511,22 @@ def _under(path: str, root: str) -> bool:
 
 
 def _mutates(pb: Playbook) -> bool:
-    return any(ACTIONS[s.action].mutates(s.params) for s in (*pb.steps, *pb.on_resolved))
+    """Whether a playbook may change anything (it takes the target lock): asked by each of
+    its decisions, answered once per version of it (per Playbook: a reload makes new ones)
+    when only built-in actions answer (a plugin's `mutates` is not ours to call pure)."""
+    kept = _MUTATES.get(id(pb))
+    if kept is not None and kept[0] is pb:
+        return kept[1]
+    steps = (*pb.steps, *pb.on_resolved)
+    mutates = any(ACTIONS[s.action].mutates(s.params) for s in steps)
+    if all(s.action in BUILTIN for s in steps):
+        if len(_MUTATES) >= 4096:  # old versions, after reloads
+            _MUTATES.clear()
+        _MUTATES[id(pb)] = (pb, mutates)
+    return mutates
+
+
+_MUTATES: dict[int, tuple[Playbook, bool]] = {}
 
 
 def _iso(ts: float) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import logging
 import math
@@ -318,10 +319,22 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return _finite(float(value), "duration")
     text = str(value).strip()
+    # A playbook's few durations are read by every decision's guards: parsed once each. A
+    # label's (a rendered parameter) may be anything: only short texts are kept.
+    seconds = _kept_duration(text) if len(text) <= 32 else _duration(text)
+    if seconds is None:
+        raise ValueError(f"invalid duration {value!r} (use e.g. 30s, 5m, 1h30m)")
+    return _finite(seconds, "duration")
+
+
+def _duration(text: str) -> float | None:
     parts = _DURATION.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"invalid duration {value!r} (use e.g. 30s, 5m, 1h30m)")
-    return _finite(sum(float(n) * _UNIT[u] for n, u in parts), "duration")
+        return None
+    return sum(float(n) * _UNIT[u] for n, u in parts)
+
+
+_kept_duration = functools.lru_cache(maxsize=1024)(_duration)
 
 
 def render_params(action: Action, raw: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
