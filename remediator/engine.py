@@ -135,8 +135,8 @@ class Engine:
                        existing: dict[str, Any] | None,
                        pause: dict[str, Any] | None = None) -> dict[str, Any]:
         decision = self._decision(execution_id, alert, pb, existing)
-        decision["group"] = group.to_dict()
-        ctx = template_context.build(alert.to_dict(), group.to_dict(), pb)
+        decision["group"] = group_dict = group.to_dict()
+        ctx = template_context.build(decision["alert"], group_dict, pb)  # which copies them
         gc = GuardContext(playbook=pb, alert=alert, execution_id=execution_id, mode=self._mode(pb))
         try:
             gc.target = _render_target(pb.target, ctx)
