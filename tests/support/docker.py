@@ -132,9 +132,9 @@ class DockerEngine:
                 raise AssertionError(f"{container}: state never matched: {info['State']}")
             time.sleep(0.1)
 
-    def wait_logs(self, container: str, text: str, timeout: float = 30.0) -> None:
+    def wait_logs(self, container: str, text: str, timeout: float = 30.0, times: int = 1) -> None:
         deadline = time.monotonic() + timeout
-        while text.encode() not in self.api.logs(container):
+        while self.api.logs(container).count(text.encode()) < times:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{container}: {text!r} never logged")
             time.sleep(0.1)
