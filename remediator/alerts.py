@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -51,8 +52,7 @@ class Alert:
 
     @property
     def dedupe_key(self) -> str:
-        """Same alert, same episode, same status: Alertmanager retries and HA peers collapse."""
-        return f"{self.fingerprint}:{self.starts_at}:{self.status}"
+        return dedupe_key(self.fingerprint, self.starts_at, self.status)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Alert:
@@ -99,10 +99,32 @@ class Group:
         }
 
 
+def dedupe_key(fingerprint: str, starts_at: str, status: str) -> str:
+    """Same alert, same episode, same status: Alertmanager retries and HA peers collapse."""
+    return f"{fingerprint}:{starts_at}:{status}"
+
+
 @dataclass(frozen=True)
 class Notification:
-    group: Group
-    alerts: list[Alert]
+    """A validated notification in the form the inbox stores: its group's fields and each
+    alert's as `Group.to_dict` and `Alert.to_dict` write them, built once by validation
+    (intake made an Alert of each, then its dict again: ~2 us of every webhook). The
+    objects are made when asked for (replay, tests)."""
+
+    group_data: dict[str, Any]
+    items: list[dict[str, Any]]
+
+    @cached_property
+    def group(self) -> Group:
+        d = self.group_data
+        return Group(receiver=d["receiver"], status=d["status"], group_key=d["groupKey"],
+                     group_labels=d["groupLabels"], common_labels=d["commonLabels"],
+                     common_annotations=d["commonAnnotations"], external_url=d["externalURL"],
+                     truncated_alerts=d["truncatedAlerts"])
+
+    @cached_property
+    def alerts(self) -> list[Alert]:
+        return [Alert.from_dict(d) for d in self.items]
 
 
 def label_fingerprint(labels: dict[str, str]) -> str:
@@ -158,24 +180,25 @@ def notification_from_dict(data: Any, surrogates: bool = True) -> Notification:
     truncated = data.get("truncatedAlerts", 0)
     if not isinstance(truncated, int) or isinstance(truncated, bool) or not 0 <= truncated < 2**31:
         raise PayloadError("$.truncatedAlerts: must be an integer from 0 to 2^31-1")
-    group = Group(
-        receiver=_str(data, "receiver", "$", text),
-        status=_str(data, "status", "$", text),
-        group_key=_str(data, "groupKey", "$", text),
-        group_labels=_labels(data, "groupLabels", "$", text),
-        common_labels=_labels(data, "commonLabels", "$", text),
-        common_annotations=_labels(data, "commonAnnotations", "$", text),
-        external_url=_str(data, "externalURL", "$", text),
-        truncated_alerts=truncated,
-    )
+    group = {  # as Group.to_dict writes it
+        "receiver": _str(data, "receiver", "$", text),
+        "status": _str(data, "status", "$", text),
+        "groupKey": _str(data, "groupKey", "$", text),
+        "groupLabels": _labels(data, "groupLabels", "$", text),
+        "commonLabels": _labels(data, "commonLabels", "$", text),
+        "commonAnnotations": _labels(data, "commonAnnotations", "$", text),
+        "externalURL": _str(data, "externalURL", "$", text),
+        "truncatedAlerts": truncated,
+    }
     alerts = [_alert(a, f"$.alerts[{i}]", text) for i, a in enumerate(raw_alerts)]
-    return Notification(group=group, alerts=alerts)
+    return Notification(group, alerts)
 
 
 Text = Callable[[str, str], str]
 
 
-def _alert(raw: Any, path: str, text: Text) -> Alert:
+def _alert(raw: Any, path: str, text: Text) -> dict[str, Any]:
+    """An alert validated, as Alert.to_dict writes it (what the inbox stores)."""
     if not isinstance(raw, dict):
         raise PayloadError(f"{path}: must be an object")
     status = raw.get("status")
@@ -189,15 +212,15 @@ def _alert(raw: Any, path: str, text: Text) -> Alert:
     if len(fingerprint) > MAX_FINGERPRINT or "\x00" in fingerprint:
         raise PayloadError(f"{path}.fingerprint: must be at most {MAX_FINGERPRINT} characters "
                            "without NUL")
-    return Alert(
-        status=status,
-        labels=labels,
-        annotations=_labels(raw, "annotations", path, text),
-        starts_at=starts_at,
-        ends_at=_timestamp(raw, "endsAt", path, text),
-        generator_url=_str(raw, "generatorURL", path, text),
-        fingerprint=fingerprint,
-    )
+    return {
+        "status": status,
+        "labels": labels,
+        "annotations": _labels(raw, "annotations", path, text),
+        "startsAt": starts_at,
+        "endsAt": _timestamp(raw, "endsAt", path, text),
+        "generatorURL": _str(raw, "generatorURL", path, text),
+        "fingerprint": fingerprint,
+    }
 
 
 def _str(obj: dict[str, Any], key: str, path: str, text: Text) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 from . import turns
 from .actions.backends import Backends
 from .actions.checks import precondition_check
-from .alerts import Alert, Notification
+from .alerts import Alert, Notification, dedupe_key
 from .config import Config
 from .engine import Engine
 from .escalation import Escalator, build_sink
@@ -147,20 +147,21 @@ class Service:
     # --- intake and dispatch -----------------------------------------------------------
 
     async def intake(self, notification: Notification) -> Enqueued:
-        group = notification.group.to_dict()
-        rows = [(a.dedupe_key, a.to_dict(), group) for a in notification.alerts]
+        group = notification.group_data
+        rows = [(dedupe_key(a["fingerprint"], a["startsAt"], a["status"]), a, group)
+                for a in notification.items]
         result = await self.store.enqueue(rows)
-        firing = sum(a.status == "firing" for a in notification.alerts)
+        firing = sum(a["status"] == "firing" for a in notification.items)
         for status, count in (("firing", firing), ("resolved", len(rows) - firing)):
             if count:
                 self.metrics.alerts_by_status[status].inc(count)
         if result.duplicates:
             self.metrics.alerts_duplicate.inc(result.duplicates)
-        if notification.group.truncated_alerts > 0:  # never sent to us: humans must know
-            self.metrics.alerts_truncated.inc(notification.group.truncated_alerts)
+        truncated = group["truncatedAlerts"]
+        if truncated > 0:  # never sent to us: humans must know
+            self.metrics.alerts_truncated.inc(truncated)
             log.warning("Alertmanager left %d alert(s) of group %s out of its notification "
-                        "(max_alerts); they are not remediated", notification.group.truncated_alerts,
-                        notification.group.group_key)
+                        "(max_alerts); they are not remediated", truncated, group["groupKey"])
         if result.accepted:
             self._wakeup.set()
         return result
