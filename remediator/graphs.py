@@ -41,13 +41,22 @@ class Graph:
     problem: str = ""  # why there is no graph, said plainly
 
 
-@functools.lru_cache(maxsize=256)  # a storm's alerts come from a few rules: parsed once each
 def alert_expr(generator_url: str) -> str:
     """The alert rule's expression, from its Prometheus `generatorURL` (`g0.expr`)."""
+    # A storm's alerts come from a few rules: each URL parsed once. Only a rule's usual size
+    # is kept: the sender's URL may be most of a webhook body, 256 of them held whole.
+    url = generator_url or ""
+    return _kept_expr(url) if len(url) <= 4096 else _expr(url)
+
+
+def _expr(generator_url: str) -> str:
     try:
-        return parse_qs(urlsplit(generator_url or "").query).get("g0.expr", [""])[0].strip()
+        return parse_qs(urlsplit(generator_url).query).get("g0.expr", [""])[0].strip()
     except ValueError:
         return ""
+
+
+_kept_expr = functools.lru_cache(maxsize=256)(_expr)
 
 
 def split_threshold(expr: str) -> tuple[str, float | None]:

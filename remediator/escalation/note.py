@@ -298,10 +298,20 @@ def _excerpt(result: Any) -> str:
     return text if len(text) <= _EVIDENCE_CHARS else text[:_EVIDENCE_CHARS] + "\n… (truncated)"
 
 
-@functools.lru_cache(maxsize=4096)  # a storm's steps say the same few things in every note
-def _one_line(text: str) -> str:
-    text = " ".join(str(text).split())
+def _one_line(text: Any) -> str:
+    # A storm's steps say the same few things in every note: those are kept. A long text (a
+    # detail naming a label's value, the sender's generatorURL) is not: kept, 4096 of them
+    # held whole (up to a webhook body each) for a line of 300 characters.
+    text = str(text)
+    return _kept_line(text) if len(text) <= 512 else _line(text)
+
+
+def _line(text: str) -> str:
+    text = " ".join(text.split())
     return text if len(text) <= 300 else text[:300] + "…"
+
+
+_kept_line = functools.lru_cache(maxsize=4096)(_line)
 
 
 def _minutes(seconds: float) -> str:

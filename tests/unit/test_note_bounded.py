@@ -1,0 +1,41 @@
+"""What an escalation note keeps between notes is bounded, whatever an alert carries: its
+sender chooses the generatorURL (the graph's expression, up to a whole webhook body) and what
+its labels put in a step's detail."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from urllib.parse import quote, urlsplit
+
+from remediator.escalation.note import render_note
+
+
+def _decision(n: int, chars: int) -> dict:
+    expr = f"up{{job=\"{n}\"}} == " + "1" * chars
+    return {
+        "id": f"e{n}", "alertname": "A", "playbook": None, "mode": "dry-run",
+        "outcome": "failed", "reason": "it failed", "target": None,
+        "steps": [{"name": "s", "action": "log", "outcome": "failed",
+                   "detail": f"pod {n} " + "x" * chars}],
+        "alert": {"labels": {"alertname": "A"}, "annotations": {}, "status": "firing",
+                  "startsAt": "2026-01-01T00:00:00Z",
+                  "generatorURL": "http://prometheus/graph?g0.expr=" + quote(expr)}}
+
+
+def test_notes_of_alerts_with_long_texts_keep_none_of_them() -> None:
+    """200 notes, each with a 64 KiB expression and step detail of its own: the note's lines
+    are made of their first 300 characters; none of the 25 MiB is held once they are made."""
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for n in range(200):
+            note = render_note(_decision(n, 64 << 10), None)
+            assert f"pod {n} xxx" in note and "… (truncated)" not in note
+        # the standard library keeps its last 128 URLs split (not ours to bound)
+        getattr(urlsplit, "cache_clear", lambda: None)()
+        gc.collect()
+        held = max(0, tracemalloc.get_traced_memory()[0] - base)
+    finally:
+        tracemalloc.stop()
+    assert held < 4 << 20, f"notes hold {held / 2**20:.1f} MiB of alert data"
