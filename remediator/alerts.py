@@ -86,6 +86,16 @@ class Group:
     external_url: str = ""
     truncated_alerts: int = 0
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Group:
+        """What `to_dict` wrote (a field it lacks, from an older record, takes its default)."""
+        return cls(receiver=data.get("receiver", ""), status=data.get("status", ""),
+                   group_key=data.get("groupKey", ""), group_labels=data.get("groupLabels", {}),
+                   common_labels=data.get("commonLabels", {}),
+                   common_annotations=data.get("commonAnnotations", {}),
+                   external_url=data.get("externalURL", ""),
+                   truncated_alerts=data.get("truncatedAlerts", 0))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "receiver": self.receiver,
@@ -116,11 +126,7 @@ class Notification:
 
     @cached_property
     def group(self) -> Group:
-        d = self.group_data
-        return Group(receiver=d["receiver"], status=d["status"], group_key=d["groupKey"],
-                     group_labels=d["groupLabels"], common_labels=d["commonLabels"],
-                     common_annotations=d["commonAnnotations"], external_url=d["externalURL"],
-                     truncated_alerts=d["truncatedAlerts"])
+        return Group.from_dict(self.group_data)
 
     @cached_property
     def alerts(self) -> list[Alert]:

@@ -73,7 +73,7 @@ class Engine:
         """All decisions for one acknowledged alert; the item is done once they are final
         (its last decision's final record marks it done, in the same write)."""
         alert = Alert.from_dict(item.alert)
-        group = Group(**_group_kwargs(item.group))
+        group = Group.from_dict(item.group)
         playbooks = self.rules.match(alert.labels, alert.status)
         ids = [_execution_id(item.dedupe_key, pb.name) for pb in playbooks] or [
             _execution_id(item.dedupe_key, "")]
@@ -224,7 +224,7 @@ class Engine:
         if pb is None:
             raise KeyError(f"playbook {decision['playbook']!r} is no longer loaded")
         alert = Alert.from_dict(decision["alert"])
-        group = Group(**_group_kwargs(decision.get("group") or {}))
+        group = Group.from_dict(decision.get("group") or {})
         return await self.execute(pb, alert, group, alert.dedupe_key)
 
     async def expire_approvals(self) -> int:
@@ -606,15 +606,6 @@ def _resumable(decision: dict[str, Any]) -> bool:
 def _execution_id(dedupe_key: str, playbook: str) -> str:
     """Deterministic, so a restart finds the execution (and its journal) it interrupted."""
     return hashlib.sha256(f"{dedupe_key}\x00{playbook}".encode()).hexdigest()[:20]
-
-
-def _group_kwargs(data: dict[str, Any]) -> dict[str, Any]:
-    return {"receiver": data.get("receiver", ""), "status": data.get("status", ""),
-            "group_key": data.get("groupKey", ""), "group_labels": data.get("groupLabels", {}),
-            "common_labels": data.get("commonLabels", {}),
-            "common_annotations": data.get("commonAnnotations", {}),
-            "external_url": data.get("externalURL", ""),
-            "truncated_alerts": data.get("truncatedAlerts", 0)}
 
 
 def _copied(params: dict[str, Any]) -> dict[str, Any]:
