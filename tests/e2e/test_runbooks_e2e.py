@@ -152,6 +152,9 @@ def test_deltacrown_s3_outage_reads_locally_then_flips_back_once_s3_and_the_vali
 
     _s3_down(stack)
     _saves(stack, 1.0)   # every save fails (dual-write keeps the local copy)
+    # The save-failure ratio needs two scrapes to show; an outage shows in saves first, as in
+    # production, and a fallback alert firing earlier would rightly see no outage signature.
+    stack.prometheus.wait_for("deltacrown:cert_s3_save_fail_ratio:rate10m > 0.2", timeout=300)
     _fallback(stack, 1.0)  # every read falls back
     decision = stack.wait_decision(alertname)
     assert decision["playbook"] == "deltacrown-read-fallback"
@@ -190,6 +193,7 @@ def test_deltacrown_read_fallback_without_an_outage_does_not_flip(stack):
     alertname = "DeltaCrownCertS3ReadFallbackHigh"
     stack.require_route(alertname)
     stack.worker.restart()  # a new episode, guard state forgotten: only the evidence decides
+    stack.s3_proxy.clear_faults()  # S3 answers (were an earlier scenario to leave it down)
     patches = len(stack.kube.requests_matching("PATCH", f"/deployments/{DELTACROWN}$"))
     known = {d["id"] for d in stack.executions(alertname=alertname)}
 
