@@ -85,10 +85,39 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     r.set_defaults(func=cmd_replay)
 
-    from .lint import add_lint_parser
-    add_lint_parser(sub)
-    from .playtest import add_test_parser
-    add_test_parser(sub)
+    lint = sub.add_parser("lint", help="validate playbooks (the same validator serve uses)",
+                          description="Validate playbooks with the validator serve uses. "
+                                      "Exit 0 clean, 1 errors (or warnings with --strict), 2 "
+                                      "usage.")
+    lint.add_argument("paths", nargs="*", metavar="PATH",
+                      help="playbook files or directories (default: the config's rules, `rules`)")
+    lint.add_argument("--config", metavar="FILE",
+                      help="the process config serve runs with: its escalation sinks are "
+                           "checked, and a step acting outside its allow lists (namespaces, "
+                           "buckets, compose projects, HTTP hosts) is an error")
+    lint.add_argument("--alert-rules", action="append", default=[], metavar="FILE",
+                      help="Prometheus rule file or directory (repeatable): cross-check alert "
+                           "names")
+    lint.add_argument("--external-alert", action="append", default=[], metavar="NAME",
+                      help="with --alert-rules: an alert defined by rules lint is not given, "
+                           "e.g. kube-prometheus-stack's KubePodCrashLooping (repeatable)")
+    lint.add_argument("--format", choices=("text", "json", "github"), default="text",
+                      help="github: workflow annotations on the lines at fault")
+    lint.add_argument("--strict", action="store_true", help="warnings fail too")
+    lint.add_argument("--permissions", action="store_true",
+                      help="print the Kubernetes RBAC rules and IAM actions the playbooks need")
+    lint.add_argument("-v", "--verbose", action="store_true",
+                      help="say on stderr which optional checks ran (promtool over the PromQL)")
+    lint.set_defaults(func=cmd_lint)
+
+    t = sub.add_parser("test", help="run playbook unit tests (promtool style)",
+                       description="Run playbook tests offline through the real engine. "
+                                   "Exit 0 all pass, 1 a failure or an unusable test file.")
+    t.add_argument("files", nargs="+", metavar="FILE",
+                   help="test files, or directories searched for *_test.yaml")
+    t.add_argument("--show", action="store_true",
+                   help="print every decision (handy to write `expect:` from)")
+    t.set_defaults(func=cmd_test)
 
     h = sub.add_parser("history", help="list recent decisions from the store")
     h.add_argument("--config", metavar="FILE", help="the config serve runs with (its store)")
@@ -162,6 +191,20 @@ _SETTINGS = frozenset(Config.__dataclass_fields__) - {"guards", "operators"}
 def _config(args: argparse.Namespace, **extra: Any) -> Config:
     return load_config(getattr(args, "config", None), rules=getattr(args, "rules", None),
                        store=getattr(args, "store", None), **extra)
+
+
+# --- lint / test: imported when run (`serve` never needs them) -----------------------------
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    from .lint import cmd_lint
+
+    return cmd_lint(args)
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from .playtest import cmd_test
+
+    return cmd_test(args)
 
 
 # --- serve ---------------------------------------------------------------------------------

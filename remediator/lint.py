@@ -35,31 +35,6 @@ RUNBOOK_ANNOTATIONS = ("runbook_url", "remediation")
 _NOT_RULES = "not a Prometheus rule file: expected `groups:`"
 
 
-def add_lint_parser(sub: Any) -> None:
-    p = sub.add_parser("lint", help="validate playbooks (the same validator serve uses)",
-                       description="Validate playbooks with the validator serve uses. "
-                                   "Exit 0 clean, 1 errors (or warnings with --strict), 2 usage.")
-    p.add_argument("paths", nargs="*", metavar="PATH",
-                   help="playbook files or directories (default: the config's rules, `rules`)")
-    p.add_argument("--config", metavar="FILE",
-                   help="the process config serve runs with: its escalation sinks are "
-                        "checked, and a step acting outside its allow lists (namespaces, "
-                        "buckets, compose projects, HTTP hosts) is an error")
-    p.add_argument("--alert-rules", action="append", default=[], metavar="FILE",
-                   help="Prometheus rule file or directory (repeatable): cross-check alert names")
-    p.add_argument("--external-alert", action="append", default=[], metavar="NAME",
-                   help="with --alert-rules: an alert defined by rules lint is not given, e.g. "
-                        "kube-prometheus-stack's KubePodCrashLooping (repeatable)")
-    p.add_argument("--format", choices=("text", "json", "github"), default="text",
-                   help="github: workflow annotations on the lines at fault")
-    p.add_argument("--strict", action="store_true", help="warnings fail too")
-    p.add_argument("--permissions", action="store_true",
-                   help="print the Kubernetes RBAC rules and IAM actions the playbooks need")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="say on stderr which optional checks ran (promtool over the PromQL)")
-    p.set_defaults(func=cmd_lint)
-
-
 def cmd_lint(args: argparse.Namespace) -> int:
     if args.config and not FsPath(args.config).exists():
         return _usage(f"no such file: {args.config}")

@@ -348,17 +348,6 @@ def _summary(decision: dict[str, Any]) -> dict[str, Any]:
 
 # --- command line ---------------------------------------------------------------------------------
 
-def add_test_parser(sub: Any) -> None:
-    p = sub.add_parser("test", help="run playbook unit tests (promtool style)",
-                       description="Run playbook tests offline through the real engine. "
-                                   "Exit 0 all pass, 1 a failure or an unusable test file.")
-    p.add_argument("files", nargs="+", metavar="FILE",
-                   help="test files, or directories searched for *_test.yaml")
-    p.add_argument("--show", action="store_true",
-                   help="print every decision (handy to write `expect:` from)")
-    p.set_defaults(func=cmd_test)
-
-
 def cmd_test(args: argparse.Namespace) -> int:
     setup_logging("error", json_format=False)
     files = find_test_files(args.files)

@@ -16,6 +16,8 @@ from tests.support.worker import TOKEN, WorkerProcess
 ROOT = Path(__file__).resolve().parents[2]
 # Imported only by the actions and sinks that use them, at their first use.
 CLIENTS = ("kubernetes", "docker", "boto3", "botocore", "markdown_it", "tenacity")
+# The other commands' modules: `serve` defines their arguments, never imports them.
+COMMANDS = ("remediator.lint", "remediator.lint_promql", "remediator.playtest")
 
 
 def _imported(log: str) -> set[str]:
@@ -30,6 +32,7 @@ def test_serve_becomes_ready_without_importing_a_backend_client(tmp_path):
     imported = _imported(worker.log_path.read_text())
     assert {"aiohttp", "yaml", "jinja2"} <= imported  # the list is the process's own
     assert not {name for name in imported if name.split(".")[0] in CLIENTS}
+    assert not imported & set(COMMANDS)
 
 
 def test_a_second_start_reads_the_parse_cache_beside_the_store(tmp_path):
