@@ -126,7 +126,7 @@ class Escalator:
                 return self._refused(name, note, exc)
             log.warning("escalation %s not delivered to %s, spooled: %s", note["id"], name, exc,
                         extra={"execution_id": note["id"]})
-            await self.store.put_state(f"spool:{note['id']}:{name}", note)
+            await self.store.put_state(f"spool:{note['id']}:{name}", note, durable=False)
             self._count(name, "spooled")
             return "spooled"
         self._count(name, "delivered")
@@ -147,14 +147,14 @@ class Escalator:
             except Exception as exc:  # any failure keeps it spooled; never stops maintenance
                 if not _retryable(exc):
                     self._refused(name, note, exc)
-                    await self.store.put_state(key, None)
+                    await self.store.put_state(key, None, durable=False)
                     continue
                 log.warning("spooled escalation %s still not delivered to %s: %s", note["id"],
                             name, exc, extra={"execution_id": note["id"]})
                 waiting += 1
                 continue
             if await self.store.get_state(key) == note:  # a newer note may have replaced it
-                await self.store.put_state(key, None)
+                await self.store.put_state(key, None, durable=False)
             self._count(name, "delivered")
             log.info("spooled escalation %s delivered to %s", note["id"], name,
                      extra={"execution_id": note["id"]})

@@ -173,7 +173,11 @@ class Store(Protocol):
         admissions can never both take a limit's last place); else record nothing and
         return the index of the first limit reached. Before the limits, in the same write:
         RESOLVED if an alert with the dedupe key `unless_received` was acknowledged, then
-        PAUSED if `unless_paused` and automation is paused (`PAUSE`)."""
+        PAUSED if `unless_paused` and automation is paused (`PAUSE`).
+
+        Durable once it returns, whatever `store_sync` says (fsynced; on PostgreSQL its
+        commit waits for the WAL flush): the mutation it admits is sent next, and an intent
+        lost with a power cut or a database crash would let the step run again after it."""
         ...
 
     async def get_state(self, key: str) -> dict[str, Any] | None: ...
@@ -184,7 +188,13 @@ class Store(Protocol):
         (a circuit breaker's state and its successes: one read per decision, not two)."""
         ...
 
-    async def put_state(self, key: str, value: dict[str, Any] | None) -> None: ...
+    async def put_state(self, key: str, value: dict[str, Any] | None, durable: bool = True
+                        ) -> None:
+        """The pause, approvals, open circuits, sessions: durable once it returns, as
+        `admit` (rare writes, each answered to an operator or acted on). Not the note spool
+        (`durable=False`): a storm's notes to a sink that is down would each wait for a
+        flush, and a note lost with a power cut still has its decision."""
+        ...
     async def list_state(self, prefix: str) -> dict[str, dict[str, Any]]: ...
 
     # coordination: what several replicas share (one process on an embedded store)

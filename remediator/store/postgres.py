@@ -397,6 +397,13 @@ _claim_epoch: contextvars.ContextVar[int | None] = contextvars.ContextVar("claim
 _section_db: contextvars.ContextVar[asyncpg.Connection | None] = contextvars.ContextVar(
     "section_db", default=None)
 _ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# Joined to a statement, makes its commit wait for the WAL flush on a pool whose connections
+# commit asynchronously (read at commit time; local: reset with the transaction). One round
+# trip, as before: a mutation's admission (its intent, sent next, must outlive a database
+# crash, or the step would run again after it), a claim (lost, another replica would run the
+# alert beside this one until the next renewal noticed) and the operator's state (the pause).
+_SYNC = "(SELECT set_config('synchronous_commit', {}, true)) AS sync"
+_DURABLY = _SYNC.format("'on'")
 
 
 class PostgresStore:
@@ -411,8 +418,9 @@ class PostgresStore:
         if sync.lower() not in ("normal", "full"):
             raise ValueError(f"store sync must be normal or full, got {sync!r}")
         # As SQLite's `normal`: intake commits wait for the WAL flush (an acknowledged alert
-        # survives a database crash); journal and guard writes do not wait for it, so they
-        # survive a replica's crash, not the database server's. `full`: everything waits.
+        # survives a database crash), and so do claims, admissions and the operator's state
+        # (`_DURABLY`); the journal's results and the decisions do not, so they survive a
+        # replica's crash, not the database server's. `full`: everything waits.
         self._sync_commit = "on" if sync.lower() == "full" else "off"
         self.read_only = read_only  # the CLI: no migration, no claims, no heartbeat
         self._password = password or None  # else libpq's environment (PGPASSWORD, PGPASSFILE)
@@ -768,7 +776,8 @@ class PostgresStore:
             "LIMIT $2 - (SELECT count(*) FROM t) FOR UPDATE SKIP LOCKED), "
             "c AS (SELECT * FROM t UNION ALL SELECT * FROM p) "
             "UPDATE inbox i SET state='running', owner=$1, "
-            "lease_until = now() + make_interval(secs => $3) FROM c WHERE i.ctid = c.tid "
+            f"lease_until = now() + make_interval(secs => $3) FROM c, {_DURABLY} "
+            "WHERE i.ctid = c.tid "
             "RETURNING i.id, i.dedupe_key, i.alert, i.grp, i.packed, i.ref, i.received_at, "
             "c.state AS was",
             self.replica, limit, self.lease), turn=False)
@@ -805,7 +814,7 @@ class PostgresStore:
     async def claim_key(self, dedupe_key: str) -> InboxItem | None:
         row = await self._call("claim", lambda db: db.fetchrow(
             "UPDATE inbox SET state='running', owner=$2, "
-            "lease_until = now() + make_interval(secs => $3) WHERE dedupe_key=$1 "
+            f"lease_until = now() + make_interval(secs => $3) FROM {_DURABLY} WHERE dedupe_key=$1 "
             "AND NOT (state='running' AND lease_until >= now()) "
             "RETURNING id, dedupe_key, alert, grp, packed, ref, received_at", dedupe_key,
             self.replica, self.lease), turn=False)
@@ -1027,11 +1036,12 @@ class PostgresStore:
                 [e[0] for e in events], [_searched(e[1]) for e in events],
                 [e[2] for e in events], [json.dumps(e[3]) for e in events],
                 PAUSE if unless_paused else None, unless_received]
-        admit = "SELECT remediator_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        admit = ("SELECT remediator_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) AS got "
+                 f"FROM {_DURABLY}")
         ref = None
         if journal is not None:
             ctes, insert, ref = self._entry(journal, args, " WHERE (SELECT got FROM a) IS NULL")
-            admit = ("WITH " + ", ".join([f"a AS MATERIALIZED ({admit} AS got)", *ctes,
+            admit = ("WITH " + ", ".join([f"a AS MATERIALIZED ({admit})", *ctes,
                                           f"j AS ({insert})"]) + " SELECT got FROM a")
         got = await self._call("admission", lambda db: db.fetchval(admit, *args))
         if ref is not None:
@@ -1051,13 +1061,17 @@ class PostgresStore:
             since))
         return (None if row["value"] is None else json.loads(row["value"])), row["n"]
 
-    async def put_state(self, key: str, value: dict[str, Any] | None) -> None:
+    async def put_state(self, key: str, value: dict[str, Any] | None, durable: bool = True
+                        ) -> None:
+        sync = "on" if durable else self._sync_commit  # `_DURABLY`, or as the pool commits
         if value is None:
-            await self._exec("journal", "DELETE FROM state WHERE key=$1", key, turn=False)
+            await self._exec("journal", f"DELETE FROM state USING {_SYNC.format('$2')} "
+                                        "WHERE key=$1", key, sync, turn=False)
         else:
-            await self._exec("journal", "INSERT INTO state (key, value) VALUES ($1, $2) "
-                                        "ON CONFLICT (key) DO UPDATE SET value=excluded.value",
-                             key, json.dumps(value), turn=False)
+            await self._exec("journal", "INSERT INTO state (key, value) SELECT $1, $2 FROM "
+                                        f"{_SYNC.format('$3')} ON CONFLICT (key) DO UPDATE SET "
+                                        "value=excluded.value", key, json.dumps(value), sync,
+                             turn=False)
 
     async def list_state(self, prefix: str) -> dict[str, dict[str, Any]]:
         rows = await self._call("read", lambda db: db.fetch(

@@ -141,6 +141,9 @@ def _absolute_hint(path: str) -> str:
 
 
 Write = Callable[[sqlite3.Connection], Any]
+# What a pending write is, beside its function and its caller's future (bit flags).
+PRIORITY = 1  # intake, the operator's state: joins the next commit, takes no turn after it
+DURABLE = 2  # fsynced with its commit (synchronous=FULL), whatever `store_sync` says
 
 # How long a write waits, off the loop, for another connection's write lock before its
 # callers get StoreUnavailable (intake then answers 503 and Alertmanager retries).
@@ -233,7 +236,7 @@ class SQLiteStore(LocalCoordination):
             raise ValueError(f"store sync must be normal or full, got {sync!r}")
         self.intake_sync = sync.upper()
         self._db: sqlite3.Connection | None = None
-        self._pending: list[tuple[Write, asyncio.Future[Any], bool]] = []
+        self._pending: list[tuple[Write, asyncio.Future[Any], int]] = []
         self._flush_scheduled = False
         self._hooked: turns.Turns | None = None  # to call `_turns_idle` once none is ready
         self._finished: list[int] = []
@@ -260,7 +263,8 @@ class SQLiteStore(LocalCoordination):
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX)
 
-    async def _write(self, fn: Write, priority: bool = False, turn: bool = True) -> Any:
+    async def _write(self, fn: Write, priority: bool = False, turn: bool = True,
+                     durable: bool = False) -> Any:
         """Run `fn(db)` in the transaction this loop iteration commits; return after COMMIT.
 
         Group commit: every write issued in the same loop iteration (webhook requests,
@@ -269,13 +273,14 @@ class SQLiteStore(LocalCoordination):
         `priority` writes (intake, the operator's state: pause is the kill switch) join the
         next commit ahead of queued processing writes and take no turn after it; any other
         caller then waits for processing's turn (turns.py), unless `turn` is False (the write
-        that finishes an inbox item: what follows it is the decision's log line).
+        that finishes an inbox item: what follows it is the decision's log line). A
+        `durable` write's commit is fsynced before its caller continues.
         """
         if self._db is None:
             raise StoreUnavailable("store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((fn, future, priority))
+        self._pending.append((fn, future, PRIORITY * priority | DURABLE * durable))
         self._schedule(loop)
         result = await future
         if turn and not priority:
@@ -312,8 +317,8 @@ class SQLiteStore(LocalCoordination):
         before its 202; the operator's state), no other chunk ready, or turns held back for
         intake commit them at once. Each caller still resumes only after its COMMIT."""
         others = 0
-        for _, _, priority in self._pending:
-            if priority:
+        for _, _, flags in self._pending:
+            if flags & PRIORITY:
                 return False
             others += 1
         return others < PROCESSING_PER_COMMIT and turns.turns().ready()
@@ -327,9 +332,11 @@ class SQLiteStore(LocalCoordination):
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
             db = self._conn()
-            # A WAL commit survives a process crash; with sync=full a commit carrying priority
-            # writes (intake, before its 202; the operator's state) also survives a power cut.
-            full = self.intake_sync == "FULL" and any(priority for _, _, priority in batch)
+            # A WAL commit survives a process crash; fsynced, a power cut too: a commit
+            # carrying a durable write (a mutation's admission, the operator's state) is,
+            # and with sync=full one carrying intake's rows (before their 202).
+            full = any(flags & DURABLE or (flags & PRIORITY and self.intake_sync == "FULL")
+                       for _, _, flags in batch)
             if full != self._full:
                 db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
                 self._full = full
@@ -343,7 +350,8 @@ class SQLiteStore(LocalCoordination):
             began, intake = time.perf_counter(), 0.0
             self._finishing = []
             try:
-                for fn, future, priority in batch:
+                for fn, future, flags in batch:
+                    priority = flags & PRIORITY
                     at = time.perf_counter() if priority else 0.0
                     # A failing statement is rolled back alone; the others still commit.
                     try:
@@ -357,7 +365,7 @@ class SQLiteStore(LocalCoordination):
                 self._mark_done(db)
                 db.execute("COMMIT")
                 self._finished = []  # marked: kept until then, for the next commit to mark
-                if not all(priority for _, _, priority in batch):
+                if not all(flags & PRIORITY for _, _, flags in batch):
                     # All of a commit that carries processing's writes but intake's own
                     # statements is processing's time (its share of the loop: turns.py).
                     turns.turns().charge(time.perf_counter() - began - intake)
@@ -377,7 +385,7 @@ class SQLiteStore(LocalCoordination):
             else:
                 future.set_exception(error)
 
-    def _take_batch(self) -> list[tuple[Write, asyncio.Future[Any], bool]]:
+    def _take_batch(self) -> list[tuple[Write, asyncio.Future[Any], int]]:
         """Every priority write (intake, state), and at most PROCESSING_PER_COMMIT others (in
         order); the rest wait for the next commit, scheduled once this one is done (a retry
         waits for its timer: scheduled at once, it spun on a busy lock). A commit resumes its
@@ -387,15 +395,15 @@ class SQLiteStore(LocalCoordination):
         pending, batch, rest = self._pending, [], []
         others = 0
         for write in pending:
-            if write[2] or others < PROCESSING_PER_COMMIT:
+            if write[2] & PRIORITY or others < PROCESSING_PER_COMMIT:
                 batch.append(write)
-                others += not write[2]
+                others += not write[2] & PRIORITY
             else:
                 rest.append(write)
         self._pending = rest
         return batch
 
-    def _retry_later(self, batch: list[tuple[Write, asyncio.Future[Any], bool]]) -> bool:
+    def _retry_later(self, batch: list[tuple[Write, asyncio.Future[Any], int]]) -> bool:
         """Another connection holds the write lock: put the batch back (ahead of writes
         issued meanwhile, which join it) and try again from a timer, with backoff, until
         LOCK_WAIT has passed since the first refusal. False when the wait is over."""
@@ -765,7 +773,7 @@ class SQLiteStore(LocalCoordination):
                 entry(db)
             return got
 
-        admitted = await self._write(write)
+        admitted = await self._write(write, durable=True)
         if admitted is None and stored is not None:
             stored()
         return admitted
@@ -784,13 +792,15 @@ class SQLiteStore(LocalCoordination):
                                         "key=? AND at>=?)", (key, kind, event_key, since)))
         return (None if value is None else json.loads(value)), count
 
-    async def put_state(self, key: str, value: dict[str, Any] | None) -> None:
-        # The operator's writes (pause, approvals, sessions) never queue behind a storm's.
+    async def put_state(self, key: str, value: dict[str, Any] | None, durable: bool = True
+                        ) -> None:
+        # The operator's writes (pause, approvals, sessions) never queue behind a storm's,
+        # and, like an admission, outlive a power cut once answered (`Store.put_state`).
         if value is None:
-            await self._exec("DELETE FROM state WHERE key=?", (key,), priority=True)
+            sql, args = "DELETE FROM state WHERE key=?", (key,)
         else:
-            await self._exec("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)",
-                             (key, json.dumps(value)), priority=True)
+            sql, args = "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, json.dumps(value))
+        await self._write(lambda db: db.execute(sql, args), priority=True, durable=durable)
 
     async def list_state(self, prefix: str) -> dict[str, dict[str, Any]]:
         rows = await self._run(lambda: self._conn().execute(
@@ -805,8 +815,8 @@ class SQLiteStore(LocalCoordination):
             raise StoreUnavailable("store is not open")
         return self._db
 
-    async def _exec(self, sql: str, args: tuple = (), priority: bool = False) -> None:
-        await self._write(lambda db: db.execute(sql, args), priority)
+    async def _exec(self, sql: str, args: tuple = ()) -> None:
+        await self._write(lambda db: db.execute(sql, args))
 
     async def _scalar(self, sql: str, args: tuple = ()) -> int:
         return (await self._run(self._one, sql, args))[0]
