@@ -115,7 +115,8 @@ class Engine:
             self.inflight.finish(execution_id)
             return existing  # finished (possibly before a restart): never run twice
         try:
-            return await self._execute(pb, alert, group, execution_id, existing, pause)
+            return await self._execute(pb, alert, group, execution_id, existing, pause,
+                                       claimed=dedupe_key)
         except StoreUnavailable:
             raise  # nothing can be recorded now: the inbox item is retried, not finished
         except Exception as exc:  # a bug must not leave an execution running, unrecorded
@@ -133,11 +134,13 @@ class Engine:
 
     async def _execute(self, pb: Playbook, alert: Alert, group: Group, execution_id: str,
                        existing: dict[str, Any] | None,
-                       pause: dict[str, Any] | None = None) -> dict[str, Any]:
+                       pause: dict[str, Any] | None = None, claimed: str | None = None
+                       ) -> dict[str, Any]:
         decision = self._decision(execution_id, alert, pb, existing)
         decision["group"] = group_dict = group.to_dict()
         ctx = template_context.build(decision["alert"], group_dict, pb)  # which copies them
-        gc = GuardContext(playbook=pb, alert=alert, execution_id=execution_id, mode=self._mode(pb))
+        gc = GuardContext(playbook=pb, alert=alert, execution_id=execution_id, mode=self._mode(pb),
+                          claimed=claimed)
         try:
             gc.target = _render_target(pb.target, ctx)
         except (templating.TemplateError, ValueError) as exc:

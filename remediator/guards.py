@@ -61,6 +61,9 @@ class GuardContext:
     execution_id: str
     mode: str
     target: str | None = None
+    # the dedupe key of the inbox item the run holds: an admission checks the claim is still
+    # this process's in the store (`Store.admit`)
+    claimed: str | None = None
     # (the PAUSE state,) as read with the execution's record: the run-level pause check
     # uses it once instead of reading it again (nothing waited in between)
     pause: tuple[dict[str, Any] | None] | None = None
@@ -322,7 +325,8 @@ class Guards:
         for _ in range(3):  # an attempt counts even if it fails: it touched the target
             limits, events = self._reservation(gc, step)
             admitted = await self.store.admit(limits, events, unless_paused=True,
-                                              unless_received=resolution, journal=intent)
+                                              unless_received=resolution, journal=intent,
+                                              held=gc.claimed)
             if admitted == RESOLVED:
                 return RESOLVED_BLOCK
             if admitted == PAUSED:

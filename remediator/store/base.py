@@ -166,8 +166,8 @@ class Store(Protocol):
         ...
 
     async def admit(self, limits: list[Limit], events: list[Event], unless_paused: bool = False,
-                    unless_received: str | None = None,
-                    journal: Entry | None = None) -> int | str | None:
+                    unless_received: str | None = None, journal: Entry | None = None,
+                    held: str | None = None) -> int | str | None:
         """Record `events`, and journal `journal` (a change's intent: as `save_step`), if
         every limit holds, atomically across every process sharing the store (two
         admissions can never both take a limit's last place); else record nothing and
@@ -177,7 +177,10 @@ class Store(Protocol):
 
         Durable once it returns, whatever `store_sync` says (fsynced; on PostgreSQL its
         commit waits for the WAL flush): the mutation it admits is sent next, and an intent
-        lost with a power cut or a database crash would let the step run again after it."""
+        lost with a power cut or a database crash would let the step run again after it.
+        `held`: the dedupe key of the inbox item the run holds; on a shared store LeaseLost
+        unless this process's claim on it is in the database (a run never acts beside
+        another replica's on the same alert)."""
         ...
 
     async def get_state(self, key: str) -> dict[str, Any] | None: ...

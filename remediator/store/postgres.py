@@ -400,8 +400,10 @@ _ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 # Joined to a statement, makes its commit wait for the WAL flush on a pool whose connections
 # commit asynchronously (read at commit time; local: reset with the transaction). One round
 # trip, as before: a mutation's admission (its intent, sent next, must outlive a database
-# crash, or the step would run again after it), a claim (lost, another replica would run the
-# alert beside this one until the next renewal noticed) and the operator's state (the pause).
+# crash, or the step would run again after it) and the operator's state (the pause). Claims
+# stay asynchronous (one per few decisions in a storm, each a flush intake would wait
+# behind): an admission checks its run still holds its claim (`held`), and its flush takes
+# the claim's record along.
 _SYNC = "(SELECT set_config('synchronous_commit', {}, true)) AS sync"
 _DURABLY = _SYNC.format("'on'")
 
@@ -418,7 +420,7 @@ class PostgresStore:
         if sync.lower() not in ("normal", "full"):
             raise ValueError(f"store sync must be normal or full, got {sync!r}")
         # As SQLite's `normal`: intake commits wait for the WAL flush (an acknowledged alert
-        # survives a database crash), and so do claims, admissions and the operator's state
+        # survives a database crash), and so do admissions and the operator's state
         # (`_DURABLY`); the journal's results and the decisions do not, so they survive a
         # replica's crash, not the database server's. `full`: everything waits.
         self._sync_commit = "on" if sync.lower() == "full" else "off"
@@ -776,8 +778,7 @@ class PostgresStore:
             "LIMIT $2 - (SELECT count(*) FROM t) FOR UPDATE SKIP LOCKED), "
             "c AS (SELECT * FROM t UNION ALL SELECT * FROM p) "
             "UPDATE inbox i SET state='running', owner=$1, "
-            f"lease_until = now() + make_interval(secs => $3) FROM c, {_DURABLY} "
-            "WHERE i.ctid = c.tid "
+            "lease_until = now() + make_interval(secs => $3) FROM c WHERE i.ctid = c.tid "
             "RETURNING i.id, i.dedupe_key, i.alert, i.grp, i.packed, i.ref, i.received_at, "
             "c.state AS was",
             self.replica, limit, self.lease), turn=False)
@@ -814,7 +815,7 @@ class PostgresStore:
     async def claim_key(self, dedupe_key: str) -> InboxItem | None:
         row = await self._call("claim", lambda db: db.fetchrow(
             "UPDATE inbox SET state='running', owner=$2, "
-            f"lease_until = now() + make_interval(secs => $3) FROM {_DURABLY} WHERE dedupe_key=$1 "
+            "lease_until = now() + make_interval(secs => $3) WHERE dedupe_key=$1 "
             "AND NOT (state='running' AND lease_until >= now()) "
             "RETURNING id, dedupe_key, alert, grp, packed, ref, received_at", dedupe_key,
             self.replica, self.lease), turn=False)
@@ -1026,24 +1027,31 @@ class PostgresStore:
             _searched(key), since))
 
     async def admit(self, limits: list[Limit], events: list[Event], unless_paused: bool = False,
-                    unless_received: str | None = None,
-                    journal: Entry | None = None) -> int | str | None:
+                    unless_received: str | None = None, journal: Entry | None = None,
+                    held: str | None = None) -> int | str | None:
         """One statement (`remediator_admit`): its locks are held only while it runs. A
-        journal entry goes in with it, in data-modifying CTEs written only if it admitted."""
+        journal entry goes in with it, in data-modifying CTEs written only if it admitted.
+        First, the claim on `held` must be this replica's, in the database: the claim was
+        committed asynchronously, and a database crash may have lost it (and another replica
+        claimed the alert since) while this one's lease looks valid from here."""
         args = [[x.kind for x in limits], [_searched(x.key) for x in limits],
                 [x.since for x in limits], [x.max for x in limits],
                 [json.dumps(x.unless) if x.unless else None for x in limits],
                 [e[0] for e in events], [_searched(e[1]) for e in events],
                 [e[2] for e in events], [json.dumps(e[3]) for e in events],
-                PAUSE if unless_paused else None, unless_received]
-        admit = ("SELECT remediator_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) AS got "
-                 f"FROM {_DURABLY}")
+                PAUSE if unless_paused else None, unless_received, held, self.replica]
+        admit = ("SELECT CASE WHEN $12::text IS NULL OR EXISTS (SELECT 1 FROM inbox WHERE "
+                 "dedupe_key=$12 AND state='running' AND owner=$13) THEN remediator_admit($1, $2, "
+                 f"$3, $4, $5, $6, $7, $8, $9, $10, $11) ELSE -3 END AS got FROM {_DURABLY}")
         ref = None
         if journal is not None:
             ctes, insert, ref = self._entry(journal, args, " WHERE (SELECT got FROM a) IS NULL")
             admit = ("WITH " + ", ".join([f"a AS MATERIALIZED ({admit})", *ctes,
                                           f"j AS ({insert})"]) + " SELECT got FROM a")
         got = await self._call("admission", lambda db: db.fetchval(admit, *args))
+        if got == -3:
+            raise LeaseLost(f"the claim on {held} is no longer this replica's (lost with a "
+                            "database crash, or taken over); whoever holds it runs it")
         if ref is not None:
             ref.stored = True
         return {-1: PAUSED, -2: RESOLVED}.get(got, got)

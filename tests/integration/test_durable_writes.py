@@ -1,7 +1,8 @@
 """A mutation's admission and the operator's state outlive a crash of the database, whatever
 `store_sync` says: the admission's intent is what keeps a step from running again after it,
-a claim what keeps another replica from running the alert beside it, and the pause is the
-kill switch. Processing's other writes may commit asynchronously.
+and the pause is the kill switch. A claim may be lost with the crash (claims commit
+asynchronously, as processing's other writes): then only the replica holding the alert in
+the database may act on it. Processing's other writes may commit asynchronously.
 
 PostgreSQL crashes for real (its stopped WAL writer killed: the postmaster starts again from
 the WAL on disk), so what did not wait for its flush is lost. SQLite's power cut cannot be
@@ -11,14 +12,17 @@ is fsynced (synchronous=FULL), a storm's are not.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import time
 
+import pytest
+
 from remediator.store import open_store
-from remediator.store.base import PAUSE, Limit
+from remediator.store.base import PAUSE, LeaseLost, Limit, StoreUnavailable
 from tests.support.postgres import PostgresCluster
 
 
@@ -34,6 +38,8 @@ ALERT = ("k1", {"status": "firing", "labels": {"alertname": "A"}, "annotations":
          {"receiver": "r"})
 INTENT = ("e1", 0, {"name": "restart", "outcome": "running"}, _decision("e1"))
 RESERVE = ([Limit("rate", "deploy/x", 0.0, 1)], [("rate", "deploy/x", 100.0, {})])
+INTENT_K2 = ("e2", 0, {"name": "restart", "outcome": "running"}, _decision("e2"))
+RESERVE_K2 = ([Limit("rate", "deploy/y", 0.0, 1)], [("rate", "deploy/y", 100.0, {})])
 
 
 def _until_up(cluster: PostgresCluster) -> None:
@@ -50,7 +56,20 @@ def _until_up(cluster: PostgresCluster) -> None:
             time.sleep(0.1)
 
 
-def test_postgres_admission_and_pause_outlive_a_database_crash(run) -> None:
+async def _admit_once_reconnected(store, *args, **kwargs):
+    """`store.admit`, once the pool has replaced the connections the crash closed."""
+    for _ in range(100):
+        try:
+            return await store.admit(*args, **kwargs)
+        except LeaseLost:
+            raise
+        except StoreUnavailable:
+            await asyncio.sleep(0.1)
+    raise AssertionError("the store never answered again")
+
+
+def test_postgres_admission_and_pause_outlive_a_database_crash_and_a_lost_claim_never_acts(
+        run) -> None:
     cluster = PostgresCluster().init()
     try:
         # Nothing but the writers themselves may flush the WAL meanwhile (no checkpoint, no
@@ -60,10 +79,10 @@ def test_postgres_admission_and_pause_outlive_a_database_crash(run) -> None:
         cluster.sql("ALTER SYSTEM SET checkpoint_timeout = '1h'")
         cluster.sql("SELECT pg_reload_conf()")
         url = cluster.create_database()
-        store = open_store(url, sync="normal")
-        run(store.open())
+        replica = open_store(url, sync="normal")
+        run(replica.open())
         # Acknowledged: intake's commits always wait for the flush.
-        run(store.enqueue([ALERT, ("k2", *ALERT[1:])]))
+        run(replica.enqueue([ALERT, ("k2", *ALERT[1:])]))
         walwriter = int(cluster.sql(
             "SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'"))
 
@@ -74,45 +93,52 @@ def test_postgres_admission_and_pause_outlive_a_database_crash(run) -> None:
                                "pg_current_wal_insert_lsn()") == "t"
 
         async def act():
-            assert [i.dedupe_key for i in await store.claim(1)] == ["k1"]
+            assert [i.dedupe_key for i in await replica.claim(1)] == ["k1"]
+            assert not flushed()  # a claim commits asynchronously (one per few decisions) ...
+            assert await replica.admit(*RESERVE, unless_paused=True, journal=INTENT,
+                                       held="k1") is None
+            assert flushed()  # ... until its run's first admission, which takes it along
+            await replica.put_state(PAUSE, {"paused": True, "by": "alice"})
             assert flushed()
-            assert await store.admit(*RESERVE, unless_paused=True, journal=INTENT) is None
-            assert flushed()
-            await store.put_state(PAUSE, {"paused": True, "by": "alice"})
-            assert flushed()
-            assert [i.dedupe_key for i in await store.claim(1)] == ["k2"]
-            assert flushed()
+            assert [i.dedupe_key for i in await replica.claim(1)] == ["k2"]
             # Last, the step's result, journaled as processing's writes are: asynchronously,
-            # so lost with the crash (no later flush carries it along).
-            await store.save_step("e1", 0, {"name": "restart", "outcome": "succeeded"})
+            # so lost with the crash, as is the claim on k2.
+            await replica.save_step("e1", 0, {"name": "restart", "outcome": "succeeded"})
             assert not flushed()
 
         os.kill(walwriter, signal.SIGSTOP)
         run(act())
         # The database crashes: a server process killed, the postmaster kills the others and
-        # starts again from the WAL on disk, as after an out-of-memory kill.
+        # starts again from the WAL on disk, as after an out-of-memory kill. The replica
+        # goes on: from here its leases look valid.
         os.kill(walwriter, signal.SIGKILL)
-        with contextlib.suppress(Exception):
-            run(store.close())
         _until_up(cluster)
 
         async def after():
-            store = open_store(url, sync="normal")  # another replica, or this one restarted
-            await store.open()
+            other = open_store(url, sync="normal")
+            await other.open()
             try:
-                # The claim holds: nobody runs the alert beside the replica that claimed it
-                # before that one's lease has lapsed.
-                assert await store.claim(10) == []
-                got, pause = await store.get_execution_and_pause("e1")
+                # The claim on k1 held (its admission flushed it); k2's was lost, so another
+                # replica claims it while the first still runs it ...
+                assert [i.dedupe_key for i in await other.claim(10)] == ["k2"]
+                # ... but only the holder in the database may act on it.
+                with pytest.raises(LeaseLost, match="claim on k2"):
+                    await _admit_once_reconnected(replica, *RESERVE_K2, journal=INTENT_K2,
+                                                  held="k2")
+                assert await other.admit(*RESERVE_K2, journal=INTENT_K2, held="k2") is None
+                assert await other.count_events("rate", "deploy/y", 0.0) == 1
+                got, pause = await other.get_execution_and_pause("e1")
                 assert pause == {"paused": True, "by": "alice"}
                 # The intent is there, the result lost with the crash (so the crash was
                 # real): the step reads as interrupted, which is never run again blindly.
                 assert got is not None and got["steps"] == [INTENT[2]]
-                assert await store.count_events("rate", "deploy/x", 0.0) == 1
+                assert await other.count_events("rate", "deploy/x", 0.0) == 1
                 # ... and its limit still counts it.
-                assert await store.admit(*RESERVE) == 0
+                assert await other.admit(*RESERVE) == 0
             finally:
-                await store.close()
+                await other.close()
+                with contextlib.suppress(Exception):
+                    await replica.close()
 
         run(after())
     finally:

@@ -1146,13 +1146,16 @@ def test_a_live_decision_on_postgres_takes_a_counted_number_of_statements(tmp_pa
     assert per("SELECT p.value AS pause, e.id, e.body") == 1
     assert per("SELECT e.id") == per("SELECT value FROM state WHERE key=") == 0
     assert per("SELECT idx, body, packed FROM steps") == 0  # so no journal to read
-    # 2. the admission, which also reads whether the resolution arrived and, again, the pause,
-    # with the intent and the `running` record (the run's first journal entry carries it),
-    # both written only if it admitted, once the call slot is held
-    assert sum(s.startswith("WITH a AS MATERIALIZED (SELECT remediator_admit(")
+    # 2. the admission, which also reads that the run still holds its claim, whether the
+    # resolution arrived and, again, the pause, with the intent and the `running` record (the
+    # run's first journal entry carries it), both written only if it admitted, once the call
+    # slot is held; and it waits for the WAL flush
+    assert sum(s.startswith("WITH a AS MATERIALIZED (SELECT CASE WHEN $12::text IS NULL OR "
+                            "EXISTS (SELECT 1 FROM inbox WHERE dedupe_key=$12")
+               and "THEN remediator_admit(" in s and "set_config('synchronous_commit', 'on'" in s
                and "x AS (INSERT INTO executions" in s and "INSERT INTO steps" in s
                for s in ran) == n
-    assert per("SELECT remediator_admit(") == per("SELECT EXISTS (SELECT 1 FROM inbox") == 0
+    assert per("SELECT CASE WHEN") == per("SELECT EXISTS (SELECT 1 FROM inbox") == 0
     # 3. the step's result, the final record, the circuit's success and the inbox item done
     assert sum(s.startswith("WITH") and "INSERT INTO events" in s and "UPDATE inbox SET "
                "state='done'" in s and "st AS (INSERT INTO steps" in s
