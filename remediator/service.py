@@ -63,6 +63,10 @@ class Service:
         self.engine: Engine | None = None
         self.ready = False
         self._wakeup = asyncio.Event()
+        # The last claim got all it asked for, so more may wait behind it: an execution
+        # ending (a slot freed) looks again. Else only new work (intake's wakeup) or the
+        # poll does: a claim per decision found nothing once the inbox was drained.
+        self._more = True
         self._running: set[asyncio.Task[Any]] = set()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
@@ -182,6 +186,7 @@ class Service:
             free = min(self.config.max_executions - len(self._running), self.claim_batch)
             try:
                 items = await self.store.claim(free) if free > 0 else []
+                self._more = self._more if free <= 0 else len(items) == free
             except StoreUnavailable as exc:
                 log.error("cannot claim work from the store: %s", exc)
                 await asyncio.sleep(1)
@@ -237,7 +242,8 @@ class Service:
         finally:  # its dispatcher slot is free: said here, where a done callback was one
             # loop callback more per alert
             self._running.discard(asyncio.current_task())  # type: ignore[arg-type]
-            self._wakeup.set()
+            if self._more or self._stopping:
+                self._wakeup.set()
 
     async def _age_gauges(self, now: float) -> None:
         """What the self-monitoring rules alert on: something left waiting for hours."""

@@ -212,6 +212,9 @@ def test_the_dispatcher_claims_a_bounded_batch_and_templates_compile_once(tmp_pa
               if (m := re.search(r"state='pending' ORDER BY id LIMIT (\d+)", s))]
     assert claims and max(claims) <= Service.claim_batch, claims
     assert len(claims) >= 60 // Service.claim_batch
+    # Once a claim found the inbox drained, an execution ending does not look again (a
+    # claim per decision, that found nothing): each storm's batches and about one more.
+    assert len(claims) <= 2 * (30 // Service.claim_batch + 2), claims
     # a dry run's decision is written once (no `running` record first: nothing is called)
     assert sum(s.startswith("INSERT INTO executions") for s in statements) == 60
 
