@@ -465,7 +465,11 @@ class PostgresStore:
             self._pool = await self._create_pool(10)
             if not self.read_only:
                 await self._intake_connection()
-                self._lease_pool = await self._create_pool(1)
+                # Its renewals wait for the WAL flush: a replica counts on its leases from
+                # each renewal on (`_valid_until`), so one lost with a database crash let
+                # another replica take its work over while it still ran it. A flush per
+                # renewal (every third of the lease), none while nothing is held.
+                self._lease_pool = await self._create_pool(1, sync="on")
             async with self._pool.acquire() as db, db.transaction():
                 if self.read_only:
                     await db.execute("SET TRANSACTION READ ONLY")
@@ -484,12 +488,12 @@ class PostgresStore:
         if not self.read_only:
             self._heartbeat = asyncio.create_task(self._renew_loop(), name="store-leases")
 
-    async def _create_pool(self, size: int) -> asyncpg.Pool:
+    async def _create_pool(self, size: int, sync: str | None = None) -> asyncpg.Pool:
         return await asyncpg.create_pool(
             self.url, password=self._password, min_size=1, max_size=size, timeout=10,
             command_timeout=30, connection_class=_Connection, reset=_Connection.reset_if_needed,
             server_settings={"application_name": "remediator",
-                             "synchronous_commit": self._sync_commit})
+                             "synchronous_commit": sync or self._sync_commit})
 
     async def _intake_connection(self) -> asyncpg.Connection:
         """Intake's connection, connected again if it was lost (or dropped after an error)."""

@@ -56,6 +56,28 @@ def _until_up(cluster: PostgresCluster) -> None:
             time.sleep(0.1)
 
 
+def _crashable() -> PostgresCluster:
+    """A cluster where nothing but the writers themselves flushes the WAL (no checkpoint,
+    no autovacuum) once its WAL writer, which writes what commits asynchronously, is
+    stopped (`_walwriter`): a crash then loses exactly the commits that did not wait for
+    their flush."""
+    cluster = PostgresCluster().init()
+    cluster.sql("ALTER SYSTEM SET autovacuum = off")
+    cluster.sql("ALTER SYSTEM SET checkpoint_timeout = '1h'")
+    cluster.sql("SELECT pg_reload_conf()")
+    return cluster
+
+
+def _walwriter(cluster: PostgresCluster) -> int:
+    return int(cluster.sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'"))
+
+
+def _flushed(cluster: PostgresCluster) -> bool:
+    """Whether all the WAL written so far is on disk (the WAL writer stopped, only a commit
+    waiting for its flush moves it)."""
+    return cluster.sql("SELECT pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()") == "t"
+
+
 async def _admit_once_reconnected(store, *args, **kwargs):
     """`store.admit`, once the pool has replaced the connections the crash closed."""
     for _ in range(100):
@@ -70,27 +92,17 @@ async def _admit_once_reconnected(store, *args, **kwargs):
 
 def test_postgres_admission_and_pause_outlive_a_database_crash_and_a_lost_claim_never_acts(
         run) -> None:
-    cluster = PostgresCluster().init()
+    cluster = _crashable()
     try:
-        # Nothing but the writers themselves may flush the WAL meanwhile (no checkpoint, no
-        # autovacuum), and the WAL writer, which writes what commits asynchronously, is
-        # stopped: a crash loses exactly the commits that did not wait for their flush.
-        cluster.sql("ALTER SYSTEM SET autovacuum = off")
-        cluster.sql("ALTER SYSTEM SET checkpoint_timeout = '1h'")
-        cluster.sql("SELECT pg_reload_conf()")
         url = cluster.create_database()
         replica = open_store(url, sync="normal")
         run(replica.open())
         # Acknowledged: intake's commits always wait for the flush.
         run(replica.enqueue([ALERT, ("k2", *ALERT[1:])]))
-        walwriter = int(cluster.sql(
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'"))
+        walwriter = _walwriter(cluster)
 
         def flushed() -> bool:
-            """Whether all the WAL written so far is on disk (the WAL writer stopped, only a
-            commit waiting for its flush moves it)."""
-            return cluster.sql("SELECT pg_current_wal_flush_lsn() >= "
-                               "pg_current_wal_insert_lsn()") == "t"
+            return _flushed(cluster)
 
         async def act():
             assert [i.dedupe_key for i in await replica.claim(1)] == ["k1"]
@@ -141,6 +153,52 @@ def test_postgres_admission_and_pause_outlive_a_database_crash_and_a_lost_claim_
                     await replica.close()
 
         run(after())
+    finally:
+        cluster.destroy()
+
+
+def test_postgres_a_renewed_lease_outlives_a_database_crash(run) -> None:
+    """A replica counts on its claims from its last renewal on: it fences itself only once
+    that renewal's lease is about to lapse. A renewal lost with a database crash left the
+    database with the lease before it, and another replica took the alert over while this
+    one, not fenced, still ran it (its reads, its notes; an admission now checks the claim)."""
+    cluster = _crashable()
+    lease = 6.0
+    try:
+        url = cluster.create_database()
+
+        async def scenario():
+            one = open_store(url, sync="normal", lease=lease)
+            await one.open()
+            # Its renewals are made here, at known times (those after the crash would fail
+            # while the database recovers, and a long recovery lasts past its lease).
+            one._heartbeat.cancel()  # type: ignore[attr-defined]
+            await one.enqueue([ALERT])
+            walwriter = _walwriter(cluster)
+            os.kill(walwriter, signal.SIGSTOP)
+            claimed = time.monotonic()
+            assert [i.dedupe_key for i in await one.claim(1)] == ["k1"]
+            await asyncio.sleep(lease / 2)
+            renewed = time.monotonic()
+            await one.renew()
+            assert _flushed(cluster)
+            os.kill(walwriter, signal.SIGKILL)
+            _until_up(cluster)
+            # Past the claim's own lease, before `one` fences itself (a second before the
+            # renewed lease ends): `one` still runs the alert.
+            await asyncio.sleep(max(0.0, claimed + lease + 0.5 - time.monotonic()))
+            two = open_store(url, sync="normal", lease=lease)
+            await two.open()
+            try:
+                taken = await two.claim(1)
+                assert time.monotonic() < renewed + lease - 1, "recovery too slow to tell"
+                assert taken == []
+            finally:
+                await two.close()
+                with contextlib.suppress(Exception):
+                    await one.close()
+
+        run(scenario())
     finally:
         cluster.destroy()
 
