@@ -23,7 +23,7 @@ from .actions.base import parse_duration
 from .actions.registry import ACTIONS, BUILTIN
 from .alerts import Alert
 from .playbooks.models import Playbook, Step
-from .store.base import PAUSE, PAUSED, RESOLVED, Entry, Event, Limit, Store
+from .store.base import LOCKED, PAUSE, PAUSED, RESOLVED, Entry, Event, Limit, Store
 
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 # An approval that will never come: the guard that says so, and why.
@@ -322,15 +322,24 @@ class Guards:
         # acknowledged while the change waited for its slot stops it (`before_mutation`
         # read it before that wait, and only for a step it did not fold into this write).
         resolution = _resolution(gc) if gc.alert.status == "firing" else None
+        # The target lock this change runs under, taken again by the admission's durable
+        # write: lost with a database crash, another run may have taken the target since.
+        lock = (gc.target, gc.execution_id) if gc.target and gc.execution_id in self._locked_by \
+            else None
         for _ in range(3):  # an attempt counts even if it fails: it touched the target
             limits, events = self._reservation(gc, step)
             admitted = await self.store.admit(limits, events, unless_paused=True,
                                               unless_received=resolution, journal=intent,
-                                              held=gc.claimed)
+                                              held=gc.claimed, lock=lock)
             if admitted == RESOLVED:
                 return RESOLVED_BLOCK
             if admitted == PAUSED:
                 return await self.paused_since_admission(gc)
+            if admitted == LOCKED:
+                return Block("locked", f"{gc.target} is being changed by another execution: "
+                                       "this one's lock was lost with the store (a database "
+                                       "crash) before this change; it did not run",
+                             escalate=True)
             if admitted is None:
                 return None
             # Refused: the checks say which limit, with its numbers.

@@ -64,7 +64,7 @@ Entry = tuple[str, int, dict[str, Any], dict[str, Any] | None]
 # The kill switch's state key: its value's `paused` says whether automation is paused.
 PAUSE = "paused"
 # Why `Store.admit` refused before counting any limit.
-PAUSED, RESOLVED = "paused", "resolved"
+PAUSED, RESOLVED, LOCKED = "paused", "resolved", "locked"
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,8 @@ class Store(Protocol):
 
     async def admit(self, limits: list[Limit], events: list[Event], unless_paused: bool = False,
                     unless_received: str | None = None, journal: Entry | None = None,
-                    held: str | None = None) -> int | str | None:
+                    held: str | None = None, lock: tuple[str, str] | None = None
+                    ) -> int | str | None:
         """Record `events`, and journal `journal` (a change's intent: as `save_step`), if
         every limit holds, atomically across every process sharing the store (two
         admissions can never both take a limit's last place); else record nothing and
@@ -180,7 +181,10 @@ class Store(Protocol):
         lost with a power cut or a database crash would let the step run again after it.
         `held`: the dedupe key of the inbox item the run holds; on a shared store LeaseLost
         unless this process's claim on it is in the database (a run never acts beside
-        another replica's on the same alert)."""
+        another replica's on the same alert). Then LOCKED if the target lock `lock` (name,
+        holder) is another holder's: a lock's own commit does not wait for the flush (every
+        decision of a dry-run storm takes one), so a database crash may lose it before its
+        holder's first admission, which takes it again."""
         ...
 
     async def get_state(self, key: str) -> dict[str, Any] | None: ...

@@ -40,6 +40,7 @@ from .. import turns
 from ..alerts import utcnow_iso
 from . import packing
 from .base import (
+    LOCKED,
     PAUSE,
     PAUSED,
     RESOLVED,
@@ -406,6 +407,16 @@ _ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 # the claim's record along.
 _SYNC = "(SELECT set_config('synchronous_commit', {}, true)) AS sync"
 _DURABLY = _SYNC.format("'on'")
+# An admission's target lock (name $14, holder $15), read where `{claim}` holds: its holder's,
+# or taken again if it is free. Taking one does not wait for the flush (`acquire_lock`: a
+# dry-run storm takes one per decision), so a database crash may lose it before its holder's
+# first admission. Nothing is written while it is held (a row locked or updated would make a
+# refused admission's commit wait for a flush too: a live storm past its budget refuses each
+# of its changes).
+_LOCK_HELD = ("lk AS (SELECT holder FROM locks WHERE name = $14), "
+              "l AS (INSERT INTO locks (name, holder, owner, lease_until) SELECT $14, $15, $16, "
+              "now() + make_interval(secs => $17) WHERE NOT EXISTS (SELECT 1 FROM lk) AND "
+              "({claim}) ON CONFLICT (name) DO NOTHING RETURNING holder)")
 
 
 class PostgresStore:
@@ -1032,33 +1043,43 @@ class PostgresStore:
 
     async def admit(self, limits: list[Limit], events: list[Event], unless_paused: bool = False,
                     unless_received: str | None = None, journal: Entry | None = None,
-                    held: str | None = None) -> int | str | None:
+                    held: str | None = None, lock: tuple[str, str] | None = None
+                    ) -> int | str | None:
         """One statement (`remediator_admit`): its locks are held only while it runs. A
         journal entry goes in with it, in data-modifying CTEs written only if it admitted.
         First, the claim on `held` must be this replica's, in the database: the claim was
         committed asynchronously, and a database crash may have lost it (and another replica
-        claimed the alert since) while this one's lease looks valid from here."""
+        claimed the alert since) while this one's lease looks valid from here. Then the
+        target lock, taken again if it was lost, or LOCKED (`_LOCK_HELD`)."""
         args = [[x.kind for x in limits], [_searched(x.key) for x in limits],
                 [x.since for x in limits], [x.max for x in limits],
                 [json.dumps(x.unless) if x.unless else None for x in limits],
                 [e[0] for e in events], [_searched(e[1]) for e in events],
                 [e[2] for e in events], [json.dumps(e[3]) for e in events],
                 PAUSE if unless_paused else None, unless_received, held, self.replica]
-        admit = ("SELECT CASE WHEN $12::text IS NULL OR EXISTS (SELECT 1 FROM inbox WHERE "
-                 "dedupe_key=$12 AND state='running' AND owner=$13) THEN remediator_admit($1, $2, "
-                 f"$3, $4, $5, $6, $7, $8, $9, $10, $11) ELSE -3 END AS got FROM {_DURABLY}")
+        claim = ("$12::text IS NULL OR EXISTS (SELECT 1 FROM inbox WHERE dedupe_key=$12 AND "
+                 "state='running' AND owner=$13)")
+        call, ctes = "remediator_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", []
+        if lock is not None:
+            args += [*lock, self.replica, self.lease]
+            ctes = [_LOCK_HELD.format(claim=claim)]
+            call = ("CASE WHEN EXISTS (SELECT 1 FROM lk WHERE holder = $15 UNION ALL "
+                    f"SELECT 1 FROM l) THEN {call} ELSE -4 END")
+        admit = f"SELECT CASE WHEN {claim} THEN {call} ELSE -3 END AS got FROM {_DURABLY}"
         ref = None
         if journal is not None:
-            ctes, insert, ref = self._entry(journal, args, " WHERE (SELECT got FROM a) IS NULL")
-            admit = ("WITH " + ", ".join([f"a AS MATERIALIZED ({admit})", *ctes,
+            entry, insert, ref = self._entry(journal, args, " WHERE (SELECT got FROM a) IS NULL")
+            admit = ("WITH " + ", ".join([*ctes, f"a AS MATERIALIZED ({admit})", *entry,
                                           f"j AS ({insert})"]) + " SELECT got FROM a")
+        elif ctes:
+            admit = f"WITH {ctes[0]} {admit}"
         got = await self._call("admission", lambda db: db.fetchval(admit, *args))
         if got == -3:
             raise LeaseLost(f"the claim on {held} is no longer this replica's (lost with a "
                             "database crash, or taken over); whoever holds it runs it")
         if ref is not None:
             ref.stored = True
-        return {-1: PAUSED, -2: RESOLVED}.get(got, got)
+        return {-1: PAUSED, -2: RESOLVED, -4: LOCKED}.get(got, got)
 
     async def get_state(self, key: str) -> dict[str, Any] | None:
         value = await self._call("read", lambda db: db.fetchval(

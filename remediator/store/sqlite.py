@@ -762,10 +762,12 @@ class SQLiteStore(LocalCoordination):
 
     async def admit(self, limits: list[Limit], events: list[Event], unless_paused: bool = False,
                     unless_received: str | None = None, journal: Entry | None = None,
-                    held: str | None = None) -> int | str | None:
+                    held: str | None = None, lock: tuple[str, str] | None = None
+                    ) -> int | str | None:
         # One write callback: checked and recorded in the one connection's transaction,
-        # which nothing else writes to meanwhile. `held`: this process is the only one to
-        # claim (and a crash ends its runs), so its claims are its own.
+        # which nothing else writes to meanwhile. `held`, `lock`: this process is the only
+        # one to claim and lock (and a crash ends its runs), so its claims and locks are its
+        # own (`LocalCoordination`).
         entry, stored = self._entry(journal) if journal is not None else (None, None)
 
         def write(db: sqlite3.Connection) -> int | str | None:

@@ -22,7 +22,8 @@ import time
 import pytest
 
 from remediator.store import open_store
-from remediator.store.base import PAUSE, LeaseLost, Limit, StoreUnavailable
+from remediator.store.base import LOCKED, PAUSE, LeaseLost, Limit, StoreUnavailable
+from tests.integration.test_guards import Harness, web
 from tests.support.postgres import PostgresCluster
 
 
@@ -40,6 +41,7 @@ INTENT = ("e1", 0, {"name": "restart", "outcome": "running"}, _decision("e1"))
 RESERVE = ([Limit("rate", "deploy/x", 0.0, 1)], [("rate", "deploy/x", 100.0, {})])
 INTENT_K2 = ("e2", 0, {"name": "restart", "outcome": "running"}, _decision("e2"))
 RESERVE_K2 = ([Limit("rate", "deploy/y", 0.0, 1)], [("rate", "deploy/y", 100.0, {})])
+CHANGE = ([Limit("budget", "*", 0.0, 100)], [("budget", "*", 1.0, {})])
 
 
 def _until_up(cluster: PostgresCluster) -> None:
@@ -113,6 +115,11 @@ def test_postgres_admission_and_pause_outlive_a_database_crash_and_a_lost_claim_
             await replica.put_state(PAUSE, {"paused": True, "by": "alice"})
             assert flushed()
             assert [i.dedupe_key for i in await replica.claim(1)] == ["k2"]
+            # Refused (its limit reached: a live storm past its budget refuses each of its
+            # changes), an admission writes nothing, its lock's row included: nothing to flush.
+            assert await replica.acquire_lock("deploy/x", "e1") is None
+            assert await replica.admit(*RESERVE, journal=INTENT, held="k1",
+                                       lock=("deploy/x", "e1")) == 0
             # Last, the step's result, journaled as processing's writes are: asynchronously,
             # so lost with the crash, as is the claim on k2.
             await replica.save_step("e1", 0, {"name": "restart", "outcome": "succeeded"})
@@ -199,6 +206,77 @@ def test_postgres_a_renewed_lease_outlives_a_database_crash(run) -> None:
                     await one.close()
 
         run(scenario())
+    finally:
+        cluster.destroy()
+
+
+def test_postgres_a_target_lock_lost_with_a_database_crash_is_not_admitted_twice(run) -> None:
+    """A target lock's commit does not wait for the flush (taken by every decision of a dry
+    -run storm too), so a crash may lose it before its holder's first admission, which is
+    what flushes it. The holder does not notice (it may be waiting for a precondition's
+    delay or a call slot); another execution then took the target and both changes were
+    admitted at once. The admission takes the lock again for its holder, in the same
+    durable write, or refuses."""
+    cluster = _crashable()
+    try:
+        url = cluster.create_database()
+
+        async def scenario():
+            one = open_store(url, sync="normal")
+            await one.open()
+            walwriter = _walwriter(cluster)
+            os.kill(walwriter, signal.SIGSTOP)
+            assert await one.acquire_lock("ns/deployment/web", "e1") is None
+            assert not _flushed(cluster)
+            os.kill(walwriter, signal.SIGKILL)
+            _until_up(cluster)
+            two = open_store(url, sync="normal")
+            await two.open()
+            try:
+                # Another replica's run of another playbook finds the target free.
+                assert await two.acquire_lock("ns/deployment/web", "e2") is None
+                assert await two.admit(*CHANGE, lock=("ns/deployment/web", "e2")) is None
+                assert await _admit_once_reconnected(
+                    one, *CHANGE, lock=("ns/deployment/web", "e1")) == LOCKED
+                # Its lock was lost before anything of it was: it takes it again.
+                await two.release_locks("e2")
+                assert await one.admit(*CHANGE, lock=("ns/deployment/web", "e1")) is None
+                assert await two.acquire_lock("ns/deployment/web", "e3") == "e1"
+            finally:
+                await two.close()
+                with contextlib.suppress(Exception):
+                    await one.close()
+
+        run(scenario())
+    finally:
+        cluster.destroy()
+
+
+def test_a_change_whose_target_lock_was_lost_does_not_run_and_escalates(run, tmp_path) -> None:
+    """Through the service: between the lock and the change's admission the database lost
+    the lock and another run took the target (made here by hand, as the crash above makes
+    it): the change does not run, and a human hears of it."""
+    cluster = PostgresCluster().init()
+    try:
+        h = Harness(tmp_path, "{cooldown: 1m}")
+        h.cfg.store = cluster.create_database()
+        run(h.start())
+        store = h.service.store  # type: ignore[union-attr]
+        admit = store.admit
+
+        async def after_the_crash(*args, **kwargs):
+            database = h.cfg.store.rsplit("/", 1)[1]
+            cluster.sql("UPDATE locks SET holder = 'another-run'", database=database)
+            return await admit(*args, **kwargs)
+
+        store.admit = after_the_crash
+        decisions = run(h.fire(web(0)))
+        assert [(d["outcome"], d["reason"].split(":")[0]) for d in decisions] == [
+            ("blocked", "locked")]
+        assert "lock was lost" in decisions[0]["reason"]
+        assert h.calls == []
+        assert len(h.note_files()) == 1
+        run(h.service.stop())
     finally:
         cluster.destroy()
 
