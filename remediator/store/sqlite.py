@@ -144,6 +144,9 @@ Write = Callable[[sqlite3.Connection], Any]
 # What a pending write is, beside its function and its caller's future (bit flags).
 PRIORITY = 1  # intake, the operator's state: joins the next commit, takes no turn after it
 DURABLE = 2  # fsynced with its commit (synchronous=FULL), whatever `store_sync` says
+# What a write returns to be run again, in the next commit and fsynced (`SQLiteStore.admit`:
+# a refusal writes nothing, so it goes in any commit; an admission must outlive a power cut).
+AGAIN_FSYNCED = object()
 
 # How long a write waits, off the loop, for another connection's write lock before its
 # callers get StoreUnavailable (intake then answers 503 and Alertmanager retries).
@@ -242,6 +245,7 @@ class SQLiteStore(LocalCoordination):
         self._finished: list[int] = []
         self._finishing: list[int] = []  # items the writes of the open transaction finished
         self._full = False  # the connection's current synchronous=FULL setting
+        self._refusing = False  # the last admission was refused (`admit`)
         self._checkpointer: _Checkpointer | None = None
         self._retry_at: float | None = None  # first BUSY of the batch waiting to commit
         self._retry_delay = _RETRY_FIRST
@@ -334,7 +338,8 @@ class SQLiteStore(LocalCoordination):
             db = self._conn()
             # A WAL commit survives a process crash; fsynced, a power cut too: a commit
             # carrying a durable write (a mutation's admission, the operator's state) is,
-            # and with sync=full one carrying intake's rows (before their 202).
+            # and with sync=full one carrying intake's rows (before their 202). Writes read
+            # `_full` while they run (`AGAIN_FSYNCED`).
             full = any(flags & DURABLE or (flags & PRIORITY and self.intake_sync == "FULL")
                        for _, _, flags in batch)
             if full != self._full:
@@ -347,7 +352,7 @@ class SQLiteStore(LocalCoordination):
                     return
                 raise
             self._retry_at, self._retry_delay = None, _RETRY_FIRST
-            began, intake = time.perf_counter(), 0.0
+            began, intake, again = time.perf_counter(), 0.0, []
             self._finishing = []
             try:
                 for fn, future, flags in batch:
@@ -355,9 +360,14 @@ class SQLiteStore(LocalCoordination):
                     at = time.perf_counter() if priority else 0.0
                     # A failing statement is rolled back alone; the others still commit.
                     try:
-                        results.append((future, fn(db), None))
+                        value = fn(db)
                     except Exception as exc:  # its caller gets the error; nobody waits forever
                         results.append((future, None, StoreUnavailable(f"store write failed: {exc}")))
+                    else:
+                        if value is AGAIN_FSYNCED:
+                            again.append((fn, future, flags | DURABLE))
+                        else:
+                            results.append((future, value, None))
                     if not db.in_transaction:  # disk full, I/O error: SQLite rolled back all
                         raise sqlite3.OperationalError("transaction rolled back")
                     if priority:
@@ -365,6 +375,7 @@ class SQLiteStore(LocalCoordination):
                 self._mark_done(db)
                 db.execute("COMMIT")
                 self._finished = []  # marked: kept until then, for the next commit to mark
+                self._pending = again + self._pending
                 if not all(flags & PRIORITY for _, _, flags in batch):
                     # All of a commit that carries processing's writes but intake's own
                     # statements is processing's time (its share of the loop: turns.py).
@@ -770,13 +781,21 @@ class SQLiteStore(LocalCoordination):
         # own (`LocalCoordination`).
         entry, stored = self._entry(journal) if journal is not None else (None, None)
 
-        def write(db: sqlite3.Connection) -> int | str | None:
-            got = _admit(db, limits, events, unless_paused, unless_received)
+        def write(db: sqlite3.Connection) -> object:
+            # Admitted only in a commit that is fsynced. A refusal writes nothing, so any
+            # commit will do: after one, the next admission is asked in whatever commit comes
+            # (a live storm past its budget refuses each of its changes: fsynced up front,
+            # each made its commit wait for the disk, on the loop) and, if it admits after
+            # all, is run again in one that is fsynced.
+            got = _admit(db, limits, events, unless_paused, unless_received, record=self._full)
+            if got is None and not self._full:
+                return AGAIN_FSYNCED
             if got is None and entry is not None:
                 entry(db)
             return got
 
-        admitted = await self._write(write, durable=True)
+        admitted = await self._write(write, durable=not self._refusing)
+        self._refusing = admitted is not None
         if admitted is None and stored is not None:
             stored()
         return admitted
@@ -853,7 +872,9 @@ def _migrate(db: sqlite3.Connection) -> None:
 
 
 def _admit(db: sqlite3.Connection, limits: list[Limit], events: list[Event],
-           unless_paused: bool = False, unless_received: str | None = None) -> int | str | None:
+           unless_paused: bool = False, unless_received: str | None = None,
+           record: bool = True) -> int | str | None:
+    """As `Store.admit`; with `record` False, only whether it would admit (None)."""
     if unless_received is not None and db.execute(
             "SELECT 1 FROM inbox WHERE dedupe_key=?", (unless_received,)).fetchall():
         return RESOLVED
@@ -873,7 +894,8 @@ def _admit(db: sqlite3.Connection, limits: list[Limit], events: list[Event],
                                                               limit.since, limit.max)).fetchall()[0][0]
         if counted >= limit.max:
             return index
-    _insert_events(db, events)
+    if record:
+        _insert_events(db, events)
     return None
 
 

@@ -310,6 +310,17 @@ def test_sqlite_fsyncs_the_commits_of_an_admission_and_the_operators_state_only(
             assert await commits_of(store.enqueue([alert(1)])) == ["NORMAL"]
             assert await commits_of(store.admit(*RESERVE, unless_paused=True,
                                                 journal=INTENT)) == ["FULL"]
+            # Refused (the limit reached), it writes nothing: after a refusal, admissions go
+            # in whatever commit comes, as a storm's writes (a live storm past its budget
+            # refuses each of its changes), and one that admits after all is run again in
+            # a commit that is fsynced.
+            limit = RESERVE[0][0]
+            assert await commits_of(store.admit(*RESERVE)) == ["FULL"]
+            assert await commits_of(store.admit(*RESERVE)) == ["NORMAL"]
+            assert await commits_of(store.admit(*RESERVE)) == ["NORMAL"]
+            assert await commits_of(store.admit(
+                [Limit(limit.kind, limit.key, limit.since, 2)], RESERVE[1])) == ["NORMAL", "FULL"]
+            assert await store.count_events("rate", "deploy/x", 0.0) == 2
             assert await commits_of(store.put_state(PAUSE, {"paused": True})) == ["FULL"]
             # A note spooled for a sink that is down: a storm's worth would each wait.
             assert await commits_of(store.put_state("spool:e1:slack", {"id": "e1"},
