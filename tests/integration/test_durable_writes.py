@@ -170,7 +170,7 @@ def test_postgres_a_renewed_lease_outlives_a_database_crash(run) -> None:
     database with the lease before it, and another replica took the alert over while this
     one, not fenced, still ran it (its reads, its notes; an admission now checks the claim)."""
     cluster = _crashable()
-    lease = 6.0
+    lease = 16.0  # margins of seconds for the crash recovery and the second replica's start
     try:
         url = cluster.create_database()
 
