@@ -27,16 +27,22 @@ from tests.integration.test_guards import Harness, web
 from tests.support.postgres import PostgresCluster
 
 
+def _alert(n: int) -> dict:
+    return {"status": "firing", "labels": {"alertname": "A"}, "annotations": {},
+            "startsAt": "2026-01-01T00:00:00Z", "endsAt": "", "fingerprint": f"f{n}"}
+
+
+def _item(n: int) -> tuple:
+    """An inbox row: dedupe key k<n>, the alert, its group."""
+    return (f"k{n}", _alert(n), {"receiver": "r"})
+
+
 def _decision(i: str) -> dict:
     return {"id": i, "created_at": "2026-01-01T00:00:01Z", "alertname": "A", "playbook": "pb",
             "outcome": "running", "fingerprint": "f1", "reason": "", "steps": [],
-            "alert": {"status": "firing", "labels": {"alertname": "A"}, "annotations": {},
-                      "startsAt": "2026-01-01T00:00:00Z", "endsAt": "", "fingerprint": "f1"}}
+            "alert": _alert(1)}
 
 
-ALERT = ("k1", {"status": "firing", "labels": {"alertname": "A"}, "annotations": {},
-                "startsAt": "2026-01-01T00:00:00Z", "endsAt": "", "fingerprint": "f1"},
-         {"receiver": "r"})
 INTENT = ("e1", 0, {"name": "restart", "outcome": "running"}, _decision("e1"))
 RESERVE = ([Limit("rate", "deploy/x", 0.0, 1)], [("rate", "deploy/x", 100.0, {})])
 INTENT_K2 = ("e2", 0, {"name": "restart", "outcome": "running"}, _decision("e2"))
@@ -80,6 +86,20 @@ def _flushed(cluster: PostgresCluster) -> bool:
     return cluster.sql("SELECT pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()") == "t"
 
 
+@contextlib.asynccontextmanager
+async def _other_replica(url: str, crashed, **kwargs):
+    """A second replica, opened after the crash; on the way out, closed with the crashed
+    one (whose connections the crash closed: its close may fail)."""
+    other = open_store(url, sync="normal", **kwargs)
+    await other.open()
+    try:
+        yield other
+    finally:
+        await other.close()
+        with contextlib.suppress(Exception):
+            await crashed.close()
+
+
 async def _admit_once_reconnected(store, *args, **kwargs):
     """`store.admit`, once the pool has replaced the connections the crash closed."""
     for _ in range(100):
@@ -100,7 +120,7 @@ def test_postgres_admission_and_pause_outlive_a_database_crash_and_a_lost_claim_
         replica = open_store(url, sync="normal")
         run(replica.open())
         # Acknowledged: intake's commits always wait for the flush.
-        run(replica.enqueue([ALERT, ("k2", *ALERT[1:])]))
+        run(replica.enqueue([_item(1), _item(2)]))
         walwriter = _walwriter(cluster)
 
         def flushed() -> bool:
@@ -134,9 +154,7 @@ def test_postgres_admission_and_pause_outlive_a_database_crash_and_a_lost_claim_
         _until_up(cluster)
 
         async def after():
-            other = open_store(url, sync="normal")
-            await other.open()
-            try:
+            async with _other_replica(url, replica) as other:
                 # The claim on k1 held (its admission flushed it); k2's was lost, so another
                 # replica claims it while the first still runs it ...
                 assert [i.dedupe_key for i in await other.claim(10)] == ["k2"]
@@ -154,10 +172,6 @@ def test_postgres_admission_and_pause_outlive_a_database_crash_and_a_lost_claim_
                 assert await other.count_events("rate", "deploy/x", 0.0) == 1
                 # ... and its limit still counts it.
                 assert await other.admit(*RESERVE) == 0
-            finally:
-                await other.close()
-                with contextlib.suppress(Exception):
-                    await replica.close()
 
         run(after())
     finally:
@@ -180,7 +194,7 @@ def test_postgres_a_renewed_lease_outlives_a_database_crash(run) -> None:
             # Its renewals are made here, at known times (those after the crash would fail
             # while the database recovers, and a long recovery lasts past its lease).
             one._heartbeat.cancel()  # type: ignore[attr-defined]
-            await one.enqueue([ALERT])
+            await one.enqueue([_item(1)])
             walwriter = _walwriter(cluster)
             os.kill(walwriter, signal.SIGSTOP)
             claimed = time.monotonic()
@@ -194,16 +208,10 @@ def test_postgres_a_renewed_lease_outlives_a_database_crash(run) -> None:
             # Past the claim's own lease, before `one` fences itself (a second before the
             # renewed lease ends): `one` still runs the alert.
             await asyncio.sleep(max(0.0, claimed + lease + 0.5 - time.monotonic()))
-            two = open_store(url, sync="normal", lease=lease)
-            await two.open()
-            try:
+            async with _other_replica(url, one, lease=lease) as two:
                 taken = await two.claim(1)
                 assert time.monotonic() < renewed + lease - 1, "recovery too slow to tell"
                 assert taken == []
-            finally:
-                await two.close()
-                with contextlib.suppress(Exception):
-                    await one.close()
 
         run(scenario())
     finally:
@@ -230,9 +238,7 @@ def test_postgres_a_target_lock_lost_with_a_database_crash_is_not_admitted_twice
             assert not _flushed(cluster)
             os.kill(walwriter, signal.SIGKILL)
             _until_up(cluster)
-            two = open_store(url, sync="normal")
-            await two.open()
-            try:
+            async with _other_replica(url, one) as two:
                 # Another replica's run of another playbook finds the target free.
                 assert await two.acquire_lock("ns/deployment/web", "e2") is None
                 assert await two.admit(*CHANGE, lock=("ns/deployment/web", "e2")) is None
@@ -242,10 +248,6 @@ def test_postgres_a_target_lock_lost_with_a_database_crash_is_not_admitted_twice
                 await two.release_locks("e2")
                 assert await one.admit(*CHANGE, lock=("ns/deployment/web", "e1")) is None
                 assert await two.acquire_lock("ns/deployment/web", "e3") == "e1"
-            finally:
-                await two.close()
-                with contextlib.suppress(Exception):
-                    await one.close()
 
         run(scenario())
     finally:
@@ -301,13 +303,8 @@ def test_sqlite_fsyncs_the_commits_of_an_admission_and_the_operators_state_only(
                     seen.append(setting[0])
             return seen
 
-        def alert(n: int) -> tuple:
-            return (f"k{n}", {"status": "firing", "labels": {"alertname": "A"}, "annotations": {},
-                              "startsAt": "2026-01-01T00:00:00Z", "endsAt": "",
-                              "fingerprint": f"f{n}"}, {"receiver": "r"})
-
         try:
-            assert await commits_of(store.enqueue([alert(1)])) == ["NORMAL"]
+            assert await commits_of(store.enqueue([_item(1)])) == ["NORMAL"]
             assert await commits_of(store.admit(*RESERVE, unless_paused=True,
                                                 journal=INTENT)) == ["FULL"]
             # Refused (the limit reached), it writes nothing: after a refusal, admissions go
@@ -327,7 +324,7 @@ def test_sqlite_fsyncs_the_commits_of_an_admission_and_the_operators_state_only(
                                                     durable=False)) == ["NORMAL"]
             assert await commits_of(store.save_step("e1", 0, {"name": "restart",
                                                               "outcome": "succeeded"})) == ["NORMAL"]
-            assert await commits_of(store.enqueue([alert(2)])) == ["NORMAL"]
+            assert await commits_of(store.enqueue([_item(2)])) == ["NORMAL"]
         finally:
             await store.close()
 
