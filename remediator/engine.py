@@ -149,6 +149,7 @@ class Engine:
         decision["target"] = gc.target
         ctx["target"] = gc.target
         steps = pb.steps_for(alert.status)
+        gc.step_targets = _step_targets(steps, ctx)
         resolving = alert.status == "resolved" and pb.status == "firing"
         block, reverts = None, False
         if resolving:
@@ -635,6 +636,19 @@ def _render_target(target: Target | None, ctx: dict[str, Any]) -> str | None:
     if namespace:
         templating.validate("namespace", namespace)
     return template_context.make_target(kind.lower(), namespace, name)
+
+
+def _step_targets(steps: tuple[Step, ...], ctx: dict[str, Any]) -> tuple[str, ...]:
+    """The objects the steps with a `target:` of their own change, for this alert (each is
+    rendered again when its step runs); one that cannot be rendered, as why."""
+    found = []
+    for step in steps:
+        if step.target is not None:
+            try:
+                found.append(_render_target(step.target, ctx) or "")
+            except (templating.TemplateError, ValueError) as exc:
+                found.append(f"invalid: {exc}")
+    return tuple(found)
 
 
 def _plan(steps: tuple[Step, ...], ctx: dict[str, Any]) -> list[str]:

@@ -67,6 +67,14 @@ class GuardContext:
     # (the PAUSE state,) as read with the execution's record: the run-level pause check
     # uses it once instead of reading it again (nothing waited in between)
     pause: tuple[dict[str, Any] | None] | None = None
+    # The objects this alert's steps with a `target:` of their own change (rendered for
+    # it): an alert is coalesced into a run only if that run changes the same ones.
+    step_targets: tuple[str, ...] = ()
+
+    @property
+    def remedy(self) -> tuple[str, ...]:
+        """What the run changes, besides its target: one remedy, one run at a time."""
+        return (self.playbook.name, *self.step_targets)
 
     @property
     def circuit(self) -> str:
@@ -119,10 +127,10 @@ class Guards:
         self.clock = clock
         self.sleep = sleep  # with `clock`, what `remediator test` replaces by a fake clock
         self.precondition = precondition
-        # The playbook of each run holding a target lock in this process: another alert of
-        # the same playbook is coalesced into it; another playbook's waits its turn.
-        self._locked_by: dict[str, str] = {}
-        self._waiting: dict[tuple[str, str], str] = {}  # (target, playbook) -> its one waiter
+        # The remedy (`GuardContext.remedy`) of each run holding a target lock in this
+        # process: another alert of the same one is coalesced into it; any other waits.
+        self._locked_by: dict[str, tuple[str, ...]] = {}
+        self._waiting: dict[tuple[str | None, tuple[str, ...]], str] = {}  # its one waiter
 
     # --- execution level ---------------------------------------------------------------
 
@@ -234,17 +242,18 @@ class Guards:
             return None
         # Real time, even under `remediator test`'s fake clock: the wait is for another run
         # in this world to finish, not a span of the simulated one.
-        since, pause, queue = time.monotonic(), 0.05, (gc.target, gc.playbook.name)
+        since, pause, queue = time.monotonic(), 0.05, (gc.target, gc.remedy)
         try:
             while (holder := await self.store.acquire_lock(gc.target, gc.execution_id)):
-                if not wait or self._locked_by.get(holder) == gc.playbook.name:
+                if not wait or self._locked_by.get(holder) == gc.remedy:
                     return Block("locked", f"coalesced into running execution {holder} for "
                                            f"{gc.target}", escalate=False)
-                # Another playbook (or a replica's run we cannot tell apart) is changing the
-                # target: a different remedy, so this alert is not dropped into it but waits.
+                # Another playbook, or its steps changing other objects than this alert's
+                # (or a replica's run we cannot tell apart), is changing the target: a
+                # different remedy, so this alert is not dropped into it but waits.
                 if gc.mode != "live":
                     return None  # nothing changes in a dry run: plan what would run after it
-                # One waiter per playbook and target: a storm of its alerts cannot fill every
+                # One waiter per remedy and target: a storm of its alerts cannot fill every
                 # execution slot with waits.
                 if self._waiting.setdefault(queue, gc.execution_id) != gc.execution_id:
                     return Block("locked", f"coalesced into execution "
@@ -259,7 +268,7 @@ class Guards:
         finally:
             if self._waiting.get(queue) == gc.execution_id:
                 del self._waiting[queue]
-        self._locked_by[gc.execution_id] = gc.playbook.name
+        self._locked_by[gc.execution_id] = gc.remedy
         return None
 
     async def _precondition(self, gc: GuardContext) -> Block | None:

@@ -109,7 +109,7 @@ def _decide(tmp: Path, run: Any, url: str, monkeypatch: pytest.MonkeyPatch,
             # another run of `restart` changes the target: its alerts are coalesced into it
             assert service.engine is not None
             await service.engine.guards.store.acquire_lock(hold, "other")
-            service.engine.guards._locked_by["other"] = "restart"
+            service.engine.guards._locked_by["other"] = ("restart",)
             for name, alerts in batches:
                 await service.intake(parse_notification(json.dumps(notification(*alerts)).encode()))
                 calls.clear()

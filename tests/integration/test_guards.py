@@ -392,3 +392,24 @@ def test_a_success_counts_for_the_circuit_while_its_note_goes_out(tmp_path, run)
     assert one["outcome"] == "escalated" and len(h.calls) == 1
     assert two["outcome"] == "blocked" and two["reason"].startswith("circuit_open"), two
     run(h.service.stop())
+
+
+def test_an_alert_whose_step_changes_another_object_is_not_coalesced_away(tmp_path, run):
+    """Coalescing drops an alert into the run already changing its target: sound only if
+    that run changes what the alert's own run would. proxy-web's step restarts the
+    deployment its alert names (`target:` of its own): an alert about `api` arriving while
+    the run for `web` holds the playbook's target must still get `api` restarted."""
+    h = Harness(tmp_path, "{cooldown: 1m}", slow=0.2)
+    (tmp_path / "rules" / "proxy.yaml").write_text(STEP_TARGET.replace("max: 1", "max: 5"))
+    run(h.start())
+    decisions = run(h.fire(*(alert("ProxyDown", namespace="prod", deployment=name,
+                                   fingerprint=name) for name in ("web", "api"))))
+    assert sorted(d["outcome"] for d in decisions) == ["succeeded", "succeeded"], [
+        (d["outcome"], d["reason"]) for d in decisions]
+    assert len(h.calls) == 2
+    # Two alerts about the same deployment are still one remedy: coalesced.
+    decisions = run(h.fire(*(alert("ProxyDown", namespace="prod", deployment="db",
+                                   fingerprint=f"db{i}") for i in range(2)), at=600))
+    assert sorted(d["outcome"] for d in decisions) == ["blocked", "succeeded"]
+    assert len(h.calls) == 3
+    run(h.service.stop())
