@@ -309,7 +309,10 @@ class Engine:
                 records.append(journaled)
                 ctx["steps"][step.name] = template_context.step_view(journaled)
                 continue
-            record = await self._run_step(step, ctx, gc, journal=(decision, index))
+            # Resumed after its approval: the approver saw these parameters (a reload since
+            # may have changed the step under its name).
+            asked = done["params"] if done and done.get("guard") == "approval_pending" else None
+            record = await self._run_step(step, ctx, gc, journal=(decision, index), asked=asked)
             journaled = record.to_dict()  # redacted once: recorded, shown and templated
             if gc.mode == "dry-run":
                 self._plan_once(step, record, journaled)
@@ -343,7 +346,8 @@ class Engine:
         return outcome
 
     async def _run_step(self, step: Step, ctx: dict[str, Any], gc: GuardContext,
-                        journal: tuple[dict[str, Any], int]) -> StepRecord:
+                        journal: tuple[dict[str, Any], int],
+                        asked: dict[str, Any] | None = None) -> StepRecord:
         action = ACTIONS[step.action]
         record = StepRecord(name=step.name, action=step.action, params={}, outcome="planned")
         planning = gc.mode == "dry-run"
@@ -377,6 +381,12 @@ class Engine:
             # A hostile or broken label value stops here, before any call is made.
             record.outcome = "failed"
             record.detail = "refused: " + "; ".join(m for _, m in problems)
+            return record
+        if asked is not None and redact.value(params) != redact.value(asked):
+            record.outcome = "failed"
+            record.detail = ("refused: its parameters changed since its approval was asked (the "
+                             "playbook was reloaded); it was not run: what was approved is not "
+                             "what would run")
             return record
         record.mutating = action.mutates(params)
         # The alert's resolution is in (being processed here; acknowledged and queued, as when

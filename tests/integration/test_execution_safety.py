@@ -117,6 +117,29 @@ def test_a_playbook_changed_under_a_pending_approval_is_not_resumed(tmp_path, ru
     run(h.service.stop())
 
 
+def test_an_approval_does_not_admit_a_step_a_reload_changed_since_it_was_asked(tmp_path, run):
+    """The approver saw the step as it was planned (its parameters, in the note and the
+    console); a reload that keeps its name and action but changes what it does (another
+    URL, another deployment) must not run the new version under that approval."""
+    h = run(Harness(tmp_path, "{cooldown: 1m}", approval=True).start())
+    [pending] = run(h.fire(web(0)))
+    assert pending["steps"][0]["params"]["url"] == "http://127.0.0.1:9/restart"
+    rules = tmp_path / "rules" / "web.yaml"
+    rules.write_text(rules.read_text().replace("9/restart", "9/restart-everything"))
+    h.service.reload()
+    resumed = run(h.service.approve(pending["id"], by="a"))
+    assert h.calls == []
+    assert resumed["outcome"] == "failed", resumed["reason"]
+    assert "changed since its approval was asked" in resumed["reason"]
+    assert resumed["escalation"] is not None
+    # An unchanged step runs under its approval, after a reload too.
+    [pending] = run(h.fire(web(1), at=120))
+    h.service.reload()
+    assert run(h.service.approve(pending["id"], by="a"))["outcome"] == "succeeded"
+    assert h.calls == [pending["id"]]
+    run(h.service.stop())
+
+
 def test_the_circuit_counts_successes_of_playbooks_that_always_escalate(tmp_path, run):
     h = run(Harness(tmp_path, "{cooldown: 1m, circuit_breaker: {max_refires: 2, window: 1h}}",
                     always=True).start())
