@@ -213,6 +213,30 @@ def test_a_changed_file_is_parsed_again_and_an_invalid_change_refused(tmp_path):
     assert any("gaurds" in p.message for p in result.problems)
 
 
+def test_files_that_swap_texts_or_change_within_their_size_and_mtime_load_as_written(tmp_path):
+    """An entry is found by what a file says, never by its name, size or modification time:
+    two files that swap their texts, and an edit of the same size within the same
+    timestamp (a deploy tool restoring mtimes), load as a fresh parse reads them."""
+    rules = _write(tmp_path / "rules", 3)
+    _load([rules], tmp_path / "cache")
+    a, b, c = (rules / f"pb{i:03d}.yaml" for i in range(3))
+    stamps = {p: os.stat(p) for p in (a, b, c)}
+    # the same size: restart-0 <-> restart-1 keep their lengths; 10m -> 90m
+    a_text, b_text = a.read_text(), b.read_text()
+    a.write_text(b_text)
+    b.write_text(a_text)
+    c.write_text(c.read_text().replace("cooldown: 10m", "cooldown: 90m"))
+    for p, st in stamps.items():
+        assert os.stat(p).st_size == st.st_size
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    cache, result = _load([rules], tmp_path / "cache")
+    assert (cache.hits, cache.misses) == (2, 1)
+    _same(validate_paths([str(rules)]), result)
+    assert [(pb.name, pb.file) for pb in result.playbooks] == [
+        ("restart-1", str(a)), ("restart-0", str(b)), ("restart-2", str(c))]
+    assert result.playbooks[2].guards["cooldown"] == "90m"
+
+
 def test_a_cache_another_user_could_write_is_not_read(tmp_path):
     rules = _write(tmp_path / "rules", 2)
     cache, _ = _load([rules], tmp_path / "cache")
