@@ -58,6 +58,30 @@ async def _opened(url: str, lease: float = 30.0):
     return store
 
 
+def test_each_alert_reads_back_its_own_notifications_group(run, store_url):
+    """A notification's group is encoded once for its alerts (`packing.item_texts`, by the
+    group's identity): never attached to another notification's alerts, whether they come
+    one after another (each group freed, its address soon another's) or join one commit."""
+    def rows(i: int) -> list:
+        group = {"receiver": "r", "groupKey": f"g{i}", "commonLabels": {"n": str(i)}}
+        return [(f"k{i}.{j}", _alert(i * 10 + j), group) for j in range(2)]
+
+    async def scenario():
+        store = await _opened(store_url)
+        for i in range(40):
+            await store.enqueue(rows(i))
+        await asyncio.gather(*(store.enqueue(rows(i)) for i in range(40, 80)))
+        claimed = await store.claim(200)
+        assert len(claimed) == 160
+        for item in claimed:
+            i = item.dedupe_key[1:].split(".")[0]
+            assert item.group["groupKey"] == f"g{i}", (item.dedupe_key, item.group)
+            assert item.alert["labels"]["n"] == str(int(item.dedupe_key[1:].replace(".", "")))
+        await store.close()
+
+    run(scenario())
+
+
 def test_inbox_dedupes_claims_finishes_and_resumes_after_a_restart(run, store_url):
     async def scenario():
         store = await _opened(store_url)
