@@ -158,11 +158,20 @@ class Engine:
             await self._firing_stopped(alert, timeout=600)
             await self.guards.on_resolved(gc)
             reverts = any(ACTIONS[s.action].mutates(s.params) for s in steps)
-            if (reverts and gc.mode == "live" and pb.on_resolved_when != "always"
-                    and not await self._changed(pb, alert)):
-                decision.update(outcome="resolved", reason="the firing run changed nothing, "
-                                "so on_resolved has nothing to revert")
-                return await self._finish(decision)
+            if reverts and gc.mode == "live" and pb.on_resolved_when != "always":
+                changed = await self._changed(pb, alert)
+                if changed is None:
+                    decision.update(outcome="resolved", reason="the firing run changed "
+                                    "nothing, so on_resolved has nothing to revert")
+                    return await self._finish(decision)
+                if changed != (gc.target or ""):
+                    # The episode is the sender's fingerprint and startsAt: another object
+                    # under them (or a target a reload changed) was never changed by it.
+                    decision.update(outcome="escalated", reason=(
+                        f"the firing run changed {changed or 'no target'}, not this alert's "
+                        f"target {gc.target or '(none)'}: on_resolved was not run; what it "
+                        "changed stays in place"))
+                    return await self._finish(decision, escalate=True)
             if steps:  # a revert is a change like any other: the same guards hold
                 block = await self.guards.before_execution(gc, resolving=True)
         else:
@@ -213,14 +222,16 @@ class Engine:
                 return
             await asyncio.sleep(0.2)
 
-    async def _changed(self, pb: Playbook, alert: Alert) -> bool:
-        """Whether this episode's firing run made a change (a mutation that succeeded, or
-        one interrupted or failed `uncertain` that may have)."""
+    async def _changed(self, pb: Playbook, alert: Alert) -> str | None:
+        """The target of this episode's firing run if it made a change (a mutation that
+        succeeded, or one interrupted or failed `uncertain` that may have), else None."""
         firing = replace(alert, status="firing").dedupe_key
         run = await self.store.get_execution(_execution_id(firing, pb.name))
-        return any(s.get("mutating") and (s["outcome"] in ("succeeded", "running")
-                                          or s.get("uncertain"))
-                   for s in (run or {}).get("steps") or [])
+        if any(s.get("mutating") and (s["outcome"] in ("succeeded", "running")
+                                      or s.get("uncertain"))
+               for s in (run or {}).get("steps") or []):
+            return (run or {}).get("target") or ""
+        return None
 
     async def resume(self, decision: dict[str, Any]) -> dict[str, Any]:
         """Run a stored execution again (after an approval); its journal skips done steps."""

@@ -167,3 +167,47 @@ def test_a_backlog_never_changes_what_already_recovered(tmp_path, run):
     assert [s["outcome"] for s in firing["steps"]] == ["cancelled"]
     assert h.calls == []
     run(h.service.stop())
+
+
+REVERT_PER_DEPLOYMENT = """
+playbooks:
+  - name: debug-logging
+    match: {alertname: Debug}
+    target: {kind: deployment, namespace: prod, name: "{{ labels.deployment }}"}
+    guards: {rate_limit: {max: 10, window: 1h}}
+    steps:
+      - name: enable_debug
+        action: http.request
+        params: {url: "http://127.0.0.1:9/debug/{{ labels.deployment }}", method: POST}
+    on_resolved:
+      - name: back_to_info
+        action: http.request
+        params: {url: "http://127.0.0.1:9/info/{{ labels.deployment }}", method: POST}
+"""
+
+
+def test_a_revert_is_decided_by_the_firing_run_on_its_own_target(tmp_path, run):
+    """Whether a resolution reverts is read from the firing run of its episode (found by
+    fingerprint and startsAt, which the sender gives): a resolution whose target is not
+    the one that run changed (another deployment under that fingerprint, or a target
+    template a reload changed) reverts nothing there, and says what stays changed."""
+    h = Harness(tmp_path, "{cooldown: 1m}")
+    (tmp_path / "rules" / "debug.yaml").write_text(REVERT_PER_DEPLOYMENT)
+    run(h.start())
+    firing = alert("Debug", fingerprint="f1", deployment="web")
+    assert run(h.fire(firing))[0]["outcome"] == "succeeded"
+    assert len(h.calls) == 1
+    [d] = run(h.fire(dict(firing, status="resolved", labels={**firing["labels"],
+                                                             "deployment": "api"})))
+    assert len(h.calls) == 1, d  # api was never put in debug: nothing to take it out of
+    assert d["outcome"] == "escalated", d["reason"]
+    assert d["reason"] == ("the firing run changed prod/deployment/web, not this alert's "
+                           "target prod/deployment/api: on_resolved was not run; what it "
+                           "changed stays in place")
+    assert d["escalation"] is not None
+    # The same episode's own resolution reverts what its firing run changed.
+    firing = alert("Debug", fingerprint="f2", deployment="db")
+    assert run(h.fire(firing))[0]["outcome"] == "succeeded"
+    [d] = run(h.fire(dict(firing, status="resolved")))
+    assert d["outcome"] == "resolved" and len(h.calls) == 3
+    run(h.service.stop())
