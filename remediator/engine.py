@@ -320,9 +320,11 @@ class Engine:
                 records.append(journaled)
                 ctx["steps"][step.name] = template_context.step_view(journaled)
                 continue
-            # Resumed after its approval: the approver saw these parameters (a reload since
-            # may have changed the step under its name).
-            asked = done["params"] if done and done.get("guard") == "approval_pending" else None
+            # Resumed after its approval (the approver saw these parameters), or repeated
+            # after a restart interrupted it: a reload since may have changed the step under
+            # its name and action.
+            asked = done if done and ((done["outcome"] == "running" and done.get("mutating"))
+                                      or done.get("guard") == "approval_pending") else None
             record = await self._run_step(step, ctx, gc, journal=(decision, index), asked=asked)
             journaled = record.to_dict()  # redacted once: recorded, shown and templated
             if gc.mode == "dry-run":
@@ -359,6 +361,8 @@ class Engine:
     async def _run_step(self, step: Step, ctx: dict[str, Any], gc: GuardContext,
                         journal: tuple[dict[str, Any], int],
                         asked: dict[str, Any] | None = None) -> StepRecord:
+        """One step's record. `asked`: its journaled record, when it is resumed after its
+        approval or repeated after a restart interrupted it (run only as it was then)."""
         action = ACTIONS[step.action]
         record = StepRecord(name=step.name, action=step.action, params={}, outcome="planned")
         planning = gc.mode == "dry-run"
@@ -393,11 +397,17 @@ class Engine:
             record.outcome = "failed"
             record.detail = "refused: " + "; ".join(m for _, m in problems)
             return record
-        if asked is not None and redact.value(params) != redact.value(asked):
+        if asked is not None and redact.value(params) != redact.value(asked["params"]):
             record.outcome = "failed"
-            record.detail = ("refused: its parameters changed since its approval was asked (the "
-                             "playbook was reloaded); it was not run: what was approved is not "
-                             "what would run")
+            if asked["outcome"] == "running":  # a change: as it was, it may have taken effect
+                record.params, record.mutating, record.uncertain = asked["params"], True, True
+                record.detail = ("interrupted by a restart while running; the playbook now "
+                                 "gives it other parameters (it was reloaded), so it is not "
+                                 "repeated: it may or may not have taken effect as it was")
+            else:
+                record.detail = ("refused: its parameters changed since its approval was asked "
+                                 "(the playbook was reloaded); it was not run: what was "
+                                 "approved is not what would run")
             return record
         record.mutating = action.mutates(params)
         # The alert's resolution is in (being processed here; acknowledged and queued, as when

@@ -222,3 +222,53 @@ def test_one_approval_admits_one_gated_step(tmp_path, run):
     assert {k.rsplit(":", 1)[1]: (v["status"], v["by"]) for k, v in approvals.items()} == {
         "drain": ("approved", "alice"), "restart": ("approved", "bob")}
     run(h.service.stop())
+
+
+IDEMPOTENT = """
+playbooks:
+  - name: config-web
+    match: {alertname: ConfigDrift}
+    target: {kind: deployment, namespace: prod, name: web}
+    guards: {cooldown: 1m}
+    steps:
+      - name: put_config
+        action: http.request
+        params: {url: "http://127.0.0.1:9/config/web", method: PUT}
+"""
+
+
+def test_an_interrupted_change_is_not_repeated_as_another_after_a_reload(tmp_path, run):
+    """A restart repeats an interrupted idempotent change (PUT) to be sure it took effect:
+    the same change. Rules changed meanwhile to put elsewhere leave the first object in an
+    unknown state: the run fails, uncertain, and escalates instead of changing another."""
+    h = Harness(tmp_path, "{cooldown: 1m}")
+    rules = tmp_path / "rules" / "config.yaml"
+    rules.write_text(IDEMPOTENT)
+    run(h.start())
+    stuck = asyncio.Event()
+
+    async def hangs(action, params, ctx):
+        h.calls.append(params["url"])
+        await stuck.wait()  # the process dies in this call
+    h.service.executor.runner = hangs
+    firing = web(0, fingerprint="drift")
+    firing["labels"]["alertname"] = "ConfigDrift"
+
+    async def crash():
+        task = asyncio.ensure_future(h.fire(firing))
+        while not h.calls:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    run(crash())
+    assert h.calls == ["http://127.0.0.1:9/config/web"]
+    run(h.service.stop())
+    rules.write_text(IDEMPOTENT.replace("config/web", "config/api"))
+    h.calls.clear()
+    run(h.start())
+    [d] = run(h.service.drain())
+    assert h.calls == [], d["steps"]
+    assert d["outcome"] == "failed"
+    assert d["steps"][0]["uncertain"] is True
+    assert "http://127.0.0.1:9/config/web" in d["steps"][0]["params"]["url"]
+    run(h.service.stop())
