@@ -130,7 +130,8 @@ class Guards:
         # The remedy (`GuardContext.remedy`) of each run holding a target lock in this
         # process: another alert of the same one is coalesced into it; any other waits.
         self._locked_by: dict[str, tuple[str, ...]] = {}
-        self._waiting: dict[tuple[str | None, tuple[str, ...]], str] = {}  # its one waiter
+        # (target, playbook) -> its one waiter's execution and remedy
+        self._waiting: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
 
     # --- execution level ---------------------------------------------------------------
 
@@ -242,7 +243,7 @@ class Guards:
             return None
         # Real time, even under `remediator test`'s fake clock: the wait is for another run
         # in this world to finish, not a span of the simulated one.
-        since, pause, queue = time.monotonic(), 0.05, (gc.target, gc.remedy)
+        since, pause, queue = time.monotonic(), 0.05, (gc.target, gc.playbook.name)
         try:
             while (holder := await self.store.acquire_lock(gc.target, gc.execution_id)):
                 if not wait or self._locked_by.get(holder) == gc.remedy:
@@ -253,12 +254,19 @@ class Guards:
                 # different remedy, so this alert is not dropped into it but waits.
                 if gc.mode != "live":
                     return None  # nothing changes in a dry run: plan what would run after it
-                # One waiter per remedy and target: a storm of its alerts cannot fill every
-                # execution slot with waits.
-                if self._waiting.setdefault(queue, gc.execution_id) != gc.execution_id:
-                    return Block("locked", f"coalesced into execution "
-                                           f"{self._waiting[queue]} waiting for {gc.target}",
-                                 escalate=False)
+                # One waiter per playbook and target: a storm of its alerts cannot fill every
+                # execution slot with waits. An alert of the waiter's remedy joins it; one
+                # whose steps change other objects does not run, and a human is told.
+                waiter = self._waiting.setdefault(queue, (gc.execution_id, gc.remedy))
+                if waiter[0] != gc.execution_id:
+                    if waiter[1] == gc.remedy:
+                        return Block("locked", f"coalesced into execution {waiter[0]} waiting "
+                                               f"for {gc.target}", escalate=False)
+                    return Block("locked", f"{gc.target} is being changed by execution "
+                                           f"{holder}, and execution {waiter[0]} of this "
+                                           "playbook waits for it to change other objects than "
+                                           f"this alert's ({', '.join(gc.step_targets)}); this "
+                                           "one did not run", escalate=True)
                 if time.monotonic() - since >= LOCK_WAIT:
                     return Block("locked", f"{gc.target} is still being changed by execution "
                                            f"{holder} after {LOCK_WAIT:g}s; this playbook did "
@@ -266,7 +274,7 @@ class Guards:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
         finally:
-            if self._waiting.get(queue) == gc.execution_id:
+            if self._waiting.get(queue, ("",))[0] == gc.execution_id:
                 del self._waiting[queue]
         self._locked_by[gc.execution_id] = gc.remedy
         return None

@@ -403,13 +403,22 @@ def test_an_alert_whose_step_changes_another_object_is_not_coalesced_away(tmp_pa
     (tmp_path / "rules" / "proxy.yaml").write_text(STEP_TARGET.replace("max: 1", "max: 5"))
     run(h.start())
     decisions = run(h.fire(*(alert("ProxyDown", namespace="prod", deployment=name,
-                                   fingerprint=name) for name in ("web", "api"))))
-    assert sorted(d["outcome"] for d in decisions) == ["succeeded", "succeeded"], [
-        (d["outcome"], d["reason"]) for d in decisions]
+                                   fingerprint=name) for name in ("web", "api", "db"))))
+    outcomes = {d["fingerprint"]: (d["outcome"], d["reason"]) for d in decisions}
+    assert [outcomes[n][0] for n in ("web", "api", "db")] == [
+        "succeeded", "succeeded", "blocked"], outcomes
     assert len(h.calls) == 2
+    # One waiter per playbook and target, as before; a third object is not dropped silently.
+    assert outcomes["db"][1] == (
+        "locked: prod/deployment/proxy is being changed by execution "
+        f"{decisions[0]['id']}, and execution {decisions[1]['id']} of this playbook waits for "
+        "it to change other objects than this alert's (prod/deployment/db); this one did not "
+        "run")
+    assert decisions[2]["escalation"] is not None
     # Two alerts about the same deployment are still one remedy: coalesced.
     decisions = run(h.fire(*(alert("ProxyDown", namespace="prod", deployment="db",
                                    fingerprint=f"db{i}") for i in range(2)), at=600))
-    assert sorted(d["outcome"] for d in decisions) == ["blocked", "succeeded"]
+    assert [d["outcome"] for d in decisions] == ["succeeded", "blocked"]
+    assert decisions[1]["reason"].startswith("locked: coalesced into running execution")
     assert len(h.calls) == 3
     run(h.service.stop())
