@@ -1,5 +1,6 @@
-"""Playbooks are built without their dataclasses' `__init__` (models._built): each object
-must still hold every field, and equal what the constructor makes of the same values."""
+"""Playbooks are built without their dataclasses' `__init__` (models._built), their steps and
+escalation when first asked for: each object must still hold every field once asked, and
+equal what the constructor makes of the same values."""
 
 from __future__ import annotations
 
@@ -42,3 +43,21 @@ def test_every_built_object_holds_every_field_and_equals_its_constructed_twin() 
             pass
         else:
             raise AssertionError("a built playbook must stay frozen")
+
+
+def test_steps_and_escalation_are_made_once_when_first_asked_for() -> None:
+    pb = build_playbook(FULL, "rules.yaml", 0)
+    assert {"steps", "on_resolved", "escalation"}.isdisjoint(vars(pb))  # not made yet
+    steps = pb.steps
+    assert pb.steps is steps and pb.on_resolved[0].name == "r"  # made once, all together
+    assert pb.escalation is not None and pb.escalation.raise_to[0][2] == 300
+    assert "_data" not in vars(pb)  # the data it was made from is let go
+    bare = build_playbook({"name": "q", "match": {"alertname": "A"}}, "rules.yaml", 1)
+    assert bare.steps == () and bare.escalation is None
+    for obj in (pb, bare):
+        try:
+            obj.no_such_field  # type: ignore[attr-defined]  # noqa: B018
+        except AttributeError:
+            pass
+        else:
+            raise AssertionError("only the three deferred fields are made on demand")
