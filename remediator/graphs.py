@@ -14,9 +14,9 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from html import escape  # xml.sax.saxutils.escape, quotes too: xml.sax cost ~1.5 ms at start-up
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
-from xml.sax.saxutils import escape
 
 import aiohttp
 
@@ -166,7 +166,7 @@ def render(graph: Graph) -> str:
     w, h = WIDTH - _LEFT - _RIGHT, HEIGHT - _TOP - _BOTTOM
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
            f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="system-ui,sans-serif" font-size="11" '
-           f'role="img" aria-label="{escape(graph.title, {chr(34): "&quot;"})}">',
+           f'role="img" aria-label="{escape(graph.title)}">',
            f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>',
            f'<text x="{_LEFT}" y="17" font-size="13" fill="#1f2937">{escape(graph.title)}</text>']
     values = [v for _, pts in graph.series for _, v in pts]

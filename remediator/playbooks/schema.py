@@ -6,7 +6,6 @@ schema directly; action parameter schemas are added from the actions' own declar
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 from collections.abc import Callable
@@ -407,5 +406,7 @@ def _where(path: Path) -> str:
 
 
 def did_you_mean(word: str, options: list[str]) -> str:
+    import difflib  # only for a mistake: not imported by every start-up
+
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
