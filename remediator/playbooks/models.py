@@ -101,11 +101,11 @@ class Playbook:
     def __getattr__(self, name: str) -> Any:
         # Called only for what the instance does not hold: a built playbook's steps,
         # `on_resolved` and escalation until first asked for (`build_playbook`).
-        data = self.__dict__.get("_data")
-        if data is None or name not in _LATER:
+        later = self.__dict__.get("_later")
+        if later is None or name not in _LATER:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        self.__dict__.update(_later(data))
-        del self.__dict__["_data"]
+        self.__dict__.update(_build_later(*later))
+        del self.__dict__["_later"]
         return self.__dict__[name]
 
     def steps_for(self, status: str) -> tuple[Step, ...]:
@@ -132,7 +132,9 @@ def build_playbook(data: dict[str, Any], file: str, order: int) -> Playbook:
         target=build_target(data.get("target")),
         guards=data.get("guards", {}),
         on_resolved_when=data.get("on_resolved_when", "changed"),
-        _data=data,
+        # Only what they are made from is kept (the rest of the playbook's data is let go:
+        # fewer objects for the collection before the freeze to walk).
+        _later=(data.get("steps", ()), data.get("on_resolved", ()), data.get("escalation")),
     )
 
 
@@ -142,11 +144,11 @@ def build_playbook(data: dict[str, Any], file: str, order: int) -> Playbook:
 _LATER = frozenset({"steps", "on_resolved", "escalation"})
 
 
-def _later(data: dict[str, Any]) -> dict[str, Any]:
-    esc = data.get("escalation")
+def _build_later(steps: list[dict[str, Any]], on_resolved: list[dict[str, Any]],
+                 esc: dict[str, Any] | None) -> dict[str, Any]:
     return dict(
-        steps=tuple(build_step(s) for s in data.get("steps", [])),
-        on_resolved=tuple(build_step(s) for s in data.get("on_resolved", [])),
+        steps=tuple(build_step(s) for s in steps),
+        on_resolved=tuple(build_step(s) for s in on_resolved),
         escalation=_built(
             Escalation,
             severity=esc.get("severity", "warning"),

@@ -51,7 +51,7 @@ def test_steps_and_escalation_are_made_once_when_first_asked_for() -> None:
     steps = pb.steps
     assert pb.steps is steps and pb.on_resolved[0].name == "r"  # made once, all together
     assert pb.escalation is not None and pb.escalation.raise_to[0][2] == 300
-    assert "_data" not in vars(pb)  # the data it was made from is let go
+    assert "_later" not in vars(pb)  # the data it was made from is let go
     bare = build_playbook({"name": "q", "match": {"alertname": "A"}}, "rules.yaml", 1)
     assert bare.steps == () and bare.escalation is None
     for obj in (pb, bare):
