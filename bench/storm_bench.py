@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -54,6 +53,7 @@ from webhook_bench import peak_rss_mb, start  # noqa: E402
 
 from remediator.engine import _execution_id  # noqa: E402
 from remediator.playbooks.validate import load_rules, validate_paths  # noqa: E402
+from tests.support.procs import cpu_seconds, cpu_wait  # noqa: E402
 from tests.support.worker import TOKEN, free_port  # noqa: E402
 
 PER_REQUEST = 2
@@ -99,21 +99,6 @@ def lua_script(label_sets: list[dict[str, str]]) -> str:
 def ensure_wrk() -> str:
     ensure({"wrk": "wrk"})
     return str(shutil.which("wrk"))
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_wait(pid: int) -> float:
-    """Seconds the process's threads have waited, runnable, for a CPU (schedstat's run
-    delay): the part of its latency that other jobs on the machine made."""
-    waited = 0
-    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-        with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            waited += int(stat.read_text().split()[1])
-    return waited / 1e9
 
 
 def run_wrk(script: Path, port: int, requests: int, tag: str, seconds: int = 600) -> dict[str, Any]:

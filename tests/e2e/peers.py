@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
@@ -17,8 +16,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from tests.support.exporter import Exporter
-from tests.support.procs import LOCALHOST, serve_http
-from tests.support.worker import http
+from tests.support.procs import LOCALHOST, serve_http, wait_process_ready
 
 
 class ClusterServices:
@@ -174,18 +172,11 @@ class Worker:
                 "--mode", "live"]
         with open(self.log_path, "ab") as log:
             log.write(f"--- start #{self.generation}: {' '.join(argv)}\n".encode())
-            self.proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True,
-                                         cwd=self.root)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"remediator exited {self.proc.returncode}:\n{self.tail()}")
-            with contextlib.suppress(OSError):
-                if http("GET", f"{self.url}/-/ready", timeout=1)[0] == 200:
-                    return self
-            time.sleep(0.1)
-        raise RuntimeError(f"remediator not ready after {timeout}s:\n{self.tail()}")
+            self.proc = subprocess.Popen(argv, env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True, cwd=self.root)
+        wait_process_ready(self.proc, f"{self.url}/-/ready", timeout, self.tail)
+        return self
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -191,6 +192,46 @@ def wait_http_ready(
             why = f"not ready after {timeout}s at {url} (last: {last})"
             raise proc.fail(why) if proc else ProcessError(why)
         time.sleep(0.05)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system) the process has used, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_wait(pid: int, threads: bool = True) -> float:
+    """Seconds the process's threads (`threads=False`: its main thread) have waited,
+    runnable, for a CPU (schedstat's run delay): time other jobs on the machine took."""
+    paths = Path(f"/proc/{pid}/task").glob("*/schedstat") if threads else [
+        Path(f"/proc/{pid}/schedstat")]
+    waited = 0
+    for stat in paths:
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            waited += int(stat.read_text().split()[1])
+    return waited / 1e9
+
+
+def wait_process_ready(proc: subprocess.Popen[bytes], url: str, timeout: float,
+                       logs: Callable[[], str], name: str = "remediator") -> None:
+    """Poll `url` until it answers 200, while `proc` lives. `timeout` is the process's own
+    time, what it spent running or waiting for I/O, not for a CPU: on a loaded machine three
+    replicas starting together waited for a CPU most of 20 s (each needs ~0.4 s of CPU),
+    and a wall-clock deadline failed them for the machine's load, not their code. A hang
+    waits for no CPU, so it still fails after `timeout`; ten times that in all, whatever."""
+    started = time.monotonic()
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited {proc.returncode}:\n{logs()}")
+        with contextlib.suppress(OSError):
+            if http_request("GET", url, timeout=1.0)[0] == 200:
+                return
+        wall, waited = time.monotonic() - started, cpu_wait(proc.pid, threads=False)
+        if wall - waited > timeout or wall > 10 * timeout:
+            raise RuntimeError(f"{name} not ready after {wall:.0f}s ({waited:.0f}s of them "
+                               f"waiting for a CPU, {cpu_seconds(proc.pid):.1f}s of CPU "
+                               f"used):\n{logs()}")
+        time.sleep(0.1)
 
 
 def start_on_free_port(

@@ -30,6 +30,7 @@ from remediator.config import Config
 from remediator.guards import GuardSettings
 from remediator.server import build_app
 from remediator.service import Service
+from tests.support.procs import wait_process_ready
 
 TOKEN = "test-token-0123456789"  # the webhook's: may only POST /alerts
 # Where the tests' HTTP doubles (deploy APIs, receivers) listen: the one host a mutating
@@ -190,17 +191,8 @@ class WorkerProcess:
     def start(self, timeout: float = 20) -> WorkerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=log)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"remediator exited {self.proc.returncode}:\n{self.logs()}")
-            try:
-                if http("GET", f"{self.url}/-/ready", timeout=1)[0] == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"remediator not ready after {timeout}s:\n{self.logs()}")
+        wait_process_ready(self.proc, f"{self.url}/-/ready", timeout, self.logs)
+        return self
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
