@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from tests.support.exporter import Exporter
-from tests.support.procs import LOCALHOST, serve_http, wait_process_ready
+from tests.support.procs import LOCALHOST, python_env, serve_http, wait_process_ready
 
 
 class ClusterServices:
@@ -172,7 +172,7 @@ class Worker:
                 "--mode", "live"]
         with open(self.log_path, "ab") as log:
             log.write(f"--- start #{self.generation}: {' '.join(argv)}\n".encode())
-            self.proc = subprocess.Popen(argv, env=self.env, stdout=log,
+            self.proc = subprocess.Popen(argv, env=python_env(self.env), stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True, cwd=self.root)
         wait_process_ready(self.proc, f"{self.url}/-/ready", timeout, self.tail)

@@ -30,7 +30,7 @@ from remediator.config import Config
 from remediator.guards import GuardSettings
 from remediator.server import build_app
 from remediator.service import Service
-from tests.support.procs import wait_process_ready
+from tests.support.procs import python_env, wait_process_ready
 
 TOKEN = "test-token-0123456789"  # the webhook's: may only POST /alerts
 # Where the tests' HTTP doubles (deploy APIs, receivers) listen: the one host a mutating
@@ -180,12 +180,12 @@ class WorkerProcess:
         config["guards"] = {"http": {"allow": HTTP_ALLOW}, **config.get("guards", {})}
         config_file.write_text(yaml.safe_dump({"operators": operators_config(tmp), **config}))
         self.args += ["--config", str(config_file)]
-        self.env = {
+        self.env = python_env({
             **os.environ,
             "REMEDIATOR_WEBHOOK_TOKEN": TOKEN,
             "REMEDIATOR_ESCALATION_DIR": str(tmp / "escalations"),
             **(extra_env or {}),
-        }
+        })
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20) -> WorkerProcess:
