@@ -32,8 +32,12 @@ class Backends:
         if self._session is None or self._session.closed:
             ca_bundle.loaded()  # at once, but for the first session after a quick start
             timeout = aiohttp.ClientTimeout(total=self.http_timeout)
-            # trust_env: HTTP(S)_PROXY / NO_PROXY are honoured, as every HTTP tool does.
-            self._session = aiohttp.ClientSession(timeout=timeout, trust_env=_env_configures_http())
+            # trust_env: HTTP(S)_PROXY / NO_PROXY are honoured, as every HTTP tool does. No
+            # cookie is kept: the session is shared by every alert's calls and the sinks, and
+            # a cookie one call was given (a service's session for one playbook's
+            # credentials) went out with the next call to that host, whoever made it.
+            self._session = aiohttp.ClientSession(timeout=timeout, trust_env=_env_configures_http(),
+                                                  cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
     def cached(self, name: str, factory: Any) -> Any:
