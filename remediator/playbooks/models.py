@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -102,9 +103,9 @@ class Playbook:
         # Called only for what the instance does not hold: a built playbook's steps,
         # `on_resolved` and escalation until first asked for (`build_playbook`).
         later = self.__dict__.get("_later")
-        if later is None or name not in _LATER:
+        if later is None or name not in LATER:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        self.__dict__.update(_build_later(*later))
+        self.__dict__.update(_build_later(*(later() if callable(later) else later)))
         del self.__dict__["_later"]
         return self.__dict__[name]
 
@@ -114,7 +115,13 @@ class Playbook:
         return self.steps
 
 
-def build_playbook(data: dict[str, Any], file: str, order: int) -> Playbook:
+Later = tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None]
+
+
+def build_playbook(data: dict[str, Any], file: str, order: int,
+                   later: Callable[[], Later] | None = None) -> Playbook:
+    """`later`: where its steps, `on_resolved` and escalation are found when first asked for,
+    if not in `data` (the parse cache keeps them packed: `parse_cache.unpacked`)."""
     match = data["match"]
     names = match["alertname"]
     return _built(
@@ -134,14 +141,15 @@ def build_playbook(data: dict[str, Any], file: str, order: int) -> Playbook:
         on_resolved_when=data.get("on_resolved_when", "changed"),
         # Only what they are made from is kept (the rest of the playbook's data is let go:
         # fewer objects for the collection before the freeze to walk).
-        _later=(data.get("steps", ()), data.get("on_resolved", ()), data.get("escalation")),
+        _later=later or (data.get("steps", []), data.get("on_resolved", []),
+                         data.get("escalation")),
     )
 
 
 # Built when first asked for: matching a rule set (and checking it across files) needs none
 # of them, and most playbooks of a large one never see an alert (2 000 playbooks' steps and
 # escalations were half of building them, 10-15 ms of every start-up).
-_LATER = frozenset({"steps", "on_resolved", "escalation"})
+LATER = ("steps", "on_resolved", "escalation")
 
 
 def _build_later(steps: list[dict[str, Any]], on_resolved: list[dict[str, Any]],

@@ -19,6 +19,7 @@ and only if its checksum matches: a file cut short or damaged is never unmarshal
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import marshal
@@ -26,10 +27,12 @@ import os
 import stat
 import sys
 import tempfile
+from typing import Any
 
 import yaml
 
 from . import source as _source
+from .models import LATER, Later
 from .source import Problem, Source, load_source, packed_positions
 
 log = logging.getLogger(__name__)
@@ -79,7 +82,9 @@ class ParseCache:
     and the rest: a marshalled tuple (entries, context, checked). `entries` maps the SHA-256
     of each rule file's text to what parsing it produced, marshalled when it was parsed
     (whatever the validator does with the data afterwards is never written back); `checked`
-    maps it to what validating it found under `context` (`validated`)."""
+    maps it to what validating it found under `context` (`validated`). Of a playbook, what
+    matching needs is unmarshalled with its file, its steps, `on_resolved` and escalation when
+    it is first asked for them (`later`), or when the file is validated (`unpack`)."""
 
     def __init__(self, directory: str):
         self.version = _parser_version()
@@ -87,6 +92,7 @@ class ParseCache:
         self.path = os.path.join(directory, f"{PREFIX}{self.version}{SUFFIX}")
         self._old: dict[str, bytes] | None = None  # read at the first file (while the rule
         self._new: dict[str, bytes] = {}  # set loads, with the garbage collector paused)
+        self._packed: dict[str, bytes] = {}  # what `load` left packed of the files found
         # What validation depends on besides a file's text (set by the validator); None:
         # validation results are neither read nor kept.
         self.context: str | None = None
@@ -102,13 +108,16 @@ class ParseCache:
             self._old = self._read()
         digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
         entry = self._old.get(digest)
-        found = _decode(file, entry) if isinstance(entry, bytes) else None
-        if found is None:
+        decoded = _decode(file, entry) if isinstance(entry, bytes) else None
+        if decoded is None:
             self.misses += 1
             found = load_source(file, text)  # a syntax error raises: nothing to keep
             entry = _encode(found)
         else:
             self.hits += 1
+            found, packed = decoded
+            if packed is not None:
+                self._packed[digest] = packed
         if entry is not None:
             self._new[digest] = entry
         return found, digest
@@ -125,6 +134,19 @@ class ParseCache:
         self._new_checked[key] = found
         return found  # type: ignore[return-value]
 
+    def later(self, key: str, i: int) -> functools.partial[Later] | None:
+        """Where playbook `i` of the file of `key` finds what `load` left packed of it."""
+        packed = self._packed.get(key)
+        return functools.partial(unpacked, packed, i) if packed is not None else None
+
+    def unpack(self, key: str, source: Source) -> None:
+        """Put back into `source` (loaded for `key`) what `load` left packed: the validator
+        reads all of it."""
+        packed = self._packed.get(key)
+        if packed is not None:
+            for data, parts in zip(source.data["playbooks"], marshal.loads(packed), strict=True):
+                data.update(parts)  # their keys are there, in the file's order
+
     def keep(self, key: str, checked: Checked) -> None:
         """Keep what validating the file of `key` found under this `context`."""
         if self.context is not None:
@@ -136,6 +158,7 @@ class ParseCache:
         anew (a rule set's cache holds that rule set: removed files leave with the next
         change)."""
         old, new, self._old, self._new = self._old or {}, self._new, {}, {}  # garbage now
+        self._packed = {}  # each playbook holds its own (`later`)
         checked, self._old_checked, self._new_checked = self._new_checked, {}, {}
         if not self.misses and new.keys() == old.keys() and not self.checked_misses:
             return
@@ -210,16 +233,36 @@ def _encode(found: Source) -> bytes | None:
             positions.count("\n") != len(found.positions) + 1:
         return None
     try:
-        return marshal.dumps((found.data, positions, problems))
+        return marshal.dumps((*_packed(found.data), positions, problems))
     except ValueError:
         return None
 
 
-def _decode(file: str, entry: bytes) -> Source | None:
+def _packed(data: Any) -> tuple[Any, bytes | None]:
+    """The file's data with its playbooks' steps, `on_resolved` and escalation marshalled
+    apart: a start-up unmarshals what matching and the checks across files need (5 of 12 us
+    an entry of two playbooks), a playbook the rest when it is first asked for. Their keys
+    stay, holding None until `unpack`, so that the data put back has the file's key order."""
+    playbooks = data.get("playbooks") if isinstance(data, dict) else None
+    if not isinstance(playbooks, list) or not all(isinstance(pb, dict) for pb in playbooks):
+        return data, None
+    heads = [{key: None if key in LATER else value for key, value in pb.items()}
+             for pb in playbooks]
+    return {**data, "playbooks": heads}, marshal.dumps(
+        [{key: pb[key] for key in LATER if key in pb} for pb in playbooks])
+
+
+def unpacked(packed: bytes, i: int) -> Later:
+    """Playbook `i`'s steps, `on_resolved` and escalation, as `_packed` set them aside."""
+    parts = marshal.loads(packed)[i]
+    return parts.get("steps", []), parts.get("on_resolved", []), parts.get("escalation")
+
+
+def _decode(file: str, entry: bytes) -> tuple[Source, bytes | None] | None:
     try:
-        data, positions, problems = marshal.loads(entry)
-        if not isinstance(positions, str):
+        data, packed, positions, problems = marshal.loads(entry)
+        if not isinstance(positions, str) or not (packed is None or isinstance(packed, bytes)):
             return None
-        return Source(file, data, positions, [Problem(file, *p) for p in problems])
+        return Source(file, data, positions, [Problem(file, *p) for p in problems]), packed
     except (EOFError, TypeError, ValueError):  # not an entry this code wrote: parse instead
         return None

@@ -12,7 +12,7 @@ import os
 import re
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -24,7 +24,7 @@ from ..actions.base import Action, check_params, has_template, parse_duration
 from ..actions.registry import ACTIONS, BUILTIN, PLUGIN_PROBLEMS, get_action
 from .index import RuleSet
 from .matchers import Matcher, MatcherError, parse_matcher
-from .models import Playbook, build_playbook
+from .models import Later, Playbook, build_playbook
 from .parse_cache import ParseCache
 from .schema import FILE, compile_shape, did_you_mean
 from .source import Path, Problem, Source, SourceError, load_source
@@ -235,8 +235,10 @@ def validate_text(file: str, text: str, into: Validation, known_sinks: set[str] 
     if known is not None:
         into.problems.extend(Problem(file, *p) for p in known[0])
         for i in known[1]:
-            _accept(source, i, into)
+            _accept(source, i, into, cache.later(key, i))  # type: ignore[union-attr]
         return
+    if cache is not None:
+        cache.unpack(key, source)
     start = len(into.problems)
     accepted = _validate_source(source, into, known_sinks)
     found = into.problems[start:]
@@ -262,8 +264,10 @@ def _validate_source(source: Source, into: Validation, known_sinks: set[str] | N
     return accepted
 
 
-def _accept(source: Source, i: int, into: Validation) -> None:
-    pb = build_playbook(source.data["playbooks"][i], source.file, order=len(into.playbooks))
+def _accept(source: Source, i: int, into: Validation,
+            later: Callable[[], Later] | None = None) -> None:
+    pb = build_playbook(source.data["playbooks"][i], source.file, order=len(into.playbooks),
+                        later=later)
     into.playbooks.append(pb)
     into.origins[pb.order] = (source, ("playbooks", i))
 

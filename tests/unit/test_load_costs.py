@@ -118,6 +118,32 @@ def test_a_second_load_parses_and_validates_nothing_and_finds_the_same(tmp_path,
     assert [p.line for p in fresh.problems] == [9, 13]  # located from the cache too
 
 
+def test_steps_found_in_the_cache_are_unmarshalled_when_asked_for_or_validated(
+        tmp_path, monkeypatch):
+    """A start-up unmarshals what matching needs of each file; a playbook's steps,
+    `on_resolved` and escalation wait for their first use, or for the file's validation
+    (another context: they are put back, and validated like a fresh parse's)."""
+    from remediator.playbooks import validate
+
+    rules = _write(tmp_path / "rules", 3)
+    (rules / "pb001.yaml").write_text(PLAYBOOK.format(i=1).replace(
+        "    guards:", "    escalation: {sinks: [files], next_steps: [page]}\n    guards:"))
+    fresh = validate_paths([str(rules)])
+    _load([rules], tmp_path / "cache")
+    cache, found = _load([rules], tmp_path / "cache")
+    assert cache.checked_hits == 3
+    assert all(callable(vars(pb)["_later"]) for pb in found.playbooks)  # still packed
+    _same(fresh, found)
+    assert found.playbooks[1].escalation.next_steps == ("page",)
+    checked = _checks(monkeypatch)
+    monkeypatch.setattr(validate, "_code_stamp", lambda: "other code")
+    cache, again = _load([rules], tmp_path / "cache")
+    assert (cache.hits, cache.checked_hits, len(checked)) == (3, 0, 3)  # parsed, not checked
+    _same(fresh, again)
+    refused = validate_paths([str(rules)], set(), ParseCache(str(tmp_path / "cache")))
+    assert [p.message[:35] for p in refused.problems] == ["escalation sink 'files' is not conf"]
+
+
 def test_a_validation_result_is_kept_only_for_its_context(tmp_path, monkeypatch):
     """What the validator found is reused only for the same text under the same sinks,
     installed actions, code and libraries: each change validates every file again."""
