@@ -38,6 +38,8 @@ class PayloadError(ValueError):
 
 @dataclass(frozen=True)
 class Alert:
+    """One alert of a notification, as validated (`parse_notification`): untrusted values."""
+
     status: str
     labels: dict[str, str]
     annotations: dict[str, str]

@@ -31,6 +31,8 @@ MIN_TOKEN_CHARS = 16  # a shorter token is guessable over the network
 
 @dataclass(frozen=True)
 class Principal:
+    """Who is calling, as authenticated: the name recorded as the actor, and its role."""
+
     name: str
     role: str  # webhook | viewer | operator | anonymous (--allow-unauthenticated)
 

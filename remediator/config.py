@@ -34,6 +34,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class Config:
+    """The process configuration (README: Configuration): file, environment and flags."""
+
     listen: str = "127.0.0.1:9095"
     mode: str = "dry-run"
     store: str = "sqlite:///remediator.db"

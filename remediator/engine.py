@@ -45,6 +45,8 @@ _finishing: contextvars.ContextVar[tuple[str, int] | None] = contextvars.Context
 
 @dataclass
 class Engine:
+    """Decides what each alert does: match, guards, steps, escalation."""
+
     rules: RuleSet
     store: Store
     guards: Guards

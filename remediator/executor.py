@@ -46,6 +46,8 @@ async def live_runner(action: Action, params: dict[str, Any], ctx: ActionContext
 
 @dataclass
 class StepRecord:
+    """What one step did (or would have done): recorded in the decision."""
+
     name: str
     action: str
     params: dict[str, Any]
@@ -74,6 +76,8 @@ class StepRecord:
 
 @dataclass
 class Executor:
+    """Runs a step's action: deadlines, retries and the bounded call slots."""
+
     runner: Runner = live_runner
     retry_wait: float = 0.5  # first backoff; doubles up to retry_wait_max
     retry_wait_max: float = 10.0

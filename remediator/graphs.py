@@ -31,6 +31,8 @@ _COMPARISON = re.compile(r"^(?P<expr>.+?)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?:bool\s+
 
 @dataclass
 class Graph:
+    """A chart to draw: the query's series, its threshold and remediator's markers."""
+
     title: str
     expr: str = ""
     threshold: float | None = None

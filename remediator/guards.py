@@ -41,6 +41,8 @@ LOCK_WAIT = 600.0
 
 @dataclass(frozen=True)
 class Block:
+    """Why a guard refused a run (or a step), and whether that escalates."""
+
     guard: str
     detail: str
     escalate: bool = True
@@ -56,6 +58,8 @@ RESOLVED_BLOCK = Block("resolved", "not run: the alert's resolution had already 
 
 @dataclass
 class GuardContext:
+    """One run's view for its guards: the playbook, the alert and the target."""
+
     playbook: Playbook
     alert: Alert
     execution_id: str

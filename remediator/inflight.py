@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 
 @dataclass
 class _Run:
+    """An execution running in this process: its alert episode, set when it stops, and the
+    wait its episode's resolution cancels."""
+
     episode: str
     done: asyncio.Event = field(default_factory=asyncio.Event)
     waiting: asyncio.Task[object] | None = None

@@ -20,6 +20,8 @@ from .. import ca_bundle
 
 @dataclass
 class Backends:
+    """Where the actions' peers are, and the clients shared by every call."""
+
     prometheus_url: str = "http://127.0.0.1:9090"
     alertmanager_url: str = "http://127.0.0.1:9093"
     http_timeout: float = 10.0  # read timeout of HTTP and Kubernetes calls

@@ -74,6 +74,8 @@ class ParamError(ValueError):
 
 @dataclass(frozen=True)
 class Param:
+    """One parameter of an action: its type, and the checks the validator applies to it."""
+
     type: str  # string | integer | number | boolean | duration | list | mapping | any
     required: bool = False
     default: Any = None

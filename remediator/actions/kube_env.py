@@ -27,6 +27,8 @@ def env_value(value: Any) -> str:
 
 @dataclass(frozen=True)
 class EnvPlan:
+    """What setting environment variables would change, and what they were before."""
+
     patch: dict[str, Any] | None  # None: every selected container already has these values
     previous: dict[str, dict[str, Any]]  # container -> {NAME: value before, None if unset}
     changed: list[str]  # containers whose env the patch changes

@@ -25,6 +25,8 @@ _SKIP_ANNOTATIONS = frozenset({
 
 @dataclass(frozen=True)
 class RolloutState:
+    """A rollout's progress, as `kubectl rollout status` reports it."""
+
     done: bool
     message: str
     counts: dict[str, int]
@@ -122,6 +124,8 @@ class UndoRefused(Exception):
 
 @dataclass(frozen=True)
 class UndoPlan:
+    """The revision a rollback leaves and the one it returns to, with its patch."""
+
     from_revision: int
     to_revision: int
     patch: list[dict[str, Any]] | None  # None: the template already matches (kubectl skips)

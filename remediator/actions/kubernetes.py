@@ -310,6 +310,8 @@ class SetEnv(KubeAction):
 
 @dataclass(frozen=True)
 class _Readable:
+    """A kind `kubernetes.get` may read: its client API, method stem and RBAC group."""
+
     api: str  # kube_client API key
     stem: str  # method-name stem: read_namespaced_<stem>, list_namespaced_<stem>
     group: str  # RBAC API group

@@ -22,6 +22,8 @@ class MatcherError(ValueError):
 
 @dataclass(frozen=True)
 class Matcher:
+    """One label matcher (`name="value"`, `!=`, `=~`, `!~`); its regex compiled once."""
+
     name: str
     op: str
     value: str

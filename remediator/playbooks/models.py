@@ -15,6 +15,8 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True)
 class Step:
+    """One step of a playbook: an action, its parameters, and how it runs."""
+
     name: str
     action: str
     params: dict[str, Any]
@@ -55,6 +57,8 @@ def _built(cls: type[_T], **values: Any) -> _T:
 
 @dataclass(frozen=True)
 class Escalation:
+    """Whom a playbook's note goes to, how urgently, and when it is raised."""
+
     severity: str = "warning"
     respond_within: float | None = None
     owner: str = ""
@@ -70,6 +74,8 @@ class Escalation:
 
 @dataclass(frozen=True)
 class Playbook:
+    """A validated playbook: what it matches and what it does."""
+
     name: str
     file: str
     order: int

@@ -44,6 +44,8 @@ MAX_NODES = 200_000
 
 @dataclass(frozen=True, order=True)
 class Problem:
+    """A finding located at `file:line:col` (errors refuse the rule set)."""
+
     file: str
     line: int
     col: int

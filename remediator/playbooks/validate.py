@@ -57,6 +57,8 @@ class RulesError(ValueError):
 
 @dataclass
 class Validation:
+    """What validating a rule set found, and the playbooks that have no error."""
+
     playbooks: list[Playbook] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     # Where each accepted playbook was defined (by its `order`), for later, cross-file checks.

@@ -69,6 +69,8 @@ PAUSED, RESOLVED, LOCKED = "paused", "resolved", "locked"
 
 @dataclass(frozen=True)
 class Enqueued:
+    """What an intake did with a notification's alerts."""
+
     accepted: int
     duplicates: int
 

@@ -45,6 +45,8 @@ _PACK_OVER = 256
 
 @dataclass
 class Ref:
+    """A reference (the preset dictionary records are compressed against), by its id."""
+
     id: int
     created: float
     data: bytes
