@@ -55,6 +55,8 @@ _ABSENT = "<absent>"
 
 @dataclass
 class CaseResult:
+    """One test case's outcome: its failures, and the decisions it saw."""
+
     name: str
     failures: list[str] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
