@@ -399,17 +399,13 @@ class Engine:
             record.outcome = "failed"
             record.detail = "refused: " + "; ".join(m for _, m in problems)
             return record
-        if asked is not None and redact.value(params) != redact.value(asked["params"]):
-            record.outcome = "failed"
-            if asked["outcome"] == "running":  # a change: as it was, it may have taken effect
-                record.params, record.mutating, record.uncertain = asked["params"], True, True
-                record.detail = ("interrupted by a restart while running; the playbook now "
-                                 "gives it other parameters (it was reloaded), so it is not "
-                                 "repeated: it may or may not have taken effect as it was")
-            else:
-                record.detail = ("refused: its parameters changed since its approval was asked "
-                                 "(the playbook was reloaded); it was not run: what was "
-                                 "approved is not what would run")
+        changed = asked is not None and redact.value(params) != redact.value(asked["params"])
+        if changed and asked["outcome"] == "running":  # as it was, it may have taken effect
+            record.outcome, record.params = "failed", asked["params"]
+            record.mutating = record.uncertain = True
+            record.detail = ("interrupted by a restart while running; the playbook now gives "
+                             "it other parameters (it was reloaded), so it is not repeated: it "
+                             "may or may not have taken effect as it was")
             return record
         record.mutating = action.mutates(params)
         # The alert's resolution is in (being processed here; acknowledged and queued, as when
@@ -434,6 +430,12 @@ class Engine:
             if block is not None:
                 record.outcome, record.guard, record.detail = "blocked", block.guard, block.detail
                 return record
+        if changed:  # approved, as the approver saw it then
+            record.outcome = "failed"
+            record.detail = ("refused: its parameters changed since its approval was asked (the "
+                             "playbook was reloaded); it was not run: what was approved is not "
+                             "what would run")
+            return record
         if planning:
             approval = " (after approval)" if step.approval and record.mutating else ""
             record.detail = condition + action.describe(params) + approval

@@ -137,6 +137,14 @@ def test_an_approval_does_not_admit_a_step_a_reload_changed_since_it_was_asked(t
     h.service.reload()
     assert run(h.service.approve(pending["id"], by="a"))["outcome"] == "succeeded"
     assert h.calls == [pending["id"]]
+    # A rejection is a rejection, changed step or not.
+    [pending] = run(h.fire(web(2), at=240))
+    rules.write_text(rules.read_text().replace("9/restart-everything", "9/restart"))
+    h.service.reload()
+    rejected = run(h.service.approve(pending["id"], by="a", approve=False))
+    assert (rejected["outcome"], rejected["reason"]) == (
+        "blocked", "approval_denied: step 'restart': approval rejected by a")
+    assert len(h.calls) == 1
     run(h.service.stop())
 
 
