@@ -85,7 +85,8 @@ def _needs(request: web.Request) -> str | None:
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every request's one middleware. 401 without valid credentials, 403 with credentials
     that lack the role; a store that cannot answer is a 503 on every endpoint (approve, API
-    reads, console), never a 500: the work is not lost, the caller should retry. For
+    reads, console), never a 500: the work is not lost, the caller should retry; a body that
+    cannot be decoded (its Content-Encoding) is a 400 everywhere. For
     /alerts also `remediator_webhook_requests_total{code}` for every answer, 401s included,
     and processing keeps to its share of the loop while one is in flight (turns.py).
 
@@ -106,6 +107,11 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         except StoreUnavailable as exc:
             log.error("store unavailable answering %s %s: %s", request.method, request.path, exc)
             response = _error(503, f"store unavailable, retry: {exc}")
+        except web.RequestPayloadError as exc:
+            # aiohttp decodes a body's Content-Encoding as it is read: a `gzip` body that is
+            # not gzip raises here, in the webhook's or a console form's handler.
+            reason = getattr(exc.__cause__, "message", "") or str(exc)  # not "400, message:"
+            response = _error(400, f"cannot read the request body: {reason}")
     if webhook:
         metrics = request.app[SERVICE].metrics
         counter = metrics.webhook_codes.get(response.status)

@@ -1,5 +1,6 @@
 """POST /alerts over real HTTP: acknowledgement, idempotency, bad input, and the API around it."""
 
+import gzip
 import hashlib
 import json
 
@@ -63,6 +64,15 @@ def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(worker_factor
         assert (got, message in answer["error"]) == (status, True), (body[:40], answer)
     got, answer = http("POST", url, b"a=b", {**auth, "Content-Type": "application/x-www-form-urlencoded"})
     assert got == 415 and "application/json" in answer["error"]
+    # A body its Content-Encoding cannot decode fails as it is read, in any handler: a 400
+    # that says so (it was a 500), on the webhook and on a console form alike.
+    gzipped = {**auth, "Content-Encoding": "gzip"}
+    for path, body, kind in (("/alerts", b"{}", "application/json"),
+                             ("/ui/login", b"user=a&password=b", "application/x-www-form-urlencoded")):
+        got, answer = http("POST", f"{w.url}{path}", body, {**gzipped, "Content-Type": kind})
+        assert got == 400 and "content-encoding: gzip" in answer["error"], (path, body, answer)
+    empty = json.dumps({"version": "4", "alerts": []}).encode()
+    assert http("POST", url, gzip.compress(empty), gzipped)[0] == 202
     # Nothing valid was lost: a good alert after all that still goes through.
     good = notification(alert("DemoDown", namespace="demo", deployment="web", fingerprint="ok"))
     assert w.post_alerts(good)[0] == 202
