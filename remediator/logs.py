@@ -15,6 +15,7 @@ import threading
 import time
 
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 from . import redact
 from .alerts import rfc3339
@@ -46,6 +47,27 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return redact.text(super().format(record))
 
+
+class _BadRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse at error level, with a traceback and the raw
+    header line it choked on. That is the client's mistake, not the server's, and the line
+    can be an `Authorization` or `Cookie` header (an operator's Basic credentials, a console
+    session: secrets redaction cannot know by value). Kept as one warning naming what was
+    wrong: aiohttp's message up to its first colon, never the data after it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            # What precedes aiohttp's first colon names the fault; the data follows it.
+            what = exc.message.partition("\n")[0].partition(":")[0][:200] or type(exc).__name__
+            record.msg, record.args = "%s: bad HTTP request (answered %d): %s", (
+                record.getMessage(), exc.code, what)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_BAD_REQUESTS = _BadRequests()
 
 FLUSH_EVERY = 0.2  # seconds an info line may wait in the buffer (on a pipe or a file)
 
@@ -156,3 +178,4 @@ def setup_logging(level: str = "info", json_format: bool = True) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(_BAD_REQUESTS)  # once, however often set up

@@ -3,7 +3,9 @@ then every log line, note, API answer, metric and stored byte is searched for th
 
 from __future__ import annotations
 
+import base64
 import json
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -121,3 +123,26 @@ def test_no_secret_reaches_logs_notes_api_metrics_or_the_store(tmp_path: Path, w
         f"delivered: http://127.0.0.1:{webhook_receiver.port}/<redacted>"
     assert decision["escalation"]["deliveries"]["slack"] == "spooled"
     assert any(len(text) > 200 for where, text in outputs.items() if where.startswith("note "))
+
+
+def test_a_request_aiohttp_cannot_parse_is_one_warning_without_its_credentials(tmp_path: Path):
+    """aiohttp quotes the header line it chokes on: an operator's Basic credentials or a
+    console session with a stray control character were logged whole, with a traceback at
+    error level (redaction cannot know them by value). Now one warning names the fault."""
+    basic = base64.b64encode(b"alice:Tr0ub4dor-and-3").decode()
+    cookie = "alice|1800000000|1800003600|n0nce|5ec0nd5ecret5ignature"
+    w = WorkerProcess(tmp_path, [str(write_rules(tmp_path / "rules", "playbooks: []\n"))]).start()
+    try:
+        for header in (f"Authorization: Basic {basic}\x01", f"Cookie: remediator_session={cookie}\x01"):
+            with socket.create_connection(("127.0.0.1", w.port), timeout=10) as conn:
+                conn.sendall(f"GET /api/v1/executions HTTP/1.1\r\nHost: x\r\n{header}\r\n\r\n"
+                             .encode())
+                assert conn.recv(4096).split(b" ", 2)[1] == b"400"
+        assert http("GET", f"{w.url}/api/v1/executions", headers=VIEWER)[0] == 200
+    finally:
+        assert w.stop() == 0
+    log = w.log_path.read_text()
+    assert basic not in log and cookie not in log and "Traceback" not in log
+    warnings = [json.loads(line) for line in log.splitlines() if "bad HTTP request" in line]
+    assert [(e["level"], e["msg"].split(": ", 1)[1]) for e in warnings] == \
+        [("warning", "bad HTTP request (answered 400): Invalid header value char")] * 2
