@@ -74,25 +74,39 @@ class Engine:
     async def process(self, item: InboxItem) -> list[dict[str, Any]]:
         """All decisions for one acknowledged alert; the item is done once they are final
         (its last decision's final record marks it done, in the same write)."""
-        alert = Alert.from_dict(item.alert)
-        group = Group.from_dict(item.group)
-        playbooks = self.rules.match(alert.labels, alert.status)
-        ids = [_execution_id(item.dedupe_key, pb.name) for pb in playbooks] or [
-            _execution_id(item.dedupe_key, "")]
-        token = _finishing.set((ids[-1], item.id))
+        token = _finishing.set(None)
         try:
-            if playbooks:
-                decisions = [await self.execute(pb, alert, group, item.dedupe_key, execution_id)
-                             for pb, execution_id in zip(playbooks, ids, strict=True)]
-            else:
-                decision = self._decision(ids[-1], alert, None)
-                decision.update(outcome="no_match", reason="no playbook matches this alert")
-                decisions = [await self._finish(decision)]
+            try:
+                decisions = await self._process(item)
+            except StoreUnavailable:
+                raise  # nothing can be recorded now: the inbox item is retried, not finished
+            except Exception as exc:
+                # A bug outside any execution (reading the stored alert, matching, recording
+                # a decision without a playbook): the acknowledged alert still ends with a
+                # decision that says so, and a note. Its alert-level id, that of `no_match`.
+                failed = _execution_id(item.dedupe_key, "")
+                _finishing.set((failed, item.id))
+                decision = self._decision(failed, _readable(item.alert), None)
+                decisions = [await self._internal_error(decision, exc)]
             if _finishing.get() is not None:  # its last execution was final already
                 await self.store.finish(item.id)
             return decisions
         finally:
             _finishing.reset(token)
+
+    async def _process(self, item: InboxItem) -> list[dict[str, Any]]:
+        alert = Alert.from_dict(item.alert)
+        group = Group.from_dict(item.group)
+        playbooks = self.rules.match(alert.labels, alert.status)
+        ids = [_execution_id(item.dedupe_key, pb.name) for pb in playbooks] or [
+            _execution_id(item.dedupe_key, "")]
+        _finishing.set((ids[-1], item.id))
+        if playbooks:
+            return [await self.execute(pb, alert, group, item.dedupe_key, execution_id)
+                    for pb, execution_id in zip(playbooks, ids, strict=True)]
+        decision = self._decision(ids[-1], alert, None)
+        decision.update(outcome="no_match", reason="no playbook matches this alert")
+        return [await self._finish(decision)]
 
     async def execute(self, pb: Playbook, alert: Alert, group: Group, dedupe_key: str,
                       execution_id: str | None = None) -> dict[str, Any]:
@@ -122,12 +136,8 @@ class Engine:
         except StoreUnavailable:
             raise  # nothing can be recorded now: the inbox item is retried, not finished
         except Exception as exc:  # a bug must not leave an execution running, unrecorded
-            log.exception("execution %s failed unexpectedly", execution_id)
-            decision = self._decision(execution_id, alert, pb, existing)
-            decision.update(outcome="failed", reason=f"internal error: {type(exc).__name__}: "
-                            f"{exc}; nothing further was done")
-            await self._fail_running_steps(decision, exc)
-            return await self._finish(decision, escalate=True)
+            return await self._internal_error(self._decision(execution_id, alert, pb, existing),
+                                              exc)
         finally:
             self._unsaved.pop(execution_id, None)
             self._unrecorded.discard(execution_id)
@@ -235,13 +245,23 @@ class Engine:
             return (run or {}).get("target") or ""
         return None
 
-    async def resume(self, decision: dict[str, Any]) -> dict[str, Any]:
-        """Run a stored execution again (after an approval); its journal skips done steps."""
+    async def resume(self, decision: dict[str, Any], approved: bool = True) -> dict[str, Any]:
+        """Run a stored execution again (after an approval is decided: `approved` or not); its
+        journal skips done steps."""
         pb = self.rules.get(decision["playbook"] or "")
-        if pb is None:
-            raise KeyError(f"playbook {decision['playbook']!r} is no longer loaded")
-        alert = Alert.from_dict(decision["alert"])
-        group = Group.from_dict(decision.get("group") or {})
+        try:
+            alert = Alert.from_dict(decision["alert"])
+            group = Group.from_dict(decision.get("group") or {})
+        except Exception as exc:  # a bug (a record it cannot read): said, never left blocked
+            return await self._internal_error(dict(decision), exc)
+        if pb is None:  # a reload removed it: nothing more can run, and a human must know
+            gone = f"playbook {decision['playbook']!r} is no longer loaded (a reload removed it)"
+            step = decision.get("blocked_step")
+            decision = dict(decision, **(
+                {"outcome": "failed", "reason": f"{gone}: the approved step {step!r} did not run"}
+                if approved else {"reason": f"approval_denied: step {step!r}: approval rejected; "
+                                            f"{gone}"}))
+            return await self._finish(decision, escalate=True)
         return await self.execute(pb, alert, group, alert.dedupe_key)
 
     async def expire_approvals(self) -> int:
@@ -263,6 +283,17 @@ class Engine:
             await self._finish(decision, escalate=True)
             expired += 1
         return expired
+
+    async def _internal_error(self, decision: dict[str, Any], exc: Exception) -> dict[str, Any]:
+        """The one record of a bug met while deciding (in an execution or around it): the
+        decision `failed`, naming the error (redacted with the reason: `_finish`), the step it
+        interrupted failed too, and a note: an acknowledged alert never ends unannounced."""
+        log.error("execution %s failed unexpectedly", decision["id"], exc_info=exc,
+                  extra={"execution_id": decision["id"]})
+        decision.update(outcome="failed", reason=f"internal error: {type(exc).__name__}: "
+                        f"{exc}; nothing further was done")
+        await self._fail_running_steps(decision, exc)
+        return await self._finish(decision, escalate=True)
 
     async def _fail_running_steps(self, decision: dict[str, Any], exc: Exception) -> None:
         """After an internal error, the journaled steps, none left `running` in a final
@@ -543,7 +574,7 @@ class Engine:
                       events: list[Event] | None = None) -> dict[str, Any]:
         decision["finished_at"] = utcnow_iso()
         decision["reason"] = redact.text(decision.get("reason") or "")
-        if escalate and self.escalator is not None and decision.get("playbook"):
+        if escalate and self.escalator is not None:  # without a playbook: the default sinks
             # The target is released already: a success the circuit counts is recorded
             # before the note goes out, or a slow sink lets the playbook run on it again.
             for kind, key, at, data in events or ():
@@ -560,7 +591,7 @@ class Engine:
             dry = decision["mode"] == "dry-run"
             if not dry:
                 await turns.take()
-            pb = self.rules.get(decision["playbook"])
+            pb = self.rules.get(decision["playbook"] or "")
             try:
                 decision["escalation"] = await self.escalator.escalate(
                     decision, pb, deliver=decision["mode"] == "live")
@@ -633,6 +664,24 @@ class Engine:
             "escalation": None,
             "alert": alert.to_dict(),
         }
+
+
+def _readable(data: Any) -> Alert:
+    """A stored alert as far as it can be read, for the record of an error reading it: every
+    field a decision shows, of the type it is shown as (an older or damaged row may lack
+    one)."""
+    data = data if isinstance(data, dict) else {}
+
+    def strings(value: Any) -> dict[str, str]:
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+    ends_at = data.get("endsAt")
+    return Alert(status=str(data.get("status") or "firing"), labels=strings(data.get("labels")),
+                 annotations=strings(data.get("annotations")),
+                 starts_at=str(data.get("startsAt") or ""),
+                 ends_at=None if ends_at is None else str(ends_at),
+                 generator_url=str(data.get("generatorURL") or ""),
+                 fingerprint=str(data.get("fingerprint") or ""))
 
 
 def _resumable(decision: dict[str, Any]) -> bool:

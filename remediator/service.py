@@ -225,20 +225,22 @@ class Service:
                 except LeaseLost as exc:
                     log.error("stopped processing %s: %s", item.dedupe_key, exc)
                     return []  # not ours any more: neither retried nor finished here
-                except StoreUnavailable as exc:
-                    # Nothing could be recorded: process the alert again once the store
-                    # answers (its journal skips what was done). Never dropped, never left for
-                    # a restart.
+                except Exception as exc:
+                    # Nothing could be recorded: the store failed, or a bug met while
+                    # deciding (which the engine records as a failure, with a note) struck
+                    # again as that was recorded. Process the alert again, with backoff (its
+                    # journal skips what was done): never finished without a decision, never
+                    # left for a restart (on SQLite nothing would take it up before one),
+                    # and a slot held meanwhile is what `inbox_retries` and the logs show.
                     self.metrics.inbox_retries.inc()
-                    log.error("store unavailable while processing %s: %s; retrying in %gs",
-                              item.dedupe_key, exc, delay)
+                    if isinstance(exc, StoreUnavailable):
+                        log.error("store unavailable while processing %s: %s; retrying in %gs",
+                                  item.dedupe_key, exc, delay)
+                    else:
+                        log.error("internal error processing %s, not even recorded; retrying "
+                                  "in %gs", item.dedupe_key, delay, exc_info=exc)
                     await self.sleep(delay)
                     delay = min(delay * 2, self.store_retry_max)
-                except Exception:
-                    # A bug must not wedge the inbox: record it, finish the item, keep serving.
-                    log.exception("internal error processing alert %s", item.dedupe_key)
-                    await self.store.finish(item.id)
-                    return []
         finally:  # its dispatcher slot is free: said here, where a done callback was one
             # loop callback more per alert
             self._running.discard(asyncio.current_task())  # type: ignore[arg-type]
@@ -347,11 +349,15 @@ class Service:
             await decide_approval(self.store, f"{execution_id}:{step}",
                                   "approved" if approve else "rejected", self.clock(), by)
         try:
-            result = await self.engine.resume(decision)
-        except (StoreUnavailable, asyncio.CancelledError):
-            raise  # still claimed: resumed from the journal after restart or lease expiry
+            result = await self.engine.resume(decision, approved=approve)
+        except asyncio.CancelledError:
+            raise  # shutdown: still claimed, resumed from the journal after restart
         except Exception:
-            await self.store.finish(item.id)
+            # Nothing could be recorded (the store failed, or even a bug's record did): the
+            # caller hears of it, and the claimed item is processed again by the dispatcher's
+            # retries, with backoff, as any other (an operator approving again would find the
+            # approval decided, and a claim left here waits for a restart on SQLite).
+            self._running.add(asyncio.create_task(self._process(item)))
             raise
         await self.store.finish(item.id)
         return result

@@ -1,0 +1,164 @@
+"""An acknowledged alert never ends without a decision and a note, whatever goes wrong.
+
+A bug outside any execution (reading the stored alert, matching) is recorded `failed` with
+the error named and escalated, as one inside an execution is; when not even that can be
+recorded, the alert is processed again with backoff, never finished unannounced. The same
+holds for an approval's resume.
+
+The faults are real ones, met by the real code paths on the real store: an inbox row that
+lacks a field the reader expects (written by another version, or damaged: `Alert.from_dict`
+trusts what intake validated), a playbook a reload removed, and a store that refuses writes
+to `executions` (a SQLite trigger raising, as a failed write or a newer schema's constraint
+would: the store reports it as it reports any failed write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+from remediator.engine import _execution_id
+from tests.integration.test_guards import Harness, web
+
+SECRET = "hunter2-do-not-leak"
+
+
+def _damaged(n: int, **labels: str) -> tuple[str, dict, dict]:
+    """An inbox row whose alert lacks `annotations`: `Alert.from_dict` raises KeyError."""
+    row = web(n, **labels)
+    del row["annotations"]
+    return f"damaged-{n}", row, {"receiver": "r"}
+
+
+def _refusing(h: Harness) -> sqlite3.Connection:
+    """Make the store refuse every write of a decision record, from another connection to
+    the same file (undone by `_accepting`)."""
+    db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
+    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON executions "
+               "BEGIN SELECT RAISE(ABORT, 'injected: writes refused'); END")
+    return db
+
+
+def _accepting(db: sqlite3.Connection) -> None:
+    db.execute("DROP TRIGGER refuse")
+    db.close()
+
+
+def test_a_bug_reading_an_acknowledged_alert_is_recorded_failed_and_escalated(tmp_path, run):
+    h = run(Harness(tmp_path, "{cooldown: 1m}").start())
+    store = h.service.store
+    # A label carrying a credential: the note shows the labels, redacted as every output.
+    run(store.enqueue([_damaged(0, runbook=f"https://ops:{SECRET}@wiki.example/web")]))
+    [failed] = run(h.service.drain())
+    assert failed["outcome"] == "failed", failed
+    assert failed["reason"].startswith("internal error: KeyError: 'annotations'"), failed
+    assert failed["playbook"] is None and h.calls == []
+    # The note went out (the default sinks: no playbook was matched), and says why.
+    [note] = h.note_files()
+    assert "internal error: KeyError" in note.read_text()
+    assert failed["escalation"]["deliveries"] == {"files": f"delivered: {note}"}
+    stored = run(store.get_execution(failed["id"]))
+    assert stored["outcome"] == "failed"
+    shown = note.read_text() + stored["escalation"]["note"] + stored["reason"]
+    assert SECRET not in shown and "wiki.example" in shown
+    # The item is done: drained again, nothing is decided twice.
+    assert run(store.pending_count()) == 0 and run(h.service.drain()) == []
+    # A healthy alert is still served.
+    assert run(h.fire(web(1)))[0]["outcome"] == "succeeded"
+    run(h.service.stop())
+
+
+def test_a_bug_whose_failure_cannot_be_recorded_is_retried_never_dropped(tmp_path, run):
+    """Not even the failure could be recorded: the item is not finished, but processed
+    again with backoff until it is (here once the store takes writes again)."""
+    h = run(Harness(tmp_path, "{cooldown: 1m}").start())
+    service, store = h.service, h.service.store
+    run(store.enqueue([_damaged(0)]))
+    db = _refusing(h)
+
+    async def scenario() -> list[dict]:
+        [item] = await store.claim(1)
+        task = asyncio.create_task(service._process(item))
+        before = h.clock.now
+        for _ in range(200):  # the first attempts fail, each retried after a backoff
+            if service.metrics.inbox_retries._value.get() >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert h.clock.now - before >= 1 + 2  # backing off (1 s doubling), not spinning
+        assert not task.done() and await store.pending_count() == 1  # not finished
+        assert await store.get_execution(_execution_id(item.dedupe_key, "")) is None
+        _accepting(db)
+        return await asyncio.wait_for(task, 10)
+
+    [failed] = run(scenario())
+    assert failed["outcome"] == "failed" and "KeyError" in failed["reason"]
+    assert run(store.get_execution(failed["id"]))["outcome"] == "failed"
+    assert run(h.service.drain()) == []  # finished with its record, once
+    run(h.service.stop())
+
+
+def test_an_approval_of_a_playbook_a_reload_removed_fails_with_a_note(tmp_path, run):
+    """Approving a step whose playbook is gone: nothing runs, the execution is final
+    (`failed`, not left blocked on an approval nobody can give again) and a human hears."""
+    h = run(Harness(tmp_path, "{cooldown: 1m}", approval=True).start())
+    [pending] = run(h.fire(web(0)))
+    assert pending["outcome"] == "blocked", pending
+    rules = tmp_path / "rules" / "web.yaml"
+    rules.write_text(rules.read_text().replace("name: restart-web", "name: restart-web-v2"))
+    h.service.reload()
+    notes = len(h.note_files())
+    resumed = run(h.service.approve(pending["id"], by="alice"))
+    assert resumed["outcome"] == "failed", resumed
+    assert "'restart-web' is no longer loaded" in resumed["reason"]
+    assert "'restart' did not run" in resumed["reason"]
+    assert h.calls == [] and resumed["escalation"] is not None
+    assert len(h.note_files()) == notes  # the same note (one per execution), told again
+    assert "no longer loaded" in h.note_files()[0].read_text()
+    assert run(h.service.store.get_execution(pending["id"]))["outcome"] == "failed"
+    assert run(h.service.drain()) == []  # its item is done
+    run(h.service.stop())
+
+
+def test_a_rejection_of_a_playbook_a_reload_removed_stays_a_rejection(tmp_path, run):
+    h = run(Harness(tmp_path, "{cooldown: 1m}", approval=True).start())
+    [pending] = run(h.fire(web(0)))
+    rules = tmp_path / "rules" / "web.yaml"
+    rules.write_text(rules.read_text().replace("name: restart-web", "name: restart-web-v2"))
+    h.service.reload()
+    rejected = run(h.service.approve(pending["id"], by="alice", approve=False))
+    assert rejected["outcome"] == "blocked", rejected
+    assert rejected["reason"].startswith("approval_denied: step 'restart': approval rejected")
+    assert h.calls == []
+    run(h.service.stop())
+
+
+def test_an_approved_resume_the_store_refused_is_taken_over_not_left_claimed(tmp_path, run):
+    """The store refused the resume's writes: the operator hears (the error), and the
+    claimed alert is processed again with backoff, so the approved step runs once the
+    store takes writes, without a restart (a claim left behind waited for one)."""
+    h = run(Harness(tmp_path, "{cooldown: 1m}", approval=True).start())
+    [pending] = run(h.fire(web(0)))
+    db = _refusing(h)
+
+    async def scenario() -> dict:
+        try:
+            await h.service.approve(pending["id"], by="alice")
+        except Exception as exc:  # the store refused (the API answers 503)
+            assert "writes refused" in str(exc)
+        else:
+            raise AssertionError("the refused resume did not say so")
+        assert h.calls == []
+        _accepting(db)
+        for _ in range(500):
+            done = await h.service.store.get_execution(pending["id"])
+            if done["outcome"] != "blocked" and not h.service._running:
+                return done
+            await asyncio.sleep(0.01)
+        raise AssertionError("the approved resume was never taken up again")
+
+    resumed = run(scenario())
+    assert resumed["outcome"] == "succeeded", resumed
+    assert h.calls == [pending["id"]]  # once
+    assert run(h.service.drain()) == []
+    run(h.service.stop())
+
