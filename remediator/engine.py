@@ -340,6 +340,11 @@ class Engine:
             if done and done["outcome"] not in ("blocked", "running"):
                 records.append(done)
                 ctx["steps"][step.name] = template_context.step_view(done)
+                # A failure journaled before the run's final record (an interrupted change,
+                # failed as such, then the store refused or a crash cut off that record):
+                # decided again as it was then, never continued past as if it had succeeded.
+                if done["outcome"] == "failed" and (stop := _after_failure(decision, step, done)):
+                    return stop
                 continue
             if unsaved := self._unsaved.pop(decision["id"], None):  # before the next step
                 await self._journal(decision, *unsaved)
@@ -382,13 +387,8 @@ class Engine:
                     return "succeeded"
                 decision["reason"] = f"the alert resolved {when} step {step.name!r}{what}"
                 return "resolved"
-            if record.outcome == "failed":
-                decision["reason"] = f"step {step.name!r} failed: {record.detail}"
-                if record.uncertain:  # a change in an unknown state: a human must look
-                    return "failed"
-                if step.on_failure == "continue":
-                    continue
-                return "escalated" if step.on_failure == "escalate" else "failed"
+            if record.outcome == "failed" and (stop := _after_failure(decision, step, journaled)):
+                return stop
         return outcome
 
     async def _run_step(self, step: Step, ctx: dict[str, Any], gc: GuardContext,
@@ -664,6 +664,17 @@ class Engine:
             "escalation": None,
             "alert": alert.to_dict(),
         }
+
+
+def _after_failure(decision: dict[str, Any], step: Step, record: dict[str, Any]) -> str | None:
+    """A failed step's outcome for its run (None: the run continues, `on_failure:
+    continue`), its reason recorded."""
+    decision["reason"] = f"step {step.name!r} failed: {record.get('detail') or ''}"
+    if record.get("uncertain"):  # a change in an unknown state: a human must look
+        return "failed"
+    if step.on_failure == "continue":
+        return None
+    return "escalated" if step.on_failure == "escalate" else "failed"
 
 
 def _readable(data: Any) -> Alert:

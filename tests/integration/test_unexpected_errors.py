@@ -15,10 +15,13 @@ would: the store reports it as it reports any failed write).
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 
+from remediator.alerts import parse_notification
 from remediator.engine import _execution_id
 from tests.integration.test_guards import Harness, web
+from tests.support.payloads import notification
 
 SECRET = "hunter2-do-not-leak"
 
@@ -162,3 +165,72 @@ def test_an_approved_resume_the_store_refused_is_taken_over_not_left_claimed(tmp
     assert run(h.service.drain()) == []
     run(h.service.stop())
 
+
+def test_a_change_whose_record_the_store_refused_is_never_made_again(tmp_path, run):
+    """Hostile: the approved restart ran, then the store refused its final record. The
+    retries that take the claimed alert over must not restart it again: the change was
+    made or may have been (its intent is journaled, its result was not), so it fails
+    `uncertain` and escalates, once the store takes writes again."""
+    h = run(Harness(tmp_path, "{cooldown: 1m}", approval=True).start())
+    [pending] = run(h.fire(web(0)))
+    db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
+    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON executions WHEN NEW.outcome "
+               "NOT IN ('running', 'blocked') BEGIN SELECT RAISE(ABORT, 'injected'); END")
+
+    async def scenario() -> dict:
+        try:
+            await h.service.approve(pending["id"], by="alice")
+        except Exception as exc:  # the store refused its final record
+            assert "injected" in str(exc)
+        else:
+            raise AssertionError("the refused record did not say so")
+        assert h.calls == [pending["id"]]
+        await asyncio.sleep(0.05)  # the retries run meanwhile, and fail
+        assert h.service.metrics.inbox_retries._value.get() >= 1
+        _accepting(db)
+        for _ in range(500):
+            done = await h.service.store.get_execution(pending["id"])
+            if done["outcome"] not in ("blocked", "running") and not h.service._running:
+                return done
+            await asyncio.sleep(0.01)
+        raise AssertionError("never recorded")
+
+    after = run(scenario())
+    assert after["outcome"] == "failed" and "interrupted" in after["reason"], after["reason"]
+    assert after["escalation"] is not None
+    assert h.calls == [pending["id"]]  # made once, never again
+    run(h.service.stop())
+
+
+def test_an_interrupted_change_failed_in_the_journal_is_never_continued_past(tmp_path, run):
+    """Hostile: the change ran and its record was refused; processed again, the run failed
+    the interrupted change (`uncertain`, journaled) and that final record was refused too
+    (or cut off by a crash). Processed once more, the run read that failure from its
+    journal as a step done, went on, and recorded `succeeded`: a change nobody can vouch
+    for reported fixed, the steps after it run, and a success counted by the circuit."""
+    h = run(Harness(tmp_path, "{cooldown: 1m, circuit_breaker: {max_refires: 3, window: 1h}}"
+                    ).start())
+    db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
+    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON executions WHEN NEW.outcome "
+               "NOT IN ('running', 'blocked') BEGIN SELECT RAISE(ABORT, 'injected'); END")
+    service = h.service
+
+    async def scenario() -> dict:
+        await service.intake(parse_notification(json.dumps(notification(web(0))).encode()))
+        [item] = await service.store.claim(1)
+        task = asyncio.create_task(service._process(item))
+        for _ in range(200):  # the change is made; its record, then its failure's, refused
+            if service.metrics.inbox_retries._value.get() >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert h.calls and not task.done()
+        _accepting(db)
+        [decision] = await asyncio.wait_for(task, 10)
+        return decision
+
+    decision = run(scenario())
+    assert decision["outcome"] == "failed", (decision["reason"], decision["steps"])
+    assert "interrupted" in decision["reason"] and decision["steps"][0]["uncertain"]
+    assert decision["escalation"] is not None and len(h.calls) == 1
+    assert run(service.store.count_events("success", "restart-web:prod/deployment/web", 0)) == 0
+    run(service.stop())
