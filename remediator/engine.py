@@ -577,8 +577,8 @@ class Engine:
         if escalate and self.escalator is not None:  # without a playbook: the default sinks
             # The target is released already: a success the circuit counts is recorded
             # before the note goes out, or a slow sink lets the playbook run on it again.
-            for kind, key, at, data in events or ():
-                await self.store.record_event(kind, key, at, data)
+            for kind, key, at, data in events or ():  # durably, as the guards ask
+                await self.store.record_event(kind, key, at, data, durable=True)
             events = None
             if unsaved := self._unsaved.pop(decision["id"], None):  # so is the journal
                 await self._journal(decision, *unsaved)
@@ -609,7 +609,8 @@ class Engine:
         finishes = finishing[1] if finishing is not None and finishing[0] == decision["id"] else None
         unsaved = self._unsaved.get(decision["id"])
         await self.store.save_execution(decision, events, finishes=finishes,
-                                        steps=dict([unsaved]) if unsaved else None)
+                                        steps=dict([unsaved]) if unsaved else None,
+                                        durable=bool(events))
         resumed = time.perf_counter()
         self._unsaved.pop(decision["id"], None)
         self._unrecorded.discard(decision["id"])

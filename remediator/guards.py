@@ -154,7 +154,11 @@ class Guards:
     async def after_execution(self, gc: GuardContext, outcome: str) -> list[Event]:
         """Release the target; return the events to record with the final decision (a
         success, which the circuit counts): in the same write, so a crash never counts one
-        twice (before it, when a note is delivered first: Engine._finish)."""
+        twice (before it, when a note is delivered first: Engine._finish). That write is
+        durable, as an admission is: the circuit lets the next run change the target on
+        this count, and a success lost with a database crash (the final write committing
+        asynchronously, like the rest of the journal) let one run more than `max_refires`
+        through. Only live successes with a target, the rare writes, wait for the flush."""
         await self.release(gc)
         if outcome == "succeeded" and gc.mode == "live" and gc.target:
             return [("success", gc.circuit, self.clock(), {})]

@@ -133,12 +133,15 @@ class Store(Protocol):
     # executions: the audit trail, shaped as the contract's decision JSON
     async def save_execution(self, decision: dict[str, Any], events: list[Event] | None = None,
                              finishes: int | None = None,
-                             steps: dict[int, dict[str, Any]] | None = None) -> None:
+                             steps: dict[int, dict[str, Any]] | None = None,
+                             durable: bool = False) -> None:
         """Record the decision, with `events`, its journal entries `steps` (index -> record,
         as `save_step`), and mark inbox item `finishes` done (as `finish`), in one atomic
         write: a final decision and its item's completion are recorded together or not at
         all. That write takes no turn after it (turns.py): only the decision's log line and
-        its task's end follow it."""
+        its task's end follow it. `durable`: outlives a crash of the database once it
+        returns, as an admission (a circuit breaker's success: what a later run is allowed
+        on)."""
         ...
 
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None: ...
@@ -157,8 +160,9 @@ class Store(Protocol):
     async def completed_steps(self, execution_id: str) -> dict[int, dict[str, Any]]: ...
 
     # guard state: events (timestamps per key) and key/value state
-    async def record_event(self, kind: str, key: str, at: float, data: dict | None = None) -> None:
-        ...
+    async def record_event(self, kind: str, key: str, at: float, data: dict | None = None,
+                           durable: bool = False) -> None:
+        """`durable`: as `save_execution`'s."""
 
     async def events_since(self, kind: str, key: str, since: float) -> list[tuple[float, dict]]:
         ...

@@ -898,10 +898,12 @@ class PostgresStore:
 
     async def save_execution(self, decision: dict[str, Any], events: list[Event] | None = None,
                              finishes: int | None = None,
-                             steps: dict[int, dict[str, Any]] | None = None) -> None:
-        """One statement: what goes with the decision in data-modifying CTEs."""
+                             steps: dict[int, dict[str, Any]] | None = None,
+                             durable: bool = False) -> None:
+        """One statement: what goes with the decision in data-modifying CTEs (`durable`:
+        its commit waits for the flush, `_DURABLY`)."""
         args: list[Any] = []
-        record, with_, ref = self._record(decision, args)
+        record, with_, ref = self._record(decision, args, f" FROM {_DURABLY}" if durable else "")
         if events:
             args += [[e[0] for e in events], [_searched(e[1]) for e in events],
                      [e[2] for e in events], [json.dumps(e[3]) for e in events]]
@@ -1026,9 +1028,12 @@ class PostgresStore:
 
     # --- guard state ---------------------------------------------------------------------
 
-    async def record_event(self, kind: str, key: str, at: float, data: dict | None = None) -> None:
-        await self._exec("journal", "INSERT INTO events (kind, key, at, data) VALUES ($1, $2, $3, $4)",
-                         kind, _searched(key), at, json.dumps(data or {}))
+    async def record_event(self, kind: str, key: str, at: float, data: dict | None = None,
+                           durable: bool = False) -> None:
+        sync = f" FROM {_DURABLY}" if durable else ""
+        await self._exec("journal", "INSERT INTO events (kind, key, at, data) SELECT $1::text, "
+                         f"$2::text, $3::double precision, $4::text{sync}", kind, _searched(key),
+                         at, json.dumps(data or {}))
 
     async def events_since(self, kind: str, key: str, since: float) -> list[tuple[float, dict]]:
         rows = await self._call("read", lambda db: db.fetch(

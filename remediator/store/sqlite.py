@@ -638,7 +638,8 @@ class SQLiteStore(LocalCoordination):
 
     async def save_execution(self, decision: dict[str, Any], events: list[Event] | None = None,
                              finishes: int | None = None,
-                             steps: dict[int, dict[str, Any]] | None = None) -> None:
+                             steps: dict[int, dict[str, Any]] | None = None,
+                             durable: bool = False) -> None:
         record, ref = self._record(decision)
         bodies = [(decision["id"], i, packing.pack(s, default=str)) for i, s in (steps or {}).items()]
 
@@ -651,7 +652,7 @@ class SQLiteStore(LocalCoordination):
             if finishes is not None:  # marked done at the end of this transaction
                 self._finishing.append(finishes)
 
-        await self._write(write, turn=finishes is None)
+        await self._write(write, turn=finishes is None, durable=durable)
         ref.stored = True
 
     def _record(self, decision: dict[str, Any]) -> tuple[Write, packing.Ref]:
@@ -757,9 +758,11 @@ class SQLiteStore(LocalCoordination):
 
     # --- guard state ---------------------------------------------------------------------
 
-    async def record_event(self, kind: str, key: str, at: float, data: dict | None = None) -> None:
-        await self._exec("INSERT INTO events (kind, key, at, data) VALUES (?, ?, ?, ?)",
-                         (kind, key, at, json.dumps(data or {})))
+    async def record_event(self, kind: str, key: str, at: float, data: dict | None = None,
+                           durable: bool = False) -> None:
+        row = (kind, key, at, json.dumps(data or {}))
+        await self._write(lambda db: db.execute("INSERT INTO events (kind, key, at, data) "
+                                                "VALUES (?, ?, ?, ?)", row), durable=durable)
 
     async def events_since(self, kind: str, key: str, since: float) -> list[tuple[float, dict]]:
         rows = await self._run(lambda: self._conn().execute(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -21,9 +22,11 @@ import time
 
 import pytest
 
+from remediator.alerts import dedupe_key, parse_notification
 from remediator.store import open_store
 from remediator.store.base import LOCKED, PAUSE, LeaseLost, Limit, StoreUnavailable
 from tests.integration.test_guards import Harness, web
+from tests.support.payloads import notification
 from tests.support.postgres import PostgresCluster
 
 
@@ -329,3 +332,77 @@ def test_sqlite_fsyncs_the_commits_of_an_admission_and_the_operators_state_only(
             await store.close()
 
     run(scenario())
+
+
+@pytest.mark.parametrize("note", [False, True], ids=["final-write", "before-its-note"])
+def test_postgres_a_success_the_circuit_counts_outlives_a_database_crash(run, tmp_path,
+                                                                         note) -> None:
+    """The circuit lets a run change its target on the successes it counts. A success was
+    committed asynchronously with the final decision (or before its note), so a database
+    crash right after lost it: the next firing, acknowledged before the crash, found the
+    circuit below `max_refires` and changed the target once more than it allows (its lock,
+    whose release was lost too, expires with its lease). The success's write is durable."""
+    cluster = _crashable()
+    try:
+        h = Harness(tmp_path, "{rate_limit: {max: 10, window: 1h}, "
+                              "circuit_breaker: {max_refires: 1, window: 1h}}", always=note)
+        h.cfg.store = cluster.create_database()
+        h.cfg.store_lease = 3.0
+        run(h.start())
+        service, store = h.service, h.service.store
+        walwriter = _walwriter(cluster)
+
+        async def remediate() -> dict:
+            for n in (0, 5):  # both firings acknowledged: intake waits for the flush
+                await service.intake(parse_notification(json.dumps(notification(web(n))).encode()))
+            os.kill(walwriter, signal.SIGSTOP)
+            [item] = await store.claim(1)
+            [first] = await service.engine.process(item)
+            return first
+
+        first = run(remediate())
+        assert first["outcome"] in ("succeeded", "escalated") and h.calls == [first["id"]]
+        os.kill(walwriter, signal.SIGKILL)  # the database crashes
+        _until_up(cluster)
+
+        async def fire_again() -> list[dict]:
+            await asyncio.sleep(h.cfg.store_lease + 1)  # what was lost of the lock expired
+            for _ in range(100):  # once the pool replaced the connections the crash closed
+                try:
+                    item = await store.claim_key(dedupe_key("web", web(5)["startsAt"], "firing"))
+                    break
+                except StoreUnavailable:
+                    await asyncio.sleep(0.1)
+            assert item is not None
+            return await service._process(item)
+
+        [again] = run(fire_again())
+        assert (again["outcome"], again["reason"].split(":")[0]) == ("blocked", "circuit_open"), \
+            again
+        assert h.calls == [first["id"]]
+        with contextlib.suppress(Exception):
+            run(service.stop())
+    finally:
+        cluster.destroy()
+
+
+def test_sqlite_fsyncs_the_commit_of_a_circuits_success_only(run, tmp_path) -> None:
+    """SQLite's power cut cannot be made here: the commit carrying a success is fsynced
+    (synchronous=FULL), with the final record or before a note, and a routine one is not."""
+    for always in (False, True):
+        (tmp_path / str(always)).mkdir()
+        h = Harness(tmp_path / str(always), "{rate_limit: {max: 10, window: 1h}, "
+                    "circuit_breaker: {max_refires: 5, window: 1h}}",
+                    always=always)
+        run(h.start())
+        statements: list[str] = []
+        h.service.store._db.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+        setting, full = ["NORMAL"], []
+        [done] = run(h.fire(web(0)))
+        for s in statements:
+            if s.startswith("PRAGMA synchronous="):
+                setting[0] = s.split("=")[1]
+            elif s.startswith("INSERT INTO events") and "'success'" in s:
+                full.append(setting[0])
+        assert done["outcome"] in ("succeeded", "escalated") and full == ["FULL"], statements
+        run(h.service.stop())
