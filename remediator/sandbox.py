@@ -157,6 +157,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     """ImmutableSandboxedEnvironment whose value-growing operations check sizes first."""
 
     intercepted_binops = frozenset({"*", "+", "**", "%"})
+    max_size = MAX_SIZE  # what a whole render may output (templating._bounded_render)
 
     def __init__(self, **options: Any):
         super().__init__(**options)

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jinja2.sandbox import modifies_known_mutable
-
 from . import template_memo, templating
 from .alerts import Group
 
@@ -65,6 +63,8 @@ FIELDS: dict[str, tuple[str, ...]] = {"alert": ALERT_FIELDS, "group": GROUP_FIEL
 def methods(value: Any) -> frozenset[str]:
     """Methods a template may also call on a value of this type (`alert.get('x')`,
     `target.split('/')`): public, and not refused by the immutable sandbox (`pop`, `update`)."""
+    from jinja2.sandbox import modifies_known_mutable
+
     return frozenset(a for a in dir(type(value)) if not a.startswith("_")
                      and not modifies_known_mutable(value, a))
 

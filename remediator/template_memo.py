@@ -22,10 +22,10 @@ the first one's.)
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import TemplateError, nodes
-from jinja2.parser import Parser
+if TYPE_CHECKING:
+    from jinja2 import nodes
 
 # The names a template may read, besides its context's roots: pure functions (Jinja's
 # `lipsum` is random, and is not one of them).
@@ -125,6 +125,9 @@ def _reads(env: Any, text: str, expression: bool, roots: frozenset[str]
            ) -> tuple[tuple[str, tuple], ...] | bool:
     """The chains of constant attributes and items a template reads from its context
     (`("labels", ((False, "namespace"),))`), or False if what it renders may not be kept."""
+    from jinja2 import TemplateError, nodes  # imported already: `env` is Jinja's
+    from jinja2.parser import Parser
+
     if any(word in text for word in _IMPURE):
         return False
     try:
@@ -167,6 +170,8 @@ def _reads(env: Any, text: str, expression: bool, roots: frozenset[str]
 
 def _chain(node: nodes.Node) -> tuple[str, tuple] | None:
     """`labels.a['b']` as ("labels", ((False, "a"), (True, "b"))); None if not such a chain."""
+    from jinja2 import nodes
+
     path = []
     while True:
         if isinstance(node, nodes.Getattr):

@@ -14,14 +14,15 @@ import functools
 import json
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
-from jinja2.sandbox import SecurityError
-
 from . import template_memo
-from .sandbox import MAX_SIZE, BoundedSandbox
+
+if TYPE_CHECKING:
+    from jinja2 import nodes
+
+    from .sandbox import BoundedSandbox
 
 # The only names a template may use; lint rejects anything else.
 ROOTS = frozenset({"labels", "annotations", "alert", "group", "steps", "playbook", "target"})
@@ -60,9 +61,6 @@ class Pending:
 template_memo.FROZEN[Pending] = lambda pending: pending._path  # all a placeholder holds
 
 
-_env = BoundedSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
-
-
 def _percent_encode(value: Any) -> str:
     """Every `{{ }}` in a URL is data: '/', '?', '#', '@', ':' are encoded, so a label cannot
     leave its path segment or query value (`../admin`, `x?y=1`, `@evil.example`)."""
@@ -74,19 +72,12 @@ def _percent_encode(value: Any) -> str:
     return encoded
 
 
-_url_env = BoundedSandbox(undefined=StrictUndefined, autoescape=False,
-                          keep_trailing_newline=False, finalize=_percent_encode)
-
-
 def promql_str(value: Any) -> str:
     """The value escaped for a double-quoted PromQL string: `job="{{ labels.job | promql_str }}"`.
 
     Without it a label such as `x"} or vector(1) or up{job="` rewrites the query."""
     return json.dumps(str(value), ensure_ascii=False)[1:-1]  # Go's escapes: \" \\ \n \uXXXX
 
-
-for _e in (_env, _url_env):
-    _e.filters["promql_str"] = promql_str
 
 # Roots whose values come from the alert's sender, and the filters that make them safe in PromQL.
 UNTRUSTED_ROOTS = frozenset({"labels", "annotations", "group", "alert"})
@@ -105,8 +96,24 @@ def re_escape(value: Any) -> str:
     return _REGEX_META.sub(r"\\\1", str(value))
 
 
-for _sandbox in (_env, _url_env):  # every environment knows the same filters (lint checks them)
-    _sandbox.filters["re_escape"] = re_escape
+@functools.cache
+def _sandboxes() -> tuple[BoundedSandbox, BoundedSandbox]:
+    """The sandbox templates render in, and the one URLs render in. Made (and Jinja2
+    imported: ~30 ms, a twentieth of `serve`'s start-up) when a template is first compiled:
+    a start whose rule files are all in the parse cache compiles none before its first
+    alert, which pays it once."""
+    from jinja2 import StrictUndefined
+
+    from .sandbox import BoundedSandbox
+
+    env = BoundedSandbox(undefined=StrictUndefined, autoescape=False,
+                         keep_trailing_newline=False)
+    url_env = BoundedSandbox(undefined=StrictUndefined, autoescape=False,
+                             keep_trailing_newline=False, finalize=_percent_encode)
+    for sandbox in (env, url_env):  # every environment knows the same filters (lint checks them)
+        sandbox.filters["promql_str"] = promql_str
+        sandbox.filters["re_escape"] = re_escape
+    return env, url_env
 
 
 def is_template(text: str) -> bool:
@@ -130,15 +137,18 @@ def compile_check(text: str) -> frozenset[str]:
 @functools.lru_cache(maxsize=_CACHE)
 def _analyse(text: str) -> tuple[frozenset[str], str]:
     """(root names, "") or (empty, the error), for compile_check."""
+    from jinja2 import TemplateSyntaxError, nodes
+
+    env = _sandboxes()[0]
     try:
-        ast = _env.parse(text)
+        ast = env.parse(text)
     except TemplateSyntaxError as exc:
         return frozenset(), f"template syntax error: {exc.message}"
     # Jinja defers an unknown filter or test inside {% if %} to run time: find them all now.
     unknown = sorted({f"filter {n.name!r}" for n in ast.find_all(nodes.Filter)
-                      if n.name not in _env.filters}
+                      if n.name not in env.filters}
                      | {f"test {n.name!r}" for n in ast.find_all(nodes.Test)
-                        if n.name not in _env.tests})
+                        if n.name not in env.tests})
     if unknown:
         return frozenset(), f"template uses unknown {', '.join(unknown)}"
     assigned = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
@@ -152,6 +162,8 @@ def unescaped_promql(text: str) -> list[str]:
 
 @functools.lru_cache(maxsize=_CACHE)
 def _unescaped_promql(text: str) -> tuple[str, ...]:
+    from jinja2 import TemplateSyntaxError, nodes
+
     untrusted = _tainted(text)
     problems: list[str] = []
     quote_char, pos = "", 0
@@ -161,7 +173,7 @@ def _unescaped_promql(text: str) -> tuple[str, ...]:
         if found.group(1) is None:  # {% ... %}
             continue
         try:
-            expr = _env.parse(found.group(0)).body[0].nodes[0]  # type: ignore[attr-defined]
+            expr = _sandboxes()[0].parse(found.group(0)).body[0].nodes[0]  # type: ignore[attr-defined]
         except (TemplateSyntaxError, AttributeError, IndexError):
             continue  # reported as a template error elsewhere
         reads = {n.name for n in expr.find_all(nodes.Name)} | (
@@ -180,9 +192,11 @@ def _tainted(text: str) -> set[str]:
     """UNTRUSTED_ROOTS, and every name the template binds from them (`{% set %}`, a `set`
     block, `{% for %}`, `{% with %}`, transitively): `{% set ns = labels.namespace %}` and
     then `{{ ns }}` splices the label all the same."""
+    from jinja2 import TemplateSyntaxError, nodes
+
     tainted = set(UNTRUSTED_ROOTS)
     try:
-        tree = _env.parse(text)
+        tree = _sandboxes()[0].parse(text)
     except TemplateSyntaxError:
         return tainted  # reported as a template error elsewhere
     bindings: list[tuple[set[str], set[str]]] = []  # (names bound, names read)
@@ -206,6 +220,8 @@ def _tainted(text: str) -> set[str]:
 
 def _names(node: nodes.Node) -> set[str]:
     """The variable names in an expression or assignment target (`ns.x` binds `ns`)."""
+    from jinja2 import nodes
+
     found = {n.name for n in node.find_all((nodes.Name, nodes.NSRef))}
     return found | ({node.name} if isinstance(node, nodes.Name | nodes.NSRef) else set())
 
@@ -234,15 +250,16 @@ def templated_authority(text: str) -> bool:
 
 def render_url(text: str, context: dict[str, Any]) -> str:
     """Render a URL template: every interpolated value is percent-encoded."""
-    return render(text, context, _url_env)
+    return render(text, context, _sandboxes()[1])
 
 
-def render(text: str, context: dict[str, Any], env: BoundedSandbox = _env,
+def render(text: str, context: dict[str, Any], env: BoundedSandbox | None = None,
            explain: bool = True) -> str:
     """Render one string template in the sandbox. Unless `explain`, a failure's TemplateError
     does not say why (for a caller that shows the text instead: a note's template)."""
     if not is_template(text):
         return text
+    env = env or _sandboxes()[0]
     # Kept (template_memo): results and the template's own errors (a result only known at
     # run time), never an error that describes the context (an undefined label lists the
     # alert's labels), unless it is not explained: that a render fails is a function of the
@@ -258,22 +275,31 @@ def render(text: str, context: dict[str, Any], env: BoundedSandbox = _env,
         if entry is not None:
             template_memo.put(entry, False, str(exc))
         raise
-    except (UndefinedError, SecurityError, TemplateSyntaxError) as exc:
-        if not explain:
-            if entry is not None:
-                template_memo.put(entry, False, _failed(text))
-            raise TemplateError(_failed(text)) from None
-        if isinstance(exc, UndefinedError):
-            raise TemplateError(f"undefined in template {text!r}: "
-                                f"{_undefined(exc, text, context)}") from None
-        if isinstance(exc, SecurityError):
-            raise TemplateError(f"template {text!r} refused by the sandbox: {exc}") from None
-        raise TemplateError(f"template syntax error in {text!r}: {exc.message}") from None
     except Exception as exc:  # a template must never crash the pipeline
-        raise TemplateError(f"template {text!r} failed: {type(exc).__name__}: {exc}") from None
+        raise _render_failure(exc, text, context, explain, entry) from None
     if entry is not None:
         template_memo.put(entry, True, rendered)
     return rendered
+
+
+def _render_failure(exc: Exception, text: str, context: dict[str, Any], explain: bool,
+                    entry: tuple[Any, ...] | None) -> TemplateError:
+    """What `render` raises for an exception of Jinja's (kept, unless it describes the
+    context), or any other."""
+    from jinja2 import TemplateSyntaxError, UndefinedError
+    from jinja2.sandbox import SecurityError
+
+    if not isinstance(exc, UndefinedError | SecurityError | TemplateSyntaxError):
+        return TemplateError(f"template {text!r} failed: {type(exc).__name__}: {exc}")
+    if not explain:
+        if entry is not None:
+            template_memo.put(entry, False, _failed(text))
+        return TemplateError(_failed(text))
+    if isinstance(exc, UndefinedError):
+        return TemplateError(f"undefined in template {text!r}: {_undefined(exc, text, context)}")
+    if isinstance(exc, SecurityError):
+        return TemplateError(f"template {text!r} refused by the sandbox: {exc}")
+    return TemplateError(f"template syntax error in {text!r}: {exc.message}")
 
 
 def lookup_together(name: str, texts: tuple[tuple[str, bool], ...],
@@ -283,7 +309,7 @@ def lookup_together(name: str, texts: tuple[tuple[str, bool], ...],
     make together over `context`, for a caller whose result is a function of the values
     they read and the chains `also`, and of nothing else `name` does not stand for (a
     note: template_memo.lookup_all). Keep a result with `template_memo.put(key, True, it)`."""
-    return template_memo.lookup_all(_env, name, texts, also, context, ROOTS)
+    return template_memo.lookup_all(_sandboxes()[0], name, texts, also, context, ROOTS)
 
 
 def _failed(text: str) -> str:
@@ -299,17 +325,17 @@ def _replayed(kept: tuple[bool, Any]) -> Any:
 _MISSING = re.compile(r"has no attribute '([A-Za-z_][A-Za-z0-9_]*)'")
 
 
-def _undefined(exc: UndefinedError, text: str, context: dict[str, Any]) -> str:
+def _undefined(exc: Exception, text: str, context: dict[str, Any]) -> str:
     """Jinja's "'dict object' has no attribute 'pod'", said as what is missing: the alert's
     label, and the labels it does have (their names only)."""
-    found = _MISSING.search(exc.message or "")
+    found = _MISSING.search(getattr(exc, "message", None) or "")
     labels = context.get("labels")
     if found and isinstance(labels, dict) and found.group(1) not in labels:
         name = re.escape(found.group(1))
         if re.search(rf"labels\s*(\.\s*{name}\b|\[\s*['\"]{name}['\"])", text):
             return (f"alert has no label {found.group(1)!r} "
                     f"(labels: {', '.join(sorted(labels)) or 'none'})")
-    return str(exc.message)
+    return str(getattr(exc, "message", None))
 
 
 # Compiled once per text: Jinja's `from_string` and `compile_expression` compile on every call
@@ -325,16 +351,16 @@ def _template(env: BoundedSandbox, text: str) -> Any:
 
 @functools.lru_cache(maxsize=_COMPILED_MAX)
 def _expression(expression: str) -> Any:
-    return _env.compile_expression(expression, undefined_to_none=False)
+    return _sandboxes()[0].compile_expression(expression, undefined_to_none=False)
 
 
 def _bounded_render(env: BoundedSandbox, text: str, context: dict[str, Any]) -> str:
-    """Render, stopping as soon as the output passes MAX_SIZE (a loop cannot fill memory)."""
-    parts, size = [], 0
+    """Render, stopping as soon as the output passes its size limit (a loop cannot fill memory)."""
+    parts, size, limit = [], 0, env.max_size
     for part in _template(env, text).generate(context):
         size += len(part)
-        if size > MAX_SIZE:
-            raise TemplateError(f"template {text[:80]!r} renders more than {MAX_SIZE} characters")
+        if size > limit:
+            raise TemplateError(f"template {text[:80]!r} renders more than {limit} characters")
         parts.append(part)
     return "".join(parts)
 
@@ -354,8 +380,8 @@ def evaluate(expression: str, context: dict[str, Any], explain: bool = True) -> 
     """Evaluate a `when:` condition (a bare Jinja expression) to a boolean. Unless `explain`,
     a failure's TemplateError does not say why (for a caller that will not show it: saying
     why was half of a failing condition's cost)."""
-    entry, kept = template_memo.lookup(_env, expression, "when" if explain else "when, unexplained",
-                                       context, ROOTS)
+    entry, kept = template_memo.lookup(_sandboxes()[0], expression,
+                                       "when" if explain else "when, unexplained", context, ROOTS)
     if kept is not None:
         return _replayed(kept)
     try:
@@ -376,6 +402,8 @@ def evaluate(expression: str, context: dict[str, Any], explain: bool = True) -> 
 
 
 def _explained(exc: Exception, expression: str, context: dict[str, Any]) -> TemplateError:
+    from jinja2 import TemplateSyntaxError, UndefinedError
+
     if isinstance(exc, UndefinedError):
         return TemplateError(f"undefined in condition {expression!r}: "
                              f"{_undefined(exc, expression, context)}")

@@ -18,9 +18,8 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 from aiohttp import web
 
 from .. import graphs, redact
@@ -29,6 +28,9 @@ from ..guards import APPROVAL, PENDING
 from ..playbooks.validate import RulesError
 from ..service import Service
 from .session import COOKIE, Sessions
+
+if TYPE_CHECKING:
+    import jinja2
 
 log = logging.getLogger("remediator.console")
 
@@ -41,8 +43,6 @@ LIST_LIMIT = 1000
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
-_env = jinja2.Environment(loader=jinja2.PackageLoader("remediator.console", "templates"),
-                          autoescape=True)  # a missing optional field shows empty
 
 
 @functools.cache
@@ -60,8 +60,17 @@ def _when(value: Any) -> str:
     return str(value or "").replace("T", " ").split(".")[0].rstrip("Z") + (" UTC" if value else "")
 
 
-_env.filters["when"] = _when
-_env.filters["pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
+@functools.cache
+def _pages() -> jinja2.Environment:
+    """The pages' templates, loaded when the first page is drawn (Jinja2 is not imported
+    before `serve` is ready: templating._sandboxes)."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("remediator.console", "templates"),
+                             autoescape=True)  # a missing optional field shows empty
+    env.filters["when"] = _when
+    env.filters["pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
+    return env
 
 
 def setup(app: web.Application, service: Service, users: Users) -> None:
@@ -144,7 +153,7 @@ def _page(request: web.Request, template: str, principal: Principal | None, stat
           **context: Any) -> web.Response:
     service = _service(request)
     cookie = request.cookies.get(COOKIE, "")
-    body = _env.get_template(template).render(
+    body = _pages().get_template(template).render(
         me=principal, mode=service.config.mode, prefix=PREFIX, path=request.path,
         csrf=request.app[SESSIONS].csrf(cookie) if cookie else "",
         can_act=bool(principal and principal.may("operator")), **context)

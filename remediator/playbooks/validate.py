@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import os
 import re
 import sys
@@ -15,9 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
-from typing import Any
-
-from jinja2 import Environment, TemplateSyntaxError, nodes
+from typing import TYPE_CHECKING, Any
 
 from .. import collector, template_context, templating
 from ..actions.base import Action, check_params, has_template, parse_duration
@@ -28,6 +27,9 @@ from .models import Later, Playbook, build_playbook
 from .parse_cache import ParseCache
 from .schema import FILE, compile_shape, did_you_mean
 from .source import Path, Problem, Source, SourceError, load_source
+
+if TYPE_CHECKING:
+    from jinja2 import Environment, nodes
 
 _STEP_REF = re.compile(r"\bsteps\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*['\"]([^'\"]+)['\"]\s*\])")
 TEST_FILE_SUFFIXES = ("_test.yaml", "_test.yml")
@@ -41,7 +43,6 @@ PROMQL_ROOTS = frozenset({"labels", "annotations"})
 RATE_KEY_ROOTS = frozenset({"labels", "target"})
 ALERT_ROOTS = frozenset({"labels", "annotations", "group", "alert"})  # whoever sends the alert
 _FILE_SHAPE = compile_shape(FILE)
-_PARSER = Environment()  # parsing only: what a template reads, whatever it renders with
 # The alerts a playbook sees, by its `match.status` (a firing playbook sees its resolution).
 _SEES = {"firing": {"firing", "resolved"}, "any": {"firing", "resolved"}, "resolved": {"resolved"}}
 
@@ -190,19 +191,30 @@ def _code_stamp(top: str = _PACKAGE) -> str | None:
 
 @functools.cache
 def _library_stamp() -> str | None:
-    import jinja2
     import re2
 
+    # Jinja2's module is found, not imported: a start whose files are all kept validated
+    # renders no template before its first alert (templating._sandboxes). Its version is
+    # in the text of that module, which a new install writes anew (size, modification time).
+    jinja2 = importlib.util.find_spec("jinja2")
     stamp = []
     try:
-        for module in (jinja2, re2, sys.modules.get("re2._re2")):
-            path = getattr(module, "__file__", None) or ""
+        for path, version in ((jinja2 and jinja2.origin, ""),
+                              (re2.__file__, getattr(re2, "__version__", "")),
+                              (getattr(sys.modules.get("re2._re2"), "__file__", None), "")):
             st = os.stat(path) if path else None
-            stamp.append((getattr(module, "__version__", ""), path, st and st.st_size,
-                          st and st.st_mtime_ns))
+            stamp.append((version, path or "", st and st.st_size, st and st.st_mtime_ns))
     except OSError:
         return None
     return repr(stamp)
+
+
+@functools.cache
+def _parser() -> Environment:
+    """Parsing only: what a template reads, whatever it renders with."""
+    from jinja2 import Environment
+
+    return Environment()
 
 
 def _raise(exc: OSError) -> None:
@@ -525,8 +537,10 @@ def _unescaped_regex(text: Any) -> bool:
     """Does a regex template read the alert in a `{{ }}` whose last filter is not re_escape?"""
     if not isinstance(text, str) or not templating.is_template(text):
         return False
+    from jinja2 import TemplateSyntaxError, nodes
+
     try:
-        ast = _PARSER.parse(text)
+        ast = _parser().parse(text)
     except TemplateSyntaxError:
         return False  # reported as a syntax error already
     return any({n.name for n in expr.find_all(nodes.Name)} & ALERT_ROOTS
@@ -599,7 +613,9 @@ def _step_refs(text: str, earlier: list[str], section: str, names: list[str]) ->
 
 # What a template may read of each fixed-shape value besides its fields (docs/templates.md):
 # the methods of its type the immutable sandbox allows (`alert.get('x')`, `target.split('/')`).
-_METHODS = {path: template_context.methods(template_context.Target("k/n") if path == "target"
+@functools.cache
+def _methods() -> dict[str, frozenset[str]]:
+    return {path: template_context.methods(template_context.Target("k/n") if path == "target"
                                            else {})
             for path in template_context.FIELDS}
 
@@ -608,8 +624,10 @@ _METHODS = {path: template_context.methods(template_context.Target("k/n") if pat
 def _unknown_attributes(text: str) -> tuple[str, ...]:
     """`target.nmae`, `alert.foo`, `steps.x.outcom`: attributes no value of that name has,
     which would be undefined at run time. Open maps (labels, a step's result) are not checked."""
+    from jinja2 import TemplateSyntaxError, nodes
+
     try:
-        ast = _PARSER.parse(text)
+        ast = _parser().parse(text)
     except TemplateSyntaxError:
         return ()  # reported as a syntax error already
     local = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
@@ -625,7 +643,7 @@ def _unknown_attributes(text: str) -> tuple[str, ...]:
         else:
             continue
         fields = template_context.FIELDS.get(key)
-        if attr is None or fields is None or attr in fields or attr in _METHODS[key]:
+        if attr is None or fields is None or attr in fields or attr in _methods()[key]:
             continue
         why = ("which templates may not call (they cannot change what they read)"
                if hasattr(dict, attr) else "which does not exist")
@@ -636,6 +654,8 @@ def _unknown_attributes(text: str) -> tuple[str, ...]:
 
 def _attribute(node: nodes.Node) -> str | None:
     """The attribute `x.name` or `x['name']` reads (None for `x[0]`, `x[y]`)."""
+    from jinja2 import nodes
+
     if isinstance(node, nodes.Getattr):
         return node.attr
     if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) \

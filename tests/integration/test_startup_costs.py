@@ -9,8 +9,11 @@ import marshal
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from tests.conftest import DEMO_RULES, write_rules
+from tests.support.payloads import alert, notification
 from tests.support.worker import TOKEN, WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,6 +24,9 @@ COMMANDS = ("remediator.lint", "remediator.lint_promql", "remediator.playtest")
 # Standard modules nothing before ready needs: a graph's escaping (html's does), the
 # suggestions of a refused file.
 UNNEEDED = ("xml", "difflib")
+# Needed by a file validated anew, or the first alert or console page: not before ready by
+# a start whose files are all in the parse cache.
+FIRST_USE = ("jinja2", "markupsafe", "remediator.sandbox")
 
 
 def _imported(log: str) -> set[str]:
@@ -37,6 +43,32 @@ def test_serve_becomes_ready_without_importing_a_backend_client(tmp_path):
     assert not {name for name in imported if name.split(".")[0] in CLIENTS}
     assert not imported & set(COMMANDS)
     assert not {name for name in imported if name.split(".")[0] in UNNEEDED}
+
+
+def test_a_start_with_its_files_parsed_imports_jinja2_at_its_first_alert(tmp_path):
+    """The first start validates the file (its templates compiled, Jinja2 imported); the
+    second finds it validated, and is ready without Jinja2 or the sandbox, which its first
+    alert imports to render its templates."""
+    rules = write_rules(tmp_path / "rules", DEMO_RULES)
+    first = WorkerProcess(tmp_path, [str(rules)], extra_env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert first.start().stop() == 0
+    assert set(FIRST_USE) <= _imported(first.log_path.read_text())
+    second = WorkerProcess(tmp_path, [str(rules)],
+                           extra_env={"PYTHONPROFILEIMPORTTIME": "1"}).start()
+    try:
+        ready = _imported(second.log_path.read_text())
+        assert {"aiohttp", "yaml", "prometheus_client"} <= ready
+        assert not ready & set(FIRST_USE)
+        second.post_alerts(notification(alert("DemoDown", namespace="demo", deployment="web")))
+        deadline = time.monotonic() + 15
+        while not (done := second.executions(outcome="planned")):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert done[0]["target"] == "demo/deployment/web"
+        assert done[0]["steps"][0]["params"]["message"] == "remediating web in demo"
+    finally:
+        assert second.stop() == 0
+    assert set(FIRST_USE) <= _imported(second.log_path.read_text())
 
 
 def test_a_second_start_reads_the_parse_cache_beside_the_store(tmp_path):

@@ -125,7 +125,7 @@ def test_only_different_values_render_again(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_a_template_that_may_not_be_kept_is_known_by_what_it_reads() -> None:
-    env, roots = templating._env, templating.ROOTS
+    env, roots = templating._sandboxes()[0], templating.ROOTS
     assert template_memo._reads(env, "{{ labels.a.b }} {{ labels['c'] }} {{ steps.x.result.get('y') }}",
                                 False, roots) == (
         ("labels", ((False, "a"), (False, "b"))), ("labels", ((True, "c"),)),
