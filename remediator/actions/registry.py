@@ -7,38 +7,95 @@ is validated, linted, planned in dry-run, guarded and granted RBAC exactly like 
 
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.metadata
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, MutableMapping
 
-from .alertmanager import AlertStatus, Silence
 from .base import Action
-from .core import Check, Log, Wait
-from .docker import CopyOut, Inspect, Restart, Stats, WaitHealthy
-from .docker import Logs as DockerLogs
-from .docker_exec import Exec as DockerExec
-from .evidence import EvidenceBundle
-from .http import HttpRequest
-from .kube_exec import Exec
-from .kubernetes import DeletePods, Get, Logs, RolloutRestart, RolloutStatus, RolloutUndo, Scale, SetEnv
-from .prometheus import PrometheusQuery, PrometheusWaitUntil
-from .s3 import HeadBucket, HeadObject, ListObjectVersions, ObjectStats, RestoreVersion
-from .s3_integrity import SampleIntegrity, VerifyChecksum
 
-BUILTIN: dict[str, Action] = {
-    a.name: a
-    for a in (
-        Log(), Wait(), Check(), HttpRequest(),
-        PrometheusQuery(), PrometheusWaitUntil(),
-        RolloutRestart(), RolloutStatus(), RolloutUndo(), Scale(), SetEnv(), DeletePods(), Logs(),
-        Get(), Exec(),
-        AlertStatus(), Silence(),
-        HeadObject(), HeadBucket(), VerifyChecksum(), ListObjectVersions(), RestoreVersion(),
-        SampleIntegrity(), ObjectStats(), EvidenceBundle(),
-        Restart(), DockerLogs(), Inspect(), WaitHealthy(), Stats(), CopyOut(), DockerExec(),
-    )
+# Each built-in action's name, and the module (of this package) and class that implement it.
+# The module is imported, and the action made, when the action is first looked up: `serve`
+# is ready before its first alert (the modules were a twentieth of its start-up), and most
+# of a rule set's actions never run. test_action_registry checks each class has its name.
+_BUILTIN: dict[str, tuple[str, str]] = {
+    "log": ("core", "Log"), "wait": ("core", "Wait"), "check": ("core", "Check"),
+    "http.request": ("http", "HttpRequest"),
+    "prometheus.query": ("prometheus", "PrometheusQuery"),
+    "prometheus.wait_until": ("prometheus", "PrometheusWaitUntil"),
+    "kubernetes.rollout_restart": ("kubernetes", "RolloutRestart"),
+    "kubernetes.rollout_status": ("kubernetes", "RolloutStatus"),
+    "kubernetes.rollout_undo": ("kubernetes", "RolloutUndo"),
+    "kubernetes.scale": ("kubernetes", "Scale"), "kubernetes.set_env": ("kubernetes", "SetEnv"),
+    "kubernetes.delete_pods": ("kube_pods", "DeletePods"), "kubernetes.logs": ("kube_pods", "Logs"),
+    "kubernetes.get": ("kubernetes", "Get"), "kubernetes.exec": ("kube_exec", "Exec"),
+    "alertmanager.alert_status": ("alertmanager", "AlertStatus"),
+    "alertmanager.silence": ("alertmanager", "Silence"),
+    "s3.head_object": ("s3", "HeadObject"), "s3.head_bucket": ("s3", "HeadBucket"),
+    "s3.verify_checksum": ("s3_integrity", "VerifyChecksum"),
+    "s3.list_object_versions": ("s3", "ListObjectVersions"),
+    "s3.restore_version": ("s3", "RestoreVersion"),
+    "s3.sample_integrity": ("s3_integrity", "SampleIntegrity"),
+    "s3.object_stats": ("s3", "ObjectStats"), "evidence.bundle": ("evidence", "EvidenceBundle"),
+    "docker.restart": ("docker", "Restart"), "docker.logs": ("docker", "Logs"),
+    "docker.inspect": ("docker", "Inspect"), "docker.wait_healthy": ("docker", "WaitHealthy"),
+    "docker.stats": ("docker", "Stats"), "docker.copy_out": ("docker", "CopyOut"),
+    "docker.exec": ("docker_exec", "Exec"),
 }
+
+
+@functools.cache
+def _builtin(name: str) -> Action:
+    """The built-in action `name`, made once (BUILTIN and ACTIONS hold the same one)."""
+    module, cls = _BUILTIN[name]
+    action: Action = getattr(importlib.import_module(f"{__package__}.{module}"), cls)()
+    return action
+
+
+class Actions(MutableMapping[str, Action]):
+    """Actions by name: every built-in's name from the start, its action made when first
+    looked up (`_builtin`), and whatever else is set (plugins)."""
+
+    def __init__(self, builtin: Iterable[str] = (), made: dict[str, Action] | None = None):
+        self._builtin = dict.fromkeys(builtin)  # names still looked up in `_builtin`
+        self._made = dict(made or {})
+
+    def __getitem__(self, name: str) -> Action:
+        try:
+            return self._made[name]
+        except KeyError:
+            if name not in self._builtin:
+                raise
+        action = self._made[name] = _builtin(name)
+        return action
+
+    def __setitem__(self, name: str, action: Action) -> None:
+        self._made[name] = action  # found before a built-in of that name
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self._made.pop(name, None)
+        self._builtin.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._made or name in self._builtin
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**self._builtin, **self._made})
+
+    def __len__(self) -> int:
+        return len(self._builtin.keys() | self._made.keys())
+
+    def copy(self) -> Actions:
+        actions = Actions()
+        actions._builtin, actions._made = dict(self._builtin), dict(self._made)
+        return actions
+
+
+BUILTIN = Actions(_BUILTIN)
 
 
 PLUGIN_GROUP = "remediator.actions"
@@ -49,10 +106,10 @@ PLUGIN_PROBLEMS: list[str] = []
 log = logging.getLogger("remediator.actions")
 
 
-def load_plugins(builtin: dict[str, Action], entries: Iterable[importlib.metadata.EntryPoint]
-                 | None = None) -> tuple[dict[str, Action], list[str]]:
+def load_plugins(builtin: Actions, entries: Iterable[importlib.metadata.EntryPoint]
+                 | None = None) -> tuple[Actions, list[str]]:
     """Built-ins plus every installed plugin's action; (actions, problems)."""
-    actions, problems = dict(builtin), []
+    actions, problems = builtin.copy(), []
     if entries is None:
         entries = importlib.metadata.entry_points(group=PLUGIN_GROUP)
     for entry in sorted(entries, key=lambda e: e.name):
