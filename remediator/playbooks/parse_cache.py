@@ -196,12 +196,17 @@ class ParseCache:
                 log.warning("ignoring the rules parse cache %s: not a file only this user "
                             "may write", self.path)
                 return {}
-            parts = f.read().split(b"\n", 2)
-        if len(parts) != 3 or parts[0] != self.version.encode() or \
-                parts[1] != hashlib.sha256(parts[2]).hexdigest().encode():
+            data = f.read()
+        # The two header lines, and the rest seen in place (split, it was copied: 5 MB, a
+        # millisecond or more, for 1 000 files).
+        first = data.find(b"\n")
+        second = data.find(b"\n", first + 1)
+        body = memoryview(data)[second + 1:]
+        if first < 0 or second < 0 or data[:first] != self.version.encode() or \
+                data[first + 1:second] != hashlib.sha256(body).hexdigest().encode():
             return {}  # another parser's, or damaged: not one byte of it is unmarshalled
         try:
-            entries, context, checked = marshal.loads(parts[2])
+            entries, context, checked = marshal.loads(body)
         except (EOFError, ValueError, TypeError):
             return {}
         if not (isinstance(entries, dict) and isinstance(context, str)

@@ -258,7 +258,10 @@ def validate_text(file: str, text: str, into: Validation, known_sinks: set[str] 
     found = into.problems[start:]
     if cache is not None and _own_checks_only(source.data) and \
             all(p.file == file for p in found):
-        cache.keep(key, ([(p.line, p.col, p.severity, p.message) for p in found], accepted))
+        # In order: a rule set's problems are sorted once it is read, which then finds
+        # each file's already in order (the bench's 2 000 warnings: 2.5 -> 0.7 ms).
+        cache.keep(key, ([(p.line, p.col, p.severity, p.message) for p in sorted(found)],
+                         accepted))
 
 
 def _validate_source(source: Source, into: Validation, known_sinks: set[str] | None) -> list[int]:

@@ -116,6 +116,11 @@ def test_a_second_load_parses_and_validates_nothing_and_finds_the_same(tmp_path,
     _same(fresh, one)
     _same(fresh, two)
     assert [p.line for p in fresh.problems] == [9, 13]  # located from the cache too
+    # Each file's problems are kept in order: sorting the rule set's then finds them so.
+    [kept] = (tmp_path / "cache").glob("rules-parse-cache.*.marshal")
+    _, _, results = marshal.loads(kept.read_bytes().split(b"\n", 2)[2])
+    assert sorted(len(problems) for problems, _ in results.values())[-1] == 2
+    assert all(problems == sorted(problems) for problems, _ in results.values())
 
 
 def test_steps_found_in_the_cache_are_unmarshalled_when_asked_for_or_validated(
