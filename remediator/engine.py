@@ -575,10 +575,13 @@ class Engine:
         decision["finished_at"] = utcnow_iso()
         decision["reason"] = redact.text(decision.get("reason") or "")
         if escalate and self.escalator is not None:  # without a playbook: the default sinks
-            # The target is released already: a success the circuit counts is recorded
-            # before the note goes out, or a slow sink lets the playbook run on it again.
+            # A success the circuit counts is recorded before the note goes out, and the
+            # target held until then (`Guards.after_execution`), then let go: a slow sink
+            # must neither hold it nor let the playbook run on it again uncounted.
             for kind, key, at, data in events or ():  # durably, as the guards ask
                 await self.store.record_event(kind, key, at, data, durable=True)
+            if events:  # counted: the target is let go before the note (a slow sink)
+                await self.guards.release_all(decision["id"])
             events = None
             if unsaved := self._unsaved.pop(decision["id"], None):  # so is the journal
                 await self._journal(decision, *unsaved)

@@ -158,10 +158,13 @@ class Guards:
         durable, as an admission is: the circuit lets the next run change the target on
         this count, and a success lost with a database crash (the final write committing
         asynchronously, like the rest of the journal) let one run more than `max_refires`
-        through. Only live successes with a target, the rare writes, wait for the flush."""
-        await self.release(gc)
+        through. Only live successes with a target, the rare writes, wait for the flush.
+        With a success the target stays held until it is recorded (the engine releases
+        it then): let go first, another firing decided meanwhile found the circuit one
+        short and the target free, and ran once more than `max_refires` allows."""
         if outcome == "succeeded" and gc.mode == "live" and gc.target:
             return [("success", gc.circuit, self.clock(), {})]
+        await self.release(gc)
         return []
 
     async def on_resolved(self, gc: GuardContext) -> None:

@@ -422,3 +422,37 @@ def test_an_alert_whose_step_changes_another_object_is_not_coalesced_away(tmp_pa
     assert decisions[1]["reason"].startswith("locked: coalesced into running execution")
     assert len(h.calls) == 3
     run(h.service.stop())
+
+
+def test_a_success_is_counted_before_its_target_is_let_go(tmp_path, run):
+    """Hostile: the target was released once the steps were done, before the success the
+    circuit counts was written. Another firing decided in between (here: while the final
+    write waits for its commit) found the circuit one short and the target free, and ran:
+    one remediation more than `max_refires`. The target is now held until the success is
+    recorded: that firing is coalesced into the run, as one arriving during its steps."""
+    h = run(Harness(tmp_path, "{rate_limit: {max: 10, window: 1h}, "
+                              "circuit_breaker: {max_refires: 1, window: 1h}}").start())
+    service, store = h.service, h.service.store
+    save, seen = store.save_execution, []
+
+    async def meanwhile(decision: dict, events: list | None = None, **kwargs) -> None:
+        if events and not seen:  # the first run's final write, with its success
+            seen.append(None)
+            [item] = await store.claim(1)  # the next firing, decided before it commits
+            seen.extend(await service.engine.process(item))
+        await save(decision, events, **kwargs)
+
+    store.save_execution = meanwhile
+
+    async def scenario() -> dict:
+        for n in (0, 5):
+            await service.intake(parse_notification(json.dumps(notification(web(n))).encode()))
+        [first] = await store.claim(1)
+        [one] = await service.engine.process(first)
+        return one
+
+    one = run(scenario())
+    [_, two] = seen
+    assert one["outcome"] == "succeeded" and h.calls == [one["id"]], (one, two)
+    assert two["outcome"] == "blocked", two
+    run(service.stop())
