@@ -59,7 +59,8 @@ class Metrics:
         self.inbox_pending = Gauge(
             "remediator_inbox_pending", "Acknowledged alerts not yet fully processed.", registry=r)
         self.inbox_retries = Counter(
-            "remediator_inbox_retries_total", "Alerts processed again after a store error.",
+            "remediator_inbox_retries_total",
+            "Alerts processed again after a store error, or an internal error not even recorded.",
             registry=r)
         self.escalations_spooled = Gauge(
             "remediator_escalations_spooled", "Escalation notes waiting for redelivery.",
