@@ -386,8 +386,17 @@ def find_test_files(paths: Iterable[str]) -> list[str]:
     return files
 
 
+class _Dumper(yaml.SafeDumper):
+    """Decisions as YAML: a str subclass (a decision's `target` is a `Target`) is its text;
+    the safe dumper knows only `str` itself, and refused to print the diff."""
+
+
+_Dumper.add_multi_representer(str, yaml.representer.SafeRepresenter.represent_str)
+
+
 def _dump(value: Any) -> str:
-    return yaml.safe_dump(value, sort_keys=False, allow_unicode=True, width=100).rstrip()
+    return yaml.dump(value, Dumper=_Dumper, sort_keys=False, allow_unicode=True,
+                     width=100).rstrip()
 
 
 def _indent(text: str, n: int) -> str:

@@ -205,3 +205,19 @@ def test_compare_reports_missing_and_extra():
     diff = compare([{"outcome": "blocked"}], [DECISION, DECISION])
     assert "+- playbook: p" in diff
     assert "+- target: <absent>" in compare([{"target": "x"}], [{"outcome": "no_match"}])
+
+
+def test_a_wrong_target_is_shown_in_the_diff(tmp_path, capsys):
+    """A decision's target is a str subclass: the diff printed it (it raised before)."""
+    write(tmp_path, "down.yaml", RULES)
+    file = write(tmp_path, "down_test.yaml", """
+        config: {guards: {http: {allow: [unreachable.invalid]}}}
+        tests:
+          - name: wrong target
+            alerts:
+              - labels: {alertname: Down, env: prod, namespace: shop, app: web}
+                expect: [{target: shop/deployment/api}]
+    """)
+    assert main(["test", file]) == 1
+    out = capsys.readouterr().out
+    assert "-- target: shop/deployment/api\n" in out and "+- target: shop/deployment/web\n" in out
