@@ -142,7 +142,8 @@ class Guards:
     async def before_execution(self, gc: GuardContext, resolving: bool = False) -> Block | None:
         """The run-level guards; a resolution's revert passes them all but the precondition
         (which asks whether the alert still fires: it no longer does, by definition)."""
-        checks = (self._paused, self._time_window, self._circuit, self._lock, self._precondition)
+        checks = (self._paused, self._time_window, self._circuit, self._lock,
+                  self._circuit_held, self._precondition)
         if resolving:  # nor does a revert trip the circuit: only a new firing counts
             checks = (self._paused, self._time_window, self._circuit_open, self._lock)
         for check in checks:
@@ -246,6 +247,21 @@ class Guards:
                                          f"last {_human(window)} (max {cfg['max_refires']}); "
                                          f"automation stopped until {_iso(until)}")
         return None
+
+    async def _circuit_held(self, gc: GuardContext) -> Block | None:
+        """The circuit judged again once a live run holds its target: read before the lock
+        only, it missed a success recorded while this run waited for the target, or between
+        the two statements (a run on another replica), and the target was changed once more
+        than `max_refires` allows. Every success is recorded before its target is let go
+        (`after_execution`), so under the lock the count is whole. Still read first as well:
+        an open circuit blocks without waiting for the target, and a dry run (which changes
+        nothing, and holds the lock only to coalesce) reads it once."""
+        if gc.mode != "live" or gc.execution_id not in self._locked_by \
+                or not gc.playbook.guards.get("circuit_breaker"):
+            return None
+        if block := await self._circuit(gc):  # opened meanwhile, or tripped now (once)
+            await self.release(gc)  # blocked: it holds nothing
+        return block
 
     async def _lock(self, gc: GuardContext, wait: bool = True) -> Block | None:
         # Only changes are serialised: evidence gathering never waits for, nor is coalesced
