@@ -314,11 +314,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     cfg = _config(args, mode=args.mode)
     if not args.store:
         cfg.store = "sqlite://"  # a replay leaves no trace unless asked to
-    decisions = asyncio.run(_replay(cfg, notification))
+    from .service import Undecided
+
+    try:
+        decisions, undecided = asyncio.run(_replay(cfg, notification)), None
+    except Undecided as exc:  # what was decided is shown; the rest is named, never hidden
+        decisions, undecided = exc.decisions, exc
     if args.format == "json":
         print(json.dumps(decisions, indent=2, default=str))
-    else:
-        print("\n\n".join(decision_text(d) for d in decisions))
+    elif decisions or undecided is None:
+        print("\n\n".join(decision_text(d) if d["outcome"] != "duplicate" else
+                            f"{d['count']} alert(s) already received: not decided again"
+                            for d in decisions))
+    if undecided is not None:
+        raise Fatal(undecided)
     return 0
 
 

@@ -46,7 +46,7 @@ from .logs import setup_logging
 from .playbooks.schema import TEST_FILE, check_shape, did_you_mean
 from .playbooks.source import Problem, Source, SourceError, load_source
 from .playbooks.validate import RulesError, is_test_file, validate_paths
-from .service import Service
+from .service import Service, Undecided
 
 DEFAULT_START = "2026-01-05T10:00:00Z"  # a Monday, 10:00 UTC: inside typical time windows
 CONTAINS = frozenset({"reason", "detail", "title", "note"})  # expected text is a substring
@@ -288,7 +288,10 @@ async def _send(service: Service, item: dict[str, Any], clock: FakeClock,
     except PayloadError as exc:
         raise PlaytestError([source.problem(at, "error", f"alert: {exc}")]) from None
     accepted = await service.intake(notification)
-    decisions = await service.drain()
+    try:
+        decisions = await service.drain()
+    except Undecided as exc:  # not even its failure could be recorded: the test cannot go on
+        raise PlaytestError([source.problem(at, "error", f"{exc}")]) from None
     return decisions + [{"alertname": labels.get("alertname"), "status": status,
                          "playbook": None, "outcome": "duplicate", "reason": "already received",
                          "steps": [], "escalation": None}] * accepted.duplicates

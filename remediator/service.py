@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from . import turns
+from . import redact, turns
 from .actions.backends import Backends
 from .actions.checks import precondition_check
 from .alerts import Alert, Notification, dedupe_key
@@ -33,9 +33,21 @@ from .store.base import PAUSE, Enqueued, InboxItem, LeaseLost, StoreUnavailable
 log = logging.getLogger("remediator.service")
 
 
+class Undecided(Exception):
+    """An offline drain (`replay`, `remediator test`) gave up on alerts it could not decide
+    nor record a failure for; `decisions` are those it made meanwhile."""
+
+    def __init__(self, failures: list[str], decisions: list[dict[str, Any]]):
+        super().__init__("; ".join(failures))
+        self.decisions = decisions
+
+
 class Service:
     # Backoff between attempts at an alert whose processing met a store error.
     store_retry_first, store_retry_max = 1.0, 60.0
+    # Attempts at such an alert in an offline drain, where nobody watches the retries: a
+    # deterministic failure hung the command forever (`serve` retries for as long as it runs).
+    offline_attempts = 3
     # Items claimed at once. Claiming hundreds at once made webhooks wait behind all of it
     # (intake has priority); each item now waits for processing's turn before its work, but
     # they are still read in one commit, and their tasks started in one chunk. 4 kept too
@@ -171,11 +183,23 @@ class Service:
         return result
 
     async def drain(self) -> list[dict[str, Any]]:
-        """Process everything pending now (replay and tests); return the decisions."""
+        """Process everything pending now (replay and tests); return the decisions. An alert
+        still undecided after `offline_attempts` stops the drain once its batch is done:
+        `Undecided` says which and why (its item stays unfinished, for the next start)."""
         decisions: list[dict[str, Any]] = []
         while items := await self.store.claim(self.config.max_executions):
-            for batch in await asyncio.gather(*(self._process(i) for i in items)):
-                decisions.extend(batch)
+            failures = []
+            for batch in await asyncio.gather(
+                    *(self._process(i, self.offline_attempts) for i in items),
+                    return_exceptions=True):
+                if isinstance(batch, _GaveUp):
+                    failures.append(str(batch))
+                elif isinstance(batch, BaseException):
+                    raise batch
+                else:
+                    decisions.extend(batch)
+            if failures:
+                raise Undecided(failures, decisions)
         return decisions
 
     async def _dispatch_loop(self) -> None:
@@ -212,12 +236,16 @@ class Service:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
 
-    async def _process(self, item: InboxItem) -> list[dict[str, Any]]:
+    async def _process(self, item: InboxItem, attempts: int | None = None
+                       ) -> list[dict[str, Any]]:
+        """Decide one claimed alert, trying again (with backoff) while nothing could be
+        recorded: forever, or `attempts` times (then `_GaveUp`, the item unfinished)."""
         assert self.engine is not None
         try:
             await turns.take()  # an alert's first chunk waits for processing's turn too
-            delay = self.store_retry_first
+            delay, attempt = self.store_retry_first, 0
             while True:
+                attempt += 1
                 try:
                     return await self.engine.process(item)  # it finishes the item
                 except asyncio.CancelledError:
@@ -232,6 +260,9 @@ class Service:
                     # journal skips what was done): never finished without a decision, never
                     # left for a restart (on SQLite nothing would take it up before one),
                     # and a slot held meanwhile is what `inbox_retries` and the logs show.
+                    if attempt == attempts:
+                        raise _GaveUp(f"alert {item.dedupe_key} not decided after {attempt} "
+                                      f"attempts: {redact.text(_named(exc))}") from exc
                     self.metrics.inbox_retries.inc()
                     if isinstance(exc, StoreUnavailable):
                         log.error("store unavailable while processing %s: %s; retrying in %gs",
@@ -374,6 +405,15 @@ class Service:
             await asyncio.sleep(0.2)
         raise ValueError(f"the alert of {decision['id']} is being processed right now; "
                          "approve again in a moment")
+
+
+class _GaveUp(Exception):
+    """One alert of an offline drain left undecided (`Service._process`'s `attempts`)."""
+
+
+def _named(exc: Exception) -> str:
+    """The error as a store reports it (its own words), else with its type."""
+    return str(exc) if isinstance(exc, StoreUnavailable) else f"{type(exc).__name__}: {exc}"
 
 
 def _epoch(iso: str) -> float:

@@ -16,10 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
+import subprocess
+import sys
+import time
 
-from remediator.alerts import parse_notification
+from remediator.alerts import dedupe_key, parse_notification
 from remediator.engine import _execution_id
+from tests.conftest import write_rules
 from tests.integration.test_guards import Harness, web
 from tests.support.payloads import notification
 
@@ -234,3 +239,49 @@ def test_an_interrupted_change_failed_in_the_journal_is_never_continued_past(tmp
     assert decision["escalation"] is not None and len(h.calls) == 1
     assert run(service.store.count_events("success", "restart-web:prod/deployment/web", 0)) == 0
     run(service.stop())
+
+
+def test_an_offline_replay_whose_decision_cannot_be_recorded_gives_up_and_says_so(tmp_path):
+    """`serve` retries such an alert forever (above); `remediator replay` has nobody to watch
+    the retries: it hung, backing off up to a minute at a time, forever. It now gives up
+    after a few attempts, names the alert and the error, exits non-zero, prints no decision
+    for it and leaves it unfinished in the store (the next start takes it up again)."""
+    rules = write_rules(tmp_path / "rules", """
+        playbooks:
+          - name: note
+            match: {alertname: WebDown}
+            steps:
+              - {name: say, action: log, params: {message: "{{ labels.deployment }} is down"}}
+        """)
+    store = tmp_path / "replay.db"
+
+    def replay(*alerts: dict) -> subprocess.CompletedProcess[str]:
+        payload = tmp_path / "payload.json"
+        payload.write_text(json.dumps(notification(*alerts)))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")}
+        return subprocess.run([sys.executable, "-m", "remediator.cli", "replay", "--rules",
+                               str(rules), "--store", f"sqlite:///{store}", str(payload)],
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    first = replay(web(0))
+    assert first.returncode == 0 and "→ PLANNED" in first.stdout, first.stderr
+    db = sqlite3.connect(store, isolation_level=None)
+    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON executions "
+               "BEGIN SELECT RAISE(ABORT, 'injected: writes refused'); END")
+    started = time.monotonic()
+    refused = replay(web(5))
+    assert refused.returncode == 2, (refused.stdout, refused.stderr)
+    assert time.monotonic() - started < 30  # a few attempts (1 s, then 2 s apart), not forever
+    key = dedupe_key("web", web(5)["startsAt"], "firing")
+    assert (f"remediator: alert {key} not decided after 3 attempts: store write failed: "
+            "injected: writes refused") in refused.stderr, refused.stderr
+    assert "PLANNED" not in refused.stdout and "Traceback" not in refused.stderr
+    # Nothing claimed as done: no record, the item unfinished.
+    assert db.execute("SELECT count(*) FROM executions").fetchone() == (1,)
+    assert db.execute("SELECT state FROM inbox WHERE dedupe_key=?", (key,)).fetchone() != ("done",)
+    db.execute("DROP TRIGGER refuse")
+    db.close()
+    # The store takes writes again: the next start decides it (the payload, a duplicate now).
+    again = replay(web(5))
+    assert again.returncode == 0 and again.stdout.count("→ PLANNED") == 1, again.stderr
+    assert "1 alert(s) already received: not decided again" in again.stdout
