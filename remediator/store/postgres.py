@@ -783,9 +783,14 @@ class PostgresStore:
             return []
         # The rows locked are updated where they are (their ctid), whatever the statistics:
         # joined by id, the plan prepared while the inbox was small (a new database) read
-        # all of it on every claim as it grew, until the next ANALYZE. A row another
-        # transaction changed after this statement began is locked but not updated (its
-        # version is newer than the statement's snapshot): claimed next time.
+        # all of it on every claim as it grew, until the next ANALYZE. And found by a TID
+        # scan of the locked rows' array, not by the join alone: a generic plan cannot know
+        # how many rows `LIMIT $2 - ...` locks (a tenth of the pending ones, it assumes), so
+        # once an ANALYZE saw a storm's backlog it hashed the whole inbox, read sequentially,
+        # to join those few (5-8 ms of PostgreSQL's CPU per claim at 20 000 items, most of
+        # its CPU in a storm; the acknowledgements' backends waited for a CPU behind it). A
+        # row another transaction changed after this statement began is locked but not
+        # updated (its version is newer than the statement's snapshot): claimed next time.
         rows = await self._call("claim", lambda db: db.fetch(
             "WITH t AS (SELECT ctid AS tid, state FROM inbox WHERE state = 'running' "
             "AND lease_until < now() ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED), "
@@ -793,7 +798,8 @@ class PostgresStore:
             "LIMIT $2 - (SELECT count(*) FROM t) FOR UPDATE SKIP LOCKED), "
             "c AS (SELECT * FROM t UNION ALL SELECT * FROM p) "
             "UPDATE inbox i SET state='running', owner=$1, "
-            "lease_until = now() + make_interval(secs => $3) FROM c WHERE i.ctid = c.tid "
+            "lease_until = now() + make_interval(secs => $3) FROM c "
+            "WHERE i.ctid = ANY (ARRAY(SELECT tid FROM c)) AND i.ctid = c.tid "
             "RETURNING i.id, i.dedupe_key, i.alert, i.grp, i.packed, i.ref, i.received_at, "
             "c.state AS was",
             self.replica, limit, self.lease), turn=False)

@@ -791,6 +791,40 @@ def test_a_claim_planned_on_a_small_inbox_reads_no_more_of_it_once_it_grew(run, 
     run(scenario())
 
 
+def test_a_claim_reads_no_inbox_sequentially_once_an_analyze_saw_a_backlog(run, postgres_url):
+    """A storm's backlog, analyzed (autovacuum does, as the inbox grows): the claim's kept
+    (generic) plan cannot know how few rows `LIMIT $2 - ...` locks and assumed a tenth of
+    the pending ones; joining those to the inbox by ctid, it hashed the whole inbox, read
+    sequentially, on every claim (most of PostgreSQL's CPU in a 20 000-alert storm). The
+    locked rows are found by a TID scan of their array instead."""
+
+    async def read(db) -> int:  # `inbox` rows read by sequential scans so far
+        return await _statistic(db, "SELECT seq_tup_read FROM pg_stat_user_tables "
+                                    "WHERE relname = 'inbox'")
+
+    async def scenario():
+        db = await asyncpg.connect(postgres_url)
+        # The plan a connection keeps, from its first claim (`auto` keeps it after five).
+        await db.execute(f"ALTER DATABASE {postgres_url.rsplit('/', 1)[1]} "
+                         "SET plan_cache_mode = force_generic_plan")
+        store = await _opened(postgres_url)
+        await store.enqueue(_rows(*range(1, 11)))
+        await db.execute("INSERT INTO inbox (dedupe_key, alert, grp, received_at) "
+                         "SELECT 'later' || g, '{}', '{}', '2026-01-01T00:00:00Z' "
+                         "FROM generate_series(1, 20000) g")  # pending, after k1..k10
+        await db.execute("ANALYZE inbox")
+        await db.close()
+        async with store.critical("claims"):  # the store's statements run on its connection
+            section = _section_db.get()
+            before = await read(section)
+            assert [i.dedupe_key for i in await store.claim(3)] == ["k1", "k10", "k2"]
+            assert [i.dedupe_key for i in await store.claim(2)] == ["k3", "k4"]
+            assert await read(section) - before < 100, await read(section) - before
+        await store.close()
+
+    run(scenario())
+
+
 def test_unreachable_database_is_unavailable_not_an_error(run, postgres_cluster, postgres_url):
     from remediator.store.base import StoreUnavailable
 
