@@ -40,6 +40,9 @@ _LOADER: Any = _Loader
 # Alias expansion can turn a small file into a huge tree ("billion laughs"); a playbook
 # file never needs anywhere near this many nodes.
 MAX_NODES = 200_000
+# Nor this deep (no YAML in this repository nests past 13); an alias inside its own node nests
+# forever, and each level is a few frames of the converter's recursion.
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True, order=True)
@@ -155,6 +158,9 @@ class _Converter:
         if self.count > MAX_NODES:
             raise SourceError(self._problem(node, f"more than {MAX_NODES} YAML nodes "
                                                   "(alias expansion?)"))
+        if len(path) > MAX_DEPTH:  # before Python's recursion limit, however deep the YAML
+            raise SourceError(self._problem(node, f"nested deeper than {MAX_DEPTH} levels "
+                                                  "(an alias inside itself?)"))
         self.source.positions[key] = (at.start_mark.line + 1) << 32 | (at.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             result: dict[str, Any] = {}

@@ -148,3 +148,11 @@ def test_alias_bombs_are_refused(monkeypatch):
     lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 6)]
     with pytest.raises(SourceError, match="more than 1000 YAML nodes"):
         load_source("bomb.yaml", "\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("text", ["a: &r {again: *r}\n", "a: &r [x, *r]\n", "<<: &m {b: *m}\n",
+                                  "a: " + "[" * 900 + "]" * 900 + "\n"])
+def test_an_alias_inside_itself_or_deep_nesting_is_a_located_error(text):
+    """Not a RecursionError traceback (lint, test and serve's config all load this way)."""
+    with pytest.raises(SourceError, match=r"f\.yaml:1:\d+: error: nested deeper than 64 levels"):
+        load_source("f.yaml", text)
