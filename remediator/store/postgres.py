@@ -387,18 +387,6 @@ MIGRATIONS = [
     ALTER INDEX inbox_pending SET (fillfactor = 100);
     ALTER INDEX inbox_leased SET (fillfactor = 100);
     """,
-    # 12: `remediator_instant` is inlined where the index is written: STRICT, it could not
-    # be (its body's CASE and coalesce are not strict), so every insert into `executions` ran
-    # it as a SQL function of its own, its body parsed and planned again for each statement
-    # (a decision's final write executed in ~0.16-0.21 ms, ~0.07 inlined: the costliest of a
-    # storm's statements). Its answers are the same (NULL for NULL: no arm of the CASE holds),
-    # so the index stays; its options set again make every connection read its expression
-    # anew, inlined (a connection of a replica still running the previous version too, or its
-    # list of decisions, inlined by the planner, would no longer match the index).
-    """
-    ALTER FUNCTION remediator_instant(TEXT) CALLED ON NULL INPUT;
-    ALTER INDEX executions_newest SET (fillfactor = 80);
-    """,
 ]
 
 # The claim epoch of the task that claimed work; its child tasks inherit it. A write from

@@ -825,33 +825,6 @@ def test_a_claim_reads_no_inbox_sequentially_once_an_analyze_saw_a_backlog(run, 
     run(scenario())
 
 
-def test_a_decisions_record_indexes_its_creation_time_without_calling_a_function(
-        run, postgres_url):
-    """The index of creation times (migration 11) computes `remediator_instant` inline
-    (migration 12): called as a SQL function, its body was parsed and planned again for
-    every insert into `executions`, the costliest part of a storm's costliest statement.
-    PostgreSQL counts the calls of a function it did not inline."""
-
-    async def scenario():
-        db = await asyncpg.connect(postgres_url)
-        await db.execute(f"ALTER DATABASE {postgres_url.rsplit('/', 1)[1]} "
-                         "SET track_functions = 'all'")
-        store = await _opened(postgres_url)
-        async with store.critical("count"):  # the store's statements run on its connection
-            for n in range(5):
-                await store.save_execution({**_decision(f"e{n}"),
-                                            "created_at": f"2026-01-01T00:00:0{n}.5Z"})
-            calls = await _statistic(_section_db.get(), "SELECT coalesce(sum(calls), 0) FROM "
-                                     "pg_stat_user_functions WHERE funcname = "
-                                     "'remediator_instant'")
-        assert calls == 0
-        assert [d["id"] for d in await store.list_executions(3)] == ["e4", "e3", "e2"]
-        await db.close()
-        await store.close()
-
-    run(scenario())
-
-
 def test_unreachable_database_is_unavailable_not_an_error(run, postgres_cluster, postgres_url):
     from remediator.store.base import StoreUnavailable
 
@@ -1049,8 +1022,7 @@ def test_decisions_of_a_populated_version_10_database_are_listed_newest_first_by
             await db.execute("INSERT INTO remediator_schema VALUES ($1)", number)
         await db.close()
         old = PostgresStore(postgres_url)  # the previous version, its schema and its list
-        later = MIGRATIONS[10:]
-        del MIGRATIONS[10:]
+        migration_11 = MIGRATIONS.pop()
         try:
             await old.open()
             for n in range(0, 20, 2):
@@ -1058,7 +1030,7 @@ def test_decisions_of_a_populated_version_10_database_are_listed_newest_first_by
             before = [d["id"] for d in await old.list_executions(100)]
             await old.close()
         finally:
-            MIGRATIONS.extend(later)
+            MIGRATIONS.append(migration_11)
         store = await _opened(postgres_url)  # migrates the populated database
         for n in range(1, 20, 2):
             await store.save_execution(decision(n))
