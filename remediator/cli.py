@@ -305,9 +305,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print("remediator replay: --mode live needs --store (the store serve uses), so its "
               "pause, cooldowns, rate limits, circuits and budget apply", file=sys.stderr)
         return 2
-    text = sys.stdin.read() if args.payload == "-" else _read(args.payload)
+    # Bytes, as a webhook's body: the payload's encoding is judged where the webhook's is.
+    body = sys.stdin.buffer.read() if args.payload == "-" else _read(args.payload)
     try:
-        notification = parse_notification(text.encode())
+        notification = parse_notification(body)
     except PayloadError as exc:
         print(f"remediator: invalid payload: {exc}", file=sys.stderr)
         return 2
@@ -346,9 +347,9 @@ async def _replay(cfg: Config, notification: Any) -> list[dict[str, Any]]:
         await service.stop()
 
 
-def _read(path: str) -> str:
+def _read(path: str) -> bytes:
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, "rb") as f:
             return f.read()
     except OSError as exc:
         raise SystemExit(f"remediator: cannot read {path}: {exc.strerror}") from None
@@ -417,7 +418,7 @@ def _operator_token(path: str | None) -> str:
     """An operator's own credential, never the webhook's: --token-file, else the environment."""
     path = path or os.environ.get("REMEDIATOR_OPERATOR_TOKEN_FILE")
     if path:
-        return _read(path).strip()
+        return _read(path).decode("utf-8", "replace").strip()  # not UTF-8: refused, a 401
     return os.environ.get("REMEDIATOR_OPERATOR_TOKEN", "").strip()
 
 

@@ -68,3 +68,10 @@ def test_history_and_show_never_create_a_store(tmp_path, command):
              "remediator: cannot open the store sqlite:///remediator.db: no store at "
              "'remediator.db': it does not exist (pass --store, or the --config serve runs with)")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_replay_of_a_payload_that_is_not_utf8_is_one_line_as_the_webhook_says_it(tmp_path):
+    (tmp_path / "payload.json").write_bytes(b'\xff\xfe{"version": "4"}')
+    done = remediator(tmp_path, "replay", "payload.json", "--rules", str(write_rules(
+        tmp_path / "rules", "playbooks: []\n")))
+    one_line(done, "remediator: invalid payload: body is not valid UTF-8 (byte 0)")
