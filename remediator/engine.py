@@ -405,7 +405,7 @@ class Engine:
                 record.outcome, record.detail = "skipped", f"condition false: {step.when}"
                 return record
         except templating.TemplateError as exc:
-            if not (planning and templating.PENDING in str(exc)
+            if not (planning and _only_at_run_time(exc)
                     and _reads_results("{{ " + step.when + " }}")):
                 record.outcome, record.detail = "failed", str(exc)
                 return record
@@ -413,6 +413,12 @@ class Engine:
         try:
             params, problems, rendered = self._checked(action, step, ctx)
         except templating.TemplateError as exc:
+            # A parameter that computes on an earlier result (a `check` calling
+            # `steps.logs.result.get(...)`) cannot render in a plan: planned, as a placeholder
+            # in a parameter is, not a failure (which ended the plan with an escalation).
+            if planning and _only_at_run_time(exc) and _reads_results(step.params):
+                record.detail = condition + f"{action.name} on earlier results (decided at run time)"
+                return record
             record.outcome, record.detail = "failed", str(exc)
             return record
         if params and not problems:
@@ -765,6 +771,13 @@ def _plan(steps: tuple[Step, ...], ctx: dict[str, Any]) -> list[str]:
         plan.append(f"`{step.name}`: {when}{what or step.action + ' (parameters known at run time)'}"
                     + (" (after approval)" if step.approval else ""))
     return plan
+
+
+def _only_at_run_time(exc: templating.TemplateError) -> bool:
+    """Raised by a placeholder for an earlier result (`templating.Pending`), nothing else: its
+    whole message, so a label value quoted in another error cannot pass for one."""
+    text = str(exc)
+    return text.startswith(templating.PENDING) and text.endswith(" is only known at run time")
 
 
 def _reads_results(value: Any) -> bool:

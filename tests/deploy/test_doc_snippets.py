@@ -90,3 +90,26 @@ def _routed_alertnames(data: dict) -> list[str]:
                 m = re.fullmatch(r'alertname=~?"([A-Za-z0-9_|]+)"', matcher)
                 names += m.group(1).split("|") if m else []
     return names
+
+
+def test_the_quick_starts_replay_plans_the_whole_code_forge_playbook(tmp_path: Path) -> None:
+    """The README's first command shows the plan: the checks that compute on the logs'
+    results are planned, not failed (they ended the plan with an escalation), and the
+    restart, its rollout and the verification follow."""
+    import json
+    import subprocess
+    import sys
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    payload = re.search(r"<<'JSON'\n(.*?)^JSON$", readme, re.M | re.S).group(1)
+    (tmp_path / "payload.json").write_text(payload)
+    done = subprocess.run([sys.executable, "-m", "remediator.cli", "replay", "payload.json",
+                           "--rules", str(ROOT / "rules"), "--format", "json"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    [decision] = json.loads(done.stdout)
+    assert (decision["playbook"], decision["outcome"]) == ("code-forge-s3-upload-failure", "planned")
+    steps = {s["name"]: s for s in decision["steps"]}
+    assert {s["outcome"] for s in steps.values()} == {"planned"}, steps
+    assert steps["not_bucket_or_iam"]["detail"] == "check on earlier results (decided at run time)"
+    assert list(steps)[-3:] == ["restart", "rollout", "verify"]
