@@ -777,7 +777,7 @@ def _only_at_run_time(exc: templating.TemplateError) -> bool:
     """Raised by a placeholder for an earlier result (`templating.Pending`), nothing else: its
     whole message, so a label value quoted in another error cannot pass for one."""
     text = str(exc)
-    return text.startswith(templating.PENDING) and text.endswith(" is only known at run time")
+    return text.startswith(templating.PENDING) and text.endswith(templating.ONLY_AT_RUN_TIME)
 
 
 def _reads_results(value: Any) -> bool:

@@ -34,6 +34,9 @@ class TemplateError(ValueError):
 
 # Marks a value that only exists at run time (an earlier step's result, in dry-run).
 PENDING = "\u27e8"
+# What follows the placeholder in the error it raises when a value must be known (the engine
+# tells a plan's placeholders from other failures by it: kept renders replay errors as text).
+ONLY_AT_RUN_TIME = " is only known at run time"
 
 
 class Pending:
@@ -52,7 +55,7 @@ class Pending:
         return f"{PENDING}{self._path}\u27e9"
 
     def _unknown(self, *_: Any) -> bool:
-        raise TemplateError(f"{self} is only known at run time")
+        raise TemplateError(f"{self}{ONLY_AT_RUN_TIME}")
 
     __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __bool__ = _unknown  # type: ignore
     __hash__ = None  # type: ignore[assignment]
