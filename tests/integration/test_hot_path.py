@@ -42,7 +42,7 @@ from remediator.store import open_store, packing
 from remediator.store.sqlite import PROCESSING_PER_COMMIT, SQLiteStore
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
-from tests.support.worker import TOKEN, InProcessWorker, free_port, loopback_guards
+from tests.support.worker import TOKEN, InProcessWorker, free_port, http, loopback_guards
 
 RULES = """
 playbooks:
@@ -217,6 +217,43 @@ def test_the_dispatcher_claims_a_bounded_batch_and_templates_compile_once(tmp_pa
     assert len(claims) <= 2 * (30 // Service.claim_batch + 2), claims
     # a dry run's decision is written once (no `running` record first: nothing is called)
     assert sum(s.startswith("INSERT INTO executions") for s in statements) == 60
+
+
+def test_the_pending_gauge_is_counted_when_scraped_at_most_once_a_second(tmp_path):
+    """Counted by the dispatcher every second, the gauge read the inbox through a storm and
+    held up the next claim, for a figure scraped every 15 s or so; scraped in a loop, it
+    still counts once a second at most."""
+    rules = write_rules(tmp_path / "rules", """
+playbooks:
+  - name: hold
+    match: {alertname: Hold}
+    steps:
+      - {name: hold, action: wait, params: {duration: 60s}}
+""")
+    cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
+                 mode="live", escalation_dir=str(tmp_path / "notes"), guards=loopback_guards(),
+                 grace_period=0.1)
+    w = InProcessWorker(cfg).start()
+    statements: list[str] = []
+    try:
+        assert w.post_alerts(notification(alert("Hold", fingerprint="h1"),
+                                          alert("Hold", fingerprint="h2")))[0] == 202
+        deadline = time.monotonic() + 15
+        while len(w.call(w.service.store.list_executions(10, outcome="running"))) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        w.call(_trace(w.service, statements))
+        time.sleep(2.5)  # the dispatcher waits for work a second at a time, and looks again
+
+        def counts() -> int:
+            return sum("count(*) FROM inbox" in s for s in statements)
+
+        assert counts() == 0
+        scrapes = [http("GET", f"{w.url}/metrics")[1] for _ in range(3)]
+        assert all("\nremediator_inbox_pending 2.0\n" in text for text in scrapes)
+        assert counts() == 1
+    finally:
+        w.stop()
 
 
 def test_processing_writes_fill_their_commits_in_a_backlog(tmp_path):
