@@ -53,18 +53,21 @@ RESERVE_K2 = ([Limit("rate", "deploy/y", 0.0, 1)], [("rate", "deploy/y", 100.0, 
 CHANGE = ([Limit("budget", "*", 0.0, 100)], [("budget", "*", 1.0, {})])
 
 
-def _until_up(cluster: PostgresCluster) -> None:
+def _until_up(cluster: PostgresCluster, killed: int) -> None:
     """Wait for the postmaster's crash recovery (it restarts every process, and replays the
-    WAL that was written, on a fresh shared memory)."""
+    WAL that was written, on a fresh shared memory), after the WAL writer `killed`: until a
+    new one runs, the postmaster may not have noticed the kill yet, and a statement that
+    runs meanwhile is lost with the crash."""
     deadline = time.monotonic() + 60
     while True:
         try:
-            cluster.sql("SELECT 1")
-            return
-        except subprocess.CalledProcessError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+            if _walwriter(cluster) != killed:
+                return
+        except (subprocess.CalledProcessError, ValueError):  # restarting; not started yet
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("PostgreSQL did not recover from its crash within 60 s")
+        time.sleep(0.1)
 
 
 def _crashable() -> PostgresCluster:
@@ -154,7 +157,7 @@ def test_postgres_admission_and_pause_outlive_a_database_crash_and_a_lost_claim_
         # starts again from the WAL on disk, as after an out-of-memory kill. The replica
         # goes on: from here its leases look valid.
         os.kill(walwriter, signal.SIGKILL)
-        _until_up(cluster)
+        _until_up(cluster, walwriter)
 
         async def after():
             async with _other_replica(url, replica) as other:
@@ -190,6 +193,16 @@ def test_postgres_a_renewed_lease_outlives_a_database_crash(run) -> None:
     lease = 16.0  # margins of seconds for the crash recovery and the second replica's start
     try:
         url = cluster.create_database()
+        database = url.rsplit("/", 1)[1].split("?")[0]
+
+        def lease_until() -> float:
+            """The item's lease end, in the database's own clock (which decides a takeover;
+            the test's monotonic clock is not the same clock)."""
+            return float(cluster.sql("SELECT extract(epoch FROM lease_until) FROM inbox",
+                                     database))
+
+        def database_now() -> float:
+            return float(cluster.sql("SELECT extract(epoch FROM now())"))
 
         async def scenario():
             one = open_store(url, sync="normal", lease=lease)
@@ -200,20 +213,23 @@ def test_postgres_a_renewed_lease_outlives_a_database_crash(run) -> None:
             await one.enqueue([_item(1)])
             walwriter = _walwriter(cluster)
             os.kill(walwriter, signal.SIGSTOP)
-            claimed = time.monotonic()
             assert [i.dedupe_key for i in await one.claim(1)] == ["k1"]
+            claimed = lease_until()
             await asyncio.sleep(lease / 2)
-            renewed = time.monotonic()
             await one.renew()
+            renewed = lease_until()
+            assert renewed > claimed + lease / 4
             assert _flushed(cluster)
             os.kill(walwriter, signal.SIGKILL)
-            _until_up(cluster)
+            _until_up(cluster, walwriter)
+            assert lease_until() == renewed, "the renewal was lost with the crash"
             # Past the claim's own lease, before `one` fences itself (a second before the
             # renewed lease ends): `one` still runs the alert.
-            await asyncio.sleep(max(0.0, claimed + lease + 0.5 - time.monotonic()))
+            while database_now() < claimed + 0.5:
+                await asyncio.sleep(0.1)
             async with _other_replica(url, one, lease=lease) as two:
                 taken = await two.claim(1)
-                assert time.monotonic() < renewed + lease - 1, "recovery too slow to tell"
+                assert database_now() < renewed - 1, "recovery too slow to tell"
                 assert taken == []
 
         run(scenario())
@@ -240,7 +256,7 @@ def test_postgres_a_target_lock_lost_with_a_database_crash_is_not_admitted_twice
             assert await one.acquire_lock("ns/deployment/web", "e1") is None
             assert not _flushed(cluster)
             os.kill(walwriter, signal.SIGKILL)
-            _until_up(cluster)
+            _until_up(cluster, walwriter)
             async with _other_replica(url, one) as two:
                 # Another replica's run of another playbook finds the target free.
                 assert await two.acquire_lock("ns/deployment/web", "e2") is None
@@ -363,7 +379,7 @@ def test_postgres_a_success_the_circuit_counts_outlives_a_database_crash(run, tm
         first = run(remediate())
         assert first["outcome"] in ("succeeded", "escalated") and h.calls == [first["id"]]
         os.kill(walwriter, signal.SIGKILL)  # the database crashes
-        _until_up(cluster)
+        _until_up(cluster, walwriter)
 
         async def fire_again() -> list[dict]:
             await asyncio.sleep(h.cfg.store_lease + 1)  # what was lost of the lock expired
