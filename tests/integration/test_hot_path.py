@@ -149,7 +149,7 @@ def test_processing_writes_share_a_commit_while_other_chunks_are_queued(run, tmp
 
 
 def test_counting_the_pending_alerts_searches_the_index(run, tmp_path):
-    """The gauge (every second in `serve`) counts the unfinished items in the state index;
+    """The gauge (counted when scraped) counts the unfinished items in the state index;
     `state != 'done'` scanned every retained item (~10 ms at 20 000)."""
     async def scenario():
         store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")

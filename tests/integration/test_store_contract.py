@@ -723,7 +723,7 @@ def test_a_limit_without_unless_reads_only_its_first_minute_of_events(run, postg
 
 
 def test_the_pending_gauge_reads_the_items_to_do_not_the_whole_inbox(run, postgres_url):
-    """`pending_count` (each replica's gauge, every second) counts pending and running items
+    """`pending_count` (each replica's gauge, when scraped) counts pending and running items
     from their partial indexes: done items stay in the inbox for the retention period, and a
     sequential scan of all of them every second grew with every storm. Nor does a claim, and
     no index lists both pending and running items: each claim and done mark wrote an entry
