@@ -411,14 +411,18 @@ class Engine:
                 return record
             condition = f"if {step.when} (decided at run time): "
         try:
-            params, problems, rendered = self._checked(action, step, ctx)
+            try:
+                params, problems, rendered = self._checked(action, step, ctx)
+            except templating.TemplateError as exc:
+                if not (planning and _only_at_run_time(exc)):
+                    raise
+                # A parameter that computes on an earlier result (a `check` calling
+                # `steps.logs.result.get(...)`) cannot render in a plan: it stands as its
+                # placeholder, as one rendered whole does, and every other parameter is
+                # still rendered and checked (a bad label is refused, never planned).
+                rendered = _render_planned(action, step.params, ctx)
+                params, problems = check_params(action, rendered, rendered=True)
         except templating.TemplateError as exc:
-            # A parameter that computes on an earlier result (a `check` calling
-            # `steps.logs.result.get(...)`) cannot render in a plan: planned, as a placeholder
-            # in a parameter is, not a failure (which ended the plan with an escalation).
-            if planning and _only_at_run_time(exc) and _reads_results(step.params):
-                record.detail = condition + f"{action.name} on earlier results (decided at run time)"
-                return record
             record.outcome, record.detail = "failed", str(exc)
             return record
         if params and not problems:
@@ -778,6 +782,21 @@ def _only_at_run_time(exc: templating.TemplateError) -> bool:
     whole message, so a label value quoted in another error cannot pass for one."""
     text = str(exc)
     return text.startswith(templating.PENDING) and text.endswith(templating.ONLY_AT_RUN_TIME)
+
+
+def _render_planned(action: Any, raw: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """A plan's parameters, each rendered alone: one that computes on an earlier result
+    (`_only_at_run_time`, and its template reads `steps`) is the placeholder it raised
+    about; any other error is raised."""
+    rendered: dict[str, Any] = {}
+    for name, value in raw.items():
+        try:
+            rendered.update(render_params(action, {name: value}, ctx))
+        except templating.TemplateError as exc:
+            if not (_only_at_run_time(exc) and _reads_results(value)):
+                raise
+            rendered[name] = str(exc).removesuffix(templating.ONLY_AT_RUN_TIME)
+    return rendered
 
 
 def _reads_results(value: Any) -> bool:

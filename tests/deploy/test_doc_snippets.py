@@ -111,5 +111,5 @@ def test_the_quick_starts_replay_plans_the_whole_code_forge_playbook(tmp_path: P
     assert (decision["playbook"], decision["outcome"]) == ("code-forge-s3-upload-failure", "planned")
     steps = {s["name"]: s for s in decision["steps"]}
     assert {s["outcome"] for s in steps.values()} == {"planned"}, steps
-    assert steps["not_bucket_or_iam"]["detail"] == "check on earlier results (decided at run time)"
+    assert steps["not_bucket_or_iam"]["detail"] == "check with parameters from earlier results"
     assert list(steps)[-3:] == ["restart", "rollout", "verify"]

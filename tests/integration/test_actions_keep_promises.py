@@ -210,3 +210,44 @@ def test_a_label_that_looks_like_a_placeholder_is_refused_in_dry_run(tmp_path: P
     (step,) = decision["steps"]
     assert (step["outcome"], decision["outcome"]) == ("failed", "failed"), decision
     assert step["detail"].startswith("refused: parameter 'name': must be a DNS-1123 subdomain")
+
+
+SCALE_ON_RESULT = """
+playbooks:
+  - name: scale
+    match: {alertname: CodeForgeDown}
+    target: {kind: deployment, namespace: NS, name: code-forge}
+    guards: {cooldown: 15m}
+    steps:
+      - name: dep
+        action: kubernetes.get
+        params: {resource: deployments, namespace: NS, name: code-forge}
+      - name: scale
+        action: kubernetes.scale
+        params:
+          namespace: "{{ labels.namespace }}"
+          name: code-forge
+          replicas: "{{ steps.dep.result.get('spec', {}).get('replicas', 1) + 1 }}"
+          min: 1
+          max: 10
+""".replace("NS", NS)
+
+
+@pytest.mark.parametrize("label", ["../kube-system", "\u27e8steps.dep.result\u27e9"])
+def test_a_parameter_computed_on_a_result_hides_no_bad_label_in_dry_run(tmp_path: Path,
+                                                                        label: str) -> None:
+    """One parameter computes on an earlier result (a plan only has its placeholder), another
+    comes from a label: that label is still checked, and refused as the live run would, not
+    planned behind the parameter that cannot be known yet."""
+    decision = replay_cli(tmp_path, SCALE_ON_RESULT,
+                          notification(alert("CodeForgeDown", namespace=label)))
+    step = decision["steps"][-1]
+    assert (step["outcome"], decision["outcome"]) == ("failed", "failed"), decision
+    assert step["detail"].startswith("refused: parameter 'namespace'"), step["detail"]
+    # A good label: the step is planned, as one whose parameter is a placeholder is.
+    decision = replay_cli(tmp_path, SCALE_ON_RESULT,
+                          notification(alert("CodeForgeDown", namespace=NS)))
+    step = decision["steps"][-1]
+    assert (step["outcome"], decision["outcome"]) == ("planned", "planned"), decision
+    assert step["detail"] == "kubernetes.scale with parameters from earlier results", step
+    assert step["params"]["namespace"] == NS

@@ -103,7 +103,8 @@ def test_a_storm_records_the_same_decisions_with_kept_renders(tmp_path, monkeypa
     (tmp_path / "on").mkdir()
     memo = asyncio.run(drain(bodies, tmp_path / "on"))
     outcomes = {d["outcome"] for d in memo}
-    # (no dry-run decision escalates now: a check on earlier results is planned, not failed)
+    # (no dry-run decision escalates now: a check computing on earlier results is planned,
+    # not failed)
     assert {"planned", "blocked", "resolved", "no_match"} <= outcomes, outcomes
     notes = [d["escalation"]["note"] for d in memo if d.get("escalation")]
     assert len(notes) > len(memo) // 2
