@@ -345,6 +345,8 @@ class Engine:
                 # decided again as it was then, never continued past as if it had succeeded.
                 if done["outcome"] == "failed" and (stop := _after_failure(decision, step, done)):
                     return stop
+                if done["outcome"] == "cancelled":  # so is a change the resolution cancelled
+                    return _after_cancel(decision, step, done, records)
                 continue
             if unsaved := self._unsaved.pop(decision["id"], None):  # before the next step
                 await self._journal(decision, *unsaved)
@@ -378,15 +380,7 @@ class Engine:
                                     step=step.name)
                 return None
             if record.outcome == "cancelled":
-                changed = [r for r in records if r.get("mutating") and r["outcome"] == "succeeded"]
-                when = "before" if record.mutating else "while"
-                what = "; it was not run" if record.mutating else " waited"
-                if changed:  # the fix was applied and the alert cleared: that is the verification
-                    decision["reason"] = (f"verified by the alert's resolution {when} step "
-                                          f"{step.name!r}{what}")
-                    return "succeeded"
-                decision["reason"] = f"the alert resolved {when} step {step.name!r}{what}"
-                return "resolved"
+                return _after_cancel(decision, step, journaled, records)
             if record.outcome == "failed" and (stop := _after_failure(decision, step, journaled)):
                 return stop
         return outcome
@@ -689,6 +683,20 @@ def _after_failure(decision: dict[str, Any], step: Step, record: dict[str, Any])
     if step.on_failure == "continue":
         return None
     return "escalated" if step.on_failure == "escalate" else "failed"
+
+
+def _after_cancel(decision: dict[str, Any], step: Step, record: dict[str, Any],
+                  records: list[dict[str, Any]]) -> str:
+    """The run's outcome once the alert's resolution cancelled a step (its reason recorded):
+    it stops there, whether it just happened or is read back from the journal."""
+    changed = [r for r in records if r.get("mutating") and r["outcome"] == "succeeded"]
+    when = "before" if record.get("mutating") else "while"
+    what = "; it was not run" if record.get("mutating") else " waited"
+    if changed:  # the fix was applied and the alert cleared: that is the verification
+        decision["reason"] = f"verified by the alert's resolution {when} step {step.name!r}{what}"
+        return "succeeded"
+    decision["reason"] = f"the alert resolved {when} step {step.name!r}{what}"
+    return "resolved"
 
 
 def _readable(data: Any) -> Alert:

@@ -285,3 +285,44 @@ def test_an_offline_replay_whose_decision_cannot_be_recorded_gives_up_and_says_s
     again = replay(web(5))
     assert again.returncode == 0 and again.stdout.count("→ PLANNED") == 1, again.stderr
     assert "1 alert(s) already received: not decided again" in again.stdout
+
+
+def test_a_change_cancelled_by_the_resolution_stays_cancelled_when_its_record_is_retried(
+        tmp_path, run):
+    """Hostile: the firing run's change was cancelled (its resolution was acknowledged
+    first) and journaled before the note (the playbook always escalates); then its final
+    record was refused (or a crash cut it off). Processed again, the run read the cancelled
+    step from its journal as one done and went on: nothing ran, yet it was recorded as a
+    remediation (escalated after `succeeded`) and the circuit counted a success."""
+    h = run(Harness(tmp_path, "{cooldown: 1m, circuit_breaker: {max_refires: 3, window: 1h}}",
+                    always=True).start())
+    service = h.service
+    firing, resolved = web(0), dict(web(0), status="resolved")
+    execution = _execution_id(dedupe_key("web", firing["startsAt"], "firing"), "restart-web")
+    db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
+    db.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON executions WHEN NEW.id = '{execution}' "
+               "AND NEW.outcome NOT IN ('running', 'blocked') "
+               "BEGIN SELECT RAISE(ABORT, 'injected'); END")
+
+    async def scenario() -> dict:
+        for one in (firing, resolved):  # the resolution acknowledged before the run's change
+            await service.intake(parse_notification(json.dumps(notification(one)).encode()))
+        [item, _] = sorted(await service.store.claim(2), key=lambda i: i.id)
+        task = asyncio.create_task(service._process(item))
+        for _ in range(200):  # the change is cancelled; its run's record refused
+            if service.metrics.inbox_retries._value.get() >= 1:
+                break
+            await asyncio.sleep(0.01)
+        assert not task.done()
+        _accepting(db)
+        [decision] = await asyncio.wait_for(task, 10)
+        return decision
+
+    decision = run(scenario())
+    assert h.calls == []
+    assert decision["outcome"] == "resolved", (decision["outcome"], decision["reason"])
+    assert [s["outcome"] for s in decision["steps"]] == ["cancelled"]
+    assert decision["reason"] == "the alert resolved before step 'restart'; it was not run"
+    assert run(service.store.count_events("success", "restart-web:prod/deployment/web", 0)) == 0
+    run(service.stop())
+
