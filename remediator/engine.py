@@ -209,7 +209,8 @@ class Engine:
             pb.escalation is not None and pb.escalation.always and not resolving)
         # The guards judge the steps (a circuit counts successful remediations), not the
         # label the decision gets (`escalated` when the playbook always escalates).
-        events = await self.guards.after_execution(gc, "resolved" if resolving else outcome)
+        events = await self.guards.after_execution(gc, "resolved" if resolving else outcome,
+                                                   resumed=existing is not None and wants_note)
         if outcome == "succeeded":
             if resolving:
                 outcome = "resolved"

@@ -152,7 +152,8 @@ class Guards:
                 return block
         return None
 
-    async def after_execution(self, gc: GuardContext, outcome: str) -> list[Event]:
+    async def after_execution(self, gc: GuardContext, outcome: str,
+                              resumed: bool = False) -> list[Event]:
         """Release the target; return the events to record with the final decision (a
         success, which the circuit counts): in the same write, so a crash never counts one
         twice (before it, when a note is delivered first: Engine._finish). That write is
@@ -162,11 +163,24 @@ class Guards:
         through. Only live successes with a target, the rare writes, wait for the flush.
         With a success the target stays held until it is recorded (the engine releases
         it then): let go first, another firing decided meanwhile found the circuit one
-        short and the target free, and ran once more than `max_refires` allows."""
-        if outcome == "succeeded" and gc.mode == "live" and gc.target:
-            return [("success", gc.circuit, self.clock(), {})]
+        short and the target free, and ran once more than `max_refires` allows.
+        `resumed`: a run with a note processed again (after a crash, or a final record the
+        store refused), whose success, recorded before its note, may be counted already:
+        counted at each attempt, it opened the circuit on a remediation made once."""
+        if outcome == "succeeded" and gc.mode == "live" and gc.target and not (
+                resumed and await self._counted(gc)):
+            return [("success", gc.circuit, self.clock(), {"execution": gc.execution_id})]
         await self.release(gc)
         return []
+
+    async def _counted(self, gc: GuardContext) -> bool:
+        """Is this run's success among those its circuit counts already?"""
+        cfg = gc.playbook.guards.get("circuit_breaker")
+        if not cfg:
+            return False  # no circuit counts it
+        since = self.clock() - parse_duration(cfg["window"])
+        return any(data.get("execution") == gc.execution_id for _, data in
+                   await self.store.events_since("success", gc.circuit, since))
 
     async def on_resolved(self, gc: GuardContext) -> None:
         """A resolution withdraws approvals still pending for this alert's executions, in the

@@ -326,3 +326,39 @@ def test_a_change_cancelled_by_the_resolution_stays_cancelled_when_its_record_is
     assert run(service.store.count_events("success", "restart-web:prod/deployment/web", 0)) == 0
     run(service.stop())
 
+
+def test_a_success_recorded_before_its_note_is_counted_once_however_often_its_run_is_retried(
+        tmp_path, run):
+    """Hostile: a run that escalates always records its success (for the circuit) on its
+    own, before the note, then its final record. That record refused (or cut off by a
+    crash), the run was processed again from its journal, succeeded again and counted its
+    success again, at every attempt: the circuit opened on a remediation made once
+    ("remediation is not working"), automation stopped on the target."""
+    h = run(Harness(tmp_path, "{cooldown: 1m, circuit_breaker: {max_refires: 2, window: 1h}}",
+                    always=True).start())
+    service = h.service
+    db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
+    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON executions WHEN NEW.outcome "
+               "NOT IN ('running', 'blocked') BEGIN SELECT RAISE(ABORT, 'injected'); END")
+
+    async def scenario() -> dict:
+        await service.intake(parse_notification(json.dumps(notification(web(0))).encode()))
+        [item] = await service.store.claim(1)
+        task = asyncio.create_task(service._process(item))
+        for _ in range(200):  # made once; its final record refused, attempt after attempt
+            if task.done() or service.metrics.inbox_retries._value.get() >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert h.calls
+        _accepting(db)
+        [decision] = await asyncio.wait_for(task, 10)
+        return decision
+
+    decision = run(scenario())
+    assert decision["outcome"] == "escalated", (decision["outcome"], decision["reason"])
+    assert len(h.calls) == 1
+    assert run(service.store.count_events("success", "restart-web:prod/deployment/web", 0)) == 1
+    # The next firing is judged on one success, not on the attempts: it runs.
+    [again] = run(h.fire(web(5), at=600))
+    assert again["outcome"] == "escalated", (again["outcome"], again["reason"])
+    run(service.stop())
