@@ -152,7 +152,7 @@ class Engine:
         decision["group"] = group_dict = group.to_dict()
         ctx = template_context.build(decision["alert"], group_dict, pb)  # which copies them
         gc = GuardContext(playbook=pb, alert=alert, execution_id=execution_id, mode=self._mode(pb),
-                          claimed=claimed)
+                          claimed=claimed, resumed=existing is not None)
         try:
             gc.target = _render_target(pb.target, ctx)
         except (templating.TemplateError, ValueError) as exc:
@@ -210,7 +210,7 @@ class Engine:
         # The guards judge the steps (a circuit counts successful remediations), not the
         # label the decision gets (`escalated` when the playbook always escalates).
         events = await self.guards.after_execution(gc, "resolved" if resolving else outcome,
-                                                   resumed=existing is not None and wants_note)
+                                                   note=wants_note)
         if outcome == "succeeded":
             if resolving:
                 outcome = "resolved"

@@ -74,6 +74,9 @@ class GuardContext:
     # The objects this alert's steps with a `target:` of their own change (rendered for
     # it): an alert is coalesced into a run only if that run changes the same ones.
     step_targets: tuple[str, ...] = ()
+    # Processed again (after a crash, an approval, a record the store refused): its journal is
+    # read, and a success it recorded before its note may be counted already (`_counted`).
+    resumed: bool = False
 
     @property
     def remedy(self) -> tuple[str, ...]:
@@ -153,7 +156,7 @@ class Guards:
         return None
 
     async def after_execution(self, gc: GuardContext, outcome: str,
-                              resumed: bool = False) -> list[Event]:
+                              note: bool = False) -> list[Event]:
         """Release the target; return the events to record with the final decision (a
         success, which the circuit counts): in the same write, so a crash never counts one
         twice (before it, when a note is delivered first: Engine._finish). That write is
@@ -164,11 +167,11 @@ class Guards:
         With a success the target stays held until it is recorded (the engine releases
         it then): let go first, another firing decided meanwhile found the circuit one
         short and the target free, and ran once more than `max_refires` allows.
-        `resumed`: a run with a note processed again (after a crash, or a final record the
-        store refused), whose success, recorded before its note, may be counted already:
-        counted at each attempt, it opened the circuit on a remediation made once."""
+        A run with a `note` processed again (after a crash, or a final record the store
+        refused) may have counted its success already, before its note: counted at each
+        attempt, it opened the circuit on a remediation made once."""
         if outcome == "succeeded" and gc.mode == "live" and gc.target and not (
-                resumed and await self._counted(gc)):
+                note and gc.resumed and await self._counted(gc)):
             return [("success", gc.circuit, self.clock(), {"execution": gc.execution_id})]
         await self.release(gc)
         return []
@@ -253,6 +256,8 @@ class Guards:
                                                             now - window)
         if block := self._open(gc, state, now):
             return block
+        if successes >= cfg["max_refires"] and gc.resumed and await self._counted(gc):
+            successes -= 1  # its own, recorded before its note: not a remediation that failed
         if successes >= cfg["max_refires"]:
             until = now + parse_duration(cfg.get("open_for", cfg["window"]))
             await self.store.put_state(key, {"opened_at": now, "until": until})

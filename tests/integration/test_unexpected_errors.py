@@ -362,3 +362,38 @@ def test_a_success_recorded_before_its_note_is_counted_once_however_often_its_ru
     [again] = run(h.fire(web(5), at=600))
     assert again["outcome"] == "escalated", (again["outcome"], again["reason"])
     run(service.stop())
+
+
+def test_a_run_processed_again_is_not_stopped_by_its_own_success(tmp_path, run):
+    """Hostile: the same refused final record with `max_refires: 1`. Processed again, the
+    run was judged by its circuit, which counted the success the run itself had recorded
+    before its note: blocked circuit_open, 'remediation is not working' after 1
+    successful remediation, automation stopped on the target, for a change made once and
+    no firing since. The next firing is the one its circuit stops."""
+    h = run(Harness(tmp_path, "{cooldown: 1m, circuit_breaker: {max_refires: 1, window: 1h}}",
+                    always=True).start())
+    service = h.service
+    db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
+    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON executions WHEN NEW.outcome "
+               "NOT IN ('running', 'blocked') BEGIN SELECT RAISE(ABORT, 'injected'); END")
+
+    async def scenario() -> dict:
+        await service.intake(parse_notification(json.dumps(notification(web(0))).encode()))
+        [item] = await service.store.claim(1)
+        task = asyncio.create_task(service._process(item))
+        for _ in range(200):
+            if task.done() or service.metrics.inbox_retries._value.get() >= 2:
+                break
+            await asyncio.sleep(0.01)
+        _accepting(db)
+        [decision] = await asyncio.wait_for(task, 10)
+        return decision
+
+    decision = run(scenario())
+    assert decision["outcome"] == "escalated", (decision["outcome"], decision["reason"])
+    assert len(h.calls) == 1 and run(service.store.get_state(
+        "circuit:restart-web:prod/deployment/web")) is None
+    [again] = run(h.fire(web(5), at=600))
+    assert (again["outcome"], again["reason"].split(":")[0]) == ("blocked", "circuit_open")
+    assert len(h.calls) == 1
+    run(service.stop())
