@@ -152,7 +152,9 @@ class Engine:
         decision["group"] = group_dict = group.to_dict()
         ctx = template_context.build(decision["alert"], group_dict, pb)  # which copies them
         gc = GuardContext(playbook=pb, alert=alert, execution_id=execution_id, mode=self._mode(pb),
-                          claimed=claimed, resumed=existing is not None)
+                          claimed=claimed, resumed=existing is not None,
+                          changed=(existing or {}).get("outcome") == "running"
+                          and _made_change(existing))
         try:
             gc.target = _render_target(pb.target, ctx)
         except (templating.TemplateError, ValueError) as exc:
@@ -240,11 +242,7 @@ class Engine:
         succeeded, or one interrupted or failed `uncertain` that may have), else None."""
         firing = replace(alert, status="firing").dedupe_key
         run = await self.store.get_execution(_execution_id(firing, pb.name))
-        if any(s.get("mutating") and (s["outcome"] in ("succeeded", "running")
-                                      or s.get("uncertain"))
-               for s in (run or {}).get("steps") or []):
-            return (run or {}).get("target") or ""
-        return None
+        return (run or {}).get("target") or "" if _made_change(run) else None
 
     async def resume(self, decision: dict[str, Any], approved: bool = True) -> dict[str, Any]:
         """Run a stored execution again (after an approval is decided: `approved` or not); its
@@ -716,6 +714,14 @@ def _readable(data: Any) -> Alert:
                  ends_at=None if ends_at is None else str(ends_at),
                  generator_url=str(data.get("generatorURL") or ""),
                  fingerprint=str(data.get("fingerprint") or ""))
+
+
+def _made_change(run: dict[str, Any] | None) -> bool:
+    """Did this run make a change (a mutation that succeeded, or one interrupted or failed
+    `uncertain` that may have)?"""
+    return any(s.get("mutating") and (s["outcome"] in ("succeeded", "running")
+                                      or s.get("uncertain"))
+               for s in (run or {}).get("steps") or [])
 
 
 def _resumable(decision: dict[str, Any]) -> bool:

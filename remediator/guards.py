@@ -77,6 +77,10 @@ class GuardContext:
     # Processed again (after a crash, an approval, a record the store refused): its journal is
     # read, and a success it recorded before its note may be counted already (`_counted`).
     resumed: bool = False
+    # Interrupted after it changed something (journaled): its precondition decided whether
+    # to start acting, and it did; the change may be what made it false (`_precondition`).
+    # (A run resumed by an approval asks it again: its change may have fixed the problem.)
+    changed: bool = False
 
     @property
     def remedy(self) -> tuple[str, ...]:
@@ -327,7 +331,7 @@ class Guards:
 
     async def _precondition(self, gc: GuardContext) -> Block | None:
         cfg = gc.playbook.guards.get("precondition")
-        if not cfg or gc.mode != "live" or self.precondition is None:
+        if not cfg or gc.mode != "live" or self.precondition is None or gc.changed:
             return None
         if cfg.get("delay"):
             await self.sleep(parse_duration(cfg["delay"]))

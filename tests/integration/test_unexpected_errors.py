@@ -20,7 +20,10 @@ import os
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
+
+import pytest
 
 from remediator.alerts import dedupe_key, parse_notification
 from remediator.engine import _execution_id
@@ -397,3 +400,86 @@ def test_a_run_processed_again_is_not_stopped_by_its_own_success(tmp_path, run):
     assert (again["outcome"], again["reason"].split(":")[0]) == ("blocked", "circuit_open")
     assert len(h.calls) == 1
     run(service.stop())
+
+
+
+@pytest.mark.parametrize("always", [False, True])
+def test_a_run_processed_again_after_its_change_is_not_stopped_by_its_precondition(
+        tmp_path, run, always):
+    """Hostile: the restart ran, the problem went away, and the run's final record was
+    refused, or cut off by a crash while it verified. Processed again, the run asked its
+    precondition again, which no longer held (the restart fixed it): blocked
+    precondition_false, quietly, no note, recorded as if nothing had run. Without a note the
+    restart's result goes with that final record: interrupted, it may or may not have taken
+    effect, which a human must hear. With one (journaled before it), the run succeeded, and
+    its circuit must count it, or one restart more than max_refires goes through."""
+    h = run(Harness(tmp_path, "{cooldown: 1m, precondition: {alert_firing: true}, "
+                              "circuit_breaker: {max_refires: 1, window: 1h}}",
+                    always=always).start())
+    service = h.service
+
+    async def firing_until_restarted(promql, alert, check_firing):
+        return (False, "WebDown is no longer firing at Alertmanager") if h.calls else (True, "")
+    service.engine.guards.precondition = firing_until_restarted
+    db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
+    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON executions WHEN NEW.outcome "
+               "NOT IN ('running', 'blocked') BEGIN SELECT RAISE(ABORT, 'injected'); END")
+
+    async def scenario() -> dict:
+        await service.intake(parse_notification(json.dumps(notification(web(0))).encode()))
+        [item] = await service.store.claim(1)
+        task = asyncio.create_task(service._process(item))
+        for _ in range(200):
+            if task.done() or service.metrics.inbox_retries._value.get() >= 2:
+                break
+            await asyncio.sleep(0.01)
+        _accepting(db)
+        [decision] = await asyncio.wait_for(task, 10)
+        return decision
+
+    decision = run(scenario())
+    assert len(h.calls) == 1 and decision["escalation"] is not None, decision["outcome"]
+    counted = run(service.store.count_events("success", "restart-web:prod/deployment/web", 0))
+    if not always:
+        assert decision["outcome"] == "failed", (decision["outcome"], decision["reason"])
+        assert "interrupted" in decision["reason"] and counted == 0
+        return run(service.stop())
+    assert decision["outcome"] == "escalated", (decision["outcome"], decision["reason"])
+    assert counted == 1
+    service.engine.guards.precondition = None  # firing again: its circuit stops it
+    [again] = run(h.fire(web(5), at=600))
+    assert (again["outcome"], again["reason"].split(":")[0]) == ("blocked", "circuit_open")
+    assert len(h.calls) == 1
+    run(service.stop())
+
+
+def test_a_run_resumed_by_its_approval_after_a_change_asks_its_precondition_again(
+        tmp_path, run):
+    """Not an interrupted run: the first change ran, the second waited for its approval, and
+    the first may have fixed the problem meanwhile. Approved, the run asks its precondition
+    again (as before), and a problem gone away stops it before the second change."""
+    h = Harness(tmp_path, "{}")
+    (tmp_path / "rules" / "web.yaml").write_text(textwrap.dedent("""
+        playbooks:
+          - name: restart-web
+            match: {alertname: WebDown}
+            target: {kind: deployment, namespace: "{{ labels.namespace }}",
+                     name: "{{ labels.deployment }}"}
+            guards: {cooldown: 1m, precondition: {alert_firing: true}}
+            steps:
+              - {name: restart, action: http.request,
+                 params: {url: "http://127.0.0.1:9/restart", method: POST}}
+              - {name: scale, action: http.request, approval: required,
+                 params: {url: "http://127.0.0.1:9/scale", method: POST}}
+        """))
+    run(h.start())
+
+    async def firing_until_restarted(promql, alert, check_firing):
+        return (False, "WebDown is no longer firing at Alertmanager") if h.calls else (True, "")
+    h.service.engine.guards.precondition = firing_until_restarted
+    [pending] = run(h.fire(web(0)))
+    assert (pending["outcome"], pending["blocked_step"]) == ("blocked", "scale"), pending
+    resumed = run(h.service.approve(pending["id"], by="alice"))
+    assert resumed["reason"].startswith("precondition_false"), resumed["reason"]
+    assert len(h.calls) == 1
+    run(h.service.stop())
