@@ -368,40 +368,54 @@ class Service:
         from the journal.
         """
         assert self.engine is not None
-        async with self.store.critical("approvals"):
-            decision = await self.store.get_execution(execution_id)
-            if decision is None:
-                raise KeyError(execution_id)
-            pending = {key.rsplit(":", 1)[1]: value for key, value in
-                       (await self.store.list_state(f"{PENDING}{execution_id}:")).items()}
-            if step is None and len(pending) == 1:
-                step = next(iter(pending))
-            if step not in pending:
-                decided = {key.rsplit(":", 1)[1]: value["status"] for key, value in
-                           (await self.store.list_state(f"{APPROVAL}{execution_id}:")).items()
-                           if step is None or key.rsplit(":", 1)[1] == step}
-                raise ValueError(f"{f'step {step!r}' if step else execution_id} has no pending "
-                                 "approval (" + ("; ".join(f"step {name!r} {status}" for name,
-                                                 status in decided.items()) or "none requested")
-                                 + ")")
-            if self.clock() > pending[step]["expires_at"]:
-                raise ValueError(f"approval of step {step!r} of {execution_id} expired")
-            item = await self._claim_for_resume(decision)
-            await decide_approval(self.store, f"{execution_id}:{step}",
-                                  "approved" if approve else "rejected", self.clock(), by)
+        claimed: InboxItem | None = None  # from its claim on, a failure leaves it claimed
+        try:
+            async with self.store.critical("approvals"):
+                decision = await self.store.get_execution(execution_id)
+                if decision is None:
+                    raise KeyError(execution_id)
+                pending = {key.rsplit(":", 1)[1]: value for key, value in
+                           (await self.store.list_state(f"{PENDING}{execution_id}:")).items()}
+                if step is None and len(pending) == 1:
+                    step = next(iter(pending))
+                if step not in pending:
+                    decided = {key.rsplit(":", 1)[1]: value["status"] for key, value in
+                               (await self.store.list_state(f"{APPROVAL}{execution_id}:")).items()
+                               if step is None or key.rsplit(":", 1)[1] == step}
+                    raise ValueError(f"{f'step {step!r}' if step else execution_id} has no pending "
+                                     "approval (" + ("; ".join(f"step {name!r} {status}" for name,
+                                                     status in decided.items()) or "none requested")
+                                     + ")")
+                if self.clock() > pending[step]["expires_at"]:
+                    raise ValueError(f"approval of step {step!r} of {execution_id} expired")
+                claimed = await self._claim_for_resume(decision)
+                await decide_approval(self.store, f"{execution_id}:{step}",
+                                      "approved" if approve else "rejected", self.clock(), by)
+        except Exception:
+            if claimed is not None:  # refused, perhaps half way (the approval, not its index)
+                # Retried outside the section: a task made in it would run on the section's
+                # connection (PostgreSQL), given back to the pool by then.
+                self._retry(claimed)
+            raise
+        assert claimed is not None
+        item = claimed
         try:
             result = await self.engine.resume(decision, approved=approve)
         except asyncio.CancelledError:
             raise  # shutdown: still claimed, resumed from the journal after restart
         except Exception:
-            # Nothing could be recorded (the store failed, or even a bug's record did): the
-            # caller hears of it, and the claimed item is processed again by the dispatcher's
-            # retries, with backoff, as any other (an operator approving again would find the
-            # approval decided, and a claim left here waits for a restart on SQLite).
-            self._running.add(asyncio.create_task(self._process(item)))
+            self._retry(item)
             raise
         await self.store.finish(item.id)
         return result
+
+    def _retry(self, item: InboxItem) -> None:
+        """An approval's claimed item whose decision or resume could not be recorded (the
+        store failed, or even a bug's record did): the caller hears of it, and the item is
+        processed again by the dispatcher's retries, with backoff, as any other (a claim left
+        here waits for a restart on SQLite, and approving again finds it taken): the run goes
+        on as far as the approval recorded says, or asks for it again."""
+        self._running.add(asyncio.create_task(self._process(item)))
 
     async def _claim_for_resume(self, decision: dict[str, Any]) -> InboxItem:
         """The alert's inbox item, claimed here; a run in progress (here or on another

@@ -483,3 +483,50 @@ def test_a_run_resumed_by_its_approval_after_a_change_asks_its_precondition_agai
     assert resumed["reason"].startswith("precondition_false"), resumed["reason"]
     assert len(h.calls) == 1
     run(h.service.stop())
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_an_approval_whose_decision_the_store_refused_half_way_is_not_left_claimed(
+        tmp_path, run, request, store):
+    """Hostile: approving wrote the approval, then the store refused the write after it
+    (its pending index). The alert's item, claimed for the resume, stayed claimed: on SQLite
+    nothing takes a claimed item up before a restart, so the approved restart did not run, and
+    approving again answered 'being processed right now', until a restart ran it, hours later
+    perhaps. It is handed to the dispatcher's retries, as a refused resume is (3201546), from
+    outside the approvals' section (on PostgreSQL a task made in it ran on its connection,
+    given back to the pool: 'another operation is in progress', then retried forever)."""
+    h = Harness(tmp_path, "{cooldown: 1m}", approval=True)
+    if store == "postgresql":
+        h.cfg.store = request.getfixturevalue("postgres_url")
+    run(h.start())
+    [pending] = run(h.fire(web(0)))
+    assert pending["outcome"] == "blocked", pending
+    if store == "postgresql":
+        request.getfixturevalue("postgres_cluster").sql(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE "
+            "EXCEPTION 'injected'; END $$; CREATE TRIGGER refuse BEFORE DELETE ON state FOR "
+            "EACH ROW WHEN (OLD.key LIKE 'approval-pending:%') EXECUTE FUNCTION refuse()",
+            h.cfg.store.rsplit("/", 1)[1])
+    else:
+        sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None).execute(
+            "CREATE TRIGGER refuse BEFORE DELETE ON state WHEN OLD.key LIKE "
+            "'approval-pending:%' BEGIN SELECT RAISE(ABORT, 'injected'); END")
+
+    async def scenario() -> dict:
+        try:
+            await h.service.approve(pending["id"], by="alice")
+        except Exception as exc:  # the store refused (the API answers 503)
+            assert "injected" in str(exc)
+        else:
+            raise AssertionError("the refused write did not say so")
+        for _ in range(500):
+            done = await h.service.store.get_execution(pending["id"])
+            if done["outcome"] != "blocked" and not h.service._running:
+                return done
+            await asyncio.sleep(0.01)
+        raise AssertionError("the approved step never ran")
+
+    resumed = run(scenario())
+    assert resumed["outcome"] == "succeeded", resumed
+    assert h.calls == [pending["id"]]  # once
+    run(h.service.stop())
