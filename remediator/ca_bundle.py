@@ -1,14 +1,16 @@
-"""aiohttp imported with its CA bundle loaded in a thread (the command line imports this first).
+"""aiohttp imported with its CA bundle loaded later, in a thread (the command line imports this
+first).
 
 aiohttp builds its two default client SSL contexts as it is imported, and each loads the
 system's CA bundle: two loads of 20-40 ms, a tenth of `serve`'s start-up, before anything else
-can run. Imported from here, aiohttp is imported with those loads put aside, and the one that
-matters (the verified context's: the unverified one verifies nothing) runs in a thread
-(OpenSSL releases the GIL while it reads certificates) while start-up goes on. Until
-they are done, the verified context trusts no CA (a TLS call would fail, never succeed
-unverified); `loaded()` waits for them, and the one place that makes client sessions
-(actions/backends.py) calls it first. A process that imported aiohttp before this module
-loads them at import as usual.
+can run. Imported from here, aiohttp is imported with those loads put aside. The one that
+matters (the verified context's: the unverified one verifies nothing) runs in a thread started
+by `start()`: `serve` calls it once it is ready (beside start-up it competed with it for the GIL
+and, on a busy machine, for a CPU: 30-40 ms of its CPU before ready), and nothing before ready
+makes a client session. Until it is done, the verified context trusts no CA (a TLS call
+would fail, never succeed unverified); `loaded()` starts it if nobody has and waits for it, and
+the one place that makes client sessions (actions/backends.py) calls it first. A process that
+imported aiohttp before this module loads them at import as usual.
 """
 
 from __future__ import annotations
@@ -36,8 +38,24 @@ def _load() -> None:
         _failed.append(exc)
 
 
+# Not a daemon: a process that exits while it loads waits for it, where OpenSSL's exit
+# handlers freed what the thread was still using (a segfault or an abort, 7 exits in 30 of
+# `python -c "import remediator.ca_bundle"` when the import started it).
+_thread = threading.Thread(target=_load, name="ca-bundle")
+_starting = threading.Lock()
+
+
+def start() -> None:
+    """Load the CA bundle in a thread, once (at once, after the first call)."""
+    with _starting:
+        if _thread.ident is None:
+            _thread.start()
+
+
 def loaded() -> None:
-    """Wait until aiohttp's default contexts hold the CA bundle (at once, after the first)."""
+    """Wait until aiohttp's default contexts hold the CA bundle, starting its load if nobody
+    has (at once, after the first)."""
+    start()
     _thread.join()
     if _failed:
         raise _failed[0]
@@ -49,8 +67,3 @@ if "aiohttp" not in sys.modules:
         import aiohttp  # noqa: F401
     finally:
         del ssl.SSLContext.set_default_verify_paths  # the C method again
-# Not a daemon: a process that exits right after importing this waits for the load, where
-# OpenSSL's exit handlers freed what the thread was still using (a segfault or an abort,
-# 7 exits in 30 of `python -c "import remediator.ca_bundle"`).
-_thread = threading.Thread(target=_load, name="ca-bundle")
-_thread.start()

@@ -17,7 +17,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from . import __version__, ca_bundle, collector  # noqa: F401  (ca_bundle: before aiohttp)
+from . import __version__, ca_bundle, collector  # ca_bundle: before aiohttp
 from .alerts import PayloadError, parse_notification
 from .config import Config, ConfigError, load_config
 from .logs import setup_logging
@@ -274,6 +274,9 @@ async def _serve(cfg: Config) -> int:
         await runner.cleanup()
         raise Fatal(f"cannot listen on {cfg.listen}: {exc.strerror or exc}") from None
     log.info("listening on %s", cfg.listen)
+    # Ready: the CA bundle loads now, not beside start-up (ca_bundle.py says why), before any
+    # client session (`loaded()` waits for it).
+    ca_bundle.start()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -105,8 +105,10 @@ def counted_freeze():
     freeze()
 gc.freeze = counted_freeze
 async def instead_of_listening(site):
+    from remediator import ca_bundle
     print(json.dumps({"freezes": seen, "frozen": gc.get_freeze_count(),
-                      "unfrozen": len(gc.get_objects())}))
+                      "unfrozen": len(gc.get_objects()),
+                      "ca_bundle_started": ca_bundle._thread.ident is not None}))
     raise SystemExit(0)
 web.TCPSite.start = instead_of_listening
 sys.exit(cli.main(sys.argv[1:]))
@@ -128,6 +130,7 @@ def test_start_up_collects_once_and_freezes_what_it_built(tmp_path):
     imported, built = counts["freezes"]
     assert [b - a for a, b in zip(imported, built, strict=True)] == [0, 0, 1]  # by generation
     assert counts["unfrozen"] < counts["frozen"] // 20
+    assert not counts["ca_bundle_started"]  # after ready (test_aiohttps_ca_bundle_...)
 
 
 # The command line's process: aiohttp imported through remediator.ca_bundle.
@@ -139,6 +142,7 @@ from remediator import ca_bundle
 from remediator.actions.backends import Backends
 
 deferred = ca_bundle._deferred == [connector._SSL_CONTEXT_VERIFIED]
+deferred = deferred and ca_bundle._thread.ident is None  # nobody has started it
 unverified = connector._SSL_CONTEXT_UNVERIFIED.verify_mode == ssl.CERT_NONE
 async def session():
     backends = Backends()
@@ -151,11 +155,12 @@ print(json.dumps({"deferred": deferred, "unverified": unverified,
 """
 
 
-def test_aiohttps_ca_bundle_loads_beside_start_up_and_before_any_client_session():
+def test_aiohttps_ca_bundle_loads_after_start_up_and_before_any_client_session():
     """aiohttp loads the CA bundle into its two default contexts as it is imported (a tenth of
     start-up): in the command line it is loaded in a thread instead, into the verified one only
-    (the other verifies nothing), and a client session is only made once it trusts what a
-    default context trusts."""
+    (the other verifies nothing), started once `serve` is ready (it competed with
+    start-up: test_start_up_collects_once_...) or by the first client session, which is only
+    made once it trusts what a default context trusts."""
     done = subprocess.run([sys.executable, "-c", _CA_BUNDLE], capture_output=True, text=True,
                           timeout=60, check=True)
     found = json.loads(done.stdout)
@@ -166,7 +171,8 @@ def test_aiohttps_ca_bundle_loads_beside_start_up_and_before_any_client_session(
 def test_a_process_that_exits_while_the_ca_bundle_loads_exits_cleanly():
     """The load runs in a thread: a process that ends before it is done waits for it (OpenSSL's
     exit handlers freed what the thread still read: a segfault in about one exit in four)."""
-    codes = [subprocess.run([sys.executable, "-c", "import remediator.ca_bundle"],
+    started = "import remediator.ca_bundle as c; c.start()"
+    codes = [subprocess.run([sys.executable, "-c", started],
                             capture_output=True, timeout=60).returncode for _ in range(20)]
     assert codes == [0] * 20
 
