@@ -620,6 +620,8 @@ class Engine:
         resumed = time.perf_counter()
         self._unsaved.pop(decision["id"], None)
         self._unrecorded.discard(decision["id"])
+        if self.escalator is not None:  # recorded: a later note of its execution is news
+            self.escalator.recorded(decision["id"])
         if finishes is not None:
             _finishing.set(None)
         if self.metrics:

@@ -22,6 +22,10 @@ from .sinks import NoteRefused, SinkError, build_sink
 
 log = logging.getLogger("remediator.escalation")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# Executions whose note went out and whose decision is not recorded yet, kept at most: one
+# never recorded here (its claim lost, a shutdown) is forgotten past this many, and would
+# only be sent again.
+_UNRECORDED_MAX = 1024
 
 __all__ = ["Escalator", "build_sink"]
 
@@ -65,6 +69,9 @@ class Escalator:
         self.graph_timeout = graph_timeout  # a note waits at most this for Prometheus
         self._probed: tuple[float, str] = (-1e9, "")  # (when, problem): one probe per 30 s
         self._probe_lock = asyncio.Lock()
+        # What each sink made of the note of a decision not recorded yet (execution id ->
+        # (outcome, {sink: delivered, spooled or undeliverable})): `escalate`.
+        self._unrecorded: dict[str, tuple[str, dict[str, str]]] = {}
 
     async def escalate(self, decision: dict[str, Any], pb: Playbook | None,
                        deliver: bool = True) -> dict[str, Any]:
@@ -89,11 +96,33 @@ class Escalator:
         }))
         names = list(pb.escalation.sinks) if pb and pb.escalation and pb.escalation.sinks \
             else self.default_sinks
-        deliveries = {}
+        # A decision whose record failed is decided again, with backoff, until it is recorded
+        # (`Service._process`): each attempt paged again, once a minute, where a receiver
+        # without an idempotency key (Slack, a pager) cannot drop the repeats. So a sink that
+        # took the note of this execution's outcome (or spooled it, which redelivers it, or
+        # refused it for good) is not handed it again until that record is written
+        # (`recorded`): the same outcome, for its reason may be worded otherwise at the next
+        # attempt (an interrupted change, then the failure read back from its journal). A sink
+        # that neither took nor spooled it (the spool's write failed too) is tried again.
+        sent = self._unrecorded.get(decision["id"])
+        if sent is None or sent[0] != decision["outcome"]:  # news: another outcome
+            if len(self._unrecorded) >= _UNRECORDED_MAX:
+                del self._unrecorded[next(iter(self._unrecorded))]
+            sent = self._unrecorded[decision["id"]] = (decision["outcome"], {})
+        deliveries = sent[1]
         for name in names:
-            deliveries[name] = await self._deliver(name, note)
+            if name not in deliveries:
+                deliveries[name] = await self._deliver(name, note)
+        deliveries = {name: deliveries[name] for name in names}
         return {"severity": severity, "respond_within_seconds": within, "team": team,
                 "title": note["title"], "deliveries": deliveries, "note": note["markdown"]}
+
+    def recorded(self, execution_id: str) -> None:
+        """The decision whose note went out is recorded: a later note of its execution (an
+        approval's outcome) is news. Not across a restart: an execution whose record never
+        was is decided again, and its note sent again once, under the same idempotency key,
+        as after a crash between a sink's acceptance and the record."""
+        self._unrecorded.pop(execution_id, None)
 
     async def _prometheus_problem(self) -> str:
         """Whether Prometheus answers, so a note can say plainly that its graph cannot be

@@ -1,0 +1,150 @@
+"""A failure's note goes out once, however often its decision must be tried again.
+
+An alert whose decision cannot be recorded (the store refuses the write) is processed again
+with backoff (1 s doubling to 60 s) until it is. Each attempt decided the same failure again
+and sent its note again: a webhook, Slack or paging receiver got one per attempt, once a
+minute for as long as the store refused. The receiver here is a real HTTP server counting
+what it is sent; the store is the real SQLite store, refusing writes through a trigger (as
+in test_unexpected_errors). The note must still never be lost: one that could be neither
+delivered nor spooled is tried again, and goes out once it can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from typing import Any
+
+from remediator.alerts import parse_notification
+from tests.integration.test_guards import Harness, web
+from tests.integration.test_unexpected_errors import _damaged, _refusing
+from tests.support.payloads import notification
+from tests.support.webhook import WebhookReceiver
+
+# Final records refused (a live run's `running` record and its journal are taken).
+FINAL_REFUSED = ("CREATE TRIGGER refuse_final BEFORE INSERT ON executions WHEN NEW.outcome "
+                 "NOT IN ('running', 'blocked') BEGIN SELECT RAISE(ABORT, 'injected'); END")
+SPOOL_REFUSED = ("CREATE TRIGGER refuse_spool BEFORE INSERT ON state WHEN NEW.key LIKE "
+                 "'spool:%' BEGIN SELECT RAISE(ABORT, 'injected: spool refused'); END")
+
+
+async def _hooked(tmp_path, receiver: WebhookReceiver, guards: str = "{cooldown: 1m}"
+                  ) -> Harness:
+    """The guards harness, its notes also posted to `receiver` (a webhook sink)."""
+    h = Harness(tmp_path, guards)
+    h.cfg.escalation_sinks = {"hook": {"type": "webhook", "url": receiver.url}}
+    h.cfg.escalation_default_sinks = ["files", "hook"]
+    await h.start()
+    h.service.engine.escalator.retry_wait = 0
+    return h
+
+
+async def _retried(h: Harness, task: asyncio.Task, times: int) -> None:
+    """Until the alert was processed again `times` times, still undecided."""
+    for _ in range(500):
+        if h.service.metrics.inbox_retries._value.get() >= times:
+            break
+        await asyncio.sleep(0.01)
+    assert h.service.metrics.inbox_retries._value.get() >= times and not task.done()
+
+
+def _accepted(receiver: WebhookReceiver) -> list[Any]:
+    return [d.body for d in receiver.deliveries]
+
+
+def test_a_bug_whose_failure_cannot_be_recorded_pages_once(tmp_path, run, webhook_receiver):
+    """The alert-level internal error (a damaged inbox row) and its record refused: the
+    note went out at every attempt."""
+
+    async def scenario() -> dict:
+        h = await _hooked(tmp_path, webhook_receiver)
+        await h.service.store.enqueue([_damaged(0)])
+        db = _refusing(h)
+        [item] = await h.service.store.claim(1)
+        task = asyncio.create_task(h.service._process(item))
+        await _retried(h, task, 4)
+        assert len(webhook_receiver.deliveries) == 1, [d.body["reason"] for d in
+                                                       webhook_receiver.deliveries]
+        db.execute("DROP TRIGGER refuse")
+        db.close()
+        [failed] = await asyncio.wait_for(task, 10)
+        await h.service.stop()
+        return failed
+
+    failed = run(scenario())
+    assert failed["outcome"] == "failed" and "KeyError" in failed["reason"]
+    [note] = _accepted(webhook_receiver)
+    assert note["id"] == failed["id"] and "KeyError" in note["reason"]
+    assert failed["escalation"]["deliveries"]["hook"].startswith("delivered")
+
+
+def test_an_interrupted_change_whose_failure_cannot_be_recorded_pages_once(
+        tmp_path, run, webhook_receiver):
+    """The change ran and every final record is refused: processed again, the run fails the
+    interrupted change (`uncertain`, a note), then reads that failure from its journal at
+    each attempt after (a note each time, its reason worded as a journaled failure's)."""
+
+    async def scenario() -> tuple[Harness, dict]:
+        h = await _hooked(tmp_path, webhook_receiver)
+        db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
+        db.execute(FINAL_REFUSED)
+        await h.service.intake(parse_notification(json.dumps(notification(web(0))).encode()))
+        [item] = await h.service.store.claim(1)
+        task = asyncio.create_task(h.service._process(item))
+        await _retried(h, task, 5)
+        assert len(webhook_receiver.deliveries) == 1, [d.body["reason"] for d in
+                                                       webhook_receiver.deliveries]
+        db.execute("DROP TRIGGER refuse_final")
+        db.close()
+        [decision] = await asyncio.wait_for(task, 10)
+        await h.service.stop()
+        return h, decision
+
+    h, decision = run(scenario())
+    assert decision["outcome"] == "failed" and decision["steps"][0]["uncertain"], decision
+    assert len(h.calls) == 1 and len(webhook_receiver.deliveries) == 1
+    assert decision["escalation"]["deliveries"]["hook"].startswith("delivered")
+
+
+def test_a_note_neither_delivered_nor_spooled_still_goes_out_once(tmp_path, run):
+    """The receiver is down and the store refuses the spool too: nothing holds the note, so
+    each attempt tries it again (never remembered as sent); once the spool takes it, the
+    attempts after leave it there, and it reaches the receiver once it is back, once."""
+    receiver = WebhookReceiver(status=503)
+
+    async def scenario() -> dict:
+        h = await _hooked(tmp_path, receiver)
+        db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
+        db.execute(FINAL_REFUSED)
+        db.execute(SPOOL_REFUSED)
+        await h.service.store.enqueue([_damaged(0)])
+        [item] = await h.service.store.claim(1)
+        task = asyncio.create_task(h.service._process(item))
+        await _retried(h, task, 2)
+        tried = len(receiver.deliveries)
+        assert tried >= 2 * 3  # three tries per attempt: none of them held the note
+        db.execute("DROP TRIGGER refuse_spool")  # the spool takes it now: kept there
+        await _retried(h, task, 4)
+        spooled = await h.service.store.list_state("spool:")
+        assert list(spooled) == [f"spool:{spooled[next(iter(spooled))]['id']}:hook"]
+        tried = len(receiver.deliveries)
+        await _retried(h, task, 6)
+        assert len(receiver.deliveries) == tried  # the spool holds it: not sent again
+        db.execute("DROP TRIGGER refuse_final")
+        db.close()
+        [failed] = await asyncio.wait_for(task, 10)
+        assert failed["escalation"]["deliveries"]["hook"] == "spooled"
+        receiver.status = 200
+        assert await h.service.engine.escalator.redeliver() == 0
+        assert await h.service.engine.escalator.redeliver() == 0
+        assert len(receiver.deliveries) == tried + 1  # once back, once
+        await h.service.stop()
+        return failed
+
+    try:
+        failed = run(scenario())
+    finally:
+        receiver.stop()
+    last = receiver.deliveries[-1]
+    assert last.body["id"] == failed["id"] and "KeyError" in last.body["reason"]
