@@ -152,7 +152,8 @@ class Guards:
         checks = (self._paused, self._time_window, self._circuit, self._lock,
                   self._circuit_held, self._precondition)
         if resolving:  # nor does a revert trip the circuit: only a new firing counts
-            checks = (self._paused, self._time_window, self._circuit_open, self._lock)
+            checks = (self._paused, self._time_window, self._circuit_open, self._lock,
+                      self._circuit_open_held)
         for check in checks:
             block = await check(gc)
             if block is not None:
@@ -279,10 +280,26 @@ class Guards:
         (`after_execution`), so under the lock the count is whole. Still read first as well:
         an open circuit blocks without waiting for the target, and a dry run (which changes
         nothing, and holds the lock only to coalesce) reads it once."""
+        return await self._held(gc, self._circuit)  # opened meanwhile, or tripped now (once)
+
+    async def _circuit_open_held(self, gc: GuardContext) -> Block | None:
+        """A revert's circuit read again once it holds its target, as a firing's is: an open
+        circuit holds a revert back (escalated: the change stays, for the human who has the
+        target since remediation of it is not working). Read before the lock only, a circuit
+        opened while the revert waited for the target (another playbook changing it), or
+        between the two statements (a firing on another replica tripping it), let the revert
+        change the target under that human. Its state only: a revert never trips it."""
+        return await self._held(gc, self._circuit_open)
+
+    async def _held(self, gc: GuardContext, judge: Callable[[GuardContext],
+                                                            Awaitable[Block | None]]
+                    ) -> Block | None:
+        """`judge` the circuit of a live run that holds its target; blocked, it lets the
+        target go."""
         if gc.mode != "live" or gc.execution_id not in self._locked_by \
                 or not gc.playbook.guards.get("circuit_breaker"):
             return None
-        if block := await self._circuit(gc):  # opened meanwhile, or tripped now (once)
+        if block := await judge(gc):
             await self.release(gc)  # blocked: it holds nothing
         return block
 
