@@ -7,6 +7,7 @@ round runs every target once, in turn, so checkouts compared with --code meet th
     python bench/intake_bench.py --code new=. --code old=../old --rounds 4
     python bench/intake_bench.py --profile intake.prof   # cProfile of intake alone
     python bench/intake_bench.py --handler --code new=. --code old=../old   # in process
+    python bench/intake_bench.py --handler --postgres ...   # on PostgreSQL (a new cluster)
 
 `--handler` runs bench/intake_handler.py instead: the app's handler chain in process (no HTTP,
 no network, 4 webhooks per commit), the loop thread's CPU per webhook; far steadier than a
@@ -82,24 +83,35 @@ def serve(code: str, tmp: Path, config: Path, script: Path, requests: int, intak
             proc.wait(120)
 
 
-def handler(codes: list[tuple[str, str]], tmp: Path, rounds: int) -> None:
+def handler(codes: list[tuple[str, str]], tmp: Path, rounds: int, postgres: bool) -> None:
     (tmp / "labels.json").write_text(json.dumps(alert_label_sets()))
     url = "http://127.0.0.1:9"  # dry-run: no peer is called
     config = production_config(tmp / "config.yaml", url, url, tmp / "escalations")
     runs: dict[str, list[float]] = {}
-    for i in range(rounds):
-        for name, code in codes:
-            out = subprocess.run(
-                [sys.executable, str(ROOT / "bench" / "intake_handler.py"), str(tmp / "labels.json"),
-                 str(config), str(Path(code) / "rules"), "5"], capture_output=True, text=True,
-                env={**os.environ, "PYTHONPATH": str(Path(code).resolve())})
-            if out.returncode:
-                raise SystemExit(out.stderr)
-            runs.setdefault(name, []).append(min(json.loads(out.stdout)))  # its steadiest batch
-        print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.0f} us" for k, v in runs.items()),
-              flush=True)
-    print(f"\nthe handler chain in process, the loop thread's CPU per webhook (least of 5 batches "
-          f"of 2 000 per run), median of {rounds} runs; load average {os.getloadavg()[0]:.1f}")
+    cluster = None
+    if postgres:
+        from tests.support.postgres import PostgresCluster
+        cluster = PostgresCluster().init()
+    try:
+        for i in range(rounds):
+            for name, code in codes:
+                store = [cluster.create_database()] if cluster else []  # each run a new one
+                out = subprocess.run(
+                    [sys.executable, str(ROOT / "bench" / "intake_handler.py"),
+                     str(tmp / "labels.json"), str(config), str(Path(code) / "rules"), "5", *store],
+                    capture_output=True, text=True,
+                    env={**os.environ, "PYTHONPATH": str(Path(code).resolve())})
+                if out.returncode:
+                    raise SystemExit(out.stderr)
+                runs.setdefault(name, []).append(min(json.loads(out.stdout)))  # steadiest batch
+            print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.0f} us" for k, v in runs.items()),
+                  flush=True)
+    finally:
+        if cluster is not None:
+            cluster.destroy()
+    print(f"\nthe handler chain in process on {'PostgreSQL' if postgres else 'SQLite'}, the loop "
+          f"thread's CPU per webhook (least of 5 batches of 2 000 per run), median of {rounds} "
+          f"runs; load average {os.getloadavg()[0]:.1f}")
     for name, us in runs.items():
         print(f"{name:16}{statistics.median(us):8.0f} us")
 
@@ -115,11 +127,13 @@ def main() -> None:
     parser.add_argument("--profile", metavar="OUT", help="profile intake alone once, then stop")
     parser.add_argument("--handler", action="store_true",
                         help="the handler chain in process (bench/intake_handler.py), per checkout")
+    parser.add_argument("--postgres", action="store_true",
+                        help="with --handler: on PostgreSQL (a throwaway cluster) instead of SQLite")
     args = parser.parse_args()
     codes = [(c.split("=", 1)[0], c.split("=", 1)[1]) for c in args.code] or [("this", str(ROOT))]
     tmp = Path(tempfile.mkdtemp(prefix="remediator-intake-"))
     if args.handler:
-        handler(codes, tmp, args.rounds)
+        handler(codes, tmp, args.rounds, args.postgres)
         return
     script = tmp / "storm.lua"
     script.write_text(lua_script(alert_label_sets()))

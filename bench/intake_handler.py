@@ -4,7 +4,9 @@ commit) 4 webhooks at a time, without HTTP or the network; prints the loop threa
 per webhook of each batch of 2 000 as JSON. What it leaves out (aiohttp's protocol, the
 socket calls, the checkpointer's thread) is what the bare handler pays too.
 
-    PYTHONPATH=<checkout> python bench/intake_handler.py LABELS.json CONFIG.yaml RULES ROUNDS
+    PYTHONPATH=<checkout> python bench/intake_handler.py LABELS.json CONFIG.yaml RULES ROUNDS [STORE]
+
+STORE is the store's URL (default: a new SQLite file).
 
 The remediator imported is whichever PYTHONPATH names first: this script imports nothing
 of the checkout it lives in.
@@ -94,7 +96,8 @@ class _Writer:  # the answer goes nowhere: aiohttp's writing is the bare handler
 async def main() -> None:
     labels = json.loads(Path(sys.argv[1]).read_text())
     os.environ["REMEDIATOR_WEBHOOK_TOKEN"] = TOKEN
-    store = f"sqlite:///{tempfile.mkdtemp(prefix='remediator-handler-')}/intake.db"
+    store = sys.argv[5] if len(sys.argv) > 5 else \
+        f"sqlite:///{tempfile.mkdtemp(prefix='remediator-handler-')}/intake.db"
     service = Service(load_config(sys.argv[2], rules=[sys.argv[3]], store=store))
     await service.start(dispatch=False)
     app = build_app(service)
