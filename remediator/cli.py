@@ -251,6 +251,7 @@ async def _serve(cfg: Config) -> int:
         gc.collect()
         gc.freeze()
     full_collections = collector.between_webhooks()
+    collector.receive_buffers_from_the_heap()
     if cfg.mode == "live":
         log.warning("MODE: LIVE — remediator WILL change production systems "
                     "(%d playbooks loaded)", len(service.rules))
