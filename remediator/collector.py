@@ -32,8 +32,8 @@ def receive_buffers_from_the_heap() -> None:
     came. glibc serves that large a request with a mapping of its own (mmap, a page fault,
     mremap, munmap and a TLB flush: ~13 us a read against ~2 from the heap, on a socket pair)
     unless a free block of its heap fits or a freed mapping larger than it raised its
-    threshold; in `serve` neither held in about half the runs (0.8 mappings per webhook in a
-    storm's intake). One block larger than the buffer, allocated and freed here, raises it
+    threshold; in `serve` with processing off neither held in 4 runs of 10 (0.7-0.9 mappings
+    per webhook). One block larger than the buffer, allocated and freed here, raises it
     for the process's life (a heap may then keep up to twice that free before trimming).
     With another allocator it is a block allocated and freed."""
     bytes(_RECEIVE_BUFFER + (64 << 10))

@@ -1385,10 +1385,11 @@ print(low <= id(data) < high)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mmap threshold")
 def test_a_webhooks_read_comes_from_the_heap_not_a_new_mapping():
     """asyncio reads a connection into a new 256 KiB buffer, shrunk to what came; glibc maps
-    that much with mmap until a freed mapping raised its threshold, and in `serve` nothing
-    had in about half the runs: each webhook's read was then an mmap, a page fault, an
-    mremap and an munmap (~13 us against ~2). Counted in a new interpreter: without the
-    call the read is a mapping of its own; after `serve`'s call it is in the heap."""
+    that much with mmap unless a free block fits or a freed mapping raised its threshold,
+    and in `serve` with processing off neither held in 4 runs of 10: each webhook's read was
+    then an mmap, a page fault, an mremap and an munmap (~13 us against ~2). Counted in a
+    new interpreter: without the call the read is a mapping of its own; after `serve`'s call
+    it is in the heap."""
     def in_heap(mode: str) -> bool:
         out = subprocess.run([sys.executable, "-c", _READ_ONE_WEBHOOK, mode], check=True,
                              capture_output=True, text=True)
