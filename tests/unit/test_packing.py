@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 
 from remediator.store import packing
 
@@ -57,7 +58,14 @@ def test_an_inbox_item_is_read_by_orjson_and_what_it_refuses_by_json(monkeypatch
     [text] = packing.item_texts([("k", alert, group)])
     loads: list[object] = []
     real = json.loads
-    monkeypatch.setattr(json, "loads", lambda *a, **k: loads.append(a) or real(*a, **k))
+
+    def counted(*args, **kwargs):  # packing's calls only: not another test's thread still running
+        if threading.get_ident() == this_thread:
+            loads.append(args)
+        return real(*args, **kwargs)
+
+    this_thread = threading.get_ident()
+    monkeypatch.setattr(json, "loads", counted)
     assert packing.unpack_item(packing.pack_ref(text, ref), "", ref) == (alert, group)
     assert loads == []
     odd = b'[{"labels": {"x": "half a pair \\ud800"}}, {}]'  # orjson refuses a lone surrogate
