@@ -70,7 +70,7 @@ class Escalator:
         self._probed: tuple[float, str] = (-1e9, "")  # (when, problem): one probe per 30 s
         self._probe_lock = asyncio.Lock()
         # What each sink made of the note of a decision not recorded yet (execution id ->
-        # (outcome, {sink: delivered, spooled or undeliverable})): `escalate`.
+        # (outcome or block, {sink: delivered, spooled or undeliverable})): `escalate`.
         self._unrecorded: dict[str, tuple[str, dict[str, str]]] = {}
 
     async def escalate(self, decision: dict[str, Any], pb: Playbook | None,
@@ -104,11 +104,17 @@ class Escalator:
         # (`recorded`): the same outcome, for its reason may be worded otherwise at the next
         # attempt (an interrupted change, then the failure read back from its journal). A sink
         # that neither took nor spooled it (the spool's write failed too) is tried again.
+        # A block is news at another guard or step too: `blocked` by a pause, then at an
+        # approval once resumed, is the approval's only request (remembered by outcome alone,
+        # it was never sent, and the approval expired unasked).
+        said = decision["outcome"] if decision["outcome"] != "blocked" else (
+            f"blocked {decision.get('blocked_step')!r} "
+            + (decision.get("reason") or "").partition(":")[0])
         sent = self._unrecorded.get(decision["id"])
-        if sent is None or sent[0] != decision["outcome"]:  # news: another outcome
+        if sent is None or sent[0] != said:  # news: another outcome, or another block
             if len(self._unrecorded) >= _UNRECORDED_MAX:
                 del self._unrecorded[next(iter(self._unrecorded))]
-            sent = self._unrecorded[decision["id"]] = (decision["outcome"], {})
+            sent = self._unrecorded[decision["id"]] = (said, {})
         deliveries = sent[1]
         for name in names:
             if name not in deliveries:

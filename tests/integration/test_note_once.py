@@ -148,3 +148,40 @@ def test_a_note_neither_delivered_nor_spooled_still_goes_out_once(tmp_path, run)
         receiver.stop()
     last = receiver.deliveries[-1]
     assert last.body["id"] == failed["id"] and "KeyError" in last.body["reason"]
+
+
+def test_an_approval_asked_after_another_block_whose_record_was_refused_is_paged(
+        tmp_path, run, webhook_receiver):
+    """Paused, the run is blocked (a note) and that record refused; resumed meanwhile, the
+    attempt after is blocked at its step's approval: the same outcome, `blocked`, but news
+    (the request a human must act on). Remembered by outcome alone, it was never sent: the
+    approval expired unasked."""
+
+    async def scenario() -> dict:
+        h = Harness(tmp_path, "{cooldown: 1m}", approval=True)
+        h.cfg.escalation_sinks = {"hook": {"type": "webhook", "url": webhook_receiver.url}}
+        h.cfg.escalation_default_sinks = ["files", "hook"]
+        await h.start()
+        h.service.engine.escalator.retry_wait = 0
+        db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
+        db.execute("CREATE TRIGGER refuse_blocked BEFORE INSERT ON executions WHEN "
+                   "NEW.outcome = 'blocked' BEGIN SELECT RAISE(ABORT, 'injected'); END")
+        await h.service.pause(True, "ops")
+        await h.service.intake(parse_notification(json.dumps(notification(web(0))).encode()))
+        [item] = await h.service.store.claim(1)
+        task = asyncio.create_task(h.service._process(item))
+        await _retried(h, task, 2)
+        assert [d.body["reason"].split(":")[0] for d in webhook_receiver.deliveries] == [
+            "paused"]
+        await h.service.pause(False, "ops")
+        await _retried(h, task, 4)
+        db.execute("DROP TRIGGER refuse_blocked")
+        db.close()
+        [decision] = await asyncio.wait_for(task, 10)
+        await h.service.stop()
+        return decision
+
+    decision = run(scenario())
+    assert decision["reason"].startswith("approval_pending"), decision["reason"]
+    assert [d.body["reason"].split(":")[0] for d in webhook_receiver.deliveries] == [
+        "paused", "approval_pending"]
