@@ -854,9 +854,12 @@ class PostgresStore:
 
     async def pending_count(self) -> int:
         # OR, not IN: each arm is read from its partial index (migration 8); `IN` matches
-        # neither, and scanned every done item still retained, every second.
+        # neither, and scanned every done item still retained, every second. No turn after
+        # it: the gauge's scrape gives it a second, which processing's turn in a storm could
+        # outlast, leaving the gauge stale just when the backlog it shows matters.
         return await self._call("read", lambda db: db.fetchval(
-            "SELECT count(*) FROM inbox WHERE state = 'pending' OR state = 'running'"))
+            "SELECT count(*) FROM inbox WHERE state = 'pending' OR state = 'running'"),
+            turn=False)
 
     async def received(self, dedupe_key: str) -> bool:
         return await self._call("read", lambda db: db.fetchval(

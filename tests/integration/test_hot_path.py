@@ -1050,8 +1050,8 @@ def test_postgres_processing_calls_take_a_turn_intake_and_claims_do_not(run, pos
     caller's work up to its next call ran unpaced in whatever loop iteration the answer came
     in, webhooks waiting in it. Intake, a claim (its items are registered for lease renewal
     when it returns), the operator's state, the heartbeat, a critical section's statements
-    (its lock held meanwhile) and the record that finishes an item (its decision's log line
-    follows) take none; nor does anything once intake is quiet."""
+    (its lock held meanwhile), the pending gauge's count and the record that finishes an item
+    (its decision's log line follows) take none; nor does anything once intake is quiet."""
     async def scenario():
         store = open_store(postgres_url)
         await store.open()
@@ -1065,6 +1065,7 @@ def test_postgres_processing_calls_take_a_turn_intake_and_claims_do_not(run, pos
                 await store.renew()
                 async with store.critical("maintenance"):
                     await store.get_state("inside")
+                await store.pending_count()  # a scrape's: a turn could outlast its second
                 assert t.granted == 0
                 await store.get_state("k")
                 await store.record_event("budget", "global", 1.0)
