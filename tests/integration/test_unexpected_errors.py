@@ -41,13 +41,33 @@ def _damaged(n: int, **labels: str) -> tuple[str, dict, dict]:
     return f"damaged-{n}", row, {"receiver": "r"}
 
 
-def _refusing(h: Harness) -> sqlite3.Connection:
-    """Make the store refuse every write of a decision record, from another connection to
-    the same file (undone by `_accepting`)."""
+# A decision's final record (not its `running` record, nor a block's).
+FINAL = "NEW.outcome NOT IN ('running', 'blocked')"
+
+
+def _refusing(h: Harness, when: str = "") -> sqlite3.Connection:
+    """Make the store refuse every write of a decision record (those `when`, a condition on
+    NEW, says), from another connection to the same file (undone by `_accepting`)."""
     db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
-    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON executions "
+    db.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON executions {when and 'WHEN ' + when} "
                "BEGIN SELECT RAISE(ABORT, 'injected: writes refused'); END")
     return db
+
+
+async def _processed_until_accepted(h: Harness, db: sqlite3.Connection, retries: int) -> dict:
+    """web(0) acknowledged and processed while its records are refused, until it was tried
+    again `retries` times; then the store accepts them again: its decision."""
+    service = h.service
+    await service.intake(parse_notification(json.dumps(notification(web(0))).encode()))
+    [item] = await service.store.claim(1)
+    task = asyncio.create_task(service._process(item))
+    for _ in range(200):
+        if task.done() or service.metrics.inbox_retries._value.get() >= retries:
+            break
+        await asyncio.sleep(0.01)
+    _accepting(db)
+    [decision] = await asyncio.wait_for(task, 10)
+    return decision
 
 
 def _accepting(db: sqlite3.Connection) -> None:
@@ -181,9 +201,7 @@ def test_a_change_whose_record_the_store_refused_is_never_made_again(tmp_path, r
     `uncertain` and escalates, once the store takes writes again."""
     h = run(Harness(tmp_path, "{cooldown: 1m}", approval=True).start())
     [pending] = run(h.fire(web(0)))
-    db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
-    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON executions WHEN NEW.outcome "
-               "NOT IN ('running', 'blocked') BEGIN SELECT RAISE(ABORT, 'injected'); END")
+    db = _refusing(h, FINAL)
 
     async def scenario() -> dict:
         try:
@@ -218,9 +236,7 @@ def test_an_interrupted_change_failed_in_the_journal_is_never_continued_past(tmp
     for reported fixed, the steps after it run, and a success counted by the circuit."""
     h = run(Harness(tmp_path, "{cooldown: 1m, circuit_breaker: {max_refires: 3, window: 1h}}"
                     ).start())
-    db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
-    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON executions WHEN NEW.outcome "
-               "NOT IN ('running', 'blocked') BEGIN SELECT RAISE(ABORT, 'injected'); END")
+    db = _refusing(h, FINAL)
     service = h.service
 
     async def scenario() -> dict:
@@ -302,10 +318,7 @@ def test_a_change_cancelled_by_the_resolution_stays_cancelled_when_its_record_is
     service = h.service
     firing, resolved = web(0), dict(web(0), status="resolved")
     execution = _execution_id(dedupe_key("web", firing["startsAt"], "firing"), "restart-web")
-    db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
-    db.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON executions WHEN NEW.id = '{execution}' "
-               "AND NEW.outcome NOT IN ('running', 'blocked') "
-               "BEGIN SELECT RAISE(ABORT, 'injected'); END")
+    db = _refusing(h, f"NEW.id = '{execution}' AND {FINAL}")
 
     async def scenario() -> dict:
         for one in (firing, resolved):  # the resolution acknowledged before the run's change
@@ -340,24 +353,9 @@ def test_a_success_recorded_before_its_note_is_counted_once_however_often_its_ru
     h = run(Harness(tmp_path, "{cooldown: 1m, circuit_breaker: {max_refires: 2, window: 1h}}",
                     always=True).start())
     service = h.service
-    db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
-    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON executions WHEN NEW.outcome "
-               "NOT IN ('running', 'blocked') BEGIN SELECT RAISE(ABORT, 'injected'); END")
+    db = _refusing(h, FINAL)
 
-    async def scenario() -> dict:
-        await service.intake(parse_notification(json.dumps(notification(web(0))).encode()))
-        [item] = await service.store.claim(1)
-        task = asyncio.create_task(service._process(item))
-        for _ in range(200):  # made once; its final record refused, attempt after attempt
-            if task.done() or service.metrics.inbox_retries._value.get() >= 3:
-                break
-            await asyncio.sleep(0.01)
-        assert h.calls
-        _accepting(db)
-        [decision] = await asyncio.wait_for(task, 10)
-        return decision
-
-    decision = run(scenario())
+    decision = run(_processed_until_accepted(h, db, 3))
     assert decision["outcome"] == "escalated", (decision["outcome"], decision["reason"])
     assert len(h.calls) == 1
     assert run(service.store.count_events("success", "restart-web:prod/deployment/web", 0)) == 1
@@ -376,23 +374,9 @@ def test_a_run_processed_again_is_not_stopped_by_its_own_success(tmp_path, run):
     h = run(Harness(tmp_path, "{cooldown: 1m, circuit_breaker: {max_refires: 1, window: 1h}}",
                     always=True).start())
     service = h.service
-    db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
-    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON executions WHEN NEW.outcome "
-               "NOT IN ('running', 'blocked') BEGIN SELECT RAISE(ABORT, 'injected'); END")
+    db = _refusing(h, FINAL)
 
-    async def scenario() -> dict:
-        await service.intake(parse_notification(json.dumps(notification(web(0))).encode()))
-        [item] = await service.store.claim(1)
-        task = asyncio.create_task(service._process(item))
-        for _ in range(200):
-            if task.done() or service.metrics.inbox_retries._value.get() >= 2:
-                break
-            await asyncio.sleep(0.01)
-        _accepting(db)
-        [decision] = await asyncio.wait_for(task, 10)
-        return decision
-
-    decision = run(scenario())
+    decision = run(_processed_until_accepted(h, db, 2))
     assert decision["outcome"] == "escalated", (decision["outcome"], decision["reason"])
     assert len(h.calls) == 1 and run(service.store.get_state(
         "circuit:restart-web:prod/deployment/web")) is None
@@ -421,23 +405,9 @@ def test_a_run_processed_again_after_its_change_is_not_stopped_by_its_preconditi
     async def firing_until_restarted(promql, alert, check_firing):
         return (False, "WebDown is no longer firing at Alertmanager") if h.calls else (True, "")
     service.engine.guards.precondition = firing_until_restarted
-    db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
-    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON executions WHEN NEW.outcome "
-               "NOT IN ('running', 'blocked') BEGIN SELECT RAISE(ABORT, 'injected'); END")
+    db = _refusing(h, FINAL)
 
-    async def scenario() -> dict:
-        await service.intake(parse_notification(json.dumps(notification(web(0))).encode()))
-        [item] = await service.store.claim(1)
-        task = asyncio.create_task(service._process(item))
-        for _ in range(200):
-            if task.done() or service.metrics.inbox_retries._value.get() >= 2:
-                break
-            await asyncio.sleep(0.01)
-        _accepting(db)
-        [decision] = await asyncio.wait_for(task, 10)
-        return decision
-
-    decision = run(scenario())
+    decision = run(_processed_until_accepted(h, db, 2))
     assert len(h.calls) == 1 and decision["escalation"] is not None, decision["outcome"]
     counted = run(service.store.count_events("success", "restart-web:prod/deployment/web", 0))
     if not always:
