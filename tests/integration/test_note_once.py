@@ -13,26 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from typing import Any
 
 from remediator.alerts import parse_notification
 from tests.integration.test_guards import Harness, web
-from tests.integration.test_unexpected_errors import _damaged, _refusing
+from tests.integration.test_unexpected_errors import FINAL, _accepting, _damaged, _refusing
 from tests.support.payloads import notification
 from tests.support.webhook import WebhookReceiver
 
-# Final records refused (a live run's `running` record and its journal are taken).
-FINAL_REFUSED = ("CREATE TRIGGER refuse_final BEFORE INSERT ON executions WHEN NEW.outcome "
-                 "NOT IN ('running', 'blocked') BEGIN SELECT RAISE(ABORT, 'injected'); END")
 SPOOL_REFUSED = ("CREATE TRIGGER refuse_spool BEFORE INSERT ON state WHEN NEW.key LIKE "
                  "'spool:%' BEGIN SELECT RAISE(ABORT, 'injected: spool refused'); END")
 
 
-async def _hooked(tmp_path, receiver: WebhookReceiver, guards: str = "{cooldown: 1m}"
-                  ) -> Harness:
+async def _hooked(tmp_path, receiver: WebhookReceiver, guards: str = "{cooldown: 1m}",
+                  **harness: Any) -> Harness:
     """The guards harness, its notes also posted to `receiver` (a webhook sink)."""
-    h = Harness(tmp_path, guards)
+    h = Harness(tmp_path, guards, **harness)
     h.cfg.escalation_sinks = {"hook": {"type": "webhook", "url": receiver.url}}
     h.cfg.escalation_default_sinks = ["files", "hook"]
     await h.start()
@@ -74,8 +70,7 @@ def test_a_bug_whose_failure_cannot_be_recorded_pages_once(tmp_path, run, webhoo
         await _retried(h, task, 4)
         assert len(webhook_receiver.deliveries) == 1, [d.body["reason"] for d in
                                                        webhook_receiver.deliveries]
-        db.execute("DROP TRIGGER refuse")
-        db.close()
+        _accepting(db)
         [failed] = await asyncio.wait_for(task, 10)
         await h.service.stop()
         return failed
@@ -95,16 +90,14 @@ def test_an_interrupted_change_whose_failure_cannot_be_recorded_pages_once(
 
     async def scenario() -> tuple[Harness, dict]:
         h = await _hooked(tmp_path, webhook_receiver)
-        db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
-        db.execute(FINAL_REFUSED)
+        db = _refusing(h, FINAL)
         await h.service.intake(parse_notification(json.dumps(notification(web(0))).encode()))
         [item] = await h.service.store.claim(1)
         task = asyncio.create_task(h.service._process(item))
         await _retried(h, task, 5)
         assert len(webhook_receiver.deliveries) == 1, [d.body["reason"] for d in
                                                        webhook_receiver.deliveries]
-        db.execute("DROP TRIGGER refuse_final")
-        db.close()
+        _accepting(db)
         [decision] = await asyncio.wait_for(task, 10)
         await h.service.stop()
         return h, decision
@@ -123,8 +116,7 @@ def test_a_note_neither_delivered_nor_spooled_still_goes_out_once(tmp_path, run)
 
     async def scenario() -> dict:
         h = await _hooked(tmp_path, receiver)
-        db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
-        db.execute(FINAL_REFUSED)
+        db = _refusing(h, FINAL)
         db.execute(SPOOL_REFUSED)
         await h.service.store.enqueue([_damaged(0)])
         [item] = await h.service.store.claim(1)
@@ -139,8 +131,7 @@ def test_a_note_neither_delivered_nor_spooled_still_goes_out_once(tmp_path, run)
         tried = len(receiver.deliveries)
         await _more(h, task)
         assert len(receiver.deliveries) == tried  # the spool holds it: not sent again
-        db.execute("DROP TRIGGER refuse_final")
-        db.close()
+        _accepting(db)
         [failed] = await asyncio.wait_for(task, 10)
         assert failed["escalation"]["deliveries"]["hook"] == "spooled"
         receiver.status = 200
@@ -166,14 +157,8 @@ def test_an_approval_asked_after_another_block_whose_record_was_refused_is_paged
     approval expired unasked."""
 
     async def scenario() -> dict:
-        h = Harness(tmp_path, "{cooldown: 1m}", approval=True)
-        h.cfg.escalation_sinks = {"hook": {"type": "webhook", "url": webhook_receiver.url}}
-        h.cfg.escalation_default_sinks = ["files", "hook"]
-        await h.start()
-        h.service.engine.escalator.retry_wait = 0
-        db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
-        db.execute("CREATE TRIGGER refuse_blocked BEFORE INSERT ON executions WHEN "
-                   "NEW.outcome = 'blocked' BEGIN SELECT RAISE(ABORT, 'injected'); END")
+        h = await _hooked(tmp_path, webhook_receiver, approval=True)
+        db = _refusing(h, "NEW.outcome = 'blocked'")
         await h.service.pause(True, "ops")
         await h.service.intake(parse_notification(json.dumps(notification(web(0))).encode()))
         [item] = await h.service.store.claim(1)
@@ -183,8 +168,7 @@ def test_an_approval_asked_after_another_block_whose_record_was_refused_is_paged
             "paused"]
         await h.service.pause(False, "ops")
         await _more(h, task)
-        db.execute("DROP TRIGGER refuse_blocked")
-        db.close()
+        _accepting(db)
         [decision] = await asyncio.wait_for(task, 10)
         await h.service.stop()
         return decision
