@@ -13,7 +13,7 @@ import contextvars
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -418,20 +418,26 @@ class Engine:
         except templating.TemplateError as exc:
             record.outcome, record.detail = "failed", str(exc)
             return record
-        if params and not problems:
-            problems = [(None, m) for m in action.check_for_alert(params, gc.alert.labels)]
+        known: list[str] = []  # what the alert's check refuses, whatever earlier results are
+        if params and planning and _judged_alone(action, step.params, rendered, problems):
+            # A plan judges the alert's check on the parameters it reads when none of them
+            # waits for an earlier result: a silence whose matchers leave a label out is
+            # refused, as the run refuses it, though its comment reads a result.
+            known = _for_alert(action, params, gc.alert.labels)
+        elif params and not problems:
+            problems = [(None, m) for m in _for_alert(action, params, gc.alert.labels)]
         record.params = params or rendered
-        if problems:
+        if problems or known:
             # Only a template that reads an earlier step's result can hold a placeholder;
             # a label that merely looks like one is refused like any other bad value.
-            if planning and all(_reads_results(step.params.get(n) if n else step.params)
-                                and templating.PENDING in repr(rendered.get(n, rendered))
-                                for n, _ in problems):
+            refused = [m for n, m in problems
+                       if not (planning and _waits(step.params, rendered, n))] + known
+            if not refused:
                 record.detail = condition + f"{action.name} with parameters from earlier results"
                 return record
             # A hostile or broken label value stops here, before any call is made.
             record.outcome = "failed"
-            record.detail = "refused: " + "; ".join(m for _, m in problems)
+            record.detail = "refused: " + "; ".join(refused)
             return record
         changed = asked is not None and redact.value(params) != redact.value(asked["params"])
         if changed and asked["outcome"] == "running":  # as it was, it may have taken effect
@@ -527,7 +533,7 @@ class Engine:
         if kept is None or kept[0] is not step or kept[1] is not redact.known():
             return None
         record = kept[2]
-        if ACTIONS[step.action].check_for_alert(record["params"], gc.alert.labels):
+        if _for_alert(ACTIONS[step.action], record["params"], gc.alert.labels):
             return None  # refused for this alert: planned as such, with its reason
         return {**record, "params": _copied(record["params"]), "result": {}}
 
@@ -814,6 +820,30 @@ def _render_planned(action: Any, raw: dict[str, Any], ctx: dict[str, Any]) -> di
                 raise
             rendered[name] = str(exc).removesuffix(templating.ONLY_AT_RUN_TIME)
     return rendered
+
+
+def _waits(raw: dict[str, Any], rendered: dict[str, Any], name: str | None) -> bool:
+    """Does parameter `name` (None or "": the step's parameters together) hold the
+    placeholder of an earlier result its template reads?"""
+    return (_reads_results(raw.get(name) if name else raw)
+            and templating.PENDING in repr(rendered.get(name, rendered) if name else rendered))
+
+
+def _judged_alone(action: Any, raw: dict[str, Any], rendered: dict[str, Any],
+                  problems: list[tuple[str, str]]) -> bool:
+    """Can a plan judge the alert's check now: it names the parameters it reads
+    (`alert_params`), and each of them is rendered, valid and no placeholder?"""
+    reads = action.alert_params
+    return (reads is not None and not any(n in reads for n, _ in problems)
+            and not any(_waits(raw, rendered, n) for n in reads))
+
+
+def _for_alert(action: Any, params: dict[str, Any], labels: Mapping[str, str]) -> list[str]:
+    """The action's check for this alert, given only the parameters it says it reads (so a
+    plan may run it while another parameter waits for an earlier result)."""
+    reads = action.alert_params
+    given = params if reads is None else {n: params[n] for n in reads if n in params}
+    return action.check_for_alert(given, labels)
 
 
 def _reads_results(value: Any) -> bool:

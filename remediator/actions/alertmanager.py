@@ -91,6 +91,8 @@ class Silence(Action):
         "expire_id": Param("string", description="expire this silence instead of creating one"),
     }
 
+    alert_params = ("matchers", "expire_id")
+
     def repeatable(self, params: dict[str, Any]) -> bool:
         return bool(params.get("expire_id"))  # expiring twice is harmless; creating is not
 

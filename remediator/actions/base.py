@@ -155,6 +155,10 @@ class Action:
     # so lint catches `min: 10, max: 2` even when another parameter is a template.
     ordered: ClassVar[tuple[tuple[str, str], ...]] = ()
     permissions: ClassVar[tuple[Permission, ...]] = ()
+    # The parameters `check_for_alert` reads (it is given only those): a dry run judges it
+    # while another parameter waits for an earlier step's result. None: it may read any, so a
+    # plan leaves it to the run whenever some parameter waits.
+    alert_params: ClassVar[tuple[str, ...] | None] = None
 
     def mutates(self, params: dict[str, Any]) -> bool:
         """Whether this call changes the world; guards and dry-run act on this."""
@@ -205,7 +209,8 @@ class Action:
 
     def check_for_alert(self, params: dict[str, Any], labels: Mapping[str, str]) -> list[str]:
         """Rules that depend on the alert being remediated (a silence covers that alert
-        only); checked on the rendered step, before any guard or call."""
+        only); checked on the rendered step, before any guard or call. Given only
+        `alert_params`, when the action names them."""
         return []
 
     def advise(self, params: dict[str, Any]) -> list[tuple[str, str]]:

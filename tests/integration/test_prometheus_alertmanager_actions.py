@@ -13,12 +13,13 @@ import pytest
 from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext, check_params
 from remediator.actions.registry import ACTIONS
+from remediator.config import Config
 from remediator.executor import Executor, StepRecord
 from tests.support.alertmanager import make_alert, webhook_config
 from tests.support.exporter import Exporter
 from tests.support.payloads import alert, notification
 from tests.support.prometheus import Prometheus, prometheus_config
-from tests.support.worker import replay_cli
+from tests.support.worker import TOKEN, InProcessWorker, loopback_guards, replay_cli
 
 
 def run_action(name: str, raw: dict, backends: Backends, attempts: int = 1,
@@ -221,3 +222,65 @@ def test_a_silence_covers_only_the_alert_and_ends_within_a_day(tmp_path):
     _, problems = check_params(ACTIONS["alertmanager.silence"],
                                {"matchers": {"alertname": "A"}, "duration": "48h"}, rendered=True)
     assert problems and "longer than a silence may last" in problems[0][1]
+
+
+SILENCE_AFTER_STATUS = """
+playbooks:
+  - name: quiet
+    match: {alertname: API_DOWN}
+    target: {kind: service, namespace: libervia, name: api}
+    guards: {cooldown: 1m}
+    steps:
+      - name: status
+        action: alertmanager.alert_status
+        params: {alertname: API_DOWN}
+      - name: silence
+        action: alertmanager.silence
+        params:
+          matchers: %s
+          %s
+"""
+# Another parameter of the silence reads the status step's result: rendered as its
+# placeholder, or not at all in a plan (a condition on it is only decided at run time).
+FROM_RESULT = ['comment: "{{ steps.status.result.count }} firing"',
+               "duration: \"{{ '30m' if steps.status.result.firing else '10m' }}\""]
+
+
+@pytest.mark.parametrize("from_result", FROM_RESULT)
+def test_a_plan_refuses_a_wide_silence_whose_other_parameter_reads_a_result(
+        tmp_path, alertmanager_factory, webhook_receiver, from_result):
+    """A silence that does not pin the alert's labels is refused by the live run whatever the
+    earlier step returns; its plan refused it only while no other parameter read that result
+    (it was 'planned with parameters from earlier results'). The plan calls nobody."""
+    am = alertmanager_factory(webhook_config(webhook_receiver.url))
+    payload = notification(alert("API_DOWN", namespace="libervia"))
+    am.post_alerts([make_alert({"alertname": "API_DOWN", "namespace": "libervia"})])
+    wide = SILENCE_AFTER_STATUS % ("{alertname: API_DOWN}", from_result)
+    rules = tmp_path / "live"
+    rules.mkdir()
+    (rules / "rules.yaml").write_text(wide)
+    cfg = Config(rules=[str(rules / "rules.yaml")], store=f"sqlite:///{tmp_path}/w.db",
+                 webhook_token=TOKEN, mode="live", alertmanager_url=am.url,
+                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    w = InProcessWorker(cfg).start()
+    try:
+        assert w.post_alerts(payload)[0] == 202
+        [live] = w.wait_executions(1)
+        live = w.call(w.service.store.get_execution(live["id"]))
+    finally:
+        w.stop()
+    status, silence = live["steps"]
+    assert status["outcome"] == "succeeded" and silence["outcome"] == "failed", live
+    assert "does not pin namespace" in silence["detail"]
+    assert am.silences() == []
+
+    [status, silence] = replay_cli(tmp_path, wide, payload)["steps"]
+    assert (status["outcome"], silence["outcome"]) == ("planned", "failed"), silence
+    assert silence["detail"] == live["steps"][1]["detail"]
+    # Its matchers pinned from the labels, the silence is planned: only the parameter that
+    # reads the result waits for the run.
+    own = SILENCE_AFTER_STATUS % ('{alertname: API_DOWN, namespace: "{{ labels.namespace }}"}',
+                                  from_result)
+    [_, silence] = replay_cli(tmp_path, own, payload)["steps"]
+    assert silence["outcome"] == "planned", silence
+    assert am.silences() == []
