@@ -857,9 +857,7 @@ class PostgresStore:
         # neither, and scanned every done item still retained, every second. No turn after
         # it: the gauge's scrape gives it a second, which processing's turn in a storm could
         # outlast, leaving the gauge stale just when the backlog it shows matters.
-        return await self._call("read", lambda db: db.fetchval(
-            "SELECT count(*) FROM inbox WHERE state = 'pending' OR state = 'running'"),
-            turn=False)
+        return await self._call("read", _count_pending, turn=False)
 
     async def received(self, dedupe_key: str) -> bool:
         return await self._call("read", lambda db: db.fetchval(
@@ -1240,3 +1238,17 @@ def _transient(exc: asyncpg.PostgresError) -> bool:
     state = getattr(exc, "sqlstate", "") or ""
     return state[:2] in ("08", "28", "53", "57", "58", "40") or isinstance(
         exc, asyncpg.exceptions.InterfaceError)
+
+
+async def _count_pending(db: asyncpg.Connection) -> int:
+    try:
+        return await db.fetchval(
+            "SELECT count(*) FROM inbox WHERE state = 'pending' OR state = 'running'")
+    except asyncio.CancelledError:
+        # Cut off by the scrape's second (a database that hangs, as behind a partition): the
+        # connection is closed, not handed back, for the pool waits on a cancelled query's
+        # cancellation up to its 10 s timeout before it takes it back (the scrape took 11 s,
+        # and a scrape a second held a connection each meanwhile). Closing it also ends the
+        # cancel request asyncpg sends on a connection of its own.
+        db.terminate()
+        raise
