@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import redact, template_context, templating, turns
+from . import redact, template_context, template_memo, templating, turns
 from .actions.backends import Backends
 from .actions.base import ActionContext, check_params, has_template, render_params
 from .actions.registry import ACTIONS, BUILTIN
@@ -69,6 +69,10 @@ class Engine:
     # The planned record of each literal step that a dry run only describes (id(step) -> the
     # step, the secrets redaction knew, the record): it depends on no alert (`_planned`).
     _plans: dict[int, tuple[Step, object, dict[str, Any]]] = field(
+        default_factory=dict, init=False, repr=False)
+    # What a dry run's plan of a step with templates (or a `when`) reads (id(step) -> the
+    # step, a name for its texts, the texts), None for one without: `_plan_key`.
+    _plan_texts: dict[int, tuple[Step, str | None, tuple[tuple[str, bool], ...]]] = field(
         default_factory=dict, init=False, repr=False)
 
     async def process(self, item: InboxItem) -> list[dict[str, Any]]:
@@ -355,6 +359,10 @@ class Engine:
                 # the loop ~8 us, and a plan of any length in one chunk stalled intake for it.
                 await turns.take()
             journaled = self._planned(step, gc) if gc.mode == "dry-run" else None
+            key = self._plan_key(step, ctx) if gc.mode == "dry-run" and journaled is None \
+                and done is None else None
+            if key is not None and journaled is None:
+                journaled = self._replanned(step, key[1], gc)
             if journaled is not None:
                 records.append(journaled)
                 ctx["steps"][step.name] = template_context.step_view(journaled)
@@ -364,10 +372,15 @@ class Engine:
             # its name and action.
             asked = done if done and ((done["outcome"] == "running" and done.get("mutating"))
                                       or done.get("guard") == "approval_pending") else None
-            record = await self._run_step(step, ctx, gc, journal=(decision, index), asked=asked)
+            keep: list[tuple[dict[str, Any] | None, bool]] | None = [] if key else None
+            record = await self._run_step(step, ctx, gc, journal=(decision, index), asked=asked,
+                                          keep=keep)
             journaled = record.to_dict()  # redacted once: recorded, shown and templated
             if gc.mode == "dry-run":
                 self._plan_once(step, record, journaled)
+            if key is not None and keep:  # (a big one is not kept: template_memo.put)
+                template_memo.put(key[0], True, ({**journaled, "params": _copied(
+                    journaled["params"])}, *keep[0], _Redaction(redact.known())))
             records.append(journaled)
             if gc.mode != "dry-run":  # a plan runs nothing: it is stored with its decision
                 # Journaled with what follows: the next step's start, or the final record
@@ -386,9 +399,14 @@ class Engine:
 
     async def _run_step(self, step: Step, ctx: dict[str, Any], gc: GuardContext,
                         journal: tuple[dict[str, Any], int],
-                        asked: dict[str, Any] | None = None) -> StepRecord:
+                        asked: dict[str, Any] | None = None,
+                        keep: list[tuple[dict[str, Any] | None, bool]] | None = None
+                        ) -> StepRecord:
         """One step's record. `asked`: its journaled record, when it is resumed after its
-        approval or repeated after a restart interrupted it (run only as it was then)."""
+        approval or repeated after a restart interrupted it (run only as it was then).
+        `keep`: a dry run's plan that is a function of what its templates read gets what
+        must still be judged for each alert (`_replanned`): the checked parameters the
+        alert's own check is asked about (None: not asked), and whether the scope guard is."""
         action = ACTIONS[step.action]
         record = StepRecord(name=step.name, action=step.action, params={}, outcome="planned")
         planning = gc.mode == "dry-run"
@@ -396,6 +414,8 @@ class Engine:
         try:
             if step.when and not templating.evaluate(step.when, ctx):
                 record.outcome, record.detail = "skipped", f"condition false: {step.when}"
+                if keep is not None:
+                    keep.append((None, False))
                 return record
         except templating.TemplateError as exc:
             if not (planning and _only_at_run_time(exc)
@@ -419,13 +439,16 @@ class Engine:
             record.outcome, record.detail = "failed", str(exc)
             return record
         known: list[str] = []  # what the alert's check refuses, whatever earlier results are
-        if params and planning and _judged_alone(action, step.params, rendered, problems):
+        alone: bool | None = bool(params) and planning and _judged_alone(
+            action, step.params, rendered, problems)
+        if alone:
             # A plan judges the alert's check on the parameters it reads when none of them
             # waits for an earlier result: a silence whose matchers leave a label out is
             # refused, as the run refuses it, though its comment reads a result.
             known = _for_alert(action, params, gc.alert.labels)
         elif params and not problems:
             problems = [(None, m) for m in _for_alert(action, params, gc.alert.labels)]
+            alone = None  # judged with every parameter: what it found decides the plan
         record.params = params or rendered
         if problems or known:
             # Only a template that reads an earlier step's result can hold a placeholder;
@@ -434,6 +457,10 @@ class Engine:
                        if not (planning and _waits(step.params, rendered, n))] + known
             if not refused:
                 record.detail = condition + f"{action.name} with parameters from earlier results"
+                if keep is not None and alone is not None:
+                    # (not when the alert's check found what the placeholders excuse: it may
+                    # find nothing for another alert, which is then planned otherwise)
+                    keep.append((_copied(params) if alone else None, False))
                 return record
             # A hostile or broken label value stops here, before any call is made.
             record.outcome = "failed"
@@ -461,7 +488,8 @@ class Engine:
             except (templating.TemplateError, ValueError) as exc:
                 record.outcome, record.detail = "failed", f"refused: invalid step target: {exc}"
                 return record
-        if record.mutating or action.scope(params):  # evidence writes, not mutating
+        scoped = not record.mutating and bool(action.scope(params))
+        if record.mutating or scoped:  # evidence writes, not mutating
             block = (await self.guards.before_mutation(gc, step, params) if record.mutating
                      else self.guards.scope(step, params))
             if block is RESOLVED_BLOCK:
@@ -479,6 +507,8 @@ class Engine:
         if planning:
             approval = " (after approval)" if step.approval and record.mutating else ""
             record.detail = condition + action.describe(params) + approval
+            if keep is not None and not record.mutating:
+                keep.append((_copied(params), scoped))
             return record
         record.outcome = "running"  # the intent, journaled once a call slot is held
 
@@ -535,6 +565,44 @@ class Engine:
         record = kept[2]
         if _for_alert(ACTIONS[step.action], record["params"], gc.alert.labels):
             return None  # refused for this alert: planned as such, with its reason
+        return {**record, "params": _copied(record["params"]), "result": {}}
+
+    def _plan_key(self, step: Step, ctx: dict[str, Any]
+                  ) -> tuple[tuple[Any, ...], tuple[bool, Any] | None] | None:
+        """(key, kept) of a dry run's plan of a built-in's step with templates or a `when`
+        (templating.lookup_together): what it renders, checks, describes and redacts is a
+        function of the values its texts read, as a kept render is (a built-in's checks are
+        pure: `_checked`), so a storm's plans of it are made once per distinct value (each
+        was rendered, checked, described and redacted again for every alert). None if it
+        cannot be kept (a plugin's step, texts that read what cannot be keyed)."""
+        known = self._plan_texts.get(id(step))
+        if known is None or known[0] is not step:
+            texts = tuple(dict.fromkeys(_templates(step.params)))
+            texts = (((step.when, True),) if step.when else ()) + tuple((t, False) for t in texts)
+            name = repr(("plan", step.name, step.action, step.when, step.params)) \
+                if texts and step.action in BUILTIN else None
+            if len(self._plan_texts) >= _LITERAL_MAX:  # old versions' steps, after reloads
+                self._plan_texts.clear()
+            known = self._plan_texts[id(step)] = (step, name, texts)
+        if known[1] is None:
+            return None
+        key, kept = templating.lookup_together(known[1], known[2], (), ctx)
+        return None if key is None else (key, kept)
+
+    def _replanned(self, step: Step, kept: tuple[bool, Any] | None, gc: GuardContext
+                   ) -> dict[str, Any] | None:
+        """A kept plan of this step (`_plan_key`), copied, or None if it must be planned for
+        this alert: none kept, a secret remembered since, refused by the alert's own check
+        or by the scope guard (planned as such, with the reason)."""
+        if kept is None:
+            return None
+        record, checked, scoped, made = kept[1]
+        if made.known is not redact.known():
+            return None
+        if checked and _for_alert(ACTIONS[step.action], checked, gc.alert.labels):
+            return None
+        if scoped and self.guards.scope(step, checked or {}) is not None:
+            return None
         return {**record, "params": _copied(record["params"]), "result": {}}
 
     def _plan_once(self, step: Step, record: StepRecord, journaled: dict[str, Any]) -> None:
@@ -754,6 +822,25 @@ def _copy(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _copy(v) for k, v in value.items()}
     return [_copy(v) for v in value] if isinstance(value, list) else value
+
+
+class _Redaction:
+    """What redaction knew when a plan was kept (`redact.known()`), compared by identity;
+    held, not a value the memo sizes (a tuple of the secrets themselves)."""
+
+    __slots__ = ("known",)
+
+    def __init__(self, known: object) -> None:
+        self.known = known
+
+
+def _templates(value: Any) -> list[str]:
+    """The templates in a step's parameters (inside lists and mappings too)."""
+    if isinstance(value, str):
+        return [value] if templating.is_template(value) else []
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    return [t for v in value for t in _templates(v)] if isinstance(value, list | tuple) else []
 
 
 def _render_target(target: Target | None, ctx: dict[str, Any]) -> str | None:

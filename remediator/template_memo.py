@@ -248,7 +248,8 @@ def _size(text: str) -> int:
 
 def put(entry: tuple[Any, ...], ok: bool, value: Any) -> None:
     """Keep what a render made (a string, or a tuple of them and of tuples of them: what
-    several texts made together, `lookup_all`), unless it is big."""
+    several texts made together, `lookup_all`; a step's plan holds mappings and lists of
+    them), unless it is big."""
     if _output_size(value) > _OUTPUT_CHARS:
         return
     if len(_kept) >= _ENTRIES:
@@ -259,7 +260,9 @@ def put(entry: tuple[Any, ...], ok: bool, value: Any) -> None:
 def _output_size(value: Any) -> int:
     if isinstance(value, str):
         return _size(value)
-    return sum(_output_size(v) for v in value) if isinstance(value, tuple) else 0
+    if isinstance(value, dict):
+        value = (*value, *value.values())
+    return sum(_output_size(v) for v in value) if isinstance(value, tuple | list) else 0
 
 
 def clear() -> None:

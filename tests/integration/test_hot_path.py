@@ -715,6 +715,7 @@ def test_a_decisions_note_and_its_record_are_chunks_of_their_own(tmp_path, monke
     for mode, slice_ in (("dry-run", 60.0), ("dry-run", 0.0), ("live", 60.0)):
         monkeypatch.setattr(turns, "SLICE", slice_)
         cfg.mode, cfg.store = mode, f"sqlite:///{tmp_path}/{mode}{slice_}.db"
+        template_memo.clear()  # as a new process: the plans the run before kept are not used
         w = InProcessWorker(cfg).start()
         try:
             for n in range(2):
@@ -1516,6 +1517,65 @@ playbooks:
     bad = decisions["Web_Bad!"]
     assert bad["outcome"] == "failed" and bad["steps"][1]["outcome"] == "failed"
     assert "refused" in bad["steps"][1]["detail"], bad["steps"][1]
+
+
+def test_a_dry_runs_plan_of_a_templated_step_is_made_once_per_value_it_reads(
+        tmp_path, monkeypatch):
+    """A dry run's plan of a built-in's step with templates or a `when` is a function of the
+    values they read (rendered, checked, described and redacted for every alert, it was a
+    tenth of a storm's processing): made once per distinct value, then copied; made again
+    for a value not seen yet, and once a secret is remembered (redaction may differ).
+    `_run_step` calls counted; the records are those a plan of each alert makes."""
+    rules = write_rules(tmp_path / "rules", """
+playbooks:
+  - name: look
+    match: {alertname: PodDown}
+    steps:
+      - name: pods
+        action: kubernetes.get
+        params: {resource: pods, namespace: "{{ labels.namespace }}", name: web}
+      - name: pod
+        action: kubernetes.get
+        when: "labels.namespace == 'prod'"
+        params: {resource: pods, namespace: prod, name: "{{ labels.pod }}"}
+""")
+    cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
+                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    template_memo.clear()
+    planned: list[object] = []
+    _count(monkeypatch, engine.Engine, "_run_step", planned)
+    w = InProcessWorker(cfg).start()
+    try:
+        prod = [alert("PodDown", namespace="prod", pod=f"web-{i}", fingerprint=f"p{i}")
+                for i in range(4)]
+        dev = [alert("PodDown", namespace="dev", pod="web-0", fingerprint=f"d{i}")
+               for i in range(3)]
+        assert w.post_alerts(notification(*prod, *dev))[0] == 202
+        w.wait_idle()
+        # `pods` once per namespace, `pod` once per prod pod and once skipped (dev)
+        assert len(planned) == 2 + 4 + 1, len(planned)
+        monkeypatch.setattr(redact, "_pattern", (re.compile("s3cr3t-v4lue"), ("s3cr3t-v4lue",)))
+        assert w.post_alerts(notification(alert("PodDown", namespace="prod", pod="web-0",
+                                                fingerprint="again")))[0] == 202
+        w.wait_idle()
+        assert len(planned) == 2 + 4 + 1 + 2, len(planned)  # a secret known since: again
+        decisions = {d["fingerprint"]: d for d in w.call(w.service.store.list_executions(100))}
+    finally:
+        w.stop()
+    for a in (*prod, *dev):
+        pods, pod = decisions[a["fingerprint"]]["steps"]
+        namespace, name = a["labels"]["namespace"], a["labels"]["pod"]
+        assert (pods["outcome"], pods["params"]["namespace"]) == ("planned", namespace), pods
+        assert pods["detail"] == ACTIONS["kubernetes.get"].describe(pods["params"]), pods
+        if namespace == "prod":
+            assert (pod["outcome"], pod["params"]["name"]) == ("planned", name), pod
+        else:
+            assert (pod["outcome"], pod["detail"]) == (
+                "skipped", "condition false: labels.namespace == 'prod'"), pod
+    assert decisions["again"]["steps"] == decisions["p0"]["steps"]
+    big = ("a plan whose parameters are big",)  # not kept: sized inside mappings and lists
+    template_memo.put(big, True, ({"params": {"q": ["x" * 4097]}}, None, False))
+    assert template_memo.get(big) is None
 
 
 def test_a_webhook_counts_its_answer_and_alerts_without_looking_up_a_metric(tmp_path, monkeypatch):
