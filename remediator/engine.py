@@ -24,7 +24,7 @@ from .actions.registry import ACTIONS, BUILTIN
 from .alerts import Alert, Group, utcnow_iso
 from .escalation import Escalator
 from .executor import Executor, Refused, StepRecord
-from .guards import PENDING, RESOLVED_BLOCK, Block, GuardContext, Guards, decide_approval
+from .guards import APPROVAL, PENDING, RESOLVED_BLOCK, Block, GuardContext, Guards, decide_approval
 from .inflight import InFlight
 from .metrics import Metrics
 from .playbooks.index import RuleSet
@@ -275,16 +275,26 @@ class Engine:
         for key, pending in (await self.store.list_state(PENDING)).items():
             if now < pending["expires_at"]:
                 continue
-            # In the section `Service.approve` decides in: at the TTL, one of them wins.
+            name = key[len(PENDING):]
+            # In the section `Service.approve` decides in: at the TTL, one of them wins. The
+            # pending entry stays until the execution's final record is written: removed with
+            # the decision, a record the store refused was never tried again (the next pass
+            # found nothing pending), and the execution stayed `blocked` on an approval nobody
+            # can give. An entry whose approval expired already is this pass's to finish (no
+            # approval is accepted past its TTL); its note went out once (`Escalator`).
             async with self.store.critical("approvals"):
-                state = await decide_approval(self.store, key[len(PENDING):], "expired", now)
-            decision = await self.store.get_execution(key[len(PENDING):].split(":", 1)[0])
-            if state is None or decision is None or not _resumable(decision):
-                continue
-            decision.update(outcome="escalated", reason=f"approval_pending: step "
-                            f"{state['step']!r} was not approved before it expired; it did not run")
-            await self._finish(decision, escalate=True)
-            expired += 1
+                state = await decide_approval(self.store, name, "expired", now, unindex=False) \
+                    or await self.store.get_state(APPROVAL + name)
+            if state is None or state["status"] != "expired":
+                continue  # decided otherwise: whoever decided it removes the entry
+            decision = await self.store.get_execution(name.split(":", 1)[0])
+            if decision is not None and _resumable(decision):
+                decision.update(outcome="escalated", reason=f"approval_pending: step "
+                                f"{state['step']!r} was not approved before it expired; it "
+                                "did not run")
+                await self._finish(decision, escalate=True)
+                expired += 1
+            await self.store.put_state(key, None)
         return expired
 
     async def _internal_error(self, decision: dict[str, Any], exc: Exception) -> dict[str, Any]:

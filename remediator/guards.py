@@ -585,14 +585,16 @@ def allow_list(s: GuardSettings, kind: str) -> tuple[list[str], str, str]:
 
 
 async def decide_approval(store: Store, name: str, status: str, at: float,
-                          by: str = "") -> dict[str, Any] | None:
-    """Decide the pending approval `execution_id:step` once; None if it was not pending."""
+                          by: str = "", unindex: bool = True) -> dict[str, Any] | None:
+    """Decide the pending approval `execution_id:step` once; None if it was not pending.
+    Without `unindex`, its pending index entry is left for the caller to remove."""
     state = await store.get_state(APPROVAL + name)
     if not state or state["status"] != "pending":
         return None
     state.update(status=status, decided_at=at, **({"by": by} if by else {}))
     await store.put_state(APPROVAL + name, state)
-    await store.put_state(PENDING + name, None)
+    if unindex:
+        await store.put_state(PENDING + name, None)
     return state
 
 

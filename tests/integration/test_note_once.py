@@ -177,3 +177,38 @@ def test_an_approval_asked_after_another_block_whose_record_was_refused_is_paged
     assert decision["reason"].startswith("approval_pending"), decision["reason"]
     assert [d.body["reason"].split(":")[0] for d in webhook_receiver.deliveries] == [
         "paused", "approval_pending"]
+
+
+def test_an_expired_approval_whose_record_was_refused_is_finished_by_a_later_pass(
+        tmp_path, run, webhook_receiver):
+    """The approval expired (decided in its section) and the execution's final record
+    (`escalated`) was refused. The pass after found the approval decided already and skipped
+    it: the execution stayed `blocked` on an approval nobody can give, with no final record.
+    A later pass finishes it, once, without paging again."""
+
+    async def scenario() -> tuple[Harness, dict]:
+        h = await _hooked(tmp_path, webhook_receiver, approval=True)
+        service = h.service
+        [pending] = await h.fire(web(0))
+        assert pending["reason"].startswith("approval_pending"), pending
+        h.clock.now += service.config.guards.approval_ttl + 1
+        db = _refusing(h, FINAL)
+        for _ in range(2):  # the second pass tries again, and does not page again
+            try:
+                await service.maintain()
+            except Exception as exc:  # the store refused the expiry's record
+                assert "injected" in str(exc)
+            else:
+                raise AssertionError("the refused record did not say so")
+        _accepting(db)
+        await service.maintain()
+        await service.maintain()  # finished already: nothing more
+        done = await service.store.get_execution(pending["id"])
+        await service.stop()
+        return h, done
+
+    h, done = run(scenario())
+    assert done["outcome"] == "escalated", (done["outcome"], done["reason"])
+    assert "was not approved before it expired" in done["reason"]
+    assert h.calls == []
+    assert [d.body["outcome"] for d in webhook_receiver.deliveries] == ["blocked", "escalated"]
