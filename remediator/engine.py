@@ -21,7 +21,7 @@ from . import redact, template_context, template_memo, templating, turns
 from .actions.backends import Backends
 from .actions.base import ActionContext, check_params, has_template, render_params
 from .actions.registry import ACTIONS, BUILTIN
-from .alerts import Alert, Group, utcnow_iso
+from .alerts import Alert, Group, dedupe_key, utcnow_iso
 from .escalation import Escalator
 from .executor import Executor, Refused, StepRecord
 from .guards import APPROVAL, PENDING, RESOLVED_BLOCK, Block, GuardContext, Guards, decide_approval
@@ -62,6 +62,10 @@ class Engine:
     _unrecorded: set[str] = field(default_factory=set, init=False, repr=False)
     _unsaved: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict, init=False,
                                                            repr=False)
+    # Live runs whose success (which the circuit counts) is not written yet, by the dedupe
+    # key of their alert: each keeps its target until it is, across the retries of a write
+    # the store refused (`execute`, `let_go`).
+    _uncounted: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     # The checked parameters of steps written without a template (id(step) -> the step,
     # its params and problems): they depend on no alert (`_checked`).
     _literal: dict[int, tuple[Step, dict[str, Any], list[tuple[str, str]]]] = field(
@@ -145,8 +149,22 @@ class Engine:
         finally:
             self._unsaved.pop(execution_id, None)
             self._unrecorded.discard(execution_id)
-            await self.guards.release_all(execution_id)
+            if execution_id not in self._uncounted:
+                await self.guards.release_all(execution_id)
             self.inflight.finish(execution_id)
+
+    async def let_go(self, key: str) -> None:
+        """The alert `key` is no longer processed here (decided, given up, taken over by
+        another replica): the targets its runs kept for a success still unwritten are let
+        go. Let go when the write was refused, another alert on the target found it free
+        before the retry and changed it again, uncounted by the circuit."""
+        for execution_id in [e for e, k in self._uncounted.items() if k == key]:
+            del self._uncounted[execution_id]
+            try:
+                await self.guards.release_all(execution_id)
+            except Exception:  # the process is leaving it: a lease it no longer renews expires
+                log.exception("cannot release the target of %s", execution_id,
+                              extra={"execution_id": execution_id})
 
     async def _execute(self, pb: Playbook, alert: Alert, group: Group, execution_id: str,
                        existing: dict[str, Any] | None,
@@ -661,6 +679,10 @@ class Engine:
                       events: list[Event] | None = None) -> dict[str, Any]:
         decision["finished_at"] = utcnow_iso()
         decision["reason"] = redact.text(decision.get("reason") or "")
+        if events:  # its target is kept until the success is written, whatever is refused
+            alert = decision["alert"]
+            self._uncounted[decision["id"]] = dedupe_key(alert["fingerprint"],
+                                                         alert["startsAt"], alert["status"])
         if escalate and self.escalator is not None:  # without a playbook: the default sinks
             # A success the circuit counts is recorded before the note goes out, and the
             # target held until then (`Guards.after_execution`), then let go: a slow sink
@@ -668,6 +690,7 @@ class Engine:
             for kind, key, at, data in events or ():  # durably, as the guards ask
                 await self.store.record_event(kind, key, at, data, durable=True)
             if events:  # counted: the target is let go before the note (a slow sink)
+                del self._uncounted[decision["id"]]
                 await self.guards.release_all(decision["id"])
             events = None
             if unsaved := self._unsaved.pop(decision["id"], None):  # so is the journal
@@ -702,6 +725,7 @@ class Engine:
                                         steps=dict([unsaved]) if unsaved else None,
                                         durable=bool(events))
         resumed = time.perf_counter()
+        self._uncounted.pop(decision["id"], None)
         self._unsaved.pop(decision["id"], None)
         self._unrecorded.discard(decision["id"])
         if self.escalator is not None:  # recorded: a later note of its execution is news

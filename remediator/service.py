@@ -285,6 +285,7 @@ class Service:
         finally:  # its dispatcher slot is free: said here, where a done callback was one
             # loop callback more per alert
             self._running.discard(asyncio.current_task())  # type: ignore[arg-type]
+            await self.engine.let_go(item.dedupe_key)  # what its retries kept, if any
             if self._more or self._stopping:
                 self._wakeup.set()
 

@@ -500,3 +500,55 @@ def test_an_approval_whose_decision_the_store_refused_half_way_is_not_left_claim
     assert resumed["outcome"] == "succeeded", resumed
     assert h.calls == [pending["id"]]  # once
     run(h.service.stop())
+
+
+@pytest.mark.parametrize("always", [False, True])
+def test_the_target_stays_locked_until_a_refused_success_is_recorded(tmp_path, run, always):
+    """Hostile: the restart ran and the write that carries its success was refused (the final
+    record; with a note, the success recorded before it). The run let its target go, and
+    until its retry (a backoff of 1 s doubling to 60 s) another alert on the same target
+    found it free and restarted it again, uncounted by the circuit: two remedies at once on
+    one object. The lock is held until the run's record is written."""
+    h = run(Harness(tmp_path, "{rate_limit: {max: 5, window: 1h}}", always=always).start())
+    service = h.service
+    execution = _execution_id(dedupe_key("web", web(0)["startsAt"], "firing"), "restart-web")
+    db = _refusing(h, f"NEW.id = '{execution}' AND {FINAL}")
+    if always:  # the success is recorded on its own, before the note: refuse that
+        db.execute("CREATE TRIGGER refuse_success BEFORE INSERT ON events WHEN NEW.kind = "
+                   f"'success' AND NEW.data LIKE '%{execution}%' BEGIN SELECT "
+                   "RAISE(ABORT, 'injected'); END")
+    retry = asyncio.Event()
+
+    async def until_let_go(delay: float) -> None:  # the backoff, as long as the test says
+        await retry.wait()
+    service.sleep = until_let_go
+
+    async def scenario() -> tuple[list[dict], dict]:
+        await service.intake(parse_notification(json.dumps(notification(web(0))).encode()))
+        [item] = await service.store.claim(1)
+        task = asyncio.create_task(service._process(item))
+        for _ in range(500):  # restarted; its record refused; waiting for its retry
+            if service.metrics.inbox_retries._value.get() >= 1:
+                break
+            await asyncio.sleep(0.01)
+        assert h.calls and not task.done()
+        # Another episode on the same target, while the first run waits for its retry.
+        second = await asyncio.wait_for(h.fire(web(1), at=60), 10)
+        if always:
+            db.execute("DROP TRIGGER refuse_success")
+        _accepting(db)
+        retry.set()
+        [first] = await asyncio.wait_for(task, 10)
+        return second, first
+
+    [second], first = run(scenario())
+    assert len(h.calls) == 1, (second["outcome"], second["reason"])
+    assert second["outcome"] == "blocked" and second["reason"].startswith(
+        "locked: coalesced into running execution"), second["reason"]
+    assert first["id"] in second["reason"]
+    assert first["outcome"] != "blocked", (first["outcome"], first["reason"])
+    # Recorded: the target is free again.
+    [third] = run(h.fire(web(2), at=120))
+    assert third["outcome"] in ("succeeded", "escalated"), third["reason"]
+    assert len(h.calls) == 2
+    run(service.stop())
