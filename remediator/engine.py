@@ -43,6 +43,11 @@ _finishing: contextvars.ContextVar[tuple[str, int] | None] = contextvars.Context
     "finishing", default=None)
 
 
+class Unrecorded(Exception):
+    """An execution's failure could not be recorded (not by an outage): its alert is
+    processed again, with backoff, as after an outage."""
+
+
 @dataclass
 class Engine:
     """Decides what each alert does: match, guards, steps, escalation."""
@@ -86,7 +91,7 @@ class Engine:
         try:
             try:
                 decisions = await self._process(item)
-            except StoreUnavailable:
+            except (StoreUnavailable, Unrecorded):
                 raise  # nothing can be recorded now: the inbox item is retried, not finished
             except Exception as exc:
                 # A bug outside any execution (reading the stored alert, matching, recording
@@ -144,8 +149,24 @@ class Engine:
         except StoreUnavailable:
             raise  # nothing can be recorded now: the inbox item is retried, not finished
         except Exception as exc:  # a bug must not leave an execution running, unrecorded
-            return await self._internal_error(self._decision(execution_id, alert, pb, existing),
-                                              exc)
+            try:
+                return await self._internal_error(
+                    self._decision(execution_id, alert, pb, existing), exc)
+            except StoreUnavailable:
+                raise
+            except Exception as refused:
+                # Its record refused otherwise than by an outage: on PostgreSQL a statement
+                # the server refused (a constraint, a trigger, a bug in one) is not
+                # StoreUnavailable. Taken for a bug outside any execution, it was recorded as
+                # the alert's own failure, its item finished, and this execution stayed
+                # `running` until a restart. It goes to the alert's retries as an outage
+                # does (`Service._process`: backoff of 1 s doubling to 60 s, the claim kept,
+                # resumed from the journal, its note sent once): the simplest bounded path
+                # that ends in this execution's own final record. Releasing the claim instead
+                # had the dispatcher take it again at once (a tight loop), or on SQLite
+                # nothing before a restart.
+                raise Unrecorded(f"the failure of execution {execution_id} could not be "
+                                 f"recorded: {type(refused).__name__}: {refused}") from refused
         finally:
             self._unsaved.pop(execution_id, None)
             self._unrecorded.discard(execution_id)

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from typing import Any
 
 import pytest
 
@@ -45,16 +46,25 @@ def _damaged(n: int, **labels: str) -> tuple[str, dict, dict]:
 FINAL = "NEW.outcome NOT IN ('running', 'blocked')"
 
 
-def _refusing(h: Harness, when: str = "") -> sqlite3.Connection:
+def _refusing(h: Harness, when: str = "", postgres: Any = None) -> Any:
     """Make the store refuse every write of a decision record (those `when`, a condition on
-    NEW, says), from another connection to the same file (undone by `_accepting`)."""
+    NEW, says), from another connection to the same file (undone by `_accepting`). On
+    PostgreSQL (`postgres`: its cluster) the refusal is a statement error, as a constraint's
+    or a trigger's is, not an outage."""
+    if postgres is not None:
+        database = h.cfg.store.rsplit("/", 1)[1]
+        postgres.sql("CREATE OR REPLACE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$ BEGIN RAISE EXCEPTION 'injected: writes refused'; END $$; CREATE "
+                     "TRIGGER refuse BEFORE INSERT ON executions FOR EACH ROW "
+                     f"{when and f'WHEN ({when}) '}EXECUTE FUNCTION refuse()", database)
+        return lambda: postgres.sql("DROP TRIGGER refuse ON executions", database)
     db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
     db.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON executions {when and 'WHEN ' + when} "
                "BEGIN SELECT RAISE(ABORT, 'injected: writes refused'); END")
     return db
 
 
-async def _processed_until_accepted(h: Harness, db: sqlite3.Connection, retries: int) -> dict:
+async def _processed_until_accepted(h: Harness, db: Any, retries: int) -> dict:
     """web(0) acknowledged and processed while its records are refused, until it was tried
     again `retries` times; then the store accepts them again: its decision."""
     service = h.service
@@ -70,7 +80,36 @@ async def _processed_until_accepted(h: Harness, db: sqlite3.Connection, retries:
     return decision
 
 
-def _accepting(db: sqlite3.Connection) -> None:
+def _held_back(service: Any, attempts: int = 1) -> tuple[list[float], asyncio.Event]:
+    """The alert's retries back off as asked (the delays recorded), from the `attempts`th on
+    until the event is set: the test decides what happens meanwhile."""
+    delays: list[float] = []
+    retry = asyncio.Event()
+
+    async def backoff(delay: float) -> None:
+        delays.append(delay)
+        if len(delays) >= attempts:
+            await retry.wait()
+    service.sleep = backoff
+    return delays, retry
+
+
+async def _processing(h: Harness, delays: list[float], attempts: int) -> asyncio.Task:
+    """web(0) acknowledged and processed until `attempts` attempts failed (`_held_back`)."""
+    await h.service.intake(parse_notification(json.dumps(notification(web(0))).encode()))
+    [item] = await h.service.store.claim(1)
+    task = asyncio.create_task(h.service._process(item))
+    for _ in range(500):
+        if len(delays) >= attempts:
+            break
+        await asyncio.sleep(0.01)
+    assert len(delays) == attempts and not task.done(), delays
+    return task
+
+
+def _accepting(db: Any) -> None:
+    if not isinstance(db, sqlite3.Connection):
+        return db()  # PostgreSQL's (`_refusing`)
     db.execute("DROP TRIGGER refuse")
     db.close()
 
@@ -502,36 +541,34 @@ def test_an_approval_whose_decision_the_store_refused_half_way_is_not_left_claim
     run(h.service.stop())
 
 
-@pytest.mark.parametrize("always", [False, True])
-def test_the_target_stays_locked_until_a_refused_success_is_recorded(tmp_path, run, always):
+@pytest.mark.parametrize(("store", "always"), [("sqlite", False), ("sqlite", True),
+                                               ("postgresql", False)])
+def test_the_target_stays_locked_until_a_refused_success_is_recorded(
+        tmp_path, run, request, store, always):
     """Hostile: the restart ran and the write that carries its success was refused (the final
     record; with a note, the success recorded before it). The run let its target go, and
     until its retry (a backoff of 1 s doubling to 60 s) another alert on the same target
     found it free and restarted it again, uncounted by the circuit: two remedies at once on
-    one object. The lock is held until the run's record is written."""
-    h = run(Harness(tmp_path, "{rate_limit: {max: 5, window: 1h}}", always=always).start())
+    one object. The lock is held until the run's record is written (on PostgreSQL a lock
+    row, its lease renewed meanwhile)."""
+    h = Harness(tmp_path, "{rate_limit: {max: 5, window: 1h}}", always=always)
+    cluster = None
+    if store == "postgresql":
+        h.cfg.store = request.getfixturevalue("postgres_url")
+        cluster = request.getfixturevalue("postgres_cluster")
+    run(h.start())
     service = h.service
     execution = _execution_id(dedupe_key("web", web(0)["startsAt"], "firing"), "restart-web")
-    db = _refusing(h, f"NEW.id = '{execution}' AND {FINAL}")
+    db = _refusing(h, f"NEW.id = '{execution}' AND {FINAL}", cluster)
     if always:  # the success is recorded on its own, before the note: refuse that
         db.execute("CREATE TRIGGER refuse_success BEFORE INSERT ON events WHEN NEW.kind = "
                    f"'success' AND NEW.data LIKE '%{execution}%' BEGIN SELECT "
                    "RAISE(ABORT, 'injected'); END")
-    retry = asyncio.Event()
-
-    async def until_let_go(delay: float) -> None:  # the backoff, as long as the test says
-        await retry.wait()
-    service.sleep = until_let_go
+    delays, retry = _held_back(service)
 
     async def scenario() -> tuple[list[dict], dict]:
-        await service.intake(parse_notification(json.dumps(notification(web(0))).encode()))
-        [item] = await service.store.claim(1)
-        task = asyncio.create_task(service._process(item))
-        for _ in range(500):  # restarted; its record refused; waiting for its retry
-            if service.metrics.inbox_retries._value.get() >= 1:
-                break
-            await asyncio.sleep(0.01)
-        assert h.calls and not task.done()
+        task = await _processing(h, delays, 1)  # restarted; its record refused
+        assert h.calls
         # Another episode on the same target, while the first run waits for its retry.
         second = await asyncio.wait_for(h.fire(web(1), at=60), 10)
         if always:
@@ -551,4 +588,42 @@ def test_the_target_stays_locked_until_a_refused_success_is_recorded(tmp_path, r
     [third] = run(h.fire(web(2), at=120))
     assert third["outcome"] in ("succeeded", "escalated"), third["reason"]
     assert len(h.calls) == 2
+    run(service.stop())
+
+
+def test_an_executions_failure_refused_by_a_statement_is_retried_not_left_running(
+        tmp_path, run, postgres_cluster, postgres_url):
+    """Hostile, on PostgreSQL: the restart ran and its final record was refused by a
+    statement error (a constraint, a trigger, a bug in one: not an outage), so the run
+    recorded an internal error, refused the same way. That error was taken for a bug
+    outside any execution: the alert's own failure was recorded and its item finished, and
+    the execution stayed `running` until a restart. It is processed again with backoff, as
+    after an outage, until the execution's own final record is written."""
+    h = Harness(tmp_path, "{cooldown: 1m}")
+    h.cfg.store = postgres_url
+    run(h.start())
+    service = h.service
+    key = dedupe_key("web", web(0)["startsAt"], "firing")
+    execution = _execution_id(key, "restart-web")
+    db = _refusing(h, f"NEW.id = '{execution}' AND {FINAL}", postgres_cluster)
+    delays, retry = _held_back(service, 3)
+
+    async def scenario() -> dict:
+        task = await _processing(h, delays, 3)
+        assert (await service.store.get_execution(execution))["outcome"] == "running"
+        _accepting(db)
+        retry.set()
+        [decision] = await asyncio.wait_for(task, 10)
+        return decision
+
+    decision = run(scenario())
+    assert decision["id"] == execution, (decision["playbook"], decision["reason"])
+    assert delays == [1, 2, 4]  # backing off, not spinning
+    # The restart's result was journaled before the internal error's note: what it was.
+    assert decision["outcome"] == "succeeded", (decision["outcome"], decision["reason"])
+    assert run(service.store.get_execution(execution))["outcome"] == "succeeded"
+    assert run(service.store.get_execution(_execution_id(key, ""))) is None
+    assert len(h.calls) == 1  # the restart, once
+    assert run(service.store.count_events("success", "restart-web:prod/deployment/web", 0)) == 1
+    assert run(service.drain()) == []  # its item is done
     run(service.stop())
