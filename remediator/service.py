@@ -246,10 +246,12 @@ class Service:
         except Exception:  # a gauge is not worth the scrape
             log.exception("cannot count the pending alerts")
 
-    async def _process(self, item: InboxItem, attempts: int | None = None
+    async def _process(self, item: InboxItem, attempts: int | None = None,
+                       resume: tuple[dict[str, Any], bool] | None = None
                        ) -> list[dict[str, Any]]:
         """Decide one claimed alert, trying again (with backoff) while nothing could be
-        recorded: forever, or `attempts` times (then `_GaveUp`, the item unfinished)."""
+        recorded: forever, or `attempts` times (then `_GaveUp`, the item unfinished).
+        `resume`: (the execution, approved), the resume of an approval (`_retry`)."""
         assert self.engine is not None
         try:
             await turns.take()  # an alert's first chunk waits for processing's turn too
@@ -257,7 +259,11 @@ class Service:
             while True:
                 attempt += 1
                 try:
-                    return await self.engine.process(item)  # it finishes the item
+                    if resume is None:
+                        return await self.engine.process(item)  # it finishes the item
+                    decided = await self.engine.resume(*resume)
+                    await self.store.finish(item.id)
+                    return [decided]
                 except asyncio.CancelledError:
                     raise  # shutdown: the item stays running and resumes after restart
                 except LeaseLost as exc:
@@ -396,7 +402,7 @@ class Service:
             if claimed is not None:  # refused, perhaps half way (the approval, not its index)
                 # Retried outside the section: a task made in it would run on the section's
                 # connection (PostgreSQL), given back to the pool by then.
-                self._retry(claimed)
+                self._retry(claimed, decision, approve)
             raise
         assert claimed is not None
         item = claimed
@@ -405,18 +411,21 @@ class Service:
         except asyncio.CancelledError:
             raise  # shutdown: still claimed, resumed from the journal after restart
         except Exception:
-            self._retry(item)
+            self._retry(item, decision, approve)
             raise
         await self.store.finish(item.id)
         return result
 
-    def _retry(self, item: InboxItem) -> None:
+    def _retry(self, item: InboxItem, decision: dict[str, Any], approved: bool) -> None:
         """An approval's claimed item whose decision or resume could not be recorded (the
-        store failed, or even a bug's record did): the caller hears of it, and the item is
-        processed again by the dispatcher's retries, with backoff, as any other (a claim left
+        store failed, or even a bug's record did): the caller hears of it, and the resume is
+        tried again by the dispatcher's retries, with backoff, as any alert (a claim left
         here waits for a restart on SQLite, and approving again finds it taken): the run goes
-        on as far as the approval recorded says, or asks for it again."""
-        self._running.add(asyncio.create_task(self._process(item)))
+        on as far as the approval recorded says, or asks for it again. The execution is
+        resumed, not the alert matched again: a playbook a reload removed is never matched,
+        and its execution stayed `blocked` on the decided approval, unrecorded."""
+        self._running.add(asyncio.create_task(self._process(item, resume=(decision,
+                                                                           approved))))
 
     async def _claim_for_resume(self, decision: dict[str, Any]) -> InboxItem:
         """The alert's inbox item, claimed here; a run in progress (here or on another

@@ -189,6 +189,43 @@ def test_an_approval_of_a_playbook_a_reload_removed_fails_with_a_note(tmp_path, 
     run(h.service.stop())
 
 
+@pytest.mark.parametrize("approve", [True, False])
+def test_a_decided_approval_of_a_removed_playbook_whose_record_was_refused_is_recorded(
+        tmp_path, run, approve):
+    """Hostile: the playbook was removed by a reload, the approval decided, and the store
+    refused the execution's record. The claimed alert went to the dispatcher's retries,
+    which match it against the rules loaded now: the removed playbook is never matched, so
+    the execution stayed `blocked` on a decided approval, with no final record. The retries
+    resume that execution, as the approval did."""
+    h = run(Harness(tmp_path, "{cooldown: 1m}", approval=True).start())
+    [pending] = run(h.fire(web(0)))
+    rules = tmp_path / "rules" / "web.yaml"
+    rules.write_text(rules.read_text().replace("name: restart-web", "name: restart-web-v2"))
+    h.service.reload()
+    db = _refusing(h, f"NEW.id = '{pending['id']}'")
+
+    async def scenario() -> dict:
+        try:
+            await h.service.approve(pending["id"], by="alice", approve=approve)
+        except Exception as exc:  # the store refused (the API answers 503)
+            assert "writes refused" in str(exc)
+        else:
+            raise AssertionError("the refused record did not say so")
+        _accepting(db)
+        for _ in range(500):
+            done = await h.service.store.get_execution(pending["id"])
+            if not done["reason"].startswith("approval_pending") and not h.service._running:
+                return done
+            await asyncio.sleep(0.01)
+        raise AssertionError("the decided approval's execution was never recorded")
+
+    done = run(scenario())
+    assert done["outcome"] == ("failed" if approve else "blocked"), done
+    assert "no longer loaded" in done["reason"] and done["escalation"] is not None
+    assert h.calls == []
+    run(h.service.stop())
+
+
 def test_a_rejection_of_a_playbook_a_reload_removed_stays_a_rejection(tmp_path, run):
     h = run(Harness(tmp_path, "{cooldown: 1m}", approval=True).start())
     [pending] = run(h.fire(web(0)))
