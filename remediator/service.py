@@ -393,7 +393,11 @@ class Service:
                                      "approval (" + ("; ".join(f"step {name!r} {status}" for name,
                                                      status in decided.items()) or "none requested")
                                      + ")")
-                if self.clock() > pending[step]["expires_at"]:
+                # Its pending entry outlives an expiry until the execution's record is
+                # written (`Engine.expire_approvals`), and a replica whose clock is behind
+                # finds the TTL not passed: the approval's own state says it expired.
+                state = await self.store.get_state(f"{APPROVAL}{execution_id}:{step}") or {}
+                if self.clock() > pending[step]["expires_at"] or state.get("status") == "expired":
                     raise ValueError(f"approval of step {step!r} of {execution_id} expired")
                 claimed = await self._claim_for_resume(decision)
                 await decide_approval(self.store, f"{execution_id}:{step}",

@@ -212,3 +212,45 @@ def test_an_expired_approval_whose_record_was_refused_is_finished_by_a_later_pas
     assert "was not approved before it expired" in done["reason"]
     assert h.calls == []
     assert [d.body["outcome"] for d in webhook_receiver.deliveries] == ["blocked", "escalated"]
+
+
+def test_an_expired_approval_left_indexed_until_its_record_is_written_is_not_approved(
+        tmp_path, run, webhook_receiver):
+    """The approval expired (its pending entry kept until the execution's record is written)
+    and that record was refused. An operator then approves it on a replica whose clock is
+    2 s behind (its TTL not passed there): the approval was decided `expired` already, so it
+    is refused as expired, nothing is resumed, and the next pass finishes the execution."""
+
+    async def scenario() -> tuple[Harness, dict, str]:
+        h = await _hooked(tmp_path, webhook_receiver, approval=True)
+        service = h.service
+        [pending] = await h.fire(web(0))
+        expires_at = h.clock.now + service.config.guards.approval_ttl
+        h.clock.now = expires_at + 1
+        db = _refusing(h, FINAL)
+        try:
+            await service.maintain()
+        except Exception as exc:  # the store refused the expiry's record
+            assert "injected" in str(exc)
+        else:
+            raise AssertionError("the refused record did not say so")
+        _accepting(db)
+        h.clock.now = expires_at - 1  # the approving replica's clock
+        try:
+            await service.approve(pending["id"], by="alice")
+        except ValueError as exc:
+            refused = str(exc)
+        else:
+            refused = ""
+        h.clock.now = expires_at + 11
+        await service.maintain()
+        done = await service.store.get_execution(pending["id"])
+        await service.stop()
+        return h, done, refused
+
+    h, done, refused = run(scenario())
+    assert "expired" in refused, refused
+    assert done["outcome"] == "escalated", (done["outcome"], done["reason"])
+    assert "was not approved before it expired" in done["reason"]
+    assert h.calls == []
+    assert [d.body["outcome"] for d in webhook_receiver.deliveries] == ["blocked", "escalated"]
