@@ -299,6 +299,12 @@ class Engine:
         if pb is None:  # a reload removed it: nothing more can run, and a human must know
             gone = f"playbook {decision['playbook']!r} is no longer loaded (a reload removed it)"
             step = decision.get("blocked_step")
+            journal = await self.store.completed_steps(decision["id"]) if approved else {}
+            if any(r["name"] == step and r["outcome"] != "blocked" for r in journal.values()):
+                # Resumed before (its record refused, retried since: Service._retry) and the
+                # approved step started then: said not to have run, a human would redo it.
+                return await self._finish(_started_unloaded(decision, journal, gone, step),
+                                          escalate=True)
             decision = dict(decision, **(
                 {"outcome": "failed", "reason": f"{gone}: the approved step {step!r} did not run"}
                 if approved else {"reason": f"approval_denied: step {step!r}: approval rejected; "
@@ -802,6 +808,22 @@ class Engine:
             "escalation": None,
             "alert": alert.to_dict(),
         }
+
+
+def _started_unloaded(decision: dict[str, Any], journal: dict[int, dict[str, Any]], gone: str,
+                      step: str) -> dict[str, Any]:
+    """An approved execution whose playbook a reload removed after its resume had started the
+    step: its journaled steps, one left `running` failed as uncertain (as after a restart)."""
+    steps = [dict(journal[i]) for i in sorted(journal)]
+    for record in steps:
+        if record["outcome"] == "running":
+            record.update(outcome="failed", uncertain=bool(record.get("mutating")),
+                          detail="interrupted while running; it may or may not have taken "
+                          "effect, so it is not repeated")
+    return dict(decision, steps=steps, outcome="failed",
+                reason=f"{gone}: the approved step {step!r} had been started (its steps say "
+                "how far the run got) and nothing more runs; one interrupted may or may not "
+                "have taken effect: verify by hand")
 
 
 def _after_failure(decision: dict[str, Any], step: Step, record: dict[str, Any]) -> str | None:

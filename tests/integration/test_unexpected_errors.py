@@ -226,6 +226,50 @@ def test_a_decided_approval_of_a_removed_playbook_whose_record_was_refused_is_re
     run(h.service.stop())
 
 
+def test_an_approved_step_that_ran_before_a_reload_removed_its_playbook_is_not_said_unrun(
+        tmp_path, run):
+    """Hostile: the approved step ran, the store refused the execution's final record, and
+    a reload removed the playbook before the retry. The retry resumes the execution without
+    its playbook: it must not record that the approved step did not run (a human would do
+    it again by hand): the journal holds its intent, so it may have taken effect."""
+    h = run(Harness(tmp_path, "{cooldown: 1m}", approval=True).start())
+    [pending] = run(h.fire(web(0)))
+    db = _refusing(h, FINAL)
+
+    async def scenario() -> dict:
+        delays, retry = _held_back(h.service)
+        try:
+            await h.service.approve(pending["id"], by="alice")
+        except Exception as exc:  # the store refused the final record
+            assert "injected" in str(exc)
+        else:
+            raise AssertionError("the refused record did not say so")
+        for _ in range(500):
+            if delays:
+                break
+            await asyncio.sleep(0.01)
+        assert delays and h.calls == [pending["id"]]  # it ran, then the retry waits
+        rules = tmp_path / "rules" / "web.yaml"
+        rules.write_text(rules.read_text().replace("name: restart-web", "name: restart-web-v2"))
+        h.service.reload()
+        _accepting(db)
+        retry.set()
+        for _ in range(500):
+            done = await h.service.store.get_execution(pending["id"])
+            if done["outcome"] not in ("blocked", "running") and not h.service._running:
+                return done
+            await asyncio.sleep(0.01)
+        raise AssertionError("the execution was never recorded")
+
+    done = run(scenario())
+    assert h.calls == [pending["id"]]
+    assert done["outcome"] == "failed", done
+    assert "did not run" not in done["reason"], done["reason"]
+    assert done["steps"][-1]["uncertain"], done["steps"]
+    assert "may or may not have taken effect" in done["reason"], done["reason"]
+    run(h.service.stop())
+
+
 def test_a_rejection_of_a_playbook_a_reload_removed_stays_a_rejection(tmp_path, run):
     h = run(Harness(tmp_path, "{cooldown: 1m}", approval=True).start())
     [pending] = run(h.fire(web(0)))
