@@ -146,7 +146,7 @@ class Engine:
         try:
             return await self._execute(pb, alert, group, execution_id, existing, pause,
                                        claimed=dedupe_key)
-        except StoreUnavailable:
+        except (StoreUnavailable, Unrecorded):
             raise  # nothing can be recorded now: the inbox item is retried, not finished
         except Exception as exc:  # a bug must not leave an execution running, unrecorded
             try:
@@ -214,6 +214,7 @@ class Engine:
             await self.inflight.resolve(gc.episode, execution_id, timeout=600)
             await self._firing_stopped(alert, timeout=600)
             await self.guards.on_resolved(gc)
+            await self._withdrawn(pb, alert)
             reverts = any(ACTIONS[s.action].mutates(s.params) for s in steps)
             if reverts and gc.mode == "live" and pb.on_resolved_when != "always":
                 changed = await self._changed(pb, alert)
@@ -250,6 +251,13 @@ class Engine:
         outcome = await self._run_steps(decision, steps, ctx, gc, resumed=existing is not None)
         if outcome is None:  # stopped at a guard or an approval; recorded already
             return decision
+        return await self._conclude(decision, outcome, gc, resolving)
+
+    async def _conclude(self, decision: dict[str, Any], outcome: str, gc: GuardContext,
+                        resolving: bool = False) -> dict[str, Any]:
+        """The final record of a run whose steps ended `outcome`: its note if one is due,
+        its success counted by the circuit."""
+        pb = gc.playbook
         wants_note = outcome in ("failed", "escalated") or (
             pb.escalation is not None and pb.escalation.always and not resolving)
         # The guards judge the steps (a circuit counts successful remediations), not the
@@ -265,6 +273,45 @@ class Engine:
                 outcome = "escalated"
         decision["outcome"] = outcome
         return await self._finish(decision, escalate=wants_note, events=events)
+
+    async def _withdrawn(self, pb: Playbook, alert: Alert) -> None:
+        """This episode's firing run, blocked on the approval its resolution withdrew
+        (`Guards.on_resolved`), finished as a run the resolution stopped before that step
+        is (`_after_cancel`): left `blocked approval_pending`, nothing ever finished it (no
+        approval can be given, and the expiry pass only sees approvals still pending).
+        Read at each attempt of the resolution: a record the store refused is finished by
+        its retry, and a finished one is final, so it is written once."""
+        if not any(s.approval for s in pb.steps):
+            return
+        firing = replace(alert, status="firing")
+        run = await self.store.get_execution(_execution_id(firing.dedupe_key, pb.name))
+        if run is None or run["outcome"] != "blocked" or not _resumable(run):
+            return
+        step = run.get("blocked_step")
+        state = await self.store.get_state(f"{APPROVAL}{run['id']}:{step}")
+        blocked = [i for i, s in enumerate(run["steps"])
+                   if s["name"] == step and s["outcome"] == "blocked"]
+        if (state or {}).get("status") != "resolved" or not blocked:
+            return  # pending still (another episode's), or decided by an approver
+        record = dict(run["steps"][blocked[-1]], outcome="cancelled", detail=(
+            "approval withdrawn: the alert resolved before anyone approved; it was not run"))
+        run["steps"][blocked[-1]] = record
+        self._unsaved[run["id"]] = (blocked[-1], record)  # journaled with the final record
+        gc = GuardContext(playbook=pb, alert=firing, execution_id=run["id"], mode=run["mode"],
+                          target=run.get("target"), resumed=True)
+        try:
+            outcome = _after_cancel(run, step, record, run["steps"])
+            run["reason"] += " (its approval was withdrawn)"
+            await self._conclude(run, outcome, gc)
+        except StoreUnavailable:
+            raise
+        except Exception as refused:  # (PostgreSQL: a statement's) not this resolution's own
+            # failure: recorded as that, this run stayed blocked. Retried as an outage is.
+            raise Unrecorded(f"the record of execution {run['id']}, its approval withdrawn, "
+                             f"could not be written: {type(refused).__name__}: {refused}"
+                             ) from refused
+        finally:
+            self._unsaved.pop(run["id"], None)
 
     async def _firing_stopped(self, alert: Alert, timeout: float) -> None:
         """Until the episode's firing alert is no longer processed anywhere: a firing run on
@@ -404,7 +451,7 @@ class Engine:
                 if done["outcome"] == "failed" and (stop := _after_failure(decision, step, done)):
                     return stop
                 if done["outcome"] == "cancelled":  # so is a change the resolution cancelled
-                    return _after_cancel(decision, step, done, records)
+                    return _after_cancel(decision, step.name, done, records)
                 continue
             if unsaved := self._unsaved.pop(decision["id"], None):  # before the next step
                 await self._journal(decision, *unsaved)
@@ -447,7 +494,7 @@ class Engine:
                                     step=step.name)
                 return None
             if record.outcome == "cancelled":
-                return _after_cancel(decision, step, journaled, records)
+                return _after_cancel(decision, step.name, journaled, records)
             if record.outcome == "failed" and (stop := _after_failure(decision, step, journaled)):
                 return stop
         return outcome
@@ -837,7 +884,7 @@ def _after_failure(decision: dict[str, Any], step: Step, record: dict[str, Any])
     return "escalated" if step.on_failure == "escalate" else "failed"
 
 
-def _after_cancel(decision: dict[str, Any], step: Step, record: dict[str, Any],
+def _after_cancel(decision: dict[str, Any], step: str, record: dict[str, Any],
                   records: list[dict[str, Any]]) -> str:
     """The run's outcome once the alert's resolution cancelled a step (its reason recorded):
     it stops there, whether it just happened or is read back from the journal."""
@@ -845,9 +892,9 @@ def _after_cancel(decision: dict[str, Any], step: Step, record: dict[str, Any],
     when = "before" if record.get("mutating") else "while"
     what = "; it was not run" if record.get("mutating") else " waited"
     if changed:  # the fix was applied and the alert cleared: that is the verification
-        decision["reason"] = f"verified by the alert's resolution {when} step {step.name!r}{what}"
+        decision["reason"] = f"verified by the alert's resolution {when} step {step!r}{what}"
         return "succeeded"
-    decision["reason"] = f"the alert resolved {when} step {step.name!r}{what}"
+    decision["reason"] = f"the alert resolved {when} step {step!r}{what}"
     return "resolved"
 
 

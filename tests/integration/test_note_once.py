@@ -15,9 +15,18 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from remediator.alerts import parse_notification
 from tests.integration.test_guards import Harness, web
-from tests.integration.test_unexpected_errors import FINAL, _accepting, _damaged, _refusing
+from tests.integration.test_unexpected_errors import (
+    FINAL,
+    _accepting,
+    _damaged,
+    _held_back,
+    _processing,
+    _refusing,
+)
 from tests.support.payloads import notification
 from tests.support.webhook import WebhookReceiver
 
@@ -26,9 +35,11 @@ SPOOL_REFUSED = ("CREATE TRIGGER refuse_spool BEFORE INSERT ON state WHEN NEW.ke
 
 
 async def _hooked(tmp_path, receiver: WebhookReceiver, guards: str = "{cooldown: 1m}",
-                  **harness: Any) -> Harness:
-    """The guards harness, its notes also posted to `receiver` (a webhook sink)."""
+                  store: str = "", **harness: Any) -> Harness:
+    """The guards harness, its notes also posted to `receiver` (a webhook sink); on `store`
+    (a URL) rather than its SQLite file, if given."""
     h = Harness(tmp_path, guards, **harness)
+    h.cfg.store = store or h.cfg.store
     h.cfg.escalation_sinks = {"hook": {"type": "webhook", "url": receiver.url}}
     h.cfg.escalation_default_sinks = ["files", "hook"]
     await h.start()
@@ -254,3 +265,50 @@ def test_an_expired_approval_left_indexed_until_its_record_is_written_is_not_app
     assert "was not approved before it expired" in done["reason"]
     assert h.calls == []
     assert [d.body["outcome"] for d in webhook_receiver.deliveries] == ["blocked", "escalated"]
+
+
+@pytest.mark.parametrize(("store", "refused"), [("sqlite", False), ("sqlite", True),
+                                                ("postgresql", True)])
+def test_an_approval_withdrawn_by_the_resolution_finishes_its_execution_once(
+        tmp_path, run, webhook_receiver, request, store, refused):
+    """The alert resolved while its step waited for approval: the resolution withdrew the
+    approval, and the firing execution stayed `blocked approval_pending` for good (shown as
+    waiting, though nothing can approve or expire it). It is recorded as a run the
+    resolution stopped before its step (`resolved`, the step cancelled), once, and nobody is
+    paged again: also when the store refused that record (the resolution's retry writes
+    it; on PostgreSQL a statement's refusal, not taken for the resolution's own failure)."""
+    cluster = request.getfixturevalue("postgres_cluster") if store == "postgresql" else None
+    url = request.getfixturevalue("postgres_url") if cluster else None
+
+    async def scenario() -> tuple[Harness, dict, dict]:
+        h = await _hooked(tmp_path, webhook_receiver, approval=True, store=url or "")
+        service = h.service
+        [pending] = await h.fire(web(0))
+        assert pending["reason"].startswith("approval_pending"), pending
+        resolved = web(0, status="resolved")
+        if refused:
+            db = _refusing(h, f"NEW.id = '{pending['id']}' AND {FINAL}", cluster)
+            delays, retry = _held_back(service)
+            task = await _processing(h, delays, 1, resolved)
+            stored = await service.store.get_execution(pending["id"])
+            assert stored["reason"].startswith("approval_pending"), stored["reason"]
+            _accepting(db)
+            retry.set()
+            await asyncio.wait_for(task, 10)
+        else:
+            await h.fire(resolved)
+        h.clock.now += service.config.guards.approval_ttl + 1
+        await service.maintain()  # nothing left pending to expire
+        done = await service.store.get_execution(pending["id"])
+        journal = await service.store.completed_steps(pending["id"])
+        await service.stop()
+        return h, done, journal
+
+    h, done, journal = run(scenario())
+    assert (done["outcome"], done["reason"]) == (
+        "resolved", "the alert resolved before step 'restart'; it was not run (its approval "
+        "was withdrawn)"), (done["outcome"], done["reason"])
+    assert [s["outcome"] for s in done["steps"]] == ["cancelled"]
+    assert journal[0]["outcome"] == "cancelled" and "withdrawn" in journal[0]["detail"]
+    assert h.calls == []
+    assert [d.body["outcome"] for d in webhook_receiver.deliveries] == ["blocked"]

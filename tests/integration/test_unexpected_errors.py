@@ -94,9 +94,12 @@ def _held_back(service: Any, attempts: int = 1) -> tuple[list[float], asyncio.Ev
     return delays, retry
 
 
-async def _processing(h: Harness, delays: list[float], attempts: int) -> asyncio.Task:
-    """web(0) acknowledged and processed until `attempts` attempts failed (`_held_back`)."""
-    await h.service.intake(parse_notification(json.dumps(notification(web(0))).encode()))
+async def _processing(h: Harness, delays: list[float], attempts: int,
+                      alert: dict | None = None) -> asyncio.Task:
+    """`alert` (web(0)) acknowledged and processed until `attempts` attempts failed
+    (`_held_back`)."""
+    await h.service.intake(parse_notification(json.dumps(notification(alert or web(0))
+                                                         ).encode()))
     [item] = await h.service.store.claim(1)
     task = asyncio.create_task(h.service._process(item))
     for _ in range(500):
