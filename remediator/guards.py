@@ -77,9 +77,11 @@ class GuardContext:
     # Processed again (after a crash, an approval, a record the store refused): its journal is
     # read, and a success it recorded before its note may be counted already (`_counted`).
     resumed: bool = False
-    # Interrupted after it changed something (journaled): its precondition decided whether
-    # to start acting, and it did; the change may be what made it false (`_precondition`).
-    # (A run resumed by an approval asks it again: its change may have fixed the problem.)
+    # Interrupted after it changed something (journaled): its run-level guards decided
+    # whether to start acting, and it did; judged again, a pause or a precondition the change
+    # made false stopped it as if it had not run (`before_execution`). (A run resumed by an
+    # approval is judged again: it has not acted since, and its change may have fixed the
+    # problem.)
     changed: bool = False
 
     @property
@@ -154,6 +156,13 @@ class Guards:
         if resolving:  # nor does a revert trip the circuit: only a new firing counts
             checks = (self._paused, self._time_window, self._circuit_open, self._lock,
                       self._circuit_open_held)
+        if gc.changed:
+            # Interrupted after its change (a final record refused, a crash): these guards
+            # let it start, and it acted. Judged again, a pause or a window closed since
+            # recorded 'blocked: nothing runs', its target let go and its success never
+            # counted. It only takes its target again; a change still to make is admitted
+            # under the pause (`admit`), as any is.
+            checks = (self._lock,)
         for check in checks:
             block = await check(gc)
             if block is not None:
@@ -348,7 +357,7 @@ class Guards:
 
     async def _precondition(self, gc: GuardContext) -> Block | None:
         cfg = gc.playbook.guards.get("precondition")
-        if not cfg or gc.mode != "live" or self.precondition is None or gc.changed:
+        if not cfg or gc.mode != "live" or self.precondition is None:
             return None
         if cfg.get("delay"):
             await self.sleep(parse_duration(cfg["delay"]))

@@ -578,6 +578,73 @@ def test_a_run_resumed_by_its_approval_after_a_change_asks_its_precondition_agai
     run(h.service.stop())
 
 
+@pytest.mark.parametrize(("store", "meanwhile", "always"), [
+    ("sqlite", "paused", False), ("sqlite", "paused", True), ("sqlite", "time_window", False),
+    ("postgresql", "paused", False)])
+def test_a_run_processed_again_after_its_change_is_not_judged_again_by_run_level_guards(
+        tmp_path, run, request, store, meanwhile, always):
+    """Hostile: the restart ran and the run's final record was refused; before the retry an
+    operator paused automation (or the playbook's time window closed). The retry judged the
+    run again by its run-level guards: recorded 'blocked: paused ... nothing runs' for a
+    restart that was made, its target let go, its success never counted (the circuit one
+    short). It is recorded as its journal says it ran (succeeded, counted once, or failed
+interrupted, a human told); the next firing is what they stop."""
+    windows = "time_windows: [{start: '09:00', end: '10:30'}], " if meanwhile == "time_window" \
+        else ""
+    h = Harness(tmp_path, f"{{{windows}cooldown: 1m, circuit_breaker: {{max_refires: 3, "
+                          "window: 1h}}", always=always)
+    cluster = None
+    if store == "postgresql":
+        h.cfg.store = request.getfixturevalue("postgres_url")
+        cluster = request.getfixturevalue("postgres_cluster")
+    run(h.start())
+    service = h.service
+    execution = _execution_id(dedupe_key("web", web(0)["startsAt"], "firing"), "restart-web")
+    db = _refusing(h, f"NEW.id = '{execution}' AND {FINAL}", cluster)
+    delays, retry = _held_back(service)
+
+    async def scenario() -> dict:
+        task = await _processing(h, delays, 1)  # restarted; its record refused
+        assert h.calls
+        if meanwhile == "paused":
+            await service.pause(True, "ops")
+        else:
+            h.clock.now += 3600  # 11:00, past the window
+        _accepting(db)
+        retry.set()
+        [decision] = await asyncio.wait_for(task, 10)
+        return decision
+
+    decision = run(scenario())
+    # The restart's result is journaled before the refused record when a note goes out
+    # first, or with the internal error's record (PostgreSQL refuses by a statement): then
+    # it succeeded. Else it went with that record: interrupted, a human must look.
+    journaled = always or store == "postgresql"
+    assert (decision["outcome"], "interrupted" in decision["reason"]) == (
+        ("escalated" if always else "succeeded", False) if journaled else ("failed", True)), (
+        decision["outcome"], decision["reason"])
+    assert len(h.calls) == 1 and (decision["escalation"] is not None) == (always or not journaled)
+    counted = run(service.store.count_events("success", "restart-web:prod/deployment/web", 0))
+    assert counted == (1 if journaled else 0)
+    [again] = run(h.fire(web(5), at=3600 + 600))
+    assert again["reason"].startswith(meanwhile), again["reason"]
+    assert len(h.calls) == 1
+    run(service.stop())
+
+
+def test_a_run_resumed_by_its_approval_is_judged_by_its_run_level_guards(tmp_path, run):
+    """Not a run that acted: approved while automation is paused, it is blocked by the pause
+    and nothing runs (only a run whose journal shows a change is spared them)."""
+    h = run(Harness(tmp_path, "{cooldown: 1m}", approval=True).start())
+    [pending] = run(h.fire(web(0)))
+    run(h.service.pause(True, "ops"))
+    resumed = run(h.service.approve(pending["id"], by="alice"))
+    assert (resumed["outcome"], resumed["reason"].split(":")[0]) == ("blocked", "paused"), \
+        resumed["reason"]
+    assert h.calls == []
+    run(h.service.stop())
+
+
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_an_approval_whose_decision_the_store_refused_half_way_is_not_left_claimed(
         tmp_path, run, request, store):
