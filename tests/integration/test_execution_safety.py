@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import textwrap
 
 import pytest
 
@@ -279,4 +280,41 @@ def test_an_interrupted_change_is_not_repeated_as_another_after_a_reload(tmp_pat
     assert d["outcome"] == "failed"
     assert d["steps"][0]["uncertain"] is True
     assert "http://127.0.0.1:9/config/web" in d["steps"][0]["params"]["url"]
+    run(h.service.stop())
+
+
+def test_a_withdrawn_approval_after_a_change_is_verified_by_the_resolution_and_counted(
+        tmp_path, run):
+    """The restart ran, the scale waited for its approval, and the alert resolved: the
+    withdrawn approval's execution is recorded as a firing run the resolution stopped after
+    a change is (succeeded, verified by the resolution), its success counted once by the
+    circuit, not left `blocked approval_pending`."""
+    h = Harness(tmp_path, "{}")
+    (tmp_path / "rules" / "web.yaml").write_text(textwrap.dedent("""
+        playbooks:
+          - name: restart-web
+            match: {alertname: WebDown}
+            target: {kind: deployment, namespace: "{{ labels.namespace }}",
+                     name: "{{ labels.deployment }}"}
+            guards: {cooldown: 1m, circuit_breaker: {max_refires: 3, window: 1h}}
+            steps:
+              - {name: restart, action: http.request,
+                 params: {url: "http://127.0.0.1:9/restart", method: POST}}
+              - {name: scale, action: http.request, approval: required,
+                 params: {url: "http://127.0.0.1:9/scale", method: POST}}
+        """))
+    run(h.start())
+    [pending] = run(h.fire(web(0)))
+    assert (pending["outcome"], pending["blocked_step"]) == ("blocked", "scale"), pending
+    run(h.fire(web(0, status="resolved")))
+    run(h.fire(web(0, status="resolved")))  # a repeat: deduplicated, nothing decided again
+    done = run(h.service.store.get_execution(pending["id"]))
+    assert (done["outcome"], done["reason"]) == (
+        "succeeded", "verified by the alert's resolution before step 'scale'; it was not run "
+        "(its approval was withdrawn)"), (done["outcome"], done["reason"])
+    assert [s["outcome"] for s in done["steps"]] == ["succeeded", "cancelled"]
+    assert h.calls == [pending["id"]]
+    store = h.service.store
+    assert run(store.count_events("success", "restart-web:prod/deployment/web", 0)) == 1
+    assert run(store.list_state("approval-pending:")) == {}
     run(h.service.stop())
