@@ -310,8 +310,9 @@ class Engine:
             raise Unrecorded(f"the record of execution {run['id']}, its approval withdrawn, "
                              f"could not be written: {type(refused).__name__}: {refused}"
                              ) from refused
-        finally:
+        finally:  # (blocked, it holds no target: nothing to keep for a refused success)
             self._unsaved.pop(run["id"], None)
+            self._uncounted.pop(run["id"], None)
 
     async def _firing_stopped(self, alert: Alert, timeout: float) -> None:
         """Until the episode's firing alert is no longer processed anywhere: a firing run on
