@@ -68,7 +68,7 @@ def lookup(env: Any, text: str, kind: str, context: Mapping[str, Any], roots: fr
     as before for a while, then tried again."""
     plan = _plans.get((env, text, kind))
     if plan is None:
-        plan = _plan((env, text, kind), _reads(env, text, not kind.startswith("render"), roots))
+        plan = _plan((env, text, kind), _chains(env, text, not kind.startswith("render"), roots))
     return _lookup(plan, (kind, env, text), context)
 
 
@@ -83,7 +83,7 @@ def lookup_all(env: Any, name: str, texts: tuple[tuple[str, bool], ...],
     if plan is None:
         found: dict[tuple[str, tuple], None] = dict.fromkeys(also)
         for text, expression in texts:
-            chains = _reads(env, text, expression, roots)
+            chains = _chains(env, text, expression, roots)
             if chains is False:
                 break
             found.update(dict.fromkeys(chains))  # type: ignore[arg-type]
@@ -119,6 +119,24 @@ def _lookup(plan: list[Any], head: tuple[Any, ...], context: Mapping[str, Any]
     if kept is not None:
         plan[2] += 1
     return entry, kept
+
+
+_read_by_text: dict[tuple[Any, str, bool, frozenset[str]], tuple[tuple[str, tuple], ...] | bool] = {}
+
+
+def _chains(env: Any, text: str, expression: bool, roots: frozenset[str]
+            ) -> tuple[tuple[str, tuple], ...] | bool:
+    """`_reads`, parsed once per text: the same text is read by its own renders (explained
+    or not) and by what several texts make together (a note, a step's plan), and each parse
+    was a Jinja parse (a step's plan parsed every text of every step again at its first
+    alert: ~0.3 G instructions of a drain's first 2 000 alerts)."""
+    key = (env, text, expression, roots)
+    found = _read_by_text.get(key)
+    if found is None:
+        if len(_read_by_text) >= _PLANS:  # old texts, after reloads
+            _read_by_text.clear()
+        found = _read_by_text[key] = _reads(env, text, expression, roots)
+    return found
 
 
 def _reads(env: Any, text: str, expression: bool, roots: frozenset[str]
@@ -267,3 +285,4 @@ def _output_size(value: Any) -> int:
 
 def clear() -> None:
     _kept.clear()
+    _read_by_text.clear()

@@ -96,6 +96,7 @@ def test_a_storm_records_the_same_decisions_with_kept_renders(tmp_path, monkeypa
     rendered = asyncio.run(drain(bodies, tmp_path / "off"))
     monkeypatch.undo()
     template_memo._plans.clear()
+    template_memo._read_by_text.clear()
     kept: list[object] = []
     real_get = template_memo.get
     monkeypatch.setattr(template_memo, "get", lambda entry: (
