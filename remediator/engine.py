@@ -379,7 +379,11 @@ class Engine:
                 state = await decide_approval(self.store, name, "expired", now, unindex=False) \
                     or await self.store.get_state(APPROVAL + name)
             if state is None or state["status"] != "expired":
-                continue  # decided otherwise: whoever decided it removes the entry
+                # Decided otherwise, in this section, whose decider removes the entry right
+                # after: still here, that removal was refused (or cut off), and nobody
+                # comes back for it (the oldest-approval gauge grew forever).
+                await self.store.put_state(key, None)
+                continue
             decision = await self.store.get_execution(name.split(":", 1)[0])
             if decision is not None and _resumable(decision):
                 decision.update(outcome="escalated", reason=f"approval_pending: step "

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from typing import Any
 
 import pytest
 
 from remediator.alerts import parse_notification
+from remediator.guards import PENDING
 from tests.integration.test_guards import Harness, web
 from tests.integration.test_unexpected_errors import (
     FINAL,
@@ -312,3 +314,43 @@ def test_an_approval_withdrawn_by_the_resolution_finishes_its_execution_once(
     assert journal[0]["outcome"] == "cancelled" and "withdrawn" in journal[0]["detail"]
     assert h.calls == []
     assert [d.body["outcome"] for d in webhook_receiver.deliveries] == ["blocked"]
+
+
+def test_a_decided_approval_whose_pending_entry_was_left_is_unindexed_by_expiry(
+        tmp_path, run, webhook_receiver):
+    """The approval was decided (approved, and the step ran), and the store refused the
+    removal of its pending entry, the decision's second write. Expiry finds the entry past
+    its TTL, decided otherwise: the decider does not come back to remove it, so it is
+    removed there. Left, the oldest-approval gauge grew forever (its self-monitoring alert
+    firing for an approval nobody waits for) and resolutions took the approvals section."""
+
+    async def scenario() -> tuple[Harness, dict, dict, float]:
+        h = await _hooked(tmp_path, webhook_receiver, approval=True)
+        service = h.service
+        [pending] = await h.fire(web(0))
+        db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
+        db.execute("CREATE TRIGGER unindex BEFORE DELETE ON state WHEN OLD.key LIKE "
+                   "'approval-pending:%' BEGIN SELECT RAISE(ABORT, 'injected'); END")
+        try:
+            await service.approve(pending["id"], by="alice")
+        except Exception as exc:  # the entry's removal refused: the resume is retried
+            assert "injected" in str(exc)
+        else:
+            raise AssertionError("the refused removal did not say so")
+        for _ in range(500):
+            if not service._running:
+                break
+            await asyncio.sleep(0.01)
+        db.execute("DROP TRIGGER unindex")
+        db.close()
+        h.clock.now += service.config.guards.approval_ttl + 1
+        await service.maintain()
+        left = await service.store.list_state(PENDING)
+        done = await service.store.get_execution(pending["id"])
+        gauge = service.metrics.oldest_approval._value.get()
+        await service.stop()
+        return h, done, left, gauge
+
+    h, done, left, gauge = run(scenario())
+    assert done["outcome"] == "succeeded" and h.calls == [done["id"]], done
+    assert left == {} and gauge == 0, (left, gauge)
