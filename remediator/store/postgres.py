@@ -500,11 +500,16 @@ class PostgresStore:
             self._heartbeat = asyncio.create_task(self._renew_loop(), name="store-leases")
 
     async def _create_pool(self, size: int, sync: str | None = None) -> asyncpg.Pool:
+        # client_connection_check_interval (PostgreSQL 14): a statement whose connection was
+        # closed under it (cut off, as `_count_pending` does; a replica killed) is ended by
+        # the server within a second, not run on, waiting for a lock or counting, a backend
+        # each, until the server's connections ran out.
         return await asyncpg.create_pool(
             self.url, password=self._password, min_size=1, max_size=size, timeout=10,
             command_timeout=30, connection_class=_Connection, reset=_Connection.reset_if_needed,
             server_settings={"application_name": "remediator",
-                             "synchronous_commit": sync or self._sync_commit})
+                             "synchronous_commit": sync or self._sync_commit,
+                             "client_connection_check_interval": "1000"})
 
     async def _intake_connection(self) -> asyncpg.Connection:
         """Intake's connection, connected again if it was lost (or dropped after an error)."""

@@ -7,6 +7,8 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+import asyncpg
+
 from remediator.config import Config
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
@@ -96,3 +98,42 @@ def _timed_health(w: InProcessWorker) -> float:
     started = time.monotonic()
     http("GET", f"{w.url}/-/healthy", timeout=30)
     return time.monotonic() - started
+
+
+def test_a_count_its_scrape_cut_off_ends_in_the_database_too(tmp_path, postgres_url):
+    """A count the scrape cut off closed its connection, but PostgreSQL went on running it:
+    waiting for a lock here, each scrape a second left one more backend waiting (3 after 3
+    scrapes), until the lock went or the server's connections ran out. The server now ends
+    a statement whose connection is gone."""
+    cfg = Config(rules=[str(write_rules(tmp_path / "rules", HOLD))], store=postgres_url,
+                 webhook_token=TOKEN, escalation_dir=str(tmp_path / "notes"),
+                 guards=loopback_guards(), grace_period=0.1)
+    w = InProcessWorker(cfg).start()
+
+    async def counting(db: asyncpg.Connection) -> int:
+        await db.execute("SELECT pg_stat_clear_snapshot()")  # (else one per transaction)
+        return await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE "
+            "'%FROM inbox WHERE state = ''pending'' OR state = ''running''%'")
+
+    async def lock() -> asyncpg.Connection:
+        db = await asyncpg.connect(postgres_url)
+        await db.execute("BEGIN; LOCK TABLE inbox IN ACCESS EXCLUSIVE MODE")
+        return db
+
+    try:
+        assert _pending(w) == "0.0"
+        holder = w.call(lock())
+        try:
+            for _ in range(3):  # each waits for the lock, cut off at its second
+                time.sleep(1.0)
+                started = time.monotonic()
+                assert _pending(w) == "0.0"  # the last count, kept
+                assert 0.9 < time.monotonic() - started < 2.0  # the lock held it to its second
+            time.sleep(1.5)  # the server's check of the connection, a second apart
+            left = w.call(counting(holder))
+        finally:
+            w.call(holder.close())
+        assert left == 0, f"{left} cut-off counts still running in the database"
+    finally:
+        w.stop()
