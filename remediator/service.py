@@ -395,10 +395,15 @@ class Service:
                                      + ")")
                 # Its pending entry outlives an expiry until the execution's record is
                 # written (`Engine.expire_approvals`), and a replica whose clock is behind
-                # finds the TTL not passed: the approval's own state says it expired.
+                # finds the TTL not passed: the approval's own state says it expired. An
+                # entry whose removal was refused outlives any decision (approved, rejected,
+                # withdrawn): accepted, the resume ran again over a record that was final.
                 state = await self.store.get_state(f"{APPROVAL}{execution_id}:{step}") or {}
                 if self.clock() > pending[step]["expires_at"] or state.get("status") == "expired":
                     raise ValueError(f"approval of step {step!r} of {execution_id} expired")
+                if state.get("status") != "pending":
+                    raise ValueError(f"step {step!r} of {execution_id} has no pending approval "
+                                     f"(step {step!r} {state.get('status') or 'not requested'})")
                 claimed = await self._claim_for_resume(decision)
                 await decide_approval(self.store, f"{execution_id}:{step}",
                                       "approved" if approve else "rejected", self.clock(), by)

@@ -354,3 +354,57 @@ def test_a_decided_approval_whose_pending_entry_was_left_is_unindexed_by_expiry(
     h, done, left, gauge = run(scenario())
     assert done["outcome"] == "succeeded" and h.calls == [done["id"]], done
     assert left == {} and gauge == 0, (left, gauge)
+
+
+def test_an_approval_decided_whose_pending_entry_was_left_is_not_approved_again(
+        tmp_path, run, webhook_receiver):
+    """Hostile: the approval was rejected and the store refused the removal of its pending
+    entry (the decision's second write); the rejection's resume recorded the execution
+    denied, final. A reload then removed the playbook, and an operator approves the step:
+    the entry is still there, but the approval was decided. Accepted, decide_approval found
+    nothing pending, the resume took the removed-playbook branch and wrote over the final
+    record 'failed: the approved step did not run', a second page for a step nobody
+    approved. It is refused as decided, as an expired one is (50cbc03); nothing changes."""
+
+    async def scenario() -> tuple[Harness, dict, str]:
+        h = await _hooked(tmp_path, webhook_receiver, approval=True)
+        service = h.service
+        [pending] = await h.fire(web(0))
+        db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
+        db.execute("CREATE TRIGGER unindex BEFORE DELETE ON state WHEN OLD.key LIKE "
+                   "'approval-pending:%' BEGIN SELECT RAISE(ABORT, 'injected'); END")
+        try:
+            await service.approve(pending["id"], by="alice", approve=False)
+        except Exception as exc:  # the entry's removal refused: the resume is retried
+            assert "injected" in str(exc)
+        else:
+            raise AssertionError("the refused removal did not say so")
+        for _ in range(500):
+            if not service._running:
+                break
+            await asyncio.sleep(0.01)
+        db.execute("DROP TRIGGER unindex")
+        db.close()
+        denied = await service.store.get_execution(pending["id"])
+        assert "approval_denied" in denied["reason"], denied
+        assert await service.store.list_state(PENDING)  # left behind
+        rules = tmp_path / "rules" / "web.yaml"
+        rules.write_text(rules.read_text().replace("name: restart-web", "name: restart-web-v2"))
+        service.reload()
+        try:
+            await service.approve(pending["id"], by="bob")
+        except ValueError as exc:
+            refused = str(exc)
+        else:
+            refused = ""
+        done = await service.store.get_execution(pending["id"])
+        await service.stop()
+        return h, dict(done, before=denied), refused
+
+    h, done, refused = run(scenario())
+    assert "rejected" in refused, refused
+    assert done["outcome"] == done["before"]["outcome"], (done["outcome"], done["reason"])
+    assert done["reason"] == done["before"]["reason"], done["reason"]
+    assert h.calls == []
+    assert len(webhook_receiver.deliveries) == 2, [d.body["reason"] for d in
+                                                   webhook_receiver.deliveries]
