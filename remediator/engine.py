@@ -207,6 +207,10 @@ class Engine:
         ctx["target"] = gc.target
         steps = pb.steps_for(alert.status)
         gc.step_targets = _step_targets(steps, ctx)
+        if gc.changed:
+            journaled = {r["name"] for r in (existing or {}).get("steps") or []}
+            gc.to_change = any(s.name not in journaled and ACTIONS[s.action].mutates(s.params)
+                               for s in steps)
         resolving = alert.status == "resolved" and pb.status == "firing"
         block, reverts = None, False
         if resolving:

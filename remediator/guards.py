@@ -83,6 +83,9 @@ class GuardContext:
     # approval is judged again: it has not acted since, and its change may have fixed the
     # problem.)
     changed: bool = False
+    # ... and a mutating step of it is not journaled yet: that change is judged by the
+    # pause, the time window and an open circuit before it is made (`before_execution`).
+    to_change: bool = False
 
     @property
     def remedy(self) -> tuple[str, ...]:
@@ -161,11 +164,18 @@ class Guards:
             # let it start, and it acted. Judged again, a pause or a window closed since
             # recorded 'blocked: nothing runs', its target let go and its success never
             # counted. It only takes its target again; a change still to make is admitted
-            # under the pause (`admit`), as any is.
-            checks = (self._lock,)
+            # under the pause (`admit`), as any is. One still to make is judged by the
+            # window and an open circuit too: processed again after an outage or a restart,
+            # maybe hours on, it was made outside its window, or with its circuit open.
+            checks = (self._paused, self._time_window, self._circuit_open, self._lock,
+                      self._circuit_open_held) if gc.to_change else (self._lock,)
         for check in checks:
             block = await check(gc)
             if block is not None:
+                if gc.changed:  # stopped halfway: a human must know
+                    return replace(block, escalate=True, detail=(
+                        f"{block.detail}; stopped after its first changes, which stay in "
+                        "place; its later changes did not run"))
                 return block
         return None
 

@@ -778,3 +778,45 @@ def test_an_executions_failure_refused_by_a_statement_is_retried_not_left_runnin
     assert run(service.store.count_events("success", "restart-web:prod/deployment/web", 0)) == 1
     assert run(service.drain()) == []  # its item is done
     run(service.stop())
+
+
+def test_a_run_processed_again_before_a_change_still_to_make_is_judged_by_its_window(
+        tmp_path, run):
+    """Hostile: a two-step run made its first change (journaled succeeded); the second
+    change's admission, then the run's failure record, were refused by the store. Retried
+    an hour later, past the playbook's time window: its journal shows a change, so only the
+    target lock judged it (5c5ed25), and the second change was made outside the window. A
+    change still to make is judged by the run-level guards: it does not run."""
+    h = Harness(tmp_path, "{time_windows: [{start: '09:00', end: '10:30'}], cooldown: 1m}")
+    rules = tmp_path / "rules" / "web.yaml"
+    rules.write_text(rules.read_text().replace("    escalation:", textwrap.indent(
+        "  - name: scale\n    action: http.request\n"
+        "    params: {url: \"http://127.0.0.1:9/scale\", method: POST}\n", "    ")
+        + "    escalation:"))
+    run(h.start())
+    service = h.service
+    db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
+    db.execute("CREATE TRIGGER refuse_scale BEFORE INSERT ON events WHEN NEW.kind = 'mutation' "
+               "AND NEW.data LIKE '%scale%' BEGIN SELECT RAISE(ABORT, 'injected'); END")
+    refused = _refusing(h, FINAL)
+    delays, retry = _held_back(service)
+
+    async def scenario() -> dict:
+        task = await _processing(h, delays, 1)  # restarted; the scale's admission refused
+        assert len(h.calls) == 1
+        h.clock.now += 3600  # 11:00, past the window
+        db.execute("DROP TRIGGER refuse_scale")
+        _accepting(refused)
+        retry.set()
+        [decision] = await asyncio.wait_for(task, 10)
+        return decision
+
+    decision = run(scenario())
+    db.close()
+    assert len(h.calls) == 1, (decision["outcome"], decision["reason"], decision["steps"])
+    assert decision["outcome"] == "blocked" and "time_window" in decision["reason"], decision
+    assert "stopped after its first changes" in decision["reason"], decision["reason"]
+    assert decision["escalation"] is not None
+    stored = run(service.store.get_execution(decision["id"]))
+    assert [s["outcome"] for s in stored["steps"]] == ["succeeded"], stored["steps"]
+    run(service.stop())
