@@ -215,13 +215,11 @@ class Guards:
         With none pending for it, the section is not taken: only a decision (in it)
         removes a pending approval, and none created after this read was withdrawn before
         either (a section's lock, read and unlock were three round trips on PostgreSQL)."""
-        fingerprint = gc.alert.fingerprint
-        if not any(p.get("fingerprint") == fingerprint
-                   for p in (await self.store.list_state(PENDING)).values()):
+        if not any(_withdrawn_by(p, gc) for p in (await self.store.list_state(PENDING)).values()):
             return
         async with self.store.critical("approvals"):
             for key, pending in (await self.store.list_state(PENDING)).items():
-                if pending.get("fingerprint") == gc.alert.fingerprint:
+                if _withdrawn_by(pending, gc):
                     await decide_approval(self.store, key[len(PENDING):], "resolved",
                                           self.clock())
 
@@ -515,7 +513,8 @@ class Guards:
             # What expiry and withdrawal scan: only approvals still pending, never history.
             await self.store.put_state(PENDING + name, {"expires_at": now + ttl,
                                                         "requested_at": now,
-                                                        "fingerprint": gc.alert.fingerprint})
+                                                        "fingerprint": gc.alert.fingerprint,
+                                                        "episode": gc.episode})
         return Block("approval_pending", f"step {step.name!r} needs approval (expires "
                                          f"{_iso(state['expires_at'])}): remediator approve "
                                          f"{gc.execution_id} --step {step.name}")
@@ -615,6 +614,15 @@ async def decide_approval(store: Store, name: str, status: str, at: float,
     if unindex:
         await store.put_state(PENDING + name, None)
     return state
+
+
+def _withdrawn_by(pending: dict[str, Any], gc: GuardContext) -> bool:
+    """A pending approval the resolution `gc` withdraws: its own episode's. Matched by the
+    fingerprint alone, a late resolution of an earlier episode withdrew a later one's, still
+    firing: neither approvable nor expiring (nothing pending), its record left waiting.
+    (An entry written before episodes were kept in it is matched by its fingerprint.)"""
+    return pending.get("fingerprint") == gc.alert.fingerprint and \
+        pending.get("episode", gc.episode) == gc.episode
 
 
 def _resolution(gc: GuardContext) -> str:

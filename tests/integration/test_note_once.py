@@ -408,3 +408,31 @@ def test_an_approval_decided_whose_pending_entry_was_left_is_not_approved_again(
     assert h.calls == []
     assert len(webhook_receiver.deliveries) == 2, [d.body["reason"] for d in
                                                    webhook_receiver.deliveries]
+
+
+def test_a_resolution_withdraws_its_own_episodes_approval_not_a_later_ones(
+        tmp_path, run, webhook_receiver):
+    """Hostile: episode 0 asked an approval and resolved; its resolution was processed
+    after episode 1 (the same fingerprint, firing again) asked its own. The resolution
+    withdrew every approval pending for the fingerprint: episode 1's too, still firing,
+    which then could be neither approved nor expired (nothing pending), and its
+    resolution's `_withdrawn` only reads its own episode. It withdraws its episode's only."""
+
+    async def scenario() -> tuple[Harness, dict, dict]:
+        h = await _hooked(tmp_path, webhook_receiver, approval=True)
+        service = h.service
+        [first] = await h.fire(web(0))
+        [second] = await h.fire(web(1), at=60)
+        await h.fire(dict(web(0), status="resolved", endsAt="2026-01-05T10:00:30Z"), at=90)
+        withdrawn = await service.store.get_execution(first["id"])
+        try:
+            approved = await service.approve(second["id"], by="alice")
+        except ValueError as exc:
+            approved = {"outcome": "refused", "reason": str(exc)}
+        await service.stop()
+        return h, withdrawn, approved
+
+    h, withdrawn, approved = run(scenario())
+    assert withdrawn["outcome"] == "resolved", (withdrawn["outcome"], withdrawn["reason"])
+    assert approved["outcome"] == "succeeded", (approved["outcome"], approved["reason"])
+    assert len(h.calls) == 1
