@@ -500,16 +500,12 @@ class PostgresStore:
             self._heartbeat = asyncio.create_task(self._renew_loop(), name="store-leases")
 
     async def _create_pool(self, size: int, sync: str | None = None) -> asyncpg.Pool:
-        # client_connection_check_interval (PostgreSQL 14): a statement whose connection was
-        # closed under it (cut off, as `_count_pending` does; a replica killed) is ended by
-        # the server within a second, not run on, waiting for a lock or counting, a backend
-        # each, until the server's connections ran out.
         return await asyncpg.create_pool(
             self.url, password=self._password, min_size=1, max_size=size, timeout=10,
-            command_timeout=30, connection_class=_Connection, reset=_Connection.reset_if_needed,
+            command_timeout=30, connection_class=_Connection, init=_Connection.check_client,
+            reset=_Connection.reset_if_needed,
             server_settings={"application_name": "remediator",
-                             "synchronous_commit": sync or self._sync_commit,
-                             "client_connection_check_interval": "1000"})
+                             "synchronous_commit": sync or self._sync_commit})
 
     async def _intake_connection(self) -> asyncpg.Connection:
         """Intake's connection, connected again if it was lost (or dropped after an error)."""
@@ -1173,10 +1169,23 @@ class _Connection(asyncpg.Connection):
     def holds_session_state(self) -> None:
         self._session_state = True
 
+    async def check_client(self) -> None:
+        """The server ends a statement whose connection was closed under it (cut off, as
+        `_count_pending` does; a replica killed) within a second, rather than running it on,
+        waiting for a lock or counting, a backend each, until its connections ran out. Set
+        after connecting, not as a startup parameter: a server that cannot watch its clients
+        (PostgreSQL 13, 14 beyond Linux, Windows) refuses the setting, and would refuse the
+        connection with it."""
+        try:
+            await self.execute("SET client_connection_check_interval = 1000")
+        except asyncpg.PostgresError as exc:
+            log.debug("PostgreSQL cannot end the statements of closed connections: %s", exc)
+
     async def reset_if_needed(self) -> None:
         if self._session_state:
             self._session_state = False
             await self.execute(self.get_reset_query())
+            await self.check_client()  # (RESET ALL undid it)
 
 
 async def _migrate(db: asyncpg.Connection, read_only: bool) -> int:

@@ -1109,7 +1109,10 @@ def test_postgres_hands_a_connection_back_without_a_reset_unless_it_held_a_secti
                 await store.get_state("inside")
             await store.get_state("after")
             assert sum("pg_advisory_unlock_all" in q for q in queries) == 1, queries
-            assert len(queries) == 5 + 4 + 1  # lock, read, unlock, reset; one read after
+            # lock, read, unlock, reset and the client check set again; one read after
+            assert len(queries) == 5 + 5 + 1, queries
+            async with store._pool.acquire() as db:  # (a closed client's statement is ended)
+                assert await db.fetchval("SHOW client_connection_check_interval") == "1s"
             intake: list[str] = []
             (await store._intake_connection()).add_query_logger(lambda q: intake.append(q.query))
             loop = asyncio.get_running_loop()
