@@ -207,12 +207,9 @@ def test_an_expired_approval_whose_record_was_refused_is_finished_by_a_later_pas
         h.clock.now += service.config.guards.approval_ttl + 1
         db = _refusing(h, FINAL)
         for _ in range(2):  # the second pass tries again, and does not page again
-            try:
+            # the store refused the expiry's record
+            with pytest.raises(Exception, match="injected"):
                 await service.maintain()
-            except Exception as exc:  # the store refused the expiry's record
-                assert "injected" in str(exc)
-            else:
-                raise AssertionError("the refused record did not say so")
         _accepting(db)
         await service.maintain()
         await service.maintain()  # finished already: nothing more
@@ -241,12 +238,8 @@ def test_an_expired_approval_left_indexed_until_its_record_is_written_is_not_app
         expires_at = h.clock.now + service.config.guards.approval_ttl
         h.clock.now = expires_at + 1
         db = _refusing(h, FINAL)
-        try:
+        with pytest.raises(Exception, match="injected"):  # the store refused the expiry's record
             await service.maintain()
-        except Exception as exc:  # the store refused the expiry's record
-            assert "injected" in str(exc)
-        else:
-            raise AssertionError("the refused record did not say so")
         _accepting(db)
         h.clock.now = expires_at - 1  # the approving replica's clock
         try:
@@ -328,21 +321,7 @@ def test_a_decided_approval_whose_pending_entry_was_left_is_unindexed_by_expiry(
         h = await _hooked(tmp_path, webhook_receiver, approval=True)
         service = h.service
         [pending] = await h.fire(web(0))
-        db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
-        db.execute("CREATE TRIGGER unindex BEFORE DELETE ON state WHEN OLD.key LIKE "
-                   "'approval-pending:%' BEGIN SELECT RAISE(ABORT, 'injected'); END")
-        try:
-            await service.approve(pending["id"], by="alice")
-        except Exception as exc:  # the entry's removal refused: the resume is retried
-            assert "injected" in str(exc)
-        else:
-            raise AssertionError("the refused removal did not say so")
-        for _ in range(500):
-            if not service._running:
-                break
-            await asyncio.sleep(0.01)
-        db.execute("DROP TRIGGER unindex")
-        db.close()
+        await _decided_leaving_its_entry(h, pending["id"], approve=True)
         h.clock.now += service.config.guards.approval_ttl + 1
         await service.maintain()
         left = await service.store.list_state(PENDING)
@@ -370,21 +349,7 @@ def test_an_approval_decided_whose_pending_entry_was_left_is_not_approved_again(
         h = await _hooked(tmp_path, webhook_receiver, approval=True)
         service = h.service
         [pending] = await h.fire(web(0))
-        db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
-        db.execute("CREATE TRIGGER unindex BEFORE DELETE ON state WHEN OLD.key LIKE "
-                   "'approval-pending:%' BEGIN SELECT RAISE(ABORT, 'injected'); END")
-        try:
-            await service.approve(pending["id"], by="alice", approve=False)
-        except Exception as exc:  # the entry's removal refused: the resume is retried
-            assert "injected" in str(exc)
-        else:
-            raise AssertionError("the refused removal did not say so")
-        for _ in range(500):
-            if not service._running:
-                break
-            await asyncio.sleep(0.01)
-        db.execute("DROP TRIGGER unindex")
-        db.close()
+        await _decided_leaving_its_entry(h, pending["id"], approve=False)
         denied = await service.store.get_execution(pending["id"])
         assert "approval_denied" in denied["reason"], denied
         assert await service.store.list_state(PENDING)  # left behind
@@ -436,3 +401,20 @@ def test_a_resolution_withdraws_its_own_episodes_approval_not_a_later_ones(
     assert withdrawn["outcome"] == "resolved", (withdrawn["outcome"], withdrawn["reason"])
     assert approved["outcome"] == "succeeded", (approved["outcome"], approved["reason"])
     assert len(h.calls) == 1
+
+
+async def _decided_leaving_its_entry(h: Harness, execution_id: str, approve: bool) -> None:
+    """The approval decided while the store refuses its pending entry's removal (the
+    decision's second write); the resume is retried until it is recorded."""
+    db = sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"), isolation_level=None)
+    db.execute("CREATE TRIGGER unindex BEFORE DELETE ON state WHEN OLD.key LIKE "
+               "'approval-pending:%' BEGIN SELECT RAISE(ABORT, 'injected'); END")
+    # the entry's removal refused: the resume is retried
+    with pytest.raises(Exception, match="injected"):
+        await h.service.approve(execution_id, by="alice", approve=approve)
+    for _ in range(500):
+        if not h.service._running:
+            break
+        await asyncio.sleep(0.01)
+    db.execute("DROP TRIGGER unindex")
+    db.close()

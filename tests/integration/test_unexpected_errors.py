@@ -110,6 +110,16 @@ async def _processing(h: Harness, delays: list[float], attempts: int,
     return task
 
 
+async def _recorded(h: Harness, execution_id: str) -> dict:
+    """The execution once its record is final and no alert is processed any more."""
+    for _ in range(500):
+        done = await h.service.store.get_execution(execution_id)
+        if done["outcome"] not in ("blocked", "running") and not h.service._running:
+            return done
+        await asyncio.sleep(0.01)
+    raise AssertionError("the execution was never recorded")
+
+
 def _accepting(db: Any) -> None:
     if not isinstance(db, sqlite3.Connection):
         return db()  # PostgreSQL's (`_refusing`)
@@ -241,12 +251,8 @@ def test_an_approved_step_that_ran_before_a_reload_removed_its_playbook_is_not_s
 
     async def scenario() -> dict:
         delays, retry = _held_back(h.service)
-        try:
+        with pytest.raises(Exception, match="injected"):  # the store refused the final record
             await h.service.approve(pending["id"], by="alice")
-        except Exception as exc:  # the store refused the final record
-            assert "injected" in str(exc)
-        else:
-            raise AssertionError("the refused record did not say so")
         for _ in range(500):
             if delays:
                 break
@@ -257,12 +263,7 @@ def test_an_approved_step_that_ran_before_a_reload_removed_its_playbook_is_not_s
         h.service.reload()
         _accepting(db)
         retry.set()
-        for _ in range(500):
-            done = await h.service.store.get_execution(pending["id"])
-            if done["outcome"] not in ("blocked", "running") and not h.service._running:
-                return done
-            await asyncio.sleep(0.01)
-        raise AssertionError("the execution was never recorded")
+        return await _recorded(h, pending["id"])
 
     done = run(scenario())
     assert h.calls == [pending["id"]]
@@ -327,22 +328,13 @@ def test_a_change_whose_record_the_store_refused_is_never_made_again(tmp_path, r
     db = _refusing(h, FINAL)
 
     async def scenario() -> dict:
-        try:
+        with pytest.raises(Exception, match="injected"):  # the store refused its final record
             await h.service.approve(pending["id"], by="alice")
-        except Exception as exc:  # the store refused its final record
-            assert "injected" in str(exc)
-        else:
-            raise AssertionError("the refused record did not say so")
         assert h.calls == [pending["id"]]
         await asyncio.sleep(0.05)  # the retries run meanwhile, and fail
         assert h.service.metrics.inbox_retries._value.get() >= 1
         _accepting(db)
-        for _ in range(500):
-            done = await h.service.store.get_execution(pending["id"])
-            if done["outcome"] not in ("blocked", "running") and not h.service._running:
-                return done
-            await asyncio.sleep(0.01)
-        raise AssertionError("never recorded")
+        return await _recorded(h, pending["id"])
 
     after = run(scenario())
     assert after["outcome"] == "failed" and "interrupted" in after["reason"], after["reason"]
@@ -673,12 +665,8 @@ def test_an_approval_whose_decision_the_store_refused_half_way_is_not_left_claim
             "'approval-pending:%' BEGIN SELECT RAISE(ABORT, 'injected'); END")
 
     async def scenario() -> dict:
-        try:
+        with pytest.raises(Exception, match="injected"):  # the store refused (the API answers 503)
             await h.service.approve(pending["id"], by="alice")
-        except Exception as exc:  # the store refused (the API answers 503)
-            assert "injected" in str(exc)
-        else:
-            raise AssertionError("the refused write did not say so")
         for _ in range(500):
             done = await h.service.store.get_execution(pending["id"])
             if done["outcome"] != "blocked" and not h.service._running:
