@@ -50,7 +50,8 @@ playbooks:
 SHARED = ("BEGIN", "COMMIT", "UPDATE inbox SET state='done'", "UPDATE inbox SET state='running'",
           "SELECT count(*) FROM inbox", "INSERT OR IGNORE INTO refs", "SELECT id, data FROM refs",
           "WITH t AS (SELECT ctid", "SELECT id, data FROM refs", "UPDATE inbox SET lease_until",
-          "UPDATE locks SET lease_until")
+          "UPDATE locks SET lease_until",
+          "SET client_connection_check_interval")  # (a new pooled connection's, once)
 
 
 class _Counting:

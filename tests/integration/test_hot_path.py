@@ -1211,10 +1211,11 @@ def test_a_live_decision_on_postgres_takes_a_counted_number_of_statements(tmp_pa
     assert per("INSERT INTO steps") == per("INSERT INTO executions") == 0
     claims = per("WITH t AS (SELECT ctid AS tid, state FROM inbox")
     assert 0 < claims <= 1
-    # (and a new pooled connection's type introspection, once per connection)
+    # (and a new pooled connection's type introspection and client check, once per connection)
     decision_path = [s for s in ran if not s.startswith(("SELECT count(*)", "UPDATE locks",
                                                           "UPDATE inbox SET lease_until",
-                                                          "WITH RECURSIVE typeinfo_tree"))
+                                                          "WITH RECURSIVE typeinfo_tree",
+                                                          "SET client_connection_check"))
                      and "set_config('jit'" not in s]
     # the intake's one statement (no transaction block: 4 round trips before), shared by the
     # notification's alerts, and the claims aside: 3 statements per decision (7 before the
