@@ -110,6 +110,18 @@ async def _processing(h: Harness, delays: list[float], attempts: int,
     return task
 
 
+def _started_refusing_web0(h: Harness, store: str, run: Any, request: Any) -> tuple[str, Any]:
+    """`h` started on `store` (the suite's PostgreSQL for "postgresql"), the store refusing
+    web(0)'s final records: that execution's id, and the refusal (`_accepting` ends it)."""
+    cluster = None
+    if store == "postgresql":
+        h.cfg.store = request.getfixturevalue("postgres_url")
+        cluster = request.getfixturevalue("postgres_cluster")
+    run(h.start())
+    execution = _execution_id(dedupe_key("web", web(0)["startsAt"], "firing"), "restart-web")
+    return execution, _refusing(h, f"NEW.id = '{execution}' AND {FINAL}", cluster)
+
+
 async def _recorded(h: Harness, execution_id: str) -> dict:
     """The execution once its record is final and no alert is processed any more."""
     for _ in range(500):
@@ -585,14 +597,8 @@ interrupted, a human told); the next firing is what they stop."""
         else ""
     h = Harness(tmp_path, f"{{{windows}cooldown: 1m, circuit_breaker: {{max_refires: 3, "
                           "window: 1h}}", always=always)
-    cluster = None
-    if store == "postgresql":
-        h.cfg.store = request.getfixturevalue("postgres_url")
-        cluster = request.getfixturevalue("postgres_cluster")
-    run(h.start())
+    _, db = _started_refusing_web0(h, store, run, request)
     service = h.service
-    execution = _execution_id(dedupe_key("web", web(0)["startsAt"], "firing"), "restart-web")
-    db = _refusing(h, f"NEW.id = '{execution}' AND {FINAL}", cluster)
     delays, retry = _held_back(service)
 
     async def scenario() -> dict:
@@ -691,14 +697,8 @@ def test_the_target_stays_locked_until_a_refused_success_is_recorded(
     one object. The lock is held until the run's record is written (on PostgreSQL a lock
     row, its lease renewed meanwhile)."""
     h = Harness(tmp_path, "{rate_limit: {max: 5, window: 1h}}", always=always)
-    cluster = None
-    if store == "postgresql":
-        h.cfg.store = request.getfixturevalue("postgres_url")
-        cluster = request.getfixturevalue("postgres_cluster")
-    run(h.start())
+    execution, db = _started_refusing_web0(h, store, run, request)
     service = h.service
-    execution = _execution_id(dedupe_key("web", web(0)["startsAt"], "firing"), "restart-web")
-    db = _refusing(h, f"NEW.id = '{execution}' AND {FINAL}", cluster)
     if always:  # the success is recorded on its own, before the note: refuse that
         db.execute("CREATE TRIGGER refuse_success BEFORE INSERT ON events WHEN NEW.kind = "
                    f"'success' AND NEW.data LIKE '%{execution}%' BEGIN SELECT "
