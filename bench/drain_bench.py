@@ -92,7 +92,7 @@ async def drain(bodies: list[bytes], tmp: Path, profile: str | None,
     counted = Counter[str]()
     engine = service.engine
     assert engine is not None
-    finish = engine._finish
+    finish = engine.records.finish
 
     async def counting(decision: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         result = await finish(decision, *args, **kwargs)
@@ -100,7 +100,7 @@ async def drain(bodies: list[bytes], tmp: Path, profile: str | None,
         counted["coalesced" if reason.startswith("locked: coalesced") else result["outcome"]] += 1
         return result
 
-    engine._finish = counting  # type: ignore[method-assign]
+    engine.records.finish = counting  # type: ignore[method-assign]
     statements: list[str] = []
     if trace:
         service.store._db.set_trace_callback(statements.append)  # type: ignore[attr-defined]

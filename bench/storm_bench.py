@@ -51,7 +51,7 @@ from lint_bench import generate  # noqa: E402
 from live_peers import LivePeers, live_config, production_config  # noqa: E402
 from webhook_bench import peak_rss_mb, start  # noqa: E402
 
-from remediator.engine import _execution_id  # noqa: E402
+from remediator.engine import execution_id  # noqa: E402
 from remediator.playbooks.validate import load_rules, validate_paths  # noqa: E402
 from tests.support.procs import cpu_seconds, cpu_wait  # noqa: E402
 from tests.support.worker import TOKEN, free_port  # noqa: E402
@@ -211,7 +211,7 @@ def ledger(store: str) -> dict[str, int]:
     final = {e[0] for e in executions if e[2] != "running"}
     playbooks = {e[1] or "" for e in executions} | {""}
     undecided = [key for key, _ in inbox
-                 if not any(_execution_id(key, pb) in final for pb in playbooks)]
+                 if not any(execution_id(key, pb) in final for pb in playbooks)]
     return {"inbox": len(inbox), "not_done": sum(state != "done" for _, state in inbox),
             "final": len(final), "undecided": len(undecided)}
 

@@ -183,7 +183,7 @@ class Guards:
                               note: bool = False) -> list[Event]:
         """Release the target; return the events to record with the final decision (a
         success, which the circuit counts): in the same write, so a crash never counts one
-        twice (before it, when a note is delivered first: Engine._finish). That write is
+        twice (before it, when a note is delivered first: Records.finish). That write is
         durable, as an admission is: the circuit lets the next run change the target on
         this count, and a success lost with a database crash (the final write committing
         asynchronously, like the rest of the journal) let one run more than `max_refires`

@@ -39,12 +39,16 @@ from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext, check_params
 from remediator.actions.registry import ACTIONS
 from remediator.config import Config
+from remediator.engine import pipeline, records
 from remediator.service import Service
 from remediator.store import open_store, packing
 from remediator.store.sqlite import PROCESSING_PER_COMMIT, SQLiteStore
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
 from tests.support.worker import TOKEN, InProcessWorker, free_port, http, loopback_guards
+
+# The engine's modules that take turns: what it steps through (`pipeline`), what it writes.
+ENGINE_TURNS = (pipeline, records)
 
 RULES = """
 playbooks:
@@ -433,9 +437,10 @@ playbooks:
 
     monkeypatch.setattr(sqlite, "turns", types.SimpleNamespace(take=take, turns=turns.turns))
     charged: list[float] = []  # the engine's: what follows a final write, no turn between
-    monkeypatch.setattr(engine, "turns", types.SimpleNamespace(
-        take=turns.take, held=turns.held,
-        turns=lambda: types.SimpleNamespace(charge=charged.append)))
+    for module in ENGINE_TURNS:
+        monkeypatch.setattr(module, "turns", types.SimpleNamespace(
+            take=turns.take, held=turns.held,
+            turns=lambda: types.SimpleNamespace(charge=charged.append)))
     w = InProcessWorker(cfg).start()
     try:
         body = notification(*(alert("WebDown", deployment=f"web{i}", fingerprint=f"w{i}")
@@ -662,7 +667,8 @@ playbooks:
     taken: list[object] = []
     counted = types.SimpleNamespace(take=turns.take, turns=turns.turns, held=turns.held)
     _count(monkeypatch, counted, "take", taken)
-    monkeypatch.setattr(engine, "turns", counted)  # the engine's turns only
+    for module in ENGINE_TURNS:  # the engine's turns only
+        monkeypatch.setattr(module, "turns", counted)
     w = InProcessWorker(cfg).start()
     try:
         plans = []
@@ -707,7 +713,8 @@ def test_a_decisions_note_and_its_record_are_chunks_of_their_own(tmp_path, monke
 
     counted = types.SimpleNamespace(take=turns.take, turns=turns.turns, held=turns.held)
     logged(counted, "take", "turn")
-    monkeypatch.setattr(engine, "turns", counted)  # the engine's turns only
+    for module in ENGINE_TURNS:  # the engine's turns only
+        monkeypatch.setattr(module, "turns", counted)
     logged(escalation, "note_for", "note")
     logged(packing, "body_text", "record")
     logged(engine.Engine, "_run_step", "step")
@@ -1500,7 +1507,7 @@ playbooks:
     cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
                  escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
     checked: list[object] = []
-    _count(monkeypatch, engine, "check_params", checked)
+    _count(monkeypatch, pipeline, "check_params", checked)
     w = InProcessWorker(cfg).start()
     n = 10
     try:
@@ -1644,7 +1651,7 @@ def test_a_decision_hashes_its_id_once_and_counts_itself_without_looking_up_a_me
         storm("warm")
         looked_up = _metric_lookups(monkeypatch)
         hashed: list[object] = []
-        _count(monkeypatch, engine, "_execution_id", hashed)
+        _count(monkeypatch, records, "execution_id", hashed)
         storm("counted")
         monkeypatch.undo()
         metrics = w.service.metrics

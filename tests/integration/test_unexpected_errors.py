@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from remediator.alerts import dedupe_key, parse_notification
-from remediator.engine import _execution_id
+from remediator.engine import execution_id
 from tests.conftest import write_rules
 from tests.integration.test_guards import Harness, web
 from tests.support.payloads import notification
@@ -118,7 +118,7 @@ def _started_refusing_web0(h: Harness, store: str, run: Any, request: Any) -> tu
         h.cfg.store = request.getfixturevalue("postgres_url")
         cluster = request.getfixturevalue("postgres_cluster")
     run(h.start())
-    execution = _execution_id(dedupe_key("web", web(0)["startsAt"], "firing"), "restart-web")
+    execution = execution_id(dedupe_key("web", web(0)["startsAt"], "firing"), "restart-web")
     return execution, _refusing(h, f"NEW.id = '{execution}' AND {FINAL}", cluster)
 
 
@@ -181,7 +181,7 @@ def test_a_bug_whose_failure_cannot_be_recorded_is_retried_never_dropped(tmp_pat
             await asyncio.sleep(0.01)
         assert h.clock.now - before >= 1 + 2  # backing off (1 s doubling), not spinning
         assert not task.done() and await store.pending_count() == 1  # not finished
-        assert await store.get_execution(_execution_id(item.dedupe_key, "")) is None
+        assert await store.get_execution(execution_id(item.dedupe_key, "")) is None
         _accepting(db)
         return await asyncio.wait_for(task, 10)
 
@@ -444,7 +444,7 @@ def test_a_change_cancelled_by_the_resolution_stays_cancelled_when_its_record_is
                     always=True).start())
     service = h.service
     firing, resolved = web(0), dict(web(0), status="resolved")
-    execution = _execution_id(dedupe_key("web", firing["startsAt"], "firing"), "restart-web")
+    execution = execution_id(dedupe_key("web", firing["startsAt"], "firing"), "restart-web")
     db = _refusing(h, f"NEW.id = '{execution}' AND {FINAL}")
 
     async def scenario() -> dict:
@@ -743,7 +743,7 @@ def test_an_executions_failure_refused_by_a_statement_is_retried_not_left_runnin
     run(h.start())
     service = h.service
     key = dedupe_key("web", web(0)["startsAt"], "firing")
-    execution = _execution_id(key, "restart-web")
+    execution = execution_id(key, "restart-web")
     db = _refusing(h, f"NEW.id = '{execution}' AND {FINAL}", postgres_cluster)
     delays, retry = _held_back(service, 3)
 
@@ -761,7 +761,7 @@ def test_an_executions_failure_refused_by_a_statement_is_retried_not_left_runnin
     # The restart's result was journaled before the internal error's note: what it was.
     assert decision["outcome"] == "succeeded", (decision["outcome"], decision["reason"])
     assert run(service.store.get_execution(execution))["outcome"] == "succeeded"
-    assert run(service.store.get_execution(_execution_id(key, ""))) is None
+    assert run(service.store.get_execution(execution_id(key, ""))) is None
     assert len(h.calls) == 1  # the restart, once
     assert run(service.store.count_events("success", "restart-web:prod/deployment/web", 0)) == 1
     assert run(service.drain()) == []  # its item is done

@@ -1,35 +1,41 @@
-"""The one pipeline: alert → matched playbooks → plan → guards → steps → outcome → note.
+"""The engine's pipeline for one alert: match → target → execution guards → steps → outcome.
 
-`serve`, `replay` and `test` all call `Engine.process`; they differ only in the store, the
-mode, the clock and the runner they hand in. Every step is journaled before the next one
-starts, so after a crash an execution resumes where it stopped and never repeats a
-completed step.
+Every step is journaled before the next one starts, so after a crash an execution resumes
+where it stopped and never repeats a completed step. What is written when is `records.py`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import redact, template_context, template_memo, templating, turns
-from .actions.backends import Backends
-from .actions.base import ActionContext, check_params, has_template, render_params
-from .actions.registry import ACTIONS, BUILTIN
-from .alerts import Alert, Group, dedupe_key, utcnow_iso
-from .escalation import Escalator
-from .executor import Executor, Refused, StepRecord
-from .guards import APPROVAL, PENDING, RESOLVED_BLOCK, Block, GuardContext, Guards, decide_approval
-from .inflight import InFlight
-from .metrics import Metrics
-from .playbooks.index import RuleSet
-from .playbooks.models import Playbook, Step, Target
-from .store.base import Event, InboxItem, Store, StoreUnavailable
+from .. import redact, template_context, template_memo, templating, turns
+from ..actions.backends import Backends
+from ..actions.base import ActionContext, check_params, has_template, render_params
+from ..actions.registry import ACTIONS, BUILTIN
+from ..alerts import Alert, Group, utcnow_iso
+from ..escalation import Escalator
+from ..executor import Executor, Refused, StepRecord
+from ..guards import (
+    APPROVAL,
+    PENDING,
+    RESOLVED_BLOCK,
+    Block,
+    GuardContext,
+    Guards,
+    decide_approval,
+)
+from ..inflight import InFlight
+from ..metrics import Metrics
+from ..playbooks.index import RuleSet
+from ..playbooks.models import Playbook, Step, Target
+from ..store.base import InboxItem, Store, StoreUnavailable
+from . import records
+from .records import Records, Unrecorded, after_cancel, after_failure, made_change, resumable
 
 log = logging.getLogger("remediator.engine")
 # A dry run's planned steps taken in one turn at most (every shipped playbook's fit in one).
@@ -37,17 +43,6 @@ PLAN_CHUNK = 16
 # Literal steps whose checked parameters are kept (Engine._checked): every loaded one, bounded
 # across reloads.
 _LITERAL_MAX = 4096
-# (execution id, inbox item id) of the alert this task processes: that execution's final
-# record also marks the item done, in one write; None once it has.
-_finishing: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
-    "finishing", default=None)
-
-
-class Unrecorded(Exception):
-    """An execution's failure could not be recorded (not by an outage): its alert is
-    processed again, with backoff, as after an outage."""
-
-
 @dataclass
 class Engine:
     """Decides what each alert does: match, guards, steps, escalation."""
@@ -62,15 +57,9 @@ class Engine:
     metrics: Metrics | None = None
     clock: Callable[[], float] = time.time
     inflight: InFlight = field(default_factory=InFlight)
-    # Live runs whose `running` record is still to be written (with their first journal
-    # entry), and the step result of each to be journaled with what follows (id -> entry).
-    _unrecorded: set[str] = field(default_factory=set, init=False, repr=False)
-    _unsaved: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict, init=False,
-                                                           repr=False)
-    # Live runs whose success (which the circuit counts) is not written yet, by the dedupe
-    # key of their alert: each keeps its target until it is, across the retries of a write
-    # the store refused (`execute`, `let_go`).
-    _uncounted: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    # The executions' writes and what each has not written yet (made from the fields
+    # above, which are not replaced after: only `rules` is, at a reload, read at each note).
+    records: Records = field(init=False, repr=False)
     # The checked parameters of steps written without a template (id(step) -> the step,
     # its params and problems): they depend on no alert (`_checked`).
     _literal: dict[int, tuple[Step, dict[str, Any], list[tuple[str, str]]]] = field(
@@ -84,10 +73,15 @@ class Engine:
     _plan_texts: dict[int, tuple[Step, str | None, tuple[tuple[str, bool], ...]]] = field(
         default_factory=dict, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        self.records = Records(store=self.store, guards=self.guards,
+                               playbook=lambda name: self.rules.get(name),
+                               escalator=self.escalator, metrics=self.metrics)
+
     async def process(self, item: InboxItem) -> list[dict[str, Any]]:
         """All decisions for one acknowledged alert; the item is done once they are final
         (its last decision's final record marks it done, in the same write)."""
-        token = _finishing.set(None)
+        token = records.finishing.set(None)
         try:
             try:
                 decisions = await self._process(item)
@@ -97,35 +91,35 @@ class Engine:
                 # A bug outside any execution (reading the stored alert, matching, recording
                 # a decision without a playbook): the acknowledged alert still ends with a
                 # decision that says so, and a note. Its alert-level id, that of `no_match`.
-                failed = _execution_id(item.dedupe_key, "")
-                _finishing.set((failed, item.id))
-                decision = self._decision(failed, _readable(item.alert), None)
-                decisions = [await self._internal_error(decision, exc)]
-            if _finishing.get() is not None:  # its last execution was final already
+                failed = records.execution_id(item.dedupe_key, "")
+                records.finishing.set((failed, item.id))
+                decision = self._decision(failed, records.readable(item.alert), None)
+                decisions = [await self.records.internal_error(decision, exc)]
+            if records.finishing.get() is not None:  # its last execution was final already
                 await self.store.finish(item.id)
             return decisions
         finally:
-            _finishing.reset(token)
+            records.finishing.reset(token)
 
     async def _process(self, item: InboxItem) -> list[dict[str, Any]]:
         alert = Alert.from_dict(item.alert)
         group = Group.from_dict(item.group)
         playbooks = self.rules.match(alert.labels, alert.status)
-        ids = [_execution_id(item.dedupe_key, pb.name) for pb in playbooks] or [
-            _execution_id(item.dedupe_key, "")]
-        _finishing.set((ids[-1], item.id))
+        ids = [records.execution_id(item.dedupe_key, pb.name) for pb in playbooks] or [
+            records.execution_id(item.dedupe_key, "")]
+        records.finishing.set((ids[-1], item.id))
         if playbooks:
             return [await self.execute(pb, alert, group, item.dedupe_key, execution_id)
                     for pb, execution_id in zip(playbooks, ids, strict=True)]
         decision = self._decision(ids[-1], alert, None)
         decision.update(outcome="no_match", reason="no playbook matches this alert")
-        return [await self._finish(decision)]
+        return [await self.records.finish(decision)]
 
     async def execute(self, pb: Playbook, alert: Alert, group: Group, dedupe_key: str,
                       execution_id: str | None = None) -> dict[str, Any]:
         """Run (or resume) one playbook for one alert; return its decision (`execution_id`:
         its id, when the caller computed it already)."""
-        execution_id = execution_id or _execution_id(dedupe_key, pb.name)
+        execution_id = execution_id or records.execution_id(dedupe_key, pb.name)
         while not self.inflight.start(execution_id, f"{alert.fingerprint}:{alert.starts_at}"):
             # Already running here (an approval resumed it while its alert was queued again):
             # wait for it rather than report it done, so its inbox item stays unfinished, and
@@ -140,7 +134,7 @@ class Engine:
         except BaseException:
             self.inflight.finish(execution_id)
             raise
-        if existing and not _resumable(existing):
+        if existing and not resumable(existing):
             self.inflight.finish(execution_id)
             return existing  # finished (possibly before a restart): never run twice
         try:
@@ -150,7 +144,7 @@ class Engine:
             raise  # nothing can be recorded now: the inbox item is retried, not finished
         except Exception as exc:  # a bug must not leave an execution running, unrecorded
             try:
-                return await self._internal_error(
+                return await self.records.internal_error(
                     self._decision(execution_id, alert, pb, existing), exc)
             except StoreUnavailable:
                 raise
@@ -168,24 +162,12 @@ class Engine:
                 raise Unrecorded(f"the failure of execution {execution_id} could not be "
                                  f"recorded: {type(refused).__name__}: {refused}") from refused
         finally:
-            self._unsaved.pop(execution_id, None)
-            self._unrecorded.discard(execution_id)
-            if execution_id not in self._uncounted:
-                await self.guards.release_all(execution_id)
+            await self.records.ended(execution_id)
             self.inflight.finish(execution_id)
 
     async def let_go(self, key: str) -> None:
-        """The alert `key` is no longer processed here (decided, given up, taken over by
-        another replica): the targets its runs kept for a success still unwritten are let
-        go. Let go when the write was refused, another alert on the target found it free
-        before the retry and changed it again, uncounted by the circuit."""
-        for execution_id in [e for e, k in self._uncounted.items() if k == key]:
-            del self._uncounted[execution_id]
-            try:
-                await self.guards.release_all(execution_id)
-            except Exception:  # the process is leaving it: a lease it no longer renews expires
-                log.exception("cannot release the target of %s", execution_id,
-                              extra={"execution_id": execution_id})
+        """The alert `key` is no longer processed here: see `Records.let_go`."""
+        await self.records.let_go(key)
 
     async def _execute(self, pb: Playbook, alert: Alert, group: Group, execution_id: str,
                        existing: dict[str, Any] | None,
@@ -197,12 +179,12 @@ class Engine:
         gc = GuardContext(playbook=pb, alert=alert, execution_id=execution_id, mode=self._mode(pb),
                           claimed=claimed, resumed=existing is not None,
                           changed=(existing or {}).get("outcome") == "running"
-                          and _made_change(existing))
+                          and made_change(existing))
         try:
             gc.target = _render_target(pb.target, ctx)
         except (templating.TemplateError, ValueError) as exc:
             decision.update(outcome="failed", reason=f"invalid target: {exc}")
-            return await self._finish(decision, escalate=True)
+            return await self.records.finish(decision, escalate=True)
         decision["target"] = gc.target
         ctx["target"] = gc.target
         steps = pb.steps_for(alert.status)
@@ -225,7 +207,7 @@ class Engine:
                 if changed is None:
                     decision.update(outcome="resolved", reason="the firing run changed "
                                     "nothing, so on_resolved has nothing to revert")
-                    return await self._finish(decision)
+                    return await self.records.finish(decision)
                 if changed != (gc.target or ""):
                     # The episode is the sender's fingerprint and startsAt: another object
                     # under them (or a target a reload changed) was never changed by it.
@@ -233,7 +215,7 @@ class Engine:
                         f"the firing run changed {changed or 'no target'}, not this alert's "
                         f"target {gc.target or '(none)'}: on_resolved was not run; what it "
                         "changed stays in place"))
-                    return await self._finish(decision, escalate=True)
+                    return await self.records.finish(decision, escalate=True)
             if steps:  # a revert is a change like any other: the same guards hold
                 block = await self.guards.before_execution(gc, resolving=True)
         else:
@@ -247,49 +229,28 @@ class Engine:
         if block:
             if block.escalate:  # the human who takes over sees what automation would do
                 decision["would_run"] = _plan(steps, ctx)
-            return await self._blocked(decision, block, gc)
+            return await self.records.blocked(decision, block, gc)
         decision["outcome"] = "running"  # visible in the API from its first journal entry
         if gc.mode == "live":  # a dry run calls and waits for nothing: one record, the last
             # Recorded with the run's first journal entry (no record, no journal), in its write.
-            self._unrecorded.add(execution_id)
+            self.records.unrecorded.add(execution_id)
         outcome = await self._run_steps(decision, steps, ctx, gc, resumed=existing is not None)
         if outcome is None:  # stopped at a guard or an approval; recorded already
             return decision
-        return await self._conclude(decision, outcome, gc, resolving)
-
-    async def _conclude(self, decision: dict[str, Any], outcome: str, gc: GuardContext,
-                        resolving: bool = False) -> dict[str, Any]:
-        """The final record of a run whose steps ended `outcome`: its note if one is due,
-        its success counted by the circuit."""
-        pb = gc.playbook
-        wants_note = outcome in ("failed", "escalated") or (
-            pb.escalation is not None and pb.escalation.always and not resolving)
-        # The guards judge the steps (a circuit counts successful remediations), not the
-        # label the decision gets (`escalated` when the playbook always escalates).
-        events = await self.guards.after_execution(gc, "resolved" if resolving else outcome,
-                                                   note=wants_note)
-        if outcome == "succeeded":
-            if resolving:
-                outcome = "resolved"
-            elif gc.mode == "dry-run":
-                outcome = "planned"
-            elif wants_note:
-                outcome = "escalated"
-        decision["outcome"] = outcome
-        return await self._finish(decision, escalate=wants_note, events=events)
+        return await self.records.conclude(decision, outcome, gc, resolving)
 
     async def _withdrawn(self, pb: Playbook, alert: Alert) -> None:
         """This episode's firing run, blocked on the approval its resolution withdrew
         (`Guards.on_resolved`), finished as a run the resolution stopped before that step
-        is (`_after_cancel`): left `blocked approval_pending`, nothing ever finished it (no
+        is (`after_cancel`): left `blocked approval_pending`, nothing ever finished it (no
         approval can be given, and the expiry pass only sees approvals still pending).
         Read at each attempt of the resolution: a record the store refused is finished by
         its retry, and a finished one is final, so it is written once."""
         if not any(s.approval for s in pb.steps):
             return
         firing = replace(alert, status="firing")
-        run = await self.store.get_execution(_execution_id(firing.dedupe_key, pb.name))
-        if run is None or run["outcome"] != "blocked" or not _resumable(run):
+        run = await self.store.get_execution(records.execution_id(firing.dedupe_key, pb.name))
+        if run is None or run["outcome"] != "blocked" or not resumable(run):
             return
         step = run.get("blocked_step")
         state = await self.store.get_state(f"{APPROVAL}{run['id']}:{step}")
@@ -300,13 +261,13 @@ class Engine:
         record = dict(run["steps"][blocked[-1]], outcome="cancelled", detail=(
             "approval withdrawn: the alert resolved before anyone approved; it was not run"))
         run["steps"][blocked[-1]] = record
-        self._unsaved[run["id"]] = (blocked[-1], record)  # journaled with the final record
+        self.records.unsaved[run["id"]] = (blocked[-1], record)  # journaled with the final record
         gc = GuardContext(playbook=pb, alert=firing, execution_id=run["id"], mode=run["mode"],
                           target=run.get("target"), resumed=True)
         try:
-            outcome = _after_cancel(run, step, record, run["steps"])
+            outcome = after_cancel(run, step, record, run["steps"])
             run["reason"] += " (its approval was withdrawn)"
-            await self._conclude(run, outcome, gc)
+            await self.records.conclude(run, outcome, gc)
         except StoreUnavailable:
             raise
         except Exception as refused:  # (PostgreSQL: a statement's) not this resolution's own
@@ -315,8 +276,8 @@ class Engine:
                              f"could not be written: {type(refused).__name__}: {refused}"
                              ) from refused
         finally:  # (blocked, it holds no target: nothing to keep for a refused success)
-            self._unsaved.pop(run["id"], None)
-            self._uncounted.pop(run["id"], None)
+            self.records.unsaved.pop(run["id"], None)
+            self.records.uncounted.pop(run["id"], None)
 
     async def _firing_stopped(self, alert: Alert, timeout: float) -> None:
         """Until the episode's firing alert is no longer processed anywhere: a firing run on
@@ -336,8 +297,8 @@ class Engine:
         """The target of this episode's firing run if it made a change (a mutation that
         succeeded, or one interrupted or failed `uncertain` that may have), else None."""
         firing = replace(alert, status="firing").dedupe_key
-        run = await self.store.get_execution(_execution_id(firing, pb.name))
-        return (run or {}).get("target") or "" if _made_change(run) else None
+        run = await self.store.get_execution(records.execution_id(firing, pb.name))
+        return (run or {}).get("target") or "" if made_change(run) else None
 
     async def resume(self, decision: dict[str, Any], approved: bool = True) -> dict[str, Any]:
         """Run a stored execution again (after an approval is decided: `approved` or not); its
@@ -347,7 +308,7 @@ class Engine:
             alert = Alert.from_dict(decision["alert"])
             group = Group.from_dict(decision.get("group") or {})
         except Exception as exc:  # a bug (a record it cannot read): said, never left blocked
-            return await self._internal_error(dict(decision), exc)
+            return await self.records.internal_error(dict(decision), exc)
         if pb is None:  # a reload removed it: nothing more can run, and a human must know
             gone = f"playbook {decision['playbook']!r} is no longer loaded (a reload removed it)"
             step = decision.get("blocked_step")
@@ -355,13 +316,13 @@ class Engine:
             if any(r["name"] == step and r["outcome"] != "blocked" for r in journal.values()):
                 # Resumed before (its record refused, retried since: Service._retry) and the
                 # approved step started then: said not to have run, a human would redo it.
-                return await self._finish(_started_unloaded(decision, journal, gone, step),
+                return await self.records.finish(_started_unloaded(decision, journal, gone, step),
                                           escalate=True)
             decision = dict(decision, **(
                 {"outcome": "failed", "reason": f"{gone}: the approved step {step!r} did not run"}
                 if approved else {"reason": f"approval_denied: step {step!r}: approval rejected; "
                                             f"{gone}"}))
-            return await self._finish(decision, escalate=True)
+            return await self.records.finish(decision, escalate=True)
         return await self.execute(pb, alert, group, alert.dedupe_key)
 
     async def expire_approvals(self) -> int:
@@ -389,43 +350,14 @@ class Engine:
                 await self.store.put_state(key, None)
                 continue
             decision = await self.store.get_execution(name.split(":", 1)[0])
-            if decision is not None and _resumable(decision):
+            if decision is not None and resumable(decision):
                 decision.update(outcome="escalated", reason=f"approval_pending: step "
                                 f"{state['step']!r} was not approved before it expired; it "
                                 "did not run")
-                await self._finish(decision, escalate=True)
+                await self.records.finish(decision, escalate=True)
                 expired += 1
             await self.store.put_state(key, None)
         return expired
-
-    async def _internal_error(self, decision: dict[str, Any], exc: Exception) -> dict[str, Any]:
-        """The one record of a bug met while deciding (in an execution or around it): the
-        decision `failed`, naming the error (redacted with the reason: `_finish`), the step it
-        interrupted failed too, and a note: an acknowledged alert never ends unannounced."""
-        log.error("execution %s failed unexpectedly", decision["id"], exc_info=exc,
-                  extra={"execution_id": decision["id"]})
-        decision.update(outcome="failed", reason=f"internal error: {type(exc).__name__}: "
-                        f"{exc}; nothing further was done")
-        await self._fail_running_steps(decision, exc)
-        return await self._finish(decision, escalate=True)
-
-    async def _fail_running_steps(self, decision: dict[str, Any], exc: Exception) -> None:
-        """After an internal error, the journaled steps, none left `running` in a final
-        decision: the one that was running failed (uncertain if it was a change), named."""
-        journal = await self.store.completed_steps(decision["id"])
-        if unsaved := self._unsaved.get(decision["id"]):  # journaled with the final record
-            journal[unsaved[0]] = unsaved[1]
-        decision["steps"] = [journal[i] for i in sorted(journal)]
-        for index, step in sorted(journal.items()):
-            if step["outcome"] != "running":
-                continue
-            step.update(outcome="failed", uncertain=bool(step.get("mutating")),
-                        detail=redact.text(f"internal error while running or recording it: "
-                                           f"{type(exc).__name__}: {exc}"))
-            if step["uncertain"]:
-                step["detail"] += "; it may or may not have taken effect: check by hand"
-            await self.store.save_step(decision["id"], index, step)
-            decision["reason"] = f"step {step['name']!r} failed: {decision['reason']}"
 
     async def _run_steps(self, decision: dict[str, Any], steps: tuple[Step, ...],
                          ctx: dict[str, Any], gc: GuardContext, resumed: bool) -> str | None:
@@ -448,7 +380,7 @@ class Engine:
                             detail="interrupted by a restart while running; it may or may "
                             "not have taken effect, so it is not repeated")
                 records.append(done)
-                await self._journal(decision, index, done)
+                await self.records.journal(decision, index, done)
                 decision["reason"] = f"step {step.name!r} was interrupted: verify its effect by hand"
                 return "failed"
             if done and done["outcome"] not in ("blocked", "running"):
@@ -457,13 +389,13 @@ class Engine:
                 # A failure journaled before the run's final record (an interrupted change,
                 # failed as such, then the store refused or a crash cut off that record):
                 # decided again as it was then, never continued past as if it had succeeded.
-                if done["outcome"] == "failed" and (stop := _after_failure(decision, step, done)):
+                if done["outcome"] == "failed" and (stop := after_failure(decision, step, done)):
                     return stop
                 if done["outcome"] == "cancelled":  # so is a change the resolution cancelled
-                    return _after_cancel(decision, step.name, done, records)
+                    return after_cancel(decision, step.name, done, records)
                 continue
-            if unsaved := self._unsaved.pop(decision["id"], None):  # before the next step
-                await self._journal(decision, *unsaved)
+            if unsaved := self.records.unsaved.pop(decision["id"], None):  # before the next step
+                await self.records.journal(decision, *unsaved)
             if gc.mode != "dry-run" or not len(records) % PLAN_CHUNK:
                 # A step is a chunk of its own; a plan's steps (nothing called, nothing written
                 # between, tens of us each) are one, up to PLAN_CHUNK of them: a turn costs
@@ -495,16 +427,16 @@ class Engine:
             records.append(journaled)
             if gc.mode != "dry-run":  # a plan runs nothing: it is stored with its decision
                 # Journaled with what follows: the next step's start, or the final record
-                # (before the note, if one goes out: `_finish`).
-                self._unsaved[decision["id"]] = (index, journaled)
+                # (before the note, if one goes out: `Records.finish`).
+                self.records.unsaved[decision["id"]] = (index, journaled)
             ctx["steps"][step.name] = template_context.step_view(journaled)
             if record.outcome == "blocked":
-                await self._blocked(decision, Block(record.guard, record.detail), gc,
+                await self.records.blocked(decision, Block(record.guard, record.detail), gc,
                                     step=step.name)
                 return None
             if record.outcome == "cancelled":
-                return _after_cancel(decision, step.name, journaled, records)
-            if record.outcome == "failed" and (stop := _after_failure(decision, step, journaled)):
+                return after_cancel(decision, step.name, journaled, records)
+            if record.outcome == "failed" and (stop := after_failure(decision, step, journaled)):
                 return stop
         return outcome
 
@@ -626,7 +558,7 @@ class Engine:
         async def intent() -> None:
             # A change is admitted in the very write that journals its intent, once its call
             # slot is held: a pause thrown on any replica until then stops it here.
-            block = await self._journal(*journal, record.to_dict(),
+            block = await self.records.journal(*journal, record.to_dict(),
                                         admit=(gc, step, params) if record.mutating else None)
             if block is not None:
                 raise Refused(block, cancelled=block is RESOLVED_BLOCK)
@@ -750,100 +682,6 @@ class Engine:
                     task.uncancel()
         record.outcome, record.detail = "cancelled", "the alert resolved while this step waited"
 
-    async def _blocked(self, decision: dict[str, Any], block: Block, gc: GuardContext,
-                       step: str | None = None) -> dict[str, Any]:
-        decision.update(outcome="blocked", reason=str(block), blocked_step=step)
-        await self.guards.release(gc)  # a blocked execution holds nothing (an approval resumes it)
-        if self.metrics:
-            self.metrics.child(self.metrics.guard_blocks, block.guard).inc()
-        return await self._finish(decision, escalate=block.escalate)
-
-    async def _finish(self, decision: dict[str, Any], escalate: bool = False,
-                      events: list[Event] | None = None) -> dict[str, Any]:
-        decision["finished_at"] = utcnow_iso()
-        decision["reason"] = redact.text(decision.get("reason") or "")
-        if events:  # its target is kept until the success is written, whatever is refused
-            alert = decision["alert"]
-            self._uncounted[decision["id"]] = dedupe_key(alert["fingerprint"],
-                                                         alert["startsAt"], alert["status"])
-        if escalate and self.escalator is not None:  # without a playbook: the default sinks
-            # A success the circuit counts is recorded before the note goes out, and the
-            # target held until then (`Guards.after_execution`), then let go: a slow sink
-            # must neither hold it nor let the playbook run on it again uncounted.
-            for kind, key, at, data in events or ():  # durably, as the guards ask
-                await self.store.record_event(kind, key, at, data, durable=True)
-            if events:  # counted: the target is let go before the note (a slow sink)
-                del self._uncounted[decision["id"]]
-                await self.guards.release_all(decision["id"])
-            events = None
-            if unsaved := self._unsaved.pop(decision["id"], None):  # so is the journal
-                await self._journal(decision, *unsaved)
-            # Rendering the note is a chunk of its own, recording the decision (encoding it)
-            # another; but a dry run's note continues its plan's chunk (nothing was called or
-            # written since), and so does its record unless something waited since or the
-            # chunk ran for `turns.SLICE` already (a turn is a loop iteration, a wakeup and a
-            # resumption of the whole await chain). The plan's turn stays: the target lock is
-            # held across it, where another alert of the playbook is coalesced.
-            dry = decision["mode"] == "dry-run"
-            if not dry:
-                await turns.take()
-            pb = self.rules.get(decision["playbook"] or "")
-            try:
-                decision["escalation"] = await self.escalator.escalate(
-                    decision, pb, deliver=decision["mode"] == "live")
-            except StoreUnavailable:
-                raise  # nothing can be recorded now: the inbox item is retried
-            except Exception as exc:  # a broken note must not leave the decision `running`
-                log.exception("escalation of %s failed", decision["id"],
-                              extra={"execution_id": decision["id"]})
-                decision["escalation"] = {"severity": "warning", "deliveries": {},
-                                          "error": redact.text(f"{type(exc).__name__}: {exc}"),
-                                          "note": ""}
-            if not (dry and turns.held()):
-                await turns.take()
-        finishing = _finishing.get()
-        finishes = finishing[1] if finishing is not None and finishing[0] == decision["id"] else None
-        unsaved = self._unsaved.get(decision["id"])
-        await self.store.save_execution(decision, events, finishes=finishes,
-                                        steps=dict([unsaved]) if unsaved else None,
-                                        durable=bool(events))
-        resumed = time.perf_counter()
-        self._uncounted.pop(decision["id"], None)
-        self._unsaved.pop(decision["id"], None)
-        self._unrecorded.discard(decision["id"])
-        if self.escalator is not None:  # recorded: a later note of its execution is news
-            self.escalator.recorded(decision["id"])
-        if finishes is not None:
-            _finishing.set(None)
-        if self.metrics:
-            self.metrics.child(self.metrics.executions, decision.get("playbook") or "",
-                               decision["outcome"]).inc()
-        log.info("decision %s%s", decision["outcome"],
-                 f": {decision['reason']}" if decision.get("reason") else "",
-                 extra={"execution_id": decision["id"], "fingerprint": decision["fingerprint"],
-                        "playbook": decision.get("playbook"), "outcome": decision["outcome"]})
-        if finishes is not None:  # no turn since its write (it finished the item): this
-            # tail is still processing's time, not intake's, for processing's share
-            turns.turns().charge(time.perf_counter() - resumed)
-        return decision
-
-    async def _journal(self, decision: dict[str, Any], index: int, record: dict[str, Any],
-                       admit: tuple[GuardContext, Step, dict[str, Any]] | None = None
-                       ) -> Block | None:
-        """Journal a step record; a live run's first carries its `running` record (still
-        running even when journaled just before its note: a crash then resumes the run).
-        With `admit` (a change's intent), only if the change is admitted in that write;
-        else the block that says why not, and nothing is written."""
-        first = dict(decision, outcome="running") if decision["id"] in self._unrecorded else None
-        entry = (decision["id"], index, record, first)
-        if admit is not None:
-            if block := await self.guards.admit(*admit, entry):
-                return block
-        else:
-            await self.store.save_step(*entry)
-        self._unrecorded.discard(decision["id"])
-        return None
-
     def _mode(self, pb: Playbook) -> str:
         return "dry-run" if self.mode != "live" or pb.dry_run else "live"
 
@@ -880,69 +718,6 @@ def _started_unloaded(decision: dict[str, Any], journal: dict[int, dict[str, Any
                 reason=f"{gone}: the approved step {step!r} had been started (its steps say "
                 "how far the run got) and nothing more runs; one interrupted may or may not "
                 "have taken effect: verify by hand")
-
-
-def _after_failure(decision: dict[str, Any], step: Step, record: dict[str, Any]) -> str | None:
-    """A failed step's outcome for its run (None: the run continues, `on_failure:
-    continue`), its reason recorded."""
-    decision["reason"] = f"step {step.name!r} failed: {record.get('detail') or ''}"
-    if record.get("uncertain"):  # a change in an unknown state: a human must look
-        return "failed"
-    if step.on_failure == "continue":
-        return None
-    return "escalated" if step.on_failure == "escalate" else "failed"
-
-
-def _after_cancel(decision: dict[str, Any], step: str, record: dict[str, Any],
-                  records: list[dict[str, Any]]) -> str:
-    """The run's outcome once the alert's resolution cancelled a step (its reason recorded):
-    it stops there, whether it just happened or is read back from the journal."""
-    changed = [r for r in records if r.get("mutating") and r["outcome"] == "succeeded"]
-    when = "before" if record.get("mutating") else "while"
-    what = "; it was not run" if record.get("mutating") else " waited"
-    if changed:  # the fix was applied and the alert cleared: that is the verification
-        decision["reason"] = f"verified by the alert's resolution {when} step {step!r}{what}"
-        return "succeeded"
-    decision["reason"] = f"the alert resolved {when} step {step!r}{what}"
-    return "resolved"
-
-
-def _readable(data: Any) -> Alert:
-    """A stored alert as far as it can be read, for the record of an error reading it: every
-    field a decision shows, of the type it is shown as (an older or damaged row may lack
-    one)."""
-    data = data if isinstance(data, dict) else {}
-
-    def strings(value: Any) -> dict[str, str]:
-        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
-
-    ends_at = data.get("endsAt")
-    return Alert(status=str(data.get("status") or "firing"), labels=strings(data.get("labels")),
-                 annotations=strings(data.get("annotations")),
-                 starts_at=str(data.get("startsAt") or ""),
-                 ends_at=None if ends_at is None else str(ends_at),
-                 generator_url=str(data.get("generatorURL") or ""),
-                 fingerprint=str(data.get("fingerprint") or ""))
-
-
-def _made_change(run: dict[str, Any] | None) -> bool:
-    """Did this run make a change (a mutation that succeeded, or one interrupted or failed
-    `uncertain` that may have)?"""
-    return any(s.get("mutating") and (s["outcome"] in ("succeeded", "running")
-                                      or s.get("uncertain"))
-               for s in (run or {}).get("steps") or [])
-
-
-def _resumable(decision: dict[str, Any]) -> bool:
-    """Interrupted (`running`), or waiting for an approval that may have come: everything
-    else is final, including every other block."""
-    return decision["outcome"] == "running" or (
-        decision["outcome"] == "blocked" and decision["reason"].startswith("approval_pending"))
-
-
-def _execution_id(dedupe_key: str, playbook: str) -> str:
-    """Deterministic, so a restart finds the execution (and its journal) it interrupted."""
-    return hashlib.sha256(f"{dedupe_key}\x00{playbook}".encode()).hexdigest()[:20]
 
 
 def _copied(params: dict[str, Any]) -> dict[str, Any]:

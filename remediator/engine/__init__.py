@@ -1,0 +1,11 @@
+"""The one pipeline: alert → matched playbooks → plan → guards → steps → outcome → note.
+
+`serve`, `replay` and `test` all call `Engine.process`; they differ only in the store, the
+mode, the clock and the runner they hand in. `pipeline.py` decides (the Engine),
+`records.py` writes (journal, final record, note).
+"""
+
+from .pipeline import PLAN_CHUNK, Engine
+from .records import Unrecorded, execution_id
+
+__all__ = ["PLAN_CHUNK", "Engine", "Unrecorded", "execution_id"]
