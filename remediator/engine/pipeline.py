@@ -1,7 +1,8 @@
 """The engine's pipeline for one alert: match → target → execution guards → steps → outcome.
 
 Every step is journaled before the next one starts, so after a crash an execution resumes
-where it stopped and never repeats a completed step. What is written when is `records.py`'s.
+where it stopped and never repeats a completed step. What is written when is `records.py`'s;
+a dry run's plans are `plans.py`'s.
 """
 
 from __future__ import annotations
@@ -9,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .. import redact, template_context, template_memo, templating, turns
+from .. import redact, template_context, templating, turns
 from ..actions.backends import Backends
-from ..actions.base import ActionContext, check_params, has_template, render_params
-from ..actions.registry import ACTIONS, BUILTIN
+from ..actions.base import ActionContext
+from ..actions.registry import ACTIONS
 from ..alerts import Alert, Group, utcnow_iso
 from ..escalation import Escalator
 from ..executor import Executor, Refused, StepRecord
@@ -34,15 +35,15 @@ from ..metrics import Metrics
 from ..playbooks.index import RuleSet
 from ..playbooks.models import Playbook, Step, Target
 from ..store.base import InboxItem, Store, StoreUnavailable
-from . import records
+from . import plans, records
+from .plans import Plans
 from .records import Records, Unrecorded, after_cancel, after_failure, made_change, resumable
 
 log = logging.getLogger("remediator.engine")
 # A dry run's planned steps taken in one turn at most (every shipped playbook's fit in one).
 PLAN_CHUNK = 16
-# Literal steps whose checked parameters are kept (Engine._checked): every loaded one, bounded
-# across reloads.
-_LITERAL_MAX = 4096
+
+
 @dataclass
 class Engine:
     """Decides what each alert does: match, guards, steps, escalation."""
@@ -60,18 +61,8 @@ class Engine:
     # The executions' writes and what each has not written yet (made from the fields
     # above, which are not replaced after: only `rules` is, at a reload, read at each note).
     records: Records = field(init=False, repr=False)
-    # The checked parameters of steps written without a template (id(step) -> the step,
-    # its params and problems): they depend on no alert (`_checked`).
-    _literal: dict[int, tuple[Step, dict[str, Any], list[tuple[str, str]]]] = field(
-        default_factory=dict, init=False, repr=False)
-    # The planned record of each literal step that a dry run only describes (id(step) -> the
-    # step, the secrets redaction knew, the record): it depends on no alert (`_planned`).
-    _plans: dict[int, tuple[Step, object, dict[str, Any]]] = field(
-        default_factory=dict, init=False, repr=False)
-    # What a dry run's plan of a step with templates (or a `when`) reads (id(step) -> the
-    # step, a name for its texts, the texts), None for one without: `_plan_key`.
-    _plan_texts: dict[int, tuple[Step, str | None, tuple[tuple[str, bool], ...]]] = field(
-        default_factory=dict, init=False, repr=False)
+    # Checked parameters and dry-run plans kept per step across alerts.
+    plans: Plans = field(default_factory=Plans, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.records = Records(store=self.store, guards=self.guards,
@@ -228,7 +219,7 @@ class Engine:
             block = replace(block, escalate=False)
         if block:
             if block.escalate:  # the human who takes over sees what automation would do
-                decision["would_run"] = _plan(steps, ctx)
+                decision["would_run"] = plans.would_run(steps, ctx)
             return await self.records.blocked(decision, block, gc)
         decision["outcome"] = "running"  # visible in the API from its first journal entry
         if gc.mode == "live":  # a dry run calls and waits for nothing: one record, the last
@@ -401,11 +392,11 @@ class Engine:
                 # between, tens of us each) are one, up to PLAN_CHUNK of them: a turn costs
                 # the loop ~8 us, and a plan of any length in one chunk stalled intake for it.
                 await turns.take()
-            journaled = self._planned(step, gc) if gc.mode == "dry-run" else None
-            key = self._plan_key(step, ctx) if gc.mode == "dry-run" and journaled is None \
+            journaled = self.plans.planned(step, gc.alert.labels) if gc.mode == "dry-run" else None
+            key = self.plans.key(step, ctx) if gc.mode == "dry-run" and journaled is None \
                 and done is None else None
             if key is not None and journaled is None:
-                journaled = self._replanned(step, key[1], gc)
+                journaled = plans.replanned(step, key[1], gc.alert.labels, self.guards)
             if journaled is not None:
                 records.append(journaled)
                 ctx["steps"][step.name] = template_context.step_view(journaled)
@@ -420,10 +411,9 @@ class Engine:
                                           keep=keep)
             journaled = record.to_dict()  # redacted once: recorded, shown and templated
             if gc.mode == "dry-run":
-                self._plan_once(step, record, journaled)
-            if key is not None and keep:  # (a big one is not kept: template_memo.put)
-                template_memo.put(key[0], True, ({**journaled, "params": _copied(
-                    journaled["params"])}, *keep[0], _Redaction(redact.known())))
+                self.plans.keep(step, record, journaled)
+            if key is not None and keep:
+                plans.remember(key[0], journaled, keep[0])
             records.append(journaled)
             if gc.mode != "dry-run":  # a plan runs nothing: it is stored with its decision
                 # Journaled with what follows: the next step's start, or the final record
@@ -448,7 +438,7 @@ class Engine:
         """One step's record. `asked`: its journaled record, when it is resumed after its
         approval or repeated after a restart interrupted it (run only as it was then).
         `keep`: a dry run's plan that is a function of what its templates read gets what
-        must still be judged for each alert (`_replanned`): the checked parameters the
+        must still be judged for each alert (`plans.replanned`): the checked parameters the
         alert's own check is asked about (None: not asked), and whether the scope guard is."""
         action = ACTIONS[step.action]
         record = StepRecord(name=step.name, action=step.action, params={}, outcome="planned")
@@ -461,49 +451,48 @@ class Engine:
                     keep.append((None, False))
                 return record
         except templating.TemplateError as exc:
-            if not (planning and _only_at_run_time(exc)
-                    and _reads_results("{{ " + step.when + " }}")):
+            if not (planning and plans.only_at_run_time(exc)
+                    and plans.reads_results("{{ " + step.when + " }}")):
                 record.outcome, record.detail = "failed", str(exc)
                 return record
             condition = f"if {step.when} (decided at run time): "
         try:
             try:
-                params, problems, rendered = self._checked(action, step, ctx)
+                params, problems, rendered = self.plans.checked(action, step, ctx)
             except templating.TemplateError as exc:
-                if not (planning and _only_at_run_time(exc)):
+                if not (planning and plans.only_at_run_time(exc)):
                     raise
                 # A parameter that computes on an earlier result (a `check` calling
                 # `steps.logs.result.get(...)`) cannot render in a plan: it stands as its
                 # placeholder, as one rendered whole does, and every other parameter is
                 # still rendered and checked (a bad label is refused, never planned).
-                rendered = _render_planned(action, step.params, ctx)
-                params, problems = check_params(action, rendered, rendered=True)
+                params, problems, rendered = plans.checked_planned(action, step.params, ctx)
         except templating.TemplateError as exc:
             record.outcome, record.detail = "failed", str(exc)
             return record
         known: list[str] = []  # what the alert's check refuses, whatever earlier results are
-        alone: bool | None = bool(params) and planning and _judged_alone(
+        alone: bool | None = bool(params) and planning and plans.judged_alone(
             action, step.params, rendered, problems)
         if alone:
             # A plan judges the alert's check on the parameters it reads when none of them
             # waits for an earlier result: a silence whose matchers leave a label out is
             # refused, as the run refuses it, though its comment reads a result.
-            known = _for_alert(action, params, gc.alert.labels)
+            known = plans.for_alert(action, params, gc.alert.labels)
         elif params and not problems:
-            problems = [(None, m) for m in _for_alert(action, params, gc.alert.labels)]
+            problems = [(None, m) for m in plans.for_alert(action, params, gc.alert.labels)]
             alone = None  # judged with every parameter: what it found decides the plan
         record.params = params or rendered
         if problems or known:
             # Only a template that reads an earlier step's result can hold a placeholder;
             # a label that merely looks like one is refused like any other bad value.
             refused = [m for n, m in problems
-                       if not (planning and _waits(step.params, rendered, n))] + known
+                       if not (planning and plans.waits(step.params, rendered, n))] + known
             if not refused:
                 record.detail = condition + f"{action.name} with parameters from earlier results"
                 if keep is not None and alone is not None:
                     # (not when the alert's check found what the placeholders excuse: it may
                     # find nothing for another alert, which is then planned otherwise)
-                    keep.append((_copied(params) if alone else None, False))
+                    keep.append((plans.copied(params) if alone else None, False))
                 return record
             # A hostile or broken label value stops here, before any call is made.
             record.outcome = "failed"
@@ -551,7 +540,7 @@ class Engine:
             approval = " (after approval)" if step.approval and record.mutating else ""
             record.detail = condition + action.describe(params) + approval
             if keep is not None and not record.mutating:
-                keep.append((_copied(params), scoped))
+                keep.append((plans.copied(params), scoped))
             return record
         record.outcome = "running"  # the intent, journaled once a call slot is held
 
@@ -576,93 +565,6 @@ class Engine:
             self.metrics.child(self.metrics.step_seconds, step.action, record.outcome).observe(
                 record.duration_seconds)
         return record
-
-    def _checked(self, action: Any, step: Step, ctx: dict[str, Any]
-                 ) -> tuple[dict[str, Any], list[tuple[str, str]], dict[str, Any]]:
-        """(params, problems, rendered): a step's parameters rendered and validated. A step
-        whose parameters hold no template renders the same whatever the alert, so it is
-        checked once per playbook version (per Step: a reload makes new ones) and copied
-        out (render and check were a tenth of a storm's processing; most steps are
-        literal). Every templated value is still rendered and checked for each alert, and
-        every plugin's step: its checks are not ours to call pure (as the validator says)."""
-        cached = self._literal.get(id(step))
-        if cached is not None and cached[0] is step:
-            return _copied(cached[1]), list(cached[2]), step.params
-        rendered = render_params(action, step.params, ctx)
-        params, problems = check_params(action, rendered, rendered=True)
-        if step.action in BUILTIN and not has_template(step.params):  # a plugin's checks
-            if len(self._literal) >= _LITERAL_MAX:  # old versions' steps, after reloads
-                self._literal.clear()
-            self._literal[id(step)] = (step, params, problems)
-            params, problems = _copied(params), list(problems)
-        return params, problems, rendered
-
-    def _planned(self, step: Step, gc: GuardContext) -> dict[str, Any] | None:
-        """A dry run's record of a step that only describes what it would do, the same for
-        every alert (`_plan_once`), copied; None if it must be planned for this alert. The
-        alert's own check still runs (a silence must pin its labels), and a secret
-        remembered since it was kept makes it planned (and redacted) again."""
-        kept = self._plans.get(id(step))
-        if kept is None or kept[0] is not step or kept[1] is not redact.known():
-            return None
-        record = kept[2]
-        if _for_alert(ACTIONS[step.action], record["params"], gc.alert.labels):
-            return None  # refused for this alert: planned as such, with its reason
-        return {**record, "params": _copied(record["params"]), "result": {}}
-
-    def _plan_key(self, step: Step, ctx: dict[str, Any]
-                  ) -> tuple[tuple[Any, ...], tuple[bool, Any] | None] | None:
-        """(key, kept) of a dry run's plan of a built-in's step with templates or a `when`
-        (templating.lookup_together): what it renders, checks, describes and redacts is a
-        function of the values its texts read, as a kept render is (a built-in's checks are
-        pure: `_checked`), so a storm's plans of it are made once per distinct value (each
-        was rendered, checked, described and redacted again for every alert). None if it
-        cannot be kept (a plugin's step, texts that read what cannot be keyed)."""
-        known = self._plan_texts.get(id(step))
-        if known is None or known[0] is not step:
-            texts = tuple(dict.fromkeys(_templates(step.params)))
-            texts = (((step.when, True),) if step.when else ()) + tuple((t, False) for t in texts)
-            name = repr(("plan", step.name, step.action, step.when, step.params)) \
-                if texts and step.action in BUILTIN else None
-            if len(self._plan_texts) >= _LITERAL_MAX:  # old versions' steps, after reloads
-                self._plan_texts.clear()
-            known = self._plan_texts[id(step)] = (step, name, texts)
-        if known[1] is None:
-            return None
-        key, kept = templating.lookup_together(known[1], known[2], (), ctx)
-        return None if key is None else (key, kept)
-
-    def _replanned(self, step: Step, kept: tuple[bool, Any] | None, gc: GuardContext
-                   ) -> dict[str, Any] | None:
-        """A kept plan of this step (`_plan_key`), copied, or None if it must be planned for
-        this alert: none kept, a secret remembered since, refused by the alert's own check
-        or by the scope guard (planned as such, with the reason)."""
-        if kept is None:
-            return None
-        record, checked, scoped, made = kept[1]
-        if made.known is not redact.known():
-            return None
-        if checked and _for_alert(ACTIONS[step.action], checked, gc.alert.labels):
-            return None
-        if scoped and self.guards.scope(step, checked or {}) is not None:
-            return None
-        return {**record, "params": _copied(record["params"]), "result": {}}
-
-    def _plan_once(self, step: Step, record: StepRecord, journaled: dict[str, Any]) -> None:
-        """Keep a planned step's record for every alert when nothing in it depends on the
-        alert: a built-in's literal step (checked once already, `_checked`) without a `when`,
-        that changes nothing and writes nowhere (no guard to ask), planned without a problem.
-        Its record (described and redacted for each alert before) is then copied."""
-        kept = self._literal.get(id(step))
-        if (kept is None or kept[0] is not step or kept[2] or step.when
-                or record.outcome != "planned" or record.mutating or record.detail
-                != ACTIONS[step.action].describe(record.params)
-                or ACTIONS[step.action].scope(record.params)):
-            return
-        if len(self._plans) >= _LITERAL_MAX:  # old versions' steps, after reloads
-            self._plans.clear()
-        self._plans[id(step)] = (step, redact.known(), {**journaled,
-                                                         "params": _copied(journaled["params"])})
 
     async def _run_cancellable(self, gc: GuardContext, action: Any, params: dict[str, Any],
                                actx: ActionContext, record: StepRecord, step: Step,
@@ -720,37 +622,6 @@ def _started_unloaded(decision: dict[str, Any], journal: dict[int, dict[str, Any
                 "have taken effect: verify by hand")
 
 
-def _copied(params: dict[str, Any]) -> dict[str, Any]:
-    """Checked parameters sharing no list or mapping with `params`: an action may change
-    what it is given, and the kept ones are handed to every decision, never checked again."""
-    return {k: _copy(v) if isinstance(v, list | dict) else v for k, v in params.items()}
-
-
-def _copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    return [_copy(v) for v in value] if isinstance(value, list) else value
-
-
-class _Redaction:
-    """What redaction knew when a plan was kept (`redact.known()`), compared by identity;
-    held, not a value the memo sizes (a tuple of the secrets themselves)."""
-
-    __slots__ = ("known",)
-
-    def __init__(self, known: object) -> None:
-        self.known = known
-
-
-def _templates(value: Any) -> list[str]:
-    """The templates in a step's parameters (inside lists and mappings too)."""
-    if isinstance(value, str):
-        return [value] if templating.is_template(value) else []
-    if isinstance(value, Mapping):
-        value = list(value.values())
-    return [t for v in value for t in _templates(v)] if isinstance(value, list | tuple) else []
-
-
 def _render_target(target: Target | None, ctx: dict[str, Any]) -> str | None:
     """`namespace/kind/name` with each part validated, or None without a target."""
     if target is None:
@@ -776,82 +647,3 @@ def _step_targets(steps: tuple[Step, ...], ctx: dict[str, Any]) -> tuple[str, ..
             except (templating.TemplateError, ValueError) as exc:
                 found.append(f"invalid: {exc}")
     return tuple(found)
-
-
-def _plan(steps: tuple[Step, ...], ctx: dict[str, Any]) -> list[str]:
-    """What each step would do, rendered where its parameters are already known."""
-    plan = []
-    for step in steps:
-        action = ACTIONS[step.action]
-        when = f"if {step.when}: " if step.when else ""
-        try:
-            params, problems = check_params(action, render_params(action, step.params, ctx),
-                                            rendered=True)
-            what = action.describe(params) if params and not problems else ""
-        except templating.TemplateError:
-            what = ""
-        plan.append(f"`{step.name}`: {when}{what or step.action + ' (parameters known at run time)'}"
-                    + (" (after approval)" if step.approval else ""))
-    return plan
-
-
-def _only_at_run_time(exc: templating.TemplateError) -> bool:
-    """Raised by a placeholder for an earlier result (`templating.Pending`), nothing else: its
-    whole message, so a label value quoted in another error cannot pass for one."""
-    text = str(exc)
-    return text.startswith(templating.PENDING) and text.endswith(templating.ONLY_AT_RUN_TIME)
-
-
-def _render_planned(action: Any, raw: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
-    """A plan's parameters, each rendered alone: one that computes on an earlier result
-    (`_only_at_run_time`, and its template reads `steps`) is the placeholder it raised
-    about; any other error is raised."""
-    rendered: dict[str, Any] = {}
-    for name, value in raw.items():
-        try:
-            rendered.update(render_params(action, {name: value}, ctx))
-        except templating.TemplateError as exc:
-            if not (_only_at_run_time(exc) and _reads_results(value)):
-                raise
-            rendered[name] = str(exc).removesuffix(templating.ONLY_AT_RUN_TIME)
-    return rendered
-
-
-def _waits(raw: dict[str, Any], rendered: dict[str, Any], name: str | None) -> bool:
-    """Does parameter `name` (None or "": the step's parameters together) hold the
-    placeholder of an earlier result its template reads?"""
-    return (_reads_results(raw.get(name) if name else raw)
-            and templating.PENDING in repr(rendered.get(name, rendered) if name else rendered))
-
-
-def _judged_alone(action: Any, raw: dict[str, Any], rendered: dict[str, Any],
-                  problems: list[tuple[str, str]]) -> bool:
-    """Can a plan judge the alert's check now: it names the parameters it reads
-    (`alert_params`), and each of them is rendered, valid and no placeholder?"""
-    reads = action.alert_params
-    return (reads is not None and not any(n in reads for n, _ in problems)
-            and not any(_waits(raw, rendered, n) for n in reads))
-
-
-def _for_alert(action: Any, params: dict[str, Any], labels: Mapping[str, str]) -> list[str]:
-    """The action's check for this alert, given only the parameters it says it reads (so a
-    plan may run it while another parameter waits for an earlier result)."""
-    reads = action.alert_params
-    given = params if reads is None else {n: params[n] for n in reads if n in params}
-    return action.check_for_alert(given, labels)
-
-
-def _reads_results(value: Any) -> bool:
-    """Does a template in `value` read `steps` (results only known at run time)?"""
-    if isinstance(value, dict):
-        return any(_reads_results(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_reads_results(v) for v in value)
-    if not isinstance(value, str) or not templating.is_template(value):
-        return False
-    try:
-        return "steps" in templating.compile_check(value)
-    except templating.TemplateError:
-        return False
-
-

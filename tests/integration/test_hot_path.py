@@ -39,7 +39,7 @@ from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext, check_params
 from remediator.actions.registry import ACTIONS
 from remediator.config import Config
-from remediator.engine import pipeline, records
+from remediator.engine import pipeline, plans, records
 from remediator.service import Service
 from remediator.store import open_store, packing
 from remediator.store.sqlite import PROCESSING_PER_COMMIT, SQLiteStore
@@ -1507,7 +1507,7 @@ playbooks:
     cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
                  escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
     checked: list[object] = []
-    _count(monkeypatch, pipeline, "check_params", checked)
+    _count(monkeypatch, plans, "check_params", checked)
     w = InProcessWorker(cfg).start()
     n = 10
     try:
@@ -1690,11 +1690,11 @@ playbooks:
         action: kubernetes.set_env
         params: {namespace: prod, name: web, env: {MODE: safe}, unset: [DEBUG]}
 """)
-    first, problems, _ = e._checked(action, step, {})
+    first, problems, _ = e.plans.checked(action, step, {})
     assert not problems and first["env"] == {"MODE": "safe"}, problems
     first["env"]["MODE"] = "$(reboot)"  # as an action might, running the first decision
     first["unset"].append("PATH")
-    second, problems, _ = e._checked(action, step, {})
+    second, problems, _ = e.plans.checked(action, step, {})
     assert (second["env"], second["unset"], problems) == ({"MODE": "safe"}, ["DEBUG"], [])
 
 
@@ -1739,9 +1739,9 @@ playbooks:
 """)
     closed = [False]
     monkeypatch.setattr(action, "check", lambda params: ["in maintenance"] if closed[0] else [])
-    assert e._checked(action, step, {})[1] == []
+    assert e.plans.checked(action, step, {})[1] == []
     closed[0] = True
-    assert e._checked(action, step, {})[1] == [("", "in maintenance")]
+    assert e.plans.checked(action, step, {})[1] == [("", "in maintenance")]
 
 
 class _Unscanned(dict):
