@@ -2,7 +2,7 @@
 
 Every step is journaled before the next one starts, so after a crash an execution resumes
 where it stopped and never repeats a completed step. What is written when is `records.py`'s;
-a dry run's plans are `plans.py`'s.
+a dry run's plans are `plans.py`'s; approvals after the block, `approvals.py`'s.
 """
 
 from __future__ import annotations
@@ -21,21 +21,13 @@ from ..actions.registry import ACTIONS
 from ..alerts import Alert, Group, utcnow_iso
 from ..escalation import Escalator
 from ..executor import Executor, Refused, StepRecord
-from ..guards import (
-    APPROVAL,
-    PENDING,
-    RESOLVED_BLOCK,
-    Block,
-    GuardContext,
-    Guards,
-    decide_approval,
-)
+from ..guards import RESOLVED_BLOCK, Block, GuardContext, Guards
 from ..inflight import InFlight
 from ..metrics import Metrics
 from ..playbooks.index import RuleSet
 from ..playbooks.models import Playbook, Step, Target
 from ..store.base import InboxItem, Store, StoreUnavailable
-from . import plans, records
+from . import approvals, plans, records
 from .plans import Plans
 from .records import Records, Unrecorded, after_cancel, after_failure, made_change, resumable
 
@@ -189,12 +181,12 @@ class Engine:
         if resolving:
             # Cut the firing run's waits short, and let it stop before reverting anything.
             await self.inflight.resolve(gc.episode, execution_id, timeout=600)
-            await self._firing_stopped(alert, timeout=600)
+            await approvals.firing_stopped(self.store, alert, timeout=600)
             await self.guards.on_resolved(gc)
-            await self._withdrawn(pb, alert)
+            await approvals.withdrawn(self.records, pb, alert)
             reverts = any(ACTIONS[s.action].mutates(s.params) for s in steps)
             if reverts and gc.mode == "live" and pb.on_resolved_when != "always":
-                changed = await self._changed(pb, alert)
+                changed = await approvals.changed(self.store, pb, alert)
                 if changed is None:
                     decision.update(outcome="resolved", reason="the firing run changed "
                                     "nothing, so on_resolved has nothing to revert")
@@ -230,67 +222,6 @@ class Engine:
             return decision
         return await self.records.conclude(decision, outcome, gc, resolving)
 
-    async def _withdrawn(self, pb: Playbook, alert: Alert) -> None:
-        """This episode's firing run, blocked on the approval its resolution withdrew
-        (`Guards.on_resolved`), finished as a run the resolution stopped before that step
-        is (`after_cancel`): left `blocked approval_pending`, nothing ever finished it (no
-        approval can be given, and the expiry pass only sees approvals still pending).
-        Read at each attempt of the resolution: a record the store refused is finished by
-        its retry, and a finished one is final, so it is written once."""
-        if not any(s.approval for s in pb.steps):
-            return
-        firing = replace(alert, status="firing")
-        run = await self.store.get_execution(records.execution_id(firing.dedupe_key, pb.name))
-        if run is None or run["outcome"] != "blocked" or not resumable(run):
-            return
-        step = run.get("blocked_step")
-        state = await self.store.get_state(f"{APPROVAL}{run['id']}:{step}")
-        blocked = [i for i, s in enumerate(run["steps"])
-                   if s["name"] == step and s["outcome"] == "blocked"]
-        if (state or {}).get("status") != "resolved" or not blocked:
-            return  # pending still (another episode's), or decided by an approver
-        record = dict(run["steps"][blocked[-1]], outcome="cancelled", detail=(
-            "approval withdrawn: the alert resolved before anyone approved; it was not run"))
-        run["steps"][blocked[-1]] = record
-        self.records.unsaved[run["id"]] = (blocked[-1], record)  # journaled with the final record
-        gc = GuardContext(playbook=pb, alert=firing, execution_id=run["id"], mode=run["mode"],
-                          target=run.get("target"), resumed=True)
-        try:
-            outcome = after_cancel(run, step, record, run["steps"])
-            run["reason"] += " (its approval was withdrawn)"
-            await self.records.conclude(run, outcome, gc)
-        except StoreUnavailable:
-            raise
-        except Exception as refused:  # (PostgreSQL: a statement's) not this resolution's own
-            # failure: recorded as that, this run stayed blocked. Retried as an outage is.
-            raise Unrecorded(f"the record of execution {run['id']}, its approval withdrawn, "
-                             f"could not be written: {type(refused).__name__}: {refused}"
-                             ) from refused
-        finally:  # (blocked, it holds no target: nothing to keep for a refused success)
-            self.records.unsaved.pop(run["id"], None)
-            self.records.uncounted.pop(run["id"], None)
-
-    async def _firing_stopped(self, alert: Alert, timeout: float) -> None:
-        """Until the episode's firing alert is no longer processed anywhere: a firing run on
-        another replica may have passed its last resolution check and not yet journaled the
-        change it is about to make. The store knows (its inbox item is held under a live
-        claim), so what the run changed is journaled before `_changed` reads it."""
-        firing = replace(alert, status="firing").dedupe_key
-        deadline = time.monotonic() + timeout
-        while await self.store.held(firing):
-            if time.monotonic() > deadline:
-                log.warning("the firing run of %s is still in progress after %gs; deciding "
-                            "its revert without waiting longer", firing, timeout)
-                return
-            await asyncio.sleep(0.2)
-
-    async def _changed(self, pb: Playbook, alert: Alert) -> str | None:
-        """The target of this episode's firing run if it made a change (a mutation that
-        succeeded, or one interrupted or failed `uncertain` that may have), else None."""
-        firing = replace(alert, status="firing").dedupe_key
-        run = await self.store.get_execution(records.execution_id(firing, pb.name))
-        return (run or {}).get("target") or "" if made_change(run) else None
-
     async def resume(self, decision: dict[str, Any], approved: bool = True) -> dict[str, Any]:
         """Run a stored execution again (after an approval is decided: `approved` or not); its
         journal skips done steps."""
@@ -301,61 +232,20 @@ class Engine:
         except Exception as exc:  # a bug (a record it cannot read): said, never left blocked
             return await self.records.internal_error(dict(decision), exc)
         if pb is None:  # a reload removed it: nothing more can run, and a human must know
-            gone = f"playbook {decision['playbook']!r} is no longer loaded (a reload removed it)"
-            step = decision.get("blocked_step")
-            journal = await self.store.completed_steps(decision["id"]) if approved else {}
-            if any(r["name"] == step and r["outcome"] != "blocked" for r in journal.values()):
-                # Resumed before (its record refused, retried since: Service._retry) and the
-                # approved step started then: said not to have run, a human would redo it.
-                return await self.records.finish(_started_unloaded(decision, journal, gone, step),
-                                          escalate=True)
-            decision = dict(decision, **(
-                {"outcome": "failed", "reason": f"{gone}: the approved step {step!r} did not run"}
-                if approved else {"reason": f"approval_denied: step {step!r}: approval rejected; "
-                                            f"{gone}"}))
-            return await self.records.finish(decision, escalate=True)
+            return await self.records.finish(
+                await approvals.unloaded(self.store, decision, approved), escalate=True)
         return await self.execute(pb, alert, group, alert.dedupe_key)
 
     async def expire_approvals(self) -> int:
-        """Approvals left pending past their TTL expire, and the execution escalates. Only
-        the pending index is read, never the approval history."""
-        now = self.clock()
-        expired = 0
-        for key, pending in (await self.store.list_state(PENDING)).items():
-            if now < pending["expires_at"]:
-                continue
-            name = key[len(PENDING):]
-            # In the section `Service.approve` decides in: at the TTL, one of them wins. The
-            # pending entry stays until the execution's final record is written: removed with
-            # the decision, a record the store refused was never tried again (the next pass
-            # found nothing pending), and the execution stayed `blocked` on an approval nobody
-            # can give. An entry whose approval expired already is this pass's to finish (no
-            # approval is accepted past its TTL); its note went out once (`Escalator`).
-            async with self.store.critical("approvals"):
-                state = await decide_approval(self.store, name, "expired", now, unindex=False) \
-                    or await self.store.get_state(APPROVAL + name)
-            if state is None or state["status"] != "expired":
-                # Decided otherwise, in this section, whose decider removes the entry right
-                # after: still here, that removal was refused (or cut off), and nobody
-                # comes back for it (the oldest-approval gauge grew forever).
-                await self.store.put_state(key, None)
-                continue
-            decision = await self.store.get_execution(name.split(":", 1)[0])
-            if decision is not None and resumable(decision):
-                decision.update(outcome="escalated", reason=f"approval_pending: step "
-                                f"{state['step']!r} was not approved before it expired; it "
-                                "did not run")
-                await self.records.finish(decision, escalate=True)
-                expired += 1
-            await self.store.put_state(key, None)
-        return expired
+        """Approvals left pending past their TTL expire (`approvals.expire`)."""
+        return await approvals.expire(self.records, self.clock())
 
     async def _run_steps(self, decision: dict[str, Any], steps: tuple[Step, ...],
                          ctx: dict[str, Any], gc: GuardContext, resumed: bool) -> str | None:
         # A live run's first journal entry carries its record: none recorded, nothing journaled.
         journal = await self.store.completed_steps(decision["id"]) if resumed else {}
-        records: list[dict[str, Any]] = []
-        decision["steps"] = records
+        step_records: list[dict[str, Any]] = []
+        decision["steps"] = step_records
         outcome = "succeeded"
         for index, step in enumerate(steps):
             done = journal.get(index)
@@ -370,12 +260,12 @@ class Engine:
                 done.update(outcome="failed", uncertain=True,
                             detail="interrupted by a restart while running; it may or may "
                             "not have taken effect, so it is not repeated")
-                records.append(done)
+                step_records.append(done)
                 await self.records.journal(decision, index, done)
                 decision["reason"] = f"step {step.name!r} was interrupted: verify its effect by hand"
                 return "failed"
             if done and done["outcome"] not in ("blocked", "running"):
-                records.append(done)
+                step_records.append(done)
                 ctx["steps"][step.name] = template_context.step_view(done)
                 # A failure journaled before the run's final record (an interrupted change,
                 # failed as such, then the store refused or a crash cut off that record):
@@ -383,11 +273,11 @@ class Engine:
                 if done["outcome"] == "failed" and (stop := after_failure(decision, step, done)):
                     return stop
                 if done["outcome"] == "cancelled":  # so is a change the resolution cancelled
-                    return after_cancel(decision, step.name, done, records)
+                    return after_cancel(decision, step.name, done, step_records)
                 continue
             if unsaved := self.records.unsaved.pop(decision["id"], None):  # before the next step
                 await self.records.journal(decision, *unsaved)
-            if gc.mode != "dry-run" or not len(records) % PLAN_CHUNK:
+            if gc.mode != "dry-run" or not len(step_records) % PLAN_CHUNK:
                 # A step is a chunk of its own; a plan's steps (nothing called, nothing written
                 # between, tens of us each) are one, up to PLAN_CHUNK of them: a turn costs
                 # the loop ~8 us, and a plan of any length in one chunk stalled intake for it.
@@ -398,7 +288,7 @@ class Engine:
             if key is not None and journaled is None:
                 journaled = plans.replanned(step, key[1], gc.alert.labels, self.guards)
             if journaled is not None:
-                records.append(journaled)
+                step_records.append(journaled)
                 ctx["steps"][step.name] = template_context.step_view(journaled)
                 continue
             # Resumed after its approval (the approver saw these parameters), or repeated
@@ -414,7 +304,7 @@ class Engine:
                 self.plans.keep(step, record, journaled)
             if key is not None and keep:
                 plans.remember(key[0], journaled, keep[0])
-            records.append(journaled)
+            step_records.append(journaled)
             if gc.mode != "dry-run":  # a plan runs nothing: it is stored with its decision
                 # Journaled with what follows: the next step's start, or the final record
                 # (before the note, if one goes out: `Records.finish`).
@@ -425,7 +315,7 @@ class Engine:
                                     step=step.name)
                 return None
             if record.outcome == "cancelled":
-                return after_cancel(decision, step.name, journaled, records)
+                return after_cancel(decision, step.name, journaled, step_records)
             if record.outcome == "failed" and (stop := after_failure(decision, step, journaled)):
                 return stop
         return outcome
@@ -604,22 +494,6 @@ class Engine:
             "escalation": None,
             "alert": alert.to_dict(),
         }
-
-
-def _started_unloaded(decision: dict[str, Any], journal: dict[int, dict[str, Any]], gone: str,
-                      step: str) -> dict[str, Any]:
-    """An approved execution whose playbook a reload removed after its resume had started the
-    step: its journaled steps, one left `running` failed as uncertain (as after a restart)."""
-    steps = [dict(journal[i]) for i in sorted(journal)]
-    for record in steps:
-        if record["outcome"] == "running":
-            record.update(outcome="failed", uncertain=bool(record.get("mutating")),
-                          detail="interrupted while running; it may or may not have taken "
-                          "effect, so it is not repeated")
-    return dict(decision, steps=steps, outcome="failed",
-                reason=f"{gone}: the approved step {step!r} had been started (its steps say "
-                "how far the run got) and nothing more runs; one interrupted may or may not "
-                "have taken effect: verify by hand")
 
 
 def _render_target(target: Target | None, ctx: dict[str, Any]) -> str | None:

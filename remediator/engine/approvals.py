@@ -1,0 +1,154 @@
+"""An execution blocked on an approval, after it: resumed once decided, expired past its TTL,
+withdrawn when its alert resolves; and what a resolution reads of its firing run first.
+
+A blocked run holds nothing (no target, no call slot): its record and the approval's state
+in the store are all there is, so each path here reads them again and finishes the run with
+one final record, whichever of them comes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+from ..alerts import Alert
+from ..guards import APPROVAL, PENDING, GuardContext, decide_approval
+from ..playbooks.models import Playbook
+from ..store.base import Store, StoreUnavailable
+from .records import Records, Unrecorded, after_cancel, execution_id, made_change, resumable
+
+log = logging.getLogger("remediator.engine")
+
+
+async def unloaded(store: Store, decision: dict[str, Any], approved: bool) -> dict[str, Any]:
+    """The final record (escalated) of a run whose approval was decided after a reload
+    removed its playbook: nothing more can run, and a human must know."""
+    gone = f"playbook {decision['playbook']!r} is no longer loaded (a reload removed it)"
+    step = decision.get("blocked_step")
+    journal = await store.completed_steps(decision["id"]) if approved else {}
+    if any(r["name"] == step and r["outcome"] != "blocked" for r in journal.values()):
+        # Resumed before (its record refused, retried since: Service._retry) and the
+        # approved step started then: said not to have run, a human would redo it.
+        return _started_unloaded(decision, journal, gone, step)
+    return dict(decision, **(
+        {"outcome": "failed", "reason": f"{gone}: the approved step {step!r} did not run"}
+        if approved else {"reason": f"approval_denied: step {step!r}: approval rejected; "
+                                    f"{gone}"}))
+
+
+def _started_unloaded(decision: dict[str, Any], journal: dict[int, dict[str, Any]], gone: str,
+                      step: str) -> dict[str, Any]:
+    """An approved execution whose playbook a reload removed after its resume had started the
+    step: its journaled steps, one left `running` failed as uncertain (as after a restart)."""
+    steps = [dict(journal[i]) for i in sorted(journal)]
+    for record in steps:
+        if record["outcome"] == "running":
+            record.update(outcome="failed", uncertain=bool(record.get("mutating")),
+                          detail="interrupted while running; it may or may not have taken "
+                          "effect, so it is not repeated")
+    return dict(decision, steps=steps, outcome="failed",
+                reason=f"{gone}: the approved step {step!r} had been started (its steps say "
+                "how far the run got) and nothing more runs; one interrupted may or may not "
+                "have taken effect: verify by hand")
+
+
+async def expire(records: Records, now: float) -> int:
+    """Approvals left pending past their TTL expire, and the execution escalates. Only
+    the pending index is read, never the approval history."""
+    store = records.store
+    expired = 0
+    for key, pending in (await store.list_state(PENDING)).items():
+        if now < pending["expires_at"]:
+            continue
+        name = key[len(PENDING):]
+        # In the section `Service.approve` decides in: at the TTL, one of them wins. The
+        # pending entry stays until the execution's final record is written: removed with
+        # the decision, a record the store refused was never tried again (the next pass
+        # found nothing pending), and the execution stayed `blocked` on an approval nobody
+        # can give. An entry whose approval expired already is this pass's to finish (no
+        # approval is accepted past its TTL); its note went out once (`Escalator`).
+        async with store.critical("approvals"):
+            state = await decide_approval(store, name, "expired", now, unindex=False) \
+                or await store.get_state(APPROVAL + name)
+        if state is None or state["status"] != "expired":
+            # Decided otherwise, in this section, whose decider removes the entry right
+            # after: still here, that removal was refused (or cut off), and nobody
+            # comes back for it (the oldest-approval gauge grew forever).
+            await store.put_state(key, None)
+            continue
+        decision = await store.get_execution(name.split(":", 1)[0])
+        if decision is not None and resumable(decision):
+            decision.update(outcome="escalated", reason=f"approval_pending: step "
+                            f"{state['step']!r} was not approved before it expired; it "
+                            "did not run")
+            await records.finish(decision, escalate=True)
+            expired += 1
+        await store.put_state(key, None)
+    return expired
+
+
+async def withdrawn(records: Records, pb: Playbook, alert: Alert) -> None:
+    """This episode's firing run, blocked on the approval its resolution withdrew
+    (`Guards.on_resolved`), finished as a run the resolution stopped before that step
+    is (`after_cancel`): left `blocked approval_pending`, nothing ever finished it (no
+    approval can be given, and the expiry pass only sees approvals still pending).
+    Read at each attempt of the resolution: a record the store refused is finished by
+    its retry, and a finished one is final, so it is written once."""
+    if not any(s.approval for s in pb.steps):
+        return
+    firing = replace(alert, status="firing")
+    run = await records.store.get_execution(execution_id(firing.dedupe_key, pb.name))
+    if run is None or run["outcome"] != "blocked" or not resumable(run):
+        return
+    step = run.get("blocked_step")
+    state = await records.store.get_state(f"{APPROVAL}{run['id']}:{step}")
+    blocked = [i for i, s in enumerate(run["steps"])
+               if s["name"] == step and s["outcome"] == "blocked"]
+    if (state or {}).get("status") != "resolved" or not blocked:
+        return  # pending still (another episode's), or decided by an approver
+    record = dict(run["steps"][blocked[-1]], outcome="cancelled", detail=(
+        "approval withdrawn: the alert resolved before anyone approved; it was not run"))
+    run["steps"][blocked[-1]] = record
+    records.unsaved[run["id"]] = (blocked[-1], record)  # journaled with the final record
+    gc = GuardContext(playbook=pb, alert=firing, execution_id=run["id"], mode=run["mode"],
+                      target=run.get("target"), resumed=True)
+    try:
+        outcome = after_cancel(run, step, record, run["steps"])
+        run["reason"] += " (its approval was withdrawn)"
+        await records.conclude(run, outcome, gc)
+    except StoreUnavailable:
+        raise
+    except Exception as refused:  # (PostgreSQL: a statement's) not this resolution's own
+        # failure: recorded as that, this run stayed blocked. Retried as an outage is.
+        raise Unrecorded(f"the record of execution {run['id']}, its approval withdrawn, "
+                         f"could not be written: {type(refused).__name__}: {refused}"
+                         ) from refused
+    finally:  # (blocked, it holds no target: nothing to keep for a refused success)
+        records.unsaved.pop(run["id"], None)
+        records.uncounted.pop(run["id"], None)
+
+
+async def firing_stopped(store: Store, alert: Alert, timeout: float) -> None:
+    """Until the episode's firing alert is no longer processed anywhere: a firing run on
+    another replica may have passed its last resolution check and not yet journaled the
+    change it is about to make. The store knows (its inbox item is held under a live
+    claim), so what the run changed is journaled before `changed` reads it."""
+    firing = replace(alert, status="firing").dedupe_key
+    deadline = time.monotonic() + timeout
+    while await store.held(firing):
+        if time.monotonic() > deadline:
+            log.warning("the firing run of %s is still in progress after %gs; deciding "
+                        "its revert without waiting longer", firing, timeout)
+            return
+        await asyncio.sleep(0.2)
+
+
+async def changed(store: Store, pb: Playbook, alert: Alert) -> str | None:
+    """The target of this episode's firing run if it made a change (a mutation that
+    succeeded, or one interrupted or failed `uncertain` that may have), else None."""
+    firing = replace(alert, status="firing").dedupe_key
+    run = await store.get_execution(execution_id(firing, pb.name))
+    return (run or {}).get("target") or "" if made_change(run) else None
