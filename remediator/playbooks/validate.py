@@ -35,7 +35,7 @@ _STEP_REF = re.compile(r"\bsteps\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*['\"]([^'\"]+)['\
 TEST_FILE_SUFFIXES = ("_test.yaml", "_test.yml")
 Finding = tuple[Path, str, str]  # a problem not yet located in its file: path, severity, message
 
-# What each kind of template is rendered with (engine.py, guards.py); anything else in it
+# What each kind of template is rendered with (engine/, guards.py); anything else in it
 # would be an undefined name at run time, when it is too late to find out.
 STEP_ROOTS = templating.ROOTS
 TARGET_ROOTS = templating.ROOTS - {"target", "steps"}  # rendered before any step runs
