@@ -27,7 +27,8 @@ from remediator.store.base import (
     StoreUnavailable,
     redact,
 )
-from remediator.store.postgres import MIGRATIONS, PostgresStore, _section_db
+from remediator.store.postgres import PostgresStore, _section_db
+from remediator.store.postgres_schema import MIGRATIONS
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,0 +1,365 @@
+"""The PostgreSQL store's schema: its versioned migrations and the step that applies them.
+
+The schema is versioned in `remediator_schema` and migrated at open (`PostgresStore.open`),
+one entry per version, under an advisory lock, so replicas that start together migrate once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+
+from .base import StoreUnavailable
+
+log = logging.getLogger("remediator.store")
+MIGRATION_LOCK = 0x72656D6564  # advisory lock key held while migrating ("remed")
+# Each entry migrates from version i to i+1; never edit a released entry, append one.
+MIGRATIONS = [
+    """
+    CREATE TABLE inbox (
+        id BIGSERIAL PRIMARY KEY,
+        dedupe_key TEXT NOT NULL UNIQUE,
+        alert TEXT NOT NULL,
+        grp TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        owner TEXT,
+        lease_until TIMESTAMPTZ
+    );
+    CREATE INDEX inbox_todo ON inbox (id) WHERE state IN ('pending', 'running');
+    CREATE INDEX inbox_done ON inbox (received_at) WHERE state = 'done';
+    CREATE TABLE executions (
+        id TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        alertname TEXT NOT NULL,
+        playbook TEXT,
+        outcome TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX executions_created ON executions (created_at);
+    CREATE INDEX executions_outcome ON executions (outcome, created_at);
+    CREATE TABLE steps (
+        execution_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (execution_id, idx)
+    );
+    CREATE TABLE events (kind TEXT NOT NULL, key TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
+                         data TEXT NOT NULL DEFAULT '{}');
+    CREATE INDEX events_key ON events (kind, key, at);
+    CREATE TABLE state (key TEXT COLLATE "C" PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE locks (name TEXT PRIMARY KEY, holder TEXT NOT NULL, owner TEXT NOT NULL,
+                        lease_until TIMESTAMPTZ NOT NULL);
+    """,
+    # 2: compressed (packing.py): decisions and inbox items against shared references,
+    # step records alone past 256 bytes; rows written before keep their JSON text
+    """
+    ALTER TABLE inbox ADD COLUMN packed BYTEA, ADD COLUMN ref BIGINT,
+        ALTER COLUMN alert DROP NOT NULL, ALTER COLUMN grp DROP NOT NULL;
+    ALTER TABLE executions ADD COLUMN ref BIGINT, ADD COLUMN packed BYTEA,
+        ALTER COLUMN body DROP NOT NULL;
+    ALTER TABLE steps ADD COLUMN packed BYTEA, ALTER COLUMN body DROP NOT NULL;
+    CREATE TABLE refs (id BIGINT PRIMARY KEY, created DOUBLE PRECISION NOT NULL,
+                       data BYTEA NOT NULL);
+    """,
+    # 3: guard admission in one round trip (Store.admit). A transaction-scoped advisory lock
+    # per limited (kind, key), taken in one order, so admissions on unrelated targets never
+    # wait for each other; each statement after the locks takes a new snapshot, so it sees
+    # what the previous holder committed. Returns the 0-based index of the limit reached.
+    """
+    CREATE FUNCTION remediator_admit(l_kind TEXT[], l_key TEXT[], l_since DOUBLE PRECISION[],
+                                     l_max INTEGER[], l_unless TEXT[], e_kind TEXT[],
+                                     e_key TEXT[], e_at DOUBLE PRECISION[], e_data TEXT[])
+    RETURNS INTEGER LANGUAGE plpgsql AS $$
+    DECLARE
+        lock_key INTEGER;
+        counted INTEGER;
+    BEGIN
+        FOR lock_key IN SELECT DISTINCT hashtext(k || chr(31) || y)
+                        FROM unnest(l_kind, l_key) AS t(k, y) ORDER BY 1 LOOP
+            PERFORM pg_advisory_xact_lock(1919771762, lock_key);
+        END LOOP;
+        FOR i IN 1 .. coalesce(array_length(l_kind, 1), 0) LOOP
+            SELECT count(*) INTO counted FROM (
+                SELECT 1 FROM events e WHERE e.kind = l_kind[i] AND e.key = l_key[i]
+                AND e.at >= l_since[i] AND NOT EXISTS (
+                    SELECT 1 FROM jsonb_each_text(coalesce(l_unless[i], '{}')::jsonb) u
+                    WHERE e.data::jsonb ->> u.key = u.value)
+                LIMIT l_max[i]) c;
+            IF counted >= l_max[i] THEN
+                RETURN i - 1;
+            END IF;
+        END LOOP;
+        INSERT INTO events (kind, key, at, data) SELECT * FROM unnest(e_kind, e_key, e_at, e_data);
+        RETURN NULL;
+    END $$;
+    """,
+    # 4: what a mutation's admission must also know, read in the same statement: the alert's
+    # resolution was acknowledged (-2), automation is paused (-1). An overload: replicas of the
+    # previous version, still running during a rolling update, keep calling the one above.
+    """
+    CREATE FUNCTION remediator_admit(l_kind TEXT[], l_key TEXT[], l_since DOUBLE PRECISION[],
+                                     l_max INTEGER[], l_unless TEXT[], e_kind TEXT[],
+                                     e_key TEXT[], e_at DOUBLE PRECISION[], e_data TEXT[],
+                                     pause_key TEXT, resolution TEXT)
+    RETURNS INTEGER LANGUAGE plpgsql AS $$
+    BEGIN
+        IF resolution IS NOT NULL AND EXISTS (SELECT 1 FROM inbox WHERE dedupe_key = resolution)
+        THEN
+            RETURN -2;
+        END IF;
+        IF pause_key IS NOT NULL AND EXISTS (SELECT 1 FROM state WHERE key = pause_key
+                                             AND (value::jsonb ->> 'paused') = 'true') THEN
+            RETURN -1;
+        END IF;
+        RETURN remediator_admit(l_kind, l_key, l_since, l_max, l_unless, e_kind, e_key, e_at,
+                                e_data);
+    END $$;
+    """,
+    # 5: smaller indexes, measured on the storm bench (bytes per decision): decisions were
+    # indexed by outcome for one query that needs it, the age gauge's `running` (100 -> 0:
+    # the entries of five outcomes, each inserted in ascending order in the middle of the
+    # index, left its pages half full); done inbox items by time for the retention prune, a
+    # range a block range index finds as well (17 -> 0).
+    """
+    DROP INDEX executions_outcome;
+    CREATE INDEX executions_running ON executions (created_at) WHERE outcome = 'running';
+    DROP INDEX inbox_done;
+    CREATE INDEX inbox_received ON inbox USING brin (received_at);
+    """,
+    # 6: a limit without `unless` (the budget, rate limits) is counted in the index alone:
+    # the per-row `unless` test called a set-returning function for every event of the
+    # window, while the limit's lock was held (a budget with a high max serialized every
+    # replica's admissions behind a count of the whole hour). Same arguments, same answers.
+    """
+    CREATE OR REPLACE FUNCTION remediator_admit(l_kind TEXT[], l_key TEXT[],
+                                                l_since DOUBLE PRECISION[], l_max INTEGER[],
+                                                l_unless TEXT[], e_kind TEXT[], e_key TEXT[],
+                                                e_at DOUBLE PRECISION[], e_data TEXT[])
+    RETURNS INTEGER LANGUAGE plpgsql AS $$
+    DECLARE
+        lock_key INTEGER;
+        counted INTEGER;
+    BEGIN
+        FOR lock_key IN SELECT DISTINCT hashtext(k || chr(31) || y)
+                        FROM unnest(l_kind, l_key) AS t(k, y) ORDER BY 1 LOOP
+            PERFORM pg_advisory_xact_lock(1919771762, lock_key);
+        END LOOP;
+        FOR i IN 1 .. coalesce(array_length(l_kind, 1), 0) LOOP
+            IF l_unless[i] IS NULL THEN
+                SELECT count(*) INTO counted FROM (
+                    SELECT 1 FROM events e WHERE e.kind = l_kind[i] AND e.key = l_key[i]
+                    AND e.at >= l_since[i] LIMIT l_max[i]) c;
+            ELSE
+                SELECT count(*) INTO counted FROM (
+                    SELECT 1 FROM events e WHERE e.kind = l_kind[i] AND e.key = l_key[i]
+                    AND e.at >= l_since[i] AND NOT EXISTS (
+                        SELECT 1 FROM jsonb_each_text(l_unless[i]::jsonb) u
+                        WHERE e.data::jsonb ->> u.key = u.value)
+                    LIMIT l_max[i]) c;
+            END IF;
+            IF counted >= l_max[i] THEN
+                RETURN i - 1;
+            END IF;
+        END LOOP;
+        INSERT INTO events (kind, key, at, data) SELECT * FROM unnest(e_kind, e_key, e_at, e_data);
+        RETURN NULL;
+    END $$;
+    """,
+    # 7: a limit without `unless` is counted per minute: `event_counts` holds how many events
+    # of (kind, key) each minute has, kept by a trigger on every insert (whichever statement
+    # and version inserts); a count adds the minutes after the window's first and counts that
+    # first minute's events from `since` in `events`. Exact, the same answers, but a count no
+    # longer reads every event of the window while the limit's lock is held (a budget of
+    # thousands an hour read thousands of index entries per admission: two thirds of
+    # PostgreSQL's CPU per decision, and every replica's admissions waited behind it).
+    # The table is locked while the trigger is created and the counts filled in, so no event
+    # of a replica still running the previous version is missed or counted twice.
+    """
+    LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE;
+    CREATE TABLE event_counts (kind TEXT NOT NULL, key TEXT NOT NULL, minute BIGINT NOT NULL,
+                               n INTEGER NOT NULL, PRIMARY KEY (kind, key, minute))
+        WITH (fillfactor = 50);
+    CREATE FUNCTION remediator_count_events() RETURNS TRIGGER LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO event_counts AS c (kind, key, minute, n)
+        SELECT kind, key, floor(at / 60)::bigint, count(*) FROM inserted GROUP BY 1, 2, 3
+        ORDER BY 1, 2, 3
+        ON CONFLICT (kind, key, minute) DO UPDATE SET n = c.n + excluded.n;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER events_counted AFTER INSERT ON events REFERENCING NEW TABLE AS inserted
+        FOR EACH STATEMENT EXECUTE FUNCTION remediator_count_events();
+    INSERT INTO event_counts (kind, key, minute, n)
+    SELECT kind, key, floor(at / 60)::bigint, count(*) FROM events GROUP BY 1, 2, 3;
+    CREATE OR REPLACE FUNCTION remediator_admit(l_kind TEXT[], l_key TEXT[],
+                                                l_since DOUBLE PRECISION[], l_max INTEGER[],
+                                                l_unless TEXT[], e_kind TEXT[], e_key TEXT[],
+                                                e_at DOUBLE PRECISION[], e_data TEXT[])
+    RETURNS INTEGER LANGUAGE plpgsql AS $$
+    DECLARE
+        lock_key INTEGER;
+        counted INTEGER;
+        first BIGINT;
+    BEGIN
+        FOR lock_key IN SELECT DISTINCT hashtext(k || chr(31) || y)
+                        FROM unnest(l_kind, l_key) AS t(k, y) ORDER BY 1 LOOP
+            PERFORM pg_advisory_xact_lock(1919771762, lock_key);
+        END LOOP;
+        FOR i IN 1 .. coalesce(array_length(l_kind, 1), 0) LOOP
+            IF l_unless[i] IS NULL THEN
+                -- the window's first minute: its events from `since` on (the same minute
+                -- expression as the trigger's: an event is in the sum or here, never both)
+                first := floor(l_since[i] / 60)::bigint;
+                SELECT count(*) INTO counted FROM events e WHERE e.kind = l_kind[i]
+                    AND e.key = l_key[i] AND e.at >= l_since[i]
+                    AND e.at < ((first + 2) * 60)::double precision
+                    AND floor(e.at / 60)::bigint <= first;
+                counted := counted + coalesce((SELECT sum(c.n) FROM event_counts c
+                    WHERE c.kind = l_kind[i] AND c.key = l_key[i] AND c.minute > first), 0);
+            ELSE
+                SELECT count(*) INTO counted FROM (
+                    SELECT 1 FROM events e WHERE e.kind = l_kind[i] AND e.key = l_key[i]
+                    AND e.at >= l_since[i] AND NOT EXISTS (
+                        SELECT 1 FROM jsonb_each_text(l_unless[i]::jsonb) u
+                        WHERE e.data::jsonb ->> u.key = u.value)
+                    LIMIT l_max[i]) c;
+            END IF;
+            IF counted >= l_max[i] THEN
+                RETURN i - 1;
+            END IF;
+        END LOOP;
+        INSERT INTO events (kind, key, at, data) SELECT * FROM unnest(e_kind, e_key, e_at, e_data);
+        RETURN NULL;
+    END $$;
+    """,
+    # 8: a claim finds pending items and expired leases each in an index of its own: walking
+    # the items to do in id order, it read every item still running (each replica's claimed
+    # work, leases valid) from the table to skip it, on every claim. `inbox_todo` stays: the
+    # replicas of the previous version a rolling update still runs claim from it (without it,
+    # each of their claims read every done item the inbox retains); a later migration drops it.
+    """
+    CREATE INDEX inbox_pending ON inbox (id) WHERE state = 'pending';
+    CREATE INDEX inbox_leased ON inbox (lease_until) WHERE state = 'running';
+    """,
+    # 9: `event_counts` counts only the kinds the admission reads from it, those of a limit
+    # without `unless` (the budget, rate limits' `mutation`; any other kind it counts in
+    # `events`), by a row trigger whose condition the server tests before calling it: the
+    # statement trigger ran for every insert into `events` (the final write's circuit
+    # `success` too), built a table of its rows and upserted a count per kind, nobody reading
+    # those of `success` and `target` (left behind, they age out with the prune). Locked as
+    # migration 7 was, so no insert is counted by both triggers or by neither; replicas of
+    # the previous version insert through the same trigger and call the same function.
+    """
+    LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE;
+    DROP TRIGGER events_counted ON events;
+    DROP FUNCTION remediator_count_events();
+    CREATE FUNCTION remediator_count_event() RETURNS TRIGGER LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO event_counts AS c (kind, key, minute, n)
+        VALUES (NEW.kind, NEW.key, floor(NEW.at / 60)::bigint, 1)
+        ON CONFLICT (kind, key, minute) DO UPDATE SET n = c.n + 1;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER events_counted AFTER INSERT ON events FOR EACH ROW
+        WHEN (NEW.kind IN ('budget', 'mutation')) EXECUTE FUNCTION remediator_count_event();
+    CREATE OR REPLACE FUNCTION remediator_admit(l_kind TEXT[], l_key TEXT[],
+                                                l_since DOUBLE PRECISION[], l_max INTEGER[],
+                                                l_unless TEXT[], e_kind TEXT[], e_key TEXT[],
+                                                e_at DOUBLE PRECISION[], e_data TEXT[])
+    RETURNS INTEGER LANGUAGE plpgsql AS $$
+    DECLARE
+        lock_key INTEGER;
+        counted INTEGER;
+        first BIGINT;
+    BEGIN
+        FOR lock_key IN SELECT DISTINCT hashtext(k || chr(31) || y)
+                        FROM unnest(l_kind, l_key) AS t(k, y) ORDER BY 1 LOOP
+            PERFORM pg_advisory_xact_lock(1919771762, lock_key);
+        END LOOP;
+        FOR i IN 1 .. coalesce(array_length(l_kind, 1), 0) LOOP
+            IF l_unless[i] IS NULL AND l_kind[i] IN ('budget', 'mutation') THEN
+                -- the window's first minute: its events from `since` on (the same minute
+                -- expression as the trigger's: an event is in the sum or here, never both)
+                first := floor(l_since[i] / 60)::bigint;
+                SELECT count(*) INTO counted FROM events e WHERE e.kind = l_kind[i]
+                    AND e.key = l_key[i] AND e.at >= l_since[i]
+                    AND e.at < ((first + 2) * 60)::double precision
+                    AND floor(e.at / 60)::bigint <= first;
+                counted := counted + coalesce((SELECT sum(c.n) FROM event_counts c
+                    WHERE c.kind = l_kind[i] AND c.key = l_key[i] AND c.minute > first), 0);
+            ELSE
+                SELECT count(*) INTO counted FROM (
+                    SELECT 1 FROM events e WHERE e.kind = l_kind[i] AND e.key = l_key[i]
+                    AND e.at >= l_since[i] AND NOT EXISTS (
+                        SELECT 1 FROM jsonb_each_text(coalesce(l_unless[i], '{}')::jsonb) u
+                        WHERE e.data::jsonb ->> u.key = u.value)
+                    LIMIT l_max[i]) c;
+            END IF;
+            IF counted >= l_max[i] THEN
+                RETURN i - 1;
+            END IF;
+        END LOOP;
+        INSERT INTO events (kind, key, at, data) SELECT * FROM unnest(e_kind, e_key, e_at, e_data);
+        RETURN NULL;
+    END $$;
+    """,
+    # 10: `inbox_todo` goes, as migration 8 said: the version before this one claims from
+    # `inbox_pending` and `inbox_leased` too. Every claim and every done mark wrote an entry
+    # into it (a state change is never a HOT update): 24 bytes per decision of a storm, and
+    # two index insertions. A replica older than migration 8 left running through a rolling
+    # update that skips releases claims correctly still, by reading the inbox.
+    """
+    DROP INDEX inbox_todo;
+    """,
+    # 11: smaller indexes, measured on the storm bench (bytes per decision). Decisions are
+    # listed newest first by an index of their creation times as integers (microseconds on
+    # a calendar of 31-day months: in the order of the text for the times remediator writes,
+    # with or without a fraction), 8 bytes where the text took 28 (70 -> 25 bytes per
+    # decision); text of another form (remediator writes none) maps to no integer, listed
+    # first. Its leaf pages split at 80 % full, not 90: a decision is indexed when it ends,
+    # not when it began, so entries arrive a little out of order, and the page a split left
+    # 90 % full took them until it split again in halves (text: 62 % full on average). The
+    # indexes of pending and leased items get entries in id and lease order: their pages are
+    # left full (23 -> 21). A replica of the previous version still running during a rolling
+    # update lists decisions in the same order by sorting them (its list of running ones
+    # still reads `executions_running`).
+    """
+    CREATE FUNCTION remediator_instant(t TEXT) RETURNS BIGINT LANGUAGE sql IMMUTABLE STRICT
+        PARALLEL SAFE AS $$
+        SELECT CASE WHEN t ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]{1,6})?Z$'
+        THEN (((((substr(t, 1, 4)::bigint * 12 + substr(t, 6, 2)::bigint) * 31
+                 + substr(t, 9, 2)::bigint) * 24 + substr(t, 12, 2)::bigint) * 60
+                 + substr(t, 15, 2)::bigint) * 60 + substr(t, 18, 2)::bigint) * 1000000
+             + rpad(coalesce(substring(t from '[.]([0-9]+)Z$'), ''), 6, '0')::bigint END $$;
+    CREATE INDEX executions_newest ON executions (remediator_instant(created_at))
+        WITH (fillfactor = 80);
+    DROP INDEX executions_created;
+    ALTER INDEX inbox_pending SET (fillfactor = 100);
+    ALTER INDEX inbox_leased SET (fillfactor = 100);
+    """,
+]
+
+
+async def migrate(db: asyncpg.Connection, read_only: bool) -> int:
+    """The schema's version after bringing it to this code's (read-only: as it is), inside
+    the caller's transaction, under `MIGRATION_LOCK`: replicas starting together migrate once."""
+    exists = await db.fetchval("SELECT to_regclass('remediator_schema') IS NOT NULL")
+    if not exists and read_only:
+        raise StoreUnavailable("no remediator schema in this database (no server has run on it)")
+    if not exists:
+        await db.execute("CREATE TABLE remediator_schema (version INTEGER NOT NULL)")
+    version = await db.fetchval("SELECT coalesce(max(version), 0) FROM remediator_schema")
+    if read_only:
+        return version
+    if version > len(MIGRATIONS):
+        raise StoreUnavailable(f"the database schema (version {version}) is newer than this "
+                               f"remediator supports ({len(MIGRATIONS)}); upgrade remediator")
+    for number, sql in enumerate(MIGRATIONS[version:], version + 1):
+        await db.execute(sql)
+        await db.execute("INSERT INTO remediator_schema (version) VALUES ($1)", number)
+        log.info("store schema migrated to version %d", number)
+    return len(MIGRATIONS)
