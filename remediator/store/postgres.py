@@ -53,6 +53,7 @@ from .base import (
     StoreUnavailable,
     redact,
 )
+from .postgres_connection import Connection
 from .postgres_schema import MIGRATION_LOCK, MIGRATIONS, migrate
 
 log = logging.getLogger("remediator.store")
@@ -173,8 +174,8 @@ class PostgresStore:
     async def _create_pool(self, size: int, sync: str | None = None) -> asyncpg.Pool:
         return await asyncpg.create_pool(
             self.url, password=self._password, min_size=1, max_size=size, timeout=10,
-            command_timeout=30, connection_class=_Connection, init=_Connection.check_client,
-            reset=_Connection.reset_if_needed,
+            command_timeout=30, connection_class=Connection, init=Connection.check_client,
+            reset=Connection.reset_if_needed,
             server_settings={"application_name": "remediator",
                              "synchronous_commit": sync or self._sync_commit})
 
@@ -825,38 +826,6 @@ class PostgresStore:
         self._holders.discard(holder)
         await self._call("lock", lambda db: db.execute("DELETE FROM locks WHERE holder=$1", holder),
                          fenced=False)
-
-
-class _Connection(asyncpg.Connection):
-    """A pooled connection that knows whether it holds session state. asyncpg's default
-    reset on release (advisory unlock all, CLOSE ALL, UNLISTEN, RESET ALL) is a round trip
-    per statement run from the pool: a fifth of a storm's processing. Only a critical
-    section's connection holds session state (its advisory lock, should the unlock have
-    failed); other statements run in single statements or transactions, which asyncpg
-    still rolls back if left open."""
-
-    _session_state = False
-
-    def holds_session_state(self) -> None:
-        self._session_state = True
-
-    async def check_client(self) -> None:
-        """The server ends a statement whose connection was closed under it (cut off, as
-        `_count_pending` does; a replica killed) within a second, rather than running it on,
-        waiting for a lock or counting, a backend each, until its connections ran out. Set
-        after connecting, not as a startup parameter: a server that cannot watch its clients
-        (PostgreSQL 13, 14 beyond Linux, Windows) refuses the setting, and would refuse the
-        connection with it."""
-        try:
-            await self.execute("SET client_connection_check_interval = 1000")
-        except asyncpg.PostgresError as exc:
-            log.debug("PostgreSQL cannot end the statements of closed connections: %s", exc)
-
-    async def reset_if_needed(self) -> None:
-        if self._session_state:
-            self._session_state = False
-            await self.execute(self.get_reset_query())
-            await self.check_client()  # (RESET ALL undid it)
 
 
 def _decision(row: asyncpg.Record) -> dict[str, Any]:
