@@ -54,6 +54,7 @@ from .base import (
     redact,
 )
 from .postgres_connection import Connection
+from .postgres_leases import Leases
 from .postgres_schema import MIGRATION_LOCK, MIGRATIONS, migrate
 
 log = logging.getLogger("remediator.store")
@@ -61,10 +62,6 @@ T = TypeVar("T")
 Rows = list[tuple[str, dict[str, Any], dict[str, Any]]]
 _Packed = tuple[str, bytes, packing.Ref]  # an inbox row as stored: key, packed item, reference
 
-# The claim epoch of the task that claimed work; its child tasks inherit it. A write from
-# an older epoch belongs to work this replica no longer holds.
-_claim_epoch: contextvars.ContextVar[int | None] = contextvars.ContextVar("claim_epoch",
-                                                                         default=None)
 # The connection holding the current task's critical section: statements inside the
 # section run on it (one connection per section, nothing waits for the pool meanwhile).
 _section_db: contextvars.ContextVar[asyncpg.Connection | None] = contextvars.ContextVar(
@@ -121,10 +118,7 @@ class PostgresStore:
         # on a loaded machine, replicas fenced themselves and their work churned between them.
         self._lease_pool: asyncpg.Pool | None = None
         self._healthy = False
-        self._held: set[int] = set()  # inbox items claimed here and not finished
-        self._holders: set[str] = set()  # executions holding target locks here
-        self._epoch = 0
-        self._valid_until = 0.0  # monotonic time until which our leases certainly hold
+        self._leases = Leases(lease)  # what this replica renews, and its fence
         self._heartbeat: asyncio.Task[None] | None = None
         self._intake: list[tuple[list[_Packed], asyncio.Future[Enqueued]]] = []
         self._flushing = False
@@ -149,7 +143,7 @@ class PostgresStore:
             if not self.read_only:
                 await self._intake_connection()
                 # Its renewals wait for the WAL flush: a replica counts on its leases from
-                # each renewal on (`_valid_until`), so one lost with a database crash let
+                # each renewal on (`Leases.valid_until`), so one lost with a database crash let
                 # another replica take its work over while it still ran it. A flush per
                 # renewal (every third of the lease), none while nothing is held.
                 self._lease_pool = await self._create_pool(1, sync="on")
@@ -167,7 +161,7 @@ class PostgresStore:
             self._drop_intake()
             raise StoreUnavailable(f"cannot open store {redact(self.url)}: {exc}") from exc
         self._healthy = True
-        self._valid_until = time.monotonic() + self.lease
+        self._leases.valid_until = time.monotonic() + self.lease
         if not self.read_only:
             self._heartbeat = asyncio.create_task(self._renew_loop(), name="store-leases")
 
@@ -222,7 +216,7 @@ class PostgresStore:
             with contextlib.suppress(*_ERRORS):
                 await asyncio.wait_for(self._intake_db.close(), 10)
         self._drop_intake()
-        self._held.clear()
+        self._leases.held.clear()
         self._healthy = False
         for pool in pools:
             with contextlib.suppress(*_ERRORS):
@@ -240,7 +234,7 @@ class PostgresStore:
         """Extend the leases of everything held here; notice what was taken over."""
         sent = time.monotonic()
         try:
-            held = sorted(self._held)
+            held = sorted(self._leases.held)
             kept = await self._call("lease", lambda db: db.fetch(
                 "UPDATE inbox SET lease_until = now() + make_interval(secs => $3) "
                 "WHERE id = ANY($1::bigint[]) AND owner=$2 AND state='running' RETURNING id",
@@ -248,38 +242,13 @@ class PostgresStore:
             await self._call("lease", lambda db: db.execute(
                 "UPDATE locks SET lease_until = now() + make_interval(secs => $3) "
                 "WHERE owner=$1 AND holder = ANY($2::text[])",
-                self.replica, sorted(self._holders), self.lease), fenced=False,
+                self.replica, sorted(self._leases.holders), self.lease), fenced=False,
                 pool=self._lease_pool)
         except StoreUnavailable as exc:
             log.error("cannot renew store leases: %s", exc)
-            self._check_leases()
+            self._leases.check()
             return
-        # Still held here but not renewed: another replica took it over while this process
-        # could not renew (frozen, partitioned). Its executions here must stop.
-        lost = (set(held) - {r["id"] for r in kept}) & self._held
-        if lost:
-            self._fence_all(f"{len(lost)} item(s) were taken over by another replica")
-        self._valid_until = sent + self.lease
-
-    def _check_leases(self) -> None:
-        """Past our last renewal plus the lease, another replica may own our work: fence it."""
-        if self._held and time.monotonic() > self._valid_until - 1.0:
-            self._fence_all(f"the leases of {len(self._held)} item(s) may have expired")
-
-    def _fence_all(self, why: str) -> None:
-        """Every execution claimed so far stops at its next write (LeaseLost); what is not
-        another replica's yet is left to expire and be claimed again, from its journal."""
-        log.error("%s: the executions this replica claimed stop here; the work resumes from "
-                  "the journal wherever it is claimed next", why)
-        self._held.clear()
-        self._epoch += 1
-
-    def _fence(self) -> None:
-        self._check_leases()
-        epoch = _claim_epoch.get()
-        if epoch is not None and epoch != self._epoch:
-            raise LeaseLost("this replica lost the lease on this work; another replica "
-                            "resumes it")
+        self._leases.renewed(sent, held, {r["id"] for r in kept})
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -297,7 +266,7 @@ class PostgresStore:
         if pool is None:
             raise StoreUnavailable("store is not open")
         if fenced:
-            self._fence()
+            self._leases.fence()
         started = time.perf_counter()
         try:
             section = _section_db.get()
@@ -451,7 +420,7 @@ class PostgresStore:
 
     async def claim(self, limit: int) -> list[InboxItem]:
         """Items whose lease expired (their replica died) first, then pending items."""
-        _claim_epoch.set(self._epoch)
+        self._leases.claimed()
         if limit <= 0:
             return []
         # The rows locked are updated where they are (their ctid), whatever the statistics:
@@ -479,24 +448,24 @@ class PostgresStore:
         # Fenced while the claim ran (a late renewal): these rows are ours all the same (owner,
         # fresh lease). Held under the old epoch, their first write raised LeaseLost while the
         # renewals kept their leases for ever: claimed under the current one, they run.
-        _claim_epoch.set(self._epoch)
+        self._leases.claimed()
         rows = sorted(rows, key=lambda r: r["id"])
         taken = [r["dedupe_key"] for r in rows if r["was"] == "running"]
         if taken:
             log.warning("took over %d alert(s) whose replica's lease expired", len(taken))
             if self._metrics is not None:
                 self._metrics.lease_takeovers.inc(len(taken))
-        self._held.update(r["id"] for r in rows)
+        self._leases.held.update(r["id"] for r in rows)
         try:
             return await self._items(rows)
         except BaseException:
             # Not handed to processing (the store failed reading their references): renewed
             # for ever they were held for ever; lapsed, a replica (this one too) claims them.
-            self._held.difference_update(r["id"] for r in rows)
+            self._leases.held.difference_update(r["id"] for r in rows)
             raise
 
     async def finish(self, item_id: int) -> None:
-        self._held.discard(item_id)
+        self._leases.held.discard(item_id)
         await self._exec("claim", "UPDATE inbox SET state='done', owner=NULL, lease_until=NULL "
                                   "WHERE id=$1 AND (owner=$2 OR owner IS NULL)", item_id, self.replica)
 
@@ -515,8 +484,8 @@ class PostgresStore:
             self.replica, self.lease), turn=False)
         if row is None:
             return None
-        _claim_epoch.set(self._epoch)  # the resume that follows is fenced like a claim
-        self._held.add(row["id"])
+        self._leases.claimed()  # the resume that follows is fenced like a claim
+        self._leases.held.add(row["id"])
         return (await self._items([row]))[0]
 
     async def release_running(self) -> int:
@@ -606,7 +575,7 @@ class PostgresStore:
                          *args, turn=finishes is None)
         ref.stored = True
         if finishes is not None:
-            self._held.discard(finishes)
+            self._leases.held.discard(finishes)
 
     def _record(self, decision: dict[str, Any], args: list[Any],
                 where: str = "") -> tuple[str, list[str], packing.Ref]:
@@ -813,17 +782,17 @@ class PostgresStore:
             "(SELECT holder FROM locks WHERE name=$1) AS current",
             name, holder, self.replica, self.lease))
         if row["taken"] is not None:
-            self._holders.add(holder)
+            self._leases.holders.add(holder)
             return None
         current = row["current"] or await self._call("lock", lambda db: db.fetchval(
             "SELECT holder FROM locks WHERE name=$1", name))
         return current or await self.acquire_lock(name, holder)
 
     async def release_locks(self, holder: str) -> None:
-        if holder not in self._holders:
+        if holder not in self._leases.holders:
             return  # took no lock here (re-taking one keeps the same holder, and so it here)
         # Forgotten first: if the delete fails, the row is no longer renewed and expires.
-        self._holders.discard(holder)
+        self._leases.holders.discard(holder)
         await self._call("lock", lambda db: db.execute("DELETE FROM locks WHERE holder=$1", holder),
                          fenced=False)
 

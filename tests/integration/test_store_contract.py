@@ -881,13 +881,13 @@ def test_a_claimed_batch_not_handed_to_processing_is_not_held_forever(
 
 
 def test_a_claim_fenced_while_it_runs_is_processed_not_held_forever(run, postgres_url):
-    """A renewal that came too late fences what was claimed before (`_fence_all`); items
+    """A renewal that came too late fences what was claimed before (`Leases.fence_all`); items
     whose claim was under way meanwhile are this replica's (owner, fresh lease) and must be
     processed: held but fenced, their leases were renewed for ever and nobody ran them."""
     async def scenario():
         store = await _opened(postgres_url)
         await store.enqueue(_rows(1))
-        asyncio.get_running_loop().call_soon(store._fence_all, "a renewal came too late")
+        asyncio.get_running_loop().call_soon(store._leases.fence_all, "a renewal came too late")
         [item] = await store.claim(10)  # the fence lands while the claim is in flight
         await store.save_execution(_decision("e1"), finishes=item.id)  # not LeaseLost
         assert await store.pending_count() == 0
