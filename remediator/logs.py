@@ -58,13 +58,24 @@ class _BadRequests(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError):
-            # What precedes aiohttp's first colon names the fault; the data follows it.
-            what = exc.message.partition("\n")[0].partition(":")[0][:200] or type(exc).__name__
             record.msg, record.args = "%s: bad HTTP request (answered %d): %s", (
-                record.getMessage(), exc.code, what)
-            record.exc_info = record.exc_text = None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
+                record.getMessage(), exc.code, _fault(exc))
+        elif exc is not None and isinstance(exc.__cause__, HttpProcessingError):
+            # A body its Content-Encoding cannot decode: once answered (a 400 if the handler
+            # read it, else whatever it said), aiohttp reads the rest of it, fails again
+            # (`RequestPayloadError`) and logs that as an unhandled exception.
+            record.msg, record.args = "bad HTTP request body, connection closed: %s", (
+                _fault(exc.__cause__),)
+        else:
+            return True
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
+
+
+def _fault(exc: HttpProcessingError) -> str:
+    """What precedes aiohttp's first colon names the fault; the data follows it."""
+    return exc.message.partition("\n")[0].partition(":")[0][:200] or type(exc).__name__
 
 
 _BAD_REQUESTS = _BadRequests()

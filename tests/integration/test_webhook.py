@@ -7,7 +7,7 @@ import json
 from remediator.guards import GuardSettings
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
-from tests.support.worker import OPERATOR, TOKEN, VIEWER, http
+from tests.support.worker import OPERATOR, TOKEN, VIEWER, WorkerProcess, http
 
 
 def test_alert_is_acknowledged_stored_and_turned_into_one_decision(worker_factory):
@@ -77,6 +77,26 @@ def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(worker_factor
     good = notification(alert("DemoDown", namespace="demo", deployment="web", fingerprint="ok"))
     assert w.post_alerts(good)[0] == 202
     assert len(w.wait_executions(1)) == 1
+
+
+def test_a_body_that_cannot_be_decoded_is_one_warning_in_the_log_not_a_traceback(tmp_path):
+    """After answering, aiohttp reads what is left of the body, and a body its
+    Content-Encoding cannot decode raised there again: an error-level "Unhandled exception"
+    with a traceback, for the client's mistake, whatever the answer was (a 400 if the
+    handler read it, a 415 if it never did)."""
+    w = WorkerProcess(tmp_path, [str(write_rules(tmp_path / "rules", "playbooks: []\n"))]).start()
+    try:
+        gzipped = {"Authorization": f"Bearer {TOKEN}", "Content-Encoding": "gzip"}
+        assert http("POST", f"{w.url}/alerts", b"{}", gzipped)[0] == 400
+        assert http("POST", f"{w.url}/alerts", b"{}",
+                    {**gzipped, "Content-Type": "text/plain"})[0] == 415
+        assert w.post_alerts(notification())[0] == 202  # and it goes on serving
+    finally:
+        assert w.stop() == 0
+    log = [json.loads(line) for line in w.log_path.read_text().splitlines()]
+    assert not [e for e in log if e["level"] == "error" or "Traceback" in e.get("error", "")]
+    assert [e["msg"] for e in log if "body" in e["msg"]] == \
+        ["bad HTTP request body, connection closed: Can not decode content-encoding"] * 2
 
 
 def test_ten_thousand_alerts_in_one_payload_are_all_recorded(worker_factory):
