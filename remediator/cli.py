@@ -35,7 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader gone away is told here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # `remediator schema | head`: end as a shell reports a process SIGPIPE ended, quietly
+        # (stdout to /dev/null: the interpreter's last flush would fail again).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except Fatal as exc:
         print(f"remediator: {exc}", file=sys.stderr)
         return 2

@@ -75,3 +75,17 @@ def test_replay_of_a_payload_that_is_not_utf8_is_one_line_as_the_webhook_says_it
     done = remediator(tmp_path, "replay", "payload.json", "--rules", str(write_rules(
         tmp_path / "rules", "playbooks: []\n")))
     one_line(done, "remediator: invalid payload: body is not valid UTF-8 (byte 0)")
+
+
+def test_output_cut_short_by_a_closed_pipe_ends_quietly(tmp_path):
+    """`remediator schema | head -1`: the reader is gone before the output is written. It
+    stops as a shell reports a process SIGPIPE ended (141), not with a BrokenPipeError."""
+    read, write = os.pipe()
+    os.close(read)  # every write to the pipe now fails (EPIPE)
+    try:
+        for command in (["schema"], ["schema", "--actions", "builtin"]):
+            done = subprocess.run([sys.executable, "-m", "remediator.cli", *command], cwd=tmp_path,
+                                  stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)
+            assert (done.returncode, done.stderr) == (141, ""), command
+    finally:
+        os.close(write)
