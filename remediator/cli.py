@@ -224,12 +224,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("remediator: no webhook credentials: set REMEDIATOR_WEBHOOK_TOKEN (or _FILE), "
               "basic auth, or pass --allow-unauthenticated", file=sys.stderr)
         return 2
+    _rules_exist(cfg)
+    return asyncio.run(_serve(cfg))
+
+
+def _rules_exist(cfg: Config) -> None:
     missing = [p for p in cfg.rules if not os.path.exists(p)]
     if missing:
         kind = "directory" if not missing[0].endswith((".yaml", ".yml")) else "file"
         raise Fatal(f"no playbooks: {kind} {missing[0]!r} not found in {os.getcwd()}; "
                     "pass --rules PATH")
-    return asyncio.run(_serve(cfg))
 
 
 async def _serve(cfg: Config) -> int:
@@ -324,6 +328,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"remediator: invalid payload: {exc}", file=sys.stderr)
         return 2
     cfg = _config(args, mode=args.mode)
+    _rules_exist(cfg)
     if not args.store:
         cfg.store = "sqlite://"  # a replay leaves no trace unless asked to
     from .service import Undecided
@@ -363,7 +368,7 @@ def _read(path: str) -> bytes:
         with open(path, "rb") as f:
             return f.read()
     except OSError as exc:
-        raise SystemExit(f"remediator: cannot read {path}: {exc.strerror}") from None
+        raise Fatal(f"cannot read {path}: {exc.strerror}") from None
 
 
 # --- history / show / approve / schema -----------------------------------------------------

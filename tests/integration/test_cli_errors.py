@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_rules
+from tests.support.payloads import notification
 
 
 def remediator(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -75,6 +77,14 @@ def test_replay_of_a_payload_that_is_not_utf8_is_one_line_as_the_webhook_says_it
     done = remediator(tmp_path, "replay", "payload.json", "--rules", str(write_rules(
         tmp_path / "rules", "playbooks: []\n")))
     one_line(done, "remediator: invalid payload: body is not valid UTF-8 (byte 0)")
+
+
+def test_replay_refuses_what_cannot_work_in_one_line_as_serve_does(tmp_path):
+    one_line(remediator(tmp_path, "replay", "absent.json"),
+             "remediator: cannot read absent.json: No such file or directory")
+    (tmp_path / "payload.json").write_text(json.dumps(notification()))
+    one_line(remediator(tmp_path, "replay", "payload.json"),  # was "rules refused", exit 1
+             f"remediator: no playbooks: directory 'rules' not found in {tmp_path}; pass --rules PATH")
 
 
 def test_output_cut_short_by_a_closed_pipe_ends_quietly(tmp_path):
