@@ -151,8 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--reject", action="store_true", help="reject instead: the step never runs")
     a.add_argument("--step", help="the gated step to decide (default: the one pending)")
     a.add_argument("--url", default="http://127.0.0.1:9095", help="remediator's base URL")
-    a.add_argument("--token-file", help="the operator's token (default: REMEDIATOR_OPERATOR_TOKEN "
-                   "or REMEDIATOR_OPERATOR_TOKEN_FILE); the server records its owner")
+    a.add_argument("--token-file", help="the operator's token (default: REMEDIATOR_OPERATOR_TOKEN_FILE, "
+                   "else REMEDIATOR_OPERATOR_TOKEN); the server records its owner")
     a.set_defaults(func=cmd_approve)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of playbook files (or, with "
@@ -408,10 +408,18 @@ async def _query(cfg: Config, fn: Any) -> Any:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
+    try:
+        parts = urllib.parse.urlsplit(args.url)
+    except ValueError:  # "http://[::1"
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise Fatal(f"--url {args.url!r}: not an http:// or https:// URL "
+                    "(e.g. http://127.0.0.1:9095)")
     token = _operator_token(args.token_file)
     verb = "reject" if args.reject else "approve"
     query = f"?{urllib.parse.urlencode({'step': args.step})}" if args.step else ""
-    req = urllib.request.Request(f"{args.url.rstrip('/')}/api/v1/executions/{args.id}/{verb}"
+    execution = urllib.parse.quote(args.id, safe="")  # one path segment, whatever was typed
+    req = urllib.request.Request(f"{args.url.rstrip('/')}/api/v1/executions/{execution}/{verb}"
                                  f"{query}", method="POST", data=b"{}")
     req.add_header("Content-Type", "application/json")
     if token:
@@ -434,8 +442,15 @@ def _operator_token(path: str | None) -> str:
     """An operator's own credential, never the webhook's: --token-file, else the environment."""
     path = path or os.environ.get("REMEDIATOR_OPERATOR_TOKEN_FILE")
     if path:
-        return _read(path).decode("utf-8", "replace").strip()  # not UTF-8: refused, a 401
-    return os.environ.get("REMEDIATOR_OPERATOR_TOKEN", "").strip()
+        token, source = _read(path).decode("utf-8", "replace").strip(), path
+    else:
+        token = os.environ.get("REMEDIATOR_OPERATOR_TOKEN", "").strip()
+        source = "REMEDIATOR_OPERATOR_TOKEN"
+    # http.client refuses such a header with a traceback that quotes it, the token in it.
+    if not (token.isascii() and token.isprintable()):
+        raise Fatal(f"the operator token in {source} holds what an HTTP header cannot carry "
+                    "(a line break, a control character, non-ASCII text)")
+    return token
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -87,6 +87,25 @@ def test_replay_refuses_what_cannot_work_in_one_line_as_serve_does(tmp_path):
              f"remediator: no playbooks: directory 'rules' not found in {tmp_path}; pass --rules PATH")
 
 
+def test_approve_refuses_what_it_cannot_send_in_one_line_never_showing_the_token(tmp_path):
+    with socket.socket() as s:  # a port nothing listens on: the request itself is sound
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    one_line(remediator(tmp_path, "approve", "abc", "--url", "localhost:9095"),
+             "remediator: --url 'localhost:9095': not an http:// or https:// URL "
+             "(e.g. http://127.0.0.1:9095)")
+    token = tmp_path / "token"
+    for secret in (b"first-half-of-it\nsecond-half-of-it", b"operator-token-\xff\xfe-tail"):
+        token.write_bytes(secret)  # http.client's traceback quoted the whole header
+        done = remediator(tmp_path, "approve", "abc", "--token-file", str(token), "--url", closed)
+        one_line(done, f"remediator: the operator token in {token} holds what an HTTP header "
+                       "cannot carry (a line break, a control character, non-ASCII text)")
+        assert b"half" not in done.stderr.encode() and b"tail" not in done.stderr.encode()
+    # An id is one path segment, quoted: not a request http.client refuses with a traceback.
+    done = remediator(tmp_path, "approve", "a b\r\n", "--url", closed)
+    assert done.returncode == 1 and done.stderr.startswith(f"remediator: cannot reach {closed}: ")
+
+
 def test_output_cut_short_by_a_closed_pipe_ends_quietly(tmp_path):
     """`remediator schema | head -1`: the reader is gone before the output is written. It
     stops as a shell reports a process SIGPIPE ended (141), not with a BrokenPipeError."""
