@@ -129,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     h = sub.add_parser("history", help="list recent decisions from the store")
     h.add_argument("--config", metavar="FILE", help="the config serve runs with (its store)")
     h.add_argument("--store", help="store URL, opened read-only (default: sqlite:///remediator.db)")
-    h.add_argument("--limit", type=int, default=50, help="most recent decisions to list")
+    h.add_argument("--limit", type=_positive, default=50, help="most recent decisions to list")
     h.add_argument("--outcome", help="only this outcome (e.g. failed, blocked, running)")
     h.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     h.set_defaults(func=cmd_history)
@@ -436,6 +436,17 @@ def cmd_approve(args: argparse.Namespace) -> int:
         return 1
     print(decision_text(decision))
     return 0
+
+
+def _positive(text: str) -> int:
+    """A count of at least 1: SQLite read LIMIT -1 as no limit, PostgreSQL refused it."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return number
 
 
 def _operator_token(path: str | None) -> str:

@@ -72,6 +72,14 @@ def test_history_and_show_never_create_a_store(tmp_path, command):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("limit", ["-1", "0", "ten"])
+def test_history_refuses_a_limit_that_is_not_a_positive_count(tmp_path, limit):
+    # SQLite read LIMIT -1 as "all"; PostgreSQL refused it with a traceback.
+    done = remediator(tmp_path, "history", "--limit", limit)
+    assert done.returncode == 2 and done.stderr.splitlines()[-1] == \
+        f"remediator history: error: argument --limit: not a positive integer: '{limit}'"
+
+
 def test_replay_of_a_payload_that_is_not_utf8_is_one_line_as_the_webhook_says_it(tmp_path):
     (tmp_path / "payload.json").write_bytes(b'\xff\xfe{"version": "4"}')
     done = remediator(tmp_path, "replay", "payload.json", "--rules", str(write_rules(
