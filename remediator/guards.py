@@ -219,9 +219,18 @@ class Guards:
             return
         async with self.store.critical("approvals"):
             for key, pending in (await self.store.list_state(PENDING)).items():
-                if _withdrawn_by(pending, gc):
-                    await decide_approval(self.store, key[len(PENDING):], "resolved",
-                                          self.clock())
+                # Its pending entry stays, marked, until the execution's record is final: the
+                # resolution finishes it (`Engine._withdrawn`), else the maintenance pass (a
+                # resolution that gave up, or stopped before that record). Removed with the
+                # decision, nothing came back for it: `blocked approval_pending` for ever.
+                # (Decided `resolved` already: an earlier attempt stopped before marking it.)
+                if not _withdrawn_by(pending, gc):
+                    continue
+                name, now = key[len(PENDING):], self.clock()
+                state = await decide_approval(self.store, name, "resolved", now, unindex=False) \
+                    or await self.store.get_state(APPROVAL + name) or {}
+                if state.get("status") == "resolved":
+                    await self.store.put_state(key, dict(pending, withdrawn_at=now))
 
     async def _paused(self, gc: GuardContext) -> Block | None:
         known, gc.pause = gc.pause, None
@@ -621,8 +630,8 @@ def _withdrawn_by(pending: dict[str, Any], gc: GuardContext) -> bool:
     fingerprint alone, a late resolution of an earlier episode withdrew a later one's, still
     firing: neither approvable nor expiring (nothing pending), its record left waiting.
     (An entry written before episodes were kept in it is matched by its fingerprint.)"""
-    return pending.get("fingerprint") == gc.alert.fingerprint and \
-        pending.get("episode", gc.episode) == gc.episode
+    return "withdrawn_at" not in pending and pending.get("fingerprint") == gc.alert.fingerprint \
+        and pending.get("episode", gc.episode) == gc.episode
 
 
 def _resolution(gc: GuardContext) -> str:

@@ -307,7 +307,9 @@ class Service:
         started = [_epoch(e["created_at"]) for e in running if e.get("created_at")]
         self.metrics.oldest_running.set(now - min(started) if started else 0)
         pending = await self.store.list_state(PENDING)
-        asked = [p["requested_at"] for p in pending.values() if "requested_at" in p]
+        # A withdrawn approval keeps its entry until its run is finished: nobody waits on it.
+        asked = [p["requested_at"] for p in pending.values()
+                 if "requested_at" in p and "withdrawn_at" not in p]
         self.metrics.oldest_approval.set(now - min(asked) if asked else 0)
 
     async def _maintenance_loop(self, interval: float = 10.0) -> None:

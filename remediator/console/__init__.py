@@ -320,8 +320,11 @@ async def build_graph(service: Service, decision: dict[str, Any], which: str) ->
 # --- approvals -----------------------------------------------------------------------------
 
 async def _pending_steps(service: Service, execution_id: str) -> dict[str, dict[str, Any]]:
+    """Steps an operator may still approve (one withdrawn keeps its entry until its run is
+    finished: `engine.approvals.finish_withdrawn`)."""
     return {key.rsplit(":", 1)[1]: value for key, value in
-            (await service.store.list_state(f"{PENDING}{execution_id}:")).items()}
+            (await service.store.list_state(f"{PENDING}{execution_id}:")).items()
+            if "withdrawn_at" not in value}
 
 
 def _what_runs(decision: dict[str, Any], step: str) -> dict[str, Any]:

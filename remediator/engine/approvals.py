@@ -55,15 +55,26 @@ def _started_unloaded(decision: dict[str, Any], journal: dict[int, dict[str, Any
                 "have taken effect: verify by hand")
 
 
+# How long after a resolution withdrew an approval the maintenance pass finishes its run
+# (`expire`): the resolution does it at once (`withdrawn`), the pass only after one that
+# gave up or stopped, not beside its retries (backoff up to 60 s) on another replica.
+WITHDRAWN_GRACE = 300.0
+
+
 async def expire(records: Records, now: float) -> int:
-    """Approvals left pending past their TTL expire, and the execution escalates. Only
-    the pending index is read, never the approval history."""
+    """Approvals left pending past their TTL expire, and the execution escalates; runs
+    whose approval a resolution withdrew and left unfinished are finished. Only the
+    pending index is read, never the approval history."""
     store = records.store
     expired = 0
     for key, pending in (await store.list_state(PENDING)).items():
+        name = key[len(PENDING):]
+        if "withdrawn_at" in pending:
+            if now >= pending["withdrawn_at"] + WITHDRAWN_GRACE:
+                await finish_withdrawn(records, name)
+            continue
         if now < pending["expires_at"]:
             continue
-        name = key[len(PENDING):]
         # In the section `Service.approve` decides in: at the TTL, one of them wins. The
         # pending entry stays until the execution's final record is written: removed with
         # the decision, a record the store refused was never tried again (the next pass
@@ -73,6 +84,10 @@ async def expire(records: Records, now: float) -> int:
         async with store.critical("approvals"):
             state = await decide_approval(store, name, "expired", now, unindex=False) \
                 or await store.get_state(APPROVAL + name)
+        if state is not None and state["status"] == "resolved":
+            # Withdrawn, and its resolution stopped before marking the entry (`on_resolved`).
+            await finish_withdrawn(records, name)
+            continue
         if state is None or state["status"] != "expired":
             # Decided otherwise, in this section, whose decider removes the entry right
             # after: still here, that removal was refused (or cut off), and nobody
@@ -90,38 +105,60 @@ async def expire(records: Records, now: float) -> int:
     return expired
 
 
-async def withdrawn(records: Records, pb: Playbook, alert: Alert) -> None:
-    """This episode's firing run, blocked on the approval its resolution withdrew
-    (`Guards.on_resolved`), finished as a run the resolution stopped before that step
-    is (`after_cancel`): left `blocked approval_pending`, nothing ever finished it (no
-    approval can be given, and the expiry pass only sees approvals still pending).
-    Read at each attempt of the resolution: a record the store refused is finished by
-    its retry, and a finished one is final, so it is written once."""
+async def withdrawn(records: Records, pb: Playbook, alert: Alert,
+                    now: float) -> None:
+    """This episode's firing run, blocked on an approval its resolution withdrew
+    (`Guards.on_resolved`), finished now (`finish_withdrawn`). Read at each attempt of the
+    resolution: a record the store refused is finished by its retry, until the
+    maintenance pass takes over (`WITHDRAWN_GRACE`: one writer, on any replica)."""
     if not any(s.approval for s in pb.steps):
         return
-    firing = replace(alert, status="firing")
-    run = await records.store.get_execution(execution_id(firing.dedupe_key, pb.name))
-    if run is None or run["outcome"] != "blocked" or not resumable(run):
+    run_id = execution_id(replace(alert, status="firing").dedupe_key, pb.name)
+    for key, pending in (await records.store.list_state(f"{PENDING}{run_id}:")).items():
+        if "withdrawn_at" in pending and now < pending["withdrawn_at"] + WITHDRAWN_GRACE:
+            await finish_withdrawn(records, key[len(PENDING):])
+
+
+async def finish_withdrawn(records: Records, name: str) -> None:
+    """The run blocked on the approval `name` (`execution:step`) that its alert's resolution
+    withdrew, finished as a run the resolution stopped before that step is (`after_cancel`):
+    left `blocked approval_pending`, nothing else finishes it (no approval can be given,
+    and expiry only decides approvals still pending). The approval's pending entry goes
+    once the record is final: until then the resolution's retries, or the maintenance
+    pass, come back for it."""
+    store = records.store
+    run_id, step = name.split(":", 1)
+    run = await store.get_execution(run_id)
+    if run is None or run["outcome"] == "running":
+        return  # not recorded yet, or interrupted: its run, when it goes on, meets the resolution
+    if resumable(run) and run.get("blocked_step") == step:
+        await _finish_withdrawn(records, run, step)
+    await store.put_state(PENDING + name, None)
+
+
+async def _finish_withdrawn(records: Records, run: dict[str, Any], step: str) -> None:
+    # The gated step, blocked; or cancelled already: a note is sent after the journal is
+    # written (`Records.finish`), so a record refused after it left the step journaled.
+    at = [i for i, s in enumerate(run["steps"]) if s["name"] == step]
+    if not at or run["steps"][at[-1]]["outcome"] not in ("blocked", "cancelled"):
         return
-    step = run.get("blocked_step")
-    state = await records.store.get_state(f"{APPROVAL}{run['id']}:{step}")
-    blocked = [i for i, s in enumerate(run["steps"])
-               if s["name"] == step and s["outcome"] == "blocked"]
-    if (state or {}).get("status") != "resolved" or not blocked:
-        return  # pending still (another episode's), or decided by an approver
-    record = dict(run["steps"][blocked[-1]], outcome="cancelled", detail=(
+    record = dict(run["steps"][at[-1]], outcome="cancelled", detail=(
         "approval withdrawn: the alert resolved before anyone approved; it was not run"))
-    run["steps"][blocked[-1]] = record
-    records.unsaved[run["id"]] = (blocked[-1], record)  # journaled with the final record
-    gc = GuardContext(playbook=pb, alert=firing, execution_id=run["id"], mode=run["mode"],
-                      target=run.get("target"), resumed=True)
+    run["steps"][at[-1]] = record
+    records.unsaved[run["id"]] = (at[-1], record)  # journaled with the final record
+    pb = records.playbook(run["playbook"] or "")
     try:
         outcome = after_cancel(run, step, record, run["steps"])
         run["reason"] += " (its approval was withdrawn)"
-        await records.conclude(run, outcome, gc)
+        if pb is None:  # a reload removed it: recorded all the same, nothing to count
+            await records.finish(dict(run, outcome=outcome))
+        else:
+            await records.conclude(run, outcome, GuardContext(
+                playbook=pb, alert=Alert.from_dict(run["alert"]), execution_id=run["id"],
+                mode=run["mode"], target=run.get("target"), resumed=True))
     except StoreUnavailable:
         raise
-    except Exception as refused:  # (PostgreSQL: a statement's) not this resolution's own
+    except Exception as refused:  # (PostgreSQL: a statement's) not the resolution's own
         # failure: recorded as that, this run stayed blocked. Retried as an outage is.
         raise Unrecorded(f"the record of execution {run['id']}, its approval withdrawn, "
                          f"could not be written: {type(refused).__name__}: {refused}"

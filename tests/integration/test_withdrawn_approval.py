@@ -1,0 +1,83 @@
+"""An approval the alert's resolution withdrew: its blocked run is finished once, by one
+writer, however the resolution ends.
+
+The resolution withdraws the pending approval, then records the firing run (blocked on it)
+as a run it stopped before that step. That record was written without holding the run: a
+run of the same execution in progress meanwhile (a retry of the firing alert) wrote its own
+final record over it, paging again. And only the resolution's own attempts wrote it: one
+that gave up (an offline replay) left the run `blocked approval_pending` for ever, nothing
+approvable nor expiring. Real stores (SQLite, and the suite's PostgreSQL), notes counted at
+a real HTTP receiver; a run is paused at a store read, never timed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from remediator.alerts import dedupe_key
+from remediator.engine.approvals import WITHDRAWN_GRACE
+from remediator.guards import APPROVAL, PENDING
+from remediator.service import Undecided
+from tests.integration.test_guards import web
+from tests.integration.test_note_once import _hooked
+from tests.integration.test_unexpected_errors import FINAL, _accepting, _refusing
+
+FIRING = dedupe_key("web", web(0)["startsAt"], "firing")
+
+
+def _store(request: Any, store: str) -> tuple[str, Any]:
+    """The store URL ("" for the harness's SQLite file) and the PostgreSQL cluster, if any."""
+    if store != "postgresql":
+        return "", None
+    return request.getfixturevalue("postgres_url"), request.getfixturevalue("postgres_cluster")
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_withdrawn_run_the_resolution_gave_up_on_is_finished_once_by_maintenance(
+        tmp_path, run, webhook_receiver, request, store):
+    """An offline drain (replay) whose resolution withdrew the approval and could not write
+    the run's record gives up. The maintenance pass finishes it once the resolution had its
+    time (`WITHDRAWN_GRACE`), once, with one note (the playbook always escalates); later
+    passes, and the resolution processed again, write nothing more."""
+    url, cluster = _store(request, store)
+
+    async def scenario() -> tuple[Any, list[dict], dict]:
+        h = await _hooked(tmp_path, webhook_receiver, approval=True, store=url, always=True)
+        service = h.service
+        [pending] = await h.fire(web(0))
+        db = _refusing(h, f"NEW.id = '{pending['id']}' AND {FINAL}", cluster)
+        try:
+            await h.fire(web(0, status="resolved"))
+        except Undecided:
+            gave_up = True
+        else:
+            gave_up = False  # (the record of a run read back, its step cancelled already)
+        _accepting(db)
+        withdrawn = await service.store.get_state(f"{APPROVAL}{pending['id']}:restart")
+        assert withdrawn["status"] == "resolved", withdrawn
+        seen = []
+        for passed in (WITHDRAWN_GRACE - 1, WITHDRAWN_GRACE + 1, WITHDRAWN_GRACE + 60):
+            h.clock.now = withdrawn["decided_at"] + passed
+            await service.maintain()
+            seen.append(await service.store.get_execution(pending["id"]))
+            assert service.metrics.oldest_approval._value.get() == 0  # nobody's to approve
+        left = await service.store.list_state(PENDING)
+        if store == "sqlite":  # restarted, the resolution is decided again (its claim freed)
+            await h.restart()
+            await h.service.drain()
+            seen.append(await h.service.store.get_execution(pending["id"]))
+        await h.service.stop()
+        return h, seen, dict(left=left, gave_up=gave_up)
+
+    h, seen, end = run(scenario())
+    assert seen[0]["reason"].startswith("approval_pending"), seen[0]["reason"]
+    for done in seen[1:]:
+        assert (done["outcome"], done["reason"]) == (
+            "resolved", "the alert resolved before step 'restart'; it was not run (its "
+            "approval was withdrawn)"), (done["outcome"], done["reason"])
+        assert done["finished_at"] == seen[1]["finished_at"]  # written once
+    assert end == {"left": {}, "gave_up": True} and h.calls == []
+    outcomes = [d.body["outcome"] for d in webhook_receiver.deliveries]
+    assert outcomes == ["blocked", "resolved"], outcomes
