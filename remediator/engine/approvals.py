@@ -14,8 +14,9 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from ..alerts import Alert
+from ..alerts import Alert, dedupe_key
 from ..guards import APPROVAL, PENDING, GuardContext, decide_approval
+from ..inflight import InFlight
 from ..playbooks.models import Playbook
 from ..store.base import Store, StoreUnavailable
 from .records import Records, Unrecorded, after_cancel, execution_id, made_change, resumable
@@ -61,7 +62,7 @@ def _started_unloaded(decision: dict[str, Any], journal: dict[int, dict[str, Any
 WITHDRAWN_GRACE = 300.0
 
 
-async def expire(records: Records, now: float) -> int:
+async def expire(records: Records, inflight: InFlight, now: float) -> int:
     """Approvals left pending past their TTL expire, and the execution escalates; runs
     whose approval a resolution withdrew and left unfinished are finished. Only the
     pending index is read, never the approval history."""
@@ -71,7 +72,7 @@ async def expire(records: Records, now: float) -> int:
         name = key[len(PENDING):]
         if "withdrawn_at" in pending:
             if now >= pending["withdrawn_at"] + WITHDRAWN_GRACE:
-                await finish_withdrawn(records, name)
+                await finish_withdrawn(records, inflight, name)
             continue
         if now < pending["expires_at"]:
             continue
@@ -86,7 +87,7 @@ async def expire(records: Records, now: float) -> int:
                 or await store.get_state(APPROVAL + name)
         if state is not None and state["status"] == "resolved":
             # Withdrawn, and its resolution stopped before marking the entry (`on_resolved`).
-            await finish_withdrawn(records, name)
+            await finish_withdrawn(records, inflight, name)
             continue
         if state is None or state["status"] != "expired":
             # Decided otherwise, in this section, whose decider removes the entry right
@@ -105,7 +106,7 @@ async def expire(records: Records, now: float) -> int:
     return expired
 
 
-async def withdrawn(records: Records, pb: Playbook, alert: Alert,
+async def withdrawn(records: Records, inflight: InFlight, pb: Playbook, alert: Alert,
                     now: float) -> None:
     """This episode's firing run, blocked on an approval its resolution withdrew
     (`Guards.on_resolved`), finished now (`finish_withdrawn`). Read at each attempt of the
@@ -116,24 +117,38 @@ async def withdrawn(records: Records, pb: Playbook, alert: Alert,
     run_id = execution_id(replace(alert, status="firing").dedupe_key, pb.name)
     for key, pending in (await records.store.list_state(f"{PENDING}{run_id}:")).items():
         if "withdrawn_at" in pending and now < pending["withdrawn_at"] + WITHDRAWN_GRACE:
-            await finish_withdrawn(records, key[len(PENDING):])
+            await finish_withdrawn(records, inflight, key[len(PENDING):])
 
 
-async def finish_withdrawn(records: Records, name: str) -> None:
+async def finish_withdrawn(records: Records, inflight: InFlight, name: str) -> None:
     """The run blocked on the approval `name` (`execution:step`) that its alert's resolution
     withdrew, finished as a run the resolution stopped before that step is (`after_cancel`):
     left `blocked approval_pending`, nothing else finishes it (no approval can be given,
-    and expiry only decides approvals still pending). The approval's pending entry goes
-    once the record is final: until then the resolution's retries, or the maintenance
-    pass, come back for it."""
+    and expiry only decides approvals still pending). Written holding what a run of the
+    execution holds, its place in this process (`inflight`), and not while its alert is
+    held on any replica: a run of it in progress (a retry of the firing alert) meets the
+    resolution before the step and records itself; written beside it, the last writer
+    won and both paged. The approval's pending entry goes once the record is final: until
+    then the resolution's retries, or the maintenance pass, come back for it."""
     store = records.store
     run_id, step = name.split(":", 1)
     run = await store.get_execution(run_id)
-    if run is None or run["outcome"] == "running":
-        return  # not recorded yet, or interrupted: its run, when it goes on, meets the resolution
-    if resumable(run) and run.get("blocked_step") == step:
-        await _finish_withdrawn(records, run, step)
-    await store.put_state(PENDING + name, None)
+    if run is None:
+        return  # not recorded yet: its run, when it comes, meets the resolution
+    firing = run["alert"]
+    if not inflight.start(run_id, f"{firing['fingerprint']}:{firing['startsAt']}"):
+        return
+    try:
+        if await store.held(dedupe_key(firing["fingerprint"], firing["startsAt"], "firing")):
+            return
+        run = await store.get_execution(run_id)  # held: what it says stays true now
+        if run is not None and run["outcome"] == "running":
+            return  # interrupted: resumed from its journal, it meets the resolution
+        if run is not None and resumable(run) and run.get("blocked_step") == step:
+            await _finish_withdrawn(records, run, step)
+        await store.put_state(PENDING + name, None)
+    finally:
+        inflight.finish(run_id)
 
 
 async def _finish_withdrawn(records: Records, run: dict[str, Any], step: str) -> None:

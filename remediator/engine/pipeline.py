@@ -183,7 +183,7 @@ class Engine:
             await self.inflight.resolve(gc.episode, execution_id, timeout=600)
             await approvals.firing_stopped(self.store, alert, timeout=600)
             await self.guards.on_resolved(gc)
-            await approvals.withdrawn(self.records, pb, alert, self.clock())
+            await approvals.withdrawn(self.records, self.inflight, pb, alert, self.clock())
             reverts = any(ACTIONS[s.action].mutates(s.params) for s in steps)
             if reverts and gc.mode == "live" and pb.on_resolved_when != "always":
                 changed = await approvals.changed(self.store, pb, alert)
@@ -238,7 +238,7 @@ class Engine:
 
     async def expire_approvals(self) -> int:
         """Approvals left pending past their TTL expire (`approvals.expire`)."""
-        return await approvals.expire(self.records, self.clock())
+        return await approvals.expire(self.records, self.inflight, self.clock())
 
     async def _run_steps(self, decision: dict[str, Any], steps: tuple[Step, ...],
                          ctx: dict[str, Any], gc: GuardContext, resumed: bool) -> str | None:

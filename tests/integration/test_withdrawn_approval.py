@@ -12,6 +12,7 @@ a real HTTP receiver; a run is paused at a store read, never timed.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -32,6 +33,69 @@ def _store(request: Any, store: str) -> tuple[str, Any]:
     if store != "postgresql":
         return "", None
     return request.getfixturevalue("postgres_url"), request.getfixturevalue("postgres_cluster")
+
+
+class _Pause:
+    """Pauses the first caller of the store's method `name` for execution `execution_id`
+    (after the read): `reached` says it is there, `go` lets it on."""
+
+    def __init__(self, store: Any, name: str, execution_id: str):
+        self.reached, self.go = asyncio.Event(), asyncio.Event()
+        real = getattr(store, name)
+
+        async def paused(key: str, *args: Any) -> Any:
+            got = await real(key, *args)
+            if key == execution_id and not self.reached.is_set():
+                self.reached.set()
+                await self.go.wait()
+            return got
+        setattr(store, name, paused)
+
+
+async def _until(event: asyncio.Event) -> None:
+    await asyncio.wait_for(event.wait(), 10)
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_withdrawal_does_not_write_over_a_run_of_its_execution_in_progress(
+        tmp_path, run, webhook_receiver, request, store):
+    """The resolution, about to finish the withdrawn run, is paused; a retry of the firing
+    alert starts a run of that execution (it holds it, and has read it blocked) and is
+    paused too. The resolution goes on: it must leave the run to the one in progress, which
+    meets the resolution before the gated step and records itself. Writing it anyway, both
+    recorded it and (the playbook always escalates) paged twice for it."""
+    url, _ = _store(request, store)
+
+    async def scenario() -> tuple[Any, dict, dict]:
+        h = await _hooked(tmp_path, webhook_receiver, approval=True, store=url, always=True)
+        service = h.service
+        [pending] = await h.fire(web(0))
+        resolution_read = _Pause(service.store, "get_execution", pending["id"])
+        resolving = asyncio.create_task(h.fire(web(0, status="resolved")))
+        await _until(resolution_read.reached)  # withdrawn; the run not yet finished
+        firing_read = _Pause(service.store, "get_execution_and_pause", pending["id"])
+        firing = await service.store.claim_key(FIRING)
+        retry = asyncio.create_task(service._process(firing))
+        await _until(firing_read.reached)
+        resolution_read.go.set()
+        [resolved] = await asyncio.wait_for(resolving, 10)
+        firing_read.go.set()
+        await asyncio.wait_for(retry, 10)
+        h.clock.now += WITHDRAWN_GRACE + 1
+        await service.maintain()  # the entry of a run recorded final goes; nothing is written
+        done = await service.store.get_execution(pending["id"])
+        left = await service.store.list_state(PENDING)
+        await service.stop()
+        return h, dict(done, left=left), resolved
+
+    h, done, resolved = run(scenario())
+    assert resolved["outcome"] == "resolved", resolved
+    assert (done["outcome"], done["reason"]) == (
+        "resolved", "the alert resolved before step 'restart'; it was not run"), done["reason"]
+    assert [s["outcome"] for s in done["steps"]] == ["cancelled"]
+    assert done["left"] == {} and h.calls == []
+    outcomes = [d.body["outcome"] for d in webhook_receiver.deliveries]
+    assert outcomes == ["blocked", "resolved"], outcomes
 
 
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
