@@ -220,7 +220,7 @@ class Guards:
         async with self.store.critical("approvals"):
             for key, pending in (await self.store.list_state(PENDING)).items():
                 # Its pending entry stays, marked, until the execution's record is final: the
-                # resolution finishes it (`Engine._withdrawn`), else the maintenance pass (a
+                # resolution finishes it (`engine.approvals.withdrawn`), else maintenance (a
                 # resolution that gave up, or stopped before that record). Removed with the
                 # decision, nothing came back for it: `blocked approval_pending` for ever.
                 # (Decided `resolved` already: an earlier attempt stopped before marking it.)
