@@ -36,6 +36,10 @@ class Principal:
     name: str
     role: str  # webhook | viewer | operator | anonymous (--allow-unauthenticated)
 
+    def described(self) -> str:
+        """Who, in words, for a refusal: "alice is an operator"."""
+        return f"{self.name} is {'an' if self.role[:1] in ('a', 'o') else 'a'} {self.role}"
+
     def may(self, need: str) -> bool:
         """`need` is webhook, viewer or operator; an operator may also view."""
         if self.role == "anonymous":

@@ -135,7 +135,7 @@ def _refusal(request: web.Request, principal: Principal | None, need: str | None
     if not principal.may(need):
         if principal.role == "webhook":
             return _error(403, "the webhook credential may only POST /alerts")
-        return _error(403, f"{principal.name} is a {principal.role}; "
+        return _error(403, f"{principal.described()}; "
                       f"{request.method} {request.path} needs the {need} role")
     return None
 

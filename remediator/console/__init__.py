@@ -134,7 +134,7 @@ async def _who(request: web.Request, need: str = "viewer") -> Principal:
         raise web.HTTPSeeOther(f"{PREFIX}/login?next={request.path_qs}" if request.method == "GET"
                                else f"{PREFIX}/login")
     if not principal.may(need):
-        raise _page_error(request, 403, f"{principal.name} is a {principal.role}; this needs "
+        raise _page_error(request, 403, f"{principal.described()}; this needs "
                           f"the {need} role", principal)
     return principal
 

@@ -52,8 +52,10 @@ def test_each_credential_reaches_only_what_its_role_allows(worker_factory):
         assert status == 403 and "victor is a viewer" in body["error"], path
         assert http("POST", w.url + path, b"", OPERATOR)[0] != 403, path  # 200, 400, 409...
     # The webhook is Alertmanager's alone; users read and act, they do not inject alerts.
-    assert w.post_alerts(notification(alert("DemoDown", fingerprint="b")), token=None,
-                         **OPERATOR)[0] == 403
+    status, body = w.post_alerts(notification(alert("DemoDown", fingerprint="b")), token=None,
+                                 **OPERATOR)
+    assert (status, body["error"]) == (403, "alice is an operator; POST /alerts needs the "
+                                            "webhook role")
     # Open by Prometheus convention, and nothing in them needs a credential.
     for path in ("/metrics", "/-/healthy", "/-/ready"):
         assert http("GET", w.url + path)[0] == 200, path
