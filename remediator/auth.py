@@ -77,9 +77,7 @@ def parse_operators(raw: Any, read_file: Callable[[str], str] | None) -> list[Op
             users.append(Operator(name, role))
         else:
             token = read_file(str(entry["token_file"])).strip()
-            if len(token) < MIN_TOKEN_CHARS:
-                raise ValueError(f"operators[{i}] ({name}): the token in token_file is shorter "
-                                 f"than {MIN_TOKEN_CHARS} characters")
+            check_token(token, f"operators[{i}] ({name}): the token in token_file")
             users.append(Operator(name, role, token=token))
     names = [u.name for u in users]
     if dup := sorted({n for n in names if names.count(n) > 1}):
@@ -88,6 +86,14 @@ def parse_operators(raw: Any, read_file: Callable[[str], str] | None) -> list[Op
     if len(set(tokens)) != len(tokens):
         raise ValueError("operators: two users share a token; each needs its own")
     return users
+
+
+def check_token(token: str, what: str) -> None:
+    """Raises ValueError, naming `what` and never the token, if it is too short to resist
+    guessing over the network: the webhook's can start remediations, a user's approve them."""
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(f"{what} is shorter than {MIN_TOKEN_CHARS} characters "
+                         "(`openssl rand -hex 24` makes one)")
 
 
 def check_distinct(operators: list[Operator], webhook_token: str, webhook_username: str) -> None:

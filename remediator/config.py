@@ -13,7 +13,7 @@ from typing import Any
 
 from . import redact
 from .actions.base import parse_duration
-from .auth import Operator, check_distinct, parse_operators
+from .auth import Operator, check_distinct, check_token, parse_operators
 from .config_schema import NESTED, SECRETS, check_config_source, config_schema
 from .guards import GuardSettings
 from .playbooks.schema import check_shape, did_you_mean
@@ -148,6 +148,8 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
         raise ConfigError("history_retention must be at least inbox_retention: an execution "
                           "pruned before its alert's inbox row would let a re-sent alert run again")
     try:
+        if cfg.webhook_token:
+            check_token(cfg.webhook_token, "webhook_token")
         check_distinct(cfg.operators, cfg.webhook_token, cfg.basic_auth_username)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

@@ -144,6 +144,12 @@ def test_operator_config_is_validated_with_a_clear_message(tmp_path):
         load_config(str(config), env={"REMEDIATOR_WEBHOOK_TOKEN": "a-long-enough-token-0123"})
     assert load_config(str(config), env={}).operators == [
         Operator("alice", "operator", token="a-long-enough-token-0123")]
+    # The webhook's token starts remediations: as guessable when short, refused the same way,
+    # the message naming the setting, never the token.
+    with pytest.raises(ConfigError, match="webhook_token is shorter than 16") as refused:
+        load_config(None, env={"REMEDIATOR_WEBHOOK_TOKEN": "dev-token-15chr"})
+    assert "dev-token" not in str(refused.value)
+    assert load_config(None, env={"REMEDIATOR_WEBHOOK_TOKEN": "dev-token-16char"}).webhook_token
 
 
 
