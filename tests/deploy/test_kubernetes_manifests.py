@@ -66,7 +66,7 @@ def arg(objects: Objects, flag: str) -> str:
     return values[0]
 
 
-def deployed_config(objects: Objects, tmp_path: Path, token: str = "t0ken"):
+def deployed_config(objects: Objects, tmp_path: Path, token: str = "t0ken-0123456789abcdef"):
     """The config the pod runs with: the ConfigMap file, plus the Deployment's environment."""
     config_file = tmp_path / "config.yaml"
     config_file.write_text(objects.configmap("remediator-config")["data"]["config.yaml"])
@@ -291,9 +291,9 @@ def test_network_policy_egress_reaches_only_what_the_config_names(objects, tmp_p
 # --- configuration and secrets -----------------------------------------------------------------
 
 def test_config_loads_and_starts_in_dry_run(objects, tmp_path):
-    cfg = deployed_config(objects, tmp_path, token="s3cret")
+    cfg = deployed_config(objects, tmp_path, token="s3cret-0123456789abcdef")
     assert cfg.mode == "dry-run"
-    assert cfg.webhook_token == "s3cret", "the token must come from the mounted Secret file"
+    assert cfg.webhook_token == "s3cret-0123456789abcdef", "the token must come from the mounted Secret file"
     assert cfg.prometheus_url.startswith("http") and cfg.alertmanager_url.startswith("http")
     assert cfg.guards.namespaces_allow, "an empty allow list lets playbooks act in any namespace"
     assert "remediator" in cfg.guards.namespaces_deny
