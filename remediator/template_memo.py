@@ -124,6 +124,12 @@ def _lookup(plan: list[Any], head: tuple[Any, ...], context: Mapping[str, Any]
 _read_by_text: dict[tuple[Any, str, bool, frozenset[str]], tuple[tuple[str, tuple], ...] | bool] = {}
 
 
+def read_ahead(env: Any, text: str, expression: bool, roots: frozenset[str]) -> None:
+    """Parse a text for what it reads now, before its first lookup (templating's
+    `compile_ahead`: a chunk of its own)."""
+    _chains(env, text, expression, roots)
+
+
 def _chains(env: Any, text: str, expression: bool, roots: frozenset[str]
             ) -> tuple[tuple[str, tuple], ...] | bool:
     """`_reads`, parsed once per text: the same text is read by its own renders (explained

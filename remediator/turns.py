@@ -42,6 +42,12 @@ SHARE = 0.25
 # here, it is as long as with a turn before every record (380-420 us), at 1.9 turns per
 # decision against 2.5.
 SLICE = 0.0002
+# A dry run's plan and note continue their chunk, but not past this (CPU): a playbook's first
+# alerts ran steps and notes of 1-10 ms each in one chunk (its texts compiled, its actions'
+# modules imported; templating.compile_ahead takes the compiling apart). Past SLICE instead,
+# a routine plan's chunk took a turn before its note too (drain_bench, three alternated pairs
+# at load average 3: 427-512 us of CPU per decision against 397-448).
+LONG = 0.001
 # How long after an answer intake still counts as busy: a storm's connections send their next
 # request at once, but between answers none is in flight (turns taken there went unpaced).
 RECENT = 0.002
@@ -81,12 +87,13 @@ class Turns:
             if not future.cancelled():  # granted: the chunk starts now, its task resumed
                 self._begin()
 
-    def held(self) -> bool:
+    def held(self, limit: float | None = None) -> bool:
         """The code running now is still in the chunk its turn began (its task has not
         yielded to the loop since `take` returned: `_after` ends the chunk right after that
         task's step, and nothing else runs between them), and it has run for less than
-        `SLICE` of CPU: a turn taken now would only split work that nothing waited between."""
-        return self._open and self._cpu() - self._chunk[2] < SLICE
+        `limit` (`SLICE`) of CPU: a turn taken now would only split work that nothing waited
+        between."""
+        return self._open and self._cpu() - self._chunk[2] < (SLICE if limit is None else limit)
 
     def ready(self) -> bool:
         """Chunks are queued and granted in the coming iterations (not held back for intake)."""
@@ -219,9 +226,9 @@ def take() -> Coroutine[Any, Any, None]:
     return turns().take()
 
 
-def held() -> bool:
+def held(limit: float | None = None) -> bool:
     """The running loop's `Turns.held`."""
-    return turns().held()
+    return turns().held(limit)
 
 
 def intake() -> contextlib.AbstractContextManager[None]:

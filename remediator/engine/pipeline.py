@@ -277,11 +277,16 @@ class Engine:
                 continue
             if unsaved := self.records.unsaved.pop(decision["id"], None):  # before the next step
                 await self.records.journal(decision, *unsaved)
-            if gc.mode != "dry-run" or not len(step_records) % PLAN_CHUNK:
+            if gc.mode != "dry-run" or not len(step_records) % PLAN_CHUNK \
+                    or not turns.held(turns.LONG):
                 # A step is a chunk of its own; a plan's steps (nothing called, nothing written
                 # between, tens of us each) are one, up to PLAN_CHUNK of them: a turn costs
                 # the loop ~8 us, and a plan of any length in one chunk stalled intake for it.
+                # Nor past `turns.LONG`: a playbook's first plans made chunks of 3-27 ms in a
+                # storm's first seconds, most of its slowest 1 % of acknowledgements.
                 await turns.take()
+            if id(step) not in self.plans.compiled:
+                await self.plans.compile_ahead(step)
             journaled = self.plans.planned(step, gc.alert.labels) if gc.mode == "dry-run" else None
             key = self.plans.key(step, ctx) if gc.mode == "dry-run" and journaled is None \
                 and done is None else None

@@ -41,6 +41,22 @@ class Plans:
     # for its texts, the texts), None for one without: `key`.
     _plan_texts: dict[int, tuple[Step, str | None, tuple[tuple[str, bool], ...]]] = field(
         default_factory=dict, repr=False)
+    # Steps whose texts were compiled, each in a chunk of its own (`compile_ahead`).
+    compiled: set[int] = field(default_factory=set, repr=False)
+
+    async def compile_ahead(self, step: Step) -> None:
+        """A step's templates and `when` compiled before its first plan or run, each in a
+        processing chunk of its own (templating.compile_ahead): its first plan compiled
+        them together. Once per step: `compiled` (a step at an address an old one had is
+        compiled within its first plan, as before)."""
+        action = ACTIONS.get(step.action)
+        urls = [v for k, v in step.params.items() if isinstance(v, str) and action is not None
+                and k in action.params and action.params[k].kind == "url"]
+        await templating.compile_ahead([t for t in _templates(step.params) if t not in urls],
+                                       (step.when,) if step.when else (), urls)
+        if len(self.compiled) >= _LITERAL_MAX:  # old versions' steps, after reloads
+            self.compiled.clear()
+        self.compiled.add(id(step))
 
     def checked(self, action: Any, step: Step, ctx: dict[str, Any]
                 ) -> tuple[dict[str, Any], list[tuple[str, str]], dict[str, Any]]:

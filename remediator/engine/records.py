@@ -155,14 +155,17 @@ class Records:
                 await self.journal(decision, *unsaved)
             # Rendering the note is a chunk of its own, recording the decision (encoding it)
             # another; but a dry run's note continues its plan's chunk (nothing was called or
-            # written since), and so does its record unless something waited since or the
-            # chunk ran for `turns.SLICE` already (a turn is a loop iteration, a wakeup and a
-            # resumption of the whole await chain). The plan's turn stays: the target lock is
-            # held across it, where another alert of the playbook is coalesced.
+            # written since) unless that ran for `turns.LONG` (a playbook's first plan), and
+            # so does its record unless something waited since or the chunk ran for
+            # `turns.SLICE` already (a turn is a loop iteration, a wakeup and a resumption of
+            # the whole await chain). The plan's turn stays: the target lock is held across
+            # it, where another alert of the playbook is coalesced. A playbook's first note
+            # compiles its templates first, a chunk each.
             dry = decision["mode"] == "dry-run"
-            if not dry:
-                await turns.take()
             pb = self.playbook(decision["playbook"] or "")
+            await self.escalator.compile_ahead(pb)
+            if not (dry and turns.held(turns.LONG)):
+                await turns.take()
             try:
                 decision["escalation"] = await self.escalator.escalate(
                     decision, pb, deliver=decision["mode"] == "live")

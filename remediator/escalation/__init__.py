@@ -17,7 +17,7 @@ from ..actions.backends import Backends
 from ..metrics import Metrics
 from ..playbooks.models import Playbook
 from ..store.base import Store
-from .note import note_for
+from .note import compile_ahead, note_for
 from .sinks import NoteRefused, SinkError, build_sink
 
 log = logging.getLogger("remediator.escalation")
@@ -72,6 +72,10 @@ class Escalator:
         # What each sink made of the note of a decision not recorded yet (execution id ->
         # (outcome or block, {sink: delivered, spooled or undeliverable})): `escalate`.
         self._unrecorded: dict[str, tuple[str, dict[str, str]]] = {}
+
+    async def compile_ahead(self, pb: Playbook | None) -> None:
+        """Compile the note's templates before its first render (note.compile_ahead)."""
+        await compile_ahead(pb)
 
     async def escalate(self, decision: dict[str, Any], pb: Playbook | None,
                        deliver: bool = True) -> dict[str, Any]:

@@ -108,10 +108,11 @@ class _Shape:
     read, a name for all of them, and the outcome of each step its `raise` rules are about
     (whether a failing condition is reported depends on it)."""
 
-    __slots__ = ("also", "esc", "name", "texts")
+    __slots__ = ("also", "compiled", "esc", "name", "texts")
 
     def __init__(self, esc: Escalation) -> None:
         self.esc = esc
+        self.compiled = False  # its texts compiled (`compile_ahead`)
         self.name = repr(("note", esc.severity, esc.respond_within, esc.team, esc.raise_to,
                           esc.summary, esc.owner, esc.next_steps))
         self.texts = tuple((when, True) for _, when, _, _ in esc.raise_to) + tuple(
@@ -125,6 +126,28 @@ class _Shape:
 _SHAPES: dict[int, _Shape] = {}
 
 
+def _shape(esc: Escalation) -> _Shape:
+    shape = _SHAPES.get(id(esc))
+    if shape is None or shape.esc is not esc:
+        if len(_SHAPES) >= 1024:  # old versions, after reloads
+            _SHAPES.clear()
+        shape = _SHAPES[id(esc)] = _Shape(esc)
+    return shape
+
+
+async def compile_ahead(pb: Playbook | None) -> None:
+    """A playbook's note templates and conditions compiled before its first note, each in a
+    processing chunk of its own (templating.compile_ahead): its first note compiled them
+    together, 1-9 ms in one chunk."""
+    if pb is None or pb.escalation is None:
+        return
+    shape = _shape(pb.escalation)
+    if not shape.compiled:
+        await templating.compile_ahead([t for t, when in shape.texts if not when],
+                                       [t for t, when in shape.texts if when])
+        shape.compiled = True
+
+
 def _made(decision: dict[str, Any], pb: Playbook | None, ctx: _Context
           ) -> tuple[str, float | None, str, tuple[str, ...], str | None, str | None,
                      tuple[str, ...]]:
@@ -136,11 +159,7 @@ def _made(decision: dict[str, Any], pb: Playbook | None, ctx: _Context
     esc = pb.escalation if pb else None
     shape, key = None, None
     if esc is not None:
-        shape = _SHAPES.get(id(esc))
-        if shape is None or shape.esc is not esc:
-            if len(_SHAPES) >= 1024:  # old versions, after reloads
-                _SHAPES.clear()
-            shape = _SHAPES[id(esc)] = _Shape(esc)
+        shape = _shape(esc)
         key, kept = templating.lookup_together(shape.name, shape.texts, shape.also, ctx)
         if kept is not None:
             return kept[1]  # type: ignore[no-any-return]

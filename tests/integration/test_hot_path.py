@@ -439,7 +439,7 @@ playbooks:
     charged: list[float] = []  # the engine's: what follows a final write, no turn between
     for module in ENGINE_TURNS:
         monkeypatch.setattr(module, "turns", types.SimpleNamespace(
-            take=turns.take, held=turns.held,
+            take=turns.take, held=turns.held, LONG=turns.LONG,
             turns=lambda: types.SimpleNamespace(charge=charged.append)))
     w = InProcessWorker(cfg).start()
     try:
@@ -649,7 +649,7 @@ def test_a_long_plan_takes_a_turn_every_few_steps(tmp_path, monkeypatch):
     plan of any length in one turn stalled intake for all of it: a playbook has no bound
     on its steps, and each renders templates over the alert. Every `PLAN_CHUNK` steps,
     processing takes a turn again (the engine's turns counted, for a one-step plan and a
-    long one)."""
+    long one). `turns.LONG` made long: a chunk past it takes a turn at its next step too."""
     steps = "".join(f"      - {{name: s{i}, action: log, params: {{message: '{{{{ labels.x }}}}'}}}}\n"
                     for i in range(2 * engine.PLAN_CHUNK + 1))
     rules = write_rules(tmp_path / "rules", f"""
@@ -665,9 +665,11 @@ playbooks:
     cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
                  escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
     taken: list[object] = []
-    counted = types.SimpleNamespace(take=turns.take, turns=turns.turns, held=turns.held)
+    # the engine's turns only; counted by structure, not by CPU time (`turns.LONG`)
+    counted = types.SimpleNamespace(take=turns.take, turns=turns.turns, held=turns.held,
+                                    LONG=60.0)
     _count(monkeypatch, counted, "take", taken)
-    for module in ENGINE_TURNS:  # the engine's turns only
+    for module in ENGINE_TURNS:
         monkeypatch.setattr(module, "turns", counted)
     w = InProcessWorker(cfg).start()
     try:
@@ -685,6 +687,57 @@ playbooks:
     assert plans[1] - plans[0] == 2, plans  # a turn again at steps PLAN_CHUNK and twice that
 
 
+def test_a_playbooks_first_plan_compiles_each_text_in_a_chunk_of_its_own(tmp_path, monkeypatch):
+    """A playbook's first plan and note compiled all of their templates in one chunk (Jinja:
+    1-5 ms a text; up to 27 ms in a storm's first seconds, every webhook in flight waiting).
+    Each text is now compiled, then parsed for what it reads, in a chunk of its own once the
+    chunk ran for `turns.SLICE` (none here: every time); an alert of the same playbook
+    after that compiles nothing (a plan's step past `turns.LONG` takes a turn before the
+    next, and before its note: the test before). The
+    turns templating takes, counted: two per text (its steps' three texts, the note's two),
+    and one after each part's texts (what follows is a chunk of its own); texts no other
+    test compiles (the compiled templates are the process's)."""
+    rules = write_rules(tmp_path / "rules", """
+playbooks:
+  - name: look
+    match: {alertname: PodDown}
+    steps:
+      - {name: a, action: log, params: {message: "{{ labels.pod }} down (first plan)"}}
+      - name: b
+        action: log
+        when: "labels.pod != 'first plan'"
+        params: {message: "{{ labels.pod }} in {{ labels.namespace }} (first plan)"}
+    escalation:
+      summary: "{{ labels.pod }} is down (first plan)"
+      owner: "{{ labels.team | default('first plan') }}"
+      always: true
+""")
+    cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
+                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    template_memo.clear()
+    taken: list[object] = []
+    counted = types.SimpleNamespace(take=turns.take, turns=turns.turns, held=turns.held)
+    _count(monkeypatch, counted, "take", taken)
+    monkeypatch.setattr(templating, "turns", counted)  # templating's turns only
+    monkeypatch.setattr(turns, "SLICE", 0.0)
+    w = InProcessWorker(cfg).start()
+    try:
+        counts = []
+        for pod in ("web-0", "web-1"):
+            before = len(taken)
+            assert w.post_alerts(notification(alert("PodDown", pod=pod, namespace="prod",
+                                                    fingerprint=pod)))[0] == 202
+            w.wait_idle()
+            counts.append(len(taken) - before)
+        decisions = w.call(w.service.store.list_executions(10))
+    finally:
+        w.stop()
+    assert {d["outcome"] for d in decisions} == {"planned"}
+    assert all(f"{d['alert']['labels']['pod']} is down (first plan)" in d["escalation"]["note"]
+               for d in decisions)
+    assert counts == [2 * 1 + 1 + 2 * 2 + 1 + 2 * 2 + 1, 0], counts
+
+
 def test_a_decisions_note_and_its_record_are_chunks_of_their_own(tmp_path, monkeypatch):
     """Rendering a note (its templates, its redaction) and recording the decision (encoding
     it) were one chunk of processing, the longest a storm held the loop for: a webhook
@@ -696,7 +749,8 @@ def test_a_decisions_note_and_its_record_are_chunks_of_their_own(tmp_path, monke
     store call) or the chunk ran for `turns.SLICE` already (a long chunk is what a webhook
     waits behind): then the record takes a turn. The engine's turns and the pieces of work,
     in order, for a second alert (the first one probed); the slice made long (no chunk
-    reaches it) or none."""
+    reaches it) or none; `turns.LONG` made long (a first plan's chunk past it takes a turn
+    at its next step and before its note)."""
     rules = write_rules(tmp_path / "rules", RULES)
     cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
                  escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
@@ -711,7 +765,8 @@ def test_a_decisions_note_and_its_record_are_chunks_of_their_own(tmp_path, monke
 
         monkeypatch.setattr(owner, name, call)
 
-    counted = types.SimpleNamespace(take=turns.take, turns=turns.turns, held=turns.held)
+    counted = types.SimpleNamespace(take=turns.take, turns=turns.turns, held=turns.held,
+                                    LONG=60.0)
     logged(counted, "take", "turn")
     for module in ENGINE_TURNS:  # the engine's turns only
         monkeypatch.setattr(module, "turns", counted)
