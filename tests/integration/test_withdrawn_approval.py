@@ -145,3 +145,46 @@ def test_a_withdrawn_run_the_resolution_gave_up_on_is_finished_once_by_maintenan
     assert end == {"left": {}, "gave_up": True} and h.calls == []
     outcomes = [d.body["outcome"] for d in webhook_receiver.deliveries]
     assert outcomes == ["blocked", "resolved"], outcomes
+
+
+def test_a_withdrawal_leaves_a_run_in_progress_on_another_replica_to_it(
+        tmp_path, run, webhook_receiver, postgres_url):
+    """As above, the run in progress on another replica (PostgreSQL): this process's in-flight
+    registry does not know it, only the store does (its claim of the firing alert,
+    `Store.held`). The resolution must leave the run to it; writing it anyway, both recorded
+    it and both paged."""
+    async def scenario() -> tuple[Any, Any, dict, dict]:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        a = await _hooked(tmp_path / "a", webhook_receiver, approval=True, store=postgres_url,
+                          always=True)
+        b = await _hooked(tmp_path / "b", webhook_receiver, approval=True, store=postgres_url,
+                          always=True)
+        [pending] = await a.fire(web(0))
+        resolution_read = _Pause(a.service.store, "get_execution", pending["id"])
+        resolving = asyncio.create_task(a.fire(web(0, status="resolved")))
+        await _until(resolution_read.reached)  # withdrawn; the run not yet finished
+        firing_read = _Pause(b.service.store, "get_execution_and_pause", pending["id"])
+        firing = await b.service.store.claim_key(FIRING)
+        retry = asyncio.create_task(b.service._process(firing))
+        await _until(firing_read.reached)
+        resolution_read.go.set()
+        [resolved] = await asyncio.wait_for(resolving, 10)
+        firing_read.go.set()
+        await asyncio.wait_for(retry, 10)
+        a.clock.now += WITHDRAWN_GRACE + 1
+        await a.service.maintain()  # the entry of a run recorded final goes; nothing is written
+        done = await a.service.store.get_execution(pending["id"])
+        left = await a.service.store.list_state(PENDING)
+        await a.service.stop()
+        await b.service.stop()
+        return a, b, dict(done, left=left), resolved
+
+    a, b, done, resolved = run(scenario())
+    assert resolved["outcome"] == "resolved", resolved
+    assert done["left"] == {} and a.calls == b.calls == []
+    assert (done["outcome"], done["reason"]) == (  # the run's own record, not the withdrawal's
+        "resolved", "the alert resolved before step 'restart'; it was not run"), done["reason"]
+    assert [s["outcome"] for s in done["steps"]] == ["cancelled"]
+    outcomes = [d.body["outcome"] for d in webhook_receiver.deliveries]
+    assert outcomes == ["blocked", "resolved"], outcomes
