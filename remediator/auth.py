@@ -76,7 +76,10 @@ def parse_operators(raw: Any, read_file: Callable[[str], str] | None) -> list[Op
         elif read_file is None:
             users.append(Operator(name, role))
         else:
-            token = read_file(str(entry["token_file"])).strip()
+            try:
+                token = read_file(str(entry["token_file"])).strip()
+            except ValueError as exc:
+                raise ValueError(f"operators[{i}] ({name}): {exc}") from None
             check_token(token, f"operators[{i}] ({name}): the token in token_file")
             users.append(Operator(name, role, token=token))
     names = [u.name for u in users]

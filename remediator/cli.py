@@ -15,6 +15,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from . import __version__, ca_bundle, collector  # ca_bundle: before aiohttp
@@ -451,9 +452,14 @@ def _positive(text: str) -> int:
 
 def _operator_token(path: str | None) -> str:
     """An operator's own credential, never the webhook's: --token-file, else the environment."""
+    option = "--token-file" if path else "REMEDIATOR_OPERATOR_TOKEN_FILE"
     path = path or os.environ.get("REMEDIATOR_OPERATOR_TOKEN_FILE")
     if path:
-        token, source = _read(path).decode("utf-8", "replace").strip(), path
+        try:
+            token, source = Path(path).read_bytes().decode("utf-8", "replace").strip(), path
+        except OSError as exc:  # the path unquoted: a token given in its place would be
+            raise Fatal(f"cannot read the operator token file {option} names: "
+                        f"{exc.strerror}") from None
     else:
         token = os.environ.get("REMEDIATOR_OPERATOR_TOKEN", "").strip()
         source = "REMEDIATOR_OPERATOR_TOKEN"

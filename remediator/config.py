@@ -116,8 +116,9 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
         elif raw.get(f"{name}_file"):
             try:
                 raw[name] = Path(raw.pop(f"{name}_file")).read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"{name}_file: {exc}") from None
+            except OSError as exc:  # the path unquoted: a secret put where it belongs would be
+                raise ConfigError(f"{name}_file: cannot read the file it names: "
+                                  f"{exc.strerror}") from None
         else:
             raw.pop(f"{name}_file", None)
     guards = raw.pop("guards", None)
@@ -203,7 +204,8 @@ def _read_secret(path: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+        # The path unquoted: a token put where its file's path belongs would be.
+        raise ValueError(f"cannot read its token_file: {exc.strerror}") from None
 
 
 def _flatten(data: dict[str, Any]) -> dict[str, Any]:

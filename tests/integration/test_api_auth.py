@@ -150,6 +150,15 @@ def test_operator_config_is_validated_with_a_clear_message(tmp_path):
         load_config(None, env={"REMEDIATOR_WEBHOOK_TOKEN": "dev-token-15chr"})
     assert "dev-token" not in str(refused.value)
     assert load_config(None, env={"REMEDIATOR_WEBHOOK_TOKEN": "dev-token-16char"}).webhook_token
+    # A secret put where its file's path belongs is not quoted by the refusal either.
+    given = "a-secret-given-in-place-of-its-file"
+    with pytest.raises(ConfigError, match="webhook_token_file: cannot read") as refused:
+        load_config(None, env={"REMEDIATOR_WEBHOOK_TOKEN_FILE": given})
+    config.write_text(yaml.safe_dump({"operators": [
+        {"name": "alice", "role": "operator", "token_file": given}]}))
+    with pytest.raises(ConfigError, match=r"operators\[0\] \(alice\): cannot read") as unread:
+        load_config(str(config), env={})
+    assert given not in str(refused.value) + str(unread.value)
 
 
 

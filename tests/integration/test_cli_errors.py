@@ -15,9 +15,10 @@ from tests.conftest import write_rules
 from tests.support.payloads import notification
 
 
-def remediator(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")}
-    env["REMEDIATOR_WEBHOOK_TOKEN"] = "a-webhook-token-of-some-length"
+def remediator(cwd: Path, *args: str, env: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")},
+           "REMEDIATOR_WEBHOOK_TOKEN": "a-webhook-token-of-some-length", **(env or {})}
     return subprocess.run([sys.executable, "-m", "remediator.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=60)
 
@@ -109,6 +110,14 @@ def test_approve_refuses_what_it_cannot_send_in_one_line_never_showing_the_token
         one_line(done, f"remediator: the operator token in {token} holds what an HTTP header "
                        "cannot carry (a line break, a control character, non-ASCII text)")
         assert b"half" not in done.stderr.encode() and b"tail" not in done.stderr.encode()
+    # The token itself where its file's path belongs: the refusal names the option, not it.
+    given = "operator-token-given-in-place-of-its-file"
+    done = remediator(tmp_path, "approve", "abc", "--token-file", given, "--url", closed)
+    one_line(done, "remediator: cannot read the operator token file --token-file names: "
+                   "No such file or directory")
+    done = remediator(tmp_path, "approve", "abc", "--url", closed,
+                      env={"REMEDIATOR_OPERATOR_TOKEN_FILE": given})
+    assert "REMEDIATOR_OPERATOR_TOKEN_FILE names" in done.stderr and given not in done.stderr
     # An id is one path segment, quoted: not a request http.client refuses with a traceback.
     done = remediator(tmp_path, "approve", "a b\r\n", "--url", closed)
     assert done.returncode == 1 and done.stderr.startswith(f"remediator: cannot reach {closed}: ")
