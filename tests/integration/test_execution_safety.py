@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import textwrap
 
 import pytest
 
-from tests.integration.test_guards import Harness, web
+from tests.integration.test_guards import Harness, restart_then_approved_scale, web
 from tests.support.worker import loopback_guards
 
 
@@ -290,19 +289,8 @@ def test_a_withdrawn_approval_after_a_change_is_verified_by_the_resolution_and_c
     a change is (succeeded, verified by the resolution), its success counted once by the
     circuit, not left `blocked approval_pending`."""
     h = Harness(tmp_path, "{}")
-    (tmp_path / "rules" / "web.yaml").write_text(textwrap.dedent("""
-        playbooks:
-          - name: restart-web
-            match: {alertname: WebDown}
-            target: {kind: deployment, namespace: "{{ labels.namespace }}",
-                     name: "{{ labels.deployment }}"}
-            guards: {cooldown: 1m, circuit_breaker: {max_refires: 3, window: 1h}}
-            steps:
-              - {name: restart, action: http.request,
-                 params: {url: "http://127.0.0.1:9/restart", method: POST}}
-              - {name: scale, action: http.request, approval: required,
-                 params: {url: "http://127.0.0.1:9/scale", method: POST}}
-        """))
+    (tmp_path / "rules" / "web.yaml").write_text(restart_then_approved_scale(
+        "{cooldown: 1m, circuit_breaker: {max_refires: 3, window: 1h}}"))
     run(h.start())
     [pending] = run(h.fire(web(0)))
     assert (pending["outcome"], pending["blocked_step"]) == ("blocked", "scale"), pending

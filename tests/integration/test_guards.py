@@ -87,6 +87,24 @@ class Harness:
         return sorted(self.notes.glob("*.md")) if self.notes.exists() else []
 
 
+def restart_then_approved_scale(guards: str) -> str:
+    """restart-web's rules under `guards`: a restart, then a scale that waits for its approval
+    (`Harness.calls` records the mutations that ran)."""
+    return textwrap.dedent("""
+        playbooks:
+          - name: restart-web
+            match: {alertname: WebDown}
+            target: {kind: deployment, namespace: "{{ labels.namespace }}",
+                     name: "{{ labels.deployment }}"}
+            guards: GUARDS
+            steps:
+              - {name: restart, action: http.request,
+                 params: {url: "http://127.0.0.1:9/restart", method: POST}}
+              - {name: scale, action: http.request, approval: required,
+                 params: {url: "http://127.0.0.1:9/scale", method: POST}}
+        """).replace("GUARDS", guards)
+
+
 def web(n: int, namespace: str = "prod", deployment: str = "web", fingerprint: str = "",
         **kw: Any) -> dict:
     """Episode `n` of the alert: a new startsAt each time it fires again."""

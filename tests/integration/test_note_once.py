@@ -242,12 +242,7 @@ def test_an_expired_approval_left_indexed_until_its_record_is_written_is_not_app
             await service.maintain()
         _accepting(db)
         h.clock.now = expires_at - 1  # the approving replica's clock
-        try:
-            await service.approve(pending["id"], by="alice")
-        except ValueError as exc:
-            refused = str(exc)
-        else:
-            refused = ""
+        refused = await _refusal(service.approve(pending["id"], by="alice"))
         h.clock.now = expires_at + 11
         await service.maintain()
         done = await service.store.get_execution(pending["id"])
@@ -356,12 +351,7 @@ def test_an_approval_decided_whose_pending_entry_was_left_is_not_approved_again(
         rules = tmp_path / "rules" / "web.yaml"
         rules.write_text(rules.read_text().replace("name: restart-web", "name: restart-web-v2"))
         service.reload()
-        try:
-            await service.approve(pending["id"], by="bob")
-        except ValueError as exc:
-            refused = str(exc)
-        else:
-            refused = ""
+        refused = await _refusal(service.approve(pending["id"], by="bob"))
         done = await service.store.get_execution(pending["id"])
         await service.stop()
         return h, dict(done, before=denied), refused
@@ -401,6 +391,15 @@ def test_a_resolution_withdraws_its_own_episodes_approval_not_a_later_ones(
     assert withdrawn["outcome"] == "resolved", (withdrawn["outcome"], withdrawn["reason"])
     assert approved["outcome"] == "succeeded", (approved["outcome"], approved["reason"])
     assert len(h.calls) == 1
+
+
+async def _refusal(approval: Any) -> str:
+    """What `approve` refused with (ValueError), or "" if it accepted."""
+    try:
+        await approval
+    except ValueError as exc:
+        return str(exc)
+    return ""
 
 
 async def _decided_leaving_its_entry(h: Harness, execution_id: str, approve: bool) -> None:

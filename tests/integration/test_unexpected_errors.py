@@ -29,7 +29,7 @@ import pytest
 from remediator.alerts import dedupe_key, parse_notification
 from remediator.engine import execution_id
 from tests.conftest import write_rules
-from tests.integration.test_guards import Harness, web
+from tests.integration.test_guards import Harness, restart_then_approved_scale, web
 from tests.support.payloads import notification
 
 SECRET = "hunter2-do-not-leak"
@@ -556,19 +556,8 @@ def test_a_run_resumed_by_its_approval_after_a_change_asks_its_precondition_agai
     the first may have fixed the problem meanwhile. Approved, the run asks its precondition
     again (as before), and a problem gone away stops it before the second change."""
     h = Harness(tmp_path, "{}")
-    (tmp_path / "rules" / "web.yaml").write_text(textwrap.dedent("""
-        playbooks:
-          - name: restart-web
-            match: {alertname: WebDown}
-            target: {kind: deployment, namespace: "{{ labels.namespace }}",
-                     name: "{{ labels.deployment }}"}
-            guards: {cooldown: 1m, precondition: {alert_firing: true}}
-            steps:
-              - {name: restart, action: http.request,
-                 params: {url: "http://127.0.0.1:9/restart", method: POST}}
-              - {name: scale, action: http.request, approval: required,
-                 params: {url: "http://127.0.0.1:9/scale", method: POST}}
-        """))
+    (tmp_path / "rules" / "web.yaml").write_text(restart_then_approved_scale(
+        "{cooldown: 1m, precondition: {alert_firing: true}}"))
     run(h.start())
 
     async def firing_until_restarted(promql, alert, check_firing):
