@@ -6,6 +6,7 @@ Kubernetes Secret can be mounted instead of put in the environment.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 from . import redact
 from .actions.base import parse_duration
 from .auth import Operator, check_distinct, check_token, parse_operators
-from .config_schema import NESTED, SECRETS, check_config_source, config_schema
+from .config_schema import GUARDS, NESTED, SECRETS, STRINGS, check_config_source, config_schema
 from .guards import GuardSettings
 from .playbooks.schema import check_shape, did_you_mean
 from .playbooks.source import Problem, Source, SourceError, load_source
@@ -101,9 +102,14 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
         if problems:
             raise ConfigError(problems)
         raw = _flatten(source.data or {})
+    for name in _JSON_SETTINGS:
+        if (value := env.get(f"REMEDIATOR_{name.upper()}")) is not None:
+            raw[name] = _json_setting(name, value)
+    if guards := _guards_from_env(env, raw.get("guards")):
+        raw["guards"] = guards
     for f in fields(Config):
-        if f.name in ("guards", "escalation_sinks", "operators"):
-            continue  # structured: config file only
+        if f.name in ("guards", *_JSON_SETTINGS):
+            continue
         for name in (f.name, f"{f.name}_file"):
             value = env.get(f"REMEDIATOR_{name.upper()}")
             if value is not None:
@@ -235,6 +241,81 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {key}: {exc}") from None
     return value
+
+
+# Structured settings take their file's shape as JSON in the environment (a Deployment's
+# `env` carries them as one string); the guards' leaves take one variable each, below.
+_JSON_SETTINGS = ("operators", "escalation_sinks")
+
+
+def _json_setting(name: str, text: str) -> Any:
+    """`REMEDIATOR_OPERATORS`, `REMEDIATOR_ESCALATION_SINKS`: JSON, checked by the file's
+    schema, in place of the file's value. A sink's refusal quotes no value: its URL (Slack's)
+    or headers may hold a secret."""
+    variable = f"REMEDIATOR_{name.upper()}"
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{variable}: not JSON ({exc.msg} at character {exc.pos})") from None
+    for path, message in check_shape(value, config_schema()["properties"][name], (name,)):
+        if name == "escalation_sinks":
+            message = _unquoted(message, value, path[1:])
+        raise ConfigError(f"{variable}: {message}")
+    return value
+
+
+def _unquoted(message: str, value: Any, path: tuple[str | int, ...]) -> str:
+    """The message without the offending text, if it quotes it."""
+    try:
+        for key in path:
+            value = value[key]
+    except (KeyError, IndexError, TypeError):
+        return message
+    return message.replace(repr(value), "the value given") if isinstance(value, str) else message
+
+
+def _guard_leaves(schema: dict[str, Any], path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    if schema.get("type") != "object":
+        return [path]
+    return [leaf for key, sub in schema["properties"].items()
+            for leaf in _guard_leaves(sub, (*path, key))]
+
+
+# `guards.budget.max` is REMEDIATOR_GUARDS_BUDGET_MAX; the kill switch keeps its short name.
+_GUARD_VARIABLES = {f"REMEDIATOR_GUARDS_{'_'.join(leaf).upper()}": leaf
+                    for leaf in _guard_leaves(GUARDS) if leaf != ("paused",)}
+
+
+def _guards_from_env(env: dict[str, str], guards: Any) -> dict[str, Any] | None:
+    """The file's guards with each `REMEDIATOR_GUARDS_*` variable set put over its leaf
+    (lists comma-separated, as `REMEDIATOR_RULES`; empty: none), checked by the schema."""
+    merged: dict[str, Any] = json.loads(json.dumps(guards or {}))  # plain data: a deep copy
+    given: dict[tuple[str, ...], str] = {}
+    for variable, leaf in _GUARD_VARIABLES.items():
+        if (text := env.get(variable)) is None:
+            continue
+        schema = GUARDS
+        for key in leaf:
+            schema = schema["properties"][key]
+        value: Any = text.strip()
+        if schema is STRINGS:
+            value = [v.strip() for v in text.split(",") if v.strip()]
+        elif schema.get("type") == "integer":
+            try:
+                value = int(value)
+            except ValueError:
+                raise ConfigError(f"{variable}: {text!r} is not an integer") from None
+        node = merged
+        for key in leaf[:-1]:
+            node = node.setdefault(key, {})
+        node[leaf[-1]] = value
+        given[leaf] = variable
+    if not given:
+        return None
+    for path, message in check_shape(merged, GUARDS, ()):  # the file's values passed already
+        variable = next(v for leaf, v in given.items() if tuple(path[:len(leaf)]) == leaf)
+        raise ConfigError(f"{variable}: guards.{message}")
+    return merged
 
 
 def _guard_settings(data: dict[str, Any]) -> GuardSettings:

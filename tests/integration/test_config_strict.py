@@ -86,6 +86,53 @@ def test_booleans_from_the_environment_are_booleans_too():
         load_config(env={"REMEDIATOR_ESCALATION_DEFAULT_SINKS": "files,oncal"})
 
 
+def test_structured_settings_have_environment_variables_too(tmp_path):
+    """DESIGN.md: every setting has a REMEDIATOR_<NAME> variable. The guards' leaves one each
+    over the file's (lists comma-separated), operators and sinks as JSON in place of it."""
+    config = tmp_path / "config.yaml"
+    config.write_text("guards:\n  namespaces: {allow: [from-file], deny: [kube-system]}\n"
+                      "  budget: {max: 9}\n")
+    token = tmp_path / "alice.token"
+    token.write_text("a" * 32)
+    cfg = load_config(str(config), env={
+        "REMEDIATOR_GUARDS_NAMESPACES_ALLOW": "shop, web,",
+        "REMEDIATOR_GUARDS_BUDGET_WINDOW": "2h",
+        "REMEDIATOR_GUARDS_HTTP_ALLOW": "Hooks.Example:8443",
+        "REMEDIATOR_GUARDS_APPROVAL_TTL": "15m",
+        "REMEDIATOR_OPERATORS": json.dumps([{"name": "alice", "role": "operator",
+                                             "token_file": str(token)}]),
+        "REMEDIATOR_ESCALATION_SINKS": '{"pager": {"type": "webhook", "url": "http://127.0.0.1:1/n"}}',
+        "REMEDIATOR_ESCALATION_DEFAULT_SINKS": "pager"})
+    g = cfg.guards
+    assert (g.namespaces_allow, g.namespaces_deny) == (["shop", "web"], ["kube-system"])
+    assert (g.budget_max, g.budget_window, g.approval_ttl) == (9, 7200.0, 900.0)
+    assert g.http_allow == ["hooks.example:8443"]
+    assert [(u.name, u.role, u.token) for u in cfg.operators] == [("alice", "operator", "a" * 32)]
+    assert cfg.sink_specs()["pager"]["url"] == "http://127.0.0.1:1/n"
+    # An empty list is "none", as in the file: here no bucket may be written.
+    assert load_config(env={"REMEDIATOR_GUARDS_BUCKETS_ALLOW": ""}).guards.buckets_allow == []
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"REMEDIATOR_GUARDS_BUDGET_MAX": "-1"},
+     "REMEDIATOR_GUARDS_BUDGET_MAX: guards.budget.max: must be >= 0"),
+    ({"REMEDIATOR_GUARDS_BUDGET_MAX": "ten"}, "REMEDIATOR_GUARDS_BUDGET_MAX: 'ten' is not an integer"),
+    ({"REMEDIATOR_GUARDS_APPROVAL_TTL": "1 h"},
+     "REMEDIATOR_GUARDS_APPROVAL_TTL: guards.approval_ttl: '1 h': not a duration"),
+    ({"REMEDIATOR_OPERATORS": '[{"name": "alice", "role": "admin", "token_file": "/x"}]'},
+     "REMEDIATOR_OPERATORS: operators[0].role: 'admin' is not one of viewer, operator"),
+    ({"REMEDIATOR_OPERATORS": "alice:operator"},
+     "REMEDIATOR_OPERATORS: not JSON (Expecting value at character 0)"),
+    # A Slack URL is a secret: the refusal says what is wrong without quoting it.
+    ({"REMEDIATOR_ESCALATION_SINKS": '{"s": {"type": "slack", "url": "hooks.slack/T0/B0/XYZZY"}}'},
+     "REMEDIATOR_ESCALATION_SINKS: escalation_sinks.s.url: the value given: not an http(s) URL"),
+])
+def test_a_structured_variable_is_refused_naming_it(env, message):
+    with pytest.raises(ConfigError) as refused:
+        load_config(env=env, secrets=False)
+    assert message in str(refused.value) and "XYZZY" not in str(refused.value)
+
+
 # An answer nested deeper than Python's recursion limit allows to copy: a probed service
 # (untrusted) can send it, and the note about the failed step must still be written.
 DEEP = ("[" * 600 + "]" * 600).encode()
