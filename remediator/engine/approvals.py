@@ -68,7 +68,8 @@ async def expire(records: Records, inflight: InFlight, now: float) -> int:
     pending index is read, never the approval history."""
     store = records.store
     expired = 0
-    for key, pending in (await store.list_state(PENDING)).items():
+    listed = await store.list_state(PENDING)
+    for key, pending in listed.items():
         name = key[len(PENDING):]
         if "withdrawn_at" in pending:
             if now >= pending["withdrawn_at"] + WITHDRAWN_GRACE:
@@ -103,7 +104,81 @@ async def expire(records: Records, inflight: InFlight, now: float) -> int:
             await records.finish(decision, escalate=True)
             expired += 1
         await store.put_state(key, None)
+    for run_id, step in await store.awaiting_approval():
+        if f"{PENDING}{run_id}:{step}" in listed:
+            continue
+        try:
+            expired += await finish_stranded(records, inflight, f"{run_id}:{step}", now)
+        except StoreUnavailable:
+            raise  # the pass is tried again, whole
+        except Exception:  # one record that cannot be read or finished holds back no other
+            log.exception("cannot finish execution %s, left waiting on an approval", run_id)
     return expired
+
+
+async def finish_stranded(records: Records, inflight: InFlight, name: str, now: float) -> int:
+    """The run recorded `blocked approval_pending` on `name` (`execution:step`) with no
+    pending entry, finished as an expired approval's is (escalated, its note once): nothing
+    else ever would (expiry and withdrawal read only the entries, an approval needs one),
+    and its alert was neither remediated nor paged. Older code left such runs (it removed
+    the entry as it decided, then the record was refused), and so does any path that loses
+    the entry. Left alone while its alert is still to be processed (a resume, a retry, a
+    claim a dead replica left): that run records itself."""
+    store = records.store
+    run_id, step = name.split(":", 1)
+    run = await store.get_execution(run_id)
+    if run is None or not resumable(run) or run.get("blocked_step") != step:
+        return 0  # (a record of the version before: indexed as its replica left it)
+    alert = Alert.from_dict(run["alert"])
+    if not inflight.start(run_id, f"{alert.fingerprint}:{alert.starts_at}"):
+        return 0
+    try:
+        if not await store.settled(alert.dedupe_key):
+            return 0
+        # Its alert claimed, as an approval's resume claims it: no dispatcher on any replica
+        # resumes the run meanwhile (a redelivery, acknowledged again once its item was
+        # pruned, would), and a crash leaves the item to be processed again: resumed, its
+        # approval decided below blocks it for good. Maintenance runs on one replica at a
+        # time (`Service.maintain`), and a final record leaves the index: one note.
+        await store.enqueue([(alert.dedupe_key, alert.to_dict(), run.get("group") or {})])
+        item = await store.claim_key(alert.dedupe_key)
+        if item is None:
+            return 0
+        try:
+            return await _finish_stranded(records, name, now)
+        finally:  # done (it was, or it was pruned): what this run needs is recorded or not
+            await store.finish(item.id)
+    finally:
+        inflight.finish(run_id)
+
+
+async def _finish_stranded(records: Records, name: str, now: float) -> int:
+    store = records.store
+    run_id, step = name.split(":", 1)
+    async with store.critical("approvals"):  # where approvals are given and decided
+        if await store.get_state(PENDING + name) is not None:
+            return 0  # asked since the index was read: expiry's to decide
+        lost = await decide_approval(store, name, "expired", now)  # none can be given now
+        state = await store.get_state(APPROVAL + name) or {}
+    run = await store.get_execution(run_id)  # claimed: what it says stays true now
+    if run is None or not resumable(run) or run.get("blocked_step") != step:
+        return 0
+    run.update(outcome="escalated", reason=f"approval_pending: step {step!r} "
+               f"{_stranded(state, lost is not None)}; it did not run (the run was left "
+               "waiting on it, and finished by the maintenance pass)")
+    await records.finish(run, escalate=True)
+    return 1
+
+
+def _stranded(state: dict[str, Any], lost: bool) -> str:
+    """What became of a stranded run's approval, in its final reason."""
+    by = f" by {state['by']}" if state.get("by") else ""
+    if lost or not state:
+        return "could no longer be approved (its pending approval was lost)"
+    return {"approved": f"was approved{by}, but the run was never resumed",
+            "rejected": f"was rejected{by}",
+            "resolved": "was withdrawn: the alert resolved before anyone approved",
+            }.get(state["status"], "was not approved before it expired")
 
 
 async def withdrawn(records: Records, inflight: InFlight, pb: Playbook, alert: Alert,

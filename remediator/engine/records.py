@@ -22,6 +22,7 @@ from ..guards import Block, GuardContext, Guards
 from ..metrics import Metrics
 from ..playbooks.models import Playbook, Step
 from ..store.base import Event, Store, StoreUnavailable
+from ..store.packing import awaiting
 
 log = logging.getLogger("remediator.engine")
 # (execution id, inbox item id) of the alert this task processes: that execution's final
@@ -277,8 +278,7 @@ def made_change(run: dict[str, Any] | None) -> bool:
 def resumable(decision: dict[str, Any]) -> bool:
     """Interrupted (`running`), or waiting for an approval that may have come: everything
     else is final, including every other block."""
-    return decision["outcome"] == "running" or (
-        decision["outcome"] == "blocked" and decision["reason"].startswith("approval_pending"))
+    return decision["outcome"] == "running" or awaiting(decision) is not None
 
 
 def execution_id(dedupe_key: str, playbook: str) -> str:

@@ -119,6 +119,12 @@ class Store(Protocol):
         acknowledged alert now (a resolution waits for its firing run to stop)."""
         ...
 
+    async def settled(self, dedupe_key: str) -> bool:
+        """Whether no worker will process this acknowledged alert again: its inbox item is
+        done, or pruned. Pending, or claimed (live or not: an expired claim is taken over),
+        it will be, and that run records its execution itself."""
+        ...
+
     async def prune_inbox(self, before_iso: str) -> int:
         """Forget finished inbox items (and so their dedupe keys) received before then."""
         ...
@@ -131,6 +137,11 @@ class Store(Protocol):
         ...
 
     # executions: the audit trail, shaped as the contract's decision JSON
+    async def awaiting_approval(self) -> list[tuple[str, str]]:
+        """Executions recorded `blocked approval_pending`, as (id, blocked step): read from
+        an index their record's own write keeps (`packing.awaiting`), never history."""
+        ...
+
     async def save_execution(self, decision: dict[str, Any], events: list[Event] | None = None,
                              finishes: int | None = None,
                              steps: dict[int, dict[str, Any]] | None = None,

@@ -158,6 +158,17 @@ def unpack_items(rows: Iterable[tuple[int, str, str | bytes, str, str, bytes | N
     return items, unreadable
 
 
+def awaiting(decision: dict[str, Any]) -> str | None:
+    """The step a decision waits on an approval for (`blocked approval_pending`), else None.
+    Both stores index it with the record (`awaiting`, NULL for every other decision): the
+    pending-approval entries are a second index, kept by other writes, and a run whose
+    entry was lost (older code decided it first, then its record was refused) must still
+    be found without reading history (`engine.approvals.finish_stranded`)."""
+    if decision["outcome"] == "blocked" and decision["reason"].startswith("approval_pending"):
+        return decision.get("blocked_step") or ""
+    return None
+
+
 def body_text(decision: dict[str, Any]) -> bytes:
     """What is stored of a decision: all of it but its journaled steps. A dry-run decision
     keeps its steps (nothing ran, so nothing was journaled)."""

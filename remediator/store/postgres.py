@@ -511,6 +511,11 @@ class PostgresStore:
             "SELECT EXISTS (SELECT 1 FROM inbox WHERE dedupe_key=$1 AND state='running' "
             "AND lease_until >= now())", dedupe_key))
 
+    async def settled(self, dedupe_key: str) -> bool:
+        return await self._call("read", lambda db: db.fetchval(
+            "SELECT NOT EXISTS (SELECT 1 FROM inbox WHERE dedupe_key=$1 AND state <> 'done')",
+            dedupe_key))
+
     async def prune_inbox(self, before_iso: str) -> int:
         status = await self._call("prune", lambda db: db.execute(
             "DELETE FROM inbox WHERE state='done' AND received_at < $1", before_iso))
@@ -587,23 +592,28 @@ class PostgresStore:
         args += [decision["id"], decision["created_at"], utcnow_iso(),
                  _searched(decision["alertname"]), decision.get("playbook"),
                  decision["outcome"], _searched(decision["fingerprint"]),
-                 packing.pack_ref(text, ref.data), ref.id]
+                 packing.pack_ref(text, ref.data), ref.id, packing.awaiting(decision)]
         with_ = []
         if not ref.stored:  # until committed, a reference goes in with its first users
             args += [ref.created, ref.data]
             with_.append(f"r AS (INSERT INTO refs (id, created, data) VALUES (${n + 9}::bigint, "
-                         f"${n + 10}::double precision, ${n + 11}::bytea) ON CONFLICT DO NOTHING)")
+                         f"${n + 11}::double precision, ${n + 12}::bytea) ON CONFLICT DO NOTHING)")
         values = ", ".join(f"${n + i}::{t}" for i, t in enumerate(
-            ("text",) * 7 + ("bytea", "bigint"), 1))
+            ("text",) * 7 + ("bytea", "bigint", "text"), 1))
         return ("INSERT INTO executions (id, created_at, updated_at, alertname, playbook, "
-                f"outcome, fingerprint, packed, ref) SELECT {values}{where} "
+                f"outcome, fingerprint, packed, ref, awaiting) SELECT {values}{where} "
                 "ON CONFLICT (id) DO UPDATE SET updated_at=excluded.updated_at, "
-                "outcome=excluded.outcome, body=NULL, packed=excluded.packed, ref=excluded.ref",
-                with_, ref)
+                "outcome=excluded.outcome, body=NULL, packed=excluded.packed, ref=excluded.ref, "
+                "awaiting=excluded.awaiting", with_, ref)
 
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
         found = await self._decisions("id = $1", [execution_id], 1)
         return found[0] if found else None
+
+    async def awaiting_approval(self) -> list[tuple[str, str]]:
+        rows = await self._call("read", lambda db: db.fetch(
+            "SELECT id, awaiting FROM executions WHERE awaiting IS NOT NULL"))
+        return [(row["id"], row["awaiting"]) for row in rows]
 
     async def list_executions(self, limit: int = 100, **filters: Any) -> list[dict[str, Any]]:
         where, args = [], []

@@ -6,16 +6,19 @@ one entry per version, under an advisory lock, so replicas that start together m
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from . import packing
 from .base import StoreUnavailable
 
 log = logging.getLogger("remediator.store")
 MIGRATION_LOCK = 0x72656D6564  # advisory lock key held while migrating ("remed")
 # Each entry migrates from version i to i+1; never edit a released entry, append one.
-MIGRATIONS = [
+MIGRATIONS: list[str | Callable[[asyncpg.Connection], Awaitable[None]]] = [
     """
     CREATE TABLE inbox (
         id BIGSERIAL PRIMARY KEY,
@@ -341,7 +344,27 @@ MIGRATIONS = [
     ALTER INDEX inbox_pending SET (fillfactor = 100);
     ALTER INDEX inbox_leased SET (fillfactor = 100);
     """,
+    # 12: executions blocked on an approval, indexed by their own record (`_awaiting`)
+    lambda db: _awaiting(db),
 ]
+
+
+async def _awaiting(db: asyncpg.Connection) -> None:
+    """Migration 12: the column and partial index of executions blocked on an approval
+    (`packing.awaiting`; NULL, nothing to index, for every other decision), filled in once
+    from the records already there: only a blocked one with an approval state can be one,
+    so few bodies are read, once. (A replica of the version before, still running during a
+    rolling update, writes NULL there: a run it leaves waiting is found once written again.)"""
+    await db.execute("ALTER TABLE executions ADD COLUMN IF NOT EXISTS awaiting TEXT; CREATE "
+                     "INDEX executions_awaiting ON executions (id) WHERE awaiting IS NOT NULL")
+    rows = await db.fetch(
+        "SELECT e.id, e.body, e.packed, r.data AS ref FROM executions e LEFT JOIN refs r ON "
+        "r.id = e.ref WHERE e.outcome = 'blocked' AND EXISTS (SELECT 1 FROM state WHERE key "
+        ">= 'approval:' || e.id || ':' AND key < 'approval:' || e.id || ';')")
+    await db.executemany("UPDATE executions SET awaiting = $1 WHERE id = $2", [
+        (step, row["id"]) for row in rows if (step := packing.awaiting(
+            packing.unpack(row["packed"], row["ref"]) if row["packed"] is not None
+            else json.loads(row["body"]))) is not None])
 
 
 async def migrate(db: asyncpg.Connection, read_only: bool) -> int:
@@ -359,7 +382,7 @@ async def migrate(db: asyncpg.Connection, read_only: bool) -> int:
         raise StoreUnavailable(f"the database schema (version {version}) is newer than this "
                                f"remediator supports ({len(MIGRATIONS)}); upgrade remediator")
     for number, sql in enumerate(MIGRATIONS[version:], version + 1):
-        await db.execute(sql)
+        await (sql(db) if callable(sql) else db.execute(sql))  # a callable reads what it migrates
         await db.execute("INSERT INTO remediator_schema (version) VALUES ($1)", number)
         log.info("store schema migrated to version %d", number)
     return len(MIGRATIONS)

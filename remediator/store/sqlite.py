@@ -81,7 +81,7 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # Each entry migrates the schema above from `PRAGMA user_version` i to i+1, as MIGRATIONS
 # does on PostgreSQL; never edit a released entry, append one.
-MIGRATIONS = [
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # 1: decisions and inbox items compressed against shared references (packing.py)
     """
     ALTER TABLE executions ADD COLUMN ref INTEGER;
@@ -117,6 +117,8 @@ MIGRATIONS = [
     ALTER TABLE inbox_ids RENAME TO inbox;
     CREATE INDEX inbox_state ON inbox(state, id);
     """,
+    # 4: executions blocked on an approval, indexed by their own record (`_awaiting`)
+    lambda db: _awaiting(db),
 ]
 
 
@@ -604,6 +606,11 @@ class SQLiteStore(LocalCoordination):
                                          "state='running'", (dedupe_key,))
         return row is not None and row[0] not in self._finished
 
+    async def settled(self, dedupe_key: str) -> bool:
+        row = await self._run(self._one, "SELECT id, state FROM inbox WHERE dedupe_key=?",
+                              (dedupe_key,))
+        return row is None or row[1] == "done" or row[0] in self._finished
+
     async def prune_inbox(self, before_iso: str) -> int:
         """Forget finished items (and so their dedupe keys) received before `before_iso`."""
         return await self._write(lambda db: db.execute(
@@ -661,7 +668,7 @@ class SQLiteStore(LocalCoordination):
         ref = self._refs.for_body(decision, text)
         row = (decision["id"], decision["created_at"], utcnow_iso(), decision["alertname"],
                decision.get("playbook"), decision["outcome"], decision["fingerprint"],
-               packing.pack_ref(text, ref.data), ref.id)
+               packing.pack_ref(text, ref.data), ref.id, packing.awaiting(decision))
 
         def write(db: sqlite3.Connection) -> None:
             if not ref.stored:
@@ -669,14 +676,19 @@ class SQLiteStore(LocalCoordination):
                            (ref.id, ref.created, ref.data))
             db.execute(
                 "INSERT INTO executions (id, created_at, updated_at, alertname, playbook, "
-                "outcome, fingerprint, body, ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON "
-                "CONFLICT(id) DO UPDATE SET updated_at=excluded.updated_at, "
-                "outcome=excluded.outcome, body=excluded.body, ref=excluded.ref", row)
+                "outcome, fingerprint, body, ref, awaiting) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "?) ON CONFLICT(id) DO UPDATE SET updated_at=excluded.updated_at, "
+                "outcome=excluded.outcome, body=excluded.body, ref=excluded.ref, "
+                "awaiting=excluded.awaiting", row)
 
         return write, ref
 
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
         return await self._run(self._get_execution, execution_id)
+
+    async def awaiting_approval(self) -> list[tuple[str, str]]:
+        return await self._run(lambda: self._conn().execute(
+            "SELECT id, awaiting FROM executions WHERE awaiting IS NOT NULL").fetchall())
 
     async def get_execution_and_pause(self, execution_id: str
                                       ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -865,13 +877,31 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.execute("BEGIN IMMEDIATE")
         try:
             if db.execute("PRAGMA user_version").fetchone()[0] < number:
-                for statement in filter(str.strip, sql.split(";")):
-                    db.execute(statement)
+                if callable(sql):  # a step that reads what it migrates
+                    sql(db)
+                else:
+                    for statement in filter(str.strip, sql.split(";")):
+                        db.execute(statement)
                 db.execute(f"PRAGMA user_version={number}")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+
+def _awaiting(db: sqlite3.Connection) -> None:
+    """Migration 4: the column and partial index of executions blocked on an approval
+    (`packing.awaiting`), filled in once from the records already there: only a blocked
+    one with an approval state can be one, so few bodies are read, once."""
+    db.execute("ALTER TABLE executions ADD COLUMN awaiting TEXT")
+    db.execute("CREATE INDEX executions_awaiting ON executions(id) WHERE awaiting IS NOT NULL")
+    rows = db.execute(
+        "SELECT e.id, e.body, r.data FROM executions e LEFT JOIN refs r ON r.id = e.ref "
+        "WHERE e.outcome = 'blocked' AND EXISTS (SELECT 1 FROM state WHERE key >= "
+        "'approval:' || e.id || ':' AND key < 'approval:' || e.id || ';')").fetchall()
+    db.executemany("UPDATE executions SET awaiting=? WHERE id=?", [
+        (step, execution_id) for execution_id, body, ref in rows
+        if (step := packing.awaiting(packing.unpack(body, ref))) is not None])
 
 
 def _admit(db: sqlite3.Connection, limits: list[Limit], events: list[Event],

@@ -319,12 +319,15 @@ def test_sqlite_decisions_are_indexed_only_as_a_query_needs_and_a_version_1_file
         store = await _opened(url)
         assert {name for (name,) in store._db.execute(
             "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='executions'")} == {
-            "sqlite_autoindex_executions_1", "executions_created", "executions_running"}
+            "sqlite_autoindex_executions_1", "executions_created", "executions_running",
+            "executions_awaiting"}
         assert [d["id"] for d in await store.list_executions(10, outcome="running")] == ["e2"]
         assert [d["id"] for d in await store.list_executions(10, outcome="failed")] == ["e1"]
         assert [d["id"] for d in await store.list_executions(10)] == ["e3", "e2", "e1"]
         assert plans(store, "SELECT id FROM executions WHERE outcome='running' ORDER BY "
                      "created_at DESC")[0] == "SCAN executions USING INDEX executions_running"
+        assert plans(store, "SELECT id, awaiting FROM executions WHERE awaiting IS NOT NULL"
+                     ) == ["SCAN executions USING INDEX executions_awaiting"]
         assert "SEARCH executions USING INDEX executions_created (created_at<?)" in plans(
             store, "SELECT id FROM executions WHERE created_at < ?1 AND updated_at < ?1", "x")
         assert await store.prune_history(time.time()) == 2  # the final ones
@@ -1021,9 +1024,12 @@ def test_decisions_of_a_populated_version_10_database_are_listed_newest_first_by
         for number, sql in enumerate(MIGRATIONS[:10], 1):
             await db.execute(sql)
             await db.execute("INSERT INTO remediator_schema VALUES ($1)", number)
+        # This code's records name a column of migration 12 (which adds it if not there)
+        await db.execute("ALTER TABLE executions ADD COLUMN awaiting TEXT")
         await db.close()
         old = PostgresStore(postgres_url)  # the previous version, its schema and its list
-        migration_11 = MIGRATIONS.pop()
+        later = MIGRATIONS[10:]
+        del MIGRATIONS[10:]
         try:
             await old.open()
             for n in range(0, 20, 2):
@@ -1031,7 +1037,7 @@ def test_decisions_of_a_populated_version_10_database_are_listed_newest_first_by
             before = [d["id"] for d in await old.list_executions(100)]
             await old.close()
         finally:
-            MIGRATIONS.append(migration_11)
+            MIGRATIONS.extend(later)
         store = await _opened(postgres_url)  # migrates the populated database
         for n in range(1, 20, 2):
             await store.save_execution(decision(n))

@@ -1,0 +1,108 @@
+"""A run left `blocked approval_pending` with no pending-approval entry is finished once.
+
+Expiry and withdrawal read only the pending entries, and an approval needs one: a run whose
+entry was lost (older code removed it as it decided the approval, then the run's record was
+refused) stayed blocked for ever, its alert neither remediated nor paged. The maintenance
+pass finds such runs by an index their own record keeps, and finishes them as an expired
+approval's run is: escalated, one note. Real stores (SQLite, and the suite's PostgreSQL),
+notes counted at a real HTTP receiver.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import pytest
+
+from remediator.guards import APPROVAL, PENDING, decide_approval
+from tests.integration.test_guards import web
+from tests.integration.test_note_once import _hooked
+from tests.integration.test_withdrawn_approval import FIRING, _store
+
+STRANDED = "approval_pending: step 'restart' was not approved before it expired; it did not run"
+
+
+def _downgrade(h: Any, cluster: Any) -> None:
+    """The store as the version before left it: no index of runs waiting on an approval."""
+    if cluster is None:
+        with sqlite3.connect(h.cfg.store.removeprefix("sqlite:///")) as db:
+            db.executescript("DROP INDEX executions_awaiting; ALTER TABLE executions DROP "
+                             "COLUMN awaiting; PRAGMA user_version=3;")
+        return
+    cluster.sql("DROP INDEX executions_awaiting; ALTER TABLE executions DROP COLUMN awaiting; "
+                "DELETE FROM remediator_schema WHERE version = 12",
+                h.cfg.store.rsplit("/", 1)[1])
+
+
+@pytest.mark.parametrize("upgraded", [False, True], ids=["lost", "older-code"])
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_run_whose_expired_approval_lost_its_entry_is_finished_once(
+        tmp_path, run, webhook_receiver, request, store, upgraded):
+    """The approval expired and its entry went, its run's record left blocked (older code,
+    or a store that upgraded from it: the migration indexes the runs already waiting). The
+    next maintenance pass finishes it, escalated, with one note; later passes write nothing."""
+    url, cluster = _store(request, store)
+
+    async def scenario() -> tuple[Any, list[dict], list]:
+        h = await _hooked(tmp_path, webhook_receiver, approval=True, store=url, always=True)
+        [pending] = await h.fire(web(0))
+        name = f"{pending['id']}:restart"
+        h.clock.now += 7200  # past the TTL: older code decided, then its record was refused
+        await decide_approval(h.service.store, name, "expired", h.clock.now)
+        if upgraded:
+            await h.service.stop()
+            _downgrade(h, cluster)
+            await h.start()
+        seen = []
+        for _ in range(2):
+            await h.service.maintain()
+            seen.append(await h.service.store.get_execution(pending["id"]))
+        left = await h.service.store.awaiting_approval()
+        await h.service.stop()
+        return h, seen, left
+
+    h, seen, left = run(scenario())
+    for done in seen:
+        assert (done["outcome"], done["reason"]) == ("escalated", STRANDED + (
+            " (the run was left waiting on it, and finished by the maintenance pass)")), done
+        assert done["finished_at"] == seen[0]["finished_at"]  # written once
+    assert left == [] and h.calls == []
+    outcomes = [d.body["outcome"] for d in webhook_receiver.deliveries]
+    assert outcomes == ["blocked", "escalated"], outcomes
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_stranded_run_still_to_be_processed_is_left_to_that_run(
+        tmp_path, run, webhook_receiver, request, store):
+    """Its entry lost while the approval was still pending: while its alert is claimed (a
+    resume, a retry, a claim a dead replica left), the pass leaves the run to whoever
+    processes it; once nothing will, it finishes the run, the approval decided (nobody can
+    give it any more: approving needs the entry)."""
+    url, _ = _store(request, store)
+
+    async def scenario() -> tuple[Any, dict, dict, dict]:
+        h = await _hooked(tmp_path, webhook_receiver, approval=True, store=url, always=True)
+        service = h.service
+        [pending] = await h.fire(web(0))
+        name = f"{pending['id']}:restart"
+        await service.store.put_state(PENDING + name, None)  # lost; the approval pending
+        item = await service.store.claim_key(FIRING)
+        await service.maintain()
+        held = await service.store.get_execution(pending["id"])
+        await service.store.finish(item.id)
+        await service.maintain()
+        done = await service.store.get_execution(pending["id"])
+        state = await service.store.get_state(APPROVAL + name)
+        await service.stop()
+        return h, held, done, state
+
+    h, held, done, state = run(scenario())
+    assert held["outcome"] == "blocked" and held["reason"].startswith("approval_pending")
+    assert (done["outcome"], done["reason"]) == ("escalated", (
+        "approval_pending: step 'restart' could no longer be approved (its pending approval "
+        "was lost); it did not run (the run was left waiting on it, and finished by the "
+        "maintenance pass)")), done
+    assert state["status"] == "expired" and h.calls == []
+    outcomes = [d.body["outcome"] for d in webhook_receiver.deliveries]
+    assert outcomes == ["blocked", "escalated"], outcomes
