@@ -73,7 +73,7 @@ async def expire(records: Records, inflight: InFlight, now: float) -> int:
         name = key[len(PENDING):]
         if "withdrawn_at" in pending:
             if now >= pending["withdrawn_at"] + WITHDRAWN_GRACE:
-                await finish_withdrawn(records, inflight, name)
+                await finish_withdrawn(records, inflight, name, pending)
             continue
         if now < pending["expires_at"]:
             continue
@@ -88,7 +88,7 @@ async def expire(records: Records, inflight: InFlight, now: float) -> int:
                 or await store.get_state(APPROVAL + name)
         if state is not None and state["status"] == "resolved":
             # Withdrawn, and its resolution stopped before marking the entry (`on_resolved`).
-            await finish_withdrawn(records, inflight, name)
+            await finish_withdrawn(records, inflight, name, pending)
             continue
         if state is None or state["status"] != "expired":
             # Decided otherwise, in this section, whose decider removes the entry right
@@ -192,10 +192,11 @@ async def withdrawn(records: Records, inflight: InFlight, pb: Playbook, alert: A
     run_id = execution_id(replace(alert, status="firing").dedupe_key, pb.name)
     for key, pending in (await records.store.list_state(f"{PENDING}{run_id}:")).items():
         if "withdrawn_at" in pending and now < pending["withdrawn_at"] + WITHDRAWN_GRACE:
-            await finish_withdrawn(records, inflight, key[len(PENDING):])
+            await finish_withdrawn(records, inflight, key[len(PENDING):], pending)
 
 
-async def finish_withdrawn(records: Records, inflight: InFlight, name: str) -> None:
+async def finish_withdrawn(records: Records, inflight: InFlight, name: str,
+                           pending: dict[str, Any]) -> None:
     """The run blocked on the approval `name` (`execution:step`) that its alert's resolution
     withdrew, finished as a run the resolution stopped before that step is (`after_cancel`):
     left `blocked approval_pending`, nothing else finishes it (no approval can be given,
@@ -209,7 +210,8 @@ async def finish_withdrawn(records: Records, inflight: InFlight, name: str) -> N
     run_id, step = name.split(":", 1)
     run = await store.get_execution(run_id)
     if run is None:
-        return  # not recorded yet: its run, when it comes, meets the resolution
+        await _never_recorded(store, name, pending)
+        return
     firing = run["alert"]
     if not inflight.start(run_id, f"{firing['fingerprint']}:{firing['startsAt']}"):
         return
@@ -224,6 +226,23 @@ async def finish_withdrawn(records: Records, inflight: InFlight, name: str) -> N
         await store.put_state(PENDING + name, None)
     finally:
         inflight.finish(run_id)
+
+
+async def _never_recorded(store: Store, name: str, pending: dict[str, Any]) -> None:
+    """A withdrawn approval whose run has no record. While its firing alert is still to be
+    processed, that run comes and meets the resolution. Once nothing will process it (its
+    blocked record was refused, then a reload removed its playbook: the retry matched
+    nothing), the entry goes, with a warning: kept, it was read at every pass for ever.
+    Nothing is recorded: nothing ran (a run's first journal entry carries its record), the
+    alert resolved, and its approval says withdrawn to whoever comes to approve it; a
+    decision made up now would have no playbook to describe it nor rules to page by."""
+    episode = pending.get("episode")  # (an entry older than episodes: past its grace)
+    if episode is not None and not await store.settled(f"{episode}:firing"):
+        return
+    log.warning("approval %s was withdrawn (its alert resolved), and its run was never "
+                "recorded nor will be (its playbook no longer matches the alert); nothing "
+                "ran: its pending entry is dropped", name)
+    await store.put_state(PENDING + name, None)
 
 
 async def _finish_withdrawn(records: Records, run: dict[str, Any], step: str) -> None:

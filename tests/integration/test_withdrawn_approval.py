@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from remediator.alerts import dedupe_key
+from remediator.engine import execution_id
 from remediator.engine.approvals import WITHDRAWN_GRACE
 from remediator.guards import APPROVAL, PENDING
 from remediator.service import Undecided
@@ -188,3 +189,44 @@ def test_a_withdrawal_leaves_a_run_in_progress_on_another_replica_to_it(
     assert [s["outcome"] for s in done["steps"]] == ["cancelled"]
     outcomes = [d.body["outcome"] for d in webhook_receiver.deliveries]
     assert outcomes == ["blocked", "resolved"], outcomes
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_withdrawn_approval_whose_run_was_never_recorded_ends(
+        tmp_path, run, webhook_receiver, request, store, caplog):
+    """The run's blocked record was refused, then a reload removed its playbook: the retry
+    matched nothing, and the withdrawn entry was read at every pass for ever. While its
+    firing alert is still to be processed the entry waits for that run; once nothing will
+    process it, the pass drops it with a warning (nothing ran, nothing is recorded)."""
+    url, _ = _store(request, store)
+    run_id = execution_id(FIRING, "restart-web")
+    name = f"{run_id}:restart"
+
+    async def scenario() -> tuple[Any, list[dict]]:
+        h = await _hooked(tmp_path, webhook_receiver, approval=True, store=url, always=True)
+        store_ = h.service.store
+        now = h.clock.now
+        await store_.put_state(APPROVAL + name, {"status": "resolved", "step": "restart",
+                                                 "requested_at": now, "expires_at": now + 3600,
+                                                 "decided_at": now})
+        await store_.put_state(PENDING + name, {
+            "expires_at": now + 3600, "requested_at": now, "fingerprint": "web",
+            "episode": f"web:{web(0)['startsAt']}", "withdrawn_at": now})
+        await store_.enqueue([(FIRING, {"fingerprint": "web"}, {})])  # its retry, to come
+        h.clock.now += WITHDRAWN_GRACE + 1
+        seen = []
+        await h.service.maintain()
+        seen.append(await store_.list_state(PENDING))
+        item = await store_.claim_key(FIRING)
+        await store_.finish(item.id)  # processed: nothing matched it
+        await h.service.maintain()
+        seen.append(await store_.list_state(PENDING))
+        seen.append(await store_.get_execution(run_id))
+        await h.service.stop()
+        return h, seen
+
+    h, seen = run(scenario())
+    assert list(seen[0]) == [PENDING + name] and seen[1] == {} and seen[2] is None
+    assert webhook_receiver.deliveries == [] and h.calls == []
+    [warning] = [r for r in caplog.records if "never recorded" in r.getMessage()]
+    assert name in warning.getMessage()
