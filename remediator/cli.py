@@ -20,7 +20,7 @@ from typing import Any
 
 from . import __version__, ca_bundle, collector  # ca_bundle: before aiohttp
 from .alerts import PayloadError, parse_notification
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, unknown_variables
 from .logs import setup_logging
 from .playbooks.validate import RulesError
 from .report import decision_text, history_text
@@ -221,6 +221,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _config(args, listen=args.listen, mode=args.mode,
                   allow_unauthenticated=args.allow_unauthenticated)
     setup_logging(cfg.log_level)
+    for warning in unknown_variables(dict(os.environ)):
+        log.warning(warning)
     if not (cfg.webhook_token or cfg.basic_auth_username or cfg.allow_unauthenticated):
         print("remediator: no webhook credentials: set REMEDIATOR_WEBHOOK_TOKEN (or _FILE), "
               "basic auth, or pass --allow-unauthenticated", file=sys.stderr)

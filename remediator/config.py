@@ -139,11 +139,12 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
         setattr(cfg, key, _coerce(key, value, getattr(cfg, key)))
     if guards is not None:
         cfg.guards = _guard_settings(guards)
-    paused = env.get("REMEDIATOR_PAUSED", "").strip().lower()
-    if paused and paused not in _BOOLS:
-        raise ConfigError(f"REMEDIATOR_PAUSED: {paused!r} is not a boolean (true or false)")
-    if _BOOLS.get(paused):
-        cfg.guards.paused = True  # the kill switch, settable without editing any file
+    for variable in _PAUSED:  # the kill switch, settable without editing any file
+        paused = env.get(variable, "").strip().lower()
+        if paused and paused not in _BOOLS:
+            raise ConfigError(f"{variable}: {paused!r} is not a boolean (true or false)")
+        if _BOOLS.get(paused):
+            cfg.guards.paused = True  # either one: a kill switch is never undone by a name
     _check_effective(cfg)
     _check_sinks(cfg, source)
     if cfg.history_retention < 86400:
@@ -164,6 +165,18 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
                     cfg.store_password,
                     *(u.token for u in cfg.operators))
     return cfg
+
+
+def unknown_variables(env: dict[str, str]) -> list[str]:
+    """A warning for each `REMEDIATOR_*` variable that looks like a setting misspelt
+    (`REMEDIATOR_PAUSE`): ignored, it would leave a kill switch or a guard unset unseen.
+    Names unlike any setting's are not flagged: a playbook's secret may come from one."""
+    known = [f"REMEDIATOR_{f.name.upper()}" for f in fields(Config) if f.name != "guards"]
+    known += [f"REMEDIATOR_{name.upper()}_FILE" for name in SECRETS]
+    known += [*_GUARD_VARIABLES, *_PAUSED, *_CLIENT_VARIABLES]
+    return [f"{name} is not a setting and is ignored{hint}" for name in sorted(env)
+            if name.startswith("REMEDIATOR_") and name not in known
+            and (hint := did_you_mean(name, known, cutoff=0.85))]
 
 
 def read_config_source(file: str) -> Source:
@@ -281,9 +294,12 @@ def _guard_leaves(schema: dict[str, Any], path: tuple[str, ...] = ()) -> list[tu
             for leaf in _guard_leaves(sub, (*path, key))]
 
 
-# `guards.budget.max` is REMEDIATOR_GUARDS_BUDGET_MAX; the kill switch keeps its short name.
+# `guards.budget.max` is REMEDIATOR_GUARDS_BUDGET_MAX; the kill switch has its short name too.
 _GUARD_VARIABLES = {f"REMEDIATOR_GUARDS_{'_'.join(leaf).upper()}": leaf
                     for leaf in _guard_leaves(GUARDS) if leaf != ("paused",)}
+_PAUSED = ("REMEDIATOR_PAUSED", "REMEDIATOR_GUARDS_PAUSED")
+# Read by the CLI's clients (`approve`), not by the server.
+_CLIENT_VARIABLES = ("REMEDIATOR_OPERATOR_TOKEN", "REMEDIATOR_OPERATOR_TOKEN_FILE")
 
 
 def _guards_from_env(env: dict[str, str], guards: Any) -> dict[str, Any] | None:

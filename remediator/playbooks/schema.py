@@ -405,8 +405,8 @@ def _where(path: Path) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".") or "file"
 
 
-def did_you_mean(word: str, options: list[str]) -> str:
+def did_you_mean(word: str, options: list[str], cutoff: float = 0.6) -> str:
     import difflib  # only for a mistake: not imported by every start-up
 
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=cutoff)
     return f" (did you mean {close[0]!r}?)" if close else ""

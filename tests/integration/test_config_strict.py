@@ -133,6 +133,33 @@ def test_a_structured_variable_is_refused_naming_it(env, message):
     assert message in str(refused.value) and "XYZZY" not in str(refused.value)
 
 
+def test_the_kill_switch_by_either_name_and_a_misspelt_variable_is_flagged(tmp_path):
+    """REMEDIATOR_GUARDS_PAUSED is what the naming rule gives guards.paused: it pauses as
+    REMEDIATOR_PAUSED does. A variable one typo from a setting is ignored, so it is warned
+    of: a misspelt kill switch must not be silent. A name unlike any is a playbook's."""
+    rules = write_rules(tmp_path / "rules", "playbooks:\n  - name: note\n"
+                        "    match: {alertname: Paused}\n    steps:\n"
+                        "      - {name: say, action: log, params: {message: hi}}\n")
+    w = WorkerProcess(tmp_path, [str(rules)], mode="live", extra_env={
+        "REMEDIATOR_GUARDS_PAUSED": "true", "REMEDIATOR_PAUSE": "true",
+        "REMEDIATOR_SLACK_TOKEN": "not-a-setting"}).start()
+    try:
+        assert w.post_alerts(notification(alert("Paused", fingerprint="p1")))[0] == 202
+        deadline = time.monotonic() + 20
+        while not (done := [e for e in w.executions() if e["outcome"] != "running"]):
+            assert time.monotonic() < deadline, (w.executions(), w.logs())
+            time.sleep(0.1)
+        [decision] = done
+        assert decision["outcome"] == "blocked" and decision["reason"].startswith("paused"), \
+            decision
+        logs = w.logs()
+        assert "REMEDIATOR_PAUSE is not a setting and is ignored (did you mean " \
+            "'REMEDIATOR_PAUSED'?)" in logs
+        assert "REMEDIATOR_SLACK_TOKEN" not in logs
+    finally:
+        w.stop()
+
+
 # An answer nested deeper than Python's recursion limit allows to copy: a probed service
 # (untrusted) can send it, and the note about the failed step must still be written.
 DEEP = ("[" * 600 + "]" * 600).encode()
