@@ -61,9 +61,10 @@ class _BadRequests(logging.Filter):
             record.msg, record.args = "%s: bad HTTP request (answered %d): %s", (
                 record.getMessage(), exc.code, _fault(exc))
         elif exc is not None and isinstance(exc.__cause__, HttpProcessingError):
-            # A body its Content-Encoding cannot decode: once answered (a 400 if the handler
-            # read it, else whatever it said), aiohttp reads the rest of it, fails again
-            # (`RequestPayloadError`) and logs that as an unhandled exception.
+            # A body aiohttp cannot read (its framing; its Content-Encoding was, while aiohttp
+            # decoded it): once answered (a 400 if the handler read it, else whatever it
+            # said), aiohttp reads the rest of it, fails again (`RequestPayloadError`) and
+            # logs that as an unhandled exception.
             record.msg, record.args = "bad HTTP request body, connection closed: %s", (
                 _fault(exc.__cause__),)
         else:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import console, redact, turns
+from . import console, content_coding, redact, turns
 from .alerts import PayloadError, parse_notification
 from .auth import Principal, Users
 from .playbooks.validate import RulesError
@@ -31,10 +31,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def build_app(service: Service) -> web.Application:
-    # aiohttp enforces the body limit itself (413) before the handler reads anything.
+    # aiohttp enforces the body limit itself (413) before the handler reads anything, and
+    # leaves a body's Content-Encoding to us (content_coding.py says why).
     cfg = service.config
-    app = web.Application(client_max_size=cfg.max_body_bytes,
-                          middlewares=[guard])
+    app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[guard],
+                          handler_args={"auto_decompress": False})
     app[SERVICE] = service
     app[USERS] = Users(cfg.operators, cfg.webhook_token, cfg.basic_auth_username,
                        cfg.basic_auth_password, cfg.allow_unauthenticated)
@@ -85,8 +86,9 @@ def _needs(request: web.Request) -> str | None:
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every request's one middleware. 401 without valid credentials, 403 with credentials
     that lack the role; a store that cannot answer is a 503 on every endpoint (approve, API
-    reads, console), never a 500: the work is not lost, the caller should retry; a body that
-    cannot be decoded (its Content-Encoding) is a 400 everywhere. For
+    reads, console), never a 500: the work is not lost, the caller should retry; a body in
+    a Content-Encoding the route does not take is a 415 naming those it does, one that
+    cannot be read (its framing) a 400. For
     /alerts also `remediator_webhook_requests_total{code}` for every answer, 401s included,
     and processing keeps to its share of the loop while one is in flight (turns.py).
 
@@ -99,7 +101,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             principal = None if need is None else \
                 await request.app[USERS].authenticate(request.headers.get("Authorization", ""))
-            response = _refusal(request, principal, need)
+            response = _refusal(request, principal, need) or _undecodable(request, webhook)
             if response is None:
                 if principal is not None:
                     request[PRINCIPAL] = principal
@@ -108,8 +110,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             log.error("store unavailable answering %s %s: %s", request.method, request.path, exc)
             response = _error(503, f"store unavailable, retry: {exc}")
         except web.RequestPayloadError as exc:
-            # aiohttp decodes a body's Content-Encoding as it is read: a `gzip` body that is
-            # not gzip raises here, in the webhook's or a console form's handler.
+            # A body whose framing is broken (chunked transfer coding) raises as it is read,
+            # in the webhook's or a console form's handler.
             reason = getattr(exc.__cause__, "message", "") or str(exc)  # not "400, message:"
             response = _error(400, f"cannot read the request body: {reason}")
     if webhook:
@@ -122,6 +124,16 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 _NOT_A_WEBHOOK = contextlib.nullcontext()
+
+
+def _undecodable(request: web.Request, webhook: bool) -> web.Response | None:
+    """The 415 of a body in a Content-Encoding this route does not take, before it is read."""
+    header = request.headers.get("Content-Encoding")
+    if header is None:  # nearly every request
+        return None
+    message = content_coding.refusal(content_coding.coding(header), content_coding.WEBHOOK
+                                     if webhook else content_coding.OTHER)
+    return None if message is None else _error(415, message)
 
 
 def _refusal(request: web.Request, principal: Principal | None, need: str | None
@@ -158,8 +170,13 @@ async def receive_alerts(request: web.Request) -> web.Response:
         return _error(503, "not ready: starting or shutting down")
     try:
         body = await request.read()
+        if (header := request.headers.get("Content-Encoding")) is not None:  # (accepted)
+            body = content_coding.decoded(body, content_coding.coding(header),
+                                          service.config.max_body_bytes)
     except web.HTTPRequestEntityTooLarge:
         return _error(413, f"body exceeds {service.config.max_body_bytes} bytes")
+    except content_coding.BodyError as exc:
+        return _error(exc.status, f"cannot read the request body: {exc}")
     try:
         notification = parse_notification(body)
     except PayloadError as exc:
