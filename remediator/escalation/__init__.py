@@ -149,6 +149,15 @@ class Escalator:
         sink = self.sinks.get(name)
         if sink is None:  # refused at load (config and rules); kept harmless regardless
             return self._refused(name, note, KeyError(f"sink {name!r} is not configured"))
+        key = f"spool:{note['id']}:{name}"
+        if await self.store.get_state(key) is not None:
+            # A note of this execution still spooled for this sink: spooled before a restart
+            # (this process's memory of it, `escalate`'s, is gone; its record was never
+            # written), or before its outcome changed. Sent now as well, the receiver got
+            # both, the spooled one last. Replaced by this one, the spool sends it, once.
+            await self.store.put_state(key, note, durable=False)
+            self._count(name, "spooled")
+            return "spooled"
         # At the first note, not before serve is ready (~5 ms of start-up).
         from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -165,7 +174,7 @@ class Escalator:
                 return self._refused(name, note, exc)
             log.warning("escalation %s not delivered to %s, spooled: %s", note["id"], name, exc,
                         extra={"execution_id": note["id"]})
-            await self.store.put_state(f"spool:{note['id']}:{name}", note, durable=False)
+            await self.store.put_state(key, note, durable=False)
             self._count(name, "spooled")
             return "spooled"
         self._count(name, "delivered")

@@ -20,6 +20,7 @@ import pytest
 
 from remediator.alerts import parse_notification
 from remediator.guards import PENDING
+from remediator.service import Undecided
 from tests.integration.test_guards import Harness, web
 from tests.integration.test_unexpected_errors import (
     FINAL,
@@ -160,6 +161,41 @@ def test_a_note_neither_delivered_nor_spooled_still_goes_out_once(tmp_path, run)
         receiver.stop()
     last = receiver.deliveries[-1]
     assert last.body["id"] == failed["id"] and "KeyError" in last.body["reason"]
+
+
+def test_a_note_spooled_before_a_restart_reaches_the_receiver_once(tmp_path, run):
+    """The receiver is down, so the note is spooled; the decision's record is refused, and
+    the process stops before it is written. Restarted, the alert is decided again: its note
+    went to the receiver at once, and the spool's redelivery sent the one spooled before
+    too (two pages for one execution). The spooled note is replaced, and sent once."""
+    receiver = WebhookReceiver(status=503)
+
+    async def scenario() -> tuple[dict, dict]:
+        h = await _hooked(tmp_path, receiver, always=True)
+        db = _refusing(h, FINAL)
+        with pytest.raises(Undecided):  # an offline drain gives up: its item stays claimed
+            await h.fire(web(0))
+        spooled = await h.service.store.list_state("spool:")
+        _accepting(db)
+        receiver.status = 200
+        tried = len(receiver.deliveries)
+        await h.restart()
+        h.service.engine.escalator.retry_wait = 0
+        [done] = await h.service.drain()
+        for _ in range(2):
+            await h.service.maintain()
+        left = await h.service.store.list_state("spool:")
+        await h.service.stop()
+        return dict(done, spooled=spooled, left=left), {"after": len(receiver.deliveries) - tried}
+
+    try:
+        done, count = run(scenario())
+    finally:
+        receiver.stop()
+    assert [key.rsplit(":", 1)[1] for key in done["spooled"]] == ["hook"]
+    assert done["outcome"] == "escalated" and done["left"] == {}
+    assert count == {"after": 1}, count
+    assert receiver.deliveries[-1].body["id"] == done["id"]
 
 
 def test_an_approval_asked_after_another_block_whose_record_was_refused_is_paged(
