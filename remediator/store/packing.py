@@ -164,9 +164,28 @@ def awaiting(decision: dict[str, Any]) -> str | None:
     pending-approval entries are a second index, kept by other writes, and a run whose
     entry was lost (older code decided it first, then its record was refused) must still
     be found without reading history (`engine.approvals.finish_stranded`)."""
-    if decision["outcome"] == "blocked" and decision["reason"].startswith("approval_pending"):
+    if decision.get("outcome") == "blocked" and (decision.get("reason") or "").startswith(
+            "approval_pending"):
         return decision.get("blocked_step") or ""
     return None
+
+
+def awaiting_rows(rows: Iterable[tuple[str, Callable[[], dict[str, Any]]]]
+                  ) -> list[tuple[str | None, str]]:
+    """(blocked step, id) of the records among `rows` (id, how to read its body) that wait on
+    an approval: what the migrations that add the `awaiting` index fill in. A body that
+    cannot be read is left out (logged), never fails the migration: the store would not open."""
+    found = []
+    for execution_id, read in rows:
+        try:
+            step = awaiting(read())
+        except Exception as exc:  # whatever a damaged body or a pruned reference raises
+            log.error("execution %s cannot be read to index it (%s: %s)", execution_id,
+                      type(exc).__name__, exc)
+            continue
+        if step is not None:
+            found.append((step, execution_id))
+    return found
 
 
 def body_text(decision: dict[str, Any]) -> bytes:

@@ -361,10 +361,10 @@ async def _awaiting(db: asyncpg.Connection) -> None:
         "SELECT e.id, e.body, e.packed, r.data AS ref FROM executions e LEFT JOIN refs r ON "
         "r.id = e.ref WHERE e.outcome = 'blocked' AND EXISTS (SELECT 1 FROM state WHERE key "
         ">= 'approval:' || e.id || ':' AND key < 'approval:' || e.id || ';')")
-    await db.executemany("UPDATE executions SET awaiting = $1 WHERE id = $2", [
-        (step, row["id"]) for row in rows if (step := packing.awaiting(
-            packing.unpack(row["packed"], row["ref"]) if row["packed"] is not None
-            else json.loads(row["body"]))) is not None])
+    await db.executemany("UPDATE executions SET awaiting = $1 WHERE id = $2",
+                         packing.awaiting_rows((row["id"], lambda r=row: packing.unpack(
+                             r["packed"], r["ref"]) if r["packed"] is not None
+                             else json.loads(r["body"])) for row in rows))
 
 
 async def migrate(db: asyncpg.Connection, read_only: bool) -> int:

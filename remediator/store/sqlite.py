@@ -899,9 +899,9 @@ def _awaiting(db: sqlite3.Connection) -> None:
         "SELECT e.id, e.body, r.data FROM executions e LEFT JOIN refs r ON r.id = e.ref "
         "WHERE e.outcome = 'blocked' AND EXISTS (SELECT 1 FROM state WHERE key >= "
         "'approval:' || e.id || ':' AND key < 'approval:' || e.id || ';')").fetchall()
-    db.executemany("UPDATE executions SET awaiting=? WHERE id=?", [
-        (step, execution_id) for execution_id, body, ref in rows
-        if (step := packing.awaiting(packing.unpack(body, ref))) is not None])
+    db.executemany("UPDATE executions SET awaiting=? WHERE id=?", packing.awaiting_rows(
+        (execution_id, lambda b=body, r=ref: packing.unpack(b, r))
+        for execution_id, body, ref in rows))
 
 
 def _admit(db: sqlite3.Connection, limits: list[Limit], events: list[Event],

@@ -23,22 +23,30 @@ from tests.integration.test_withdrawn_approval import FIRING, _store
 STRANDED = "approval_pending: step 'restart' was not approved before it expired; it did not run"
 
 
+# A blocked record whose body cannot be read, with an approval state: the migration that
+# indexes the runs waiting on one leaves it out (logged) rather than fail, and not open.
+DAMAGED = ("INSERT INTO executions (id, created_at, updated_at, alertname, playbook, outcome, "
+           "fingerprint, {body}) VALUES ('damaged', 'x', 'x', 'A', 'pb', 'blocked', 'f', {bad}); "
+           "INSERT INTO state (key, value) VALUES ('approval:damaged:s', '{{}}');")
+
+
 def _downgrade(h: Any, cluster: Any) -> None:
     """The store as the version before left it: no index of runs waiting on an approval."""
     if cluster is None:
         with sqlite3.connect(h.cfg.store.removeprefix("sqlite:///")) as db:
             db.executescript("DROP INDEX executions_awaiting; ALTER TABLE executions DROP "
-                             "COLUMN awaiting; PRAGMA user_version=3;")
+                             "COLUMN awaiting; PRAGMA user_version=3; " + DAMAGED.format(
+                                 body="body", bad="x'789c00'"))
         return
     cluster.sql("DROP INDEX executions_awaiting; ALTER TABLE executions DROP COLUMN awaiting; "
-                "DELETE FROM remediator_schema WHERE version = 12",
-                h.cfg.store.rsplit("/", 1)[1])
+                "DELETE FROM remediator_schema WHERE version = 12; " + DAMAGED.format(
+                    body="packed", bad="'\\x789c00'::bytea"), h.cfg.store.rsplit("/", 1)[1])
 
 
 @pytest.mark.parametrize("upgraded", [False, True], ids=["lost", "older-code"])
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_a_run_whose_expired_approval_lost_its_entry_is_finished_once(
-        tmp_path, run, webhook_receiver, request, store, upgraded):
+        tmp_path, run, webhook_receiver, request, store, upgraded, caplog):
     """The approval expired and its entry went, its run's record left blocked (older code,
     or a store that upgraded from it: the migration indexes the runs already waiting). The
     next maintenance pass finishes it, escalated, with one note; later passes write nothing."""
@@ -70,6 +78,11 @@ def test_a_run_whose_expired_approval_lost_its_entry_is_finished_once(
     assert left == [] and h.calls == []
     outcomes = [d.body["outcome"] for d in webhook_receiver.deliveries]
     assert outcomes == ["blocked", "escalated"], outcomes
+    unread = [r.getMessage() for r in caplog.records if "cannot be read to index" in
+              r.getMessage()]
+    assert unread == (["execution damaged cannot be read to index it (error: Error -5 while "
+                       "decompressing data: incomplete or truncated stream)"] if upgraded
+                      else []), unread
 
 
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
