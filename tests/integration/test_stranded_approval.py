@@ -10,6 +10,7 @@ notes counted at a real HTTP receiver.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from typing import Any
 
@@ -117,5 +118,35 @@ def test_a_stranded_run_still_to_be_processed_is_left_to_that_run(
         "was lost); it did not run (the run was left waiting on it, and finished by the "
         "maintenance pass)")), done
     assert state["status"] == "expired" and h.calls == []
+    outcomes = [d.body["outcome"] for d in webhook_receiver.deliveries]
+    assert outcomes == ["blocked", "escalated"], outcomes
+
+
+def test_two_replicas_passing_at_once_finish_a_stranded_run_once(
+        tmp_path, run, webhook_receiver, postgres_url):
+    """Two replicas' maintenance passes at the same moment (PostgreSQL): one finishes the
+    run, the other finds it final (passes take turns, `Service.maintain`); one note."""
+
+    async def scenario() -> tuple[list[dict], int]:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        a = await _hooked(tmp_path / "a", webhook_receiver, approval=True, store=postgres_url,
+                          always=True)
+        b = await _hooked(tmp_path / "b", webhook_receiver, approval=True, store=postgres_url,
+                          always=True)
+        [pending] = await a.fire(web(0))
+        for h in (a, b):
+            h.clock.now += 7200
+        await decide_approval(a.service.store, f"{pending['id']}:restart", "expired",
+                              a.clock.now)
+        await asyncio.gather(a.service.maintain(), b.service.maintain())
+        seen = [await h.service.store.get_execution(pending["id"]) for h in (a, b)]
+        await a.service.stop()
+        await b.service.stop()
+        return seen, len(a.calls) + len(b.calls)
+
+    seen, calls = run(scenario())
+    assert seen[0] == seen[1] and seen[0]["reason"].startswith(STRANDED), seen[0]["reason"]
+    assert calls == 0
     outcomes = [d.body["outcome"] for d in webhook_receiver.deliveries]
     assert outcomes == ["blocked", "escalated"], outcomes
