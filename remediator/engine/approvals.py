@@ -9,12 +9,14 @@ one final record, whichever of them comes first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
-from ..alerts import Alert, dedupe_key
+from ..alerts import Alert
 from ..guards import APPROVAL, PENDING, GuardContext, decide_approval
 from ..inflight import InFlight
 from ..playbooks.models import Playbook
@@ -58,7 +60,8 @@ def _started_unloaded(decision: dict[str, Any], journal: dict[int, dict[str, Any
 
 # How long after a resolution withdrew an approval the maintenance pass finishes its run
 # (`expire`): the resolution does it at once (`withdrawn`), the pass only after one that
-# gave up or stopped, not beside its retries (backoff up to 60 s) on another replica.
+# gave up or stopped, not in turn with its retries (backoff up to 60 s). Which writes it is
+# decided by a claim (`_holding`), not by this: replicas' clocks may disagree by more.
 WITHDRAWN_GRACE = 300.0
 
 
@@ -124,32 +127,46 @@ async def finish_stranded(records: Records, inflight: InFlight, name: str, now: 
     the entry as it decided, then the record was refused), and so does any path that loses
     the entry. Left alone while its alert is still to be processed (a resume, a retry, a
     claim a dead replica left): that run records itself."""
-    store = records.store
     run_id, step = name.split(":", 1)
-    run = await store.get_execution(run_id)
+    run = await records.store.get_execution(run_id)
     if run is None or not resumable(run) or run.get("blocked_step") != step:
         return 0  # (a record of the version before: indexed as its replica left it)
+    async with _holding(records.store, inflight, run) as held:
+        # Maintenance runs on one replica at a time (`Service.maintain`), and a final record
+        # leaves the index: one note.
+        return await _finish_stranded(records, name, now) if held else 0
+
+
+@contextlib.asynccontextmanager
+async def _holding(store: Store, inflight: InFlight, run: dict[str, Any]
+                   ) -> AsyncIterator[bool]:
+    """Whether this holds the blocked `run` as its own run would, to finish it: its place in
+    this process (`inflight`) and its firing alert claimed, as an approval's resume claims
+    it, on every replica at once. Not while that alert is still to be processed anywhere
+    (a resume, a retry, a claim a dead replica left): that run records itself. Held, no
+    dispatcher resumes the run meanwhile (a redelivery, acknowledged again once its item
+    was pruned, would), nor does another path that finishes it, whatever its clock says;
+    a crash leaves the item to be processed again, and the run, resumed, meets what
+    decided it."""
     alert = Alert.from_dict(run["alert"])
-    if not inflight.start(run_id, f"{alert.fingerprint}:{alert.starts_at}"):
-        return 0
+    if not inflight.start(run["id"], f"{alert.fingerprint}:{alert.starts_at}"):
+        yield False
+        return
     try:
         if not await store.settled(alert.dedupe_key):
-            return 0
-        # Its alert claimed, as an approval's resume claims it: no dispatcher on any replica
-        # resumes the run meanwhile (a redelivery, acknowledged again once its item was
-        # pruned, would), and a crash leaves the item to be processed again: resumed, its
-        # approval decided below blocks it for good. Maintenance runs on one replica at a
-        # time (`Service.maintain`), and a final record leaves the index: one note.
+            yield False
+            return
         await store.enqueue([(alert.dedupe_key, alert.to_dict(), run.get("group") or {})])
         item = await store.claim_key(alert.dedupe_key)
         if item is None:
-            return 0
+            yield False
+            return
         try:
-            return await _finish_stranded(records, name, now)
-        finally:  # done (it was, or it was pruned): what this run needs is recorded or not
+            yield True
+        finally:  # done (it was, or it was pruned): what the run needs is recorded or not
             await store.finish(item.id)
     finally:
-        inflight.finish(run_id)
+        inflight.finish(run["id"])
 
 
 async def _finish_stranded(records: Records, name: str, now: float) -> int:
@@ -186,7 +203,7 @@ async def withdrawn(records: Records, inflight: InFlight, pb: Playbook, alert: A
     """This episode's firing run, blocked on an approval its resolution withdrew
     (`Guards.on_resolved`), finished now (`finish_withdrawn`). Read at each attempt of the
     resolution: a record the store refused is finished by its retry, until the
-    maintenance pass takes over (`WITHDRAWN_GRACE`: one writer, on any replica)."""
+    maintenance pass takes over (`WITHDRAWN_GRACE`)."""
     if not any(s.approval for s in pb.steps):
         return
     run_id = execution_id(replace(alert, status="firing").dedupe_key, pb.name)
@@ -200,23 +217,21 @@ async def finish_withdrawn(records: Records, inflight: InFlight, name: str,
     """The run blocked on the approval `name` (`execution:step`) that its alert's resolution
     withdrew, finished as a run the resolution stopped before that step is (`after_cancel`):
     left `blocked approval_pending`, nothing else finishes it (no approval can be given,
-    and expiry only decides approvals still pending). Written holding what a run of the
-    execution holds, its place in this process (`inflight`), and not while its alert is
-    held on any replica: a run of it in progress (a retry of the firing alert) meets the
-    resolution before the step and records itself; written beside it, the last writer
-    won and both paged. The approval's pending entry goes once the record is final: until
-    then the resolution's retries, or the maintenance pass, come back for it."""
+    and expiry only decides approvals still pending). Written holding the run as its own
+    run would (`_holding`): a run of it in progress (a retry of the firing alert) meets the
+    resolution before the step and records itself, and the resolution and a maintenance
+    pass on another replica (whose clock may put the grace behind it) do not both write
+    it; written side by side, the last writer won and both paged. The approval's pending
+    entry goes once the record is final: until then the resolution's retries, or the
+    maintenance pass, come back for it."""
     store = records.store
     run_id, step = name.split(":", 1)
     run = await store.get_execution(run_id)
     if run is None:
         await _never_recorded(store, name, pending)
         return
-    firing = run["alert"]
-    if not inflight.start(run_id, f"{firing['fingerprint']}:{firing['startsAt']}"):
-        return
-    try:
-        if await store.held(dedupe_key(firing["fingerprint"], firing["startsAt"], "firing")):
+    async with _holding(store, inflight, run) as held:
+        if not held:
             return
         run = await store.get_execution(run_id)  # held: what it says stays true now
         if run is not None and run["outcome"] == "running":
@@ -224,8 +239,6 @@ async def finish_withdrawn(records: Records, inflight: InFlight, name: str,
         if run is not None and resumable(run) and run.get("blocked_step") == step:
             await _finish_withdrawn(records, run, step)
         await store.put_state(PENDING + name, None)
-    finally:
-        inflight.finish(run_id)
 
 
 async def _never_recorded(store: Store, name: str, pending: dict[str, Any]) -> None:

@@ -37,16 +37,18 @@ def _store(request: Any, store: str) -> tuple[str, Any]:
 
 
 class _Pause:
-    """Pauses the first caller of the store's method `name` for execution `execution_id`
+    """Pauses the `nth` caller of the store's method `name` for execution `execution_id`
     (after the read): `reached` says it is there, `go` lets it on."""
 
-    def __init__(self, store: Any, name: str, execution_id: str):
+    def __init__(self, store: Any, name: str, execution_id: str, nth: int = 1):
         self.reached, self.go = asyncio.Event(), asyncio.Event()
         real = getattr(store, name)
+        calls = [0]
 
         async def paused(key: str, *args: Any) -> Any:
             got = await real(key, *args)
-            if key == execution_id and not self.reached.is_set():
+            calls[0] += key == execution_id
+            if key == execution_id and calls[0] == nth:
                 self.reached.set()
                 await self.go.wait()
             return got
@@ -188,6 +190,43 @@ def test_a_withdrawal_leaves_a_run_in_progress_on_another_replica_to_it(
         "resolved", "the alert resolved before step 'restart'; it was not run"), done["reason"]
     assert [s["outcome"] for s in done["steps"]] == ["cancelled"]
     outcomes = [d.body["outcome"] for d in webhook_receiver.deliveries]
+    assert outcomes == ["blocked", "resolved"], outcomes
+
+
+def test_a_withdrawn_run_is_finished_once_whatever_the_replicas_clocks_say(
+        tmp_path, run, webhook_receiver, postgres_url):
+    """The resolution on replica A has read the withdrawn run, to finish it, when the
+    maintenance pass of replica B, whose clock is past the grace already (clocks disagree),
+    comes to the same entry. One of them writes it, the other leaves it: a claim of the
+    firing alert decides, not the grace. Told apart by the clocks alone, both wrote the
+    run's record and both paged."""
+    async def scenario() -> tuple[dict, list[str]]:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        a = await _hooked(tmp_path / "a", webhook_receiver, approval=True, store=postgres_url,
+                          always=True)
+        b = await _hooked(tmp_path / "b", webhook_receiver, approval=True, store=postgres_url,
+                          always=True)
+        [pending] = await a.fire(web(0))
+        held_read = _Pause(a.service.store, "get_execution", pending["id"], nth=2)
+        resolving = asyncio.create_task(a.fire(web(0, status="resolved")))
+        await _until(held_read.reached)  # read again, about to write the run's record
+        b.clock.now = a.clock.now + WITHDRAWN_GRACE + 1
+        await b.service.maintain()
+        held_read.go.set()
+        [resolved] = await asyncio.wait_for(resolving, 10)
+        await b.service.maintain()
+        done = await a.service.store.get_execution(pending["id"])
+        left = await a.service.store.list_state(PENDING)
+        await a.service.stop()
+        await b.service.stop()
+        assert resolved["outcome"] == "resolved" and left == {}, (resolved, left)
+        return done, [d.body["outcome"] for d in webhook_receiver.deliveries]
+
+    done, outcomes = run(scenario())
+    assert (done["outcome"], done["reason"]) == (
+        "resolved", "the alert resolved before step 'restart'; it was not run (its approval "
+        "was withdrawn)"), done["reason"]
     assert outcomes == ["blocked", "resolved"], outcomes
 
 
