@@ -19,7 +19,7 @@ import pytest
 from remediator.guards import APPROVAL, PENDING, decide_approval
 from tests.integration.test_guards import web
 from tests.integration.test_note_once import _hooked
-from tests.integration.test_withdrawn_approval import FIRING, _store
+from tests.integration.test_withdrawn_approval import FIRING, _store, replicas
 
 STRANDED = "approval_pending: step 'restart' was not approved before it expired; it did not run"
 
@@ -128,12 +128,7 @@ def test_two_replicas_passing_at_once_finish_a_stranded_run_once(
     run, the other finds it final (passes take turns, `Service.maintain`); one note."""
 
     async def scenario() -> tuple[list[dict], int]:
-        (tmp_path / "a").mkdir()
-        (tmp_path / "b").mkdir()
-        a = await _hooked(tmp_path / "a", webhook_receiver, approval=True, store=postgres_url,
-                          always=True)
-        b = await _hooked(tmp_path / "b", webhook_receiver, approval=True, store=postgres_url,
-                          always=True)
+        a, b = await replicas(tmp_path, webhook_receiver, postgres_url)
         [pending] = await a.fire(web(0))
         for h in (a, b):
             h.clock.now += 7200

@@ -55,6 +55,17 @@ class _Pause:
         setattr(store, name, paused)
 
 
+async def replicas(tmp_path: Any, webhook_receiver: Any, url: str) -> tuple[Any, Any]:
+    """Two replicas on one PostgreSQL (each with its own files): the restart gated on an
+    approval, every decision paging the receiver."""
+    hooked = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        hooked.append(await _hooked(tmp_path / name, webhook_receiver, approval=True,
+                                    store=url, always=True))
+    return hooked[0], hooked[1]
+
+
 async def _until(event: asyncio.Event) -> None:
     await asyncio.wait_for(event.wait(), 10)
 
@@ -157,12 +168,7 @@ def test_a_withdrawal_leaves_a_run_in_progress_on_another_replica_to_it(
     `Store.held`). The resolution must leave the run to it; writing it anyway, both recorded
     it and both paged."""
     async def scenario() -> tuple[Any, Any, dict, dict]:
-        (tmp_path / "a").mkdir()
-        (tmp_path / "b").mkdir()
-        a = await _hooked(tmp_path / "a", webhook_receiver, approval=True, store=postgres_url,
-                          always=True)
-        b = await _hooked(tmp_path / "b", webhook_receiver, approval=True, store=postgres_url,
-                          always=True)
+        a, b = await replicas(tmp_path, webhook_receiver, postgres_url)
         [pending] = await a.fire(web(0))
         resolution_read = _Pause(a.service.store, "get_execution", pending["id"])
         resolving = asyncio.create_task(a.fire(web(0, status="resolved")))
@@ -201,12 +207,7 @@ def test_a_withdrawn_run_is_finished_once_whatever_the_replicas_clocks_say(
     firing alert decides, not the grace. Told apart by the clocks alone, both wrote the
     run's record and both paged."""
     async def scenario() -> tuple[dict, list[str]]:
-        (tmp_path / "a").mkdir()
-        (tmp_path / "b").mkdir()
-        a = await _hooked(tmp_path / "a", webhook_receiver, approval=True, store=postgres_url,
-                          always=True)
-        b = await _hooked(tmp_path / "b", webhook_receiver, approval=True, store=postgres_url,
-                          always=True)
+        a, b = await replicas(tmp_path, webhook_receiver, postgres_url)
         [pending] = await a.fire(web(0))
         held_read = _Pause(a.service.store, "get_execution", pending["id"], nth=2)
         resolving = asyncio.create_task(a.fire(web(0, status="resolved")))

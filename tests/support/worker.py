@@ -204,6 +204,14 @@ class WorkerProcess:
         qs = "&".join(f"{k}={v}" for k, v in {"limit": "1000", **query}.items())
         return http("GET", f"{self.url}/api/v1/executions?{qs}", headers=VIEWER)[1]["executions"]
 
+    def decided(self, timeout: float = 20) -> list[dict]:
+        """The executions recorded final, once there is one."""
+        deadline = time.monotonic() + timeout
+        while not (done := [e for e in self.executions() if e["outcome"] != "running"]):
+            assert time.monotonic() < deadline, (self.executions(), self.logs())
+            time.sleep(0.1)
+        return done
+
     def kill9(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
