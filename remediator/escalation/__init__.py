@@ -195,20 +195,25 @@ class Escalator:
             except Exception as exc:  # any failure keeps it spooled; never stops maintenance
                 if not _retryable(exc):
                     self._refused(name, note, exc)
-                    await self.store.put_state(key, None, durable=False)
+                    await self._unspool(key, note)
                     continue
                 log.warning("spooled escalation %s still not delivered to %s: %s", note["id"],
                             name, exc, extra={"execution_id": note["id"]})
                 waiting += 1
                 continue
-            if await self.store.get_state(key) == note:  # a newer note may have replaced it
-                await self.store.put_state(key, None, durable=False)
+            await self._unspool(key, note)
             self._count(name, "delivered")
             log.info("spooled escalation %s delivered to %s", note["id"], name,
                      extra={"execution_id": note["id"]})
         if self.metrics:
             self.metrics.escalations_spooled.set(waiting)
         return waiting
+
+    async def _unspool(self, key: str, note: dict[str, Any]) -> None:
+        """The spooled `note` removed, once sent or refused, unless a newer note of its
+        execution replaced it meanwhile (`_deliver`): that one is still to send."""
+        if await self.store.get_state(key) == note:
+            await self.store.put_state(key, None, durable=False)
 
     def _refused(self, name: str, note: dict[str, Any], exc: BaseException) -> str:
         """A note the sink can never take (it refused this very note, or the sink failed in a
