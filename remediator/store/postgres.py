@@ -76,6 +76,8 @@ _ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 # the claim's record along.
 _SYNC = "(SELECT set_config('synchronous_commit', {}, true)) AS sync"
 _DURABLY = _SYNC.format("'on'")
+# The runs waiting on an approval (`awaiting_approval`): few, read by their partial index.
+AWAITING = "SELECT id, awaiting FROM executions WHERE awaiting IS NOT NULL"
 # An admission's target lock (name $14, holder $15), read where `{claim}` holds: its holder's,
 # or taken again if it is free. Taking one does not wait for the flush (`acquire_lock`: a
 # dry-run storm takes one per decision), so a database crash may lose it before its holder's
@@ -612,7 +614,7 @@ class PostgresStore:
 
     async def awaiting_approval(self) -> list[tuple[str, str]]:
         rows = await self._call("read", lambda db: db.fetch(
-            "SELECT id, awaiting FROM executions WHERE awaiting IS NOT NULL"))
+            AWAITING))
         return [(row["id"], row["awaiting"]) for row in rows]
 
     async def list_executions(self, limit: int = 100, **filters: Any) -> list[dict[str, Any]]:

@@ -153,6 +153,8 @@ AGAIN_FSYNCED = object()
 # How long a write waits, off the loop, for another connection's write lock before its
 # callers get StoreUnavailable (intake then answers 503 and Alertmanager retries).
 LOCK_WAIT = 5.0
+# The runs waiting on an approval (`awaiting_approval`): few, read by their partial index.
+AWAITING = "SELECT id, awaiting FROM executions WHERE awaiting IS NOT NULL"
 _RETRY_FIRST, _RETRY_MAX = 0.002, 0.05
 # Writes other than priority ones (intake, state) that one commit takes (`_take_batch`).
 # 8 rather than 4: half the commits per decision in drain_bench (0.14, was 0.28; 6.1 write
@@ -688,7 +690,7 @@ class SQLiteStore(LocalCoordination):
 
     async def awaiting_approval(self) -> list[tuple[str, str]]:
         return await self._run(lambda: self._conn().execute(
-            "SELECT id, awaiting FROM executions WHERE awaiting IS NOT NULL").fetchall())
+            AWAITING).fetchall())
 
     async def get_execution_and_pause(self, execution_id: str
                                       ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
