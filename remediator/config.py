@@ -170,13 +170,23 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
 def unknown_variables(env: dict[str, str]) -> list[str]:
     """A warning for each `REMEDIATOR_*` variable that looks like a setting misspelt
     (`REMEDIATOR_PAUSE`): ignored, it would leave a kill switch or a guard unset unseen.
-    Names unlike any setting's are not flagged: a playbook's secret may come from one."""
+    So is every unknown name under `REMEDIATOR_GUARDS`, the guards' alone: the section
+    as JSON (`REMEDIATOR_GUARDS='{"paused": true}'`, as operators and sinks are given) is
+    no setting, and paused nothing. Other names unlike any setting's are not flagged: a
+    playbook's secret may come from one."""
     known = [f"REMEDIATOR_{f.name.upper()}" for f in fields(Config) if f.name != "guards"]
     known += [f"REMEDIATOR_{name.upper()}_FILE" for name in SECRETS]
     known += [*_GUARD_VARIABLES, *_PAUSED, *_CLIENT_VARIABLES]
     return [f"{name} is not a setting and is ignored{hint}" for name in sorted(env)
             if name.startswith("REMEDIATOR_") and name not in known
-            and (hint := did_you_mean(name, known, cutoff=0.85))]
+            and (hint := did_you_mean(name, known, cutoff=0.85) or _guards_hint(name))]
+
+
+def _guards_hint(name: str) -> str:
+    if name != "REMEDIATOR_GUARDS" and not name.startswith("REMEDIATOR_GUARDS_"):
+        return ""
+    return (" (the guards take one variable per setting, e.g. REMEDIATOR_GUARDS_PAUSED, "
+            "REMEDIATOR_GUARDS_BUDGET_MAX)")
 
 
 def read_config_source(file: str) -> Source:

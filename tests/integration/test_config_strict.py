@@ -135,13 +135,16 @@ def test_a_structured_variable_is_refused_naming_it(env, message):
 def test_the_kill_switch_by_either_name_and_a_misspelt_variable_is_flagged(tmp_path):
     """REMEDIATOR_GUARDS_PAUSED is what the naming rule gives guards.paused: it pauses as
     REMEDIATOR_PAUSED does. A variable one typo from a setting is ignored, so it is warned
-    of: a misspelt kill switch must not be silent. A name unlike any is a playbook's."""
+    of: a misspelt kill switch must not be silent. So is the guards' section as JSON, as
+    operators and sinks are given: no setting, it paused nothing, silently. A name unlike
+    any is a playbook's."""
     rules = write_rules(tmp_path / "rules", "playbooks:\n  - name: note\n"
                         "    match: {alertname: Paused}\n    steps:\n"
                         "      - {name: say, action: log, params: {message: hi}}\n")
     w = WorkerProcess(tmp_path, [str(rules)], mode="live", extra_env={
         "REMEDIATOR_GUARDS_PAUSED": "true", "REMEDIATOR_PAUSE": "true",
-        "REMEDIATOR_SLACK_TOKEN": "not-a-setting"}).start()
+        "REMEDIATOR_SLACK_TOKEN": "not-a-setting", "REMEDIATOR_GUARDS": '{"paused": true}'}
+                     ).start()
     try:
         assert w.post_alerts(notification(alert("Paused", fingerprint="p1")))[0] == 202
         [decision] = w.decided()
@@ -151,6 +154,8 @@ def test_the_kill_switch_by_either_name_and_a_misspelt_variable_is_flagged(tmp_p
         assert "REMEDIATOR_PAUSE is not a setting and is ignored (did you mean " \
             "'REMEDIATOR_PAUSED'?)" in logs
         assert "REMEDIATOR_SLACK_TOKEN" not in logs
+        assert "REMEDIATOR_GUARDS is not a setting and is ignored (the guards take one " \
+            "variable per setting, e.g. REMEDIATOR_GUARDS_PAUSED" in logs, logs
     finally:
         w.stop()
 
