@@ -349,6 +349,10 @@ MIGRATIONS: list[str | Callable[[asyncpg.Connection], Awaitable[None]]] = [
 ]
 
 
+# Executions from which migration 12 analyzes the table (`_awaiting`).
+ANALYZED_FROM = 10_000
+
+
 async def _awaiting(db: asyncpg.Connection) -> None:
     """Migration 12: the column and partial index of executions blocked on an approval
     (`packing.awaiting`; NULL, nothing to index, for every other decision), filled in once
@@ -368,8 +372,14 @@ async def _awaiting(db: asyncpg.Connection) -> None:
     # Without statistics on the new column the planner takes `awaiting IS NOT NULL` to hold
     # for 99.5 % of the rows, and the maintenance pass read the whole table every 10 s
     # (`AWAITING`) until autovacuum analyzed it again, after a tenth of it changed: days,
-    # on a large table. Known to be all but empty, the partial index is read.
-    await db.execute("ANALYZE executions (awaiting)")
+    # on a large table. Known to be all but empty, the partial index is read. Not a small
+    # table, whose whole read costs little: analyzed (nearly) empty, as a new database's
+    # is, each connection's kept plan of a decision's read scanned it whole, every time,
+    # as a storm filled it, until autovacuum analyzed it again (never analyzed, the
+    # planner assumes a table of some size and reads it by its key).
+    if await db.fetchval("SELECT count(*) FROM (SELECT FROM executions LIMIT $1) AS e",
+                         ANALYZED_FROM) >= ANALYZED_FROM:
+        await db.execute("ANALYZE executions (awaiting)")
 
 
 async def migrate(db: asyncpg.Connection, read_only: bool) -> int:

@@ -829,6 +829,41 @@ def test_a_claim_reads_no_inbox_sequentially_once_an_analyze_saw_a_backlog(run, 
     run(scenario())
 
 
+def test_a_new_databases_read_of_an_execution_stays_on_its_key_as_the_table_grows(
+        run, postgres_url):
+    """A new database's first reads of an execution are planned while `executions` is
+    empty, and a connection keeps the plan. Analyzed empty by a migration, the kept plan
+    read the whole table at every decision's read as a storm filled it (9 819 sequential
+    scans and 85 M rows read in one 20 000-alert storm, decisions/s down a third) until
+    autovacuum analyzed it again. Never analyzed empty, it is read by its key."""
+
+    async def read(db) -> int:  # `executions` rows read by sequential scans so far
+        return await _statistic(db, "SELECT seq_tup_read FROM pg_stat_user_tables "
+                                    "WHERE relname = 'executions'")
+
+    async def scenario():
+        store = await _opened(postgres_url)
+        await store.save_execution(_decision("e1"))
+        async with store.critical("reads"):  # the store's statements run on its connection
+            section = _section_db.get()
+            for _ in range(8):  # custom plans first, then the one kept (plan_cache_mode auto)
+                assert (await store.get_execution_and_pause("e1"))[0]["id"] == "e1"
+                assert (await store.get_execution("e1"))["id"] == "e1"
+            db = await asyncpg.connect(postgres_url)
+            await db.execute("INSERT INTO executions (id, created_at, updated_at, alertname, "
+                             "outcome, fingerprint, body) SELECT 'x' || g, '2026-01-01', "
+                             "'2026-01-01', 'A', 'planned', 'f', '{}' "
+                             "FROM generate_series(1, 20000) g")  # a storm's, not analyzed yet
+            await db.close()
+            before = await read(section)
+            assert (await store.get_execution_and_pause("e1"))[0]["id"] == "e1"
+            assert (await store.get_execution("e1"))["id"] == "e1"
+            assert await read(section) - before < 100, await read(section) - before
+        await store.close()
+
+    run(scenario())
+
+
 def test_unreachable_database_is_unavailable_not_an_error(run, postgres_cluster, postgres_url):
     from remediator.store.base import StoreUnavailable
 
