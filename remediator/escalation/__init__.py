@@ -211,9 +211,10 @@ class Escalator:
 
     async def _unspool(self, key: str, note: dict[str, Any]) -> None:
         """The spooled `note` removed, once sent or refused, unless a newer note of its
-        execution replaced it meanwhile (`_deliver`): that one is still to send."""
-        if await self.store.get_state(key) == note:
-            await self.store.put_state(key, None, durable=False)
+        execution replaced it meanwhile (`_deliver`): that one is still to send. Compared
+        in the removing statement: read first, a replacement by another replica between
+        the read and the removal was removed with it."""
+        await self.store.drop_state(key, note, durable=False)
 
     def _refused(self, name: str, note: dict[str, Any], exc: BaseException) -> str:
         """A note the sink can never take (it refused this very note, or the sink failed in a

@@ -219,6 +219,11 @@ class Store(Protocol):
         (`durable=False`): a storm's notes to a sink that is down would each wait for a
         flush, and a note lost with a power cut still has its decision."""
         ...
+    async def drop_state(self, key: str, value: dict[str, Any], durable: bool = True) -> None:
+        """Remove `key` if it still holds `value`, in one statement: a value put there since
+        it was read (another replica's) stays. `durable` as `put_state`'s."""
+        ...
+
     async def list_state(self, prefix: str) -> dict[str, dict[str, Any]]: ...
 
     # coordination: what several replicas share (one process on an embedded store)

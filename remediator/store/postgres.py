@@ -772,6 +772,12 @@ class PostgresStore:
                                         "value=excluded.value", key, json.dumps(value), sync,
                              turn=False)
 
+    async def drop_state(self, key: str, value: dict[str, Any], durable: bool = True) -> None:
+        # As put_state wrote it: the same encoding of the same value is the same text.
+        await self._exec("journal", f"DELETE FROM state USING {_SYNC.format('$3')} WHERE "
+                                    "key=$1 AND value=$2", key, json.dumps(value),
+                         "on" if durable else self._sync_commit, turn=False)
+
     async def list_state(self, prefix: str) -> dict[str, dict[str, Any]]:
         rows = await self._call("read", lambda db: db.fetch(
             "SELECT key, value FROM state WHERE starts_with(key, $1) ORDER BY key", prefix))

@@ -841,6 +841,11 @@ class SQLiteStore(LocalCoordination):
             sql, args = "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, json.dumps(value))
         await self._write(lambda db: db.execute(sql, args), priority=True, durable=durable)
 
+    async def drop_state(self, key: str, value: dict[str, Any], durable: bool = True) -> None:
+        # As put_state wrote it: the same encoding of the same value is the same text.
+        await self._write(lambda db: db.execute("DELETE FROM state WHERE key=? AND value=?", (
+            key, json.dumps(value))), priority=True, durable=durable)
+
     async def list_state(self, prefix: str) -> dict[str, dict[str, Any]]:
         rows = await self._run(lambda: self._conn().execute(
             "SELECT key, value FROM state WHERE key >= ? AND key < ? ORDER BY key",

@@ -176,6 +176,13 @@ def test_executions_steps_events_and_state(run, store_url):
         assert list(await store.list_state("approval:")) == ["approval:e1", "approval:e2"]
         await store.put_state("approval:e1", None)
         assert await store.get_state("approval:e1") is None
+        # Removed only while it holds the value read: one written since (another replica's) stays
+        note = {"id": "e2", "reason": "é \ud7ff", "n": 1.5, "labels": {"z": "1", "a": "2"}}
+        await store.put_state("spool:e2:hook", {**note, "n": 2})
+        await store.drop_state("spool:e2:hook", note, durable=False)
+        assert await store.get_state("spool:e2:hook") == {**note, "n": 2}
+        await store.drop_state("spool:e2:hook", await store.get_state("spool:e2:hook"))
+        assert await store.get_state("spool:e2:hook") is None
         await store.close()
 
     run(scenario())
