@@ -258,7 +258,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if isinstance(default, float):
             return parse_duration(value)
         if isinstance(default, list) and isinstance(value, str):
-            return [v.strip() for v in value.split(",") if v.strip()]
+            return _listed(value)
     except KeyError:
         raise ConfigError(f"setting {key}: {value!r} is not a boolean (true or false)") from None
     except (TypeError, ValueError) as exc:
@@ -297,16 +297,18 @@ def _unquoted(message: str, value: Any, path: tuple[str | int, ...]) -> str:
     return message.replace(repr(value), "the value given") if isinstance(value, str) else message
 
 
-def _guard_leaves(schema: dict[str, Any], path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+def _guard_leaves(schema: dict[str, Any], path: tuple[str, ...] = ()
+                  ) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+    """Each setting under `guards` (its path) with its schema."""
     if schema.get("type") != "object":
-        return [path]
+        return [(path, schema)]
     return [leaf for key, sub in schema["properties"].items()
             for leaf in _guard_leaves(sub, (*path, key))]
 
 
 # `guards.budget.max` is REMEDIATOR_GUARDS_BUDGET_MAX; the kill switch has its short name too.
-_GUARD_VARIABLES = {f"REMEDIATOR_GUARDS_{'_'.join(leaf).upper()}": leaf
-                    for leaf in _guard_leaves(GUARDS) if leaf != ("paused",)}
+_GUARD_VARIABLES = {f"REMEDIATOR_GUARDS_{'_'.join(leaf).upper()}": (leaf, schema)
+                    for leaf, schema in _guard_leaves(GUARDS) if leaf != ("paused",)}
 _PAUSED = ("REMEDIATOR_PAUSED", "REMEDIATOR_GUARDS_PAUSED")
 # Read by the CLI's clients (`approve`), not by the server.
 _CLIENT_VARIABLES = ("REMEDIATOR_OPERATOR_TOKEN", "REMEDIATOR_OPERATOR_TOKEN_FILE")
@@ -317,15 +319,12 @@ def _guards_from_env(env: dict[str, str], guards: Any) -> dict[str, Any] | None:
     (lists comma-separated, as `REMEDIATOR_RULES`; empty: none), checked by the schema."""
     merged: dict[str, Any] = json.loads(json.dumps(guards or {}))  # plain data: a deep copy
     given: dict[tuple[str, ...], str] = {}
-    for variable, leaf in _GUARD_VARIABLES.items():
+    for variable, (leaf, schema) in _GUARD_VARIABLES.items():
         if (text := env.get(variable)) is None:
             continue
-        schema = GUARDS
-        for key in leaf:
-            schema = schema["properties"][key]
         value: Any = text.strip()
         if schema is STRINGS:
-            value = [v.strip() for v in text.split(",") if v.strip()]
+            value = _listed(text)
         elif schema.get("type") == "integer":
             try:
                 value = int(value)
@@ -342,6 +341,11 @@ def _guards_from_env(env: dict[str, str], guards: Any) -> dict[str, Any] | None:
         variable = next(v for leaf, v in given.items() if tuple(path[:len(leaf)]) == leaf)
         raise ConfigError(f"{variable}: guards.{message}")
     return merged
+
+
+def _listed(text: str) -> list[str]:
+    """A list from the environment: comma-separated, blanks dropped (empty: none)."""
+    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def _guard_settings(data: dict[str, Any]) -> GuardSettings:
