@@ -1,35 +1,35 @@
 """The engine's pipeline for one alert: match → target → execution guards → steps → outcome.
 
 Every step is journaled before the next one starts, so after a crash an execution resumes
-where it stopped and never repeats a completed step. What is written when is `records.py`'s;
-a dry run's plans are `plans.py`'s; approvals after the block, `approvals.py`'s.
+where it stopped and never repeats a completed step. One step's run is `steps.py`'s; what is
+written when, `records.py`'s; a dry run's plans, `plans.py`'s; approvals after the block,
+`approvals.py`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .. import redact, template_context, templating, turns
+from .. import template_context, templating, turns
 from ..actions.backends import Backends
-from ..actions.base import ActionContext
 from ..actions.registry import ACTIONS
 from ..alerts import Alert, Group, utcnow_iso
 from ..escalation import Escalator
-from ..executor import Executor, Refused, StepRecord
-from ..guards import RESOLVED_BLOCK, Block, GuardContext, Guards
+from ..executor import Executor
+from ..guards import Block, GuardContext, Guards
 from ..inflight import InFlight
 from ..metrics import Metrics
 from ..playbooks.index import RuleSet
-from ..playbooks.models import Playbook, Step, Target
+from ..playbooks.models import Playbook, Step
 from ..store.base import InboxItem, Store, StoreUnavailable
 from . import approvals, plans, records
 from .plans import Plans
 from .records import Records, Unrecorded, after_cancel, after_failure, made_change, resumable
+from .steps import Steps, render_target, step_targets
 
 log = logging.getLogger("remediator.engine")
 # A dry run's planned steps taken in one turn at most (every shipped playbook's fit in one).
@@ -55,11 +55,16 @@ class Engine:
     records: Records = field(init=False, repr=False)
     # Checked parameters and dry-run plans kept per step across alerts.
     plans: Plans = field(default_factory=Plans, init=False, repr=False)
+    # One step's run (made from the same fields).
+    steps: Steps = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.records = Records(store=self.store, guards=self.guards,
                                playbook=lambda name: self.rules.get(name),
                                escalator=self.escalator, metrics=self.metrics)
+        self.steps = Steps(guards=self.guards, records=self.records, plans=self.plans,
+                           inflight=self.inflight, executor=self.executor,
+                           backends=self.backends, metrics=self.metrics)
 
     async def process(self, item: InboxItem) -> list[dict[str, Any]]:
         """All decisions for one acknowledged alert; the item is done once they are final
@@ -164,14 +169,14 @@ class Engine:
                           changed=(existing or {}).get("outcome") == "running"
                           and made_change(existing))
         try:
-            gc.target = _render_target(pb.target, ctx)
+            gc.target = render_target(pb.target, ctx)
         except (templating.TemplateError, ValueError) as exc:
             decision.update(outcome="failed", reason=f"invalid target: {exc}")
             return await self.records.finish(decision, escalate=True)
         decision["target"] = gc.target
         ctx["target"] = gc.target
         steps = pb.steps_for(alert.status)
-        gc.step_targets = _step_targets(steps, ctx)
+        gc.step_targets = step_targets(steps, ctx)
         if gc.changed:
             journaled = {r["name"] for r in (existing or {}).get("steps") or []}
             gc.to_change = any(s.name not in journaled and ACTIONS[s.action].mutates(s.params)
@@ -302,7 +307,7 @@ class Engine:
             asked = done if done and ((done["outcome"] == "running" and done.get("mutating"))
                                       or done.get("guard") == "approval_pending") else None
             keep: list[tuple[dict[str, Any] | None, bool]] | None = [] if key else None
-            record = await self._run_step(step, ctx, gc, journal=(decision, index), asked=asked,
+            record = await self.steps.run(step, ctx, gc, journal=(decision, index), asked=asked,
                                           keep=keep)
             journaled = record.to_dict()  # redacted once: recorded, shown and templated
             if gc.mode == "dry-run":
@@ -317,167 +322,13 @@ class Engine:
             ctx["steps"][step.name] = template_context.step_view(journaled)
             if record.outcome == "blocked":
                 await self.records.blocked(decision, Block(record.guard, record.detail), gc,
-                                    step=step.name)
+                                           step=step.name)
                 return None
             if record.outcome == "cancelled":
                 return after_cancel(decision, step.name, journaled, step_records)
             if record.outcome == "failed" and (stop := after_failure(decision, step, journaled)):
                 return stop
         return outcome
-
-    async def _run_step(self, step: Step, ctx: dict[str, Any], gc: GuardContext,
-                        journal: tuple[dict[str, Any], int],
-                        asked: dict[str, Any] | None = None,
-                        keep: list[tuple[dict[str, Any] | None, bool]] | None = None
-                        ) -> StepRecord:
-        """One step's record. `asked`: its journaled record, when it is resumed after its
-        approval or repeated after a restart interrupted it (run only as it was then).
-        `keep`: a dry run's plan that is a function of what its templates read gets what
-        must still be judged for each alert (`plans.replanned`): the checked parameters the
-        alert's own check is asked about (None: not asked), and whether the scope guard is."""
-        action = ACTIONS[step.action]
-        record = StepRecord(name=step.name, action=step.action, params={}, outcome="planned")
-        planning = gc.mode == "dry-run"
-        condition = ""  # in dry-run, a `when` that depends on results not known yet
-        try:
-            if step.when and not templating.evaluate(step.when, ctx):
-                record.outcome, record.detail = "skipped", f"condition false: {step.when}"
-                if keep is not None:
-                    keep.append((None, False))
-                return record
-        except templating.TemplateError as exc:
-            if not (planning and plans.only_at_run_time(exc)
-                    and plans.reads_results("{{ " + step.when + " }}")):
-                record.outcome, record.detail = "failed", str(exc)
-                return record
-            condition = f"if {step.when} (decided at run time): "
-        try:
-            try:
-                params, problems, rendered = self.plans.checked(action, step, ctx)
-            except templating.TemplateError as exc:
-                if not (planning and plans.only_at_run_time(exc)):
-                    raise
-                # A parameter that computes on an earlier result (a `check` calling
-                # `steps.logs.result.get(...)`) cannot render in a plan: it stands as its
-                # placeholder, as one rendered whole does, and every other parameter is
-                # still rendered and checked (a bad label is refused, never planned).
-                params, problems, rendered = plans.checked_planned(action, step.params, ctx)
-        except templating.TemplateError as exc:
-            record.outcome, record.detail = "failed", str(exc)
-            return record
-        known: list[str] = []  # what the alert's check refuses, whatever earlier results are
-        alone: bool | None = bool(params) and planning and plans.judged_alone(
-            action, step.params, rendered, problems)
-        if alone:
-            # A plan judges the alert's check on the parameters it reads when none of them
-            # waits for an earlier result: a silence whose matchers leave a label out is
-            # refused, as the run refuses it, though its comment reads a result.
-            known = plans.for_alert(action, params, gc.alert.labels)
-        elif params and not problems:
-            problems = [(None, m) for m in plans.for_alert(action, params, gc.alert.labels)]
-            alone = None  # judged with every parameter: what it found decides the plan
-        record.params = params or rendered
-        if problems or known:
-            # Only a template that reads an earlier step's result can hold a placeholder;
-            # a label that merely looks like one is refused like any other bad value.
-            refused = [m for n, m in problems
-                       if not (planning and plans.waits(step.params, rendered, n))] + known
-            if not refused:
-                record.detail = condition + f"{action.name} with parameters from earlier results"
-                if keep is not None and alone is not None:
-                    # (not when the alert's check found what the placeholders excuse: it may
-                    # find nothing for another alert, which is then planned otherwise)
-                    keep.append((plans.copied(params) if alone else None, False))
-                return record
-            # A hostile or broken label value stops here, before any call is made.
-            record.outcome = "failed"
-            record.detail = "refused: " + "; ".join(refused)
-            return record
-        changed = asked is not None and redact.value(params) != redact.value(asked["params"])
-        if changed and asked["outcome"] == "running":  # as it was, it may have taken effect
-            record.outcome, record.params = "failed", asked["params"]
-            record.mutating = record.uncertain = True
-            record.detail = ("interrupted by a restart while running; the playbook now gives "
-                             "it other parameters (it was reloaded), so it is not repeated: it "
-                             "may or may not have taken effect as it was")
-            return record
-        record.mutating = action.mutates(params)
-        # The alert's resolution is in (being processed here; acknowledged and queued, as when
-        # a backlog is drained after an outage, the admission says): the problem went away.
-        if record.mutating and gc.alert.status == "firing" and self.inflight.resolved(gc.episode):
-            record.outcome, record.detail = "cancelled", RESOLVED_BLOCK.detail
-            return record
-        if record.mutating and step.target is not None:
-            # The step changes its own object: its lock, cooldown and rate limit are that
-            # object's, not the playbook target's.
-            try:
-                gc = replace(gc, target=_render_target(step.target, ctx))
-            except (templating.TemplateError, ValueError) as exc:
-                record.outcome, record.detail = "failed", f"refused: invalid step target: {exc}"
-                return record
-        scoped = not record.mutating and bool(action.scope(params))
-        if record.mutating or scoped:  # evidence writes, not mutating
-            block = (await self.guards.before_mutation(gc, step, params) if record.mutating
-                     else self.guards.scope(step, params))
-            if block is RESOLVED_BLOCK:
-                record.outcome, record.detail = "cancelled", block.detail
-                return record
-            if block is not None:
-                record.outcome, record.guard, record.detail = "blocked", block.guard, block.detail
-                return record
-        if changed:  # approved, as the approver saw it then
-            record.outcome = "failed"
-            record.detail = ("refused: its parameters changed since its approval was asked (the "
-                             "playbook was reloaded); it was not run: what was approved is not "
-                             "what would run")
-            return record
-        if planning:
-            approval = " (after approval)" if step.approval and record.mutating else ""
-            record.detail = condition + action.describe(params) + approval
-            if keep is not None and not record.mutating:
-                keep.append((plans.copied(params), scoped))
-            return record
-        record.outcome = "running"  # the intent, journaled once a call slot is held
-
-        async def intent() -> None:
-            # A change is admitted in the very write that journals its intent, once its call
-            # slot is held: a pause thrown on any replica until then stops it here.
-            block = await self.records.journal(*journal, record.to_dict(),
-                                        admit=(gc, step, params) if record.mutating else None)
-            if block is not None:
-                raise Refused(block, cancelled=block is RESOLVED_BLOCK)
-
-        actx = ActionContext(backends=self.backends, log=log, execution_id=gc.execution_id,
-                             step=step.name,
-                             fingerprint=gc.alert.fingerprint, results=ctx["steps"])
-        if record.mutating or gc.alert.status == "resolved":
-            # A change in flight is never interrupted; nor is the resolution's own work.
-            await self.executor.run(action, params, actx, record, step.timeout, step.retries,
-                                    intent)
-        else:
-            await self._run_cancellable(gc, action, params, actx, record, step, intent)
-        if self.metrics:
-            self.metrics.child(self.metrics.step_seconds, step.action, record.outcome).observe(
-                record.duration_seconds)
-        return record
-
-    async def _run_cancellable(self, gc: GuardContext, action: Any, params: dict[str, Any],
-                               actx: ActionContext, record: StepRecord, step: Step,
-                               intent: Callable[[], Awaitable[None]]) -> None:
-        """A read-only step (a wait, a poll) that the alert's resolution may cut short."""
-        if not self.inflight.resolved(gc.episode):
-            task = asyncio.current_task()
-            try:
-                with self.inflight.waiting(gc.execution_id):
-                    await self.executor.run(action, params, actx, record, step.timeout,
-                                            step.retries, intent)
-                return
-            except asyncio.CancelledError:
-                if not self.inflight.resolved(gc.episode):
-                    raise  # shutdown, not a resolution
-                if task is not None:
-                    task.uncancel()
-        record.outcome, record.detail = "cancelled", "the alert resolved while this step waited"
 
     def _mode(self, pb: Playbook) -> str:
         return "dry-run" if self.mode != "live" or pb.dry_run else "live"
@@ -499,30 +350,3 @@ class Engine:
             "escalation": None,
             "alert": alert.to_dict(),
         }
-
-
-def _render_target(target: Target | None, ctx: dict[str, Any]) -> str | None:
-    """`namespace/kind/name` with each part validated, or None without a target."""
-    if target is None:
-        return None
-    kind = templating.render(target.kind, ctx)
-    name = templating.render(target.name, ctx)
-    namespace = templating.render(target.namespace, ctx) if target.namespace else ""
-    templating.validate("namespace", kind.lower())
-    templating.validate("k8s_name" if kind.lower() != "bucket" else "s3_bucket", name)
-    if namespace:
-        templating.validate("namespace", namespace)
-    return template_context.make_target(kind.lower(), namespace, name)
-
-
-def _step_targets(steps: tuple[Step, ...], ctx: dict[str, Any]) -> tuple[str, ...]:
-    """The objects the steps with a `target:` of their own change, for this alert (each is
-    rendered again when its step runs); one that cannot be rendered, as why."""
-    found = []
-    for step in steps:
-        if step.target is not None:
-            try:
-                found.append(_render_target(step.target, ctx) or "")
-            except (templating.TemplateError, ValueError) as exc:
-                found.append(f"invalid: {exc}")
-    return tuple(found)

@@ -40,6 +40,7 @@ from remediator.actions.base import ActionContext, check_params
 from remediator.actions.registry import ACTIONS
 from remediator.config import Config
 from remediator.engine import pipeline, plans, records
+from remediator.engine.steps import Steps
 from remediator.service import Service
 from remediator.store import open_store, packing
 from remediator.store.sqlite import PROCESSING_PER_COMMIT, SQLiteStore
@@ -772,7 +773,7 @@ def test_a_decisions_note_and_its_record_are_chunks_of_their_own(tmp_path, monke
         monkeypatch.setattr(module, "turns", counted)
     logged(escalation, "note_for", "note")
     logged(packing, "body_text", "record")
-    logged(engine.Engine, "_run_step", "step")
+    logged(Steps, "run", "step")
     tails = []
     for mode, slice_ in (("dry-run", 60.0), ("dry-run", 0.0), ("live", 60.0)):
         monkeypatch.setattr(turns, "SLICE", slice_)
@@ -1591,7 +1592,7 @@ def test_a_dry_runs_plan_of_a_templated_step_is_made_once_per_value_it_reads(
     values they read (rendered, checked, described and redacted for every alert, it was a
     tenth of a storm's processing): made once per distinct value, then copied; made again
     for a value not seen yet, and once a secret is remembered (redaction may differ).
-    `_run_step` calls counted; the records are those a plan of each alert makes."""
+    `Steps.run` calls counted; the records are those a plan of each alert makes."""
     rules = write_rules(tmp_path / "rules", """
 playbooks:
   - name: look
@@ -1609,7 +1610,7 @@ playbooks:
                  escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
     template_memo.clear()
     planned: list[object] = []
-    _count(monkeypatch, engine.Engine, "_run_step", planned)
+    _count(monkeypatch, Steps, "run", planned)
     w = InProcessWorker(cfg).start()
     try:
         prod = [alert("PodDown", namespace="prod", pod=f"web-{i}", fingerprint=f"p{i}")
