@@ -65,16 +65,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"remediator {__version__}")
     sub = p.add_subparsers(required=True, metavar="COMMAND", parser_class=_Parser)
 
-    def common(sp: argparse.ArgumentParser, store: bool = True) -> None:
+    def common(sp: argparse.ArgumentParser, store_default: str) -> None:
         sp.add_argument("--config", metavar="FILE", help="YAML config file (README: Configuration)")
         sp.add_argument("--rules", action="append", metavar="PATH",
                         help="playbook file or directory (repeatable; default: rules)")
-        if store:
-            sp.add_argument("--store", help="store URL (sqlite:///path.db, sqlite:// in memory, "
-                                                 "postgresql://user@host:port/db)")
+        sp.add_argument("--store", help="store URL (sqlite:///path.db, sqlite:// in memory, "
+                                        f"postgresql://user@host:port/db; default: {store_default})")
 
     s = sub.add_parser("serve", help="run the webhook receiver and worker")
-    common(s)
+    common(s, "sqlite:///remediator.db")
     s.add_argument("--listen", metavar="HOST:PORT",
                    help="address to serve on (default: 127.0.0.1:9095; 0.0.0.0:9095 for every "
                         "interface)")
@@ -86,7 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     r = sub.add_parser("replay", help="run a captured webhook payload through the pipeline")
-    common(r)
+    # cmd_replay keeps a replay in memory unless --store says otherwise: REMEDIATOR_STORE and
+    # the config's store are serve's, and a dry run must leave no trace in them.
+    common(r, "sqlite:// in memory, leaving no trace; REMEDIATOR_STORE and the config's store "
+              "are not read")
     r.add_argument("payload", help="payload JSON file, or - for standard input")
     r.add_argument("--mode", choices=("dry-run", "live"), default="dry-run",
                    help="live acts on systems and needs --store (the store serve uses)")
@@ -180,8 +182,10 @@ class HelpFormatter(argparse.HelpFormatter):
         if action.default not in (None, False, [], argparse.SUPPRESS) and \
                 "default" not in text and action.option_strings:
             text += " (default: %(default)s)"
-        if action.dest in _SETTINGS and action.default is None and action.option_strings:
-            text += f" [env REMEDIATOR_{action.dest.upper()}]"
+        env = f"REMEDIATOR_{action.dest.upper()}"
+        if action.dest in _SETTINGS and action.default is None and action.option_strings and \
+                env not in text:  # a help naming its variable already says how it is read
+            text += f" [env {env}]"
         return text
 
 

@@ -96,6 +96,25 @@ def test_replay_refuses_what_cannot_work_in_one_line_as_serve_does(tmp_path):
              f"remediator: no playbooks: directory 'rules' not found in {tmp_path}; pass --rules PATH")
 
 
+def test_a_replay_leaves_no_trace_in_the_store_serve_would_use(tmp_path):
+    """As `replay --help` says: REMEDIATOR_STORE and the config's store are serve's; only
+    --store puts a replay's decisions in a store (and only --store lets it run live)."""
+    rules = str(write_rules(tmp_path / "rules", "playbooks: []\n"))
+    (tmp_path / "payload.json").write_text(json.dumps(notification()))
+    (tmp_path / "config.yml").write_text(f"store: sqlite:///{tmp_path}/configured.db\n")
+    env = {"REMEDIATOR_STORE": f"sqlite:///{tmp_path}/env.db"}
+    done = remediator(tmp_path, "replay", "payload.json", "--rules", rules, env=env)
+    assert done.returncode == 0, done
+    done = remediator(tmp_path, "replay", "payload.json", "--rules", rules, "--config",
+                      str(tmp_path / "config.yml"))
+    assert done.returncode == 0, done
+    assert not list(tmp_path.glob("*.db*"))
+    done = remediator(tmp_path, "replay", "payload.json", "--rules", rules, "--mode", "live",
+                      env=env)
+    assert done.returncode == 2 and "--mode live needs --store" in done.stderr, done
+    assert not list(tmp_path.glob("*.db*"))
+
+
 def test_approve_refuses_what_it_cannot_send_in_one_line_never_showing_the_token(tmp_path):
     with socket.socket() as s:  # a port nothing listens on: the request itself is sound
         s.bind(("127.0.0.1", 0))

@@ -45,3 +45,14 @@ def test_the_readme_synopsis_lists_every_flag():
             for flag in action.option_strings:
                 if flag.startswith("--") and flag != "--help":
                     assert flag in line, f"README CLI synopsis: remediator {name} lacks {flag}"
+
+
+def test_each_store_flag_says_where_its_decisions_go():
+    """serve's store defaults to a file beside it; a replay's stays in memory whatever
+    REMEDIATOR_STORE or the config say (cmd_replay), so its help must not offer that variable."""
+    helps = {name: re.sub(r"\s+", " ", parser.format_help()) for name, parser in commands().items()}
+    assert "default: sqlite:///remediator.db) [env REMEDIATOR_STORE]" in helps["serve"]
+    replay = helps["replay"]
+    assert "default: sqlite:// in memory, leaving no trace; REMEDIATOR_STORE and the config's " \
+        "store are not read)" in replay
+    assert "[env REMEDIATOR_STORE]" not in replay
