@@ -149,6 +149,20 @@ def test_missing_object_fails_without_retry(run, ctx, versioned, s3_proxy) -> No
     assert [(r.method, r.status) for r in s3_proxy.requests("GET")] == [("GET", 404)]
 
 
+def test_an_archived_object_is_named_by_head_and_fails_verify_once(run, ctx, versioned, s3_client,
+                                                                   s3_proxy) -> None:
+    """rules/code-forge.yaml's integrity note says 'archived to GLACIER' from head's
+    storage_class; its body cannot be read until restored, a failure not worth a retry."""
+    body = b'{"bomFormat": "CycloneDX"}'
+    s3_client.put_object(Bucket=BUCKET, Key="sboms/t4/sbom.json", Body=body, StorageClass="GLACIER",
+                         Metadata={"checksum": sha(body)})
+    head = act(run, "s3.head_object", ctx, bucket=BUCKET, key="sboms/t4/sbom.json", missing_ok=True)
+    assert head["exists"] and head["storage_class"] == "GLACIER"
+    record = execute(run, "s3.verify_checksum", ctx, bucket=BUCKET, key="sboms/t4/sbom.json")
+    assert (record.outcome, record.attempts) == ("failed", 1)
+    assert "InvalidObjectState" in record.detail, record.detail
+
+
 def test_slowdown_is_retried_by_the_executor(run, ctx, versioned, s3_client, s3_proxy) -> None:
     put(s3_client, "k", b"x")
     s3_proxy.inject("GET", rf"^/{BUCKET}/k$", status=503, code="SlowDown", times=2)
