@@ -37,8 +37,15 @@ def decision_text(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+ALERT_WIDTH = 64  # an alert name longer than this is cut, so one cannot push the rest away
+
+
 def history_text(decisions: list[dict[str, Any]]) -> str:
-    rows = [f"{'ID':<20}  {'CREATED':<24}  {'OUTCOME':<10}  {'ALERT':<28}  PLAYBOOK"]
-    rows += [f"{d['id']:<20}  {d['created_at']:<24}  {d['outcome']:<10}  "
-             f"{d['alertname'][:28]:<28}  {d.get('playbook') or '-'}" for d in decisions]
-    return "\n".join(rows)
+    """One row a decision, columns as wide as what they hold: a timestamp's microseconds
+    or an alert name such as ThreeDPotDatabaseConnectionFailed are shown whole."""
+    rows = [(d["id"], d["created_at"], d["outcome"], d["alertname"][:ALERT_WIDTH],
+             d.get("playbook") or "-") for d in decisions]
+    table = [("ID", "CREATED", "OUTCOME", "ALERT", "PLAYBOOK"), *rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(4)]  # the last is not padded
+    return "\n".join("  ".join([*(f"{row[i]!s:<{widths[i]}}" for i in range(4)), str(row[4])])
+                     for row in table)
