@@ -40,6 +40,13 @@ PENDING = "\u27e8"
 ONLY_AT_RUN_TIME = " is only known at run time"
 
 
+def only_placeholder(text: str) -> bool:
+    """Whether a text rendered in a plan is one placeholder and nothing else: what a template
+    branching on an earlier result (`{% if steps.x.outcome ... %}`) stands as."""
+    text = text.strip()
+    return text.startswith(PENDING) and text.endswith("\u27e9") and text.count(PENDING) == 1
+
+
 class Pending:
     """Stands for a result not known in dry-run: renders as its path, refuses comparisons."""
 

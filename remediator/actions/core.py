@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import templating
 from .base import Action, ActionContext, ActionError, Param
 
 
@@ -52,7 +53,12 @@ class Check(Action):
     }
 
     def describe(self, params: dict[str, Any]) -> str:
-        return f"check a condition (if it does not hold: {params['message']})"
+        message = params["message"]
+        if isinstance(message, str) and templating.only_placeholder(message):
+            # A plan shows a message that branches on an earlier result as the placeholder it
+            # stopped at: alone, it would read as if it were the message.
+            return "check a condition (its message depends on earlier results)"
+        return f"check a condition (if it does not hold: {message})"
 
     async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         if not params["that"]:
