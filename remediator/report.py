@@ -24,8 +24,8 @@ def decision_text(d: dict[str, Any]) -> str:
         flag = " (mutating)" if s.get("mutating") else ""
         took = f" [{s['duration_seconds']:.2f}s]" if s.get("duration_seconds") else ""
         lines.append(f"  {mark} {i}. {s['name']} — {s['action']}{flag}: {s['outcome']}{took}")
-        if s.get("detail"):
-            lines.append(f"       {s['detail']}")
+        if s.get("detail"):  # a multi-line one (a `when:`, stderr) stays under its step
+            lines.append("       " + "\n       ".join(s["detail"].splitlines()))
     esc = d.get("escalation")
     if esc:
         within = esc.get("respond_within_seconds")

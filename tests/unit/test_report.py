@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from remediator.report import ALERT_WIDTH, history_text
+from remediator.report import ALERT_WIDTH, decision_text, history_text
 
 
 def test_history_columns_fit_what_they_hold():
@@ -20,3 +20,16 @@ def test_history_columns_fit_what_they_hold():
     assert "2026-12-01T11:15:24.410965Z" in first and "ThreeDPotDatabaseConnectionFailed" in first
     assert first.endswith("3dpot-db-connection") and second.endswith("  -")
     assert "X" * ALERT_WIDTH + "  " in second and "X" * (ALERT_WIDTH + 1) not in second
+
+
+def test_a_multi_line_step_detail_stays_indented_under_its_step():
+    d = {"alertname": "API_DOWN", "status": "firing", "alert": {"labels": {}}, "id": "e1",
+         "playbook": "libervia-api-down", "mode": "dry-run", "outcome": "planned",
+         "steps": [{"name": "container_up", "action": "check", "outcome": "planned",
+                    "detail": "if not (a\nor b) (decided at run time): check a condition"},
+                   {"name": "restart", "action": "docker.restart", "outcome": "planned"}]}
+    lines = decision_text(d).splitlines()
+    at = lines.index("  · 1. container_up — check: planned")
+    assert lines[at + 1:at + 4] == [
+        "       if not (a", "       or b) (decided at run time): check a condition",
+        "  · 2. restart — docker.restart: planned"]
