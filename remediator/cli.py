@@ -435,7 +435,11 @@ def cmd_approve(args: argparse.Namespace) -> int:
         with urllib.request.urlopen(req, timeout=60) as resp:
             decision = json.load(resp)
     except urllib.error.HTTPError as exc:
-        print(f"remediator: {verb} failed: {exc.code} {exc.read().decode()[:500]}",
+        # Sent without a credential, a 401 is ours to explain: where a token is looked for.
+        hint = ("; no operator token was sent: pass --token-file, or set "
+                "REMEDIATOR_OPERATOR_TOKEN_FILE or REMEDIATOR_OPERATOR_TOKEN"
+                if exc.code == 401 and not token else "")
+        print(f"remediator: {verb} failed: {exc.code} {exc.read().decode()[:500]}{hint}",
               file=sys.stderr)
         return 1
     except urllib.error.URLError as exc:

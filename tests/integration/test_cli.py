@@ -32,6 +32,12 @@ def test_approve_history_and_show(tmp_path, webhook_receiver):
 
         refused = cli("approve", execution_id, "--url", w.url, operator_token="wrong")
         assert refused.returncode == 1 and "401" in refused.stderr
+        assert "no operator token was sent" not in refused.stderr
+        unsent = cli("approve", execution_id, "--url", w.url)  # none given: where to give one
+        assert unsent.returncode == 1 and unsent.stderr.startswith("remediator: approve failed: 401")
+        assert unsent.stderr.rstrip().endswith(
+            "no operator token was sent: pass --token-file, or set REMEDIATOR_OPERATOR_TOKEN_FILE "
+            "or REMEDIATOR_OPERATOR_TOKEN"), unsent.stderr
         # Alertmanager's token and a viewer's are real credentials, but not an operator's.
         for token in (TOKEN, VIEWER_TOKEN):
             refused = cli("approve", execution_id, "--url", w.url, operator_token=token)
