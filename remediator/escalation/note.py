@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import graphs, template_context, template_memo, templating
 from ..playbooks.models import Escalation, Playbook
-from ..playbooks.validate import step_references
+from ..playbooks.template_checks import step_references
 
 _EVIDENCE_CHARS = 1500
 _SEVERITY_WITHIN = {"info": None, "warning": 1800, "critical": 900, "emergency": 300}

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 Path = tuple[str | int, ...]
+Finding = tuple[Path, str, str]  # a problem not yet located in its file: path, severity, message
 
 # libyaml's composer keeps the marks we need; fall back to the Python one without it.
 _BASE: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -10,30 +10,25 @@ import functools
 import hashlib
 import importlib.util
 import os
-import re
 import sys
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .. import collector, template_context, templating
+from .. import collector, templating
 from ..actions.base import Action, check_params, has_template, parse_duration
 from ..actions.registry import ACTIONS, BUILTIN, PLUGIN_PROBLEMS, get_action
 from .index import RuleSet
-from .matchers import Matcher, MatcherError, parse_matcher
+from .matchers import MatcherError, parse_matcher
 from .models import Later, Playbook, build_playbook
+from .overlap import check_across
 from .parse_cache import ParseCache
 from .schema import FILE, compile_shape, did_you_mean
-from .source import Path, Problem, Source, SourceError, load_source
+from .source import Finding, Path, Problem, Source, SourceError, load_source
+from .template_checks import check_template, parser, roots, template_findings
 
-if TYPE_CHECKING:
-    from jinja2 import Environment, nodes
-
-_STEP_REF = re.compile(r"\bsteps\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*['\"]([^'\"]+)['\"]\s*\])")
 TEST_FILE_SUFFIXES = ("_test.yaml", "_test.yml")
-Finding = tuple[Path, str, str]  # a problem not yet located in its file: path, severity, message
 
 # What each kind of template is rendered with (engine/, guards.py); anything else in it
 # would be an undefined name at run time, when it is too late to find out.
@@ -43,8 +38,6 @@ PROMQL_ROOTS = frozenset({"labels", "annotations"})
 RATE_KEY_ROOTS = frozenset({"labels", "target"})
 ALERT_ROOTS = frozenset({"labels", "annotations", "group", "alert"})  # whoever sends the alert
 _FILE_SHAPE = compile_shape(FILE)
-# The alerts a playbook sees, by its `match.status` (a firing playbook sees its resolution).
-_SEES = {"firing": {"firing", "resolved"}, "any": {"firing", "resolved"}, "resolved": {"resolved"}}
 
 
 class RulesError(ValueError):
@@ -155,7 +148,7 @@ def validate_paths(paths: Iterable[str], known_sinks: set[str] | None = None,
             validate_text(file, text, result, known_sinks, cache)
     if cache is not None:
         cache.save()
-    _check_across(result)
+    check_across(result)
     result.problems.sort()
     return result
 
@@ -215,14 +208,6 @@ def _library_stamp() -> str | None:
     except OSError:
         return None
     return repr(stamp)
-
-
-@functools.cache
-def _parser() -> Environment:
-    """Parsing only: what a template reads, whatever it renders with."""
-    from jinja2 import Environment
-
-    return Environment()
 
 
 def _raise(exc: OSError) -> None:
@@ -320,7 +305,7 @@ def _check_playbook(src: Source, at: Path, data: dict[str, Any],
         except MatcherError as exc:
             problems.append(src.problem((*at, "match", "matchers", j), "error", str(exc)))
     for key, value in (data.get("target") or {}).items():
-        problems.extend(_check_template(src, (*at, "target", key), value, TARGET_ROOTS))
+        problems.extend(check_template(src, (*at, "target", key), value, TARGET_ROOTS))
     mutating: list[Path] = []
     for section in ("steps", "on_resolved"):
         steps = data.get(section, [])
@@ -332,7 +317,7 @@ def _check_playbook(src: Source, at: Path, data: dict[str, Any],
                                             f"duplicate step name {step['name']!r}"))
             problems.extend(_check_step(src, where, step, names[:j], (section, names), into))
             for key, value in (step.get("target") or {}).items():
-                problems.extend(_check_template(src, (*where, "target", key), value,
+                problems.extend(check_template(src, (*where, "target", key), value,
                                                 TARGET_ROOTS))
             action = get_action(step["action"])
             if action is not None and action.mutates(step.get("params") or {}):
@@ -346,7 +331,7 @@ def _check_playbook(src: Source, at: Path, data: dict[str, Any],
     if "target" not in data:  # `target` is None: `{{ target.name }}` fails, `{{ target }}` is "None"
         problems.extend(src.problem(where, "error", f"template reads target, but playbook "
                                     f"{data['name']!r} has no `target:`; add one")
-                        for where, text in _templates(data, at) if "target" in _roots(text)[0])
+                        for where, text in _templates(data, at) if "target" in roots(text)[0])
     gated = [w for w in mutating if _step_at(data, w).get("approval") == "required"]
     if len(gated) > 1:  # each approval admits one step: the approver must know which
         problems.extend(src.problem((*w, "approval"), "warning", (
@@ -366,13 +351,13 @@ def _check_playbook(src: Source, at: Path, data: dict[str, Any],
     all_steps = [s["name"] for s in (*data.get("steps", []), *data.get("on_resolved", []))]
     for key in ("summary", "owner"):
         if key in esc:
-            problems.extend(_check_template(src, (*at, "escalation", key), esc[key],
+            problems.extend(check_template(src, (*at, "escalation", key), esc[key],
                                             templating.ROOTS, all_steps))
     for j, text in enumerate(esc.get("next_steps", [])):
-        problems.extend(_check_template(src, (*at, "escalation", "next_steps", j), text,
+        problems.extend(check_template(src, (*at, "escalation", "next_steps", j), text,
                                         templating.ROOTS, all_steps))
     for j, rule in enumerate(esc.get("raise", [])):
-        problems.extend(_check_template(src, (*at, "escalation", "raise", j, "when"),
+        problems.extend(check_template(src, (*at, "escalation", "raise", j, "when"),
                                         "{{ " + rule["when"] + " }}", templating.ROOTS, all_steps))
     for j, sink in enumerate(esc.get("sinks", [])):
         if known_sinks is not None and sink not in known_sinks:
@@ -422,10 +407,10 @@ def _check_guards(src: Source, at: Path, data: dict[str, Any], mutating: list[Pa
                                         "midnight in two)"))
     if "promql" in guards.get("precondition", {}):
         where, promql = (*at, "guards", "precondition", "promql"), guards["precondition"]["promql"]
-        problems.extend(_check_template(src, where, promql, PROMQL_ROOTS)
+        problems.extend(check_template(src, where, promql, PROMQL_ROOTS)
                         or _check_promql(src, where, promql))
     if "key" in guards.get("rate_limit", {}):
-        problems.extend(_check_template(src, (*at, "guards", "rate_limit", "key"),
+        problems.extend(check_template(src, (*at, "guards", "rate_limit", "key"),
                                         guards["rate_limit"]["key"], RATE_KEY_ROOTS))
     return problems
 
@@ -485,7 +470,7 @@ def _step_findings(step: dict[str, Any], earlier: list[str],
     problems: list[Finding] = []
     if "when" in step:
         problems.extend((sub, severity, "when: " + message)
-                        for sub, severity, message in _template_findings(
+                        for sub, severity, message in template_findings(
                             ("when",), "{{ " + step["when"] + " }}", STEP_ROOTS, earlier, names))
     action = get_action(step["action"])
     if action is None:
@@ -497,7 +482,7 @@ def _step_findings(step: dict[str, Any], earlier: list[str],
             problems.extend(_promql_findings(("params", key), raw[key]))
     broken: set[str] = set()  # parameters whose template is already reported
     for key, value in raw.items():
-        found = _template_findings(("params", key), value, STEP_ROOTS, earlier, names)
+        found = template_findings(("params", key), value, STEP_ROOTS, earlier, names)
         if found:
             broken.add(key)
             problems.extend(found)
@@ -551,7 +536,7 @@ def _unescaped_regex(text: Any) -> bool:
     from jinja2 import TemplateSyntaxError, nodes
 
     try:
-        ast = _parser().parse(text)
+        ast = parser().parse(text)
     except TemplateSyntaxError:
         return False  # reported as a syntax error already
     return any({n.name for n in expr.find_all(nodes.Name)} & ALERT_ROOTS
@@ -566,182 +551,3 @@ def _cross_check(action: Action, params: dict[str, Any]) -> list[str]:
         return [f"parameters could not be checked: {type(exc).__name__}: {exc}"]
 
 
-def _check_template(src: Source, at: Path, value: Any, allowed: frozenset[str],
-                    earlier: list[str] | None = None,
-                    names: tuple[str, list[str]] = ("steps", [])) -> list[Problem]:
-    return [src.problem(*found) for found in _template_findings(at, value, allowed, earlier,
-                                                                 names)]
-
-
-def _template_findings(at: Path, value: Any, allowed: frozenset[str],
-                       earlier: list[str] | None = None,
-                       names: tuple[str, list[str]] = ("steps", [])) -> list[Finding]:
-    """Compile every template in `value`; allow only `allowed` roots and earlier steps.
-
-    `names` is (section, its step names), to tell a later step from a missing one.
-    """
-    if isinstance(value, dict):
-        return [p for k, v in value.items()
-                for p in _template_findings((*at, k), v, allowed, earlier, names)]
-    if isinstance(value, list):
-        return [p for i, v in enumerate(value)
-                for p in _template_findings((*at, i), v, allowed, earlier, names)]
-    if not isinstance(value, str) or not templating.is_template(value):
-        return []
-    roots, error = _roots(value)
-    if error:
-        return [(at, "error", error)]
-    problems: list[Finding] = [
-        (at, "error", f"template uses unknown name {name!r}; allowed here: "
-                      f"{', '.join(sorted(allowed))}{did_you_mean(name, sorted(allowed))}")
-        for name in sorted(roots - allowed)]
-    if "steps" in roots and "steps" in allowed:
-        problems.extend((at, "error", message)
-                        for message in _step_refs(value, earlier or [], *names))
-    problems.extend((at, "error", message) for message in _unknown_attributes(value))
-    return problems
-
-
-def step_references(text: str) -> set[str]:
-    """The step names a template or `when` expression reads (`steps.x`, `steps['x']`)."""
-    return {found.group(1) or found.group(2) for found in _STEP_REF.finditer(text)}
-
-
-def _step_refs(text: str, earlier: list[str], section: str, names: list[str]) -> list[str]:
-    messages = []
-    for found in _STEP_REF.finditer(text):
-        ref = found.group(1) or found.group(2)
-        if ref in earlier:
-            continue
-        if ref in names:
-            messages.append(f"template refers to step {ref!r}, which does not run before this "
-                            "one")
-        else:
-            messages.append(f"template refers to step {ref!r}, which is not in {section}"
-                            f"{did_you_mean(ref, earlier)}")
-    return messages
-
-
-# What a template may read of each fixed-shape value besides its fields (docs/templates.md):
-# the methods of its type the immutable sandbox allows (`alert.get('x')`, `target.split('/')`).
-@functools.cache
-def _methods() -> dict[str, frozenset[str]]:
-    return {path: template_context.methods(template_context.Target("k/n") if path == "target"
-                                           else {})
-            for path in template_context.FIELDS}
-
-
-@functools.lru_cache(maxsize=4096)
-def _unknown_attributes(text: str) -> tuple[str, ...]:
-    """`target.nmae`, `alert.foo`, `steps.x.outcom`: attributes no value of that name has,
-    which would be undefined at run time. Open maps (labels, a step's result) are not checked."""
-    from jinja2 import TemplateSyntaxError, nodes
-
-    try:
-        ast = _parser().parse(text)
-    except TemplateSyntaxError:
-        return ()  # reported as a syntax error already
-    local = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
-    messages = []
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        attr, owner = _attribute(node), node.node
-        if isinstance(owner, nodes.Name) and owner.ctx == "load" and owner.name not in local:
-            path = key = owner.name
-        elif (isinstance(owner, (nodes.Getattr, nodes.Getitem)) and _attribute(owner)
-              and isinstance(owner.node, nodes.Name) and owner.node.name == "steps"
-              and "steps" not in local):
-            path, key = f"steps.{_attribute(owner)}", "steps.<step>"
-        else:
-            continue
-        fields = template_context.FIELDS.get(key)
-        if attr is None or fields is None or attr in fields or attr in _methods()[key]:
-            continue
-        why = ("which templates may not call (they cannot change what they read)"
-               if hasattr(dict, attr) else "which does not exist")
-        messages.append(f"template reads {path}.{attr}, {why}: {path} has "
-                        f"{', '.join(fields)}{did_you_mean(attr, list(fields))}")
-    return tuple(dict.fromkeys(messages))
-
-
-def _attribute(node: nodes.Node) -> str | None:
-    """The attribute `x.name` or `x['name']` reads (None for `x[0]`, `x[y]`)."""
-    from jinja2 import nodes
-
-    if isinstance(node, nodes.Getattr):
-        return node.attr
-    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) \
-            and isinstance(node.arg.value, str):
-        return node.arg.value
-    return None
-
-
-def _roots(text: str) -> tuple[frozenset[str], str]:
-    """(root names, "") or (empty, error)."""
-    try:
-        return templating.compile_check(text), ""
-    except templating.TemplateError as exc:
-        return frozenset(), str(exc)
-
-
-# --- across the whole rule set -----------------------------------------------------------
-
-def _check_across(result: Validation) -> None:
-    """Duplicate names and shadowed playbooks: problems only visible across the whole set."""
-    seen: dict[str, Playbook] = {}
-    by_alertname: dict[str, list[Playbook]] = defaultdict(list)
-    for pb in result.playbooks:
-        if pb.name in seen:
-            result.problems.append(result.problem_at(
-                pb, ("name",), "error",
-                f"duplicate playbook name {pb.name!r} (first at {_origin(result, seen[pb.name])})"))
-        seen.setdefault(pb.name, pb)
-        # Only playbooks that share an alertname can shadow each other.
-        candidates = {p.order: p for name in pb.alertnames for p in by_alertname[name]}
-        for earlier in sorted(candidates.values(), key=lambda p: p.order):
-            if _shadows(earlier, pb):
-                result.problems.append(result.problem_at(
-                    pb, ("match",), "error",
-                    f"playbook {pb.name!r} can never match: {earlier.name!r} "
-                    f"({_origin(result, earlier)}) matches the same alerts first and has no "
-                    "`continue: true`" + _resolutions_hint(earlier, pb)))
-                break
-        for name in pb.alertnames:
-            by_alertname[name].append(pb)
-
-
-def _resolutions_hint(first: Playbook, later: Playbook) -> str:
-    """Why a resolved-only playbook is shadowed by one that looks like it only fires."""
-    if later.status != "resolved" or first.status == "resolved":
-        return ""
-    if first.status == "any":
-        return f"; {first.name!r} (status: any) runs its steps on resolutions too"
-    return (f"; a firing playbook also receives its alerts' resolutions and runs its "
-            f"`on_resolved` steps then: move these steps into the `on_resolved` of "
-            f"{first.name!r} (they run once its firing run has stopped), or give it "
-            "`continue: true`")
-
-
-def _origin(result: Validation, pb: Playbook) -> str:
-    source, at = result.origins[pb.order]
-    return f"{pb.file}:{source.where(at)[0]}"
-
-
-def _shadows(first: Playbook, later: Playbook) -> bool:
-    """Does `first` (without `continue`) match every alert `later` could match?"""
-    if first.continue_ or not set(later.alertnames) <= set(first.alertnames):
-        return False
-    if not _SEES[later.status] <= _SEES[first.status]:
-        return False
-    return all(_implied(m, later.matchers) for m in first.matchers)
-
-
-def _implied(matcher: Matcher, given: tuple[Matcher, ...]) -> bool:
-    """Is `matcher` true for every label set that satisfies all of `given`?"""
-    for g in given:
-        if g.name != matcher.name:
-            continue
-        if (g.op, g.value) == (matcher.op, matcher.value):
-            return True
-        if g.op == "=" and matcher.matches({g.name: g.value}):
-            return True  # `given` pins the label to one value, and that value passes
-    return False
