@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,13 +19,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 
+from .untrusted_regex import Regex, compile_regex
+
 WIDTH, HEIGHT = 720, 240
 _LEFT, _RIGHT, _TOP, _BOTTOM = 64, 16, 28, 34
 _MAX_SERIES = 8
 _COLOURS = ("#2563eb", "#d97706", "#059669", "#7c3aed", "#db2777", "#0891b2", "#65a30d", "#475569")
 # `<expr> <op> <number>` at the top level: the left side is graphed, the number is the threshold.
-_COMPARISON = re.compile(r"^(?P<expr>.+?)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?:bool\s+)?"
-                         r"(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$", re.S)
+# The expression is the alert sender's (its generatorURL): RE2, linear in it. Python's `re`
+# tried every run of spaces at every space before a `+` that compares nothing, the text's
+# length squared on the event loop (16 000 spaces: 3 s; a webhook may carry millions).
+_COMPARISON = (r"(?s)(?P<expr>.+?)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?:bool\s+)?"
+               r"(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*")
 
 
 @dataclass
@@ -63,10 +67,15 @@ _kept_expr = functools.lru_cache(maxsize=256)(_expr)
 
 def split_threshold(expr: str) -> tuple[str, float | None]:
     """`rate(x[5m]) > 0.1` -> (`rate(x[5m])`, 0.1); anything else is graphed as it is."""
-    m = _COMPARISON.match(expr.strip())
+    m = _comparison().match(expr.strip())
     if m and _balanced(m["expr"]):
         return m["expr"].strip(), float(m["value"])
     return expr.strip(), None
+
+
+@functools.cache
+def _comparison() -> Regex:
+    return compile_regex(_COMPARISON, anchored=True)  # too long for compile_regex's own cache
 
 
 def _balanced(expr: str) -> bool:

@@ -97,3 +97,27 @@ def test_console_graph_of_a_decision_from_the_real_prometheus(worker_factory, ex
     assert s.get(f"{w.url}/ui/executions/{decision['id']}").status_code == 200
     svg = s.get(f"{w.url}/ui/executions/{decision['id']}/graph.svg?q=alert").text
     assert "Prometheus did not answer" in svg
+
+
+def test_a_hostile_expression_is_graphed_without_stalling_the_server(worker_factory, exporter,
+                                                                      prometheus_factory):
+    # The alert's sender writes its generatorURL, hence the expression a graph splits at its
+    # comparison. `up + 1` with 200 000 spaces before the `+` is valid PromQL that compares
+    # nothing: a backtracking split tried every space at every one (minutes on the event
+    # loop, every request waiting); RE2's is linear.
+    prom = prometheus_factory(prometheus_config([exporter.target], scrape_interval="1s"))
+    prom.wait_for("up")
+    w = worker_factory(APPROVAL_RULES % {"url": "http://127.0.0.1:9/"}, mode="live",
+                       prometheus_url=prom.url, console_graph_timeout=30.0)
+    hostile = alert("WebDown", fingerprint="spaces")
+    hostile["generatorURL"] = f"{prom.url}/graph?g0.expr=up" + "+" * 200_000 + "%2B+1"
+    assert w.post_alerts(notification(hostile))[0] == 202
+    [decision] = w.wait_executions(1)
+    s = requests.Session()
+    s.post(f"{w.url}/ui/login", data={"name": "victor", "password": VIEWER_TOKEN})
+    svg = s.get(f"{w.url}/ui/executions/{decision['id']}/graph.svg?q=alert", timeout=20)
+    assert svg.status_code == 200 and svg.text.startswith("<svg")
+    assert 'class="threshold"' not in svg.text  # nothing compared, no threshold drawn
+    assert requests.get(f"{w.url}/-/healthy", timeout=5).status_code == 200
+    # A comparison after the same spaces is still split, its number the threshold.
+    assert graphs.split_threshold("up" + " " * 200_000 + "> 0.5") == ("up", 0.5)
