@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hashlib
 import hmac
 from collections.abc import Callable
@@ -146,7 +145,7 @@ class Users:
             try:
                 user, sep, password = base64.b64decode(value.strip(), validate=True) \
                     .decode("utf-8").partition(":")
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:  # not base64 (a character outside ASCII too), not UTF-8
                 return None
             return await self.check_password(user, password) if sep else None
         return None

@@ -206,3 +206,16 @@ def test_alertmanager_basic_auth_with_password_file(tmp_path, alertmanager_facto
     finally:
         assert w.stop() == 0
 
+
+
+def test_a_credential_that_is_not_ascii_is_a_401_never_a_500(worker_factory):
+    # Basic credentials are base64, which holds no other character; decoding `Basic é`
+    # raised a ValueError the handler did not expect (a 500 and a traceback per request,
+    # to anyone, authenticated or not).
+    w = worker_factory()
+    for header in ("Basic é", "Basic ZéZ=", "Bearer é", "Basic \u00ff\u00ff\u00ff\u00ff"):
+        for method, path in (("GET", "/api/v1/executions"), ("POST", "/alerts"),
+                             ("POST", "/api/v1/pause")):
+            status, body = http(method, f"{w.url}{path}", {}, {"Authorization": header})
+            assert status == 401 and "invalid credentials" in body["error"], (header, path, body)
+    assert w.call(w.service.store.get_state("paused")) is None
