@@ -21,6 +21,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .. import graphs, redact
 from ..auth import Principal, Users
@@ -139,9 +140,19 @@ async def _who(request: web.Request, need: str = "viewer") -> Principal:
     return principal
 
 
+async def _form(request: web.Request, principal: Principal | None) -> web.MultiDictProxy:
+    """The POSTed form; one aiohttp cannot parse (a multipart body without its boundary, a
+    part's broken header) is a 400 saying so, where its exception was a 500."""
+    try:
+        return await request.post()
+    except (ValueError, HttpProcessingError) as exc:
+        reason = getattr(exc, "message", "") or str(exc)  # not "400, message:"
+        raise _page_error(request, 400, f"cannot read the form: {reason}", principal) from None
+
+
 async def _operator_post(request: web.Request) -> tuple[Principal, web.MultiDictProxy]:
     principal = await _who(request, "operator")
-    form = await request.post()
+    form = await _form(request, principal)
     if not request.app[SESSIONS].check_csrf(request.cookies.get(COOKIE, ""),
                                             str(form.get("csrf", ""))):
         raise _page_error(request, 403, "the form's CSRF token does not match your session; "
@@ -187,7 +198,7 @@ async def login_form(request: web.Request) -> web.Response:
 
 
 async def login(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await _form(request, None)
     name, secret = str(form.get("name", "")), str(form.get("password", ""))
     sessions = request.app[SESSIONS]
     principal = await sessions.users.login(name, secret) if name and secret else None
@@ -206,7 +217,7 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     sessions = request.app[SESSIONS]
     cookie = request.cookies.get(COOKIE, "")
-    form = await request.post()
+    form = await _form(request, None)
     if sessions.check_csrf(cookie, str(form.get("csrf", ""))):
         await sessions.revoke(cookie)
     response = web.HTTPSeeOther(f"{PREFIX}/login")

@@ -32,8 +32,16 @@ class Sessions:
         self.users, self.store, self.ttl, self.secure = users, store, ttl, secure
 
     def _sign(self, payload: str) -> str:
-        mac = hmac.new(self._key, payload.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+        # A cookie's text is the browser's (any header byte reaches us, undecodable ones as
+        # surrogates): encoded whatever it holds, where a refusal was a 500.
+        mac = hmac.new(self._key, payload.encode("utf-8", "surrogatepass"), hashlib.sha256)
+        return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+
+    def _signed(self, payload: str, mac: str) -> bool:
+        """Whether `mac` signs `payload`: compared as bytes (compare_digest refuses a str
+        with a character outside ASCII, as a forged cookie or form may hold)."""
+        return hmac.compare_digest(mac.encode("utf-8", "surrogatepass"),
+                                   self._sign(payload).encode())
 
     def issue(self, principal: Principal, now: float | None = None) -> str:
         now = time.time() if now is None else now
@@ -43,7 +51,7 @@ class Sessions:
     async def principal(self, cookie: str, now: float | None = None) -> Principal | None:
         """Who a cookie proves now, or None (forged, expired, logged out, user gone)."""
         payload, _, mac = cookie.rpartition("|")
-        if not payload or not hmac.compare_digest(mac, self._sign(payload)):
+        if not payload or not self._signed(payload, mac):
             return None
         name, _issued, expires, nonce = [*payload.split("|"), "", "", ""][:4]
         now = time.time() if now is None else now
@@ -57,7 +65,7 @@ class Sessions:
         return self._sign("csrf|" + cookie)
 
     def check_csrf(self, cookie: str, token: str) -> bool:
-        return bool(cookie) and hmac.compare_digest(token, self.csrf(cookie))
+        return bool(cookie) and self._signed("csrf|" + cookie, token)
 
     async def revoke(self, cookie: str) -> None:
         """Log a (signed) session out, on every replica; the logouts of cookies that have

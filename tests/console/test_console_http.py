@@ -145,3 +145,27 @@ def test_the_live_stream_ends_with_its_session_logged_out_on_another_replica(
     rest = list(itertools.islice(lines, 10))
     assert rest.count(b": keep-alive") <= 1, rest
     assert session.get(f"{b.url}/ui/", allow_redirects=False).status_code == 303
+
+
+def test_a_cookie_token_or_form_it_cannot_read_is_a_refusal_never_a_500(worker_factory):
+    # hmac.compare_digest refuses a str with a character outside ASCII (TypeError), and
+    # aiohttp's form parser raises ValueError on a multipart body without its boundary: each
+    # was a 500 with a traceback, to anyone, logged in or not.
+    w = worker_factory()
+    for cookie in ("olga|é", "alice|1|9999999999|n|é", "é"):
+        r = requests.get(f"{w.url}/ui/", headers={"Cookie": f"remediator_session={cookie}"},
+                         allow_redirects=False)
+        assert r.status_code == 303 and r.headers["Location"].startswith("/ui/login"), r.text
+    r = requests.post(f"{w.url}/ui/logout", data={"csrf": "é"},
+                      headers={"Cookie": "remediator_session=a|b"}, allow_redirects=False)
+    assert r.status_code == 303 and r.headers["Location"] == "/ui/login"
+    broken = {"Content-Type": "multipart/form-data; boundary=x"}
+    r = requests.post(f"{w.url}/ui/login", data=b"\xff\xfe", headers=broken)
+    assert r.status_code == 400 and "cannot read the form" in r.text, r.text[-300:]
+    operator = login(w.url, "alice", OPERATOR_TOKEN)
+    token = csrf(operator.get(f"{w.url}/ui/control").text)
+    r = operator.post(f"{w.url}/ui/control/pause", data=b"--x\r\nnot a part", headers=broken)
+    assert r.status_code == 400 and "cannot read the form" in r.text, r.text[-300:]
+    r = operator.post(f"{w.url}/ui/control/pause", data={"csrf": token[:-1] + "é"})
+    assert r.status_code == 403 and "CSRF token does not match" in r.text
+    assert w.call(w.service.store.get_state("paused")) is None
