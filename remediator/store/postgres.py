@@ -609,6 +609,8 @@ class PostgresStore:
                 "awaiting=excluded.awaiting", with_, ref)
 
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
+        if "\x00" in execution_id:  # a caller's text (a URL's id): no PostgreSQL text holds
+            return None  # one, and no execution's id (hex) does; the statement refused it
         found = await self._decisions("id = $1", [execution_id], 1)
         return found[0] if found else None
 

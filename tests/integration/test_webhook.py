@@ -268,3 +268,19 @@ def test_hostile_identifiers_on_postgresql_are_refused_or_recorded(worker_factor
     assert w.post_alerts(notification(alert(name, fingerprint="nul", namespace="demo")))[0] == 202
     [decision] = w.wait_executions(1, alertname=name)
     assert (decision["alertname"], decision["outcome"]) == (name, "no_match")
+
+
+def test_an_execution_id_postgresql_cannot_hold_is_a_404(worker_factory, postgres_url):
+    """An id from a URL is the caller's text: a NUL, which no PostgreSQL text holds, is no
+    execution's (ids are hex), not a 500 from the API or the console, nor a 503 saying
+    the store is unavailable from an approval."""
+    w = worker_factory(store=postgres_url)
+    for method, path, headers in (("GET", "/api/v1/executions/a%00b", VIEWER),
+                                  ("POST", "/api/v1/executions/a%00b/approve", OPERATOR),
+                                  ("POST", "/api/v1/executions/a%00b/reject", OPERATOR)):
+        status, answer = http(method, f"{w.url}{path}", None, headers)
+        assert (status, answer) == (404, {"error": "no execution 'a\\x00b'"}), (path, answer)
+    for path in ("/ui/executions/a%00b", "/ui/executions/a%00b/graph.svg"):
+        status, page = http("GET", f"{w.url}{path}", None, VIEWER)
+        assert status == 404 and "no execution" in page, (path, page[-300:])
+    assert http("GET", f"{w.url}/-/ready")[0] == 200
