@@ -26,6 +26,13 @@ from typing import Any
 
 ROLES = ("viewer", "operator")
 MIN_TOKEN_CHARS = 16  # a shorter token is guessable over the network
+# Password checks queued or running at once (two threads run them): anyone may try a
+# password, each ~0.2 s of CPU, and unbounded a flood of guesses queued every login behind it.
+MAX_PASSWORD_CHECKS = 8
+
+
+class PasswordChecksBusy(Exception):
+    """Too many password checks in flight: refused before one is queued (a 429)."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,7 @@ class Users:
         self._webhook_basic = (webhook_username, webhook_password) if webhook_username else None
         self._verified: dict[bytes, Principal] = {}  # bcrypt is slow on purpose: cache successes
         self._bcrypt = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bcrypt")
+        self._checking = 0  # bcrypt checks queued or running
 
     @property
     def has_viewers(self) -> bool:
@@ -170,8 +178,16 @@ class Users:
         key = hashlib.sha256(f"{name}\0{password}\0{hashed}".encode("utf-8", "surrogatepass")).digest()
         if key in self._verified:
             return principal
-        loop = asyncio.get_running_loop()  # ~0.2 s of CPU: never on the event loop
-        if not await loop.run_in_executor(self._bcrypt, _bcrypt_ok, password, hashed):
+        if self._checking >= MAX_PASSWORD_CHECKS:
+            raise PasswordChecksBusy(f"{self._checking} password checks are in progress; "
+                                     "retry in a second")
+        self._checking += 1
+        try:
+            loop = asyncio.get_running_loop()  # ~0.2 s of CPU: never on the event loop
+            ok = await loop.run_in_executor(self._bcrypt, _bcrypt_ok, password, hashed)
+        finally:
+            self._checking -= 1
+        if not ok:
             return None
         if len(self._verified) >= 1024:
             self._verified.clear()

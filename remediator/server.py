@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import console, content_coding, redact, turns
 from .alerts import PayloadError, parse_notification
-from .auth import Principal, Users
+from .auth import PasswordChecksBusy, Principal, Users
 from .playbooks.validate import RulesError
 from .service import Service
 from .store.base import StoreUnavailable
@@ -109,6 +109,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         except StoreUnavailable as exc:
             log.error("store unavailable answering %s %s: %s", request.method, request.path, exc)
             response = _error(503, f"store unavailable, retry: {exc}")
+        except PasswordChecksBusy as exc:  # a flood of guesses: refused, not queued
+            response = _error(429, str(exc), **{"Retry-After": "1"})
         except web.RequestPayloadError as exc:
             # A body whose framing is broken (chunked transfer coding) raises as it is read,
             # in the webhook's or a console form's handler.

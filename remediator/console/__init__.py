@@ -24,7 +24,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .. import graphs, redact
-from ..auth import Principal, Users
+from ..auth import PasswordChecksBusy, Principal, Users
 from ..guards import APPROVAL, PENDING
 from ..playbooks.validate import RulesError
 from ..service import Service
@@ -277,6 +277,8 @@ async def events(request: web.Request) -> web.StreamResponse:
             await response.write(b": keep-alive\n\n")
     except ConnectionResetError:
         pass  # the browser went away (a disconnect while sleeping cancels this handler)
+    except PasswordChecksBusy:
+        pass  # its Basic credential could not be checked again now: the stream ends
     return response
 
 

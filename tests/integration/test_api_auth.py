@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
 import pytest
@@ -219,3 +220,22 @@ def test_a_credential_that_is_not_ascii_is_a_401_never_a_500(worker_factory):
             status, body = http(method, f"{w.url}{path}", {}, {"Authorization": header})
             assert status == 401 and "invalid credentials" in body["error"], (header, path, body)
     assert w.call(w.service.store.get_state("paused")) is None
+
+
+def test_password_checks_in_flight_are_bounded_and_the_rest_told_to_retry(worker_factory):
+    # A bcrypt check is ~0.2 s of CPU on purpose, run in a pool of two threads: anyone could
+    # queue thousands of wrong passwords for a known name (no credential needed to try one),
+    # each login then waiting behind all of them, and the CPU the event loop needs burnt.
+    hashed = bcrypt.hashpw(b"correct horse", bcrypt.gensalt(rounds=12)).decode()
+    w = worker_factory(operators=[Operator("olga", "operator", password_hash=hashed)])
+    executions = f"{w.url}/api/v1/executions"
+    assert http("GET", executions, headers=basic("olga", "correct horse"))[0] == 200
+    flood = [basic("olga", f"guess {i}") for i in range(40)]
+    flood[::8] = [basic("olga", "correct horse")] * 5  # a verified password is not checked again
+    with ThreadPoolExecutor(len(flood)) as pool:
+        answers = list(pool.map(lambda h: http("GET", executions, headers=h, timeout=60), flood))
+    assert [status for status, _ in answers[::8]] == [200] * 5
+    refused = [answer for status, answer in answers if status == 429]
+    assert refused and all("password checks" in a["error"] for a in refused), answers
+    assert len(refused) + sum(status == 401 for status, _ in answers) == 35
+    assert http("GET", executions, headers=basic("olga", "another guess"))[0] == 401
