@@ -23,7 +23,7 @@ from .alerts import PayloadError, parse_notification
 from .config import Config, ConfigError, load_config, unknown_variables
 from .logs import setup_logging
 from .playbooks.validate import RulesError
-from .report import decision_text, history_text
+from .report import decision_text, history_text, terminal_text
 
 log = logging.getLogger("remediator")
 
@@ -394,7 +394,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(decision, indent=2) if args.format == "json" else decision_text(decision))
     if args.format == "text" and decision.get("escalation"):
-        print("\n" + decision["escalation"]["note"])
+        print("\n" + terminal_text(decision["escalation"]["note"], lines=True))
     return 0
 
 

