@@ -7,7 +7,7 @@ from remediator.actions.base import MAX_JSON_DEPTH, Action, ActionContext, Param
 from remediator.actions.registry import ACTIONS
 from tests.support.payloads import alert, notification
 from tests.support.procs import serve_http
-from tests.support.worker import http
+from tests.support.worker import VIEWER, http
 
 NODE_RULES = r"""
 playbooks:
@@ -222,3 +222,21 @@ def test_an_internal_error_mid_step_fails_that_step_and_names_it(worker_factory,
     assert stored["outcome"] == "failed"
     assert stored["reason"].startswith("step 'health' failed: internal error: RecursionError")
     assert "internal error while running or recording it" in stored["steps"][0]["detail"]
+
+
+def test_a_label_cannot_stall_the_server_through_redaction(worker_factory):
+    # Every answer, note and log line is redacted, labels included; user info in a URL is
+    # found by a scheme at a word's start. With `a-a-a-…` before a `://x@` Python's regex
+    # tried every dash-separated word as a scheme's start and read on to the word's end each
+    # time: a label's length squared (8 KiB: ~0.2 s), on the event loop, for each label of
+    # each decision an API answer or a note showed. RE2 reads it once.
+    w = worker_factory()
+    slow = "a-" * 4000 + " ftp://user:secret@example"
+    labels = {f"l{i}": slow for i in range(300)}
+    assert w.post_alerts(notification(alert("Nothing", fingerprint="dashes", **labels)))[0] == 202
+    [decision] = w.wait_executions(1)
+    status, shown = http("GET", f"{w.url}/api/v1/executions/{decision['id']}", headers=VIEWER,
+                         timeout=30)
+    assert status == 200 and "secret" not in json.dumps(shown)
+    assert shown["alert"]["labels"]["l0"] == "a-" * 4000 + " ftp://<redacted>@example"
+    assert http("GET", f"{w.url}/-/healthy", timeout=5)[0] == 200
