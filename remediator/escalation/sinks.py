@@ -97,7 +97,11 @@ class SlackSink(WebhookSink):
     deduplicate: the note's own `Execution:` line names the id a repeat shares."""
 
     def body(self, note: dict[str, Any]) -> Any:
-        text = note["markdown"].replace("**", "*")
+        # Slack reads `<...>` as its own markup (`<!channel>` pages the whole channel,
+        # `<https://x|text>` shows a link as any text) and asks that &, < and > in text be
+        # escaped: the note quotes labels whoever pushed the alert wrote.
+        text = note["markdown"].replace("**", "*").replace("&", "&amp;") \
+            .replace("<", "&lt;").replace(">", "&gt;")
         body: dict[str, Any] = {"text": text[:39000]}
         if note.get("graph_url"):  # the graph as an image link under the message
             body["attachments"] = [{"fallback": f"Graph: {note['graph_url']}",

@@ -271,6 +271,27 @@ def test_every_sink_writes_every_string_intake_accepts(tmp_path, webhook_receive
         slack.stop()
 
 
+def test_a_label_cannot_mention_a_slack_channel_or_disguise_a_link(tmp_path):
+    # Slack reads `<...>` in a message's text as its own markup: `<!channel>` pages everyone
+    # in the channel, `<@U...>` one person, `<https://x|text>` a link that shows only its
+    # text; it asks senders to escape &, < and > in what is text (api.slack.com, "Formatting
+    # text for app surfaces"). The note quotes labels whoever pushes the alert wrote.
+    slack = WebhookReceiver().start()
+    try:
+        sinks = {"chat": {"type": "slack", "url": slack.url}}
+        _fire_hostile(_service(tmp_path, sinks, ["chat"]), everyone="<!channel> <!here|here>",
+                      person="<@U024BE7LH>", link="<https://evil.example/approve|Approve the fix>",
+                      amp="a &amp; b")
+        text = slack.wait_for().body["text"]
+    finally:
+        slack.stop()
+    assert text.startswith("# [CRITICAL] CodeForgeS3UploadFailureHigh")
+    assert "<" not in text and ">" not in text, text
+    for shown in ("everyone=&lt;!channel&gt; &lt;!here|here&gt;", "person=&lt;@U024BE7LH&gt;",
+                  "link=&lt;https://evil.example/approve|Approve the fix&gt;", "amp=a &amp;amp; b"):
+        assert shown in text, shown
+
+
 def test_a_failed_note_write_leaves_no_temporary_file(tmp_path):
     from remediator.escalation.sinks import DirectorySink, NoteRefused, SinkError
     sink = DirectorySink("files", str(tmp_path))
