@@ -11,13 +11,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import console, content_coding, redact, turns
 from .alerts import PayloadError, parse_notification
-from .auth import PasswordChecksBusy, Principal, Users
+from .auth import ANONYMOUS, PasswordChecksBusy, Principal, Users
 from .playbooks.validate import RulesError
 from .service import Service
 from .store.base import StoreUnavailable
@@ -101,7 +102,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             principal = None if need is None else \
                 await request.app[USERS].authenticate(request.headers.get("Authorization", ""))
-            response = _refusal(request, principal, need) or _undecodable(request, webhook)
+            response = _refusal(request, principal, need) or _cross_site(request, principal) \
+                or _undecodable(request, webhook)
             if response is None:
                 if principal is not None:
                     request[PRINCIPAL] = principal
@@ -126,6 +128,25 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 _NOT_A_WEBHOOK = contextlib.nullcontext()
+
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _cross_site(request: web.Request, principal: Principal | None) -> web.Response | None:
+    """The 403 of a change made without a credential (--allow-unauthenticated) that a
+    browser sent from another site: on a laptop any page it opens may POST a form to
+    127.0.0.1 (no credential needed, nothing preflighted) and pause, reset or approve. A
+    browser says where a request comes from (Sec-Fetch-Site; Origin, older ones);
+    Alertmanager, curl and the CLI say neither, and a credential is never sent cross-site."""
+    if principal is not ANONYMOUS or request.method in _SAFE_METHODS:
+        return None
+    origin = request.headers.get("Origin")
+    if request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site") or (
+            origin is not None and urlsplit(origin).netloc.lower() != request.host.lower()):
+        return _error(403, "a change without credentials sent by a browser from another site "
+                      f"({origin or 'Sec-Fetch-Site'}) is refused: present a credential")
+    return None
 
 
 def _undecodable(request: web.Request, webhook: bool) -> web.Response | None:

@@ -239,3 +239,28 @@ def test_password_checks_in_flight_are_bounded_and_the_rest_told_to_retry(worker
     assert refused and all("password checks" in a["error"] for a in refused), answers
     assert len(refused) + sum(status == 401 for status, _ in answers) == 35
     assert http("GET", executions, headers=basic("olga", "another guess"))[0] == 401
+
+
+def test_without_credentials_a_cross_site_page_cannot_act(worker_factory):
+    # --allow-unauthenticated is for a laptop, where the browser is the other way in: any
+    # page it opens may POST a form to 127.0.0.1 (no credential needed, none preflighted),
+    # and so pause, reset or approve a live change. Browsers say where a request comes from
+    # (Sec-Fetch-Site, Origin); a request from another site may not act anonymously.
+    w = worker_factory(APPROVAL_RULES % {"url": "http://127.0.0.1:9/"}, mode="live",
+                       allow_unauthenticated=True, operators=[])
+    assert w.post_alerts(notification(alert("WebDown", fingerprint="x")), token=None)[0] == 202
+    [blocked] = w.wait_executions(1)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for where in ({"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                  {"Origin": "https://evil.example"}, {"Origin": "null"}):
+        for path in ("/api/v1/pause", f"/api/v1/executions/{blocked['id']}/approve",
+                     "/api/v1/circuits/reset?target=prod/deployment/web", "/-/reload"):
+            status, answer = http("POST", f"{w.url}{path}", b"x=1", {**form, **where})
+            assert status == 403 and "another site" in answer["error"], (where, path, answer)
+    assert w.call(w.service.store.get_state("paused")) is None
+    assert w.call(w.service.store.get_execution(blocked["id"]))["outcome"] == "blocked"
+    # The console's own pages, a script without a browser, and a credential still act.
+    own = {"Sec-Fetch-Site": "same-origin", "Origin": w.url}
+    assert http("POST", f"{w.url}/api/v1/pause", b"", own)[0] == 200
+    assert http("POST", f"{w.url}/api/v1/resume", b"")[0] == 200
+    assert http("GET", f"{w.url}/api/v1/executions", headers={"Sec-Fetch-Site": "cross-site"})[0] == 200
