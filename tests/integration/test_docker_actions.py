@@ -83,6 +83,24 @@ def test_a_killed_gateway_is_started_again_once(docker_env, ctx, run):
     assert gw.logs().decode().count("started") == 2
 
 
+def test_a_stopped_gateway_is_told_from_a_crashed_one_by_its_exit_code(docker_env, ctx, run):
+    """rules/libervia.yaml restarts a gateway that crashed, not one `docker-compose stop`
+    stopped (the runbook's shutdown, upgrade and rollback): a process that ends on SIGTERM, as
+    the runbook's graceful shutdown does, exits 0; a crash exits otherwise."""
+    stopped = docker_env.service("libervia", "gateway", name="libervia-gateway",
+                                 command="trap 'exit 0' TERM; echo started; "
+                                         "while :; do sleep 0.1; done")
+    docker_env.wait_logs("libervia-gateway", "started")
+    stopped.stop(timeout=20)
+    state = act(run, "docker.inspect", ctx, project="libervia", service="gateway")
+    assert state["exited"] == ["libervia-gateway"] and state["oom_killed"] == []
+    assert state["containers"][0]["exit_code"] == 0
+    docker_env.service("3dpot", "db", name="3dpot-db", command="echo crashing; exit 1")
+    docker_env.wait_for("3dpot-db", lambda s: s["Status"] == "exited")
+    crashed = act(run, "docker.inspect", ctx, project="3dpot", service="db")
+    assert crashed["exited"] == ["3dpot-db"] and crashed["containers"][0]["exit_code"] == 1
+
+
 def test_an_unhealthy_service_is_restarted_and_waited_healthy(docker_env, ctx, run):
     docker_env.service("3dpot", "redis", name="3dpot-redis", command=SECOND_START_HEALTHY,
                        health=HEALTH)
