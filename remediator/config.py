@@ -273,28 +273,15 @@ _JSON_SETTINGS = ("operators", "escalation_sinks")
 
 def _json_setting(name: str, text: str) -> Any:
     """`REMEDIATOR_OPERATORS`, `REMEDIATOR_ESCALATION_SINKS`: JSON, checked by the file's
-    schema, in place of the file's value. A sink's refusal quotes no value: its URL (Slack's)
-    or headers may hold a secret."""
+    schema, in place of the file's value (whose refusals quote no secret: `writeOnly`)."""
     variable = f"REMEDIATOR_{name.upper()}"
     try:
         value = json.loads(text)
     except ValueError as exc:
         raise ConfigError(f"{variable}: not JSON ({exc.msg} at character {exc.pos})") from None
-    for path, message in check_shape(value, config_schema()["properties"][name], (name,)):
-        if name == "escalation_sinks":
-            message = _unquoted(message, value, path[1:])
+    for _, message in check_shape(value, config_schema()["properties"][name], (name,)):
         raise ConfigError(f"{variable}: {message}")
     return value
-
-
-def _unquoted(message: str, value: Any, path: tuple[str | int, ...]) -> str:
-    """The message without the offending text, if it quotes it."""
-    try:
-        for key in path:
-            value = value[key]
-    except (KeyError, IndexError, TypeError):
-        return message
-    return message.replace(repr(value), "the value given") if isinstance(value, str) else message
 
 
 def _guard_leaves(schema: dict[str, Any], path: tuple[str, ...] = ()

@@ -15,14 +15,17 @@ from typing import Any
 from .playbooks.schema import DURATION, check_shape
 from .playbooks.source import Problem, Source
 
-# Settings with a value set or a shape beyond their Python type.
-STORE_URL = {"type": "string", "pattern": r"^(sqlite://.*|postgres(ql)?://.+)$",
+# Settings with a value set or a shape beyond their Python type. `writeOnly` marks a value
+# that may hold a secret (a password in a URL, a token in a Slack hook's path, a bcrypt
+# hash): a refusal of it never quotes it (the walker's `_unshown`), since refusals reach logs.
+STORE_URL = {"type": "string", "writeOnly": True,
+             "pattern": r"^(sqlite://.*|postgres(ql)?://.+)$",
              "errorMessage": "not a store URL: use sqlite:///path.db, sqlite:// (in memory) "
                              "or postgresql://user@host:port/db"}
 LISTEN = {"type": "string", "pattern": r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):[0-9]{1,5}$",
           "errorMessage": "not HOST:PORT: use e.g. 127.0.0.1:9095, or 0.0.0.0:9095 for every "
                           "interface"}
-URL = {"type": "string", "pattern": r"^https?://.+",
+URL = {"type": "string", "writeOnly": True, "pattern": r"^https?://.+",
        "errorMessage": "not an http(s) URL: use e.g. http://127.0.0.1:9090"}
 STRINGS = {"type": "array", "items": {"type": "string"}}
 _ALLOW = {"type": "object", "additionalProperties": False, "properties": {"allow": STRINGS}}
@@ -36,7 +39,8 @@ SINK = {
                                 "alert routed by team/severity"},
         "path": {"type": "string", "description": "directory sinks: where notes are written"},
         "url": URL,
-        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "headers": {"type": "object",
+                    "additionalProperties": {"type": "string", "writeOnly": True}},
     },
 }
 
@@ -64,7 +68,8 @@ OPERATOR = {
                  "errorMessage": "must be 1-64 of A-Z a-z 0-9 . _ @ - (no ':' nor spaces)"},
         "role": {"enum": ["viewer", "operator"]},
         "token_file": {"type": "string", "description": "a file holding the bearer token"},
-        "password_hash": {"type": "string", "pattern": r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$",
+        "password_hash": {"type": "string", "writeOnly": True,
+                          "pattern": r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$",
                           "errorMessage": "must be a bcrypt hash ($2b$…, e.g. from "
                                           "`htpasswd -nbBC 12 '' PASSWORD`)"},
     },
@@ -129,6 +134,7 @@ def config_schema() -> dict[str, Any]:
     flat = {f.name: _field_schema(f.name, hints.get(f.name, f.type), f.default)
             for f in fields(Config)}
     for name in SECRETS:
+        flat[name] = {**flat[name], "writeOnly": True}
         flat[f"{name}_file"] = {"type": "string",
                                 "description": f"a file holding {name} (e.g. a mounted Secret)"}
     sections: dict[str, dict[str, Any]] = {}

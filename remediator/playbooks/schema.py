@@ -293,6 +293,9 @@ def _compile(schema: dict[str, Any], done: dict[int, _Node]) -> _Node:
     fine = frozenset(accepted or ()) if not _KEYWORDS & schema.keys() else frozenset()
     bools = names is not None and "boolean" in names  # bool is an int: only if named
     enum = schema.get("enum")
+    # `writeOnly` (JSON Schema's mark of a value never read back: a password, a hash of one, a
+    # URL that may carry either): a problem with it names where it is, never quotes it.
+    shown: Callable[[Any], str] = _unshown if schema.get("writeOnly") else repr
     pattern = _pattern(schema["pattern"]) if "pattern" in schema else None
     max_length = schema.get("maxLength")
     minimum, maximum = schema.get("minimum"), schema.get("maximum")
@@ -314,7 +317,7 @@ def _compile(schema: dict[str, Any], done: dict[int, _Node]) -> _Node:
         # The whole value, in ASCII: `$` accepts a trailing newline, and `\d` Unicode digits.
         if pattern is not None and not pattern.fullmatch(value):
             # `errorMessage` (the ajv-errors keyword) says what to write instead of the regex.
-            out.append((path, f"{_where(path)}: {value!r}: " + schema.get(
+            out.append((path, f"{_where(path)}: {shown(value)}: " + schema.get(
                 "errorMessage", f"does not match {schema['pattern']}")))
         if max_length is not None and len(value) > max_length:
             out.append((path, f"{_where(path)}: {len(value)} characters, at most "
@@ -363,7 +366,7 @@ def _compile(schema: dict[str, Any], done: dict[int, _Node]) -> _Node:
         start = len(out)
         if enum is not None and value not in enum:
             hint = did_you_mean(str(value), [str(e) for e in enum])
-            out.append((path, f"{_where(path)}: {value!r} is not one of "
+            out.append((path, f"{_where(path)}: {shown(value)} is not one of "
                               f"{', '.join(map(str, enum))}{hint}"))
         if isinstance(value, str):
             check_text(value, path, out)
@@ -381,6 +384,10 @@ def _compile(schema: dict[str, Any], done: dict[int, _Node]) -> _Node:
         check = {"string": check_text, "object": check_object, "array": check_array}[names[0]]
     done[id(schema)] = check, fine
     return check, fine
+
+
+def _unshown(value: Any) -> str:
+    return "the value given"
 
 
 def _wrong_type(value: Any, names: list[str], path: Path) -> tuple[Path, str]:

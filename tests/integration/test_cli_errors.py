@@ -37,7 +37,7 @@ def test_serve_refuses_what_cannot_work_in_one_line(tmp_path):
              "remediator: configuration error: listen: '9095': not HOST:PORT: use e.g. "
              "127.0.0.1:9095, or 0.0.0.0:9095 for every interface")
     one_line(remediator(tmp_path, "serve", "--store", "mysql://db"),
-             "remediator: configuration error: store: 'mysql://db': not a store URL: use "
+             "remediator: configuration error: store: the value given: not a store URL: use "
              "sqlite:///path.db, sqlite:// (in memory) or postgresql://user@host:port/db")
     one_line(remediator(tmp_path, "serve", "--store", "sqlite:///absent/remediator.db",
                         "--listen", "127.0.0.1:0"),

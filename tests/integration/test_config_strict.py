@@ -46,7 +46,7 @@ def serve(config: str, *args: str) -> subprocess.CompletedProcess[str]:
     ("guards:\n  budgets: {max: 3}\n", "2:3: guards: unknown key 'budgets' (did you mean 'budget'?)"),
     ("store_sync: ful\n", "1:1: store_sync: 'ful' is not one of normal, full (did you mean 'full'?)"),
     ("log_level: verbose\n", "log_level: 'verbose' is not one of debug, info, warning, error"),
-    ("store: mysql://db\n", "store: 'mysql://db': not a store URL: use sqlite:///path.db"),
+    ("store: mysql://db\n", "store: the value given: not a store URL: use sqlite:///path.db"),
     ("grace_period: 30 s\n", "grace_period: '30 s': not a duration: use e.g. 1h, 30m, 1h30m"),
     ("workers: four\n", "workers: expected integer, got string"),
     ("allow_unauthenticated: \"true\"\n", "expected boolean, got string (write true, unquoted)"),
@@ -70,6 +70,41 @@ def test_a_config_typo_is_refused_at_start_with_its_line(tmp_path, text, message
                            str(config), str(write_rules(tmp_path / "rules", "playbooks: []\n"))],
                           capture_output=True, text=True, timeout=60)
     assert lint.returncode == 1 and message in lint.stdout.replace(" error:", ""), lint
+
+
+# A value that may hold a secret, malformed: a bcrypt hash (derived from a password), a URL
+# (user:password@ in a store's, a token in a Slack hook's path). Each refusal names the
+# setting and says what is wrong, never quoting the value: it reaches logs and CI output.
+HIDDEN = "XYZZY0hidden0XYZZY"
+SECRET_ISH = [
+    ("operators", [{"name": "alice", "role": "viewer", "password_hash": f"$2b$12${HIDDEN}"}],
+     "operators[0].password_hash: the value given: must be a bcrypt hash"),
+    ("store", f"postgress://app:{HIDDEN}@db:5432/remediator",
+     "store: the value given: not a store URL"),
+    ("escalation_sinks", {"s": {"type": "slack", "url": f"hooks.slack.com/T0/B0/{HIDDEN}"}},
+     "escalation_sinks.s.url: the value given: not an http(s) URL"),
+    ("prometheus_url", f"ops:{HIDDEN}@prometheus:9090",
+     "prometheus_url: the value given: not an http(s) URL"),
+]
+
+
+@pytest.mark.parametrize("name, value, message", SECRET_ISH, ids=[c[0] for c in SECRET_ISH])
+def test_a_refusal_never_quotes_a_secret_ish_value(tmp_path, name, value, message):
+    """From the environment, and from the file (`serve`, `lint --config`)."""
+    variable = f"REMEDIATOR_{name.upper()}"
+    with pytest.raises(ConfigError) as refused:
+        load_config(env={variable: value if isinstance(value, str) else json.dumps(value)},
+                    secrets=False)
+    assert message in str(refused.value) and HIDDEN not in str(refused.value), refused.value
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({name: value}))
+    done = serve(str(config))
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    lint = subprocess.run([sys.executable, "-m", "remediator.cli", "lint", "--config",
+                           str(config), str(write_rules(tmp_path / "rules", "playbooks: []\n"))],
+                          capture_output=True, text=True, timeout=60)
+    assert lint.returncode == 1 and message in lint.stdout.replace(" error:", ""), lint
+    assert HIDDEN not in done.stderr + lint.stdout + lint.stderr
 
 
 def test_booleans_from_the_environment_are_booleans_too():
