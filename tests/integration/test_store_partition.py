@@ -58,10 +58,21 @@ def test_a_scrape_answers_within_its_limit_while_postgres_hangs(tmp_path, postgr
             assert time.monotonic() < deadline
             time.sleep(0.2)
         pool = w.service.store._pool
+        runs = w.service.engine.inflight._runs
 
         async def in_use() -> int:
             return pool.get_size() - pool.get_idle_size()
 
+        async def asleep() -> bool:
+            return len(runs) == 2 and all(r.waiting for r in runs.values()) \
+                and await in_use() == 0
+
+        # Counted once both runs sleep in their wait, their writes done: counted as they
+        # started (claimed, so pending, some 80 ms before), a write the partition then held
+        # was one connection more than the baseline, which had seen it gone.
+        while not w.call(asleep()):
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
         before = w.call(in_use())
         proxy.partition()
         took, healthy = [], []
@@ -79,7 +90,8 @@ def test_a_scrape_answers_within_its_limit_while_postgres_hangs(tmp_path, postgr
               f"{max(healthy):.3f} s, connections in use {before} -> {held}")
         assert max(took) < 2.0, took
         assert max(healthy) < 0.5, healthy  # the loop is free while the scrape waits
-        # The dispatcher's claim hangs too; each scrape held one more, for 10 s.
+        # The dispatcher's claim hangs too, and the maintenance pass's section; each scrape
+        # held one more, for 10 s.
         assert held <= before + 2, (before, held)
         assert w.post_alerts(notification(alert("Quick", fingerprint="q1")))[0] == 202
         assert w.wait_executions(1, timeout=30, playbook="note"), "not processed after healing"
