@@ -27,9 +27,14 @@ from .store.base import LOCKED, PAUSE, PAUSED, RESOLVED, Entry, Event, Limit, St
 
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 # An approval that will never come: the guard that says so, and why.
-_DECIDED = {"rejected": ("approval_denied", "approval rejected"),
+_DECIDED = {"rejected": ("approval_denied", "approval rejected{by}"),
             "expired": ("approval_expired", "approval expired before anyone approved"),
-            "resolved": ("approval_withdrawn", "the alert resolved before anyone approved")}
+            "resolved": ("approval_withdrawn", "the alert resolved before anyone approved"),
+            # given, but its run was stranded, and the maintenance pass finished it instead
+            # (`engine.approvals.finish_stranded`): it expired unused
+            "lapsed": ("approval_expired", "approved{by}, but never acted on: its run was "
+                                           "not resumed, and the maintenance pass finished "
+                                           "it without it")}
 # Approval state per step, `<prefix><execution_id>:<step>`; the pending ones are also indexed
 # under their own prefix, so expiry and withdrawal never read the history.
 APPROVAL, PENDING = "approval:", "approval-pending:"
@@ -511,8 +516,8 @@ class Guards:
         if state and state["status"] in _DECIDED:
             # Decided, and final: the execution is never resumed again.
             guard, what = _DECIDED[state["status"]]
-            return Block(guard, f"step {step.name!r}: {what}" +
-                         (f" by {state['by']}" if state.get("by") else ""))
+            return Block(guard, f"step {step.name!r}: " + what.format(
+                by=f" by {state['by']}" if state.get("by") else ""))
         if state is None:
             now = self.clock()
             ttl = parse_duration(gc.playbook.guards.get("approval_ttl", self.settings.approval_ttl))

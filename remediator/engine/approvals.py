@@ -172,14 +172,20 @@ async def _holding(store: Store, inflight: InFlight, run: dict[str, Any]
 async def _finish_stranded(records: Records, name: str, now: float) -> int:
     store = records.store
     run_id, step = name.split(":", 1)
+    run = await store.get_execution(run_id)  # claimed: what it says stays true now
+    if run is None or not resumable(run) or run.get("blocked_step") != step:
+        return 0
     async with store.critical("approvals"):  # where approvals are given and decided
         if await store.get_state(PENDING + name) is not None:
             return 0  # asked since the index was read: expiry's to decide
         lost = await decide_approval(store, name, "expired", now)  # none can be given now
         state = await store.get_state(APPROVAL + name) or {}
-    run = await store.get_execution(run_id)  # claimed: what it says stays true now
-    if run is None or not resumable(run) or run.get("blocked_step") != step:
-        return 0
+        if state.get("status") == "approved":
+            # Given, never acted on, and not to be now: said in its state before the record.
+            # A crash between this pass's claim and its record left the alert to be
+            # processed again, and its run, resumed, acted on the approval after all, late,
+            # the run this pass had decided to escalate. Resumed now, it meets this.
+            await store.put_state(APPROVAL + name, dict(state, status="lapsed", lapsed_at=now))
     run.update(outcome="escalated", reason=f"approval_pending: step {step!r} "
                f"{_stranded(state, lost is not None)}; it did not run (the run was left "
                "waiting on it, and finished by the maintenance pass)")
@@ -192,7 +198,8 @@ def _stranded(state: dict[str, Any], lost: bool) -> str:
     by = f" by {state['by']}" if state.get("by") else ""
     if lost or not state:
         return "could no longer be approved (its pending approval was lost)"
-    return {"approved": f"was approved{by}, but the run was never resumed",
+    never = f"was approved{by}, but the run was never resumed"
+    return {"approved": never, "lapsed": never,
             "rejected": f"was rejected{by}",
             "resolved": "was withdrawn: the alert resolved before anyone approved",
             }.get(state["status"], "was not approved before it expired")

@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from typing import Any
 
 import pytest
 
 from remediator.guards import APPROVAL, PENDING, decide_approval
+from remediator.store.postgres import PostgresStore
+from tests.conftest import write_rules
 from tests.integration.test_guards import web
 from tests.integration.test_note_once import _hooked
 from tests.integration.test_withdrawn_approval import FIRING, _store, replicas
+from tests.support.payloads import alert, notification
+from tests.support.worker import WorkerProcess
 
 STRANDED = "approval_pending: step 'restart' was not approved before it expired; it did not run"
 
@@ -122,6 +127,35 @@ def test_a_stranded_run_still_to_be_processed_is_left_to_that_run(
     assert outcomes == ["blocked", "escalated"], outcomes
 
 
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_an_approved_run_never_resumed_is_finished_and_its_approval_lapses(
+        tmp_path, run, webhook_receiver, request, store):
+    """Approved, its resume never ran (its item done, its pending entry gone): the pass
+    finishes the run, escalated, and the approval lapses, so that nothing acts on it after
+    (`test_a_crash_while_the_pass_finishes_...` below: a crash before the record)."""
+    url, _ = _store(request, store)
+
+    async def scenario() -> tuple[Any, dict, dict]:
+        h = await _hooked(tmp_path, webhook_receiver, approval=True, store=url, always=True)
+        [pending] = await h.fire(web(0))
+        name = f"{pending['id']}:restart"
+        await decide_approval(h.service.store, name, "approved", h.clock.now, by="alice")
+        await h.service.maintain()
+        done = await h.service.store.get_execution(pending["id"])
+        state = await h.service.store.get_state(APPROVAL + name)
+        await h.service.stop()
+        return h, done, state
+
+    h, done, state = run(scenario())
+    assert (done["outcome"], done["reason"]) == ("escalated", (
+        "approval_pending: step 'restart' was approved by alice, but the run was never "
+        "resumed; it did not run (the run was left waiting on it, and finished by the "
+        "maintenance pass)")), done
+    assert (state["status"], state["by"]) == ("lapsed", "alice") and h.calls == []
+    outcomes = [d.body["outcome"] for d in webhook_receiver.deliveries]
+    assert outcomes == ["blocked", "escalated"], outcomes
+
+
 def test_two_replicas_passing_at_once_finish_a_stranded_run_once(
         tmp_path, run, webhook_receiver, postgres_url):
     """Two replicas' maintenance passes at the same moment (PostgreSQL): one finishes the
@@ -145,3 +179,88 @@ def test_two_replicas_passing_at_once_finish_a_stranded_run_once(
     assert calls == 0
     outcomes = [d.body["outcome"] for d in webhook_receiver.deliveries]
     assert outcomes == ["blocked", "escalated"], outcomes
+
+
+GATED = """
+playbooks:
+  - name: gated
+    match: {alertname: Gated}
+    target: {kind: deployment, namespace: demo, name: web}
+    guards: {rate_limit: {max: 10, window: 1h}}
+    steps:
+      - name: restart
+        action: http.request
+        approval: required
+        params: {url: "%s", method: POST, json: {fp: "{{ alert.fingerprint }}"}}
+"""
+# The maintenance pass's final record of a stranded run, held in the database (a trigger
+# that sleeps) while the process is killed: a crash between its claim and its record.
+STALL = ("CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM "
+         "pg_sleep(600); RETURN NEW; END $$; CREATE TRIGGER stall BEFORE INSERT OR UPDATE ON "
+         "executions FOR EACH ROW WHEN (NEW.outcome = 'escalated') EXECUTE FUNCTION stall()")
+STALLED = "FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()"
+
+
+def test_a_crash_while_the_pass_finishes_an_approved_stranded_run_never_acts_later(
+        tmp_path, webhook_receiver, postgres_cluster, postgres_url):
+    """An approval given whose run was never resumed (its pending entry gone, its item
+    done): the maintenance pass finishes the run, escalated, saying the approval was not
+    acted on. kill -9 after the pass claimed the alert and before its record: the claim
+    is taken over and the run resumed, and the step ran after all, hours late, on an
+    approval the pass had decided not to honour. Now the pass says so in the approval's
+    state first (in the section approvals are decided in): resumed, the run meets it and
+    does not act."""
+    database = postgres_url.rsplit("/", 1)[1]
+    rules = [str(write_rules(tmp_path / "rules", GATED % webhook_receiver.url))]
+    env = {"REMEDIATOR_STORE_LEASE": "3s"}
+    a = WorkerProcess(tmp_path, rules, mode="live", store=postgres_url, extra_env=env).start()
+    try:
+        assert a.post_alerts(notification(alert("Gated", fingerprint="g1")))[0] == 202
+        [blocked] = a.decided()
+        assert blocked["reason"].startswith("approval_pending"), blocked
+        postgres_cluster.sql(STALL, database)
+
+        async def strand() -> None:  # approved, and its resume never ran
+            store = PostgresStore(postgres_url)
+            await store.open()
+            try:
+                await decide_approval(store, f"{blocked['id']}:restart", "approved",
+                                      time.time(), by="alice")
+            finally:
+                await store.close()
+
+        asyncio.run(strand())
+        deadline = time.monotonic() + 30  # the next pass, within its 10 s
+        while postgres_cluster.sql(f"SELECT count(*) {STALLED}", database) != "1":
+            assert time.monotonic() < deadline, a.logs()
+            time.sleep(0.1)
+        a.kill9()
+    finally:
+        a.stop()
+        postgres_cluster.sql(f"SELECT pg_terminate_backend(pid) {STALLED}", database)
+        postgres_cluster.sql("DROP FUNCTION stall() CASCADE", database)
+    b = WorkerProcess(tmp_path, rules, mode="live", store=postgres_url, extra_env=env).start()
+    try:
+        deadline = time.monotonic() + 30
+        while (done := _decision(postgres_url, blocked["id"]))["outcome"] == "running" \
+                or done["reason"].startswith("approval_pending"):  # (running: before its note)
+            assert time.monotonic() < deadline, b.logs()
+            time.sleep(0.2)
+    finally:
+        assert b.stop() == 0
+    assert webhook_receiver.deliveries == [], done
+    assert (done["outcome"], done["reason"]) == ("blocked", (
+        "approval_expired: step 'restart': approved by alice, but never acted on: its run "
+        "was not resumed, and the maintenance pass finished it without it")), done
+
+
+def _decision(url: str, execution_id: str) -> dict[str, Any]:
+    async def read() -> dict[str, Any]:
+        store = PostgresStore(url, read_only=True)
+        await store.open()
+        try:
+            return await store.get_execution(execution_id)
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
