@@ -21,6 +21,7 @@ from ..guards import APPROVAL, PENDING, GuardContext, decide_approval
 from ..inflight import InFlight
 from ..playbooks.models import Playbook
 from ..store.base import Store, StoreUnavailable
+from ..store.packing import awaiting
 from .records import Records, Unrecorded, after_cancel, execution_id, made_change, resumable
 
 log = logging.getLogger("remediator.engine")
@@ -72,6 +73,7 @@ async def expire(records: Records, inflight: InFlight, now: float) -> int:
     store = records.store
     expired = 0
     listed = await store.list_state(PENDING)
+    seen = {key[len(PENDING):] for key in listed}
     for key, pending in listed.items():
         name = key[len(PENDING):]
         if "withdrawn_at" in pending:
@@ -107,16 +109,41 @@ async def expire(records: Records, inflight: InFlight, now: float) -> int:
             await records.finish(decision, escalate=True)
             expired += 1
         await store.put_state(key, None)
-    for run_id, step in await store.awaiting_approval():
-        if f"{PENDING}{run_id}:{step}" in listed:
+    waiting = [f"{run_id}:{step}" for run_id, step in await store.awaiting_approval()]
+    # Decided since the last pass here: a run still waiting on one may be unindexed.
+    waiting += [name for name in sorted(records.pending_seen - seen - set(waiting))
+                if await _unindexed(store, name)]
+    for name in waiting:
+        if PENDING + name in listed:
             continue
         try:
-            expired += await finish_stranded(records, inflight, f"{run_id}:{step}", now)
+            expired += await finish_stranded(records, inflight, name, now)
         except StoreUnavailable:
             raise  # the pass is tried again, whole
         except Exception:  # one record that cannot be read or finished holds back no other
-            log.exception("cannot finish execution %s, left waiting on an approval", run_id)
+            log.exception("cannot finish execution %s, left waiting on an approval",
+                          name.split(":", 1)[0])
+    records.pending_seen = seen  # (a pass cut short compares its next one with the last)
     return expired
+
+
+async def _unindexed(store: Store, name: str) -> bool:
+    """Whether the run of the approval `name`, decided since the last pass, still waits on
+    it with no `awaiting` entry, now indexed: written by a replica of the version before
+    the index (a rolling upgrade under way), and left there, its entry gone (that version's
+    expiry removed it as it decided, then its record was refused), nothing else finds it.
+    One read per approval decided, none of history; indexed, it is finished like any
+    other stranded run, by whichever replica's pass, after a restart too."""
+    run_id, step = name.split(":", 1)
+    try:
+        run = await store.get_execution(run_id)
+        return run is not None and awaiting(run) == step and \
+            await store.index_awaiting(run_id, step)
+    except StoreUnavailable:
+        raise
+    except Exception:  # a record that cannot be read: nothing could finish it either
+        log.exception("cannot read execution %s, whose approval was decided", run_id)
+        return False
 
 
 async def finish_stranded(records: Records, inflight: InFlight, name: str, now: float) -> int:

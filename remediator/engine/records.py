@@ -54,6 +54,9 @@ class Records:
     # key of their alert: each keeps its target until it is, across the retries of a write
     # the store refused (`Engine.execute`, `let_go`).
     uncounted: dict[str, str] = field(default_factory=dict)
+    # The approvals (`execution:step`) the last maintenance pass here found pending: one gone
+    # since was decided, and its run is read once (`approvals.expire`).
+    pending_seen: set[str] = field(default_factory=set)
 
     async def let_go(self, key: str) -> None:
         """The alert `key` is no longer processed here (decided, given up, taken over by

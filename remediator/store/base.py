@@ -142,6 +142,12 @@ class Store(Protocol):
         an index their record's own write keeps (`packing.awaiting`), never history."""
         ...
 
+    async def index_awaiting(self, execution_id: str, step: str) -> bool:
+        """Index the record of `execution_id` as waiting on `step`'s approval if it is still
+        blocked and indexed as nothing (a replica of the version before the index wrote it);
+        whether it was. A record written since, final, is left alone."""
+        ...
+
     async def save_execution(self, decision: dict[str, Any], events: list[Event] | None = None,
                              finishes: int | None = None,
                              steps: dict[int, dict[str, Any]] | None = None,

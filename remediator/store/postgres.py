@@ -619,6 +619,11 @@ class PostgresStore:
             AWAITING))
         return [(row["id"], row["awaiting"]) for row in rows]
 
+    async def index_awaiting(self, execution_id: str, step: str) -> bool:
+        return await self._call("journal", lambda db: db.fetchval(
+            "UPDATE executions SET awaiting=$2 WHERE id=$1 AND awaiting IS NULL AND "
+            "outcome='blocked' RETURNING true", execution_id, step)) is not None
+
     async def list_executions(self, limit: int = 100, **filters: Any) -> list[dict[str, Any]]:
         where, args = [], []
         for column in ("outcome", "playbook", "alertname", "fingerprint"):

@@ -358,7 +358,8 @@ async def _awaiting(db: asyncpg.Connection) -> None:
     (`packing.awaiting`; NULL, nothing to index, for every other decision), filled in once
     from the records already there: only a blocked one with an approval state can be one,
     so few bodies are read, once. (A replica of the version before, still running during a
-    rolling update, writes NULL there: a run it leaves waiting is found once written again.)"""
+    rolling update, writes NULL there: a run it leaves waiting with no pending entry is
+    indexed by the first pass to find that entry gone, `engine.approvals._unindexed`.)"""
     await db.execute("ALTER TABLE executions ADD COLUMN IF NOT EXISTS awaiting TEXT; CREATE "
                      "INDEX executions_awaiting ON executions (id) WHERE awaiting IS NOT NULL")
     rows = await db.fetch(

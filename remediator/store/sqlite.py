@@ -692,6 +692,11 @@ class SQLiteStore(LocalCoordination):
         return await self._run(lambda: self._conn().execute(
             AWAITING).fetchall())
 
+    async def index_awaiting(self, execution_id: str, step: str) -> bool:
+        return await self._write(lambda db: db.execute(
+            "UPDATE executions SET awaiting=? WHERE id=? AND awaiting IS NULL AND "
+            "outcome='blocked'", (step, execution_id)).rowcount) == 1
+
     async def get_execution_and_pause(self, execution_id: str
                                       ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         return await self._run(self._execution_and_pause, execution_id)

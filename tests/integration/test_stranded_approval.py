@@ -156,6 +156,52 @@ def test_an_approved_run_never_resumed_is_finished_and_its_approval_lapses(
     assert outcomes == ["blocked", "escalated"], outcomes
 
 
+def _unindexed(h: Any, cluster: Any, execution_id: str) -> None:
+    """The record as a replica of the version before the index writes it: no `awaiting`."""
+    sql = f"UPDATE executions SET awaiting = NULL WHERE id = '{execution_id}'"
+    if cluster is None:
+        with sqlite3.connect(h.cfg.store.removeprefix("sqlite:///")) as db:
+            db.execute(sql)
+    else:
+        cluster.sql(sql, h.cfg.store.rsplit("/", 1)[1])
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_run_an_old_replica_strands_in_a_rolling_upgrade_is_finished_once(
+        tmp_path, run, webhook_receiver, request, store):
+    """A replica of the version before the index (still running, a rolling upgrade under
+    way) blocked the run, unindexed, and its expiry removed the pending entry as it decided,
+    then its record was refused: nothing indexed the run, nothing finished it. A pass that
+    listed the entry and finds it gone reads its run (one read per approval decided), and
+    indexes a run still waiting on it; the index's own path finishes it, once."""
+    url, cluster = _store(request, store)
+
+    async def scenario() -> tuple[Any, list[dict], list]:
+        h = await _hooked(tmp_path, webhook_receiver, approval=True, store=url, always=True)
+        [pending] = await h.fire(web(0))
+        name = f"{pending['id']}:restart"
+        _unindexed(h, cluster, pending["id"])
+        await h.service.maintain()  # lists the entry
+        h.clock.now += 7200  # the old replica's expiry: decided, unindexed, record refused
+        await decide_approval(h.service.store, name, "expired", h.clock.now)
+        seen = []
+        for _ in range(2):
+            await h.service.maintain()
+            seen.append(await h.service.store.get_execution(pending["id"]))
+        left = await h.service.store.awaiting_approval()
+        await h.service.stop()
+        return h, seen, left
+
+    h, seen, left = run(scenario())
+    for done in seen:
+        assert (done["outcome"], done["reason"]) == ("escalated", STRANDED + (
+            " (the run was left waiting on it, and finished by the maintenance pass)")), done
+        assert done["finished_at"] == seen[0]["finished_at"]  # written once
+    assert left == [] and h.calls == []
+    outcomes = [d.body["outcome"] for d in webhook_receiver.deliveries]
+    assert outcomes == ["blocked", "escalated"], outcomes
+
+
 def test_two_replicas_passing_at_once_finish_a_stranded_run_once(
         tmp_path, run, webhook_receiver, postgres_url):
     """Two replicas' maintenance passes at the same moment (PostgreSQL): one finishes the
