@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .. import templating
+from .. import templating, validators
 
 
 class ActionError(Exception):
@@ -79,7 +79,7 @@ class Param:
     type: str  # string | integer | number | boolean | duration | list | mapping | any
     required: bool = False
     default: Any = None
-    kind: str | None = None  # a templating.VALIDATORS name, for strings and list items
+    kind: str | None = None  # a validators.VALIDATORS name, for strings and list items
     choices: tuple[Any, ...] = ()
     minimum: float | None = None
     description: str = ""
@@ -404,7 +404,7 @@ def _coerce(spec: Param, value: Any, rendered: bool) -> Any:
     if t == "string":
         value = _expect(value, str, t)
         if spec.kind:
-            templating.validate(spec.kind, value)
+            validators.validate(spec.kind, value)
     elif t == "integer":
         value = int(_numeric(value, t, integral=True))
     elif t == "number":
@@ -418,7 +418,7 @@ def _coerce(spec: Param, value: Any, rendered: bool) -> Any:
         if spec.kind:
             for item in value:
                 if not (isinstance(item, str) and templating.is_template(item) and not rendered):
-                    templating.validate(spec.kind, _expect(item, str, "string"))
+                    validators.validate(spec.kind, _expect(item, str, "string"))
     elif t == "mapping":
         value = _expect(value, dict, t)
     if spec.choices and value not in spec.choices:

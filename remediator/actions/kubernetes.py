@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import templating
+from .. import validators
 from .base import ActionContext, ActionError, Param, Permission, rbac
 from .kube_client import (
     FIELD_MANAGER,
@@ -262,7 +262,7 @@ class SetEnv(KubeAction):
         problems = [] if env or unset else ["give env (to set) and/or unset (to remove)"]
         for key, value in env.items():
             try:
-                templating.validate("env_name", key)
+                validators.validate("env_name", key)
                 env_value(value)
             except (ValueError, TypeError) as exc:
                 problems.append(f"env {key!r}: {exc}")

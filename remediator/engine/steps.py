@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .. import redact, template_context, templating
+from .. import redact, template_context, templating, validators
 from ..actions.backends import Backends
 from ..actions.base import ActionContext
 from ..actions.registry import ACTIONS
@@ -199,10 +199,10 @@ def render_target(target: Target | None, ctx: dict[str, Any]) -> str | None:
     kind = templating.render(target.kind, ctx)
     name = templating.render(target.name, ctx)
     namespace = templating.render(target.namespace, ctx) if target.namespace else ""
-    templating.validate("namespace", kind.lower())
-    templating.validate("k8s_name" if kind.lower() != "bucket" else "s3_bucket", name)
+    validators.validate("namespace", kind.lower())
+    validators.validate("k8s_name" if kind.lower() != "bucket" else "s3_bucket", name)
     if namespace:
-        templating.validate("namespace", namespace)
+        validators.validate("namespace", namespace)
     return template_context.make_target(kind.lower(), namespace, name)
 
 

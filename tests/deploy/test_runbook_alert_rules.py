@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from remediator.templating import VALIDATORS
+from remediator.validators import VALIDATORS
 from tests.deploy.conftest import DEPLOY, ROOT, require_tool, run
 
 PROMETHEUS = DEPLOY / "prometheus"
