@@ -282,7 +282,8 @@ async def _serve(cfg: Config) -> int:
                     cfg.listen)
     elif not cfg.operators:
         log.warning("no operators configured: the /api/v1 endpoints refuse everyone")
-    runner = web.AppRunner(build_app(service), handle_signals=False, access_log=None)
+    runner = web.AppRunner(build_app(service), handle_signals=False, access_log=None,
+                           keepalive_timeout=cfg.idle_timeout)
     await runner.setup()
     host, _, port = cfg.listen.rpartition(":")
     site = web.TCPSite(runner, host or "0.0.0.0", int(port))

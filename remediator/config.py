@@ -53,6 +53,12 @@ class Config:
     # Alertmanager does not retry a 413: room for the receiver's max_alerts (1000, shipped in
     # deploy/alertmanager/alertmanager.yml) alerts of up to 16 KiB of JSON each.
     max_body_bytes: int = 16 << 20
+    # A client connection that has not sent a whole request header this long after it opened
+    # or after its last response is closed: the header deadline and the keep-alive idle limit
+    # in one (aiohttp's keepalive_timeout, 3630 s by default, let half-sent headers hold a
+    # file descriptor each for an hour). Alertmanager reconnects; a running request (a slow
+    # body, the console's live stream) is never cut by it.
+    idle_timeout: float = 30.0
     workers: int = 4  # action calls at once; a step that sleeps between polls holds none
     backend_concurrency: int = 4  # calls at once to one backend (kubernetes, s3, ...)
     max_executions: int = 256  # executions in flight at once, most of them asleep
@@ -147,6 +153,9 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
             cfg.guards.paused = True  # either one: a kill switch is never undone by a name
     _check_effective(cfg)
     _check_sinks(cfg, source)
+    if cfg.idle_timeout <= 0:
+        raise ConfigError("idle_timeout must be more than 0: else a connection that never "
+                          "finishes its request header is kept open for ever")
     if cfg.history_retention < 86400:
         raise ConfigError("history_retention must be at least 1d: guard windows count the "
                           "events it prunes")
