@@ -204,7 +204,9 @@ async def login(request: web.Request) -> web.Response:
     principal = await sessions.users.login(name, secret) if name and secret else None
     target = _safe_next(str(form.get("next", "")))
     if principal is None:
-        log.warning("console login refused for %r", name[:64])
+        # A name no user has is not quoted: it may be a password typed in the wrong field.
+        who = repr(name[:64]) if sessions.users.lookup(name) else "a name no user has"
+        log.warning("console login refused for %s", who)
         return _page(request, "login.html", None, status=401, next=target,
                      error="Unknown user or wrong password/token.")
     response = web.HTTPSeeOther(target)
