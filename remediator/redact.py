@@ -29,7 +29,9 @@ _HARMLESS_HEADERS = frozenset({"accept", "accept-encoding", "accept-language", "
 # RE2 (linear): with `a-a-a-…` before a `://x@`, Python's regex tried each word as a scheme's
 # start and read on to the run's end every time, its length squared (8 KiB of a label: ~0.2 s
 # on the event loop, for each label an answer, a note or a log line showed).
-_USERINFO = compile_regex(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s]+@")
+# No word boundary before the scheme: after a digit or `_` (`1a://u:p@h`, `x_https://…`) there
+# is none, and the credentials were left in; cutting a word's tail too costs nothing here.
+_USERINFO = compile_regex(r"(?i)([a-z][a-z0-9+.-]*://)[^/?#@\s]+@")
 _USERINFO_AFTER = re.compile(r"://[^/?#@\s]+@")  # what _USERINFO needs after a scheme
 _SECRET_QUERY = re.compile(
     r"(?i)([?&](?:access_token|api_key|apikey|key|token|secret|password|passwd|signature|sig|"

@@ -133,3 +133,10 @@ def test_a_step_record_is_journaled_whole_and_redacted_as_a_mapping_would_be():
     journaled = record.to_dict()
     assert journaled == _reference_value(asdict(record))
     assert "sekret" not in str(journaled) and "hunter22" not in str(journaled)
+
+
+def test_user_info_is_redacted_whatever_comes_before_its_scheme():
+    for text in ("1a://ops:hunter22@h/x", "x_https://ops:hunter22@h/x", "9x://ops:hunter22@h",
+                 "пhttp://ops:hunter22@h", "(https://ops:hunter22@h)"):
+        out = redact.text(text)
+        assert "hunter22" not in out and redact.REDACTED in out, out
