@@ -33,6 +33,8 @@ from .session import COOKIE, Sessions
 if TYPE_CHECKING:
     import jinja2
 
+    from ..store.base import Store
+
 log = logging.getLogger("remediator.console")
 
 SESSIONS = web.AppKey("console_sessions", Sessions)
@@ -41,6 +43,7 @@ OUTCOMES = ("running", "planned", "succeeded", "failed", "blocked", "escalated",
             "no_match", "duplicate")
 SINCE = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
 LIST_LIMIT = 1000
+DECIDED_SHOWN = 50  # decided approvals on the approvals page, newest first
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
@@ -355,20 +358,30 @@ async def approvals(request: web.Request) -> web.Response:
     principal = await _who(request)
     service = _service(request)
     store = service.store
-    pending, decided = [], []
-    for key, state in (await store.list_state(APPROVAL)).items():
+    states = (await store.list_state(APPROVAL)).items()
+    # Ordered and cut on the states alone: only the executions shown are read (every approval
+    # kept, 90 days of them, was read at each load).
+    pending = sorted(((k, s) for k, s in states if s.get("status") == "pending"),
+                     key=lambda ks: ks[1].get("expires_at", 0))
+    decided = sorted(((k, s) for k, s in states if s.get("status") != "pending"),
+                     key=lambda ks: -ks[1].get("decided_at", 0))[:DECIDED_SHOWN]
+    return _page(request, "approvals.html", principal, pending=await _approvals(store, pending),
+                 decided=await _approvals(store, decided), now=time.time())
+
+
+async def _approvals(store: Store, states: list[tuple[str, dict[str, Any]]]
+                     ) -> list[dict[str, Any]]:
+    """The approvals page's rows: each approval with its execution (one no longer kept is
+    left out)."""
+    items = []
+    for key, state in states:
         execution_id, _, step = key[len(APPROVAL):].rpartition(":")
         decision = await store.get_execution(execution_id)
-        if decision is None:
-            continue
-        item = {"id": execution_id, "step": step, "state": redact.value(state),
-                "decision": _row(decision), "runs": _what_runs(decision, step),
-                "target": redact.value(decision.get("target") or "")}
-        (pending if state.get("status") == "pending" else decided).append(item)
-    pending.sort(key=lambda i: i["state"].get("expires_at", 0))
-    decided.sort(key=lambda i: -i["state"].get("decided_at", 0))
-    return _page(request, "approvals.html", principal, pending=pending, decided=decided[:50],
-                 now=time.time())
+        if decision is not None:
+            items.append({"id": execution_id, "step": step, "state": redact.value(state),
+                          "decision": _row(decision), "runs": _what_runs(decision, step),
+                          "target": redact.value(decision.get("target") or "")})
+    return items
 
 
 async def confirm(request: web.Request) -> web.Response:

@@ -11,6 +11,8 @@ import bcrypt
 import requests
 
 from remediator.auth import Operator
+from remediator.console import DECIDED_SHOWN
+from remediator.guards import APPROVAL
 from tests.conftest import APPROVAL_RULES
 from tests.support.payloads import alert, notification
 from tests.support.worker import OPERATOR_TOKEN, TOKEN, VIEWER_TOKEN
@@ -193,3 +195,30 @@ def test_a_name_no_user_has_costs_a_password_check_and_is_never_logged(worker_fa
             allow_redirects=False).status_code, range(24)))
     assert set(statuses) == {401, 429} and statuses.count(401) >= 2, statuses
     assert secret not in caplog.text
+
+
+def test_the_approvals_page_reads_only_the_executions_it_shows(worker_factory):
+    # Every approval is kept with its decision (90 days by default), and the page read each
+    # one's execution at every load, to show the pending ones and the newest decided.
+    w = worker_factory(APPROVAL_RULES % {"url": "http://127.0.0.1:9/"}, mode="live")
+    w.post_alerts(notification(alert("WebDown", fingerprint="w1")))
+    [pending] = w.wait_executions(1)
+    store = w.service.store
+    for i in range(200):
+        w.call(store.put_state(f"{APPROVAL}old{i}:restart",
+                               {"status": "approved", "decided_at": 1000.0 + i, "by": "olga"}))
+    viewer = login(w.url, "victor", VIEWER_TOKEN)
+    real, reads = store.get_execution, []
+
+    async def counted(execution_id: str) -> dict | None:
+        reads.append(execution_id)
+        return await real(execution_id)
+
+    store.get_execution = counted
+    try:
+        page = viewer.get(f"{w.url}/ui/approvals").text
+    finally:
+        del store.get_execution
+    assert page.count('class="card attention approval"') == 1 and pending["id"] in page
+    old = [r for r in reads if r.startswith("old")]
+    assert sorted(old) == sorted(f"old{i}" for i in range(200 - DECIDED_SHOWN, 200)), old
