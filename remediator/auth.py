@@ -19,10 +19,12 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 ROLES = ("viewer", "operator")
 MIN_TOKEN_CHARS = 16  # a shorter token is guessable over the network
@@ -228,3 +230,26 @@ def _bcrypt_ok(password: str, hashed: str) -> bool:
         return bcrypt.checkpw(password.encode("utf-8", "surrogatepass"), hashed.encode())
     except ValueError:  # bcrypt refuses passwords over 72 bytes in recent releases
         return False
+
+
+# Why a request without credentials that names this server by a DNS name is refused.
+NOT_BY_ADDRESS = ("a request without credentials must name this server by its IP address or "
+                  "localhost (a DNS name may be pointed here by any web page: DNS rebinding); "
+                  "present a credential")
+
+
+def named_by_address(host: str) -> bool:
+    """`host` (a Host header) is an IP address, `localhost` or a name under it (RFC 6761:
+    the client resolves those to loopback itself), which --allow-unauthenticated needs.
+    DNS rebinding: a page of evil.example, its name pointed at 127.0.0.1 once loaded, is the
+    same site as this server to the browser, which then lets it read every answer and post
+    forms, no header saying so (Sec-Fetch-* go to secure origins only). It needs a name its
+    owner's DNS answers for; an address or localhost is none."""
+    name = (urlsplit(f"//{host}").hostname or "").rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True

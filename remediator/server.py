@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import console, content_coding, redact, turns
 from .alerts import PayloadError, parse_notification
-from .auth import ANONYMOUS, PasswordChecksBusy, Principal, Users
+from .auth import ANONYMOUS, NOT_BY_ADDRESS, PasswordChecksBusy, Principal, Users, named_by_address
 from .playbooks.validate import RulesError
 from .service import Service
 from .store.base import StoreUnavailable
@@ -134,12 +134,17 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def _cross_site(request: web.Request, principal: Principal | None) -> web.Response | None:
-    """The 403 of a change made without a credential (--allow-unauthenticated) that a
-    browser sent from another site: on a laptop any page it opens may POST a form to
-    127.0.0.1 (no credential needed, nothing preflighted) and pause, reset or approve. A
-    browser says where a request comes from (Sec-Fetch-Site; Origin, older ones);
-    Alertmanager, curl and the CLI say neither, and a credential is never sent cross-site."""
-    if principal is not ANONYMOUS or request.method in _SAFE_METHODS:
+    """The 403 of a request without a credential (--allow-unauthenticated) that a web page
+    may have made: one naming this server by a DNS name (rebinding), and a change a browser
+    sent from another site: on a laptop any page it opens may POST a form to 127.0.0.1 (no
+    credential needed, nothing preflighted) and pause, reset or approve. A browser says
+    where a request comes from (Sec-Fetch-Site; Origin, older ones); Alertmanager, curl and
+    the CLI say neither, and a credential is never sent cross-site."""
+    if principal is not ANONYMOUS:
+        return None
+    if not named_by_address(request.host):
+        return _error(403, NOT_BY_ADDRESS)
+    if request.method in _SAFE_METHODS:
         return None
     origin = request.headers.get("Origin")
     if request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site") or (

@@ -24,7 +24,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .. import graphs, redact
-from ..auth import PasswordChecksBusy, Principal, Users
+from ..auth import NOT_BY_ADDRESS, PasswordChecksBusy, Principal, Users, named_by_address
 from ..guards import APPROVAL, PENDING
 from ..playbooks.validate import RulesError
 from ..service import Service
@@ -127,6 +127,8 @@ async def _principal(request: web.Request) -> Principal | None:
         found = await sessions.users.authenticate(request.headers["Authorization"])
         principal = found if found and found.role in ("viewer", "operator") else None
     if principal is None and sessions.users.allow_unauthenticated:
+        if not named_by_address(request.host):
+            raise _page_error(request, 403, NOT_BY_ADDRESS, None)
         principal = Principal("anonymous", "anonymous")
     return principal
 

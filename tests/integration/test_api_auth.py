@@ -264,3 +264,27 @@ def test_without_credentials_a_cross_site_page_cannot_act(worker_factory):
     assert http("POST", f"{w.url}/api/v1/pause", b"", own)[0] == 200
     assert http("POST", f"{w.url}/api/v1/resume", b"")[0] == 200
     assert http("GET", f"{w.url}/api/v1/executions", headers={"Sec-Fetch-Site": "cross-site"})[0] == 200
+
+
+def test_without_credentials_a_server_named_by_a_dns_name_answers_nothing(worker_factory):
+    # DNS rebinding: a page of evil.example whose name then resolves to 127.0.0.1 is the same
+    # site as this server to the browser, which sends no header saying otherwise (Sec-Fetch-*
+    # only go to secure origins) and lets the page read every answer and post forms.
+    w = worker_factory(allow_unauthenticated=True, operators=[])
+    port = w.url.rsplit(":", 1)[1]
+    executions = f"{w.url}/api/v1/executions"
+    for host in (f"evil.example:{port}", "evil.example", f"localhost.evil.example:{port}"):
+        for method, path in (("GET", "/api/v1/executions"), ("POST", "/api/v1/pause"),
+                             ("GET", "/ui/")):
+            status, answer = http(method, f"{w.url}{path}", b"", {"Host": host})
+            assert status == 403 and "DNS rebinding" in str(answer), (host, path, answer)
+    assert w.call(w.service.store.get_state("paused")) is None
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"app.localhost:{port}",
+                 f"[::1]:{port}", "10.1.2.3"):
+        assert http("GET", executions, headers={"Host": host})[0] == 200, host
+    # A credential is checked as ever, whatever the name.
+    assert http("GET", executions, headers={"Host": "evil.example",
+                                            "Authorization": "Bearer not-a-token-of-anyone"}
+                )[0] == 401
+    # Open endpoints stay open by any name (Prometheus scrapes by service name).
+    assert http("GET", f"{w.url}/metrics", headers={"Host": "remediator:9095"})[0] == 200
