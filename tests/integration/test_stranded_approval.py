@@ -36,6 +36,28 @@ DAMAGED = ("INSERT INTO executions (id, created_at, updated_at, alertname, playb
            "INSERT INTO state (key, value) VALUES ('approval:damaged:s', '{{}}');")
 
 
+async def _passed_twice(h: Any, execution_id: str) -> tuple[Any, list[dict], list]:
+    """Two maintenance passes: the run as each left it, and what still awaits after them."""
+    seen = []
+    for _ in range(2):
+        await h.service.maintain()
+        seen.append(await h.service.store.get_execution(execution_id))
+    left = await h.service.store.awaiting_approval()
+    await h.service.stop()
+    return h, seen, left
+
+
+def _finished_once(h: Any, seen: list[dict], left: list, receiver: Any) -> None:
+    """Escalated as stranded by the first pass, written once, nothing run, one note."""
+    for done in seen:
+        assert (done["outcome"], done["reason"]) == ("escalated", STRANDED + (
+            " (the run was left waiting on it, and finished by the maintenance pass)")), done
+        assert done["finished_at"] == seen[0]["finished_at"]  # written once
+    assert left == [] and h.calls == []
+    outcomes = [d.body["outcome"] for d in receiver.deliveries]
+    assert outcomes == ["blocked", "escalated"], outcomes
+
+
 def _downgrade(h: Any, cluster: Any) -> None:
     """The store as the version before left it: no index of runs waiting on an approval."""
     if cluster is None:
@@ -68,22 +90,9 @@ def test_a_run_whose_expired_approval_lost_its_entry_is_finished_once(
             await h.service.stop()
             _downgrade(h, cluster)
             await h.start()
-        seen = []
-        for _ in range(2):
-            await h.service.maintain()
-            seen.append(await h.service.store.get_execution(pending["id"]))
-        left = await h.service.store.awaiting_approval()
-        await h.service.stop()
-        return h, seen, left
+        return await _passed_twice(h, pending["id"])
 
-    h, seen, left = run(scenario())
-    for done in seen:
-        assert (done["outcome"], done["reason"]) == ("escalated", STRANDED + (
-            " (the run was left waiting on it, and finished by the maintenance pass)")), done
-        assert done["finished_at"] == seen[0]["finished_at"]  # written once
-    assert left == [] and h.calls == []
-    outcomes = [d.body["outcome"] for d in webhook_receiver.deliveries]
-    assert outcomes == ["blocked", "escalated"], outcomes
+    _finished_once(*run(scenario()), webhook_receiver)
     unread = [r.getMessage() for r in caplog.records if "cannot be read to index" in
               r.getMessage()]
     assert unread == (["execution damaged cannot be read to index it (error: Error -5 while "
@@ -184,22 +193,9 @@ def test_a_run_an_old_replica_strands_in_a_rolling_upgrade_is_finished_once(
         await h.service.maintain()  # lists the entry
         h.clock.now += 7200  # the old replica's expiry: decided, unindexed, record refused
         await decide_approval(h.service.store, name, "expired", h.clock.now)
-        seen = []
-        for _ in range(2):
-            await h.service.maintain()
-            seen.append(await h.service.store.get_execution(pending["id"]))
-        left = await h.service.store.awaiting_approval()
-        await h.service.stop()
-        return h, seen, left
+        return await _passed_twice(h, pending["id"])
 
-    h, seen, left = run(scenario())
-    for done in seen:
-        assert (done["outcome"], done["reason"]) == ("escalated", STRANDED + (
-            " (the run was left waiting on it, and finished by the maintenance pass)")), done
-        assert done["finished_at"] == seen[0]["finished_at"]  # written once
-    assert left == [] and h.calls == []
-    outcomes = [d.body["outcome"] for d in webhook_receiver.deliveries]
-    assert outcomes == ["blocked", "escalated"], outcomes
+    _finished_once(*run(scenario()), webhook_receiver)
 
 
 def test_two_replicas_passing_at_once_finish_a_stranded_run_once(
