@@ -102,7 +102,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             principal = None if need is None else \
                 await request.app[USERS].authenticate(request.headers.get("Authorization", ""))
-            response = _refusal(request, principal, need) or _cross_site(request, principal) \
+            response = _refusal(request, principal, need) or _cross_site(request, principal, webhook) \
                 or _undecodable(request, webhook)
             if response is None:
                 if principal is not None:
@@ -133,7 +133,8 @@ _NOT_A_WEBHOOK = contextlib.nullcontext()
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def _cross_site(request: web.Request, principal: Principal | None) -> web.Response | None:
+def _cross_site(request: web.Request, principal: Principal | None,
+                webhook: bool = False) -> web.Response | None:
     """The 403 of a request without a credential (--allow-unauthenticated) that a web page
     may have made: one naming this server by a DNS name (rebinding), and a change a browser
     sent from another site: on a laptop any page it opens may POST a form to 127.0.0.1 (no
@@ -142,7 +143,10 @@ def _cross_site(request: web.Request, principal: Principal | None) -> web.Respon
     the CLI say neither, and a credential is never sent cross-site."""
     if principal is not ANONYMOUS:
         return None
-    if not named_by_address(request.host):
+    browser = "Origin" in request.headers or "Sec-Fetch-Site" in request.headers
+    # Alertmanager posts by a service's name (compose, Kubernetes) and says neither; a 403
+    # would drop its alerts, not retried. A browser's POST always carries its Origin.
+    if not named_by_address(request.host) and (browser or not webhook):
         return _error(403, NOT_BY_ADDRESS)
     if request.method in _SAFE_METHODS:
         return None

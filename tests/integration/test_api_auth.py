@@ -288,3 +288,13 @@ def test_without_credentials_a_server_named_by_a_dns_name_answers_nothing(worker
                 )[0] == 401
     # Open endpoints stay open by any name (Prometheus scrapes by service name).
     assert http("GET", f"{w.url}/metrics", headers={"Host": "remediator:9095"})[0] == 200
+    # Alertmanager posts by a service's name and says neither Origin nor Sec-Fetch-*: a 403
+    # would drop its alerts. A browser's POST always carries its Origin.
+    alerts = notification(alert("WebDown", fingerprint="by-name"))
+    assert http("POST", f"{w.url}/alerts", alerts, {"Host": "remediator:9095"})[0] == 202
+    status, answer = http("POST", f"{w.url}/alerts", alerts,
+                          {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"})
+    assert status == 403 and "DNS rebinding" in answer["error"], answer
+    # A Host header that is no host is refused as a name, not a 500.
+    for host in ("[::1", "a b"):
+        assert http("GET", executions, headers={"Host": host})[0] == 403, host
