@@ -134,6 +134,9 @@ class Users:
             self._tokens.append((_digest(webhook_token), Principal("alertmanager", "webhook")))
         self._hashes = {u.name: (u.password_hash, Principal(u.name, u.role))
                         for u in operators if u.password_hash}
+        # What an unknown name is checked against: the costliest hash, so no user's check
+        # takes longer than a name no user has.
+        self._stand_in = max((h for h, _ in self._hashes.values()), key=_bcrypt_cost, default="")
         self._webhook_basic = (webhook_username, webhook_password) if webhook_username else None
         self._verified: dict[bytes, Principal] = {}  # bcrypt is slow on purpose: cache successes
         self._bcrypt = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bcrypt")
@@ -175,17 +178,19 @@ class Users:
                     hmac.compare_digest(_digest(password), _digest(secret)):
                 return Principal("alertmanager", "webhook")
         if name not in self._hashes:
-            if self._hashes:
-                # Checked all the same against a configured hash, its answer ignored: refused
-                # at once, an unknown name answered ~0.2 s sooner than a known one, and told
-                # anyone which names to guess passwords for.
-                await self._bcrypt_ok(password, next(iter(self._hashes.values()))[0])
+            # Checked all the same against a configured hash, its answer ignored: refused at
+            # once, an unknown name was answered ~0.2 s sooner than a known one, which told
+            # anyone which names to guess passwords for. Not the webhook's own user: a
+            # misconfigured Alertmanager retrying its notifications would take every
+            # check's place, and lock people out.
+            if self._stand_in and (self._webhook_basic is None or name != self._webhook_basic[0]):
+                await self._checked(password, self._stand_in)
             return None
         hashed, principal = self._hashes[name]
         key = hashlib.sha256(f"{name}\0{password}\0{hashed}".encode("utf-8", "surrogatepass")).digest()
         if key in self._verified:
             return principal
-        if not await self._bcrypt_ok(password, hashed):
+        if not await self._checked(password, hashed):
             return None
         if len(self._verified) >= 1024:
             self._verified.clear()
@@ -195,12 +200,15 @@ class Users:
     async def login(self, name: str, secret: str) -> Principal | None:
         """The console's login form: a viewer or operator by name, with their password or
         their token; never the webhook's credential."""
-        principal = await self.check_password(name, secret) or self.check_token(secret)
+        # A token first: a user who has one signs in without a password check's ~0.2 s.
+        principal = self.check_token(secret)
+        if principal is None or principal.name != name:
+            principal = await self.check_password(name, secret)
         if principal is None or principal.name != name or principal.role not in ROLES:
             return None
         return principal
 
-    async def _bcrypt_ok(self, password: str, hashed: str) -> bool:
+    async def _checked(self, password: str, hashed: str) -> bool:
         """One bcrypt check, in its pool; at most MAX_PASSWORD_CHECKS queued or running."""
         if self._checking >= MAX_PASSWORD_CHECKS:
             raise PasswordChecksBusy(f"{self._checking} password checks are in progress; "
@@ -221,6 +229,12 @@ class Users:
 
     def close(self) -> None:
         self._bcrypt.shutdown(wait=False)
+
+
+def _bcrypt_cost(hashed: str) -> int:
+    """A bcrypt hash's cost (`$2b$12$…`: 12); 0 if it does not say."""
+    parts = hashed.split("$")
+    return int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else 0
 
 
 def _bcrypt_ok(password: str, hashed: str) -> bool:
@@ -245,11 +259,11 @@ def named_by_address(host: str) -> bool:
     same site as this server to the browser, which then lets it read every answer and post
     forms, no header saying so (Sec-Fetch-* go to secure origins only). It needs a name its
     owner's DNS answers for; an address or localhost is none."""
-    name = (urlsplit(f"//{host}").hostname or "").rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
     try:
+        name = (urlsplit(f"//{host}").hostname or "").rstrip(".")
+        if name == "localhost" or name.endswith(".localhost"):
+            return True
         ipaddress.ip_address(name)
-    except ValueError:
+    except ValueError:  # not an address, or a Host header that is no host (`[::1`)
         return False
     return True

@@ -3,8 +3,10 @@ escaping, security headers, and a console that stays up when Prometheus is down.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
@@ -222,3 +224,29 @@ def test_the_approvals_page_reads_only_the_executions_it_shows(worker_factory):
     assert page.count('class="card attention approval"') == 1 and pending["id"] in page
     old = [r for r in reads if r.startswith("old")]
     assert sorted(old) == sorted(f"old{i}" for i in range(200 - DECIDED_SHOWN, 200)), old
+
+
+def test_a_token_login_and_the_webhooks_own_user_take_no_password_check(worker_factory):
+    # An unknown name costs a bcrypt check (above). A user signing in with a token, and
+    # Alertmanager retrying with a wrong basic password, must not: the first would wait
+    # ~0.2 s and meet the bound on checks in flight; the second would take every check's
+    # place while it retries, and lock people out.
+    slow = bcrypt.hashpw(b"correct horse", bcrypt.gensalt(rounds=14)).decode()  # ~1 s a check
+    w = worker_factory(operators=[Operator("olga", "operator", password_hash=slow),
+                                  Operator("victor", "viewer", token=VIEWER_TOKEN)],
+                       basic_auth_username="am", basic_auth_password="am-password-0123456789")
+    with ThreadPoolExecutor(12) as pool:
+        flood = [pool.submit(requests.post, f"{w.url}/ui/login",
+                             data={"name": f"nobody{i}", "password": "x"}, allow_redirects=False)
+                 for i in range(8)]  # every check's place taken, for seconds
+        time.sleep(0.5)
+        assert any(not f.done() for f in flood)
+        token = requests.post(f"{w.url}/ui/login", data={"name": "victor", "password": VIEWER_TOKEN},
+                              allow_redirects=False)
+        assert token.status_code == 303, token.status_code  # not 429: no check was needed
+        wrong = base64.b64encode(b"am:wrong-password").decode()
+        statuses = [requests.get(f"{w.url}/api/v1/executions",
+                                 headers={"Authorization": f"Basic {wrong}"}).status_code
+                    for _ in range(3)]
+        assert statuses == [401] * 3, statuses  # not 429: the webhook's user is not checked
+        assert {f.result().status_code for f in flood} <= {401, 429}
