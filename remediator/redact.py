@@ -31,7 +31,9 @@ _HARMLESS_HEADERS = frozenset({"accept", "accept-encoding", "accept-language", "
 # on the event loop, for each label an answer, a note or a log line showed).
 # No word boundary before the scheme: after a digit or `_` (`1a://u:p@h`, `x_https://…`) there
 # is none, and the credentials were left in; cutting a word's tail too costs nothing here.
-_USERINFO = compile_regex(r"(?i)([a-z][a-z0-9+.-]*://)[^/?#@\s]+@")
+# Up to the authority's last `@`, as a URL parser splits it: a password may hold a raw `@`
+# (`postgresql://u:p@ss@db` kept `ss@` shown at the first).
+_USERINFO = compile_regex(r"(?i)([a-z][a-z0-9+.-]*://)[^/?#\s]+@")
 _USERINFO_AFTER = re.compile(r"://[^/?#@\s]+@")  # what _USERINFO needs after a scheme
 _SECRET_QUERY = re.compile(
     r"(?i)([?&](?:access_token|api_key|apikey|key|token|secret|password|passwd|signature|sig|"

@@ -135,8 +135,9 @@ def test_a_step_record_is_journaled_whole_and_redacted_as_a_mapping_would_be():
     assert "sekret" not in str(journaled) and "hunter22" not in str(journaled)
 
 
-def test_user_info_is_redacted_whatever_comes_before_its_scheme():
+def test_user_info_is_redacted_whatever_comes_before_its_scheme_or_is_in_it():
     for text in ("1a://ops:hunter22@h/x", "x_https://ops:hunter22@h/x", "9x://ops:hunter22@h",
-                 "пhttp://ops:hunter22@h", "(https://ops:hunter22@h)"):
+                 "пhttp://ops:hunter22@h", "(https://ops:hunter22@h)",
+                 "postgresql://ops:hunter22@hunter22@db/x"):  # a raw `@` in the password
         out = redact.text(text)
         assert "hunter22" not in out and redact.REDACTED in out, out
