@@ -152,10 +152,18 @@ def _cross_site(request: web.Request, principal: Principal | None,
         return None
     origin = request.headers.get("Origin")
     if request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site") or (
-            origin is not None and urlsplit(origin).netloc.lower() != request.host.lower()):
+            origin is not None and _netloc(origin) != request.host.lower()):
         return _error(403, "a change without credentials sent by a browser from another site "
                       f"({origin or 'Sec-Fetch-Site'}) is refused: present a credential")
     return None
+
+
+def _netloc(url: str) -> str:
+    """`url`'s host and port, lowercased; "" for one that cannot be split (`http://[`)."""
+    try:
+        return urlsplit(url).netloc.lower()
+    except ValueError:
+        return ""
 
 
 def _undecodable(request: web.Request, webhook: bool) -> web.Response | None:
