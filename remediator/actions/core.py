@@ -53,12 +53,16 @@ class Check(Action):
     }
 
     def describe(self, params: dict[str, Any]) -> str:
-        message = params["message"]
+        message, that = params.get("message", "the condition does not hold"), params["that"]
         if isinstance(message, str) and templating.only_placeholder(message):
             # A plan shows a message that branches on an earlier result as the placeholder it
             # stopped at: alone, it would read as if it were the message.
-            return "check a condition (its message depends on earlier results)"
-        return f"check a condition (if it does not hold: {message})"
+            message = "its message depends on earlier results"
+        if that is True:  # known before the run (a plan), or as it ran
+            return f"the condition holds (else the run stops here: {message})"
+        if that is False:  # (`when: <a problem>` with `that: false`: it stops the run)
+            return f"the run stops here: {message}"
+        return f"check a condition known at run time (if it does not hold: {message})"
 
     async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         if not params["that"]:

@@ -195,6 +195,27 @@ def checked_planned(action: Any, raw: dict[str, Any], ctx: dict[str, Any]
     return params, problems, rendered
 
 
+def described(action: Any, raw: dict[str, Any], shown: dict[str, Any]) -> str:
+    """A plan's words for a step: the action's own, each value that waits for an earlier
+    result standing as its template says it (`⟨steps.dep.result.replicas + 1⟩`; a text with
+    such an expression inside as written: `HTTP {{ steps.bucket.result.status }} on the
+    bucket`), not as the placeholder the first result it read raised; one that branches
+    (`{% if %}`) stays that placeholder: its Jinja source says less than the action's words.
+    An action that cannot describe such values is said to take them from earlier results."""
+    shown = dict(shown)
+    for name, value in shown.items():
+        text = raw.get(name)
+        if (isinstance(value, str) and templating.only_placeholder(value)
+                and isinstance(text, str) and "{%" not in text):
+            text = " ".join(text.split())
+            alone = text.startswith("{{") and text.endswith("}}") and text.count("{{") == 1
+            shown[name] = f"\u27e8{text[2:-2].strip()}\u27e9" if alone else text
+    try:
+        return action.describe(shown)
+    except Exception:  # a description computing on a value a placeholder stands for
+        return f"{action.name} with parameters from earlier results"
+
+
 def waits(raw: dict[str, Any], rendered: dict[str, Any], name: str | None) -> bool:
     """Does parameter `name` (None or "": the step's parameters together) hold the
     placeholder of an earlier result its template reads?"""

@@ -61,7 +61,7 @@ class Steps:
                     and plans.reads_results("{{ " + step.when + " }}")):
                 record.outcome, record.detail = "failed", str(exc)
                 return record
-            condition = f"if {step.when} (decided at run time): "
+            condition = f"if {' '.join(step.when.split())} (decided at run time): "
         try:
             try:
                 params, problems, rendered = self.plans.checked(action, step, ctx)
@@ -94,7 +94,8 @@ class Steps:
             refused = [m for n, m in problems
                        if not (planning and plans.waits(step.params, rendered, n))] + known
             if not refused:
-                record.detail = condition + f"{action.name} with parameters from earlier results"
+                record.detail = condition + plans.described(
+                    action, step.params, {**rendered, **params})
                 if keep is not None and alone is not None:
                     # (not when the alert's check found what the placeholders excuse: it may
                     # find nothing for another alert, which is then planned otherwise)
@@ -144,7 +145,7 @@ class Steps:
             return record
         if planning:
             approval = " (after approval)" if step.approval and record.mutating else ""
-            record.detail = condition + action.describe(params) + approval
+            record.detail = condition + plans.described(action, step.params, params) + approval
             if keep is not None and not record.mutating:
                 keep.append((plans.copied(params), scoped))
             return record

@@ -111,5 +111,9 @@ def test_the_quick_starts_replay_plans_the_whole_code_forge_playbook(tmp_path: P
     assert (decision["playbook"], decision["outcome"]) == ("code-forge-s3-upload-failure", "planned")
     steps = {s["name"]: s for s in decision["steps"]}
     assert {s["outcome"] for s in steps.values()} == {"planned"}, steps
-    assert steps["not_bucket_or_iam"]["detail"] == "check with parameters from earlier results"
+    # A check deciding on earlier results: its message as written, the result it reads named.
+    assert steps["not_bucket_or_iam"]["detail"] == (
+        "check a condition known at run time (if it does not hold: the bucket is missing or "
+        "access is denied (NoSuchBucket/AccessDenied in the logs, or HTTP {{ steps.bucket."
+        "result.get('status') }} on the bucket): a Terraform/IAM change, not a restart)")
     assert list(steps)[-3:] == ["restart", "rollout", "verify"]

@@ -249,5 +249,8 @@ def test_a_parameter_computed_on_a_result_hides_no_bad_label_in_dry_run(tmp_path
                           notification(alert("CodeForgeDown", namespace=NS)))
     step = decision["steps"][-1]
     assert (step["outcome"], decision["outcome"]) == ("planned", "planned"), decision
-    assert step["detail"] == "kubernetes.scale with parameters from earlier results", step
+    # The replica count it will compute stands as its template says it.
+    assert step["detail"] == (
+        f"would scale deployment {NS}/code-forge to \u27e8steps.dep.result.get('spec', {{}})"
+        ".get('replicas', 1) + 1\u27e9 replicas (kept within 1..10)"), step
     assert step["params"]["namespace"] == NS
