@@ -59,6 +59,11 @@ class Config:
     # file descriptor each for an hour). Alertmanager reconnects; a running request (a slow
     # body, the console's live stream) is never cut by it.
     idle_timeout: float = 30.0
+    # A request body still arriving this long after its header is a 408 and its connection
+    # closed: idle_timeout ends once the header is in, and a body trickled a byte at a time
+    # held a handler and a connection for as long as its sender liked. Alertmanager does not
+    # retry a 4xx: ample for max_body_bytes over any network it posts across.
+    body_timeout: float = 30.0
     workers: int = 4  # action calls at once; a step that sleeps between polls holds none
     backend_concurrency: int = 4  # calls at once to one backend (kubernetes, s3, ...)
     max_executions: int = 256  # executions in flight at once, most of them asleep
@@ -156,6 +161,8 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
     if cfg.idle_timeout <= 0:
         raise ConfigError("idle_timeout must be more than 0: else a connection that never "
                           "finishes its request header is kept open for ever")
+    if cfg.body_timeout <= 0:
+        raise ConfigError("body_timeout must be more than 0: a request body is read within it")
     if cfg.history_retention < 86400:
         raise ConfigError("history_retention must be at least 1d: guard windows count the "
                           "events it prunes")

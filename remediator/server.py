@@ -7,6 +7,7 @@ when the store cannot accept the alerts — which is exactly when Alertmanager s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -89,7 +90,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     that lack the role; a store that cannot answer is a 503 on every endpoint (approve, API
     reads, console), never a 500: the work is not lost, the caller should retry; a body in
     a Content-Encoding the route does not take is a 415 naming those it does, one that
-    cannot be read (its framing) a 400. For
+    cannot be read (its framing) a 400, one not all received within `body_timeout` a 408
+    (and its connection closed). For
     /alerts also `remediator_webhook_requests_total{code}` for every answer, 401s included,
     and processing keeps to its share of the loop while one is in flight (turns.py).
 
@@ -97,6 +99,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     every webhook entered and left (`test_hot_path.py` counts them)."""
     webhook = request.path == "/alerts"
     started = time.perf_counter()
+    # A body that came with its header (a webhook's, nearly always) needs no deadline.
+    deadline = None if request.content.is_eof() else _body_deadline(request)
     with turns.intake() if webhook else _NOT_A_WEBHOOK:
         need = _needs(request)
         try:
@@ -118,6 +122,13 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             # in the webhook's or a console form's handler.
             reason = getattr(exc.__cause__, "message", "") or str(exc)  # not "400, message:"
             response = _error(400, f"cannot read the request body: {reason}")
+        except BodyTimeout as exc:
+            log.warning("%s %s from %s: %s", request.method, request.path, request.remote, exc)
+            response = _error(408, f"{exc}; send it at once")
+            response.force_close()  # the rest of the body is not waited for
+        finally:
+            if deadline is not None:
+                deadline.cancel()
     if webhook:
         metrics = request.app[SERVICE].metrics
         counter = metrics.webhook_codes.get(response.status)
@@ -128,6 +139,27 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 _NOT_A_WEBHOOK = contextlib.nullcontext()
+
+
+class BodyTimeout(TimeoutError):
+    """A request body not all received within `body_timeout` of its header, raised by the
+    handler's read of it. A TimeoutError: aiohttp, reading what is left of it after the
+    answer (its lingering close), takes it for its own timeout and closes the connection."""
+
+
+def _body_deadline(request: web.Request) -> asyncio.TimerHandle:
+    """Fail the reads of a body still arriving `body_timeout` from now (aiohttp has no
+    deadline of its own for it). A body read by then is left alone: whatever its handler does
+    next (an intake waiting on the store, an alert about to be acknowledged) is never cut."""
+    seconds = request.app[SERVICE].config.body_timeout
+
+    def expire() -> None:
+        if not request.content.is_eof():
+            request.content.set_exception(BodyTimeout(
+                f"the request body was not received within {seconds:g}s of its header "
+                "(body_timeout)"))
+
+    return asyncio.get_running_loop().call_later(seconds, expire)
 
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -3,10 +3,12 @@
 aiohttp keeps a connection that never completes its request header for its keepalive_timeout,
 3630 s by default: a few hundred half-sent headers held the process's file descriptors for an
 hour. `idle_timeout` bounds it; a running request (a slow body, the live stream) is not cut.
+A body must arrive whole within `body_timeout` of its header, else its answer is a 408.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import select
@@ -117,3 +119,74 @@ def test_an_idle_timeout_of_zero_is_refused():
         load_config(env={"REMEDIATOR_IDLE_TIMEOUT": "0s"})
     assert load_config(env={"REMEDIATOR_IDLE_TIMEOUT": "75s"}).idle_timeout == 75.0
     assert load_config(env={}).idle_timeout == 30.0
+
+
+BODY = 2.0  # seconds: REMEDIATOR_BODY_TIMEOUT of the process under test
+
+
+def _trickle(port: int, head: bytes, body: bytes, limit: float) -> tuple[bytes, bool]:
+    """Send `head`, then `body` a byte every 0.25 s for at most `limit` seconds, reading
+    meanwhile: (what the server answered, whether it closed the connection)."""
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        deadline = time.monotonic() + limit
+        sent = 0
+        while time.monotonic() < deadline:
+            if select.select([sock], [], [], 0.25)[0]:
+                try:
+                    data = sock.recv(65536)
+                except ConnectionResetError:
+                    data = b""
+                if not data:
+                    return answer, True
+                answer += data
+            elif sent < len(body) and not answer:
+                with contextlib.suppress(OSError):
+                    sock.sendall(body[sent:sent + 1])
+                sent += 1
+    return answer, False
+
+
+def test_a_body_trickled_past_its_deadline_is_a_408_and_its_connection_closed(tmp_path):
+    # The header arrives at once; the body a byte at a time: the handler and the connection
+    # were held for as long as the sender liked (idle_timeout only covers the header).
+    rules = write_rules(tmp_path / "rules", "playbooks: []\n")
+    w = WorkerProcess(tmp_path, [str(rules)], extra_env={"REMEDIATOR_BODY_TIMEOUT": f"{BODY:g}s"})
+    w.start()
+    try:
+        body = json.dumps(notification(alert("A", fingerprint="trickled"))).encode()
+        head = (b"POST /alerts HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+                + TOKEN.encode() + b"\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+        answer, closed = _trickle(w.port, head, body, BODY + 10)
+        assert answer.startswith(b"HTTP/1.1 408 "), (answer, w.logs())
+        message = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+        assert "body" in message and f"{BODY:g}" in message, message
+        assert closed, answer  # not left lingering for the rest of the body
+
+        # A console form (the login, no session needed) is read under the same deadline.
+        form = b"name=alice&password=" + OPERATOR_TOKEN.encode() + b"&next=/ui/"
+        head = (b"POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: " + str(len(form)).encode() + b"\r\n\r\n")
+        answer, closed = _trickle(w.port, head, form, BODY + 10)
+        assert answer.startswith(b"HTTP/1.1 408 "), (answer, w.logs())
+        assert closed
+
+        # Alertmanager sending at its normal speed is not touched; nothing was accepted from
+        # the cut body, and nothing failed inside.
+        status, result = w.post_alerts(notification(alert("A", fingerprint="whole")))
+        assert (status, result) == (202, {"accepted": 1, "duplicates": 0})
+        metrics = requests.get(f"{w.url}/metrics", timeout=10).text
+        assert 'remediator_webhook_requests_total{code="408"} 1.0' in metrics
+        assert "Traceback" not in w.logs() and "Unhandled" not in w.logs(), w.logs()
+    finally:
+        w.stop()
+
+
+def test_a_body_timeout_of_zero_is_refused():
+    with pytest.raises(ConfigError, match="body_timeout must be more than 0"):
+        load_config(env={"REMEDIATOR_BODY_TIMEOUT": "0s"})
+    assert load_config(env={"REMEDIATOR_BODY_TIMEOUT": "2m"}).body_timeout == 120.0
+    assert load_config(env={}).body_timeout == 30.0
