@@ -302,7 +302,14 @@ async def _serve(cfg: Config) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(service))
+    reloads: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak refs)
+
+    def reload() -> None:
+        task = asyncio.create_task(_reload(service), name="reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
     log.info("shutting down: intake stopped, letting running steps finish (grace %gs)",
              cfg.grace_period)
@@ -314,9 +321,9 @@ async def _serve(cfg: Config) -> int:
     return 0
 
 
-def _reload(service: Any) -> None:
+async def _reload(service: Any) -> None:
     with contextlib.suppress(RulesError):  # logged by the service; the old rules keep serving
-        service.reload()
+        await service.reload()
 
 
 # --- replay --------------------------------------------------------------------------------

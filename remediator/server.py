@@ -334,7 +334,7 @@ async def ready(request: web.Request) -> web.Response:
 
 async def reload(request: web.Request) -> web.Response:
     try:
-        message = request.app[SERVICE].reload()
+        message = await request.app[SERVICE].reload()
     except RulesError as exc:
         return web.json_response({"error": "rules refused, previous set still serving",
                                   "problems": [str(p) for p in exc.problems]}, status=400)

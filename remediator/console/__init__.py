@@ -445,5 +445,5 @@ async def control_action(request: web.Request) -> web.Response:
         await service.reset_circuits(target, str(form.get("playbook", "")), principal.name)
     else:
         with contextlib.suppress(RulesError):  # recorded in service.last_reload, shown
-            service.reload()
+            await service.reload()
     raise web.HTTPSeeOther(f"{PREFIX}/control")

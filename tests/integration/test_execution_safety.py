@@ -109,7 +109,7 @@ def test_a_playbook_changed_under_a_pending_approval_is_not_resumed(tmp_path, ru
     [pending] = run(h.fire(web(0)))
     rules = tmp_path / "rules" / "web.yaml"
     rules.write_text(rules.read_text().replace("- name: restart\n", "- name: bounce\n"))
-    h.service.reload()
+    run(h.service.reload())
     resumed = run(h.service.approve(pending["id"], by="a"))
     assert resumed["outcome"] == "failed"
     assert "the playbook changed since this execution started" in resumed["reason"]
@@ -126,7 +126,7 @@ def test_an_approval_does_not_admit_a_step_a_reload_changed_since_it_was_asked(t
     assert pending["steps"][0]["params"]["url"] == "http://127.0.0.1:9/restart"
     rules = tmp_path / "rules" / "web.yaml"
     rules.write_text(rules.read_text().replace("9/restart", "9/restart-everything"))
-    h.service.reload()
+    run(h.service.reload())
     resumed = run(h.service.approve(pending["id"], by="a"))
     assert h.calls == []
     assert resumed["outcome"] == "failed", resumed["reason"]
@@ -134,13 +134,13 @@ def test_an_approval_does_not_admit_a_step_a_reload_changed_since_it_was_asked(t
     assert resumed["escalation"] is not None
     # An unchanged step runs under its approval, after a reload too.
     [pending] = run(h.fire(web(1), at=120))
-    h.service.reload()
+    run(h.service.reload())
     assert run(h.service.approve(pending["id"], by="a"))["outcome"] == "succeeded"
     assert h.calls == [pending["id"]]
     # A rejection is a rejection, changed step or not.
     [pending] = run(h.fire(web(2), at=240))
     rules.write_text(rules.read_text().replace("9/restart-everything", "9/restart"))
-    h.service.reload()
+    run(h.service.reload())
     rejected = run(h.service.approve(pending["id"], by="a", approve=False))
     assert (rejected["outcome"], rejected["reason"]) == (
         "blocked", "approval_denied: step 'restart': approval rejected by a")

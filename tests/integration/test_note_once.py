@@ -386,7 +386,7 @@ def test_an_approval_decided_whose_pending_entry_was_left_is_not_approved_again(
         assert await service.store.list_state(PENDING)  # left behind
         rules = tmp_path / "rules" / "web.yaml"
         rules.write_text(rules.read_text().replace("name: restart-web", "name: restart-web-v2"))
-        service.reload()
+        await service.reload()
         refused = await _refusal(service.approve(pending["id"], by="bob"))
         done = await service.store.get_execution(pending["id"])
         await service.stop()

@@ -72,7 +72,7 @@ def test_each_reload_runs_the_version_it_loaded(tmp_path: Path, run: Any, mode: 
             for v in range(8):
                 if v:
                     write(v)
-                    service.reload()
+                    await service.reload()
                     gc.collect()  # the old version's objects freed: their ids free for reuse
                 for n in range(2):  # the second decision finds what the first kept
                     called.clear()

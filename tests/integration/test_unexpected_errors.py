@@ -200,7 +200,7 @@ def test_an_approval_of_a_playbook_a_reload_removed_fails_with_a_note(tmp_path, 
     assert pending["outcome"] == "blocked", pending
     rules = tmp_path / "rules" / "web.yaml"
     rules.write_text(rules.read_text().replace("name: restart-web", "name: restart-web-v2"))
-    h.service.reload()
+    run(h.service.reload())
     notes = len(h.note_files())
     resumed = run(h.service.approve(pending["id"], by="alice"))
     assert resumed["outcome"] == "failed", resumed
@@ -226,7 +226,7 @@ def test_a_decided_approval_of_a_removed_playbook_whose_record_was_refused_is_re
     [pending] = run(h.fire(web(0)))
     rules = tmp_path / "rules" / "web.yaml"
     rules.write_text(rules.read_text().replace("name: restart-web", "name: restart-web-v2"))
-    h.service.reload()
+    run(h.service.reload())
     db = _refusing(h, f"NEW.id = '{pending['id']}'")
 
     async def scenario() -> dict:
@@ -272,7 +272,7 @@ def test_an_approved_step_that_ran_before_a_reload_removed_its_playbook_is_not_s
         assert delays and h.calls == [pending["id"]]  # it ran, then the retry waits
         rules = tmp_path / "rules" / "web.yaml"
         rules.write_text(rules.read_text().replace("name: restart-web", "name: restart-web-v2"))
-        h.service.reload()
+        await h.service.reload()
         _accepting(db)
         retry.set()
         return await _recorded(h, pending["id"])
@@ -291,7 +291,7 @@ def test_a_rejection_of_a_playbook_a_reload_removed_stays_a_rejection(tmp_path, 
     [pending] = run(h.fire(web(0)))
     rules = tmp_path / "rules" / "web.yaml"
     rules.write_text(rules.read_text().replace("name: restart-web", "name: restart-web-v2"))
-    h.service.reload()
+    run(h.service.reload())
     rejected = run(h.service.approve(pending["id"], by="alice", approve=False))
     assert rejected["outcome"] == "blocked", rejected
     assert rejected["reason"].startswith("approval_denied: step 'restart': approval rejected")
