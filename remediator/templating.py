@@ -48,6 +48,11 @@ def only_placeholder(text: str) -> bool:
     return text.startswith(PENDING) and text.endswith("\u27e9") and text.count(PENDING) == 1
 
 
+# What Jinja's sandbox reads of a callable before it calls it: a placeholder answers with
+# itself, which refuses to be true or false, so the call stops there as one on a result.
+_CALL_PROBES = frozenset({"unsafe_callable", "alters_data"})
+
+
 class Pending:
     """Stands for a result not known in dry-run: renders as its path, refuses comparisons."""
 
@@ -55,6 +60,8 @@ class Pending:
         self._path = path
 
     def __getattr__(self, name: str) -> Pending:
+        if name in _CALL_PROBES:  # the sandbox asking before a call (`.get('status')`)
+            return Pending(f"{self._path}(…)")
         return Pending(f"{self._path}.{name}")
 
     def __getitem__(self, key: Any) -> Pending:

@@ -116,4 +116,6 @@ def test_the_quick_starts_replay_plans_the_whole_code_forge_playbook(tmp_path: P
         "check a condition known at run time (if it does not hold: the bucket is missing or "
         "access is denied (NoSuchBucket/AccessDenied in the logs, or HTTP {{ steps.bucket."
         "result.get('status') }} on the bucket): a Terraform/IAM change, not a restart)")
+    # Its message's placeholder names the call it waits for, not the sandbox's probe of it.
+    assert steps["not_bucket_or_iam"]["params"]["message"] == "\u27e8steps.bucket.result.get(\u2026)\u27e9"
     assert list(steps)[-3:] == ["restart", "rollout", "verify"]
