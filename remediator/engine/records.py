@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import redact, turns
+from .. import logs, redact, turns
 from ..alerts import Alert, dedupe_key, utcnow_iso
 from ..escalation import Escalator
 from ..guards import Block, GuardContext, Guards
@@ -200,10 +200,10 @@ class Records:
         if self.metrics:
             self.metrics.child(self.metrics.executions, decision.get("playbook") or "",
                                decision["outcome"]).inc()
-        log.info("decision %s%s", decision["outcome"],
-                 f": {decision['reason']}" if decision.get("reason") else "",
-                 extra={"execution_id": decision["id"], "fingerprint": decision["fingerprint"],
-                        "playbook": decision.get("playbook"), "outcome": decision["outcome"]})
+        logs.info(log, f"decision {decision['outcome']}: {decision['reason']}"
+                  if decision.get("reason") else f"decision {decision['outcome']}",
+                  {"execution_id": decision["id"], "fingerprint": decision["fingerprint"],
+                   "playbook": decision.get("playbook"), "outcome": decision["outcome"]})
         if finishes is not None:  # no turn since its write (it finished the item): this
             # tail is still processing's time, not intake's, for processing's share
             turns.turns().charge(time.perf_counter() - resumed)

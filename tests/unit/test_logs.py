@@ -40,6 +40,71 @@ def test_a_log_line_is_json_redacted_and_collects_no_caller_frame(monkeypatch):
     assert frames == []
 
 
+def test_a_decisions_line_is_written_without_a_record_and_is_the_records_line(monkeypatch):
+    """`logs.info` (every decision's line): with `setup_logging`'s JSON handler the only
+    one it reaches, the line is written straight (counted: no LogRecord), the same line a
+    record makes but for its time; with anything else set up (another handler, a filter on
+    the way, the handler's level, the logger's), the record goes through logging as any."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    logs.setup_logging("info")
+    out = io.StringIO()
+    root.handlers[0].setStream(out)  # type: ignore[attr-defined]
+    redact.remember("hunter2-secret-value")
+    log = logging.getLogger("remediator.engine")
+    made: list[object] = []
+    real = logging.Logger.makeRecord
+    monkeypatch.setattr(logging.Logger, "makeRecord",
+                        lambda self, *a, **k: made.append(a) or real(self, *a, **k))
+    cases = [("decision planned: locked: coalesced \u2014 http://u:hunter2-secret-value@h/?"
+              "token=t", {"execution_id": "e1", "fingerprint": "f", "playbook": "p",
+                          "outcome": "planned"}),
+             ("decision no_match", {"execution_id": "e2", "fingerprint": "g", "playbook": None,
+                                    "outcome": "no_match"}),
+             ("decision failed: half \ud800", {"execution_id": "e3", "fingerprint": "h",
+                                               "playbook": "q", "outcome": "failed"})]
+    for message, extra in cases:
+        logs.info(log, message, extra)
+        log.info("%s", message, extra=extra)
+    assert len(made) == len(cases)  # the records' path only
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 * len(cases)
+    for straight, recorded in zip(lines[::2], lines[1::2], strict=True):
+        a, b = json.loads(straight), json.loads(recorded)
+        assert a.pop("ts") <= b.pop("ts") and a == b
+        assert straight.partition(",")[2] == recorded.partition(",")[2]
+    assert "hunter2" not in out.getvalue() and '"playbook"' not in lines[2]
+
+    caught: list[logging.LogRecord] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            caught.append(record)
+
+    class Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return False
+
+    catch, drop = Catch(), Drop()
+    handler = root.handlers[0]
+    # (set up, undone, a line written, records made)
+    for add, remove, written, records in (
+            (lambda: root.addHandler(catch), lambda: root.removeHandler(catch), True, 1),
+            (lambda: log.addFilter(drop), lambda: log.removeFilter(drop), False, 1),
+            (lambda: handler.setLevel(logging.WARNING), lambda: handler.setLevel(0), False, 1),
+            (lambda: log.setLevel(logging.WARNING), lambda: log.setLevel(0), False, 0)):
+        before, made[:] = out.getvalue(), []
+        add()
+        try:
+            logs.info(log, "decision planned", cases[0][1])
+        finally:
+            remove()
+        assert (out.getvalue() != before, len(made)) == (written, records)
+    assert [r.getMessage() for r in caught] == ["decision planned"]
+    assert caught[0].execution_id == "e1"  # type: ignore[attr-defined]
+
+
 def test_a_log_lines_time_is_utc_to_the_microsecond_and_a_lone_surrogate_still_logs():
     from datetime import UTC, datetime
     formatter = logs.JsonFormatter()
