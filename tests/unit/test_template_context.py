@@ -158,6 +158,28 @@ def test_a_context_is_built_without_making_a_group(monkeypatch):
     assert one["group"]["commonLabels"] is not other["group"]["commonLabels"]
 
 
+def test_a_context_holds_what_each_roots_maker_makes():
+    """`build` makes the roots without calling `ROOT_MAKERS` (a note's context makes only
+    those it reads, with them): both make the same, in the same order, for a stored group,
+    a partial one, none, and a target or none."""
+    from remediator import alerts, template_context
+
+    class Pb:
+        name, runbook = "pb", "https://runbook"
+
+    alert = {"labels": {"alertname": "X", "a": "1"}, "annotations": {"summary": "s"},
+             "fingerprint": "f", "status": "firing", "startsAt": "t"}
+    stored = alerts.Group(receiver="r", group_labels={"g": "1"}).to_dict()
+    for group, pb, target in ((stored, Pb(), "ns/deployment/web"), ({"receiver": "r"}, None, None),
+                              (None, Pb(), None), (dict(reversed(stored.items())), None, "a/b")):
+        built = template_context.build(alert, group, pb, target)
+        made = {name: make(alert, group or {}, pb, target)
+                for name, make in template_context.ROOT_MAKERS.items()}
+        assert built == made and list(built) == list(made)
+        assert list(built["group"]) == list(template_context.GROUP_FIELDS)
+        assert built["labels"] is not alert["labels"]
+
+
 def test_a_planned_steps_placeholders_are_made_once_per_step_name(monkeypatch):
     """Counted: a dry run's plan shows each planned step as placeholders; those of a step of
     the same name are the same for every decision, made once (three per step per decision
