@@ -61,3 +61,23 @@ def test_steps_and_escalation_are_made_once_when_first_asked_for() -> None:
             pass
         else:
             raise AssertionError("only the three deferred fields are made on demand")
+
+
+def test_a_stored_alert_and_group_read_back_hold_every_field_and_equal_their_twins() -> None:
+    """Every decision reads its alert and group back (`from_dict`, without `__init__`, as
+    playbooks are built): every field held, equal to what the constructor makes, frozen."""
+    from remediator.alerts import Alert, Group
+
+    alert = Alert("firing", {"alertname": "A"}, {"summary": "s"}, "t0", None, "http://g", "f")
+    group = Group("r", "firing", "k", {"a": "1"}, {"b": "2"}, {"c": "3"}, "http://am", 2)
+    for obj, read in ((alert, Alert.from_dict(alert.to_dict())),
+                      (group, Group.from_dict(group.to_dict())), (Group(), Group.from_dict({}))):
+        assert set(vars(read)) == {f.name for f in dataclasses.fields(read)}
+        assert read == obj
+        assert dataclasses.replace(read) == read
+        try:
+            read.status = "other"  # type: ignore[misc]
+        except dataclasses.FrozenInstanceError:
+            pass
+        else:
+            raise AssertionError("a read-back alert or group must stay frozen")
