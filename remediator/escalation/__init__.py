@@ -137,6 +137,9 @@ class Escalator:
     async def _prometheus_problem(self) -> str:
         """Whether Prometheus answers, so a note can say plainly that its graph cannot be
         had; checked at most every 30 s, so a storm of notes does not wait on it."""
+        at, problem = self._probed
+        if time.monotonic() - at <= 30:  # known: the lock (three coroutines) only to probe
+            return problem
         async with self._probe_lock:
             at, problem = self._probed
             if time.monotonic() - at > 30:
