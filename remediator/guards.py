@@ -11,6 +11,7 @@ outlived a crashed process would block its target forever.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,8 @@ from .actions.registry import ACTIONS, BUILTIN
 from .alerts import Alert
 from .playbooks.models import Playbook, Step
 from .store.base import LOCKED, PAUSE, PAUSED, RESOLVED, Entry, Event, Limit, Store
+
+log = logging.getLogger("remediator.guards")
 
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 # An approval that will never come: the guard that says so, and why.
@@ -400,8 +403,18 @@ class Guards:
         await self.release_all(gc.execution_id)
 
     async def release_all(self, execution_id: str) -> None:
+        """Let go of the execution's target locks. A release the store refuses (down, or a
+        statement it rejects) is logged, not raised: raised, it turned a restart that succeeded
+        into a decision `failed` by an internal error, and in a run's `finally` it escaped
+        before the run was marked stopped (its retry would wait for itself for ever). The
+        lock is held only until it expires: a lock row is forgotten before its delete, so no
+        lease renews it (on SQLite locks are in memory: a release cannot fail)."""
         self._locked_by.pop(execution_id, None)
-        await self.store.release_locks(execution_id)
+        try:
+            await self.store.release_locks(execution_id)
+        except Exception:
+            log.exception("cannot release the target locks of %s; they expire with their "
+                          "lease", execution_id, extra={"execution_id": execution_id})
 
     # --- mutation level ----------------------------------------------------------------
 

@@ -150,8 +150,10 @@ class Engine:
                 raise Unrecorded(f"the failure of execution {execution_id} could not be "
                                  f"recorded: {type(refused).__name__}: {refused}") from refused
         finally:
-            await self.records.ended(execution_id)
-            self.inflight.finish(execution_id)
+            try:
+                await self.records.ended(execution_id)
+            finally:  # stopped whatever ending it met: its retry must not wait for itself
+                self.inflight.finish(execution_id)
 
     async def let_go(self, key: str) -> None:
         """The alert `key` is no longer processed here: see `Records.let_go`."""

@@ -797,3 +797,34 @@ def test_a_run_processed_again_before_a_change_still_to_make_is_judged_by_its_wi
     stored = run(service.store.get_execution(decision["id"]))
     assert [s["outcome"] for s in stored["steps"]] == ["succeeded"], stored["steps"]
     run(service.stop())
+
+
+def test_a_lock_release_the_store_refuses_leaves_neither_the_run_in_flight_nor_the_target_held(
+        tmp_path, run, postgres_cluster, postgres_url):
+    """Hostile, on PostgreSQL (SQLite's locks are in the process's memory: nothing to
+    refuse): the restart ran and was recorded, then the store refused the release of its
+    target lock (a trigger, as a constraint or a bug in one would). The refusal escaped the
+    run's `finally` before it was marked stopped, so the alert's retry waited for itself for
+    ever (its dispatcher slot with it, and every resume or resolution of that run). The
+    refusal is logged; the lock, no longer renewed, expires with its lease."""
+    h = Harness(tmp_path, "{cooldown: 1m}")
+    h.cfg.store, h.cfg.store_lease = postgres_url, 3.0
+    run(h.start())
+    postgres_cluster.sql(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE "
+        "EXCEPTION 'injected: release refused'; END $$; CREATE TRIGGER refuse BEFORE DELETE "
+        "ON locks FOR EACH ROW EXECUTE FUNCTION refuse()", postgres_url.rsplit("/", 1)[1])
+
+    [first] = run(asyncio.wait_for(h.fire(web(0)), 30))
+    assert first["outcome"] == "succeeded", (first["outcome"], first["reason"])
+    assert run(h.service.store.get_execution(first["id"]))["outcome"] == "succeeded"
+    assert h.calls == [first["id"]]
+
+    async def later() -> list[dict]:
+        await asyncio.sleep(h.cfg.store_lease + 1)  # the lock left behind expired
+        return await asyncio.wait_for(h.fire(web(5), at=300), 30)
+
+    [second] = run(later())  # a later episode, past the cooldown: the target is free again
+    assert second["outcome"] == "succeeded", (second["outcome"], second["reason"])
+    assert h.calls == [first["id"], second["id"]]
+    run(h.service.stop())
