@@ -21,6 +21,7 @@ from typing import Any
 from . import __version__, ca_bundle, collector  # ca_bundle: before aiohttp
 from .alerts import PayloadError, parse_notification
 from .config import Config, ConfigError, load_config, unknown_variables
+from .guards import system_namespaces_open
 from .logs import setup_logging
 from .playbooks.validate import RulesError
 from .report import decision_text, history_text, terminal_text
@@ -227,6 +228,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(cfg.log_level)
     for warning in unknown_variables(dict(os.environ)):
         log.warning(warning)
+    for ns in system_namespaces_open(cfg.guards):  # allowed, written down: said at each start
+        log.warning("system namespace %r is not denied by guards.namespaces (deny: %s; allow: "
+                    "%s): remediator may change it", ns, cfg.guards.namespaces_deny,
+                    cfg.guards.namespaces_allow or "any")
     if not (cfg.webhook_token or cfg.basic_auth_username or cfg.allow_unauthenticated):
         print("remediator: no webhook credentials: set REMEDIATOR_WEBHOOK_TOKEN (or _FILE), "
               "basic auth, or pass --allow-unauthenticated", file=sys.stderr)

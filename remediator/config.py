@@ -313,6 +313,12 @@ def _guard_leaves(schema: dict[str, Any], path: tuple[str, ...] = ()
 _GUARD_VARIABLES = {f"REMEDIATOR_GUARDS_{'_'.join(leaf).upper()}": (leaf, schema)
                     for leaf, schema in _guard_leaves(GUARDS) if leaf != ("paused",)}
 _PAUSED = ("REMEDIATOR_PAUSED", "REMEDIATOR_GUARDS_PAUSED")
+# The lists whose empty value widens the scope (deny no namespace, allow any): empty in the
+# environment (a Helm value left blank, `VAR=` in an env file), they are unset, never wider
+# than the file or the default (kube-system and the other system namespaces denied). Denying
+# none takes `deny: []` in the file, which `serve` and `lint --config` warn of. Every other
+# list's empty value allows none, which only narrows.
+_WIDENED_WHEN_EMPTY = (("namespaces", "deny"), ("namespaces", "allow"))
 # Read by the CLI's clients (`approve`), not by the server.
 _CLIENT_VARIABLES = ("REMEDIATOR_OPERATOR_TOKEN", "REMEDIATOR_OPERATOR_TOKEN_FILE")
 
@@ -328,6 +334,8 @@ def _guards_from_env(env: dict[str, str], guards: Any) -> dict[str, Any] | None:
         value: Any = text.strip()
         if schema is STRINGS:
             value = _listed(text)
+            if not value and leaf in _WIDENED_WHEN_EMPTY:
+                continue  # unset: see _WIDENED_WHEN_EMPTY
         elif schema.get("type") == "integer":
             try:
                 value = int(value)

@@ -595,6 +595,12 @@ class Guards:
 
 # The scope rules, shared by the guard (run time) and lint (`--config`, literal names only).
 
+def system_namespaces_open(s: GuardSettings) -> list[str]:
+    """The system namespaces the scope guard lets a mutation change (an allow list naming
+    one, or a deny list without it and no allow list): `serve` and `lint --config` warn."""
+    return [ns for ns in SYSTEM_NAMESPACES if namespace_denied(s, ns) is None]
+
+
 def namespace_denied(s: GuardSettings, namespace: str) -> Block | None:
     """Why a mutation in `namespace` is out of scope, or None ("" names no namespace)."""
     if namespace:

@@ -23,7 +23,13 @@ from .actions.base import Permission, check_params
 from .actions.registry import ACTIONS
 from .config import Config, ConfigError, load_config, read_config_source
 from .config_schema import check_config_source
-from .guards import SYSTEM_NAMESPACES, GuardSettings, allow_list, namespace_denied, write_denied
+from .guards import (
+    GuardSettings,
+    allow_list,
+    namespace_denied,
+    system_namespaces_open,
+    write_denied,
+)
 from .lint_promql import check_promql
 from .playbooks.models import Playbook, Step
 from .playbooks.source import Problem, Source, SourceError, load_source
@@ -112,13 +118,13 @@ def check_config(file: str) -> tuple[Config | None, list[Problem]]:
         return None, exc.problems or [Problem(file, 1, 1, "error", f"config: {exc}")]
     source = read_config_source(file)  # load_config has just read it
     problems = [p for p in check_config_source(source) if p.severity != "error"]
-    allow, deny = cfg.guards.namespaces_allow, cfg.guards.namespaces_deny
-    for ns in SYSTEM_NAMESPACES:
+    allow = cfg.guards.namespaces_allow
+    for ns in system_namespaces_open(cfg.guards):
         if ns in allow:
             problems.append(source.problem(
                 ("guards", "namespaces", "allow", allow.index(ns)), "warning",
                 f"guards.namespaces.allow lets remediator change system namespace {ns!r}"))
-        elif not allow and ns not in deny:
+        else:
             problems.append(source.problem(
                 ("guards", "namespaces", "deny"), "warning",
                 f"system namespace {ns!r} is not in guards.namespaces.deny and there is no "

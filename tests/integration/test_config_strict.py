@@ -17,6 +17,7 @@ import yaml
 
 from remediator.alerts import parse_notification
 from remediator.config import Config, ConfigError, load_config
+from remediator.guards import SYSTEM_NAMESPACES
 from remediator.service import Service
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
@@ -281,3 +282,47 @@ def test_schema_config_is_a_json_schema_that_accepts_the_shipped_configs():
     assert {f for f in Config.__dataclass_fields__} - {"escalation_dir", "escalation_sinks",
                                                        "escalation_default_sinks"} \
         <= set(schema["properties"])
+
+
+def test_an_empty_namespace_variable_is_unset_never_a_wider_scope(tmp_path):
+    """An empty REMEDIATOR_GUARDS_NAMESPACES_DENY (a Helm value left blank, `VAR=` in an env
+    file) made the deny list empty: kube-system and the other system namespaces lost their
+    protection, silently. An empty ..._ALLOW dropped the file's allow list: every namespace.
+    For these two lists, empty would widen the scope, so an empty variable is unset (the
+    file's value, else the default); denying none takes `deny: []` in the file, which lint
+    and serve warn of. Other lists stay "empty: none", which narrows."""
+    for blank in ("", " ", ", ,"):
+        g = load_config(env={"REMEDIATOR_GUARDS_NAMESPACES_DENY": blank,
+                             "REMEDIATOR_GUARDS_NAMESPACES_ALLOW": blank}).guards
+        assert (g.namespaces_allow, g.namespaces_deny) == ([], list(SYSTEM_NAMESPACES)), blank
+    config = tmp_path / "config.yaml"
+    config.write_text("guards:\n  namespaces: {allow: [shop], deny: [kube-system, payments]}\n")
+    g = load_config(str(config), env={"REMEDIATOR_GUARDS_NAMESPACES_DENY": "",
+                                      "REMEDIATOR_GUARDS_NAMESPACES_ALLOW": ""}).guards
+    assert (g.namespaces_allow, g.namespaces_deny) == (["shop"], ["kube-system", "payments"])
+    # A value still replaces the file's; the file may deny none on purpose (warned of).
+    assert load_config(str(config), env={"REMEDIATOR_GUARDS_NAMESPACES_DENY": "web"}
+                       ).guards.namespaces_deny == ["web"]
+    config.write_text("guards:\n  namespaces: {deny: []}\n")
+    assert load_config(str(config)).guards.namespaces_deny == []
+
+
+def test_serve_warns_when_a_system_namespace_may_be_changed(tmp_path):
+    """`deny: []` (or a deny list without them and no allow list) lets mutations reach
+    kube-system: allowed, since it is written down, but `serve` says so at start, as lint
+    does, not only a CI job that may not run `lint --config`."""
+    rules = str(write_rules(tmp_path / "rules", "playbooks: []\n"))
+    worker = WorkerProcess(tmp_path, [rules], config={"guards": {"namespaces": {"deny": []}}})
+    try:
+        worker.start()
+    finally:
+        worker.stop()
+    logs = worker.logs()
+    for ns in SYSTEM_NAMESPACES:
+        assert f"system namespace '{ns}'" in logs, logs
+    quiet = WorkerProcess(tmp_path, [rules])
+    try:
+        quiet.start()
+    finally:
+        quiet.stop()
+    assert "system namespace" not in quiet.logs()
