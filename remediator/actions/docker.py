@@ -28,6 +28,7 @@ from .docker_client import (
     SERVICE,
     DockerAction,
     call,
+    crashed,
     engine,
     error_of,
     name_of,
@@ -36,6 +37,7 @@ from .docker_client import (
     select,
     selection_problems,
     state_of,
+    stopped,
 )
 
 MAX_CONTAINERS = Param("integer", default=20, minimum=1, description="containers read at most")
@@ -44,7 +46,9 @@ MAX_CONTAINERS = Param("integer", default=20, minimum=1, description="containers
 class Inspect(DockerAction):
     name = "docker.inspect"
     summary = ("State, health, exit code, OOMKilled, restart count and start time of a service's "
-               "containers (docker compose ps -a / docker inspect).")
+               "containers (docker compose ps -a / docker inspect); which of them crashed "
+               "(`crashed`: a restart repairs them) and which were stopped on purpose "
+               "(`stopped`: exit code 0 or 143, not OOM-killed).")
     params = {"project": PROJECT, "service": SERVICE, "container": CONTAINER,
               "max_containers": MAX_CONTAINERS,
               "environment": Param("boolean", default=False, description="also each container's "
@@ -69,7 +73,10 @@ class Inspect(DockerAction):
                 "all_ready": bool(states) and all(ready(s) for s in states),
                 "exited": [s["name"] for s in states if s["status"] in ("exited", "dead")],
                 "unhealthy": [s["name"] for s in states if s["health"] == "unhealthy"],
-                "oom_killed": [s["name"] for s in states if s["oom_killed"]]}
+                "oom_killed": [s["name"] for s in states if s["oom_killed"]],
+                # what a playbook restarts, and what it leaves to whoever stopped it
+                "crashed": [s["name"] for s in states if crashed(s)],
+                "stopped": [s["name"] for s in states if stopped(s)]}
 
 
 # The runbooks' `env | grep -v TOKEN | grep -v PEPPER`, widened to the usual secret names: a

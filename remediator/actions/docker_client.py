@@ -243,3 +243,28 @@ def state_of(info: dict[str, Any]) -> dict[str, Any]:
 def ready(state: dict[str, Any]) -> bool:
     """Running, and healthy where a healthcheck exists: compose's `service_healthy`."""
     return state["running"] and not state["restarting"] and state["health"] in (None, "healthy")
+
+
+# What a process stopped by `docker stop` / `docker compose stop` (SIGTERM) exits with: 0 when
+# it handles the signal (PostgreSQL's and Redis's shutdowns, a graceful Node server), 143
+# (128 + 15) when the signal ends it. 137 (SIGKILL) is not among them: a stop that outran its
+# timeout is indistinguishable from a kill.
+STOP_EXIT_CODES = (0, 143)
+
+
+def stopped(state: dict[str, Any]) -> bool:
+    """Exited as a stop leaves it, and not by the kernel's OOM killer: stopped on purpose (a
+    runbook's shutdown, upgrade, rollback or restore), so not to be started behind whoever
+    stopped it. Docker's own `unless-stopped` restart policy makes the same distinction."""
+    return (state["status"] == "exited" and state["exit_code"] in STOP_EXIT_CODES
+            and not state["oom_killed"])
+
+
+def crashed(state: dict[str, Any]) -> bool:
+    """Down by a fault, which a restart repairs: exited otherwise than a stop (any other exit
+    code, or OOM-killed), dead, created and never started, restarting (crash-looping), or
+    unhealthy. Not one stopped on purpose (`stopped`), nor a healthcheck still `starting` (a
+    boot in progress, which a restart would start over)."""
+    return bool(state["oom_killed"] or state["restarting"] or state["health"] == "unhealthy"
+                or state["status"] in ("dead", "created")
+                or (state["status"] == "exited" and not stopped(state)))

@@ -141,6 +141,8 @@ def kubernetes(kube: KubeAPIServer, s3_url: str, media: Path) -> None:
 # Redis forgets the failure /state/redis-cli makes its redis-cli report.
 COMPOSE_PROJECTS = ("libervia", "3dpot")
 SERVE = "exec sleep 100000"
+# PostgreSQL's shutdown on SIGTERM (docker-compose stop): it exits 0.
+SERVE_UNTIL_STOPPED = "trap 'exit 0' TERM; while :; do sleep 0.2; done"
 
 
 def docker(engine: Any) -> None:
@@ -149,7 +151,7 @@ def docker(engine: Any) -> None:
                    env={"NODE_ENV": "production", "ADMIN_TOKEN": "e2e-admin-secret"})
     engine.service("3dpot", "backend", name=THREEDPOT, state={"logs": "\n".join(THREEDPOT_LOGS)},
                    command=f"cat /state/logs; echo; {SERVE}")
-    engine.service("3dpot", "db", name="3dpot-db", command=SERVE)
+    engine.service("3dpot", "db", name="3dpot-db", command=SERVE_UNTIL_STOPPED)
     engine.service("3dpot", "redis", name="3dpot-redis", command=f"rm -f /state/redis-cli; {SERVE}",
                    health="redis-cli ping")
 

@@ -449,6 +449,34 @@ def test_3dpot_redis_failure_is_confirmed_by_ping_then_redis_is_restarted(stack)
     assert len(firing_decisions(stack, alertname)) == 1
 
 
+def test_3dpot_database_stopped_on_purpose_is_not_started_behind_whoever_stopped_it(stack):
+    """pg_up == 0 because someone ran `docker-compose stop db` (a maintenance window, the
+    runbook's database rollback): PostgreSQL exits 0 on SIGTERM. The Engine says it was
+    stopped, not crashed: nothing starts it, and the note says how to, once the work is done."""
+    alertname = "ThreeDPotDatabaseConnectionFailed"
+    stack.require_route(alertname)
+    db = stack.docker.client.containers.get("3dpot-db")
+    db.stop(timeout=20)
+    stopped_at = stack.docker.api.inspect_container("3dpot-db")["State"]["FinishedAt"]
+    stack.traffic.exporter.set("pg_up", 0, job="3dpot-db")
+    try:
+        decision = stack.wait_decision(alertname, timeout=90)
+        steps = steps_of(decision)
+        assert decision["playbook"] == "3dpot-db-connection"
+        assert decision["outcome"] == "escalated", decision["reason"]
+        assert "3dpot-db was stopped, not crashed (exit code 0" in decision["reason"]
+        assert steps["state"]["result"]["stopped"] == ["3dpot-db"]
+        assert steps["state"]["result"]["crashed"] == []
+        assert "restart" not in steps
+        state = stack.docker.api.inspect_container("3dpot-db")["State"]
+        assert (state["Status"], state["FinishedAt"]) == ("exited", stopped_at)
+        assert "docker-compose up -d db" in stack.note(decision)
+    finally:
+        db.start()  # the human's work is done
+        stack.traffic.exporter.set("pg_up", 1, job="3dpot-db")
+    stack.wait_decision(alertname, status="resolved")
+
+
 def test_3dpot_5xx_escalates_with_the_evidence_and_next_steps(stack):
     alertname = "ThreeDPotHigh5xxRate"
     stack.require_route(alertname)

@@ -83,22 +83,45 @@ def test_a_killed_gateway_is_started_again_once(docker_env, ctx, run):
     assert gw.logs().decode().count("started") == 2
 
 
-def test_a_stopped_gateway_is_told_from_a_crashed_one_by_its_exit_code(docker_env, ctx, run):
-    """rules/libervia.yaml restarts a gateway that crashed, not one `docker-compose stop`
-    stopped (the runbook's shutdown, upgrade and rollback): a process that ends on SIGTERM, as
-    the runbook's graceful shutdown does, exits 0; a crash exits otherwise."""
-    stopped = docker_env.service("libervia", "gateway", name="libervia-gateway",
-                                 command="trap 'exit 0' TERM; echo started; "
-                                         "while :; do sleep 0.1; done")
-    docker_env.wait_logs("libervia-gateway", "started")
-    stopped.stop(timeout=20)
+def test_a_container_stopped_on_purpose_is_told_from_a_crashed_one(docker_env, ctx, run):
+    """docker.inspect's `stopped` and `crashed`, which rules/libervia.yaml and rules/3dpot.yaml
+    read to restart only what crashed, never what `docker-compose stop` stopped (a shutdown,
+    an upgrade, a rollback, a restore): the real Engine's states. A process that handles
+    SIGTERM (PostgreSQL, Redis, the gateway's graceful shutdown) exits 0; one that dies of it,
+    143; a crash exits otherwise; a SIGKILL is 137; a container created and never started,
+    or one whose healthcheck fails, is down too."""
+    for number, code in enumerate((0, 143), 1):
+        name = f"libervia-gateway-{number}"
+        docker_env.service("libervia", "gateway", name=name, number=number,
+                           command=f"trap 'exit {code}' TERM; echo started; "
+                                   "while :; do sleep 0.1; done")
+        docker_env.wait_logs(name, "started")
+        docker_env.client.containers.get(name).stop(timeout=20)
     state = act(run, "docker.inspect", ctx, project="libervia", service="gateway")
-    assert state["exited"] == ["libervia-gateway"] and state["oom_killed"] == []
-    assert state["containers"][0]["exit_code"] == 0
+    assert sorted(c["exit_code"] for c in state["containers"]) == [0, 143]
+    assert sorted(state["stopped"]) == ["libervia-gateway-1", "libervia-gateway-2"]
+    assert state["crashed"] == [] and state["oom_killed"] == []
     docker_env.service("3dpot", "db", name="3dpot-db", command="echo crashing; exit 1")
+    killed = docker_env.service("3dpot", "db", name="3dpot-db-2", number=2)
+    docker_env.service("3dpot", "db", name="3dpot-db-3", number=3, start=False)
+    killed.kill()
     docker_env.wait_for("3dpot-db", lambda s: s["Status"] == "exited")
-    crashed = act(run, "docker.inspect", ctx, project="3dpot", service="db")
-    assert crashed["exited"] == ["3dpot-db"] and crashed["containers"][0]["exit_code"] == 1
+    docker_env.wait_for("3dpot-db-2", lambda s: s["Status"] == "exited")
+    down = act(run, "docker.inspect", ctx, project="3dpot", service="db")
+    codes = {c["name"]: (c["status"], c["exit_code"]) for c in down["containers"]}
+    assert codes == {"3dpot-db": ("exited", 1), "3dpot-db-2": ("exited", 137),
+                     "3dpot-db-3": ("created", 0)}
+    assert sorted(down["crashed"]) == ["3dpot-db", "3dpot-db-2", "3dpot-db-3"]
+    assert down["stopped"] == []
+    docker_env.service("3dpot", "redis", name="3dpot-redis", command=SECOND_START_HEALTHY,
+                       health=HEALTH)
+    docker_env.wait_for("3dpot-redis", lambda s: s["Health"]["Status"] == "unhealthy")
+    unhealthy = act(run, "docker.inspect", ctx, project="3dpot", service="redis")
+    assert (unhealthy["crashed"], unhealthy["stopped"]) == (["3dpot-redis"], [])
+    docker_env.service("3dpot", "backend", name="3dpot-backend")
+    docker_env.wait_for("3dpot-backend", lambda s: s["Running"])
+    running = act(run, "docker.inspect", ctx, project="3dpot", service="backend")
+    assert (running["crashed"], running["stopped"]) == ([], [])
 
 
 def test_an_unhealthy_service_is_restarted_and_waited_healthy(docker_env, ctx, run):
