@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import markdown_text
 from .untrusted_regex import compile_regex
 
 REDACTED = "<redacted>"
@@ -58,7 +59,9 @@ def known() -> object:
 def remember(*secrets: str | None) -> None:
     """Values that must never appear in any output (a sink URL, a token, a header)."""
     global _pattern
-    new = {s.strip() for s in secrets if s and len(s.strip()) >= _MIN_SECRET} - _known
+    new = {s.strip() for s in secrets if s and len(s.strip()) >= _MIN_SECRET}
+    # and as an escalation note's Markdown shows them (escaped as text, on one line)
+    new = (new | {form for s in new for form in markdown_text.forms(s)}) - _known
     if not new:
         return
     with _lock:

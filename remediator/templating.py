@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from . import template_memo, turns
+from . import markdown_text, template_memo, turns
 
 if TYPE_CHECKING:
     from jinja2 import nodes
@@ -116,8 +116,10 @@ def re_escape(value: Any) -> str:
 
 
 @functools.cache
-def _sandboxes() -> tuple[BoundedSandbox, BoundedSandbox]:
-    """The sandbox templates render in, and the one URLs render in. Made (and Jinja2
+def _sandboxes() -> tuple[BoundedSandbox, BoundedSandbox, BoundedSandbox]:
+    """The sandbox templates render in, the one URLs render in, and the one an escalation
+    note's templates render in (every `{{ }}` escaped as Markdown text: a label's value is
+    text in the note, the template's own Markdown stays markup). Made (and Jinja2
     imported: ~30 ms, a twentieth of `serve`'s start-up) when a template is first compiled:
     a start whose rule files are all in the parse cache compiles none before its first
     alert, which pays it once."""
@@ -129,10 +131,12 @@ def _sandboxes() -> tuple[BoundedSandbox, BoundedSandbox]:
                          keep_trailing_newline=False)
     url_env = BoundedSandbox(undefined=StrictUndefined, autoescape=False,
                              keep_trailing_newline=False, finalize=_percent_encode)
-    for sandbox in (env, url_env):  # every environment knows the same filters (lint checks them)
+    note_env = BoundedSandbox(undefined=StrictUndefined, autoescape=False,
+                              keep_trailing_newline=False, finalize=markdown_text.text)
+    for sandbox in (env, url_env, note_env):  # the same filters everywhere (lint checks them)
         sandbox.filters["promql_str"] = promql_str
         sandbox.filters["re_escape"] = re_escape
-    return env, url_env
+    return env, url_env, note_env
 
 
 def is_template(text: str) -> bool:
@@ -272,6 +276,12 @@ def render_url(text: str, context: dict[str, Any]) -> str:
     return render(text, context, _sandboxes()[1])
 
 
+def render_markdown(text: str, context: dict[str, Any]) -> str:
+    """Render a note's template (Markdown): every interpolated value escaped as text; a
+    failure not explained (the note shows the template instead)."""
+    return render(text, context, _sandboxes()[2], explain=False)
+
+
 def render(text: str, context: dict[str, Any], env: BoundedSandbox | None = None,
            explain: bool = True) -> str:
     """Render one string template in the sandbox. Unless `explain`, a failure's TemplateError
@@ -388,16 +398,17 @@ def _compiled(env: BoundedSandbox | None, text: str) -> None:
 
 
 async def compile_ahead(texts: Iterable[str], conditions: Iterable[str] = (),
-                        urls: Iterable[str] = ()) -> None:
-    """Compile the templates (and `when` conditions, and templates rendered into URLs) not
-    compiled yet, and parse them for what they read (template_memo), each in a processing
-    chunk of its own once the chunk has run for `turns.SLICE`: compiling is 1-5 ms a text,
+                        urls: Iterable[str] = (), notes: Iterable[str] = ()) -> None:
+    """Compile the templates (and `when` conditions, templates rendered into URLs, and a
+    note's templates) not compiled yet, and parse them for what they read (template_memo),
+    each in a processing chunk of its own once the chunk has run for `turns.SLICE`:
+    compiling is 1-5 ms a text,
     parsing 0.3-1, and a playbook's first plan or note did all of it for all of its texts
     in one chunk (up to 27 ms in a storm's first seconds, while every webhook in flight
     waited). A text that does not compile is left for its render to report, as it does."""
-    env, url_env = _sandboxes()
+    env, url_env, note_env = _sandboxes()
     done = False
-    for kind, items in ((env, texts), (None, conditions), (url_env, urls)):
+    for kind, items in ((env, texts), (None, conditions), (url_env, urls), (note_env, notes)):
         for text in items:
             if (kind, text) in _COMPILED or (kind is not None and not is_template(text)):
                 continue

@@ -12,7 +12,7 @@ import re
 import time
 from typing import Any
 
-from .. import graphs, redact
+from .. import graphs, markdown_text, redact
 from ..actions.backends import Backends
 from ..metrics import Metrics
 from ..playbooks.models import Playbook
@@ -52,9 +52,10 @@ def _valid_unicode(value: Any) -> Any:
 
 
 def _title(markdown: str) -> str:
-    """The note's first line (its title), without splitting all of it into lines: the
-    first line ends at the first newline or before."""
-    return markdown.partition("\n")[0].splitlines()[0].lstrip("# ")
+    """The note's first line (its title) as text, its Markdown escapes removed (a title is
+    shown as it is written: a webhook's field, the console's list), without splitting all of
+    it into lines: the first line ends at the first newline or before."""
+    return markdown_text.unescape(markdown.partition("\n")[0].splitlines()[0].lstrip("# "))
 
 
 class Escalator:

@@ -8,7 +8,8 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .. import graphs, template_context, template_memo, templating
+from .. import graphs, markdown_text, template_context, template_memo, templating
+from ..markdown_text import code, text
 from ..playbooks.models import Escalation, Playbook
 from ..playbooks.template_checks import step_references
 
@@ -88,8 +89,8 @@ def _severity(decision: dict[str, Any], pb: Playbook | None,
         except templating.TemplateError as exc:
             if unsettled:
                 continue
-            errors.append(f"escalation.raise[{j}].when `{when}` could not be evaluated, so it "
-                          f"was applied ({raised}): {exc}")
+            errors.append(f"escalation.raise[{j}].when {code(when)} could not be evaluated, "
+                          f"so it was applied ({raised}): {text(exc)}")
             holds = True
         if holds:
             severity, within, team = raised, raised_within, raised_team or team
@@ -143,8 +144,8 @@ async def compile_ahead(pb: Playbook | None) -> None:
         return
     shape = _shape(pb.escalation)
     if not shape.compiled:
-        await templating.compile_ahead([t for t, when in shape.texts if not when],
-                                       [t for t, when in shape.texts if when])
+        await templating.compile_ahead((), [t for t, when in shape.texts if when],
+                                       notes=[t for t, when in shape.texts if not when])
         shape.compiled = True
 
 
@@ -173,15 +174,17 @@ def _made(decision: dict[str, Any], pb: Playbook | None, ctx: _Context
     return made
 
 
-def _render(text: str, ctx: _Context) -> str:
-    """Render a playbook's note template; a broken one is shown raw, never lost (so why it
-    broke is not asked: its failure is kept like a result, see templating.render)."""
-    if not templating.is_template(text):
-        return text
+def _render(template: str, ctx: _Context) -> str:
+    """Render a playbook's note template, its Markdown kept and every value it interpolates
+    escaped (a label is text, never a link, image or heading); a broken one is shown raw,
+    never lost (so why it broke is not asked: its failure is kept like a result, see
+    templating.render)."""
+    if not templating.is_template(template):
+        return template
     try:
-        return templating.render(text, ctx, explain=False)
+        return templating.render_markdown(template, ctx)
     except templating.TemplateError:
-        return text
+        return template
 
 
 def render_note(decision: dict[str, Any], pb: Playbook | None, approve_url: str = "",
@@ -196,16 +199,26 @@ def note_for(decision: dict[str, Any], pb: Playbook | None, approve_url: str = "
     labels, annotations = alert["labels"], alert["annotations"]
     severity, within, team, errors, summary, owner, next_steps = _made(
         decision, pb, _Context(decision, pb))
+
+    shown: dict[str, str] = {}
+
+    def annotation(name: str) -> str:
+        # the rule author's Markdown; the label values its template interpolated are text
+        if name not in shown:
+            shown[name] = markdown_text.within(annotations.get(name) or "", labels.values())
+        return shown[name]
+
     if summary is None:
-        summary = annotations.get("summary") or ""
+        summary = annotation("summary")
     title = " — ".join(t for t in (summary, outcome_phrase(decision)) if t)
     # Lines appended as they apply: a list with a None for each line left out, filtered at
     # the end, walked every line of every note again (~1.6 % of a storm's Python bytecodes).
     lines = [
-        f"# [{severity.upper()}] {decision['alertname']}: {title}",
+        f"# [{severity.upper()}] {text(decision['alertname'])}: {title}",
         "",
         f"- **Respond within:** {_minutes(within)}" if within else "- **Respond within:** n/a",
-        f"- **Outcome:** `{decision['outcome']}` — {decision.get('reason') or 'see timeline'}",
+        f"- **Outcome:** `{decision['outcome']}` — "
+        f"{text(decision.get('reason') or '') or 'see timeline'}",
     ]
     if owner is not None:
         lines.append(f"- **Owner:** {owner}")
@@ -213,18 +226,18 @@ def note_for(decision: dict[str, Any], pb: Playbook | None, approve_url: str = "
         lines.append(f"- **Team:** `{team}`")
     lines.append(f"- **Playbook:** `{decision.get('playbook')}` ({decision.get('mode')})")
     if decision.get("target"):
-        lines.append(f"- **Target:** `{decision.get('target')}`")
+        lines.append(f"- **Target:** {code(decision['target'])}")
     lines += [f"- **Execution:** `{decision['id']}`", "", "## Alert", "",
-              f"- **Status:** {alert['status']}, started {alert['startsAt']}"]
+              f"- **Status:** {text(alert['status'])}, started {text(alert['startsAt'])}"]
     if annotations.get("summary"):
-        lines.append(f"- **Summary:** {annotations.get('summary', '')}")
+        lines.append(f"- **Summary:** {annotation('summary')}")
     if annotations.get("description"):
-        lines.append(f"- **Description:** {annotations.get('description')}")
+        lines.append(f"- **Description:** {annotation('description')}")
     if alert.get("generatorURL"):
-        lines.append(f"- **Source:** {alert['generatorURL']}")
+        lines.append(f"- **Source:** {_link(alert['generatorURL'])}")
     lines += [
-        f"- **Runbook:** {pb.runbook if pb and pb.runbook else annotations.get('runbook_url', '')}",
-        "- **Labels:** " + ", ".join(f"`{k}={v}`" for k, v in sorted(labels.items())),
+        f"- **Runbook:** {pb.runbook if pb and pb.runbook else annotation('runbook_url')}",
+        "- **Labels:** " + ", ".join(code(f"{k}={v}") for k, v in sorted(labels.items())),
         "",
         "## Timeline",
         "",
@@ -239,11 +252,11 @@ def note_for(decision: dict[str, Any], pb: Playbook | None, approve_url: str = "
         took = f" in {s['duration_seconds']:.2f}s" if s.get("duration_seconds") else ""
         tries = f", {s['attempts']} attempts" if s.get("attempts", 0) > 1 else ""
         lines.append(f"1. `{s['name']}` ({s['action']}): **{s['outcome']}**{took}{tries} — "
-                     f"{_one_line(s.get('detail', ''))}")
+                     f"{text(_one_line(s.get('detail', '')))}")
     evidence = [(s["name"], s["result"]) for s in steps if s.get("result")]
     if decision.get("would_run"):
         lines += ["", "## What would have run", ""]
-        lines += [f"1. {_one_line(what)}" for what in decision["would_run"]]
+        lines += [f"1. {_planned(what)}" for what in decision["would_run"]]
     if evidence:
         lines += ["", "## Evidence", ""]
         for name, result in evidence:
@@ -272,13 +285,14 @@ def _graph(decision: dict[str, Any], external_url: str, problem: str) -> str:
     expr = graphs.alert_expr(decision["alert"].get("generatorURL", ""))
     if not expr:
         return "No graph: the alert carries no expression (its generatorURL has no `g0.expr`)."
+    shown = code(_one_line(expr))  # the sender's expression: code it cannot close
     if problem:
-        return f"No graph now: {problem}. The expression was `{_one_line(expr)}`."
+        return f"No graph now: {text(problem)}. The expression was {shown}."
     if not external_url:
-        return (f"The console shows `{_one_line(expr)}` at `/ui/executions/{decision['id']}` "
+        return (f"The console shows {shown} at `/ui/executions/{decision['id']}` "
                 "(set `external_url` to link it here).")
     url = graphs.graph_url(external_url, decision["id"])
-    return f"[Graph of `{_one_line(expr)}`]({url}) — the hour before the alert until now."
+    return f"[Graph of {shown}]({url}) — the hour before the alert until now."
 
 
 def outcome_phrase(decision: dict[str, Any]) -> str:
@@ -307,8 +321,29 @@ def outcome_phrase(decision: dict[str, Any]) -> str:
     return outcome
 
 
+def _planned(what: str) -> str:
+    """A step of `would_run` (`name`: what it would do): its name as the code it is written
+    as (plans.would_run), what it would do, with the values rendered into it, as text."""
+    name, sep, rest = what.partition("`: ")
+    if what.startswith("`") and sep and "`" not in name[1:]:
+        return f"{name}`: {text(_one_line(rest))}"
+    return text(_one_line(what))
+
+
+def _link(url: str) -> str:
+    """The sender's URL (generatorURL): an autolink, whose text is its destination, with
+    what would end one percent-encoded (no URL holds them); anything but http(s) as code."""
+    if not url.lower().startswith(("http://", "https://")):
+        return code(url)
+    return f"<{url.translate(_UNSAFE_IN_LINK)}>"
+
+
+# what ends an autolink or is no URL's: percent-encoded
+_UNSAFE_IN_LINK = {c: f"%{c:02X}" for c in (*range(33), *map(ord, '<>`\\"'), 0x7F)}
+
+
 def _why(decision: dict[str, Any]) -> str:
-    outcome, reason = decision["outcome"], decision.get("reason") or ""
+    outcome, reason = decision["outcome"], text(decision.get("reason") or "")
     if outcome == "blocked":
         return f"A guard stopped automation: {reason}."
     if outcome == "failed":

@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from .. import redact
+from .. import markdown_text, redact
 
 
 class SinkError(Exception):
@@ -97,11 +97,13 @@ class SlackSink(WebhookSink):
     deduplicate: the note's own `Execution:` line names the id a repeat shares."""
 
     def body(self, note: dict[str, Any]) -> Any:
-        # Slack reads `<...>` as its own markup (`<!channel>` pages the whole channel,
-        # `<https://x|text>` shows a link as any text) and asks that &, < and > in text be
-        # escaped: the note quotes labels whoever pushed the alert wrote.
-        text = note["markdown"].replace("**", "*").replace("&", "&amp;") \
-            .replace("<", "&lt;").replace(">", "&gt;")
+        # Slack's mrkdwn has no backslash escapes (nor `[text](url)` links): the note's are
+        # removed, so an escaped label reads as itself. Slack reads `<...>` as its own markup
+        # (`<!channel>` pages the whole channel, `<https://x|text>` shows a link as any text)
+        # and asks that &, < and > in text be escaped: the note quotes labels whoever pushed
+        # the alert wrote.
+        text = markdown_text.unescape(note["markdown"]).replace("**", "*") \
+            .replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
         body: dict[str, Any] = {"text": text[:39000]}
         if note.get("graph_url"):  # the graph as an image link under the message
             body["attachments"] = [{"fallback": f"Graph: {note['graph_url']}",

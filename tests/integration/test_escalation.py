@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import textwrap
 import time
 
@@ -320,3 +321,107 @@ def test_the_alertmanager_sink_carries_any_accepted_label(tmp_path, alertmanager
         assert page["labels"]["instance"] == instance
     finally:
         receiver.stop()
+
+
+MARKUP_RULES = """
+playbooks:
+  - name: web-down
+    match: {alertname: WebDown}
+    steps:
+      - {name: probe, action: http.request, params: {url: "http://127.0.0.1:9/probe"}}
+    escalation:
+      severity: critical
+      owner: "**web team** ({{ labels.team }})"
+      summary: "web down in {{ labels.namespace }}: {{ labels.title }}"
+      next_steps:
+        - "{{ labels.step }}"
+        - "Read [the runbook](https://runbooks.example/web), then
+           `kubectl -n {{ labels.namespace }} get pods`"
+"""
+LINK = "[click me](https://evil.example/label)"
+SECRET = "-s3cr*t[token]"  # punctuation Markdown escapes
+PIXEL = "![x](https://tracker.example/pixel.png)"
+
+
+def test_labels_in_a_note_are_text_never_links_images_or_headings(tmp_path, webhook_receiver):
+    """Labels are whatever a scraped target or the alert's sender chose; in a note they are
+    values, not Markdown. A label rendered by the playbook's templates, quoted in the labels
+    line, interpolated into the rule's annotations, or repeated by a failing step's error
+    became a link (`[click me](https://evil...)`), an image a ticket or chat client fetches
+    (a tracking pixel), a heading, or left its code span. The operator's Markdown (the
+    playbook's bold and link, the rule author's link in an annotation) stays markup. The
+    note is rendered by the console's own CommonMark renderer; Slack gets it without the
+    escapes (its mrkdwn has none, and no [text](url) links), `<` and `>` still escaped."""
+    from remediator.console import _markdown
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "web.yaml").write_text(textwrap.dedent(MARKUP_RULES))
+
+    async def runner(action, params, ctx):
+        raise ActionError(f"backend answered: {LINK} {PIXEL}")
+
+    slack = WebhookReceiver().start()
+    try:
+        cfg = Config(rules=[str(rules)], store="sqlite://", mode="live",
+                     escalation_dir=str(tmp_path / "notes"), guards=loopback_guards(),
+                     escalation_sinks={"hook": {"type": "webhook", "url": webhook_receiver.url,
+                                                "headers": {"X-Token": SECRET}},
+                                       "chat": {"type": "slack", "url": slack.url}},
+                     escalation_default_sinks=["files", "hook", "chat"])
+        service = Service(cfg, executor=Executor(runner=runner, retry_wait=0))
+        labels = {"namespace": "shop", "title": LINK, "step": "# HEADING", "pixel": PIXEL,
+                  "team": "*web*", "tick": "a` [x](https://evil.example/tick) `b",
+                  "lines": "x\n\n# INJECTED\n\n[y](https://evil.example/lines)", "leak": SECRET}
+        annotations = {"summary": f"{LINK} is down, see [the dashboard](https://grafana.example/d)"
+                                  f" ({SECRET})",
+                       "description": f"Checked by probe: {labels['lines']}\n\n{PIXEL}"}
+
+        async def go() -> dict:
+            await service.start(dispatch=False)
+            sent = alert("WebDown", annotations=annotations, **labels)
+            sent["generatorURL"] = ("http://prometheus:9090/graph?g0.expr=up%60%20%5Bx%5D"
+                                    "(https%3A%2F%2Fevil.example%2Fexpr)&g0.tab=1")
+            body = json.dumps(notification(sent))
+            await service.intake(parse_notification(body.encode()))
+            [decision] = await service.drain()
+            await service.stop()
+            return decision
+
+        decision = asyncio.new_event_loop().run_until_complete(go())
+        chat = slack.wait_for().body["text"]
+    finally:
+        slack.stop()
+    assert decision["outcome"] == "failed", decision["reason"]
+    note = (tmp_path / "notes" / f"{decision['id']}.md").read_text()
+    html = _markdown().render(note)
+    links = re.findall(r'(?:href|src)="([^"]*)"', html)  # the sender's own URL, as itself
+    assert links == ['https://grafana.example/d', "http://prometheus:9090/graph?g0.expr=up"
+                         "%60%20%5Bx%5D(https%3A%2F%2Fevil.example%2Fexpr)&amp;g0.tab=1",
+                         "https://runbooks.example/web"], (links, html)
+    assert "\">http://prometheus:9090/graph?g0.expr=up" in html  # its text is itself
+    assert "<img" not in html and "tracker.example/pixel.png" in html, html
+    assert "<h1>HEADING" not in html and "<h1>INJECTED" not in html and html.count("<h1>") == 1
+    assert "<em>web</em>" not in html
+    # ... each shown as it is, where the note put it
+    for shown in (f"web down in shop: {LINK}", "<li># HEADING</li>", f"{LINK} is down",
+                  f"backend answered: {LINK} {PIXEL}", "probe: x  # INJECTED  [y](https://evil.example/lines)",
+                  "<code>lines=x  # INJECTED  [y](https://evil.example/lines)</code>"):
+        assert shown in html, shown
+    assert "<code>tick=a` [x](https://evil.example/tick) `b</code>" in html
+    assert "<code>up` [x](https://evil.example/expr)</code>" in html  # the sender's expression
+    # The operator's and the rule author's Markdown is markup.
+    for markup in ("<strong>web team</strong> (*web*)",
+                   '<a href="https://runbooks.example/web">the runbook</a>',
+                   "<code>kubectl -n shop get pods</code>",
+                   '<a href="https://grafana.example/d">the dashboard</a>'):
+        assert markup in html, markup
+    title = webhook_receiver.wait_for().body["title"]
+    assert title.startswith(f"[CRITICAL] WebDown: web down in shop: {LINK} — "), title
+    assert decision["escalation"]["title"] == title
+    assert f"web down in shop: {LINK}" in chat and "\\[" not in chat and "<" not in chat
+    # A secret the note shows escaped is still known to redaction (a sink's header here).
+    hook = json.dumps(webhook_receiver.deliveries[0].body)
+    for shown in (note, html, chat, hook):
+        assert "s3cr" not in shown, shown
+        assert "leak=<redacted>" in shown.replace("&lt;", "<").replace("&gt;", ">"), shown

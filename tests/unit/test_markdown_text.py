@@ -1,0 +1,58 @@
+"""markdown_text: an untrusted value renders as exactly its characters, in CommonMark as the
+console renders a note (markdown-it), whatever punctuation it holds."""
+
+from __future__ import annotations
+
+import html
+import random
+
+from remediator import markdown_text
+from remediator.console import _markdown
+
+HOSTILE = ["[click me](https://evil.example)", "![x](https://tracker/img)", "# HEADING",
+           "<img src=x onerror=alert(1)>", "<https://evil.example>", "a` [x](https://e) `b",
+           "**bold** _it_ ~~gone~~", "1. item", "2) item", "- bullet", "+ bullet", "> quote",
+           "===", "a | b", "\\[not a link](https://e)", "&lt;b&gt;", "x\n# INJECTED\n[y](https://e)",
+           "``", "`", "a\\", "[a]: https://evil.example", "*", "-", "10.", "https://e.example"]
+
+
+def _shown(markdown: str) -> str:
+    """What a reader sees of one paragraph, which must be text alone (no tag in it)."""
+    out = _markdown().render(markdown).strip()
+    assert out.startswith("<p>") and out.endswith("</p>") and "<" not in out[3:-4], out
+    return html.unescape(out[3:-4])
+
+
+def test_a_value_is_text_that_renders_as_itself():
+    rng = random.Random(7)
+    alphabet = "[]()!<>`*_~#|\\&=+-.:/ \nab1"
+    samples = HOSTILE + ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 24)))
+                         for _ in range(3000)]
+    for value in samples:
+        seen = value.replace("\r", " ").replace("\n", " ")
+        if not seen.strip():
+            continue
+        # at a line's start (a next step's list item) and within a line
+        for prefix in ("", "x "):
+            if not prefix and value.startswith(("    ", "\t")):
+                continue  # an indented code block: literal text too, not a paragraph
+            shown = _shown(prefix + markdown_text.text(value))
+            assert shown == (prefix + seen).strip(" "), (value, shown)
+        assert markdown_text.unescape(markdown_text.text(value)) == seen, value
+
+
+def test_a_value_as_code_cannot_leave_its_span():
+    for value in [*HOSTILE, "`a`", "``a``", " `x` ", "a`b``c```d"]:
+        rendered = _markdown().render("x " + markdown_text.code(value)).strip()
+        assert rendered.count("<code>") == 1 and rendered.endswith("</code></p>"), (value, rendered)
+        shown = html.unescape(rendered.split("<code>", 1)[1][:-len("</code></p>")])
+        assert shown == value.replace("\n", " "), (value, shown)
+
+
+def test_label_values_in_an_annotation_are_text_the_authors_markdown_stays():
+    link = "[click me](https://evil.example)"
+    prose = f"Pod {link} is down: see [the dashboard](https://grafana.example/d) and {link}"
+    rendered = _markdown().render(markdown_text.within(prose, ["prod", link, "x"]))
+    assert rendered.count("<a href") == 1 and 'href="https://grafana.example/d"' in rendered
+    assert rendered.count(html.escape(link, quote=False)) == 2
+    assert markdown_text.within(prose, ["prod", "web-1"]) == prose  # nothing to escape
