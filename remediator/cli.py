@@ -251,6 +251,7 @@ def _rules_exist(cfg: Config) -> None:
 async def _serve(cfg: Config) -> int:
     from aiohttp import web
 
+    from .listener import CappedSite, connection_limit
     from .server import build_app
     from .service import Service
     from .store.base import StoreUnavailable, redact
@@ -291,7 +292,8 @@ async def _serve(cfg: Config) -> int:
                            keepalive_timeout=cfg.idle_timeout)
     await runner.setup()
     host, _, port = cfg.listen.rpartition(":")
-    site = web.TCPSite(runner, host or "0.0.0.0", int(port))
+    site = CappedSite(runner, host or "0.0.0.0", int(port),
+                      connection_limit(cfg.max_connections), service.metrics.connections_refused)
     try:
         await site.start()
     except OSError as exc:  # in use, not an address of this host, a name that does not resolve

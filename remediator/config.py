@@ -64,6 +64,9 @@ class Config:
     # held a handler and a connection for as long as its sender liked. Alertmanager does not
     # retry a 4xx: ample for max_body_bytes over any network it posts across.
     body_timeout: float = 30.0
+    # Connections open at once; past it a new one is answered 503 and closed (listener.py).
+    # 0: half the file descriptor limit, at most 4096 (the rest for the store, the actions).
+    max_connections: int = 0
     workers: int = 4  # action calls at once; a step that sleeps between polls holds none
     backend_concurrency: int = 4  # calls at once to one backend (kubernetes, s3, ...)
     max_executions: int = 256  # executions in flight at once, most of them asleep
@@ -163,6 +166,8 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
                           "finishes its request header is kept open for ever")
     if cfg.body_timeout <= 0:
         raise ConfigError("body_timeout must be more than 0: a request body is read within it")
+    if cfg.max_connections < 0:
+        raise ConfigError("max_connections must be 0 (half the file descriptor limit) or more")
     if cfg.history_retention < 86400:
         raise ConfigError("history_retention must be at least 1d: guard windows count the "
                           "events it prunes")

@@ -105,6 +105,8 @@ _DECLARED: dict[str, dict[str, Any]] = {
     "guards": GUARDS,
     "operators": {"type": "array", "items": OPERATOR},
     "history_retention": {**DURATION, "description": "at least 1d"},
+    "max_connections": {"type": "integer", "minimum": 0,
+                        "description": "0: half the file descriptor limit, at most 4096"},
 }
 
 

@@ -29,6 +29,10 @@ class Metrics:
         self.alerts_duplicate = Counter(
             "remediator_alerts_duplicate_total",
             "Alerts dropped as duplicates (Alertmanager retries, HA peers).", registry=r)
+        self.connections_refused = Counter(
+            "remediator_connections_refused_total",
+            "Connections answered 503 and closed at once: max_connections were open.",
+            registry=r)
         self.webhook_requests = Counter(
             "remediator_webhook_requests_total", "Webhook requests by HTTP status code.",
             ["code"], registry=r)

@@ -95,8 +95,8 @@ def test_a_second_start_reads_the_parse_cache_beside_the_store(tmp_path):
 # are read at each freeze: the imported modules', then what start-up built.
 _COUNT_COLLECTIONS = """
 import gc, json, sys
-from aiohttp import web
 import remediator.cli as cli
+from remediator.listener import CappedSite
 
 seen = []
 freeze = gc.freeze
@@ -110,7 +110,7 @@ async def instead_of_listening(site):
                       "unfrozen": len(gc.get_objects()),
                       "ca_bundle_started": ca_bundle._thread.ident is not None}))
     raise SystemExit(0)
-web.TCPSite.start = instead_of_listening
+CappedSite.start = instead_of_listening  # serve's site
 sys.exit(cli.main(sys.argv[1:]))
 """
 

@@ -1,0 +1,116 @@
+"""The listening socket of `serve`, with a cap on the connections open at once.
+
+Connections opened faster than `idle_timeout` closes them filled the process's file
+descriptor table, and then the store, the actions and the escalations could open nothing.
+aiohttp has no cap of its own (its maintainers leave it to a proxy in front,
+aio-libs/aiohttp#675); `BaseSite` is its way to listen otherwise, and the runner's server is
+the protocol factory every site hands to asyncio. Past the cap a new connection is answered
+503 with `Retry-After` (Alertmanager retries it) and closed at once; a connection already
+open is never touched, so neither is a request under way nor an alert being acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import resource
+import time
+
+from aiohttp import web
+from prometheus_client import Counter
+
+log = logging.getLogger("remediator")
+
+AUTO_MAX = 4096  # `max_connections: 0`: half the descriptor limit, at most this many
+
+
+def connection_limit(configured: int) -> int:
+    """`configured`, or for 0 half the process's file descriptor limit (the other half for
+    the store, the actions' and escalations' connections, files), at most AUTO_MAX."""
+    if configured:
+        return configured
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return AUTO_MAX if soft == resource.RLIM_INFINITY else max(1, min(soft // 2, AUTO_MAX))
+
+
+class _Refused(asyncio.Protocol):
+    """A connection past the cap: the 503, then closed. Closed with the client's request
+    unread, the kernel would reset it, and the client read the reset, not the answer: what
+    comes is read and dropped until the client closes, for at most a second, while fewer
+    than an eighth of the cap do (a flood's are closed at once: each holds a descriptor)."""
+
+    def __init__(self, site: CappedSite):
+        self.site = site
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(self.site.answer)
+        if self.site.lingering >= self.site.limit // 8:
+            transport.close()
+            return
+        self.site.lingering += 1
+        transport.write_eof()  # the answer is all: sent, then our half closed
+        self.timer = asyncio.get_running_loop().call_later(1.0, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.site.lingering -= 1
+
+
+class CappedSite(web.BaseSite):
+    """A TCP site whose connections are at most `limit`. Descriptors may peak higher by one
+    accept batch (asyncio accepts up to the listen backlog, 128, before the first is handed
+    a protocol) and the refused ones still being read (at most an eighth of `limit`)."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, limit: int,
+                 refused: Counter):
+        super().__init__(runner)
+        self._host, self._port, self.limit, self._refused = host, port, limit, refused
+        self._warned = 0.0
+        self.lingering = 0  # refused connections read until their client closes
+        # Connections handed to aiohttp in this loop iteration: asyncio calls the protocol
+        # factory for a whole accept batch before any of them is in `server.connections`
+        # (their connection_made is the next iteration's), and a burst passed the cap by the
+        # batch. Counted here until then.
+        self._fresh = 0
+        body = json.dumps({"error": f"too many connections: max_connections ({limit}) "
+                                    "reached; retry"}).encode()
+        self.answer = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                        b"Retry-After: 1\r\nConnection: close\r\nContent-Length: "
+                        + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None  # the runner is set up
+
+        loop = asyncio.get_running_loop()
+
+        def settled() -> None:  # runs before this iteration's connection_made callbacks
+            self._fresh = 0
+
+        def protocol() -> asyncio.BaseProtocol:
+            if len(server.connections) + self._fresh < self.limit:
+                if not self._fresh:
+                    loop.call_soon(settled)
+                self._fresh += 1
+                return server()
+            self._refused.inc()
+            if time.monotonic() - self._warned >= 60:  # a flood is one line a minute
+                self._warned = time.monotonic()
+                log.warning("max_connections (%d) reached: new connections are answered 503 "
+                            "(remediator_connections_refused_total counts them)", self.limit)
+            return _Refused(self)
+
+        self._server = await loop.create_server(
+            protocol, self._host, self._port, backlog=self._backlog)
