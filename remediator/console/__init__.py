@@ -9,7 +9,6 @@ Jinja's autoescaping; notes are rendered from Markdown with raw HTML disabled.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import json
@@ -28,6 +27,7 @@ from ..auth import NOT_BY_ADDRESS, PasswordChecksBusy, Principal, Users, named_b
 from ..guards import APPROVAL, PENDING
 from ..playbooks.validate import RulesError
 from ..service import Service
+from . import live
 from .session import COOKIE, Sessions
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("remediator.console")
 
 SESSIONS = web.AppKey("console_sessions", Sessions)
+FEED = web.AppKey("console_feed", live.Feed)
 PREFIX = "/ui"
 OUTCOMES = ("running", "planned", "succeeded", "failed", "blocked", "escalated", "resolved",
             "no_match", "duplicate")
@@ -47,6 +48,10 @@ DECIDED_SHOWN = 50  # decided approvals on the approvals page, newest first
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
+
+
+async def _close_feed(app: web.Application) -> None:
+    await app[FEED].close()
 
 
 @functools.cache
@@ -81,6 +86,8 @@ def setup(app: web.Application, service: Service, users: Users) -> None:
     cfg = service.config
     app[SESSIONS] = Sessions(users, service.store, cfg.console_session_secret,
                              cfg.console_session_ttl, cfg.console_cookie_secure)
+    app[FEED] = live.Feed(service.store)
+    app.on_cleanup.append(_close_feed)
     r = app.router
     r.add_get("/", home)
     r.add_get(f"{PREFIX}/login", login_form)
@@ -267,21 +274,22 @@ async def events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store"})
     await response.prepare(request)
-    seen = {d["id"]: d.get("outcome") for d in await store.list_executions(50)}
+    seen = {d["id"]: d.get("outcome") for d in await store.list_executions(live.LATEST)}
     try:
-        while True:
-            await asyncio.sleep(1.0)
-            # Checked before every tick: a stream ends with its session (logged out on any
-            # replica, expired, its user removed or demoted), as the next page load would.
-            principal = await _principal(request)
-            if principal is None or not principal.may("viewer"):
-                break
-            for d in reversed(await store.list_executions(50)):
-                if seen.get(d["id"]) != d.get("outcome"):
-                    seen[d["id"]] = d.get("outcome")
-                    data = json.dumps(_row(d))
-                    await response.write(f"event: decision\ndata: {data}\n\n".encode())
-            await response.write(b": keep-alive\n\n")
+        # One read a tick for every stream; closed as the stream ends, however it ends.
+        async with contextlib.aclosing(request.app[FEED].ticks()) as ticks:
+            async for latest in ticks:
+                # Checked before every tick: a stream ends with its session (logged out on any
+                # replica, expired, its user removed or demoted), as the next page load would.
+                principal = await _principal(request)
+                if principal is None or not principal.may("viewer"):
+                    break
+                for d in reversed(latest):
+                    if seen.get(d["id"]) != d.get("outcome"):
+                        seen[d["id"]] = d.get("outcome")
+                        data = json.dumps(_row(d))
+                        await response.write(f"event: decision\ndata: {data}\n\n".encode())
+                await response.write(b": keep-alive\n\n")
     except ConnectionResetError:
         pass  # the browser went away (a disconnect while sleeping cancels this handler)
     except PasswordChecksBusy:

@@ -250,3 +250,37 @@ def test_a_token_login_and_the_webhooks_own_user_take_no_password_check(worker_f
                     for _ in range(3)]
         assert statuses == [401] * 3, statuses  # not 429: the webhook's user is not checked
         assert {f.result().status_code for f in flood} <= {401, 429}
+
+
+def test_open_live_streams_share_one_read_of_the_latest_decisions(worker_factory):
+    # Each stream read the latest 50 decisions from the store every second on its own: N
+    # viewers were N readers. Reads are counted (the store's own method, wrapped), not timed.
+    w = worker_factory()
+    store = w.service.store
+    reads = [0]
+    read = store.list_executions
+
+    async def counted(limit: int = 100, **filters):
+        reads[0] += 1
+        return await read(limit, **filters)
+
+    store.list_executions = counted
+    session = login(w.url, "alice", OPERATOR_TOKEN)
+    streams = [session.get(f"{w.url}/ui/events", stream=True, timeout=30) for _ in range(5)]
+    try:
+        lines = [s.iter_lines() for s in streams]
+        for stream in lines:
+            assert next(stream) == b": keep-alive"
+        before = reads[0]
+        ticks = 4  # of the first stream, while all five run
+        assert list(itertools.islice(lines[0], 2 * ticks)) == [b"", b": keep-alive"] * ticks
+        # A read a tick for all five (one more under way); each on its own: five a tick.
+        assert reads[0] - before <= ticks + 2, reads[0] - before
+        w.post_alerts(notification(alert("DemoDown", namespace="demo", deployment="web")))
+        for stream in lines:  # every stream sees the new decision, and keeps ticking
+            seen = list(itertools.takewhile(lambda line: b"demo-restart" not in line, stream))
+            assert seen.count(b": keep-alive") < 20, seen
+            assert b": keep-alive" in list(itertools.islice(stream, 3))
+    finally:
+        for s in streams:
+            s.close()
