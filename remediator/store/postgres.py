@@ -818,8 +818,11 @@ class PostgresStore:
             return  # took no lock here (re-taking one keeps the same holder, and so it here)
         # Forgotten first: if the delete fails, the row is no longer renewed and expires.
         self._leases.holders.discard(holder)
-        await self._call("lock", lambda db: db.execute("DELETE FROM locks WHERE holder=$1", holder),
-                         fenced=False)
+        # Only while it is this replica's: a holder is an execution's id, the same on the
+        # replica that took the run over (its lease lapsed here: frozen, cut off), whose
+        # lock this run's late release deleted while it still changed the target.
+        await self._call("lock", lambda db: db.execute(
+            "DELETE FROM locks WHERE holder=$1 AND owner=$2", holder, self.replica), fenced=False)
 
 
 def _decision(row: asyncpg.Record) -> dict[str, Any]:

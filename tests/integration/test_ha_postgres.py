@@ -506,3 +506,61 @@ def test_a_claim_the_database_refuses_is_retried_not_the_end_of_processing(
         assert http("GET", f"{w.url}/-/ready")[0] == 200 and not _decisions(postgres_url)
     [done] = _settled(postgres_url, 1, timeout=30)
     assert done["outcome"] == "succeeded" and sink.calls == {"c1": 1}
+
+
+ZOMBIE = """
+playbooks:
+  - name: hold
+    match: {alertname: Hold}
+    target: {kind: deployment, namespace: demo, name: web}
+    guards: {rate_limit: {max: 10, window: 1h}}
+    steps:
+      - {name: settle, action: wait, params: {duration: 3s}}
+      - name: restart
+        action: http.request
+        params: {url: "%(url)s", method: POST, json: {fp: restart}}
+      - {name: verify, action: wait, params: {duration: 15s}}
+      - name: done
+        action: http.request
+        params: {url: "%(url)s", method: POST, json: {fp: done}}
+  - name: other
+    match: {alertname: Other}
+    target: {kind: deployment, namespace: demo, name: web}
+    guards: {rate_limit: {max: 10, window: 1h}}
+    steps:
+      - name: scale
+        action: http.request
+        params: {url: "%(url)s", method: POST, json: {fp: scale}}
+"""
+
+
+def _logged(w: WorkerProcess, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in w.logs():
+        assert time.monotonic() < deadline, w.logs()
+        time.sleep(0.2)
+
+
+def test_a_replica_frozen_past_its_lease_leaves_the_target_lock_to_its_successor(
+        replicas, receiver, postgres_url):
+    """The zombie leader: A, frozen (SIGSTOP) in its run's first wait past its lease, wakes
+    up after B took the run over and holds the target for it. A's run stops at its next write
+    (fenced); letting its target go, it deleted the lock by the run's id, which B's run of
+    the same execution holds too: another playbook then changed the target while B's run
+    was still verifying its own change."""
+    sink = receiver()
+    a, b = replicas(2, ZOMBIE % {"url": sink.url}, REMEDIATOR_STORE_LEASE="3s")
+    assert _post(a, _notification(_alert("z1", "Hold", deployment="web"))) == 202
+    _running_step(a, "settle")
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        _running_step(b, "verify", timeout=60)  # B took the run over and changed the target
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    _logged(a, "stopped processing")  # A's run met its fence, and let its target go
+    assert _post(b, _notification(_alert("o1", "Other", deployment="web"))) == 202
+    decisions = _settled(postgres_url, 2, timeout=90)
+    assert sorted(d["outcome"] for d in decisions) == ["succeeded", "succeeded"]
+    # B's run held the target until it was done: the other playbook waited for it.
+    assert [fp for fp in sink.order if not fp.startswith("answered")] == [
+        "restart", "done", "scale"]
