@@ -88,8 +88,9 @@ class Executor:
                   intent: Callable[[], Awaitable[None]] | None = None) -> StepRecord:
         """Run with retries inside one overall deadline (`timeout`, else the action's own
         `deadline`); fill `record` and return it. `intent` (the journal entry saying the call
-        is under way) is awaited once, when a call slot is held, right before the first call:
-        a step still queued for a slot when the process dies never started, so it is simply
+        is under way) is awaited when a call slot is held, right before each attempt (the
+        first journals it; each may find the run no longer this process's, and raise): a
+        step still queued for a slot when the process dies never started, so it is simply
         run after a restart instead of being reported as interrupted."""
         timeout = action.deadline(params) if timeout is None else timeout
         record.started_at = utcnow_iso()
@@ -102,11 +103,10 @@ class Executor:
         unjournaled: BaseException | None = None
 
         async def ready() -> None:
-            nonlocal calling, intent, unjournaled
+            nonlocal calling, unjournaled
             if intent is not None:
-                journal, intent = intent, None
                 try:
-                    await journal()
+                    await intent()
                 except Refused:
                     raise
                 except Exception as exc:

@@ -150,15 +150,23 @@ class Steps:
                 keep.append((plans.copied(params), scoped))
             return record
         record.outcome = "running"  # the intent, journaled once a call slot is held
+        journaled = False
 
         async def intent() -> None:
-            # A change is admitted in the very write that journals its intent, once its call
-            # slot is held: a pause thrown on any replica until then stops it here.
-            block = await self.records.journal(*journal, record.to_dict(),
-                                               admit=(gc, step, params) if record.mutating
-                                               else None)
-            if block is not None:
-                raise Refused(block, cancelled=block is RESOLVED_BLOCK)
+            nonlocal journaled
+            if not journaled:
+                # A change is admitted in the very write that journals its intent, once its
+                # call slot is held: a pause thrown on any replica until then stops it here.
+                block = await self.records.journal(*journal, record.to_dict(),
+                                                   admit=(gc, step, params) if record.mutating
+                                                   else None)
+                if block is not None:
+                    raise Refused(block, cancelled=block is RESOLVED_BLOCK)
+                journaled = True
+            # Before each attempt, the run must still be this process's: its lease may have
+            # lapsed while the admission was answered or a retry waited (the process frozen,
+            # cut off), and the replica that took it over resumes it from this intent.
+            self.records.store.fence()
 
         actx = ActionContext(backends=self.backends, log=log, execution_id=gc.execution_id,
                              step=step.name,

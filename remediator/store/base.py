@@ -248,6 +248,12 @@ class Store(Protocol):
         """Report store latency and lease takeovers to these metrics."""
         ...
 
+    def fence(self) -> None:
+        """Raise LeaseLost if the work the current task claimed may be another process's
+        now (its lease lapsed since its last renewal here): a call about to be made for it
+        is not made. Work claimed from a store one process owns stays its own."""
+        ...
+
 
 class LocalCoordination:
     """Coordination for a store only one process uses: locks and sections in memory.
@@ -278,6 +284,9 @@ class LocalCoordination:
     async def critical(self, name: str) -> AsyncIterator[None]:
         async with self._sections.setdefault(name, asyncio.Lock()):
             yield
+
+    def fence(self) -> None:
+        """Nothing to check: no other process takes this one's work over."""
 
     def instrument(self, metrics: Any) -> None:
         """Nothing beyond the existing metrics: no leases, and latency is the ack's."""

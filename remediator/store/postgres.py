@@ -252,6 +252,10 @@ class PostgresStore:
             return
         self._leases.renewed(sent, held, {r["id"] for r in kept})
 
+    def fence(self) -> None:
+        """LeaseLost if the current task's claim may have lapsed (`Leases.fence`)."""
+        self._leases.fence()
+
     # --- plumbing ----------------------------------------------------------------------
 
     async def _call(self, op: str, fn: Callable[[asyncpg.Connection], Awaitable[T]],

@@ -12,10 +12,11 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -83,6 +84,8 @@ class Receiver:
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            do_PUT = do_POST  # a repeatable change (an idempotent method)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -564,3 +567,63 @@ def test_a_replica_frozen_past_its_lease_leaves_the_target_lock_to_its_successor
     # B's run held the target until it was done: the other playbook waited for it.
     assert [fp for fp in sink.order if not fp.startswith("answered")] == [
         "restart", "done", "scale"]
+
+
+@contextlib.contextmanager
+def _admissions_waiting(cluster: PostgresCluster, url: str) -> Iterator[Callable[[], None]]:
+    """Every admission waits (the test holds the global budget's advisory lock, as a slow
+    admission on another replica would) until the `release` it yields is called."""
+    psql = subprocess.Popen(
+        [str(cluster.bindir / "psql"), "-X", "-q", "-At", "-h", LOCALHOST, "-p",
+         str(cluster.port), "-U", "postgres", "-d", url.rsplit("/", 1)[1]],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert psql.stdin is not None and psql.stdout is not None
+    psql.stdin.write("BEGIN;\nSELECT 'held' FROM pg_advisory_xact_lock(1919771762, "
+                     "hashtext('budget' || chr(31) || '*'));\n")
+    psql.stdin.flush()
+    assert psql.stdout.readline().strip() == "held"
+
+    def release() -> None:
+        if psql.poll() is None:
+            assert psql.stdin is not None
+            psql.stdin.write("COMMIT;\n")
+            psql.stdin.close()
+            psql.wait(30)
+
+    try:
+        yield release
+    finally:
+        release()
+
+
+def _waiting_admissions(cluster: PostgresCluster, url: str) -> int:
+    return int(cluster.sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                           "'Lock' AND wait_event = 'advisory'", url.rsplit("/", 1)[1]))
+
+
+def test_a_replica_frozen_between_its_admission_and_its_call_never_makes_it(
+        replicas, receiver, postgres_cluster, postgres_url):
+    """The zombie leader, frozen (SIGSTOP) while its change's admission is in the database:
+    the admission commits (the intent journaled), its lease expires, and B resumes the run
+    from the journal, repeating the interrupted change, a repeatable one. A, woken up, must
+    not make the call its admission's answer let through: the change would be made twice,
+    once by a replica that no longer holds the run."""
+    sink = receiver()
+    a, b = replicas(2, SLOW % {"steps": MUTATE.replace("POST", "PUT") % sink.url},
+                    REMEDIATOR_STORE_LEASE="3s")
+    with _admissions_waiting(postgres_cluster, postgres_url) as release:
+        assert _post(a, _notification(_alert("z2", "Slow"))) == 202
+        deadline = time.monotonic() + 30
+        while not _waiting_admissions(postgres_cluster, postgres_url):  # A's, in the database
+            assert time.monotonic() < deadline, a.logs()
+            time.sleep(0.05)
+        os.kill(a.proc.pid, signal.SIGSTOP)
+        try:
+            release()  # A's admission commits while A is frozen
+            [done] = _settled(postgres_url, 1, timeout=60)  # B took over and changed it
+        finally:
+            os.kill(a.proc.pid, signal.SIGCONT)
+    assert done["outcome"] == "succeeded" and sink.calls == {"z2": 1}
+    assert _metric(b, "remediator_store_lease_takeovers_total") == 1
+    _logged(a, "stopped processing")  # A woke up and stopped
+    assert sink.calls == {"z2": 1}
