@@ -230,7 +230,14 @@ class PostgresStore:
     async def _renew_loop(self) -> None:
         while True:
             await asyncio.sleep(self.lease / 3)
-            await self.renew()
+            try:
+                await self.renew()
+            except Exception:
+                # A statement refused otherwise than by an outage (a database read-only for
+                # a moment) ended the heartbeat for good: every run here was then fenced at
+                # its next write, and taken over again by this replica, for ever.
+                log.exception("cannot renew store leases")
+                self._leases.check()
 
     async def renew(self) -> None:
         """Extend the leases of everything held here; notice what was taken over."""

@@ -627,3 +627,28 @@ def test_a_replica_frozen_between_its_admission_and_its_call_never_makes_it(
     assert _metric(b, "remediator_store_lease_takeovers_total") == 1
     _logged(a, "stopped processing")  # A woke up and stopped
     assert sink.calls == {"z2": 1}
+
+
+def test_a_renewal_the_database_refuses_once_does_not_end_the_heartbeat(
+        replicas, receiver, postgres_cluster, postgres_url):
+    """A renewal refused otherwise than by an outage (a database gone read-only for a
+    moment: a full disk, a failover under way) ended the heartbeat for good: every run of
+    the replica was then fenced at its next write, taken over again from its lapsed lease by
+    the replica itself, fenced again, for ever; alone on its database, it never decided an
+    acknowledged alert again. The next renewal must keep the leases as if nothing happened."""
+    sink = receiver()
+    [w] = replicas(1, SLOW % {"steps": WAIT % ("hold", "8s") + MUTATE % sink.url},
+                   REMEDIATOR_STORE_LEASE="6s")
+    postgres_cluster.sql(
+        "CREATE SEQUENCE refusals; CREATE FUNCTION refuse_once() RETURNS trigger LANGUAGE "
+        "plpgsql AS $$ BEGIN IF nextval('refusals') = 1 THEN RAISE EXCEPTION 'renewal refused "
+        "by the test' USING ERRCODE = 'read_only_sql_transaction'; END IF; RETURN NEW; END $$; "
+        "CREATE TRIGGER refuse_once BEFORE UPDATE OF lease_until ON inbox FOR EACH ROW WHEN "
+        "(OLD.state = 'running' AND NEW.state = 'running') EXECUTE FUNCTION refuse_once()",
+        postgres_url.rsplit("/", 1)[1])
+    assert _post(w, _notification(_alert("h1", "Slow"))) == 202
+    [done] = _settled(postgres_url, 1, timeout=60)
+    assert done["outcome"] == "succeeded" and sink.calls == {"h1": 1}
+    assert postgres_cluster.sql("SELECT last_value FROM refusals",
+                                postgres_url.rsplit("/", 1)[1]) != "1"  # renewed after it
+    assert _metric(w, "remediator_store_lease_takeovers_total") == 0
