@@ -652,3 +652,22 @@ def test_a_renewal_the_database_refuses_once_does_not_end_the_heartbeat(
     assert postgres_cluster.sql("SELECT last_value FROM refusals",
                                 postgres_url.rsplit("/", 1)[1]) != "1"  # renewed after it
     assert _metric(w, "remediator_store_lease_takeovers_total") == 0
+
+
+def test_a_run_whose_target_cannot_be_let_go_in_an_outage_is_decided_once_it_ends(
+        replicas, receiver, postgres_cluster, postgres_url):
+    """The store fails mid-run (its change's admission) and again as the run lets its target
+    go, as in a database restart during a storm: the run's slot in this process was never
+    given back, so each retry of the alert waited for a run that had ended, for ever (the
+    restart left a tenth of a storm's acknowledged alerts undecided). Once the store
+    answers, the alert is decided."""
+    sink = receiver()
+    [w] = replicas(1, _rules(sink.url))
+    with _refused(postgres_cluster, postgres_url, "BEFORE INSERT ON events FOR EACH ROW",
+                  "refused by the test", "serialization_failure"):
+        postgres_cluster.sql("CREATE TRIGGER refuse_release BEFORE DELETE ON locks FOR EACH "
+                             "ROW EXECUTE FUNCTION refuse()", postgres_url.rsplit("/", 1)[1])
+        assert _post(w, _notification(_alert("l1"))) == 202
+        _logged_twice(w, "refused by the test")  # failed, let go of its slot, tried again
+    [done] = _settled(postgres_url, 1, timeout=30)
+    assert done["outcome"] == "succeeded" and sink.calls == {"l1": 1}
