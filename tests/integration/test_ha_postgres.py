@@ -671,3 +671,40 @@ def test_a_run_whose_target_cannot_be_let_go_in_an_outage_is_decided_once_it_end
         _logged_twice(w, "refused by the test")  # failed, let go of its slot, tried again
     [done] = _settled(postgres_url, 1, timeout=30)
     assert done["outcome"] == "succeeded" and sink.calls == {"l1": 1}
+
+
+def test_a_database_restart_mid_storm_loses_no_alert_and_repeats_no_change(
+        replicas, receiver, postgres_cluster, postgres_url):
+    """`pg_ctl restart -m fast` while two replicas work through a storm: every alert
+    acknowledged (Alertmanager retries the 503s of the outage) is decided once, no change
+    is made twice, and a change in flight at the restart is escalated as interrupted."""
+    sink = receiver(delay=0.1)
+    workers = replicas(2, _rules(sink.url), REMEDIATOR_WORKERS="8",
+                       REMEDIATOR_STORE_LEASE="3s")
+    batches = [[_alert(f"r{i + j:04d}") for j in range(10)] for i in range(0, 300, 10)]
+    acked: set[str] = set()
+
+    def storm() -> None:
+        for batch in batches:
+            for _ in range(60):  # as Alertmanager retries, at most for a minute
+                if 202 in [_post(w, _notification(*batch)) for w in workers]:
+                    acked.update(a["fingerprint"] for a in batch)
+                    break
+                time.sleep(0.5)
+            time.sleep(0.05)
+
+    sender = threading.Thread(target=storm)
+    sender.start()
+    deadline = time.monotonic() + 120
+    while sum(sink.calls.values()) < 40:  # remediation under way, alerts arriving
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    postgres_cluster.stop("fast")
+    postgres_cluster.start()
+    sender.join()
+    decisions = _settled(postgres_url, len(acked), timeout=300)
+    assert len(acked) == 300 and Counter(d["fingerprint"] for d in decisions) == {
+        fp: 1 for fp in acked}
+    assert max(sink.calls.values()) == 1
+    for d in decisions:
+        assert d["outcome"] == "succeeded" or "interrupted" in d["reason"], d["reason"]
