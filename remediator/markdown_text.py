@@ -19,16 +19,20 @@ from collections.abc import Iterable
 from typing import Any
 
 # What opens or closes inline markup anywhere in a line: links and images `[ ]`, autolinks
-# and HTML `< >`, code spans, `*` emphasis, strikethrough, table cells, entities (`&lt;`
-# would show `<`), the escape itself. `_` only where it can open or close emphasis (not
-# inside a word: `pg_up` stays as it is). Line breaks become spaces: a value never starts
-# a block.
-_SPECIAL = "\\`*[]<>|~&"
+# and HTML `< >`, code spans, `*` emphasis, table cells, the escape itself. `_` only where
+# it can open or close emphasis (not inside a word: `pg_up` stays as it is), `&` only where
+# it starts an entity (`&lt;` would show `<`; `a=1&b=2` stays), `~` only doubled
+# (strikethrough, a fence). Line breaks become spaces: a value never starts a block. What
+# needs no escape gets none: a backslash shows as itself in a code span an operator copies.
+_SPECIAL = "\\`*[]<>|"
 _TABLE = {ord(c): "\\" + c for c in _SPECIAL} | {ord("\n"): " ", ord("\r"): " "}
-# At a value's start (the start of a list item in a note's next steps), also these open
-# a block: a heading, a list, a setext underline, an ordered list (`1.` or `1)`).
-_LEADING = "#+-="
-_DIGITS = "0123456789"
+_ENTITY = re.compile(r"&(?=#[0-9]{1,7};|#[xX][0-9a-fA-F]{1,6};|[A-Za-z][A-Za-z0-9]{0,31};)")
+_TILDES = re.compile(r"~(?=~)|(?<=~)~")
+# At a value's start (the start of a list item in a note's next steps), what opens a block:
+# a heading (`#` to `######` then a space or the end), a list item (`-`, `+`, `1.`, `1)`
+# likewise), a setext underline or a thematic break (a value of `=` or `-` alone). Not
+# `#tag`, `-flag`, `10.20.30.40:9100` or `1.25.3`: CommonMark makes no block of those.
+_BLOCK = re.compile(r"(#{1,6}|[-+]|[0-9]{1,9}[.)])(?=[ \t]|$)|[-=][-= \t]*$")
 _ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")  # a CommonMark backslash escape
 
 
@@ -44,14 +48,18 @@ def _text(value: str) -> str:
     escaped = value.translate(_TABLE)
     if "_" in escaped:
         escaped = _underscores(escaped)
+    if "&" in escaped:
+        escaped = _ENTITY.sub(r"\\&", escaped)
+    if "~~" in escaped:
+        escaped = _TILDES.sub(r"\\~", escaped)
     rest = escaped.lstrip(" \t")  # a block's marker may follow a few spaces
     head = escaped[:len(escaped) - len(rest)]
-    if rest[:1] and rest[0] in _LEADING:
-        return f"{head}\\{rest}"
-    digits = len(rest) - len(rest.lstrip(_DIGITS))
-    if 0 < digits <= 9 and rest[digits:digits + 1] in (".", ")"):
-        return f"{head}{rest[:digits]}\\{rest[digits:]}"
-    return escaped
+    block = _BLOCK.match(rest)
+    if block is None:
+        return escaped
+    # before the marker's last character: `1\.`, `\#`, `\-`
+    at = block.end(1) - 1 if block.group(1) else 0
+    return f"{head}{rest[:at]}\\{rest[at:]}"
 
 
 _kept = functools.lru_cache(maxsize=4096)(_text)
