@@ -125,6 +125,20 @@ def within(prose: str, values: Iterable[str]) -> str:
 
 
 def unescape(markdown: str) -> str:
-    """Markdown's backslash escapes removed (`\\[` -> `[`): for text shown as it is written
-    (a note's title; Slack, whose mrkdwn has no escapes and no `[text](url)` links)."""
-    return _ESCAPED.sub(r"\1", markdown)
+    """Markdown's backslash escapes removed (`\\[` -> `[`) outside code: for text shown as it
+    is written (a note's title; Slack, whose mrkdwn has no escapes and no `[text](url)`
+    links; a page). A code span's or a fenced block's backslashes are their text (`a\\.b`
+    in a label shown as code, `"C:\\\\data"` in evidence), kept as they are."""
+    out, at = [], 0
+    for code in _CODE.finditer(markdown):
+        out += [_ESCAPED.sub(r"\1", markdown[at:code.start()]), code.group()]
+        at = code.end()
+    out.append(_ESCAPED.sub(r"\1", markdown[at:]))
+    return "".join(out)
+
+
+# A fenced block (as a note's evidence is: ``` alone on its lines), or a code span: a run of
+# backticks not escaped, then what it holds, then a run as long (`code` makes them); a span
+# is looked for only so far (backticks a backend wrote are escaped, in a fence or a span).
+_CODE = re.compile(r"^```[^\n]*\n.*?^```[ \t]*$|(?<![`\\])(`+)(?!`).{1,4000}?(?<!`)\1(?!`)",
+                   re.M | re.S)

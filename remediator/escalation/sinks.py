@@ -137,7 +137,9 @@ class AlertmanagerSink(WebhookSink):
             labels["respond_within"] = _duration(note["respond_within_seconds"])
         return [{
             "labels": labels,
-            "annotations": {"summary": note["title"], "description": note["markdown"][:4000],
+            # A page shows its text as written: the note's escapes removed, as for Slack.
+            "annotations": {"summary": note["title"],
+                            "description": markdown_text.unescape(note["markdown"])[:4000],
                             "outcome": note["outcome"], "reason": note["reason"][:1000],
                             **({"graph_url": note["graph_url"]} if note.get("graph_url") else {})},
             "startsAt": now.isoformat(),

@@ -425,3 +425,60 @@ def test_labels_in_a_note_are_text_never_links_images_or_headings(tmp_path, webh
     for shown in (note, html, chat, hook):
         assert "s3cr" not in shown, shown
         assert "leak=<redacted>" in shown.replace("&lt;", "<").replace("&gt;", ">"), shown
+
+
+COMMAND_RULES = """
+playbooks:
+  - name: exporter-down
+    match: {alertname: ExporterDown}
+    steps:
+      - {name: probe, action: http.request, params: {url: "http://127.0.0.1:9/probe"}}
+    escalation:
+      summary: "{{ labels.title }} on {{ labels.instance }}"
+      sinks: [files, am]
+      next_steps:
+        - "`curl -s 'http://{{ labels.instance }}/metrics?a=1&b={{ labels.version }}'`"
+"""
+
+
+def test_a_note_copies_an_address_as_it_is_and_a_page_shows_text_not_escapes(
+        tmp_path, alertmanager_factory):
+    """What CommonMark would not take as markup gets no backslash: an operator copies the
+    command in a next step's backticks, where a backslash shows as itself
+    (`10\\.20.30.40:9100` did not connect). A page (the Alertmanager sink's description) is
+    read as text: the note's escapes are removed there, and not within its code, whose
+    backslashes are the value's own (`re=a\\.b`)."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "x.yaml").write_text(textwrap.dedent(COMMAND_RULES))
+
+    async def runner(action, params, ctx):
+        raise ActionError("connection refused")
+
+    receiver = WebhookReceiver().start()
+    try:
+        am = alertmanager_factory(webhook_config(receiver.url))
+        cfg = Config(rules=[str(rules)], store="sqlite://", mode="live",
+                     escalation_dir=str(tmp_path / "notes"), guards=loopback_guards(),
+                     escalation_sinks={"am": {"type": "alertmanager", "url": am.url}})
+        service = Service(cfg, executor=Executor(runner=runner, retry_wait=0))
+
+        async def go() -> dict:
+            await service.start(dispatch=False)
+            await service.intake(parse_notification(json.dumps(notification(alert(
+                "ExporterDown", instance="10.20.30.40:9100", version="1.25.3",
+                title="[node] *exporter*", re="a\\.b"))).encode()))
+            [decision] = await service.drain()
+            await service.stop()
+            return decision
+
+        decision = asyncio.new_event_loop().run_until_complete(go())
+        note = (tmp_path / "notes" / f"{decision['id']}.md").read_text()
+        assert "`curl -s 'http://10.20.30.40:9100/metrics?a=1&b=1.25.3'`" in note, note
+        assert "\\[node\\] \\*exporter\\* on 10.20.30.40:9100" in note, note
+        [page] = am.alerts(alertname="RemediationEscalation")
+        description = page["annotations"]["description"]
+        assert "[node] *exporter* on 10.20.30.40:9100" in description, description
+        assert "\\[" not in description and "`re=a\\.b`" in description, description
+    finally:
+        receiver.stop()
