@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import threading
 from collections.abc import Iterator
 
 from . import turns
@@ -17,7 +18,12 @@ def paused() -> Iterator[None]:
     """Loading a rule set allocates a million objects that all stay alive until it is done;
     each batch of them set off a garbage collection that walked every one of them again (a
     fifth of the time of 1 000 files). Nothing made here is cyclic garbage worth chasing
-    meanwhile; the collector resumes (and catches up) when the files are read."""
+    meanwhile; the collector resumes (and catches up) when the files are read. Not for a
+    load in another thread (a reload while `serve` answers): the switch is the whole
+    process's, and the event loop's garbage would wait for the load."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     enabled = gc.isenabled()
     gc.disable()
     try:

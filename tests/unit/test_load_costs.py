@@ -7,6 +7,7 @@ import gc
 import hashlib
 import marshal
 import os
+import threading
 from pathlib import Path
 
 from remediator import templating
@@ -72,6 +73,25 @@ def test_a_failed_load_leaves_the_garbage_collector_running(tmp_path):
     (tmp_path / "worse.yaml").write_bytes(b"\xff\xfe not utf-8")
     assert not validate_paths([str(tmp_path)]).ok
     assert gc.isenabled()
+
+
+def test_a_load_in_another_thread_leaves_the_collector_on_for_the_event_loop():
+    """A reload validates in a thread while `serve` answers: the collector's switch is the
+    whole process's, so pausing it there left the loop's garbage waiting for the load."""
+    from remediator import collector
+
+    seen: list[bool] = []
+
+    def load() -> None:
+        with collector.paused():
+            seen.append(gc.isenabled())
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    thread.join()
+    with collector.paused():  # start-up's load, on the main thread, pauses it
+        seen.append(gc.isenabled())
+    assert seen == [True, False] and gc.isenabled()
 
 
 # --- the parse cache (serve's `rules_cache`) ------------------------------------------------
