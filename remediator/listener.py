@@ -22,16 +22,20 @@ from prometheus_client import Counter
 
 log = logging.getLogger("remediator")
 
-AUTO_MAX = 4096  # `max_connections: 0`: half the descriptor limit, at most this many
+# `max_connections: 0` with no descriptor limit: this many.
+UNLIMITED = 1 << 20
 
 
 def connection_limit(configured: int) -> int:
     """`configured`, or for 0 half the process's file descriptor limit (the other half for
-    the store, the actions' and escalations' connections, files), at most AUTO_MAX."""
+    the store, the actions' and escalations' connections, files). No lower bound of our own:
+    past the cap `/-/healthy` is answered 503 too, and a kubelet restarts the pod; a flood
+    must reach what would otherwise have run the process out of descriptors (a container's
+    limit is often 1 048 576), not a few thousand connections."""
     if configured:
         return configured
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return AUTO_MAX if soft == resource.RLIM_INFINITY else max(1, min(soft // 2, AUTO_MAX))
+    return UNLIMITED if soft == resource.RLIM_INFINITY else max(1, soft // 2)
 
 
 class _Refused(asyncio.Protocol):
@@ -47,7 +51,7 @@ class _Refused(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         transport.write(self.site.answer)
-        if self.site.lingering >= self.site.limit // 8:
+        if self.site.lingering >= max(1, self.site.limit // 8):
             transport.close()
             return
         self.site.lingering += 1

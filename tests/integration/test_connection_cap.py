@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import resource
 import socket
 import time
 
@@ -141,6 +142,23 @@ def test_the_default_cap_is_half_the_file_descriptor_limit(tmp_path):
         for sock in held:
             sock.close()
         w.stop()
+
+
+def test_a_high_descriptor_limit_is_not_cut_to_a_few_thousand_connections():
+    """Past the cap `/-/healthy` is a 503 and a kubelet restarts the pod: a ceiling of 4096
+    let a flood of that many idle connections do what before took the whole limit (a
+    container's is often 1 048 576)."""
+    from remediator.listener import connection_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 10_000:
+        pytest.fail(f"this machine's hard descriptor limit is {hard}: the test needs 10 000")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (10_000, hard))
+    try:
+        assert connection_limit(0) == 5_000
+        assert connection_limit(300) == 300
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_a_negative_cap_is_refused_and_zero_is_the_default():
