@@ -59,10 +59,10 @@ class Config:
     # file descriptor each for an hour). Alertmanager reconnects; a running request (a slow
     # body, the console's live stream) is never cut by it.
     idle_timeout: float = 30.0
-    # A request body still arriving this long after its header is a 408 and its connection
-    # closed: idle_timeout ends once the header is in, and a body trickled a byte at a time
-    # held a handler and a connection for as long as its sender liked. Alertmanager does not
-    # retry a 4xx: ample for max_body_bytes over any network it posts across.
+    # A request body still arriving this long after its header is a 408 (a webhook's a 503,
+    # which Alertmanager retries) and its connection closed: idle_timeout ends once the
+    # header is in, and a body trickled a byte at a time held a handler and a connection for
+    # as long as its sender liked. Ample for max_body_bytes over any network.
     body_timeout: float = 30.0
     # Connections open at once; past it a new one is answered 503 and closed (listener.py).
     # 0: half the file descriptor limit, at most 4096 (the rest for the store, the actions).

@@ -91,7 +91,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     reads, console), never a 500: the work is not lost, the caller should retry; a body in
     a Content-Encoding the route does not take is a 415 naming those it does, one that
     cannot be read (its framing) a 400, one not all received within `body_timeout` a 408
-    (and its connection closed). For
+    (a webhook's a 503, which Alertmanager retries; the connection closed). For
     /alerts also `remediator_webhook_requests_total{code}` for every answer, 401s included,
     and processing keeps to its share of the loop while one is in flight (turns.py).
 
@@ -124,7 +124,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             response = _error(400, f"cannot read the request body: {reason}")
         except BodyTimeout as exc:
             log.warning("%s %s from %s: %s", request.method, request.path, request.remote, exc)
-            response = _error(408, f"{exc}; send it at once")
+            # Alertmanager retries a 5xx only: a notification whose body came too slowly is
+            # sent again, not dropped until its repeat_interval (hours); a form is a 408.
+            response = (_error(503, f"{exc}; send it again, at once", **{"Retry-After": "1"})
+                        if webhook else _error(408, f"{exc}; send it at once"))
             response.force_close()  # the rest of the body is not waited for
         finally:
             if deadline is not None:

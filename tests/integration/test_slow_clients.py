@@ -3,7 +3,8 @@
 aiohttp keeps a connection that never completes its request header for its keepalive_timeout,
 3630 s by default: a few hundred half-sent headers held the process's file descriptors for an
 hour. `idle_timeout` bounds it; a running request (a slow body, the live stream) is not cut.
-A body must arrive whole within `body_timeout` of its header, else its answer is a 408.
+A body must arrive whole within `body_timeout` of its header, else its answer is a 408 (a
+webhook's a 503 with Retry-After: Alertmanager retries a 5xx only).
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def _trickle(port: int, head: bytes, body: bytes, limit: float) -> tuple[bytes, 
     return answer, False
 
 
-def test_a_body_trickled_past_its_deadline_is_a_408_and_its_connection_closed(tmp_path):
+def test_a_body_trickled_past_its_deadline_is_refused_and_its_connection_closed(tmp_path):
     # The header arrives at once; the body a byte at a time: the handler and the connection
     # were held for as long as the sender liked (idle_timeout only covers the header).
     rules = write_rules(tmp_path / "rules", "playbooks: []\n")
@@ -160,7 +161,9 @@ def test_a_body_trickled_past_its_deadline_is_a_408_and_its_connection_closed(tm
                 + TOKEN.encode() + b"\r\nContent-Type: application/json\r\n"
                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
         answer, closed = _trickle(w.port, head, body, BODY + 10)
-        assert answer.startswith(b"HTTP/1.1 408 "), (answer, w.logs())
+        # A 503 Alertmanager retries: a 408 dropped the notification until its repeat_interval.
+        assert answer.startswith(b"HTTP/1.1 503 "), (answer, w.logs())
+        assert b"\r\nRetry-After: 1\r\n" in answer, answer
         message = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
         assert "body" in message and f"{BODY:g}" in message, message
         assert closed, answer  # not left lingering for the rest of the body
@@ -179,7 +182,7 @@ def test_a_body_trickled_past_its_deadline_is_a_408_and_its_connection_closed(tm
         status, result = w.post_alerts(notification(alert("A", fingerprint="whole")))
         assert (status, result) == (202, {"accepted": 1, "duplicates": 0})
         metrics = requests.get(f"{w.url}/metrics", timeout=10).text
-        assert 'remediator_webhook_requests_total{code="408"} 1.0' in metrics
+        assert 'remediator_webhook_requests_total{code="503"} 1.0' in metrics
         assert "Traceback" not in w.logs() and "Unhandled" not in w.logs(), w.logs()
     finally:
         w.stop()
