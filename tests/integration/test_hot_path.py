@@ -528,7 +528,10 @@ def test_a_dry_run_decision_with_a_note_is_encoded_once_and_copied_only_where_ne
     rules = write_rules(tmp_path / "rules", RULES)
     cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
                  escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
-    monkeypatch.setattr(turns, "SLICE", 60.0)  # turns counted by structure, not by CPU time
+    # turns counted by structure, not by CPU time: a chunk held past LONG (a collection, a
+    # busy CI machine) takes a turn before its note, which made this count flake (49)
+    monkeypatch.setattr(turns, "SLICE", 60.0)
+    monkeypatch.setattr(turns, "LONG", 60.0)
     w = InProcessWorker(cfg).start()
     n = 20
     secret = "http://prometheus.example/graph?g0.expr=up&token=sekret-in-the-url"
