@@ -97,6 +97,10 @@ class Metrics:
         self.oldest_approval = Gauge(
             "remediator_oldest_pending_approval_age_seconds",
             "Age of the oldest approval still waiting for an operator (0: none).", registry=r)
+        self.store_clock_offset = Gauge(
+            "remediator_store_clock_offset_seconds",
+            "The shared store's clock minus this replica's (PostgreSQL; 0 on SQLite): what "
+            "guards' windows are corrected by.", registry=r)
         self.build = Info("remediator_build", "Build information.", registry=r)
         self.build.info({"version": __version__})
 

@@ -61,10 +61,10 @@ class Service:
         self.config = config
         self.sleep = sleep
         self.metrics = metrics or Metrics()
-        self.clock = clock
         self.store = open_store(config.store, config.store_sync, lease=config.store_lease,
                                 password=config.store_password)
         self.store.instrument(self.metrics)
+        self._local_clock = clock
         self.backends = Backends(prometheus_url=config.prometheus_url,
                                  alertmanager_url=config.alertmanager_url)
         self.sinks = {name: build_sink(name, spec) for name, spec in config.sink_specs().items()}
@@ -84,9 +84,14 @@ class Service:
         self._stopping = False
         self._pruned_at = 0.0
         self._pending_counted = -1.0  # monotonic time of the pending gauge's last count
-        self._started_at = clock()
+        self._started_at = self.clock()
         self.last_reload: dict[str, Any] = {}  # {"at", "ok", "error"}: shown by the console
         self._reloading = asyncio.Lock()
+
+    def clock(self) -> float:
+        """Now, on the store's clock: what guards' windows, approvals' deadlines and records
+        count on, the same on every replica of a shared store (`Store.clock_offset`)."""
+        return self._local_clock() + self.store.clock_offset
 
     # --- lifecycle ---------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything the test suite needs on a fresh Debian machine, then runs it:
 # Debian packages for the real peers (Prometheus, Alertmanager, PostgreSQL, kubectl, dockerd and the static
-# busybox its test images are made of), a virtualenv with
+# busybox its test images are made of, libfaketime), a virtualenv with
 # the package and its test extras, then lint, the playbook tests and pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,7 @@ command -v haproxy >/dev/null || missing+=(haproxy)  # deploy/compose's socket p
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v chromium >/dev/null || missing+=(chromium)  # the console's browser tests (Selenium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+command -v faketime >/dev/null || missing+=(faketime)  # a replica whose clock is off, for real
 if ((${#missing[@]})); then
   echo "== installing Debian packages: ${missing[*]}"
   apt-get update -qq

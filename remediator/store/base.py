@@ -84,6 +84,10 @@ class Store(Protocol):
         """Open and able to serve now (readiness)."""
         ...
 
+    # Seconds to add to this process's wall clock to read the store's: guards' windows
+    # compare events that several replicas recorded, so they all count on one clock.
+    clock_offset: float
+
     # inbox: durable intake and crash recovery
     async def enqueue(self, items: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> Enqueued:
         """Store (dedupe_key, alert, group) rows atomically; count keys already seen."""

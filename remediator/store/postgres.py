@@ -67,6 +67,11 @@ _Packed = tuple[str, bytes, packing.Ref]  # an inbox row as stored: key, packed 
 _section_db: contextvars.ContextVar[asyncpg.Connection | None] = contextvars.ContextVar(
     "section_db", default=None)
 _ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# A reading of the database's clock is off by at most half its round trip: one slower than
+# this (a loop busy in a storm) keeps the offset read before.
+_CLOCK_ROUND_TRIP = 1.0
+# An offset past this is logged: guards are corrected for it, but the node's clock is wrong.
+_CLOCK_SKEW_LOGGED = 2.0
 # Joined to a statement, makes its commit wait for the WAL flush on a pool whose connections
 # commit asynchronously (read at commit time; local: reset with the transaction). One round
 # trip, as before: a mutation's admission (its intent, sent next, must outlive a database
@@ -128,6 +133,11 @@ class PostgresStore:
         self._metrics: Any = None
         self._refs = packing.Refs()
         self._version = len(MIGRATIONS)  # an older schema opened read-only reads as it is
+        # The database's clock minus this process's, read at open and at each renewal:
+        # replicas whose clocks disagree count guards' windows on the database's (a replica
+        # 15 minutes behind saw its peer's restart as 15 minutes older: a cooldown let
+        # another one through).
+        self.clock_offset = 0.0
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -165,6 +175,7 @@ class PostgresStore:
         self._healthy = True
         self._leases.valid_until = time.monotonic() + self.lease
         if not self.read_only:
+            await self._read_clock()
             self._heartbeat = asyncio.create_task(self._renew_loop(), name="store-leases")
 
     async def _create_pool(self, size: int, sync: str | None = None) -> asyncpg.Pool:
@@ -258,6 +269,30 @@ class PostgresStore:
             self._leases.check()
             return
         self._leases.renewed(sent, held, {r["id"] for r in kept})
+        await self._read_clock()
+
+    async def _read_clock(self) -> None:
+        """Read the database's clock against this process's (`clock_offset`); unread (an
+        outage), the offset read before stands."""
+        async def read(db: asyncpg.Connection) -> tuple[float, float, float]:
+            before = time.time()
+            server = await db.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8")
+            return before, server, time.time()
+
+        try:
+            before, server, after = await self._call("lease", read, fenced=False,
+                                                     pool=self._lease_pool)
+        except StoreUnavailable:
+            return
+        if after - before > _CLOCK_ROUND_TRIP:
+            return
+        offset = server - (before + after) / 2
+        if abs(offset) > _CLOCK_SKEW_LOGGED and abs(self.clock_offset) <= _CLOCK_SKEW_LOGGED:
+            log.warning("this node's clock is %+.1fs from the database's: guards count on the "
+                        "database's; synchronise the node's clock (NTP)", -offset)
+        self.clock_offset = offset
+        if self._metrics is not None:
+            self._metrics.store_clock_offset.set(offset)
 
     def fence(self) -> None:
         """LeaseLost if the current task's claim may have lapsed (`Leases.fence`)."""

@@ -233,6 +233,7 @@ class _Checkpointer:
 
 
 class SQLiteStore(LocalCoordination):
+    clock_offset = 0.0  # one process (or one host's processes) on one file: its own clock
     def __init__(self, url: str = "sqlite://", sync: str = "normal", read_only: bool = False):
         super().__init__()
         self.path = path_from_url(url)

@@ -263,6 +263,38 @@ def test_a_rate_limit_holds_across_replicas(replicas, receiver, postgres_url):
     assert all("rate_limited" in d["reason"] for d in decisions if d["outcome"] == "blocked")
 
 
+def test_a_cooldown_holds_across_replicas_whose_clocks_disagree(
+        tmp_path, replicas, receiver, postgres_url):
+    """A replica whose clock runs 45 minutes behind (libfaketime: its process's wall clock,
+    not its monotonic one) restarts a target; another, on time, then gets a new alert for it
+    within the 30-minute cooldown. Both count on the database's clock: the restart recorded
+    45 minutes "ago" let the second one through (two calls). The skewed replica says so."""
+    sink = receiver()
+    rules = _rules(sink.url, "Skew", guards="{cooldown: 30m, lock: false}")
+    on_time, = replicas(1, rules)
+    behind = WorkerProcess(tmp_path, [str(write_rules(tmp_path / "behind", rules))],
+                           mode="live", store=postgres_url, config=CONFIG,
+                           extra_env={"FAKETIME_DONT_FAKE_MONOTONIC": "1"})
+    behind.args = ["faketime", "-f", "-45m", *behind.args]
+    try:
+        behind.start()
+        assert _post(behind, _notification(_alert("first", "Skew", deployment="web"))) == 202
+        _settled(postgres_url, 1)
+        assert _post(on_time, _notification(_alert("second", "Skew", deployment="web"))) == 202
+        decisions = {d["fingerprint"]: d for d in _settled(postgres_url, 2)}
+        offset = _metric(behind, "remediator_store_clock_offset_seconds")
+        logs = behind.logs()
+    finally:
+        behind.stop()
+    assert decisions["first"]["outcome"] == "succeeded"
+    assert decisions["second"]["outcome"] == "blocked", decisions["second"]["reason"]
+    assert "cooldown" in decisions["second"]["reason"]
+    assert dict(sink.calls) == {"first": 1}
+    assert abs(offset - 45 * 60) < 5, offset
+    assert "this node's clock is -2700" in logs
+    assert abs(_metric(on_time, "remediator_store_clock_offset_seconds")) < 5
+
+
 def test_pause_on_one_replica_stops_every_replica(replicas, receiver, postgres_url):
     sink = receiver()
     a, b = replicas(2, _rules(sink.url))
