@@ -376,7 +376,7 @@ async def approvals(request: web.Request) -> web.Response:
     decided = sorted(((k, s) for k, s in states if s.get("status") != "pending"),
                      key=lambda ks: -ks[1].get("decided_at", 0))[:DECIDED_SHOWN]
     return _page(request, "approvals.html", principal, pending=await _approvals(store, pending),
-                 decided=await _approvals(store, decided), now=time.time())
+                 decided=await _approvals(store, decided), now=service.clock())
 
 
 async def _approvals(store: Store, states: list[tuple[str, dict[str, Any]]]
@@ -429,7 +429,7 @@ async def decide(request: web.Request) -> web.Response:
 async def control(request: web.Request) -> web.Response:
     principal = await _who(request)
     service = _service(request)
-    now = time.time()
+    now = service.clock()  # the store's: circuits' and approvals' deadlines are on it
     circuits = [{"name": key.split(":", 1)[1], "playbook": key.split(":")[1],
                  "target": key.split(":", 2)[2], **redact.value(value)}
                 for key, value in (await service.store.list_state("circuit:")).items()

@@ -25,11 +25,12 @@ import pytest
 
 from remediator.store.postgres import PostgresStore
 from tests.conftest import write_rules
+from tests.console.test_console_http import login
 from tests.integration.test_cli import cli
 from tests.support.alertmanager import Alertmanager, make_alert, webhook_config
 from tests.support.postgres import PostgresCluster
 from tests.support.procs import LOCALHOST, free_port, serve_http
-from tests.support.worker import OPERATOR, TOKEN, WorkerProcess, http
+from tests.support.worker import OPERATOR, OPERATOR_TOKEN, TOKEN, WorkerProcess, http
 
 SLOW = """
 playbooks:
@@ -160,6 +161,15 @@ def _decisions(url: str) -> list[dict]:
     return asyncio.run(read())
 
 
+async def _put_state(url: str, key: str, value: dict) -> None:
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        await store.put_state(key, value)
+    finally:
+        await store.close()
+
+
 def _settled(url: str, expected: int, timeout: float = 120) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
@@ -268,7 +278,9 @@ def test_a_cooldown_holds_across_replicas_whose_clocks_disagree(
     """A replica whose clock runs 45 minutes behind (libfaketime: its process's wall clock,
     not its monotonic one) restarts a target; another, on time, then gets a new alert for it
     within the 30-minute cooldown. Both count on the database's clock: the restart recorded
-    45 minutes "ago" let the second one through (two calls). The skewed replica says so."""
+    45 minutes "ago" let the second one through (two calls). The skewed replica says so, and
+    its console does not show a circuit closed 5 minutes ago as open (its clock said 40
+    minutes were left)."""
     sink = receiver()
     rules = _rules(sink.url, "Skew", guards="{cooldown: 30m, lock: false}")
     on_time, = replicas(1, rules)
@@ -284,8 +296,12 @@ def test_a_cooldown_holds_across_replicas_whose_clocks_disagree(
         decisions = {d["fingerprint"]: d for d in _settled(postgres_url, 2)}
         offset = _metric(behind, "remediator_store_clock_offset_seconds")
         logs = behind.logs()
+        closed = {"opened_at": time.time() - 900, "until": time.time() - 300}
+        asyncio.run(_put_state(postgres_url, "circuit:restart:deployment/demo/db", closed))
+        control = login(behind.url, "alice", OPERATOR_TOKEN).get(f"{behind.url}/ui/control")
     finally:
         behind.stop()
+    assert "No circuit is open." in control.text
     assert decisions["first"]["outcome"] == "succeeded"
     assert decisions["second"]["outcome"] == "blocked", decisions["second"]["reason"]
     assert "cooldown" in decisions["second"]["reason"]
