@@ -284,6 +284,9 @@ class PostgresStore:
                                                      pool=self._lease_pool)
         except StoreUnavailable:
             return
+        except asyncpg.PostgresError as exc:  # refused: neither open nor the renewals fail for it
+            log.warning("cannot read the database's clock: %s", exc)
+            return
         if after - before > _CLOCK_ROUND_TRIP:
             return
         offset = server - (before + after) / 2

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -309,6 +310,31 @@ def test_a_cooldown_holds_across_replicas_whose_clocks_disagree(
     assert abs(offset - 45 * 60) < 5, offset
     assert "this node's clock is -2700" in logs
     assert abs(_metric(on_time, "remediator_store_clock_offset_seconds")) < 5
+
+
+def test_a_database_that_refuses_its_clock_is_served_on_the_replicas_clock(
+        tmp_path, postgres_cluster, receiver):
+    """A locked-down role that may not call `clock_timestamp()` (EXECUTE revoked): the store
+    still opens, renews its leases and decides on the replica's own clock, and says why."""
+    role, password = f"clk_{uuid.uuid4().hex[:8]}", f"S3cret-{uuid.uuid4().hex}"
+    url = postgres_cluster.password_role(role, password)
+    postgres_cluster.sql("REVOKE EXECUTE ON FUNCTION pg_catalog.clock_timestamp() FROM PUBLIC",
+                         url.rsplit("/", 1)[1])
+    (tmp_path / "password").write_text(password)
+    w = WorkerProcess(tmp_path, [str(write_rules(tmp_path / "rules", _rules(receiver().url)))],
+                      store=url, extra_env={"REMEDIATOR_STORE_LEASE": "3s",
+                                            "REMEDIATOR_STORE_PASSWORD_FILE":
+                                                str(tmp_path / "password")})
+    w.start()
+    try:
+        assert w.post_alerts(_notification(_alert("a1")))[0] == 202
+        assert [d["outcome"] for d in w.decided()] == ["planned"]
+        _logged_twice(w, "cannot read the database's clock: permission denied")  # a renewal's
+        assert http("GET", f"{w.url}/-/ready")[0] == 200
+        logs = w.logs()
+    finally:
+        w.stop()
+    assert "cannot renew store leases" not in logs
 
 
 def test_pause_on_one_replica_stops_every_replica(replicas, receiver, postgres_url):
