@@ -13,6 +13,7 @@ import contextlib
 import functools
 import json
 import logging
+import re
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from .session import COOKIE, Sessions
 
 if TYPE_CHECKING:
     import jinja2
+    from markupsafe import Markup
 
     from ..store.base import Store
 
@@ -69,6 +71,19 @@ def _when(value: Any) -> str:
     return str(value or "").replace("T", " ").split(".")[0].rstrip("Z") + (" UTC" if value else "")
 
 
+# Where a long name may wrap: between a lower-case letter or digit and a capital
+# (ShopErrors|High) and after a slash (namespace/|deployment/|name).
+_BREAKS = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=/)")
+
+
+def _breakable(value: Any) -> Markup:
+    """A name, escaped, with `<wbr>` where it may wrap (console.js `breakable` for live rows):
+    alert names and targets have no spaces, and broke anywhere or widened the list."""
+    from markupsafe import Markup, escape
+
+    return Markup("<wbr>").join(escape(part) for part in _BREAKS.split(str(value)))
+
+
 @functools.cache
 def _pages() -> jinja2.Environment:
     """The pages' templates, loaded when the first page is drawn (Jinja2 is not imported
@@ -78,6 +93,7 @@ def _pages() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("remediator.console", "templates"),
                              autoescape=True)  # a missing optional field shows empty
     env.filters["when"] = _when
+    env.filters["breakable"] = _breakable
     env.filters["pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
     return env
 

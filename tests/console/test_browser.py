@@ -159,12 +159,20 @@ def _scenario(driver, wait, worker_factory, prom, kubeapi, now):
     wait.until(lambda d: "blocked" in row.text)
     assert driver.execute_script("return window.sameDocument") is True  # it came live
     assert "ShopErrorsHigh" in row.text
+    assert len(row.find_elements(By.CSS_SELECTOR, "a wbr")) == 2  # Shop|Errors|High may wrap
     w.post_alerts(notification(firing("web-b")))
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#decisions tr[data-id]")) == 2)
     assert "DRY-RUN" not in driver.find_element(By.ID, "mode").text
     assert "LIVE" in driver.find_element(By.ID, "mode").text
     driver.refresh()
     shot(driver, "decisions")
+    drawn = driver.find_element(By.CSS_SELECTOR, "#decisions tr[data-id]")
+    assert len(drawn.find_elements(By.CSS_SELECTOR, "a wbr")) == 2  # as the server draws it
+    assert len(drawn.find_elements(By.CSS_SELECTOR, "td.mono wbr")) == 2  # ns/|deployment/|web
+    driver.set_window_size(860, 900)  # the list fits a narrow window: no sideways scroll
+    assert driver.execute_script("return document.documentElement.scrollWidth "
+                                 "<= document.documentElement.clientWidth")
+    driver.set_window_size(1280, 900)
 
     # Opening it: the hostile labels are text, nothing ran; the viewer may not act.
     [a_id] = [d["id"] for d in w.wait_executions(2) if d["alert"]["labels"]["deployment"] == "web-a"]

@@ -9,6 +9,15 @@ function cell(text, cls) {
   return td;
 }
 
+// As the pages' `breakable` filter: a name with <wbr> where it may wrap.
+function breakable(parent, text) {
+  text.split(/(?<=[a-z0-9])(?=[A-Z])|(?<=\/)/).forEach((part, i) => {
+    if (i) parent.appendChild(document.createElement("wbr"));
+    parent.appendChild(document.createTextNode(part));
+  });
+  return parent;
+}
+
 function pill(outcome) {
   const span = document.createElement("span");
   span.className = "pill o-" + outcome.replace(/[^a-z_]/g, "");
@@ -25,17 +34,17 @@ function row(d, prefix) {
   tr.dataset.id = d.id;
   tr.className = "fresh";
   tr.appendChild(cell(when(d.created_at), "nowrap"));
-  const name = cell("");
+  const name = cell("", "wrap");
   const a = document.createElement("a");
   a.href = prefix + "/executions/" + encodeURIComponent(d.id);
-  a.textContent = d.alertname;
-  name.appendChild(a);
+  name.appendChild(breakable(a, d.alertname || ""));
   tr.appendChild(name);
-  tr.appendChild(cell(d.playbook || "\u2014", "nowrap"));
+  tr.appendChild(cell(d.playbook || "\u2014", "wrap"));
   const outcome = cell("");
   outcome.appendChild(pill(d.outcome));
   tr.appendChild(outcome);
-  tr.appendChild(cell(typeof d.target === "string" ? d.target : JSON.stringify(d.target), "mono"));
+  const target = typeof d.target === "string" ? d.target : JSON.stringify(d.target);
+  tr.appendChild(breakable(cell("", "mono wrap"), target || ""));
   tr.appendChild(cell(d.reason, "reason"));
   return tr;
 }
