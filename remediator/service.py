@@ -98,6 +98,7 @@ class Service:
     async def start(self, dispatch: bool = True) -> None:
         self.rules = self._load_rules()
         await self.store.open()
+        self._started_at = self.clock()  # on the store's clock, as the pause's time
         guards = Guards(self.store, self.config.guards, clock=self.clock, sleep=self.sleep,
                         precondition=precondition_check(self.backends))
         escalator = Escalator(self.store, self.backends, self.sinks,
@@ -322,7 +323,9 @@ class Service:
         self.metrics.paused_seconds.set(now - paused_at if paused_at is not None else 0)
         running = await self.store.list_executions(limit=1000, outcome="running")
         started = [_epoch(e["created_at"]) for e in running if e.get("created_at")]
-        self.metrics.oldest_running.set(now - min(started) if started else 0)
+        # Recorded on this process's clock (created_at), so aged on it.
+        local = now - self.store.clock_offset
+        self.metrics.oldest_running.set(local - min(started) if started else 0)
         pending = await self.store.list_state(PENDING)
         # A withdrawn approval keeps its entry until its run is finished: nobody waits on it.
         asked = [p["requested_at"] for p in pending.values()

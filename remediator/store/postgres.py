@@ -53,6 +53,8 @@ from .base import (
     StoreUnavailable,
     redact,
 )
+from .postgres_clock import NOW, DatabaseClock
+from .postgres_clock import read as clock_reading
 from .postgres_connection import Connection
 from .postgres_leases import Leases
 from .postgres_schema import MIGRATION_LOCK, MIGRATIONS, migrate
@@ -67,11 +69,6 @@ _Packed = tuple[str, bytes, packing.Ref]  # an inbox row as stored: key, packed 
 _section_db: contextvars.ContextVar[asyncpg.Connection | None] = contextvars.ContextVar(
     "section_db", default=None)
 _ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
-# A reading of the database's clock is off by at most half its round trip: one slower than
-# this (a loop busy in a storm) keeps the offset read before.
-_CLOCK_ROUND_TRIP = 1.0
-# An offset past this is logged: guards are corrected for it, but the node's clock is wrong.
-_CLOCK_SKEW_LOGGED = 2.0
 # Joined to a statement, makes its commit wait for the WAL flush on a pool whose connections
 # commit asynchronously (read at commit time; local: reset with the transaction). One round
 # trip, as before: a mutation's admission (its intent, sent next, must outlive a database
@@ -133,16 +130,18 @@ class PostgresStore:
         self._metrics: Any = None
         self._refs = packing.Refs()
         self._version = len(MIGRATIONS)  # an older schema opened read-only reads as it is
-        # The database's clock minus this process's, read at open and at each renewal:
-        # replicas whose clocks disagree count guards' windows on the database's (a replica
-        # 15 minutes behind saw its peer's restart as 15 minutes older: a cooldown let
-        # another one through).
-        self.clock_offset = 0.0
+        self._clock = DatabaseClock()
 
     # --- lifecycle -----------------------------------------------------------------------
 
     def instrument(self, metrics: Any) -> None:
         self._metrics = metrics
+        self._clock.instrument(metrics)
+
+    @property
+    def clock_offset(self) -> float:
+        """The database's clock minus this process's (postgres_clock.py)."""
+        return self._clock.offset
 
     @property
     def is_open(self) -> bool:
@@ -165,6 +164,9 @@ class PostgresStore:
                 else:
                     await db.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
                 self._version = await migrate(db, self.read_only)
+            if not self.read_only:
+                async with self._pool.acquire() as db:
+                    await self._clock.first(db, _transient)
         except _ERRORS as exc:
             for pool in (self._pool, self._lease_pool):
                 if pool is not None:
@@ -175,7 +177,6 @@ class PostgresStore:
         self._healthy = True
         self._leases.valid_until = time.monotonic() + self.lease
         if not self.read_only:
-            await self._read_clock()
             self._heartbeat = asyncio.create_task(self._renew_loop(), name="store-leases")
 
     async def _create_pool(self, size: int, sync: str | None = None) -> asyncpg.Pool:
@@ -259,43 +260,26 @@ class PostgresStore:
                 "UPDATE inbox SET lease_until = now() + make_interval(secs => $3) "
                 "WHERE id = ANY($1::bigint[]) AND owner=$2 AND state='running' RETURNING id",
                 held, self.replica, self.lease), fenced=False, pool=self._lease_pool)
-            await self._call("lease", lambda db: db.execute(
-                "UPDATE locks SET lease_until = now() + make_interval(secs => $3) "
-                "WHERE owner=$1 AND holder = ANY($2::text[])",
-                self.replica, sorted(self._leases.holders), self.lease), fenced=False,
-                pool=self._lease_pool)
+            # The database's clock is read in the same round trip (a statement of its own
+            # delayed the next renewal when it was slow, and this one is timed anyway).
+            renew_locks = ("UPDATE locks SET lease_until = now() + make_interval(secs => $3) "
+                           "WHERE owner=$1 AND holder = ANY($2::text[])")
+            args = (self.replica, sorted(self._leases.holders), self.lease)
+            reading = None
+            if self._clock.readable:
+                reading = await self._call("lease", lambda db: clock_reading(
+                    db, f"WITH renewed AS ({renew_locks}) SELECT {NOW}", *args),
+                    fenced=False, pool=self._lease_pool)
+            else:
+                await self._call("lease", lambda db: db.execute(renew_locks, *args),
+                                 fenced=False, pool=self._lease_pool)
         except StoreUnavailable as exc:
             log.error("cannot renew store leases: %s", exc)
             self._leases.check()
             return
         self._leases.renewed(sent, held, {r["id"] for r in kept})
-        await self._read_clock()
-
-    async def _read_clock(self) -> None:
-        """Read the database's clock against this process's (`clock_offset`); unread (an
-        outage), the offset read before stands."""
-        async def read(db: asyncpg.Connection) -> tuple[float, float, float]:
-            before = time.time()
-            server = await db.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8")
-            return before, server, time.time()
-
-        try:
-            before, server, after = await self._call("lease", read, fenced=False,
-                                                     pool=self._lease_pool)
-        except StoreUnavailable:
-            return
-        except asyncpg.PostgresError as exc:  # refused: neither open nor the renewals fail for it
-            log.warning("cannot read the database's clock: %s", exc)
-            return
-        if after - before > _CLOCK_ROUND_TRIP:
-            return
-        offset = server - (before + after) / 2
-        if abs(offset) > _CLOCK_SKEW_LOGGED and abs(self.clock_offset) <= _CLOCK_SKEW_LOGGED:
-            log.warning("this node's clock is %+.1fs from the database's: guards count on the "
-                        "database's; synchronise the node's clock (NTP)", -offset)
-        self.clock_offset = offset
-        if self._metrics is not None:
-            self._metrics.store_clock_offset.set(offset)
+        if reading is not None:
+            self._clock.update(reading)
 
     def fence(self) -> None:
         """LeaseLost if the current task's claim may have lapsed (`Leases.fence`)."""
