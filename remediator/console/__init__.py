@@ -101,7 +101,8 @@ def _pages() -> jinja2.Environment:
 def setup(app: web.Application, service: Service, users: Users) -> None:
     cfg = service.config
     app[SESSIONS] = Sessions(users, service.store, cfg.console_session_secret,
-                             cfg.console_session_ttl, cfg.console_cookie_secure)
+                             cfg.console_session_ttl, cfg.console_cookie_secure,
+                             clock=service.clock)
     app[FEED] = live.Feed(service.store)
     app.on_cleanup.append(_close_feed)
     r = app.router

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..auth import Principal, Users
@@ -25,11 +26,14 @@ LOGGED_OUT = "console-logout:"  # + the session's nonce -> {"until": its expiry}
 
 class Sessions:
     def __init__(self, users: Users, store: Any, secret: str = "", ttl: float = 12 * 3600.0,
-                 secure: bool = False):
+                 secure: bool = False, clock: Callable[[], float] = time.time):
         # Without a configured secret each process signs with its own: sessions then end at
         # a restart, and several replicas need sticky routing or the shared secret.
         self._key = hashlib.sha256((secret or secrets.token_hex(32)).encode()).digest()
         self.users, self.store, self.ttl, self.secure = users, store, ttl, secure
+        # The store's clock (Service.clock): a logout is kept until the cookie's expiry, and a
+        # replica whose own clock ran ahead dropped it while the others still took the cookie.
+        self.clock = clock
 
     def _sign(self, payload: str) -> str:
         # A cookie's text is the browser's (any header byte reaches us, undecodable ones as
@@ -44,7 +48,7 @@ class Sessions:
                                    self._sign(payload).encode())
 
     def issue(self, principal: Principal, now: float | None = None) -> str:
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         payload = f"{principal.name}|{int(now)}|{int(now + self.ttl)}|{secrets.token_urlsafe(16)}"
         return f"{payload}|{self._sign(payload)}"
 
@@ -54,7 +58,7 @@ class Sessions:
         if not payload or not self._signed(payload, mac):
             return None
         name, _issued, expires, nonce = [*payload.split("|"), "", "", ""][:4]
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         if not expires.isdigit() or int(expires) < now \
                 or await self.store.get_state(LOGGED_OUT + nonce) is not None:
             return None
@@ -72,7 +76,7 @@ class Sessions:
         expired meanwhile are dropped."""
         parts = cookie.split("|")
         if len(parts) == 5 and parts[2].isdigit():
-            now = time.time()
+            now = self.clock()
             for key, value in (await self.store.list_state(LOGGED_OUT)).items():
                 if value.get("until", 0) < now:
                     await self.store.put_state(key, None)

@@ -23,10 +23,11 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
+import requests
 
 from remediator.store.postgres import PostgresStore
 from tests.conftest import write_rules
-from tests.console.test_console_http import login
+from tests.console.test_console_http import csrf, login
 from tests.integration.test_cli import cli
 from tests.support.alertmanager import Alertmanager, make_alert, webhook_config
 from tests.support.postgres import PostgresCluster
@@ -310,6 +311,33 @@ def test_a_cooldown_holds_across_replicas_whose_clocks_disagree(
     assert abs(offset - 45 * 60) < 5, offset
     assert "this node's clock is -2700" in logs
     assert abs(_metric(on_time, "remediator_store_clock_offset_seconds")) < 5
+
+
+def test_a_logout_holds_on_every_replica_whatever_their_clocks(tmp_path, replicas, receiver,
+                                                               postgres_url):
+    """A logout is kept in the store until the cookie's expiry (12 h), and any logout drops
+    those past it. A replica whose clock ran 13 hours ahead dropped them all at its next
+    logout: a session logged out on another replica worked there again."""
+    rules = _rules(receiver().url)
+    on_time, = replicas(1, rules)
+    ahead = WorkerProcess(tmp_path, [str(write_rules(tmp_path / "ahead", rules))],
+                          store=postgres_url, config=CONFIG,
+                          extra_env={"FAKETIME_DONT_FAKE_MONOTONIC": "1"})
+    ahead.args = ["faketime", "-f", "+13h", *ahead.args]
+
+    def log_out(session: requests.Session, url: str) -> None:
+        session.post(f"{url}/ui/logout", data={"csrf": csrf(session.get(f"{url}/ui/").text)})
+
+    stolen = login(on_time.url, "alice", OPERATOR_TOKEN)
+    cookie = dict(stolen.cookies)  # kept by whoever copied it before the logout
+    log_out(stolen, on_time.url)
+    try:
+        ahead.start()
+        log_out(login(ahead.url, "alice", OPERATOR_TOKEN), ahead.url)
+    finally:
+        ahead.stop()
+    page = requests.get(f"{on_time.url}/ui/", cookies=cookie, allow_redirects=False)
+    assert page.status_code == 303 and "/ui/login" in page.headers["Location"]
 
 
 def test_a_database_that_refuses_its_clock_is_served_on_the_replicas_clock(
