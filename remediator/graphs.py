@@ -8,6 +8,7 @@ raises: a graph that cannot be had says why, in the picture itself.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import math
 import time
@@ -24,6 +25,8 @@ from .untrusted_regex import Regex, compile_regex
 WIDTH, HEIGHT = 720, 240
 _LEFT, _RIGHT, _TOP, _BOTTOM = 64, 16, 28, 34
 _MAX_SERIES = 8
+_RULES_FRESH, _RULES_RETRY = 60.0, 10.0  # seconds between reads of the rules (after a failure)
+_UNANSWERED = (aiohttp.ClientError, TimeoutError, ValueError, OSError)
 _COLOURS = ("#2563eb", "#d97706", "#059669", "#7c3aed", "#db2777", "#0891b2", "#65a30d", "#475569")
 # `<expr> <op> <number>` at the top level: the left side is graphed, the number is the threshold.
 # The expression is the alert sender's (its generatorURL): RE2, linear in it. Python's `re`
@@ -112,11 +115,70 @@ def _epoch(iso: str) -> float | None:
         return None
 
 
+class AlertRules:
+    """The alerting rules the configured Prometheus evaluates: the only alert expressions a
+    graph queries.
+
+    An alert's expression is its sender's (generatorURL's `g0.expr`): graphed as it came,
+    whoever can post a webhook would have remediator run any PromQL against Prometheus, as
+    costly or as revealing as they like, each time an operator opens the page. Prometheus
+    writes `g0.expr` as it formats the rule's query, the very text `/api/v1/rules` reports,
+    and names the alert after its rule, so an alert Prometheus sent matches exactly.
+    Read at most once a minute (10 s after a failure, keeping the last list read), by one
+    coroutine at a time, bounded by the graph's timeout; never raises."""
+
+    def __init__(self) -> None:
+        self._rules: dict[str, frozenset[str]] | None = None  # rule name -> its queries
+        self._problem = "Prometheus's alerting rules were not read yet"
+        self._next = 0.0  # monotonic: when they may be read again
+        self._lock = asyncio.Lock()
+
+    async def why_not(self, session: aiohttp.ClientSession, prometheus_url: str,
+                      timeout: float, alertname: str, expr: str) -> str:
+        """"" when `expr` is what Prometheus's alerting rule `alertname` evaluates; else why
+        the alert's expression is not graphed, said plainly."""
+        if time.monotonic() >= self._next:
+            async with self._lock:
+                if time.monotonic() >= self._next:
+                    rules, self._problem = await _alert_rules(session, prometheus_url, timeout)
+                    self._rules = rules if rules is not None else self._rules
+                    self._next = time.monotonic() + (
+                        _RULES_FRESH if rules is not None else _RULES_RETRY)
+        if self._rules is None:
+            return self._problem
+        if alertname not in self._rules:
+            return "not drawn: Prometheus has no alerting rule named as this alert"
+        if expr not in self._rules[alertname]:
+            return "not drawn: the Prometheus alerting rule of this name evaluates another expression"
+        return ""
+
+
+async def _alert_rules(session: aiohttp.ClientSession, prometheus_url: str,
+                       timeout: float) -> tuple[dict[str, frozenset[str]] | None, str]:
+    """Prometheus's alerting rules (name -> queries), or None and why not."""
+    url = prometheus_url.rstrip("/") + "/api/v1/rules"
+    try:
+        async with session.get(url, params={"type": "alert"},
+                               timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            body = await resp.json(content_type=None)
+        rules: dict[str, set[str]] = {}
+        for group in body["data"]["groups"]:
+            for rule in group["rules"]:
+                if rule.get("type") == "alerting":
+                    rules.setdefault(str(rule["name"]), set()).add(str(rule["query"]).strip())
+    except _UNANSWERED as exc:
+        return None, f"Prometheus did not answer ({type(exc).__name__}) with its rules; no graph now"
+    except (KeyError, TypeError, AttributeError):
+        return None, f"Prometheus answered {resp.status} without its alerting rules; no graph now"
+    return {name: frozenset(queries) for name, queries in rules.items()}, ""
+
+
 async def fetch(session: aiohttp.ClientSession, prometheus_url: str, graph: Graph,
                 timeout: float, step: float = 0.0) -> Graph:
     """Fill `graph.series` from `query_range` over [start, end]; on any failure, `problem`.
-    `step` defaults to ~240 points over the window (at least 15 s apart)."""
-    if not graph.expr:
+    `step` defaults to ~240 points over the window (at least 15 s apart). A graph that
+    already has a problem is not queried."""
+    if not graph.expr or graph.problem:
         return graph
     step = step or max(15.0, (graph.end - graph.start) / 240)
     # Evaluate at `end` and back from it, so the newest value is always drawn.
@@ -128,7 +190,7 @@ async def fetch(session: aiohttp.ClientSession, prometheus_url: str, graph: Grap
         async with session.post(url, data=data,
                                 timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             body = await resp.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
+    except _UNANSWERED as exc:
         graph.problem = f"Prometheus did not answer ({type(exc).__name__}); no graph now"
         return graph
     if not isinstance(body, dict) or body.get("status") != "success":
@@ -153,7 +215,7 @@ async def probe(session: aiohttp.ClientSession, prometheus_url: str, timeout: fl
         async with session.post(url, data={"query": "1"},
                                 timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             body = await resp.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
+    except _UNANSWERED as exc:
         return f"Prometheus did not answer ({type(exc).__name__})"
     if not isinstance(body, dict) or body.get("status") != "success":
         return f"Prometheus answered {resp.status} without a result"

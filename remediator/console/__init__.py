@@ -41,6 +41,7 @@ log = logging.getLogger("remediator.console")
 
 SESSIONS = web.AppKey("console_sessions", Sessions)
 FEED = web.AppKey("console_feed", live.Feed)
+ALERT_RULES = web.AppKey("console_alert_rules", graphs.AlertRules)
 PREFIX = "/ui"
 OUTCOMES = ("running", "planned", "succeeded", "failed", "blocked", "escalated", "resolved",
             "no_match", "duplicate")
@@ -104,6 +105,7 @@ def setup(app: web.Application, service: Service, users: Users) -> None:
                              cfg.console_session_ttl, cfg.console_cookie_secure,
                              clock=service.clock)
     app[FEED] = live.Feed(service.store)
+    app[ALERT_RULES] = graphs.AlertRules()
     app.on_cleanup.append(_close_feed)
     r = app.router
     r.add_get("/", home)
@@ -341,25 +343,31 @@ async def graph_svg(request: web.Request) -> web.Response:
     decision = await service.store.get_execution(request.match_info["id"])
     if decision is None:
         raise _page_error(request, 404, f"no execution {request.match_info['id']!r}", principal)
-    g = await build_graph(service, decision, request.query.get("q", "alert"))
+    g = await build_graph(service, request.app[ALERT_RULES], decision,
+                          request.query.get("q", "alert"))
     return web.Response(text=graphs.render(g), content_type="image/svg+xml",
                         headers={"Cache-Control": "no-store"})
 
 
-async def build_graph(service: Service, decision: dict[str, Any], which: str) -> graphs.Graph:
+async def build_graph(service: Service, rules: graphs.AlertRules, decision: dict[str, Any],
+                      which: str) -> graphs.Graph:
+    """The playbook's verify query (its author's), or the alert's expression (its sender's:
+    queried only when it is what Prometheus's alerting rule of the alert's name evaluates)."""
+    http, url = service.backends.http(), service.config.prometheus_url
+    timeout = service.config.console_graph_timeout
     if which == "verify":
         expr, title = graphs.verify_query(decision), "Verification query"
-        missing = "the playbook has no prometheus.wait_until step to verify with"
+        problem = "" if expr else "the playbook has no prometheus.wait_until step to verify with"
     else:
         expr = graphs.alert_expr((decision.get("alert") or {}).get("generatorURL", ""))
         title = f"{decision.get('alertname', '')}: the alert's expression"
-        missing = "the alert carries no expression (its generatorURL has no g0.expr)"
+        problem = await rules.why_not(http, url, timeout, decision.get("alertname", ""), expr) \
+            if expr else "the alert carries no expression (its generatorURL has no g0.expr)"
     series_expr, threshold = graphs.split_threshold(expr)
     start, end = graphs.window(decision)
     g = graphs.Graph(title=title, expr=series_expr, threshold=threshold, start=start, end=end,
-                     markers=graphs.markers(decision), problem="" if expr else missing)
-    return await graphs.fetch(service.backends.http(), service.config.prometheus_url, g,
-                              service.config.console_graph_timeout)
+                     markers=graphs.markers(decision), problem=problem)
+    return await graphs.fetch(http, url, g, timeout)
 
 
 # --- approvals -----------------------------------------------------------------------------

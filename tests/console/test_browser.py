@@ -31,6 +31,14 @@ ARTIFACTS = ROOT / "artifacts" / "console"
 NS = "neural-hive-pipeline"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 HOSTILE = "<script>alert(1)</script>"
+# The alerting rule whose expression the alerts carry: only such an expression is graphed.
+SHOP_ERRORS = """
+groups:
+  - name: shop
+    rules:
+      - alert: ShopErrorsHigh
+        expr: shop_error_ratio > 0.05
+"""
 RULES = """
 playbooks:
   - name: restart-shop
@@ -126,7 +134,8 @@ def test_console_in_a_real_browser(chromium, worker_factory, exporter, kubeapi, 
     subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics",
                     str(tmp_path / "history.om"), str(prom.workdir / "data")],
                    check=True, capture_output=True, timeout=120)
-    prom.start(prometheus_config([exporter.target], scrape_interval="1s"))
+    prom.start(prometheus_config([exporter.target], scrape_interval="1s",
+                                 rule_files=["alerts.yml"]), {"alerts.yml": SHOP_ERRORS})
     try:
         prom.wait_for("shop_error_ratio", timeout=30)
         _scenario(driver, wait, worker_factory, prom, kubeapi, now)

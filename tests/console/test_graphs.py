@@ -12,11 +12,20 @@ import requests
 
 from remediator import graphs
 from tests.conftest import APPROVAL_RULES
+from tests.support.alertmanager import webhook_config
 from tests.support.payloads import alert, notification
 from tests.support.prometheus import prometheus_config
-from tests.support.worker import VIEWER_TOKEN
+from tests.support.worker import TOKEN, VIEWER_TOKEN
 
 VALUES = [1, 3, 2, 5, 4, 6]  # one per scrape-and-a-bit; a shape a renderer could get wrong
+# WebDown's alerting rule, written as Prometheus would not format it (`graph_test_ratio > 0.5`).
+WEB_DOWN = """
+groups:
+  - name: shop
+    rules:
+      - alert: WebDown
+        expr: graph_test_ratio>0.5
+"""
 
 
 def _points(path: str) -> list[tuple[float, float]]:
@@ -64,7 +73,8 @@ def test_svg_points_follow_the_series_prometheus_holds(exporter, prometheus_fact
 
 def test_console_graph_of_a_decision_from_the_real_prometheus(worker_factory, exporter,
                                                              prometheus_factory):
-    prom = prometheus_factory(prometheus_config([exporter.target], scrape_interval="1s"))
+    prom = prometheus_factory(prometheus_config([exporter.target], rule_files=["alerts.yml"]),
+                              {"alerts.yml": WEB_DOWN})
     exporter.set("graph_test_ratio", 0.9, job="shop")
     prom.wait_for("graph_test_ratio")
     w = worker_factory(APPROVAL_RULES % {"url": "http://127.0.0.1:9/"}, mode="live",
@@ -118,6 +128,76 @@ def test_a_hostile_expression_is_graphed_without_stalling_the_server(worker_fact
     svg = s.get(f"{w.url}/ui/executions/{decision['id']}/graph.svg?q=alert", timeout=20)
     assert svg.status_code == 200 and svg.text.startswith("<svg")
     assert 'class="threshold"' not in svg.text  # nothing compared, no threshold drawn
+    assert "not drawn: " in svg.text  # split, but no rule's expression: never queried
     assert requests.get(f"{w.url}/-/healthy", timeout=5).status_code == 200
     # A comparison after the same spaces is still split, its number the threshold.
     assert graphs.split_threshold("up" + " " * 200_000 + "> 0.5") == ("up", 0.5)
+
+
+# A playbook for each name: an alert of either is decided, so it has a graph to ask for.
+NOTED = "playbooks:\n" + "".join(f"""
+  - name: note-{name.lower()}
+    match: {{alertname: {name}}}
+    target: {{kind: deployment, namespace: prod, name: {name.lower()}}}
+    steps:
+      - name: note
+        action: log
+        params: {{message: seen}}
+""" for name in ("WebDown", "ShopDown"))
+
+
+def _requests(prom, handler: str) -> float:
+    """How many times Prometheus was asked `handler` (its own count, from its /metrics)."""
+    text = requests.get(f"{prom.url}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("prometheus_http_requests_total{")
+               and f'handler="{handler}"' in line)
+
+
+def test_only_the_expression_of_the_alerts_own_rule_is_queried(
+        tmp_path, worker_factory, exporter, prometheus_factory, alertmanager_factory):
+    # Whoever posts a webhook writes its generatorURL: graphed as it came, any PromQL (the
+    # costliest, or series nobody meant to show) ran against Prometheus at each page view.
+    # Prometheus -> Alertmanager -> remediator: the generatorURL as Prometheus writes it.
+    exporter.set("graph_test_ratio", 0.9, job="shop")
+    prom = prometheus_factory(prometheus_config([exporter.target]))
+    w = worker_factory(NOTED, prometheus_url=prom.url, console_graph_timeout=30.0)
+    token = tmp_path / "webhook-token"
+    token.write_text(TOKEN + "\n")
+    am = alertmanager_factory(webhook_config(f"{w.url}/alerts", token_file=token))
+    prom.reload(prometheus_config([exporter.target], rule_files=["alerts.yml"],
+                                  alertmanager_url=am.url), {"alerts.yml": WEB_DOWN})
+    [sent] = w.wait_executions(1, timeout=60)
+    generator_url = sent["alert"]["generatorURL"]
+    assert graphs.alert_expr(generator_url) == "graph_test_ratio > 0.5"  # Prometheus's text
+    costly = alert("WebDown", fingerprint="costly")  # the rule's name, another expression
+    costly["generatorURL"] = f"{prom.url}/graph?g0.expr=" + urllib.parse.quote(
+        'count by (__name__) ({__name__=~".+"})')
+    renamed = alert("ShopDown", fingerprint="renamed")  # the rule's expression, another name
+    renamed["generatorURL"] = generator_url
+    for forged in (costly, renamed):
+        assert w.post_alerts(notification(forged))[0] == 202
+    decided = {d["alert"]["fingerprint"]: d for d in w.wait_executions(3)}
+    s = requests.Session()
+    s.post(f"{w.url}/ui/login", data={"name": "victor", "password": VIEWER_TOKEN})
+
+    def graph(fingerprint: str) -> str:
+        return s.get(f"{w.url}/ui/executions/{decided[fingerprint]['id']}/graph.svg").text
+
+    asked = _requests(prom, "/api/v1/query_range")
+    costly_svg, renamed_svg = graph("costly"), graph("renamed")
+    assert _requests(prom, "/api/v1/query_range") == asked  # neither was queried
+    assert "not drawn: the Prometheus alerting rule of this name evaluates another expression"\
+        in costly_svg and "count by (__name__)" in costly_svg  # what the alert claimed
+    assert "not drawn: Prometheus has no alerting rule named as this alert" in renamed_svg
+    assert '<path class="series"' not in costly_svg + renamed_svg
+    # The rule's own expression is graphed (wait, bounded, for a step's first point).
+    deadline, views = time.monotonic() + 60, 2
+    while '<path class="series"' not in (svg := graph(sent["alert"]["fingerprint"])):
+        assert time.monotonic() < deadline, svg
+        views += 1
+        time.sleep(1)
+    assert 'data-value="0.5"' in svg and _requests(prom, "/api/v1/query_range") > asked
+    # The rules were read once for all these views (again after a minute at most).
+    assert 1 <= _requests(prom, "/api/v1/rules") < views + 1
+
