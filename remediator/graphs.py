@@ -25,6 +25,7 @@ from .untrusted_regex import Regex, compile_regex
 WIDTH, HEIGHT = 720, 240
 _LEFT, _RIGHT, _TOP, _BOTTOM = 64, 16, 28, 34
 _MAX_SERIES = 8
+_MAX_POINTS = 11_000  # Prometheus refuses a range query with more points a series
 _RULES_FRESH, _RULES_RETRY = 60.0, 10.0  # seconds between reads of the rules (after a failure)
 _UNANSWERED = (aiohttp.ClientError, TimeoutError, ValueError, OSError)
 _COLOURS = ("#2563eb", "#d97706", "#059669", "#7c3aed", "#db2777", "#0891b2", "#65a30d", "#475569")
@@ -180,12 +181,15 @@ async def fetch(session: aiohttp.ClientSession, prometheus_url: str, graph: Grap
     already has a problem is not queried."""
     if not graph.expr or graph.problem:
         return graph
-    step = step or max(15.0, (graph.end - graph.start) / 240)
+    span = graph.end - graph.start
+    # Whole milliseconds, as Prometheus counts them, and never more points than it allows.
+    step = math.ceil(max(step or max(15.0, span / 240), span / _MAX_POINTS) * 1000) / 1000
     # Evaluate at `end` and back from it, so the newest value is always drawn.
-    graph.start = graph.end - math.ceil((graph.end - graph.start) / step) * step
+    graph.start = graph.end - min(math.ceil(span / step), _MAX_POINTS) * step
     url = prometheus_url.rstrip("/") + "/api/v1/query_range"
+    # `timeout`: Prometheus stops evaluating when remediator stops waiting.
     data = {"query": graph.expr, "start": f"{graph.start:.3f}", "end": f"{graph.end:.3f}",
-            "step": f"{step:g}"}
+            "step": f"{step:.3f}", "timeout": f"{timeout:g}"}
     try:
         async with session.post(url, data=data,
                                 timeout=aiohttp.ClientTimeout(total=timeout)) as resp:

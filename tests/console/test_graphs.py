@@ -201,3 +201,21 @@ def test_only_the_expression_of_the_alerts_own_rule_is_queried(
     # The rules were read once for all these views (again after a minute at most).
     assert 1 <= _requests(prom, "/api/v1/rules") < views + 1
 
+
+def test_a_range_is_never_finer_than_prometheus_allows(exporter, prometheus_factory):
+    # Prometheus refuses a range of more than 11 000 points a series: an hour at 1 ms.
+    prom = prometheus_factory(prometheus_config([exporter.target]))
+    exporter.set("graph_test_ratio", 2.0, job="shop")
+    prom.wait_for("graph_test_ratio")
+    end = time.time()
+
+    async def draw() -> graphs.Graph:
+        g = graphs.Graph("fine", expr="graph_test_ratio", start=end - 3600, end=end)
+        async with aiohttp.ClientSession() as session:
+            return await graphs.fetch(session, prom.url, g, timeout=30, step=0.001)
+
+    g = asyncio.run(draw())
+    assert not g.problem, g.problem
+    [(_, samples)] = g.series
+    assert samples and {v for _, v in samples} == {2.0}
+    assert g.end - g.start >= 3599  # the whole hour, at a step Prometheus takes
