@@ -199,7 +199,7 @@ def test_rollout_status_fails_fast_on_progress_deadline_and_times_out_on_a_stuck
     assert failed.detail == ("deployment neural-hive-pipeline/code-forge: deployment "
                              '"code-forge" exceeded its progress deadline')
     assert failed.result["current"] == 4 and failed.result["ready"] == 2
-    assert time.monotonic() - started < 2  # did not wait for the timeout
+    assert time.monotonic() - started < 15  # did not wait for the 30 s timeout
 
     kubeapi.hold_rollout("deployments", NS, "code-forge", fail=False)
     stuck = execute(run, "kubernetes.rollout_status", ctx, namespace=NS, name="code-forge",

@@ -142,7 +142,7 @@ def test_a_count_its_scrape_cut_off_ends_in_the_database_too(tmp_path, postgres_
                 time.sleep(1.0)
                 started = time.monotonic()
                 assert _pending(w) == "0.0"  # the last count, kept
-                assert 0.9 < time.monotonic() - started < 2.0  # the lock held it to its second
+                assert 0.9 < time.monotonic() - started < 5.0  # the lock held it to its second
             time.sleep(1.5)  # the server's check of the connection, a second apart
             left = w.call(counting(holder))
         finally:
