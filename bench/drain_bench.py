@@ -8,7 +8,8 @@ changes it far less than it changes decisions per second. Traffic is bench/storm
 (storm_bench.py's label sets; 2 alerts per request; of every 10 requests 8 new, 1 retry of
 the one before: duplicates, 1 resolution of the one 5 before) and, for the cost of each
 kind of decision, the same alerts split by kind: matched (planned, or coalesced into a run
-on the same target), no_match, resolutions.
+on the same target), no_match, resolutions. Also the mixed drain's store, its files once
+closed (inbox items, decisions, references), in bytes per decision.
 
     python bench/drain_bench.py                    # 20 000 alerts, mixed, then by kind
     python bench/drain_bench.py --profile out.prof # cProfile of the mixed drain
@@ -135,7 +136,10 @@ async def drain(bodies: list[bytes], tmp: Path, profile: str | None,
     await service.stop()
     gc.unfreeze()
     decisions = sum(counted.values())
+    # the store's files once closed (its WAL checkpointed), as storm_bench counts them
+    stored = sum(f.stat().st_size for f in tmp.glob(store.name + "*"))
     return {"alerts": accepted, "duplicates": duplicates, "decisions": decisions,
+            "bytes_per_decision": stored / max(decisions, 1),
             "cpu_us": cpu / max(decisions, 1) * 1e6, "wall": wall, "cpu": cpu,
             "intake_us": intake_cpu / max(accepted + duplicates, 1) * 1e6,
             "outcomes": dict(counted),
@@ -185,7 +189,8 @@ def main() -> None:
               f"{mixed['decisions']} decisions {mixed['outcomes']}")
         print(f"  processing: {mixed['cpu_us']:.0f} us CPU per decision "
               f"({mixed['decisions'] / mixed['wall']:.0f} decisions/s in {mixed['wall']:.1f} s "
-              f"wall, {mixed['cpu'] / mixed['wall']:.0%} of a core); {lines} log lines")
+              f"wall, {mixed['cpu'] / mixed['wall']:.0%} of a core); {lines} log lines; "
+              f"{mixed['bytes_per_decision']:.0f} bytes of store per decision")
         if args.mixed_only:
             return
         from remediator.playbooks.validate import load_rules
