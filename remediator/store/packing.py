@@ -2,12 +2,15 @@
 
 Most of a routine decision repeats the previous decision of its playbook: the escalation
 note's boilerplate, owner and next steps, the step descriptions, the labels. So a decision
-body is zlib-compressed (level 3) with a preset dictionary, its *reference*: the body
-of the first decision this process stored for the same playbook, alert status, mode and
-outcome, kept once in the store's `refs` table. On the storm bench's traffic a decision body
-takes ~1.2 KB compressed alone and ~0.2 KB against its reference. An inbox item (the alert
-and its notification's group) is packed the same way against its alertname's reference:
-~590 bytes of JSON, ~45 packed.
+body is compressed against a dictionary, its *reference*: the body of the first decision
+this process stored for the same playbook, alert status, mode and outcome, kept once in the
+store's `refs` table. A decision body is a Zstandard frame against its reference, digested
+once per reference (`Refs.pack`; version 13 of PostgreSQL's schema, 5 of SQLite's: before,
+zlib with the reference as its preset dictionary, still read). On the storm bench's traffic
+a decision body takes ~1.2 KB compressed alone and ~0.17 KB against its reference. An inbox
+item (the alert and its notification's group) is zlib-compressed with its alertname's
+reference as preset dictionary (`pack_ref`): ~590 bytes of JSON, ~45 packed. The one reader
+(`unpack_ref`) tells the two formats apart by their first bytes.
 
 A process uses a reference for new writes only while it is younger than `WINDOW`, then
 makes a new one. Every row written with a reference was therefore written (an execution's
@@ -26,18 +29,24 @@ import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .base import InboxItem
 
+if TYPE_CHECKING:
+    import zstandard
+
 log = logging.getLogger(__name__)
 
 WINDOW = 6 * 3600.0
-_REF_MAX = 16 << 10  # a dictionary's first 16 KiB (zlib's window is 32)
+_REF_MAX = 16 << 10  # a dictionary's first 16 KiB (zlib's window is 32, so is zstd's below)
 _KEYS = 256  # references cached per process: at most 8 MiB, whatever the rules
+# References kept digested for decisions (`Refs.pack`): ~110 KiB each (its digest ~40, its
+# compressor's state ~70), so at most ~7 MiB; the storm bench's traffic uses 60.
+_PACKERS = 64
 # Other bodies (step records of live runs) are compressed alone, past this size: below it,
 # the header costs more than it saves.
 _PACK_OVER = 256
@@ -51,6 +60,16 @@ class Ref:
     created: float
     data: bytes
     stored: bool = False  # committed: writes no longer need to insert it
+    # A decision's reference digested (`Refs.pack`), when first used: made and used in the
+    # event loop's thread only (a compressor is not for two threads at once).
+    packer: zstandard.ZstdCompressor | None = field(default=None, repr=False, compare=False)
+
+
+def _zstd() -> Any:
+    """The `zstandard` module, imported when a decision is first packed or read (~1.6 ms of
+    CPU: start-up imports nothing it does not need before ready)."""
+    import zstandard
+    return zstandard
 
 
 class Refs:
@@ -60,6 +79,7 @@ class Refs:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._by_key: OrderedDict[str | tuple[Any, ...], Ref] = OrderedDict()
         self._data: OrderedDict[int, bytes] = OrderedDict()
+        self._packers: OrderedDict[int, Ref] = OrderedDict()  # the references digested
         self._clock = clock
 
     def for_body(self, decision: dict[str, Any], text: bytes) -> Ref:
@@ -83,6 +103,22 @@ class Refs:
             self.remember(ref.id, ref.data)
         self._by_key.move_to_end(key)
         return ref
+
+    def pack(self, text: bytes, ref: Ref) -> bytes:
+        """A decision's body: a Zstandard frame against its reference, digested once (zlib
+        hashed its preset dictionary again, in a new 256 KiB state, for every record: ~225 k
+        instructions a body against ~37 k, ~197 bytes against ~171 on the storm bench's
+        decisions). The `_PACKERS` references used last keep their digest and compressor; a
+        reference used again after that is digested again (~225 k, as zlib was)."""
+        packer = ref.packer
+        if packer is None:
+            packer = ref.packer = _packer(ref.data)
+            self._packers[ref.id] = ref
+            if len(self._packers) > _PACKERS:
+                self._packers.popitem(last=False)[1].packer = None
+        else:
+            self._packers.move_to_end(ref.id)
+        return packer.compress(text)
 
     def remember(self, ref_id: int, data: bytes) -> None:
         self._data[ref_id] = data
@@ -201,22 +237,50 @@ def body_text(decision: dict[str, Any]) -> bytes:
 
 
 def pack_ref(text: bytes, ref: bytes) -> bytes:
+    """An inbox item, zlib-compressed with its reference as preset dictionary. Not zstd as
+    decisions are: during a rolling update a replica of the version before may claim an
+    item, and an item it cannot read is finished unprocessed (`unpack_items`), where a
+    decision it cannot read leaves its alert to be retried (by a newer replica, in the end)."""
     # Small state for small records (an inbox item, on the intake path): measured twice as
     # fast to set up and as small. A long one compresses better with more; the window must
     # hold the dictionary. zlib's header says which, so one decompressor reads every size.
-    # A long one (a decision) at level 3, the last without lazy matching: on the storm
-    # bench's decisions 29 % smaller than at level 1 (205 against 288 bytes) and within 10 %
-    # of the default level 6 (187) for two thirds of its time (20 against 29 us). A smaller
-    # state (a 16 KiB window, memLevel 5: the same size) was measured no faster in `serve`'s
-    # process, only in a loop whose freed state the allocator handed back to the system
-    # each time; a copy of a compressor primed with the dictionary was slower.
+    # (A long one was a decision's body, at level 3, before `Refs.pack`; a smaller state was
+    # measured no faster in `serve`'s process, a copy of a primed compressor slower.)
     small = len(text) + len(ref) <= 2048
     z = zlib.compressobj(1 if small else 3, zlib.DEFLATED, 12 if small else zlib.MAX_WBITS,
                          1 if small else 8, zlib.Z_DEFAULT_STRATEGY, ref)
     return z.compress(text) + z.flush()
 
 
+# A Zstandard frame's first four bytes. A zlib stream never starts with them: its first two
+# bytes, read as a big-endian number, are a multiple of 31 (0x28B5 is not).
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _packer(data: bytes) -> zstandard.ZstdCompressor:
+    """A compressor of decisions against the reference `data`, digested: zstd's level 1 with
+    a 4096-entry hash table (its level 3, or larger tables, were neither smaller nor cheaper
+    on the storm bench's decisions, and each table is memory kept per reference); a checksum,
+    as zlib's Adler-32 was (4 bytes: a damaged body fails to read rather than read back
+    altered), and the body's size (a one-shot decompression needs it)."""
+    zstd = _zstd()
+    params = zstd.ZstdCompressionParameters.from_level(
+        1, source_size=_REF_MAX, dict_size=len(data), hash_log=12,
+        write_checksum=1, write_content_size=1, write_dict_id=0)
+    digest = zstd.ZstdCompressionDict(data, dict_type=zstd.DICT_TYPE_RAWCONTENT)
+    digest.precompute_compress(compression_params=params)
+    return zstd.ZstdCompressor(dict_data=digest, compression_params=params)
+
+
 def unpack_ref(blob: bytes, ref: bytes, loads: Callable[[bytes], Any] = json.loads) -> Any:
+    """A record packed against its reference: a Zstandard frame (a decision since
+    `Refs.pack`) or a zlib stream (an inbox item, a decision written before)."""
+    if blob.startswith(_ZSTD_MAGIC):
+        # A decompressor per read, none kept: a storm's drain reads no decision's body (a
+        # claim reads inbox items), and a new one (~22 k instructions) is under zlib's (~59 k).
+        zstd = _zstd()
+        digest = zstd.ZstdCompressionDict(ref, dict_type=zstd.DICT_TYPE_RAWCONTENT)
+        return loads(zstd.ZstdDecompressor(dict_data=digest).decompress(blob))
     z = zlib.decompressobj(zdict=ref)
     return loads(z.decompress(blob) + z.flush())
 
@@ -235,7 +299,7 @@ def pack(value: Any, default: Callable[[Any], Any] | None = None) -> str | bytes
 
 def unpack(stored: str | bytes, ref: bytes | None = None) -> Any:
     """A body as stored: JSON text (short, or written before compression), a zlib BLOB, or
-    a zlib BLOB against its reference."""
+    a BLOB against its reference (`unpack_ref`)."""
     if ref is not None:
         return unpack_ref(stored if isinstance(stored, bytes) else stored.encode(), ref)
     return json.loads(zlib.decompress(stored) if isinstance(stored, bytes) else stored)

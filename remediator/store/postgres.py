@@ -627,7 +627,7 @@ class PostgresStore:
         args += [decision["id"], decision["created_at"], utcnow_iso(),
                  _searched(decision["alertname"]), decision.get("playbook"),
                  decision["outcome"], _searched(decision["fingerprint"]),
-                 packing.pack_ref(text, ref.data), ref.id, packing.awaiting(decision)]
+                 self._refs.pack(text, ref), ref.id, packing.awaiting(decision)]
         with_ = []
         if not ref.stored:  # until committed, a reference goes in with its first users
             args += [ref.created, ref.data]

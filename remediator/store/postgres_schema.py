@@ -346,6 +346,16 @@ MIGRATIONS: list[str | Callable[[asyncpg.Connection], Awaitable[None]]] = [
     """,
     # 12: executions blocked on an approval, indexed by their own record (`_awaiting`)
     lambda db: _awaiting(db),
+    # 13: decisions packed as Zstandard frames against their reference (packing.Refs.pack),
+    # which a version before cannot read: it refuses to start on the database (its schema is
+    # newer than it supports) rather than fail on each record it reads. A replica of that
+    # version still running during a rolling update reads inbox items as before (still
+    # zlib); a decision it cannot read leaves that alert unfinished, retried (the item is
+    # taken over once the replica is gone), and its API lists fail until it is replaced.
+    """
+    COMMENT ON COLUMN executions.packed IS 'a Zstandard frame against refs.data, or (before
+    version 13) zlib with refs.data as preset dictionary';
+    """,
 ]
 
 

@@ -119,6 +119,10 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """,
     # 4: executions blocked on an approval, indexed by their own record (`_awaiting`)
     lambda db: _awaiting(db),
+    # 5: decisions packed as Zstandard frames against their reference (packing.Refs.pack),
+    # which a version before cannot read: it refuses the store (the version is newer than
+    # it supports) rather than open it and fail on each record it reads. Nothing to change.
+    "",
 ]
 
 
@@ -671,7 +675,7 @@ class SQLiteStore(LocalCoordination):
         ref = self._refs.for_body(decision, text)
         row = (decision["id"], decision["created_at"], utcnow_iso(), decision["alertname"],
                decision.get("playbook"), decision["outcome"], decision["fingerprint"],
-               packing.pack_ref(text, ref.data), ref.id, packing.awaiting(decision))
+               self._refs.pack(text, ref), ref.id, packing.awaiting(decision))
 
         def write(db: sqlite3.Connection) -> None:
             if not ref.stored:

@@ -32,7 +32,7 @@ def test_postgresql_reads_the_runs_awaiting_by_their_index_after_an_upgrade(
     # The store as the version before left it, with its history, analyzed (autovacuum does)
     postgres_cluster.sql(
         "DROP INDEX executions_awaiting; ALTER TABLE executions DROP COLUMN awaiting; "
-        "DELETE FROM remediator_schema WHERE version = 12; INSERT INTO executions (id, "
+        "DELETE FROM remediator_schema WHERE version >= 12; INSERT INTO executions (id, "
         "created_at, updated_at, alertname, playbook, outcome, fingerprint, body) SELECT "
         f"'e' || g, '{WHEN}', '{WHEN}', 'A', 'pb', 'success', 'f', '{{}}' FROM "
         f"generate_series(1, {ROWS}) g; ANALYZE executions", database)

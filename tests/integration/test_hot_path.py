@@ -22,6 +22,7 @@ from collections.abc import Iterator
 
 import aiohttp
 import pytest
+import zstandard
 from aiohttp import web
 
 from remediator import (
@@ -524,7 +525,8 @@ def test_a_dry_run_decision_with_a_note_is_encoded_once_and_copied_only_where_ne
     note is recorded, not sent: only the Markdown is redacted (the whole note was, labels
     and all, for a dict thrown away), and it still is. A decision takes two turns. Its
     timestamps (created, finished, stored) share the second's text, formatted once a second
-    (a datetime was made and formatted for each)."""
+    (a datetime was made and formatted for each). Its record is packed against its kind's
+    reference, digested once for all of them (zlib set its dictionary up for each)."""
     rules = write_rules(tmp_path / "rules", RULES)
     cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/w.db", webhook_token=TOKEN,
                  escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
@@ -553,6 +555,10 @@ def test_a_dry_run_decision_with_a_note_is_encoded_once_and_copied_only_where_ne
         _count(monkeypatch, template_context, "build", contexts)
         _count(monkeypatch, json, "dumps", encodings)
         _count(monkeypatch, packing, "dumps", encodings)
+        digests: list[object] = []
+        deflates: list[object] = []
+        _count(monkeypatch, zstandard, "ZstdCompressor", digests)
+        _count(monkeypatch, packing.zlib, "compressobj", deflates)
         note_redaction = types.SimpleNamespace(text=escalation.redact.text,
                                                value=escalation.redact.value)
         _count(monkeypatch, note_redaction, "value", redactions)
@@ -594,6 +600,10 @@ def test_a_dry_run_decision_with_a_note_is_encoded_once_and_copied_only_where_ne
     # the test's request body, then at intake the notification's group once and each alert
     # (its inbox item), and one per decision (its stored body)
     assert len(encodings) == 2 + 2 * n, encodings
+    # each record packed against its kind's reference, digested once, by the warm-up's first
+    # decision (zlib set its dictionary up again for every record, a sixth of a storm's
+    # instructions per decision); zlib for each alert's inbox item at intake only
+    assert digests == [] and len(deflates) == n, (digests, len(deflates))
     assert len(formats) <= seconds + 2, (len(formats), seconds)  # 3 per decision before
 
 

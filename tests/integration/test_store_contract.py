@@ -230,6 +230,60 @@ def test_decisions_compressed_against_a_reference_read_back_whole_and_pruned(run
     run(scenario())
 
 
+def test_a_decision_zlib_packed_by_the_version_before_reads_back_beside_zstd_ones(
+        run, store_url):
+    """Decisions were zlib streams against their reference (the reference as preset
+    dictionary) before they were Zstandard frames against it: a record the version before
+    wrote reads back, listed and alone, after a restart (nothing cached), beside new ones,
+    and is rewritten as a frame when its execution is recorded again."""
+    note = "# [WARNING] A: summary\n\n## Next steps\n\n1. look at the dashboards\n" * 16
+
+    def decision(i: str) -> dict:
+        return {**_decision(i, "planned"), "mode": "dry-run", "escalation": {"note": note + i},
+                "steps": [{"name": "s", "outcome": "planned", "detail": f"plan {i}"}]}
+
+    old, new = decision("o1"), decision("n2")
+    ref = packing.body_text(decision("r0"))
+    text = packing.body_text(old)
+    # the version before packed a decision as it still packs an inbox item (a long one:
+    # level 3, a 32 KiB window, the reference as preset dictionary)
+    blob = packing.pack_ref(text, ref)
+    assert len(text) + len(ref) > 2048 and zlib.decompressobj(zdict=ref).decompress(blob) == text
+
+    async def scenario():
+        store = await _opened(store_url)
+        await store.save_execution(new)
+        if isinstance(store, PostgresStore):
+            await store._pool.execute("INSERT INTO refs (id, created, data) VALUES (7, $1, $2)",
+                                      time.time(), ref)
+            await store._pool.execute(
+                "INSERT INTO executions (id, created_at, updated_at, alertname, playbook, "
+                "outcome, fingerprint, packed, ref) VALUES ('o1', $1, $1, 'A', 'pb', "
+                "'planned', 'f1', $2, 7)", old["created_at"], blob)
+            stored = await store._pool.fetchval("SELECT packed FROM executions WHERE id='n2'")
+        else:
+            with store._db:
+                store._db.execute("INSERT INTO refs (id, created, data) VALUES (7, ?, ?)",
+                                  (time.time(), ref))
+                store._db.execute(
+                    "INSERT INTO executions (id, created_at, updated_at, alertname, playbook, "
+                    "outcome, fingerprint, body, ref) VALUES ('o1', ?, ?, 'A', 'pb', "
+                    "'planned', 'f1', ?, 7)", (old["created_at"], old["created_at"], blob))
+            stored = store._db.execute("SELECT body FROM executions WHERE id='n2'").fetchone()[0]
+        assert stored[:4] == b"\x28\xb5\x2f\xfd"  # a Zstandard frame
+        await store.close()
+        store = await _opened(store_url)  # a restart: no reference known, none digested
+        assert await store.get_execution("o1") == old
+        assert await store.get_execution("n2") == new
+        assert await store.list_executions(10) == [new, old]
+        again = {**old, "reason": "recorded again"}
+        await store.save_execution(again)
+        assert await store.get_execution("o1") == again
+        await store.close()
+
+    run(scenario())
+
+
 async def _column_sum(store, table: str) -> int:
     if isinstance(store, PostgresStore):
         return await store._pool.fetchval(f"SELECT sum(octet_length(packed)) FROM {table}")

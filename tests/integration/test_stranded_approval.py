@@ -67,7 +67,7 @@ def _downgrade(h: Any, cluster: Any) -> None:
                                  body="body", bad="x'789c00'"))
         return
     cluster.sql("DROP INDEX executions_awaiting; ALTER TABLE executions DROP COLUMN awaiting; "
-                "DELETE FROM remediator_schema WHERE version = 12; " + DAMAGED.format(
+                "DELETE FROM remediator_schema WHERE version >= 12; " + DAMAGED.format(
                     body="packed", bad="'\\x789c00'::bytea"), h.cfg.store.rsplit("/", 1)[1])
 
 

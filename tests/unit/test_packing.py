@@ -20,11 +20,11 @@ def test_a_decision_whose_steps_hold_results_keeps_a_non_finite_value():
     results into the body: a Prometheus NaN must read back NaN, not null."""
     decision = {"id": "x", "mode": "dry-run", "outcome": "planned",
                 "steps": [{"name": "q", "result": {"value": float("nan")}}]}
-    ref = b'{"id": "y"}'
-    back = packing.unpack_ref(packing.pack_ref(packing.body_text(decision), ref), ref)
+    refs, ref = packing.Refs(), packing.Ref(1, 0.0, b'{"id": "y"}')
+    back = packing.unpack_ref(refs.pack(packing.body_text(decision), ref), ref.data)
     assert math.isnan(back["steps"][0]["result"]["value"])
     plan = {**decision, "steps": [{"name": "q", "result": {}}]}
-    assert packing.unpack_ref(packing.pack_ref(packing.body_text(plan), ref), ref) == plan
+    assert packing.unpack_ref(refs.pack(packing.body_text(plan), ref), ref.data) == plan
 
 
 def _decision(n: int) -> dict:
@@ -41,12 +41,44 @@ def _decision(n: int) -> dict:
 
 
 def test_a_body_reads_back_against_a_reference_as_long_as_one_is_kept():
+    """Whichever way it was packed: a decision's Zstandard frame, or a zlib stream (an inbox
+    item's, and a decision's before the frames): the reader tells them by their first bytes."""
     ref = packing.body_text(_decision(0))
     long_ref = (ref * 8)[:packing._REF_MAX]
     long_text = packing.body_text({**_decision(2), "extra": [_decision(i) for i in range(9)]})
     for r in (ref, long_ref):
         for text in (packing.body_text(_decision(1)), long_text):
+            framed = packing.Refs().pack(text, packing.Ref(1, 0.0, r))
+            assert framed[:4] == b"\x28\xb5\x2f\xfd"
+            assert packing.unpack_ref(framed, r) == json.loads(text)
             assert packing.unpack_ref(packing.pack_ref(text, r), r) == json.loads(text)
+
+
+def test_a_reference_is_digested_once_for_the_decisions_packed_against_it(monkeypatch):
+    """zlib set its preset dictionary up again for every decision (~16 % of a storm's
+    instructions per decision): a reference is digested when first used, then kept with it,
+    for the `_PACKERS` references used last (memory: ~110 KiB each)."""
+    import zstandard
+    made: list[object] = []
+    real = zstandard.ZstdCompressor
+    monkeypatch.setattr(zstandard, "ZstdCompressor", lambda *a, **k: made.append(a) or real(*a, **k))
+    refs = packing.Refs()
+    texts = [packing.body_text(_decision(n)) for n in range(6)]
+    ref = refs.for_body(_decision(0), texts[0])
+    packed = [refs.pack(text, ref) for text in texts]
+    assert len(made) == 1
+    assert [packing.unpack_ref(p, ref.data) for p in packed] == [json.loads(t) for t in texts]
+    assert sum(map(len, packed)) < sum(map(len, texts)) / 10  # mostly its reference's text
+    # as many other kinds as are kept: the first is digested again when next used, once
+    others = [refs.for_body({**_decision(n), "playbook": f"p{n}"}, texts[1])
+              for n in range(packing._PACKERS)]
+    for other in others:
+        refs.pack(texts[1], other)
+    assert len(made) == 1 + packing._PACKERS and ref.packer is None
+    assert sum(r.packer is not None for r in others) == packing._PACKERS
+    assert packing.unpack_ref(refs.pack(texts[2], ref), ref.data) == json.loads(texts[2])
+    assert refs.pack(texts[3], ref) and len(made) == 2 + packing._PACKERS
+    assert others[0].packer is None  # the least recently used made way
 
 
 def test_an_inbox_item_is_read_by_orjson_and_what_it_refuses_by_json(monkeypatch):
