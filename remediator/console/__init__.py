@@ -28,6 +28,7 @@ from ..auth import NOT_BY_ADDRESS, PasswordChecksBusy, Principal, Users, named_b
 from ..guards import APPROVAL, PENDING
 from ..playbooks.validate import RulesError
 from ..service import Service
+from ..store.base import PAUSE
 from . import live
 from .session import COOKIE, Sessions
 
@@ -191,6 +192,20 @@ async def _operator_post(request: web.Request) -> tuple[Principal, web.MultiDict
     return principal, form
 
 
+async def _state(service: Service) -> dict[str, Any]:
+    """What every page's header says of the automation: paused (and by whom), approvals
+    waiting for a human, circuits open. An operator on the decisions list did not see that
+    automation was paused (only Control said so), nor that a step waited for them."""
+    now = service.clock()
+    paused = await service.store.get_state(PAUSE) or {}
+    pending = await service.store.list_state(PENDING)
+    circuits = await service.store.list_state("circuit:")
+    return {"paused": redact.value(paused) if paused.get("paused") else None,
+            "paused_by_config": service.config.guards.paused,
+            "approvals": sum(1 for p in pending.values() if "withdrawn_at" not in p),
+            "circuits": sum(1 for c in circuits.values() if c.get("until", 0) > now)}
+
+
 def _page(request: web.Request, template: str, principal: Principal | None, status: int = 200,
           **context: Any) -> web.Response:
     service = _service(request)
@@ -282,6 +297,7 @@ async def decisions(request: web.Request) -> web.Response:
     counts = Counter(d.get("outcome", "") for d in items)
     service = _service(request)
     return _page(request, "decisions.html", principal, rows=[_row(d) for d in items],
+                 state=await _state(service),
                  counts=sorted(counts.items()), outcomes=OUTCOMES, filters=filters, since=since,
                  playbooks=sorted(pb.name for pb in service.rules.playbooks), limit=LIST_LIMIT)
 
@@ -329,6 +345,7 @@ async def decision_page(request: web.Request) -> web.Response:
     alert = decision.get("alert") or {}
     expr = graphs.alert_expr(alert.get("generatorURL", ""))
     return _page(request, "decision.html", principal, d=decision, alert=alert,
+                 state=await _state(service),
                  labels=sorted((alert.get("labels") or {}).items()),
                  annotations=sorted((alert.get("annotations") or {}).items()),
                  steps=decision.get("steps") or [], note_html=note_html, pending=pending,
@@ -401,6 +418,7 @@ async def approvals(request: web.Request) -> web.Response:
     decided = sorted(((k, s) for k, s in states if s.get("status") != "pending"),
                      key=lambda ks: -ks[1].get("decided_at", 0))[:DECIDED_SHOWN]
     return _page(request, "approvals.html", principal, pending=await _approvals(store, pending),
+                 state=await _state(service),
                  decided=await _approvals(store, decided), now=service.clock())
 
 
@@ -428,6 +446,7 @@ async def confirm(request: web.Request) -> web.Response:
     if decision is None:
         raise _page_error(request, 404, f"no execution {request.match_info['id']!r}", principal)
     return _page(request, "confirm.html", principal, d=_row(decision), step=step,
+                 state=await _state(service),
                  verb=request.match_info["verb"], runs=_what_runs(decision, step),
                  pending=(await _pending_steps(service, decision["id"])).get(step))
 
@@ -461,6 +480,7 @@ async def control(request: web.Request) -> web.Response:
                 if value.get("until", 0) > now]
     paused = await service.store.get_state("paused") or {}
     return _page(request, "control.html", principal, circuits=circuits,
+                 state=await _state(service),
                  paused=paused, paused_by_config=service.config.guards.paused,
                  rules=sorted(pb.name for pb in service.rules.playbooks),
                  last_reload=redact.value(service.last_reload))

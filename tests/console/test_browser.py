@@ -13,10 +13,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
-import pytest
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
@@ -72,20 +70,6 @@ def _history(target: str, now: float) -> str:
         value = 0.012 + 0.006 * ((i // 15) % 7) / 7 + ramp
         lines.append(f'shop_error_ratio{{instance="{target}",job="test"}} {value:.4f} {t:.0f}')
     return "\n".join([*lines, "# EOF", ""])
-
-
-@pytest.fixture
-def chromium():
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run",
-                "--window-size=1280,900", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
 
 
 def shot(driver: webdriver.Chrome, name: str, docs: str = "") -> None:
