@@ -74,8 +74,9 @@ def _when(value: Any) -> str:
 
 
 # Where a long name may wrap: between a lower-case letter or digit and a capital
-# (ShopErrors|High) and after a slash (namespace/|deployment/|name).
-_BREAKS = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=/)")
+# (ShopErrors|High), after a slash (namespace/|deployment/|name) and after an underscore
+# (API_|DOWN: UPPER_SNAKE alert names broke mid-word). A hyphen is a break already.
+_BREAKS = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[/_])")
 
 
 def _breakable(value: Any) -> Markup:

@@ -21,7 +21,7 @@ def state_banner(driver) -> str:
     return found[0].text if found and found[0].is_displayed() else ""
 
 
-def test_every_page_says_automation_is_paused_and_what_waits(chromium, worker_factory):
+def test_every_page_says_automation_is_paused_and_what_waits(worker_factory, chromium):
     """Only Control said that automation was paused: the decisions list (the landing page)
     looked the same paused or not, and nothing outside Approvals said a step waited."""
     driver = chromium
@@ -54,3 +54,37 @@ def test_every_page_says_automation_is_paused_and_what_waits(chromium, worker_fa
     w.call(w.service.reset_circuits(blocked["target"], "", "alice"))
     driver.get(f"{w.url}/ui/")
     assert state_banner(driver) == ""
+
+
+# The words of each name in the list that the browser split across lines: [word, lines].
+SPLIT_WORDS = """
+return [...document.querySelectorAll('#decisions td a')].flatMap(a =>
+  [...a.childNodes].filter(n => n.nodeType === Node.TEXT_NODE).map(n => {
+    const range = document.createRange();
+    range.selectNodeContents(n);
+    return [n.textContent, range.getClientRects().length];
+  })).filter(([, lines]) => lines !== 1);
+"""
+
+
+def test_alert_names_wrap_between_words_in_a_narrow_window(worker_factory, chromium):
+    """The five systems name alerts both ways (ThreeDPotHighLatency, TENANT_SUSPENSION_CASCADE):
+    at 860 px the alert column was squeezed to a few letters (API_DO|WN), and at any width
+    an UPPER_SNAKE name broke mid-word (EVENTLOG_INTEGRITY_F|AILURE)."""
+    driver = chromium
+    w = worker_factory()  # the demo playbook: DemoDown is planned, the others match nothing
+    names = ("TENANT_SUSPENSION_CASCADE", "EVENTLOG_INTEGRITY_FAILURE", "API_DOWN",
+             "HackathonFileProcessorHighErrorRate", "DemoDown")
+    for i, name in enumerate(names):
+        w.post_alerts(notification(alert(name, fingerprint=f"n{i}", namespace="demo",
+                                         deployment="hackathon-file-processor")))
+    w.wait_executions(len(names))
+    log_in(driver, w.url, "victor", VIEWER_TOKEN)
+    for width in (1360, 860):
+        driver.set_window_size(width, 900)
+        driver.refresh()
+        rows = driver.find_elements(By.CSS_SELECTOR, "#decisions tr[data-id]")
+        assert len(rows) == len(names)
+        assert driver.execute_script(SPLIT_WORDS) == [], width
+        assert driver.execute_script("return document.documentElement.scrollWidth "
+                                     "<= document.documentElement.clientWidth"), width

@@ -11,7 +11,7 @@ function cell(text, cls) {
 
 // As the pages' `breakable` filter: a name with <wbr> where it may wrap.
 function breakable(parent, text) {
-  text.split(/(?<=[a-z0-9])(?=[A-Z])|(?<=\/)/).forEach((part, i) => {
+  text.split(/(?<=[a-z0-9])(?=[A-Z])|(?<=[\/_])/).forEach((part, i) => {
     if (i) parent.appendChild(document.createElement("wbr"));
     parent.appendChild(document.createTextNode(part));
   });
@@ -33,8 +33,15 @@ function row(d, prefix) {
   const tr = document.createElement("tr");
   tr.dataset.id = d.id;
   tr.className = "fresh";
-  tr.appendChild(cell(when(d.created_at), "nowrap"));
-  const name = cell("", "wrap");
+  // Day and time may sit on two lines in a narrow window, as the pages draw them.
+  const at = cell("", "when");
+  const [day, ...time] = when(d.created_at).split(" ");
+  for (const text of [day, time.join(" ")]) {
+    if (at.firstChild) at.appendChild(document.createTextNode(" "));
+    at.appendChild(document.createElement("span")).textContent = text;
+  }
+  tr.appendChild(at);
+  const name = cell("", "wrap name");
   const a = document.createElement("a");
   a.href = prefix + "/executions/" + encodeURIComponent(d.id);
   name.appendChild(breakable(a, d.alertname || ""));
