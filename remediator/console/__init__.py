@@ -36,8 +36,6 @@ if TYPE_CHECKING:
     import jinja2
     from markupsafe import Markup
 
-    from ..store.base import Store
-
 log = logging.getLogger("remediator.console")
 
 SESSIONS = web.AppKey("console_sessions", Sessions)
@@ -346,12 +344,29 @@ async def decision_page(request: web.Request) -> web.Response:
     alert = decision.get("alert") or {}
     expr = graphs.alert_expr(alert.get("generatorURL", ""))
     return _page(request, "decision.html", principal, d=decision, alert=alert,
-                 state=await _state(service),
+                 state=await _state(service), guide=_guide(service, decision),
+                 does={step: _guide(service, decision, step)["does"] for step in pending},
                  labels=sorted((alert.get("labels") or {}).items()),
                  annotations=sorted((alert.get("annotations") or {}).items()),
                  steps=decision.get("steps") or [], note_html=note_html, pending=pending,
                  deliveries=sorted((escalation.get("deliveries") or {}).items()),
                  has_alert_graph=bool(expr), verify=graphs.verify_query(decision))
+
+
+def _guide(service: Service, decision: dict[str, Any], step: str = "") -> dict[str, str]:
+    """Where the engineer deciding reads up, from the rules loaded now: the runbook (the
+    playbook's, else the alert's runbook_url, as the escalation note gives it), what the
+    playbook is for, and what a gated step does (its description, written for whoever
+    approves it: the note showed it, the console did not). A runbook is a link only when it
+    is http(s)."""
+    pb = service.rules.get(decision.get("playbook") or "")
+    annotations = (decision.get("alert") or {}).get("annotations") or {}
+    runbook = pb.runbook if pb and pb.runbook else str(annotations.get("runbook_url") or "")
+    gated = next((s for s in (*pb.steps, *pb.on_resolved) if s.name == step), None) \
+        if pb and step else None
+    return redact.value({"runbook": runbook if runbook.startswith(("https://", "http://")) else "",
+                         "purpose": pb.description if pb else "",
+                         "does": gated.description if gated else ""})
 
 
 async def graph_svg(request: web.Request) -> web.Response:
@@ -418,23 +433,24 @@ async def approvals(request: web.Request) -> web.Response:
                      key=lambda ks: ks[1].get("expires_at", 0))
     decided = sorted(((k, s) for k, s in states if s.get("status") != "pending"),
                      key=lambda ks: -ks[1].get("decided_at", 0))[:DECIDED_SHOWN]
-    return _page(request, "approvals.html", principal, pending=await _approvals(store, pending),
-                 state=await _state(service),
-                 decided=await _approvals(store, decided), now=service.clock())
+    return _page(request, "approvals.html", principal,
+                 pending=await _approvals(service, pending), state=await _state(service),
+                 decided=await _approvals(service, decided), now=service.clock())
 
 
-async def _approvals(store: Store, states: list[tuple[str, dict[str, Any]]]
+async def _approvals(service: Service, states: list[tuple[str, dict[str, Any]]]
                      ) -> list[dict[str, Any]]:
     """The approvals page's rows: each approval with its execution (one no longer kept is
     left out)."""
     items = []
     for key, state in states:
         execution_id, _, step = key[len(APPROVAL):].rpartition(":")
-        decision = await store.get_execution(execution_id)
+        decision = await service.store.get_execution(execution_id)
         if decision is not None:
             items.append({"id": execution_id, "step": step, "state": redact.value(state),
                           "decision": _row(decision), "runs": _what_runs(decision, step),
-                          "target": redact.value(decision.get("target") or "")})
+                          "target": redact.value(decision.get("target") or ""),
+                          "guide": _guide(service, decision, step)})
     return items
 
 
@@ -447,7 +463,7 @@ async def confirm(request: web.Request) -> web.Response:
     if decision is None:
         raise _page_error(request, 404, f"no execution {request.match_info['id']!r}", principal)
     return _page(request, "confirm.html", principal, d=_row(decision), step=step,
-                 state=await _state(service),
+                 state=await _state(service), guide=_guide(service, decision, step),
                  verb=request.match_info["verb"], runs=_what_runs(decision, step),
                  pending=(await _pending_steps(service, decision["id"])).get(step))
 

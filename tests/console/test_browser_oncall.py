@@ -10,10 +10,16 @@ from selenium.webdriver.common.keys import Keys
 from tests.conftest import APPROVAL_RULES
 from tests.console.test_browser import log_in
 from tests.support.payloads import alert, notification
-from tests.support.worker import VIEWER_TOKEN
+from tests.support.worker import OPERATOR_TOKEN, VIEWER_TOKEN
 
 # A step behind an approval that is never approved here: its URL is never reached.
 GATED = APPROVAL_RULES % {"url": "http://127.0.0.1:9/"}
+RUNBOOK = "https://runbooks.example/web#restart"
+DOES = "Rolls the web pods one at a time; sessions survive, the cache is cold for a minute."
+GUIDED = GATED.replace("    match:", f"""    description: restart web when it stops answering
+    runbook: {RUNBOOK}
+    match:""").replace("        approval: required",
+                       f'        approval: required\n        description: "{DOES}"')
 
 
 def state_banner(driver) -> str:
@@ -88,3 +94,30 @@ def test_alert_names_wrap_between_words_in_a_narrow_window(worker_factory, chrom
         assert driver.execute_script(SPLIT_WORDS) == [], width
         assert driver.execute_script("return document.documentElement.scrollWidth "
                                      "<= document.documentElement.clientWidth"), width
+
+
+def test_an_approver_finds_the_runbook_and_what_the_step_does(worker_factory, chromium):
+    """The gated step's description is written for whoever approves it (the linter asks for
+    it), and the escalation note showed it with the playbook's runbook; the console showed
+    neither, nor led from a decision to the other decisions of its alert."""
+    driver = chromium
+    w = worker_factory(GUIDED, mode="live")
+    w.post_alerts(notification(alert("WebDown", fingerprint="w1")))
+    [blocked] = w.wait_executions(1)
+    row = f'tr[data-id="{blocked["id"]}"]'
+    log_in(driver, w.url, "alice", OPERATOR_TOKEN)
+    driver.get(f"{w.url}/ui/approvals")
+    card = driver.find_element(By.CSS_SELECTOR, f'.approval[data-id="{blocked["id"]}"]')
+    assert f"What it does: {DOES}" in card.text
+    assert card.find_element(By.CSS_SELECTOR, "a.runbook").get_attribute("href") == RUNBOOK
+    card.find_element(By.LINK_TEXT, "Approve…").click()
+    assert f"What it does: {DOES}" in driver.find_element(By.TAG_NAME, "main").text
+    assert driver.find_element(By.CSS_SELECTOR, "a.runbook").get_attribute("href") == RUNBOOK
+
+    driver.get(f"{w.url}/ui/executions/{blocked['id']}")
+    assert driver.find_element(By.ID, "runbook").get_attribute("href") == RUNBOOK
+    assert f"What it does: {DOES}" in driver.find_element(By.CSS_SELECTOR, ".card.attention").text
+    # From the decision to every decision of its alert, with the keyboard.
+    driver.find_element(By.ID, "same-alert").send_keys(Keys.ENTER)
+    assert driver.current_url == f"{w.url}/ui/?alertname=WebDown"
+    assert driver.find_element(By.CSS_SELECTOR, f"#decisions {row}").is_displayed()
