@@ -1,11 +1,13 @@
 """What an on-call engineer meets in the console, in a real headless Chromium: the state of
-the automation on every page, names that stay readable in a narrow window, and a
-confirmation that says what an approval will really do."""
+the automation on every page, names that stay readable in a narrow window, the runbook and
+what a gated step does where it is approved, and a list that says whether it is live."""
 
 from __future__ import annotations
 
+import requests
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import APPROVAL_RULES
 from tests.console.test_browser import log_in
@@ -121,3 +123,32 @@ def test_an_approver_finds_the_runbook_and_what_the_step_does(worker_factory, ch
     driver.find_element(By.ID, "same-alert").send_keys(Keys.ENTER)
     assert driver.current_url == f"{w.url}/ui/?alertname=WebDown"
     assert driver.find_element(By.CSS_SELECTOR, f"#decisions {row}").is_displayed()
+
+
+def test_the_list_says_whether_it_is_live(worker_factory, chromium):
+    """A filtered list never updates, and a stream that ended (its session logged out
+    elsewhere or expired) left the list as it was: both looked like the live list."""
+    driver = chromium
+    w = worker_factory()
+    log_in(driver, w.url, "victor", VIEWER_TOKEN)
+    wait = WebDriverWait(driver, 30)
+    state = driver.find_element(By.ID, "live-state")
+    wait.until(lambda d: state.get_attribute("data-state") == "live")
+    assert state.is_displayed() and state.text.startswith("Live")
+    w.post_alerts(notification(alert("DemoDown", namespace="demo", deployment="web")))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#decisions tr[data-id]"))
+
+    driver.get(f"{w.url}/ui/?outcome=planned")
+    state = driver.find_element(By.ID, "live-state")
+    assert state.get_attribute("data-state") == "off" and "Not live" in state.text
+    state.find_element(By.LINK_TEXT, "Back to the live list").send_keys(Keys.ENTER)
+    state = driver.find_element(By.ID, "live-state")
+    wait.until(lambda d: state.get_attribute("data-state") == "live")
+
+    # The same session logged out from another tab: the stream ends, and the list says so.
+    cookie = driver.get_cookie("remediator_session")["value"]
+    token = driver.find_element(By.CSS_SELECTOR, "form.who input[name=csrf]").get_attribute("value")
+    requests.post(f"{w.url}/ui/logout", data={"csrf": token},
+                  cookies={"remediator_session": cookie}, allow_redirects=False, timeout=10)
+    wait.until(lambda d: state.get_attribute("data-state") == "lost")
+    assert "Reload the page" in state.text and state.is_displayed()

@@ -56,12 +56,35 @@ function row(d, prefix) {
   return tr;
 }
 
+// Whether the list still updates, said above it: a stream that ended (the session logged
+// out or expired, the server gone) left a list that looked live and was not.
+const LIVE_STATES = {
+  live: "Live: new and changed decisions appear here.",
+  reconnecting: "Reconnecting: the list is not updating right now\u2026",
+  lost: "Disconnected: this list no longer updates. Reload the page.",
+  // The stream sends what changes from its (re)connection on: the gap is not replayed.
+  resumed: "Live again, but decisions made while disconnected are missing: reload the page.",
+};
+
+function liveState(state) {
+  const p = document.getElementById("live-state");
+  if (!p) return;
+  p.dataset.state = state;
+  p.textContent = LIVE_STATES[state];
+}
+
 function live() {
   const table = document.getElementById("decisions");
   if (!table || table.dataset.live !== "on" || !window.EventSource) return;
   const prefix = document.querySelector("a.brand").getAttribute("href").replace(/\/$/, "");
   const body = table.tBodies[0];
   const source = new EventSource(prefix + "/events");
+  let broken = false;
+  source.addEventListener("open", () => liveState(broken ? "resumed" : "live"));
+  source.addEventListener("error", () => {
+    broken = true;
+    liveState(source.readyState === EventSource.CLOSED ? "lost" : "reconnecting");
+  });
   source.addEventListener("decision", (event) => {
     const d = JSON.parse(event.data);
     const fresh = row(d, prefix);
