@@ -16,6 +16,7 @@ import json
 import logging
 import resource
 import time
+from typing import cast
 
 from aiohttp import web
 from prometheus_client import Counter
@@ -49,7 +50,9 @@ class _Refused(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport, not necessarily asyncio's class: uvloop's TCPTransport is none
+        # (an isinstance check raised there, and the connection was reset unanswered).
+        transport = cast(asyncio.Transport, transport)
         transport.write(self.site.answer)
         if self.site.lingering >= max(1, self.site.limit // 8):
             transport.close()
