@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from . import __version__, ca_bundle, collector  # ca_bundle: before aiohttp
+from . import __version__, ca_bundle, collector, event_loop  # ca_bundle: before aiohttp
 from .alerts import PayloadError, parse_notification
 from .config import Config, ConfigError, load_config, unknown_variables
 from .guards import system_namespaces_open
@@ -237,7 +237,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "basic auth, or pass --allow-unauthenticated", file=sys.stderr)
         return 2
     _rules_exist(cfg)
-    return asyncio.run(_serve(cfg))
+    return event_loop.run(_serve(cfg), cfg.event_loop)
 
 
 def _rules_exist(cfg: Config) -> None:
@@ -275,7 +275,11 @@ async def _serve(cfg: Config) -> int:
         gc.collect()
         gc.freeze()
     full_collections = collector.between_webhooks()
-    collector.receive_buffers_from_the_heap()
+    loop = asyncio.get_running_loop()
+    loop_name = event_loop.name(loop)
+    if loop_name == "asyncio":  # uvloop reads into a buffer of its own
+        collector.receive_buffers_from_the_heap()
+    service.metrics.build.info({"version": __version__, "event_loop": loop_name})
     if cfg.mode == "live":
         log.warning("MODE: LIVE — remediator WILL change production systems "
                     "(%d playbooks loaded)", len(service.rules))
@@ -300,13 +304,12 @@ async def _serve(cfg: Config) -> int:
         await service.stop()
         await runner.cleanup()
         raise Fatal(f"cannot listen on {cfg.listen}: {exc.strerror or exc}") from None
-    log.info("listening on %s", cfg.listen)
+    log.info("listening on %s (event loop: %s)", cfg.listen, loop_name)
     # Ready: the CA bundle loads now, not beside start-up (ca_bundle.py says why), before any
     # client session (`loaded()` waits for it).
     ca_bundle.start()
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     reloads: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak refs)
@@ -356,7 +359,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .service import Undecided
 
     try:
-        decisions, undecided = asyncio.run(_replay(cfg, notification)), None
+        decisions, undecided = event_loop.run(_replay(cfg, notification), cfg.event_loop), None
     except Undecided as exc:  # what was decided is shown; the rest is named, never hidden
         decisions, undecided = exc.decisions, exc
     if args.format == "json":

@@ -16,6 +16,7 @@ from . import redact
 from .actions.base import parse_duration
 from .auth import Operator, check_distinct, check_token, parse_operators
 from .config_schema import GUARDS, NESTED, SECRETS, STRINGS, check_config_source, config_schema
+from .event_loop import uvloop_missing
 from .guards import GuardSettings
 from .playbooks.schema import check_shape, did_you_mean
 from .playbooks.source import Problem, Source, SourceError, load_source
@@ -67,6 +68,8 @@ class Config:
     # Connections open at once; past it a new one is answered 503 and closed (listener.py).
     # 0: half the file descriptor limit, at most 4096 (the rest for the store, the actions).
     max_connections: int = 0
+    # uvloop (libuv, in C) wherever it is installed; `asyncio`: Python's own (event_loop.py).
+    event_loop: str = "auto"
     workers: int = 4  # action calls at once; a step that sleeps between polls holds none
     backend_concurrency: int = 4  # calls at once to one backend (kubernetes, s3, ...)
     max_executions: int = 256  # executions in flight at once, most of them asleep
@@ -96,7 +99,7 @@ class Config:
 
 _BOOLS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 # Checked on the effective value, whether it came from the file, the environment or a flag.
-_EFFECTIVE = ("listen", "mode", "store", "store_sync", "log_level", "prometheus_url",
+_EFFECTIVE = ("listen", "mode", "store", "store_sync", "event_loop", "log_level", "prometheus_url",
               "alertmanager_url")
 
 
@@ -161,6 +164,9 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
             cfg.guards.paused = True  # either one: a kill switch is never undone by a name
     _check_effective(cfg)
     _check_sinks(cfg, source)
+    if cfg.event_loop == "uvloop" and (missing := uvloop_missing()):
+        raise ConfigError(f"event_loop: uvloop cannot be imported ({missing}): install it, or "
+                          "set auto (uvloop where it can be imported, else asyncio's own loop)")
     if cfg.idle_timeout <= 0:
         raise ConfigError("idle_timeout must be more than 0: else a connection that never "
                           "finishes its request header is kept open for ever")

@@ -12,6 +12,7 @@ import typing
 from dataclasses import MISSING, fields
 from typing import Any
 
+from .event_loop import CHOICES
 from .playbooks.schema import DURATION, check_shape
 from .playbooks.source import Problem, Source
 
@@ -96,6 +97,8 @@ _DECLARED: dict[str, dict[str, Any]] = {
     "store": STORE_URL,
     "store_sync": {"enum": ["normal", "full"],
                    "description": "full: fsync every intake commit (survives a power cut)"},
+    "event_loop": {"enum": list(CHOICES),
+                   "description": "auto: uvloop where installed, else asyncio's own loop"},
     "log_level": {"enum": ["debug", "info", "warning", "error"]},
     "listen": LISTEN,
     "prometheus_url": URL,

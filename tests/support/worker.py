@@ -27,6 +27,7 @@ from aiohttp import web
 
 from remediator.auth import Operator
 from remediator.config import Config
+from remediator.event_loop import loop_factory
 from remediator.guards import GuardSettings
 from remediator.server import build_app
 from remediator.service import Service
@@ -92,7 +93,7 @@ class InProcessWorker:
 
     def __init__(self, config: Config, **service_kwargs: Any):
         self.config = config
-        self.loop = asyncio.new_event_loop()
+        self.loop = loop_factory(config.event_loop)()  # the loop serve runs on
         self.service = Service(config, **service_kwargs)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
