@@ -13,6 +13,7 @@ closed (inbox items, decisions, references), in bytes per decision.
 
     python bench/drain_bench.py                    # 20 000 alerts, mixed, then by kind
     python bench/drain_bench.py --profile out.prof # cProfile of the mixed drain
+    REMEDIATOR_EVENT_LOOP=asyncio python bench/drain_bench.py   # on asyncio's own loop
 
 Counted in instructions, which a loaded machine does not move (per decision: the difference
 between two sizes, e.g. 6 000 and 2 000 alerts, over the difference in decisions):
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from storm_bench import PER_REQUEST, alert_label_sets  # noqa: E402
 
+from remediator import event_loop  # noqa: E402
 from remediator.alerts import parse_notification  # noqa: E402
 from remediator.config import load_config  # noqa: E402
 from remediator.logs import setup_logging  # noqa: E402
@@ -50,6 +52,8 @@ from remediator.service import Service  # noqa: E402
 from tests.support.worker import TOKEN  # noqa: E402
 
 CONFIG = ROOT / "deploy" / "kubernetes" / "config.yaml"
+# serve's loop (uvloop where installed); REMEDIATOR_EVENT_LOOP=asyncio for Python's own
+LOOP = os.environ.get("REMEDIATOR_EVENT_LOOP", "auto")
 
 
 def requests(alerts: int, label_sets: list[dict[str, str]]) -> list[bytes]:
@@ -181,7 +185,7 @@ def main() -> None:
         setup_logging("info")
         logging.getLogger().handlers[0].setStream(log)  # type: ignore[attr-defined]
         bodies = requests(args.alerts, alert_label_sets())
-        mixed = asyncio.run(drain(bodies, tmp, args.profile, callgrind=args.callgrind))
+        mixed = event_loop.run(drain(bodies, tmp, args.profile, callgrind=args.callgrind), LOOP)
         log.flush()
         lines = sum(1 for _ in (tmp / "serve.log").open())
         print(f"mixed storm: {mixed['alerts']} alerts acknowledged ({mixed['duplicates']} "
@@ -196,7 +200,7 @@ def main() -> None:
         from remediator.playbooks.validate import load_rules
         rules = load_rules([str(ROOT / "rules")], {"files", "alertmanager"})
         for kind, part in by_kind(bodies, lambda labels: rules.match(labels, "firing")).items():
-            r = asyncio.run(drain(part, tmp, None, args.statements))
+            r = event_loop.run(drain(part, tmp, None, args.statements), LOOP)
             print(f"  {kind:9} {r['decisions']:6} decisions {r['outcomes']}: "
                   f"{r['cpu_us']:.0f} us CPU per decision")
             for sql, count in r["statements"].most_common():

@@ -423,6 +423,10 @@ def main() -> None:
                         help="measure start-up only, or the storms only (no soak, start-up, lint "
                              "or matching)")
     parser.add_argument("--rounds", type=int, help="storms per store (default 3, --quick 1)")
+    parser.add_argument("--compare-loops", action="store_true",
+                        help="each dry-run storm on asyncio's own loop too (REMEDIATOR_EVENT_LOOP="
+                             "asyncio), alternated with the default's, and the bare handler on "
+                             "uvloop beside the baseline's asyncio")
     args = parser.parse_args()
     # Stopped by SIGTERM, or by SIGINT when started in the background (which ignores it), the
     # bench still stops what it started: the servers, the peers, the PostgreSQL cluster.
@@ -459,6 +463,18 @@ def main() -> None:
         bare_rps = statistics.median(r["requests"] / r["seconds"] for r in bare_runs)
         b = bare_runs[len(bare_runs) // 2]
         bare_rss = peak_rss_mb(bare.pid)
+        if args.compare_loops:  # the same handler on uvloop: what the loop alone is worth
+            uv_port = free_port()
+            uv = start([sys.executable, str(ROOT / "bench" / "bare_server.py"), str(uv_port),
+                        "uvloop"], uv_port)
+            try:
+                run_wrk(script, uv_port, 2000, "warm")
+                uv_runs = [run_wrk(script, uv_port, args.alerts // PER_REQUEST, f"u{i}")
+                           for i in range(rounds)]
+            finally:
+                uv.terminate()
+                uv.wait(30)
+            uv_rps = statistics.median(r["requests"] / r["seconds"] for r in uv_runs)
         setups = [] if args.no_sqlite else [("SQLite", lambda i: f"sqlite:///{tmp}/storm{i}.db")]
         if pg is not None:
             setups.append(("PostgreSQL", lambda i: pg.create_database()))
@@ -479,12 +495,26 @@ def main() -> None:
             return storm(name, store, pg, tmp, script, args.alerts, bare_rps, dry_config,
                          dry_env, drain_timeout=args.drain_timeout)
 
+        def asyncio_storm(name: str, store: str) -> dict[str, Any]:
+            return storm(name, store, pg, tmp, script, args.alerts, bare_rps, dry_config,
+                         {**dry_env, "REMEDIATOR_EVENT_LOOP": "asyncio"},
+                         drain_timeout=args.drain_timeout)
+
         plan = [("dry-run", dry_storm, *setup) for setup in setups]
+        if args.compare_loops:  # each round of the two alternated, in the same minutes
+            plan = [step for setup in setups for step in (
+                ("dry-run", dry_storm, *setup), ("dry-run, asyncio", asyncio_storm, *setup))]
         if not args.no_live:  # a live storm takes minutes to drain: --quick runs one
             live_setups = setups if args.live_postgres or not args.quick else setups[:1]
             plan += [("live", live_storm, *setup) for setup in live_setups]
-        for mode, run, name, store in plan:
-            runs = [run(f"{name}, {mode}", store(f"{mode}{i}")) for i in range(rounds)]
+        done: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for i in range(rounds if args.compare_loops else 1):  # alternated round by round
+            for mode, run, name, store in plan:
+                these = range(i, i + 1) if args.compare_loops else range(rounds)
+                done.setdefault((mode, name), []).extend(
+                    run(f"{name}, {mode}", store(f"{mode}{j}".replace(", ", "-")))
+                    for j in these)
+        for (mode, name), runs in done.items():
             runs.sort(key=lambda r: r["rps"])
             rows.append(runs[len(runs) // 2])
             print(f"{name}, {mode}: " + ", ".join(f"{r['rps']:.0f} req/s p99 {r['p99']:.1f} ms "
@@ -517,6 +547,10 @@ def main() -> None:
     print(f"{'bare aiohttp handler':24}{bare_rps:8.0f}{bare_rps * PER_REQUEST:10.0f}{1:8.2f}"
           f"{b['p50_us'] / 1000:8.2f}{b['p99_us'] / 1000:8.2f}{'-':>13}{'-':>8}{'-':>9}"
           f"{bare_rss:8.0f}")
+    if args.compare_loops:
+        u = uv_runs[len(uv_runs) // 2]
+        print(f"{'bare handler, uvloop':24}{uv_rps:8.0f}{uv_rps * PER_REQUEST:10.0f}"
+              f"{uv_rps / bare_rps:8.2f}{u['p50_us'] / 1000:8.2f}{u['p99_us'] / 1000:8.2f}")
     for r in rows:
         print(f"{r['name']:24}{r['rps']:8.0f}{r['alerts_s']:10.0f}{r['ratio']:8.2f}{r['p50']:8.2f}"
               f"{r['p99']:8.2f}{r['e2e']:13.0f}{r['e2e_ratio']:8.2f}{drained(r):>9}{r['rss']:8.0f}"
