@@ -124,6 +124,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--no-storm", action="store_true", help="intake alone only")
+    parser.add_argument("--bare-uvloop", action="store_true",
+                        help="the bare handler on uvloop too, each round (the baseline is on "
+                             "asyncio's loop)")
     parser.add_argument("--profile", metavar="OUT", help="profile intake alone once, then stop")
     parser.add_argument("--handler", action="store_true",
                         help="the handler chain in process (bench/intake_handler.py), per checkout")
@@ -141,6 +144,9 @@ def main() -> None:
     bare = start([sys.executable, str(ROOT / "bench" / "bare_server.py"), str(bare_port)],
                  bare_port)
     url = f"http://127.0.0.1:{bare_port}"
+    uv_port = free_port()
+    uv = start([sys.executable, str(ROOT / "bench" / "bare_server.py"), str(uv_port), "uvloop"],
+               uv_port) if args.bare_uvloop else None
     config = production_config(tmp / "config.yaml", url, url, tmp / "escalations")
     results: dict[str, list[tuple[float, float]]] = {}
     try:
@@ -152,6 +158,9 @@ def main() -> None:
         for i in range(args.rounds):
             results.setdefault("bare", []).append(
                 measure(bare, script, bare_port, args.requests, f"b{i}{time.time_ns()}"))
+            if uv is not None:
+                results.setdefault("bare uvloop", []).append(
+                    measure(uv, script, uv_port, args.requests, f"u{i}{time.time_ns()}"))
             for name, code in codes:
                 for kind in ("intake", *(() if args.no_storm else ("storm",))):
                     results.setdefault(f"{name} {kind}", []).append(serve(
@@ -159,8 +168,10 @@ def main() -> None:
             print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1][0]:.0f} req/s {v[-1][1]:.0f} us"
                                                  for k, v in results.items()), flush=True)
     finally:
-        bare.terminate()
-        bare.wait(30)
+        for server in (bare, uv):
+            if server is not None:
+                server.terminate()
+                server.wait(30)
     # Each run's ratio is to the bare handler's run of the same round: the machine's speed
     # changes from minute to minute.
     bare = [r for r, _ in results["bare"]]
