@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from remediator.config import Config
+from remediator.event_loop import loop_factory
 from tests.support.worker import OPERATORS, TOKEN, InProcessWorker, loopback_guards
 
 pytest_plugins = ["tests.support.plugin", "tests.kubeapi.fixtures"]
@@ -54,8 +54,9 @@ def write_rules(directory: Path, text: str, name: str = "rules.yaml") -> Path:
 
 @pytest.fixture
 def run():
-    """Run coroutines from a synchronous test on one event loop for the whole test."""
-    loop = asyncio.new_event_loop()
+    """Run coroutines from a synchronous test on one event loop for the whole test: the
+    loop `serve` runs on."""
+    loop = loop_factory()()
     yield loop.run_until_complete
     loop.close()
 

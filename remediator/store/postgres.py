@@ -68,7 +68,10 @@ _Packed = tuple[str, bytes, packing.Ref]  # an inbox row as stored: key, packed 
 # section run on it (one connection per section, nothing waits for the pool meanwhile).
 _section_db: contextvars.ContextVar[asyncpg.Connection | None] = contextvars.ContextVar(
     "section_db", default=None)
-_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError: a connection whose server said goodbye (its FATAL read, the socket
+# not yet closed) refuses the next statement with "another operation is in progress".
+_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError,
+           TimeoutError)
 # Joined to a statement, makes its commit wait for the WAL flush on a pool whose connections
 # commit asynchronously (read at commit time; local: reset with the transaction). One round
 # trip, as before: a mutation's admission (its intent, sent next, must outlive a database
@@ -378,7 +381,9 @@ class PostgresStore:
                 batch, self._intake = self._intake, []
                 try:
                     inserted = await self._insert([row for rows, _ in batch for row in rows])
-                except (StoreUnavailable, asyncpg.PostgresError) as exc:
+                except Exception as exc:  # whatever failed, each webhook is answered (a 503)
+                    if not isinstance(exc, StoreUnavailable | asyncpg.PostgresError):
+                        log.exception("intake commit failed")  # unforeseen: never a silent hang
                     for _, future in batch:
                         if not future.done():
                             future.set_exception(StoreUnavailable(str(exc)))
