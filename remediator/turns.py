@@ -129,7 +129,10 @@ class Turns:
         wait = self._intake_time() if self._busy() else 0.0
         if wait > 0:  # ask again once intake had its time, or the loop idled
             self.deferred += 1
-            self._timer = self._loop.call_later(min(wait, 0.001), self._grant)
+            # 1 ms whatever the wait: asyncio's epoll waits at least that; uvloop rounds a
+            # shorter delay to 0 and the loop spun re-arming it (75 % of a core, a 0.1 ms
+            # chunk beside a webhook in flight). A webhook's I/O wakes the loop sooner.
+            self._timer = self._loop.call_later(0.001, self._grant)
             self._idled()
             return
         # The waiter resumes in the next iteration, and `_after` runs right after its step:
