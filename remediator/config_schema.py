@@ -23,9 +23,11 @@ STORE_URL = {"type": "string", "writeOnly": True,
              "pattern": r"^(sqlite://.*|postgres(ql)?://.+)$",
              "errorMessage": "not a store URL: use sqlite:///path.db, sqlite:// (in memory) "
                              "or postgresql://user@host:port/db"}
-LISTEN = {"type": "string", "pattern": r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):[0-9]{1,5}$",
-          "errorMessage": "not HOST:PORT: use e.g. 127.0.0.1:9095, or 0.0.0.0:9095 for every "
-                          "interface"}
+# A port is 0 (any free one) to 65535: uvloop bound 99999 as 34463 (mod 65536) without a word.
+_PORT = r"(0|[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+LISTEN = {"type": "string", "pattern": r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):" + _PORT + "$",
+          "errorMessage": "not HOST:PORT with a port up to 65535: use e.g. 127.0.0.1:9095, "
+                          "or 0.0.0.0:9095 for every interface"}
 URL = {"type": "string", "writeOnly": True, "pattern": r"^https?://.+",
        "errorMessage": "not an http(s) URL: use e.g. http://127.0.0.1:9090"}
 STRINGS = {"type": "array", "items": {"type": "string"}}

@@ -47,6 +47,8 @@ def serve(config: str, *args: str) -> subprocess.CompletedProcess[str]:
     ("guards:\n  budgets: {max: 3}\n", "2:3: guards: unknown key 'budgets' (did you mean 'budget'?)"),
     ("store_sync: ful\n", "1:1: store_sync: 'ful' is not one of normal, full (did you mean 'full'?)"),
     ("log_level: verbose\n", "log_level: 'verbose' is not one of debug, info, warning, error"),
+    ("event_loop: uvlop\n",
+     "1:1: event_loop: 'uvlop' is not one of auto, uvloop, asyncio (did you mean 'uvloop'?)"),
     ("store: mysql://db\n", "store: the value given: not a store URL: use sqlite:///path.db"),
     ("grace_period: 30 s\n", "grace_period: '30 s': not a duration: use e.g. 1h, 30m, 1h30m"),
     ("workers: four\n", "workers: expected integer, got string"),
@@ -117,6 +119,11 @@ def test_booleans_from_the_environment_are_booleans_too():
         load_config(env={"REMEDIATOR_ALLOW_UNAUTHENTICATED": "maybe"})
     with pytest.raises(ConfigError, match="listen: '9095': not HOST:PORT"):
         load_config(env={}, listen="9095")
+    # uvloop bound :99999 as :34463 (the port mod 65536) and said it listened on 99999
+    for port in ("99999", "65536", "00"):
+        with pytest.raises(ConfigError, match="port up to 65535"):
+            load_config(env={}, listen=f"127.0.0.1:{port}")
+    assert load_config(env={}, listen="127.0.0.1:65535").listen == "127.0.0.1:65535"
     with pytest.raises(ConfigError, match="sink 'oncal' is not configured"):
         load_config(env={"REMEDIATOR_ESCALATION_DEFAULT_SINKS": "files,oncal"})
 
