@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 from prometheus_client.metrics import MetricWrapperBase
 
 from . import __version__
@@ -101,6 +101,9 @@ class Metrics:
             "remediator_store_clock_offset_seconds",
             "The shared store's clock minus this replica's (PostgreSQL; 0 on SQLite): what "
             "guards' windows are corrected by.", registry=r)
+        # process_open_fds against process_max_fds, CPU, memory: the client's standard set.
+        # Past the descriptor limit uvloop drops new connections unlogged (asyncio logged).
+        ProcessCollector(registry=r)
         self.build = Info("remediator_build", "Build information.", registry=r)
         self.build.info({"version": __version__})
 

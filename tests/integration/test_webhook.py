@@ -3,6 +3,8 @@
 import gzip
 import hashlib
 import json
+import re
+import resource
 import zlib
 
 from remediator.guards import GuardSettings
@@ -172,6 +174,11 @@ def test_health_ready_metrics_and_reload(worker_factory, tmp_path):
     assert http("GET", f"{w.url}/-/ready")[0] == 200
     metrics = http("GET", f"{w.url}/metrics")[1]
     assert "remediator_rules_loaded 1.0" in metrics and "remediator_build_info" in metrics
+    # the client's process set: descriptors against their limit (uvloop drops connections
+    # past it without a log line, so this is what shows it coming)
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert re.search(rf"^process_max_fds {float(soft)}$", metrics, re.M), metrics
+    assert 0 < float(re.search(r"^process_open_fds (\S+)$", metrics, re.M).group(1)) < soft
     rules_dir = w.config.rules[0]
     write_rules(tmp_path / "unused", "")  # keep tmp_path used
     (tmp_path / rules_dir / "rules.yaml").write_text("playbooks:\n  - name: x\n    matchh: {}\n")
