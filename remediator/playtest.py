@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from . import event_loop
 from .actions.base import Action, ActionContext, ActionError, TransientError, parse_duration
 from .alerts import PayloadError, notification_from_dict
 from .config import ConfigError, load_config
@@ -165,7 +166,7 @@ def run_file(file: str) -> list[CaseResult]:
         raise PlaytestError([p for p in found.problems if p.severity == "error"])
     sinks = {s for pb in found.playbooks for s in (pb.escalation.sinks if pb.escalation else ())}
     _check_results(source, found.playbooks)
-    return [asyncio.run(_run_case(source, i, rules, sinks))
+    return [event_loop.run(_run_case(source, i, rules, sinks))  # serve's loop
             for i in range(len(source.data["tests"]))]
 
 
