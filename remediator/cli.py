@@ -296,6 +296,7 @@ async def _serve(cfg: Config) -> int:
                            keepalive_timeout=cfg.idle_timeout)
     await runner.setup()
     host, _, port = cfg.listen.rpartition(":")
+    host = host[1:-1] if host.startswith("[") else host  # [::1]:9095, an IPv6 address
     site = CappedSite(runner, host or "0.0.0.0", int(port),
                       connection_limit(cfg.max_connections), service.metrics.connections_refused)
     try:
@@ -304,7 +305,7 @@ async def _serve(cfg: Config) -> int:
         await service.stop()
         await runner.cleanup()
         raise Fatal(f"cannot listen on {cfg.listen}: {exc.strerror or exc}") from None
-    log.info("listening on %s (event loop: %s)", cfg.listen, loop_name)
+    log.info("listening on %s (event loop: %s)", site.bound(), loop_name)
     # Ready: the CA bundle loads now, not beside start-up (ca_bundle.py says why), before any
     # client session (`loaded()` waits for it).
     ca_bundle.start()

@@ -92,6 +92,12 @@ class CappedSite(web.BaseSite):
                         b"Retry-After: 1\r\nConnection: close\r\nContent-Length: "
                         + str(len(body)).encode() + b"\r\n\r\n" + body)
 
+    def bound(self) -> str:
+        """HOST:PORT as bound: port 0 asks the kernel for a free one, which this names."""
+        assert self._server is not None  # started
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
     @property
     def name(self) -> str:
         return f"http://{self._host}:{self._port}"

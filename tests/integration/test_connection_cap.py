@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import resource
 import socket
+import subprocess
 import time
 
 import pytest
@@ -166,3 +168,22 @@ def test_a_negative_cap_is_refused_and_zero_is_the_default():
         load_config(env={"REMEDIATOR_MAX_CONNECTIONS": "-1"})
     assert load_config(env={}).max_connections == 0
     assert load_config(env={"REMEDIATOR_MAX_CONNECTIONS": "300"}).max_connections == 300
+
+
+def test_serve_listens_on_an_ipv6_address_and_names_the_port_it_bound(tmp_path):
+    """`[::1]:0`: the brackets were passed to the resolver ("Name or service not known"),
+    and port 0 was logged as 0, not as the port the kernel picked."""
+    w = WorkerProcess(tmp_path, [str(write_rules(tmp_path / "rules", DEMO_RULES))])
+    w.args[w.args.index("--listen") + 1] = "[::1]:0"
+    with w.log_path.open("ab") as log:
+        w.proc = subprocess.Popen(w.args, env=w.env, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 30
+        while not (bound := re.search(r"listening on \[::1\]:(\d+) ", w.logs())):
+            assert time.monotonic() < deadline and w.proc.poll() is None, w.logs()
+            time.sleep(0.05)
+        port = int(bound.group(1))
+        assert port != 0
+        assert requests.get(f"http://[::1]:{port}/-/healthy", timeout=10).status_code == 200
+    finally:
+        assert w.stop() == 0
