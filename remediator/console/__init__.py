@@ -28,7 +28,7 @@ from ..auth import NOT_BY_ADDRESS, PasswordChecksBusy, Principal, Users, named_b
 from ..guards import APPROVAL, PENDING
 from ..playbooks.validate import RulesError
 from ..service import Service
-from ..store.base import PAUSE
+from ..store.base import PAUSE, StoreUnavailable
 from . import live
 from .session import COOKIE, Sessions
 
@@ -305,10 +305,11 @@ async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: each decision created or changed, as JSON, newest state."""
     await _who(request)
     store = _service(request).store
+    # Read before the answer starts: a store down now is the middleware's 503.
+    seen = {d["id"]: d.get("outcome") for d in await store.list_executions(live.LATEST)}
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store"})
     await response.prepare(request)
-    seen = {d["id"]: d.get("outcome") for d in await store.list_executions(live.LATEST)}
     try:
         # One read a tick for every stream; closed as the stream ends, however it ends.
         async with contextlib.aclosing(request.app[FEED].ticks()) as ticks:
@@ -328,6 +329,10 @@ async def events(request: web.Request) -> web.StreamResponse:
         pass  # the browser went away (a disconnect while sleeping cancels this handler)
     except PasswordChecksBusy:
         pass  # its Basic credential could not be checked again now: the stream ends
+    except StoreUnavailable as exc:
+        # The answer has begun: a 503's JSON written after it landed inside the event stream.
+        # It just ends; the browser reconnects and is answered 503 until the store is back.
+        log.warning("live stream ended: %s", exc)
     return response
 
 

@@ -284,3 +284,19 @@ def test_open_live_streams_share_one_read_of_the_latest_decisions(worker_factory
     finally:
         for s in streams:
             s.close()
+
+
+def test_a_live_stream_ends_cleanly_when_the_store_goes_away(worker_factory):
+    """Once the event stream had begun, a store error's 503 JSON was written inside it
+    (`{"error": "store unavailable…"}` as stream text); now the stream just ends, and the
+    browser's reconnection is answered 503 until the store is back."""
+    w = worker_factory()
+    session = login(w.url, "alice", OPERATOR_TOKEN)
+    with session.get(f"{w.url}/ui/events", stream=True, timeout=30) as stream:
+        lines = stream.iter_lines()
+        assert next(lines) == b": keep-alive"
+        w.call(w.service.store.close())
+        rest = list(lines)  # until the server ends the stream
+    assert rest and all(line in (b"", b": keep-alive") for line in rest), rest
+    again = session.get(f"{w.url}/ui/events", stream=True, timeout=30)
+    assert again.status_code == 503 and "store" in again.json()["error"]
