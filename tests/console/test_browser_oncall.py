@@ -58,6 +58,19 @@ def test_every_page_says_automation_is_paused_and_what_waits(worker_factory, chr
     assert "Automation is paused by alice" in state_banner(driver)
     assert not driver.find_elements(By.LINK_TEXT, "Resume on Control")  # already there
 
+    # The open circuit says what it is and what closing it does; the button closes it.
+    heads = [th.get_attribute("textContent") for th in
+             driver.find_elements(By.CSS_SELECTOR, "#circuits thead th")]
+    assert heads == ["Playbook", "Target", "Opened", "Stopped until", "Action"], heads
+    row = driver.find_element(By.CSS_SELECTOR, "#circuits tbody tr").text
+    assert "restart-web" in row and blocked["target"] in row, row
+    driver.find_element(By.XPATH, "//button[text()='Close circuit']").click()
+    assert "next alert runs the playbook again" in driver.switch_to.alert.text
+    driver.switch_to.alert.accept()
+    WebDriverWait(driver, 10).until(
+        lambda d: "No circuit is open." in d.find_element(By.TAG_NAME, "main").text)
+    assert not w.call(w.service.store.list_state("circuit:"))
+
     w.call(w.service.pause(False, "alice"))
     w.call(w.service.reset_circuits(blocked["target"], "", "alice"))
     driver.get(f"{w.url}/ui/")
