@@ -195,14 +195,17 @@ async def _state(service: Service) -> dict[str, Any]:
     """What every page's header says of the automation: paused (and by whom), approvals
     waiting for a human, circuits open. An operator on the decisions list did not see that
     automation was paused (only Control said so), nor that a step waited for them."""
-    now = service.clock()
-    paused = await service.store.get_state(PAUSE) or {}
+    now = service.clock()  # the store's: circuits' deadlines are on it
+    pause = redact.value(await service.store.get_state(PAUSE) or {})
     pending = await service.store.list_state(PENDING)
-    circuits = await service.store.list_state("circuit:")
-    return {"paused": redact.value(paused) if paused.get("paused") else None,
+    circuits = [{"playbook": key.split(":")[1], "target": key.split(":", 2)[2],
+                 **redact.value(value)}
+                for key, value in (await service.store.list_state("circuit:")).items()
+                if value.get("until", 0) > now]
+    return {"pause": pause, "paused": pause if pause.get("paused") else None,
             "paused_by_config": service.config.guards.paused,
             "approvals": sum(1 for p in pending.values() if "withdrawn_at" not in p),
-            "circuits": sum(1 for c in circuits.values() if c.get("until", 0) > now)}
+            "open_circuits": circuits, "circuits": len(circuits)}
 
 
 def _page(request: web.Request, template: str, principal: Principal | None, status: int = 200,
@@ -495,15 +498,9 @@ async def decide(request: web.Request) -> web.Response:
 async def control(request: web.Request) -> web.Response:
     principal = await _who(request)
     service = _service(request)
-    now = service.clock()  # the store's: circuits' and approvals' deadlines are on it
-    circuits = [{"name": key.split(":", 1)[1], "playbook": key.split(":")[1],
-                 "target": key.split(":", 2)[2], **redact.value(value)}
-                for key, value in (await service.store.list_state("circuit:")).items()
-                if value.get("until", 0) > now]
-    paused = await service.store.get_state("paused") or {}
-    return _page(request, "control.html", principal, circuits=circuits,
-                 state=await _state(service),
-                 paused=paused, paused_by_config=service.config.guards.paused,
+    state = await _state(service)  # the header's reads are the page's too
+    return _page(request, "control.html", principal, circuits=state["open_circuits"],
+                 state=state, paused=state["pause"], paused_by_config=state["paused_by_config"],
                  rules=sorted(pb.name for pb in service.rules.playbooks),
                  last_reload=redact.value(service.last_reload))
 
