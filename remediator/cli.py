@@ -251,8 +251,8 @@ def _rules_exist(cfg: Config) -> None:
 async def _serve(cfg: Config) -> int:
     from aiohttp import web
 
-    from .listener import CappedSite, connection_limit
     from .server import build_app
+    from .server.listener import CappedSite, connection_limit
     from .service import Service
     from .store.base import StoreUnavailable, redact
 

@@ -42,7 +42,7 @@ from . import event_loop
 from .actions.base import Action, ActionContext, ActionError, TransientError, parse_duration
 from .alerts import PayloadError, notification_from_dict
 from .config import ConfigError, load_config
-from .executor import Executor, StepRecord
+from .engine.executor import Executor, StepRecord
 from .logs import setup_logging
 from .playbooks.schema import TEST_FILE, check_shape, did_you_mean
 from .playbooks.source import Problem, Source, SourceError, load_source

@@ -19,14 +19,14 @@ from .actions.checks import precondition_check
 from .alerts import Alert, Notification, dedupe_key
 from .config import Config
 from .engine import Engine
+from .engine.executor import Executor
+from .engine.slots import Slots
 from .escalation import Escalator, build_sink
-from .executor import Executor
 from .guards import APPROVAL, PENDING, Guards, decide_approval
 from .metrics import Metrics
 from .playbooks.index import RuleSet
 from .playbooks.parse_cache import ParseCache, cache_directory
 from .playbooks.validate import RulesError, load_rules
-from .slots import Slots
 from .store import open_store
 from .store.base import PAUSE, Enqueued, InboxItem, LeaseLost, StoreUnavailable
 

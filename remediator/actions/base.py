@@ -21,7 +21,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .. import templating, validators
+from .. import templating
+from ..templating import validators
 
 
 class ActionError(Exception):

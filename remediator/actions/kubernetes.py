@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import validators
+from ..templating import validators
 from .base import ActionContext, ActionError, Param, Permission, rbac
 from .kube_client import (
     FIELD_MANAGER,

@@ -18,10 +18,10 @@ from typing import Any
 
 from ..alerts import Alert
 from ..guards import APPROVAL, PENDING, GuardContext, decide_approval
-from ..inflight import InFlight
 from ..playbooks.models import Playbook
 from ..store.base import Store, StoreUnavailable
 from ..store.packing import awaiting
+from .inflight import InFlight
 from .records import Records, Unrecorded, after_cancel, execution_id, made_change, resumable
 
 log = logging.getLogger("remediator.engine")

@@ -14,19 +14,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .. import template_context, templating, turns
+from .. import templating, turns
 from ..actions.backends import Backends
 from ..actions.registry import ACTIONS
 from ..alerts import Alert, Group, utcnow_iso
 from ..escalation import Escalator
-from ..executor import Executor
 from ..guards import Block, GuardContext, Guards
-from ..inflight import InFlight
 from ..metrics import Metrics
 from ..playbooks.index import RuleSet
 from ..playbooks.models import Playbook, Step
 from ..store.base import InboxItem, Store, StoreUnavailable
+from ..templating import context as template_context
 from . import approvals, plans, records
+from .executor import Executor
+from .inflight import InFlight
 from .plans import Plans
 from .records import Records, Unrecorded, after_cancel, after_failure, made_change, resumable
 from .steps import Steps, render_target, step_targets

@@ -13,12 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import redact, template_memo, templating
+from .. import redact, templating
 from ..actions.base import check_params, has_template, render_params
 from ..actions.registry import ACTIONS, BUILTIN
-from ..executor import StepRecord
 from ..guards import Guards
 from ..playbooks.models import Step
+from ..templating import memo as template_memo
+from .executor import StepRecord
 
 # Steps whose checked parameters or plans are kept: every loaded one, bounded across reloads.
 _LITERAL_MAX = 4096

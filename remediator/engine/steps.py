@@ -10,16 +10,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .. import redact, template_context, templating, validators
+from .. import redact, templating
 from ..actions.backends import Backends
 from ..actions.base import ActionContext
 from ..actions.registry import ACTIONS
-from ..executor import Executor, Refused, StepRecord
 from ..guards import RESOLVED_BLOCK, GuardContext, Guards
-from ..inflight import InFlight
 from ..metrics import Metrics
 from ..playbooks.models import Step, Target
+from ..templating import context as template_context
+from ..templating import validators
 from . import plans
+from .executor import Executor, Refused, StepRecord
+from .inflight import InFlight
 from .plans import Plans
 from .records import Records
 

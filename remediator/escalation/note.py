@@ -8,10 +8,12 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .. import graphs, markdown_text, template_context, template_memo, templating
+from .. import graphs, markdown_text, templating
 from ..markdown_text import code, text
 from ..playbooks.models import Escalation, Playbook
 from ..playbooks.template_checks import step_references
+from ..templating import context as template_context
+from ..templating import memo as template_memo
 
 _EVIDENCE_CHARS = 1500
 _SEVERITY_WITHIN = {"info": None, "warning": 1800, "critical": 900, "emergency": 300}

@@ -8,7 +8,8 @@ import functools
 import re
 from typing import TYPE_CHECKING, Any
 
-from .. import template_context, templating
+from .. import templating
+from ..templating import context as template_context
 from .schema import did_you_mean
 from .source import Finding, Path, Problem, Source
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from remediator.validators import VALIDATORS
+from remediator.templating.validators import VALIDATORS
 from tests.deploy.conftest import DEPLOY, ROOT, require_tool, run
 
 PROMETHEUS = DEPLOY / "prometheus"

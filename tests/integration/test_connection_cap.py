@@ -150,7 +150,7 @@ def test_a_high_descriptor_limit_is_not_cut_to_a_few_thousand_connections():
     """Past the cap `/-/healthy` is a 503 and a kubelet restarts the pod: a ceiling of 4096
     let a flood of that many idle connections do what before took the whole limit (a
     container's is often 1 048 576)."""
-    from remediator.listener import connection_limit
+    from remediator.server.listener import connection_limit
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 10_000:

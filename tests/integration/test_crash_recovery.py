@@ -10,7 +10,7 @@ import time
 
 from remediator.alerts import parse_notification
 from remediator.config import Config
-from remediator.executor import Executor
+from remediator.engine.executor import Executor
 from remediator.playtest import FakeClock
 from remediator.service import Service
 from tests.conftest import write_rules

@@ -22,7 +22,7 @@ from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext, ActionError
 from remediator.actions.registry import ACTIONS
 from remediator.config import load_config
-from remediator.executor import Executor, StepRecord
+from remediator.engine.executor import Executor, StepRecord
 from remediator.guards import GuardSettings
 from tests.support.actions import params, problems
 from tests.support.payloads import alert, notification

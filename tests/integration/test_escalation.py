@@ -15,8 +15,8 @@ import yaml
 from remediator.actions.base import ActionError
 from remediator.alerts import parse_notification
 from remediator.config import Config
+from remediator.engine.executor import Executor
 from remediator.escalation import build_sink
-from remediator.executor import Executor
 from remediator.service import Service
 from tests.deploy.test_alertmanager_config import CONFIG as SHIPPED_AM_CONFIG
 from tests.integration.test_guards import Harness, web

@@ -15,7 +15,7 @@ from typing import Any
 from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext, check_params
 from remediator.actions.registry import ACTIONS
-from remediator.executor import Executor, StepRecord
+from remediator.engine.executor import Executor, StepRecord
 from tests.support.payloads import alert, notification
 
 BUNDLE = ACTIONS["evidence.bundle"]

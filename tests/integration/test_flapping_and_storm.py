@@ -4,7 +4,7 @@ a flapping alert and an alert storm never exceed the configured limits."""
 from __future__ import annotations
 
 from remediator.config import Config
-from remediator.executor import Executor
+from remediator.engine.executor import Executor
 from remediator.playtest import FakeClock
 from tests.conftest import write_rules
 from tests.integration.test_guards import START

@@ -17,7 +17,7 @@ import pytest
 
 from remediator.alerts import parse_notification
 from remediator.config import Config, ConfigError, load_config
-from remediator.executor import Executor
+from remediator.engine.executor import Executor
 from remediator.guards import GuardSettings
 from remediator.playtest import FakeClock
 from remediator.service import Service

@@ -32,8 +32,6 @@ from remediator import (
     escalation,
     event_loop,
     redact,
-    template_context,
-    template_memo,
     templating,
     turns,
 )
@@ -46,6 +44,8 @@ from remediator.engine.steps import Steps
 from remediator.service import Service
 from remediator.store import open_store, packing
 from remediator.store.sqlite import PROCESSING_PER_COMMIT, SQLiteStore
+from remediator.templating import context as template_context
+from remediator.templating import memo as template_memo
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
 from tests.support.worker import TOKEN, InProcessWorker, free_port, http, loopback_guards

@@ -18,7 +18,7 @@ from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext, ActionError
 from remediator.actions.command import PROBES, probe_for
 from remediator.actions.registry import ACTIONS
-from remediator.executor import Executor, StepRecord
+from remediator.engine.executor import Executor, StepRecord
 from tests.kubeapi.rbac import Policy, step_documents
 from tests.support.actions import params, problems
 

@@ -27,7 +27,7 @@ from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext, ActionError
 from remediator.actions.kube_client import client
 from remediator.actions.registry import ACTIONS
-from remediator.executor import Executor, StepRecord
+from remediator.engine.executor import Executor, StepRecord
 from tests.kubeapi.rbac import Policy, generator, step_documents
 from tests.kubeapi.tls import certificate
 from tests.support.actions import params, problems

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from remediator.config import Config
-from remediator.slots import Slots
+from remediator.engine.slots import Slots
 from remediator.store import open_store
 from remediator.store.base import PAUSE
 from tests.conftest import write_rules

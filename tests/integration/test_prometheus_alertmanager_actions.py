@@ -14,7 +14,7 @@ from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext, check_params
 from remediator.actions.registry import ACTIONS
 from remediator.config import Config
-from remediator.executor import Executor, StepRecord
+from remediator.engine.executor import Executor, StepRecord
 from tests.support.alertmanager import make_alert, webhook_config
 from tests.support.exporter import Exporter
 from tests.support.payloads import alert, notification

@@ -15,7 +15,7 @@ import pytest
 
 from remediator.alerts import parse_notification
 from remediator.config import Config
-from remediator.executor import Executor
+from remediator.engine.executor import Executor
 from remediator.service import Service
 from tests.support.payloads import alert, notification
 from tests.support.worker import loopback_guards

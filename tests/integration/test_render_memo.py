@@ -1,4 +1,4 @@
-"""Kept renders (template_memo) change nothing a decision records: a mixed storm over the
+"""Kept renders (templating/memo.py) change nothing a decision records: a mixed storm over the
 shipped rules and the production config, drained with them and without, records the same
 decisions byte for byte (steps, reasons, notes, titles), times aside; and a secret learned
 after a render was kept is redacted from every later decision that reuses it."""
@@ -13,10 +13,11 @@ from typing import Any
 
 import yaml
 
-from remediator import redact, template_memo
+from remediator import redact
 from remediator.alerts import parse_notification
 from remediator.config import Config, load_config
 from remediator.service import Service
+from remediator.templating import memo as template_memo
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
 from tests.support.worker import TOKEN, InProcessWorker, loopback_guards

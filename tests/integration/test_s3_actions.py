@@ -20,7 +20,7 @@ import pytest
 from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext, ActionError, check_params
 from remediator.actions.registry import ACTIONS
-from remediator.executor import Executor, StepRecord
+from remediator.engine.executor import Executor, StepRecord
 from tests.support.actions import params
 from tests.support.loop_probe import LoopProbe
 from tests.support.payloads import alert, notification

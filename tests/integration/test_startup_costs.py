@@ -20,13 +20,13 @@ ROOT = Path(__file__).resolve().parents[2]
 # Imported only by the actions and sinks that use them, at their first use.
 CLIENTS = ("kubernetes", "docker", "boto3", "botocore", "markdown_it", "tenacity")
 # The other commands' modules: `serve` defines their arguments, never imports them.
-COMMANDS = ("remediator.lint", "remediator.lint_promql", "remediator.playtest")
+COMMANDS = ("remediator.lint", "remediator.lint.promql", "remediator.playtest")
 # Standard modules nothing before ready needs: a graph's escaping (html's does), the
 # suggestions of a refused file.
 UNNEEDED = ("xml", "difflib")
 # Needed by a file validated anew, or the first alert or console page: not before ready by
 # a start whose files are all in the parse cache.
-FIRST_USE = ("jinja2", "markupsafe", "remediator.sandbox")
+FIRST_USE = ("jinja2", "markupsafe", "remediator.templating.sandbox")
 # The built-in actions' modules, imported when an action is first looked up (registry.py);
 # `serve` imports a few of them for its own use (checks: alertmanager, prometheus).
 ACTION_MODULES = tuple(f"remediator.actions.{m}" for m in (
@@ -97,7 +97,7 @@ def test_a_second_start_reads_the_parse_cache_beside_the_store(tmp_path):
 _COUNT_COLLECTIONS = """
 import gc, json, sys
 import remediator.cli as cli
-from remediator.listener import CappedSite
+from remediator.server.listener import CappedSite
 
 seen = []
 freeze = gc.freeze

@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aiohttp import web
 
-from remediator import event_loop, executor
+from remediator import event_loop
 from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext, TransientError, maybe_applied, never_sent
 from remediator.actions.registry import ACTIONS
-from remediator.executor import Executor, StepRecord
+from remediator.engine import executor
+from remediator.engine.executor import Executor, StepRecord
 from tests.conftest import write_rules
 from tests.kubeapi.rbac import step_documents
 from tests.support.actions import params

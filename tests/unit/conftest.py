@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from remediator import template_memo
+from remediator.templating import memo as template_memo
 
 
 @pytest.fixture

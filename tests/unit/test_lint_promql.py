@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from remediator.cli import main
-from remediator.lint_promql import variants
+from remediator.lint.promql import variants
 
 PROMQL = """
 playbooks:

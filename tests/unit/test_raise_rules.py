@@ -61,7 +61,8 @@ def test_a_note_builds_its_context_only_for_what_reads_it_and_explains_only_repo
     template context; one with a rule builds what the rule reads (its steps), once; and a
     condition that fails about a step that did not succeed (every condition of a dry run's
     note) is not explained: its message was half of its cost and was thrown away."""
-    from remediator import template_context, templating
+    from remediator import templating
+    from remediator.templating import context as template_context
 
     built: list[str] = []
     explained: list[object] = []

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from remediator import redact
 from remediator.escalation import _valid_unicode
-from remediator.template_context import Target
+from remediator.templating.context import Target
 
 SAMPLES = [
     "",
@@ -122,7 +122,7 @@ def test_a_step_record_is_journaled_whole_and_redacted_as_a_mapping_would_be():
     still carries every field, redacted exactly as the redaction of all of it would be."""
     from dataclasses import asdict
 
-    from remediator.executor import StepRecord
+    from remediator.engine.executor import StepRecord
     redact.remember("sekret-value-123")
     record = StepRecord(name="call", action="http.request",
                         params={"url": SAMPLES[3], "headers": {"Authorization": "x"}},

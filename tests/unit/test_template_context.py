@@ -16,7 +16,7 @@ from remediator import templating
 from remediator.cli import main
 from remediator.playbooks import validate
 from remediator.playbooks.validate import validate_paths
-from remediator.template_context import Target, make_target
+from remediator.templating.context import Target, make_target
 from tests.support.payloads import alert, notification
 
 DOC = (Path(__file__).parents[2] / "docs" / "templates.md").read_text(encoding="utf-8")
@@ -142,7 +142,8 @@ def test_a_context_is_built_without_making_a_group(monkeypatch):
     """Every decision builds two contexts (its steps' and its note's); a Group made and
     converted for its defaults was half of the cost. The group's missing fields still get
     their defaults, a fresh map each (counted: Group constructions)."""
-    from remediator import alerts, template_context
+    from remediator import alerts
+    from remediator.templating import context as template_context
 
     made: list[object] = []
     real = alerts.Group.__init__
@@ -162,7 +163,8 @@ def test_a_context_holds_what_each_roots_maker_makes():
     """`build` makes the roots without calling `ROOT_MAKERS` (a note's context makes only
     those it reads, with them): both make the same, in the same order, for a stored group,
     a partial one, none, and a target or none."""
-    from remediator import alerts, template_context
+    from remediator import alerts
+    from remediator.templating import context as template_context
 
     class Pb:
         name, runbook = "pb", "https://runbook"
@@ -184,7 +186,7 @@ def test_a_planned_steps_placeholders_are_made_once_per_step_name(monkeypatch):
     """Counted: a dry run's plan shows each planned step as placeholders; those of a step of
     the same name are the same for every decision, made once (three per step per decision
     before)."""
-    from remediator import template_context
+    from remediator.templating import context as template_context
 
     made: list[object] = []
     real = templating.Pending.__init__

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from remediator import template_context, template_memo, templating
+from remediator import templating
+from remediator.templating import context as template_context
+from remediator.templating import memo as template_memo
 
 TEMPLATES = [
     "{{ labels.x }}",

@@ -1,4 +1,4 @@
-"""Hostile review of template_memo: a kept render must be exactly what rendering again gives,
+"""Hostile review of templating/memo.py: a kept render must be exactly what rendering again gives,
 for templates that read their context in every way Jinja allows, over contexts an alert's
 sender controls."""
 
@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from remediator import template_context, template_memo, templating
+from remediator import templating
+from remediator.templating import context as template_context
+from remediator.templating import memo as template_memo
 
 TEMPLATES = [
     "{% for k, v in labels.items() %}{{ k }}={{ v }};{% endfor %}",

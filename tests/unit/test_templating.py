@@ -4,7 +4,7 @@ import pytest
 
 from remediator import templating
 from remediator.templating import TemplateError, render
-from remediator.validators import validate
+from remediator.templating.validators import validate
 
 CTX = {"labels": {"deployment": "{{ 7*7 }}", "evil": "{% for x in range(10) %}x{% endfor %}"},
        "annotations": {}, "alert": {}, "group": {}, "steps": {}}

@@ -18,22 +18,22 @@ from collections.abc import Iterable
 from pathlib import Path as FsPath
 from typing import Any
 
-from . import templating
-from .actions.base import Permission, check_params
-from .actions.registry import ACTIONS
-from .config import Config, ConfigError, load_config, read_config_source
-from .config_schema import check_config_source
-from .guards import (
+from .. import templating
+from ..actions.base import Permission, check_params
+from ..actions.registry import ACTIONS
+from ..config import Config, ConfigError, load_config, read_config_source
+from ..config_schema import check_config_source
+from ..guards import (
     GuardSettings,
     allow_list,
     namespace_denied,
     system_namespaces_open,
     write_denied,
 )
-from .lint_promql import check_promql
-from .playbooks.models import Playbook, Step
-from .playbooks.source import Problem, Source, SourceError, load_source
-from .playbooks.validate import Validation, is_test_file, validate_paths
+from ..playbooks.models import Playbook, Step
+from ..playbooks.source import Problem, Source, SourceError, load_source
+from ..playbooks.validate import Validation, is_test_file, validate_paths
+from .promql import check_promql
 
 SEVERITIES = ("error", "warning", "info")
 # Annotations that say "a human has a procedure for this alert", i.e. a playbook candidate.

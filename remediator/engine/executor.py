@@ -18,13 +18,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from . import redact
-from .actions.base import Action, ActionContext, ActionError, maybe_applied
-from .alerts import utcnow_iso
+from .. import redact
+from ..actions.base import Action, ActionContext, ActionError, maybe_applied
+from ..alerts import utcnow_iso
 from .slots import Slots
 
 if TYPE_CHECKING:
-    from .guards import Block
+    from ..guards import Block
 
 # A runner performs the action call; the default calls the real backend.
 Runner = Callable[[Action, dict[str, Any], ActionContext], Awaitable[dict[str, Any]]]

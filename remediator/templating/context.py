@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import template_memo, templating
-from .alerts import Group
+from .. import templating
+from ..alerts import Group
+from . import memo as template_memo
 
 ALERT_FIELDS = ("fingerprint", "status", "startsAt", "endsAt", "generatorURL")
 GROUP_FIELDS = tuple(Group().to_dict())

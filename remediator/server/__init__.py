@@ -17,12 +17,13 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import console, content_coding, redact, turns
-from .alerts import PayloadError, parse_notification
-from .auth import ANONYMOUS, NOT_BY_ADDRESS, PasswordChecksBusy, Principal, Users, named_by_address
-from .playbooks.validate import RulesError
-from .service import Service
-from .store.base import StoreUnavailable
+from .. import console, redact, turns
+from ..alerts import PayloadError, parse_notification
+from ..auth import ANONYMOUS, NOT_BY_ADDRESS, PasswordChecksBusy, Principal, Users, named_by_address
+from ..playbooks.validate import RulesError
+from ..service import Service
+from ..store.base import StoreUnavailable
+from . import content_coding
 
 log = logging.getLogger("remediator.server")
 

@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from . import markdown_text, template_memo, turns
+from .. import markdown_text, turns
+from . import memo as template_memo
 
 if TYPE_CHECKING:
     from jinja2 import nodes
@@ -289,7 +290,7 @@ def render(text: str, context: dict[str, Any], env: BoundedSandbox | None = None
     if not is_template(text):
         return text
     env = env or _sandboxes()[0]
-    # Kept (template_memo): results and the template's own errors (a result only known at
+    # Kept (memo.py): results and the template's own errors (a result only known at
     # run time), never an error that describes the context (an undefined label lists the
     # alert's labels), unless it is not explained: that a render fails is a function of the
     # values it read, as what it renders is (a note's template reading a label its alert
@@ -400,7 +401,7 @@ def _compiled(env: BoundedSandbox | None, text: str) -> None:
 async def compile_ahead(texts: Iterable[str], conditions: Iterable[str] = (),
                         urls: Iterable[str] = (), notes: Iterable[str] = ()) -> None:
     """Compile the templates (and `when` conditions, templates rendered into URLs, and a
-    note's templates) not compiled yet, and parse them for what they read (template_memo),
+    note's templates) not compiled yet, and parse them for what they read (memo.py),
     each in a processing chunk of its own once the chunk has run for `turns.SLICE`:
     compiling is 1-5 ms a text,
     parsing 0.3-1, and a playbook's first plan or note did all of it for all of its texts

@@ -24,10 +24,10 @@ from collections.abc import Iterator
 from pathlib import Path as FsPath
 from typing import Any
 
-from .actions.registry import ACTIONS
-from .playbooks.models import Playbook
-from .playbooks.source import Path, Problem
-from .playbooks.validate import Validation
+from ..actions.registry import ACTIONS
+from ..playbooks.models import Playbook
+from ..playbooks.source import Path, Problem
+from ..playbooks.validate import Validation
 
 _TEMPLATE = re.compile(r"\{\{.*?\}\}", re.S)
 # promtool: `file: 7:15: group "g", rule 2, "q1v0": could not parse expression: 1:10: ...`
