@@ -83,11 +83,13 @@ template_memo.FROZEN[Pending] = lambda pending: pending._path  # all a placehold
 
 def _percent_encode(value: Any) -> str:
     """Every `{{ }}` in a URL is data: '/', '?', '#', '@', ':' are encoded, so a label cannot
-    leave its path segment or query value (`../admin`, `x?y=1`, `@evil.example`)."""
+    leave its path segment or query value (`../admin`, `x?y=1`, `@evil.example`), nor be
+    empty: `DELETE /users/{{ labels.user }}` with an empty label is `DELETE /users/`, the
+    collection, and `?user=` often matches every user."""
     if isinstance(value, Pending):
         return str(value)
     encoded = quote(str(value), safe="")
-    if encoded in (".", ".."):  # a dot segment would climb the path
+    if encoded in ("", ".", ".."):  # a segment gone, or a dot segment climbing the path
         raise TemplateError(f"{encoded!r} cannot be a value in a URL")
     return encoded
 

@@ -55,9 +55,13 @@ def test_a_label_cannot_choose_the_host_or_leave_its_path_segment(worker_factory
     payload = notification(
         alert("ServiceDown", service=ssrf, path="x", env="prod", fingerprint="ssrf"),
         alert("ServiceDown", service="web", path="../admin", env="a&b=c", fingerprint="path"),
-        alert("ServiceDown", service="web", path="..", env="prod", fingerprint="dots"))
+        alert("ServiceDown", service="web", path="..", env="prod", fingerprint="dots"),
+        # empty: `/v1/` would name the collection, not one of its items
+        alert("ServiceDown", service="web", path="", env="prod", fingerprint="empty"))
     assert w.post_alerts(payload)[0] == 202
-    decisions = {d["fingerprint"]: d for d in w.wait_executions(3)}
+    decisions = {d["fingerprint"]: d for d in w.wait_executions(4)}
+    assert decisions["empty"]["outcome"] == "failed"
+    assert "'' cannot be a value in a URL" in decisions["empty"]["reason"]
     assert decisions["ssrf"]["outcome"] == "failed"
     assert "is not in allow_hosts (web.prod.svc)" in decisions["ssrf"]["reason"]
     assert decisions["dots"]["outcome"] == "failed" and "'..' cannot be" in decisions["dots"]["reason"]
