@@ -230,7 +230,12 @@ def _alert(raw: Any, path: str, text: Text) -> dict[str, Any]:
     labels = _labels(raw, "labels", path, text)
     if not labels.get("alertname"):
         raise PayloadError(f"{path}.labels.alertname: required")
-    starts_at = _timestamp(raw, "startsAt", path, text) or ""
+    starts_at = _timestamp(raw, "startsAt", path, text)
+    if not starts_at:
+        # The episode is in the dedupe key: without it, this alert firing again after its
+        # resolution was taken for a duplicate of its first episode, and never remediated.
+        raise PayloadError(f"{path}.startsAt: required (Alertmanager always sends it; it "
+                           "tells one episode of an alert from the next)")
     fingerprint = _str(raw, "fingerprint", path, text) or label_fingerprint(labels)
     if len(fingerprint) > MAX_FINGERPRINT or "\x00" in fingerprint:
         raise PayloadError(f"{path}.fingerprint: must be at most {MAX_FINGERPRINT} characters "
@@ -274,8 +279,12 @@ def _labels(obj: dict[str, Any], key: str, path: str, text: Text) -> dict[str, s
     if not isinstance(value, dict):
         raise PayloadError(f"{path}.{key}: must be an object of strings")
     for name, item in value.items():
-        if text is _as_is and isinstance(item, str) and len(item) <= MAX_LABEL_VALUE:
+        if text is _as_is and isinstance(item, str) and len(item) <= MAX_LABEL_VALUE \
+                and len(name) <= MAX_LABEL_VALUE:
             continue  # valid: no path to build
+        if len(name) > MAX_LABEL_VALUE:  # a name is shown wherever its value is: notes too
+            raise PayloadError(f"{path}.{key}: a name longer than {MAX_LABEL_VALUE} characters "
+                               f"({name[:40]!r}…)")
         where = f"{path}.{key}.{text(name, f'{path}.{key} (a name)')}"
         if not isinstance(item, str):
             raise PayloadError(f"{where}: must be a string")

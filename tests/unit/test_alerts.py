@@ -66,6 +66,19 @@ def test_dedupe_key_separates_episodes_and_statuses():
     (json.dumps({"version": "4", "alerts": [{"status": "firing",
                                              "labels": {"alertname": "A", "x": "v" * 9000}}]}).encode(),
      "$.alerts[0].labels.x: longer than 8192"),
+    (json.dumps({"version": "4", "alerts": [{"status": "firing", "startsAt": "2026-11-21T10:00:00Z",
+                                             "labels": {"alertname": "A", "x" * 9000: "v"}}]}).encode(),
+     "$.alerts[0].labels: a name longer than 8192"),
+    (json.dumps({"version": "4", "alerts": [{"status": "firing", "startsAt": "2026-11-21T10:00:00Z",
+                                             "labels": {"alertname": "A"},
+                                             "annotations": {"y" * 9000: "v"}}]}).encode(),
+     "$.alerts[0].annotations: a name longer than 8192"),
+    # the episode is in the dedupe key: without it a later episode was taken for a duplicate
+    (json.dumps({"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": "A"}}]}).encode(),
+     "$.alerts[0].startsAt: required"),
+    (json.dumps({"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": "A"},
+                                             "startsAt": "0001-01-01T00:00:00Z"}]}).encode(),
+     "$.alerts[0].startsAt: required"),
 ])
 def test_malformed_payloads_say_what_is_wrong(body, message):
     with pytest.raises(PayloadError) as exc:
