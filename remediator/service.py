@@ -374,6 +374,13 @@ class Service:
         await self.store.put_state(PAUSE, {"paused": paused, "by": by, "at": self.clock()})
         log.warning("automation %s by %s", "PAUSED" if paused else "resumed", by)
 
+    async def open_circuits(self) -> list[dict[str, Any]]:
+        """The circuits open now: playbook, target and their state (opened_at, until)."""
+        now = self.clock()  # the store's: circuits' deadlines are on it
+        return [{"playbook": key.split(":")[1], "target": key.split(":", 2)[2], **value}
+                for key, value in (await self.store.list_state("circuit:")).items()
+                if value.get("until", 0) > now]
+
     async def reset_circuits(self, target: str, playbook: str, by: str) -> list[str]:
         """Close the circuits open on `target` (namespace/kind/name), of one playbook or all;
         return the `playbook:target` names reset."""

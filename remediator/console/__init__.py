@@ -195,13 +195,9 @@ async def _state(service: Service) -> dict[str, Any]:
     """What every page's header says of the automation: paused (and by whom), approvals
     waiting for a human, circuits open. An operator on the decisions list did not see that
     automation was paused (only Control said so), nor that a step waited for them."""
-    now = service.clock()  # the store's: circuits' deadlines are on it
     pause = redact.value(await service.store.get_state(PAUSE) or {})
     pending = await service.store.list_state(PENDING)
-    circuits = [{"playbook": key.split(":")[1], "target": key.split(":", 2)[2],
-                 **redact.value(value)}
-                for key, value in (await service.store.list_state("circuit:")).items()
-                if value.get("until", 0) > now]
+    circuits = redact.value(await service.open_circuits())
     return {"pause": pause, "paused": pause if pause.get("paused") else None,
             "paused_by_config": service.config.guards.paused,
             "approvals": sum(1 for p in pending.values() if "withdrawn_at" not in p),

@@ -310,11 +310,20 @@ async def pause(request: web.Request) -> web.Response:
 
 
 async def reset_circuit(request: web.Request) -> web.Response:
-    target = request.query.get("target", "")
+    target, playbook = request.query.get("target", ""), request.query.get("playbook", "")
     if not target:
-        return _error(400, "target query parameter is required (namespace/kind/name)")
-    reset = await request.app[SERVICE].reset_circuits(target, request.query.get("playbook", ""),
-                                                      _actor(request))
+        return _error(400, "target query parameter is required: the circuit's target as its "
+                           "decisions name it (namespace/kind/name, or kind/name)")
+    service = request.app[SERVICE]
+    reset = await service.reset_circuits(target, playbook, _actor(request))
+    if not reset:
+        # A 200 with nothing reset read as success at 3 a.m.: say what is open instead.
+        circuits = await service.open_circuits()
+        named = ", ".join(f"{c['playbook']} on {c['target']}" for c in circuits) or "none"
+        what = f"{playbook} on {target}" if playbook else target
+        return web.json_response({"error": f"no circuit of {what} to reset; open now: {named}",
+                                  "open": [{"playbook": c["playbook"], "target": c["target"]}
+                                           for c in circuits]}, status=404)
     return web.json_response({"reset": reset})
 
 

@@ -80,6 +80,27 @@ def test_the_recorded_actor_is_the_authenticated_user_never_a_header(worker_fact
     assert w.call(w.service.store.get_state("paused"))["by"] == "alice"
 
 
+def test_resetting_a_circuit_that_is_not_open_is_a_404_naming_those_that_are(worker_factory):
+    # A 200 `{"reset": []}` for a mistyped target read as success at 3 a.m.
+    w = worker_factory()
+    now = w.service.clock()
+    w.call(w.service.store.put_state("circuit:flap:service/flap-svc",
+                                     {"opened_at": now, "until": now + 3600}))
+    w.call(w.service.store.put_state("circuit:old:service/gone", {"opened_at": now - 7200,
+                                                                  "until": now - 3600}))
+    status, body = http("POST", f"{w.url}/api/v1/circuits/reset?target=flap-svc", b"", OPERATOR)
+    assert status == 404, body
+    assert body["error"] == "no circuit of flap-svc to reset; open now: flap on service/flap-svc"
+    assert body["open"] == [{"playbook": "flap", "target": "service/flap-svc"}]
+    status, body = http("POST", f"{w.url}/api/v1/circuits/reset?target=service/flap-svc",
+                        b"", OPERATOR)
+    assert (status, body) == (200, {"reset": ["flap:service/flap-svc"]})
+    status, body = http("POST", f"{w.url}/api/v1/circuits/reset?target=service/flap-svc",
+                        b"", OPERATOR)
+    assert (status, body["open"]) == (404, [])
+    assert body["error"].endswith("open now: none")
+
+
 def test_limit_is_validated(worker_factory):
     w = worker_factory()
     w.post_alerts(notification(*(alert("DemoDown", namespace="demo", deployment=f"d{i}",
