@@ -433,9 +433,14 @@ class Guards:
                 if (block := await check(gc, step, params)) is not None:
                     return block
         if gc.mode != "live":
-            for check in (self._rate_limit, self._cooldown, self._budget):
-                if (block := await check(gc, step, params)) is not None:
-                    return block
+            return await self._limits(gc, step, params)
+        return None
+
+    async def _limits(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
+        """The counted limits' checks, read only: which one refuses the step now, if any."""
+        for check in (self._rate_limit, self._cooldown, self._budget):
+            if (block := await check(gc, step, params)) is not None:
+                return block
         return None
 
     async def admit(self, gc: GuardContext, step: Step, params: dict[str, Any],
@@ -471,9 +476,8 @@ class Guards:
             if admitted is None:
                 return None
             # Refused: the checks say which limit, with its numbers.
-            for check in (self._rate_limit, self._cooldown, self._budget):
-                if (block := await check(gc, step, params)) is not None:
-                    return block
+            if (block := await self._limits(gc, step, params)) is not None:
+                return block
         # A limit was reached and freed again three times in a row (its window moving on).
         return Block("rate_limited", "a limit was reached at admission and free again when "
                                      "checked, three times in a row; not admitted")
@@ -542,9 +546,14 @@ class Guards:
                                                         "requested_at": now,
                                                         "fingerprint": gc.alert.fingerprint,
                                                         "episode": gc.episode})
+        # A limit refusing the step now is said with the request: approved before it clears,
+        # the step is refused at admission, and the human paged for nothing.
+        limit = await self._limits(gc, step, params)
         return Block("approval_pending", f"step {step.name!r} needs approval (expires "
                                          f"{_iso(state['expires_at'])}): remediator approve "
-                                         f"{gc.execution_id} --step {step.name}")
+                                         f"{gc.execution_id} --step {step.name}" + (
+                                             f"; approved now, it would be refused: {limit}"
+                                             if limit else ""))
 
     async def _rate_limit(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
         cfg = gc.playbook.guards.get("rate_limit")

@@ -329,6 +329,22 @@ def test_approval_pauses_then_resumes_once_approved(tmp_path, run):
     run(h.service.stop())
 
 
+def test_an_approval_asked_under_a_cooldown_says_the_step_would_be_refused(tmp_path, run):
+    # Paged, approved, then refused by the cooldown: the request now says so up front.
+    h = run(Harness(tmp_path, "{cooldown: 1h, approval_ttl: 30m}", approval=True).start())
+    [first] = run(h.fire(web(0), at=0))
+    assert "would be refused" not in first["reason"]
+    assert run(h.service.approve(first["id"], by="alice"))["outcome"] == "succeeded"
+    [second] = run(h.fire(web(5), at=300))
+    assert second["reason"].startswith("approval_pending: step 'restart' needs approval")
+    assert second["reason"].endswith("; approved now, it would be refused: cooldown: "
+                                     "prod/deployment/web was last changed at "
+                                     "2026-01-05T10:00:00Z; cooldown 1h ends at "
+                                     "2026-01-05T11:00:00Z"), second["reason"]
+    assert h.calls == [first["id"]]
+    run(h.service.stop())
+
+
 def test_rejected_expired_and_resolved_approvals_never_run(tmp_path, run):
     h = run(Harness(tmp_path, "{cooldown: 1m, approval_ttl: 30m}", approval=True).start())
     [rejected] = run(h.fire(web(0, deployment="a")))
