@@ -185,6 +185,9 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
     try:
         if cfg.webhook_token:
             check_token(cfg.webhook_token, "webhook_token")
+        if cfg.basic_auth_username and (secrets or cfg.basic_auth_password):
+            # The same credential as the token, sent another way: as guessable when short.
+            check_token(cfg.basic_auth_password, "basic_auth.password")
         check_distinct(cfg.operators, cfg.webhook_token, cfg.basic_auth_username)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

@@ -172,6 +172,14 @@ def test_operator_config_is_validated_with_a_clear_message(tmp_path):
         load_config(None, env={"REMEDIATOR_WEBHOOK_TOKEN": "dev-token-15chr"})
     assert "dev-token" not in str(refused.value)
     assert load_config(None, env={"REMEDIATOR_WEBHOOK_TOKEN": "dev-token-16char"}).webhook_token
+    # So is the webhook's basic auth password, the same credential sent another way.
+    basic = {"REMEDIATOR_BASIC_AUTH_USERNAME": "am", "REMEDIATOR_BASIC_AUTH_PASSWORD": "x"}
+    with pytest.raises(ConfigError, match="basic_auth.password is shorter than 16"):
+        load_config(None, env=basic)
+    with pytest.raises(ConfigError, match="basic_auth.password is shorter than 16"):
+        load_config(None, env={"REMEDIATOR_BASIC_AUTH_USERNAME": "am"})
+    basic["REMEDIATOR_BASIC_AUTH_PASSWORD"] = "am-password-16ch"
+    assert load_config(None, env=basic).basic_auth_password == "am-password-16ch"
     # A secret put where its file's path belongs is not quoted by the refusal either.
     given = "a-secret-given-in-place-of-its-file"
     with pytest.raises(ConfigError, match="webhook_token_file: cannot read") as refused:
