@@ -297,19 +297,53 @@ async def decisions(request: web.Request) -> web.Response:
     return _page(request, "decisions.html", principal, rows=[_row(d) for d in items],
                  state=await _state(service),
                  counts=sorted(counts.items()), outcomes=OUTCOMES, filters=filters, since=since,
-                 playbooks=sorted(pb.name for pb in service.rules.playbooks), limit=LIST_LIMIT)
+                 playbooks=sorted(pb.name for pb in service.rules.playbooks), limit=LIST_LIMIT,
+                 after=live.cursor(live.key(items[0]) if items else live.BEFORE))
+
+
+def _after(request: web.Request) -> live.Key | None:
+    """Where the stream starts: the browser's `Last-Event-ID` on a reconnection (the newest
+    decision it was sent), else the page's `?after=` (the newest it drew), else now. The
+    header is the browser's own echo: one that is not a cursor is ignored."""
+    if (at := live.parse(request.headers.get("Last-Event-ID", ""))) is not None:
+        return at
+    if "after" not in request.query:
+        return None
+    if (at := live.parse(request.query["after"])) is None:
+        raise web.HTTPBadRequest(text="after: not a cursor of this console (a decision's "
+                                 "created_at and id, as the decisions page gives it)")
+    return at
+
+
+async def _send(response: web.StreamResponse, d: dict[str, Any], mark: live.Key) -> live.Key:
+    """A decision as an event, its id the newest decision the browser now has: what it sends
+    back as `Last-Event-ID` when it reconnects."""
+    mark = max(mark, live.key(d))
+    await response.write(f"id: {live.cursor(mark)}\nevent: decision\n"
+                         f"data: {json.dumps(_row(d))}\n\n".encode())
+    return mark
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: each decision created or changed, as JSON, newest state."""
+    """Server-sent events: each decision created or changed, as JSON, newest state; first
+    those recorded after the cursor (`_after`)."""
     await _who(request)
+    after = _after(request)
     store = _service(request).store
     # Read before the answer starts: a store down now is the middleware's 503.
-    seen = {d["id"]: d.get("outcome") for d in await store.list_executions(live.LATEST)}
+    latest = await store.list_executions(live.LATEST)
+    missed, seen, gap = live.catch_up(latest, after)
+    # What the browser has: the page up to its cursor (the missed ones are sent first), else
+    # everything read now.
+    mark = after if after is not None else live.key(latest[0]) if latest else live.BEFORE
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store"})
     await response.prepare(request)
     try:
+        for d in missed:
+            mark = await _send(response, d, mark)
+        if gap:  # more than one read holds: what is older than it is not sent
+            await response.write(b"event: gap\ndata: {}\n\n")
         # One read a tick for every stream; closed as the stream ends, however it ends.
         async with contextlib.aclosing(request.app[FEED].ticks()) as ticks:
             async for latest in ticks:
@@ -321,8 +355,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                 for d in reversed(latest):
                     if seen.get(d["id"]) != d.get("outcome"):
                         seen[d["id"]] = d.get("outcome")
-                        data = json.dumps(_row(d))
-                        await response.write(f"event: decision\ndata: {data}\n\n".encode())
+                        mark = await _send(response, d, mark)
                 await response.write(b": keep-alive\n\n")
     except ConnectionResetError:
         pass  # the browser went away (a disconnect while sleeping cancels this handler)

@@ -165,3 +165,22 @@ def test_the_list_says_whether_it_is_live(worker_factory, chromium):
                   cookies={"remediator_session": cookie}, allow_redirects=False, timeout=10)
     wait.until(lambda d: state.get_attribute("data-state") == "lost")
     assert "Reload the page" in state.text and state.is_displayed()
+
+
+def test_a_decision_made_before_the_stream_connects_appears(worker_factory, chromium):
+    """The list is drawn, then its stream connects: a decision recorded in between was taken
+    for one the page had and never appeared until a reload. Here the stream's request is held
+    in the browser (DevTools' Fetch interception) while the decision is made."""
+    driver = chromium
+    w = worker_factory()
+    log_in(driver, w.url, "victor", VIEWER_TOKEN)
+    driver.execute_cdp_cmd("Fetch.enable", {"patterns": [{"urlPattern": "*/ui/events*"}]})
+    driver.get(f"{w.url}/ui/")
+    state = driver.find_element(By.ID, "live-state")
+    assert state.get_attribute("data-state") == "static"  # not connected
+    w.post_alerts(notification(alert("DemoDown", namespace="demo", deployment="web")))
+    [made] = w.wait_executions(1)
+    driver.execute_cdp_cmd("Fetch.disable", {})
+    wait = WebDriverWait(driver, 30)
+    wait.until(lambda d: state.get_attribute("data-state") == "live")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'#decisions tr[data-id="{made["id"]}"]'))

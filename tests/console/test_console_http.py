@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ import requests
 
 from remediator.auth import Operator
 from remediator.console import DECIDED_SHOWN
+from remediator.console.live import LATEST
 from remediator.guards import APPROVAL
 from tests.conftest import APPROVAL_RULES
 from tests.support.payloads import alert, notification
@@ -276,7 +278,8 @@ def test_open_live_streams_share_one_read_of_the_latest_decisions(worker_factory
         assert list(itertools.islice(lines[0], 2 * ticks)) == [b"", b": keep-alive"] * ticks
         # A read a tick for all five (one more under way); each on its own: five a tick.
         assert reads[0] - before <= ticks + 2, reads[0] - before
-        w.post_alerts(notification(alert("DemoDown", namespace="demo", deployment="web")))
+        w.post_alerts(notification(alert("DemoDown", fingerprint="web", namespace="demo",
+                                            deployment="web")))
         for stream in lines:  # every stream sees the new decision, and keeps ticking
             seen = list(itertools.takewhile(lambda line: b"demo-restart" not in line, stream))
             assert seen.count(b": keep-alive") < 20, seen
@@ -300,3 +303,91 @@ def test_a_live_stream_ends_cleanly_when_the_store_goes_away(worker_factory):
     assert rest and all(line in (b"", b": keep-alive") for line in rest), rest
     again = session.get(f"{w.url}/ui/events", stream=True, timeout=30)
     assert again.status_code == 503 and "store" in again.json()["error"]
+
+
+def _until_tick(lines) -> list[dict[str, str]]:
+    """The events a stream sends before its first tick's keep-alive, each as its fields."""
+    events, fields = [], {}
+    for line in lines:
+        if line == b": keep-alive":
+            return events
+        if not line:
+            events.append(fields)
+            fields = {}
+        else:
+            name, _, value = line.decode().partition(": ")
+            fields[name] = value
+    raise AssertionError(f"the stream ended before a tick: {events}")
+
+
+def test_the_live_stream_sends_what_was_recorded_after_the_page_was_drawn(worker_factory):
+    """The list is drawn, then the browser opens the stream: a decision recorded in between
+    was in the stream's first read, taken for one the browser had, and never appeared until
+    a reload. The page carries a cursor; the stream sends what is newer first, once."""
+    w = worker_factory()
+    session = login(w.url, "alice", OPERATOR_TOKEN)
+    w.post_alerts(notification(alert("DemoDown", fingerprint="web", namespace="demo",
+                                            deployment="web")))
+    [drawn] = w.wait_executions(1)
+    page = session.get(f"{w.url}/ui/").text
+    after = re.search(r'data-after="([^"]+)"', page).group(1)
+    assert after == f"{drawn['created_at']}/{drawn['id']}"
+    w.post_alerts(notification(alert("DemoDown", fingerprint="api", namespace="demo",
+                                            deployment="api")))
+    gap = w.wait_executions(2)[0]  # recorded after the page, before its stream
+    with session.get(f"{w.url}/ui/events", params={"after": after}, stream=True,
+                     timeout=30) as stream:
+        first = _until_tick(stream.iter_lines())
+    assert [json.loads(e["data"])["id"] for e in first] == [gap["id"]], first
+    assert first[0]["event"] == "decision" and first[0]["id"] == f"{gap['created_at']}/{gap['id']}"
+
+    # Reconnecting, the browser sends the last event's id: only what is newer comes, and the
+    # header wins over the page's older cursor in the URL (which EventSource keeps).
+    w.post_alerts(notification(alert("DemoDown", fingerprint="db", namespace="demo",
+                                            deployment="db")))
+    newest = w.wait_executions(3)[0]
+    with session.get(f"{w.url}/ui/events", params={"after": after}, stream=True, timeout=30,
+                     headers={"Last-Event-ID": first[0]["id"]}) as stream:
+        again = _until_tick(stream.iter_lines())
+    assert [json.loads(e["data"])["id"] for e in again] == [newest["id"]], again
+    # No cursor (a client of before): the stream starts from now, as it did.
+    with session.get(f"{w.url}/ui/events", stream=True, timeout=30) as stream:
+        assert _until_tick(stream.iter_lines()) == []
+
+
+def test_a_live_stream_cursor_is_checked(worker_factory):
+    """The cursor comes from the URL and a header: a bad one in the URL is a 400 saying what
+    it should be, a bad header is ignored (the URL's cursor holds); never a 5xx."""
+    w = worker_factory()
+    session = login(w.url, "alice", OPERATOR_TOKEN)
+    for bad in ("", "yesterday", "2026-12-01T00:00:00Z", "2026-12-01T00:00:00Z/<x>",
+                "2026-13-01 00:00:00/ab", "2026-12-01T00:00:00Z/" + "a" * 200, "é/é", "/\x00"):
+        with session.get(f"{w.url}/ui/events", params={"after": bad}, stream=True,
+                         timeout=30) as r:
+            assert r.status_code == 400 and "after: not a cursor" in r.text, (bad, r.status_code)
+    w.post_alerts(notification(alert("DemoDown", fingerprint="web", namespace="demo",
+                                            deployment="web")))
+    [made] = w.wait_executions(1)
+    for header in ("garbage", "2026-12-01T00:00:00Z/a b", "2026-12-01T00:00:00Z/é", "/" * 300):
+        with session.get(f"{w.url}/ui/events", params={"after": "/"}, stream=True, timeout=30,
+                         headers={"Last-Event-ID": header}) as stream:
+            assert stream.status_code == 200, header
+            sent = _until_tick(stream.iter_lines())
+        assert [json.loads(e["data"])["id"] for e in sent] == [made["id"]], (header, sent)
+
+
+def test_a_live_stream_says_when_more_were_missed_than_it_sends(worker_factory):
+    """Past one read's worth after the cursor, the stream sends the newest it read and says
+    the rest is missing (the list asks for a reload), rather than read the whole history."""
+    w = worker_factory()
+    session = login(w.url, "alice", OPERATOR_TOKEN)
+    page = session.get(f"{w.url}/ui/").text
+    after = re.search(r'data-after="([^"]*)"', page).group(1)
+    assert after == "/"  # nothing drawn: everything recorded since is newer
+    w.post_alerts(notification(*(alert("DemoDown", fingerprint=f"f{i}", namespace="demo",
+                                       deployment=f"d{i}") for i in range(LATEST + 1))))
+    w.wait_executions(LATEST + 1, timeout=60)
+    with session.get(f"{w.url}/ui/events", params={"after": after}, stream=True,
+                     timeout=30) as stream:
+        sent = _until_tick(stream.iter_lines())
+    assert [e["event"] for e in sent] == ["decision"] * LATEST + ["gap"], sent

@@ -62,8 +62,11 @@ const LIVE_STATES = {
   live: "Live: new and changed decisions appear here.",
   reconnecting: "Reconnecting: the list is not updating right now\u2026",
   lost: "Disconnected: this list no longer updates. Reload the page.",
-  // The stream sends what changes from its (re)connection on: the gap is not replayed.
-  resumed: "Live again, but decisions made while disconnected are missing: reload the page.",
+  // A reconnection sends the decisions recorded meanwhile (Last-Event-ID), not the outcomes
+  // of listed ones that changed meanwhile.
+  resumed: "Live again: new decisions made while disconnected were added; " +
+    "reload the page for outcomes that changed meanwhile.",
+  gap: "More decisions were made meanwhile than the stream sends at once: reload the page.",
 };
 
 function liveState(state) {
@@ -78,9 +81,13 @@ function live() {
   if (!table || table.dataset.live !== "on" || !window.EventSource) return;
   const prefix = document.querySelector("a.brand").getAttribute("href").replace(/\/$/, "");
   const body = table.tBodies[0];
-  const source = new EventSource(prefix + "/events");
+  // From the newest decision the page drew: one recorded since is sent first.
+  const after = table.dataset.after;
+  const source = new EventSource(prefix + "/events" +
+    (after ? "?after=" + encodeURIComponent(after) : ""));
   let broken = false;
   source.addEventListener("open", () => liveState(broken ? "resumed" : "live"));
+  source.addEventListener("gap", () => liveState("gap"));
   source.addEventListener("error", () => {
     broken = true;
     liveState(source.readyState === EventSource.CLOSED ? "lost" : "reconnecting");
