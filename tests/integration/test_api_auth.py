@@ -174,9 +174,9 @@ def test_operator_config_is_validated_with_a_clear_message(tmp_path):
     assert load_config(None, env={"REMEDIATOR_WEBHOOK_TOKEN": "dev-token-16char"}).webhook_token
     # So is the webhook's basic auth password, the same credential sent another way.
     basic = {"REMEDIATOR_BASIC_AUTH_USERNAME": "am", "REMEDIATOR_BASIC_AUTH_PASSWORD": "x"}
-    with pytest.raises(ConfigError, match="basic_auth.password is shorter than 16"):
+    with pytest.raises(ConfigError, match=r"basic_auth\.password is shorter than 16"):
         load_config(None, env=basic)
-    with pytest.raises(ConfigError, match="basic_auth.password is shorter than 16"):
+    with pytest.raises(ConfigError, match=r"basic_auth\.password is shorter than 16"):
         load_config(None, env={"REMEDIATOR_BASIC_AUTH_USERNAME": "am"})
     basic["REMEDIATOR_BASIC_AUTH_PASSWORD"] = "am-password-16ch"
     assert load_config(None, env=basic).basic_auth_password == "am-password-16ch"

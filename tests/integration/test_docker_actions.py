@@ -63,6 +63,8 @@ def test_a_killed_gateway_is_started_again_once(docker_env, ctx, run):
     gw = docker_env.service("libervia", "gateway", name="libervia-gateway",
                             env={"NODE_ENV": "production", "ADMIN_TOKEN": "s3cr3t-admin",
                                  "LIBERVIA_AUTH_PEPPER": "s3cr3t-pepper", "BASE_DIR": "/data"})
+    # killed before its shell said it started, a loaded machine logged one start in all
+    docker_env.wait_logs("libervia-gateway", "started")
     gw.kill()
     docker_env.wait_for("libervia-gateway", lambda s: s["Status"] == "exited")
     before = act(run, "docker.inspect", ctx, container="libervia-gateway")
