@@ -84,7 +84,11 @@ def test_no_secret_reaches_logs_notes_api_metrics_or_the_store(tmp_path: Path, w
         while "not delivered to slack" not in w.logs():
             assert time.monotonic() < deadline, w.logs()
             time.sleep(0.1)
-        [decision] = w.executions(alertname="AdminDown")
+        # The final record, with its note's deliveries, is written after they are tried:
+        # a loaded machine read the decision before it (escalation still None).
+        while (decision := w.executions(alertname="AdminDown")[0])["escalation"] is None:
+            assert time.monotonic() < deadline, decision
+            time.sleep(0.1)
 
         outputs = {"log": w.log_path.read_text(errors="replace"),
                    "metrics": http("GET", f"{w.url}/metrics")[1]}
