@@ -254,7 +254,6 @@ async def _serve(cfg: Config) -> int:
     from .server import build_app
     from .server.listener import CappedSite, connection_limit
     from .service import Service
-    from .store.base import StoreUnavailable, redact
 
     # The imported modules live as long as the process (and hold a few dozen objects of
     # cyclic garbage at most): frozen now, the collection below walks only what start-up
@@ -262,12 +261,7 @@ async def _serve(cfg: Config) -> int:
     # says why): collected once, not in passes over all of it as it grows.
     gc.freeze()
     with collector.paused():
-        service = Service(cfg)
-        try:
-            await service.start()
-        except (StoreUnavailable, sqlite3.Error) as exc:
-            await service.stop()
-            raise Fatal(f"cannot open the store {redact(cfg.store)}: {exc}") from None
+        service = await _started(Service(cfg))
         # What start-up built (modules, rules, compiled templates) lives as long as the
         # process: frozen out of the collector's sight, a full collection in a storm walks
         # only what the storm made (full passes over everything stalled acknowledgements for
@@ -374,11 +368,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _started(service: Any, dispatch: bool = True) -> Any:
+    """The service started, or Fatal: a store that cannot be opened (or is another
+    process's: a SQLite file has one writer) is one line and exit 2, never a traceback."""
+    from .store.base import StoreUnavailable, redact
+
+    try:
+        await service.start(dispatch=dispatch)
+    except (StoreUnavailable, sqlite3.Error) as exc:
+        await service.stop()
+        raise Fatal(f"cannot open the store {redact(service.config.store)}: {exc}") from None
+    return service
+
+
 async def _replay(cfg: Config, notification: Any) -> list[dict[str, Any]]:
     from .service import Service
 
-    service = Service(cfg)
-    await service.start(dispatch=False)
+    service = await _started(Service(cfg), dispatch=False)
     try:
         result = await service.intake(notification)
         decisions = await service.drain()

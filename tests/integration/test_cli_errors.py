@@ -94,6 +94,11 @@ def test_replay_refuses_what_cannot_work_in_one_line_as_serve_does(tmp_path):
     (tmp_path / "payload.json").write_text(json.dumps(notification()))
     one_line(remediator(tmp_path, "replay", "payload.json"),  # was "rules refused", exit 1
              f"remediator: no playbooks: directory 'rules' not found in {tmp_path}; pass --rules PATH")
+    rules = str(write_rules(tmp_path / "rules", "playbooks: []\n"))
+    one_line(remediator(tmp_path, "replay", "payload.json", "--rules", rules, "--store",
+                        "sqlite:///absent/r.db"),  # was a traceback, exit 1
+             "remediator: cannot open the store sqlite:///absent/r.db: directory 'absent' does "
+             "not exist (remediator creates the database file, not its directory)")
 
 
 def test_a_replay_leaves_no_trace_in_the_store_serve_would_use(tmp_path):
