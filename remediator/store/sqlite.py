@@ -42,6 +42,7 @@ from .base import (
     LocalCoordination,
     StoreUnavailable,
 )
+from .sqlite_files import WriterLock, create_private
 
 T = TypeVar("T")
 Rows = list[tuple[str, dict[str, Any], dict[str, Any]]]
@@ -256,6 +257,7 @@ class SQLiteStore(LocalCoordination):
         self._full = False  # the connection's current synchronous=FULL setting
         self._refusing = False  # the last admission was refused (`admit`)
         self._checkpointer: _Checkpointer | None = None
+        self._lock: WriterLock | None = None  # held while open for writing, on a file
         self._retry_at: float | None = None  # first BUSY of the batch waiting to commit
         self._retry_delay = _RETRY_FIRST
         self._retry_timer: asyncio.TimerHandle | None = None
@@ -479,6 +481,20 @@ class SQLiteStore(LocalCoordination):
             raise StoreUnavailable(f"directory {directory!r} does not exist (remediator creates "
                                    "the database file, not its directory)"
                                    + _absolute_hint(self.path))
+        if self.path != ":memory:":
+            # One writer per file, before anything is read or written (schema, migrations,
+            # and the caller's crash recovery next): sqlite_files.py says why.
+            self._lock = WriterLock(self.path)
+            self._lock.acquire()
+        try:
+            self._open_writer()
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _open_writer(self) -> None:
+        if self.path != ":memory:":
+            create_private(self.path)
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA busy_timeout=5000")  # in a thread: waiting here stalls nothing
         # A new file's pages are 2 KiB (an existing file keeps its own): a commit writes each
@@ -521,6 +537,12 @@ class SQLiteStore(LocalCoordination):
             # Its last TRUNCATE checkpoint may wait for a lock: not on the loop.
             await asyncio.to_thread(self._checkpointer.stop)
             self._checkpointer = None
+        self._release_lock()  # last: the checkpointer's TRUNCATE still writes the file
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # --- inbox ---------------------------------------------------------------------------
 

@@ -215,10 +215,12 @@ def test_decisions_compressed_against_a_reference_read_back_whole_and_pruned(run
         # Inbox items of one alertname share theirs, and claims read them back whole.
         assert await store.enqueue(_rows(*range(30))) == Enqueued(30, 0)
         assert await _count(store, "refs") == 3
+        await store.close()
         later = await _opened(store_url)  # a restart: nothing cached
         claimed = {i.dedupe_key: (i.alert, i.group) for i in await later.claim(40)}
         assert claimed == {f"k{n}": (_alert(n), {"receiver": "r"}) for n in range(30)}
         await later.close()
+        store = await _opened(store_url)  # (a SQLite file has one writer at a time)
         # Long after: the planned ones are pruned with their reference; the running one, the
         # unfinished items and the references they use are kept, and still read back.
         assert await store.prune_history(time.time() + packing.WINDOW + 60) == 20
