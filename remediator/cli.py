@@ -368,13 +368,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _started(service: Any, dispatch: bool = True) -> Any:
+async def _started(service: Any, dispatch: bool = True, recover: bool = True) -> Any:
     """The service started, or Fatal: a store that cannot be opened (or is another
     process's: a SQLite file has one writer) is one line and exit 2, never a traceback."""
     from .store.base import StoreUnavailable, redact
 
     try:
-        await service.start(dispatch=dispatch)
+        await service.start(dispatch=dispatch, recover=recover)
     except (StoreUnavailable, sqlite3.Error) as exc:
         await service.stop()
         raise Fatal(f"cannot open the store {redact(service.config.store)}: {exc}") from None
@@ -384,13 +384,12 @@ async def _started(service: Any, dispatch: bool = True) -> Any:
 async def _replay(cfg: Config, notification: Any) -> list[dict[str, Any]]:
     from .service import Service
 
-    service = await _started(Service(cfg), dispatch=False)
+    # Not the store's worker: what serve holds, left pending or had interrupted is serve's.
+    service = await _started(Service(cfg), dispatch=False, recover=False)
     try:
-        result = await service.intake(notification)
-        decisions = await service.drain()
-        decisions += [{"alertname": "-", "outcome": "duplicate", "count": result.duplicates}] \
-            if result.duplicates else []
-        return decisions
+        decisions, duplicates = await service.replay(notification)
+        return decisions + ([{"alertname": "-", "outcome": "duplicate", "count": duplicates}]
+                            if duplicates else [])
     finally:
         await service.stop()
 

@@ -95,7 +95,10 @@ class Service:
 
     # --- lifecycle ---------------------------------------------------------------------
 
-    async def start(self, dispatch: bool = True) -> None:
+    async def start(self, dispatch: bool = True, recover: bool = True) -> None:
+        """Open the store, load the rules, build the engine. `recover`: this process is the
+        store's worker (serve, tests), so it resumes what a previous stop interrupted; a
+        replay is not, and never touches another process's work (`replay`)."""
         self.rules = self._load_rules()
         await self.store.open()
         self._started_at = self.clock()  # on the store's clock, as the pause's time
@@ -110,6 +113,14 @@ class Service:
                              escalator=escalator, metrics=self.metrics, clock=self.clock)
         self.metrics.rules_loaded.set(len(self.rules))
         self.metrics.live_mode.set(1 if self.config.mode == "live" else 0)
+        if recover:
+            await self._recover()
+        if dispatch:
+            self._tasks = [asyncio.create_task(self._dispatch_loop(), name="dispatcher"),
+                           asyncio.create_task(self._maintenance_loop(), name="maintenance")]
+        self.ready = True
+
+    async def _recover(self) -> None:
         resumed = await self.store.release_running()
         # An execution recorded `running` is resumed from its journal even if its inbox item
         # was finished or pruned: after a restart nothing stays `running`.
@@ -120,10 +131,6 @@ class Service:
             await self.store.requeue(alert.dedupe_key)
         if resumed:
             log.warning("resuming %d alert(s) interrupted by a previous stop", resumed)
-        if dispatch:
-            self._tasks = [asyncio.create_task(self._dispatch_loop(), name="dispatcher"),
-                           asyncio.create_task(self._maintenance_loop(), name="maintenance")]
-        self.ready = True
 
     async def stop(self) -> None:
         """Stop taking work, let running steps finish within the grace period, close."""
@@ -181,11 +188,12 @@ class Service:
 
     # --- intake and dispatch -----------------------------------------------------------
 
-    async def intake(self, notification: Notification) -> Enqueued:
+    async def intake(self, notification: Notification, claim: bool = False) -> Enqueued:
+        """Its alerts into the inbox; `claim`: stored claimed by this process (`replay`)."""
         group = notification.group_data
         rows = [(dedupe_key(a["fingerprint"], a["startsAt"], a["status"]), a, group)
                 for a in notification.items]
-        result = await self.store.enqueue(rows)
+        result = await (self.store.enqueue_claimed(rows) if claim else self.store.enqueue(rows))
         firing = sum(a["status"] == "firing" for a in notification.items)
         for status, count in (("firing", firing), ("resolved", len(rows) - firing)):
             if count:
@@ -197,16 +205,37 @@ class Service:
             self.metrics.alerts_truncated.inc(truncated)
             log.warning("Alertmanager left %d alert(s) of group %s out of its notification "
                         "(max_alerts); they are not remediated", truncated, group["groupKey"])
-        if result.accepted:
+        if result.accepted and not claim:
             self._wakeup.set()
         return result
 
+    async def replay(self, notification: Notification) -> tuple[list[dict[str, Any]], int]:
+        """`replay`'s payload, decided here, and nothing else: its new alerts are stored
+        claimed by this process, so a serve sharing the store never takes them, and this
+        process never claims, releases nor resumes another's work (start it with
+        `recover=False`). An alert already received (its dedupe key) is a duplicate, as at
+        the webhook: whoever received it decides it. Returns the decisions and the
+        duplicates' count."""
+        result = await self.intake(notification, claim=True)
+        n = self.config.max_executions
+        batches = [list(result.claimed[i:i + n]) for i in range(0, len(result.claimed), n)]
+
+        async def next_batch() -> list[InboxItem]:
+            return batches.pop(0) if batches else []
+
+        return await self._decide_batches(next_batch), result.duplicates
+
     async def drain(self) -> list[dict[str, Any]]:
-        """Process everything pending now (replay and tests); return the decisions. An alert
-        still undecided after `offline_attempts` stops the drain once its batch is done:
-        `Undecided` says which and why (its item stays unfinished, for the next start)."""
+        """Process everything pending now (tests, `remediator test`); return the decisions.
+        An alert still undecided after `offline_attempts` stops the drain once its batch is
+        done: `Undecided` says which and why (its item stays unfinished, for the next start)."""
+        return await self._decide_batches(lambda: self.store.claim(self.config.max_executions))
+
+    async def _decide_batches(self, next_batch: Callable[[], Awaitable[list[InboxItem]]]
+                              ) -> list[dict[str, Any]]:
+        """Claimed items, a batch at a time, processed offline (nobody watches retries)."""
         decisions: list[dict[str, Any]] = []
-        while items := await self.store.claim(self.config.max_executions):
+        while items := await next_batch():
             failures = []
             for batch in await asyncio.gather(
                     *(self._process(i, self.offline_attempts) for i in items),

@@ -73,6 +73,8 @@ class Enqueued:
 
     accepted: int
     duplicates: int
+    # `enqueue_claimed`'s: the accepted alerts, claimed by this process as they were stored.
+    claimed: tuple[InboxItem, ...] = ()
 
 
 class Store(Protocol):
@@ -91,6 +93,13 @@ class Store(Protocol):
     # inbox: durable intake and crash recovery
     async def enqueue(self, items: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> Enqueued:
         """Store (dedupe_key, alert, group) rows atomically; count keys already seen."""
+        ...
+
+    async def enqueue_claimed(self, items: list[tuple[str, dict[str, Any], dict[str, Any]]]
+                              ) -> Enqueued:
+        """As `enqueue`, but the new items are stored already claimed by this process
+        (`Enqueued.claimed`), never pending: `replay` decides its own payload and nothing
+        else, and a `serve` sharing the store never takes it meanwhile."""
         ...
 
     async def claim(self, limit: int) -> list[InboxItem]:

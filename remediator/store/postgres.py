@@ -95,6 +95,28 @@ _LOCK_HELD = ("lk AS (SELECT holder FROM locks WHERE name = $14), "
               "({claim}) ON CONFLICT (name) DO NOTHING RETURNING holder)")
 
 
+# A batch of inbox rows with the references they are packed against (new ones go in with
+# their first users), skipping keys already received; %s: the claim's columns, their values,
+# and what is returned.
+_INSERT = ("WITH new_refs AS (INSERT INTO refs (id, created, data) SELECT * FROM "
+           "unnest($5::bigint[], $6::double precision[], $7::bytea[]) ON CONFLICT DO NOTHING) "
+           "INSERT INTO inbox (dedupe_key, packed, ref, received_at%s) "
+           "SELECT k, p, r, $4%s FROM unnest($1::text[], $2::bytea[], $3::bigint[]) "
+           "AS t(k, p, r) ON CONFLICT (dedupe_key) DO NOTHING RETURNING %s")
+
+
+async def _insert_rows(db: asyncpg.Connection, sql: str, *args: Any) -> list[asyncpg.Record]:
+    """Keys are sorted, so two writers lock rows in one order; a deadlock with a reference's
+    insert is still possible, and tried again."""
+    for attempt in range(3):
+        try:
+            return await db.fetch(sql, *args)
+        except asyncpg.DeadlockDetectedError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 class PostgresStore:
     def __init__(self, url: str, lease: float = 30.0, password: str | None = None,
                  read_only: bool = False, sync: str = "normal"):
@@ -420,27 +442,33 @@ class PostgresStore:
         async def insert(db: asyncpg.Connection) -> list[asyncpg.Record]:
             # One statement, committed on its own (one round trip, not four): new references
             # go in with their first users; the intake connection's commits are durable.
-            for attempt in range(3):
-                try:
-                    return await db.fetch(
-                        "WITH new_refs AS (INSERT INTO refs (id, created, data) SELECT * FROM "
-                        "unnest($5::bigint[], $6::double precision[], $7::bytea[]) "
-                        "ON CONFLICT DO NOTHING) "
-                        "INSERT INTO inbox (dedupe_key, packed, ref, received_at) "
-                        "SELECT k, p, r, $4 FROM unnest($1::text[], $2::bytea[], $3::bigint[]) "
-                        "AS t(k, p, r) ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key",
-                        keys, packed, ids, now, [r.id for r in new], [r.created for r in new],
-                        [r.data for r in new])
-                except asyncpg.DeadlockDetectedError:
-                    if attempt == 2:
-                        raise
-            raise AssertionError("unreachable")
+            return await _insert_rows(db, _INSERT % ("", "", "dedupe_key"), keys, packed, ids,
+                                      now, [r.id for r in new], [r.created for r in new],
+                                      [r.data for r in new])
 
         inserted = {r["dedupe_key"] for r in await self._call("intake", insert, fenced=False,
                                                               intake=True)}
         for ref in new:
             ref.stored = True
         return inserted
+
+    async def enqueue_claimed(self, items: Rows) -> Enqueued:
+        """Stored claimed by this replica under a lease, renewed as any claim's: no replica
+        takes them while this process lives (a replay's payload; the intake's group commit
+        is for webhooks)."""
+        rows = sorted({r[0]: r for r in self._pack(items)}.values(), key=lambda r: r[0])
+        new = list({r[2].id: r[2] for r in rows if not r[2].stored}.values())
+        self._leases.claimed()
+        found = await self._call("claim", lambda db: _insert_rows(
+            db, _INSERT % (", state, owner, lease_until",
+                           ", 'running', $8, now() + make_interval(secs => $9)",
+                           "id, dedupe_key, alert, grp, packed, ref, received_at"),
+            [r[0] for r in rows], [r[1] for r in rows], [r[2].id for r in rows], utcnow_iso(),
+            [r.id for r in new], [r.created for r in new], [r.data for r in new],
+            self.replica, self.lease), turn=False)
+        for ref in new:
+            ref.stored = True
+        return Enqueued(len(found), len(items) - len(found), tuple(await self._hold(found)))
 
     async def _items(self, rows: list[asyncpg.Record]) -> list[InboxItem]:
         """Claimed rows as items, in order, once the references they are packed against are
@@ -485,16 +513,20 @@ class PostgresStore:
             "RETURNING i.id, i.dedupe_key, i.alert, i.grp, i.packed, i.ref, i.received_at, "
             "c.state AS was",
             self.replica, limit, self.lease), turn=False)
-        # Fenced while the claim ran (a late renewal): these rows are ours all the same (owner,
-        # fresh lease). Held under the old epoch, their first write raised LeaseLost while the
-        # renewals kept their leases for ever: claimed under the current one, they run.
-        self._leases.claimed()
-        rows = sorted(rows, key=lambda r: r["id"])
         taken = [r["dedupe_key"] for r in rows if r["was"] == "running"]
         if taken:
             log.warning("took over %d alert(s) whose replica's lease expired", len(taken))
             if self._metrics is not None:
                 self._metrics.lease_takeovers.inc(len(taken))
+        return await self._hold(rows)
+
+    async def _hold(self, rows: list[asyncpg.Record]) -> list[InboxItem]:
+        """Rows just claimed here, as items in order, their leases renewed from now on."""
+        # Fenced while the claim ran (a late renewal): these rows are ours all the same (owner,
+        # fresh lease). Held under the old epoch, their first write raised LeaseLost while the
+        # renewals kept their leases for ever: claimed under the current one, they run.
+        self._leases.claimed()
+        rows = sorted(rows, key=lambda r: r["id"])
         self._leases.held.update(r["id"] for r in rows)
         try:
             return await self._items(rows)

@@ -547,30 +547,51 @@ class SQLiteStore(LocalCoordination):
     # --- inbox ---------------------------------------------------------------------------
 
     async def enqueue(self, items: Rows) -> Enqueued:
+        return await self._enqueue(items, self._insert, priority=True)
+
+    async def enqueue_claimed(self, items: Rows) -> Enqueued:
+        return await self._enqueue(items, self._insert_claimed, priority=False)
+
+    async def _enqueue(self, items: Rows, insert: Callable[..., Enqueued],
+                       priority: bool) -> Enqueued:
         rows, refs = [], {}
         for (key, alert, _), text in zip(items, packing.item_texts(items), strict=True):
             ref = self._refs.for_alert(alert, text)
             rows.append((key, packing.pack_ref(text, ref.data), ref.id))
             if not ref.stored:
                 refs[ref.id] = ref
-        result = await self._write(lambda db: self._insert(db, rows, list(refs.values())),
-                                   priority=True)
+        result = await self._write(lambda db: insert(db, rows, list(refs.values())),
+                                   priority=priority)
         for ref in refs.values():
             ref.stored = True
         return result
 
     @staticmethod
-    def _insert(db: sqlite3.Connection, rows: list[tuple[str, bytes, int]],
-                refs: list[packing.Ref]) -> Enqueued:
-        now = utcnow_iso()
+    def _insert_refs(db: sqlite3.Connection, refs: list[packing.Ref]) -> None:
         if refs:
             db.executemany("INSERT OR IGNORE INTO refs (id, created, data) VALUES (?, ?, ?)",
                            [(r.id, r.created, r.data) for r in refs])
+
+    def _insert(self, db: sqlite3.Connection, rows: list[tuple[str, bytes, int]],
+                refs: list[packing.Ref]) -> Enqueued:
+        now = utcnow_iso()
+        self._insert_refs(db, refs)
         cur = db.executemany(
             "INSERT OR IGNORE INTO inbox (dedupe_key, alert, grp, received_at, ref) "
             "VALUES (?, ?, '', ?, ?)", [(key, blob, now, ref) for key, blob, ref in rows])
         accepted = max(cur.rowcount, 0)
         return Enqueued(accepted=accepted, duplicates=len(rows) - accepted)
+
+    def _insert_claimed(self, db: sqlite3.Connection, rows: list[tuple[str, bytes, int]],
+                        refs: list[packing.Ref]) -> Enqueued:
+        """A statement per row (a replay's few): which were new is what its RETURNING says."""
+        now = utcnow_iso()
+        self._insert_refs(db, refs)
+        claimed = [r for key, blob, ref in rows for r in db.execute(
+            "INSERT OR IGNORE INTO inbox (dedupe_key, alert, grp, received_at, ref, state) "
+            "VALUES (?, ?, '', ?, ?, 'running') RETURNING id, dedupe_key, alert, grp, "
+            "received_at, ref", (key, blob, now, ref)).fetchall()]
+        return Enqueued(len(claimed), len(rows) - len(claimed), tuple(self._items(db, claimed)))
 
     def _items(self, db: sqlite3.Connection, rows: list[tuple]) -> list[InboxItem]:
         """Claimed rows (id, key, alert, group, received_at, ref) as items, in order."""

@@ -116,6 +116,26 @@ def test_inbox_dedupes_claims_finishes_and_resumes_after_a_restart(run, store_ur
     run(scenario())
 
 
+def test_items_enqueued_claimed_are_the_new_ones_and_no_one_elses_to_claim(run, store_url):
+    """`replay`'s intake: its new alerts come back claimed, a key already received is a
+    duplicate (not handed back), and no worker's claim takes the claimed ones."""
+    async def scenario():
+        store = await _opened(store_url)
+        assert await store.enqueue(_rows(1)) == Enqueued(1, 0)  # serve's, pending
+        result = await store.enqueue_claimed(_rows(1, 2, 3))
+        assert (result.accepted, result.duplicates) == (2, 1)
+        assert [(i.dedupe_key, i.alert, i.group) for i in result.claimed] == [
+            ("k2", _alert(2), {"receiver": "r"}), ("k3", _alert(3), {"receiver": "r"})]
+        assert await store.held("k2") and not await store.held("k1")
+        assert [i.dedupe_key for i in await store.claim(10)] == ["k1"]  # only serve's
+        for item in result.claimed:
+            await store.finish(item.id)
+        assert await store.settled("k2") and await store.enqueue(_rows(2)) == Enqueued(0, 1)
+        await store.close()
+
+    run(scenario())
+
+
 def test_an_item_that_cannot_be_read_is_finished_not_claimed_before_the_rest_for_ever(
         run, store_url, caplog, request):
     """A stored alert that no longer decodes (corrupt bytes, a reference gone) came first in
