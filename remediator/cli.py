@@ -340,17 +340,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print("remediator replay: --mode live needs --store (the store serve uses), so its "
               "pause, cooldowns, rate limits, circuits and budget apply", file=sys.stderr)
         return 2
-    # Bytes, as a webhook's body: the payload's encoding is judged where the webhook's is.
-    body = sys.stdin.buffer.read() if args.payload == "-" else _read(args.payload)
+    cfg = _config(args, mode=args.mode)
+    # Bytes, as a webhook's body (its encoding is judged where the webhook's is), and no
+    # more than the webhook takes: `replay /dev/zero` was a MemoryError.
+    body = _read(args.payload, cfg.max_body_bytes)
     try:
         notification = parse_notification(body)
     except PayloadError as exc:
         print(f"remediator: invalid payload: {exc}", file=sys.stderr)
         return 2
-    cfg = _config(args, mode=args.mode)
     _rules_exist(cfg)
     if not args.store:
         cfg.store = "sqlite://"  # a replay leaves no trace unless asked to
+    if args.mode == "live":
+        # A store that does not exist yet (a typo, `sqlite://`) would be a new empty one:
+        # no pause, cooldowns, rate limits, circuits nor budget. Opened as history does.
+        try:
+            asyncio.run(_query(cfg, lambda store: asyncio.sleep(0)))
+        except Fatal as exc:
+            raise Fatal(f"replay --mode live needs the existing store serve uses, which holds "
+                        f"the pause, cooldowns, rate limits, circuits and budget: {exc}") from None
     from .service import Undecided
 
     try:
@@ -394,12 +403,20 @@ async def _replay(cfg: Config, notification: Any) -> list[dict[str, Any]]:
         await service.stop()
 
 
-def _read(path: str) -> bytes:
+def _read(path: str, limit: int) -> bytes:
+    """A file's bytes, or standard input's for `-`; refused past `limit` bytes."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        if path == "-":
+            body = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(path, "rb") as f:
+                body = f.read(limit + 1)
     except OSError as exc:
         raise Fatal(f"cannot read {path}: {exc.strerror}") from None
+    if len(body) > limit:
+        raise Fatal(f"{'standard input' if path == '-' else path}: the payload exceeds "
+                    f"max_body_bytes ({limit} bytes), as the webhook would refuse it")
+    return body
 
 
 # --- history / show / approve / schema -----------------------------------------------------

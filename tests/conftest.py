@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from remediator.config import Config
 from remediator.event_loop import loop_factory
+from remediator.store import open_store
 from tests.support.worker import OPERATORS, TOKEN, InProcessWorker, loopback_guards
 
 pytest_plugins = ["tests.support.plugin", "tests.kubeapi.fixtures"]
@@ -43,6 +45,18 @@ playbooks:
         params: {url: "%(url)s", method: POST}
     escalation: {severity: critical}
 """
+
+
+def new_store(url: str) -> str:
+    """A store created as `serve`'s first start creates it: `replay --mode live` refuses a
+    store that does not exist (it would hold no guard state)."""
+    async def create() -> None:
+        store = open_store(url)
+        await store.open()
+        await store.close()
+
+    asyncio.run(create())
+    return url
 
 
 def write_rules(directory: Path, text: str, name: str = "rules.yaml") -> Path:

@@ -18,6 +18,7 @@ import pytest
 from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext, ActionError, check_params
 from remediator.actions.registry import ACTIONS, BUILTIN, PLUGIN_GROUP, load_plugins
+from tests.conftest import new_store
 from tests.kubeapi.rbac import Policy, step_documents
 from tests.support.payloads import alert, notification
 
@@ -92,13 +93,14 @@ def test_dry_run_plans_it_live_runs_it_and_the_guards_hold(tmp_path, webhook_rec
     # The namespace scope and the kill switch hold for it as for any mutation.
     (tmp_path / "scoped.yaml").write_text("guards: {namespaces: {allow: [payments]}}\n")
     done = cli(tmp_path, "replay", str(payload), "--rules", "rules.yaml", "--format", "json",
-               "--mode", "live", "--store", "sqlite:///scoped.db", "--config", "scoped.yaml")
+               "--mode", "live", "--store", new_store(f"sqlite:///{tmp_path / 'scoped.db'}"),
+               "--config", "scoped.yaml")
     [denied] = json.loads(done.stdout)
     assert denied["outcome"] == "blocked" and "scope_denied" in denied["reason"], denied
     assert webhook_receiver.deliveries == []
 
     done = cli(tmp_path, "replay", str(payload), "--rules", "rules.yaml", "--format", "json",
-               "--mode", "live", "--store", "sqlite:///live.db")
+               "--mode", "live", "--store", new_store(f"sqlite:///{tmp_path / 'live.db'}"))
     [ran] = json.loads(done.stdout)
     assert ran["outcome"] == "succeeded", ran
     body = webhook_receiver.wait_for().body

@@ -120,6 +120,45 @@ def test_a_replay_leaves_no_trace_in_the_store_serve_would_use(tmp_path):
     assert not list(tmp_path.glob("*.db*"))
 
 
+def test_a_live_replay_refuses_a_store_that_does_not_exist_yet(tmp_path):
+    """A new store would be an empty one: no pause, cooldowns, rate limits, circuits nor
+    budget. A typo'd path, or `sqlite://` in memory, is refused, and nothing is created; a
+    dry run still replays in memory."""
+    rules = str(write_rules(tmp_path / "rules", "playbooks: []\n"))
+    (tmp_path / "payload.json").write_text(json.dumps(notification()))
+    needs = ("remediator: replay --mode live needs the existing store serve uses, which holds "
+             "the pause, cooldowns, rate limits, circuits and budget: cannot open the store ")
+    for url, path in (("sqlite:///typo/path.db", "typo/path.db"), ("sqlite://", ":memory:")):
+        one_line(remediator(tmp_path, "replay", "payload.json", "--rules", rules, "--mode",
+                            "live", "--store", url),
+                 f"{needs}{url}: no store at {path!r}: it does not exist (pass --store, or "
+                 "the --config serve runs with)")
+    assert not list(tmp_path.glob("**/*.db*"))
+    assert remediator(tmp_path, "replay", "payload.json", "--rules", rules).returncode == 0
+
+
+def test_replay_takes_no_more_input_than_the_webhook_would(tmp_path):
+    """Bounded by max_body_bytes, as the webhook's body: `replay /dev/zero` (or `-` from an
+    endless pipe) was a MemoryError; a payload too large for the webhook was replayed."""
+    rules = str(write_rules(tmp_path / "rules", "playbooks: []\n"))
+    env = {"REMEDIATOR_MAX_BODY_BYTES": "4096"}
+    (tmp_path / "payload.json").write_text(json.dumps(notification()) + " " * 4096)
+    one_line(remediator(tmp_path, "replay", "payload.json", "--rules", rules, env=env),
+             "remediator: payload.json: the payload exceeds max_body_bytes (4096 bytes), as "
+             "the webhook would refuse it")
+    one_line(remediator(tmp_path, "replay", "/dev/zero", "--rules", rules, env=env),
+             "remediator: /dev/zero: the payload exceeds max_body_bytes (4096 bytes), as the "
+             "webhook would refuse it")
+    with open("/dev/zero", "rb") as endless:
+        done = subprocess.run([sys.executable, "-m", "remediator.cli", "replay", "-", "--rules",
+                               rules], cwd=tmp_path, stdin=endless, capture_output=True,
+                              text=True, timeout=60, env={
+                                  **os.environ, "REMEDIATOR_MAX_BODY_BYTES": "4096",
+                                  "REMEDIATOR_WEBHOOK_TOKEN": "a-webhook-token-of-some-length"})
+    one_line(done, "remediator: standard input: the payload exceeds max_body_bytes (4096 "
+                   "bytes), as the webhook would refuse it")
+
+
 def test_approve_refuses_what_it_cannot_send_in_one_line_never_showing_the_token(tmp_path):
     with socket.socket() as s:  # a port nothing listens on: the request itself is sound
         s.bind(("127.0.0.1", 0))

@@ -16,6 +16,7 @@ from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext, check_params
 from remediator.actions.registry import ACTIONS
 from remediator.engine.executor import Executor, StepRecord
+from tests.conftest import new_store
 from tests.support.payloads import alert, notification
 
 BUNDLE = ACTIONS["evidence.bundle"]
@@ -162,7 +163,7 @@ def replay(tmp_path: Path, rules: str, config: str, store: str = "r.db"
     return subprocess.run(
         [sys.executable, "-m", "remediator.cli", "replay", str(payload), "--rules",
          str(tmp_path / "rules.yaml"), "--config", str(tmp_path / "config.yaml"), "--format",
-         "json", "--mode", "live", "--store", f"sqlite:///{tmp_path / store}"],
+         "json", "--mode", "live", "--store", new_store(f"sqlite:///{tmp_path / store}")],
         capture_output=True, text=True, timeout=60, env=dict(os.environ), check=False)
 
 

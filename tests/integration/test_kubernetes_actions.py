@@ -28,6 +28,7 @@ from remediator.actions.base import ActionContext, ActionError
 from remediator.actions.kube_client import client
 from remediator.actions.registry import ACTIONS
 from remediator.engine.executor import Executor, StepRecord
+from tests.conftest import new_store
 from tests.kubeapi.rbac import Policy, generator, step_documents
 from tests.kubeapi.tls import certificate
 from tests.support.actions import params, problems
@@ -791,7 +792,7 @@ def test_replay_dry_run_then_live(tmp_path: Path, kubeapi: KubeAPIServer,
         "annotation kubectl.kubernetes.io/restartedAt to now (kubectl rollout restart)")
     assert kubeapi.requests_matching("PATCH") == []
 
-    live = replay(tmp_path, "--mode", "live", "--store", f"sqlite:///{tmp_path / 'r.db'}")
+    live = replay(tmp_path, "--mode", "live", "--store", new_store(f"sqlite:///{tmp_path / 'r.db'}"))
     (step,) = live["steps"]
     assert live["outcome"] == "succeeded" and step["outcome"] == "succeeded", live
     assert step["mutating"] is True and step["attempts"] == 1

@@ -21,6 +21,7 @@ from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext, ActionError, check_params
 from remediator.actions.registry import ACTIONS
 from remediator.engine.executor import Executor, StepRecord
+from tests.conftest import new_store
 from tests.support.actions import params
 from tests.support.loop_probe import LoopProbe
 from tests.support.payloads import alert, notification
@@ -407,7 +408,7 @@ def test_replay_live_and_dry_run(tmp_path, versioned, s3_client, s3_proxy) -> No
         "(else S3's ChecksumSHA256)")
     assert s3_proxy.requests("GET") == []  # dry-run touched nothing
 
-    store = f"sqlite:///{tmp_path / 'r.db'}"
+    store = new_store(f"sqlite:///{tmp_path / 'r.db'}")
     live = replay(tmp_path, "--mode", "live", "--store", store, **labels)
     verify, note = live["steps"]
     assert live["outcome"] == "succeeded" and verify["outcome"] == "succeeded"
@@ -416,7 +417,7 @@ def test_replay_live_and_dry_run(tmp_path, versioned, s3_client, s3_proxy) -> No
     assert note["outcome"] == "succeeded"  # the `when:` branch on the mismatch ran
     assert len(s3_proxy.requests("GET")) == 1
 
-    hostile = replay(tmp_path, "--mode", "live", "--store", store + "-2", bucket=BUCKET,
+    hostile = replay(tmp_path, "--mode", "live", "--store", new_store(store + "-2"), bucket=BUCKET,
                      key="../x")
     assert hostile["steps"][0]["outcome"] == "failed"
     assert hostile["steps"][0]["detail"].startswith("refused:")
