@@ -9,6 +9,7 @@ import gc
 import json
 import logging
 import os
+import secrets
 import signal
 import sqlite3
 import sys
@@ -352,6 +353,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     _rules_exist(cfg)
     if not args.store:
         cfg.store = "sqlite://"  # a replay leaves no trace unless asked to
+    elif args.mode != "live":
+        # A dry run recorded in serve's store under the alerts' own identities made
+        # Alertmanager's copy, sent later, a duplicate serve never decided (execution ids
+        # come from the dedupe key): a dry run's alerts get identities of their own.
+        nonce = secrets.token_hex(4)
+        for item in notification.items:
+            item["fingerprint"] = f"replay-{nonce}-{item['fingerprint']}"
     if args.mode == "live":
         # A store that does not exist yet (a typo, `sqlite://`) would be a new empty one:
         # no pause, cooldowns, rate limits, circuits nor budget. Opened as history does.

@@ -98,12 +98,19 @@ def test_a_dry_run_replay_leaves_a_stopped_serves_interrupted_live_run_to_serve(
 
     replayed = _replay(w, tmp_path, notification(_slow("b", 1)), "dry-run")
     assert [(d["alert"]["labels"]["x"], d["outcome"]) for d in replayed] == [("b", "planned")]
+    # recorded under an identity of its own: serve's copy of `b` is not its duplicate
+    assert replayed[0]["fingerprint"].startswith("replay-")
 
     w2 = WorkerProcess(tmp_path, [str(rules)], mode="live", store=store_url,
                        extra_env=env).start()
     try:
         assert _outcomes(w2, 2) == {"a": "succeeded", "b": "planned"}
         assert [d.path for d in webhook_receiver.deliveries] == ["/slowact/a"]
+        # Alertmanager's own copy of `b`, sent after the dry run: decided live, once.
+        status, answer = w2.post_alerts(notification(_slow("b", 1)))
+        assert (status, answer) == (202, {"accepted": 1, "duplicates": 0})
+        webhook_receiver.wait_for(lambda d: d.path == "/slowact/b")
+        assert sorted(d.path for d in webhook_receiver.deliveries) == ["/slowact/a", "/slowact/b"]
     finally:
         assert w2.stop() == 0
 
