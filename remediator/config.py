@@ -172,6 +172,8 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
                           "finishes its request header is kept open for ever")
     if cfg.body_timeout <= 0:
         raise ConfigError("body_timeout must be more than 0: a request body is read within it")
+    if cfg.store_lease < 3:  # the PostgreSQL store's floor, refused there with a traceback
+        raise ConfigError(f"store_lease must be at least 3s, got {cfg.store_lease:g}s")
     if cfg.max_connections < 0:
         raise ConfigError("max_connections must be 0 (half the file descriptor limit) or more")
     if cfg.history_retention < 86400:

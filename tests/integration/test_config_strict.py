@@ -124,6 +124,9 @@ def test_booleans_from_the_environment_are_booleans_too():
         with pytest.raises(ConfigError, match="port up to 65535"):
             load_config(env={}, listen=f"127.0.0.1:{port}")
     assert load_config(env={}, listen="127.0.0.1:65535").listen == "127.0.0.1:65535"
+    # refused by the PostgreSQL store only as it opened: a traceback, exit 1
+    with pytest.raises(ConfigError, match="store_lease must be at least 3s, got 2s"):
+        load_config(env={"REMEDIATOR_STORE_LEASE": "2s"})
     with pytest.raises(ConfigError, match="sink 'oncal' is not configured"):
         load_config(env={"REMEDIATOR_ESCALATION_DEFAULT_SINKS": "files,oncal"})
 
