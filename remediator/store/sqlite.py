@@ -135,7 +135,8 @@ def path_from_url(url: str) -> str:
     rest = url[len("sqlite://"):]
     if rest in ("", "/", "/:memory:"):
         return ":memory:"
-    return rest[1:] if rest.startswith("/") and not rest.startswith("//") else rest
+    # `sqlite:////abs` is `/abs`, not `//abs` (the same file to POSIX, shown doubled)
+    return rest[1:] if rest.startswith("/") else rest
 
 
 def _absolute_hint(path: str) -> str:

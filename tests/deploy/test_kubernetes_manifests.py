@@ -194,7 +194,7 @@ def test_writable_paths_are_volumes(objects, tmp_path):
     assert mount_of(objects, "tmp") == "/tmp"
     cfg = deployed_config(objects, tmp_path)
     data = mount_of(objects, "data")
-    db = "/" + path_from_url(cfg.store).lstrip("/")  # sqlite:////abs → //abs
+    db = path_from_url(cfg.store)  # sqlite:////abs → /abs
     assert db.startswith(data + "/"), f"{cfg.store} is not on the volume mounted at {data}"
     assert cfg.escalation_dir.startswith(data + "/"), cfg.escalation_dir
 
