@@ -388,13 +388,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
 async def _started(service: Any, dispatch: bool = True, recover: bool = True) -> Any:
     """The service started, or Fatal: a store that cannot be opened (or is another
     process's: a SQLite file has one writer) is one line and exit 2, never a traceback."""
-    from .store.base import StoreUnavailable, redact
+    from .store.base import StoreUnavailable
 
     try:
         await service.start(dispatch=dispatch, recover=recover)
     except (StoreUnavailable, sqlite3.Error) as exc:
         await service.stop()
-        raise Fatal(f"cannot open the store {redact(service.config.store)}: {exc}") from None
+        raise _unopened(service.config, exc) from None
     return service
 
 
@@ -449,18 +449,26 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 async def _query(cfg: Config, fn: Any) -> Any:
     from .store import open_store
-    from .store.base import StoreUnavailable, redact
+    from .store.base import StoreUnavailable
 
     # Read-only beside a running server: never creates a store, writes or checkpoints.
     store = open_store(cfg.store, read_only=True, password=cfg.store_password)
     try:
         await store.open()
     except (StoreUnavailable, sqlite3.Error) as exc:
-        raise Fatal(f"cannot open the store {redact(cfg.store)}: {exc}") from None
+        raise _unopened(cfg, exc) from None
     try:
         return await fn(store)
     finally:
         await store.close()
+
+
+def _unopened(cfg: Config, exc: Exception) -> Fatal:
+    """The store's refusal in one line: its URL with the password masked, then the reason."""
+    from . import redact
+    from .store.url import redact as shown
+
+    return Fatal(f"cannot open the store {shown(cfg.store)}: {redact.text(str(exc))}")
 
 
 def cmd_approve(args: argparse.Namespace) -> int:

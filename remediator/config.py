@@ -20,6 +20,7 @@ from .event_loop import uvloop_missing
 from .guards import GuardSettings
 from .playbooks.schema import check_shape, did_you_mean
 from .playbooks.source import Problem, Source, SourceError, load_source
+from .store import url as store_url
 
 
 class ConfigError(ValueError):
@@ -194,7 +195,7 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     redact.remember(cfg.webhook_token, cfg.basic_auth_password, cfg.console_session_secret,
-                    cfg.store_password,
+                    cfg.store_password, *store_url.passwords(cfg.store),
                     *(u.token for u in cfg.operators))
     return cfg
 
@@ -238,6 +239,8 @@ def _check_effective(cfg: Config) -> None:
     for name in _EFFECTIVE:
         for _, message in check_shape(getattr(cfg, name), schema[name], (name,)):
             raise ConfigError(message)
+    if why := store_url.problem(cfg.store):  # a file's was refused at its line already
+        raise ConfigError(f"store: {why}")
 
 
 def _check_sinks(cfg: Config, source: Source) -> None:

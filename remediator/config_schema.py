@@ -15,14 +15,14 @@ from typing import Any
 from .event_loop import CHOICES
 from .playbooks.schema import DURATION, check_shape
 from .playbooks.source import Problem, Source
+from .store import url as store_url
 
 # Settings with a value set or a shape beyond their Python type. `writeOnly` marks a value
 # that may hold a secret (a password in a URL, a token in a Slack hook's path, a bcrypt
 # hash): a refusal of it never quotes it (the walker's `_unshown`), since refusals reach logs.
 STORE_URL = {"type": "string", "writeOnly": True,
              "pattern": r"^(sqlite://.*|postgres(ql)?://.+)$",
-             "errorMessage": "not a store URL: use sqlite:///path.db, sqlite:// (in memory) "
-                             "or postgresql://user@host:port/db"}
+             "errorMessage": f"not a store URL: {store_url.USAGE}"}
 # A port is 0 (any free one) to 65535: uvloop bound 99999 as 34463 (mod 65536) without a word.
 _PORT = r"(0|[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 LISTEN = {"type": "string", "pattern": r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):" + _PORT + "$",
@@ -161,6 +161,10 @@ def check_config_source(source: Source) -> list[Problem]:
     problems = [p for p in source.problems]
     if source.data is None:
         return problems
-    problems += [source.problem(path, "error", message)
-                 for path, message in check_shape(source.data, config_schema(), ())]
+    shape = check_shape(source.data, config_schema(), ())
+    problems += [source.problem(path, "error", message) for path, message in shape]
+    store = source.data.get("store") if isinstance(source.data, dict) else None
+    refused = not isinstance(store, str) or any(tuple(path[:1]) == ("store",) for path, _ in shape)
+    if not refused and (why := store_url.problem(store)):  # what its pattern cannot say
+        problems.append(source.problem(("store",), "error", f"store: {why}"))
     return problems

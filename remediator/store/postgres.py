@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from .. import redact as secrets
 from .. import turns
 from ..alerts import utcnow_iso
 from . import packing
@@ -51,13 +52,13 @@ from .base import (
     LeaseLost,
     Limit,
     StoreUnavailable,
-    redact,
 )
 from .postgres_clock import NOW, DatabaseClock
 from .postgres_clock import read as clock_reading
 from .postgres_connection import Connection
 from .postgres_leases import Leases
 from .postgres_schema import MIGRATION_LOCK, MIGRATIONS, migrate
+from .url import redact
 
 log = logging.getLogger("remediator.store")
 T = TypeVar("T")
@@ -198,7 +199,9 @@ class PostgresStore:
                     await pool.close()
             self._pool = self._lease_pool = None
             self._drop_intake()
-            raise StoreUnavailable(f"cannot open store {redact(self.url)}: {exc}") from exc
+            # The reason alone: whoever opens the store names it (the CLI: "cannot open the
+            # store URL: reason"), and the driver's messages quote no password.
+            raise StoreUnavailable(secrets.text(str(exc)) or type(exc).__name__) from exc
         self._healthy = True
         self._leases.valid_until = time.monotonic() + self.lease
         if not self.read_only:

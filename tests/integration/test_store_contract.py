@@ -26,10 +26,10 @@ from remediator.store.base import (
     Enqueued,
     Limit,
     StoreUnavailable,
-    redact,
 )
 from remediator.store.postgres import PostgresStore, _section_db
 from remediator.store.postgres_schema import MIGRATIONS
+from remediator.store.url import redact
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -979,7 +979,7 @@ def test_unreachable_database_is_unavailable_not_an_error(postgres_cluster, post
 
 
 def test_urls_never_show_a_password():
-    assert redact("postgresql://u:s3cret@db:5432/r") == "postgresql://u:***@db:5432/r"
+    assert redact("postgresql://u:s3cret@db:5432/r") == "postgresql://u:<redacted>@db:5432/r"
     with pytest.raises(ValueError) as err:
         PostgresStore("mysql://u:s3cret@db/r")
     assert "s3cret" not in str(err.value)
