@@ -490,7 +490,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
         req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
-            decision = json.load(resp)
+            decision, running = json.load(resp), resp.status == 202
     except urllib.error.HTTPError as exc:
         # Sent without a credential, a 401 is ours to explain: where a token is looked for.
         hint = ("; no operator token was sent: pass --token-file, or set "
@@ -502,7 +502,14 @@ def cmd_approve(args: argparse.Namespace) -> int:
     except urllib.error.URLError as exc:
         print(f"remediator: cannot reach {args.url}: {exc.reason}", file=sys.stderr)
         return 1
+    except (TimeoutError, OSError) as exc:  # sent, unanswered: it may have been decided
+        print(f"remediator: no answer from {args.url} ({exc}): the {verb} may have been "
+              f"recorded; see `remediator show {args.id}` before trying again", file=sys.stderr)
+        return 1
     print(decision_text(decision))
+    if running:  # a run's wait (a rollout, a metric) outlasts an answer
+        print(f"\n{'Approved' if verb == 'approve' else 'Rejected'}; the execution is still "
+              f"running: follow it with `remediator show {args.id}` or the console.")
     return 0
 
 

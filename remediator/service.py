@@ -42,6 +42,15 @@ class Undecided(Exception):
         self.decisions = decisions
 
 
+class Resuming(Exception):
+    """An approval decided and its execution resumed, still running when its answer was due:
+    `decision` is the execution as recorded then; the run goes on here."""
+
+    def __init__(self, decision: dict[str, Any]):
+        super().__init__(f"{decision['id']}: resumed, still running")
+        self.decision = decision
+
+
 class Service:
     # Backoff between attempts at an alert whose processing met a store error.
     store_retry_first, store_retry_max = 1.0, 60.0
@@ -54,6 +63,9 @@ class Service:
     # few chunks queued for processing's writes to share their commits (turns.py, half a
     # commit per decision); 8 fill them (a quarter).
     claim_batch = 8
+    # How long an approval's HTTP answer waits for the resumed run (`approve`): a restart
+    # is done well within it; a rollout's or a metric's wait after it is not.
+    approval_answer_within = 5.0
 
     def __init__(self, config: Config, metrics: Metrics | None = None,
                  clock: Callable[[], float] = time.time, executor: Executor | None = None,
@@ -422,9 +434,14 @@ class Service:
         return [key.split(":", 1)[1] for key in circuits]
 
     async def approve(self, execution_id: str, by: str, approve: bool = True,
-                      step: str | None = None) -> dict[str, Any]:
+                      step: str | None = None, answer_within: float | None = None
+                      ) -> dict[str, Any]:
         """Decide the pending approval of one step (default: the one pending) and resume
         the execution from its journal; a later gated step waits for its own approval.
+        Returns the execution as resumed to its end; with `answer_within` (an HTTP answer),
+        one still running by then raises `Resuming` and goes on as the dispatcher's runs
+        do: an approved restart followed by a rollout's wait kept the answer for minutes,
+        past the CLI's and proxies' timeouts, for an approval that had gone through.
 
         Approvals are serialised across replicas, and the alert's inbox item is claimed
         for this resume before the decision is recorded: no dispatcher (here or on another
@@ -472,13 +489,26 @@ class Service:
                 self._retry(claimed, decision, approve)
             raise
         assert claimed is not None
-        item = claimed
+        if answer_within is None:
+            return await self._resume(claimed, decision, approve)
+        run = asyncio.create_task(self._resume(claimed, decision, approve))
+        self._running.add(run)  # a run like the dispatcher's: counted, waited for at stop
+        run.add_done_callback(_resumed)
+        run.add_done_callback(self._running.discard)
+        await asyncio.wait((run,), timeout=answer_within)
+        if run.done():
+            return run.result()
+        raise Resuming(await self.store.get_execution(execution_id) or decision)
+
+    async def _resume(self, item: InboxItem, decision: dict[str, Any],
+                      approved: bool) -> dict[str, Any]:
+        assert self.engine is not None
         try:
-            result = await self.engine.resume(decision, approved=approve)
+            result = await self.engine.resume(decision, approved=approved)
         except asyncio.CancelledError:
             raise  # shutdown: still claimed, resumed from the journal after restart
         except Exception:
-            self._retry(item, decision, approve)
+            self._retry(item, decision, approved)
             raise
         await self.store.finish(item.id)
         return result
@@ -506,6 +536,13 @@ class Service:
             await asyncio.sleep(0.2)
         raise ValueError(f"the alert of {decision['id']} is being processed right now; "
                          "approve again in a moment")
+
+
+def _resumed(run: asyncio.Task[dict[str, Any]]) -> None:
+    """A resume that outlived its answer: its failure is retried (`Service._retry`) and
+    said here, not left to asyncio's "exception was never retrieved"."""
+    if not run.cancelled() and (exc := run.exception()) is not None:
+        log.error("the resumed execution failed: %s; retried", _named(exc))
 
 
 class _GaveUp(Exception):

@@ -27,7 +27,7 @@ from .. import graphs, redact
 from ..auth import NOT_BY_ADDRESS, PasswordChecksBusy, Principal, Users, named_by_address
 from ..guards import APPROVAL, PENDING
 from ..playbooks.validate import RulesError
-from ..service import Service
+from ..service import Resuming, Service
 from ..store.base import PAUSE, StoreUnavailable
 from . import live
 from .session import COOKIE, Sessions
@@ -509,9 +509,13 @@ async def decide(request: web.Request) -> web.Response:
     principal, form = await _operator_post(request)
     approving = request.match_info["verb"] == "approve"
     execution_id = request.match_info["id"]
+    service = _service(request)
     try:
-        await _service(request).approve(execution_id, principal.name, approve=approving,
-                                        step=str(form.get("step", "")) or None)
+        await service.approve(execution_id, principal.name, approve=approving,
+                              step=str(form.get("step", "")) or None,
+                              answer_within=service.approval_answer_within)
+    except Resuming:  # decided; the execution's page shows the run going on
+        pass
     except KeyError:
         raise _page_error(request, 404, f"no execution {execution_id!r}", principal) from None
     except ValueError as exc:

@@ -21,7 +21,7 @@ from .. import console, redact, turns
 from ..alerts import PayloadError, parse_notification
 from ..auth import ANONYMOUS, NOT_BY_ADDRESS, PasswordChecksBusy, Principal, Users, named_by_address
 from ..playbooks.validate import RulesError
-from ..service import Service
+from ..service import Resuming, Service
 from ..store.base import StoreUnavailable
 from . import content_coding
 
@@ -228,9 +228,9 @@ def _refusal(request: web.Request, principal: Principal | None, need: str | None
     return None
 
 
-def _json(data: object) -> web.Response:
+def _json(data: object, status: int = 200) -> web.Response:
     """Decisions as the API serves them: redacted again, whatever an older version stored."""
-    return web.json_response(redact.value(data))
+    return web.json_response(redact.value(data), status=status)
 
 
 def _actor(request: web.Request) -> str:
@@ -289,18 +289,21 @@ async def get_execution(request: web.Request) -> web.Response:
 
 async def approve(request: web.Request) -> web.Response:
     approving = request.path.endswith("/approve")
+    service, status = request.app[SERVICE], 200
     try:
-        decision = await request.app[SERVICE].approve(request.match_info["id"], _actor(request),
-                                                      approve=approving,
-                                                      step=request.query.get("step") or None)
+        decision = await service.approve(request.match_info["id"], _actor(request),
+                                         approve=approving, step=request.query.get("step") or None,
+                                         answer_within=service.approval_answer_within)
     except KeyError as exc:
         return _error(404, f"no execution {exc}")
     except ValueError as exc:
         return _error(409, str(exc))
+    except Resuming as running:  # decided; the run goes on: 202, as a webhook's work does
+        decision, status = running.decision, 202
     log.warning("execution %s %s by %s", request.match_info["id"],
                 "approved" if approving else "rejected", _actor(request),
                 extra={"execution_id": request.match_info["id"]})
-    return _json(decision)
+    return _json(decision, status)
 
 
 async def pause(request: web.Request) -> web.Response:

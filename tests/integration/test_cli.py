@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 from tests.conftest import APPROVAL_RULES, write_rules
@@ -101,3 +102,45 @@ def test_labels_reach_an_operators_terminal_as_text_never_as_escape_sequences(tm
         assert "pod=\\x1b[2K\\x1b[1A\\rall good: succeeded" in out, out
         assert "\\u202egnp.exe" in out and "\\x1b]52;c;" in out
     assert "\\x1b[8mhidden\\x1b[0m" in outputs["show"].stdout  # the note's summary
+
+
+def test_an_approval_is_answered_while_its_resumed_run_goes_on(tmp_path, webhook_receiver):
+    """An approved step followed by a long wait (a rollout, a metric) kept the answer for the
+    whole run: `remediator approve` died with a traceback at its 60 s timeout though the
+    approval had gone through, and the operator retried. The answer comes once the run has
+    been resumed: 202 with the execution as recorded, and the run finishes in the worker."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold(_delivery) -> None:  # the approved call is in flight until the test says
+        held.set()
+        release.wait(30)
+
+    webhook_receiver.on_post = hold
+    rules = write_rules(tmp_path / "rules", APPROVAL_RULES.replace(
+        "method: POST}", "method: POST, timeout: 40s}") % {"url": webhook_receiver.url})
+    w = WorkerProcess(tmp_path, [str(rules)], mode="live").start()
+    try:
+        w.post_alerts(notification(alert("WebDown", fingerprint="w1")))
+        deadline = time.monotonic() + 15
+        while not (pending := w.executions(outcome="blocked")):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        execution_id = pending[0]["id"]
+
+        approved = cli("approve", execution_id, "--url", w.url, operator_token=OPERATOR_TOKEN)
+        assert held.is_set() and not release.is_set()  # answered with the call still held
+        assert approved.returncode == 0, approved.stderr
+        assert "Traceback" not in approved.stderr
+        assert "Approved; the execution is still running" in approved.stdout
+        again = cli("approve", execution_id, "--url", w.url, operator_token=OPERATOR_TOKEN)
+        assert again.returncode == 1 and "(step 'restart' approved)" in again.stderr
+
+        release.set()
+        deadline = time.monotonic() + 15
+        while not w.executions(outcome="succeeded"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert len(webhook_receiver.deliveries) == 1  # resumed once, not again by anyone
+    finally:
+        release.set()
+        assert w.stop() == 0
