@@ -10,13 +10,16 @@ commands known to change nothing, matched word by word with fixed options. The l
 documented in docs/runbooks.md; extending it is a code review, not a playbook edit.
 
 Output is bounded (`max_output` bytes per stream, the rest counted and dropped) and the result
-has one shape for every backend: {exit_code, stdout, stderr, truncated, json}.
+has one shape for every backend: {exit_code, stdout, stderr, truncated, json}. A command that
+writes its report to a file (`report_option`, kubernetes.exec) gets a fresh path under /tmp,
+and the file, read back, is in `report` (and `json`) instead of stdout.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +43,21 @@ COMMAND_PARAMS: dict[str, Param] = {
                            description="exit codes that count as success (default [0])"),
 }
 
+# A command that writes its report to a file is told where with this option and a path of the
+# action's choosing: one per call, under /tmp, no label in it, read back then deleted.
+REPORT_PARAM = Param(
+    "string", literal=True,
+    description="the option the command takes a report file with (e.g. --output): a fresh "
+                "path under /tmp is added with it, the file is read back from the same container "
+                "once the command ended (cat), kept in `report` (parsed instead of stdout with "
+                "parse: json) and deleted")
+
+
+def report_path() -> str:
+    """A path no other call uses (a run's two steps, two runs at once, an earlier crash)."""
+    return f"/tmp/remediator-report-{uuid.uuid4().hex}.json"
+
+
 # --- the probes `read_only: true` accepts -------------------------------------------------------
 
 _HOST = r"[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?"
@@ -60,6 +78,9 @@ class Probe:
     required: frozenset[str] = frozenset()
     operands: tuple[str, ...] = ()
     optional: int = 0
+    # a program that writes a report file somewhere of its own unless given this option: a
+    # probe only with the step's report_option set to it (the file then goes under /tmp)
+    report_option: str = ""
 
     def matches(self, argv: Sequence[str]) -> bool:
         n = len(self.program)
@@ -112,11 +133,13 @@ PROBES: tuple[Probe, ...] = (
     Probe("aws sts get-caller-identity [--output json|text] [--region REGION]",
           ("aws", "sts", "get-caller-identity"),
           {"--output": r"json|text", "--region": r"[a-z]{2}(-[a-z]+)+-\d", "--no-cli-pager": None}),
-    # DeltaCrown's validator reads S3 and the local copy and prints its report; with --output
-    # it also writes a file, so only the printing form is a probe.
-    Probe("python|python3 scripts/s3_backfill_validator.py --sample-rate RATE",
+    # DeltaCrown's validator reads S3 and the local copy, prints progress text and writes its
+    # JSON report to --output (default artifacts/backfill_report.json, the nightly report a
+    # human reads): a probe only when remediator names a file of its own (report_option).
+    Probe("python|python3 scripts/s3_backfill_validator.py --sample-rate RATE "
+          "(report_option: --output)",
           (r"python3?", r"scripts/s3_backfill_validator\.py"), {"--sample-rate": _RATE},
-          required=frozenset({"--sample-rate"})),
+          required=frozenset({"--sample-rate"}), report_option="--output"),
     Probe("df [-h] [-P] [-k] PATH", ("df",), {"-h": None, "-P": None, "-k": None},
           operands=(_PATH,)),
 )
@@ -141,10 +164,20 @@ def check_command(params: dict[str, Any]) -> list[str]:
             problems.append(f"command[{i}] must be a string, got {type(word).__name__}")
         elif "\x00" in word or len(word) > MAX_WORD:
             problems.append(f"command[{i}] contains NUL or is longer than {MAX_WORD} characters")
-    if not problems and params.get("read_only") and probe_for(argv) is None:
+    option = params.get("report_option")
+    if option is not None and not re.fullmatch(r"--?[A-Za-z][-A-Za-z0-9]*", str(option)):
+        problems.append(f"report_option must be an option name such as --output, not {option!r}")
+    probe = probe_for(argv) if not problems and params.get("read_only") else None
+    if not problems and params.get("read_only") and probe is None:
         problems.append(f"read_only: true is accepted only for the documented read-only probes "
                         f"(docs/runbooks.md#read-only-probes), and {shlex.join(argv)!r} is not "
                         "one: without read_only it runs as a mutation")
+    elif probe is not None and probe.report_option != (params.get("report_option") or ""):
+        problems.append(
+            f"read_only: true is accepted for {shlex.join(argv)!r} only with report_option: "
+            f"{probe.report_option} (without it the program writes its report to a file of its "
+            "own, e.g. one a human reads)" if probe.report_option else
+            f"{shlex.join(argv)!r} writes no report file: report_option does not apply")
     codes = params.get("ok_exit_codes") or [0]
     if not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in codes):
         problems.append("ok_exit_codes must be integers 0..255")
@@ -162,8 +195,11 @@ class CommandAction(Action):
 
     def describe_command(self, params: dict[str, Any], where: str) -> str:
         kind = "read-only probe" if params.get("read_only") else "command"
+        report = (f", its report written to a file of its own under /tmp "
+                  f"({params['report_option']} PATH), then read back and deleted"
+                  if params.get("report_option") else "")
         return (f"would run the {kind} {shlex.join(params['command'])!r} in {where} "
-                f"(timeout {params['timeout']:g}s)")
+                f"(timeout {params['timeout']:g}s){report}")
 
 
 class Capture:
@@ -188,26 +224,31 @@ class Capture:
 
 
 def command_result(params: dict[str, Any], exit_code: int | None, out: Capture, err: Capture,
-                   *, timed_out: bool = False) -> dict[str, Any]:
+                   *, timed_out: bool = False, report: Capture | None = None) -> dict[str, Any]:
     """The uniform result; an ActionError (carrying it) on a timeout, an exit code not in
-    ok_exit_codes, or stdout that `parse: json` cannot parse."""
+    ok_exit_codes, or output that `parse: json` cannot parse (the report file's when the
+    command wrote one, else stdout)."""
     shown = shlex.join(params["command"])
     result: dict[str, Any] = {"exit_code": exit_code, "stdout": out.text(), "stderr": err.text(),
                               "truncated": out.truncated or err.truncated, "json": None}
+    source, parsed = ("stdout", out) if report is None else ("the report file", report)
+    if report is not None:
+        result["report"] = report.text()
+        result["truncated"] = result["truncated"] or report.truncated
     if timed_out:
         raise ActionError(f"{shown!r} did not finish within {params['timeout']:g}s "
                           "and was stopped", {**result, "timed_out": True})
     parse_error = ""
     if params.get("parse") == "json":
-        if out.truncated:
-            parse_error = f"stdout is longer than max_output ({out.limit} bytes)"
+        if parsed.truncated:
+            parse_error = f"{source} is longer than max_output ({parsed.limit} bytes)"
         else:
             try:
-                result["json"] = parse_json(result["stdout"])
+                result["json"] = parse_json(parsed.text())
             except UnsafeJSON as exc:
-                parse_error = f"stdout refused: {exc}"
+                parse_error = f"{source} refused: {exc}"
             except ValueError as exc:
-                parse_error = f"stdout is not JSON ({exc})"
+                parse_error = f"{source} is not JSON ({exc})"
     if exit_code not in (params.get("ok_exit_codes") or [0]):
         last = (result["stderr"].strip().splitlines() or [""])[-1][:300]
         raise ActionError(f"{shown!r} exited with code {exit_code}" + (f": {last}" if last else ""),

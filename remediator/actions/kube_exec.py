@@ -4,17 +4,20 @@ The command core (literal argv, probes, bounded output, the result shape) is com
 this module picks the pod and container and speaks the exec WebSocket (channel.k8s.io v5/v4)
 through the official client. Once the command has started nothing is retried: a repeat could
 run it twice. Only a failure to open the stream (5xx, 429, a refused connection) is transient.
+With `report_option` the command writes its report to a fresh file under /tmp, which two more
+execs in the same container read back (`cat`) and delete (`rm -f`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import shlex
 import time
 from dataclasses import replace
 from typing import Any
 
 from .base import ActionContext, ActionError, Param, Permission, TransientError, rbac
-from .command import COMMAND_PARAMS, Capture, CommandAction, command_result
+from .command import COMMAND_PARAMS, REPORT_PARAM, Capture, CommandAction, command_result, report_path
 from .kube_client import NAMESPACE, KubeAction, call, client, json_status
 from .kube_pods import SELECTOR, default_container, pod_ready
 
@@ -33,6 +36,7 @@ class Exec(CommandAction, KubeAction):
         "container": Param("string", kind="container",
                            description="default: the pod's default container, else its first"),
         **COMMAND_PARAMS,
+        "report_option": REPORT_PARAM,
     }
     permissions = (*rbac("", "pods", "get", "list"), *rbac("", "pods/exec", "create"))
 
@@ -61,10 +65,22 @@ class Exec(CommandAction, KubeAction):
         if container not in [c["name"] for c in pod["spec"].get("containers") or []]:
             raise ActionError(f"pod {ns}/{name} has no container {container!r}", unapplied=True)
         kube = client(ctx.backends)
+        argv, path = list(params["command"]), None
+        if params.get("report_option"):
+            path = report_path()
+            argv += [params["report_option"], path]
         out, err = Capture(params["max_output"]), Capture(params["max_output"])
+        where = (kube.configuration, ns, name, container)
         exit_code, timed_out = await asyncio.to_thread(
-            _stream, kube.configuration, ns, name, container, params, out, err)
-        result = command_result(params, exit_code, out, err, timed_out=timed_out)
+            _stream, *where, argv, params["timeout"], out, err)
+        report = None
+        if path is not None:
+            try:
+                if not timed_out and exit_code in (params.get("ok_exit_codes") or [0]):
+                    report = await _read_report(where, path, params, exit_code, out, err)
+            finally:  # nothing left behind in the pod, even when the command failed
+                await _remove(where, path, ctx)
+        result = command_result(params, exit_code, out, err, timed_out=timed_out, report=report)
         return {**result, "pod": name, "container": container}
 
     async def _pod(self, ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -87,8 +103,36 @@ class Exec(CommandAction, KubeAction):
         return ready[0]
 
 
-def _stream(configuration: Any, ns: str, pod: str, container: str, params: dict[str, Any],
-            out: Capture, err: Capture) -> tuple[int | None, bool]:
+async def _read_report(where: tuple[Any, str, str, str], path: str, params: dict[str, Any],
+                       exit_code: int | None, out: Capture, err: Capture) -> Capture:
+    """The report file the command wrote, read from the container it ran in."""
+    report, cat_err = Capture(params["max_output"]), Capture(4096)
+    code, timed_out = await asyncio.to_thread(_stream, *where, ["cat", "--", path], 60.0,
+                                              report, cat_err)
+    if code != 0 or timed_out:
+        reason = "timed out" if timed_out else \
+            f"exit code {code}: {cat_err.text().strip()[:300]}"
+        raise ActionError(
+            f"{shlex.join(params['command'])!r} (exit code {exit_code}) left no report to read "
+            f"at {path} (cat {reason})",
+            {"exit_code": exit_code, "stdout": out.text(), "stderr": err.text(),
+             "truncated": out.truncated or err.truncated, "json": None, "report": None})
+    return report
+
+
+async def _remove(where: tuple[Any, str, str, str], path: str, ctx: ActionContext) -> None:
+    try:
+        code, _ = await asyncio.to_thread(_stream, *where, ["rm", "-f", "--", path], 30.0,
+                                          Capture(1024), Capture(1024))
+    except ActionError as exc:  # the result stands; a stray file in /tmp is only untidy
+        ctx.log.warning("could not delete the report file %s: %s", path, exc)
+        return
+    if code != 0:
+        ctx.log.warning("could not delete the report file %s: rm exited with %s", path, code)
+
+
+def _stream(configuration: Any, ns: str, pod: str, container: str, argv: list[str],
+            timeout: float, out: Capture, err: Capture) -> tuple[int | None, bool]:
     """(exit code, timed out): run the command over the exec WebSocket, in a worker thread."""
     from kubernetes.stream.ws_client import WSClient, get_websocket_url
     from websocket import WebSocketBadStatusException, WebSocketException
@@ -96,7 +140,7 @@ def _stream(configuration: Any, ns: str, pod: str, container: str, params: dict[
     what = f"exec in pod {ns}/{pod}"
     url = get_websocket_url(
         f"{configuration.host}/api/v1/namespaces/{ns}/pods/{pod}/exec",
-        [("command", list(params["command"])), ("container", container), ("stdin", "false"),
+        [("command", argv), ("container", container), ("stdin", "false"),
          ("stdout", "true"), ("stderr", "true"), ("tty", "false")])
     headers = {s["key"].lower(): s["value"] for s in configuration.auth_settings().values()
                if s["in"] == "header" and s["value"]}
@@ -113,7 +157,7 @@ def _stream(configuration: Any, ns: str, pod: str, container: str, params: dict[
         raise TransientError(f"{what}: {type(exc).__name__}: {exc}",
                              {"error": type(exc).__name__, "status": None},
                              unapplied=True) from exc
-    deadline = time.monotonic() + params["timeout"]
+    deadline = time.monotonic() + timeout
     status_text = b""
     try:
         while True:

@@ -110,6 +110,43 @@ def test_exit_codes_json_and_bounded_output(run, ctx, cart: KubeAPIServer) -> No
               parse="json")
 
 
+# Writes a JSON report to the file named by --output, progress text to stdout (DeltaCrown's
+# validator's shape); with "none" it writes nothing. Exits with its first argument.
+WRITER = ("import json, sys; code, what = int(sys.argv[1]), sys.argv[2]; "
+          "path = sys.argv[sys.argv.index('--output') + 1]; print('Sampled 2 objects'); "
+          "what == 'none' or open(path, 'w').write(json.dumps({'errors': 2, 'path': path}) "
+          "if what == 'json' else 'Status: PASS'); sys.exit(code)")
+
+
+def test_a_report_file_is_written_under_tmp_read_back_from_the_same_pod_and_deleted(
+        run, ctx, cart: KubeAPIServer) -> None:
+    pod = pods(cart)[0]
+
+    def exec_(*args: str, **raw):
+        return run(EXEC.run(params(EXEC, namespace=NS, pod=pod, report_option="--output",
+                                   command=["python", "-c", WRITER, *args], **raw), ctx))
+
+    first = exec_("1", "json", parse="json", ok_exit_codes=[0, 1])
+    second = exec_("0", "json", parse="json")
+    paths = [first["json"]["path"], second["json"]["path"]]
+    assert first["stdout"] == "Sampled 2 objects\n"  # stdout is left as it was, not parsed
+    assert first["json"]["errors"] == 2 and first["report"] == json.dumps(first["json"])
+    assert all(path.startswith("/tmp/remediator-report-") and path.endswith(".json")
+               for path in paths) and paths[0] != paths[1]  # one fresh file per call
+    assert not any(Path(path).exists() for path in paths)  # deleted after reading
+    runs = [argv for _, p, _, argv in cart.execs.started if p == pod]
+    assert runs[-3:] == [["python", "-c", WRITER, "0", "json", "--output", paths[1]],
+                         ["cat", "--", paths[1]], ["rm", "-f", "--", paths[1]]]
+    with pytest.raises(ActionError, match="the report file is not JSON"):
+        exec_("0", "text", parse="json")
+    with pytest.raises(ActionError, match=r"exit code 0\) left no report to read at /tmp/"):
+        exec_("0", "none")
+    with pytest.raises(ActionError, match="exited with code 2"):
+        exec_("2", "json")  # a failed run's report is not read, and still deleted
+    written, removed = (argv for *_, argv in cart.execs.started[-2:])
+    assert removed == ["rm", "-f", "--", written[-1]] and not Path(written[-1]).exists()
+
+
 def test_a_command_past_its_timeout_is_stopped_and_not_retried(run, ctx,
                                                                cart: KubeAPIServer) -> None:
     p = params(EXEC, namespace=NS, pod=pods(cart)[0], timeout=1,
@@ -157,6 +194,19 @@ def test_declarations_probes_and_permissions() -> None:
                  ["python", "scripts/s3_backfill_validator.py", "--sample-rate", "0.01"],
                  ["df", "-h", "/mnt/media/certificates"]):
         assert probe_for(argv) is not None, argv
+    # DeltaCrown's validator writes its report to artifacts/backfill_report.json (the nightly
+    # report a human reads) unless told otherwise: a probe only with a file of remediator's own.
+    validator = ["python", "scripts/s3_backfill_validator.py", "--sample-rate", "0.01"]
+    assert problems("kubernetes.exec", **base, command=validator, read_only=True)[0].startswith(
+        "read_only: true is accepted for 'python scripts/s3_backfill_validator.py --sample-rate "
+        "0.01' only with report_option: --output")
+    assert problems("kubernetes.exec", **base, command=validator, read_only=True,
+                    report_option="--output") == []
+    assert problems("kubernetes.exec", **base, command=["df", "/x"], read_only=True,
+                    report_option="--output") == [
+        "'df /x' writes no report file: report_option does not apply"]
+    assert problems("kubernetes.exec", **base, command=validator,
+                    report_option="--output /etc/x")[0].startswith("report_option must be")
     for argv in (["psql", "-c", "DROP TABLE x"], ["psql", "-f", "x.sql", "-c", "SELECT 1"],
                  ["redis-cli", "-a", "secret", "ping"], ["redis-cli", "ping", "extra"],
                  ["python", "scripts/s3_backfill_validator.py", "--sample-rate", "0"],
