@@ -47,6 +47,10 @@ _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 LOCK_WAIT = 600.0
 
 
+class UnmadeKey(Exception):
+    """A rate limit's `key` template that the alert cannot make (a label it lacks, or empty)."""
+
+
 @dataclass(frozen=True)
 class Block:
     """Why a guard refused a run (or a step), and whether that escalates."""
@@ -460,7 +464,10 @@ class Guards:
         lock = (gc.target, gc.execution_id) if gc.target and gc.execution_id in self._locked_by \
             else None
         for _ in range(3):  # an attempt counts even if it fails: it touched the target
-            limits, events = self._reservation(gc, step)
+            try:
+                limits, events = self._reservation(gc, step)
+            except UnmadeKey as exc:
+                return Block("rate_limited", f"the rate limit cannot be checked: {exc}")
             admitted = await self.store.admit(limits, events, unless_paused=True,
                                               unless_received=resolution, journal=intent,
                                               held=gc.claimed, lock=lock)
@@ -561,11 +568,15 @@ class Guards:
             return None
         window = parse_duration(cfg["window"])
         now = self.clock()
-        events = await self.store.events_since("mutation", self._rate_key(gc), now - window)
+        try:
+            key = self._rate_key(gc)
+        except UnmadeKey as exc:  # no limit to count against: not admitted (fails closed)
+            return Block("rate_limited", f"the rate limit cannot be checked: {exc}")
+        events = await self.store.events_since("mutation", key, now - window)
         if len(events) >= cfg["max"]:
             next_at = events[len(events) - cfg["max"]][0] + window
             return Block("rate_limited", f"{len(events)} of max {cfg['max']} mutations of "
-                                         f"{self._rate_key(gc)} in the last {_human(window)}; "
+                                         f"{key} in the last {_human(window)}; "
                                          f"next allowed at {_iso(next_at)}")
         return None
 
@@ -596,10 +607,21 @@ class Guards:
         return None
 
     def _rate_key(self, gc: GuardContext) -> str:
+        """The events a rate limit counts: this playbook's on this target, or those its
+        `key` template groups. A key is `key=` and its text, which no default key can be (a
+        playbook's name has no `=`): a label valued `other-playbook:its/target` spent that
+        playbook's limit. Raises `UnmadeKey` when the alert cannot make it."""
         template = gc.playbook.guards.get("rate_limit", {}).get("key")
-        if template:
-            return templating.render(template, {"labels": gc.alert.labels, "target": gc.target})
-        return f"{gc.playbook.name}:{gc.target or '-'}"
+        if not template:
+            return f"{gc.playbook.name}:{gc.target or '-'}"
+        try:
+            key = templating.render(template, {"labels": gc.alert.labels, "target": gc.target})
+        except templating.TemplateError as exc:
+            raise UnmadeKey(f"its key {template!r} cannot be made from this alert: {exc}") \
+                from None
+        if not key.strip():  # every such alert would share one limit: none is this one's
+            raise UnmadeKey(f"its key {template!r} is empty for this alert")
+        return f"key={key}"
 
 
 # The scope rules, shared by the guard (run time) and lint (`--config`, literal names only).

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import textwrap
 
 import pytest
 
 from tests.integration.test_guards import Harness, restart_then_approved_scale, web
+from tests.support.payloads import alert
 from tests.support.worker import loopback_guards
 
 
@@ -93,14 +95,47 @@ def test_an_approved_resume_cut_off_by_a_crash_finishes_after_restart(tmp_path, 
     run(h.service.stop())
 
 
-def test_an_error_mid_run_is_recorded_escalated_and_frees_the_target(tmp_path, run):
-    # An alert without the label the rate-limit key needs: the guard itself fails.
+def test_a_rate_limit_key_the_alert_cannot_make_blocks_escalates_and_frees_the_target(
+        tmp_path, run):
+    # Without the label the key needs (it was an internal error and a traceback), or with
+    # it empty (every such alert shared one limit): no limit to count against, so the
+    # mutation is not admitted, and a human is told.
     h = run(Harness(tmp_path, "{rate_limit: {max: 5, window: 1h, key: '{{ labels.team }}'}}").start())
-    [broken] = run(h.fire(web(0)))
-    assert broken["outcome"] == "failed" and broken["reason"].startswith("internal error:")
-    assert broken["escalation"] is not None and h.calls == []
-    [fine] = run(h.fire(web(1, team="web"), at=60))
+    [missing] = run(h.fire(web(0)))
+    [empty] = run(h.fire(web(1, team=" "), at=60))
+    for blocked in (missing, empty):
+        assert blocked["outcome"] == "blocked", blocked
+        assert blocked["reason"].startswith("rate_limited: the rate limit cannot be checked: "
+                                            "its key '{{ labels.team }}' ")
+        assert blocked["escalation"] is not None
+    assert h.calls == []
+    [fine] = run(h.fire(web(2, team="web"), at=120))
     assert fine["outcome"] == "succeeded"  # the target was not left locked
+    run(h.service.stop())
+
+
+def test_a_label_cannot_spend_another_playbooks_rate_limit(tmp_path, run):
+    """A templated key shared the default keys' names (`playbook:target`): an alert of one
+    playbook whose label spelled another's key used up that playbook's limit."""
+    h = run(Harness(tmp_path, "{rate_limit: {max: 1, window: 1h}}").start())
+    (tmp_path / "rules" / "grouped.yaml").write_text(textwrap.dedent("""
+        playbooks:
+          - name: by-cluster
+            match: {alertname: ClusterDown}
+            target: {kind: deployment, namespace: prod, name: api}
+            guards: {rate_limit: {max: 5, window: 1h, key: "{{ labels.cluster }}"}}
+            steps:
+              - {name: restart, action: http.request,
+                 params: {url: "http://127.0.0.1:9/restart", method: POST}}
+        """))
+    run(h.service.reload())
+    steered = [alert("ClusterDown", fingerprint=f"c{n}", cluster="restart-web:prod/deployment/web",
+                     starts_at=f"2026-01-05T10:0{n}:00Z") for n in range(2)]
+    for n, one in enumerate(steered):
+        assert [d["outcome"] for d in run(h.fire(one, at=60 * n))] == ["succeeded"]
+    [own] = run(h.fire(web(0), at=300))
+    assert own["outcome"] == "succeeded", own["reason"]  # its own limit, untouched
+    assert len(h.calls) == 3
     run(h.service.stop())
 
 
