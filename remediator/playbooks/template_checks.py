@@ -105,6 +105,14 @@ def _unknown_attributes(text: str) -> tuple[str, ...]:
         return ()  # reported as a syntax error already
     local = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
     messages = []
+    called = {id(call.node) for call in ast.find_all(nodes.Call)}
+    for node in ast.find_all(nodes.Getattr):
+        # `labels.items` is the map's method (Jinja looks an attribute up before a key), not
+        # the label `items`: a request went to `/<built-in method items of dict …>`.
+        if id(node) not in called and hasattr(dict, node.attr) and \
+                (where := _open_map(node.node, local)):
+            messages.append(f"template reads {where}.{node.attr}, which is the map's method "
+                            f"{node.attr!r}, not its key: write {where}['{node.attr}']")
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         attr, owner = _attribute(node), node.node
         if isinstance(owner, nodes.Name) and owner.ctx == "load" and owner.name not in local:
@@ -123,6 +131,29 @@ def _unknown_attributes(text: str) -> tuple[str, ...]:
         messages.append(f"template reads {path}.{attr}, {why}: {path} has "
                         f"{', '.join(fields)}{did_you_mean(attr, list(fields))}")
     return tuple(dict.fromkeys(messages))
+
+
+_OPEN_MAPS = {"labels": "labels", "annotations": "annotations"}
+
+
+def _open_map(node: nodes.Node, local: set[str]) -> str | None:
+    """The path of an open map `node` reads (labels, annotations, a group's label maps, a
+    step's result), or None."""
+    from jinja2 import nodes
+
+    if isinstance(node, nodes.Name) and node.name not in local:
+        return _OPEN_MAPS.get(node.name)
+    if not isinstance(node, (nodes.Getattr, nodes.Getitem)):
+        return None
+    attr, owner = _attribute(node), node.node
+    if isinstance(owner, nodes.Name) and owner.name == "group" and "group" not in local \
+            and attr in ("groupLabels", "commonLabels", "commonAnnotations"):
+        return f"group.{attr}"
+    if attr == "result" and isinstance(owner, (nodes.Getattr, nodes.Getitem)) \
+            and isinstance(owner.node, nodes.Name) and owner.node.name == "steps" \
+            and "steps" not in local and _attribute(owner):
+        return f"steps.{_attribute(owner)}.result"
+    return None
 
 
 def _attribute(node: nodes.Node) -> str | None:
