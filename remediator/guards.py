@@ -248,7 +248,10 @@ class Guards:
         known, gc.pause = gc.pause, None
         state = known[0] if known is not None else await self.store.get_state(PAUSE)
         if self.settings.paused or (state and state.get("paused")):
-            who = f" by {state['by']}" if state and state.get("by") else ""
+            # The configuration's pause is nobody's: the last operator named may have resumed.
+            who = " by configuration (guards.paused or REMEDIATOR_PAUSED)" \
+                if self.settings.paused else f" by {state['by']}" if state and state.get("by") \
+                else ""
             # Paused automation must not silence humans: the note says so and what would run.
             return Block("paused", f"automation is paused{who}; alerts are recorded, "
                                    "nothing runs")

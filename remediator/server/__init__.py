@@ -307,8 +307,13 @@ async def approve(request: web.Request) -> web.Response:
 
 
 async def pause(request: web.Request) -> web.Response:
-    paused = request.path.endswith("/pause")
-    await request.app[SERVICE].pause(paused, _actor(request))
+    paused, service = request.path.endswith("/pause"), request.app[SERVICE]
+    await service.pause(paused, _actor(request))
+    if service.config.guards.paused:  # `{"paused": false}` here read as running, and was not
+        return web.json_response({"paused": True, "paused_by_configuration": True, "detail": (
+            "guards.paused (REMEDIATOR_PAUSED) keeps automation paused: this "
+            f"{'pause' if paused else 'resume'} is recorded, and applies once the "
+            "configuration no longer pauses")})
     return web.json_response({"paused": paused})
 
 

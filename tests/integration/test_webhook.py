@@ -6,11 +6,12 @@ import json
 import re
 import resource
 import zlib
+from dataclasses import replace
 
 from remediator.guards import GuardSettings
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
-from tests.support.worker import OPERATOR, TOKEN, VIEWER, WorkerProcess, http
+from tests.support.worker import OPERATOR, TOKEN, VIEWER, WorkerProcess, http, loopback_guards
 
 
 def test_alert_is_acknowledged_stored_and_turned_into_one_decision(worker_factory):
@@ -291,3 +292,18 @@ def test_an_execution_id_postgresql_cannot_hold_is_a_404(worker_factory, postgre
         status, page = http("GET", f"{w.url}{path}", None, VIEWER)
         assert status == 404 and "no execution" in page, (path, page[-300:])
     assert http("GET", f"{w.url}/-/ready")[0] == 200
+
+
+def test_a_resume_over_the_api_does_not_claim_to_override_the_configurations_pause(
+        worker_factory, webhook_receiver):
+    """With guards.paused (REMEDIATOR_PAUSED) on, a resume answered `{"paused": false}`, and
+    the next block named the operator who resumed as the one who paused."""
+    w = worker_factory(PAUSABLE % {"url": webhook_receiver.url}, mode="live",
+                       guards=replace(loopback_guards(), paused=True))
+    status, answer = http("POST", f"{w.url}/api/v1/resume", b"", OPERATOR)
+    assert status == 200 and answer["paused"] is True and answer["paused_by_configuration"]
+    assert "keeps automation paused" in answer["detail"]
+    w.post_alerts(notification(alert("WebDown", fingerprint="c1")))
+    [blocked] = w.wait_executions(1)
+    assert blocked["reason"].startswith("paused: automation is paused by configuration")
+    assert "alice" not in blocked["reason"] and webhook_receiver.deliveries == []
