@@ -459,6 +459,8 @@ async def _query(cfg: Config, fn: Any) -> Any:
         raise _unopened(cfg, exc) from None
     try:
         return await fn(store)
+    except StoreUnavailable as exc:  # opened, then refused (a lost connection, a bad file)
+        raise _unopened(cfg, exc) from None
     finally:
         await store.close()
 

@@ -475,6 +475,11 @@ class SQLiteStore(LocalCoordination):
                                  check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA busy_timeout=5000")  # a CLI may wait; it has no loop to stall
             self._version = db.execute("PRAGMA user_version").fetchone()[0]
+            if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                          "AND name = 'executions'").fetchone() is None:
+                db.close()  # an empty file, another program's database: a traceback later
+                raise StoreUnavailable(f"{self.path!r} is not a remediator store (it has no "
+                                       "decisions table): pass the --store serve uses")
             self._db = db
             return
         directory = os.path.dirname(self.path) or "."

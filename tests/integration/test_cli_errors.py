@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,20 @@ def test_history_and_show_never_create_a_store(tmp_path, command):
              "remediator: cannot open the store sqlite:///remediator.db: no store at "
              "'remediator.db': it does not exist (pass --store, or the --config serve runs with)")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["history"], ["show", "abc"]])
+def test_history_and_show_refuse_a_file_that_is_not_a_store_in_one_line(tmp_path, command):
+    """An empty file or another program's SQLite database was a 30-line traceback."""
+    (tmp_path / "empty.db").write_bytes(b"")
+    other = sqlite3.connect(tmp_path / "other.db")
+    other.execute("CREATE TABLE t (x)")
+    other.close()
+    for name in ("empty.db", "other.db"):
+        one_line(remediator(tmp_path, *command, "--store", f"sqlite:///{name}"),
+                 f"remediator: cannot open the store sqlite:///{name}: '{name}' is not a "
+                 "remediator store (it has no decisions table): pass the --store serve uses")
+    assert (tmp_path / "empty.db").read_bytes() == b""  # read, never made a store
 
 
 @pytest.mark.parametrize("limit", ["-1", "0", "ten"])
