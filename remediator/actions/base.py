@@ -17,6 +17,7 @@ import math
 import re
 import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -80,7 +81,9 @@ class Param:
     type: str  # string | integer | number | boolean | duration | list | mapping | any
     required: bool = False
     default: Any = None
-    kind: str | None = None  # a validators.VALIDATORS name, for strings and list items
+    # a validators.VALIDATORS name (strings, list items) or ENTRY_VALIDATORS one (a mapping's
+    # entries: an HTTP header's name and value)
+    kind: str | None = None
     choices: tuple[Any, ...] = ()
     minimum: float | None = None
     description: str = ""
@@ -249,8 +252,9 @@ _NOT_SENT = {
 def never_sent(exc: BaseException) -> bool:
     """Does the error (or what caused it) prove the request never left this process?
 
-    Only a connection that was never established proves it: refused, unresolvable, or a
-    connect timeout. A read timeout, a reset or a 5xx may come after the server acted.
+    Only a connection that was never established proves it (refused, unresolvable, or a
+    connect timeout), or a request the client refused to write (`_refused_by_aiohttp`).
+    A read timeout, a reset or a 5xx may come after the server acted.
     """
     seen: set[int] = set()
     pending: list[BaseException] = [exc]
@@ -259,7 +263,7 @@ def never_sent(exc: BaseException) -> bool:
         if id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, ConnectionRefusedError):
+        if isinstance(current, ConnectionRefusedError) or _refused_by_aiohttp(current):
             return True
         for module, names in _NOT_SENT.items():
             mod = sys.modules.get(module)
@@ -272,6 +276,24 @@ def never_sent(exc: BaseException) -> bool:
         pending.extend(e for e in (current.__cause__, implicit, getattr(current, "reason", None),
                                    *current.args) if isinstance(e, BaseException))
     return False
+
+
+def _refused_by_aiohttp(exc: BaseException) -> bool:
+    """aiohttp refused to write the request: a URL it cannot send (not one a redirect named:
+    the first request went out), or a header it cannot serialise (a control character, a
+    value not a string), raised in `write_headers`, which serialises and buffers only: the
+    bytes go out with the body, after it. A step's checks refuse both first; this keeps a
+    case they miss from being recorded as a change that may have landed."""
+    errors = sys.modules.get("aiohttp.client_exceptions")
+    if errors is None:
+        return False
+    if isinstance(exc, errors.InvalidURL):
+        redirect = getattr(errors, "RedirectClientError", None)  # without it, cannot tell
+        return redirect is not None and not isinstance(exc, redirect)
+    return isinstance(exc, ValueError | TypeError) and any(
+        frame.f_code.co_name == "write_headers"
+        and frame.f_globals.get("__name__") == "aiohttp.http_writer"
+        for frame, _ in traceback.walk_tb(exc.__traceback__))
 
 
 def maybe_applied(exc: BaseException) -> bool:
@@ -422,6 +444,10 @@ def _coerce(spec: Param, value: Any, rendered: bool) -> Any:
                     validators.validate(spec.kind, _expect(item, str, "string"))
     elif t == "mapping":
         value = _expect(value, dict, t)
+        if spec.kind:  # each entry (an HTTP header); a template's value once it is rendered
+            for key, item in value.items():
+                unrendered = isinstance(item, str) and templating.is_template(item) and not rendered
+                validators.validate_entry(spec.kind, key, "" if unrendered else item)
     if spec.choices and value not in spec.choices:
         raise ValueError(f"must be one of {', '.join(map(str, spec.choices))}, got {value!r}")
     if spec.minimum is not None and isinstance(value, int | float) and value < spec.minimum:

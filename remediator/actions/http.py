@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from .. import redact
-from ..templating import is_template
+from ..templating import is_template, validators
 from .base import (
     Action,
     ActionContext,
@@ -27,7 +27,6 @@ from .base import (
 
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 _BODY_EXCERPT = 2048
-_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 # A header with one of these names, written literally in a playbook, is a credential in git.
 _CREDENTIAL_HEADER = re.compile(r"(?i)authorization|cookie|.*(token|secret|api-?key|password).*")
 
@@ -41,7 +40,9 @@ class HttpRequest(Action):
                         choices=("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")),
         "expect_status": Param("list", default=[200], description="acceptable status codes"),
         "expect_json": Param("mapping", description="dotted JSON path -> expected value"),
-        "headers": Param("mapping"),
+        "headers": Param("mapping", kind="http_header",
+                         description="header name: value; a value without control characters "
+                         "(a line break in an alert's text refuses the step)"),
         "headers_from": Param("mapping", literal=True,
                               description="secret headers read at call time, never stored: "
                               "{Authorization: {file: PATH | env: NAME, prefix: 'Bearer '}}"),
@@ -79,7 +80,7 @@ class HttpRequest(Action):
         problems = [f"expect_status must hold HTTP status codes, got {bad}"] if bad else []
         for name, ref in (params.get("headers_from") or {}).items():
             where = f"headers_from.{name}"
-            if not _HEADER_NAME.fullmatch(str(name)):
+            if not validators.HEADER_NAME.fullmatch(str(name)):
                 problems.append(f"{where}: not a valid header name")
             if not isinstance(ref, dict) or len({"file", "env"} & set(ref)) != 1 \
                     or set(ref) - {"file", "env", "prefix"}:
@@ -156,7 +157,13 @@ def _secret_headers(spec: dict[str, dict[str, str]] | None) -> dict[str, str]:
             raise ActionError(f"headers_from {name}: {ref.get('file') or ref['env']} is empty "
                               "or not set", unapplied=True)
         redact.remember(secret)
-        out[name] = ref.get("prefix", "") + secret
+        value = ref.get("prefix", "") + secret
+        try:  # checked as it is read: the failure names the header, and nothing was sent
+            validators.header_value(value)
+        except ValueError as exc:  # the message shows a character, never the secret
+            raise ActionError(f"headers_from {name}: {ref.get('file') or ref['env']} "
+                              f"{exc}", unapplied=True) from None
+        out[name] = value
     return out
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 # Matched with fullmatch: `$` would accept a trailing newline (`kube-system\n`), and every
@@ -22,6 +23,10 @@ _SELECTOR_TERM = re.compile(  # one stripped term: key, key=value, key!=value, k
     r"!?[A-Za-z0-9][-A-Za-z0-9_./]*( *(==?|!=) *[-A-Za-z0-9_.]*|[ \t]+(in|notin)[ \t]+\([-A-Za-z0-9_., ]*\))?"
 )
 _MAX_SELECTOR = 4096
+# RFC 9110 5.1, 5.5: a field name is a token; a value holds no control character but the tab
+# (C1 controls too: aiohttp writes text as UTF-8, and a reader decoding Latin-1 sees them).
+HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+_HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 def _dns1123_label(v: str) -> None:
@@ -121,6 +126,28 @@ def _promql(v: str) -> None:
         raise ValueError("must be a PromQL expression of at most 65536 characters")
 
 
+def header_value(v: str) -> None:
+    """A header's value: a line break there would start a header (or a body) of the alert's
+    choosing. aiohttp refuses it too, but only while sending, too late to say which header."""
+    bad = _HEADER_CONTROL.search(v)
+    if bad:
+        raise ValueError(f"holds a control character ({bad.group()!r}): a line break, NUL, DEL "
+                         "or another control character cannot be sent in a header")
+
+
+def _http_header(name: Any, value: Any) -> None:
+    if not isinstance(name, str) or not HEADER_NAME.fullmatch(name):
+        raise ValueError(f"header {name!r}: not a valid header name (letters, digits and "
+                         "!#$%&'*+.^_`|~-)")
+    if not isinstance(value, str):
+        raise ValueError(f"header {name!r}: the value must be a string, got "
+                         f"{type(value).__name__} (quote it)")
+    try:
+        header_value(value)
+    except ValueError as exc:
+        raise ValueError(f"header {name!r}: the value {exc}") from None
+
+
 VALIDATORS: dict[str, Callable[[str], None]] = {
     "promql": _promql,
     "k8s_name": _dns1123_subdomain,
@@ -138,6 +165,15 @@ VALIDATORS: dict[str, Callable[[str], None]] = {
 }
 
 
+# Mappings checked entry by entry: (key, value).
+ENTRY_VALIDATORS: dict[str, Callable[[Any, Any], None]] = {"http_header": _http_header}
+
+
 def validate(kind: str, value: str) -> None:
     """Raise ValueError if `value` is not a valid `kind`."""
     VALIDATORS[kind](value)
+
+
+def validate_entry(kind: str, key: Any, value: Any) -> None:
+    """Raise ValueError if a mapping's entry is not a valid `kind` (an HTTP header)."""
+    ENTRY_VALIDATORS[kind](key, value)
