@@ -212,12 +212,14 @@ class Guards:
         await self.release(gc)
         return []
 
-    async def _counted(self, gc: GuardContext) -> bool:
-        """Is this run's success among those its circuit counts already?"""
+    async def _counted(self, gc: GuardContext, since: float | None = None) -> bool:
+        """Is this run's success among those its circuit counts already (since `since`:
+        by default the window's start)?"""
         cfg = gc.playbook.guards.get("circuit_breaker")
         if not cfg:
             return False  # no circuit counts it
-        since = self.clock() - parse_duration(cfg["window"])
+        if since is None:
+            since = self.clock() - parse_duration(cfg["window"])
         return any(data.get("execution") == gc.execution_id for _, data in
                    await self.store.events_since("success", gc.circuit, since))
 
@@ -282,7 +284,7 @@ class Guards:
 
     @staticmethod
     def _open(gc: GuardContext, state: dict[str, Any] | None, now: float) -> Block | None:
-        if state and now < state["until"]:
+        if state and now < state.get("until", 0):  # a reset's state has none: closed
             return Block("circuit_open", f"circuit for {gc.playbook.name} on {gc.target} open "
                                          f"since {_iso(state['opened_at'])} until "
                                          f"{_iso(state['until'])}; reset with POST "
@@ -298,15 +300,22 @@ class Guards:
         key = f"circuit:{gc.circuit}"
         window = parse_duration(cfg["window"])
         # The state and the successes in one read (two before, a tenth of a storm's reads).
-        state, successes = await self.store.state_and_count(key, "success", gc.circuit,
-                                                            now - window)
+        since = now - window
+        state, successes = await self.store.state_and_count(key, "success", gc.circuit, since)
         if block := self._open(gc, state, now):
             return block
-        if successes >= cfg["max_refires"] and gc.resumed and await self._counted(gc):
+        reset = (state or {}).get("reset_at", 0)
+        if successes and reset > since:  # an operator reset it since: count from there on
+            since = reset  # (a read more, only while a reset is in the window)
+            successes = await self.store.count_events("success", gc.circuit, since)
+        if successes >= cfg["max_refires"] and gc.resumed and await self._counted(gc, since):
             successes -= 1  # its own, recorded before its note: not a remediation that failed
         if successes >= cfg["max_refires"]:
             until = now + parse_duration(cfg.get("open_for", cfg["window"]))
-            await self.store.put_state(key, {"opened_at": now, "until": until})
+            # The reset's time stays: once this opening expires, what preceded it still
+            # does not count.
+            await self.store.put_state(key, {**({"reset_at": reset} if reset else {}),
+                                             "opened_at": now, "until": until})
             return Block("circuit_open", f"remediation is not working: {gc.target} alerted again "
                                          f"after {successes} successful remediations in the "
                                          f"last {_human(window)} (max {cfg['max_refires']}); "

@@ -391,7 +391,8 @@ class Service:
             await self.engine.expire_approvals()
         now = self.clock()
         circuits = await self.store.list_state("circuit:")
-        self.metrics.circuits_open.set(sum(1 for c in circuits.values() if c["until"] > now))
+        self.metrics.circuits_open.set(sum(1 for c in circuits.values()
+                                           if c.get("until", 0) > now))
         await self._age_gauges(now)
         if now - self._pruned_at >= 3600:
             # Finished inbox items only serve deduplication. Past the retention a redelivery
@@ -423,13 +424,17 @@ class Service:
                 if value.get("until", 0) > now]
 
     async def reset_circuits(self, target: str, playbook: str, by: str) -> list[str]:
-        """Close the circuits open on `target` (namespace/kind/name), of one playbook or all;
-        return the `playbook:target` names reset."""
-        circuits = [key for key in await self.store.list_state("circuit:")
-                    if key.endswith(f":{target}")
+        """Close the circuits opened on `target` (namespace/kind/name), of one playbook or
+        all; return the `playbook:target` names reset. A circuit counts the successes in
+        its window, and those that opened it are still there: deleting its state let the
+        next firing open it again. The reset's time is kept instead, and the circuit counts
+        from it (`Guards._circuit`): the next alert is remediated."""
+        now = self.clock()  # the store's, as the successes' times
+        circuits = [key for key, value in (await self.store.list_state("circuit:")).items()
+                    if key.endswith(f":{target}") and "until" in value
                     and (not playbook or key == f"circuit:{playbook}:{target}")]
         for key in circuits:
-            await self.store.put_state(key, None)
+            await self.store.put_state(key, {"reset_at": now, "reset_by": by})
         log.warning("circuits %s reset by %s", circuits, by)
         return [key.split(":", 1)[1] for key in circuits]
 

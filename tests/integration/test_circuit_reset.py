@@ -1,0 +1,73 @@
+"""A circuit reset lets the next alert be remediated: counting restarts from the reset.
+
+The reset deleted the circuit's state, but the circuit counts the successes in its window,
+and those were still there: the very next firing opened it again from the same successes,
+for a whole new `open_for`, with a new note. Real `serve` (in-process) on both stores, the
+reset over its API, the remediation a real POST to a receiver on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.payloads import alert, notification
+from tests.support.worker import OPERATOR, http
+
+RULES = """
+playbooks:
+  - name: restart-web
+    match: {alertname: WebDown}
+    target: {kind: deployment, namespace: prod, name: web}
+    guards: {rate_limit: {max: 100, window: 1h}, circuit_breaker: {max_refires: 2, window: 1h}}
+    steps:
+      - name: restart
+        action: http.request
+        params: {url: "%s", method: POST, json: {restart: web}}
+"""
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_after_a_reset_the_next_alert_is_remediated(worker_factory, webhook_receiver, request,
+                                                    store):
+    settings = {"store": request.getfixturevalue("postgres_url")} if store == "postgres" else {}
+    w = worker_factory(RULES % webhook_receiver.url, mode="live", **settings)
+    decided: list[dict] = []
+
+    def fire() -> dict:
+        """A new episode of the alert (one at a time: one target), and its decision."""
+        episode = len(decided)
+        w.post_alerts(notification(alert("WebDown", fingerprint=f"web-{episode}",
+                                         starts_at=f"2026-11-21T10:{episode:02d}:00Z")))
+        found = w.wait_executions(episode + 1)
+        assert len(found) == episode + 1, found
+        [decision] = [d for d in found if d["fingerprint"] == f"web-{episode}"]
+        decided.append(decision)
+        return decision
+
+    def outcomes(decisions: list[dict]) -> list[str]:
+        return [d["outcome"] + (" " + d["reason"].split(":")[0] if d["outcome"] == "blocked"
+                                else "") for d in decisions]
+
+    for _ in range(4):
+        fire()
+    assert outcomes(decided) == ["succeeded", "succeeded", "blocked circuit_open",
+                                 "blocked circuit_open"]
+    status, body = http("POST", f"{w.url}/api/v1/circuits/reset?target=prod/deployment/web",
+                        b"", OPERATOR)
+    assert (status, body) == (200, {"reset": ["restart-web:prod/deployment/web"]})
+    assert w.call(w.service.open_circuits()) == []
+    # Counting restarts at the reset: two more successes, then the circuit opens again.
+    for _ in range(3):
+        fire()
+    assert outcomes(decided[4:]) == ["succeeded", "succeeded", "blocked circuit_open"]
+    assert decided[-1]["reason"].startswith("circuit_open: remediation is not working: "
+                                            "prod/deployment/web alerted again after 2 "
+                                            "successful remediations"), decided[-1]["reason"]
+    assert len(webhook_receiver.deliveries) == 4
+    # Reset twice: the second closes nothing, and says so.
+    assert http("POST", f"{w.url}/api/v1/circuits/reset?target=prod/deployment/web",
+                b"", OPERATOR)[0] == 200
+    status, body = http("POST", f"{w.url}/api/v1/circuits/reset?target=prod/deployment/web",
+                        b"", OPERATOR)
+    assert (status, body["open"]) == (404, []), body
+    assert fire()["outcome"] == "succeeded"
