@@ -315,13 +315,16 @@ def _after(request: web.Request) -> live.Key | None:
     return at
 
 
-async def _send(response: web.StreamResponse, d: dict[str, Any], mark: live.Key) -> live.Key:
-    """A decision as an event, its id the newest decision the browser now has: what it sends
-    back as `Last-Event-ID` when it reconnects."""
-    mark = max(mark, live.key(d))
-    await response.write(f"id: {live.cursor(mark)}\nevent: decision\n"
-                         f"data: {json.dumps(_row(d))}\n\n".encode())
-    return mark
+async def _send(response: web.StreamResponse, sent: list[tuple[str, dict[str, Any]]],
+                gap: bool) -> None:
+    """Decisions as events, each with its id: the newest decision the browser then has, what
+    it sends back as `Last-Event-ID` when it reconnects; then whether more were missed than
+    were sent (the list asks for a reload)."""
+    for at, d in sent:
+        await response.write(f"id: {at}\nevent: decision\n"
+                             f"data: {json.dumps(_row(d))}\n\n".encode())
+    if gap:
+        await response.write(b"event: gap\ndata: {}\n\n")
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -332,18 +335,12 @@ async def events(request: web.Request) -> web.StreamResponse:
     store = _service(request).store
     # Read before the answer starts: a store down now is the middleware's 503.
     latest = await store.list_executions(live.LATEST)
-    missed, seen, gap = live.catch_up(latest, after)
-    # What the browser has: the page up to its cursor (the missed ones are sent first), else
-    # everything read now.
-    mark = after if after is not None else live.key(latest[0]) if latest else live.BEFORE
+    stream = live.Stream(latest, after)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store"})
     await response.prepare(request)
     try:
-        for d in missed:
-            mark = await _send(response, d, mark)
-        if gap:  # more than one read holds: what is older than it is not sent
-            await response.write(b"event: gap\ndata: {}\n\n")
+        await _send(response, *stream.read(latest))  # those after the cursor
         # One read a tick for every stream; closed as the stream ends, however it ends.
         async with contextlib.aclosing(request.app[FEED].ticks()) as ticks:
             async for latest in ticks:
@@ -352,10 +349,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                 principal = await _principal(request)
                 if principal is None or not principal.may("viewer"):
                     break
-                for d in reversed(latest):
-                    if seen.get(d["id"]) != d.get("outcome"):
-                        seen[d["id"]] = d.get("outcome")
-                        mark = await _send(response, d, mark)
+                await _send(response, *stream.read(latest))
                 await response.write(b": keep-alive\n\n")
     except ConnectionResetError:
         pass  # the browser went away (a disconnect while sleeping cancels this handler)

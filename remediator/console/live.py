@@ -12,6 +12,10 @@ the page's drawing and the stream's start is not lost; the rest of that read is 
 browser has, compared with at the next ticks. Not replayed: a decision stored after one newer
 in that order (a live run's first record rides with its first step's write) and a drawn one
 whose outcome changed, both in the gap; the list says to reload after a reconnection.
+
+A read holds 50: when more than that came since what the stream last sent, at its start or
+between two ticks (a storm), the rest is never sent, and the stream says so (`gap`: the list
+asks for a reload) rather than leave a list that looks whole (`Stream`, one rule for both).
 """
 
 from __future__ import annotations
@@ -50,15 +54,41 @@ def parse(text: str) -> Key | None:
     return (found.group(1) or "", found.group(2)) if found else None
 
 
-def catch_up(latest: list[dict[str, Any]], after: Key | None
-             ) -> tuple[list[dict[str, Any]], dict[str, Any], bool]:
-    """Of the latest decisions (newest first): those after the cursor, oldest first (to send
-    now); what the browser has (id -> outcome, as the ticks compare); and whether more were
-    missed than one read holds (the browser is told to reload). No cursor: nothing is sent,
-    the stream starts from now."""
-    missed = [d for d in latest if after is not None and key(d) > after]
-    seen = {d["id"]: d.get("outcome") for d in latest}
-    return missed[::-1], seen, len(missed) >= LATEST
+def _beyond(latest: list[dict[str, Any]], mark: Key) -> bool:
+    """Whether more decisions came after `mark` than the read `latest` (newest first) holds:
+    it is full and even its oldest is newer, so what lies between was never read. A read that
+    holds the mark, or is not full (all there is), holds every one after it. A read of exactly
+    LATEST new ones says so too: it cannot tell them from more."""
+    return len(latest) >= LATEST and key(latest[-1]) > mark
+
+
+class Stream:
+    """What one stream's browser has, and what it is sent at each read.
+
+    It starts from the first read and the cursor (None: from now, nothing sent). Each read
+    (`read`, newest first) gives the decisions it holds that are new or changed, oldest first,
+    each with its event's id (the newest the browser then has), and whether more came than
+    it holds (the browser is told to reload: a storm records more than 50 between ticks).
+    What it remembers is the last read: a decision older than one read holds is never in one
+    again, so a stream open for days holds no more than a read (it kept every id it ever
+    sent: an open tab's memory grew with each decision)."""
+
+    def __init__(self, latest: list[dict[str, Any]], after: Key | None):
+        # The browser has the page up to its cursor, else everything read now.
+        self.mark = after if after is not None else key(latest[0]) if latest else BEFORE
+        # id -> outcome, compared with the next read: this read's, those the browser has.
+        self.seen = {d["id"]: d.get("outcome") for d in latest if key(d) <= self.mark}
+
+    def read(self, latest: list[dict[str, Any]]
+             ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+        gap = _beyond(latest, self.mark)
+        sent = []
+        for d in reversed(latest):
+            if d["id"] not in self.seen or self.seen[d["id"]] != d.get("outcome"):
+                self.mark = max(self.mark, key(d))
+                sent.append((cursor(self.mark), d))
+        self.seen = {d["id"]: d.get("outcome") for d in latest}
+        return sent, gap
 
 
 class Feed:

@@ -1,7 +1,10 @@
-"""The browser the console's Selenium tests drive: Debian's headless chromium through
-chromium-driver."""
+"""The browser the console's Selenium tests drive (Debian's headless chromium through
+chromium-driver), and the live streams' read held between two ticks."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
 
 import pytest
 from selenium import webdriver
@@ -20,3 +23,25 @@ def chromium():
     driver.set_page_load_timeout(60)
     yield driver
     driver.quit()
+
+
+@pytest.fixture
+def held_ticks():
+    """Holds the live streams' shared read (the feed's task's reads of the store, the store's
+    own method wrapped) until let go: what the store records meanwhile lands between two
+    ticks, as in a storm that records faster than a read a tick sends. Returns, given a
+    worker, the function that lets the read go."""
+
+    def hold(worker) -> Callable[[], None]:
+        store, gate = worker.service.store, asyncio.Event()
+        read = store.list_executions
+
+        async def held(limit: int = 100, **filters):
+            if asyncio.current_task().get_name() == "console-feed":
+                await gate.wait()
+            return await read(limit, **filters)
+
+        store.list_executions = held
+        return lambda: worker.loop.call_soon_threadsafe(gate.set)
+
+    return hold

@@ -9,6 +9,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
+from remediator.console.live import LATEST
 from tests.conftest import APPROVAL_RULES
 from tests.console.test_browser import log_in
 from tests.support.payloads import alert, notification
@@ -184,3 +185,23 @@ def test_a_decision_made_before_the_stream_connects_appears(worker_factory, chro
     wait = WebDriverWait(driver, 30)
     wait.until(lambda d: state.get_attribute("data-state") == "live")
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'#decisions tr[data-id="{made["id"]}"]'))
+
+
+def test_the_list_asks_for_a_reload_when_a_storm_outran_its_stream(worker_factory, chromium,
+                                                                    held_ticks):
+    """More decisions between two ticks than a read holds: the list drew 50 of them and went on
+    saying it was live. The stream's shared read is held while the webhook's are recorded."""
+    driver = chromium
+    w = worker_factory()
+    log_in(driver, w.url, "victor", VIEWER_TOKEN)
+    wait = WebDriverWait(driver, 30)
+    state = driver.find_element(By.ID, "live-state")
+    wait.until(lambda d: state.get_attribute("data-state") == "live")
+    let_go = held_ticks(w)
+    w.post_alerts(notification(*(alert(f"NoMatch{i}", fingerprint=f"nm{i}")
+                                 for i in range(LATEST + 10))))
+    w.wait_executions(LATEST + 10, timeout=60)
+    let_go()
+    wait.until(lambda d: state.get_attribute("data-state") == "gap")
+    assert "reload the page" in state.text and state.is_displayed()
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#decisions tr[data-id]")) == LATEST

@@ -311,8 +311,9 @@ def _until_tick(lines) -> list[dict[str, str]]:
     for line in lines:
         if line == b": keep-alive":
             return events
-        if not line:
-            events.append(fields)
+        if not line:  # an event's end (or a keep-alive's, which holds none)
+            if fields:
+                events.append(fields)
             fields = {}
         else:
             name, _, value = line.decode().partition(": ")
@@ -391,3 +392,66 @@ def test_a_live_stream_says_when_more_were_missed_than_it_sends(worker_factory):
                      timeout=30) as stream:
         sent = _until_tick(stream.iter_lines())
     assert [e["event"] for e in sent] == ["decision"] * LATEST + ["gap"], sent
+
+
+def _next_sent(lines) -> list[dict[str, str]]:
+    """The events of the stream's next tick that sends any."""
+    for _ in range(60):
+        if sent := _until_tick(lines):
+            return sent
+    raise AssertionError("no tick sent anything")
+
+
+def _storm(w, count: int, name: str = "NoMatch") -> list[dict]:
+    """One webhook of `count` alerts no playbook matches: as many decisions, newest first."""
+    before = len(w.wait_executions(0))
+    w.post_alerts(notification(*(alert(f"{name}{i}", fingerprint=f"{name}{i}")
+                                 for i in range(count))))
+    return w.wait_executions(before + count, timeout=60)[:count]
+
+
+def test_a_live_stream_says_when_a_storm_outran_a_tick(worker_factory, held_ticks):
+    """More than one read's worth (50) recorded between two ticks: the stream sent the newest
+    50 and nothing else, so the list showed 50 of 300 and never asked for a reload. The
+    stream's shared read is held while the webhook's 300 are recorded, as a storm outruns it."""
+    w = worker_factory()
+    session = login(w.url, "alice", OPERATOR_TOKEN)
+    w.post_alerts(notification(alert("DemoDown", fingerprint="web", namespace="demo",
+                                     deployment="web")))
+    w.wait_executions(1)
+    after = re.search(r'data-after="([^"]+)"', session.get(f"{w.url}/ui/").text).group(1)
+    with session.get(f"{w.url}/ui/events", params={"after": after}, stream=True,
+                     timeout=60) as stream:
+        lines = stream.iter_lines()
+        assert _until_tick(lines) == []
+        let_go = held_ticks(w)
+        storm = _storm(w, 300)
+        let_go()
+        sent = _next_sent(lines)
+        assert [e["event"] for e in sent] == ["decision"] * LATEST + ["gap"], sent
+        assert [json.loads(e["data"])["id"] for e in sent[:-1]] == \
+            [d["id"] for d in storm[:LATEST][::-1]]
+        # The stream goes on from the newest it sent: the next decision comes alone.
+        [newest] = _storm(w, 1, "After")
+        sent = _next_sent(lines)
+    assert [(e["event"], json.loads(e["data"])["id"]) for e in sent] == \
+        [("decision", newest["id"])], sent
+
+
+def test_a_live_stream_sends_a_whole_read_without_a_gap(worker_factory, held_ticks):
+    """A tick's read of 50 that holds the newest decision the browser had, and 49 new ones:
+    each is sent, and no gap (the read proves nothing lies between)."""
+    w = worker_factory()
+    session = login(w.url, "alice", OPERATOR_TOKEN)
+    w.post_alerts(notification(alert("DemoDown", fingerprint="web", namespace="demo",
+                                     deployment="web")))
+    w.wait_executions(1)
+    with session.get(f"{w.url}/ui/events", stream=True, timeout=60) as stream:
+        lines = stream.iter_lines()
+        assert _until_tick(lines) == []
+        let_go = held_ticks(w)
+        storm = _storm(w, LATEST - 1)
+        let_go()
+        sent = _next_sent(lines)
+    assert [e["event"] for e in sent] == ["decision"] * (LATEST - 1), sent
+    assert [json.loads(e["data"])["id"] for e in sent] == [d["id"] for d in storm[::-1]]
