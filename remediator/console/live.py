@@ -8,10 +8,11 @@ checks its own session at every tick.
 A stream starts from a cursor: the newest decision the page drew (or, on the browser's
 reconnection, its `Last-Event-ID`: the newest the stream had sent), in the store's order
 (`created_at`, then `id`). Its first read sends what is newer, so a decision recorded between
-the page's drawing and the stream's start is not lost; the rest of that read is what the
-browser has, compared with at the next ticks. Not replayed: a decision stored after one newer
-in that order (a live run's first record rides with its first step's write) and a drawn one
-whose outcome changed, both in the gap; the list says to reload after a reconnection.
+the page's drawing and the stream's start is not lost, and the rest of that read as well: the
+browser drew those before the cursor with the outcomes they had then (a run that finished,
+an approval decided, while the page loaded or the stream was down), or lacks one stored
+after one newer in that order (a live run's first record rides with its first step's write).
+The list draws again only a row whose outcome differs; one read (50 rows, ~16 KB) a start.
 
 A read holds 50: when more than that came since what the stream last sent, at its start or
 between two ticks (a storm), the rest is never sent, and the stream says so (`gap`: the list
@@ -76,8 +77,9 @@ class Stream:
     def __init__(self, latest: list[dict[str, Any]], after: Key | None):
         # The browser has the page up to its cursor, else everything read now.
         self.mark = after if after is not None else key(latest[0]) if latest else BEFORE
-        # id -> outcome, compared with the next read: this read's, those the browser has.
-        self.seen = {d["id"]: d.get("outcome") for d in latest if key(d) <= self.mark}
+        # id -> outcome, compared with the next read: those the browser has as they are now.
+        # From a cursor, none is known to be: the first read sends all it holds.
+        self.seen = {} if after is not None else {d["id"]: d.get("outcome") for d in latest}
 
     def read(self, latest: list[dict[str, Any]]
              ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:

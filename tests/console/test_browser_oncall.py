@@ -205,3 +205,31 @@ def test_the_list_asks_for_a_reload_when_a_storm_outran_its_stream(worker_factor
     wait.until(lambda d: state.get_attribute("data-state") == "gap")
     assert "reload the page" in state.text and state.is_displayed()
     assert len(driver.find_elements(By.CSS_SELECTOR, "#decisions tr[data-id]")) == LATEST
+
+
+def test_an_outcome_changed_before_the_stream_connects_is_drawn(worker_factory, chromium):
+    """The list drew a decision blocked on its approval, approved (its step ran, and failed)
+    before the stream connected: it stayed `blocked` until a reload. The stream's first read
+    sends the drawn ones as they are now; only the changed row is drawn again."""
+    driver = chromium
+    w = worker_factory(GATED, mode="live")
+    w.post_alerts(notification(alert("WebDown", fingerprint="w1"), alert("NoMatch", fingerprint="n")))
+    pending = next(d for d in w.wait_executions(2) if d["alertname"] == "WebDown")
+    log_in(driver, w.url, "victor", VIEWER_TOKEN)
+    driver.execute_cdp_cmd("Fetch.enable", {"patterns": [{"urlPattern": "*/ui/events*"}]})
+    driver.get(f"{w.url}/ui/")
+    driver.execute_script("for (const tr of document.querySelectorAll('#decisions tr[data-id]'))"
+                          " tr.drawn = true;")
+    w.call(w.service.approve(pending["id"], by="alice"))
+    now = next(d for d in w.wait_executions(2) if d["id"] == pending["id"])
+    assert now["outcome"] not in ("blocked", "running"), now
+    driver.execute_cdp_cmd("Fetch.disable", {})
+    changed = f'#decisions tr[data-id="{pending["id"]}"]'
+    WebDriverWait(driver, 30).until(lambda d: d.find_element(By.CSS_SELECTOR, changed)
+                                    .get_attribute("data-outcome") == now["outcome"])
+    assert driver.find_element(By.CSS_SELECTOR, f"{changed} .pill").text == now["outcome"]
+    # Unchanged, the other row is the page's own: not drawn again (it would flash as new).
+    other = next(d["id"] for d in w.wait_executions(2) if d["id"] != pending["id"])
+    assert dict(driver.execute_script(
+        "return [...document.querySelectorAll('#decisions tr[data-id]')]"
+        ".map(tr => [tr.dataset.id, tr.drawn === true])")) == {pending["id"]: False, other: True}

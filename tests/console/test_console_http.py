@@ -324,7 +324,8 @@ def _until_tick(lines) -> list[dict[str, str]]:
 def test_the_live_stream_sends_what_was_recorded_after_the_page_was_drawn(worker_factory):
     """The list is drawn, then the browser opens the stream: a decision recorded in between
     was in the stream's first read, taken for one the browser had, and never appeared until
-    a reload. The page carries a cursor; the stream sends what is newer first, once."""
+    a reload. The page carries a cursor; the stream sends what is newer, once, with the
+    drawn ones of its first read as they are now."""
     w = worker_factory()
     session = login(w.url, "alice", OPERATOR_TOKEN)
     w.post_alerts(notification(alert("DemoDown", fingerprint="web", namespace="demo",
@@ -339,8 +340,10 @@ def test_the_live_stream_sends_what_was_recorded_after_the_page_was_drawn(worker
     with session.get(f"{w.url}/ui/events", params={"after": after}, stream=True,
                      timeout=30) as stream:
         first = _until_tick(stream.iter_lines())
-    assert [json.loads(e["data"])["id"] for e in first] == [gap["id"]], first
-    assert first[0]["event"] == "decision" and first[0]["id"] == f"{gap['created_at']}/{gap['id']}"
+    assert [json.loads(e["data"])["id"] for e in first] == [drawn["id"], gap["id"]], first
+    # Each event's id is the newest the browser then has: the drawn one leaves the cursor.
+    assert [e["id"] for e in first] == [after, f"{gap['created_at']}/{gap['id']}"], first
+    assert {e["event"] for e in first} == {"decision"}
 
     # Reconnecting, the browser sends the last event's id: only what is newer comes, and the
     # header wins over the page's older cursor in the URL (which EventSource keeps).
@@ -348,9 +351,11 @@ def test_the_live_stream_sends_what_was_recorded_after_the_page_was_drawn(worker
                                             deployment="db")))
     newest = w.wait_executions(3)[0]
     with session.get(f"{w.url}/ui/events", params={"after": after}, stream=True, timeout=30,
-                     headers={"Last-Event-ID": first[0]["id"]}) as stream:
+                     headers={"Last-Event-ID": first[-1]["id"]}) as stream:
         again = _until_tick(stream.iter_lines())
-    assert [json.loads(e["data"])["id"] for e in again] == [newest["id"]], again
+    assert [json.loads(e["data"])["id"] for e in again] == \
+        [drawn["id"], gap["id"], newest["id"]], again
+    assert again[-1]["id"] == f"{newest['created_at']}/{newest['id']}"
     # No cursor (a client of before): the stream starts from now, as it did.
     with session.get(f"{w.url}/ui/events", stream=True, timeout=30) as stream:
         assert _until_tick(stream.iter_lines()) == []
@@ -423,7 +428,7 @@ def test_a_live_stream_says_when_a_storm_outran_a_tick(worker_factory, held_tick
     with session.get(f"{w.url}/ui/events", params={"after": after}, stream=True,
                      timeout=60) as stream:
         lines = stream.iter_lines()
-        assert _until_tick(lines) == []
+        assert [e["id"] for e in _until_tick(lines)] == [after]  # the drawn one, as it is now
         let_go = held_ticks(w)
         storm = _storm(w, 300)
         let_go()
@@ -455,3 +460,31 @@ def test_a_live_stream_sends_a_whole_read_without_a_gap(worker_factory, held_tic
         sent = _next_sent(lines)
     assert [e["event"] for e in sent] == ["decision"] * (LATEST - 1), sent
     assert [json.loads(e["data"])["id"] for e in sent] == [d["id"] for d in storm[::-1]]
+
+
+def test_a_live_stream_sends_an_outcome_that_changed_before_it_started(worker_factory):
+    """The page drew a decision blocked on its approval; it was approved (its step ran, and
+    failed) before the stream started (the page loading, or the stream down and reconnecting):
+    the stream's first read took its new outcome for the one the browser had, and the list
+    showed it blocked until a reload. The first read sends what it holds as it is now."""
+    w = worker_factory(APPROVAL_RULES % {"url": "http://127.0.0.1:9/"}, mode="live")
+    w.post_alerts(notification(alert("WebDown", fingerprint="w1")))
+    [pending] = w.wait_executions(1)
+    operator = login(w.url, "alice", OPERATOR_TOKEN)
+    page = operator.get(f"{w.url}/ui/").text
+    after = re.search(r'data-after="([^"]+)"', page).group(1)
+    assert f'data-id="{pending["id"]}" data-outcome="{pending["outcome"]}"' in page
+    confirm = operator.get(f"{w.url}/ui/executions/{pending['id']}/approve?step=restart").text
+    operator.post(f"{w.url}/ui/executions/{pending['id']}/approve",
+                  data={"step": "restart", "csrf": csrf(confirm)})
+    for _ in range(300):
+        [now] = w.wait_executions(1)
+        if now["outcome"] != pending["outcome"]:
+            break
+        time.sleep(0.05)
+    assert now["outcome"] != pending["outcome"], now
+    with operator.get(f"{w.url}/ui/events", params={"after": after}, stream=True,
+                      timeout=30) as stream:
+        sent = _until_tick(stream.iter_lines())
+    assert [(json.loads(e["data"])["id"], json.loads(e["data"])["outcome"]) for e in sent] == \
+        [(pending["id"], now["outcome"])], sent

@@ -32,6 +32,7 @@ function when(iso) {
 function row(d, prefix) {
   const tr = document.createElement("tr");
   tr.dataset.id = d.id;
+  tr.dataset.outcome = d.outcome;
   tr.className = "fresh";
   // Day and time may sit on two lines in a narrow window, as the pages draw them.
   const at = cell("", "when");
@@ -62,10 +63,10 @@ const LIVE_STATES = {
   live: "Live: new and changed decisions appear here.",
   reconnecting: "Reconnecting: the list is not updating right now\u2026",
   lost: "Disconnected: this list no longer updates. Reload the page.",
-  // A reconnection sends the decisions recorded meanwhile (Last-Event-ID), not the outcomes
-  // of listed ones that changed meanwhile.
-  resumed: "Live again: new decisions made while disconnected were added; " +
-    "reload the page for outcomes that changed meanwhile.",
+  // A reconnection sends the decisions recorded meanwhile (Last-Event-ID) and the newest 50
+  // as they are now: an outcome that changed meanwhile, of an older one, is not.
+  resumed: "Live again: decisions made or changed while disconnected were updated; " +
+    "reload the page for older ones.",
   gap: "More decisions were made meanwhile than the stream sends at once: reload the page.",
 };
 
@@ -94,8 +95,10 @@ function live() {
   });
   source.addEventListener("decision", (event) => {
     const d = JSON.parse(event.data);
-    const fresh = row(d, prefix);
     const old = body.querySelector('tr[data-id="' + CSS.escape(d.id) + '"]');
+    // The stream's start sends again what the page drew: drawn again only if it changed.
+    if (old && old.dataset.outcome === d.outcome) return;
+    const fresh = row(d, prefix);
     const empty = body.querySelector("tr.empty");
     if (empty) empty.remove();
     if (old) old.replaceWith(fresh);
