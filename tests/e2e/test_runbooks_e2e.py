@@ -162,6 +162,8 @@ def test_deltacrown_s3_outage_reads_locally_then_flips_back_once_s3_and_the_vali
     assert decision["outcome"] == "escalated"  # acted, and tells a human S3 is down
     steps = steps_of(decision)
     assert steps["s3_canary"]["outcome"] == "failed" and steps["outage"]["outcome"] == "succeeded"
+    assert steps["s3_canary"]["result"] == {"error": "503", "status": 503}  # S3 unavailable
+    assert steps["local_rollout"]["outcome"] == "succeeded"  # df ran in a pod of the new version
     assert _flags(stack) == {**seed.DELTACROWN_ENV, "CERT_S3_READ_PRIMARY": "false"}
     note = stack.note(decision)
     assert note.startswith(f"# [CRITICAL] {alertname}: S3 outage: deltacrown reads moved to local")
@@ -170,11 +172,13 @@ def test_deltacrown_s3_outage_reads_locally_then_flips_back_once_s3_and_the_vali
     stack.s3_proxy.clear_faults()  # S3 is back
     _saves(stack, 0.0)
     _fallback(stack, 0.0)
-    resolved = stack.wait_decision(alertname, status="resolved", timeout=90)
+    # The flip back waits for its rollout, then verifies over 2 minutes of reads made after it.
+    resolved = stack.wait_decision(alertname, status="resolved", timeout=300)
     assert resolved["outcome"] == "resolved", resolved["reason"]
     steps = steps_of(resolved)
     assert [steps[n]["outcome"] for n in ("flag", "s3_recovered", "canary", "validate", "gate",
-                                          "read_s3", "verify")] == ["succeeded"] * 7
+                                          "read_s3", "s3_rollout", "settle", "verify")] == [
+        "succeeded"] * 9
     # The script the pod ran printed progress text and wrote its JSON report to the file
     # remediator named under /tmp, read back from the same pod, then deleted.
     validate = steps["validate"]["result"]
