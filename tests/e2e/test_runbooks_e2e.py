@@ -460,6 +460,7 @@ def test_3dpot_redis_failure_is_confirmed_by_ping_then_redis_is_restarted(stack)
     assert steps["redis_answers"]["outcome"] == "skipped"
     assert [r["name"] for r in steps["restart"]["result"]["restarted"]] == [redis]
     assert steps["verify"]["result"]["stdout"] == "PONG\n"
+    assert steps["verify_pong"]["outcome"] == "succeeded"  # PONG, not only exit 0
     stack.traffic.exporter.set("redis_up", 1, job="3dpot-redis")
     stack.wait_decision(alertname, status="resolved")
     # one restart for the whole episode, whatever Alertmanager re-sent
