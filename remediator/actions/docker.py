@@ -39,6 +39,7 @@ from .docker_client import (
     state_of,
     stopped,
 )
+from .docker_env import environment
 
 MAX_CONTAINERS = Param("integer", default=20, minimum=1, description="containers read at most")
 
@@ -52,7 +53,8 @@ class Inspect(DockerAction):
     params = {"project": PROJECT, "service": SERVICE, "container": CONTAINER,
               "max_containers": MAX_CONTAINERS,
               "environment": Param("boolean", default=False, description="also each container's "
-                                   "environment, secret-looking variables withheld")}
+                                   "environment, secrets withheld by name and by look, URL "
+                                   "passwords masked")}
     permissions = DISCOVER
 
     def check(self, params: dict[str, Any]) -> list[str]:
@@ -65,7 +67,7 @@ class Inspect(DockerAction):
 
     async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         infos, matched = await select(ctx.backends, params, params["max_containers"])
-        states = [state_of(i) | (_environment(i) if params["environment"] else {})
+        states = [state_of(i) | (environment(i) if params["environment"] else {})
                   for i in infos]
         return {"containers": states, "count": len(states), "matched": matched,
                 "running": sum(s["running"] for s in states),
@@ -77,23 +79,6 @@ class Inspect(DockerAction):
                 # what a playbook restarts, and what it leaves to whoever stopped it
                 "crashed": [s["name"] for s in states if crashed(s)],
                 "stopped": [s["name"] for s in states if stopped(s)]}
-
-
-# The runbooks' `env | grep -v TOKEN | grep -v PEPPER`, widened to the usual secret names: a
-# result lands in the audit store and in escalation notes.
-SECRET_NAME = re.compile(r"(?i)TOKEN|PEPPER|SECRET|PASSW|PASSPHRASE|KEY|CREDENTIAL|AUTH|DSN"
-                         r"|DATABASE_URL|REDIS_URL|_URI$")
-
-
-def _environment(info: dict[str, Any]) -> dict[str, Any]:
-    env, withheld = {}, []
-    for item in (info.get("Config") or {}).get("Env") or []:
-        name, _, value = item.partition("=")
-        if SECRET_NAME.search(name):
-            withheld.append(name)
-        else:
-            env[name] = value
-    return {"environment": env, "environment_withheld": sorted(withheld)}
 
 
 class Restart(DockerAction):
