@@ -28,7 +28,6 @@ from .docker_client import (
     SERVICE,
     DockerAction,
     call,
-    crashed,
     engine,
     error_of,
     name_of,
@@ -37,9 +36,9 @@ from .docker_client import (
     select,
     selection_problems,
     state_of,
-    stopped,
 )
 from .docker_env import environment
+from .docker_events import crashed, exit_cause, stopped
 
 MAX_CONTAINERS = Param("integer", default=20, minimum=1, description="containers read at most")
 
@@ -47,15 +46,19 @@ MAX_CONTAINERS = Param("integer", default=20, minimum=1, description="containers
 class Inspect(DockerAction):
     name = "docker.inspect"
     summary = ("State, health, exit code, OOMKilled, restart count and start time of a service's "
-               "containers (docker compose ps -a / docker inspect); which of them crashed "
-               "(`crashed`: a restart repairs them) and which were stopped on purpose "
-               "(`stopped`: exit code 0 or 143, not OOM-killed).")
+               "containers (docker compose ps -a / docker inspect), and how each exited one "
+               "ended, from the Engine's events (`exit_cause`, with `exit_evidence`): `stop` "
+               "(docker or compose stop, even one past its timeout that ends at 137; or exit "
+               "code 0 or 143), `kill` (docker or compose kill), `crash`, `oom`, or `unknown` (a "
+               "137 the Engine no longer has a record of). `crashed` lists what a restart "
+               "repairs; `stopped` what is left to whoever may have stopped it (stop, kill, "
+               "unknown).")
     params = {"project": PROJECT, "service": SERVICE, "container": CONTAINER,
               "max_containers": MAX_CONTAINERS,
               "environment": Param("boolean", default=False, description="also each container's "
                                    "environment, secrets withheld by name and by look, URL "
                                    "passwords masked")}
-    permissions = DISCOVER
+    permissions = (*DISCOVER, engine("GET", "/events"))
 
     def check(self, params: dict[str, Any]) -> list[str]:
         return selection_problems(params)
@@ -63,12 +66,17 @@ class Inspect(DockerAction):
     def describe(self, params: dict[str, Any]) -> str:
         env = " and environment (secrets withheld)" if params["environment"] else ""
         return (f"inspect the containers of {ref(params)} (state, health, exit code, "
-                f"OOMKilled{env})")
+                f"OOMKilled, how an exited one ended{env})")
 
     async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         infos, matched = await select(ctx.backends, params, params["max_containers"])
-        states = [state_of(i) | (environment(i) if params["environment"] else {})
-                  for i in infos]
+        states = []
+        for info in infos:
+            state = state_of(info)
+            if state["status"] == "exited":
+                state["exit_cause"], state["exit_evidence"] = await exit_cause(ctx.backends,
+                                                                               info, state)
+            states.append(state | (environment(info) if params["environment"] else {}))
         return {"containers": states, "count": len(states), "matched": matched,
                 "running": sum(s["running"] for s in states),
                 "ready": sum(ready(s) for s in states),

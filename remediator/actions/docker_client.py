@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from typing import Any
 
 from .base import Action, ActionError, Param, Permission, TransientError
@@ -75,7 +76,18 @@ async def call(backends: Any, what: str, method: str, *args: Any, **kwargs: Any)
     Engine and connection errors become TransientError or ActionError with the status."""
 
     def blocking() -> Any:
-        return getattr(client(backends).api, method)(*args, **kwargs)
+        api = client(backends).api
+        result = getattr(api, method)(*args, **kwargs)
+        if method not in _STREAMS:
+            return result
+        # read whole here, off the event loop; the SDK reads /events without a timeout, so a
+        # connection that stalls is closed at the client's own
+        timer = threading.Timer(api.timeout, result.close)
+        timer.start()
+        try:
+            return list(result)
+        finally:
+            timer.cancel()
 
     try:
         return await asyncio.to_thread(blocking)
@@ -88,7 +100,9 @@ async def call(backends: Any, what: str, method: str, *args: Any, **kwargs: Any)
 # Calls that change nothing (creating an exec runs nothing yet): a failed one is retried even
 # inside a step that must not run twice.
 _READS = frozenset({"containers", "inspect_container", "logs", "stats", "get_archive",
-                    "exec_create", "exec_inspect", "version"})
+                    "exec_create", "exec_inspect", "version", "events"})
+# Streams that end by themselves (events with `until`), returned as a list.
+_STREAMS = frozenset({"events"})
 
 
 def error_of(what: str, exc: BaseException, read: bool = False) -> ActionError:
@@ -243,28 +257,3 @@ def state_of(info: dict[str, Any]) -> dict[str, Any]:
 def ready(state: dict[str, Any]) -> bool:
     """Running, and healthy where a healthcheck exists: compose's `service_healthy`."""
     return state["running"] and not state["restarting"] and state["health"] in (None, "healthy")
-
-
-# What a process stopped by `docker stop` / `docker compose stop` (SIGTERM) exits with: 0 when
-# it handles the signal (PostgreSQL's and Redis's shutdowns, a graceful Node server), 143
-# (128 + 15) when the signal ends it. 137 (SIGKILL) is not among them: a stop that outran its
-# timeout is indistinguishable from a kill.
-STOP_EXIT_CODES = (0, 143)
-
-
-def stopped(state: dict[str, Any]) -> bool:
-    """Exited as a stop leaves it, and not by the kernel's OOM killer: stopped on purpose (a
-    runbook's shutdown, upgrade, rollback or restore), so not to be started behind whoever
-    stopped it. Docker's own `unless-stopped` restart policy makes the same distinction."""
-    return (state["status"] == "exited" and state["exit_code"] in STOP_EXIT_CODES
-            and not state["oom_killed"])
-
-
-def crashed(state: dict[str, Any]) -> bool:
-    """Down by a fault, which a restart repairs: exited otherwise than a stop (any other exit
-    code, or OOM-killed), dead, created and never started, restarting (crash-looping), or
-    unhealthy. Not one stopped on purpose (`stopped`), nor a healthcheck still `starting` (a
-    boot in progress, which a restart would start over)."""
-    return bool(state["oom_killed"] or state["restarting"] or state["health"] == "unhealthy"
-                or state["status"] in ("dead", "created")
-                or (state["status"] == "exited" and not stopped(state)))

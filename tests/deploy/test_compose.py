@@ -47,7 +47,8 @@ def test_the_proxy_allows_every_endpoint_the_playbooks_need():
     ("POST", "/v1.41/containers/x/update"), ("GET", "/images/json"), ("POST", "/images/create"),
     ("GET", "/secrets"), ("POST", "/build"), ("GET", "/containers/../images/json"),
     ("PUT", "/containers/x/archive"), ("GET", "/containers/x/restart"),
-    ("POST", "/containers/x/restart/../kill"), ("GET", "/events"),
+    ("POST", "/containers/x/restart/../kill"), ("GET", "/info"), ("POST", "/events"),
+    ("GET", "/events/../images/json"),
 ])
 def test_the_proxy_refuses_everything_else(method, path):
     assert not proxy_allows(method, path)
@@ -55,7 +56,7 @@ def test_the_proxy_refuses_everything_else(method, path):
 
 def test_the_proxy_allows_nothing_the_playbooks_do_not_need():
     """Every endpoint shape the proxy admits is one some playbook step declares."""
-    shapes = {"GET": ["/version", "/containers/json", "/containers/{id}/json",
+    shapes = {"GET": ["/version", "/events", "/containers/json", "/containers/{id}/json",
                       "/containers/{id}/logs", "/containers/{id}/stats",
                       "/containers/{id}/archive", "/exec/{id}/json"],
               "POST": ["/containers/{id}/restart", "/containers/{id}/exec", "/exec/{id}/start"]}

@@ -126,8 +126,9 @@ def play_libervia(stack: Stack) -> dict[str, Any]:
     engine = stack.docker
     stack.require_route(alert)
     started = engine.api.inspect_container(gateway)["State"]["StartedAt"]
-    say("you", "the Libervia gateway's node process dies (docker kill libervia-gateway)")
-    engine.client.containers.get(gateway).kill()
+    say("you", "the Libervia gateway's node process dies (SIGKILLed on the host, as the "
+               "kernel would: the Engine did not stop it)")
+    engine.crash(gateway)
     services.healthy[services.LIBERVIA] = False
     say("Docker", f"{gateway}: {engine.api.inspect_container(gateway)['State']['Status']}")
     eventually(lambda: stack.prometheus_alert(alert), f"{alert} to fire", 30)
@@ -152,8 +153,8 @@ def play_libervia(stack: Stack) -> dict[str, Any]:
     steps = {s["name"]: s for s in decision["steps"]}
     print("\nEvidence (steps `state` and `logs`):")
     print("   ", json.dumps({k: steps["state"]["result"]["containers"][0][k]
-                            for k in ("name", "status", "exit_code", "oom_killed",
-                                      "environment_withheld")}))
+                            for k in ("name", "status", "exit_code", "exit_cause",
+                                      "oom_killed", "environment_withheld")}))
     for line in steps["logs"]["result"]["lines"][:6]:
         print("   ", line)
     return decision

@@ -409,7 +409,7 @@ def test_libervia_api_down_restarts_the_dead_gateway_container_once(stack):
     services, gateway = stack.services, seed.LIBERVIA
     before = started_at(stack, gateway)
 
-    stack.docker.client.containers.get(gateway).kill()  # the process dies ...
+    stack.docker.crash(gateway)  # the process dies (SIGKILLed, not by the Engine) ...
     services.healthy[services.LIBERVIA] = False  # ... so nothing answers on :3000: up == 0
     eventually(lambda: started_at(stack, gateway) != before,
                "remediator to start the gateway container again", 60, why=stack.diagnostics)
@@ -421,6 +421,7 @@ def test_libervia_api_down_restarts_the_dead_gateway_container_once(stack):
     assert decision["group"]["receiver"] == "remediator-compose"
     state = steps["state"]["result"]
     assert state["exited"] == [gateway] and state["containers"][0]["exit_code"] == 137
+    assert state["crashed"] == [gateway] and state["containers"][0]["exit_cause"] == "crash"
     assert state["containers"][0]["environment_withheld"] == ["ADMIN_TOKEN"]
     assert "e2e-admin-secret" not in json.dumps(decision)
     assert steps["restart"]["result"]["restarted"] == [

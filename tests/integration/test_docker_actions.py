@@ -65,8 +65,7 @@ def test_a_killed_gateway_is_started_again_once(docker_env, ctx, run):
                                  "LIBERVIA_AUTH_PEPPER": "s3cr3t-pepper", "BASE_DIR": "/data"})
     # killed before its shell said it started, a loaded machine logged one start in all
     docker_env.wait_logs("libervia-gateway", "started")
-    gw.kill()
-    docker_env.wait_for("libervia-gateway", lambda s: s["Status"] == "exited")
+    docker_env.crash("libervia-gateway")
     before = act(run, "docker.inspect", ctx, container="libervia-gateway")
     assert before["exited"] == ["libervia-gateway"] and before["containers"][0]["exit_code"] == 137
     result = act(run, "docker.restart", ctx, project="libervia", service="gateway")
@@ -90,8 +89,9 @@ def test_a_container_stopped_on_purpose_is_told_from_a_crashed_one(docker_env, c
     read to restart only what crashed, never what `docker-compose stop` stopped (a shutdown,
     an upgrade, a rollback, a restore): the real Engine's states. A process that handles
     SIGTERM (PostgreSQL, Redis, the gateway's graceful shutdown) exits 0; one that dies of it,
-    143; a crash exits otherwise; a SIGKILL is 137; a container created and never started,
-    or one whose healthcheck fails, is down too."""
+    143; a crash exits otherwise, or 137 at a SIGKILL the Engine did not send (the kernel);
+    a container created and never started, or one whose healthcheck fails, is down too.
+    (Stops past their timeout and `docker kill`: tests/integration/test_docker_inspect.py.)"""
     for number, code in enumerate((0, 143), 1):
         name = f"libervia-gateway-{number}"
         docker_env.service("libervia", "gateway", name=name, number=number,
@@ -104,11 +104,11 @@ def test_a_container_stopped_on_purpose_is_told_from_a_crashed_one(docker_env, c
     assert sorted(state["stopped"]) == ["libervia-gateway-1", "libervia-gateway-2"]
     assert state["crashed"] == [] and state["oom_killed"] == []
     docker_env.service("3dpot", "db", name="3dpot-db", command="echo crashing; exit 1")
-    killed = docker_env.service("3dpot", "db", name="3dpot-db-2", number=2)
+    docker_env.service("3dpot", "db", name="3dpot-db-2", number=2)
     docker_env.service("3dpot", "db", name="3dpot-db-3", number=3, start=False)
-    killed.kill()
+    docker_env.wait_logs("3dpot-db-2", "started")
+    docker_env.crash("3dpot-db-2")
     docker_env.wait_for("3dpot-db", lambda s: s["Status"] == "exited")
-    docker_env.wait_for("3dpot-db-2", lambda s: s["Status"] == "exited")
     down = act(run, "docker.inspect", ctx, project="3dpot", service="db")
     codes = {c["name"]: (c["status"], c["exit_code"]) for c in down["containers"]}
     assert codes == {"3dpot-db": ("exited", 1), "3dpot-db-2": ("exited", 137),
@@ -435,6 +435,12 @@ def test_the_shipped_socket_proxy_lets_the_playbooks_work_and_nothing_else(docke
         act(run, "docker.restart", ctx, project="3dpot", service="redis", timeout=1)
         assert act(run, "docker.wait_healthy", ctx, project="3dpot", service="redis",
                    timeout="60s", interval="0.2s")["ready"]
+        docker_env.service("3dpot", "db", name="3dpot-db", command="exit 3")
+        docker_env.wait_for("3dpot-db", lambda s: s["Status"] == "exited")
+        [db] = act(run, "docker.inspect", ctx, container="3dpot-db")["containers"]
+        # how it ended, from the Engine's events read through the proxy
+        assert db["exit_cause"] == "crash", db
+        assert db["exit_evidence"].endswith("Engine events: die (exit code 3)")
     finally:
         run(ctx.backends.close())
     # anything else through the proxy: refused, and the Engine unchanged

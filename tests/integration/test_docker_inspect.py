@@ -1,11 +1,13 @@
-"""docker.inspect against a real Docker Engine (tests/support/docker.py): a container's
-environment, without secrets, in the step result.
+"""docker.inspect against a real Docker Engine (tests/support/docker.py): how an exited
+container ended, from the Engine's own events, which decides whether the shipped playbooks
+restart it; and its environment, without secrets, in the step result and the note.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +15,12 @@ import pytest
 from remediator.actions.backends import Backends
 from remediator.actions.base import ActionContext
 from remediator.actions.registry import ACTIONS
+from remediator.guards import GuardSettings
 from tests.support.actions import params
+from tests.support.payloads import alert, notification
+
+RULES = Path(__file__).resolve().parents[2] / "rules" / "libervia.yaml"
+LOOP = "echo started; while :; do sleep 0.1; done"
 
 
 @pytest.fixture
@@ -26,6 +33,76 @@ def ctx(docker_env, run):
 def inspect(run, ctx: ActionContext, **raw: Any) -> dict[str, Any]:
     action = ACTIONS["docker.inspect"]
     return run(action.run(params(action, **raw), ctx))
+
+
+def causes(state: dict[str, Any]) -> dict[str, tuple[int, str]]:
+    return {c["name"]: (c["exit_code"], c["exit_cause"]) for c in state["containers"]}
+
+
+def test_a_stop_that_outlasts_its_timeout_is_a_stop_not_a_crash(docker_env, ctx, run):
+    """`docker stop` / `docker compose stop` SIGKILLs what is still running at its timeout
+    (compose's default: 10 s): a Node PID 1 that ignores SIGTERM, a graceful shutdown longer
+    than the timeout (the libervia runbook allows 30 s) exit 137, and an application may exit
+    1 at SIGTERM. Each was stopped on purpose (an upgrade, a rollback): never `crashed`."""
+    commands = {"ignores": f"trap '' TERM; {LOOP}", "slow": f"trap 'sleep 15; exit 0' TERM; {LOOP}",
+                "fails": f"trap 'exit 1' TERM; {LOOP}"}
+    for number, (name, command) in enumerate(commands.items(), 1):
+        docker_env.service("libervia", "gateway", name=name, number=number, command=command)
+    for name in commands:
+        docker_env.wait_logs(name, "started")
+        docker_env.client.containers.get(name).stop(timeout=1)
+    state = inspect(run, ctx, project="libervia", service="gateway")
+    assert causes(state) == {"ignores": (137, "stop"), "slow": (137, "stop"), "fails": (1, "stop")}
+    assert sorted(state["stopped"]) == ["fails", "ignores", "slow"] and state["crashed"] == []
+    [ignores] = [c for c in state["containers"] if c["name"] == "ignores"]
+    assert ignores["exit_evidence"].endswith(
+        "Engine events: kill (signal 15), kill (signal 9), die (exit code 137), stop")
+
+
+def test_a_process_killed_outside_the_engine_crashed_and_a_docker_kill_is_deliberate(
+        docker_env, ctx, run):
+    """A SIGKILL the Engine did not send (the kernel, `kill -9` on the host) is a crash, as is
+    any other exit the Engine logged only a `die` for. `docker kill` / `docker compose kill`
+    is someone's deliberate act, as Docker's own restart policies count it (a `docker kill`ed
+    container with `restart: always` stays down): left to them, like a stop."""
+    docker_env.service("3dpot", "db", name="3dpot-db")
+    docker_env.service("3dpot", "db", name="3dpot-db-2", number=2)
+    docker_env.service("3dpot", "db", name="3dpot-db-3", number=3, command="echo bye; exit 3")
+    docker_env.wait_logs("3dpot-db", "started")
+    docker_env.crash("3dpot-db")
+    docker_env.client.containers.get("3dpot-db-2").kill()
+    docker_env.wait_for("3dpot-db-2", lambda s: s["Status"] == "exited")
+    docker_env.wait_for("3dpot-db-3", lambda s: s["Status"] == "exited")
+    state = inspect(run, ctx, project="3dpot", service="db")
+    assert causes(state) == {"3dpot-db": (137, "crash"), "3dpot-db-2": (137, "kill"),
+                             "3dpot-db-3": (3, "crash")}
+    assert sorted(state["crashed"]) == ["3dpot-db", "3dpot-db-3"]
+    assert state["stopped"] == ["3dpot-db-2"]
+    by_name = {c["name"]: c["exit_evidence"] for c in state["containers"]}
+    assert by_name["3dpot-db"].endswith("Engine events: die (exit code 137)")
+    assert by_name["3dpot-db-2"].endswith("Engine events: kill (signal 9), die (exit code 137)")
+
+
+def test_a_sigkill_the_engine_no_longer_records_is_not_taken_for_a_crash(docker_env, ctx, run):
+    """The Engine keeps its last 256 events: on a busy host an exit minutes old has no record
+    left. A 137 without one may be a stop past its timeout: `unknown`, and left alone (in
+    `stopped`, which the shipped playbooks escalate), never restarted as `crashed`. Other exit
+    codes without a record stay crashes, as they always were."""
+    docker_env.service("libervia", "gateway", name="libervia-gateway")
+    docker_env.service("libervia", "gateway", name="libervia-gateway-2", number=2,
+                       command="exit 3")
+    busy = docker_env.service("other", "app", name="busy")
+    docker_env.wait_logs("libervia-gateway", "started")
+    docker_env.crash("libervia-gateway")
+    docker_env.wait_for("libervia-gateway-2", lambda s: s["Status"] == "exited")
+    for n in range(260):  # a busy host's events (one each), past the Engine's 256
+        docker_env.api.rename(busy.id, f"busy-{n}")
+    state = inspect(run, ctx, project="libervia", service="gateway")
+    assert causes(state) == {"libervia-gateway": (137, "unknown"),
+                             "libervia-gateway-2": (3, "crash")}
+    assert state["stopped"] == ["libervia-gateway"] and state["crashed"] == ["libervia-gateway-2"]
+    assert "no record of this exit in the Engine's events" in \
+        state["containers"][0]["exit_evidence"]
 
 
 SECRETS = {"DB_PASS": "hunter2hunter2", "SMTP_PASS": "smtp-pw-6655", "MONGO_PASS": "mongo-pw-7788",
@@ -57,3 +134,37 @@ def test_environment_never_shows_a_secret_by_name_or_by_look(docker_env, ctx, ru
     # the rest of a value stays: where the broker is, the JVM's other options
     assert env["BROKER"] == "amqp://<redacted>@mq:5672/vhost"
     assert env["JAVA_OPTS"] == "-Xmx1g -Dspring.datasource.password=<redacted> -Dx=1"
+
+
+def test_libervia_api_down_leaves_a_gateway_stopped_past_its_timeout_and_its_secrets_out(
+        docker_env, worker_factory, tmp_path):
+    """The shipped PROC-001 playbook (only its probe URL on 127.0.0.1, nothing listens, and its
+    evidence directory in tmp): the operator's `docker-compose stop` of an upgrade or rollback
+    outlasted the stop timeout (137). The gateway is not started in the middle of that work:
+    escalated, the container still down; the note names the cause and shows no secret."""
+    evidence = tmp_path / "evidence"
+    rules = RULES.read_text().replace("http://libervia-gateway:3000", "http://127.0.0.1:9")
+    rules = rules.replace("/var/lib/remediator/evidence/libervia", str(evidence))
+    gateway = docker_env.service("libervia", "gateway", name="libervia-gateway",
+                                 command=f"trap 'sleep 15; exit 0' TERM; {LOOP}",
+                                 env={**SECRETS, "NODE_ENV": "production"})
+    docker_env.wait_logs("libervia-gateway", "started")
+    gateway.stop(timeout=1)
+    w = worker_factory(rules, mode="live", guards=GuardSettings(
+        compose_projects_allow=["libervia"], evidence_directories=[str(evidence)]))
+    w.post_alerts(notification(alert("API_DOWN", fingerprint="g1", compose_project="libervia",
+                                      job="libervia-gateway", severity="critical")))
+    [decision] = w.wait_executions(1, timeout=120)
+    steps = {s["name"]: s for s in decision["steps"]}
+    assert decision["outcome"] == "escalated", decision
+    assert steps["container_up"]["outcome"] == "failed"
+    assert "libervia-gateway was stopped, not crashed (exit code 137" in decision["reason"]
+    assert "restart" not in steps or steps["restart"]["outcome"] != "succeeded"
+    assert docker_env.api.inspect_container("libervia-gateway")["State"]["Status"] == "exited"
+    assert steps["state"]["result"]["containers"][0]["exit_cause"] == "stop"
+    note = (tmp_path / "escalations" / f"{decision['id']}.md").read_text()
+    assert "stopped through the Engine's API" in note and "NODE_ENV" in note
+    assert [f.name for f in evidence.rglob("state.json")] == ["state.json"]  # the bundle's copy
+    everything = note + json.dumps(decision) + "".join(
+        f.read_text(errors="replace") for f in evidence.rglob("*") if f.is_file())
+    assert [s for s in SECRET_VALUES if s in everything] == []

@@ -11,7 +11,9 @@ test controls. Nothing ever talks to a container's IP address.
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import signal
 import subprocess
 import tarfile
 import tempfile
@@ -121,6 +123,16 @@ class DockerEngine:
         c = self.client.containers.get(container)
         result = c.exec_run(["sh", "-c", f"printf '%s' \"$1\" > /state/{name}", "-", content])
         assert result.exit_code == 0, result.output
+
+    def crash(self, container: str) -> None:
+        """The container's main process SIGKILLed from the host, as the kernel's OOM killer or
+        a `kill -9` on the host ends it: the Engine sends no signal and logs only its `die`
+        (137). Inside the container PID 1 cannot be sent SIGKILL; `docker kill` is the Engine's
+        own, deliberate."""
+        pid = self.api.inspect_container(container)["State"]["Pid"]
+        assert pid > 0, f"{container} is not running"
+        os.kill(pid, signal.SIGKILL)
+        self.wait_for(container, lambda s: s["Status"] == "exited")
 
     def wait_for(self, container: str, predicate, timeout: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
