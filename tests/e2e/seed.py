@@ -1,7 +1,7 @@
 """The five systems as the e2e stack seeds them: names from docs/runbooks.md.
 
 Kubernetes workloads (with pod logs a playbook greps), S3 objects with the sha256 in the
-`checksum` metadata key that `s3.verify_checksum` and `s3.sample_integrity` read, and the
+`sha256` metadata key Code Forge's S3ArtifactClient writes (and its playbook reads), and the
 metric series the alert rules select, exported at 0 so a rule's first `rate()` sees the
 first increase.
 """
@@ -26,7 +26,7 @@ NAMESPACES = (CODE_FORGE_NS, DELTACROWN_NS, LIBERVIA_NS, HACKATHON_NS, THREEDPOT
 SBOM_BUCKET = "code-forge-artifacts-prod"
 CERT_BUCKET = "deltacrown-certificates"
 BUCKETS = (SBOM_BUCKET, CERT_BUCKET)
-CHECKSUM_KEY = "checksum"  # remediator.actions.s3.METADATA_KEY's default
+CHECKSUM_KEY = "sha256"  # S3ArtifactClient's upload: Metadata {'sha256': <hex digest>}
 SBOMS = [f"sboms/TICKET-{100 + i}/artifact-{i}/sbom.cyclonedx.json" for i in range(12)]
 CERTS = [f"certificates/{i:04d}.pem" for i in range(20)]
 CANARY = "test.txt"  # the runbook's S3 test object, DeltaCrown's canary read
@@ -43,6 +43,20 @@ CODE_FORGE_LOGS = [
     "2026-11-21T10:00:04Z ERROR S3ArtifactClient integrity check failed: checksum mismatch",
     "2026-11-21T10:00:05Z INFO  healthz ok",
 ]
+
+
+def code_forge_integrity_logs(key: str) -> list[str]:
+    """S3ArtifactClient.verify_sbom_integrity's lines (structlog's console renderer): the
+    object is named by its URI only."""
+    uri = f"s3://{SBOM_BUCKET}/{key}"
+    return [
+        *CODE_FORGE_LOGS,
+        f"2026-11-21T10:05:00.104Z [info     ] s3_download_started  local_path=/tmp/tmpq1 s3_uri={uri}",
+        f"2026-11-21T10:05:00.311Z [error    ] s3_integrity_mismatch  calculated=5f1c0e9a2b7d4c31 "
+        f"expected=9a0d2e44c1b3f7e8 sbom_uri={uri}",
+    ]
+
+
 CODE_FORGE_NO_BUCKET_LOGS = [
     "2026-11-21T11:00:01Z ERROR S3ArtifactClient upload failed key=sboms/TICKET-100/artifact-0/"
     "sbom.cyclonedx.json: NoSuchBucket: The specified bucket does not exist",

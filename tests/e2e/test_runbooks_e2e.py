@@ -309,12 +309,17 @@ def test_code_forge_integrity_failure_restores_the_object_after_approval(stack):
     key = seed.SBOMS[3]
     good = seed.read(stack.s3, seed.SBOM_BUCKET, key)
     seed.put_checksummed(stack.s3, seed.SBOM_BUCKET, key, b'{"bomFormat": "Cyclo', seed.sha256(good))
-    stack.exporter.set(seed.INTEGRITY, 1, status="failure", object_key=key)
+    # As Code Forge reports it: the counter has `status` only, the object is in its log line
+    # (sbom_uri=s3://...), and the expected sha256 in the object's metadata key `sha256`.
+    seed.set_logs(stack.kube, CODE_FORGE_NS, CODE_FORGE, seed.code_forge_integrity_logs(key))
+    stack.exporter.set(seed.INTEGRITY, 1, status="failure")
 
     blocked = stack.wait_decision(alertname)
     assert blocked["outcome"] == "blocked" and blocked["reason"].startswith("approval_pending")
     assert blocked["blocked_step"] == "restore"
     steps = steps_of(blocked)
+    assert steps["logs"]["result"]["extracted"] == [key]
+    assert steps["sbom_key"]["outcome"] == "skipped"  # no object_key label
     assert steps["verify"]["result"]["result"] == "mismatch"
     assert steps["versions"]["result"]["count"] == 2
     note = stack.note(blocked)
@@ -333,7 +338,8 @@ def test_code_forge_integrity_failure_restores_the_object_after_approval(stack):
     assert seed.read(stack.s3, seed.SBOM_BUCKET, key) == good
     assert len(firing_decisions(stack, alertname)) == 1
 
-    stack.exporter.remove(seed.INTEGRITY, status="failure", object_key=key)  # checks pass again
+    stack.exporter.remove(seed.INTEGRITY, status="failure")  # checks pass again
+    seed.set_logs(stack.kube, CODE_FORGE_NS, CODE_FORGE, seed.CODE_FORGE_LOGS)
     stack.wait_decision(alertname, status="resolved")
 
 
