@@ -42,7 +42,7 @@ from .base import (
     LocalCoordination,
     StoreUnavailable,
 )
-from .sqlite_files import WriterLock, create_private
+from .sqlite_files import WriterLock
 
 T = TypeVar("T")
 Rows = list[tuple[str, dict[str, Any], dict[str, Any]]]
@@ -489,7 +489,8 @@ class SQLiteStore(LocalCoordination):
                                    + _absolute_hint(self.path))
         if self.path != ":memory:":
             # One writer per file, before anything is read or written (schema, migrations,
-            # and the caller's crash recovery next): sqlite_files.py says why.
+            # and the caller's crash recovery next): sqlite_files.py says why. The lock's
+            # descriptor of the file outlives SQLite's (`close` releases it last).
             self._lock = WriterLock(self.path)
             self._lock.acquire()
         try:
@@ -499,8 +500,7 @@ class SQLiteStore(LocalCoordination):
             raise
 
     def _open_writer(self) -> None:
-        if self.path != ":memory:":
-            create_private(self.path)
+        # The file exists now, 0600 if new (`WriterLock.acquire` created it).
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA busy_timeout=5000")  # in a thread: waiting here stalls nothing
         # A new file's pages are 2 KiB (an existing file keeps its own): a commit writes each

@@ -5,6 +5,7 @@ lock goes with it; the files are the owner's alone. Real `remediator serve` proc
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -39,10 +40,11 @@ playbooks:
 """
 
 
-def refusal(store: str, pid: int) -> str:
+def refusal(store: str, pid: int = 0, holder: str = "") -> str:
+    holder = holder or f"pid {pid} on host {socket.gethostname()}"
     return (f"remediator: cannot open the store {store}: in use by another remediator process "
-            f"(pid {pid} on host {socket.gethostname()}): SQLite holds one replica; stop that "
-            "process, or use PostgreSQL for several")
+            f"({holder}): SQLite holds one replica; stop that process, or use PostgreSQL for "
+            "several")
 
 
 def remediator(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -62,10 +64,10 @@ def umask_022():
     os.umask(before)
 
 
-def test_a_second_writer_is_refused_and_a_killed_servers_lock_goes_with_it(
-        tmp_path, webhook_receiver, umask_022):
-    rules = str(write_rules(tmp_path / "rules", RULES % {"url": webhook_receiver.url}))
-    first = WorkerProcess(tmp_path, [rules], mode="live").start()
+def running(tmp_path: Path, rules: str, store: str | None = None
+            ) -> tuple[WorkerProcess, dict]:
+    """A live server in the middle of its execution's first step (a minute's wait)."""
+    first = WorkerProcess(tmp_path, [rules], mode="live", store=store).start()
     try:
         assert first.post_alerts(notification(alert("SlowFix", fingerprint="s1")))[0] == 202
         deadline = time.monotonic() + 15
@@ -74,7 +76,17 @@ def test_a_second_writer_is_refused_and_a_killed_servers_lock_goes_with_it(
             assert time.monotonic() < deadline, first.logs()
             time.sleep(0.05)
         [execution] = first.executions(outcome="running")
+    except BaseException:
+        first.kill9()
+        raise
+    return first, execution
 
+
+def test_a_second_writer_is_refused_and_a_killed_servers_lock_goes_with_it(
+        tmp_path, webhook_receiver, umask_022):
+    rules = str(write_rules(tmp_path / "rules", RULES % {"url": webhook_receiver.url}))
+    first, execution = running(tmp_path, rules)
+    try:
         # A second server on the same file, as started by hand or by `compose --scale`.
         second = WorkerProcess(tmp_path, [rules], mode="live", store=first.db)
         done = subprocess.run(second.args, env=second.env, capture_output=True, text=True,
@@ -111,6 +123,49 @@ def test_a_second_writer_is_refused_and_a_killed_servers_lock_goes_with_it(
         assert "resuming 1 alert(s)" in again.logs()
     finally:
         assert again.stop() == 0
+
+
+def test_the_lock_is_the_files_whatever_name_it_is_opened_by(tmp_path, webhook_receiver):
+    """A symlink to the file, one to its directory, a hard link: a second server (or live
+    replay) given any of them is refused as on the path itself. Each took a lock file of its
+    own beside its own spelling, started, re-queued the first one's running execution and
+    ran it again: two POSTs for one alert."""
+    rules = str(write_rules(tmp_path / "rules", RULES % {"url": webhook_receiver.url}))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "links").mkdir()
+    db = tmp_path / "data" / "remediator.db"
+    first, execution = running(tmp_path, rules, store=f"sqlite:///{db}")
+    try:
+        (tmp_path / "links" / "file.db").symlink_to(db)
+        (tmp_path / "dir").symlink_to(tmp_path / "data")
+        os.link(db, tmp_path / "links" / "hard.db")
+        named = refusal("{store}", first.proc.pid)
+        hard = tmp_path / "links" / "hard.db"
+        names = {tmp_path / "links" / "file.db": named, tmp_path / "dir" / "remediator.db": named,
+                 # The holder wrote its name beside the other name, not found from this one.
+                 hard: refusal("{store}", holder=f"pid unknown: {hard} has 2 hard links, and "
+                                                 "SQLite needs one name per database")}
+        payload = tmp_path / "payload.json"
+        payload.write_text(json.dumps(notification(alert("SlowFix", fingerprint="s2"))))
+        for name, expected in names.items():
+            store = f"sqlite:///{name}"
+            second = WorkerProcess(tmp_path, [rules], mode="live", store=store)
+            done = subprocess.run(second.args, env=second.env, capture_output=True, text=True,
+                                  timeout=60)
+            assert done.returncode == 2, done.stderr
+            assert plain_lines(done) == [expected.format(store=store)], done.stderr
+            done = remediator("replay", str(payload), "--rules", rules, "--mode", "live",
+                              "--store", store, env=second.env)
+            assert done.returncode == 2, done.stderr
+            assert plain_lines(done) == [expected.format(store=store)], done.stderr
+        # Readers still read, by another name too.
+        history = remediator("history", "--store", f"sqlite:///{tmp_path}/links/file.db",
+                             env=second.env)
+        assert history.returncode == 0 and execution["id"] in history.stdout, history.stderr
+        assert [d["outcome"] for d in first.executions()] == ["running"]
+    finally:
+        first.kill9()
+    assert webhook_receiver.deliveries == []  # nobody ran the step
 
 
 def test_the_lock_is_the_open_writers(tmp_path, run):
