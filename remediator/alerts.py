@@ -305,9 +305,10 @@ def _timestamp(obj: dict[str, Any], key: str, path: str, text: Text) -> str | No
     return value
 
 
-def utcnow_iso() -> str:
-    """Now, as `rfc3339` writes it (from the clock's nanoseconds: no float to round)."""
-    whole, ns = divmod(time.time_ns(), 1_000_000_000)
+def utcnow_iso(offset: float = 0.0) -> str:
+    """Now, as `rfc3339` writes it (from the clock's nanoseconds: no float to round), on a
+    clock `offset` seconds from this process's (a store's: `Store.now_iso`)."""
+    whole, ns = divmod(time.time_ns() + int(offset * 1e9), 1_000_000_000)
     return f"{_second_text(whole)}.{ns // 1000:06d}Z"
 
 

@@ -84,6 +84,7 @@ class Service:
         self.executor = executor or Executor()
         if self.executor.slots is None:
             self.executor.slots = Slots(config.workers, config.backend_concurrency)
+        self.executor.now_iso = self.store.now_iso
         self.engine: Engine | None = None
         self.ready = False
         self._wakeup = asyncio.Event()
@@ -364,9 +365,7 @@ class Service:
         self.metrics.paused_seconds.set(now - paused_at if paused_at is not None else 0)
         running = await self.store.list_executions(limit=1000, outcome="running")
         started = [_epoch(e["created_at"]) for e in running if e.get("created_at")]
-        # Recorded on this process's clock (created_at), so aged on it.
-        local = now - self.store.clock_offset
-        self.metrics.oldest_running.set(local - min(started) if started else 0)
+        self.metrics.oldest_running.set(now - min(started) if started else 0)
         pending = await self.store.list_state(PENDING)
         # A withdrawn approval keeps its entry until its run is finished: nobody waits on it.
         asked = [p["requested_at"] for p in pending.values()

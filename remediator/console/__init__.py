@@ -14,7 +14,6 @@ import functools
 import json
 import logging
 import re
-import time
 from collections import Counter
 from datetime import UTC, datetime
 from importlib import resources
@@ -290,7 +289,9 @@ async def decisions(request: web.Request) -> web.Response:
     since = q.get("since", "")
     items = await _service(request).store.list_executions(LIST_LIMIT, **filters)
     if since in SINCE:
-        cutoff = datetime.fromtimestamp(time.time() - SINCE[since], UTC).isoformat()
+        # On the store's clock, as `created_at` is stamped.
+        cutoff = datetime.fromtimestamp(_service(request).clock() - SINCE[since],
+                                        UTC).isoformat()
         items = [d for d in items if str(d.get("created_at", "")) >= cutoff[:19]]
     counts = Counter(d.get("outcome", "") for d in items)
     service = _service(request)

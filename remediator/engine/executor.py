@@ -82,6 +82,9 @@ class Executor:
     retry_wait: float = 0.5  # first backoff; doubles up to retry_wait_max
     retry_wait_max: float = 10.0
     slots: Slots | None = None  # bounds concurrent calls; None: unbounded (tests, replay)
+    # Steps' starts are stamped on the store's clock, as the rest of their records
+    # (`Store.now_iso`: the service sets it).
+    now_iso: Callable[[], str] = utcnow_iso
 
     async def run(self, action: Action, params: dict[str, Any], ctx: ActionContext,
                   record: StepRecord, timeout: float | None, attempts: int,
@@ -93,7 +96,7 @@ class Executor:
         step still queued for a slot when the process dies never started, so it is simply
         run after a restart instead of being reported as interrupted."""
         timeout = action.deadline(params) if timeout is None else timeout
-        record.started_at = utcnow_iso()
+        record.started_at = self.now_iso()
         started = time.monotonic()
         calling = False  # the deadline can strike inside a call or in a backoff sleep
         failure: BaseException | None = None

@@ -17,7 +17,7 @@ from typing import Any
 from .. import templating, turns
 from ..actions.backends import Backends
 from ..actions.registry import ACTIONS
-from ..alerts import Alert, Group, utcnow_iso
+from ..alerts import Alert, Group
 from ..escalation import Escalator
 from ..guards import Block, GuardContext, Guards
 from ..metrics import Metrics
@@ -340,7 +340,7 @@ class Engine:
                   existing: dict[str, Any] | None = None) -> dict[str, Any]:
         return {
             "id": execution_id,
-            "created_at": (existing or {}).get("created_at") or utcnow_iso(),
+            "created_at": (existing or {}).get("created_at") or self.store.now_iso(),
             "fingerprint": alert.fingerprint,
             "alertname": alert.alertname,
             "status": alert.status,

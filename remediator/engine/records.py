@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import logs, redact, turns
-from ..alerts import Alert, dedupe_key, utcnow_iso
+from ..alerts import Alert, dedupe_key
 from ..escalation import Escalator
 from ..guards import Block, GuardContext, Guards
 from ..metrics import Metrics
@@ -139,7 +139,7 @@ class Records:
 
     async def finish(self, decision: dict[str, Any], escalate: bool = False,
                      events: list[Event] | None = None) -> dict[str, Any]:
-        decision["finished_at"] = utcnow_iso()
+        decision["finished_at"] = self.store.now_iso()
         decision["reason"] = redact.text(decision.get("reason") or "")
         if events:  # its target is kept until the success is written, whatever is refused
             alert = decision["alert"]

@@ -80,6 +80,13 @@ class Store(Protocol):
     # compare events that several replicas recorded, so they all count on one clock.
     clock_offset: float
 
+    def now_iso(self) -> str:
+        """Now on the store's clock, as every record is stamped (`created_at`, `updated_at`,
+        a step's `started_at`, an item's `received_at`): on several replicas the newest
+        decision sorts newest (lists, the console's cursor) and retention counts on the
+        clock that pruning reads, however far a replica's own clock is off."""
+        ...
+
     # inbox: durable intake and crash recovery
     async def enqueue(self, items: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> Enqueued:
         """Store (dedupe_key, alert, group) rows atomically; count keys already seen."""

@@ -38,7 +38,6 @@ import asyncpg
 
 from .. import redact as secrets
 from .. import turns
-from ..alerts import utcnow_iso
 from . import packing
 from .base import (
     LOCKED,
@@ -154,9 +153,11 @@ class PostgresStore:
         self._flushing = False
         self._local: dict[str, asyncio.Lock] = {}
         self._metrics: Any = None
-        self._refs = packing.Refs()
         self._version = len(MIGRATIONS)  # an older schema opened read-only reads as it is
         self._clock = DatabaseClock()
+        # References' ages on the clock their users' `updated_at` is stamped on, which
+        # pruning reads (packing.py says why it must).
+        self._refs = packing.Refs(clock=self._clock.now)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -168,6 +169,9 @@ class PostgresStore:
     def clock_offset(self) -> float:
         """The database's clock minus this process's (postgres_clock.py)."""
         return self._clock.offset
+
+    def now_iso(self) -> str:
+        return self._clock.now_iso()
 
     @property
     def is_open(self) -> bool:
@@ -436,7 +440,7 @@ class PostgresStore:
     async def _insert(self, rows: list[_Packed]) -> set[str]:
         if not rows:
             return set()
-        now = utcnow_iso()
+        now = self.now_iso()
         # Sorted keys: two replicas inserting overlapping batches lock rows in one order.
         rows = sorted(rows, key=lambda r: r[0])
         keys, packed, ids = [r[0] for r in rows], [r[1] for r in rows], [r[2].id for r in rows]
@@ -466,7 +470,7 @@ class PostgresStore:
             db, _INSERT % (", state, owner, lease_until",
                            ", 'running', $8, now() + make_interval(secs => $9)",
                            "id, dedupe_key, alert, grp, packed, ref, received_at"),
-            [r[0] for r in rows], [r[1] for r in rows], [r[2].id for r in rows], utcnow_iso(),
+            [r[0] for r in rows], [r[1] for r in rows], [r[2].id for r in rows], self.now_iso(),
             [r.id for r in new], [r.created for r in new], [r.data for r in new],
             self.replica, self.lease), turn=False)
         for ref in new:
@@ -664,7 +668,7 @@ class PostgresStore:
         text = packing.body_text(decision)
         ref = self._refs.for_body(decision, text)
         n = len(args)
-        args += [decision["id"], decision["created_at"], utcnow_iso(),
+        args += [decision["id"], decision["created_at"], self.now_iso(),
                  _searched(decision["alertname"]), decision.get("playbook"),
                  decision["outcome"], _searched(decision["fingerprint"]),
                  self._refs.pack(text, ref), ref.id, packing.awaiting(decision)]

@@ -5,7 +5,9 @@ replicas recorded, so every replica counts them on the database's clock: a repli
 clock ran 45 minutes behind recorded its restart "45 minutes ago", and another replica's
 30-minute cooldown let the next one through. A replica reads the clock once at open (the best
 of a few readings, before any work is claimed) and then in each lease renewal's own round
-trip, and corrects its wall clock by the difference (`offset`).
+trip, and corrects its wall clock by the difference (`offset`). Records are stamped on the
+corrected clock too (`now_iso`): a decision that a replica 45 minutes behind made sorted 45
+minutes down every replica's history, and the console's live stream never sent it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+
+from ..alerts import utcnow_iso
 
 log = logging.getLogger("remediator.store")
 
@@ -38,6 +42,12 @@ class DatabaseClock:
         self.readable = True  # False: the database refuses clock_timestamp() to this role
         self._read = False
         self._metrics: Any = None
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def now_iso(self) -> str:
+        return utcnow_iso(self.offset)
 
     def instrument(self, metrics: Any) -> None:
         self._metrics = metrics

@@ -526,6 +526,9 @@ class SQLiteStore(LocalCoordination):
     def is_open(self) -> bool:
         return self._db is not None
 
+    def now_iso(self) -> str:
+        return utcnow_iso()
+
     async def close(self) -> None:
         if self._db is not None:
             if self._finished and not self.read_only:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -23,12 +25,13 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+import asyncpg
 import pytest
 import requests
 
 from remediator.store.postgres import PostgresStore
 from tests.conftest import write_rules
-from tests.console.test_console_http import csrf, login
+from tests.console.test_console_http import _until_tick, csrf, login
 from tests.integration.test_cli import cli
 from tests.support.alertmanager import Alertmanager, make_alert, webhook_config
 from tests.support.postgres import PostgresCluster
@@ -319,6 +322,72 @@ def test_a_cooldown_holds_across_replicas_whose_clocks_disagree(
     assert abs(offset - 45 * 60) < 5, offset
     assert "this node's clock is -2700" in logs
     assert abs(_metric(on_time, "remediator_store_clock_offset_seconds")) < 5
+
+
+def test_a_skewed_replicas_decisions_are_stamped_on_the_databases_clock(
+        tmp_path, replicas, receiver, postgres_url):
+    """A replica whose clock runs 45 minutes behind stamped its decisions on it, while its
+    guards counted on the database's: its newest decision sorted 45 minutes down the history
+    (the API's list, the console's), and the console's live stream sent it as older than the
+    page's cursor, which a reconnection resumed from. Every record is stamped on the
+    database's clock now, and the console's filters count back from it."""
+    rules = _rules(receiver().url, "Stamp")
+    on_time, = replicas(1, rules)
+    assert _post(on_time, _notification(_alert("early", "Stamp"))) == 202
+    _settled(postgres_url, 1)
+    session = login(on_time.url, "alice", OPERATOR_TOKEN)
+    after = re.search(r'data-after="([^"]+)"', session.get(f"{on_time.url}/ui/").text).group(1)
+    on_time.stop()  # the next alert is the skewed replica's to decide
+    behind = WorkerProcess(tmp_path, [str(write_rules(tmp_path / "behind", rules))],
+                           mode="live", store=postgres_url, config=CONFIG,
+                           extra_env=_clock_off("-45m"))
+    try:
+        behind.start()
+        assert _post(behind, _notification(_alert("late", "Stamp"))) == 202
+        _settled(postgres_url, 2)
+        listed = behind.executions()
+        session = login(behind.url, "alice", OPERATOR_TOKEN)
+        with session.get(f"{behind.url}/ui/events", params={"after": after}, stream=True,
+                         timeout=30) as stream:
+            sent = [(e["id"], json.loads(e["data"])["id"]) for e in
+                    _until_tick(stream.iter_lines())]
+    finally:
+        behind.stop()
+    # The console's "last hour" counts back from the database's now too: a replica whose
+    # clock ran two hours ahead showed none of the last hour's decisions.
+    ahead = WorkerProcess(tmp_path, [str(write_rules(tmp_path / "ahead", rules))],
+                          store=postgres_url, config=CONFIG, extra_env=_clock_off("+2h"))
+    try:
+        ahead.start()
+        last_hour = login(ahead.url, "alice", OPERATOR_TOKEN).get(
+            f"{ahead.url}/ui/", params={"since": "1h"}).text
+    finally:
+        ahead.stop()
+    assert [d["fingerprint"] for d in listed] == ["late", "early"]
+    late, early = listed
+    # In the store's order, the newest last: its cursor is what a reconnection resumes from.
+    assert sent == [(after, early["id"]), (f"{late['created_at']}/{late['id']}", late["id"])]
+    assert late["id"] in last_hour and early["id"] in last_hour
+    stored, now = asyncio.run(_stamps(postgres_url, late["id"]))
+    times = {**stored, "finished_at": late["finished_at"],
+             "started_at": late["steps"][0]["started_at"]}
+    # Within minutes of the database's now, not 45 minutes before it.
+    assert all(abs(_seconds(t) - now) < 600 for t in times.values()), (times, now)
+
+
+async def _stamps(url: str, execution_id: str) -> tuple[dict[str, str], float]:
+    """An execution's stored times, and the database's clock."""
+    db = await asyncpg.connect(url)
+    try:
+        row = await db.fetchrow("SELECT created_at, updated_at FROM executions WHERE id=$1",
+                                execution_id)
+        return dict(row), await db.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8")
+    finally:
+        await db.close()
+
+
+def _seconds(iso: str) -> float:
+    return datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def test_a_logout_holds_on_every_replica_whatever_their_clocks(tmp_path, replicas, receiver,
