@@ -32,7 +32,7 @@ class Exec(CommandAction, KubeAction):
     params = {
         "namespace": NAMESPACE,
         "pod": Param("string", kind="k8s_name", description="one pod (or use selector)"),
-        "selector": replace(SELECTOR, description="the first ready pod matching it, by name"),
+        "selector": replace(SELECTOR, description="the first ready pod matching it, by name, not one terminating"),
         "container": Param("string", kind="container",
                            description="default: the pod's default container, else its first"),
         **COMMAND_PARAMS,
@@ -94,12 +94,16 @@ class Exec(CommandAction, KubeAction):
             return pod
         listed = await call(ctx.backends, f"list pods in {ns} matching {params['selector']}",
                             "core", "list_namespaced_pod", ns, label_selector=params["selector"])
-        ready = sorted((p for p in listed["items"] if pod_ready(p)),
+        # Not a terminating pod, though it may still report Ready: right after a rollout
+        # the old ones linger in their grace period, and a command run there (a validator
+        # after a flag flip) ran against the old configuration, or was killed mid-way.
+        ready = sorted((p for p in listed["items"]
+                        if pod_ready(p) and not p["metadata"].get("deletionTimestamp")),
                        key=lambda p: p["metadata"]["name"])
         if not ready:
             raise ActionError(f"no ready pod in {ns} matches {params['selector']!r} "
-                              f"({len(listed['items'])} pod(s) match, none ready)",
-                              {"matched": len(listed["items"])}, unapplied=True)
+                              f"({len(listed['items'])} pod(s) match, none ready and not "
+                              "terminating)", {"matched": len(listed["items"])}, unapplied=True)
         return ready[0]
 
 

@@ -86,6 +86,22 @@ def test_exec_result_matches_kubectl_and_picks_the_first_ready_pod(
         run(EXEC.run(params(EXEC, namespace=NS, selector="app=cart", command=["python"]), ctx))
 
 
+def test_exec_by_selector_never_picks_a_pod_a_rollout_is_terminating(
+        run, ctx, cart: KubeAPIServer, kubectl: Kubectl) -> None:
+    """Right after a flag flip's rollout the old pods linger, still Ready, in their grace
+    period: a validator run there checked the old configuration, or was killed mid-way."""
+    first, second = pods(cart)
+    cart.set_pod_state(NS, first, terminating=True)
+    listed = kubectl("get", "pods", "-n", NS, first, "-o", "json")
+    assert json.loads(listed.stdout)["metadata"]["deletionTimestamp"]  # as kubectl sees it
+    result = run(EXEC.run(params(EXEC, namespace=NS, selector="app=cart", container="app",
+                                 command=["python", "-c", SCRIPT, "0"]), ctx))
+    assert result["pod"] == second and result["stdout"] == f"['{second}', 'app'] prod\n"
+    cart.set_pod_state(NS, second, terminating=True)
+    with pytest.raises(ActionError, match="none ready and not terminating"):
+        run(EXEC.run(params(EXEC, namespace=NS, selector="app=cart", command=["python"]), ctx))
+
+
 def test_exit_codes_json_and_bounded_output(run, ctx, cart: KubeAPIServer) -> None:
     pod = pods(cart)[0]
 

@@ -290,8 +290,11 @@ class KubeAPIServer:
 
     def set_pod_state(self, namespace: str, name: str, *, ready: bool = True,
                       restarts: int = 0, waiting_reason: str | None = None,
-                      phase: str | None = None) -> dict[str, Any]:
+                      phase: str | None = None, terminating: bool = False) -> dict[str, Any]:
         """Rewrite a pod's status, e.g. ``waiting_reason="CrashLoopBackOff", restarts=7``.
+        ``terminating``: deleted, within its grace period (``deletionTimestamp`` set), still
+        reporting Ready as the kubelet's last status did, as an old pod does while a rollout
+        replaces it.
 
         Owning workloads' status (readyReplicas...) is recomputed from it.
         """
@@ -301,6 +304,9 @@ class KubeAPIServer:
             pod["status"] = pod_status(pod["spec"], ready=ready, restarts=restarts,
                                        waiting_reason=waiting_reason, phase=phase,
                                        pod_ip=(pod.get("status") or {}).get("podIP", ""))
+            if terminating:
+                pod["metadata"]["deletionTimestamp"] = dt.datetime.now(dt.UTC).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ")
             self.store.touch(pod)
             self.controller.reconcile(namespace)
             return copy.deepcopy(pod)
