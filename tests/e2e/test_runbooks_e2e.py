@@ -474,6 +474,37 @@ def test_3dpot_redis_failure_is_confirmed_by_ping_then_redis_is_restarted(stack)
     assert len(firing_decisions(stack, alertname)) == 1
 
 
+def test_3dpot_redis_answering_noauth_is_not_restarted(stack):
+    """redis_up == 0 because redis_exporter's password went stale; `redis-cli ping` inside
+    3dpot-redis answers NOAUTH and exits 0 (redis-cli without -e does on an error reply). Redis
+    is up: a restart would drop sessions and rate limits and fix nothing, so none happens and
+    DevOps is told it is authentication."""
+    alertname = "ThreeDPotRedisConnectionFailed"
+    stack.require_route(alertname)
+    stack.worker.restart()  # the earlier episode's guard state is not what decides
+    redis = "3dpot-redis"
+    known = {d["id"] for d in stack.executions(alertname=alertname)}
+    before = started_at(stack, redis)
+    stack.docker.set_state(redis, "redis-cli", "0\nNOAUTH Authentication required.")
+    stack.traffic.exporter.set("redis_up", 0, job="3dpot-redis")
+    try:
+        decision = stack.wait_decision(alertname, timeout=90, where=lambda d: d["id"] not in known)
+        steps = steps_of(decision)
+        assert decision["outcome"] == "escalated", decision["reason"]
+        ping = steps["ping"]
+        assert (ping["outcome"], ping["result"]["exit_code"]) == ("succeeded", 0)
+        assert "NOAUTH" in ping["result"]["stdout"]
+        assert steps["redis_error"]["outcome"] == "failed" and "restart" not in steps
+        assert started_at(stack, redis) == before
+        note = stack.note(decision)
+        assert "3dPot Redis answers with an error, not PONG: not restarted" in note
+        assert "NOAUTH Authentication required." in note
+    finally:
+        stack.docker.client.containers.get(redis).exec_run(["rm", "-f", "/state/redis-cli"])
+        stack.traffic.exporter.set("redis_up", 1, job="3dpot-redis")
+    stack.wait_decision(alertname, status="resolved", where=lambda d: d["id"] not in known)
+
+
 def test_3dpot_database_stopped_on_purpose_is_not_started_behind_whoever_stopped_it(stack):
     """pg_up == 0 because someone ran `docker-compose stop db` (a maintenance window, the
     runbook's database rollback): PostgreSQL exits 0 on SIGTERM. The Engine says it was
