@@ -129,14 +129,16 @@ def url(bucket: str, key: str = "") -> str:
 
 
 def stored_checksum(response: dict[str, Any], metadata_key: str) -> tuple[str, str | None]:
-    """(source, value): the metadata key first, then S3's own full-object ChecksumSHA256.
+    """(source, value): the metadata key first (the first present of several, comma-separated:
+    a header name has no comma), then S3's own full-object ChecksumSHA256.
 
     A multipart upload's ChecksumSHA256 (`...-N`) is a checksum of part checksums and can't be
     compared with a hash of the whole object, so it is ignored.
     """
-    value = (response.get("Metadata") or {}).get(metadata_key.lower())
-    if value:
-        return f"metadata:{metadata_key.lower()}", value
+    metadata = response.get("Metadata") or {}
+    for name in (k.strip().lower() for k in metadata_key.split(",")):
+        if name and metadata.get(name):
+            return f"metadata:{name}", metadata[name]
     s3_sum = response.get("ChecksumSHA256")
     if s3_sum and "-" not in s3_sum:
         return "ChecksumSHA256", s3_sum
@@ -173,7 +175,8 @@ KEY = Param("string", required=True, kind="s3_key")
 VERSION = Param("string", description="a version id; default the current version")
 # Shared parameter declarations, so every S3 action validates the same way.
 METADATA_KEY = Param("string", default="checksum",
-                     description="user metadata key holding the sha256 (x-amz-meta-<key>)")
+                     description="user metadata key holding the sha256 (x-amz-meta-<key>); "
+                                 "several, comma-separated: the first one present")
 
 
 def _iso(value: Any) -> str | None:

@@ -1,7 +1,7 @@
 """The five systems as the e2e stack seeds them: names from docs/runbooks.md.
 
 Kubernetes workloads (with pod logs a playbook greps), S3 objects with the sha256 in the
-`sha256` metadata key Code Forge's S3ArtifactClient writes (and its playbook reads), and the
+`sha256` metadata key, as Code Forge's S3ArtifactClient stores it, and the
 metric series the alert rules select, exported at 0 so a rule's first `rate()` sees the
 first increase.
 """
@@ -26,7 +26,7 @@ NAMESPACES = (CODE_FORGE_NS, DELTACROWN_NS, LIBERVIA_NS, HACKATHON_NS, THREEDPOT
 SBOM_BUCKET = "code-forge-artifacts-prod"
 CERT_BUCKET = "deltacrown-certificates"
 BUCKETS = (SBOM_BUCKET, CERT_BUCKET)
-CHECKSUM_KEY = "sha256"  # S3ArtifactClient's upload: Metadata {'sha256': <hex digest>}
+CHECKSUM_KEY = "sha256"  # S3ArtifactClient's ExtraArgs Metadata {'sha256': ...} (not the runbook's)
 SBOMS = [f"sboms/TICKET-{100 + i}/artifact-{i}/sbom.cyclonedx.json" for i in range(12)]
 CERTS = [f"certificates/{i:04d}.pem" for i in range(20)]
 CANARY = "test.txt"  # the runbook's S3 test object, DeltaCrown's canary read
@@ -35,28 +35,30 @@ DELTACROWN_IMAGE = "registry.example.com/deltacrown:1.0"
 # The application's files in that image: scripts/s3_backfill_validator.py (run through exec).
 DELTACROWN_APP = Path(__file__).parent / "apps" / "deltacrown"
 
+# Code Forge logs with structlog; S3ArtifactClient's events as its console renderer prints them
+# (keys sorted): an upload names remote_key=, an integrity check sbom_uri=s3://<bucket>/<key>.
 CODE_FORGE_LOGS = [
-    "2026-11-21T10:00:01Z INFO  sbom generated ticket=TICKET-100 artifact=artifact-0",
-    "2026-11-21T10:00:02Z ERROR S3ArtifactClient upload failed key=sboms/TICKET-100/artifact-0/"
-    "sbom.cyclonedx.json: ExpiredToken: The provided token has expired",
-    "2026-11-21T10:00:03Z WARN  retrying s3 upload (attempt 2/3)",
-    "2026-11-21T10:00:04Z ERROR S3ArtifactClient integrity check failed: checksum mismatch",
-    "2026-11-21T10:00:05Z INFO  healthz ok",
+    "2026-11-21T10:00:01.104Z [info     ] sbom_generated                 artifact_id=artifact-0 "
+    "ticket_id=TICKET-100",
+    "2026-11-21T10:00:02.311Z [error    ] s3_upload_failed               artifact_type=sbom "
+    "duration_seconds=0.412 error='An error occurred (ExpiredToken) when calling the PutObject "
+    "operation: The provided token has expired.' error_type=ClientError "
+    "remote_key=sboms/TICKET-100/artifact-0/sbom.cyclonedx.json",
+    "2026-11-21T10:00:03.020Z [warning  ] s3_integrity_no_checksum       "
+    "sbom_uri=s3://code-forge-artifacts-prod/sboms/TICKET-101/artifact-1/sbom.cyclonedx.json",
+    "2026-11-21T10:00:05.000Z [info     ] healthz_ok",
 ]
 
 
 def code_forge_integrity_logs(key: str) -> list[str]:
-    """S3ArtifactClient.verify_sbom_integrity's lines (structlog's console renderer): the
-    object is named by its URI only."""
-    uri = f"s3://{SBOM_BUCKET}/{key}"
-    return [
-        *CODE_FORGE_LOGS,
-        f"2026-11-21T10:05:00.104Z [info     ] s3_download_started  local_path=/tmp/tmpq1 s3_uri={uri}",
-        f"2026-11-21T10:05:00.311Z [error    ] s3_integrity_mismatch  calculated=5f1c0e9a2b7d4c31 "
-        f"expected=9a0d2e44c1b3f7e8 sbom_uri={uri}",
-    ]
-
-
+    """What S3ArtifactClient.verify_sbom_integrity logs for a corrupt SBOM."""
+    return [*CODE_FORGE_LOGS,
+            f"2026-11-21T10:00:04.100Z [info     ] s3_integrity_verified          "
+            f"sbom_uri=s3://{SBOM_BUCKET}/{SBOMS[0]}",
+            f"2026-11-21T10:00:04.500Z [info     ] s3_download_completed          "
+            f"local_path=/tmp/tmpx1 s3_uri=s3://{SBOM_BUCKET}/{key} size_bytes=20",
+            f"2026-11-21T10:00:04.512Z [error    ] s3_integrity_mismatch          "
+            f"calculated=5f0c3a9b1d2e4f60 expected=9a8b7c6d5e4f3a2b sbom_uri=s3://{SBOM_BUCKET}/{key}"]
 CODE_FORGE_NO_BUCKET_LOGS = [
     "2026-11-21T11:00:01Z ERROR S3ArtifactClient upload failed key=sboms/TICKET-100/artifact-0/"
     "sbom.cyclonedx.json: NoSuchBucket: The specified bucket does not exist",

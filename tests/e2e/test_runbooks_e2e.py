@@ -304,13 +304,14 @@ def test_code_forge_missing_bucket_escalates_to_the_platform_team_without_a_rest
 
 
 def test_code_forge_integrity_failure_restores_the_object_after_approval(stack):
+    """Code Forge as it runs: its counter has only `status`, so the alert names no object; the
+    S3ArtifactClient's log line names it (sbom_uri=s3://...), and the sha256 it checks against is
+    the object's `sha256` metadata."""
     alertname = "CodeForgeS3IntegrityFailure"
     stack.require_route(alertname)
     key = seed.SBOMS[3]
     good = seed.read(stack.s3, seed.SBOM_BUCKET, key)
     seed.put_checksummed(stack.s3, seed.SBOM_BUCKET, key, b'{"bomFormat": "Cyclo', seed.sha256(good))
-    # As Code Forge reports it: the counter has `status` only, the object is in its log line
-    # (sbom_uri=s3://...), and the expected sha256 in the object's metadata key `sha256`.
     seed.set_logs(stack.kube, CODE_FORGE_NS, CODE_FORGE, seed.code_forge_integrity_logs(key))
     stack.exporter.set(seed.INTEGRITY, 1, status="failure")
 
@@ -318,9 +319,12 @@ def test_code_forge_integrity_failure_restores_the_object_after_approval(stack):
     assert blocked["outcome"] == "blocked" and blocked["reason"].startswith("approval_pending")
     assert blocked["blocked_step"] == "restore"
     steps = steps_of(blocked)
+    assert "object_key" not in blocked["alert"]["labels"]
+    # the key of the failing line, not of s3_integrity_verified's (a pass) logged before it
     assert steps["logs"]["result"]["extracted"] == [key]
     assert steps["sbom_key"]["outcome"] == "skipped"  # no object_key label
     assert steps["verify"]["result"]["result"] == "mismatch"
+    assert steps["verify"]["result"]["source"] == "metadata:sha256"
     assert steps["versions"]["result"]["count"] == 2
     note = stack.note(blocked)
     assert note.startswith(f"# [EMERGENCY] {alertname}: SBOM integrity failure on {key}")

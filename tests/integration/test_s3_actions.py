@@ -143,6 +143,28 @@ def test_checksum_mismatch_is_a_result_not_a_failure(run, ctx, versioned, s3_cli
     assert record.result["actual"] == sha(b"tampered") and record.result["bytes"] == 8
 
 
+def test_several_metadata_keys_take_the_first_present(run, ctx, versioned, s3_client) -> None:
+    """Code Forge's S3ArtifactClient stores the sha256 as metadata `sha256` (upload_file sets no
+    S3 checksum); its runbook reads `checksum`. A playbook names both, and finds either."""
+    uploaded = {"sha256": sha(b"original"), "source": "code-forge"}
+    s3_client.put_object(Bucket=BUCKET, Key="sboms/t5/sbom.json", Body=b"tampered",
+                         Metadata=uploaded)
+    put(s3_client, "sboms/t6/sbom.json", b"tampered", checksum=sha(b"original"))
+    for key, source in (("sboms/t5/sbom.json", "metadata:sha256"),
+                        ("sboms/t6/sbom.json", "metadata:checksum")):
+        result = act(run, "s3.verify_checksum", ctx, bucket=BUCKET, key=key,
+                     metadata_key="sha256, checksum")
+        assert (result["result"], result["source"]) == ("mismatch", source), key
+        head = act(run, "s3.head_object", ctx, bucket=BUCKET, key=key, metadata_key="sha256,checksum")
+        assert (head["checksum"], head["checksum_source"]) == (sha(b"original"), source)
+    sample = act(run, "s3.sample_integrity", ctx, bucket=BUCKET, prefix="sboms/t5/", rate=1,
+                 min_sample=1, metadata_key="sha256,checksum")
+    assert sample["mismatches"] == 1
+    # the default (checksum only) finds nothing to compare the real client's object with
+    record = execute(run, "s3.verify_checksum", ctx, bucket=BUCKET, key="sboms/t5/sbom.json")
+    assert record.outcome == "failed" and "has no stored sha256" in record.detail
+
+
 def test_missing_object_fails_without_retry(run, ctx, versioned, s3_proxy) -> None:
     record = execute(run, "s3.verify_checksum", ctx, bucket=BUCKET, key="nope")
     assert (record.outcome, record.attempts) == ("failed", 1)
