@@ -32,7 +32,8 @@ class Exec(CommandAction, KubeAction):
     params = {
         "namespace": NAMESPACE,
         "pod": Param("string", kind="k8s_name", description="one pod (or use selector)"),
-        "selector": replace(SELECTOR, description="the first ready pod matching it, by name, not one terminating"),
+        "selector": replace(SELECTOR, description="the first ready pod matching it, by name, "
+                                                  "not one terminating"),
         "container": Param("string", kind="container",
                            description="default: the pod's default container, else its first"),
         **COMMAND_PARAMS,
