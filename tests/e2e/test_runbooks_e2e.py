@@ -524,7 +524,8 @@ def test_3dpot_database_stopped_on_purpose_is_not_started_behind_whoever_stopped
         steps = steps_of(decision)
         assert decision["playbook"] == "3dpot-db-connection"
         assert decision["outcome"] == "escalated", decision["reason"]
-        assert "3dpot-db was stopped, not crashed (exit code 0" in decision["reason"]
+        assert "3dpot-db exited and the Docker Engine does not say it crashed (exit code 0" \
+            in decision["reason"]
         assert steps["state"]["result"]["stopped"] == ["3dpot-db"]
         assert steps["state"]["result"]["crashed"] == []
         assert "restart" not in steps
