@@ -34,7 +34,7 @@ from tests.conftest import write_rules
 from tests.console.test_console_http import _until_tick, csrf, login
 from tests.integration.test_cli import cli
 from tests.support.alertmanager import Alertmanager, make_alert, webhook_config
-from tests.support.postgres import PostgresCluster
+from tests.support.postgres import PostgresCluster, refused
 from tests.support.procs import LOCALHOST, free_port, serve_http
 from tests.support.worker import OPERATOR, OPERATOR_TOKEN, TOKEN, WorkerProcess, http
 
@@ -193,20 +193,6 @@ def _settled(url: str, expected: int, timeout: float = 120) -> list[dict]:
             return decisions
         assert time.monotonic() < deadline, f"{len(final)} of {expected} decided"
         time.sleep(0.5)
-
-
-@contextlib.contextmanager
-def _refused(cluster: PostgresCluster, url: str, when: str, message: str,
-             sqlstate: str = "raise_exception") -> Iterator[None]:
-    """The database refuses statements (a trigger `when` raising `message`), then no more."""
-    database = url.rsplit("/", 1)[1]
-    cluster.sql("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE "
-                f"EXCEPTION '{message}' USING ERRCODE = '{sqlstate}'; END $$; CREATE TRIGGER "
-                f"refuse {when} EXECUTE FUNCTION refuse()", database)
-    try:
-        yield
-    finally:
-        cluster.sql("DROP FUNCTION refuse() CASCADE", database)
 
 
 def _logged_twice(w: WorkerProcess, text: str) -> None:
@@ -669,7 +655,7 @@ def test_a_change_the_database_cannot_admit_is_retried_not_failed_as_uncertain(
     step failed `may or may not have taken effect`, final and escalated)."""
     sink = receiver()
     [w] = replicas(1, _rules(sink.url))
-    with _refused(postgres_cluster, postgres_url, "BEFORE INSERT ON events FOR EACH ROW",
+    with refused(postgres_cluster, postgres_url, "BEFORE INSERT ON events FOR EACH ROW",
                   "admission refused by the test", "serialization_failure"):
         assert _post(w, _notification(_alert("u1"))) == 202
         _logged_twice(w, "admission refused by the test")  # refused, and tried again
@@ -685,7 +671,7 @@ def test_a_claim_the_database_refuses_is_retried_not_the_end_of_processing(
     decided; it must log, retry, and decide them once the database accepts claims again."""
     sink = receiver()
     [w] = replicas(1, _rules(sink.url))
-    with _refused(postgres_cluster, postgres_url, "BEFORE UPDATE OF state ON inbox FOR EACH "
+    with refused(postgres_cluster, postgres_url, "BEFORE UPDATE OF state ON inbox FOR EACH "
                   "ROW WHEN (NEW.state = 'running')", "claims refused by the test"):
         assert _post(w, _notification(_alert("c1"))) == 202
         _logged_twice(w, "claims refused by the test")  # refused, and tried again
@@ -846,7 +832,7 @@ def test_a_run_whose_target_cannot_be_let_go_in_an_outage_is_decided_once_it_end
     answers, the alert is decided."""
     sink = receiver()
     [w] = replicas(1, _rules(sink.url))
-    with _refused(postgres_cluster, postgres_url, "BEFORE INSERT ON events FOR EACH ROW",
+    with refused(postgres_cluster, postgres_url, "BEFORE INSERT ON events FOR EACH ROW",
                   "refused by the test", "serialization_failure"):
         postgres_cluster.sql("CREATE TRIGGER refuse_release BEFORE DELETE ON locks FOR EACH "
                              "ROW EXECUTE FUNCTION refuse()", postgres_url.rsplit("/", 1)[1])

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,20 @@ class PostgresCluster:
                               "-d", database, "-c", statement],
                              check=True, capture_output=True, text=True, timeout=60)
         return out.stdout.strip()
+
+
+@contextlib.contextmanager
+def refused(cluster: PostgresCluster, url: str, when: str, message: str,
+            sqlstate: str = "raise_exception") -> Iterator[None]:
+    """The database refuses statements (a trigger `when` raising `message`), then no more."""
+    database = url.rsplit("/", 1)[1]
+    cluster.sql("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE "
+                f"EXCEPTION '{message}' USING ERRCODE = '{sqlstate}'; END $$; CREATE TRIGGER "
+                f"refuse {when} EXECUTE FUNCTION refuse()", database)
+    try:
+        yield
+    finally:
+        cluster.sql("DROP FUNCTION refuse() CASCADE", database)
 
 
 def _quote(arg: str) -> str:
