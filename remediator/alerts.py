@@ -126,6 +126,19 @@ class Group:
         }
 
 
+# The key an inbox item's group holds (True) when the item must be decided dry-run by whoever
+# takes it up, whatever that worker's mode: a dry-run replay's alerts, stored in serve's store,
+# which a replay killed or giving up leaves there unfinished. Internal: validation builds a
+# group from Alertmanager's fields only (`notification_from_dict`), so no payload sets or
+# clears it; `Group` drops it, so no template, note or record holds it.
+DRY_RUN = "remediator.dryRun"
+
+
+def dry_run_only(group: Any) -> bool:
+    """Whether an inbox item's stored group says it is decided dry-run only (`DRY_RUN`)."""
+    return isinstance(group, dict) and group.get(DRY_RUN) is True
+
+
 def dedupe_key(fingerprint: str, starts_at: str, status: str) -> str:
     """Same alert, same episode, same status: Alertmanager retries and HA peers collapse."""
     return f"{fingerprint}:{starts_at}:{status}"

@@ -16,7 +16,7 @@ from typing import Any
 from . import redact, turns
 from .actions.backends import Backends
 from .actions.checks import precondition_check
-from .alerts import Alert, Notification, dedupe_key
+from .alerts import DRY_RUN, Alert, Notification, dedupe_key
 from .config import Config
 from .engine import Engine
 from .engine.executor import Executor
@@ -228,7 +228,15 @@ class Service:
         process never claims, releases nor resumes another's work (start it with
         `recover=False`). An alert already received (its dedupe key) is a duplicate, as at
         the webhook: whoever received it decides it. Returns the decisions and the
-        duplicates' count."""
+        duplicates' count.
+
+        A dry run's items say so in the store (`alerts.DRY_RUN`): one this process leaves
+        unfinished (killed, or given up) is decided dry-run by whichever worker takes it up
+        (serve after its restart, a replica once the lease lapses), never acted on."""
+        dry_run = self.config.mode != "live"
+        if dry_run:
+            notification = Notification({**notification.group_data, DRY_RUN: True},
+                                        notification.items)
         result = await self.intake(notification, claim=True)
         n = self.config.max_executions
         batches = [list(result.claimed[i:i + n]) for i in range(0, len(result.claimed), n)]

@@ -17,7 +17,7 @@ from typing import Any
 from .. import templating, turns
 from ..actions.backends import Backends
 from ..actions.registry import ACTIONS
-from ..alerts import Alert, Group
+from ..alerts import Alert, Group, dry_run_only
 from ..escalation import Escalator
 from ..guards import Block, GuardContext, Guards
 from ..metrics import Metrics
@@ -82,7 +82,8 @@ class Engine:
                 # decision that says so, and a note. Its alert-level id, that of `no_match`.
                 failed = records.execution_id(item.dedupe_key, "")
                 records.finishing.set((failed, item.id))
-                decision = self._decision(failed, records.readable(item.alert), None)
+                decision = self._decision(failed, records.readable(item.alert), None,
+                                          dry_run=dry_run_only(item.group))
                 decisions = [await self.records.internal_error(decision, exc)]
             if records.finishing.get() is not None:  # its last execution was final already
                 await self.store.finish(item.id)
@@ -93,21 +94,28 @@ class Engine:
     async def _process(self, item: InboxItem) -> list[dict[str, Any]]:
         alert = Alert.from_dict(item.alert)
         group = Group.from_dict(item.group)
+        # A dry-run replay's alert left unfinished (the replay killed, or given up) is
+        # decided dry-run here too, whatever this worker's mode: never acted on.
+        dry_run = dry_run_only(item.group)
+        if dry_run and self.mode == "live":
+            log.info("alert %s is a dry-run replay's, left undecided by it: decided dry-run",
+                     item.dedupe_key)
         playbooks = self.rules.match(alert.labels, alert.status)
         ids = [records.execution_id(item.dedupe_key, pb.name) for pb in playbooks] or [
             records.execution_id(item.dedupe_key, "")]
         records.finishing.set((ids[-1], item.id))
         if playbooks:
-            return [await self.execute(pb, alert, group, item.dedupe_key, execution_id)
+            return [await self.execute(pb, alert, group, item.dedupe_key, execution_id,
+                                       dry_run=dry_run)
                     for pb, execution_id in zip(playbooks, ids, strict=True)]
-        decision = self._decision(ids[-1], alert, None)
+        decision = self._decision(ids[-1], alert, None, dry_run=dry_run)
         decision.update(outcome="no_match", reason="no playbook matches this alert")
         return [await self.records.finish(decision)]
 
     async def execute(self, pb: Playbook, alert: Alert, group: Group, dedupe_key: str,
-                      execution_id: str | None = None) -> dict[str, Any]:
+                      execution_id: str | None = None, dry_run: bool = False) -> dict[str, Any]:
         """Run (or resume) one playbook for one alert; return its decision (`execution_id`:
-        its id, when the caller computed it already)."""
+        its id, when the caller computed it already; `dry_run`: whatever the engine's mode)."""
         execution_id = execution_id or records.execution_id(dedupe_key, pb.name)
         while not self.inflight.start(execution_id, f"{alert.fingerprint}:{alert.starts_at}"):
             # Already running here (an approval resumed it while its alert was queued again):
@@ -128,13 +136,13 @@ class Engine:
             return existing  # finished (possibly before a restart): never run twice
         try:
             return await self._execute(pb, alert, group, execution_id, existing, pause,
-                                       claimed=dedupe_key)
+                                       claimed=dedupe_key, dry_run=dry_run)
         except (StoreUnavailable, Unrecorded):
             raise  # nothing can be recorded now: the inbox item is retried, not finished
         except Exception as exc:  # a bug must not leave an execution running, unrecorded
             try:
                 return await self.records.internal_error(
-                    self._decision(execution_id, alert, pb, existing), exc)
+                    self._decision(execution_id, alert, pb, existing, dry_run), exc)
             except StoreUnavailable:
                 raise
             except Exception as refused:
@@ -162,12 +170,12 @@ class Engine:
 
     async def _execute(self, pb: Playbook, alert: Alert, group: Group, execution_id: str,
                        existing: dict[str, Any] | None,
-                       pause: dict[str, Any] | None = None, claimed: str | None = None
-                       ) -> dict[str, Any]:
-        decision = self._decision(execution_id, alert, pb, existing)
+                       pause: dict[str, Any] | None = None, claimed: str | None = None,
+                       dry_run: bool = False) -> dict[str, Any]:
+        decision = self._decision(execution_id, alert, pb, existing, dry_run)
         decision["group"] = group_dict = group.to_dict()
         ctx = template_context.build(decision["alert"], group_dict, pb)  # which copies them
-        gc = GuardContext(playbook=pb, alert=alert, execution_id=execution_id, mode=self._mode(pb),
+        gc = GuardContext(playbook=pb, alert=alert, execution_id=execution_id, mode=decision["mode"],
                           claimed=claimed, resumed=existing is not None,
                           changed=(existing or {}).get("outcome") == "running"
                           and made_change(existing))
@@ -333,11 +341,12 @@ class Engine:
                 return stop
         return outcome
 
-    def _mode(self, pb: Playbook) -> str:
-        return "dry-run" if self.mode != "live" or pb.dry_run else "live"
+    def _mode(self, pb: Playbook | None, dry_run: bool = False) -> str:
+        return "dry-run" if dry_run or self.mode != "live" or (pb and pb.dry_run) else "live"
 
     def _decision(self, execution_id: str, alert: Alert, pb: Playbook | None,
-                  existing: dict[str, Any] | None = None) -> dict[str, Any]:
+                  existing: dict[str, Any] | None = None, dry_run: bool = False
+                  ) -> dict[str, Any]:
         return {
             "id": execution_id,
             "created_at": (existing or {}).get("created_at") or self.store.now_iso(),
@@ -345,7 +354,7 @@ class Engine:
             "alertname": alert.alertname,
             "status": alert.status,
             "playbook": pb.name if pb else None,
-            "mode": self._mode(pb) if pb else self.mode,
+            "mode": self._mode(pb, dry_run),
             "outcome": "planned",
             "reason": "",
             "target": None,

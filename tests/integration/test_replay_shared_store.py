@@ -1,21 +1,27 @@
 """`replay --store` beside `serve`: the replay decides its own payload's alerts and nothing
 else. It never claims serve's pending alerts, never resumes nor takes over an execution a
 stopped serve left interrupted (whatever the replay's mode), and an alert serve already
-received is a duplicate, as at the webhook. Real `serve` processes, a real HTTP receiver,
-real SQLite and PostgreSQL."""
+received is a duplicate, as at the webhook. What a dry-run replay leaves unfinished (killed)
+is decided dry-run by whoever takes it up. Real `serve` processes, a real HTTP receiver, real
+SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from remediator.alerts import DRY_RUN
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
+from tests.support.postgres import refused
 from tests.support.worker import WorkerProcess
 
 RULES = """
@@ -39,15 +45,19 @@ def _slow(x: str, seconds: int) -> dict:
     return alert("Slow", x=x, seconds=str(seconds), fingerprint=f"fp-{x}")
 
 
-def _replay(w: WorkerProcess, tmp: Path, payload: dict, mode: str) -> list[dict]:
+def _replay_args(w: WorkerProcess, tmp: Path, payload: dict, mode: str) -> list[str]:
+    """`remediator replay` of `payload` on serve's store, with serve's config and rules."""
     path = tmp / "payload.json"
     path.write_text(json.dumps(payload))
     config = w.args[w.args.index("--config") + 1]
     rules = w.args[w.args.index("--rules") + 1]
-    done = subprocess.run(
-        [sys.executable, "-m", "remediator.cli", "replay", str(path), "--mode", mode,
-         "--store", w.db, "--config", config, "--rules", rules, "--format", "json"],
-        env=w.env, capture_output=True, text=True, timeout=120)
+    return [sys.executable, "-m", "remediator.cli", "replay", str(path), "--mode", mode,
+            "--store", w.db, "--config", config, "--rules", rules, "--format", "json"]
+
+
+def _replay(w: WorkerProcess, tmp: Path, payload: dict, mode: str) -> list[dict]:
+    done = subprocess.run(_replay_args(w, tmp, payload, mode), env=w.env, capture_output=True,
+                          text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -79,6 +89,85 @@ def store_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'remediator.db'}"
     return request.getfixturevalue("postgres_url")
+
+
+@contextlib.contextmanager
+def _decisions_refused(request: pytest.FixtureRequest, url: str) -> Iterator[None]:
+    """The store refuses every decision's record (a trigger), then no more."""
+    message = "injected: decisions refused"
+    if url.startswith("postgresql://"):
+        with refused(request.getfixturevalue("postgres_cluster"), url,
+                     "BEFORE INSERT ON executions FOR EACH ROW", message):
+            yield
+        return
+    db = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    db.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON executions BEGIN SELECT "
+               f"RAISE(ABORT, '{message}'); END")
+    try:
+        yield
+    finally:
+        db.execute("DROP TRIGGER refuse")
+        db.close()
+
+
+def test_a_dry_run_replay_killed_mid_decision_is_never_acted_on_by_a_live_serve(
+        request, tmp_path, webhook_receiver, store_url):
+    """A dry-run replay into serve's store, killed -9 while it retries the record of its
+    decision (the store refused it): its alert stayed claimed in the inbox, and the next live
+    serve (SQLite: after its recovery made it pending; PostgreSQL: a replica, once the lease
+    lapsed) decided it live and acted on what the operator asked as a dry run. The item
+    carries its dry-run mode: decided dry-run, planned, nothing sent to the target."""
+    base = webhook_receiver.url.removesuffix("/alerts")
+    rules = write_rules(tmp_path / "rules", RULES % {"base": base})
+    env = {"REMEDIATOR_STORE_LEASE": "3s"}  # PostgreSQL: the replay's lease lapses soon
+    w = WorkerProcess(tmp_path, [str(rules)], mode="live", store=store_url, extra_env=env)
+    assert w.start().stop() == 0  # the store, as serve made it (SQLite: one writer at a time)
+    stderr = tmp_path / "replay.err"
+    with _decisions_refused(request, store_url), open(stderr, "w") as err:
+        replay = subprocess.Popen(_replay_args(w, tmp_path, notification(_slow("r", 1)),
+                                               "dry-run"),
+                                  env=w.env, stdout=subprocess.DEVNULL, stderr=err)
+        try:  # its decision made and refused: it backs off to try again
+            deadline = time.monotonic() + 60
+            while "retrying in" not in stderr.read_text():
+                assert replay.poll() is None and time.monotonic() < deadline, stderr.read_text()
+                time.sleep(0.05)
+        finally:
+            replay.kill()
+            replay.wait(10)
+    assert "injected: decisions refused" in stderr.read_text()
+
+    w2 = WorkerProcess(tmp_path, [str(rules)], mode="live", store=store_url,
+                       extra_env=env).start()
+    try:
+        [decided] = w2.decided(timeout=60)
+    finally:
+        assert w2.stop() == 0
+    assert decided["fingerprint"].startswith("replay-"), decided  # the replay's own alert
+    assert (decided["mode"], decided["outcome"]) == ("dry-run", "planned"), decided
+    assert [s["outcome"] for s in decided["steps"]] == ["planned", "planned"], decided
+    assert webhook_receiver.deliveries == []
+
+
+def test_a_webhook_cannot_make_a_live_serve_take_its_alert_for_a_dry_run(
+        tmp_path, webhook_receiver):
+    """The dry-run mark is the replay's, in the stored group alone: a payload naming it (a
+    top-level key, an alert's key, a label, an annotation) is accepted as any other, and
+    its alert is acted on by a live serve."""
+    base = webhook_receiver.url.removesuffix("/alerts")
+    rules = write_rules(tmp_path / "rules", RULES % {"base": base})
+    w = WorkerProcess(tmp_path, [str(rules)], mode="live").start()
+    try:
+        hostile = alert("Slow", x="h", seconds="0", fingerprint="fp-h",
+                        annotations={DRY_RUN: "true"}, **{DRY_RUN: "true"})
+        payload = notification({**hostile, DRY_RUN: True})
+        payload[DRY_RUN] = True
+        assert w.post_alerts(payload)[0] == 202
+        [decided] = w.decided()
+        webhook_receiver.wait_for(lambda d: d.path == "/slowact/h")
+    finally:
+        assert w.stop() == 0
+    assert (decided["mode"], decided["outcome"]) == ("live", "succeeded"), decided
 
 
 def test_a_dry_run_replay_leaves_a_stopped_serves_interrupted_live_run_to_serve(
