@@ -35,11 +35,13 @@ log = logging.getLogger("remediator.service")
 
 class Undecided(Exception):
     """An offline drain (`replay`, `remediator test`) gave up on alerts it could not decide
-    nor record a failure for; `decisions` are those it made meanwhile."""
+    nor record a failure for; `decisions` are those it made meanwhile, `left` the claimed
+    items it leaves undecided."""
 
-    def __init__(self, failures: list[str], decisions: list[dict[str, Any]]):
+    def __init__(self, failures: list[str], decisions: list[dict[str, Any]],
+                 left: list[InboxItem] | None = None):
         super().__init__("; ".join(failures))
-        self.decisions = decisions
+        self.failures, self.decisions, self.left = failures, decisions, left or []
 
 
 class Resuming(Exception):
@@ -244,7 +246,24 @@ class Service:
         async def next_batch() -> list[InboxItem]:
             return batches.pop(0) if batches else []
 
-        return await self._decide_batches(next_batch), result.duplicates
+        try:
+            return await self._decide_batches(next_batch), result.duplicates
+        except Undecided as exc:
+            if not dry_run:  # a live run's journal is for the next worker to resume
+                raise
+            left = exc.left + [item for batch in batches for item in batch]
+            raise Undecided([*exc.failures, await self._let_go(left)], exc.decisions,
+                            left) from None
+
+    async def _let_go(self, items: list[InboxItem]) -> str:
+        """A dry run's undecided items marked finished (nobody else needs its own alerts),
+        best effort: the store may refuse that write too. What became of them, said."""
+        for item in items:
+            with contextlib.suppress(Exception):
+                await self.store.finish(item.id)
+        return (f"{len(items)} alert(s) of this dry run left undecided, marked finished in the "
+                "store unless it refused that too: any it kept is decided dry-run (planned, "
+                "nothing run) by the next worker that takes it up, whatever its mode")
 
     async def drain(self) -> list[dict[str, Any]]:
         """Process everything pending now (tests, `remediator test`); return the decisions.
@@ -257,18 +276,19 @@ class Service:
         """Claimed items, a batch at a time, processed offline (nobody watches retries)."""
         decisions: list[dict[str, Any]] = []
         while items := await next_batch():
-            failures = []
-            for batch in await asyncio.gather(
+            failures, left = [], []
+            for item, batch in zip(items, await asyncio.gather(
                     *(self._process(i, self.offline_attempts) for i in items),
-                    return_exceptions=True):
+                    return_exceptions=True), strict=True):
                 if isinstance(batch, _GaveUp):
                     failures.append(str(batch))
+                    left.append(item)
                 elif isinstance(batch, BaseException):
                     raise batch
                 else:
                     decisions.extend(batch)
             if failures:
-                raise Undecided(failures, decisions)
+                raise Undecided(failures, decisions, left)
         return decisions
 
     async def _dispatch_loop(self) -> None:

@@ -391,8 +391,9 @@ def test_an_interrupted_change_failed_in_the_journal_is_never_continued_past(tmp
 def test_an_offline_replay_whose_decision_cannot_be_recorded_gives_up_and_says_so(tmp_path):
     """`serve` retries such an alert forever (above); `remediator replay` has nobody to watch
     the retries: it hung, backing off up to a minute at a time, forever. It now gives up
-    after a few attempts, names the alert and the error, exits non-zero, prints no decision
-    for it and leaves it unfinished in the store (the next start takes it up again)."""
+    after a few attempts, names the alert and the error, exits non-zero and prints no
+    decision for it. A dry run's own alert is nobody else's: it is marked finished, not left
+    for the next serve (which would decide it dry-run: test_replay_shared_store.py)."""
     rules = write_rules(tmp_path / "rules", """
         playbooks:
           - name: note
@@ -424,14 +425,16 @@ def test_an_offline_replay_whose_decision_cannot_be_recorded_gives_up_and_says_s
                      r"attempts: store write failed: injected: writes refused", refused.stderr)
     assert said and said[2] == dedupe_key("web", web(5)["startsAt"], "firing"), refused.stderr
     key = said[1]
+    assert "1 alert(s) of this dry run left undecided, marked finished in the store unless it " \
+           "refused that too: any it kept is decided dry-run" in refused.stderr
     assert "PLANNED" not in refused.stdout and "Traceback" not in refused.stderr
-    # Nothing claimed as done: no record, the item unfinished.
+    # No record; its item finished, left to no serve.
     assert db.execute("SELECT count(*) FROM executions").fetchone() == (1,)
-    assert db.execute("SELECT state FROM inbox WHERE dedupe_key=?", (key,)).fetchone() != ("done",)
+    assert db.execute("SELECT state FROM inbox WHERE dedupe_key=?", (key,)).fetchone() == ("done",)
     db.execute("DROP TRIGGER refuse")
     db.close()
     # The store takes writes again: the payload replayed is decided (a dry run's own alert,
-    # not a duplicate of the unfinished one, which stays for the next serve).
+    # not a duplicate of the one given up).
     again = replay(web(5))
     assert again.returncode == 0 and again.stdout.count("→ PLANNED") == 1, again.stderr
     assert "already received" not in again.stdout
