@@ -249,3 +249,32 @@ def setup_logging(level: str = "info", json_format: bool = True) -> None:
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.server").addFilter(_BAD_REQUESTS)  # once, however often set up
+
+
+class Recurring:
+    """A failure a loop meets again at every turn (a read-only database: each second's claim,
+    each lease renewal), said when it starts, then once a minute with how often it recurred,
+    and when it ends: a traceback every second buried everything else in the log."""
+
+    def __init__(self, logger: logging.Logger, what: str, every: float = 60.0):
+        self.logger, self.what, self.every = logger, what, every
+        self._since: float | None = None  # monotonic time of the first failure in a row
+        self._said, self._count = 0.0, 0
+
+    def failed(self, exc: BaseException, detail: bool = True) -> None:
+        """Another failure; `detail`: with its traceback (an unforeseen error)."""
+        now = time.monotonic()
+        self._count += 1
+        if self._since is None:
+            self._since = self._said = now
+            self.logger.error("%s: %s", self.what, exc, exc_info=exc if detail else None)
+        elif now - self._said >= self.every:
+            self._said = now
+            self.logger.error("%s, still (%d times in %.0fs): %s", self.what, self._count,
+                              now - self._since, exc)
+
+    def succeeded(self) -> None:
+        if self._since is not None:
+            self.logger.warning("%s: recovered after %d failure(s) in %.0fs", self.what,
+                                self._count, time.monotonic() - self._since)
+            self._since, self._count = None, 0

@@ -23,6 +23,7 @@ from .engine.executor import Executor
 from .engine.slots import Slots
 from .escalation import Escalator, build_sink
 from .guards import APPROVAL, PENDING, Guards, decide_approval
+from .logs import Recurring
 from .metrics import Metrics
 from .playbooks.index import RuleSet
 from .playbooks.parse_cache import ParseCache, cache_directory
@@ -99,6 +100,7 @@ class Service:
         self._stopping = False
         self._pruned_at = 0.0
         self._pending_counted = -1.0  # monotonic time of the pending gauge's last count
+        self._claims = Recurring(log, "cannot claim work from the store (retried every second)")
         self._started_at = self.clock()
         self.last_reload: dict[str, Any] = {}  # {"at", "ok", "error"}: shown by the console
         self._reloading = asyncio.Lock()
@@ -299,16 +301,13 @@ class Service:
             try:
                 items = await self.store.claim(free) if free > 0 else []
                 self._more = self._more if free <= 0 else len(items) == free
-            except StoreUnavailable as exc:
-                log.error("cannot claim work from the store: %s", exc)
-                await asyncio.sleep(1)
-                continue
-            except Exception:
+            except Exception as exc:
                 # A statement the store refused (not an outage) must not end the dispatcher:
                 # this replica would stay ready and never decide an acknowledged alert again.
-                log.exception("cannot claim work from the store; retrying in 1s")
+                self._claims.failed(exc, detail=not isinstance(exc, StoreUnavailable))
                 await asyncio.sleep(1)
                 continue
+            self._claims.succeeded()
             for item in items:  # each task leaves `_running` as it ends (`_process`)
                 self._running.add(asyncio.create_task(self._process(item)))
             if items and len(self._running) < self.config.max_executions:
@@ -403,11 +402,14 @@ class Service:
     async def _maintenance_loop(self, interval: float = 10.0) -> None:
         """Redeliver spooled notes, expire approvals, refresh gauges: periodic, off the
         alert path."""
+        failing = Recurring(log, f"maintenance failed (retried every {interval:g}s)")
         while True:
             try:
                 await self.maintain()
-            except Exception:
-                log.exception("maintenance failed; retrying in %gs", interval)
+            except Exception as exc:
+                failing.failed(exc, detail=not isinstance(exc, StoreUnavailable))
+            else:
+                failing.succeeded()
             await asyncio.sleep(interval)
 
     async def maintain(self) -> None:

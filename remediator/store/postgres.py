@@ -38,6 +38,7 @@ import asyncpg
 
 from .. import redact as secrets
 from .. import turns
+from ..logs import Recurring
 from . import packing
 from .base import (
     LOCKED,
@@ -272,16 +273,19 @@ class PostgresStore:
     # --- leases ------------------------------------------------------------------------
 
     async def _renew_loop(self) -> None:
+        failing = Recurring(log, "cannot renew store leases")
         while True:
             await asyncio.sleep(self.lease / 3)
             try:
                 await self.renew()
-            except Exception:
+            except Exception as exc:
                 # A statement refused otherwise than by an outage (a database read-only for
                 # a moment) ended the heartbeat for good: every run here was then fenced at
                 # its next write, and taken over again by this replica, for ever.
-                log.exception("cannot renew store leases")
+                failing.failed(exc)
                 self._leases.check()
+            else:
+                failing.succeeded()
 
     async def renew(self) -> None:
         """Extend the leases of everything held here; notice what was taken over."""

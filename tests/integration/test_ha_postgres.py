@@ -30,7 +30,7 @@ import pytest
 import requests
 
 from remediator.store.postgres import PostgresStore
-from tests.conftest import write_rules
+from tests.conftest import new_store, write_rules
 from tests.console.test_console_http import _until_tick, csrf, login
 from tests.integration.test_cli import cli
 from tests.support.alertmanager import Alertmanager, make_alert, webhook_config
@@ -430,6 +430,29 @@ def test_a_database_that_refuses_its_clock_is_served_on_the_replicas_clock(
         w.stop()
     assert logs.count("cannot read the database's clock (permission denied") == 1, logs
     assert "cannot renew store leases" not in logs
+
+
+def test_a_read_only_database_is_said_once_not_a_traceback_every_second(
+        tmp_path, postgres_url, receiver):
+    """A database read-only for a while (a failover's old primary, a maintenance switch): each
+    lease renewal (every second here) logged a whole traceback, as a refused claim did. The
+    failure is said when it starts, then once a minute with a count, and when it ends;
+    webhooks get a 503."""
+    created = new_store(postgres_url)
+    read_only = f"{created}?options=-c%20default_transaction_read_only%3Don"
+    w = WorkerProcess(tmp_path, [str(write_rules(tmp_path / "rules", _rules(receiver().url)))],
+                      store=read_only, extra_env={"REMEDIATOR_STORE_LEASE": "3s"})
+    w.start()
+    try:
+        assert w.post_alerts(_notification(_alert("a1")))[0] == 503
+        time.sleep(4.5)  # four renewals, each refused
+        logs = w.logs()
+    finally:
+        w.stop()
+    said = Counter(json.loads(line)["msg"] for line in logs.splitlines() if line.startswith("{"))
+    assert [count for msg, count in said.items() if msg.startswith(
+        "cannot renew store leases: cannot execute UPDATE in a read-only transaction")] == [1], logs
+    assert max(said.values()) == 1, said  # nothing said again every second
 
 
 def test_pause_on_one_replica_stops_every_replica(replicas, receiver, postgres_url):
