@@ -156,14 +156,19 @@ class Service:
         self._wakeup.set()
         for task in self._tasks:
             task.cancel()
-        if self._running:
-            _done, pending = await asyncio.wait(self._running, timeout=self.config.grace_period)
+        # Runs started meanwhile (an approval's resume, a retry) get what is left of the
+        # grace period too: a snapshot of `_running` let them run on past the store's close.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.grace_period
+        while (pending := {t for t in self._running if not t.done()}) and \
+                (left := deadline - loop.time()) > 0:
+            await asyncio.wait(pending, timeout=left)
+        if pending:
             for task in pending:
                 task.cancel()  # its inbox item stays `running` and resumes after restart
-            if pending:
-                log.warning("%d execution(s) still running after the %gs grace period; they "
-                            "resume after restart", len(pending), self.config.grace_period)
-                await asyncio.wait(pending, timeout=5)
+            log.warning("%d execution(s) still running after the %gs grace period; they "
+                        "resume after restart", len(pending), self.config.grace_period)
+            await asyncio.wait(pending, timeout=5)
         await self.backends.close()
         await self.store.close()
 
@@ -484,6 +489,9 @@ class Service:
         from the journal.
         """
         assert self.engine is not None
+        if self._stopping:  # a 503 at every endpoint: approved here, it ran as the store closed
+            raise StoreUnavailable("shutting down: approve again in a moment (another replica, "
+                                   "or this one once restarted)")
         claimed: InboxItem | None = None  # from its claim on, a failure leaves it claimed
         try:
             async with self.store.critical("approvals"):
@@ -554,9 +562,11 @@ class Service:
         here waits for a restart on SQLite, and approving again finds it taken): the run goes
         on as far as the approval recorded says, or asks for it again. The execution is
         resumed, not the alert matched again: a playbook a reload removed is never matched,
-        and its execution stayed `blocked` on the decided approval, unrecorded."""
-        self._running.add(asyncio.create_task(self._process(item, resume=(decision,
-                                                                           approved))))
+        and its execution stayed `blocked` on the decided approval, unrecorded. Not once
+        stopping: the item stays claimed, and is resumed from the journal after restart."""
+        if not self._stopping:
+            self._running.add(asyncio.create_task(self._process(item, resume=(decision,
+                                                                               approved))))
 
     async def _claim_for_resume(self, decision: dict[str, Any]) -> InboxItem:
         """The alert's inbox item, claimed here; a run in progress (here or on another

@@ -10,6 +10,8 @@ import textwrap
 
 import pytest
 
+from remediator.service import Resuming
+from remediator.store.base import StoreUnavailable
 from tests.integration.test_guards import Harness, restart_then_approved_scale, web
 from tests.support.payloads import alert
 from tests.support.worker import loopback_guards
@@ -341,3 +343,24 @@ def test_a_withdrawn_approval_after_a_change_is_verified_by_the_resolution_and_c
     assert run(store.count_events("success", "restart-web:prod/deployment/web", 0)) == 1
     assert run(store.list_state("approval-pending:")) == {}
     run(h.service.stop())
+
+
+def test_an_approval_while_stopping_is_refused_not_run_as_the_store_closes(tmp_path, run):
+    """SIGTERM, then an approval on a kept-alive connection during the grace period: it was
+    accepted, and its resumed run went on past the grace period's snapshot while the store
+    and backends closed under it. Refused now (a 503 at every endpoint); nothing runs."""
+    h = run(Harness(tmp_path, "{cooldown: 1m}", approval=True, slow=1.0).start())
+    [first] = run(h.fire(web(0)))
+    [second] = run(h.fire(web(0, deployment="api")))
+
+    async def approve_while_stopping():
+        with pytest.raises(Resuming):  # its run holds stop() in the grace period
+            await h.service.approve(first["id"], by="a", answer_within=0)
+        stopping = asyncio.create_task(h.service.stop())
+        await asyncio.sleep(0.1)
+        with pytest.raises(StoreUnavailable, match="shutting down"):
+            await h.service.approve(second["id"], by="a", answer_within=0)
+        await stopping
+
+    run(approve_while_stopping())
+    assert h.calls == [first["id"]]  # the first ran to its end within the grace period
