@@ -40,10 +40,11 @@ _SECRET_VALUE = compile_regex(
 _HEX = compile_regex(r"[0-9a-fA-F]{32,}", anchored=True)
 _BASE64 = compile_regex(r"[A-Za-z0-9+/_-]{24,}={0,2}", anchored=True)
 _MIXED = (re.compile(r"[A-Z]"), re.compile(r"[a-z]"), re.compile(r"[0-9]"))
-# `password=…`, `db.password: …`, `--token …` inside a longer value: the value part is masked.
+# `password=…`, `db.password: …`, `--token …` inside a longer value: the value part is
+# masked, quoted (`password="s3cret pw"`, `--password 'x'`) or not.
 _INLINE = compile_regex(
-    r"(?i)((?:pass|pwd|secret|token|api_?key|credential)[\w.-]*(?:\s*[=:]\s*|\s+))"
-    r"[^\s&;,\"']+")
+    r"(?i)((?:pass|pwd|secret|token|api[._-]?key|credential)[\w.-]*(?:\s*[=:]\s*|\s+))"
+    r"(?:\"[^\"]*\"?|'[^']*'?|[^\s&;,\"']+)")
 
 
 def environment(info: dict[str, Any]) -> dict[str, Any]:

@@ -109,11 +109,12 @@ SECRETS = {"DB_PASS": "hunter2hunter2", "SMTP_PASS": "smtp-pw-6655", "MONGO_PASS
            "DB_PWD": "pwd-value-9911", "SESSION_SALT": "salt-value-1234",
            "BROKER": "amqp://app:broker-pw-4242@mq:5672/vhost",
            "JAVA_OPTS": "-Xmx1g -Dspring.datasource.password=javapw-3131 -Dx=1",
+           "QUOTED_OPTS": "-Ddb.password=\"quoted pw-5151\" --token 'tok-6161' -Dapi.key=ak-7171",
            "UPSTREAM": "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8",
            "SIGNATURE_SEED": "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MEFCQ0RFRg"}
 SECRET_VALUES = ("hunter2hunter2", "smtp-pw-6655", "mongo-pw-7788", "pwd-value-9911",
                  "salt-value-1234", "broker-pw-4242", "javapw-3131", "a1B2c3D4e5F6g7H8",
-                 "Zm9vYmFyYmF6cXV4")
+                 "Zm9vYmFyYmF6cXV4", "quoted pw-5151", "tok-6161", "ak-7171")
 
 
 def test_environment_never_shows_a_secret_by_name_or_by_look(docker_env, ctx, run):
@@ -134,6 +135,7 @@ def test_environment_never_shows_a_secret_by_name_or_by_look(docker_env, ctx, ru
     # the rest of a value stays: where the broker is, the JVM's other options
     assert env["BROKER"] == "amqp://<redacted>@mq:5672/vhost"
     assert env["JAVA_OPTS"] == "-Xmx1g -Dspring.datasource.password=<redacted> -Dx=1"
+    assert env["QUOTED_OPTS"] == "-Ddb.password=<redacted> --token <redacted> -Dapi.key=<redacted>"
 
 
 def test_libervia_api_down_leaves_a_gateway_stopped_past_its_timeout_and_its_secrets_out(
