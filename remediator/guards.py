@@ -284,7 +284,7 @@ class Guards:
 
     @staticmethod
     def _open(gc: GuardContext, state: dict[str, Any] | None, now: float) -> Block | None:
-        if state and now < state.get("until", 0):  # a reset's state has none: closed
+        if state and now < state.get("until", 0):  # a reset's ends at the reset: closed
             return Block("circuit_open", f"circuit for {gc.playbook.name} on {gc.target} open "
                                          f"since {_iso(state['opened_at'])} until "
                                          f"{_iso(state['until'])}; reset with POST "

@@ -464,11 +464,16 @@ class Service:
         next firing open it again. The reset's time is kept instead, and the circuit counts
         from it (`Guards._circuit`): the next alert is remediated."""
         now = self.clock()  # the store's, as the successes' times
-        circuits = [key for key, value in (await self.store.list_state("circuit:")).items()
-                    if key.endswith(f":{target}") and "until" in value
-                    and (not playbook or key == f"circuit:{playbook}:{target}")]
-        for key in circuits:
-            await self.store.put_state(key, {"reset_at": now, "reset_by": by})
+        # Opened since its last reset (a reset's own state ends where it was reset). The
+        # reset keeps `until` (now) and `opened_at`: a replica of the previous version reads
+        # both, and took the reset's state for an error at every alert of that target.
+        circuits = {key: value for key, value in (await self.store.list_state("circuit:")).items()
+                    if key.endswith(f":{target}") and value.get("reset_at", -1)
+                    < value.get("until", -1)
+                    and (not playbook or key == f"circuit:{playbook}:{target}")}
+        for key, value in circuits.items():
+            await self.store.put_state(key, {"reset_at": now, "reset_by": by, "until": now,
+                                             "opened_at": value.get("opened_at", now)})
         log.warning("circuits %s reset by %s", circuits, by)
         return [key.split(":", 1)[1] for key in circuits]
 

@@ -56,6 +56,10 @@ def test_after_a_reset_the_next_alert_is_remediated(worker_factory, webhook_rece
                         b"", OPERATOR)
     assert (status, body) == (200, {"reset": ["restart-web:prod/deployment/web"]})
     assert w.call(w.service.open_circuits()) == []
+    # A replica of the previous version (a rolling update, a rollback) reads `until` and
+    # `opened_at` of every circuit state: a reset's keeps both, ended at the reset.
+    state = w.call(w.service.store.get_state("circuit:restart-web:prod/deployment/web"))
+    assert state["until"] == state["reset_at"] and "opened_at" in state, state
     # Counting restarts at the reset: two more successes, then the circuit opens again.
     for _ in range(3):
         fire()
