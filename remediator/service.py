@@ -540,11 +540,11 @@ class Service:
             return await self._resume(claimed, decision, approve)
         run = asyncio.create_task(self._resume(claimed, decision, approve))
         self._running.add(run)  # a run like the dispatcher's: counted, waited for at stop
-        run.add_done_callback(_resumed)
         run.add_done_callback(self._running.discard)
         await asyncio.wait((run,), timeout=answer_within)
         if run.done():
             return run.result()
+        run.add_done_callback(_resumed)  # its caller has had its answer: said in the log
         raise Resuming(await self.store.get_execution(execution_id) or decision)
 
     async def _resume(self, item: InboxItem, decision: dict[str, Any],
@@ -588,10 +588,10 @@ class Service:
 
 
 def _resumed(run: asyncio.Task[dict[str, Any]]) -> None:
-    """A resume that outlived its answer: its failure is retried (`Service._retry`) and
-    said here, not left to asyncio's "exception was never retrieved"."""
+    """A resume that outlived its answer: its failure (retried by `Service._retry` where
+    the resume itself failed) is said here, not left to "exception was never retrieved"."""
     if not run.cancelled() and (exc := run.exception()) is not None:
-        log.error("the resumed execution failed: %s; retried", _named(exc))
+        log.error("an approved execution's resume failed after its answer: %s", _named(exc))
 
 
 class _GaveUp(Exception):
