@@ -21,16 +21,21 @@ def cli(*args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
+def _awaiting_approval(w: WorkerProcess) -> str:
+    """WebDown fired at `w`; the id of its execution once blocked on the approval."""
+    w.post_alerts(notification(alert("WebDown", fingerprint="w1")))
+    deadline = time.monotonic() + 15
+    while not (pending := w.executions(outcome="blocked")):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return pending[0]["id"]
+
+
 def test_approve_history_and_show(tmp_path, webhook_receiver):
     rules = write_rules(tmp_path / "rules", APPROVAL_RULES % {"url": webhook_receiver.url})
     w = WorkerProcess(tmp_path, [str(rules)], mode="live").start()
     try:
-        w.post_alerts(notification(alert("WebDown", fingerprint="w1")))
-        deadline = time.monotonic() + 15
-        while not (pending := w.executions(outcome="blocked")):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        execution_id = pending[0]["id"]
+        execution_id = _awaiting_approval(w)
 
         refused = cli("approve", execution_id, "--url", w.url, operator_token="wrong")
         assert refused.returncode == 1 and "401" in refused.stderr
@@ -120,12 +125,7 @@ def test_an_approval_is_answered_while_its_resumed_run_goes_on(tmp_path, webhook
         "method: POST}", "method: POST, timeout: 40s}") % {"url": webhook_receiver.url})
     w = WorkerProcess(tmp_path, [str(rules)], mode="live").start()
     try:
-        w.post_alerts(notification(alert("WebDown", fingerprint="w1")))
-        deadline = time.monotonic() + 15
-        while not (pending := w.executions(outcome="blocked")):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        execution_id = pending[0]["id"]
+        execution_id = _awaiting_approval(w)
 
         approved = cli("approve", execution_id, "--url", w.url, operator_token=OPERATOR_TOKEN)
         assert held.is_set() and not release.is_set()  # answered with the call still held
