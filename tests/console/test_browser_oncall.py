@@ -139,15 +139,22 @@ def test_an_approver_finds_the_runbook_and_what_the_step_does(worker_factory, ch
     assert driver.find_element(By.CSS_SELECTOR, f"#decisions {row}").is_displayed()
 
 
-def test_the_list_says_whether_it_is_live(worker_factory, chromium):
-    """A filtered list never updates, and a stream that ended (its session logged out
-    elsewhere or expired) left the list as it was: both looked like the live list."""
-    driver = chromium
+def _live_list(driver, worker_factory):
+    """A worker, and its decisions list in the browser once its stream is live: (worker, a
+    30 s wait, the live-state element)."""
     w = worker_factory()
     log_in(driver, w.url, "victor", VIEWER_TOKEN)
     wait = WebDriverWait(driver, 30)
     state = driver.find_element(By.ID, "live-state")
     wait.until(lambda d: state.get_attribute("data-state") == "live")
+    return w, wait, state
+
+
+def test_the_list_says_whether_it_is_live(worker_factory, chromium):
+    """A filtered list never updates, and a stream that ended (its session logged out
+    elsewhere or expired) left the list as it was: both looked like the live list."""
+    driver = chromium
+    w, wait, state = _live_list(driver, worker_factory)
     assert state.is_displayed() and state.text.startswith("Live")
     w.post_alerts(notification(alert("DemoDown", namespace="demo", deployment="web")))
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#decisions tr[data-id]"))
@@ -192,11 +199,7 @@ def test_the_list_asks_for_a_reload_when_a_storm_outran_its_stream(worker_factor
     """More decisions between two ticks than a read holds: the list drew 50 of them and went on
     saying it was live. The stream's shared read is held while the webhook's are recorded."""
     driver = chromium
-    w = worker_factory()
-    log_in(driver, w.url, "victor", VIEWER_TOKEN)
-    wait = WebDriverWait(driver, 30)
-    state = driver.find_element(By.ID, "live-state")
-    wait.until(lambda d: state.get_attribute("data-state") == "live")
+    w, wait, state = _live_list(driver, worker_factory)
     let_go = held_ticks(w)
     w.post_alerts(notification(*(alert(f"NoMatch{i}", fingerprint=f"nm{i}")
                                  for i in range(LATEST + 10))))
