@@ -9,6 +9,7 @@ that computes on an earlier step's result is its placeholder (`templating.Pendin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,8 @@ from .executor import StepRecord
 
 # Steps whose checked parameters or plans are kept: every loaded one, bounded across reloads.
 _LITERAL_MAX = 4096
+# A `{{ expression }}` in a plan's text, shown as the placeholder it stands for.
+_EXPRESSION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}")
 
 
 @dataclass
@@ -198,19 +201,18 @@ def checked_planned(action: Any, raw: dict[str, Any], ctx: dict[str, Any]
 
 def described(action: Any, raw: dict[str, Any], shown: dict[str, Any]) -> str:
     """A plan's words for a step: the action's own, each value that waits for an earlier
-    result standing as its template says it (`⟨steps.dep.result.replicas + 1⟩`; a text with
-    such an expression inside as written: `HTTP {{ steps.bucket.result.status }} on the
-    bucket`), not as the placeholder the first result it read raised; one that branches
-    (`{% if %}`) stays that placeholder: its Jinja source says less than the action's words.
+    result standing as its template says it (`⟨steps.dep.result.replicas + 1⟩`, and so
+    in a text: `HTTP ⟨steps.bucket.result.status⟩ on the bucket`, not Jinja's braces a 3 a.m.
+    reader must parse), not as the placeholder the first result it read raised; one that
+    branches (`{% if %}`) stays that placeholder: its Jinja source says less than the action's
+    words.
     An action that cannot describe such values is said to take them from earlier results."""
     shown = dict(shown)
     for name, value in shown.items():
         text = raw.get(name)
         if (isinstance(value, str) and templating.only_placeholder(value)
                 and isinstance(text, str) and "{%" not in text):
-            text = " ".join(text.split())
-            alone = text.startswith("{{") and text.endswith("}}") and text.count("{{") == 1
-            shown[name] = f"\u27e8{text[2:-2].strip()}\u27e9" if alone else text
+            shown[name] = _EXPRESSION.sub(lambda m: f"\u27e8{m[1]}\u27e9", " ".join(text.split()))
     try:
         return action.describe(shown)
     except Exception:  # a description computing on a value a placeholder stands for

@@ -111,11 +111,12 @@ def test_the_quick_starts_replay_plans_the_whole_code_forge_playbook(tmp_path: P
     assert (decision["playbook"], decision["outcome"]) == ("code-forge-s3-upload-failure", "planned")
     steps = {s["name"]: s for s in decision["steps"]}
     assert {s["outcome"] for s in steps.values()} == {"planned"}, steps
-    # A check deciding on earlier results: its message as written, the result it reads named.
+    # A check deciding on earlier results: its message as written, each expression in it
+    # shown as the placeholder of the result it reads, not as Jinja.
     assert steps["not_bucket_or_iam"]["detail"] == (
         "check a condition known at run time (if it does not hold: the bucket is missing or "
-        "access is denied (NoSuchBucket/AccessDenied in the logs, or HTTP {{ steps.bucket."
-        "result.get('status') }} on the bucket): a Terraform/IAM change, not a restart)")
+        "access is denied (NoSuchBucket/AccessDenied in the logs, or HTTP \u27e8steps.bucket."
+        "result.get('status')\u27e9 on the bucket): a Terraform/IAM change, not a restart)")
     # Its message's placeholder names the call it waits for, not the sandbox's probe of it.
     assert steps["not_bucket_or_iam"]["params"]["message"] == "\u27e8steps.bucket.result.get(\u2026)\u27e9"
     assert list(steps)[-3:] == ["restart", "rollout", "verify"]
