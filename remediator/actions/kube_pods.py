@@ -122,7 +122,10 @@ class Logs(KubeAction):
             f"up to {params['max_pods']} pods in {ns} matching {params['selector']}"
         since = f" from the last {params['since']:g}s" if params.get("since") else ""
         grep = f", keeping lines matching {params['grep']}" if params.get("grep") else ""
-        return f"read the last {params['tail']} log lines{since} of {where}{grep}"
+        # `previous`: the container that ended before this one (a crash's last words), which
+        # a plan must tell apart from the running one's lines
+        which = " of the previous (terminated) container" if params.get("previous") else ""
+        return f"read the last {params['tail']} log lines{since}{which} of {where}{grep}"
 
     async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         ns = params["namespace"]

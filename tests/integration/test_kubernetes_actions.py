@@ -539,6 +539,10 @@ def test_logs_of_one_pod_since_and_container(run, ctx, kubeapi: KubeAPIServer) -
     # RE2, as for matchers: what cannot run in linear time is refused
     assert problems("kubernetes.logs", namespace=NS, pod="multi", grep=r"(a+)\1") == [
         r"grep: '(a+)\\1' is not a valid RE2 regex: invalid escape sequence: \1"]
+    # a plan tells the previous (crashed) container's lines from the running one's
+    logs = ACTIONS["kubernetes.logs"]
+    assert logs.describe(params(logs, namespace=NS, pod="multi", previous=True, tail=50)) == (
+        f"read the last 50 log lines of the previous (terminated) container of pod {NS}/multi")
 
 
 def test_logs_extract_the_keys_failing_lines_name(run, ctx, kubeapi: KubeAPIServer) -> None:
