@@ -304,7 +304,8 @@ async def _finish_withdrawn(records: Records, run: dict[str, Any], step: str) ->
     records.unsaved[run["id"]] = (at[-1], record)  # journaled with the final record
     pb = records.playbook(run["playbook"] or "")
     try:
-        outcome = after_cancel(run, step, record, run["steps"])
+        outcome = after_cancel(run, step, record, run["steps"],
+                               pb is None or pb.resolution_verifies)
         run["reason"] += " (its approval was withdrawn)"
         if pb is None:  # a reload removed it: recorded all the same, nothing to count
             await records.finish(dict(run, outcome=outcome))

@@ -289,7 +289,8 @@ class Engine:
                 if done["outcome"] == "failed" and (stop := after_failure(decision, step, done)):
                     return stop
                 if done["outcome"] == "cancelled":  # so is a change the resolution cancelled
-                    return after_cancel(decision, step.name, done, step_records)
+                    return after_cancel(decision, step.name, done, step_records,
+                                        gc.playbook.resolution_verifies)
                 continue
             if unsaved := self.records.unsaved.pop(decision["id"], None):  # before the next step
                 await self.records.journal(decision, *unsaved)
@@ -336,7 +337,8 @@ class Engine:
                                            step=step.name)
                 return None
             if record.outcome == "cancelled":
-                return after_cancel(decision, step.name, journaled, step_records)
+                return after_cancel(decision, step.name, journaled, step_records,
+                                    gc.playbook.resolution_verifies)
             if record.outcome == "failed" and (stop := after_failure(decision, step, journaled)):
                 return stop
         return outcome

@@ -173,8 +173,10 @@ class Steps:
         actx = ActionContext(backends=self.backends, log=log, execution_id=gc.execution_id,
                              step=step.name,
                              fingerprint=gc.alert.fingerprint, results=ctx["steps"])
-        if record.mutating or gc.alert.status == "resolved":
-            # A change in flight is never interrupted; nor is the resolution's own work.
+        if record.mutating or gc.alert.status == "resolved" or not gc.playbook.resolution_verifies:
+            # A change in flight is never interrupted; nor is the resolution's own work; nor
+            # a wait of a playbook whose alert may clear before its fix is seen to complete
+            # (`resolution_verifies: false`): the wait decides, not the resolution.
             await self.executor.run(action, params, actx, record, step.timeout, step.retries,
                                     intent)
         else:

@@ -83,6 +83,9 @@ class Playbook:
     on_resolved: tuple[Step, ...] = field(default_factory=tuple)
     # "changed": on_resolved reverts only what the firing run changed; "always": regardless.
     on_resolved_when: str = "changed"
+    # False: the alert's resolution while the firing run waits is not its verification (its
+    # waits run on and decide): an alert that clears before the fix is seen to complete.
+    resolution_verifies: bool = True
     escalation: Escalation | None = field(default_factory=lambda: None)
 
     def matches(self, labels: dict[str, str], status: str) -> bool:
@@ -134,6 +137,7 @@ def build_playbook(data: dict[str, Any], file: str, order: int,
         target=build_target(data.get("target")),
         guards=data.get("guards", {}),
         on_resolved_when=data.get("on_resolved_when", "changed"),
+        resolution_verifies=data.get("resolution_verifies", True),
         # Only what they are made from is kept (the rest of the playbook's data is let go:
         # fewer objects for the collection before the freeze to walk).
         _later=later or (data.get("steps", []), data.get("on_resolved", []),

@@ -147,6 +147,12 @@ PLAYBOOK: dict[str, Any] = {
             "description": "changed (default): on_resolved, if it mutates, runs only when the "
                            "firing run changed something; always: also after a run that "
                            "changed nothing"},
+        "resolution_verifies": {
+            "type": "boolean",
+            "description": "true (default): the alert's resolution while the firing run "
+                           "waits, after a change, ends the run as verified; false: its "
+                           "waits run on and decide (an alert that can clear before the fix "
+                           "is seen to complete, such as mid-rollout)"},
         "escalation": ESCALATION,
     },
 }

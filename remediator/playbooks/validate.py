@@ -346,6 +346,7 @@ def _check_playbook(src: Source, at: Path, data: dict[str, Any],
                                     "on_resolved runs on every resolution, even when the firing "
                                     "run was blocked and changed nothing: it may revert a change "
                                     "that was never made"))
+    problems.extend(_check_resolution_verifies(src, at, data, mutating))
     esc = data.get("escalation") or {}
     # A note is written after the steps: it may read any step's result.
     all_steps = [s["name"] for s in (*data.get("steps", []), *data.get("on_resolved", []))]
@@ -386,6 +387,22 @@ def _templates(value: Any, at: Path) -> Iterable[tuple[Path, str]]:
 def _step_at(data: dict[str, Any], where: Path) -> dict[str, Any]:
     """The step at `where` (…, section, index) inside one playbook's data."""
     return data[where[-2]][where[-1]]
+
+
+def _check_resolution_verifies(src: Source, at: Path, data: dict[str, Any],
+                               mutating: list[Path]) -> list[Problem]:
+    """`resolution_verifies` only matters to a firing run that changes something: the
+    resolution is taken as the verification of a change, never of evidence alone."""
+    if "resolution_verifies" not in data:
+        return []
+    where = (*at, "resolution_verifies")
+    if data["match"].get("status") == "resolved":
+        return [src.problem(where, "warning", "resolution_verifies does nothing on a playbook "
+                            "that matches only resolutions: there is no firing run to verify")]
+    if data["resolution_verifies"] is False and not any(w[len(at)] == "steps" for w in mutating):
+        return [src.problem(where, "warning", "resolution_verifies: false does nothing here: no "
+                            "step changes anything, and a resolution only verifies a change")]
+    return []
 
 
 def _check_guards(src: Source, at: Path, data: dict[str, Any], mutating: list[Path]) -> list[Problem]:

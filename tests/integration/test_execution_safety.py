@@ -345,6 +345,35 @@ def test_a_withdrawn_approval_after_a_change_is_verified_by_the_resolution_and_c
     run(h.service.stop())
 
 
+def test_a_withdrawn_approval_after_a_change_is_not_verified_when_resolution_verifies_is_false(
+        tmp_path, run):
+    """The same withdrawn approval under `resolution_verifies: false`: the resolution is not
+    the restart's verification, and the scale that was to follow never ran. Escalated with a
+    note saying so, its success not counted by the circuit, not left `blocked`."""
+    h = Harness(tmp_path, "{}")
+    rules = restart_then_approved_scale("{cooldown: 1m, circuit_breaker: {max_refires: 3, "
+                                        "window: 1h}}")
+    (tmp_path / "rules" / "web.yaml").write_text(rules.replace(
+        "\n    guards:", "\n    resolution_verifies: false\n    guards:"))
+    run(h.start())
+    [pending] = run(h.fire(web(0)))
+    assert (pending["outcome"], pending["blocked_step"]) == ("blocked", "scale"), pending
+    run(h.fire(web(0, status="resolved")))
+    done = run(h.service.store.get_execution(pending["id"]))
+    assert (done["outcome"], done["reason"]) == (
+        "escalated", "the alert resolved before step 'scale'; it was not run, after 'restart' "
+        "changed something: not taken as its verification (resolution_verifies: false); the "
+        "steps that would have seen the change complete did not run (its approval was "
+        "withdrawn)"), (done["outcome"], done["reason"])
+    assert [s["outcome"] for s in done["steps"]] == ["succeeded", "cancelled"]
+    [note] = h.note_files()
+    assert "not taken as its verification" in note.read_text()
+    store = h.service.store
+    assert run(store.count_events("success", "restart-web:prod/deployment/web", 0)) == 0
+    assert run(store.list_state("approval-pending:")) == {}
+    run(h.service.stop())
+
+
 def test_an_approval_while_stopping_is_refused_not_run_as_the_store_closes(tmp_path, run):
     """SIGTERM, then an approval on a kept-alive connection during the grace period: it was
     accepted, and its resumed run went on past the grace period's snapshot while the store

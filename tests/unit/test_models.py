@@ -18,7 +18,7 @@ FULL = {
                "timeout": "1m", "retries": 1, "on_failure": "continue", "approval": "required",
                "description": "why", "target": {"kind": "pod", "name": "w"}}],
     "on_resolved": [{"name": "r", "action": "log"}],
-    "on_resolved_when": "always",
+    "on_resolved_when": "always", "resolution_verifies": False,
     "escalation": {"severity": "critical", "respond_within": "15m", "owner": "o", "team": "t",
                    "summary": "s", "always": True, "next_steps": ["n"], "sinks": ["files"],
                    "raise": [{"severity": "page", "when": "true", "respond_within": "5m"}]},
