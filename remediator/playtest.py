@@ -43,6 +43,7 @@ from .actions.base import Action, ActionContext, ActionError, TransientError, pa
 from .alerts import PayloadError, notification_from_dict
 from .config import ConfigError, load_config
 from .engine.executor import Executor, StepRecord
+from .engine.inflight import InFlight
 from .logs import setup_logging
 from .playbooks.schema import TEST_FILE, check_shape, did_you_mean
 from .playbooks.source import Problem, Source, SourceError, load_source
@@ -94,6 +95,7 @@ class CannedExecutor(Executor):
         super().__init__(runner=self._answer, retry_wait=0)
         self.results = {k: v if isinstance(v, list) else [v] for k, v in results.items()}
         self.calls: dict[str, int] = defaultdict(int)
+        self.inflight: InFlight | None = None  # the engine's, for `alert_resolves`
 
     async def run(self, action: Action, params: dict[str, Any], ctx: ActionContext,
                   record: StepRecord, timeout: float | None, attempts: int,
@@ -113,6 +115,14 @@ class CannedExecutor(Executor):
         answers = self.results[key]
         answer = answers[min(self.calls[key], len(answers) - 1)]  # the last one repeats
         self.calls[key] += 1
+        if answer.get("alert_resolves") and self.inflight is not None:
+            # The alert's resolution arrives while this call waits: cut short as `serve`'s
+            # resolution cuts it (`InFlight.cut_short`), unless the run does not let it.
+            episode = self.inflight.episode(ctx.execution_id)
+            if episode is not None:
+                self.inflight.cut_short(episode)
+                await asyncio.sleep(0)  # where a cancelled wait stops
+            answer = {k: v for k, v in answer.items() if k != "alert_resolves"}
         if "fail" in answer:
             if answer.get("transient"):
                 # `sent: false`: the connection was refused, so even a change is retried
@@ -192,6 +202,8 @@ async def _run_case(source: Source, index: int, rules: list[str], sinks: set[str
         await service.start(dispatch=False)
         assert service.engine is not None and service.engine.guards is not None
         service.engine.guards.precondition = _canned_precondition(case.get("precondition", True))
+        if isinstance(service.engine.executor, CannedExecutor):
+            service.engine.executor.inflight = service.engine.inflight
         episodes: dict[str, str] = {}
         scheduled = 0.0
         try:

@@ -58,14 +58,25 @@ class InFlight:
     def resolved(self, episode: str) -> bool:
         return episode in self._resolved
 
-    async def resolve(self, episode: str, resolver: str, timeout: float) -> None:
-        """The episode resolved: cancel its waits, then wait (bounded) for its other runs."""
+    def episode(self, execution_id: str) -> str | None:
+        """The alert episode of an execution running in this process."""
+        run = self._runs.get(execution_id)
+        return run.episode if run is not None else None
+
+    def cut_short(self, episode: str, resolver: str = "") -> list[_Run]:
+        """The episode resolved: the wait in progress of each of its runs (but `resolver`'s)
+        is cancelled now, a later one never starts; those runs. (`remediator test` calls it
+        alone, for a resolution that arrives while a step waits.)"""
         self._resolved.add(episode)
         others = [r for eid, r in self._runs.items() if r.episode == episode and eid != resolver]
         for run in others:
             if run.waiting is not None:
                 run.waiting.cancel()
-        if others:
+        return others
+
+    async def resolve(self, episode: str, resolver: str, timeout: float) -> None:
+        """The episode resolved: cancel its waits, then wait (bounded) for its other runs."""
+        if others := self.cut_short(episode, resolver):
             await asyncio.wait([asyncio.ensure_future(r.done.wait()) for r in others],
                                timeout=timeout)
 

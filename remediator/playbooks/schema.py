@@ -173,7 +173,7 @@ _OUTCOMES = ["no_match", "duplicate", "planned", "succeeded", "failed", "blocked
 _OBJ = {"type": "object"}
 _STEP_EXPECT = {"type": "object", "additionalProperties": False, "properties": {
     "name": {"type": "string"}, "action": {"type": "string"}, "params": _OBJ, "result": _OBJ,
-    "outcome": {"enum": ["planned", "succeeded", "failed", "skipped", "blocked"]},
+    "outcome": {"enum": ["planned", "succeeded", "failed", "skipped", "blocked", "cancelled"]},
     "detail": {"type": "string"}, "guard": {"type": "string"}, "mutating": {"type": "boolean"},
     "attempts": {"type": "integer"}}}
 _EXPECT = {"type": "object", "additionalProperties": False, "properties": {
