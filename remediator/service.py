@@ -69,6 +69,9 @@ class Service:
     # How long an approval's HTTP answer waits for the resumed run (`approve`): a restart
     # is done well within it; a rollout's or a metric's wait after it is not.
     approval_answer_within = 5.0
+    # How long readiness waits for its probe of intake's commit (`refusal`): under a
+    # kubelet's default probe timeout (1 s); a probe still waiting answers from the last.
+    ready_probe_wait = 0.5
 
     def __init__(self, config: Config, metrics: Metrics | None = None,
                  clock: Callable[[], float] = time.time, executor: Executor | None = None,
@@ -100,6 +103,11 @@ class Service:
         self._stopping = False
         self._pruned_at = 0.0
         self._pending_counted = -1.0  # monotonic time of the pending gauge's last count
+        # Why the store refused intake's last commit (a webhook's, or readiness's probe of
+        # it), None since one succeeded: what the webhook's 503 says is what readiness says.
+        self.refused: str | None = None
+        self._probe: asyncio.Task[None] | None = None
+        self._probed = -1.0  # monotonic time readiness last started one
         self._claims = Recurring(log, "cannot claim work from the store (retried every second)")
         self._started_at = self.clock()
         self.last_reload: dict[str, Any] = {}  # {"at", "ok", "error"}: shown by the console
@@ -154,8 +162,9 @@ class Service:
         self._stopping = True
         self.ready = False
         self._wakeup.set()
-        for task in self._tasks:
-            task.cancel()
+        for task in (*self._tasks, self._probe):
+            if task is not None:
+                task.cancel()
         # Runs started meanwhile (an approval's resume, a retry) get what is left of the
         # grace period too: a snapshot of `_running` let them run on past the store's close.
         loop = asyncio.get_running_loop()
@@ -215,7 +224,15 @@ class Service:
         group = notification.group_data
         rows = [(dedupe_key(a["fingerprint"], a["startsAt"], a["status"]), a, group)
                 for a in notification.items]
-        result = await (self.store.enqueue_claimed(rows) if claim else self.store.enqueue(rows))
+        if claim:
+            result = await self.store.enqueue_claimed(rows)
+        else:
+            try:
+                result = await self.store.enqueue(rows)
+            except StoreUnavailable as exc:
+                self.refused = str(exc)  # (the webhook answers 503)
+                raise
+            self.refused = None
         firing = sum(a["status"] == "firing" for a in notification.items)
         for status, count in (("firing", firing), ("resolved", len(rows) - firing)):
             if count:
@@ -230,6 +247,33 @@ class Service:
         if result.accepted and not claim:
             self._wakeup.set()
         return result
+
+    async def refusal(self) -> str | None:
+        """Why this replica cannot acknowledge alerts now, or None: the store refused
+        intake's last commit (`refused`, the failure a webhook answers 503 for, on either
+        store: a read-only database, a disk full, a write lock held past its wait). Kept
+        current without webhooks by a commit through the same path (`Store.probe_intake`), at
+        most once a second (the endpoint is open to anyone), waited for up to
+        `ready_probe_wait`: one still waiting (a lock held by another process) leaves the
+        last answer standing until it ends."""
+        if self._probe is None and time.monotonic() - self._probed >= 1.0:
+            self._probed = time.monotonic()
+            self._probe = asyncio.create_task(self._probe_intake(), name="ready-probe")
+        if self._probe is not None:  # not cancelled by this wait's end, nor raised here
+            await asyncio.wait({self._probe}, timeout=self.ready_probe_wait)
+        return self.refused
+
+    async def _probe_intake(self) -> None:
+        try:
+            await self.store.probe_intake()
+        except StoreUnavailable as exc:
+            self.refused = str(exc)
+        except Exception as exc:  # unforeseen: said, and not taken for a refusal
+            log.exception("readiness could not probe the store: %s", exc)
+        else:
+            self.refused = None
+        finally:
+            self._probe = None
 
     async def replay(self, notification: Notification) -> tuple[list[dict[str, Any]], int]:
         """`replay`'s payload, decided here, and nothing else: its new alerts are stored

@@ -347,10 +347,24 @@ async def healthy(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
+    """Whether this replica acknowledges alerts now: a Service sends Alertmanager to ready
+    replicas only. Not while the store refuses intake's commit (a read-only database, a
+    disk full, a lock held past its wait), when every webhook here would be a 503; `/-/healthy`
+    stays 200 meanwhile (a restart would not give the store its writes back)."""
     service = request.app[SERVICE]
-    if service.ready and service.store.is_open:  # rules are loaded before ready is set
-        return web.Response(text="Ready.\n")
-    return web.Response(text="Not ready.\n", status=503)
+    if not service.ready:  # rules are loaded before ready is set
+        return _not_ready("starting or shutting down")
+    refused = await service.refusal()  # first: a probe that passes finds the store back
+    if not service.store.is_open:
+        return _not_ready("the store cannot be reached")
+    if refused is not None:
+        return _not_ready(f"the store refuses to acknowledge alerts (webhooks are answered "
+                          f"503): {redact.text(refused)}")
+    return web.Response(text="Ready.\n")
+
+
+def _not_ready(reason: str) -> web.Response:
+    return web.Response(text=f"Not ready: {reason}.\n", status=503)
 
 
 async def reload(request: web.Request) -> web.Response:

@@ -13,6 +13,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+# The state row SQLite's readiness probe writes (`Store.probe_intake`): its time.
+INTAKE_PROBE = "intake-probe"
+
 
 class StoreUnavailable(RuntimeError):
     """The store cannot accept writes now; intake answers 503 so Alertmanager retries."""
@@ -90,6 +93,15 @@ class Store(Protocol):
     # inbox: durable intake and crash recovery
     async def enqueue(self, items: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> Enqueued:
         """Store (dedupe_key, alert, group) rows atomically; count keys already seen."""
+        ...
+
+    async def probe_intake(self) -> None:
+        """A commit through intake's own path (its connection, its group commit): raises
+        StoreUnavailable when a webhook's alerts would be refused now (readiness,
+        `Service.refusal`). SQLite writes a row (`INTAKE_PROBE` in the state): an empty
+        commit writes nothing to the disk, and passed on a full one. PostgreSQL runs intake's
+        statement with no rows, which a read-only database (or a revoked grant, a trigger)
+        refuses as it refuses alerts."""
         ...
 
     async def enqueue_claimed(self, items: list[tuple[str, dict[str, Any], dict[str, Any]]]

@@ -441,9 +441,11 @@ class PostgresStore:
             packed.append((key, packing.pack_ref(text, ref.data), ref))
         return packed
 
+    async def probe_intake(self) -> None:
+        await self.enqueue([])  # intake's statement, of no rows (`_insert`)
+
     async def _insert(self, rows: list[_Packed]) -> set[str]:
-        if not rows:
-            return set()
+        # Even of no rows (`probe_intake`): the database refuses it as it would refuse alerts.
         now = self.now_iso()
         # Sorted keys: two replicas inserting overlapping batches lock rows in one order.
         rows = sorted(rows, key=lambda r: r[0])

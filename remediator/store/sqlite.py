@@ -31,6 +31,7 @@ from .. import turns
 from ..alerts import utcnow_iso
 from . import packing
 from .base import (
+    INTAKE_PROBE,
     PAUSE,
     PAUSED,
     RESOLVED,
@@ -560,6 +561,12 @@ class SQLiteStore(LocalCoordination):
 
     async def enqueue_claimed(self, items: Rows) -> Enqueued:
         return await self._enqueue(items, self._insert_claimed, priority=False)
+
+    async def probe_intake(self) -> None:
+        # A priority write, as intake's: it joins the next commit, waits as long for a lock.
+        row = (INTAKE_PROBE, json.dumps({"at": utcnow_iso()}))
+        await self._write(lambda db: db.execute(
+            "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", row), priority=True)
 
     async def _enqueue(self, items: Rows, insert: Callable[..., Enqueued],
                        priority: bool) -> Enqueued:

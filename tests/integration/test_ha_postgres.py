@@ -442,7 +442,7 @@ def test_a_read_only_database_is_said_once_not_a_traceback_every_second(
     read_only = f"{created}?options=-c%20default_transaction_read_only%3Don"
     w = WorkerProcess(tmp_path, [str(write_rules(tmp_path / "rules", _rules(receiver().url)))],
                       store=read_only, extra_env={"REMEDIATOR_STORE_LEASE": "3s"})
-    w.start()
+    w.start(until="/-/healthy")  # never ready: it acknowledges nothing (test_readiness.py)
     try:
         assert w.post_alerts(_notification(_alert("a1")))[0] == 503
         time.sleep(4.5)  # four renewals, each refused

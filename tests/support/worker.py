@@ -189,10 +189,11 @@ class WorkerProcess:
         })
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20) -> WorkerProcess:
+    def start(self, timeout: float = 20, until: str = "/-/ready") -> WorkerProcess:
+        """Started, once `until` answers 200 (`/-/healthy`: a replica that cannot be ready)."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=log)
-        wait_process_ready(self.proc, f"{self.url}/-/ready", timeout, self.logs)
+        wait_process_ready(self.proc, f"{self.url}{until}", timeout, self.logs)
         return self
 
     def logs(self) -> str:
