@@ -10,9 +10,11 @@ commands known to change nothing, matched word by word with fixed options. The l
 documented in docs/runbooks.md; extending it is a code review, not a playbook edit.
 
 Output is bounded (`max_output` bytes per stream, the rest counted and dropped) and the result
-has one shape for every backend: {exit_code, stdout, stderr, truncated, json}. A command that
-writes its report to a file (`report_option`, kubernetes.exec) gets a fresh path under /tmp,
-and the file, read back, is in `report` (and `json`) instead of stdout.
+has one shape for every backend: {exit_code, stdout, stderr, truncated, json}, with secrets
+masked (secret_text.py: `NAME=value` lines as in `env`, inline credentials, token shapes)
+before anything records it; `parse: json` reads what was printed, then masks the same way.
+A command that writes its report to a file (`report_option`, kubernetes.exec) gets a fresh
+path under /tmp, and the file, read back, is in `report` (and `json`) instead of stdout.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .base import Action, ActionError, Param, UnsafeJSON, parse_json
+from .secret_text import json_value, output
 
 MAX_WORDS = 64
 MAX_WORD = 4096
@@ -219,8 +222,14 @@ class Capture:
     def truncated(self) -> bool:
         return self.dropped > 0
 
-    def text(self) -> str:
+    def raw(self) -> str:
+        """What the command printed: parsed (`parse: json`), never recorded."""
         return self.data.decode("utf-8", "replace")
+
+    def text(self) -> str:
+        """The output fit to record in a result, an error, a note or a log line: secrets
+        masked by the one filter docker.inspect's environment goes through too."""
+        return output(self.raw())
 
 
 def command_result(params: dict[str, Any], exit_code: int | None, out: Capture, err: Capture,
@@ -244,7 +253,7 @@ def command_result(params: dict[str, Any], exit_code: int | None, out: Capture, 
             parse_error = f"{source} is longer than max_output ({parsed.limit} bytes)"
         else:
             try:
-                result["json"] = parse_json(parsed.text())
+                result["json"] = json_value(parse_json(parsed.raw()))
             except UnsafeJSON as exc:
                 parse_error = f"{source} refused: {exc}"
             except ValueError as exc:

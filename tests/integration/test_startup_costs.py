@@ -31,7 +31,8 @@ FIRST_USE = ("jinja2", "markupsafe", "remediator.templating.sandbox")
 # `serve` imports a few of them for its own use (checks: alertmanager, prometheus).
 ACTION_MODULES = tuple(f"remediator.actions.{m}" for m in (
     "core", "http", "kubernetes", "kube_pods", "kube_rollout", "kube_env", "kube_exec",
-    "command", "s3", "s3_integrity", "evidence", "docker", "docker_exec", "loglines"))
+    "command", "secret_text", "s3", "s3_integrity", "evidence", "docker", "docker_exec",
+    "loglines"))
 
 
 def _imported(log: str) -> set[str]:

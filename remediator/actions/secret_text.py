@@ -1,0 +1,147 @@
+"""The one filter for what a container holds or prints: its environment (docker.inspect) and
+an exec's output (docker.exec, kubernetes.exec), before a step result, a note, the journal,
+a log line or the API shows it. Runbooks say `env | grep -v TOKEN | grep -v PEPPER`; this is
+that, much stricter.
+
+A variable is withheld whole (its value never shown) when its name says it holds a secret,
+or its value looks like one whatever the name (a private key, a token of a known issuer, an
+opaque key-like string). Every other value is shown with the credentials inside it masked: a
+URL's `user:pass@` (BROKER_URL, AMQP_ADDR), a credential query parameter, `password=…` /
+`db.password: …` / `--token …` inside an option string (JAVA_OPTS, NODE_OPTIONS).
+
+Output is read line by line (and entry by entry between NULs, as /proc/<pid>/environ has
+them): an environment line (`NAME=value`, `export NAME=…`, a name without lower case, as
+`env`, `printenv` and `set` print them) is judged like a variable; any other line has its
+inline credentials and known token shapes masked, and is withheld when it is one opaque
+key-like string (`printenv SESSION_SECRET`). Lines without any of that (JSON, redis-cli
+INFO's `name:value`, psql, `lag=3`) are left as printed. Withholding too much costs some
+evidence; too little, a password in everyone's mailbox.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .. import redact
+from ..untrusted_regex import compile_regex
+
+# Name parts that mean a secret. PASS anywhere (DB_PASS, SMTP_PASS, PASSWD), PWD (DB_PWD),
+# KEY (API_KEY, PRIVATE_KEY, KEYFILE), CERT, SALT, SESSION, COOKIE, SIGNING, and connection
+# strings that carry credentials in forms no pattern below knows (DSN, *_URI, DATABASE_URL).
+SECRET_NAME = re.compile(
+    r"(?i)TOKEN|PEPPER|SECRET|PASS|PWD|PRIVATE|KEY|CERT|SALT|SESSION|COOKIE|SIGNING|CRED|AUTH"
+    r"|JWT|BEARER|HMAC|NONCE|DSN|DATABASE_URL|REDIS_URL|_URI$")
+
+# Values that are a secret whatever the variable is called. RE2: a value is the container's,
+# any length, and these run over each one.
+_SECRET_VALUE = compile_regex(
+    r"PRIVATE KEY-----"                                  # PEM private keys
+    r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\."        # JWTs
+    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"                    # AWS access key ids
+    r"|\bgh[pousr]_[A-Za-z0-9]{30,}|\bgithub_pat_\w{30,}|\bglpat-[\w-]{20,}"
+    r"|\bxox[abprs]-[A-Za-z0-9-]{10,}|\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}"
+    r"|\bAIza[0-9A-Za-z_-]{30,}|\bSG\.[\w-]{16,}\.[\w-]{16,}|\bnpm_[A-Za-z0-9]{30,}")
+# A whole value that is one opaque key-like string: 32+ hex digits, or 24+ base64 characters
+# mixing upper case, lower case and digits (an API key, a session secret). A hostname, a path
+# or a version has dots, slashes or a single case. Python's re: one character class repeated
+# runs in linear time there too, and these run on each line of an output (RE2's call costs
+# ~20 us: 16 000 NUL-separated entries took 2 s on the event loop).
+_HEX = re.compile(r"[0-9a-fA-F]{32,}")
+_BASE64 = re.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}")
+_MIXED = (re.compile(r"[A-Z]"), re.compile(r"[a-z]"), re.compile(r"[0-9]"))
+# The words that name a credential inside a longer text. `pass` but not passed, passes,
+# passing: "checks passed: 5" is no credential.
+_KEY = (r"(?:pass(?:[a-df-hj-z0-9_.-][\w.-]*)?|(?:pwd|secret|token|api[._-]?key|credential)"
+        r"[\w.-]*)")
+# `password=…`, `db.password: …` anywhere; `--token …` / `-password …` only as an option (in
+# prose, "password authentication failed" names no password), its value after a space or a
+# NUL (/proc/<pid>/cmdline); `Authorization: Bearer …`. The value is masked, quoted
+# (`password="s3cret pw"`, `--password 'x'`) or not, never past its line. In JSON text, a
+# credential key's string (`"password": "…"`; not `"token_count": 2`, as json_value does).
+_INLINE = compile_regex(
+    rf"(?i)({_KEY}[ \t]*[=:][ \t]*|-[\w.-]*{_KEY}[ \t\x00]+"
+    r"|authorization[ \t]*[=:][ \t]*(?:(?:bearer|basic|token|digest)[ \t]+)?)"
+    r"(?:\"[^\"\n]*\"?|'[^'\n]*'?|[^\s\x00&;,\"']+)"
+    rf"|(\"[\w.-]*?(?:{_KEY}|authorization)\"[ \t]*:[ \t]*)\"(?:[^\"\\\n]|\\.)*\"")
+_CREDENTIAL_KEY = compile_regex(rf"(?i)[\w.-]*?{_KEY}|authorization", anchored=True)
+# A PEM private key in output spans lines: withheld from its BEGIN to its END (or the end).
+_PEM = compile_regex(r"(?s)-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?"
+                     r"(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|$)")
+# A line as `env`, `printenv`, `export -p` and `set` print a variable (`declare -x` in bash):
+# its start, the value is the rest. Linear in Python's re (a line's start, once).
+_ASSIGNMENT = re.compile(r"([ \t]*(?:export[ \t]+|declare[ \t]+-x[ \t]+)?)([A-Za-z_][A-Za-z0-9_]*)=")
+_LINES = re.compile(r"(\n|\x00)")
+
+
+def looks_secret(value: str) -> bool:
+    return bool(_SECRET_VALUE.search(value)) or _opaque(value)
+
+
+def _opaque(value: str) -> bool:
+    if len(value) < 24:
+        return False
+    if _HEX.fullmatch(value):
+        return True
+    return bool(_BASE64.fullmatch(value)) and all(p.search(value) for p in _MIXED)
+
+
+def secret_variable(name: str, value: str) -> bool:
+    """Whether an environment variable is withheld whole."""
+    return bool(SECRET_NAME.search(name)) or looks_secret(value)
+
+
+def masked(value: str) -> str:
+    """`value` with a URL's user info, credential query values and inline `password=…` masked."""
+    value = redact.text(value)
+    return _INLINE.sub(_mask, value) if _INLINE.search(value) else value
+
+
+def _mask(match: Any) -> str:
+    key, json_key = match.group(1), match.group(2)
+    return f"{key}{redact.REDACTED}" if key is not None else f'{json_key}"{redact.REDACTED}"'
+
+
+def output(text: str, *, lone_keys: bool = True) -> str:
+    """A command's output (stdout, stderr, a report file) fit to record: see the module doc.
+    `lone_keys=False`: a line that is one opaque key-like string stays (a JSON string, which
+    its key names: a checksum a check compares)."""
+    if "PRIVATE KEY-----" in text:
+        text = _PEM.sub(redact.REDACTED, text)
+    # Inline credentials and URLs in one pass over the whole text (a pass per line cost
+    # RE2's call each); then each line alone, with Python's cheap checks first.
+    text = masked(text)
+    tokens = bool(_SECRET_VALUE.search(text))
+    return "".join(_line(part, lone_keys, tokens) if i % 2 == 0 else part
+                   for i, part in enumerate(_LINES.split(text)))
+
+
+def _line(line: str, lone_keys: bool, tokens: bool) -> str:
+    body, end = (line[:-1], "\r") if line.endswith("\r") else (line, "")
+    variable = _ASSIGNMENT.match(body)
+    if variable and not any(c.islower() for c in variable[2]):
+        value = body[variable.end():].strip("'\"")
+        if SECRET_NAME.search(variable[2]) or _opaque(value) or (
+                tokens and _SECRET_VALUE.search(value)):
+            return f"{variable[0]}{redact.REDACTED}{end}"
+        return line
+    if tokens and _SECRET_VALUE.search(body):  # a known token's shape: the words holding one
+        return " ".join(redact.REDACTED if _SECRET_VALUE.search(w) else w
+                        for w in body.split(" ")) + end
+    if lone_keys and _opaque(body.strip()):  # one key-like string alone (`printenv API_SECRET`)
+        return redact.REDACTED + end
+    return line
+
+
+def json_value(data: Any) -> Any:
+    """Parsed JSON output with the same filter: each string as output, and a string under a
+    credential's key (`"password": "…"`, `"api_key": "…"`) withheld. Numbers, booleans and
+    every other key stay as printed: they are what a playbook's checks compare."""
+    if isinstance(data, str):
+        return output(data, lone_keys=False)
+    if isinstance(data, list):
+        return [json_value(v) for v in data]
+    if isinstance(data, dict):
+        return {k: redact.REDACTED if isinstance(v, str) and _CREDENTIAL_KEY.fullmatch(str(k))
+                else json_value(v) for k, v in data.items()}
+    return data

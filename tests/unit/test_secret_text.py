@@ -1,0 +1,59 @@
+"""The one filter for what a container prints (exec output), in the shapes a real run can't
+all show at once: an argv read from /proc/<pid>/cmdline, a PEM key over several lines, JSON
+text, prose about passwords, and ordinary output that must stay as printed."""
+
+from __future__ import annotations
+
+import pytest
+
+from remediator.actions.secret_text import json_value, output
+
+R = "<redacted>"
+MASKED = [
+    ("DB_PASS=hunter2\nNODE_ENV=production\n", f"DB_PASS={R}\nNODE_ENV=production\n"),
+    ("export DB_PASS='x y'\ndeclare -x API_KEY=\"k\"\r\n",
+     f"export DB_PASS={R}\ndeclare -x API_KEY={R}\r\n"),
+    ("PATH=/bin\x00DB_PWD=x\x00JAVA_OPTS=-Xmx1g -Ddb.password=pw -Dx=1\x00",
+     f"PATH=/bin\x00DB_PWD={R}\x00JAVA_OPTS=-Xmx1g -Ddb.password={R} -Dx=1\x00"),
+    # /proc/<pid>/cmdline: an option's value is the next NUL-ended word
+    ("java\x00-Ddb.password=pw\x00--token\x00tok-6161\x00-jar\x00app.jar\x00",
+     f"java\x00-Ddb.password={R}\x00--token\x00{R}\x00-jar\x00app.jar\x00"),
+    ("java --token 'tok 1' --password=\"a b\" -Dapi.key=ak -jar app.jar",
+     f"java --token {R} --password={R} -Dapi.key={R} -jar app.jar"),
+    ('{"status": "ok", "db_password": "x \\" y", "Authorization": "Bearer q", "token_count": 2}',
+     f'{{"status": "ok", "db_password": "{R}", "Authorization": "{R}", "token_count": 2}}'),
+    ("password: hunter2\nAuthorization: Bearer abc.def\n",
+     f"password: {R}\nAuthorization: Bearer {R}\n"),
+    ("-----BEGIN RSA PRIVATE KEY-----\nMIIabc\nxyz==\n-----END RSA PRIVATE KEY-----\nnext\n",
+     f"{R}\nnext\n"),
+    ("upstream ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8 is set\n", f"upstream {R} is set\n"),
+    ("Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MEFCQ0RFRg\n", f"{R}\n"),  # printenv SESSION_SECRET
+    ("BROKER=amqp://app:pw@mq:5672/v\n", f"BROKER=amqp://{R}@mq:5672/v\n"),
+]
+ORDINARY = [
+    "# Memory\r\nused_memory:1048576\r\nmaxmemory:0\r\nkeyspace_hits:12\r\nexpired_keys:3\r\n",
+    " ?column? \n----------\n        1\n(1 row)\n",
+    "/var/run/postgresql:5432 - accepting connections\n",
+    "lag=3\nstatus=ok\nexpired_keys=7\nsessions=4\nchecks passed: 5\nall tests passed 12\n",
+    'psql: error: FATAL:  password authentication failed for user "app"\n',
+    '{"status": "ok", "uptime": 12, "keys": 3, "token_count": 2, "passed": 5}\n',
+    "d41d8cd98f00b204e9800998ecf8427e  /data/file\nFilesystem Size Used Avail Use% Mounted on\n",
+]
+
+
+@pytest.mark.parametrize(("printed", "recorded"), MASKED)
+def test_secrets_in_output_are_masked(printed: str, recorded: str) -> None:
+    assert output(printed) == recorded
+
+
+@pytest.mark.parametrize("printed", ORDINARY)
+def test_ordinary_output_is_left_as_printed(printed: str) -> None:
+    assert output(printed) == printed
+
+
+def test_parsed_json_keeps_what_checks_compare_and_withholds_credentials() -> None:
+    report = {"status": "ok", "token_count": 2, "checksum": "d41d8cd98f00b204e9800998ecf8427e",
+              "password": "x", "items": [{"api_key": "k", "line": "DB_PASS=x", "ok": True}]}
+    assert json_value(report) == {
+        "status": "ok", "token_count": 2, "checksum": "d41d8cd98f00b204e9800998ecf8427e",
+        "password": R, "items": [{"api_key": R, "line": f"DB_PASS={R}", "ok": True}]}
