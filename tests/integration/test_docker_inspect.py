@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +173,44 @@ def test_libervia_api_down_leaves_a_gateway_stopped_past_its_timeout_and_its_sec
     everything = note + json.dumps(decision) + "".join(
         f.read_text(errors="replace") for f in evidence.rglob("*") if f.is_file())
     assert [s for s in SECRET_VALUES if s in everything] == []
+
+
+def test_libervia_api_down_escalates_a_gateway_the_kernel_killed_for_memory(
+        docker_env, worker_factory, tmp_path):
+    """A real out-of-memory kill: the gateway's container has an 8 MiB limit (swap included)
+    and allocates until the kernel's OOM killer ends it; the Engine records OOMKilled, exit
+    code 137 and an `oom` event. The shipped PROC-001 playbook restarts a crashed gateway, but
+    not this one: the runbook's fix is more memory (a human's change to docker-compose.yml),
+    and the same limit would kill it again. Escalated to N2 with the memory steps, not
+    restarted."""
+    evidence = tmp_path / "evidence"
+    rules = RULES.read_text().replace("http://libervia-gateway:3000", "http://127.0.0.1:9")
+    rules = rules.replace("/var/lib/remediator/evidence/libervia", str(evidence))
+    docker_env.service("libervia", "gateway", name="libervia-gateway", memory="8m",
+                       command="echo started; tail /dev/zero")
+    killed = docker_env.wait_for("libervia-gateway", lambda s: s["Status"] == "exited")
+    assert (killed["State"]["OOMKilled"], killed["State"]["ExitCode"]) == (True, 137)
+    events = docker_env.api.events(since=0, until=int(time.time()) + 1, decode=True,
+                                   filters={"container": killed["Id"]})
+    assert [e["Action"] for e in events] == ["create", "start", "oom", "die"]
+    w = worker_factory(rules, mode="live", guards=GuardSettings(
+        compose_projects_allow=["libervia"], evidence_directories=[str(evidence)]))
+    w.post_alerts(notification(alert("API_DOWN", fingerprint="m1", compose_project="libervia",
+                                      job="libervia-gateway", severity="critical")))
+    [decision] = w.wait_executions(1, timeout=120)
+    steps = {s["name"]: s for s in decision["steps"]}
+    assert decision["outcome"] == "escalated", decision
+    state = steps["state"]["result"]
+    assert state["containers"][0]["exit_cause"] == "oom"
+    assert state["oom_killed"] == ["libervia-gateway"] and state["crashed"] == ["libervia-gateway"]
+    assert steps["container_up"]["outcome"] == "skipped"  # it is down: the memory decides
+    assert steps["enough_memory"]["outcome"] == "failed"
+    assert "killed by the kernel's OOM killer, OOMKilled" in decision["reason"]
+    assert "restart" not in steps
+    after = docker_env.api.inspect_container("libervia-gateway")
+    assert (after["State"]["Status"], after["State"]["StartedAt"], after["RestartCount"]) == \
+        ("exited", killed["State"]["StartedAt"], 0)
+    note = (tmp_path / "escalations" / f"{decision['id']}.md").read_text()
+    assert "ran out of memory: not restarted as is" in note
+    assert "Libervia N2 SRE (sre@example.com): the gateway needs more memory" in note
+    assert "raise NODE_OPTIONS (--max-old-space-size) / the memory limit" in note  # next steps

@@ -98,15 +98,18 @@ class DockerEngine:
                 command: str = "echo started; exec sleep 100000", number: int = 1,
                 health: str | None = None, oneoff: bool = False,
                 state: dict[str, str] | None = None, start: bool = True,
-                env: dict[str, str] | None = None) -> Any:
+                env: dict[str, str] | None = None, memory: str | None = None) -> Any:
         """A container as docker compose makes it: its labels, its name, a healthcheck
-        (`--health-cmd`) where asked; `state` pre-fills /state files (the probes' answers)."""
+        (`--health-cmd`) where asked; `state` pre-fills /state files (the probes' answers);
+        `memory` its limit (`--memory`, swap included: past it the kernel's OOM killer)."""
         name = name or f"{project}-{service}-{number}"
         labels = {"com.docker.compose.project": project, "com.docker.compose.service": service,
                   "com.docker.compose.container-number": str(number),
                   "com.docker.compose.oneoff": "True" if oneoff else "False"}
         setup = "".join(f"printf '%s' '{v}' > /state/{k}; " for k, v in (state or {}).items())
         kwargs: dict[str, Any] = {}
+        if memory:
+            kwargs.update(mem_limit=memory, memswap_limit=memory)
         if health:
             kwargs["healthcheck"] = {"test": ["CMD-SHELL", health], "interval": 300_000_000,
                                      "timeout": 2_000_000_000, "retries": 1,
