@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
+from remediator.playbooks.index import RuleSet
+from remediator.playbooks.models import Escalation
+from remediator.playbooks.validate import load_rules, rule_files
 from remediator.templating.validators import VALIDATORS
 from tests.deploy.conftest import DEPLOY, ROOT, require_tool, run
 
@@ -176,3 +179,30 @@ def test_docs_runbooks_names_every_alert_and_recording_rule(system):
     for rule in rules(system.rules_file):
         name = rule.get("alert") or rule["record"]
         assert f"`{name}`" in text, f"docs/runbooks.md does not mention {name}"
+
+
+@cache
+def playbooks() -> RuleSet:
+    return load_rules(rule_files([str(ROOT / "rules")]))
+
+
+@by_system
+def test_a_playbook_escalates_at_the_severity_its_alert_fires_with(system):
+    """Humans get the alert from Alertmanager and remediator's note about it: one severity.
+    An alert with one tier is handled by a playbook whose note starts at that severity (its
+    `raise` may go higher, on what its steps found); with several tiers the playbooks tell
+    them apart by `severity` themselves."""
+    tiers = defaultdict(list)
+    for rule in alert_rules(system):
+        tiers[rule["alert"]].append(rule)
+    for name, (rule, *more) in tiers.items():
+        if more:
+            continue
+        labels = {"alertname": name, **{k: v for k, v in rule["labels"].items()
+                                        if "{{" not in v}}
+        handlers = playbooks().match(labels, "firing")
+        assert handlers, f"no playbook handles {name}"
+        severity = (handlers[0].escalation or Escalation()).severity
+        assert severity == rule["labels"]["severity"], (
+            f"{name} fires as {rule['labels']['severity']}, its playbook {handlers[0].name} "
+            f"escalates as {severity}")
