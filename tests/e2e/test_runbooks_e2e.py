@@ -67,6 +67,16 @@ def test_latency_alert_travels_the_whole_pipeline_and_escalates(stack):
     assert decision["group"]["receiver"] == "remediator"
     assert steps_of(decision)["p95"]["result"]["value"] > 10
     assert steps_of(decision)["sbom_sizes"]["result"]["count"] == len(seed.SBOMS)
+    # The runbook's checks of Code Forge's path to AWS run from inside its pod (its IRSA
+    # credentials, its network), not from remediator's: the call ran in a code-forge pod.
+    pod_path = steps_of(decision)["pod_path"]
+    assert pod_path["outcome"] == "succeeded" and pod_path["mutating"] is False
+    assert json.loads(pod_path["result"]["stdout"])["Account"] == "123456789012"
+    ran = [(ns, pod) for ns, pod, _, argv in stack.kube.execs.started
+           if argv == ["aws", "sts", "get-caller-identity", "--output", "json"]]
+    assert ran and all(ns == CODE_FORGE_NS and pod.startswith(f"{CODE_FORGE}-")
+                       for ns, pod in ran), ran
+    assert steps_of(decision)["remediator_path"]["outcome"] == "succeeded"
     note = stack.note(decision)
     assert note.startswith(f"# [WARNING] {alertname}")
     assert "Respond within:** 30 min" in note and "Syft" in note
