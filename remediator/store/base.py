@@ -190,6 +190,12 @@ class Store(Protocol):
         ...
 
     async def list_executions(self, limit: int = 100, **filters: Any) -> list[dict[str, Any]]: ...
+
+    async def list_updated(self, since: str, limit: int) -> list[dict[str, Any]]:
+        """The decisions whose record was written at or after `since` (the store's clock, as
+        `now_iso` gives it), the latest written first, at most `limit`, each with its
+        `updated_at`: what changed, however old the decision (the console's live stream)."""
+        ...
     async def save_step(self, execution_id: str, index: int, step: dict[str, Any],
                         execution: dict[str, Any] | None = None) -> None:
         """Journal a step record, with `execution`'s record (as `save_execution`: a run's

@@ -719,6 +719,15 @@ class PostgresStore:
                 where.append(f"{column} = ${len(args)}")
         return await self._decisions(" AND ".join(where) or "TRUE", args, limit)
 
+    async def list_updated(self, since: str, limit: int) -> list[dict[str, Any]]:
+        # By the index of the records' times (migration 14), ties by the text then the id.
+        rows = await self._call("read", lambda db: db.fetch(
+            f"SELECT {self._columns()}, e.updated_at FROM executions e WHERE "
+            "remediator_instant(e.updated_at) >= remediator_instant($1) ORDER BY "
+            "remediator_instant(e.updated_at) DESC, e.updated_at DESC, e.id DESC LIMIT $2",
+            since, limit))
+        return [{**_decision(row), "updated_at": row["updated_at"]} for row in rows]
+
     def _columns(self) -> str:
         """A decision's columns (`e`: executions), its journal included."""
         steps = "(SELECT array_agg(s.{} ORDER BY s.idx) FROM steps s WHERE s.execution_id = e.id)"

@@ -356,6 +356,17 @@ MIGRATIONS: list[str | Callable[[asyncpg.Connection], Awaitable[None]]] = [
     COMMENT ON COLUMN executions.packed IS 'a Zstandard frame against refs.data, or (before
     version 13) zlib with refs.data as preset dictionary';
     """,
+    # 14: decisions by the time their record was last written (as integers, as migration
+    # 11's creation times), which the console's live stream reads each second
+    # (`list_updated`): the newest 50 by creation missed an older one's change (an approval
+    # answered, a long run ending). Entries arrive in time order, at the index's end: its
+    # pages are left full. A replica of the version before, during a rolling update, writes
+    # `updated_at` as before and the index takes its rows as any. (IF NOT EXISTS: a
+    # database whose version was set back migrates again.)
+    """
+    CREATE INDEX IF NOT EXISTS executions_updated ON executions (remediator_instant(updated_at))
+        WITH (fillfactor = 100);
+    """,
 ]
 
 

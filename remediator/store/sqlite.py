@@ -125,6 +125,15 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # which a version before cannot read: it refuses the store (the version is newer than
     # it supports) rather than open it and fail on each record it reads. Nothing to change.
     "",
+    # 6: decisions by the time their record was last written, which the console's live
+    # stream reads each second (`list_updated`): the newest 50 by creation missed an older
+    # one's change (an approval answered, a long run ending). Migration 2 dropped this
+    # index when nothing read it; a write appends its entry at the index's end (times
+    # grow), so a commit's decisions share the index's last page. (IF NOT EXISTS: a file
+    # whose version was set back migrates again.)
+    """
+    CREATE INDEX IF NOT EXISTS executions_updated ON executions(updated_at);
+    """,
 ]
 
 
@@ -806,6 +815,16 @@ class SQLiteStore(LocalCoordination):
         ids = self._conn().execute(sql + " ORDER BY created_at DESC, id DESC LIMIT ?",
                                    (*args, limit)).fetchall()
         return [d for (i,) in ids if (d := self._get_execution(i)) is not None]
+
+    async def list_updated(self, since: str, limit: int) -> list[dict[str, Any]]:
+        return await self._run(self._updated, since, limit)
+
+    def _updated(self, since: str, limit: int) -> list[dict[str, Any]]:
+        rows = self._conn().execute(
+            "SELECT id, updated_at FROM executions WHERE updated_at >= ? "
+            "ORDER BY updated_at DESC, id DESC LIMIT ?", (since, limit)).fetchall()
+        return [{**d, "updated_at": at} for i, at in rows
+                if (d := self._get_execution(i)) is not None]
 
     async def save_step(self, execution_id: str, index: int, step: dict[str, Any],
                         execution: dict[str, Any] | None = None) -> None:

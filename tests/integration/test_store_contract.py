@@ -378,10 +378,10 @@ def test_a_store_of_the_previous_schema_opens_migrated_and_reads_its_rows(run, s
 
 def test_sqlite_decisions_are_indexed_only_as_a_query_needs_and_a_version_1_file_migrates(
         run, tmp_path):
-    """A decision's record updates the creation index and, while `running`, a partial one
-    (version 1 also indexed every outcome and `updated_at`: two entries more per decision).
-    A file of version 1 reads as it is (the CLI, before a server opened it), then migrates;
-    each query still searches an index."""
+    """A decision's record updates the creation index, the index of its record's time (the
+    console's live stream reads it, version 6) and, while `running`, a partial one (version 1
+    also indexed every outcome). A file of version 1 reads as it is (the CLI, before a server
+    opened it), then migrates; each query still searches an index."""
     url = f"sqlite:///{tmp_path}/v1.db"
     with sqlite3.connect(sqlite.path_from_url(url)) as db:  # as version 1 left it
         db.executescript(sqlite._SCHEMA + "CREATE INDEX executions_outcome ON executions("
@@ -404,7 +404,7 @@ def test_sqlite_decisions_are_indexed_only_as_a_query_needs_and_a_version_1_file
         assert {name for (name,) in store._db.execute(
             "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='executions'")} == {
             "sqlite_autoindex_executions_1", "executions_created", "executions_running",
-            "executions_awaiting"}
+            "executions_awaiting", "executions_updated"}
         assert [d["id"] for d in await store.list_executions(10, outcome="running")] == ["e2"]
         assert [d["id"] for d in await store.list_executions(10, outcome="failed")] == ["e1"]
         assert [d["id"] for d in await store.list_executions(10)] == ["e3", "e2", "e1"]
@@ -412,8 +412,13 @@ def test_sqlite_decisions_are_indexed_only_as_a_query_needs_and_a_version_1_file
                      "created_at DESC")[0] == "SCAN executions USING INDEX executions_running"
         assert plans(store, "SELECT id, awaiting FROM executions WHERE awaiting IS NOT NULL"
                      ) == ["SCAN executions USING INDEX executions_awaiting"]
-        assert "SEARCH executions USING INDEX executions_created (created_at<?)" in plans(
-            store, "SELECT id FROM executions WHERE created_at < ?1 AND updated_at < ?1", "x")
+        # Pruning searches either time's index (a row is written after its creation).
+        assert plans(store, "SELECT id FROM executions WHERE created_at < ?1 AND updated_at < ?1",
+                     "x")[0] in ("SEARCH executions USING INDEX executions_created (created_at<?)",
+                                 "SEARCH executions USING INDEX executions_updated (updated_at<?)")
+        assert plans(store, "SELECT id, updated_at FROM executions WHERE updated_at >= ? ORDER "
+                     "BY updated_at DESC, id DESC LIMIT ?", "x", 5)[0] == \
+            "SEARCH executions USING INDEX executions_updated (updated_at>?)"
         assert await store.prune_history(time.time()) == 2  # the final ones
         assert [d["id"] for d in await store.list_executions(10)] == ["e2"]
         await store.close()
@@ -1185,6 +1190,37 @@ def test_decisions_of_a_populated_version_10_database_are_listed_newest_first_by
         assert await db.fetchval("SELECT count(*) FROM pg_indexes WHERE indexname = "
                                  "'executions_created'") == 0
         await db.close()
+        await store.close()
+
+    run(scenario())
+
+
+def test_decisions_written_since_a_time_are_listed_whatever_their_age(run, store_url):
+    """The console's live stream reads what was written since its last read: an old decision
+    whose record changed is listed (the latest written first, each with its time), one
+    written before is not, and a read holds at most its limit."""
+    async def scenario():
+        store = await _opened(store_url)
+        for i in "1234":
+            await store.save_execution(_decision(f"e{i}", "blocked" if i == "1" else "planned"))
+        since = store.now_iso()
+        assert await store.list_updated(since, 10) == []
+        await store.save_execution(_decision("e1", "failed"))  # the oldest, decided now
+        await store.save_execution(_decision("e5", "planned"))
+        listed = await store.list_updated(since, 10)
+        assert [(d["id"], d["outcome"]) for d in listed] == [("e5", "planned"), ("e1", "failed")]
+        assert listed[0]["updated_at"] >= listed[1]["updated_at"] >= since
+        assert [d["id"] for d in await store.list_updated(since, 1)] == ["e5"]
+        assert len(await store.list_updated("2026-01-01T00:00:00.000000Z", 3)) == 3
+        if store_url.startswith("postgresql"):  # by its index, not a read of the table
+            db = await asyncpg.connect(store_url)
+            await db.execute("SET enable_seqscan = off")
+            plan = "\n".join(r[0] for r in await db.fetch(
+                "EXPLAIN SELECT id FROM executions e WHERE remediator_instant(e.updated_at) >= "
+                "remediator_instant($1) ORDER BY remediator_instant(e.updated_at) DESC, "
+                "e.updated_at DESC, e.id DESC LIMIT 50", since))
+            await db.close()
+            assert "executions_updated" in plan, plan
         await store.close()
 
     run(scenario())
