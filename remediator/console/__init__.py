@@ -330,13 +330,14 @@ async def _send(response: web.StreamResponse, sent: list[tuple[str, dict[str, An
 
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: each decision created or changed, as JSON, newest state; first
-    those recorded after the cursor (`_after`)."""
+    those recorded after the cursor (`_after`), then each tick's changes (`live.py`)."""
     await _who(request)
     after = _after(request)
     store = _service(request).store
     # Read before the answer starts: a store down now is the middleware's 503.
+    started = store.now_iso()  # (the ticks' reads go on from it)
     latest = await store.list_executions(live.LATEST)
-    stream = live.Stream(latest, after)
+    stream = live.Stream(latest, after, started)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store"})
     await response.prepare(request)
@@ -344,13 +345,13 @@ async def events(request: web.Request) -> web.StreamResponse:
         await _send(response, *stream.read(latest))  # those after the cursor
         # One read a tick for every stream; closed as the stream ends, however it ends.
         async with contextlib.aclosing(request.app[FEED].ticks()) as ticks:
-            async for latest in ticks:
+            async for tick in ticks:
                 # Checked before every tick: a stream ends with its session (logged out on any
                 # replica, expired, its user removed or demoted), as the next page load would.
                 principal = await _principal(request)
                 if principal is None or not principal.may("viewer"):
                     break
-                await _send(response, *stream.read(latest))
+                await _send(response, *stream.changes(tick))
                 await response.write(b": keep-alive\n\n")
     except ConnectionResetError:
         pass  # the browser went away (a disconnect while sleeping cancels this handler)

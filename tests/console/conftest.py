@@ -34,14 +34,14 @@ def held_ticks():
 
     def hold(worker) -> Callable[[], None]:
         store, gate = worker.service.store, asyncio.Event()
-        read = store.list_executions
+        read = store.list_updated
 
-        async def held(limit: int = 100, **filters):
+        async def held(since: str, limit: int):
             if asyncio.current_task().get_name() == "console-feed":
                 await gate.wait()
-            return await read(limit, **filters)
+            return await read(since, limit)
 
-        store.list_executions = held
+        store.list_updated = held
         return lambda: worker.loop.call_soon_threadsafe(gate.set)
 
     return hold

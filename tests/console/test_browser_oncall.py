@@ -236,3 +236,30 @@ def test_an_outcome_changed_before_the_stream_connects_is_drawn(worker_factory, 
     assert dict(driver.execute_script(
         "return [...document.querySelectorAll('#decisions tr[data-id]')]"
         ".map(tr => [tr.dataset.id, tr.drawn === true])")) == {pending["id"]: False, other: True}
+
+
+def test_the_list_draws_the_change_of_a_decision_older_than_the_streams_reads(
+        worker_factory, chromium):
+    """A decision blocked on its approval, and 50 newer above it: the stream read the newest 50
+    at each tick, so its approval (the step run, and failed) never reached the list,
+    which showed it blocked until a reload. Ticks read what was written since the last."""
+    driver = chromium
+    w = worker_factory(GATED, mode="live")
+    w.post_alerts(notification(alert("WebDown", fingerprint="w1")))
+    [pending] = w.wait_executions(1)
+    w.post_alerts(notification(*(alert(f"NoMatch{i}", fingerprint=f"nm{i}")
+                                 for i in range(LATEST))))
+    w.wait_executions(LATEST + 1, timeout=60)
+    log_in(driver, w.url, "victor", VIEWER_TOKEN)
+    wait = WebDriverWait(driver, 30)
+    state = driver.find_element(By.ID, "live-state")
+    wait.until(lambda d: state.get_attribute("data-state") == "live")
+    row = f'#decisions tr[data-id="{pending["id"]}"]'
+    assert driver.find_element(By.CSS_SELECTOR, row).get_attribute("data-outcome") == "blocked"
+    decided = w.call(w.service.approve(pending["id"], by="alice"))
+    assert decided["outcome"] not in ("blocked", "running"), decided
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, row)
+               .get_attribute("data-outcome") == decided["outcome"])
+    assert driver.find_element(By.CSS_SELECTOR, f"{row} .pill").text == decided["outcome"]
+    assert state.get_attribute("data-state") == "live"  # no gap: nothing was missed
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#decisions tr[data-id]")) == LATEST + 1

@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
+import pytest
 import requests
 
 from remediator.auth import Operator
@@ -260,13 +261,13 @@ def test_open_live_streams_share_one_read_of_the_latest_decisions(worker_factory
     w = worker_factory()
     store = w.service.store
     reads = [0]
-    read = store.list_executions
+    read = store.list_updated
 
-    async def counted(limit: int = 100, **filters):
+    async def counted(since: str, limit: int):
         reads[0] += 1
-        return await read(limit, **filters)
+        return await read(since, limit)
 
-    store.list_executions = counted
+    store.list_updated = counted
     session = login(w.url, "alice", OPERATOR_TOKEN)
     streams = [session.get(f"{w.url}/ui/events", stream=True, timeout=30) for _ in range(5)]
     try:
@@ -460,6 +461,32 @@ def test_a_live_stream_sends_a_whole_read_without_a_gap(worker_factory, held_tic
         sent = _next_sent(lines)
     assert [e["event"] for e in sent] == ["decision"] * (LATEST - 1), sent
     assert [json.loads(e["data"])["id"] for e in sent] == [d["id"] for d in storm[::-1]]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_live_stream_sends_the_change_of_a_decision_older_than_its_reads(
+        worker_factory, backend, request):
+    """Each tick read the newest 50 decisions: a decision older than those that changed (here
+    an approval answered, its step run: blocked, then failed) was never sent, and the list
+    showed it blocked until a reload. Ticks read what was written since the last, on both
+    stores."""
+    settings = {"store": request.getfixturevalue("postgres_url")} if backend != "sqlite" else {}
+    w = worker_factory(APPROVAL_RULES % {"url": "http://127.0.0.1:9/"}, mode="live", **settings)
+    w.post_alerts(notification(alert("WebDown", fingerprint="w1")))
+    [pending] = w.wait_executions(1)
+    assert pending["outcome"] == "blocked"
+    _storm(w, LATEST)  # 50 newer: the blocked one is past a read of the newest
+    session = login(w.url, "victor", VIEWER_TOKEN)
+    with session.get(f"{w.url}/ui/events", stream=True, timeout=60) as stream:
+        lines = stream.iter_lines()
+        assert _until_tick(lines) == []  # from now: the browser has drawn all of them
+        decided = w.call(w.service.approve(pending["id"], by="alice"))
+        assert decided["outcome"] not in ("blocked", "running"), decided
+        sent: list[dict] = []
+        while not any(e["outcome"] == decided["outcome"] for e in sent):
+            sent += [json.loads(e["data"]) for e in _next_sent(lines)]
+    # Only the changed one (as it ran, then as it ended; or as the browser drew it, once).
+    assert {e["id"] for e in sent} == {pending["id"]}, sent
 
 
 def test_a_live_stream_sends_an_outcome_that_changed_before_it_started(worker_factory):
