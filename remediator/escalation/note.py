@@ -305,19 +305,27 @@ def outcome_phrase(decision: dict[str, Any]) -> str:
     changed = [s["name"] for s in steps if s.get("mutating") and s["outcome"] == "succeeded"]
     after = f" after {', '.join(changed)}" if changed else ""
     failed = [s["name"] for s in steps if s["outcome"] == "failed"]
+    # A change whose call failed or was cut short after it may have been sent (`uncertain`)
+    # is never "nothing was changed": the title is what the on-call reads first.
+    maybe = [s["name"] for s in steps if s.get("mutating") and s.get("uncertain")]
+    unsure = (f", {' and '.join(maybe)} may or may not have taken effect: check by hand"
+              if maybe else "")
+    nothing = unsure or ", nothing was changed"
     if outcome == "blocked":
         guard = (decision.get("reason") or "").split(":", 1)[0] or "a guard"
         if guard == "approval_pending":
-            return f"waiting for approval of step {decision.get('blocked_step')!r}{after}"
-        return f"blocked by {guard}{after}" + ("" if changed else ", nothing was changed")
+            return f"waiting for approval of step {decision.get('blocked_step')!r}{after}{unsure}"
+        return f"blocked by {guard}{after}" + (unsure if changed else nothing)
     if outcome == "failed":
         where = f"failed at step {failed[-1]!r}" if failed else "failed before any step ran"
-        return where + (after or ", nothing was changed")
+        return where + (after + unsure if changed else nothing)
     if outcome == "escalated":
         if failed:
             return f"escalated{after}: step {failed[-1]!r} failed" + (
-                "" if changed else ", nothing was changed")
-        return f"escalated{after}" if changed else "escalated with evidence, nothing was changed"
+                unsure if changed else nothing)
+        if changed or maybe:
+            return f"escalated{after}{unsure}"
+        return "escalated with evidence, nothing was changed"
     if outcome in ("succeeded", "resolved"):
         return f"{outcome}{after}"
     return outcome

@@ -59,7 +59,8 @@ def _service(tmp, sinks: dict, names: list[str], store: str = "sqlite://") -> Se
 
     async def runner(action, params, ctx):
         if params["method"] == "POST":
-            raise ActionError("restart refused: deployments.apps is forbidden", {"status": 403})
+            raise ActionError("restart refused: deployments.apps is forbidden", {"status": 403},
+                              unapplied=True)  # refused outright: nothing was changed
         return {"status": 200, "lines": ["ERROR s3 upload failed: ExpiredToken"]}
 
     cfg = Config(rules=[str(rules)], store=store, mode="live", escalation_dir=str(tmp / "notes"),
@@ -482,3 +483,46 @@ def test_a_note_copies_an_address_as_it_is_and_a_page_shows_text_not_escapes(
         assert "\\[" not in description and "`re=a\\.b`" in description, description
     finally:
         receiver.stop()
+
+
+def test_a_change_that_may_have_been_made_is_never_titled_nothing_was_changed(tmp_path):
+    """The receiver took the POST and answered 500: the change may or may not have taken
+    effect (the step is uncertain), and the note's title, the first thing the on-call reads,
+    says so rather than "nothing was changed"."""
+    receiver = WebhookReceiver(status=500)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "flaky.yaml").write_text(textwrap.dedent(f"""
+        playbooks:
+          - name: flaky-fix
+            match: {{alertname: FlakyThing}}
+            target: {{kind: service, namespace: default, name: flaky}}
+            guards: {{cooldown: 10m}}
+            steps:
+              - name: poke
+                action: http.request
+                params: {{url: "http://127.0.0.1:{receiver.port}/poke", method: POST}}
+            escalation: {{severity: warning, summary: "flaky thing"}}
+        """))
+    cfg = Config(rules=[str(rules)], store="sqlite://", mode="live",
+                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards())
+    service = Service(cfg, executor=Executor(retry_wait=0))
+
+    async def go() -> dict:
+        await service.start(dispatch=False)
+        await service.intake(parse_notification(json.dumps(notification(alert(
+            "FlakyThing"))).encode()))
+        [decision] = await service.drain()
+        await service.stop()
+        return decision
+    try:
+        decision = asyncio.new_event_loop().run_until_complete(go())
+    finally:
+        receiver.stop()
+    assert [d.path for d in receiver.deliveries] == ["/poke"]  # sent once: it may have acted
+    [poke] = decision["steps"]
+    assert (decision["outcome"], poke["outcome"], poke["uncertain"]) == ("failed", "failed", True)
+    title = decision["escalation"]["title"]
+    assert title.endswith("failed at step 'poke', poke may or may not have taken effect: "
+                          "check by hand"), title
+    assert "nothing was changed" not in decision["escalation"]["note"]
