@@ -98,6 +98,11 @@ class GuardContext:
     # ... and a mutating step of it is not journaled yet: that change is judged by the
     # pause, the time window and an open circuit before it is made (`before_execution`).
     to_change: bool = False
+    # A resolution's `on_resolved` undoing what its own episode's firing run changed on this
+    # target (the engine read that run's journal: `approvals.changed`; a dry run assumes it,
+    # as live runs it only then): the target it restores. The cooldown does not hold it back
+    # (`_cooldown`), whoever changed the target since; it is still a change of the target.
+    reverts: str | None = None
 
     @property
     def remedy(self) -> tuple[str, ...]:
@@ -518,7 +523,7 @@ class Guards:
             limits.append(Limit("mutation", self._rate_key(gc), now - parse_duration(cfg["window"]),
                                 cfg["max"]))
         if gc.target:
-            if cooldown := pb.guards.get("cooldown"):
+            if (cooldown := pb.guards.get("cooldown")) and not self._restores(gc):
                 limits.append(Limit("target", gc.target, now - parse_duration(cooldown), 1,
                                     unless={"execution": gc.execution_id, "episode": gc.episode}))
             events.append(("target", gc.target, now, {"step": step.name,
@@ -594,7 +599,7 @@ class Guards:
 
     async def _cooldown(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
         cooldown = gc.playbook.guards.get("cooldown")
-        if not cooldown or not gc.target:
+        if not cooldown or not gc.target or self._restores(gc):
             return None
         seconds = parse_duration(cooldown)
         now = self.clock()
@@ -607,6 +612,19 @@ class Guards:
             return Block("cooldown", f"{gc.target} was last changed at {_iso(others[-1])}; "
                                      f"cooldown {_human(seconds)} ends at {_iso(others[-1] + seconds)}")
         return None
+
+    @staticmethod
+    def _restores(gc: GuardContext) -> bool:
+        """A revert of this episode's own change of `gc.target` (a step of it with a
+        `target:` of its own changes another object, which its firing run may never have
+        changed): the cooldown keeps a target from being changed again too soon, and a revert
+        puts back the state before our change. Held back by another playbook's change of the
+        target (DeltaCrown's read flag flip after LOG_LEVEL=DEBUG), it left our change in
+        place for a human. It still reserves its `target` event, so the next firing episode
+        is cooled down by it: each revert follows a change the cooldown admitted, one per
+        episode, so a flapping alert toggles the target no faster than before. The rate
+        limit, the budget, the lock, the circuit, scope, pause and approvals still hold it."""
+        return gc.reverts is not None and gc.reverts == gc.target
 
     async def _budget(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
         s = self.settings

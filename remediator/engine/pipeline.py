@@ -201,20 +201,26 @@ class Engine:
             await self.guards.on_resolved(gc)
             await approvals.withdrawn(self.records, self.inflight, pb, alert, self.clock())
             reverts = any(ACTIONS[s.action].mutates(s.params) for s in steps)
-            if reverts and gc.mode == "live" and pb.on_resolved_when != "always":
+            if reverts and gc.mode == "live":
                 changed = await approvals.changed(self.store, pb, alert)
-                if changed is None:
-                    decision.update(outcome="resolved", reason="the firing run changed "
-                                    "nothing, so on_resolved has nothing to revert")
-                    return await self.records.finish(decision)
-                if changed != (gc.target or ""):
-                    # The episode is the sender's fingerprint and startsAt: another object
-                    # under them (or a target a reload changed) was never changed by it.
-                    decision.update(outcome="escalated", reason=(
-                        f"the firing run changed {changed or 'no target'}, not this alert's "
-                        f"target {gc.target or '(none)'}: on_resolved was not run; what it "
-                        "changed stays in place"))
-                    return await self.records.finish(decision, escalate=True)
+                if pb.on_resolved_when != "always":
+                    if changed is None:
+                        decision.update(outcome="resolved", reason="the firing run changed "
+                                        "nothing, so on_resolved has nothing to revert")
+                        return await self.records.finish(decision)
+                    if changed != (gc.target or ""):
+                        # The episode is the sender's fingerprint and startsAt: another object
+                        # under them (or a target a reload changed) was never changed by it.
+                        decision.update(outcome="escalated", reason=(
+                            f"the firing run changed {changed or 'no target'}, not this "
+                            f"alert's target {gc.target or '(none)'}: on_resolved was not run; "
+                            "what it changed stays in place"))
+                        return await self.records.finish(decision, escalate=True)
+                # It undoes its own episode's change of this target: not held back by the
+                # cooldown of others' changes since (`Guards._restores`).
+                gc.reverts = gc.target if changed == (gc.target or "") else None
+            elif reverts and pb.on_resolved_when != "always":
+                gc.reverts = gc.target  # a dry run plans it as live runs it: after its change
             if steps:  # a revert is a change like any other: the same guards hold
                 block = await self.guards.before_execution(gc, resolving=True)
         else:
