@@ -57,14 +57,14 @@ playbooks:
 class World:
     """The deployment in the Kubernetes API test server, and a live Service on a fake clock."""
 
-    def __init__(self, tmp: Path, kubeapi: Any, **guards: Any):
+    def __init__(self, tmp: Path, kubeapi: Any, rules_text: str = RULES, **guards: Any):
         kubeapi.add_namespace(NS)
         kubeapi.add_deployment(APP, NS, replicas=1, env={"LOG_LEVEL": "INFO",
                                                          "READ_PRIMARY": "true"})
         self.kubeapi = kubeapi
         rules = tmp / "rules"
         rules.mkdir(parents=True)
-        (rules / "deltacrown.yaml").write_text(textwrap.dedent(RULES))
+        (rules / "deltacrown.yaml").write_text(textwrap.dedent(rules_text))
         self.clock = FakeClock(START)
         self.service = Service(
             Config(rules=[str(rules)], store=f"sqlite:///{tmp}/store.db", mode="live",
@@ -124,6 +124,21 @@ def test_the_revert_is_not_held_back_by_a_flip_back_before_it(tmp_path, kubeconf
     reverted = run(w.send("SaveFailures", 35, at=50 * 60, status="resolved"))
     assert reverted["outcome"] == "resolved", reverted["reason"]
     assert w.env() == {"LOG_LEVEL": "INFO", "READ_PRIMARY": "true"}
+    run(w.service.stop())
+
+
+def test_a_dry_run_plans_the_revert_as_a_live_run_makes_it(tmp_path, kubeconfig, kubeapi, run):
+    """debug-logging in dry-run (the outage playbook live): its resolution's plan is the
+    revert, not `blocked: cooldown` by the live read flag flip, since live it is not."""
+    dry = RULES.replace("  - name: debug-logging\n", "  - name: debug-logging\n    dry_run: true\n")
+    w = World(tmp_path, kubeapi, rules_text=dry)
+    run(w.service.start(dispatch=False))
+    assert run(w.send("SaveFailures", 0, at=0))["outcome"] == "planned"
+    assert run(w.send("ReadFallback", 5, at=300))["outcome"] == "succeeded"
+    planned = run(w.send("SaveFailures", 0, at=1200, status="resolved"))
+    assert planned["outcome"] == "resolved", planned["reason"]
+    assert [(s["name"], s["outcome"]) for s in planned["steps"]] == [("info", "planned")]
+    assert w.env() == {"LOG_LEVEL": "INFO", "READ_PRIMARY": "false"}  # nothing ran
     run(w.service.stop())
 
 
