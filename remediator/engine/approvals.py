@@ -342,7 +342,18 @@ async def firing_stopped(store: Store, alert: Alert, timeout: float) -> None:
 
 async def changed(store: Store, pb: Playbook, alert: Alert) -> str | None:
     """The target of this episode's firing run if it made a change (a mutation that
-    succeeded, or one interrupted or failed `uncertain` that may have), else None."""
+    succeeded, or one interrupted or failed `uncertain` that may have), else None. A
+    mutation whose result says it changed nothing (`changed: false`: kubernetes.set_env of
+    the value already set) is none: on_resolved undoes only what remediator changed, and a
+    LOG_LEVEL=DEBUG a human set before the alert fired is theirs, not ours to revert."""
     firing = replace(alert, status="firing").dedupe_key
     run = await store.get_execution(execution_id(firing, pb.name))
+    if run and made_change(run):
+        run = dict(run, steps=[s for s in run.get("steps") or [] if not _unchanged(s)])
     return (run or {}).get("target") or "" if made_change(run) else None
+
+
+def _unchanged(step: dict[str, Any]) -> bool:
+    """A mutation that succeeded and says it changed nothing."""
+    return step["outcome"] == "succeeded" and not step.get("uncertain") \
+        and isinstance(step.get("result"), dict) and step["result"].get("changed") is False

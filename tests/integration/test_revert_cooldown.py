@@ -57,9 +57,10 @@ playbooks:
 class World:
     """The deployment in the Kubernetes API test server, and a live Service on a fake clock."""
 
-    def __init__(self, tmp: Path, kubeapi: Any, rules_text: str = RULES, **guards: Any):
+    def __init__(self, tmp: Path, kubeapi: Any, rules_text: str = RULES,
+                 level: str = "INFO", **guards: Any):
         kubeapi.add_namespace(NS)
-        kubeapi.add_deployment(APP, NS, replicas=1, env={"LOG_LEVEL": "INFO",
+        kubeapi.add_deployment(APP, NS, replicas=1, env={"LOG_LEVEL": level,
                                                          "READ_PRIMARY": "true"})
         self.kubeapi = kubeapi
         rules = tmp / "rules"
@@ -139,6 +140,22 @@ def test_a_dry_run_plans_the_revert_as_a_live_run_makes_it(tmp_path, kubeconfig,
     assert planned["outcome"] == "resolved", planned["reason"]
     assert [(s["name"], s["outcome"]) for s in planned["steps"]] == [("info", "planned")]
     assert w.env() == {"LOG_LEVEL": "INFO", "READ_PRIMARY": "false"}  # nothing ran
+    run(w.service.stop())
+
+
+def test_a_debug_a_human_set_before_the_alert_is_not_reverted(tmp_path, kubeconfig, kubeapi,
+                                                              run):
+    """A human turned DEBUG on to investigate; the alert's firing run sets DEBUG, already set
+    (`changed: false`, no rollout): it changed nothing, so its resolution reverts nothing (it
+    turned the human's DEBUG off, with a rolling restart)."""
+    w = World(tmp_path, kubeapi, level="DEBUG")  # as `kubectl set env` left it
+    run(w.service.start(dispatch=False))
+    fired = run(w.send("SaveFailures", 0, at=0))
+    assert fired["outcome"] == "succeeded" and fired["steps"][0]["result"]["changed"] is False
+    left = run(w.send("SaveFailures", 0, at=600, status="resolved"))
+    assert (left["outcome"], left["steps"]) == ("resolved", [])
+    assert left["reason"] == "the firing run changed nothing, so on_resolved has nothing to revert"
+    assert w.env()["LOG_LEVEL"] == "DEBUG"
     run(w.service.stop())
 
 
