@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from remediator.actions.secret_text import json_value, output
+from remediator.actions.secret_text import json_value, lines, output
 
 R = "<redacted>"
 MASKED = [
@@ -29,6 +29,9 @@ MASKED = [
     ("upstream ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8 is set\n", f"upstream {R} is set\n"),
     ("Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MEFCQ0RFRg\n", f"{R}\n"),  # printenv SESSION_SECRET
     ("BROKER=amqp://app:pw@mq:5672/v\n", f"BROKER=amqp://{R}@mq:5672/v\n"),
+    # an error's name is left as is, not what follows it, nor a password someone typed
+    ("InvalidToken: token=abc access_token=t2\ninvalid_password=pw\n",
+     f"InvalidToken: token={R} access_token={R}\ninvalid_password={R}\n"),
 ]
 ORDINARY = [
     "# Memory\r\nused_memory:1048576\r\nmaxmemory:0\r\nkeyspace_hits:12\r\nexpired_keys:3\r\n",
@@ -38,6 +41,10 @@ ORDINARY = [
     'psql: error: FATAL:  password authentication failed for user "app"\n',
     '{"status": "ok", "uptime": 12, "keys": 3, "token_count": 2, "passed": 5}\n',
     "d41d8cd98f00b204e9800998ecf8427e  /data/file\nFilesystem Size Used Avail Use% Mounted on\n",
+    # an error's name ending in a credential's word is no credential (S3's, jsonwebtoken's)
+    "ERROR s3 upload failed: ExpiredToken: The provided token has expired\n",
+    "ExpiredTokenException: The security token included in the request is expired\n",
+    "TokenExpiredError: jwt expired\nInvalidPasswordException: Password does not conform\n",
 ]
 
 
@@ -57,3 +64,14 @@ def test_parsed_json_keeps_what_checks_compare_and_withholds_credentials() -> No
     assert json_value(report) == {
         "status": "ok", "token_count": 2, "checksum": "d41d8cd98f00b204e9800998ecf8427e",
         "password": R, "items": [{"api_key": R, "line": f"DB_PASS={R}", "ok": True}]}
+
+
+def test_log_lines_are_masked_one_for_one() -> None:
+    """Lines as a `logs` action keeps them: each as `output` shows it, a key withheld line by
+    line (a line is evidence only beside its neighbours)."""
+    printed = ["start", "2026-12-02 INFO DB_PASS=hunter2 ok", "key: -----BEGIN PRIVATE KEY-----",
+               "MIIabc", "-----END PRIVATE KEY----- loaded",
+               "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln", "FATAL: password authentication failed"]
+    assert lines(printed) == ["start", f"2026-12-02 INFO DB_PASS={R} ok", f"key: {R}", R,
+                              f"{R} loaded", R, "FATAL: password authentication failed"]
+    assert lines([]) == [] and lines([""]) == [""]
