@@ -13,6 +13,9 @@ where evidence goes). An S3 upload declares `s3:PutObject`. The bundle lives und
 `<location>/<execution id>/<step>/`, so a re-run (a retry, a resume after a crash) rewrites the
 same bundle instead of scattering copies, and two bundles of one execution never overwrite
 each other; the manifest, written last, is the authority on what the bundle holds.
+
+Its files hold what the steps recorded, no more: their results as journaled (redacted), and
+log lines as the `logs` actions kept them, secrets masked (loglines.py).
 """
 
 from __future__ import annotations
