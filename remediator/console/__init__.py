@@ -14,8 +14,10 @@ import functools
 import json
 import logging
 import re
+import urllib.parse
 from collections import Counter
 from datetime import UTC, datetime
+from http.cookies import SimpleCookie
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +25,14 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .. import graphs, redact
-from ..auth import NOT_BY_ADDRESS, PasswordChecksBusy, Principal, Users, named_by_address
+from ..auth import (
+    ANONYMOUS,
+    NOT_BY_ADDRESS,
+    PasswordChecksBusy,
+    Principal,
+    Users,
+    named_by_address,
+)
 from ..guards import APPROVAL, PENDING
 from ..playbooks.validate import RulesError
 from ..service import Resuming, Service
@@ -40,6 +49,10 @@ log = logging.getLogger("remediator.console")
 SESSIONS = web.AppKey("console_sessions", Sessions)
 FEED = web.AppKey("console_feed", live.Feed)
 ALERT_RULES = web.AppKey("console_alert_rules", graphs.AlertRules)
+# Unauthenticated (--allow-unauthenticated): the value of this instance's forms cookie the
+# request's forms are bound to, and one issued with this answer (set as it is prepared).
+FORMS = web.RequestKey("console_forms", str)
+NEW_FORMS = web.RequestKey("console_new_forms", str)
 PREFIX = "/ui"
 OUTCOMES = ("running", "planned", "succeeded", "failed", "blocked", "escalated", "resolved",
             "no_match", "duplicate")
@@ -108,6 +121,7 @@ def setup(app: web.Application, service: Service, users: Users) -> None:
     app.on_cleanup.append(_close_feed)
     r = app.router
     r.add_get("/", home)
+    r.add_get(PREFIX, home)
     r.add_get(f"{PREFIX}/login", login_form)
     r.add_post(f"{PREFIX}/login", login)
     r.add_post(f"{PREFIX}/logout", logout)
@@ -122,6 +136,7 @@ def setup(app: web.Application, service: Service, users: Users) -> None:
     r.add_post(f"{PREFIX}/control/{{verb:pause|resume|reload|reset}}", control_action)
     r.add_static(f"{PREFIX}/static", str(resources.files(__package__) / "static"),
                  append_version=True)
+    r.add_route("*", f"{PREFIX}/{{tail:.*}}", not_found)  # last: what no route above serves
     app.on_response_prepare.append(_security_headers)
 
 
@@ -133,6 +148,13 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
         response.headers["Referrer-Policy"] = "same-origin"
         if not request.path.startswith(f"{PREFIX}/static"):
             response.headers["Cache-Control"] = "no-store"
+        if NEW_FORMS in request:  # a header: the response's own cookies are written already
+            sessions = request.app[SESSIONS]
+            cookie = SimpleCookie({sessions.anonymous_cookie: request[NEW_FORMS]})
+            morsel = cookie[sessions.anonymous_cookie]
+            morsel.update({"path": PREFIX, "httponly": True, "samesite": "Strict",
+                           "secure": sessions.secure})
+            response.headers.add("Set-Cookie", morsel.OutputString())
 
 
 # --- who is asking ---------------------------------------------------------------------
@@ -154,16 +176,37 @@ async def _principal(request: web.Request) -> Principal | None:
     if principal is None and sessions.users.allow_unauthenticated:
         if not named_by_address(request.host):
             raise _page_error(request, 403, NOT_BY_ADDRESS, None)
-        principal = Principal("anonymous", "anonymous")
+        principal = ANONYMOUS
+        _bind_forms(request)
     return principal
+
+
+def _bind_forms(request: web.Request) -> None:
+    """Unauthenticated, forms are bound to a cookie of this instance's own (no session
+    cookie to bind them to: every Pause and Approve was refused 403), issued once. A session
+    cookie that is not ours (another instance of this host: cookies ignore ports) is not
+    what they are bound to: a token made from it passed."""
+    sessions = request.app[SESSIONS]
+    value = request.cookies.get(sessions.anonymous_cookie, "")
+    if not sessions.anonymous_valid(value):
+        value = request[NEW_FORMS] = sessions.issue_anonymous()
+    request[FORMS] = value
+
+
+def _bound(request: web.Request) -> str:
+    """The cookie this request's CSRF token is made from: its session's, or unauthenticated
+    the forms cookie (`_bind_forms`)."""
+    return request.get(FORMS) or request.cookies.get(COOKIE, "")
 
 
 async def _who(request: web.Request, need: str = "viewer") -> Principal:
     """`_principal`; a browser without one goes to the login form, a viewer acting gets 403."""
     principal = await _principal(request)
     if principal is None:
-        raise web.HTTPSeeOther(f"{PREFIX}/login?next={request.path_qs}" if request.method == "GET"
-                               else f"{PREFIX}/login")
+        # Encoded: a deep link's own query (`?outcome=failed&playbook=x`) is `next`'s value
+        # whole, where all but its first parameter were lost at login.
+        raise web.HTTPSeeOther(f"{PREFIX}/login?" + urllib.parse.urlencode(
+            {"next": request.path_qs}) if request.method == "GET" else f"{PREFIX}/login")
     if not principal.may(need):
         raise _page_error(request, 403, f"{principal.described()}; this needs "
                           f"the {need} role", principal)
@@ -183,8 +226,7 @@ async def _form(request: web.Request, principal: Principal | None) -> web.MultiD
 async def _operator_post(request: web.Request) -> tuple[Principal, web.MultiDictProxy]:
     principal = await _who(request, "operator")
     form = await _form(request, principal)
-    if not request.app[SESSIONS].check_csrf(request.cookies.get(COOKIE, ""),
-                                            str(form.get("csrf", ""))):
+    if not request.app[SESSIONS].check_csrf(_bound(request), str(form.get("csrf", ""))):
         raise _page_error(request, 403, "the form's CSRF token does not match your session; "
                           "reload the page and try again", principal)
     return principal, form
@@ -206,7 +248,7 @@ async def _state(service: Service) -> dict[str, Any]:
 def _page(request: web.Request, template: str, principal: Principal | None, status: int = 200,
           **context: Any) -> web.Response:
     service = _service(request)
-    cookie = request.cookies.get(COOKIE, "")
+    cookie = _bound(request)
     body = _pages().get_template(template).render(
         me=principal, mode=service.config.mode, prefix=PREFIX, path=request.path,
         csrf=request.app[SESSIONS].csrf(cookie) if cookie else "",
@@ -225,6 +267,13 @@ def _page_error(request: web.Request, status: int, message: str,
 
 async def home(request: web.Request) -> web.Response:
     raise web.HTTPFound(f"{PREFIX}/")
+
+
+async def not_found(request: web.Request) -> web.Response:
+    """A console page, not aiohttp's bare text, for a path the console does not have; the
+    header's links lead on for whoever is logged in."""
+    principal = await _principal(request)
+    raise _page_error(request, 404, f"the console has no page {request.path!r}", principal)
 
 
 # --- login -------------------------------------------------------------------------------
@@ -543,7 +592,13 @@ async def control_action(request: web.Request) -> web.Response:
         target = str(form.get("target", ""))
         if not target:
             raise _page_error(request, 400, "target is required (namespace/kind/name)", principal)
-        await service.reset_circuits(target, str(form.get("playbook", "")), principal.name)
+        playbook = str(form.get("playbook", ""))
+        if not await service.reset_circuits(target, playbook, principal.name):
+            # It redirected to Control as if done (the API answers 404): say what is open.
+            from ..server import none_reset
+
+            error, _ = await none_reset(service, target, playbook)
+            raise _page_error(request, 404, error, principal)
     else:
         with contextlib.suppress(RulesError):  # recorded in service.last_reload, shown
             await service.reload()

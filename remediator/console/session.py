@@ -71,6 +71,24 @@ class Sessions:
     def check_csrf(self, cookie: str, token: str) -> bool:
         return bool(cookie) and self._signed("csrf|" + cookie, token)
 
+    @property
+    def anonymous_cookie(self) -> str:
+        """The name of the cookie an unauthenticated console binds its forms to: this
+        instance's (its secret's) own. Cookies ignore ports: another instance on the same host
+        (a laptop runs several) shares the browser's cookies, and under one name each would
+        overwrite the other's, or lend its own to ours."""
+        return "remediator_forms_" + self._sign("anonymous-forms-cookie")[:10]
+
+    def issue_anonymous(self) -> str:
+        """A value for `anonymous_cookie`: random, signed, so one planted by another site of
+        this host (any port is same-site) is not taken."""
+        nonce = secrets.token_urlsafe(16)
+        return f"{nonce}|{self._sign('anonymous|' + nonce)}"
+
+    def anonymous_valid(self, value: str) -> bool:
+        nonce, _, mac = value.rpartition("|")
+        return bool(nonce) and self._signed("anonymous|" + nonce, mac)
+
     async def revoke(self, cookie: str) -> None:
         """Log a (signed) session out, on every replica; the logouts of cookies that have
         expired meanwhile are dropped."""

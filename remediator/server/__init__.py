@@ -326,13 +326,19 @@ async def reset_circuit(request: web.Request) -> web.Response:
     reset = await service.reset_circuits(target, playbook, _actor(request))
     if not reset:
         # A 200 with nothing reset read as success at 3 a.m.: say what is open instead.
-        circuits = await service.open_circuits()
-        named = ", ".join(f"{c['playbook']} on {c['target']}" for c in circuits) or "none"
-        what = f"{playbook} on {target}" if playbook else target
-        return web.json_response({"error": f"no circuit of {what} to reset; open now: {named}",
-                                  "open": [{"playbook": c["playbook"], "target": c["target"]}
-                                           for c in circuits]}, status=404)
+        error, circuits = await none_reset(service, target, playbook)
+        return web.json_response({"error": error, "open": circuits}, status=404)
     return web.json_response({"reset": reset})
+
+
+async def none_reset(service: Service, target: str, playbook: str
+                     ) -> tuple[str, list[dict[str, str]]]:
+    """Why a reset closed nothing, and the circuits open now (the API's and the console's)."""
+    circuits = [{"playbook": c["playbook"], "target": c["target"]}
+                for c in await service.open_circuits()]
+    named = ", ".join(f"{c['playbook']} on {c['target']}" for c in circuits) or "none"
+    what = f"{playbook} on {target}" if playbook else target
+    return f"no circuit of {what} to reset; open now: {named}", circuits
 
 
 async def metrics(request: web.Request) -> web.Response:
