@@ -77,33 +77,77 @@ function liveState(state) {
   p.textContent = LIVE_STATES[state];
 }
 
+// The counts above the list, as the page draws them, from the rows the list holds now.
+function recount(body, limit) {
+  const p = document.getElementById("counts");
+  if (!p) return;
+  const rows = body.querySelectorAll("tr[data-id]");
+  const counts = {};
+  for (const tr of rows) counts[tr.dataset.outcome] = (counts[tr.dataset.outcome] || 0) + 1;
+  p.textContent = "";
+  p.appendChild(document.createElement("strong")).textContent = String(rows.length);
+  p.appendChild(document.createTextNode(
+    " shown" + (rows.length >= limit ? " (newest " + limit + ")" : "") + ": "));
+  for (const outcome of Object.keys(counts).sort()) {
+    const link = document.createElement("a");
+    link.className = pill(outcome).className;
+    link.href = "?outcome=" + encodeURIComponent(outcome);
+    link.textContent = outcome + " " + counts[outcome];
+    p.appendChild(link);
+    p.appendChild(document.createTextNode(" "));
+  }
+}
+
 function live() {
   const table = document.getElementById("decisions");
   if (!table || table.dataset.live !== "on" || !window.EventSource) return;
   const prefix = document.querySelector("a.brand").getAttribute("href").replace(/\/$/, "");
   const body = table.tBodies[0];
-  // From the newest decision the page drew: one recorded since is sent first.
-  const after = table.dataset.after;
-  const source = new EventSource(prefix + "/events" +
-    (after ? "?after=" + encodeURIComponent(after) : ""));
+  const limit = Number(table.dataset.limit) || 1000;
+  // From the newest decision the page drew, then from the last event's id: a stream opened
+  // again (the tab shown again) starts where the last one stopped.
+  let after = table.dataset.after;
+  let source = null;
   let broken = false;
-  source.addEventListener("open", () => liveState(broken ? "resumed" : "live"));
-  source.addEventListener("gap", () => liveState("gap"));
-  source.addEventListener("error", () => {
-    broken = true;
-    liveState(source.readyState === EventSource.CLOSED ? "lost" : "reconnecting");
+  function open() {
+    source = new EventSource(prefix + "/events" +
+      (after ? "?after=" + encodeURIComponent(after) : ""));
+    const mine = source;
+    mine.addEventListener("open", () => liveState(broken ? "resumed" : "live"));
+    mine.addEventListener("gap", () => liveState("gap"));
+    mine.addEventListener("error", () => {
+      broken = true;
+      liveState(mine.readyState === EventSource.CLOSED ? "lost" : "reconnecting");
+    });
+    mine.addEventListener("decision", (event) => {
+      if (event.lastEventId) after = event.lastEventId;
+      const d = JSON.parse(event.data);
+      const old = body.querySelector('tr[data-id="' + CSS.escape(d.id) + '"]');
+      // The stream's start sends again what the page drew: drawn again only if it changed.
+      if (old && old.dataset.outcome === d.outcome) return;
+      const fresh = row(d, prefix);
+      const empty = body.querySelector("tr.empty");
+      if (empty) empty.remove();
+      if (old) old.replaceWith(fresh);
+      else body.insertBefore(fresh, body.firstChild);
+      // As long as the page's list, no longer: an open tab grew by every decision.
+      const rows = body.querySelectorAll("tr[data-id]");
+      for (let i = limit; i < rows.length; i++) rows[i].remove();
+      recount(body, limit);
+    });
+  }
+  // A hidden tab lets its stream go: a browser opens 6 connections to a host, and 6 open
+  // lists (tabs) left none for any other page or form of the console.
+  function close() {
+    if (source) source.close();
+    source = null;
+  }
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) close();
+    else if (!source) open();
   });
-  source.addEventListener("decision", (event) => {
-    const d = JSON.parse(event.data);
-    const old = body.querySelector('tr[data-id="' + CSS.escape(d.id) + '"]');
-    // The stream's start sends again what the page drew: drawn again only if it changed.
-    if (old && old.dataset.outcome === d.outcome) return;
-    const fresh = row(d, prefix);
-    const empty = body.querySelector("tr.empty");
-    if (empty) empty.remove();
-    if (old) old.replaceWith(fresh);
-    else body.insertBefore(fresh, body.firstChild);
-  });
+  window.addEventListener("pagehide", close);
+  if (!document.hidden) open();
 }
 
 function confirmations() {
@@ -113,6 +157,12 @@ function confirmations() {
     });
   }
 }
+
+// Back (or Forward) to a page kept in the back/forward cache showed it as it was: an
+// approval just decided still pending. Drawn again, as it is now.
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted) window.location.reload();
+});
 
 document.addEventListener("DOMContentLoaded", () => {
   live();
