@@ -137,9 +137,13 @@ function live() {
     });
   }
   // A hidden tab lets its stream go: a browser opens 6 connections to a host, and 6 open
-  // lists (tabs) left none for any other page or form of the console.
+  // lists (tabs) left none for any other page or form of the console. Shown again, it is a
+  // reconnection, and says so ("resumed": older changes need a reload).
   function close() {
-    if (source) source.close();
+    if (source) {
+      source.close();
+      broken = true;
+    }
     source = null;
   }
   document.addEventListener("visibilitychange", () => {
