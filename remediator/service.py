@@ -146,11 +146,14 @@ class Service:
         self.ready = True
 
     async def _recover(self) -> None:
+        assert self.engine is not None
         resumed = await self.store.release_running()
         # An execution recorded `running` is resumed from its journal even if its inbox item
         # was finished or pruned: after a restart nothing stays `running`.
         for decision in await self.store.list_executions(100_000, outcome="running"):
             alert = Alert.from_dict(decision["alert"])
+            # Its playbook may be renamed or gone in this version: its alert looks for it.
+            self.engine.recheck.add(alert.dedupe_key)
             await self.store.enqueue([(alert.dedupe_key, alert.to_dict(), decision.get("group")
                                        or {})])
             await self.store.requeue(alert.dedupe_key)

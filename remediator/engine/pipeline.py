@@ -29,7 +29,7 @@ from . import approvals, plans, records
 from .executor import Executor
 from .inflight import InFlight
 from .plans import Plans
-from .records import Records, Unrecorded, after_cancel, after_failure, made_change, resumable
+from .records import Records, Unrecorded, after_cancel, after_failure, changes, made_change, resumable
 from .steps import Steps, render_target, step_targets
 
 log = logging.getLogger("remediator.engine")
@@ -58,6 +58,11 @@ class Engine:
     plans: Plans = field(default_factory=Plans, init=False, repr=False)
     # One step's run (made from the same fields).
     steps: Steps = field(init=False, repr=False)
+    # Alerts whose last processing was cut off (by a restart: `Service._recover`; by an
+    # outage here): processed next, they look for a run of theirs left `running` under a
+    # playbook this version no longer matches (`_stale`). So does an item a replica took
+    # over (`InboxItem.interrupted`); a first processing reads nothing more.
+    recheck: set[str] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.records = Records(store=self.store, guards=self.guards,
@@ -75,6 +80,7 @@ class Engine:
             try:
                 decisions = await self._process(item)
             except (StoreUnavailable, Unrecorded):
+                self.recheck.add(item.dedupe_key)  # a reload may rename its run's playbook
                 raise  # nothing can be recorded now: the inbox item is retried, not finished
             except Exception as exc:
                 # A bug outside any execution (reading the stored alert, matching, recording
@@ -103,19 +109,60 @@ class Engine:
         playbooks = self.rules.match(alert.labels, alert.status)
         ids = [records.execution_id(item.dedupe_key, pb.name) for pb in playbooks] or [
             records.execution_id(item.dedupe_key, "")]
-        records.finishing.set((ids[-1], item.id))
+        stale = await self._stale(item, ids) if item.interrupted \
+            or item.dedupe_key in self.recheck else []
+        # Runs left `running` are concluded last, the last one finishing the item: the runs
+        # they may block are recorded first, so a crash between finds them again.
+        records.finishing.set((stale[-1]["id"] if stale and playbooks else ids[-1], item.id))
         if playbooks:
-            return [await self.execute(pb, alert, group, item.dedupe_key, execution_id,
-                                       dry_run=dry_run)
-                    for pb, execution_id in zip(playbooks, ids, strict=True)]
+            decided = [await self.execute(pb, alert, group, item.dedupe_key, execution_id,
+                                          dry_run=dry_run, interrupted=stale)
+                       for pb, execution_id in zip(playbooks, ids, strict=True)]
+            return decided + [await self._abandon(run, alert) for run in stale]
+        for run in stale:  # nothing runs instead: concluded first, the item with `no_match`
+            await self._abandon(run, alert)
         decision = self._decision(ids[-1], alert, None, dry_run=dry_run)
         decision.update(outcome="no_match", reason="no playbook matches this alert")
         return [await self.records.finish(decision)]
 
+    async def _stale(self, item: InboxItem, ids: list[str]) -> list[dict[str, Any]]:
+        """This alert's runs recorded `running` (interrupted) that none of the playbooks it
+        matches now would resume: a reload renamed, removed or changed the matchers of
+        theirs. Their id is of the alert and their playbook's name, so no current match finds
+        them; left alone, they stayed `running` for ever, and a renamed playbook ran again
+        from its first step, repeating a change the interrupted run had made."""
+        found = await self.store.list_executions(100, outcome="running",
+                                                 fingerprint=item.alert.get("fingerprint"))
+        return [run for run in reversed(found) if run["playbook"] and run["id"] not in ids
+                and run["id"] == records.execution_id(item.dedupe_key, run["playbook"])]
+
+    async def _abandon(self, run: dict[str, Any], alert: Alert) -> dict[str, Any]:
+        """Conclude a stale run (`_stale`): failed, escalated with its journal."""
+        name = run["playbook"]
+        why = (f"its playbook {name!r} no longer matches this alert" if self.rules.get(name)
+               else f"its playbook {name!r} is no longer loaded (a reload renamed or removed "
+               "it)")
+        while not self.inflight.start(run["id"], f"{alert.fingerprint}:{alert.starts_at}"):
+            await self.inflight.wait(run["id"])  # resumed here meanwhile: let it stop first
+        try:
+            existing = await self.store.get_execution(run["id"])
+            if existing is None or existing["outcome"] != "running":
+                return existing or run  # concluded meanwhile
+            log.warning("execution %s was interrupted and is not resumed: %s", run["id"], why,
+                        extra={"execution_id": run["id"], "playbook": name})
+            return await self.records.interrupted(existing, why)
+        finally:
+            try:
+                await self.records.ended(run["id"])  # its target locks, if it still holds any
+            finally:
+                self.inflight.finish(run["id"])
+
     async def execute(self, pb: Playbook, alert: Alert, group: Group, dedupe_key: str,
-                      execution_id: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+                      execution_id: str | None = None, dry_run: bool = False,
+                      interrupted: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Run (or resume) one playbook for one alert; return its decision (`execution_id`:
-        its id, when the caller computed it already; `dry_run`: whatever the engine's mode)."""
+        its id, when the caller computed it already; `dry_run`: whatever the engine's mode;
+        `interrupted`: the alert's stale runs, `_stale`)."""
         execution_id = execution_id or records.execution_id(dedupe_key, pb.name)
         while not self.inflight.start(execution_id, f"{alert.fingerprint}:{alert.starts_at}"):
             # Already running here (an approval resumed it while its alert was queued again):
@@ -136,7 +183,8 @@ class Engine:
             return existing  # finished (possibly before a restart): never run twice
         try:
             return await self._execute(pb, alert, group, execution_id, existing, pause,
-                                       claimed=dedupe_key, dry_run=dry_run)
+                                       claimed=dedupe_key, dry_run=dry_run,
+                                       interrupted=interrupted if existing is None else None)
         except (StoreUnavailable, Unrecorded):
             raise  # nothing can be recorded now: the inbox item is retried, not finished
         except Exception as exc:  # a bug must not leave an execution running, unrecorded
@@ -171,7 +219,8 @@ class Engine:
     async def _execute(self, pb: Playbook, alert: Alert, group: Group, execution_id: str,
                        existing: dict[str, Any] | None,
                        pause: dict[str, Any] | None = None, claimed: str | None = None,
-                       dry_run: bool = False) -> dict[str, Any]:
+                       dry_run: bool = False, interrupted: list[dict[str, Any]] | None = None
+                       ) -> dict[str, Any]:
         decision = self._decision(execution_id, alert, pb, existing, dry_run)
         decision["group"] = group_dict = group.to_dict()
         ctx = template_context.build(decision["alert"], group_dict, pb)  # which copies them
@@ -188,6 +237,9 @@ class Engine:
         ctx["target"] = gc.target
         steps = pb.steps_for(alert.status)
         gc.step_targets = step_targets(steps, ctx)
+        if block := _repeats(interrupted, gc.target, steps, gc.step_targets):
+            decision["would_run"] = plans.would_run(steps, ctx)
+            return await self.records.blocked(decision, block, gc)
         if gc.changed:
             journaled = {r["name"] for r in (existing or {}).get("steps") or []}
             gc.to_change = any(s.name not in journaled and ACTIONS[s.action].mutates(s.params)
@@ -272,9 +324,13 @@ class Engine:
         for index, step in enumerate(steps):
             done = journal.get(index)
             if done and (done["name"], done["action"]) != (step.name, step.action):
-                decision["reason"] = (f"the playbook changed since this execution started (step "
-                                      f"{index + 1} was {done['name']!r}, now {step.name!r}); "
-                                      "not resumed against different steps")
+                changed = (f"the playbook changed since this execution started (step "
+                           f"{index + 1} was {done['name']!r}, now {step.name!r})")
+                # Its journal as it stands, the step it was in failed: none left `running`.
+                await self.records.fail_running_steps(decision, f"interrupted by a restart "
+                                                      f"while running, and not resumed: {changed}")
+                decision["reason"] = (f"{changed}; not resumed against different steps: "
+                                      f"{changes(decision)}")
                 return "failed"
             if done and done["outcome"] == "running" and not ACTIONS[step.action].repeatable(
                     done["params"]):
@@ -370,3 +426,23 @@ class Engine:
             "escalation": None,
             "alert": alert.to_dict(),
         }
+
+
+def _repeats(interrupted: list[dict[str, Any]] | None, target: str | None,
+             steps: tuple[Step, ...], step_targets: tuple[str, ...]) -> Block | None:
+    """A new run's block when a stale run of its alert (`Engine._stale`: interrupted, its
+    playbook renamed or changed since) changed or may have changed its target, and it would
+    change something too: it may repeat that change (a second POST, a second restart), and
+    nobody can know whether the first took effect. A human looks; nothing is run."""
+    if not interrupted or not any(ACTIONS[s.action].mutates(s.params) for s in steps):
+        return None  # notes and evidence repeat nothing
+    targets = (target, *step_targets)  # none of them: another object, changed by nobody
+    for run in interrupted:
+        if made_change(run) and (target is None or run.get("target") in (None, *targets)):
+            return Block("interrupted_run", (
+                f"execution {run['id']} of playbook {run['playbook']!r} on this alert was "
+                f"interrupted, and {changes(run)}; its playbook is no longer loaded as it "
+                "was, so it is not resumed, and this run is not started: it could repeat "
+                "that change. Check its effect, then act by hand"))
+    return None
+

@@ -116,26 +116,39 @@ class Records:
                   extra={"execution_id": decision["id"]})
         decision.update(outcome="failed", reason=f"internal error: {type(exc).__name__}: "
                         f"{exc}; nothing further was done")
-        await self._fail_running_steps(decision, exc)
+        for name in await self.fail_running_steps(decision, redact.text(
+                f"internal error while running or recording it: {type(exc).__name__}: {exc}")):
+            decision["reason"] = f"step {name!r} failed: {decision['reason']}"
         return await self.finish(decision, escalate=True)
 
-    async def _fail_running_steps(self, decision: dict[str, Any], exc: Exception) -> None:
-        """After an internal error, the journaled steps, none left `running` in a final
-        decision: the one that was running failed (uncertain if it was a change), named."""
+    async def interrupted(self, decision: dict[str, Any], why: str) -> dict[str, Any]:
+        """The final record of a run a restart (or a replica's end) interrupted and that is
+        not resumed (`why`): `failed`, its journal in it, what it changed or may have changed
+        named, the step it was in failed (uncertain if a change), and a note."""
+        decision.update(outcome="failed", reason="")
+        await self.fail_running_steps(decision, "interrupted by a restart while running, "
+                                      f"and not resumed: {why}")
+        decision["reason"] = f"interrupted and not resumed: {why}; {changes(decision)}"
+        return await self.finish(decision, escalate=True)
+
+    async def fail_running_steps(self, decision: dict[str, Any], detail: str) -> list[str]:
+        """The run's journaled steps as its decision's, none left `running` in its final
+        record: the one that was running failed (uncertain if it was a change, which may
+        have taken effect), with `detail`. Returns the names of those it failed."""
         journal = await self.store.completed_steps(decision["id"])
         if unsaved := self.unsaved.get(decision["id"]):  # journaled with the final record
             journal[unsaved[0]] = unsaved[1]
         decision["steps"] = [journal[i] for i in sorted(journal)]
+        failed = []
         for index, step in sorted(journal.items()):
             if step["outcome"] != "running":
                 continue
-            step.update(outcome="failed", uncertain=bool(step.get("mutating")),
-                        detail=redact.text(f"internal error while running or recording it: "
-                                           f"{type(exc).__name__}: {exc}"))
+            step.update(outcome="failed", uncertain=bool(step.get("mutating")), detail=detail)
             if step["uncertain"]:
                 step["detail"] += "; it may or may not have taken effect: check by hand"
             await self.store.save_step(decision["id"], index, step)
-            decision["reason"] = f"step {step['name']!r} failed: {decision['reason']}"
+            failed.append(step["name"])
+        return failed
 
     async def finish(self, decision: dict[str, Any], escalate: bool = False,
                      events: list[Event] | None = None) -> dict[str, Any]:
@@ -283,6 +296,19 @@ def made_change(run: dict[str, Any] | None) -> bool:
     return any(s.get("mutating") and (s["outcome"] in ("succeeded", "running")
                                       or s.get("uncertain"))
                for s in (run or {}).get("steps") or [])
+
+
+def changes(run: dict[str, Any]) -> str:
+    """What a run changed or may have changed, from its journal: what a human checks."""
+    done = [f"{s['name']!r} ({s['action']})" for s in run.get("steps") or []
+            if s.get("mutating") and s["outcome"] == "succeeded"]
+    maybe = [f"{s['name']!r} ({s['action']})" for s in run.get("steps") or []
+             if s.get("mutating") and s["outcome"] != "succeeded"
+             and (s["outcome"] == "running" or s.get("uncertain"))]
+    said = ([f"it changed {', '.join(done)}"] if done else []) + (
+        [f"may have changed {', '.join(maybe)}"] if maybe else [])
+    on = f" on {run['target']}" if run.get("target") else ""
+    return " and ".join(said) + on if said else "it changed nothing"
 
 
 def resumable(decision: dict[str, Any]) -> bool:

@@ -35,6 +35,9 @@ class InboxItem:
     alert: dict[str, Any]
     group: dict[str, Any]
     received_at: str
+    # Claimed from a replica whose lease expired while it held it: its processing was cut
+    # off, so a run it left `running` is looked for (`Engine._stale`).
+    interrupted: bool = False
 
 
 @dataclass(frozen=True)

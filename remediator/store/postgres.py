@@ -31,6 +31,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -526,12 +527,13 @@ class PostgresStore:
             "RETURNING i.id, i.dedupe_key, i.alert, i.grp, i.packed, i.ref, i.received_at, "
             "c.state AS was",
             self.replica, limit, self.lease), turn=False)
-        taken = [r["dedupe_key"] for r in rows if r["was"] == "running"]
+        taken = {r["id"] for r in rows if r["was"] == "running"}
         if taken:
             log.warning("took over %d alert(s) whose replica's lease expired", len(taken))
             if self._metrics is not None:
                 self._metrics.lease_takeovers.inc(len(taken))
-        return await self._hold(rows)
+        return [replace(i, interrupted=True) if i.id in taken else i
+                for i in await self._hold(rows)]
 
     async def _hold(self, rows: list[asyncpg.Record]) -> list[InboxItem]:
         """Rows just claimed here, as items in order, their leases renewed from now on."""
