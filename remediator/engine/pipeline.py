@@ -93,6 +93,7 @@ class Engine:
                 decisions = [await self.records.internal_error(decision, exc)]
             if records.finishing.get() is not None:  # its last execution was final already
                 await self.store.finish(item.id)
+            self.recheck.discard(item.dedupe_key)
             return decisions
         finally:
             records.finishing.reset(token)
@@ -109,8 +110,8 @@ class Engine:
         playbooks = self.rules.match(alert.labels, alert.status)
         ids = [records.execution_id(item.dedupe_key, pb.name) for pb in playbooks] or [
             records.execution_id(item.dedupe_key, "")]
-        stale = await self._stale(item, ids) if item.interrupted \
-            or item.dedupe_key in self.recheck else []
+        stale = await self._stale(item.dedupe_key, alert.fingerprint, ids) \
+            if item.interrupted or item.dedupe_key in self.recheck else []
         # Runs left `running` are concluded last, the last one finishing the item: the runs
         # they may block are recorded first, so a crash between finds them again.
         records.finishing.set((stale[-1]["id"] if stale and playbooks else ids[-1], item.id))
@@ -125,16 +126,15 @@ class Engine:
         decision.update(outcome="no_match", reason="no playbook matches this alert")
         return [await self.records.finish(decision)]
 
-    async def _stale(self, item: InboxItem, ids: list[str]) -> list[dict[str, Any]]:
+    async def _stale(self, key: str, fingerprint: str, ids: list[str]) -> list[dict[str, Any]]:
         """This alert's runs recorded `running` (interrupted) that none of the playbooks it
         matches now would resume: a reload renamed, removed or changed the matchers of
         theirs. Their id is of the alert and their playbook's name, so no current match finds
         them; left alone, they stayed `running` for ever, and a renamed playbook ran again
         from its first step, repeating a change the interrupted run had made."""
-        found = await self.store.list_executions(100, outcome="running",
-                                                 fingerprint=item.alert.get("fingerprint"))
+        found = await self.store.list_executions(100, outcome="running", fingerprint=fingerprint)
         return [run for run in reversed(found) if run["playbook"] and run["id"] not in ids
-                and run["id"] == records.execution_id(item.dedupe_key, run["playbook"])]
+                and run["id"] == records.execution_id(key, run["playbook"])]
 
     async def _abandon(self, run: dict[str, Any], alert: Alert) -> dict[str, Any]:
         """Conclude a stale run (`_stale`): failed, escalated with its journal."""

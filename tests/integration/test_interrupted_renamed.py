@@ -148,10 +148,10 @@ def test_a_step_renamed_leaves_no_step_running_in_the_failed_decision(tmp_path,
     try:
         [decision] = _settled(w2.executions, 1)
         assert decision["id"] == old["id"] and decision["outcome"] == "failed"
-        assert decision["reason"].startswith("the playbook changed since this execution")
-        assert "it changed 'restart' (http.request)" in decision["reason"]
         assert [(s["name"], s["outcome"]) for s in decision["steps"]] == [
             ("restart", "succeeded"), ("settle", "failed")]
+        assert decision["reason"].startswith("the playbook changed since this execution")
+        assert "it changed 'restart' (http.request)" in decision["reason"]
         assert [d.path for d in webhook_receiver.deliveries] == ["/restart"]
     finally:
         assert w2.stop() == 0
