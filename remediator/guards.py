@@ -476,6 +476,8 @@ class Guards:
         # acknowledged while the change waited for its slot stops it (`before_mutation`
         # read it before that wait, and only for a step it did not fold into this write).
         resolution = _resolution(gc) if gc.alert.status == "firing" else None
+        if self._restores(gc) and (block := await self._cooldown(gc, step, params)):
+            return block  # read, not reserved: the target's lock this revert holds keeps it
         # The target lock this change runs under, taken again by the admission's durable
         # write: lost with a database crash, another run may have taken the target since.
         lock = (gc.target, gc.execution_id) if gc.target and gc.execution_id in self._locked_by \
@@ -528,7 +530,8 @@ class Guards:
                                     unless={"execution": gc.execution_id, "episode": gc.episode}))
             events.append(("target", gc.target, now, {"step": step.name,
                                                       "execution": gc.execution_id,
-                                                      "episode": gc.episode}))
+                                                      "episode": gc.episode,
+                                                      "playbook": pb.name}))
         return limits, events
 
     async def _paused_mutation(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
@@ -599,18 +602,31 @@ class Guards:
 
     async def _cooldown(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
         cooldown = gc.playbook.guards.get("cooldown")
-        if not cooldown or not gc.target or self._restores(gc):
+        if not cooldown or not gc.target:
             return None
         seconds = parse_duration(cooldown)
         now = self.clock()
         events = await self.store.events_since("target", gc.target, now - seconds)
         # One alert episode is one remediation: its own earlier steps, and the revert its
         # resolution runs (`on_resolved`), are not a second mutation to cool down from.
-        others = [at for at, data in events if data.get("execution") != gc.execution_id
+        others = [(at, data) for at, data in events if data.get("execution") != gc.execution_id
                   and data.get("episode") != gc.episode]
+        if self._restores(gc):
+            # Another episode of this playbook that changed the target since (or was admitted
+            # to: it found our change already made) relies on the state the revert would undo:
+            # DEBUG turned off under a second pod's alert still firing. Another playbook's
+            # change (or a record before events named their playbook: counted) does not.
+            others = [(at, data) for at, data in others
+                      if data.get("playbook", gc.playbook.name) == gc.playbook.name]
+            if others:
+                return Block("cooldown", f"{gc.target} was changed at {_iso(others[-1][0])} "
+                             f"by another alert of playbook {gc.playbook.name!r}, which may "
+                             "rely on the change this revert would undo; cooldown "
+                             f"{_human(seconds)} ends at {_iso(others[-1][0] + seconds)}")
+            return None
         if others:
-            return Block("cooldown", f"{gc.target} was last changed at {_iso(others[-1])}; "
-                                     f"cooldown {_human(seconds)} ends at {_iso(others[-1] + seconds)}")
+            return Block("cooldown", f"{gc.target} was last changed at {_iso(others[-1][0])}; "
+                         f"cooldown {_human(seconds)} ends at {_iso(others[-1][0] + seconds)}")
         return None
 
     @staticmethod
@@ -622,8 +638,10 @@ class Guards:
         target (DeltaCrown's read flag flip after LOG_LEVEL=DEBUG), it left our change in
         place for a human. It still reserves its `target` event, so the next firing episode
         is cooled down by it: each revert follows a change the cooldown admitted, one per
-        episode, so a flapping alert toggles the target no faster than before. The rate
-        limit, the budget, the lock, the circuit, scope, pause and approvals still hold it."""
+        episode, so a flapping alert toggles the target no faster than before. Another
+        episode of the same playbook's change since still holds it (`_cooldown`), checked
+        under the target's lock the revert holds. The rate limit, the budget, the lock, the
+        circuit, scope, pause and approvals still hold it."""
         return gc.reverts is not None and gc.reverts == gc.target
 
     async def _budget(self, gc: GuardContext, step: Step, params: dict) -> Block | None:

@@ -271,8 +271,8 @@ class Engine:
                 # It undoes its own episode's change of this target: not held back by the
                 # cooldown of others' changes since (`Guards._restores`).
                 gc.reverts = gc.target if changed == (gc.target or "") else None
-            elif reverts and pb.on_resolved_when != "always":
-                gc.reverts = gc.target  # a dry run plans it as live runs it: after its change
+            elif reverts:  # a dry run plans it as live runs it after its firing run's change
+                gc.reverts = gc.target
             if steps:  # a revert is a change like any other: the same guards hold
                 block = await self.guards.before_execution(gc, resolving=True)
         else:

@@ -15,6 +15,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from remediator.alerts import parse_notification
 from remediator.config import Config
 from remediator.engine.executor import Executor
@@ -128,10 +130,14 @@ def test_the_revert_is_not_held_back_by_a_flip_back_before_it(tmp_path, kubeconf
     run(w.service.stop())
 
 
-def test_a_dry_run_plans_the_revert_as_a_live_run_makes_it(tmp_path, kubeconfig, kubeapi, run):
+@pytest.mark.parametrize("when", ["changed", "always"])
+def test_a_dry_run_plans_the_revert_as_a_live_run_makes_it(tmp_path, kubeconfig, kubeapi, run,
+                                                           when):
     """debug-logging in dry-run (the outage playbook live): its resolution's plan is the
-    revert, not `blocked: cooldown` by the live read flag flip, since live it is not."""
-    dry = RULES.replace("  - name: debug-logging\n", "  - name: debug-logging\n    dry_run: true\n")
+    revert, not `blocked: cooldown` by the live read flag flip, since live it is not (after
+    its firing run's change, `on_resolved_when: always` too)."""
+    dry = RULES.replace("  - name: debug-logging\n", "  - name: debug-logging\n    dry_run: true\n"
+                        f"    on_resolved_when: {when}\n")
     w = World(tmp_path, kubeapi, rules_text=dry)
     run(w.service.start(dispatch=False))
     assert run(w.send("SaveFailures", 0, at=0))["outcome"] == "planned"
