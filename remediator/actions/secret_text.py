@@ -1,6 +1,7 @@
 """The one filter for what a container holds or prints: its environment (docker.inspect), an
 exec's output (docker.exec, kubernetes.exec) and its log lines (docker.logs, kubernetes.logs,
-and so evidence.bundle's files), before a step result, a note, the journal, a log line or the
+and so evidence.bundle's files); a pod template or ConfigMap kubernetes.get snapshots, an
+answer http.request records; before a step result, a note, the journal, a log line or the
 API shows it. Runbooks say `env | grep -v TOKEN | grep -v PEPPER`; this is
 that, much stricter.
 
@@ -69,12 +70,13 @@ _ERROR_NAME = (rf"(?:(?:expired|invalid|missing)[_.-]?(?:token|credentials?|api[
 # prose, "password authentication failed" names no password), its value after a space or a
 # NUL (/proc/<pid>/cmdline); `Authorization: Bearer …`. The value is masked, quoted
 # (`password="s3cret pw"`, `--password 'x'`) or not, never past its line. In JSON text, a
-# credential key's string (`"password": "…"`; not `"token_count": 2`, as json_value does).
+# credential key's string (`"password": "…"`; not `"token_count": 2`, as json_value does),
+# its closing quote too where an excerpt's end cut it off (http.request's body).
 _INLINE = compile_regex(
     rf"(?i){_ERROR_NAME}|({_KEY}[ \t]*[=:][ \t]*|-[\w.-]*{_KEY}[ \t\x00]+"
     r"|authorization[ \t]*[=:][ \t]*(?:(?:bearer|basic|token|digest)[ \t]+)?)"
     r"(?:\"[^\"\n]*\"?|'[^'\n]*'?|[^\s\x00&;,\"']+)"
-    rf"|(\"[\w.-]*?(?:{_KEY}|authorization)\"[ \t]*:[ \t]*)\"(?:[^\"\\\n]|\\.)*\"")
+    rf"|(\"[\w.-]*?(?:{_KEY}|authorization)\"[ \t]*:[ \t]*)\"(?:[^\"\\\n]|\\.)*\"?")
 _CREDENTIAL_KEY = compile_regex(rf"(?i)[\w.-]*?{_KEY}|authorization", anchored=True)
 # A PEM private key in output spans lines: withheld from its BEGIN to its END (or the end).
 _PEM = compile_regex(r"(?s)-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?"
@@ -97,9 +99,21 @@ def _opaque(value: str) -> bool:
     return bool(_BASE64.fullmatch(value)) and all(p.search(value) for p in _MIXED)
 
 
+# A switch's value is no secret whatever its name: CERT_S3_READ_PRIMARY=false is what
+# deltacrown's playbook reads back from the deployment's env.
+_SWITCH = frozenset({"", "true", "false", "yes", "no", "on", "off", "enabled", "disabled"})
+
+
 def secret_variable(name: str, value: str) -> bool:
-    """Whether an environment variable is withheld whole."""
+    """Whether an environment variable (or a ConfigMap's key) is withheld whole."""
+    if value.strip().lower() in _SWITCH:
+        return False
     return bool(SECRET_NAME.search(name)) or looks_secret(value)
+
+
+def credential_key(key: str) -> bool:
+    """Whether a JSON key names a credential (`password`, `api_key`; not `token_count`)."""
+    return bool(_CREDENTIAL_KEY.fullmatch(key))
 
 
 def masked(value: str) -> str:
@@ -171,6 +185,6 @@ def json_value(data: Any) -> Any:
     if isinstance(data, list):
         return [json_value(v) for v in data]
     if isinstance(data, dict):
-        return {k: redact.REDACTED if isinstance(v, str) and _CREDENTIAL_KEY.fullmatch(str(k))
+        return {k: redact.REDACTED if isinstance(v, str) and credential_key(str(k))
                 else json_value(v) for k, v in data.items()}
     return data

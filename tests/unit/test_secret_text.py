@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from remediator.actions.secret_text import json_value, lines, output
+from remediator.actions.secret_text import (
+    credential_key,
+    json_value,
+    lines,
+    output,
+    secret_variable,
+)
 
 R = "<redacted>"
 MASKED = [
@@ -75,3 +81,16 @@ def test_log_lines_are_masked_one_for_one() -> None:
     assert lines(printed) == ["start", f"2026-12-02 INFO DB_PASS={R} ok", f"key: {R}", R,
                               f"{R} loaded", R, "FATAL: password authentication failed"]
     assert lines([]) == [] and lines([""]) == [""]
+
+
+def test_a_switch_is_no_secret_whatever_its_name() -> None:
+    """deltacrown's playbook reads CERT_S3_READ_PRIMARY=false back from the deployment's env."""
+    assert [secret_variable("CERT_S3_READ_PRIMARY", v) for v in ("false", "True", " on", "")] \
+        == [False] * 4
+    assert secret_variable("CERT_S3_READ_PRIMARY", "s3") and secret_variable("DB_PASS", "1234")
+
+
+def test_a_json_credential_cut_by_an_excerpt_end_is_masked() -> None:
+    assert output('{"ok": 1, "token": "abc-123') == f'{{"ok": 1, "token": "{R}"'
+    assert credential_key("api_key") and credential_key("db.password")
+    assert not credential_key("passed") and not credential_key("status")
