@@ -12,6 +12,7 @@ kube_pods.py.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import time
@@ -41,6 +42,7 @@ from .kube_client import (
 from .kube_env import env_plan, env_value
 from .kube_pods import DeletePods, Logs
 from .kube_rollout import RESTARTED_AT, UndoRefused, rollout_state, undo_plan
+from .kube_snapshot import evidence
 
 __all__ = ["DeletePods", "Get", "Logs", "RolloutRestart", "RolloutStatus", "RolloutUndo", "Scale",
            "SetEnv"]
@@ -344,7 +346,8 @@ _FIELD_SELECTOR = re.compile(r"[A-Za-z0-9.]+ *(==?|!=) *[-A-Za-z0-9_.:/]*"  # fu
 
 class Get(KubeAction):
     name = "kubernetes.get"
-    summary = "Snapshot objects as evidence (never Secrets); managedFields stripped."
+    summary = ("Snapshot objects as evidence (never Secrets); managedFields stripped, "
+               "credentials in env, args, annotations and ConfigMaps withheld.")
     params = {
         "resource": Param("string", required=True,
                           description=f"one of {', '.join(READABLE)} (or a short name)"),
@@ -401,18 +404,13 @@ class Get(KubeAction):
         if params.get("name"):
             obj = await call(ctx.backends, f"get {where} {params['name']}", spec.api,
                              f"read_{scope[0]}{spec.stem}", params["name"], *scope[1])
-            return {"resource": plural, "object": _evidence(obj)}
+            # the filter reads every string: off the event loop, as exec output's is
+            return {"resource": plural, "object": await asyncio.to_thread(evidence, obj, plural)}
         filters = {k: params[p] for k, p in (("label_selector", "selector"),
                                              ("field_selector", "field_selector")) if params.get(p)}
         listed = await call(ctx.backends, f"list {where}", spec.api,
                             f"list_{scope[0]}{spec.stem}", *scope[1], limit=params["limit"],
                             **filters)
-        items = [_evidence(o) for o in listed["items"]]
+        items = await asyncio.to_thread(lambda: [evidence(o, plural) for o in listed["items"]])
         return {"resource": plural, "items": items, "count": len(items),
                 "truncated": bool(listed["metadata"].get("continue"))}
-
-
-def _evidence(obj: dict[str, Any]) -> dict[str, Any]:
-    """The object minus managedFields: bookkeeping that triples a snapshot's size."""
-    obj.get("metadata", {}).pop("managedFields", None)
-    return obj
