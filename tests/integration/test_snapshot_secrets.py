@@ -14,13 +14,16 @@ deltacrown's CERT_S3_READ_PRIMARY, replicas, `expect_json: {status: ok}`) stays 
 from __future__ import annotations
 
 import json
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from tests.kubeapi.rbac import Policy, step_documents
 from tests.support.payloads import alert, notification
+from tests.support.procs import serve_http
 from tests.support.recorded import everything, final_decision
 from tests.support.worker import WorkerProcess
 
@@ -141,3 +144,72 @@ def test_kubernetes_get_never_records_a_secret_of_a_pod_template_or_a_configmap(
         "LOG_LEVEL": "info", "DB_PASSWORD": R,
         "application.properties": f"server.port=8080\nspring.datasource.password={R}\n"}
 
+
+# --- http.request --------------------------------------------------------------------------
+
+ADMIN = {"status": "ok", "version": "2.4.1", "token_count": 2,
+         "api_key": "json-key-1212", "session": {"token": "json-tok-1313", "user": "ops"},
+         "users": [{"name": "alice", "password": "json-pw-1414"}]}
+TEXT = "status=ok\nuser=ops\npassword=text-pw-1515\nAuthorization: Bearer text-tok-1616\n"
+CUT = "cut-tok-1717" + "z" * 64  # the body excerpt (2 KiB) ends inside this token
+LONG = json.dumps({"status": "ok", "padding": "p" * 1990, "token": CUT})
+assert LONG.index(CUT) + len("cut-tok-1717") < 2048 < LONG.index(CUT) + len(CUT)
+HTTP_SECRETS = ("json-key-1212", "json-tok-1313", "json-pw-1414", "text-pw-1515",
+                "text-tok-1616", "cut-tok-1717")
+
+
+@pytest.fixture
+def admin_api():
+    bodies = {"/admin": ("application/json", json.dumps(ADMIN)), "/debug": ("text/plain", TEXT),
+              "/long": ("application/json", LONG)}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            kind, body = bodies[self.path]
+            raw = body.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server, port = serve_http(Handler)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_http_request_never_records_a_secret_the_answer_holds(admin_api: str, tmp_path: Path):
+    def probe(step: str, path: str, **extra) -> dict:
+        return {"name": step, "action": "http.request",
+                "params": {"url": admin_api + path, "timeout": "5s", **extra}}
+
+    seen = ("steps.admin.result.json.status == 'ok' and steps.admin.result.json.token_count == 2"
+            " and steps.admin.result.json.users[0].name == 'alice'"
+            " and steps.admin.result.json.session.user == 'ops'"
+            " and 'status=ok' in steps.debug.result.body.splitlines()"
+            " and steps.long.result.json.status == 'ok'")
+    steps = run_and_search(tmp_path, "AdminProbe", [
+        probe("admin", "/admin", expect_json={"status": "ok", "version": "2.4.1"}),
+        probe("debug", "/debug"), probe("long", "/long", expect_json={"status": "ok"}),
+        # the check compares what the server said; its message shows what is recorded
+        {**probe("wrong", "/admin", expect_json={"session.token": "guess"}),
+         "on_failure": "continue"},
+        {"name": "seen", "action": "check", "on_failure": "continue",
+         "params": {"that": "{{ " + seen + " }}"}}], {"guards": {}}, HTTP_SECRETS)
+    assert [s["outcome"] for s in steps.values()] == [
+        "succeeded", "succeeded", "succeeded", "failed", "succeeded", "succeeded", "failed"]
+    assert steps["seen"]["outcome"] == "succeeded", steps["seen"]
+    assert "JSON session.token is '<redacted>', expected 'guess'" in steps["wrong"]["detail"]
+    admin = steps["admin"]["result"]
+    assert admin["json"] == {**ADMIN, "api_key": R, "session": {"token": R, "user": "ops"},
+                             "users": [{"name": "alice", "password": R}]}
+    assert json.loads(admin["body"]) == admin["json"]
+    assert steps["debug"]["result"]["body"] == (
+        f"status=ok\nuser=ops\npassword={R}\nAuthorization: Bearer {R}\n")
+    assert steps["long"]["result"]["body"].endswith(f'"token": "{R}"')
