@@ -49,8 +49,13 @@ class Matcher:
     def is_equality(self) -> bool:
         return self.op == "="
 
-    def __str__(self) -> str:
+    @functools.cached_property
+    def text(self) -> str:
+        """As Alertmanager writes it; kept, as a `no_match`'s reason shows it per decision."""
         return f"{self.name}{self.op}{json.dumps(self.value)}"
+
+    def __str__(self) -> str:
+        return self.text
 
 
 @functools.lru_cache(maxsize=4096)
