@@ -123,7 +123,8 @@ class Engine:
         for run in stale:  # nothing runs instead: concluded first, the item with `no_match`
             await self._abandon(run, alert)
         decision = self._decision(ids[-1], alert, None, dry_run=dry_run)
-        decision.update(outcome="no_match", reason="no playbook matches this alert")
+        decision.update(outcome="no_match",
+                        reason=self.rules.no_match_reason(alert.labels, alert.status))
         return [await self.records.finish(decision)]
 
     async def _stale(self, key: str, fingerprint: str, ids: list[str]) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from . import near_miss
 from .models import Playbook
 from .source import Problem
 
@@ -41,3 +42,9 @@ class RuleSet:
                 if not pb.continue_:
                     break
         return matched
+
+    def no_match_reason(self, labels: dict[str, str], status: str) -> str:
+        """Why `match` found nothing for this alert, naming its near misses (near_miss.py):
+        only the playbooks indexed under its alertname, those `match` tried."""
+        candidates = self._by_alertname.get(labels.get("alertname", ""), ())
+        return near_miss.reason(candidates, labels, status)
