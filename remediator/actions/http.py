@@ -148,8 +148,8 @@ class HttpRequest(Action):
 
 def _excerpt(raw: bytes) -> str:
     """The body's start, its credentials masked as in exec output (a JSON string cut at the
-    end too); an opaque key-like line stays: a JSON string's key names it."""
-    return secret_text.output(raw[:_BODY_EXCERPT].decode("utf-8", "replace"), lone_keys=False)
+    end too; a line that is one opaque key-like string, as a token endpoint answers)."""
+    return secret_text.output(raw[:_BODY_EXCERPT].decode("utf-8", "replace"))
 
 
 def _recorded(raw: bytes, answer: Any) -> dict[str, Any]:

@@ -150,12 +150,13 @@ def test_kubernetes_get_never_records_a_secret_of_a_pod_template_or_a_configmap(
 ADMIN = {"status": "ok", "version": "2.4.1", "token_count": 2,
          "api_key": "json-key-1212", "session": {"token": "json-tok-1313", "user": "ops"},
          "users": [{"name": "alice", "password": "json-pw-1414"}]}
-TEXT = "status=ok\nuser=ops\npassword=text-pw-1515\nAuthorization: Bearer text-tok-1616\n"
+TEXT = ("status=ok\nuser=ops\npassword=text-pw-1515\nAuthorization: Bearer text-tok-1616\n"
+        "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MEFCQ0RFRg\n")  # a key issued, alone on its line
 CUT = "cut-tok-1717" + "z" * 64  # the body excerpt (2 KiB) ends inside this token
 LONG = json.dumps({"status": "ok", "padding": "p" * 1990, "token": CUT})
 assert LONG.index(CUT) + len("cut-tok-1717") < 2048 < LONG.index(CUT) + len(CUT)
 HTTP_SECRETS = ("json-key-1212", "json-tok-1313", "json-pw-1414", "text-pw-1515",
-                "text-tok-1616", "cut-tok-1717")
+                "text-tok-1616", "cut-tok-1717", "Zm9vYmFyYmF6cXV4")
 
 
 @pytest.fixture
@@ -211,5 +212,5 @@ def test_http_request_never_records_a_secret_the_answer_holds(admin_api: str, tm
                              "users": [{"name": "alice", "password": R}]}
     assert json.loads(admin["body"]) == admin["json"]
     assert steps["debug"]["result"]["body"] == (
-        f"status=ok\nuser=ops\npassword={R}\nAuthorization: Bearer {R}\n")
+        f"status=ok\nuser=ops\npassword={R}\nAuthorization: Bearer {R}\n{R}\n")
     assert steps["long"]["result"]["body"].endswith(f'"token": "{R}"')
