@@ -68,6 +68,8 @@ _PORT = r"\d{1,5}"
 _WORD = r"[A-Za-z0-9_][-A-Za-z0-9_.]*"
 _RATE = r"0?\.\d*[1-9]\d*|1(\.0*)?"  # 0 < rate <= 1
 _PATH = r"/[-A-Za-z0-9_./]*"
+_REGION = r"[a-z]{2}(-[a-z]+)+-\d"
+_BUCKET = r"[a-z0-9][-a-z0-9.]{1,61}[a-z0-9]"  # S3's bucket naming rules
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,11 @@ PROBES: tuple[Probe, ...] = (
                       "-c": r"(?i)\s*select\s+1\s*;?\s*"}, required=frozenset({"-c"})),
     Probe("aws sts get-caller-identity [--output json|text] [--region REGION]",
           ("aws", "sts", "get-caller-identity"),
-          {"--output": r"json|text", "--region": r"[a-z]{2}(-[a-z]+)+-\d", "--no-cli-pager": None}),
+          {"--output": r"json|text", "--region": _REGION, "--no-cli-pager": None}),
+    Probe("aws s3api head-bucket --bucket BUCKET [--output json|text] [--region REGION]",
+          ("aws", "s3api", "head-bucket"),
+          {"--bucket": _BUCKET, "--output": r"json|text", "--region": _REGION,
+           "--no-cli-pager": None}, required=frozenset({"--bucket"})),
     # DeltaCrown's validator reads S3 and the local copy, prints progress text and writes its
     # JSON report to --output (default artifacts/backfill_report.json, the nightly report a
     # human reads): a probe only when remediator names a file of its own (report_option).

@@ -67,13 +67,15 @@ def test_latency_alert_travels_the_whole_pipeline_and_escalates(stack):
     assert decision["group"]["receiver"] == "remediator"
     assert steps_of(decision)["p95"]["result"]["value"] > 10
     assert steps_of(decision)["sbom_sizes"]["result"]["count"] == len(seed.SBOMS)
-    # The runbook's checks of Code Forge's path to AWS run from inside its pod (its IRSA
+    # The runbook's checks of Code Forge's path to S3 run from inside its pod (its IRSA
     # credentials, its network), not from remediator's: the call ran in a code-forge pod.
     pod_path = steps_of(decision)["pod_path"]
     assert pod_path["outcome"] == "succeeded" and pod_path["mutating"] is False
-    assert json.loads(pod_path["result"]["stdout"])["Account"] == "123456789012"
+    # the runbook's check is the pod's path to S3 itself: the bucket's HEAD, not STS
+    assert json.loads(pod_path["result"]["stdout"])["BucketRegion"] == "us-east-1"
     ran = [(ns, pod) for ns, pod, _, argv in stack.kube.execs.started
-           if argv == ["aws", "sts", "get-caller-identity", "--output", "json"]]
+           if argv == ["aws", "s3api", "head-bucket", "--bucket", "code-forge-artifacts-prod",
+                       "--output", "json"]]
     assert ran and all(ns == CODE_FORGE_NS and pod.startswith(f"{CODE_FORGE}-")
                        for ns, pod in ran), ran
     assert steps_of(decision)["remediator_path"]["outcome"] == "succeeded"

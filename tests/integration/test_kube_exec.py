@@ -207,6 +207,7 @@ def test_declarations_probes_and_permissions() -> None:
     for argv in (["redis-cli", "INFO", "memory"], ["pg_isready", "-h", "db", "-p", "5432"],
                  ["psql", "-h", "db", "-U", "app", "-X", "-c", "SELECT 1"],
                  ["aws", "sts", "get-caller-identity", "--output", "json"],
+                 ["aws", "s3api", "head-bucket", "--bucket", "code-forge-artifacts-prod"],
                  ["python", "scripts/s3_backfill_validator.py", "--sample-rate", "0.01"],
                  ["df", "-h", "/mnt/media/certificates"]):
         assert probe_for(argv) is not None, argv
@@ -227,9 +228,11 @@ def test_declarations_probes_and_permissions() -> None:
                  ["redis-cli", "-a", "secret", "ping"], ["redis-cli", "ping", "extra"],
                  ["python", "scripts/s3_backfill_validator.py", "--sample-rate", "0"],
                  ["python", "scripts/s3_backfill_validator.py", "--sample-rate", "0.1",
-                  "--output", "x.json"], ["aws", "s3", "rm", "s3://b/k"], ["sh", "-c", "ping"]):
+                  "--output", "x.json"], ["aws", "s3", "rm", "s3://b/k"], ["sh", "-c", "ping"],
+                 ["aws", "s3api", "head-bucket"], ["aws", "s3api", "delete-bucket", "--bucket", "b1"],
+                 ["aws", "s3api", "head-bucket", "--bucket", "../x"]):
         assert probe_for(argv) is None, argv
-    assert len(PROBES) == 7
+    assert len(PROBES) == 8
     by_pod = {str(p) for p in EXEC.permissions_for(base)}
     by_selector = {str(p) for p in EXEC.permissions_for({"namespace": NS, "selector": "a=b"})}
     assert by_pod == {"core/pods:get", "core/pods/exec:create"}
