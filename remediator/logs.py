@@ -181,14 +181,23 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._waiting.set()
 
     def _flush_soon(self) -> None:
+        said = False  # an unforeseen failure to flush, said once (not through logging)
         while True:
             self._waiting.wait()
             time.sleep(FLUSH_EVERY)
             if self._closed:
                 return
             self._waiting.clear()  # before flushing: a line written meanwhile sets it again
-            with contextlib.suppress(OSError, ValueError):  # the reader went away
+            try:
                 self.flush()
+            except (OSError, ValueError):  # the reader went away
+                pass
+            except Exception as exc:  # the thread died with it, and info lines stayed unflushed
+                if not said:
+                    said = True
+                    with contextlib.suppress(Exception):
+                        sys.__stderr__.write(f"remediator: cannot flush the log ({exc!r}); "
+                                             "still trying\n")
 
     def close(self) -> None:
         if self._closed:

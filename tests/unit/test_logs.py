@@ -169,6 +169,48 @@ def test_info_lines_on_a_pipe_are_flushed_together_and_a_warning_at_once(monkeyp
             handler.close()
 
 
+class _Failing(_Stream):
+    """A stream whose first flushes fail otherwise than by its reader going away."""
+
+    def __init__(self) -> None:
+        super().__init__(tty=False)
+        self.failures = 2
+
+    def flush(self) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("flush failed")
+        super().flush()
+
+
+def test_the_flush_thread_survives_a_failed_flush(monkeypatch, capfd):
+    """The thread that flushes info lines died at a flush's first unforeseen exception:
+    every later info line stayed in the buffer until a warning came. It says so once, on
+    stderr, and flushes on."""
+    monkeypatch.setattr(logs, "FLUSH_EVERY", 0.01, raising=False)
+    stream = _Failing()
+    handler = logs.LineHandler(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    log = logging.getLogger("remediator.test_flush")
+    monkeypatch.setattr(log, "handlers", [handler])
+    monkeypatch.setattr(log, "propagate", False)
+    monkeypatch.setattr(log, "level", logging.INFO)
+    try:
+        for i, failures in enumerate((1, 0)):  # a line, and its flush fails
+            log.info("line %d", i)
+            deadline = time.monotonic() + 30
+            while stream.failures > failures and time.monotonic() < deadline:
+                time.sleep(0.01)
+        log.info("line 2")
+        deadline = time.monotonic() + 30
+        while not stream.flushed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _lines(stream.flushed) == ["line 0", "line 1", "line 2"]
+    finally:
+        handler.close()
+    assert capfd.readouterr().err.count("cannot flush the log") == 1
+
+
 def test_no_line_is_lost_when_the_process_exits(tmp_path):
     """What the buffer holds at exit is written: a clean exit, or one by an exception."""
     script = ("import logging, sys\n"
