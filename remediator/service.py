@@ -72,6 +72,9 @@ class Service:
     # How long readiness waits for its probe of intake's commit (`refusal`): under a
     # kubelet's default probe timeout (1 s); a probe still waiting answers from the last.
     ready_probe_wait = 0.5
+    # Seconds a maintenance pass starts spooled notes for (`maintain`): past it the rest
+    # wait for the next pass, so the section (and the next expiry) is never held for long.
+    redelivery_budget = 15.0
 
     def __init__(self, config: Config, metrics: Metrics | None = None,
                  clock: Callable[[], float] = time.time, executor: Executor | None = None,
@@ -468,8 +471,12 @@ class Service:
         assert self.engine is not None and self.engine.escalator is not None
         # One replica at a time: a spooled note is delivered once, an approval expires once.
         async with self.store.critical("maintenance"):
-            await self.engine.escalator.redeliver()
+            # Expiry first: 12 notes spooled for a black-holed sink, each waiting out its
+            # timeout, kept a 20 s approval pending for minutes. Redelivery then tries each
+            # sink once more at most and stops after a bounded time (the rest wait for the
+            # next pass), so a dead sink delays neither this pass's end nor the next expiry.
             await self.engine.expire_approvals()
+            await self.engine.escalator.redeliver(budget=self.redelivery_budget)
         now = self.clock()
         circuits = await self.store.list_state("circuit:")
         self.metrics.circuits_open.set(sum(1 for c in circuits.values()

@@ -184,14 +184,19 @@ class Escalator:
         self._count(name, "delivered")
         return f"delivered: {where}"
 
-    async def redeliver(self) -> int:
-        """Try every spooled note once more; return how many are still waiting."""
+    async def redeliver(self, budget: float | None = None) -> int:
+        """Try spooled notes once more; return how many are still waiting. A sink that
+        fails is not tried again in this pass (each attempt may wait out its timeout), and
+        after `budget` seconds no further note is started: they wait for the next pass."""
         spooled = await self.store.list_state("spool:")
         waiting = 0
+        failed: set[str] = set()
+        deadline = None if budget is None else time.monotonic() + budget
         for key, note in spooled.items():
             name = key.rsplit(":", 1)[1]
             sink = self.sinks.get(name)
-            if sink is None:
+            if sink is None or name in failed or (
+                    deadline is not None and time.monotonic() > deadline):
                 waiting += 1
                 continue
             try:
@@ -203,6 +208,7 @@ class Escalator:
                     continue
                 log.warning("spooled escalation %s still not delivered to %s: %s", note["id"],
                             name, exc, extra={"execution_id": note["id"]})
+                failed.add(name)
                 waiting += 1
                 continue
             await self._unspool(key, note)
