@@ -87,8 +87,9 @@ class Service:
         self.store.instrument(self.metrics)
         self._local_clock = clock
         self.backends = Backends(prometheus_url=config.prometheus_url,
-                                 alertmanager_url=config.alertmanager_url)
-        self.sinks = {name: build_sink(name, spec) for name, spec in config.sink_specs().items()}
+                                 alertmanager_url=config.alertmanager_url, clock=self.clock)
+        self.sinks = {name: build_sink(name, spec, clock=self.clock)
+                      for name, spec in config.sink_specs().items()}
         self.rules = RuleSet([])
         self.executor = executor or Executor()
         if self.executor.slots is None:

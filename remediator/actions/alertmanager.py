@@ -126,7 +126,7 @@ class Silence(Action):
         if params.get("expire_id"):
             await _call(ctx.backends, "DELETE", f"/api/v2/silence/{params['expire_id']}")
             return {"expired": params["expire_id"]}
-        now = datetime.now(UTC)
+        now = datetime.fromtimestamp(ctx.backends.clock(), UTC)  # not this node's own clock
         body = {
             "matchers": [{"name": k, "value": str(v), "isRegex": False, "isEqual": True}
                          for k, v in params["matchers"].items()],

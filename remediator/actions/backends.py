@@ -8,6 +8,8 @@ place.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.request import getproxies
@@ -26,6 +28,9 @@ class Backends:
     alertmanager_url: str = "http://127.0.0.1:9093"
     http_timeout: float = 10.0  # read timeout of HTTP and Kubernetes calls
     s3_read_timeout: float = 30.0  # per socket read: a large GetObject streams for longer
+    # Now, on the store's clock (`Service.clock`): the times a peer compares with its own
+    # (a silence's, a page's endsAt) are right however far this node's clock is off.
+    clock: Callable[[], float] = time.time
     _session: aiohttp.ClientSession | None = field(default=None, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
     _building: threading.Lock = field(default_factory=threading.Lock, repr=False)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -121,11 +123,15 @@ class AlertmanagerSink(WebhookSink):
     Idempotent by construction: one execution's note always has the same labels (its
     `execution_id` among them), so a repeat updates the alert Alertmanager holds."""
 
-    def __init__(self, name: str, url: str, headers: dict[str, str] | None = None):
+    def __init__(self, name: str, url: str, headers: dict[str, str] | None = None,
+                 clock: Callable[[], float] = time.time):
         super().__init__(name, url.rstrip("/") + "/api/v2/alerts", headers)
+        # The store's clock: a replica hours behind sent a page whose endsAt had passed,
+        # which Alertmanager took as resolved and never showed.
+        self.clock = clock
 
     def body(self, note: dict[str, Any]) -> Any:
-        now = datetime.now(UTC)
+        now = datetime.fromtimestamp(self.clock(), UTC)
         labels = {k: v for k, v in note["labels"].items()
                   if k in ("namespace", "deployment", "service", "bucket", "job", "instance")}
         labels.update(alertname="RemediationEscalation", severity=note["severity"],
@@ -161,8 +167,9 @@ SINK_TYPES = {"directory": DirectorySink, "webhook": WebhookSink, "slack": Slack
               "alertmanager": AlertmanagerSink}
 
 
-def build_sink(name: str, spec: dict[str, Any]) -> Any:
-    """A sink from config: `{type: directory, path: …}` or `{type: webhook, url: …}`."""
+def build_sink(name: str, spec: dict[str, Any], clock: Callable[[], float] = time.time) -> Any:
+    """A sink from config: `{type: directory, path: …}` or `{type: webhook, url: …}`;
+    `clock`: now on the store's clock (`Service.clock`)."""
     kind = spec.get("type", "directory")
     if kind not in SINK_TYPES:
         raise ValueError(f"escalation sink {name!r}: unknown type {kind!r} "
@@ -171,4 +178,6 @@ def build_sink(name: str, spec: dict[str, Any]) -> Any:
         return DirectorySink(name, spec.get("path", "escalations"))
     if not spec.get("url"):
         raise ValueError(f"escalation sink {name!r}: url is required for type {kind}")
+    if kind == "alertmanager":
+        return AlertmanagerSink(name, spec["url"], spec.get("headers"), clock=clock)
     return SINK_TYPES[kind](name, spec["url"], spec.get("headers"))
