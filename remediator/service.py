@@ -584,11 +584,17 @@ class Service:
                 claimed = await self._claim_for_resume(decision)
                 await decide_approval(self.store, f"{execution_id}:{step}",
                                       "approved" if approve else "rejected", self.clock(), by)
-        except Exception:
-            if claimed is not None:  # refused, perhaps half way (the approval, not its index)
-                # Retried outside the section: a task made in it would run on the section's
-                # connection (PostgreSQL), given back to the pool by then.
-                self._retry(claimed, decision, approve)
+        except Exception as exc:
+            if claimed is None:
+                raise
+            # Refused, perhaps half way (the approval, not its index). Retried outside the
+            # section: a task made in it would run on the section's connection (PostgreSQL).
+            self._retry(claimed, decision, approve)
+            if isinstance(exc, StoreUnavailable):  # a 503 "retry" is not the whole truth
+                raise StoreUnavailable(
+                    f"{exc}; the {'approval' if approve else 'rejection'} of step {step!r} "
+                    f"may have been recorded before that: `remediator show {execution_id}` "
+                    "says; deciding again answers 409 if it was") from exc
             raise
         assert claimed is not None
         if answer_within is None:

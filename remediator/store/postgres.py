@@ -15,7 +15,8 @@ What several replicas need, and where it lives here:
 - target locks are rows with a lease, renewed by the same heartbeat; guard admission is
   one statement taking a transaction advisory lock per limited key, so limits hold across
   replicas and unrelated targets never wait; critical sections (maintenance, approvals)
-  are session advisory locks.
+  are session advisory locks whose sessions end a lease after their holder froze
+  (postgres_sections.py).
 The schema is versioned and migrated at open under an advisory lock, so replicas that
 start together migrate once (postgres_schema.py).
 """
@@ -59,6 +60,7 @@ from .postgres_clock import read as clock_reading
 from .postgres_connection import Connection
 from .postgres_leases import Leases
 from .postgres_schema import MIGRATION_LOCK, MIGRATIONS, migrate
+from .postgres_sections import Section
 from .url import redact
 
 log = logging.getLogger("remediator.store")
@@ -66,10 +68,10 @@ T = TypeVar("T")
 Rows = list[tuple[str, dict[str, Any], dict[str, Any]]]
 _Packed = tuple[str, bytes, packing.Ref]  # an inbox row as stored: key, packed item, reference
 
-# The connection holding the current task's critical section: statements inside the
-# section run on it (one connection per section, nothing waits for the pool meanwhile).
-_section_db: contextvars.ContextVar[asyncpg.Connection | None] = contextvars.ContextVar(
-    "section_db", default=None)
+# The current task's critical section: statements inside the section run on its lock's
+# connection (one per section, nothing waits for the pool meanwhile; the lock's fence).
+_section: contextvars.ContextVar[Section | None] = contextvars.ContextVar("section",
+                                                                          default=None)
 # InternalClientError: a connection whose server said goodbye (its FATAL read, the socket
 # not yet closed) refuses the next statement with "another operation is in progress".
 _ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError,
@@ -341,11 +343,13 @@ class PostgresStore:
             self._leases.fence()
         started = time.perf_counter()
         try:
-            section = _section_db.get()
+            section = _section.get()
+            if section is not None and section.released:  # a task made in a section, late
+                section = None
             if intake:
                 result = await fn(await self._intake_connection())
             elif section is not None:  # inside a critical section: its connection, no pool wait
-                result = await fn(section)
+                result = await section.run(fn)
             else:
                 async with pool.acquire(timeout=10) as db:
                     result = await fn(db)
@@ -368,7 +372,8 @@ class PostgresStore:
 
     @contextlib.asynccontextmanager
     async def critical(self, name: str) -> AsyncIterator[None]:
-        """One holder at a time across every replica (a session advisory lock)."""
+        """One holder at a time across every replica: a session advisory lock whose session
+        the server ends a lease after its holder froze (postgres_sections.py)."""
         local = self._local.setdefault(name, asyncio.Lock())
         async with local:
             if self._pool is None:
@@ -378,14 +383,16 @@ class PostgresStore:
             except _ERRORS as exc:
                 raise StoreUnavailable(f"store unavailable: {exc}") from exc
             db.holds_session_state()  # reset (advisory locks released) when handed back
+            section = Section(db, name, self.lease)
             try:
-                await db.execute("SELECT pg_advisory_lock(hashtext($1))", name)
-                token = _section_db.set(db)
+                # A frozen holder's session ends within a lease of its last statement.
+                await section.acquire(wait=self.lease + 10)
+                token = _section.set(section)
                 try:
                     yield
                 finally:
-                    _section_db.reset(token)
-                    await db.execute("SELECT pg_advisory_unlock(hashtext($1))", name)
+                    _section.reset(token)
+                    await section.release(_ERRORS)
             except _ERRORS as exc:
                 raise StoreUnavailable(f"store unavailable: {exc}") from exc
             finally:

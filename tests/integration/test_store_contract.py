@@ -27,7 +27,7 @@ from remediator.store.base import (
     Limit,
     StoreUnavailable,
 )
-from remediator.store.postgres import PostgresStore, _section_db
+from remediator.store.postgres import PostgresStore, _section
 from remediator.store.postgres_schema import MIGRATIONS
 from remediator.store.url import redact
 
@@ -760,6 +760,43 @@ def test_critical_sections_exclude_across_replicas(run, postgres_url):
     run(scenario())
 
 
+def test_a_frozen_holder_loses_its_section_and_cannot_write_in_it(run, postgres_url):
+    """A section's session ends once idle for a lease: a holder frozen (its loop stopped,
+    as by SIGSTOP) kept its session advisory lock for as long as it stayed frozen, and
+    every other replica's maintenance and approvals waited. A live holder's heartbeat keeps
+    its section however long it waits on something else; a woken one writes nothing more in
+    the section it lost."""
+
+    async def scenario():
+        a, b = await _opened(postgres_url, lease=3.0), await _opened(postgres_url, lease=3.0)
+        taken: list[str] = []
+
+        async def take_over() -> None:
+            async with b.critical("maintenance"):
+                taken.append("b")
+                await b.put_state("by-b", {"v": 1})
+
+        try:
+            async with a.critical("maintenance"):
+                await asyncio.sleep(5)  # alive past its lease: the heartbeat keeps it
+                await a.put_state("by-a", {"v": 1})
+                time.sleep(5)  # frozen past its lease: nothing runs, not even the heartbeat
+                await asyncio.create_task(take_over())
+                with pytest.raises(StoreUnavailable):
+                    await a.put_state("zombie", {"v": 1})
+            assert taken == ["b"]
+            assert await b.get_state("by-a") == {"v": 1} and await b.get_state("by-b")
+            assert await b.get_state("zombie") is None
+            async with a.critical("maintenance"):  # and a takes sections again afterwards
+                await a.put_state("again", {"v": 1})
+            assert await b.get_state("again") == {"v": 1}
+        finally:
+            await a.close()
+            await b.close()
+
+    run(scenario())
+
+
 def test_admission_limits_hold_across_replicas(run, postgres_url):
     async def scenario():
         replicas = [PostgresStore(postgres_url) for _ in range(3)]
@@ -837,7 +874,7 @@ def test_the_pending_gauge_reads_the_items_to_do_not_the_whole_inbox(run, postgr
         await db.execute("ANALYZE inbox")
         await db.close()
         async with store.critical("gauge"):  # the store's statements run on its connection
-            section = _section_db.get()
+            section = _section.get().db  # its lock's connection
             before = await seq_scans(section)
             assert await store.pending_count() == 3  # one running, two pending
             assert await seq_scans(section) == before
@@ -866,7 +903,7 @@ def test_a_claim_planned_on_a_small_inbox_reads_no_more_of_it_once_it_grew(run, 
         store = await _opened(postgres_url)
         await store.enqueue(_rows(*range(1, 11)))
         async with store.critical("claims"):  # the store's statements run on its connection
-            section = _section_db.get()
+            section = _section.get().db  # its lock's connection
             for _ in range(8):  # custom plans first, then the one kept (plan_cache_mode auto)
                 assert len(await store.claim(1)) == 1
             db = await asyncpg.connect(postgres_url)
@@ -908,7 +945,7 @@ def test_a_claim_reads_no_inbox_sequentially_once_an_analyze_saw_a_backlog(run, 
         await db.execute("ANALYZE inbox")
         await db.close()
         async with store.critical("claims"):  # the store's statements run on its connection
-            section = _section_db.get()
+            section = _section.get().db  # its lock's connection
             before = await read(section)
             assert [i.dedupe_key for i in await store.claim(3)] == ["k1", "k10", "k2"]
             assert [i.dedupe_key for i in await store.claim(2)] == ["k3", "k4"]
@@ -934,7 +971,7 @@ def test_a_new_databases_read_of_an_execution_stays_on_its_key_as_the_table_grow
         store = await _opened(postgres_url)
         await store.save_execution(_decision("e1"))
         async with store.critical("reads"):  # the store's statements run on its connection
-            section = _section_db.get()
+            section = _section.get().db  # its lock's connection
             for _ in range(8):  # custom plans first, then the one kept (plan_cache_mode auto)
                 assert (await store.get_execution_and_pause("e1"))[0]["id"] == "e1"
                 assert (await store.get_execution("e1"))["id"] == "e1"
