@@ -52,31 +52,52 @@ _SECRET_VALUE = compile_regex(
 _HEX = re.compile(r"[0-9a-fA-F]{32,}")
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}")
 _MIXED = (re.compile(r"[A-Z]"), re.compile(r"[a-z]"), re.compile(r"[0-9]"))
-# The words that name a credential inside a longer text. `pass` but not passed, passes,
-# passing: "checks passed: 5" is no credential.
-_KEY = (r"(?:pass(?:[a-df-hj-z0-9_.-][\w.-]*)?|(?:pwd|secret|token|api[._-]?key|credential)"
-        r"[\w.-]*)")
-# An error's name ending in a credential's word names no credential: S3's `ExpiredToken: The
-# provided token has expired`, `TokenExpiredError: jwt expired`, InvalidPasswordException.
-# Matched first (RE2 takes the leftmost match, then the first alternative) and left as is.
-# Not `access_token=`, nor `invalid_password=` (the password someone typed).
-_WORD = r"(?:token|password|passwd|pwd|secret|credentials?|api[_.-]?key)"
-_ERROR = r"[_.-]?(?:error|exception)"
-_ERROR_NAME = (rf"(?:(?:expired|invalid|missing)[_.-]?(?:token|credentials?|api[_.-]?key)"
-               rf"(?:{_ERROR})?|(?:expired|invalid|missing|bad|wrong|incorrect|unknown)?[_.-]?"
-               rf"{_WORD}(?:[_.-]?(?:expired|invalid|missing|required|mismatch))?{_ERROR})"
-               r"[ \t]*[=:]")
-# `password=…`, `db.password: …` anywhere; `--token …` / `-password …` only as an option (in
-# prose, "password authentication failed" names no password), its value after a space or a
-# NUL (/proc/<pid>/cmdline); `Authorization: Bearer …`. The value is masked, quoted
-# (`password="s3cret pw"`, `--password 'x'`) or not, never past its line. In JSON text, a
-# credential key's string (`"password": "…"`; not `"token_count": 2`, as json_value does),
-# its closing quote too where an excerpt's end cut it off (http.request's body).
+# The words that name a credential inside a longer text (`db.password`, `privateKey`,
+# `access_key`, `tls.key`, `Set-Cookie`, `auth`), and a JSON key. `pass` but not passed, passes,
+# passing ("checks passed: 5" is no credential); `key` only after another word (S3's `Key`, a
+# cache's `key=` are names) and not keys/keyspace (redis-cli INFO's `expired_keys:3`); auth,
+# session, salt only as a word (not author, sessions).
+_KEY = (r"(?:pass(?:[a-df-hj-z0-9_.-][\w.-]*)?|(?:pwd|secret|token|api[._-]?key|credential"
+        r"|cookie|pepper|hmac|jwt|bearer)[\w.-]*|[\w.-]key(?:[_.-][\w.-]*|\d)?"
+        r"|(?:auth|session|salt|nonce|creds?|dsn)(?:[_.-][\w.-]*)?)")
+# A variable's name in upper case (SECRET_NAME's words) anywhere in a line: YAML's
+# `SIGNING_KEY: v`, `cat -n`'s `1\tDB_PASS=v`, `typeset -x`, systemd's `Environment=KEY=v`.
+_UPPER = (r"(?-i:\b[A-Z0-9_]*(?:TOKEN|PEPPER|SECRET|PASS|PWD|PRIVATE|KEY|CERT|SALT|SESSION"
+          r"|COOKIE|SIGNING|CRED|AUTH|JWT|BEARER|HMAC|NONCE|DSN|DATABASE_URL|REDIS_URL|_URI)"
+          r"[A-Z0-9_]*)")
+_SPACE = r"[ \t\x{00a0}]*"  # a no-break space too (`password\u00a0=`)
+# An error's *name* ending in a credential's word names no credential when prose follows its
+# `: `: S3's `ExpiredToken: The provided token has expired`, `TokenExpiredError: jwt expired`,
+# InvalidPasswordException. Class names only (case matters): `invalid_token=…`,
+# `missing_token: …`, `ExpiredToken:VALUE` are values. Matched first (RE2 takes the leftmost
+# match, then the first alternative) and left as is.
+_CAMEL = r"(?:[A-Z][a-z0-9]+)*"
+_WORD = r"(?:Token|Password|Passwd|Secret|Credentials?|ApiKey|Key)"
+_ERROR_NAME = (rf"(?-i:{_CAMEL}(?:Expired|Invalid|Missing|Bad|Wrong|Incorrect|Unknown|Revoked)"
+               rf"{_WORD}{_CAMEL}|{_CAMEL}{_WORD}{_CAMEL}"
+               r"(?:Error|Exception|NotFound|Expired|Invalid|Missing|Required|Mismatch)): [A-Za-z]+ ")
+_VALUE = r"(?:\"[^\"\n]*\"?|'[^'\n]*'?|[^\s\x00&;,\"']+)"
+_JSON_STRING = r"\"(?:[^\"\\\n]|\\.)*\"?"
+# `password=…`, `db.password: …`, `DB_PASS=…` anywhere; `--token …` / `-password …` only as
+# an option (in prose, "password authentication failed" names no password), its value after a
+# space or a NUL (/proc/<pid>/cmdline), `redis-cli -a …`, `mysql -p…`; `Authorization: Bearer
+# …`, a Cookie header to its line's end. The value is masked, quoted (`password="s3cret pw"`,
+# `--password 'x'`) or not, never past its line. In JSON text, a credential key's string
+# (`"password": "…"`; not `"token_count": 2`, as json_value does), its closing quote too where
+# an excerpt's end cut it off (http.request's body), and a Kubernetes env pair's value
+# (`{"name": "DB_PASSWORD", "value": "…"}`, and its YAML). One capture group an alternative:
+# what stays before the mask (the last, JSON's, gets its quotes back).
 _INLINE = compile_regex(
-    rf"(?i){_ERROR_NAME}|({_KEY}[ \t]*[=:][ \t]*|-[\w.-]*{_KEY}[ \t\x00]+"
-    r"|authorization[ \t]*[=:][ \t]*(?:(?:bearer|basic|token|digest)[ \t]+)?)"
-    r"(?:\"[^\"\n]*\"?|'[^'\n]*'?|[^\s\x00&;,\"']+)"
-    rf"|(\"[\w.-]*?(?:{_KEY}|authorization)\"[ \t]*:[ \t]*)\"(?:[^\"\\\n]|\\.)*\"?")
+    rf"(?i){_ERROR_NAME}"
+    rf"|((?:set-)?cookie{_SPACE}:{_SPACE})[^\n\x00]+"
+    rf"|(setenv[ \t]+{_UPPER}[ \t]+|{_UPPER}{_SPACE}(?:=|:[ \t]){_SPACE}|{_KEY}{_SPACE}"
+    rf"[=:]{_SPACE}|-[\w.-]*{_KEY}[ \t\x00]+|authorization{_SPACE}[=:]{_SPACE}"
+    r"(?:(?:bearer|basic|token|digest)[ \t]+)?"
+    r"|(?-i:\bredis-cli\b[^\n]*?[ \t\x00]-a[ \t\x00]+|\bmysql(?:dump|admin)?\b[^\n]*?[ \t\x00]-p)"
+    rf"|name:[ \t]*[\"']?[\w.-]*?(?:{_KEY}|{_UPPER})[\"']?[ \t]*\r?\n[ \t]*value:[ \t]*){_VALUE}"
+    rf"|((?:\"[\w.-]*?(?:{_KEY}|{_UPPER}|authorization)\"|\"name\"\s*:\s*\"[\w.-]*?(?:{_KEY}"
+    rf"|{_UPPER})\"\s*,\s*\"value\"){_SPACE}:{_SPACE}){_JSON_STRING}")
+_JSON_KEY = 3
 _CREDENTIAL_KEY = compile_regex(rf"(?i)[\w.-]*?{_KEY}|authorization", anchored=True)
 # A PEM private key in output spans lines: withheld from its BEGIN to its END (or the end).
 _PEM = compile_regex(r"(?s)-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?"
@@ -112,7 +133,11 @@ def secret_variable(name: str, value: str) -> bool:
 
 
 def credential_key(key: str) -> bool:
-    """Whether a JSON key names a credential (`password`, `api_key`; not `token_count`)."""
+    """Whether a JSON key (or a ConfigMap's, an env pair's name) names a credential: in upper
+    case as a variable's name (SIGNING_KEY, DB_PASS), else by its words (`password`,
+    `api_key`, `tls.key`, `privateKey`; not `keys`, `passed`, `status`)."""
+    if not any(c.islower() for c in key):
+        return bool(SECRET_NAME.search(key))
     return bool(_CREDENTIAL_KEY.fullmatch(key))
 
 
@@ -123,10 +148,14 @@ def masked(value: str) -> str:
 
 
 def _mask(match: Any) -> str:
-    key, json_key = match.group(1), match.group(2)
-    if key is not None:
-        return f"{key}{redact.REDACTED}"
-    return f'{json_key}"{redact.REDACTED}"' if json_key is not None else match.group(0)
+    kept = match.lastindex  # the alternative's group; none: an error's name, left as is
+    if kept is None:
+        return match.group(0)
+    if kept == _JSON_KEY:
+        return f'{match.group(kept)}"{redact.REDACTED}"'
+    if match.group(0)[len(match.group(kept)):].strip("'\"").lower() in _SWITCH:
+        return match.group(0)  # CERT_S3_READ_PRIMARY=false, as secret_variable shows it
+    return f"{match.group(kept)}{redact.REDACTED}"
 
 
 def output(text: str, *, lone_keys: bool = True, pem: Any = redact.REDACTED) -> str:
@@ -164,6 +193,8 @@ def _line(line: str, lone_keys: bool, tokens: bool) -> str:
     variable = _ASSIGNMENT.match(body)
     if variable and not any(c.islower() for c in variable[2]):
         value = body[variable.end():].strip("'\"")
+        if value.strip().lower() in _SWITCH:
+            return line
         if SECRET_NAME.search(variable[2]) or _opaque(value) or (
                 tokens and _SECRET_VALUE.search(value)):
             return f"{variable[0]}{redact.REDACTED}{end}"
@@ -185,6 +216,10 @@ def json_value(data: Any) -> Any:
     if isinstance(data, list):
         return [json_value(v) for v in data]
     if isinstance(data, dict):
-        return {k: redact.REDACTED if isinstance(v, str) and credential_key(str(k))
+        # a Kubernetes env pair: {"name": "DB_PASSWORD", "value": "…"}
+        name = data.get("name")
+        return {k: redact.REDACTED if isinstance(v, str) and (credential_key(str(k)) or (
+                    k == "value" and isinstance(name, str) and credential_key(name)
+                    and v.strip().lower() not in _SWITCH))
                 else json_value(v) for k, v in data.items()}
     return data

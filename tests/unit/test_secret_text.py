@@ -35,9 +35,33 @@ MASKED = [
     ("upstream ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8 is set\n", f"upstream {R} is set\n"),
     ("Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MEFCQ0RFRg\n", f"{R}\n"),  # printenv SESSION_SECRET
     ("BROKER=amqp://app:pw@mq:5672/v\n", f"BROKER=amqp://{R}@mq:5672/v\n"),
-    # an error's name is left as is, not what follows it, nor a password someone typed
+    # an error's name is left as is when prose follows; not a value after it, nor a password
+    # someone typed, nor an assignment to a name with an error's word in it
     ("InvalidToken: token=abc access_token=t2\ninvalid_password=pw\n",
-     f"InvalidToken: token={R} access_token={R}\ninvalid_password={R}\n"),
+     f"InvalidToken: {R} access_token={R}\ninvalid_password={R}\n"),
+    ("invalid_token=t1 missing_token: t2 expired-token=t3 invalid_api_key=t4\n"
+     "invalid_credentials=user:t5 token_error=t6 secret_exception: t7 ExpiredToken:t8\n",
+     f"invalid_token={R} missing_token: {R} expired-token={R} invalid_api_key={R}\n"
+     f"invalid_credentials={R} token_error={R} secret_exception: {R} ExpiredToken:{R}\n"),
+    # a variable's name in upper case anywhere in a line
+    ("SIGNING_KEY: v1\n     1\tSIGNING_KEY=v2\n50%\rSIGNING_KEY=v3\ntypeset -x DB_PASS=v4\n"
+     "setenv DB_PASS v5\nEnvironment=SIGNING_KEY=v6\nx HMAC=v7\n",
+     f"SIGNING_KEY: {R}\n     1\tSIGNING_KEY={R}\n50%\rSIGNING_KEY={R}\n"
+     f"typeset -x DB_PASS={R}\nsetenv DB_PASS {R}\nEnvironment=SIGNING_KEY={R}\nx HMAC={R}\n"),
+    # lower case, camel case, headers, clients' password options, a no-break space
+    ("private_key: v1\nprivateKey=v2 access_key=v3 tls.key=v4\nCookie: a=v5; b=v6\n"
+     "Set-Cookie: sid=v7; Path=/\nredis-cli -h r -a v8 ping\nmysql -h db -P 3306 -pv9 -e 'q'\n"
+     "password\u00a0= v10\n",
+     f"private_key: {R}\nprivateKey={R} access_key={R} tls.key={R}\nCookie: {R}\n"
+     f"Set-Cookie: {R}\nredis-cli -h r -a {R} ping\nmysql -h db -P 3306 -p{R} -e 'q'\n"
+     f"password\u00a0= {R}\n"),
+    # a Kubernetes env pair (JSON, YAML) and a secret's data key
+    ('[{"name": "DB_PASSWORD", "value": "v1"}, {"name": "NODE_ENV", "value": "production"}]\n'
+     '{"SIGNING_KEY":"v2","tls.key":"LS0tLS1CRUdJTg=="}\n'
+     "- name: DB_PASSWORD\n  value: v3\n- name: NODE_ENV\n  value: production\n",
+     f'[{{"name": "DB_PASSWORD", "value": "{R}"}}, {{"name": "NODE_ENV", "value": "production"}}]\n'
+     f'{{"SIGNING_KEY":"{R}","tls.key":"{R}"}}\n'
+     f"- name: DB_PASSWORD\n  value: {R}\n- name: NODE_ENV\n  value: production\n"),
 ]
 ORDINARY = [
     "# Memory\r\nused_memory:1048576\r\nmaxmemory:0\r\nkeyspace_hits:12\r\nexpired_keys:3\r\n",
@@ -51,6 +75,11 @@ ORDINARY = [
     "ERROR s3 upload failed: ExpiredToken: The provided token has expired\n",
     "ExpiredTokenException: The security token included in the request is expired\n",
     "TokenExpiredError: jwt expired\nInvalidPasswordException: Password does not conform\n",
+    "NoSuchBucket: The specified bucket does not exist\nTENANT_CONFLICT: tenant busy\n",
+    "AccessDenied: Access Denied\nsessions=4 keys=3 S3 Key=a/b.json author: bob\n",
+    "SecretNotFound: secret shop/db not found\n",
+    # a switch, as docker.inspect shows it (deltacrown reads it back)
+    "CERT_S3_READ_PRIMARY=false\n  CERT_S3_READ_PRIMARY: 'true'\n",
 ]
 
 
@@ -94,3 +123,13 @@ def test_a_json_credential_cut_by_an_excerpt_end_is_masked() -> None:
     assert output('{"ok": 1, "token": "abc-123') == f'{{"ok": 1, "token": "{R}"'
     assert credential_key("api_key") and credential_key("db.password")
     assert not credential_key("passed") and not credential_key("status")
+
+
+def test_parsed_json_withholds_env_pairs_and_variable_names() -> None:
+    """Kubernetes' env pairs and docker's environment keys, as `parse: json` reads them."""
+    spec = {"env": [{"name": "DB_PASSWORD", "value": "v1"}, {"name": "NODE_ENV", "value": "x"}],
+            "data": {"SIGNING_KEY": "v2", "tls.key": "v3", "privateKey": "v4", "Key": "a/b"}}
+    assert json_value(spec) == {
+        "env": [{"name": "DB_PASSWORD", "value": R}, {"name": "NODE_ENV", "value": "x"}],
+        "data": {"SIGNING_KEY": R, "tls.key": R, "privateKey": R, "Key": "a/b"}}
+    assert not credential_key("keys") and not credential_key("TENANT_CONFLICT")
