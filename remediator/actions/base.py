@@ -86,6 +86,7 @@ class Param:
     kind: str | None = None
     choices: tuple[Any, ...] = ()
     minimum: float | None = None
+    maximum: float | None = None
     description: str = ""
     # Written in the playbook as is: a template is refused at load (lint, serve), so nothing
     # an alert carries can reach it (a command's argv).
@@ -452,6 +453,8 @@ def _coerce(spec: Param, value: Any, rendered: bool) -> Any:
         raise ValueError(f"must be one of {', '.join(map(str, spec.choices))}, got {value!r}")
     if spec.minimum is not None and isinstance(value, int | float) and value < spec.minimum:
         raise ValueError(f"must be >= {spec.minimum}, got {value}")
+    if spec.maximum is not None and isinstance(value, int | float) and value > spec.maximum:
+        raise ValueError(f"must be <= {spec.maximum:.15g}, got {value}")
     return value
 
 

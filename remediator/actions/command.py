@@ -31,6 +31,7 @@ from .secret_text import json_value, output
 
 MAX_WORDS = 64
 MAX_WORD = 4096
+MAX_OUTPUT = 1 << 20
 
 COMMAND_PARAMS: dict[str, Param] = {
     "command": Param("list", required=True, literal=True,
@@ -39,7 +40,9 @@ COMMAND_PARAMS: dict[str, Param] = {
                        description="a documented probe that changes nothing (else: a mutation)"),
     "timeout": Param("duration", default=60.0, minimum=1,
                      description="the command's deadline; it is stopped after it"),
-    "max_output": Param("integer", default=65536, minimum=1,
+    # At most 1 MiB: each stream is held in memory, masked (up to ~2 us a byte) and recorded
+    # in the result, the journal and the note; a log of more is evidence.bundle's job.
+    "max_output": Param("integer", default=65536, minimum=1, maximum=MAX_OUTPUT,
                         description="bytes kept of stdout and of stderr, each"),
     "parse": Param("string", choices=("json",), description="json: parse stdout into `json`"),
     "ok_exit_codes": Param("list", default=[0],

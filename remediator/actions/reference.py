@@ -87,6 +87,8 @@ def _param_row(name: str, p: Param) -> str:
         notes.append("one of " + ", ".join(f"`{c}`" for c in p.choices))
     if p.minimum is not None:
         notes.append(f"at least {p.minimum:g}{'s' if p.type == 'duration' else ''}")
+    if p.maximum is not None:
+        notes.append(f"at most {p.maximum:.15g}{'s' if p.type == 'duration' else ''}")
     if p.literal:
         notes.append("*literal*: written in the playbook, a template is refused")
     if p.regex:

@@ -244,6 +244,8 @@ def _params_schema(params: dict[str, Param]) -> dict[str, Any]:
             prop["enum"] = list(spec.choices)
         if spec.minimum is not None and spec.type in ("integer", "number"):
             prop["minimum"] = spec.minimum
+        if spec.maximum is not None and spec.type in ("integer", "number"):
+            prop["maximum"] = spec.maximum
         if spec.default is not None:
             prop["default"] = spec.default
         props[name] = prop
