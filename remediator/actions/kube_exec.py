@@ -117,14 +117,24 @@ async def _read_report(where: tuple[Any, str, str, str], path: str, params: dict
     code, timed_out = await asyncio.to_thread(_stream, *where, ["cat", "--", path], 60.0,
                                               report, cat_err)
     if code != 0 or timed_out:
-        reason = "timed out" if timed_out else \
-            f"exit code {code}: {cat_err.text().strip()[:300]}"
-        raise ActionError(
-            f"{shlex.join(params['command'])!r} (exit code {exit_code}) left no report to read "
-            f"at {path} (cat {reason})",
-            {"exit_code": exit_code, "stdout": out.text(), "stderr": err.text(),
-             "truncated": out.truncated or err.truncated, "json": None, "report": None})
+        # in a thread, as command_result: masking two streams of max_output bytes stalled the
+        # event loop up to ~1 s (every other run, the webhook, the API)
+        raise await asyncio.to_thread(_no_report, params, path, exit_code, out, err,
+                                      code, timed_out, cat_err)
     return report
+
+
+def _no_report(params: dict[str, Any], path: str, exit_code: int | None, out: Capture,
+               err: Capture, cat_code: int | None, timed_out: bool,
+               cat_err: Capture) -> ActionError:
+    """The error for a report `cat` could not read."""
+    reason = "timed out" if timed_out else \
+        f"exit code {cat_code}: {cat_err.text().strip()[:300]}"
+    return ActionError(
+        f"{shlex.join(params['command'])!r} (exit code {exit_code}) left no report to read "
+        f"at {path} (cat {reason})",
+        {"exit_code": exit_code, "stdout": out.text(), "stderr": err.text(),
+         "truncated": out.truncated or err.truncated, "json": None, "report": None})
 
 
 async def _remove(where: tuple[Any, str, str, str], path: str, ctx: ActionContext) -> None:
