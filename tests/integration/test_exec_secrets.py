@@ -46,7 +46,7 @@ def playbook(alertname: str, action: str, target: dict, where: dict,
                 "params": {**where, "command": argv[name], **extra}}
 
     steps = [step("env"), step("environ"), step("java"), step("report", parse="json"),
-             step("plain"),
+             step("plain"), step("shapes"), step("pairs", parse="json"),
              {"name": "shown", "action": "log",  # everything printed, in the log file too
               "params": {"message": " ".join("{{ steps." + n + ".result }}" for n in argv
                                              if n != "stderr")}},
@@ -77,7 +77,7 @@ def run_and_search(tmp_path: Path, rules: str, alertname: str, config: dict) -> 
         assert w.stop() == 0
     steps = {s["name"]: s for s in decision["steps"]}
     # the commands ran and printed what a leak would be made of
-    assert [n for n in ("env", "environ", "java", "report", "plain")
+    assert [n for n in ("env", "environ", "java", "report", "plain", "shapes", "pairs")
             if steps[n]["outcome"] != "succeeded"] == [], decision
     assert steps["stderr"]["outcome"] == "failed"
     assert "exited with code 3: DB_PASS=<redacted>" in steps["stderr"]["detail"]
@@ -85,11 +85,35 @@ def run_and_search(tmp_path: Path, rules: str, alertname: str, config: dict) -> 
     assert decision["outcome"] == "failed" and any(n.startswith("note ") for n in outputs)
     leaks = [(s, where) for s in SECRET_VALUES for where, text in outputs.items() if s in text]
     assert leaks == []
+    # a secret's name anywhere in a line, in lower case, in an env pair; an error's name stays
+    assert steps["shapes"]["result"]["stdout"] == SHAPES % (("<redacted>",) * len(SHAPE_VARS))
+    assert steps["pairs"]["result"]["json"] == {
+        "env": [{"name": "DB_PASSWORD", "value": "<redacted>"},
+                {"name": "NODE_ENV", "value": "production"}], "SIGNING_KEY": "<redacted>"}
     return steps
 
 
+# Secrets in the shapes a name outside a line's start, lower case, a header or a Kubernetes env
+# pair give them; an error's name followed by prose, as printed.
+SHAPES = ('SIGNING_KEY: %s\n     1\tHMAC=%s\ninvalid_token=%s ExpiredToken:%s\n'
+          'private_key: %s\nSet-Cookie: %s\n'
+          '{"name": "DB_PASSWORD", "value": "%s"}\n'
+          'ExpiredToken: The provided token has expired\n')
+SHAPE_VARS = ("DB_PASS", "SMTP_PASS", "MONGO_PASS", "DB_PWD", "SESSION_SALT", "DB_PASS",
+              "SMTP_PASS")
+PAIRS = '{"env": [{"name": "DB_PASSWORD", "value": "%s"}, {"name": "NODE_ENV", "value": ' \
+    '"production"}], "SIGNING_KEY": "%s"}'
+PAIR_VARS = ("DB_PASS", "MONGO_PASS")
+
+
+def printf(template: str, names: tuple[str, ...]) -> list[str]:
+    fmt = template.replace("\n", "\\n").replace("\t", "\\t")
+    return ["sh", "-c", f"printf '{fmt}' " + " ".join(f'"${n}"' for n in names)]
+
+
 # Print the environment as a process sees it: `env`'s lines, and /proc/1/environ's NULs.
-ARGV = {"java": ["sh", "-c", 'echo "java $JAVA_OPTS $QUOTED_OPTS -jar app.jar"'],
+ARGV = {"shapes": printf(SHAPES, SHAPE_VARS), "pairs": printf(PAIRS, PAIR_VARS),
+        "java": ["sh", "-c", 'echo "java $JAVA_OPTS $QUOTED_OPTS -jar app.jar"'],
         "stderr": ["sh", "-c", 'echo "connecting" >&2; echo "DB_PASS=$DB_PASS" >&2; exit 3'],
         "report": ["sh", "-c", f"printf '%s' '{REPORT}'"],
         "plain": ["sh", "-c", "redis-cli INFO memory; psql -X -A -t -c 'SELECT 1'; "
@@ -124,6 +148,10 @@ PY = {"env": "import os; print('\\n'.join(f'{k}={v}' for k, v in os.environ.item
               "'-jar app.jar')",
       "stderr": "import os, sys; print('connecting', file=sys.stderr); "
                 "print('DB_PASS=' + os.environ['DB_PASS'], file=sys.stderr); sys.exit(3)",
+      "shapes": f"import os, sys; sys.stdout.write({SHAPES!r} % tuple(os.environ[n] for n in "
+                f"{SHAPE_VARS!r}))",
+      "pairs": f"import os, sys; sys.stdout.write({PAIRS!r} % tuple(os.environ[n] for n in "
+               f"{PAIR_VARS!r}))",
       "report": f"import sys; sys.stdout.write({REPORT!r})",
       "plain": f"import sys; sys.stdout.write({PLAIN!r})"}
 

@@ -29,9 +29,16 @@ SECRET_LINES = [
     "2026-12-02T04:00:03Z ERROR connect failed postgresql://app:pg-pw-7171@db:5432/app: timeout",
     f"2026-12-02T04:00:04Z WARN session {JWT} rejected",
     '{"level":50,"msg":"login error","user":"x","password":"json-pw-8181"}',
+    # a secret's name outside a line's start, lower case, a header, a Kubernetes env pair
+    "2026-12-02T04:00:05Z INFO config loaded SIGNING_KEY: sign-key-2121 privateKey=priv-3232",
+    "2026-12-02T04:00:06Z WARN retry invalid_token=inv-tok-4343 ExpiredToken:exp-tok-5454",
+    "2026-12-02T04:00:07Z DEBUG response Set-Cookie: sid=cookie-6565; Path=/",
+    '{"msg":"env","env":[{"name":"DB_PASSWORD","value":"env-pw-7676"}]}',
 ]
 SECRET_VALUES = ("hunter2hunter2", "s3cr3t-pw-5151", "tok-value-6161", "pg-pw-7171",
-                 "json-pw-8181", JWT, "c2lnbmF0dXJlLTk5ODg", "eyJzdWIiOiJhZG1pbi00MjQyIn0")
+                 "json-pw-8181", JWT, "c2lnbmF0dXJlLTk5ODg", "eyJzdWIiOiJhZG1pbi00MjQyIn0",
+                 "sign-key-2121", "priv-3232", "inv-tok-4343", "exp-tok-5454", "cookie-6565",
+                 "env-pw-7676")
 # What the shipped playbooks grep for and their checks read (code-forge, libervia, hackathon):
 # as printed, every character.
 ORDINARY_LINES = [
@@ -111,7 +118,10 @@ def assert_masked(lines: list[str], prefix: str) -> None:
     """Each secret line is kept, with what shows it is there and none of its value."""
     for line in ("DB_PASS=<redacted>", "password=<redacted> db=app",
                  "Authorization: Bearer <redacted>", "postgresql://<redacted>@db:5432/app",
-                 "WARN session <redacted> rejected", '"password":"<redacted>"}'):
+                 "WARN session <redacted> rejected", '"password":"<redacted>"}',
+                 "SIGNING_KEY: <redacted> privateKey=<redacted>",
+                 "invalid_token=<redacted> ExpiredToken:<redacted>", "Set-Cookie: <redacted>",
+                 '{"name":"DB_PASSWORD","value":"<redacted>"}'):
         assert any(line in kept for kept in lines), (line, lines)
     assert prefix + FAILED_AUTH in lines
 
