@@ -15,9 +15,14 @@ Output is read line by line (and entry by entry between NULs, as /proc/<pid>/env
 them): an environment line (`NAME=value`, `export NAME=…`, a name without lower case, as
 `env`, `printenv` and `set` print them) is judged like a variable; any other line has its
 inline credentials and known token shapes masked, and is withheld when it is one opaque
-key-like string (`printenv SESSION_SECRET`). Lines without any of that (JSON, redis-cli
-INFO's `name:value`, psql, `lag=3`) are left as printed. Withholding too much costs some
-evidence; too little, a password in everyone's mailbox.
+key-like string (`printenv SESSION_SECRET`). Inline, a secret's name is one rule
+(credential_key) wherever it stands: an upper-case variable's name anywhere in a line
+(`SIGNING_KEY: v`, `1\tDB_PASS=v`, `Environment=KEY=v`), a credential's words in any case
+(`private_key`, `privateKey`, `tls.key`, Cookie headers), a JSON key, a Kubernetes env pair's
+name; an error's CamelCase name followed by prose (`ExpiredToken: The provided token has
+expired`) names no secret. Lines without any of that (JSON, redis-cli INFO's `name:value`,
+psql, `lag=3`) are left as printed. Withholding too much costs some evidence; too little, a
+password in everyone's mailbox.
 """
 
 from __future__ import annotations
