@@ -13,8 +13,9 @@ on something else (a sink's answer).
 The fence is the session itself: every statement inside the section runs on the lock's
 connection (`run`), so a holder woken after its session was ended cannot write there any
 more (its statement fails, the section ends in StoreUnavailable), and a statement that did
-run ran while the lock was held. A holder also stops sending statements once a lease passed
-since its last one's start (`valid_until`): the server may have ended the session by then.
+run ran while the lock was held. A holder also stops sending statements once a lease (less a
+second) passed since its last one's answer (`valid_until`): the server may have ended the
+session by then.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from .base import StoreUnavailable
 log = logging.getLogger("remediator.store")
 T = TypeVar("T")
 # Before a lease has passed: the server ends the session at a lease of idleness counted from
-# its last statement's end, this process counts from its start, and keeps a second's margin.
+# its last statement's end, this process from that statement's answer, less this margin.
 _MARGIN = 1.0
 _unbounded_said = False  # a server that cannot end idle sessions (before PostgreSQL 14): said once
 
@@ -54,8 +55,13 @@ class Section:
         """Bound the session's idleness, then take the lock (waiting up to `wait` seconds:
         a frozen holder's session ends within a lease)."""
         idle = f"{max(1, int(self.lease * 1000))}"
+        # One round trip: the session's bounds are set by the statement that takes the lock
+        # (a webhook's or an approval's section waits for no extra statement).
         try:
-            await self.db.execute(f"SET idle_session_timeout = {idle}")
+            await self.db.execute(
+                "SELECT set_config('idle_session_timeout', $2, false), "
+                "set_config('idle_in_transaction_session_timeout', $2, false), "
+                "pg_advisory_lock(hashtext($1))", self.name, idle, timeout=wait)
         except asyncpg.UndefinedObjectError as exc:  # PostgreSQL 13: the heartbeat's fence only
             global _unbounded_said
             if not _unbounded_said:
@@ -63,24 +69,27 @@ class Section:
                 log.warning("PostgreSQL cannot end a frozen replica's session (%s): a replica "
                             "frozen inside a critical section holds it until its connection "
                             "ends; PostgreSQL 14 or later ends it within a lease", exc)
-        await self.db.execute(f"SET idle_in_transaction_session_timeout = {idle}")
-        await self.db.execute("SELECT pg_advisory_lock(hashtext($1))", self.name, timeout=wait)
-        self.valid_until = 0.0
-        await self.run(lambda db: db.execute("SELECT 1"), check=False)
+            await self.db.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', $2, false), "
+                "pg_advisory_lock(hashtext($1))", self.name, idle, timeout=wait)
+        self.valid_until = time.monotonic() - _MARGIN + self.lease
         self._beat = asyncio.get_running_loop().create_task(self._heartbeat(),
                                                             name=f"section-{self.name}")
 
-    async def run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]],
-                  check: bool = True) -> T:
+    async def run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """A statement inside the section, on its lock's connection; refused once the lock
         may have been lost (StoreUnavailable)."""
         async with self._busy:
-            if check and time.monotonic() > self.valid_until - _MARGIN:
-                raise StoreUnavailable(f"critical section {self.name!r} lapsed (this process "
-                                       "could not reach the database for a lease): not written")
-            sent = time.monotonic()
+            if time.monotonic() > self.valid_until:
+                raise StoreUnavailable(
+                    f"critical section {self.name!r} lapsed (no statement of it answered for "
+                    f"a lease of {self.lease:g}s: the database or this process stalled; the "
+                    "server may have ended its session): not written")
             result = await fn(self.db)
-            self.valid_until = max(self.valid_until, sent + self.lease)
+            # The server counts a lease of idleness from the statement's end, just before its
+            # answer came back: a slow statement held the section all along (its session was
+            # busy, not idle), a second's margin for the answer's way back.
+            self.valid_until = max(self.valid_until, time.monotonic() - _MARGIN + self.lease)
             return result
 
     async def _heartbeat(self) -> None:

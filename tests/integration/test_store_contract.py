@@ -780,12 +780,16 @@ def test_a_frozen_holder_loses_its_section_and_cannot_write_in_it(run, postgres_
             async with a.critical("maintenance"):
                 await asyncio.sleep(5)  # alive past its lease: the heartbeat keeps it
                 await a.put_state("by-a", {"v": 1})
+                # a statement slower than the lease: its session was busy, not idle, all along
+                await a._call("slow", lambda db: db.execute("SELECT pg_sleep(2.5)"))
+                await a.put_state("after-slow", {"v": 1})
                 time.sleep(5)  # frozen past its lease: nothing runs, not even the heartbeat
                 await asyncio.create_task(take_over())
                 with pytest.raises(StoreUnavailable):
                     await a.put_state("zombie", {"v": 1})
             assert taken == ["b"]
             assert await b.get_state("by-a") == {"v": 1} and await b.get_state("by-b")
+            assert await b.get_state("after-slow") == {"v": 1}
             assert await b.get_state("zombie") is None
             async with a.critical("maintenance"):  # and a takes sections again afterwards
                 await a.put_state("again", {"v": 1})
