@@ -73,6 +73,7 @@ class Escalator:
         # What each sink made of the note of a decision not recorded yet (execution id ->
         # (outcome or block, {sink: delivered, spooled or undeliverable})): `escalate`.
         self._unrecorded: dict[str, tuple[str, dict[str, str]]] = {}
+        self._failing: set[str] = set()  # sinks a redelivery pass failed to reach, last pass
 
     async def compile_ahead(self, pb: Playbook | None) -> None:
         """Compile the note's templates before its first render (note.compile_ahead)."""
@@ -192,7 +193,7 @@ class Escalator:
         waiting = 0
         failed: set[str] = set()
         deadline = None if budget is None else time.monotonic() + budget
-        for key, note in spooled.items():
+        for key, note in self._in_turn(spooled):
             name = key.rsplit(":", 1)[1]
             sink = self.sinks.get(name)
             if sink is None or name in failed or (
@@ -215,9 +216,24 @@ class Escalator:
             self._count(name, "delivered")
             log.info("spooled escalation %s delivered to %s", note["id"], name,
                      extra={"execution_id": note["id"]})
+        self._failing = failed
         if self.metrics:
             self.metrics.escalations_spooled.set(waiting)
         return waiting
+
+    def _in_turn(self, spooled: dict[str, Any]) -> list[tuple[str, Any]]:
+        """The spooled notes in the order a pass tries them: the sinks that failed in the
+        last pass after the others (two dead sinks' timeouts spent a pass's budget before a
+        sink that had recovered was reached, pass after pass), and each sink's first note
+        before any sink's second."""
+        turn: dict[str, int] = {}
+        ranked = []
+        for key, note in spooled.items():
+            name = key.rsplit(":", 1)[1]
+            turn[name] = turn.get(name, -1) + 1
+            ranked.append((name in self._failing, turn[name], key, note))
+        ranked.sort(key=lambda r: r[:3])
+        return [(key, note) for *_, key, note in ranked]
 
     async def _unspool(self, key: str, note: dict[str, Any]) -> None:
         """The spooled `note` removed, once sent or refused, unless a newer note of its

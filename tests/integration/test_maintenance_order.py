@@ -105,3 +105,48 @@ def test_a_black_holed_sink_does_not_hold_back_an_approvals_expiry(tmp_path):
     assert gated is not None and gated["outcome"] == "escalated", gated
     assert "expired" in gated["reason"]
     assert tried == 1  # one attempt at the dead sink this pass, not one per spooled note
+
+
+def test_two_dead_sinks_do_not_starve_a_sink_that_recovered(tmp_path):
+    """Two black-holed sinks' timeouts spent each pass's redelivery budget before a third
+    sink, recovered, was reached: pass after pass its note stayed spooled. Sinks that failed
+    in the last pass are now tried after the others."""
+    dead = [BlackHole(), BlackHole()]
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(textwrap.dedent(RULES))
+    blocker = tmp_path / "notes-z"
+    blocker.write_text("a file where the sink's directory should be")
+    cfg = Config(rules=[str(rules)], store=f"sqlite:///{tmp_path}/r.db", mode="live",
+                 escalation_dir=str(tmp_path / "notes"), guards=loopback_guards(),
+                 escalation_sinks={"a1": {"type": "webhook", "url": dead[0].url},
+                                   "a2": {"type": "webhook", "url": dead[1].url},
+                                   "z": {"type": "directory", "path": str(blocker)}},
+                 escalation_default_sinks=["a1", "a2", "z"])
+    service = Service(cfg)
+    service.backends.http_timeout = 1.0
+    service.redelivery_budget = 1.5  # as 15 s against two 10 s timeouts, scaled down
+
+    async def go() -> list[list[str]]:
+        await service.start(dispatch=False)
+        service.engine.escalator.attempts, service.engine.escalator.retry_wait = 1, 0
+        try:
+            await service.intake(parse_notification(json.dumps(notification(
+                alert("Note", fingerprint="n1"))).encode()))
+            await service.drain()
+            left = [sorted(k.rsplit(":", 1)[1] for k in await service.store.list_state("spool:"))]
+            blocker.unlink()  # z recovers; a1 and a2 stay dead
+            for _ in range(2):
+                await service.maintain()
+                left.append(sorted(k.rsplit(":", 1)[1]
+                                   for k in await service.store.list_state("spool:")))
+            return left
+        finally:
+            await service.stop()
+    try:
+        left = asyncio.new_event_loop().run_until_complete(go())
+    finally:
+        for hole in dead:
+            hole.close()
+    assert left[0] == ["a1", "a2", "z"]  # all three spooled
+    assert left[-1] == ["a1", "a2"], left  # z's note went out within two passes
