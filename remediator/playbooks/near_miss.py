@@ -26,8 +26,12 @@ PREFIX = "no playbook matches this alert"
 def quoted(value: str) -> str:
     """An untrusted label value as a bounded, one-line, double-quoted string."""
     # Redacted whole, before it is cut or escaped: the reason's own redaction would miss a
-    # secret cut short (a URL's password before its `@`) or escaped (a quote in it).
-    value = redact.text(value)
+    # secret cut short (a URL's password before its `@`) or escaped (a quote in it). With
+    # the filter exec output goes through too (`password=`, a bearer token, a JWT), for a
+    # label value reaches the log line and every API answer: imported here, at a no_match
+    # only, as start-up loads none of it.
+    from ..actions import secret_text
+    value = secret_text.output(redact.text(value))
     if len(value) <= SHOWN:
         return _quote(value)
     return f"{_quote(value[:SHOWN])}… ({len(value)} characters)"

@@ -76,11 +76,13 @@ def test_serve_records_near_misses_bounded_and_one_line(tmp_path):
             alert("WebDown", fingerprint="noteam", namespace="prod"),
             alert("WebDown", fingerprint="hostile", namespace=huge, team="web", env="c"),
             alert("WebDown", fingerprint="secret", namespace=PASSWORD_URL),
+            alert("WebDown", fingerprint="inline", namespace="prod password=s3cr3tpass",
+                  team="Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlc2ln"),
             alert("DiskFull", fingerprint="nobody", device="sda"),
             alert("Disk\nFull\x1b[1A" + "y" * 8000, fingerprint="hostile-name")))
         assert code == 202
         deadline = time.monotonic() + 20
-        while len(found := {d["fingerprint"]: d for d in w.decided()}) < 6:
+        while len(found := {d["fingerprint"]: d for d in w.decided()}) < 7:
             assert time.monotonic() < deadline, (found, w.logs())
             time.sleep(0.1)
     finally:
@@ -100,6 +102,8 @@ def test_serve_records_near_misses_bounded_and_one_line(tmp_path):
     # a URL's password is redacted though the value is cut before its `@`
     assert "hunter2" not in reasons["secret"]
     assert 'does not match namespace="postgresql://<redacted>@db.example' in reasons["secret"]
+    # so are an inline password and a bearer token, as in exec output
+    assert "s3cr3tpass" not in reasons["inline"] and "eyJ" not in reasons["inline"], reasons
     assert reasons["nobody"] == PREFIX + 'none handles alertname="DiskFull"'
     assert reasons["hostile-name"].startswith(
         PREFIX + 'none handles alertname="Disk\\nFull\\u001b[1Ayyy')
@@ -108,6 +112,6 @@ def test_serve_records_near_misses_bounded_and_one_line(tmp_path):
         assert len(reason) < 600 and reason.isprintable(), reason
     logged = [json.loads(line) for line in w.log_path.read_text().splitlines()
               if "decision no_match" in line]
-    assert len(logged) == 6
+    assert len(logged) == 7
     assert sorted(entry["msg"] for entry in logged) == sorted(
         f"decision no_match: {reason}" for reason in reasons.values())
