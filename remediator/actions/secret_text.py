@@ -111,6 +111,9 @@ _PEM = compile_regex(r"(?s)-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?"
 # its start, the value is the rest. Linear in Python's re (a line's start, once).
 _ASSIGNMENT = re.compile(r"([ \t]*(?:export[ \t]+|declare[ \t]+-x[ \t]+)?)([A-Za-z_][A-Za-z0-9_]*)=")
 _LINES = re.compile(r"(\n|\x00)")
+# What a token is made of (base64, base64url, a JWT's dots, a key's dashes): the run a known
+# token's shape starts in is withheld whole, and nothing around it.
+_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_.-")
 
 
 def looks_secret(value: str) -> bool:
@@ -225,13 +228,18 @@ def _line(line: str, lone_keys: bool, tokens: bool) -> str:
                 tokens and _SECRET_VALUE.search(value)):
             return f"{variable[0]}{redact.REDACTED}{end}"
         return line
-    if tokens:  # a known token's shape: the words holding one (one search, not one a word)
+    if tokens:  # a known token's shape: the token's run of characters (a JWT's signature
+        # after its match too), not the quotes and commas around it: JSON stays JSON (sts
+        # get-caller-identity's `"UserId": "AKIA…",` read by a check)
         spans: list[tuple[int, int]] = []
         for match in _SECRET_VALUE.finditer(body):
-            if not spans or match.start() >= spans[-1][1]:  # not in a word already withheld
-                stop = body.find(" ", match.end())
-                spans.append((body.rfind(" ", 0, match.start()) + 1,
-                              len(body) if stop < 0 else stop))
+            if not spans or match.start() >= spans[-1][1]:  # not in a run already withheld
+                start, stop = match.start(), match.end()
+                while start > 0 and body[start - 1] in _TOKEN_CHARS:
+                    start -= 1
+                while stop < len(body) and body[stop] in _TOKEN_CHARS:
+                    stop += 1
+                spans.append((start, stop))
         if spans:
             kept, at = [], 0
             for start, stop in spans:

@@ -4,6 +4,8 @@ text, prose about passwords, and ordinary output that must stay as printed."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from remediator.actions.secret_text import (
@@ -133,3 +135,16 @@ def test_parsed_json_withholds_env_pairs_and_variable_names() -> None:
         "env": [{"name": "DB_PASSWORD", "value": R}, {"name": "NODE_ENV", "value": "x"}],
         "data": {"SIGNING_KEY": R, "tls.key": R, "privateKey": R, "Key": "a/b"}}
     assert not credential_key("keys") and not credential_key("TENANT_CONFLICT")
+
+
+def test_a_token_in_json_text_is_withheld_without_its_quotes_and_comma() -> None:
+    """`aws sts get-caller-identity` prints a JSON document a check parses: a token's shape
+    in it (an access key id as UserId) is withheld inside its quotes, and the rest stays
+    JSON (the whole space-separated word, `"AKIA…",`, went, and the document with it)."""
+    printed = ('{\n    "UserId": "AKIAIOSFODNN7EXAMPLE",\n    "Account": "123456789012",\n'
+               '    "Arn": "arn:aws:sts::123456789012:user/moto"\n}\n')
+    assert json.loads(output(printed)) == {"UserId": "<redacted>", "Account": "123456789012",
+                                           "Arn": "arn:aws:sts::123456789012:user/moto"}
+    # a JWT's signature after its matched head goes with it
+    assert output("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl, done") == (
+        "token <redacted>, done")
