@@ -17,9 +17,7 @@ import yaml
 
 from tests.integration.test_docker_inspect import SECRET_VALUES, SECRETS
 from tests.kubeapi.rbac import Policy, step_documents
-from tests.support.payloads import alert, notification
-from tests.support.recorded import everything, final_decision
-from tests.support.worker import WorkerProcess
+from tests.support.recorded import run_live
 
 # The checks a playbook makes of ordinary output: all of it must still be there as printed.
 ORDINARY = ("'NODE_ENV=production' in steps.env.result.stdout.splitlines()"
@@ -63,18 +61,7 @@ def playbook(alertname: str, action: str, target: dict, where: dict,
 
 
 def run_and_search(tmp_path: Path, rules: str, alertname: str, config: dict) -> dict:
-    rules_dir = tmp_path / "rules"
-    rules_dir.mkdir()
-    (rules_dir / "rules.yaml").write_text(rules)
-    notes = tmp_path / "notes"
-    w = WorkerProcess(tmp_path, [str(rules_dir)], mode="live", config=config,
-                      extra_env={"REMEDIATOR_ESCALATION_DIR": str(notes)}).start()
-    try:
-        assert w.post_alerts(notification(alert(alertname, fingerprint="x1")))[0] == 202
-        decision = final_decision(w, alertname)
-        outputs = everything(w, decision, notes, tmp_path / "remediator.db")
-    finally:
-        assert w.stop() == 0
+    decision, outputs = run_live(tmp_path, rules, alertname, config)
     steps = {s["name"]: s for s in decision["steps"]}
     # the commands ran and printed what a leak would be made of
     assert [n for n in ("env", "environ", "java", "report", "plain", "shapes", "pairs")

@@ -17,9 +17,7 @@ import pytest
 import yaml
 
 from tests.kubeapi.rbac import Policy, step_documents
-from tests.support.payloads import alert, notification
-from tests.support.recorded import everything, final_decision
-from tests.support.worker import WorkerProcess
+from tests.support.recorded import run_live
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZG1pbi00MjQyIn0.c2lnbmF0dXJlLTk5ODg"
 SECRET_LINES = [
@@ -89,20 +87,9 @@ def playbook(alertname: str, action: str, target: dict, where: dict, prefix: str
 
 def run_and_search(tmp_path: Path, alertname: str, rules: str, config: dict,
                    evidence: Path) -> dict:
-    rules_dir = tmp_path / "rules"
-    rules_dir.mkdir()
-    (rules_dir / "rules.yaml").write_text(rules)
-    notes = tmp_path / "notes"
     config = {**config, "guards": {**config["guards"],
                                    "evidence": {"directories": [str(evidence)]}}}
-    w = WorkerProcess(tmp_path, [str(rules_dir)], mode="live", config=config,
-                      extra_env={"REMEDIATOR_ESCALATION_DIR": str(notes)}).start()
-    try:
-        assert w.post_alerts(notification(alert(alertname, fingerprint="x1")))[0] == 202
-        decision = final_decision(w, alertname)
-        outputs = everything(w, decision, notes, tmp_path / "remediator.db")
-    finally:
-        assert w.stop() == 0
+    decision, outputs = run_live(tmp_path, rules, alertname, config)
     bundle = sorted(p for p in evidence.rglob("*") if p.is_file())
     outputs.update({f"bundle {p.name}": p.read_text() for p in bundle})
     steps = {s["name"]: s for s in decision["steps"]}

@@ -22,10 +22,8 @@ import pytest
 import yaml
 
 from tests.kubeapi.rbac import Policy, step_documents
-from tests.support.payloads import alert, notification
 from tests.support.procs import serve_http
-from tests.support.recorded import everything, final_decision
-from tests.support.worker import WorkerProcess
+from tests.support.recorded import run_live
 
 R = "<redacted>"
 
@@ -42,19 +40,7 @@ def run_and_search(tmp_path: Path, alertname: str, steps: list[dict], config: di
                                            "match": {"alertname": alertname},
                                            "guards": {"cooldown": "1m"}, "steps": steps,
                                            "escalation": {"severity": "warning"}}]})
-    rules_dir = tmp_path / "rules"
-    rules_dir.mkdir()
-    (rules_dir / "rules.yaml").write_text(rules)
-    notes = tmp_path / "notes"
-    w = WorkerProcess(tmp_path, [str(rules_dir)], mode="live", config=config,
-                      extra_env={"REMEDIATOR_ESCALATION_DIR": str(notes)}).start()
-    try:
-        sent = alert(alertname, fingerprint="x1", **(labels or {}))
-        assert w.post_alerts(notification(sent))[0] == 202
-        decision = final_decision(w, alertname)
-        outputs = everything(w, decision, notes, tmp_path / "remediator.db")
-    finally:
-        assert w.stop() == 0
+    decision, outputs = run_live(tmp_path, rules, alertname, config, labels)
     assert decision["outcome"] == "failed" and any(n.startswith("note ") for n in outputs)
     leaks = [(s, where) for s in secrets for where, text in outputs.items() if s in text]
     assert leaks == []

@@ -10,7 +10,28 @@ import time
 from pathlib import Path
 
 from remediator.store import packing
+from tests.support.payloads import alert, notification
 from tests.support.worker import VIEWER, WorkerProcess, http
+
+
+def run_live(tmp_path: Path, rules: str, alertname: str, config: dict,
+             labels: dict[str, str] | None = None) -> tuple[dict, dict[str, str]]:
+    """`rules` in a live `serve`, one `alertname` alert sent: its final decision, and
+    everything the process recorded of it (`everything`)."""
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "rules.yaml").write_text(rules)
+    notes = tmp_path / "notes"
+    w = WorkerProcess(tmp_path, [str(rules_dir)], mode="live", config=config,
+                      extra_env={"REMEDIATOR_ESCALATION_DIR": str(notes)}).start()
+    try:
+        sent = alert(alertname, fingerprint="x1", **(labels or {}))
+        assert w.post_alerts(notification(sent))[0] == 202
+        decision = final_decision(w, alertname)
+        outputs = everything(w, decision, notes, tmp_path / "remediator.db")
+    finally:
+        assert w.stop() == 0
+    return decision, outputs
 
 
 def final_decision(w: WorkerProcess, alertname: str, timeout: float = 120) -> dict:
