@@ -59,11 +59,16 @@ _BASE64 = re.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}")
 _MIXED = (re.compile(r"[A-Z]"), re.compile(r"[a-z]"), re.compile(r"[0-9]"))
 # The words that name a credential inside a longer text (`db.password`, `privateKey`,
 # `access_key`, `tls.key`, `Set-Cookie`, `auth`), and a JSON key. `pass` but not passed, passes,
-# passing ("checks passed: 5" is no credential); `key` only after another word (S3's `Key`, a
-# cache's `key=` are names) and not keys/keyspace (redis-cli INFO's `expired_keys:3`); auth,
-# session, salt only as a word (not author, sessions).
+# passing ("checks passed: 5" is no credential); `key` only after a word that makes it a
+# credential's (S3's `Key` and `object_key`, a cache's, a partition's or an idempotency key
+# are names: DeltaCrown's validator reports each missing object by its `object_key`), and not
+# keys/keyspace (redis-cli INFO's `expired_keys:3`); auth, session, salt only as a word (not
+# author, sessions).
 _KEY = (r"(?:pass(?:[a-df-hj-z0-9_.-][\w.-]*)?|(?:pwd|secret|token|api[._-]?key|credential"
-        r"|cookie|pepper|hmac|jwt|bearer)[\w.-]*|[\w.-]key(?:[_.-][\w.-]*|\d)?"
+        r"|cookie|pepper|hmac|jwt|bearer)[\w.-]*|(?:private|access|signing|encryption|master"
+        r"|license|ssh|tls|client|app|service|account|gpg|pgp|rsa|ecdsa|ed25519|host|deploy"
+        r"|admin|root|shared|crypt|enc|sign|webhook|auth|session|storage|consumer)"
+        r"[_.-]?key(?:[_.-][\w.-]*|\d)?"
         r"|(?:auth|session|salt|nonce|creds?|dsn)(?:[_.-][\w.-]*)?)")
 # A variable's name in upper case (SECRET_NAME's words) anywhere in a line: YAML's
 # `SIGNING_KEY: v`, `cat -n`'s `1\tDB_PASS=v`, `typeset -x`, systemd's `Environment=KEY=v`.

@@ -148,3 +148,14 @@ def test_a_token_in_json_text_is_withheld_without_its_quotes_and_comma() -> None
     # a JWT's signature after its matched head goes with it
     assert output("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl, done") == (
         "token <redacted>, done")
+
+
+def test_an_object_key_is_a_name_not_a_credential() -> None:
+    """DeltaCrown's validator reports each object missing from S3 by its `object_key`, which
+    the playbook quotes: a key is a credential's only after a word that makes it one."""
+    report = {"object_key": "certificates/0000.pem", "error": "Object missing in S3"}
+    assert json_value(report) == report
+    assert output('object_key=certificates/0000.pem cache_key=c1 {"partition_key": "p1"}') == (
+        'object_key=certificates/0000.pem cache_key=c1 {"partition_key": "p1"}')
+    assert not credential_key("object_key") and not credential_key("idempotency_key")
+    assert credential_key("access_key") and credential_key("my_private_key")
