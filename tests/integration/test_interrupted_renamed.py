@@ -90,15 +90,20 @@ def _check(decisions: list[dict], old: dict, receiver, tmp: Path, version: dict)
         assert [d["outcome"] for d in others] == ["no_match"]
 
 
-@pytest.mark.parametrize("version", [RENAMED, REMOVED], ids=["renamed", "removed"])
-def test_sqlite_restart_with_the_playbook_renamed_or_removed(tmp_path, webhook_receiver, version):
+def _killed_mid_wait(tmp_path, webhook_receiver) -> tuple[WorkerProcess, dict]:
+    """Version 1 on SQLite, its run of alert f1 SIGKILLed while it waits after its POST."""
     w = WorkerProcess(tmp_path, [_rules(tmp_path / "v1", webhook_receiver, V1)],
                       mode="live").start()
     try:
         assert w.post_alerts(_notification(_alert("f1", "Broken")))[0] == 202
-        old = _mid_wait(w.executions)
+        return w, _mid_wait(w.executions)
     finally:
         w.kill9()
+
+
+@pytest.mark.parametrize("version", [RENAMED, REMOVED], ids=["renamed", "removed"])
+def test_sqlite_restart_with_the_playbook_renamed_or_removed(tmp_path, webhook_receiver, version):
+    w, old = _killed_mid_wait(tmp_path, webhook_receiver)
     w2 = WorkerProcess(tmp_path, [_rules(tmp_path / "v2", webhook_receiver, version)],
                        mode="live", store=w.db).start()
     try:
@@ -136,13 +141,7 @@ def test_postgres_replica_killed_and_its_alert_taken_over_under_another_version(
 
 def test_a_step_renamed_leaves_no_step_running_in_the_failed_decision(tmp_path,
                                                                       webhook_receiver):
-    w = WorkerProcess(tmp_path, [_rules(tmp_path / "v1", webhook_receiver, V1)],
-                      mode="live").start()
-    try:
-        assert w.post_alerts(_notification(_alert("f1", "Broken")))[0] == 202
-        old = _mid_wait(w.executions)
-    finally:
-        w.kill9()
+    w, old = _killed_mid_wait(tmp_path, webhook_receiver)
     w2 = WorkerProcess(tmp_path, [_rules(tmp_path / "v2", webhook_receiver, STEP_RENAMED)],
                        mode="live", store=w.db).start()
     try:
