@@ -22,7 +22,7 @@ from ..escalation import Escalator
 from ..guards import Block, GuardContext, Guards
 from ..metrics import Metrics
 from ..playbooks.index import RuleSet
-from ..playbooks.models import Playbook, Step
+from ..playbooks.models import FIRING_WAIT, Playbook, Step
 from ..store.base import InboxItem, Store, StoreUnavailable
 from ..templating import context as template_context
 from . import approvals, plans, records
@@ -249,8 +249,8 @@ class Engine:
         block, reverts = None, False
         if resolving:
             # Cut the firing run's waits short, and let it stop before reverting anything.
-            await self.inflight.resolve(gc.episode, execution_id, timeout=600)
-            await approvals.firing_stopped(self.store, alert, timeout=600)
+            await self.inflight.resolve(gc.episode, execution_id, timeout=FIRING_WAIT)
+            await approvals.firing_stopped(self.store, alert, timeout=FIRING_WAIT)
             await self.guards.on_resolved(gc)
             await approvals.withdrawn(self.records, self.inflight, pb, alert, self.clock())
             reverts = any(ACTIONS[s.action].mutates(s.params) for s in steps)

@@ -11,6 +11,12 @@ from ..alerts import built as _built
 from .matchers import Matcher, parse_matcher
 
 DEFAULT_RETRIES = 3
+# How long an alert's resolution waits for its episode's firing run to stop before it
+# decides its `on_resolved` (`Engine._execute`): this long for a run in its own process
+# (`InFlight.resolve`), then this long again while the run's alert is claimed anywhere
+# (`approvals.firing_stopped`), so a run on another replica is waited for this long only.
+# Lint bounds by it the steps a `resolution_verifies: false` run takes after its change.
+FIRING_WAIT = 600.0
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ from typing import Any
 from .. import collector, templating
 from ..actions.base import Action, check_params, has_template, parse_duration
 from ..actions.registry import ACTIONS, BUILTIN, PLUGIN_PROBLEMS, get_action
+from ..guards import LOCK_WAIT
 from .index import RuleSet
 from .matchers import MatcherError, parse_matcher
-from .models import Later, Playbook, build_playbook
+from .models import FIRING_WAIT, Later, Playbook, build_playbook
 from .overlap import check_across
 from .parse_cache import ParseCache
 from .schema import FILE, compile_shape, did_you_mean
@@ -399,9 +400,56 @@ def _check_resolution_verifies(src: Source, at: Path, data: dict[str, Any],
     if data["match"].get("status") == "resolved":
         return [src.problem(where, "warning", "resolution_verifies does nothing on a playbook "
                             "that matches only resolutions: there is no firing run to verify")]
-    if data["resolution_verifies"] is False and not any(w[len(at)] == "steps" for w in mutating):
+    changes = [w[-1] for w in mutating if w[len(at)] == "steps"]
+    if data["resolution_verifies"] is False and not changes:
         return [src.problem(where, "warning", "resolution_verifies: false does nothing here: no "
                             "step changes anything, and a resolution only verifies a change")]
+    if data["resolution_verifies"] is False and data.get("on_resolved"):
+        return _check_resolution_waits(src, at, data, changes[0])
+    return []
+
+
+def _check_resolution_waits(src: Source, at: Path, data: dict[str, Any],
+                            first: int) -> list[Problem]:
+    """Under `resolution_verifies: false` the firing run's waits run on through its alert's
+    resolution, whose `on_resolved` waits for the run: `FIRING_WAIT` for it to stop, then,
+    unless `guards.lock: false`, for its target lock (`LOCK_WAIT` on another replica; in
+    the run's own process `FIRING_WAIT` again, then coalesced into it). Steps after the
+    run's first change that may take longer leave on_resolved blocked `locked`, never run
+    (a revert escalated); without the lock it runs while the run still waits, before the
+    run's steps have verified the change. A step's deadline covers its retries and backoff."""
+    locked = (data.get("guards") or {}).get("lock") is not False
+    held = FIRING_WAIT + (min(FIRING_WAIT, LOCK_WAIT) if locked else 0.0)
+    spent: list[str] = []
+    total = 0.0
+    for j, step in enumerate(data["steps"][first:], first):
+        action = get_action(step["action"])
+        if action is None:
+            return []  # an error of its own
+        if "timeout" in step:
+            deadline = parse_duration(step["timeout"])
+        else:
+            try:
+                params, problems = check_params(action, step.get("params") or {},
+                                                rendered=False)
+                deadline = action.deadline(params)
+            except Exception:  # a broken declaration: said by the step's own checks
+                return []
+            if problems:
+                return []  # errors of their own
+        total += deadline
+        spent.append(f"{step['name']} {deadline:g}s")
+        if total > held:
+            waits = ("for the run and its target lock: its on_resolved is then blocked "
+                     "(locked) and never runs (a revert is escalated)" if locked else
+                     "for the run to stop: its on_resolved then runs while the run still "
+                     "waits, before its steps have verified the change")
+            return [src.problem((*at, "steps", j, "timeout" if "timeout" in step else "name"),
+                                "warning", (
+                f"resolution_verifies: false: step {step['name']!r} may end {total:g}s after "
+                f"step {data['steps'][first]['name']!r} starts the run's first change "
+                f"({', '.join(spent)}), past the {held:g}s its alert's resolution waits "
+                f"{waits}; keep these steps' timeouts within {held:g}s in all"))]
     return []
 
 
