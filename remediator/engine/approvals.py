@@ -304,11 +304,10 @@ async def _finish_withdrawn(records: Records, run: dict[str, Any], step: str) ->
     records.unsaved[run["id"]] = (at[-1], record)  # journaled with the final record
     pb = records.playbook(run["playbook"] or "")
     try:
-        outcome = after_cancel(run, step, record, run["steps"],
-                               pb is None or pb.resolution_verifies)
+        outcome = after_cancel(run, step, record, run["steps"], *verifies(run, pb))
         run["reason"] += " (its approval was withdrawn)"
         if pb is None:  # a reload removed it: recorded all the same, nothing to count
-            await records.finish(dict(run, outcome=outcome))
+            await records.finish(dict(run, outcome=outcome), escalate=outcome == "escalated")
         else:
             await records.conclude(run, outcome, GuardContext(
                 playbook=pb, alert=Alert.from_dict(run["alert"]), execution_id=run["id"],
@@ -323,6 +322,22 @@ async def _finish_withdrawn(records: Records, run: dict[str, Any], step: str) ->
     finally:  # (blocked, it holds no target: nothing to keep for a refused success)
         records.unsaved.pop(run["id"], None)
         records.uncounted.pop(run["id"], None)
+
+
+def verifies(run: dict[str, Any], pb: Playbook | None) -> tuple[bool, str]:
+    """Whether the resolution verifies a change of `run`, blocked on an approval it withdrew,
+    and why not: as its playbook said when it blocked (`Records.blocked`), and as the one
+    loaded says, if any. Not when either says not: a reload that removed the playbook left
+    the live set nothing to say, and taken as verifying, the run of a playbook that said
+    `resolution_verifies: false` was recorded `succeeded`, verified, with no note. A record
+    written before the flag was (an older version's) with its playbook gone: not verified."""
+    said = run.get("resolution_verifies")
+    if said is False or (pb is not None and not pb.resolution_verifies):
+        return False, "resolution_verifies: false"
+    if pb is None and said is not True:
+        return False, (f"its playbook {run['playbook']!r} is no longer loaded, and its record "
+                       "does not say whether a resolution verifies its change")
+    return True, ""
 
 
 async def firing_stopped(store: Store, alert: Alert, timeout: float) -> None:

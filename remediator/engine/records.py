@@ -103,6 +103,10 @@ class Records:
     async def blocked(self, decision: dict[str, Any], block: Block, gc: GuardContext,
                       step: str | None = None) -> dict[str, Any]:
         decision.update(outcome="blocked", reason=str(block), blocked_step=step)
+        if block.guard == "approval_pending":
+            # What its playbook said when it blocked: a resolution may withdraw the approval
+            # after a reload changed or removed the playbook (`approvals.verifies`).
+            decision["resolution_verifies"] = gc.playbook.resolution_verifies
         await self.guards.release(gc)  # a blocked execution holds nothing (an approval resumes it)
         if self.metrics:
             self.metrics.child(self.metrics.guard_blocks, block.guard).inc()
@@ -252,17 +256,19 @@ def after_failure(decision: dict[str, Any], step: Step, record: dict[str, Any]) 
 
 
 def after_cancel(decision: dict[str, Any], step: str, record: dict[str, Any],
-                 records: list[dict[str, Any]], verifies: bool = True) -> str:
+                 records: list[dict[str, Any]], verifies: bool = True,
+                 why: str = "resolution_verifies: false") -> str:
     """The run's outcome once the alert's resolution cancelled a step (its reason recorded):
     it stops there, whether it just happened or is read back from the journal. `verifies`:
-    the playbook's `resolution_verifies`; false, a change is left unverified, escalated."""
+    the playbook's `resolution_verifies`; false, a change is left unverified, escalated,
+    `why` said."""
     changed = [r for r in records if r.get("mutating") and r["outcome"] == "succeeded"]
     when = "before" if record.get("mutating") else "while"
     what = "; it was not run" if record.get("mutating") else " waited"
     if changed and not verifies:  # the alert may clear before the fix completes: a human looks
         decision["reason"] = (f"the alert resolved {when} step {step!r}{what}, after "
                               f"{changed[-1]['name']!r} changed something: not taken as its "
-                              "verification (resolution_verifies: false); the steps that would "
+                              f"verification ({why}); the steps that would "
                               "have seen the change complete did not run")
         return "escalated"
     if changed:  # the fix was applied and the alert cleared: that is the verification

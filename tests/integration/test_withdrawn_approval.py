@@ -13,6 +13,7 @@ a real HTTP receiver; a run is paused at a store read, never timed.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from remediator.engine import execution_id
 from remediator.engine.approvals import WITHDRAWN_GRACE
 from remediator.guards import APPROVAL, PENDING
 from remediator.service import Undecided
-from tests.integration.test_guards import web
+from tests.integration.test_guards import restart_then_approved_scale, web
 from tests.integration.test_note_once import _hooked
 from tests.integration.test_unexpected_errors import FINAL, _accepting, _refusing
 
@@ -271,3 +272,81 @@ def test_a_withdrawn_approval_whose_run_was_never_recorded_ends(
     assert webhook_receiver.deliveries == [] and h.calls == []
     [warning] = [r for r in caplog.records if "never recorded" in r.getMessage()]
     assert name in warning.getMessage()
+
+
+VERIFIES_FALSE = restart_then_approved_scale("{cooldown: 1m}").replace(
+    "\n    guards:", "\n    resolution_verifies: false\n    guards:")
+LOG_ONLY = """
+playbooks:
+  - name: log-api
+    match: {alertname: ApiDown}
+    steps:
+      - {name: note, action: log, params: {message: api down}}
+"""
+UNVERIFIED = ("the alert resolved before step 'scale'; it was not run, after 'restart' changed "
+              "something: not taken as its verification ({}); the steps that would have seen "
+              "the change complete did not run (its approval was withdrawn)")
+GONE = ("its playbook 'restart-web' is no longer loaded, and its record does not say whether "
+        "a resolution verifies its change")
+VERIFIED = ("verified by the alert's resolution before step 'scale'; it was not run (its "
+            "approval was withdrawn)")
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+@pytest.mark.parametrize(("blocked", "reloaded", "outcome", "reason"), [
+    (VERIFIES_FALSE, LOG_ONLY, "escalated", UNVERIFIED.format("resolution_verifies: false")),
+    (VERIFIES_FALSE, restart_then_approved_scale("{cooldown: 1m}"), "escalated",
+     UNVERIFIED.format("resolution_verifies: false")),
+    (restart_then_approved_scale("{cooldown: 1m}"), LOG_ONLY, "succeeded", VERIFIED),
+    (None, LOG_ONLY, "escalated", UNVERIFIED.format(GONE)),
+], ids=["false-removed", "false-reloaded-true", "true-removed", "older-record-removed"])
+def test_a_withdrawn_run_after_a_reload_is_verified_as_its_playbook_said_when_it_blocked(
+        tmp_path, run, webhook_receiver, request, store, blocked, reloaded, outcome, reason):
+    """The restart ran and the scale waits for its approval when the alert resolves. The
+    resolution withdraws the approval and cannot write the run's record (it gives up); a
+    reload removes the playbook, or makes it say the resolution verifies; the maintenance pass
+    finishes the run. Read from the live set, a removed playbook was taken as verifying
+    (`succeeded`, "verified by the alert's resolution", no note), under a playbook that said
+    `resolution_verifies: false` when the run blocked. That run is escalated, with its note,
+    once. A record of the version before, which does not say (None: written without the
+    flag), whose playbook is gone, is not taken as verified either."""
+    url, cluster = _store(request, store)
+    rules = tmp_path / "rules" / "web.yaml"
+
+    async def scenario() -> tuple[Any, list[dict], Any]:
+        h = await _hooked(tmp_path, webhook_receiver, store=url)
+        service = h.service
+        rules.write_text(blocked or restart_then_approved_scale("{cooldown: 1m}"))
+        await service.reload()
+        [pending] = await h.fire(web(0))
+        assert (pending["outcome"], pending["blocked_step"]) == ("blocked", "scale"), pending
+        if blocked is None:  # as the version before recorded it
+            older = await service.store.get_execution(pending["id"])
+            del older["resolution_verifies"]
+            await service.store.save_execution(older)
+        db = _refusing(h, f"NEW.id = '{pending['id']}' AND {FINAL}", cluster)
+        with pytest.raises(Undecided):
+            await h.fire(web(0, status="resolved"))
+        _accepting(db)
+        rules.write_text(reloaded)
+        await service.reload()
+        withdrawn = await service.store.get_state(f"{APPROVAL}{pending['id']}:scale")
+        seen = []
+        for passed in (WITHDRAWN_GRACE + 1, WITHDRAWN_GRACE + 60):
+            h.clock.now = withdrawn["decided_at"] + passed
+            await service.maintain()
+            seen.append(await service.store.get_execution(pending["id"]))
+        left = await service.store.list_state(PENDING)
+        await service.stop()
+        return h, seen, left
+
+    h, seen, left = run(scenario())
+    for done in seen:
+        assert (done["outcome"], done["reason"]) == (outcome, reason), done["reason"]
+        assert done["finished_at"] == seen[0]["finished_at"]  # written once
+    assert [s["outcome"] for s in seen[0]["steps"]] == ["succeeded", "cancelled"]
+    assert left == {} and len(h.calls) == 1  # the restart; the scale never ran
+    notes = [d.body for d in webhook_receiver.deliveries if d.body["outcome"] == "escalated"]
+    assert len(notes) == (outcome == "escalated"), [
+        d.body["outcome"] for d in webhook_receiver.deliveries]
+    assert all(reason in json.dumps(note) for note in notes)
