@@ -154,6 +154,10 @@ PROBES: tuple[Probe, ...] = (
           required=frozenset({"--sample-rate"}), report_option="--output"),
     Probe("df [-h] [-P] [-k] PATH", ("df",), {"-h": None, "-P": None, "-k": None},
           operands=(_PATH,)),
+    # A validator's JSON report under the working directory's artifacts/ (DeltaCrown's nightly
+    # artifacts/backfill_report.json, which its runbook reads with jq): one such file only.
+    Probe("cat artifacts/NAME.json", ("cat",),
+          operands=(r"artifacts/[A-Za-z0-9_][-A-Za-z0-9_.]*\.json",)),
 )
 
 

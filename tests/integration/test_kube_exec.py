@@ -209,7 +209,8 @@ def test_declarations_probes_and_permissions() -> None:
                  ["aws", "sts", "get-caller-identity", "--output", "json"],
                  ["aws", "s3api", "head-bucket", "--bucket", "code-forge-artifacts-prod"],
                  ["python", "scripts/s3_backfill_validator.py", "--sample-rate", "0.01"],
-                 ["df", "-h", "/mnt/media/certificates"]):
+                 ["df", "-h", "/mnt/media/certificates"],
+                 ["cat", "artifacts/backfill_report.json"]):
         assert probe_for(argv) is not None, argv
     # DeltaCrown's validator writes its report to artifacts/backfill_report.json (the nightly
     # report a human reads) unless told otherwise: a probe only with a file of remediator's own.
@@ -230,9 +231,14 @@ def test_declarations_probes_and_permissions() -> None:
                  ["python", "scripts/s3_backfill_validator.py", "--sample-rate", "0.1",
                   "--output", "x.json"], ["aws", "s3", "rm", "s3://b/k"], ["sh", "-c", "ping"],
                  ["aws", "s3api", "head-bucket"], ["aws", "s3api", "delete-bucket", "--bucket", "b1"],
-                 ["aws", "s3api", "head-bucket", "--bucket", "../x"]):
+                 ["aws", "s3api", "head-bucket", "--bucket", "../x"],
+                 # cat reads a validator report, nothing else: no other file, no option
+                 ["cat", "/var/run/secrets/kubernetes.io/serviceaccount/token"],
+                 ["cat", "artifacts/../settings.json"], ["cat", "artifacts/x.txt"],
+                 ["cat", "-A", "artifacts/x.json"], ["cat", "artifacts/a.json", "artifacts/b.json"],
+                 ["cat"]):
         assert probe_for(argv) is None, argv
-    assert len(PROBES) == 8
+    assert len(PROBES) == 9
     by_pod = {str(p) for p in EXEC.permissions_for(base)}
     by_selector = {str(p) for p in EXEC.permissions_for({"namespace": NS, "selector": "a=b"})}
     assert by_pod == {"core/pods:get", "core/pods/exec:create"}
