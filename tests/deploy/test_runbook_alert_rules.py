@@ -221,3 +221,17 @@ def test_a_playbook_escalates_at_the_severity_its_alert_fires_with(system):
         assert severity == rule["labels"]["severity"], (
             f"{name} fires as {rule['labels']['severity']}, its playbook {handlers[0].name} "
             f"escalates as {severity}")
+
+
+def test_deltacrown_commands_for_humans_name_its_namespace():
+    """DeltaCrown's runbook gives `kubectl set env deployment/deltacrown` without `-n` and names
+    no namespace; its playbooks act in `deltacrown` (docs/runbooks.md#deltacrown says why). A
+    command a note hands to a human must say so, or it runs in whatever namespace their kubectl
+    context has (Hackathon's is `default`, the namespace its runbook's Role names)."""
+    for pb in playbooks().playbooks:
+        if not pb.name.startswith("deltacrown-"):
+            continue
+        esc = pb.escalation or Escalation()
+        for text in (esc.summary, *esc.next_steps):
+            for command in re.findall(r"kubectl [^;\"]*", text):
+                assert re.search(r"(^|\s)-n deltacrown(\s|$)", command), (pb.name, command)
