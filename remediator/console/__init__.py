@@ -336,6 +336,8 @@ async def decisions(request: web.Request) -> web.Response:
     q = request.query
     filters = {k: q[k] for k in ("outcome", "playbook", "alertname") if q.get(k)}
     since = q.get("since", "")
+    # The store's position before the list's read: the live stream goes on from it.
+    position = (await live.read(_service(request).store, None)).at if not filters else ""
     items = await _service(request).store.list_executions(LIST_LIMIT, **filters)
     if since in SINCE:
         # On the store's clock, as `created_at` is stamped.
@@ -348,13 +350,15 @@ async def decisions(request: web.Request) -> web.Response:
                  state=await _state(service),
                  counts=sorted(counts.items()), outcomes=OUTCOMES, filters=filters, since=since,
                  playbooks=sorted(pb.name for pb in service.rules.playbooks), limit=LIST_LIMIT,
-                 after=live.cursor(live.key(items[0]) if items else live.BEFORE))
+                 after=live.cursor(live.key(items[0]) if items else live.BEFORE, position))
 
 
-def _after(request: web.Request) -> live.Key | None:
+def _after(request: web.Request) -> tuple[live.Key, str | None] | None:
     """Where the stream starts: the browser's `Last-Event-ID` on a reconnection (the newest
-    decision it was sent), else the page's `?after=` (the newest it drew), else now. The
-    header is the browser's own echo: one that is not a cursor is ignored."""
+    decision it was sent, and the store's position up to which it has every change), else
+    the page's `?after=` (the newest it drew, the position it drew them at; a tab shown
+    again: its last event's), else now. The header is the browser's own echo: one that is
+    not a cursor is ignored."""
     if (at := live.parse(request.headers.get("Last-Event-ID", ""))) is not None:
         return at
     if "after" not in request.query:
@@ -367,9 +371,9 @@ def _after(request: web.Request) -> live.Key | None:
 
 async def _send(response: web.StreamResponse, sent: list[tuple[str, dict[str, Any]]],
                 gap: bool) -> None:
-    """Decisions as events, each with its id: the newest decision the browser then has, what
-    it sends back as `Last-Event-ID` when it reconnects; then whether more were missed than
-    were sent (the list asks for a reload)."""
+    """Decisions as events, each with its id: the newest decision the browser then has (and
+    the position), what it sends back as `Last-Event-ID` when it reconnects; then whether
+    more were missed than were sent (the list asks for a reload)."""
     for at, d in sent:
         await response.write(f"id: {at}\nevent: decision\n"
                              f"data: {json.dumps(_row(d))}\n\n".encode())
@@ -377,21 +381,31 @@ async def _send(response: web.StreamResponse, sent: list[tuple[str, dict[str, An
         await response.write(b"event: gap\ndata: {}\n\n")
 
 
+async def _at(response: web.StreamResponse, stream: live.Stream, last: str) -> str:
+    """The stream's cursor once a read is all sent, as an `at` event's id when it moved: a
+    stream opened again goes on from it (the list keeps it, the browser echoes it)."""
+    if (now := stream.cursor()) and now != last:
+        await response.write(f"id: {now}\nevent: at\ndata: {{}}\n\n".encode())
+    return now or last
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: each decision created or changed, as JSON, newest state; first
     those recorded after the cursor (`_after`), then each tick's changes (`live.py`)."""
     await _who(request)
-    after = _after(request)
+    after, position = _after(request) or (None, None)
     store = _service(request).store
-    # Read before the answer starts: a store down now is the middleware's 503.
-    started = store.now_iso()  # (the ticks' reads go on from it)
+    # Read before the answer starts: a store down now is the middleware's 503. The position
+    # first: what is committed after it, the ticks read (this stream's first, from it).
+    position = position or (await live.read(store, None)).at
     latest = await store.list_executions(live.LATEST)
-    stream = live.Stream(latest, after, started)
+    stream = live.Stream(latest, after, position)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store"})
     await response.prepare(request)
     try:
         await _send(response, *stream.read(latest))  # those after the cursor
+        last = ""
         # One read a tick for every stream; closed as the stream ends, however it ends.
         async with contextlib.aclosing(request.app[FEED].ticks()) as ticks:
             async for tick in ticks:
@@ -400,7 +414,8 @@ async def events(request: web.Request) -> web.StreamResponse:
                 principal = await _principal(request)
                 if principal is None or not principal.may("viewer"):
                     break
-                await _send(response, *stream.changes(tick))
+                await _send(response, *await stream.changes(tick, store))
+                last = await _at(response, stream, last)
                 await response.write(b": keep-alive\n\n")
     except ConnectionResetError:
         pass  # the browser went away (a disconnect while sleeping cancels this handler)

@@ -14,17 +14,20 @@ had then (a run that finished, an approval decided, while the page loaded or the
 down), or lacks one stored after one newer in that order (a live run's first record rides
 with its first step's write). The list draws again only a row whose outcome differs.
 
-Each tick then reads the decisions whose record was written since the last read (by the
-store's `updated_at`, `Store.list_updated`), however old they are: the latest 50 by creation
-never held an older one's change (an approval answered, a run ending long after it began),
-which the list showed as it was until a reload. The read reaches back `OVERLAP` seconds past
-the last one: a record is stamped before its commit (a group commit, a pool's wait), so one
-stamped before a read may land after it; what a stream already sent as it is, it does not
-send again.
+Each tick then reads the decisions whose record was committed since the last read, however
+old they are (`Store.changes`, from the position the last read reached): the latest 50 by
+creation never held an older one's change (an approval answered, a run ending long after it
+began). Positions are in commit order, not the records' stamps: a read by `updated_at`,
+reaching 10 s back, missed a record committed later than that after its stamp (a long
+transaction, a slow commit in a storm) and the list kept its old outcome with no word.
 
-A read holds 50: when more than that changed since what the stream last read, at its start
-or between two ticks (a storm), the rest is never sent, and the stream says so (`gap`: the
-list asks for a reload) rather than leave a list that looks whole (`Stream`).
+A stream keeps the position up to which its browser has every change, and sends it (each
+event's id, and an `at` event after each tick): a stream opened again (a tab shown again, a
+reconnection) goes on from it, and its first tick reads what changed since on its own, as a
+stream that joins between two ticks or missed one does. A read holds 50: when more than that
+changed (a storm between two ticks; a tab hidden through one), the rest is never sent, and
+the stream says so (`gap`: the list asks for a reload, and one shown again reloads itself)
+rather than leave a list that looks whole (`Stream`).
 """
 
 from __future__ import annotations
@@ -34,21 +37,18 @@ import contextvars
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 from ..store.base import Store
 
 LATEST = 50  # decisions read at the stream's start, and at each tick
-# How far back past the last read a tick's read reaches (seconds): longer than a record
-# waits between its stamp and its commit (a write waits 5 s for a SQLite lock, at most).
-OVERLAP = 10.0
 Key = tuple[str, str]
 BEFORE: Key = ("", "")  # before every decision: the cursor of a page that drew none
 # A cursor is untrusted (a query string, a header): its time as `utcnow_iso` writes
-# `created_at`, and an id of the characters executions' ids are made of.
-_CURSOR = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z)?/([\w.:-]{0,128})",
-                     re.ASCII)
+# `created_at`, an id of the characters executions' ids are made of, and after `@` the
+# store's position (digits, `:` and `,`: the store checks it, `Store.changes`).
+_CURSOR = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z)?/([\w.:-]{0,128})"
+                     r"(?:@([\d:,]{1,200000}))?", re.ASCII)
 
 
 def key(decision: dict[str, Any]) -> Key:
@@ -56,16 +56,18 @@ def key(decision: dict[str, Any]) -> Key:
     return str(decision.get("created_at") or ""), str(decision["id"])
 
 
-def cursor(at: Key) -> str:
-    """A key as a cursor; empty for one a stored record made unfit for an event's id line."""
-    text = f"{at[0]}/{at[1]}"
+def cursor(at: Key, position: str = "") -> str:
+    """A key (and the store's position) as a cursor; empty for one a stored record made unfit
+    for an event's id line."""
+    text = f"{at[0]}/{at[1]}" + (f"@{position}" if position else "")
     return text if _CURSOR.fullmatch(text) else ""
 
 
-def parse(text: str) -> Key | None:
-    """The key a cursor names, or None when it is not one."""
+def parse(text: str) -> tuple[Key, str | None] | None:
+    """The key and the position (None: none given) a cursor names, or None when it is not
+    one."""
     found = _CURSOR.fullmatch(text)
-    return (found.group(1) or "", found.group(2)) if found else None
+    return ((found.group(1) or "", found.group(2)), found.group(3)) if found else None
 
 
 def _beyond(latest: list[dict[str, Any]], mark: Key) -> bool:
@@ -78,41 +80,41 @@ def _beyond(latest: list[dict[str, Any]], mark: Key) -> bool:
 
 @dataclass(frozen=True)
 class Tick:
-    """One read of what changed: `changed`, the decisions written at or after `since`, the
-    latest written first, each with its `updated_at` (at most LATEST); `read_at`, the store's
-    time just before the read (what was committed by then is in it, or the read is full)."""
+    """One read of what changed: `changed`, the decisions committed after position `since`
+    (at most LATEST + 1: more than a read sends; None: unknown, `since` is no position of the
+    store's), up to position `at`."""
 
-    changed: list[dict[str, Any]]
+    changed: list[dict[str, Any]] | None
     since: str
-    read_at: str
+    at: str
 
 
-def earlier(at: str, seconds: float) -> str:
-    """A time as `utcnow_iso` writes it (the stores' stamps), `seconds` before."""
-    then = datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ") - timedelta(seconds=seconds)
-    return then.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+async def read(store: Store, since: str | None) -> Tick:
+    """What changed since `since` (None: nothing read, the position now)."""
+    changed, at = await store.changes(since, LATEST + 1)
+    return Tick(changed, since or at, at)
 
 
 class Stream:
     """What one stream's browser has, and what it is sent at its start (`read`) and at each
     tick (`changes`).
 
-    It starts from the first read and the cursor (None: from now, nothing sent). Each read
-    gives the decisions it holds that are new or changed, oldest first, each with its event's
-    id (the newest the browser then has), and whether more came than it holds (the browser is
-    told to reload). What it remembers is the last read: a stream open for days holds no
-    more than a read (it kept every id it ever sent: an open tab's memory grew with each
-    decision)."""
+    It starts from the first read and the cursor (None: from now, nothing sent), and from
+    the position up to which the browser has every change (the cursor's, else the store's
+    now). Each read gives the decisions it holds that are new or changed, oldest first, each
+    with its event's id (the newest the browser then has, and the position before the read:
+    the browser may not have all of it yet), and whether more came than it holds (the
+    browser is told to reload). What it remembers is the last read: a stream open for days
+    holds no more than a read (it kept every id it ever sent: an open tab's memory grew with
+    each decision)."""
 
-    def __init__(self, latest: list[dict[str, Any]], after: Key | None, started: str):
+    def __init__(self, latest: list[dict[str, Any]], after: Key | None, at: str):
         # The browser has the page up to its cursor, else everything read now.
         self.mark = after if after is not None else key(latest[0]) if latest else BEFORE
         # id -> outcome, compared with the next read: those the browser has as they are now.
         # From a cursor, none is known to be: the first read sends all it holds.
         self.seen = {} if after is not None else {d["id"]: d.get("outcome") for d in latest}
-        # The store's time up to which every change was read (the start read's, then each
-        # tick's `read_at`).
-        self.read_to = started
+        self.at = at  # the position up to which the browser has every change
 
     def read(self, latest: list[dict[str, Any]]
              ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
@@ -121,24 +123,35 @@ class Stream:
         gap = _beyond(latest, self.mark)  # from the cursor, before it moves
         return self._send(latest), gap
 
-    def changes(self, tick: Tick) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
-        """A tick's read: a gap when changes since this stream's last read may lie outside it
-        (the read is full and even its earliest is later; or it began after that, for a
-        stream that missed reads)."""
+    async def changes(self, tick: Tick, store: Store
+                      ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+        """A tick's read, or this stream's own from its position when the tick's began
+        elsewhere (it joined between two ticks, missed one, or opened again from its
+        browser's): it reaches past the tick's end, which the next tick starts from (what
+        it reads twice is sent once). A gap when more changed than a read holds, or what
+        changed is unknown."""
+        if tick.since != self.at:
+            tick = Tick((await read(store, self.at)).changed, self.at, tick.at)
         changed = tick.changed
-        gap = tick.since > self.read_to or (
-            len(changed) >= LATEST and str(changed[-1].get("updated_at", "")) > self.read_to)
-        self.read_to = max(self.read_to, tick.read_at)
-        return self._send(sorted(changed, key=key, reverse=True)), gap
+        gap = changed is None or len(changed) > LATEST
+        changed = sorted((changed or [])[:LATEST], key=key, reverse=True)
+        self.at = tick.at
+        return self._send(changed, tick.since), gap
 
-    def _send(self, read: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    def cursor(self) -> str:
+        """The event id of what the browser has now: the newest decision and the position."""
+        return cursor(self.mark, self.at)
+
+    def _send(self, read: list[dict[str, Any]], before: str | None = None
+              ) -> list[tuple[str, dict[str, Any]]]:
         """Those of `read` (newest first by creation) the browser lacks as they are, oldest
-        first; `read` is what is remembered."""
+        first; `read` is what is remembered. Their ids carry the position `before` the read
+        (the stream's, by default)."""
         sent = []
         for d in reversed(read):
             if d["id"] not in self.seen or self.seen[d["id"]] != d.get("outcome"):
                 self.mark = max(self.mark, key(d))
-                sent.append((cursor(self.mark), d))
+                sent.append((cursor(self.mark, before or self.at), d))
         self.seen = {d["id"]: d.get("outcome") for d in read}
         return sent
 
@@ -168,23 +181,21 @@ class Feed:
             self._streams -= 1
 
     async def _run(self) -> None:
-        # From before the streams' own start reads (they are made before they wait on it).
-        read_to = self.store.now_iso()
+        at: str | None = None  # read at the first tick: the streams read from their own
         try:
             while self._streams:
                 await asyncio.sleep(self.interval)
                 tick, self._next = self._next, None
                 if tick is None:  # nobody waited for this one
                     continue
-                read_at, since = self.store.now_iso(), earlier(read_to, OVERLAP)
                 try:
-                    changed = await self.store.list_updated(since, LATEST)
+                    read_ = await read(self.store, at)
                 except Exception as exc:
                     tick.set_exception(exc)
                     tick.exception()  # retrieved: a stream gone meanwhile may never read it
                 else:
-                    tick.set_result(Tick(changed, since, read_at))
-                    read_to = read_at
+                    tick.set_result(read_)
+                    at = read_.at
         finally:
             self._poll = None
 

@@ -194,11 +194,17 @@ class Store(Protocol):
 
     async def list_executions(self, limit: int = 100, **filters: Any) -> list[dict[str, Any]]: ...
 
-    async def list_updated(self, since: str, limit: int) -> list[dict[str, Any]]:
-        """The decisions whose record was written at or after `since` (the store's clock, as
-        `now_iso` gives it), the latest written first, at most `limit`, each with its
-        `updated_at`: what changed, however old the decision (the console's live stream)."""
+    async def changes(self, since: str | None, limit: int
+                      ) -> tuple[list[dict[str, Any]] | None, str]:
+        """The decisions whose record was committed after position `since` (one this method
+        returned), however old the decision, at most `limit`, each with its `updated_at`;
+        and the position this read reached (the console's live stream). A position is in
+        commit order, not a stamp's: a record stamped before a read and committed after it
+        is in the next read. `since` None: the position now, nothing read. None for the
+        decisions: `since` is no position of this store (untrusted text, another store's,
+        one past it: a database restored from a backup), so what changed is unknown."""
         ...
+
     async def save_step(self, execution_id: str, index: int, step: dict[str, Any],
                         execution: dict[str, Any] | None = None) -> None:
         """Journal a step record, with `execution`'s record (as `save_execution`: a run's

@@ -29,6 +29,7 @@ import contextvars
 import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -728,14 +729,36 @@ class PostgresStore:
                 where.append(f"{column} = ${len(args)}")
         return await self._decisions(" AND ".join(where) or "TRUE", args, limit)
 
-    async def list_updated(self, since: str, limit: int) -> list[dict[str, Any]]:
-        # By the index of the records' times (migration 14), ties by the text then the id.
+    async def changes(self, since: str | None, limit: int
+                      ) -> tuple[list[dict[str, Any]] | None, str]:
+        # A position is the read's snapshot (`xmin:xmax:xip`, pg_current_snapshot: the
+        # statement's own); each row carries the transaction that last wrote it (`txid`,
+        # migration 15). What this snapshot shows and the last one did not is exactly what
+        # was written by a transaction in flight then (`xip`) or begun since (`>= xmax`):
+        # every xid below xmax and not in xip had ended by then. So a record committed
+        # however late after its stamp is read once it commits, by no look-back window: a
+        # window (updated_at, 10 s back) missed one whose transaction outlasted it, and one
+        # back to the oldest transaction in flight (pg_snapshot_xmin) reads the whole storm
+        # again each tick while any transaction of the cluster stays open. Two index ranges,
+        # each at most `limit` (a transaction of the snapshot writes one record or a few).
+        if since is None:
+            return [], await self._call("read", lambda db: db.fetchval(
+                "SELECT pg_current_snapshot()::text"))
+        position = _snapshot(since)
+        xmax, xip = position or ("0", [])
         rows = await self._call("read", lambda db: db.fetch(
-            f"SELECT {self._columns()}, e.updated_at FROM executions e WHERE "
-            "remediator_instant(e.updated_at) >= remediator_instant($1) ORDER BY "
-            "remediator_instant(e.updated_at) DESC, e.updated_at DESC, e.id DESC LIMIT $2",
-            since, limit))
-        return [{**_decision(row), "updated_at": row["updated_at"]} for row in rows]
+            f"SELECT s.at, s.xmax >= $1::text::xid8 AS known, {self._columns()}, e.updated_at FROM "
+            "(SELECT pg_current_snapshot()::text AS at, "
+            "pg_snapshot_xmax(pg_current_snapshot()) AS xmax) s LEFT JOIN executions e ON "
+            "$4 AND e.id IN ((SELECT id FROM executions WHERE txid >= $1::text::xid8 ORDER BY txid "
+            "DESC LIMIT $3) UNION ALL (SELECT id FROM executions WHERE txid = ANY($2::text[]::xid8[]) "
+            "LIMIT $3)) ORDER BY e.txid DESC, e.id DESC LIMIT $3",
+            xmax, xip, limit, position is not None))
+        at = rows[0]["at"]
+        if position is None or not rows[0]["known"]:  # not a position, or one of a future
+            return None, at  # (a database restored from a backup): what changed is unknown
+        return [{**_decision(row), "updated_at": row["updated_at"]} for row in rows
+                if row["id"] is not None], at
 
     def _columns(self) -> str:
         """A decision's columns (`e`: executions), its journal included."""
@@ -924,6 +947,19 @@ class PostgresStore:
         # lock this run's late release deleted while it still changed the target.
         await self._call("lock", lambda db: db.execute(
             "DELETE FROM locks WHERE holder=$1 AND owner=$2", holder, self.replica), fenced=False)
+
+
+# A snapshot as pg_current_snapshot's text gives it (xids: 64-bit, below 2^63 as xid8 reads).
+_SNAPSHOT = re.compile(r"(\d{1,18}):(\d{1,18}):((?:\d{1,18},){0,9999}\d{1,18})?", re.ASCII)
+
+
+def _snapshot(text: str) -> tuple[str, list[str]] | None:
+    """A position's xmax and in-flight xids (as text, xid8's input), or None for text that
+    is not one (a browser's cursor is untrusted)."""
+    found = _SNAPSHOT.fullmatch(text)
+    if found is None or int(found.group(1)) > int(found.group(2)):
+        return None
+    return found.group(2), found.group(3).split(",") if found.group(3) else []
 
 
 def _decision(row: asyncpg.Record) -> dict[str, Any]:

@@ -367,6 +367,23 @@ MIGRATIONS: list[str | Callable[[asyncpg.Connection], Awaitable[None]]] = [
     CREATE INDEX IF NOT EXISTS executions_updated ON executions (remediator_instant(updated_at))
         WITH (fillfactor = 100);
     """,
+    # 15: decisions by the transaction that last wrote them (`txid`, set by a trigger on
+    # every write, an old replica's during a rolling update too), which the console's live
+    # stream reads instead of `updated_at` (`changes`): a record is stamped before its
+    # commit, and one committed late (a long transaction, a slow commit in a storm) was
+    # stamped before a read it missed. The index by `updated_at` goes: nothing reads it (an
+    # old replica's console still running reads the table for its ticks until replaced).
+    # (IF NOT EXISTS, DROP first: a database whose version was set back migrates again.)
+    """
+    ALTER TABLE executions ADD COLUMN IF NOT EXISTS txid xid8;
+    CREATE OR REPLACE FUNCTION remediator_txid() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN NEW.txid := pg_current_xact_id(); RETURN NEW; END $$;
+    DROP TRIGGER IF EXISTS executions_txid ON executions;
+    CREATE TRIGGER executions_txid BEFORE INSERT OR UPDATE ON executions
+        FOR EACH ROW EXECUTE FUNCTION remediator_txid();
+    CREATE INDEX IF NOT EXISTS executions_txid ON executions (txid) WITH (fillfactor = 100);
+    DROP INDEX IF EXISTS executions_updated;
+    """,
 ]
 
 

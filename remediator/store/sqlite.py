@@ -134,6 +134,17 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """
     CREATE INDEX IF NOT EXISTS executions_updated ON executions(updated_at);
     """,
+    # 7: decisions by the order their records were committed (`seq`, one more than the
+    # highest, given inside the write's transaction: writes to the file take its lock one
+    # at a time, so a later commit has a higher one), which the console's live stream reads
+    # instead of `updated_at` (`changes`): a record is stamped as its write is queued, and
+    # one that waited (a group commit, a lock another process held, a retry) was stamped
+    # before a read it missed. The index by `updated_at` goes: nothing reads it.
+    """
+    ALTER TABLE executions ADD COLUMN seq INTEGER;
+    CREATE INDEX IF NOT EXISTS executions_seq ON executions(seq);
+    DROP INDEX IF EXISTS executions_updated;
+    """,
 ]
 
 
@@ -697,13 +708,17 @@ class SQLiteStore(LocalCoordination):
 
     @staticmethod
     def _prune(db: sqlite3.Connection, cutoff: str, before: float) -> int:
-        # ';' sorts right after ':', so each range is exactly one execution's keys.
+        # ';' sorts right after ':', so each range is exactly one execution's keys. The
+        # record written last is kept: its `seq` would be given again, under a position a
+        # live stream already read past (`changes`).
         # `created_at < ?` as well: an execution is updated after its creation, and
         # executions are indexed by creation only.
         ids = [(i,) for (i,) in db.execute(
             "SELECT id FROM executions WHERE created_at < ?1 AND updated_at < ?1 AND outcome "
-            "!= 'running' AND NOT EXISTS (SELECT 1 FROM state WHERE key >= 'approval-pending:' "
-            "|| id || ':' AND key < 'approval-pending:' || id || ';')", (cutoff,))]
+            "!= 'running' AND (seq IS NULL OR seq < (SELECT max(seq) FROM executions)) AND "
+            "NOT EXISTS "
+            "(SELECT 1 FROM state WHERE key >= 'approval-pending:' || id || ':' AND key < "
+            "'approval-pending:' || id || ';')", (cutoff,))]
         db.executemany("DELETE FROM steps WHERE execution_id=?", ids)
         db.executemany("DELETE FROM state WHERE key >= 'approval:' || ? || ':' AND "
                        "key < 'approval:' || ? || ';'", [(i, i) for (i,) in ids])
@@ -751,10 +766,11 @@ class SQLiteStore(LocalCoordination):
                            (ref.id, ref.created, ref.data))
             db.execute(
                 "INSERT INTO executions (id, created_at, updated_at, alertname, playbook, "
-                "outcome, fingerprint, body, ref, awaiting) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "?) ON CONFLICT(id) DO UPDATE SET updated_at=excluded.updated_at, "
-                "outcome=excluded.outcome, body=excluded.body, ref=excluded.ref, "
-                "awaiting=excluded.awaiting", row)
+                "outcome, fingerprint, body, ref, awaiting, seq) VALUES (?, ?, ?, ?, ?, ?, ?, "
+                "?, ?, ?, (SELECT coalesce(max(seq), 0) + 1 FROM executions)) ON CONFLICT(id) "
+                "DO UPDATE SET updated_at=excluded.updated_at, outcome=excluded.outcome, "
+                "body=excluded.body, ref=excluded.ref, awaiting=excluded.awaiting, "
+                "seq=excluded.seq", row)
 
         return write, ref
 
@@ -816,15 +832,25 @@ class SQLiteStore(LocalCoordination):
                                    (*args, limit)).fetchall()
         return [d for (i,) in ids if (d := self._get_execution(i)) is not None]
 
-    async def list_updated(self, since: str, limit: int) -> list[dict[str, Any]]:
-        return await self._run(self._updated, since, limit)
+    async def changes(self, since: str | None, limit: int
+                      ) -> tuple[list[dict[str, Any]] | None, str]:
+        return await self._run(self._changes, since, limit)
 
-    def _updated(self, since: str, limit: int) -> list[dict[str, Any]]:
+    def _changes(self, since: str | None, limit: int
+                 ) -> tuple[list[dict[str, Any]] | None, str]:
+        # A position is the highest `seq` read (migration 7): committed in that order, a
+        # record with a higher one is committed after the read. The highest is read first,
+        # so what commits between the two statements waits for the next read.
+        (top,) = self._one("SELECT coalesce(max(seq), 0) FROM executions") or (0,)
+        if since is None:
+            return [], str(top)
+        if not since.isascii() or not since.isdigit() or len(since) > 18 or int(since) > top:
+            return None, str(top)  # not a position, or past the store's (a file restored)
         rows = self._conn().execute(
-            "SELECT id, updated_at FROM executions WHERE updated_at >= ? "
-            "ORDER BY updated_at DESC, id DESC LIMIT ?", (since, limit)).fetchall()
+            "SELECT id, updated_at FROM executions WHERE seq > ? AND seq <= ? "
+            "ORDER BY seq DESC LIMIT ?", (int(since), top, limit)).fetchall()
         return [{**d, "updated_at": at} for i, at in rows
-                if (d := self._get_execution(i)) is not None]
+                if (d := self._get_execution(i)) is not None], str(top)
 
     async def save_step(self, execution_id: str, index: int, step: dict[str, Any],
                         execution: dict[str, Any] | None = None) -> None:

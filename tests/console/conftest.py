@@ -34,14 +34,14 @@ def held_ticks():
 
     def hold(worker) -> Callable[[], None]:
         store, gate = worker.service.store, asyncio.Event()
-        read = store.list_updated
+        read = store.changes
 
-        async def held(since: str, limit: int):
+        async def held(since, limit: int):
             if asyncio.current_task().get_name() == "console-feed":
                 await gate.wait()
             return await read(since, limit)
 
-        store.list_updated = held
+        store.changes = held
         return lambda: worker.loop.call_soon_threadsafe(gate.set)
 
     return hold

@@ -3,6 +3,7 @@ escaping, security headers, and a console that stays up when Prometheus is down.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import json
@@ -10,6 +11,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import asyncpg
 import bcrypt
 import pytest
 import requests
@@ -19,6 +21,7 @@ from remediator.console import DECIDED_SHOWN
 from remediator.console.live import LATEST
 from remediator.guards import APPROVAL
 from tests.conftest import APPROVAL_RULES
+from tests.integration.test_store_contract import earlier_by
 from tests.support.payloads import alert, notification
 from tests.support.worker import OPERATOR_TOKEN, TOKEN, VIEWER_TOKEN
 
@@ -146,7 +149,7 @@ def test_the_live_stream_ends_with_its_session_logged_out_on_another_replica(
     stream = session.get(f"{b.url}/ui/events", stream=True, timeout=30)  # the other replica
     assert stream.status_code == 200
     lines = stream.iter_lines()
-    assert next(lines) == b": keep-alive"  # it runs
+    assert _until_tick(lines) == []  # it runs
     session.post(f"{a.url}/ui/logout", data={"csrf": csrf(session.get(f"{a.url}/ui/").text)})
     # The stream ends at its next tick (one more may have been under way); it used to run on.
     # Ticks are counted, not seconds.
@@ -261,19 +264,19 @@ def test_open_live_streams_share_one_read_of_the_latest_decisions(worker_factory
     w = worker_factory()
     store = w.service.store
     reads = [0]
-    read = store.list_updated
+    read = store.changes
 
-    async def counted(since: str, limit: int):
+    async def counted(since, limit: int):
         reads[0] += 1
         return await read(since, limit)
 
-    store.list_updated = counted
+    store.changes = counted
     session = login(w.url, "alice", OPERATOR_TOKEN)
     streams = [session.get(f"{w.url}/ui/events", stream=True, timeout=30) for _ in range(5)]
     try:
         lines = [s.iter_lines() for s in streams]
         for stream in lines:
-            assert next(stream) == b": keep-alive"
+            assert _until_tick(stream) == []
         before = reads[0]
         ticks = 4  # of the first stream, while all five run
         assert list(itertools.islice(lines[0], 2 * ticks)) == [b"", b": keep-alive"] * ticks
@@ -284,7 +287,7 @@ def test_open_live_streams_share_one_read_of_the_latest_decisions(worker_factory
         for stream in lines:  # every stream sees the new decision, and keeps ticking
             seen = list(itertools.takewhile(lambda line: b"demo-restart" not in line, stream))
             assert seen.count(b": keep-alive") < 20, seen
-            assert b": keep-alive" in list(itertools.islice(stream, 3))
+            assert b": keep-alive" in list(itertools.islice(stream, 7))  # (and its `at`)
     finally:
         for s in streams:
             s.close()
@@ -298,7 +301,7 @@ def test_a_live_stream_ends_cleanly_when_the_store_goes_away(worker_factory):
     session = login(w.url, "alice", OPERATOR_TOKEN)
     with session.get(f"{w.url}/ui/events", stream=True, timeout=30) as stream:
         lines = stream.iter_lines()
-        assert next(lines) == b": keep-alive"
+        assert _until_tick(lines) == []
         w.call(w.service.store.close())
         rest = list(lines)  # until the server ends the stream
     assert rest and all(line in (b"", b": keep-alive") for line in rest), rest
@@ -306,14 +309,18 @@ def test_a_live_stream_ends_cleanly_when_the_store_goes_away(worker_factory):
     assert again.status_code == 503 and "store" in again.json()["error"]
 
 
-def _until_tick(lines) -> list[dict[str, str]]:
-    """The events a stream sends before its first tick's keep-alive, each as its fields."""
+def _until_tick(lines, at: list[str] | None = None) -> list[dict[str, str]]:
+    """The events a stream sends before its first tick's keep-alive, each as its fields;
+    the `at` events (the stream's position once a read is sent) only as their ids in `at`."""
     events, fields = [], {}
     for line in lines:
         if line == b": keep-alive":
             return events
         if not line:  # an event's end (or a keep-alive's, which holds none)
-            if fields:
+            if fields.get("event") == "at":
+                if at is not None:
+                    at.append(fields["id"])
+            elif fields:
                 events.append(fields)
             fields = {}
         else:
@@ -334,7 +341,7 @@ def test_the_live_stream_sends_what_was_recorded_after_the_page_was_drawn(worker
     [drawn] = w.wait_executions(1)
     page = session.get(f"{w.url}/ui/").text
     after = re.search(r'data-after="([^"]+)"', page).group(1)
-    assert after == f"{drawn['created_at']}/{drawn['id']}"
+    assert after.partition("@")[0] == f"{drawn['created_at']}/{drawn['id']}"
     w.post_alerts(notification(alert("DemoDown", fingerprint="api", namespace="demo",
                                             deployment="api")))
     gap = w.wait_executions(2)[0]  # recorded after the page, before its stream
@@ -342,8 +349,10 @@ def test_the_live_stream_sends_what_was_recorded_after_the_page_was_drawn(worker
                      timeout=30) as stream:
         first = _until_tick(stream.iter_lines())
     assert [json.loads(e["data"])["id"] for e in first] == [drawn["id"], gap["id"]], first
-    # Each event's id is the newest the browser then has: the drawn one leaves the cursor.
-    assert [e["id"] for e in first] == [after, f"{gap['created_at']}/{gap['id']}"], first
+    # Each event's id is the newest the browser then has: the drawn one leaves the cursor
+    # (and the store's position, the page's until a read is all sent).
+    assert [e["id"] for e in first] == [after, f"{gap['created_at']}/{gap['id']}@" +
+                                        after.partition("@")[2]], first
     assert {e["event"] for e in first} == {"decision"}
 
     # Reconnecting, the browser sends the last event's id: only what is newer comes, and the
@@ -356,7 +365,7 @@ def test_the_live_stream_sends_what_was_recorded_after_the_page_was_drawn(worker
         again = _until_tick(stream.iter_lines())
     assert [json.loads(e["data"])["id"] for e in again] == \
         [drawn["id"], gap["id"], newest["id"]], again
-    assert again[-1]["id"] == f"{newest['created_at']}/{newest['id']}"
+    assert again[-1]["id"].partition("@")[0] == f"{newest['created_at']}/{newest['id']}"
     # No cursor (a client of before): the stream starts from now, as it did.
     with session.get(f"{w.url}/ui/events", stream=True, timeout=30) as stream:
         assert _until_tick(stream.iter_lines()) == []
@@ -390,14 +399,16 @@ def test_a_live_stream_says_when_more_were_missed_than_it_sends(worker_factory):
     session = login(w.url, "alice", OPERATOR_TOKEN)
     page = session.get(f"{w.url}/ui/").text
     after = re.search(r'data-after="([^"]*)"', page).group(1)
-    assert after == "/"  # nothing drawn: everything recorded since is newer
+    assert after.partition("@")[0] == "/"  # nothing drawn: everything recorded since is newer
     w.post_alerts(notification(*(alert("DemoDown", fingerprint=f"f{i}", namespace="demo",
                                        deployment=f"d{i}") for i in range(LATEST + 1))))
     w.wait_executions(LATEST + 1, timeout=60)
     with session.get(f"{w.url}/ui/events", params={"after": after}, stream=True,
                      timeout=30) as stream:
         sent = _until_tick(stream.iter_lines())
-    assert [e["event"] for e in sent] == ["decision"] * LATEST + ["gap"], sent
+    # (The first tick's read from the page's position says it again.)
+    assert [e["event"] for e in sent][:LATEST + 1] == ["decision"] * LATEST + ["gap"], sent
+    assert {e["event"] for e in sent[LATEST + 1:]} <= {"gap"}, sent
 
 
 def _next_sent(lines) -> list[dict[str, str]]:
@@ -515,3 +526,40 @@ def test_a_live_stream_sends_an_outcome_that_changed_before_it_started(worker_fa
         sent = _until_tick(stream.iter_lines())
     assert [(json.loads(e["data"])["id"], json.loads(e["data"])["outcome"]) for e in sent] == \
         [(pending["id"], now["outcome"])], sent
+
+
+def test_a_live_stream_sends_a_record_committed_long_after_its_stamp(worker_factory,
+                                                                     postgres_url):
+    """The stream read decisions by `updated_at`, reaching 10 s back: a record stamped, then
+    held in its transaction for longer (a row lock here; a long transaction, a slow commit
+    in a storm), was committed behind every read that could see it, and the list kept the
+    old outcome with no word. The stream reads in commit order: it sends it once committed."""
+    w = worker_factory(store=postgres_url)
+    w.post_alerts(notification(alert("DemoDown", fingerprint="web", namespace="demo",
+                                     deployment="web")))
+    [model] = w.wait_executions(1)
+    store = w.service.store
+    holder, watch = (w.call(asyncpg.connect(postgres_url)) for _ in range(2))
+    session = login(w.url, "alice", OPERATOR_TOKEN)
+    with session.get(f"{w.url}/ui/events", stream=True, timeout=60) as stream:
+        lines = stream.iter_lines()
+        assert _until_tick(lines) == []
+        w.call(holder.execute("BEGIN"))
+        w.call(holder.execute("SELECT 1 FROM executions WHERE id = $1 FOR UPDATE", model["id"]))
+        stamped = store.now_iso()
+        late = asyncio.run_coroutine_threadsafe(
+            store.save_execution({**model, "outcome": "failed"}), w.loop)
+        while not w.call(watch.fetchval(  # stamped, the write waits on the row
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'")):
+            time.sleep(0.05)
+        # Ticks go on until the store's clock is 15 s past the stamp: past any look-back.
+        while store.now_iso() < earlier_by(stamped, -15):
+            assert _until_tick(lines) == []  # not committed yet
+        w.call(holder.execute("ROLLBACK"))
+        late.result(timeout=30)
+        sent = _next_sent(lines)
+    assert [(json.loads(e["data"])["id"], json.loads(e["data"])["outcome"]) for e in sent] == \
+        [(model["id"], "failed")], sent
+    for db in (holder, watch):
+        w.call(db.close())

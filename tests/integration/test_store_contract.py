@@ -12,6 +12,7 @@ import json
 import sqlite3
 import time
 import zlib
+from datetime import datetime, timedelta
 
 import asyncpg
 import pytest
@@ -378,8 +379,8 @@ def test_a_store_of_the_previous_schema_opens_migrated_and_reads_its_rows(run, s
 
 def test_sqlite_decisions_are_indexed_only_as_a_query_needs_and_a_version_1_file_migrates(
         run, tmp_path):
-    """A decision's record updates the creation index, the index of its record's time (the
-    console's live stream reads it, version 6) and, while `running`, a partial one (version 1
+    """A decision's record updates the creation index, the index of its commit order (the
+    console's live stream reads it, version 7) and, while `running`, a partial one (version 1
     also indexed every outcome). A file of version 1 reads as it is (the CLI, before a server
     opened it), then migrates; each query still searches an index."""
     url = f"sqlite:///{tmp_path}/v1.db"
@@ -404,7 +405,7 @@ def test_sqlite_decisions_are_indexed_only_as_a_query_needs_and_a_version_1_file
         assert {name for (name,) in store._db.execute(
             "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='executions'")} == {
             "sqlite_autoindex_executions_1", "executions_created", "executions_running",
-            "executions_awaiting", "executions_updated"}
+            "executions_awaiting", "executions_seq"}
         assert [d["id"] for d in await store.list_executions(10, outcome="running")] == ["e2"]
         assert [d["id"] for d in await store.list_executions(10, outcome="failed")] == ["e1"]
         assert [d["id"] for d in await store.list_executions(10)] == ["e3", "e2", "e1"]
@@ -416,9 +417,9 @@ def test_sqlite_decisions_are_indexed_only_as_a_query_needs_and_a_version_1_file
         assert plans(store, "SELECT id FROM executions WHERE created_at < ?1 AND updated_at < ?1",
                      "x")[0] in ("SEARCH executions USING INDEX executions_created (created_at<?)",
                                  "SEARCH executions USING INDEX executions_updated (updated_at<?)")
-        assert plans(store, "SELECT id, updated_at FROM executions WHERE updated_at >= ? ORDER "
-                     "BY updated_at DESC, id DESC LIMIT ?", "x", 5)[0] == \
-            "SEARCH executions USING INDEX executions_updated (updated_at>?)"
+        assert plans(store, "SELECT id, updated_at FROM executions WHERE seq > ? AND seq <= ? "
+                     "ORDER BY seq DESC LIMIT ?", 1, 2, 5)[0] == \
+            "SEARCH executions USING INDEX executions_seq (seq>? AND seq<?)"
         assert await store.prune_history(time.time()) == 2  # the final ones
         assert [d["id"] for d in await store.list_executions(10)] == ["e2"]
         await store.close()
@@ -1236,32 +1237,82 @@ def test_decisions_of_a_populated_version_10_database_are_listed_newest_first_by
     run(scenario())
 
 
-def test_decisions_written_since_a_time_are_listed_whatever_their_age(run, store_url):
-    """The console's live stream reads what was written since its last read: an old decision
-    whose record changed is listed (the latest written first, each with its time), one
-    written before is not, and a read holds at most its limit."""
+def test_decisions_committed_since_a_position_are_listed_whatever_their_age(run, store_url):
+    """The console's live stream reads what was committed since its last read: an old
+    decision whose record changed is listed (the latest committed first, each with its
+    time), one committed before is not, a read holds at most its limit, and a position that
+    is not one of the store's (a browser's text, another store's, one past the store's) lists
+    nothing known (None)."""
     async def scenario():
         store = await _opened(store_url)
         for i in "1234":
             await store.save_execution(_decision(f"e{i}", "blocked" if i == "1" else "planned"))
-        since = store.now_iso()
-        assert await store.list_updated(since, 10) == []
+        assert (await store.changes(None, 10))[0] == []
+        _, since = await store.changes(None, 10)
+        assert (await store.changes(since, 10))[0] == []
         await store.save_execution(_decision("e1", "failed"))  # the oldest, decided now
         await store.save_execution(_decision("e5", "planned"))
-        listed = await store.list_updated(since, 10)
+        listed, at = await store.changes(since, 10)
         assert [(d["id"], d["outcome"]) for d in listed] == [("e5", "planned"), ("e1", "failed")]
-        assert listed[0]["updated_at"] >= listed[1]["updated_at"] >= since
-        assert [d["id"] for d in await store.list_updated(since, 1)] == ["e5"]
-        assert len(await store.list_updated("2026-01-01T00:00:00.000000Z", 3)) == 3
+        assert all(d["updated_at"] for d in listed)
+        assert (await store.changes(at, 10))[0] == []  # read once
+        assert [d["id"] for d in (await store.changes(since, 1))[0]] == ["e5"]
+        for bad in ("", "x", "1:0:", "12:", "3:4:5,x", str(10 ** 12), f"{10 ** 12}:{10 ** 12}:",
+                    "1" * 30, "1:2:" + ",".join(["1"] * 20000)):
+            assert (await store.changes(bad, 10))[0] is None, bad
         if store_url.startswith("postgresql"):  # by its index, not a read of the table
             db = await asyncpg.connect(store_url)
             await db.execute("SET enable_seqscan = off")
             plan = "\n".join(r[0] for r in await db.fetch(
-                "EXPLAIN SELECT id FROM executions e WHERE remediator_instant(e.updated_at) >= "
-                "remediator_instant($1) ORDER BY remediator_instant(e.updated_at) DESC, "
-                "e.updated_at DESC, e.id DESC LIMIT 50", since))
+                "EXPLAIN SELECT id FROM executions WHERE txid >= '5'::xid8 ORDER BY txid DESC "
+                "LIMIT 51"))
             await db.close()
-            assert "executions_updated" in plan, plan
+            assert "executions_txid" in plan, plan
         await store.close()
 
     run(scenario())
+
+
+def test_a_record_committed_long_after_its_stamp_is_read_once_committed(run, postgres_url):
+    """The live stream read decisions by `updated_at`, reaching 10 s back: a record stamped
+    and then held in its transaction for longer (a row lock here; a long transaction, a slow
+    commit in a storm) was committed behind every read that could see it, and the console
+    kept its old outcome with no word. Positions are in commit order: the next read has it,
+    however late."""
+    async def scenario():
+        store = await _opened(postgres_url)
+        await store.save_execution(_decision("e1", "blocked"))
+        _, at = await store.changes(None, 10)
+        holder = await asyncpg.connect(postgres_url)
+        held = holder.transaction()
+        await held.start()
+        await holder.execute("SELECT 1 FROM executions WHERE id = 'e1' FOR UPDATE")
+        stamped = store.now_iso()
+        late = asyncio.create_task(store.save_execution(_decision("e1", "failed")))
+        watch = await asyncpg.connect(postgres_url)
+        while not await watch.fetchval(  # the write is stamped, and waits on the row
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"):
+            await asyncio.sleep(0.05)
+        # Reads go on, a second apart, until the store's clock is 15 s past the stamp: past
+        # any look-back from a read's time (the stream's was 10 s).
+        while store.now_iso() < earlier_by(stamped, -15):
+            listed, at = await store.changes(at, 10)
+            assert listed == []  # not committed yet
+            await asyncio.sleep(1)
+        await held.rollback()
+        await late
+        listed, at = await store.changes(at, 10)
+        assert [(d["id"], d["outcome"]) for d in listed] == [("e1", "failed")]
+        assert listed[0]["updated_at"] < earlier_by(store.now_iso(), 10)  # stamped long before
+        for db in (holder, watch):
+            await db.close()
+        await store.close()
+
+    run(scenario())
+
+
+def earlier_by(at: str, seconds: float) -> str:
+    """A time as the stores stamp it, `seconds` before (after, negative)."""
+    then = datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ") - timedelta(seconds=seconds)
+    return then.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
