@@ -3,13 +3,18 @@ the Back button, a phone-sized window, a list left open for days."""
 
 from __future__ import annotations
 
+import time
+
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from remediator.console import LIST_LIMIT
+from remediator.console.live import LATEST
 from tests.console.test_browser import log_in
 from tests.console.test_console_forms import GATED
+from tests.console.test_console_http import _storm
+from tests.integration.test_store_contract import earlier_by
 from tests.support.payloads import alert, notification
 from tests.support.worker import OPERATOR_TOKEN
 
@@ -145,3 +150,54 @@ def test_a_live_list_keeps_to_the_pages_length_and_its_counts(worker_factory, ch
     assert live == f"{LIST_LIMIT} shown (newest {LIST_LIMIT}): blocked 2 failed 998", live
     driver.refresh()
     assert counts(driver) == live  # as the page draws it
+
+
+def _hide_behind_a_tab(driver, url: str) -> str:
+    """Open another tab of the console (the list's is hidden: it lets its stream go); its
+    handle."""
+    driver.switch_to.new_window("tab")
+    driver.get(f"{url}/ui/control")
+    return driver.current_window_handle
+
+
+def _row_outcome(driver, execution_id: str) -> str:
+    return driver.find_element(By.CSS_SELECTOR, f'tr[data-id="{execution_id}"]'
+                               ).get_attribute("data-outcome")
+
+
+def test_a_list_shown_again_catches_up_on_decisions_older_than_a_read(worker_factory,
+                                                                     chromium):
+    """A tab shown again opened its stream from its newest decision: what it sent was the
+    newest 50 as they are now, so an older decision's change made while hidden (an approval
+    answered) was never drawn, and the list said "reload the page for older ones". It goes
+    on from the store's position it had: every change since, however old the decision."""
+    driver = chromium
+    w = worker_factory(GATED, mode="live")
+    w.post_alerts(notification(alert("WebDown", fingerprint="w1")))
+    [blocked] = w.wait_executions(1)
+    _storm(w, LATEST)  # newer: the blocked one is past the newest 50
+    log_in(driver, w.url, "alice", OPERATOR_TOKEN)
+    WebDriverWait(driver, 30).until(lambda d: live_state(d) == "live")
+    driver.execute_script("window.drawnOnce = true")  # gone if the page is loaded again
+    first = driver.current_window_handle
+    other = _hide_behind_a_tab(driver, w.url)
+    decided = w.call(w.service.approve(blocked["id"], by="alice"))["outcome"]
+    assert decided not in ("blocked", "running")
+    # Hidden for longer than a read by `updated_at` reached back (10 s), as a tab is.
+    stamped = w.service.store.now_iso()  # (after its record's stamp)
+    while w.service.store.now_iso() < earlier_by(stamped, -12):
+        time.sleep(0.5)
+    driver.switch_to.window(first)
+    WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: _row_outcome(d, blocked["id"]) == decided)
+    assert live_state(driver) == "resumed"  # a reconnection, and it says so
+    assert driver.execute_script("return window.drawnOnce === true")  # caught up, no reload
+    # More changed while hidden than a read holds: the list draws itself again, as it is.
+    driver.switch_to.window(other)
+    storm = _storm(w, LATEST + 1, "Hidden")
+    driver.switch_to.window(first)
+    WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: not d.execute_script("return window.drawnOnce === true"))
+    WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: live_state(d) == "live")
+    assert _row_outcome(driver, storm[0]["id"]) == storm[0]["outcome"]

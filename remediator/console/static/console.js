@@ -63,10 +63,9 @@ const LIVE_STATES = {
   live: "Live: new and changed decisions appear here.",
   reconnecting: "Reconnecting: the list is not updating right now\u2026",
   lost: "Disconnected: this list no longer updates. Reload the page.",
-  // A reconnection sends the decisions recorded meanwhile (Last-Event-ID) and the newest 50
-  // as they are now: an outcome that changed meanwhile, of an older one, is not.
-  resumed: "Live again: decisions made or changed while disconnected were updated; " +
-    "reload the page for older ones.",
+  // A reconnection goes on from where the last stream stopped (its last event's id: the
+  // store's position), older decisions' changes too; past a read's worth the page reloads.
+  resumed: "Live again: decisions made or changed while disconnected were updated.",
   gap: "More decisions were made meanwhile than the stream sends at once: reload the page.",
 };
 
@@ -109,15 +108,27 @@ function live() {
   let after = table.dataset.after;
   let source = null;
   let broken = false;
+  // Until the first read after a reconnection is all sent (its `at` event): more changed
+  // meanwhile than a read holds is a reload, drawn as the page is now, not a line asking
+  // for one (the engineer just came back to this tab).
+  let catching = false;
   function open() {
     source = new EventSource(prefix + "/events" +
       (after ? "?after=" + encodeURIComponent(after) : ""));
     const mine = source;
+    catching = broken;
     mine.addEventListener("open", () => liveState(broken ? "resumed" : "live"));
-    mine.addEventListener("gap", () => liveState("gap"));
+    mine.addEventListener("gap", () => {
+      if (catching) window.location.reload();
+      else liveState("gap");
+    });
     mine.addEventListener("error", () => {
-      broken = true;
+      broken = catching = true;
       liveState(mine.readyState === EventSource.CLOSED ? "lost" : "reconnecting");
+    });
+    mine.addEventListener("at", (event) => {
+      if (event.lastEventId) after = event.lastEventId;
+      catching = false;
     });
     mine.addEventListener("decision", (event) => {
       if (event.lastEventId) after = event.lastEventId;
@@ -138,7 +149,7 @@ function live() {
   }
   // A hidden tab lets its stream go: a browser opens 6 connections to a host, and 6 open
   // lists (tabs) left none for any other page or form of the console. Shown again, it is a
-  // reconnection, and says so ("resumed": older changes need a reload).
+  // reconnection from where it stopped, and says so ("resumed").
   function close() {
     if (source) {
       source.close();
