@@ -391,20 +391,30 @@ async def _at(response: web.StreamResponse, stream: live.Stream, last: str) -> s
 
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: each decision created or changed, as JSON, newest state; first
-    those recorded after the cursor (`_after`), then each tick's changes (`live.py`)."""
+    those recorded after the cursor (`_after`), then each tick's changes (`live.py`). With
+    `once=1`, a poll: what changed since the cursor, then the answer ends (a list beyond
+    the browser's streams, console.js)."""
     await _who(request)
     after, position = _after(request) or (None, None)
+    once = request.query.get("once") == "1"
     store = _service(request).store
     # Read before the answer starts: a store down now is the middleware's 503. The position
     # first: what is committed after it, the ticks read (this stream's first, from it).
+    # A poll from a position reads what changed since, and not the newest 50 as well.
+    latest = [] if once and position else None
     position = position or (await live.read(store, None)).at
-    latest = await store.list_executions(live.LATEST)
+    latest = await store.list_executions(live.LATEST) if latest is None else latest
     stream = live.Stream(latest, after, position)
+    polled = await live.read(store, position) if once else None
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store"})
     await response.prepare(request)
     try:
         await _send(response, *stream.read(latest))  # those after the cursor
+        if polled is not None:
+            await _send(response, *await stream.changes(polled, store))
+            await _at(response, stream, "")
+            return response
         last = ""
         # One read a tick for every stream; closed as the stream ends, however it ends.
         async with contextlib.aclosing(request.app[FEED].ticks()) as ticks:

@@ -201,3 +201,39 @@ def test_a_list_shown_again_catches_up_on_decisions_older_than_a_read(worker_fac
     WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
         lambda d: live_state(d) == "live")
     assert _row_outcome(driver, storm[0]["id"]) == storm[0]["outcome"]
+
+
+def test_list_windows_past_two_poll_and_leave_connections_for_the_console(worker_factory,
+                                                                          chromium):
+    """Each list shown held its event stream: with six list windows side by side (none
+    hidden), Chromium had no connection left for this host, and a seventh list, Control,
+    an approval, every page of the console waited for one. Two lists stream (counted across
+    the browser's windows), the others poll: each list still draws what changed."""
+    driver = chromium
+    driver.set_page_load_timeout(30)
+    w = worker_factory(GATED, mode="live")
+    w.post_alerts(notification(alert("WebDown", fingerprint="w1")))
+    [blocked] = w.wait_executions(1)
+    log_in(driver, w.url, "alice", OPERATOR_TOKEN)
+    WebDriverWait(driver, 30).until(lambda d: live_state(d) == "live")
+    windows = [driver.current_window_handle]
+    for _ in range(CONNECTIONS_PER_HOST):  # seven list windows, each shown
+        driver.switch_to.new_window("window")
+        driver.get(f"{w.url}/ui/")
+        WebDriverWait(driver, 30).until(lambda d: live_state(d) in ("live", "polled"))
+        windows.append(driver.current_window_handle)
+    states = []
+    for handle in windows:
+        driver.switch_to.window(handle)
+        assert not driver.execute_script("return document.hidden")
+        states.append(live_state(driver))
+    assert sorted(states) == ["live"] * 2 + ["polled"] * 5, states
+    driver.switch_to.new_window("window")
+    driver.get(f"{w.url}/ui/executions/{blocked['id']}/approve?step=restart")
+    confirm(driver, w.url, blocked["id"])
+    decided = w.call(w.service.store.get_execution(blocked["id"]))["outcome"]
+    assert decided != "blocked"
+    for handle in windows:  # streamed or polled, every list draws it
+        driver.switch_to.window(handle)
+        WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda d: _row_outcome(d, blocked["id"]) == decided)

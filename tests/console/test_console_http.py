@@ -563,3 +563,25 @@ def test_a_live_stream_sends_a_record_committed_long_after_its_stamp(worker_fact
         [(model["id"], "failed")], sent
     for db in (holder, watch):
         w.call(db.close())
+
+
+def test_a_poll_sends_what_changed_since_its_cursor_and_ends(worker_factory):
+    """A list past the browser's streams polls (`once=1`): each answer sends the changes
+    since its cursor, however old the decision, then its position (`at`), and ends."""
+    w = worker_factory(APPROVAL_RULES % {"url": "http://127.0.0.1:9/"}, mode="live")
+    w.post_alerts(notification(alert("WebDown", fingerprint="w1")))
+    [pending] = w.wait_executions(1)
+    _storm(w, LATEST)  # newer: the blocked one is past the newest 50
+    operator = login(w.url, "alice", OPERATOR_TOKEN)
+    after = re.search(r'data-after="([^"]+)"', operator.get(f"{w.url}/ui/").text).group(1)
+    nothing = operator.get(f"{w.url}/ui/events", params={"once": "1", "after": after})
+    assert nothing.status_code == 200 and "event: decision" not in nothing.text, nothing.text
+    decided = w.call(w.service.approve(pending["id"], by="alice"))["outcome"]
+    polled = operator.get(f"{w.url}/ui/events", params={"once": "1", "after": after})
+    at: list[str] = []  # (the answer ends: as if a tick followed)
+    sent = _until_tick(iter([*polled.text.encode().split(b"\n"), b": keep-alive"]), at)
+    assert [(json.loads(e["data"])["id"], json.loads(e["data"])["outcome"]) for e in sent
+            if e["event"] == "decision"][-1:] == [(pending["id"], decided)], sent
+    assert at and at[-1].partition("@")[2] != after.partition("@")[2]
+    again = operator.get(f"{w.url}/ui/events", params={"once": "1", "after": at[-1]})
+    assert "event: decision" not in again.text, again.text  # read once

@@ -67,6 +67,8 @@ const LIVE_STATES = {
   // store's position), older decisions' changes too; past a read's worth the page reloads.
   resumed: "Live again: decisions made or changed while disconnected were updated.",
   gap: "More decisions were made meanwhile than the stream sends at once: reload the page.",
+  // Past the browser's streams (other lists of this console hold them): polled.
+  polled: "Live: new and changed decisions appear here within seconds.",
 };
 
 function liveState(state) {
@@ -97,72 +99,179 @@ function recount(body, limit) {
   }
 }
 
+// Streams the browser holds for this console's lists; the lists past them poll. A stream
+// holds one of the 6 connections a browser opens to a host (HTTP/1.1): six open lists left
+// none for any other page or form of the console, which hung. Counted across the
+// browser's tabs and windows by Web Locks (let go as a list is hidden, closed, or its tab
+// crashes); without them (not a secure context: plain HTTP to another host) a stream each.
+const STREAMS = 2;
+const POLL_MS = 3000;
+
+// One of the streams' slots (its release), or null when every one is held.
+function slot(i) {
+  if (!navigator.locks) return Promise.resolve(() => {});
+  if (i >= STREAMS) return Promise.resolve(null);
+  return new Promise((taken) => {
+    navigator.locks.request("remediator-live-" + i, { ifAvailable: true }, (lock) => {
+      if (!lock) {
+        taken(slot(i + 1));
+        return undefined;
+      }
+      return new Promise((release) => taken(release));  // held until released
+    });
+  });
+}
+
+// The events of a poll's answer (as the stream sends them), each as [type, id, data].
+function parseEvents(text) {
+  const events = [];
+  for (const block of text.split("\n\n")) {
+    let type = "", id = "", data = "";
+    for (const line of block.split("\n")) {
+      const at = line.indexOf(": ");
+      const name = at < 0 ? line : line.slice(0, at);
+      const value = at < 0 ? "" : line.slice(at + 2);
+      if (name === "event") type = value;
+      else if (name === "id") id = value;
+      else if (name === "data") data = value;
+    }
+    if (type) events.push([type, id, data]);
+  }
+  return events;
+}
+
 function live() {
   const table = document.getElementById("decisions");
   if (!table || table.dataset.live !== "on" || !window.EventSource) return;
   const prefix = document.querySelector("a.brand").getAttribute("href").replace(/\/$/, "");
   const body = table.tBodies[0];
   const limit = Number(table.dataset.limit) || 1000;
-  // From the newest decision the page drew, then from the last event's id: a stream opened
-  // again (the tab shown again) starts where the last one stopped.
+  // From the newest decision the page drew and the store's position then, then from the
+  // last event's id: a stream opened again (the tab shown again), or a poll, starts where
+  // the last one stopped, and sends every change since.
   let after = table.dataset.after;
   let source = null;
+  let release = null;  // the stream's slot
+  let polling = false;
+  let timer = null;
   let broken = false;
   // Until the first read after a reconnection is all sent (its `at` event): more changed
   // meanwhile than a read holds is a reload, drawn as the page is now, not a line asking
   // for one (the engineer just came back to this tab).
   let catching = false;
+  const url = (extra) => prefix + "/events" + extra +
+    (after ? (extra ? "&" : "?") + "after=" + encodeURIComponent(after) : "");
+
+  function gap() {
+    if (catching) window.location.reload();
+    else liveState("gap");
+  }
+  function at(id) {
+    if (id) after = id;
+    catching = false;
+  }
+  function decision(id, data) {
+    if (id) after = id;
+    const d = JSON.parse(data);
+    const old = body.querySelector('tr[data-id="' + CSS.escape(d.id) + '"]');
+    // The stream's start sends again what the page drew: drawn again only if it changed.
+    if (old && old.dataset.outcome === d.outcome) return;
+    const fresh = row(d, prefix);
+    const empty = body.querySelector("tr.empty");
+    if (empty) empty.remove();
+    if (old) old.replaceWith(fresh);
+    else body.insertBefore(fresh, body.firstChild);
+    // As long as the page's list, no longer: an open tab grew by every decision.
+    const rows = body.querySelectorAll("tr[data-id]");
+    for (let i = limit; i < rows.length; i++) rows[i].remove();
+    recount(body, limit);
+  }
+
   function open() {
-    source = new EventSource(prefix + "/events" +
-      (after ? "?after=" + encodeURIComponent(after) : ""));
+    source = new EventSource(url(""));
     const mine = source;
     catching = broken;
     mine.addEventListener("open", () => liveState(broken ? "resumed" : "live"));
-    mine.addEventListener("gap", () => {
-      if (catching) window.location.reload();
-      else liveState("gap");
-    });
+    mine.addEventListener("gap", gap);
     mine.addEventListener("error", () => {
       broken = catching = true;
       liveState(mine.readyState === EventSource.CLOSED ? "lost" : "reconnecting");
+      if (mine.readyState === EventSource.CLOSED && release) {
+        release();  // for another list
+        release = null;
+      }
     });
-    mine.addEventListener("at", (event) => {
-      if (event.lastEventId) after = event.lastEventId;
-      catching = false;
-    });
-    mine.addEventListener("decision", (event) => {
-      if (event.lastEventId) after = event.lastEventId;
-      const d = JSON.parse(event.data);
-      const old = body.querySelector('tr[data-id="' + CSS.escape(d.id) + '"]');
-      // The stream's start sends again what the page drew: drawn again only if it changed.
-      if (old && old.dataset.outcome === d.outcome) return;
-      const fresh = row(d, prefix);
-      const empty = body.querySelector("tr.empty");
-      if (empty) empty.remove();
-      if (old) old.replaceWith(fresh);
-      else body.insertBefore(fresh, body.firstChild);
-      // As long as the page's list, no longer: an open tab grew by every decision.
-      const rows = body.querySelectorAll("tr[data-id]");
-      for (let i = limit; i < rows.length; i++) rows[i].remove();
-      recount(body, limit);
-    });
+    mine.addEventListener("at", (event) => at(event.lastEventId));
+    mine.addEventListener("decision", (event) => decision(event.lastEventId, event.data));
   }
-  // A hidden tab lets its stream go: a browser opens 6 connections to a host, and 6 open
-  // lists (tabs) left none for any other page or form of the console. Shown again, it is a
+  // Past the streams: what changed since `after`, every few seconds, a request each (its
+  // connection free between them); a stream's slot let go meanwhile is taken.
+  async function poll() {
+    timer = null;
+    polling = true;
+    try {
+      const taken = await slot(0);
+      if (taken && !document.hidden) {
+        release = taken;
+        open();
+        return;
+      }
+      if (taken) taken();
+      if (document.hidden) return;
+      let answer = null;
+      try {
+        answer = await fetch(url("?once=1"), { cache: "no-store", redirect: "manual" });
+      } catch (e) {
+        answer = null;  // the server away: tried again
+      }
+      if (answer && answer.ok) {
+        catching = broken;
+        liveState("polled");
+        for (const [type, id, data] of parseEvents(await answer.text())) {
+          if (type === "decision") decision(id, data);
+          else if (type === "gap") gap();
+          else if (type === "at") at(id);
+        }
+        broken = false;
+      } else if (answer && answer.status < 500 && answer.status !== 429) {
+        liveState("lost");  // logged out or expired (a redirect to log in): as a stream's end
+        return;
+      } else {
+        broken = catching = true;
+        liveState("reconnecting");
+      }
+      if (!document.hidden) timer = setTimeout(poll, POLL_MS);
+    } finally {
+      polling = false;
+    }
+  }
+  // Shown: a stream if a slot is free, else polls.
+  function start() {
+    if (source || polling || timer) return;
+    poll();
+  }
+  // A hidden tab lets its stream (and its slot) go, or stops polling. Shown again, it is a
   // reconnection from where it stopped, and says so ("resumed").
-  function close() {
+  function stop() {
     if (source) {
       source.close();
       broken = true;
     }
     source = null;
+    if (release) release();
+    release = null;
+    if (timer) {
+      clearTimeout(timer);
+      broken = true;
+    }
+    timer = null;
   }
   document.addEventListener("visibilitychange", () => {
-    if (document.hidden) close();
-    else if (!source) open();
+    if (document.hidden) stop();
+    else start();
   });
-  window.addEventListener("pagehide", close);
-  if (!document.hidden) open();
+  window.addEventListener("pagehide", stop);
+  if (!document.hidden) start();
 }
 
 function confirmations() {
