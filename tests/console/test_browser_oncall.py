@@ -5,6 +5,7 @@ what a gated step does where it is approved, and a list that says whether it is 
 from __future__ import annotations
 
 import requests
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
@@ -228,8 +229,10 @@ def test_an_outcome_changed_before_the_stream_connects_is_drawn(worker_factory, 
     assert now["outcome"] not in ("blocked", "running"), now
     driver.execute_cdp_cmd("Fetch.disable", {})
     changed = f'#decisions tr[data-id="{pending["id"]}"]'
-    WebDriverWait(driver, 30).until(lambda d: d.find_element(By.CSS_SELECTOR, changed)
-                                    .get_attribute("data-outcome") == now["outcome"])
+    # (The row found may be replaced before its attribute is read: looked for again.)
+    WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, changed).get_attribute("data-outcome")
+        == now["outcome"])
     assert driver.find_element(By.CSS_SELECTOR, f"{changed} .pill").text == now["outcome"]
     # Unchanged, the other row is the page's own: not drawn again (it would flash as new).
     other = next(d["id"] for d in w.wait_executions(2) if d["id"] != pending["id"])
