@@ -272,7 +272,7 @@ def test_a_commit_writes_its_few_changed_pages_in_small_pages_to_sqlites_wal(run
 
     alert_bytes, decision_bytes = run(main())
     # ~8 KiB an alert (4 KiB pages: ~13.5 KiB, three pages and their frames' headers); a
-    # decision's record ~10.5 KiB, a fourth page since the live stream reads by update time
-    # (`executions_updated`: its newest leaf, shared by a storm's group commit), 4 KiB pages ~18
+    # decision's record ~10.5 KiB, a fourth page since the live stream reads by commit order
+    # (`executions_seq`: its newest leaf, shared by a storm's group commit), 4 KiB pages ~18
     assert alert_bytes < 10 << 10, alert_bytes
     assert decision_bytes < 12 << 10, decision_bytes
