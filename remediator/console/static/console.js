@@ -118,7 +118,7 @@ function slot(i) {
         return undefined;
       }
       return new Promise((release) => taken(release));  // held until released
-    });
+    }).catch(() => taken(() => {}));  // refused (an opaque origin): a stream, as without
   });
 }
 
