@@ -351,8 +351,10 @@ def test_a_skewed_replicas_decisions_are_stamped_on_the_databases_clock(
         ahead.stop()
     assert [d["fingerprint"] for d in listed] == ["late", "early"]
     late, early = listed
-    # In the store's order, the newest last: its cursor is what a reconnection resumes from.
-    assert sent == [(after, early["id"]), (f"{late['created_at']}/{late['id']}", late["id"])]
+    # In the store's order, the newest last: its cursor is what a reconnection resumes from
+    # (with the page's position: the browser has every change up to it).
+    assert sent == [(after, early["id"]), (f"{late['created_at']}/{late['id']}@"
+                                           f"{after.partition('@')[2]}", late["id"])]
     assert late["id"] in last_hour and early["id"] in last_hour
     stored, now = asyncio.run(_stamps(postgres_url, late["id"]))
     times = {**stored, "finished_at": late["finished_at"],
