@@ -213,14 +213,33 @@ async def _who(request: web.Request, need: str = "viewer") -> Principal:
     return principal
 
 
+# A console form holds a CSRF token, a step or circuit name, a login's name, password and
+# `next` (a path of at most aiohttp's 8190-byte request line, encoded): a few KiB. Read up to
+# `max_body_bytes` (16 MiB: a webhook's), anyone could make the login form read 16 MiB.
+FORM_MAX_BYTES = 16 << 10
+
+
 async def _form(request: web.Request, principal: Principal | None) -> web.MultiDictProxy:
     """The POSTed form; one aiohttp cannot parse (a multipart body without its boundary, a
-    part's broken header) is a 400 saying so, where its exception was a 500."""
+    part's broken header) is a 400 saying so, where its exception was a 500; one over
+    FORM_MAX_BYTES a 413, refused by its Content-Length before a byte of it is read."""
+    if (request.content_length or 0) > FORM_MAX_BYTES:
+        raise _too_large(request, principal)
     try:
-        return await request.post()
+        # A clone shares the body: the limit it reads to is the form's, not the app's.
+        return await request.clone(client_max_size=FORM_MAX_BYTES).post()
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large(request, principal) from None
     except (ValueError, HttpProcessingError) as exc:
         reason = getattr(exc, "message", "") or str(exc)  # not "400, message:"
         raise _page_error(request, 400, f"cannot read the form: {reason}", principal) from None
+
+
+def _too_large(request: web.Request, principal: Principal | None) -> web.HTTPException:
+    page = _page(request, "error.html", principal, status=413, status_code=413,
+                 message=f"a form is at most {FORM_MAX_BYTES} bytes")
+    return web.HTTPRequestEntityTooLarge(max_size=FORM_MAX_BYTES, text=page.text,
+                                         content_type="text/html")
 
 
 async def _operator_post(request: web.Request) -> tuple[Principal, web.MultiDictProxy]:

@@ -113,6 +113,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                 if principal is not None:
                     request[PRINCIPAL] = principal
                 response = await handler(request)
+        except web.HTTPException as exc:  # a console page's answer (a redirect, a refusal)
+            _unread_not_awaited(request, exc)
+            raise
         except StoreUnavailable as exc:
             log.error("store unavailable answering %s %s: %s", request.method, request.path, exc)
             response = _error(503, f"store unavailable, retry: {exc}")
@@ -133,6 +136,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         finally:
             if deadline is not None:
                 deadline.cancel()
+    _unread_not_awaited(request, response)
     if webhook:
         metrics = request.app[SERVICE].metrics
         counter = metrics.webhook_codes.get(response.status)
@@ -143,6 +147,22 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 _NOT_A_WEBHOOK = contextlib.nullcontext()
+
+
+class Unread(TimeoutError):
+    """What the rest of a body refused before it was read raises: a TimeoutError, so aiohttp's
+    lingering close gives up on it (as on its own timeout) and closes the connection."""
+
+
+def _unread_not_awaited(request: web.Request, response: web.StreamResponse) -> None:
+    """An answer given before its body has all arrived (a 401, 403, 413, 415, a redirect to the
+    login form) closes the connection once sent: aiohttp would otherwise read what is left for
+    up to 10 s (its lingering close), and a client without credentials sending it a byte at a
+    time held a connection, and the loop's time, that long per request."""
+    if request.content.is_eof() or response.status < 300:
+        return
+    response.force_close()
+    request.content.set_exception(Unread("the request was answered before its body was read"))
 
 
 class BodyTimeout(TimeoutError):

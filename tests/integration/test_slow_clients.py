@@ -193,3 +193,54 @@ def test_a_body_timeout_of_zero_is_refused():
         load_config(env={"REMEDIATOR_BODY_TIMEOUT": "0s"})
     assert load_config(env={"REMEDIATOR_BODY_TIMEOUT": "2m"}).body_timeout == 120.0
     assert load_config(env={}).body_timeout == 30.0
+
+
+def _answer_then_closed(sock: socket.socket, limit: float = 5.0) -> bytes:
+    """The answer to a request whose body is still being sent, once the server closed the
+    connection; it must close well within aiohttp's 10 s lingering close (it read on)."""
+    sock.settimeout(limit)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        pass  # closed with our unread bytes in its buffer: a reset, the answer received
+    except TimeoutError:
+        raise AssertionError(f"still open {limit}s after answering: {received[:200]!r}") from None
+    return received
+
+
+def test_a_body_refused_before_it_is_read_is_not_read(tmp_path):
+    """Without credentials a body sent a byte at a time held the connection (and the loop)
+    for 10 s after the 401; the console's login form read up to 16 MiB."""
+    rules = write_rules(tmp_path / "rules", "playbooks: []\n")
+    w = WorkerProcess(tmp_path, [str(rules)])
+    w.start()
+    try:
+        for path, ctype in (("/alerts", "application/json"), ("/api/v1/pause", "text/plain")):
+            with socket.create_connection(("127.0.0.1", w.port), timeout=10) as sock:
+                sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}"
+                             "\r\nContent-Length: 1048576\r\n\r\n{".encode())
+                answer = _answer_then_closed(sock)
+            assert answer.startswith(b"HTTP/1.1 401"), (path, answer[:200])
+
+        # A login form of 16 MiB by its Content-Length: refused before any of it is read.
+        with socket.create_connection(("127.0.0.1", w.port), timeout=10) as sock:
+            sock.sendall(b"POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Type: application/x-www-form-urlencoded\r\n"
+                         b"Content-Length: 16777216\r\n\r\nname=a&password=")
+            answer = _answer_then_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert b"a form is at most 16384 bytes" in answer
+
+        # Chunked, it has no length to refuse it by: refused once it outgrows a form.
+        r = requests.post(f"{w.url}/ui/login", data=iter([b"name=alice&password=",
+                                                          b"x" * 20000]), timeout=10,
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 413, r.text[:300]
+        # A real login still passes.
+        r = requests.post(f"{w.url}/ui/login", timeout=10, data={
+            "name": "alice", "password": OPERATOR_TOKEN, "next": "/ui/"})
+        assert r.status_code == 200 and "remediator_session" in r.history[0].cookies, r.text[-300:]
+    finally:
+        w.stop()
