@@ -227,6 +227,15 @@ class Users:
             return self._hashes[name][1]
         return next((p for _, p in self._tokens if p.name == name and p.role in ROLES), None)
 
+    def credential(self, name: str) -> bytes:
+        """A digest of what user `name` signs in with now (their token's digest, their
+        password's hash): a console session signs a keyed hash of it, so rotating either ends
+        the sessions the old one began. Never the credential itself."""
+        parts = [digest for digest, p in self._tokens if p.name == name and p.role in ROLES]
+        if name in self._hashes:
+            parts.append(self._hashes[name][0].encode())
+        return hashlib.sha256(b"\0".join(parts)).digest()
+
     def close(self) -> None:
         self._bcrypt.shutdown(wait=False)
 

@@ -1,10 +1,12 @@
 """Console sessions: a signed cookie naming a configured user, checked against the one user
 store on every request, and the CSRF token bound to it.
 
-The cookie holds `name|issued|expires|nonce|signature` (HMAC-SHA256 under the console's
-secret): no server-side table, so any replica sharing `console.session_secret_file` accepts
-it. The role is never taken from the cookie: `Users.lookup` says what the user is now, so
-removing a user or demoting them takes effect on their next click. A logout is kept in the
+The cookie holds `name|issued|expires|nonce|credential|signature` (HMAC-SHA256 under the
+console's secret): no server-side table, so any replica sharing `console.session_secret_file`
+accepts it. The role is never taken from the cookie: `Users.lookup` says what the user is now,
+so removing a user or demoting them takes effect on their next click. `credential` is a keyed
+hash of what the user signs in with (`Users.credential`): once their token or password is
+rotated (and serve restarted), the sessions the old one opened are refused. A logout is kept in the
 store until the cookie would have expired, so every replica refuses the cookie after it.
 """
 
@@ -49,17 +51,25 @@ class Sessions:
 
     def issue(self, principal: Principal, now: float | None = None) -> str:
         now = self.clock() if now is None else now
-        payload = f"{principal.name}|{int(now)}|{int(now + self.ttl)}|{secrets.token_urlsafe(16)}"
+        payload = (f"{principal.name}|{int(now)}|{int(now + self.ttl)}|"
+                   f"{secrets.token_urlsafe(16)}|{self._credential(principal.name)}")
         return f"{payload}|{self._sign(payload)}"
 
+    def _credential(self, name: str) -> str:
+        """The cookie's keyed hash of `name`'s credential now (in a signed cookie: compared
+        plainly)."""
+        return self._sign(f"credential|{name}|{self.users.credential(name).hex()}")[:22]
+
     async def principal(self, cookie: str, now: float | None = None) -> Principal | None:
-        """Who a cookie proves now, or None (forged, expired, logged out, user gone)."""
+        """Who a cookie proves now, or None (forged, expired, logged out, user gone, their
+        token or password changed since)."""
         payload, _, mac = cookie.rpartition("|")
         if not payload or not self._signed(payload, mac):
             return None
-        name, _issued, expires, nonce = [*payload.split("|"), "", "", ""][:4]
+        name, _issued, expires, nonce, credential = [*payload.split("|"), "", "", "", ""][:5]
         now = self.clock() if now is None else now
         if not expires.isdigit() or int(expires) < now \
+                or credential != self._credential(name) \
                 or await self.store.get_state(LOGGED_OUT + nonce) is not None:
             return None
         return self.users.lookup(name)
@@ -93,7 +103,7 @@ class Sessions:
         """Log a (signed) session out, on every replica; the logouts of cookies that have
         expired meanwhile are dropped."""
         parts = cookie.split("|")
-        if len(parts) == 5 and parts[2].isdigit():
+        if len(parts) == 6 and parts[2].isdigit():
             now = self.clock()
             for key, value in (await self.store.list_state(LOGGED_OUT)).items():
                 if value.get("until", 0) < now:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import itertools
 import json
 import re
@@ -64,6 +65,34 @@ def test_login_uses_the_configured_users_and_sets_a_strict_cookie(worker_factory
     value = value.replace("olga", "victor")
     forged = requests.get(f"{w.url}/ui/", cookies={"remediator_session": value}, allow_redirects=False)
     assert forged.status_code == 303
+
+
+def test_a_session_ends_with_the_token_or_password_it_was_opened_with(worker_factory):
+    """A restart with alice's token and olga's password rotated (the session secret kept):
+    their old cookies are refused; victor's, whose token is the same, still passes."""
+    old, new = (bcrypt.hashpw(p, bcrypt.gensalt(rounds=4)).decode() for p in (b"old pw", b"new pw"))
+    secret = "s" * 32
+    before = worker_factory(console_session_secret=secret, operators=[
+        Operator("alice", "operator", token=OPERATOR_TOKEN),
+        Operator("olga", "operator", password_hash=old),
+        Operator("victor", "viewer", token=VIEWER_TOKEN)])
+    cookies = {name: login(before.url, name, secret).cookies["remediator_session"]
+               for name, secret in (("alice", OPERATOR_TOKEN), ("olga", "old pw"),
+                                    ("victor", VIEWER_TOKEN))}
+    after = worker_factory(console_session_secret=secret, operators=[
+        Operator("alice", "operator", token="rotated-token-alice-0123456789"),
+        Operator("olga", "operator", password_hash=new),
+        Operator("victor", "viewer", token=VIEWER_TOKEN)])
+    for name, cookie in cookies.items():
+        r = requests.get(f"{after.url}/ui/control", cookies={"remediator_session": cookie},
+                         allow_redirects=False)
+        if name == "victor":
+            assert r.status_code == 200 and "victor <small" in r.text
+        else:
+            assert r.status_code == 303 and r.headers["Location"].startswith("/ui/login"), name
+    # The cookie carries a keyed hash of the credential, not the credential nor its digest.
+    assert OPERATOR_TOKEN not in cookies["alice"]
+    assert hashlib.sha256(OPERATOR_TOKEN.encode()).hexdigest()[:16] not in cookies["alice"]
 
 
 def test_viewer_sees_operator_acts_with_csrf_and_is_recorded(worker_factory):
