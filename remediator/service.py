@@ -129,6 +129,7 @@ class Service:
         store's worker (serve, tests), so it resumes what a previous stop interrupted; a
         replay is not, and never touches another process's work (`replay`)."""
         self.rules = self._load_rules()
+        _log_findings(self.rules)
         await self.store.open()
         self._started_at = self.clock()  # on the store's clock, as the pause's time
         guards = Guards(self.store, self.config.guards, clock=self.clock, sleep=self.sleep,
@@ -205,6 +206,7 @@ class Service:
             log.error("reload refused, keeping %d playbooks: %s", len(self.rules), exc)
             raise
         self.rules = rules
+        _log_findings(rules)
         if self.engine:
             self.engine.rules = rules
         self.metrics.rules_loaded.set(len(rules))
@@ -666,3 +668,16 @@ def _named(exc: Exception) -> str:
 
 def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+FINDINGS_LOGGED = 20  # a rule set's warnings logged at a load; `remediator lint` lists all
+
+
+def _log_findings(rules: RuleSet) -> None:
+    """A loaded rule set's warnings, logged: `lint` showed them, and serve never did."""
+    warnings = [p for p in rules.warnings if p.severity == "warning"]
+    for problem in warnings[:FINDINGS_LOGGED]:
+        log.warning("rules: %s", problem)
+    if len(warnings) > FINDINGS_LOGGED:
+        log.warning("rules: %d more warnings; `remediator lint` lists them all",
+                    len(warnings) - FINDINGS_LOGGED)

@@ -588,10 +588,14 @@ def _check_promql(src: Source, at: Path, text: Any) -> list[Problem]:
 
 
 def _promql_findings(at: Path, text: Any) -> list[Finding]:
-    """A label spliced into PromQL unescaped can rewrite the query (`"} or vector(1)`)."""
+    """A label spliced into PromQL unescaped can rewrite the query (`"} or vector(1)`).
+    Inside a string, where `promql_str` escapes it, an error: the rule set is refused (a
+    warning was not enough: serve loaded the playbook all the same). Outside one (a metric
+    name, a range) nothing escapes it: a warning, logged when serve loads the rules."""
     if not isinstance(text, str) or not templating.is_template(text):
         return []
-    return [(at, "warning", message) for message in templating.unescaped_promql(text)]
+    return [(at, "error" if in_string else "warning", message)
+            for in_string, message in templating.unescaped_promql(text)]
 
 
 def _unescaped_regex(text: Any) -> bool:

@@ -181,17 +181,18 @@ def _analyse(text: str) -> tuple[frozenset[str], str]:
     return frozenset({n.name for n in ast.find_all(nodes.Name) if n.ctx == "load"} - assigned), ""
 
 
-def unescaped_promql(text: str) -> list[str]:
-    """Each `{{ }}` in a PromQL template that splices an alert's value unescaped."""
+def unescaped_promql(text: str) -> list[tuple[bool, str]]:
+    """Each `{{ }}` in a PromQL template that splices an alert's value unescaped: whether it
+    is inside a string (where `promql_str` escapes it), and what to say of it."""
     return list(_unescaped_promql(text))
 
 
 @functools.lru_cache(maxsize=_CACHE)
-def _unescaped_promql(text: str) -> tuple[str, ...]:
+def _unescaped_promql(text: str) -> tuple[tuple[bool, str], ...]:
     from jinja2 import TemplateSyntaxError, nodes
 
     untrusted = _tainted(text)
-    problems: list[str] = []
+    problems: list[tuple[bool, str]] = []
     quote_char, pos = "", 0
     for found in _INTERPOLATION.finditer(text):
         quote_char = _quote_state(text[pos:found.start()], quote_char)
@@ -207,10 +208,11 @@ def _unescaped_promql(text: str) -> tuple[str, ...]:
         safe = isinstance(expr, nodes.Filter) and expr.name in _PROMQL_SAFE.get(quote_char, ())
         if reads & untrusted and not safe:
             where = "inside a string" if quote_char else "outside a string"
-            problems.append(f"{found.group(0).strip()} splices an alert's value into PromQL "
-                            f"{where} unescaped: a label such as `\"}} or vector(1)` can rewrite "
-                            'the query; write it as "{{ ... | promql_str }}" inside double '
-                            "quotes (or | int, | float for a number)")
+            problems.append((bool(quote_char), (
+                f"{found.group(0).strip()} splices an alert's value into PromQL "
+                f"{where} unescaped: a label such as `\"}} or vector(1)` can rewrite "
+                'the query; write it as "{{ ... | promql_str }}" inside double '
+                "quotes (or | int, | float for a number)")))
     return tuple(problems)
 
 

@@ -2,12 +2,13 @@
 
 import json
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 from remediator.actions.base import MAX_JSON_DEPTH, Action, ActionContext, Param
 from remediator.actions.registry import ACTIONS
 from tests.support.payloads import alert, notification
 from tests.support.procs import serve_http
-from tests.support.worker import VIEWER, http
+from tests.support.worker import OPERATOR, VIEWER, http
 
 NODE_RULES = r"""
 playbooks:
@@ -244,3 +245,42 @@ def test_a_label_cannot_stall_the_server_through_redaction(worker_factory):
     assert status == 200 and "secret" not in json.dumps(shown)
     assert shown["alert"]["labels"]["l0"] == "a-" * 4000 + " ftp://<redacted>@example"
     assert http("GET", f"{w.url}/-/healthy", timeout=5)[0] == 200
+
+
+LOGS_RULES = """
+playbooks:
+  - name: tenant-logs
+    match: {alertname: A}
+    steps:
+      - name: raw
+        action: kubernetes.logs
+        params: {namespace: shop, selector: app=web, grep: "tenant={{ labels.tenant }}"}
+"""
+INJECTABLE = LOGS_RULES + """
+  - name: by-job
+    match: {alertname: B}
+    steps:
+      - name: up
+        action: prometheus.query
+        params: {query: 'up{job="{{ labels.job }}"}'}
+"""
+
+
+def test_a_label_cannot_rewrite_a_playbooks_promql_and_rule_warnings_are_logged(
+        worker_factory, caplog):
+    """`job='x"} or vector(1) or up{job="'` ran `up{job="x"} or vector(1) or up{job=""}`: the
+    unescaped splice was a lint warning only, which serve loaded and never logged."""
+    caplog.set_level("WARNING", logger="remediator.service")
+    w = worker_factory(LOGS_RULES)
+    logged = [r.getMessage() for r in caplog.records if r.name == "remediator.service"]
+    assert any("warning: kubernetes.logs: grep" in m for m in logged), logged
+    rules_file = next(iter(w.config.rules))
+    (Path(rules_file) / "rules.yaml").write_text(INJECTABLE)
+    status, body = http("POST", f"{w.url}/-/reload", headers=OPERATOR)
+    assert status == 400, body
+    assert any("splices an alert's value into PromQL" in p and ": error: " in p
+               for p in body["problems"]), body
+    caplog.clear()
+    (Path(rules_file) / "rules.yaml").write_text(LOGS_RULES)
+    assert http("POST", f"{w.url}/-/reload", headers=OPERATOR)[0] == 200
+    assert any("warning: kubernetes.logs: grep" in r.getMessage() for r in caplog.records)

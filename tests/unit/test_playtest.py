@@ -39,7 +39,7 @@ RULES = """
             params: {url: "https://unreachable.invalid/{{ labels.app }}/restart", method: POST}
           - name: check
             action: prometheus.query
-            params: {query: 'up{app="{{ labels.app }}"}'}
+            params: {query: 'up{app="{{ labels.app | promql_str }}"}'}
         escalation: {severity: critical, sinks: [pager]}
 """
 
