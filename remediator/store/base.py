@@ -267,6 +267,24 @@ class Store(Protocol):
         it was read (another replica's) stays. `durable` as `put_state`'s."""
         ...
 
+    async def put_states(self, values: dict[str, dict[str, Any] | None],
+                         claim: int | None = None) -> None:
+        """Several keys written (None: removed) in one transaction, durable as `put_state`:
+        all of them or none (an approval's decision and its pending entry). With `claim`, an
+        inbox item this process claimed: only while the claim is still its own, checked and
+        held in that transaction (LeaseLost, nothing written, if it is not), so whoever
+        claims the item next reads what was written. A claim on PostgreSQL lapses while its
+        replica is frozen: written after another replica had taken the alert over and found
+        the approval still pending, the decision was acted on by nobody."""
+        ...
+
+    async def swap_state(self, key: str, old: dict[str, Any] | None, new: dict[str, Any]
+                         ) -> bool:
+        """Put `new` at `key` if it still holds `old` (None: nothing), in one statement,
+        durable as `put_state`; False, nothing written, if it holds something else now
+        (an operator's circuit reset since `old` was read)."""
+        ...
+
     async def list_state(self, prefix: str) -> dict[str, dict[str, Any]]: ...
 
     # coordination: what several replicas share (one process on an embedded store)

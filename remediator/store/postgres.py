@@ -100,6 +100,21 @@ _LOCK_HELD = ("lk AS (SELECT holder FROM locks WHERE name = $14), "
               "({claim}) ON CONFLICT (name) DO NOTHING RETURNING holder)")
 
 
+# Several state keys written ($3, $4) and removed ($5) in one statement, durably, if the inbox
+# item $1 (none: NULL) is still claimed by this replica ($2): its row is locked first, so a
+# replica taking the claim over waits for this commit (its claim skips a locked row) and
+# reads what it wrote. One statement, not a transaction: a section's holder frozen between
+# two of them left the first committed and the rest undone (postgres_sections.py).
+_PUT_STATES = (
+    "WITH c AS (SELECT 1 FROM inbox WHERE id = $1 AND owner = $2 AND state = 'running' "
+    "FOR UPDATE), ok AS (SELECT $1::bigint IS NULL OR EXISTS (SELECT 1 FROM c) AS ok), "
+    "p AS (INSERT INTO state (key, value) SELECT k, v FROM unnest($3::text[], $4::text[]) "
+    "AS t(k, v) WHERE (SELECT ok FROM ok) ON CONFLICT (key) DO UPDATE SET value = "
+    "excluded.value), d AS (DELETE FROM state WHERE key = ANY($5::text[]) AND "
+    "(SELECT ok FROM ok)) "
+    f"SELECT ok FROM ok, {_DURABLY}")
+
+
 # A batch of inbox rows with the references they are packed against (new ones go in with
 # their first users), skipping keys already received; %s: the claim's columns, their values,
 # and what is returned.
@@ -908,6 +923,26 @@ class PostgresStore:
         await self._exec("journal", f"DELETE FROM state USING {_SYNC.format('$3')} WHERE "
                                     "key=$1 AND value=$2", key, json.dumps(value),
                          "on" if durable else self._sync_commit, turn=False)
+
+    async def put_states(self, values: dict[str, dict[str, Any] | None],
+                         claim: int | None = None) -> None:
+        puts = {key: json.dumps(value) for key, value in values.items() if value is not None}
+        held = await self._call("journal", lambda db: db.fetchval(
+            _PUT_STATES, claim, self.replica, list(puts), list(puts.values()),
+            [key for key, value in values.items() if value is None]), turn=False)
+        if not held:
+            raise LeaseLost(f"the claim on inbox item {claim} is no longer this replica's "
+                            "(its lease lapsed and another replica took it over): not written")
+
+    async def swap_state(self, key: str, old: dict[str, Any] | None, new: dict[str, Any]
+                         ) -> bool:
+        # As put_state wrote it: the same encoding of the same value is the same text.
+        sql = (f"INSERT INTO state (key, value) SELECT $1, $2 FROM {_DURABLY} ON CONFLICT "
+               "(key) DO NOTHING RETURNING 1" if old is None else
+               f"UPDATE state SET value=$2 FROM {_DURABLY} WHERE key=$1 AND value=$3 RETURNING 1")
+        args = (key, json.dumps(new)) + (() if old is None else (json.dumps(old),))
+        return await self._call("journal", lambda db: db.fetchval(sql, *args),
+                                turn=False) is not None
 
     async def list_state(self, prefix: str) -> dict[str, dict[str, Any]]:
         rows = await self._call("read", lambda db: db.fetch(

@@ -960,6 +960,39 @@ class SQLiteStore(LocalCoordination):
         await self._write(lambda db: db.execute("DELETE FROM state WHERE key=? AND value=?", (
             key, json.dumps(value))), priority=True, durable=durable)
 
+    async def put_states(self, values: dict[str, dict[str, Any] | None],
+                         claim: int | None = None) -> None:
+        # One write, one transaction. A claim here is this process's until it finishes the
+        # item (one process owns the file): nothing takes it over meanwhile.
+        puts = [(key, json.dumps(value)) for key, value in values.items() if value is not None]
+        drops = [(key,) for key, value in values.items() if value is None]
+
+        def write(db: sqlite3.Connection) -> None:
+            # All or none within the commit it shares: a failing write is undone alone there.
+            db.execute("SAVEPOINT put_states")
+            try:
+                db.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", puts)
+                db.executemany("DELETE FROM state WHERE key=?", drops)
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK TO put_states")
+                raise
+            finally:
+                if db.in_transaction:
+                    db.execute("RELEASE put_states")
+
+        await self._write(write, priority=True, durable=True)
+
+    async def swap_state(self, key: str, old: dict[str, Any] | None, new: dict[str, Any]
+                         ) -> bool:
+        # As put_state wrote it: the same encoding of the same value is the same text.
+        sql, args = ("INSERT OR IGNORE INTO state (key, value) VALUES (?, ?)",
+                     (key, json.dumps(new))) if old is None else (
+            "UPDATE state SET value=? WHERE key=? AND value=?",
+            (json.dumps(new), key, json.dumps(old)))
+        return await self._write(lambda db: db.execute(sql, args).rowcount, priority=True,
+                                 durable=True) == 1
+
     async def list_state(self, prefix: str) -> dict[str, dict[str, Any]]:
         rows = await self._run(lambda: self._conn().execute(
             "SELECT key, value FROM state WHERE key >= ? AND key < ? ORDER BY key",

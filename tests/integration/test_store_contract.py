@@ -25,6 +25,7 @@ from remediator.store.base import (
     PAUSED,
     RESOLVED,
     Enqueued,
+    LeaseLost,
     Limit,
     StoreUnavailable,
 )
@@ -205,6 +206,51 @@ def test_executions_steps_events_and_state(run, store_url):
         assert await store.get_state("spool:e2:hook") == {**note, "n": 2}
         await store.drop_state("spool:e2:hook", await store.get_state("spool:e2:hook"))
         assert await store.get_state("spool:e2:hook") is None
+        await store.close()
+
+    run(scenario())
+
+
+def test_states_written_together_and_swapped_only_from_what_was_read(run, store_url):
+    """An approval's decision and its pending entry go in one write (`put_states`); a
+    circuit opens only over the state its judgement read (`swap_state`)."""
+    async def scenario():
+        store = await _opened(store_url)
+        await store.put_state("approval-pending:e1:s", {"expires_at": 1.0})
+        await store.put_states({"approval:e1:s": {"status": "approved"},
+                                "approval-pending:e1:s": None, "gone": None})
+        assert await store.list_state("approval") == {"approval:e1:s": {"status": "approved"}}
+        await store.enqueue(_rows(1))
+        item = await store.claim_key("k1")
+        await store.put_states({"approval:e1:s": {"status": "rejected"}}, claim=item.id)
+        assert await store.get_state("approval:e1:s") == {"status": "rejected"}
+        opened = {"opened_at": 1.0, "until": 2.5, "reset_at": 0.5}
+        assert await store.swap_state("circuit:pb:t", None, opened)
+        assert not await store.swap_state("circuit:pb:t", None, {"until": 9.0})
+        reset = {"reset_at": 2.0, "until": 2.0}
+        assert await store.swap_state("circuit:pb:t", opened, reset)
+        assert not await store.swap_state("circuit:pb:t", opened, {"until": 9.0})
+        assert await store.get_state("circuit:pb:t") == reset
+        await store.close()
+
+    run(scenario())
+
+
+def test_states_written_with_a_claim_taken_over_are_not_written(run, postgres_url):
+    """A replica whose claim another took over (its lease lapsed while it was frozen) writes
+    nothing with it, though its own renewals have not told it yet."""
+    async def scenario():
+        store = await _opened(postgres_url)
+        await store.enqueue(_rows(1))
+        item = await store.claim_key("k1")
+        db = await asyncpg.connect(postgres_url)
+        try:
+            await db.execute("UPDATE inbox SET owner='another' WHERE id=$1", item.id)
+        finally:
+            await db.close()
+        with pytest.raises(LeaseLost):
+            await store.put_states({"approval:e1:s": {"status": "approved"}}, claim=item.id)
+        assert await store.get_state("approval:e1:s") is None
         await store.close()
 
     run(scenario())
