@@ -715,16 +715,21 @@ def allow_list(s: GuardSettings, kind: str) -> tuple[list[str], str, str]:
 
 
 async def decide_approval(store: Store, name: str, status: str, at: float,
-                          by: str = "", unindex: bool = True) -> dict[str, Any] | None:
+                          by: str = "", unindex: bool = True, claim: int | None = None
+                          ) -> dict[str, Any] | None:
     """Decide the pending approval `execution_id:step` once; None if it was not pending.
-    Without `unindex`, its pending index entry is left for the caller to remove."""
+    Without `unindex`, its pending index entry is left for the caller to remove. With
+    `claim` (the run's inbox item, claimed for its resume), written only while that claim
+    is this process's (`Store.put_states`). The decision and its index go in one write: as
+    two, a decider frozen in the first (its claim lapsed, and the replica that took the
+    alert over found the approval still pending) committed `approved` with the second
+    fenced, and nobody resumed the run nor could approve it again."""
     state = await store.get_state(APPROVAL + name)
     if not state or state["status"] != "pending":
         return None
     state.update(status=status, decided_at=at, **({"by": by} if by else {}))
-    await store.put_state(APPROVAL + name, state)
-    if unindex:
-        await store.put_state(PENDING + name, None)
+    await store.put_states({APPROVAL + name: state, **({PENDING + name: None} if unindex else {})},
+                           claim=claim)
     return state
 
 

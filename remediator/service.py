@@ -47,7 +47,8 @@ class Undecided(Exception):
 
 class Resuming(Exception):
     """An approval decided and its execution resumed, still running when its answer was due:
-    `decision` is the execution as recorded then; the run goes on here."""
+    `decision` is the execution as recorded then; the run goes on here (or on the replica
+    that took its alert over, once this one's claim lapsed)."""
 
     def __init__(self, decision: dict[str, Any]):
         super().__init__(f"{decision['id']}: resumed, still running")
@@ -585,10 +586,17 @@ class Service:
                                      f"(step {step!r} {state.get('status') or 'not requested'})")
                 claimed = await self._claim_for_resume(decision)
                 await decide_approval(self.store, f"{execution_id}:{step}",
-                                      "approved" if approve else "rejected", self.clock(), by)
+                                      "approved" if approve else "rejected", self.clock(), by,
+                                      claim=claimed.id)
         except Exception as exc:
             if claimed is None:
                 raise
+            if isinstance(exc, LeaseLost):
+                # The claim lapsed here (this process stalled) before the decision, which is
+                # written only with it: nothing was decided, and the alert is another
+                # replica's now, whose run finds the approval still pending.
+                raise LeaseLost(f"{exc}; the {'approval' if approve else 'rejection'} of step "
+                                f"{step!r} was not recorded: decide again") from exc
             # Refused, perhaps half way (the approval, not its index). Retried outside the
             # section: a task made in it would run on the section's connection (PostgreSQL).
             self._retry(claimed, decision, approve)
@@ -606,7 +614,12 @@ class Service:
         run.add_done_callback(self._running.discard)
         await asyncio.wait((run,), timeout=answer_within)
         if run.done():
-            return run.result()
+            try:
+                return run.result()
+            except LeaseLost:
+                # Decided, then its claim lapsed here (this process stalled): the replica that
+                # took the alert over runs it, with the decision.
+                raise Resuming(decision) from None
         run.add_done_callback(_resumed)  # its caller has had its answer: said in the log
         raise Resuming(await self.store.get_execution(execution_id) or decision)
 
