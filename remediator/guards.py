@@ -297,7 +297,7 @@ class Guards:
                          escalate=False)
         return None
 
-    async def _circuit(self, gc: GuardContext) -> Block | None:
+    async def _circuit(self, gc: GuardContext, again: bool = True) -> Block | None:
         cfg = gc.playbook.guards.get("circuit_breaker")
         if not cfg or not gc.target:
             return None
@@ -318,9 +318,18 @@ class Guards:
         if successes >= cfg["max_refires"]:
             until = now + parse_duration(cfg.get("open_for", cfg["window"]))
             # The reset's time stays: once this opening expires, what preceded it still
-            # does not count.
-            await self.store.put_state(key, {**({"reset_at": reset} if reset else {}),
-                                             "opened_at": now, "until": until})
+            # does not count. Opened over the state read above, or not at all: written
+            # whatever was there, it overwrote an operator's reset made since (of an opening
+            # that had expired), and the circuit opened again on the successes counted
+            # before it, the reset answered "closed". Judged again on what is there now.
+            opened = {**({"reset_at": reset} if reset else {}), "opened_at": now,
+                      "until": until}
+            if not await self.store.swap_state(key, state, opened):
+                if again:
+                    return await self._circuit(gc, again=False)
+                return Block("circuit_open", f"the circuit for {gc.playbook.name} on "
+                                             f"{gc.target} changed twice while it was judged "
+                                             "(resets or openings by other replicas); not run")
             return Block("circuit_open", f"remediation is not working: {gc.target} alerted again "
                                          f"after {successes} successful remediations in the "
                                          f"last {_human(window)} (max {cfg['max_refires']}); "

@@ -8,8 +8,11 @@ reset over its API, the remediation a real POST to a receiver on 127.0.0.1.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from tests.integration.test_guards import Harness, web
 from tests.support.payloads import alert, notification
 from tests.support.worker import OPERATOR, http
 
@@ -75,3 +78,49 @@ def test_after_a_reset_the_next_alert_is_remediated(worker_factory, webhook_rece
                         b"", OPERATOR)
     assert (status, body["open"]) == (404, []), body
     assert fire()["outcome"] == "succeeded"
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_a_reset_between_an_openings_read_and_its_write_is_kept(tmp_path, run, request, store):
+    """The circuit's opening expired (`open_for` 5m, its successes still in the 1h window)
+    and the alert fired again: that firing read the state (closed) and counted the
+    successes (enough to open it), and before it wrote the opening an operator reset the
+    circuit (on another replica; on SQLite, on the same loop between the two statements).
+    The opening was written over the reset: open again for a whole `open_for`, on
+    successes from before the reset, after the reset had answered that it closed it. The
+    opening is written only over the state it read; judged again, counting from the reset,
+    the firing runs. Real stores (PostgreSQL: two replicas on one database), a simulated
+    clock, the reset through the service the API calls."""
+    guards = ("{rate_limit: {max: 10, window: 1h}, "
+              "circuit_breaker: {max_refires: 1, window: 1h, open_for: 5m}}")
+    replicas = []
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        h = Harness(tmp_path / name, guards)
+        if store == "postgres":
+            h.cfg.store = request.getfixturevalue("postgres_url")
+        replicas.append(run(h.start()))
+    one, two = replicas if store == "postgres" else (replicas[0], replicas[0])
+    target = "prod/deployment/web"
+    [first] = run(one.fire(web(0), at=0))
+    [tripped] = run(one.fire(web(1), at=60))
+    assert (first["outcome"], tripped["reason"].split(":")[0]) == ("succeeded", "circuit_open")
+    store_, read, reset = one.service.store, one.service.store.state_and_count, []
+
+    async def then_reset(*args: Any) -> Any:
+        answer = await read(*args)
+        if not reset:  # the firing's first read: the operator resets, then it goes on
+            two.clock.now = one.clock.now
+            reset.append(await two.service.reset_circuits(target, "", "alice"))
+        return answer
+
+    store_.state_and_count = then_reset
+    [late] = run(one.fire(web(2), at=400))  # the opening ended at 360
+    assert reset == [["restart-web:" + target]]
+    assert late["outcome"] == "succeeded", (late["outcome"], late["reason"])
+    assert one.calls == [first["id"], late["id"]]
+    assert run(one.service.open_circuits()) == []
+    state = run(one.service.store.get_state(f"circuit:restart-web:{target}"))
+    assert state["reset_by"] == "alice", state
+    for h in replicas:
+        run(h.service.stop())
