@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import write_rules
 from tests.integration.test_ha_postgres import (
     CONFIG,
@@ -130,17 +132,30 @@ def test_a_replica_frozen_in_maintenance_leaves_it_to_the_others_within_a_lease(
     assert sink.calls == {}
 
 
+# Where A is frozen in its approval: the statement a trigger makes slow (3 s, the lease).
+FROZEN_IN = {
+    # Its claim of e1's alert: committed, then lapsed while A is frozen.
+    "claim": ("BEFORE UPDATE ON inbox", "starts_with(NEW.dedupe_key, 'e1:') AND OLD.state = "
+              "'done' AND NEW.state = 'running'", "UPDATE inbox SET state=''running''%"),
+    # Its decision.
+    "decision": ("BEFORE INSERT OR UPDATE ON state", "NEW.key = 'approval:{e1}:restart'",
+                 "%INSERT INTO state%"),
+}
+
+
+@pytest.mark.parametrize("frozen_in", list(FROZEN_IN))
 def test_a_replica_frozen_mid_approval_neither_blocks_approvals_nor_strands_its_own(
-        tmp_path, postgres_cluster, postgres_url):
-    """A is frozen inside the approvals section (its approval's write made slow by a
-    trigger). B's approval of another execution waited for A's section until its statement
-    timed out: a 503 after 30 s, for as long as A stayed frozen. It goes through now.
-    A's claim on e1's alert lapsed meanwhile, and B took the alert over and found the
-    approval still pending (not committed yet); A's write then committed `approved` while
-    its removal of the pending entry, a second statement, was fenced: e1 stayed blocked
-    until its TTL, nobody resumed it, and approving it again answered 409. The decision and
-    its entry are one statement now, with A's claim locked in it: B takes the alert over
-    only once it committed, and runs the step, once."""
+        tmp_path, postgres_cluster, postgres_url, frozen_in):
+    """A is frozen inside the approvals section (a statement of its approval of e1 made slow
+    by a trigger). B's approval of another execution waited for A's section until its
+    statement timed out: a 503 after 30 s, for as long as A stayed frozen. It goes through
+    now. A's claim on e1's alert lapses meanwhile, and B takes the alert over (e1, still
+    pending, is blocked again). Frozen in its decision's write, A committed `approved`
+    after that, while its removal of the pending entry, a second statement, was fenced: e1
+    stayed blocked until its TTL, nobody resumed it, and approving it again answered 409.
+    The decision and its entry are one statement now, with A's claim locked in it: B takes
+    the alert over only once it committed, and runs the step, once. Frozen before its
+    decision, A writes nothing, says so, and B's approval of e1 goes through."""
     sink = Receiver()
     rules = SECTIONS % {"ttl": "1h", "url": sink.url}
     config = _sinks(tmp_path, "http://127.0.0.1:9/hook")
@@ -148,48 +163,57 @@ def test_a_replica_frozen_mid_approval_neither_blocks_approvals_nor_strands_its_
     a = _replica(tmp_path, "a", rules, postgres_url, config)
     b = _replica(tmp_path, "b", rules, postgres_url, config)
     db = postgres_url.rsplit("/", 1)[1]
+    on, when, statement = FROZEN_IN[frozen_in]
+
+    def approve(at: WorkerProcess, fingerprint: str) -> tuple[int, Any]:
+        return http("POST", f"{at.url}/api/v1/executions/{ids[fingerprint]}/approve", {},
+                    OPERATOR, timeout=120)
+
     try:
         assert _post(a, _notification(_alert("e1", "Gated"), _alert("e2", "Gated"))) == 202
         ids = {d["fingerprint"]: d["id"] for d in _settled(postgres_url, 2)}
         postgres_cluster.sql(
-            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.key = "
-            f"'approval:{ids['e1']}:restart' THEN PERFORM pg_sleep(3); END IF; RETURN NEW; "
-            "END $$; CREATE TRIGGER slow BEFORE INSERT OR UPDATE ON state FOR EACH ROW "
-            "EXECUTE FUNCTION slow()", db)
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF "
+            f"{when.format(e1=ids['e1'])} THEN PERFORM pg_sleep(3); END IF; RETURN NEW; "
+            f"END $$; CREATE TRIGGER slow {on} FOR EACH ROW EXECUTE FUNCTION slow()", db)
         answers: dict[str, Any] = {}
-
-        def approve_at_a() -> None:
-            answers["a"] = http("POST", f"{a.url}/api/v1/executions/{ids['e1']}/approve", {},
-                                OPERATOR, timeout=120)
-
-        thread = threading.Thread(target=approve_at_a)
+        thread = threading.Thread(target=lambda: answers.update(a=approve(a, "e1")))
         thread.start()
         _until(lambda: postgres_cluster.sql(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%INSERT INTO state%' "
-            "AND wait_event = 'PgSleep'", db) != "0", 30, "A's approval never reached its write")
+            f"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '{statement}' "
+            "AND wait_event = 'PgSleep'", db) != "0", 30, "A's approval never reached it")
         assert a.proc is not None
         os.kill(a.proc.pid, signal.SIGSTOP)
         try:
-            answers["b"] = http("POST", f"{b.url}/api/v1/executions/{ids['e2']}/approve", {},
-                                OPERATOR, timeout=120)
+            answers["b"] = approve(b, "e2")
         finally:
             os.kill(a.proc.pid, signal.SIGCONT)
         thread.join(120)
-        # The approval A recorded is acted on (by whichever replica claims its alert next).
+        if frozen_in == "claim":  # (B's own claim made slow too lapses as A's did)
+            postgres_cluster.sql("DROP FUNCTION slow() CASCADE", db)
+            answers["again"] = approve(b, "e1")
+        # The approval recorded is acted on (by whichever replica claims its alert next).
         decisions = _until(lambda: _finished(postgres_url, 2), 60, "e1, approved, never ran")
-        again = http("POST", f"{b.url}/api/v1/executions/{ids['e1']}/approve", {}, OPERATOR)
+        if frozen_in == "decision":
+            answers["again"] = approve(b, "e1")
     finally:
         postgres_cluster.sql("DROP FUNCTION IF EXISTS slow() CASCADE", db)
         a.stop()
         b.stop()
         sink.close()
     assert answers["b"][0] == 200, answers["b"]
-    # A's statement ran while it held the section: recorded, and the run goes on (on B,
-    # which took the alert over once A's claim lapsed; or on A, had it kept its claim).
-    assert answers["a"][0] in (200, 202), answers["a"]
     assert decisions["e1"]["outcome"] == decisions["e2"]["outcome"] == "succeeded", decisions
     assert sink.calls == {"e1": 1, "e2": 1}, sink.calls
-    assert again[0] == 409 and "step 'restart' approved" in again[1]["error"], again
+    status, body = answers["a"]
+    if frozen_in == "claim":
+        assert status == 503 and "was not recorded: decide again" in body["error"], body
+        assert answers["again"][0] in (200, 202), answers["again"]  # (202: still running)
+    else:
+        # Its statement ran while it held the section: recorded, and the run goes on (on B,
+        # which took the alert over once A's claim lapsed; or on A, had it kept its claim).
+        assert status in (200, 202), answers["a"]
+        again = answers["again"]
+        assert again[0] == 409 and "step 'restart' approved" in again[1]["error"], again
 
 
 SILENCE = """
