@@ -593,11 +593,11 @@ class Service:
                 raise
             if isinstance(exc, LeaseLost):
                 # The claim lapsed here (this process stalled) before the decision, which is
-                # written only with it: nothing was decided, and the alert is another
-                # replica's now, whose run finds the approval still pending.
+                # written only with it: nothing was decided, and the run, taken up wherever
+                # its alert is claimed next, finds the approval still pending.
                 raise LeaseLost(f"{exc}; the {'approval' if approve else 'rejection'} of step "
                                 f"{step!r} was not recorded: decide again") from exc
-            # Refused, perhaps half way (the approval, not its index). Retried outside the
+            # Refused, or its answer lost (recorded or not: one write). Retried outside the
             # section: a task made in it would run on the section's connection (PostgreSQL).
             self._retry(claimed, decision, approve)
             if isinstance(exc, StoreUnavailable):  # a 503 "retry" is not the whole truth
