@@ -63,7 +63,9 @@ def _downgrade(h: Any, cluster: Any) -> None:
     if cluster is None:
         with sqlite3.connect(h.cfg.store.removeprefix("sqlite:///")) as db:
             db.executescript("DROP INDEX executions_awaiting; ALTER TABLE executions DROP "
-                             "COLUMN awaiting; PRAGMA user_version=3; " + DAMAGED.format(
+                             "COLUMN awaiting; DROP INDEX executions_seq; ALTER TABLE "
+                             "executions DROP COLUMN seq; PRAGMA user_version=3; "
+                             + DAMAGED.format(
                                  body="body", bad="x'789c00'"))
         return
     cluster.sql("DROP INDEX executions_awaiting; ALTER TABLE executions DROP COLUMN awaiting; "
