@@ -191,27 +191,45 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 def _cross_site(request: web.Request, principal: Principal | None,
                 webhook: bool = False) -> web.Response | None:
-    """The 403 of a request without a credential (--allow-unauthenticated) that a web page
-    may have made: one naming this server by a DNS name (rebinding), and a change a browser
-    sent from another site: on a laptop any page it opens may POST a form to 127.0.0.1 (no
-    credential needed, nothing preflighted) and pause, reset or approve. A browser says
-    where a request comes from (Sec-Fetch-Site; Origin, older ones); Alertmanager, curl and
-    the CLI say neither, and a credential is never sent cross-site."""
-    if principal is not ANONYMOUS:
-        return None
-    browser = "Origin" in request.headers or "Sec-Fetch-Site" in request.headers
-    # Alertmanager posts by a service's name (compose, Kubernetes) and says neither; a 403
-    # would drop its alerts, not retried. A browser's POST always carries its Origin.
-    if not named_by_address(request.host) and (browser or not webhook):
-        return _error(403, NOT_BY_ADDRESS)
+    """The 403 of a change a browser sent from another site, with or without a credential:
+    a Basic credential the browser has cached goes with a cross-site form's POST (pause,
+    approve), and a login form posted from elsewhere signs the browser into an account of
+    the attacker's choosing. A browser says where a request comes from (Sec-Fetch-Site;
+    Origin, older ones); Alertmanager, curl and the CLI say neither.
+
+    Without a credential (--allow-unauthenticated), also a request naming this server by a
+    DNS name (rebinding), and a change whose Origin is not this host: on a laptop any page it
+    opens may POST a form to 127.0.0.1 (nothing preflighted) and pause, reset or approve."""
+    if principal is ANONYMOUS:
+        browser = "Origin" in request.headers or "Sec-Fetch-Site" in request.headers
+        # Alertmanager posts by a service's name (compose, Kubernetes) and says neither; a
+        # 403 would drop its alerts, not retried. A browser's POST always carries its Origin.
+        if not named_by_address(request.host) and (browser or not webhook):
+            return _error(403, NOT_BY_ADDRESS)
     if request.method in _SAFE_METHODS:
         return None
-    origin = request.headers.get("Origin")
-    if request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site") or (
-            origin is not None and _netloc(origin) != request.host.lower()):
+    origin, fetch_site = request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site")
+    if fetch_site in ("cross-site", "same-site"):
+        pass
+    elif principal is ANONYMOUS or fetch_site is None:
+        # Origin against Host: a browser that says no Sec-Fetch-Site; with a credential its
+        # word is taken when it says same-origin (a proxy may rewrite Host: nginx's default).
+        if origin is None or _netloc(origin) in _own_hosts(request):
+            return None
+    else:
+        return None
+    if principal is ANONYMOUS:
         return _error(403, "a change without credentials sent by a browser from another site "
                       f"({origin or 'Sec-Fetch-Site'}) is refused: present a credential")
-    return None
+    return _error(403, f"a change sent by a browser from another site ({origin or fetch_site}) "
+                  "is refused: make it from the console's own pages")
+
+
+def _own_hosts(request: web.Request) -> set[str]:
+    """The hosts (and ports) a page of ours comes from: the request's, and `external_url`'s
+    (what a proxy in front serves us as). Never "" (`Origin: null`, a sandboxed page)."""
+    own = {request.host.lower(), _netloc(request.app[SERVICE].config.external_url or "")}
+    return own - {""}
 
 
 def _netloc(url: str) -> str:

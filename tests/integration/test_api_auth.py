@@ -18,6 +18,7 @@ from tests.support.alertmanager import make_alert, webhook_config
 from tests.support.payloads import alert, notification
 from tests.support.worker import (
     OPERATOR,
+    OPERATORS,
     TOKEN,
     VIEWER,
     WorkerProcess,
@@ -328,3 +329,27 @@ def test_without_credentials_a_server_named_by_a_dns_name_answers_nothing(worker
     # A Host header that is no host is refused as a name, not a 500.
     for host in ("[::1", "a b"):
         assert http("GET", executions, headers={"Host": host})[0] == 403, host
+
+
+def test_with_credentials_a_cross_site_page_cannot_act_nor_log_in(worker_factory):
+    """A Basic credential the browser had cached paused automation from
+    Origin: https://evil.example; a login form posted from elsewhere was taken."""
+    hashed = bcrypt.hashpw(b"correct horse", bcrypt.gensalt(rounds=4)).decode()
+    w = worker_factory(operators=[*OPERATORS, Operator("olga", "operator", password_hash=hashed)])
+    cred = basic("olga", "correct horse")
+    for where in ({"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+                  {"Sec-Fetch-Site": "same-site"}, {"Origin": "https://evil.example"},
+                  {"Origin": "null"}):
+        status, body = http("POST", f"{w.url}/api/v1/pause", {}, {**cred, **where})
+        assert status == 403 and "another site" in body["error"], (where, status, body)
+        status, _ = http("POST", f"{w.url}/ui/login", b"name=olga&password=correct+horse",
+                         {"Content-Type": "application/x-www-form-urlencoded", **where})
+        assert status == 403, where
+    assert http("GET", f"{w.url}/api/v1/executions", headers={**cred, "Sec-Fetch-Site":
+                                                              "cross-site"})[0] == 200
+    # The console's own pages, and the CLI (neither header), act.
+    own = {"Sec-Fetch-Site": "same-origin", "Origin": w.url}
+    status, body = http("POST", f"{w.url}/ui/login", b"name=olga&password=correct+horse",
+                        {"Content-Type": "application/x-www-form-urlencoded", **own})
+    assert status == 200, body
+    assert http("POST", f"{w.url}/api/v1/pause", {}, cred)[0] == 200
