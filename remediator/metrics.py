@@ -41,7 +41,7 @@ class Metrics:
         # Every webhook counts its answer and its alerts: their children are looked up once
         # (`labels()` takes a lock and builds its key at each call).
         self.webhook_codes = {int(code): self.webhook_requests.labels(code) for code in (
-            "202", "400", "401", "403", "405", "413", "415", "500", "503")}
+            "202", "400", "401", "403", "405", "413", "415", "499", "500", "503")}
         self.alerts_by_status = {s: self.alerts_received.labels(s) for s in ("firing", "resolved")}
         self.ack_seconds = Histogram(
             "remediator_webhook_ack_duration_seconds",

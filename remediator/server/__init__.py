@@ -126,6 +126,12 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             # in the webhook's or a console form's handler.
             reason = getattr(exc.__cause__, "message", "") or str(exc)  # not "400, message:"
             response = _error(400, f"cannot read the request body: {reason}")
+        except ConnectionResetError:
+            # The client closed the connection mid-body (aiohttp's "Connection lost"): there is
+            # no one to answer, nothing wrong here; it was an ERROR with a traceback.
+            log.debug("%s %s from %s: the client closed the connection before its body was "
+                      "read", request.method, request.path, request.remote)
+            response = _error(CLIENT_CLOSED, "the client closed the connection mid-request")
         except BodyTimeout as exc:
             log.warning("%s %s from %s: %s", request.method, request.path, request.remote, exc)
             # Alertmanager retries a 5xx only: a notification whose body came too slowly is
@@ -147,6 +153,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 _NOT_A_WEBHOOK = contextlib.nullcontext()
+# What a request whose client closed the connection mid-body counts as (nginx's code for it):
+# never sent, there is no one to send it to.
+CLIENT_CLOSED = 499
 
 
 class Unread(TimeoutError):

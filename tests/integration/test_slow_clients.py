@@ -244,3 +244,29 @@ def test_a_body_refused_before_it_is_read_is_not_read(tmp_path):
         assert r.status_code == 200 and "remediator_session" in r.history[0].cookies, r.text[-300:]
     finally:
         w.stop()
+
+
+def test_a_client_gone_mid_body_is_counted_and_no_error(tmp_path):
+    """A client that closed its connection mid-body left an ERROR with a traceback
+    (ConnectionResetError through the handler), and the webhook counter missed it."""
+    rules = write_rules(tmp_path / "rules", "playbooks: []\n")
+    w = WorkerProcess(tmp_path, [str(rules)])
+    w.start()
+    try:
+        for path, headers in (("/alerts", f"Authorization: Bearer {TOKEN}\r\n"
+                                          "Content-Type: application/json\r\n"),
+                              ("/ui/login", "Content-Type: application/x-www-form-urlencoded\r\n")):
+            with socket.create_connection(("127.0.0.1", w.port), timeout=10) as sock:
+                sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}"
+                             "Content-Length: 1000\r\n\r\nname=".encode())
+                time.sleep(0.5)  # the handler is reading the body
+        deadline = time.monotonic() + 10
+        while 'remediator_webhook_requests_total{code="499"} 1.0' not in (
+                metrics := requests.get(f"{w.url}/metrics", timeout=5).text):
+            assert time.monotonic() < deadline, [m for m in metrics.splitlines()
+                                                 if "webhook_requests" in m]
+            time.sleep(0.1)
+    finally:
+        w.stop()
+    logs = w.log_path.read_text()
+    assert "Traceback" not in logs and '"level":"error"' not in logs, logs[-3000:]
