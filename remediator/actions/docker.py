@@ -141,7 +141,8 @@ class Restart(DockerAction):
 class Logs(DockerAction):
     name = "docker.logs"
     summary = ("Tail the logs (stdout and stderr) of a service's containers, stopped ones "
-               "included, optionally keeping lines matching a regex; bounded.")
+               "included, optionally keeping lines matching a regex; bounded: the newest are "
+               "kept, all are counted.")
     params = {
         "project": PROJECT, "service": SERVICE, "container": CONTAINER,
         "tail": Param("integer", default=100, minimum=1, description="last N lines per container"),
@@ -149,8 +150,10 @@ class Logs(DockerAction):
         "grep": Param("string", regex=True,
                       description="RE2 regex; keep matching lines, e.g. (?i)error"),
         "max_containers": Param("integer", default=5, minimum=1),
-        "max_lines": Param("integer", default=200, minimum=1, description="lines kept in total"),
-        "max_bytes": Param("integer", default=65536, minimum=1, description="bytes kept in total"),
+        "max_lines": Param("integer", default=200, minimum=1,
+                           description="lines kept in total, the newest (all counted as `matched`)"),
+        "max_bytes": Param("integer", default=65536, minimum=1,
+                           description="bytes kept in total, the newest lines"),
     }
     permissions = (*DISCOVER, engine("GET", "/containers/{id}/logs"))
     MAX_TAIL = 20000  # the Engine has no byte limit: the tail is what bounds a read

@@ -15,7 +15,7 @@ same bundle instead of scattering copies, and two bundles of one execution never
 each other; the manifest, written last, is the authority on what the bundle holds.
 
 Its files hold what the steps recorded, no more: their results as journaled (redacted), and
-log lines as the `logs` actions kept them, secrets masked (loglines.py).
+log lines as the `logs` actions kept them (the newest), secrets masked (loglines.py).
 """
 
 from __future__ import annotations

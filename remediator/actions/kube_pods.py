@@ -17,6 +17,7 @@ from .base import ActionContext, ActionError, Param, rbac
 from .kube_client import NAMESPACE, KubeAction, call, status_of
 
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
+READ_BYTES = 4 << 20  # a pod's log read at most (the tail's lines are the usual bound)
 SELECTOR = Param("string", kind="label_selector", description="pods matching this selector")
 
 
@@ -91,7 +92,8 @@ class DeletePods(KubeAction):
 
 class Logs(KubeAction):
     name = "kubernetes.logs"
-    summary = "Tail pod logs across a selector (bounded), optionally keeping lines matching a regex."
+    summary = ("Tail pod logs across a selector (bounded), optionally keeping lines matching a "
+               "regex; the newest are kept, all are counted.")
     params = {
         "namespace": NAMESPACE,
         "selector": SELECTOR,
@@ -107,8 +109,10 @@ class Logs(KubeAction):
                          description="RE2 regex with one group: its distinct values in the kept "
                                      "lines, as `extracted` (e.g. keys)"),
         "max_pods": Param("integer", default=5, minimum=1),
-        "max_lines": Param("integer", default=200, minimum=1, description="lines kept in total"),
-        "max_bytes": Param("integer", default=65536, minimum=1, description="bytes kept in total"),
+        "max_lines": Param("integer", default=200, minimum=1,
+                           description="lines kept in total, the newest (all counted as `matched`)"),
+        "max_bytes": Param("integer", default=65536, minimum=1,
+                           description="bytes kept in total, the newest lines"),
     }
     permissions = (*rbac("", "pods", "get", "list"), *rbac("", "pods/log", "get"))
 
@@ -146,7 +150,7 @@ class Logs(KubeAction):
             if error:
                 errors[pod["metadata"]["name"]] = error
                 continue
-            truncated |= len(text.encode()) >= params["max_bytes"]  # the server cut it
+            truncated |= len(text.encode()) >= READ_BYTES  # the server cut it
             read.append((prefix, text))
         # grep, masking (~2 us a byte kept) and extract: off the loop
         lines, matched, cut, extracted = await asyncio.to_thread(
@@ -167,8 +171,11 @@ class Logs(KubeAction):
         (400) is noted, not fatal; denial or a missing pod still fails the step."""
         meta, ns = pod["metadata"], params["namespace"]
         container = params.get("container") or default_container(pod)
+        # limitBytes cuts the END of the tail (the server reads from its start): the newest
+        # lines, the evidence. `tail` bounds the read; READ_BYTES only bounds a tail of huge
+        # lines. max_bytes bounds what is kept, from the newest (loglines.keep).
         options: dict[str, Any] = {"container": container, "tail_lines": params["tail"],
-                                   "limit_bytes": params["max_bytes"]}
+                                   "limit_bytes": READ_BYTES}
         if params.get("since"):
             options["since_seconds"] = math.ceil(params["since"])
         if params["previous"]:

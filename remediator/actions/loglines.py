@@ -6,6 +6,7 @@ journal and the API. `keep` costs up to ~2 us a byte kept: run it in a worker th
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 
 from ..untrusted_regex import RegexError, compile_regex
@@ -48,39 +49,58 @@ def extract(lines: Iterable[str], pattern: str, limit: int = 20) -> list[str]:
 
 def keep(texts: Iterable[tuple[str, str]], grep: str | None, max_lines: int,
          max_bytes: int) -> tuple[list[str], int, bool]:
-    """(kept lines, lines matched, truncated) from (prefix, text) pairs: each line that
-    matches `grep` (all when None) is kept as `<prefix> <line>` until `max_lines` lines or
-    `max_bytes` bytes are kept; the rest is only counted. `grep` reads the line as printed (a
-    grep for `password authentication failed` finds its line); what is kept is masked, and
-    what `extract` reads of it then."""
+    """(kept lines, lines matched, truncated) from (prefix, text) pairs: of the lines that
+    match `grep` (all when None) the NEWEST are kept, as `<prefix> <line>`, up to `max_lines`
+    lines and `max_bytes` bytes; `matched` counts them all. In an incident the recent lines are
+    the evidence: an application that logs every upload pushes the ExpiredToken of the last
+    minutes past any first N. Each text (a container's, a pod's) gives its last line in
+    turn, so every one's last words are there; each keeps its order. `grep` reads the line
+    as printed (a grep for `password authentication failed` finds its line); what is kept is
+    masked, and what `extract` reads of it then."""
     pattern = compile_regex(grep) if grep else None  # RE2: linear time over hostile lines
-    chosen: list[tuple[str, list[str]]] = []
-    matched = size = count = 0
-    truncated = False
+    prefixes: list[str] = []
+    tails: list[list[str]] = []
+    matched = 0
     for prefix, text in texts:
-        picked: list[str] = []
+        last: deque[str] = deque(maxlen=max_lines)  # an older line cannot be kept anyway
         for line in text.splitlines():
-            if pattern and not pattern.search(line):
+            if pattern is None or pattern.search(line):
+                matched += 1
+                last.append(line)
+        prefixes.append(prefix)
+        tails.append(list(last))
+    # bounded as printed first: only what can be kept is masked (the filter's work), then
+    # again as masked (`<redacted>` is longer than a short password)
+    picked = _newest(prefixes, tails, max_lines, max_bytes)
+    # a text at a time: a key's BEGIN ends at its text's end, an END starts at its start
+    masked = [secret_text.lines(lines) for lines in picked]
+    kept = _newest(prefixes, masked, max_lines, max_bytes)
+    lines = [f"{prefix} {line}" for prefix, text in zip(prefixes, kept, strict=True)
+             for line in text]
+    return lines, matched, len(lines) < matched
+
+
+def _newest(prefixes: list[str], texts: list[list[str]], max_lines: int,
+            max_bytes: int) -> list[list[str]]:
+    """Each text's newest lines that fit, a line from each text in turn from its end; a text
+    whose next line does not fit gives no older one (no gap in what is shown)."""
+    chosen: list[list[str]] = [[] for _ in texts]
+    left = [len(text) for text in texts]
+    turn = [i for i, n in enumerate(left) if n]
+    count = size = 0
+    while turn and count < max_lines:
+        for i in list(turn):
+            if count >= max_lines:
+                break
+            left[i] -= 1
+            line = texts[i][left[i]]
+            cost = len(prefixes[i].encode()) + 1 + len(line.encode())
+            if size + cost > max_bytes:
+                turn.remove(i)
                 continue
-            matched += 1
-            # bounded as printed first: only what can be kept is masked (the filter's work)
-            cost = len(prefix.encode()) + 1 + len(line.encode())
-            if count >= max_lines or size + cost > max_bytes:
-                truncated = True
-                continue
-            picked.append(line)
+            chosen[i].append(line)
             size += cost
             count += 1
-        chosen.append((prefix, picked))
-    lines: list[str] = []
-    size = 0
-    for prefix, picked in chosen:  # a pair at a time: a key's BEGIN ends at its text's end
-        for line in secret_text.lines(picked):
-            shown = f"{prefix} {line}"
-            cost = len(shown.encode())
-            if size + cost > max_bytes:  # `<redacted>` is longer than a short password
-                truncated = True
-                continue
-            lines.append(shown)
-            size += cost
-    return lines, matched, truncated
+            if not left[i]:
+                turn.remove(i)
+    return [text[::-1] for text in chosen]

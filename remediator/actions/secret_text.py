@@ -110,6 +110,8 @@ _INLINE = compile_regex(
 _JSON_KEY = 3
 _CREDENTIAL_KEY = compile_regex(rf"(?i)[\w.-]*?{_KEY}|authorization", anchored=True)
 # A PEM private key in output spans lines: withheld from its BEGIN to its END (or the end).
+_PEM_BEGIN = compile_regex(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+_PEM_END = compile_regex(r"-----END [A-Z0-9 ]*PRIVATE KEY-----")
 _PEM = compile_regex(r"(?s)-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?"
                      r"(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|$)")
 # A line as `env`, `printenv`, `export -p` and `set` print a variable (`declare -x` in bash):
@@ -212,10 +214,24 @@ def lines(texts: list[str]) -> list[str]:
     all: RE2's call costs ~20 us, a line's filtering ~1 us."""
     if not texts:
         return []
-    shown = output("\n".join(texts), pem=_pem_lines).split("\n")
-    if len(shown) != len(texts):  # a secret remediator knows had a newline in it
-        return [output(text).replace("\n", " ") for text in texts]
-    return shown
+    cut = _headless_key(texts)
+    shown = output("\n".join(texts[cut:]), pem=_pem_lines).split("\n")
+    if len(shown) != len(texts) - cut:  # a secret remediator knows had a newline in it
+        shown = [output(text).replace("\n", " ") for text in texts[cut:]]
+    return [redact.REDACTED] * cut + shown
+
+
+def _headless_key(texts: list[str]) -> int:
+    """How many first lines belong to a private key whose BEGIN is not among them: the
+    newest log lines kept (loglines.keep) can start inside one. 0 when there is none."""
+    for i, text in enumerate(texts):
+        if "PRIVATE KEY-----" in text:  # cheap: a substring before the regex
+            begins = _PEM_BEGIN.search(text)
+            ends = _PEM_END.search(text)
+            if ends and not (begins and begins.start() < ends.start()):
+                return i + 1
+            return 0
+    return 0
 
 
 def _pem_lines(match: Any) -> str:

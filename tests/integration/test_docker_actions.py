@@ -152,9 +152,9 @@ def test_logs_of_a_stopped_container_with_grep_and_bounds(docker_env, ctx, run):
     result = act(run, "docker.logs", ctx, project="libervia", service="gateway", tail=11,
                  grep="ERROR", max_lines=2)
     assert result["states"] == {"libervia-gateway": "exited"}
-    # the last 11 lines: 19..29; ERROR in 21, 24, 27; 2 kept of 3
-    assert result["lines"] == ["[libervia-gateway] line 21 ERROR boom",
-                               "[libervia-gateway] line 24 ERROR boom"]
+    # the last 11 lines: 19..29; ERROR in 21, 24, 27; the newest 2 kept of 3
+    assert result["lines"] == ["[libervia-gateway] line 24 ERROR boom",
+                               "[libervia-gateway] line 27 ERROR boom"]
     assert result["matched"] == 3 and result["truncated"], result
     everything = act(run, "docker.logs", ctx, container="libervia-gateway", tail=1000,
                      grep="stderr")

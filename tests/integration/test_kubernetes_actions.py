@@ -526,6 +526,39 @@ def test_logs_grep_across_three_pods_like_kubectl_then_truncated(
     assert (few["pods"], few["pods_matched"], few["truncated"]) == (2, 3, True)
 
 
+def test_logs_keep_the_newest_lines_of_a_busy_tail_and_count_them_all(
+        run, ctx, kubeapi: KubeAPIServer) -> None:
+    # Code Forge (structlog) logs every upload's start and end: after 200 good uploads the
+    # credentials expire. The evidence is the newest lines, whatever came before
+    kubeapi.add_deployment("code-forge", NS, replicas=2)
+    pods = sorted(p["metadata"]["name"] for p in kubeapi.list("pods", NS))
+
+    def upload(i: int, end: str) -> list[str]:
+        key = f"sboms/T-{i}/a-{i}/sbom.cyclonedx.json"
+        return [f"2026-12-02T07:{i % 60:02d}:00.000Z [info     ] s3_upload_started              "
+                f"artifact_type=sbom local_path=/tmp/s{i}.json remote_key={key} size_bytes=2048",
+                f"2026-12-02T07:{i % 60:02d}:00.400Z {end} artifact_type=sbom "
+                f"duration_seconds=0.4 remote_key={key} s3_uri=s3://code-forge-artifacts-prod/{key}"]
+    expired = ("[error    ] s3_upload_failed error='An error occurred (ExpiredToken) when calling "
+               "the PutObject operation: The provided token has expired.' error_type=ClientError")
+    lines = [x for i in range(200) for x in upload(i, "[info     ] s3_upload_completed")] + \
+            [x for i in range(20) for x in upload(200 + i, expired)]
+    assert len("\n".join(lines)) > 65536  # more than max_bytes: a read cut there loses the end
+    for pod in pods:
+        kubeapi.set_logs(NS, pod, lines)
+    grep = "(?i)s3|upload|error|expired|NoSuchBucket|AccessDenied"
+    result = act(run, "kubernetes.logs", ctx, namespace=NS, selector="app=code-forge", tail=500,
+                 grep=grep, max_lines=100)
+    assert (result["matched"], len(result["lines"]), result["truncated"]) == (880, 100, True)
+    for pod in pods:  # each pod's newest 50, oldest first, its last line the newest
+        mine = [line for line in result["lines"] if line.startswith(f"[pod/{pod}/")]
+        assert len(mine) == 50 and "ExpiredToken" in mine[-1] and "T-219" in mine[-1]
+    # the count of every ExpiredToken line in the tail, however few lines are kept
+    count = act(run, "kubernetes.logs", ctx, namespace=NS, selector="app=code-forge", tail=500,
+                grep="ExpiredToken", max_lines=5)
+    assert (count["matched"], len(count["lines"])) == (40, 5)
+
+
 def test_logs_of_one_pod_since_and_container(run, ctx, kubeapi: KubeAPIServer) -> None:
     kubeapi.add_pod("multi", NS, containers=["app", "sidecar"])
     kubeapi.set_logs(NS, "multi", [(600, "old"), (5, "recent")], container="sidecar")
