@@ -113,10 +113,13 @@ def test_the_quick_starts_replay_plans_the_whole_code_forge_playbook(tmp_path: P
     assert {s["outcome"] for s in steps.values()} == {"planned"}, steps
     # A check deciding on earlier results: its message as written, each expression in it
     # shown as the placeholder of the result it reads, not as Jinja.
-    assert steps["not_bucket_or_iam"]["detail"] == (
-        "check a condition known at run time (if it does not hold: the bucket is missing or "
-        "access is denied (NoSuchBucket/AccessDenied in the logs, or HTTP \u27e8steps.bucket."
-        "result.get('status')\u27e9 on the bucket): a Terraform/IAM change, not a restart)")
+    assert steps["bucket_exists"]["detail"] == (
+        "check a condition known at run time (if it does not hold: the bucket is missing "
+        "(\u27e8steps.no_bucket.result.get('matched', 0)\u27e9 NoSuchBucket lines in the logs; "
+        "HTTP \u27e8steps.bucket.result.get('status', 'ok')\u27e9 on remediator's HEAD; the "
+        "pod's: \u27e8steps.pod_bucket.result.get('stderr', '') | trim or 'ok'\u27e9): a "
+        "Terraform change, not a restart)")
     # Its message's placeholder names the call it waits for, not the sandbox's probe of it.
-    assert steps["not_bucket_or_iam"]["params"]["message"] == "\u27e8steps.bucket.result.get(\u2026)\u27e9"
+    assert steps["bucket_exists"]["params"]["message"] == \
+        "\u27e8steps.no_bucket.result.get(\u2026)\u27e9"
     assert list(steps)[-3:] == ["restart", "rollout", "verify"]

@@ -300,7 +300,7 @@ def test_code_forge_missing_bucket_escalates_to_the_platform_team_without_a_rest
     finally:
         stack.s3_proxy.clear_faults()
         seed.set_logs(stack.kube, CODE_FORGE_NS, CODE_FORGE, seed.CODE_FORGE_LOGS)
-    assert decision["reason"].startswith("step 'not_bucket_or_iam' failed: the bucket is missing")
+    assert decision["reason"].startswith("step 'bucket_exists' failed: the bucket is missing")
     steps = steps_of(decision)
     assert steps["bucket"]["outcome"] == "failed" and "restart" not in steps
     assert seed.restarted_at(stack.kube, CODE_FORGE_NS, CODE_FORGE) == before
