@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import loglines
-from .base import ActionContext, ActionError, Param
+from .base import ActionContext, ActionError, Param, Permission
 from .docker_client import (
     CONTAINER,
     DISCOVER,
@@ -72,10 +72,7 @@ class Inspect(DockerAction):
         infos, matched = await select(ctx.backends, params, params["max_containers"])
         states = []
         for info in infos:
-            state = state_of(info)
-            if state["status"] == "exited":
-                state["exit_cause"], state["exit_evidence"] = await exit_cause(ctx.backends,
-                                                                               info, state)
+            state = await judged(ctx.backends, info)
             states.append(state | (environment(info) if params["environment"] else {}))
         return {"containers": states, "count": len(states), "matched": matched,
                 "running": sum(s["running"] for s in states),
@@ -89,10 +86,26 @@ class Inspect(DockerAction):
                 "stopped": [s["name"] for s in states if stopped(s)]}
 
 
+def _without_events(permissions: tuple[Permission, ...], judging: Any) -> tuple[Permission, ...]:
+    """`permissions`, without GET /events unless the step judges how containers ended."""
+    events = engine("GET", "/events")
+    return permissions if judging not in (False, None) else tuple(p for p in permissions if p != events)
+
+
+async def judged(backends: Any, info: dict[str, Any]) -> dict[str, Any]:
+    """state_of, and for an exited container how it ended (exit_cause, from the Engine's
+    events): what `crashed` and `stopped` read."""
+    state = state_of(info)
+    if state["status"] == "exited":
+        state["exit_cause"], state["exit_evidence"] = await exit_cause(backends, info, state)
+    return state
+
+
 class Restart(DockerAction):
     name = "docker.restart"
     summary = ("Restart every container of a compose service (docker compose restart svc); an "
-               "exited container is started again.")
+               "exited container is started again. With `crashed_only`, only those "
+               "docker.inspect calls `crashed`.")
     mutating = True
     # Not repeatable after a crash: a repeat is a second outage of every container, and the
     # journal cannot tell whether the first restart happened (the same choice as
@@ -101,14 +114,27 @@ class Restart(DockerAction):
               "timeout": Param("integer", default=10, minimum=0,
                                description="seconds to stop gracefully before SIGKILL"),
               "max_containers": Param("integer", default=5, minimum=1,
-                                      description="refuse (restart none) when more match")}
-    permissions = (*DISCOVER, engine("POST", "/containers/{id}/restart"))
+                                      description="refuse (restart none) when more match"),
+              # With several containers of a service (compose --scale), one crash must not
+              # start a sibling someone stopped (an upgrade of that one) nor interrupt the
+              # healthy ones: an SRE restarts the one that died
+              "crashed_only": Param("boolean", default=False,
+                                    description="restart only the containers that crashed "
+                                    "(docker.inspect's `crashed`, judged again now): one stopped "
+                                    "or killed on purpose stays stopped, a healthy one runs on")}
+    permissions = (*DISCOVER, engine("GET", "/events"), engine("POST", "/containers/{id}/restart"))
+
+    def permissions_for(self, params: dict[str, Any]) -> tuple[Permission, ...]:
+        # the Engine's events only to judge what crashed
+        return _without_events(self.permissions, params.get("crashed_only"))
 
     def check(self, params: dict[str, Any]) -> list[str]:
         return selection_problems(params, one=True)
 
     def describe(self, params: dict[str, Any]) -> str:
-        return (f"would restart every container of {ref(params)} (stop within "
+        which = ("the crashed containers (not those stopped on purpose nor the healthy)"
+                 if params["crashed_only"] else "every container")
+        return (f"would restart {which} of {ref(params)} (stop within "
                 f"{params['timeout']}s, then start; exited ones are started; refused if more "
                 f"than {params['max_containers']} match)")
 
@@ -121,6 +147,11 @@ class Restart(DockerAction):
             raise ActionError(f"{matched} containers of {ref(params)}, more than max_containers "
                               f"{params['max_containers']}: restarted none", {"matched": matched},
                               unapplied=True)
+        left: list[str] = []
+        if params["crashed_only"]:
+            states = [await judged(ctx.backends, info) for info in infos]
+            left = [s["name"] for s in states if not crashed(s)]
+            infos = [info for info, s in zip(infos, states, strict=True) if crashed(s)]
         restarted: list[dict[str, Any]] = []
         for info in infos:
             before = state_of(info)
@@ -135,7 +166,8 @@ class Restart(DockerAction):
                 raise
             restarted.append({"name": before["name"], "was": before["status"],
                               "exit_code": before["exit_code"]})
-        return {"restarted": restarted, "count": len(restarted)}
+        return {"restarted": restarted, "count": len(restarted)} | (
+            {"left": left} if params["crashed_only"] else {})
 
 
 class Logs(DockerAction):
@@ -195,15 +227,23 @@ class WaitHealthy(DockerAction):
         "project": PROJECT, "service": SERVICE, "container": CONTAINER,
         "timeout": Param("duration", default=120.0, minimum=1),
         "interval": Param("duration", default=2.0, minimum=0.1, description="between polls"),
+        "ignore_stopped": Param("boolean", default=False,
+                                description="not waiting for a container stopped or killed on "
+                                "purpose (docker.inspect's `stopped`): a restart with "
+                                "crashed_only left it so"),
     }
-    permissions = DISCOVER
+    permissions = (*DISCOVER, engine("GET", "/events"))
+
+    def permissions_for(self, params: dict[str, Any]) -> tuple[Permission, ...]:
+        return _without_events(self.permissions, params.get("ignore_stopped"))
 
     def check(self, params: dict[str, Any]) -> list[str]:
         return selection_problems(params, one=True)
 
     def describe(self, params: dict[str, Any]) -> str:
-        return (f"wait up to {params['timeout']:g}s for every container of {ref(params)} to run "
-                "and pass its healthcheck")
+        but = ", but those stopped on purpose," if params["ignore_stopped"] else ""
+        return (f"wait up to {params['timeout']:g}s for every container{but} of {ref(params)} "
+                "to run and pass its healthcheck")
 
     async def run(self, params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         deadline = time.monotonic() + params["timeout"]
@@ -217,7 +257,10 @@ class WaitHealthy(DockerAction):
                     raise
                 last = str(exc)  # a blip while waiting is not the service's failure
             else:
-                states = [state_of(i) for i in infos]
+                states = [await judged(ctx.backends, i) if params["ignore_stopped"]
+                          else state_of(i) for i in infos]
+                if params["ignore_stopped"]:
+                    states = [s for s in states if not stopped(s)]
                 waiting = [f"{s['name']} {s['status']}"
                            + (f"/{s['health']}" if s["health"] else "")
                            for s in states if not ready(s)]

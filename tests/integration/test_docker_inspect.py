@@ -214,3 +214,60 @@ def test_libervia_api_down_escalates_a_gateway_the_kernel_killed_for_memory(
     assert "ran out of memory: not restarted as is" in note
     assert "Libervia N2 SRE (sre@example.com): the gateway needs more memory" in note
     assert "raise NODE_OPTIONS (--max-old-space-size) / the memory limit" in note  # next steps
+
+
+def api_down(docker_env, worker_factory, tmp_path, fingerprint: str) -> dict[str, Any]:
+    """The shipped PROC-001 playbook, live (its probes on 127.0.0.1, where nothing listens;
+    its evidence in tmp), for one API_DOWN: its decision's steps by name, and the decision."""
+    evidence = tmp_path / "evidence"
+    rules = RULES.read_text().replace("http://libervia-gateway:3000", "http://127.0.0.1:9")
+    rules = rules.replace("/var/lib/remediator/evidence/libervia", str(evidence))
+    w = worker_factory(rules, mode="live", guards=GuardSettings(
+        compose_projects_allow=["libervia"], evidence_directories=[str(evidence)]))
+    w.post_alerts(notification(alert("API_DOWN", fingerprint=fingerprint, severity="critical",
+                                      compose_project="libervia", job="libervia-gateway")))
+    [decision] = w.wait_executions(1, timeout=180)
+    return {s["name"]: s for s in decision["steps"]} | {"": decision}
+
+
+def test_libervia_api_down_restarts_only_the_gateway_that_crashed(docker_env, worker_factory,
+                                                                  tmp_path):
+    """Three gateways (compose --scale): gateway-2 stopped on purpose (its upgrade under way),
+    gateway-3 serving, gateway-1 crashes. `docker-compose restart gateway` would start
+    gateway-2 behind whoever stopped it and interrupt gateway-3: only gateway-1 is restarted,
+    and gateway-2 is not waited for."""
+    for n in (1, 2, 3):
+        docker_env.service("libervia", "gateway", name=f"libervia-gateway-{n}", number=n,
+                           command=LOOP)
+        docker_env.wait_logs(f"libervia-gateway-{n}", "started")
+    docker_env.client.containers.get("libervia-gateway-2").stop(timeout=1)
+    serving = docker_env.api.inspect_container("libervia-gateway-3")["State"]["StartedAt"]
+    docker_env.crash("libervia-gateway-1")
+    steps = api_down(docker_env, worker_factory, tmp_path, "s1")
+    assert steps["state"]["result"]["crashed"] == ["libervia-gateway-1"]
+    assert steps["restart"]["outcome"] == "succeeded", steps[""]
+    assert [r["name"] for r in steps["restart"]["result"]["restarted"]] == ["libervia-gateway-1"]
+    assert steps["restart"]["result"]["left"] == ["libervia-gateway-2", "libervia-gateway-3"]
+    assert steps["healthy"]["outcome"] == "succeeded"
+    status = {n: docker_env.api.inspect_container(f"libervia-gateway-{n}")["State"]
+              for n in (1, 2, 3)}
+    assert [status[n]["Status"] for n in (1, 2, 3)] == ["running", "exited", "running"]
+    assert status[3]["StartedAt"] == serving
+
+
+def test_libervia_api_down_does_not_restart_a_gateway_that_died_on_a_full_disk(
+        docker_env, worker_factory, tmp_path):
+    """The runbook: 1 GB free before a start; "Se disco cheio" a cleanup that deletes data.
+    A gateway that died of ENOSPC is not started to die again: escalated to SRE, still down."""
+    docker_env.service("libervia", "gateway", name="libervia-gateway", command=(
+        "echo started; echo '{\"level\":60,\"msg\":\"Error: ENOSPC: no space left on device, "
+        "write\",\"path\":\"/data/libervia/tenants/t1/eventlog/events.jsonl\"}'; exit 1"))
+    docker_env.wait_for("libervia-gateway", lambda s: s["Status"] == "exited")
+    docker_env.wait_logs("libervia-gateway", "ENOSPC")
+    steps = api_down(docker_env, worker_factory, tmp_path, "d1")
+    assert steps["state"]["result"]["crashed"] == ["libervia-gateway"]
+    assert steps["no_space"]["result"]["matched"] == 1
+    assert steps["enough_disk"]["outcome"] == "failed"
+    assert steps[""]["outcome"] == "escalated" and "restart" not in steps
+    assert "1 ENOSPC / no space left on device lines" in steps[""]["reason"]
+    assert docker_env.api.inspect_container("libervia-gateway")["State"]["Status"] == "exited"
