@@ -156,6 +156,10 @@ def test_logs_of_a_stopped_container_with_grep_and_bounds(docker_env, ctx, run):
     assert result["lines"] == ["[libervia-gateway] line 24 ERROR boom",
                                "[libervia-gateway] line 27 ERROR boom"]
     assert result["matched"] == 3 and result["truncated"], result
+    # bounded by bytes as well, from the newest: the last lines that fit
+    tight = act(run, "docker.logs", ctx, container="libervia-gateway", tail=11, max_lines=100,
+                max_bytes=2 * len("[libervia-gateway] line 28 ok") + 1)
+    assert tight["lines"] == ["[libervia-gateway] line 28 ok", "[libervia-gateway] line 29 ok"]
     everything = act(run, "docker.logs", ctx, container="libervia-gateway", tail=1000,
                      grep="stderr")
     assert everything["lines"] == ["[libervia-gateway] on stderr ERROR"]
