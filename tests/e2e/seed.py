@@ -70,7 +70,7 @@ DELTACROWN_LOGS = [
     "2026-11-21T10:00:03Z INFO  certificate issued id=0007",
 ]
 LIBERVIA_LOGS = [
-    '{"level":50,"msg":"EventLog write failed","tenantId":"acme","err":"ENOSPC"}',
+    '{"level":50,"msg":"EventLog write failed","tenantId":"acme","err":"EMFILE"}',
     '{"level":30,"msg":"request completed","statusCode":200}',
 ]
 HACKATHON_LOGS = [
