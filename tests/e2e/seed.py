@@ -37,7 +37,24 @@ DELTACROWN_APP = Path(__file__).parent / "apps" / "deltacrown"
 
 # Code Forge logs with structlog; S3ArtifactClient's events as its console renderer prints them
 # (keys sorted): an upload names remote_key=, an integrity check sbom_uri=s3://<bucket>/<key>.
+def _uploads(count: int) -> list[str]:
+    """The two lines S3ArtifactClient logs for each upload that worked: a busy morning's."""
+    lines = []
+    for i in range(count):
+        key = f"sboms/TICKET-{i}/artifact-{i}/sbom.cyclonedx.json"
+        at = f"2026-11-21T09:{i // 60 % 60:02d}:{i % 60:02d}"
+        lines += [f"{at}.000Z [info     ] s3_upload_started              artifact_type=sbom "
+                  f"local_path=/tmp/sbom-{i}.json remote_key={key} size_bytes=48211",
+                  f"{at}.380Z [info     ] s3_upload_completed            artifact_type=sbom "
+                  f"duration_seconds=0.38 remote_key={key} s3_uri=s3://{SBOM_BUCKET}/{key} "
+                  "size_bytes=48211"]
+    return lines
+
+
+# 200 uploads, then the credentials expire: the evidence is the newest lines, and the
+# ExpiredToken line is past any first 100 matching `s3|upload|error`
 CODE_FORGE_LOGS = [
+    *_uploads(200),
     "2026-11-21T10:00:01.104Z [info     ] sbom_generated                 artifact_id=artifact-0 "
     "ticket_id=TICKET-100",
     "2026-11-21T10:00:02.311Z [error    ] s3_upload_failed               artifact_type=sbom "
