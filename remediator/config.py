@@ -197,6 +197,10 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
     redact.remember(cfg.webhook_token, cfg.basic_auth_password, cfg.console_session_secret,
                     cfg.store_password, *store_url.passwords(cfg.store),
                     *(u.token for u in cfg.operators))
+    # Sent as Basic auth: a server's error page may quote back the header's base64.
+    redact.remember_basic(cfg.basic_auth_username, cfg.basic_auth_password)
+    for url in (cfg.prometheus_url, cfg.alertmanager_url):
+        redact.remember_url(url)
     return cfg
 
 

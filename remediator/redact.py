@@ -14,11 +14,12 @@ are stored, notes, sinks describing themselves, and the API's JSON.
 
 from __future__ import annotations
 
+import base64
 import re
 import threading
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from . import markdown_text
 from .untrusted_regex import compile_regex
@@ -70,6 +71,25 @@ def remember(*secrets: str | None) -> None:
         ordered = sorted(_known, key=len, reverse=True)
         _pattern = (re.compile("|".join(re.escape(s) for s in ordered)),
                     tuple(ordered) if len(ordered) <= _FEW else ())
+
+
+def remember_basic(user: str | None, password: str | None) -> None:
+    """A user and password sent as HTTP Basic auth: the password, and the header's
+    base64 of `user:password`, which a server's error page may quote back ("Authorization
+    was Basic ..."), unpadded so it is found however it is padded or cut."""
+    if password:
+        remember(password, base64.b64encode(f"{user or ''}:{password}".encode()).decode()
+                 .rstrip("="))
+
+
+def remember_url(value: str | None) -> None:
+    """The user info of a configured URL (`http://user:pass@prometheus:9090`), as Basic."""
+    try:
+        parts = urlsplit(value or "")
+        user, password = parts.username, parts.password
+    except ValueError:
+        return
+    remember_basic(unquote(user or ""), unquote(password) if password else None)
 
 
 def text(value: str) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 import aiohttp
 
+from . import secret_text
 from .base import Action, ActionContext, ActionError, Param, TransientError, UnsafeJSON, parse_json
 
 _MAX_SERIES = 50
@@ -27,13 +28,16 @@ async def instant_query(backends: Any, promql: str) -> dict[str, Any]:
     except UnsafeJSON as exc:
         raise ActionError(f"Prometheus at {url} answered {status}, refused: {exc}") from None
     except ValueError:  # a proxy's HTML error page, a truncated answer
-        excerpt = raw[:120].decode("utf-8", "replace").strip()
+        # Filtered: a page may quote the request's own header ("Authorization was Basic ...").
+        excerpt = secret_text.output(raw[:120].decode("utf-8", "replace").strip())
         raise TransientError(f"Prometheus at {url} answered {status} without JSON (a proxy in "
                              f"between?): {excerpt!r}") from None
     if status == 429 or status >= 500:
-        raise TransientError(f"Prometheus answered {status}: {body.get('error', '')}")
+        raise TransientError(f"Prometheus answered {status}: "
+                             f"{secret_text.output(str(body.get('error', '')))}")
     if body.get("status") != "success":
-        raise ActionError(f"query {promql!r} failed: {body.get('errorType')}: {body.get('error')}")
+        raise ActionError(f"query {promql!r} failed: {body.get('errorType')}: "
+                          f"{secret_text.output(str(body.get('error')))}")
     data = body["data"]
     if data["resultType"] in ("scalar", "string"):
         return {"value": _number(data["result"][1]), "series": []}

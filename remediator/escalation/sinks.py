@@ -76,6 +76,7 @@ class WebhookSink:
         # never appear anywhere; `display` (scheme and host) stands for it.
         self.display = redact.url(url, whole=True)
         redact.remember(url, *(str(v) for v in self.headers.values()))
+        redact.remember_url(url)
 
     def body(self, note: dict[str, Any]) -> Any:
         return {**note, "idempotency_key": note["id"]}

@@ -284,3 +284,50 @@ def test_a_plan_refuses_a_wide_silence_whose_other_parameter_reads_a_result(
     [_, silence] = replay_cli(tmp_path, own, payload)["steps"]
     assert silence["outcome"] == "planned", silence
     assert am.silences() == []
+
+
+def test_an_error_page_quoting_the_credential_is_filtered(tmp_path):
+    """A Prometheus behind a proxy answered a page quoting the request's own header
+    (`Authorization was Basic <base64 of user:pass>`): the step's detail showed it."""
+    import base64
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.conftest import write_rules
+    from tests.support.procs import serve_http
+    from tests.support.worker import WorkerProcess
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            page = b"boom: Authorization was " + self.headers.get("Authorization", "").encode()
+            self.send_response(500)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server, port = serve_http(Echo)
+    rules = write_rules(tmp_path / "rules", """
+playbooks:
+  - name: probe
+    match: {alertname: A}
+    steps:
+      - {name: q, action: prometheus.query, params: {query: up}}
+""")
+    w = WorkerProcess(tmp_path, [str(rules)], mode="live", config={
+        "prometheus": {"url": f"http://promuser:PROMPASS-zz9-secret@127.0.0.1:{port}"}})
+    w.start()
+    try:
+        assert w.post_alerts(notification(alert("A")))[0] == 202
+        decision = w.decided()[0]
+    finally:
+        w.stop()
+        server.shutdown()
+        server.server_close()
+    detail = decision["steps"][0]["detail"]
+    assert "answered 500 without JSON" in detail and "Authorization was" in detail, detail
+    encoded = base64.b64encode(b"promuser:PROMPASS-zz9-secret").decode()
+    assert encoded.rstrip("=") not in detail and "PROMPASS" not in detail, detail
