@@ -490,29 +490,52 @@ def cmd_approve(args: argparse.Namespace) -> int:
     req.add_header("Content-Type", "application/json")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
+    from . import redact
+
+    url = redact.text(args.url)  # as errors show it: never a user:password it holds
     try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            decision, running = json.load(resp), resp.status == 202
+        # Redirects are not followed: urllib sent the operator token on to wherever one led.
+        with urllib.request.build_opener(_NoRedirects).open(req, timeout=60) as resp:
+            raw, running = resp.read(), resp.status == 202
     except urllib.error.HTTPError as exc:
         # Sent without a credential, a 401 is ours to explain: where a token is looked for.
         hint = ("; no operator token was sent: pass --token-file, or set "
                 "REMEDIATOR_OPERATOR_TOKEN_FILE or REMEDIATOR_OPERATOR_TOKEN"
-                if exc.code == 401 and not token else "")
-        print(f"remediator: {verb} failed: {exc.code} {exc.read().decode()[:500]}{hint}",
-              file=sys.stderr)
+                if exc.code == 401 and not token else
+                f"; a redirect (to {redact.text(exc.headers.get('Location', '?'))}) is not "
+                "followed: the operator token goes to --url only" if 300 <= exc.code < 400
+                else "")
+        body = exc.read().decode("utf-8", "replace")[:500]
+        print(f"remediator: {verb} failed: {exc.code} {redact.text(body)}{hint}", file=sys.stderr)
         return 1
     except urllib.error.URLError as exc:
-        print(f"remediator: cannot reach {args.url}: {exc.reason}", file=sys.stderr)
+        print(f"remediator: cannot reach {url}: {redact.text(str(exc.reason))}", file=sys.stderr)
         return 1
     except (TimeoutError, OSError) as exc:  # sent, unanswered: it may have been decided
-        print(f"remediator: no answer from {args.url} ({exc}): the {verb} may have been "
-              f"recorded; see `remediator show {args.id}` before trying again", file=sys.stderr)
+        print(f"remediator: no answer from {url} ({redact.text(str(exc))}): the {verb} may have "
+              f"been recorded; see `remediator show {args.id}` before trying again",
+              file=sys.stderr)
         return 1
-    print(decision_text(decision))
+    try:
+        shown = decision_text(json.loads(raw))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        # Not remediator's answer (a proxy's page, another service): it may have been decided.
+        print(f"remediator: {url} answered {verb} with what is not a decision "
+              f"({redact.text(raw[:200].decode('utf-8', 'replace'))!r}): see "
+              f"`remediator show {args.id}`", file=sys.stderr)
+        return 1
+    print(shown)
     if running:  # a run's wait (a rollout, a metric) outlasts an answer
         print(f"\n{'Approved' if verb == 'approve' else 'Rejected'}; the execution is still "
               f"running: follow it with `remediator show {args.id}` or the console.")
     return 0
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A 3xx is answered as the HTTPError it is, not followed."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def _positive(text: str) -> int:

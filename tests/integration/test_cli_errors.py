@@ -213,3 +213,57 @@ def test_output_cut_short_by_a_closed_pipe_ends_quietly(tmp_path):
             assert (done.returncode, done.stderr) == (141, ""), command
     finally:
         os.close(write)
+
+
+def test_approve_follows_no_redirect_checks_the_answer_and_masks_the_url(tmp_path):
+    """`approve --url` followed a redirect with the operator token, died with a KeyError on
+    an answer that was not a decision, and echoed --url's user:password in its errors."""
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.support.procs import serve_http
+
+    seen: list[tuple[str, str]] = []
+
+    class Double(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append((self.path, self.headers.get("Authorization", "")))
+            if self.path.startswith("/moved/"):
+                self.send_response(302)
+                self.send_header("Location", f"http://127.0.0.1:{port}/elsewhere/")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            body = b'{"ok": true}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST  # a 302 is followed as a GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server, port = serve_http(Double)
+    token = {"REMEDIATOR_OPERATOR_TOKEN": "operator-token-never-elsewhere-0123"}
+    try:
+        done = remediator(tmp_path, "approve", "abc", "--url", f"http://127.0.0.1:{port}/moved",
+                          env=token)
+        assert done.returncode == 1 and "302" in done.stderr and "not followed" in done.stderr, \
+            done.stderr
+        assert [path for path, _ in seen] == ["/moved/api/v1/executions/abc/approve"]
+        done = remediator(tmp_path, "approve", "abc", "--url", f"http://127.0.0.1:{port}",
+                          env=token)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert "what is not a decision" in done.stderr and "remediator show abc" in done.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    done = remediator(tmp_path, "approve", "abc", "--url",
+                      f"http://admin:url-password-0123@127.0.0.1:{closed}", env=token)
+    assert done.returncode == 1 and "url-password-0123" not in done.stderr, done.stderr
