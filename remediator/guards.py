@@ -558,6 +558,16 @@ class Guards:
                 return block
         return None
 
+    def read_scope(self, step: Step, params: dict[str, Any]) -> Block | None:
+        """A step that changes nothing, whose namespace a template chose, is held to the
+        namespace allow and deny lists as a change is: a label `namespace=kube-system` made
+        a `kubernetes.get`, `logs` or `exec` read kube-system into the note. A namespace the
+        playbook names literally is its author's choice, read wherever it is."""
+        namespace = step.params.get("namespace")
+        if not isinstance(namespace, str) or not templating.is_template(namespace):
+            return None
+        return namespace_denied(self.settings, str(params.get("namespace") or ""))
+
     async def _approval(self, gc: GuardContext, step: Step, params: dict) -> Block | None:
         """One approval admits one step: each gated step waits for its own, with its own TTL."""
         if not step.approval or gc.mode != "live":

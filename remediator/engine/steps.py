@@ -130,9 +130,11 @@ class Steps:
                 record.outcome, record.detail = "failed", f"refused: invalid step target: {exc}"
                 return record
         scoped = not record.mutating and bool(action.scope(params))
-        if record.mutating or scoped:  # evidence writes, not mutating
+        # A read in a namespace a label chose is held to the namespace lists (guards.read_scope).
+        read_block = None if record.mutating else self.guards.read_scope(step, params)
+        if record.mutating or scoped or read_block:  # evidence writes, not mutating
             block = (await self.guards.before_mutation(gc, step, params) if record.mutating
-                     else self.guards.scope(step, params))
+                     else read_block or self.guards.scope(step, params))
             if block is RESOLVED_BLOCK:
                 record.outcome, record.detail = "cancelled", block.detail
                 return record

@@ -490,3 +490,28 @@ def test_a_success_is_counted_before_its_target_is_let_go(tmp_path, run):
     assert one["outcome"] == "succeeded" and h.calls == [one["id"]], (one, two)
     assert two["outcome"] == "blocked", two
     run(service.stop())
+
+
+READ_RULES = """
+playbooks:
+  - name: look
+    match: {alertname: PodCrash}
+    steps:
+      - name: pods
+        action: kubernetes.get
+        params: {resource: pods, namespace: "{{ labels.namespace }}", name: web}
+"""
+
+
+def test_a_read_in_a_namespace_a_label_chose_is_held_to_the_namespace_lists(worker_factory):
+    """A label namespace=kube-system made a kubernetes.get read kube-system into the note:
+    the namespace lists were checked for changes only."""
+    w = worker_factory(READ_RULES)
+    for namespace in ("kube-system", "shop"):
+        assert w.post_alerts(notification(alert("PodCrash", namespace=namespace,
+                                                fingerprint=namespace)))[0] == 202
+    decided = {d["fingerprint"]: d for d in w.wait_executions(2)}
+    [step] = decided["kube-system"]["steps"]
+    assert (step["outcome"], step["guard"]) == ("blocked", "scope_denied"), step
+    assert step["detail"] == "namespace 'kube-system' is denied"
+    assert decided["shop"]["steps"][0]["outcome"] != "blocked", decided["shop"]
