@@ -67,7 +67,8 @@ class Config:
     # as long as its sender liked. Ample for max_body_bytes over any network.
     body_timeout: float = 30.0
     # Connections open at once; past it a new one is answered 503 and closed (listener.py).
-    # 0: half the file descriptor limit, at most 4096 (the rest for the store, the actions).
+    # 0: half the file descriptor limit (the rest for the store, the actions); no cap of
+    # its own (listener.connection_limit says why).
     max_connections: int = 0
     # uvloop (libuv, in C) wherever it is installed; `asyncio`: Python's own (event_loop.py).
     event_loop: str = "auto"

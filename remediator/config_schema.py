@@ -111,7 +111,7 @@ _DECLARED: dict[str, dict[str, Any]] = {
     "operators": {"type": "array", "items": OPERATOR},
     "history_retention": {**DURATION, "description": "at least 1d"},
     "max_connections": {"type": "integer", "minimum": 0,
-                        "description": "0: half the file descriptor limit, at most 4096"},
+                        "description": "0: half the file descriptor limit"},
 }
 
 
