@@ -114,6 +114,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                     request[PRINCIPAL] = principal
                 response = await handler(request)
         except web.HTTPException as exc:  # a console page's answer (a redirect, a refusal)
+            exc.headers["Server"] = SERVER
             _unread_not_awaited(request, exc)
             raise
         except StoreUnavailable as exc:
@@ -143,6 +144,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             if deadline is not None:
                 deadline.cancel()
     _unread_not_awaited(request, response)
+    response.headers["Server"] = SERVER
+    if not webhook and request.path.startswith("/api/"):
+        response.headers["Cache-Control"] = "no-store"  # decisions hold alerts and notes
     if webhook:
         metrics = request.app[SERVICE].metrics
         counter = metrics.webhook_codes.get(response.status)
@@ -153,6 +157,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 _NOT_A_WEBHOOK = contextlib.nullcontext()
+# What every answer says serves it: aiohttp's default named its version (and Python's).
+SERVER = "remediator"
 # What a request whose client closed the connection mid-body counts as (nginx's code for it):
 # never sent, there is no one to send it to.
 CLIENT_CLOSED = 499

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
 import pytest
+import requests
 import yaml
 
 from remediator.auth import Operator
@@ -353,3 +354,15 @@ def test_with_credentials_a_cross_site_page_cannot_act_nor_log_in(worker_factory
                         {"Content-Type": "application/x-www-form-urlencoded", **own})
     assert status == 200, body
     assert http("POST", f"{w.url}/api/v1/pause", {}, cred)[0] == 200
+
+
+def test_answers_name_no_aiohttp_version_and_api_reads_are_not_cached(worker_factory):
+    w = worker_factory()
+    read = requests.get(f"{w.url}/api/v1/executions", headers=OPERATOR, timeout=10)
+    assert read.status_code == 200 and read.headers["Cache-Control"] == "no-store"
+    answers = [read, requests.post(f"{w.url}/alerts", json={}, timeout=10),
+               requests.get(f"{w.url}/ui/", allow_redirects=False, timeout=10),
+               requests.get(f"{w.url}/nowhere", timeout=10),
+               requests.get(f"{w.url}/-/healthy", timeout=10)]
+    assert [r.headers["Server"] for r in answers] == ["remediator"] * len(answers), \
+        [(r.status_code, r.headers.get("Server")) for r in answers]
