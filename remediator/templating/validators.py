@@ -100,6 +100,9 @@ def _docker_container(v: str) -> None:
         raise ValueError("must be a container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)")
 
 
+URL_MAX = 8192  # characters: what servers' request lines take (aiohttp's own limit, 8190)
+
+
 def _container_path(v: str) -> None:
     """An absolute, normalised path: a label may name a file, never climb out of a directory."""
     parts = v.split("/")
@@ -110,7 +113,10 @@ def _container_path(v: str) -> None:
 
 
 def _url(v: str) -> None:
-    if len(v) > 8192 or any(c.isspace() or not c.isprintable() for c in v):
+    if len(v) > URL_MAX:  # said as it is: "without spaces" sent a reader hunting for one
+        raise ValueError(f"must be an http(s) URL of at most {URL_MAX} characters, "
+                         f"not {len(v)}")
+    if any(c.isspace() or not c.isprintable() for c in v):
         raise ValueError("must be an http(s) URL without spaces or control characters")
     parts = urlsplit(v)
     if parts.scheme not in ("http", "https") or not parts.hostname:

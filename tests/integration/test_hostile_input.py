@@ -70,6 +70,18 @@ def test_a_label_cannot_choose_the_host_or_leave_its_path_segment(worker_factory
     assert step["params"]["url"] == "http://web.prod.svc/v1/..%2Fadmin?env=a%26b%3Dc"
 
 
+def test_a_url_too_long_is_refused_for_its_length(worker_factory):
+    """A label of 3 000 slashes (9 000 characters percent-encoded) made the URL's refusal
+    say "without spaces or control characters", which it had none of."""
+    w = worker_factory(PROBE_RULES)
+    assert w.post_alerts(notification(alert("ServiceDown", service="web", path="/" * 3000,
+                                            env="prod")))[0] == 202
+    [decision] = w.wait_executions(1)
+    assert decision["outcome"] == "failed", decision
+    assert "at most 8192 characters, not 90" in decision["reason"], decision["reason"]
+    assert "spaces" not in decision["reason"]
+
+
 HOLD_RULES = """
 playbooks:
   - name: hold
