@@ -129,6 +129,12 @@ def unescape(markdown: str) -> str:
     is written (a note's title; Slack, whose mrkdwn has no escapes and no `[text](url)`
     links; a page). A code span's or a fenced block's backslashes are their text (`a\\.b`
     in a label shown as code, `"C:\\\\data"` in evidence), kept as they are."""
+    # Without a backslash there is no escape to remove; without a backtick, no code. Every
+    # note's title comes here: `_CODE`'s scan of it cost more than the rest of `_title`.
+    if "\\" not in markdown:
+        return markdown
+    if "`" not in markdown:
+        return _ESCAPED.sub(r"\1", markdown)
     out, at = [], 0
     for code in _CODE.finditer(markdown):
         out += [_ESCAPED.sub(r"\1", markdown[at:code.start()]), code.group()]

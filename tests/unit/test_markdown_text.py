@@ -66,3 +66,20 @@ def test_what_makes_no_markup_is_left_as_it_is():
     for value in ["10.20.30.40:9100", "1.25.3", "0.95", "-flag", "--dry-run", "#tag",
                   "http://h/x?a=1&b=2", "~/.kube/config", "a~b", "+1", "=x", "pg_up", "1.x"]:
         assert markdown_text.text(value) == value, value
+
+
+def test_unescape_without_a_backslash_or_a_backtick_is_the_full_scan():
+    """unescape's shortcuts (no backslash: nothing to remove; no backtick: no code) give
+    what the scan for code spans and fences gives."""
+    def scanned(markdown: str) -> str:
+        out, at = [], 0
+        for found in markdown_text._CODE.finditer(markdown):
+            out += [markdown_text._ESCAPED.sub(r"\1", markdown[at:found.start()]), found.group()]
+            at = found.end()
+        return "".join([*out, markdown_text._ESCAPED.sub(r"\1", markdown[at:])])
+
+    rng = random.Random(11)
+    for alphabet in ("\\[]*_ab —\n", "`\\[]*_ab —\n", "`[]*_ab —\n"):
+        for _ in range(3000):
+            value = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+            assert markdown_text.unescape(value) == scanned(value), value
