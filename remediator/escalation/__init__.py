@@ -12,6 +12,8 @@ import re
 import time
 from typing import Any
 
+import orjson
+
 from .. import graphs, markdown_text, redact
 from ..actions.backends import Backends
 from ..metrics import Metrics
@@ -39,10 +41,14 @@ def _retryable(exc: BaseException) -> bool:
 def _valid_unicode(value: Any) -> Any:
     """Lone surrogates (a step result may carry one) replaced, so every sink can write it."""
     if isinstance(value, str):
-        try:  # only a lone surrogate cannot be encoded: checked in C, not by the pattern's scan
-            value.encode()
+        # Only a lone surrogate cannot be encoded: checked in C, not by the pattern's scan;
+        # by orjson, whose UTF-8 of the text stays with it for the decision's record to use
+        # (str.encode's was made again there: a note is UCS-2 for its em dashes, and each
+        # conversion of its Markdown ~28 k instructions).
+        try:
+            orjson.dumps(value)
             return value
-        except UnicodeEncodeError:
+        except orjson.JSONEncodeError:
             return _SURROGATE.sub("\ufffd", value)
     if isinstance(value, dict):
         return {_valid_unicode(k): _valid_unicode(v) for k, v in value.items()}
