@@ -74,18 +74,22 @@ class Turns:
         self.deferred = 0  # turns put off for intake (tests count them)
         self._webhook = _IntakeBusy(self)
         self._idle: list[Callable[[], None]] = []  # called once none is `ready()`
+        # bound once: a bound method made for each call_soon of every turn
+        self._grant_cb, self._after_cb = self._grant, self._after
 
     async def take(self) -> None:
         future = self._loop.create_future()
         self._waiting.append(future)
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._grant)
+            self._loop.call_soon(self._grant_cb)
         try:
             await future
         finally:
             if not future.cancelled():  # granted: the chunk starts now, its task resumed
-                self._begin()
+                # (a call each for this, `_end` and `_busy` were a fifth of a turn's Python)
+                self._chunk = (0.0, self._clock(), self._cpu())
+                self._open = True
 
     def held(self, limit: float | None = None) -> bool:
         """The code running now is still in the chunk its turn began (its task has not
@@ -122,17 +126,18 @@ class Turns:
         if not self.intake and self._timer is not None:  # look again now, not at the timer
             self._timer.cancel()
             self._timer = None
-            self._loop.call_soon(self._grant)
+            self._loop.call_soon(self._grant_cb)
 
     def _grant(self) -> None:
         self._timer = None
-        wait = self._intake_time() if self._busy() else 0.0
-        if wait > 0:  # ask again once intake had its time, or the loop idled
+        # intake busy: a webhook in flight, or one answered within RECENT
+        if (self.intake or self._clock() - self.answered_at < RECENT) and \
+                self._intake_time() > 0:  # ask again once intake had its time, or the loop idled
             self.deferred += 1
             # 1 ms whatever the wait: asyncio's epoll waits at least that; uvloop rounds a
             # shorter delay to 0 and the loop spun re-arming it (75 % of a core, a 0.1 ms
             # chunk beside a webhook in flight). A webhook's I/O wakes the loop sooner.
-            self._timer = self._loop.call_later(0.001, self._grant)
+            self._timer = self._loop.call_later(0.001, self._grant_cb)
             self._idled()
             return
         # The waiter resumes in the next iteration, and `_after` runs right after its step:
@@ -142,28 +147,30 @@ class Turns:
             future = self._waiting.popleft()
             if not future.done():  # a waiter cancelled meanwhile (shutdown) gives its turn on
                 future.set_result(None)
-                self._loop.call_soon(self._after)
+                self._loop.call_soon(self._after_cb)
                 self.granted += 1
                 return
         self._scheduled = False
-        self._idled()
+        if self._idle:
+            self._idled()
 
     def _after(self) -> None:
-        self._end()
+        cpu = self._cpu()  # the chunk ends
+        self._chunk = (cpu - self._chunk[2], self._clock(), cpu)
+        self._charged = 0.0
+        self._open = False
         if self._waiting:
             self._grant()
         else:
             self._scheduled = False
-            self._idled()
+            if self._idle:
+                self._idled()
 
     def _idled(self) -> None:
         if self._idle:
             callbacks, self._idle = self._idle, []
             for callback in callbacks:
                 callback()
-
-    def _busy(self) -> bool:
-        return bool(self.intake) or self._clock() - self.answered_at < RECENT
 
     def _intake_time(self) -> float:
         """How much more of the loop's CPU the other work (intake) is due before the next
@@ -176,15 +183,6 @@ class Turns:
         took, busy = took + self._charged, busy - self._charged
         return 0.0 if idle >= took else max(0.0, took * (1 - SHARE) / SHARE - busy)
 
-    def _begin(self) -> None:
-        self._chunk = (0.0, self._clock(), self._cpu())
-        self._open = True
-
-    def _end(self) -> None:
-        cpu = self._cpu()
-        self._chunk = (cpu - self._chunk[2], self._clock(), cpu)
-        self._charged = 0.0
-        self._open = False
 
 
 _turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Turns] = weakref.WeakKeyDictionary()
