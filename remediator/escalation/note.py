@@ -239,7 +239,7 @@ def note_for(decision: dict[str, Any], pb: Playbook | None, approve_url: str = "
         lines.append(f"- **Source:** {_link(alert['generatorURL'])}")
     lines += [
         f"- **Runbook:** {pb.runbook if pb and pb.runbook else annotation('runbook_url')}",
-        "- **Labels:** " + ", ".join(code(f"{k}={v}") for k, v in sorted(labels.items())),
+        "- **Labels:** " + _labels(labels),
         "",
         "## Timeline",
         "",
@@ -382,6 +382,23 @@ def _line(text: str) -> str:
 
 
 _kept_line = functools.lru_cache(maxsize=4096)(_line)
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    """The alert's labels, each as code, in order: a storm's alerts repeat a few sets of
+    them, each line made once (a code span per label was most of a note's markup calls)."""
+    items = tuple(sorted(labels.items()))
+    line = _LABELS.get(items)
+    if line is None:
+        line = ", ".join(code(f"{k}={v}") for k, v in items)
+        if len(line) <= 1024:  # a long one (a label's value of kilobytes) is not held
+            if len(_LABELS) >= 1024:
+                _LABELS.clear()
+            _LABELS[items] = line
+    return line
+
+
+_LABELS: dict[tuple[tuple[str, str], ...], str] = {}
 
 
 def _minutes(seconds: float) -> str:
