@@ -474,13 +474,16 @@ class Guards:
         return None
 
     async def admit(self, gc: GuardContext, step: Step, params: dict[str, Any],
-                    intent: Entry) -> Block | None:
+                    intent: Entry, reserved: bool = False) -> Block | None:
         """Admit a live mutation in the write that journals its `intent`, once its call
         slot is held, or say why not: the pause, then the counted limits (rate limit,
         cooldown, budget) are checked and the mutation reserved in them by one atomic
         `Store.admit`, so executions running at the same time, on any replica, can never
         both take the last place of a limit, admissions on unrelated targets never wait for
-        each other, and a pause thrown anywhere before the call stops it."""
+        each other, and a pause thrown anywhere before the call stops it. `reserved`: its
+        intent is journaled already, by an admission whose answer was lost before its call
+        (`Records.unsent`): the pause, resolution and lock are read again, nothing reserved
+        twice."""
         # The same write reads the firing alert's resolution, whatever the step: one
         # acknowledged while the change waited for its slot stops it (`before_mutation`
         # read it before that wait, and only for a step it did not fold into this write).
@@ -493,7 +496,7 @@ class Guards:
             else None
         for _ in range(3):  # an attempt counts even if it fails: it touched the target
             try:
-                limits, events = self._reservation(gc, step)
+                limits, events = ([], []) if reserved else self._reservation(gc, step)
             except UnmadeKey as exc:
                 return Block("rate_limited", f"the rate limit cannot be checked: {exc}")
             admitted = await self.store.admit(limits, events, unless_paused=True,

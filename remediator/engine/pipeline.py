@@ -154,7 +154,7 @@ class Engine:
             return await self.records.interrupted(existing, why)
         finally:
             try:
-                await self.records.ended(run["id"])  # its target locks, if it still holds any
+                await self.records.ended(run["id"], alert.dedupe_key)  # its target locks, if any
             finally:
                 self.inflight.finish(run["id"])
 
@@ -209,7 +209,7 @@ class Engine:
                                  f"recorded: {type(refused).__name__}: {refused}") from refused
         finally:
             try:
-                await self.records.ended(execution_id)
+                await self.records.ended(execution_id, dedupe_key)
             finally:  # stopped whatever ending it met: its retry must not wait for itself
                 self.inflight.finish(execution_id)
 
@@ -319,6 +319,8 @@ class Engine:
                          ctx: dict[str, Any], gc: GuardContext, resumed: bool) -> str | None:
         # A live run's first journal entry carries its record: none recorded, nothing journaled.
         journal = await self.store.completed_steps(decision["id"]) if resumed else {}
+        if unsaved := self.records.unsaved.get(decision["id"]):  # its last attempt's, unwritten
+            journal[unsaved[0]] = unsaved[1]
         step_records: list[dict[str, Any]] = []
         decision["steps"] = step_records
         outcome = "succeeded"
@@ -328,17 +330,21 @@ class Engine:
                 changed = (f"the playbook changed since this execution started (step "
                            f"{index + 1} was {done['name']!r}, now {step.name!r})")
                 # Its journal as it stands, the step it was in failed: none left `running`.
-                await self.records.fail_running_steps(decision, f"interrupted by a restart "
-                                                      f"while running, and not resumed: {changed}")
+                await self.records.fail_running_steps(decision, f"interrupted while running, "
+                                                      f"and not resumed: {changed}")
                 decision["reason"] = (f"{changed}; not resumed against different steps: "
                                       f"{changes(decision)}")
                 return "failed"
-            if done and done["outcome"] == "running" and not ACTIONS[step.action].repeatable(
-                    done["params"]):
+            # Its admission's answer was lost (an outage) before its call, in this process:
+            # the intent may be journaled, but the call was never sent.
+            unsent = done is not None and self.records.unsent.get(decision["id"]) == index
+            if done and done["outcome"] == "running" and not unsent and not ACTIONS[
+                    step.action].repeatable(done["params"]):
                 # A crash interrupted this mutation: it may or may not have happened.
                 done.update(outcome="failed", uncertain=True,
-                            detail="interrupted by a restart while running; it may or may "
-                            "not have taken effect, so it is not repeated")
+                            detail="interrupted while running (a restart, or its result could "
+                            "not be recorded); it may or may not have taken effect, so it is "
+                            "not repeated")
                 step_records.append(done)
                 await self.records.journal(decision, index, done)
                 decision["reason"] = f"step {step.name!r} was interrupted: verify its effect by hand"
@@ -355,8 +361,9 @@ class Engine:
                     return after_cancel(decision, step.name, done, step_records,
                                         gc.playbook.resolution_verifies)
                 continue
-            if unsaved := self.records.unsaved.pop(decision["id"], None):  # before the next step
+            if unsaved := self.records.unsaved.get(decision["id"]):  # before the next step
                 await self.records.journal(decision, *unsaved)
+                del self.records.unsaved[decision["id"]]  # kept until written (`ended`)
             if gc.mode != "dry-run" or not len(step_records) % PLAN_CHUNK \
                     or not turns.held(turns.LONG):
                 # A step is a chunk of its own; a plan's steps (nothing called, nothing written
@@ -383,7 +390,7 @@ class Engine:
                                       or done.get("guard") == "approval_pending") else None
             keep: list[tuple[dict[str, Any] | None, bool]] | None = [] if key else None
             record = await self.steps.run(step, ctx, gc, journal=(decision, index), asked=asked,
-                                          keep=keep)
+                                          keep=keep, admitted=unsent)
             journaled = record.to_dict()  # redacted once: recorded, shown and templated
             if gc.mode == "dry-run":
                 self.plans.keep(step, record, journaled)

@@ -54,6 +54,14 @@ class Records:
     # key of their alert: each keeps its target until it is, across the retries of a write
     # the store refused (`Engine.execute`, `let_go`).
     uncounted: dict[str, str] = field(default_factory=dict)
+    # Live runs whose attempt ended before a write it owed was made, by their alert's dedupe
+    # key, until its retry here writes it or the alert is let go (`let_go`): their step result
+    # in `unsaved`, and the step whose change's admission was not answered (`unsent`: its
+    # call never sent, though the admission and its intent may have been committed). Dropped,
+    # the retry found that step `running` in the journal and took a change it knew done, or
+    # never sent, for one that may have happened: the run stopped halfway, "verify by hand".
+    kept: dict[str, str] = field(default_factory=dict)
+    unsent: dict[str, int] = field(default_factory=dict)
     # The approvals (`execution:step`) the last maintenance pass here found pending: one gone
     # since was decided, and its run is read once (`approvals.expire`).
     pending_seen: set[str] = field(default_factory=set)
@@ -63,6 +71,10 @@ class Records:
         another replica): the targets its runs kept for a success still unwritten are let
         go. Let go when the write was refused, another alert on the target found it free
         before the retry and changed it again, uncounted by the circuit."""
+        for execution_id in [e for e, k in self.kept.items() if k == key]:
+            del self.kept[execution_id]
+            self.unsaved.pop(execution_id, None)
+            self.unsent.pop(execution_id, None)
         for execution_id in [e for e, k in self.uncounted.items() if k == key]:
             del self.uncounted[execution_id]
             try:
@@ -71,10 +83,12 @@ class Records:
                 log.exception("cannot release the target of %s", execution_id,
                               extra={"execution_id": execution_id})
 
-    async def ended(self, execution_id: str) -> None:
-        """An execution's attempt is over, recorded or not: what it left unwritten is
-        forgotten, and its targets let go unless a success still to be written keeps them."""
-        self.unsaved.pop(execution_id, None)
+    async def ended(self, execution_id: str, key: str) -> None:
+        """An execution's attempt for the alert `key` is over, recorded or not: what it left
+        unwritten is kept for the alert's retry here (`kept`), and its targets let go unless
+        a success still to be written keeps them."""
+        if execution_id in self.unsaved or execution_id in self.unsent:
+            self.kept[execution_id] = key
         self.unrecorded.discard(execution_id)
         if execution_id not in self.uncounted:
             await self.guards.release_all(execution_id)
@@ -130,8 +144,8 @@ class Records:
         not resumed (`why`): `failed`, its journal in it, what it changed or may have changed
         named, the step it was in failed (uncertain if a change), and a note."""
         decision.update(outcome="failed", reason="")
-        await self.fail_running_steps(decision, "interrupted by a restart while running, "
-                                      f"and not resumed: {why}")
+        await self.fail_running_steps(decision, "interrupted while running (a restart, or its "
+                                      f"result could not be recorded), and not resumed: {why}")
         decision["reason"] = f"interrupted and not resumed: {why}; {changes(decision)}"
         return await self.finish(decision, escalate=True)
 
@@ -172,8 +186,9 @@ class Records:
                 del self.uncounted[decision["id"]]
                 await self.guards.release_all(decision["id"])
             events = None
-            if unsaved := self.unsaved.pop(decision["id"], None):  # so is the journal
+            if unsaved := self.unsaved.get(decision["id"]):  # so is the journal
                 await self.journal(decision, *unsaved)
+                del self.unsaved[decision["id"]]  # written: kept until then, if refused
             # Rendering the note is a chunk of its own, recording the decision (encoding it)
             # another; but a dry run's note continues its plan's chunk (nothing was called or
             # written since) unless that ran for `turns.LONG` (a playbook's first plan), and
@@ -209,6 +224,8 @@ class Records:
         resumed = time.perf_counter()
         self.uncounted.pop(decision["id"], None)
         self.unsaved.pop(decision["id"], None)
+        self.unsent.pop(decision["id"], None)
+        self.kept.pop(decision["id"], None)
         self.unrecorded.discard(decision["id"])
         if self.escalator is not None:  # recorded: a later note of its execution is news
             self.escalator.recorded(decision["id"])
@@ -227,16 +244,17 @@ class Records:
         return decision
 
     async def journal(self, decision: dict[str, Any], index: int, record: dict[str, Any],
-                      admit: tuple[GuardContext, Step, dict[str, Any]] | None = None
-                      ) -> Block | None:
+                      admit: tuple[GuardContext, Step, dict[str, Any]] | None = None,
+                      reserved: bool = False) -> Block | None:
         """Journal a step record; a live run's first carries its `running` record (still
         running even when journaled just before its note: a crash then resumes the run).
-        With `admit` (a change's intent), only if the change is admitted in that write;
-        else the block that says why not, and nothing is written."""
+        With `admit` (a change's intent), only if the change is admitted in that write
+        (`reserved`: as `Guards.admit`); else the block that says why not, and nothing is
+        written."""
         first = dict(decision, outcome="running") if decision["id"] in self.unrecorded else None
         entry = (decision["id"], index, record, first)
         if admit is not None:
-            if block := await self.guards.admit(*admit, entry):
+            if block := await self.guards.admit(*admit, entry, reserved=reserved):
                 return block
         else:
             await self.store.save_step(*entry)

@@ -42,12 +42,14 @@ class Steps:
 
     async def run(self, step: Step, ctx: dict[str, Any], gc: GuardContext,
                   journal: tuple[dict[str, Any], int], asked: dict[str, Any] | None = None,
-                  keep: list[tuple[dict[str, Any] | None, bool]] | None = None) -> StepRecord:
+                  keep: list[tuple[dict[str, Any] | None, bool]] | None = None,
+                  admitted: bool = False) -> StepRecord:
         """One step's record. `asked`: its journaled record, when it is resumed after its
         approval or repeated after a restart interrupted it (run only as it was then).
         `keep`: a dry run's plan that is a function of what its templates read gets what
         must still be judged for each alert (`plans.replanned`): the checked parameters the
-        alert's own check is asked about (None: not asked), and whether the scope guard is."""
+        alert's own check is asked about (None: not asked), and whether the scope guard is.
+        `admitted`: its change was admitted, its call never sent (`Records.unsent`)."""
         action = ACTIONS[step.action]
         record = StepRecord(name=step.name, action=step.action, params={}, outcome="planned")
         planning = gc.mode == "dry-run"
@@ -111,7 +113,7 @@ class Steps:
         if changed and asked["outcome"] == "running":  # as it was, it may have taken effect
             record.outcome, record.params = "failed", asked["params"]
             record.mutating = record.uncertain = True
-            record.detail = ("interrupted by a restart while running; the playbook now gives "
+            record.detail = ("interrupted while running; the playbook now gives "
                              "it other parameters (it was reloaded), so it is not repeated: it "
                              "may or may not have taken effect as it was")
             return record
@@ -161,12 +163,18 @@ class Steps:
             if not journaled:
                 # A change is admitted in the very write that journals its intent, once its
                 # call slot is held: a pause thrown on any replica until then stops it here.
-                block = await self.records.journal(*journal, record.to_dict(),
-                                                   admit=(gc, step, params) if record.mutating
-                                                   else None)
+                try:
+                    block = await self.records.journal(
+                        *journal, record.to_dict(), reserved=admitted,
+                        admit=(gc, step, params) if record.mutating else None)
+                except Exception:  # committed or not, its call is not sent: the alert's
+                    # retry here may run it, not take it for a change interrupted mid-call
+                    self.records.unsent[gc.execution_id] = journal[1]
+                    raise
                 if block is not None:
                     raise Refused(block, cancelled=block is RESOLVED_BLOCK)
                 journaled = True
+                self.records.unsent.pop(gc.execution_id, None)
             # Before each attempt, the run must still be this process's: its lease may have
             # lapsed while the admission was answered or a retry waited (the process frozen,
             # cut off), and the replica that took it over resumes it from this intent.

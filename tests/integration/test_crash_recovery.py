@@ -304,3 +304,40 @@ def test_a_crash_between_delivery_and_record_repeats_the_note_under_the_same_key
     for delivery in (first, again):
         assert delivery.headers["Idempotency-Key"] == decision["id"]
         assert delivery.body["idempotency_key"] == decision["id"] == delivery.body["id"]
+
+
+def test_a_change_whose_result_the_store_refused_is_not_taken_for_an_interrupted_one(
+        tmp_path, webhook_receiver):
+    """The store refuses the write of a change's success (locked by another process past
+    its patience): the alert's retry, in the same process, knows the change succeeded and
+    goes on with the next step, instead of finding it `running` in the journal and failing
+    the run as interrupted ("verify its effect by hand") with the fix half applied."""
+    rules = write_rules(tmp_path / "rules", RULES % {"url": webhook_receiver.url})
+    w = WorkerProcess(tmp_path, [str(rules)], mode="live").start()
+    locker = sqlite3.connect(w.db.removeprefix("sqlite:///"), isolation_level=None,
+                             check_same_thread=False)
+
+    def lock_before_answering(delivery) -> None:  # the change landed; its record cannot
+        if delivery.body["step"] == 1:
+            locker.execute("BEGIN IMMEDIATE")
+    webhook_receiver.on_post = lock_before_answering
+    try:
+        assert w.post_alerts(notification(alert("CrashTest", deployment="web",
+                                                fingerprint="r1")))[0] == 202
+        deadline = time.monotonic() + 30
+        while "store unavailable while processing" not in w.logs():
+            assert time.monotonic() < deadline, w.logs()
+            time.sleep(0.1)
+        locker.execute("COMMIT")
+        deadline = time.monotonic() + 30
+        while (d := w.executions(fingerprint="r1")[0])["outcome"] == "running":
+            assert time.monotonic() < deadline, w.logs()
+            time.sleep(0.1)
+        assert d["outcome"] == "succeeded", d["reason"]
+        assert [(s["name"], s["outcome"]) for s in d["steps"]] == [
+            ("first", "succeeded"), ("pause", "succeeded"), ("second", "succeeded")]
+        assert _calls(webhook_receiver) == [("r1", 1), ("r1", 2)]  # each once
+    finally:
+        locker.close()
+        assert w.stop() == 0
+
