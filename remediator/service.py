@@ -169,6 +169,8 @@ class Service:
     async def stop(self) -> None:
         """Stop taking work, let running steps finish within the grace period, close."""
         self._stopping = True
+        if self.engine is not None:  # running steps finish; no change starts (`Steps.stopping`)
+            self.engine.steps.stopping = True
         self.ready = False
         self._wakeup.set()
         for task in (*self._tasks, self._probe):

@@ -39,6 +39,9 @@ class Steps:
     executor: Executor
     backends: Backends
     metrics: Metrics | None
+    # The service is stopping (`Service.stop`): no change is started, its run stops before
+    # its admission and resumes from there after the restart. A step under way finishes.
+    stopping: bool = False
 
     async def run(self, step: Step, ctx: dict[str, Any], gc: GuardContext,
                   journal: tuple[dict[str, Any], int], asked: dict[str, Any] | None = None,
@@ -161,6 +164,10 @@ class Steps:
         async def intent() -> None:
             nonlocal journaled
             if not journaled:
+                if record.mutating and self.stopping:  # the run resumes here after restart
+                    log.info("step %r not started: shutting down", step.name,
+                             extra={"execution_id": gc.execution_id})
+                    raise asyncio.CancelledError
                 # A change is admitted in the very write that journals its intent, once its
                 # call slot is held: a pause thrown on any replica until then stops it here.
                 try:

@@ -341,3 +341,48 @@ def test_a_change_whose_result_the_store_refused_is_not_taken_for_an_interrupted
         locker.close()
         assert w.stop() == 0
 
+
+SETTLES = """
+playbooks:
+  - name: settles
+    match: {alertname: Settles}
+    target: {kind: deployment, namespace: demo, name: web}
+    guards: {rate_limit: {max: 10, window: 1h}}
+    steps:
+      - name: settle
+        action: wait
+        params: {duration: 2s}
+      - name: restart
+        action: http.request
+        params: {url: "%(url)s", method: POST, json: {fp: "{{ alert.fingerprint }}", step: 1}}
+"""
+
+
+def test_sigterm_starts_no_change_and_the_run_resumes_with_it_after_restart(
+        tmp_path, webhook_receiver):
+    """SIGTERM while a run waits before its change: the wait finishes, but the change is not
+    started by a process that is stopping (the grace period could cut it off mid-call, and
+    it would then be "interrupted: verify by hand"). After the restart the run resumes
+    there, and the change is made once."""
+    rules = write_rules(tmp_path / "rules", SETTLES % {"url": webhook_receiver.url})
+    env = {"REMEDIATOR_GRACE_PERIOD": "20s"}
+    w = WorkerProcess(tmp_path, [str(rules)], mode="live", extra_env=env).start()
+    assert w.post_alerts(notification(alert("Settles", fingerprint="t1")))[0] == 202
+    deadline = time.monotonic() + 10
+    while not w.executions(outcome="running"):
+        assert time.monotonic() < deadline, w.logs()
+        time.sleep(0.05)
+    assert w.stop() == 0
+    assert webhook_receiver.deliveries == []  # not started while stopping
+    assert "still running after" not in w.logs()  # it stopped at once, not at the grace's end
+
+    w2 = WorkerProcess(tmp_path, [str(rules)], mode="live", extra_env=env, store=w.db).start()
+    try:
+        deadline = time.monotonic() + 30
+        while (d := w2.executions(fingerprint="t1")[0])["outcome"] == "running":
+            assert time.monotonic() < deadline, w2.logs()
+            time.sleep(0.1)
+        assert d["outcome"] == "succeeded", d["reason"]
+        assert _calls(webhook_receiver) == [("t1", 1)]
+    finally:
+        assert w2.stop() == 0
