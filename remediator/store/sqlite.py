@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -44,6 +45,8 @@ from .base import (
     StoreUnavailable,
 )
 from .sqlite_files import WriterLock
+
+log = logging.getLogger("remediator.store")
 
 T = TypeVar("T")
 Rows = list[tuple[str, dict[str, Any], dict[str, Any]]]
@@ -208,6 +211,11 @@ class _Checkpointer:
     in the storm bench, every few seconds); it now runs only once no frame was written for a
     whole interval (it gives the file's space back, and no commit waits for it then). The
     loop's commits refused meanwhile are retried as soon as the lock is let go (`released`).
+
+    Each pass also checks that `path` is still the file the store opened: deleted or
+    replaced under it (a cleanup job, a volume re-provisioned), every commit went on into
+    the unlinked file, acknowledged, and was gone at the next restart with the history,
+    cooldowns and pause. Then `gone` says why, and the store refuses writes (a 503).
     """
 
     CATCH_UP_PASSES, FEW_FRAMES = 8, 64
@@ -217,6 +225,9 @@ class _Checkpointer:
         self._stop = threading.Event()
         self.restarts = self.truncates = 0  # checkpoints that held the write lock (tests)
         self._released = released
+        self.gone: str | None = None
+        opened = os.stat(path)
+        self._file = (opened.st_dev, opened.st_ino)
         self._thread = threading.Thread(target=self._run, args=(path, interval, limit),
                                         name="sqlite-checkpoint", daemon=True)
         self._thread.start()
@@ -228,6 +239,10 @@ class _Checkpointer:
         wal, written = path + "-wal", -1  # the WAL's frames at the last pass
         try:
             while not self._stop.wait(interval):
+                if self.gone is None and (gone := self._moved(path)):
+                    log.error("store file %s %s: writes are refused until remediator is "
+                              "restarted on its volume", path, gone)
+                    self.gone = f"the store's file {path} {gone}; restart remediator"
                 with contextlib.suppress(sqlite3.Error, OSError):
                     _, frames, copied = self._checkpoint(db, "PASSIVE")
                     idle, written = frames == copied == written, frames
@@ -246,6 +261,16 @@ class _Checkpointer:
             with contextlib.suppress(sqlite3.Error):
                 self._checkpoint(db, "TRUNCATE")
             db.close()
+
+    def _moved(self, path: str) -> str | None:
+        """Why `path` is no longer the file the store opened, if it is not."""
+        try:
+            now = os.stat(path)
+        except FileNotFoundError:
+            return "was deleted"
+        except OSError:  # unreadable for a moment: said when it is definite
+            return None
+        return None if (now.st_dev, now.st_ino) == self._file else "was replaced"
 
     def _checkpoint(self, db: sqlite3.Connection, mode: str) -> tuple[int, int, int]:
         try:
@@ -315,6 +340,8 @@ class SQLiteStore(LocalCoordination):
         """
         if self._db is None:
             raise StoreUnavailable("store is not open")
+        if self._checkpointer is not None and self._checkpointer.gone:
+            raise StoreUnavailable(self._checkpointer.gone)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((fn, future, PRIORITY * priority | DURABLE * durable))

@@ -8,6 +8,7 @@ store no writes back.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -56,6 +57,25 @@ def test_sqlite_unready_while_another_process_holds_the_write_lock(tmp_path):
     finally:
         if holder is not None and holder.poll() is None:
             holder.kill()
+        assert w.stop() == 0
+
+
+def test_sqlite_unready_once_its_files_are_deleted_under_it(tmp_path):
+    """The store's files deleted under a running serve (a cleanup job, a volume
+    re-provisioned): its commits went on into the unlinked file, every webhook a 202, all of
+    it gone at the next restart with the history, cooldowns and pause. Now the store
+    notices, says so in the log, and refuses: webhooks and readiness 503."""
+    w = WorkerProcess(tmp_path, [str(write_rules(tmp_path / "rules", RULES))]).start()
+    try:
+        assert _ready_until(w, 200) == "Ready.\n"
+        db = w.db.removeprefix("sqlite:///")
+        for suffix in ("", "-wal", "-shm"):
+            os.unlink(db + suffix)
+        body = _ready_until(w, 503)
+        assert body.startswith(REFUSES) and "was deleted" in body, body
+        assert w.post_alerts(notification(alert("Anything", fingerprint="lost")))[0] == 503
+        assert f"store file {db} was deleted" in w.logs()
+    finally:
         assert w.stop() == 0
 
 
