@@ -107,6 +107,9 @@ class Service:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
         self._pruned_at = 0.0
+        # The keys of notifications that carried duplicates since the last maintenance pass
+        # (a superset: SQLite counts them), whose items it marks received again (`_refresh`).
+        self._resent: set[str] = set()
         self._pending_counted = -1.0  # monotonic time of the pending gauge's last count
         # Why the store refused intake's last commit (a webhook's, or readiness's probe of
         # it), None since one succeeded: what the webhook's 503 says is what readiness says.
@@ -251,6 +254,8 @@ class Service:
                 self.metrics.alerts_by_status[status].inc(count)
         if result.duplicates:
             self.metrics.alerts_duplicate.inc(result.duplicates)
+            if not claim:  # (a replay runs no maintenance)
+                self._resent.update(key for key, _, _ in rows)
         truncated = group["truncatedAlerts"]
         if truncated > 0:  # never sent to us: humans must know
             self.metrics.alerts_truncated.inc(truncated)
@@ -488,6 +493,7 @@ class Service:
         self.metrics.circuits_open.set(sum(1 for c in circuits.values()
                                            if c.get("until", 0) > now))
         await self._age_gauges(now)
+        await self._refresh(now)
         if now - self._pruned_at >= 3600:
             # Finished inbox items only serve deduplication. Past the retention a redelivery
             # is enqueued again, finds its execution already final (deterministic ids), and
@@ -502,6 +508,23 @@ class Service:
             if pruned:
                 log.info("pruned %d execution(s) older than %gs", pruned,
                          self.config.history_retention)
+
+    async def _refresh(self, now: float) -> None:
+        """Items sent again are received again, for the prune: an alert still firing, re-sent
+        by Alertmanager every `repeat_interval`, was forgotten past the inbox retention like
+        one long gone, and its next resend ran its playbook again (its execution, its
+        cooldown's events pruned too). Here, off intake's path (a duplicate there costs no
+        write), and only for items received at least an hour ago (or half the retention)."""
+        if not self._resent:
+            return
+        keys, self._resent = self._resent, set()
+        since = now - min(3600.0, self.config.inbox_retention / 2)
+        try:
+            await self.store.refresh_inbox(sorted(keys), datetime.fromtimestamp(
+                since, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), self.store.now_iso())
+        except BaseException:
+            self._resent |= keys  # tried again at the next pass
+            raise
 
     # --- operator actions --------------------------------------------------------------
 

@@ -154,6 +154,12 @@ class Store(Protocol):
         """Forget finished inbox items (and so their dedupe keys) received before then."""
         ...
 
+    async def refresh_inbox(self, keys: list[str], before_iso: str, now_iso: str) -> int:
+        """The items of `keys` received before `before_iso` are received `now_iso` (sent
+        again, as duplicates: an alert still firing is not pruned as if gone). Returns how
+        many were."""
+        ...
+
     async def prune_history(self, before: float) -> int:
         """Forget what is older than `before` (epoch seconds): executions that are final
         and were last updated before then (never one still `running` or with an approval

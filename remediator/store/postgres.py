@@ -631,6 +631,12 @@ class PostgresStore:
             "DELETE FROM inbox WHERE state='done' AND received_at < $1", before_iso))
         return int(status.split()[-1])
 
+    async def refresh_inbox(self, keys: list[str], before_iso: str, now_iso: str) -> int:
+        status = await self._call("prune", lambda db: db.execute(
+            "UPDATE inbox SET received_at=$1 WHERE received_at < $2 AND dedupe_key = "
+            "ANY($3::text[])", now_iso, before_iso, keys))
+        return int(status.split()[-1])
+
     async def prune_history(self, before: float) -> int:
         """As on SQLite: final executions last updated before `before` (none `running`, none
         with an approval pending), their steps and approval states, and old guard events."""

@@ -729,6 +729,11 @@ class SQLiteStore(LocalCoordination):
         return await self._write(lambda db: db.execute(
             "DELETE FROM inbox WHERE state='done' AND received_at < ?", (before_iso,)).rowcount)
 
+    async def refresh_inbox(self, keys: list[str], before_iso: str, now_iso: str) -> int:
+        return await self._write(lambda db: db.execute(
+            "UPDATE inbox SET received_at=?1 WHERE received_at < ?2 AND dedupe_key IN (SELECT "
+            "value FROM json_each(?3))", (now_iso, before_iso, json.dumps(keys))).rowcount)
+
     async def prune_history(self, before: float) -> int:
         cutoff = datetime.fromtimestamp(before, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         return await self._write(lambda db: self._prune(db, cutoff, before))

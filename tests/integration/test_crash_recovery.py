@@ -386,3 +386,62 @@ def test_sigterm_starts_no_change_and_the_run_resumes_with_it_after_restart(
         assert _calls(webhook_receiver) == [("t1", 1)]
     finally:
         assert w2.stop() == 0
+
+
+RESENT = """
+playbooks:
+  - name: resent
+    match: {alertname: Resent}
+    target: {kind: deployment, namespace: demo, name: web}
+    guards: {cooldown: 30m}
+    steps:
+      - name: restart
+        action: http.request
+        params: {url: "%(url)s", method: POST, json: {fp: "{{ alert.fingerprint }}", step: 1}}
+"""
+
+
+def test_an_alert_still_resent_past_the_retention_is_not_run_again(tmp_path, webhook_receiver):
+    """Alertmanager re-sends a still-firing alert every `repeat_interval`: each resend is a
+    duplicate, which never refreshed its item's receive time, so past the inbox retention
+    the item was pruned like one long gone (its execution and cooldown with the history's),
+    and the next resend ran the playbook again on the same episode. A resend now marks its
+    item received again (after an hour), and the prune keeps it."""
+    rules = write_rules(tmp_path / "rules", RESENT % {"url": webhook_receiver.url})
+    cfg = {"history_retention": "1d", "inbox_retention": "1d"}
+    payload = notification(alert("Resent", fingerprint="fr", starts_at="2026-11-30T10:00:00Z"))
+    w = WorkerProcess(tmp_path, [str(rules)], mode="live", config=cfg).start()
+    db = sqlite3.connect(w.db.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        assert w.post_alerts(payload)[0] == 202
+        assert [e["outcome"] for e in w.decided()] == ["succeeded"]
+        # 25 hours pass, the alert still firing: its rows are as old as they would be then.
+        old, old_ts = "2026-12-01T06:00:00.000000Z", time.time() - 25 * 3600
+        db.execute("UPDATE inbox SET received_at=?", (old,))
+        db.execute("UPDATE executions SET created_at=?, updated_at=?", (old, old))
+        db.execute("UPDATE events SET at=?", (old_ts,))
+        assert w.post_alerts(payload)[1] == {"accepted": 0, "duplicates": 1}  # re-sent
+        # (a later decision: the store's newest is never pruned)
+        assert w.post_alerts(notification(alert("Unmatched", fingerprint="other")))[0] == 202
+        deadline = time.monotonic() + 30
+        while not w.executions(fingerprint="other"):
+            assert time.monotonic() < deadline, w.logs()
+            time.sleep(0.1)
+        deadline = time.monotonic() + 30  # the next maintenance pass (every 10 s)
+        while db.execute("SELECT received_at FROM inbox WHERE dedupe_key LIKE 'fr:%'"
+                         ).fetchall() == [(old,)]:
+            assert time.monotonic() < deadline, w.logs()
+            time.sleep(0.2)
+    finally:
+        db.close()
+        assert w.stop() == 0
+    w2 = WorkerProcess(tmp_path, [str(rules)], mode="live", config=cfg, store=w.db).start()
+    try:
+        deadline = time.monotonic() + 30  # a start's first maintenance pass prunes
+        while "pruned 1 execution(s)" not in w2.logs():
+            assert time.monotonic() < deadline, w2.logs()
+            time.sleep(0.1)
+        assert w2.post_alerts(payload)[1] == {"accepted": 0, "duplicates": 1}  # not forgotten
+        assert len(webhook_receiver.deliveries) == 1
+    finally:
+        assert w2.stop() == 0

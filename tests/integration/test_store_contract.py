@@ -118,6 +118,27 @@ def test_inbox_dedupes_claims_finishes_and_resumes_after_a_restart(run, store_ur
     run(scenario())
 
 
+def test_an_item_received_again_is_kept_by_the_prune(run, store_url):
+    """`refresh_inbox`: an item sent again (a still-firing alert's resend) is received again,
+    so the retention's prune keeps it, and its resends stay duplicates; one received since
+    `before` is left as it is."""
+    async def scenario():
+        store = await _opened(store_url)
+        await store.enqueue(_rows(1, 2))
+        for item in await store.claim(10):
+            await store.finish(item.id)
+        await store.close()  # the lazily marked `done` written
+        store = await _opened(store_url)
+        later, latest = "2999-01-01T00:00:00.000000Z", "2999-01-02T00:00:00.000000Z"
+        assert await store.refresh_inbox(["k1", "k9"], later, latest) == 1
+        assert await store.refresh_inbox(["k1"], later, latest) == 0  # received since
+        assert await store.prune_inbox(later) == 1  # k2 only
+        assert await store.enqueue(_rows(1, 2)) == Enqueued(1, 1)
+        await store.close()
+
+    run(scenario())
+
+
 def test_items_enqueued_claimed_are_the_new_ones_and_no_one_elses_to_claim(run, store_url):
     """`replay`'s intake: its new alerts come back claimed, a key already received is a
     duplicate (not handed back), and no worker's claim takes the claimed ones."""
