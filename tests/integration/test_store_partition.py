@@ -150,3 +150,53 @@ def test_a_count_its_scrape_cut_off_ends_in_the_database_too(tmp_path, postgres_
         assert left == 0, f"{left} cut-off counts still running in the database"
     finally:
         w.stop()
+
+
+ADMITTED = """
+playbooks:
+  - name: admitted
+    match: {alertname: Admitted}
+    target: {kind: deployment, namespace: demo, name: web}
+    guards: {rate_limit: {max: 1, window: 1h}}
+    steps:
+      - name: restart
+        action: http.request
+        params: {url: "%(url)s", method: POST, json: {fp: "{{ alert.fingerprint }}"}}
+"""
+
+
+def test_a_change_admitted_whose_answer_was_lost_runs_once_on_the_retry(
+        tmp_path, postgres_url, webhook_receiver):
+    """The connection is cut after the admission's statement was sent, before its answer:
+    PostgreSQL committed it (the intent is journaled, the rate limit's place taken), but the
+    run saw the store fail, and its call was never sent. The alert's retry here knows that:
+    it runs the change, once, without taking a second place in the rate limit (of 1), where
+    it failed the run as interrupted ("verify its effect by hand") with nothing changed."""
+    url = urlsplit(postgres_url)
+    proxy = TcpProxy(url.port).start()
+    rules = write_rules(tmp_path / "rules", ADMITTED % {"url": webhook_receiver.url})
+    cfg = Config(rules=[str(rules)], store=url._replace(netloc=f"{url.username}@127.0.0.1:"
+                                                              f"{proxy.port}").geturl(),
+                 webhook_token=TOKEN, mode="live", escalation_dir=str(tmp_path / "notes"),
+                 guards=loopback_guards(), grace_period=0.1)
+    w = InProcessWorker(cfg).start()
+    try:
+        # The admission's statement (the schema's migration is behind us), cut once its
+        # values are sent, the claim it checks among them.
+        proxy.cut_after(b"remediator_admit", b"a1:2026-11-21T10:00:00Z:firing")
+        assert w.post_alerts(notification(alert("Admitted", fingerprint="a1")))[0] == 202
+        assert proxy.cut.wait(30)
+        [d] = w.wait_executions(1, timeout=30)
+        assert d["outcome"] == "succeeded", d["reason"]
+        assert [x.body for x in webhook_receiver.deliveries] == [{"fp": "a1"}]
+
+        async def mutations() -> int:
+            db = await asyncpg.connect(postgres_url)
+            try:
+                return await db.fetchval("SELECT count(*) FROM events WHERE kind='mutation'")
+            finally:
+                await db.close()
+        assert w.call(mutations()) == 1
+    finally:
+        w.stop()
+        proxy.stop()
