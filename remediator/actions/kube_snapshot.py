@@ -19,7 +19,7 @@ import json
 from typing import Any
 
 from .. import redact
-from .secret_text import credential_key, looks_secret, masked, output, secret_variable
+from .secret_text import credential, looks_secret, masked, output, secret_variable
 
 _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
@@ -50,7 +50,7 @@ def _walk(value: Any) -> Any:
 
 def _field(key: str, value: Any) -> Any:
     if isinstance(value, str):
-        return redact.REDACTED if credential_key(key) else output(value, lone_keys=False)
+        return redact.REDACTED if credential(key, value) else output(value, lone_keys=False)
     if key == "env" and isinstance(value, list):
         return [_env(item) for item in value]
     if key in ("args", "command") and isinstance(value, list) \
@@ -95,6 +95,6 @@ def _annotation(key: str, value: Any) -> Any:
         return json.dumps(evidence(applied, "configmaps" if kind == "configmap" else kind),
                           separators=(",", ":"))
     # its name after the prefix (`example.com/admin-token`)
-    if credential_key(key.rsplit("/", 1)[-1]) or looks_secret(value):
+    if credential(key.rsplit("/", 1)[-1], value) or looks_secret(value):
         return redact.REDACTED
     return output(value, lone_keys=False)

@@ -5,11 +5,15 @@ answer http.request records; before a step result, a note, the journal, a log li
 API shows it. Runbooks say `env | grep -v TOKEN | grep -v PEPPER`; this is
 that, much stricter.
 
-A variable is withheld whole (its value never shown) when its name says it holds a secret,
-or its value looks like one whatever the name (a private key, a token of a known issuer, an
-opaque key-like string). Every other value is shown with the credentials inside it masked: a
-URL's `user:pass@` (BROKER_URL, AMQP_ADDR), a credential query parameter, `password=…` /
-`db.password: …` / `--token …` inside an option string (JAVA_OPTS, NODE_OPTIONS).
+A value is a secret because of its name or its shape, never for being long hex: a variable is
+withheld whole (its value never shown) when its name says it holds a secret, or its value
+looks like one whatever the name (a private key, a token of a known issuer, an opaque
+key-like string mixing cases and digits). A git sha, a trace or request id, a digest stay: they
+are what an on-call engineer correlates by. A credential's setting (PASSWORD_MIN_LENGTH=12,
+AUTH_MODE=oidc) and a test runner's verdict (`--- PASS: TestFoo`) name no secret. Every other
+value is shown with the credentials inside it masked: a URL's `user:pass@` (BROKER_URL,
+AMQP_ADDR), a credential query parameter, `password=…` / `db.password: …` / `--token …` inside
+an option string (JAVA_OPTS, NODE_OPTIONS).
 
 Output is read line by line (and entry by entry between NULs, as /proc/<pid>/environ has
 them): an environment line (`NAME=value`, `export NAME=…`, a name without lower case, as
@@ -21,8 +25,8 @@ key-like string (`printenv SESSION_SECRET`). Inline, a secret's name is one rule
 (`private_key`, `privateKey`, `tls.key`, Cookie headers), a JSON key, a Kubernetes env pair's
 name; an error's CamelCase name followed by prose (`ExpiredToken: The provided token has
 expired`) names no secret. Lines without any of that (JSON, redis-cli INFO's `name:value`,
-psql, `lag=3`) are left as printed. Withholding too much costs some evidence; too little, a
-password in everyone's mailbox.
+psql, `lag=3`, `passed=3`) are left as printed. Withholding too much costs the evidence an
+escalation is read for; too little, a password in everyone's mailbox.
 """
 
 from __future__ import annotations
@@ -33,12 +37,13 @@ from typing import Any
 from .. import redact
 from ..untrusted_regex import compile_regex
 
-# Name parts that mean a secret. PASS anywhere (DB_PASS, SMTP_PASS, PASSWD), PWD (DB_PWD),
-# KEY (API_KEY, PRIVATE_KEY, KEYFILE), CERT, SALT, SESSION, COOKIE, SIGNING, and connection
-# strings that carry credentials in forms no pattern below knows (DSN, *_URI, DATABASE_URL).
+# Name parts that mean a secret. PASS anywhere (DB_PASS, SMTP_PASS, PASSWD) but in PASSED,
+# PASSES, PASSING (TESTS_PASSED=3, as the inline rule reads `passed`), PWD (DB_PWD), KEY
+# (API_KEY, PRIVATE_KEY, KEYFILE), CERT, SALT, SESSION, COOKIE, SIGNING, and connection strings
+# that carry credentials in forms no pattern below knows (DSN, *_URI, DATABASE_URL).
 SECRET_NAME = re.compile(
-    r"(?i)TOKEN|PEPPER|SECRET|PASS|PWD|PRIVATE|KEY|CERT|SALT|SESSION|COOKIE|SIGNING|CRED|AUTH"
-    r"|JWT|BEARER|HMAC|NONCE|DSN|DATABASE_URL|REDIS_URL|_URI$")
+    r"(?i)TOKEN|PEPPER|SECRET|PASS(?![EI])|PWD|PRIVATE|KEY|CERT|SALT|SESSION|COOKIE|SIGNING"
+    r"|CRED|AUTH|JWT|BEARER|HMAC|NONCE|DSN|DATABASE_URL|REDIS_URL|_URI$")
 
 # Values that are a secret whatever the variable is called. RE2: a value is the container's,
 # any length, and these run over each one.
@@ -49,12 +54,13 @@ _SECRET_VALUE = compile_regex(
     r"|\bgh[pousr]_[A-Za-z0-9]{30,}|\bgithub_pat_\w{30,}|\bglpat-[\w-]{20,}"
     r"|\bxox[abprs]-[A-Za-z0-9-]{10,}|\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}"
     r"|\bAIza[0-9A-Za-z_-]{30,}|\bSG\.[\w-]{16,}\.[\w-]{16,}|\bnpm_[A-Za-z0-9]{30,}")
-# A whole value that is one opaque key-like string: 32+ hex digits, or 24+ base64 characters
-# mixing upper case, lower case and digits (an API key, a session secret). A hostname, a path
-# or a version has dots, slashes or a single case. Python's re: one character class repeated
-# runs in linear time there too, and these run on each line of an output (RE2's call costs
-# ~20 us: 16 000 NUL-separated entries took 2 s on the event loop).
-_HEX = re.compile(r"[0-9a-fA-F]{32,}")
+# A whole value that is one opaque key-like string: 24+ base64 characters mixing upper case,
+# lower case and digits (an API key, AWS's secret access key, a session secret). A hostname, a
+# path or a version has dots, slashes or a single case. Hex alone is no secret's shape: it is
+# what an on-call engineer correlates by (a git sha, a trace or request id, S3's RequestId, a
+# digest, a container id), and a hex secret is named as one (SESSION_SECRET=…, `"token": …`).
+# Python's re: one character class repeated runs in linear time there too, and these run on
+# each line of an output (RE2's call costs ~20 us: 16 000 NUL-separated entries took 2 s).
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}")
 _MIXED = (re.compile(r"[A-Z]"), re.compile(r"[a-z]"), re.compile(r"[0-9]"))
 # The words that name a credential inside a longer text (`db.password`, `privateKey`,
@@ -130,21 +136,50 @@ def looks_secret(value: str) -> bool:
 def _opaque(value: str) -> bool:
     if len(value) < 24:
         return False
-    if _HEX.fullmatch(value):
-        return True
     return bool(_BASE64.fullmatch(value)) and all(p.search(value) for p in _MIXED)
 
 
 # A switch's value is no secret whatever its name: CERT_S3_READ_PRIMARY=false is what
 # deltacrown's playbook reads back from the deployment's env.
 _SWITCH = frozenset({"", "true", "false", "yes", "no", "on", "off", "enabled", "disabled"})
+# A credential's setting is no credential: a name whose last word says what its value tells
+# about one (PASSWORD_MIN_LENGTH=12, AUTH_MODE=oidc, TOKEN_TTL=3600, token_count,
+# POSTGRES_HOST_AUTH_METHOD, postgresql.conf's password_encryption, kubectl describe's
+# TokenExpirationSeconds and SecretName), when its value is a word or a number as a setting's
+# is. Anything else under such a name (a space, `=`, `/`, `:`, a quote inside, 65+ characters,
+# an opaque key-like string) is still withheld: a wrong guess shows a word, never a sentence.
+_SETTING_WORDS = frozenset({
+    "mode", "type", "method", "provider", "scheme", "algorithm", "alg", "policy", "encryption",
+    "length", "len", "size", "count", "min", "max", "limit", "rounds", "iterations", "ttl",
+    "timeout", "expiry", "expiration", "lifetime", "age", "duration", "interval", "seconds",
+    "minutes", "hours", "days", "name", "enabled", "disabled", "required"})
+_CAMEL_TAIL = re.compile(r"[a-z0-9]([A-Z][a-z]+)\Z")
+_PLAIN = re.compile(r"[\w.+-]{0,64}")
+
+
+def _setting(name: str, value: str) -> bool:
+    value = value.strip().strip("'\"")
+    return _names_setting(name) and bool(_PLAIN.fullmatch(value)) and not _opaque(value)
+
+
+def _names_setting(name: str) -> bool:
+    """Whether a name's last word (after `_`, `.`, `-`, or camel case's) is a setting's."""
+    cut = max(name.rfind("_"), name.rfind("."), name.rfind("-"))
+    if cut >= 0 and name[cut + 1:].lower() in _SETTING_WORDS:
+        return True
+    camel = None if name.islower() or name.isupper() else _CAMEL_TAIL.search(name)
+    return camel is not None and camel[1].lower() in _SETTING_WORDS
 
 
 def secret_variable(name: str, value: str) -> bool:
     """Whether an environment variable (or a ConfigMap's key) is withheld whole."""
     if value.strip().lower() in _SWITCH:
         return False
-    return bool(SECRET_NAME.search(name)) or looks_secret(value)
+    return _secret_name(name, value) or looks_secret(value)
+
+
+def _secret_name(name: str, value: str) -> bool:
+    return bool(SECRET_NAME.search(name)) and not _setting(name, value)
 
 
 def credential_key(key: str) -> bool:
@@ -154,6 +189,68 @@ def credential_key(key: str) -> bool:
     if not any(c.islower() for c in key):
         return bool(SECRET_NAME.search(key))
     return bool(_CREDENTIAL_KEY.fullmatch(key))
+
+
+def credential(key: str, value: str) -> bool:
+    """Whether the string `value` under `key` (JSON, YAML, a ConfigMap) is withheld: its key
+    names a credential and it is not one of its settings (`"token_ttl": "3600"`)."""
+    return credential_key(key) and not _setting(key, value)
+
+
+# An inline match names no credential after all (RE2 has no lookaround: the pattern finds
+# the candidates, _shown decides, in time linear in what the pattern matched):
+# - a credential's setting, as above;
+# - a test runner's verdict, `PASS: <test>`, upper case exactly: Go's `--- PASS: TestFoo (0.00s)`
+#   (any test name), automake's `# PASS:  5`, and a bare `PASS: ` (automake's, DejaGnu's, a
+#   grep of Go's) before a test's name: Go's (TestXxx, ExampleXxx, BenchmarkXxx, FuzzXxx and
+#   its subtests) or a test file's path (`tests/auth.sh`, `gcc.dg/x.c`). PASS is a password's
+#   name too (`PASS=…` in a script, an indented YAML `PASS: …`): before anything else
+#   (`PASS: hunter2`), or as `PASS=`, `pass:` or `Pass:`, it still is one;
+# - a source file's line (`test_auth.py:42:`, `session.go:118:`) and a scope (`auth::login`,
+#   pytest's `tests/test_auth.py::test_token`): no credential's name is a file or a path.
+# A value kept is one word without `=`: nothing a credential could hide in is left unread.
+_SOURCES = r"py|go|js|mjs|cjs|ts|tsx|jsx|rb|java|kt|rs|c|h|cc|cpp|hpp|cs|php|ex|exs|sh|pl|lua"
+_SOURCE = re.compile(rf"\.(?:{_SOURCES})\Z")
+_GO_TEST = re.compile(r"(?:Test|Example|Benchmark|Fuzz)(?![a-z])[^\s=:]*")
+_TEST_FILE = re.compile(rf"[\w.+-]*/[\w./+-]*|[\w+-][\w.+-]*\.(?:{_SOURCES}|test|t|bats|exp)")
+_FILE_LINE = re.compile(r"\d+(?::\d+)*:?")
+_SCOPE = re.compile(r":[\w.:\[\]/+-]*")
+# The key's name: the last word before its separator, or a Kubernetes env pair's `name`.
+# Matched at the start of the head reversed: a search for the last word tried each word.
+_NAME = re.compile(r"[^\w.-]*([\w.-]+)")
+_PAIR_NAME = re.compile(r"[^\w.-]*eulav[^\w.-]+([\w.-]+)")
+_UPPER_NAME = re.compile(r"[A-Z0-9_]+")
+
+
+def _shown(head: str, value: str, before: str) -> bool:
+    """Whether an inline match (`head` then `value`) is left as printed; `before`: the four
+    characters before it."""
+    if "=" in value:
+        return False
+    tail = head[:-257:-1]  # reversed; a name cut at 256 characters is none of these: masked
+    found = _NAME.match(tail)
+    if found is None or (found.end() == len(tail) and len(tail) < len(head)):
+        return False
+    name = found[1][::-1]
+    if name == "value":
+        found = _PAIR_NAME.match(tail)
+        name = found[1][::-1] if found else name
+    if _names_setting(name):
+        return _setting(name, value)
+    if name == "PASS" and head.rstrip().endswith("PASS:"):
+        if before.endswith("--- "):
+            return ":" not in value
+        if before.endswith("# ") and value.isdigit():
+            return True
+        return bool(_GO_TEST.fullmatch(value)) or (bool(
+            _TEST_FILE.fullmatch(value)) and not _opaque(value))
+    if value[:1] == ":" and head[-1:] == ":":
+        return bool(_SCOPE.fullmatch(value))
+    if "." in name and _SOURCE.search(name):
+        return bool(_FILE_LINE.fullmatch(value))
+    # TESTS_PASSED=3: an upper-case name's only PASS in PASSED, PASSES, PASSING
+    return "PASS" in name and bool(_UPPER_NAME.fullmatch(name)) and not SECRET_NAME.search(
+        name) and bool(_PLAIN.fullmatch(value.strip("'\"")))
 
 
 def masked(value: str) -> str:
@@ -174,6 +271,10 @@ def _mask(match: Any, kind: type = bytes) -> Any:
     head, value = match.group(kept), whole[len(match.group(kept)):]
     if kind is bytes:
         head, value = head.decode(), value.decode()
+    start = match.start()
+    before = match.string[max(0, start - 4):start]
+    if kept != 1 and _shown(head, value, before if kind is str else before.decode("latin-1")):
+        return whole
     if kept == _JSON_KEY:
         shown = f'{head}"{redact.REDACTED}"'
     elif value.strip("'\"").lower() in _SWITCH:  # CERT_S3_READ_PRIMARY=false, as
@@ -245,7 +346,7 @@ def _line(line: str, lone_keys: bool, tokens: bool) -> str:
         value = body[variable.end():].strip("'\"")
         if value.strip().lower() in _SWITCH:
             return line
-        if SECRET_NAME.search(variable[2]) or _opaque(value) or (
+        if _secret_name(variable[2], value) or _opaque(value) or (
                 tokens and _SECRET_VALUE.search(value)):
             return f"{variable[0]}{redact.REDACTED}{end}"
         return line
@@ -283,8 +384,8 @@ def json_value(data: Any) -> Any:
     if isinstance(data, dict):
         # a Kubernetes env pair: {"name": "DB_PASSWORD", "value": "…"}
         name = data.get("name")
-        return {k: redact.REDACTED if isinstance(v, str) and (credential_key(str(k)) or (
-                    k == "value" and isinstance(name, str) and credential_key(name)
+        return {k: redact.REDACTED if isinstance(v, str) and (credential(str(k), v) or (
+                    k == "value" and isinstance(name, str) and credential(name, v)
                     and v.strip().lower() not in _SWITCH))
                 else json_value(v) for k, v in data.items()}
     return data

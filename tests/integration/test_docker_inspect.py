@@ -118,21 +118,27 @@ SECRET_VALUES = ("hunter2hunter2", "smtp-pw-6655", "mongo-pw-7788", "pwd-value-9
                  "Zm9vYmFyYmF6cXV4", "quoted pw-5151", "tok-6161", "ak-7171")
 
 
+# What an on-call engineer reads the environment for: a credential's settings, a switch, the
+# build's git sha (hex is no secret's shape; a hex secret is named as one).
+EVIDENCE = {"AUTH_MODE": "oidc", "PASSWORD_MIN_LENGTH": "12", "CERT_S3_READ_PRIMARY": "false",
+            "GIT_SHA": "a94a8fe5ccb19ba61c4c0873d391e987982fbbd3"}
+
+
 def test_environment_never_shows_a_secret_by_name_or_by_look(docker_env, ctx, run):
     docker_env.service("libervia", "gateway", name="libervia-gateway",
                        env={**SECRETS, "NODE_ENV": "production", "PORT": "3000",
-                            "OPAQUE": "0123456789abcdef0123456789abcdef",
-                            "BASE_DIR": "/data/libervia"})
+                            "BASE_DIR": "/data/libervia", **EVIDENCE})
     state = inspect(run, ctx, container="libervia-gateway", environment=True)
     [gateway] = state["containers"]
     text = json.dumps(state)
     assert [s for s in SECRET_VALUES if s in text] == []
     assert gateway["environment_withheld"] == sorted(
         ["DB_PASS", "SMTP_PASS", "MONGO_PASS", "DB_PWD", "SESSION_SALT", "UPSTREAM",
-         "SIGNATURE_SEED", "OPAQUE"])
+         "SIGNATURE_SEED"])
     env = gateway["environment"]
     assert (env["NODE_ENV"], env["PORT"], env["BASE_DIR"]) == ("production", "3000",
                                                               "/data/libervia")
+    assert {name: env[name] for name in EVIDENCE} == EVIDENCE
     # the rest of a value stays: where the broker is, the JVM's other options
     assert env["BROKER"] == "amqp://<redacted>@mq:5672/vhost"
     assert env["JAVA_OPTS"] == "-Xmx1g -Dspring.datasource.password=<redacted> -Dx=1"

@@ -30,6 +30,12 @@ REPORT = '{"status": "ok", "uptime": 12, "keys": 3, "token_count": 2}\n'
 # redis-cli INFO, psql, pg_isready (as tests/support/docker.py's fakes print them) and the
 # `key=value` lines a script prints
 LINES = "lag=3\nstatus=ok\nexpired_keys=7\nkeyspace_hits:12\nsessions=4\nchecks passed: 5\n"
+# and what an engineer correlates by: a test's verdict, a credential's settings, S3's request id,
+# a git sha, a trace id (hex is no secret's shape)
+IDS = ("4442587FB7D0A2F9", "a94a8fe5ccb19ba61c4c0873d391e987982fbbd3",
+       "4bf92f3577b34da6a3ce929d0e0e4736")
+LINES += "\n".join(("--- PASS: TestTokenRefresh (0.00s)", "AUTH_MODE=oidc",
+                    "PASSWORD_MIN_LENGTH=12", f"RequestId: {IDS[0]}", *IDS[1:], ""))
 PLAIN = ("# Memory\r\nused_memory:1048576\r\nmaxmemory:0\r\n"
          " ?column? \n----------\n        1\n(1 row)\n"
          "/var/run/postgresql:5432 - accepting connections\n" + LINES)
@@ -72,6 +78,8 @@ def run_and_search(tmp_path: Path, rules: str, alertname: str, config: dict) -> 
     assert decision["outcome"] == "failed" and any(n.startswith("note ") for n in outputs)
     leaks = [(s, where) for s in SECRET_VALUES for where, text in outputs.items() if s in text]
     assert leaks == []
+    [note] = [text for where, text in outputs.items() if where.startswith("note ")]
+    assert [s for s in (*IDS, "TestTokenRefresh", "AUTH_MODE=oidc") if s not in note] == []
     # a secret's name anywhere in a line, in lower case, in an env pair; an error's name stays
     assert steps["shapes"]["result"]["stdout"] == SHAPES % (("<redacted>",) * len(SHAPE_VARS))
     assert steps["pairs"]["result"]["json"] == {

@@ -52,7 +52,9 @@ def run_and_search(tmp_path: Path, alertname: str, steps: list[dict], config: di
 NS = "shop"
 ENV = {"DB_PASS": "hunter2hunter2", "DATABASE_URL": "postgresql://app:pg-pw-7171@db:5432/app",
        "SMTP_URL": "smtp://mailer:smtp-pw-4141@mail:587", "LOG_LEVEL": "DEBUG",
-       "CERT_S3_READ_PRIMARY": "false"}
+       "CERT_S3_READ_PRIMARY": "false", "AUTH_MODE": "oidc", "PASSWORD_MIN_LENGTH": "12"}
+# Helm's checksum of the config the pods run with: hex is no secret's shape
+CHECKSUM = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 CONTAINER = {"name": "cart", "image": "registry.example.com/cart:1.0", "env": [
     {"name": k, "value": v} for k, v in ENV.items()],
     "args": ["--port=8080", "--password", "arg-pw-5151", "--api-key=arg-key-6161"],
@@ -75,7 +77,8 @@ def cart(kubeapi, kubeconfig):
                 "spec": {"replicas": 1, "template": {"spec": {"containers": [CONTAINER]}}}}
     kubeapi.add_deployment("cart", NS, replicas=1, containers=[CONTAINER], annotations={
         "kubectl.kubernetes.io/last-applied-configuration": json.dumps(manifest),
-        "example.com/admin-token": "ann-tok-9191", "example.com/owner": "shop-team"})
+        "example.com/admin-token": "ann-tok-9191", "example.com/owner": "shop-team",
+        "checksum/config": CHECKSUM})
     kubeapi.add({"apiVersion": "v1", "kind": "ConfigMap",
                  "metadata": {"name": "cart-config", "namespace": NS}, "data": CONFIG})
     documents = [doc for resource in ("deployments", "pods", "configmaps")
@@ -123,6 +126,7 @@ def test_kubernetes_get_never_records_a_secret_of_a_pod_template_or_a_configmap(
         **ENV, "DB_PASS": R, "DATABASE_URL": R, "SMTP_URL": f"smtp://{R}@mail:587"}
     annotations = obj["metadata"]["annotations"]
     assert annotations["example.com/admin-token"] == R
+    assert annotations["checksum/config"] == CHECKSUM
     applied = json.loads(annotations["kubectl.kubernetes.io/last-applied-configuration"])
     (container,) = applied["spec"]["template"]["spec"]["containers"]
     assert container == {k: shown[k] for k in CONTAINER}  # the same rules

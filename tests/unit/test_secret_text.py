@@ -9,6 +9,7 @@ import json
 import pytest
 
 from remediator.actions.secret_text import (
+    credential,
     credential_key,
     json_value,
     lines,
@@ -159,3 +160,117 @@ def test_an_object_key_is_a_name_not_a_credential() -> None:
         'object_key=certificates/0000.pem cache_key=c1 {"partition_key": "p1"}')
     assert not credential_key("object_key") and not credential_key("idempotency_key")
     assert credential_key("access_key") and credential_key("my_private_key")
+
+
+# What an on-call engineer correlates by, as real tools print it: a request id, a trace id, a
+# git sha, a digest, a UUID, a test runner's verdict, a credential's setting. Each line stays
+# as printed, every character (the runbooks' aws, kubectl, docker logs, psql, pytest, go test).
+SHA, TRACE, DIGEST = ("a94a8fe5ccb19ba61c4c0873d391e987982fbbd3", "4bf92f3577b34da6a3ce929d0e0e4736",
+                      "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+EVIDENCE = [
+    # aws cli, S3's error body, botocore's headers; a hex id or digest alone (--output text)
+    "An error occurred (AccessDenied) when calling the GetObject operation: Access Denied "
+    "(RequestId: 4442587FB7D0A2F9)",
+    "An error occurred (SignatureDoesNotMatch) when calling the PutObject operation: The request "
+    "signature we calculated does not match the signature you provided. Check your key and "
+    "signing method.",
+    "<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message>"
+    "<RequestId>4442587FB7D0A2F9</RequestId></Error>",
+    "x-amz-request-id: 4442587FB7D0A2F9\nRequestId: 4442587FB7D0A2F9\n4442587FB7D0A2F9",
+    f'{{\n    "ETag": "\\"d41d8cd98f00b204e9800998ecf8427e\\"",\n    "Metadata": {{\n'
+    f'        "checksum": "{DIGEST}"\n    }}\n}}',
+    DIGEST, TRACE, SHA, "550e8400-e29b-41d4-a716-446655440000",
+    # kubectl describe
+    f"Container ID:   containerd://{DIGEST}\n"
+    f"Image ID:       docker.io/library/nginx@sha256:{DIGEST}",
+    "    Environment:\n      AUTH_MODE:             oidc\n      PASSWORD_MIN_LENGTH:   12\n"
+    "      CERT_S3_READ_PRIMARY:  false\n      TOKEN_TTL:             3600",
+    "    TokenExpirationSeconds:  3607\n    SecretName:  db-credentials\n    Optional:    false",
+    f"Annotations:  checksum/config: {DIGEST}",
+    # docker logs of a gateway (pino JSON, Prometheus' text), its tracing headers
+    f'{{"level":30,"reqId":"req-1","traceId":"{TRACE}","msg":"request completed"}}',
+    'auth_failures_total{reason="INVALID_TOKEN",tenant="acme"} 17',
+    f"2026-12-02T07:12:03Z INFO request_id={TRACE} status=503 upstream=s3",
+    f"traceparent: 00-{TRACE}-00f067aa0ba902b7-01",
+    # psql, postgresql.conf
+    'psql: error: connection to server at "db" (10.0.0.3), port 5432 failed: FATAL:  password '
+    'authentication failed for user "app"',
+    "password_encryption = scram-sha-256",
+    # pytest
+    "tests/test_auth.py::test_token_refresh PASSED                          [ 50%]",
+    "FAILED tests/test_auth.py::test_login - AssertionError: assert 401 == 200",
+    "tests/test_auth.py:42: AssertionError\nauth_test.go:42: token mismatch",
+    "========================= 3 passed, 1 failed in 0.12s =========================",
+    # go test -v, automake's test driver and its summary
+    "=== RUN   TestTokenRefresh\n--- PASS: TestTokenRefresh (0.00s)\n"
+    "    --- PASS: TestTokenRefresh/expired_token (0.00s)\n--- FAIL: TestPassword (0.01s)\n"
+    "PASS\nok  \tgithub.com/acme/gw/auth\t0.012s",
+    "PASS: TestFoo\nPASS: tests/auth.sh 1 - token refresh\nFAIL: tests/db.sh\n# PASS:  5",
+    # git
+    f"commit {SHA}\nHEAD is now at a94a8fe fix: token refresh",
+    # a credential's settings and a switch, as env, set and a script print them
+    f"CERT_S3_READ_PRIMARY=false\nPASSWORD_MIN_LENGTH=12\nAUTH_MODE=oidc\nTOKEN_TTL=3600\n"
+    f"POSTGRES_HOST_AUTH_METHOD=scram-sha-256\nSESSION_TIMEOUT=30m\nJWT_ALGORITHM=HS256\n"
+    f"GIT_SHA={SHA}\nREQUEST_ID={TRACE}\nTESTS_PASSED=3\n",
+    "passed=3 failed=0 token_count=2 auth_mode: oidc",
+]
+
+
+@pytest.mark.parametrize("printed", EVIDENCE)
+def test_what_an_engineer_correlates_by_is_left_as_printed(printed: str) -> None:
+    assert output(printed) == printed
+    assert lines(printed.split("\n")) == printed.split("\n")
+
+
+# The shapes that stay withheld, next to what is now shown: a key-like string alone (AWS's
+# secret key), a token of a known issuer, a hex secret by its name, PASS as a password's name
+# (not a verdict), a setting's name over a value that is no setting's.
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+STILL_MASKED = [
+    (AWS_SECRET, R),
+    (f"AWS_SECRET_ACCESS_KEY={AWS_SECRET}\naws_secret_access_key = {AWS_SECRET}",
+     f"AWS_SECRET_ACCESS_KEY={R}\naws_secret_access_key = {R}"),
+    (f'{{"AccessKeyId": "ASIAIOSFODNN7EXAMPLE", "SecretAccessKey": "{AWS_SECRET}", '
+     f'"SessionToken": "IQoJb3JpZ2luX2VjEXAMPLE"}}',
+     f'{{"AccessKeyId": "{R}", "SecretAccessKey": "{R}", "SessionToken": "{R}"}}'),
+    ("ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8 eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",
+     f"{R} {R}"),
+    ("Authorization: Bearer abc.def\npassword=hunter2", f"Authorization: Bearer {R}\npassword={R}"),
+    ("-----BEGIN PRIVATE KEY-----\nMIIabc\n-----END PRIVATE KEY-----", R),
+    ("postgresql://app:hunter2@db:5432/app", f"postgresql://{R}@db:5432/app"),
+    (f"SESSION_SECRET={TRACE}\nsession_secret: {TRACE}", f"SESSION_SECRET={R}\nsession_secret: {R}"),
+    ('{"token_type": "Bearer", "access_token": "at-1", "expires_in": 3600}',
+     f'{{"token_type": "Bearer", "access_token": "{R}", "expires_in": 3600}}'),
+    # PASS as a password: `PASS=`, indented (YAML), lower case, before no test's name
+    ("PASS=hunter2\n  PASS: hunter2\npass: hunter2\nPass: hunter2\nPASS: hunter2\nDB_PASS: x",
+     f"PASS={R}\n  PASS: {R}\npass: {R}\nPass: {R}\nPASS: {R}\nDB_PASS: {R}"),
+    (f"PASS: {AWS_SECRET}\n# PASS: pw5\nPASSWORD: 12", f"PASS: {R}\n# PASS: {R}\nPASSWORD: {R}"),
+    # a setting's name, but no setting's value: a sentence, an assignment, a key
+    ('AUTH_MODE="oidc password=hunter2"\nx TOKEN_TTL=a=b auth_type: ' + AWS_SECRET,
+     f"AUTH_MODE={R}\nx TOKEN_TTL={R} auth_type: {R}"),
+    # a file's line or a scope only before a line number or a name
+    ("auth.py: password=hunter2 token::x=y", f"auth.py: {R} token:{R}"),
+]
+
+
+@pytest.mark.parametrize(("printed", "recorded"), STILL_MASKED)
+def test_secrets_next_to_evidence_stay_masked(printed: str, recorded: str) -> None:
+    assert output(printed) == recorded
+
+
+def test_a_credentials_setting_is_shown_by_every_reader() -> None:
+    """docker.inspect's environment, a Kubernetes env pair, parsed JSON: one rule."""
+    assert [secret_variable(n, v) for n, v in (
+        ("AUTH_MODE", "oidc"), ("PASSWORD_MIN_LENGTH", "12"), ("GIT_SHA", SHA),
+        ("REQUEST_ID", TRACE), ("TESTS_PASSED", "3"))] == [False] * 5
+    assert [secret_variable(n, v) for n, v in (
+        ("SESSION_SECRET", TRACE), ("AUTH_MODE", "a b"), ("TOKEN_TTL", AWS_SECRET),
+        ("AUTH", "oidc"), ("X", AWS_SECRET))] == [True] * 5
+    assert not credential("token_ttl", "3600") and credential("token", "3600")
+    assert json_value({"auth_mode": "oidc", "password_min_length": "12", "password": "12",
+                       "env": [{"name": "AUTH_MODE", "value": "oidc"},
+                               {"name": "AUTH", "value": "oidc"}]}) == {
+        "auth_mode": "oidc", "password_min_length": "12", "password": R,
+        "env": [{"name": "AUTH_MODE", "value": "oidc"}, {"name": "AUTH", "value": R}]}
+    assert output("- name: AUTH_MODE\n  value: oidc\n- name: AUTH\n  value: oidc") == (
+        f"- name: AUTH_MODE\n  value: oidc\n- name: AUTH\n  value: {R}")
