@@ -95,9 +95,10 @@ _ERROR_NAME = (rf"(?-i:{_CAMEL}(?:Expired|Invalid|Missing|Bad|Wrong|Incorrect|Un
 _VALUE = r"(?:\"[^\"\n]*\"?|'[^'\n]*'?|[^\s\x00&;,\"']+)"
 _JSON_STRING = r"\"(?:[^\"\\\n]|\\.)*\"?"
 # `password=…`, `db.password: …`, `DB_PASS=…` anywhere; `--token …` / `-password …` only as
-# an option (in prose, "password authentication failed" names no password), its value after a
-# space or a NUL (/proc/<pid>/cmdline), `redis-cli -a …`, `mysql -p…`; `Authorization: Bearer
-# …`, a Cookie header to its line's end. The value is masked, quoted (`password="s3cret pw"`,
+# an option, at a word's start (in prose, "password authentication failed" names no password;
+# `kubectl get secrets` prints `db-secret  Opaque`), its value after a space or a NUL
+# (/proc/<pid>/cmdline), `redis-cli -a …`, `mysql -p…`; `Authorization: Bearer …`, a Cookie
+# header to its line's end. The value is masked, quoted (`password="s3cret pw"`,
 # `--password 'x'`) or not, never past its line. In JSON text, a credential key's string
 # (`"password": "…"`; not `"token_count": 2`, as json_value does), its closing quote too where
 # an excerpt's end cut it off (http.request's body), and a Kubernetes env pair's value
@@ -107,7 +108,7 @@ _INLINE = compile_regex(
     rf"(?i){_ERROR_NAME}"
     rf"|((?:set-)?cookie{_SPACE}:{_SPACE})[^\n\x00]+"
     rf"|(setenv[ \t]+{_UPPER}[ \t]+|{_UPPER}{_SPACE}(?:=|:[ \t]){_SPACE}|{_KEY}{_SPACE}"
-    rf"[=:]{_SPACE}|-[\w.-]*{_KEY}[ \t\x00]+|authorization{_SPACE}[=:]{_SPACE}"
+    rf"[=:]{_SPACE}|\B-[\w.-]*{_KEY}[ \t\x00]+|authorization{_SPACE}[=:]{_SPACE}"
     r"(?:(?:bearer|basic|token|digest)[ \t]+)?"
     r"|(?-i:\bredis-cli\b[^\n]*?[ \t\x00]-a[ \t\x00]+|\bmysql(?:dump|admin)?\b[^\n]*?[ \t\x00]-p)"
     rf"|name:[ \t]*[\"']?[\w.-]*?(?:{_KEY}|{_UPPER})[\"']?[ \t]*\r?\n[ \t]*value:[ \t]*){_VALUE}"

@@ -206,6 +206,10 @@ EVIDENCE = [
     "    --- PASS: TestTokenRefresh/expired_token (0.00s)\n--- FAIL: TestPassword (0.01s)\n"
     "PASS\nok  \tgithub.com/acme/gw/auth\t0.012s",
     "PASS: TestFoo\nPASS: tests/auth.sh 1 - token refresh\nFAIL: tests/db.sh\n# PASS:  5",
+    # kubectl get secrets: a name ending in a credential's word is no option
+    "NAME                  TYPE                                  DATA   AGE\n"
+    "db-secret             Opaque                                1      5d\n"
+    "default-token-x7k2p   kubernetes.io/service-account-token   3      5d",
     # git
     f"commit {SHA}\nHEAD is now at a94a8fe fix: token refresh",
     # a credential's settings and a switch, as env, set and a script print them
