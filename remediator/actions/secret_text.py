@@ -31,6 +31,7 @@ escalation is read for; too little, a password in everyone's mailbox.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -159,8 +160,10 @@ _PLAIN = re.compile(r"[\w.+-]{0,64}")
 
 
 def _setting(name: str, value: str) -> bool:
+    if not _names_setting(name):
+        return False
     value = value.strip().strip("'\"")
-    return _names_setting(name) and bool(_PLAIN.fullmatch(value)) and not _opaque(value)
+    return bool(_PLAIN.fullmatch(value)) and not _opaque(value)
 
 
 def _names_setting(name: str) -> bool:
@@ -223,35 +226,55 @@ _PAIR_NAME = re.compile(r"[^\w.-]*eulav[^\w.-]+([\w.-]+)")
 _UPPER_NAME = re.compile(r"[A-Z0-9_]+")
 
 
-def _shown(head: str, value: str, before: str) -> bool:
-    """Whether an inline match (`head` then `value`) is left as printed; `before`: the four
-    characters before it."""
+def _shown(head: str, value: str, match: Any) -> bool:
+    """Whether an inline `match` (`head` then `value`) is left as printed."""
     if "=" in value:
         return False
-    tail = head[:-257:-1]  # reversed; a name cut at 256 characters is none of these: masked
-    found = _NAME.match(tail)
-    if found is None or (found.end() == len(tail) and len(tail) < len(head)):
-        return False
-    name = found[1][::-1]
-    if name == "value":
-        found = _PAIR_NAME.match(tail)
-        name = found[1][::-1] if found else name
-    if _names_setting(name):
+    kind, name = _kind(head) if len(head) <= 64 else _kind.__wrapped__(head)
+    if kind == _SCOPE_ONLY:
+        return value[:1] == ":" and bool(_SCOPE.fullmatch(value))
+    if kind == _A_SETTING:
         return _setting(name, value)
-    if name == "PASS" and head.rstrip().endswith("PASS:"):
+    if kind == _VERDICT:
+        start = match.start()
+        before = match.string[max(0, start - 4):start]  # the characters before
+        if isinstance(before, bytes):
+            before = before.decode("latin-1")
         if before.endswith("--- "):
             return ":" not in value
         if before.endswith("# ") and value.isdigit():
             return True
         return bool(_GO_TEST.fullmatch(value)) or (bool(
             _TEST_FILE.fullmatch(value)) and not _opaque(value))
-    if value[:1] == ":" and head[-1:] == ":":
-        return bool(_SCOPE.fullmatch(value))
+    if kind == _SOURCE_FILE:
+        return bool(_FILE_LINE.fullmatch(value) or (value[:1] == ":" and _SCOPE.fullmatch(value)))
+    return kind == _PASSED and bool(_PLAIN.fullmatch(value.strip("'\"")))
+
+
+_MASKED, _SCOPE_ONLY, _A_SETTING, _VERDICT, _SOURCE_FILE, _PASSED = range(6)
+
+
+@functools.lru_cache(maxsize=1024)  # a text's heads repeat (`password=`, `DB_PASS=`)
+def _kind(head: str) -> tuple[int, str]:
+    """What the name an inline match's head ends with may be besides a credential's."""
+    tail = head[:-257:-1]  # reversed; a name cut at 256 characters is none of these: masked
+    found = _NAME.match(tail)
+    if found is None or (found.end() == len(tail) and len(tail) < len(head)):
+        return _MASKED, ""
+    name = found[1][::-1]
+    if name == "value":
+        found = _PAIR_NAME.match(tail)
+        name = found[1][::-1] if found else name
+    if _names_setting(name):
+        return _A_SETTING, name
+    if name == "PASS" and head.rstrip().endswith("PASS:"):
+        return _VERDICT, name
     if "." in name and _SOURCE.search(name):
-        return bool(_FILE_LINE.fullmatch(value))
+        return _SOURCE_FILE, name
     # TESTS_PASSED=3: an upper-case name's only PASS in PASSED, PASSES, PASSING
-    return "PASS" in name and bool(_UPPER_NAME.fullmatch(name)) and not SECRET_NAME.search(
-        name) and bool(_PLAIN.fullmatch(value.strip("'\"")))
+    if "PASS" in name and _UPPER_NAME.fullmatch(name) and not SECRET_NAME.search(name):
+        return _PASSED, name
+    return (_SCOPE_ONLY if head[-1:] == ":" else _MASKED), name
 
 
 def masked(value: str) -> str:
@@ -272,9 +295,7 @@ def _mask(match: Any, kind: type = bytes) -> Any:
     head, value = match.group(kept), whole[len(match.group(kept)):]
     if kind is bytes:
         head, value = head.decode(), value.decode()
-    start = match.start()
-    before = match.string[max(0, start - 4):start]
-    if kept != 1 and _shown(head, value, before if kind is str else before.decode("latin-1")):
+    if kept != 1 and _shown(head, value, match):
         return whole
     if kept == _JSON_KEY:
         shown = f'{head}"{redact.REDACTED}"'
