@@ -7,7 +7,6 @@ from typing import Any
 
 import aiohttp
 
-from . import secret_text
 from .base import Action, ActionContext, ActionError, Param, TransientError, UnsafeJSON, parse_json
 
 _MAX_SERIES = 50
@@ -29,15 +28,15 @@ async def instant_query(backends: Any, promql: str) -> dict[str, Any]:
         raise ActionError(f"Prometheus at {url} answered {status}, refused: {exc}") from None
     except ValueError:  # a proxy's HTML error page, a truncated answer
         # Filtered: a page may quote the request's own header ("Authorization was Basic ...").
-        excerpt = secret_text.output(raw[:120].decode("utf-8", "replace").strip())
+        excerpt = _filtered(raw[:120].decode("utf-8", "replace").strip())
         raise TransientError(f"Prometheus at {url} answered {status} without JSON (a proxy in "
                              f"between?): {excerpt!r}") from None
     if status == 429 or status >= 500:
         raise TransientError(f"Prometheus answered {status}: "
-                             f"{secret_text.output(str(body.get('error', '')))}")
+                             f"{_filtered(str(body.get('error', '')))}")
     if body.get("status") != "success":
         raise ActionError(f"query {promql!r} failed: {body.get('errorType')}: "
-                          f"{secret_text.output(str(body.get('error')))}")
+                          f"{_filtered(str(body.get('error')))}")
     data = body["data"]
     if data["resultType"] in ("scalar", "string"):
         return {"value": _number(data["result"][1]), "series": []}
@@ -45,6 +44,13 @@ async def instant_query(backends: Any, promql: str) -> dict[str, Any]:
               for s in data["result"][:_MAX_SERIES]]
     return {"value": series[0]["value"] if series else None, "series": series,
             "count": len(data["result"])}
+
+
+def _filtered(text: str) -> str:
+    """An error's text as the secret filter leaves it (a page may quote the request's own
+    header). Imported here, on an error: serve imports this module before it is ready."""
+    from . import secret_text
+    return secret_text.output(text)
 
 
 def _number(text: str) -> float | str:

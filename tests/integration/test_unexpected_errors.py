@@ -633,13 +633,12 @@ def test_a_run_resumed_by_its_approval_is_judged_by_its_run_level_guards(tmp_pat
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_an_approval_whose_decision_the_store_refused_half_way_is_not_left_claimed(
         tmp_path, run, request, store):
-    """Hostile: approving wrote the approval, then the store refused the write after it
-    (its pending index). The alert's item, claimed for the resume, stayed claimed: on SQLite
-    nothing takes a claimed item up before a restart, so the approved restart did not run, and
-    approving again answered 'being processed right now', until a restart ran it, hours later
-    perhaps. It is handed to the dispatcher's retries, as a refused resume is (3201546), from
-    outside the approvals' section (on PostgreSQL a task made in it ran on its connection,
-    given back to the pool: 'another operation is in progress', then retried forever)."""
+    """Hostile: the store refused the removal of the approval's pending index. The alert's
+    item, claimed for the resume, stayed claimed: on SQLite nothing takes a claimed item up
+    before a restart, so approving again answered 'being processed right now', until a
+    restart, hours later perhaps. The decision and the index's removal are one write
+    (d8102d7): refused, nothing is recorded, the run stays blocked and its item is let go, so
+    the operator's next approval goes through and runs the step once."""
     h = Harness(tmp_path, "{cooldown: 1m}", approval=True)
     if store == "postgresql":
         h.cfg.store = request.getfixturevalue("postgres_url")
@@ -660,6 +659,15 @@ def test_an_approval_whose_decision_the_store_refused_half_way_is_not_left_claim
     async def scenario() -> dict:
         with pytest.raises(Exception, match="injected"):  # the store refused (the API answers 503)
             await h.service.approve(pending["id"], by="alice")
+        assert (await h.service.store.get_execution(pending["id"]))["outcome"] == "blocked"
+        assert h.calls == []  # nothing was recorded, so nothing ran
+        if store == "postgresql":
+            request.getfixturevalue("postgres_cluster").sql(
+                "DROP TRIGGER refuse ON state", h.cfg.store.rsplit("/", 1)[1])
+        else:
+            sqlite3.connect(h.cfg.store.removeprefix("sqlite:///"),
+                            isolation_level=None).execute("DROP TRIGGER refuse")
+        await h.service.approve(pending["id"], by="alice")  # not 'being processed right now'
         for _ in range(500):
             done = await h.service.store.get_execution(pending["id"])
             if done["outcome"] != "blocked" and not h.service._running:
