@@ -95,6 +95,9 @@ _ERROR_NAME = (rf"(?-i:{_CAMEL}(?:Expired|Invalid|Missing|Bad|Wrong|Incorrect|Un
                r"(?:Error|Exception|NotFound|Expired|Invalid|Missing|Required|Mismatch)): [A-Za-z]+ ")
 _VALUE = r"(?:\"[^\"\n]*\"?|'[^'\n]*'?|[^\s\x00&;,\"']+)"
 _JSON_STRING = r"\"(?:[^\"\\\n]|\\.)*\"?"
+# A Python dict's repr (a Python program logging its settings or botocore's --debug headers:
+# `{'password': 'x'}`, `'X-Amz-Security-Token': b'...'`): the JSON alternative's, in quotes.
+_REPR_STRING = r"b?'(?:[^'\\\n]|\\.)*'?"
 # `password=…`, `db.password: …`, `DB_PASS=…` anywhere; `--token …` / `-password …` only as
 # an option, at a word's start (in prose, "password authentication failed" names no password;
 # `kubectl get secrets` prints `db-secret  Opaque`), its value after a space or a NUL
@@ -113,8 +116,8 @@ _INLINE = compile_regex(
     r"(?:(?:bearer|basic|token|digest)[ \t]+)?"
     r"|(?-i:\bredis-cli\b[^\n]*?[ \t\x00]-a[ \t\x00]+|\bmysql(?:dump|admin)?\b[^\n]*?[ \t\x00]-p)"
     rf"|name:[ \t]*[\"']?[\w.-]*?(?:{_KEY}|{_UPPER})[\"']?[ \t]*\r?\n[ \t]*value:[ \t]*){_VALUE}"
-    rf"|((?:\"[\w.-]*?(?:{_KEY}|{_UPPER}|authorization)\"|\"name\"\s*:\s*\"[\w.-]*?(?:{_KEY}"
-    rf"|{_UPPER})\"\s*,\s*\"value\"){_SPACE}:{_SPACE}){_JSON_STRING}")
+    rf"|((?:[\"'][\w.-]*?(?:{_KEY}|{_UPPER}|authorization)[\"']|\"name\"\s*:\s*\"[\w.-]*?(?:"
+    rf"{_KEY}|{_UPPER})\"\s*,\s*\"value\"){_SPACE}:{_SPACE})(?:{_JSON_STRING}|{_REPR_STRING})")
 _JSON_KEY = 3
 _CREDENTIAL_KEY = compile_regex(rf"(?i)[\w.-]*?{_KEY}|authorization", anchored=True)
 # A PEM private key in output spans lines: withheld from its BEGIN to its END (or the end).
@@ -298,7 +301,8 @@ def _mask(match: Any, kind: type = bytes) -> Any:
     if kept != 1 and _shown(head, value, match):
         return whole
     if kept == _JSON_KEY:
-        shown = f'{head}"{redact.REDACTED}"'
+        quote = "'" if value[:1] in ("'", "b") else '"'
+        shown = f"{head}{quote}{redact.REDACTED}{quote}"
     elif value.strip("'\"").lower() in _SWITCH:  # CERT_S3_READ_PRIMARY=false, as
         shown = head + value                       # secret_variable shows it
     else:

@@ -65,6 +65,12 @@ MASKED = [
      f'[{{"name": "DB_PASSWORD", "value": "{R}"}}, {{"name": "NODE_ENV", "value": "production"}}]\n'
      f'{{"SIGNING_KEY":"{R}","tls.key":"{R}"}}\n'
      f"- name: DB_PASSWORD\n  value: {R}\n- name: NODE_ENV\n  value: production\n"),
+    # a Python dict's repr: a program logging its settings, botocore's --debug headers
+    ("{'password': 'hunter2', 'user': 'bob', 'token_count': 2}\n"
+     "{'X-Amz-Security-Token': b'IQoJb3JpZ2luX2VjEJr//wEaCXVz', 'Authorization': "
+     "b'AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3, Signature=fe5f'}",
+     f"{{'password': '{R}', 'user': 'bob', 'token_count': 2}}\n"
+     f"{{'X-Amz-Security-Token': '{R}', 'Authorization': '{R}'}}"),
 ]
 ORDINARY = [
     "# Memory\r\nused_memory:1048576\r\nmaxmemory:0\r\nkeyspace_hits:12\r\nexpired_keys:3\r\n",
