@@ -490,6 +490,8 @@ class Guards:
         resolution = _resolution(gc) if gc.alert.status == "firing" else None
         if self._restores(gc) and (block := await self._cooldown(gc, step, params)):
             return block  # read, not reserved: the target's lock this revert holds keeps it
+        if reserved and (block := await self._cooldown(gc, step, params)):
+            return block  # another run changed the target while this one's answer was lost
         # The target lock this change runs under, taken again by the admission's durable
         # write: lost with a database crash, another run may have taken the target since.
         lock = (gc.target, gc.execution_id) if gc.target and gc.execution_id in self._locked_by \

@@ -337,7 +337,7 @@ class Engine:
                 return "failed"
             # Its admission's answer was lost (an outage) before its call, in this process:
             # the intent may be journaled, but the call was never sent.
-            unsent = done is not None and self.records.unsent.get(decision["id"]) == index
+            unsent = done is not None and self.records.unsent_step(decision["id"]) == index
             if done and done["outcome"] == "running" and not unsent and not ACTIONS[
                     step.action].repeatable(done["params"]):
                 # A crash interrupted this mutation: it may or may not have happened.

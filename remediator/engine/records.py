@@ -25,6 +25,7 @@ from ..store.base import Event, Store, StoreUnavailable
 from ..store.packing import awaiting
 
 log = logging.getLogger("remediator.engine")
+UNSENT_FRESH = 60.0  # seconds: see Records.unsent_step
 # (execution id, inbox item id) of the alert this task processes: that execution's final
 # record also marks the item done, in one write; None once it has (`Engine.process`).
 finishing: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
@@ -61,10 +62,25 @@ class Records:
     # the retry found that step `running` in the journal and took a change it knew done, or
     # never sent, for one that may have happened: the run stopped halfway, "verify by hand".
     kept: dict[str, str] = field(default_factory=dict)
-    unsent: dict[str, int] = field(default_factory=dict)
+    unsent: dict[str, tuple[int, float]] = field(default_factory=dict)
     # The approvals (`execution:step`) the last maintenance pass here found pending: one gone
     # since was decided, and its run is read once (`approvals.expire`).
     pending_seen: set[str] = field(default_factory=set)
+
+    def mark_unsent(self, execution_id: str, index: int) -> None:
+        """Step `index`'s admission was not answered: its call is not sent."""
+        self.unsent[execution_id] = (index, time.monotonic())
+
+    def unsent_step(self, execution_id: str) -> int | None:
+        """The step whose admission was not answered, if that was at most UNSENT_FRESH ago:
+        its limits were reserved as of the admission (cooldown, rate limit, budget), so a
+        call made later would be counted as made then, another alert's cooldown on the
+        target ending before it should. Later, the step is taken as interrupted (uncertain,
+        a human looks), as before the answer's loss was remembered."""
+        entry = self.unsent.get(execution_id)
+        if entry is None or time.monotonic() - entry[1] > UNSENT_FRESH:
+            return None
+        return entry[0]
 
     async def let_go(self, key: str) -> None:
         """The alert `key` is no longer processed here (decided, given up, taken over by

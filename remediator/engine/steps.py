@@ -176,7 +176,7 @@ class Steps:
                         admit=(gc, step, params) if record.mutating else None)
                 except Exception:  # committed or not, its call is not sent: the alert's
                     # retry here may run it, not take it for a change interrupted mid-call
-                    self.records.unsent[gc.execution_id] = journal[1]
+                    self.records.mark_unsent(gc.execution_id, journal[1])
                     raise
                 if block is not None:
                     raise Refused(block, cancelled=block is RESOLVED_BLOCK)

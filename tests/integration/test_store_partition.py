@@ -8,8 +8,10 @@ import time
 from urllib.parse import urlsplit
 
 import asyncpg
+import pytest
 
 from remediator.config import Config
+from remediator.engine import records
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
 from tests.support.tcp_proxy import TcpProxy
@@ -165,13 +167,18 @@ playbooks:
 """
 
 
+@pytest.mark.parametrize("stale", [False, True], ids=["retried-soon", "retried-late"])
 def test_a_change_admitted_whose_answer_was_lost_runs_once_on_the_retry(
-        tmp_path, postgres_url, webhook_receiver):
+        tmp_path, postgres_url, webhook_receiver, monkeypatch, stale):
     """The connection is cut after the admission's statement was sent, before its answer:
     PostgreSQL committed it (the intent is journaled, the rate limit's place taken), but the
     run saw the store fail, and its call was never sent. The alert's retry here knows that:
     it runs the change, once, without taking a second place in the rate limit (of 1), where
-    it failed the run as interrupted ("verify its effect by hand") with nothing changed."""
+    it failed the run as interrupted ("verify its effect by hand") with nothing changed.
+    Retried later than UNSENT_FRESH (a long outage), the limits it reserved would date the
+    call from the admission, another alert's cooldown ending early: not run, a human looks."""
+    if stale:
+        monkeypatch.setattr(records, "UNSENT_FRESH", 0.0)
     url = urlsplit(postgres_url)
     proxy = TcpProxy(url.port).start()
     rules = write_rules(tmp_path / "rules", ADMITTED % {"url": webhook_receiver.url})
@@ -187,6 +194,11 @@ def test_a_change_admitted_whose_answer_was_lost_runs_once_on_the_retry(
         assert w.post_alerts(notification(alert("Admitted", fingerprint="a1")))[0] == 202
         assert proxy.cut.wait(30)
         [d] = w.wait_executions(1, timeout=30)
+        if stale:
+            assert (d["outcome"], d["reason"]) == (
+                "failed", "step 'restart' was interrupted: verify its effect by hand"), d
+            assert webhook_receiver.deliveries == []
+            return
         assert d["outcome"] == "succeeded", d["reason"]
         assert [x.body for x in webhook_receiver.deliveries] == [{"fp": "a1"}]
 
