@@ -632,10 +632,13 @@ class PostgresStore:
         return int(status.split()[-1])
 
     async def refresh_inbox(self, keys: list[str], before_iso: str, now_iso: str) -> int:
-        status = await self._call("prune", lambda db: db.execute(
-            "UPDATE inbox SET received_at=$1 WHERE received_at < $2 AND dedupe_key = "
-            "ANY($3::text[])", now_iso, before_iso, keys))
-        return int(status.split()[-1])
+        # Their references are made as new as they are: the prune keeps a reference only
+        # for rows received before its cutoff (packing.py), which a refreshed row is not.
+        return await self._call("prune", lambda db: db.fetchval(
+            "WITH done AS (UPDATE inbox SET received_at=$1 WHERE received_at < $2 AND "
+            "dedupe_key = ANY($3::text[]) RETURNING ref), refs AS (UPDATE refs SET created=$4 "
+            "WHERE created < $4 AND id IN (SELECT ref FROM done)) SELECT count(*) FROM done",
+            now_iso, before_iso, keys, datetime.fromisoformat(now_iso).timestamp()))
 
     async def prune_history(self, before: float) -> int:
         """As on SQLite: final executions last updated before `before` (none `running`, none

@@ -730,9 +730,18 @@ class SQLiteStore(LocalCoordination):
             "DELETE FROM inbox WHERE state='done' AND received_at < ?", (before_iso,)).rowcount)
 
     async def refresh_inbox(self, keys: list[str], before_iso: str, now_iso: str) -> int:
-        return await self._write(lambda db: db.execute(
-            "UPDATE inbox SET received_at=?1 WHERE received_at < ?2 AND dedupe_key IN (SELECT "
-            "value FROM json_each(?3))", (now_iso, before_iso, json.dumps(keys))).rowcount)
+        now = datetime.fromisoformat(now_iso).timestamp()
+
+        def refresh(db: sqlite3.Connection) -> int:
+            done = db.execute(
+                "UPDATE inbox SET received_at=?1 WHERE received_at < ?2 AND dedupe_key IN ("
+                "SELECT value FROM json_each(?3))", (now_iso, before_iso, json.dumps(keys)))
+            if done.rowcount:  # their references are as new as they are (packing.py)
+                db.execute("UPDATE refs SET created=?1 WHERE created < ?1 AND id IN (SELECT ref "
+                           "FROM inbox WHERE dedupe_key IN (SELECT value FROM json_each(?2)))",
+                           (now, json.dumps(keys)))
+            return done.rowcount
+        return await self._write(refresh)
 
     async def prune_history(self, before: float) -> int:
         cutoff = datetime.fromtimestamp(before, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -133,6 +133,13 @@ def test_an_item_received_again_is_kept_by_the_prune(run, store_url):
         assert await store.refresh_inbox(["k1", "k9"], later, latest) == 1
         assert await store.refresh_inbox(["k1"], later, latest) == 0  # received since
         assert await store.prune_inbox(later) == 1  # k2 only
+        # Its reference outlives the history's prune: k1 was received after the cutoff,
+        # with a reference made before it (the prune deleted it, k1 then unreadable).
+        await store.prune_history(time.time() + packing.WINDOW + 3600)
+        await store.close()
+        store = await _opened(store_url)
+        await store.requeue("k1")
+        assert [(i.dedupe_key, i.alert) for i in await store.claim(10)] == [("k1", _alert(1))]
         assert await store.enqueue(_rows(1, 2)) == Enqueued(1, 1)
         await store.close()
 
