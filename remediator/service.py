@@ -639,6 +639,8 @@ class Service:
         run.add_done_callback(self._running.discard)
         await asyncio.wait((run,), timeout=answer_within)
         if run.done():
+            if run.cancelled():  # stopping: decided, and resumed from its journal at restart
+                raise Resuming(decision)
             try:
                 return run.result()
             except LeaseLost:

@@ -824,8 +824,9 @@ class SQLiteStore(LocalCoordination):
 
     async def index_awaiting(self, execution_id: str, step: str) -> bool:
         return await self._write(lambda db: db.execute(
-            "UPDATE executions SET awaiting=? WHERE id=? AND awaiting IS NULL AND "
-            "outcome='blocked'", (step, execution_id)).rowcount) == 1
+            "UPDATE executions SET awaiting=?, seq=(SELECT coalesce(max(seq), 0) + 1 FROM "
+            "executions) WHERE id=? AND awaiting IS NULL AND outcome='blocked'",
+            (step, execution_id)).rowcount) == 1  # a change the live stream sends (`seq`)
 
     async def get_execution_and_pause(self, execution_id: str
                                       ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:

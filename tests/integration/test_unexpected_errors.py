@@ -29,6 +29,7 @@ import pytest
 
 from remediator.alerts import dedupe_key, parse_notification
 from remediator.engine import execution_id
+from remediator.service import Resuming
 from tests.conftest import write_rules
 from tests.integration.test_guards import Harness, restart_then_approved_scale, web
 from tests.support.payloads import notification
@@ -833,4 +834,25 @@ def test_a_lock_release_the_store_refuses_leaves_neither_the_run_in_flight_nor_t
     [second] = run(later())  # a later episode, past the cooldown: the target is free again
     assert second["outcome"] == "succeeded", (second["outcome"], second["reason"])
     assert h.calls == [first["id"], second["id"]]
+    run(h.service.stop())
+
+
+def test_an_approval_answered_as_the_service_stops_says_the_run_resumes(tmp_path, run):
+    """Stopping began between the approval's check of it and its run's change: the change is
+    not started (`Steps.stopping`), and the run's task ends cancelled. Its result was read
+    as the answer's, so CancelledError went up through the HTTP handler and the approver's
+    connection was dropped with no answer. It is a 202 (`Resuming`): decided, and the run
+    resumes from its journal at restart (test_crash_recovery's SIGTERM tests)."""
+    h = Harness(tmp_path, "{cooldown: 1m}", approval=True)
+    run(h.start())
+    [pending] = run(h.fire(web(0)))
+    assert pending["outcome"] == "blocked", pending
+
+    async def scenario() -> None:
+        h.service.engine.steps.stopping = True  # what `Service.stop` sets first
+        with pytest.raises(Resuming):
+            await h.service.approve(pending["id"], by="alice", answer_within=5)
+
+    run(scenario())
+    assert h.calls == []  # not started while stopping
     run(h.service.stop())
