@@ -4,6 +4,7 @@ the Back button, a phone-sized window, a list left open for days."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
@@ -33,17 +34,23 @@ def confirm(driver, url: str, execution_id: str) -> None:
         lambda d: d.current_url == f"{url}/ui/executions/{execution_id}")
 
 
-def test_hidden_list_tabs_leave_connections_for_the_rest_of_the_console(worker_factory, chromium):
-    """Each open decisions list held its event stream for ever: with six list tabs open,
-    Chromium had no connection left for this host, and Control, an approval, every other
-    page of the console waited for one (the engineer saw a console that hung)."""
-    driver = chromium
+def _gated_list(driver: Any, worker_factory: Any) -> tuple[Any, dict]:
+    """A live worker with one run blocked on its approval; alice on its list, streaming."""
     driver.set_page_load_timeout(30)
     w = worker_factory(GATED, mode="live")
     w.post_alerts(notification(alert("WebDown", fingerprint="w1")))
     [blocked] = w.wait_executions(1)
     log_in(driver, w.url, "alice", OPERATOR_TOKEN)
     WebDriverWait(driver, 30).until(lambda d: live_state(d) == "live")
+    return w, blocked
+
+
+def test_hidden_list_tabs_leave_connections_for_the_rest_of_the_console(worker_factory, chromium):
+    """Each open decisions list held its event stream for ever: with six list tabs open,
+    Chromium had no connection left for this host, and Control, an approval, every other
+    page of the console waited for one (the engineer saw a console that hung)."""
+    driver = chromium
+    w, blocked = _gated_list(driver, worker_factory)
     first = driver.current_window_handle
     for _ in range(CONNECTIONS_PER_HOST):  # seven list tabs: six of them hidden
         driver.switch_to.new_window("tab")
@@ -210,12 +217,7 @@ def test_list_windows_past_two_poll_and_leave_connections_for_the_console(worker
     an approval, every page of the console waited for one. Two lists stream (counted across
     the browser's windows), the others poll: each list still draws what changed."""
     driver = chromium
-    driver.set_page_load_timeout(30)
-    w = worker_factory(GATED, mode="live")
-    w.post_alerts(notification(alert("WebDown", fingerprint="w1")))
-    [blocked] = w.wait_executions(1)
-    log_in(driver, w.url, "alice", OPERATOR_TOKEN)
-    WebDriverWait(driver, 30).until(lambda d: live_state(d) == "live")
+    w, blocked = _gated_list(driver, worker_factory)
     windows = [driver.current_window_handle]
     for _ in range(CONNECTIONS_PER_HOST):  # seven list windows, each shown
         driver.switch_to.new_window("window")

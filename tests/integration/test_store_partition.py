@@ -37,6 +37,19 @@ def _pending(w: InProcessWorker) -> str:
     return line.split()[1]
 
 
+
+def _behind_proxy(tmp_path, postgres_url: str, rules_text: str
+                  ) -> tuple[InProcessWorker, TcpProxy]:
+    """A live worker whose store connections pass through a proxy the test can cut."""
+    url = urlsplit(postgres_url)
+    proxy = TcpProxy(url.port).start()
+    rules = write_rules(tmp_path / "rules", rules_text)
+    cfg = Config(rules=[str(rules)], store=url._replace(netloc=f"{url.username}@127.0.0.1:"
+                                                              f"{proxy.port}").geturl(),
+                 webhook_token=TOKEN, mode="live", escalation_dir=str(tmp_path / "notes"),
+                 guards=loopback_guards(), grace_period=0.1)
+    return InProcessWorker(cfg).start(), proxy
+
 def test_a_scrape_answers_within_its_limit_while_postgres_hangs(tmp_path, postgres_url):
     """The pending gauge is counted when scraped, within a second. Its connection, cancelled
     in a hanging query, was handed back to the pool, which waited up to its 10 s timeout for
@@ -44,14 +57,7 @@ def test_a_scrape_answers_within_its_limit_while_postgres_hangs(tmp_path, postgr
     Now a scrape answers in about its second with the last count, the loop answers meanwhile,
     scrapes through the partition hold no more connections, and once it heals alerts are
     processed and counted again."""
-    url = urlsplit(postgres_url)
-    proxy = TcpProxy(url.port).start()
-    rules = write_rules(tmp_path / "rules", HOLD)
-    cfg = Config(rules=[str(rules)], store=url._replace(netloc=f"{url.username}@127.0.0.1:"
-                                                              f"{proxy.port}").geturl(),
-                 webhook_token=TOKEN, mode="live", escalation_dir=str(tmp_path / "notes"),
-                 guards=loopback_guards(), grace_period=0.1)
-    w = InProcessWorker(cfg).start()
+    w, proxy = _behind_proxy(tmp_path, postgres_url, HOLD)
     try:
         assert w.post_alerts(notification(alert("Hold", fingerprint="h1"),
                                           alert("Hold", fingerprint="h2")))[0] == 202
@@ -179,14 +185,8 @@ def test_a_change_admitted_whose_answer_was_lost_runs_once_on_the_retry(
     call from the admission, another alert's cooldown ending early: not run, a human looks."""
     if stale:
         monkeypatch.setattr(records, "UNSENT_FRESH", 0.0)
-    url = urlsplit(postgres_url)
-    proxy = TcpProxy(url.port).start()
-    rules = write_rules(tmp_path / "rules", ADMITTED % {"url": webhook_receiver.url})
-    cfg = Config(rules=[str(rules)], store=url._replace(netloc=f"{url.username}@127.0.0.1:"
-                                                              f"{proxy.port}").geturl(),
-                 webhook_token=TOKEN, mode="live", escalation_dir=str(tmp_path / "notes"),
-                 guards=loopback_guards(), grace_period=0.1)
-    w = InProcessWorker(cfg).start()
+    w, proxy = _behind_proxy(tmp_path, postgres_url,
+                             ADMITTED % {"url": webhook_receiver.url})
     try:
         # The admission's statement (the schema's migration is behind us), cut once its
         # values are sent, the claim it checks among them.
