@@ -588,14 +588,16 @@ def _check_promql(src: Source, at: Path, text: Any) -> list[Problem]:
 
 
 def _promql_findings(at: Path, text: Any) -> list[Finding]:
-    """A label spliced into PromQL unescaped can rewrite the query (`"} or vector(1)`).
-    Inside a string, where `promql_str` escapes it, an error: the rule set is refused (a
-    warning was not enough: serve loaded the playbook all the same). Outside one (a metric
-    name, a range) nothing escapes it: a warning, logged when serve loads the rules."""
+    """An alert's value spliced into PromQL unescaped can rewrite the query (`"} or
+    vector(1)`, `x) or vector(1) or (y`): an error wherever it stands, so the rule set is
+    refused. Outside a string this was a warning, which serve loaded all the same; there
+    `promql_name`, `promql_duration`, `int` and `float` now check it. A list (a plugin's
+    parameter of promql items) is checked item by item."""
+    if isinstance(text, list):
+        return [found for i, item in enumerate(text) for found in _promql_findings((*at, i), item)]
     if not isinstance(text, str) or not templating.is_template(text):
         return []
-    return [(at, "error" if in_string else "warning", message)
-            for in_string, message in templating.unescaped_promql(text)]
+    return [(at, "error", message) for message in templating.unescaped_promql(text)]
 
 
 def _unescaped_regex(text: Any) -> bool:

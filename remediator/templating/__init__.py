@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -94,16 +93,17 @@ def _percent_encode(value: Any) -> str:
     return encoded
 
 
-def promql_str(value: Any) -> str:
-    """The value escaped for a double-quoted PromQL string: `job="{{ labels.job | promql_str }}"`.
-
-    Without it a label such as `x"} or vector(1) or up{job="` rewrites the query."""
-    return json.dumps(str(value), ensure_ascii=False)[1:-1]  # Go's escapes: \" \\ \n \uXXXX
-
-
-# Roots whose values come from the alert's sender, and the filters that make them safe in PromQL.
+# Roots whose values come from the alert's sender, and the filters that make them safe in PromQL
+# (promql.py), by where the `{{ }}` stands: in a string (its quote), in a `#` comment, or ""
+# outside both. `promql_str` escapes for double quotes only; the others refuse any value
+# that is not one number, name or duration, which then holds no quote, space or newline.
 UNTRUSTED_ROOTS = frozenset({"labels", "annotations", "group", "alert"})
-_PROMQL_SAFE = {'"': {"promql_str", "int", "float"}, "": {"int", "float"}}
+# And what others answered or labels made: an earlier step's result (log lines, a query's
+# series labels, an HTTP body) and the target (named by labels: `a-b` outside a string is
+# a subtraction). None of them may reach a query unchecked either.
+_PROMQL_TAINTED = UNTRUSTED_ROOTS | {"steps", "target"}
+_PROMQL_CHECKED = frozenset({"promql_name", "promql_duration", "int", "float"})
+_PROMQL_SAFE = {'"': _PROMQL_CHECKED | {"promql_str"}}
 _INTERPOLATION = re.compile(r"\{\{(.*?)\}\}|\{%.*?%\}", re.S)
 # The literal start of a URL template must reach past its authority (scheme, host, port).
 _LITERAL_AUTHORITY = re.compile(r"https?://[^/?#\s{}]+[/?#]", re.ASCII)
@@ -136,9 +136,11 @@ def _sandboxes() -> tuple[BoundedSandbox, BoundedSandbox, BoundedSandbox]:
                              keep_trailing_newline=False, finalize=_percent_encode)
     note_env = BoundedSandbox(undefined=StrictUndefined, autoescape=False,
                               keep_trailing_newline=False, finalize=markdown_text.text)
+    from .promql import promql_duration, promql_name, promql_str
+
     for sandbox in (env, url_env, note_env):  # the same filters everywhere (lint checks them)
-        sandbox.filters["promql_str"] = promql_str
-        sandbox.filters["re_escape"] = re_escape
+        sandbox.filters.update(promql_str=promql_str, promql_name=promql_name,
+                               promql_duration=promql_duration, re_escape=re_escape)
     return env, url_env, note_env
 
 
@@ -181,21 +183,38 @@ def _analyse(text: str) -> tuple[frozenset[str], str]:
     return frozenset({n.name for n in ast.find_all(nodes.Name) if n.ctx == "load"} - assigned), ""
 
 
-def unescaped_promql(text: str) -> list[tuple[bool, str]]:
-    """Each `{{ }}` in a PromQL template that splices an alert's value unescaped: whether it
-    is inside a string (where `promql_str` escapes it), and what to say of it."""
+def unescaped_promql(text: str) -> list[str]:
+    """What to say of each `{{ }}` in a PromQL template that splices an alert's value
+    unescaped, or unchecked for where it stands (all errors: the rule set is refused)."""
     return list(_unescaped_promql(text))
 
 
+# Why a splice is refused, by where it stands (_quote_state), and what to write instead.
+_FIX = ('write it as "{{ ... | promql_str }}" inside double quotes, or outside a string '
+        "through a filter that checks it: | promql_name (a metric or label name), "
+        "| promql_duration (a duration such as 5m), | int or | float (a number)")
+_WHERE = {
+    '"': ("inside a string", "a label such as `\"} or vector(1)` can rewrite the query"),
+    "'": ("inside a single-quoted string", "promql_str does not escape `'`, so a label such "
+          "as `'} or vector(1)` can rewrite the query"),
+    "`": ("inside a backtick string", "nothing can be escaped there (promql_str's escapes "
+          "stay literal), so a label such as `` `} or vector(1)`` can rewrite the query"),
+    "#": ("in a comment", "a line break in a label ends the comment and what follows is "
+          "query"),
+    "": ("outside a string", "a label such as `x) or vector(1) or (y` can rewrite the "
+         "query (a metric name, a range, a number: nothing escapes it there)"),
+}
+
+
 @functools.lru_cache(maxsize=_CACHE)
-def _unescaped_promql(text: str) -> tuple[tuple[bool, str], ...]:
+def _unescaped_promql(text: str) -> tuple[str, ...]:
     from jinja2 import TemplateSyntaxError, nodes
 
     untrusted = _tainted(text)
-    problems: list[tuple[bool, str]] = []
-    quote_char, pos = "", 0
+    problems: list[str] = []
+    state, pos = "", 0
     for found in _INTERPOLATION.finditer(text):
-        quote_char = _quote_state(text[pos:found.start()], quote_char)
+        state = _quote_state(text[pos:found.start()], state)
         pos = found.end()
         if found.group(1) is None:  # {% ... %}
             continue
@@ -205,24 +224,26 @@ def _unescaped_promql(text: str) -> tuple[tuple[bool, str], ...]:
             continue  # reported as a template error elsewhere
         reads = {n.name for n in expr.find_all(nodes.Name)} | (
             {expr.name} if isinstance(expr, nodes.Name) else set())
-        safe = isinstance(expr, nodes.Filter) and expr.name in _PROMQL_SAFE.get(quote_char, ())
+        # The last filter decides, if its own arguments read nothing of the alert's:
+        # `labels.n | int(labels.m)` is `labels.m` whenever `labels.n` is not a number.
+        safe = isinstance(expr, nodes.Filter) and \
+            expr.name in _PROMQL_SAFE.get(state, _PROMQL_CHECKED) and not any(
+                _names(arg) & untrusted for arg in (*expr.args, *(k.value for k in expr.kwargs),
+                                                    expr.dyn_args, expr.dyn_kwargs) if arg)
         if reads & untrusted and not safe:
-            where = "inside a string" if quote_char else "outside a string"
-            problems.append((bool(quote_char), (
-                f"{found.group(0).strip()} splices an alert's value into PromQL "
-                f"{where} unescaped: a label such as `\"}} or vector(1)` can rewrite "
-                'the query; write it as "{{ ... | promql_str }}" inside double '
-                "quotes (or | int, | float for a number)")))
+            where, why = _WHERE[state]
+            problems.append(f"{found.group(0).strip()} splices an alert's value into PromQL "
+                            f"{where} unescaped: {why}; {_FIX}")
     return tuple(problems)
 
 
 def _tainted(text: str) -> set[str]:
-    """UNTRUSTED_ROOTS, and every name the template binds from them (`{% set %}`, a `set`
+    """_PROMQL_TAINTED, and every name the template binds from them (`{% set %}`, a `set`
     block, `{% for %}`, `{% with %}`, transitively): `{% set ns = labels.namespace %}` and
     then `{{ ns }}` splices the label all the same."""
     from jinja2 import TemplateSyntaxError, nodes
 
-    tainted = set(UNTRUSTED_ROOTS)
+    tainted = set(_PROMQL_TAINTED)
     try:
         tree = _sandboxes()[0].parse(text)
     except TemplateSyntaxError:
@@ -254,19 +275,23 @@ def _names(node: nodes.Node) -> set[str]:
     return found | ({node.name} if isinstance(node, nodes.Name | nodes.NSRef) else set())
 
 
-def _quote_state(literal: str, quote_char: str) -> str:
-    """The PromQL string (its quote character, or "") open at the end of `literal`."""
+def _quote_state(literal: str, state: str) -> str:
+    """Where the end of `literal` stands in PromQL: in a string (its quote character), in a
+    `#` comment ("#", to the end of its line), or "" outside both. A backslash escapes in
+    '...' and "..." only: a backtick string is raw."""
     escaped = False
     for ch in literal:
-        if quote_char and escaped:
+        if state == "#":
+            state = "" if ch == "\n" else state
+        elif state and escaped:
             escaped = False
-        elif quote_char and ch == "\\" and quote_char != "`":
+        elif state and ch == "\\" and state != "`":
             escaped = True
-        elif ch == quote_char:
-            quote_char = ""
-        elif not quote_char and ch in "\"'`":
-            quote_char = ch
-    return quote_char
+        elif ch == state:
+            state = ""
+        elif not state and ch in "\"'`#":
+            state = ch
+    return state
 
 
 def templated_authority(text: str) -> bool:

@@ -28,11 +28,12 @@ playbooks:
         params:
           query: >-
             up{job="{{ labels.job | promql_str }}"} > {{ labels.threshold | float }}
-            and topk({{ labels.n | int }}, up) and {{ labels.metric }}{job="a"}
-            and rate(x[{{ labels.window }}]) and x offset {{ labels.window }}
+            and topk({{ labels.n | int }}, up) and {{ labels.metric | promql_name }}{job="a"}
+            and rate(x[{{ labels.window | promql_duration }}])
+            and x offset {{ labels.window | promql_duration }}
       - name: by_label
         action: prometheus.query
-        params: {query: "sum by ({{ labels.by }}) (up)"}
+        params: {query: "sum by ({{ labels.by | promql_name }}) (up)"}
     on_resolved:
       - name: verify
         action: prometheus.wait_until
@@ -69,7 +70,7 @@ def test_promql_errors_are_located_in_the_playbook(tmp_path, capsys, promtool):
         f'{other}:5:54: error: PromQL: promtool: 1:4: parse error: unexpected "="',
         f'{rules}:6:9: error: PromQL: promtool: 1:28: parse error: unexpected ")" in subquery or '
         'range, expected ":" or "]"',
-        f'{rules}:21:18: error: PromQL: promtool: 1:32: parse error: unexpected identifier "job" '
+        f'{rules}:22:18: error: PromQL: promtool: 1:32: parse error: unexpected identifier "job" '
         'in grouping opts, expected "("',
     ]
 
