@@ -418,8 +418,17 @@ class Guards:
             await self.sleep(parse_duration(cfg["delay"]))
         promql = cfg.get("promql")
         if promql:
-            promql = templating.render(promql, {"labels": gc.alert.labels,
-                                                "annotations": gc.alert.annotations})
+            try:
+                promql = templating.render(promql, {"labels": gc.alert.labels,
+                                                    "annotations": gc.alert.annotations})
+            except templating.TemplateError as exc:
+                # The alert's values (one `promql_duration` refuses, a label it lacks): not
+                # a bug, and nothing is known, so nothing runs and a human hears of it. Raised,
+                # it was recorded as an internal error, with a traceback in the log.
+                await self.release(gc)
+                return Block("precondition_false", f"precondition not checked: its query "
+                             f"cannot be made from this alert ({exc}); no query was sent, "
+                             "nothing was done", escalate=True)
         holds, why = await self.precondition(promql, gc.alert, bool(cfg.get("alert_firing")))
         if not holds:
             await self.release(gc)
