@@ -93,6 +93,9 @@ def _param_row(name: str, p: Param) -> str:
         notes.append("*literal*: written in the playbook, a template is refused")
     if p.regex:
         notes.append("a regular expression (RE2); put alert values through `re_escape`")
+    if p.kind == "promql":  # lint refuses any other splice of an alert's value
+        notes.append("PromQL; put alert values in double quotes through `promql_str`, "
+                     "elsewhere through `promql_name`, `promql_duration`, `int` or `float`")
     default = "" if p.default is None else f"`{_show(p)}`"
     cell = "; ".join(notes).replace("|", "\\|").replace("\n", " ")
     return f"| `{name}` | {kind} | {'yes' if p.required else ''} | {default} | {cell} |"
