@@ -104,7 +104,6 @@ UNTRUSTED_ROOTS = frozenset({"labels", "annotations", "group", "alert"})
 _PROMQL_TAINTED = UNTRUSTED_ROOTS | {"steps", "target"}
 _PROMQL_CHECKED = frozenset({"promql_name", "promql_duration", "int", "float"})
 _PROMQL_SAFE = {'"': _PROMQL_CHECKED | {"promql_str"}}
-_INTERPOLATION = re.compile(r"\{\{(.*?)\}\}|\{%.*?%\}", re.S)
 # The literal start of a URL template must reach past its authority (scheme, host, port).
 _LITERAL_AUTHORITY = re.compile(r"https?://[^/?#\s{}]+[/?#]", re.ASCII)
 
@@ -208,33 +207,51 @@ _WHERE = {
 
 @functools.lru_cache(maxsize=_CACHE)
 def _unescaped_promql(text: str) -> tuple[str, ...]:
-    from jinja2 import TemplateSyntaxError, nodes
+    from jinja2 import TemplateSyntaxError
 
     untrusted = _tainted(text)
     problems: list[str] = []
-    state, pos = "", 0
-    for found in _INTERPOLATION.finditer(text):
-        state = _quote_state(text[pos:found.start()], state)
-        pos = found.end()
-        if found.group(1) is None:  # {% ... %}
-            continue
-        try:
-            expr = _sandboxes()[0].parse(found.group(0)).body[0].nodes[0]  # type: ignore[attr-defined]
-        except (TemplateSyntaxError, AttributeError, IndexError):
-            continue  # reported as a template error elsewhere
-        reads = {n.name for n in expr.find_all(nodes.Name)} | (
-            {expr.name} if isinstance(expr, nodes.Name) else set())
-        # The last filter decides, if its own arguments read nothing of the alert's:
-        # `labels.n | int(labels.m)` is `labels.m` whenever `labels.n` is not a number.
-        safe = isinstance(expr, nodes.Filter) and \
-            expr.name in _PROMQL_SAFE.get(state, _PROMQL_CHECKED) and not any(
-                _names(arg) & untrusted for arg in (*expr.args, *(k.value for k in expr.kwargs),
-                                                    expr.dyn_args, expr.dyn_kwargs) if arg)
-        if reads & untrusted and not safe:
-            where, why = _WHERE[state]
-            problems.append(f"{found.group(0).strip()} splices an alert's value into PromQL "
-                            f"{where} unescaped: {why}; {_FIX}")
+    state, splice = "", None  # where the output stands; the `{{ }}` being read (raw tokens)
+    try:
+        # Jinja's own lexer: a `}}` or `%}` inside a template's string literal ends nothing
+        # (a regex took `{% if x == "%}" %}` to end at its string, and its `"` to open one).
+        for _, token, value in _sandboxes()[0].lexer.tokeniter(text, None):
+            if token == "data":  # the template's own text, a {% raw %} block's included
+                state = _quote_state(value, state)
+            elif token == "variable_begin":
+                splice = [value]
+            elif splice is not None:
+                splice.append(value)
+                if token == "variable_end":
+                    if problem := _splice_problem("".join(splice), state, untrusted):
+                        problems.append(problem)
+                    splice = None
+    except TemplateSyntaxError:
+        return ()  # reported as a template error elsewhere
     return tuple(problems)
+
+
+def _splice_problem(splice: str, state: str, untrusted: set[str]) -> str | None:
+    """What to say of one `{{ }}` standing at `state` (_quote_state), or None if it is safe."""
+    from jinja2 import TemplateSyntaxError, nodes
+
+    try:
+        expr = _sandboxes()[0].parse(splice).body[0].nodes[0]  # type: ignore[attr-defined]
+    except (TemplateSyntaxError, AttributeError, IndexError):
+        return None  # reported as a template error elsewhere
+    reads = {n.name for n in expr.find_all(nodes.Name)} | (
+        {expr.name} if isinstance(expr, nodes.Name) else set())
+    # The last filter decides, if its own arguments read nothing of the alert's:
+    # `labels.n | int(labels.m)` is `labels.m` whenever `labels.n` is not a number.
+    safe = isinstance(expr, nodes.Filter) and \
+        expr.name in _PROMQL_SAFE.get(state, _PROMQL_CHECKED) and not any(
+            _names(arg) & untrusted for arg in (*expr.args, *(k.value for k in expr.kwargs),
+                                                expr.dyn_args, expr.dyn_kwargs) if arg)
+    if not reads & untrusted or safe:
+        return None
+    where, why = _WHERE[state]
+    return (f"{splice.strip()} splices an alert's value into PromQL {where} unescaped: {why}; "
+            f"{_FIX}")
 
 
 def _tainted(text: str) -> set[str]:

@@ -62,6 +62,8 @@ def test_a_placeholder_passes_through_in_a_plan():
     '{{ target.name | promql_name }}{job="{{ steps.a.result.job | promql_str }}"}',
     "up # a comment's quote: ' \n{{ labels.n | int }}",
     'up{job="{{ "api" }}"} > {{ 5 }}',  # the playbook's own values
+    'up{job="{{- labels.job | promql_str -}}"}',
+    '{% raw %}up{job="{% endraw %}{{ labels.job | promql_str }}"}',  # raw text is output
 ])
 def test_lint_passes_what_is_escaped_or_checked(query):
     assert templating.unescaped_promql(query) == []
@@ -88,6 +90,10 @@ def test_lint_passes_what_is_escaped_or_checked(query):
     ("up{job='a\\'{{ labels.job | promql_str }}'}", "inside a single-quoted string"),
     ('up # the "errors\n > {{ labels.job | promql_str }}', "outside a string"),
     ("up # {{ labels.job | promql_str }}", "in a comment"),
+    # A `%}` or `}}` in a template's own string ends nothing, and its quote is not output
+    ('{% if labels.a == "%}" %}{{ labels.y | promql_str }}{% endif %}', "outside a string"),
+    ('up > {{ labels.x ~ "}}" }}', "outside a string"),
+    ('up{job={# " #}"{{ labels.job }}"}', "inside a string"),
 ])
 def test_lint_refuses_an_unchecked_splice_wherever_it_stands(query, where):
     found = templating.unescaped_promql(query)
