@@ -20,7 +20,7 @@ from . import TemplateError
 # without ':', which a selector then refuses on its own) and a duration as its
 # model.ParseDuration reads it, units largest first, each at most once.
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_DURATION = re.compile(r"(?:\d+y)?(?:\d+w)?(?:\d+d)?(?:\d+h)?(?:\d+m)?(?:\d+s)?(?:\d+ms)?")
+_DURATION = re.compile(r"(?:\d+y)?(?:\d+w)?(?:\d+d)?(?:\d+h)?(?:\d+m)?(?:\d+s)?(?:\d+ms)?", re.ASCII)
 _MS = {"y": 365 * 86_400_000, "w": 7 * 86_400_000, "d": 86_400_000, "h": 3_600_000,
        "m": 60_000, "s": 1_000, "ms": 1}
 _MAX_MS = 2**63 - 1  # a longer duration overflows Prometheus' int64 and is refused there
@@ -80,7 +80,7 @@ def _text(value: Any) -> str | None:
 
 
 def _milliseconds(text: str) -> int:
-    return sum(int(n) * _MS[unit] for n, unit in re.findall(r"(\d+)(ms|[ywdhms])", text))
+    return sum(int(n) * _MS[unit] for n, unit in re.findall(r"([0-9]+)(ms|[ywdhms])", text))
 
 
 def _shown(text: str) -> str:

@@ -34,7 +34,7 @@ def test_promql_duration_passes_a_duration_as_it_is(value):
 
 
 @pytest.mark.parametrize("value", [*HOSTILE, "5", "0", "m", "5M", "30m1h", "5m5m", "1.5h",
-                                   "5min", "9" * 20 + "y", "P1D"])
+                                   "5min", "9" * 20 + "y", "P1D", "\u0665m"])  # an Arabic-Indic 5
 def test_promql_duration_fails_the_render_on_anything_else(value):
     with pytest.raises(TemplateError, match=r"^promql_duration: .* not a Prometheus duration"):
         render("rate(x[{{ labels.w | promql_duration }}])", {"labels": {"w": value}})
