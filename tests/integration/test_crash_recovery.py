@@ -15,6 +15,7 @@ from remediator.playtest import FakeClock
 from remediator.service import Service
 from tests.conftest import write_rules
 from tests.support.payloads import alert, notification
+from tests.support.webhook import WebhookReceiver
 from tests.support.worker import OPERATOR, WorkerProcess, http, loopback_guards
 
 RULES = """
@@ -445,3 +446,65 @@ def test_an_alert_still_resent_past_the_retention_is_not_run_again(tmp_path, web
         assert len(webhook_receiver.deliveries) == 1
     finally:
         assert w2.stop() == 0
+
+
+UNCERTAIN_THEN_NEXT = """
+playbooks:
+  - name: uncertain
+    match: {alertname: Uncertain}
+    target: {kind: deployment, namespace: demo, name: web}
+    guards: {rate_limit: {max: 10, window: 1h}}
+    escalation: {severity: critical, sinks: [hook]}
+    steps:
+      - name: first
+        action: http.request
+        on_failure: continue
+        params: {url: "%(url)s", method: POST, json: {fp: "{{ alert.fingerprint }}", step: 1}}
+      - name: second
+        action: http.request
+        params: {url: "%(url)s", method: POST, json: {fp: "{{ alert.fingerprint }}", step: 2}}
+"""
+
+
+def test_a_change_failed_uncertain_is_not_continued_past_after_a_restart(
+        tmp_path, webhook_receiver):
+    """The first change is answered 500 (it may have applied: uncertain), so its run fails
+    and escalates though the step says `on_failure: continue`. Its failure is journaled
+    before the note; kill -9 while the sink holds the note, before the final record: the
+    restarted worker finds the run `running` with that failure in its journal. It decides
+    it again as it was (failed, escalated), never continuing to the second change nor
+    sending the first again."""
+    changes = WebhookReceiver(status=500)
+    rules = write_rules(tmp_path / "rules", UNCERTAIN_THEN_NEXT % {"url": changes.url})
+    config = {"escalation": {"sinks": {"hook": {"type": "webhook", "url": webhook_receiver.url}}}}
+    w = WorkerProcess(tmp_path, [str(rules)], mode="live", config=config).start()
+
+    def crash_once(delivery) -> None:
+        webhook_receiver.on_post = None
+        w.kill9()  # the uncertain failure is journaled, the run's record is not
+
+    webhook_receiver.on_post = crash_once
+    try:
+        assert w.post_alerts(notification(alert("Uncertain", fingerprint="u1")))[0] == 202
+        webhook_receiver.wait_for(timeout=20)
+        assert w.proc is not None and w.proc.wait(10) == -9
+        with sqlite3.connect(w.db.removeprefix("sqlite:///")) as db:  # what the crash left
+            assert db.execute("SELECT outcome FROM executions").fetchall() == [("running",)]
+        w2 = WorkerProcess(tmp_path, [str(rules)], mode="live", store=w.db,
+                           config=config).start()
+        try:
+            deadline = time.monotonic() + 30
+            while not (done := w2.executions(outcome="failed")):
+                assert time.monotonic() < deadline, w2.logs()
+                time.sleep(0.1)
+        finally:
+            assert w2.stop() == 0
+    finally:
+        changes.stop()
+    [decision] = done
+    assert [(s["name"], s["outcome"], s.get("uncertain")) for s in decision["steps"]] == [
+        ("first", "failed", True)], decision["steps"]
+    assert "step 'first' failed" in decision["reason"], decision["reason"]
+    assert decision["escalation"]["deliveries"]["hook"].startswith("delivered")
+    assert [d.body["step"] for d in changes.deliveries] == [1]  # sent once, never the second
+    assert len(webhook_receiver.deliveries) == 2  # the note, again after the restart
