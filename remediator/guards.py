@@ -24,7 +24,17 @@ from .actions.base import parse_duration
 from .actions.registry import ACTIONS, BUILTIN
 from .alerts import Alert
 from .playbooks.models import Playbook, Step
-from .store.base import LOCKED, PAUSE, PAUSED, RESOLVED, Entry, Event, Limit, Store
+from .store.base import (
+    LOCKED,
+    PAUSE,
+    PAUSED,
+    RESOLVED,
+    Entry,
+    Event,
+    InboxItem,
+    Limit,
+    Store,
+)
 
 log = logging.getLogger("remediator.guards")
 
@@ -748,12 +758,12 @@ def allow_list(s: GuardSettings, kind: str) -> tuple[list[str], str, str]:
 
 
 async def decide_approval(store: Store, name: str, status: str, at: float,
-                          by: str = "", unindex: bool = True, claim: int | None = None
+                          by: str = "", unindex: bool = True, claim: InboxItem | None = None
                           ) -> dict[str, Any] | None:
     """Decide the pending approval `execution_id:step` once; None if it was not pending.
     Without `unindex`, its pending index entry is left for the caller to remove. With
-    `claim` (the run's inbox item, claimed for its resume), written only while that claim
-    is this process's (`Store.put_states`). The decision and its index go in one write: as
+    `claim` (the run's inbox item, claimed for its resume), written only while the item
+    still holds that claim (`Store.put_states`). The decision and its index go in one write: as
     two, a decider frozen in the first (its claim lapsed, and the replica that took the
     alert over found the approval still pending) committed `approved` with the second
     fenced, and nobody resumed the run nor could approve it again."""

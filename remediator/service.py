@@ -612,7 +612,7 @@ class Service:
                 claimed = await self._claim_for_resume(decision)
                 await decide_approval(self.store, f"{execution_id}:{step}",
                                       "approved" if approve else "rejected", self.clock(), by,
-                                      claim=claimed.id)
+                                      claim=claimed)
         except Exception as exc:
             if claimed is None:
                 raise

@@ -38,6 +38,10 @@ class InboxItem:
     # Claimed from a replica whose lease expired while it held it: its processing was cut
     # off, so a run it left `running` is looked for (`Engine._stale`).
     interrupted: bool = False
+    # Which claim of the item this is (PostgreSQL: its count of claims when claimed here):
+    # a write relying on the claim is made only while the item holds this one, not merely
+    # one of this replica's (`put_states`). SQLite: 0, one process owns every claim.
+    claim: int = 0
 
 
 @dataclass(frozen=True)
@@ -274,14 +278,16 @@ class Store(Protocol):
         ...
 
     async def put_states(self, values: dict[str, dict[str, Any] | None],
-                         claim: int | None = None) -> None:
+                         claim: InboxItem | None = None) -> None:
         """Several keys written (None: removed) in one transaction, durable as `put_state`:
         all of them or none (an approval's decision and its pending entry). With `claim`, an
-        inbox item this process claimed: only while the claim is still its own, checked and
-        held in that transaction (LeaseLost, nothing written, if it is not), so whoever
+        inbox item this process claimed: only while that claim is still the item's, checked
+        and held in that transaction (LeaseLost, nothing written, if it is not), so whoever
         claims the item next reads what was written. A claim on PostgreSQL lapses while its
         replica is frozen: written after another replica had taken the alert over and found
-        the approval still pending, the decision was acted on by nobody."""
+        the approval still pending, the decision was acted on by nobody. The claim itself,
+        not its replica: one taken over, finished, then claimed here again by another task
+        is this replica's, and the run that claim read still pending was left blocked."""
         ...
 
     async def swap_state(self, key: str, old: dict[str, Any] | None, new: dict[str, Any]

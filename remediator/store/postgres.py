@@ -101,13 +101,16 @@ _LOCK_HELD = ("lk AS (SELECT holder FROM locks WHERE name = $14), "
 
 
 # Several state keys written ($3, $4) and removed ($5) in one statement, durably, if the inbox
-# item $1 (none: NULL) is still claimed by this replica ($2): its row is locked first, so a
+# item $1 (none: NULL) still holds this replica's ($2) claim $6 (its count of claims: the
+# same replica may have claimed it again since, by another task, after its lease lapsed and
+# another replica finished it, and that claim's run read what this one decides still
+# undecided; migration 16): its row is locked first, so a
 # replica taking the claim over waits for this commit (its claim skips a locked row) and
 # reads what it wrote. One statement, not a transaction: a section's holder frozen between
 # two of them left the first committed and the rest undone (postgres_sections.py).
 _PUT_STATES = (
     "WITH c AS (SELECT 1 FROM inbox WHERE id = $1 AND owner = $2 AND state = 'running' "
-    "FOR UPDATE), ok AS (SELECT $1::bigint IS NULL OR EXISTS (SELECT 1 FROM c) AS ok), "
+    "AND claims = $6 FOR UPDATE), ok AS (SELECT $1::bigint IS NULL OR EXISTS (SELECT 1 FROM c) AS ok), "
     "p AS (INSERT INTO state (key, value) SELECT k, v FROM unnest($3::text[], $4::text[]) "
     "AS t(k, v) WHERE (SELECT ok FROM ok) ON CONFLICT (key) DO UPDATE SET value = "
     "excluded.value), d AS (DELETE FROM state WHERE key = ANY($5::text[]) AND "
@@ -499,7 +502,7 @@ class PostgresStore:
         found = await self._call("claim", lambda db: _insert_rows(
             db, _INSERT % (", state, owner, lease_until",
                            ", 'running', $8, now() + make_interval(secs => $9)",
-                           "id, dedupe_key, alert, grp, packed, ref, received_at"),
+                           "id, dedupe_key, alert, grp, packed, ref, received_at, claims"),
             [r[0] for r in rows], [r[1] for r in rows], [r[2].id for r in rows], self.now_iso(),
             [r.id for r in new], [r.created for r in new], [r.data for r in new],
             self.replica, self.lease), turn=False)
@@ -521,7 +524,8 @@ class PostgresStore:
              r["grp"], r["received_at"], refs.get(r["ref"])) for r in rows)
         for item_id in unreadable:
             await self.finish(item_id)
-        return items
+        claims = {r["id"]: r["claims"] for r in rows}  # which claim each is (`put_states`)
+        return [replace(item, claim=claims[item.id]) for item in items]
 
     async def claim(self, limit: int) -> list[InboxItem]:
         """Items whose lease expired (their replica died) first, then pending items."""
@@ -544,11 +548,11 @@ class PostgresStore:
             "p AS (SELECT ctid AS tid, state FROM inbox WHERE state = 'pending' ORDER BY id "
             "LIMIT $2 - (SELECT count(*) FROM t) FOR UPDATE SKIP LOCKED), "
             "c AS (SELECT * FROM t UNION ALL SELECT * FROM p) "
-            "UPDATE inbox i SET state='running', owner=$1, "
+            "UPDATE inbox i SET state='running', owner=$1, claims = i.claims + 1, "
             "lease_until = now() + make_interval(secs => $3) FROM c "
             "WHERE i.ctid = ANY (ARRAY(SELECT tid FROM c)) AND i.ctid = c.tid "
             "RETURNING i.id, i.dedupe_key, i.alert, i.grp, i.packed, i.ref, i.received_at, "
-            "c.state AS was",
+            "i.claims, c.state AS was",
             self.replica, limit, self.lease), turn=False)
         taken = {r["id"] for r in rows if r["was"] == "running"}
         if taken:
@@ -587,10 +591,10 @@ class PostgresStore:
 
     async def claim_key(self, dedupe_key: str) -> InboxItem | None:
         row = await self._call("claim", lambda db: db.fetchrow(
-            "UPDATE inbox SET state='running', owner=$2, "
+            "UPDATE inbox SET state='running', owner=$2, claims = claims + 1, "
             "lease_until = now() + make_interval(secs => $3) WHERE dedupe_key=$1 "
             "AND NOT (state='running' AND lease_until >= now()) "
-            "RETURNING id, dedupe_key, alert, grp, packed, ref, received_at", dedupe_key,
+            "RETURNING id, dedupe_key, alert, grp, packed, ref, received_at, claims", dedupe_key,
             self.replica, self.lease), turn=False)
         if row is None:
             return None
@@ -934,14 +938,16 @@ class PostgresStore:
                          "on" if durable else self._sync_commit, turn=False)
 
     async def put_states(self, values: dict[str, dict[str, Any] | None],
-                         claim: int | None = None) -> None:
+                         claim: InboxItem | None = None) -> None:
         puts = {key: json.dumps(value) for key, value in values.items() if value is not None}
         held = await self._call("journal", lambda db: db.fetchval(
-            _PUT_STATES, claim, self.replica, list(puts), list(puts.values()),
-            [key for key, value in values.items() if value is None]), turn=False)
+            _PUT_STATES, None if claim is None else claim.id, self.replica, list(puts),
+            list(puts.values()), [key for key, value in values.items() if value is None],
+            None if claim is None else claim.claim), turn=False)
         if not held:
-            raise LeaseLost(f"the claim on inbox item {claim} is no longer this replica's "
-                            "(its lease lapsed and another replica took it over): not written")
+            raise LeaseLost(f"the claim on inbox item {claim and claim.id} is no longer this "
+                            "one (its lease lapsed and another replica took it over): "
+                            "not written")
 
     async def swap_state(self, key: str, old: dict[str, Any] | None, new: dict[str, Any]
                          ) -> bool:

@@ -384,6 +384,19 @@ MIGRATIONS: list[str | Callable[[asyncpg.Connection], Awaitable[None]]] = [
     CREATE INDEX IF NOT EXISTS executions_txid ON executions (txid) WITH (fillfactor = 100);
     DROP INDEX IF EXISTS executions_updated;
     """,
+    # 16: each inbox item counts its claims, and a claim is known by that count (a token):
+    # an approval's decision is written only while the item holds the claim its decider
+    # took (`_PUT_STATES`), not merely one of its replica's. A replica's claim lapsed (it
+    # was frozen), another finished the item, the same replica claimed it again by another
+    # task and that run left the approval's run blocked on it, still pending: then the
+    # late decision, checked by its owner alone, went in (approved, never resumed). A
+    # constant default adds the column without rewriting the table. A replica of the
+    # version before, still running during a rolling update, claims without counting:
+    # harmless, since only a replica's own claims make an item its own again, and every
+    # claim of this version counts (it checks its decisions by owner, as before).
+    """
+    ALTER TABLE inbox ADD COLUMN IF NOT EXISTS claims BIGINT NOT NULL DEFAULT 0;
+    """,
 ]
 
 

@@ -1003,9 +1003,10 @@ class SQLiteStore(LocalCoordination):
             key, json.dumps(value))), priority=True, durable=durable)
 
     async def put_states(self, values: dict[str, dict[str, Any] | None],
-                         claim: int | None = None) -> None:
+                         claim: InboxItem | None = None) -> None:
         # One write, one transaction. A claim here is this process's until it finishes the
-        # item (one process owns the file): nothing takes it over meanwhile.
+        # item (one process owns the file, and a claim never lapses): nothing takes it over
+        # meanwhile, nor claims it again, so the claim needs no check and no token.
         puts = [(key, json.dumps(value)) for key, value in values.items() if value is not None]
         drops = [(key,) for key, value in values.items() if value is None]
 

@@ -250,7 +250,7 @@ def test_states_written_together_and_swapped_only_from_what_was_read(run, store_
         assert await store.list_state("approval") == {"approval:e1:s": {"status": "approved"}}
         await store.enqueue(_rows(1))
         item = await store.claim_key("k1")
-        await store.put_states({"approval:e1:s": {"status": "rejected"}}, claim=item.id)
+        await store.put_states({"approval:e1:s": {"status": "rejected"}}, claim=item)
         assert await store.get_state("approval:e1:s") == {"status": "rejected"}
         opened = {"opened_at": 1.0, "until": 2.5, "reset_at": 0.5}
         assert await store.swap_state("circuit:pb:t", None, opened)
@@ -277,9 +277,42 @@ def test_states_written_with_a_claim_taken_over_are_not_written(run, postgres_ur
         finally:
             await db.close()
         with pytest.raises(LeaseLost):
-            await store.put_states({"approval:e1:s": {"status": "approved"}}, claim=item.id)
+            await store.put_states({"approval:e1:s": {"status": "approved"}}, claim=item)
         assert await store.get_state("approval:e1:s") is None
         await store.close()
+
+    run(scenario())
+
+
+def test_states_written_with_a_claim_since_lapsed_and_taken_again_are_not_written(
+        run, postgres_url):
+    """A's claim lapsed (frozen past its lease), B took the item over and finished it (the
+    run blocked again, its approval still pending), and A claimed it again (another of its
+    tasks): the owner is A again, but not by the claim A's late approval relied on. Checked
+    by the owner alone, that approval was written over a run another claim had just left
+    blocked on it: escalated as approved but never resumed. Each claim is its own token."""
+    async def scenario():
+        a, b = await _opened(postgres_url), await _opened(postgres_url)
+        db = await asyncpg.connect(postgres_url)
+        try:
+            await a.enqueue(_rows(1))
+            first = await a.claim_key("k1")
+            await db.execute("UPDATE inbox SET lease_until = now() - interval '1 second' "
+                             "WHERE id=$1", first.id)  # A frozen past its lease
+            taken = await b.claim(8)
+            assert [i.id for i in taken] == [first.id] and taken[0].interrupted
+            await b.finish(first.id)
+            again = await a.claim_key("k1")
+            assert again is not None and again.id == first.id
+            with pytest.raises(LeaseLost):
+                await a.put_states({"approval:e1:s": {"status": "approved"}}, claim=first)
+            assert await a.get_state("approval:e1:s") is None
+            await a.put_states({"approval:e1:s": {"status": "approved"}}, claim=again)
+            assert await a.get_state("approval:e1:s") == {"status": "approved"}
+        finally:
+            await db.close()
+            await a.close()
+            await b.close()
 
     run(scenario())
 
