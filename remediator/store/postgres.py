@@ -101,16 +101,17 @@ _LOCK_HELD = ("lk AS (SELECT holder FROM locks WHERE name = $14), "
 
 
 # Several state keys written ($3, $4) and removed ($5) in one statement, durably, if the inbox
-# item $1 (none: NULL) still holds this replica's ($2) claim $6 (its count of claims: the
-# same replica may have claimed it again since, by another task, after its lease lapsed and
-# another replica finished it, and that claim's run read what this one decides still
-# undecided; migration 16): its row is locked first, so a
-# replica taking the claim over waits for this commit (its claim skips a locked row) and
-# reads what it wrote. One statement, not a transaction: a section's holder frozen between
-# two of them left the first committed and the rest undone (postgres_sections.py).
+# item $1 (none: NULL) still holds this replica's ($2) claim $6 (its count of claims, migration
+# 16: the same replica may have claimed it again, by another task, after its lease lapsed and
+# another replica finished it, and that claim's run read what this one decides undecided):
+# its row is locked first, so a replica taking the claim over waits for this commit (its
+# claim skips a locked row) and reads what it wrote. One statement, not a transaction: a
+# section's holder frozen between two of them left the first committed and the rest undone
+# (postgres_sections.py).
 _PUT_STATES = (
     "WITH c AS (SELECT 1 FROM inbox WHERE id = $1 AND owner = $2 AND state = 'running' "
-    "AND claims = $6 FOR UPDATE), ok AS (SELECT $1::bigint IS NULL OR EXISTS (SELECT 1 FROM c) AS ok), "
+    "AND claims = $6 FOR UPDATE), "
+    "ok AS (SELECT $1::bigint IS NULL OR EXISTS (SELECT 1 FROM c) AS ok), "
     "p AS (INSERT INTO state (key, value) SELECT k, v FROM unnest($3::text[], $4::text[]) "
     "AS t(k, v) WHERE (SELECT ok FROM ok) ON CONFLICT (key) DO UPDATE SET value = "
     "excluded.value), d AS (DELETE FROM state WHERE key = ANY($5::text[]) AND "
