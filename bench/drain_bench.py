@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from storm_bench import PER_REQUEST, alert_label_sets  # noqa: E402
 
-from remediator import event_loop  # noqa: E402
+from remediator import collector, event_loop  # noqa: E402
 from remediator.alerts import parse_notification  # noqa: E402
 from remediator.config import load_config  # noqa: E402
 from remediator.logs import setup_logging  # noqa: E402
@@ -102,6 +102,7 @@ async def drain(bodies: list[bytes], tmp: Path, profile: str | None,
     intake_cpu = time.process_time() - intake0
     gc.collect()
     gc.freeze()
+    collector.young_passes()  # as `serve` (its full passes are left automatic here)
     counted = Counter[str]()
     engine = service.engine
     assert engine is not None

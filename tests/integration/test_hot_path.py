@@ -1546,6 +1546,39 @@ def test_serve_runs_full_collections_between_webhooks(run):
 
 
 
+def test_serve_makes_a_young_pass_per_ten_thousand_objects_not_per_700(run):
+    """A storm's decisions in flight rise and fall by more than Python's 700 objects, so each
+    crossed the young threshold again and again (73 passes in a drain of 1 800 decisions, ~2 %
+    of its instructions): `serve` raises it (1 in that drain). Young passes counted."""
+    young: list[int] = []
+
+    def seen(phase: str, info: dict) -> None:
+        if phase == "start":
+            young.append(info["generation"])
+
+    async def scenario() -> None:
+        task = collector.between_webhooks()
+        try:
+            gc.collect(0)  # the young count from zero
+            gc.callbacks.append(seen)
+            try:
+                held = [{} for _ in range(collector.YOUNG_OBJECTS // 2)]
+                assert young == []  # 5 000 more alive: at 700, 7 passes
+                held += [{} for _ in range(collector.YOUNG_OBJECTS)]
+                assert young  # past it: a pass
+            finally:
+                gc.callbacks.remove(seen)
+            del held
+        finally:
+            task.cancel()
+
+    threshold = gc.get_threshold()
+    try:
+        run(scenario())
+    finally:
+        gc.set_threshold(*threshold)
+
+
 def test_garbage_reaching_the_oldest_generation_is_collected_while_webhooks_keep_coming(run):
     """Webhooks always in flight (a storm of failing live remediations: each failure's
     exception and traceback frames are cycles, ~90 objects per decision that outlive young
