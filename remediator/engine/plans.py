@@ -260,7 +260,14 @@ def reads_results(value: Any) -> bool:
 def copied(params: dict[str, Any]) -> dict[str, Any]:
     """Checked parameters sharing no list or mapping with `params`: an action may change
     what it is given, and the kept ones are handed to every decision, never checked again."""
-    return {k: _copy(v) if isinstance(v, list | dict) else v for k, v in params.items()}
+    out = params.copy()  # most values are strings: copied by the dict's own copy, not a call
+    for k, v in params.items():
+        if isinstance(v, _CONTAINERS):
+            out[k] = _copy(v)
+    return out
+
+
+_CONTAINERS = (list, dict)  # a constant: `list | dict` made a union object at every value
 
 
 def _copy(value: Any) -> Any:
