@@ -1,6 +1,7 @@
 """CPU per decision of processing, in-process: a storm's alerts are acknowledged first, then
 the dispatcher drains them as `serve` does (dry-run, the shipped rules and production config,
-log level info to a file, the collector frozen after start-up). Printed, not a test.
+log level info to a file, the collector frozen after start-up and its young passes as
+`serve` makes them: `collector.young_passes`). Printed, not a test.
 
 What is counted is this process's CPU time (all threads: the checkpointer's too) from the
 first claim until the inbox is empty, divided by the decisions made, so a loaded machine
