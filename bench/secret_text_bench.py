@@ -38,6 +38,8 @@ INPUTS = {
     "token_ttl: 1, one line": _fill("token_ttl: 1 "),
     "40-hex sha, a line each": _fill("a94a8fe5ccb19ba61c4c0873d391e987982fbbd3\n"),
     "base64 key, a line each": _fill("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n"),
+    "an alert's name, a line each": _fill("Neural5xxRatioHighCritical\n"),
+    "random 24-char keys, a line each": _fill("lF3kQ9zXb2VnR7pTw0YhJ8sM\n"),
     "a token, then short lines": "ghp_" + "a1B2" * 9 + "\n" + _fill("x\n"),
     "32 000 words, one line": _fill("a "),
     "one 64 KiB word": "a" * SIZE,

@@ -23,15 +23,18 @@ SHOWN = 64
 PREFIX = "no playbook matches this alert"
 
 
-def quoted(value: str) -> str:
-    """An untrusted label value as a bounded, one-line, double-quoted string."""
+def quoted(value: str, *, filtered: bool = True) -> str:
+    """An untrusted label value as a bounded, one-line, double-quoted string. `filtered=False`
+    for the alertname: see `reason`."""
     # Redacted whole, before it is cut or escaped: the reason's own redaction would miss a
     # secret cut short (a URL's password before its `@`) or escaped (a quote in it). With
     # the filter exec output goes through too (`password=`, a bearer token, a JWT), for a
     # label value reaches the log line and every API answer: imported here, at a no_match
     # only, as start-up loads none of it.
-    from ..actions import secret_text
-    value = secret_text.output(redact.text(value))
+    value = redact.text(value)
+    if filtered:
+        from ..actions import secret_text
+        value = secret_text.output(value)
     if len(value) <= SHOWN:
         return _quote(value)
     return f"{_quote(value[:SHOWN])}… ({len(value)} characters)"
@@ -41,7 +44,12 @@ def reason(candidates: Sequence[Playbook], labels: dict[str, str], status: str) 
     """The reason of a `no_match`: `candidates` are the playbooks indexed under the alert's
     alertname (none matched), each named with what refused it."""
     if not candidates:
-        return f"{PREFIX}: none handles alertname={quoted(labels.get('alertname', ''))}"
+        # The alertname is the decision's own name, shown as sent in its `alertname` (history,
+        # show, the API, the console): the filter here hid nothing, and a name it took for a
+        # key (ForgeS3UploadFailureHigh) made the reason say nothing. Only remediator's own
+        # secrets are redacted, as in the whole record.
+        name = quoted(labels.get("alertname", ""), filtered=False)
+        return f"{PREFIX}: none handles alertname={name}"
     named = [f"{pb.name}: {refusal(pb, labels, status)}" for pb in candidates[:NAMED]]
     if len(candidates) > NAMED:
         named.append(f"and {len(candidates) - NAMED} more")

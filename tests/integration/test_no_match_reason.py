@@ -115,3 +115,31 @@ def test_serve_records_near_misses_bounded_and_one_line(tmp_path):
     assert len(logged) == 7
     assert sorted(entry["msg"] for entry in logged) == sorted(
         f"decision no_match: {reason}" for reason in reasons.values())
+
+
+def test_replay_shows_the_alertname_nothing_handles(tmp_path):
+    """The README's payload against rules for another alert: the reason names the alert as
+    sent (the secret filter took CodeForgeS3UploadFailureHigh, 28 characters with a digit, for
+    a key), and a label value of that shape in a refusal is shown too."""
+    rules = write_rules(tmp_path / "rules", """
+playbooks:
+  - name: other
+    match: {alertname: KubePodCrashLooping}
+    steps: [{name: look, action: log, params: {message: x}}]
+  - name: neural
+    match: {alertname: Neural5xxRatioHighCritical, matchers: ['service="api"']}
+    steps: [{name: look, action: log, params: {message: x}}]
+""")
+    payload = tmp_path / "payload.json"
+    payload.write_text(json.dumps(notification(
+        alert("CodeForgeS3UploadFailureHigh", fingerprint="a", severity="critical",
+              namespace="neural-hive-pipeline", deployment="code-forge"),
+        alert("Neural5xxRatioHighCritical", fingerprint="b", service="ForgeS3UploadFailureHigh"))))
+    done = subprocess.run([sys.executable, "-m", "remediator.cli", "replay", str(payload),
+                           "--rules", str(rules), "--format", "json"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    reasons = sorted(d["reason"] for d in json.loads(done.stdout))
+    assert reasons == [
+        PREFIX + 'neural: service="api" does not match service="ForgeS3UploadFailureHigh"',
+        PREFIX + 'none handles alertname="CodeForgeS3UploadFailureHigh"']

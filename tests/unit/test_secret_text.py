@@ -284,3 +284,39 @@ def test_a_credentials_setting_is_shown_by_every_reader() -> None:
         "env": [{"name": "AUTH_MODE", "value": "oidc"}, {"name": "AUTH", "value": R}]}
     assert output("- name: AUTH_MODE\n  value: oidc\n- name: AUTH\n  value: oidc") == (
         f"- name: AUTH_MODE\n  value: oidc\n- name: AUTH\n  value: {R}")
+
+
+# An alert's or a metric's name is words, however long, with digits in it: shown, alone on a
+# line (a no_match's reason quotes a label value so), as a variable's value and in JSON.
+# A random string of the same length and characters (a key, a token, a JWT's part) is not.
+NAMES = [
+    "ForgeS3UploadFailureHigh", "CodeForgeS3UploadFailureHigh", "Neural5xxRatioHighCritical",
+    "KubePodCrashLooping", "AWSEC2InstanceStatusCheckFailed", "KubeAPIErrorBudgetBurn1h",
+    "NodeFilesystemSpaceFillingUp24h", "PostgresReplicationLag30sWarning",
+    "K8sNodeNotReadyFor15Minutes", "etcdHighNumberOfFailedGRPCRequests2",
+    "checkout-api-v2-5xx-ratio-high", "http_server_requests_seconds_count_5xx",
+    "AlertmanagerClusterFailedToSendAlerts5m",
+]
+RANDOM = [
+    AWS_SECRET, "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",  # AWS's documented secret keys
+    "Hk3tZr9QpL2mXw7vBn4sYc8dFg6jKa1e0oTuVi5R",  # an AWS secret key with no / or +
+    "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8",  # a GitHub token's body, without its ghp_
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9",  # a JWT's header alone
+    "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",  # a JWT's signature alone
+    "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MEFCQ0RFRg", "q8ZJ3nD0xYk2Vb7pW1sLr4Tg",  # base64 of random bytes
+    "ckwPdd9Ig_JZ1G2xrJJGnQlMuBQhTkr5NcHzjCZ6Uz4", "lF3kQ9zXb2VnR7pTw0YhJ8sM",
+]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_identifier_is_shown(name: str) -> None:
+    assert output(name) == name
+    assert output(f"ALERTNAME={name}") == f"ALERTNAME={name}"
+    assert not secret_variable("ALERT", name)
+
+
+@pytest.mark.parametrize("token", RANDOM)
+def test_a_random_string_as_long_stays_withheld(token: str) -> None:
+    assert output(token) == R
+    assert output(f"X={token}") == f"X={R}"
+    assert secret_variable("ALERT", token)
