@@ -323,7 +323,6 @@ class Engine:
             journal[unsaved[0]] = unsaved[1]
         step_records: list[dict[str, Any]] = []
         decision["steps"] = step_records
-        outcome = "succeeded"
         for index, step in enumerate(steps):
             done = journal.get(index)
             if done and (done["name"], done["action"]) != (step.name, step.action):
@@ -411,7 +410,7 @@ class Engine:
                                     gc.playbook.resolution_verifies)
             if record.outcome == "failed" and (stop := after_failure(decision, step, journaled)):
                 return stop
-        return outcome
+        return records.after_steps(decision, step_records)
 
     def _mode(self, pb: Playbook | None, dry_run: bool = False) -> str:
         return "dry-run" if dry_run or self.mode != "live" or (pb and pb.dry_run) else "live"

@@ -289,6 +289,25 @@ def after_failure(decision: dict[str, Any], step: Step, record: dict[str, Any]) 
     return "escalated" if step.on_failure == "escalate" else "failed"
 
 
+def after_steps(decision: dict[str, Any], records: list[dict[str, Any]]) -> str:
+    """The outcome of a run whose every step ran (`on_failure: continue` past failures):
+    `succeeded`, unless what it was for did not happen: a change failed (continue lets the
+    steps after it run, it does not make the change happen), or no step succeeded (every
+    piece of evidence missing). Then `escalated`, its reason said: a human must know."""
+    failed = [r for r in records if r["outcome"] == "failed"]
+    if not failed:
+        return "succeeded"
+    change = next((r for r in failed if r.get("mutating")), None)
+    if change is not None:
+        why = f"change {change['name']!r} failed and the run went on (on_failure: continue)"
+    elif any(r["outcome"] in ("succeeded", "planned") for r in records):
+        return "succeeded"  # best-effort evidence, some of it gathered: the reason names a gap
+    else:
+        why = "no step succeeded (each failed under on_failure: continue)"
+    decision["reason"] = f"{why}; {decision.get('reason') or ''}".rstrip("; ")
+    return "escalated"
+
+
 def after_cancel(decision: dict[str, Any], step: str, record: dict[str, Any],
                  records: list[dict[str, Any]], verifies: bool = True,
                  why: str = "resolution_verifies: false") -> str:
