@@ -466,7 +466,7 @@ class PostgresStore:
         packed = []
         for (key, alert, _), text in zip(rows, packing.item_texts(rows), strict=True):
             ref = self._refs.for_alert(alert, text)
-            packed.append((key, packing.pack_ref(text, ref.data), ref))
+            packed.append((key, self._refs.pack_item(text, ref), ref))
         return packed
 
     async def probe_intake(self) -> None:

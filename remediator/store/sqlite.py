@@ -620,7 +620,7 @@ class SQLiteStore(LocalCoordination):
         rows, refs = [], {}
         for (key, alert, _), text in zip(items, packing.item_texts(items), strict=True):
             ref = self._refs.for_alert(alert, text)
-            rows.append((key, packing.pack_ref(text, ref.data), ref.id))
+            rows.append((key, self._refs.pack_item(text, ref), ref.id))
             if not ref.stored:
                 refs[ref.id] = ref
         result = await self._write(lambda db: insert(db, rows, list(refs.values())),

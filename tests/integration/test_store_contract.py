@@ -1252,9 +1252,9 @@ def test_a_postgres_webhook_is_packed_while_the_commit_before_it_is_on_its_way(
         store = open_store(postgres_url)
         await store.open()
         packed: list[bytes] = []
-        pack_ref = packing.pack_ref
-        monkeypatch.setattr(packing, "pack_ref", lambda text, ref: packed.append(text) or
-                            pack_ref(text, ref))
+        pack_item = packing.Refs.pack_item
+        monkeypatch.setattr(packing.Refs, "pack_item", lambda self, text, ref: packed.append(
+            text) or pack_item(self, text, ref))
         blocker = await asyncpg.connect(postgres_url)
         try:
             # Another transaction holds the dedupe key k1 uncommitted: a commit of it waits
