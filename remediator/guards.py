@@ -436,15 +436,18 @@ class Guards:
                 # a bug, and nothing is known, so nothing runs and a human hears of it. Raised,
                 # it was recorded as an internal error, with a traceback in the log.
                 await self.release(gc)
-                return Block("precondition_false", f"precondition not checked: its query "
+                return Block("precondition_unknown", f"precondition not checked: its query "
                              f"cannot be made from this alert ({exc}); no query was sent, "
                              "nothing was done", escalate=True)
         holds, why = await self.precondition(promql, gc.alert, bool(cfg.get("alert_firing")))
         if not holds:
             await self.release(gc)
             # Known false: the problem went away, nobody needs paging. Unknown (Prometheus or
-            # Alertmanager unreachable): nothing was done, and a human must hear of it.
-            return Block("precondition_false", why, escalate=holds is None)
+            # Alertmanager unreachable): nothing was done, and a human must hear of it; its
+            # own name, so a dashboard tells a blind check from a problem gone away.
+            if holds is None:
+                return Block("precondition_unknown", why, escalate=True)
+            return Block("precondition_false", why, escalate=False)
         return None
 
     async def release(self, gc: GuardContext) -> None:

@@ -300,6 +300,7 @@ def test_a_precondition_that_cannot_be_checked_blocks_and_escalates(tmp_path, ru
     h.service.engine.guards.precondition = unreachable
     [d] = run(h.fire(web(0)))
     assert d["outcome"] == "blocked" and d["escalation"] is not None
+    assert d["reason"].startswith("precondition_unknown: precondition could not be checked")
     assert "could not be checked" in h.note_files()[0].read_text()
     assert h.calls == []
     run(h.service.stop())

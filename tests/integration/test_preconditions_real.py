@@ -16,8 +16,9 @@ from tests.conftest import write_rules
 from tests.kubeapi.rbac import step_documents
 from tests.support.alertmanager import make_alert, webhook_config
 from tests.support.payloads import alert, notification
+from tests.support.procs import free_port
 from tests.support.prometheus import prometheus_config
-from tests.support.worker import WorkerProcess
+from tests.support.worker import WorkerProcess, http
 
 if TYPE_CHECKING:
     from tests.kubeapi import KubeAPIServer
@@ -111,5 +112,24 @@ def test_alertmanager_saying_cleared_blocks_the_restart(tmp_path, kubeconfig, ku
         still = decide(w, firing, "firing")
         assert still["outcome"] == "succeeded", still
         assert restarts(kubeapi) == 1
+    finally:
+        w.stop()
+
+
+def test_a_prometheus_that_does_not_answer_is_an_unknown_precondition(
+        tmp_path, kubeconfig, kubeapi) -> None:
+    """Prometheus down: the check is blind, not false. Its own reason code (in the decision,
+    the API's filter, the guard-block metric), escalated with a note, and nothing restarted."""
+    w = serve(tmp_path, kubeapi, "{promql: 'code_forge_upload_errors > 0'}",
+              prometheus=f"http://127.0.0.1:{free_port()}")
+    try:
+        blind = decide(w, {"alertname": "CodeForgeErrors", "deployment": "code-forge"}, "blind")
+        assert blind["outcome"] == "blocked", blind
+        assert blind["reason"].startswith(
+            "precondition_unknown: precondition could not be checked, so nothing was done: "), blind
+        assert blind["escalation"] is not None, blind
+        assert restarts(kubeapi) == 0
+        metrics = http("GET", f"{w.url}/metrics")[1]
+        assert 'remediator_guard_blocks_total{guard="precondition_unknown"} 1.0' in metrics
     finally:
         w.stop()

@@ -86,7 +86,7 @@ def test_a_refused_duration_sends_no_query_and_ends_the_decision_clearly(
         blocked = decide(w, "Windowed", "hostile-precondition", window=HOSTILE)
         assert blocked["outcome"] == "blocked", blocked
         assert blocked["reason"].startswith(
-            "precondition_false: precondition not checked: its query cannot be made from this "
+            "precondition_unknown: precondition not checked: its query cannot be made from this "
             f"alert (promql_duration: {HOSTILE!r} is not a Prometheus duration"), blocked
         assert "no query was sent" in blocked["reason"] and blocked.get("escalation"), blocked
         assert not blocked.get("steps"), blocked
