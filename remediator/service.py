@@ -557,8 +557,10 @@ class Service:
         for key, value in circuits.items():
             await self.store.put_state(key, {"reset_at": now, "reset_by": by, "until": now,
                                              "opened_at": value.get("opened_at", now)})
-        log.warning("circuits %s reset by %s", circuits, by)
-        return [key.split(":", 1)[1] for key in circuits]
+        names = [key.split(":", 1)[1] for key in circuits]
+        if names:  # what was reset, by whom: not the circuits' state, not a reset of nothing
+            log.warning("circuit reset by %s: %s", by, ", ".join(names))
+        return names
 
     async def approve(self, execution_id: str, by: str, approve: bool = True,
                       step: str | None = None, answer_within: float | None = None

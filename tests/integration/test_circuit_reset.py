@@ -31,7 +31,7 @@ playbooks:
 
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])
 def test_after_a_reset_the_next_alert_is_remediated(worker_factory, webhook_receiver, request,
-                                                    store):
+                                                    store, caplog):
     settings = {"store": request.getfixturevalue("postgres_url")} if store == "postgres" else {}
     w = worker_factory(RULES % webhook_receiver.url, mode="live", **settings)
     decided: list[dict] = []
@@ -58,6 +58,8 @@ def test_after_a_reset_the_next_alert_is_remediated(worker_factory, webhook_rece
     status, body = http("POST", f"{w.url}/api/v1/circuits/reset?target=prod/deployment/web",
                         b"", OPERATOR)
     assert (status, body) == (200, {"reset": ["restart-web:prod/deployment/web"]})
+    resets = [r.getMessage() for r in caplog.records if "reset by" in r.getMessage()]
+    assert resets == ["circuit reset by alice: restart-web:prod/deployment/web"], resets
     assert w.call(w.service.open_circuits()) == []
     # A replica of the previous version (a rolling update, a rollback) reads `until` and
     # `opened_at` of every circuit state: a reset's keeps both, ended at the reset.
@@ -77,6 +79,7 @@ def test_after_a_reset_the_next_alert_is_remediated(worker_factory, webhook_rece
     status, body = http("POST", f"{w.url}/api/v1/circuits/reset?target=prod/deployment/web",
                         b"", OPERATOR)
     assert (status, body["open"]) == (404, []), body
+    assert len([r for r in caplog.records if "reset by" in r.getMessage()]) == 2  # not this one
     assert fire()["outcome"] == "succeeded"
 
 
