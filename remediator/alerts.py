@@ -207,7 +207,7 @@ def notification_from_dict(data: Any, surrogates: bool = True) -> Notification:
         raise PayloadError("payload must be a JSON object")
     version = data.get("version")
     if version != "4":
-        raise PayloadError(f'unsupported webhook version {version!r}: expected "4"')
+        raise PayloadError(f'unsupported webhook version {_shown(version)}: expected "4"')
     raw_alerts = data.get("alerts")
     if not isinstance(raw_alerts, list):
         raise PayloadError("$.alerts: required, must be a list")
@@ -233,13 +233,24 @@ def notification_from_dict(data: Any, surrogates: bool = True) -> Notification:
 Text = Callable[[str, str], str]
 
 
+def _shown(value: Any, limit: int = 40) -> str:
+    """A sender's value echoed in an error as the JSON it sent (`null`, `true`, `4`,
+    `"weird"`: Python's None, True and 'weird' are no JSON), ASCII, cut at `limit`."""
+    if isinstance(value, str) and len(value) > limit:
+        return json.dumps(value[:limit]) + "…"
+    if isinstance(value, dict | list):  # its shape, not its content (of any size)
+        return "an object" if isinstance(value, dict) else "a list"
+    shown = json.dumps(value)
+    return shown if len(shown) <= limit else shown[:limit] + "…"
+
+
 def _alert(raw: Any, path: str, text: Text) -> dict[str, Any]:
     """An alert validated, as Alert.to_dict writes it (what the inbox stores)."""
     if not isinstance(raw, dict):
         raise PayloadError(f"{path}: must be an object")
     status = raw.get("status")
     if status not in ("firing", "resolved"):
-        raise PayloadError(f'{path}.status: must be "firing" or "resolved", got {status!r}')
+        raise PayloadError(f'{path}.status: must be "firing" or "resolved", got {_shown(status)}')
     labels = _labels(raw, "labels", path, text)
     if not labels.get("alertname"):
         raise PayloadError(f"{path}.labels.alertname: required")
@@ -297,7 +308,7 @@ def _labels(obj: dict[str, Any], key: str, path: str, text: Text) -> dict[str, s
             continue  # valid: no path to build
         if len(name) > MAX_LABEL_VALUE:  # a name is shown wherever its value is: notes too
             raise PayloadError(f"{path}.{key}: a name longer than {MAX_LABEL_VALUE} characters "
-                               f"({name[:40]!r}…)")
+                               f"({_shown(name)})")
         where = f"{path}.{key}.{text(name, f'{path}.{key} (a name)')}"
         if not isinstance(item, str):
             raise PayloadError(f"{where}: must be a string")
@@ -314,7 +325,7 @@ def _timestamp(obj: dict[str, Any], key: str, path: str, text: Text) -> str | No
     try:
         datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise PayloadError(f"{path}.{key}: not an RFC 3339 timestamp: {value[:40]!r}") from None
+        raise PayloadError(f"{path}.{key}: not an RFC 3339 timestamp: {_shown(value)}") from None
     return value
 
 

@@ -59,6 +59,9 @@ def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(worker_factor
         (json.dumps({"version": "4"}).encode(), auth, 400, "$.alerts: required"),
         (json.dumps({"version": "2", "alerts": []}).encode(), auth, 400, "unsupported webhook version"),
         (json.dumps({"version": "4", "alerts": [{"status": 1}]}).encode(), auth, 400, "status"),
+        # the value echoed as the JSON sent, not as Python shows it (None)
+        (b'{"version":"4","status":"firing","alerts":[{"labels":{}}]}', auth, 400,
+         '$.alerts[0].status: must be "firing" or "resolved", got null'),
         (b"x" * (65 * 1024), auth, 413, "exceeds"),
         (b"{}", {}, 401, "credentials"),
         (b"{}", {"Authorization": "Bearer wrong"}, 401, "credentials"),
