@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_what_serve_leaves_beside_its_default_store_is_ignored():
-    left = ["remediator.db", "remediator.db-wal", "remediator.db-shm",
+    left = ["remediator.db", "remediator.db-wal", "remediator.db-shm", "remediator.db.lock",
             f"{PREFIX}0123456789abcdef{SUFFIX}", f"{PREFIX}k3j2_x{TMP_SUFFIX}"]
     done = subprocess.run(["git", "check-ignore", "--no-index", *left], cwd=ROOT,
                           capture_output=True, text=True, check=False)
