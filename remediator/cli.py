@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a reader gone away is told here, not in the interpreter's exit
         return code
+    except KeyboardInterrupt:
+        # Ctrl-C (`sleep 20 | remediator replay -`): ended as a shell reports SIGINT, without
+        # a traceback. `serve` handles SIGINT itself (a graceful stop, exit 0).
+        return 128 + signal.SIGINT
     except BrokenPipeError:
         # `remediator schema | head`: end as a shell reports a process SIGPIPE ended, quietly
         # (stdout to /dev/null: the interpreter's last flush would fail again).
@@ -163,12 +167,13 @@ def _parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("schema", help="print the JSON Schema of playbook files (or, with "
                         "--config, of the config file; with --actions, a reference of the "
                         "actions)")
-    sc.add_argument("--config", action="store_true",
-                    help="the config file's schema instead of the playbooks'")
-    sc.add_argument("--actions", nargs="?", const="all", choices=("all", "builtin"),
-                    help="instead, a readable reference of the actions (Markdown): every "
-                         "installed one (all, the default), or the built-ins only (builtin: "
-                         "docs/actions.md)")
+    which = sc.add_mutually_exclusive_group()  # one document, never two concatenated
+    which.add_argument("--config", action="store_true",
+                       help="the config file's schema instead of the playbooks'")
+    which.add_argument("--actions", nargs="?", const="all", choices=("all", "builtin"),
+                       help="instead, a readable reference of the actions (Markdown): every "
+                            "installed one (all, the default), or the built-ins only (builtin: "
+                            "docs/actions.md)")
     sc.set_defaults(func=cmd_schema)
     for choice in sub._choices_actions:  # each command's help is its description too
         parser = sub.choices[choice.dest]

@@ -100,9 +100,11 @@ class Config:
 
 
 _BOOLS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
-# Checked on the effective value, whether it came from the file, the environment or a flag.
-_EFFECTIVE = ("listen", "mode", "store", "store_sync", "event_loop", "log_level", "prometheus_url",
-              "alertmanager_url")
+# Checked as they are given (JSON, one variable per guard), each refusal naming its variable.
+_CHECKED_AS_GIVEN = ("guards", "operators", "escalation_sinks")
+# Lists whose empty value leaves nothing to run: blank in the environment (a Helm value left
+# blank, `VAR=` in an env file), they are unset, as _WIDENED_WHEN_EMPTY's are.
+_UNSET_WHEN_BLANK = ("rules",)
 
 
 def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
@@ -126,14 +128,21 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
             raw[name] = _json_setting(name, value)
     if guards := _guards_from_env(env, raw.get("guards")):
         raw["guards"] = guards
+    # Where each value not from the file came from: its refusals name the variable or flag.
+    origins: dict[str, str] = {}
     for f in fields(Config):
         if f.name in ("guards", *_JSON_SETTINGS):
             continue
         for name in (f.name, f"{f.name}_file"):
-            value = env.get(f"REMEDIATOR_{name.upper()}")
-            if value is not None:
-                raw[name] = value
-    raw.update({k: v for k, v in flags.items() if v is not None})
+            value = env.get(variable := f"REMEDIATOR_{name.upper()}")
+            if value is None or (name in _UNSET_WHEN_BLANK and not value.strip()):
+                continue
+            raw[name] = value
+            origins[name] = variable
+    for key, value in flags.items():
+        if value is not None:
+            raw[key] = value
+            origins[key] = f"--{key.replace('_', '-')}"
     cfg = Config()
     for name in SECRETS:
         if raw.get(f"{name}_file") and not secrets:
@@ -155,7 +164,7 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
     for key, value in raw.items():
         if not hasattr(cfg, key) or key == "guards":
             raise ConfigError(f"unknown setting {key!r}")
-        setattr(cfg, key, _coerce(key, value, getattr(cfg, key)))
+        setattr(cfg, key, _coerce(origins.get(key, key), value, getattr(cfg, key)))
     if guards is not None:
         cfg.guards = _guard_settings(guards)
     for variable in _PAUSED:  # the kill switch, settable without editing any file
@@ -164,7 +173,7 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
             raise ConfigError(f"{variable}: {paused!r} is not a boolean (true or false)")
         if _BOOLS.get(paused):
             cfg.guards.paused = True  # either one: a kill switch is never undone by a name
-    _check_effective(cfg)
+    _check_effective(cfg, origins)
     _check_sinks(cfg, source)
     if cfg.event_loop == "uvloop" and (missing := uvloop_missing()):
         raise ConfigError(f"event_loop: uvloop cannot be imported ({missing}): install it, or "
@@ -176,8 +185,6 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None, *,
         raise ConfigError("body_timeout must be more than 0: a request body is read within it")
     if cfg.store_lease < 3:  # the PostgreSQL store's floor, refused there with a traceback
         raise ConfigError(f"store_lease must be at least 3s, got {cfg.store_lease:g}s")
-    if cfg.max_connections < 0:
-        raise ConfigError("max_connections must be 0 (half the file descriptor limit) or more")
     if cfg.history_retention < 86400:
         raise ConfigError("history_retention must be at least 1d: guard windows count the "
                           "events it prunes")
@@ -238,14 +245,20 @@ def read_config_source(file: str) -> Source:
         raise ConfigError([exc.problem]) from None
 
 
-def _check_effective(cfg: Config) -> None:
-    """Settings from the environment or a flag meet the file's schema too."""
+def _check_effective(cfg: Config, origins: dict[str, str]) -> None:
+    """Every setting, whichever source gave it, meets the file's schema (its types, value
+    sets, minimums): `REMEDIATOR_WORKERS=0` started a server that never decided an alert.
+    A refusal names the variable or flag that gave the value."""
     schema = config_schema()["properties"]
-    for name in _EFFECTIVE:
-        for _, message in check_shape(getattr(cfg, name), schema[name], (name,)):
-            raise ConfigError(message)
+    for f in fields(Config):
+        if f.name in _CHECKED_AS_GIVEN:
+            continue
+        for _, message in check_shape(getattr(cfg, f.name), schema[f.name], (f.name,)):
+            # `REMEDIATOR_WORKERS: workers: must be >= 1`, as the guards' variables say it
+            raise ConfigError(f"{origins[f.name]}: {message}" if f.name in origins else message)
     if why := store_url.problem(cfg.store):  # a file's was refused at its line already
-        raise ConfigError(f"store: {why}")
+        where = f"{origins['store']}: " if "store" in origins else ""
+        raise ConfigError(f"{where}store: {why}")
 
 
 def _check_sinks(cfg: Config, source: Source) -> None:
@@ -289,20 +302,23 @@ def _flatten(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _coerce(key: str, value: Any, default: Any) -> Any:
+def _coerce(where: str, value: Any, default: Any) -> Any:
+    """A value in its setting's type; `where` (the variable or flag that gave it) named in a
+    refusal. A file's value has its type already: the schema checked it."""
+    expected = "a boolean (true or false)"
     try:
-        if isinstance(default, bool):  # a file's value is a boolean already (the schema)
+        if isinstance(default, bool):
             return value if isinstance(value, bool) else _BOOLS[str(value).strip().lower()]
         if isinstance(default, int):
-            return int(value)
+            expected = "an integer"
+            return value if isinstance(value, int) else int(str(value).strip(), 10)
         if isinstance(default, float):
+            expected = "a duration (e.g. 30s, 5m, 1h30m)"
             return parse_duration(value)
         if isinstance(default, list) and isinstance(value, str):
             return _listed(value)
-    except KeyError:
-        raise ConfigError(f"setting {key}: {value!r} is not a boolean (true or false)") from None
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"setting {key}: {exc}") from None
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{where}: {value!r} is not {expected}") from None
     return value
 
 

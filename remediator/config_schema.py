@@ -9,7 +9,7 @@ moment it exists); structured ones and value sets are declared below.
 from __future__ import annotations
 
 import typing
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, Field, fields
 from typing import Any
 
 from .event_loop import CHOICES
@@ -30,6 +30,12 @@ LISTEN = {"type": "string", "pattern": r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):" 
                           "or 0.0.0.0:9095 for every interface"}
 URL = {"type": "string", "writeOnly": True, "pattern": r"^https?://.+",
        "errorMessage": "not an http(s) URL: use e.g. http://127.0.0.1:9090"}
+# Where remediator is reached (notes link to it): empty, or an absolute http(s) URL.
+EXTERNAL_URL = {"type": "string", "pattern": r"^(https?://[^/?#\s]+(/\S*)?)?$",
+                "errorMessage": "not an absolute http(s) URL: use e.g. "
+                                "https://remediator.example.com"}
+# A setting's duration: never negative (a file's -5 was taken as it stood).
+SETTING_DURATION = {**DURATION, "minimum": 0}
 STRINGS = {"type": "array", "items": {"type": "string"}}
 _ALLOW = {"type": "object", "additionalProperties": False, "properties": {"allow": STRINGS}}
 
@@ -59,8 +65,8 @@ GUARDS = {
         "evidence": {"type": "object", "additionalProperties": False,
                      "properties": {"directories": STRINGS}},
         "budget": {"type": "object", "additionalProperties": False,
-                   "properties": {"max": {"type": "integer", "minimum": 0}, "window": DURATION}},
-        "approval_ttl": DURATION,
+                   "properties": {"max": {"type": "integer", "minimum": 0}, "window": SETTING_DURATION}},
+        "approval_ttl": SETTING_DURATION,
     },
 }
 
@@ -105,17 +111,18 @@ _DECLARED: dict[str, dict[str, Any]] = {
     "listen": LISTEN,
     "prometheus_url": URL,
     "alertmanager_url": URL,
-    "external_url": {"type": "string"},
+    "external_url": EXTERNAL_URL,
     "escalation_sinks": {"type": "object", "additionalProperties": SINK},
     "guards": GUARDS,
     "operators": {"type": "array", "items": OPERATOR},
-    "history_retention": {**DURATION, "description": "at least 1d"},
+    "history_retention": {**SETTING_DURATION, "description": "at least 1d"},
     "max_connections": {"type": "integer", "minimum": 0,
                         "description": "0: half the file descriptor limit"},
 }
 
 
 def _field_schema(name: str, annotation: Any, default: Any) -> dict[str, Any]:
+    """A setting's schema, with its default (the dataclass's: defined there only)."""
     if name in _DECLARED:
         schema = dict(_DECLARED[name])
     elif annotation in (bool, "bool"):
@@ -123,23 +130,40 @@ def _field_schema(name: str, annotation: Any, default: Any) -> dict[str, Any]:
     elif annotation in (int, "int"):
         schema = {"type": "integer", "minimum": 1}
     elif annotation in (float, "float"):
-        schema = dict(DURATION)  # every float setting is a duration (seconds or 30s, 1h)
+        schema = dict(SETTING_DURATION)  # every float setting is a duration (seconds or 1h)
     elif str(annotation).startswith("list"):
         schema = STRINGS
     else:
         schema = {"type": "string"}
-    if default is not MISSING and isinstance(default, str | int | float | bool) and default != "":
+    if default is not MISSING and isinstance(default, str | int | float | bool | list) and \
+            default != "" and name != "guards":
         schema = {**schema, "default": default}
     return schema
+
+
+def _default(f: Field[Any]) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+def _with_defaults(schema: dict[str, Any], settings: Any, path: tuple[str, ...] = ()
+                   ) -> dict[str, Any]:
+    """The guards' schema with each leaf's default, read from `GuardSettings` (whose field
+    for `budget.max` is `budget_max`)."""
+    if schema.get("type") == "object":
+        return {**schema, "properties": {key: _with_defaults(sub, settings, (*path, key))
+                                         for key, sub in schema["properties"].items()}}
+    return {**schema, "default": getattr(settings, "_".join(path))}
 
 
 def config_schema() -> dict[str, Any]:
     """The JSON Schema of the config file (`remediator schema --config`)."""
     from .config import Config  # config.py imports this module
+    from .guards import GuardSettings
 
     hints = typing.get_type_hints(Config)
-    flat = {f.name: _field_schema(f.name, hints.get(f.name, f.type), f.default)
+    flat = {f.name: _field_schema(f.name, hints.get(f.name, f.type), _default(f))
             for f in fields(Config)}
+    flat["guards"] = _with_defaults(GUARDS, GuardSettings())
     for name in SECRETS:
         flat[name] = {**flat[name], "writeOnly": True}
         flat[f"{name}_file"] = {"type": "string",

@@ -35,10 +35,10 @@ def test_serve_refuses_what_cannot_work_in_one_line(tmp_path):
              f"remediator: no playbooks: directory 'rules' not found in {tmp_path}; pass --rules PATH")
     rules = str(write_rules(tmp_path / "rules", "playbooks: []\n"))
     one_line(remediator(tmp_path, "serve", "--listen", "9095"),
-             "remediator: configuration error: listen: '9095': not HOST:PORT with a port up to "
+             "remediator: configuration error: --listen: listen: '9095': not HOST:PORT with a port up to "
              "65535: use e.g. 127.0.0.1:9095, or 0.0.0.0:9095 for every interface")
     one_line(remediator(tmp_path, "serve", "--store", "mysql://db"),
-             "remediator: configuration error: store: the value given: not a store URL: use "
+             "remediator: configuration error: --store: store: the value given: not a store URL: use "
              "sqlite:///path.db, sqlite:// (in memory) or postgresql://user@host:port/db")
     one_line(remediator(tmp_path, "serve", "--store", "sqlite:///absent/remediator.db",
                         "--listen", "127.0.0.1:0"),

@@ -164,7 +164,7 @@ def test_a_high_descriptor_limit_is_not_cut_to_a_few_thousand_connections():
 
 
 def test_a_negative_cap_is_refused_and_zero_is_the_default():
-    with pytest.raises(ConfigError, match="max_connections must be 0"):
+    with pytest.raises(ConfigError, match="REMEDIATOR_MAX_CONNECTIONS: max_connections: must be >= 0"):
         load_config(env={"REMEDIATOR_MAX_CONNECTIONS": "-1"})
     assert load_config(env={}).max_connections == 0
     assert load_config(env={"REMEDIATOR_MAX_CONNECTIONS": "300"}).max_connections == 300

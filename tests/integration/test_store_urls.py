@@ -41,9 +41,10 @@ def test_a_store_url_that_cannot_work_is_one_line_whichever_command_reads_it(tmp
     rules = str(write_rules(tmp_path / "rules", "playbooks: []\n"))
     payload = tmp_path / "payload.json"
     payload.write_text(json.dumps(notification()))
-    expected = f"remediator: configuration error: {BAD[url]}"
+    expected = f"remediator: configuration error: --store: {BAD[url]}"
     one_line(remediator(tmp_path, "serve", "--rules", rules, "--listen", "127.0.0.1:0",
-                        env={"REMEDIATOR_STORE": url}), expected)
+                        env={"REMEDIATOR_STORE": url}),
+             expected.replace("--store", "REMEDIATOR_STORE"))
     one_line(remediator(tmp_path, "history", "--store", url), expected)
     one_line(remediator(tmp_path, "show", "abc", "--store", url), expected)
     one_line(remediator(tmp_path, "replay", str(payload), "--rules", rules, "--store", url),
