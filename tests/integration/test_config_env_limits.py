@@ -4,9 +4,13 @@ a `REMEDIATOR_*` value the file would refuse is refused at start, in one line na
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
@@ -89,7 +93,7 @@ def test_an_absolute_external_url_or_none_is_taken():
 
 def test_schema_config_gives_each_default_from_where_it_is_defined(tmp_path):
     done = subprocess.run([sys.executable, "-m", "remediator.cli", "schema", "--config"],
-                          capture_output=True, text=True, timeout=60, check=True)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True)
     schema = json.loads(done.stdout)["properties"]
     assert schema["rules"]["default"] == ["rules"]  # README: `rules`
     assert schema["escalation"]["properties"]["default_sinks"]["default"] == ["files"]
@@ -105,6 +109,29 @@ def test_schema_config_gives_each_default_from_where_it_is_defined(tmp_path):
 
 def test_schema_takes_config_or_actions_not_both(tmp_path):
     done = subprocess.run([sys.executable, "-m", "remediator.cli", "schema", "--config",
-                           "--actions"], capture_output=True, text=True, timeout=60)
+                           "--actions"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
     assert done.returncode == 2 and done.stdout == "", done
     assert "argument --actions: not allowed with argument --config" in done.stderr
+
+
+def test_ctrl_c_while_replay_reads_standard_input_is_130_without_a_traceback(tmp_path):
+    """`sleep 20 | remediator replay -`, then Ctrl-C: a KeyboardInterrupt traceback was shown."""
+    rules = str(write_rules(tmp_path / "rules", PLAYBOOK))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")}
+    proc = subprocess.Popen([sys.executable, "-m", "remediator.cli", "replay", "-", "--rules",
+                             rules], cwd=tmp_path, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # Interrupted once it waits in read(2) on standard input (syscall 0, fd 0): the
+        # interpreter and the command are set up by then.
+        syscall = Path(f"/proc/{proc.pid}/syscall")
+        while not syscall.read_text().startswith("0 0x0 "):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err and b"KeyboardInterrupt" not in err, err
