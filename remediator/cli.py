@@ -24,7 +24,7 @@ from .alerts import PayloadError, parse_notification
 from .config import Config, ConfigError, load_config, unknown_variables
 from .guards import system_namespaces_open
 from .logs import setup_logging
-from .playbooks.validate import RulesError
+from .playbooks.validate import NoPlaybooks, RulesError
 from .report import decision_text, history_text, terminal_text
 
 log = logging.getLogger("remediator")
@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems or [exc]:
             print(f"remediator: configuration error: {str(problem).replace(': error: ', ': ', 1)}",
                   file=sys.stderr)
+        return 2
+    except NoPlaybooks as exc:  # nothing to run: one line, exit 2, as a missing directory
+        print(f"remediator: {exc}", file=sys.stderr)
         return 2
     except RulesError as exc:
         print("remediator: rules refused:", file=sys.stderr)

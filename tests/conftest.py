@@ -15,6 +15,8 @@ from tests.support.worker import OPERATORS, TOKEN, InProcessWorker, loopback_gua
 
 pytest_plugins = ["tests.support.plugin", "tests.kubeapi.fixtures"]
 
+# A rule set that matches no alert sent: serve and replay refuse one with no playbook at all.
+NO_MATCH_RULES = "playbooks:\n  - name: note\n    match: {alertname: NeverSent}\n"
 DEMO_RULES = """
 playbooks:
   - name: demo-restart

@@ -50,6 +50,20 @@ class RulesError(ValueError):
         self.problems = problems
 
 
+class NoPlaybooks(RulesError):
+    """Rules that hold no playbook: a server answering every alert `no_match` looks healthy
+    (ready, 202s) while it does nothing, so `serve` and `replay` refuse to start (exit 2, as
+    for a missing directory) and a reload to an empty set keeps the current one."""
+
+    def __init__(self, paths: Iterable[str]):
+        where = ", ".join(map(repr, paths)) or "no path"
+        super().__init__([Problem(next(iter(paths), "<rules>"), 1, 1, "error",
+                                  f"no playbooks: {where} holds none (a .yaml file with a "
+                                  "`playbooks:` list; *_test.yaml files are tests); pass "
+                                  "--rules PATH")])
+        self.args = (self.problems[0].message,)
+
+
 @dataclass
 class Validation:
     """What validating a rule set found, and the playbooks that have no error."""
@@ -217,7 +231,8 @@ def _raise(exc: OSError) -> None:
 
 def load_rules(paths: Iterable[str], known_sinks: set[str] | None = None,
                cache: ParseCache | None = None) -> RuleSet:
-    """Validate and index; raise RulesError if anything is an error."""
+    """Validate and index; raise RulesError if anything is an error, NoPlaybooks if none."""
+    paths = list(paths)
     with collector.paused():
         result = validate_paths(paths, known_sinks, cache)
         # The parsed sources are garbage now; freed before the collector resumes, its
@@ -226,6 +241,8 @@ def load_rules(paths: Iterable[str], known_sinks: set[str] | None = None,
         result.checked_steps.clear()
     if not result.ok:
         raise RulesError(result.problems)
+    if not result.playbooks:
+        raise NoPlaybooks(list(paths))
     return RuleSet(result.playbooks, warnings=result.problems)
 
 

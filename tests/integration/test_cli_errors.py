@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_rules
+from tests.conftest import NO_MATCH_RULES, write_rules
 from tests.support.payloads import notification
 
 
@@ -33,7 +33,7 @@ def one_line(done: subprocess.CompletedProcess[str], expected: str) -> None:
 def test_serve_refuses_what_cannot_work_in_one_line(tmp_path):
     one_line(remediator(tmp_path, "serve"),
              f"remediator: no playbooks: directory 'rules' not found in {tmp_path}; pass --rules PATH")
-    rules = str(write_rules(tmp_path / "rules", "playbooks: []\n"))
+    rules = str(write_rules(tmp_path / "rules", NO_MATCH_RULES))
     one_line(remediator(tmp_path, "serve", "--listen", "9095"),
              "remediator: configuration error: --listen: listen: '9095': not HOST:PORT with a port up to "
              "65535: use e.g. 127.0.0.1:9095, or 0.0.0.0:9095 for every interface")
@@ -99,7 +99,7 @@ def test_history_refuses_a_limit_that_is_not_a_positive_count(tmp_path, limit):
 def test_replay_of_a_payload_that_is_not_utf8_is_one_line_as_the_webhook_says_it(tmp_path):
     (tmp_path / "payload.json").write_bytes(b'\xff\xfe{"version": "4"}')
     done = remediator(tmp_path, "replay", "payload.json", "--rules", str(write_rules(
-        tmp_path / "rules", "playbooks: []\n")))
+        tmp_path / "rules", NO_MATCH_RULES)))
     one_line(done, "remediator: invalid payload: body is not valid UTF-8 (byte 0)")
 
 
@@ -109,7 +109,7 @@ def test_replay_refuses_what_cannot_work_in_one_line_as_serve_does(tmp_path):
     (tmp_path / "payload.json").write_text(json.dumps(notification()))
     one_line(remediator(tmp_path, "replay", "payload.json"),  # was "rules refused", exit 1
              f"remediator: no playbooks: directory 'rules' not found in {tmp_path}; pass --rules PATH")
-    rules = str(write_rules(tmp_path / "rules", "playbooks: []\n"))
+    rules = str(write_rules(tmp_path / "rules", NO_MATCH_RULES))
     one_line(remediator(tmp_path, "replay", "payload.json", "--rules", rules, "--store",
                         "sqlite:///absent/r.db"),  # was a traceback, exit 1
              "remediator: cannot open the store sqlite:///absent/r.db: directory 'absent' does "
@@ -119,7 +119,7 @@ def test_replay_refuses_what_cannot_work_in_one_line_as_serve_does(tmp_path):
 def test_a_replay_leaves_no_trace_in_the_store_serve_would_use(tmp_path):
     """As `replay --help` says: REMEDIATOR_STORE and the config's store are serve's; only
     --store puts a replay's decisions in a store (and only --store lets it run live)."""
-    rules = str(write_rules(tmp_path / "rules", "playbooks: []\n"))
+    rules = str(write_rules(tmp_path / "rules", NO_MATCH_RULES))
     (tmp_path / "payload.json").write_text(json.dumps(notification()))
     (tmp_path / "config.yml").write_text(f"store: sqlite:///{tmp_path}/configured.db\n")
     env = {"REMEDIATOR_STORE": f"sqlite:///{tmp_path}/env.db"}
@@ -139,7 +139,7 @@ def test_a_live_replay_refuses_a_store_that_does_not_exist_yet(tmp_path):
     """A new store would be an empty one: no pause, cooldowns, rate limits, circuits nor
     budget. A typo'd path, or `sqlite://` in memory, is refused, and nothing is created; a
     dry run still replays in memory."""
-    rules = str(write_rules(tmp_path / "rules", "playbooks: []\n"))
+    rules = str(write_rules(tmp_path / "rules", NO_MATCH_RULES))
     (tmp_path / "payload.json").write_text(json.dumps(notification()))
     needs = ("remediator: replay --mode live needs the existing store serve uses, which holds "
              "the pause, cooldowns, rate limits, circuits and budget: cannot open the store ")
@@ -155,7 +155,7 @@ def test_a_live_replay_refuses_a_store_that_does_not_exist_yet(tmp_path):
 def test_replay_takes_no_more_input_than_the_webhook_would(tmp_path):
     """Bounded by max_body_bytes, as the webhook's body: `replay /dev/zero` (or `-` from an
     endless pipe) was a MemoryError; a payload too large for the webhook was replayed."""
-    rules = str(write_rules(tmp_path / "rules", "playbooks: []\n"))
+    rules = str(write_rules(tmp_path / "rules", NO_MATCH_RULES))
     env = {"REMEDIATOR_MAX_BODY_BYTES": "4096"}
     (tmp_path / "payload.json").write_text(json.dumps(notification()) + " " * 4096)
     one_line(remediator(tmp_path, "replay", "payload.json", "--rules", rules, env=env),

@@ -19,7 +19,7 @@ from remediator.alerts import parse_notification
 from remediator.config import Config, ConfigError, load_config
 from remediator.guards import SYSTEM_NAMESPACES
 from remediator.service import Service
-from tests.conftest import write_rules
+from tests.conftest import NO_MATCH_RULES, write_rules
 from tests.support.payloads import alert, notification
 from tests.support.procs import http_request, serve_http
 from tests.support.worker import WorkerProcess
@@ -75,7 +75,7 @@ def test_a_config_typo_is_refused_at_start_with_its_line(tmp_path, text, message
     assert f"remediator: configuration error: {config}:" in done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
     lint = subprocess.run([sys.executable, "-m", "remediator.cli", "lint", "--config",
-                           str(config), str(write_rules(tmp_path / "rules", "playbooks: []\n"))],
+                           str(config), str(write_rules(tmp_path / "rules", NO_MATCH_RULES))],
                           capture_output=True, text=True, timeout=60)
     assert lint.returncode == 1 and message in lint.stdout.replace(" error:", ""), lint
 
@@ -114,7 +114,7 @@ def test_a_refusal_never_quotes_a_secret_ish_value(tmp_path, name, value, messag
     done = serve(str(config))
     assert done.returncode == 2 and message in done.stderr, done.stderr
     lint = subprocess.run([sys.executable, "-m", "remediator.cli", "lint", "--config",
-                           str(config), str(write_rules(tmp_path / "rules", "playbooks: []\n"))],
+                           str(config), str(write_rules(tmp_path / "rules", NO_MATCH_RULES))],
                           capture_output=True, text=True, timeout=60)
     assert lint.returncode == 1 and message in lint.stdout.replace(" error:", ""), lint
     assert HIDDEN not in done.stderr + lint.stdout + lint.stderr
@@ -125,7 +125,7 @@ def test_booleans_from_the_environment_are_booleans_too():
     assert load_config(env={"REMEDIATOR_PAUSED": "TRUE"}).guards.paused is True
     with pytest.raises(ConfigError, match="REMEDIATOR_PAUSED: 'flase' is not a boolean"):
         load_config(env={"REMEDIATOR_PAUSED": "flase"})
-    with pytest.raises(ConfigError, match="allow_unauthenticated: 'maybe' is not a boolean"):
+    with pytest.raises(ConfigError, match="REMEDIATOR_ALLOW_UNAUTHENTICATED: 'maybe' is not a boolean"):
         load_config(env={"REMEDIATOR_ALLOW_UNAUTHENTICATED": "maybe"})
     with pytest.raises(ConfigError, match="listen: '9095': not HOST:PORT"):
         load_config(env={}, listen="9095")
@@ -331,7 +331,7 @@ def test_serve_warns_when_a_system_namespace_may_be_changed(tmp_path):
     """`deny: []` (or a deny list without them and no allow list) lets mutations reach
     kube-system: allowed, since it is written down, but `serve` says so at start, as lint
     does, not only a CI job that may not run `lint --config`."""
-    rules = str(write_rules(tmp_path / "rules", "playbooks: []\n"))
+    rules = str(write_rules(tmp_path / "rules", NO_MATCH_RULES))
     worker = WorkerProcess(tmp_path, [rules], config={"guards": {"namespaces": {"deny": []}}})
     try:
         worker.start()

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from remediator.store import packing
-from tests.conftest import write_rules
+from tests.conftest import NO_MATCH_RULES, write_rules
 from tests.support.payloads import alert, notification
 from tests.support.worker import OPERATOR, VIEWER, WorkerProcess, free_port, http
 
@@ -135,7 +135,7 @@ def test_a_request_aiohttp_cannot_parse_is_one_warning_without_its_credentials(t
     error level (redaction cannot know them by value). Now one warning names the fault."""
     basic = base64.b64encode(b"alice:Tr0ub4dor-and-3").decode()
     cookie = "alice|1800000000|1800003600|n0nce|5ec0nd5ecret5ignature"
-    w = WorkerProcess(tmp_path, [str(write_rules(tmp_path / "rules", "playbooks: []\n"))]).start()
+    w = WorkerProcess(tmp_path, [str(write_rules(tmp_path / "rules", NO_MATCH_RULES))]).start()
     try:
         for header in (f"Authorization: Basic {basic}\x01", f"Cookie: remediator_session={cookie}\x01"):
             with socket.create_connection(("127.0.0.1", w.port), timeout=10) as conn:

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from remediator.config import ConfigError, load_config
-from tests.conftest import write_rules
+from tests.conftest import NO_MATCH_RULES, write_rules
 from tests.support.payloads import alert, notification
 from tests.support.worker import OPERATOR_TOKEN, TOKEN, WorkerProcess
 
@@ -53,7 +53,7 @@ def _closed_within(socks: list[socket.socket], limit: float, trickle: socket.soc
 
 
 def test_half_sent_headers_are_closed_and_running_requests_are_not(tmp_path):
-    rules = write_rules(tmp_path / "rules", "playbooks: []\n")
+    rules = write_rules(tmp_path / "rules", NO_MATCH_RULES)
     w = WorkerProcess(tmp_path, [str(rules)], extra_env={"REMEDIATOR_IDLE_TIMEOUT": f"{IDLE:g}s"})
     w.start()
     socks: list[socket.socket] = []
@@ -152,7 +152,7 @@ def _trickle(port: int, head: bytes, body: bytes, limit: float) -> tuple[bytes, 
 def test_a_body_trickled_past_its_deadline_is_refused_and_its_connection_closed(tmp_path):
     # The header arrives at once; the body a byte at a time: the handler and the connection
     # were held for as long as the sender liked (idle_timeout only covers the header).
-    rules = write_rules(tmp_path / "rules", "playbooks: []\n")
+    rules = write_rules(tmp_path / "rules", NO_MATCH_RULES)
     w = WorkerProcess(tmp_path, [str(rules)], extra_env={"REMEDIATOR_BODY_TIMEOUT": f"{BODY:g}s"})
     w.start()
     try:
@@ -213,7 +213,7 @@ def _answer_then_closed(sock: socket.socket, limit: float = 5.0) -> bytes:
 def test_a_body_refused_before_it_is_read_is_not_read(tmp_path):
     """Without credentials a body sent a byte at a time held the connection (and the loop)
     for 10 s after the 401; the console's login form read up to 16 MiB."""
-    rules = write_rules(tmp_path / "rules", "playbooks: []\n")
+    rules = write_rules(tmp_path / "rules", NO_MATCH_RULES)
     w = WorkerProcess(tmp_path, [str(rules)])
     w.start()
     try:
@@ -252,7 +252,7 @@ def test_a_body_refused_before_it_is_read_is_not_read(tmp_path):
 def test_a_client_gone_mid_body_is_counted_and_no_error(tmp_path):
     """A client that closed its connection mid-body left an ERROR with a traceback
     (ConnectionResetError through the handler), and the webhook counter missed it."""
-    rules = write_rules(tmp_path / "rules", "playbooks: []\n")
+    rules = write_rules(tmp_path / "rules", NO_MATCH_RULES)
     w = WorkerProcess(tmp_path, [str(rules)])
     w.start()
     try:

@@ -13,7 +13,7 @@ import pytest
 
 from remediator import redact
 from remediator.config import load_config
-from tests.conftest import write_rules
+from tests.conftest import NO_MATCH_RULES, write_rules
 from tests.integration.test_cli_errors import one_line, remediator
 from tests.support.payloads import notification
 from tests.support.procs import LOCALHOST, free_port
@@ -38,7 +38,7 @@ BAD = {
 
 @pytest.mark.parametrize("url", BAD)
 def test_a_store_url_that_cannot_work_is_one_line_whichever_command_reads_it(tmp_path, url):
-    rules = str(write_rules(tmp_path / "rules", "playbooks: []\n"))
+    rules = str(write_rules(tmp_path / "rules", NO_MATCH_RULES))
     payload = tmp_path / "payload.json"
     payload.write_text(json.dumps(notification()))
     expected = f"remediator: configuration error: --store: {BAD[url]}"
@@ -53,7 +53,7 @@ def test_a_store_url_that_cannot_work_is_one_line_whichever_command_reads_it(tmp
 
 def test_an_absolute_sqlite_path_is_shown_with_one_slash(tmp_path):
     """`sqlite:////abs` is `/abs` (it was `//abs`: the same file, shown doubled)."""
-    rules = str(write_rules(tmp_path / "rules", "playbooks: []\n"))
+    rules = str(write_rules(tmp_path / "rules", NO_MATCH_RULES))
     url = "sqlite:////nonexistent/dir/r.db"
     one_line(remediator(tmp_path, "serve", "--rules", rules, "--store", url,
                         "--listen", "127.0.0.1:0"),
@@ -80,7 +80,7 @@ def test_a_password_in_the_store_url_is_never_shown(tmp_path, postgres_cluster, 
     role, password = f"pw_{uuid.uuid4().hex[:8]}", f"S3cret-{uuid.uuid4().hex}"
     url = postgres_cluster.password_role(role, password)
     hosts_and_db = url.split("@", 1)[1]
-    rules = str(write_rules(tmp_path / "rules", "playbooks: []\n"))
+    rules = str(write_rules(tmp_path / "rules", NO_MATCH_RULES))
     env = {"PGPASSFILE": str(tmp_path / "no-pgpass")}  # not ~/.pgpass
     wrong = f"WRONGPASS-{uuid.uuid4().hex}"
     forms = {f"{url}?password={wrong}": f"{url}?password=<redacted>",

@@ -9,7 +9,7 @@ import zlib
 from dataclasses import replace
 
 from remediator.guards import GuardSettings
-from tests.conftest import write_rules
+from tests.conftest import NO_MATCH_RULES, write_rules
 from tests.support.payloads import alert, notification
 from tests.support.worker import OPERATOR, TOKEN, VIEWER, WorkerProcess, http, loopback_guards
 
@@ -130,7 +130,7 @@ def test_a_body_that_cannot_be_decoded_leaves_nothing_in_the_log_but_its_answer(
     traceback, for the client's mistake, whatever the answer was (a 400 if the handler read
     it, a 415 if it never did); filtered, still a warning each. The app decodes the body
     itself now (content_coding.py): nothing is left to fail after the answer."""
-    w = WorkerProcess(tmp_path, [str(write_rules(tmp_path / "rules", "playbooks: []\n"))]).start()
+    w = WorkerProcess(tmp_path, [str(write_rules(tmp_path / "rules", NO_MATCH_RULES))]).start()
     try:
         gzipped = {"Authorization": f"Bearer {TOKEN}", "Content-Encoding": "gzip"}
         assert http("POST", f"{w.url}/alerts", b"{}", gzipped)[0] == 400
