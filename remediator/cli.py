@@ -26,6 +26,7 @@ from .guards import system_namespaces_open
 from .logs import setup_logging
 from .playbooks.validate import NoPlaybooks, RulesError
 from .report import decision_text, history_text, terminal_text
+from .store.base import OUTCOMES
 
 log = logging.getLogger("remediator")
 
@@ -142,7 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--config", metavar="FILE", help="the config serve runs with (its store)")
     h.add_argument("--store", help="store URL, opened read-only (default: sqlite:///remediator.db)")
     h.add_argument("--limit", type=_positive, default=50, help="most recent decisions to list")
-    h.add_argument("--outcome", help="only this outcome (e.g. failed, blocked, running)")
+    h.add_argument("--outcome", choices=OUTCOMES, metavar="OUTCOME",
+                   help=f"only this outcome: {', '.join(OUTCOMES)}")
     h.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     h.set_defaults(func=cmd_history)
 

@@ -36,7 +36,7 @@ from ..auth import (
 from ..guards import APPROVAL, PENDING
 from ..playbooks.validate import RulesError
 from ..service import Resuming, Service
-from ..store.base import PAUSE, StoreUnavailable
+from ..store.base import OUTCOMES, PAUSE, StoreUnavailable
 from . import live
 from .session import COOKIE, Sessions
 
@@ -54,8 +54,6 @@ ALERT_RULES = web.AppKey("console_alert_rules", graphs.AlertRules)
 FORMS = web.RequestKey("console_forms", str)
 NEW_FORMS = web.RequestKey("console_new_forms", str)
 PREFIX = "/ui"
-OUTCOMES = ("running", "planned", "succeeded", "failed", "blocked", "escalated", "resolved",
-            "no_match", "duplicate")
 SINCE = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
 LIST_LIMIT = 1000
 DECIDED_SHOWN = 50  # decided approvals on the approvals page, newest first

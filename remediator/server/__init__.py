@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ from ..alerts import PayloadError, parse_notification
 from ..auth import ANONYMOUS, NOT_BY_ADDRESS, PasswordChecksBusy, Principal, Users, named_by_address
 from ..playbooks.validate import RulesError
 from ..service import Resuming, Service
-from ..store.base import StoreUnavailable
+from ..store.base import OUTCOMES, StoreUnavailable
 from . import content_coding
 
 log = logging.getLogger("remediator.server")
@@ -328,6 +329,9 @@ async def list_executions(request: web.Request) -> web.Response:
         limit = 0
     if not 1 <= limit <= 1000:
         return _error(400, f"limit must be an integer from 1 to 1000, got {q['limit']!r}")
+    if "outcome" in q and q["outcome"] not in OUTCOMES:
+        return _error(400, f"outcome must be one of {', '.join(OUTCOMES)}; got "
+                      f"{json.dumps(q['outcome'][:40])}")
     filters = {k: q[k] for k in ("outcome", "playbook", "alertname", "fingerprint") if k in q}
     items = await request.app[SERVICE].store.list_executions(limit, **filters)
     return _json({"executions": items})

@@ -15,6 +15,10 @@ from typing import Any, Protocol
 
 # The state row SQLite's readiness probe writes (`Store.probe_intake`): its time.
 INTAKE_PROBE = "intake-probe"
+# Every outcome a decision can have: what `list_executions(outcome=…)` may be asked (the API's
+# and `history`'s filter, the console's), so a typo is refused, never an empty answer.
+OUTCOMES = ("running", "planned", "succeeded", "failed", "blocked", "escalated", "resolved",
+            "no_match", "duplicate")
 
 
 class StoreUnavailable(RuntimeError):

@@ -144,3 +144,19 @@ def test_an_approval_is_answered_while_its_resumed_run_goes_on(tmp_path, webhook
     finally:
         release.set()
         assert w.stop() == 0
+
+
+def test_the_api_refuses_an_outcome_filter_that_is_none(tmp_path):
+    """`?outcome=bogus` answered 200 with no executions: a typo read as "none failed"."""
+    from tests.support.worker import VIEWER, http
+    w = WorkerProcess(tmp_path, [str(write_rules(tmp_path / "rules", APPROVAL_RULES % {
+        "url": "http://127.0.0.1:9/"}))]).start()
+    try:
+        status, body = http("GET", f"{w.url}/api/v1/executions?outcome=bogus", headers=VIEWER)
+        assert (status, body) == (400, {"error": (
+            "outcome must be one of running, planned, succeeded, failed, blocked, escalated, "
+            'resolved, no_match, duplicate; got "bogus"')}), body
+        assert http("GET", f"{w.url}/api/v1/executions?outcome=failed",
+                    headers=VIEWER) == (200, {"executions": []})
+    finally:
+        assert w.stop() == 0

@@ -96,6 +96,15 @@ def test_history_refuses_a_limit_that_is_not_a_positive_count(tmp_path, limit):
         f"remediator history: error: argument --limit: not a positive integer: '{limit}'"
 
 
+def test_history_refuses_an_outcome_that_is_none(tmp_path):
+    """`--outcome bogus` printed an empty table, exit 0: a typo read as "nothing failed"."""
+    done = remediator(tmp_path, "history", "--outcome", "bogus")
+    assert done.returncode == 2 and done.stderr.splitlines()[-1] == (
+        "remediator history: error: argument --outcome: invalid choice: 'bogus' (choose from "
+        "'running', 'planned', 'succeeded', 'failed', 'blocked', 'escalated', 'resolved', "
+        "'no_match', 'duplicate')"), done.stderr
+
+
 def test_replay_of_a_payload_that_is_not_utf8_is_one_line_as_the_webhook_says_it(tmp_path):
     (tmp_path / "payload.json").write_bytes(b'\xff\xfe{"version": "4"}')
     done = remediator(tmp_path, "replay", "payload.json", "--rules", str(write_rules(
