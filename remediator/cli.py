@@ -125,7 +125,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="github: workflow annotations on the lines at fault")
     lint.add_argument("--strict", action="store_true", help="warnings fail too")
     lint.add_argument("--permissions", action="store_true",
-                      help="print the Kubernetes RBAC rules and IAM actions the playbooks need")
+                      help="print the Kubernetes RBAC rules, IAM actions and Docker Engine API "
+                      "endpoints the playbooks need")
     lint.add_argument("-v", "--verbose", action="store_true",
                       help="say on stderr which optional checks ran (promtool over the PromQL)")
     lint.set_defaults(func=cmd_lint)

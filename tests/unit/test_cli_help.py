@@ -56,3 +56,17 @@ def test_each_store_flag_says_where_its_decisions_go():
     assert "default: sqlite:// in memory, leaving no trace; REMEDIATOR_STORE and the config's " \
         "store are not read)" in replay
     assert "[env REMEDIATOR_STORE]" not in replay
+
+
+def test_lint_permissions_help_names_everything_it_prints():
+    """`lint --permissions` prints `docker:` (the Engine API endpoints) besides RBAC and IAM;
+    its help said only the two."""
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[2]
+    printed = subprocess.run([sys.executable, "-m", "remediator.cli", "lint", "--permissions",
+                              str(root / "rules")], capture_output=True, text=True, timeout=120)
+    assert "docker:" in printed.stdout, printed.stdout[-2000:]
+    text = re.sub(r"\s+", " ", commands()["lint"].format_help())
+    assert ("print the Kubernetes RBAC rules, IAM actions and Docker Engine API endpoints the "
+            "playbooks need") in text
