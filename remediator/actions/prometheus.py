@@ -34,14 +34,23 @@ async def instant_query(backends: Any, promql: str) -> dict[str, Any]:
     if status == 429 or status >= 500:
         raise TransientError(f"Prometheus answered {status}: "
                              f"{_filtered(str(body.get('error', '')))}")
-    if body.get("status") != "success":
+    if body.get("status") == "error" or "errorType" in body or "error" in body:
         raise ActionError(f"query {promql!r} failed: {body.get('errorType')}: "
                           f"{_filtered(str(body.get('error')))}")
-    data = body["data"]
-    if data["resultType"] in ("scalar", "string"):
-        return {"value": _number(data["result"][1]), "series": []}
-    series = [{"labels": s["metric"], "value": _number(s["value"][1])}
-              for s in data["result"][:_MAX_SERIES]]
+    try:
+        if body.get("status") != "success":
+            raise TypeError
+        data = body["data"]
+        if data["resultType"] in ("scalar", "string"):
+            return {"value": _number(data["result"][1]), "series": []}
+        series = [{"labels": s["metric"], "value": _number(s["value"][1])}
+                  for s in data["result"][:_MAX_SERIES]]
+    except (KeyError, TypeError, IndexError, AttributeError):
+        # Something else answered (a URL that is not Prometheus's, an API gateway): said
+        # with what it sent, bounded and filtered as an error page is.
+        excerpt = _filtered(raw[:120].decode("utf-8", "replace").strip())
+        raise ActionError(f"Prometheus at {url} answered {status} with JSON that is not a "
+                          f"query's answer (is prometheus_url Prometheus?): {excerpt!r}") from None
     return {"value": series[0]["value"] if series else None, "series": series,
             "count": len(data["result"])}
 

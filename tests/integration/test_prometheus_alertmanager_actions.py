@@ -331,3 +331,38 @@ playbooks:
     assert "answered 500 without JSON" in detail and "Authorization was" in detail, detail
     encoded = base64.b64encode(b"promuser:PROMPASS-zz9-secret").decode()
     assert encoded.rstrip("=") not in detail and "PROMPASS" not in detail, detail
+
+
+@pytest.mark.parametrize("answer", [b'{"ok":true}', b'{"status":"success","data":{"x":1}}',
+                                    b'{"status":"success","data":{"resultType":"vector",'
+                                    b'"result":[{"metric":{}}]}}'])
+def test_an_answer_that_is_not_a_query_result_says_what_came(answer):
+    """A URL that is not Prometheus's answering 200 with other JSON: `failed: None: None` or
+    an internal error said nothing; the step says what answered, bounded, not retried."""
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.support.procs import serve_http
+
+    class Other(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server, port = serve_http(Other)
+    try:
+        rec = run_action("prometheus.query", {"query": "up"},
+                         Backends(prometheus_url=f"http://127.0.0.1:{port}"), attempts=2)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert rec.outcome == "failed" and rec.attempts == 1, rec
+    assert rec.detail == (f"Prometheus at http://127.0.0.1:{port}/api/v1/query answered 200 with "
+                          "JSON that is not a query's answer (is prometheus_url Prometheus?): "
+                          f"{answer.decode()[:120]!r}"), rec.detail
