@@ -14,10 +14,12 @@ selects them; one-off containers (`docker compose run`) are never part of it.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 from typing import Any
 
+from .. import redact
 from .base import Action, ActionError, Param, Permission, TransientError
 
 PROJECT_LABEL = "com.docker.compose.project"
@@ -41,10 +43,13 @@ class DockerClient:
             # "auto": one GET /version; Engines since v29 refuse API versions below 1.44 and
             # Debian's 20.10 speaks at most 1.41, so no fixed version fits every host.
             self.api = docker.APIClient(version="auto", timeout=timeout, **kwargs)
+        except docker.errors.TLSParameterError as exc:
+            raise ActionError(f"Docker Engine: {_tls_problem()}", {"error": "connect"}) from exc
         except docker.errors.DockerException as exc:
             cause = exc.__cause__ or exc.__context__
             error = TransientError if cause is not None and is_transient(cause) else ActionError
-            raise error(f"Docker Engine: {exc}", {"error": "connect"}) from exc
+            why = _unreachable(exc) if error is TransientError else f"Docker Engine: {exc}"
+            raise error(why, {"error": "connect"}) from exc
 
     def close(self) -> None:
         self.api.close()
@@ -69,6 +74,46 @@ def is_transient(exc: BaseException) -> bool:
     if rex is not None and isinstance(exc, rex.ConnectionError | rex.Timeout):
         return True
     return isinstance(exc, ConnectionError | TimeoutError)
+
+
+def _engine() -> str:
+    """Where the Engine is looked for, and which variable said so."""
+    host = os.environ.get("DOCKER_HOST")
+    if host:
+        return f"{redact.text(host)} (DOCKER_HOST)"
+    return "unix:///var/run/docker.sock (the default: DOCKER_HOST is unset)"
+
+
+_OS_ERRORS = {FileNotFoundError: "no such socket", PermissionError: "permission denied (is the "
+              "process's user allowed on the socket: the docker group?)",
+              ConnectionRefusedError: "connection refused"}
+
+
+def _unreachable(exc: BaseException) -> str:
+    """The Engine unreachable, said with where it was looked for and the OS's reason (the
+    SDK's message, `('Connection aborted.', FileNotFoundError(2, ...))`, named neither)."""
+    seen, todo = 0, [exc]
+    while todo and seen < 16:  # the OS error is an argument of an argument of a cause
+        current, seen = todo.pop(), seen + 1
+        for kind, said in _OS_ERRORS.items():
+            if isinstance(current, kind):
+                return f"Docker Engine at {_engine()} unreachable: {said}"
+        todo += [a for a in getattr(current, "args", ()) if isinstance(a, BaseException)]
+        todo += [c for c in (current.__cause__, current.__context__) if c is not None]
+    return f"Docker Engine at {_engine()} unreachable: {type(exc).__name__}: {exc}"
+
+
+def _tls_problem() -> str:
+    """What is missing for TLS, as the docker CLI reads it (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)."""
+    path = os.environ.get("DOCKER_CERT_PATH") or ""
+    where = f"DOCKER_CERT_PATH={path}" if path else \
+        f"{os.path.join(os.path.expanduser('~'), '.docker')} (DOCKER_CERT_PATH is unset)"
+    folder = path or os.path.join(os.path.expanduser("~"), ".docker")
+    missing = [f for f in ("ca.pem", "cert.pem", "key.pem")
+               if not os.path.isfile(os.path.join(folder, f))]
+    return (f"TLS is on (DOCKER_TLS_VERIFY or DOCKER_CERT_PATH is set) but {where} lacks "
+            f"{', '.join(missing) or 'a readable certificate'}: put ca.pem, cert.pem and key.pem "
+            "there, or unset DOCKER_TLS_VERIFY")
 
 
 async def call(backends: Any, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -117,7 +162,7 @@ def error_of(what: str, exc: BaseException, read: bool = False) -> ActionError:
         return error(f"{what}: {message} (HTTP {status})", {"error": "api", "status": status},
                      unapplied=read or (status is not None and 400 <= status < 500))
     if is_transient(exc):
-        return TransientError(f"{what}: Docker Engine unreachable: {type(exc).__name__}: {exc}",
+        return TransientError(f"{what}: {_unreachable(exc)}",
                               {"error": type(exc).__name__, "status": None}, unapplied=read)
     return ActionError(f"{what}: {type(exc).__name__}: {exc}", {"error": type(exc).__name__},
                        unapplied=read)

@@ -252,7 +252,26 @@ def test_engine_api_down_is_transient_and_retried(monkeypatch, tmp_path, run):
     record = execute(run, "docker.inspect", ctx, project="libervia", service="gateway")
     # three attempts: an error that is not transient is tried once
     assert record.outcome == "failed" and record.attempts == 3
-    assert record.detail.startswith("Docker Engine: Error while fetching server API version")
+    # where it was looked for, which variable said so, and why not (the SDK's message named
+    # neither: "('Connection aborted.', FileNotFoundError(2, ...))")
+    assert record.detail == (f"Docker Engine at unix://{tmp_path}/nothing-listens.sock "
+                             "(DOCKER_HOST) unreachable: no such socket"), record.detail
+    run(backends.close())
+
+
+def test_tls_without_its_certificates_names_the_path_and_the_variable(monkeypatch, tmp_path,
+                                                                      run):
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2376")
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(tmp_path / "nonexist"))
+    backends = Backends()
+    ctx = ActionContext(backends=backends, log=logging.getLogger("t"), execution_id="e1")
+    record = execute(run, "docker.inspect", ctx, project="libervia", service="gateway")
+    assert record.outcome == "failed" and record.attempts == 1  # the same every time
+    assert record.detail == (
+        "Docker Engine: TLS is on (DOCKER_TLS_VERIFY or DOCKER_CERT_PATH is set) but "
+        f"DOCKER_CERT_PATH={tmp_path / 'nonexist'} lacks ca.pem, cert.pem, key.pem: put ca.pem, "
+        "cert.pem and key.pem there, or unset DOCKER_TLS_VERIFY"), record.detail
     run(backends.close())
 
 
