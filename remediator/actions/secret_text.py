@@ -8,7 +8,8 @@ that, much stricter.
 A value is a secret because of its name or its shape, never for being long hex: a variable is
 withheld whole (its value never shown) when its name says it holds a secret, or its value
 looks like one whatever the name (a private key, a token of a known issuer, an opaque
-key-like string mixing cases and digits). A git sha, a trace or request id, a digest stay: they
+key-like string mixing cases and digits, not words as an alert's or a metric's name is). A
+git sha, a trace or request id, a digest stay: they
 are what an on-call engineer correlates by. A credential's setting (PASSWORD_MIN_LENGTH=12,
 AUTH_MODE=oidc) and a test runner's verdict (`--- PASS: TestFoo`) name no secret. Every other
 value is shown with the credentials inside it masked: a URL's `user:pass@` (BROKER_URL,
