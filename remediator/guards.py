@@ -299,7 +299,7 @@ class Guards:
 
     @staticmethod
     def _open(gc: GuardContext, state: dict[str, Any] | None, now: float) -> Block | None:
-        if state and now < state.get("until", 0):  # a reset's ends at the reset: closed
+        if state and circuit_open(state, now):
             return Block("circuit_open", f"circuit for {gc.playbook.name} on {gc.target} open "
                                          f"since {_iso(state['opened_at'])} until "
                                          f"{_iso(state['until'])}; reset with POST "
@@ -747,6 +747,15 @@ def write_denied(s: GuardSettings, kind: str, name: str) -> Block | None:
                                      f"{what} allow list ({setting}: "
                                      f"{', '.join(allowed) or 'empty'})")
     return None
+
+
+def circuit_open(state: dict[str, Any], now: float) -> bool:
+    """Is a circuit with this state open at `now`? A reset's state ends where it was reset
+    (`until` = `reset_at`, a later opening's `until` after it): closed, whatever this
+    replica's clock says. Judged by time alone, a replica whose clock was a few milliseconds
+    behind the resetting one's (their offsets to the database differ by up to half a round
+    trip) found the circuit still open until that instant, and listed it open."""
+    return state.get("reset_at", -1) < state.get("until", 0) and now < state["until"]
 
 
 def allow_list(s: GuardSettings, kind: str) -> tuple[list[str], str, str]:

@@ -22,7 +22,7 @@ from .engine import Engine
 from .engine.executor import Executor
 from .engine.slots import Slots
 from .escalation import Escalator, build_sink
-from .guards import APPROVAL, PENDING, Guards, decide_approval
+from .guards import APPROVAL, PENDING, Guards, circuit_open, decide_approval
 from .logs import Recurring
 from .metrics import Metrics
 from .playbooks.index import RuleSet
@@ -490,8 +490,7 @@ class Service:
             await self.engine.escalator.redeliver(budget=self.redelivery_budget)
         now = self.clock()
         circuits = await self.store.list_state("circuit:")
-        self.metrics.circuits_open.set(sum(1 for c in circuits.values()
-                                           if c.get("until", 0) > now))
+        self.metrics.circuits_open.set(sum(1 for c in circuits.values() if circuit_open(c, now)))
         await self._age_gauges(now)
         await self._refresh(now)
         if now - self._pruned_at >= 3600:
@@ -538,7 +537,7 @@ class Service:
         now = self.clock()  # the store's: circuits' deadlines are on it
         return [{"playbook": key.split(":")[1], "target": key.split(":", 2)[2], **value}
                 for key, value in (await self.store.list_state("circuit:")).items()
-                if value.get("until", 0) > now]
+                if circuit_open(value, now)]
 
     async def reset_circuits(self, target: str, playbook: str, by: str) -> list[str]:
         """Close the circuits opened on `target` (namespace/kind/name), of one playbook or

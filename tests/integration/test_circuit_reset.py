@@ -112,8 +112,10 @@ def test_a_reset_between_an_openings_read_and_its_write_is_kept(tmp_path, run, r
 
     async def then_reset(*args: Any) -> Any:
         answer = await read(*args)
-        if not reset:  # the firing's first read: the operator resets, then it goes on
-            two.clock.now = one.clock.now
+        if not reset:  # the firing's first read: the operator resets, then it goes on,
+            # on a replica whose clock is ahead (the reset's `until` is then after this
+            # firing's `now`: still the reset's, the circuit closed)
+            two.clock.now = one.clock.now + 2
             reset.append(await two.service.reset_circuits(target, "", "alice"))
         return answer
 
