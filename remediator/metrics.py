@@ -6,10 +6,16 @@ targets or fingerprints.
 
 from __future__ import annotations
 
+import bisect
+import os
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.utils import floatToGoString
 
 from . import __version__
 
@@ -19,9 +25,9 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
-        self.alerts_received = Counter(
-            "remediator_alerts_received_total", "Alerts received on the webhook, by status.",
-            ["status"], registry=r)
+        # Intake's per-webhook counts: plain numbers, exported at scrape time (IntakeCounts).
+        self.intake = IntakeCounts()
+        r.register(_Family(self.intake.received))
         self.alerts_truncated = Counter(
             "remediator_alerts_truncated_total",
             "Alerts Alertmanager left out of a notification (the receiver's max_alerts).",
@@ -33,20 +39,8 @@ class Metrics:
             "remediator_connections_refused_total",
             "Connections answered 503 and closed at once: max_connections were open.",
             registry=r)
-        self.webhook_requests = Counter(
-            "remediator_webhook_requests_total", "Webhook requests by HTTP status code.",
-            ["code"], registry=r)
-        # Present at 0 from the start: `increase()` sees the first 401 of a fresh process
-        # (a series that appears at 1 has increased by nothing).
-        # Every webhook counts its answer and its alerts: their children are looked up once
-        # (`labels()` takes a lock and builds its key at each call).
-        self.webhook_codes = {int(code): self.webhook_requests.labels(code) for code in (
-            "202", "400", "401", "403", "405", "413", "415", "499", "500", "503")}
-        self.alerts_by_status = {s: self.alerts_received.labels(s) for s in ("firing", "resolved")}
-        self.ack_seconds = Histogram(
-            "remediator_webhook_ack_duration_seconds",
-            "Time from request to acknowledgement (alerts durably stored).", registry=r,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+        r.register(_Family(self.intake.requests))
+        r.register(_Family(self.intake.ack))
         self.executions = Counter(
             "remediator_executions_total", "Decisions by playbook and outcome.",
             ["playbook", "outcome"], registry=r)
@@ -115,3 +109,95 @@ class Metrics:
         if found is None:
             found = self._children[(metric, values)] = metric.labels(*values)
         return found
+
+
+class IntakeCounts:
+    """What every webhook counts (its answer's code, its alerts by status, its time to the
+    202), kept as plain numbers and turned into metric families only when /metrics is
+    scraped: prometheus_client's `inc` and `observe` took a lock and checked their argument
+    each time, ~18 k instructions a webhook (docs/performance.md, "Intake's CPU"). The
+    series are prometheus_client's own: the same names, labels, HELP, `_created`.
+
+    No lock: intake (`guard`, `Service.intake`) and the /metrics handler that reads these
+    all run on the event loop's one thread, and a scrape reads them without awaiting."""
+
+    ACK_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, float("inf"))
+    # Present at 0 from the start: `increase()` sees the first 401 of a fresh process (a
+    # series that appears at 1 has increased by nothing).
+    CODES = (202, 400, 401, 403, 405, 413, 415, 499, 500, 503)
+
+    def __init__(self) -> None:
+        now = time.time()
+        self.by_status = {"firing": 0, "resolved": 0}
+        self._status_created = dict.fromkeys(self.by_status, now)
+        self.codes = dict.fromkeys(self.CODES, 0)
+        self._code_created = dict.fromkeys(self.CODES, now)
+        self._ack_buckets = [0] * len(self.ACK_BOUNDS)  # each bound's own, not cumulative
+        self._ack_sum = 0.0
+        self._ack_created = now
+
+    def answered(self, code: int) -> None:
+        """A webhook answered `code` (any: one not listed gets its series then)."""
+        if code in self.codes:
+            self.codes[code] += 1
+        else:
+            self.codes[code] = 1
+            self._code_created[code] = time.time()
+
+    def acknowledged(self, seconds: float) -> None:
+        """A 202 took `seconds`: the first bucket whose bound is at least that (as
+        prometheus_client's `Histogram.observe`)."""
+        self._ack_buckets[bisect.bisect_left(self.ACK_BOUNDS, seconds)] += 1
+        self._ack_sum += seconds
+
+    def received(self) -> Metric:
+        family = CounterMetricFamily(
+            "remediator_alerts_received", "Alerts received on the webhook, by status.",
+            labels=["status"])
+        for status, count in self.by_status.items():
+            family.add_metric([status], count, created=_created(self._status_created[status]))
+        return family
+
+    def requests(self) -> Metric:
+        family = CounterMetricFamily(
+            "remediator_webhook_requests", "Webhook requests by HTTP status code.",
+            labels=["code"])
+        for code, count in self.codes.items():
+            family.add_metric([str(code)], count, created=_created(self._code_created[code]))
+        return family
+
+    def ack(self) -> Metric:
+        name = "remediator_webhook_ack_duration_seconds"
+        family = HistogramMetricFamily(
+            name, "Time from request to acknowledgement (alerts durably stored).", labels=[])
+        cumulative, buckets = 0, []
+        for bound, count in zip(self.ACK_BOUNDS, self._ack_buckets, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))
+        family.add_metric([], buckets, self._ack_sum)
+        created = _created(self._ack_created)
+        if created is not None:  # HistogramMetricFamily.add_metric takes no `created`
+            family.add_sample(f"{name}_created", {}, created)
+        return family
+
+
+def _created(when: float) -> float | None:
+    """`when`, unless PROMETHEUS_DISABLE_CREATED_SERIES leaves `_created` series out (as
+    prometheus_client's own metrics do)."""
+    disabled = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False").lower() \
+        in ("true", "1", "t")
+    return None if disabled else when
+
+
+class _Family:
+    """A custom collector (prometheus_client's documented `registry.register(obj)`) of one
+    metric family, registered where its Counter/Histogram was: /metrics keeps its order."""
+
+    def __init__(self, family: Callable[[], Metric]) -> None:
+        self._family = family
+
+    def collect(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()  # its name, for the registry's duplicate check

@@ -249,9 +249,9 @@ class Service:
                 raise
             self.refused = None
         firing = sum(a["status"] == "firing" for a in notification.items)
-        for status, count in (("firing", firing), ("resolved", len(rows) - firing)):
-            if count:
-                self.metrics.alerts_by_status[status].inc(count)
+        received = self.metrics.intake.by_status
+        received["firing"] += firing
+        received["resolved"] += len(rows) - firing
         if result.duplicates:
             self.metrics.alerts_duplicate.inc(result.duplicates)
             if not claim:  # (a replay runs no maintenance)

@@ -149,11 +149,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not webhook and request.path.startswith("/api/"):
         response.headers["Cache-Control"] = "no-store"  # decisions hold alerts and notes
     if webhook:
-        metrics = request.app[SERVICE].metrics
-        counter = metrics.webhook_codes.get(response.status)
-        (counter or metrics.webhook_requests.labels(str(response.status))).inc()
+        counts = request.app[SERVICE].metrics.intake
+        counts.answered(response.status)
         if response.status == 202:
-            metrics.ack_seconds.observe(time.perf_counter() - started)
+            counts.acknowledged(time.perf_counter() - started)
     return response
 
 
