@@ -116,6 +116,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                 response = await handler(request)
         except web.HTTPException as exc:  # a console page's answer (a redirect, a refusal)
             exc.headers["Server"] = SERVER
+            if console.serves(request.path):
+                console.security_headers(request, exc.headers)
             _unread_not_awaited(request, exc)
             raise
         except StoreUnavailable as exc:
@@ -148,6 +150,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     response.headers["Server"] = SERVER
     if not webhook and request.path.startswith("/api/"):
         response.headers["Cache-Control"] = "no-store"  # decisions hold alerts and notes
+    elif not webhook and not response.prepared and console.serves(request.path):
+        console.security_headers(request, response.headers)
     if webhook:
         counts = request.app[SERVICE].metrics.intake
         counts.answered(response.status)

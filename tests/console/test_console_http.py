@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from remediator.auth import Operator
-from remediator.console import DECIDED_SHOWN
+from remediator.console import CSP, DECIDED_SHOWN
 from remediator.console.live import LATEST
 from remediator.guards import APPROVAL
 from tests.conftest import APPROVAL_RULES
@@ -614,3 +614,46 @@ def test_a_poll_sends_what_changed_since_its_cursor_and_ends(worker_factory):
     assert at and at[-1].partition("@")[2] != after.partition("@")[2]
     again = operator.get(f"{w.url}/ui/events", params={"once": "1", "after": at[-1]})
     assert "event: decision" not in again.text, again.text  # read once
+
+
+SECURITY = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY",
+            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
+
+
+def test_console_answers_carry_the_security_headers_and_the_webhook_none(worker_factory):
+    """Every console answer (a page, a redirect, a refused login, a viewer's refused act, a
+    static file, a poll of the live stream) carries the security headers, `no-store` but on
+    static files; the webhook's 202, the API and /metrics none of them (set by the server's
+    middleware for console paths, not a signal every response paid for)."""
+    w = worker_factory()
+    viewer = login(w.url, "victor", VIEWER_TOKEN)
+    answers = {
+        "page": viewer.get(f"{w.url}/ui/"),
+        "home redirect": requests.get(f"{w.url}/", allow_redirects=False),
+        "login redirect": requests.get(f"{w.url}/ui/", allow_redirects=False),
+        "refused login": requests.post(f"{w.url}/ui/login", data={"name": "victor",
+                                                                "password": "wrong"}),
+        "viewer's refused act": viewer.post(f"{w.url}/ui/control/pause",
+                                            data={"csrf": csrf(viewer.get(f"{w.url}/ui/").text)}),
+        "no such page": viewer.get(f"{w.url}/ui/nothing-here"),
+        "poll": viewer.get(f"{w.url}/ui/events?once=1"),
+        "static": requests.get(f"{w.url}/ui/static/console.js"),
+    }
+    statuses = {name: r.status_code for name, r in answers.items()}
+    assert statuses == {"page": 200, "home redirect": 302, "login redirect": 303,
+                        "refused login": 401, "viewer's refused act": 403, "no such page": 404,
+                        "poll": 200, "static": 200}
+    for name, r in answers.items():
+        cache = None if name == "static" else "no-store"
+        assert {k: r.headers.get(k) for k in [*SECURITY, "Cache-Control"]} == \
+            {**SECURITY, "Cache-Control": cache}, name
+    webhook = requests.post(f"{w.url}/alerts", json=notification(alert("WebDown")),
+                            headers={"Authorization": f"Bearer {TOKEN}"})
+    api = requests.get(f"{w.url}/api/v1/executions",
+                       headers={"Authorization": f"Bearer {VIEWER_TOKEN}"})
+    metrics = requests.get(f"{w.url}/metrics")
+    assert (webhook.status_code, api.status_code, metrics.status_code) == (202, 200, 200)
+    for r in (webhook, api, metrics):
+        assert not set(SECURITY) & set(r.headers), r.url
+    assert "Cache-Control" not in webhook.headers and "Cache-Control" not in metrics.headers
+    assert api.headers["Cache-Control"] == "no-store"
