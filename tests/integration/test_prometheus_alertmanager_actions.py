@@ -170,30 +170,12 @@ def test_promql_str_keeps_a_label_inside_its_string(prometheus, exporter):
 
 
 def test_a_proxy_error_page_instead_of_prometheus_is_a_transient_error():
-    from http.server import BaseHTTPRequestHandler
+    from tests.support.procs import answering, serving
 
-    from tests.support.procs import serve_http
-
-    class Proxy(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
-            self.send_response(502)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server, port = serve_http(Proxy)
-    try:
+    page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+    with serving(answering(502, "text/html", page)) as port:
         rec = run_action("prometheus.query", {"query": "up"},
                          Backends(prometheus_url=f"http://127.0.0.1:{port}"), attempts=2)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert rec.outcome == "failed" and rec.attempts == 2  # transient: retried
     assert "answered 502 without JSON" in rec.detail and "502 Bad Gateway" in rec.detail
 
@@ -339,29 +321,11 @@ playbooks:
 def test_an_answer_that_is_not_a_query_result_says_what_came(answer):
     """A URL that is not Prometheus's answering 200 with other JSON: `failed: None: None` or
     an internal error said nothing; the step says what answered, bounded, not retried."""
-    from http.server import BaseHTTPRequestHandler
+    from tests.support.procs import answering, serving
 
-    from tests.support.procs import serve_http
-
-    class Other(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server, port = serve_http(Other)
-    try:
+    with serving(answering(200, "application/json", answer)) as port:
         rec = run_action("prometheus.query", {"query": "up"},
                          Backends(prometheus_url=f"http://127.0.0.1:{port}"), attempts=2)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert rec.outcome == "failed" and rec.attempts == 1, rec
     assert rec.detail == (f"Prometheus at http://127.0.0.1:{port}/api/v1/query answered 200 with "
                           "JSON that is not a query's answer (is prometheus_url Prometheus?): "

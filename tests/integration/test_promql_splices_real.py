@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -60,16 +59,7 @@ def queries_run(log: Path) -> list[str]:
 
 
 def decide(w: WorkerProcess, alertname: str, fingerprint: str, **labels: str) -> dict[str, Any]:
-    assert w.post_alerts(notification(alert(alertname, fingerprint=fingerprint, **labels)))[0] \
-        == 202
-    deadline = time.monotonic() + 20
-    while True:
-        done = [d for d in w.executions() if d["fingerprint"] == fingerprint
-                and d["outcome"] != "running"]
-        if done:
-            return done[0]
-        assert time.monotonic() < deadline, w.logs()
-        time.sleep(0.1)
+    return w.decision(notification(alert(alertname, fingerprint=fingerprint, **labels)), fingerprint)
 
 
 def test_a_refused_duration_sends_no_query_and_ends_the_decision_clearly(

@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -337,8 +337,37 @@ class _DoubleServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+def answering(status: int, content_type: str, body: bytes) -> type[BaseHTTPRequestHandler]:
+    """A double's handler that reads each POST's body and answers it with this, always."""
+
+    class Canned(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    return Canned
+
+
 def serve_http(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, int]:
     """A threaded HTTP server for a test double on 127.0.0.1:<free port>, serving already."""
     server = _DoubleServer((LOCALHOST, 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, int(server.server_address[1])
+
+
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    """`serve_http` for the block's length: its port, the server shut down after."""
+    server, port = serve_http(handler)
+    try:
+        yield port
+    finally:
+        server.shutdown()
+        server.server_close()

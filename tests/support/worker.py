@@ -214,6 +214,16 @@ class WorkerProcess:
             time.sleep(0.1)
         return done
 
+    def decision(self, payload: Any, fingerprint: str, timeout: float = 20) -> dict:
+        """Post `payload` (202 expected) and wait for its alert `fingerprint`'s final decision."""
+        assert self.post_alerts(payload)[0] == 202
+        deadline = time.monotonic() + timeout
+        while not (done := [d for d in self.executions() if d["fingerprint"] == fingerprint
+                            and d["outcome"] != "running"]):
+            assert time.monotonic() < deadline, self.logs()
+            time.sleep(0.1)
+        return done[0]
+
     def kill9(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
